@@ -1,0 +1,114 @@
+//! `tollgate-gateway`: parses arguments and config, then calls `tollgate_gateway::run`.
+
+use clap::Parser;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tollgate_gateway::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(about = "Tollgate: an OpenAI-compatible LLM gateway with exact metering")]
+struct Args {
+    /// YAML config file.
+    #[arg(long, short, env = "TOLLGATE_CONFIG")]
+    config: PathBuf,
+    /// Listen address, overriding `gateway.listen` (port 0 picks a free port).
+    #[arg(long, env = "TOLLGATE_LISTEN")]
+    listen: Option<String>,
+    /// Validate the config and exit (non-zero on error) without binding a port.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tollgate_gateway::telemetry::init_logging();
+    let origin = args.config.display().to_string();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        return match tollgate_gateway::check_config(&config, &origin) {
+            Ok(()) => {
+                println!("config OK: {origin}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        let state = match tollgate_gateway::build_state(&config, &origin) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let addr = args.listen.unwrap_or_else(|| config.gateway.listen.clone());
+        let listener = match TcpListener::bind(&addr) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match listener.local_addr() {
+            Ok(bound) => println!("listening on http://{bound}"),
+            Err(e) => eprintln!("warning: cannot read the bound address: {e}"),
+        }
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            signal.cancel();
+        });
+        match tollgate_gateway::run(listener, state, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    });
+    code
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

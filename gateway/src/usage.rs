@@ -1,0 +1,129 @@
+//! Builds and publishes the one usage event of each request that reached a provider.
+//!
+//! A [`UsageRecorder`] is created just before the provider is called. Whatever happens next —
+//! success, upstream error, timeout, or the client going away (the handler future is dropped) —
+//! it publishes exactly one event: `finish` consumes it, and `Drop` covers every other exit.
+
+use crate::auth::KeyView;
+use crate::events::UsageSink;
+use crate::pricing::{cost, Price, Tokens};
+use crate::providers::Deployment;
+use chrono::Utc;
+use metrics::counter;
+use std::sync::Arc;
+use std::time::Instant;
+use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
+use uuid::Uuid;
+
+/// Status recorded when the client disconnected before the answer (nginx's convention).
+pub const CLIENT_CLOSED: u16 = 499;
+
+pub struct UsageRecorder {
+    sink: Arc<dyn UsageSink>,
+    event: Option<UsageEvent>,
+    price: Option<Price>,
+    started: Instant,
+}
+
+/// How a request ended.
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub error_type: Option<&'a str>,
+    pub tokens: Tokens,
+    pub served_model: Option<String>,
+}
+
+impl UsageRecorder {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        sink: Arc<dyn UsageSink>,
+        gateway_id: &str,
+        request_id: &str,
+        key: &KeyView,
+        customer_id: Option<String>,
+        requested_model: &str,
+        deployment: &Deployment,
+        price: Option<Price>,
+        stream: bool,
+        started: Instant,
+    ) -> UsageRecorder {
+        let event = UsageEvent {
+            version: USAGE_EVENT_VERSION,
+            event_id: Uuid::now_v7(),
+            occurred_at: Utc::now(),
+            gateway_id: gateway_id.to_owned(),
+            request_id: request_id.to_owned(),
+            key_id: key.key_id.clone(),
+            key_alias: key.key_alias.clone(),
+            team_id: key.team_id.clone(),
+            user_id: key.user_id.clone(),
+            customer_id,
+            organization_id: key.organization_id.clone(),
+            requested_model: requested_model.to_owned(),
+            served_model: None,
+            provider: Some(deployment.provider.clone()),
+            deployment: Some(deployment.id.clone()),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            cost_nano_usd: NanoUsd::ZERO,
+            latency_ms: 0,
+            status: 0,
+            error_type: None,
+            stream,
+            partial: false,
+            estimated: false,
+        };
+        UsageRecorder { sink, event: Some(event), price, started }
+    }
+
+    /// Records the outcome, publishes the event and returns the cost charged.
+    pub fn finish(mut self, outcome: Outcome<'_>) -> NanoUsd {
+        let Some(mut event) = self.event.take() else { return NanoUsd::ZERO };
+        let charged = match &self.price {
+            Some(price) => cost(price, outcome.tokens).unwrap_or_else(|_| {
+                // Only absurd token counts overflow i64 nano-USD; charge the maximum rather than
+                // nothing, and say so.
+                tracing::error!(event_id = %event.event_id, "cost overflowed; charging the maximum");
+                NanoUsd(i64::MAX)
+            }),
+            None => {
+                counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
+                NanoUsd::ZERO
+            }
+        };
+        event.status = outcome.status;
+        event.error_type = outcome.error_type.map(str::to_owned);
+        event.prompt_tokens = outcome.tokens.prompt;
+        event.completion_tokens = outcome.tokens.completion;
+        event.cached_tokens = outcome.tokens.cached;
+        event.served_model = outcome.served_model;
+        event.cost_nano_usd = charged;
+        self.publish(event);
+        charged
+    }
+
+    fn publish(&self, mut event: UsageEvent) {
+        event.occurred_at = Utc::now();
+        event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if event.cost_nano_usd.0 > 0 {
+            counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
+                .increment(event.cost_nano_usd.0.unsigned_abs());
+        }
+        // A failure to queue is logged and counted by the sink.
+        let _ = self.sink.publish(&event);
+    }
+}
+
+impl Drop for UsageRecorder {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            // The client went away before the provider answered; the upstream call was cancelled
+            // with the request, so nothing was generated for it.
+            event.status = CLIENT_CLOSED;
+            event.error_type = Some("client_disconnected".to_owned());
+            event.partial = true;
+            self.publish(event);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The ledger consumer's YAML configuration. Unknown fields are errors naming the field.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("config file {path}: field `{field}`: {message}")]
+    Invalid { path: String, field: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub cassandra: CassandraConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Serve Prometheus metrics on this address.
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_usage_topic")]
+    pub usage_topic: String,
+    #[serde(default = "default_dlq_topic")]
+    pub dlq_topic: String,
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Extra librdkafka consumer properties. Offset handling (`enable.auto.offset.store`)
+    /// cannot be overridden: offsets are stored only after the ledger write.
+    #[serde(default)]
+    pub consumer_properties: HashMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CassandraConfig {
+    pub contact_points: Vec<String>,
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// Apply `schemas/cql` at start-up (idempotent).
+    #[serde(default = "default_true")]
+    pub create_schema: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_messages: default_max_messages(), max_wait_ms: default_max_wait_ms() }
+    }
+}
+
+fn default_usage_topic() -> String {
+    tollgate_schemas::topics::USAGE.to_owned()
+}
+fn default_dlq_topic() -> String {
+    tollgate_schemas::topics::USAGE_DLQ.to_owned()
+}
+fn default_group() -> String {
+    "tollgate-ledger".to_owned()
+}
+fn default_keyspace() -> String {
+    "tollgate".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_messages() -> usize {
+    2_000
+}
+fn default_max_wait_ms() -> u64 {
+    50
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        Config::parse(&text, &display)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        tollgate_schemas::cql::validate_keyspace(&config.cassandra.keyspace)
+            .map_err(|e| invalid("cassandra.keyspace", e.to_string()))?;
+        if config.cassandra.contact_points.is_empty() {
+            return Err(invalid("cassandra.contact_points", "at least one contact point is required".into()));
+        }
+        if config.batch.max_messages == 0 {
+            return Err(invalid("batch.max_messages", "must be positive".into()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = "kafka:\n  bootstrap_servers: 127.0.0.1:9092\ncassandra:\n  contact_points: [127.0.0.1:9042]\n";
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::parse(OK, "c.yaml").unwrap();
+        assert_eq!(c.kafka.usage_topic, "usage");
+        assert_eq!(c.cassandra.keyspace, "tollgate");
+        assert_eq!(c.batch.max_messages, 2_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::parse(&OK.replace("contact_points", "contact_pionts"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("contact_pionts"), "{err}");
+        let err = Config::parse(&format!("{OK}  keyspace: \"a-b\"\n"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("cassandra.keyspace"), "{err}");
+    }
+}

@@ -1,0 +1,206 @@
+//! The Kafka side: consume `usage`, batch per partition, apply to the ledger, and only then
+//! store the offset (DESIGN §3 step 3). Records that do not decode go to the dead-letter topic
+//! before their offset is stored, so nothing is dropped silently.
+
+use crate::apply::apply_batch;
+use crate::config::Config;
+use crate::fold::Message;
+use crate::ledger::LedgerStore;
+use metrics::{counter, gauge};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message as _;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tollgate_schemas::UsageEvent;
+
+/// A record as read, detached from the consumer's buffers.
+struct Record {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+pub struct UsageConsumer<L> {
+    consumer: StreamConsumer,
+    dlq: FutureProducer,
+    ledger: L,
+    topic: String,
+    dlq_topic: String,
+    max_messages: usize,
+    max_wait: Duration,
+}
+
+impl<L: LedgerStore> UsageConsumer<L> {
+    pub fn new(config: &Config, ledger: L) -> Result<Self, KafkaError> {
+        let k = &config.kafka;
+        let mut cc = ClientConfig::new();
+        for (key, value) in &k.consumer_properties {
+            cc.set(key, value);
+        }
+        cc.set("bootstrap.servers", &k.bootstrap_servers)
+            .set("group.id", &k.group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        let consumer: StreamConsumer = cc.create()?;
+        consumer.subscribe(&[k.usage_topic.as_str()])?;
+        let dlq: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &k.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        Ok(UsageConsumer {
+            consumer,
+            dlq,
+            ledger,
+            topic: k.usage_topic.clone(),
+            dlq_topic: k.dlq_topic.clone(),
+            max_messages: config.batch.max_messages,
+            max_wait: Duration::from_millis(config.batch.max_wait_ms),
+        })
+    }
+
+    /// Runs until `shutdown`; finishes the batch in hand and commits stored offsets.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        loop {
+            let Some(batch) = self.next_batch(&shutdown).await else { break };
+            let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+            for r in batch {
+                by_partition.entry(r.partition).or_default().push(r);
+            }
+            for (partition, records) in by_partition {
+                self.process_partition(partition, records, &shutdown).await;
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last commit is also a "failure" here; harmless either way:
+            // uncommitted offsets are replayed and the fence skips them.
+            tracing::debug!(error = %e, "final offset commit");
+        }
+    }
+
+    async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<Record>> {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            m = self.consumer.recv() => m,
+        };
+        let mut batch = Vec::with_capacity(self.max_messages);
+        match first {
+            Ok(m) => batch.push(detach(&m)),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return Some(batch);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        while batch.len() < self.max_messages {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(detach(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka receive error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Decodes, dead-letters what does not decode, applies the rest, then stores the offset.
+    /// Ledger failures are retried with backoff until they succeed or shutdown: a batch is never
+    /// skipped.
+    async fn process_partition(&self, partition: i32, records: Vec<Record>, shutdown: &CancellationToken) {
+        let Some(last_offset) = records.last().map(|r| r.offset) else { return };
+        let mut messages = Vec::with_capacity(records.len());
+        for r in &records {
+            match r.payload.as_deref().map(UsageEvent::decode) {
+                Some(Ok(event)) => messages.push(Message { offset: r.offset, event }),
+                Some(Err(e)) => self.dead_letter(r, &e.to_string(), shutdown).await,
+                None => self.dead_letter(r, "record has no value", shutdown).await,
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match apply_batch(&self.ledger, partition, &messages).await {
+                Ok(applied) => {
+                    counter!("tollgate_ledger_events_folded_total").increment(messages.len() as u64);
+                    if let Some(last) = messages.last() {
+                        let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
+                        gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
+                    }
+                    tracing::debug!(partition, last_offset, ?applied, "batch applied");
+                    break;
+                }
+                Err(e) => {
+                    counter!("tollgate_ledger_apply_errors_total").increment(1);
+                    tracing::warn!(partition, error = %e, "ledger write failed; retrying");
+                    if shutdown.is_cancelled() {
+                        return; // offset not stored: the batch is replayed by whoever owns it next
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Only now, with both layers durable, may the offset move (DESIGN §3 step 3).
+        if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset + 1) {
+            // The partition was revoked meanwhile; its new owner replays and the fence skips.
+            tracing::info!(partition, error = %e, "offset not stored (partition revoked?)");
+        }
+    }
+
+    /// Publishes a record that does not decode to the dead-letter topic, retrying until Kafka
+    /// has it.
+    async fn dead_letter(&self, r: &Record, reason: &str, shutdown: &CancellationToken) {
+        counter!("tollgate_ledger_dead_letters_total").increment(1);
+        tracing::warn!(partition = r.partition, offset = r.offset, reason, "usage record sent to the dead-letter topic");
+        let partition = r.partition.to_string();
+        let offset = r.offset.to_string();
+        loop {
+            let mut headers = r.headers.clone().unwrap_or_else(OwnedHeaders::new);
+            headers = headers
+                .insert(Header { key: "tollgate_dlq_reason", value: Some(reason) })
+                .insert(Header { key: "tollgate_source_topic", value: Some(self.topic.as_str()) })
+                .insert(Header { key: "tollgate_source_partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "tollgate_source_offset", value: Some(offset.as_str()) });
+            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.dlq_topic).headers(headers);
+            if let Some(k) = &r.key {
+                record = record.key(k);
+            }
+            if let Some(p) = &r.payload {
+                record = record.payload(p);
+            }
+            match self.dlq.send(record, Duration::from_secs(10)).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::error!(error = %e, "dead-letter publish failed; retrying");
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers: m.headers().map(|h| h.detach()),
+    }
+}

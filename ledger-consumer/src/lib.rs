@@ -1,0 +1,11 @@
+//! Tollgate's ledger consumer: folds usage events from Kafka into the Cassandra/ScyllaDB spend
+//! ledgers exactly once (DESIGN §3).
+//!
+//! `fold` is the pure arithmetic, `apply` runs it against a [`ledger::LedgerStore`], and
+//! `consumer` drives it from Kafka, storing offsets only after the ledger write.
+
+pub mod apply;
+pub mod config;
+pub mod consumer;
+pub mod fold;
+pub mod ledger;

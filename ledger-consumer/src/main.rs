@@ -1,0 +1,112 @@
+//! `tollgate-ledger-consumer`: parses arguments and config, then runs the consumer.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use tollgate_ledger_consumer::config::Config;
+use tollgate_ledger_consumer::consumer::UsageConsumer;
+use tollgate_ledger_consumer::ledger::CqlLedger;
+
+#[derive(Parser, Debug)]
+#[command(about = "Folds Tollgate usage events into the spend ledgers exactly once")]
+struct Args {
+    /// YAML config file.
+    #[arg(long, short, env = "TOLLGATE_LEDGER_CONFIG")]
+    config: PathBuf,
+    /// Validate the config and exit without connecting.
+    #[arg(long)]
+    check_config: bool,
+    /// Apply the CQL schema and exit.
+    #[arg(long)]
+    migrate: bool,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("config OK: {}", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        if let Some(addr) = &config.metrics_listen {
+            let listen: std::net::SocketAddr = match addr.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: metrics_listen {addr:?}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(listen).install() {
+                eprintln!("error: cannot serve metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let c = &config.cassandra;
+        let ledger = match CqlLedger::connect(&c.contact_points, &c.keyspace, c.create_schema || args.migrate).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if args.migrate {
+            println!("schema applied to keyspace {}", c.keyspace);
+            return ExitCode::SUCCESS;
+        }
+        let consumer = match UsageConsumer::new(&config, ledger) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot create the Kafka consumer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            signal.cancel();
+        });
+        println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
+        consumer.run(shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

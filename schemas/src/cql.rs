@@ -1,0 +1,70 @@
+//! The CQL schema, from `schemas/cql/*.cql`, with the keyspace name substituted.
+//! Only CQL that both Apache Cassandra 5 and ScyllaDB accept belongs here.
+
+const FILES: &[(&str, &str)] = &[
+    ("001_keyspace.cql", include_str!("../cql/001_keyspace.cql")),
+    ("002_usage_events.cql", include_str!("../cql/002_usage_events.cql")),
+    ("003_spend_aggregates.cql", include_str!("../cql/003_spend_aggregates.cql")),
+];
+
+/// Error for a keyspace name CQL would not accept unquoted.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid keyspace name {0:?}: use 1-48 ASCII letters, digits or underscores, starting with a letter")]
+pub struct InvalidKeyspace(pub String);
+
+/// Checks a keyspace name before it is spliced into CQL.
+pub fn validate_keyspace(name: &str) -> Result<(), InvalidKeyspace> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidKeyspace(name.to_owned()))
+    }
+}
+
+/// Every schema statement, in order, for `keyspace`. Each is idempotent (`IF NOT EXISTS`).
+pub fn statements(keyspace: &str) -> Result<Vec<String>, InvalidKeyspace> {
+    validate_keyspace(keyspace)?;
+    Ok(FILES
+        .iter()
+        .flat_map(|(_, text)| split_statements(text))
+        .map(|s| s.replace("{{keyspace}}", keyspace))
+        .collect())
+}
+
+fn split_statements(text: &str) -> Vec<String> {
+    let without_comments: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_keyspace_qualified() {
+        let stmts = statements("tg_test").unwrap();
+        assert_eq!(stmts.len(), 3);
+        assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
+        assert!(stmts.iter().all(|s| !s.contains("{{")));
+        assert!(stmts[2].contains("tg_test.spend_aggregates"));
+    }
+
+    #[test]
+    fn rejects_injection_in_keyspace() {
+        assert!(statements("x; DROP KEYSPACE y").is_err());
+        assert!(statements("1abc").is_err());
+    }
+}

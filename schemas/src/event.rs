@@ -1,0 +1,201 @@
+//! The usage event: one per request that reached a provider (DESIGN §2).
+//!
+//! This is a public contract that finance consumes: fields are only ever added, never renamed or
+//! re-typed within a version; unknown fields are ignored on read so newer producers do not break
+//! older readers. `cost_nano_usd` is an integer; there is no float anywhere in the event.
+
+use crate::NanoUsd;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version this build writes. Readers accept every version up to it.
+pub const USAGE_EVENT_VERSION: u32 = 1;
+
+/// Number of shards each (owner, day) of the event ledger is split into, so one busy owner does
+/// not make one huge CQL partition.
+pub const EVENT_LEDGER_SHARDS: u8 = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    /// Schema version of this record.
+    pub version: u32,
+    /// UUIDv7 assigned by the gateway; the deduplication key for consumers.
+    pub event_id: Uuid,
+    /// When the request finished (or was abandoned), UTC.
+    pub occurred_at: DateTime<Utc>,
+    pub gateway_id: String,
+    pub request_id: String,
+    /// SHA-256 (hex) of the virtual key. Never the key itself.
+    pub key_id: String,
+    #[serde(default)]
+    pub key_alias: Option<String>,
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// The model name the client asked for.
+    pub requested_model: String,
+    /// The model that answered (after routing/fallbacks), if any provider answered.
+    #[serde(default)]
+    pub served_model: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub deployment: Option<String>,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// What this request cost, in nano-USD (10⁻⁹ USD).
+    pub cost_nano_usd: NanoUsd,
+    /// Wall time from request receipt to the end of the response, in milliseconds.
+    pub latency_ms: u64,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    /// Error class when the request failed (`upstream_timeout`, `upstream_unavailable`, ...).
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    /// The response was cut short (client disconnect, upstream abort); billed for what was sent.
+    #[serde(default)]
+    pub partial: bool,
+    /// Token counts were estimated by Tollgate because the provider reported none.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a usage event: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("usage event version {0} is newer than this reader supports ({USAGE_EVENT_VERSION})")]
+    UnsupportedVersion(u32),
+}
+
+impl UsageEvent {
+    /// Decodes a record value, accepting every version this build knows.
+    pub fn decode(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
+        let event: UsageEvent = serde_json::from_slice(bytes)?;
+        if event.version == 0 || event.version > USAGE_EVENT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(event.version));
+        }
+        Ok(event)
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// The budget owner: the team when the key belongs to one, otherwise the key. The Kafka
+    /// record key, so one owner's events stay ordered in one partition.
+    pub fn budget_owner(&self) -> String {
+        match &self.team_id {
+            Some(team) => format!("team/{team}"),
+            None => format!("key/{}", self.key_id),
+        }
+    }
+
+    /// UTC day of `occurred_at`: part of the event ledger's partition key.
+    pub fn day(&self) -> NaiveDate {
+        self.occurred_at.date_naive()
+    }
+
+    /// Event ledger shard, from the random bits of the UUIDv7.
+    pub fn shard(&self) -> i16 {
+        i16::from(self.event_id.as_bytes()[15] % EVENT_LEDGER_SHARDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOLDEN_V1: &str = include_str!("../fixtures/usage_event_v1.json");
+    const GOLDEN_V1_MINIMAL: &str = include_str!("../fixtures/usage_event_v1_minimal.json");
+
+    fn golden_event() -> UsageEvent {
+        UsageEvent {
+            version: 1,
+            event_id: Uuid::parse_str("019ab0c4-5e3a-7cc2-9d1e-4f6a2b3c4d5e").unwrap(),
+            occurred_at: DateTime::parse_from_rfc3339("2026-11-23T12:00:00.123Z").unwrap().with_timezone(&Utc),
+            gateway_id: "gw-1".into(),
+            request_id: "req_01JDQ".into(),
+            key_id: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            key_alias: Some("checkout-service".into()),
+            team_id: Some("team-payments".into()),
+            user_id: Some("user-42".into()),
+            customer_id: Some("cust-7".into()),
+            organization_id: Some("org-acme".into()),
+            requested_model: "gpt-4o-mini".into(),
+            served_model: Some("gpt-4o-mini-2024-07-18".into()),
+            provider: Some("openai".into()),
+            deployment: Some("openai/gpt-4o-mini#0".into()),
+            prompt_tokens: 1200,
+            completion_tokens: 300,
+            cached_tokens: 200,
+            cost_nano_usd: NanoUsd(345_000),
+            latency_ms: 812,
+            status: 200,
+            error_type: None,
+            stream: false,
+            partial: false,
+            estimated: false,
+        }
+    }
+
+    #[test]
+    fn golden_fixture_decodes_to_the_expected_event() {
+        assert_eq!(UsageEvent::decode(GOLDEN_V1.as_bytes()).unwrap(), golden_event());
+    }
+
+    #[test]
+    fn encoding_matches_the_golden_fixture() {
+        let encoded: serde_json::Value = serde_json::from_slice(&golden_event().encode().unwrap()).unwrap();
+        let golden: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        assert_eq!(encoded, golden);
+    }
+
+    #[test]
+    fn minimal_v1_record_decodes_with_defaults() {
+        let event = UsageEvent::decode(GOLDEN_V1_MINIMAL.as_bytes()).unwrap();
+        assert_eq!(event.team_id, None);
+        assert_eq!(event.cached_tokens, 0);
+        assert_eq!(event.budget_owner(), format!("key/{}", event.key_id));
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let mut value: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        value["a_field_from_the_future"] = serde_json::json!({"x": 1});
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert_eq!(UsageEvent::decode(&bytes).unwrap(), golden_event());
+    }
+
+    #[test]
+    fn newer_versions_and_garbage_are_rejected() {
+        let mut value: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        value["version"] = 99.into();
+        assert!(matches!(
+            UsageEvent::decode(&serde_json::to_vec(&value).unwrap()),
+            Err(DecodeError::UnsupportedVersion(99))
+        ));
+        assert!(UsageEvent::decode(b"{not json").is_err());
+        let mut value: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        value["cost_nano_usd"] = serde_json::json!(0.5);
+        assert!(UsageEvent::decode(&serde_json::to_vec(&value).unwrap()).is_err(), "float money must not decode");
+    }
+
+    #[test]
+    fn budget_owner_prefers_the_team() {
+        assert_eq!(golden_event().budget_owner(), "team/team-payments");
+    }
+}

@@ -1,0 +1,14 @@
+//! Tollgate's shared contracts: what the gateway publishes and what the ledger consumer folds.
+//!
+//! Everything that crosses a process boundary (the usage event, topic names, the CQL schema,
+//! ledger row identifiers, money) is defined here once. This crate does no I/O.
+
+pub mod cloudevents;
+pub mod cql;
+pub mod event;
+pub mod ledger;
+pub mod money;
+pub mod topics;
+
+pub use event::{UsageEvent, USAGE_EVENT_VERSION};
+pub use money::NanoUsd;
