@@ -3,7 +3,7 @@
 //! Token counts are a pure function of the request (so a test can compute the expected cost on
 //! its own): prompt tokens = 1 + characters of all message contents / 4; completion tokens =
 //! the request's `max_tokens` (or `max_completion_tokens`) when given, otherwise the configured
-//! default. It never calls the network.
+//! default. `/delay/{ms}/v1/...` answers after an extra delay. It never calls the network.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
@@ -44,10 +44,18 @@ pub fn prompt_tokens_for(body: &Value) -> u64 {
 
 /// Completion tokens the mock reports for a chat request body.
 pub fn completion_tokens_for(body: &Value, default: u64) -> u64 {
-    body.get("max_tokens")
-        .or_else(|| body.get("max_completion_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(default)
+    body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64).unwrap_or(default)
+}
+
+/// `/delay/{ms}/v1/chat/completions`: the same answer after an extra delay (timeouts in tests).
+async fn delayed_chat_completions(
+    req: HttpRequest,
+    delay_ms: web::Path<u64>,
+    body: web::Bytes,
+    state: web::Data<MockState>,
+) -> HttpResponse {
+    tokio::time::sleep(Duration::from_millis(delay_ms.into_inner())).await;
+    chat_completions(req, body, state).await
 }
 
 async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
@@ -97,7 +105,8 @@ async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<M
 }
 
 async fn models() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "tollgate-mock"}]}))
+    HttpResponse::Ok()
+        .json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "tollgate-mock"}]}))
 }
 
 /// Serves the mock on `listener` until the returned server is stopped.
@@ -109,6 +118,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
             .route("/v1/chat/completions", web::post().to(chat_completions))
             .route("/chat/completions", web::post().to(chat_completions))
+            .route("/delay/{ms}/v1/chat/completions", web::post().to(delayed_chat_completions))
             .route("/v1/models", web::get().to(models))
     })
     .workers(workers.max(1))
@@ -116,7 +126,6 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
     .run();
     Ok(server)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -183,7 +183,8 @@ mod tests {
 
     #[tokio::test]
     async fn known_keys_authenticate_and_unknown_do_not() {
-        let cache = KeyCache::new(Arc::new(ConfigKeys::new(&[key("sk-1")])), Duration::from_secs(60), Duration::from_secs(1));
+        let cache =
+            KeyCache::new(Arc::new(ConfigKeys::new(&[key("sk-1")])), Duration::from_secs(60), Duration::from_secs(1));
         let view = cache.authenticate("sk-1").await.unwrap();
         assert_eq!(view.key_id, hash_key("sk-1"));
         assert_eq!(view.team_id.as_deref(), Some("t"));

@@ -163,6 +163,13 @@ fn default_linger_ms() -> u32 {
     5
 }
 
+const TIMEOUT_RANGE: &str = "must be a number of seconds greater than 0 and at most 86400";
+
+/// Timeouts become `Duration`s, which cannot hold NaN, infinities or negative values.
+fn valid_timeout(secs: f64) -> bool {
+    secs.is_finite() && secs > 0.0 && secs <= 86_400.0
+}
+
 /// Resolves `os.environ/VAR` to the variable's value.
 fn resolve_secret(secret: &Secret, path: &str, field: &str) -> Result<Secret, ConfigError> {
     match secret.expose().strip_prefix("os.environ/") {
@@ -178,7 +185,8 @@ fn resolve_secret(secret: &Secret, path: &str, field: &str) -> Result<Secret, Co
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
         Config::parse(&text, &display)
     }
 
@@ -198,8 +206,8 @@ impl Config {
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }
-        if !(self.gateway.request_timeout_secs > 0.0) {
-            return Err(invalid("gateway.request_timeout_secs".into(), "must be positive".into()));
+        if !valid_timeout(self.gateway.request_timeout_secs) {
+            return Err(invalid("gateway.request_timeout_secs".into(), TIMEOUT_RANGE.into()));
         }
         for (i, m) in self.model_list.iter_mut().enumerate() {
             let params = &mut m.litellm_params;
@@ -210,8 +218,8 @@ impl Config {
                 ));
             }
             if let Some(t) = params.timeout {
-                if !(t > 0.0) {
-                    return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), "must be positive".into()));
+                if !valid_timeout(t) {
+                    return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
                 }
             }
             if let Some(key) = &params.api_key {
@@ -225,9 +233,14 @@ impl Config {
                 }
                 (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {}
                 (None, Some(_)) => {
-                    return Err(invalid(format!("virtual_keys[{i}].key_hash"), "must be 64 hex characters (SHA-256)".into()))
+                    return Err(invalid(
+                        format!("virtual_keys[{i}].key_hash"),
+                        "must be 64 hex characters (SHA-256)".into(),
+                    ))
                 }
-                _ => return Err(invalid(format!("virtual_keys[{i}]"), "give exactly one of `key` or `key_hash`".into())),
+                _ => {
+                    return Err(invalid(format!("virtual_keys[{i}]"), "give exactly one of `key` or `key_hash`".into()))
+                }
             }
         }
         for (name, p) in &self.prices {
@@ -288,6 +301,16 @@ kafka:
         let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
         assert!(err.contains("model_list[0].litellm_params.api_key"), "{err}");
         assert!(err.contains("TOLLGATE_TEST_SURELY_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_must_be_sane() {
+        for bad in ["0", "-1", ".nan", ".inf", "1e12"] {
+            let text = MINIMAL
+                .replace("      api_key: sk-upstream", &format!("      api_key: sk-upstream\n      timeout: {bad}"));
+            let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+            assert!(err.contains("model_list[0].litellm_params.timeout"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -101,9 +101,8 @@ impl ResponseError for GatewayError {
 
     fn error_response(&self) -> HttpResponse {
         let (kind, code) = self.kind_and_code();
-        let envelope = Envelope {
-            error: EnvelopeBody { message: self.to_string(), kind, param: self.param(), code: Some(code) },
-        };
+        let envelope =
+            Envelope { error: EnvelopeBody { message: self.to_string(), kind, param: self.param(), code: Some(code) } };
         HttpResponse::build(self.status_code()).json(envelope)
     }
 }

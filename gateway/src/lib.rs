@@ -101,10 +101,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let state = web::Data::new(state);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(app_state.clone())
-            .configure(server::routes)
-            .default_service(web::to(server::not_found))
+        App::new().app_data(app_state.clone()).configure(server::routes).default_service(web::to(server::not_found))
     })
     .workers(workers)
     .shutdown_timeout(30)

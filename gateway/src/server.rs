@@ -36,11 +36,8 @@ async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
 
 /// Reads the body up to the configured limit; bigger bodies are refused without reading them.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::Bytes, GatewayError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -115,7 +112,8 @@ async fn serve_chat(
     if chat.stream {
         return Err(with_label(GatewayError::invalid("streaming is not supported yet", Some("stream"))));
     }
-    let deployment = state.router.pick(&chat.model).ok_or(GatewayError::ModelNotFound(chat.model.clone())).map_err(with_label)?;
+    let deployment =
+        state.router.pick(&chat.model).ok_or(GatewayError::ModelNotFound(chat.model.clone())).map_err(with_label)?;
     let upstream_body = chat.to_upstream_body(&deployment.upstream_model).map_err(with_label)?;
     let customer = req
         .headers()
@@ -162,7 +160,8 @@ async fn serve_chat(
     };
 
     let ok = (200..300).contains(&answer.status);
-    let parsed: ChatResponseUsage = if ok { serde_json::from_slice(&answer.body).unwrap_or_default() } else { ChatResponseUsage::default() };
+    let parsed: ChatResponseUsage =
+        if ok { serde_json::from_slice(&answer.body).unwrap_or_default() } else { ChatResponseUsage::default() };
     let usage = parsed.usage.unwrap_or_default();
     let tokens = Tokens {
         prompt: usage.prompt_tokens,

@@ -79,7 +79,9 @@ impl UsageRecorder {
 
     /// Records the outcome, publishes the event and returns the cost charged.
     pub fn finish(mut self, outcome: Outcome<'_>) -> NanoUsd {
-        let Some(mut event) = self.event.take() else { return NanoUsd::ZERO };
+        let Some(mut event) = self.event.take() else {
+            return NanoUsd::ZERO;
+        };
         let charged = match &self.price {
             Some(price) => cost(price, outcome.tokens).unwrap_or_else(|_| {
                 // Only absurd token counts overflow i64 nano-USD; charge the maximum rather than

@@ -24,7 +24,11 @@ pub struct Applied {
 
 /// Folds `batch` (one partition, ascending offsets) into the ledger. Returns only when both
 /// layers hold it; the caller may then store the offset.
-pub async fn apply_batch<L: LedgerStore>(ledger: &L, partition: i32, batch: &[Message]) -> Result<Applied, LedgerError> {
+pub async fn apply_batch<L: LedgerStore>(
+    ledger: &L,
+    partition: i32,
+    batch: &[Message],
+) -> Result<Applied, LedgerError> {
     if batch.is_empty() {
         return Ok(Applied::default());
     }
@@ -48,7 +52,12 @@ pub async fn apply_batch<L: LedgerStore>(ledger: &L, partition: i32, batch: &[Me
 }
 
 /// Read, fold, conditional write; on a lost condition re-read (serially) and fold again.
-async fn apply_row<L: LedgerStore>(ledger: &L, partition: i32, key: RowKey, batch: &[Message]) -> Result<Applied, LedgerError> {
+async fn apply_row<L: LedgerStore>(
+    ledger: &L,
+    partition: i32,
+    key: RowKey,
+    batch: &[Message],
+) -> Result<Applied, LedgerError> {
     let mut out = Applied::default();
     let mut serial = false;
     for _ in 0..MAX_ROW_ATTEMPTS {

@@ -73,7 +73,9 @@ impl<L: LedgerStore> UsageConsumer<L> {
     /// Runs until `shutdown`; finishes the batch in hand and commits stored offsets.
     pub async fn run(&self, shutdown: CancellationToken) {
         loop {
-            let Some(batch) = self.next_batch(&shutdown).await else { break };
+            let Some(batch) = self.next_batch(&shutdown).await else {
+                break;
+            };
             let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
             for r in batch {
                 by_partition.entry(r.partition).or_default().push(r);
@@ -121,7 +123,9 @@ impl<L: LedgerStore> UsageConsumer<L> {
     /// Ledger failures are retried with backoff until they succeed or shutdown: a batch is never
     /// skipped.
     async fn process_partition(&self, partition: i32, records: Vec<Record>, shutdown: &CancellationToken) {
-        let Some(last_offset) = records.last().map(|r| r.offset) else { return };
+        let Some(last_offset) = records.last().map(|r| r.offset) else {
+            return;
+        };
         let mut messages = Vec::with_capacity(records.len());
         for r in &records {
             match r.payload.as_deref().map(UsageEvent::decode) {
@@ -164,11 +168,16 @@ impl<L: LedgerStore> UsageConsumer<L> {
     /// has it.
     async fn dead_letter(&self, r: &Record, reason: &str, shutdown: &CancellationToken) {
         counter!("tollgate_ledger_dead_letters_total").increment(1);
-        tracing::warn!(partition = r.partition, offset = r.offset, reason, "usage record sent to the dead-letter topic");
+        tracing::warn!(
+            partition = r.partition,
+            offset = r.offset,
+            reason,
+            "usage record sent to the dead-letter topic"
+        );
         let partition = r.partition.to_string();
         let offset = r.offset.to_string();
         loop {
-            let mut headers = r.headers.clone().unwrap_or_else(OwnedHeaders::new);
+            let mut headers = r.headers.clone().unwrap_or_default();
             headers = headers
                 .insert(Header { key: "tollgate_dlq_reason", value: Some(reason) })
                 .insert(Header { key: "tollgate_source_topic", value: Some(self.topic.as_str()) })

@@ -32,22 +32,14 @@ pub struct RowState {
 }
 
 impl RowState {
-    pub const NEW: RowState = RowState {
-        spent: NanoUsd::ZERO,
-        events: 0,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        applied_offset: -1,
-    };
+    pub const NEW: RowState =
+        RowState { spent: NanoUsd::ZERO, events: 0, prompt_tokens: 0, completion_tokens: 0, applied_offset: -1 };
 }
 
 /// Every row an event counts in.
 pub fn rows_of(event: &UsageEvent) -> Vec<RowKey> {
     let windows = windows_of(event);
-    scopes_of(event)
-        .into_iter()
-        .flat_map(|scope| windows.iter().map(move |w| (scope.clone(), w.clone())))
-        .collect()
+    scopes_of(event).into_iter().flat_map(|scope| windows.iter().map(move |w| (scope.clone(), w.clone()))).collect()
 }
 
 /// Every row the batch touches, in a stable order.
@@ -66,7 +58,8 @@ pub fn fold_row(key: &RowKey, current: RowState, batch: &[Message]) -> Result<Op
         }
         next.spent = next.spent.checked_add(m.event.cost_nano_usd)?;
         next.events = next.events.checked_add(1).ok_or(MoneyOverflow)?;
-        next.prompt_tokens = next.prompt_tokens.saturating_add(i64::try_from(m.event.prompt_tokens).unwrap_or(i64::MAX));
+        next.prompt_tokens =
+            next.prompt_tokens.saturating_add(i64::try_from(m.event.prompt_tokens).unwrap_or(i64::MAX));
         next.completion_tokens =
             next.completion_tokens.saturating_add(i64::try_from(m.event.completion_tokens).unwrap_or(i64::MAX));
         next.applied_offset = next.applied_offset.max(m.offset);

@@ -33,12 +33,26 @@ fn query_err(e: impl std::fmt::Display) -> LedgerError {
 /// Where the two ledger layers live.
 pub trait LedgerStore: Send + Sync + 'static {
     /// Layer 1: inserts the events (idempotent: the same event writes the same cells).
-    fn insert_events(&self, partition: i32, messages: &[Message]) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    fn insert_events(
+        &self,
+        partition: i32,
+        messages: &[Message],
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
     /// Layer 2: the row of `partition`, read with serial consistency when `serial` (after a
     /// failed condition, to see the winner's write).
-    fn read_row(&self, key: &RowKey, partition: i32, serial: bool) -> impl Future<Output = Result<Option<RowState>, LedgerError>> + Send;
+    fn read_row(
+        &self,
+        key: &RowKey,
+        partition: i32,
+        serial: bool,
+    ) -> impl Future<Output = Result<Option<RowState>, LedgerError>> + Send;
     /// Creates the row with `state` if it does not exist. `false` when someone created it first.
-    fn create_row(&self, key: &RowKey, partition: i32, state: &RowState) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+    fn create_row(
+        &self,
+        key: &RowKey,
+        partition: i32,
+        state: &RowState,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
     /// Replaces the row with `state` if its `applied_offset` is still `expected`.
     fn update_row(
         &self,
@@ -63,7 +77,11 @@ const INSERT_CONCURRENCY: usize = 64;
 
 impl CqlLedger {
     /// Connects, applies the schema when `create_schema`, and prepares every statement.
-    pub async fn connect(contact_points: &[String], keyspace: &str, create_schema: bool) -> Result<CqlLedger, LedgerError> {
+    pub async fn connect(
+        contact_points: &[String],
+        keyspace: &str,
+        create_schema: bool,
+    ) -> Result<CqlLedger, LedgerError> {
         let session = SessionBuilder::new()
             .known_nodes(contact_points)
             .build()
@@ -230,8 +248,17 @@ impl LedgerStore for CqlLedger {
     }
 
     async fn update_row(&self, key: &RowKey, partition: i32, expected: i64, s: &RowState) -> Result<bool, LedgerError> {
-        let values =
-            (s.spent.0, s.events, s.prompt_tokens, s.completion_tokens, s.applied_offset, &key.0, &key.1, partition, expected);
+        let values = (
+            s.spent.0,
+            s.events,
+            s.prompt_tokens,
+            s.completion_tokens,
+            s.applied_offset,
+            &key.0,
+            &key.1,
+            partition,
+            expected,
+        );
         applied(self.session.execute_unpaged(&self.update_row, values).await.map_err(query_err)?)
     }
 }

@@ -28,25 +28,13 @@ pub fn validate_keyspace(name: &str) -> Result<(), InvalidKeyspace> {
 /// Every schema statement, in order, for `keyspace`. Each is idempotent (`IF NOT EXISTS`).
 pub fn statements(keyspace: &str) -> Result<Vec<String>, InvalidKeyspace> {
     validate_keyspace(keyspace)?;
-    Ok(FILES
-        .iter()
-        .flat_map(|(_, text)| split_statements(text))
-        .map(|s| s.replace("{{keyspace}}", keyspace))
-        .collect())
+    Ok(FILES.iter().flat_map(|(_, text)| split_statements(text)).map(|s| s.replace("{{keyspace}}", keyspace)).collect())
 }
 
 fn split_statements(text: &str) -> Vec<String> {
-    let without_comments: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let without_comments: String =
+        text.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 #[cfg(test)]

@@ -18,9 +18,8 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid(format!("request body is not a valid JSON object: {e}"), None)
-        })?;
+        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body)
+            .map_err(|e| GatewayError::invalid(format!("request body is not a valid JSON object: {e}"), None))?;
         let model = match fields.get("model") {
             Some(raw) => serde_json::from_str::<String>(raw.get())
                 .map_err(|_| GatewayError::invalid("`model` must be a string", Some("model")))?,
@@ -111,7 +110,9 @@ mod tests {
             (br#"[1,2]"#, None),
         ] {
             match ChatRequest::parse(body) {
-                Err(GatewayError::InvalidRequest { param: p, .. }) => assert_eq!(p, param, "{body:?}"),
+                Err(GatewayError::InvalidRequest { param: p, .. }) => {
+                    assert_eq!(p, param, "{body:?}")
+                }
                 Err(other) => panic!("unexpected error {other:?}"),
                 Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(body)),
             }
