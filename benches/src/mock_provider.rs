@@ -1,10 +1,22 @@
 //! A mock OpenAI-compatible provider with configurable latency and token counts.
 //!
-//! Token counts are a pure function of the request (so a test can compute the expected cost on
-//! its own): prompt tokens = 1 + characters of all message contents / 4; completion tokens =
-//! the request's `max_tokens` (or `max_completion_tokens`) when given, otherwise the configured
-//! default. `/delay/{ms}/v1/...` answers after an extra delay. It never calls the network.
+//! Token counts are a pure function of the request, so a test can compute the expected cost on
+//! its own: prompt tokens = 1 + bytes of all message contents (or `prompt`/`input` text) / 4;
+//! completion tokens = the request's `max_tokens` (or `max_completion_tokens`) when given,
+//! otherwise the configured default. Streams send one content chunk per completion token and,
+//! when `stream_options.include_usage` is set, a final usage chunk with empty `choices`.
+//!
+//! Behaviours are chosen by a path prefix in front of `/v1`, so one mock serves every test:
+//! - `/delay/{ms}/v1/...` answers after an extra delay;
+//! - `/status/{code}/v1/...` always fails with that HTTP status in the OpenAI error envelope
+//!   (`429` carries `Retry-After: 0`; `400` says `context_length_exceeded`; `451` says
+//!   `content_policy_violation` with status 400);
+//! - `/fail-first/{n}/v1/...` fails the first `n` requests it sees with 503, then answers;
+//! - `/stall/{ms}/v1/...` streams one chunk, then stalls for `ms` before the rest.
+//!
+//! It never calls the network.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 use std::net::TcpListener;
@@ -19,46 +31,76 @@ pub struct MockConfig {
     pub completion_tokens: u64,
     /// When set, every request must carry `Authorization: Bearer <this>`.
     pub api_key: Option<String>,
+    /// Delay between streamed chunks.
+    pub chunk_delay: Duration,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        MockConfig { latency: Duration::ZERO, completion_tokens: 16, api_key: None }
+        MockConfig { latency: Duration::ZERO, completion_tokens: 16, api_key: None, chunk_delay: Duration::ZERO }
     }
 }
 
 struct MockState {
     config: MockConfig,
     served: AtomicU64,
+    failures_seen: AtomicU64,
 }
 
-/// Prompt tokens the mock reports for a chat request body.
+/// What a path prefix asks the mock to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Normal,
+    Delay(u64),
+    Status(u16),
+    FailFirst(u64),
+    Stall(u64),
+}
+
+impl Behaviour {
+    fn from_request(req: &HttpRequest) -> Behaviour {
+        let mode = req.match_info().get("mode");
+        let arg = req.match_info().get("arg").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+        match mode {
+            Some("delay") => Behaviour::Delay(arg),
+            Some("status") => Behaviour::Status(u16::try_from(arg).unwrap_or(500)),
+            Some("fail-first") => Behaviour::FailFirst(arg),
+            Some("stall") => Behaviour::Stall(arg),
+            _ => Behaviour::Normal,
+        }
+    }
+}
+
+fn text_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(parts) => parts.iter().map(text_len).sum(),
+        Value::Object(o) => o.get("text").or_else(|| o.get("content")).map_or(0, text_len),
+        _ => 0,
+    }
+}
+
+/// Prompt tokens the mock reports for a request body.
 pub fn prompt_tokens_for(body: &Value) -> u64 {
-    let chars: usize = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(|msgs| msgs.iter().filter_map(|m| m.get("content").and_then(Value::as_str)).map(str::len).sum())
-        .unwrap_or(0);
+    let chars = match body.get("messages").and_then(Value::as_array) {
+        Some(msgs) => msgs.iter().filter_map(|m| m.get("content")).map(text_len).sum(),
+        None => body.get("prompt").or_else(|| body.get("input")).map_or(0, text_len),
+    };
     1 + (chars as u64) / 4
 }
 
-/// Completion tokens the mock reports for a chat request body.
+/// Completion tokens the mock reports for a request body.
 pub fn completion_tokens_for(body: &Value, default: u64) -> u64 {
     body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64).unwrap_or(default)
 }
 
-/// `/delay/{ms}/v1/chat/completions`: the same answer after an extra delay (timeouts in tests).
-async fn delayed_chat_completions(
-    req: HttpRequest,
-    delay_ms: web::Path<u64>,
-    body: web::Bytes,
-    state: web::Data<MockState>,
-) -> HttpResponse {
-    tokio::time::sleep(Duration::from_millis(delay_ms.into_inner())).await;
-    chat_completions(req, body, state).await
+fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
 }
 
-async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+/// Checks the key and applies the behaviour's failure, if any.
+#[allow(clippy::result_large_err)] // a handler-local early return
+async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpResponse> {
     if let Some(expected) = &state.config.api_key {
         let ok = req
             .headers()
@@ -66,41 +108,226 @@ async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<M
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.strip_prefix("Bearer ") == Some(expected.as_str()));
         if !ok {
-            return HttpResponse::Unauthorized().json(json!({
-                "error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}
-            }));
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "Incorrect API key provided",
+                "invalid_request_error",
+                Some("invalid_api_key"),
+            ));
         }
     }
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return HttpResponse::BadRequest().json(json!({
-                "error": {"message": format!("invalid JSON: {e}"), "type": "invalid_request_error", "param": null, "code": null}
-            }))
-        }
-    };
+    let behaviour = Behaviour::from_request(req);
     if !state.config.latency.is_zero() {
         tokio::time::sleep(state.config.latency).await;
     }
+    match behaviour {
+        Behaviour::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Behaviour::Status(429) => {
+            let mut resp =
+                error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached", "requests", Some("rate_limit_exceeded"));
+            resp.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("0"));
+            return Err(resp);
+        }
+        Behaviour::Status(400) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "This model's maximum context length is 8192 tokens.",
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+            ))
+        }
+        Behaviour::Status(451) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Your request was rejected as a result of our safety system.",
+                "invalid_request_error",
+                Some("content_policy_violation"),
+            ))
+        }
+        Behaviour::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Err(error(status, "The mock was told to fail", "api_error", None));
+        }
+        Behaviour::FailFirst(n) => {
+            if state.failures_seen.fetch_add(1, Ordering::SeqCst) < n {
+                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable", "api_error", None));
+            }
+        }
+        Behaviour::Normal | Behaviour::Stall(_) => {}
+    }
+    Ok(behaviour)
+}
+
+#[allow(clippy::result_large_err)] // a handler-local early return
+fn parse(body: &[u8]) -> Result<Value, HttpResponse> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}"), "invalid_request_error", None))
+}
+
+async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    let behaviour = match gate(&req, &state).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
     let n = state.served.fetch_add(1, Ordering::Relaxed);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
     let prompt_tokens = prompt_tokens_for(&body);
     let completion_tokens = completion_tokens_for(&body, state.config.completion_tokens);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0}
+    });
+    let id = format!("chatcmpl-mock-{n}");
+    let wants_tools = body.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+        let stall = match behaviour {
+            Behaviour::Stall(ms) => Some(Duration::from_millis(ms)),
+            _ => None,
+        };
+        return stream_chat(
+            id,
+            model,
+            completion_tokens,
+            include_usage.then_some(usage),
+            state.config.chunk_delay,
+            stall,
+        );
+    }
+    let message = if wants_tools {
+        json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": format!("call_mock_{n}"), "type": "function",
+            "function": {"name": first_tool_name(&body), "arguments": "{\"location\":\"Paris\"}"}
+        }]})
+    } else {
+        json!({"role": "assistant", "content": mock_text(completion_tokens)})
+    };
     HttpResponse::Ok().json(json!({
-        "id": format!("chatcmpl-mock-{n}"),
+        "id": id,
         "object": "chat.completion",
         "created": 1_763_900_000u64,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "This is a mock response."},
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens
+        "choices": [{"index": 0, "message": message, "finish_reason": if wants_tools { "tool_calls" } else { "stop" }}],
+        "usage": usage
+    }))
+}
+
+fn first_tool_name(body: &Value) -> String {
+    body.pointer("/tools/0/function/name").and_then(Value::as_str).unwrap_or("tool").to_owned()
+}
+
+/// `n` words of text: one per completion token.
+fn mock_text(n: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 4);
+    for i in 0..n {
+        s.push_str(if i == 0 { "tok" } else { " tok" });
+    }
+    s
+}
+
+fn sse(value: &Value) -> web::Bytes {
+    web::Bytes::from(format!("data: {value}\n\n"))
+}
+
+fn stream_chat(
+    id: String,
+    model: String,
+    tokens: u64,
+    usage: Option<Value>,
+    chunk_delay: Duration,
+    stall: Option<Duration>,
+) -> HttpResponse {
+    let chunk = move |delta: Value, finish: Value| {
+        json!({"id": id, "object": "chat.completion.chunk", "created": 1_763_900_000u64, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut frames: Vec<(Duration, web::Bytes)> = Vec::with_capacity(tokens as usize + 4);
+    frames.push((Duration::ZERO, sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null))));
+    for i in 0..tokens {
+        let text = if i == 0 { "tok" } else { " tok" };
+        let delay = match (i, stall) {
+            (1, Some(s)) => s,
+            _ => chunk_delay,
+        };
+        frames.push((delay, sse(&chunk(json!({"content": text}), Value::Null))));
+    }
+    frames.push((chunk_delay, sse(&chunk(json!({}), json!("stop")))));
+    if let Some(mut usage_chunk) = usage.map(|u| {
+        let mut c = chunk(json!({}), Value::Null);
+        c["choices"] = json!([]);
+        c["usage"] = u;
+        c
+    }) {
+        usage_chunk["usage"]["completion_tokens"] = json!(tokens);
+        frames.push((Duration::ZERO, sse(&usage_chunk)));
+    }
+    frames.push((Duration::ZERO, web::Bytes::from_static(b"data: [DONE]\n\n")));
+    let body = frame_stream(frames);
+    HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
+}
+
+fn frame_stream(
+    frames: Vec<(Duration, web::Bytes)>,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures::stream::unfold(frames.into_iter(), |mut it| async move {
+        let (delay, bytes) = it.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        Some((Ok(bytes), it))
+    })
+}
+
+async fn completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let n = state.served.fetch_add(1, Ordering::Relaxed);
+    let prompt_tokens = prompt_tokens_for(&body);
+    let completion_tokens = completion_tokens_for(&body, state.config.completion_tokens);
+    HttpResponse::Ok().json(json!({
+        "id": format!("cmpl-mock-{n}"),
+        "object": "text_completion",
+        "created": 1_763_900_000u64,
+        "model": body.get("model").cloned().unwrap_or(json!("mock-model")),
+        "choices": [{"index": 0, "text": mock_text(completion_tokens), "logprobs": null, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}
+    }))
+}
+
+async fn embeddings(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let inputs = match body.get("input") {
+        Some(Value::Array(items)) => items.len().max(1),
+        _ => 1,
+    };
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.0023064255, -0.009327292, 0.015797347]}))
+        .collect();
+    let prompt_tokens = prompt_tokens_for(&body);
+    HttpResponse::Ok().json(json!({
+        "object": "list",
+        "data": data,
+        "model": body.get("model").cloned().unwrap_or(json!("mock-embedding")),
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
     }))
 }
 
@@ -111,14 +338,18 @@ async fn models() -> HttpResponse {
 
 /// Serves the mock on `listener` until the returned server is stopped.
 pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(MockState { config, served: AtomicU64::new(0) });
+    let state = web::Data::new(MockState { config, served: AtomicU64::new(0), failures_seen: AtomicU64::new(0) });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
             .route("/v1/chat/completions", web::post().to(chat_completions))
             .route("/chat/completions", web::post().to(chat_completions))
-            .route("/delay/{ms}/v1/chat/completions", web::post().to(delayed_chat_completions))
+            .route("/{mode}/{arg}/v1/chat/completions", web::post().to(chat_completions))
+            .route("/v1/completions", web::post().to(completions))
+            .route("/{mode}/{arg}/v1/completions", web::post().to(completions))
+            .route("/v1/embeddings", web::post().to(embeddings))
+            .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
             .route("/v1/models", web::get().to(models))
     })
     .workers(workers.max(1))
@@ -137,5 +368,14 @@ mod tests {
         assert_eq!(prompt_tokens_for(&body), 3);
         assert_eq!(completion_tokens_for(&body, 16), 7);
         assert_eq!(completion_tokens_for(&json!({}), 16), 16);
+        let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "12345678"}]}]});
+        assert_eq!(prompt_tokens_for(&parts), 3);
+        assert_eq!(prompt_tokens_for(&json!({"input": ["1234", "5678"]})), 3);
+    }
+
+    #[test]
+    fn mock_text_has_one_word_per_token() {
+        assert_eq!(mock_text(3), "tok tok tok");
+        assert_eq!(mock_text(0), "");
     }
 }

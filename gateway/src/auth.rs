@@ -30,14 +30,19 @@ pub struct KeyView {
 }
 
 impl KeyView {
-    /// Checks done on every request, cached or not.
-    pub fn check(&self, now: DateTime<Utc>, model: &str) -> Result<(), GatewayError> {
+    /// Blocked and expiry, checked on every request, cached or not.
+    pub fn check_active(&self, now: DateTime<Utc>) -> Result<(), GatewayError> {
         if self.blocked {
             return Err(GatewayError::KeyBlocked);
         }
         if self.expires.is_some_and(|e| e <= now) {
             return Err(GatewayError::KeyExpired);
         }
+        Ok(())
+    }
+
+    /// Whether the key may use `model`.
+    pub fn check_model(&self, model: &str) -> Result<(), GatewayError> {
         if !self.models.is_empty() && !self.models.iter().any(|m| m == model) {
             return Err(GatewayError::ModelNotAllowed(model.to_owned()));
         }
@@ -205,12 +210,12 @@ mod tests {
             expires: None,
         };
         let now = Utc::now();
-        assert!(view.check(now, "a").is_ok());
-        assert!(matches!(view.check(now, "b"), Err(GatewayError::ModelNotAllowed(_))));
+        assert!(view.check_active(now).is_ok() && view.check_model("a").is_ok());
+        assert!(matches!(view.check_model("b"), Err(GatewayError::ModelNotAllowed(_))));
         view.expires = Some(now - chrono::Duration::seconds(1));
-        assert!(matches!(view.check(now, "a"), Err(GatewayError::KeyExpired)));
+        assert!(matches!(view.check_active(now), Err(GatewayError::KeyExpired)));
         view.blocked = true;
-        assert!(matches!(view.check(now, "a"), Err(GatewayError::KeyBlocked)));
+        assert!(matches!(view.check_active(now), Err(GatewayError::KeyBlocked)));
     }
 
     #[test]

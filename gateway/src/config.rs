@@ -48,7 +48,130 @@ pub struct Config {
     /// Price overrides by `model_name`, in nano-USD per token.
     #[serde(default)]
     pub prices: HashMap<String, PriceConfig>,
+    #[serde(default)]
+    pub router_settings: RouterSettings,
     pub kafka: KafkaConfig,
+    /// LiteLLM's `general_settings`: accepted so LiteLLM files load; see [`Config::unsupported`].
+    #[serde(default)]
+    pub general_settings: Option<GeneralSettings>,
+    /// LiteLLM's `litellm_settings`: none of them changes Tollgate; each present key is reported.
+    #[serde(default)]
+    pub litellm_settings: Option<HashMap<String, serde_yaml::Value>>,
+    /// LiteLLM's `environment_variables`: used to resolve `os.environ/VAR` before the process
+    /// environment.
+    #[serde(default)]
+    pub environment_variables: HashMap<String, Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneralSettings {
+    pub master_key: Option<Secret>,
+    // LiteLLM settings Tollgate does not use; reported when present.
+    pub database_url: Option<serde_yaml::Value>,
+    pub database_connection_pool_limit: Option<serde_yaml::Value>,
+    pub store_model_in_db: Option<serde_yaml::Value>,
+    pub alerting: Option<serde_yaml::Value>,
+    pub proxy_batch_write_at: Option<serde_yaml::Value>,
+    pub disable_spend_logs: Option<serde_yaml::Value>,
+    pub background_health_checks: Option<serde_yaml::Value>,
+    pub health_check_interval: Option<serde_yaml::Value>,
+    pub allow_requests_on_db_unavailable: Option<serde_yaml::Value>,
+}
+
+/// How requests are spread over a model's deployments (LiteLLM names).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum RoutingStrategy {
+    /// Weighted random by `weight` (or `rpm`/`tpm` when no weights are given).
+    #[default]
+    #[serde(rename = "simple-shuffle")]
+    SimpleShuffle,
+    /// Fewest requests in flight.
+    #[serde(rename = "least-busy")]
+    LeastBusy,
+    /// Lowest recent latency (exponentially weighted).
+    #[serde(rename = "latency-based-routing")]
+    LatencyBased,
+    /// Lowest share of this minute's `rpm`/`tpm` used.
+    #[serde(rename = "usage-based-routing", alias = "usage-based-routing-v2")]
+    UsageBased,
+    /// Cheapest price per token.
+    #[serde(rename = "cost-based-routing")]
+    CostBased,
+}
+
+/// A fallback list in LiteLLM's shape: `[{"model-a": ["model-b", "model-c"]}]`.
+pub type FallbackList = Vec<HashMap<String, Vec<String>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    #[serde(default)]
+    pub routing_strategy: RoutingStrategy,
+    /// Retries on the same model group after the first attempt.
+    #[serde(default = "default_num_retries")]
+    pub num_retries: u32,
+    /// Default upstream timeout in seconds (overrides `gateway.request_timeout_secs`).
+    pub timeout: Option<f64>,
+    /// Longest silence allowed between two chunks of a stream, in seconds.
+    pub stream_timeout: Option<f64>,
+    #[serde(default)]
+    pub fallbacks: FallbackList,
+    #[serde(default)]
+    pub context_window_fallbacks: FallbackList,
+    #[serde(default)]
+    pub content_policy_fallbacks: FallbackList,
+    /// Failures within a minute after which a deployment is cooled down.
+    #[serde(default = "default_allowed_fails")]
+    pub allowed_fails: u32,
+    /// Cooldown length in seconds.
+    #[serde(default = "default_cooldown_time")]
+    pub cooldown_time: f64,
+    /// Minimum wait before a retry, in seconds.
+    #[serde(default)]
+    pub retry_after: f64,
+    // LiteLLM settings Tollgate does not use; reported when present.
+    pub redis_host: Option<serde_yaml::Value>,
+    pub redis_password: Option<serde_yaml::Value>,
+    pub redis_port: Option<serde_yaml::Value>,
+    pub enable_pre_call_checks: Option<serde_yaml::Value>,
+    pub model_group_alias: Option<serde_yaml::Value>,
+    pub default_litellm_params: Option<serde_yaml::Value>,
+    pub cache_responses: Option<serde_yaml::Value>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        RouterSettings {
+            routing_strategy: RoutingStrategy::default(),
+            num_retries: default_num_retries(),
+            timeout: None,
+            stream_timeout: None,
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            content_policy_fallbacks: Vec::new(),
+            allowed_fails: default_allowed_fails(),
+            cooldown_time: default_cooldown_time(),
+            retry_after: 0.0,
+            redis_host: None,
+            redis_password: None,
+            redis_port: None,
+            enable_pre_call_checks: None,
+            model_group_alias: None,
+            default_litellm_params: None,
+            cache_responses: None,
+        }
+    }
+}
+
+fn default_num_retries() -> u32 {
+    2
+}
+fn default_allowed_fails() -> u32 {
+    3
+}
+fn default_cooldown_time() -> f64 {
+    5.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +223,10 @@ pub struct ModelEntry {
     /// The name clients ask for.
     pub model_name: String,
     pub litellm_params: LitellmParams,
+    /// Free-form model information served by `/model/info`; `input_cost_per_token` and
+    /// `output_cost_per_token` (USD, as LiteLLM writes them) also set the price.
+    #[serde(default)]
+    pub model_info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,8 +236,38 @@ pub struct LitellmParams {
     pub model: String,
     pub api_base: Option<String>,
     pub api_key: Option<Secret>,
+    /// Azure OpenAI `api-version`.
+    pub api_version: Option<String>,
     /// Upstream timeout in seconds.
     pub timeout: Option<f64>,
+    /// Longest silence between two chunks of a stream, in seconds.
+    pub stream_timeout: Option<f64>,
+    /// Requests per minute this deployment accepts (routing weight and usage-based routing).
+    pub rpm: Option<u64>,
+    /// Tokens per minute this deployment accepts.
+    pub tpm: Option<u64>,
+    /// Relative share for simple-shuffle.
+    pub weight: Option<f64>,
+    /// USD per input token, as LiteLLM writes it; converted exactly to nano-USD.
+    pub input_cost_per_token: Option<f64>,
+    /// USD per output token.
+    pub output_cost_per_token: Option<f64>,
+    /// USD per cached input token.
+    pub cache_read_input_token_cost: Option<f64>,
+    // LiteLLM parameters Tollgate does not use; reported when present.
+    pub max_retries: Option<serde_yaml::Value>,
+    pub organization: Option<serde_yaml::Value>,
+    pub custom_llm_provider: Option<serde_yaml::Value>,
+    pub region_name: Option<serde_yaml::Value>,
+    pub aws_access_key_id: Option<serde_yaml::Value>,
+    pub aws_secret_access_key: Option<serde_yaml::Value>,
+    pub aws_region_name: Option<serde_yaml::Value>,
+    pub vertex_project: Option<serde_yaml::Value>,
+    pub vertex_location: Option<serde_yaml::Value>,
+    pub vertex_credentials: Option<serde_yaml::Value>,
+    pub drop_params: Option<serde_yaml::Value>,
+    pub tags: Option<serde_yaml::Value>,
+    pub mock_response: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,16 +327,34 @@ fn valid_timeout(secs: f64) -> bool {
     secs.is_finite() && secs > 0.0 && secs <= 86_400.0
 }
 
-/// Resolves `os.environ/VAR` to the variable's value.
-fn resolve_secret(secret: &Secret, path: &str, field: &str) -> Result<Secret, ConfigError> {
+/// Resolves `os.environ/VAR` from the config's `environment_variables`, then the process
+/// environment.
+fn resolve_secret(
+    secret: &Secret,
+    file_env: &HashMap<String, Secret>,
+    path: &str,
+    field: &str,
+) -> Result<Secret, ConfigError> {
     match secret.expose().strip_prefix("os.environ/") {
-        Some(var) => std::env::var(var).map(Secret).map_err(|_| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message: format!("environment variable {var} is not set"),
-        }),
+        Some(var) => match file_env.get(var) {
+            Some(v) => Ok(v.clone()),
+            None => std::env::var(var).map(Secret).map_err(|_| ConfigError::Invalid {
+                path: path.to_owned(),
+                field: field.to_owned(),
+                message: format!("environment variable {var} is not set"),
+            }),
+        },
         None => Ok(secret.clone()),
     }
+}
+
+/// Names of the `Option` fields that are set, for "not supported" reports.
+macro_rules! present {
+    ($prefix:expr, $s:expr, [$($field:ident),* $(,)?]) => {{
+        let mut out = Vec::new();
+        $(if $s.$field.is_some() { out.push(format!("{}{}", $prefix, stringify!($field))); })*
+        out
+    }};
 }
 
 impl Config {
@@ -222,14 +397,83 @@ impl Config {
                     return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
                 }
             }
+            if let Some(t) = params.stream_timeout {
+                if !valid_timeout(t) {
+                    return Err(invalid(
+                        format!("model_list[{i}].litellm_params.stream_timeout"),
+                        TIMEOUT_RANGE.into(),
+                    ));
+                }
+            }
+            if params.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return Err(invalid(format!("model_list[{i}].litellm_params.weight"), "must be positive".into()));
+            }
+            if params.rpm == Some(0) || params.tpm == Some(0) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params"),
+                    "rpm and tpm must be positive when given".into(),
+                ));
+            }
             if let Some(key) = &params.api_key {
-                params.api_key = Some(resolve_secret(key, origin, &format!("model_list[{i}].litellm_params.api_key"))?);
+                params.api_key = Some(resolve_secret(
+                    key,
+                    &self.environment_variables,
+                    origin,
+                    &format!("model_list[{i}].litellm_params.api_key"),
+                )?);
+            }
+        }
+        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        let rs = &self.router_settings;
+        for (field, list) in [
+            ("fallbacks", &rs.fallbacks),
+            ("context_window_fallbacks", &rs.context_window_fallbacks),
+            ("content_policy_fallbacks", &rs.content_policy_fallbacks),
+        ] {
+            for (j, entry) in list.iter().enumerate() {
+                for (from, to) in entry {
+                    for name in std::iter::once(from).chain(to) {
+                        if !names.contains(name.as_str()) && name != "*" {
+                            return Err(invalid(
+                                format!("router_settings.{field}[{j}]"),
+                                format!("`{name}` is not a model_name of model_list"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (field, t) in
+            [("router_settings.timeout", rs.timeout), ("router_settings.stream_timeout", rs.stream_timeout)]
+        {
+            if t.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
+            }
+        }
+        if !(rs.cooldown_time.is_finite() && (0.0..=86_400.0).contains(&rs.cooldown_time)) {
+            return Err(invalid("router_settings.cooldown_time".into(), "must be between 0 and 86400 seconds".into()));
+        }
+        if !(rs.retry_after.is_finite() && (0.0..=600.0).contains(&rs.retry_after)) {
+            return Err(invalid("router_settings.retry_after".into(), "must be between 0 and 600 seconds".into()));
+        }
+        if rs.num_retries > 10 {
+            return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
+        }
+        if let Some(general) = &mut self.general_settings {
+            if let Some(key) = &general.master_key {
+                general.master_key =
+                    Some(resolve_secret(key, &self.environment_variables, origin, "general_settings.master_key")?);
             }
         }
         for (i, k) in self.virtual_keys.iter_mut().enumerate() {
             match (&k.key, &k.key_hash) {
                 (Some(key), None) => {
-                    k.key = Some(resolve_secret(key, origin, &format!("virtual_keys[{i}].key"))?);
+                    k.key = Some(resolve_secret(
+                        key,
+                        &self.environment_variables,
+                        origin,
+                        &format!("virtual_keys[{i}].key"),
+                    )?);
                 }
                 (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {}
                 (None, Some(_)) => {
@@ -250,6 +494,70 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// LiteLLM settings present in the file that Tollgate accepts but does not act on.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, m) in self.model_list.iter().enumerate() {
+            out.extend(present!(
+                format!("model_list[{i}].litellm_params."),
+                m.litellm_params,
+                [
+                    max_retries,
+                    organization,
+                    custom_llm_provider,
+                    region_name,
+                    aws_access_key_id,
+                    aws_secret_access_key,
+                    aws_region_name,
+                    vertex_project,
+                    vertex_location,
+                    vertex_credentials,
+                    drop_params,
+                    tags,
+                    mock_response,
+                ]
+            ));
+        }
+        out.extend(present!(
+            "router_settings.",
+            self.router_settings,
+            [
+                redis_host,
+                redis_password,
+                redis_port,
+                enable_pre_call_checks,
+                model_group_alias,
+                default_litellm_params,
+                cache_responses,
+            ]
+        ));
+        if let Some(g) = &self.general_settings {
+            out.extend(present!(
+                "general_settings.",
+                g,
+                [
+                    database_url,
+                    database_connection_pool_limit,
+                    store_model_in_db,
+                    alerting,
+                    proxy_batch_write_at,
+                    disable_spend_logs,
+                    background_health_checks,
+                    health_check_interval,
+                    allow_requests_on_db_unavailable,
+                ]
+            ));
+        }
+        if let Some(settings) = &self.litellm_settings {
+            let mut keys: Vec<_> = settings.keys().map(|k| format!("litellm_settings.{k}")).collect();
+            keys.sort();
+            out.extend(keys);
+        }
+        out
     }
 }
 
@@ -311,6 +619,25 @@ kafka:
             let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
             assert!(err.contains("model_list[0].litellm_params.timeout"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn reads_litellm_router_settings_and_reports_unsupported_keys() {
+        let text = format!(
+            "{MINIMAL}router_settings:\n  routing_strategy: least-busy\n  num_retries: 3\n  redis_host: localhost\n  \
+             fallbacks: [{{\"gpt-4o-mini\": [\"gpt-4o-mini\"]}}]\nlitellm_settings:\n  drop_params: true\n"
+        );
+        let c = Config::parse(&text, "test.yaml").unwrap();
+        assert_eq!(c.router_settings.routing_strategy, RoutingStrategy::LeastBusy);
+        assert_eq!(c.router_settings.num_retries, 3);
+        assert_eq!(c.unsupported(), vec!["router_settings.redis_host", "litellm_settings.drop_params"]);
+    }
+
+    #[test]
+    fn fallbacks_must_name_known_models() {
+        let text = format!("{MINIMAL}router_settings:\n  fallbacks: [{{\"gpt-4o-mini\": [\"gpt-5\"]}}]\n");
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("router_settings.fallbacks[0]") && err.contains("gpt-5"), "{err}");
     }
 
     #[test]

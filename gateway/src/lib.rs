@@ -10,8 +10,10 @@ pub mod events;
 pub mod openai;
 pub mod pricing;
 pub mod providers;
+pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod stream;
 pub mod telemetry;
 pub mod usage;
 
@@ -25,15 +27,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{ConfigKeys, KeyCache};
 use crate::config::{Config, ConfigError};
 use crate::events::{KafkaSink, UsageSink};
-use crate::pricing::PriceTable;
 use crate::router::Router;
 
 /// Everything a request handler needs; built once at start-up.
 pub struct AppState {
     pub gateway_id: String,
     pub keys: KeyCache,
-    pub router: Router,
-    pub prices: PriceTable,
+    pub router: Arc<Router>,
     pub sink: Arc<dyn UsageSink>,
     /// The one upstream HTTP client of the process.
     pub client: reqwest::Client,
@@ -61,12 +61,15 @@ fn default_gateway_id() -> String {
 
 /// Validates everything that needs no network (used by `--check-config`).
 pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
-    PriceTable::from_config(config, origin).map(|_| ())
+    Router::from_config(config, origin).map(|_| ())
 }
 
 /// Builds the shared state: price table, router, key cache, Kafka producer, HTTP client.
 pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
-    let prices = PriceTable::from_config(config, origin)?;
+    let router = Arc::new(Router::from_config(config, origin)?);
+    for setting in config.unsupported() {
+        tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
+    }
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
     let sink: Arc<dyn UsageSink> = Arc::new(KafkaSink::new(&config.kafka, &gateway_id)?);
     let client = reqwest::Client::builder()
@@ -84,8 +87,7 @@ pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError
     Ok(AppState {
         gateway_id,
         keys,
-        router: Router::from_config(config),
-        prices,
+        router,
         sink,
         client,
         max_body_bytes: config.gateway.max_body_bytes,

@@ -1,8 +1,7 @@
 //! Cost of a request from its token counts and an integer price table (nano-USD per token).
 //! Pure code: no I/O, no floats.
 
-use crate::config::{Config, ConfigError, PriceConfig};
-use std::collections::HashMap;
+use crate::config::{Config, ConfigError, ModelEntry, PriceConfig};
 use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::NanoUsd;
 
@@ -69,43 +68,63 @@ fn built_in(upstream_model: &str) -> Option<Price> {
     })
 }
 
-/// Prices of every served `model_name`, resolved at start-up so the hot path does one lookup.
-#[derive(Clone, Debug, Default)]
-pub struct PriceTable {
-    by_model_name: HashMap<String, Price>,
+/// USD per token as LiteLLM writes it (`0.00000015`) to exact nano-USD per token. The float's
+/// shortest decimal form is what the user typed; more than nine decimals cannot be represented
+/// and is an error rather than a silent rounding.
+pub fn usd_per_token_to_nanos(usd: f64) -> Result<i64, String> {
+    if !usd.is_finite() || usd < 0.0 {
+        return Err(format!("{usd} is not a non-negative number"));
+    }
+    let text = format!("{usd}");
+    let (whole, frac) = text.split_once('.').unwrap_or((text.as_str(), ""));
+    if frac.len() > 9 {
+        return Err(format!("{text} USD has more decimals than nano-USD can hold"));
+    }
+    let whole: i64 = whole.parse().map_err(|_| format!("{text} is too large"))?;
+    let frac_nanos: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| text.clone())? };
+    whole
+        .checked_mul(1_000_000_000)
+        .and_then(|w| w.checked_add(frac_nanos))
+        .ok_or_else(|| format!("{text} is too large"))
 }
 
-impl PriceTable {
-    /// Resolves a price for each model of the config. A model with no price is a config error
-    /// unless `gateway.allow_unpriced_models` is set, in which case it is absent here and served
-    /// at zero cost, counted by the caller.
-    pub fn from_config(config: &Config, origin: &str) -> Result<PriceTable, ConfigError> {
-        let mut by_model_name = HashMap::new();
-        for (i, m) in config.model_list.iter().enumerate() {
-            let upstream = m.litellm_params.model.split_once('/').map_or("", |(_, name)| name);
-            let price = config.prices.get(&m.model_name).map(|p| Price::from(*p)).or_else(|| built_in(upstream));
-            match price {
-                Some(p) => {
-                    by_model_name.insert(m.model_name.clone(), p);
-                }
-                None if config.gateway.allow_unpriced_models => {}
-                None => {
-                    return Err(ConfigError::Invalid {
-                        path: origin.to_owned(),
-                        field: format!("model_list[{i}].model_name"),
-                        message: format!(
-                            "no price for `{}`: add it under `prices:` or set gateway.allow_unpriced_models",
-                            m.model_name
-                        ),
-                    })
-                }
-            }
-        }
-        Ok(PriceTable { by_model_name })
-    }
+fn info_cost(entry: &ModelEntry, key: &str) -> Option<f64> {
+    entry.model_info.as_ref()?.get(key)?.as_f64()
+}
 
-    pub fn get(&self, model_name: &str) -> Option<&Price> {
-        self.by_model_name.get(model_name)
+/// The price of `model_list[index]`: `prices.<model_name>` (nano-USD), else the deployment's
+/// LiteLLM-style USD costs (`litellm_params` then `model_info`), else the built-in table.
+/// `Ok(None)` only when `gateway.allow_unpriced_models` is set.
+pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
+    let Some(m) = config.model_list.get(index) else { return Ok(None) };
+    let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+    if let Some(p) = config.prices.get(&m.model_name) {
+        return Ok(Some(Price::from(*p)));
+    }
+    let p = &m.litellm_params;
+    let input = p.input_cost_per_token.or_else(|| info_cost(m, "input_cost_per_token"));
+    let output = p.output_cost_per_token.or_else(|| info_cost(m, "output_cost_per_token"));
+    let cached = p.cache_read_input_token_cost.or_else(|| info_cost(m, "cache_read_input_token_cost"));
+    if input.is_some() || output.is_some() {
+        let field = |name: &str| format!("model_list[{index}].{name}");
+        let input =
+            usd_per_token_to_nanos(input.unwrap_or(0.0)).map_err(|e| invalid(field("input_cost_per_token"), e))?;
+        let output =
+            usd_per_token_to_nanos(output.unwrap_or(0.0)).map_err(|e| invalid(field("output_cost_per_token"), e))?;
+        let cached = match cached {
+            Some(c) => usd_per_token_to_nanos(c).map_err(|e| invalid(field("cache_read_input_token_cost"), e))?,
+            None => input,
+        };
+        return Ok(Some(Price { input: NanoUsd(input), cached_input: NanoUsd(cached), output: NanoUsd(output) }));
+    }
+    let upstream = p.model.split_once('/').map_or("", |(_, name)| name);
+    match built_in(upstream) {
+        Some(price) => Ok(Some(price)),
+        None if config.gateway.allow_unpriced_models => Ok(None),
+        None => Err(invalid(
+            format!("model_list[{index}].model_name"),
+            format!("no price for `{}`: add it under `prices:` or set gateway.allow_unpriced_models", m.model_name),
+        )),
     }
 }
 
@@ -120,6 +139,18 @@ mod tests {
     fn prices_cached_prompt_tokens_separately() {
         let c = cost(&P, Tokens { prompt: 1_000, completion: 100, cached: 400 }).unwrap();
         assert_eq!(c, NanoUsd(600 * 150 + 400 * 75 + 100 * 600));
+    }
+
+    #[test]
+    fn litellm_usd_prices_convert_exactly() {
+        assert_eq!(usd_per_token_to_nanos(0.00000015), Ok(150));
+        assert_eq!(usd_per_token_to_nanos(0.0000025), Ok(2_500));
+        assert_eq!(usd_per_token_to_nanos(0.00001), Ok(10_000));
+        assert_eq!(usd_per_token_to_nanos(0.0), Ok(0));
+        assert_eq!(usd_per_token_to_nanos(2.0), Ok(2_000_000_000));
+        assert!(usd_per_token_to_nanos(0.0000000001).is_err());
+        assert!(usd_per_token_to_nanos(-1.0).is_err());
+        assert!(usd_per_token_to_nanos(f64::NAN).is_err());
     }
 
     #[test]

@@ -1,60 +1,388 @@
-//! Chooses a deployment for a requested model. Weighted strategies, retries, fallbacks and
-//! cooldowns build on this.
+//! Chooses a deployment for a requested model: the routing strategy, per-deployment load and
+//! latency statistics, and cooldowns of deployments that keep failing (LiteLLM semantics:
+//! `allowed_fails` failures within a minute cool a deployment down for `cooldown_time`).
+//!
+//! Selection is pure over a snapshot of the statistics ([`choose`]), so it is unit-tested
+//! without clocks or randomness.
 
-use crate::config::Config;
-use crate::providers::Deployment;
+use crate::config::{Config, ConfigError, FallbackList, RoutingStrategy};
+use crate::pricing::{resolve_price, Price};
+use crate::providers::{default_api_base, Deployment, ProviderKind};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-pub struct Router {
-    by_model: HashMap<String, ModelGroup>,
+/// Live statistics of one deployment.
+#[derive(Debug, Default)]
+pub struct DeploymentStats {
+    in_flight: AtomicU64,
+    /// Exponentially weighted latency of successful calls, in microseconds (0 = unknown).
+    latency_ewma_us: AtomicU64,
+    /// Requests and tokens in the current minute, and failures in the current minute.
+    minute: Mutex<MinuteWindow>,
+    /// Milliseconds since the router's epoch until which the deployment is cooling down.
+    cooldown_until_ms: AtomicU64,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct MinuteWindow {
+    minute: u64,
+    requests: u64,
+    tokens: u64,
+    failures: u64,
+}
+
+impl MinuteWindow {
+    fn roll(&mut self, minute: u64) {
+        if self.minute != minute {
+            *self = MinuteWindow { minute, ..MinuteWindow::default() };
+        }
+    }
+}
+
+/// What [`choose`] sees of a candidate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Candidate {
+    pub weight: f64,
+    pub in_flight: u64,
+    pub latency_us: u64,
+    pub requests_this_minute: u64,
+    pub tokens_this_minute: u64,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    /// Input + output nano-USD per token, for cost-based routing.
+    pub unit_price: i64,
+}
+
+/// Picks an index among `candidates` (all eligible). `roll` in [0, 1) drives the weighted random
+/// choice and breaks ties, so the function is deterministic for a given roll.
+pub fn choose(strategy: RoutingStrategy, candidates: &[Candidate], roll: f64) -> Option<usize> {
+    if candidates.is_empty() {
+        return None;
+    }
+    let n = candidates.len();
+    let tie_start = ((roll * n as f64) as usize).min(n - 1);
+    // The minimum by `key`, scanning from a rolled start so equal keys share the load.
+    let min_by = |key: &dyn Fn(&Candidate) -> f64| {
+        (0..n).map(|i| (i + tie_start) % n).min_by(|&a, &b| key(&candidates[a]).total_cmp(&key(&candidates[b])))
+    };
+    match strategy {
+        RoutingStrategy::SimpleShuffle => {
+            let total: f64 = candidates.iter().map(|c| c.weight).sum();
+            if total.is_nan() || total <= 0.0 {
+                return Some(tie_start);
+            }
+            let mut target = roll * total;
+            for (i, c) in candidates.iter().enumerate() {
+                if target < c.weight {
+                    return Some(i);
+                }
+                target -= c.weight;
+            }
+            Some(n - 1)
+        }
+        RoutingStrategy::LeastBusy => min_by(&|c| c.in_flight as f64),
+        // Unknown latency counts as zero so new deployments get tried.
+        RoutingStrategy::LatencyBased => min_by(&|c| c.latency_us as f64),
+        RoutingStrategy::UsageBased => min_by(&|c| {
+            let rpm_share = c.rpm.map_or(0.0, |l| c.requests_this_minute as f64 / l as f64);
+            let tpm_share = c.tpm.map_or(0.0, |l| c.tokens_this_minute as f64 / l as f64);
+            rpm_share.max(tpm_share)
+        }),
+        RoutingStrategy::CostBased => min_by(&|c| c.unit_price as f64),
+    }
+}
+
+/// A model group: the deployments serving one `model_name`.
 struct ModelGroup {
-    deployments: Vec<Arc<Deployment>>,
-    next: AtomicUsize,
+    deployments: Vec<(Arc<Deployment>, Arc<DeploymentStats>)>,
+}
+
+/// Retry and fallback policy from `router_settings`.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub num_retries: u32,
+    pub retry_after_min: Duration,
+    pub allowed_fails: u64,
+    pub cooldown: Duration,
+}
+
+pub struct Router {
+    strategy: RoutingStrategy,
+    groups: HashMap<String, ModelGroup>,
+    fallbacks: HashMap<String, Vec<String>>,
+    context_window_fallbacks: HashMap<String, Vec<String>>,
+    content_policy_fallbacks: HashMap<String, Vec<String>>,
+    pub policy: RetryPolicy,
+    epoch: Instant,
+    /// Model names in config order, for `/v1/models`.
+    names: Vec<String>,
+}
+
+/// A chosen deployment; dropping it ends the in-flight count.
+pub struct Lease {
+    pub deployment: Arc<Deployment>,
+    stats: Arc<DeploymentStats>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn flatten(list: &FallbackList) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for entry in list {
+        for (from, to) in entry {
+            out.entry(from.clone()).or_default().extend(to.iter().cloned());
+        }
+    }
+    out
 }
 
 impl Router {
-    pub fn from_config(config: &Config) -> Router {
-        let mut by_model: HashMap<String, ModelGroup> = HashMap::new();
+    pub fn from_config(config: &Config, origin: &str) -> Result<Router, ConfigError> {
+        let rs = &config.router_settings;
+        let default_timeout = rs.timeout.unwrap_or(config.gateway.request_timeout_secs);
+        let mut groups: HashMap<String, ModelGroup> = HashMap::new();
+        let mut names = Vec::new();
         for (i, m) in config.model_list.iter().enumerate() {
             let p = &m.litellm_params;
             let (provider, upstream) = p.model.split_once('/').unwrap_or(("openai", p.model.as_str()));
-            let timeout = p.timeout.unwrap_or(config.gateway.request_timeout_secs);
+            let kind = ProviderKind::from_prefix(provider).ok_or_else(|| ConfigError::Invalid {
+                path: origin.to_owned(),
+                field: format!("model_list[{i}].litellm_params.model"),
+                message: format!(
+                    "unknown provider `{provider}`; supported: {}",
+                    ProviderKind::supported_prefixes().join(", ")
+                ),
+            })?;
+            let api_base = match (&p.api_base, default_api_base(provider)) {
+                (Some(base), _) => base.clone(),
+                (None, Some(base)) => base.to_owned(),
+                (None, None) => {
+                    return Err(ConfigError::Invalid {
+                        path: origin.to_owned(),
+                        field: format!("model_list[{i}].litellm_params.api_base"),
+                        message: format!("provider `{provider}` needs an api_base"),
+                    })
+                }
+            };
+            let price: Option<Price> = resolve_price(config, i, origin)?;
+            let timeout = p.timeout.unwrap_or(default_timeout);
             let deployment = Deployment {
                 model_name: m.model_name.clone(),
                 provider: provider.to_owned(),
+                kind,
                 upstream_model: upstream.to_owned(),
                 id: format!("{}#{i}", p.model),
-                api_base: p.api_base.clone().unwrap_or_else(|| "https://api.openai.com/v1".to_owned()),
+                api_base,
                 api_key: p.api_key.clone(),
+                api_version: p.api_version.clone(),
                 timeout: Duration::from_secs_f64(timeout),
+                stream_idle_timeout: Duration::from_secs_f64(
+                    p.stream_timeout.or(rs.stream_timeout).unwrap_or(timeout.min(300.0)),
+                ),
+                price,
+                rpm: p.rpm,
+                tpm: p.tpm,
+                weight: p.weight.or(p.rpm.map(|r| r as f64)).or(p.tpm.map(|t| t as f64)).unwrap_or(1.0),
+                model_info: m.model_info.clone(),
             };
-            by_model
+            if !groups.contains_key(&m.model_name) {
+                names.push(m.model_name.clone());
+            }
+            groups
                 .entry(m.model_name.clone())
-                .or_insert_with(|| ModelGroup { deployments: Vec::new(), next: AtomicUsize::new(0) })
+                .or_insert_with(|| ModelGroup { deployments: Vec::new() })
                 .deployments
-                .push(Arc::new(deployment));
+                .push((Arc::new(deployment), Arc::new(DeploymentStats::default())));
         }
-        Router { by_model }
+        Ok(Router {
+            strategy: rs.routing_strategy,
+            groups,
+            fallbacks: flatten(&rs.fallbacks),
+            context_window_fallbacks: flatten(&rs.context_window_fallbacks),
+            content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
+            policy: RetryPolicy {
+                num_retries: rs.num_retries,
+                retry_after_min: Duration::from_secs_f64(rs.retry_after),
+                allowed_fails: u64::from(rs.allowed_fails),
+                cooldown: Duration::from_secs_f64(rs.cooldown_time),
+            },
+            epoch: Instant::now(),
+            names,
+        })
     }
 
     /// Whether clients may ask for this model name.
     pub fn knows(&self, model_name: &str) -> bool {
-        self.by_model.contains_key(model_name)
+        self.groups.contains_key(model_name)
     }
 
-    /// The next deployment of the model, round robin.
-    pub fn pick(&self, model_name: &str) -> Option<Arc<Deployment>> {
-        let group = self.by_model.get(model_name)?;
-        let n = group.deployments.len();
-        if n == 0 {
-            return None;
+    /// Served model names, in config order.
+    pub fn model_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Every deployment, in config order within each model.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
+        self.names.iter().filter_map(|n| self.groups.get(n)).flat_map(|g| g.deployments.iter().map(|(d, _)| d))
+    }
+
+    fn fallback_list<'a>(map: &'a HashMap<String, Vec<String>>, model: &str) -> &'a [String] {
+        map.get(model).or_else(|| map.get("*")).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn fallbacks(&self, model: &str) -> &[String] {
+        Self::fallback_list(&self.fallbacks, model)
+    }
+    pub fn context_window_fallbacks(&self, model: &str) -> &[String] {
+        Self::fallback_list(&self.context_window_fallbacks, model)
+    }
+    pub fn content_policy_fallbacks(&self, model: &str) -> &[String] {
+        Self::fallback_list(&self.content_policy_fallbacks, model)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn minute(&self) -> u64 {
+        self.now_ms() / 60_000
+    }
+
+    /// Picks a deployment of `model_name`, skipping those in `exclude` (already tried) and those
+    /// cooling down or over their rpm — unless nothing else is left, in which case cooled-down
+    /// deployments are tried rather than failing without a call.
+    pub fn pick(&self, model_name: &str, exclude: &[usize]) -> Option<(usize, Lease)> {
+        let group = self.groups.get(model_name)?;
+        let now = self.now_ms();
+        let minute = now / 60_000;
+        let snapshot: Vec<(usize, bool, Candidate)> = group
+            .deployments
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !exclude.contains(i))
+            .map(|(i, (d, s))| {
+                let mut w = s.minute.lock().map(|g| *g).unwrap_or_default();
+                w.roll(minute);
+                let cooling = s.cooldown_until_ms.load(Ordering::Relaxed) > now;
+                let over_rpm = d.rpm.is_some_and(|l| w.requests >= l) || d.tpm.is_some_and(|l| w.tokens >= l);
+                let unit_price = d.price.map_or(0, |p| p.input.0.saturating_add(p.output.0));
+                let c = Candidate {
+                    weight: d.weight,
+                    in_flight: s.in_flight.load(Ordering::Relaxed),
+                    latency_us: s.latency_ewma_us.load(Ordering::Relaxed),
+                    requests_this_minute: w.requests,
+                    tokens_this_minute: w.tokens,
+                    rpm: d.rpm,
+                    tpm: d.tpm,
+                    unit_price,
+                };
+                (i, cooling || over_rpm, c)
+            })
+            .collect();
+        let healthy: Vec<&(usize, bool, Candidate)> =
+            snapshot.iter().filter(|(_, unavailable, _)| !unavailable).collect();
+        let pool: Vec<&(usize, bool, Candidate)> = if healthy.is_empty() { snapshot.iter().collect() } else { healthy };
+        let candidates: Vec<Candidate> = pool.iter().map(|(_, _, c)| *c).collect();
+        let chosen = choose(self.strategy, &candidates, fastrand::f64())?;
+        let index = pool.get(chosen)?.0;
+        let (deployment, stats) = group.deployments.get(index)?;
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = stats.minute.lock() {
+            w.roll(minute);
+            w.requests += 1;
         }
-        let i = group.next.fetch_add(1, Ordering::Relaxed) % n;
-        group.deployments.get(i).cloned()
+        Some((index, Lease { deployment: deployment.clone(), stats: stats.clone() }))
+    }
+
+    /// Records a successful call: latency for latency-based routing, tokens for tpm.
+    pub fn record_success(&self, lease: &Lease, latency: Duration, tokens: u64) {
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = lease.stats.latency_ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { (old * 4 + sample) / 5 };
+        lease.stats.latency_ewma_us.store(new, Ordering::Relaxed);
+        let minute = self.minute();
+        if let Ok(mut w) = lease.stats.minute.lock() {
+            w.roll(minute);
+            w.tokens = w.tokens.saturating_add(tokens);
+        }
+    }
+
+    /// Records a failed call; `allowed_fails` failures within the minute start a cooldown.
+    /// Returns whether the deployment is now cooling down.
+    pub fn record_failure(&self, lease: &Lease) -> bool {
+        let minute = self.minute();
+        let failures = match lease.stats.minute.lock() {
+            Ok(mut w) => {
+                w.roll(minute);
+                w.failures += 1;
+                w.failures
+            }
+            Err(_) => return false,
+        };
+        if failures >= self.policy.allowed_fails.max(1) {
+            let until = self.now_ms().saturating_add(u64::try_from(self.policy.cooldown.as_millis()).unwrap_or(0));
+            lease.stats.cooldown_until_ms.store(until, Ordering::Relaxed);
+            metrics::counter!("tollgate_deployment_cooldowns_total", "model" => lease.deployment.model_name.clone())
+                .increment(1);
+            tracing::warn!(deployment = %lease.deployment.id, "deployment cooling down after repeated failures");
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(weight: f64) -> Candidate {
+        Candidate { weight, ..Candidate::default() }
+    }
+
+    #[test]
+    fn simple_shuffle_follows_weights() {
+        let cands = [c(1.0), c(3.0)];
+        assert_eq!(choose(RoutingStrategy::SimpleShuffle, &cands, 0.0), Some(0));
+        assert_eq!(choose(RoutingStrategy::SimpleShuffle, &cands, 0.24), Some(0));
+        assert_eq!(choose(RoutingStrategy::SimpleShuffle, &cands, 0.26), Some(1));
+        assert_eq!(choose(RoutingStrategy::SimpleShuffle, &cands, 0.99), Some(1));
+        let picks_of_1 =
+            (0..1000).filter(|i| choose(RoutingStrategy::SimpleShuffle, &cands, *i as f64 / 1000.0) == Some(1)).count();
+        assert_eq!(picks_of_1, 750);
+    }
+
+    #[test]
+    fn least_busy_latency_usage_and_cost_pick_the_minimum() {
+        let mut a = c(1.0);
+        let mut b = c(1.0);
+        a.in_flight = 5;
+        b.in_flight = 2;
+        assert_eq!(choose(RoutingStrategy::LeastBusy, &[a, b], 0.0), Some(1));
+        a.latency_us = 100;
+        b.latency_us = 900;
+        assert_eq!(choose(RoutingStrategy::LatencyBased, &[a, b], 0.7), Some(0));
+        a.rpm = Some(100);
+        a.requests_this_minute = 90;
+        b.rpm = Some(1000);
+        b.requests_this_minute = 100;
+        assert_eq!(choose(RoutingStrategy::UsageBased, &[a, b], 0.0), Some(1));
+        a.unit_price = 10;
+        b.unit_price = 5;
+        assert_eq!(choose(RoutingStrategy::CostBased, &[a, b], 0.0), Some(1));
+    }
+
+    #[test]
+    fn ties_are_spread_by_the_roll() {
+        let cands = [c(1.0), c(1.0), c(1.0)];
+        let picks: std::collections::HashSet<_> =
+            [0.0, 0.4, 0.8].iter().map(|r| choose(RoutingStrategy::LeastBusy, &cands, *r)).collect();
+        assert_eq!(picks.len(), 3);
+        assert_eq!(choose(RoutingStrategy::LeastBusy, &[], 0.5), None);
     }
 }

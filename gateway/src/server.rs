@@ -1,33 +1,46 @@
-//! HTTP routes: the OpenAI surface, health and metrics. Every model route authenticates first.
+//! HTTP routes: the OpenAI surface (with and without the `/v1` prefix), health and metrics.
+//! Every model route goes through [`authorize`] first: no route reaches a provider unchecked.
 
-use crate::auth::raw_key;
+use crate::auth::{raw_key, KeyView};
 use crate::error::GatewayError;
-use crate::openai::{ChatRequest, ChatResponseUsage};
+use crate::openai::{ProxyRequest, ResponseUsage};
 use crate::pricing::Tokens;
-use crate::providers::{openai_compatible, UpstreamError};
+use crate::providers::{Endpoint, UpstreamError};
+use crate::proxy::{self, RoutedFailure};
+use crate::stream::{estimate_tokens, MeteredStream};
 use crate::usage::{Outcome, UsageRecorder};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::StreamExt;
 use metrics::{counter, histogram};
+use serde_json::json;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat_completions))
-        .route("/chat/completions", web::post().to(chat_completions))
-        .route("/health", web::get().to(health))
+    for prefix in ["/v1", ""] {
+        cfg.route(&format!("{prefix}/chat/completions"), web::post().to(chat_completions))
+            .route(&format!("{prefix}/completions"), web::post().to(completions))
+            .route(&format!("{prefix}/embeddings"), web::post().to(embeddings))
+            .route(&format!("{prefix}/responses"), web::post().to(responses))
+            .route(&format!("{prefix}/models"), web::get().to(list_models))
+            .route(&format!("{prefix}/models/{{model:.*}}"), web::get().to(get_model))
+            .route(&format!("{prefix}/model/info"), web::get().to(model_info));
+    }
+    cfg.route("/health", web::get().to(health))
+        .route("/health/liveliness", web::get().to(health))
+        .route("/health/readiness", web::get().to(health))
         .route("/metrics", web::get().to(prometheus));
 }
 
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let e = GatewayError::RouteNotFound(format!("{} {}", req.method(), req.path()));
-    actix_web::ResponseError::error_response(&e)
+    GatewayError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
 }
 
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
@@ -60,67 +73,82 @@ fn request_id(req: &HttpRequest) -> String {
         .map_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()), str::to_owned)
 }
 
-fn observe(model: &str, status: StatusCode, started: Instant) {
-    let status = status.as_u16().to_string();
-    histogram!("tollgate_request_duration_seconds", "model" => model.to_owned(), "status" => status.clone())
-        .record(started.elapsed().as_secs_f64());
-    counter!("tollgate_requests_total", "model" => model.to_owned(), "status" => status).increment(1);
+/// Authenticates the request's key and checks it may be used now.
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<KeyView>, GatewayError> {
+    let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey)?;
+    let key = state.keys.authenticate(raw).await?;
+    key.check_active(chrono::Utc::now())?;
+    Ok(key)
 }
 
-async fn chat_completions(
+fn observe(endpoint: Endpoint, model: &str, status: StatusCode, started: Instant) {
+    let status = status.as_u16().to_string();
+    let endpoint = endpoint.path();
+    histogram!("tollgate_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status.clone())
+        .record(started.elapsed().as_secs_f64());
+    counter!("tollgate_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status)
+        .increment(1);
+}
+
+async fn chat_completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::ChatCompletions).await
+}
+async fn completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Completions).await
+}
+async fn embeddings(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Embeddings).await
+}
+async fn responses(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Responses).await
+}
+
+/// Every model endpoint: authenticate, validate, route, meter, answer.
+async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, GatewayError> {
+    endpoint: Endpoint,
+) -> HttpResponse {
     let started = Instant::now();
     let request_id = request_id(&req);
-    let result = serve_chat(&req, payload, &state, &request_id, started).await;
-    let (model_label, status) = match &result {
-        Ok((model, resp)) => (model.as_str(), resp.status()),
-        Err((model, e)) => (model.as_str(), actix_web::ResponseError::status_code(e)),
+    let (label, mut response) = match serve(&req, payload, &state, endpoint, &request_id, started).await {
+        Ok((label, response)) => (label, response),
+        Err((label, e)) => (label, e.error_response()),
     };
-    observe(model_label, status, started);
-    let mut response = match result {
-        Ok((_, resp)) => resp,
-        Err((_, e)) => actix_web::ResponseError::error_response(&e),
-    };
+    observe(endpoint, &label, response.status(), started);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
-    Ok(response)
+    response
 }
 
-/// The chat route. Errors carry the metric label of the model (`unknown` before it is known).
-async fn serve_chat(
+type Served = Result<(String, HttpResponse), (String, GatewayError)>;
+
+async fn serve(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
+    endpoint: Endpoint,
     request_id: &str,
     started: Instant,
-) -> Result<(String, HttpResponse), (String, GatewayError)> {
+) -> Served {
     let unknown = |e| ("unknown".to_owned(), e);
-    let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey).map_err(unknown)?;
-    let key = state.keys.authenticate(raw).await.map_err(unknown)?;
+    let key = authorize(req, state).await.map_err(unknown)?;
     let body = read_body(req, payload, state.max_body_bytes).await.map_err(unknown)?;
-    let chat = ChatRequest::parse(&body).map_err(unknown)?;
-    if !state.router.knows(&chat.model) {
-        return Err(unknown(GatewayError::ModelNotFound(chat.model)));
+    let request = ProxyRequest::parse(&body, endpoint).map_err(unknown)?;
+    if !state.router.knows(&request.model) {
+        return Err(unknown(GatewayError::ModelNotFound(request.model)));
     }
-    let label = chat.model.clone();
-    let with_label = |e| (label.clone(), e);
-    key.check(chrono::Utc::now(), &chat.model).map_err(with_label)?;
-    if chat.stream {
-        return Err(with_label(GatewayError::invalid("streaming is not supported yet", Some("stream"))));
-    }
-    let deployment =
-        state.router.pick(&chat.model).ok_or(GatewayError::ModelNotFound(chat.model.clone())).map_err(with_label)?;
-    let upstream_body = chat.to_upstream_body(&deployment.upstream_model).map_err(with_label)?;
+    let label = request.model.clone();
+    let fail = |e| (label.clone(), e);
+    key.check_model(&request.model).map_err(fail)?;
     let customer = req
         .headers()
         .get("x-tollgate-customer-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| chat.user.clone());
+        .or_else(|| request.user.clone());
 
     let recorder = UsageRecorder::start(
         state.sink.clone(),
@@ -128,63 +156,196 @@ async fn serve_chat(
         request_id,
         &key,
         customer,
-        &chat.model,
-        &deployment,
-        state.prices.get(&chat.model).copied(),
-        chat.stream,
+        &request.model,
+        request.stream,
         started,
     );
-    let upstream = openai_compatible::chat_completions(&state.client, &deployment, upstream_body).await;
-    let answer = match upstream {
+    let body_for = |d: &crate::providers::Deployment| request.upstream_body(&d.upstream_model);
+    let routed = proxy::call(&state.router, &state.client, &request.model, endpoint, &body_for).await;
+    let answer = match routed {
         Ok(answer) => answer,
-        Err(e) => {
-            let err = match e {
+        Err(RoutedFailure::Gateway(e)) => {
+            recorder.abandon();
+            return Err(fail(e));
+        }
+        Err(RoutedFailure::Transport { lease, error, attempts }) => {
+            let err = match error {
                 UpstreamError::Timeout => GatewayError::UpstreamTimeout {
-                    model: chat.model.clone(),
-                    timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+                    model: request.model.clone(),
+                    timeout_ms: u64::try_from(lease.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
                 },
                 UpstreamError::Unavailable(reason) => {
-                    tracing::warn!(deployment = %deployment.id, %reason, "upstream unavailable");
-                    GatewayError::UpstreamUnavailable { model: chat.model.clone() }
+                    tracing::warn!(deployment = %lease.deployment.id, %reason, attempts, "upstream unavailable");
+                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
                 }
             };
-            let status = actix_web::ResponseError::status_code(&err).as_u16();
+            recorder.finish(Outcome {
+                status: err.status_code().as_u16(),
+                error_type: Some(err.kind_and_code().1),
+                deployment: Some(&lease.deployment),
+                ..Outcome::default()
+            });
+            return Err(fail(err));
+        }
+        Err(RoutedFailure::Upstream { lease, status, content_type, body, attempts }) => {
+            // The provider's own error, passed through: SDKs map its status to their exceptions.
             recorder.finish(Outcome {
                 status,
-                error_type: Some(err.kind_and_code().1),
-                tokens: Tokens::default(),
-                served_model: None,
+                error_type: Some("upstream_error"),
+                deployment: Some(&lease.deployment),
+                ..Outcome::default()
             });
-            return Err(with_label(err));
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = HttpResponse::build(status);
+            response.insert_header((CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json")));
+            response.insert_header(("x-tollgate-attempts", attempts.to_string()));
+            return Ok((label, response.body(body)));
         }
     };
 
-    let ok = (200..300).contains(&answer.status);
-    let parsed: ChatResponseUsage =
-        if ok { serde_json::from_slice(&answer.body).unwrap_or_default() } else { ChatResponseUsage::default() };
-    let usage = parsed.usage.unwrap_or_default();
-    let tokens = Tokens {
-        prompt: usage.prompt_tokens,
-        completion: usage.completion_tokens,
-        cached: usage.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+    let deployment = answer.lease.deployment.clone();
+    let mut response = HttpResponse::Ok();
+    response.insert_header(("x-tollgate-attempts", answer.attempts.to_string()));
+    if let Ok(v) = HeaderValue::from_str(&deployment.model_name) {
+        response.insert_header((HeaderName::from_static("x-tollgate-model-group"), v));
+    }
+    if request.stream {
+        response.insert_header((CONTENT_TYPE, "text/event-stream"));
+        response.insert_header(("cache-control", "no-cache"));
+        let stream = MeteredStream::new(
+            answer.response,
+            recorder,
+            state.router.clone(),
+            answer.lease,
+            request.injects_usage() && !request.client_wants_usage,
+            request.prompt_chars,
+            answer.sent_at,
+            label.clone(),
+        );
+        return Ok((label, response.streaming(stream)));
+    }
+
+    let content_type = answer
+        .response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned();
+    let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
+    let body = match tokio::time::timeout(remaining, answer.response.bytes()).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");
+            let err = GatewayError::UpstreamUnavailable { model: request.model.clone() };
+            recorder.finish(Outcome {
+                status: err.status_code().as_u16(),
+                error_type: Some(err.kind_and_code().1),
+                deployment: Some(&deployment),
+                ..Outcome::default()
+            });
+            return Err(fail(err));
+        }
+        Err(_) => {
+            let err = GatewayError::UpstreamTimeout {
+                model: request.model.clone(),
+                timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            recorder.finish(Outcome {
+                status: err.status_code().as_u16(),
+                error_type: Some(err.kind_and_code().1),
+                deployment: Some(&deployment),
+                ..Outcome::default()
+            });
+            return Err(fail(err));
+        }
     };
-    let served_model = parsed.model.or_else(|| ok.then(|| deployment.upstream_model.clone()));
+    let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
+    let (tokens, estimated) = match parsed.usage() {
+        Some(u) => (
+            Tokens {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            },
+            false,
+        ),
+        // No usage from the provider: count it ourselves and say so.
+        None => (Tokens { prompt: estimate_tokens(request.prompt_chars), completion: 0, cached: 0 }, true),
+    };
+    state.router.record_success(&answer.lease, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
+    let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     let charged = recorder.finish(Outcome {
-        status: answer.status,
-        error_type: (!ok).then_some("upstream_error"),
+        status: 200,
+        error_type: None,
         tokens,
         served_model: served_model.clone(),
+        partial: false,
+        estimated,
+        deployment: Some(&deployment),
     });
-
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = HttpResponse::build(status);
-    response.insert_header((CONTENT_TYPE, answer.content_type.as_deref().unwrap_or("application/json")));
+    response.insert_header((CONTENT_TYPE, content_type));
     response.insert_header(("x-tollgate-cost-nano-usd", charged.0.to_string()));
     response.insert_header(("x-tollgate-response-cost", charged.to_string()));
-    if let Some(model) = &served_model {
-        if let Ok(v) = HeaderValue::from_str(model) {
-            response.insert_header((HeaderName::from_static("x-tollgate-served-model"), v));
-        }
+    if let Some(v) = served_model.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
+        response.insert_header((HeaderName::from_static("x-tollgate-served-model"), v));
     }
-    Ok((label, response.body(answer.body)))
+    Ok((label, response.body(body)))
+}
+
+fn model_object(name: &str) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": 1_700_000_000u64, "owned_by": "tollgate"})
+}
+
+/// `GET /v1/models`: the models this key may use.
+async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let key = match authorize(&req, &state).await {
+        Ok(k) => k,
+        Err(e) => return e.error_response(),
+    };
+    let data: Vec<_> =
+        state.router.model_names().iter().filter(|m| key.check_model(m).is_ok()).map(|m| model_object(m)).collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{model}`.
+async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let key = match authorize(&req, &state).await {
+        Ok(k) => k,
+        Err(e) => return e.error_response(),
+    };
+    let model = path.into_inner();
+    if !state.router.knows(&model) || key.check_model(&model).is_err() {
+        return GatewayError::ModelNotFound(model).error_response();
+    }
+    HttpResponse::Ok().json(model_object(&model))
+}
+
+/// `GET /model/info`: LiteLLM's deployment listing, without secrets.
+async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let key = match authorize(&req, &state).await {
+        Ok(k) => k,
+        Err(e) => return e.error_response(),
+    };
+    let data: Vec<_> = state
+        .router
+        .deployments()
+        .filter(|d| key.check_model(&d.model_name).is_ok())
+        .map(|d| {
+            let mut info = d.model_info.clone().unwrap_or_default();
+            info.insert("id".into(), json!(d.id));
+            if let Some(p) = d.price {
+                info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
+                info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
+                info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+            }
+            json!({
+                "model_name": d.model_name,
+                "litellm_params": {"model": format!("{}/{}", d.provider, d.upstream_model), "api_base": d.api_base,
+                                   "rpm": d.rpm, "tpm": d.tpm},
+                "model_info": info,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"data": data}))
 }

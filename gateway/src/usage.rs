@@ -6,7 +6,7 @@
 
 use crate::auth::KeyView;
 use crate::events::UsageSink;
-use crate::pricing::{cost, Price, Tokens};
+use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
 use chrono::Utc;
 use metrics::counter;
@@ -21,16 +21,22 @@ pub const CLIENT_CLOSED: u16 = 499;
 pub struct UsageRecorder {
     sink: Arc<dyn UsageSink>,
     event: Option<UsageEvent>,
-    price: Option<Price>,
     started: Instant,
 }
 
 /// How a request ended.
+#[derive(Default)]
 pub struct Outcome<'a> {
     pub status: u16,
     pub error_type: Option<&'a str>,
     pub tokens: Tokens,
     pub served_model: Option<String>,
+    /// The answer was cut short; `tokens` are what was delivered.
+    pub partial: bool,
+    /// `tokens` were counted by Tollgate, not reported by the provider.
+    pub estimated: bool,
+    /// The deployment that finally answered, when retries or fallbacks moved the request.
+    pub deployment: Option<&'a Deployment>,
 }
 
 impl UsageRecorder {
@@ -42,8 +48,6 @@ impl UsageRecorder {
         key: &KeyView,
         customer_id: Option<String>,
         requested_model: &str,
-        deployment: &Deployment,
-        price: Option<Price>,
         stream: bool,
         started: Instant,
     ) -> UsageRecorder {
@@ -61,8 +65,8 @@ impl UsageRecorder {
             organization_id: key.organization_id.clone(),
             requested_model: requested_model.to_owned(),
             served_model: None,
-            provider: Some(deployment.provider.clone()),
-            deployment: Some(deployment.id.clone()),
+            provider: None,
+            deployment: None,
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
@@ -74,7 +78,12 @@ impl UsageRecorder {
             partial: false,
             estimated: false,
         };
-        UsageRecorder { sink, event: Some(event), price, started }
+        UsageRecorder { sink, event: Some(event), started }
+    }
+
+    /// Drops the event: for requests that never reached a provider.
+    pub fn abandon(mut self) {
+        self.event = None;
     }
 
     /// Records the outcome, publishes the event and returns the cost charged.
@@ -82,17 +91,19 @@ impl UsageRecorder {
         let Some(mut event) = self.event.take() else {
             return NanoUsd::ZERO;
         };
-        let charged = match &self.price {
-            Some(price) => cost(price, outcome.tokens).unwrap_or_else(|_| {
+        let has_tokens = outcome.tokens.prompt > 0 || outcome.tokens.completion > 0;
+        let charged = match outcome.deployment.map(|d| d.price) {
+            Some(Some(price)) => cost(&price, outcome.tokens).unwrap_or_else(|_| {
                 // Only absurd token counts overflow i64 nano-USD; charge the maximum rather than
                 // nothing, and say so.
                 tracing::error!(event_id = %event.event_id, "cost overflowed; charging the maximum");
                 NanoUsd(i64::MAX)
             }),
-            None => {
+            Some(None) if has_tokens => {
                 counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
                 NanoUsd::ZERO
             }
+            _ => NanoUsd::ZERO,
         };
         event.status = outcome.status;
         event.error_type = outcome.error_type.map(str::to_owned);
@@ -100,6 +111,12 @@ impl UsageRecorder {
         event.completion_tokens = outcome.tokens.completion;
         event.cached_tokens = outcome.tokens.cached;
         event.served_model = outcome.served_model;
+        event.partial = outcome.partial;
+        event.estimated = outcome.estimated;
+        if let Some(d) = outcome.deployment {
+            event.provider = Some(d.provider.clone());
+            event.deployment = Some(d.id.clone());
+        }
         event.cost_nano_usd = charged;
         self.publish(event);
         charged

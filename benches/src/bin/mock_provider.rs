@@ -20,6 +20,9 @@ struct Args {
     /// Require this bearer token on every request.
     #[arg(long, env = "TOLLGATE_MOCK_API_KEY")]
     api_key: Option<String>,
+    /// Delay between streamed chunks, in microseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_us: u64,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -35,6 +38,7 @@ async fn main() -> std::io::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         completion_tokens: args.completion_tokens,
         api_key: args.api_key,
+        chunk_delay: Duration::from_micros(args.chunk_delay_us),
     };
     let server = serve(listener, config, args.workers)?;
     println!("listening on http://{addr}");

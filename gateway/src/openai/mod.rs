@@ -1,82 +1,184 @@
 //! OpenAI wire types, kept apart from the core. Request bodies are parsed once into top-level
 //! fields whose values stay raw JSON; only what the gateway must read is decoded, and only the
-//! model name is changed before forwarding.
+//! model name (and, for streams, `stream_options`) is changed before forwarding.
 
 use crate::error::GatewayError;
+use crate::providers::Endpoint;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 
-/// A chat completion request: top-level fields kept as raw JSON.
-pub struct ChatRequest {
+/// An OpenAI-shaped request (chat, completions, embeddings, responses): top-level fields kept as
+/// raw JSON.
+pub struct ProxyRequest {
     fields: HashMap<String, Box<RawValue>>,
+    pub endpoint: Endpoint,
     pub model: String,
     pub stream: bool,
+    /// The client asked for the usage chunk itself (`stream_options.include_usage`).
+    pub client_wants_usage: bool,
     /// The request's end-user id (`user`), used as the customer.
     pub user: Option<String>,
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when given.
+    pub max_tokens: Option<u64>,
+    /// Bytes of text in the prompt, for estimating tokens when a provider reports none.
+    pub prompt_chars: usize,
 }
 
-impl ChatRequest {
-    pub fn parse(body: &[u8]) -> Result<ChatRequest, GatewayError> {
+fn string_field(fields: &HashMap<String, Box<RawValue>>, name: &'static str) -> Result<Option<String>, GatewayError> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(raw) if raw.get().trim() == "null" => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw.get())
+            .map(Some)
+            .map_err(|_| GatewayError::invalid(format!("`{name}` must be a string"), Some(name))),
+    }
+}
+
+fn require_kind(
+    fields: &HashMap<String, Box<RawValue>>,
+    name: &'static str,
+    allowed: &[char],
+    what: &str,
+) -> Result<(), GatewayError> {
+    match fields.get(name) {
+        Some(raw) if raw.get().trim_start().starts_with(allowed) => Ok(()),
+        Some(_) => Err(GatewayError::invalid(format!("`{name}` must be {what}"), Some(name))),
+        None => Err(GatewayError::invalid(format!("`{name}` is required"), Some(name))),
+    }
+}
+
+/// Bytes of string content in a JSON value (prompt size estimate).
+fn text_chars(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len(),
+        serde_json::Value::Array(items) => items.iter().map(text_chars).sum(),
+        serde_json::Value::Object(o) => o.values().map(text_chars).sum(),
+        _ => 0,
+    }
+}
+
+impl ProxyRequest {
+    pub fn parse(body: &[u8], endpoint: Endpoint) -> Result<ProxyRequest, GatewayError> {
         let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body)
             .map_err(|e| GatewayError::invalid(format!("request body is not a valid JSON object: {e}"), None))?;
-        let model = match fields.get("model") {
-            Some(raw) => serde_json::from_str::<String>(raw.get())
-                .map_err(|_| GatewayError::invalid("`model` must be a string", Some("model")))?,
-            None => return Err(GatewayError::invalid("`model` is required", Some("model"))),
+        let model = string_field(&fields, "model")?
+            .ok_or_else(|| GatewayError::invalid("`model` is required", Some("model")))?;
+        let prompt_field = match endpoint {
+            Endpoint::ChatCompletions => {
+                require_kind(&fields, "messages", &['['], "an array")?;
+                "messages"
+            }
+            Endpoint::Completions => {
+                require_kind(&fields, "prompt", &['"', '['], "a string or an array")?;
+                "prompt"
+            }
+            Endpoint::Embeddings => {
+                require_kind(&fields, "input", &['"', '['], "a string or an array")?;
+                "input"
+            }
+            Endpoint::Responses => {
+                require_kind(&fields, "input", &['"', '['], "a string or an array")?;
+                "input"
+            }
         };
-        match fields.get("messages") {
-            Some(raw) if raw.get().trim_start().starts_with('[') => {}
-            Some(_) => return Err(GatewayError::invalid("`messages` must be an array", Some("messages"))),
-            None => return Err(GatewayError::invalid("`messages` is required", Some("messages"))),
+        let stream = match fields.get("stream").map(|r| r.get().trim()) {
+            None | Some("false") | Some("null") => false,
+            Some("true") => true,
+            Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
+        };
+        if stream && endpoint == Endpoint::Embeddings {
+            return Err(GatewayError::invalid("embeddings cannot be streamed", Some("stream")));
         }
-        let stream = match fields.get("stream") {
+        let client_wants_usage = match fields.get("stream_options") {
             None => false,
-            Some(raw) => match raw.get().trim() {
-                "true" => true,
-                "false" | "null" => false,
-                _ => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
-            },
+            Some(raw) => {
+                let v: serde_json::Value = serde_json::from_str(raw.get())
+                    .map_err(|_| GatewayError::invalid("`stream_options` is not valid", Some("stream_options")))?;
+                if !(v.is_object() || v.is_null()) {
+                    return Err(GatewayError::invalid("`stream_options` must be an object", Some("stream_options")));
+                }
+                v.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true)
+            }
         };
-        let user = match fields.get("user") {
-            None => None,
-            Some(raw) if raw.get().trim() == "null" => None,
-            Some(raw) => Some(
-                serde_json::from_str::<String>(raw.get())
-                    .map_err(|_| GatewayError::invalid("`user` must be a string", Some("user")))?,
-            ),
-        };
-        Ok(ChatRequest { fields, model, stream, user })
+        let mut max_tokens = None;
+        for name in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+            if let Some(raw) = fields.get(name) {
+                match raw.get().trim() {
+                    "null" => {}
+                    text => {
+                        max_tokens = Some(text.parse::<u64>().map_err(|_| {
+                            GatewayError::invalid(format!("`{name}` must be a non-negative integer"), Some(name))
+                        })?)
+                    }
+                }
+            }
+        }
+        let user = string_field(&fields, "user")?;
+        let prompt_chars = fields
+            .get(prompt_field)
+            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+            .map_or(0, |v| text_chars(&v));
+        Ok(ProxyRequest { fields, endpoint, model, stream, client_wants_usage, user, max_tokens, prompt_chars })
     }
 
-    /// The body to send upstream, naming the upstream model.
-    pub fn to_upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
-        let model = serde_json::value::to_raw_value(upstream_model)
-            .map_err(|e| GatewayError::Internal(format!("cannot encode model name: {e}")))?;
+    /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
+    pub fn injects_usage(&self) -> bool {
+        self.stream && matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+    }
+
+    /// The body to send upstream: the upstream model name and, for streams, a request for the
+    /// usage chunk.
+    pub fn upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
+        let encode = |e: serde_json::Error| GatewayError::Internal(format!("cannot encode request: {e}"));
+        let model = serde_json::value::to_raw_value(upstream_model).map_err(encode)?;
         let mut out: HashMap<&str, &RawValue> = self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
         out.insert("model", &model);
-        serde_json::to_vec(&out).map_err(|e| GatewayError::Internal(format!("cannot encode request: {e}")))
+        let stream_options;
+        if self.injects_usage() && !self.client_wants_usage {
+            let mut opts: serde_json::Map<String, serde_json::Value> = self
+                .fields
+                .get("stream_options")
+                .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                .unwrap_or_default();
+            opts.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+            stream_options = serde_json::value::to_raw_value(&opts).map_err(encode)?;
+            out.insert("stream_options", &stream_options);
+        }
+        serde_json::to_vec(&out).map_err(encode)
     }
 }
 
-/// The parts of a chat completion response the gateway reads.
+/// The parts of a response (or stream chunk) the gateway reads. Chat and completions report
+/// `prompt_tokens`/`completion_tokens`; the Responses API `input_tokens`/`output_tokens`, at the
+/// top level or under `response` in its stream events.
 #[derive(Deserialize, Default)]
-pub struct ChatResponseUsage {
+pub struct ResponseUsage {
     pub model: Option<String>,
     pub usage: Option<Usage>,
+    pub response: Option<Box<ResponseUsage>>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+impl ResponseUsage {
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage.or_else(|| self.response.as_ref().and_then(|r| r.usage))
+    }
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref().or_else(|| self.response.as_ref().and_then(|r| r.model.as_deref()))
+    }
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens_details")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromptTokensDetails {
     #[serde(default)]
     pub cached_tokens: u64,
@@ -89,33 +191,64 @@ mod tests {
     #[test]
     fn parses_and_rewrites_only_the_model() {
         let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"user":"c-1"}"#;
-        let req = ChatRequest::parse(body).unwrap();
+        let req = ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap();
         assert_eq!(req.model, "fast");
         assert_eq!(req.user.as_deref(), Some("c-1"));
         assert!(!req.stream);
-        let out: serde_json::Value = serde_json::from_slice(&req.to_upstream_body("gpt-4o-mini").unwrap()).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&req.upstream_body("gpt-4o-mini").unwrap()).unwrap();
         assert_eq!(out["model"], "gpt-4o-mini");
         assert_eq!(out["temperature"], 0.2);
         assert_eq!(out["messages"][0]["content"], "hi");
+        assert!(out.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn streams_ask_for_usage_and_remember_whether_the_client_did() {
+        let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"foo":1}}"#;
+        let req = ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap();
+        assert!(req.stream && !req.client_wants_usage);
+        let out: serde_json::Value = serde_json::from_slice(&req.upstream_body("u").unwrap()).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["stream_options"]["foo"], 1);
+        let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
+        assert!(ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap().client_wants_usage);
     }
 
     #[test]
     fn rejects_bad_bodies_with_the_param() {
-        for (body, param) in [
-            (&br#"{"messages":[]}"#[..], Some("model")),
-            (br#"{"model":1,"messages":[]}"#, Some("model")),
-            (br#"{"model":"m","messages":"hi"}"#, Some("messages")),
-            (br#"{"model":"m","messages":[],"stream":"yes"}"#, Some("stream")),
-            (br#"{"model":"m""#, None),
-            (br#"[1,2]"#, None),
+        for (body, endpoint, param) in [
+            (&br#"{"messages":[]}"#[..], Endpoint::ChatCompletions, Some("model")),
+            (br#"{"model":1,"messages":[]}"#, Endpoint::ChatCompletions, Some("model")),
+            (br#"{"model":"m","messages":"hi"}"#, Endpoint::ChatCompletions, Some("messages")),
+            (br#"{"model":"m","messages":[],"stream":"yes"}"#, Endpoint::ChatCompletions, Some("stream")),
+            (br#"{"model":"m","messages":[],"max_tokens":-1}"#, Endpoint::ChatCompletions, Some("max_tokens")),
+            (br#"{"model":"m"}"#, Endpoint::Embeddings, Some("input")),
+            (br#"{"model":"m","input":"x","stream":true}"#, Endpoint::Embeddings, Some("stream")),
+            (br#"{"model":"m","prompt":5}"#, Endpoint::Completions, Some("prompt")),
+            (br#"{"model":"m""#, Endpoint::ChatCompletions, None),
+            (br#"[1,2]"#, Endpoint::ChatCompletions, None),
         ] {
-            match ChatRequest::parse(body) {
-                Err(GatewayError::InvalidRequest { param: p, .. }) => {
-                    assert_eq!(p, param, "{body:?}")
-                }
+            match ProxyRequest::parse(body, endpoint) {
+                Err(GatewayError::InvalidRequest { param: p, .. }) => assert_eq!(p, param, "{body:?}"),
                 Err(other) => panic!("unexpected error {other:?}"),
                 Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(body)),
             }
         }
+    }
+
+    #[test]
+    fn reads_usage_of_every_shape() {
+        let chat: ResponseUsage = serde_json::from_str(
+            r#"{"model":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 4)));
+        let responses: ResponseUsage = serde_json::from_str(
+            r#"{"type":"response.completed","response":{"model":"y","usage":{"input_tokens":5,"output_tokens":6,"input_tokens_details":{"cached_tokens":2}}}}"#,
+        )
+        .unwrap();
+        let u = responses.usage().unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.prompt_tokens_details.unwrap().cached_tokens), (5, 6, 2));
+        assert_eq!(responses.model(), Some("y"));
     }
 }

@@ -1,33 +1,112 @@
-//! Upstream providers. Each deployment names a provider adapter; the adapter turns a request
-//! into the provider's wire format and back.
+//! Upstream providers. A deployment names its provider by the prefix of
+//! `litellm_params.model` (`openai/gpt-4o`, `azure/my-deployment`, `groq/llama-3.1-8b`); the
+//! provider decides the URL, the authentication header and the wire format.
 
 pub mod openai_compatible;
 
 use crate::config::Secret;
-use bytes::Bytes;
+use crate::pricing::Price;
 use std::time::Duration;
 
-/// One upstream deployment of a model (a `model_list` entry).
+/// The wire protocol a deployment speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI's API, or any server that copies it (vLLM, Ollama, Groq, Together, ...).
+    OpenAiCompatible,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    Azure,
+}
+
+/// Provider prefixes that speak OpenAI's API, with their public base URL where they have one.
+const OPENAI_COMPATIBLE: &[(&str, Option<&str>)] = &[
+    ("openai", Some("https://api.openai.com/v1")),
+    ("text-completion-openai", Some("https://api.openai.com/v1")),
+    ("openai_like", None),
+    ("hosted_vllm", None),
+    ("vllm", None),
+    ("ollama", Some("http://127.0.0.1:11434/v1")),
+    ("ollama_chat", Some("http://127.0.0.1:11434/v1")),
+    ("lm_studio", Some("http://127.0.0.1:1234/v1")),
+    ("groq", Some("https://api.groq.com/openai/v1")),
+    ("together_ai", Some("https://api.together.xyz/v1")),
+    ("mistral", Some("https://api.mistral.ai/v1")),
+    ("deepseek", Some("https://api.deepseek.com/v1")),
+    ("openrouter", Some("https://openrouter.ai/api/v1")),
+    ("fireworks_ai", Some("https://api.fireworks.ai/inference/v1")),
+    ("perplexity", Some("https://api.perplexity.ai")),
+    ("xai", Some("https://api.x.ai/v1")),
+    ("deepinfra", Some("https://api.deepinfra.com/v1/openai")),
+    ("cerebras", Some("https://api.cerebras.ai/v1")),
+];
+
+impl ProviderKind {
+    pub fn from_prefix(prefix: &str) -> Option<ProviderKind> {
+        match prefix {
+            "azure" => Some(ProviderKind::Azure),
+            p if OPENAI_COMPATIBLE.iter().any(|(name, _)| *name == p) => Some(ProviderKind::OpenAiCompatible),
+            _ => None,
+        }
+    }
+
+    /// Every prefix `from_prefix` accepts, for error messages.
+    pub fn supported_prefixes() -> Vec<&'static str> {
+        let mut all: Vec<&str> = OPENAI_COMPATIBLE.iter().map(|(n, _)| *n).collect();
+        all.push("azure");
+        all
+    }
+}
+
+/// The public base URL of a provider prefix, when it has one.
+pub fn default_api_base(prefix: &str) -> Option<&'static str> {
+    OPENAI_COMPATIBLE.iter().find(|(name, _)| *name == prefix).and_then(|(_, base)| *base)
+}
+
+/// The OpenAI-shaped endpoints the gateway forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat/completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+        }
+    }
+}
+
+/// One upstream deployment of a model (a `model_list` entry), resolved at start-up.
 #[derive(Debug)]
 pub struct Deployment {
     /// `model_name` clients ask for.
     pub model_name: String,
     /// Provider prefix of `litellm_params.model`, e.g. `openai`.
     pub provider: String,
-    /// The model name the provider knows.
+    pub kind: ProviderKind,
+    /// The model (or Azure deployment) name the provider knows.
     pub upstream_model: String,
     /// Stable name for events and metrics: `provider/upstream_model#index`.
     pub id: String,
     pub api_base: String,
     pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    /// Whole-request timeout (until the last byte of a non-streamed answer, or the first byte
+    /// of a stream).
     pub timeout: Duration,
-}
-
-/// A provider's answer, passed through to the client.
-pub struct UpstreamResponse {
-    pub status: u16,
-    pub content_type: Option<String>,
-    pub body: Bytes,
+    /// Longest silence between two chunks of a stream.
+    pub stream_idle_timeout: Duration,
+    /// `None` only under `gateway.allow_unpriced_models`.
+    pub price: Option<Price>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub weight: f64,
+    pub model_info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,4 +115,33 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Sends `body` to the deployment's `endpoint` and returns once the response headers arrived.
+/// The caller reads the body (bounded by the deployment timeout) or streams it.
+pub async fn send(
+    client: &reqwest::Client,
+    deployment: &Deployment,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+) -> Result<reqwest::Response, UpstreamError> {
+    let request = openai_compatible::request(client, deployment, endpoint, body);
+    match tokio::time::timeout(deployment.timeout, request.send()).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(classify(&e)),
+        Err(_) => Err(UpstreamError::Timeout),
+    }
+}
+
+/// Maps a transport error without its URL (which could carry credentials).
+pub fn classify(e: &reqwest::Error) -> UpstreamError {
+    if e.is_timeout() {
+        UpstreamError::Timeout
+    } else if e.is_connect() {
+        UpstreamError::Unavailable("connection failed".into())
+    } else if e.is_body() || e.is_decode() {
+        UpstreamError::Unavailable("response body interrupted".into())
+    } else {
+        UpstreamError::Unavailable("request failed".into())
+    }
 }

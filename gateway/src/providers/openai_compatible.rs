@@ -1,39 +1,43 @@
-//! Any OpenAI-compatible upstream (OpenAI, vLLM, Ollama, Groq, ...).
+//! OpenAI's API and its copies (vLLM, Ollama, Groq, ...), and Azure OpenAI, which differs only
+//! in the URL (`/openai/deployments/{deployment}/...?api-version=`) and the `api-key` header.
 
-use super::{Deployment, UpstreamError, UpstreamResponse};
+use super::{Deployment, Endpoint, ProviderKind};
 
-/// POSTs a chat completion body to the deployment and returns the answer as it came.
-pub async fn chat_completions(
-    client: &reqwest::Client,
-    deployment: &Deployment,
-    body: Vec<u8>,
-) -> Result<UpstreamResponse, UpstreamError> {
-    let url = format!("{}/chat/completions", deployment.api_base.trim_end_matches('/'));
-    let mut request = client
-        .post(url)
-        .timeout(deployment.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body);
-    if let Some(key) = &deployment.api_key {
-        request = request.bearer_auth(key.expose());
+/// Default `api-version` for Azure deployments that name none.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+pub fn url(deployment: &Deployment, endpoint: Endpoint) -> String {
+    let base = deployment.api_base.trim_end_matches('/');
+    match deployment.kind {
+        ProviderKind::Azure => {
+            let version = deployment.api_version.as_deref().unwrap_or(AZURE_DEFAULT_API_VERSION);
+            if endpoint == Endpoint::Responses {
+                format!("{base}/openai/responses?api-version={version}")
+            } else {
+                format!(
+                    "{base}/openai/deployments/{}/{}?api-version={version}",
+                    deployment.upstream_model,
+                    endpoint.path()
+                )
+            }
+        }
+        ProviderKind::OpenAiCompatible => format!("{base}/{}", endpoint.path()),
     }
-    let response = request.send().await.map_err(classify)?;
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = response.bytes().await.map_err(classify)?;
-    Ok(UpstreamResponse { status, content_type, body })
 }
 
-/// Maps a transport error without its URL (which could carry credentials).
-fn classify(e: reqwest::Error) -> UpstreamError {
-    if e.is_timeout() {
-        UpstreamError::Timeout
-    } else if e.is_connect() {
-        UpstreamError::Unavailable("connection failed".into())
-    } else if e.is_body() || e.is_decode() {
-        UpstreamError::Unavailable("response body interrupted".into())
-    } else {
-        UpstreamError::Unavailable("request failed".into())
+pub fn request(
+    client: &reqwest::Client,
+    deployment: &Deployment,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let mut request =
+        client.post(url(deployment, endpoint)).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    if let Some(key) = &deployment.api_key {
+        request = match deployment.kind {
+            ProviderKind::Azure => request.header("api-key", key.expose()),
+            ProviderKind::OpenAiCompatible => request.bearer_auth(key.expose()),
+        };
     }
+    request
 }

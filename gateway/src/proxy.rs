@@ -1,0 +1,236 @@
+//! Calls a model group through the router with retries, backoff, cooldowns and fallbacks, and
+//! returns the first successful upstream response (headers received, body unread) or the last
+//! failure. Nothing is sent to the client before this returns, so retrying is always safe.
+
+use crate::error::GatewayError;
+use crate::providers::{self, Deployment, Endpoint, UpstreamError};
+use crate::router::{Lease, Router};
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// Largest error body read from a provider (for the client and for classification).
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Longest wait a provider's `Retry-After` may impose on one retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+pub struct RoutedAnswer {
+    pub lease: Lease,
+    pub response: reqwest::Response,
+    /// When the successful attempt was sent.
+    pub sent_at: Instant,
+    pub attempts: u32,
+}
+
+/// How the last attempt failed.
+pub enum RoutedFailure {
+    /// The provider answered with an error status; passed through to the client.
+    Upstream { lease: Lease, status: u16, content_type: Option<String>, body: Bytes, attempts: u32 },
+    /// No answer: connection failed or timed out.
+    Transport { lease: Lease, error: UpstreamError, attempts: u32 },
+    /// The request could not be built or no deployment exists.
+    Gateway(GatewayError),
+}
+
+/// What to do after an error answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Rate limits, timeouts, server errors: retry, then fall back.
+    Retryable,
+    /// The prompt is too long for the model: try `context_window_fallbacks`.
+    ContextWindow,
+    /// The provider's content filter refused: try `content_policy_fallbacks`.
+    ContentPolicy,
+    /// Anything else (bad request, auth, not found): answer the client as is.
+    Final,
+}
+
+/// Classifies an error answer by status and, for 400s, by the provider's error text.
+pub fn classify(status: u16, body: &[u8]) -> ErrorClass {
+    match status {
+        408 | 409 | 425 | 429 | 500..=599 => ErrorClass::Retryable,
+        400 | 413 | 422 => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
+            if [
+                "context_length_exceeded",
+                "maximum context length",
+                "context window",
+                "prompt is too long",
+                "too many tokens",
+            ]
+            .iter()
+            .any(|p| text.contains(p))
+            {
+                ErrorClass::ContextWindow
+            } else if ["content_policy_violation", "content_filter", "content management policy", "safety system"]
+                .iter()
+                .any(|p| text.contains(p))
+            {
+                ErrorClass::ContentPolicy
+            } else {
+                ErrorClass::Final
+            }
+        }
+        _ => ErrorClass::Final,
+    }
+}
+
+/// Exponential backoff with full jitter (100 ms × 2^attempt, at most 5 s), never shorter than
+/// the provider's `Retry-After` (capped) or the configured minimum.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>, minimum: Duration, jitter: f64) -> Duration {
+    let ceiling = Duration::from_millis(100u64.saturating_mul(1u64 << attempt.min(6))).min(Duration::from_secs(5));
+    let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0));
+    jittered.max(retry_after.map_or(Duration::ZERO, |r| r.min(MAX_RETRY_AFTER))).max(minimum)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from LLM providers and ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+}
+
+async fn read_error_body(response: reqwest::Response, timeout: Duration) -> Bytes {
+    let read = async {
+        let mut response = response;
+        let mut out = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_ERROR_BODY.saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+        Bytes::from(out)
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or_default()
+}
+
+/// Sends the request to `model`'s deployments, retrying and falling back per `router`'s policy.
+pub async fn call(
+    router: &Router,
+    client: &reqwest::Client,
+    model: &str,
+    endpoint: Endpoint,
+    body_for: &(dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
+) -> Result<RoutedAnswer, RoutedFailure> {
+    let policy = router.policy.clone();
+    let mut chain: Vec<String> = vec![model.to_owned()];
+    let mut general_fallbacks_added = false;
+    let mut last: Option<RoutedFailure> = None;
+    let mut attempts = 0u32;
+    let mut position = 0;
+    while position < chain.len() {
+        let group = chain[position].clone();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut special_fallback = false;
+        for attempt in 0..=policy.num_retries {
+            // Prefer a deployment not yet tried; retry the same one when none is left.
+            let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &[]));
+            let Some((index, lease)) = picked else { break };
+            tried.push(index);
+            attempts += 1;
+            let body = match body_for(&lease.deployment) {
+                Ok(b) => b,
+                Err(e) => return Err(RoutedFailure::Gateway(e)),
+            };
+            let sent_at = Instant::now();
+            let outcome = providers::send(client, &lease.deployment, endpoint, body).await;
+            let wait = match outcome {
+                Ok(response) if response.status().is_success() => {
+                    return Ok(RoutedAnswer { lease, response, sent_at, attempts });
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let after = retry_after(response.headers());
+                    let content_type = response
+                        .headers()
+                        .get(reqwest::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = read_error_body(response, lease.deployment.timeout).await;
+                    let class = classify(status, &body);
+                    if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
+                        router.record_failure(&lease);
+                    }
+                    metrics::counter!("tollgate_upstream_errors_total", "model" => group.clone(), "status" => status.to_string())
+                        .increment(1);
+                    last = Some(RoutedFailure::Upstream { lease, status, content_type, body, attempts });
+                    match class {
+                        ErrorClass::Retryable => after,
+                        ErrorClass::ContextWindow | ErrorClass::ContentPolicy => {
+                            let list = if class == ErrorClass::ContextWindow {
+                                router.context_window_fallbacks(&group)
+                            } else {
+                                router.content_policy_fallbacks(&group)
+                            };
+                            if list.is_empty() {
+                                return Err(last.unwrap_or(RoutedFailure::Gateway(GatewayError::ModelNotFound(group))));
+                            }
+                            for m in list.iter().rev() {
+                                if !chain.contains(m) {
+                                    chain.insert(position + 1, m.clone());
+                                }
+                            }
+                            special_fallback = true;
+                            break;
+                        }
+                        ErrorClass::Final => {
+                            return Err(last.unwrap_or(RoutedFailure::Gateway(GatewayError::ModelNotFound(group))))
+                        }
+                    }
+                }
+                Err(error) => {
+                    router.record_failure(&lease);
+                    let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
+                    metrics::counter!("tollgate_upstream_errors_total", "model" => group.clone(), "status" => label)
+                        .increment(1);
+                    last = Some(RoutedFailure::Transport { lease, error, attempts });
+                    None
+                }
+            };
+            if attempt < policy.num_retries {
+                let delay = backoff(attempt, wait, policy.retry_after_min, fastrand::f64());
+                metrics::counter!("tollgate_upstream_retries_total", "model" => group.clone()).increment(1);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if !special_fallback && !general_fallbacks_added && group == model {
+            general_fallbacks_added = true;
+            for m in router.fallbacks(model) {
+                if !chain.contains(m) {
+                    chain.push(m.clone());
+                }
+            }
+        }
+        position += 1;
+        if position < chain.len() {
+            metrics::counter!("tollgate_fallbacks_total", "model" => model.to_owned()).increment(1);
+        }
+    }
+    Err(last.unwrap_or_else(|| RoutedFailure::Gateway(GatewayError::ModelNotFound(model.to_owned()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_provider_errors() {
+        assert_eq!(classify(429, b""), ErrorClass::Retryable);
+        assert_eq!(classify(503, b""), ErrorClass::Retryable);
+        assert_eq!(classify(400, br#"{"error":{"code":"context_length_exceeded"}}"#), ErrorClass::ContextWindow);
+        assert_eq!(classify(400, br#"{"error":{"code":"content_policy_violation"}}"#), ErrorClass::ContentPolicy);
+        assert_eq!(classify(400, br#"{"error":{"message":"bad temperature"}}"#), ErrorClass::Final);
+        assert_eq!(classify(401, b""), ErrorClass::Final);
+    }
+
+    #[test]
+    fn backoff_grows_honours_retry_after_and_is_bounded() {
+        assert_eq!(backoff(0, None, Duration::ZERO, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(3, None, Duration::ZERO, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(20, None, Duration::ZERO, 1.0), Duration::from_secs(5));
+        assert_eq!(backoff(0, None, Duration::ZERO, 0.0), Duration::ZERO);
+        assert_eq!(backoff(0, Some(Duration::from_secs(2)), Duration::ZERO, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(0, Some(Duration::from_secs(3600)), Duration::ZERO, 0.5), MAX_RETRY_AFTER);
+        assert_eq!(backoff(0, None, Duration::from_millis(300), 0.0), Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,129 @@
+"""Tollgate through the official `openai` Python SDK, against the mock provider.
+
+The mock's token counts are a pure function of the request: prompt tokens = 1 + bytes of the
+message contents // 4; completion tokens = max_tokens (default 16); one "tok" word per token.
+"""
+
+import openai
+import pytest
+
+
+def prompt_tokens(*contents: str) -> int:
+    return 1 + sum(len(c) for c in contents) // 4
+
+
+def test_chat_completion(openai_client):
+    content = "Say hello to the gateway, please."
+    resp = openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}], max_tokens=5
+    )
+    assert resp.object == "chat.completion"
+    assert resp.choices[0].message.content == "tok tok tok tok tok"
+    assert resp.usage.prompt_tokens == prompt_tokens(content)
+    assert resp.usage.completion_tokens == 5
+
+
+def test_raw_response_carries_request_id_and_cost(openai_client):
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert raw.headers.get("x-request-id")
+    # 1 prompt token x 150 + 2 completion tokens x 600 nano-USD (built-in gpt-4o-mini price)
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == str(1 * 150 + 2 * 600)
+    assert raw.parse().choices[0].message.content == "tok tok"
+
+
+def test_streaming_hides_the_usage_chunk_unless_asked(openai_client):
+    stream = openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream"}], max_tokens=4, stream=True
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "tok tok tok tok"
+    assert all(getattr(c, "usage", None) is None for c in chunks), "usage chunk leaked to a client that did not ask"
+    assert all(c.choices for c in chunks)
+
+
+def test_streaming_with_include_usage(openai_client):
+    stream = openai_client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "stream"}],
+        max_tokens=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 3
+    assert chunks[-1].choices == []
+
+
+def test_tools(openai_client):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+            },
+        }
+    ]
+    resp = openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools
+    )
+    call = resp.choices[0].message.tool_calls[0]
+    assert resp.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert '"Paris"' in call.function.arguments
+
+
+def test_embeddings(openai_client):
+    resp = openai_client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+    assert len(resp.data) == 2
+    assert len(resp.data[0].embedding) == 3
+    assert resp.usage.prompt_tokens == prompt_tokens("one", "two")
+
+
+def test_legacy_completions(openai_client):
+    resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
+    assert resp.choices[0].text == "tok tok"
+
+
+def test_models(openai_client):
+    ids = {m.id for m in openai_client.models.list()}
+    assert {"gpt-4o-mini", "text-embedding-3-small"} <= ids
+    assert openai_client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+
+
+def test_bad_key_is_an_authentication_error(base_url):
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert "sk-wrong" not in str(err.value)
+
+
+def test_unknown_model_is_not_found(openai_client):
+    with pytest.raises(openai.NotFoundError):
+        openai_client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
+def test_bad_request(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=-3
+        )
+    assert err.value.body["param"] == "max_tokens"
+
+
+def test_provider_rate_limit_is_a_rate_limit_error(openai_client):
+    with pytest.raises(openai.RateLimitError):
+        openai_client.chat.completions.create(model="rate-limited", messages=[{"role": "user", "content": "x"}])
+
+
+def test_context_window_error_falls_back(openai_client):
+    resp = openai_client.chat.completions.with_raw_response.create(
+        model="small-context", messages=[{"role": "user", "content": "a long prompt"}], max_tokens=1
+    )
+    assert resp.headers.get("x-tollgate-model-group") == "gpt-4o-mini"
+    assert resp.parse().choices[0].message.content == "tok"
