@@ -13,6 +13,7 @@ pub mod providers;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod sse;
 pub mod stream;
 pub mod telemetry;
 pub mod usage;
