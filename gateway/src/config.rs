@@ -51,6 +51,8 @@ pub struct Config {
     #[serde(default)]
     pub router_settings: RouterSettings,
     pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
     /// LiteLLM's `general_settings`: accepted so LiteLLM files load; see [`Config::unsupported`].
     #[serde(default)]
     pub general_settings: Option<GeneralSettings>,
@@ -61,6 +63,54 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub environment_variables: HashMap<String, Secret>,
+}
+
+/// What the gateway does when the usage backlog (spool queue) is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse new requests with 503 until the backlog drains; no accepted event is lost.
+    #[default]
+    Reject,
+    /// Keep serving; events that do not fit are dropped and counted
+    /// (`tollgate_usage_events_total{result="dropped"}`).
+    Serve,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the spool; one gateway process per directory (it is locked).
+    #[serde(default = "default_spool_dir")]
+    pub dir: std::path::PathBuf,
+    #[serde(default = "default_segment_bytes")]
+    pub max_segment_bytes: u64,
+    /// Events waiting to be spooled; requests are refused at 90% of it (policy `reject`).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: default_spool_dir(),
+            max_segment_bytes: default_segment_bytes(),
+            queue_capacity: default_queue_capacity(),
+            when_full: WhenFull::Reject,
+        }
+    }
+}
+
+fn default_spool_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("tollgate-data/spool")
+}
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_queue_capacity() -> usize {
+    50_000
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -307,6 +357,10 @@ pub struct KafkaConfig {
     pub usage_topic: String,
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
+    /// Events librdkafka may hold in memory while Kafka is slow or down; beyond it the spool
+    /// queue fills and `spool.when_full` applies.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_messages: u32,
     /// Extra librdkafka producer properties. The metering guarantees (`enable.idempotence`,
     /// `acks`, `partitioner`) cannot be overridden here.
     #[serde(default)]
@@ -318,6 +372,9 @@ fn default_usage_topic() -> String {
 }
 fn default_linger_ms() -> u32 {
     5
+}
+fn default_max_queued() -> u32 {
+    500_000
 }
 
 const TIMEOUT_RANGE: &str = "must be a number of seconds greater than 0 and at most 86400";
@@ -377,6 +434,15 @@ impl Config {
         let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
         if self.model_list.is_empty() {
             return Err(invalid("model_list".into(), "at least one model is required".into()));
+        }
+        if self.spool.queue_capacity < 10 {
+            return Err(invalid("spool.queue_capacity".into(), "must be at least 10".into()));
+        }
+        if self.spool.max_segment_bytes < 4096 {
+            return Err(invalid("spool.max_segment_bytes".into(), "must be at least 4096".into()));
+        }
+        if self.kafka.max_queued_messages == 0 {
+            return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));
         }
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));

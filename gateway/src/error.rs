@@ -30,6 +30,8 @@ pub enum GatewayError {
     UpstreamUnavailable { model: String },
     #[error("the upstream provider for model '{model}' did not answer within {timeout_ms} ms")]
     UpstreamTimeout { model: String, timeout_ms: u64 },
+    #[error("usage metering is backlogged; retry shortly")]
+    MeteringBacklogFull,
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("internal error: {0}")]
@@ -65,6 +67,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable { .. } => ("api_error", "upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
             GatewayError::RouteNotFound(_) => ("invalid_request_error", "route_not_found"),
+            GatewayError::MeteringBacklogFull => ("api_error", "metering_backlog_full"),
             GatewayError::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -96,6 +99,7 @@ impl ResponseError for GatewayError {
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::MeteringBacklogFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -1,112 +1,283 @@
-//! Publishing usage events. [`UsageSink`] is the boundary; [`KafkaSink`] publishes to the Kafka
-//! `usage` topic as CloudEvents (binary mode), keyed by budget owner, with an idempotent producer.
+//! Publishing usage events. [`UsageSink`] is the boundary; [`KafkaSink`] writes each event to the
+//! local [`Spool`] (group-committed to disk) and then to the Kafka `usage` topic as a CloudEvent
+//! (binary mode), keyed by budget owner, with an idempotent producer. A spool record is deleted
+//! only after Kafka acknowledged it; whatever is left at start-up is sent again.
 //!
-//! `publish` never blocks the request: librdkafka queues the record and a background thread
-//! delivers it. It must never drop an event silently: every outcome is counted.
+//! `publish` never blocks the request on disk or network: a bounded queue feeds one writer
+//! thread. When the backlog reaches its bound, [`UsageSink::admit`] refuses new requests (policy
+//! `reject`, the default) or lets them through while counting every event it cannot keep
+//! (policy `serve`). An event already accepted is never dropped under `reject`.
 
-use metrics::counter;
+use crate::config::{KafkaConfig, SpoolConfig, WhenFull};
+use crate::spool::{Acks, RecordRef, Spool, SpoolError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use metrics::{counter, gauge};
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate_schemas::cloudevents as ce;
 use tollgate_schemas::UsageEvent;
 
-use crate::config::KafkaConfig;
-
 /// Where usage events go.
 pub trait UsageSink: Send + Sync + 'static {
-    /// Hands the event over for delivery. Returns an error only when the event could not even be
-    /// queued; the caller decides what that means for the request.
-    fn publish(&self, event: &UsageEvent) -> Result<(), SinkError>;
-    /// Waits until every queued event is delivered, or the timeout passes.
+    /// Whether a new request may start: its event will have room. Called before the provider.
+    fn admit(&self) -> Result<(), SinkError>;
+    /// Hands the event over for delivery, without waiting for disk or network.
+    fn publish(&self, event: UsageEvent) -> Result<(), SinkError>;
+    /// Stops taking events, writes what is queued to the spool, and waits until Kafka has
+    /// acknowledged it all or `timeout` passes (what is left is replayed at the next start).
     fn flush(&self, timeout: Duration) -> Result<(), SinkError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error("usage metering backlog is full")]
+    Full,
+    #[error("usage metering is shut down")]
+    Closed,
     #[error("cannot encode usage event: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
-/// Counts deliveries as librdkafka reports them.
-pub struct DeliveryReports;
+/// Counts deliveries and acknowledges spool records as librdkafka reports them.
+pub struct DeliveryReports {
+    acks: Arc<Acks>,
+}
 
 impl ClientContext for DeliveryReports {}
 
 impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = Box<Option<RecordRef>>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, record: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => counter!("tollgate_usage_events_total", "result" => "delivered").increment(1),
+            Ok(_) => {
+                counter!("tollgate_usage_events_total", "result" => "delivered").increment(1);
+                if let Some(r) = *record {
+                    self.acks.ack(r);
+                }
+            }
             Err((e, _)) => {
-                tracing::error!(error = %e, "usage event delivery failed after retries");
+                // Left in the spool: sent again at the next start.
+                tracing::error!(error = %e, "usage event delivery failed; kept in the spool");
                 counter!("tollgate_usage_events_total", "result" => "failed").increment(1);
             }
         }
     }
 }
 
+type Producer_ = ThreadedProducer<DeliveryReports>;
+
 pub struct KafkaSink {
-    producer: ThreadedProducer<DeliveryReports>,
+    sender: Sender<UsageEvent>,
+    admit_below: usize,
+    when_full: WhenFull,
+    producer: Arc<Producer_>,
+    acks: Arc<Acks>,
+}
+
+struct Writer {
+    rx: Receiver<UsageEvent>,
+    spool: Spool,
+    producer: Arc<Producer_>,
     topic: String,
     source: String,
 }
 
+/// Events written and synced per group commit, at most.
+const MAX_BATCH: usize = 1024;
+
 impl KafkaSink {
-    pub fn new(config: &KafkaConfig, gateway_id: &str) -> Result<KafkaSink, KafkaError> {
+    pub fn new(kafka: &KafkaConfig, spool_config: &SpoolConfig, gateway_id: &str) -> Result<KafkaSink, SinkError> {
+        let (spool, leftovers) = Spool::open(&spool_config.dir, spool_config.max_segment_bytes)?;
+        let acks = spool.acks();
         let mut client = ClientConfig::new();
-        for (k, v) in &config.producer_properties {
+        for (k, v) in &kafka.producer_properties {
             client.set(k, v);
         }
         // The metering guarantees are set last so nothing in the config can weaken them.
         client
-            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
             .set("client.id", format!("tollgate-gateway-{gateway_id}"))
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", config.linger_ms.to_string())
+            .set("linger.ms", kafka.linger_ms.to_string())
             .set("partitioner", "murmur2_random")
             .set("compression.type", "lz4")
-            .set("queue.buffering.max.messages", "1000000");
-        let producer = client.create_with_context(DeliveryReports)?;
-        Ok(KafkaSink { producer, topic: config.usage_topic.clone(), source: ce::source_for_gateway(gateway_id) })
+            // Keep retrying through outages: the spool, not a timeout, bounds what is at risk.
+            .set("message.timeout.ms", "0")
+            .set("queue.buffering.max.messages", kafka.max_queued_messages.to_string());
+        let producer: Arc<Producer_> = Arc::new(client.create_with_context(DeliveryReports { acks: acks.clone() })?);
+        let (tx, rx) = bounded(spool_config.queue_capacity);
+        let mut writer = Writer {
+            rx,
+            spool,
+            producer: producer.clone(),
+            topic: kafka.usage_topic.clone(),
+            source: ce::source_for_gateway(gateway_id),
+        };
+        if !leftovers.is_empty() {
+            tracing::info!(events = leftovers.len(), "replaying usage events left in the spool");
+            counter!("tollgate_spool_replayed_events_total").increment(leftovers.len() as u64);
+        }
+        std::thread::Builder::new()
+            .name("tollgate-usage-writer".into())
+            .spawn(move || {
+                for (r, payload) in leftovers {
+                    writer.send(&payload, Some(r));
+                }
+                writer.run();
+            })
+            .map_err(|e| SinkError::Spool(SpoolError::Io(e)))?;
+        Ok(KafkaSink {
+            sender: tx,
+            admit_below: spool_config.queue_capacity.saturating_mul(9) / 10,
+            when_full: spool_config.when_full,
+            producer,
+            acks,
+        })
+    }
+}
+
+impl Writer {
+    fn run(&mut self) {
+        loop {
+            let first = match self.rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => {
+                    gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut events = Vec::with_capacity(64);
+            events.push(first);
+            while events.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(e) => events.push(e),
+                    Err(_) => break,
+                }
+            }
+            let mut payloads = Vec::with_capacity(events.len());
+            for e in &events {
+                match e.encode() {
+                    Ok(p) => payloads.push(p),
+                    Err(err) => {
+                        counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
+                        tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
+                    }
+                }
+            }
+            // Group commit: one sync for the batch. The record is on disk before Kafka sees it.
+            let written = match self.spool.append_batch(&payloads) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    counter!("tollgate_spool_write_errors_total").increment(1);
+                    tracing::error!(error = %e, "cannot write usage events to the spool; sending them unspooled");
+                    None
+                }
+            };
+            for p in &payloads {
+                self.send(p, written);
+            }
+            gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+        }
+    }
+
+    /// Hands one record to librdkafka, waiting while its queue is full (the bounded request
+    /// queue in front of this thread is what pushes back on requests).
+    fn send(&self, payload: &[u8], r: Option<RecordRef>) {
+        // An undecodable record still goes out (the consumer dead-letters it) rather than vanish.
+        let event = UsageEvent::decode(payload).ok();
+        let key = event.as_ref().map_or_else(|| "undecodable".to_owned(), UsageEvent::budget_owner);
+        let id = event.as_ref().map(|e| e.event_id.to_string()).unwrap_or_default();
+        let time = event
+            .as_ref()
+            .map(|e| e.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default();
+        let mut opaque = Box::new(r);
+        loop {
+            let headers = OwnedHeaders::new_with_capacity(6)
+                .insert(Header { key: ce::H_SPECVERSION, value: Some(ce::SPEC_VERSION) })
+                .insert(Header { key: ce::H_ID, value: Some(id.as_str()) })
+                .insert(Header { key: ce::H_SOURCE, value: Some(self.source.as_str()) })
+                .insert(Header { key: ce::H_TYPE, value: Some(ce::USAGE_TYPE) })
+                .insert(Header { key: ce::H_TIME, value: Some(time.as_str()) })
+                .insert(Header { key: ce::H_CONTENT_TYPE, value: Some(ce::CONTENT_TYPE) });
+            let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(&key).payload(payload).headers(headers);
+            match self.producer.send(record) {
+                Ok(()) => {
+                    counter!("tollgate_usage_events_total", "result" => "queued").increment(1);
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    opaque = record.delivery_opaque;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((e, _)) => {
+                    counter!("tollgate_usage_events_total", "result" => "rejected").increment(1);
+                    tracing::error!(error = %e, "usage event refused by the producer; kept in the spool");
+                    return;
+                }
+            }
+        }
     }
 }
 
 impl UsageSink for KafkaSink {
-    fn publish(&self, event: &UsageEvent) -> Result<(), SinkError> {
-        let payload = event.encode()?;
-        let key = event.budget_owner();
-        let id = event.event_id.to_string();
-        let time = event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let headers = OwnedHeaders::new_with_capacity(6)
-            .insert(Header { key: ce::H_SPECVERSION, value: Some(ce::SPEC_VERSION) })
-            .insert(Header { key: ce::H_ID, value: Some(id.as_str()) })
-            .insert(Header { key: ce::H_SOURCE, value: Some(self.source.as_str()) })
-            .insert(Header { key: ce::H_TYPE, value: Some(ce::USAGE_TYPE) })
-            .insert(Header { key: ce::H_TIME, value: Some(time.as_str()) })
-            .insert(Header { key: ce::H_CONTENT_TYPE, value: Some(ce::CONTENT_TYPE) });
-        let record = BaseRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
-        match self.producer.send(record) {
-            Ok(()) => {
-                counter!("tollgate_usage_events_total", "result" => "queued").increment(1);
-                Ok(())
+    fn admit(&self) -> Result<(), SinkError> {
+        if self.sender.len() < self.admit_below || self.when_full == WhenFull::Serve {
+            Ok(())
+        } else {
+            counter!("tollgate_requests_rejected_total", "reason" => "metering_backlog").increment(1);
+            Err(SinkError::Full)
+        }
+    }
+
+    fn publish(&self, event: UsageEvent) -> Result<(), SinkError> {
+        match self.sender.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(event)) if self.when_full == WhenFull::Reject => {
+                // Admitted before the backlog filled: wait for room rather than lose it.
+                self.sender.send_timeout(event, Duration::from_secs(30)).map_err(|e| {
+                    counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
+                    tracing::error!(event_id = %e.into_inner().event_id, "usage event dropped: backlog full for 30 s");
+                    SinkError::Full
+                })
             }
-            Err((e, _)) => {
-                counter!("tollgate_usage_events_total", "result" => "rejected").increment(1);
-                tracing::error!(error = %e, event_id = %event.event_id, "usage event could not be queued");
-                Err(SinkError::Kafka(e))
+            Err(TrySendError::Full(event)) => {
+                counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
+                tracing::warn!(event_id = %event.event_id, "usage event dropped: backlog full (policy serve)");
+                Err(SinkError::Full)
             }
+            Err(TrySendError::Disconnected(_)) => Err(SinkError::Closed),
         }
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        self.producer.flush(timeout).map_err(SinkError::Kafka)
+        // In-flight requests are finished by now (the server drained them); wait for the writer
+        // to spool what is queued, then for Kafka to acknowledge it.
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.sender.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        while self.acks.pending() > 0 && std::time::Instant::now() < deadline {
+            self.producer.flush(Duration::from_millis(100)).ok();
+        }
+        let left = self.acks.pending();
+        if left > 0 {
+            tracing::warn!(unacknowledged = left, "usage events not yet acknowledged by Kafka stay in the spool");
+        } else {
+            tracing::info!("usage events flushed");
+        }
+        Ok(())
     }
 }

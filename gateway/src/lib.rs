@@ -13,6 +13,7 @@ pub mod providers;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod spool;
 pub mod sse;
 pub mod stream;
 pub mod telemetry;
@@ -47,8 +48,8 @@ pub struct AppState {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot create the Kafka producer: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot start usage metering: {0}")]
+    Sink(#[from] crate::events::SinkError),
     #[error("cannot create the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -72,7 +73,7 @@ pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError
         tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
     }
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
-    let sink: Arc<dyn UsageSink> = Arc::new(KafkaSink::new(&config.kafka, &gateway_id)?);
+    let sink: Arc<dyn UsageSink> = Arc::new(KafkaSink::new(&config.kafka, &config.spool, &gateway_id)?);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

@@ -143,6 +143,7 @@ async fn serve(
     let label = request.model.clone();
     let fail = |e| (label.clone(), e);
     key.check_model(&request.model).map_err(fail)?;
+    state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
     let customer = req
         .headers()
         .get("x-tollgate-customer-id")

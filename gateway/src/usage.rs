@@ -130,7 +130,7 @@ impl UsageRecorder {
                 .increment(event.cost_nano_usd.0.unsigned_abs());
         }
         // A failure to queue is logged and counted by the sink.
-        let _ = self.sink.publish(&event);
+        let _ = self.sink.publish(event);
     }
 }
 

@@ -183,9 +183,15 @@ pub async fn start_mock(log_dir: &Path, extra: &[&str]) -> Result<Process> {
     Process::start("tollgate-mock-provider", extra, "listening on ", log_dir).await
 }
 
-/// Writes `config` and starts a gateway on an ephemeral port.
+/// Writes `config` and starts a gateway on an ephemeral port. A config without a `spool:`
+/// section gets a spool directory of its own under `log_dir`.
 pub async fn start_gateway(log_dir: &Path, config: &str) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("gateway-")));
+    let mut config = config.to_owned();
+    if !config.contains("\nspool:") {
+        let spool = log_dir.join(unique("spool-"));
+        config.push_str(&format!("spool:\n  dir: {}\n", spool.display()));
+    }
     std::fs::write(&path, config)?;
     let path = path.to_string_lossy().into_owned();
     Process::start("tollgate-gateway", &["--config", &path, "--listen", "127.0.0.1:0"], "listening on ", log_dir).await
