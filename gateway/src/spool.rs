@@ -126,6 +126,9 @@ fn remove_segment(dir: &Path, id: u64) {
     }
 }
 
+/// A record left by an earlier run, to be sent again.
+pub type Leftover = (RecordRef, Vec<u8>);
+
 /// The writer side of the spool (one per gateway process).
 pub struct Spool {
     dir: PathBuf,
@@ -140,7 +143,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating) the spool directory, takes its lock, and returns the spool together with
     /// every record left by an earlier run, oldest first, each with its segment for acks.
-    pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Spool, Vec<(RecordRef, Vec<u8>)>), SpoolError> {
+    pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Spool, Vec<Leftover>), SpoolError> {
         let dir_err = |source| SpoolError::Dir { dir: dir.display().to_string(), source };
         fs::create_dir_all(dir).map_err(dir_err)?;
         let lock =
