@@ -2,7 +2,7 @@
 //! Layer 2 row written once with the applied-offset fence. Generic over [`LedgerStore`] so the
 //! embedded ledger runs the same steps.
 
-use crate::fold::{fold_row, touched_rows, Message, RowKey, RowState};
+use crate::fold::{fold_row, select_fresh, touched_rows, Message, RowKey, RowState};
 use crate::ledger::{LedgerError, LedgerStore};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use metrics::counter;
@@ -20,6 +20,8 @@ pub struct Applied {
     pub rows_already_applied: usize,
     /// Conditional writes that lost and were recomputed.
     pub conflicts: usize,
+    /// Copies of events already counted at a lower offset.
+    pub duplicates: usize,
 }
 
 /// Folds `batch` (one partition, ascending offsets) into the ledger. Returns only when both
@@ -32,6 +34,10 @@ pub async fn apply_batch<L: LedgerStore>(
     if batch.is_empty() {
         return Ok(Applied::default());
     }
+    let seen = ledger.find_events(batch).await?;
+    let (fresh, duplicates) = select_fresh(batch, partition, &seen);
+    counter!("tollgate_ledger_duplicates_skipped_total").increment(duplicates as u64);
+    let batch = fresh.as_slice();
     ledger.insert_events(partition, batch).await?;
     let rows = touched_rows(batch);
     let results: Vec<Applied> = stream::iter(rows)
@@ -39,7 +45,7 @@ pub async fn apply_batch<L: LedgerStore>(
         .buffer_unordered(ROW_CONCURRENCY)
         .try_collect()
         .await?;
-    let mut total = Applied::default();
+    let mut total = Applied { duplicates, ..Applied::default() };
     for r in results {
         total.rows_written += r.rows_written;
         total.rows_already_applied += r.rows_already_applied;

@@ -47,6 +47,35 @@ pub fn touched_rows(batch: &[Message]) -> BTreeSet<RowKey> {
     batch.iter().flat_map(|m| rows_of(&m.event)).collect()
 }
 
+/// Splits a partition's batch into the events to count and the duplicates to skip.
+///
+/// An event counts at its lowest offset in its partition: a later copy (published twice, e.g.
+/// replayed from a gateway's spool after a crash) is a duplicate. `seen` maps event ids already
+/// in the event ledger to the `(partition, offset)` they were first recorded at. A copy recorded
+/// at this very offset is a replay of this message, not a duplicate: it stays, and the row fence
+/// decides whether it still counts.
+pub fn select_fresh(
+    batch: &[Message],
+    partition: i32,
+    seen: &std::collections::HashMap<uuid::Uuid, (i32, i64)>,
+) -> (Vec<Message>, usize) {
+    let mut first_in_batch: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
+    let mut fresh = Vec::with_capacity(batch.len());
+    let mut duplicates = 0;
+    for m in batch {
+        let earlier_elsewhere = match seen.get(&m.event.event_id) {
+            Some(&(p, o)) => p != partition || o < m.offset,
+            None => false,
+        };
+        if earlier_elsewhere || !first_in_batch.insert(m.event.event_id) {
+            duplicates += 1;
+        } else {
+            fresh.push(m.clone());
+        }
+    }
+    (fresh, duplicates)
+}
+
 /// The row after folding the batch's new events into `current`, or `None` when the batch has
 /// nothing for this row beyond `applied_offset` (a replay).
 pub fn fold_row(key: &RowKey, current: RowState, batch: &[Message]) -> Result<Option<RowState>, MoneyOverflow> {
@@ -131,8 +160,28 @@ mod tests {
         let mut ledger = HashMap::new();
         fold_all(&batch, &[10], &mut ledger);
         assert_eq!(ledger[&("key/k1".to_owned(), "all".to_owned())].spent, NanoUsd(100));
+        assert_eq!(ledger[&("key/k1/model/m".to_owned(), "all".to_owned())].spent, NanoUsd(100));
         assert_eq!(ledger[&("team/t".to_owned(), "all".to_owned())].spent, NanoUsd(150));
         assert_eq!(ledger[&("team/t".to_owned(), "all".to_owned())].applied_offset, 1);
+    }
+
+    #[test]
+    fn duplicates_count_once_at_their_lowest_offset() {
+        let e = event("k1", None, 100);
+        let batch = vec![
+            Message { offset: 10, event: e.clone() },
+            Message { offset: 11, event: event("k1", None, 5) },
+            Message { offset: 12, event: e.clone() },
+        ];
+        let (fresh, dups) = select_fresh(&batch, 0, &HashMap::new());
+        assert_eq!((fresh.len(), dups), (2, 1));
+        // A replay of the same messages: offset 10 is the recorded copy, 12 is still a duplicate.
+        let seen = HashMap::from([(e.event_id, (0, 10))]);
+        let (fresh, dups) = select_fresh(&batch, 0, &seen);
+        assert_eq!((fresh.iter().map(|m| m.offset).collect::<Vec<_>>(), dups), (vec![10, 11], 1));
+        // The copy at offset 12 alone, after 10 was recorded: a duplicate.
+        let (fresh, dups) = select_fresh(&batch[2..], 0, &seen);
+        assert_eq!((fresh.len(), dups), (0, 1));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
+use std::collections::HashMap;
 use std::future::Future;
 use tollgate_schemas::NanoUsd;
 
@@ -38,6 +39,12 @@ pub trait LedgerStore: Send + Sync + 'static {
         partition: i32,
         messages: &[Message],
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Layer 1: where each of these events was first recorded, `(partition, offset)`, for
+    /// those already in the event ledger.
+    fn find_events(
+        &self,
+        messages: &[Message],
+    ) -> impl Future<Output = Result<HashMap<uuid::Uuid, (i32, i64)>, LedgerError>> + Send;
     /// Layer 2: the row of `partition`, read with serial consistency when `serial` (after a
     /// failed condition, to see the winner's write).
     fn read_row(
@@ -66,6 +73,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 pub struct CqlLedger {
     session: Session,
     insert_event: PreparedStatement,
+    find_events: PreparedStatement,
     select_row: PreparedStatement,
     select_row_serial: PreparedStatement,
     create_row: PreparedStatement,
@@ -99,7 +107,12 @@ impl CqlLedger {
             "INSERT INTO {ks}.usage_events (owner_id, day, shard, event_id, occurred_at, key_id, team_id, user_id, \
              customer_id, organization_id, requested_model, served_model, provider, prompt_tokens, completion_tokens, \
              cached_tokens, cost_nano_usd, status, kafka_partition, kafka_offset, body) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        ))
+        .await?;
+        let find_events = prepare(format!(
+            "SELECT event_id, kafka_partition, kafka_offset FROM {ks}.usage_events \
+             WHERE owner_id = ? AND day = ? AND shard = ? AND event_id IN ?"
         ))
         .await?;
         let row_cols = "spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset";
@@ -121,7 +134,7 @@ impl CqlLedger {
         ))
         .await?;
         update_row.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        Ok(CqlLedger { session, insert_event, select_row, select_row_serial, create_row, update_row })
+        Ok(CqlLedger { session, insert_event, find_events, select_row, select_row_serial, create_row, update_row })
     }
 
     pub fn session(&self) -> &Session {
@@ -153,6 +166,9 @@ impl CqlLedger {
             kafka_partition: partition,
             kafka_offset: m.offset,
             body,
+            // The copy at the lowest offset wins if two are ever written (see
+            // fold::select_fresh): a lower offset gets a later write timestamp.
+            write_timestamp: LOWEST_OFFSET_WINS - m.offset,
         };
         self.session.execute_unpaged(&self.insert_event, values).await.map_err(query_err)?;
         Ok(())
@@ -169,8 +185,9 @@ pub async fn apply_schema(session: &Session, keyspace: &str) -> Result<(), Ledge
     Ok(())
 }
 
-/// A Layer 1 row, bound by column name.
+/// A Layer 1 row, bound in statement order (the last marker is `USING TIMESTAMP`).
 #[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
 struct EventRow<'a> {
     owner_id: String,
     day: chrono::NaiveDate,
@@ -193,7 +210,11 @@ struct EventRow<'a> {
     kafka_partition: i32,
     kafka_offset: i64,
     body: String,
+    write_timestamp: i64,
 }
+
+/// Base of the Layer 1 write timestamps (microseconds, far beyond any wall clock).
+const LOWEST_OFFSET_WINS: i64 = 1 << 60;
 
 /// `[applied]` of an LWT result.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
@@ -223,6 +244,36 @@ impl LedgerStore for CqlLedger {
             }
         }
         Ok(())
+    }
+
+    async fn find_events(&self, messages: &[Message]) -> Result<HashMap<uuid::Uuid, (i32, i64)>, LedgerError> {
+        let mut groups: HashMap<(String, chrono::NaiveDate, i16), Vec<uuid::Uuid>> = HashMap::new();
+        for m in messages {
+            let e = &m.event;
+            groups.entry((e.budget_owner(), e.day(), e.shard())).or_default().push(e.event_id);
+        }
+        let mut found = HashMap::new();
+        let mut pending = FuturesUnordered::new();
+        let mut rest = groups.into_iter();
+        loop {
+            while pending.len() < INSERT_CONCURRENCY {
+                match rest.next() {
+                    Some(((owner, day, shard), ids)) => pending.push(async move {
+                        self.session.execute_unpaged(&self.find_events, (owner, day, shard, ids)).await
+                    }),
+                    None => break,
+                }
+            }
+            let Some(result) = pending.next().await else { break };
+            let rows = result.map_err(query_err)?.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
+            for row in
+                rows.rows::<(uuid::Uuid, Option<i32>, Option<i64>)>().map_err(|e| LedgerError::Result(e.to_string()))?
+            {
+                let (id, partition, offset) = row.map_err(|e| LedgerError::Result(e.to_string()))?;
+                found.insert(id, (partition.unwrap_or(-1), offset.unwrap_or(-1)));
+            }
+        }
+        Ok(found)
     }
 
     async fn read_row(&self, key: &RowKey, partition: i32, serial: bool) -> Result<Option<RowState>, LedgerError> {

@@ -1,13 +1,28 @@
 //! Identifiers of spend-ledger rows (DESIGN §3, Layer 2), shared by the consumer that writes them
 //! and every reader (spend API, reconcile, tests). A row is `(scope_id, window_id, partition)`.
+//!
+//! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), and the
+//! served model within each of them. Windows: all time, the UTC calendar day and the UTC
+//! calendar month of the event.
 
 use crate::UsageEvent;
+use chrono::{DateTime, Datelike, Utc};
 
 /// The window that never resets.
 pub const ALL_TIME: &str = "all";
 
-/// Every scope an event's spend counts towards: the key, and each tenant the key belongs to.
-pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
+/// `kind/id`, e.g. `team/payments`.
+pub fn scope_id(kind: &str, id: &str) -> String {
+    format!("{kind}/{id}")
+}
+
+/// The per-model scope inside `scope`, e.g. `team/payments/model/gpt-4o`.
+pub fn model_scope_id(scope: &str, model: &str) -> String {
+    format!("{scope}/model/{model}")
+}
+
+/// The tenant scopes an event's spend counts towards (without the per-model ones).
+pub fn tenant_scopes_of(event: &UsageEvent) -> Vec<String> {
     let mut scopes = vec![scope_id("key", &event.key_id)];
     let tenants = [
         ("team", &event.team_id),
@@ -23,12 +38,40 @@ pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
     scopes
 }
 
-/// `kind/id`, e.g. `team/payments`.
-pub fn scope_id(kind: &str, id: &str) -> String {
-    format!("{kind}/{id}")
+/// Every scope an event counts towards: each tenant scope and, within it, the requested model.
+pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
+    let tenants = tenant_scopes_of(event);
+    let mut scopes = Vec::with_capacity(tenants.len() * 2);
+    for t in tenants {
+        scopes.push(model_scope_id(&t, &event.requested_model));
+        scopes.push(t);
+    }
+    scopes
 }
 
-/// The windows an event counts in. All-time for now; budget windows follow with tenancy.
-pub fn windows_of(_event: &UsageEvent) -> Vec<String> {
-    vec![ALL_TIME.to_owned()]
+/// `d:YYYY-MM-DD`, the UTC day.
+pub fn day_window(at: DateTime<Utc>) -> String {
+    format!("d:{}", at.format("%Y-%m-%d"))
+}
+
+/// `m:YYYY-MM`, the UTC calendar month.
+pub fn month_window(at: DateTime<Utc>) -> String {
+    format!("m:{:04}-{:02}", at.year(), at.month())
+}
+
+/// The windows an event counts in.
+pub fn windows_of(event: &UsageEvent) -> Vec<String> {
+    vec![ALL_TIME.to_owned(), day_window(event.occurred_at), month_window(event.occurred_at)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_utc_calendar_periods() {
+        let at = DateTime::parse_from_rfc3339("2026-11-30T23:59:59.999-01:00").unwrap().with_timezone(&Utc);
+        assert_eq!(day_window(at), "d:2026-12-01");
+        assert_eq!(month_window(at), "m:2026-12");
+    }
 }

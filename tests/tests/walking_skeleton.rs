@@ -147,7 +147,8 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
     std::env::set_var("TOLLGATE_E2E_UPSTREAM_KEY", "sk-upstream-e2e");
     let mock = start_mock(&dir, &["--latency-ms", "2", "--api-key", "sk-upstream-e2e", "--workers", "2"]).await?;
     let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic, 9)).await?;
-    let consumer = start_consumer(&dir, &consumer_config(&topic, &unique("ledger-"), &keyspace)).await?;
+    let first_group = unique("ledger-");
+    let consumer = start_consumer(&dir, &consumer_config(&topic, &first_group, &keyspace)).await?;
     let gw = gateway.url()?.to_owned();
 
     // N concurrent requests spread over the keys; every response reports its cost.
@@ -222,6 +223,19 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
     };
     assert_ledger("after the first pass").await?;
 
+    // Publish copies of already-counted events (as a gateway replaying its spool would): they
+    // must be recognised by event_id and not counted again.
+    let copied = republish_some(&topic, 60).await?;
+    assert_eq!(copied, 60);
+    let first_group_topic = topic.clone();
+    eventually("the consumer to read the copies", Duration::from_secs(60), || {
+        let topic = first_group_topic.clone();
+        let group = first_group.clone();
+        async move { Ok(group_caught_up(&group, &topic, PARTITIONS)?.then_some(())) }
+    })
+    .await?;
+    assert_ledger("after duplicates were published").await?;
+
     // Replay the whole topic from offset 0 with a fresh consumer group: nothing may change.
     consumer.stop().await?;
     let replay_group = unique("replay-");
@@ -238,6 +252,44 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
     gateway.stop().await?;
     drop(mock);
     Ok(())
+}
+
+/// Reads `n` records of `topic` and produces them again, key, value and headers unchanged.
+async fn republish_some(topic: &str, n: usize) -> Result<usize> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("copier-"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let mut copied = 0;
+    while copied < n {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.context("no record to copy")??;
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = msg.headers() {
+            for header in h.iter() {
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = msg.payload() {
+            record = record.payload(p);
+        }
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+        copied += 1;
+    }
+    Ok(copied)
 }
 
 /// The key id the gateway derives (SHA-256 hex of the raw key), computed here on its own.
