@@ -3,10 +3,12 @@
 //!
 //! `main.rs` only parses arguments; tests and benchmarks call [`build_state`] and [`run`].
 
+pub mod anthropic;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod gemini;
 pub mod openai;
 pub mod pricing;
 pub mod providers;

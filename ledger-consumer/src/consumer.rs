@@ -2,7 +2,7 @@
 //! store the offset (DESIGN §3 step 3). Records that do not decode go to the dead-letter topic
 //! before their offset is stored, so nothing is dropped silently.
 
-use crate::apply::apply_batch;
+use crate::apply::{apply_batch, Applied};
 use crate::config::Config;
 use crate::fold::Message;
 use crate::ledger::LedgerStore;
@@ -18,6 +18,26 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::UsageEvent;
 
+/// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
+pub struct LagReporter {
+    topic: String,
+}
+
+impl rdkafka::ClientContext for LagReporter {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, p) in &topic.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    gauge!("tollgate_ledger_consumer_lag", "partition" => partition.to_string())
+                        .set(p.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagReporter {}
+
 /// A record as read, detached from the consumer's buffers.
 struct Record {
     partition: i32,
@@ -28,7 +48,7 @@ struct Record {
 }
 
 pub struct UsageConsumer<L> {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<LagReporter>,
     dlq: FutureProducer,
     ledger: L,
     topic: String,
@@ -51,8 +71,10 @@ impl<L: LedgerStore> UsageConsumer<L> {
             .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .set("partition.assignment.strategy", "cooperative-sticky");
-        let consumer: StreamConsumer = cc.create()?;
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", "5000");
+        let consumer: StreamConsumer<LagReporter> =
+            cc.create_with_context(LagReporter { topic: k.usage_topic.clone() })?;
         consumer.subscribe(&[k.usage_topic.as_str()])?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &k.bootstrap_servers)
@@ -72,17 +94,22 @@ impl<L: LedgerStore> UsageConsumer<L> {
 
     /// Runs until `shutdown`; finishes the batch in hand and commits stored offsets.
     pub async fn run(&self, shutdown: CancellationToken) {
+        let mut progress = Progress::default();
         loop {
             let Some(batch) = self.next_batch(&shutdown).await else {
                 break;
             };
+            let records = batch.len();
             let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
             for r in batch {
                 by_partition.entry(r.partition).or_default().push(r);
             }
-            for (partition, records) in by_partition {
-                self.process_partition(partition, records, &shutdown).await;
-            }
+            // Partitions are independent (each owns its ledger rows): fold them concurrently.
+            let work = by_partition
+                .into_iter()
+                .map(|(partition, records)| self.process_partition(partition, records, &shutdown));
+            let applied = futures::future::join_all(work).await;
+            progress.record(records, &applied);
         }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is also a "failure" here; harmless either way:
@@ -122,9 +149,10 @@ impl<L: LedgerStore> UsageConsumer<L> {
     /// Decodes, dead-letters what does not decode, applies the rest, then stores the offset.
     /// Ledger failures are retried with backoff until they succeed or shutdown: a batch is never
     /// skipped.
-    async fn process_partition(&self, partition: i32, records: Vec<Record>, shutdown: &CancellationToken) {
+    async fn process_partition(&self, partition: i32, records: Vec<Record>, shutdown: &CancellationToken) -> Applied {
+        let mut result = Applied::default();
         let Some(last_offset) = records.last().map(|r| r.offset) else {
-            return;
+            return result;
         };
         let mut messages = Vec::with_capacity(records.len());
         for r in &records {
@@ -138,19 +166,21 @@ impl<L: LedgerStore> UsageConsumer<L> {
         loop {
             match apply_batch(&self.ledger, partition, &messages).await {
                 Ok(applied) => {
-                    counter!("tollgate_ledger_events_folded_total").increment(messages.len() as u64);
+                    counter!("tollgate_ledger_events_folded_total")
+                        .increment(messages.len().saturating_sub(applied.duplicates) as u64);
                     if let Some(last) = messages.last() {
                         let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
                         gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
                     }
                     tracing::debug!(partition, last_offset, ?applied, "batch applied");
+                    result = applied;
                     break;
                 }
                 Err(e) => {
                     counter!("tollgate_ledger_apply_errors_total").increment(1);
                     tracing::warn!(partition, error = %e, "ledger write failed; retrying");
                     if shutdown.is_cancelled() {
-                        return; // offset not stored: the batch is replayed by whoever owns it next
+                        return result; // offset not stored: the batch is replayed by whoever owns it next
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -158,10 +188,12 @@ impl<L: LedgerStore> UsageConsumer<L> {
             }
         }
         // Only now, with both layers durable, may the offset move (DESIGN §3 step 3).
-        if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset + 1) {
+        // librdkafka stores `offset + 1` (the next to read) for the offset given here.
+        if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset) {
             // The partition was revoked meanwhile; its new owner replays and the fence skips.
             tracing::info!(partition, error = %e, "offset not stored (partition revoked?)");
         }
+        result
     }
 
     /// Publishes a record that does not decode to the dead-letter topic, retrying until Kafka
@@ -200,6 +232,44 @@ impl<L: LedgerStore> UsageConsumer<L> {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
+        }
+    }
+}
+
+/// Throughput and fence activity, logged every ten seconds.
+struct Progress {
+    since: std::time::Instant,
+    records: usize,
+    total: Applied,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress { since: std::time::Instant::now(), records: 0, total: Applied::default() }
+    }
+}
+
+impl Progress {
+    fn record(&mut self, records: usize, applied: &[Applied]) {
+        self.records += records;
+        for a in applied {
+            self.total.rows_written += a.rows_written;
+            self.total.rows_already_applied += a.rows_already_applied;
+            self.total.conflicts += a.conflicts;
+            self.total.duplicates += a.duplicates;
+        }
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(10) {
+            tracing::info!(
+                records = self.records,
+                per_second = (self.records as f64 / elapsed.as_secs_f64()).round(),
+                rows_written = self.total.rows_written,
+                rows_already_applied = self.total.rows_already_applied,
+                conflicts = self.total.conflicts,
+                duplicates = self.total.duplicates,
+                "ledger progress"
+            );
+            *self = Progress::default();
         }
     }
 }

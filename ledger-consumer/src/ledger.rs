@@ -141,6 +141,54 @@ impl CqlLedger {
         &self.session
     }
 
+    /// Every event in the event ledger (a full scan: an audit tool, not a hot path).
+    pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<tollgate_schemas::UsageEvent>, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!("SELECT body FROM {keyspace}.usage_events"));
+        stmt.set_page_size(5_000);
+        let mut rows = self
+            .session
+            .query_iter(stmt, &[])
+            .await
+            .map_err(query_err)?
+            .rows_stream::<(Option<String>,)>()
+            .map_err(|e| LedgerError::Result(e.to_string()))?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (body,) = row.map_err(query_err)?;
+            let body = body.unwrap_or_default();
+            let event = tollgate_schemas::UsageEvent::decode(body.as_bytes())
+                .map_err(|e| LedgerError::Result(format!("event ledger row does not decode: {e}")))?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Every spend aggregate row, summed over partitions per `(scope, window)`.
+    pub async fn scan_aggregates(
+        &self,
+        keyspace: &str,
+    ) -> Result<std::collections::BTreeMap<(String, String), crate::reconcile::Totals>, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!(
+            "SELECT scope_id, window_id, spent_nano_usd, events FROM {keyspace}.spend_aggregates"
+        ));
+        stmt.set_page_size(5_000);
+        let mut rows = self
+            .session
+            .query_iter(stmt, &[])
+            .await
+            .map_err(query_err)?
+            .rows_stream::<(String, String, Option<i64>, Option<i64>)>()
+            .map_err(|e| LedgerError::Result(e.to_string()))?;
+        let mut totals: std::collections::BTreeMap<(String, String), crate::reconcile::Totals> = Default::default();
+        while let Some(row) = rows.next().await {
+            let (scope, window, spent, events) = row.map_err(query_err)?;
+            let t = totals.entry((scope, window)).or_default();
+            t.spent = t.spent.saturating_add(spent.unwrap_or(0));
+            t.events += events.unwrap_or(0);
+        }
+        Ok(totals)
+    }
+
     async fn insert_event(&self, partition: i32, m: &Message) -> Result<(), LedgerError> {
         let e = &m.event;
         let body = serde_json::to_string(e).map_err(|err| LedgerError::Query(err.to_string()))?;

@@ -9,3 +9,4 @@ pub mod config;
 pub mod consumer;
 pub mod fold;
 pub mod ledger;
+pub mod reconcile;

@@ -20,6 +20,22 @@ struct Args {
     /// Apply the CQL schema and exit.
     #[arg(long)]
     migrate: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Compare the event ledger with the spend aggregates at every scope and window; exit 1 on
+    /// any difference. Without --from/--to every window is compared, all-time included.
+    Reconcile {
+        /// First UTC day to compare (YYYY-MM-DD).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last UTC day to compare (YYYY-MM-DD).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+    },
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -70,6 +86,9 @@ fn main() -> ExitCode {
             println!("schema applied to keyspace {}", c.keyspace);
             return ExitCode::SUCCESS;
         }
+        if let Some(Command::Reconcile { from, to }) = args.command {
+            return reconcile(&ledger, &c.keyspace, from, to).await;
+        }
         let consumer = match UsageConsumer::new(&config, ledger) {
             Ok(c) => c,
             Err(e) => {
@@ -88,6 +107,44 @@ fn main() -> ExitCode {
         consumer.run(shutdown).await;
         ExitCode::SUCCESS
     })
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
+async fn reconcile(
+    ledger: &CqlLedger,
+    keyspace: &str,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> ExitCode {
+    use tollgate_ledger_consumer::reconcile::{compare, event_ledger_totals, Range};
+    let range = Range { from: from.map(|d| d.to_string()), to: to.map(|d| d.to_string()) };
+    let (events, aggregates) = match tokio::try_join!(ledger.scan_events(keyspace), ledger.scan_aggregates(keyspace)) {
+        Ok(both) => both,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let layer1 = event_ledger_totals(&events, &range);
+    let layer2 = aggregates.into_iter().filter(|((_, w), _)| range.includes(w)).collect();
+    let diffs = compare(&layer1, &layer2);
+    for d in &diffs {
+        println!(
+            "MISMATCH scope={} window={} event_ledger={{spent_nano_usd: {}, events: {}}} aggregates={{spent_nano_usd: {}, events: {}}}",
+            d.scope, d.window, d.event_ledger.spent, d.event_ledger.events, d.aggregates.spent, d.aggregates.events
+        );
+    }
+    println!(
+        "reconcile: {} events, {} (scope, window) rows compared, {} differences",
+        events.len(),
+        layer1.len(),
+        diffs.len()
+    );
+    if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn init_logging() {

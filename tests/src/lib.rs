@@ -7,6 +7,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ pub struct Process {
     pub log_path: PathBuf,
     /// The address the process printed (`listening on ...`), if any.
     pub url: Option<String>,
+    /// The config file it was started with, if any.
+    pub config: Option<PathBuf>,
 }
 
 impl Process {
@@ -142,7 +145,7 @@ impl Process {
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let url = rest.starts_with("http").then_some(rest);
-        Ok(Process { name: bin.to_owned(), child, log_path, url })
+        Ok(Process { name: bin.to_owned(), child, log_path, url, config: None })
     }
 
     pub fn url(&self) -> Result<&str> {
@@ -164,6 +167,20 @@ impl Process {
                 bail!("{} did not stop within 30 s of SIGTERM", self.name)
             }
         }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub async fn kill_hard(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`, ...) without waiting.
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let pid = self.child.id().context("process already exited")?;
+        let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{sig} {pid} failed");
+        Ok(())
     }
 
     pub fn log(&self) -> String {
@@ -193,16 +210,22 @@ pub async fn start_gateway(log_dir: &Path, config: &str) -> Result<Process> {
         config.push_str(&format!("spool:\n  dir: {}\n", spool.display()));
     }
     std::fs::write(&path, config)?;
-    let path = path.to_string_lossy().into_owned();
-    Process::start("tollgate-gateway", &["--config", &path, "--listen", "127.0.0.1:0"], "listening on ", log_dir).await
+    let arg = path.to_string_lossy().into_owned();
+    let mut p =
+        Process::start("tollgate-gateway", &["--config", &arg, "--listen", "127.0.0.1:0"], "listening on ", log_dir)
+            .await?;
+    p.config = Some(path);
+    Ok(p)
 }
 
 /// Writes `config` and starts a ledger consumer.
 pub async fn start_consumer(log_dir: &Path, config: &str) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("consumer-")));
     std::fs::write(&path, config)?;
-    let path = path.to_string_lossy().into_owned();
-    Process::start("tollgate-ledger-consumer", &["--config", &path], "consuming ", log_dir).await
+    let arg = path.to_string_lossy().into_owned();
+    let mut p = Process::start("tollgate-ledger-consumer", &["--config", &arg], "consuming ", log_dir).await?;
+    p.config = Some(path);
+    Ok(p)
 }
 
 fn admin() -> Result<AdminClient<DefaultClientContext>> {
@@ -250,4 +273,235 @@ pub fn group_caught_up(group: &str, topic: &str, partitions: i32) -> Result<bool
 /// A CQL session to the test Cassandra.
 pub async fn cql() -> Result<scylla::client::session::Session> {
     Ok(scylla::client::session_builder::SessionBuilder::new().known_node(cassandra_node()).build().await?)
+}
+
+// === ledger and topic helpers ===
+
+/// Layer 2: the all-time total of a scope, summed over its per-partition rows.
+pub async fn scope_total(session: &scylla::client::session::Session, ks: &str, scope: &str) -> Result<(i64, i64)> {
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = 'all'"
+            ),
+            (scope,),
+        )
+        .await?
+        .into_rows_result()?;
+    let mut spent = 0i64;
+    let mut events = 0i64;
+    for row in rows.rows::<(Option<i64>, Option<i64>)>()? {
+        let (s, e) = row?;
+        spent += s.unwrap_or(0);
+        events += e.unwrap_or(0);
+    }
+    Ok((spent, events))
+}
+
+/// Layer 1: (count, sum of cost) of the whole event ledger of the keyspace.
+pub async fn event_ledger_totals(session: &scylla::client::session::Session, ks: &str) -> Result<(i64, i64)> {
+    let rows =
+        session.query_unpaged(format!("SELECT cost_nano_usd FROM {ks}.usage_events"), &[]).await?.into_rows_result()?;
+    let mut count = 0;
+    let mut sum = 0;
+    for row in rows.rows::<(Option<i64>,)>()? {
+        count += 1;
+        sum += row?.0.unwrap_or(0);
+    }
+    Ok((count, sum))
+}
+
+/// Reads `n` records of `topic` and produces them again, key, value and headers unchanged.
+pub async fn republish_some(topic: &str, n: usize) -> Result<usize> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("copier-"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let mut copied = 0;
+    while copied < n {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.context("no record to copy")??;
+        let mut headers = OwnedHeaders::new();
+        if let Some(h) = msg.headers() {
+            for header in h.iter() {
+                headers = headers.insert(Header { key: header.key, value: header.value });
+            }
+        }
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = msg.payload() {
+            record = record.payload(p);
+        }
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// The key id the gateway derives (SHA-256 hex of the raw key), computed here on its own.
+pub fn key_hash(raw: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+// === load with ground truth ===
+
+/// The tenancy every metering test uses: (raw key, team).
+pub const TENANT_KEYS: &[(&str, Option<&str>)] = &[
+    ("sk-e2e-alpha-1", Some("team-alpha")),
+    ("sk-e2e-alpha-2", Some("team-alpha")),
+    ("sk-e2e-beta-1", Some("team-beta")),
+    ("sk-e2e-solo", None),
+];
+
+/// Prices the metering tests configure for `gpt-4o-mini`, nano-USD per token.
+pub const INPUT_PRICE: i64 = 150;
+pub const OUTPUT_PRICE: i64 = 600;
+
+/// `virtual_keys:` YAML for [`TENANT_KEYS`].
+pub fn tenant_keys_yaml() -> String {
+    TENANT_KEYS
+        .iter()
+        .map(|(k, team)| match team {
+            Some(t) => format!("  - key: {k}\n    team_id: {t}\n"),
+            None => format!("  - key: {k}\n"),
+        })
+        .collect()
+}
+
+/// Request `i` of a load run and what the mock provider will charge for it at the test prices.
+pub fn request_body(i: usize) -> (serde_json::Value, i64, String) {
+    let content = "x".repeat(7 + (i * 37) % 400);
+    let max_tokens = 1 + (i * 13) % 97;
+    let prompt_tokens = 1 + content.len() as i64 / 4;
+    let cost = prompt_tokens * INPUT_PRICE + max_tokens as i64 * OUTPUT_PRICE;
+    let customer = format!("cust-{}", i % 5);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "user": customer,
+    });
+    (body, cost, customer)
+}
+
+/// What the gateways served, per ledger scope (all-time window): `(spent, events)`.
+#[derive(Debug, Default)]
+pub struct GroundTruth {
+    pub scopes: std::collections::BTreeMap<String, (i64, i64)>,
+    pub requests: usize,
+    pub rejected: usize,
+}
+
+impl GroundTruth {
+    fn add(&mut self, key: &str, team: Option<&str>, customer: &str, cost: i64) {
+        let mut scopes = vec![format!("key/{}", key_hash(key)), format!("customer/{customer}")];
+        if let Some(t) = team {
+            scopes.push(format!("team/{t}"));
+        }
+        for s in scopes {
+            for scope in [format!("{s}/model/gpt-4o-mini"), s] {
+                let e = self.scopes.entry(scope).or_default();
+                e.0 += cost;
+                e.1 += 1;
+            }
+        }
+        self.requests += 1;
+    }
+
+    /// Asserts the ledger's all-time totals equal the ground truth at every scope.
+    pub async fn assert_ledger(&self, session: &scylla::client::session::Session, ks: &str, label: &str) -> Result<()> {
+        for (scope, expected) in &self.scopes {
+            let got = scope_total(session, ks, scope).await?;
+            anyhow::ensure!(got == *expected, "{label}: scope {scope}: ledger {got:?} != served {expected:?}");
+        }
+        let (count, _) = event_ledger_totals(session, ks).await?;
+        anyhow::ensure!(
+            count == self.requests as i64,
+            "{label}: event ledger has {count} rows, served {}",
+            self.requests
+        );
+        Ok(())
+    }
+
+    /// Whether the ledger's key scopes already hold every served request.
+    pub async fn ledger_complete(&self, session: &scylla::client::session::Session, ks: &str) -> Result<bool> {
+        let mut events = 0;
+        for (scope, _) in self.scopes.iter().filter(|(s, _)| s.starts_with("key/") && !s.contains("/model/")) {
+            events += scope_total(session, ks, scope).await?.1;
+        }
+        Ok(events == self.requests as i64)
+    }
+}
+
+/// Sends requests round-robin over `gateways` with `concurrency` in flight until `stop` returns
+/// true (checked between requests) or `max_requests` were sent. Every 200 answer's reported
+/// cost is checked against the independent price computation and added to the ground truth;
+/// 503s (metering backlog full, a documented policy) are counted as rejected.
+pub async fn drive_load(
+    gateways: &[String],
+    concurrency: usize,
+    max_requests: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<GroundTruth> {
+    use futures::stream::StreamExt;
+    let client = reqwest::Client::new();
+    let results: Vec<Result<Option<(usize, i64, String)>>> = futures::stream::iter(0..max_requests)
+        .take_while(|_| {
+            let stop = stop.clone();
+            async move { !stop.load(std::sync::atomic::Ordering::Relaxed) }
+        })
+        .map(|i| {
+            let client = client.clone();
+            let gw = gateways[i % gateways.len()].clone();
+            async move {
+                let (body, expected, customer) = request_body(i);
+                let (key, _) = TENANT_KEYS[i % TENANT_KEYS.len()];
+                let resp = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send().await?;
+                if resp.status() == 503 {
+                    return Ok(None);
+                }
+                anyhow::ensure!(resp.status() == 200, "request {i}: status {} {}", resp.status(), resp.text().await?);
+                let reported: i64 =
+                    resp.headers().get("x-tollgate-cost-nano-usd").context("no cost header")?.to_str()?.parse()?;
+                anyhow::ensure!(
+                    reported == expected,
+                    "request {i}: reported cost {reported} != price table {expected}"
+                );
+                Ok(Some((i, reported, customer)))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut truth = GroundTruth::default();
+    for r in results {
+        match r? {
+            Some((i, cost, customer)) => {
+                let (key, team) = TENANT_KEYS[i % TENANT_KEYS.len()];
+                truth.add(key, team, &customer, cost);
+            }
+            None => truth.rejected += 1,
+        }
+    }
+    Ok(truth)
+}
+
+/// Runs `tollgate-ledger-consumer --config <config> reconcile` and returns (success, output).
+pub async fn reconcile(config_path: &Path) -> Result<(bool, String)> {
+    let bin = binaries()?.join("tollgate-ledger-consumer");
+    let out = Command::new(bin).arg("--config").arg(config_path).arg("reconcile").output().await?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
 }

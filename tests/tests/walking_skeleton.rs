@@ -103,40 +103,6 @@ fn request_body(i: usize) -> (Value, i64) {
     (body, cost)
 }
 
-/// Layer 2: the all-time total of a scope, summed over its per-partition rows.
-async fn scope_total(session: &scylla::client::session::Session, ks: &str, scope: &str) -> Result<(i64, i64)> {
-    let rows = session
-        .query_unpaged(
-            format!(
-                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = 'all'"
-            ),
-            (scope,),
-        )
-        .await?
-        .into_rows_result()?;
-    let mut spent = 0i64;
-    let mut events = 0i64;
-    for row in rows.rows::<(Option<i64>, Option<i64>)>()? {
-        let (s, e) = row?;
-        spent += s.unwrap_or(0);
-        events += e.unwrap_or(0);
-    }
-    Ok((spent, events))
-}
-
-/// Layer 1: (count, sum of cost) of the whole event ledger of the keyspace.
-async fn event_ledger_totals(session: &scylla::client::session::Session, ks: &str) -> Result<(i64, i64)> {
-    let rows =
-        session.query_unpaged(format!("SELECT cost_nano_usd FROM {ks}.usage_events"), &[]).await?.into_rows_result()?;
-    let mut count = 0;
-    let mut sum = 0;
-    for row in rows.rows::<(Option<i64>,)>()? {
-        count += 1;
-        sum += row?.0.unwrap_or(0);
-    }
-    Ok((count, sum))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twice() -> Result<()> {
     let dir = scratch_dir("skeleton")?;
@@ -188,8 +154,7 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
 
     // The ledger converges to exactly what the gateway reported, at every scope.
     let session = cql().await?;
-    let key_scopes: Vec<(String, i64)> =
-        per_key.iter().map(|(k, v)| (format!("key/{}", tollgate_gateway_key_hash(k)), *v)).collect();
+    let key_scopes: Vec<(String, i64)> = per_key.iter().map(|(k, v)| (format!("key/{}", key_hash(k)), *v)).collect();
     eventually("the ledger to hold every request", Duration::from_secs(90), || async {
         let mut total = 0;
         let mut events = 0;
@@ -252,50 +217,6 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
     gateway.stop().await?;
     drop(mock);
     Ok(())
-}
-
-/// Reads `n` records of `topic` and produces them again, key, value and headers unchanged.
-async fn republish_some(topic: &str, n: usize) -> Result<usize> {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", unique("copier-"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("partitioner", "murmur2_random")
-        .create()?;
-    let mut copied = 0;
-    while copied < n {
-        let msg =
-            tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.context("no record to copy")??;
-        let mut headers = OwnedHeaders::new();
-        if let Some(h) = msg.headers() {
-            for header in h.iter() {
-                headers = headers.insert(Header { key: header.key, value: header.value });
-            }
-        }
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-        if let Some(k) = msg.key() {
-            record = record.key(k);
-        }
-        if let Some(p) = msg.payload() {
-            record = record.payload(p);
-        }
-        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
-        copied += 1;
-    }
-    Ok(copied)
-}
-
-/// The key id the gateway derives (SHA-256 hex of the raw key), computed here on its own.
-fn tollgate_gateway_key_hash(raw: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(raw.as_bytes()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
