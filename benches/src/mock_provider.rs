@@ -14,6 +14,9 @@
 //! - `/fail-first/{n}/v1/...` fails the first `n` requests it sees with 503, then answers;
 //! - `/stall/{ms}/v1/...` streams one chunk, then stalls for `ms` before the rest.
 //!
+//! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
+//! generateContent under `/gemini/v1beta/models/...` (see `mock_anthropic`, `mock_gemini`).
+//!
 //! It never calls the network.
 
 use actix_web::http::StatusCode;
@@ -351,6 +354,8 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/v1/embeddings", web::post().to(embeddings))
             .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
             .route("/v1/models", web::get().to(models))
+            .configure(crate::mock_anthropic::configure)
+            .configure(crate::mock_gemini::configure)
     })
     .workers(workers.max(1))
     .listen(listener)?

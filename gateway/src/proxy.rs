@@ -110,6 +110,7 @@ pub async fn call(
     client: &reqwest::Client,
     model: &str,
     endpoint: Endpoint,
+    stream: bool,
     body_for: &(dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
 ) -> Result<RoutedAnswer, RoutedFailure> {
     let policy = router.policy.clone();
@@ -133,7 +134,7 @@ pub async fn call(
                 Err(e) => return Err(RoutedFailure::Gateway(e)),
             };
             let sent_at = Instant::now();
-            let outcome = providers::send(client, &lease.deployment, endpoint, body).await;
+            let outcome = providers::send(client, &lease.deployment, endpoint, body, stream).await;
             let wait = match outcome {
                 Ok(response) if response.status().is_success() => {
                     return Ok(RoutedAnswer { lease, response, sent_at, attempts });
@@ -141,12 +142,16 @@ pub async fn call(
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let after = retry_after(response.headers());
-                    let content_type = response
-                        .headers()
-                        .get(reqwest::header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    let content_type = match lease.deployment.kind {
+                        providers::ProviderKind::OpenAiCompatible | providers::ProviderKind::Azure => response
+                            .headers()
+                            .get(reqwest::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        _ => Some("application/json".to_owned()),
+                    };
                     let body = read_error_body(response, lease.deployment.timeout).await;
+                    let body = providers::error_body(&lease.deployment, body);
                     let class = classify(status, &body);
                     if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                         router.record_failure(&lease);

@@ -27,7 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(&format!("{prefix}/responses"), web::post().to(responses))
             .route(&format!("{prefix}/models"), web::get().to(list_models))
             .route(&format!("{prefix}/models/{{model:.*}}"), web::get().to(get_model))
-            .route(&format!("{prefix}/model/info"), web::get().to(model_info));
+            .route(&format!("{prefix}/model/info"), web::get().to(model_info))
+            .route(&format!("{prefix}/messages"), web::post().to(anthropic_messages));
     }
     cfg.route("/health", web::get().to(health))
         .route("/health/liveliness", web::get().to(health))
@@ -103,7 +104,43 @@ async fn responses(req: HttpRequest, payload: web::Payload, state: web::Data<App
     handle(req, payload, state, Endpoint::Responses).await
 }
 
-/// Every model endpoint: authenticate, validate, route, meter, answer.
+/// What a model route answers, before it becomes an HTTP response (so `/v1/messages` can
+/// translate it).
+pub enum Reply {
+    /// A whole body: the provider's answer or its error, in OpenAI's format.
+    Full { status: StatusCode, content_type: String, headers: Vec<(HeaderName, HeaderValue)>, body: web::Bytes },
+    /// A metered stream of OpenAI chunks.
+    Stream { headers: Vec<(HeaderName, HeaderValue)>, stream: MeteredStream },
+}
+
+impl Reply {
+    fn into_response(self) -> HttpResponse {
+        match self {
+            Reply::Full { status, content_type, headers, body } => {
+                let mut r = HttpResponse::build(status);
+                r.insert_header((CONTENT_TYPE, content_type));
+                for h in headers {
+                    r.insert_header(h);
+                }
+                r.body(body)
+            }
+            Reply::Stream { headers, stream } => {
+                let mut r = HttpResponse::Ok();
+                r.insert_header((CONTENT_TYPE, "text/event-stream")).insert_header(("cache-control", "no-cache"));
+                for h in headers {
+                    r.insert_header(h);
+                }
+                r.streaming(stream)
+            }
+        }
+    }
+}
+
+fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    HeaderValue::from_str(value).ok().map(|v| (HeaderName::from_static(name), v))
+}
+
+/// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,
     payload: web::Payload,
@@ -112,8 +149,12 @@ async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let request_id = request_id(&req);
-    let (label, mut response) = match serve(&req, payload, &state, endpoint, &request_id, started).await {
-        Ok((label, response)) => (label, response),
+    let result = match read_request(&req, payload, &state, endpoint).await {
+        Ok((key, request)) => serve(&req, &state, key, request, &request_id, started).await,
+        Err(e) => Err(("unknown".to_owned(), e)),
+    };
+    let (label, mut response) = match result {
+        Ok((label, reply)) => (label, reply.into_response()),
         Err((label, e)) => (label, e.error_response()),
     };
     observe(endpoint, &label, response.status(), started);
@@ -123,20 +164,29 @@ async fn handle(
     response
 }
 
-type Served = Result<(String, HttpResponse), (String, GatewayError)>;
-
-async fn serve(
+/// Authenticates, then reads and validates the body.
+async fn read_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
     endpoint: Endpoint,
+) -> Result<(Arc<KeyView>, ProxyRequest), GatewayError> {
+    let key = authorize(req, state).await?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    ProxyRequest::parse(&body, endpoint).map(|r| (key, r))
+}
+
+type Served = Result<(String, Reply), (String, GatewayError)>;
+
+async fn serve(
+    req: &HttpRequest,
+    state: &AppState,
+    key: Arc<KeyView>,
+    request: ProxyRequest,
     request_id: &str,
     started: Instant,
 ) -> Served {
     let unknown = |e| ("unknown".to_owned(), e);
-    let key = authorize(req, state).await.map_err(unknown)?;
-    let body = read_body(req, payload, state.max_body_bytes).await.map_err(unknown)?;
-    let request = ProxyRequest::parse(&body, endpoint).map_err(unknown)?;
     if !state.router.knows(&request.model) {
         return Err(unknown(GatewayError::ModelNotFound(request.model)));
     }
@@ -161,8 +211,9 @@ async fn serve(
         request.stream,
         started,
     );
-    let body_for = |d: &crate::providers::Deployment| request.upstream_body(&d.upstream_model);
-    let routed = proxy::call(&state.router, &state.client, &request.model, endpoint, &body_for).await;
+    let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
+    let routed =
+        proxy::call(&state.router, &state.client, &request.model, request.endpoint, request.stream, &body_for).await;
     let answer = match routed {
         Ok(answer) => answer,
         Err(RoutedFailure::Gateway(e)) => {
@@ -197,24 +248,28 @@ async fn serve(
                 ..Outcome::default()
             });
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = HttpResponse::build(status);
-            response.insert_header((CONTENT_TYPE, content_type.as_deref().unwrap_or("application/json")));
-            response.insert_header(("x-tollgate-attempts", attempts.to_string()));
-            return Ok((label, response.body(body)));
+            let reply = Reply::Full {
+                status,
+                content_type: content_type.unwrap_or_else(|| "application/json".to_owned()),
+                headers: header("x-tollgate-attempts", &attempts.to_string()).into_iter().collect(),
+                body,
+            };
+            return Ok((label, reply));
         }
     };
 
     let deployment = answer.lease.deployment.clone();
-    let mut response = HttpResponse::Ok();
-    response.insert_header(("x-tollgate-attempts", answer.attempts.to_string()));
-    if let Ok(v) = HeaderValue::from_str(&deployment.model_name) {
-        response.insert_header((HeaderName::from_static("x-tollgate-model-group"), v));
-    }
+    let mut headers: Vec<(HeaderName, HeaderValue)> = [
+        header("x-tollgate-attempts", &answer.attempts.to_string()),
+        header("x-tollgate-model-group", &deployment.model_name),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if request.stream {
-        response.insert_header((CONTENT_TYPE, "text/event-stream"));
-        response.insert_header(("cache-control", "no-cache"));
+        let upstream = crate::providers::response_stream(&deployment, answer.response);
         let stream = MeteredStream::new(
-            answer.response,
+            upstream,
             recorder,
             state.router.clone(),
             answer.lease,
@@ -223,16 +278,19 @@ async fn serve(
             answer.sent_at,
             label.clone(),
         );
-        return Ok((label, response.streaming(stream)));
+        return Ok((label, Reply::Stream { headers, stream }));
     }
 
-    let content_type = answer
-        .response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
+    let content_type = match deployment.kind {
+        crate::providers::ProviderKind::OpenAiCompatible | crate::providers::ProviderKind::Azure => answer
+            .response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned(),
+        _ => "application/json".to_owned(),
+    };
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
     let body = match tokio::time::timeout(remaining, answer.response.bytes()).await {
         Ok(Ok(body)) => body,
@@ -261,6 +319,7 @@ async fn serve(
             return Err(fail(err));
         }
     };
+    let body = crate::providers::response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
     let (tokens, estimated) = match parsed.usage() {
         Some(u) => (
@@ -285,13 +344,74 @@ async fn serve(
         estimated,
         deployment: Some(&deployment),
     });
-    response.insert_header((CONTENT_TYPE, content_type));
-    response.insert_header(("x-tollgate-cost-nano-usd", charged.0.to_string()));
-    response.insert_header(("x-tollgate-response-cost", charged.to_string()));
-    if let Some(v) = served_model.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
-        response.insert_header((HeaderName::from_static("x-tollgate-served-model"), v));
+    headers.extend(header("x-tollgate-cost-nano-usd", &charged.0.to_string()));
+    headers.extend(header("x-tollgate-response-cost", &charged.to_string()));
+    if let Some(m) = served_model.as_deref() {
+        headers.extend(header("x-tollgate-served-model", m));
     }
-    Ok((label, response.body(body)))
+    Ok((label, Reply::Full { status: StatusCode::OK, content_type, headers, body }))
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation
+/// to and from OpenAI chat (the same routing, metering and limits as every route).
+async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let started = Instant::now();
+    let request_id = request_id(&req);
+    let anthropic_error = |e: GatewayError| {
+        let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
+        let status = e.status_code();
+        HttpResponse::build(status).json(crate::anthropic::error_to_anthropic(status.as_u16(), &envelope))
+    };
+    let prepared = async {
+        let key = authorize(&req, &state).await?;
+        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+        let chat = crate::anthropic::messages_to_chat_request(&value)?;
+        let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok::<_, GatewayError>((key, ProxyRequest::parse(&chat, Endpoint::ChatCompletions)?))
+    }
+    .await;
+    let (key, request) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            observe(Endpoint::ChatCompletions, "unknown", e.status_code(), started);
+            return anthropic_error(e);
+        }
+    };
+    let model = request.model.clone();
+    let (label, mut response) = match serve(&req, &state, key, request, &request_id, started).await {
+        Err((label, e)) => (label, anthropic_error(e)),
+        Ok((label, Reply::Stream { headers, stream })) => {
+            let translated =
+                crate::sse::TranslatedStream::new(stream, crate::anthropic::ChatToMessagesStream::new(&model));
+            let mut r = HttpResponse::Ok();
+            r.insert_header((CONTENT_TYPE, "text/event-stream")).insert_header(("cache-control", "no-cache"));
+            for h in headers {
+                r.insert_header(h);
+            }
+            (label, r.streaming(translated))
+        }
+        Ok((label, Reply::Full { status, headers, body, .. })) => {
+            let translated = if status.is_success() {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map(|chat| crate::anthropic::chat_response_to_message(&chat, &model))
+                    .unwrap_or_else(|_| crate::anthropic::error_to_anthropic(502, &body))
+            } else {
+                crate::anthropic::error_to_anthropic(status.as_u16(), &body)
+            };
+            let mut r = HttpResponse::build(status);
+            for h in headers {
+                r.insert_header(h);
+            }
+            (label, r.json(translated))
+        }
+    };
+    observe(Endpoint::ChatCompletions, &label, response.status(), started);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    response
 }
 
 fn model_object(name: &str) -> serde_json::Value {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Upstream = crate::providers::ByteStream;
 
 /// Estimated tokens for `chars` bytes of text (about four per token for English).
 pub fn estimate_tokens(chars: usize) -> u64 {
@@ -48,7 +48,7 @@ pub struct MeteredStream {
 impl MeteredStream {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        response: reqwest::Response,
+        upstream: Upstream,
         recorder: UsageRecorder,
         router: Arc<Router>,
         lease: Lease,
@@ -59,7 +59,7 @@ impl MeteredStream {
     ) -> MeteredStream {
         let idle = lease.deployment.stream_idle_timeout;
         MeteredStream {
-            upstream: Box::pin(response.bytes_stream()),
+            upstream,
             recorder: Some(recorder),
             router,
             lease: Some(lease),

@@ -32,3 +32,10 @@ def openai_client(base_url, api_key):
 
     # The SDK's own retries would hide the gateway's behaviour.
     return OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def anthropic_client(base_url, api_key):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)

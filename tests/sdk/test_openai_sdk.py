@@ -127,3 +127,24 @@ def test_context_window_error_falls_back(openai_client):
     )
     assert resp.headers.get("x-tollgate-model-group") == "gpt-4o-mini"
     assert resp.parse().choices[0].message.content == "tok"
+
+
+@pytest.mark.parametrize("model", ["claude-mock", "gemini-mock"])
+def test_translated_providers_through_the_openai_sdk(openai_client, model):
+    content = "Translate me"
+    resp = openai_client.chat.completions.create(
+        model=model, messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": content}], max_tokens=3
+    )
+    assert resp.choices[0].message.content == "tok tok tok"
+    assert resp.usage.completion_tokens == 3
+    assert resp.usage.prompt_tokens == prompt_tokens("sys", content)
+    stream = openai_client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok tok"
+    assert chunks[-1].usage.completion_tokens == 2

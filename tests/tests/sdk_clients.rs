@@ -28,6 +28,10 @@ model_list:
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/429/v1"}}
   - model_name: small-context
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/400/v1"}}
+  - model_name: claude-mock
+    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: "{mock}/anthropic", api_key: sk-ant-upstream}}
+  - model_name: gemini-mock
+    litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "{mock}/gemini/v1beta", api_key: goog-upstream}}
 router_settings:
   num_retries: 1
   context_window_fallbacks: [{{"small-context": ["gpt-4o-mini"]}}]

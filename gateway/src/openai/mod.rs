@@ -127,6 +127,17 @@ impl ProxyRequest {
         self.stream && matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
     }
 
+    /// The request as a JSON value (for providers whose format is translated).
+    pub fn to_value(&self) -> Result<serde_json::Value, GatewayError> {
+        let mut map = serde_json::Map::with_capacity(self.fields.len());
+        for (k, v) in &self.fields {
+            let value = serde_json::from_str(v.get())
+                .map_err(|e| GatewayError::Internal(format!("cannot re-read field {k}: {e}")))?;
+            map.insert(k.clone(), value);
+        }
+        Ok(serde_json::Value::Object(map))
+    }
+
     /// The body to send upstream: the upstream model name and, for streams, a request for the
     /// usage chunk.
     pub fn upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {

@@ -2,6 +2,8 @@
 //! `litellm_params.model` (`openai/gpt-4o`, `azure/my-deployment`, `groq/llama-3.1-8b`); the
 //! provider decides the URL, the authentication header and the wire format.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod openai_compatible;
 
 use crate::config::Secret;
@@ -15,6 +17,10 @@ pub enum ProviderKind {
     OpenAiCompatible,
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
     Azure,
+    /// Anthropic's Messages API, translated to and from OpenAI chat.
+    Anthropic,
+    /// Google Gemini generateContent / streamGenerateContent, translated likewise.
+    Gemini,
 }
 
 /// Provider prefixes that speak OpenAI's API, with their public base URL where they have one.
@@ -43,6 +49,8 @@ impl ProviderKind {
     pub fn from_prefix(prefix: &str) -> Option<ProviderKind> {
         match prefix {
             "azure" => Some(ProviderKind::Azure),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            "gemini" => Some(ProviderKind::Gemini),
             p if OPENAI_COMPATIBLE.iter().any(|(name, _)| *name == p) => Some(ProviderKind::OpenAiCompatible),
             _ => None,
         }
@@ -51,14 +59,26 @@ impl ProviderKind {
     /// Every prefix `from_prefix` accepts, for error messages.
     pub fn supported_prefixes() -> Vec<&'static str> {
         let mut all: Vec<&str> = OPENAI_COMPATIBLE.iter().map(|(n, _)| *n).collect();
-        all.push("azure");
+        all.extend(["azure", "anthropic", "gemini"]);
         all
+    }
+
+    /// Whether the provider serves `endpoint` (translated providers serve chat only).
+    pub fn serves(self, endpoint: Endpoint) -> bool {
+        match self {
+            ProviderKind::OpenAiCompatible | ProviderKind::Azure => true,
+            ProviderKind::Anthropic | ProviderKind::Gemini => endpoint == Endpoint::ChatCompletions,
+        }
     }
 }
 
 /// The public base URL of a provider prefix, when it has one.
 pub fn default_api_base(prefix: &str) -> Option<&'static str> {
-    OPENAI_COMPATIBLE.iter().find(|(name, _)| *name == prefix).and_then(|(_, base)| *base)
+    match prefix {
+        "anthropic" => Some(anthropic::DEFAULT_API_BASE),
+        "gemini" => Some(crate::gemini::DEFAULT_API_BASE),
+        _ => OPENAI_COMPATIBLE.iter().find(|(name, _)| *name == prefix).and_then(|(_, base)| *base),
+    }
 }
 
 /// The OpenAI-shaped endpoints the gateway forwards.
@@ -117,6 +137,68 @@ pub enum UpstreamError {
     Unavailable(String),
 }
 
+/// The body to send to the deployment: the OpenAI request as is (model renamed), or translated
+/// into the provider's format.
+pub fn request_body(
+    deployment: &Deployment,
+    request: &crate::openai::ProxyRequest,
+) -> Result<Vec<u8>, crate::error::GatewayError> {
+    use crate::error::GatewayError;
+    if !deployment.kind.serves(request.endpoint) {
+        return Err(GatewayError::invalid(
+            format!("model '{}' does not support /{}", deployment.model_name, request.endpoint.path()),
+            Some("model"),
+        ));
+    }
+    let encode = |v: serde_json::Value| {
+        serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(format!("cannot encode request: {e}")))
+    };
+    match deployment.kind {
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure => request.upstream_body(&deployment.upstream_model),
+        ProviderKind::Anthropic => {
+            encode(crate::anthropic::chat_request_to_messages(&request.to_value()?, &deployment.upstream_model)?)
+        }
+        ProviderKind::Gemini => encode(crate::gemini::chat_request_to_generate(&request.to_value()?)?),
+    }
+}
+
+/// A successful non-streamed answer in OpenAI's format.
+pub fn response_body(deployment: &Deployment, body: bytes::Bytes) -> bytes::Bytes {
+    let translate = |f: &dyn Fn(&serde_json::Value) -> serde_json::Value| match serde_json::from_slice(&body) {
+        Ok(v) => bytes::Bytes::from(f(&v).to_string()),
+        Err(_) => body.clone(),
+    };
+    match deployment.kind {
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure => body.clone(),
+        ProviderKind::Anthropic => translate(&crate::anthropic::message_to_chat_response),
+        ProviderKind::Gemini => translate(&|v| crate::gemini::generate_response_to_chat(v, &deployment.upstream_model)),
+    }
+}
+
+/// A provider's error body in OpenAI's envelope.
+pub fn error_body(deployment: &Deployment, body: bytes::Bytes) -> bytes::Bytes {
+    match deployment.kind {
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure => body,
+        ProviderKind::Anthropic => bytes::Bytes::from(crate::anthropic::error_to_openai(&body).to_string()),
+        ProviderKind::Gemini => bytes::Bytes::from(crate::gemini::error_to_openai(&body).to_string()),
+    }
+}
+
+/// A streamed answer as OpenAI chat chunks.
+pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+pub fn response_stream(deployment: &Deployment, response: reqwest::Response) -> ByteStream {
+    use crate::sse::TranslatedStream;
+    let raw: ByteStream = Box::pin(response.bytes_stream());
+    match deployment.kind {
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure => raw,
+        ProviderKind::Anthropic => Box::pin(TranslatedStream::new(raw, crate::anthropic::MessagesToChatStream::new())),
+        ProviderKind::Gemini => {
+            Box::pin(TranslatedStream::new(raw, crate::gemini::GenerateToChatStream::new(&deployment.upstream_model)))
+        }
+    }
+}
+
 /// Sends `body` to the deployment's `endpoint` and returns once the response headers arrived.
 /// The caller reads the body (bounded by the deployment timeout) or streams it.
 pub async fn send(
@@ -124,8 +206,15 @@ pub async fn send(
     deployment: &Deployment,
     endpoint: Endpoint,
     body: Vec<u8>,
+    stream: bool,
 ) -> Result<reqwest::Response, UpstreamError> {
-    let request = openai_compatible::request(client, deployment, endpoint, body);
+    let request = match deployment.kind {
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
+            openai_compatible::request(client, deployment, endpoint, body)
+        }
+        ProviderKind::Anthropic => anthropic::request(client, deployment, body),
+        ProviderKind::Gemini => gemini::request(client, deployment, body, stream),
+    };
     match tokio::time::timeout(deployment.timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(classify(&e)),

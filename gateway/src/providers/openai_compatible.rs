@@ -21,7 +21,7 @@ pub fn url(deployment: &Deployment, endpoint: Endpoint) -> String {
                 )
             }
         }
-        ProviderKind::OpenAiCompatible => format!("{base}/{}", endpoint.path()),
+        _ => format!("{base}/{}", endpoint.path()),
     }
 }
 
@@ -36,7 +36,7 @@ pub fn request(
     if let Some(key) = &deployment.api_key {
         request = match deployment.kind {
             ProviderKind::Azure => request.header("api-key", key.expose()),
-            ProviderKind::OpenAiCompatible => request.bearer_auth(key.expose()),
+            _ => request.bearer_auth(key.expose()),
         };
     }
     request
