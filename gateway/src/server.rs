@@ -110,7 +110,7 @@ pub enum Reply {
     /// A whole body: the provider's answer or its error, in OpenAI's format.
     Full { status: StatusCode, content_type: String, headers: Vec<(HeaderName, HeaderValue)>, body: web::Bytes },
     /// A metered stream of OpenAI chunks.
-    Stream { headers: Vec<(HeaderName, HeaderValue)>, stream: MeteredStream },
+    Stream { headers: Vec<(HeaderName, HeaderValue)>, stream: Box<MeteredStream> },
 }
 
 impl Reply {
@@ -278,7 +278,7 @@ async fn serve(
             answer.sent_at,
             label.clone(),
         );
-        return Ok((label, Reply::Stream { headers, stream }));
+        return Ok((label, Reply::Stream { headers, stream: Box::new(stream) }));
     }
 
     let content_type = match deployment.kind {
