@@ -706,6 +706,41 @@ kafka:
         assert!(err.contains("router_settings.fallbacks[0]") && err.contains("gpt-5"), "{err}");
     }
 
+    /// Every shipped example config loads, resolves a price for every model and builds a router.
+    #[test]
+    fn shipped_examples_load() {
+        for var in [
+            "OPENAI_API_KEY",
+            "AZURE_API_KEY_EASTUS",
+            "ANTHROPIC_API_KEY",
+            "GEMINI_API_KEY",
+            "GROQ_API_KEY",
+            "TOLLGATE_MASTER_KEY",
+            "DATABASE_URL",
+            "AZURE_KEY_EASTUS",
+            "AZURE_KEY_WESTEUROPE",
+            "AZURE_KEY_JAPANEAST",
+            "TOLLGATE_KEY_SUPPORT_BOT",
+        ] {
+            std::env::set_var(var, "test-value");
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") && !path.to_string_lossy().contains("ledger-consumer") {
+                let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                crate::check_config(&config, &path.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 5, "only {loaded} example configs found");
+        let migration = Config::load(&dir.join("litellm-migration.yaml")).unwrap();
+        let unsupported = migration.unsupported();
+        assert!(unsupported.contains(&"litellm_settings.drop_params".to_owned()), "{unsupported:?}");
+        assert!(unsupported.contains(&"general_settings.database_url".to_owned()), "{unsupported:?}");
+    }
+
     #[test]
     fn a_key_needs_a_value() {
         let text = MINIMAL.replace("  - key: sk-tenant-1\n", "  - key_alias: nothing\n");

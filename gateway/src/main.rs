@@ -36,6 +36,9 @@ fn main() -> ExitCode {
     if args.check_config {
         return match tollgate_gateway::check_config(&config, &origin) {
             Ok(()) => {
+                for setting in config.unsupported() {
+                    println!("warning: {origin}: `{setting}` is a LiteLLM setting Tollgate does not support; ignored");
+                }
                 println!("config OK: {origin}");
                 ExitCode::SUCCESS
             }

@@ -93,7 +93,8 @@ fn info_cost(entry: &ModelEntry, key: &str) -> Option<f64> {
 }
 
 /// The price of `model_list[index]`: `prices.<model_name>` (nano-USD), else the deployment's
-/// LiteLLM-style USD costs (`litellm_params` then `model_info`), else the built-in table.
+/// LiteLLM-style USD costs (`litellm_params` then `model_info`), else the built-in table by
+/// `model_info.base_model`, upstream model or model name.
 /// `Ok(None)` only when `gateway.allow_unpriced_models` is set.
 pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
     let Some(m) = config.model_list.get(index) else { return Ok(None) };
@@ -117,8 +118,17 @@ pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Opti
         };
         return Ok(Some(Price { input: NanoUsd(input), cached_input: NanoUsd(cached), output: NanoUsd(output) }));
     }
+    // The built-in table by `model_info.base_model` (how LiteLLM prices Azure deployments with
+    // names of their own), then the upstream model, then the public model name.
     let upstream = p.model.split_once('/').map_or("", |(_, name)| name);
-    match built_in(upstream) {
+    let base_model = m
+        .model_info
+        .as_ref()
+        .and_then(|i| i.get("base_model"))
+        .and_then(|b| b.as_str())
+        .map(|b| b.rsplit('/').next().unwrap_or(b));
+    let found = base_model.and_then(built_in).or_else(|| built_in(upstream)).or_else(|| built_in(&m.model_name));
+    match found {
         Some(price) => Ok(Some(price)),
         None if config.gateway.allow_unpriced_models => Ok(None),
         None => Err(invalid(

@@ -435,13 +435,15 @@ impl GroundTruth {
         Ok(())
     }
 
-    /// Whether the ledger's key scopes already hold every served request.
+    /// Whether the ledger already equals the ground truth at every scope (rows of one batch are
+    /// written concurrently, so the key rows may be complete a moment before the team rows).
     pub async fn ledger_complete(&self, session: &scylla::client::session::Session, ks: &str) -> Result<bool> {
-        let mut events = 0;
-        for (scope, _) in self.scopes.iter().filter(|(s, _)| s.starts_with("key/") && !s.contains("/model/")) {
-            events += scope_total(session, ks, scope).await?.1;
+        for (scope, expected) in &self.scopes {
+            if scope_total(session, ks, scope).await? != *expected {
+                return Ok(false);
+            }
         }
-        Ok(events == self.requests as i64)
+        Ok(true)
     }
 }
 
@@ -504,4 +506,43 @@ pub async fn reconcile(config_path: &Path) -> Result<(bool, String)> {
     let out = Command::new(bin).arg("--config").arg(config_path).arg("reconcile").output().await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
+}
+
+/// Reads `topic` from the beginning until `n` usage events arrived (or `timeout`), checking
+/// each record's CloudEvents headers; returns them by request id. Fails on a duplicate id.
+pub async fn collect_events(
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, tollgate_schemas::UsageEvent>> {
+    use rdkafka::consumer::StreamConsumer;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("verify-"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut events = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < n {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .with_context(|| format!("only {} of {n} events arrived", events.len()))??;
+        let event = tollgate_schemas::UsageEvent::decode(msg.payload().context("empty record")?)?;
+        let headers = msg.headers().context("no CloudEvents headers")?;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        anyhow::ensure!(header("ce_id") == Some(event.event_id.to_string()), "ce_id is not the event id");
+        anyhow::ensure!(header("ce_specversion").as_deref() == Some("1.0"), "no ce_specversion");
+        anyhow::ensure!(header("ce_type").as_deref() == Some("dev.tollgate.usage.v1"), "wrong ce_type");
+        anyhow::ensure!(header("ce_source").is_some(), "no ce_source");
+        anyhow::ensure!(msg.key() == Some(event.budget_owner().as_bytes()), "record key is not the budget owner");
+        anyhow::ensure!(events.insert(event.request_id.clone(), event).is_none(), "duplicate event");
+    }
+    Ok(events)
 }

@@ -4,38 +4,16 @@
 
 use anyhow::{ensure, Context, Result};
 use futures::stream::{self, StreamExt};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
-use rdkafka::Message;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tollgate_schemas::UsageEvent;
 use tollgate_tests::*;
 
 const PARTITIONS: i32 = 3;
 const REQUESTS: usize = 240;
 const CONCURRENCY: usize = 32;
-/// Prices the test sets in the gateway config, nano-USD per token.
-const INPUT_PRICE: i64 = 150;
-const OUTPUT_PRICE: i64 = 600;
-
-/// The keys of the test tenancy: (raw key, team).
-const KEYS: &[(&str, Option<&str>)] = &[
-    ("sk-e2e-alpha-1", Some("team-alpha")),
-    ("sk-e2e-alpha-2", Some("team-alpha")),
-    ("sk-e2e-beta-1", Some("team-beta")),
-    ("sk-e2e-solo", None),
-];
-
 fn gateway_config(mock_url: &str, topic: &str, dead_port: u16) -> String {
-    let keys: String = KEYS
-        .iter()
-        .map(|(k, team)| match team {
-            Some(t) => format!("  - key: {k}\n    team_id: {t}\n"),
-            None => format!("  - key: {k}\n"),
-        })
-        .collect();
+    let keys = tenant_keys_yaml();
     format!(
         r#"gateway:
   id: gw-e2e
@@ -89,20 +67,6 @@ batch:
     )
 }
 
-/// What the mock provider charges for request `i`, computed independently of the gateway.
-fn request_body(i: usize) -> (Value, i64) {
-    let content = "x".repeat(7 + (i * 37) % 400);
-    let max_tokens = 1 + (i * 13) % 97;
-    let prompt_tokens = 1 + content.len() as i64 / 4;
-    let cost = prompt_tokens * INPUT_PRICE + max_tokens as i64 * OUTPUT_PRICE;
-    let body = json!({
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-    });
-    (body, cost)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twice() -> Result<()> {
     let dir = scratch_dir("skeleton")?;
@@ -124,8 +88,8 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
             let client = client.clone();
             let gw = gw.clone();
             async move {
-                let (body, expected) = request_body(i);
-                let (key, _) = KEYS[i % KEYS.len()];
+                let (body, expected, _) = request_body(i);
+                let (key, _) = TENANT_KEYS[i % TENANT_KEYS.len()];
                 let resp = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send().await?;
                 ensure!(resp.status() == 200, "request {i}: status {} body {}", resp.status(), resp.text().await?);
                 let reported: i64 =
@@ -145,7 +109,7 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
         let (i, reported, expected) = r?;
         assert_eq!(reported, expected, "request {i}: the gateway reported a cost the price table does not give");
         reported_total += reported;
-        let (key, team) = KEYS[i % KEYS.len()];
+        let (key, team) = TENANT_KEYS[i % TENANT_KEYS.len()];
         *per_key.entry(key).or_default() += reported;
         if let Some(team) = team {
             *per_team.entry(team).or_default() += reported;
@@ -163,7 +127,11 @@ async fn chat_completions_are_metered_exactly_once_and_replays_do_not_count_twic
             total += s;
             events += e;
         }
-        Ok((events == REQUESTS as i64 && total == reported_total).then_some(()))
+        let mut teams_done = true;
+        for (team, expected) in &per_team {
+            teams_done &= scope_total(&session, &keyspace, &format!("team/{team}")).await?.0 == *expected;
+        }
+        Ok((events == REQUESTS as i64 && total == reported_total && teams_done).then_some(()))
     })
     .await?;
     let assert_ledger = |label: &'static str| {
@@ -232,7 +200,7 @@ async fn bad_input_gets_openai_errors_and_failed_upstreams_are_still_metered() -
     let gw = gateway.url()?.to_owned();
     let client = reqwest::Client::new();
     let chat = format!("{gw}/v1/chat/completions");
-    let key = KEYS[0].0;
+    let key = TENANT_KEYS[0].0;
 
     let expect_envelope = |status: u16, kind: &'static str| {
         move |resp: (u16, Value)| {
@@ -290,32 +258,7 @@ async fn bad_input_gets_openai_errors_and_failed_upstreams_are_still_metered() -
     assert_eq!(ok.0, 200, "{}", ok.1);
 
     // Exactly the three requests that reached a provider produced events, as CloudEvents.
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", unique("verify-"))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[topic.as_str()])?;
-    let mut events: HashMap<String, UsageEvent> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while events.len() < 3 {
-        let msg = tokio::time::timeout_at(deadline, consumer.recv()).await.context("events did not arrive")??;
-        let event = UsageEvent::decode(msg.payload().context("empty record")?)?;
-        let headers = msg.headers().context("no CloudEvents headers")?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        assert_eq!(header("ce_id"), Some(event.event_id.to_string()));
-        assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
-        assert_eq!(header("ce_type").as_deref(), Some("dev.tollgate.usage.v1"));
-        assert!(header("ce_source").is_some_and(|s| s.contains("gw-e2e")));
-        assert_eq!(msg.key(), Some(event.budget_owner().as_bytes()));
-        assert!(events.insert(event.request_id.clone(), event).is_none(), "duplicate event");
-    }
+    let events = collect_events(&topic, 3, Duration::from_secs(60)).await?;
     assert_eq!(events["e2e-refused"].status, 502);
     assert_eq!(events["e2e-refused"].error_type.as_deref(), Some("upstream_unavailable"));
     assert_eq!(events["e2e-timeout"].status, 504);
@@ -332,7 +275,7 @@ async fn bad_input_gets_openai_errors_and_failed_upstreams_are_still_metered() -
 }
 
 fn gateway_log_has_no_secrets(log: &str) -> Result<()> {
-    for secret in ["sk-upstream-e2e", "sk-not-a-key-e2e"].iter().chain(KEYS.iter().map(|(k, _)| k)) {
+    for secret in ["sk-upstream-e2e", "sk-not-a-key-e2e"].iter().chain(TENANT_KEYS.iter().map(|(k, _)| k)) {
         ensure!(!log.contains(secret), "a secret appears in the gateway log");
     }
     Ok(())

@@ -1,0 +1,94 @@
+//! Streaming is metered exactly: a finished stream from the provider's usage, a stream the
+//! client abandons for what was sent (partial), a stalled stream cut at the idle timeout.
+
+use anyhow::{ensure, Context, Result};
+use futures::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use tollgate_tests::*;
+
+fn gateway_config(mock: &str, topic: &str) -> String {
+    format!(
+        r#"gateway:
+  id: gw-stream
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
+  - model_name: stalling
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/stall/3000/v1", stream_timeout: 0.5}}
+prices:
+  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
+  stalling: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
+virtual_keys:
+{keys}kafka:
+  bootstrap_servers: {kafka}
+  usage_topic: {topic}
+"#,
+        keys = tenant_keys_yaml(),
+        kafka = kafka_bootstrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_metered_whole_partial_and_timed_out() -> Result<()> {
+    let dir = scratch_dir("stream")?;
+    let topic = unique("usage-stream-");
+    create_topic(&topic, 1).await?;
+    // 20 ms between chunks: a 40-token stream takes most of a second.
+    let mock = start_mock(&dir, &["--chunk-delay-us", "20000"]).await?;
+    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+    let url = format!("{}/v1/chat/completions", gateway.url()?);
+    let client = reqwest::Client::new();
+    let key = TENANT_KEYS[0].0;
+    let content = "stream this please";
+    let prompt_tokens = 1 + content.len() as u64 / 4;
+
+    // 1. Read to the end: billed from the provider's usage, which the client did not ask for
+    //    and does not see.
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}],
+                      "max_tokens": 10, "stream": true});
+    let resp = client.post(&url).bearer_auth(key).header("x-request-id", "s-whole").json(&body).send().await?;
+    ensure!(resp.status() == 200);
+    let text = resp.text().await?;
+    ensure!(text.trim_end().ends_with("data: [DONE]"), "stream did not end with [DONE]: {text}");
+    ensure!(!text.contains("\"usage\""), "the usage chunk leaked to a client that did not ask: {text}");
+
+    // 2. Abandon after two chunks: billed for what was streamed, marked partial.
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}],
+                      "max_tokens": 40, "stream": true});
+    let resp = client.post(&url).bearer_auth(key).header("x-request-id", "s-cut").json(&body).send().await?;
+    let mut chunks = resp.bytes_stream();
+    let mut seen = 0;
+    while seen < 3 {
+        chunks.next().await.context("stream ended early")??;
+        seen += 1;
+    }
+    drop(chunks);
+
+    // 3. A provider that stalls past the idle timeout: an error event, then the end.
+    let body = json!({"model": "stalling", "messages": [{"role": "user", "content": content}],
+                      "max_tokens": 10, "stream": true});
+    let resp = client.post(&url).bearer_auth(key).header("x-request-id", "s-stall").json(&body).send().await?;
+    let text =
+        tokio::time::timeout(Duration::from_secs(10), resp.text()).await.context("stalled stream never ended")??;
+    ensure!(text.contains("\"error\"") && text.contains("upstream_timeout"), "no error event: {text}");
+
+    let events = collect_events(&topic, 3, Duration::from_secs(30)).await?;
+    let whole = &events["s-whole"];
+    ensure!(whole.stream && !whole.partial && !whole.estimated, "{whole:?}");
+    ensure!(whole.prompt_tokens == prompt_tokens && whole.completion_tokens == 10, "{whole:?}");
+    let full_cost = prompt_tokens as i64 * INPUT_PRICE + 10 * OUTPUT_PRICE;
+    ensure!(whole.cost_nano_usd.0 == full_cost, "whole stream cost {:?} != {full_cost}", whole.cost_nano_usd);
+
+    let cut = &events["s-cut"];
+    ensure!(cut.partial && cut.error_type.as_deref() == Some("client_disconnected"), "{cut:?}");
+    ensure!(cut.estimated, "a cut stream has no provider usage: {cut:?}");
+    ensure!(cut.completion_tokens > 0 && cut.completion_tokens < 40, "billed {} of 40 tokens", cut.completion_tokens);
+    ensure!(cut.cost_nano_usd.0 > 0, "{cut:?}");
+
+    let stalled = &events["s-stall"];
+    ensure!(stalled.partial && stalled.error_type.as_deref() == Some("stream_idle_timeout"), "{stalled:?}");
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
