@@ -24,6 +24,42 @@ pub struct Applied {
     pub duplicates: usize,
 }
 
+/// Fault injection for tests (`TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS`): during the first
+/// batch, every row waits this long between reading its state and its conditional write, so a
+/// test can freeze the consumer (SIGSTOP) holding stale row states and prove the fence rejects
+/// them. Off unless the variable is set.
+mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
+    static ARMED: AtomicBool = AtomicBool::new(true);
+    static ANNOUNCED: AtomicBool = AtomicBool::new(false);
+
+    fn pause() -> Option<Duration> {
+        *PAUSE.get_or_init(|| {
+            std::env::var("TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+        })
+    }
+
+    pub async fn before_row_write() {
+        if let Some(d) = pause().filter(|_| ARMED.load(Ordering::Relaxed)) {
+            if !ANNOUNCED.swap(true, Ordering::Relaxed) {
+                tracing::warn!("fault injection: pausing before ledger writes");
+            }
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    pub fn batch_done() {
+        ARMED.store(false, Ordering::Relaxed);
+    }
+}
+
 /// Folds `batch` (one partition, ascending offsets) into the ledger. Returns only when both
 /// layers hold it; the caller may then store the offset.
 pub async fn apply_batch<L: LedgerStore>(
@@ -45,6 +81,7 @@ pub async fn apply_batch<L: LedgerStore>(
         .buffer_unordered(ROW_CONCURRENCY)
         .try_collect()
         .await?;
+    fault::batch_done();
     let mut total = Applied { duplicates, ..Applied::default() };
     for r in results {
         total.rows_written += r.rows_written;
@@ -74,6 +111,7 @@ async fn apply_row<L: LedgerStore>(
             out.rows_already_applied += 1;
             return Ok(out);
         };
+        fault::before_row_write().await;
         let won = match current {
             None => ledger.create_row(&key, partition, &next).await?,
             Some(cur) => ledger.update_row(&key, partition, cur.applied_offset, &next).await?,
@@ -84,6 +122,7 @@ async fn apply_row<L: LedgerStore>(
         }
         // Another writer (a consumer that now owns the partition, or a stale one) changed the
         // row; recompute from what it wrote. Its fence decides which events are left to count.
+        tracing::info!(scope = %key.0, window = %key.1, partition, "ledger row changed by another writer; re-reading");
         out.conflicts += 1;
         serial = true;
     }

@@ -14,6 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message as _;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::UsageEvent;
@@ -21,9 +22,25 @@ use tollgate_schemas::UsageEvent;
 /// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
 pub struct LagReporter {
     topic: String,
+    /// Set when librdkafka reports the group session lost; cleared once partitions are back.
+    session_lost: std::sync::atomic::AtomicBool,
 }
 
 impl rdkafka::ClientContext for LagReporter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if fac == "SESSTMOUT" {
+            self.session_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        match level {
+            rdkafka::config::RDKafkaLogLevel::Emerg
+            | rdkafka::config::RDKafkaLogLevel::Alert
+            | rdkafka::config::RDKafkaLogLevel::Critical
+            | rdkafka::config::RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {log_message}"),
+            rdkafka::config::RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, p) in &topic.partitions {
@@ -38,6 +55,16 @@ impl rdkafka::ClientContext for LagReporter {
 
 impl rdkafka::consumer::ConsumerContext for LagReporter {}
 
+/// How long a lost group membership may stay lost before the consumer is rebuilt.
+const REJOIN_AFTER: Duration = Duration::from_secs(30);
+
+/// Why [`UsageConsumer::run`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Shutdown,
+    Rejoin,
+}
+
 /// A record as read, detached from the consumer's buffers.
 struct Record {
     partition: i32,
@@ -50,7 +77,7 @@ struct Record {
 pub struct UsageConsumer<L> {
     consumer: StreamConsumer<LagReporter>,
     dlq: FutureProducer,
-    ledger: L,
+    ledger: Arc<L>,
     topic: String,
     dlq_topic: String,
     max_messages: usize,
@@ -58,7 +85,7 @@ pub struct UsageConsumer<L> {
 }
 
 impl<L: LedgerStore> UsageConsumer<L> {
-    pub fn new(config: &Config, ledger: L) -> Result<Self, KafkaError> {
+    pub fn new(config: &Config, ledger: Arc<L>) -> Result<Self, KafkaError> {
         let k = &config.kafka;
         let mut cc = ClientConfig::new();
         for (key, value) in &k.consumer_properties {
@@ -73,8 +100,10 @@ impl<L: LedgerStore> UsageConsumer<L> {
             .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000");
-        let consumer: StreamConsumer<LagReporter> =
-            cc.create_with_context(LagReporter { topic: k.usage_topic.clone() })?;
+        let consumer: StreamConsumer<LagReporter> = cc.create_with_context(LagReporter {
+            topic: k.usage_topic.clone(),
+            session_lost: std::sync::atomic::AtomicBool::new(false),
+        })?;
         consumer.subscribe(&[k.usage_topic.as_str()])?;
         let dlq: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &k.bootstrap_servers)
@@ -92,13 +121,32 @@ impl<L: LedgerStore> UsageConsumer<L> {
         })
     }
 
-    /// Runs until `shutdown`; finishes the batch in hand and commits stored offsets.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    /// Runs until `shutdown` (returns [`RunEnd::Shutdown`]) or until the group membership is lost
+    /// and does not come back ([`RunEnd::Rejoin`]: the caller builds a fresh consumer). Finishes
+    /// the batch in hand and commits stored offsets either way.
+    pub async fn run(&self, shutdown: CancellationToken) -> RunEnd {
         let mut progress = Progress::default();
-        loop {
+        let mut lost_since: Option<std::time::Instant> = None;
+        let end = loop {
             let Some(batch) = self.next_batch(&shutdown).await else {
-                break;
+                break RunEnd::Shutdown;
             };
+            // librdkafka can stay without a group coordinator after a broker stalled (seen after
+            // a 30 s freeze): the session is lost and no assignment ever comes back.
+            if self.consumer.context().session_lost.load(std::sync::atomic::Ordering::Relaxed) {
+                let assigned = self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+                if assigned || !batch.is_empty() {
+                    self.consumer.context().session_lost.store(false, std::sync::atomic::Ordering::Relaxed);
+                    lost_since = None;
+                } else {
+                    let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > REJOIN_AFTER {
+                        tracing::warn!("group membership lost and not regained; rebuilding the consumer");
+                        counter!("tollgate_ledger_consumer_rebuilds_total").increment(1);
+                        break RunEnd::Rejoin;
+                    }
+                }
+            }
             let records = batch.len();
             let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
             for r in batch {
@@ -110,18 +158,21 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 .map(|(partition, records)| self.process_partition(partition, records, &shutdown));
             let applied = futures::future::join_all(work).await;
             progress.record(records, &applied);
-        }
+        };
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is also a "failure" here; harmless either way:
             // uncommitted offsets are replayed and the fence skips them.
             tracing::debug!(error = %e, "final offset commit");
         }
+        end
     }
 
     async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<Record>> {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return None,
             m = self.consumer.recv() => m,
+            // Wake up now and then so the caller can check the group membership.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => return Some(Vec::new()),
         };
         let mut batch = Vec::with_capacity(self.max_messages);
         match first {
@@ -164,7 +215,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply_batch(&self.ledger, partition, &messages).await {
+            match apply_batch(self.ledger.as_ref(), partition, &messages).await {
                 Ok(applied) => {
                     counter!("tollgate_ledger_events_folded_total")
                         .increment(messages.len().saturating_sub(applied.duplicates) as u64);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use tollgate_ledger_consumer::config::Config;
-use tollgate_ledger_consumer::consumer::UsageConsumer;
+use tollgate_ledger_consumer::consumer::{RunEnd, UsageConsumer};
 use tollgate_ledger_consumer::ledger::CqlLedger;
 
 #[derive(Parser, Debug)]
@@ -89,13 +89,7 @@ fn main() -> ExitCode {
         if let Some(Command::Reconcile { from, to }) = args.command {
             return reconcile(&ledger, &c.keyspace, from, to).await;
         }
-        let consumer = match UsageConsumer::new(&config, ledger) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: cannot create the Kafka consumer: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let ledger = std::sync::Arc::new(ledger);
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
@@ -103,9 +97,30 @@ fn main() -> ExitCode {
             tracing::info!("shutdown requested");
             signal.cancel();
         });
-        println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
-        consumer.run(shutdown).await;
-        ExitCode::SUCCESS
+        let mut announced = false;
+        loop {
+            let consumer = match UsageConsumer::new(&config, ledger.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: cannot create the Kafka consumer: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if !announced {
+                println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
+                announced = true;
+            }
+            match consumer.run(shutdown.clone()).await {
+                RunEnd::Shutdown => return ExitCode::SUCCESS,
+                RunEnd::Rejoin => {
+                    // Closing a consumer that lost its coordinator can block until the
+                    // coordinator answers; never let that stop the replacement.
+                    let _ = std::thread::Builder::new()
+                        .name("tollgate-consumer-close".into())
+                        .spawn(move || drop(consumer));
+                }
+            }
+        }
     })
 }
 

@@ -114,11 +114,23 @@ pub struct Process {
 impl Process {
     /// Starts `bin` with `args` and waits for a stdout line starting with `ready_prefix`.
     pub async fn start(bin: &str, args: &[&str], ready_prefix: &str, log_dir: &Path) -> Result<Process> {
+        Process::start_with_env(bin, args, &[], ready_prefix, log_dir).await
+    }
+
+    /// [`Process::start`] with extra environment variables.
+    pub async fn start_with_env(
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready_prefix: &str,
+        log_dir: &Path,
+    ) -> Result<Process> {
         let path = binaries()?.join(bin);
         let log_path = log_dir.join(format!("{}.log", unique(&format!("{bin}-"))));
         let log = std::fs::File::create(&log_path)?;
         let mut child = Command::new(&path)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -220,10 +232,16 @@ pub async fn start_gateway(log_dir: &Path, config: &str) -> Result<Process> {
 
 /// Writes `config` and starts a ledger consumer.
 pub async fn start_consumer(log_dir: &Path, config: &str) -> Result<Process> {
+    start_consumer_with_env(log_dir, config, &[]).await
+}
+
+/// [`start_consumer`] with extra environment variables (fault injection).
+pub async fn start_consumer_with_env(log_dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("consumer-")));
     std::fs::write(&path, config)?;
     let arg = path.to_string_lossy().into_owned();
-    let mut p = Process::start("tollgate-ledger-consumer", &["--config", &arg], "consuming ", log_dir).await?;
+    let mut p =
+        Process::start_with_env("tollgate-ledger-consumer", &["--config", &arg], env, "consuming ", log_dir).await?;
     p.config = Some(path);
     Ok(p)
 }
@@ -277,14 +295,18 @@ pub async fn cql() -> Result<scylla::client::session::Session> {
 
 // === ledger and topic helpers ===
 
+/// No test topic has more partitions than this (scope totals read rows of every partition).
+pub const MAX_TEST_PARTITIONS: i32 = 16;
+
 /// Layer 2: the all-time total of a scope, summed over its per-partition rows.
 pub async fn scope_total(session: &scylla::client::session::Session, ks: &str, scope: &str) -> Result<(i64, i64)> {
     let rows = session
         .query_unpaged(
             format!(
-                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = 'all'"
+                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = 'all' \
+                 AND partition IN ?"
             ),
-            (scope,),
+            (scope, (0..MAX_TEST_PARTITIONS).collect::<Vec<i32>>()),
         )
         .await?
         .into_rows_result()?;

@@ -164,3 +164,60 @@ async fn gateway_killed_with_unsent_events_delivers_them_after_restart() -> Resu
     drop(mock);
     Ok(())
 }
+
+/// Issue test 5: a consumer frozen (SIGSTOP) between reading ledger rows and writing them, while
+/// another consumer takes its partitions and folds the same events; when it wakes, its stale
+/// conditional writes are rejected by the applied-offset fence instead of counting twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_consumer_cannot_write_stale_totals() -> Result<()> {
+    let dir = scratch_dir("fence")?;
+    let topic = unique("usage-fence-");
+    let keyspace = unique("fence_");
+    let group = unique("ledger-");
+    create_topic(&topic, PARTITIONS).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let gateway =
+        start_gateway(&dir, &gateway_config("gw-fence", mock.url()?, &topic, &kafka_bootstrap(), &dir.join("spool")))
+            .await?;
+    let truth = drive_load(&[gateway.url()?.to_owned()], 8, 200, Arc::new(AtomicBool::new(false))).await?;
+
+    // Dynamic membership with a short session, so the group notices the frozen one quickly.
+    let config = |instance: &str| {
+        consumer_config(&topic, &group, instance, &keyspace)
+            .replace(&format!("group.instance.id: \"{instance}\", "), "")
+            .replace("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"")
+    };
+    let stale =
+        start_consumer_with_env(&dir, &config("a"), &[("TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS", "4000")]).await?;
+    eventually("the first consumer to hold stale row states", Duration::from_secs(60), || async {
+        Ok(stale.log().contains("pausing before ledger writes").then_some(()))
+    })
+    .await?;
+    stale.signal("STOP")?;
+
+    let fresh = start_consumer(&dir, &config("b")).await?;
+    let session = cql().await?;
+    eventually("the second consumer to fold everything", Duration::from_secs(90), || async {
+        Ok(truth.ledger_complete(&session, &keyspace).await?.then_some(()))
+    })
+    .await?;
+    stale.signal("CONT")?;
+    eventually("the woken consumer's stale writes to be refused", Duration::from_secs(60), || async {
+        Ok(stale.log().contains("ledger row changed by another writer").then_some(()))
+    })
+    .await?;
+    // Give it time to do whatever else it would do, then check nothing counted twice.
+    eventually("the group to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move { Ok(group_caught_up(&group, &topic, PARTITIONS)?.then_some(())) }
+    })
+    .await?;
+    truth.assert_ledger(&session, &keyspace, "after the frozen consumer woke up").await?;
+    let (ok, report) = reconcile(fresh.config.as_deref().context("no consumer config")?).await?;
+    ensure!(ok, "reconcile found differences:\n{report}");
+    stale.stop().await.ok();
+    fresh.stop().await?;
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
