@@ -19,6 +19,7 @@ pub mod spool;
 pub mod sse;
 pub mod stream;
 pub mod telemetry;
+pub mod tokens;
 pub mod usage;
 
 use actix_web::{web, App, HttpServer};
@@ -71,6 +72,7 @@ pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
 /// Builds the shared state: price table, router, key cache, Kafka producer, HTTP client.
 pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
     let router = Arc::new(Router::from_config(config, origin)?);
+    tokens::warm_up();
     for setting in config.unsupported() {
         tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
     }
@@ -110,6 +112,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
         App::new().app_data(app_state.clone()).configure(server::routes).default_service(web::to(server::not_found))
     })
     .workers(workers)
+    .tcp_nodelay(true)
     .shutdown_timeout(30)
     .listen(listener)?
     .run();

@@ -7,7 +7,7 @@ use crate::openai::{ProxyRequest, ResponseUsage};
 use crate::pricing::Tokens;
 use crate::providers::{Endpoint, UpstreamError};
 use crate::proxy::{self, RoutedFailure};
-use crate::stream::{estimate_tokens, MeteredStream};
+use crate::stream::MeteredStream;
 use crate::usage::{Outcome, UsageRecorder};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -186,9 +186,10 @@ async fn serve(
     request_id: &str,
     started: Instant,
 ) -> Served {
+    let request = Arc::new(request);
     let unknown = |e| ("unknown".to_owned(), e);
     if !state.router.knows(&request.model) {
-        return Err(unknown(GatewayError::ModelNotFound(request.model)));
+        return Err(unknown(GatewayError::ModelNotFound(request.model.clone())));
     }
     let label = request.model.clone();
     let fail = |e| (label.clone(), e);
@@ -274,7 +275,7 @@ async fn serve(
             state.router.clone(),
             answer.lease,
             request.injects_usage() && !request.client_wants_usage,
-            request.prompt_chars,
+            request.clone(),
             answer.sent_at,
             label.clone(),
         );
@@ -331,7 +332,7 @@ async fn serve(
             false,
         ),
         // No usage from the provider: count it ourselves and say so.
-        None => (Tokens { prompt: estimate_tokens(request.prompt_chars), completion: 0, cached: 0 }, true),
+        None => (Tokens { prompt: request.prompt_tokens_estimate(), completion: 0, cached: 0 }, true),
     };
     state.router.record_success(&answer.lease, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));

@@ -20,11 +20,6 @@ use std::time::{Duration, Instant};
 
 type Upstream = crate::providers::ByteStream;
 
-/// Estimated tokens for `chars` bytes of text (about four per token for English).
-pub fn estimate_tokens(chars: usize) -> u64 {
-    (chars as u64).div_ceil(4)
-}
-
 pub struct MeteredStream {
     upstream: Upstream,
     recorder: Option<UsageRecorder>,
@@ -34,8 +29,9 @@ pub struct MeteredStream {
     hide_usage_chunk: bool,
     usage: Option<Usage>,
     served_model: Option<String>,
-    streamed_chars: usize,
-    prompt_chars: usize,
+    /// Generated text seen so far, for counting tokens if the provider never reports usage.
+    streamed_text: String,
+    request: Arc<crate::openai::ProxyRequest>,
     saw_done: bool,
     idle: Duration,
     idle_timer: Pin<Box<tokio::time::Sleep>>,
@@ -53,7 +49,7 @@ impl MeteredStream {
         router: Arc<Router>,
         lease: Lease,
         hide_usage_chunk: bool,
-        prompt_chars: usize,
+        request: Arc<crate::openai::ProxyRequest>,
         sent_at: Instant,
         model_label: String,
     ) -> MeteredStream {
@@ -67,8 +63,8 @@ impl MeteredStream {
             hide_usage_chunk,
             usage: None,
             served_model: None,
-            streamed_chars: 0,
-            prompt_chars,
+            streamed_text: String::new(),
+            request,
             saw_done: false,
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
@@ -118,7 +114,7 @@ impl MeteredStream {
             }
         }
         if self.usage.is_none() {
-            self.streamed_chars += count_text(data);
+            crate::tokens::collect_generated_text(data, &mut self.streamed_text);
         }
         true
     }
@@ -139,8 +135,8 @@ impl MeteredStream {
             ),
             None => (
                 Tokens {
-                    prompt: estimate_tokens(self.prompt_chars),
-                    completion: estimate_tokens(self.streamed_chars),
+                    prompt: self.request.prompt_tokens_estimate(),
+                    completion: crate::tokens::count(&self.streamed_text),
                     cached: 0,
                 },
                 true,
@@ -256,30 +252,6 @@ fn is_usage_only_chunk(data: &[u8]) -> bool {
     serde_json::from_slice::<Chunk>(data).is_ok_and(|c| c.choices.is_some_and(|ch| ch.is_empty()))
 }
 
-/// Bytes of generated text in a chunk: `delta.content` / `text` / `delta` strings.
-fn count_text(data: &[u8]) -> usize {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { return 0 };
-    let mut n = 0;
-    if let Some(choices) = v.get("choices").and_then(|c| c.as_array()) {
-        for c in choices {
-            for ptr in ["/delta/content", "/text", "/delta/reasoning_content"] {
-                n += c.pointer(ptr).and_then(|t| t.as_str()).map_or(0, str::len);
-            }
-            if let Some(calls) = c.pointer("/delta/tool_calls").and_then(|t| t.as_array()) {
-                n += calls
-                    .iter()
-                    .filter_map(|t| t.pointer("/function/arguments")?.as_str())
-                    .map(str::len)
-                    .sum::<usize>();
-            }
-        }
-    }
-    if let Some(delta) = v.get("delta").and_then(|d| d.as_str()) {
-        n += delta.len(); // Responses API text deltas
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,12 +269,5 @@ mod tests {
     fn recognises_the_usage_only_chunk() {
         assert!(is_usage_only_chunk(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
         assert!(!is_usage_only_chunk(br#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#));
-    }
-
-    #[test]
-    fn counts_streamed_text() {
-        assert_eq!(count_text(br#"{"choices":[{"delta":{"content":"hello"}}]}"#), 5);
-        assert_eq!(count_text(br#"{"type":"response.output_text.delta","delta":"abc"}"#), 3);
-        assert_eq!(estimate_tokens(9), 3);
     }
 }

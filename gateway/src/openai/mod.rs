@@ -21,8 +21,8 @@ pub struct ProxyRequest {
     pub user: Option<String>,
     /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when given.
     pub max_tokens: Option<u64>,
-    /// Bytes of text in the prompt, for estimating tokens when a provider reports none.
-    pub prompt_chars: usize,
+    /// Which field holds the prompt (`messages`, `prompt` or `input`).
+    prompt_field: &'static str,
 }
 
 fn string_field(fields: &HashMap<String, Box<RawValue>>, name: &'static str) -> Result<Option<String>, GatewayError> {
@@ -45,16 +45,6 @@ fn require_kind(
         Some(raw) if raw.get().trim_start().starts_with(allowed) => Ok(()),
         Some(_) => Err(GatewayError::invalid(format!("`{name}` must be {what}"), Some(name))),
         None => Err(GatewayError::invalid(format!("`{name}` is required"), Some(name))),
-    }
-}
-
-/// Bytes of string content in a JSON value (prompt size estimate).
-fn text_chars(v: &serde_json::Value) -> usize {
-    match v {
-        serde_json::Value::String(s) => s.len(),
-        serde_json::Value::Array(items) => items.iter().map(text_chars).sum(),
-        serde_json::Value::Object(o) => o.values().map(text_chars).sum(),
-        _ => 0,
     }
 }
 
@@ -115,11 +105,17 @@ impl ProxyRequest {
             }
         }
         let user = string_field(&fields, "user")?;
-        let prompt_chars = fields
-            .get(prompt_field)
-            .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-            .map_or(0, |v| text_chars(&v));
-        Ok(ProxyRequest { fields, endpoint, model, stream, client_wants_usage, user, max_tokens, prompt_chars })
+        Ok(ProxyRequest { fields, endpoint, model, stream, client_wants_usage, user, max_tokens, prompt_field })
+    }
+
+    /// Prompt tokens counted by Tollgate's tokenizer, for providers that report none. Only
+    /// called on that rare path: it re-reads the prompt.
+    pub fn prompt_tokens_estimate(&self) -> u64 {
+        let mut text = String::new();
+        if let Some(v) = self.fields.get(self.prompt_field).and_then(|raw| serde_json::from_str(raw.get()).ok()) {
+            crate::tokens::prompt_text(&v, &mut text);
+        }
+        crate::tokens::count(&text)
     }
 
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
