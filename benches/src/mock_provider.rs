@@ -14,6 +14,7 @@
 //! - `/fail-first/{n}/v1/...` fails the first `n` requests it sees with 503, then answers;
 //! - `/stall/{ms}/v1/...` streams one chunk, then stalls for `ms` before the rest.
 //!
+//! Azure OpenAI's deployment URLs are served under `/azure/openai/deployments/...`;
 //! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
 //! generateContent under `/gemini/v1beta/models/...` (see `mock_anthropic`, `mock_gemini`).
 //!
@@ -288,6 +289,23 @@ fn frame_stream(
     })
 }
 
+/// Azure OpenAI's URL shape: `/azure/openai/deployments/{deployment}/chat/completions?api-version=...`
+/// with the key in an `api-key` header; the answer names the deployment as its model.
+async fn azure_chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if !req.query_string().contains("api-version=") {
+        return error(StatusCode::NOT_FOUND, "Resource not found", "invalid_request_error", Some("404"));
+    }
+    if req.headers().get("api-key").is_none() || req.headers().get("authorization").is_some() {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Access denied due to missing subscription key.",
+            "invalid_request_error",
+            Some("401"),
+        );
+    }
+    chat_completions(req, body, state).await
+}
+
 async fn completions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
     if let Err(resp) = gate(&req, &state).await {
         return resp;
@@ -349,6 +367,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/v1/chat/completions", web::post().to(chat_completions))
             .route("/chat/completions", web::post().to(chat_completions))
             .route("/{mode}/{arg}/v1/chat/completions", web::post().to(chat_completions))
+            .route("/azure/openai/deployments/{deployment}/chat/completions", web::post().to(azure_chat_completions))
             .route("/v1/completions", web::post().to(completions))
             .route("/{mode}/{arg}/v1/completions", web::post().to(completions))
             .route("/v1/embeddings", web::post().to(embeddings))

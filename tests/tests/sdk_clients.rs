@@ -32,6 +32,9 @@ model_list:
     litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: "{mock}/anthropic", api_key: sk-ant-upstream}}
   - model_name: gemini-mock
     litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "{mock}/gemini/v1beta", api_key: goog-upstream}}
+  - model_name: azure-mock
+    litellm_params: {{model: azure/my-gpt-4o-deployment, api_base: "{mock}/azure", api_key: azure-upstream, api_version: "2024-10-21"}}
+    model_info: {{base_model: azure/gpt-4o}}
 router_settings:
   num_retries: 1
   context_window_fallbacks: [{{"small-context": ["gpt-4o-mini"]}}]
