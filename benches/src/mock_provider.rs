@@ -49,6 +49,11 @@ struct MockState {
     config: MockConfig,
     served: AtomicU64,
     failures_seen: AtomicU64,
+    /// Requests that started waiting out a `/delay/{ms}` and those that finished the wait: a
+    /// caller that hangs up cancels the wait, which `GET /stats` shows.
+    delays_started: AtomicU64,
+    delays_finished: AtomicU64,
+    delays_cancelled: AtomicU64,
 }
 
 /// What a path prefix asks the mock to do.
@@ -125,7 +130,19 @@ async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpRes
         tokio::time::sleep(state.config.latency).await;
     }
     match behaviour {
-        Behaviour::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Behaviour::Delay(ms) => {
+            state.delays_started.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                    state.delays_finished.fetch_add(1, Ordering::SeqCst);
+                }
+                // The caller hung up: stop working for it, as a real provider would.
+                _ = tollgate_gateway::server::hung_up(req) => {
+                    state.delays_cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(error(StatusCode::BAD_REQUEST, "client went away", "api_error", None));
+                }
+            }
+        }
         Behaviour::Status(429) => {
             let mut resp =
                 error(StatusCode::TOO_MANY_REQUESTS, "Rate limit reached", "requests", Some("rate_limit_exceeded"));
@@ -352,6 +369,15 @@ async fn embeddings(req: HttpRequest, body: web::Bytes, state: web::Data<MockSta
     }))
 }
 
+async fn stats(state: web::Data<MockState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "served": state.served.load(Ordering::SeqCst),
+        "delays_started": state.delays_started.load(Ordering::SeqCst),
+        "delays_finished": state.delays_finished.load(Ordering::SeqCst),
+        "delays_cancelled": state.delays_cancelled.load(Ordering::SeqCst),
+    }))
+}
+
 async fn models() -> HttpResponse {
     HttpResponse::Ok()
         .json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "tollgate-mock"}]}))
@@ -359,7 +385,14 @@ async fn models() -> HttpResponse {
 
 /// Serves the mock on `listener` until the returned server is stopped.
 pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::io::Result<actix_web::dev::Server> {
-    let state = web::Data::new(MockState { config, served: AtomicU64::new(0), failures_seen: AtomicU64::new(0) });
+    let state = web::Data::new(MockState {
+        config,
+        served: AtomicU64::new(0),
+        failures_seen: AtomicU64::new(0),
+        delays_started: AtomicU64::new(0),
+        delays_finished: AtomicU64::new(0),
+        delays_cancelled: AtomicU64::new(0),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -373,9 +406,11 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/v1/embeddings", web::post().to(embeddings))
             .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
             .route("/v1/models", web::get().to(models))
+            .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)
             .configure(crate::mock_gemini::configure)
     })
+    .on_connect(tollgate_gateway::server::on_connect)
     .workers(workers.max(1))
     .listen(listener)?
     .run();

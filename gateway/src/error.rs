@@ -30,6 +30,8 @@ pub enum GatewayError {
     UpstreamUnavailable { model: String },
     #[error("the upstream provider for model '{model}' did not answer within {timeout_ms} ms")]
     UpstreamTimeout { model: String, timeout_ms: u64 },
+    #[error("the client closed the connection")]
+    ClientClosed,
     #[error("usage metering is backlogged; retry shortly")]
     MeteringBacklogFull,
     #[error("no route for {0}")]
@@ -68,6 +70,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
             GatewayError::RouteNotFound(_) => ("invalid_request_error", "route_not_found"),
             GatewayError::MeteringBacklogFull => ("api_error", "metering_backlog_full"),
+            GatewayError::ClientClosed => ("invalid_request_error", "client_disconnected"),
             GatewayError::Internal(_) => ("api_error", "internal_error"),
         }
     }
@@ -100,6 +103,8 @@ impl ResponseError for GatewayError {
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::MeteringBacklogFull => StatusCode::SERVICE_UNAVAILABLE,
+            // nginx's "client closed request"; nobody reads it.
+            GatewayError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 

@@ -111,6 +111,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let server = HttpServer::new(move || {
         App::new().app_data(app_state.clone()).configure(server::routes).default_service(web::to(server::not_found))
     })
+    .on_connect(server::on_connect)
     .workers(workers)
     .tcp_nodelay(true)
     .shutdown_timeout(30)

@@ -36,6 +36,40 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(prometheus));
 }
 
+/// A second handle on a client's TCP connection, used only to notice that the client hung up
+/// while its request waits on a provider (actix-web finishes a handler even when its client is
+/// gone; Tollgate cancels the upstream call instead).
+pub struct ClientConnection(tokio::net::TcpStream);
+
+/// `HttpServer::on_connect` hook: keeps a duplicate of each connection's socket.
+pub fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsFd;
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    let Ok(fd) = tcp.as_fd().try_clone_to_owned() else { return };
+    let std = std::net::TcpStream::from(fd);
+    if std.set_nonblocking(true).is_ok() {
+        if let Ok(dup) = tokio::net::TcpStream::from_std(std) {
+            ext.insert(std::rc::Rc::new(ClientConnection(dup)));
+        }
+    }
+}
+
+/// Resolves when the client has closed its connection; never when that cannot be known.
+pub async fn hung_up(req: &HttpRequest) {
+    let Some(conn) = req.conn_data::<std::rc::Rc<ClientConnection>>().cloned() else {
+        return std::future::pending().await;
+    };
+    let mut byte = [0u8; 1];
+    loop {
+        match conn.0.peek(&mut byte).await {
+            Ok(0) => return,
+            // A pipelined next request is waiting: not a hang-up; look again later.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(_) => return,
+        }
+    }
+}
+
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     GatewayError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
 }
@@ -213,8 +247,12 @@ async fn serve(
         started,
     );
     let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
-    let routed =
-        proxy::call(&state.router, &state.client, &request.model, request.endpoint, request.stream, &body_for).await;
+    let call = proxy::call(&state.router, &state.client, &request.model, request.endpoint, request.stream, &body_for);
+    // A client that hangs up cancels the upstream call; the recorder's drop meters it.
+    let routed = tokio::select! {
+        routed = call => routed,
+        _ = hung_up(req) => return Err(fail(GatewayError::ClientClosed)),
+    };
     let answer = match routed {
         Ok(answer) => answer,
         Err(RoutedFailure::Gateway(e)) => {
@@ -293,7 +331,11 @@ async fn serve(
         _ => "application/json".to_owned(),
     };
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
-    let body = match tokio::time::timeout(remaining, answer.response.bytes()).await {
+    let read = tokio::select! {
+        read = tokio::time::timeout(remaining, answer.response.bytes()) => read,
+        _ = hung_up(req) => return Err(fail(GatewayError::ClientClosed)),
+    };
+    let body = match read {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => {
             tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");

@@ -14,10 +14,13 @@ fn gateway_config(mock: &str, topic: &str) -> String {
 model_list:
   - model_name: gpt-4o-mini
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
+  - model_name: slow
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/delay/3000/v1"}}
   - model_name: stalling
     litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/stall/3000/v1", stream_timeout: 0.5}}
 prices:
   gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
+  slow: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
   stalling: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
 virtual_keys:
 {keys}kafka:
@@ -88,6 +91,47 @@ async fn streams_are_metered_whole_partial_and_timed_out() -> Result<()> {
 
     let stalled = &events["s-stall"];
     ensure!(stalled.partial && stalled.error_type.as_deref() == Some("stream_idle_timeout"), "{stalled:?}");
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
+
+/// A client that hangs up cancels the upstream call (the provider stops working for it), and the
+/// request is still metered, as abandoned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_hangs_up_cancels_the_upstream_call() -> Result<()> {
+    let dir = scratch_dir("hangup")?;
+    let topic = unique("usage-hangup-");
+    create_topic(&topic, 1).await?;
+    let mock = start_mock(&dir, &["--workers", "2"]).await?;
+    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+    let body = json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}]});
+    let outcome = client
+        .post(format!("{}/v1/chat/completions", gateway.url()?))
+        .bearer_auth(TENANT_KEYS[0].0)
+        .header("x-request-id", "hangup")
+        .json(&body)
+        .send()
+        .await;
+    ensure!(outcome.is_err(), "the client should have given up first");
+    let stats_url = format!("{}/stats", mock.url()?);
+    eventually("the provider to see the call", Duration::from_secs(5), || {
+        let url = stats_url.clone();
+        async move {
+            let stats: serde_json::Value = reqwest::get(url).await?.json().await?;
+            Ok((stats["delays_started"] == 1).then_some(()))
+        }
+    })
+    .await?;
+    // Well past the provider's 3 s: a call still running would have finished by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats: serde_json::Value = reqwest::get(&stats_url).await?.json().await?;
+    let events = collect_events(&topic, 1, Duration::from_secs(30)).await?;
+    ensure!(stats["delays_finished"] == 0, "the upstream call ran to the end: {stats}");
+    ensure!(stats["delays_cancelled"] == 1, "the provider did not see the call cancelled: {stats}");
+    let e = &events["hangup"];
+    ensure!(e.status == 499 && e.error_type.as_deref() == Some("client_disconnected"), "{e:?}");
     gateway.stop().await?;
     drop(mock);
     Ok(())
