@@ -14,6 +14,7 @@
 //! `/fail-first/{n}` (the first `n` requests to this server get `529`), `/stall/{ms}` (streams
 //! stall after the first delta). It never calls the network.
 
+use crate::mock_provider::{text_len, Behaviour};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -37,40 +38,6 @@ const TOOL_INPUT: &str = r#"{"location":"Paris"}"#;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/anthropic/v1/messages", web::post().to(messages))
         .route("/{mode}/{arg}/anthropic/v1/messages", web::post().to(messages));
-}
-
-/// What a path prefix asks the mock to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Behaviour {
-    Normal,
-    Delay(u64),
-    Status(u16),
-    FailFirst(u64),
-    Stall(u64),
-}
-
-impl Behaviour {
-    fn from_request(req: &HttpRequest) -> Behaviour {
-        let arg = req.match_info().get("arg").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
-        match req.match_info().get("mode") {
-            Some("delay") => Behaviour::Delay(arg),
-            Some("status") => Behaviour::Status(u16::try_from(arg).unwrap_or(500)),
-            Some("fail-first") => Behaviour::FailFirst(arg),
-            Some("stall") => Behaviour::Stall(arg),
-            _ => Behaviour::Normal,
-        }
-    }
-}
-
-/// Bytes of text in a content value: strings, and the `text`/`content` of blocks (so tool
-/// results count, tool inputs and images do not).
-fn text_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(text_len).sum(),
-        Value::Object(o) => o.get("text").or_else(|| o.get("content")).map_or(0, text_len),
-        _ => 0,
-    }
 }
 
 /// Input tokens the mock reports for a Messages request body.

@@ -16,6 +16,7 @@
 //!
 //! It never calls the network.
 
+use crate::mock_provider::Behaviour;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -33,29 +34,6 @@ const DEFAULT_OUTPUT_TOKENS: u64 = 16;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/gemini/v1beta/models/{model_action}", web::post().to(generate))
         .route("/{mode}/{arg}/gemini/v1beta/models/{model_action}", web::post().to(generate));
-}
-
-/// What a path prefix asks the mock to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Behaviour {
-    Normal,
-    Delay(u64),
-    Status(u16),
-    FailFirst(u64),
-    Stall(u64),
-}
-
-impl Behaviour {
-    fn from_request(req: &HttpRequest) -> Behaviour {
-        let arg = req.match_info().get("arg").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
-        match req.match_info().get("mode") {
-            Some("delay") => Behaviour::Delay(arg),
-            Some("status") => Behaviour::Status(u16::try_from(arg).unwrap_or(500)),
-            Some("fail-first") => Behaviour::FailFirst(arg),
-            Some("stall") => Behaviour::Stall(arg),
-            _ => Behaviour::Normal,
-        }
-    }
 }
 
 /// Requests this mock server has seen, for `/fail-first`. `configure` runs once per worker, so

@@ -56,9 +56,9 @@ struct MockState {
     delays_cancelled: AtomicU64,
 }
 
-/// What a path prefix asks the mock to do.
+/// What a path prefix asks the mock to do (shared by the Anthropic and Gemini routes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Normal,
     Delay(u64),
     Status(u16),
@@ -67,7 +67,7 @@ enum Behaviour {
 }
 
 impl Behaviour {
-    fn from_request(req: &HttpRequest) -> Behaviour {
+    pub(crate) fn from_request(req: &HttpRequest) -> Behaviour {
         let mode = req.match_info().get("mode");
         let arg = req.match_info().get("arg").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
         match mode {
@@ -80,7 +80,8 @@ impl Behaviour {
     }
 }
 
-fn text_len(v: &Value) -> usize {
+/// Bytes of text in a content value: strings, and the `text`/`content` of blocks.
+pub(crate) fn text_len(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len(),
         Value::Array(parts) => parts.iter().map(text_len).sum(),

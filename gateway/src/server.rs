@@ -270,12 +270,7 @@ async fn serve(
                     GatewayError::UpstreamUnavailable { model: request.model.clone() }
                 }
             };
-            recorder.finish(Outcome {
-                status: err.status_code().as_u16(),
-                error_type: Some(err.kind_and_code().1),
-                deployment: Some(&lease.deployment),
-                ..Outcome::default()
-            });
+            recorder.fail(&err, &lease.deployment);
             return Err(fail(err));
         }
         Err(RoutedFailure::Upstream { lease, status, content_type, body, attempts }) => {
@@ -340,12 +335,7 @@ async fn serve(
         Ok(Err(e)) => {
             tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");
             let err = GatewayError::UpstreamUnavailable { model: request.model.clone() };
-            recorder.finish(Outcome {
-                status: err.status_code().as_u16(),
-                error_type: Some(err.kind_and_code().1),
-                deployment: Some(&deployment),
-                ..Outcome::default()
-            });
+            recorder.fail(&err, &deployment);
             return Err(fail(err));
         }
         Err(_) => {
@@ -353,12 +343,7 @@ async fn serve(
                 model: request.model.clone(),
                 timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
             };
-            recorder.finish(Outcome {
-                status: err.status_code().as_u16(),
-                error_type: Some(err.kind_and_code().1),
-                deployment: Some(&deployment),
-                ..Outcome::default()
-            });
+            recorder.fail(&err, &deployment);
             return Err(fail(err));
         }
     };

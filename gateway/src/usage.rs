@@ -81,6 +81,17 @@ impl UsageRecorder {
         UsageRecorder { sink, event: Some(event), started }
     }
 
+    /// Records a request the gateway failed after reaching `deployment` (timeout, broken body).
+    pub fn fail(self, err: &crate::error::GatewayError, deployment: &Deployment) {
+        use actix_web::ResponseError;
+        self.finish(Outcome {
+            status: err.status_code().as_u16(),
+            error_type: Some(err.kind_and_code().1),
+            deployment: Some(deployment),
+            ..Outcome::default()
+        });
+    }
+
     /// Drops the event: for requests that never reached a provider.
     pub fn abandon(mut self) {
         self.event = None;

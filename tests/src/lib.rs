@@ -568,3 +568,30 @@ pub async fn collect_events(
     }
     Ok(events)
 }
+
+// === configs ===
+
+/// A `model_list` entry for `gpt-4o-mini` at `api_base`, served to clients as `name`.
+pub fn model_entry(name: &str, api_base: &str, extra_params: &str) -> String {
+    format!("  - model_name: {name}\n    litellm_params: {{model: openai/gpt-4o-mini, api_base: \"{api_base}\"{extra_params}}}\n")
+}
+
+/// A gateway config: the given models (each priced at the test prices), the test tenancy, Kafka
+/// at `bootstrap` on `topic`, and any `extra` top-level YAML (`router_settings:`, `spool:`).
+pub fn gateway_yaml(id: &str, models: &[String], topic: &str, bootstrap: &str, extra: &str) -> String {
+    let mut names: Vec<&str> =
+        models.iter().filter_map(|m| m.split("model_name: ").nth(1)?.split('\n').next()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let prices: String = names
+        .iter()
+        .map(|n| {
+            format!("  {n}: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}\n")
+        })
+        .collect();
+    format!(
+        "gateway:\n  id: {id}\nmodel_list:\n{models}prices:\n{prices}virtual_keys:\n{keys}kafka:\n  bootstrap_servers: {bootstrap}\n  usage_topic: {topic}\n{extra}",
+        models = models.concat(),
+        keys = tenant_keys_yaml(),
+    )
+}

@@ -32,24 +32,13 @@ impl Drop for Thaw {
 }
 
 fn gateway_config(mock: &str, topic: &str, spool: &std::path::Path) -> String {
-    format!(
-        r#"gateway:
-  id: gw-outage
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-prices:
-  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-virtual_keys:
-{keys}kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-spool:
-  dir: {spool}
-"#,
-        keys = tenant_keys_yaml(),
-        kafka = kafka_bootstrap(),
-        spool = spool.display()
+    let extra = format!("spool:\n  dir: {}\n", spool.display());
+    gateway_yaml(
+        "gw-outage",
+        &[model_entry("gpt-4o-mini", &format!("{mock}/v1"), "")],
+        topic,
+        &kafka_bootstrap(),
+        &extra,
     )
 }
 

@@ -10,25 +10,9 @@ use tollgate_tests::*;
 const PARTITIONS: i32 = 4;
 
 fn gateway_config(id: &str, mock: &str, topic: &str, bootstrap: &str, spool: &std::path::Path) -> String {
-    format!(
-        r#"gateway:
-  id: {id}
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-prices:
-  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-virtual_keys:
-{keys}kafka:
-  bootstrap_servers: {bootstrap}
-  usage_topic: {topic}
-  producer_properties: {{reconnect.backoff.max.ms: "500"}}
-spool:
-  dir: {spool}
-"#,
-        keys = tenant_keys_yaml(),
-        spool = spool.display()
-    )
+    let extra = format!("spool:\n  dir: {}\n", spool.display());
+    let bootstrap = format!("{bootstrap}\n  producer_properties: {{reconnect.backoff.max.ms: \"500\"}}");
+    gateway_yaml(id, &[model_entry("gpt-4o-mini", &format!("{mock}/v1"), "")], topic, &bootstrap, &extra)
 }
 
 /// A consumer with static group membership, so a restarted instance takes its partitions back at

@@ -5,33 +5,16 @@ use serde_json::json;
 use tollgate_tests::*;
 
 fn gateway_config(mock: &str, topic: &str) -> String {
-    format!(
-        r#"gateway:
-  id: gw-routing
-model_list:
-  - model_name: flaky-pair
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/503/v1"}}
-  - model_name: flaky-pair
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-  - model_name: broken
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/500/v1"}}
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-  - model_name: bad-request
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/422/v1"}}
-router_settings:
-  num_retries: 2
-  allowed_fails: 2
-  cooldown_time: 60
-  fallbacks: [{{"broken": ["gpt-4o-mini"]}}, {{"bad-request": ["gpt-4o-mini"]}}]
-virtual_keys:
-{keys}kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-"#,
-        keys = tenant_keys_yaml(),
-        kafka = kafka_bootstrap()
-    )
+    let models = [
+        model_entry("flaky-pair", &format!("{mock}/status/503/v1"), ""),
+        model_entry("flaky-pair", &format!("{mock}/v1"), ""),
+        model_entry("broken", &format!("{mock}/status/500/v1"), ""),
+        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
+        model_entry("bad-request", &format!("{mock}/status/422/v1"), ""),
+    ];
+    let router = "router_settings:\n  num_retries: 2\n  allowed_fails: 2\n  cooldown_time: 60\n  \
+                  fallbacks: [{\"broken\": [\"gpt-4o-mini\"]}, {\"bad-request\": [\"gpt-4o-mini\"]}]\n";
+    gateway_yaml("gw-routing", &models, topic, &kafka_bootstrap(), router)
 }
 
 async fn chat(client: &reqwest::Client, gw: &str, model: &str) -> Result<reqwest::Response> {

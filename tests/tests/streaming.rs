@@ -8,28 +8,12 @@ use std::time::Duration;
 use tollgate_tests::*;
 
 fn gateway_config(mock: &str, topic: &str) -> String {
-    format!(
-        r#"gateway:
-  id: gw-stream
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-  - model_name: slow
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/delay/3000/v1"}}
-  - model_name: stalling
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/stall/3000/v1", stream_timeout: 0.5}}
-prices:
-  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-  slow: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-  stalling: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-virtual_keys:
-{keys}kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-"#,
-        keys = tenant_keys_yaml(),
-        kafka = kafka_bootstrap()
-    )
+    let models = [
+        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
+        model_entry("slow", &format!("{mock}/delay/3000/v1"), ""),
+        model_entry("stalling", &format!("{mock}/stall/3000/v1"), ", stream_timeout: 0.5"),
+    ];
+    gateway_yaml("gw-stream", &models, topic, &kafka_bootstrap(), "")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
