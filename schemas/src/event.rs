@@ -194,6 +194,31 @@ mod tests {
         assert!(UsageEvent::decode(&serde_json::to_vec(&value).unwrap()).is_err(), "float money must not decode");
     }
 
+    /// The published JSON Schema names exactly the fields the type writes, and requires exactly
+    /// those a minimal record carries.
+    #[test]
+    fn json_schema_matches_the_type() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../usage_event.v1.schema.json")).unwrap();
+        let golden: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        let mut properties: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        let mut fields: Vec<&String> = golden.as_object().unwrap().keys().collect();
+        properties.sort();
+        fields.sort();
+        assert_eq!(properties, fields);
+        let minimal: serde_json::Value = serde_json::from_str(GOLDEN_V1_MINIMAL).unwrap();
+        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let mut present: Vec<&str> = minimal
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !matches!(*k, "error_type" | "served_model" | "provider" | "deployment"))
+            .collect();
+        required.sort_unstable();
+        present.sort_unstable();
+        assert_eq!(required, present);
+    }
+
     #[test]
     fn budget_owner_prefers_the_team() {
         assert_eq!(golden_event().budget_owner(), "team/team-payments");
