@@ -171,6 +171,13 @@ impl Router {
                 }
             };
             let price: Option<Price> = resolve_price(config, i, origin)?;
+            let urls = crate::providers::endpoint_urls(kind, &api_base, upstream, p.api_version.as_deref()).map_err(
+                |message| ConfigError::Invalid {
+                    path: origin.to_owned(),
+                    field: format!("model_list[{i}].litellm_params.api_base"),
+                    message: format!("not a valid URL: {message}"),
+                },
+            )?;
             let timeout = p.timeout.unwrap_or(default_timeout);
             let deployment = Deployment {
                 model_name: m.model_name.clone(),
@@ -179,6 +186,7 @@ impl Router {
                 upstream_model: upstream.to_owned(),
                 id: format!("{}#{i}", p.model),
                 api_base,
+                urls,
                 api_key: p.api_key.clone(),
                 api_version: p.api_version.clone(),
                 timeout: Duration::from_secs_f64(timeout),

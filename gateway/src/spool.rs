@@ -7,9 +7,9 @@
 //! record is replayed; consumers deduplicate by `event_id`, so a record acknowledged just before
 //! a crash and replayed after it is counted once.
 //!
-//! Durability is by group commit: a batch of records is written, then `fdatasync`ed once. What a
-//! power loss can cost is the batch being written (at most `max_batch` events, typically the
-//! events of the last millisecond). A torn record at the tail (bad length or checksum) ends the
+//! Durability is by group commit: the events that arrive within 5 ms (at most 1,024) are written
+//! as one batch, then `fdatasync`ed once. What a power loss can cost is the batch being gathered
+//! or written: the events of the last few milliseconds. A torn record at the tail (bad length or checksum) ends the
 //! replay of its segment.
 //!
 //! This module never talks to Kafka; it never drops a record that was not acknowledged.

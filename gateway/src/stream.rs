@@ -177,8 +177,16 @@ impl Stream for MeteredStream {
                     this.idle_timer.as_mut().reset(deadline);
                     this.buffer.extend_from_slice(&chunk);
                     let out = this.drain_events();
+                    if this.saw_done {
+                        // `[DONE]` is the last event: end the client's stream now rather than wait
+                        // for the provider to close its body.
+                        this.finish(false, None);
+                    }
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(out)));
+                    }
+                    if this.finished {
+                        return Poll::Ready(None);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

@@ -101,6 +101,55 @@ impl Endpoint {
     }
 }
 
+/// Upstream URLs of a deployment, parsed at start-up so no request parses a URL.
+#[derive(Debug, Default)]
+pub struct EndpointUrls {
+    pub chat: Option<reqwest::Url>,
+    pub chat_stream: Option<reqwest::Url>,
+    pub completions: Option<reqwest::Url>,
+    pub embeddings: Option<reqwest::Url>,
+    pub responses: Option<reqwest::Url>,
+}
+
+impl EndpointUrls {
+    pub fn get(&self, endpoint: Endpoint, stream: bool) -> Option<&reqwest::Url> {
+        match endpoint {
+            Endpoint::ChatCompletions if stream => self.chat_stream.as_ref(),
+            Endpoint::ChatCompletions => self.chat.as_ref(),
+            Endpoint::Completions => self.completions.as_ref(),
+            Endpoint::Embeddings => self.embeddings.as_ref(),
+            Endpoint::Responses => self.responses.as_ref(),
+        }
+    }
+}
+
+/// The URLs of a deployment: `Err` names the URL that does not parse.
+pub fn endpoint_urls(
+    kind: ProviderKind,
+    api_base: &str,
+    upstream_model: &str,
+    api_version: Option<&str>,
+) -> Result<EndpointUrls, String> {
+    let parse = |u: String| reqwest::Url::parse(&u).map(Some).map_err(|e| format!("{u}: {e}"));
+    let url = |endpoint: Endpoint, stream: bool| -> String {
+        match kind {
+            ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
+                openai_compatible::url(kind, api_base, upstream_model, api_version, endpoint)
+            }
+            ProviderKind::Anthropic => anthropic::url(api_base),
+            ProviderKind::Gemini => crate::gemini::url(api_base, upstream_model, stream),
+        }
+    };
+    let serves = |e: Endpoint| kind.serves(e);
+    Ok(EndpointUrls {
+        chat: parse(url(Endpoint::ChatCompletions, false))?,
+        chat_stream: parse(url(Endpoint::ChatCompletions, true))?,
+        completions: if serves(Endpoint::Completions) { parse(url(Endpoint::Completions, false))? } else { None },
+        embeddings: if serves(Endpoint::Embeddings) { parse(url(Endpoint::Embeddings, false))? } else { None },
+        responses: if serves(Endpoint::Responses) { parse(url(Endpoint::Responses, false))? } else { None },
+    })
+}
+
 /// One upstream deployment of a model (a `model_list` entry), resolved at start-up.
 #[derive(Debug)]
 pub struct Deployment {
@@ -116,6 +165,8 @@ pub struct Deployment {
     pub api_base: String,
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
+    /// Parsed once at start-up: the URL of each endpoint this deployment serves.
+    pub urls: EndpointUrls,
     /// Whole-request timeout (until the last byte of a non-streamed answer, or the first byte
     /// of a stream).
     pub timeout: Duration,
@@ -208,12 +259,15 @@ pub async fn send(
     body: Vec<u8>,
     stream: bool,
 ) -> Result<reqwest::Response, UpstreamError> {
+    let Some(url) = deployment.urls.get(endpoint, stream) else {
+        return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
+    };
     let request = match deployment.kind {
         ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
-            openai_compatible::request(client, deployment, endpoint, body)
+            openai_compatible::request(client, deployment, url, body)
         }
-        ProviderKind::Anthropic => anthropic::request(client, deployment, body),
-        ProviderKind::Gemini => gemini::request(client, deployment, body, stream),
+        ProviderKind::Anthropic => anthropic::request(client, deployment, url, body),
+        ProviderKind::Gemini => gemini::request(client, deployment, url, body),
     };
     match tokio::time::timeout(deployment.timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),

@@ -6,19 +6,21 @@ use super::{Deployment, Endpoint, ProviderKind};
 /// Default `api-version` for Azure deployments that name none.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
 
-pub fn url(deployment: &Deployment, endpoint: Endpoint) -> String {
-    let base = deployment.api_base.trim_end_matches('/');
-    match deployment.kind {
+pub fn url(
+    kind: ProviderKind,
+    api_base: &str,
+    upstream_model: &str,
+    api_version: Option<&str>,
+    endpoint: Endpoint,
+) -> String {
+    let base = api_base.trim_end_matches('/');
+    match kind {
         ProviderKind::Azure => {
-            let version = deployment.api_version.as_deref().unwrap_or(AZURE_DEFAULT_API_VERSION);
+            let version = api_version.unwrap_or(AZURE_DEFAULT_API_VERSION);
             if endpoint == Endpoint::Responses {
                 format!("{base}/openai/responses?api-version={version}")
             } else {
-                format!(
-                    "{base}/openai/deployments/{}/{}?api-version={version}",
-                    deployment.upstream_model,
-                    endpoint.path()
-                )
+                format!("{base}/openai/deployments/{upstream_model}/{}?api-version={version}", endpoint.path())
             }
         }
         _ => format!("{base}/{}", endpoint.path()),
@@ -28,11 +30,10 @@ pub fn url(deployment: &Deployment, endpoint: Endpoint) -> String {
 pub fn request(
     client: &reqwest::Client,
     deployment: &Deployment,
-    endpoint: Endpoint,
+    url: &reqwest::Url,
     body: Vec<u8>,
 ) -> reqwest::RequestBuilder {
-    let mut request =
-        client.post(url(deployment, endpoint)).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let mut request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     if let Some(key) = &deployment.api_key {
         request = match deployment.kind {
             ProviderKind::Azure => request.header("api-key", key.expose()),
