@@ -2,7 +2,7 @@
 //! Layer 2 row written once with the applied-offset fence. Generic over [`LedgerStore`] so the
 //! embedded ledger runs the same steps.
 
-use crate::fold::{fold_row, select_fresh, touched_rows, Message, RowKey, RowState};
+use crate::fold::{fold_row, rows_by_key, select_fresh, Message, RowKey, RowState};
 use crate::ledger::{LedgerError, LedgerStore};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use metrics::counter;
@@ -75,9 +75,9 @@ pub async fn apply_batch<L: LedgerStore>(
     counter!("tollgate_ledger_duplicates_skipped_total").increment(duplicates as u64);
     let batch = fresh.as_slice();
     ledger.insert_events(partition, batch).await?;
-    let rows = touched_rows(batch);
+    let rows = rows_by_key(batch);
     let results: Vec<Applied> = stream::iter(rows)
-        .map(|key| apply_row(ledger, partition, key, batch))
+        .map(|(key, messages)| apply_row(ledger, partition, key, messages))
         .buffer_unordered(ROW_CONCURRENCY)
         .try_collect()
         .await?;
@@ -99,14 +99,14 @@ async fn apply_row<L: LedgerStore>(
     ledger: &L,
     partition: i32,
     key: RowKey,
-    batch: &[Message],
+    messages: Vec<&Message>,
 ) -> Result<Applied, LedgerError> {
     let mut out = Applied::default();
     let mut serial = false;
     for _ in 0..MAX_ROW_ATTEMPTS {
         let current = ledger.read_row(&key, partition, serial).await?;
         let base = current.unwrap_or(RowState::NEW);
-        let next = fold_row(&key, base, batch).map_err(|e| LedgerError::Result(format!("{key:?}: {e}")))?;
+        let next = fold_row(base, &messages).map_err(|e| LedgerError::Result(format!("{key:?}: {e}")))?;
         let Some(next) = next else {
             out.rows_already_applied += 1;
             return Ok(out);

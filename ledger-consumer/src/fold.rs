@@ -5,7 +5,7 @@
 //! `applied_offset`. Replaying any prefix or suffix of a partition therefore never counts an
 //! event twice, whatever batch boundaries the replay uses.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use tollgate_schemas::ledger::{scopes_of, windows_of};
 use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::{NanoUsd, UsageEvent};
@@ -42,9 +42,16 @@ pub fn rows_of(event: &UsageEvent) -> Vec<RowKey> {
     scopes_of(event).into_iter().flat_map(|scope| windows.iter().map(move |w| (scope.clone(), w.clone()))).collect()
 }
 
-/// Every row the batch touches, in a stable order.
-pub fn touched_rows(batch: &[Message]) -> BTreeSet<RowKey> {
-    batch.iter().flat_map(|m| rows_of(&m.event)).collect()
+/// Every row the batch touches, in a stable order, with the messages that count in it (in
+/// offset order). Each message's rows are computed once.
+pub fn rows_by_key(batch: &[Message]) -> BTreeMap<RowKey, Vec<&Message>> {
+    let mut rows: BTreeMap<RowKey, Vec<&Message>> = BTreeMap::new();
+    for m in batch {
+        for key in rows_of(&m.event) {
+            rows.entry(key).or_default().push(m);
+        }
+    }
+    rows
 }
 
 /// Splits a partition's batch into the events to count and the duplicates to skip.
@@ -76,13 +83,13 @@ pub fn select_fresh(
     (fresh, duplicates)
 }
 
-/// The row after folding the batch's new events into `current`, or `None` when the batch has
-/// nothing for this row beyond `applied_offset` (a replay).
-pub fn fold_row(key: &RowKey, current: RowState, batch: &[Message]) -> Result<Option<RowState>, MoneyOverflow> {
+/// The row after folding its messages (from [`rows_by_key`]) into `current`, or `None` when
+/// none is beyond `applied_offset` (a replay).
+pub fn fold_row(current: RowState, messages: &[&Message]) -> Result<Option<RowState>, MoneyOverflow> {
     let mut next = current;
     let mut changed = false;
-    for m in batch {
-        if m.offset <= current.applied_offset || !rows_of(&m.event).contains(key) {
+    for m in messages {
+        if m.offset <= current.applied_offset {
             continue;
         }
         next.spent = next.spent.checked_add(m.event.cost_nano_usd)?;
@@ -141,9 +148,9 @@ mod tests {
         while !rest.is_empty() {
             let n = (*sizes.next().unwrap()).clamp(1, rest.len());
             let (batch, tail) = rest.split_at(n);
-            for key in touched_rows(batch) {
+            for (key, messages) in rows_by_key(batch) {
                 let current = ledger.get(&key).copied().unwrap_or(RowState::NEW);
-                if let Some(next) = fold_row(&key, current, batch).unwrap() {
+                if let Some(next) = fold_row(current, &messages).unwrap() {
                     ledger.insert(key, next);
                 }
             }
@@ -187,9 +194,10 @@ mod tests {
     #[test]
     fn a_replayed_batch_changes_nothing() {
         let batch = vec![Message { offset: 7, event: event("k1", None, 100) }];
-        let key = ("key/k1".to_owned(), "all".to_owned());
-        let once = fold_row(&key, RowState::NEW, &batch).unwrap().unwrap();
-        assert_eq!(fold_row(&key, once, &batch).unwrap(), None);
+        let rows = rows_by_key(&batch);
+        let messages = &rows[&("key/k1".to_owned(), "all".to_owned())];
+        let once = fold_row(RowState::NEW, messages).unwrap().unwrap();
+        assert_eq!(fold_row(once, messages).unwrap(), None);
     }
 
     proptest! {

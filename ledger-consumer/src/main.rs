@@ -61,7 +61,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if let Some(addr) = &config.metrics_listen {
+        let serving = !args.migrate && args.command.is_none();
+        if let Some(addr) = config.metrics_listen.as_ref().filter(|_| serving) {
             let listen: std::net::SocketAddr = match addr.parse() {
                 Ok(a) => a,
                 Err(e) => {
