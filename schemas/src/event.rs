@@ -206,7 +206,8 @@ mod tests {
         fields.sort();
         assert_eq!(properties, fields);
         let minimal: serde_json::Value = serde_json::from_str(GOLDEN_V1_MINIMAL).unwrap();
-        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let mut required: Vec<&str> =
+            schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
         let mut present: Vec<&str> = minimal
             .as_object()
             .unwrap()
