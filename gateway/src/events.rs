@@ -47,9 +47,17 @@ pub enum SinkError {
     Spool(#[from] SpoolError),
 }
 
-/// Counts deliveries and acknowledges spool records as librdkafka reports them.
+/// Counts deliveries and acknowledges spool records as librdkafka reports them; a record that
+/// could not be delivered in time goes back to the writer to be sent again.
 pub struct DeliveryReports {
     acks: Arc<Acks>,
+    retry: Sender<Retry>,
+}
+
+/// A record to send again.
+struct Retry {
+    payload: Vec<u8>,
+    record: Option<RecordRef>,
 }
 
 impl ClientContext for DeliveryReports {}
@@ -65,10 +73,14 @@ impl ProducerContext for DeliveryReports {
                     self.acks.ack(r);
                 }
             }
-            Err((e, _)) => {
-                // Left in the spool: sent again at the next start.
-                tracing::error!(error = %e, "usage event delivery failed; kept in the spool");
-                counter!("tollgate_usage_events_total", "result" => "failed").increment(1);
+            Err((e, message)) => {
+                // Still in the spool; send it again (a new producer session cannot be worse off
+                // than librdkafka's own retries, and consumers count each event_id once).
+                tracing::warn!(error = %e, "usage event not delivered in time; sending it again");
+                counter!("tollgate_usage_events_total", "result" => "retried").increment(1);
+                use rdkafka::Message as _;
+                let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                let _ = self.retry.send(Retry { payload, record: *record });
             }
         }
     }
@@ -86,6 +98,7 @@ pub struct KafkaSink {
 
 struct Writer {
     rx: Receiver<UsageEvent>,
+    retries: Receiver<Retry>,
     spool: Spool,
     producer: Arc<Producer_>,
     topic: String,
@@ -115,13 +128,17 @@ impl KafkaSink {
             .set("linger.ms", kafka.linger_ms.to_string())
             .set("partitioner", "murmur2_random")
             .set("compression.type", "lz4")
-            // Keep retrying through outages: the spool, not a timeout, bounds what is at risk.
-            .set("message.timeout.ms", "0")
+            // A record not acknowledged within this time is handed back and sent again (an
+            // infinite timeout can leave the idempotent producer stuck after a broker fencing).
+            .set("message.timeout.ms", "30000")
             .set("queue.buffering.max.messages", kafka.max_queued_messages.to_string());
-        let producer: Arc<Producer_> = Arc::new(client.create_with_context(DeliveryReports { acks: acks.clone() })?);
+        let (retry_tx, retries) = crossbeam_channel::unbounded();
+        let producer: Arc<Producer_> =
+            Arc::new(client.create_with_context(DeliveryReports { acks: acks.clone(), retry: retry_tx })?);
         let (tx, rx) = bounded(spool_config.queue_capacity);
         let mut writer = Writer {
             rx,
+            retries,
             spool,
             producer: producer.clone(),
             topic: kafka.usage_topic.clone(),
@@ -157,6 +174,7 @@ impl Writer {
             let first = match self.rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(e) => e,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.send_retries();
                     gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
                     continue;
                 }
@@ -199,12 +217,21 @@ impl Writer {
             for (p, e) in payloads.iter().zip(sent) {
                 self.send(p, Some(e), written);
             }
+            self.send_retries();
             gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
         }
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full (the bounded request
     /// queue in front of this thread is what pushes back on requests).
+    /// Sends again what the producer handed back.
+    fn send_retries(&self) {
+        while let Ok(r) = self.retries.try_recv() {
+            let event = UsageEvent::decode(&r.payload).ok();
+            self.send(&r.payload, event.as_ref(), r.record);
+        }
+    }
+
     /// `event` is the decoded `payload`; `None` for a spooled record that no longer decodes,
     /// which still goes out (the consumer dead-letters it) rather than vanish.
     fn send(&self, payload: &[u8], event: Option<&UsageEvent>, r: Option<RecordRef>) {
