@@ -595,3 +595,21 @@ pub fn gateway_yaml(id: &str, models: &[String], topic: &str, bootstrap: &str, e
         keys = tenant_keys_yaml(),
     )
 }
+
+/// A ledger-consumer config on the test Kafka and Cassandra. `consumer_properties` is a YAML
+/// flow mapping of librdkafka settings (`{}` for none).
+pub fn consumer_yaml(
+    topic: &str,
+    group: &str,
+    keyspace: &str,
+    consumer_properties: &str,
+    max_messages: usize,
+) -> String {
+    format!(
+        "kafka:\n  bootstrap_servers: {kafka}\n  usage_topic: {topic}\n  dlq_topic: {topic}-dlq\n  group_id: {group}\n  \
+         consumer_properties: {consumer_properties}\ncassandra:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
+         batch:\n  max_messages: {max_messages}\n  max_wait_ms: 20\n",
+        kafka = kafka_bootstrap(),
+        cql = cassandra_node()
+    )
+}

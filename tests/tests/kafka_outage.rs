@@ -53,15 +53,7 @@ async fn kafka_down_for_thirty_seconds_loses_nothing() -> Result<()> {
     // About 100 requests a second: a steady load that the outage turns into a 3,000-event backlog.
     let mock = start_mock(&dir, &["--latency-ms", "20"]).await?;
     let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic, &dir.join("spool"))).await?;
-    let consumer = start_consumer(
-        &dir,
-        &format!(
-            "kafka:\n  bootstrap_servers: {}\n  usage_topic: {topic}\n  group_id: {group}\ncassandra:\n  contact_points: [{}]\n  keyspace: {keyspace}\n",
-            kafka_bootstrap(),
-            cassandra_node()
-        ),
-    )
-    .await?;
+    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &group, &keyspace, "{}", 2000)).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let urls = vec![gateway.url()?.to_owned()];

@@ -18,23 +18,8 @@ fn gateway_config(id: &str, mock: &str, topic: &str, bootstrap: &str, spool: &st
 /// A consumer with static group membership, so a restarted instance takes its partitions back at
 /// once instead of waiting for the group to notice the dead one.
 fn consumer_config(topic: &str, group: &str, instance: &str, keyspace: &str) -> String {
-    format!(
-        r#"kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-  dlq_topic: {topic}-dlq
-  group_id: {group}
-  consumer_properties: {{group.instance.id: "{instance}", session.timeout.ms: "10000"}}
-cassandra:
-  contact_points: [{cql}]
-  keyspace: {keyspace}
-batch:
-  max_messages: 200
-  max_wait_ms: 20
-"#,
-        kafka = kafka_bootstrap(),
-        cql = cassandra_node()
-    )
+    let properties = format!("{{group.instance.id: \"{instance}\", session.timeout.ms: \"10000\"}}");
+    consumer_yaml(topic, group, keyspace, &properties, 200)
 }
 
 /// Issue test 1: two gateways under load, the consumer SIGKILLed 20+ times at random moments,
@@ -166,20 +151,17 @@ async fn a_frozen_consumer_cannot_write_stale_totals() -> Result<()> {
     let truth = drive_load(&[gateway.url()?.to_owned()], 8, 200, Arc::new(AtomicBool::new(false))).await?;
 
     // Dynamic membership with a short session, so the group notices the frozen one quickly.
-    let config = |instance: &str| {
-        consumer_config(&topic, &group, instance, &keyspace)
-            .replace(&format!("group.instance.id: \"{instance}\", "), "")
-            .replace("session.timeout.ms: \"10000\"", "session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"")
-    };
+    let config =
+        consumer_yaml(&topic, &group, &keyspace, "{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}", 200);
     let stale =
-        start_consumer_with_env(&dir, &config("a"), &[("TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS", "4000")]).await?;
+        start_consumer_with_env(&dir, &config, &[("TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS", "4000")]).await?;
     eventually("the first consumer to hold stale row states", Duration::from_secs(60), || async {
         Ok(stale.log().contains("pausing before ledger writes").then_some(()))
     })
     .await?;
     stale.signal("STOP")?;
 
-    let fresh = start_consumer(&dir, &config("b")).await?;
+    let fresh = start_consumer(&dir, &config).await?;
     let session = cql().await?;
     eventually("the second consumer to fold everything", Duration::from_secs(90), || async {
         Ok(truth.ledger_complete(&session, &keyspace).await?.then_some(()))

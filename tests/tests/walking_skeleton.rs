@@ -49,22 +49,7 @@ virtual_keys:
 }
 
 fn consumer_config(topic: &str, group: &str, keyspace: &str) -> String {
-    format!(
-        r#"kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-  dlq_topic: {topic}-dlq
-  group_id: {group}
-cassandra:
-  contact_points: [{cql}]
-  keyspace: {keyspace}
-batch:
-  max_messages: 500
-  max_wait_ms: 20
-"#,
-        kafka = kafka_bootstrap(),
-        cql = cassandra_node()
-    )
+    consumer_yaml(topic, group, keyspace, "{}", 500)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,7 +1,6 @@
-//! Anthropic's Messages API as a provider: URL and headers. The wire translation lives in
+//! Anthropic's Messages API as a provider: URL and API version (headers are set in
+//! `providers::send`). The wire translation lives in
 //! `crate::anthropic`.
-
-use super::Deployment;
 
 pub const DEFAULT_API_BASE: &str = "https://api.anthropic.com";
 /// The API version Tollgate speaks.
@@ -12,21 +11,4 @@ pub fn url(api_base: &str) -> String {
     let base = api_base.trim_end_matches('/');
     let base = base.strip_suffix("/v1").unwrap_or(base);
     format!("{base}/v1/messages")
-}
-
-pub fn request(
-    client: &reqwest::Client,
-    deployment: &Deployment,
-    url: &reqwest::Url,
-    body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    let mut request = client
-        .post(url.clone())
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("anthropic-version", API_VERSION)
-        .body(body);
-    if let Some(key) = &deployment.api_key {
-        request = request.header("x-api-key", key.expose());
-    }
-    request
 }

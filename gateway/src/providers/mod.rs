@@ -3,7 +3,6 @@
 //! provider decides the URL, the authentication header and the wire format.
 
 pub mod anthropic;
-pub mod gemini;
 pub mod openai_compatible;
 
 use crate::config::Secret;
@@ -262,13 +261,20 @@ pub async fn send(
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
-    let request = match deployment.kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
-            openai_compatible::request(client, deployment, url, body)
-        }
-        ProviderKind::Anthropic => anthropic::request(client, deployment, url, body),
-        ProviderKind::Gemini => gemini::request(client, deployment, url, body),
-    };
+    // One request shape for every provider; only the authentication header differs.
+    let mut request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    if deployment.kind == ProviderKind::Anthropic {
+        request = request.header("anthropic-version", anthropic::API_VERSION);
+    }
+    if let Some(key) = &deployment.api_key {
+        request = match deployment.kind {
+            ProviderKind::OpenAiCompatible => request.bearer_auth(key.expose()),
+            ProviderKind::Azure => request.header("api-key", key.expose()),
+            ProviderKind::Anthropic => request.header("x-api-key", key.expose()),
+            // In a header, never the URL (URLs end up in logs).
+            ProviderKind::Gemini => request.header("x-goog-api-key", key.expose()),
+        };
+    }
     match tokio::time::timeout(deployment.timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(classify(&e)),

@@ -1,7 +1,8 @@
 //! OpenAI's API and its copies (vLLM, Ollama, Groq, ...), and Azure OpenAI, which differs only
-//! in the URL (`/openai/deployments/{deployment}/...?api-version=`) and the `api-key` header.
+//! in the URL (`/openai/deployments/{deployment}/...?api-version=`) and the `api-key` header
+//! (set in `providers::send`).
 
-use super::{Deployment, Endpoint, ProviderKind};
+use super::{Endpoint, ProviderKind};
 
 /// Default `api-version` for Azure deployments that name none.
 pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -25,20 +26,4 @@ pub fn url(
         }
         _ => format!("{base}/{}", endpoint.path()),
     }
-}
-
-pub fn request(
-    client: &reqwest::Client,
-    deployment: &Deployment,
-    url: &reqwest::Url,
-    body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    let mut request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-    if let Some(key) = &deployment.api_key {
-        request = match deployment.kind {
-            ProviderKind::Azure => request.header("api-key", key.expose()),
-            _ => request.bearer_auth(key.expose()),
-        };
-    }
-    request
 }
