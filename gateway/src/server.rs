@@ -350,14 +350,7 @@ async fn serve(
     let body = crate::providers::response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
     let (tokens, estimated) = match parsed.usage() {
-        Some(u) => (
-            Tokens {
-                prompt: u.prompt_tokens,
-                completion: u.completion_tokens,
-                cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            },
-            false,
-        ),
+        Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => (Tokens { prompt: request.prompt_tokens_estimate(), completion: 0, cached: 0 }, true),
     };

@@ -125,14 +125,7 @@ impl MeteredStream {
         }
         self.finished = true;
         let (tokens, estimated) = match self.usage {
-            Some(u) => (
-                Tokens {
-                    prompt: u.prompt_tokens,
-                    completion: u.completion_tokens,
-                    cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-                },
-                false,
-            ),
+            Some(u) => (u.tokens(), false),
             None => (
                 Tokens {
                     prompt: self.request.prompt_tokens_estimate(),

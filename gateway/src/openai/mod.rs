@@ -185,6 +185,17 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
+impl Usage {
+    /// The counts the price table applies to.
+    pub fn tokens(&self) -> crate::pricing::Tokens {
+        crate::pricing::Tokens {
+            prompt: self.prompt_tokens,
+            completion: self.completion_tokens,
+            cached: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+        }
+    }
+}
+
 #[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromptTokensDetails {
     #[serde(default)]
