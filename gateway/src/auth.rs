@@ -1,58 +1,37 @@
-//! Virtual-key authentication from a moka-cached key view: no remote call on a warm cache.
+//! Who is calling: virtual keys and the tenants they belong to, from moka-cached views of the
+//! tenancy records (no database call on a warm cache; DESIGN §1).
 //!
 //! Keys are only ever handled as their SHA-256 hash once they leave the request header; the raw
 //! key must never be logged, put in a metric, an event or an error message.
 
 use crate::config::VirtualKeyConfig;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, Scope};
 use actix_web::http::header::HeaderMap;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What the gateway knows about a virtual key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyView {
-    /// SHA-256 hex of the key.
-    pub key_id: String,
-    pub key_alias: Option<String>,
-    pub team_id: Option<String>,
-    pub user_id: Option<String>,
-    pub organization_id: Option<String>,
-    /// Allowed model names; empty means all.
-    pub models: Vec<String>,
-    pub blocked: bool,
-    pub expires: Option<DateTime<Utc>>,
-}
-
-impl KeyView {
-    /// Blocked and expiry, checked on every request, cached or not.
-    pub fn check_active(&self, now: DateTime<Utc>) -> Result<(), GatewayError> {
-        if self.blocked {
-            return Err(GatewayError::KeyBlocked);
-        }
-        if self.expires.is_some_and(|e| e <= now) {
-            return Err(GatewayError::KeyExpired);
-        }
-        Ok(())
-    }
-
-    /// Whether the key may use `model`.
-    pub fn check_model(&self, model: &str) -> Result<(), GatewayError> {
-        if !self.models.is_empty() && !self.models.iter().any(|m| m == model) {
-            return Err(GatewayError::ModelNotAllowed(model.to_owned()));
-        }
-        Ok(())
-    }
-}
+use tollgate_schemas::store::{get_record, TenancyStore};
+use tollgate_schemas::tenancy::{
+    BudgetRecord, CustomerRecord, KeyRecord, Kind, Limits, OrganizationRecord, Record, TeamRecord, UserRecord,
+};
 
 /// SHA-256 hex of a raw key.
 pub fn hash_key(raw: &str) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// `sk-...abcd`: enough of a key to recognise it, too little to use it.
+pub fn key_name(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    if chars.len() < 12 {
+        return "***".to_owned();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}...{tail}")
 }
 
 /// The raw key from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `api-key` (Azure).
@@ -69,101 +48,283 @@ pub fn raw_key(headers: &HeaderMap) -> Option<&str> {
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()))
 }
 
-/// Where key views come from on a cache miss.
-pub trait KeySource: Send + Sync + 'static {
-    fn load(&self, key_id: &str) -> BoxFuture<'_, Result<Option<KeyView>, GatewayError>>;
+/// A key declared in the config file, as a record.
+pub fn config_key_record(k: &VirtualKeyConfig) -> Option<KeyRecord> {
+    let key_id = match (&k.key, &k.key_hash) {
+        (Some(raw), _) => hash_key(raw.expose()),
+        (None, Some(h)) => h.to_ascii_lowercase(),
+        (None, None) => return None, // rejected by config validation
+    };
+    Some(KeyRecord {
+        key_name: k.key.as_ref().map(|raw| key_name(raw.expose())).unwrap_or_default(),
+        key_id,
+        key_alias: k.key_alias.clone(),
+        team_id: k.team_id.clone(),
+        user_id: k.user_id.clone(),
+        organization_id: k.organization_id.clone(),
+        models: k.models.clone(),
+        limits: Limits {
+            max_budget: k.max_budget,
+            soft_budget: k.soft_budget,
+            budget_duration: k.budget_duration,
+            rpm_limit: k.rpm_limit,
+            tpm_limit: k.tpm_limit,
+            max_parallel_requests: k.max_parallel_requests,
+            ..Limits::default()
+        },
+        blocked: k.blocked,
+        expires: k.expires,
+        ..KeyRecord::default()
+    })
 }
 
-/// Keys declared in the config file.
-pub struct ConfigKeys {
-    by_id: HashMap<String, KeyView>,
+/// One link of a request's tenancy chain: who, and the limits that apply to them (a reusable
+/// budget object's fields already merged in).
+#[derive(Clone, Debug)]
+pub struct Party {
+    pub scope: Scope,
+    /// Ledger scope id, e.g. `team/payments`.
+    pub scope_id: String,
+    pub limits: Limits,
 }
 
-impl ConfigKeys {
-    pub fn new(keys: &[VirtualKeyConfig]) -> ConfigKeys {
-        let by_id = keys
-            .iter()
-            .map(|k| {
-                let key_id = match (&k.key, &k.key_hash) {
-                    (Some(raw), _) => hash_key(raw.expose()),
-                    (None, Some(h)) => h.to_ascii_lowercase(),
-                    (None, None) => String::new(), // rejected by config validation
-                };
-                let view = KeyView {
-                    key_id: key_id.clone(),
-                    key_alias: k.key_alias.clone(),
-                    team_id: k.team_id.clone(),
-                    user_id: k.user_id.clone(),
-                    organization_id: k.organization_id.clone(),
-                    models: k.models.clone(),
-                    blocked: k.blocked,
-                    expires: k.expires,
-                };
-                (key_id, view)
+/// Everyone a request is made on behalf of, checked active.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub key: Arc<KeyRecord>,
+    pub team: Option<Arc<TeamRecord>>,
+    pub user: Option<Arc<UserRecord>>,
+    pub organization_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// Key, team, user, organization, customer: those that exist, in that order.
+    pub parties: Vec<Party>,
+}
+
+impl Principal {
+    /// Whether the key, its team and its organization all allow `model`. An entry of an
+    /// allow-list may be a model name, an access group (`model_info.access_groups`), `*` or
+    /// `all-proxy-models`.
+    pub fn check_model(&self, model: &str, groups_of: &dyn Fn(&str) -> Vec<String>) -> Result<(), GatewayError> {
+        let allows = |list: &[String]| {
+            list.is_empty()
+                || list.iter().any(|m| m == model || m == "*" || m == "all-proxy-models")
+                || groups_of(model).iter().any(|g| list.contains(g))
+        };
+        let team_models = self.team.as_ref().map(|t| t.models.as_slice()).unwrap_or_default();
+        if allows(&self.key.models) && allows(team_models) {
+            Ok(())
+        } else {
+            Err(GatewayError::ModelNotAllowed(model.to_owned()))
+        }
+    }
+
+    /// Whether the caller may use the admin API: `Some(true)` read and write, `Some(false)`
+    /// read only, `None` not at all.
+    pub fn admin_access(&self) -> Option<bool> {
+        match self.user.as_ref().and_then(|u| u.user_role.as_deref()) {
+            Some("proxy_admin") => Some(true),
+            Some("proxy_admin_viewer") => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// A cache of one kind of record; `None` (record absent) is cached too.
+type RecordCache<R> = Cache<String, Option<Arc<R>>>;
+
+/// The cached tenancy view. A miss loads once from the store (concurrent misses for the same
+/// id wait for that one load); every change made through any gateway's admin API arrives on
+/// the control topic and drops the cached copy (see [`crate::budget::listen`]).
+pub struct Tenancy {
+    store: Option<Arc<dyn TenancyStore>>,
+    config_keys: HashMap<String, Arc<KeyRecord>>,
+    keys: RecordCache<KeyRecord>,
+    teams: RecordCache<TeamRecord>,
+    users: RecordCache<UserRecord>,
+    customers: RecordCache<CustomerRecord>,
+    organizations: RecordCache<OrganizationRecord>,
+    budgets: RecordCache<BudgetRecord>,
+}
+
+/// How long a cached record may be served without any change notice: a safety net for a lost
+/// control message, not the propagation path.
+const RECORD_TTL: Duration = Duration::from_secs(300);
+/// Absent records are rechecked sooner (a flood of bad keys is still absorbed).
+const ABSENT_TTL: Duration = Duration::from_secs(30);
+
+fn cache<R: Send + Sync + 'static>() -> RecordCache<R> {
+    Cache::builder().max_capacity(1_000_000).expire_after(AbsentExpiry).build()
+}
+
+struct AbsentExpiry;
+
+impl<R> moka::Expiry<String, Option<Arc<R>>> for AbsentExpiry {
+    fn expire_after_create(&self, _: &String, value: &Option<Arc<R>>, _: std::time::Instant) -> Option<Duration> {
+        Some(if value.is_some() { RECORD_TTL } else { ABSENT_TTL })
+    }
+}
+
+impl Tenancy {
+    pub fn new(store: Option<Arc<dyn TenancyStore>>, config_keys: &[VirtualKeyConfig]) -> Tenancy {
+        Tenancy {
+            store,
+            config_keys: config_keys
+                .iter()
+                .filter_map(config_key_record)
+                .map(|r| (r.key_id.clone(), Arc::new(r)))
+                .collect(),
+            keys: cache(),
+            teams: cache(),
+            users: cache(),
+            customers: cache(),
+            organizations: cache(),
+            budgets: cache(),
+        }
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn TenancyStore>> {
+        self.store.as_ref()
+    }
+
+    async fn load<R: Record>(&self, cache: &RecordCache<R>, id: &str) -> Result<Option<Arc<R>>, GatewayError> {
+        let Some(store) = self.store.clone() else { return Ok(None) };
+        let key = id.to_owned();
+        cache
+            .try_get_with(key.clone(), async move {
+                get_record::<R>(store.as_ref(), &key).await.map(|found| found.map(|(r, _)| Arc::new(r)))
             })
-            .filter(|(id, _)| !id.is_empty())
-            .collect();
-        ConfigKeys { by_id }
-    }
-}
-
-impl KeySource for ConfigKeys {
-    fn load(&self, key_id: &str) -> BoxFuture<'_, Result<Option<KeyView>, GatewayError>> {
-        let found = self.by_id.get(key_id).cloned();
-        Box::pin(async move { Ok(found) })
-    }
-}
-
-/// The cached key view. A miss loads once from the source (concurrent misses for the same key
-/// wait for that one load); unknown keys are cached briefly so a flood of bad keys does not
-/// reach the source.
-pub struct KeyCache {
-    source: Arc<dyn KeySource>,
-    known: Cache<String, Arc<KeyView>>,
-    unknown: Cache<String, ()>,
-}
-
-impl KeyCache {
-    pub fn new(source: Arc<dyn KeySource>, ttl: Duration, negative_ttl: Duration) -> KeyCache {
-        KeyCache {
-            source,
-            known: Cache::builder().max_capacity(1_000_000).time_to_live(ttl).build(),
-            unknown: Cache::builder().max_capacity(100_000).time_to_live(negative_ttl).build(),
-        }
+            .await
+            .map_err(|e| GatewayError::Internal(format!("tenancy lookup failed: {e}")))
     }
 
-    /// Authenticates a raw key and returns its view. Blocked/expiry are checked by the caller on
-    /// every hit via [`KeyView::check`].
-    pub async fn authenticate(&self, raw: &str) -> Result<Arc<KeyView>, GatewayError> {
-        let key_id = hash_key(raw);
-        if let Some(view) = self.known.get(&key_id).await {
-            return Ok(view);
+    /// The key with this hash, from the config file or the store.
+    pub async fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
+        if let Some(k) = self.config_keys.get(key_id) {
+            return Ok(Some(k.clone()));
         }
-        if self.unknown.contains_key(&key_id) {
-            return Err(GatewayError::InvalidKey);
-        }
-        let source = self.source.clone();
-        let id = key_id.clone();
-        let loaded = self
-            .known
-            .try_get_with(key_id.clone(), async move {
-                match source.load(&id).await {
-                    Ok(Some(view)) => Ok(Arc::new(view)),
-                    Ok(None) => Err(None),
-                    Err(e) => Err(Some(e.to_string())),
-                }
-            })
-            .await;
-        match loaded {
-            Ok(view) => Ok(view),
-            Err(e) => match e.as_ref() {
-                None => {
-                    self.unknown.insert(key_id, ()).await;
-                    Err(GatewayError::InvalidKey)
-                }
-                Some(msg) => Err(GatewayError::Internal(format!("key lookup failed: {msg}"))),
+        self.load(&self.keys, key_id).await
+    }
+
+    pub async fn team(&self, id: &str) -> Result<Option<Arc<TeamRecord>>, GatewayError> {
+        self.load(&self.teams, id).await
+    }
+    pub async fn user(&self, id: &str) -> Result<Option<Arc<UserRecord>>, GatewayError> {
+        self.load(&self.users, id).await
+    }
+    pub async fn customer(&self, id: &str) -> Result<Option<Arc<CustomerRecord>>, GatewayError> {
+        self.load(&self.customers, id).await
+    }
+    pub async fn organization(&self, id: &str) -> Result<Option<Arc<OrganizationRecord>>, GatewayError> {
+        self.load(&self.organizations, id).await
+    }
+
+    /// `limits` with the fields of its reusable budget object (`budget_id`) filled in.
+    async fn effective(&self, limits: &Limits) -> Result<Limits, GatewayError> {
+        match &limits.budget_id {
+            Some(id) => match self.load(&self.budgets, id).await? {
+                Some(budget) => Ok(limits.with_defaults(&budget.limits)),
+                None => Ok(limits.clone()),
             },
+            None => Ok(limits.clone()),
         }
+    }
+
+    /// Drops the cached copy of a record (a control-topic message).
+    pub async fn invalidate(&self, kind: Kind, id: &str) {
+        match kind {
+            Kind::Key => self.keys.invalidate(id).await,
+            Kind::Team => self.teams.invalidate(id).await,
+            Kind::User => self.users.invalidate(id).await,
+            Kind::Customer => self.customers.invalidate(id).await,
+            Kind::Organization => self.organizations.invalidate(id).await,
+            // Limits are merged with their budget object on every request, so this is enough.
+            Kind::Budget => self.budgets.invalidate(id).await,
+        }
+    }
+
+    /// Authenticates a raw key and resolves everyone the request is made for; blocked or
+    /// expired parties are refused here, on every request, cached or not.
+    pub async fn authenticate(&self, raw: &str, now: DateTime<Utc>) -> Result<Principal, GatewayError> {
+        let key_id = hash_key(raw);
+        let from_config = self.config_keys.contains_key(&key_id);
+        let key = self.key(&key_id).await?.ok_or(GatewayError::InvalidKey)?;
+        if key.blocked {
+            return Err(GatewayError::KeyBlocked);
+        }
+        if key.expires.is_some_and(|e| e <= now) {
+            return Err(GatewayError::KeyExpired);
+        }
+        let mut parties = vec![Party {
+            scope: Scope::Key,
+            scope_id: format!("key/{key_id}"),
+            limits: self.effective(&key.limits).await?,
+        }];
+        // A key of the store whose team was deleted stops working; config-file keys may name
+        // teams that exist nowhere else.
+        let team = match &key.team_id {
+            Some(id) => match self.team(id).await? {
+                Some(t) => Some(t),
+                None if self.store.is_some() && !from_config => return Err(GatewayError::TenantMissing(Scope::Team)),
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(t) = &team {
+            if t.blocked {
+                return Err(GatewayError::Blocked(Scope::Team));
+            }
+            parties.push(Party {
+                scope: Scope::Team,
+                scope_id: format!("team/{}", t.team_id),
+                limits: self.effective(&t.limits).await?,
+            });
+        }
+        let user = match &key.user_id {
+            Some(id) => self.user(id).await?,
+            None => None,
+        };
+        if let Some(u) = &user {
+            if u.blocked {
+                return Err(GatewayError::Blocked(Scope::User));
+            }
+            parties.push(Party {
+                scope: Scope::User,
+                scope_id: format!("user/{}", u.user_id),
+                limits: self.effective(&u.limits).await?,
+            });
+        }
+        let organization_id =
+            key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
+        if let Some(id) = &organization_id {
+            if let Some(o) = self.organization(id).await? {
+                if o.blocked {
+                    return Err(GatewayError::Blocked(Scope::Organization));
+                }
+                parties.push(Party {
+                    scope: Scope::Organization,
+                    scope_id: format!("org/{id}"),
+                    limits: self.effective(&o.limits).await?,
+                });
+            }
+        }
+        Ok(Principal { key, team, user, organization_id, customer_id: None, parties })
+    }
+
+    /// Adds the request's customer (its `user` field or `x-tollgate-customer-id`): a blocked
+    /// customer is refused; one with no record is metered under its id all the same.
+    pub async fn with_customer(&self, principal: &mut Principal, id: &str) -> Result<(), GatewayError> {
+        if let Some(c) = self.customer(id).await? {
+            if c.blocked {
+                return Err(GatewayError::Blocked(Scope::Customer));
+            }
+            principal.parties.push(Party {
+                scope: Scope::Customer,
+                scope_id: format!("customer/{id}"),
+                limits: self.effective(&c.limits).await?,
+            });
+        }
+        principal.customer_id = Some(id.to_owned());
+        Ok(())
     }
 }
 
@@ -183,39 +344,54 @@ mod tests {
             models: vec!["gpt-4o-mini".into()],
             blocked: false,
             expires: None,
+            max_budget: None,
+            soft_budget: None,
+            budget_duration: None,
+            rpm_limit: Some(5),
+            tpm_limit: None,
+            max_parallel_requests: None,
         }
     }
 
     #[tokio::test]
-    async fn known_keys_authenticate_and_unknown_do_not() {
-        let cache =
-            KeyCache::new(Arc::new(ConfigKeys::new(&[key("sk-1")])), Duration::from_secs(60), Duration::from_secs(1));
-        let view = cache.authenticate("sk-1").await.unwrap();
-        assert_eq!(view.key_id, hash_key("sk-1"));
-        assert_eq!(view.team_id.as_deref(), Some("t"));
-        assert!(matches!(cache.authenticate("sk-2").await, Err(GatewayError::InvalidKey)));
-        assert!(matches!(cache.authenticate("sk-2").await, Err(GatewayError::InvalidKey)));
+    async fn config_keys_authenticate_and_unknown_do_not() {
+        let tenancy = Tenancy::new(None, &[key("sk-test-000001")]);
+        let now = Utc::now();
+        let p = tenancy.authenticate("sk-test-000001", now).await.unwrap();
+        assert_eq!(p.key.key_id, hash_key("sk-test-000001"));
+        assert_eq!(p.key.team_id.as_deref(), Some("t"));
+        assert_eq!(p.key.key_name, "sk-...0001");
+        assert_eq!(p.parties.len(), 1, "no store: the team is not resolved");
+        assert_eq!(p.parties[0].limits.rpm_limit, Some(5));
+        assert!(matches!(tenancy.authenticate("sk-2", now).await, Err(GatewayError::InvalidKey)));
     }
 
-    #[test]
-    fn checks_model_blocked_and_expiry() {
-        let mut view = KeyView {
-            key_id: "x".into(),
-            key_alias: None,
-            team_id: None,
-            user_id: None,
-            organization_id: None,
-            models: vec!["a".into()],
-            blocked: false,
-            expires: None,
-        };
+    #[tokio::test]
+    async fn blocked_and_expired_keys_are_refused() {
+        let mut blocked = key("sk-blocked-0001");
+        blocked.blocked = true;
+        let mut expired = key("sk-expired-0001");
+        expired.expires = Some(Utc::now() - chrono::Duration::seconds(1));
+        let tenancy = Tenancy::new(None, &[blocked, expired]);
         let now = Utc::now();
-        assert!(view.check_active(now).is_ok() && view.check_model("a").is_ok());
-        assert!(matches!(view.check_model("b"), Err(GatewayError::ModelNotAllowed(_))));
-        view.expires = Some(now - chrono::Duration::seconds(1));
-        assert!(matches!(view.check_active(now), Err(GatewayError::KeyExpired)));
-        view.blocked = true;
-        assert!(matches!(view.check_active(now), Err(GatewayError::KeyBlocked)));
+        assert!(matches!(tenancy.authenticate("sk-blocked-0001", now).await, Err(GatewayError::KeyBlocked)));
+        assert!(matches!(tenancy.authenticate("sk-expired-0001", now).await, Err(GatewayError::KeyExpired)));
+    }
+
+    #[tokio::test]
+    async fn model_allow_lists_accept_names_groups_and_wildcards() {
+        let tenancy = Tenancy::new(None, &[key("sk-test-000001")]);
+        let mut p = tenancy.authenticate("sk-test-000001", Utc::now()).await.unwrap();
+        let groups = |m: &str| if m == "gpt-4o" { vec!["premium".to_owned()] } else { Vec::new() };
+        assert!(p.check_model("gpt-4o-mini", &groups).is_ok());
+        assert!(matches!(p.check_model("gpt-4o", &groups), Err(GatewayError::ModelNotAllowed(_))));
+        let mut k = (*p.key).clone();
+        k.models = vec!["premium".into()];
+        p.key = Arc::new(k.clone());
+        assert!(p.check_model("gpt-4o", &groups).is_ok());
+        k.models = vec!["*".into()];
+        p.key = Arc::new(k);
+        assert!(p.check_model("anything", &groups).is_ok());
     }
 
     #[test]
@@ -227,5 +403,11 @@ mod tests {
         h.insert("x-api-key".parse().unwrap(), "sk-def".parse().unwrap());
         assert_eq!(raw_key(&h), Some("sk-def"));
         assert_eq!(raw_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn key_names_hide_the_key() {
+        assert_eq!(key_name("sk-1234567890abcdef"), "sk-...cdef");
+        assert_eq!(key_name("short"), "***");
     }
 }

@@ -53,6 +53,12 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub spool: SpoolConfig,
+    /// Where keys, tenants and budgets live (Cassandra or ScyllaDB). Without it, only the
+    /// `virtual_keys` of this file authenticate and the admin API answers 503.
+    #[serde(default)]
+    pub database: Option<DatabaseConfig>,
+    #[serde(default)]
+    pub budgets: BudgetSettings,
     /// LiteLLM's `general_settings`: accepted so LiteLLM files load; see [`Config::unsupported`].
     #[serde(default)]
     pub general_settings: Option<GeneralSettings>,
@@ -63,6 +69,73 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub environment_variables: HashMap<String, Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub contact_points: Vec<String>,
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// Apply `schemas/cql` at start-up (idempotent).
+    #[serde(default = "default_true")]
+    pub create_schema: bool,
+}
+
+fn default_keyspace() -> String {
+    "tollgate".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// What a gateway does when its view of budget state is too old to trust.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenStale {
+    /// Refuse requests that a hard budget applies to (503 `budget_view_stale`).
+    #[default]
+    FailClosed,
+    /// Keep serving on the last known state (and this gateway's own spend).
+    FailOpen,
+}
+
+/// Budget enforcement (DESIGN §3, steps 4-5).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSettings {
+    /// The budget view is stale when the newest ledger-consumer heartbeat on the budget-state
+    /// topic is older than this.
+    #[serde(default = "default_max_staleness_secs")]
+    pub max_staleness_secs: u64,
+    #[serde(default)]
+    pub when_stale: WhenStale,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings { max_staleness_secs: default_max_staleness_secs(), when_stale: WhenStale::FailClosed }
+    }
+}
+
+fn default_max_staleness_secs() -> u64 {
+    30
+}
+
+/// A dollar amount in a config file (`max_budget: 12.5`), read exactly into nano-USD.
+fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<tollgate_schemas::NanoUsd>, D::Error> {
+    let value = Option::<serde_yaml::Value>::deserialize(d)?;
+    let text = match value {
+        None | Some(serde_yaml::Value::Null) => return Ok(None),
+        Some(serde_yaml::Value::Number(n)) => n.to_string(),
+        Some(serde_yaml::Value::String(s)) => s,
+        Some(_) => return Err(serde::de::Error::custom("expected an amount of USD")),
+    };
+    let amount = tollgate_schemas::NanoUsd::parse_usd(&text).map_err(serde::de::Error::custom)?;
+    if amount.0 < 0 {
+        return Err(serde::de::Error::custom("a budget cannot be negative"));
+    }
+    Ok(Some(amount))
 }
 
 /// What the gateway does when the usage backlog (spool queue) is full.
@@ -238,6 +311,10 @@ pub struct GatewaySettings {
     pub request_timeout_secs: f64,
     /// HTTP worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
+    /// Gateway replicas that share each rpm/tpm/parallel limit: each enforces its share
+    /// (limit ÷ replicas, rounded up). See docs/limits.md.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
     /// Serve models that have no price at cost zero (counted in
     /// `tollgate_unpriced_requests_total`) instead of refusing to start.
     #[serde(default)]
@@ -252,6 +329,7 @@ impl Default for GatewaySettings {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_secs: default_timeout_secs(),
             workers: None,
+            replicas: default_replicas(),
             allow_unpriced_models: false,
         }
     }
@@ -338,6 +416,17 @@ pub struct VirtualKeyConfig {
     pub blocked: bool,
     /// RFC 3339 expiry time.
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hard budget in USD (exact to the nano-dollar).
+    #[serde(default, deserialize_with = "deserialize_usd")]
+    pub max_budget: Option<tollgate_schemas::NanoUsd>,
+    /// Soft budget in USD: crossing it only notifies.
+    #[serde(default, deserialize_with = "deserialize_usd")]
+    pub soft_budget: Option<tollgate_schemas::NanoUsd>,
+    /// `30s`, `30m`, `30h`, `30d`, `1mo`; none: the budget never resets.
+    pub budget_duration: Option<tollgate_schemas::tenancy::BudgetDuration>,
+    pub rpm_limit: Option<u64>,
+    pub tpm_limit: Option<u64>,
+    pub max_parallel_requests: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -355,6 +444,12 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     #[serde(default = "default_usage_topic")]
     pub usage_topic: String,
+    /// Compacted topic the ledger consumers publish budget state to; read from the beginning.
+    #[serde(default = "default_budget_state_topic")]
+    pub budget_state_topic: String,
+    /// Tenancy changes (admin API) for every gateway to drop cached records.
+    #[serde(default = "default_control_topic")]
+    pub control_topic: String,
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u32,
     /// Events librdkafka may hold in memory while Kafka is slow or down; beyond it the spool
@@ -369,6 +464,15 @@ pub struct KafkaConfig {
 
 fn default_usage_topic() -> String {
     tollgate_schemas::topics::USAGE.to_owned()
+}
+fn default_budget_state_topic() -> String {
+    tollgate_schemas::topics::BUDGET_STATE.to_owned()
+}
+fn default_control_topic() -> String {
+    tollgate_schemas::topics::CONTROL.to_owned()
+}
+fn default_replicas() -> u32 {
+    1
 }
 fn default_linger_ms() -> u32 {
     5
@@ -443,6 +547,17 @@ impl Config {
         }
         if self.kafka.max_queued_messages == 0 {
             return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));
+        }
+        if self.gateway.replicas == 0 {
+            return Err(invalid("gateway.replicas".into(), "must be at least 1".into()));
+        }
+        if let Some(db) = &self.database {
+            if db.contact_points.is_empty() {
+                return Err(invalid("database.contact_points".into(), "at least one node is required".into()));
+            }
+            if let Err(e) = tollgate_schemas::cql::validate_keyspace(&db.keyspace) {
+                return Err(invalid("database.keyspace".into(), e.to_string()));
+            }
         }
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));

@@ -12,6 +12,8 @@ use serde::Serialize;
 pub enum GatewayError {
     #[error("{message}")]
     InvalidRequest { message: String, param: Option<&'static str> },
+    #[error("{message}")]
+    InvalidField { message: String, field: String },
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("missing API key: pass it as 'Authorization: Bearer <key>'")]
@@ -22,6 +24,31 @@ pub enum GatewayError {
     KeyBlocked,
     #[error("this API key has expired")]
     KeyExpired,
+    /// The key's team, user or organization (or the request's customer) is blocked.
+    #[error("this {0} is blocked")]
+    Blocked(Scope),
+    /// The key names a team, user or organization that no longer exists.
+    #[error("this API key's {0} no longer exists")]
+    TenantMissing(Scope),
+    #[error("budget exceeded for this {scope}: spent {spent} USD of {max} USD{}", resets_suffix(.resets_at))]
+    BudgetExceeded {
+        scope: Scope,
+        spent: tollgate_schemas::NanoUsd,
+        max: tollgate_schemas::NanoUsd,
+        resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    #[error("{limit} limit of this {scope} reached ({allowed} per gateway); retry in {retry_after_secs} s")]
+    RateLimited { scope: Scope, limit: RateLimit, allowed: u64, retry_after_secs: u64 },
+    #[error("budgets cannot be checked: this gateway has no budget state newer than {bound_secs} s; retry shortly")]
+    BudgetViewStale { bound_secs: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{kind} {id:?} does not exist")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the admin API needs a database: configure `database` (Cassandra or ScyllaDB)")]
+    AdminUnavailable,
     #[error("this API key may not use model '{0}'")]
     ModelNotAllowed(String),
     #[error("model '{0}' does not exist on this gateway")]
@@ -38,6 +65,54 @@ pub enum GatewayError {
     RouteNotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+fn resets_suffix(at: &Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map(|t| format!("; the budget resets at {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .unwrap_or_default()
+}
+
+/// Who a limit or a block belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Key,
+    Team,
+    User,
+    Customer,
+    Organization,
+    /// A per-model budget or limit (of the key or the team).
+    Model,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Key => "API key",
+            Scope::Team => "team",
+            Scope::User => "user",
+            Scope::Customer => "customer",
+            Scope::Organization => "organization",
+            Scope::Model => "model",
+        })
+    }
+}
+
+/// Which rate limit was hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimit {
+    RequestsPerMinute,
+    TokensPerMinute,
+    ParallelRequests,
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RateLimit::RequestsPerMinute => "requests-per-minute",
+            RateLimit::TokensPerMinute => "tokens-per-minute",
+            RateLimit::ParallelRequests => "parallel-requests",
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -58,7 +133,45 @@ impl GatewayError {
     /// `(type, code)` of the envelope; `code` is also the `error_type` of the usage event.
     pub fn kind_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            GatewayError::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
+            GatewayError::InvalidRequest { .. } | GatewayError::InvalidField { .. } => {
+                ("invalid_request_error", "invalid_request")
+            }
+            GatewayError::Blocked(scope) => match scope {
+                Scope::Customer => ("permission_error", "customer_blocked"),
+                Scope::Team => ("authentication_error", "team_blocked"),
+                Scope::User => ("authentication_error", "user_blocked"),
+                Scope::Organization => ("authentication_error", "organization_blocked"),
+                Scope::Key | Scope::Model => ("authentication_error", "key_blocked"),
+            },
+            GatewayError::TenantMissing(scope) => match scope {
+                Scope::Team => ("authentication_error", "team_not_found"),
+                Scope::User => ("authentication_error", "user_not_found"),
+                _ => ("authentication_error", "organization_not_found"),
+            },
+            GatewayError::BudgetExceeded { scope, .. } => (
+                "budget_exceeded",
+                match scope {
+                    Scope::Key => "key_budget_exceeded",
+                    Scope::Team => "team_budget_exceeded",
+                    Scope::User => "user_budget_exceeded",
+                    Scope::Customer => "customer_budget_exceeded",
+                    Scope::Organization => "organization_budget_exceeded",
+                    Scope::Model => "model_budget_exceeded",
+                },
+            ),
+            GatewayError::RateLimited { limit, .. } => (
+                "rate_limit_error",
+                match limit {
+                    RateLimit::RequestsPerMinute => "rpm_limit_exceeded",
+                    RateLimit::TokensPerMinute => "tpm_limit_exceeded",
+                    RateLimit::ParallelRequests => "parallel_request_limit_exceeded",
+                },
+            ),
+            GatewayError::BudgetViewStale { .. } => ("api_error", "budget_view_stale"),
+            GatewayError::Forbidden(_) => ("permission_error", "forbidden"),
+            GatewayError::NotFound { .. } => ("invalid_request_error", "not_found"),
+            GatewayError::Conflict(_) => ("invalid_request_error", "conflict"),
+            GatewayError::AdminUnavailable => ("api_error", "admin_api_unavailable"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "body_too_large"),
             GatewayError::MissingKey => ("authentication_error", "missing_api_key"),
             GatewayError::InvalidKey => ("authentication_error", "invalid_api_key"),
@@ -75,9 +188,10 @@ impl GatewayError {
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::InvalidField { field, .. } => Some(field),
             GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => Some("model"),
             _ => None,
         }
@@ -86,12 +200,25 @@ impl GatewayError {
     pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
         GatewayError::InvalidRequest { message: message.into(), param }
     }
+
+    /// A 400 naming the request field at fault.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        GatewayError::InvalidField { field: field.into(), message: message.into() }
+    }
 }
 
 impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
         match self {
-            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::InvalidField { .. }
+            | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Blocked(_) | GatewayError::TenantMissing(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::BudgetViewStale { .. } | GatewayError::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MissingKey
             | GatewayError::InvalidKey
@@ -112,7 +239,11 @@ impl ResponseError for GatewayError {
         let (kind, code) = self.kind_and_code();
         let envelope =
             Envelope { error: EnvelopeBody { message: self.to_string(), kind, param: self.param(), code: Some(code) } };
-        HttpResponse::build(self.status_code()).json(envelope)
+        let mut response = HttpResponse::build(self.status_code());
+        if let GatewayError::RateLimited { retry_after_secs, .. } = self {
+            response.insert_header(("retry-after", retry_after_secs.to_string()));
+        }
+        response.json(envelope)
     }
 }
 

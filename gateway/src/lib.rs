@@ -3,8 +3,11 @@
 //!
 //! `main.rs` only parses arguments; tests and benchmarks call [`build_state`] and [`run`].
 
+pub mod admin;
+pub mod admission;
 pub mod anthropic;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -13,6 +16,7 @@ pub mod openai;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod spool;
@@ -29,15 +33,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{ConfigKeys, KeyCache};
-use crate::config::{Config, ConfigError};
+use crate::auth::Tenancy;
+use crate::budget::{BudgetView, ControlPublisher, ListenerConfig};
+use crate::config::{BudgetSettings, Config, ConfigError};
 use crate::events::{KafkaSink, UsageSink};
+use crate::ratelimit::RateLimiter;
 use crate::router::Router;
+use tollgate_schemas::store::{SpendReader, TenancyStore};
 
 /// Everything a request handler needs; built once at start-up.
 pub struct AppState {
     pub gateway_id: String,
-    pub keys: KeyCache,
+    pub tenancy: Arc<Tenancy>,
+    pub budget_view: Arc<BudgetView>,
+    pub budget_settings: BudgetSettings,
+    pub limiter: RateLimiter,
+    /// Admin API changes go out here.
+    pub control: ControlPublisher,
+    /// Spend from the ledger, for the admin and spend APIs (with a database).
+    pub spend: Option<SpendReader>,
+    /// SHA-256 of `general_settings.master_key`.
+    pub master_key_hash: Option<String>,
     pub router: Arc<Router>,
     pub sink: Arc<dyn UsageSink>,
     /// The one upstream HTTP client of the process.
@@ -55,6 +71,12 @@ pub enum StartError {
     Sink(#[from] crate::events::SinkError),
     #[error("cannot create the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("database: {0}")]
+    Database(#[from] tollgate_schemas::store::StoreError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot start the budget listener: {0}")]
+    Listener(#[from] std::io::Error),
 }
 
 fn default_gateway_id() -> String {
@@ -69,8 +91,9 @@ pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
     Router::from_config(config, origin).map(|_| ())
 }
 
-/// Builds the shared state: price table, router, key cache, Kafka producer, HTTP client.
-pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
+/// Builds the shared state: price table, router, tenancy view (and database connection),
+/// budget listener, Kafka producers, HTTP client.
+pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
     let router = Arc::new(Router::from_config(config, origin)?);
     tokens::warm_up();
     for setting in config.unsupported() {
@@ -84,15 +107,45 @@ pub fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError
         .pool_max_idle_per_host(1024)
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let keys = KeyCache::new(
-        Arc::new(ConfigKeys::new(&config.virtual_keys)),
-        Duration::from_secs(300),
-        Duration::from_secs(5),
-    );
+    let (store, spend) = match &config.database {
+        Some(db) => {
+            let session = Arc::new(tollgate_schemas::store::connect(&db.contact_points).await?);
+            if db.create_schema {
+                tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+            }
+            let store: Arc<dyn TenancyStore> =
+                Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
+            (Some(store), Some(SpendReader::new(session, &db.keyspace).await?))
+        }
+        None => (None, None),
+    };
+    let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys));
+    let budget_view = Arc::new(BudgetView::new());
+    budget::listen(
+        ListenerConfig {
+            bootstrap_servers: config.kafka.bootstrap_servers.clone(),
+            budget_state_topic: config.kafka.budget_state_topic.clone(),
+            control_topic: config.kafka.control_topic.clone(),
+        },
+        budget_view.clone(),
+        tenancy.clone(),
+    )?;
+    let control = ControlPublisher::new(&config.kafka.bootstrap_servers, &config.kafka.control_topic)?;
+    let master_key_hash =
+        config.general_settings.as_ref().and_then(|g| g.master_key.as_ref()).map(|k| auth::hash_key(k.expose()));
     let workers = config.gateway.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     Ok(AppState {
         gateway_id,
-        keys,
+        tenancy,
+        budget_view,
+        budget_settings: BudgetSettings {
+            max_staleness_secs: config.budgets.max_staleness_secs,
+            when_stale: config.budgets.when_stale,
+        },
+        limiter: RateLimiter::new(config.gateway.replicas),
+        control,
+        spend,
+        master_key_hash,
         router,
         sink,
         client,
@@ -109,7 +162,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let state = web::Data::new(state);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new().app_data(app_state.clone()).configure(server::routes).default_service(web::to(server::not_found))
+        App::new()
+            .app_data(app_state.clone())
+            .configure(server::routes)
+            .configure(admin::routes)
+            .default_service(web::to(server::not_found))
     })
     .on_connect(server::on_connect)
     .workers(workers)

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let state = match tollgate_gateway::build_state(&config, &origin) {
+        let state = match tollgate_gateway::build_state(&config, &origin).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");

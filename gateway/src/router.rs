@@ -230,6 +230,26 @@ impl Router {
         self.groups.contains_key(model_name)
     }
 
+    /// The access groups (`model_info.access_groups`) a model belongs to.
+    pub fn groups_of(&self, model_name: &str) -> Vec<String> {
+        let Some(group) = self.groups.get(model_name) else { return Vec::new() };
+        let mut out: Vec<String> = group
+            .deployments
+            .iter()
+            .filter_map(|(d, _)| d.model_info.as_ref()?.get("access_groups")?.as_array().cloned())
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether some model names `name` as one of its access groups.
+    pub fn is_access_group(&self, name: &str) -> bool {
+        self.names.iter().any(|m| self.groups_of(m).iter().any(|g| g == name))
+    }
+
     /// Served model names, in config order.
     pub fn model_names(&self) -> &[String] {
         &self.names

@@ -1,7 +1,7 @@
 //! HTTP routes: the OpenAI surface (with and without the `/v1` prefix), health and metrics.
 //! Every model route goes through [`authorize`] first: no route reaches a provider unchecked.
 
-use crate::auth::{raw_key, KeyView};
+use crate::auth::{raw_key, Principal};
 use crate::error::GatewayError;
 use crate::openai::{ProxyRequest, ResponseUsage};
 use crate::pricing::Tokens;
@@ -108,12 +108,16 @@ fn request_id(req: &HttpRequest) -> String {
         .map_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()), str::to_owned)
 }
 
-/// Authenticates the request's key and checks it may be used now.
-async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Arc<KeyView>, GatewayError> {
+/// Authenticates the request's key and resolves its tenants; blocked or expired ones are
+/// refused.
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Principal, GatewayError> {
     let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey)?;
-    let key = state.keys.authenticate(raw).await?;
-    key.check_active(chrono::Utc::now())?;
-    Ok(key)
+    state.tenancy.authenticate(raw, chrono::Utc::now()).await
+}
+
+/// Whether the principal may use `model` (allow-lists, access groups).
+fn check_model(state: &AppState, principal: &Principal, model: &str) -> Result<(), GatewayError> {
+    principal.check_model(model, &|m| state.router.groups_of(m))
 }
 
 fn observe(endpoint: Endpoint, model: &str, status: StatusCode, started: Instant) {
@@ -204,7 +208,7 @@ async fn read_request(
     payload: web::Payload,
     state: &AppState,
     endpoint: Endpoint,
-) -> Result<(Arc<KeyView>, ProxyRequest), GatewayError> {
+) -> Result<(Principal, ProxyRequest), GatewayError> {
     let key = authorize(req, state).await?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
     ProxyRequest::parse(&body, endpoint).map(|r| (key, r))
@@ -215,7 +219,7 @@ type Served = Result<(String, Reply), (String, GatewayError)>;
 async fn serve(
     req: &HttpRequest,
     state: &AppState,
-    key: Arc<KeyView>,
+    mut principal: Principal,
     request: ProxyRequest,
     request_id: &str,
     started: Instant,
@@ -227,21 +231,35 @@ async fn serve(
     }
     let label = request.model.clone();
     let fail = |e| (label.clone(), e);
-    key.check_model(&request.model).map_err(fail)?;
-    state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
+    check_model(state, &principal, &request.model).map_err(fail)?;
     let customer = req
         .headers()
         .get("x-tollgate-customer-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
         .map(str::to_owned)
-        .or_else(|| request.user.clone());
+        .or_else(|| request.user.clone().filter(|u| !u.is_empty()));
+    if let Some(id) = &customer {
+        state.tenancy.with_customer(&mut principal, id).await.map_err(fail)?;
+    }
+    let admitted = crate::admission::admit(
+        &principal,
+        &request.model,
+        &state.budget_view,
+        &state.limiter,
+        &state.budget_settings,
+        chrono::Utc::now(),
+    )
+    .map_err(fail)?;
+    state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
+    let limit_headers = admitted.reservation.headers.clone();
 
     let recorder = UsageRecorder::start(
         state.sink.clone(),
         &state.gateway_id,
         request_id,
-        &key,
-        customer,
+        &principal,
+        admitted,
         &request.model,
         request.stream,
         started,
@@ -285,7 +303,10 @@ async fn serve(
             let reply = Reply::Full {
                 status,
                 content_type: content_type.unwrap_or_else(|| "application/json".to_owned()),
-                headers: header("x-tollgate-attempts", &attempts.to_string()).into_iter().collect(),
+                headers: header("x-tollgate-attempts", &attempts.to_string())
+                    .into_iter()
+                    .chain(limit_headers)
+                    .collect(),
                 body,
             };
             return Ok((label, reply));
@@ -299,6 +320,7 @@ async fn serve(
     ]
     .into_iter()
     .flatten()
+    .chain(limit_headers)
     .collect();
     if request.stream {
         let upstream = crate::providers::response_stream(&deployment, answer.response);
@@ -441,23 +463,28 @@ fn model_object(name: &str) -> serde_json::Value {
 
 /// `GET /v1/models`: the models this key may use.
 async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let key = match authorize(&req, &state).await {
-        Ok(k) => k,
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
         Err(e) => return e.error_response(),
     };
-    let data: Vec<_> =
-        state.router.model_names().iter().filter(|m| key.check_model(m).is_ok()).map(|m| model_object(m)).collect();
+    let data: Vec<_> = state
+        .router
+        .model_names()
+        .iter()
+        .filter(|m| check_model(&state, &principal, m).is_ok())
+        .map(|m| model_object(m))
+        .collect();
     HttpResponse::Ok().json(json!({"object": "list", "data": data}))
 }
 
 /// `GET /v1/models/{model}`.
 async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
-    let key = match authorize(&req, &state).await {
-        Ok(k) => k,
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
         Err(e) => return e.error_response(),
     };
     let model = path.into_inner();
-    if !state.router.knows(&model) || key.check_model(&model).is_err() {
+    if !state.router.knows(&model) || check_model(&state, &principal, &model).is_err() {
         return GatewayError::ModelNotFound(model).error_response();
     }
     HttpResponse::Ok().json(model_object(&model))
@@ -465,14 +492,14 @@ async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<A
 
 /// `GET /model/info`: LiteLLM's deployment listing, without secrets.
 async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let key = match authorize(&req, &state).await {
-        Ok(k) => k,
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
         Err(e) => return e.error_response(),
     };
     let data: Vec<_> = state
         .router
         .deployments()
-        .filter(|d| key.check_model(&d.model_name).is_ok())
+        .filter(|d| check_model(&state, &principal, &d.model_name).is_ok())
         .map(|d| {
             let mut info = d.model_info.clone().unwrap_or_default();
             info.insert("id".into(), json!(d.id));

@@ -4,7 +4,8 @@
 //! success, upstream error, timeout, or the client going away (the handler future is dropped) —
 //! it publishes exactly one event: `finish` consumes it, and `Drop` covers every other exit.
 
-use crate::auth::KeyView;
+use crate::admission::Admitted;
+use crate::auth::Principal;
 use crate::events::UsageSink;
 use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
@@ -22,6 +23,9 @@ pub struct UsageRecorder {
     sink: Arc<dyn UsageSink>,
     event: Option<UsageEvent>,
     started: Instant,
+    /// The request's admission: its spend and tokens are counted here when it ends, and its
+    /// parallel-request slots are freed when the recorder goes.
+    admitted: Option<Admitted>,
 }
 
 /// How a request ended.
@@ -45,12 +49,13 @@ impl UsageRecorder {
         sink: Arc<dyn UsageSink>,
         gateway_id: &str,
         request_id: &str,
-        key: &KeyView,
-        customer_id: Option<String>,
+        principal: &Principal,
+        admitted: Admitted,
         requested_model: &str,
         stream: bool,
         started: Instant,
     ) -> UsageRecorder {
+        let key = &principal.key;
         let event = UsageEvent {
             version: USAGE_EVENT_VERSION,
             event_id: Uuid::now_v7(),
@@ -61,8 +66,8 @@ impl UsageRecorder {
             key_alias: key.key_alias.clone(),
             team_id: key.team_id.clone(),
             user_id: key.user_id.clone(),
-            customer_id,
-            organization_id: key.organization_id.clone(),
+            customer_id: principal.customer_id.clone(),
+            organization_id: principal.organization_id.clone(),
             requested_model: requested_model.to_owned(),
             served_model: None,
             provider: None,
@@ -77,8 +82,9 @@ impl UsageRecorder {
             stream,
             partial: false,
             estimated: false,
+            budget_windows: admitted.budget_windows(),
         };
-        UsageRecorder { sink, event: Some(event), started }
+        UsageRecorder { sink, event: Some(event), started, admitted: Some(admitted) }
     }
 
     /// Records a request the gateway failed after reaching `deployment` (timeout, broken body).
@@ -136,6 +142,13 @@ impl UsageRecorder {
     fn publish(&self, mut event: UsageEvent) {
         event.occurred_at = Utc::now();
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Some(a) = &self.admitted {
+            a.settle(
+                event.cost_nano_usd,
+                event.prompt_tokens.saturating_add(event.completion_tokens),
+                event.occurred_at,
+            );
+        }
         if event.cost_nano_usd.0 > 0 {
             counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());

@@ -23,6 +23,51 @@ pub struct Config {
     pub batch: BatchConfig,
     /// Serve Prometheus metrics on this address.
     pub metrics_listen: Option<String>,
+    #[serde(default)]
+    pub budgets: BudgetsConfig,
+}
+
+/// Budget push-back to the gateways (DESIGN §3, step 4).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsConfig {
+    /// Publish budget state and heartbeats (gateways with hard budgets need them).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_budget_state_topic")]
+    pub state_topic: String,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Alert thresholds, percent of `max_budget`, for records that name none.
+    #[serde(default = "default_thresholds")]
+    pub alert_thresholds: Vec<u8>,
+    /// Where budget alerts are POSTed (JSON); none: alerts only go to the budget-state topic.
+    pub webhook_url: Option<String>,
+    /// Names this consumer in heartbeats and alert claims; defaults to host and process id.
+    pub consumer_id: Option<String>,
+}
+
+impl Default for BudgetsConfig {
+    fn default() -> Self {
+        BudgetsConfig {
+            enabled: true,
+            state_topic: default_budget_state_topic(),
+            heartbeat_interval_ms: default_heartbeat_ms(),
+            alert_thresholds: default_thresholds(),
+            webhook_url: None,
+            consumer_id: None,
+        }
+    }
+}
+
+fn default_budget_state_topic() -> String {
+    tollgate_schemas::topics::BUDGET_STATE.to_owned()
+}
+fn default_heartbeat_ms() -> u64 {
+    5_000
+}
+fn default_thresholds() -> Vec<u8> {
+    vec![80, 95]
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +154,12 @@ impl Config {
             .map_err(|e| invalid("cassandra.keyspace", e.to_string()))?;
         if config.cassandra.contact_points.is_empty() {
             return Err(invalid("cassandra.contact_points", "at least one contact point is required".into()));
+        }
+        if config.budgets.alert_thresholds.iter().any(|p| *p == 0 || *p > 100) {
+            return Err(invalid("budgets.alert_thresholds", "each threshold must be 1 to 100 (percent)".into()));
+        }
+        if config.budgets.heartbeat_interval_ms < 100 {
+            return Err(invalid("budgets.heartbeat_interval_ms", "must be at least 100".into()));
         }
         if config.batch.max_messages == 0 {
             return Err(invalid("batch.max_messages", "must be positive".into()));

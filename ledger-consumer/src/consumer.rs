@@ -82,10 +82,15 @@ pub struct UsageConsumer<L> {
     dlq_topic: String,
     max_messages: usize,
     max_wait: Duration,
+    budgets: Option<Arc<crate::budgets::BudgetPublisher>>,
 }
 
 impl<L: LedgerStore> UsageConsumer<L> {
-    pub fn new(config: &Config, ledger: Arc<L>) -> Result<Self, KafkaError> {
+    pub fn new(
+        config: &Config,
+        ledger: Arc<L>,
+        budgets: Option<Arc<crate::budgets::BudgetPublisher>>,
+    ) -> Result<Self, KafkaError> {
         let k = &config.kafka;
         let mut cc = ClientConfig::new();
         for (key, value) in &k.consumer_properties {
@@ -118,6 +123,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
             dlq_topic: k.dlq_topic.clone(),
             max_messages: config.batch.max_messages,
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
+            budgets,
         })
     }
 
@@ -158,6 +164,9 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 .map(|(partition, records)| self.process_partition(partition, records, &shutdown));
             let applied = futures::future::join_all(work).await;
             progress.record(records, &applied);
+            if let Some(b) = &self.budgets {
+                b.mark_progress();
+            }
         };
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit is also a "failure" here; harmless either way:
@@ -237,6 +246,10 @@ impl<L: LedgerStore> UsageConsumer<L> {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        // Budget state before the offset moves: a crash in between republishes on replay.
+        if let Some(b) = &self.budgets {
+            b.after_batch(&messages).await;
         }
         // Only now, with both layers durable, may the offset move (DESIGN §3 step 3).
         // librdkafka stores `offset + 1` (the next to read) for the offset given here.

@@ -6,7 +6,7 @@
 //! event twice, whatever batch boundaries the replay uses.
 
 use std::collections::BTreeMap;
-use tollgate_schemas::ledger::{scopes_of, windows_of};
+use tollgate_schemas::ledger::{budget_windows_of, scopes_of, windows_of};
 use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 
@@ -39,7 +39,13 @@ impl RowState {
 /// Every row an event counts in.
 pub fn rows_of(event: &UsageEvent) -> Vec<RowKey> {
     let windows = windows_of(event);
-    scopes_of(event).into_iter().flat_map(|scope| windows.iter().map(move |w| (scope.clone(), w.clone()))).collect()
+    let mut rows = Vec::new();
+    for scope in scopes_of(event) {
+        for w in windows.iter().cloned().chain(budget_windows_of(event, &scope)) {
+            rows.push((scope.clone(), w));
+        }
+    }
+    rows
 }
 
 /// Every row the batch touches, in a stable order, with the messages that count in it (in
@@ -138,6 +144,7 @@ mod tests {
             stream: false,
             partial: false,
             estimated: false,
+            budget_windows: Default::default(),
         }
     }
 

@@ -7,10 +7,8 @@
 use crate::fold::{Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
 use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
 use std::future::Future;
 use tollgate_schemas::NanoUsd;
@@ -71,7 +69,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 }
 
 pub struct CqlLedger {
-    session: Session,
+    session: std::sync::Arc<Session>,
     insert_event: PreparedStatement,
     find_events: PreparedStatement,
     select_row: PreparedStatement,
@@ -90,14 +88,14 @@ impl CqlLedger {
         keyspace: &str,
         create_schema: bool,
     ) -> Result<CqlLedger, LedgerError> {
-        let session = SessionBuilder::new()
-            .known_nodes(contact_points)
-            .build()
-            .await
-            .map_err(|e| LedgerError::Connect(e.to_string()))?;
+        let session =
+            tollgate_schemas::store::connect(contact_points).await.map_err(|e| LedgerError::Connect(e.to_string()))?;
         if create_schema {
-            apply_schema(&session, keyspace).await?;
+            tollgate_schemas::store::apply_schema(&session, keyspace)
+                .await
+                .map_err(|e| LedgerError::Schema(e.to_string()))?;
         }
+        let session = std::sync::Arc::new(session);
         let ks = keyspace;
         let prepare = |cql: String| {
             let session = &session;
@@ -137,7 +135,7 @@ impl CqlLedger {
         Ok(CqlLedger { session, insert_event, find_events, select_row, select_row_serial, create_row, update_row })
     }
 
-    pub fn session(&self) -> &Session {
+    pub fn session(&self) -> &std::sync::Arc<Session> {
         &self.session
     }
 
@@ -223,16 +221,6 @@ impl CqlLedger {
     }
 }
 
-/// Applies every statement of `schemas/cql` to `keyspace` (all idempotent).
-pub async fn apply_schema(session: &Session, keyspace: &str) -> Result<(), LedgerError> {
-    let statements = tollgate_schemas::cql::statements(keyspace).map_err(|e| LedgerError::Schema(e.to_string()))?;
-    for stmt in statements {
-        session.query_unpaged(stmt, &[]).await.map_err(|e| LedgerError::Schema(e.to_string()))?;
-    }
-    session.await_schema_agreement().await.map_err(|e| LedgerError::Schema(e.to_string()))?;
-    Ok(())
-}
-
 /// A Layer 1 row, bound in statement order (the last marker is `USING TIMESTAMP`).
 #[derive(scylla::SerializeRow)]
 #[scylla(flavor = "enforce_order", skip_name_checks)]
@@ -266,12 +254,7 @@ const LOWEST_OFFSET_WINS: i64 = 1 << 60;
 
 /// `[applied]` of an LWT result.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
-    let rows = result.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
-    let row: Option<Row> = rows.maybe_first_row::<Row>().map_err(|e| LedgerError::Result(e.to_string()))?;
-    match row.and_then(|r| r.columns.into_iter().next().flatten()) {
-        Some(CqlValue::Boolean(b)) => Ok(b),
-        other => Err(LedgerError::Result(format!("LWT answered without [applied]: {other:?}"))),
-    }
+    tollgate_schemas::store::lwt_applied(result).map_err(|e| LedgerError::Result(e.to_string()))
 }
 
 impl LedgerStore for CqlLedger {

@@ -5,6 +5,7 @@
 //! `consumer` drives it from Kafka, storing offsets only after the ledger write.
 
 pub mod apply;
+pub mod budgets;
 pub mod config;
 pub mod consumer;
 pub mod fold;

@@ -90,6 +90,40 @@ fn main() -> ExitCode {
         if let Some(Command::Reconcile { from, to }) = args.command {
             return reconcile(&ledger, &c.keyspace, from, to).await;
         }
+        let budgets = if config.budgets.enabled {
+            let b = &config.budgets;
+            let push = tollgate_ledger_consumer::budgets::PushBackConfig {
+                bootstrap_servers: config.kafka.bootstrap_servers.clone(),
+                topic: b.state_topic.clone(),
+                consumer_id: b.consumer_id.clone().unwrap_or_else(default_consumer_id),
+                heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
+                default_thresholds: b.alert_thresholds.clone(),
+                webhook_url: b.webhook_url.clone(),
+            };
+            let tenancy = match tollgate_schemas::store::CqlTenancy::new(ledger.session().clone(), &c.keyspace).await {
+                Ok(t) => std::sync::Arc::new(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match tollgate_ledger_consumer::budgets::BudgetPublisher::new(
+                push,
+                ledger.session().clone(),
+                &c.keyspace,
+                tenancy,
+            )
+            .await
+            {
+                Ok(p) => Some(std::sync::Arc::new(p)),
+                Err(e) => {
+                    eprintln!("error: cannot start budget push-back: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            None
+        };
         let ledger = std::sync::Arc::new(ledger);
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
@@ -98,9 +132,12 @@ fn main() -> ExitCode {
             tracing::info!("shutdown requested");
             signal.cancel();
         });
+        if let Some(b) = &budgets {
+            tokio::spawn(b.clone().heartbeats(shutdown.clone()));
+        }
         let mut announced = false;
         loop {
-            let consumer = match UsageConsumer::new(&config, ledger.clone()) {
+            let consumer = match UsageConsumer::new(&config, ledger.clone(), budgets.clone()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: cannot create the Kafka consumer: {e}");
@@ -161,6 +198,11 @@ async fn reconcile(
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn default_consumer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{host}-{}", std::process::id())
 }
 
 fn init_logging() {

@@ -71,6 +71,12 @@ pub struct UsageEvent {
     /// Token counts were estimated by Tollgate because the provider reported none.
     #[serde(default)]
     pub estimated: bool,
+    /// The budgets this request counted against: for each ledger scope with a budget (e.g.
+    /// `team/payments`, `key/<hash>/model/gpt-4o`), the budget's durations (`30d`, `1mo`, ... or
+    /// `all` for a budget that never resets). The consumer keeps a spend row for each such
+    /// window, computed from `occurred_at`, so a replay folds into the same rows.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub budget_windows: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +155,15 @@ mod tests {
             stream: false,
             partial: false,
             estimated: false,
+            budget_windows: [
+                (
+                    "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+                    vec!["30d".to_owned()],
+                ),
+                ("team/team-payments".to_owned(), vec!["1mo".to_owned()]),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -213,7 +228,7 @@ mod tests {
             .unwrap()
             .keys()
             .map(String::as_str)
-            .filter(|k| !matches!(*k, "error_type" | "served_model" | "provider" | "deployment"))
+            .filter(|k| !matches!(*k, "error_type" | "served_model" | "provider" | "deployment" | "budget_windows"))
             .collect();
         required.sort_unstable();
         present.sort_unstable();

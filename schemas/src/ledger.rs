@@ -59,9 +59,25 @@ pub fn month_window(at: DateTime<Utc>) -> String {
     format!("m:{:04}-{:02}", at.year(), at.month())
 }
 
-/// The windows an event counts in.
+/// The windows every scope of an event counts in.
 pub fn windows_of(event: &UsageEvent) -> Vec<String> {
     vec![ALL_TIME.to_owned(), day_window(event.occurred_at), month_window(event.occurred_at)]
+}
+
+/// The windows of `scope` beyond [`windows_of`]: those of the budgets the event names for it
+/// (`budget_windows`). Durations that do not parse are skipped (the gateway only writes valid
+/// ones); `1d`, `1mo` and `all` are already among the common windows.
+pub fn budget_windows_of(event: &UsageEvent, scope: &str) -> Vec<String> {
+    let Some(durations) = event.budget_windows.get(scope) else { return Vec::new() };
+    let mut windows: Vec<String> = durations
+        .iter()
+        .filter_map(|d| crate::tenancy::BudgetDuration::parse(d).ok())
+        .map(|d| d.window_of(event.occurred_at))
+        .filter(|w| w != ALL_TIME && !w.starts_with("d:") && !w.starts_with("m:"))
+        .collect();
+    windows.sort();
+    windows.dedup();
+    windows
 }
 
 #[cfg(test)]

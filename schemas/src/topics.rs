@@ -5,6 +5,8 @@
 pub const USAGE: &str = "usage";
 /// Compacted budget state pushed back to every gateway.
 pub const BUDGET_STATE: &str = "budget-state";
+/// Tenancy changes (`tenancy::Invalidation`): every gateway drops its cached copy.
+pub const CONTROL: &str = "control";
 /// Usage records that could not be decoded, with the reason in a header.
 pub const USAGE_DLQ: &str = "usage-dlq";
 
@@ -47,7 +49,7 @@ mod tests {
 
     #[test]
     fn every_named_topic_is_in_the_file() {
-        for name in [USAGE, BUDGET_STATE, USAGE_DLQ] {
+        for name in [USAGE, BUDGET_STATE, USAGE_DLQ, CONTROL] {
             let spec = spec(name).unwrap_or_else(|| panic!("{name} missing from topics.tsv"));
             assert!(spec.partitions > 0);
         }

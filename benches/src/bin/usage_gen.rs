@@ -72,6 +72,7 @@ fn event(i: u64, keys: u64) -> UsageEvent {
         stream: false,
         partial: false,
         estimated: false,
+        budget_windows: Default::default(),
     }
 }
 

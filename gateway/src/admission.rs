@@ -1,0 +1,211 @@
+//! Admission: may this request go to a provider now? Budgets at every level (key, team, user,
+//! organization, customer, and per model), then rate limits. Runs on every model route, after
+//! authentication and before the provider is called; makes no remote call.
+
+use crate::auth::Principal;
+use crate::budget::BudgetView;
+use crate::config::{BudgetSettings, WhenStale};
+use crate::error::{GatewayError, Scope};
+use crate::ratelimit::{LimitSpec, RateLimiter, Reservation};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tollgate_schemas::tenancy::{budget_window, BudgetDuration};
+use tollgate_schemas::NanoUsd;
+
+/// A budget the request counts against: its ledger scope and window length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BudgetSlot {
+    scope_id: String,
+    duration: Option<BudgetDuration>,
+}
+
+/// An admitted request: what it holds (parallel slots) and where its spend is counted.
+pub struct Admitted {
+    pub reservation: Reservation,
+    budgets: Vec<BudgetSlot>,
+    view: Arc<BudgetView>,
+}
+
+impl Admitted {
+    /// The event's `budget_windows`: every budgeted scope with its duration.
+    pub fn budget_windows(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for b in &self.budgets {
+            let d = b.duration.map_or_else(|| "all".to_owned(), |d| d.to_string());
+            let entry = out.entry(b.scope_id.clone()).or_default();
+            if !entry.contains(&d) {
+                entry.push(d);
+            }
+        }
+        out
+    }
+
+    /// Counts what the request used, at once, in this gateway's view and limits.
+    pub fn settle(&self, cost: NanoUsd, tokens: u64, at: DateTime<Utc>) {
+        self.reservation.record_tokens(tokens);
+        for b in &self.budgets {
+            self.view.add_local(&b.scope_id, &budget_window(b.duration, at), cost);
+        }
+    }
+}
+
+/// Checks budgets and limits for a request to `model`.
+pub fn admit(
+    principal: &Principal,
+    model: &str,
+    view: &Arc<BudgetView>,
+    limiter: &RateLimiter,
+    settings: &BudgetSettings,
+    now: DateTime<Utc>,
+) -> Result<Admitted, GatewayError> {
+    let mut budgets = Vec::new();
+    let mut specs = Vec::new();
+    let mut hard = false;
+    for party in &principal.parties {
+        let l = &party.limits;
+        let duration = l.budget_duration;
+        let mut check = |scope: Scope, scope_id: String, max: Option<NanoUsd>| {
+            if let Some(max) = max {
+                hard = true;
+                let spent = view.spent(&scope_id, &budget_window(duration, now));
+                if spent >= max {
+                    return Err(GatewayError::BudgetExceeded {
+                        scope,
+                        spent,
+                        max,
+                        resets_at: duration.map(|d| d.window_end(now)),
+                    });
+                }
+            }
+            budgets.push(BudgetSlot { scope_id, duration });
+            Ok(())
+        };
+        if l.max_budget.is_some() || l.soft_budget.is_some() {
+            check(party.scope, party.scope_id.clone(), l.max_budget)?;
+        }
+        if let Some(max) = l.model_max_budget.get(model) {
+            check(Scope::Model, format!("{}/model/{model}", party.scope_id), Some(*max))?;
+        }
+        if l.rpm_limit.is_some() || l.tpm_limit.is_some() || l.max_parallel_requests.is_some() {
+            specs.push(LimitSpec {
+                scope: party.scope,
+                id: party.scope_id.clone(),
+                rpm: l.rpm_limit,
+                tpm: l.tpm_limit,
+                parallel: l.max_parallel_requests,
+            });
+        }
+        let (model_rpm, model_tpm) = (l.model_rpm_limit.get(model).copied(), l.model_tpm_limit.get(model).copied());
+        if model_rpm.is_some() || model_tpm.is_some() {
+            specs.push(LimitSpec {
+                scope: Scope::Model,
+                id: format!("{}/model/{model}", party.scope_id),
+                rpm: model_rpm,
+                tpm: model_tpm,
+                parallel: None,
+            });
+        }
+    }
+    if hard && settings.when_stale == WhenStale::FailClosed {
+        let bound_ms = i64::try_from(settings.max_staleness_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        if view.age_ms(now).is_none_or(|age| age > bound_ms) {
+            metrics::counter!("tollgate_budget_view_stale_refusals_total").increment(1);
+            return Err(GatewayError::BudgetViewStale { bound_secs: settings.max_staleness_secs });
+        }
+    }
+    let reservation = limiter.admit(&specs, now.timestamp_millis())?;
+    Ok(Admitted { reservation, budgets, view: view.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Party;
+    use tollgate_schemas::tenancy::{BudgetState, KeyRecord, Limits};
+
+    fn principal(parties: Vec<Party>) -> Principal {
+        Principal {
+            key: Arc::new(KeyRecord::default()),
+            team: None,
+            user: None,
+            organization_id: None,
+            customer_id: None,
+            parties,
+        }
+    }
+
+    fn party(scope: Scope, id: &str, limits: Limits) -> Party {
+        Party { scope, scope_id: id.into(), limits }
+    }
+
+    fn fresh_view() -> Arc<BudgetView> {
+        let view = Arc::new(BudgetView::new());
+        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: Utc::now().timestamp_millis() });
+        view.set_caught_up();
+        view
+    }
+
+    fn open_settings() -> BudgetSettings {
+        BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailOpen }
+    }
+
+    #[test]
+    fn each_level_refuses_with_its_own_scope() {
+        let view = fresh_view();
+        let limiter = RateLimiter::new(1);
+        let budget = |n| Limits { max_budget: Some(NanoUsd(n)), ..Limits::default() };
+        let p = principal(vec![
+            party(Scope::Key, "key/k", budget(100)),
+            party(Scope::Team, "team/t", budget(50)),
+            party(Scope::Customer, "customer/c", budget(10)),
+        ]);
+        let now = Utc::now();
+        let admitted = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        assert_eq!(admitted.budget_windows().len(), 3);
+        admitted.settle(NanoUsd(10), 5, now);
+        let err = admit(&p, "m", &view, &limiter, &open_settings(), now).err().unwrap();
+        assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Customer, .. }), "{err:?}");
+        admitted.settle(NanoUsd(40), 5, now);
+        let p2 = principal(p.parties[..2].to_vec());
+        let err = admit(&p2, "m", &view, &limiter, &open_settings(), now).err().unwrap();
+        assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Team, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn model_budgets_apply_to_their_model_only() {
+        let view = fresh_view();
+        let limiter = RateLimiter::new(1);
+        let limits = Limits {
+            model_max_budget: [("gpt-4o".to_owned(), NanoUsd(5))].into_iter().collect(),
+            budget_duration: Some(BudgetDuration::Months(1)),
+            ..Limits::default()
+        };
+        let p = principal(vec![party(Scope::Key, "key/k", limits)]);
+        let now = Utc::now();
+        let a = admit(&p, "gpt-4o", &view, &limiter, &open_settings(), now).unwrap();
+        assert_eq!(a.budget_windows().get("key/k/model/gpt-4o"), Some(&vec!["1mo".to_owned()]));
+        a.settle(NanoUsd(5), 1, now);
+        assert!(matches!(
+            admit(&p, "gpt-4o", &view, &limiter, &open_settings(), now).err(),
+            Some(GatewayError::BudgetExceeded { scope: Scope::Model, .. })
+        ));
+        assert!(admit(&p, "gpt-4o-mini", &view, &limiter, &open_settings(), now).is_ok());
+    }
+
+    #[test]
+    fn a_stale_view_fails_closed_for_hard_budgets_only() {
+        let view = Arc::new(BudgetView::new());
+        let limiter = RateLimiter::new(1);
+        let closed = BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailClosed };
+        let hard =
+            principal(vec![party(Scope::Key, "key/k", Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() })]);
+        let none = principal(vec![party(Scope::Key, "key/j", Limits::default())]);
+        assert!(matches!(
+            admit(&hard, "m", &view, &limiter, &closed, Utc::now()).err(),
+            Some(GatewayError::BudgetViewStale { .. })
+        ));
+        assert!(admit(&none, "m", &view, &limiter, &closed, Utc::now()).is_ok());
+        assert!(admit(&hard, "m", &view, &limiter, &open_settings(), Utc::now()).is_ok());
+    }
+}

@@ -1,0 +1,261 @@
+//! The one implementation of reading and writing tenancy records in Cassandra or ScyllaDB,
+//! shared by the gateway and the ledger consumer (feature `cql`). Nothing Scylla-only, nothing
+//! Cassandra-only.
+//!
+//! Every write is a lightweight transaction on the record's `version`, so two admins changing
+//! the same record at once cannot lose one change: the second is told to retry.
+
+use crate::tenancy::{Kind, Record};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::{CqlValue, Row};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("database schema: {0}")]
+    Schema(String),
+    #[error("database query failed: {0}")]
+    Query(String),
+    #[error("stored {kind} record {id:?} does not decode: {reason}")]
+    Corrupt { kind: &'static str, id: String, reason: String },
+}
+
+fn query_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+/// A stored document and its version (incremented by every update).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub doc: String,
+    pub version: i64,
+}
+
+/// Where tenancy records live. Object-safe, so the gateway can hold any store.
+pub trait TenancyStore: Send + Sync + 'static {
+    fn get(&self, kind: Kind, id: &str) -> BoxFuture<'_, Result<Option<Stored>, StoreError>>;
+    /// Creates the record; `false` when one with this id exists.
+    fn create(&self, kind: Kind, id: &str, doc: &str) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Replaces the record if its version is still `expected` (the new version is
+    /// `expected + 1`); `false` otherwise (changed or deleted meanwhile).
+    fn update(&self, kind: Kind, id: &str, doc: &str, expected: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Deletes the record if its version is still `expected`.
+    fn delete(&self, kind: Kind, id: &str, expected: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Every record of `kind` (a full scan, for listings: not a request path).
+    fn list(&self, kind: Kind) -> BoxFuture<'_, Result<Vec<(String, Stored)>, StoreError>>;
+}
+
+/// Typed reads on top of a [`TenancyStore`].
+pub async fn get_record<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<(R, i64)>, StoreError> {
+    let Some(stored) = store.get(R::KIND, id).await? else { return Ok(None) };
+    let record = serde_json::from_str(&stored.doc).map_err(|e| StoreError::Corrupt {
+        kind: R::KIND.as_str(),
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some((record, stored.version)))
+}
+
+/// Every record of a kind, decoded; records that do not decode are an error naming them.
+pub async fn list_records<R: Record>(store: &dyn TenancyStore) -> Result<Vec<(R, i64)>, StoreError> {
+    let mut out = Vec::new();
+    for (id, stored) in store.list(R::KIND).await? {
+        let record = serde_json::from_str(&stored.doc).map_err(|e| StoreError::Corrupt {
+            kind: R::KIND.as_str(),
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        out.push((record, stored.version));
+    }
+    Ok(out)
+}
+
+struct Statements {
+    get: PreparedStatement,
+    create: PreparedStatement,
+    update: PreparedStatement,
+    delete: PreparedStatement,
+    list: String,
+}
+
+/// Tenancy records in Cassandra/ScyllaDB (`cql/004_tenancy.cql`).
+pub struct CqlTenancy {
+    session: Arc<Session>,
+    statements: HashMap<Kind, Statements>,
+}
+
+/// Connects to `contact_points`.
+pub async fn connect(contact_points: &[String]) -> Result<Session, StoreError> {
+    SessionBuilder::new().known_nodes(contact_points).build().await.map_err(|e| StoreError::Connect(e.to_string()))
+}
+
+/// Applies every statement of `schemas/cql` to `keyspace` (all idempotent).
+pub async fn apply_schema(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    let statements = crate::cql::statements(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
+    for stmt in statements {
+        session.query_unpaged(stmt, &[]).await.map_err(|e| StoreError::Schema(e.to_string()))?;
+    }
+    session.await_schema_agreement().await.map_err(|e| StoreError::Schema(e.to_string()))?;
+    Ok(())
+}
+
+/// `[applied]` of an LWT result.
+pub fn lwt_applied(result: scylla::response::query_result::QueryResult) -> Result<bool, StoreError> {
+    let rows = result.into_rows_result().map_err(query_err)?;
+    let row: Option<Row> = rows.maybe_first_row::<Row>().map_err(query_err)?;
+    match row.and_then(|r| r.columns.into_iter().next().flatten()) {
+        Some(CqlValue::Boolean(b)) => Ok(b),
+        other => Err(StoreError::Query(format!("LWT answered without [applied]: {other:?}"))),
+    }
+}
+
+impl CqlTenancy {
+    /// Prepares the statements of every tenancy table in `keyspace` (the schema must exist:
+    /// see [`apply_schema`]).
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<CqlTenancy, StoreError> {
+        crate::cql::validate_keyspace(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
+        let mut statements = HashMap::new();
+        for kind in Kind::ALL {
+            let table = format!("{keyspace}.{}", kind.table());
+            let prepare = |cql: String| {
+                let session = &session;
+                async move { session.prepare(cql).await.map_err(query_err) }
+            };
+            let mut get = prepare(format!("SELECT doc, version FROM {table} WHERE id = ?")).await?;
+            // Reads see the latest committed LWT (admin changes are rare; correctness first).
+            get.set_consistency(Consistency::LocalQuorum);
+            let mut create =
+                prepare(format!("INSERT INTO {table} (id, doc, version) VALUES (?, ?, 1) IF NOT EXISTS")).await?;
+            create.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            let mut update =
+                prepare(format!("UPDATE {table} SET doc = ?, version = ? WHERE id = ? IF version = ?")).await?;
+            update.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            let mut delete = prepare(format!("DELETE FROM {table} WHERE id = ? IF version = ?")).await?;
+            delete.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            let list = format!("SELECT id, doc, version FROM {table}");
+            statements.insert(kind, Statements { get, create, update, delete, list });
+        }
+        Ok(CqlTenancy { session, statements })
+    }
+
+    fn stmts(&self, kind: Kind) -> Result<&Statements, StoreError> {
+        self.statements.get(&kind).ok_or_else(|| StoreError::Schema(format!("no statements for {}", kind.as_str())))
+    }
+}
+
+impl TenancyStore for CqlTenancy {
+    fn get(&self, kind: Kind, id: &str) -> BoxFuture<'_, Result<Option<Stored>, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let s = self.stmts(kind)?;
+            let result = self.session.execute_unpaged(&s.get, (&id,)).await.map_err(query_err)?;
+            let rows = result.into_rows_result().map_err(query_err)?;
+            let row = rows.maybe_first_row::<(Option<String>, Option<i64>)>().map_err(query_err)?;
+            Ok(row.map(|(doc, version)| Stored { doc: doc.unwrap_or_default(), version: version.unwrap_or(0) }))
+        })
+    }
+
+    fn create(&self, kind: Kind, id: &str, doc: &str) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let (id, doc) = (id.to_owned(), doc.to_owned());
+        Box::pin(async move {
+            let s = self.stmts(kind)?;
+            lwt_applied(self.session.execute_unpaged(&s.create, (&id, &doc)).await.map_err(query_err)?)
+        })
+    }
+
+    fn update(&self, kind: Kind, id: &str, doc: &str, expected: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let (id, doc) = (id.to_owned(), doc.to_owned());
+        Box::pin(async move {
+            let s = self.stmts(kind)?;
+            let values = (&doc, expected + 1, &id, expected);
+            lwt_applied(self.session.execute_unpaged(&s.update, values).await.map_err(query_err)?)
+        })
+    }
+
+    fn delete(&self, kind: Kind, id: &str, expected: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let s = self.stmts(kind)?;
+            lwt_applied(self.session.execute_unpaged(&s.delete, (&id, expected)).await.map_err(query_err)?)
+        })
+    }
+
+    fn list(&self, kind: Kind) -> BoxFuture<'_, Result<Vec<(String, Stored)>, StoreError>> {
+        Box::pin(async move {
+            let s = self.stmts(kind)?;
+            let mut stmt = scylla::statement::Statement::new(s.list.clone());
+            stmt.set_page_size(1_000);
+            stmt.set_consistency(Consistency::LocalQuorum);
+            let mut rows = self
+                .session
+                .query_iter(stmt, &[])
+                .await
+                .map_err(query_err)?
+                .rows_stream::<(String, Option<String>, Option<i64>)>()
+                .map_err(query_err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().await {
+                let (id, doc, version) = row.map_err(query_err)?;
+                out.push((id, Stored { doc: doc.unwrap_or_default(), version: version.unwrap_or(0) }));
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The usage topic may have at most this many partitions: spend readers sum the Layer 2 rows
+/// of partitions `0..MAX_USAGE_PARTITIONS` (absent rows cost nothing).
+pub const MAX_USAGE_PARTITIONS: i32 = 64;
+
+/// Reads spend totals from the Layer 2 ledger (for admin and spend APIs; not a request path).
+pub struct SpendReader {
+    session: Arc<Session>,
+    total: PreparedStatement,
+}
+
+/// A scope's spend in one window, all partitions summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpendTotal {
+    pub spent: crate::NanoUsd,
+    pub events: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+impl SpendReader {
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<SpendReader, StoreError> {
+        crate::cql::validate_keyspace(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
+        let mut total = session
+            .prepare(format!(
+                "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens FROM {keyspace}.spend_aggregates \
+                 WHERE scope_id = ? AND window_id = ? AND partition IN ?"
+            ))
+            .await
+            .map_err(query_err)?;
+        total.set_consistency(Consistency::LocalQuorum);
+        Ok(SpendReader { session, total })
+    }
+
+    pub async fn total(&self, scope: &str, window: &str) -> Result<SpendTotal, StoreError> {
+        let partitions: Vec<i32> = (0..MAX_USAGE_PARTITIONS).collect();
+        let result = self.session.execute_unpaged(&self.total, (scope, window, partitions)).await.map_err(query_err)?;
+        let rows = result.into_rows_result().map_err(query_err)?;
+        let mut t = SpendTotal::default();
+        for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
+            let (spent, events, prompt, completion) = row.map_err(query_err)?;
+            t.spent = crate::NanoUsd(t.spent.0.saturating_add(spent.unwrap_or(0)));
+            t.events += events.unwrap_or(0);
+            t.prompt_tokens += prompt.unwrap_or(0);
+            t.completion_tokens += completion.unwrap_or(0);
+        }
+        Ok(t)
+    }
+}
