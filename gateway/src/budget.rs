@@ -171,8 +171,12 @@ pub fn listen(config: ListenerConfig, view: Arc<BudgetView>, tenancy: Arc<Tenanc
 }
 
 fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -> Result<(), String> {
+    // librdkafka wants a group id even for assigned partitions; none is joined (no subscribe)
+    // and nothing is committed.
+    let group = format!("tollgate-gateway-view-{}", uuid::Uuid::new_v4().simple());
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")

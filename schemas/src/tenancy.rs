@@ -209,6 +209,7 @@ pub struct Limits {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alert_thresholds: Vec<u8>,
     /// A reusable budget whose fields apply where this record sets none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_id: Option<String>,
 }
 

@@ -2,7 +2,7 @@
 //! ports, against the Kafka and Cassandra that `deploy/local/up` starts, with a unique topic,
 //! consumer group and keyspace per test so tests never share state.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -612,4 +612,105 @@ pub fn consumer_yaml(
         kafka = kafka_bootstrap(),
         cql = cassandra_node()
     )
+}
+
+// === tenancy and the admin API ===
+
+/// The master key of the tenancy tests' gateways.
+pub const MASTER_KEY: &str = "sk-master-e2e-0123456789";
+
+/// The Kafka topics of one tenancy test: usage, budget state and control.
+pub struct Topics {
+    pub usage: String,
+    pub budget_state: String,
+    pub control: String,
+}
+
+impl Topics {
+    pub async fn create(prefix: &str, usage_partitions: i32) -> Result<Topics> {
+        let t = Topics {
+            usage: unique(&format!("{prefix}-usage-")),
+            budget_state: unique(&format!("{prefix}-budget-")),
+            control: unique(&format!("{prefix}-control-")),
+        };
+        create_topic(&t.usage, usage_partitions).await?;
+        create_topic(&t.budget_state, 3).await?;
+        create_topic(&t.control, 1).await?;
+        Ok(t)
+    }
+}
+
+/// A gateway config with tenancy in Cassandra (`keyspace`), the admin API on [`MASTER_KEY`],
+/// models `gpt-4o-mini` and `gpt-4o` on the mock, and `extra` YAML appended.
+pub fn tenancy_gateway_yaml(id: &str, mock: &str, topics: &Topics, keyspace: &str, extra: &str) -> String {
+    let models =
+        [model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""), model_entry("gpt-4o", &format!("{mock}/v1"), "")];
+    gateway_yaml(
+        id,
+        &models,
+        &topics.usage,
+        &kafka_bootstrap(),
+        &format!(
+            "  budget_state_topic: {bs}\n  control_topic: {ct}\ndatabase:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
+             general_settings:\n  master_key: {MASTER_KEY}\n{extra}",
+            bs = topics.budget_state,
+            ct = topics.control,
+            cql = cassandra_node(),
+        ),
+    )
+}
+
+/// A client of one gateway's admin API.
+pub struct AdminApi {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl AdminApi {
+    pub fn new(base: &str) -> AdminApi {
+        AdminApi { client: reqwest::Client::new(), base: base.to_owned(), key: MASTER_KEY.to_owned() }
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Result<(u16, serde_json::Value)> {
+        let resp = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(&body).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let resp = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.key).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+    }
+
+    /// POSTs and requires 200; returns the body.
+    pub async fn ok(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let (status, v) = self.post(path, body).await?;
+        ensure!(status == 200, "{path}: {status} {v}");
+        Ok(v)
+    }
+}
+
+/// A small chat completion with `key`; returns the response.
+pub async fn chat_as(
+    client: &reqwest::Client,
+    gw: &str,
+    key: &str,
+    model: &str,
+    user: Option<&str>,
+) -> Result<reqwest::Response> {
+    let mut body =
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5});
+    if let Some(u) = user {
+        body["user"] = serde_json::json!(u);
+    }
+    Ok(client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send().await?)
+}
+
+/// The `error.code` of an OpenAI error envelope.
+pub async fn error_code(resp: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v["error"]["code"].as_str().unwrap_or_default().to_owned(), v)
 }
