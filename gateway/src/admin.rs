@@ -118,9 +118,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
-type Answer = Result<HttpResponse, GatewayError>;
+pub(crate) type Answer = Result<HttpResponse, GatewayError>;
 
-fn answer(result: Answer) -> HttpResponse {
+pub(crate) fn answer(result: Answer) -> HttpResponse {
     result.unwrap_or_else(|e| e.error_response())
 }
 
@@ -128,13 +128,13 @@ fn answer(result: Answer) -> HttpResponse {
 // Who may call
 
 /// The caller of an admin route.
-enum Caller {
+pub(crate) enum Caller {
     Admin,
     /// A key that is not an admin's: may only read its own key.
     Own(String),
 }
 
-async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> Result<Caller, GatewayError> {
+pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> Result<Caller, GatewayError> {
     let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey)?;
     if state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw))) {
         return Ok(Caller::Admin);
@@ -404,7 +404,7 @@ async fn remove<R: Record>(
     announce(state, R::KIND, id).await
 }
 
-fn internal(e: impl std::fmt::Display) -> GatewayError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
     GatewayError::Internal(e.to_string())
 }
 
@@ -422,7 +422,7 @@ async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayE
 // ---------------------------------------------------------------------------------------------
 // Presentation: money as USD (and exact nano-USD), spend from the ledger.
 
-fn usd_value(n: NanoUsd) -> Value {
+pub(crate) fn usd_value(n: NanoUsd) -> Value {
     json!(n.as_usd_display())
 }
 
@@ -466,7 +466,7 @@ async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits
     v
 }
 
-fn query(req: &HttpRequest) -> BTreeMap<String, String> {
+pub(crate) fn query(req: &HttpRequest) -> BTreeMap<String, String> {
     web::Query::<BTreeMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
 }
 
@@ -475,7 +475,7 @@ fn new_id() -> String {
 }
 
 /// The hash of a key given raw (`sk-...`) or already hashed (64 hex characters).
-fn key_id_of(given: &str) -> String {
+pub(crate) fn key_id_of(given: &str) -> String {
     if given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
         given.to_ascii_lowercase()
     } else {
@@ -642,14 +642,11 @@ async fn key_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                 Caller::Own(own) if wanted.as_ref().is_none_or(|w| *w == own) => own,
                 Caller::Own(_) => return Err(GatewayError::Forbidden("a key may only read its own info".into())),
             };
-            let key = match state.tenancy.store() {
-                Some(store) => must_find::<KeyRecord>(store.as_ref(), &id).await?.0,
-                None => state
-                    .tenancy
-                    .key(&id)
-                    .await?
-                    .map(|k| (*k).clone())
-                    .ok_or(GatewayError::NotFound { kind: "key", id: id.clone() })?,
+            // Keys of the config file first, then the database (read afresh, not from cache).
+            let key = match (state.tenancy.config_key(&id), state.tenancy.store()) {
+                (Some(k), _) => (*k).clone(),
+                (None, Some(store)) => must_find::<KeyRecord>(store.as_ref(), &id).await?.0,
+                (None, None) => return Err(GatewayError::NotFound { kind: "key", id: id.clone() }),
             };
             let info = with_spend(&state, present(&key), &format!("key/{id}"), &key.limits).await;
             Ok(HttpResponse::Ok().json(json!({"key": id, "info": info})))

@@ -197,6 +197,11 @@ impl Tenancy {
             .map_err(|e| GatewayError::Internal(format!("tenancy lookup failed: {e}")))
     }
 
+    /// A key of the config file.
+    pub fn config_key(&self, key_id: &str) -> Option<Arc<KeyRecord>> {
+        self.config_keys.get(key_id).cloned()
+    }
+
     /// The key with this hash, from the config file or the store.
     pub async fn key(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
         if let Some(k) = self.config_keys.get(key_id) {

@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod router;
 pub mod server;
+pub mod spend;
 pub mod spool;
 pub mod sse;
 pub mod stream;
@@ -39,7 +40,7 @@ use crate::config::{BudgetSettings, Config, ConfigError};
 use crate::events::{KafkaSink, UsageSink};
 use crate::ratelimit::RateLimiter;
 use crate::router::Router;
-use tollgate_schemas::store::{SpendReader, TenancyStore};
+use tollgate_schemas::store::{CqlSpend, SpendSource, TenancyStore};
 
 /// Everything a request handler needs; built once at start-up.
 pub struct AppState {
@@ -51,7 +52,7 @@ pub struct AppState {
     /// Admin API changes go out here.
     pub control: ControlPublisher,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
-    pub spend: Option<SpendReader>,
+    pub spend: Option<Arc<dyn SpendSource>>,
     /// SHA-256 of `general_settings.master_key`.
     pub master_key_hash: Option<String>,
     pub router: Arc<Router>,
@@ -115,7 +116,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             }
             let store: Arc<dyn TenancyStore> =
                 Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
-            (Some(store), Some(SpendReader::new(session, &db.keyspace).await?))
+            let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
+            (Some(store), Some(spend))
         }
         None => (None, None),
     };
@@ -166,6 +168,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
             .app_data(app_state.clone())
             .configure(server::routes)
             .configure(admin::routes)
+            .configure(spend::routes)
             .default_service(web::to(server::not_found))
     })
     .on_connect(server::on_connect)

@@ -17,7 +17,7 @@ use scylla::statement::SerialConsistency;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_schemas::store::{get_record, lwt_applied, SpendReader, TenancyStore};
+use tollgate_schemas::store::{get_record, lwt_applied, CqlSpend, SpendSource, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetDuration, BudgetRecord, BudgetState, CustomerRecord, KeyRecord, Limits, OrganizationRecord, Record,
     TeamRecord, UserRecord,
@@ -48,7 +48,7 @@ struct ScopeBudget {
 pub struct BudgetPublisher {
     config: PushBackConfig,
     producer: FutureProducer,
-    spend: SpendReader,
+    spend: CqlSpend,
     tenancy: Arc<dyn TenancyStore>,
     budgets: Cache<String, Option<ScopeBudget>>,
     claim: PreparedStatement,
@@ -76,7 +76,7 @@ impl BudgetPublisher {
             .set("linger.ms", "2")
             .create()
             .map_err(|e| e.to_string())?;
-        let spend = SpendReader::new(session.clone(), keyspace).await.map_err(|e| e.to_string())?;
+        let spend = CqlSpend::new(session.clone(), keyspace).await.map_err(|e| e.to_string())?;
         let mut claim = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.budget_alerts (scope_id, window_id, threshold_pct, claimed_by, claimed_at) \

@@ -215,12 +215,6 @@ impl TenancyStore for CqlTenancy {
 /// of partitions `0..MAX_USAGE_PARTITIONS` (absent rows cost nothing).
 pub const MAX_USAGE_PARTITIONS: i32 = 64;
 
-/// Reads spend totals from the Layer 2 ledger (for admin and spend APIs; not a request path).
-pub struct SpendReader {
-    session: Arc<Session>,
-    total: PreparedStatement,
-}
-
 /// A scope's spend in one window, all partitions summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpendTotal {
@@ -230,8 +224,49 @@ pub struct SpendTotal {
     pub completion_tokens: i64,
 }
 
-impl SpendReader {
-    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<SpendReader, StoreError> {
+impl SpendTotal {
+    fn add(&mut self, other: &SpendTotal) {
+        self.spent = crate::NanoUsd(self.spent.0.saturating_add(other.spent.0));
+        self.events += other.events;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// Which usage events to read from the event ledger (Layer 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Budget owners (`team/<id>` or `key/<hash>`) whose partitions to read; `None` scans every
+    /// partition of the days (costly on a large ledger: prefer naming owners).
+    pub owners: Option<Vec<String>>,
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+}
+
+/// Daily totals: (scope, UTC day, total).
+pub type DailyTotals = Vec<(String, chrono::NaiveDate, SpendTotal)>;
+
+/// Spend read from the ledgers (for the admin and spend APIs and budget push-back; never on the
+/// request path).
+pub trait SpendSource: Send + Sync + 'static {
+    /// A scope's total in one window.
+    fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>>;
+    /// Every (scope, day window) total for the UTC days `from..=to` (a scan of Layer 2).
+    fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
+    /// Usage events of the event ledger.
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<crate::UsageEvent>, StoreError>>;
+}
+
+/// [`SpendSource`] on Cassandra/ScyllaDB.
+pub struct CqlSpend {
+    session: Arc<Session>,
+    keyspace: String,
+    total: PreparedStatement,
+    events: PreparedStatement,
+}
+
+impl CqlSpend {
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<CqlSpend, StoreError> {
         crate::cql::validate_keyspace(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
         let mut total = session
             .prepare(format!(
@@ -241,21 +276,127 @@ impl SpendReader {
             .await
             .map_err(query_err)?;
         total.set_consistency(Consistency::LocalQuorum);
-        Ok(SpendReader { session, total })
+        let events = session
+            .prepare(format!("SELECT body FROM {keyspace}.usage_events WHERE owner_id = ? AND day = ? AND shard = ?"))
+            .await
+            .map_err(query_err)?;
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), total, events })
+    }
+}
+
+fn days(from: chrono::NaiveDate, to: chrono::NaiveDate) -> impl Iterator<Item = chrono::NaiveDate> {
+    from.iter_days().take_while(move |d| *d <= to)
+}
+
+fn decode_body(body: Option<String>) -> Result<crate::UsageEvent, StoreError> {
+    crate::UsageEvent::decode(body.unwrap_or_default().as_bytes()).map_err(|e| StoreError::Corrupt {
+        kind: "usage event",
+        id: String::new(),
+        reason: e.to_string(),
+    })
+}
+
+impl SpendSource for CqlSpend {
+    fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>> {
+        let (scope, window) = (scope.to_owned(), window.to_owned());
+        Box::pin(async move {
+            let partitions: Vec<i32> = (0..MAX_USAGE_PARTITIONS).collect();
+            let result =
+                self.session.execute_unpaged(&self.total, (&scope, &window, partitions)).await.map_err(query_err)?;
+            let rows = result.into_rows_result().map_err(query_err)?;
+            let mut t = SpendTotal::default();
+            for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
+                let (spent, events, prompt, completion) = row.map_err(query_err)?;
+                t.add(&SpendTotal {
+                    spent: crate::NanoUsd(spent.unwrap_or(0)),
+                    events: events.unwrap_or(0),
+                    prompt_tokens: prompt.unwrap_or(0),
+                    completion_tokens: completion.unwrap_or(0),
+                });
+            }
+            Ok(t)
+        })
     }
 
-    pub async fn total(&self, scope: &str, window: &str) -> Result<SpendTotal, StoreError> {
-        let partitions: Vec<i32> = (0..MAX_USAGE_PARTITIONS).collect();
-        let result = self.session.execute_unpaged(&self.total, (scope, window, partitions)).await.map_err(query_err)?;
-        let rows = result.into_rows_result().map_err(query_err)?;
-        let mut t = SpendTotal::default();
-        for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
-            let (spent, events, prompt, completion) = row.map_err(query_err)?;
-            t.spent = crate::NanoUsd(t.spent.0.saturating_add(spent.unwrap_or(0)));
-            t.events += events.unwrap_or(0);
-            t.prompt_tokens += prompt.unwrap_or(0);
-            t.completion_tokens += completion.unwrap_or(0);
-        }
-        Ok(t)
+    fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
+        Box::pin(async move {
+            let mut stmt = scylla::statement::Statement::new(format!(
+                "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens FROM {}.spend_aggregates",
+                self.keyspace
+            ));
+            stmt.set_page_size(5_000);
+            let mut rows = self
+                .session
+                .query_iter(stmt, &[])
+                .await
+                .map_err(query_err)?
+                .rows_stream::<(String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>()
+                .map_err(query_err)?;
+            let mut totals: std::collections::BTreeMap<(String, chrono::NaiveDate), SpendTotal> = Default::default();
+            while let Some(row) = rows.next().await {
+                let (scope, window, spent, events, prompt, completion) = row.map_err(query_err)?;
+                let Some(day) =
+                    window.strip_prefix("d:").and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                else {
+                    continue;
+                };
+                if day < from || day > to {
+                    continue;
+                }
+                totals.entry((scope, day)).or_default().add(&SpendTotal {
+                    spent: crate::NanoUsd(spent.unwrap_or(0)),
+                    events: events.unwrap_or(0),
+                    prompt_tokens: prompt.unwrap_or(0),
+                    completion_tokens: completion.unwrap_or(0),
+                });
+            }
+            Ok(totals.into_iter().map(|((scope, day), t)| (scope, day, t)).collect())
+        })
+    }
+
+    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<crate::UsageEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match &query.owners {
+                Some(owners) => {
+                    for owner in owners {
+                        for day in days(query.from, query.to) {
+                            for shard in 0..i16::from(crate::event::EVENT_LEDGER_SHARDS) {
+                                let result = self
+                                    .session
+                                    .execute_unpaged(&self.events, (owner, day, shard))
+                                    .await
+                                    .map_err(query_err)?;
+                                let rows = result.into_rows_result().map_err(query_err)?;
+                                for row in rows.rows::<(Option<String>,)>().map_err(query_err)? {
+                                    out.push(decode_body(row.map_err(query_err)?.0)?);
+                                }
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let mut stmt = scylla::statement::Statement::new(format!(
+                        "SELECT day, body FROM {}.usage_events",
+                        self.keyspace
+                    ));
+                    stmt.set_page_size(5_000);
+                    let mut rows = self
+                        .session
+                        .query_iter(stmt, &[])
+                        .await
+                        .map_err(query_err)?
+                        .rows_stream::<(chrono::NaiveDate, Option<String>)>()
+                        .map_err(query_err)?;
+                    while let Some(row) = rows.next().await {
+                        let (day, body) = row.map_err(query_err)?;
+                        if day >= query.from && day <= query.to {
+                            out.push(decode_body(body)?);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 }

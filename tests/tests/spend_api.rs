@@ -1,0 +1,189 @@
+//! The spend API and budget push-back on real Kafka and Cassandra: request logs, key/team spend,
+//! the global report and daily activity all equal what the gateway served, to the nano-dollar;
+//! budget alerts go out once per threshold.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tollgate_tests::*;
+
+/// A webhook receiver on loopback: records every POSTed JSON body, answers 200.
+async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<serde_json::Value>>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/alerts", listener.local_addr()?);
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                    let length: usize = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    if let Ok(v) = serde_json::from_slice(&buf[head_end + 4..head_end + 4 + length]) {
+                        sink.lock().await.push(v);
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                }
+            });
+        }
+    });
+    Ok((url, received))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()> {
+    let dir = scratch_dir("spend-api")?;
+    let topics = Topics::create("spend", 3).await?;
+    let ks = unique("tg_spend_").replace('-', "_");
+    let (webhook, alerts) = webhook_receiver().await?;
+    let consumer_cfg = consumer_yaml(&topics.usage, &unique("ledger-spend-"), &ks, "{}", 500)
+        + &format!(
+            "budgets:\n  state_topic: {}\n  heartbeat_interval_ms: 1000\n  alert_thresholds: [50, 90]\n  webhook_url: {webhook}\n",
+            topics.budget_state
+        );
+    let mock = start_mock(&dir, &[]).await?;
+    let gateway = start_gateway(&dir, &tenancy_gateway_yaml("gw-spend", mock.url()?, &topics, &ks, "")).await?;
+    let consumer = start_consumer(&dir, &consumer_cfg).await?;
+    let gw = gateway.url()?.to_owned();
+    let admin = AdminApi::new(&gw);
+    let session = cql().await?;
+
+    // Load through the config file's keys (two teams, a solo key, five customers).
+    let truth = drive_load(&[gw.clone()], 8, 300, Arc::new(AtomicBool::new(false))).await?;
+    eventually("the ledger to hold every request", Duration::from_secs(60), || async {
+        Ok(truth.ledger_complete(&session, &ks).await?.then_some(()))
+    })
+    .await?;
+    let expect = |scope: &str| truth.scopes.get(scope).copied().unwrap_or_default();
+
+    // Request logs, per key, paged.
+    for (raw, _) in TENANT_KEYS {
+        let hash = key_hash(raw);
+        let (spent, requests) = expect(&format!("key/{hash}"));
+        let mut sum = 0i64;
+        let mut rows = 0usize;
+        for page in 1.. {
+            let (status, v) = admin.get(&format!("/spend/logs?api_key={raw}&page={page}&page_size=17")).await?;
+            ensure!(status == 200, "{status} {v}");
+            let data = v["data"].as_array().context("data")?;
+            ensure!(data.iter().all(|e| e["api_key"] == hash.as_str()), "another key's log");
+            sum += data.iter().map(|e| e["spend_nano_usd"].as_i64().unwrap_or(0)).sum::<i64>();
+            rows += data.len();
+            if page >= v["total_pages"].as_u64().unwrap_or(0) as usize {
+                ensure!(v["total"] == requests, "key {raw}: total {} != {requests}", v["total"]);
+                break;
+            }
+        }
+        ensure!(rows as i64 == requests && sum == spent, "key {raw}: logs {rows} rows {sum} != {requests} {spent}");
+    }
+    // Filters: team and customer.
+    let (_, v) = admin.get("/spend/logs?team_id=team-alpha&end_user=cust-3&page_size=1000").await?;
+    let sum: i64 =
+        v["data"].as_array().context("data")?.iter().map(|e| e["spend_nano_usd"].as_i64().unwrap_or(0)).sum();
+    let alpha_cust3: i64 = (0..truth.requests + truth.rejected)
+        .filter(|i| TENANT_KEYS[i % TENANT_KEYS.len()].1 == Some("team-alpha") && i % 5 == 3)
+        .map(|i| request_body(i).1)
+        .sum();
+    ensure!(sum == alpha_cust3, "team+customer filter: {sum} != {alpha_cust3}");
+    let (status, v) = admin.get("/spend/logs?start_date=2026-01-01&end_date=2026-12-31").await?;
+    ensure!(status == 400 && v["error"]["param"] == "end_date", "{status} {v}");
+
+    // Key and team spend in /key/info (config keys have no team record, so /team/info is for
+    // records of the database; see below) and the global report.
+    let (_, info) = admin.get(&format!("/key/info?key={}", TENANT_KEYS[0].0)).await?;
+    ensure!(info["info"]["spend_nano_usd"] == expect(&format!("key/{}", key_hash(TENANT_KEYS[0].0))).0, "{info}");
+    let (_, report) = admin.get("/global/spend/report?group_by=team").await?;
+    for team in ["team-alpha", "team-beta"] {
+        let row = report.as_array().context("report")?.iter().find(|r| r["team_id"] == team).context("team row")?;
+        ensure!(row["spend_nano_usd"] == expect(&format!("team/{team}")).0, "{team}: {row}");
+        ensure!(row["models"][0]["model"] == "gpt-4o-mini", "{row}");
+    }
+    let (_, report) = admin.get("/global/spend/report?group_by=customer").await?;
+    ensure!(report.as_array().map(Vec::len) == Some(5), "five customers: {report}");
+    let (_, daily) = admin.get("/spend/daily?group_by=key").await?;
+    let total: i64 = TENANT_KEYS.iter().map(|(k, _)| expect(&format!("key/{}", key_hash(k))).0).sum();
+    ensure!(daily["totals"]["spend_nano_usd"] == total, "daily totals: {} != {total}", daily["totals"]);
+
+    // A plain key sees its own logs and no reports.
+    let own = AdminApi { key: TENANT_KEYS[3].0.to_owned(), ..AdminApi::new(&gw) };
+    let (status, v) = own.get("/spend/logs").await?;
+    ensure!(status == 200 && v["total"] == expect(&format!("key/{}", key_hash(TENANT_KEYS[3].0))).1, "{status}");
+    ensure!(own.get("/global/spend/report").await?.0 == 403);
+
+    // Budget push-back and alerts: a database key with a budget of 0.0004 USD and alerts at
+    // 50% and 90%; each request costs 3,450 nano-USD.
+    admin.ok("/team/new", json!({"team_id": "team-db", "max_budget": 10})).await?;
+    let key = admin.ok("/key/generate", json!({"team_id": "team-db", "max_budget": 0.0004})).await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let client = reqwest::Client::new();
+    let mut served = 0;
+    for _ in 0..400 {
+        let resp = chat_as(&client, &gw, &key, "gpt-4o-mini", None).await?;
+        if resp.status() == 503 {
+            tokio::time::sleep(Duration::from_millis(200)).await; // the first heartbeat
+            continue;
+        }
+        if resp.status() != 200 {
+            let (_, code, _) = error_code(resp).await;
+            ensure!(code == "key_budget_exceeded", "{code}");
+            break;
+        }
+        served += 1;
+    }
+    ensure!(served == 116, "0.0004 USD at 3,450 nano-USD a request is 116 requests, served {served}");
+    let scope = format!("key/{}", key_hash(&key));
+    let got = eventually("three alerts", Duration::from_secs(30), || async {
+        let a = alerts.lock().await;
+        let mine: Vec<serde_json::Value> = a.iter().filter(|v| v["scope"] == scope.as_str()).cloned().collect();
+        Ok((mine.len() >= 3).then_some(mine))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // any duplicate would arrive by now
+    let mine: Vec<serde_json::Value> =
+        alerts.lock().await.iter().filter(|v| v["scope"] == scope.as_str()).cloned().collect();
+    let mut kinds: Vec<(String, Option<i64>)> =
+        mine.iter().map(|v| (v["type"].as_str().unwrap_or_default().to_owned(), v["threshold_pct"].as_i64())).collect();
+    kinds.sort();
+    ensure!(
+        kinds
+            == vec![
+                ("budget_exceeded".to_owned(), Some(100)),
+                ("budget_threshold_crossed".to_owned(), Some(50)),
+                ("budget_threshold_crossed".to_owned(), Some(90)),
+            ],
+        "alerts: {kinds:?} (first {:?})",
+        got.first()
+    );
+    let (_, ti) = admin.get("/team/info?team_id=team-db").await?;
+    ensure!(ti["team_info"]["spend_nano_usd"] == 116 * 3_450, "team spend: {ti}");
+
+    gateway.stop().await?;
+    consumer.stop().await?;
+    drop(mock);
+    Ok(())
+}
