@@ -72,7 +72,7 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let session = cql().await?;
 
     // Load through the config file's keys (two teams, a solo key, five customers).
-    let truth = drive_load(&[gw.clone()], 8, 300, Arc::new(AtomicBool::new(false))).await?;
+    let truth = drive_load(std::slice::from_ref(&gw), 8, 300, Arc::new(AtomicBool::new(false))).await?;
     eventually("the ledger to hold every request", Duration::from_secs(60), || async {
         Ok(truth.ledger_complete(&session, &ks).await?.then_some(()))
     })
