@@ -412,7 +412,8 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
 async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayError> {
     state.tenancy.invalidate(kind, id).await;
     let change = Invalidation { kind, id: id.to_owned(), at_ms: Utc::now().timestamp_millis() };
-    state.control.publish(&change).await.map_err(|e| {
+    let Some(control) = &state.control else { return Ok(()) };
+    control.publish(&change).await.map_err(|e| {
         GatewayError::Internal(format!(
             "the change is saved, but other gateways could not be told at once ({e}); they see it within 5 minutes"
         ))
@@ -457,10 +458,12 @@ async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits
     // The ledger lags by the consumer's batch; this gateway may know more already.
     let current = current.spent.max(state.budget_view.spent(scope, &window));
     if let Value::Object(o) = &mut v {
-        o.insert("spend".into(), usd_value(all.spent));
-        o.insert("spend_nano_usd".into(), json!(all.spent.0));
+        // As in LiteLLM, `spend` is what counts against the budget: the current window's.
+        o.insert("spend".into(), usd_value(current));
+        o.insert("spend_nano_usd".into(), json!(current.0));
         o.insert("budget_window".into(), json!(window));
-        o.insert("budget_window_spend_nano_usd".into(), json!(current.0));
+        o.insert("spend_all_time".into(), usd_value(all.spent));
+        o.insert("spend_all_time_nano_usd".into(), json!(all.spent.0));
         o.insert("requests".into(), json!(all.events));
     }
     v
@@ -468,6 +471,12 @@ async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits
 
 pub(crate) fn query(req: &HttpRequest) -> BTreeMap<String, String> {
     web::Query::<BTreeMap<String, String>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
+}
+
+/// Removes repeated ids, keeping the first of each.
+fn dedup(ids: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
 }
 
 fn new_id() -> String {
@@ -490,7 +499,7 @@ fn new_raw_key() -> String {
 
 fn expires_after(duration: BudgetDuration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match duration {
-        BudgetDuration::Seconds(s) => now.checked_add_signed(chrono::Duration::seconds(i64::try_from(s).ok()?)),
+        BudgetDuration::Seconds(s) => now.checked_add_signed(chrono::Duration::try_seconds(i64::try_from(s).ok()?)?),
         BudgetDuration::Months(m) => now.checked_add_months(chrono::Months::new(m)),
     }
 }
@@ -620,6 +629,9 @@ async fn key_delete(req: HttpRequest, body: web::Bytes, state: web::Data<AppStat
                     }
                 }
             }
+            // A key named twice (by value and by alias) is deleted once.
+            let mut named = std::collections::HashSet::new();
+            targets.retain(|(k, _)| named.insert(k.key_id.clone()));
             let mut deleted = Vec::new();
             for (k, version) in targets {
                 remove::<KeyRecord>(&state, store.as_ref(), &k.key_id, version).await?;
@@ -784,15 +796,21 @@ async fn regenerate(req: &HttpRequest, body: &[u8], state: &AppState, from_path:
     f.finish()?;
     // The new key first: whatever fails after this, access is never lost.
     insert(state, store.as_ref(), &key).await?;
-    match grace.and_then(|g| expires_after(g, now)) {
+    let retired = match grace.and_then(|g| expires_after(g, now)) {
         Some(until) => {
             let mut old = old;
             old.expires = Some(old.expires.map_or(until, |e| e.min(until)));
             old.replaced_by = Some(key.key_id.clone());
             old.updated_at = Some(now);
-            save(state, store.as_ref(), &old, version).await?;
+            save(state, store.as_ref(), &old, version).await
         }
-        None => remove::<KeyRecord>(state, store.as_ref(), &old.key_id, version).await?,
+        None => remove::<KeyRecord>(state, store.as_ref(), &old.key_id, version).await,
+    };
+    if let Err(e) = retired {
+        // The old key changed meanwhile: take the new one back, so nothing is half-done.
+        let _ = store.delete(Kind::Key, &key.key_id, 1).await;
+        state.tenancy.invalidate(Kind::Key, &key.key_id).await;
+        return Err(e);
     }
     let mut v = present(&key);
     if let Value::Object(o) = &mut v {
@@ -919,11 +937,12 @@ async fn referenced<R: Record>(store: &dyn TenancyStore, field: &str, id: &str) 
 async fn delete_many<R: Record>(req: &HttpRequest, body: &[u8], state: &AppState, field: &str) -> Answer {
     let store = admin(req, state, true).await?;
     let mut f = Fields::parse(body)?;
-    let ids = f.strings(field)?.unwrap_or_default();
+    let mut ids = f.strings(field)?.unwrap_or_default();
     f.finish()?;
     if ids.is_empty() {
         return Err(GatewayError::field(field, format!("`{field}` must name at least one {}", R::KIND.as_str())));
     }
+    dedup(&mut ids);
     let mut found = Vec::new();
     for id in &ids {
         found.push((id, referenced::<R>(store.as_ref(), field, id).await?.1));
@@ -1226,11 +1245,12 @@ async fn customer_list(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 async fn set_customers_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: bool) -> Answer {
     let store = admin(req, state, true).await?;
     let mut f = Fields::parse(body)?;
-    let ids = f.strings("user_ids")?.unwrap_or_default();
+    let mut ids = f.strings("user_ids")?.unwrap_or_default();
     f.finish()?;
     if ids.is_empty() {
         return Err(GatewayError::field("user_ids", "`user_ids` must name at least one customer"));
     }
+    dedup(&mut ids);
     let mut found = Vec::new();
     for id in &ids {
         found.push(referenced::<CustomerRecord>(store.as_ref(), "user_ids", id).await?);

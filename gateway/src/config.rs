@@ -50,7 +50,13 @@ pub struct Config {
     pub prices: HashMap<String, PriceConfig>,
     #[serde(default)]
     pub router_settings: RouterSettings,
-    pub kafka: KafkaConfig,
+    /// Kafka (with `database` for Cassandra/ScyllaDB): the production set-up. Without it the
+    /// gateway runs on the embedded default (`embedded`).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// The embedded default: usage log, ledgers and tenancy in one local SQLite file.
+    #[serde(default)]
+    pub embedded: Option<EmbeddedConfig>,
     #[serde(default)]
     pub spool: SpoolConfig,
     /// Where keys, tenants and budgets live (Cassandra or ScyllaDB). Without it, only the
@@ -69,6 +75,24 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub environment_variables: HashMap<String, Secret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// The database file; one gateway process per file.
+    #[serde(default = "default_embedded_path")]
+    pub path: std::path::PathBuf,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { path: default_embedded_path() }
+    }
+}
+
+fn default_embedded_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("tollgate-data/tollgate.db")
 }
 
 #[derive(Debug, Deserialize)]
@@ -545,8 +569,23 @@ impl Config {
         if self.spool.max_segment_bytes < 4096 {
             return Err(invalid("spool.max_segment_bytes".into(), "must be at least 4096".into()));
         }
-        if self.kafka.max_queued_messages == 0 {
-            return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));
+        match (&self.kafka, &self.embedded) {
+            (Some(k), None) if k.max_queued_messages == 0 => {
+                return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "embedded".into(),
+                    "use either `kafka` (with `database`) or `embedded`, not both".into(),
+                ));
+            }
+            (None, _) if self.database.is_some() => {
+                return Err(invalid(
+                    "database".into(),
+                    "`database` needs `kafka` (without both, Tollgate runs embedded)".into(),
+                ));
+            }
+            _ => {}
         }
         if self.gateway.replicas == 0 {
             return Err(invalid("gateway.replicas".into(), "must be at least 1".into()));
@@ -764,7 +803,7 @@ kafka:
     fn parses_a_minimal_config() {
         let c = Config::parse(MINIMAL, "test.yaml").unwrap();
         assert_eq!(c.model_list[0].model_name, "gpt-4o-mini");
-        assert_eq!(c.kafka.usage_topic, "usage");
+        assert_eq!(c.kafka.as_ref().map(|k| k.usage_topic.as_str()), Some("usage"));
         assert_eq!(c.gateway.listen, "127.0.0.1:4000");
     }
 

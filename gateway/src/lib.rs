@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod gemini;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tenancy;
 use crate::budget::{BudgetView, ControlPublisher, ListenerConfig};
-use crate::config::{BudgetSettings, Config, ConfigError};
+use crate::config::{BudgetSettings, Config, ConfigError, EmbeddedConfig};
 use crate::events::{KafkaSink, UsageSink};
 use crate::ratelimit::RateLimiter;
 use crate::router::Router;
@@ -49,8 +50,8 @@ pub struct AppState {
     pub budget_view: Arc<BudgetView>,
     pub budget_settings: BudgetSettings,
     pub limiter: RateLimiter,
-    /// Admin API changes go out here.
-    pub control: ControlPublisher,
+    /// Admin API changes go out here (none in embedded mode: there is one gateway).
+    pub control: Option<ControlPublisher>,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
     pub spend: Option<Arc<dyn SpendSource>>,
     /// SHA-256 of `general_settings.master_key`.
@@ -76,6 +77,8 @@ pub enum StartError {
     Database(#[from] tollgate_schemas::store::StoreError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Embedded(#[from] tollgate_ledger_consumer::embedded::EmbeddedError),
     #[error("cannot start the budget listener: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -101,38 +104,59 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
     }
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
-    let sink: Arc<dyn UsageSink> = Arc::new(KafkaSink::new(&config.kafka, &config.spool, &gateway_id)?);
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .connect_timeout(Duration::from_secs(10))
         .build()?;
-    let (store, spend) = match &config.database {
-        Some(db) => {
-            let session = Arc::new(tollgate_schemas::store::connect(&db.contact_points).await?);
-            if db.create_schema {
-                tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
-            }
-            let store: Arc<dyn TenancyStore> =
-                Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
-            let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
-            (Some(store), Some(spend))
+    let budget_view = Arc::new(BudgetView::new());
+    let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
+        Some(kafka) => {
+            let sink = Arc::new(KafkaSink::new(kafka, &config.spool, &gateway_id)?);
+            let (store, spend) = match &config.database {
+                Some(db) => {
+                    let session = Arc::new(tollgate_schemas::store::connect(&db.contact_points).await?);
+                    if db.create_schema {
+                        tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+                    }
+                    let store: Arc<dyn TenancyStore> =
+                        Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
+                    let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
+                    (Some(store), Some(spend))
+                }
+                None => (None, None),
+            };
+            let control = ControlPublisher::new(&kafka.bootstrap_servers, &kafka.control_topic)?;
+            (sink, store, spend, Some(control))
         }
-        None => (None, None),
+        None => {
+            let path = config.embedded.as_ref().map_or_else(|| EmbeddedConfig::default().path, |e| e.path.clone());
+            let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&path)?;
+            tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
+            let sink = Arc::new(embedded::EmbeddedSink::start(
+                db.clone(),
+                budget_view.clone(),
+                config.spool.queue_capacity,
+                config.spool.when_full,
+            )?);
+            let store: Arc<dyn TenancyStore> = db.clone();
+            let spend: Arc<dyn SpendSource> = db;
+            (sink, Some(store), Some(spend), None)
+        }
     };
     let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys));
-    let budget_view = Arc::new(BudgetView::new());
-    budget::listen(
-        ListenerConfig {
-            bootstrap_servers: config.kafka.bootstrap_servers.clone(),
-            budget_state_topic: config.kafka.budget_state_topic.clone(),
-            control_topic: config.kafka.control_topic.clone(),
-        },
-        budget_view.clone(),
-        tenancy.clone(),
-    )?;
-    let control = ControlPublisher::new(&config.kafka.bootstrap_servers, &config.kafka.control_topic)?;
+    if let Some(kafka) = &config.kafka {
+        budget::listen(
+            ListenerConfig {
+                bootstrap_servers: kafka.bootstrap_servers.clone(),
+                budget_state_topic: kafka.budget_state_topic.clone(),
+                control_topic: kafka.control_topic.clone(),
+            },
+            budget_view.clone(),
+            tenancy.clone(),
+        )?;
+    }
     let master_key_hash =
         config.general_settings.as_ref().and_then(|g| g.master_key.as_ref()).map(|k| auth::hash_key(k.expose()));
     let workers = config.gateway.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

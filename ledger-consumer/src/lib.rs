@@ -8,6 +8,7 @@ pub mod apply;
 pub mod budgets;
 pub mod config;
 pub mod consumer;
+pub mod embedded;
 pub mod fold;
 pub mod ledger;
 pub mod reconcile;

@@ -49,6 +49,10 @@ impl NanoUsd {
             Some(i) => (&t[..i], t[i + 1..].parse::<i32>().map_err(|_| bad())?),
             None => (t, 0),
         };
+        // Bounded so no input makes the loops below long: an i64 of nano-USD has 19 digits.
+        if !(-40..=40).contains(&exponent) || mantissa.len() > 60 {
+            return Err(bad());
+        }
         let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
         let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         if (int_part.is_empty() && frac_part.is_empty()) || !digits_ok(int_part) || !digits_ok(frac_part) {
@@ -131,7 +135,8 @@ mod tests {
         assert_eq!(NanoUsd::parse_usd("2.5E2"), Ok(NanoUsd(250_000_000_000)));
         assert_eq!(NanoUsd::parse_usd("-3"), Ok(NanoUsd(-3_000_000_000)));
         assert!(NanoUsd::parse_usd("0.0000000001").is_err());
-        for bad in ["", ".", "abc", "1.2.3", "+1", "1e", "99999999999999999999", "- 1"] {
+        for bad in ["", ".", "abc", "1.2.3", "+1", "1e", "99999999999999999999", "- 1", "1e2147483647", "0e-2147483648"]
+        {
             assert!(NanoUsd::parse_usd(bad).is_err(), "{bad}");
         }
     }

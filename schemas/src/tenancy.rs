@@ -70,6 +70,9 @@ pub enum BudgetDuration {
     Months(u32),
 }
 
+/// The longest duration accepted: 36,500 days.
+const MAX_SECONDS: u64 = 36_500 * 86_400;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not a budget duration: use a positive whole number followed by s, m, h, d or mo (e.g. 30s, 30m, 30h, 30d, 1mo)")]
 pub struct BadDuration(pub String);
@@ -84,7 +87,9 @@ impl BudgetDuration {
         if n == 0 {
             return Err(bad());
         }
-        let seconds = |per: u64| n.checked_mul(per).map(BudgetDuration::Seconds).ok_or_else(bad);
+        // At most about a century, so every window end and expiry is a representable time.
+        let seconds =
+            |per: u64| n.checked_mul(per).filter(|s| *s <= MAX_SECONDS).map(BudgetDuration::Seconds).ok_or_else(bad);
         match unit {
             "s" => seconds(1),
             "m" => seconds(60),
@@ -450,7 +455,9 @@ mod tests {
         assert_eq!(BudgetDuration::parse("30h"), Ok(BudgetDuration::Seconds(108_000)));
         assert_eq!(BudgetDuration::parse("30d"), Ok(BudgetDuration::Seconds(2_592_000)));
         assert_eq!(BudgetDuration::parse("1mo"), Ok(BudgetDuration::Months(1)));
-        for bad in ["", "0d", "-1d", "1.5d", "d", "10", "3w", "1 d", "99999999999999999999999s"] {
+        for bad in
+            ["", "0d", "-1d", "1.5d", "d", "10", "3w", "1 d", "99999999999999999999999s", "9999999999999999s", "36501d"]
+        {
             assert!(BudgetDuration::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(BudgetDuration::parse("30d").unwrap().to_string(), "30d");

@@ -45,7 +45,8 @@ async fn hammer(
                 }
                 let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}],
                                   "max_tokens": max_tokens});
-                let resp = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
+                let resp =
+                    client.post(format!("{gw}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
                 let cost = resp
                     .headers()
                     .get("x-tollgate-cost-nano-usd")
@@ -67,7 +68,8 @@ async fn hammer(
 /// Waits until at least `margin` seconds are left in the current UTC minute (rpm windows are
 /// UTC minutes).
 async fn start_of_a_minute(margin: u64) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 60).unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 60).unwrap_or(0);
     if secs + margin > 58 {
         tokio::time::sleep(Duration::from_secs(61 - secs)).await;
     }
@@ -141,10 +143,8 @@ async fn budget_overshoot_with_two_gateways() -> Result<()> {
     let mut overshoots = Vec::new();
     let mut reaction = Vec::new();
     for trial in 0..TRIALS {
-        let key = admin.ok("/key/generate", json!({"max_budget": 0.002})).await?["key"]
-            .as_str()
-            .context("key")?
-            .to_owned();
+        let key =
+            admin.ok("/key/generate", json!({"max_budget": 0.002})).await?["key"].as_str().context("key")?.to_owned();
         // Both gateways serve the key (their budget view is fresh) before the clock starts.
         for gw in &gateways {
             eventually("a fresh budget view", Duration::from_secs(30), || async {
