@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # variables are used by the scripts that source this file
-# Sourced, never executed. Shared by the load runs (benches/overhead/run, benches/compare/run): process bookkeeping that
-# stops everything on exit, the quiet-machine wait and the disturbed-run retry, and the targets
+# Sourced, never executed. Shared by the load runs (benches/overhead/run, benches/compare/run):
+# process bookkeeping that stops everything on exit, the quiet-machine wait and the disturbed-run retry, and the targets
 # every run starts the same way (the mock, nginx, Tollgate with metering to its own Kafka topic).
 #
 # Source it after setting BENCH (the log prefix) and, before the first load_run, RUN_CAP,
@@ -318,12 +318,15 @@ sent_to_gateway=0
 # load_run TARGET SCENARIO ROUND PID LOADER-ARGS...: one load run of tollgate-load (PID is the
 # process under test, whose CPU is sampled), appended to $raw_lines with the run's names and
 # how the machine was. Waits for quiet before it and repeats it (at most RETRIES times) when
-# others disturbed it. Gives up on its timed requests after RUN_CAP s unless the args say
-# otherwise (a later --max-secs wins).
+# others disturbed it. Gives up on its timed requests after RUN_CAP s unless the args give
+# another --max-secs.
 load_run() {
   local target=$1 scenario=$2 round=$3 pid=$4 line
   shift 4
-  local args=(--pid "$pid" --label "$target $scenario" --key "$KEY" --max-secs "$RUN_CAP" "$@")
+  local args=(--pid "$pid" --label "$target $scenario" --key "$KEY" "$@")
+  if [[ " $* " != *" --max-secs "* ]]; then
+    args+=(--max-secs "$RUN_CAP")
+  fi
   local attempt frozen_at_start frozen_at_end waited=0 disturbed
   for ((attempt = 1; ; attempt++)); do
     wait_quiet
