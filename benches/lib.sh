@@ -37,6 +37,8 @@ ok=0
 stop() {
   local pid=$1 i
   kill -TERM "$pid" 2>/dev/null || return 0
+  # A paused process (SIGSTOP) acts on SIGTERM only once continued.
+  kill -CONT "$pid" 2>/dev/null || true
   for ((i = 0; i < 400; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1

@@ -95,6 +95,7 @@ def summarize(raw, meta):
         f = {
             "startup_ms": starts[t]["startup_ms"],
             "rss_idle_mb": starts[t]["rss_idle_kib"] * 1024 / 1e6,
+            "idle_cores": starts[t].get("idle_cores"),
             "c1_rate": m(t, "c1", "offered_rps"),
             "p50": m(t, "c1", "p50_us"),
             "p90": m(t, "c1", "p90_us"),
@@ -147,6 +148,7 @@ FIGURES = [
     ("c64_rps", "closed-loop RPS, c=64", "req/s", True),
     ("cpu", "CPU per request (own process, all threads), c=64", "CPU-µs", False),
     ("rss_idle_mb", "RSS idle", "MB", False),
+    ("idle_cores", "CPU used while idle (2 s after start-up)", "cores", False),
     ("rss_load_mb", "RSS under load (peak, c=64)", "MB", False),
     ("startup_ms", "start-up to first successful answer", "ms", False),
 ]
@@ -242,6 +244,10 @@ def report(raw, meta, args):
         " is passed to the mock) and meters nothing."
     )
     w(
+        "- While one target is measured the other targets are paused (SIGSTOP), so an idle peer's background"
+        " work does not share the cores; the mock and Kafka keep running."
+    )
+    w(
         f"- Runs: c=1 paced at half the rate one closed-loop connection reached (at most {meta['c1_rate']}/s),"
         f" {meta['c1']} timed requests (or fewer at the {meta['run_cap']} s cap); c=64 closed loop, {meta['c64']}"
         f" requests, for throughput and CPU per request; then constant rates from that throughput down"
@@ -276,7 +282,7 @@ def report(raw, meta, args):
         cells = []
         for t in present:
             v = fig[t].get(key)
-            cells.append(signed(v) if key.startswith("added_") else fmt(v, 2 if key == "sustained_err" else 1))
+            cells.append(signed(v) if key.startswith("added_") else fmt(v, 2 if key in ("sustained_err", "idle_cores") else 1))
         w(f"| {label} | {unit} | " + " | ".join(cells) + " |")
     w("")
     w(
