@@ -409,7 +409,7 @@ machine_facts() {
   local cpu_model commit
   cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [[ -n $(git -C "$root" status --porcelain -- gateway benches 2>/dev/null) ]]; then
+  if [[ -n $(git -C "$root" status --porcelain -- gateway benches ':!benches/results' 2>/dev/null) ]]; then
     commit="$commit (with uncommitted changes in gateway/ or benches/)"
   fi
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"

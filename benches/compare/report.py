@@ -347,10 +347,13 @@ def report(raw, meta, args):
     w("")
     repeated = sum(1 for l in raw if l.get("kind") is None and (l.get("attempts") or 1) > 1)
     kept = [l for l in raw if l.get("kind") is None and l.get("disturbed")]
+    runs_n = sum(1 for l in raw if l.get("kind") is None)
     w(f"Runs repeated because another process disturbed them: {repeated}. "
       + ("No run kept in the figures was disturbed." if not kept else
-         "Kept although still disturbed (out of retries or time): "
-         + "; ".join(f"{l['target']} {l['scenario']} round {l['round']} ({l['disturbed']})" for l in kept) + "."))
+         f"{len(kept)} of {runs_n} runs were kept although still disturbed (out of retries or of the"
+         f" waiting budget): processes not under test used up to"
+         f" {max(l['others_cores'] for l in kept):.2f} cores during them (median"
+         f" {statistics.median(l['others_cores'] for l in kept):.2f}); the raw lines name each."))
     w("")
     if args.perf:
         w(f"Where Tollgate's CPU goes: a perf profile at c=64 is in `{args.perf}`.")
