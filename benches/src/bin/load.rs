@@ -1,8 +1,15 @@
-//! `tollgate-load`: a closed-loop HTTP/1.1 load generator for overhead runs.
+//! `tollgate-load`: an HTTP/1.1 load generator for overhead runs, closed-loop or at a constant rate.
 //!
 //! Each of `--concurrency` workers owns one keep-alive connection and sends its next request as
 //! soon as the previous answer has been read to the end. `--warmup` requests go first and are not
-//! recorded; then exactly `--requests` are timed. With `--pid`, the CPU time of that process (all
+//! recorded; then exactly `--requests` are timed.
+//!
+//! With `--rate R` the timed requests are paced instead (open loop, as wrk2 does): request `i` is
+//! due at `start + i / R` and its latency counts from that moment whenever no worker was free to
+//! send it then, so a stall of the target shows in the percentiles for every request it delayed
+//! instead of hiding as fewer requests sent (coordinated omission). A request sent on time is
+//! timed from its actual send, so the pacing timer's own slack (about a millisecond) is never
+//! charged to the target. `rps` below `offered_rps` means the target could not keep up. With `--pid`, the CPU time of that process (all
 //! its threads, from `/proc/<pid>/stat`) is sampled just before and just after the timed requests,
 //! which gives CPU-µs per request: the steadiest figure on a shared, noisy machine.
 //!
@@ -13,6 +20,9 @@
 //! requests, by everything except the processes under test (`--pid`, `--also-pid`) and this one;
 //! a run with a high figure shared the machine with something else.
 //!
+//! With `--rss-pid`, the resident memory of those processes (summed) is sampled every 100 ms
+//! during the timed requests; `rss_peak_kib` is the largest sum seen.
+//!
 //! It prints one JSON line and never runs longer than its request count, `--max-secs` and the
 //! per-request timeout allow; a failed request counts as an error and still uses up its place.
 
@@ -22,7 +32,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -42,7 +52,9 @@ const DEFAULT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user",
 const DEFAULT_STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}"#;
 
 #[derive(Parser, Debug)]
-#[command(about = "Closed-loop HTTP load generator: fixed request count, latency percentiles, CPU per request")]
+#[command(
+    about = "HTTP load generator (closed loop, or constant rate with --rate): fixed request count, latency percentiles, CPU per request"
+)]
 struct Args {
     /// Target URL, e.g. http://127.0.0.1:4000/v1/chat/completions (plain http only).
     #[arg(long)]
@@ -62,6 +74,9 @@ struct Args {
     /// Bearer token sent in `Authorization`.
     #[arg(long)]
     key: Option<String>,
+    /// Further request header, `name: value` (e.g. a gateway's routing headers); repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
     /// JSON body to POST; defaults to a small chat (streamed with `--stream`).
     #[arg(long)]
     body_file: Option<PathBuf>,
@@ -84,6 +99,14 @@ struct Args {
     /// Per-request limit in seconds; a request over it is an error and its connection is replaced.
     #[arg(long, default_value_t = 10.0)]
     timeout_secs: f64,
+    /// Send the timed requests at this many per second (all workers together), timing each from
+    /// when it was due; without it the workers send back to back (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Processes whose resident memory (VmRSS, summed) is sampled during the timed requests;
+    /// repeatable.
+    #[arg(long)]
+    rss_pid: Vec<u32>,
     /// Free-form label copied into the output line.
     #[arg(long)]
     label: Option<String>,
@@ -124,6 +147,7 @@ struct Target {
     uri: Uri,
     host: HeaderValue,
     auth: Option<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
     stream: bool,
     timeout: Duration,
@@ -153,6 +177,15 @@ impl Target {
             }
             None => None,
         };
+        let headers = args
+            .headers
+            .iter()
+            .map(|h| {
+                let (name, value) =
+                    h.split_once(':').with_context(|| format!("--header {h:?} is not `name: value`"))?;
+                Ok((HeaderName::try_from(name.trim())?, HeaderValue::from_str(value.trim())?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if !(args.timeout_secs.is_finite() && args.timeout_secs > 0.0) {
             bail!("--timeout-secs must be positive");
         }
@@ -161,6 +194,7 @@ impl Target {
             uri: path,
             host: HeaderValue::from_str(authority.as_str())?,
             auth,
+            headers,
             body,
             stream: args.stream,
             timeout: Duration::from_secs_f64(args.timeout_secs),
@@ -176,15 +210,20 @@ impl Target {
         if let Some(auth) = &self.auth {
             builder = builder.header(AUTHORIZATION, auth.clone());
         }
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
         Ok(builder.body(Full::new(self.body.clone()))?)
     }
 }
 
-/// Hands out request slots until `count` are taken or, once started, `limit` has passed.
+/// Hands out request slots until `count` are taken or, once started, `limit` has passed. With a
+/// rate, slot `i` is due `i / rate` seconds after the start.
 struct Tickets {
     next: AtomicU64,
     end: u64,
     limit: Option<Duration>,
+    rate: Option<f64>,
     started: std::sync::OnceLock<Instant>,
     capped: std::sync::atomic::AtomicBool,
 }
@@ -195,9 +234,13 @@ impl Tickets {
             next: AtomicU64::new(0),
             end: count,
             limit,
+            rate: None,
             started: std::sync::OnceLock::new(),
             capped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+    fn paced(count: u64, limit: Option<Duration>, rate: Option<f64>) -> Tickets {
+        Tickets { rate, ..Tickets::new(count, limit) }
     }
     fn start(&self) {
         let _ = self.started.set(Instant::now());
@@ -206,14 +249,23 @@ impl Tickets {
     fn taken(&self) -> u64 {
         self.next.load(Ordering::Relaxed).min(self.end)
     }
-    fn take(&self) -> bool {
+    /// The next slot: `None` when none is left, else `Some(due)` with the time it is due (`None`
+    /// when unpaced or not started).
+    fn take(&self) -> Option<Option<Instant>> {
         if let (Some(limit), Some(started)) = (self.limit, self.started.get()) {
             if started.elapsed() >= limit {
                 self.capped.store(true, Ordering::Relaxed);
-                return false;
+                return None;
             }
         }
-        self.next.fetch_add(1, Ordering::Relaxed) < self.end
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if i >= self.end {
+            return None;
+        }
+        Some(match (self.rate, self.started.get()) {
+            (Some(rate), Some(started)) => Some(*started + Duration::from_secs_f64(i as f64 / rate)),
+            _ => None,
+        })
     }
 }
 
@@ -326,7 +378,21 @@ async fn drain(
     tickets: &Tickets,
     mut rec: Option<&mut Recorded>,
 ) -> anyhow::Result<()> {
-    while tickets.take() {
+    while let Some(due) = tickets.take() {
+        // Paced: wait for the slot's time. `queued` is how long the request waited beyond it
+        // because every worker was busy, which is the target's doing and part of its latency.
+        let queued = match due {
+            Some(due) => {
+                let free = Instant::now();
+                if free < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    Duration::ZERO
+                } else {
+                    free - due
+                }
+            }
+            None => Duration::ZERO,
+        };
         // A server may close a keep-alive connection that sat idle (between the phases, while
         // waiting for the target to settle); like any pooled client, start on a fresh one.
         if conn.as_ref().is_some_and(|c| c.sender.is_closed()) {
@@ -346,9 +412,9 @@ async fn drain(
         match outcome {
             Ok(t) => {
                 if let Some(rec) = rec.as_deref_mut() {
-                    rec.total.record(nanos(t.total))?;
+                    rec.total.record(nanos(t.total + queued))?;
                     if let Some(ttfb) = t.ttfb {
-                        rec.ttfb.record(nanos(ttfb))?;
+                        rec.ttfb.record(nanos(ttfb + queued))?;
                     }
                 }
             }
@@ -480,6 +546,52 @@ fn cpu_us_per_req(ticks: u64, hz: u64, requests: u64) -> f64 {
     round1(ticks as f64 * 1e6 / hz as f64 / requests.max(1) as f64)
 }
 
+// === resident memory from /proc ===
+
+/// VmRSS in KiB from the text of `/proc/<pid>/status`.
+fn rss_kib_of(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}
+
+fn rss_kib(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok().and_then(|s| rss_kib_of(&s))).sum()
+}
+
+/// Samples the summed RSS of some processes every 100 ms until stopped; keeps the largest.
+struct RssSampler {
+    task: Option<tokio::task::JoinHandle<Option<u64>>>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl RssSampler {
+    fn start(pids: &[u32]) -> RssSampler {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        if pids.is_empty() {
+            return RssSampler { task: None, stop };
+        }
+        let pids = pids.to_vec();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut peak = rss_kib(&pids);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => peak = peak.max(rss_kib(&pids)),
+                    () = stopped.notified() => break,
+                }
+            }
+            peak.max(rss_kib(&pids))
+        });
+        RssSampler { task: Some(task), stop }
+    }
+
+    async fn stop(self) -> Option<u64> {
+        let task = self.task?;
+        self.stop.notify_one();
+        task.await.ok().flatten()
+    }
+}
+
 // === the run ===
 
 async fn run(args: Args) -> anyhow::Result<String> {
@@ -494,9 +606,12 @@ async fn run(args: Args) -> anyhow::Result<String> {
         bail!("--max-secs must be positive and --settle-secs not negative");
     }
     let limit = args.max_secs.map(Duration::from_secs_f64);
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be positive");
+    }
     let warmup = Arc::new(Tickets::new(args.warmup, limit));
     warmup.start();
-    let timed = Arc::new(Tickets::new(args.requests, limit));
+    let timed = Arc::new(Tickets::paced(args.requests, limit, args.rate));
     let warmed = Arc::new(Barrier::new(args.concurrency + 1));
     let go = Arc::new(Barrier::new(args.concurrency + 1));
     let mut workers = JoinSet::new();
@@ -511,6 +626,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
     let start = Instant::now();
     timed.start();
     go.wait().await;
+    let rss = RssSampler::start(&args.rss_pid);
     let mut all = Recorded::new()?;
     while let Some(joined) = workers.join_next().await {
         let rec = joined??;
@@ -522,6 +638,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         }
     }
     let elapsed = start.elapsed();
+    let rss_peak_kib = rss.stop().await;
     let end = sample_cpu(args.pid, &args.also_pid)?;
     let after = match args.pid {
         Some(pid) => {
@@ -549,6 +666,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         "capped": timed.capped.load(Ordering::Relaxed),
         "elapsed_s": round3(elapsed.as_secs_f64()),
         "rps": round1(timed_requests as f64 / elapsed.as_secs_f64()),
+        "offered_rps": args.rate,
         "mean_us": (!all.total.is_empty()).then(|| round1(all.total.mean() / 1e3)),
         "p50_us": us(&all.total, 0.50),
         "p90_us": us(&all.total, 0.90),
@@ -562,6 +680,7 @@ async fn run(args: Args) -> anyhow::Result<String> {
         "cpu_us_per_req": cpu,
         "loader_cpu_us_per_req": cpu_us_per_req(end.own.saturating_sub(before.own), hz, timed_requests),
         "others_cores": round3(others as f64 / hz as f64 / elapsed.as_secs_f64()),
+        "rss_peak_kib": rss_peak_kib,
     });
     Ok(line.to_string())
 }
@@ -600,16 +719,34 @@ mod tests {
     #[test]
     fn tickets_run_out() {
         let t = Tickets::new(2, None);
-        assert!(t.take() && t.take() && !t.take() && !t.take());
+        assert!(t.take().is_some() && t.take().is_some() && t.take().is_none() && t.take().is_none());
         assert!(!t.capped.load(Ordering::Relaxed));
     }
 
     #[test]
     fn tickets_stop_at_the_time_limit() {
         let t = Tickets::new(u64::MAX, Some(Duration::ZERO));
-        assert!(t.take(), "the limit counts from start()");
+        assert!(t.take().is_some(), "the limit counts from start()");
         t.start();
-        assert!(!t.take() && t.capped.load(Ordering::Relaxed));
+        assert!(t.take().is_none() && t.capped.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn paced_tickets_are_due_at_the_rate() {
+        let t = Tickets::paced(3, None, Some(1000.0));
+        t.start();
+        let Some(started) = t.started.get().copied() else { panic!("started") };
+        assert_eq!(t.take(), Some(Some(started)));
+        assert_eq!(t.take(), Some(Some(started + Duration::from_millis(1))));
+        assert_eq!(t.take(), Some(Some(started + Duration::from_millis(2))));
+        assert_eq!(t.take(), None);
+    }
+
+    #[test]
+    fn reads_vm_rss() {
+        assert_eq!(rss_kib_of("Name:\tx\nVmHWM:\t 900 kB\nVmRSS:\t  812 kB\n"), Some(812));
+        assert_eq!(rss_kib_of("Name:\tkthread\n"), None);
+        assert!(rss_kib(&[std::process::id()]).is_some_and(|k| k > 0));
     }
 
     #[test]

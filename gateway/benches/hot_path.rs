@@ -1,0 +1,141 @@
+//! Criterion micro-benchmarks of the gateway's per-request hot path, each a pure or in-memory
+//! step that every metered chat request takes: the key lookup on a warm cache, the admission
+//! checks, the cost calculation and the encoding of the usage event for Kafka.
+//!
+//! `cargo bench -p tollgate-gateway --bench hot_path`. The load runs in `benches/` measure the
+//! whole request; these say which step to look at when that figure moves.
+
+use chrono::{DateTime, Utc};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::hint::black_box;
+use std::sync::Arc;
+use tollgate_gateway::admission::admit;
+use tollgate_gateway::auth::Tenancy;
+use tollgate_gateway::budget::BudgetView;
+use tollgate_gateway::config::{BudgetSettings, Config, WhenStale};
+use tollgate_gateway::pricing::{cost, Price, Tokens};
+use tollgate_gateway::ratelimit::RateLimiter;
+use tollgate_gateway::router::Router;
+use tollgate_schemas::tenancy::BudgetState;
+use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
+
+const KEY: &str = "sk-bench-hot-path";
+
+/// The bench configuration: one priced model and one key among 10 000 (a realistic cache size).
+fn config() -> Config {
+    let mut yaml = String::from(
+        "model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:9/v1
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+virtual_keys:
+  - key: sk-bench-hot-path
+    key_alias: bench
+    team_id: bench
+    models: [gpt-4o-mini]
+    max_budget: 1000
+    budget_duration: 30d
+    rpm_limit: 100000000
+    tpm_limit: 100000000000
+",
+    );
+    for i in 0..10_000 {
+        yaml.push_str(&format!("  - key: sk-other-{i}\n    team_id: team-{}\n", i % 100));
+    }
+    match Config::parse(&yaml, "hot_path bench") {
+        Ok(config) => config,
+        Err(e) => panic!("bench config does not parse: {e}"),
+    }
+}
+
+fn event() -> UsageEvent {
+    UsageEvent {
+        version: USAGE_EVENT_VERSION,
+        event_id: uuid::Uuid::now_v7(),
+        occurred_at: Utc::now(),
+        gateway_id: "bench-gw".into(),
+        request_id: "req_019ab0c45e3a7cc29d1e4f6a2b3c4d5e".into(),
+        key_id: tollgate_gateway::auth::hash_key(KEY),
+        key_alias: Some("bench".into()),
+        team_id: Some("bench".into()),
+        user_id: Some("user-42".into()),
+        customer_id: None,
+        organization_id: Some("org".into()),
+        requested_model: "gpt-4o-mini".into(),
+        served_model: Some("gpt-4o-mini-2024-07-18".into()),
+        provider: Some("openai".into()),
+        deployment: Some("openai/gpt-4o-mini".into()),
+        prompt_tokens: 12,
+        completion_tokens: 16,
+        cached_tokens: 0,
+        cost_nano_usd: NanoUsd(11_400),
+        latency_ms: 3,
+        status: 200,
+        error_type: None,
+        stream: false,
+        partial: false,
+        estimated: false,
+        budget_windows: Default::default(),
+    }
+}
+
+fn key_lookup(c: &mut Criterion) {
+    let config = config();
+    let tenancy = Tenancy::new(None, &config.virtual_keys);
+    // A hit never awaits: the moka future completes on its first poll, so no runtime is needed.
+    if let Err(e) = futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
+        panic!("bench key does not authenticate: {e}");
+    }
+    c.bench_function("auth/authenticate (SHA-256 + key lookup + tenants)", |b| {
+        b.iter(|| futures::executor::block_on(tenancy.authenticate(black_box(KEY), Utc::now())))
+    });
+}
+
+/// Admission of a key with a 30-day budget and rpm/tpm limits: model allow-list, budget view
+/// lookup, rate-limit windows (and freeing the reservation).
+fn admission(c: &mut Criterion) {
+    let config = config();
+    let router = match Router::from_config(&config, "hot_path bench") {
+        Ok(r) => r,
+        Err(e) => panic!("bench router: {e}"),
+    };
+    let tenancy = Tenancy::new(None, &config.virtual_keys);
+    let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
+        Ok(p) => p,
+        Err(e) => panic!("bench key does not authenticate: {e}"),
+    };
+    let view = Arc::new(BudgetView::new());
+    view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
+    view.set_caught_up();
+    let limiter = RateLimiter::new(1);
+    let settings = BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailClosed };
+    c.bench_function("admission/model + budget + rpm/tpm", |b| {
+        b.iter(|| {
+            let now: DateTime<Utc> = Utc::now();
+            let model = black_box("gpt-4o-mini");
+            let allowed = router.knows(model) && principal.check_model(model, &|m| router.groups_of(m)).is_ok();
+            allowed && admit(&principal, model, &view, &limiter, &settings, now).is_ok()
+        })
+    });
+}
+
+fn pricing(c: &mut Criterion) {
+    let price = Price { input: NanoUsd(150), cached_input: NanoUsd(75), output: NanoUsd(600) };
+    let tokens = Tokens { prompt: 1_200, completion: 350, cached: 1_024 };
+    c.bench_function("pricing/cost", |b| b.iter(|| cost(black_box(&price), black_box(tokens))));
+}
+
+fn event_encoding(c: &mut Criterion) {
+    let event = event();
+    c.bench_function("events/encode UsageEvent to JSON", |b| b.iter(|| black_box(&event).encode()));
+    // The gateway builds the event per request too: cloning one is a fair stand-in for that.
+    c.bench_function("events/build + encode", |b| {
+        b.iter_batched(|| event.clone(), |e| e.encode(), BatchSize::SmallInput)
+    });
+}
+
+criterion_group!(hot_path, key_lookup, admission, pricing, event_encoding);
+criterion_main!(hot_path);
