@@ -99,7 +99,6 @@ pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
 /// budget listener, Kafka producers, HTTP client.
 pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
     let router = Arc::new(Router::from_config(config, origin)?);
-    tokens::warm_up();
     for setting in config.unsupported() {
         tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
     }

@@ -2,8 +2,9 @@
 //! provider without usage): OpenAI's `o200k_base` BPE, exact for the GPT-4o family and an
 //! estimate for other models. Counts from here always mark the usage event `estimated`.
 //!
-//! The tokenizer loads once, in the background at start-up ([`warm_up`]); until it is ready,
-//! or if it cannot load, counts fall back to one token per four bytes.
+//! The tokenizer's tables take tens of megabytes, and most providers report usage, so they are
+//! loaded only when first needed, in the background ([`warm_up`]); until they are ready, or if
+//! they cannot load, counts fall back to one token per four bytes (still marked `estimated`).
 
 use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
@@ -21,10 +22,14 @@ fn bpe() -> Option<&'static CoreBPE> {
     .as_ref()
 }
 
-/// Loads the tokenizer off the request path.
+static LOADING: std::sync::Once = std::sync::Once::new();
+
+/// Starts loading the tokenizer off the request path (once).
 pub fn warm_up() {
-    let _ = std::thread::Builder::new().name("tollgate-tokenizer".into()).spawn(|| {
-        let _ = bpe();
+    LOADING.call_once(|| {
+        let _ = std::thread::Builder::new().name("tollgate-tokenizer".into()).spawn(|| {
+            let _ = bpe();
+        });
     });
 }
 
@@ -35,7 +40,10 @@ pub fn count(text: &str) -> u64 {
     }
     match BPE.get().and_then(Option::as_ref) {
         Some(b) => b.encode_ordinary(text).len() as u64,
-        None => (text.len() as u64).div_ceil(4),
+        None => {
+            warm_up();
+            (text.len() as u64).div_ceil(4)
+        }
     }
 }
 
