@@ -284,6 +284,18 @@ impl CqlSpend {
     }
 }
 
+impl CqlSpend {
+    /// A paged full scan (reports and audits, never a request path).
+    async fn scan<RowT>(&self, cql: String) -> Result<scylla::client::pager::TypedRowStream<RowT>, StoreError>
+    where
+        RowT: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        let mut stmt = scylla::statement::Statement::new(cql);
+        stmt.set_page_size(5_000);
+        self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<RowT>().map_err(query_err)
+    }
+}
+
 fn days(from: chrono::NaiveDate, to: chrono::NaiveDate) -> impl Iterator<Item = chrono::NaiveDate> {
     from.iter_days().take_while(move |d| *d <= to)
 }
@@ -320,18 +332,12 @@ impl SpendSource for CqlSpend {
 
     fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
         Box::pin(async move {
-            let mut stmt = scylla::statement::Statement::new(format!(
-                "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens FROM {}.spend_aggregates",
-                self.keyspace
-            ));
-            stmt.set_page_size(5_000);
             let mut rows = self
-                .session
-                .query_iter(stmt, &[])
-                .await
-                .map_err(query_err)?
-                .rows_stream::<(String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>()
-                .map_err(query_err)?;
+                .scan::<(String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(format!(
+                    "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens FROM {}.spend_aggregates",
+                    self.keyspace
+                ))
+                .await?;
             let mut totals: std::collections::BTreeMap<(String, chrono::NaiveDate), SpendTotal> = Default::default();
             while let Some(row) = rows.next().await {
                 let (scope, window, spent, events, prompt, completion) = row.map_err(query_err)?;
@@ -376,18 +382,12 @@ impl SpendSource for CqlSpend {
                     }
                 }
                 None => {
-                    let mut stmt = scylla::statement::Statement::new(format!(
-                        "SELECT day, body FROM {}.usage_events",
-                        self.keyspace
-                    ));
-                    stmt.set_page_size(5_000);
                     let mut rows = self
-                        .session
-                        .query_iter(stmt, &[])
-                        .await
-                        .map_err(query_err)?
-                        .rows_stream::<(chrono::NaiveDate, Option<String>)>()
-                        .map_err(query_err)?;
+                        .scan::<(chrono::NaiveDate, Option<String>)>(format!(
+                            "SELECT day, body FROM {}.usage_events",
+                            self.keyspace
+                        ))
+                        .await?;
                     while let Some(row) = rows.next().await {
                         let (day, body) = row.map_err(query_err)?;
                         if day >= query.from && day <= query.to {
