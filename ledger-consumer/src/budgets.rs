@@ -35,6 +35,8 @@ pub struct PushBackConfig {
     /// Thresholds (percent of `max_budget`) for records that name none.
     pub default_thresholds: Vec<u8>,
     pub webhook_url: Option<String>,
+    /// Partitions of the usage topic (a total sums one row per partition).
+    pub usage_partitions: i32,
 }
 
 /// The budget of one ledger scope, as the tenancy records say.
@@ -76,7 +78,10 @@ impl BudgetPublisher {
             .set("linger.ms", "2")
             .create()
             .map_err(|e| e.to_string())?;
-        let spend = CqlSpend::new(session.clone(), keyspace).await.map_err(|e| e.to_string())?;
+        let spend = CqlSpend::new(session.clone(), keyspace)
+            .await
+            .map_err(|e| e.to_string())?
+            .with_partitions(config.usage_partitions);
         let mut claim = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.budget_alerts (scope_id, window_id, threshold_pct, claimed_by, claimed_at) \

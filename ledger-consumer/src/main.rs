@@ -99,6 +99,7 @@ fn main() -> ExitCode {
                 heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
                 default_thresholds: b.alert_thresholds.clone(),
                 webhook_url: b.webhook_url.clone(),
+                usage_partitions: usage_partitions(&config),
             };
             let tenancy = match tollgate_schemas::store::CqlTenancy::new(ledger.session().clone(), &c.keyspace).await {
                 Ok(t) => std::sync::Arc::new(t),
@@ -198,6 +199,22 @@ async fn reconcile(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The usage topic's partition count, from Kafka (the most a spend total may need when Kafka
+/// cannot say).
+fn usage_partitions(config: &tollgate_ledger_consumer::config::Config) -> i32 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: Result<BaseConsumer, _> =
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &config.kafka.bootstrap_servers).create();
+    let topic = &config.kafka.usage_topic;
+    consumer
+        .ok()
+        .and_then(|c| c.fetch_metadata(Some(topic), std::time::Duration::from_secs(10)).ok())
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS)
 }
 
 fn default_consumer_id() -> String {

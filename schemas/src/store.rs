@@ -261,6 +261,8 @@ pub trait SpendSource: Send + Sync + 'static {
 pub struct CqlSpend {
     session: Arc<Session>,
     keyspace: String,
+    /// Partitions of the usage topic whose rows a total sums.
+    partitions: i32,
     total: PreparedStatement,
     events: PreparedStatement,
 }
@@ -280,11 +282,18 @@ impl CqlSpend {
             .prepare(format!("SELECT body FROM {keyspace}.usage_events WHERE owner_id = ? AND day = ? AND shard = ?"))
             .await
             .map_err(query_err)?;
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), total, events })
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, events })
     }
 }
 
 impl CqlSpend {
+    /// Sums only the rows of partitions `0..n` (the usage topic's partition count, when known;
+    /// fewer partitions read per total).
+    pub fn with_partitions(mut self, n: i32) -> CqlSpend {
+        self.partitions = n.clamp(1, MAX_USAGE_PARTITIONS);
+        self
+    }
+
     /// A paged full scan (reports and audits, never a request path).
     async fn scan<RowT>(&self, cql: String) -> Result<scylla::client::pager::TypedRowStream<RowT>, StoreError>
     where
@@ -312,7 +321,7 @@ impl SpendSource for CqlSpend {
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>> {
         let (scope, window) = (scope.to_owned(), window.to_owned());
         Box::pin(async move {
-            let partitions: Vec<i32> = (0..MAX_USAGE_PARTITIONS).collect();
+            let partitions: Vec<i32> = (0..self.partitions).collect();
             let result =
                 self.session.execute_unpaged(&self.total, (&scope, &window, partitions)).await.map_err(query_err)?;
             let rows = result.into_rows_result().map_err(query_err)?;
