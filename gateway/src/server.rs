@@ -32,7 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
     cfg.route("/health", web::get().to(health))
         .route("/health/liveliness", web::get().to(health))
-        .route("/health/readiness", web::get().to(health))
+        .route("/health/readiness", web::get().to(readiness))
         .route("/metrics", web::get().to(prometheus));
 }
 
@@ -76,6 +76,16 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready once the budget view has been read to its end (budget-state topic, or the embedded
+/// ledger): before that, hard budgets are refused as stale, so a load balancer should wait.
+async fn readiness(state: web::Data<AppState>) -> HttpResponse {
+    if state.budget_view.caught_up() {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "reading budget state"}))
+    }
 }
 
 async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
