@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_ledger_consumer::embedded::{fold_next, EmbeddedDb};
 use tollgate_schemas::store::SpendSource;
-use tollgate_schemas::tenancy::{BudgetDuration, BudgetState};
+use tollgate_schemas::tenancy::BudgetState;
 use tollgate_schemas::UsageEvent;
 
 /// Events per log transaction at most; a transaction also closes after [`GROUP_COMMIT`].
@@ -145,21 +145,8 @@ fn fold_loop(db: &EmbeddedDb, view: &BudgetView) {
 }
 
 async fn publish_budgets(db: &EmbeddedDb, view: &BudgetView, events: &[&UsageEvent]) {
-    let touched: BTreeSet<(String, String)> = events
-        .iter()
-        .flat_map(|e| {
-            e.budget_windows.iter().flat_map(move |(scope, durations)| {
-                durations.iter().filter_map(move |d| {
-                    let window = if d == "all" {
-                        tollgate_schemas::ledger::ALL_TIME.to_owned()
-                    } else {
-                        BudgetDuration::parse(d).ok()?.window_of(e.occurred_at)
-                    };
-                    Some((scope.clone(), window))
-                })
-            })
-        })
-        .collect();
+    let touched: BTreeSet<(String, String)> =
+        events.iter().flat_map(|e| tollgate_schemas::ledger::budgeted_rows_of(e)).collect();
     for (scope, window) in touched {
         match db.total(&scope, &window).await {
             Ok(t) => view.apply(&BudgetState::Spend {

@@ -19,8 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_schemas::store::{get_record, lwt_applied, CqlSpend, SpendSource, TenancyStore};
 use tollgate_schemas::tenancy::{
-    BudgetDuration, BudgetRecord, BudgetState, CustomerRecord, KeyRecord, Limits, OrganizationRecord, Record,
-    TeamRecord, UserRecord,
+    BudgetRecord, BudgetState, CustomerRecord, KeyRecord, Limits, OrganizationRecord, Record, TeamRecord, UserRecord,
 };
 use tollgate_schemas::NanoUsd;
 
@@ -121,15 +120,8 @@ impl BudgetPublisher {
     /// Publishes the state of every budgeted `(scope, window)` of `batch`. Failures are logged
     /// and counted; the next batch of the scope publishes its total again.
     pub async fn after_batch(&self, batch: &[Message]) {
-        let touched: BTreeSet<(String, String)> = batch
-            .iter()
-            .flat_map(|m| {
-                m.event.budget_windows.iter().flat_map(move |(scope, durations)| {
-                    durations.iter().map(move |d| (scope.clone(), window_of(d, m.event.occurred_at)))
-                })
-            })
-            .filter_map(|(scope, window)| window.map(|w| (scope, w)))
-            .collect();
+        let touched: BTreeSet<(String, String)> =
+            batch.iter().flat_map(|m| tollgate_schemas::ledger::budgeted_rows_of(&m.event)).collect();
         futures::stream::iter(touched)
             .for_each_concurrent(16, |(scope, window)| async move {
                 if let Err(e) = self.publish_scope(&scope, &window).await {
@@ -269,14 +261,6 @@ impl BudgetPublisher {
     }
 }
 
-/// The window id of a budget duration string from an event (`all` for all time).
-fn window_of(duration: &str, at: chrono::DateTime<chrono::Utc>) -> Option<String> {
-    if duration == "all" {
-        return Some(tollgate_schemas::ledger::ALL_TIME.to_owned());
-    }
-    BudgetDuration::parse(duration).ok().map(|d| d.window_of(at))
-}
-
 async fn limits_of<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<Limits>, String> {
     let Some((record, _)) = get_record::<R>(store, id).await.map_err(|e| e.to_string())? else { return Ok(None) };
     let limits = record.limits().clone();
@@ -310,18 +294,4 @@ async fn load_budget(store: &dyn TenancyStore, scope: &str, defaults: &[u8]) -> 
         Some(m) => ScopeBudget { max: limits.model_max_budget.get(m).copied(), soft: None, thresholds },
         None => ScopeBudget { max: limits.max_budget, soft: limits.soft_budget, thresholds },
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_durations_name_ledger_windows() {
-        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
-        assert_eq!(window_of("all", at).as_deref(), Some("all"));
-        assert_eq!(window_of("1mo", at).as_deref(), Some("m:2026-11"));
-        assert_eq!(window_of("1d", at).as_deref(), Some("d:2026-11-23"));
-        assert_eq!(window_of("nonsense", at), None);
-    }
 }

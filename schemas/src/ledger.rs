@@ -80,6 +80,26 @@ pub fn budget_windows_of(event: &UsageEvent, scope: &str) -> Vec<String> {
     windows
 }
 
+/// The budgeted `(scope, window)` pairs of an event: each scope of `budget_windows` with the
+/// window of each of its durations at `occurred_at` (`all` for a budget that never resets).
+/// These are the totals budget push-back publishes; durations that do not parse are skipped.
+pub fn budgeted_rows_of(event: &UsageEvent) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for (scope, durations) in &event.budget_windows {
+        for d in durations {
+            let window = if d == ALL_TIME {
+                Some(ALL_TIME.to_owned())
+            } else {
+                crate::tenancy::BudgetDuration::parse(d).ok().map(|d| d.window_of(event.occurred_at))
+            };
+            if let Some(w) = window {
+                rows.push((scope.clone(), w));
+            }
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +109,17 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-11-30T23:59:59.999-01:00").unwrap().with_timezone(&Utc);
         assert_eq!(day_window(at), "d:2026-12-01");
         assert_eq!(month_window(at), "m:2026-12");
+    }
+
+    #[test]
+    fn budgeted_rows_name_ledger_windows() {
+        let mut event: UsageEvent = serde_json::from_str(include_str!("../fixtures/usage_event_v1.json")).unwrap();
+        event.budget_windows =
+            [("team/t".to_owned(), vec!["all".to_owned(), "1mo".to_owned(), "1d".to_owned(), "nonsense".to_owned()])]
+                .into_iter()
+                .collect();
+        let rows = budgeted_rows_of(&event);
+        let windows: Vec<&str> = rows.iter().map(|(_, w)| w.as_str()).collect();
+        assert_eq!(windows, ["all", "m:2026-11", "d:2026-11-23"]);
     }
 }
