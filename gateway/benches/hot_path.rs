@@ -111,13 +111,34 @@ fn admission(c: &mut Criterion) {
     view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
     view.set_caught_up();
     let limiter = RateLimiter::new(1);
-    let settings = BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailClosed };
+    let settings = BudgetSettings { when_stale: WhenStale::FailClosed, ..BudgetSettings::default() };
     c.bench_function("admission/model + budget + rpm/tpm", |b| {
         b.iter(|| {
             let now: DateTime<Utc> = Utc::now();
             let model = black_box("gpt-4o-mini");
             let allowed = router.knows(model) && principal.check_model(model, &|m| router.groups_of(m)).is_ok();
             allowed && admit(&principal, model, &view, &limiter, &settings, now).is_ok()
+        })
+    });
+}
+
+/// A credit-lease reservation and its settlement while the lease covers it (no store call):
+/// what a hard budget adds to each request.
+fn lease(c: &mut Criterion) {
+    use tollgate_gateway::lease::{Leases, LocalLeases, Slot};
+    let leases = Leases::new(Arc::new(LocalLeases::default()), 1, std::time::Duration::from_secs(5));
+    let slot = Slot { scope: "key/bench", window: "all", max: NanoUsd(i64::MAX / 2), seen_spent: NanoUsd::ZERO };
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("bench runtime: {e}"),
+    };
+    c.bench_function("lease/reserve + settle (lease covers it)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                if let Ok(hold) = leases.reserve(&slot, black_box(NanoUsd(27_000)), 0).await {
+                    hold.settle(NanoUsd(12_450));
+                }
+            })
         })
     });
 }
@@ -137,5 +158,5 @@ fn event_encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, key_lookup, admission, pricing, event_encoding);
+criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding);
 criterion_main!(hot_path);

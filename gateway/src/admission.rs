@@ -1,11 +1,14 @@
 //! Admission: may this request go to a provider now? Budgets at every level (key, team, user,
-//! organization, customer, and per model), then rate limits. Runs on every model route, after
-//! authentication and before the provider is called; makes no remote call.
+//! organization, customer, and per model), then rate limits, then — for hard budgets — a
+//! reservation of the request's worst-case cost against this gateway's credit leases
+//! ([`crate::lease`]). Runs on every model route, after authentication and before the provider
+//! is called; makes no remote call except when a lease must be refilled.
 
 use crate::auth::Principal;
 use crate::budget::BudgetView;
 use crate::config::{BudgetSettings, WhenStale};
 use crate::error::{GatewayError, Scope};
+use crate::lease::{Hold, Leases, Refusal, Slot};
 use crate::ratelimit::{LimitSpec, RateLimiter, Reservation};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -13,18 +16,22 @@ use std::sync::Arc;
 use tollgate_schemas::tenancy::{budget_window, BudgetDuration};
 use tollgate_schemas::NanoUsd;
 
-/// A budget the request counts against: its ledger scope and window length.
+/// A budget the request counts against: its ledger scope and window length, and for a hard
+/// budget its maximum and who refuses in its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct BudgetSlot {
     scope_id: String,
     duration: Option<BudgetDuration>,
+    hard: Option<(Scope, NanoUsd)>,
 }
 
-/// An admitted request: what it holds (parallel slots) and where its spend is counted.
+/// An admitted request: what it holds (parallel slots, budget reservations) and where its
+/// spend is counted.
 pub struct Admitted {
     pub reservation: Reservation,
     budgets: Vec<BudgetSlot>,
     view: Arc<BudgetView>,
+    holds: Vec<Hold>,
 }
 
 impl Admitted {
@@ -41,12 +48,48 @@ impl Admitted {
         out
     }
 
-    /// Counts what the request used, at once, in this gateway's view and limits.
+    /// Counts what the request used, at once, in this gateway's view, limits and leases.
     pub fn settle(&self, cost: NanoUsd, tokens: u64, at: DateTime<Utc>) {
         self.reservation.record_tokens(tokens);
+        for h in &self.holds {
+            h.settle(cost);
+        }
         for b in &self.budgets {
             self.view.add_local(&b.scope_id, &budget_window(b.duration, at), cost);
         }
+    }
+
+    /// Reserves `worst` (the request's worst-case cost) against the lease of every hard budget
+    /// it counts against. On a refusal, what was reserved is released (the holds are dropped).
+    pub async fn reserve(&mut self, leases: &Leases, worst: NanoUsd, now: DateTime<Utc>) -> Result<(), GatewayError> {
+        if worst.0 <= 0 {
+            return Ok(());
+        }
+        let now_ms = now.timestamp_millis();
+        for b in &self.budgets {
+            let Some((scope, max)) = b.hard else { continue };
+            let window = budget_window(b.duration, now);
+            let seen_spent = self.view.spent(&b.scope_id, &window);
+            let slot = Slot { scope: &b.scope_id, window: &window, max, seen_spent };
+            match leases.reserve(&slot, worst, now_ms).await {
+                Ok(hold) => self.holds.push(hold),
+                Err(Refusal::Exhausted) => {
+                    metrics::counter!("tollgate_budget_lease_refusals_total").increment(1);
+                    return Err(GatewayError::BudgetExceeded {
+                        scope,
+                        spent: seen_spent,
+                        max,
+                        resets_at: b.duration.map(|d| d.window_end(now)),
+                        committed: seen_spent < max,
+                    });
+                }
+                Err(Refusal::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "budget lease unavailable; refusing (hard budgets fail closed)");
+                    return Err(GatewayError::BudgetLeaseUnavailable);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -75,10 +118,11 @@ pub fn admit(
                         spent,
                         max,
                         resets_at: duration.map(|d| d.window_end(now)),
+                        committed: false,
                     });
                 }
             }
-            budgets.push(BudgetSlot { scope_id, duration });
+            budgets.push(BudgetSlot { scope_id, duration, hard: max.map(|m| (scope, m)) });
             Ok(())
         };
         if l.max_budget.is_some() || l.soft_budget.is_some() {
@@ -115,7 +159,7 @@ pub fn admit(
         }
     }
     let reservation = limiter.admit(&specs, now.timestamp_millis())?;
-    Ok(Admitted { reservation, budgets, view: view.clone() })
+    Ok(Admitted { reservation, budgets, view: view.clone(), holds: Vec::new() })
 }
 
 #[cfg(test)]
@@ -147,7 +191,7 @@ mod tests {
     }
 
     fn open_settings() -> BudgetSettings {
-        BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailOpen }
+        BudgetSettings { when_stale: WhenStale::FailOpen, ..BudgetSettings::default() }
     }
 
     #[test]
@@ -197,7 +241,7 @@ mod tests {
     fn a_stale_view_fails_closed_for_hard_budgets_only() {
         let view = Arc::new(BudgetView::new());
         let limiter = RateLimiter::new(1);
-        let closed = BudgetSettings { max_staleness_secs: 30, when_stale: WhenStale::FailClosed };
+        let closed = BudgetSettings { when_stale: WhenStale::FailClosed, ..BudgetSettings::default() };
         let hard =
             principal(vec![party(Scope::Key, "key/k", Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() })]);
         let none = principal(vec![party(Scope::Key, "key/j", Limits::default())]);

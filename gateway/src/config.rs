@@ -124,8 +124,8 @@ pub enum WhenStale {
     FailOpen,
 }
 
-/// Budget enforcement (DESIGN §3, steps 4-5).
-#[derive(Debug, Deserialize)]
+/// Budget enforcement (DESIGN §3, steps 4-5, and credit leases).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSettings {
     /// The budget view is stale when the newest ledger-consumer heartbeat on the budget-state
@@ -134,12 +134,37 @@ pub struct BudgetSettings {
     pub max_staleness_secs: u64,
     #[serde(default)]
     pub when_stale: WhenStale,
+    /// Hard budgets (`max_budget`) are spent through credit leases (DESIGN §3): each request
+    /// reserves its worst-case cost first, so all gateways together cannot overspend. `false`
+    /// falls back to convergence through budget push-back alone.
+    #[serde(default = "default_true")]
+    pub leases: bool,
+    /// Output tokens a request without `max_tokens` reserves (its worst case is unknown).
+    #[serde(default = "default_reserve_output_tokens")]
+    pub reserve_output_tokens: u64,
+    /// A lease with no request for this long is handed back to the store.
+    #[serde(default = "default_lease_idle_secs")]
+    pub lease_idle_secs: u64,
 }
 
 impl Default for BudgetSettings {
     fn default() -> Self {
-        BudgetSettings { max_staleness_secs: default_max_staleness_secs(), when_stale: WhenStale::FailClosed }
+        BudgetSettings {
+            max_staleness_secs: default_max_staleness_secs(),
+            when_stale: WhenStale::FailClosed,
+            leases: true,
+            reserve_output_tokens: default_reserve_output_tokens(),
+            lease_idle_secs: default_lease_idle_secs(),
+        }
     }
+}
+
+fn default_reserve_output_tokens() -> u64 {
+    1024
+}
+
+fn default_lease_idle_secs() -> u64 {
+    5
 }
 
 fn default_max_staleness_secs() -> u64 {

@@ -30,17 +30,27 @@ pub enum GatewayError {
     /// The key names a team, user or organization that no longer exists.
     #[error("this API key's {0} no longer exists")]
     TenantMissing(Scope),
-    #[error("budget exceeded for this {scope}: spent {spent} USD of {max} USD{}", resets_suffix(.resets_at))]
+    #[error(
+        "budget exceeded for this {scope}: spent {spent} USD of {max} USD{}{}",
+        if *.committed { "; the rest is committed to requests in flight" } else { "" },
+        resets_suffix(.resets_at)
+    )]
     BudgetExceeded {
         scope: Scope,
         spent: tollgate_schemas::NanoUsd,
         max: tollgate_schemas::NanoUsd,
         resets_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Refused because what is left is leased to requests in flight (credit leases).
+        committed: bool,
     },
     #[error("{limit} limit of this {scope} reached ({allowed} per gateway); retry in {retry_after_secs} s")]
     RateLimited { scope: Scope, limit: RateLimit, allowed: u64, retry_after_secs: u64 },
     #[error("budgets cannot be checked: this gateway has no budget state newer than {bound_secs} s; retry shortly")]
     BudgetViewStale { bound_secs: u64 },
+    /// The budget lease store (the ledger database) could not grant budget: hard budgets fail
+    /// closed.
+    #[error("budgets cannot be checked: the budget lease store is unavailable; retry shortly")]
+    BudgetLeaseUnavailable,
     #[error("{0}")]
     Forbidden(String),
     #[error("{kind} {id:?} does not exist")]
@@ -168,6 +178,7 @@ impl GatewayError {
                 },
             ),
             GatewayError::BudgetViewStale { .. } => ("api_error", "budget_view_stale"),
+            GatewayError::BudgetLeaseUnavailable => ("api_error", "budget_lease_unavailable"),
             GatewayError::Forbidden(_) => ("permission_error", "forbidden"),
             GatewayError::NotFound { .. } => ("invalid_request_error", "not_found"),
             GatewayError::Conflict(_) => ("invalid_request_error", "conflict"),
@@ -216,7 +227,9 @@ impl ResponseError for GatewayError {
             GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Blocked(_) | GatewayError::TenantMissing(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::BudgetViewStale { .. } | GatewayError::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BudgetViewStale { .. }
+            | GatewayError::BudgetLeaseUnavailable
+            | GatewayError::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

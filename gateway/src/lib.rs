@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod gemini;
+pub mod lease;
 pub mod openai;
 pub mod pricing;
 pub mod providers;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub tenancy: Arc<Tenancy>,
     pub budget_view: Arc<BudgetView>,
     pub budget_settings: BudgetSettings,
+    /// Credit leases of hard budgets; `None` when `budgets.leases` is off.
+    pub leases: Option<Arc<crate::lease::Leases>>,
     pub limiter: RateLimiter,
     /// Admin API changes go out here (none in embedded mode: there is one gateway).
     pub control: Option<ControlPublisher>,
@@ -79,6 +82,8 @@ pub enum StartError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Embedded(#[from] tollgate_ledger_consumer::embedded::EmbeddedError),
+    #[error("budget leases: {0}")]
+    Leases(String),
     #[error("cannot start the budget listener: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -110,6 +115,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         .connect_timeout(Duration::from_secs(10))
         .build()?;
     let budget_view = Arc::new(BudgetView::new());
+    let mut lease_store: Arc<dyn crate::lease::LeaseStore> = Arc::new(crate::lease::LocalLeases::default());
     let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
         Some(kafka) => {
             let sink = Arc::new(KafkaSink::new(kafka, &config.spool, &gateway_id)?);
@@ -121,6 +127,11 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                     }
                     let store: Arc<dyn TenancyStore> =
                         Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
+                    lease_store = Arc::new(
+                        crate::lease::CqlLeases::new(session.clone(), &db.keyspace)
+                            .await
+                            .map_err(|e| StartError::Leases(e.to_string()))?,
+                    );
                     let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
                     (Some(store), Some(spend))
                 }
@@ -163,10 +174,14 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         gateway_id,
         tenancy,
         budget_view,
-        budget_settings: BudgetSettings {
-            max_staleness_secs: config.budgets.max_staleness_secs,
-            when_stale: config.budgets.when_stale,
-        },
+        budget_settings: config.budgets.clone(),
+        leases: config.budgets.leases.then(|| {
+            Arc::new(crate::lease::Leases::new(
+                lease_store,
+                config.gateway.replicas,
+                Duration::from_secs(config.budgets.lease_idle_secs),
+            ))
+        }),
         limiter: RateLimiter::new(config.gateway.replicas),
         control,
         spend,
@@ -201,12 +216,30 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .listen(listener)?
     .run();
     let handle = server.handle();
+    let stopping = shutdown.clone();
     let stopper = tokio::spawn(async move {
-        shutdown.cancelled().await;
+        stopping.cancelled().await;
         handle.stop(true).await;
+    });
+    // Idle leases go back to the store every second, so other gateways can use them.
+    let sweeper = state.leases.clone().map(|leases| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                leases.sweep(chrono::Utc::now().timestamp_millis()).await;
+            }
+        })
     });
     let served = server.await;
     stopper.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    if let Some(leases) = &state.leases {
+        let n = leases.give_back_all(chrono::Utc::now().timestamp_millis()).await;
+        tracing::info!(leases = n, "handed back budget leases");
+    }
     tracing::info!("draining usage events");
     if let Err(e) = state.sink.flush(Duration::from_secs(30)) {
         tracing::error!(error = %e, "usage events still queued at shutdown");

@@ -245,6 +245,24 @@ impl Router {
         out
     }
 
+    /// The highest input and output prices among the deployments a request for `model_name`
+    /// can reach (its own and those of its fallbacks), for its worst-case cost. `None` when
+    /// none of them has a price.
+    pub fn worst_price(&self, model_name: &str) -> Option<Price> {
+        let fallbacks = [&self.fallbacks, &self.context_window_fallbacks, &self.content_policy_fallbacks]
+            .into_iter()
+            .flat_map(|m| Self::fallback_list(m, model_name).iter());
+        std::iter::once(model_name)
+            .chain(fallbacks.map(String::as_str))
+            .filter_map(|name| self.groups.get(name))
+            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
+            .reduce(|a, b| Price {
+                input: a.input.max(b.input),
+                cached_input: a.cached_input.max(b.cached_input),
+                output: a.output.max(b.output),
+            })
+    }
+
     /// Whether some model names `name` as one of its access groups.
     pub fn is_access_group(&self, name: &str) -> bool {
         self.names.iter().any(|m| self.groups_of(m).iter().any(|g| g == name))

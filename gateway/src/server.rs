@@ -188,6 +188,19 @@ fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> 
     HeaderValue::from_str(value).ok().map(|v| (HeaderName::from_static(name), v))
 }
 
+/// The most `request` can cost: every byte of its body a prompt token, `max_tokens` (or the
+/// configured reserve) output tokens, at the highest price among the deployments it can reach.
+fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
+    let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
+    let tokens = crate::pricing::Tokens {
+        prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
+        completion: request.max_tokens.unwrap_or(state.budget_settings.reserve_output_tokens),
+        cached: 0,
+    };
+    // Only absurd `max_tokens` overflow: reserve everything that is left.
+    crate::pricing::cost(&price, tokens).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,
@@ -252,15 +265,19 @@ async fn serve(
     if let Some(id) = &customer {
         state.tenancy.with_customer(&mut principal, id).await.map_err(fail)?;
     }
-    let admitted = crate::admission::admit(
+    let now = chrono::Utc::now();
+    let mut admitted = crate::admission::admit(
         &principal,
         &request.model,
         &state.budget_view,
         &state.limiter,
         &state.budget_settings,
-        chrono::Utc::now(),
+        now,
     )
     .map_err(fail)?;
+    if let Some(leases) = &state.leases {
+        admitted.reserve(leases, worst_case_cost(state, &request), now).await.map_err(fail)?;
+    }
     state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
     let limit_headers = admitted.reservation.headers.clone();
 

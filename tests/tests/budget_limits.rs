@@ -118,11 +118,66 @@ async fn rpm_limits_are_shared_between_two_gateways() -> Result<()> {
     Ok(())
 }
 
-/// DESIGN §3 test 2: a key with budget B hammered through two gateways. Reports the overshoot
-/// (money and fraction of B) and the time from the crossing until both gateways refuse, over
-/// several trials; checks the ledger equals what the gateways charged, to the nano-dollar.
+/// What one mode of budget enforcement did over several trials.
+struct Overshoot {
+    /// Ledger total minus the budget, per trial (negative: budget left unused).
+    overshoot: Vec<i64>,
+    /// From the first refusal to both gateways refusing, per trial.
+    spread: Vec<Duration>,
+    /// Requests served per trial.
+    served: Vec<usize>,
+}
+
+/// DESIGN §3 test 2: a key with budget B hammered through two gateways by 8 clients; reports
+/// the overshoot (money and fraction of B) and the time from the first refusal until both
+/// gateways refuse, over several trials, with credit leases (the default) and, for comparison,
+/// with convergence through budget push-back alone (`budgets.leases: false`). Checks the ledger
+/// equals what the gateways charged, to the nano-dollar, and that with leases the budget is
+/// passed by at most one partially covered request per gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_overshoot_with_two_gateways() -> Result<()> {
+    const BUDGET_NANO: i64 = 2_000_000; // 0.002 USD
+    const PER_REQUEST: i64 = 12_450; // 3 prompt + 20 completion tokens of gpt-4o-mini
+    let pct = |v: i64| v as f64 * 100.0 / BUDGET_NANO as f64;
+    let mut report = Vec::new();
+    for (leases, trials) in [(true, 5), (false, 3)] {
+        let mut r = overshoot_trials(leases, trials, BUDGET_NANO).await?;
+        r.overshoot.sort_unstable();
+        r.spread.sort_unstable();
+        let line = format!(
+            "leases {leases}: budget overshoot over {trials} trials (2 gateways, 8 concurrent clients, \
+             {PER_REQUEST} nano-USD per request): p50 {} nano-USD ({:.1}% of B), max {} ({:.1}%), min {} ({:.1}%); \
+             requests served {:?}; first refusal to both refusing: p50 {:?}, max {:?}",
+            r.overshoot[trials / 2],
+            pct(r.overshoot[trials / 2]),
+            r.overshoot[trials - 1],
+            pct(r.overshoot[trials - 1]),
+            r.overshoot[0],
+            pct(r.overshoot[0]),
+            r.served,
+            r.spread[trials / 2],
+            r.spread[trials - 1]
+        );
+        eprintln!("{line}");
+        report.push(line);
+        if leases {
+            // Leases: at most one partially covered request per gateway goes past B.
+            ensure!(
+                r.overshoot.iter().all(|o| *o <= 2 * PER_REQUEST),
+                "with leases the budget was passed by more than two requests: {:?}",
+                r.overshoot
+            );
+            // And the budget is used, bar what fits in less than a worst case per gateway.
+            ensure!(r.overshoot.iter().all(|o| *o > -BUDGET_NANO / 10), "budget left unused: {:?}", r.overshoot);
+        } else {
+            ensure!(r.overshoot.iter().all(|o| *o >= 0), "a budget was not reached: {:?}", r.overshoot);
+        }
+    }
+    eprintln!("{}", report.join("\n"));
+    Ok(())
+}
+
+async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Result<Overshoot> {
     let dir = scratch_dir("budget-overshoot")?;
     let topics = Topics::create("overshoot", 3).await?;
     let ks = unique("tg_over_").replace('-', "_");
@@ -130,22 +185,21 @@ async fn budget_overshoot_with_two_gateways() -> Result<()> {
     let consumer_cfg = consumer_yaml(&topics.usage, &group, &ks, "{}", 500)
         + &format!("budgets:\n  state_topic: {}\n  heartbeat_interval_ms: 1000\n", topics.budget_state);
     let mock = start_mock(&dir, &[]).await?;
+    let extra = format!("budgets:\n  leases: {leases}\n");
     // Hard budgets fail closed until a consumer's heartbeat arrives.
-    let gw1 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-1", mock.url()?, &topics, &ks, "")).await?;
+    let gw1 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-1", mock.url()?, &topics, &ks, &extra)).await?;
     let consumer = start_consumer(&dir, &consumer_cfg).await?;
-    let gw2 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-2", mock.url()?, &topics, &ks, "")).await?;
+    let gw2 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-2", mock.url()?, &topics, &ks, &extra)).await?;
     let gateways = vec![gw1.url()?.to_owned(), gw2.url()?.to_owned()];
     let admin = AdminApi::new(&gateways[0]);
     let session = cql().await?;
     let client = reqwest::Client::new();
+    let usd = budget_nano as f64 / 1e9;
 
-    const BUDGET_NANO: i64 = 2_000_000; // 0.002 USD
-    const TRIALS: usize = 5;
-    let mut overshoots = Vec::new();
-    let mut reaction = Vec::new();
-    for trial in 0..TRIALS {
+    let mut out = Overshoot { overshoot: Vec::new(), spread: Vec::new(), served: Vec::new() };
+    for trial in 0..trials {
         let key =
-            admin.ok("/key/generate", json!({"max_budget": 0.002})).await?["key"].as_str().context("key")?.to_owned();
+            admin.ok("/key/generate", json!({"max_budget": usd})).await?["key"].as_str().context("key")?.to_owned();
         // Both gateways serve the key (their budget view is fresh) before the clock starts.
         for gw in &gateways {
             eventually("a fresh budget view", Duration::from_secs(30), || async {
@@ -168,19 +222,11 @@ async fn budget_overshoot_with_two_gateways() -> Result<()> {
             seen.iter().filter(|s| s.status != 200 && s.code != "key_budget_exceeded").take(3).collect::<Vec<_>>()
         );
         let warmup_cost: i64 = 2 * 3_450; // the two warm-up requests (3 prompt + 5 completion tokens)
-        let mut spent = warmup_cost;
-        let mut crossed_at = None;
-        for s in &seen {
-            spent += s.cost;
-            if crossed_at.is_none() && spent >= BUDGET_NANO {
-                crossed_at = Some(s.at);
-            }
-        }
-        let crossed_at = crossed_at.context("the budget was never crossed")?;
-        let both_refuse = (0..2)
-            .filter_map(|g| seen.iter().find(|x| x.gateway == g && x.status != 200).map(|x| x.at))
-            .max()
-            .context("a gateway never refused")?;
+        let refusals: Vec<Duration> =
+            (0..2).filter_map(|g| seen.iter().find(|x| x.gateway == g && x.status != 200).map(|x| x.at)).collect();
+        ensure!(refusals.len() == 2, "trial {trial}: a gateway never refused");
+        let spread =
+            refusals.iter().max().copied().unwrap_or_default() - refusals.iter().min().copied().unwrap_or_default();
         let served: i64 = seen.iter().map(|s| s.cost).sum::<i64>() + warmup_cost;
         // The ledger holds exactly what the gateways charged.
         let scope = format!("key/{}", key_hash(&key));
@@ -189,34 +235,20 @@ async fn budget_overshoot_with_two_gateways() -> Result<()> {
             Ok((spent == served).then_some(spent))
         })
         .await?;
-        overshoots.push(ledger - BUDGET_NANO);
-        reaction.push(both_refuse.saturating_sub(crossed_at));
+        let requests = seen.iter().filter(|s| s.status == 200).count() + 2;
         eprintln!(
-            "trial {trial}: {} requests, ledger {ledger} nano-USD of budget {BUDGET_NANO} (overshoot {} = {:.1}%), \
-             both gateways refusing {:?} after the crossing",
-            seen.len() + 2,
-            ledger - BUDGET_NANO,
-            (ledger - BUDGET_NANO) as f64 * 100.0 / BUDGET_NANO as f64,
-            both_refuse.saturating_sub(crossed_at)
+            "leases {leases}, trial {trial}: {requests} requests served, ledger {ledger} nano-USD of budget \
+             {budget_nano} (overshoot {} = {:.1}%), first refusal to both refusing {spread:?}",
+            ledger - budget_nano,
+            (ledger - budget_nano) as f64 * 100.0 / budget_nano as f64,
         );
+        out.overshoot.push(ledger - budget_nano);
+        out.spread.push(spread);
+        out.served.push(requests);
     }
-    overshoots.sort_unstable();
-    reaction.sort_unstable();
-    let pct = |v: i64| v as f64 * 100.0 / BUDGET_NANO as f64;
-    eprintln!(
-        "budget overshoot over {TRIALS} trials (2 gateways, 8 concurrent clients, ~12,450 nano-USD per request): \
-         p50 {} nano-USD ({:.1}% of B), max {} ({:.1}%); crossing to both refusing: p50 {:?}, max {:?}",
-        overshoots[TRIALS / 2],
-        pct(overshoots[TRIALS / 2]),
-        overshoots[TRIALS - 1],
-        pct(overshoots[TRIALS - 1]),
-        reaction[TRIALS / 2],
-        reaction[TRIALS - 1]
-    );
-    ensure!(overshoots.iter().all(|o| *o >= 0), "a budget was not reached: {overshoots:?}");
     gw1.stop().await?;
     gw2.stop().await?;
     consumer.stop().await?;
     drop(mock);
-    Ok(())
+    Ok(out)
 }

@@ -23,6 +23,9 @@ pub struct ProxyRequest {
     pub max_tokens: Option<u64>,
     /// Which field holds the prompt (`messages`, `prompt` or `input`).
     prompt_field: &'static str,
+    /// Bytes of the request body: a bound on its prompt tokens (a token is at least one byte
+    /// of text, and JSON spells text with at least as many).
+    pub body_len: usize,
 }
 
 fn string_field(fields: &HashMap<String, Box<RawValue>>, name: &'static str) -> Result<Option<String>, GatewayError> {
@@ -105,7 +108,17 @@ impl ProxyRequest {
             }
         }
         let user = string_field(&fields, "user")?;
-        Ok(ProxyRequest { fields, endpoint, model, stream, client_wants_usage, user, max_tokens, prompt_field })
+        Ok(ProxyRequest {
+            fields,
+            endpoint,
+            model,
+            stream,
+            client_wants_usage,
+            user,
+            max_tokens,
+            prompt_field,
+            body_len: body.len(),
+        })
     }
 
     /// Prompt tokens counted by Tollgate's tokenizer, for providers that report none. Only

@@ -1,0 +1,682 @@
+//! Credit leases for hard budgets (DESIGN §3).
+//!
+//! Budget push-back converges: between a crossing and the moment every gateway hears of it,
+//! requests keep being admitted. For a hard budget (`max_budget`) that is not good enough, so a
+//! gateway spends only what it was **granted**: per `(scope, window)` it takes a slice of the
+//! remaining budget from a [`LeaseStore`] (a conditional write on the ledger database, shared by
+//! every gateway), reserves each request's worst-case cost against its slice before calling the
+//! provider, and settles the actual cost when the request ends. The store's total of slices
+//! granted never exceeds the budget, so neither does the spend of all gateways together —
+//! whatever their number, their timing or the lag of the ledger consumers. While a slice lasts,
+//! admission makes no remote call.
+//!
+//! When less than one worst case is left, one request at a time per gateway is admitted on a
+//! partial reservation of what is left (as LiteLLM admits a request while spend is below the
+//! budget). Only such a request — or one without `max_tokens` whose answer is longer than the
+//! configured reserve — can cost more than it reserved, and what it costs beyond is recorded
+//! with the store when the lease is handed back. So the spend of all gateways together passes
+//! the budget by at most one partially covered request per gateway.
+//!
+//! Slices grow with demand (doubling from four worst cases) up to a share of what is left
+//! (`1 / (4 × replicas)`), and idle slices are handed back, so one gateway does not sit on
+//! budget another could use. A gateway that dies keeps its unspent slice out of use until the
+//! window ends: budget is then under-used, never overspent.
+//!
+//! This module must never admit a request whose reservation it could not account for: every
+//! reservation is released or settled exactly once (see [`Hold`]).
+
+use futures::future::BoxFuture;
+use metrics::counter;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tollgate_schemas::NanoUsd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("budget lease store: {0}")]
+    Store(String),
+    #[error("budget lease of {0}: too many concurrent writers")]
+    Contended(String),
+}
+
+/// A request for budget from the shared store.
+#[derive(Clone, Debug)]
+pub struct GrantRequest<'a> {
+    pub scope: &'a str,
+    pub window: &'a str,
+    /// The budget of `(scope, window)`.
+    pub max: NanoUsd,
+    /// The largest spend this gateway has seen for `(scope, window)` (published ledger totals
+    /// and its own): covers spend made before the budget existed, outside any lease.
+    pub seen_spent: NanoUsd,
+    /// What the request waiting for this grant still misses.
+    pub need: NanoUsd,
+    /// What the gateway would like, to serve the next requests without asking again.
+    pub want: NanoUsd,
+    /// A slice never exceeds `left / share` (unless `need` does).
+    pub share: i64,
+    /// Seconds until the window ends plus a margin; `None` for a budget that never resets.
+    pub ttl_secs: Option<i32>,
+}
+
+/// Pure decision of a grant, given what the store has granted so far for `(scope, window)`.
+/// Returns `(amount, new store total)`, or `None` when nothing is left. The amount is less than
+/// `need` only when that is all there is.
+pub fn decide(granted: NanoUsd, req: &GrantRequest<'_>) -> Option<(NanoUsd, NanoUsd)> {
+    let base = granted.0.max(req.seen_spent.0).max(0);
+    let left = req.max.0.saturating_sub(base);
+    if left <= 0 {
+        return None;
+    }
+    let need = req.need.0.max(0);
+    let cap = (left / req.share.max(1)).max(need);
+    let amount = req.want.0.max(need).min(cap).min(left);
+    if amount <= 0 {
+        return None;
+    }
+    Some((NanoUsd(amount), NanoUsd(base + amount)))
+}
+
+/// Where the slices granted per `(scope, window)` are counted. Shared by every gateway.
+pub trait LeaseStore: Send + Sync {
+    /// Grants part of what is left of the budget: `Ok(None)` when nothing is.
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>>;
+    /// Hands back `amount` granted earlier and not spent. A negative amount records spend
+    /// beyond what was granted (a request that cost more than it reserved), so later grants
+    /// leave room for it.
+    fn give_back<'a>(
+        &'a self,
+        scope: &'a str,
+        window: &'a str,
+        amount: NanoUsd,
+    ) -> BoxFuture<'a, Result<(), LeaseError>>;
+}
+
+// === impl CqlLeases ===
+
+/// Leases in Cassandra or ScyllaDB (`budget_leases`, schemas/cql/006_budget_leases.cql): one row
+/// per `(scope, window)` holding the total granted and not handed back, changed only by LWTs.
+pub struct CqlLeases {
+    session: Arc<Session>,
+    select: PreparedStatement,
+    insert: PreparedStatement,
+    update: PreparedStatement,
+}
+
+/// Conditional writes tried per grant before giving up (then the request is refused with 503).
+const MAX_ATTEMPTS: usize = 32;
+
+fn store_err(e: impl std::fmt::Display) -> LeaseError {
+    LeaseError::Store(e.to_string())
+}
+
+impl CqlLeases {
+    pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<CqlLeases, LeaseError> {
+        let ks = keyspace;
+        let mut select = session
+            .prepare(format!("SELECT granted_nano_usd FROM {ks}.budget_leases WHERE scope_id = ? AND window_id = ?"))
+            .await
+            .map_err(store_err)?;
+        // Serial reads see the outcome of every LWT, committed or in progress.
+        select.set_consistency(Consistency::LocalSerial);
+        let mut insert = session
+            .prepare(format!(
+                "INSERT INTO {ks}.budget_leases (scope_id, window_id, granted_nano_usd) VALUES (?, ?, ?) \
+                 IF NOT EXISTS USING TTL ?"
+            ))
+            .await
+            .map_err(store_err)?;
+        insert.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        let mut update = session
+            .prepare(format!(
+                "UPDATE {ks}.budget_leases USING TTL ? SET granted_nano_usd = ? \
+                 WHERE scope_id = ? AND window_id = ? IF granted_nano_usd = ?"
+            ))
+            .await
+            .map_err(store_err)?;
+        update.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        Ok(CqlLeases { session, select, insert, update })
+    }
+
+    async fn read(&self, scope: &str, window: &str) -> Result<Option<i64>, LeaseError> {
+        let result = self.session.execute_unpaged(&self.select, (scope, window)).await.map_err(store_err)?;
+        let rows = result.into_rows_result().map_err(store_err)?;
+        let row = rows.maybe_first_row::<(Option<i64>,)>().map_err(store_err)?;
+        Ok(row.map(|(g,)| g.unwrap_or(0)))
+    }
+
+    async fn write(
+        &self,
+        scope: &str,
+        window: &str,
+        current: Option<i64>,
+        next: i64,
+        ttl: i32,
+    ) -> Result<bool, LeaseError> {
+        let result = match current {
+            None => self.session.execute_unpaged(&self.insert, (scope, window, next, ttl)).await,
+            Some(cur) => self.session.execute_unpaged(&self.update, (ttl, next, scope, window, cur)).await,
+        }
+        .map_err(store_err)?;
+        tollgate_schemas::store::lwt_applied(result).map_err(store_err)
+    }
+}
+
+impl LeaseStore for CqlLeases {
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>> {
+        Box::pin(async move {
+            for _ in 0..MAX_ATTEMPTS {
+                let current = self.read(req.scope, req.window).await?;
+                let Some((amount, total)) = decide(NanoUsd(current.unwrap_or(0)), &req) else { return Ok(None) };
+                if self.write(req.scope, req.window, current, total.0, req.ttl_secs.unwrap_or(0)).await? {
+                    return Ok(Some(amount));
+                }
+                counter!("tollgate_budget_lease_conflicts_total").increment(1);
+            }
+            Err(LeaseError::Contended(req.scope.to_owned()))
+        })
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        scope: &'a str,
+        window: &'a str,
+        amount: NanoUsd,
+    ) -> BoxFuture<'a, Result<(), LeaseError>> {
+        Box::pin(async move {
+            for _ in 0..MAX_ATTEMPTS {
+                let current = self.read(scope, window).await?;
+                if current.is_none() && amount.0 >= 0 {
+                    return Ok(()); // expired with its window: nothing to hand back to
+                }
+                let next = current.unwrap_or(0).saturating_sub(amount.0).max(0);
+                let ttl = tollgate_schemas::tenancy::window_end(window)
+                    .map_or(0, |end| ttl_until(end.timestamp(), chrono::Utc::now().timestamp()));
+                if self.write(scope, window, current, next, ttl).await? {
+                    return Ok(());
+                }
+                counter!("tollgate_budget_lease_conflicts_total").increment(1);
+            }
+            Err(LeaseError::Contended(scope.to_owned()))
+        })
+    }
+}
+
+/// TTL of a lease row: until the window ends, plus a day.
+fn ttl_until(end_secs: i64, now_secs: i64) -> i32 {
+    i32::try_from(end_secs.saturating_sub(now_secs).max(0).saturating_add(86_400)).unwrap_or(i32::MAX)
+}
+
+// === impl LocalLeases ===
+
+/// Leases kept in this process: for a gateway that runs alone (the embedded default, or Kafka
+/// without a database). With several such gateways each would lease from the whole budget.
+#[derive(Default)]
+pub struct LocalLeases {
+    granted: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl LeaseStore for LocalLeases {
+    fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>> {
+        Box::pin(async move {
+            let mut map = self.granted.lock().map_err(|_| LeaseError::Store("poisoned".into()))?;
+            let entry = map.entry((req.scope.to_owned(), req.window.to_owned())).or_insert(0);
+            let Some((amount, total)) = decide(NanoUsd(*entry), &req) else { return Ok(None) };
+            *entry = total.0;
+            Ok(Some(amount))
+        })
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        scope: &'a str,
+        window: &'a str,
+        amount: NanoUsd,
+    ) -> BoxFuture<'a, Result<(), LeaseError>> {
+        Box::pin(async move {
+            let mut map = self.granted.lock().map_err(|_| LeaseError::Store("poisoned".into()))?;
+            if let Some(g) = map.get_mut(&(scope.to_owned(), window.to_owned())) {
+                *g = g.saturating_sub(amount.0).max(0);
+            } else if amount.0 < 0 {
+                map.insert((scope.to_owned(), window.to_owned()), -amount.0);
+            }
+            Ok(())
+        })
+    }
+}
+
+// === impl Leases ===
+
+/// This gateway's account of one `(scope, window)`: granted by the store, spent by settled
+/// requests, reserved by requests in flight. `granted - used - reserved` is what it may still
+/// admit without asking the store.
+#[derive(Default)]
+struct Account {
+    granted: i64,
+    used: i64,
+    reserved: i64,
+    last_grant: i64,
+    last_active_ms: i64,
+    /// A request admitted on a partial reservation is in flight: no second one until it ends,
+    /// so this gateway passes the budget by at most one request's excess.
+    partial_in_flight: bool,
+    /// Handed back: no reservation may be taken from it any more.
+    closed: bool,
+}
+
+impl Account {
+    fn available(&self) -> i64 {
+        self.granted - self.used - self.reserved
+    }
+
+    /// Reserves `amount` if it fits, or — when `partial` and no other partial reservation is
+    /// in flight — whatever is left, if anything. Returns what was reserved and whether it was
+    /// partial.
+    fn try_reserve(&mut self, amount: i64, partial: bool, now_ms: i64) -> Option<(i64, bool)> {
+        let available = self.available();
+        let (take, is_partial) = if available >= amount {
+            (amount, false)
+        } else if partial && available > 0 && !self.partial_in_flight {
+            (available, true)
+        } else {
+            return None;
+        };
+        self.reserved += take;
+        self.partial_in_flight |= is_partial;
+        self.last_active_ms = now_ms;
+        Some((take, is_partial))
+    }
+}
+
+struct Entry {
+    scope: String,
+    window: String,
+    /// Window end, Unix ms; `i64::MAX` for all time.
+    ends_ms: i64,
+    account: Mutex<Account>,
+    /// One grant at a time per `(scope, window)`.
+    refill: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn account(&self) -> std::sync::MutexGuard<'_, Account> {
+        // A panic while holding the lock cannot leave the numbers half-changed (each change is
+        // one assignment), so a poisoned lock is still consistent.
+        self.account.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A request's reservation against one lease. Settled with the actual cost when the request
+/// ends; released untouched if it is dropped unsettled (the request never reached a provider).
+pub struct Hold {
+    entry: Arc<Entry>,
+    amount: i64,
+    partial: bool,
+    done: AtomicBool,
+}
+
+impl Hold {
+    /// What was reserved (less than the worst case only for a partial reservation).
+    pub fn reserved(&self) -> NanoUsd {
+        NanoUsd(self.amount)
+    }
+
+    /// Whether only part of the worst case was covered (the last request of a budget).
+    pub fn partial(&self) -> bool {
+        self.partial
+    }
+
+    /// Replaces the reservation with the actual cost.
+    pub fn settle(&self, actual: NanoUsd) {
+        self.end(actual.0.max(0));
+    }
+
+    fn end(&self, actual: i64) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            let mut a = self.entry.account();
+            a.reserved -= self.amount;
+            a.used = a.used.saturating_add(actual);
+            if self.partial {
+                a.partial_in_flight = false;
+            }
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.end(0);
+    }
+}
+
+/// Why a reservation was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Nothing is left of the budget for this request.
+    Exhausted,
+    /// The store could not be reached or stayed contended: hard budgets fail closed.
+    Unavailable(LeaseError),
+}
+
+/// What a reservation is for.
+pub struct Slot<'a> {
+    pub scope: &'a str,
+    pub window: &'a str,
+    pub max: NanoUsd,
+    pub seen_spent: NanoUsd,
+}
+
+/// Every lease this gateway holds.
+pub struct Leases {
+    store: Arc<dyn LeaseStore>,
+    entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
+    replicas: u32,
+    idle_ms: i64,
+}
+
+impl Leases {
+    pub fn new(store: Arc<dyn LeaseStore>, replicas: u32, idle: Duration) -> Leases {
+        Leases {
+            store,
+            entries: Mutex::new(HashMap::new()),
+            replicas: replicas.max(1),
+            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn entry(&self, scope: &str, window: &str, now_ms: i64) -> Arc<Entry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .entry((scope.to_owned(), window.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    scope: scope.to_owned(),
+                    window: window.to_owned(),
+                    ends_ms: tollgate_schemas::tenancy::window_end(window).map_or(i64::MAX, |t| t.timestamp_millis()),
+                    account: Mutex::new(Account { last_active_ms: now_ms, ..Account::default() }),
+                    refill: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Reserves `worst` (the request's worst-case cost) against `slot`'s lease, asking the store
+    /// for more when the lease does not cover it.
+    pub async fn reserve(&self, slot: &Slot<'_>, worst: NanoUsd, now_ms: i64) -> Result<Hold, Refusal> {
+        let worst = worst.0.max(0);
+        // An entry handed back meanwhile is replaced by a fresh one: at most twice.
+        for _ in 0..3 {
+            let entry = self.entry(slot.scope, slot.window, now_ms);
+            match self.reserve_on(&entry, slot, worst, now_ms).await {
+                Ok(Some((amount, partial))) => {
+                    return Ok(Hold { entry, amount, partial, done: AtomicBool::new(false) })
+                }
+                Ok(None) => continue,
+                Err(r) => return Err(r),
+            }
+        }
+        Err(Refusal::Unavailable(LeaseError::Contended(slot.scope.to_owned())))
+    }
+
+    /// `Ok(None)`: the entry was closed; take a fresh one.
+    async fn reserve_on(
+        &self,
+        entry: &Entry,
+        slot: &Slot<'_>,
+        worst: i64,
+        now_ms: i64,
+    ) -> Result<Option<(i64, bool)>, Refusal> {
+        {
+            let mut a = entry.account();
+            if a.closed {
+                return Ok(None);
+            }
+            if let Some(taken) = a.try_reserve(worst, false, now_ms) {
+                return Ok(Some(taken));
+            }
+        }
+        let _one_grant_at_a_time = entry.refill.lock().await;
+        let (need, want) = {
+            let mut a = entry.account();
+            if a.closed {
+                return Ok(None);
+            }
+            // Another request may have refilled the lease while this one waited.
+            if let Some(taken) = a.try_reserve(worst, false, now_ms) {
+                return Ok(Some(taken));
+            }
+            let need = worst - a.available().min(worst);
+            let want = need.max(worst.saturating_mul(4)).max(a.last_grant.saturating_mul(2));
+            (need, want)
+        };
+        let granted = self
+            .store
+            .grant(GrantRequest {
+                scope: slot.scope,
+                window: slot.window,
+                max: slot.max,
+                seen_spent: slot.seen_spent,
+                need: NanoUsd(need),
+                want: NanoUsd(want),
+                share: 4 * i64::from(self.replicas),
+                ttl_secs: (entry.ends_ms != i64::MAX).then(|| ttl_until(entry.ends_ms / 1000, now_ms / 1000)),
+            })
+            .await
+            .map_err(Refusal::Unavailable)?;
+        let mut a = entry.account();
+        if let Some(amount) = granted {
+            counter!("tollgate_budget_lease_grants_total").increment(1);
+            a.granted += amount.0;
+            a.last_grant = amount.0;
+            if a.closed {
+                // Handed back while the grant was on its way: the sweep returns this slice too
+                // once it gets the refill lock; retry on a fresh entry.
+                return Ok(None);
+            }
+        }
+        // Full if it fits now; otherwise whatever is left (the last request of the budget).
+        match a.try_reserve(worst, true, now_ms) {
+            Some(taken) => Ok(Some(taken)),
+            None if worst == 0 => Ok(Some((0, false))),
+            None => Err(Refusal::Exhausted),
+        }
+    }
+
+    /// Hands back the unspent part of leases idle for longer than the idle time (no request in
+    /// flight), and forgets leases of windows that have ended. Returns how many were handed back.
+    pub async fn sweep(&self, now_ms: i64) -> usize {
+        self.hand_back(now_ms, self.idle_ms).await
+    }
+
+    /// Hands back every lease with nothing in flight (at shutdown).
+    pub async fn give_back_all(&self, now_ms: i64) -> usize {
+        self.hand_back(now_ms, 0).await
+    }
+
+    async fn hand_back(&self, now_ms: i64, idle_ms: i64) -> usize {
+        let closed: Vec<(Arc<Entry>, i64)> = {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = Vec::new();
+            entries.retain(|_, e| {
+                let mut a = e.account();
+                let ended = e.ends_ms <= now_ms;
+                let idle = now_ms.saturating_sub(a.last_active_ms) >= idle_ms;
+                if a.reserved != 0 || !(ended || idle) {
+                    return true;
+                }
+                a.closed = true;
+                let unused = a.granted - a.used;
+                a.granted = a.used;
+                if !ended && unused != 0 {
+                    out.push((e.clone(), unused));
+                }
+                false
+            });
+            out
+        };
+        let n = closed.len();
+        for (e, unused) in closed {
+            // A grant may be on its way to this entry (a request waiting for it has nothing
+            // reserved yet): wait for it, and hand it back too. That request retries on a
+            // fresh entry.
+            let _g = e.refill.lock().await;
+            let late = {
+                let mut a = e.account();
+                let late = a.granted - a.used;
+                a.granted = a.used;
+                late
+            };
+            match self.store.give_back(&e.scope, &e.window, NanoUsd(unused + late)).await {
+                Ok(()) => counter!("tollgate_budget_lease_returns_total").increment(1),
+                // Not handed back: the slice stays unused until the window ends (never overspent).
+                Err(err) => tracing::warn!(error = %err, "could not hand back an idle budget lease"),
+            }
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request(max: i64, seen: i64, need: i64, want: i64, share: i64) -> GrantRequest<'static> {
+        GrantRequest {
+            scope: "key/k",
+            window: "all",
+            max: NanoUsd(max),
+            seen_spent: NanoUsd(seen),
+            need: NanoUsd(need),
+            want: NanoUsd(want),
+            share,
+            ttl_secs: None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_grant_never_takes_the_total_past_the_budget(
+            granted in 0i64..1_000_000, seen in 0i64..1_000_000, max in 0i64..1_000_000,
+            need in 0i64..100_000, want in 0i64..1_000_000, share in 1i64..16,
+        ) {
+            let req = request(max, seen, need, want, share);
+            match decide(NanoUsd(granted), &req) {
+                None => prop_assert!(granted.max(seen) >= max),
+                Some((amount, total)) => {
+                    let left = max - granted.max(seen);
+                    prop_assert!(amount.0 > 0 && amount.0 <= left);
+                    prop_assert!(total.0 <= max);
+                    prop_assert_eq!(total.0, granted.max(seen) + amount.0);
+                    // What the request needs, whenever it is there.
+                    prop_assert!(amount.0 >= need.min(left));
+                }
+            }
+        }
+    }
+
+    fn slot(max: i64) -> Slot<'static> {
+        Slot { scope: "key/k", window: "all", max: NanoUsd(max), seen_spent: NanoUsd::ZERO }
+    }
+
+    #[tokio::test]
+    async fn the_last_request_gets_what_is_left_and_then_nothing_is() {
+        let leases = Leases::new(Arc::new(LocalLeases::default()), 1, Duration::from_secs(5));
+        let mut served = 0;
+        let mut spent = 0;
+        while let Ok(hold) = leases.reserve(&slot(100), NanoUsd(30), 0).await {
+            served += 1;
+            hold.settle(NanoUsd(30));
+            spent += 30;
+        }
+        // 30 + 30 + 30 fit in full; the fourth request got the last 10 and cost 30.
+        assert_eq!((served, spent), (4, 120));
+        assert!(matches!(leases.reserve(&slot(100), NanoUsd(1), 0).await, Err(Refusal::Exhausted)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_hold_gives_its_reservation_back() {
+        let leases = Leases::new(Arc::new(LocalLeases::default()), 1, Duration::from_secs(5));
+        let first = leases.reserve(&slot(100), NanoUsd(60), 0).await.unwrap();
+        assert_eq!(first.reserved(), NanoUsd(60));
+        // Only 40 left while the first is in flight: a partial reservation.
+        let second = leases.reserve(&slot(100), NanoUsd(60), 0).await.unwrap();
+        assert_eq!(second.reserved(), NanoUsd(40));
+        drop(second);
+        drop(first);
+        let again = leases.reserve(&slot(100), NanoUsd(100), 0).await.unwrap();
+        assert_eq!(again.reserved(), NanoUsd(100));
+    }
+
+    #[tokio::test]
+    async fn idle_leases_go_back_to_the_store() {
+        let store = Arc::new(LocalLeases::default());
+        let a = Leases::new(store.clone(), 2, Duration::from_millis(1_000));
+        let b = Leases::new(store.clone(), 2, Duration::from_millis(1_000));
+        a.reserve(&slot(1_000), NanoUsd(10), 0).await.unwrap().settle(NanoUsd(7));
+        // `a` holds a slice; not idle yet, so nothing goes back.
+        assert_eq!(a.sweep(500).await, 0);
+        assert_eq!(a.sweep(1_000).await, 1);
+        let granted = store.granted.lock().unwrap()[&("key/k".to_owned(), "all".to_owned())];
+        assert_eq!(granted, 7, "only what was spent stays granted");
+        // All that is left can now go to `b`.
+        let hold = b.reserve(&slot(1_000), NanoUsd(993), 2_000).await.unwrap();
+        assert_eq!(hold.reserved(), NanoUsd(993));
+    }
+
+    /// Several gateways sharing one store, many requests each, each costing anything up to its
+    /// worst case, leases handed back now and then: the total spent passes the budget by no
+    /// more than what requests cost beyond their reservation (only partially covered requests
+    /// can), and by less than one worst case per gateway.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn gateways_sharing_a_store_do_not_overspend() {
+        use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+        let store = Arc::new(LocalLeases::default());
+        let (max, worst) = (1_000_000i64, 12_000i64);
+        let spent = Arc::new(AtomicI64::new(0));
+        let excess = Arc::new(AtomicI64::new(0));
+        let mut tasks = Vec::new();
+        for g in 0..3 {
+            let leases = Arc::new(Leases::new(store.clone(), 3, Duration::from_millis(50)));
+            for t in 0..16 {
+                let (leases, spent, excess) = (leases.clone(), spent.clone(), excess.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut n: i64 = g * 31 + t * 7;
+                    let mut clock = 0;
+                    loop {
+                        clock += 1;
+                        let Ok(hold) = leases.reserve(&slot(max), NanoUsd(worst), clock).await else { break };
+                        n = (n * 1_103_515_245 + 12_345) % 2_147_483_648;
+                        // Requests overlap: each stays in flight for a while.
+                        for _ in 0..n % 7 {
+                            tokio::task::yield_now().await;
+                        }
+                        // The worst for the budget: a partially covered request costs its
+                        // full worst case.
+                        let cost = if hold.partial() { worst } else { n % (worst + 1) };
+                        spent.fetch_add(cost, SeqCst);
+                        excess.fetch_add((cost - hold.reserved().0).max(0), SeqCst);
+                        hold.settle(NanoUsd(cost));
+                        if clock % 17 == 0 {
+                            leases.sweep(clock + 1_000).await;
+                        }
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (spent, excess) = (spent.load(SeqCst), excess.load(SeqCst));
+        assert!(spent <= max + excess, "spent {spent} of {max}, excess over reservations {excess}");
+        // One partially covered request per gateway at a time, and the excess of each is
+        // recorded with the store when its lease goes back.
+        assert!(spent <= max + 3 * worst, "spent {spent} of {max}, excess over reservations {excess}");
+        assert!(spent > max * 9 / 10, "the budget was used: {spent}");
+    }
+}
