@@ -59,6 +59,11 @@ impl Admitted {
         }
     }
 
+    /// Whether a hard budget applies (then the request reserves its worst case).
+    pub fn has_hard_budget(&self) -> bool {
+        self.budgets.iter().any(|b| b.hard.is_some())
+    }
+
     /// Reserves `worst` (the request's worst-case cost) against the lease of every hard budget
     /// it counts against. On a refusal, what was reserved is released (the holds are dropped).
     pub async fn reserve(&mut self, leases: &Leases, worst: NanoUsd, now: DateTime<Utc>) -> Result<(), GatewayError> {
@@ -235,6 +240,61 @@ mod tests {
             Some(GatewayError::BudgetExceeded { scope: Scope::Model, .. })
         ));
         assert!(admit(&p, "gpt-4o-mini", &view, &limiter, &open_settings(), now).is_ok());
+    }
+
+    /// A lease store that cannot be reached.
+    struct Unreachable;
+
+    impl crate::lease::LeaseStore for Unreachable {
+        fn grant<'a>(
+            &'a self,
+            _: crate::lease::GrantRequest<'a>,
+        ) -> futures::future::BoxFuture<'a, Result<Option<NanoUsd>, crate::lease::LeaseError>> {
+            Box::pin(async { Err(crate::lease::LeaseError::Store("connection refused".into())) })
+        }
+        fn give_back<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: NanoUsd,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::lease::LeaseError>> {
+            Box::pin(async { Err(crate::lease::LeaseError::Store("connection refused".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn hard_budgets_reserve_the_worst_case_and_fail_closed_without_a_lease_store() {
+        let view = fresh_view();
+        let limiter = RateLimiter::new(1);
+        let hard = Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() };
+        let p = principal(vec![party(Scope::Key, "key/k", hard), party(Scope::Team, "team/t", Limits::default())]);
+        let now = Utc::now();
+        let leases = Leases::new(Arc::new(crate::lease::LocalLeases::default()), 1, std::time::Duration::from_secs(5));
+        let mut first = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        assert!(first.has_hard_budget());
+        first.reserve(&leases, NanoUsd(60), now).await.unwrap();
+        // 40 left while the first is in flight: the second gets it (partial), the third nothing.
+        let mut second = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        second.reserve(&leases, NanoUsd(60), now).await.unwrap();
+        let mut third = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        let err = third.reserve(&leases, NanoUsd(60), now).await.err().unwrap();
+        assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Key, committed: true, .. }), "{err:?}");
+        assert!(err.to_string().contains("committed to requests in flight"), "{err}");
+        // The first ends cheaper than its worst case: the rest is free again.
+        first.settle(NanoUsd(10), 1, now);
+        drop(second);
+        third.reserve(&leases, NanoUsd(60), now).await.unwrap();
+
+        let unreachable = Leases::new(Arc::new(Unreachable), 1, std::time::Duration::from_secs(5));
+        let mut a = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        assert!(matches!(
+            a.reserve(&unreachable, NanoUsd(1), now).await.err(),
+            Some(GatewayError::BudgetLeaseUnavailable)
+        ));
+        // No hard budget, nothing to reserve.
+        let soft = principal(vec![party(Scope::Key, "key/s", Limits::default())]);
+        let a = admit(&soft, "m", &view, &limiter, &open_settings(), now).unwrap();
+        assert!(!a.has_hard_budget());
     }
 
     #[test]

@@ -374,7 +374,8 @@ pub struct Slot<'a> {
 /// Every lease this gateway holds.
 pub struct Leases {
     store: Arc<dyn LeaseStore>,
-    entries: Mutex<HashMap<(String, String), Arc<Entry>>>,
+    /// By `scope|window`.
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
     replicas: u32,
     idle_ms: i64,
 }
@@ -390,9 +391,13 @@ impl Leases {
     }
 
     fn entry(&self, scope: &str, window: &str, now_ms: i64) -> Arc<Entry> {
+        let key = format!("{scope}|{window}");
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.get(&key) {
+            return e.clone();
+        }
         entries
-            .entry((scope.to_owned(), window.to_owned()))
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Entry {
                     scope: scope.to_owned(),

@@ -275,7 +275,7 @@ async fn serve(
         now,
     )
     .map_err(fail)?;
-    if let Some(leases) = &state.leases {
+    if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
         admitted.reserve(leases, worst_case_cost(state, &request), now).await.map_err(fail)?;
     }
     state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
