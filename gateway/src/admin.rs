@@ -649,7 +649,17 @@ async fn key_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             let q = query(&req);
             let wanted = q.get("key").map(|k| key_id_of(k));
             let id = match caller(&req, &state, false).await? {
-                Caller::Admin => wanted.ok_or_else(|| GatewayError::field("key", "`key` is required"))?,
+                Caller::Admin => match wanted {
+                    Some(w) => w,
+                    // An admin's virtual key without `key` reads itself; the master key must
+                    // name one.
+                    None => raw_key(req.headers())
+                        .filter(|raw| {
+                            !state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw)))
+                        })
+                        .map(key_id_of)
+                        .ok_or_else(|| GatewayError::field("key", "`key` is required"))?,
+                },
                 // Any key may read itself.
                 Caller::Own(own) if wanted.as_ref().is_none_or(|w| *w == own) => own,
                 Caller::Own(_) => return Err(GatewayError::Forbidden("a key may only read its own info".into())),

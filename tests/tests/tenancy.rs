@@ -106,6 +106,10 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     let as_viewer = AdminApi { key: viewer.clone(), ..AdminApi::new(&gw) };
     ensure!(as_viewer.get("/key/list").await?.0 == 200, "a viewer reads");
     ensure!(as_viewer.post("/team/new", json!({})).await?.0 == 403, "a viewer does not write");
+    // An admin's key without `?key=` reads itself (as LiteLLM answers); the master key must name one.
+    let (status, own) = as_viewer.get("/key/info").await?;
+    ensure!(status == 200 && own["key"] == key_hash(&viewer), "{status} {own}");
+    ensure!(admin.get("/key/info").await?.0 == 400, "the master key names the key it reads");
     let anonymous = client.post(format!("{gw}/key/generate")).json(&json!({})).send().await?;
     ensure!(anonymous.status() == 401, "no key: {}", anonymous.status());
 
