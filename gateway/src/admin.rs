@@ -1113,9 +1113,29 @@ async fn user_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
                 ..UserRecord::default()
             };
             take_user_fields(&mut f, &state, store.as_ref(), &mut user).await?;
+            // As in LiteLLM, a new user gets a key of their own unless asked not to.
+            let auto_create_key = f.bool("auto_create_key")?.unwrap_or(true);
             f.finish()?;
             insert(&state, store.as_ref(), &user).await?;
-            Ok(HttpResponse::Ok().json(present(&user)))
+            let mut v = present(&user);
+            if auto_create_key {
+                let raw = new_raw_key();
+                let key = KeyRecord {
+                    key_id: hash_key(&raw),
+                    key_name: key_name(&raw),
+                    user_id: Some(user.user_id.clone()),
+                    organization_id: user.organization_id.clone(),
+                    created_at: Some(now),
+                    updated_at: Some(now),
+                    ..KeyRecord::default()
+                };
+                insert(&state, store.as_ref(), &key).await?;
+                if let Value::Object(o) = &mut v {
+                    o.insert("key".into(), json!(raw));
+                    o.insert("token".into(), json!(key.key_id));
+                }
+            }
+            Ok(HttpResponse::Ok().json(v))
         }
         .await,
     )

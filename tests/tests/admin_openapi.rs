@@ -382,7 +382,12 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
         ))
         .await?;
     ensure!(u["max_budget_nano_usd"] == 100_000_000, "{u}");
-    c.ok(post("/user/new", json!({"user_id": viewer, "user_role": "proxy_admin_viewer"}))).await?;
+    // As in LiteLLM, the new user has a key of their own (unless `auto_create_key` is false).
+    ensure!(u["key"].as_str().is_some_and(|k| k.len() > 12) && u["token"].is_string(), "{u}");
+    let v = c
+        .ok(post("/user/new", json!({"user_id": viewer, "user_role": "proxy_admin_viewer", "auto_create_key": false})))
+        .await?;
+    ensure!(v.get("key").is_none(), "{v}");
     c.ok(post("/user/update", json!({"user_id": user, "user_alias": "Ada", "budget_id": bud}))).await?;
 
     let t = c
@@ -446,7 +451,7 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     let own = c.ok(get("/key/info", "").with_key(Some(&plain))).await?;
     ensure!(own["key"] == key_hash(&plain), "a key reads itself: {own}");
     let page = c.ok(get("/key/list", "page=1&size=1")).await?;
-    ensure!(page["keys"].as_array().map(Vec::len) == Some(1) && page["total_count"] == 4, "{page}");
+    ensure!(page["keys"].as_array().map(Vec::len) == Some(1) && page["total_count"] == 5, "{page}");
     let full = c.ok(get("/key/list", &format!("team_id={team}&return_full_object=true"))).await?;
     ensure!(full["keys"][0]["key_alias"] == "checkout-2", "{full}");
     c.ok(get("/key/list", "").with_key(Some(&viewer_key))).await?;

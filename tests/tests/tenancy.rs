@@ -45,7 +45,9 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
         .await?;
     ensure!(team["max_budget_nano_usd"] == 200_000, "exact dollars: {team}");
     ensure!(team["max_budget"] == 0.0002, "USD shown as LiteLLM does: {team}");
-    admin.ok("/user/new", json!({"user_id": "viewer", "user_role": "proxy_admin_viewer"})).await?;
+    admin
+        .ok("/user/new", json!({"user_id": "viewer", "user_role": "proxy_admin_viewer", "auto_create_key": false}))
+        .await?;
 
     // --- Bad input: 400 naming the field, nothing written.
     let bad = [
