@@ -136,7 +136,7 @@ fn lease(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 if let Ok(hold) = leases.reserve(&slot, black_box(NanoUsd(27_000)), 0).await {
-                    hold.settle(NanoUsd(12_450));
+                    hold.settle(NanoUsd(12_450), 0);
                 }
             })
         })

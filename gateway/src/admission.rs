@@ -51,8 +51,10 @@ impl Admitted {
     /// Counts what the request used, at once, in this gateway's view, limits and leases.
     pub fn settle(&self, cost: NanoUsd, tokens: u64, at: DateTime<Utc>) {
         self.reservation.record_tokens(tokens);
+        // `at` is when the request was admitted (its windows); the lease was in use until now.
+        let now_ms = Utc::now().timestamp_millis();
         for h in &self.holds {
-            h.settle(cost);
+            h.settle(cost, now_ms);
         }
         for b in &self.budgets {
             self.view.add_local(&b.scope_id, &budget_window(b.duration, at), cost);

@@ -17,10 +17,11 @@
 //! with the store when the lease is handed back. So the spend of all gateways together passes
 //! the budget by at most one partially covered request per gateway.
 //!
-//! Slices grow with demand (doubling from four worst cases) up to a share of what is left
-//! (`1 / (4 × replicas)`), and idle slices are handed back, so one gateway does not sit on
-//! budget another could use. A gateway that dies keeps its unspent slice out of use until the
-//! window ends: budget is then under-used, never overspent.
+//! A slice is sized to last about two seconds at the rate the previous one was spent (at least
+//! four worst cases, at most `1 / (4 × replicas)` of what is left), and idle slices are handed
+//! back, so one gateway does not sit on budget another could use. A gateway that dies keeps its
+//! unspent slice — a couple of seconds' worth — out of use until the window ends: budget is
+//! then under-used, never overspent.
 //!
 //! This module must never admit a request whose reservation it could not account for: every
 //! reservation is released or settled exactly once (see [`Hold`]).
@@ -52,7 +53,8 @@ pub struct GrantRequest<'a> {
     /// The budget of `(scope, window)`.
     pub max: NanoUsd,
     /// The largest spend this gateway has seen for `(scope, window)` (published ledger totals
-    /// and its own): covers spend made before the budget existed, outside any lease.
+    /// and its own). Counted when the store's row is created, for spend made before the budget
+    /// existed, outside any lease.
     pub seen_spent: NanoUsd,
     /// What the request waiting for this grant still misses.
     pub need: NanoUsd,
@@ -64,11 +66,15 @@ pub struct GrantRequest<'a> {
     pub ttl_secs: Option<i32>,
 }
 
-/// Pure decision of a grant, given what the store has granted so far for `(scope, window)`.
-/// Returns `(amount, new store total)`, or `None` when nothing is left. The amount is less than
-/// `need` only when that is all there is.
-pub fn decide(granted: NanoUsd, req: &GrantRequest<'_>) -> Option<(NanoUsd, NanoUsd)> {
-    let base = granted.0.max(req.seen_spent.0).max(0);
+/// Pure decision of a grant, given what the store has granted so far for `(scope, window)`
+/// (`None`: nothing yet, the row does not exist). Returns `(amount, new store total)`, or `None`
+/// when nothing is left. The amount is less than `need` only when that is all there is.
+///
+/// What is committed is at least the stored total and at least the spend seen. The two differ
+/// only by spend made outside leases (before the budget existed, or through gateways with
+/// leases off), which only the spend seen can show; the larger is the safer base.
+pub fn decide(granted: Option<NanoUsd>, req: &GrantRequest<'_>) -> Option<(NanoUsd, NanoUsd)> {
+    let base = granted.map_or(0, |g| g.0).max(req.seen_spent.0).max(0);
     let left = req.max.0.saturating_sub(base);
     if left <= 0 {
         return None;
@@ -119,22 +125,24 @@ impl CqlLeases {
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<CqlLeases, LeaseError> {
         let ks = keyspace;
         let mut select = session
-            .prepare(format!("SELECT granted_nano_usd FROM {ks}.budget_leases WHERE scope_id = ? AND window_id = ?"))
+            .prepare(format!(
+                "SELECT granted_nano_usd, last_op FROM {ks}.budget_leases WHERE scope_id = ? AND window_id = ?"
+            ))
             .await
             .map_err(store_err)?;
         // Serial reads see the outcome of every LWT, committed or in progress.
         select.set_consistency(Consistency::LocalSerial);
         let mut insert = session
             .prepare(format!(
-                "INSERT INTO {ks}.budget_leases (scope_id, window_id, granted_nano_usd) VALUES (?, ?, ?) \
-                 IF NOT EXISTS USING TTL ?"
+                "INSERT INTO {ks}.budget_leases (scope_id, window_id, granted_nano_usd, last_op) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await
             .map_err(store_err)?;
         insert.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         let mut update = session
             .prepare(format!(
-                "UPDATE {ks}.budget_leases USING TTL ? SET granted_nano_usd = ? \
+                "UPDATE {ks}.budget_leases USING TTL ? SET granted_nano_usd = ?, last_op = ? \
                  WHERE scope_id = ? AND window_id = ? IF granted_nano_usd = ?"
             ))
             .await
@@ -143,13 +151,21 @@ impl CqlLeases {
         Ok(CqlLeases { session, select, insert, update })
     }
 
-    async fn read(&self, scope: &str, window: &str) -> Result<Option<i64>, LeaseError> {
+    /// The row's total and the id of the write that set it.
+    async fn read(&self, scope: &str, window: &str) -> Result<Option<(i64, Option<uuid::Uuid>)>, LeaseError> {
         let result = self.session.execute_unpaged(&self.select, (scope, window)).await.map_err(store_err)?;
         let rows = result.into_rows_result().map_err(store_err)?;
-        let row = rows.maybe_first_row::<(Option<i64>,)>().map_err(store_err)?;
-        Ok(row.map(|(g,)| g.unwrap_or(0)))
+        let row = rows.maybe_first_row::<(Option<i64>, Option<uuid::Uuid>)>().map_err(store_err)?;
+        Ok(row.map(|(g, op)| (g.unwrap_or(0), op)))
     }
 
+    async fn read_total(&self, scope: &str, window: &str) -> Result<Option<i64>, LeaseError> {
+        Ok(self.read(scope, window).await?.map(|(g, _)| g))
+    }
+
+    /// One conditional write, tagged with a fresh id. A write whose outcome is unknown (a
+    /// timeout: it may still have been applied) is settled by a serial read of that id, so a
+    /// grant is never lost to the store while the gateway believes it failed.
     async fn write(
         &self,
         scope: &str,
@@ -158,12 +174,18 @@ impl CqlLeases {
         next: i64,
         ttl: i32,
     ) -> Result<bool, LeaseError> {
+        let op = uuid::Uuid::new_v4();
         let result = match current {
-            None => self.session.execute_unpaged(&self.insert, (scope, window, next, ttl)).await,
-            Some(cur) => self.session.execute_unpaged(&self.update, (ttl, next, scope, window, cur)).await,
+            None => self.session.execute_unpaged(&self.insert, (scope, window, next, op, ttl)).await,
+            Some(cur) => self.session.execute_unpaged(&self.update, (ttl, next, op, scope, window, cur)).await,
+        };
+        match result {
+            Ok(result) => tollgate_schemas::store::lwt_applied(result).map_err(store_err),
+            Err(e) => {
+                tracing::warn!(error = %e, "budget lease write failed; reading whether it was applied");
+                Ok(self.read(scope, window).await?.is_some_and(|(_, last)| last == Some(op)))
+            }
         }
-        .map_err(store_err)?;
-        tollgate_schemas::store::lwt_applied(result).map_err(store_err)
     }
 }
 
@@ -171,8 +193,8 @@ impl LeaseStore for CqlLeases {
     fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>> {
         Box::pin(async move {
             for _ in 0..MAX_ATTEMPTS {
-                let current = self.read(req.scope, req.window).await?;
-                let Some((amount, total)) = decide(NanoUsd(current.unwrap_or(0)), &req) else { return Ok(None) };
+                let current = self.read_total(req.scope, req.window).await?;
+                let Some((amount, total)) = decide(current.map(NanoUsd), &req) else { return Ok(None) };
                 if self.write(req.scope, req.window, current, total.0, req.ttl_secs.unwrap_or(0)).await? {
                     return Ok(Some(amount));
                 }
@@ -190,7 +212,7 @@ impl LeaseStore for CqlLeases {
     ) -> BoxFuture<'a, Result<(), LeaseError>> {
         Box::pin(async move {
             for _ in 0..MAX_ATTEMPTS {
-                let current = self.read(scope, window).await?;
+                let current = self.read_total(scope, window).await?;
                 if current.is_none() && amount.0 >= 0 {
                     return Ok(()); // expired with its window: nothing to hand back to
                 }
@@ -216,6 +238,9 @@ fn ttl_until(end_secs: i64, now_secs: i64) -> i32 {
 
 /// Leases kept in this process: for a gateway that runs alone (the embedded default, or Kafka
 /// without a database). With several such gateways each would lease from the whole budget.
+/// Size at which [`LocalLeases`] forgets the windows that have ended.
+const LOCAL_PRUNE_AT: usize = 4_096;
+
 #[derive(Default)]
 pub struct LocalLeases {
     granted: Mutex<HashMap<(String, String), i64>>,
@@ -225,9 +250,14 @@ impl LeaseStore for LocalLeases {
     fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>> {
         Box::pin(async move {
             let mut map = self.granted.lock().map_err(|_| LeaseError::Store("poisoned".into()))?;
-            let entry = map.entry((req.scope.to_owned(), req.window.to_owned())).or_insert(0);
-            let Some((amount, total)) = decide(NanoUsd(*entry), &req) else { return Ok(None) };
-            *entry = total.0;
+            if map.len() >= LOCAL_PRUNE_AT {
+                // Rolling windows would otherwise pile up: forget those that have ended.
+                let now = chrono::Utc::now();
+                map.retain(|(_, w), _| tollgate_schemas::tenancy::window_end(w).is_none_or(|end| end > now));
+            }
+            let key = (req.scope.to_owned(), req.window.to_owned());
+            let Some((amount, total)) = decide(map.get(&key).copied().map(NanoUsd), &req) else { return Ok(None) };
+            map.insert(key, total.0);
             Ok(Some(amount))
         })
     }
@@ -252,6 +282,16 @@ impl LeaseStore for LocalLeases {
 
 // === impl Leases ===
 
+/// A grant taking longer than this fails the request (503): hard budgets fail closed, and
+/// requests do not queue behind a store that does not answer.
+const GRANT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After the store said nothing is left, requests that the lease cannot cover are refused
+/// without asking it again for this long.
+const EXHAUSTED_FOR_MS: i64 = 500;
+/// A slice is sized to last about this long at the rate the last one was spent, so that a
+/// gateway that dies strands at most a few seconds' worth of spend.
+const SLICE_TARGET_MS: i64 = 2_000;
+
 /// This gateway's account of one `(scope, window)`: granted by the store, spent by settled
 /// requests, reserved by requests in flight. `granted - used - reserved` is what it may still
 /// admit without asking the store.
@@ -261,7 +301,12 @@ struct Account {
     used: i64,
     reserved: i64,
     last_grant: i64,
+    last_grant_ms: i64,
     last_active_ms: i64,
+    /// The budget the last grant was made under: a lower one sends requests to the store.
+    max: i64,
+    /// Until then (Unix ms), the store has nothing left: do not ask it again.
+    exhausted_until_ms: i64,
     /// A request admitted on a partial reservation is in flight: no second one until it ends,
     /// so this gateway passes the budget by at most one request's excess.
     partial_in_flight: bool,
@@ -271,7 +316,7 @@ struct Account {
 
 impl Account {
     fn available(&self) -> i64 {
-        self.granted - self.used - self.reserved
+        self.granted.saturating_sub(self.used).saturating_sub(self.reserved)
     }
 
     /// Reserves `amount` if it fits, or — when `partial` and no other partial reservation is
@@ -286,10 +331,28 @@ impl Account {
         } else {
             return None;
         };
-        self.reserved += take;
+        self.reserved = self.reserved.saturating_add(take);
         self.partial_in_flight |= is_partial;
-        self.last_active_ms = now_ms;
+        self.last_active_ms = self.last_active_ms.max(now_ms);
         Some((take, is_partial))
+    }
+
+    /// The slice to ask for: what the waiting request misses, and enough for about
+    /// [`SLICE_TARGET_MS`] at the rate the previous slice went (doubling while slices last less
+    /// than half of that, halving when they last more than twice as long), at least four worst
+    /// cases.
+    fn want(&self, need: i64, worst: i64, now_ms: i64) -> i64 {
+        let lasted = now_ms.saturating_sub(self.last_grant_ms);
+        let paced = if self.last_grant == 0 {
+            0
+        } else if lasted < SLICE_TARGET_MS / 2 {
+            self.last_grant.saturating_mul(2)
+        } else if lasted > SLICE_TARGET_MS * 2 {
+            self.last_grant / 2
+        } else {
+            self.last_grant
+        };
+        need.max(worst.saturating_mul(4)).max(paced)
     }
 }
 
@@ -331,18 +394,22 @@ impl Hold {
         self.partial
     }
 
-    /// Replaces the reservation with the actual cost.
-    pub fn settle(&self, actual: NanoUsd) {
-        self.end(actual.0.max(0));
+    /// Replaces the reservation with the actual cost, at `now_ms` (Unix ms).
+    pub fn settle(&self, actual: NanoUsd, now_ms: i64) {
+        self.end(actual.0.max(0), Some(now_ms));
     }
 
-    fn end(&self, actual: i64) {
+    fn end(&self, actual: i64, now_ms: Option<i64>) {
         if !self.done.swap(true, Ordering::AcqRel) {
             let mut a = self.entry.account();
-            a.reserved -= self.amount;
+            a.reserved = a.reserved.saturating_sub(self.amount);
             a.used = a.used.saturating_add(actual);
             if self.partial {
                 a.partial_in_flight = false;
+            }
+            // A lease in use is not idle, however long its requests take.
+            if let Some(now) = now_ms {
+                a.last_active_ms = a.last_active_ms.max(now);
             }
         }
     }
@@ -350,7 +417,7 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.end(0);
+        self.end(0, None);
     }
 }
 
@@ -436,13 +503,21 @@ impl Leases {
         worst: i64,
         now_ms: i64,
     ) -> Result<Option<(i64, bool)>, Refusal> {
+        // A budget lowered since the last grant: what this gateway holds was granted under the
+        // old one, so the store decides first.
+        let lowered = |a: &Account| a.granted > 0 && slot.max.0 < a.max;
         {
             let mut a = entry.account();
             if a.closed {
                 return Ok(None);
             }
-            if let Some(taken) = a.try_reserve(worst, false, now_ms) {
-                return Ok(Some(taken));
+            if !lowered(&a) {
+                if let Some(taken) = a.try_reserve(worst, false, now_ms) {
+                    return Ok(Some(taken));
+                }
+                if now_ms < a.exhausted_until_ms {
+                    return a.try_reserve(worst, true, now_ms).map(Some).ok_or(Refusal::Exhausted);
+                }
             }
         }
         let _one_grant_at_a_time = entry.refill.lock().await;
@@ -452,36 +527,50 @@ impl Leases {
                 return Ok(None);
             }
             // Another request may have refilled the lease while this one waited.
-            if let Some(taken) = a.try_reserve(worst, false, now_ms) {
-                return Ok(Some(taken));
+            if !lowered(&a) {
+                if let Some(taken) = a.try_reserve(worst, false, now_ms) {
+                    return Ok(Some(taken));
+                }
             }
-            let need = worst - a.available().min(worst);
-            let want = need.max(worst.saturating_mul(4)).max(a.last_grant.saturating_mul(2));
-            (need, want)
+            let need = worst.saturating_sub(a.available().min(worst));
+            (need, a.want(need, worst, now_ms))
         };
-        let granted = self
-            .store
-            .grant(GrantRequest {
-                scope: slot.scope,
-                window: slot.window,
-                max: slot.max,
-                seen_spent: slot.seen_spent,
-                need: NanoUsd(need),
-                want: NanoUsd(want),
-                share: 4 * i64::from(self.replicas),
-                ttl_secs: (entry.ends_ms != i64::MAX).then(|| ttl_until(entry.ends_ms / 1000, now_ms / 1000)),
-            })
-            .await
-            .map_err(Refusal::Unavailable)?;
+        let request = GrantRequest {
+            scope: slot.scope,
+            window: slot.window,
+            max: slot.max,
+            seen_spent: slot.seen_spent,
+            need: NanoUsd(need),
+            want: NanoUsd(want),
+            share: 4 * i64::from(self.replicas),
+            ttl_secs: (entry.ends_ms != i64::MAX).then(|| ttl_until(entry.ends_ms / 1000, now_ms / 1000)),
+        };
+        let granted = match tokio::time::timeout(GRANT_TIMEOUT, self.store.grant(request)).await {
+            Ok(result) => result.map_err(Refusal::Unavailable)?,
+            Err(_) => {
+                return Err(Refusal::Unavailable(LeaseError::Store(format!(
+                    "no answer within {} ms",
+                    GRANT_TIMEOUT.as_millis()
+                ))))
+            }
+        };
         let mut a = entry.account();
-        if let Some(amount) = granted {
-            counter!("tollgate_budget_lease_grants_total").increment(1);
-            a.granted += amount.0;
-            a.last_grant = amount.0;
-            if a.closed {
-                // Handed back while the grant was on its way: the sweep returns this slice too
-                // once it gets the refill lock; retry on a fresh entry.
-                return Ok(None);
+        match granted {
+            Some(amount) => {
+                counter!("tollgate_budget_lease_grants_total").increment(1);
+                a.granted = a.granted.saturating_add(amount.0);
+                a.last_grant = amount.0;
+                a.last_grant_ms = now_ms;
+                a.max = slot.max.0;
+                a.exhausted_until_ms = 0;
+            }
+            None => {
+                a.exhausted_until_ms = now_ms.saturating_add(EXHAUSTED_FOR_MS);
+                if lowered(&a) {
+                    // Under the lowered budget nothing is left: what this gateway still holds
+                    // may not be spent either.
+                    return Err(Refusal::Exhausted);
+                }
             }
         }
         // Full if it fits now; otherwise whatever is left (the last request of the budget).
@@ -508,6 +597,8 @@ impl Leases {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let mut out = Vec::new();
             entries.retain(|_, e| {
+                // A grant on its way: leave the entry alone until it has landed.
+                let Ok(_no_grant_in_flight) = e.refill.try_lock() else { return true };
                 let mut a = e.account();
                 let ended = e.ends_ms <= now_ms;
                 let idle = now_ms.saturating_sub(a.last_active_ms) >= idle_ms;
@@ -515,7 +606,7 @@ impl Leases {
                     return true;
                 }
                 a.closed = true;
-                let unused = a.granted - a.used;
+                let unused = a.granted.saturating_sub(a.used);
                 a.granted = a.used;
                 if !ended && unused != 0 {
                     out.push((e.clone(), unused));
@@ -526,17 +617,7 @@ impl Leases {
         };
         let n = closed.len();
         for (e, unused) in closed {
-            // A grant may be on its way to this entry (a request waiting for it has nothing
-            // reserved yet): wait for it, and hand it back too. That request retries on a
-            // fresh entry.
-            let _g = e.refill.lock().await;
-            let late = {
-                let mut a = e.account();
-                let late = a.granted - a.used;
-                a.granted = a.used;
-                late
-            };
-            match self.store.give_back(&e.scope, &e.window, NanoUsd(unused + late)).await {
+            match self.store.give_back(&e.scope, &e.window, NanoUsd(unused)).await {
                 Ok(()) => counter!("tollgate_budget_lease_returns_total").increment(1),
                 // Not handed back: the slice stays unused until the window ends (never overspent).
                 Err(err) => tracing::warn!(error = %err, "could not hand back an idle budget lease"),
@@ -571,16 +652,19 @@ mod tests {
             need in 0i64..100_000, want in 0i64..1_000_000, share in 1i64..16,
         ) {
             let req = request(max, seen, need, want, share);
-            match decide(NanoUsd(granted), &req) {
-                None => prop_assert!(granted.max(seen) >= max),
+            // The larger of the stored total and the spend seen is committed.
+            for (stored, base) in [(Some(NanoUsd(granted)), granted.max(seen)), (None, seen)] {
+            match decide(stored, &req) {
+                None => prop_assert!(base >= max),
                 Some((amount, total)) => {
-                    let left = max - granted.max(seen);
+                    let left = max - base;
                     prop_assert!(amount.0 > 0 && amount.0 <= left);
                     prop_assert!(total.0 <= max);
-                    prop_assert_eq!(total.0, granted.max(seen) + amount.0);
+                    prop_assert_eq!(total.0, base + amount.0);
                     // What the request needs, whenever it is there.
                     prop_assert!(amount.0 >= need.min(left));
                 }
+            }
             }
         }
     }
@@ -596,7 +680,7 @@ mod tests {
         let mut spent = 0;
         while let Ok(hold) = leases.reserve(&slot(100), NanoUsd(30), 0).await {
             served += 1;
-            hold.settle(NanoUsd(30));
+            hold.settle(NanoUsd(30), 0);
             spent += 30;
         }
         // 30 + 30 + 30 fit in full; the fourth request got the last 10 and cost 30.
@@ -623,7 +707,7 @@ mod tests {
         let store = Arc::new(LocalLeases::default());
         let a = Leases::new(store.clone(), 2, Duration::from_millis(1_000));
         let b = Leases::new(store.clone(), 2, Duration::from_millis(1_000));
-        a.reserve(&slot(1_000), NanoUsd(10), 0).await.unwrap().settle(NanoUsd(7));
+        a.reserve(&slot(1_000), NanoUsd(10), 0).await.unwrap().settle(NanoUsd(7), 0);
         // `a` holds a slice; not idle yet, so nothing goes back.
         assert_eq!(a.sweep(500).await, 0);
         assert_eq!(a.sweep(1_000).await, 1);
@@ -632,6 +716,85 @@ mod tests {
         // All that is left can now go to `b`.
         let hold = b.reserve(&slot(1_000), NanoUsd(993), 2_000).await.unwrap();
         assert_eq!(hold.reserved(), NanoUsd(993));
+    }
+
+    /// Counts the grants a store makes.
+    #[derive(Default)]
+    struct Counting {
+        inner: LocalLeases,
+        grants: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LeaseStore for Counting {
+        fn grant<'a>(&'a self, req: GrantRequest<'a>) -> BoxFuture<'a, Result<Option<NanoUsd>, LeaseError>> {
+            self.grants.fetch_add(1, Ordering::SeqCst);
+            self.inner.grant(req)
+        }
+        fn give_back<'a>(&'a self, s: &'a str, w: &'a str, a: NanoUsd) -> BoxFuture<'a, Result<(), LeaseError>> {
+            self.inner.give_back(s, w, a)
+        }
+    }
+
+    #[tokio::test]
+    async fn spend_seen_beyond_the_leases_leaves_less_to_grant() {
+        let store = Arc::new(LocalLeases::default());
+        let a = Leases::new(store.clone(), 1, Duration::from_secs(5));
+        let b = Leases::new(store.clone(), 1, Duration::from_secs(5));
+        // `a` takes a slice: four worst cases, 400, capped at a quarter of the budget: 250.
+        let first = a.reserve(&slot(1_000), NanoUsd(100), 0).await.unwrap();
+        assert_eq!(first.entry.account().granted, 250);
+        // `b` has seen 600 spent — more than all leases together, so some of it was made
+        // outside them — and gets only what that leaves.
+        let seen = Slot { seen_spent: NanoUsd(600), ..slot(1_000) };
+        let mut b_reserved = 0;
+        while let Ok(h) = b.reserve(&seen, NanoUsd(100), 0).await {
+            b_reserved += h.reserved().0;
+            h.settle(h.reserved(), 0);
+        }
+        assert_eq!(b_reserved, 400);
+        // Spend seen below what was granted changes nothing: the stored total counts.
+        let low = Slot { seen_spent: NanoUsd(10), ..slot(1_000) };
+        assert!(matches!(b.reserve(&low, NanoUsd(100), 0).await, Err(Refusal::Exhausted)));
+    }
+
+    #[tokio::test]
+    async fn a_lowered_budget_stops_spending_of_slices_granted_under_the_old_one() {
+        let leases = Leases::new(Arc::new(LocalLeases::default()), 1, Duration::from_secs(5));
+        // Four worst cases asked, a quarter of the budget granted: 250.
+        leases.reserve(&slot(1_000), NanoUsd(100), 0).await.unwrap().settle(NanoUsd(10), 0);
+        // 240 unspent in the lease; the budget drops to 100, less than was granted.
+        assert!(matches!(leases.reserve(&slot(100), NanoUsd(10), 1).await, Err(Refusal::Exhausted)));
+        // Raised again: served from the lease.
+        assert!(leases.reserve(&slot(1_000), NanoUsd(10), 2).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn long_requests_keep_their_lease() {
+        let store = Arc::new(Counting::default());
+        let leases = Leases::new(store.clone(), 1, Duration::from_secs(5));
+        let mut t = 0;
+        for _ in 0..5 {
+            let hold = leases.reserve(&slot(1_000_000), NanoUsd(10), t).await.unwrap();
+            t += 10_000; // each request takes ten seconds
+            hold.settle(NanoUsd(1), t);
+            leases.sweep(t).await;
+        }
+        assert_eq!(store.grants.load(Ordering::SeqCst), 1, "one slice served all five");
+        // Idle for longer than the idle time: handed back.
+        assert_eq!(leases.sweep(t + 5_000).await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_store_is_not_asked_again_at_once() {
+        let store = Arc::new(Counting::default());
+        let leases = Leases::new(store.clone(), 1, Duration::from_secs(5));
+        leases.reserve(&slot(40), NanoUsd(40), 0).await.unwrap().settle(NanoUsd(40), 0);
+        for t in 0..10 {
+            assert!(matches!(leases.reserve(&slot(40), NanoUsd(40), t).await, Err(Refusal::Exhausted)));
+        }
+        assert_eq!(store.grants.load(Ordering::SeqCst), 2, "one grant, then one refusal remembered");
+        let _ = leases.reserve(&slot(40), NanoUsd(40), EXHAUSTED_FOR_MS + 1).await;
+        assert_eq!(store.grants.load(Ordering::SeqCst), 3, "asked again after {EXHAUSTED_FOR_MS} ms");
     }
 
     /// Several gateways sharing one store, many requests each, each costing anything up to its
@@ -666,7 +829,7 @@ mod tests {
                         let cost = if hold.partial() { worst } else { n % (worst + 1) };
                         spent.fetch_add(cost, SeqCst);
                         excess.fetch_add((cost - hold.reserved().0).max(0), SeqCst);
-                        hold.settle(NanoUsd(cost));
+                        hold.settle(NanoUsd(cost), clock);
                         if clock % 17 == 0 {
                             leases.sweep(clock + 1_000).await;
                         }

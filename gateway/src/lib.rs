@@ -222,19 +222,26 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
         handle.stop(true).await;
     });
     // Idle leases go back to the store every second, so other gateways can use them.
+    let sweeping = CancellationToken::new();
     let sweeper = state.leases.clone().map(|leases| {
+        let sweeping = sweeping.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sweeping.cancelled() => return,
+                }
                 leases.sweep(chrono::Utc::now().timestamp_millis()).await;
             }
         })
     });
     let served = server.await;
     stopper.abort();
+    // Let a sweep under way finish its hand-backs, then hand back the rest.
+    sweeping.cancel();
     if let Some(s) = sweeper {
-        s.abort();
+        let _ = s.await;
     }
     if let Some(leases) = &state.leases {
         let n = leases.give_back_all(chrono::Utc::now().timestamp_millis()).await;

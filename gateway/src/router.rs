@@ -114,6 +114,8 @@ pub struct Router {
     fallbacks: HashMap<String, Vec<String>>,
     context_window_fallbacks: HashMap<String, Vec<String>>,
     content_policy_fallbacks: HashMap<String, Vec<String>>,
+    /// Per model name, the worst price it can reach (see [`Router::worst_price`]).
+    worst_prices: HashMap<String, Option<Price>>,
     pub policy: RetryPolicy,
     epoch: Instant,
     /// Model names in config order, for `/v1/models`.
@@ -208,12 +210,13 @@ impl Router {
                 .deployments
                 .push((Arc::new(deployment), Arc::new(DeploymentStats::default())));
         }
-        Ok(Router {
+        let mut router = Router {
             strategy: rs.routing_strategy,
             groups,
             fallbacks: flatten(&rs.fallbacks),
             context_window_fallbacks: flatten(&rs.context_window_fallbacks),
             content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
+            worst_prices: HashMap::new(),
             policy: RetryPolicy {
                 num_retries: rs.num_retries,
                 retry_after_min: Duration::from_secs_f64(rs.retry_after),
@@ -222,7 +225,9 @@ impl Router {
             },
             epoch: Instant::now(),
             names,
-        })
+        };
+        router.worst_prices = router.names.iter().map(|n| (n.clone(), router.reachable_worst_price(n))).collect();
+        Ok(router)
     }
 
     /// Whether clients may ask for this model name.
@@ -246,15 +251,28 @@ impl Router {
     }
 
     /// The highest input and output prices among the deployments a request for `model_name`
-    /// can reach (its own and those of its fallbacks), for its worst-case cost. `None` when
-    /// none of them has a price.
+    /// can reach — its own and, transitively, those of every fallback of any kind — for its
+    /// worst-case cost. `None` when none of them has a price. Computed once, at start-up.
     pub fn worst_price(&self, model_name: &str) -> Option<Price> {
-        let fallbacks = [&self.fallbacks, &self.context_window_fallbacks, &self.content_policy_fallbacks]
-            .into_iter()
-            .flat_map(|m| Self::fallback_list(m, model_name).iter());
-        std::iter::once(model_name)
-            .chain(fallbacks.map(String::as_str))
-            .filter_map(|name| self.groups.get(name))
+        self.worst_prices.get(model_name).copied().flatten()
+    }
+
+    fn reachable_worst_price(&self, model_name: &str) -> Option<Price> {
+        let mut seen: Vec<&str> = vec![model_name];
+        let mut next = 0;
+        while next < seen.len() {
+            let name = seen[next];
+            next += 1;
+            for map in [&self.fallbacks, &self.context_window_fallbacks, &self.content_policy_fallbacks] {
+                for f in Self::fallback_list(map, name) {
+                    if !seen.contains(&f.as_str()) {
+                        seen.push(f);
+                    }
+                }
+            }
+        }
+        seen.iter()
+            .filter_map(|name| self.groups.get(*name))
             .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
             .reduce(|a, b| Price {
                 input: a.input.max(b.input),
@@ -386,6 +404,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_schemas::NanoUsd;
 
     fn c(weight: f64) -> Candidate {
         Candidate { weight, ..Candidate::default() }
@@ -421,6 +440,28 @@ mod tests {
         a.unit_price = 10;
         b.unit_price = 5;
         assert_eq!(choose(RoutingStrategy::CostBased, &[a, b], 0.0), Some(1));
+    }
+
+    #[test]
+    fn the_worst_price_follows_every_fallback_transitively() {
+        let yaml = r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}}
+  - {model_name: b, litellm_params: {model: openai/gpt-4.1-mini, api_base: "http://127.0.0.1:9/v1"}}
+  - {model_name: c, litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:9/v1"}}
+  - {model_name: d, litellm_params: {model: openai/gpt-4.1-nano, api_base: "http://127.0.0.1:9/v1"}}
+router_settings:
+  fallbacks: [{a: [b]}]
+  context_window_fallbacks: [{b: [c]}, {c: [a]}]
+"#;
+        let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
+        let router = Router::from_config(&config, "test.yaml").unwrap();
+        let gpt_4o = Price { input: NanoUsd(2_500), cached_input: NanoUsd(1_250), output: NanoUsd(10_000) };
+        // a -> b -> c (-> a again): gpt-4o's prices, the highest on the way.
+        assert_eq!(router.worst_price("a"), Some(gpt_4o));
+        assert_eq!(router.worst_price("c"), Some(gpt_4o));
+        assert_eq!(router.worst_price("d").map(|p| p.output), Some(NanoUsd(400)));
+        assert_eq!(router.worst_price("nope"), None);
     }
 
     #[test]

@@ -189,12 +189,15 @@ fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> 
 }
 
 /// The most `request` can cost: every byte of its body a prompt token, `max_tokens` (or the
-/// configured reserve) output tokens, at the highest price among the deployments it can reach.
+/// configured reserve) output tokens for each of its `n` choices, at the highest price among
+/// the deployments it can reach. Prompts only referenced by the body (files, image URLs,
+/// earlier responses) can cost more than their bytes: docs/limits.md says so.
 fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
     let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
+    let per_choice = request.max_tokens.unwrap_or(state.budget_settings.reserve_output_tokens);
     let tokens = crate::pricing::Tokens {
         prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
-        completion: request.max_tokens.unwrap_or(state.budget_settings.reserve_output_tokens),
+        completion: per_choice.saturating_mul(request.choices),
         cached: 0,
     };
     // Only absurd `max_tokens` overflow: reserve everything that is left.
@@ -290,6 +293,7 @@ async fn serve(
         &request.model,
         request.stream,
         started,
+        now,
     );
     let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
     let call = proxy::call(&state.router, &state.client, &request.model, request.endpoint, request.stream, &body_for);

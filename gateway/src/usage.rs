@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::events::UsageSink;
 use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use metrics::counter;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,12 +54,16 @@ impl UsageRecorder {
         requested_model: &str,
         stream: bool,
         started: Instant,
+        admitted_at: DateTime<Utc>,
     ) -> UsageRecorder {
         let key = &principal.key;
         let event = UsageEvent {
             version: USAGE_EVENT_VERSION,
             event_id: Uuid::now_v7(),
-            occurred_at: Utc::now(),
+            // The instant the budgets were checked and reserved against: the event's spend
+            // windows (day, month, budget windows) are those of this instant, so a request
+            // that ends in the next window is charged where its reservation was taken.
+            occurred_at: admitted_at,
             gateway_id: gateway_id.to_owned(),
             request_id: request_id.to_owned(),
             key_id: key.key_id.clone(),
@@ -140,7 +144,6 @@ impl UsageRecorder {
     }
 
     fn publish(&self, mut event: UsageEvent) {
-        event.occurred_at = Utc::now();
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
             a.settle(

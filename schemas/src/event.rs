@@ -22,7 +22,8 @@ pub struct UsageEvent {
     pub version: u32,
     /// UUIDv7 assigned by the gateway; the deduplication key for consumers.
     pub event_id: Uuid,
-    /// When the request finished (or was abandoned), UTC.
+    /// When the gateway admitted the request and reserved its budgets, UTC (it finished
+    /// `latency_ms` later). Every spend window of the event is the one of this instant.
     pub occurred_at: DateTime<Utc>,
     pub gateway_id: String,
     pub request_id: String,

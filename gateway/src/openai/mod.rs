@@ -26,6 +26,8 @@ pub struct ProxyRequest {
     /// Bytes of the request body: a bound on its prompt tokens (a token is at least one byte
     /// of text, and JSON spells text with at least as many).
     pub body_len: usize,
+    /// Completions asked for: the largest of `n` and `best_of`, at least 1.
+    pub choices: u64,
 }
 
 fn string_field(fields: &HashMap<String, Box<RawValue>>, name: &'static str) -> Result<Option<String>, GatewayError> {
@@ -107,6 +109,16 @@ impl ProxyRequest {
                 }
             }
         }
+        // Each of `n` (or `best_of`) choices may use `max_tokens`: the worst case multiplies.
+        let mut choices = 1;
+        for name in ["n", "best_of"] {
+            if let Some(raw) = fields.get(name).map(|r| r.get().trim()).filter(|t| *t != "null") {
+                let n = raw.parse::<u64>().ok().filter(|n| (1..=128).contains(n)).ok_or_else(|| {
+                    GatewayError::invalid(format!("`{name}` must be an integer from 1 to 128"), Some(name))
+                })?;
+                choices = choices.max(n);
+            }
+        }
         let user = string_field(&fields, "user")?;
         Ok(ProxyRequest {
             fields,
@@ -118,6 +130,7 @@ impl ProxyRequest {
             max_tokens,
             prompt_field,
             body_len: body.len(),
+            choices,
         })
     }
 
@@ -225,6 +238,9 @@ mod tests {
         let req = ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap();
         assert_eq!(req.model, "fast");
         assert_eq!(req.user.as_deref(), Some("c-1"));
+        assert_eq!((req.body_len, req.choices), (body.len(), 1));
+        let three = ProxyRequest::parse(br#"{"model":"m","prompt":"x","n":2,"best_of":3}"#, Endpoint::Completions);
+        assert_eq!(three.unwrap().choices, 3);
         assert!(!req.stream);
         let out: serde_json::Value = serde_json::from_slice(&req.upstream_body("gpt-4o-mini").unwrap()).unwrap();
         assert_eq!(out["model"], "gpt-4o-mini");
@@ -253,6 +269,8 @@ mod tests {
             (br#"{"model":"m","messages":"hi"}"#, Endpoint::ChatCompletions, Some("messages")),
             (br#"{"model":"m","messages":[],"stream":"yes"}"#, Endpoint::ChatCompletions, Some("stream")),
             (br#"{"model":"m","messages":[],"max_tokens":-1}"#, Endpoint::ChatCompletions, Some("max_tokens")),
+            (br#"{"model":"m","messages":[],"n":0}"#, Endpoint::ChatCompletions, Some("n")),
+            (br#"{"model":"m","prompt":"x","best_of":"3"}"#, Endpoint::Completions, Some("best_of")),
             (br#"{"model":"m"}"#, Endpoint::Embeddings, Some("input")),
             (br#"{"model":"m","input":"x","stream":true}"#, Endpoint::Embeddings, Some("stream")),
             (br#"{"model":"m","prompt":5}"#, Endpoint::Completions, Some("prompt")),
