@@ -305,8 +305,10 @@ struct Account {
     last_active_ms: i64,
     /// The budget the last grant was made under: a lower one sends requests to the store.
     max: i64,
-    /// Until then (Unix ms), the store has nothing left: do not ask it again.
+    /// Until then (Unix ms), the store has nothing left under a budget of `exhausted_max`:
+    /// do not ask it again (unless the budget was raised).
     exhausted_until_ms: i64,
+    exhausted_max: i64,
     /// A request admitted on a partial reservation is in flight: no second one until it ends,
     /// so this gateway passes the budget by at most one request's excess.
     partial_in_flight: bool,
@@ -515,7 +517,7 @@ impl Leases {
                 if let Some(taken) = a.try_reserve(worst, false, now_ms) {
                     return Ok(Some(taken));
                 }
-                if now_ms < a.exhausted_until_ms {
+                if now_ms < a.exhausted_until_ms && slot.max.0 <= a.exhausted_max {
                     return a.try_reserve(worst, true, now_ms).map(Some).ok_or(Refusal::Exhausted);
                 }
             }
@@ -566,6 +568,7 @@ impl Leases {
             }
             None => {
                 a.exhausted_until_ms = now_ms.saturating_add(EXHAUSTED_FOR_MS);
+                a.exhausted_max = slot.max.0;
                 if lowered(&a) {
                     // Under the lowered budget nothing is left: what this gateway still holds
                     // may not be spent either.
@@ -795,6 +798,9 @@ mod tests {
         assert_eq!(store.grants.load(Ordering::SeqCst), 2, "one grant, then one refusal remembered");
         let _ = leases.reserve(&slot(40), NanoUsd(40), EXHAUSTED_FOR_MS + 1).await;
         assert_eq!(store.grants.load(Ordering::SeqCst), 3, "asked again after {EXHAUSTED_FOR_MS} ms");
+        // A raised budget is asked for at once.
+        assert!(leases.reserve(&slot(80), NanoUsd(40), EXHAUSTED_FOR_MS + 2).await.is_ok());
+        assert_eq!(store.grants.load(Ordering::SeqCst), 4);
     }
 
     /// Several gateways sharing one store, many requests each, each costing anything up to its
