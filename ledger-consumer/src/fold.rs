@@ -167,8 +167,8 @@ pub fn fold_step(
 /// An event counts at its lowest offset in its partition: a later copy (published twice, e.g.
 /// replayed from a gateway's spool after a crash) is a duplicate. `seen` maps event ids already
 /// in the event ledger to the `(partition, offset)` they were first recorded at. A copy recorded
-/// at this very offset is a replay of this message, not a duplicate: it stays, and the row fence
-/// decides whether it still counts.
+/// at this very offset is a replay of this message, not a duplicate: it stays, and the bucket
+/// fence decides whether it still counts.
 pub fn select_fresh(
     batch: &[Message],
     partition: i32,
