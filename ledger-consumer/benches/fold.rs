@@ -1,12 +1,14 @@
 //! Criterion micro-benchmarks of the ledger fold (pure code, no Cassandra): the rows one usage
-//! event counts in, and one fold step of a row.
+//! event counts in, one fold step of a row, and a batch folded bucket by bucket.
 //!
 //! `cargo bench -p tollgate-ledger-consumer --bench fold`.
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tollgate_ledger_consumer::fold::{fold_row, rows_by_key, rows_of, Message, RowState};
+use tollgate_ledger_consumer::fold::{
+    fold_row, fold_step, pending_chunks, rows_by_bucket, rows_by_key, rows_of, BucketState, Message, RowState,
+};
 use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
 
 fn event(team: usize) -> UsageEvent {
@@ -58,6 +60,20 @@ fn fold(c: &mut Criterion) {
                 }
             }
             folded
+        })
+    });
+    c.bench_function("fold/batch of 100 events in buckets (rows_by_bucket + pending_chunks + fold_step)", |b| {
+        b.iter(|| {
+            let mut steps = 0;
+            for (_, rows) in rows_by_bucket(black_box(&batch)) {
+                let state = BucketState::default();
+                for chunk in pending_chunks(&rows, state.fence, 100) {
+                    if let Ok(Some(_)) = fold_step(&state, &chunk) {
+                        steps += 1;
+                    }
+                }
+            }
+            steps
         })
     });
 }

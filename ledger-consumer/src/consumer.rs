@@ -319,6 +319,7 @@ impl Progress {
         for a in applied {
             self.total.rows_written += a.rows_written;
             self.total.rows_already_applied += a.rows_already_applied;
+            self.total.conditional_batches += a.conditional_batches;
             self.total.conflicts += a.conflicts;
             self.total.duplicates += a.duplicates;
         }
@@ -329,6 +330,7 @@ impl Progress {
                 per_second = (self.records as f64 / elapsed.as_secs_f64()).round(),
                 rows_written = self.total.rows_written,
                 rows_already_applied = self.total.rows_already_applied,
+                conditional_batches = self.total.conditional_batches,
                 conflicts = self.total.conflicts,
                 duplicates = self.total.duplicates,
                 "ledger progress"

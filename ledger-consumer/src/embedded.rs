@@ -6,11 +6,16 @@
 //! code as the Kafka consumer (`apply::apply_batch` over [`LedgerStore`]), then moves a stored
 //! cursor: the same exactly-once protocol, the same event format, one partition.
 //!
+//! Layer 2 has no separate read model here: `spend_aggregates` is both the authoritative rows and
+//! what readers query, and `bucket_fences` holds the fence of each bucket. A bucket step (fence
+//! check, fence and rows) is one transaction. Rows written before buckets existed keep their own
+//! `applied_offset` as their fence (see `fold`).
+//!
 //! Writes are durable when their transaction commits (`synchronous=FULL`, WAL); callers batch
 //! events into one transaction (group commit).
 
 use crate::apply::{apply_batch, Applied};
-use crate::fold::{Message, RowKey, RowState};
+use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use crate::ledger::{LedgerError, LedgerStore};
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -37,6 +42,9 @@ CREATE TABLE IF NOT EXISTS spend_aggregates (
   spent_nano_usd INTEGER NOT NULL, events INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
   completion_tokens INTEGER NOT NULL, applied_offset INTEGER NOT NULL,
   PRIMARY KEY (scope_id, window_id, log_partition));
+CREATE TABLE IF NOT EXISTS bucket_fences (
+  log_partition INTEGER NOT NULL, bucket INTEGER NOT NULL, applied_offset INTEGER NOT NULL,
+  PRIMARY KEY (log_partition, bucket));
 CREATE TABLE IF NOT EXISTS tenancy (kind TEXT NOT NULL, id TEXT NOT NULL, doc TEXT NOT NULL, version INTEGER NOT NULL,
   PRIMARY KEY (kind, id));
 ";
@@ -215,57 +223,99 @@ impl LedgerStore for EmbeddedDb {
         Ok(found)
     }
 
-    async fn read_row(&self, key: &RowKey, partition: i32, _serial: bool) -> Result<Option<RowState>, LedgerError> {
+    async fn read_bucket(
+        &self,
+        partition: i32,
+        bucket: i32,
+        keys: &[RowKey],
+        _serial: bool,
+    ) -> Result<BucketState, LedgerError> {
         let conn = self.lock();
-        conn.query_row(
-            "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset FROM spend_aggregates \
-             WHERE scope_id = ?1 AND window_id = ?2 AND log_partition = ?3",
-            params![key.0, key.1, partition],
-            |r| {
-                Ok(RowState {
-                    spent: NanoUsd(r.get(0)?),
-                    events: r.get(1)?,
-                    prompt_tokens: r.get(2)?,
-                    completion_tokens: r.get(3)?,
-                    applied_offset: r.get(4)?,
+        let fence: Option<i64> = conn
+            .query_row(
+                "SELECT applied_offset FROM bucket_fences WHERE log_partition = ?1 AND bucket = ?2",
+                params![partition, bucket],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset FROM spend_aggregates \
+                 WHERE scope_id = ?1 AND window_id = ?2 AND log_partition = ?3",
+            )
+            .map_err(db_err)?;
+        let mut rows = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let row = stmt
+                .query_row(params![key.0, key.1, partition], |r| {
+                    Ok(RowState {
+                        spent: NanoUsd(r.get(0)?),
+                        events: r.get(1)?,
+                        prompt_tokens: r.get(2)?,
+                        completion_tokens: r.get(3)?,
+                        applied_offset: r.get(4)?,
+                    })
                 })
-            },
-        )
-        .optional()
-        .map_err(db_err)
+                .optional()
+                .map_err(db_err)?;
+            if let Some(row) = row {
+                rows.insert(key.clone(), row);
+            }
+        }
+        Ok(BucketState { fence, rows })
     }
 
-    async fn create_row(&self, key: &RowKey, partition: i32, s: &RowState) -> Result<bool, LedgerError> {
-        let conn = self.lock();
-        let n = conn
-            .execute(
-                "INSERT OR IGNORE INTO spend_aggregates (scope_id, window_id, log_partition, spent_nano_usd, events, \
-                 prompt_tokens, completion_tokens, applied_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    key.0,
-                    key.1,
+    async fn write_bucket(&self, partition: i32, bucket: i32, step: &BucketStep) -> Result<bool, LedgerError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        let fence: Option<i64> = tx
+            .query_row(
+                "SELECT applied_offset FROM bucket_fences WHERE log_partition = ?1 AND bucket = ?2",
+                params![partition, bucket],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if fence != step.expected {
+            return Ok(false); // dropping the transaction rolls it back
+        }
+        tx.execute(
+            "INSERT INTO bucket_fences (log_partition, bucket, applied_offset) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (log_partition, bucket) DO UPDATE SET applied_offset = ?3",
+            params![partition, bucket, step.fence],
+        )
+        .map_err(db_err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO spend_aggregates (scope_id, window_id, log_partition, spent_nano_usd, events, \
+                     prompt_tokens, completion_tokens, applied_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (scope_id, window_id, log_partition) DO UPDATE SET spent_nano_usd = ?4, events = ?5, \
+                     prompt_tokens = ?6, completion_tokens = ?7, applied_offset = ?8",
+                )
+                .map_err(db_err)?;
+            for ((scope, window), s) in &step.rows {
+                stmt.execute(params![
+                    scope,
+                    window,
                     partition,
                     s.spent.0,
                     s.events,
                     s.prompt_tokens,
                     s.completion_tokens,
                     s.applied_offset
-                ],
-            )
-            .map_err(db_err)?;
-        Ok(n == 1)
+                ])
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(true)
     }
 
-    async fn update_row(&self, key: &RowKey, partition: i32, expected: i64, s: &RowState) -> Result<bool, LedgerError> {
-        let conn = self.lock();
-        let n = conn
-            .execute(
-                "UPDATE spend_aggregates SET spent_nano_usd = ?1, events = ?2, prompt_tokens = ?3, completion_tokens = ?4, \
-                 applied_offset = ?5 WHERE scope_id = ?6 AND window_id = ?7 AND log_partition = ?8 AND applied_offset = ?9",
-                params![s.spent.0, s.events, s.prompt_tokens, s.completion_tokens, s.applied_offset, key.0, key.1, partition, expected],
-            )
-            .map_err(db_err)?;
-        Ok(n == 1)
+    async fn write_read_model(&self, _partition: i32, _rows: &[(RowKey, RowState)]) -> Result<(), LedgerError> {
+        // spend_aggregates is the authoritative table here: the bucket step already wrote it.
+        Ok(())
     }
 }
 
@@ -525,6 +575,35 @@ mod tests {
             SpendTotal { spent: NanoUsd(22), events: 3, prompt_tokens: 3, completion_tokens: 3 }
         );
         assert_eq!(db.backlog().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn rows_from_before_buckets_keep_their_own_fence() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let counted = Message { offset: 5, event: event("k", 10) };
+        let next = Message { offset: 6, event: event("k", 1) };
+        // A ledger written before buckets: the row holds offset 5, no bucket has a fence, and
+        // the batch is replayed after a crash that left the cursor before offset 5.
+        db.lock().execute("INSERT INTO spend_aggregates VALUES ('key/k', 'all', 0, 10, 1, 1, 1, 5)", []).unwrap();
+        let applied = apply_batch(db.as_ref(), PARTITION, &[counted, next]).await.unwrap();
+        assert!(applied.conditional_batches > 0);
+        assert_eq!(db.total("key/k", "all").await.unwrap().spent, NanoUsd(11));
+        assert_eq!(db.total("key/k/model/m", "all").await.unwrap().spent, NanoUsd(11));
+    }
+
+    #[tokio::test]
+    async fn a_stale_bucket_step_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let key = ("key/k".to_owned(), "all".to_owned());
+        let bucket = tollgate_schemas::ledger::ledger_bucket(&key.0, &key.1);
+        let row = RowState { spent: NanoUsd(3), events: 1, prompt_tokens: 1, completion_tokens: 1, applied_offset: 4 };
+        let step = BucketStep { expected: None, fence: 4, rows: vec![(key.clone(), row)] };
+        assert!(db.write_bucket(PARTITION, bucket, &step).await.unwrap());
+        assert!(!db.write_bucket(PARTITION, bucket, &step).await.unwrap(), "the fence moved on");
+        let state = db.read_bucket(PARTITION, bucket, std::slice::from_ref(&key), false).await.unwrap();
+        assert_eq!((state.fence, state.rows.get(&key)), (Some(4), Some(&row)));
     }
 
     #[tokio::test]

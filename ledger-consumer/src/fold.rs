@@ -1,12 +1,16 @@
 //! The ledger fold: pure arithmetic from a batch of one partition's events to new Layer 2 row
 //! states (DESIGN §3). No I/O here, so property tests can hammer it.
 //!
-//! Invariant: an event counts in a row only if its offset is greater than the row's
-//! `applied_offset`. Replaying any prefix or suffix of a partition therefore never counts an
-//! event twice, whatever batch boundaries the replay uses.
+//! The rows a Kafka partition owns are kept in buckets (`schemas::ledger::ledger_bucket`), each
+//! with a fence: every event of the partition with an offset up to the fence that maps into the
+//! bucket is folded into its rows. An event counts in a row only if its offset is greater than
+//! the bucket's fence (and than the row's own `applied_offset`, which embedded ledgers from before
+//! buckets still carry). A bucket moves from one fence to the next in [`BucketStep`]s. Replaying
+//! any prefix or suffix of a partition therefore never counts an event twice, whatever batch
+//! boundaries the replay uses.
 
-use std::collections::BTreeMap;
-use tollgate_schemas::ledger::{budget_windows_of, scopes_of, windows_of};
+use std::collections::{BTreeMap, HashMap};
+use tollgate_schemas::ledger::{budget_windows_of, ledger_bucket, scopes_of, windows_of};
 use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 
@@ -60,13 +64,111 @@ pub fn rows_by_key(batch: &[Message]) -> BTreeMap<RowKey, Vec<&Message>> {
     rows
 }
 
+/// The rows a batch touches, grouped by bucket: `bucket -> row -> messages` (offset order).
+pub fn rows_by_bucket(batch: &[Message]) -> BTreeMap<i32, BTreeMap<RowKey, Vec<&Message>>> {
+    let mut buckets: BTreeMap<i32, BTreeMap<RowKey, Vec<&Message>>> = BTreeMap::new();
+    for (key, messages) in rows_by_key(batch) {
+        buckets.entry(ledger_bucket(&key.0, &key.1)).or_default().insert(key, messages);
+    }
+    buckets
+}
+
+/// What a ledger holds of one bucket: its fence (`None` before its first write) and the rows
+/// read from it. A row's `applied_offset` is the fence its values reflect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BucketState {
+    pub fence: Option<i64>,
+    pub rows: HashMap<RowKey, RowState>,
+}
+
+impl BucketState {
+    /// The bucket after `step` was written.
+    pub fn advance(&mut self, step: &BucketStep) {
+        self.fence = Some(step.fence);
+        for (key, row) in &step.rows {
+            self.rows.insert(key.clone(), *row);
+        }
+    }
+}
+
+/// One conditional write of a bucket: from fence `expected` to `fence`, with the new state of
+/// every row it changes (their `applied_offset` is `fence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketStep {
+    pub expected: Option<i64>,
+    pub fence: i64,
+    pub rows: Vec<(RowKey, RowState)>,
+}
+
+/// The messages of a bucket's rows (from [`rows_by_bucket`]) that are beyond its fence, split in
+/// offset order into consecutive chunks that each touch at most `max_rows` rows (a message
+/// touching more rows on its own gets a chunk of its own). Each chunk becomes one
+/// [`BucketStep`]; an empty result means the bucket already holds every message (a replay).
+pub fn pending_chunks<'a>(
+    rows: &BTreeMap<RowKey, Vec<&'a Message>>,
+    fence: Option<i64>,
+    max_rows: usize,
+) -> Vec<BTreeMap<RowKey, Vec<&'a Message>>> {
+    let fence = fence.unwrap_or(-1);
+    // (offset, row) pairs beyond the fence, in offset order.
+    let mut touches: Vec<(i64, &RowKey, &'a Message)> = rows
+        .iter()
+        .flat_map(|(key, messages)| messages.iter().filter(|m| m.offset > fence).map(move |m| (m.offset, key, *m)))
+        .collect();
+    touches.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut chunks: Vec<BTreeMap<RowKey, Vec<&'a Message>>> = Vec::new();
+    let mut current: BTreeMap<RowKey, Vec<&'a Message>> = BTreeMap::new();
+    let mut i = 0;
+    while i < touches.len() {
+        // All touches of one message go into the same chunk.
+        let offset = touches[i].0;
+        let end = touches[i..].iter().position(|t| t.0 != offset).map_or(touches.len(), |n| i + n);
+        let message_rows = &touches[i..end];
+        let new_rows = message_rows.iter().filter(|t| !current.contains_key(t.1)).count();
+        if !current.is_empty() && current.len() + new_rows > max_rows {
+            chunks.push(std::mem::take(&mut current));
+        }
+        for (_, key, message) in message_rows {
+            current.entry((*key).clone()).or_default().push(message);
+        }
+        i = end;
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// The conditional write that folds `chunk` (from [`pending_chunks`]) into `state`: the new
+/// fence is the chunk's last offset. `None` when nothing in it is beyond the fences.
+pub fn fold_step(
+    state: &BucketState,
+    chunk: &BTreeMap<RowKey, Vec<&Message>>,
+) -> Result<Option<BucketStep>, MoneyOverflow> {
+    let bucket_fence = state.fence.unwrap_or(-1);
+    let Some(fence) = chunk.values().flatten().map(|m| m.offset).max().filter(|last| *last > bucket_fence) else {
+        return Ok(None);
+    };
+    let mut rows = Vec::with_capacity(chunk.len());
+    for (key, messages) in chunk {
+        let current = state.rows.get(key).copied().unwrap_or(RowState::NEW);
+        // A row read from a bucket carries the fence it reflects; one from an embedded ledger
+        // older than buckets carries its own, possibly beyond the bucket's.
+        let base = RowState { applied_offset: current.applied_offset.max(bucket_fence), ..current };
+        if let Some(next) = fold_row(base, messages)? {
+            rows.push((key.clone(), RowState { applied_offset: fence, ..next }));
+        }
+    }
+    Ok(Some(BucketStep { expected: state.fence, fence, rows }))
+}
+
 /// Splits a partition's batch into the events to count and the duplicates to skip.
 ///
 /// An event counts at its lowest offset in its partition: a later copy (published twice, e.g.
 /// replayed from a gateway's spool after a crash) is a duplicate. `seen` maps event ids already
 /// in the event ledger to the `(partition, offset)` they were first recorded at. A copy recorded
-/// at this very offset is a replay of this message, not a duplicate: it stays, and the row fence
-/// decides whether it still counts.
+/// at this very offset is a replay of this message, not a duplicate: it stays, and the bucket
+/// fence decides whether it still counts.
 pub fn select_fresh(
     batch: &[Message],
     partition: i32,
@@ -207,7 +309,156 @@ mod tests {
         assert_eq!(fold_row(once, messages).unwrap(), None);
     }
 
+    /// A bucketed ledger in memory: what `partition_spend` holds of one partition.
+    type Buckets = HashMap<i32, BucketState>;
+
+    /// Folds `messages` in batches of the given sizes into bucketed ledger state, writing at most
+    /// `max_rows` rows per step and stopping (a crash) after `steps_left` steps.
+    fn fold_buckets(
+        messages: &[Message],
+        batch_sizes: &[usize],
+        max_rows: usize,
+        ledger: &mut Buckets,
+        mut steps_left: usize,
+    ) -> bool {
+        let mut rest = messages;
+        let mut sizes = batch_sizes.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap()).clamp(1, rest.len());
+            let (batch, tail) = rest.split_at(n);
+            for (bucket, rows) in rows_by_bucket(batch) {
+                let state = ledger.entry(bucket).or_default();
+                for chunk in pending_chunks(&rows, state.fence, max_rows) {
+                    if steps_left == 0 {
+                        return false;
+                    }
+                    steps_left -= 1;
+                    let step = fold_step(state, &chunk).unwrap().unwrap();
+                    assert!(step.rows.len() <= max_rows.max(18), "a step stays small");
+                    assert!(step.fence > state.fence.unwrap_or(-1), "fences only grow");
+                    state.advance(&step);
+                }
+            }
+            rest = tail;
+        }
+        true
+    }
+
+    fn bucket_total(ledger: &Buckets, key: &RowKey) -> i64 {
+        ledger.values().filter_map(|b| b.rows.get(key)).map(|r| r.spent.0).sum()
+    }
+
+    #[test]
+    fn chunks_keep_offset_order_and_size() {
+        let batch: Vec<Message> =
+            (0..40).map(|i| Message { offset: 100 + i, event: event(&format!("k{i}"), Some("t"), 1) }).collect();
+        for (_, rows) in rows_by_bucket(&batch) {
+            let chunks = pending_chunks(&rows, Some(110), 3);
+            let mut last = 110;
+            for chunk in &chunks {
+                let offsets: Vec<i64> = chunk.values().flatten().map(|m| m.offset).collect();
+                assert!(offsets.iter().all(|o| *o > last), "chunks follow each other in offset order");
+                last = *offsets.iter().max().unwrap();
+                assert!(chunk.len() <= 3 || offsets.iter().all(|o| *o == offsets[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn a_replayed_bucket_has_nothing_pending() {
+        let batch = vec![Message { offset: 7, event: event("k1", Some("t"), 100) }];
+        for (_, rows) in rows_by_bucket(&batch) {
+            let mut state = BucketState::default();
+            let chunks = pending_chunks(&rows, state.fence, 100);
+            assert_eq!(chunks.len(), 1);
+            state.advance(&fold_step(&state, &chunks[0]).unwrap().unwrap());
+            assert_eq!(state.fence, Some(7));
+            assert!(pending_chunks(&rows, state.fence, 100).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_row_fence_beyond_the_bucket_fence_still_counts() {
+        // An embedded ledger from before buckets: rows with their own fences, no bucket fence.
+        let batch = vec![
+            Message { offset: 5, event: event("k1", None, 10) },
+            Message { offset: 6, event: event("k1", None, 1) },
+        ];
+        let key = ("key/k1".to_owned(), "all".to_owned());
+        let rows = rows_by_bucket(&batch);
+        let bucket_rows = rows.values().find(|r| r.contains_key(&key)).unwrap();
+        let legacy = RowState { spent: NanoUsd(10), events: 1, applied_offset: 5, ..RowState::NEW };
+        let state = BucketState { fence: None, rows: HashMap::from([(key.clone(), legacy)]) };
+        let chunks = pending_chunks(bucket_rows, state.fence, 100);
+        let step = fold_step(&state, &chunks[0]).unwrap().unwrap();
+        let row = step.rows.iter().find(|(k, _)| *k == key).unwrap().1;
+        assert_eq!((row.spent, row.events, row.applied_offset), (NanoUsd(11), 2, 6));
+    }
+
     proptest! {
+        /// Bucketed: any batching and step size, a crash after any number of steps, then a
+        /// replay of everything with any other batching, gives the same totals as summing the
+        /// events directly.
+        #[test]
+        fn bucket_replays_never_double_count(
+            costs in proptest::collection::vec((0usize..30, 0i64..1_000_000), 1..80),
+            first in proptest::collection::vec(1usize..20, 1..5),
+            second in proptest::collection::vec(1usize..20, 1..5),
+            max_rows in 1usize..40,
+            crash_after_steps in 0usize..200,
+        ) {
+            let messages: Vec<Message> = costs
+                .iter()
+                .enumerate()
+                .map(|(i, (k, c))| Message { offset: i as i64 * 2 + 1, event: event(&format!("k{k}"), Some("t"), *c) })
+                .collect();
+            let mut ledger = Buckets::new();
+            fold_buckets(&messages, &first, max_rows, &mut ledger, crash_after_steps);
+            prop_assert!(fold_buckets(&messages, &second, max_rows, &mut ledger, usize::MAX));
+            let team_total: i64 = costs.iter().map(|(_, c)| c).sum();
+            prop_assert_eq!(bucket_total(&ledger, &("team/t".to_owned(), "all".to_owned())), team_total);
+            for k in 0..30 {
+                let expected: i64 = costs.iter().filter(|(kk, _)| *kk == k).map(|(_, c)| c).sum();
+                prop_assert_eq!(bucket_total(&ledger, &(format!("key/k{k}"), "all".to_owned())), expected);
+            }
+            // Every bucket's fence covers the last message that maps into it.
+            let last = messages.last().map(|m| m.offset).unwrap();
+            for state in ledger.values() {
+                prop_assert!(state.fence.is_some_and(|f| f <= last));
+            }
+        }
+
+        /// A stale writer holding an old state of a bucket computes a step from it; the fence
+        /// refuses it (its `expected` is no longer the bucket's fence), and recomputing from the
+        /// bucket as it is then counts nothing twice.
+        #[test]
+        fn a_stale_step_is_refused_by_the_fence(
+            costs in proptest::collection::vec((0usize..5, 0i64..1_000_000), 2..40),
+            split in 1usize..39,
+        ) {
+            let messages: Vec<Message> = costs
+                .iter()
+                .enumerate()
+                .map(|(i, (k, c))| Message { offset: i as i64, event: event(&format!("k{k}"), Some("t"), *c) })
+                .collect();
+            let split = split.min(messages.len() - 1);
+            let mut ledger = Buckets::new();
+            fold_buckets(&messages[..split], &[split], 1000, &mut ledger, usize::MAX);
+            let stale = ledger.clone();
+            // The new owner folds everything; the stale one then tries the rest from its copy.
+            fold_buckets(&messages, &[messages.len()], 1000, &mut ledger, usize::MAX);
+            for (bucket, rows) in rows_by_bucket(&messages[split..]) {
+                let old = stale.get(&bucket).cloned().unwrap_or_default();
+                for chunk in pending_chunks(&rows, old.fence, 1000) {
+                    let step = fold_step(&old, &chunk).unwrap().unwrap();
+                    prop_assert_ne!(step.expected, ledger[&bucket].fence, "the fence moved on");
+                }
+                prop_assert!(pending_chunks(&rows, ledger[&bucket].fence, 1000).is_empty());
+            }
+            let team_total: i64 = costs.iter().map(|(_, c)| c).sum();
+            prop_assert_eq!(bucket_total(&ledger, &("team/t".to_owned(), "all".to_owned())), team_total);
+        }
+
         /// Any batching, followed by a full replay with any other batching, gives the same totals
         /// as summing the events directly.
         #[test]

@@ -1,12 +1,16 @@
 //! Ledger storage. [`LedgerStore`] is the boundary; [`CqlLedger`] speaks CQL to Cassandra or
 //! ScyllaDB (nothing Scylla-only, nothing Cassandra-only).
 //!
-//! Layer 2 rows are created only by `INSERT ... IF NOT EXISTS` and changed only by
-//! `UPDATE ... IF applied_offset = ?`: plain writes and LWTs never mix on a row (DESIGN §3).
+//! Layer 2 is authoritative in `partition_spend`: the rows a Kafka partition owns, in buckets,
+//! each changed only by a conditional batch on the bucket's fence (`IF applied_offset = ?`).
+//! `spend_aggregates` is the scope-keyed read model derived from it by plain writes stamped
+//! with the fence the values reflect (DESIGN §3). Never write `partition_spend` without the
+//! condition.
 
-use crate::fold::{Message, RowKey, RowState};
+use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use std::collections::HashMap;
@@ -43,39 +47,45 @@ pub trait LedgerStore: Send + Sync + 'static {
         &self,
         messages: &[Message],
     ) -> impl Future<Output = Result<HashMap<uuid::Uuid, (i32, i64)>, LedgerError>> + Send;
-    /// Layer 2: the row of `partition`, read with serial consistency when `serial` (after a
-    /// failed condition, to see the winner's write).
-    fn read_row(
+    /// Layer 2: the fence of a bucket of `partition`, then those of `keys` that exist, with
+    /// serial consistency when `serial` (after a lost condition, to see the winner's write).
+    /// The fence is read first: rows read later can only be newer, and a step computed from
+    /// newer rows is refused by its condition on the older fence.
+    fn read_bucket(
         &self,
-        key: &RowKey,
         partition: i32,
+        bucket: i32,
+        keys: &[RowKey],
         serial: bool,
-    ) -> impl Future<Output = Result<Option<RowState>, LedgerError>> + Send;
-    /// Creates the row with `state` if it does not exist. `false` when someone created it first.
-    fn create_row(
+    ) -> impl Future<Output = Result<BucketState, LedgerError>> + Send;
+    /// Layer 2: writes `step` in one conditional write if the bucket's fence is still
+    /// `step.expected`. `false` when another writer moved it first.
+    fn write_bucket(
         &self,
-        key: &RowKey,
         partition: i32,
-        state: &RowState,
+        bucket: i32,
+        step: &BucketStep,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
-    /// Replaces the row with `state` if its `applied_offset` is still `expected`.
-    fn update_row(
+    /// Read model: copies rows of `partition` (values as of their `applied_offset`) to the
+    /// scope-keyed read model. Idempotent, and a copy never replaces one of a higher fence.
+    fn write_read_model(
         &self,
-        key: &RowKey,
         partition: i32,
-        expected: i64,
-        state: &RowState,
-    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+        rows: &[(RowKey, RowState)],
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 pub struct CqlLedger {
     session: std::sync::Arc<Session>,
     insert_event: PreparedStatement,
     find_events: PreparedStatement,
-    select_row: PreparedStatement,
-    select_row_serial: PreparedStatement,
-    create_row: PreparedStatement,
-    update_row: PreparedStatement,
+    select_fence: PreparedStatement,
+    select_fence_serial: PreparedStatement,
+    select_rows: PreparedStatement,
+    select_rows_serial: PreparedStatement,
+    write_row: PreparedStatement,
+    write_fence: PreparedStatement,
+    copy_row: PreparedStatement,
 }
 
 /// Parallel Layer 1 inserts in flight per batch.
@@ -113,26 +123,53 @@ impl CqlLedger {
              WHERE owner_id = ? AND day = ? AND shard = ? AND event_id IN ?"
         ))
         .await?;
-        let row_cols = "spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset";
-        let mut select_row = prepare(format!(
-            "SELECT {row_cols} FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = ? AND partition = ?"
+        let mut select_fence = prepare(format!(
+            "SELECT applied_offset FROM {ks}.partition_spend WHERE partition = ? AND bucket = ? LIMIT 1"
         ))
         .await?;
-        select_row.set_consistency(Consistency::LocalQuorum);
-        let mut select_row_serial = select_row.clone();
-        select_row_serial.set_consistency(Consistency::LocalSerial);
-        let mut create_row = prepare(format!(
-            "INSERT INTO {ks}.spend_aggregates (scope_id, window_id, partition, {row_cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        select_fence.set_consistency(Consistency::LocalQuorum);
+        let mut select_fence_serial = select_fence.clone();
+        select_fence_serial.set_consistency(Consistency::LocalSerial);
+        let mut select_rows = prepare(format!(
+            "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset \
+             FROM {ks}.partition_spend WHERE partition = ? AND bucket = ? AND (scope_id, window_id) IN ?"
         ))
         .await?;
-        create_row.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let mut update_row = prepare(format!(
-            "UPDATE {ks}.spend_aggregates SET spent_nano_usd = ?, events = ?, prompt_tokens = ?, completion_tokens = ?, \
-             applied_offset = ? WHERE scope_id = ? AND window_id = ? AND partition = ? IF applied_offset = ?"
+        select_rows.set_consistency(Consistency::LocalQuorum);
+        let mut select_rows_serial = select_rows.clone();
+        select_rows_serial.set_consistency(Consistency::LocalSerial);
+        // Every statement of a step's batch carries the same condition and sets the same fence:
+        // one statement shape, so a batch is N copies of it.
+        let write_row = prepare(format!(
+            "UPDATE {ks}.partition_spend SET applied_offset = ?, spent_nano_usd = ?, events = ?, prompt_tokens = ?, \
+             completion_tokens = ? WHERE partition = ? AND bucket = ? AND scope_id = ? AND window_id = ? \
+             IF applied_offset = ?"
         ))
         .await?;
-        update_row.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        Ok(CqlLedger { session, insert_event, find_events, select_row, select_row_serial, create_row, update_row })
+        let mut write_fence = prepare(format!(
+            "UPDATE {ks}.partition_spend SET applied_offset = ? WHERE partition = ? AND bucket = ? IF applied_offset = ?"
+        ))
+        .await?;
+        write_fence.set_consistency(Consistency::LocalQuorum);
+        write_fence.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        let mut copy_row = prepare(format!(
+            "UPDATE {ks}.spend_aggregates USING TIMESTAMP ? SET spent_nano_usd = ?, events = ?, prompt_tokens = ?, \
+             completion_tokens = ?, applied_offset = ? WHERE scope_id = ? AND window_id = ? AND partition = ?"
+        ))
+        .await?;
+        copy_row.set_consistency(Consistency::LocalQuorum);
+        Ok(CqlLedger {
+            session,
+            insert_event,
+            find_events,
+            select_fence,
+            select_fence_serial,
+            select_rows,
+            select_rows_serial,
+            write_row,
+            write_fence,
+            copy_row,
+        })
     }
 
     pub fn session(&self) -> &std::sync::Arc<Session> {
@@ -161,13 +198,15 @@ impl CqlLedger {
         Ok(events)
     }
 
-    /// Every spend aggregate row, summed over partitions per `(scope, window)`.
-    pub async fn scan_aggregates(
+    /// Every row of a Layer 2 table (`spend_aggregates` or `partition_spend`), per
+    /// `(scope, window, partition)` (a full scan: an audit tool, not a hot path).
+    pub async fn scan_rows(
         &self,
         keyspace: &str,
-    ) -> Result<std::collections::BTreeMap<(String, String), crate::reconcile::Totals>, LedgerError> {
+        table: &str,
+    ) -> Result<std::collections::BTreeMap<crate::reconcile::RowId, crate::reconcile::Totals>, LedgerError> {
         let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT scope_id, window_id, spent_nano_usd, events FROM {keyspace}.spend_aggregates"
+            "SELECT scope_id, window_id, partition, spent_nano_usd, events FROM {keyspace}.{table}"
         ));
         stmt.set_page_size(5_000);
         let mut rows = self
@@ -175,14 +214,16 @@ impl CqlLedger {
             .query_iter(stmt, &[])
             .await
             .map_err(query_err)?
-            .rows_stream::<(String, String, Option<i64>, Option<i64>)>()
+            .rows_stream::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>()
             .map_err(|e| LedgerError::Result(e.to_string()))?;
-        let mut totals: std::collections::BTreeMap<(String, String), crate::reconcile::Totals> = Default::default();
+        let mut totals = std::collections::BTreeMap::new();
         while let Some(row) = rows.next().await {
-            let (scope, window, spent, events) = row.map_err(query_err)?;
-            let t = totals.entry((scope, window)).or_default();
-            t.spent = t.spent.saturating_add(spent.unwrap_or(0));
-            t.events += events.unwrap_or(0);
+            let (scope, window, partition, spent, events) = row.map_err(query_err)?;
+            // A bucket of partition_spend that has a fence and no rows yet shows as one row of
+            // nulls: nothing to count.
+            let (Some(scope), Some(window)) = (scope, window) else { continue };
+            let t = crate::reconcile::Totals { spent: spent.unwrap_or(0), events: events.unwrap_or(0) };
+            totals.insert((scope, window, partition), t);
         }
         Ok(totals)
     }
@@ -252,6 +293,17 @@ struct EventRow<'a> {
 /// Base of the Layer 1 write timestamps (microseconds, far beyond any wall clock).
 const LOWEST_OFFSET_WINS: i64 = 1 << 60;
 
+/// Base of the read model's write timestamps, beyond Layer 1's: a copy of a row is stamped with
+/// this plus the fence its values reflect, so the copy of the highest fence wins.
+const HIGHEST_FENCE_WINS: i64 = 1 << 61;
+
+/// Rows per read of a bucket: ScyllaDB refuses more than 100 clustering keys in one `IN` by
+/// default (`max_clustering_key_restrictions_per_query`).
+const ROWS_PER_READ: usize = 100;
+
+/// Read-model copies in flight per bucket.
+const COPY_CONCURRENCY: usize = 32;
+
 /// `[applied]` of an LWT result.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
     tollgate_schemas::store::lwt_applied(result).map_err(|e| LedgerError::Result(e.to_string()))
@@ -307,40 +359,121 @@ impl LedgerStore for CqlLedger {
         Ok(found)
     }
 
-    async fn read_row(&self, key: &RowKey, partition: i32, serial: bool) -> Result<Option<RowState>, LedgerError> {
-        let stmt = if serial { &self.select_row_serial } else { &self.select_row };
-        let result = self.session.execute_unpaged(stmt, (&key.0, &key.1, partition)).await.map_err(query_err)?;
-        let rows = result.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
-        let row = rows
-            .maybe_first_row::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>()
-            .map_err(|e| LedgerError::Result(e.to_string()))?;
-        Ok(row.map(|(spent, events, prompt, completion, applied)| RowState {
-            spent: NanoUsd(spent.unwrap_or(0)),
-            events: events.unwrap_or(0),
-            prompt_tokens: prompt.unwrap_or(0),
-            completion_tokens: completion.unwrap_or(0),
-            applied_offset: applied.unwrap_or(-1),
-        }))
+    async fn read_bucket(
+        &self,
+        partition: i32,
+        bucket: i32,
+        keys: &[RowKey],
+        serial: bool,
+    ) -> Result<BucketState, LedgerError> {
+        let (fence_stmt, rows_stmt) = if serial {
+            (&self.select_fence_serial, &self.select_rows_serial)
+        } else {
+            (&self.select_fence, &self.select_rows)
+        };
+        let result = self.session.execute_unpaged(fence_stmt, (partition, bucket)).await.map_err(query_err)?;
+        let fence = result
+            .into_rows_result()
+            .map_err(|e| LedgerError::Result(e.to_string()))?
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(|e| LedgerError::Result(e.to_string()))?
+            .and_then(|(f,)| f);
+        let mut state = BucketState { fence, rows: HashMap::with_capacity(keys.len()) };
+        if fence.is_none() {
+            return Ok(state); // a bucket without a fence has never been written
+        }
+        for chunk in keys.chunks(ROWS_PER_READ) {
+            let wanted: Vec<(&str, &str)> = chunk.iter().map(|(s, w)| (s.as_str(), w.as_str())).collect();
+            let result =
+                self.session.execute_unpaged(rows_stmt, (partition, bucket, wanted)).await.map_err(query_err)?;
+            let rows = result.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
+            type Cells = (String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+            for row in rows.rows::<Cells>().map_err(|e| LedgerError::Result(e.to_string()))? {
+                let (scope, window, spent, events, prompt, completion, applied) =
+                    row.map_err(|e| LedgerError::Result(e.to_string()))?;
+                let row = RowState {
+                    spent: NanoUsd(spent.unwrap_or(0)),
+                    events: events.unwrap_or(0),
+                    prompt_tokens: prompt.unwrap_or(0),
+                    completion_tokens: completion.unwrap_or(0),
+                    applied_offset: applied.unwrap_or(-1),
+                };
+                state.rows.insert((scope, window), row);
+            }
+        }
+        Ok(state)
     }
 
-    async fn create_row(&self, key: &RowKey, partition: i32, s: &RowState) -> Result<bool, LedgerError> {
-        let values =
-            (&key.0, &key.1, partition, s.spent.0, s.events, s.prompt_tokens, s.completion_tokens, s.applied_offset);
-        applied(self.session.execute_unpaged(&self.create_row, values).await.map_err(query_err)?)
+    async fn write_bucket(&self, partition: i32, bucket: i32, step: &BucketStep) -> Result<bool, LedgerError> {
+        if step.rows.is_empty() {
+            let values = (step.fence, partition, bucket, step.expected);
+            return applied(self.session.execute_unpaged(&self.write_fence, values).await.map_err(query_err)?);
+        }
+        let statement = BatchStatement::PreparedStatement(self.write_row.clone());
+        let mut batch = Batch::new_with_statements(BatchType::Logged, vec![statement; step.rows.len()]);
+        batch.set_consistency(Consistency::LocalQuorum);
+        batch.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        let values: Vec<RowWrite<'_>> = step
+            .rows
+            .iter()
+            .map(|((scope, window), r)| RowWrite {
+                fence: step.fence,
+                spent: r.spent.0,
+                events: r.events,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                partition,
+                bucket,
+                scope,
+                window,
+                expected: step.expected,
+            })
+            .collect();
+        applied(self.session.batch(&batch, values).await.map_err(query_err)?)
     }
 
-    async fn update_row(&self, key: &RowKey, partition: i32, expected: i64, s: &RowState) -> Result<bool, LedgerError> {
-        let values = (
-            s.spent.0,
-            s.events,
-            s.prompt_tokens,
-            s.completion_tokens,
-            s.applied_offset,
-            &key.0,
-            &key.1,
-            partition,
-            expected,
-        );
-        applied(self.session.execute_unpaged(&self.update_row, values).await.map_err(query_err)?)
+    async fn write_read_model(&self, partition: i32, rows: &[(RowKey, RowState)]) -> Result<(), LedgerError> {
+        let mut pending = FuturesUnordered::new();
+        let mut rest = rows.iter();
+        loop {
+            while pending.len() < COPY_CONCURRENCY {
+                let Some(((scope, window), r)) = rest.next() else { break };
+                let values = (
+                    HIGHEST_FENCE_WINS.saturating_add(r.applied_offset),
+                    r.spent.0,
+                    r.events,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.applied_offset,
+                    scope.as_str(),
+                    window.as_str(),
+                    partition,
+                );
+                pending.push(async move { self.session.execute_unpaged(&self.copy_row, values).await });
+            }
+            match pending.next().await {
+                Some(result) => {
+                    result.map_err(query_err)?;
+                }
+                None => break,
+            }
+        }
+        Ok(())
     }
+}
+
+/// One statement of a step's conditional batch, bound in statement order.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct RowWrite<'a> {
+    fence: i64,
+    spent: i64,
+    events: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    partition: i32,
+    bucket: i32,
+    scope: &'a str,
+    window: &'a str,
+    expected: Option<i64>,
 }

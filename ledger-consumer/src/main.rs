@@ -26,8 +26,9 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Compare the event ledger with the spend aggregates at every scope and window; exit 1 on
-    /// any difference. Without --from/--to every window is compared, all-time included.
+    /// Compare the event ledger with the spend aggregates at every scope and window, and the
+    /// spend aggregates with partition_spend row by row; exit 1 on any difference. Without
+    /// --from/--to every window is compared, all-time included.
     Reconcile {
         /// First UTC day to compare (YYYY-MM-DD).
         #[arg(long)]
@@ -170,17 +171,27 @@ async fn reconcile(
     from: Option<chrono::NaiveDate>,
     to: Option<chrono::NaiveDate>,
 ) -> ExitCode {
-    use tollgate_ledger_consumer::reconcile::{compare, event_ledger_totals, Range};
+    use tollgate_ledger_consumer::reconcile::{
+        compare, compare_read_model, event_ledger_totals, scope_totals, Range, RowId, Totals,
+    };
     let range = Range { from: from.map(|d| d.to_string()), to: to.map(|d| d.to_string()) };
-    let (events, aggregates) = match tokio::try_join!(ledger.scan_events(keyspace), ledger.scan_aggregates(keyspace)) {
-        Ok(both) => both,
+    let scans = tokio::try_join!(
+        ledger.scan_events(keyspace),
+        ledger.scan_rows(keyspace, "spend_aggregates"),
+        ledger.scan_rows(keyspace, "partition_spend"),
+    );
+    let (events, read_model, authoritative) = match scans {
+        Ok(all) => all,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
+    type Rows = std::collections::BTreeMap<RowId, Totals>;
+    let in_range = |rows: Rows| -> Rows { rows.into_iter().filter(|((_, w, _), _)| range.includes(w)).collect() };
+    let (read_model, authoritative) = (in_range(read_model), in_range(authoritative));
     let layer1 = event_ledger_totals(&events, &range);
-    let layer2 = aggregates.into_iter().filter(|((_, w), _)| range.includes(w)).collect();
+    let layer2 = scope_totals(&read_model);
     let diffs = compare(&layer1, &layer2);
     for d in &diffs {
         println!(
@@ -188,13 +199,24 @@ async fn reconcile(
             d.scope, d.window, d.event_ledger.spent, d.event_ledger.events, d.aggregates.spent, d.aggregates.events
         );
     }
+    let lagging = compare_read_model(&authoritative, &read_model);
+    for l in &lagging {
+        let (scope, window, partition) = &l.row;
+        println!(
+            "READ MODEL LAGS scope={scope} window={window} partition={partition} \
+             partition_spend={{spent_nano_usd: {}, events: {}}} spend_aggregates={{spent_nano_usd: {}, events: {}}}",
+            l.authoritative.spent, l.authoritative.events, l.read_model.spent, l.read_model.events
+        );
+    }
     println!(
-        "reconcile: {} events, {} (scope, window) rows compared, {} differences",
+        "reconcile: {} events, {} (scope, window) rows compared, {} differences; {} Layer 2 rows, {} behind partition_spend",
         events.len(),
         layer1.len(),
-        diffs.len()
+        diffs.len(),
+        authoritative.len(),
+        lagging.len()
     );
-    if diffs.is_empty() {
+    if diffs.is_empty() && lagging.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,6 +1,8 @@
-//! Reconciliation: the event ledger (Layer 1) and the spend aggregates (Layer 2) must agree to the
-//! nano-dollar, at every scope and window. `compare` is the pure core; `tollgate-ledger-consumer
-//! reconcile` feeds it full scans of both tables and exits non-zero on any difference.
+//! Reconciliation: the event ledger (Layer 1) and the spend aggregates (Layer 2's read model) must
+//! agree to the nano-dollar, at every scope and window, and the read model must equal the
+//! authoritative `partition_spend` it is derived from, row by row. `compare` and
+//! `compare_read_model` are the pure core; `tollgate-ledger-consumer reconcile` feeds them full
+//! scans of the tables and exits non-zero on any difference.
 
 use crate::fold::rows_of;
 use std::collections::BTreeMap;
@@ -20,6 +22,45 @@ pub struct Difference {
     pub window: String,
     pub event_ledger: Totals,
     pub aggregates: Totals,
+}
+
+/// `(scope, window, Kafka partition)`: one row of Layer 2.
+pub type RowId = (String, String, i32);
+
+/// A row where the read model differs from the authoritative ledger it is derived from: its
+/// copies lag (a consumer between its conditional write and its copies) or were lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaggingRow {
+    pub row: RowId,
+    pub authoritative: Totals,
+    pub read_model: Totals,
+}
+
+/// Every row where `read_model` differs from `authoritative`, including rows present on one
+/// side only.
+pub fn compare_read_model(
+    authoritative: &BTreeMap<RowId, Totals>,
+    read_model: &BTreeMap<RowId, Totals>,
+) -> Vec<LaggingRow> {
+    let keys: std::collections::BTreeSet<&RowId> = authoritative.keys().chain(read_model.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let a = authoritative.get(k).copied().unwrap_or_default();
+            let b = read_model.get(k).copied().unwrap_or_default();
+            (a != b).then(|| LaggingRow { row: k.clone(), authoritative: a, read_model: b })
+        })
+        .collect()
+}
+
+/// Sums rows over partitions per `(scope, window)`.
+pub fn scope_totals(rows: &BTreeMap<RowId, Totals>) -> BTreeMap<(String, String), Totals> {
+    let mut totals: BTreeMap<(String, String), Totals> = BTreeMap::new();
+    for ((scope, window, _), t) in rows {
+        let sum = totals.entry((scope.clone(), window.clone())).or_default();
+        sum.spent = sum.spent.saturating_add(t.spent);
+        sum.events += t.events;
+    }
+    totals
 }
 
 /// Which windows to compare: `d:` days within `[from, to]` (inclusive, `YYYY-MM-DD`) and, when
@@ -92,6 +133,17 @@ mod tests {
         assert_eq!(diffs[0].scope, "key/b");
         assert_eq!(diffs[1].aggregates, t(1, 1));
         assert!(compare(&l1, &l1).is_empty());
+    }
+
+    #[test]
+    fn a_lagging_read_model_is_reported_per_row() {
+        let row = |s: &str, p| (s.to_owned(), "all".to_owned(), p);
+        let authoritative = BTreeMap::from([(row("key/a", 0), t(10, 1)), (row("key/a", 1), t(5, 1))]);
+        let read_model = BTreeMap::from([(row("key/a", 0), t(10, 1))]);
+        let lag = compare_read_model(&authoritative, &read_model);
+        assert_eq!(lag, vec![LaggingRow { row: row("key/a", 1), authoritative: t(5, 1), read_model: t(0, 0) }]);
+        assert!(compare_read_model(&authoritative, &authoritative).is_empty());
+        assert_eq!(scope_totals(&authoritative)[&("key/a".to_owned(), "all".to_owned())], t(15, 2));
     }
 
     #[test]

@@ -6,6 +6,7 @@ const FILES: &[(&str, &str)] = &[
     ("002_usage_events.cql", include_str!("../cql/002_usage_events.cql")),
     ("003_spend_aggregates.cql", include_str!("../cql/003_spend_aggregates.cql")),
     ("004_tenancy.cql", include_str!("../cql/004_tenancy.cql")),
+    ("005_partition_ledger.cql", include_str!("../cql/005_partition_ledger.cql")),
     ("006_budget_leases.cql", include_str!("../cql/006_budget_leases.cql")),
 ];
 
@@ -46,10 +47,11 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test").unwrap();
-        assert_eq!(stmts.len(), 11);
+        assert_eq!(stmts.len(), 12);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
         assert!(stmts[2].contains("tg_test.spend_aggregates"));
+        assert!(stmts[10].contains("tg_test.partition_spend") && stmts[10].contains("STATIC"));
     }
 
     #[test]

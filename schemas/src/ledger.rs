@@ -11,6 +11,26 @@ use chrono::{DateTime, Datelike, Utc};
 /// The window that never resets.
 pub const ALL_TIME: &str = "all";
 
+/// Buckets of a Kafka partition's rows in the authoritative ledger (`partition_spend`, CQL
+/// partition `(partition, bucket)`). Pinned: changing it moves rows to other buckets, whose fences
+/// know nothing of them, so it may only change together with a rebuild of `partition_spend`.
+pub const LEDGER_BUCKETS: i32 = 64;
+
+/// The bucket of a `(scope, window)` row: FNV-1a (64-bit) of the scope, a 0 byte and the window,
+/// modulo [`LEDGER_BUCKETS`]. Written out (not `std`'s hasher, which may change between builds)
+/// so every consumer of every version puts a row in the same bucket.
+pub fn ledger_bucket(scope_id: &str, window_id: &str) -> i32 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET_BASIS;
+    for byte in scope_id.bytes().chain([0]).chain(window_id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    // LEDGER_BUCKETS is positive and small, so the remainder fits an i32.
+    i32::try_from(hash % LEDGER_BUCKETS.unsigned_abs() as u64).unwrap_or(0)
+}
+
 /// `kind/id`, e.g. `team/payments`.
 pub fn scope_id(kind: &str, id: &str) -> String {
     format!("{kind}/{id}")
@@ -109,6 +129,20 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-11-30T23:59:59.999-01:00").unwrap().with_timezone(&Utc);
         assert_eq!(day_window(at), "d:2026-12-01");
         assert_eq!(month_window(at), "m:2026-12");
+    }
+
+    #[test]
+    fn buckets_are_pinned() {
+        // These values are part of the stored data: if this test fails, rows would move to
+        // buckets whose fences do not cover them. Do not update it; revert the change.
+        assert_eq!(ledger_bucket("", ""), 31);
+        assert_eq!(ledger_bucket("key/k1", "all"), 42);
+        assert_eq!(ledger_bucket("team/payments", "d:2026-11-23"), 17);
+        assert_eq!(ledger_bucket("team/payments/model/gpt-4o", "m:2026-11"), 50);
+        let spread: std::collections::BTreeSet<i32> =
+            (0..1000).map(|i| ledger_bucket(&format!("key/k{i}"), ALL_TIME)).collect();
+        assert_eq!(spread.len(), LEDGER_BUCKETS as usize, "1,000 scopes reach every bucket");
+        assert!(spread.iter().all(|b| (0..LEDGER_BUCKETS).contains(b)));
     }
 
     #[test]

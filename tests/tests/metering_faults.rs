@@ -169,7 +169,7 @@ async fn a_frozen_consumer_cannot_write_stale_totals() -> Result<()> {
     .await?;
     stale.signal("CONT")?;
     eventually("the woken consumer's stale writes to be refused", Duration::from_secs(60), || async {
-        Ok(stale.log().contains("ledger row changed by another writer").then_some(()))
+        Ok(stale.log().contains("ledger bucket changed by another writer").then_some(()))
     })
     .await?;
     // Give it time to do whatever else it would do, then check nothing counted twice.
