@@ -228,39 +228,85 @@ impl CqlLedger {
         Ok(totals)
     }
 
-    async fn insert_event(&self, partition: i32, m: &Message) -> Result<(), LedgerError> {
-        let e = &m.event;
-        let body = serde_json::to_string(e).map_err(|err| LedgerError::Query(err.to_string()))?;
-        let values = EventRow {
-            owner_id: e.budget_owner(),
-            day: e.day(),
-            shard: e.shard(),
-            event_id: e.event_id,
-            occurred_at: e.occurred_at,
-            key_id: &e.key_id,
-            team_id: e.team_id.as_deref(),
-            user_id: e.user_id.as_deref(),
-            customer_id: e.customer_id.as_deref(),
-            organization_id: e.organization_id.as_deref(),
-            requested_model: &e.requested_model,
-            served_model: e.served_model.as_deref(),
-            provider: e.provider.as_deref(),
-            prompt_tokens: i64::try_from(e.prompt_tokens).unwrap_or(i64::MAX),
-            completion_tokens: i64::try_from(e.completion_tokens).unwrap_or(i64::MAX),
-            cached_tokens: i64::try_from(e.cached_tokens).unwrap_or(i64::MAX),
-            cost_nano_usd: e.cost_nano_usd.0,
-            status: i32::from(e.status),
-            kafka_partition: partition,
-            kafka_offset: m.offset,
-            body,
-            // The copy at the lowest offset wins if two are ever written (see
-            // fold::select_fresh): a lower offset gets a later write timestamp.
-            write_timestamp: LOWEST_OFFSET_WINS - m.offset,
-        };
-        self.session.execute_unpaged(&self.insert_event, values).await.map_err(query_err)?;
+    /// Inserts events that share one CQL partition of the event ledger as one unlogged batch:
+    /// a single mutation for Cassandra or ScyllaDB to apply, instead of one request per event.
+    async fn insert_partition_batch(&self, rows: Vec<EventRow<'_>>) -> Result<(), LedgerError> {
+        if let [row] = rows.as_slice() {
+            self.session.execute_unpaged(&self.insert_event, row).await.map_err(query_err)?;
+            return Ok(());
+        }
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in &rows {
+            batch.append_statement(self.insert_event.clone());
+        }
+        self.session.batch(&batch, rows).await.map_err(query_err)?;
         Ok(())
     }
 }
+
+/// The Layer 1 row of one message.
+fn event_row(partition: i32, m: &Message) -> Result<EventRow<'_>, LedgerError> {
+    let e = &m.event;
+    let body = serde_json::to_string(e).map_err(|err| LedgerError::Query(err.to_string()))?;
+    Ok(EventRow {
+        owner_id: e.budget_owner(),
+        day: e.day(),
+        shard: e.shard(),
+        event_id: e.event_id,
+        occurred_at: e.occurred_at,
+        key_id: &e.key_id,
+        team_id: e.team_id.as_deref(),
+        user_id: e.user_id.as_deref(),
+        customer_id: e.customer_id.as_deref(),
+        organization_id: e.organization_id.as_deref(),
+        requested_model: &e.requested_model,
+        served_model: e.served_model.as_deref(),
+        provider: e.provider.as_deref(),
+        prompt_tokens: i64::try_from(e.prompt_tokens).unwrap_or(i64::MAX),
+        completion_tokens: i64::try_from(e.completion_tokens).unwrap_or(i64::MAX),
+        cached_tokens: i64::try_from(e.cached_tokens).unwrap_or(i64::MAX),
+        cost_nano_usd: e.cost_nano_usd.0,
+        status: i32::from(e.status),
+        kafka_partition: partition,
+        kafka_offset: m.offset,
+        body,
+        // The copy at the lowest offset wins if two are ever written (see
+        // fold::select_fresh): a lower offset gets a later write timestamp.
+        write_timestamp: LOWEST_OFFSET_WINS - m.offset,
+    })
+}
+
+/// Groups a batch's event rows by their CQL partition `(owner, day, shard)`, in chunks of at
+/// most [`BATCH_ROWS`] rows and [`BATCH_BYTES`] of event bodies: well under the batch size
+/// limits of a stock Cassandra (50 KiB) and ScyllaDB.
+fn partition_batches(rows: Vec<EventRow<'_>>) -> Vec<Vec<EventRow<'_>>> {
+    let mut groups: HashMap<(String, chrono::NaiveDate, i16), Vec<EventRow<'_>>> = HashMap::new();
+    for row in rows {
+        groups.entry((row.owner_id.clone(), row.day, row.shard)).or_default().push(row);
+    }
+    let mut out = Vec::new();
+    for (_, group) in groups {
+        let mut chunk: Vec<EventRow<'_>> = Vec::new();
+        let mut bytes = 0;
+        for row in group {
+            if !chunk.is_empty() && (chunk.len() >= BATCH_ROWS || bytes + row.body.len() > BATCH_BYTES) {
+                out.push(std::mem::take(&mut chunk));
+                bytes = 0;
+            }
+            bytes += row.body.len();
+            chunk.push(row);
+        }
+        if !chunk.is_empty() {
+            out.push(chunk);
+        }
+    }
+    out
+}
+
+/// Rows per Layer 1 batch.
+const BATCH_ROWS: usize = 16;
+/// Event bodies per Layer 1 batch, in bytes.
+const BATCH_BYTES: usize = 24 * 1024;
 
 /// A Layer 1 row, bound in statement order (the last marker is `USING TIMESTAMP`).
 #[derive(scylla::SerializeRow)]
@@ -311,13 +357,14 @@ fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, 
 
 impl LedgerStore for CqlLedger {
     async fn insert_events(&self, partition: i32, messages: &[Message]) -> Result<(), LedgerError> {
-        // A sliding window of inserts in flight.
+        let rows = messages.iter().map(|m| event_row(partition, m)).collect::<Result<Vec<_>, _>>()?;
+        // A sliding window of batches in flight.
         let mut pending = FuturesUnordered::new();
-        let mut rest = messages.iter();
+        let mut rest = partition_batches(rows).into_iter();
         loop {
             while pending.len() < INSERT_CONCURRENCY {
                 match rest.next() {
-                    Some(m) => pending.push(self.insert_event(partition, m)),
+                    Some(batch) => pending.push(self.insert_partition_batch(batch)),
                     None => break,
                 }
             }
