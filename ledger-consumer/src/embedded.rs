@@ -178,6 +178,17 @@ pub async fn fold_next(db: &EmbeddedDb, max: usize) -> Result<Folded, LedgerErro
     Ok(folded)
 }
 
+/// A bucket's fence: the last log offset folded into it (`None`: never written).
+fn bucket_fence(conn: &Connection, partition: i32, bucket: i32) -> Result<Option<i64>, LedgerError> {
+    conn.query_row(
+        "SELECT applied_offset FROM bucket_fences WHERE log_partition = ?1 AND bucket = ?2",
+        params![partition, bucket],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
 impl LedgerStore for EmbeddedDb {
     async fn insert_events(&self, partition: i32, messages: &[Message]) -> Result<(), LedgerError> {
         let mut conn = self.lock();
@@ -231,14 +242,7 @@ impl LedgerStore for EmbeddedDb {
         _serial: bool,
     ) -> Result<BucketState, LedgerError> {
         let conn = self.lock();
-        let fence: Option<i64> = conn
-            .query_row(
-                "SELECT applied_offset FROM bucket_fences WHERE log_partition = ?1 AND bucket = ?2",
-                params![partition, bucket],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
+        let fence = bucket_fence(&conn, partition, bucket)?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset FROM spend_aggregates \
@@ -269,15 +273,7 @@ impl LedgerStore for EmbeddedDb {
     async fn write_bucket(&self, partition: i32, bucket: i32, step: &BucketStep) -> Result<bool, LedgerError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(db_err)?;
-        let fence: Option<i64> = tx
-            .query_row(
-                "SELECT applied_offset FROM bucket_fences WHERE log_partition = ?1 AND bucket = ?2",
-                params![partition, bucket],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        if fence != step.expected {
+        if bucket_fence(&tx, partition, bucket)? != step.expected {
             return Ok(false); // dropping the transaction rolls it back
         }
         tx.execute(
