@@ -128,7 +128,7 @@ fn lease(c: &mut Criterion) {
     use tollgate_gateway::lease::{Leases, LocalLeases, Slot};
     let leases = Leases::new(Arc::new(LocalLeases::default()), 1, std::time::Duration::from_secs(5));
     let slot = Slot { scope: "key/bench", window: "all", max: NanoUsd(i64::MAX / 2), seen_spent: NanoUsd::ZERO };
-    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => panic!("bench runtime: {e}"),
     };
