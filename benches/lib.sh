@@ -275,6 +275,8 @@ topic_events() {
 # without being refused. Empty: auth only. No ledger consumer runs in a bench, so the budget view
 # is told to serve on its own spend (`budgets.when_stale: fail_open`).
 KEY_BUDGET=${KEY_BUDGET-1000000}
+# LEASES: `budgets.leases` of the gateway (credit leases of hard budgets; on by default).
+LEASES=${LEASES-true}
 
 # start_gateway NAME WORKERS: starts Tollgate with that many HTTP workers, one virtual key,
 # gpt-4o-mini routed to the mock and usage events to $topic; sets gw_pid, gw_port and gw_dir.
@@ -297,7 +299,7 @@ virtual_keys:
     key_alias: bench
     team_id: bench
 $([[ -n $KEY_BUDGET ]] && printf '    max_budget: %s\n    budget_duration: 30d\n    rpm_limit: 100000000\n    tpm_limit: 100000000000\n' "$KEY_BUDGET")
-$([[ -n $KEY_BUDGET ]] && printf 'budgets:\n  when_stale: fail_open\n')
+$([[ -n $KEY_BUDGET ]] && printf 'budgets:\n  when_stale: fail_open\n  leases: %s\n' "$LEASES")
 kafka:
   bootstrap_servers: 127.0.0.1:9092
   usage_topic: $topic
