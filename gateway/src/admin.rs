@@ -136,7 +136,7 @@ pub(crate) enum Caller {
 
 pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> Result<Caller, GatewayError> {
     let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey)?;
-    if state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw))) {
+    if is_master_key(state, raw) {
         return Ok(Caller::Admin);
     }
     let principal = state.tenancy.authenticate(raw, Utc::now()).await?;
@@ -158,6 +158,11 @@ async fn admin(req: &HttpRequest, state: &AppState, write: bool) -> Result<Arc<d
 
 fn store(state: &AppState) -> Result<Arc<dyn TenancyStore>, GatewayError> {
     state.tenancy.store().cloned().ok_or(GatewayError::AdminUnavailable)
+}
+
+/// Whether `raw` is the master key (`general_settings.master_key`).
+fn is_master_key(state: &AppState, raw: &str) -> bool {
+    state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw)))
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -568,25 +573,35 @@ async fn key_generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
                 None => new_raw_key(),
             };
             let now = Utc::now();
-            let mut key = KeyRecord {
-                key_id: hash_key(&raw),
-                key_name: key_name(&raw),
-                created_at: Some(now),
-                updated_at: Some(now),
-                ..KeyRecord::default()
-            };
+            let mut key = new_key_record(&raw, now);
             take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
             f.finish()?;
             insert(&state, store.as_ref(), &key).await?;
             let mut v = present(&key);
-            if let Value::Object(o) = &mut v {
-                o.insert("key".into(), json!(raw));
-                o.insert("token".into(), json!(key.key_id));
-            }
+            show_new_key(&mut v, &raw, &key);
             Ok(HttpResponse::Ok().json(v))
         }
         .await,
     )
+}
+
+/// A key record for the new key `raw`: stored only as its hash, named by its ends.
+fn new_key_record(raw: &str, now: chrono::DateTime<Utc>) -> KeyRecord {
+    KeyRecord {
+        key_id: hash_key(raw),
+        key_name: key_name(raw),
+        created_at: Some(now),
+        updated_at: Some(now),
+        ..KeyRecord::default()
+    }
+}
+
+/// Adds the new key itself (shown this once) and its id to an answer.
+fn show_new_key(answer: &mut Value, raw: &str, key: &KeyRecord) {
+    if let Value::Object(o) = answer {
+        o.insert("key".into(), json!(raw));
+        o.insert("token".into(), json!(key.key_id));
+    }
 }
 
 async fn key_update(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
@@ -654,9 +669,7 @@ async fn key_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                     // An admin's virtual key without `key` reads itself; the master key must
                     // name one.
                     None => raw_key(req.headers())
-                        .filter(|raw| {
-                            !state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw)))
-                        })
+                        .filter(|raw| !is_master_key(&state, raw))
                         .map(key_id_of)
                         .ok_or_else(|| GatewayError::field("key", "`key` is required"))?,
                 },
@@ -823,9 +836,8 @@ async fn regenerate(req: &HttpRequest, body: &[u8], state: &AppState, from_path:
         return Err(e);
     }
     let mut v = present(&key);
+    show_new_key(&mut v, &new_raw, &key);
     if let Value::Object(o) = &mut v {
-        o.insert("key".into(), json!(new_raw));
-        o.insert("token".into(), json!(key.key_id));
         o.insert("replaced_key".into(), json!(old_id_or(&given)));
     }
     Ok(HttpResponse::Ok().json(v))
@@ -1121,19 +1133,12 @@ async fn user_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             if auto_create_key {
                 let raw = new_raw_key();
                 let key = KeyRecord {
-                    key_id: hash_key(&raw),
-                    key_name: key_name(&raw),
                     user_id: Some(user.user_id.clone()),
                     organization_id: user.organization_id.clone(),
-                    created_at: Some(now),
-                    updated_at: Some(now),
-                    ..KeyRecord::default()
+                    ..new_key_record(&raw, now)
                 };
                 insert(&state, store.as_ref(), &key).await?;
-                if let Value::Object(o) = &mut v {
-                    o.insert("key".into(), json!(raw));
-                    o.insert("token".into(), json!(key.key_id));
-                }
+                show_new_key(&mut v, &raw, &key);
             }
             Ok(HttpResponse::Ok().json(v))
         }
