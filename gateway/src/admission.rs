@@ -16,13 +16,24 @@ use std::sync::Arc;
 use tollgate_schemas::tenancy::{budget_window, BudgetDuration};
 use tollgate_schemas::NanoUsd;
 
-/// A budget the request counts against: its ledger scope and window length, and for a hard
-/// budget its maximum and who refuses in its name.
+/// A budget the request counts against: its ledger scope, window length and the window the
+/// request is admitted in (its spend is counted there, see `UsageEvent::occurred_at`), and for
+/// a hard budget who refuses in its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct BudgetSlot {
     scope_id: String,
     duration: Option<BudgetDuration>,
-    hard: Option<(Scope, NanoUsd)>,
+    window: String,
+    hard: Option<HardBudget>,
+}
+
+/// A hard budget as admission saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HardBudget {
+    scope: Scope,
+    max: NanoUsd,
+    /// The spend of its window in this gateway's view.
+    spent: NanoUsd,
 }
 
 /// An admitted request: what it holds (parallel slots, budget reservations) and where its
@@ -48,16 +59,17 @@ impl Admitted {
         out
     }
 
-    /// Counts what the request used, at once, in this gateway's view, limits and leases.
-    pub fn settle(&self, cost: NanoUsd, tokens: u64, at: DateTime<Utc>) {
+    /// Counts what the request used, at once, in this gateway's view (in the windows it was
+    /// admitted in), limits and leases.
+    pub fn settle(&self, cost: NanoUsd, tokens: u64) {
         self.reservation.record_tokens(tokens);
-        // `at` is when the request was admitted (its windows); the lease was in use until now.
+        // The lease was in use until now.
         let now_ms = Utc::now().timestamp_millis();
         for h in &self.holds {
             h.settle(cost, now_ms);
         }
         for b in &self.budgets {
-            self.view.add_local(&b.scope_id, &budget_window(b.duration, at), cost);
+            self.view.add_local(&b.scope_id, &b.window, cost);
         }
     }
 
@@ -74,20 +86,18 @@ impl Admitted {
         }
         let now_ms = now.timestamp_millis();
         for b in &self.budgets {
-            let Some((scope, max)) = b.hard else { continue };
-            let window = budget_window(b.duration, now);
-            let seen_spent = self.view.spent(&b.scope_id, &window);
-            let slot = Slot { scope: &b.scope_id, window: &window, max, seen_spent };
+            let Some(HardBudget { scope, max, spent }) = b.hard else { continue };
+            let slot = Slot { scope: &b.scope_id, window: &b.window, max, seen_spent: spent };
             match leases.reserve(&slot, worst, now_ms).await {
                 Ok(hold) => self.holds.push(hold),
                 Err(Refusal::Exhausted) => {
                     metrics::counter!("tollgate_budget_lease_refusals_total").increment(1);
                     return Err(GatewayError::BudgetExceeded {
                         scope,
-                        spent: seen_spent,
+                        spent,
                         max,
                         resets_at: b.duration.map(|d| d.window_end(now)),
-                        committed: seen_spent < max,
+                        committed: spent < max,
                     });
                 }
                 Err(Refusal::Unavailable(e)) => {
@@ -116,9 +126,11 @@ pub fn admit(
         let l = &party.limits;
         let duration = l.budget_duration;
         let mut check = |scope: Scope, scope_id: String, max: Option<NanoUsd>| {
+            let window = budget_window(duration, now);
+            let mut hard_budget = None;
             if let Some(max) = max {
                 hard = true;
-                let spent = view.spent(&scope_id, &budget_window(duration, now));
+                let spent = view.spent(&scope_id, &window);
                 if spent >= max {
                     return Err(GatewayError::BudgetExceeded {
                         scope,
@@ -128,8 +140,9 @@ pub fn admit(
                         committed: false,
                     });
                 }
+                hard_budget = Some(HardBudget { scope, max, spent });
             }
-            budgets.push(BudgetSlot { scope_id, duration, hard: max.map(|m| (scope, m)) });
+            budgets.push(BudgetSlot { scope_id, duration, window, hard: hard_budget });
             Ok(())
         };
         if l.max_budget.is_some() || l.soft_budget.is_some() {
@@ -214,10 +227,10 @@ mod tests {
         let now = Utc::now();
         let admitted = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
         assert_eq!(admitted.budget_windows().len(), 3);
-        admitted.settle(NanoUsd(10), 5, now);
+        admitted.settle(NanoUsd(10), 5);
         let err = admit(&p, "m", &view, &limiter, &open_settings(), now).err().unwrap();
         assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Customer, .. }), "{err:?}");
-        admitted.settle(NanoUsd(40), 5, now);
+        admitted.settle(NanoUsd(40), 5);
         let p2 = principal(p.parties[..2].to_vec());
         let err = admit(&p2, "m", &view, &limiter, &open_settings(), now).err().unwrap();
         assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Team, .. }), "{err:?}");
@@ -236,7 +249,7 @@ mod tests {
         let now = Utc::now();
         let a = admit(&p, "gpt-4o", &view, &limiter, &open_settings(), now).unwrap();
         assert_eq!(a.budget_windows().get("key/k/model/gpt-4o"), Some(&vec!["1mo".to_owned()]));
-        a.settle(NanoUsd(5), 1, now);
+        a.settle(NanoUsd(5), 1);
         assert!(matches!(
             admit(&p, "gpt-4o", &view, &limiter, &open_settings(), now).err(),
             Some(GatewayError::BudgetExceeded { scope: Scope::Model, .. })
@@ -283,7 +296,7 @@ mod tests {
         assert!(matches!(err, GatewayError::BudgetExceeded { scope: Scope::Key, committed: true, .. }), "{err:?}");
         assert!(err.to_string().contains("committed to requests in flight"), "{err}");
         // The first ends cheaper than its worst case: the rest is free again.
-        first.settle(NanoUsd(10), 1, now);
+        first.settle(NanoUsd(10), 1);
         drop(second);
         third.reserve(&leases, NanoUsd(60), now).await.unwrap();
 

@@ -146,11 +146,7 @@ impl UsageRecorder {
     fn publish(&self, mut event: UsageEvent) {
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
-            a.settle(
-                event.cost_nano_usd,
-                event.prompt_tokens.saturating_add(event.completion_tokens),
-                event.occurred_at,
-            );
+            a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
         }
         if event.cost_nano_usd.0 > 0 {
             counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
