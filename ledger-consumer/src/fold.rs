@@ -250,20 +250,29 @@ mod tests {
         }
     }
 
-    /// Folds `messages` in batches of the given sizes into an in-memory ledger.
-    fn fold_all(messages: &[Message], batch_sizes: &[usize], ledger: &mut HashMap<RowKey, RowState>) {
+    /// `messages` cut into consecutive batches of the given sizes (cycled; at least 1 each).
+    fn batches<'a>(messages: &'a [Message], batch_sizes: &[usize]) -> Vec<&'a [Message]> {
+        let mut out = Vec::new();
         let mut rest = messages;
         let mut sizes = batch_sizes.iter().cycle();
         while !rest.is_empty() {
             let n = (*sizes.next().unwrap()).clamp(1, rest.len());
             let (batch, tail) = rest.split_at(n);
+            out.push(batch);
+            rest = tail;
+        }
+        out
+    }
+
+    /// Folds `messages` in batches of the given sizes into an in-memory ledger.
+    fn fold_all(messages: &[Message], batch_sizes: &[usize], ledger: &mut HashMap<RowKey, RowState>) {
+        for batch in batches(messages, batch_sizes) {
             for (key, messages) in rows_by_key(batch) {
                 let current = ledger.get(&key).copied().unwrap_or(RowState::NEW);
                 if let Some(next) = fold_row(current, &messages).unwrap() {
                     ledger.insert(key, next);
                 }
             }
-            rest = tail;
         }
     }
 
@@ -321,11 +330,7 @@ mod tests {
         ledger: &mut Buckets,
         mut steps_left: usize,
     ) -> bool {
-        let mut rest = messages;
-        let mut sizes = batch_sizes.iter().cycle();
-        while !rest.is_empty() {
-            let n = (*sizes.next().unwrap()).clamp(1, rest.len());
-            let (batch, tail) = rest.split_at(n);
+        for batch in batches(messages, batch_sizes) {
             for (bucket, rows) in rows_by_bucket(batch) {
                 let state = ledger.entry(bucket).or_default();
                 for chunk in pending_chunks(&rows, state.fence, max_rows) {
@@ -339,7 +344,6 @@ mod tests {
                     state.advance(&step);
                 }
             }
-            rest = tail;
         }
         true
     }
