@@ -8,6 +8,7 @@ pub mod cloudevents;
 pub mod cql;
 pub mod event;
 pub mod ledger;
+pub mod limits;
 pub mod money;
 #[cfg(feature = "cql")]
 pub mod store;
