@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tollgate_schemas::limits;
 use tollgate_schemas::store::{get_record, list_records, TenancyStore};
 use tollgate_schemas::tenancy::{
     budget_window, BudgetDuration, BudgetRecord, CustomerRecord, Invalidation, KeyRecord, Kind, Limits, Member,
@@ -207,11 +208,30 @@ impl Fields {
         }
     }
 
+    /// Free text (an alias, an email): 1 to 256 bytes without control characters.
     fn string(&mut self, name: &str) -> Result<Nullable<String>, GatewayError> {
-        self.nullable(name, |v| match v {
-            Value::String(s) if !s.is_empty() && s.len() <= 256 => Ok(s),
-            _ => Err("must be a non-empty string of at most 256 characters".into()),
-        })
+        let value = self.nullable(name, |v| match v {
+            Value::String(s) => Ok(s),
+            _ => Err("must be a non-empty string of at most 256 bytes".into()),
+        })?;
+        if let Some(Some(v)) = &value {
+            limits::check_name(name, v, limits::MAX_NAME_BYTES).map_err(bounded)?;
+        }
+        Ok(value)
+    }
+
+    /// An id that becomes part of a ledger scope (team, user, customer, organization, budget):
+    /// see `tollgate_schemas::limits::check_id`.
+    fn id(&mut self, name: &str) -> Result<Nullable<String>, GatewayError> {
+        let value = self.string(name)?;
+        if let Some(Some(v)) = &value {
+            limits::check_id(name, v).map_err(bounded)?;
+        }
+        Ok(value)
+    }
+
+    fn required_id(&mut self, name: &str) -> Result<String, GatewayError> {
+        self.id(name)?.flatten().ok_or_else(|| GatewayError::field(name, format!("`{name}` is required")))
     }
 
     fn strings(&mut self, name: &str) -> Result<Option<Vec<String>>, GatewayError> {
@@ -220,6 +240,15 @@ impl Fields {
                 serde_json::from_value::<Vec<String>>(v).map_err(|_| "must be an array of strings".to_owned())
             })?
             .map(Option::unwrap_or_default))
+    }
+
+    /// Tags: at most 64 names of at most 128 bytes.
+    fn tags(&mut self, name: &str) -> Result<Option<Vec<String>>, GatewayError> {
+        let tags = self.strings(name)?;
+        if let Some(t) = &tags {
+            limits::check_tags(name, t).map_err(bounded)?;
+        }
+        Ok(tags)
     }
 
     fn bool(&mut self, name: &str) -> Result<Option<bool>, GatewayError> {
@@ -255,12 +284,23 @@ impl Fields {
     }
 
     fn metadata(&mut self, name: &str) -> Result<Option<Map<String, Value>>, GatewayError> {
-        Ok(self
+        let metadata = self
             .nullable(name, |v| match v {
                 Value::Object(m) => Ok(m),
                 _ => Err("must be an object".into()),
             })?
-            .map(Option::unwrap_or_default))
+            .map(Option::unwrap_or_default);
+        if let Some(m) = &metadata {
+            // Serialising a map of JSON values cannot fail; an error would only overestimate.
+            let len = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+            if len > limits::MAX_METADATA_BYTES {
+                return Err(GatewayError::field(
+                    name,
+                    format!("`{name}` is larger than {} bytes", limits::MAX_METADATA_BYTES),
+                ));
+            }
+        }
+        Ok(metadata)
     }
 
     /// Fails on the first field nobody took.
@@ -274,6 +314,11 @@ impl Fields {
     fn required_string(&mut self, name: &str) -> Result<String, GatewayError> {
         self.string(name)?.flatten().ok_or_else(|| GatewayError::field(name, format!("`{name}` is required")))
     }
+}
+
+/// A broken bound as a 400 naming the field.
+fn bounded(e: limits::BoundError) -> GatewayError {
+    GatewayError::field(e.field().to_owned(), e.to_string())
 }
 
 fn usd(v: Value) -> Result<NanoUsd, String> {
@@ -336,7 +381,7 @@ fn take_limits(f: &mut Fields, limits: &mut Limits) -> Result<(), GatewayError> 
         limits.alert_thresholds.sort_unstable();
         limits.alert_thresholds.dedup();
     }
-    set(&mut limits.budget_id, f.string("budget_id")?);
+    set(&mut limits.budget_id, f.id("budget_id")?);
     if let (Some(soft), Some(max)) = (limits.soft_budget, limits.max_budget) {
         if soft > max {
             return Err(GatewayError::field("soft_budget", "`soft_budget` cannot be above `max_budget`"));
@@ -349,7 +394,11 @@ fn take_limits(f: &mut Fields, limits: &mut Limits) -> Result<(), GatewayError> 
 // Storage helpers
 
 async fn find<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<(R, i64)>, GatewayError> {
-    get_record::<R>(store, id).await.map_err(|e| GatewayError::Internal(e.to_string()))
+    // No record has a longer id (they are bounded when created): not worth a database read.
+    if id.is_empty() || id.len() > limits::MAX_NAME_BYTES {
+        return Ok(None);
+    }
+    get_record::<R>(store, id).await.map_err(internal)
 }
 
 async fn must_find<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<(R, i64), GatewayError> {
@@ -409,8 +458,12 @@ async fn remove<R: Record>(
     announce(state, R::KIND, id).await
 }
 
-pub(crate) fn internal(e: impl std::fmt::Display) -> GatewayError {
-    GatewayError::Internal(e.to_string())
+/// A database failure, as answered: the database's own message can quote stored values, so
+/// only its kind is logged and counted, and the client is told to retry.
+pub(crate) fn internal(e: tollgate_schemas::store::StoreError) -> GatewayError {
+    tracing::warn!(failure = e.kind(), "database request of the admin or spend API failed");
+    metrics::counter!("tollgate_database_errors_total", "failure" => e.kind()).increment(1);
+    GatewayError::DatabaseUnavailable
 }
 
 /// Tells every gateway (this one included) to drop its copy.
@@ -532,9 +585,9 @@ async fn take_key_fields(
     now: DateTime<Utc>,
 ) -> Result<(), GatewayError> {
     set(&mut key.key_alias, f.string("key_alias")?);
-    set(&mut key.team_id, f.string("team_id")?);
-    set(&mut key.user_id, f.string("user_id")?);
-    set(&mut key.organization_id, f.string("organization_id")?);
+    set(&mut key.team_id, f.id("team_id")?);
+    set(&mut key.user_id, f.id("user_id")?);
+    set(&mut key.organization_id, f.id("organization_id")?);
     if let Some(models) = f.strings("models")? {
         check_models(state, "models", &models)?;
         key.models = models;
@@ -553,13 +606,32 @@ async fn take_key_fields(
     if let Some(m) = f.metadata("metadata")? {
         key.metadata = m;
     }
-    if let Some(t) = f.strings("tags")? {
+    if let Some(t) = f.tags("tags")? {
         key.tags = t;
     }
     take_limits(f, &mut key.limits)?;
     must_exist::<TeamRecord>(store, "team_id", key.team_id.as_deref()).await?;
     must_exist::<OrganizationRecord>(store, "organization_id", key.organization_id.as_deref()).await?;
-    must_exist::<BudgetRecord>(store, "budget_id", key.limits.budget_id.as_deref()).await
+    must_exist::<BudgetRecord>(store, "budget_id", key.limits.budget_id.as_deref()).await?;
+    // As in LiteLLM, a key names a user that exists: a new user id makes a user record, so a
+    // key whose user is later deleted stops working (see `Tenancy::authenticate`).
+    if let Some(user_id) = &key.user_id {
+        if find::<UserRecord>(store, user_id).await?.is_none() {
+            let user = UserRecord {
+                user_id: user_id.clone(),
+                organization_id: key.organization_id.clone(),
+                created_at: Some(now),
+                updated_at: Some(now),
+                ..UserRecord::default()
+            };
+            match insert(state, store, &user).await {
+                // Created meanwhile by another admin call: it exists, which is all we need.
+                Ok(()) | Err(GatewayError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn key_generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
@@ -857,7 +929,7 @@ async fn take_team_fields(
     team: &mut TeamRecord,
 ) -> Result<(), GatewayError> {
     set(&mut team.team_alias, f.string("team_alias")?);
-    set(&mut team.organization_id, f.string("organization_id")?);
+    set(&mut team.organization_id, f.id("organization_id")?);
     if let Some(models) = f.strings("models")? {
         check_models(state, "models", &models)?;
         team.models = models;
@@ -871,7 +943,7 @@ async fn take_team_fields(
     if let Some(m) = f.metadata("metadata")? {
         team.metadata = m;
     }
-    if let Some(t) = f.strings("tags")? {
+    if let Some(t) = f.tags("tags")? {
         team.tags = t;
     }
     take_limits(f, &mut team.limits)?;
@@ -917,7 +989,7 @@ async fn team_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             let mut f = Fields::parse(&body)?;
             let now = Utc::now();
             let mut team = TeamRecord {
-                team_id: f.string("team_id")?.flatten().unwrap_or_else(new_id),
+                team_id: f.id("team_id")?.flatten().unwrap_or_else(new_id),
                 created_at: Some(now),
                 updated_at: Some(now),
                 ..TeamRecord::default()
@@ -936,7 +1008,7 @@ async fn team_update(req: HttpRequest, body: web::Bytes, state: web::Data<AppSta
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("team_id")?;
+            let id = f.required_id("team_id")?;
             let (mut team, version) = referenced::<TeamRecord>(store.as_ref(), "team_id", &id).await?;
             take_team_fields(&mut f, &state, store.as_ref(), &mut team).await?;
             f.finish()?;
@@ -1016,7 +1088,7 @@ async fn team_member_add(req: HttpRequest, body: web::Bytes, state: web::Data<Ap
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("team_id")?;
+            let id = f.required_id("team_id")?;
             let added = f
                 .nullable("member", members)?
                 .flatten()
@@ -1040,8 +1112,8 @@ async fn team_member_delete(req: HttpRequest, body: web::Bytes, state: web::Data
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("team_id")?;
-            let user = f.required_string("user_id")?;
+            let id = f.required_id("team_id")?;
+            let user = f.required_id("user_id")?;
             f.finish()?;
             let (mut team, version) = referenced::<TeamRecord>(store.as_ref(), "team_id", &id).await?;
             if !team.members.iter().any(|m| m.user_id == user) {
@@ -1059,7 +1131,7 @@ async fn team_member_delete(req: HttpRequest, body: web::Bytes, state: web::Data
 async fn set_team_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: bool) -> Answer {
     let store = admin(req, state, true).await?;
     let mut f = Fields::parse(body)?;
-    let id = f.required_string("team_id")?;
+    let id = f.required_id("team_id")?;
     f.finish()?;
     let (mut team, version) = referenced::<TeamRecord>(store.as_ref(), "team_id", &id).await?;
     team.blocked = blocked;
@@ -1096,7 +1168,7 @@ async fn take_user_fields(
         }
         user.user_role = role;
     }
-    set(&mut user.organization_id, f.string("organization_id")?);
+    set(&mut user.organization_id, f.id("organization_id")?);
     if let Some(models) = f.strings("models")? {
         check_models(state, "models", &models)?;
         user.models = models;
@@ -1119,7 +1191,7 @@ async fn user_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
             let mut f = Fields::parse(&body)?;
             let now = Utc::now();
             let mut user = UserRecord {
-                user_id: f.string("user_id")?.flatten().unwrap_or_else(new_id),
+                user_id: f.id("user_id")?.flatten().unwrap_or_else(new_id),
                 created_at: Some(now),
                 updated_at: Some(now),
                 ..UserRecord::default()
@@ -1151,7 +1223,7 @@ async fn user_update(req: HttpRequest, body: web::Bytes, state: web::Data<AppSta
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("user_id")?;
+            let id = f.required_id("user_id")?;
             let (mut user, version) = referenced::<UserRecord>(store.as_ref(), "user_id", &id).await?;
             take_user_fields(&mut f, &state, store.as_ref(), &mut user).await?;
             f.finish()?;
@@ -1204,6 +1276,10 @@ async fn take_customer_fields(
     customer: &mut CustomerRecord,
 ) -> Result<(), GatewayError> {
     set(&mut customer.alias, f.string("alias")?);
+    set(&mut customer.team_id, f.id("team_id")?);
+    set(&mut customer.organization_id, f.id("organization_id")?);
+    must_exist::<TeamRecord>(store, "team_id", customer.team_id.as_deref()).await?;
+    must_exist::<OrganizationRecord>(store, "organization_id", customer.organization_id.as_deref()).await?;
     if let Some(b) = f.bool("blocked")? {
         customer.blocked = b;
     }
@@ -1221,7 +1297,7 @@ async fn customer_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
             let mut f = Fields::parse(&body)?;
             let now = Utc::now();
             let mut customer = CustomerRecord {
-                user_id: f.required_string("user_id")?,
+                user_id: f.required_id("user_id")?,
                 created_at: Some(now),
                 updated_at: Some(now),
                 ..CustomerRecord::default()
@@ -1240,7 +1316,7 @@ async fn customer_update(req: HttpRequest, body: web::Bytes, state: web::Data<Ap
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("user_id")?;
+            let id = f.required_id("user_id")?;
             let (mut customer, version) = referenced::<CustomerRecord>(store.as_ref(), "user_id", &id).await?;
             take_customer_fields(&mut f, store.as_ref(), &mut customer).await?;
             f.finish()?;
@@ -1337,7 +1413,7 @@ async fn organization_new(req: HttpRequest, body: web::Bytes, state: web::Data<A
             let mut f = Fields::parse(&body)?;
             let now = Utc::now();
             let mut org = OrganizationRecord {
-                organization_id: f.string("organization_id")?.flatten().unwrap_or_else(new_id),
+                organization_id: f.id("organization_id")?.flatten().unwrap_or_else(new_id),
                 created_at: Some(now),
                 updated_at: Some(now),
                 ..OrganizationRecord::default()
@@ -1356,7 +1432,7 @@ async fn organization_update(req: HttpRequest, body: web::Bytes, state: web::Dat
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("organization_id")?;
+            let id = f.required_id("organization_id")?;
             let (mut org, version) = referenced::<OrganizationRecord>(store.as_ref(), "organization_id", &id).await?;
             take_organization_fields(&mut f, &state, store.as_ref(), &mut org).await?;
             f.finish()?;
@@ -1401,7 +1477,7 @@ async fn budget_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppStat
             let mut f = Fields::parse(&body)?;
             let now = Utc::now();
             let mut budget = BudgetRecord {
-                budget_id: f.string("budget_id")?.flatten().unwrap_or_else(new_id),
+                budget_id: f.id("budget_id")?.flatten().unwrap_or_else(new_id),
                 created_at: Some(now),
                 updated_at: Some(now),
                 ..BudgetRecord::default()
@@ -1423,7 +1499,7 @@ async fn budget_update(req: HttpRequest, body: web::Bytes, state: web::Data<AppS
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = f.required_string("budget_id")?;
+            let id = f.required_id("budget_id")?;
             let (mut budget, version) = referenced::<BudgetRecord>(store.as_ref(), "budget_id", &id).await?;
             take_limits(&mut f, &mut budget.limits)?;
             f.finish()?;

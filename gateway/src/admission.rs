@@ -4,7 +4,7 @@
 //! ([`crate::lease`]). Runs on every model route, after authentication and before the provider
 //! is called; makes no remote call except when a lease must be refilled.
 
-use crate::auth::Principal;
+use crate::auth::{Party, Principal};
 use crate::budget::BudgetView;
 use crate::config::{BudgetSettings, WhenStale};
 use crate::error::{GatewayError, Scope};
@@ -121,56 +121,102 @@ pub fn admit(
 ) -> Result<Admitted, GatewayError> {
     let mut budgets = Vec::new();
     let mut specs = Vec::new();
-    let mut hard = false;
     for party in &principal.parties {
-        let l = &party.limits;
-        let duration = l.budget_duration;
-        let mut check = |scope: Scope, scope_id: String, max: Option<NanoUsd>| {
-            let window = budget_window(duration, now);
-            let mut hard_budget = None;
-            if let Some(max) = max {
-                hard = true;
-                let spent = view.spent(&scope_id, &window);
-                if spent >= max {
-                    return Err(GatewayError::BudgetExceeded {
-                        scope,
-                        spent,
-                        max,
-                        resets_at: duration.map(|d| d.window_end(now)),
-                        committed: false,
-                    });
-                }
-                hard_budget = Some(HardBudget { scope, max, spent });
-            }
-            budgets.push(BudgetSlot { scope_id, duration, window, hard: hard_budget });
-            Ok(())
-        };
-        if l.max_budget.is_some() || l.soft_budget.is_some() {
-            check(party.scope, party.scope_id.clone(), l.max_budget)?;
-        }
-        if let Some(max) = l.model_max_budget.get(model) {
-            check(Scope::Model, format!("{}/model/{model}", party.scope_id), Some(*max))?;
-        }
-        if l.rpm_limit.is_some() || l.tpm_limit.is_some() || l.max_parallel_requests.is_some() {
-            specs.push(LimitSpec {
-                scope: party.scope,
-                id: party.scope_id.clone(),
-                rpm: l.rpm_limit,
-                tpm: l.tpm_limit,
-                parallel: l.max_parallel_requests,
-            });
-        }
-        let (model_rpm, model_tpm) = (l.model_rpm_limit.get(model).copied(), l.model_tpm_limit.get(model).copied());
-        if model_rpm.is_some() || model_tpm.is_some() {
-            specs.push(LimitSpec {
-                scope: Scope::Model,
-                id: format!("{}/model/{model}", party.scope_id),
-                rpm: model_rpm,
-                tpm: model_tpm,
-                parallel: None,
-            });
-        }
+        check_party(party, model, view, now, &mut budgets, &mut specs)?;
     }
+    check_freshness(&budgets, view, settings, now)?;
+    let reservation = limiter.admit(&specs, now.timestamp_millis())?;
+    Ok(Admitted { reservation, budgets, view: view.clone(), holds: Vec::new() })
+}
+
+impl Admitted {
+    /// Admits one more party (the request's customer, resolved after the key's own limits so
+    /// that a flood of customer ids is rate limited before it costs database reads).
+    pub fn admit_party(
+        &mut self,
+        party: &Party,
+        model: &str,
+        limiter: &RateLimiter,
+        settings: &BudgetSettings,
+        now: DateTime<Utc>,
+    ) -> Result<(), GatewayError> {
+        let mut budgets = Vec::new();
+        let mut specs = Vec::new();
+        check_party(party, model, &self.view, now, &mut budgets, &mut specs)?;
+        check_freshness(&budgets, &self.view, settings, now)?;
+        self.reservation.absorb(limiter.admit(&specs, now.timestamp_millis())?);
+        self.budgets.extend(budgets);
+        Ok(())
+    }
+}
+
+/// The budgets of one party (refused when one is spent) and its rate-limit specs.
+fn check_party(
+    party: &Party,
+    model: &str,
+    view: &BudgetView,
+    now: DateTime<Utc>,
+    budgets: &mut Vec<BudgetSlot>,
+    specs: &mut Vec<LimitSpec>,
+) -> Result<(), GatewayError> {
+    let l = &party.limits;
+    let duration = l.budget_duration;
+    let mut check = |scope: Scope, scope_id: String, max: Option<NanoUsd>| {
+        let window = budget_window(duration, now);
+        let mut hard_budget = None;
+        if let Some(max) = max {
+            let spent = view.spent(&scope_id, &window);
+            if spent >= max {
+                return Err(GatewayError::BudgetExceeded {
+                    scope,
+                    spent,
+                    max,
+                    resets_at: duration.map(|d| d.window_end(now)),
+                    committed: false,
+                });
+            }
+            hard_budget = Some(HardBudget { scope, max, spent });
+        }
+        budgets.push(BudgetSlot { scope_id, duration, window, hard: hard_budget });
+        Ok(())
+    };
+    if l.max_budget.is_some() || l.soft_budget.is_some() {
+        check(party.scope, party.scope_id.clone(), l.max_budget)?;
+    }
+    if let Some(max) = l.model_max_budget.get(model) {
+        check(Scope::Model, format!("{}/model/{model}", party.scope_id), Some(*max))?;
+    }
+    if l.rpm_limit.is_some() || l.tpm_limit.is_some() || l.max_parallel_requests.is_some() {
+        specs.push(LimitSpec {
+            scope: party.scope,
+            id: party.scope_id.clone(),
+            rpm: l.rpm_limit,
+            tpm: l.tpm_limit,
+            parallel: l.max_parallel_requests,
+        });
+    }
+    let (model_rpm, model_tpm) = (l.model_rpm_limit.get(model).copied(), l.model_tpm_limit.get(model).copied());
+    if model_rpm.is_some() || model_tpm.is_some() {
+        specs.push(LimitSpec {
+            scope: Scope::Model,
+            id: format!("{}/model/{model}", party.scope_id),
+            rpm: model_rpm,
+            tpm: model_tpm,
+            parallel: None,
+        });
+    }
+    Ok(())
+}
+
+/// Hard budgets are refused when the budget view is older than its bound (policy
+/// `fail_closed`).
+fn check_freshness(
+    budgets: &[BudgetSlot],
+    view: &BudgetView,
+    settings: &BudgetSettings,
+    now: DateTime<Utc>,
+) -> Result<(), GatewayError> {
+    let hard = budgets.iter().any(|b| b.hard.is_some());
     if hard && settings.when_stale == WhenStale::FailClosed {
         let bound_ms = i64::try_from(settings.max_staleness_secs.saturating_mul(1_000)).unwrap_or(i64::MAX);
         if view.age_ms(now).is_none_or(|age| age > bound_ms) {
@@ -178,14 +224,12 @@ pub fn admit(
             return Err(GatewayError::BudgetViewStale { bound_secs: settings.max_staleness_secs });
         }
     }
-    let reservation = limiter.admit(&specs, now.timestamp_millis())?;
-    Ok(Admitted { reservation, budgets, view: view.clone(), holds: Vec::new() })
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Party;
     use tollgate_schemas::tenancy::{BudgetState, KeyRecord, Limits};
 
     fn principal(parties: Vec<Party>) -> Principal {
@@ -193,6 +237,7 @@ mod tests {
             key: Arc::new(KeyRecord::default()),
             team: None,
             user: None,
+            organization: None,
             organization_id: None,
             customer_id: None,
             parties,

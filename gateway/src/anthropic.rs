@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 /// Anthropic requires `max_tokens`; OpenAI clients often leave it out.
-const DEFAULT_MAX_TOKENS: u64 = 4096;
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 // === Shared vocabulary: ids, stop reasons, usage ===
 

@@ -94,6 +94,7 @@ pub struct Principal {
     pub key: Arc<KeyRecord>,
     pub team: Option<Arc<TeamRecord>>,
     pub user: Option<Arc<UserRecord>>,
+    pub organization: Option<Arc<OrganizationRecord>>,
     pub organization_id: Option<String>,
     pub customer_id: Option<String>,
     /// Key, team, user, organization, customer: those that exist, in that order.
@@ -101,20 +102,39 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the key, its team and its organization all allow `model`. An entry of an
-    /// allow-list may be a model name, an access group (`model_info.access_groups`), `*` or
-    /// `all-proxy-models`.
+    /// Whether the key, its team, its user and its organization all allow `model` (an empty
+    /// list allows every model). An entry of an allow-list may be a model name, an access group
+    /// (`model_info.access_groups`), `*` or `all-proxy-models`.
     pub fn check_model(&self, model: &str, groups_of: &dyn Fn(&str) -> Vec<String>) -> Result<(), GatewayError> {
         let allows = |list: &[String]| {
             list.is_empty()
                 || list.iter().any(|m| m == model || m == "*" || m == "all-proxy-models")
                 || groups_of(model).iter().any(|g| list.contains(g))
         };
-        let team_models = self.team.as_ref().map(|t| t.models.as_slice()).unwrap_or_default();
-        if allows(&self.key.models) && allows(team_models) {
+        let lists = [
+            Some(self.key.models.as_slice()),
+            self.team.as_ref().map(|t| t.models.as_slice()),
+            self.user.as_ref().map(|u| u.models.as_slice()),
+            self.organization.as_ref().map(|o| o.models.as_slice()),
+        ];
+        if lists.into_iter().flatten().all(allows) {
             Ok(())
         } else {
             Err(GatewayError::ModelNotAllowed(model.to_owned()))
+        }
+    }
+
+    /// Whether this request may be charged to customer `c`: a customer owned by a team or an
+    /// organization is charged only by keys of that team or organization; one owned by neither
+    /// only when `shared` (`gateway.shared_customers`, LiteLLM's behaviour).
+    fn may_charge(&self, c: &CustomerRecord, shared: bool) -> bool {
+        match (&c.team_id, &c.organization_id) {
+            (None, None) => shared,
+            (team, org) => {
+                let my_team = self.key.team_id.as_ref();
+                (team.is_some() && team.as_ref() == my_team)
+                    || (org.is_some() && org.as_ref() == self.organization_id.as_ref())
+            }
         }
     }
 
@@ -194,7 +214,12 @@ impl Tenancy {
                 get_record::<R>(store.as_ref(), &key).await.map(|found| found.map(|(r, _)| Arc::new(r)))
             })
             .await
-            .map_err(|e| GatewayError::Internal(format!("tenancy lookup failed: {e}")))
+            .map_err(|e| {
+                // The database's own message stays out of logs and answers (it can quote values).
+                tracing::warn!(kind = R::KIND.as_str(), failure = e.kind(), "tenancy lookup failed");
+                metrics::counter!("tollgate_tenancy_lookup_errors_total", "failure" => e.kind()).increment(1);
+                GatewayError::DatabaseUnavailable
+            })
     }
 
     /// A key of the config file.
@@ -284,8 +309,14 @@ impl Tenancy {
                 limits: self.effective(&t.limits).await?,
             });
         }
+        // Likewise a key whose user or organization was deleted (keys are made only for users
+        // and organizations that exist: /key/generate creates the user it names).
         let user = match &key.user_id {
-            Some(id) => self.user(id).await?,
+            Some(id) => match self.user(id).await? {
+                Some(u) => Some(u),
+                None if self.store.is_some() && !from_config => return Err(GatewayError::TenantMissing(Scope::User)),
+                None => None,
+            },
             None => None,
         };
         if let Some(u) = &user {
@@ -300,36 +331,59 @@ impl Tenancy {
         }
         let organization_id =
             key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
-        if let Some(id) = &organization_id {
-            if let Some(o) = self.organization(id).await? {
-                if o.blocked {
-                    return Err(GatewayError::Blocked(Scope::Organization));
+        let organization = match &organization_id {
+            Some(id) => match self.organization(id).await? {
+                Some(o) => Some(o),
+                None if self.store.is_some() && !from_config => {
+                    return Err(GatewayError::TenantMissing(Scope::Organization))
                 }
-                parties.push(Party {
-                    scope: Scope::Organization,
-                    scope_id: format!("org/{id}"),
-                    limits: self.effective(&o.limits).await?,
-                });
+                None => None,
+            },
+            None => None,
+        };
+        if let Some(o) = &organization {
+            if o.blocked {
+                return Err(GatewayError::Blocked(Scope::Organization));
             }
-        }
-        Ok(Principal { key, team, user, organization_id, customer_id: None, parties })
-    }
-
-    /// Adds the request's customer (its `user` field or `x-tollgate-customer-id`): a blocked
-    /// customer is refused; one with no record is metered under its id all the same.
-    pub async fn with_customer(&self, principal: &mut Principal, id: &str) -> Result<(), GatewayError> {
-        if let Some(c) = self.customer(id).await? {
-            if c.blocked {
-                return Err(GatewayError::Blocked(Scope::Customer));
-            }
-            principal.parties.push(Party {
-                scope: Scope::Customer,
-                scope_id: format!("customer/{id}"),
-                limits: self.effective(&c.limits).await?,
+            parties.push(Party {
+                scope: Scope::Organization,
+                scope_id: format!("org/{}", o.organization_id),
+                limits: self.effective(&o.limits).await?,
             });
         }
+        Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties })
+    }
+
+    /// Sets the request's customer (its `user` field or `x-tollgate-customer-id`, already
+    /// checked against `tollgate_schemas::limits::check_id`) and returns the customer's party
+    /// when it has a record, for admission. A customer this key may not charge (see
+    /// [`Principal::may_charge`]) or a blocked one is refused; one with no record is metered
+    /// under its id all the same. Unknown ids are cached as absent: a flood of them costs one
+    /// database read per id and cache period, and runs after the key's rate limits.
+    pub async fn with_customer(
+        &self,
+        principal: &mut Principal,
+        id: &str,
+        shared: bool,
+    ) -> Result<Option<Party>, GatewayError> {
+        let party = match self.customer(id).await? {
+            Some(c) => {
+                if !principal.may_charge(&c, shared) {
+                    return Err(GatewayError::CustomerNotAllowed);
+                }
+                if c.blocked {
+                    return Err(GatewayError::Blocked(Scope::Customer));
+                }
+                Some(Party {
+                    scope: Scope::Customer,
+                    scope_id: format!("customer/{id}"),
+                    limits: self.effective(&c.limits).await?,
+                })
+            }
+            None => None,
+        };
         principal.customer_id = Some(id.to_owned());
-        Ok(())
+        Ok(party)
     }
 }
 
@@ -397,6 +451,108 @@ mod tests {
         k.models = vec!["*".into()];
         p.key = Arc::new(k);
         assert!(p.check_model("anything", &groups).is_ok());
+    }
+
+    /// A tenancy view on a real (embedded) store holding `records`.
+    async fn store_with(records: &[(Kind, &str, serde_json::Value)]) -> (Tenancy, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        for (kind, id, doc) in records {
+            assert!(db.create(*kind, id, &doc.to_string()).await.unwrap());
+        }
+        let store: Arc<dyn TenancyStore> = db;
+        (Tenancy::new(Some(store), &[]), dir)
+    }
+
+    #[tokio::test]
+    async fn keys_of_deleted_users_and_organizations_are_refused() {
+        let now = Utc::now();
+        let (tenancy, _dir) = store_with(&[
+            (
+                Kind::Key,
+                &hash_key("sk-user-gone-0001"),
+                serde_json::json!({"key_id": hash_key("sk-user-gone-0001"), "user_id": "gone"}),
+            ),
+            (
+                Kind::Key,
+                &hash_key("sk-org-gone-00001"),
+                serde_json::json!({"key_id": hash_key("sk-org-gone-00001"), "organization_id": "gone"}),
+            ),
+            (
+                Kind::Key,
+                &hash_key("sk-team-org-gone1"),
+                serde_json::json!({"key_id": hash_key("sk-team-org-gone1"), "team_id": "t"}),
+            ),
+            (Kind::Team, "t", serde_json::json!({"team_id": "t", "organization_id": "gone"})),
+        ])
+        .await;
+        for (raw, scope) in [
+            ("sk-user-gone-0001", Scope::User),
+            ("sk-org-gone-00001", Scope::Organization),
+            ("sk-team-org-gone1", Scope::Organization),
+        ] {
+            match tenancy.authenticate(raw, now).await {
+                Err(GatewayError::TenantMissing(s)) => assert_eq!(s, scope, "{raw}"),
+                other => panic!("{raw}: {:?}", other.map(|p| p.key.key_id.clone())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn user_and_organization_model_lists_apply() {
+        let (tenancy, _dir) = store_with(&[
+            (
+                Kind::Key,
+                &hash_key("sk-listed-000001"),
+                serde_json::json!({"key_id": hash_key("sk-listed-000001"), "user_id": "u", "organization_id": "o"}),
+            ),
+            (Kind::User, "u", serde_json::json!({"user_id": "u", "models": ["a", "b"]})),
+            (Kind::Organization, "o", serde_json::json!({"organization_id": "o", "models": ["b", "c"]})),
+        ])
+        .await;
+        let p = tenancy.authenticate("sk-listed-000001", Utc::now()).await.unwrap();
+        let no_groups = |_: &str| Vec::new();
+        assert!(p.check_model("b", &no_groups).is_ok());
+        assert!(
+            matches!(p.check_model("a", &no_groups), Err(GatewayError::ModelNotAllowed(_))),
+            "not the organization's"
+        );
+        assert!(matches!(p.check_model("c", &no_groups), Err(GatewayError::ModelNotAllowed(_))), "not the user's");
+    }
+
+    #[tokio::test]
+    async fn a_key_charges_only_customers_of_its_team_or_organization() {
+        let key = |raw: &str, team: &str| {
+            (Kind::Key, hash_key(raw), serde_json::json!({"key_id": hash_key(raw), "team_id": team}))
+        };
+        let (ka, kb) = (key("sk-team-a-000001", "a"), key("sk-team-b-000001", "b"));
+        let (tenancy, _dir) = store_with(&[
+            (ka.0, &ka.1, ka.2),
+            (kb.0, &kb.1, kb.2),
+            (Kind::Team, "a", serde_json::json!({"team_id": "a", "organization_id": "o"})),
+            (Kind::Team, "b", serde_json::json!({"team_id": "b"})),
+            (Kind::Organization, "o", serde_json::json!({"organization_id": "o"})),
+            (Kind::Customer, "of-a", serde_json::json!({"user_id": "of-a", "team_id": "a", "max_budget": 5})),
+            (Kind::Customer, "of-o", serde_json::json!({"user_id": "of-o", "organization_id": "o"})),
+            (Kind::Customer, "shared", serde_json::json!({"user_id": "shared"})),
+        ])
+        .await;
+        let now = Utc::now();
+        let charge = |raw: &'static str, customer: &'static str, shared: bool| {
+            let tenancy = &tenancy;
+            async move {
+                let mut p = tenancy.authenticate(raw, now).await.unwrap();
+                tenancy.with_customer(&mut p, customer, shared).await.map(|party| (party.is_some(), p.customer_id))
+            }
+        };
+        assert_eq!(charge("sk-team-a-000001", "of-a", false).await.unwrap(), (true, Some("of-a".into())));
+        assert!(charge("sk-team-a-000001", "of-o", false).await.unwrap().0, "the team's organization");
+        assert!(matches!(charge("sk-team-b-000001", "of-a", false).await, Err(GatewayError::CustomerNotAllowed)));
+        assert!(matches!(charge("sk-team-b-000001", "of-o", false).await, Err(GatewayError::CustomerNotAllowed)));
+        assert!(matches!(charge("sk-team-b-000001", "shared", false).await, Err(GatewayError::CustomerNotAllowed)));
+        assert!(charge("sk-team-b-000001", "shared", true).await.is_ok(), "the documented opt-in");
+        // No record: metered under its id, nothing to protect.
+        assert_eq!(charge("sk-team-b-000001", "nobody", false).await.unwrap(), (false, Some("nobody".into())));
     }
 
     #[test]

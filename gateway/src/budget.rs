@@ -131,15 +131,15 @@ pub struct ControlPublisher {
 }
 
 impl ControlPublisher {
-    pub fn new(bootstrap_servers: &str, topic: &str) -> Result<ControlPublisher, rdkafka::error::KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap_servers)
+    pub fn new(kafka: &crate::config::KafkaConfig) -> Result<ControlPublisher, rdkafka::error::KafkaError> {
+        let producer = kafka
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", "5000")
             .create()?;
-        Ok(ControlPublisher { producer, topic: topic.to_owned() })
+        Ok(ControlPublisher { producer, topic: kafka.control_topic.clone() })
     }
 
     /// Sends the change and waits until Kafka has it.
@@ -153,7 +153,8 @@ impl ControlPublisher {
 
 /// What the listener reads, and where its messages go.
 pub struct ListenerConfig {
-    pub bootstrap_servers: String,
+    /// Bootstrap servers and security properties (`kafka.client_properties`).
+    pub client: ClientConfig,
     pub budget_state_topic: String,
     pub control_topic: String,
 }
@@ -174,8 +175,9 @@ fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -
     // librdkafka wants a group id even for assigned partitions; none is joined (no subscribe)
     // and nothing is committed.
     let group = format!("tollgate-gateway-view-{}", uuid::Uuid::new_v4().simple());
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
+    let consumer: BaseConsumer = config
+        .client
+        .clone()
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

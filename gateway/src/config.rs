@@ -83,11 +83,16 @@ pub struct EmbeddedConfig {
     /// The database file; one gateway process per file.
     #[serde(default = "default_embedded_path")]
     pub path: std::path::PathBuf,
+    /// Largest size of the database file, in bytes; none: as large as the disk allows. When it
+    /// (or the disk) is full, new requests are answered 503 `metering_unavailable` until space
+    /// is free again; what was admitted waits in memory.
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { path: default_embedded_path() }
+        EmbeddedConfig { path: default_embedded_path(), max_size_bytes: None }
     }
 }
 
@@ -368,6 +373,21 @@ pub struct GatewaySettings {
     /// `tollgate_unpriced_requests_total`) instead of refusing to start.
     #[serde(default)]
     pub allow_unpriced_models: bool,
+    /// Customers (end users) with a record owned by no team or organization may be charged by
+    /// any key, as in LiteLLM. Off by default: a key may name only customers without a record
+    /// or customers of its own team or organization (docs/security.md).
+    #[serde(default)]
+    pub shared_customers: bool,
+    /// On SIGTERM or SIGINT: how long requests in flight (streams included) may take to finish
+    /// before their connections are closed. Then usage events are flushed
+    /// (`flush_timeout_secs`). Together they stay below the usual 30 s grace period of
+    /// orchestrators.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+    /// At shutdown, how long queued usage events may take to reach Kafka (or the embedded
+    /// ledger); what is left stays in the spool and is sent at the next start.
+    #[serde(default = "default_flush_timeout_secs")]
+    pub flush_timeout_secs: u64,
 }
 
 impl Default for GatewaySettings {
@@ -380,8 +400,18 @@ impl Default for GatewaySettings {
             workers: None,
             replicas: default_replicas(),
             allow_unpriced_models: false,
+            shared_customers: false,
+            shutdown_timeout_secs: default_shutdown_timeout_secs(),
+            flush_timeout_secs: default_flush_timeout_secs(),
         }
     }
+}
+
+fn default_shutdown_timeout_secs() -> u64 {
+    20
+}
+fn default_flush_timeout_secs() -> u64 {
+    5
 }
 
 fn default_listen() -> String {
@@ -508,7 +538,35 @@ pub struct KafkaConfig {
     /// Extra librdkafka producer properties. The metering guarantees (`enable.idempotence`,
     /// `acks`, `partitioner`) cannot be overridden here.
     #[serde(default)]
-    pub producer_properties: HashMap<String, String>,
+    pub producer_properties: HashMap<String, Secret>,
+    /// librdkafka properties for every Kafka client of the gateway (the usage producer, the
+    /// admin-change publisher, the budget-state and control readers): security settings such
+    /// as `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password` (values may
+    /// be `os.environ/VAR`), `ssl.ca.location`.
+    #[serde(default)]
+    pub client_properties: HashMap<String, Secret>,
+    /// A usage producer with events in flight that has delivered nothing for this long while
+    /// the broker answers is replaced (an idempotent producer can stay wedged after its broker
+    /// was frozen).
+    #[serde(default = "default_stall_rebuild_secs")]
+    pub stall_rebuild_secs: u64,
+}
+
+impl KafkaConfig {
+    /// The properties every client of the gateway starts from ([`KafkaConfig::client_properties`]
+    /// and the bootstrap servers).
+    pub fn client_config(&self) -> rdkafka::config::ClientConfig {
+        let mut client = rdkafka::config::ClientConfig::new();
+        for (k, v) in &self.client_properties {
+            client.set(k, v.expose());
+        }
+        client.set("bootstrap.servers", &self.bootstrap_servers);
+        client
+    }
+}
+
+fn default_stall_rebuild_secs() -> u64 {
+    60
 }
 
 fn default_usage_topic() -> String {
@@ -623,6 +681,12 @@ impl Config {
                 return Err(invalid("database.keyspace".into(), e.to_string()));
             }
         }
+        if !(1..=3_600).contains(&self.gateway.shutdown_timeout_secs) {
+            return Err(invalid("gateway.shutdown_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
+        }
+        if !(1..=3_600).contains(&self.gateway.flush_timeout_secs) {
+            return Err(invalid("gateway.flush_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
+        }
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }
@@ -703,6 +767,17 @@ impl Config {
         }
         if rs.num_retries > 10 {
             return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
+        }
+        if let Some(kafka) = &mut self.kafka {
+            for (section, properties) in [
+                ("client_properties", &mut kafka.client_properties),
+                ("producer_properties", &mut kafka.producer_properties),
+            ] {
+                for (name, value) in properties.iter_mut() {
+                    *value =
+                        resolve_secret(value, &self.environment_variables, origin, &format!("kafka.{section}.{name}"))?;
+                }
+            }
         }
         if let Some(general) = &mut self.general_settings {
             if let Some(key) = &general.master_key {

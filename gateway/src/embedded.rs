@@ -5,12 +5,11 @@
 
 use crate::budget::BudgetView;
 use crate::config::WhenFull;
-use crate::events::{SinkError, UsageSink};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::events::{stop_writer, Backlog, Message, Permit, SinkError, UsageSink};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_ledger_consumer::embedded::{fold_next, EmbeddedDb};
 use tollgate_schemas::store::SpendSource;
@@ -25,13 +24,9 @@ const FOLD_BATCH: usize = 2_000;
 
 /// [`UsageSink`] on the embedded log.
 pub struct EmbeddedSink {
-    sender: Sender<Vec<u8>>,
-    admit_below: usize,
-    when_full: WhenFull,
-    /// Events handed over and not yet committed to the log.
-    pending: Arc<AtomicUsize>,
-    db: Arc<EmbeddedDb>,
-    closed: AtomicBool,
+    sender: Sender<Message>,
+    backlog: Arc<Backlog>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl EmbeddedSink {
@@ -42,52 +37,96 @@ impl EmbeddedSink {
         capacity: usize,
         when_full: WhenFull,
     ) -> std::io::Result<EmbeddedSink> {
-        let (sender, receiver) = bounded(capacity);
-        let pending = Arc::new(AtomicUsize::new(0));
+        let (sender, receiver) = unbounded();
+        let backlog = Backlog::new(capacity, when_full);
         let writer_db = db.clone();
-        let writer_pending = pending.clone();
-        std::thread::Builder::new()
+        let writer_backlog = backlog.clone();
+        let writer = std::thread::Builder::new()
             .name("tollgate-log-writer".into())
-            .spawn(move || write_log(&writer_db, &receiver, &writer_pending))?;
+            .spawn(move || write_log(&writer_db, &receiver, &writer_backlog))?;
         let folder_db = db.clone();
         std::thread::Builder::new()
             .name("tollgate-ledger-folder".into())
             .spawn(move || fold_loop(&folder_db, &view))?;
-        Ok(EmbeddedSink {
-            sender,
-            admit_below: capacity * 9 / 10,
-            when_full,
-            pending,
-            db,
-            closed: AtomicBool::new(false),
-        })
+        Ok(EmbeddedSink { sender, backlog, writer: Mutex::new(Some(writer)) })
     }
 }
 
-fn write_log(db: &EmbeddedDb, receiver: &Receiver<Vec<u8>>, pending: &AtomicUsize) {
+fn write_log(db: &EmbeddedDb, receiver: &Receiver<Message>, backlog: &Backlog) {
     loop {
-        let first = match receiver.recv() {
-            Ok(b) => b,
+        let mut stop = None;
+        let mut batch = Vec::new();
+        match receiver.recv() {
+            Ok(Message::Event(e)) => batch.push(e),
+            Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
             Err(_) => return, // the sink is gone and everything is written
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + GROUP_COMMIT;
-        while batch.len() < MAX_BATCH {
-            match receiver.recv_deadline(deadline) {
-                Ok(b) => batch.push(b),
+        }
+        let gather_until = Instant::now() + GROUP_COMMIT;
+        while stop.is_none() && batch.len() < MAX_BATCH {
+            match receiver.recv_deadline(gather_until) {
+                Ok(Message::Event(e)) => batch.push(e),
+                Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        // A failed commit is retried until it succeeds: an accepted event is never dropped.
-        let mut backoff = Duration::from_millis(10);
-        while let Err(e) = db.append(&batch) {
-            counter!("tollgate_usage_log_errors_total").increment(1);
-            tracing::error!(error = %e, events = batch.len(), "cannot append usage events to the embedded log; retrying");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+        if !batch.is_empty() {
+            append(db, &batch, backlog, stop.as_ref().map(|(deadline, _)| *deadline));
         }
-        counter!("tollgate_usage_events_total", "result" => "delivered").increment(batch.len() as u64);
-        pending.fetch_sub(batch.len(), Ordering::AcqRel);
+        if let Some((deadline, done)) = stop {
+            let _ = done.send(drain(db, deadline));
+            return;
+        }
+    }
+}
+
+/// Appends a batch to the log, retrying until it is written (an admitted event is never
+/// dropped) or, at shutdown, until `deadline`. While the log cannot be written (a full disk)
+/// the backlog refuses new requests: they get 503 instead of waiting.
+fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Option<Instant>) {
+    let bodies: Vec<Vec<u8>> = batch
+        .iter()
+        .filter_map(|e| match e.encode() {
+            Ok(b) => Some(b),
+            Err(err) => {
+                counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
+                tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
+                None
+            }
+        })
+        .collect();
+    let mut backoff = Duration::from_millis(10);
+    while let Err(e) = db.append(&bodies) {
+        counter!("tollgate_usage_log_errors_total").increment(1);
+        if !backlog.unavailable() {
+            tracing::error!(error = %e, events = bodies.len(), "cannot append usage events to the embedded log; refusing new requests until it can");
+        }
+        backlog.set_unavailable(true);
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            counter!("tollgate_usage_events_total", "result" => "undelivered").increment(bodies.len() as u64);
+            tracing::error!(events = bodies.len(), "usage events could not be written before shutdown");
+            backlog.written(batch.len());
+            return;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    if backlog.unavailable() {
+        tracing::info!("the embedded usage log is writable again");
+        backlog.set_unavailable(false);
+    }
+    counter!("tollgate_usage_events_total", "result" => "delivered").increment(bodies.len() as u64);
+    backlog.written(batch.len());
+}
+
+/// Waits until the folder has folded the whole log, or `deadline`; returns what is left (it is
+/// folded at the next start: the log is durable).
+fn drain(db: &EmbeddedDb, deadline: Instant) -> u64 {
+    loop {
+        let left = db.backlog().unwrap_or(0);
+        if left == 0 || Instant::now() >= deadline {
+            return u64::try_from(left).unwrap_or(0);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -164,49 +203,22 @@ async fn publish_budgets(db: &EmbeddedDb, view: &BudgetView, events: &[&UsageEve
 }
 
 impl UsageSink for EmbeddedSink {
-    fn admit(&self) -> Result<(), SinkError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(SinkError::Closed);
-        }
-        if self.sender.len() < self.admit_below || self.when_full == WhenFull::Serve {
-            Ok(())
-        } else {
-            counter!("tollgate_usage_backlog_rejections_total").increment(1);
-            Err(SinkError::Full)
-        }
+    fn admit(&self) -> Result<Permit, SinkError> {
+        self.backlog.admit()
     }
 
-    fn publish(&self, event: UsageEvent) -> Result<(), SinkError> {
-        let body = event.encode()?;
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.sender.try_send(body) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(body)) if self.when_full == WhenFull::Reject => {
-                // Admitted requests always get their event in: wait for room.
-                self.sender.send(body).map_err(|_| SinkError::Closed)
-            }
-            Err(TrySendError::Full(_)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-                Err(SinkError::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                Err(SinkError::Closed)
-            }
+    fn publish(&self, permit: Permit, event: UsageEvent) {
+        if !self.backlog.accept(permit, &event) {
+            return;
+        }
+        if self.sender.send(Message::Event(event)).is_err() {
+            self.backlog.written(1);
+            counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
         }
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        self.closed.store(true, Ordering::Release);
-        let deadline = Instant::now() + timeout;
-        // Committed to the log is durable; folding continues at the next start if cut short.
-        while self.pending.load(Ordering::Acquire) > 0 || self.db.backlog().map(|n| n > 0).unwrap_or(false) {
-            if Instant::now() > deadline {
-                return Err(SinkError::Full);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
+        self.backlog.close();
+        stop_writer(&self.sender, &self.writer, timeout)
     }
 }

@@ -57,8 +57,13 @@ pub enum GatewayError {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    /// The database (tenancy records, ledgers) cannot be reached now.
+    #[error("the database cannot be reached now; retry shortly")]
+    DatabaseUnavailable,
     #[error("the admin API needs a database: configure `database` (Cassandra or ScyllaDB)")]
     AdminUnavailable,
+    #[error("this API key may not charge this customer: it belongs to another team or organization")]
+    CustomerNotAllowed,
     #[error("this API key may not use model '{0}'")]
     ModelNotAllowed(String),
     #[error("model '{0}' does not exist on this gateway")]
@@ -71,6 +76,9 @@ pub enum GatewayError {
     ClientClosed,
     #[error("usage metering is backlogged; retry shortly")]
     MeteringBacklogFull,
+    /// The usage log cannot be written (the embedded log's disk is full, say).
+    #[error("usage metering is unavailable; retry shortly")]
+    MeteringUnavailable,
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("internal error: {0}")]
@@ -183,17 +191,20 @@ impl GatewayError {
             GatewayError::NotFound { .. } => ("invalid_request_error", "not_found"),
             GatewayError::Conflict(_) => ("invalid_request_error", "conflict"),
             GatewayError::AdminUnavailable => ("api_error", "admin_api_unavailable"),
+            GatewayError::DatabaseUnavailable => ("api_error", "database_unavailable"),
             GatewayError::BodyTooLarge { .. } => ("invalid_request_error", "body_too_large"),
             GatewayError::MissingKey => ("authentication_error", "missing_api_key"),
             GatewayError::InvalidKey => ("authentication_error", "invalid_api_key"),
             GatewayError::KeyBlocked => ("authentication_error", "key_blocked"),
             GatewayError::KeyExpired => ("authentication_error", "key_expired"),
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
+            GatewayError::CustomerNotAllowed => ("permission_error", "customer_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::UpstreamUnavailable { .. } => ("api_error", "upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
             GatewayError::RouteNotFound(_) => ("invalid_request_error", "route_not_found"),
             GatewayError::MeteringBacklogFull => ("api_error", "metering_backlog_full"),
+            GatewayError::MeteringUnavailable => ("api_error", "metering_unavailable"),
             GatewayError::ClientClosed => ("invalid_request_error", "client_disconnected"),
             GatewayError::Internal(_) => ("api_error", "internal_error"),
         }
@@ -229,7 +240,8 @@ impl ResponseError for GatewayError {
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BudgetViewStale { .. }
             | GatewayError::BudgetLeaseUnavailable
-            | GatewayError::AdminUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | GatewayError::AdminUnavailable
+            | GatewayError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -237,12 +249,12 @@ impl ResponseError for GatewayError {
             | GatewayError::InvalidKey
             | GatewayError::KeyBlocked
             | GatewayError::KeyExpired => StatusCode::UNAUTHORIZED,
-            GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotAllowed(_) | GatewayError::CustomerNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::MeteringBacklogFull => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::MeteringBacklogFull | GatewayError::MeteringUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             // nginx's "client closed request"; nobody reads it.
             GatewayError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }

@@ -3,33 +3,37 @@
 //! (binary mode), keyed by budget owner, with an idempotent producer. A spool record is deleted
 //! only after Kafka acknowledged it; whatever is left at start-up is sent again.
 //!
-//! `publish` never blocks the request on disk or network: a bounded queue feeds one writer
-//! thread. When the backlog reaches its bound, [`UsageSink::admit`] refuses new requests (policy
-//! `reject`, the default) or lets them through while counting every event it cannot keep
-//! (policy `serve`). An event already accepted is never dropped under `reject`.
+//! Room for an event is taken before the provider is called ([`UsageSink::admit`] returns a
+//! [`Permit`] from the sink's [`Backlog`]); publishing then only hands the event to a queue and
+//! never blocks an async worker. When the backlog is at its bound, new requests are refused
+//! (policy `reject`, the default) or let through while every event that finds no room is
+//! counted and dropped (policy `serve`). An event already admitted is never dropped under
+//! `reject`: its room was taken before the provider was called.
 
 use crate::config::{KafkaConfig, SpoolConfig, WhenFull};
 use crate::spool::{Acks, RecordRef, Spool, SpoolError};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tollgate_schemas::cloudevents as ce;
 use tollgate_schemas::UsageEvent;
 
 /// Where usage events go.
 pub trait UsageSink: Send + Sync + 'static {
-    /// Whether a new request may start: its event will have room. Called before the provider.
-    fn admit(&self) -> Result<(), SinkError>;
-    /// Hands the event over for delivery, without waiting for disk or network.
-    fn publish(&self, event: UsageEvent) -> Result<(), SinkError>;
-    /// Stops taking events, writes what is queued to the spool, and waits until Kafka has
-    /// acknowledged it all or `timeout` passes (what is left is replayed at the next start).
+    /// Takes room for one event before a request goes to a provider, or refuses the request.
+    fn admit(&self) -> Result<Permit, SinkError>;
+    /// Hands the event over for delivery, using the room `permit` holds. Never blocks.
+    fn publish(&self, permit: Permit, event: UsageEvent);
+    /// Stops taking events, writes what is queued, waits until it is delivered (Kafka
+    /// acknowledged it, or the embedded ledger folded it) or `timeout` passes, and stops the
+    /// writer. What is not delivered stays durable and is replayed at the next start.
     fn flush(&self, timeout: Duration) -> Result<(), SinkError>;
 }
 
@@ -39,13 +43,176 @@ pub enum SinkError {
     Full,
     #[error("usage metering is shut down")]
     Closed,
+    /// The embedded log cannot be written (a full disk, say): no new request is admitted until
+    /// it can, and what was admitted waits in memory.
+    #[error("the usage log cannot be written")]
+    Unavailable,
     #[error("cannot encode usage event: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("{0} usage events not yet delivered at shutdown; they stay durable and are sent at the next start")]
+    Undelivered(u64),
+    #[error("cannot start the usage writer: {0}")]
+    Thread(std::io::Error),
 }
+
+// === impl Backlog ===
+
+/// The bound on events admitted and not yet written, shared by every sink: admission takes a
+/// place, the writer gives it back once the event is durable.
+#[derive(Debug)]
+pub struct Backlog {
+    taken: AtomicUsize,
+    capacity: usize,
+    when_full: WhenFull,
+    closed: AtomicBool,
+    /// Set while the writer cannot write (the embedded log on a full disk).
+    unavailable: AtomicBool,
+}
+
+/// Room for one event, taken at admission. Dropped unused (a request that never reached a
+/// provider), it gives the room back. `None` inside: admitted under policy `serve` without room.
+#[derive(Debug)]
+pub struct Permit(Option<Arc<Backlog>>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.taken.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Permit {
+    /// The room now belongs to the queued event; `false` when there was none (policy `serve`).
+    fn into_queued(mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// A permit of no backlog, for callers that publish outside admission (benchmarks, tools):
+    /// its event is dropped and counted, as under policy `serve` without room.
+    pub fn unbacked() -> Permit {
+        Permit(None)
+    }
+}
+
+impl Backlog {
+    pub fn new(capacity: usize, when_full: WhenFull) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            taken: AtomicUsize::new(0),
+            capacity,
+            when_full,
+            closed: AtomicBool::new(false),
+            unavailable: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes a place for one event, or says why not.
+    pub fn admit(self: &Arc<Self>) -> Result<Permit, SinkError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SinkError::Closed);
+        }
+        if self.unavailable.load(Ordering::Acquire) {
+            counter!("tollgate_requests_rejected_total", "reason" => "metering_unavailable").increment(1);
+            return Err(SinkError::Unavailable);
+        }
+        let mut taken = self.taken.load(Ordering::Acquire);
+        loop {
+            if taken >= self.capacity {
+                return match self.when_full {
+                    WhenFull::Reject => {
+                        counter!("tollgate_requests_rejected_total", "reason" => "metering_backlog").increment(1);
+                        Err(SinkError::Full)
+                    }
+                    WhenFull::Serve => Ok(Permit(None)),
+                };
+            }
+            match self.taken.compare_exchange_weak(taken, taken + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Permit(Some(self.clone()))),
+                Err(now) => taken = now,
+            }
+        }
+    }
+
+    /// Whether `permit`'s event may be queued; an event without room is counted and dropped.
+    pub(crate) fn accept(&self, permit: Permit, event: &UsageEvent) -> bool {
+        if permit.into_queued() {
+            return true;
+        }
+        counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
+        tracing::warn!(event_id = %event.event_id, "usage event dropped: metering backlog full (policy serve)");
+        false
+    }
+
+    /// `n` queued events are durable: their places are free again.
+    pub fn written(&self, n: usize) {
+        self.taken.fetch_sub(n, Ordering::AcqRel);
+        gauge!("tollgate_usage_backlog_events").set(self.taken.load(Ordering::Acquire) as f64);
+    }
+
+    /// Events admitted and not yet durable.
+    pub fn taken(&self) -> usize {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn unavailable(&self) -> bool {
+        self.unavailable.load(Ordering::Acquire)
+    }
+
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.unavailable.store(unavailable, Ordering::Release);
+    }
+}
+
+/// What goes to a writer thread.
+// Events are nearly every message: boxing them would cost an allocation each to save room on
+// the rare stop.
+#[allow(clippy::large_enum_variant)]
+pub enum Message {
+    Event(UsageEvent),
+    /// Finish: write what is queued, wait for delivery until the deadline, then report the
+    /// events left undelivered and stop.
+    Stop {
+        deadline: Instant,
+        done: Sender<u64>,
+    },
+}
+
+/// Asks a writer thread to stop and waits for its report (at most until `timeout`, plus a
+/// second for the writer to notice): the number of events it could not deliver.
+pub fn stop_writer(
+    sender: &Sender<Message>,
+    handle: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    let deadline = Instant::now() + timeout;
+    let (done, report) = crossbeam_channel::bounded(1);
+    if sender.send(Message::Stop { deadline, done }).is_err() {
+        return Err(SinkError::Closed);
+    }
+    let left = match report.recv_timeout(timeout + Duration::from_secs(1)) {
+        Ok(left) => left,
+        // The writer is stuck (a wedged producer queue, say): what it holds is durable.
+        Err(_) => return Err(SinkError::Undelivered(u64::MAX)),
+    };
+    if let Some(h) = handle.lock().ok().and_then(|mut h| h.take()) {
+        let _ = h.join();
+    }
+    if left > 0 {
+        Err(SinkError::Undelivered(left))
+    } else {
+        Ok(())
+    }
+}
+
+// === impl KafkaSink ===
 
 /// Counts deliveries and acknowledges spool records as librdkafka reports them; a record that
 /// could not be delivered in time goes back to the writer to be sent again.
@@ -69,6 +236,7 @@ impl ProducerContext for DeliveryReports {
         match result {
             Ok(_) => {
                 counter!("tollgate_usage_events_total", "result" => "delivered").increment(1);
+                self.acks.delivered();
                 if let Some(r) = *record {
                     self.acks.ack(r);
                 }
@@ -76,7 +244,7 @@ impl ProducerContext for DeliveryReports {
             Err((e, message)) => {
                 // Still in the spool; send it again (a new producer session cannot be worse off
                 // than librdkafka's own retries, and consumers count each event_id once).
-                tracing::warn!(error = %e, "usage event not delivered in time; sending it again");
+                tracing::warn!(error = %e, "usage event not delivered; sending it again");
                 counter!("tollgate_usage_events_total", "result" => "retried").increment(1);
                 use rdkafka::Message as _;
                 let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
@@ -86,23 +254,29 @@ impl ProducerContext for DeliveryReports {
     }
 }
 
-type Producer_ = ThreadedProducer<DeliveryReports>;
+type KafkaProducer = ThreadedProducer<DeliveryReports>;
 
 pub struct KafkaSink {
-    sender: Sender<UsageEvent>,
-    admit_below: usize,
-    when_full: WhenFull,
-    producer: Arc<Producer_>,
-    acks: Arc<Acks>,
+    sender: Sender<Message>,
+    backlog: Arc<Backlog>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct Writer {
-    rx: Receiver<UsageEvent>,
+    rx: Receiver<Message>,
     retries: Receiver<Retry>,
+    retry_tx: Sender<Retry>,
+    backlog: Arc<Backlog>,
     spool: Spool,
-    producer: Arc<Producer_>,
+    client: ClientConfig,
+    producer: KafkaProducer,
     topic: String,
     source: String,
+    /// Deliveries counted when progress was last seen, and when.
+    progress: (u64, Instant),
+    /// A producer with events in flight and no delivery for this long, while the broker
+    /// answers, is rebuilt.
+    stall_after: Duration,
 }
 
 /// Events written and synced per group commit, at most.
@@ -111,44 +285,54 @@ const MAX_BATCH: usize = 1024;
 /// written, this is what a power loss can cost: the events of the last few milliseconds.
 const GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 
+fn producer_config(kafka: &KafkaConfig, gateway_id: &str) -> ClientConfig {
+    let mut client = kafka.client_config();
+    for (k, v) in &kafka.producer_properties {
+        client.set(k, v.expose());
+    }
+    // The metering guarantees are set last so nothing in the config can weaken them.
+    client
+        .set("client.id", format!("tollgate-gateway-{gateway_id}"))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", kafka.linger_ms.to_string())
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        // A record not acknowledged within this time is handed back and sent again (an
+        // infinite timeout can leave the idempotent producer stuck after a broker fencing).
+        .set("message.timeout.ms", "30000")
+        .set("queue.buffering.max.messages", kafka.max_queued_messages.to_string());
+    client
+}
+
 impl KafkaSink {
     pub fn new(kafka: &KafkaConfig, spool_config: &SpoolConfig, gateway_id: &str) -> Result<KafkaSink, SinkError> {
         let (spool, leftovers) = Spool::open(&spool_config.dir, spool_config.max_segment_bytes)?;
         let acks = spool.acks();
-        let mut client = ClientConfig::new();
-        for (k, v) in &kafka.producer_properties {
-            client.set(k, v);
-        }
-        // The metering guarantees are set last so nothing in the config can weaken them.
-        client
-            .set("bootstrap.servers", &kafka.bootstrap_servers)
-            .set("client.id", format!("tollgate-gateway-{gateway_id}"))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", kafka.linger_ms.to_string())
-            .set("partitioner", "murmur2_random")
-            .set("compression.type", "lz4")
-            // A record not acknowledged within this time is handed back and sent again (an
-            // infinite timeout can leave the idempotent producer stuck after a broker fencing).
-            .set("message.timeout.ms", "30000")
-            .set("queue.buffering.max.messages", kafka.max_queued_messages.to_string());
-        let (retry_tx, retries) = crossbeam_channel::unbounded();
-        let producer: Arc<Producer_> =
-            Arc::new(client.create_with_context(DeliveryReports { acks: acks.clone(), retry: retry_tx })?);
-        let (tx, rx) = bounded(spool_config.queue_capacity);
+        let client = producer_config(kafka, gateway_id);
+        let (retry_tx, retries) = unbounded();
+        let producer: KafkaProducer =
+            client.create_with_context(DeliveryReports { acks: acks.clone(), retry: retry_tx.clone() })?;
+        let (tx, rx) = unbounded();
+        let backlog = Backlog::new(spool_config.queue_capacity, spool_config.when_full);
         let mut writer = Writer {
             rx,
             retries,
+            retry_tx,
+            backlog: backlog.clone(),
             spool,
-            producer: producer.clone(),
+            client,
+            producer,
             topic: kafka.usage_topic.clone(),
             source: ce::source_for_gateway(gateway_id),
+            progress: (0, Instant::now()),
+            stall_after: Duration::from_secs(kafka.stall_rebuild_secs),
         };
         if !leftovers.is_empty() {
             tracing::info!(events = leftovers.len(), "replaying usage events left in the spool");
             counter!("tollgate_spool_replayed_events_total").increment(leftovers.len() as u64);
         }
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("tollgate-usage-writer".into())
             .spawn(move || {
                 for (r, payload) in leftovers {
@@ -157,14 +341,8 @@ impl KafkaSink {
                 }
                 writer.run();
             })
-            .map_err(|e| SinkError::Spool(SpoolError::Io(e)))?;
-        Ok(KafkaSink {
-            sender: tx,
-            admit_below: spool_config.queue_capacity.saturating_mul(9) / 10,
-            when_full: spool_config.when_full,
-            producer,
-            acks,
-        })
+            .map_err(SinkError::Thread)?;
+        Ok(KafkaSink { sender: tx, backlog, writer: Mutex::new(Some(handle)) })
     }
 }
 
@@ -172,69 +350,163 @@ impl Writer {
     fn run(&mut self) {
         loop {
             let first = match self.rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(e) => e,
+                Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.send_retries();
-                    gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+                    self.idle();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut events = Vec::with_capacity(64);
-            events.push(first);
+            let mut stop = None;
+            match first {
+                Message::Event(e) => events.push(e),
+                Message::Stop { deadline, done } => stop = Some((deadline, done)),
+            }
             // Group commit: gather what arrives within the commit interval, so that a light load
             // does not pay one disk sync (and one thread wake-up) per event.
-            let deadline = std::time::Instant::now() + GROUP_COMMIT_INTERVAL;
-            while events.len() < MAX_BATCH {
-                match self.rx.recv_deadline(deadline) {
-                    Ok(e) => events.push(e),
+            let gather_until = Instant::now() + GROUP_COMMIT_INTERVAL;
+            while stop.is_none() && events.len() < MAX_BATCH {
+                match self.rx.recv_deadline(gather_until) {
+                    Ok(Message::Event(e)) => events.push(e),
+                    Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
                     Err(_) => break,
                 }
             }
-            let mut payloads = Vec::with_capacity(events.len());
-            let mut sent = Vec::with_capacity(events.len());
-            for e in &events {
-                match e.encode() {
-                    Ok(p) => {
-                        payloads.push(p);
-                        sent.push(e);
-                    }
-                    Err(err) => {
-                        counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
-                        tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
-                    }
-                }
+            if !events.is_empty() {
+                self.write(&events);
             }
-            // Group commit: one sync for the batch. The record is on disk before Kafka sees it.
-            let written = match self.spool.append_batch(&payloads) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    counter!("tollgate_spool_write_errors_total").increment(1);
-                    tracing::error!(error = %e, "cannot write usage events to the spool; sending them unspooled");
-                    None
+            if let Some((deadline, done)) = stop {
+                // Messages queued behind the stop (none: the backlog is closed first) are
+                // written too.
+                let rest: Vec<UsageEvent> = self
+                    .rx
+                    .try_iter()
+                    .filter_map(|m| match m {
+                        Message::Event(e) => Some(e),
+                        Message::Stop { .. } => None,
+                    })
+                    .collect();
+                if !rest.is_empty() {
+                    self.write(&rest);
                 }
-            };
-            for (p, e) in payloads.iter().zip(sent) {
-                self.send(p, Some(e), written);
+                let _ = done.send(self.drain(deadline));
+                return;
             }
-            self.send_retries();
-            gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+            self.idle();
         }
     }
 
-    /// Hands one record to librdkafka, waiting while its queue is full (the bounded request
-    /// queue in front of this thread is what pushes back on requests).
+    /// Spools a batch (one sync), hands it to the producer, and frees its backlog places.
+    fn write(&mut self, events: &[UsageEvent]) {
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut sent = Vec::with_capacity(events.len());
+        for e in events {
+            match e.encode() {
+                Ok(p) => {
+                    payloads.push(p);
+                    sent.push(e);
+                }
+                Err(err) => {
+                    counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
+                    tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
+                }
+            }
+        }
+        // Group commit: one sync for the batch. The record is on disk before Kafka sees it.
+        let written = match self.spool.append_batch(&payloads) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                counter!("tollgate_spool_write_errors_total").increment(1);
+                tracing::error!(error = %e, "cannot write usage events to the spool; sending them unspooled");
+                None
+            }
+        };
+        self.backlog.written(events.len());
+        for (p, e) in payloads.iter().zip(sent) {
+            self.send(p, Some(e), written);
+        }
+        self.send_retries();
+    }
+
+    /// Between batches: resend what came back, watch for a wedged producer, export gauges.
+    fn idle(&mut self) {
+        self.send_retries();
+        self.check_stalled();
+        gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+    }
+
+    /// Waits until Kafka acknowledged everything spooled or `deadline` passes; returns what is
+    /// left unacknowledged (it stays in the spool).
+    fn drain(&mut self, deadline: Instant) -> u64 {
+        while self.spool.acks().pending() > 0 && Instant::now() < deadline {
+            self.producer.flush(Duration::from_millis(100)).ok();
+            self.send_retries();
+            self.check_stalled();
+        }
+        let left = self.spool.acks().pending();
+        if left > 0 {
+            tracing::warn!(unacknowledged = left, "usage events not yet acknowledged by Kafka stay in the spool");
+        } else {
+            tracing::info!("usage events flushed");
+        }
+        left
+    }
+
     /// Sends again what the producer handed back.
-    fn send_retries(&self) {
+    fn send_retries(&mut self) {
         while let Ok(r) = self.retries.try_recv() {
             let event = UsageEvent::decode(&r.payload).ok();
             self.send(&r.payload, event.as_ref(), r.record);
         }
     }
 
-    /// `event` is the decoded `payload`; `None` for a spooled record that no longer decodes,
-    /// which still goes out (the consumer dead-letters it) rather than vanish.
-    fn send(&self, payload: &[u8], event: Option<&UsageEvent>, r: Option<RecordRef>) {
+    /// An idempotent producer can stay wedged after its broker was frozen and fenced it: events
+    /// in flight, no delivery report for minutes, although the broker answers again. When
+    /// nothing was delivered for `stall_after` while events wait and the broker answers a
+    /// metadata request, the producer is replaced: dropping the old one purges what it held,
+    /// which comes back as retries and goes out on the new one (the spool keeps every record
+    /// until it is acknowledged; consumers count each event id once).
+    fn check_stalled(&mut self) {
+        let delivered = self.spool.acks().delivered_count();
+        let waiting = self.producer.in_flight_count() > 0 || self.spool.acks().pending() > 0;
+        if delivered != self.progress.0 || !waiting {
+            self.progress = (delivered, Instant::now());
+            return;
+        }
+        if self.progress.1.elapsed() < self.stall_after {
+            return;
+        }
+        let answers = self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)).is_ok();
+        if !answers {
+            // Kafka is down, not the producer: keep waiting (the spool holds everything).
+            self.progress.1 = Instant::now();
+            return;
+        }
+        tracing::warn!(
+            stalled_secs = self.progress.1.elapsed().as_secs(),
+            in_flight = self.producer.in_flight_count(),
+            "the Kafka producer delivers nothing although the broker answers; replacing it"
+        );
+        let context = DeliveryReports { acks: self.spool.acks(), retry: self.retry_tx.clone() };
+        match self.client.create_with_context::<_, KafkaProducer>(context) {
+            Ok(fresh) => {
+                counter!("tollgate_kafka_producer_rebuilds_total").increment(1);
+                // Dropping the old producer purges its queue and in-flight requests: their
+                // delivery reports hand them back as retries.
+                drop(std::mem::replace(&mut self.producer, fresh));
+                self.send_retries();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
+        }
+        self.progress.1 = Instant::now();
+    }
+
+    /// Hands one record to librdkafka, waiting while its queue is full (the backlog in front of
+    /// this thread is what pushes back on requests). `event` is the decoded `payload`; `None` for
+    /// a spooled record that no longer decodes, which still goes out (the consumer dead-letters
+    /// it) rather than vanish.
+    fn send(&mut self, payload: &[u8], event: Option<&UsageEvent>, r: Option<RecordRef>) {
         let key = event.map_or_else(|| "undecodable".to_owned(), UsageEvent::budget_owner);
         let id = event.map(|e| e.event_id.to_string()).unwrap_or_default();
         let time =
@@ -257,6 +529,7 @@ impl Writer {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     opaque = record.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(20));
+                    self.check_stalled();
                 }
                 Err((e, _)) => {
                     counter!("tollgate_usage_events_total", "result" => "rejected").increment(1);
@@ -269,51 +542,74 @@ impl Writer {
 }
 
 impl UsageSink for KafkaSink {
-    fn admit(&self) -> Result<(), SinkError> {
-        if self.sender.len() < self.admit_below || self.when_full == WhenFull::Serve {
-            Ok(())
-        } else {
-            counter!("tollgate_requests_rejected_total", "reason" => "metering_backlog").increment(1);
-            Err(SinkError::Full)
-        }
+    fn admit(&self) -> Result<Permit, SinkError> {
+        self.backlog.admit()
     }
 
-    fn publish(&self, event: UsageEvent) -> Result<(), SinkError> {
-        match self.sender.try_send(event) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(event)) if self.when_full == WhenFull::Reject => {
-                // Admitted before the backlog filled: wait for room rather than lose it.
-                self.sender.send_timeout(event, Duration::from_secs(30)).map_err(|e| {
-                    counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-                    tracing::error!(event_id = %e.into_inner().event_id, "usage event dropped: backlog full for 30 s");
-                    SinkError::Full
-                })
+    fn publish(&self, permit: Permit, event: UsageEvent) {
+        if !self.backlog.accept(permit, &event) {
+            return;
+        }
+        if let Err(e) = self.sender.send(Message::Event(event)) {
+            // Only after the writer stopped (shutdown finished): nothing can take it.
+            self.backlog.written(1);
+            counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
+            if let Message::Event(event) = e.into_inner() {
+                tracing::error!(event_id = %event.event_id, "usage event after shutdown; dropped");
             }
-            Err(TrySendError::Full(event)) => {
-                counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-                tracing::warn!(event_id = %event.event_id, "usage event dropped: backlog full (policy serve)");
-                Err(SinkError::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(SinkError::Closed),
         }
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        // In-flight requests are finished by now (the server drained them); wait for the writer
-        // to spool what is queued, then for Kafka to acknowledge it.
-        let deadline = std::time::Instant::now() + timeout;
-        while !self.sender.is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        while self.acks.pending() > 0 && std::time::Instant::now() < deadline {
-            self.producer.flush(Duration::from_millis(100)).ok();
-        }
-        let left = self.acks.pending();
-        if left > 0 {
-            tracing::warn!(unacknowledged = left, "usage events not yet acknowledged by Kafka stay in the spool");
-        } else {
-            tracing::info!("usage events flushed");
-        }
-        Ok(())
+        // In-flight requests are finished by now (the server drained them).
+        self.backlog.close();
+        stop_writer(&self.sender, &self.writer, timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> UsageEvent {
+        serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_backlog_refuses_beyond_its_bound_and_frees_unused_room() {
+        let b = Backlog::new(2, WhenFull::Reject);
+        let p1 = b.admit().unwrap();
+        let p2 = b.admit().unwrap();
+        assert!(matches!(b.admit(), Err(SinkError::Full)));
+        drop(p1); // a request that never reached a provider
+        let p3 = b.admit().unwrap();
+        assert!(b.accept(p2, &event()));
+        assert_eq!(b.taken(), 2, "a queued event keeps its place until written");
+        b.written(1);
+        assert_eq!(b.taken(), 1);
+        drop(p3);
+        assert_eq!(b.taken(), 0);
+        b.close();
+        assert!(matches!(b.admit(), Err(SinkError::Closed)));
+    }
+
+    #[test]
+    fn policy_serve_admits_without_room_and_drops_those_events() {
+        let b = Backlog::new(1, WhenFull::Serve);
+        let with_room = b.admit().unwrap();
+        let without = b.admit().unwrap();
+        assert!(!b.accept(without, &event()));
+        assert!(b.accept(with_room, &event()));
+        assert_eq!(b.taken(), 1);
+    }
+
+    #[test]
+    fn an_unwritable_log_refuses_new_requests() {
+        let b = Backlog::new(10, WhenFull::Reject);
+        b.set_unavailable(true);
+        assert!(matches!(b.admit(), Err(SinkError::Unavailable)));
+        b.set_unavailable(false);
+        assert!(b.admit().is_ok());
     }
 }

@@ -64,8 +64,14 @@ pub struct AppState {
     /// The one upstream HTTP client of the process.
     pub client: reqwest::Client,
     pub max_body_bytes: usize,
+    /// Whether customers owned by no team or organization may be charged by any key.
+    pub shared_customers: bool,
     pub metrics: PrometheusHandle,
     pub workers: usize,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// How long queued usage events may take to be delivered at shutdown.
+    pub flush_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,8 @@ pub enum StartError {
     Embedded(#[from] tollgate_ledger_consumer::embedded::EmbeddedError),
     #[error("budget leases: {0}")]
     Leases(String),
+    #[error("embedded database size limit: {0}")]
+    EmbeddedSize(String),
     #[error("cannot start the budget listener: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -137,12 +145,19 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 }
                 None => (None, None),
             };
-            let control = ControlPublisher::new(&kafka.bootstrap_servers, &kafka.control_topic)?;
+            let control = ControlPublisher::new(kafka)?;
             (sink, store, spend, Some(control))
         }
         None => {
-            let path = config.embedded.as_ref().map_or_else(|| EmbeddedConfig::default().path, |e| e.path.clone());
+            let embedded = config.embedded.as_ref().map_or_else(EmbeddedConfig::default, |e| EmbeddedConfig {
+                path: e.path.clone(),
+                max_size_bytes: e.max_size_bytes,
+            });
+            let path = embedded.path;
             let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&path)?;
+            if let Some(max) = embedded.max_size_bytes {
+                db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
+            }
             tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
             let sink = Arc::new(embedded::EmbeddedSink::start(
                 db.clone(),
@@ -159,7 +174,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     if let Some(kafka) = &config.kafka {
         budget::listen(
             ListenerConfig {
-                bootstrap_servers: kafka.bootstrap_servers.clone(),
+                client: kafka.client_config(),
                 budget_state_topic: kafka.budget_state_topic.clone(),
                 control_topic: kafka.control_topic.clone(),
             },
@@ -190,10 +205,16 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         sink,
         client,
         max_body_bytes: config.gateway.max_body_bytes,
+        shared_customers: config.gateway.shared_customers,
         metrics: telemetry::metrics_handle(),
         workers,
+        shutdown_timeout: Duration::from_secs(config.gateway.shutdown_timeout_secs),
+        flush_timeout: Duration::from_secs(config.gateway.flush_timeout_secs),
     })
 }
+
+/// The longest a shutdown waits for budget leases to go back to the store.
+const LEASE_HAND_BACK: Duration = Duration::from_secs(3);
 
 /// Serves on `listener` until `shutdown` is cancelled, then stops accepting, finishes in-flight
 /// requests and flushes usage events before returning.
@@ -212,7 +233,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .on_connect(server::on_connect)
     .workers(workers)
     .tcp_nodelay(true)
-    .shutdown_timeout(30)
+    .shutdown_timeout(state.shutdown_timeout.as_secs())
+    // The caller's `shutdown` token stops the server, gracefully for SIGTERM and SIGINT alike
+    // (actix's own handlers would force-close in-flight requests on SIGINT).
+    .disable_signals()
     .listen(listener)?
     .run();
     let handle = server.handle();
@@ -241,15 +265,24 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     // Let a sweep under way finish its hand-backs, then hand back the rest.
     sweeping.cancel();
     if let Some(s) = sweeper {
-        let _ = s.await;
+        let _ = tokio::time::timeout(LEASE_HAND_BACK, s).await;
     }
     if let Some(leases) = &state.leases {
-        let n = leases.give_back_all(chrono::Utc::now().timestamp_millis()).await;
-        tracing::info!(leases = n, "handed back budget leases");
+        // Bounded: an unreachable lease store must not hold the shutdown (an unreturned slice
+        // is only unusable until its window ends).
+        match tokio::time::timeout(LEASE_HAND_BACK, leases.give_back_all(chrono::Utc::now().timestamp_millis())).await {
+            Ok(n) => tracing::info!(leases = n, "handed back budget leases"),
+            Err(_) => tracing::warn!("budget leases not all handed back in time"),
+        }
     }
     tracing::info!("draining usage events");
-    if let Err(e) = state.sink.flush(Duration::from_secs(30)) {
-        tracing::error!(error = %e, "usage events still queued at shutdown");
+    // The sink's writer thread does the waiting; keep it off the runtime's threads.
+    let sink = state.sink.clone();
+    let flush_timeout = state.flush_timeout;
+    match tokio::task::spawn_blocking(move || sink.flush(flush_timeout)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "usage events still undelivered at shutdown"),
+        Err(e) => tracing::error!(error = %e, "usage event flush failed"),
     }
     served
 }

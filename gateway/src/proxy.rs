@@ -105,6 +105,7 @@ async fn read_error_body(response: reqwest::Response, timeout: Duration) -> Byte
 }
 
 /// Sends the request to `model`'s deployments, retrying and falling back per `router`'s policy.
+/// A fallback model the caller may not use (`allowed`: the key's allow-lists) is skipped.
 pub async fn call(
     router: &Router,
     client: &reqwest::Client,
@@ -112,6 +113,7 @@ pub async fn call(
     endpoint: Endpoint,
     stream: bool,
     body_for: &(dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
+    allowed: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<RoutedAnswer, RoutedFailure> {
     let policy = router.policy.clone();
     let mut chain: Vec<String> = vec![model.to_owned()];
@@ -121,6 +123,11 @@ pub async fn call(
     let mut position = 0;
     while position < chain.len() {
         let group = chain[position].clone();
+        if position > 0 && !allowed(&group) {
+            metrics::counter!("tollgate_fallbacks_skipped_total", "reason" => "model_not_allowed").increment(1);
+            position += 1;
+            continue;
+        }
         let mut tried: Vec<usize> = Vec::new();
         let mut special_fallback = false;
         for attempt in 0..=policy.num_retries {

@@ -60,6 +60,16 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// Takes over what `other` holds (its slots, its minutes); its headers are kept only where
+    /// this one has none (the narrowest limited scope describes the response).
+    pub fn absorb(&mut self, mut other: Reservation) {
+        self.minutes.append(&mut other.minutes);
+        self.slots.append(&mut other.slots);
+        if self.headers.is_empty() {
+            self.headers = std::mem::take(&mut other.headers);
+        }
+    }
+
     /// Counts the request's tokens in the minute it was admitted in.
     pub fn record_tokens(&self, tokens: u64) {
         for (window, minute) in &self.minutes {

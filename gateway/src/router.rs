@@ -116,6 +116,8 @@ pub struct Router {
     content_policy_fallbacks: HashMap<String, Vec<String>>,
     /// Per model name, the worst price it can reach (see [`Router::worst_price`]).
     worst_prices: HashMap<String, Option<Price>>,
+    /// Per model name, see [`Router::worst_default_output`].
+    worst_default_outputs: HashMap<String, Option<u64>>,
     pub policy: RetryPolicy,
     epoch: Instant,
     /// Model names in config order, for `/v1/models`.
@@ -217,6 +219,7 @@ impl Router {
             context_window_fallbacks: flatten(&rs.context_window_fallbacks),
             content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
             worst_prices: HashMap::new(),
+            worst_default_outputs: HashMap::new(),
             policy: RetryPolicy {
                 num_retries: rs.num_retries,
                 retry_after_min: Duration::from_secs_f64(rs.retry_after),
@@ -227,6 +230,8 @@ impl Router {
             names,
         };
         router.worst_prices = router.names.iter().map(|n| (n.clone(), router.reachable_worst_price(n))).collect();
+        router.worst_default_outputs =
+            router.names.iter().map(|n| (n.clone(), router.reachable_default_output(n))).collect();
         Ok(router)
     }
 
@@ -257,7 +262,35 @@ impl Router {
         self.worst_prices.get(model_name).copied().flatten()
     }
 
+    /// The most output tokens a request for `model_name` without an output limit can get from
+    /// a deployment whose adapter sets one (see `providers::default_output_limit`), among those
+    /// it can reach. Computed once, at start-up.
+    pub fn worst_default_output(&self, model_name: &str) -> Option<u64> {
+        self.worst_default_outputs.get(model_name).copied().flatten()
+    }
+
+    fn reachable_default_output(&self, model_name: &str) -> Option<u64> {
+        self.reachable(model_name)
+            .iter()
+            .filter_map(|name| self.groups.get(*name))
+            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| crate::providers::default_output_limit(d)))
+            .max()
+    }
+
     fn reachable_worst_price(&self, model_name: &str) -> Option<Price> {
+        self.reachable(model_name)
+            .iter()
+            .filter_map(|name| self.groups.get(*name))
+            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
+            .reduce(|a, b| Price {
+                input: a.input.max(b.input),
+                cached_input: a.cached_input.max(b.cached_input),
+                output: a.output.max(b.output),
+            })
+    }
+
+    /// `model_name` and, transitively, every fallback of any kind it can reach.
+    fn reachable<'a>(&'a self, model_name: &'a str) -> Vec<&'a str> {
         let mut seen: Vec<&str> = vec![model_name];
         let mut next = 0;
         while next < seen.len() {
@@ -271,14 +304,7 @@ impl Router {
                 }
             }
         }
-        seen.iter()
-            .filter_map(|name| self.groups.get(*name))
-            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
-            .reduce(|a, b| Price {
-                input: a.input.max(b.input),
-                cached_input: a.cached_input.max(b.cached_input),
-                output: a.output.max(b.output),
-            })
+        seen
     }
 
     /// Whether some model names `name` as one of its access groups.
@@ -462,6 +488,35 @@ router_settings:
         assert_eq!(router.worst_price("c"), Some(gpt_4o));
         assert_eq!(router.worst_price("d").map(|p| p.output), Some(NanoUsd(400)));
         assert_eq!(router.worst_price("nope"), None);
+    }
+
+    #[test]
+    fn adapters_send_the_reserved_output_limit_and_unlimited_requests_reserve_their_default() {
+        let yaml = r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}}
+  - {model_name: claude, litellm_params: {model: anthropic/claude-3-5-haiku-20241022, api_base: "http://127.0.0.1:9"}}
+  - {model_name: gem, litellm_params: {model: gemini/gemini-2.0-flash, api_base: "http://127.0.0.1:9"}}
+router_settings:
+  fallbacks: [{a: [claude]}]
+"#;
+        let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
+        let router = Router::from_config(&config, "test.yaml").unwrap();
+        // `a` can fall back to Anthropic, whose adapter asks for 4,096 tokens when none is given.
+        assert_eq!(router.worst_default_output("a"), Some(crate::anthropic::DEFAULT_MAX_TOKENS));
+        assert_eq!(router.worst_default_output("gem"), None);
+        let deployment = |name: &str| router.deployments().find(|d| d.model_name == name).unwrap().clone();
+        let request = |body: &str| {
+            crate::openai::ProxyRequest::parse(body.as_bytes(), crate::providers::Endpoint::ChatCompletions).unwrap()
+        };
+        let body_for = |name: &str, req: &crate::openai::ProxyRequest| -> serde_json::Value {
+            serde_json::from_slice(&crate::providers::request_body(&deployment(name), req).unwrap()).unwrap()
+        };
+        let limited = request(r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"max_output_tokens":7}"#);
+        assert_eq!(body_for("claude", &limited)["max_tokens"], 7);
+        assert_eq!(body_for("gem", &limited)["generationConfig"]["maxOutputTokens"], 7);
+        let unlimited = request(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(body_for("claude", &unlimited)["max_tokens"], crate::anthropic::DEFAULT_MAX_TOKENS);
     }
 
     #[test]

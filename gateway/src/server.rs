@@ -110,12 +110,37 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     Ok(body.freeze())
 }
 
-fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()), str::to_owned)
+/// The client's `x-request-id`, or a new one when it sent none. A malformed one (too long, not
+/// visible ASCII) is refused with a 400 naming the header, answered under a new id.
+fn request_id(req: &HttpRequest) -> (String, Option<GatewayError>) {
+    const HEADER: &str = "x-request-id";
+    let fresh = || format!("req_{}", uuid::Uuid::now_v7().simple());
+    match req.headers().get(HEADER).map(|v| v.to_str()) {
+        None => (fresh(), None),
+        Some(Ok(id)) => match tollgate_schemas::limits::check_request_id(HEADER, id) {
+            Ok(()) => (id.to_owned(), None),
+            Err(e) => (fresh(), Some(GatewayError::field(HEADER, e.to_string()))),
+        },
+        Some(Err(_)) => (fresh(), Some(GatewayError::field(HEADER, format!("`{HEADER}` must be visible ASCII")))),
+    }
+}
+
+/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
+/// `ProxyRequest::parse`). Ids that are too long, hold control characters, whitespace or `/`
+/// are refused with a 400 naming the header.
+fn customer_id(req: &HttpRequest, request: &ProxyRequest) -> Result<Option<String>, GatewayError> {
+    const HEADER: &str = "x-tollgate-customer-id";
+    match req.headers().get(HEADER) {
+        Some(v) => {
+            let id = v.to_str().map_err(|_| GatewayError::field(HEADER, format!("`{HEADER}` must be text")))?;
+            if id.is_empty() {
+                return Ok(request.user.clone());
+            }
+            tollgate_schemas::limits::check_id(HEADER, id).map_err(|e| GatewayError::field(HEADER, e.to_string()))?;
+            Ok(Some(id.to_owned()))
+        }
+        None => Ok(request.user.clone()),
+    }
 }
 
 /// Authenticates the request's key and resolves its tenants; blocked or expired ones are
@@ -194,7 +219,12 @@ fn header(name: &'static str, value: &str) -> Option<(HeaderName, HeaderValue)> 
 /// earlier responses) can cost more than their bytes: docs/limits.md says so.
 fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
     let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
-    let per_choice = request.max_tokens.unwrap_or(state.budget_settings.reserve_output_tokens);
+    // Without a limit the provider decides: at least the configured reserve, and at least
+    // the limit an adapter sets by itself (Anthropic's).
+    let per_choice = request.max_tokens.unwrap_or_else(|| {
+        let reserve = state.budget_settings.reserve_output_tokens;
+        state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
+    });
     let tokens = crate::pricing::Tokens {
         prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
         completion: per_choice.saturating_mul(request.choices),
@@ -212,8 +242,12 @@ async fn handle(
     endpoint: Endpoint,
 ) -> HttpResponse {
     let started = Instant::now();
-    let request_id = request_id(&req);
-    let result = match read_request(&req, payload, &state, endpoint).await {
+    let (request_id, bad_id) = request_id(&req);
+    let prepared = match bad_id {
+        Some(e) => Err(e),
+        None => read_request(&req, payload, &state, endpoint).await,
+    };
+    let result = match prepared {
         Ok((key, request)) => serve(&req, &state, key, request, &request_id, started).await,
         Err(e) => Err(("unknown".to_owned(), e)),
     };
@@ -258,16 +292,7 @@ async fn serve(
     let label = request.model.clone();
     let fail = |e| (label.clone(), e);
     check_model(state, &principal, &request.model).map_err(fail)?;
-    let customer = req
-        .headers()
-        .get("x-tollgate-customer-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .or_else(|| request.user.clone().filter(|u| !u.is_empty()));
-    if let Some(id) = &customer {
-        state.tenancy.with_customer(&mut principal, id).await.map_err(fail)?;
-    }
+    let customer = customer_id(req, &request).map_err(fail)?;
     let now = chrono::Utc::now();
     let mut admitted = crate::admission::admit(
         &principal,
@@ -278,14 +303,27 @@ async fn serve(
         now,
     )
     .map_err(fail)?;
+    // The customer is looked up only once the key's own limits admitted the request.
+    if let Some(id) = &customer {
+        let party = state.tenancy.with_customer(&mut principal, id, state.shared_customers).await.map_err(fail)?;
+        if let Some(party) = party {
+            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now).map_err(fail)?;
+        }
+    }
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
         admitted.reserve(leases, worst_case_cost(state, &request), now).await.map_err(fail)?;
     }
-    state.sink.admit().map_err(|_| fail(GatewayError::MeteringBacklogFull))?;
+    let permit = state.sink.admit().map_err(|e| {
+        fail(match e {
+            crate::events::SinkError::Unavailable => GatewayError::MeteringUnavailable,
+            _ => GatewayError::MeteringBacklogFull,
+        })
+    })?;
     let limit_headers = admitted.reservation.headers.clone();
 
     let recorder = UsageRecorder::start(
         state.sink.clone(),
+        permit,
         &state.gateway_id,
         request_id,
         &principal,
@@ -296,7 +334,17 @@ async fn serve(
         now,
     );
     let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
-    let call = proxy::call(&state.router, &state.client, &request.model, request.endpoint, request.stream, &body_for);
+    // A fallback is a model like any other: the key's allow-lists apply to it too.
+    let allowed = |m: &str| check_model(state, &principal, m).is_ok();
+    let call = proxy::call(
+        &state.router,
+        &state.client,
+        &request.model,
+        request.endpoint,
+        request.stream,
+        &body_for,
+        &allowed,
+    );
     // A client that hangs up cancels the upstream call; the recorder's drop meters it.
     let routed = tokio::select! {
         routed = call => routed,
@@ -430,13 +478,16 @@ async fn serve(
 /// to and from OpenAI chat (the same routing, metering and limits as every route).
 async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let started = Instant::now();
-    let request_id = request_id(&req);
+    let (request_id, bad_id) = request_id(&req);
     let anthropic_error = |e: GatewayError| {
         let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
         let status = e.status_code();
         HttpResponse::build(status).json(crate::anthropic::error_to_anthropic(status.as_u16(), &envelope))
     };
     let prepared = async {
+        if let Some(e) = bad_id {
+            return Err(e);
+        }
         let key = authorize(&req, &state).await?;
         let body = read_body(&req, payload, state.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)

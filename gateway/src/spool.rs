@@ -56,9 +56,21 @@ struct SegmentState {
 pub struct Acks {
     dir: PathBuf,
     segments: Mutex<BTreeMap<u64, SegmentState>>,
+    /// Deliveries Kafka reported, spooled or not: how a stalled producer is noticed.
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl Acks {
+    /// Counts one delivery report of success.
+    pub fn delivered(&self) {
+        self.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Deliveries reported so far.
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn add_pending(&self, segment: u64, n: u64) {
         if let Ok(mut s) = self.segments.lock() {
             s.entry(segment).or_default().pending += n;
@@ -153,7 +165,7 @@ impl Spool {
             Err(fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(dir.display().to_string())),
             Err(fs::TryLockError::Error(e)) => return Err(dir_err(e)),
         }
-        let acks = Arc::new(Acks { dir: dir.to_path_buf(), segments: Mutex::new(BTreeMap::new()) });
+        let acks = Arc::new(Acks { dir: dir.to_path_buf(), ..Acks::default() });
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .map_err(dir_err)?
             .filter_map(Result::ok)

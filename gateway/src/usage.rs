@@ -6,7 +6,7 @@
 
 use crate::admission::Admitted;
 use crate::auth::Principal;
-use crate::events::UsageSink;
+use crate::events::{Permit, UsageSink};
 use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
 use chrono::{DateTime, Utc};
@@ -21,6 +21,8 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 pub struct UsageRecorder {
     sink: Arc<dyn UsageSink>,
+    /// The room taken for the event at admission; given back if no event is published.
+    permit: Option<Permit>,
     event: Option<UsageEvent>,
     started: Instant,
     /// The request's admission: its spend and tokens are counted here when it ends, and its
@@ -47,6 +49,7 @@ impl UsageRecorder {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         sink: Arc<dyn UsageSink>,
+        permit: Permit,
         gateway_id: &str,
         request_id: &str,
         principal: &Principal,
@@ -88,7 +91,7 @@ impl UsageRecorder {
             estimated: false,
             budget_windows: admitted.budget_windows(),
         };
-        UsageRecorder { sink, event: Some(event), started, admitted: Some(admitted) }
+        UsageRecorder { sink, permit: Some(permit), event: Some(event), started, admitted: Some(admitted) }
     }
 
     /// Records a request the gateway failed after reaching `deployment` (timeout, broken body).
@@ -105,6 +108,7 @@ impl UsageRecorder {
     /// Drops the event: for requests that never reached a provider.
     pub fn abandon(mut self) {
         self.event = None;
+        self.permit = None;
     }
 
     /// Records the outcome, publishes the event and returns the cost charged.
@@ -143,7 +147,7 @@ impl UsageRecorder {
         charged
     }
 
-    fn publish(&self, mut event: UsageEvent) {
+    fn publish(&mut self, mut event: UsageEvent) {
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
@@ -152,8 +156,10 @@ impl UsageRecorder {
             counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());
         }
-        // A failure to queue is logged and counted by the sink.
-        let _ = self.sink.publish(event);
+        // Never blocks: the room was taken at admission. A request admitted without room
+        // (policy `serve`) has its event counted and dropped by the sink.
+        let permit = self.permit.take().unwrap_or_else(Permit::unbacked);
+        self.sink.publish(permit, event);
     }
 }
 

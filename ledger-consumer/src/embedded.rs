@@ -86,6 +86,15 @@ impl EmbeddedDb {
         Ok(Arc::new(EmbeddedDb { conn: Mutex::new(conn) }))
     }
 
+    /// Caps the database file at about `max_bytes` (SQLite's `max_page_count`): writes beyond it
+    /// fail as a full disk would, which the gateway answers with 503 instead of a hang.
+    pub fn limit_size(&self, max_bytes: u64) -> Result<u64, rusqlite::Error> {
+        let conn = self.lock();
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (max_bytes / page_size.max(1)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back), so a poisoned lock is still usable.

@@ -28,6 +28,19 @@ pub enum StoreError {
     Corrupt { kind: &'static str, id: String, reason: String },
 }
 
+impl StoreError {
+    /// What failed, in a word: safe to log and to count (the error's own text may quote the
+    /// database's message and must not reach logs or clients).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Connect(_) => "connect",
+            StoreError::Schema(_) => "schema",
+            StoreError::Query(_) => "query",
+            StoreError::Corrupt { .. } => "corrupt_record",
+        }
+    }
+}
+
 fn query_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Query(e.to_string())
 }

@@ -334,6 +334,11 @@ pub struct UserRecord {
 pub struct CustomerRecord {
     pub user_id: String,
     pub alias: Option<String>,
+    /// The team whose keys may charge this customer (Tollgate's addition to LiteLLM's record).
+    pub team_id: Option<String>,
+    /// The organization whose keys may charge this customer. A customer with neither is shared:
+    /// any key may charge it only under `gateway.shared_customers`.
+    pub organization_id: Option<String>,
     #[serde(flatten)]
     pub limits: Limits,
     pub blocked: bool,

@@ -60,6 +60,14 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
         ("/team/update", json!({"team_id": "no-such-team", "max_budget": 5}), "team_id"),
         ("/team/new", json!({"team_id": "t2", "budget_id": "no-such-budget"}), "budget_id"),
         ("/customer/new", json!({"user_id": "c", "soft_budget": 5, "max_budget": 1}), "soft_budget"),
+        ("/customer/new", json!({"user_id": "c", "team_id": "no-such-team"}), "team_id"),
+        // Ids become ledger scopes: bounded, and no `/` that could pose as another scope.
+        ("/team/new", json!({"team_id": "a/model/gpt-4o"}), "team_id"),
+        ("/customer/new", json!({"user_id": "c".repeat(65_500)}), "user_id"),
+        ("/organization/new", json!({"organization_id": "with space"}), "organization_id"),
+        ("/key/generate", json!({"key_alias": "two\nlines"}), "key_alias"),
+        ("/key/generate", json!({"tags": (0..65).map(|i| format!("t{i}")).collect::<Vec<_>>()}), "tags"),
+        ("/key/generate", json!({"metadata": {"blob": "x".repeat(20_000)}}), "metadata"),
     ];
     for (path, body, field) in bad {
         let (status, v) = admin.post(path, body.clone()).await?;
@@ -152,17 +160,24 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     ensure!(status == 400 && code == "model_budget_exceeded", "{status} {code}");
     ensure!(chat_as(&client, &gw, &plain, "gpt-4o-mini", None).await?.status() == 200);
 
-    // Customers: blocked, and with a budget.
-    admin.ok("/customer/new", json!({"user_id": "cust-blocked", "blocked": true})).await?;
-    admin.ok("/customer/new", json!({"user_id": "cust-poor", "max_budget": 0.000001})).await?;
-    let (status, code, _) = error_code(chat_as(&client, &gw, &plain, "gpt-4o-mini", Some("cust-blocked")).await?).await;
+    // Customers of the team: blocked, and with a budget. A key of no team or of another team
+    // may not charge them, nor a customer that belongs to nobody (no `shared_customers`).
+    admin.ok("/customer/new", json!({"user_id": "cust-blocked", "blocked": true, "team_id": "team-pay"})).await?;
+    admin.ok("/customer/new", json!({"user_id": "cust-poor", "max_budget": 0.000001, "team_id": "team-pay"})).await?;
+    admin.ok("/customer/new", json!({"user_id": "cust-nobodys"})).await?;
+    let (status, code, _) =
+        error_code(chat_as(&client, &gw, &k_team, "gpt-4o-mini", Some("cust-blocked")).await?).await;
     ensure!(status == 403 && code == "customer_blocked", "{status} {code}");
-    ensure!(chat_as(&client, &gw, &plain, "gpt-4o-mini", Some("cust-poor")).await?.status() == 200);
-    let (status, code, _) = error_code(chat_as(&client, &gw, &plain, "gpt-4o-mini", Some("cust-poor")).await?).await;
+    for (key, customer) in [(&plain, "cust-poor"), (&k_team, "cust-nobodys")] {
+        let (status, code, _) = error_code(chat_as(&client, &gw, key, "gpt-4o-mini", Some(customer)).await?).await;
+        ensure!(status == 403 && code == "customer_not_allowed", "{customer}: {status} {code}");
+    }
+    ensure!(chat_as(&client, &gw, &k_team, "gpt-4o-mini", Some("cust-poor")).await?.status() == 200);
+    let (status, code, _) = error_code(chat_as(&client, &gw, &k_team, "gpt-4o-mini", Some("cust-poor")).await?).await;
     ensure!(status == 400 && code == "customer_budget_exceeded", "{status} {code}");
     let unblocked = admin.ok("/customer/unblock", json!({"user_ids": ["cust-blocked"]})).await?;
     ensure!(unblocked["user_ids"] == json!(["cust-blocked"]), "{unblocked}");
-    ensure!(chat_as(&client, &gw, &plain, "gpt-4o-mini", Some("cust-blocked")).await?.status() == 200);
+    ensure!(chat_as(&client, &gw, &k_team, "gpt-4o-mini", Some("cust-blocked")).await?.status() == 200);
 
     // Team budget (0.0002 USD over 30 days): spend it through the team key, then it is refused.
     let mut last = (200, String::new(), serde_json::Value::Null);

@@ -127,10 +127,13 @@ async fn main() -> Result<()> {
         for i in 0..args.events {
             let e = event(i, args.keys.max(1));
             total += e.cost_nano_usd.0;
-            while sink.admit().is_err() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            sink.publish(e)?;
+            let permit = loop {
+                match sink.admit() {
+                    Ok(p) => break p,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            };
+            sink.publish(permit, e);
             if args.rate > 0 {
                 let due = Duration::from_secs_f64((i + 1) as f64 / args.rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -7,6 +7,7 @@ use crate::providers::Endpoint;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use tollgate_schemas::limits;
 
 /// An OpenAI-shaped request (chat, completions, embeddings, responses): top-level fields kept as
 /// raw JSON.
@@ -19,7 +20,8 @@ pub struct ProxyRequest {
     pub client_wants_usage: bool,
     /// The request's end-user id (`user`), used as the customer.
     pub user: Option<String>,
-    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, when given.
+    /// The output token limit (`max_tokens`, `max_completion_tokens` or `max_output_tokens`,
+    /// which must agree), when given; every provider adapter sends this value upstream.
     pub max_tokens: Option<u64>,
     /// Which field holds the prompt (`messages`, `prompt` or `input`).
     prompt_field: &'static str,
@@ -53,12 +55,48 @@ fn require_kind(
     }
 }
 
+/// The field names that limit a request's output tokens: chat's `max_completion_tokens` and its
+/// older `max_tokens`, and the Responses API's (and Gemini's) `max_output_tokens`.
+pub const OUTPUT_LIMIT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
+/// The request's output token limit. Every provider adapter sends this one value upstream
+/// (whatever field the provider reads), so the worst-case reservation of a hard budget is what
+/// the provider honours. Fields that disagree are refused rather than guessed between.
+fn output_limit(fields: &HashMap<String, Box<RawValue>>) -> Result<Option<u64>, GatewayError> {
+    let mut found: Option<(&'static str, u64)> = None;
+    for name in OUTPUT_LIMIT_FIELDS {
+        let Some(text) = fields.get(name).map(|raw| raw.get().trim()).filter(|t| *t != "null") else { continue };
+        let value = text.parse::<u64>().ok().filter(|n| *n <= limits::MAX_TOKENS_PER_REQUEST).ok_or_else(|| {
+            GatewayError::invalid(
+                format!("`{name}` must be an integer from 0 to {}", limits::MAX_TOKENS_PER_REQUEST),
+                Some(name),
+            )
+        })?;
+        match found {
+            Some((first, v)) if v != value => {
+                return Err(GatewayError::invalid(
+                    format!("`{first}` ({v}) and `{name}` ({value}) disagree: give one output token limit"),
+                    Some(name),
+                ))
+            }
+            _ => found = Some((name, value)),
+        }
+    }
+    Ok(found.map(|(_, v)| v))
+}
+
+/// A bound broken by a request field, as a 400 naming the field.
+fn bound(e: limits::BoundError) -> GatewayError {
+    GatewayError::field(e.field().to_owned(), e.to_string())
+}
+
 impl ProxyRequest {
     pub fn parse(body: &[u8], endpoint: Endpoint) -> Result<ProxyRequest, GatewayError> {
         let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body)
             .map_err(|e| GatewayError::invalid(format!("request body is not a valid JSON object: {e}"), None))?;
         let model = string_field(&fields, "model")?
             .ok_or_else(|| GatewayError::invalid("`model` is required", Some("model")))?;
+        limits::check_name("model", &model, limits::MAX_NAME_BYTES).map_err(bound)?;
         let prompt_field = match endpoint {
             Endpoint::ChatCompletions => {
                 require_kind(&fields, "messages", &['['], "an array")?;
@@ -96,19 +134,7 @@ impl ProxyRequest {
                 v.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true)
             }
         };
-        let mut max_tokens = None;
-        for name in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            if let Some(raw) = fields.get(name) {
-                match raw.get().trim() {
-                    "null" => {}
-                    text => {
-                        max_tokens = Some(text.parse::<u64>().map_err(|_| {
-                            GatewayError::invalid(format!("`{name}` must be a non-negative integer"), Some(name))
-                        })?)
-                    }
-                }
-            }
-        }
+        let max_tokens = output_limit(&fields)?;
         // Each of `n` (or `best_of`) choices may use `max_tokens`: the worst case multiplies.
         let mut choices = 1;
         for name in ["n", "best_of"] {
@@ -119,7 +145,23 @@ impl ProxyRequest {
                 choices = choices.max(n);
             }
         }
-        let user = string_field(&fields, "user")?;
+        // An empty `user` is no customer (some clients always send the field).
+        let user = string_field(&fields, "user")?.filter(|u| !u.is_empty());
+        if let Some(u) = &user {
+            limits::check_id("user", u).map_err(bound)?;
+        }
+        if let Some(raw) = fields.get("metadata") {
+            let text = raw.get().trim_start();
+            if !(text.starts_with('{') || text == "null") {
+                return Err(GatewayError::invalid("`metadata` must be an object", Some("metadata")));
+            }
+            if text.len() > limits::MAX_METADATA_BYTES {
+                return Err(GatewayError::invalid(
+                    format!("`metadata` is larger than {} bytes", limits::MAX_METADATA_BYTES),
+                    Some("metadata"),
+                ));
+            }
+        }
         Ok(ProxyRequest {
             fields,
             endpoint,
@@ -283,6 +325,51 @@ mod tests {
                 Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(body)),
             }
         }
+    }
+
+    #[test]
+    fn the_output_limit_is_one_value_whatever_field_gives_it() {
+        let limit = |body: &str| ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).map(|r| r.max_tokens);
+        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":7}"#).unwrap(), Some(7));
+        assert_eq!(limit(r#"{"model":"m","messages":[],"max_output_tokens":9}"#).unwrap(), Some(9));
+        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":5}"#).unwrap(), Some(5));
+        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":null}"#).unwrap(), None);
+        // A small limit in one field and a large one in another would reserve the small one
+        // while a provider honours the large one: refused.
+        for body in [
+            r#"{"model":"m","messages":[],"max_completion_tokens":1,"max_tokens":100000}"#,
+            r#"{"model":"m","messages":[],"max_tokens":1,"max_output_tokens":100000}"#,
+        ] {
+            match limit(body) {
+                Err(GatewayError::InvalidRequest { param: Some(p), message }) => {
+                    assert!(OUTPUT_LIMIT_FIELDS.contains(&p) && message.contains("disagree"), "{message}")
+                }
+                other => panic!("{body}: {:?}", other.map(|_| ())),
+            }
+        }
+        assert!(limit(r#"{"model":"m","messages":[],"max_tokens":1000000001}"#).is_err());
+    }
+
+    #[test]
+    fn ids_and_names_from_the_body_are_bounded() {
+        let field_of = |body: String| match ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions) {
+            Err(GatewayError::InvalidField { field, .. }) => field,
+            Err(GatewayError::InvalidRequest { param, .. }) => param.unwrap_or_default().to_owned(),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => "accepted".to_owned(),
+        };
+        let user = |u: &str| field_of(format!(r#"{{"model":"m","messages":[],"user":{}}}"#, serde_json::json!(u)));
+        assert_eq!(user(&"c".repeat(65_500)), "user");
+        assert_eq!(user(&"c".repeat(70_000)), "user");
+        assert_eq!(user("a/model/gpt-4o"), "user");
+        assert_eq!(user("tab	here"), "user");
+        assert_eq!(user("cust-7@example.com"), "accepted");
+        assert_eq!(user(""), "accepted", "an empty user is no customer");
+        let model = "m".repeat(300);
+        assert_eq!(field_of(format!(r#"{{"model":"{model}","messages":[]}}"#)), "model");
+        let metadata = "x".repeat(20_000);
+        assert_eq!(field_of(format!(r#"{{"model":"m","messages":[],"metadata":{{"a":"{metadata}"}}}}"#)), "metadata");
+        assert_eq!(field_of(r#"{"model":"m","messages":[],"metadata":[1]}"#.to_owned()), "metadata");
     }
 
     #[test]

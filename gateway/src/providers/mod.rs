@@ -206,9 +206,33 @@ pub fn request_body(
     match deployment.kind {
         ProviderKind::OpenAiCompatible | ProviderKind::Azure => request.upstream_body(&deployment.upstream_model),
         ProviderKind::Anthropic => {
-            encode(crate::anthropic::chat_request_to_messages(&request.to_value()?, &deployment.upstream_model)?)
+            let mut body =
+                crate::anthropic::chat_request_to_messages(&request.to_value()?, &deployment.upstream_model)?;
+            // The one output limit the request was reserved for (see `ProxyRequest::max_tokens`).
+            if let Some(max) = request.max_tokens {
+                body["max_tokens"] = serde_json::json!(max);
+            }
+            encode(body)
         }
-        ProviderKind::Gemini => encode(crate::gemini::chat_request_to_generate(&request.to_value()?)?),
+        ProviderKind::Gemini => {
+            let mut body = crate::gemini::chat_request_to_generate(&request.to_value()?)?;
+            if let (Some(max), Some(body)) = (request.max_tokens, body.as_object_mut()) {
+                let config = body.entry("generationConfig").or_insert_with(|| serde_json::json!({}));
+                if let Some(config) = config.as_object_mut() {
+                    config.insert("maxOutputTokens".to_owned(), serde_json::json!(max));
+                }
+            }
+            encode(body)
+        }
+    }
+}
+
+/// Output tokens a deployment generates when the request sets no limit, where the adapter sets
+/// one (Anthropic requires it): a request without a limit reserves at least this much.
+pub fn default_output_limit(deployment: &Deployment) -> Option<u64> {
+    match deployment.kind {
+        ProviderKind::Anthropic => Some(crate::anthropic::DEFAULT_MAX_TOKENS),
+        ProviderKind::OpenAiCompatible | ProviderKind::Azure | ProviderKind::Gemini => None,
     }
 }
 
