@@ -84,7 +84,7 @@ fn event() -> UsageEvent {
 
 fn key_lookup(c: &mut Criterion) {
     let config = config();
-    let tenancy = Tenancy::new(None, &config.virtual_keys);
+    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
     // A hit never awaits: the moka future completes on its first poll, so no runtime is needed.
     if let Err(e) = futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
         panic!("bench key does not authenticate: {e}");
@@ -102,7 +102,7 @@ fn admission(c: &mut Criterion) {
         Ok(r) => r,
         Err(e) => panic!("bench router: {e}"),
     };
-    let tenancy = Tenancy::new(None, &config.virtual_keys);
+    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
     let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
         Ok(p) => p,
         Err(e) => panic!("bench key does not authenticate: {e}"),

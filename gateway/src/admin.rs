@@ -166,7 +166,7 @@ fn is_master_key(state: &AppState, raw: &str) -> bool {
     state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw)))
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -489,6 +489,8 @@ pub(crate) fn usd_value(n: NanoUsd) -> Value {
 fn present<R: Record>(record: &R) -> Value {
     let mut v = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
+        // Where a rehashed key is stored is nobody's business but the store's.
+        o.remove("stored_id");
         let limits = record.limits();
         for (name, amount) in [("max_budget", limits.max_budget), ("soft_budget", limits.soft_budget)] {
             o.insert(name.into(), amount.map_or(Value::Null, usd_value));
@@ -542,12 +544,62 @@ fn new_id() -> String {
 }
 
 /// The hash of a key given raw (`sk-...`) or already hashed (64 hex characters).
-pub(crate) fn key_id_of(given: &str) -> String {
-    if given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
-        given.to_ascii_lowercase()
+/// Whether `given` is a key's hash (64 hex digits) rather than the key itself.
+fn is_key_hash(given: &str) -> bool {
+    given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The stored key `given` names: the key itself, or its `token` (`key_id`). A key stored under
+/// its SHA-256 is found by it too, before and after it is rehashed on first use.
+pub(crate) async fn find_key(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    given: &str,
+) -> Result<Option<(KeyRecord, i64)>, GatewayError> {
+    let hasher = state.tenancy.hasher();
+    let candidates = if is_key_hash(given) {
+        let hash = given.to_ascii_lowercase();
+        let moved = hasher.lookup_of_legacy(&hash);
+        [Some(hash), moved]
     } else {
-        hash_key(given)
+        [Some(hasher.lookup(given)), Some(hash_key(given))]
+    };
+    for id in candidates.into_iter().flatten() {
+        if let Some(found) = find::<KeyRecord>(store, &id).await? {
+            return Ok(Some(found));
+        }
     }
+    Ok(None)
+}
+
+async fn must_find_key(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    given: &str,
+) -> Result<(KeyRecord, i64), GatewayError> {
+    // Never echo a key: name it by its hash.
+    let shown = if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) };
+    find_key(state, store, given).await?.ok_or(GatewayError::NotFound { kind: "key", id: shown })
+}
+
+/// The identity (`key_id`, the `token`) of the key `given` names: a stored key's, else a
+/// config-file key's (its SHA-256), else `given` itself when it is a hash.
+pub(crate) async fn key_identity(state: &AppState, given: &str) -> Result<String, GatewayError> {
+    if let Some(store) = state.tenancy.store() {
+        if let Some((k, _)) = find_key(state, store.as_ref(), given).await? {
+            return Ok(k.key_id);
+        }
+    }
+    Ok(if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) })
+}
+
+/// After a change to a key stored apart from its identity (a rehashed key), the identity is
+/// announced too: gateways may hold the key cached under either.
+async fn announce_identity(state: &AppState, key: &KeyRecord) -> Result<(), GatewayError> {
+    if key.id() != key.key_id {
+        announce(state, Kind::Key, &key.key_id).await?;
+    }
+    Ok(())
 }
 
 /// A new key: 64 hex characters from the OS's random source (two v4 UUIDs' worth).
@@ -645,7 +697,7 @@ async fn key_generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
                 None => new_raw_key(),
             };
             let now = Utc::now();
-            let mut key = new_key_record(&raw, now);
+            let mut key = new_key_record(&state, &raw, now);
             take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
             f.finish()?;
             insert(&state, store.as_ref(), &key).await?;
@@ -657,10 +709,10 @@ async fn key_generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
     )
 }
 
-/// A key record for the new key `raw`: stored only as its hash, named by its ends.
-fn new_key_record(raw: &str, now: chrono::DateTime<Utc>) -> KeyRecord {
+/// A key record for the new key `raw`: stored only as its lookup hash, named by its ends.
+fn new_key_record(state: &AppState, raw: &str, now: chrono::DateTime<Utc>) -> KeyRecord {
     KeyRecord {
-        key_id: hash_key(raw),
+        key_id: state.tenancy.hasher().lookup(raw),
         key_name: key_name(raw),
         created_at: Some(now),
         updated_at: Some(now),
@@ -681,13 +733,14 @@ async fn key_update(req: HttpRequest, body: web::Bytes, state: web::Data<AppStat
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = key_id_of(&f.required_string("key")?);
-            let (mut key, version) = must_find::<KeyRecord>(store.as_ref(), &id).await?;
+            let given = f.required_string("key")?;
+            let (mut key, version) = must_find_key(&state, store.as_ref(), &given).await?;
             let now = Utc::now();
             take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
             f.finish()?;
             key.updated_at = Some(now);
             save(&state, store.as_ref(), &key, version).await?;
+            announce_identity(&state, &key).await?;
             Ok(HttpResponse::Ok().json(present(&key)))
         }
         .await,
@@ -707,7 +760,7 @@ async fn key_delete(req: HttpRequest, body: web::Bytes, state: web::Data<AppStat
             }
             let mut targets = Vec::new();
             for k in &keys {
-                targets.push(must_find::<KeyRecord>(store.as_ref(), &key_id_of(k)).await?);
+                targets.push(must_find_key(&state, store.as_ref(), k).await?);
             }
             if !aliases.is_empty() {
                 for (k, v) in list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)? {
@@ -721,7 +774,8 @@ async fn key_delete(req: HttpRequest, body: web::Bytes, state: web::Data<AppStat
             targets.retain(|(k, _)| named.insert(k.key_id.clone()));
             let mut deleted = Vec::new();
             for (k, version) in targets {
-                remove::<KeyRecord>(&state, store.as_ref(), &k.key_id, version).await?;
+                remove::<KeyRecord>(&state, store.as_ref(), k.id(), version).await?;
+                announce_identity(&state, &k).await?;
                 deleted.push(k.key_id);
             }
             Ok(HttpResponse::Ok().json(json!({"deleted_keys": deleted})))
@@ -734,16 +788,19 @@ async fn key_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     answer(
         async {
             let q = query(&req);
-            let wanted = q.get("key").map(|k| key_id_of(k));
+            let wanted = match q.get("key") {
+                Some(k) => Some(key_identity(&state, k).await?),
+                None => None,
+            };
             let id = match caller(&req, &state, false).await? {
                 Caller::Admin => match wanted {
                     Some(w) => w,
                     // An admin's virtual key without `key` reads itself; the master key must
                     // name one.
-                    None => raw_key(req.headers())
-                        .filter(|raw| !is_master_key(&state, raw))
-                        .map(key_id_of)
-                        .ok_or_else(|| GatewayError::field("key", "`key` is required"))?,
+                    None => match raw_key(req.headers()).filter(|raw| !is_master_key(&state, raw)) {
+                        Some(raw) => key_identity(&state, raw).await?,
+                        None => return Err(GatewayError::field("key", "`key` is required")),
+                    },
                 },
                 // Any key may read itself.
                 Caller::Own(own) if wanted.as_ref().is_none_or(|w| *w == own) => own,
@@ -752,7 +809,7 @@ async fn key_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             // Keys of the config file first, then the database (read afresh, not from cache).
             let key = match (state.tenancy.config_key(&id), state.tenancy.store()) {
                 (Some(k), _) => (*k).clone(),
-                (None, Some(store)) => must_find::<KeyRecord>(store.as_ref(), &id).await?.0,
+                (None, Some(store)) => must_find_key(&state, store.as_ref(), &id).await?.0,
                 (None, None) => return Err(GatewayError::NotFound { kind: "key", id: id.clone() }),
             };
             let info = with_spend(&state, present(&key), &format!("key/{id}"), &key.limits).await;
@@ -831,12 +888,13 @@ async fn set_key_blocked(
         async {
             let store = admin(&req, &state, true).await?;
             let mut f = Fields::parse(&body)?;
-            let id = key_id_of(&f.required_string("key")?);
+            let given = f.required_string("key")?;
             f.finish()?;
-            let (mut key, version) = must_find::<KeyRecord>(store.as_ref(), &id).await?;
+            let (mut key, version) = must_find_key(&state, store.as_ref(), &given).await?;
             key.blocked = blocked;
             key.updated_at = Some(Utc::now());
             save(&state, store.as_ref(), &key, version).await?;
+            announce_identity(&state, &key).await?;
             Ok(HttpResponse::Ok().json(present(&key)))
         }
         .await,
@@ -877,10 +935,11 @@ async fn regenerate(req: &HttpRequest, body: &[u8], state: &AppState, from_path:
         Some(_) => return Err(GatewayError::field("new_key", "a custom key needs at least 12 characters")),
         None => new_raw_key(),
     };
-    let (old, version) = must_find::<KeyRecord>(store.as_ref(), &key_id_of(&given)).await?;
+    let (old, version) = must_find_key(state, store.as_ref(), &given).await?;
     let now = Utc::now();
     let mut key = KeyRecord {
-        key_id: hash_key(&new_raw),
+        key_id: state.tenancy.hasher().lookup(&new_raw),
+        stored_id: None,
         key_name: key_name(&new_raw),
         created_at: Some(now),
         updated_at: Some(now),
@@ -893,13 +952,13 @@ async fn regenerate(req: &HttpRequest, body: &[u8], state: &AppState, from_path:
     insert(state, store.as_ref(), &key).await?;
     let retired = match grace.and_then(|g| expires_after(g, now)) {
         Some(until) => {
-            let mut old = old;
+            let mut old = old.clone();
             old.expires = Some(old.expires.map_or(until, |e| e.min(until)));
             old.replaced_by = Some(key.key_id.clone());
             old.updated_at = Some(now);
             save(state, store.as_ref(), &old, version).await
         }
-        None => remove::<KeyRecord>(state, store.as_ref(), &old.key_id, version).await,
+        None => remove::<KeyRecord>(state, store.as_ref(), old.id(), version).await,
     };
     if let Err(e) = retired {
         // The old key changed meanwhile: take the new one back, so nothing is half-done.
@@ -907,16 +966,13 @@ async fn regenerate(req: &HttpRequest, body: &[u8], state: &AppState, from_path:
         state.tenancy.invalidate(Kind::Key, &key.key_id).await;
         return Err(e);
     }
+    announce_identity(state, &old).await?;
     let mut v = present(&key);
     show_new_key(&mut v, &new_raw, &key);
     if let Value::Object(o) = &mut v {
-        o.insert("replaced_key".into(), json!(old_id_or(&given)));
+        o.insert("replaced_key".into(), json!(old.key_id));
     }
     Ok(HttpResponse::Ok().json(v))
-}
-
-fn old_id_or(given: &str) -> String {
-    key_id_of(given)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1207,7 +1263,7 @@ async fn user_new(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
                 let key = KeyRecord {
                     user_id: Some(user.user_id.clone()),
                     organization_id: user.organization_id.clone(),
-                    ..new_key_record(&raw, now)
+                    ..new_key_record(&state, &raw, now)
                 };
                 insert(&state, store.as_ref(), &key).await?;
                 show_new_key(&mut v, &raw, &key);
@@ -1598,10 +1654,10 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_found_by_raw_value_or_hash() {
+    fn keys_are_told_from_their_hashes_and_new_keys_are_random() {
         let h = hash_key("sk-abc");
-        assert_eq!(key_id_of("sk-abc"), h);
-        assert_eq!(key_id_of(&h.to_ascii_uppercase()), h);
+        assert!(is_key_hash(&h) && is_key_hash(&h.to_ascii_uppercase()));
+        assert!(!is_key_hash("sk-abc"));
         let raw = new_raw_key();
         assert!(raw.starts_with("sk-") && raw.len() == 67);
         assert_ne!(raw, new_raw_key());

@@ -18,9 +18,60 @@ use tollgate_schemas::tenancy::{
     BudgetRecord, CustomerRecord, KeyRecord, Kind, Limits, OrganizationRecord, Record, TeamRecord, UserRecord,
 };
 
-/// SHA-256 hex of a raw key.
+/// SHA-256 hex of a raw key: the identity of config-file keys and of keys stored before the
+/// server secret (LiteLLM's `token`), and how the master key is compared.
 pub fn hash_key(raw: &str) -> String {
     hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// The shortest server secret accepted for hashing keys, in bytes.
+pub const MIN_KEY_HASH_SECRET: usize = 32;
+
+/// How virtual keys are found: by `HMAC-SHA-256(secret, SHA-256(key))`, hex. Without the
+/// secret, a copy of the database or the ledger does not let anyone test guessed keys. Keying
+/// the HMAC on the SHA-256 (not the key itself) lets a record stored under its SHA-256 (before
+/// the secret, or imported from LiteLLM) be found and rehashed.
+#[derive(Clone)]
+pub struct KeyHasher {
+    /// `None`: no secret (a gateway with only config-file keys); lookup ids are plain SHA-256.
+    secret: Option<Arc<[u8]>>,
+}
+
+impl KeyHasher {
+    pub fn new(secret: Option<&[u8]>) -> KeyHasher {
+        KeyHasher { secret: secret.map(Arc::from) }
+    }
+
+    /// The id a key is stored and looked up under.
+    pub fn lookup(&self, raw: &str) -> String {
+        self.lookup_of_digest(&Sha256::digest(raw.as_bytes()))
+    }
+
+    /// The lookup id of a key known by its SHA-256 hex (`None` when that is not one).
+    pub fn lookup_of_legacy(&self, sha256_hex: &str) -> Option<String> {
+        let digest = hex::decode(sha256_hex).ok().filter(|d| d.len() == 32)?;
+        Some(self.lookup_of_digest(&digest))
+    }
+
+    fn lookup_of_digest(&self, digest: &[u8]) -> String {
+        use hmac::Mac;
+        match &self.secret {
+            Some(secret) => match hmac::Hmac::<Sha256>::new_from_slice(secret) {
+                Ok(mut mac) => {
+                    mac.update(digest);
+                    hex::encode(mac.finalize().into_bytes())
+                }
+                // HMAC takes keys of any length; this arm cannot be reached.
+                Err(_) => hex::encode(digest),
+            },
+            None => hex::encode(digest),
+        }
+    }
+
+    /// Whether keys are hashed with a server secret.
+    pub fn keyed(&self) -> bool {
+        self.secret.is_some()
+    }
 }
 
 /// `sk-...abcd`: enough of a key to recognise it, too little to use it.
@@ -157,6 +208,9 @@ type RecordCache<R> = Cache<String, Option<Arc<R>>>;
 /// the control topic and drops the cached copy (see [`crate::budget::listen`]).
 pub struct Tenancy {
     store: Option<Arc<dyn TenancyStore>>,
+    hasher: KeyHasher,
+    /// Where a key's move to its lookup hash is announced to the other gateways.
+    control: Option<Arc<crate::budget::ControlPublisher>>,
     config_keys: HashMap<String, Arc<KeyRecord>>,
     keys: RecordCache<KeyRecord>,
     teams: RecordCache<TeamRecord>,
@@ -185,9 +239,16 @@ impl<R> moka::Expiry<String, Option<Arc<R>>> for AbsentExpiry {
 }
 
 impl Tenancy {
-    pub fn new(store: Option<Arc<dyn TenancyStore>>, config_keys: &[VirtualKeyConfig]) -> Tenancy {
+    pub fn new(
+        store: Option<Arc<dyn TenancyStore>>,
+        config_keys: &[VirtualKeyConfig],
+        hasher: KeyHasher,
+        control: Option<Arc<crate::budget::ControlPublisher>>,
+    ) -> Tenancy {
         Tenancy {
             store,
+            hasher,
+            control,
             config_keys: config_keys
                 .iter()
                 .filter_map(config_key_record)
@@ -204,6 +265,69 @@ impl Tenancy {
 
     pub fn store(&self) -> Option<&Arc<dyn TenancyStore>> {
         self.store.as_ref()
+    }
+
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.hasher
+    }
+
+    /// The stored key `raw` opens: under its lookup hash, or still under its SHA-256 (then
+    /// moved to its lookup hash now). `None` for an unknown key (cached as absent).
+    async fn stored_key(&self, raw: &str, legacy: &str) -> Result<Option<Arc<KeyRecord>>, GatewayError> {
+        let lookup = self.hasher.lookup(raw);
+        if let Some(k) = self.key(&lookup).await? {
+            return Ok(Some(k));
+        }
+        if lookup == legacy {
+            return Ok(None);
+        }
+        let Some(k) = self.key(legacy).await? else { return Ok(None) };
+        self.rehash(legacy, &lookup).await;
+        Ok(Some(k))
+    }
+
+    /// Moves the key stored under its SHA-256 `legacy` to its lookup hash, keeping its identity
+    /// (`key_id`, so its spend continues). Best effort: on any failure the legacy record stays
+    /// and serves, and the move is tried again at a later use.
+    async fn rehash(&self, legacy: &str, lookup: &str) {
+        let Some(store) = &self.store else { return };
+        let moved = async {
+            let Some((mut record, version)) = get_record::<KeyRecord>(store.as_ref(), legacy).await? else {
+                return Ok(false);
+            };
+            record.stored_id = Some(lookup.to_owned());
+            let doc = serde_json::to_string(&record)
+                .map_err(|e| tollgate_schemas::store::StoreError::Query(e.to_string()))?;
+            if !store.create(Kind::Key, lookup, &doc).await? {
+                return Ok(false); // moved meanwhile by another gateway
+            }
+            if !store.delete(Kind::Key, legacy, version).await? {
+                // Changed meanwhile: take the copy back, it may be stale.
+                store.delete(Kind::Key, lookup, 1).await?;
+                return Ok(false);
+            }
+            Ok::<_, tollgate_schemas::store::StoreError>(true)
+        };
+        match moved.await {
+            Ok(true) => {
+                metrics::counter!("tollgate_keys_rehashed_total").increment(1);
+                for id in [legacy, lookup] {
+                    self.invalidate(Kind::Key, id).await;
+                    if let Some(control) = &self.control {
+                        let change = tollgate_schemas::tenancy::Invalidation {
+                            kind: Kind::Key,
+                            id: id.to_owned(),
+                            at_ms: Utc::now().timestamp_millis(),
+                        };
+                        if control.publish(&change).await.is_err() {
+                            tracing::warn!("a rehashed key's move could not be announced; caches expire it");
+                        }
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(failure = e.kind(), "a key could not be moved to its lookup hash yet"),
+        }
     }
 
     async fn load<R: Record>(&self, cache: &RecordCache<R>, id: &str) -> Result<Option<Arc<R>>, GatewayError> {
@@ -275,9 +399,13 @@ impl Tenancy {
     /// Authenticates a raw key and resolves everyone the request is made for; blocked or
     /// expired parties are refused here, on every request, cached or not.
     pub async fn authenticate(&self, raw: &str, now: DateTime<Utc>) -> Result<Principal, GatewayError> {
-        let key_id = hash_key(raw);
-        let from_config = self.config_keys.contains_key(&key_id);
-        let key = self.key(&key_id).await?.ok_or(GatewayError::InvalidKey)?;
+        // Config-file keys are known by their SHA-256 (they are in the file anyway).
+        let legacy = hash_key(raw);
+        let (key, from_config) = match self.config_keys.get(&legacy) {
+            Some(k) => (k.clone(), true),
+            None => (self.stored_key(raw, &legacy).await?.ok_or(GatewayError::InvalidKey)?, false),
+        };
+        let key_id = key.key_id.clone();
         if key.blocked {
             return Err(GatewayError::KeyBlocked);
         }
@@ -414,7 +542,7 @@ mod tests {
 
     #[tokio::test]
     async fn config_keys_authenticate_and_unknown_do_not() {
-        let tenancy = Tenancy::new(None, &[key("sk-test-000001")]);
+        let tenancy = Tenancy::new(None, &[key("sk-test-000001")], KeyHasher::new(None), None);
         let now = Utc::now();
         let p = tenancy.authenticate("sk-test-000001", now).await.unwrap();
         assert_eq!(p.key.key_id, hash_key("sk-test-000001"));
@@ -431,7 +559,7 @@ mod tests {
         blocked.blocked = true;
         let mut expired = key("sk-expired-0001");
         expired.expires = Some(Utc::now() - chrono::Duration::seconds(1));
-        let tenancy = Tenancy::new(None, &[blocked, expired]);
+        let tenancy = Tenancy::new(None, &[blocked, expired], KeyHasher::new(None), None);
         let now = Utc::now();
         assert!(matches!(tenancy.authenticate("sk-blocked-0001", now).await, Err(GatewayError::KeyBlocked)));
         assert!(matches!(tenancy.authenticate("sk-expired-0001", now).await, Err(GatewayError::KeyExpired)));
@@ -439,7 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn model_allow_lists_accept_names_groups_and_wildcards() {
-        let tenancy = Tenancy::new(None, &[key("sk-test-000001")]);
+        let tenancy = Tenancy::new(None, &[key("sk-test-000001")], KeyHasher::new(None), None);
         let mut p = tenancy.authenticate("sk-test-000001", Utc::now()).await.unwrap();
         let groups = |m: &str| if m == "gpt-4o" { vec!["premium".to_owned()] } else { Vec::new() };
         assert!(p.check_model("gpt-4o-mini", &groups).is_ok());
@@ -461,7 +589,117 @@ mod tests {
             assert!(db.create(*kind, id, &doc.to_string()).await.unwrap());
         }
         let store: Arc<dyn TenancyStore> = db;
-        (Tenancy::new(Some(store), &[]), dir)
+        (Tenancy::new(Some(store), &[], KeyHasher::new(None), None), dir)
+    }
+
+    #[test]
+    fn keys_are_looked_up_by_a_keyed_hash_of_their_sha256() {
+        let plain = KeyHasher::new(None);
+        assert_eq!(plain.lookup("sk-abc"), hash_key("sk-abc"), "no secret: the SHA-256");
+        let keyed = KeyHasher::new(Some(&[7u8; 32]));
+        let other = KeyHasher::new(Some(&[8u8; 32]));
+        let id = keyed.lookup("sk-abc");
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, hash_key("sk-abc"));
+        assert_ne!(id, other.lookup("sk-abc"), "the secret matters");
+        assert_eq!(keyed.lookup_of_legacy(&hash_key("sk-abc")), Some(id), "found from the legacy hash too");
+        assert_eq!(keyed.lookup_of_legacy("not-hex"), None);
+    }
+
+    #[tokio::test]
+    async fn a_key_stored_under_its_sha256_works_and_moves_to_its_keyed_hash_on_first_use() {
+        let legacy = hash_key("sk-legacy-00001");
+        let dir = tempfile::tempdir().unwrap();
+        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let doc = serde_json::json!({"key_id": legacy, "key_alias": "old"}).to_string();
+        assert!(db.create(Kind::Key, &legacy, &doc).await.unwrap());
+        let store: Arc<dyn TenancyStore> = db.clone();
+        let hasher = KeyHasher::new(Some(&[9u8; 32]));
+        let lookup = hasher.lookup("sk-legacy-00001");
+        let tenancy = Tenancy::new(Some(store), &[], hasher, None);
+        for _ in 0..2 {
+            let p = tenancy.authenticate("sk-legacy-00001", Utc::now()).await.unwrap();
+            assert_eq!(p.key.key_id, legacy, "its identity (and spend) stays");
+        }
+        assert!(db.get(Kind::Key, &legacy).await.unwrap().is_none(), "the SHA-256 row is gone");
+        let (moved, _) = get_record::<KeyRecord>(db.as_ref(), &lookup).await.unwrap().unwrap();
+        assert_eq!((moved.key_id.as_str(), moved.id()), (legacy.as_str(), lookup.as_str()));
+        assert!(matches!(tenancy.authenticate("sk-other-000001", Utc::now()).await, Err(GatewayError::InvalidKey)));
+    }
+
+    /// A store that counts its reads.
+    struct Counting(Arc<dyn TenancyStore>, std::sync::atomic::AtomicUsize);
+
+    impl TenancyStore for Counting {
+        fn get(
+            &self,
+            kind: Kind,
+            id: &str,
+        ) -> futures::future::BoxFuture<
+            '_,
+            Result<Option<tollgate_schemas::store::Stored>, tollgate_schemas::store::StoreError>,
+        > {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.get(kind, id)
+        }
+        fn create(
+            &self,
+            kind: Kind,
+            id: &str,
+            doc: &str,
+        ) -> futures::future::BoxFuture<'_, Result<bool, tollgate_schemas::store::StoreError>> {
+            self.0.create(kind, id, doc)
+        }
+        fn update(
+            &self,
+            kind: Kind,
+            id: &str,
+            doc: &str,
+            expected: i64,
+        ) -> futures::future::BoxFuture<'_, Result<bool, tollgate_schemas::store::StoreError>> {
+            self.0.update(kind, id, doc, expected)
+        }
+        fn delete(
+            &self,
+            kind: Kind,
+            id: &str,
+            expected: i64,
+        ) -> futures::future::BoxFuture<'_, Result<bool, tollgate_schemas::store::StoreError>> {
+            self.0.delete(kind, id, expected)
+        }
+        fn list(
+            &self,
+            kind: Kind,
+        ) -> futures::future::BoxFuture<
+            '_,
+            Result<Vec<(String, tollgate_schemas::store::Stored)>, tollgate_schemas::store::StoreError>,
+        > {
+            self.0.list(kind)
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_and_unknown_customers_are_cached_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let counting = Arc::new(Counting(db, std::sync::atomic::AtomicUsize::new(0)));
+        let store: Arc<dyn TenancyStore> = counting.clone();
+        let tenancy = Tenancy::new(Some(store), &[key("sk-test-000001")], KeyHasher::new(Some(&[1u8; 32])), None);
+        for _ in 0..100 {
+            assert!(matches!(
+                tenancy.authenticate("sk-not-a-key-001", Utc::now()).await,
+                Err(GatewayError::InvalidKey)
+            ));
+        }
+        // Its lookup hash and its SHA-256 (a key from before the secret), once each.
+        assert_eq!(counting.1.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let mut p = tenancy.authenticate("sk-test-000001", Utc::now()).await.unwrap();
+        let before = counting.1.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..100 {
+            assert!(tenancy.with_customer(&mut p, "nobody-knows-me", false).await.unwrap().is_none());
+        }
+        let reads = counting.1.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(reads, 1, "one read for the unknown customer");
     }
 
     #[tokio::test]

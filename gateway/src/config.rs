@@ -373,6 +373,18 @@ pub struct GatewaySettings {
     /// `tollgate_unpriced_requests_total`) instead of refusing to start.
     #[serde(default)]
     pub allow_unpriced_models: bool,
+    /// Where and to whom `/metrics` is served.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// The server secret virtual keys are hashed with (HMAC-SHA-256), at least 32 bytes; may be
+    /// `os.environ/VAR`. Every gateway sharing a database must use the same one. Required with
+    /// `database` (or `key_hash_secret_file`, or the environment variable
+    /// TOLLGATE_KEY_HASH_SECRET); the embedded default makes one beside its database.
+    #[serde(default)]
+    pub key_hash_secret: Option<Secret>,
+    /// A file whose first line is that secret (a mounted Kubernetes secret, say).
+    #[serde(default)]
+    pub key_hash_secret_file: Option<std::path::PathBuf>,
     /// Customers (end users) with a record owned by no team or organization may be charged by
     /// any key, as in LiteLLM. Off by default: a key may name only customers without a record
     /// or customers of its own team or organization (docs/security.md).
@@ -400,6 +412,9 @@ impl Default for GatewaySettings {
             workers: None,
             replicas: default_replicas(),
             allow_unpriced_models: false,
+            metrics: MetricsSettings::default(),
+            key_hash_secret: None,
+            key_hash_secret_file: None,
             shared_customers: false,
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
             flush_timeout_secs: default_flush_timeout_secs(),
@@ -422,6 +437,17 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_timeout_secs() -> f64 {
     600.0
+}
+
+/// `gateway.metrics`: Prometheus metrics can name models, teams' aliases and spend; keep them
+/// off the public listener or behind a token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address only (e.g. `127.0.0.1:9464`), not on `gateway.listen`.
+    pub listen: Option<String>,
+    /// Require `Authorization: Bearer <token>` on `/metrics`; may be `os.environ/VAR`.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -767,6 +793,37 @@ impl Config {
         }
         if rs.num_retries > 10 {
             return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
+        }
+        if let Some(token) = &self.gateway.metrics.token {
+            let token = resolve_secret(token, &self.environment_variables, origin, "gateway.metrics.token")?;
+            if token.expose().len() < 16 {
+                return Err(invalid("gateway.metrics.token".into(), "must be at least 16 characters".into()));
+            }
+            self.gateway.metrics.token = Some(token);
+        }
+        if let Some(listen) = &self.gateway.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "gateway.metrics.listen".into(),
+                    "must be an address such as 127.0.0.1:9464".into(),
+                ));
+            }
+        }
+        if let Some(secret) = &self.gateway.key_hash_secret {
+            if self.gateway.key_hash_secret_file.is_some() {
+                return Err(invalid(
+                    "gateway.key_hash_secret_file".into(),
+                    "give `key_hash_secret` or this, not both".into(),
+                ));
+            }
+            let secret = resolve_secret(secret, &self.environment_variables, origin, "gateway.key_hash_secret")?;
+            if secret.expose().len() < crate::auth::MIN_KEY_HASH_SECRET {
+                return Err(invalid(
+                    "gateway.key_hash_secret".into(),
+                    format!("must be at least {} bytes", crate::auth::MIN_KEY_HASH_SECRET),
+                ));
+            }
+            self.gateway.key_hash_secret = Some(secret);
         }
         if let Some(kafka) = &mut self.kafka {
             for (section, properties) in [

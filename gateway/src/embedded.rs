@@ -22,6 +22,28 @@ const GROUP_COMMIT: Duration = Duration::from_millis(5);
 /// Events folded per step.
 const FOLD_BATCH: usize = 2_000;
 
+/// The embedded default's server secret for hashing virtual keys: read from `path`, or made
+/// (32 random bytes, hex) and written there readable by the owner only.
+pub fn local_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return Ok(text.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    use std::io::{Read, Write};
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let secret = hex::encode(bytes);
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(secret.into_bytes())
+}
+
 /// [`UsageSink`] on the embedded log.
 pub struct EmbeddedSink {
     sender: Sender<Message>,

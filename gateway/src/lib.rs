@@ -54,7 +54,7 @@ pub struct AppState {
     pub leases: Option<Arc<crate::lease::Leases>>,
     pub limiter: RateLimiter,
     /// Admin API changes go out here (none in embedded mode: there is one gateway).
-    pub control: Option<ControlPublisher>,
+    pub control: Option<Arc<ControlPublisher>>,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
     pub spend: Option<Arc<dyn SpendSource>>,
     /// SHA-256 of `general_settings.master_key`.
@@ -67,6 +67,10 @@ pub struct AppState {
     /// Whether customers owned by no team or organization may be charged by any key.
     pub shared_customers: bool,
     pub metrics: PrometheusHandle,
+    /// `/metrics` on its own address (then not on the main listener), see `gateway.metrics`.
+    pub metrics_listen: Option<String>,
+    /// SHA-256 of the bearer token `/metrics` requires, if any.
+    pub metrics_token_hash: Option<String>,
     pub workers: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
@@ -92,6 +96,8 @@ pub enum StartError {
     Leases(String),
     #[error("embedded database size limit: {0}")]
     EmbeddedSize(String),
+    #[error("key hash secret: {0}")]
+    Secret(String),
     #[error("cannot start the budget listener: {0}")]
     Listener(#[from] std::io::Error),
 }
@@ -101,6 +107,37 @@ fn default_gateway_id() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "gateway".to_owned());
     format!("{host}-{}", std::process::id())
+}
+
+/// The server secret virtual keys are hashed with: `gateway.key_hash_secret`, else the first
+/// line of `gateway.key_hash_secret_file`, else `TOLLGATE_KEY_HASH_SECRET`; on the embedded
+/// default without any of them, a random one kept beside the database (created 0600).
+fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartError> {
+    let g = &config.gateway;
+    let given = match (&g.key_hash_secret, &g.key_hash_secret_file) {
+        (Some(s), _) => Some(s.expose().as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))?;
+            Some(text.lines().next().unwrap_or_default().trim().as_bytes().to_vec())
+        }
+        (None, None) => std::env::var("TOLLGATE_KEY_HASH_SECRET").ok().map(String::into_bytes),
+    };
+    if let Some(secret) = given {
+        if secret.len() < auth::MIN_KEY_HASH_SECRET {
+            return Err(StartError::Secret(format!(
+                "the key hash secret must be at least {} bytes",
+                auth::MIN_KEY_HASH_SECRET
+            )));
+        }
+        return Ok(Some(secret));
+    }
+    if config.kafka.is_some() {
+        return Ok(None);
+    }
+    let db = config.embedded.as_ref().map_or_else(|| EmbeddedConfig::default().path, |e| e.path.clone());
+    let path = db.parent().unwrap_or(std::path::Path::new(".")).join("key-hash.secret");
+    embedded::local_secret(&path).map(Some).map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))
 }
 
 /// Validates everything that needs no network (used by `--check-config`).
@@ -116,12 +153,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
     }
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .connect_timeout(Duration::from_secs(10))
-        .build()?;
+    let client = providers::upstream_client()?;
     let budget_view = Arc::new(BudgetView::new());
     let mut lease_store: Arc<dyn crate::lease::LeaseStore> = Arc::new(crate::lease::LocalLeases::default());
     let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
@@ -145,7 +177,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 }
                 None => (None, None),
             };
-            let control = ControlPublisher::new(kafka)?;
+            let control = Arc::new(ControlPublisher::new(kafka)?);
             (sink, store, spend, Some(control))
         }
         None => {
@@ -170,7 +202,18 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             (sink, Some(store), Some(spend), None)
         }
     };
-    let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys));
+    let secret = key_hash_secret(config)?;
+    if store.is_some() && secret.is_none() {
+        return Err(StartError::Config(ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: "gateway.key_hash_secret".into(),
+            message: "required with `database`: every gateway must hash virtual keys with the same secret \
+                      (at least 32 bytes; `os.environ/VAR`, `key_hash_secret_file` or TOLLGATE_KEY_HASH_SECRET)"
+                .into(),
+        }));
+    }
+    let hasher = auth::KeyHasher::new(secret.as_deref());
+    let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys, hasher, control.clone()));
     if let Some(kafka) = &config.kafka {
         budget::listen(
             ListenerConfig {
@@ -207,6 +250,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_body_bytes: config.gateway.max_body_bytes,
         shared_customers: config.gateway.shared_customers,
         metrics: telemetry::metrics_handle(),
+        metrics_listen: config.gateway.metrics.listen.clone(),
+        metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| auth::hash_key(t.expose())),
         workers,
         shutdown_timeout: Duration::from_secs(config.gateway.shutdown_timeout_secs),
         flush_timeout: Duration::from_secs(config.gateway.flush_timeout_secs),
@@ -239,6 +284,30 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .disable_signals()
     .listen(listener)?
     .run();
+    // `/metrics` on its own listener: one worker, stopped with the main server.
+    let metrics_server = match &state.metrics_listen {
+        Some(addr) => {
+            let metrics_state = state.clone();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(metrics_state.clone())
+                    .app_data(server::MetricsListener)
+                    .route("/metrics", web::get().to(server::prometheus))
+                    .default_service(web::to(server::not_found))
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(addr)?;
+            for bound in server.addrs() {
+                tracing::info!(addr = %bound, "metrics on their own listener");
+            }
+            let server = server.run();
+            Some(server)
+        }
+        None => None,
+    };
+    let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
+    let metrics_task = metrics_server.map(tokio::spawn);
     let handle = server.handle();
     let stopping = shutdown.clone();
     let stopper = tokio::spawn(async move {
@@ -262,6 +331,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     });
     let served = server.await;
     stopper.abort();
+    if let Some(h) = metrics_handle {
+        h.stop(false).await;
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     // Let a sweep under way finish its hand-backs, then hand back the rest.
     sweeping.cancel();
     if let Some(s) = sweeper {

@@ -88,7 +88,23 @@ async fn readiness(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
+/// Marks the app of the separate `/metrics` listener.
+#[derive(Clone, Copy)]
+pub struct MetricsListener;
+
+/// `GET /metrics`. Not on the main listener when `gateway.metrics.listen` moves it; behind
+/// `gateway.metrics.token` when one is set.
+pub async fn prometheus(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let on_its_own_listener = req.app_data::<MetricsListener>().is_some();
+    if state.metrics_listen.is_some() && !on_its_own_listener {
+        return not_found(req).await;
+    }
+    if let Some(want) = &state.metrics_token_hash {
+        let given = raw_key(req.headers()).map(crate::auth::hash_key);
+        if !given.is_some_and(|g| crate::admin::constant_time_eq(&g, want)) {
+            return GatewayError::Forbidden("/metrics needs its bearer token".into()).error_response();
+        }
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 

@@ -2,7 +2,7 @@
 //! reports and daily activity from the spend aggregates (Layer 2). Admin keys see everything;
 //! any other key sees its own logs.
 
-use crate::admin::{answer, caller, internal, key_id_of, query, usd_value, Answer, Caller};
+use crate::admin::{answer, caller, internal, key_identity, query, usd_value, Answer, Caller};
 use crate::error::GatewayError;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -99,8 +99,10 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
     let mut q = query(req);
     if let Caller::Own(own) = caller(req, state, false).await? {
         // A plain key reads its own logs only.
-        if q.get("api_key").is_some_and(|k| key_id_of(k) != own) {
-            return Err(GatewayError::Forbidden("a key may only read its own spend logs".into()));
+        if let Some(k) = q.get("api_key") {
+            if key_identity(state, k).await? != own {
+                return Err(GatewayError::Forbidden("a key may only read its own spend logs".into()));
+            }
         }
         q.insert("api_key".into(), own);
     }
@@ -108,14 +110,24 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
     let (from, to) = date_range(&q)?;
     let page = count(&q, "page", 1, usize::MAX)?;
     let page_size = count(&q, "page_size", 50, 1_000)?;
-    let key_id = q.get("api_key").map(|k| key_id_of(k));
+    let key_id = match q.get("api_key") {
+        Some(k) => Some(key_identity(state, k).await?),
+        None => None,
+    };
     let team = q.get("team_id").cloned();
     // Events are stored by budget owner: the team of the key, else the key.
     let owners = match (&key_id, &team) {
         (_, Some(t)) => Some(vec![format!("team/{t}")]),
         (Some(k), None) => {
             let mut owners = vec![format!("key/{k}")];
-            if let Some(t) = state.tenancy.key(k).await?.and_then(|key| key.team_id.clone()) {
+            let team = match (state.tenancy.config_key(k), state.tenancy.store()) {
+                (Some(key), _) => key.team_id.clone(),
+                (None, Some(store)) => {
+                    crate::admin::find_key(state, store.as_ref(), k).await?.and_then(|(key, _)| key.team_id)
+                }
+                (None, None) => None,
+            };
+            if let Some(t) = team {
                 owners.push(format!("team/{t}"));
             }
             Some(owners)

@@ -263,12 +263,20 @@ fn default_role() -> String {
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
-/// A virtual key, stored under the SHA-256 hex of the key; the key itself is never stored.
+/// A virtual key; the key itself is never stored. It is stored under its lookup hash
+/// (HMAC-SHA-256 with the gateways' secret over the key's SHA-256, see the gateway's
+/// `auth::KeyHasher`), and known everywhere else by `key_id`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KeyRecord {
-    /// SHA-256 hex of the key (LiteLLM's `token`).
+    /// The key's identity in usage events, ledger scopes (`key/<key_id>`) and the admin API
+    /// (LiteLLM's `token`): its lookup hash, or for a key stored before the server secret (or
+    /// imported from LiteLLM) the SHA-256 hex it had then, so its spend history continues.
     pub key_id: String,
+    /// Where the record is stored when that is not `key_id`: the lookup hash of a key that was
+    /// rehashed from its SHA-256 on first use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_id: Option<String>,
     /// The key's first and last characters (`sk-...abcd`), to recognise it.
     pub key_name: String,
     pub key_alias: Option<String>,
@@ -392,7 +400,15 @@ macro_rules! record {
         }
     };
 }
-record!(KeyRecord, Kind::Key, key_id);
+impl Record for KeyRecord {
+    const KIND: Kind = Kind::Key;
+    fn id(&self) -> &str {
+        self.stored_id.as_deref().unwrap_or(&self.key_id)
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
 record!(TeamRecord, Kind::Team, team_id);
 record!(UserRecord, Kind::User, user_id);
 record!(CustomerRecord, Kind::Customer, user_id);

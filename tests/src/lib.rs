@@ -371,10 +371,24 @@ pub async fn republish_some(topic: &str, n: usize) -> Result<usize> {
     Ok(copied)
 }
 
-/// The key id the gateway derives (SHA-256 hex of the raw key), computed here on its own.
+/// The identity the gateway gives a config-file key (SHA-256 hex of the raw key), computed
+/// here on its own.
 pub fn key_hash(raw: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// The server secret every test gateway hashes virtual keys with.
+pub const KEY_HASH_SECRET: &str = "tollgate-e2e-key-hash-secret-0123456789abcdef";
+
+/// The identity (`token`) the gateway gives a key made by the admin API: HMAC-SHA-256 with
+/// [`KEY_HASH_SECRET`] over the key's SHA-256, computed here on its own.
+pub fn key_token(raw: &str) -> String {
+    use hmac::Mac;
+    use sha2::{Digest, Sha256};
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(KEY_HASH_SECRET.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(&Sha256::digest(raw.as_bytes()));
+    hex::encode(mac.finalize().into_bytes())
 }
 
 // === load with ground truth ===
@@ -590,7 +604,7 @@ pub fn gateway_yaml(id: &str, models: &[String], topic: &str, bootstrap: &str, e
         })
         .collect();
     format!(
-        "gateway:\n  id: {id}\nmodel_list:\n{models}prices:\n{prices}virtual_keys:\n{keys}kafka:\n  bootstrap_servers: {bootstrap}\n  usage_topic: {topic}\n{extra}",
+        "gateway:\n  id: {id}\n  key_hash_secret: {KEY_HASH_SECRET}\nmodel_list:\n{models}prices:\n{prices}virtual_keys:\n{keys}kafka:\n  bootstrap_servers: {bootstrap}\n  usage_topic: {topic}\n{extra}",
         models = models.concat(),
         keys = tenant_keys_yaml(),
     )

@@ -229,7 +229,7 @@ async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Resu
             refusals.iter().max().copied().unwrap_or_default() - refusals.iter().min().copied().unwrap_or_default();
         let served: i64 = seen.iter().map(|s| s.cost).sum::<i64>() + warmup_cost;
         // The ledger holds exactly what the gateways charged.
-        let scope = format!("key/{}", key_hash(&key));
+        let scope = format!("key/{}", key_token(&key));
         let ledger = eventually("the ledger to hold every request", Duration::from_secs(60), || async {
             let (spent, _) = scope_total(&session, &ks, &scope).await?;
             Ok((spent == served).then_some(spent))

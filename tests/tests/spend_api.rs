@@ -156,7 +156,7 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
         served += 1;
     }
     ensure!(served == 116, "0.0004 USD at 3,450 nano-USD a request is 116 requests, served {served}");
-    let scope = format!("key/{}", key_hash(&key));
+    let scope = format!("key/{}", key_token(&key));
     let got = eventually("three alerts", Duration::from_secs(30), || async {
         let a = alerts.lock().await;
         let mine: Vec<serde_json::Value> = a.iter().filter(|v| v["scope"] == scope.as_str()).cloned().collect();

@@ -89,7 +89,7 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
         .await?;
     let k_team = key["key"].as_str().context("raw key shown once")?.to_owned();
     raw_keys.push(k_team.clone());
-    ensure!(key["token"] == key_hash(&k_team), "token is the hash");
+    ensure!(key["token"] == key_token(&k_team), "token is the hash");
     let limited = admin.ok("/key/generate", json!({"rpm_limit": 2})).await?["key"].as_str().context("key")?.to_owned();
     let budgeted =
         admin.ok("/key/generate", json!({"budget_id": "tiny"})).await?["key"].as_str().context("key")?.to_owned();
@@ -118,7 +118,7 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     ensure!(as_viewer.post("/team/new", json!({})).await?.0 == 403, "a viewer does not write");
     // An admin's key without `?key=` reads itself (as LiteLLM answers); the master key must name one.
     let (status, own) = as_viewer.get("/key/info").await?;
-    ensure!(status == 200 && own["key"] == key_hash(&viewer), "{status} {own}");
+    ensure!(status == 200 && own["key"] == key_token(&viewer), "{status} {own}");
     ensure!(admin.get("/key/info").await?.0 == 400, "the master key names the key it reads");
     let anonymous = client.post(format!("{gw}/key/generate")).json(&json!({})).send().await?;
     ensure!(anonymous.status() == 401, "no key: {}", anonymous.status());
@@ -260,7 +260,7 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     let (status, code, _) = error_code(chat_as(&client, &gw, &k_team, "gpt-4o-mini", None).await?).await;
     ensure!(status == 401 && code == "team_not_found", "{status} {code}");
     let deleted = admin.ok("/key/delete", json!({"keys": [k_team]})).await?;
-    ensure!(deleted["deleted_keys"] == json!([key_hash(&k_team)]), "{deleted}");
+    ensure!(deleted["deleted_keys"] == json!([key_token(&k_team)]), "{deleted}");
     let (status, code, _) = error_code(chat_as(&client, &gw, &k_team, "gpt-4o-mini", None).await?).await;
     ensure!(status == 401 && code == "invalid_api_key", "{status} {code}");
 

@@ -273,6 +273,35 @@ pub fn response_stream(deployment: &Deployment, response: reqwest::Response) -> 
     }
 }
 
+/// The one upstream HTTP client of the process: pooled connections, and redirects followed
+/// only within the same host (provider keys must never leave the configured host).
+pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        // Provider keys travel in headers reqwest does not know are secret (`x-api-key`,
+        // `api-key`, `x-goog-api-key`): a redirect is followed only to the same origin
+        // (scheme, host and port).
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let same_host = attempt.previous().last().is_some_and(|from| {
+                from.host_str() == attempt.url().host_str()
+                    && from.port_or_known_default() == attempt.url().port_or_known_default()
+                    && from.scheme() == attempt.url().scheme()
+            });
+            if !same_host {
+                metrics::counter!("tollgate_upstream_redirects_refused_total").increment(1);
+                attempt.stop()
+            } else if attempt.previous().len() >= 5 {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+}
+
 /// Sends `body` to the deployment's `endpoint` and returns once the response headers arrived.
 /// The caller reads the body (bounded by the deployment timeout) or streams it.
 pub async fn send(
@@ -316,5 +345,57 @@ pub fn classify(e: &reqwest::Error) -> UpstreamError {
         UpstreamError::Unavailable("response body interrupted".into())
     } else {
         UpstreamError::Unavailable("request failed".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A small HTTP server: answers its connections with `responses` in turn (`{addr}` in one
+    /// is replaced by its own address) and sends each request head it read to the channel.
+    async fn server(responses: Vec<String>) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for response in responses.iter().cycle() {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut buf = vec![0u8; 8192];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = socket.write_all(response.replace("{addr}", &addr.to_string()).as_bytes()).await;
+            }
+        });
+        (addr, rx)
+    }
+
+    fn redirect_to(url: &str) -> String {
+        format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {url}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn provider_keys_never_follow_a_redirect_to_another_host() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_owned();
+        let (elsewhere, mut seen_elsewhere) = server(vec![ok.clone()]).await;
+        // `localhost` is another host than `127.0.0.1`, even on the same machine.
+        let (origin, _) = server(vec![redirect_to(&format!("http://localhost:{}/steal", elsewhere.port()))]).await;
+        let client = upstream_client().unwrap();
+        let resp = client
+            .post(format!("http://{origin}/v1/messages"))
+            .header("x-api-key", "sk-provider-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307, "the redirect is not followed");
+        assert!(seen_elsewhere.try_recv().is_err(), "nothing reached the other host");
+
+        // Within the same origin a redirect is followed.
+        let (origin, mut seen) = server(vec![redirect_to("http://{addr}/moved"), ok]).await;
+        let resp = client.get(format!("http://{origin}/v1/models")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(seen.recv().await.unwrap().starts_with("GET /v1/models"));
+        assert!(seen.recv().await.unwrap().starts_with("GET /moved"));
     }
 }
