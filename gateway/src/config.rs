@@ -869,6 +869,10 @@ impl Config {
             if p.input_nano_usd_per_token < 0 || p.output_nano_usd_per_token < 0 || cached < 0 {
                 return Err(invalid(format!("prices.{name}"), "prices must not be negative".into()));
             }
+            let max = tollgate_schemas::limits::MAX_PRICE_PER_TOKEN.0;
+            if p.input_nano_usd_per_token > max || p.output_nano_usd_per_token > max || cached > max {
+                return Err(invalid(format!("prices.{name}"), format!("at most {max} nano-USD per token")));
+            }
         }
         Ok(())
     }
@@ -1050,6 +1054,20 @@ kafka:
         let unsupported = migration.unsupported();
         assert!(unsupported.contains(&"litellm_settings.drop_params".to_owned()), "{unsupported:?}");
         assert!(unsupported.contains(&"general_settings.database_url".to_owned()), "{unsupported:?}");
+    }
+
+    #[test]
+    fn prices_are_bounded() {
+        let text = format!(
+            "{MINIMAL}prices:\n  gpt-4o-mini: {{input_nano_usd_per_token: 1000001, output_nano_usd_per_token: 1}}\n"
+        );
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("prices.gpt-4o-mini") && err.contains("1000000"), "{err}");
+        let text = MINIMAL
+            .replace("      api_key: sk-upstream", "      api_key: sk-upstream\n      output_cost_per_token: 0.01");
+        let config = Config::parse(&text, "test.yaml").unwrap();
+        let err = crate::check_config(&config, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("model_list[0]") && err.contains("highest"), "{err}");
     }
 
     #[test]

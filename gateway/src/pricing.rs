@@ -97,6 +97,24 @@ fn info_cost(entry: &ModelEntry, key: &str) -> Option<f64> {
 /// `model_info.base_model`, upstream model or model name.
 /// `Ok(None)` only when `gateway.allow_unpriced_models` is set.
 pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
+    let price = find_price(config, index, origin)?;
+    let max = tollgate_schemas::limits::MAX_PRICE_PER_TOKEN;
+    if let Some(p) = price.filter(|p| p.input > max || p.cached_input > max || p.output > max) {
+        let name = config.model_list.get(index).map_or("", |m| m.model_name.as_str());
+        return Err(ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: format!("model_list[{index}]"),
+            message: format!(
+                "the price of `{name}` ({} / {} / {} nano-USD per input / cached / output token) is above the \
+                 highest Tollgate accepts, {} nano-USD per token",
+                p.input.0, p.cached_input.0, p.output.0, max.0
+            ),
+        });
+    }
+    Ok(price)
+}
+
+fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
     let Some(m) = config.model_list.get(index) else { return Ok(None) };
     let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
     if let Some(p) = config.prices.get(&m.model_name) {

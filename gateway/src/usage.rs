@@ -118,12 +118,20 @@ impl UsageRecorder {
         };
         let has_tokens = outcome.tokens.prompt > 0 || outcome.tokens.completion > 0;
         let charged = match outcome.deployment.map(|d| d.price) {
-            Some(Some(price)) => cost(&price, outcome.tokens).unwrap_or_else(|_| {
-                // Only absurd token counts overflow i64 nano-USD; charge the maximum rather than
-                // nothing, and say so.
-                tracing::error!(event_id = %event.event_id, "cost overflowed; charging the maximum");
-                NanoUsd(i64::MAX)
-            }),
+            Some(Some(price)) => {
+                // Prices and believed token counts are bounded so that no request costs more
+                // than the ledger accepts; should that ever fail, charge the bound (never
+                // nothing), and say so.
+                let max = tollgate_schemas::limits::MAX_COST_PER_REQUEST;
+                match cost(&price, outcome.tokens) {
+                    Ok(c) if c <= max => c,
+                    _ => {
+                        tracing::error!(event_id = %event.event_id, "cost beyond the per-request bound; charging the bound");
+                        counter!("tollgate_cost_clamped_total").increment(1);
+                        max
+                    }
+                }
+            }
             Some(None) if has_tokens => {
                 counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
                 NanoUsd::ZERO

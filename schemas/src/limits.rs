@@ -23,6 +23,9 @@ pub const MAX_ERROR_TYPE_BYTES: usize = 64;
 /// Most tokens of one kind (prompt, completion, cached) one request may report: far beyond any
 /// context window. A provider that reports more is not believed.
 pub const MAX_TOKENS_PER_REQUEST: u64 = 1_000_000_000;
+/// The highest price of one token of any kind, in nano-USD ($1,000 per million tokens): with
+/// [`MAX_TOKENS_PER_REQUEST`] it keeps one request's cost within [`MAX_COST_PER_REQUEST`].
+pub const MAX_PRICE_PER_TOKEN: NanoUsd = NanoUsd(1_000_000);
 /// Most one request may cost: $1,000,000, in nano-USD.
 pub const MAX_COST_PER_REQUEST: NanoUsd = NanoUsd(1_000_000_000_000_000);
 /// Most budgeted scopes one event may name (key, team, user, organization, customer and the

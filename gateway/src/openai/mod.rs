@@ -235,8 +235,11 @@ pub struct ResponseUsage {
 }
 
 impl ResponseUsage {
+    /// The usage the provider reported, if it is believable: a count above
+    /// `limits::MAX_TOKENS_PER_REQUEST` is not (the request is then counted by Tollgate and
+    /// marked `estimated`).
     pub fn usage(&self) -> Option<Usage> {
-        self.usage.or_else(|| self.response.as_ref().and_then(|r| r.usage))
+        self.usage.or_else(|| self.response.as_ref().and_then(|r| r.usage)).filter(Usage::believable)
     }
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref().or_else(|| self.response.as_ref().and_then(|r| r.model.as_deref()))
@@ -254,6 +257,20 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Whether every count is within `limits::MAX_TOKENS_PER_REQUEST` (a provider's answer is
+    /// outside input like any other).
+    pub fn believable(&self) -> bool {
+        let max = limits::MAX_TOKENS_PER_REQUEST;
+        let ok = self.prompt_tokens <= max
+            && self.completion_tokens <= max
+            && self.prompt_tokens_details.is_none_or(|d| d.cached_tokens <= max);
+        if !ok {
+            metrics::counter!("tollgate_upstream_usage_rejected_total").increment(1);
+            tracing::warn!("a provider reported usage beyond any real request; counting it instead");
+        }
+        ok
+    }
+
     /// The counts the price table applies to.
     pub fn tokens(&self) -> crate::pricing::Tokens {
         crate::pricing::Tokens {
@@ -370,6 +387,16 @@ mod tests {
         let metadata = "x".repeat(20_000);
         assert_eq!(field_of(format!(r#"{{"model":"m","messages":[],"metadata":{{"a":"{metadata}"}}}}"#)), "metadata");
         assert_eq!(field_of(r#"{"model":"m","messages":[],"metadata":[1]}"#.to_owned()), "metadata");
+    }
+
+    #[test]
+    fn absurd_usage_from_a_provider_is_not_believed() {
+        let absurd: ResponseUsage =
+            serde_json::from_str(r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#).unwrap();
+        assert_eq!(absurd.usage(), None);
+        let big: ResponseUsage =
+            serde_json::from_str(r#"{"usage":{"prompt_tokens":1000000000,"completion_tokens":1000000000}}"#).unwrap();
+        assert!(big.usage().is_some(), "the bound itself is believed");
     }
 
     #[test]
