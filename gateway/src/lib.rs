@@ -98,7 +98,7 @@ pub enum StartError {
     EmbeddedSize(String),
     #[error("key hash secret: {0}")]
     Secret(String),
-    #[error("cannot start the budget listener: {0}")]
+    #[error("{0}")]
     Listener(#[from] std::io::Error),
 }
 
@@ -186,6 +186,11 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 max_size_bytes: e.max_size_bytes,
             });
             let path = embedded.path;
+            // Owner-only: the file holds the usage log, the ledgers and every key's hash.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                spool::private_dir(dir).map_err(StartError::Listener)?;
+            }
+            spool::private_file(&path).map_err(StartError::Listener)?;
             let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&path)?;
             if let Some(max) = embedded.max_size_bytes {
                 db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;

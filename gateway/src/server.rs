@@ -588,16 +588,55 @@ async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<A
     HttpResponse::Ok().json(model_object(&model))
 }
 
-/// `GET /model/info`: LiteLLM's deployment listing, without secrets.
+/// `GET /model/info`: LiteLLM's deployment listing, never with provider keys. Where a model is
+/// served from (`api_base`, the upstream model and deployment id, its rpm/tpm) is shown to
+/// admins only (the master key, `proxy_admin` and `proxy_admin_viewer` keys); other keys see
+/// the models they may use, with prices and model information.
 async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let is_admin = matches!(crate::admin::caller(&req, &state, false).await, Ok(crate::admin::Caller::Admin));
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,
+        Err(_) if is_admin => return model_info_for_admins(&state),
         Err(e) => return e.error_response(),
     };
+    if is_admin {
+        return model_info_for_admins(&state);
+    }
     let data: Vec<_> = state
         .router
         .deployments()
         .filter(|d| check_model(&state, &principal, &d.model_name).is_ok())
+        .map(|d| {
+            json!({
+                "model_name": d.model_name,
+                "litellm_params": {"model": d.model_name},
+                "model_info": public_model_info(d),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"data": data}))
+}
+
+/// What any key may know of a deployment: its model information and prices.
+fn public_model_info(d: &crate::providers::Deployment) -> serde_json::Map<String, serde_json::Value> {
+    let mut info = d.model_info.clone().unwrap_or_default();
+    // Access groups and base models say how the operator organises providers: admins only.
+    for private in ["id", "access_groups", "base_model", "api_base"] {
+        info.remove(private);
+    }
+    if let Some(p) = d.price {
+        info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
+        info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
+        info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+    }
+    info
+}
+
+/// Every deployment with where it is served from (never its key).
+fn model_info_for_admins(state: &AppState) -> HttpResponse {
+    let data: Vec<_> = state
+        .router
+        .deployments()
         .map(|d| {
             let mut info = d.model_info.clone().unwrap_or_default();
             info.insert("id".into(), json!(d.id));

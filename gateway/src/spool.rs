@@ -152,12 +152,48 @@ pub struct Spool {
     max_segment_bytes: u64,
 }
 
+/// Creates `dir` readable by its owner only (0700), or checks an existing one: a directory
+/// others may write to is refused (anyone could plant or remove usage records or a database).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is writable by every user (mode {:o}); make it 0700", dir.display(), mode & 0o777),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `path` (if absent) readable and writable by its owner only (0600), or checks an
+/// existing one: a file others may write to is refused.
+pub fn private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(path)?;
+    }
+    let mode = fs::metadata(path)?.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is writable by every user (mode {:o}); make it 0600", path.display(), mode & 0o777),
+        ));
+    }
+    Ok(())
+}
+
 impl Spool {
-    /// Opens (creating) the spool directory, takes its lock, and returns the spool together with
-    /// every record left by an earlier run, oldest first, each with its segment for acks.
+    /// Opens (creating, owner-only) the spool directory, takes its lock, and returns the spool
+    /// together with every record left by an earlier run, oldest first, each with its segment
+    /// for acks.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Spool, Vec<Leftover>), SpoolError> {
         let dir_err = |source| SpoolError::Dir { dir: dir.display().to_string(), source };
-        fs::create_dir_all(dir).map_err(dir_err)?;
+        private_dir(dir).map_err(dir_err)?;
+        private_file(&dir.join("lock")).map_err(dir_err)?;
         let lock =
             OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(dir_err)?;
         match lock.try_lock() {
@@ -232,7 +268,8 @@ impl Spool {
 }
 
 fn new_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
-    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, id))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(segment_path(dir, id))?;
     // Make the new file's directory entry durable too.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -307,6 +344,24 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'p']).unwrap();
         assert_eq!(read_segment(&path).unwrap(), vec![b"whole".to_vec()]);
+    }
+
+    #[test]
+    fn the_spool_is_private_and_refuses_a_world_writable_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spool");
+        let (mut spool, _) = Spool::open(&dir, 1 << 20).unwrap();
+        let r = spool.append_batch(&[b"x".to_vec()]).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&segment_path(&dir, r.segment)), 0o600);
+        drop(spool);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        match Spool::open(&dir, 1 << 20) {
+            Err(SpoolError::Dir { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::PermissionDenied),
+            other => panic!("opened a world-writable spool: {:?}", other.map(|_| ())),
+        }
     }
 
     #[test]

@@ -137,7 +137,16 @@ async fn hostile_input_is_refused_at_the_edge_and_billing_goes_on() -> Result<()
     let (status, code, _) = error_code(chat_as(&client, &gw, &with_user, "gpt-4o-mini", None).await?).await;
     ensure!(status == 401 && code == "user_not_found", "{status} {code}");
 
-    // 7. Billing went on through all of it: every request that reached a provider is in the
+    // 7. Where models are served from is for admins: a plain key sees its models and prices.
+    let info: serde_json::Value =
+        client.get(format!("{gw}/model/info")).bearer_auth(&narrow).send().await?.json().await?;
+    let text = info.to_string();
+    ensure!(!text.contains("api_base") && !text.contains("127.0.0.1"), "a plain key sees deployments: {info}");
+    ensure!(info["data"].as_array().map(Vec::len) == Some(1), "only the models it may use: {info}");
+    let (status, all) = admin.get("/model/info").await?;
+    ensure!(status == 200 && all.to_string().contains("api_base"), "{status} {all}");
+
+    // 8. Billing went on through all of it: every request that reached a provider is in the
     // event ledger once, and the ledger's total is what the answers said.
     for _ in 0..20 {
         let resp = chat_as(&client, &gw, &open, "gpt-4o-mini", Some("cust-any")).await?;
