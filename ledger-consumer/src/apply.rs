@@ -246,29 +246,29 @@ async fn plan<L: LedgerStore>(
     messages: &[Message],
 ) -> Result<Plan, LedgerError> {
     let seen = if messages.is_empty() { HashMap::new() } else { ledger.find_events(messages).await? };
-    let states = read_buckets(ledger, partition, messages).await?;
+    let rows: Vec<Vec<RowKey>> = messages.iter().map(|m| rows_of(&m.event)).collect();
+    let states = read_buckets(ledger, partition, &rows).await?;
     // After the bucket states, never before (see LedgerStore::dead_letter_offsets).
     let known_dead = ledger.dead_letter_offsets(partition, first, last).await?;
-    let candidates = messages.iter().filter(|m| !known_dead.contains(&m.offset));
+    let candidates =
+        messages.iter().zip(rows.iter().map(Vec::as_slice)).filter(|(m, _)| !known_dead.contains(&m.offset));
     let selection = select(candidates, partition, &seen, &states);
     Ok(Plan { known_dead, selection, states })
 }
 
-/// The fence and the rows of every bucket the events of `messages` count in.
+/// The fence and these rows of every bucket they are in.
 async fn read_buckets<L: LedgerStore>(
     ledger: &L,
     partition: i32,
-    messages: &[Message],
+    rows: &[Vec<RowKey>],
 ) -> Result<HashMap<i32, BucketState>, LedgerError> {
-    let mut keys: BTreeMap<i32, BTreeSet<RowKey>> = BTreeMap::new();
-    for m in messages {
-        for key in rows_of(&m.event) {
-            keys.entry(ledger_bucket(&key.0, &key.1)).or_default().insert(key);
-        }
+    let mut keys: BTreeMap<i32, BTreeSet<&RowKey>> = BTreeMap::new();
+    for key in rows.iter().flatten() {
+        keys.entry(ledger_bucket(&key.0, &key.1)).or_default().insert(key);
     }
     stream::iter(keys)
         .map(|(bucket, keys)| async move {
-            let keys: Vec<RowKey> = keys.into_iter().collect();
+            let keys: Vec<RowKey> = keys.into_iter().cloned().collect();
             ledger.read_bucket(partition, bucket, &keys, false).await.map(|state| (bucket, state))
         })
         .buffer_unordered(BUCKET_CONCURRENCY)

@@ -174,7 +174,8 @@ pub struct Selection {
 }
 
 /// Splits a partition's batch (ascending offsets) into the events to count, the duplicates to
-/// skip and the events that would overflow a row.
+/// skip and the events that would overflow a row. Each message comes with its rows
+/// ([`rows_of`], computed once by the caller).
 ///
 /// An event counts at its lowest offset in its partition where a copy of it was accepted: a
 /// later copy (published twice, e.g. replayed from a gateway's spool after a crash) is a
@@ -189,16 +190,16 @@ pub struct Selection {
 /// the partition's events alone, never on where batches begin or end. Rows that already hold an
 /// event (its offset is at most their fence: a replay) are not weighed again for it.
 pub fn select<'a>(
-    batch: impl IntoIterator<Item = &'a Message>,
+    batch: impl IntoIterator<Item = (&'a Message, &'a [RowKey])>,
     partition: i32,
     seen: &HashMap<uuid::Uuid, (i32, i64)>,
     states: &HashMap<i32, BucketState>,
 ) -> Selection {
     let mut accepted: HashSet<uuid::Uuid> = HashSet::new();
     // Rows as the events accepted so far leave them.
-    let mut running: HashMap<RowKey, RowState> = HashMap::new();
+    let mut running: HashMap<&RowKey, RowState> = HashMap::new();
     let mut out = Selection::default();
-    for m in batch {
+    for (m, rows) in batch {
         let earlier_elsewhere = match seen.get(&m.event.event_id) {
             Some(&(p, o)) => p != partition || o < m.offset,
             None => false,
@@ -207,7 +208,7 @@ pub fn select<'a>(
             out.duplicates += 1;
             continue;
         }
-        match added(m, states, &running) {
+        match added(m, rows, states, &running) {
             Ok(rows) => {
                 running.extend(rows);
                 accepted.insert(m.event.event_id);
@@ -219,18 +220,20 @@ pub fn select<'a>(
     out
 }
 
-/// The rows `m` still changes (beyond their fences) with `m` added, or the overflow.
-fn added(
+/// The rows of `m` (`keys`) it still changes (beyond their fences), with `m` added; or the
+/// overflow.
+fn added<'a>(
     m: &Message,
+    keys: &'a [RowKey],
     states: &HashMap<i32, BucketState>,
-    running: &HashMap<RowKey, RowState>,
-) -> Result<Vec<(RowKey, RowState)>, MoneyOverflow> {
+    running: &HashMap<&RowKey, RowState>,
+) -> Result<Vec<(&'a RowKey, RowState)>, MoneyOverflow> {
     let mut rows = Vec::new();
-    for key in rows_of(&m.event) {
+    for key in keys {
         let state = states.get(&ledger_bucket(&key.0, &key.1));
         let bucket_fence = state.and_then(|s| s.fence).unwrap_or(-1);
         let current =
-            running.get(&key).or_else(|| state.and_then(|s| s.rows.get(&key))).copied().unwrap_or(RowState::NEW);
+            running.get(key).or_else(|| state.and_then(|s| s.rows.get(key))).copied().unwrap_or(RowState::NEW);
         let base = RowState { applied_offset: current.applied_offset.max(bucket_fence), ..current };
         if let Some(next) = fold_row(base, &[m])? {
             rows.push((key, next));
@@ -338,6 +341,16 @@ mod tests {
         assert_eq!(ledger[&("team/t".to_owned(), "all".to_owned())].applied_offset, 1);
     }
 
+    /// [`select`] on partition 0, each message with its rows.
+    fn select_all(
+        batch: &[Message],
+        seen: &HashMap<uuid::Uuid, (i32, i64)>,
+        states: &HashMap<i32, BucketState>,
+    ) -> Selection {
+        let rows: Vec<Vec<RowKey>> = batch.iter().map(|m| rows_of(&m.event)).collect();
+        select(batch.iter().zip(rows.iter().map(Vec::as_slice)), 0, seen, states)
+    }
+
     #[test]
     fn duplicates_count_once_at_their_lowest_offset() {
         let e = event("k1", None, 100);
@@ -347,14 +360,14 @@ mod tests {
             Message { offset: 12, event: e.clone() },
         ];
         let none = HashMap::new();
-        let s = select(&batch, 0, &HashMap::new(), &none);
+        let s = select_all(&batch, &HashMap::new(), &none);
         assert_eq!((s.fresh.len(), s.duplicates), (2, 1));
         // A replay of the same messages: offset 10 is the recorded copy, 12 is still a duplicate.
         let seen = HashMap::from([(e.event_id, (0, 10))]);
-        let s = select(&batch, 0, &seen, &none);
+        let s = select_all(&batch, &seen, &none);
         assert_eq!((s.fresh.iter().map(|m| m.offset).collect::<Vec<_>>(), s.duplicates), (vec![10, 11], 1));
         // The copy at offset 12 alone, after 10 was recorded: a duplicate.
-        let s = select(&batch[2..], 0, &seen, &none);
+        let s = select_all(&batch[2..], &seen, &none);
         assert_eq!((s.fresh.len(), s.duplicates), (0, 1));
     }
 
@@ -514,8 +527,8 @@ mod tests {
     ) -> Option<usize> {
         let mut start = 0;
         for batch in batches(messages, batch_sizes) {
-            let candidates = batch.iter().filter(|m| !kept.dead.contains(&m.offset));
-            let selection = select(candidates, 0, &kept.layer1, &kept.buckets);
+            let candidates: Vec<Message> = batch.iter().filter(|m| !kept.dead.contains(&m.offset)).cloned().collect();
+            let selection = select_all(&candidates, &kept.layer1, &kept.buckets);
             kept.dead.extend(selection.overflowing.iter().map(|m| m.offset));
             for m in &selection.fresh {
                 let first = kept.layer1.entry(m.event.event_id).or_insert((0, m.offset));
