@@ -255,7 +255,7 @@ async fn reconcile(
     let by_reason: Vec<String> =
         dead_letters_by_reason(&dead).into_iter().map(|(reason, n)| format!("{reason}: {n}")).collect();
     println!(
-        "dead letters: {} dead-lettered events ({}); {excluded} of them left a Layer 1 row, not counted",
+        "dead letters: {} dead-lettered events ({}); Layer 1 rows of dead-lettered events left out: {excluded}",
         dead.len(),
         if by_reason.is_empty() { "none".to_owned() } else { by_reason.join(", ") }
     );
