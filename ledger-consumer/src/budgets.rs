@@ -254,8 +254,13 @@ impl BudgetPublisher {
                 consumer: self.config.consumer_id.clone(),
                 at_ms: chrono::Utc::now().timestamp_millis(),
             };
-            if let Err(e) = self.send(&beat).await {
-                tracing::warn!(error = %e, "heartbeat not published");
+            // A broker in trouble holds a send for up to librdkafka's message timeout: never let
+            // it hold the shutdown too.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                sent = self.send(&beat) => if let Err(e) = sent {
+                    tracing::warn!(error = %e, "heartbeat not published");
+                },
             }
         }
     }

@@ -1,10 +1,15 @@
-//! The Kafka side: consume `usage`, batch per partition, apply to the ledger, and only then
-//! store the offset (DESIGN §3 step 3). Records that do not decode go to the dead-letter topic
-//! before their offset is stored, so nothing is dropped silently.
+//! The Kafka side: consume `usage`, batch per partition, fold into the ledger, and only then
+//! store the offset (DESIGN §3 step 3). Records the ledger refuses go to the dead-letter topic
+//! and the ledger's `dead_letters` table before their offset is stored, so nothing is dropped
+//! silently and no record can stall folding (docs/security.md).
+//!
+//! Transient failures are retried with backoff, forever; shutdown interrupts whatever the
+//! consumer is waiting for (a retry sleep, a ledger call, a dead-letter or budget publish) and
+//! stores nothing for a batch that is not wholly durable.
 
-use crate::apply::{apply_batch, Applied};
+use crate::apply::{fold_batch, Applied, LogRecord};
 use crate::config::Config;
-use crate::fold::Message;
+use crate::dead_letter::{DeadLetter, DeadLetterTopic};
 use crate::ledger::LedgerStore;
 use metrics::{counter, gauge};
 use rdkafka::config::ClientConfig;
@@ -17,7 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tollgate_schemas::UsageEvent;
 
 /// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
 pub struct LagReporter {
@@ -128,14 +132,15 @@ impl<L: LedgerStore> UsageConsumer<L> {
     }
 
     /// Runs until `shutdown` (returns [`RunEnd::Shutdown`]) or until the group membership is lost
-    /// and does not come back ([`RunEnd::Rejoin`]: the caller builds a fresh consumer). Finishes
-    /// the batch in hand and commits stored offsets either way.
+    /// and does not come back ([`RunEnd::Rejoin`]: the caller builds a fresh consumer). Shutdown
+    /// interrupts a batch in progress: its partitions that were not wholly folded store no offset
+    /// and are replayed by whoever owns them next. Call [`UsageConsumer::close`] afterwards.
     pub async fn run(&self, shutdown: CancellationToken) -> RunEnd {
         let mut progress = Progress::default();
         let mut lost_since: Option<std::time::Instant> = None;
-        let end = loop {
+        loop {
             let Some(batch) = self.next_batch(&shutdown).await else {
-                break RunEnd::Shutdown;
+                return RunEnd::Shutdown;
             };
             // librdkafka can stay without a group coordinator after a broker stalled (seen after
             // a 30 s freeze): the session is lost and no assignment ever comes back.
@@ -149,7 +154,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
                     if since.elapsed() > REJOIN_AFTER {
                         tracing::warn!("group membership lost and not regained; rebuilding the consumer");
                         counter!("tollgate_ledger_consumer_rebuilds_total").increment(1);
-                        break RunEnd::Rejoin;
+                        return RunEnd::Rejoin;
                     }
                 }
             }
@@ -159,21 +164,49 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 by_partition.entry(r.partition).or_default().push(r);
             }
             // Partitions are independent (each owns its ledger rows): fold them concurrently.
-            let work = by_partition
-                .into_iter()
-                .map(|(partition, records)| self.process_partition(partition, records, &shutdown));
-            let applied = futures::future::join_all(work).await;
+            let work = by_partition.into_iter().map(|(partition, records)| self.process_partition(partition, records));
+            // Everything a batch waits for (ledger calls, retry sleeps, dead-letter and budget
+            // publishes) is inside this future: shutdown drops it wherever it is. An offset is
+            // stored only at the very end of a partition's work, so nothing half-done is stored.
+            let applied = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tracing::info!("shutdown: leaving the batch in progress to be replayed");
+                    return RunEnd::Shutdown;
+                }
+                applied = futures::future::join_all(work) => applied,
+            };
             progress.record(records, &applied);
             if let Some(b) = &self.budgets {
                 b.mark_progress();
             }
-        };
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            // Nothing stored since the last commit is also a "failure" here; harmless either way:
-            // uncommitted offsets are replayed and the fence skips them.
-            tracing::debug!(error = %e, "final offset commit");
         }
-        end
+    }
+
+    /// Commits the offsets stored so far and leaves the group, waiting at most `within`:
+    /// librdkafka's close waits for the group coordinator, which a broker in trouble may never
+    /// provide. The close goes on, on a thread of its own, when the wait gives up; the process
+    /// may exit meanwhile (uncommitted offsets are replayed and the fences skip them). Returns
+    /// whether it finished in time.
+    pub async fn close(self, within: Duration) -> bool {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new().name("tollgate-consumer-close".into()).spawn(move || {
+            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is also a "failure" here; harmless either
+                // way: uncommitted offsets are replayed and the fence skips them.
+                tracing::debug!(error = %e, "final offset commit");
+            }
+            drop(self);
+            let _ = done.send(());
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to close the consumer");
+            return false;
+        }
+        let closed = tokio::time::timeout(within, finished).await.is_ok();
+        if !closed {
+            tracing::warn!(?within, "the Kafka consumer did not close in time; leaving it behind");
+        }
+        closed
     }
 
     async fn next_batch(&self, shutdown: &CancellationToken) -> Option<Vec<Record>> {
@@ -206,97 +239,106 @@ impl<L: LedgerStore> UsageConsumer<L> {
         Some(batch)
     }
 
-    /// Decodes, dead-letters what does not decode, applies the rest, then stores the offset.
-    /// Ledger failures are retried with backoff until they succeed or shutdown: a batch is never
-    /// skipped.
-    async fn process_partition(&self, partition: i32, records: Vec<Record>, shutdown: &CancellationToken) -> Applied {
-        let mut result = Applied::default();
+    /// Folds one partition's records (dead-lettering those the ledger refuses), publishes the
+    /// budget state, then stores the offset. Failures are transient by the time they get here
+    /// (permanent ones are the refused records') and are retried with backoff until they pass:
+    /// a batch is never skipped. Only shutdown, which drops this future, ends it early.
+    async fn process_partition(&self, partition: i32, records: Vec<Record>) -> Applied {
         let Some(last_offset) = records.last().map(|r| r.offset) else {
-            return result;
+            return Applied::default();
         };
-        let mut messages = Vec::with_capacity(records.len());
-        for r in &records {
-            match r.payload.as_deref().map(UsageEvent::decode) {
-                Some(Ok(event)) => messages.push(Message { offset: r.offset, event }),
-                Some(Err(e)) => self.dead_letter(r, &e.to_string(), shutdown).await,
-                None => self.dead_letter(r, "record has no value", shutdown).await,
-            }
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match apply_batch(self.ledger.as_ref(), partition, &messages).await {
-                Ok(applied) => {
-                    counter!("tollgate_ledger_events_folded_total")
-                        .increment(messages.len().saturating_sub(applied.duplicates) as u64);
-                    if let Some(last) = messages.last() {
-                        let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
-                        gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
-                    }
-                    tracing::debug!(partition, last_offset, ?applied, "batch applied");
-                    result = applied;
-                    break;
-                }
+        let log: Vec<LogRecord<'_>> =
+            records.iter().map(|r| LogRecord { offset: r.offset, value: r.payload.as_deref() }).collect();
+        let topic = KafkaDeadLetters { consumer: self, records: &records };
+        let mut backoff = Backoff::default();
+        let folded = loop {
+            match fold_batch(self.ledger.as_ref(), &topic, partition, &log).await {
+                Ok(folded) => break folded,
                 Err(e) => {
                     counter!("tollgate_ledger_apply_errors_total").increment(1);
-                    tracing::warn!(partition, error = %e, "ledger write failed; retrying");
-                    if shutdown.is_cancelled() {
-                        return result; // offset not stored: the batch is replayed by whoever owns it next
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(partition, error = %e, ?wait, "ledger write failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
+        };
+        counter!("tollgate_ledger_events_folded_total")
+            .increment(folded.messages.len().saturating_sub(folded.applied.duplicates) as u64);
+        if let Some(last) = folded.messages.last() {
+            let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
+            gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
         }
+        tracing::debug!(partition, last_offset, applied = ?folded.applied, dead_letters = folded.dead_letters.len(), "batch applied");
         // Budget state before the offset moves: a crash in between republishes on replay.
         if let Some(b) = &self.budgets {
-            b.after_batch(&messages).await;
+            b.after_batch(&folded.messages).await;
         }
-        // Only now, with both layers durable, may the offset move (DESIGN §3 step 3).
-        // librdkafka stores `offset + 1` (the next to read) for the offset given here.
+        // Only now, with both layers and every dead letter durable, may the offset move
+        // (DESIGN §3 step 3). librdkafka stores `offset + 1` (the next to read) for the offset
+        // given here.
         if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset) {
             // The partition was revoked meanwhile; its new owner replays and the fence skips.
             tracing::info!(partition, error = %e, "offset not stored (partition revoked?)");
         }
-        result
+        folded.applied
     }
+}
 
-    /// Publishes a record that does not decode to the dead-letter topic, retrying until Kafka
-    /// has it.
-    async fn dead_letter(&self, r: &Record, reason: &str, shutdown: &CancellationToken) {
-        counter!("tollgate_ledger_dead_letters_total").increment(1);
-        tracing::warn!(
-            partition = r.partition,
-            offset = r.offset,
-            reason,
-            "usage record sent to the dead-letter topic"
-        );
-        let partition = r.partition.to_string();
-        let offset = r.offset.to_string();
-        loop {
-            let mut headers = r.headers.clone().unwrap_or_default();
-            headers = headers
-                .insert(Header { key: "tollgate_dlq_reason", value: Some(reason) })
-                .insert(Header { key: "tollgate_source_topic", value: Some(self.topic.as_str()) })
-                .insert(Header { key: "tollgate_source_partition", value: Some(partition.as_str()) })
-                .insert(Header { key: "tollgate_source_offset", value: Some(offset.as_str()) });
-            let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&self.dlq_topic).headers(headers);
-            if let Some(k) = &r.key {
-                record = record.key(k);
-            }
-            if let Some(p) = &r.payload {
-                record = record.payload(p);
-            }
-            match self.dlq.send(record, Duration::from_secs(10)).await {
-                Ok(_) => return,
-                Err((e, _)) => {
-                    tracing::error!(error = %e, "dead-letter publish failed; retrying");
-                    if shutdown.is_cancelled() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+/// The dead-letter topic of a [`UsageConsumer`], for the records of one partition's batch: a
+/// refused record is published with its key, value and headers unchanged, plus headers that say
+/// why (`tollgate_dlq_reason`: a reason code; `tollgate_dlq_message`: a short explanation that
+/// never repeats the value) and where it came from (`tollgate_source_topic`, `_partition`,
+/// `_offset`).
+struct KafkaDeadLetters<'a, L> {
+    consumer: &'a UsageConsumer<L>,
+    records: &'a [Record],
+}
+
+impl<L: LedgerStore> DeadLetterTopic for KafkaDeadLetters<'_, L> {
+    async fn publish(&self, letter: &DeadLetter) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let c = self.consumer;
+        let record = self.records.iter().find(|r| r.offset == letter.offset);
+        let partition = letter.partition.to_string();
+        let offset = letter.offset.to_string();
+        let headers = record
+            .and_then(|r| r.headers.clone())
+            .unwrap_or_default()
+            .insert(Header { key: "tollgate_dlq_reason", value: Some(letter.reason.code()) })
+            .insert(Header { key: "tollgate_dlq_message", value: Some(letter.message.as_str()) })
+            .insert(Header { key: "tollgate_source_topic", value: Some(c.topic.as_str()) })
+            .insert(Header { key: "tollgate_source_partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "tollgate_source_offset", value: Some(offset.as_str()) });
+        let mut out = FutureRecord::<Vec<u8>, Vec<u8>>::to(&c.dlq_topic).headers(headers);
+        if let Some(k) = record.and_then(|r| r.key.as_ref()) {
+            out = out.key(k);
         }
+        if let Some(p) = record.and_then(|r| r.payload.as_ref()) {
+            out = out.payload(p);
+        }
+        c.dlq.send(out, Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| e.into())
+    }
+}
+
+/// Waits between retries of a failing batch: exponential from 100 ms to 5 s, each wait drawn
+/// at random from its upper half so consumers that failed together do not retry together.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn next_wait(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(Backoff::MAX);
+        ceiling.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Backoff::FIRST }
     }
 }
 
@@ -347,5 +389,24 @@ fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
         headers: m.headers().map(|h| h.detach()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_ceiling_with_jitter() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..12).map(|_| b.next_wait()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100), "{waits:?}");
+        assert!(waits[3] >= Duration::from_millis(400) && waits[3] <= Duration::from_millis(800), "{waits:?}");
+        for w in &waits[6..] {
+            assert!(*w >= Backoff::MAX / 2 && *w <= Backoff::MAX, "{waits:?}");
+        }
+        let mut other = Backoff::default();
+        let again: Vec<Duration> = (0..12).map(|_| other.next_wait()).collect();
+        assert_ne!(waits, again, "jitter: two consumers do not wait alike");
     }
 }

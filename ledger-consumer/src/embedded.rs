@@ -3,8 +3,9 @@
 //!
 //! The log plays Kafka's part: each usage event is appended with a stable, ever-growing offset
 //! (`AUTOINCREMENT`, never reused), and [`fold_next`] folds it into the ledgers with the very same
-//! code as the Kafka consumer (`apply::apply_batch` over [`LedgerStore`]), then moves a stored
-//! cursor: the same exactly-once protocol, the same event format, one partition.
+//! code as the Kafka consumer (`apply::fold_batch` over [`LedgerStore`]), then moves a stored
+//! cursor: the same exactly-once protocol, the same event format, one partition. A record the
+//! ledger refuses (docs/security.md) moves from the log to `dead_letters`, and folding goes on.
 //!
 //! Layer 2 has no separate read model here: `spend_aggregates` is both the authoritative rows and
 //! what readers query, and `bucket_fences` holds the fence of each bucket. A bucket step (fence
@@ -14,12 +15,13 @@
 //! Writes are durable when their transaction commits (`synchronous=FULL`, WAL); callers batch
 //! events into one transaction (group commit).
 
-use crate::apply::{apply_batch, Applied};
+use crate::apply::{fold_batch, FoldError, Folded, LogRecord};
+use crate::dead_letter::{DeadLetter, NoTopic};
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use crate::ledger::{LedgerError, LedgerStore};
 use futures::future::BoxFuture;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_schemas::store::{DailyTotals, EventQuery, SpendSource, SpendTotal, StoreError, Stored, TenancyStore};
@@ -31,7 +33,8 @@ PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
 CREATE TABLE IF NOT EXISTS usage_log (log_offset INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log_cursor (name TEXT PRIMARY KEY, next_offset INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS dead_letters (log_offset INTEGER PRIMARY KEY, reason TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (log_offset INTEGER PRIMARY KEY, reason TEXT NOT NULL, body BLOB NOT NULL,
+  message TEXT, event_id TEXT, dead_lettered_at INTEGER);
 CREATE TABLE IF NOT EXISTS usage_events (
   event_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, day TEXT NOT NULL,
   log_partition INTEGER NOT NULL, log_offset INTEGER NOT NULL, body TEXT NOT NULL);
@@ -66,9 +69,6 @@ pub struct EmbeddedDb {
     conn: Mutex<Connection>,
 }
 
-fn db_err(e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Query(e.to_string())
-}
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Query(e.to_string())
 }
@@ -82,7 +82,9 @@ impl EmbeddedDb {
                 .map_err(|source| EmbeddedError::Dir { path: dir.display().to_string(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| EmbeddedError::Open { path: shown.clone(), source })?;
-        conn.execute_batch(SCHEMA).map_err(|source| EmbeddedError::Open { path: shown, source })?;
+        conn.execute_batch(SCHEMA)
+            .and_then(|()| add_dead_letter_columns(&conn))
+            .map_err(|source| EmbeddedError::Open { path: shown, source })?;
         Ok(Arc::new(EmbeddedDb { conn: Mutex::new(conn) }))
     }
 
@@ -122,6 +124,19 @@ impl EmbeddedDb {
     }
 }
 
+/// `dead_letters` of a file from before its `message`, `event_id` and `dead_lettered_at`
+/// columns gets them (its rows keep their message in `reason`).
+fn add_dead_letter_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('dead_letters')")?;
+    let present: HashSet<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (column, ty) in [("message", "TEXT"), ("event_id", "TEXT"), ("dead_lettered_at", "INTEGER")] {
+        if !present.contains(column) {
+            conn.execute_batch(&format!("ALTER TABLE dead_letters ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn cursor(conn: &Connection) -> Result<i64, rusqlite::Error> {
     Ok(conn
         .query_row("SELECT next_offset FROM log_cursor WHERE name = ?1", params![CURSOR], |r| r.get(0))
@@ -129,62 +144,47 @@ fn cursor(conn: &Connection) -> Result<i64, rusqlite::Error> {
         .unwrap_or(0))
 }
 
-/// What one fold step did.
-#[derive(Debug, Default)]
-pub struct Folded {
-    pub messages: Vec<Message>,
-    pub applied: Applied,
-    pub dead_lettered: usize,
-}
-
 /// Folds up to `max` log records after the cursor into both ledger layers, then moves the cursor
-/// (the Kafka consumer's protocol, with the log's offsets). Records that do not decode go to
-/// `dead_letters` with the reason. Returns what was folded (empty when the log is drained).
-pub async fn fold_next(db: &EmbeddedDb, max: usize) -> Result<Folded, LedgerError> {
-    let records: Vec<(i64, Vec<u8>)> = {
-        let conn = db.lock();
-        let next = cursor(&conn).map_err(db_err)?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT log_offset, body FROM usage_log WHERE log_offset >= ?1 ORDER BY log_offset LIMIT ?2",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![next, i64::try_from(max).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db_err)?;
-        rows.collect::<Result<_, _>>().map_err(db_err)?
-    };
+/// (the Kafka consumer's protocol, with the log's offsets). Records the ledger refuses go to
+/// `dead_letters` with the reason. Returns what was folded (nothing when the log is drained).
+pub async fn fold_next(db: &EmbeddedDb, max: usize) -> Result<Folded, FoldError> {
+    let records = db.read_log(max)?;
     let Some(last) = records.last().map(|r| r.0) else { return Ok(Folded::default()) };
-    let mut folded = Folded::default();
-    for (offset, body) in records {
-        match UsageEvent::decode(&body) {
-            Ok(event) => folded.messages.push(Message { offset, event }),
-            Err(e) => {
-                folded.dead_lettered += 1;
-                metrics::counter!("tollgate_ledger_dead_letters_total").increment(1);
-                let conn = db.lock();
-                conn.execute(
-                    "INSERT OR IGNORE INTO dead_letters (log_offset, reason, body) VALUES (?1, ?2, ?3)",
-                    params![offset, e.to_string(), body],
-                )
-                .map_err(db_err)?;
-            }
-        }
-    }
-    folded.applied = apply_batch(db, PARTITION, &folded.messages).await?;
-    // Only now may the cursor move; folded records leave the log (they are in Layer 1).
-    let mut conn = db.lock();
-    let tx = conn.transaction().map_err(db_err)?;
-    tx.execute(
-        "INSERT INTO log_cursor (name, next_offset) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET next_offset = ?2",
-        params![CURSOR, last + 1],
-    )
-    .map_err(db_err)?;
-    tx.execute("DELETE FROM usage_log WHERE log_offset <= ?1", params![last]).map_err(db_err)?;
-    tx.commit().map_err(db_err)?;
+    let log: Vec<LogRecord<'_>> =
+        records.iter().map(|(offset, body)| LogRecord { offset: *offset, value: Some(body.as_slice()) }).collect();
+    let folded = fold_batch(db, &NoTopic, PARTITION, &log).await?;
+    // Only now may the cursor move; folded records leave the log (they are in Layer 1 or in
+    // dead_letters).
+    db.move_cursor_past(last)?;
     metrics::counter!("tollgate_ledger_events_folded_total")
         .increment(folded.messages.len().saturating_sub(folded.applied.duplicates) as u64);
     Ok(folded)
+}
+
+impl EmbeddedDb {
+    /// Up to `max` log records after the cursor, `(offset, value)` in offset order.
+    fn read_log(&self, max: usize) -> Result<Vec<(i64, Vec<u8>)>, LedgerError> {
+        let conn = self.lock();
+        let next = cursor(&conn)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT log_offset, body FROM usage_log WHERE log_offset >= ?1 ORDER BY log_offset LIMIT ?2",
+        )?;
+        let rows =
+            stmt.query_map(params![next, i64::try_from(max).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves the cursor past `last` and drops the log records up to it.
+    fn move_cursor_past(&self, last: i64) -> Result<(), LedgerError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO log_cursor (name, next_offset) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET next_offset = ?2",
+            params![CURSOR, last + 1],
+        )?;
+        tx.execute("DELETE FROM usage_log WHERE log_offset <= ?1", params![last])?;
+        Ok(tx.commit()?)
+    }
 }
 
 /// A bucket's fence: the last log offset folded into it (`None`: never written).
@@ -195,22 +195,20 @@ fn bucket_fence(conn: &Connection, partition: i32, bucket: i32) -> Result<Option
         |r| r.get(0),
     )
     .optional()
-    .map_err(db_err)
+    .map_err(LedgerError::from)
 }
 
 impl LedgerStore for EmbeddedDb {
     async fn insert_events(&self, partition: i32, messages: &[Message]) -> Result<(), LedgerError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db_err)?;
+        let tx = conn.transaction()?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO usage_events (event_id, owner_id, day, log_partition, log_offset, body) \
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO usage_events (event_id, owner_id, day, log_partition, log_offset, body) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(db_err)?;
+            )?;
             for m in messages {
-                let body = serde_json::to_string(&m.event).map_err(db_err)?;
+                let body = serde_json::to_string(&m.event)?;
                 stmt.execute(params![
                     m.event.event_id.to_string(),
                     m.event.budget_owner(),
@@ -218,24 +216,19 @@ impl LedgerStore for EmbeddedDb {
                     partition,
                     m.offset,
                     body
-                ])
-                .map_err(db_err)?;
+                ])?;
             }
         }
-        tx.commit().map_err(db_err)
+        Ok(tx.commit()?)
     }
 
     async fn find_events(&self, messages: &[Message]) -> Result<HashMap<uuid::Uuid, (i32, i64)>, LedgerError> {
         let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT log_partition, log_offset FROM usage_events WHERE event_id = ?1")
-            .map_err(db_err)?;
+        let mut stmt = conn.prepare_cached("SELECT log_partition, log_offset FROM usage_events WHERE event_id = ?1")?;
         let mut found = HashMap::new();
         for m in messages {
-            let hit: Option<(i32, i64)> = stmt
-                .query_row(params![m.event.event_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db_err)?;
+            let hit: Option<(i32, i64)> =
+                stmt.query_row(params![m.event.event_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
             if let Some(at) = hit {
                 found.insert(m.event.event_id, at);
             }
@@ -252,12 +245,10 @@ impl LedgerStore for EmbeddedDb {
     ) -> Result<BucketState, LedgerError> {
         let conn = self.lock();
         let fence = bucket_fence(&conn, partition, bucket)?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset FROM spend_aggregates \
+        let mut stmt = conn.prepare_cached(
+            "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset FROM spend_aggregates \
                  WHERE scope_id = ?1 AND window_id = ?2 AND log_partition = ?3",
-            )
-            .map_err(db_err)?;
+        )?;
         let mut rows = HashMap::with_capacity(keys.len());
         for key in keys {
             let row = stmt
@@ -270,8 +261,7 @@ impl LedgerStore for EmbeddedDb {
                         applied_offset: r.get(4)?,
                     })
                 })
-                .optional()
-                .map_err(db_err)?;
+                .optional()?;
             if let Some(row) = row {
                 rows.insert(key.clone(), row);
             }
@@ -281,7 +271,7 @@ impl LedgerStore for EmbeddedDb {
 
     async fn write_bucket(&self, partition: i32, bucket: i32, step: &BucketStep) -> Result<bool, LedgerError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(db_err)?;
+        let tx = conn.transaction()?;
         if bucket_fence(&tx, partition, bucket)? != step.expected {
             return Ok(false); // dropping the transaction rolls it back
         }
@@ -289,17 +279,14 @@ impl LedgerStore for EmbeddedDb {
             "INSERT INTO bucket_fences (log_partition, bucket, applied_offset) VALUES (?1, ?2, ?3) \
              ON CONFLICT (log_partition, bucket) DO UPDATE SET applied_offset = ?3",
             params![partition, bucket, step.fence],
-        )
-        .map_err(db_err)?;
+        )?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO spend_aggregates (scope_id, window_id, log_partition, spent_nano_usd, events, \
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO spend_aggregates (scope_id, window_id, log_partition, spent_nano_usd, events, \
                      prompt_tokens, completion_tokens, applied_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                      ON CONFLICT (scope_id, window_id, log_partition) DO UPDATE SET spent_nano_usd = ?4, events = ?5, \
                      prompt_tokens = ?6, completion_tokens = ?7, applied_offset = ?8",
-                )
-                .map_err(db_err)?;
+            )?;
             for ((scope, window), s) in &step.rows {
                 stmt.execute(params![
                     scope,
@@ -310,16 +297,39 @@ impl LedgerStore for EmbeddedDb {
                     s.prompt_tokens,
                     s.completion_tokens,
                     s.applied_offset
-                ])
-                .map_err(db_err)?;
+                ])?;
             }
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit()?;
         Ok(true)
     }
 
     async fn write_read_model(&self, _partition: i32, _rows: &[(RowKey, RowState)]) -> Result<(), LedgerError> {
         // spend_aggregates is the authoritative table here: the bucket step already wrote it.
+        Ok(())
+    }
+
+    async fn dead_letter_offsets(&self, _partition: i32, first: i64, last: i64) -> Result<HashSet<i64>, LedgerError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT log_offset FROM dead_letters WHERE log_offset BETWEEN ?1 AND ?2")?;
+        let offsets = stmt.query_map(params![first, last], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(offsets)
+    }
+
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), LedgerError> {
+        // The whole value moves here from the log (which drops it once the cursor passes it).
+        self.lock().execute(
+            "INSERT OR IGNORE INTO dead_letters (log_offset, reason, body, message, event_id, dead_lettered_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                letter.offset,
+                letter.reason.code(),
+                letter.body.as_deref().unwrap_or_default(),
+                letter.message,
+                letter.event_id.map(|id| id.to_string()),
+                chrono::Utc::now().timestamp_millis()
+            ],
+        )?;
         Ok(())
     }
 }
@@ -500,11 +510,17 @@ pub fn open_window_totals(
 pub type AggregateRow = (String, String, i64, i64);
 
 /// Every (scope, window) total of the aggregates and every event of the event ledger, for
-/// reconciliation of the embedded ledger (same comparison as the Cassandra one).
+/// reconciliation of the embedded ledger (same comparison as the Cassandra one). Events
+/// dead-lettered at the offset their row records are left out, as `reconcile` does.
 pub fn scan(db: &EmbeddedDb) -> Result<(Vec<UsageEvent>, Vec<AggregateRow>), StoreError> {
     let conn = db.lock();
     let bodies = {
-        let mut stmt = conn.prepare("SELECT body FROM usage_events").map_err(store_err)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT body FROM usage_events u WHERE NOT EXISTS \
+                 (SELECT 1 FROM dead_letters d WHERE d.log_offset = u.log_offset AND d.event_id = u.event_id)",
+            )
+            .map_err(store_err)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(store_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(store_err)?
     };
@@ -522,6 +538,7 @@ pub fn scan(db: &EmbeddedDb) -> Result<(Vec<UsageEvent>, Vec<AggregateRow>), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dead_letter::Reason;
     use tollgate_schemas::USAGE_EVENT_VERSION;
 
     fn event(key: &str, cost: i64) -> UsageEvent {
@@ -567,7 +584,7 @@ mod tests {
         let folded = fold_next(&db, 100).await.unwrap();
         assert_eq!(folded.messages.len(), 3);
         assert_eq!(folded.applied.duplicates, 1);
-        assert_eq!(folded.dead_lettered, 1);
+        assert_eq!(folded.dead_letters.len(), 1);
         assert_eq!(db.total("key/k", "all").await.unwrap().spent, NanoUsd(15));
         drop(db);
         // Reopened: nothing left to fold, nothing counted twice; new events continue the log.
@@ -586,15 +603,79 @@ mod tests {
     async fn rows_from_before_buckets_keep_their_own_fence() {
         let dir = tempfile::tempdir().unwrap();
         let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
-        let counted = Message { offset: 5, event: event("k", 10) };
-        let next = Message { offset: 6, event: event("k", 1) };
+        let (counted, next) = (event("k", 10).encode().unwrap(), event("k", 1).encode().unwrap());
         // A ledger written before buckets: the row holds offset 5, no bucket has a fence, and
         // the batch is replayed after a crash that left the cursor before offset 5.
         db.lock().execute("INSERT INTO spend_aggregates VALUES ('key/k', 'all', 0, 10, 1, 1, 1, 5)", []).unwrap();
-        let applied = apply_batch(db.as_ref(), PARTITION, &[counted, next]).await.unwrap();
-        assert!(applied.conditional_batches > 0);
+        let log = [LogRecord { offset: 5, value: Some(&counted) }, LogRecord { offset: 6, value: Some(&next) }];
+        let folded = fold_batch(db.as_ref(), &NoTopic, PARTITION, &log).await.unwrap();
+        assert!(folded.applied.conditional_batches > 0);
         assert_eq!(db.total("key/k", "all").await.unwrap().spent, NanoUsd(11));
         assert_eq!(db.total("key/k/model/m", "all").await.unwrap().spent, NanoUsd(11));
+    }
+
+    #[tokio::test]
+    async fn poison_rows_move_to_dead_letters_and_folding_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let mut long_customer = event("k", 1_000);
+        long_customer.customer_id = Some("c".repeat(65_500));
+        let mut negative = event("k", -5);
+        negative.request_id = "negative".into();
+        db.append(&[
+            event("k", 10).encode().unwrap(),
+            b"{not json".to_vec(),
+            long_customer.encode().unwrap(),
+            negative.encode().unwrap(),
+            event("k", 7).encode().unwrap(),
+        ])
+        .unwrap();
+        let folded = fold_next(&db, 100).await.unwrap();
+        assert_eq!(folded.messages.len(), 2);
+        let reasons: Vec<_> = folded.dead_letters.iter().map(|l| (l.offset, l.reason)).collect();
+        assert_eq!(reasons, vec![(2, Reason::NotJson), (3, Reason::SchemaViolation), (4, Reason::SchemaViolation)]);
+        assert_eq!(db.total("key/k", "all").await.unwrap().spent, NanoUsd(17));
+        assert_eq!(db.backlog().unwrap(), 0, "the log moved on past the poison rows");
+        type Cells = (i64, String, usize, Option<String>, Option<String>);
+        let rows: Vec<Cells> = db
+            .lock()
+            .prepare("SELECT log_offset, reason, length(body), message, event_id FROM dead_letters ORDER BY log_offset")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            (rows[1].1.as_str(), rows[1].3.as_deref()),
+            ("schema_violation", Some("`customer_id` is longer than 256 bytes"))
+        );
+        assert!(rows[1].2 > 65_500, "the whole value moved from the log");
+        assert_eq!(rows[1].4, Some(long_customer.event_id.to_string()));
+        assert_eq!((rows[0].1.as_str(), rows[0].4.as_deref()), ("not_json", None));
+        let (events, _) = scan(&db).unwrap();
+        assert_eq!(events.len(), 2, "no Layer 1 row for a refused record");
+    }
+
+    #[test]
+    fn an_older_file_gets_the_new_dead_letter_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE dead_letters (log_offset INTEGER PRIMARY KEY, reason TEXT NOT NULL, body BLOB NOT NULL);\
+                 INSERT INTO dead_letters VALUES (3, 'not a usage event: expected value', x'00');",
+            )
+            .unwrap();
+        let db = EmbeddedDb::open(&path).unwrap();
+        let (offset, message): (i64, Option<String>) = db
+            .lock()
+            .query_row("SELECT log_offset, message FROM dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((offset, message), (3, None));
+        drop(db);
+        EmbeddedDb::open(&path).unwrap();
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@
 //! any prefix or suffix of a partition therefore never counts an event twice, whatever batch
 //! boundaries the replay uses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tollgate_schemas::ledger::{budget_windows_of, ledger_bucket, scopes_of, windows_of};
 use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::{NanoUsd, UsageEvent};
@@ -162,33 +162,84 @@ pub fn fold_step(
     Ok(Some(BucketStep { expected: state.fence, fence, rows }))
 }
 
-/// Splits a partition's batch into the events to count and the duplicates to skip.
+/// What [`select`] made of a partition's batch.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// The events to fold, in offset order.
+    pub fresh: Vec<Message>,
+    /// Copies of events already counted at a lower offset.
+    pub duplicates: usize,
+    /// Events the ledger must refuse: adding one would overflow one of its rows.
+    pub overflowing: Vec<Message>,
+}
+
+/// Splits a partition's batch (ascending offsets) into the events to count, the duplicates to
+/// skip and the events that would overflow a row. Each message comes with its rows
+/// ([`rows_of`], computed once by the caller).
 ///
-/// An event counts at its lowest offset in its partition: a later copy (published twice, e.g.
-/// replayed from a gateway's spool after a crash) is a duplicate. `seen` maps event ids already
-/// in the event ledger to the `(partition, offset)` they were first recorded at. A copy recorded
-/// at this very offset is a replay of this message, not a duplicate: it stays, and the bucket
-/// fence decides whether it still counts.
-pub fn select_fresh(
-    batch: &[Message],
+/// An event counts at its lowest offset in its partition where a copy of it was accepted: a
+/// later copy (published twice, e.g. replayed from a gateway's spool after a crash) is a
+/// duplicate. `seen` maps event ids already in the event ledger to the `(partition, offset)`
+/// they were first recorded at. A copy recorded at this very offset is a replay of this message,
+/// not a duplicate: it stays, and the bucket fence decides whether it still counts.
+///
+/// An event overflows when adding it to one of its rows, as the events before it in the
+/// partition left that row, does not fit (`states` holds the rows of the touched buckets as read
+/// before any write of the batch). Events are weighed in offset order, a refused event is not
+/// counted anywhere and does not hide a later copy of itself, so which events overflow depends on
+/// the partition's events alone, never on where batches begin or end. Rows that already hold an
+/// event (its offset is at most their fence: a replay) are not weighed again for it.
+pub fn select<'a>(
+    batch: impl IntoIterator<Item = (&'a Message, &'a [RowKey])>,
     partition: i32,
-    seen: &std::collections::HashMap<uuid::Uuid, (i32, i64)>,
-) -> (Vec<Message>, usize) {
-    let mut first_in_batch: std::collections::HashSet<uuid::Uuid> = std::collections::HashSet::new();
-    let mut fresh = Vec::with_capacity(batch.len());
-    let mut duplicates = 0;
-    for m in batch {
+    seen: &HashMap<uuid::Uuid, (i32, i64)>,
+    states: &HashMap<i32, BucketState>,
+) -> Selection {
+    let mut accepted: HashSet<uuid::Uuid> = HashSet::new();
+    // Rows as the events accepted so far leave them.
+    let mut running: HashMap<&RowKey, RowState> = HashMap::new();
+    let mut out = Selection::default();
+    for (m, rows) in batch {
         let earlier_elsewhere = match seen.get(&m.event.event_id) {
             Some(&(p, o)) => p != partition || o < m.offset,
             None => false,
         };
-        if earlier_elsewhere || !first_in_batch.insert(m.event.event_id) {
-            duplicates += 1;
-        } else {
-            fresh.push(m.clone());
+        if earlier_elsewhere || accepted.contains(&m.event.event_id) {
+            out.duplicates += 1;
+            continue;
+        }
+        match added(m, rows, states, &running) {
+            Ok(rows) => {
+                running.extend(rows);
+                accepted.insert(m.event.event_id);
+                out.fresh.push(m.clone());
+            }
+            Err(MoneyOverflow) => out.overflowing.push(m.clone()),
         }
     }
-    (fresh, duplicates)
+    out
+}
+
+/// The rows of `m` (`keys`) it still changes (beyond their fences), with `m` added; or the
+/// overflow.
+fn added<'a>(
+    m: &Message,
+    keys: &'a [RowKey],
+    states: &HashMap<i32, BucketState>,
+    running: &HashMap<&RowKey, RowState>,
+) -> Result<Vec<(&'a RowKey, RowState)>, MoneyOverflow> {
+    let mut rows = Vec::new();
+    for key in keys {
+        let state = states.get(&ledger_bucket(&key.0, &key.1));
+        let bucket_fence = state.and_then(|s| s.fence).unwrap_or(-1);
+        let current =
+            running.get(key).or_else(|| state.and_then(|s| s.rows.get(key))).copied().unwrap_or(RowState::NEW);
+        let base = RowState { applied_offset: current.applied_offset.max(bucket_fence), ..current };
+        if let Some(next) = fold_row(base, &[m])? {
+            rows.push((key, next));
+        }
+    }
+    Ok(rows)
 }
 
 /// The row after folding its messages (from [`rows_by_key`]) into `current`, or `None` when
@@ -217,7 +268,7 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use proptest::prelude::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
 
     fn event(key: &str, team: Option<&str>, cost: i64) -> UsageEvent {
         UsageEvent {
@@ -290,6 +341,16 @@ mod tests {
         assert_eq!(ledger[&("team/t".to_owned(), "all".to_owned())].applied_offset, 1);
     }
 
+    /// [`select`] on partition 0, each message with its rows.
+    fn select_all(
+        batch: &[Message],
+        seen: &HashMap<uuid::Uuid, (i32, i64)>,
+        states: &HashMap<i32, BucketState>,
+    ) -> Selection {
+        let rows: Vec<Vec<RowKey>> = batch.iter().map(|m| rows_of(&m.event)).collect();
+        select(batch.iter().zip(rows.iter().map(Vec::as_slice)), 0, seen, states)
+    }
+
     #[test]
     fn duplicates_count_once_at_their_lowest_offset() {
         let e = event("k1", None, 100);
@@ -298,15 +359,16 @@ mod tests {
             Message { offset: 11, event: event("k1", None, 5) },
             Message { offset: 12, event: e.clone() },
         ];
-        let (fresh, dups) = select_fresh(&batch, 0, &HashMap::new());
-        assert_eq!((fresh.len(), dups), (2, 1));
+        let none = HashMap::new();
+        let s = select_all(&batch, &HashMap::new(), &none);
+        assert_eq!((s.fresh.len(), s.duplicates), (2, 1));
         // A replay of the same messages: offset 10 is the recorded copy, 12 is still a duplicate.
         let seen = HashMap::from([(e.event_id, (0, 10))]);
-        let (fresh, dups) = select_fresh(&batch, 0, &seen);
-        assert_eq!((fresh.iter().map(|m| m.offset).collect::<Vec<_>>(), dups), (vec![10, 11], 1));
+        let s = select_all(&batch, &seen, &none);
+        assert_eq!((s.fresh.iter().map(|m| m.offset).collect::<Vec<_>>(), s.duplicates), (vec![10, 11], 1));
         // The copy at offset 12 alone, after 10 was recorded: a duplicate.
-        let (fresh, dups) = select_fresh(&batch[2..], 0, &seen);
-        assert_eq!((fresh.len(), dups), (0, 1));
+        let s = select_all(&batch[2..], &seen, &none);
+        assert_eq!((s.fresh.len(), s.duplicates), (0, 1));
     }
 
     #[test]
@@ -399,7 +461,169 @@ mod tests {
         assert_eq!((row.spent, row.events, row.applied_offset), (NanoUsd(11), 2, 6));
     }
 
+    // === overflowing events ===
+
+    /// A third of `i64::MAX`: the third such event in one row overflows it.
+    const BIG: i64 = i64::MAX / 3;
+
+    /// An event of key `k{key}` in team `t` at a fixed instant (every row of a test in the same
+    /// day and month), or a copy of an earlier one.
+    fn poison_log(spec: &[(usize, i64, Option<usize>)]) -> Vec<Message> {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().with_timezone(&Utc);
+        let mut messages: Vec<Message> = Vec::new();
+        for (i, (key, cost, copy_of)) in spec.iter().enumerate() {
+            let event = match copy_of.filter(|j| *j < i) {
+                Some(j) => messages[j].event.clone(),
+                None => UsageEvent { occurred_at: at, ..event(&format!("k{key}"), Some("t"), *cost) },
+            };
+            messages.push(Message { offset: i as i64 * 2 + 1, event });
+        }
+        messages
+    }
+
+    /// The rule, written out on its own: in offset order, a copy of an accepted event is a
+    /// duplicate; any other event is refused exactly when its key's or its team's total would no
+    /// longer fit. Returns the refused offsets and the totals.
+    fn overflow_model(messages: &[Message]) -> (BTreeSet<i64>, HashMap<String, i64>) {
+        let mut accepted = std::collections::HashSet::new();
+        let mut refused = BTreeSet::new();
+        let mut totals: HashMap<String, i64> = HashMap::new();
+        for m in messages {
+            if accepted.contains(&m.event.event_id) {
+                continue;
+            }
+            let scopes = [format!("key/{}", m.event.key_id), "team/t".to_owned()];
+            let cost = m.event.cost_nano_usd.0;
+            if scopes.iter().all(|s| totals.get(s).copied().unwrap_or(0).checked_add(cost).is_some()) {
+                for s in scopes {
+                    *totals.entry(s).or_default() += cost;
+                }
+                accepted.insert(m.event.event_id);
+            } else {
+                refused.insert(m.offset);
+            }
+        }
+        (refused, totals)
+    }
+
+    /// What a consumer keeps between batches: Layer 2's buckets, Layer 1's event ids and the
+    /// dead letters.
+    #[derive(Clone, Default)]
+    struct Kept {
+        buckets: Buckets,
+        layer1: HashMap<uuid::Uuid, (i32, i64)>,
+        dead: BTreeSet<i64>,
+    }
+
+    /// Folds `messages` batch by batch as `apply::fold_batch` does (known dead letters out,
+    /// select, refusals on record, Layer 1, bucket steps of at most 7 rows). Stops (a crash)
+    /// after `steps_left` bucket steps, returning the index of the first message of the batch
+    /// it was in: where a consumer that committed every finished batch resumes.
+    fn fold_selecting(
+        messages: &[Message],
+        batch_sizes: &[usize],
+        kept: &mut Kept,
+        mut steps_left: usize,
+    ) -> Option<usize> {
+        let mut start = 0;
+        for batch in batches(messages, batch_sizes) {
+            let candidates: Vec<Message> = batch.iter().filter(|m| !kept.dead.contains(&m.offset)).cloned().collect();
+            let selection = select_all(&candidates, &kept.layer1, &kept.buckets);
+            kept.dead.extend(selection.overflowing.iter().map(|m| m.offset));
+            for m in &selection.fresh {
+                let first = kept.layer1.entry(m.event.event_id).or_insert((0, m.offset));
+                first.1 = first.1.min(m.offset);
+            }
+            for (bucket, rows) in rows_by_bucket(&selection.fresh) {
+                let state = kept.buckets.entry(bucket).or_default();
+                for chunk in pending_chunks(&rows, state.fence, 7) {
+                    if steps_left == 0 {
+                        return Some(start);
+                    }
+                    steps_left -= 1;
+                    let step = fold_step(state, &chunk).expect("select refused whatever would overflow").unwrap();
+                    state.advance(&step);
+                }
+            }
+            start += batch.len();
+        }
+        None
+    }
+
+    fn poison_spec() -> impl Strategy<Value = Vec<(usize, i64, Option<usize>)>> {
+        let cost = prop_oneof![3 => 0i64..1_000_000, 2 => (BIG - 1_000)..(BIG + 1_000)];
+        let copy_of = prop_oneof![4 => Just(None), 1 => (0usize..40).prop_map(Some)];
+        proptest::collection::vec((0usize..3, cost, copy_of), 1..45)
+    }
+
+    #[test]
+    fn an_event_that_would_overflow_a_row_is_refused_alone() {
+        let log = poison_log(&[
+            (0, BIG, None),
+            (1, BIG, None),
+            (0, 5, None),
+            (2, BIG, None),
+            (1, 7, None),
+            (0, BIG, Some(3)),
+        ]);
+        let mut kept = Kept::default();
+        assert_eq!(fold_selecting(&log, &[100], &mut kept, usize::MAX), None);
+        // The third BIG overflows the team row; its copy at offset 11 is weighed on its own and
+        // overflows too; the small events after it still count.
+        assert_eq!(kept.dead, BTreeSet::from([7, 11]));
+        assert_eq!(bucket_total(&kept.buckets, &("team/t".to_owned(), "all".to_owned())), 2 * BIG + 12);
+        assert_eq!(bucket_total(&kept.buckets, &("key/k0".to_owned(), "all".to_owned())), BIG + 5);
+    }
+
     proptest! {
+        /// Overflowing events (and copies of them) are refused, exactly those the rule names,
+        /// and every other event folds exactly, whatever the batches.
+        #[test]
+        fn overflowing_events_are_refused_exactly_and_the_rest_folds_exactly(
+            spec in poison_spec(),
+            sizes in proptest::collection::vec(1usize..12, 1..5),
+        ) {
+            let log = poison_log(&spec);
+            let (refused, totals) = overflow_model(&log);
+            let mut kept = Kept::default();
+            prop_assert_eq!(fold_selecting(&log, &sizes, &mut kept, usize::MAX), None);
+            prop_assert_eq!(&kept.dead, &refused);
+            for scope in ["key/k0", "key/k1", "key/k2", "team/t"] {
+                let expected = totals.get(scope).copied().unwrap_or(0);
+                for window in ["all", "d:2026-11-23", "m:2026-11"] {
+                    prop_assert_eq!(bucket_total(&kept.buckets, &(scope.to_owned(), window.to_owned())), expected);
+                }
+            }
+        }
+
+        /// A crash after any number of bucket steps, then a replay from where the consumer
+        /// committed (or from the very start), with other batches: the same totals and the same
+        /// dead letters as one clean pass.
+        #[test]
+        fn replaying_any_prefix_with_poison_refuses_the_same_events(
+            spec in poison_spec(),
+            first in proptest::collection::vec(1usize..12, 1..5),
+            second in proptest::collection::vec(1usize..12, 1..5),
+            crash_after_steps in 0usize..120,
+            from_the_start in any::<bool>(),
+        ) {
+            let log = poison_log(&spec);
+            let mut clean = Kept::default();
+            fold_selecting(&log, &[1], &mut clean, usize::MAX);
+            let mut kept = Kept::default();
+            let resume = fold_selecting(&log, &first, &mut kept, crash_after_steps).unwrap_or(log.len());
+            let resume = if from_the_start { 0 } else { resume };
+            prop_assert_eq!(fold_selecting(&log[resume..], &second, &mut kept, usize::MAX), None);
+            prop_assert_eq!(&kept.dead, &clean.dead);
+            prop_assert_eq!(&kept.dead, &overflow_model(&log).0);
+            for scope in ["key/k0", "key/k1", "key/k2", "team/t", "key/k0/model/m", "team/t/model/m"] {
+                for window in ["all", "d:2026-11-23", "m:2026-11"] {
+                    let key = (scope.to_owned(), window.to_owned());
+                    prop_assert_eq!(bucket_total(&kept.buckets, &key), bucket_total(&clean.buckets, &key));
+                }
+            }
+        }
+
         /// Bucketed: any batching and step size, a crash after any number of steps, then a
         /// replay of everything with any other batching, gives the same totals as summing the
         /// events directly.

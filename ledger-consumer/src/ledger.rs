@@ -7,30 +7,60 @@
 //! with the fence the values reflect (DESIGN §3). Never write `partition_spend` without the
 //! condition.
 
+use crate::dead_letter::DeadLetter;
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
 use scylla::client::session::Session;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
-use std::collections::HashMap;
+use scylla::value::MaybeUnset;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::NanoUsd;
 
+/// A ledger call that failed. `dead_letter::classify` tells permanent failures (the values of
+/// an event are at fault) from transient ones.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("cannot connect to the ledger database: {0}")]
     Connect(String),
     #[error("ledger schema: {0}")]
     Schema(String),
+    /// A statement the database (or the driver, before sending it) did not carry out.
+    #[error("ledger statement failed: {0}")]
+    Cql(Box<scylla::errors::ExecutionError>),
+    /// A statement of the embedded ledger failed.
+    #[error("embedded ledger statement failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Any other query failure (preparing at start-up, paging through a scan).
     #[error("ledger query failed: {0}")]
     Query(String),
     #[error("unexpected ledger result: {0}")]
     Result(String),
+    /// Folding would overflow a row of this bucket (events are checked for this before any
+    /// write, so this is only seen when another writer folded something else).
+    #[error("bucket {bucket} of partition {partition}: {source}")]
+    Overflow { partition: i32, bucket: i32, source: MoneyOverflow },
+    #[error("bucket {bucket} of partition {partition}: too many conflicting writers")]
+    Contended { partition: i32, bucket: i32 },
+    #[error("cannot encode an event for the event ledger: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl From<scylla::errors::ExecutionError> for LedgerError {
+    fn from(e: scylla::errors::ExecutionError) -> Self {
+        LedgerError::Cql(Box::new(e))
+    }
 }
 
 fn query_err(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Query(e.to_string())
+}
+
+fn result_err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Result(e.to_string())
 }
 
 /// Where the two ledger layers live.
@@ -73,6 +103,19 @@ pub trait LedgerStore: Send + Sync + 'static {
         partition: i32,
         rows: &[(RowKey, RowState)],
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Dead letters: the offsets of `partition` within `first..=last` already refused (by this
+    /// run or an earlier one). Read after the bucket states a decision is made from: a writer
+    /// records its refusals before its first bucket write, so one that sees that write also
+    /// sees them.
+    fn dead_letter_offsets(
+        &self,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> impl Future<Output = Result<HashSet<i64>, LedgerError>> + Send;
+    /// Dead letters: records `letter` durably. Idempotent: a second record of the same
+    /// `(partition, offset)` changes nothing.
+    fn record_dead_letter(&self, letter: &DeadLetter) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 pub struct CqlLedger {
@@ -86,16 +129,25 @@ pub struct CqlLedger {
     write_row: PreparedStatement,
     write_fence: PreparedStatement,
     copy_row: PreparedStatement,
+    insert_dead_letter: PreparedStatement,
+    select_dead_letters: PreparedStatement,
+    /// The usage topic: dead letters are kept per topic, partition and offset.
+    usage_topic: String,
 }
+
+/// Offsets of a Kafka partition per CQL partition of `dead_letters` (`offset_block`).
+const DEAD_LETTER_BLOCK: i64 = 1 << 16;
 
 /// Parallel Layer 1 inserts in flight per batch.
 const INSERT_CONCURRENCY: usize = 64;
 
 impl CqlLedger {
-    /// Connects, applies the schema when `create_schema`, and prepares every statement.
+    /// Connects, applies the schema when `create_schema`, and prepares every statement, for the
+    /// events of `usage_topic`.
     pub async fn connect(
         contact_points: &[String],
         keyspace: &str,
+        usage_topic: &str,
         create_schema: bool,
     ) -> Result<CqlLedger, LedgerError> {
         let session =
@@ -158,6 +210,21 @@ impl CqlLedger {
         ))
         .await?;
         copy_row.set_consistency(Consistency::LocalQuorum);
+        // The first record of a refusal stays: a replay that refuses the record again (after a
+        // crash before its offset was stored) changes nothing.
+        let mut insert_dead_letter = prepare(format!(
+            "INSERT INTO {ks}.dead_letters (topic, partition, offset_block, kafka_offset, event_id, reason, message, \
+             body, body_bytes, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+        ))
+        .await?;
+        insert_dead_letter.set_consistency(Consistency::LocalQuorum);
+        insert_dead_letter.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        let mut select_dead_letters = prepare(format!(
+            "SELECT kafka_offset FROM {ks}.dead_letters WHERE topic = ? AND partition = ? AND offset_block = ? \
+             AND kafka_offset >= ? AND kafka_offset <= ?"
+        ))
+        .await?;
+        select_dead_letters.set_consistency(Consistency::LocalQuorum);
         Ok(CqlLedger {
             session,
             insert_event,
@@ -169,6 +236,9 @@ impl CqlLedger {
             write_row,
             write_fence,
             copy_row,
+            insert_dead_letter,
+            select_dead_letters,
+            usage_topic: usage_topic.to_owned(),
         })
     }
 
@@ -176,26 +246,55 @@ impl CqlLedger {
         &self.session
     }
 
-    /// Every event in the event ledger (a full scan: an audit tool, not a hot path).
-    pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<tollgate_schemas::UsageEvent>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!("SELECT body FROM {keyspace}.usage_events"));
+    /// Every event in the event ledger with the `(partition, offset)` it was recorded at (a
+    /// full scan: an audit tool, not a hot path).
+    pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<RecordedEvent>, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!(
+            "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
+        ));
         stmt.set_page_size(5_000);
         let mut rows = self
             .session
             .query_iter(stmt, &[])
             .await
             .map_err(query_err)?
-            .rows_stream::<(Option<String>,)>()
-            .map_err(|e| LedgerError::Result(e.to_string()))?;
+            .rows_stream::<(Option<String>, Option<i32>, Option<i64>)>()
+            .map_err(result_err)?;
         let mut events = Vec::new();
         while let Some(row) = rows.next().await {
-            let (body,) = row.map_err(query_err)?;
+            let (body, partition, offset) = row.map_err(query_err)?;
             let body = body.unwrap_or_default();
             let event = tollgate_schemas::UsageEvent::decode(body.as_bytes())
                 .map_err(|e| LedgerError::Result(format!("event ledger row does not decode: {e}")))?;
-            events.push(event);
+            events.push(RecordedEvent { event, partition: partition.unwrap_or(-1), offset: offset.unwrap_or(-1) });
         }
         Ok(events)
+    }
+
+    /// Every dead letter of the keyspace, of every topic (a full scan: an audit tool).
+    pub async fn scan_dead_letters(&self, keyspace: &str) -> Result<Vec<crate::reconcile::DeadLetterRow>, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!(
+            "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
+        ));
+        stmt.set_page_size(5_000);
+        let mut rows = self
+            .session
+            .query_iter(stmt, &[])
+            .await
+            .map_err(query_err)?
+            .rows_stream::<(i32, i64, Option<uuid::Uuid>, Option<String>)>()
+            .map_err(result_err)?;
+        let mut letters = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (partition, offset, event_id, reason) = row.map_err(query_err)?;
+            letters.push(crate::reconcile::DeadLetterRow {
+                partition,
+                offset,
+                event_id,
+                reason: reason.unwrap_or_default(),
+            });
+        }
+        Ok(letters)
     }
 
     /// Every row of a Layer 2 table (`spend_aggregates` or `partition_spend`), per
@@ -215,7 +314,7 @@ impl CqlLedger {
             .await
             .map_err(query_err)?
             .rows_stream::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>()
-            .map_err(|e| LedgerError::Result(e.to_string()))?;
+            .map_err(result_err)?;
         let mut totals = std::collections::BTreeMap::new();
         while let Some(row) = rows.next().await {
             let (scope, window, partition, spent, events) = row.map_err(query_err)?;
@@ -232,22 +331,31 @@ impl CqlLedger {
     /// a single mutation for Cassandra or ScyllaDB to apply, instead of one request per event.
     async fn insert_partition_batch(&self, rows: Vec<EventRow<'_>>) -> Result<(), LedgerError> {
         if let [row] = rows.as_slice() {
-            self.session.execute_unpaged(&self.insert_event, row).await.map_err(query_err)?;
+            self.session.execute_unpaged(&self.insert_event, row).await?;
             return Ok(());
         }
         let mut batch = Batch::new(BatchType::Unlogged);
         for _ in &rows {
             batch.append_statement(self.insert_event.clone());
         }
-        self.session.batch(&batch, rows).await.map_err(query_err)?;
+        self.session.batch(&batch, rows).await?;
         Ok(())
     }
 }
 
-/// The Layer 1 row of one message.
+/// An event of the event ledger and where it was first read.
+#[derive(Clone, Debug)]
+pub struct RecordedEvent {
+    pub event: tollgate_schemas::UsageEvent,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The Layer 1 row of one message. Absent optional fields stay unset, never null: a null is a
+/// tombstone, and a few per event made reads of an owner's events wade through thousands.
 fn event_row(partition: i32, m: &Message) -> Result<EventRow<'_>, LedgerError> {
     let e = &m.event;
-    let body = serde_json::to_string(e).map_err(|err| LedgerError::Query(err.to_string()))?;
+    let body = serde_json::to_string(e)?;
     Ok(EventRow {
         owner_id: e.budget_owner(),
         day: e.day(),
@@ -255,13 +363,13 @@ fn event_row(partition: i32, m: &Message) -> Result<EventRow<'_>, LedgerError> {
         event_id: e.event_id,
         occurred_at: e.occurred_at,
         key_id: &e.key_id,
-        team_id: e.team_id.as_deref(),
-        user_id: e.user_id.as_deref(),
-        customer_id: e.customer_id.as_deref(),
-        organization_id: e.organization_id.as_deref(),
+        team_id: unset_if_absent(&e.team_id),
+        user_id: unset_if_absent(&e.user_id),
+        customer_id: unset_if_absent(&e.customer_id),
+        organization_id: unset_if_absent(&e.organization_id),
         requested_model: &e.requested_model,
-        served_model: e.served_model.as_deref(),
-        provider: e.provider.as_deref(),
+        served_model: unset_if_absent(&e.served_model),
+        provider: unset_if_absent(&e.provider),
         prompt_tokens: i64::try_from(e.prompt_tokens).unwrap_or(i64::MAX),
         completion_tokens: i64::try_from(e.completion_tokens).unwrap_or(i64::MAX),
         cached_tokens: i64::try_from(e.cached_tokens).unwrap_or(i64::MAX),
@@ -271,9 +379,13 @@ fn event_row(partition: i32, m: &Message) -> Result<EventRow<'_>, LedgerError> {
         kafka_offset: m.offset,
         body,
         // The copy at the lowest offset wins if two are ever written (see
-        // fold::select_fresh): a lower offset gets a later write timestamp.
+        // fold::select): a lower offset gets a later write timestamp.
         write_timestamp: LOWEST_OFFSET_WINS - m.offset,
     })
+}
+
+fn unset_if_absent(value: &Option<String>) -> MaybeUnset<&str> {
+    MaybeUnset::from_option(value.as_deref())
 }
 
 /// Groups a batch's event rows by their CQL partition `(owner, day, shard)`, in chunks of at
@@ -318,13 +430,13 @@ struct EventRow<'a> {
     event_id: uuid::Uuid,
     occurred_at: chrono::DateTime<chrono::Utc>,
     key_id: &'a str,
-    team_id: Option<&'a str>,
-    user_id: Option<&'a str>,
-    customer_id: Option<&'a str>,
-    organization_id: Option<&'a str>,
+    team_id: MaybeUnset<&'a str>,
+    user_id: MaybeUnset<&'a str>,
+    customer_id: MaybeUnset<&'a str>,
+    organization_id: MaybeUnset<&'a str>,
     requested_model: &'a str,
-    served_model: Option<&'a str>,
-    provider: Option<&'a str>,
+    served_model: MaybeUnset<&'a str>,
+    provider: MaybeUnset<&'a str>,
     prompt_tokens: i64,
     completion_tokens: i64,
     cached_tokens: i64,
@@ -352,7 +464,7 @@ const COPY_CONCURRENCY: usize = 32;
 
 /// `[applied]` of an LWT result.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
-    tollgate_schemas::store::lwt_applied(result).map_err(|e| LedgerError::Result(e.to_string()))
+    tollgate_schemas::store::lwt_applied(result).map_err(result_err)
 }
 
 impl LedgerStore for CqlLedger {
@@ -395,11 +507,9 @@ impl LedgerStore for CqlLedger {
                 }
             }
             let Some(result) = pending.next().await else { break };
-            let rows = result.map_err(query_err)?.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
-            for row in
-                rows.rows::<(uuid::Uuid, Option<i32>, Option<i64>)>().map_err(|e| LedgerError::Result(e.to_string()))?
-            {
-                let (id, partition, offset) = row.map_err(|e| LedgerError::Result(e.to_string()))?;
+            let rows = result?.into_rows_result().map_err(result_err)?;
+            for row in rows.rows::<(uuid::Uuid, Option<i32>, Option<i64>)>().map_err(result_err)? {
+                let (id, partition, offset) = row.map_err(result_err)?;
                 found.insert(id, (partition.unwrap_or(-1), offset.unwrap_or(-1)));
             }
         }
@@ -418,12 +528,12 @@ impl LedgerStore for CqlLedger {
         } else {
             (&self.select_fence, &self.select_rows)
         };
-        let result = self.session.execute_unpaged(fence_stmt, (partition, bucket)).await.map_err(query_err)?;
+        let result = self.session.execute_unpaged(fence_stmt, (partition, bucket)).await?;
         let fence = result
             .into_rows_result()
-            .map_err(|e| LedgerError::Result(e.to_string()))?
+            .map_err(result_err)?
             .maybe_first_row::<(Option<i64>,)>()
-            .map_err(|e| LedgerError::Result(e.to_string()))?
+            .map_err(result_err)?
             .and_then(|(f,)| f);
         let mut state = BucketState { fence, rows: HashMap::with_capacity(keys.len()) };
         if fence.is_none() {
@@ -431,13 +541,11 @@ impl LedgerStore for CqlLedger {
         }
         for chunk in keys.chunks(ROWS_PER_READ) {
             let wanted: Vec<(&str, &str)> = chunk.iter().map(|(s, w)| (s.as_str(), w.as_str())).collect();
-            let result =
-                self.session.execute_unpaged(rows_stmt, (partition, bucket, wanted)).await.map_err(query_err)?;
-            let rows = result.into_rows_result().map_err(|e| LedgerError::Result(e.to_string()))?;
+            let result = self.session.execute_unpaged(rows_stmt, (partition, bucket, wanted)).await?;
+            let rows = result.into_rows_result().map_err(result_err)?;
             type Cells = (String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-            for row in rows.rows::<Cells>().map_err(|e| LedgerError::Result(e.to_string()))? {
-                let (scope, window, spent, events, prompt, completion, applied) =
-                    row.map_err(|e| LedgerError::Result(e.to_string()))?;
+            for row in rows.rows::<Cells>().map_err(result_err)? {
+                let (scope, window, spent, events, prompt, completion, applied) = row.map_err(result_err)?;
                 let row = RowState {
                     spent: NanoUsd(spent.unwrap_or(0)),
                     events: events.unwrap_or(0),
@@ -454,7 +562,7 @@ impl LedgerStore for CqlLedger {
     async fn write_bucket(&self, partition: i32, bucket: i32, step: &BucketStep) -> Result<bool, LedgerError> {
         if step.rows.is_empty() {
             let values = (step.fence, partition, bucket, step.expected);
-            return applied(self.session.execute_unpaged(&self.write_fence, values).await.map_err(query_err)?);
+            return applied(self.session.execute_unpaged(&self.write_fence, values).await?);
         }
         let statement = BatchStatement::PreparedStatement(self.write_row.clone());
         let mut batch = Batch::new_with_statements(BatchType::Logged, vec![statement; step.rows.len()]);
@@ -476,7 +584,7 @@ impl LedgerStore for CqlLedger {
                 expected: step.expected,
             })
             .collect();
-        applied(self.session.batch(&batch, values).await.map_err(query_err)?)
+        applied(self.session.batch(&batch, values).await?)
     }
 
     async fn write_read_model(&self, partition: i32, rows: &[(RowKey, RowState)]) -> Result<(), LedgerError> {
@@ -500,13 +608,60 @@ impl LedgerStore for CqlLedger {
             }
             match pending.next().await {
                 Some(result) => {
-                    result.map_err(query_err)?;
+                    result?;
                 }
                 None => break,
             }
         }
         Ok(())
     }
+
+    async fn dead_letter_offsets(&self, partition: i32, first: i64, last: i64) -> Result<HashSet<i64>, LedgerError> {
+        let mut found = HashSet::new();
+        for block in first.div_euclid(DEAD_LETTER_BLOCK)..=last.div_euclid(DEAD_LETTER_BLOCK) {
+            let values = (self.usage_topic.as_str(), partition, block, first, last);
+            let rows = self.session.execute_unpaged(&self.select_dead_letters, values).await?;
+            for row in rows.into_rows_result().map_err(result_err)?.rows::<(i64,)>().map_err(result_err)? {
+                found.insert(row.map_err(result_err)?.0);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), LedgerError> {
+        let (body, body_bytes) = letter.body_prefix();
+        let values = DeadLetterWrite {
+            topic: &self.usage_topic,
+            partition: letter.partition,
+            offset_block: letter.offset.div_euclid(DEAD_LETTER_BLOCK),
+            kafka_offset: letter.offset,
+            event_id: MaybeUnset::from_option(letter.event_id),
+            reason: letter.reason.code(),
+            message: &letter.message,
+            body: MaybeUnset::from_option(letter.body.as_ref().map(|_| body)),
+            body_bytes: i32::try_from(body_bytes).unwrap_or(i32::MAX),
+            dead_lettered_at: chrono::Utc::now(),
+        };
+        // Applied or not (a replay found the first record), the refusal is on record.
+        self.session.execute_unpaged(&self.insert_dead_letter, values).await?;
+        Ok(())
+    }
+}
+
+/// A row of `dead_letters`, bound in statement order. An absent event id or value stays unset.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct DeadLetterWrite<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset_block: i64,
+    kafka_offset: i64,
+    event_id: MaybeUnset<uuid::Uuid>,
+    reason: &'a str,
+    message: &'a str,
+    body: MaybeUnset<&'a [u8]>,
+    body_bytes: i32,
+    dead_lettered_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// One statement of a step's conditional batch, bound in statement order.
@@ -523,4 +678,26 @@ struct RowWrite<'a> {
     scope: &'a str,
     window: &'a str,
     expected: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_fields_of_an_event_row_stay_unset() {
+        let event: tollgate_schemas::UsageEvent =
+            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+        let message = Message { offset: 7, event };
+        let row = event_row(3, &message).unwrap();
+        let unset = [row.team_id, row.user_id, row.customer_id, row.organization_id, row.served_model, row.provider];
+        assert!(unset.iter().all(|v| matches!(v, MaybeUnset::Unset)), "a null would be a tombstone");
+
+        let golden: tollgate_schemas::UsageEvent =
+            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json")).unwrap();
+        let message = Message { offset: 8, event: golden };
+        let row = event_row(3, &message).unwrap();
+        assert!(matches!(row.team_id, MaybeUnset::Set("team-payments")));
+        assert!(matches!(row.provider, MaybeUnset::Set("openai")));
+    }
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tollgate_ledger_consumer::config::Config;
 use tollgate_ledger_consumer::consumer::{RunEnd, UsageConsumer};
@@ -28,7 +29,8 @@ struct Args {
 enum Command {
     /// Compare the event ledger with the spend aggregates at every scope and window, and the
     /// spend aggregates with partition_spend row by row; exit 1 on any difference. Without
-    /// --from/--to every window is compared, all-time included.
+    /// --from/--to every window is compared, all-time included. Dead-lettered events are
+    /// counted by reason and left out of the event ledger's totals.
     Reconcile {
         /// First UTC day to compare (YYYY-MM-DD).
         #[arg(long)]
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let serving = !args.migrate && args.command.is_none();
         if let Some(addr) = config.metrics_listen.as_ref().filter(|_| serving) {
             let listen: std::net::SocketAddr = match addr.parse() {
@@ -77,13 +79,15 @@ fn main() -> ExitCode {
             }
         }
         let c = &config.cassandra;
-        let ledger = match CqlLedger::connect(&c.contact_points, &c.keyspace, c.create_schema || args.migrate).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let create_schema = c.create_schema || args.migrate;
+        let ledger =
+            match CqlLedger::connect(&c.contact_points, &c.keyspace, &config.kafka.usage_topic, create_schema).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
         if args.migrate {
             println!("schema applied to keyspace {}", c.keyspace);
             return ExitCode::SUCCESS;
@@ -133,10 +137,12 @@ fn main() -> ExitCode {
             wait_for_signal().await;
             tracing::info!("shutdown requested");
             signal.cancel();
+            exit_if_shutdown_hangs();
         });
         if let Some(b) = &budgets {
             tokio::spawn(b.clone().heartbeats(shutdown.clone()));
         }
+        warn_if_missing(&config, &config.kafka.dlq_topic);
         let mut announced = false;
         loop {
             let consumer = match UsageConsumer::new(&config, ledger.clone(), budgets.clone()) {
@@ -151,17 +157,60 @@ fn main() -> ExitCode {
                 announced = true;
             }
             match consumer.run(shutdown.clone()).await {
-                RunEnd::Shutdown => return ExitCode::SUCCESS,
+                RunEnd::Shutdown => {
+                    consumer.close(CLOSE_WITHIN).await;
+                    return ExitCode::SUCCESS;
+                }
                 RunEnd::Rejoin => {
                     // Closing a consumer that lost its coordinator can block until the
                     // coordinator answers; never let that stop the replacement.
-                    let _ = std::thread::Builder::new()
-                        .name("tollgate-consumer-close".into())
-                        .spawn(move || drop(consumer));
+                    tokio::spawn(consumer.close(Duration::from_secs(60)));
                 }
             }
         }
-    })
+    });
+    // Tasks still running (a heartbeat waiting on Kafka, a close left behind) do not hold the
+    // exit up.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+/// How long a shutdown waits for the Kafka consumer to commit and leave its group.
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
+/// The most a shutdown may take, from the signal to the exit, whatever it waits for.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(8);
+
+/// The last line of defence of the shutdown bound: should anything still hold the process
+/// [`SHUTDOWN_BOUND`] after the signal, exit anyway. Offsets are only ever stored for batches
+/// wholly folded, so exiting at any point loses nothing: what is not committed is replayed.
+fn exit_if_shutdown_hangs() {
+    let spawned = std::thread::Builder::new().name("tollgate-shutdown-bound".into()).spawn(|| {
+        std::thread::sleep(SHUTDOWN_BOUND);
+        tracing::error!(bound = ?SHUTDOWN_BOUND, "shutdown did not finish in time; exiting anyway");
+        std::process::exit(1);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown bound");
+    }
+}
+
+/// Says so at start-up when `topic` does not exist: a refused record would wait (retrying)
+/// until it is created, and folding with it.
+fn warn_if_missing(config: &Config, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: Result<BaseConsumer, _> =
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &config.kafka.bootstrap_servers).create();
+    let exists = consumer
+        .ok()
+        .and_then(|c| c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok())
+        .map(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()));
+    if exists == Some(false) {
+        tracing::warn!(
+            topic,
+            "the dead-letter topic does not exist: a refused record will hold its partition up until it is created"
+        );
+    }
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -172,15 +221,17 @@ async fn reconcile(
     to: Option<chrono::NaiveDate>,
 ) -> ExitCode {
     use tollgate_ledger_consumer::reconcile::{
-        compare, compare_read_model, event_ledger_totals, scope_totals, Range, RowId, Totals,
+        compare, compare_read_model, dead_letters_by_reason, event_ledger_totals, scope_totals, without_dead_letters,
+        Range, RowId, Totals,
     };
     let range = Range { from: from.map(|d| d.to_string()), to: to.map(|d| d.to_string()) };
     let scans = tokio::try_join!(
         ledger.scan_events(keyspace),
         ledger.scan_rows(keyspace, "spend_aggregates"),
         ledger.scan_rows(keyspace, "partition_spend"),
+        ledger.scan_dead_letters(keyspace),
     );
-    let (events, read_model, authoritative) = match scans {
+    let (events, read_model, authoritative, dead) = match scans {
         Ok(all) => all,
         Err(e) => {
             eprintln!("error: {e}");
@@ -190,7 +241,9 @@ async fn reconcile(
     type Rows = std::collections::BTreeMap<RowId, Totals>;
     let in_range = |rows: Rows| -> Rows { rows.into_iter().filter(|((_, w, _), _)| range.includes(w)).collect() };
     let (read_model, authoritative) = (in_range(read_model), in_range(authoritative));
-    let layer1 = event_ledger_totals(&events, &range);
+    let counted = without_dead_letters(&events, &dead);
+    let excluded = events.len() - counted.len();
+    let layer1 = event_ledger_totals(counted, &range);
     let layer2 = scope_totals(&read_model);
     let diffs = compare(&layer1, &layer2);
     for d in &diffs {
@@ -199,6 +252,13 @@ async fn reconcile(
             d.scope, d.window, d.event_ledger.spent, d.event_ledger.events, d.aggregates.spent, d.aggregates.events
         );
     }
+    let by_reason: Vec<String> =
+        dead_letters_by_reason(&dead).into_iter().map(|(reason, n)| format!("{reason}: {n}")).collect();
+    println!(
+        "dead letters: {} dead-lettered events ({}); Layer 1 rows of dead-lettered events left out: {excluded}",
+        dead.len(),
+        if by_reason.is_empty() { "none".to_owned() } else { by_reason.join(", ") }
+    );
     let lagging = compare_read_model(&authoritative, &read_model);
     for l in &lagging {
         let (scope, window, partition) = &l.row;
@@ -210,7 +270,7 @@ async fn reconcile(
     }
     println!(
         "reconcile: {} events, {} (scope, window) rows compared, {} differences; {} Layer 2 rows, {} behind partition_spend",
-        events.len(),
+        events.len() - excluded,
         layer1.len(),
         diffs.len(),
         authoritative.len(),

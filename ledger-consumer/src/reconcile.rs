@@ -3,10 +3,42 @@
 //! authoritative `partition_spend` it is derived from, row by row. `compare` and
 //! `compare_read_model` are the pure core; `tollgate-ledger-consumer reconcile` feeds them full
 //! scans of the tables and exits non-zero on any difference.
+//!
+//! Dead-lettered events are not counted: an event refused while its batch was being written may
+//! have left its Layer 1 row (docs/security.md), and [`without_dead_letters`] leaves such rows out
+//! of the event ledger's totals; `reconcile` reports how many events were refused, by reason.
 
 use crate::fold::rows_of;
-use std::collections::BTreeMap;
+use crate::ledger::RecordedEvent;
+use std::collections::{BTreeMap, HashSet};
 use tollgate_schemas::UsageEvent;
+
+/// A row of `dead_letters` as reconcile reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterRow {
+    pub partition: i32,
+    pub offset: i64,
+    pub event_id: Option<uuid::Uuid>,
+    pub reason: String,
+}
+
+/// The events of the event ledger that were not dead-lettered: an event is left out when it
+/// was refused at the very partition and offset its Layer 1 row records (the row an event
+/// refused mid-write leaves), so a good copy of the same event elsewhere still counts.
+pub fn without_dead_letters<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterRow]) -> Vec<&'a UsageEvent> {
+    let refused: HashSet<(uuid::Uuid, i32, i64)> =
+        dead.iter().filter_map(|d| d.event_id.map(|id| (id, d.partition, d.offset))).collect();
+    events.iter().filter(|e| !refused.contains(&(e.event.event_id, e.partition, e.offset))).map(|e| &e.event).collect()
+}
+
+/// Dead letters per reason code.
+pub fn dead_letters_by_reason(dead: &[DeadLetterRow]) -> BTreeMap<&str, usize> {
+    let mut by_reason = BTreeMap::new();
+    for d in dead {
+        *by_reason.entry(d.reason.as_str()).or_default() += 1;
+    }
+    by_reason
+}
 
 /// Totals of one `(scope, window)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,6 +176,43 @@ mod tests {
         assert_eq!(lag, vec![LaggingRow { row: row("key/a", 1), authoritative: t(5, 1), read_model: t(0, 0) }]);
         assert!(compare_read_model(&authoritative, &authoritative).is_empty());
         assert_eq!(scope_totals(&authoritative)[&("key/a".to_owned(), "all".to_owned())], t(15, 2));
+    }
+
+    #[test]
+    fn dead_lettered_events_leave_the_event_ledger_totals() {
+        let event = |cost| {
+            let mut e: UsageEvent =
+                serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+            e.event_id = uuid::Uuid::now_v7();
+            e.cost_nano_usd = tollgate_schemas::NanoUsd(cost);
+            e
+        };
+        let (good, refused, copy) = (event(10), event(1_000), event(5));
+        let events = vec![
+            RecordedEvent { event: good.clone(), partition: 0, offset: 1 },
+            RecordedEvent { event: refused.clone(), partition: 0, offset: 2 },
+            RecordedEvent { event: copy.clone(), partition: 1, offset: 7 },
+        ];
+        let dead = vec![
+            DeadLetterRow {
+                partition: 0,
+                offset: 2,
+                event_id: Some(refused.event_id),
+                reason: "refused_by_database".into(),
+            },
+            // A copy of `copy` refused elsewhere does not hide the copy that was folded.
+            DeadLetterRow { partition: 1, offset: 9, event_id: Some(copy.event_id), reason: "schema_violation".into() },
+            DeadLetterRow { partition: 2, offset: 3, event_id: None, reason: "not_json".into() },
+        ];
+        let kept = without_dead_letters(&events, &dead);
+        assert_eq!(kept, vec![&good, &copy]);
+        let totals = event_ledger_totals(kept, &Range::default());
+        assert_eq!(totals[&(format!("key/{}", good.key_id), "all".to_owned())], t(15, 2));
+        let by_reason = dead_letters_by_reason(&dead);
+        assert_eq!(
+            by_reason.into_iter().collect::<Vec<_>>(),
+            vec![("not_json", 1), ("refused_by_database", 1), ("schema_violation", 1)]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ const FILES: &[(&str, &str)] = &[
     ("004_tenancy.cql", include_str!("../cql/004_tenancy.cql")),
     ("005_partition_ledger.cql", include_str!("../cql/005_partition_ledger.cql")),
     ("006_budget_leases.cql", include_str!("../cql/006_budget_leases.cql")),
+    ("007_dead_letters.cql", include_str!("../cql/007_dead_letters.cql")),
 ];
 
 /// Error for a keyspace name CQL would not accept unquoted.
@@ -47,11 +48,12 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test").unwrap();
-        assert_eq!(stmts.len(), 12);
+        assert_eq!(stmts.len(), 13);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
         assert!(stmts[2].contains("tg_test.spend_aggregates"));
         assert!(stmts[10].contains("tg_test.partition_spend") && stmts[10].contains("STATIC"));
+        assert!(stmts[12].contains("tg_test.dead_letters"));
     }
 
     #[test]

@@ -88,11 +88,29 @@ pub enum DecodeError {
     UnsupportedVersion(u32),
 }
 
+fn supported(version: u32) -> bool {
+    (1..=USAGE_EVENT_VERSION).contains(&version)
+}
+
 impl UsageEvent {
     /// Decodes a record value, accepting every version this build knows.
     pub fn decode(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
-        let event: UsageEvent = serde_json::from_slice(bytes)?;
-        if event.version == 0 || event.version > USAGE_EVENT_VERSION {
+        let event: UsageEvent = match serde_json::from_slice(bytes) {
+            Ok(event) => event,
+            Err(e) => {
+                // A newer version may not parse as this one: name the version rather than the
+                // field that did not parse.
+                #[derive(Deserialize)]
+                struct Versioned {
+                    version: u32,
+                }
+                return match serde_json::from_slice::<Versioned>(bytes) {
+                    Ok(v) if !supported(v.version) => Err(DecodeError::UnsupportedVersion(v.version)),
+                    _ => Err(DecodeError::Json(e)),
+                };
+            }
+        };
+        if !supported(event.version) {
             return Err(DecodeError::UnsupportedVersion(event.version));
         }
         Ok(event)
@@ -205,6 +223,12 @@ mod tests {
             Err(DecodeError::UnsupportedVersion(99))
         ));
         assert!(UsageEvent::decode(b"{not json").is_err());
+        // A newer version whose fields no longer parse as this one's is still named as such.
+        assert!(matches!(
+            UsageEvent::decode(br#"{"version": 2, "event_id": 7}"#),
+            Err(DecodeError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(UsageEvent::decode(br#"{"version": 1, "event_id": 7}"#), Err(DecodeError::Json(_))));
         let mut value: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
         value["cost_nano_usd"] = serde_json::json!(0.5);
         assert!(UsageEvent::decode(&serde_json::to_vec(&value).unwrap()).is_err(), "float money must not decode");

@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage";
 pub const BUDGET_STATE: &str = "budget-state";
 /// Tenancy changes (`tenancy::Invalidation`): every gateway drops its cached copy.
 pub const CONTROL: &str = "control";
-/// Usage records that could not be decoded, with the reason in a header.
+/// Usage records the ledger consumer refused, with the reason in a header (docs/security.md).
 pub const USAGE_DLQ: &str = "usage-dlq";
 
 const TOPICS_TSV: &str = include_str!("../topics.tsv");

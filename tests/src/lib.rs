@@ -288,6 +288,26 @@ pub fn group_caught_up(group: &str, topic: &str, partitions: i32) -> Result<bool
     Ok(true)
 }
 
+/// The offset `group` has committed on each partition of `topic` (`None`: nothing committed).
+pub fn group_committed(group: &str, topic: &str, partitions: i32) -> Result<Vec<Option<i64>>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect())
+}
+
 /// A CQL session to the test Cassandra.
 pub async fn cql() -> Result<scylla::client::session::Session> {
     Ok(scylla::client::session_builder::SessionBuilder::new().known_node(cassandra_node()).build().await?)
@@ -438,6 +458,8 @@ pub struct GroundTruth {
     pub scopes: std::collections::BTreeMap<String, (i64, i64)>,
     pub requests: usize,
     pub rejected: usize,
+    /// Good events a test put on the usage topic itself, beside the served requests.
+    pub injected: usize,
 }
 
 impl GroundTruth {
@@ -456,6 +478,16 @@ impl GroundTruth {
         self.requests += 1;
     }
 
+    /// Adds `n` events a test published itself, each of `cost`, counted in every one of `scopes`.
+    pub fn add_injected(&mut self, scopes: &[String], cost: i64, n: usize) {
+        for scope in scopes {
+            let e = self.scopes.entry(scope.clone()).or_default();
+            e.0 += cost * n as i64;
+            e.1 += n as i64;
+        }
+        self.injected += n;
+    }
+
     /// Asserts the ledger's all-time totals equal the ground truth at every scope.
     pub async fn assert_ledger(&self, session: &scylla::client::session::Session, ks: &str, label: &str) -> Result<()> {
         for (scope, expected) in &self.scopes {
@@ -464,9 +496,10 @@ impl GroundTruth {
         }
         let (count, _) = event_ledger_totals(session, ks).await?;
         anyhow::ensure!(
-            count == self.requests as i64,
-            "{label}: event ledger has {count} rows, served {}",
-            self.requests
+            count == (self.requests + self.injected) as i64,
+            "{label}: event ledger has {count} rows, served {} and injected {}",
+            self.requests,
+            self.injected
         );
         Ok(())
     }
