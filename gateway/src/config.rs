@@ -4,7 +4,6 @@
 
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,25 +16,7 @@ pub enum ConfigError {
     Invalid { path: String, field: String, message: String },
 }
 
-/// A secret string: debug and display print `***`, never the value.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use tollgate_schemas::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +90,27 @@ pub struct DatabaseConfig {
     /// Apply `schemas/cql` at start-up (idempotent).
     #[serde(default = "default_true")]
     pub create_schema: bool,
+    /// For nodes that require authentication; with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// May be `os.environ/VAR`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
+    #[serde(default)]
+    pub tls: Option<tollgate_schemas::store::CqlTls>,
+}
+
+impl DatabaseConfig {
+    /// How to connect.
+    pub fn connection(&self) -> tollgate_schemas::store::CqlConnection {
+        tollgate_schemas::store::CqlConnection {
+            contact_points: self.contact_points.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 fn default_keyspace() -> String {
@@ -629,17 +631,11 @@ fn resolve_secret(
     path: &str,
     field: &str,
 ) -> Result<Secret, ConfigError> {
-    match secret.expose().strip_prefix("os.environ/") {
-        Some(var) => match file_env.get(var) {
-            Some(v) => Ok(v.clone()),
-            None => std::env::var(var).map(Secret).map_err(|_| ConfigError::Invalid {
-                path: path.to_owned(),
-                field: field.to_owned(),
-                message: format!("environment variable {var} is not set"),
-            }),
-        },
-        None => Ok(secret.clone()),
-    }
+    secret.resolve(file_env).map_err(|message| ConfigError::Invalid {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        message,
+    })
 }
 
 /// Names of the `Option` fields that are set, for "not supported" reports.
@@ -699,9 +695,12 @@ impl Config {
         if self.gateway.replicas == 0 {
             return Err(invalid("gateway.replicas".into(), "must be at least 1".into()));
         }
-        if let Some(db) = &self.database {
-            if db.contact_points.is_empty() {
-                return Err(invalid("database.contact_points".into(), "at least one node is required".into()));
+        if let Some(db) = &mut self.database {
+            if let Some(p) = &db.password {
+                db.password = Some(resolve_secret(p, &self.environment_variables, origin, "database.password")?);
+            }
+            if let Err((field, message)) = db.connection().validate() {
+                return Err(invalid(format!("database.{field}"), message));
             }
             if let Err(e) = tollgate_schemas::cql::validate_keyspace(&db.keyspace) {
                 return Err(invalid("database.keyspace".into(), e.to_string()));

@@ -161,7 +161,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             let sink = Arc::new(KafkaSink::new(kafka, &config.spool, &gateway_id)?);
             let (store, spend) = match &config.database {
                 Some(db) => {
-                    let session = Arc::new(tollgate_schemas::store::connect(&db.contact_points).await?);
+                    let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
                     if db.create_schema {
                         tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
                     }

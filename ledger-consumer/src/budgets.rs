@@ -26,14 +26,16 @@ use tollgate_schemas::NanoUsd;
 /// Settings of budget push-back (`budgets:` in the consumer's config).
 #[derive(Clone, Debug)]
 pub struct PushBackConfig {
-    pub bootstrap_servers: String,
+    /// Bootstrap servers and security properties (`kafka.client_properties`).
+    pub kafka: ClientConfig,
     pub topic: String,
     /// Names this consumer in heartbeats and alert claims.
     pub consumer_id: String,
     pub heartbeat_interval: Duration,
     /// Thresholds (percent of `max_budget`) for records that name none.
     pub default_thresholds: Vec<u8>,
-    pub webhook_url: Option<String>,
+    /// A secret: such URLs carry tokens; never logged.
+    pub webhook_url: Option<tollgate_schemas::secret::Secret>,
     /// Partitions of the usage topic (a total sums one row per partition).
     pub usage_partitions: i32,
 }
@@ -70,8 +72,9 @@ impl BudgetPublisher {
         keyspace: &str,
         tenancy: Arc<dyn TenancyStore>,
     ) -> Result<BudgetPublisher, String> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.bootstrap_servers)
+        let producer: FutureProducer = config
+            .kafka
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
@@ -97,7 +100,12 @@ impl BudgetPublisher {
             .await
             .map_err(|e| e.to_string())?;
         release.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+        // A webhook's address is the operator's: a redirect elsewhere is not followed.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(BudgetPublisher {
             config,
             producer,
@@ -203,14 +211,15 @@ impl BudgetPublisher {
             "soft_budget_nano_usd": budget.soft.map(|m| m.0),
             "at": chrono::Utc::now(),
         });
-        let sent = self.http.post(url).json(&body).send().await.and_then(reqwest::Response::error_for_status);
+        let sent = self.http.post(url.expose()).json(&body).send().await.and_then(reqwest::Response::error_for_status);
         match sent {
             Ok(_) => {
                 counter!("tollgate_budget_alerts_sent_total", "type" => kind.to_owned()).increment(1);
             }
             Err(e) => {
                 counter!("tollgate_budget_alert_failures_total").increment(1);
-                tracing::warn!(%scope, error = %e, "budget alert webhook failed; will retry with a later batch");
+                // Without its URL: the webhook's address is a secret.
+                tracing::warn!(%scope, error = %e.without_url(), "budget alert webhook failed; will retry with a later batch");
                 let _ = self.session.execute_unpaged(&self.release, (scope, window, threshold, me)).await;
             }
         }

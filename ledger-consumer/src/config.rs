@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
+use tollgate_schemas::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,7 +43,8 @@ pub struct BudgetsConfig {
     #[serde(default = "default_thresholds")]
     pub alert_thresholds: Vec<u8>,
     /// Where budget alerts are POSTed (JSON); none: alerts only go to the budget-state topic.
-    pub webhook_url: Option<String>,
+    /// A secret (such URLs carry tokens): never logged; may be `os.environ/VAR`.
+    pub webhook_url: Option<Secret>,
     /// Names this consumer in heartbeats and alert claims; defaults to host and process id.
     pub consumer_id: Option<String>,
 }
@@ -83,7 +85,25 @@ pub struct KafkaConfig {
     /// Extra librdkafka consumer properties. Offset handling (`enable.auto.offset.store`)
     /// cannot be overridden: offsets are stored only after the ledger write.
     #[serde(default)]
-    pub consumer_properties: HashMap<String, String>,
+    pub consumer_properties: HashMap<String, Secret>,
+    /// librdkafka properties for every Kafka client of the consumer (the usage consumer, the
+    /// dead-letter and budget-state producers, metadata lookups): `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, ... Values may be
+    /// `os.environ/VAR`.
+    #[serde(default)]
+    pub client_properties: HashMap<String, Secret>,
+}
+
+impl KafkaConfig {
+    /// The properties every Kafka client of the consumer starts from.
+    pub fn client_config(&self) -> rdkafka::config::ClientConfig {
+        let mut client = rdkafka::config::ClientConfig::new();
+        for (k, v) in &self.client_properties {
+            client.set(k, v.expose());
+        }
+        client.set("bootstrap.servers", &self.bootstrap_servers);
+        client
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +115,27 @@ pub struct CassandraConfig {
     /// Apply `schemas/cql` at start-up (idempotent).
     #[serde(default = "default_true")]
     pub create_schema: bool,
+    /// For nodes that require authentication; with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// May be `os.environ/VAR`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
+    #[serde(default)]
+    pub tls: Option<tollgate_schemas::store::CqlTls>,
+}
+
+impl CassandraConfig {
+    /// How to connect.
+    pub fn connection(&self) -> tollgate_schemas::store::CqlConnection {
+        tollgate_schemas::store::CqlConnection {
+            contact_points: self.contact_points.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,7 +186,7 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
+        let mut config: Config =
             serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
         let invalid = |field: &str, message: String| ConfigError::Invalid {
             path: origin.to_owned(),
@@ -154,9 +195,23 @@ impl Config {
         };
         tollgate_schemas::cql::validate_keyspace(&config.cassandra.keyspace)
             .map_err(|e| invalid("cassandra.keyspace", e.to_string()))?;
-        if config.cassandra.contact_points.is_empty() {
-            return Err(invalid("cassandra.contact_points", "at least one contact point is required".into()));
+        // `os.environ/VAR` wherever a secret may go.
+        let env = HashMap::new();
+        for (section, properties) in [
+            ("kafka.client_properties", &mut config.kafka.client_properties),
+            ("kafka.consumer_properties", &mut config.kafka.consumer_properties),
+        ] {
+            for (name, value) in properties.iter_mut() {
+                *value = value.resolve(&env).map_err(|m| invalid(&format!("{section}.{name}"), m))?;
+            }
         }
+        if let Some(url) = &config.budgets.webhook_url {
+            config.budgets.webhook_url = Some(url.resolve(&env).map_err(|m| invalid("budgets.webhook_url", m))?);
+        }
+        let mut connection = config.cassandra.connection();
+        connection.resolve(&env).map_err(|(field, m)| invalid(&format!("cassandra.{field}"), m))?;
+        connection.validate().map_err(|(field, m)| invalid(&format!("cassandra.{field}"), m))?;
+        config.cassandra.password = connection.password;
         if config.budgets.alert_thresholds.iter().any(|p| *p == 0 || *p > 100) {
             return Err(invalid("budgets.alert_thresholds", "each threshold must be 1 to 100 (percent)".into()));
         }
@@ -182,6 +237,31 @@ mod tests {
         assert_eq!(c.kafka.usage_topic, "usage");
         assert_eq!(c.cassandra.keyspace, "tollgate");
         assert_eq!(c.batch.max_messages, 20_000);
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_print() {
+        std::env::set_var("TOLLGATE_TEST_CONSUMER_SASL", "s3cret-pass");
+        let text = format!(
+            "{OK}  username: ledger\n  password: os.environ/TOLLGATE_TEST_CONSUMER_SASL\n"
+        )
+        .replace(
+            "bootstrap_servers: 127.0.0.1:9092\n",
+            "bootstrap_servers: 127.0.0.1:9092\n  client_properties: {sasl.password: os.environ/TOLLGATE_TEST_CONSUMER_SASL}\n",
+        );
+        let c = Config::parse(&text, "c.yaml").unwrap();
+        assert_eq!(c.kafka.client_properties["sasl.password"].expose(), "s3cret-pass");
+        assert_eq!(c.cassandra.password.as_ref().map(Secret::expose), Some("s3cret-pass"));
+        assert!(!format!("{c:?}").contains("s3cret-pass"));
+        let err = Config::parse(&format!("{OK}  username: ledger\n"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("cassandra.password"), "{err}");
+        let err = Config::parse(&text.replace("TOLLGATE_TEST_CONSUMER_SASL}", "TOLLGATE_SURELY_UNSET}"), "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.client_properties.sasl.password") && err.contains("TOLLGATE_SURELY_UNSET"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::dead_letter::{DeadLetter, DeadLetterTopic};
 use crate::ledger::LedgerStore;
 use metrics::{counter, gauge};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -96,12 +95,11 @@ impl<L: LedgerStore> UsageConsumer<L> {
         budgets: Option<Arc<crate::budgets::BudgetPublisher>>,
     ) -> Result<Self, KafkaError> {
         let k = &config.kafka;
-        let mut cc = ClientConfig::new();
+        let mut cc = k.client_config();
         for (key, value) in &k.consumer_properties {
-            cc.set(key, value);
+            cc.set(key, value.expose());
         }
-        cc.set("bootstrap.servers", &k.bootstrap_servers)
-            .set("group.id", &k.group_id)
+        cc.set("group.id", &k.group_id)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
@@ -114,11 +112,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
             session_lost: std::sync::atomic::AtomicBool::new(false),
         })?;
         consumer.subscribe(&[k.usage_topic.as_str()])?;
-        let dlq: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &k.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let dlq: FutureProducer = k.client_config().set("enable.idempotence", "true").set("acks", "all").create()?;
         Ok(UsageConsumer {
             consumer,
             dlq,

@@ -145,13 +145,13 @@ impl CqlLedger {
     /// Connects, applies the schema when `create_schema`, and prepares every statement, for the
     /// events of `usage_topic`.
     pub async fn connect(
-        contact_points: &[String],
+        connection: &tollgate_schemas::store::CqlConnection,
         keyspace: &str,
         usage_topic: &str,
         create_schema: bool,
     ) -> Result<CqlLedger, LedgerError> {
         let session =
-            tollgate_schemas::store::connect(contact_points).await.map_err(|e| LedgerError::Connect(e.to_string()))?;
+            tollgate_schemas::store::connect(connection).await.map_err(|e| LedgerError::Connect(e.to_string()))?;
         if create_schema {
             tollgate_schemas::store::apply_schema(&session, keyspace)
                 .await

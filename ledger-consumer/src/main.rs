@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         let c = &config.cassandra;
         let create_schema = c.create_schema || args.migrate;
         let ledger =
-            match CqlLedger::connect(&c.contact_points, &c.keyspace, &config.kafka.usage_topic, create_schema).await {
+            match CqlLedger::connect(&c.connection(), &c.keyspace, &config.kafka.usage_topic, create_schema).await {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         let budgets = if config.budgets.enabled {
             let b = &config.budgets;
             let push = tollgate_ledger_consumer::budgets::PushBackConfig {
-                bootstrap_servers: config.kafka.bootstrap_servers.clone(),
+                kafka: config.kafka.client_config(),
                 topic: b.state_topic.clone(),
                 consumer_id: b.consumer_id.clone().unwrap_or_else(default_consumer_id),
                 heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
@@ -199,8 +199,7 @@ fn exit_if_shutdown_hangs() {
 /// until it is created, and folding with it.
 fn warn_if_missing(config: &Config, topic: &str) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: Result<BaseConsumer, _> =
-        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &config.kafka.bootstrap_servers).create();
+    let consumer: Result<BaseConsumer, _> = config.kafka.client_config().create();
     let exists = consumer
         .ok()
         .and_then(|c| c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok())
@@ -287,8 +286,7 @@ async fn reconcile(
 /// cannot say).
 fn usage_partitions(config: &tollgate_ledger_consumer::config::Config) -> i32 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: Result<BaseConsumer, _> =
-        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &config.kafka.bootstrap_servers).create();
+    let consumer: Result<BaseConsumer, _> = config.kafka.client_config().create();
     let topic = &config.kafka.usage_topic;
     consumer
         .ok()

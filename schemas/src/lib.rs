@@ -10,6 +10,7 @@ pub mod event;
 pub mod ledger;
 pub mod limits;
 pub mod money;
+pub mod secret;
 #[cfg(feature = "cql")]
 pub mod store;
 pub mod tenancy;

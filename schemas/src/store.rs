@@ -105,9 +105,91 @@ pub struct CqlTenancy {
     statements: HashMap<Kind, Statements>,
 }
 
-/// Connects to `contact_points`.
-pub async fn connect(contact_points: &[String]) -> Result<Session, StoreError> {
-    SessionBuilder::new().known_nodes(contact_points).build().await.map_err(|e| StoreError::Connect(e.to_string()))
+/// How to reach Cassandra or ScyllaDB: the `database` section of the gateway and the
+/// `cassandra` section of the ledger consumer (the same fields in both).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CqlConnection {
+    pub contact_points: Vec<String>,
+    /// With `PasswordAuthenticator` (Cassandra) or `PasswordAuthenticator`/LDAP (ScyllaDB).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// May be `os.environ/VAR`.
+    #[serde(default)]
+    pub password: Option<crate::secret::Secret>,
+    /// Client-to-node encryption.
+    #[serde(default)]
+    pub tls: Option<CqlTls>,
+}
+
+/// TLS to the database nodes. The server certificate is always verified (against `ca_file`,
+/// else the system's roots); a client certificate is sent when `cert_file` and `key_file` are
+/// given.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CqlTls {
+    /// PEM file of the certificate authority that signed the nodes' certificates.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate (for nodes that require one).
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl CqlConnection {
+    /// Checks the fields that need no network; `Err` is (field, message).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.contact_points.is_empty() {
+            return Err(("contact_points", "at least one node is required".into()));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(("password", "give `username` and `password` together".into()));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(("tls.key_file", "give `cert_file` and `key_file` together".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `os.environ/VAR` in the password (`vars`: the config file's own environment).
+    pub fn resolve(&mut self, vars: &HashMap<String, crate::secret::Secret>) -> Result<(), (&'static str, String)> {
+        if let Some(p) = &self.password {
+            self.password = Some(p.resolve(vars).map_err(|m| ("password", m))?);
+        }
+        Ok(())
+    }
+
+    fn tls_context(&self) -> Result<Option<openssl::ssl::SslContext>, StoreError> {
+        let Some(tls) = &self.tls else { return Ok(None) };
+        use openssl::ssl::{SslContextBuilder, SslFiletype, SslMethod, SslVerifyMode};
+        let tls_err = |what: &str, e: openssl::error::ErrorStack| StoreError::Connect(format!("TLS {what}: {e}"));
+        let mut builder = SslContextBuilder::new(SslMethod::tls()).map_err(|e| tls_err("setup", e))?;
+        builder.set_verify(SslVerifyMode::PEER);
+        match &tls.ca_file {
+            Some(ca) => builder.set_ca_file(ca).map_err(|e| tls_err("ca_file", e))?,
+            None => builder.set_default_verify_paths().map_err(|e| tls_err("system roots", e))?,
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            builder.set_certificate_chain_file(cert).map_err(|e| tls_err("cert_file", e))?;
+            builder.set_private_key_file(key, SslFiletype::PEM).map_err(|e| tls_err("key_file", e))?;
+        }
+        Ok(Some(builder.build()))
+    }
+}
+
+/// Connects to the database as `connection` says.
+pub async fn connect(connection: &CqlConnection) -> Result<Session, StoreError> {
+    let mut builder = SessionBuilder::new().known_nodes(&connection.contact_points);
+    if let (Some(user), Some(password)) = (&connection.username, &connection.password) {
+        builder = builder.user(user, password.expose());
+    }
+    builder = builder.tls_context(connection.tls_context()?);
+    builder.build().await.map_err(|e| StoreError::Connect(e.to_string()))
 }
 
 /// Applies every statement of `schemas/cql` to `keyspace` (all idempotent).

@@ -53,7 +53,13 @@ struct Layer1Row {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_without_optional_fields_writes_no_nulls() -> Result<()> {
     let keyspace = unique("layer1_");
-    let ledger = CqlLedger::connect(&[cassandra_node()], &keyspace, "usage", true).await?;
+    let ledger = CqlLedger::connect(
+        &tollgate_schemas::store::CqlConnection { contact_points: vec![cassandra_node()], ..Default::default() },
+        &keyspace,
+        "usage",
+        true,
+    )
+    .await?;
     let session = cql().await?;
     let event = minimal_event()?;
     ensure!(event.team_id.is_none() && event.provider.is_none(), "the fixture is the minimal event");
