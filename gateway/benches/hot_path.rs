@@ -238,7 +238,7 @@ impl StreamFixture {
     }
 
     /// A metered stream over `chunks`, as the server builds one for a streamed chat request.
-    fn metered(&self, chunks: &[bytes::Bytes]) -> tollgate_gateway::stream::MeteredStream {
+    fn metered(&self, chunks: Vec<bytes::Bytes>) -> tollgate_gateway::stream::MeteredStream {
         let now = Utc::now();
         let admitted = match admit(&self.principal, "gpt-4o-mini", &self.view, &self.limiter, &self.settings, now) {
             Ok(a) => a,
@@ -257,7 +257,7 @@ impl StreamFixture {
         );
         let Some((_, lease)) = self.router.pick("gpt-4o-mini", &[]) else { panic!("bench router has no deployment") };
         let upstream: tollgate_gateway::providers::ByteStream =
-            Box::pin(futures::stream::iter(chunks.to_vec().into_iter().map(Ok)));
+            Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
         tollgate_gateway::stream::MeteredStream::new(
             upstream,
             recorder,
@@ -293,7 +293,7 @@ fn streams(c: &mut Criterion) {
     let _runtime = rt.enter();
     let events = openai_stream(64);
     c.bench_function("stream/metered OpenAI stream (64 tokens, one event per read)", |b| {
-        b.iter_batched(|| fixture.metered(&events), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
+        b.iter_batched(|| fixture.metered(events.clone()), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
     });
     // One 256 KiB event arriving in 1 KiB reads: the framing must not rescan what it has seen.
     let mut long = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
@@ -304,7 +304,7 @@ fn streams(c: &mut Criterion) {
     let mut group = c.benchmark_group("stream");
     group.sample_size(20);
     group.bench_function("metered 256 KiB event in 1 KiB reads", |b| {
-        b.iter_batched(|| fixture.metered(&long_event), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
+        b.iter_batched(|| fixture.metered(long_event.clone()), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
     });
     group.finish();
 }
@@ -332,7 +332,7 @@ fn translation(c: &mut Criterion) {
     });
 }
 
-type BenchStreamError = ();
+type BenchStreamError = tollgate_gateway::providers::StreamError;
 
 criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding, streams, translation);
 criterion_main!(hot_path);

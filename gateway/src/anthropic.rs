@@ -667,6 +667,10 @@ impl SseTranslator for ChatToMessagesStream {
             self.fail("the upstream stream ended before the response was complete")
         }
     }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
 }
 
 // === Outbound: OpenAI request → Anthropic request ===
@@ -999,12 +1003,14 @@ enum BlockKind {
 ///
 /// The usage chunk is always emitted; the metering stage hides it from clients that did not ask.
 /// A stream that stops before its `message_delta` ends without `[DONE]`, so metering sees it as
-/// partial.
+/// partial. Only open blocks are remembered, at most [`MAX_OPEN_BLOCKS`] of them: a provider
+/// that opens more ends the stream with an error.
 #[derive(Debug)]
 pub struct MessagesToChatStream {
     id: String,
     model: Value,
     created: i64,
+    /// Open content blocks: Anthropic's index, and what the block is.
     blocks: Vec<(u64, BlockKind)>,
     tool_calls: u64,
     finish_reason: Option<&'static str>,
@@ -1065,6 +1071,12 @@ impl MessagesToChatStream {
 
     fn content_block_start(&mut self, event: &Value) -> Vec<Bytes> {
         let index = u64_at(event, "/index");
+        if self.blocks.len() >= MAX_OPEN_BLOCKS {
+            self.done = true;
+            let message = format!("the upstream stream opened more than {MAX_OPEN_BLOCKS} content blocks at once");
+            let error = json!({"type": "api_error", "message": message, "code": "upstream_error"});
+            return vec![frame_json(None, &error_envelope(&error))];
+        }
         let block = event.get("content_block").unwrap_or(&Value::Null);
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
@@ -1148,12 +1160,19 @@ impl SseTranslator for MessagesToChatStream {
                 self.finish_reason = Some(finish);
                 vec![self.chunk(json!({}), Some(finish))]
             }
+            "content_block_stop" => {
+                let index = u64_at(&event, "/index");
+                if let Some(at) = self.blocks.iter().rposition(|(i, _)| *i == index) {
+                    self.blocks.remove(at);
+                }
+                Vec::new()
+            }
             "message_stop" => self.close(),
             "error" => {
                 self.done = true;
                 vec![frame_json(None, &error_envelope(event.get("error").unwrap_or(&Value::Null)))]
             }
-            _ => Vec::new(), // ping, content_block_stop
+            _ => Vec::new(), // ping
         }
     }
 
@@ -1163,7 +1182,14 @@ impl SseTranslator for MessagesToChatStream {
             _ => Vec::new(),
         }
     }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
 }
+
+/// Most content blocks a [`MessagesToChatStream`] keeps open: Anthropic opens one at a time.
+const MAX_OPEN_BLOCKS: usize = 64;
 
 // === Errors ===
 
@@ -1937,6 +1963,33 @@ mod tests {
     }
 
     // --- Errors ---
+
+    /// Blocks are forgotten when they stop, so a long answer keeps one; a provider that keeps
+    /// opening blocks without stopping them is cut off with an error event.
+    #[test]
+    fn outbound_stream_keeps_only_open_blocks() {
+        let mut t = MessagesToChatStream::new();
+        let start = |i: u64| {
+            json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+                .to_string()
+        };
+        let stop = |i: u64| json!({"type": "content_block_stop", "index": i}).to_string();
+        for i in 0..1000 {
+            t.event(None, start(i).as_bytes());
+            t.event(None, stop(i).as_bytes());
+        }
+        assert!(t.blocks.is_empty() && !t.finished());
+        for i in 0..MAX_OPEN_BLOCKS as u64 {
+            t.event(None, start(i).as_bytes());
+        }
+        assert!(!t.finished());
+        let out = t.event(None, start(1000).as_bytes());
+        let error: Value = serde_json::from_slice(parse_event(&out[0]).data.as_slice()).unwrap();
+        assert_eq!(error["error"]["code"], "upstream_error");
+        assert!(t.finished());
+        assert_eq!(t.blocks.len(), MAX_OPEN_BLOCKS);
+        assert!(t.end().is_empty(), "no [DONE] after a failure");
+    }
 
     #[test]
     fn errors_translate_both_ways() {

@@ -64,6 +64,8 @@ pub struct AppState {
     /// The one upstream HTTP client of the process.
     pub client: reqwest::Client,
     pub max_body_bytes: usize,
+    /// Largest non-streamed answer read from a provider.
+    pub max_response_bytes: usize,
     pub metrics: PrometheusHandle,
     pub workers: usize,
 }
@@ -190,6 +192,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         sink,
         client,
         max_body_bytes: config.gateway.max_body_bytes,
+        max_response_bytes: config.gateway.max_response_bytes,
         metrics: telemetry::metrics_handle(),
         workers,
     })
