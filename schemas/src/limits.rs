@@ -232,7 +232,8 @@ mod tests {
 
     #[test]
     fn events_out_of_bounds_are_refused_naming_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut UsageEvent)>)> = vec![
+        type Change = Box<dyn Fn(&mut UsageEvent)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("customer_id", Box::new(|e| e.customer_id = Some("c".repeat(65_500)))),
             ("team_id", Box::new(|e| e.team_id = Some("a/model/x".into()))),
             ("key_id", Box::new(|e| e.key_id = String::new())),
