@@ -745,6 +745,15 @@ impl GenerateToChatStream {
     fn choice_chunk(&self, index: u64, delta: Map<String, Value>, finish: Option<&str>) -> Bytes {
         frame_json(None, &self.chunk(json!([{ "index": index, "delta": delta, "finish_reason": finish }])))
     }
+
+    /// Ends the stream with an error event: more candidates than [`MAX_CANDIDATES`].
+    fn fail(&mut self) -> Vec<Bytes> {
+        self.failed = true;
+        let message = format!("the upstream stream has more than {MAX_CANDIDATES} candidates");
+        let error =
+            json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}});
+        vec![frame_json(None, &error)]
+    }
 }
 
 impl SseTranslator for GenerateToChatStream {
@@ -764,15 +773,15 @@ impl SseTranslator for GenerateToChatStream {
         }
         let mut out = Vec::new();
         let candidates = resp.get("candidates").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        // Each candidate of an event becomes up to two chunks: more of them than any request
+        // asks for would turn a small event into a large output.
+        if candidates.len() > MAX_CANDIDATES {
+            return self.fail();
+        }
         for (position, candidate) in candidates.iter().enumerate() {
             let index = candidate.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
             if self.choices.len() >= MAX_CANDIDATES && !self.choices.contains_key(&index) {
-                self.failed = true;
-                let message = format!("the upstream stream has more than {MAX_CANDIDATES} candidates");
-                out.push(frame_json(
-                    None,
-                    &json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}}),
-                ));
+                out.extend(self.fail());
                 return out;
             }
             let said = read_parts(candidate_parts(candidate), &mut self.next_call);
@@ -1345,6 +1354,12 @@ mod tests {
         assert_eq!(t.choices.len(), MAX_CANDIDATES);
         assert!(t.event(None, event(1).as_bytes()).is_empty());
         assert!(t.end().is_empty());
+
+        let mut t = GenerateToChatStream::new("m");
+        let many: Vec<Value> = (0..=MAX_CANDIDATES).map(|_| json!({"content": {"parts": [{"text": "x"}]}})).collect();
+        let out = t.event(None, json!({"candidates": many}).to_string().as_bytes());
+        assert_eq!(out.len(), 1, "only the error event");
+        assert!(t.finished());
     }
 
     #[test]

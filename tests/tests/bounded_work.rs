@@ -12,8 +12,11 @@ fn gateway_config(mock: &str, topic: &str) -> String {
         model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
         model_entry("short-streams", &format!("{mock}/v1"), ", stream_max_duration: 1"),
     ];
-    gateway_yaml("gw-bounds", &models, topic, &kafka_bootstrap(), "")
-        .replacen("gateway:\n", "gateway:\n  max_response_bytes: 4096\n", 1)
+    gateway_yaml("gw-bounds", &models, topic, &kafka_bootstrap(), "").replacen(
+        "gateway:\n",
+        "gateway:\n  max_response_bytes: 4096\n",
+        1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
