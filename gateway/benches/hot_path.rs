@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the gateway's per-request hot path, each a pure or in-memory
 //! step that every metered chat request takes: the key lookup on a warm cache, the admission
-//! checks, the cost calculation and the encoding of the usage event for Kafka.
+//! checks, the cost calculation and the encoding of the usage event for Kafka; and per streamed
+//! answer, the metering of an OpenAI stream and the translation of a Gemini one.
 //!
 //! `cargo bench -p tollgate-gateway --bench hot_path`. The load runs in `benches/` measure the
 //! whole request; these say which step to look at when that figure moves.
@@ -158,5 +159,179 @@ fn event_encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding);
+/// A sink that drops every event: the stream benches measure the stream, not the spool.
+struct NullSink;
+
+impl tollgate_gateway::events::UsageSink for NullSink {
+    fn admit(&self) -> Result<tollgate_gateway::events::Permit, tollgate_gateway::events::SinkError> {
+        Ok(tollgate_gateway::events::Permit::unbacked())
+    }
+    fn publish(&self, _: tollgate_gateway::events::Permit, _: UsageEvent) {}
+    fn flush(&self, _: std::time::Duration) -> Result<(), tollgate_gateway::events::SinkError> {
+        Ok(())
+    }
+}
+
+/// An OpenAI chat stream as a provider sends it: `tokens` content chunks, the usage chunk and
+/// `[DONE]`, one event per read.
+fn openai_stream(tokens: usize) -> Vec<bytes::Bytes> {
+    let mut events = Vec::with_capacity(tokens + 3);
+    let head = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini-2024-07-18","choices":"#;
+    events.push(format!("data: {head}[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n"));
+    for _ in 0..tokens {
+        events.push(format!(
+            "data: {head}[{{\"index\":0,\"delta\":{{\"content\":\" tok\"}},\"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    events.push(format!(
+        "data: {head}[],\"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":{tokens},\"total_tokens\":{}}}}}\n\n",
+        tokens + 12
+    ));
+    events.push("data: [DONE]\n\n".to_owned());
+    events.into_iter().map(bytes::Bytes::from).collect()
+}
+
+/// The pieces a `MeteredStream` needs, built once: the router (and a deployment lease), a key's
+/// admission, the parsed request.
+struct StreamFixture {
+    router: Arc<Router>,
+    principal: tollgate_gateway::auth::Principal,
+    view: Arc<BudgetView>,
+    limiter: RateLimiter,
+    settings: BudgetSettings,
+    request: Arc<tollgate_gateway::openai::ProxyRequest>,
+}
+
+impl StreamFixture {
+    fn new() -> StreamFixture {
+        let config = config();
+        let router = match Router::from_config(&config, "hot_path bench") {
+            Ok(r) => Arc::new(r),
+            Err(e) => panic!("bench router: {e}"),
+        };
+        let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
+        let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
+            Ok(p) => p,
+            Err(e) => panic!("bench key does not authenticate: {e}"),
+        };
+        let view = Arc::new(BudgetView::new());
+        view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
+        view.set_caught_up();
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let request = match tollgate_gateway::openai::ProxyRequest::parse(
+            body,
+            tollgate_gateway::providers::Endpoint::ChatCompletions,
+        ) {
+            Ok(r) => Arc::new(r),
+            Err(e) => panic!("bench request: {e}"),
+        };
+        StreamFixture {
+            router,
+            principal,
+            view,
+            limiter: RateLimiter::new(1),
+            settings: BudgetSettings::default(),
+            request,
+        }
+    }
+
+    /// A metered stream over `chunks`, as the server builds one for a streamed chat request.
+    fn metered(&self, chunks: Vec<bytes::Bytes>) -> tollgate_gateway::stream::MeteredStream {
+        let now = Utc::now();
+        let admitted = match admit(&self.principal, "gpt-4o-mini", &self.view, &self.limiter, &self.settings, now) {
+            Ok(a) => a,
+            Err(e) => panic!("bench admission: {e}"),
+        };
+        let recorder = tollgate_gateway::usage::UsageRecorder::start(
+            Arc::new(NullSink),
+            tollgate_gateway::events::Permit::unbacked(),
+            "bench-gw",
+            "req-bench",
+            &self.principal,
+            admitted,
+            "gpt-4o-mini",
+            true,
+            std::time::Instant::now(),
+            now,
+        );
+        let Some((_, lease)) = self.router.pick("gpt-4o-mini", &[]) else { panic!("bench router has no deployment") };
+        let upstream: tollgate_gateway::providers::ByteStream =
+            Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+        tollgate_gateway::stream::MeteredStream::new(
+            upstream,
+            recorder,
+            self.router.clone(),
+            lease,
+            true,
+            self.request.clone(),
+            std::time::Instant::now(),
+            "gpt-4o-mini".to_owned(),
+        )
+    }
+}
+
+/// Bytes a stream yields, read to its end.
+async fn drain<S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin, E>(mut stream: S) -> usize {
+    use futures::StreamExt;
+    let mut n = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        n += chunk.len();
+    }
+    n
+}
+
+/// Metering an OpenAI stream: per event, the framing scan, the first-token check and the read
+/// of the usage chunk (which the client did not ask for, so it is hidden).
+fn streams(c: &mut Criterion) {
+    let fixture = StreamFixture::new();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("bench runtime: {e}"),
+    };
+    // A stream arms its timers when it is built: inside the runtime.
+    let _runtime = rt.enter();
+    let events = openai_stream(64);
+    c.bench_function("stream/metered OpenAI stream (64 tokens, one event per read)", |b| {
+        b.iter_batched(|| fixture.metered(events.clone()), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
+    });
+    // One 256 KiB event arriving in 1 KiB reads: the framing must not rescan what it has seen.
+    let mut long = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
+    long.resize(256 * 1024, b'a');
+    long.extend_from_slice(b"\"}}]}\n\n");
+    let mut long_event: Vec<bytes::Bytes> = long.chunks(1024).map(bytes::Bytes::copy_from_slice).collect();
+    long_event.extend(openai_stream(0).into_iter().skip(1));
+    let mut group = c.benchmark_group("stream");
+    group.sample_size(20);
+    group.bench_function("metered 256 KiB event in 1 KiB reads", |b| {
+        b.iter_batched(|| fixture.metered(long_event.clone()), |s| rt.block_on(drain(s)), BatchSize::SmallInput)
+    });
+    group.finish();
+}
+
+/// A Gemini stream (64 events) translated into OpenAI chunks, arriving in 1 KiB reads that cut
+/// events anywhere.
+fn translation(c: &mut Criterion) {
+    use tollgate_gateway::gemini::GenerateToChatStream;
+    use tollgate_gateway::sse::TranslatedStream;
+    let mut wire = String::new();
+    for i in 0..64 {
+        wire.push_str(&format!(
+            "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\" tok\"}}],\"role\":\"model\"}},\"index\":0}}],\
+             \"usageMetadata\":{{\"promptTokenCount\":12,\"candidatesTokenCount\":{i},\"totalTokenCount\":{}}},\
+             \"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"bench\"}}\r\n\r\n",
+            i + 12
+        ));
+    }
+    let chunks: Vec<bytes::Bytes> = wire.as_bytes().chunks(1024).map(bytes::Bytes::copy_from_slice).collect();
+    c.bench_function("sse/translate Gemini stream (64 events in 1 KiB reads)", |b| {
+        b.iter(|| {
+            let upstream = futures::stream::iter(chunks.iter().cloned().map(Ok::<_, BenchStreamError>));
+            futures::executor::block_on(drain(TranslatedStream::new(upstream, GenerateToChatStream::new("fast"))))
+        })
+    });
+}
+
+type BenchStreamError = tollgate_gateway::providers::StreamError;
+
+criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding, streams, translation);
 criterion_main!(hot_path);

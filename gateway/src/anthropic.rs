@@ -550,10 +550,27 @@ impl ChatToMessagesStream {
         frame_json(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": index, "delta": delta}))
     }
 
+    /// Whether another block may open; if not, the stream fails (a provider switching between
+    /// text and tool calls on every chunk would otherwise turn each small chunk into several
+    /// events).
+    fn room_for_block(&mut self, out: &mut Vec<Bytes>) -> bool {
+        if self.next_index < MAX_MESSAGE_BLOCKS {
+            return true;
+        }
+        out.extend(self.fail(&format!("the upstream stream opened more than {MAX_MESSAGE_BLOCKS} content blocks")));
+        false
+    }
+
     fn text(&mut self, text: &str, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
         let index = match self.open {
             Some(OpenBlock::Text { index }) => index,
             _ => {
+                if !self.room_for_block(out) {
+                    return;
+                }
                 let index = self.next_index;
                 self.open_block(OpenBlock::Text { index }, json!({"type": "text", "text": ""}), out);
                 index
@@ -565,6 +582,9 @@ impl ChatToMessagesStream {
     /// A tool call delta opens a block when it starts a new call: another `index`, or another
     /// `id` (some providers repeat the id on every delta, so a repeated one continues the call).
     fn tool_call(&mut self, call: &Value, out: &mut Vec<Bytes>) {
+        if self.finished {
+            return;
+        }
         self.saw_tool_calls = true;
         let call_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
         let call_id = call.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
@@ -573,6 +593,9 @@ impl ChatToMessagesStream {
                 *index
             }
             _ => {
+                if !self.room_for_block(out) {
+                    return;
+                }
                 let index = self.next_index;
                 let id = call_id.map_or_else(|| format!("toolu_{}", uuid::Uuid::now_v7().simple()), str::to_owned);
                 let name = call.pointer("/function/name").and_then(Value::as_str).unwrap_or_default();
@@ -649,6 +672,9 @@ impl SseTranslator for ChatToMessagesStream {
         for call in delta.get("tool_calls").and_then(Value::as_array).map_or(&[][..], Vec::as_slice) {
             self.tool_call(call, &mut out);
         }
+        if self.finished {
+            return out;
+        }
         if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
             self.finish_reason = Some(finish.to_owned());
             self.close_block(&mut out);
@@ -666,6 +692,10 @@ impl SseTranslator for ChatToMessagesStream {
         } else {
             self.fail("the upstream stream ended before the response was complete")
         }
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
     }
 }
 
@@ -999,12 +1029,14 @@ enum BlockKind {
 ///
 /// The usage chunk is always emitted; the metering stage hides it from clients that did not ask.
 /// A stream that stops before its `message_delta` ends without `[DONE]`, so metering sees it as
-/// partial.
+/// partial. Only open blocks are remembered, at most [`MAX_OPEN_BLOCKS`] of them: a provider
+/// that opens more ends the stream with an error.
 #[derive(Debug)]
 pub struct MessagesToChatStream {
     id: String,
     model: Value,
     created: i64,
+    /// Open content blocks: Anthropic's index, and what the block is.
     blocks: Vec<(u64, BlockKind)>,
     tool_calls: u64,
     finish_reason: Option<&'static str>,
@@ -1065,6 +1097,12 @@ impl MessagesToChatStream {
 
     fn content_block_start(&mut self, event: &Value) -> Vec<Bytes> {
         let index = u64_at(event, "/index");
+        if self.blocks.len() >= MAX_OPEN_BLOCKS {
+            self.done = true;
+            let message = format!("the upstream stream opened more than {MAX_OPEN_BLOCKS} content blocks at once");
+            let error = json!({"type": "api_error", "message": message, "code": "upstream_error"});
+            return vec![frame_json(None, &error_envelope(&error))];
+        }
         let block = event.get("content_block").unwrap_or(&Value::Null);
         match block.get("type").and_then(Value::as_str) {
             Some("text") => {
@@ -1148,12 +1186,19 @@ impl SseTranslator for MessagesToChatStream {
                 self.finish_reason = Some(finish);
                 vec![self.chunk(json!({}), Some(finish))]
             }
+            "content_block_stop" => {
+                let index = u64_at(&event, "/index");
+                if let Some(at) = self.blocks.iter().rposition(|(i, _)| *i == index) {
+                    self.blocks.remove(at);
+                }
+                Vec::new()
+            }
             "message_stop" => self.close(),
             "error" => {
                 self.done = true;
                 vec![frame_json(None, &error_envelope(event.get("error").unwrap_or(&Value::Null)))]
             }
-            _ => Vec::new(), // ping, content_block_stop
+            _ => Vec::new(), // ping
         }
     }
 
@@ -1163,7 +1208,18 @@ impl SseTranslator for MessagesToChatStream {
             _ => Vec::new(),
         }
     }
+
+    fn finished(&self) -> bool {
+        self.done
+    }
 }
+
+/// Most content blocks a [`MessagesToChatStream`] keeps open: Anthropic opens one at a time.
+const MAX_OPEN_BLOCKS: usize = 64;
+
+/// Most content blocks a [`ChatToMessagesStream`] opens in one message: a text block and the
+/// tool calls, with room to spare.
+const MAX_MESSAGE_BLOCKS: u64 = 1024;
 
 // === Errors ===
 
@@ -1937,6 +1993,56 @@ mod tests {
     }
 
     // --- Errors ---
+
+    /// Each new tool call opens a block: a provider that starts more calls than any answer
+    /// makes is cut off with an Anthropic error event, and nothing follows it.
+    #[test]
+    fn inbound_stream_blocks_are_bounded() {
+        let mut t = ChatToMessagesStream::new("m");
+        let mut calls: Vec<Value> = (0..2 * MAX_MESSAGE_BLOCKS)
+            .map(|i| json!({"index": i, "id": format!("c{i}"), "function": {"name": "f", "arguments": "{}"}}))
+            .collect();
+        // A delta of the call still open when the limit is hit: nothing after the error either.
+        calls.insert(
+            MAX_MESSAGE_BLOCKS as usize + 1,
+            json!({"index": MAX_MESSAGE_BLOCKS - 1, "function": {"arguments": "x"}}),
+        );
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": "tool_calls"}]});
+        let out = t.event(None, chunk.to_string().as_bytes());
+        let names: Vec<Option<&str>> = out.iter().map(|b| parse_event(b).name).collect();
+        let starts = names.iter().filter(|n| **n == Some("content_block_start")).count();
+        assert_eq!(starts as u64, MAX_MESSAGE_BLOCKS);
+        assert_eq!(names.last(), Some(&Some("error")));
+        assert!(t.finished());
+        assert!(t.event(None, b"[DONE]").is_empty() && t.end().is_empty());
+    }
+
+    /// Blocks are forgotten when they stop, so a long answer keeps one; a provider that keeps
+    /// opening blocks without stopping them is cut off with an error event.
+    #[test]
+    fn outbound_stream_keeps_only_open_blocks() {
+        let mut t = MessagesToChatStream::new();
+        let start = |i: u64| {
+            json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+                .to_string()
+        };
+        let stop = |i: u64| json!({"type": "content_block_stop", "index": i}).to_string();
+        for i in 0..1000 {
+            t.event(None, start(i).as_bytes());
+            t.event(None, stop(i).as_bytes());
+        }
+        assert!(t.blocks.is_empty() && !t.finished());
+        for i in 0..MAX_OPEN_BLOCKS as u64 {
+            t.event(None, start(i).as_bytes());
+        }
+        assert!(!t.finished());
+        let out = t.event(None, start(1000).as_bytes());
+        let error: Value = serde_json::from_slice(parse_event(&out[0]).data.as_slice()).unwrap();
+        assert_eq!(error["error"]["code"], "upstream_error");
+        assert!(t.finished());
+        assert_eq!(t.blocks.len(), MAX_OPEN_BLOCKS);
+        assert!(t.end().is_empty(), "no [DONE] after a failure");
+    }
 
     #[test]
     fn errors_translate_both_ways() {

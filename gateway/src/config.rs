@@ -294,6 +294,8 @@ pub struct RouterSettings {
     pub timeout: Option<f64>,
     /// Longest silence allowed between two chunks of a stream, in seconds.
     pub stream_timeout: Option<f64>,
+    /// Longest a stream may last, in seconds (Tollgate's own; default 1800).
+    pub stream_max_duration: Option<f64>,
     #[serde(default)]
     pub fallbacks: FallbackList,
     #[serde(default)]
@@ -326,6 +328,7 @@ impl Default for RouterSettings {
             num_retries: default_num_retries(),
             timeout: None,
             stream_timeout: None,
+            stream_max_duration: None,
             fallbacks: Vec::new(),
             context_window_fallbacks: Vec::new(),
             content_policy_fallbacks: Vec::new(),
@@ -362,6 +365,9 @@ pub struct GatewaySettings {
     pub listen: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Largest non-streamed answer read from a provider; a larger one is a 502.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Upstream timeout when a model gives none, in seconds.
     #[serde(default = "default_timeout_secs")]
     pub request_timeout_secs: f64,
@@ -410,6 +416,7 @@ impl Default for GatewaySettings {
             id: None,
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_response_bytes: default_max_response_bytes(),
             request_timeout_secs: default_timeout_secs(),
             workers: None,
             replicas: default_replicas(),
@@ -436,6 +443,9 @@ fn default_listen() -> String {
 }
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024 * 1024
 }
 fn default_timeout_secs() -> f64 {
     600.0
@@ -477,6 +487,8 @@ pub struct LitellmParams {
     pub timeout: Option<f64>,
     /// Longest silence between two chunks of a stream, in seconds.
     pub stream_timeout: Option<f64>,
+    /// Longest a stream may last, in seconds (Tollgate's own; LiteLLM has no such setting).
+    pub stream_max_duration: Option<f64>,
     /// Requests per minute this deployment accepts (routing weight and usage-based routing).
     pub rpm: Option<u64>,
     /// Tokens per minute this deployment accepts.
@@ -715,6 +727,9 @@ impl Config {
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }
+        if self.gateway.max_response_bytes == 0 {
+            return Err(invalid("gateway.max_response_bytes".into(), "must be positive".into()));
+        }
         if !valid_timeout(self.gateway.request_timeout_secs) {
             return Err(invalid("gateway.request_timeout_secs".into(), TIMEOUT_RANGE.into()));
         }
@@ -738,6 +753,12 @@ impl Config {
                         TIMEOUT_RANGE.into(),
                     ));
                 }
+            }
+            if params.stream_max_duration.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.stream_max_duration"),
+                    TIMEOUT_RANGE.into(),
+                ));
             }
             if params.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
                 return Err(invalid(format!("model_list[{i}].litellm_params.weight"), "must be positive".into()));
@@ -777,9 +798,11 @@ impl Config {
                 }
             }
         }
-        for (field, t) in
-            [("router_settings.timeout", rs.timeout), ("router_settings.stream_timeout", rs.stream_timeout)]
-        {
+        for (field, t) in [
+            ("router_settings.timeout", rs.timeout),
+            ("router_settings.stream_timeout", rs.stream_timeout),
+            ("router_settings.stream_max_duration", rs.stream_max_duration),
+        ] {
             if t.is_some_and(|t| !valid_timeout(t)) {
                 return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
             }
@@ -999,6 +1022,26 @@ kafka:
             let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
             assert!(err.contains("model_list[0].litellm_params.timeout"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn response_and_stream_bounds_are_validated() {
+        let c = Config::parse(MINIMAL, "test.yaml").unwrap();
+        assert_eq!(c.gateway.max_response_bytes, 64 * 1024 * 1024);
+        let text = format!("gateway:\n  max_response_bytes: 0\n{MINIMAL}");
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("gateway.max_response_bytes"), "{err}");
+        for bad in ["0", ".nan", "1e12"] {
+            let text = MINIMAL.replace(
+                "      api_key: sk-upstream",
+                &format!("      api_key: sk-upstream\n      stream_max_duration: {bad}"),
+            );
+            let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+            assert!(err.contains("model_list[0].litellm_params.stream_max_duration"), "{bad}: {err}");
+        }
+        let text = format!("{MINIMAL}router_settings:\n  stream_max_duration: -1\n");
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("router_settings.stream_max_duration"), "{err}");
     }
 
     #[test]

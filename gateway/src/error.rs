@@ -72,6 +72,8 @@ pub enum GatewayError {
     UpstreamUnavailable { model: String },
     #[error("the upstream provider for model '{model}' did not answer within {timeout_ms} ms")]
     UpstreamTimeout { model: String, timeout_ms: u64 },
+    #[error("the upstream provider for model '{model}' answered with more than {limit} bytes")]
+    UpstreamResponseTooLarge { model: String, limit: usize },
     #[error("the client closed the connection")]
     ClientClosed,
     #[error("usage metering is backlogged; retry shortly")]
@@ -202,6 +204,7 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::UpstreamUnavailable { .. } => ("api_error", "upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
+            GatewayError::UpstreamResponseTooLarge { .. } => ("api_error", "upstream_response_too_large"),
             GatewayError::RouteNotFound(_) => ("invalid_request_error", "route_not_found"),
             GatewayError::MeteringBacklogFull => ("api_error", "metering_backlog_full"),
             GatewayError::MeteringUnavailable => ("api_error", "metering_unavailable"),
@@ -251,7 +254,9 @@ impl ResponseError for GatewayError {
             | GatewayError::KeyExpired => StatusCode::UNAUTHORIZED,
             GatewayError::ModelNotAllowed(_) | GatewayError::CustomerNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            GatewayError::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnavailable { .. } | GatewayError::UpstreamResponseTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::MeteringBacklogFull | GatewayError::MeteringUnavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -50,9 +50,11 @@ pub fn chat_request_to_generate(body: &Value) -> Result<Value, GatewayError> {
     if !system.is_empty() {
         out.insert("systemInstruction".into(), json!({ "parts": system }));
     }
+    // One budget for every schema of the request: many small tools cannot add up to much.
+    let mut budget = SchemaBudget::default();
     let declarations = match body.get("tools") {
         None | Some(Value::Null) => Vec::new(),
-        Some(tools) => function_declarations(tools)?,
+        Some(tools) => function_declarations(tools, &mut budget)?,
     };
     if !declarations.is_empty() {
         out.insert("tools".into(), json!([{ "functionDeclarations": declarations }]));
@@ -60,7 +62,7 @@ pub fn chat_request_to_generate(body: &Value) -> Result<Value, GatewayError> {
             out.insert("toolConfig".into(), json!({ "functionCallingConfig": config }));
         }
     }
-    let generation = generation_config(body)?;
+    let generation = generation_config(body, &mut budget)?;
     if !generation.is_empty() {
         out.insert("generationConfig".into(), Value::Object(generation));
     }
@@ -263,7 +265,7 @@ fn function_response(name: &str, content: &Value) -> Result<Value, GatewayError>
     Ok(json!({ "functionResponse": { "name": name, "response": { "content": content } } }))
 }
 
-fn function_declarations(tools: &Value) -> Result<Vec<Value>, GatewayError> {
+fn function_declarations(tools: &Value, budget: &mut SchemaBudget) -> Result<Vec<Value>, GatewayError> {
     let tools = tools.as_array().ok_or_else(|| invalid("`tools` must be an array", "tools"))?;
     let mut declarations = Vec::with_capacity(tools.len());
     for tool in tools {
@@ -283,7 +285,7 @@ fn function_declarations(tools: &Value) -> Result<Vec<Value>, GatewayError> {
         // Gemini rejects an OBJECT schema without properties: a function without arguments
         // simply has no `parameters`.
         if let Some(parameters) = function.get("parameters").filter(|p| has_properties(p)) {
-            declaration["parameters"] = gemini_schema(parameters);
+            declaration["parameters"] = gemini_schema(parameters, "tools", budget)?;
         }
         declarations.push(declaration);
     }
@@ -344,41 +346,117 @@ const SCHEMA_KEYS: &[&str] = &[
 /// Bounds the inlining of `$ref`s, which may be recursive.
 const MAX_SCHEMA_DEPTH: usize = 16;
 
+/// Most subschemas the translation of one request's schemas may produce (`tools` and
+/// `response_format` together). `$ref`s are inlined, so definitions that each refer to the
+/// next several times multiply at every level: the bound is on what is produced, not on what
+/// was sent. OpenAI's structured outputs allow 5,000 properties; this leaves room beyond.
+const MAX_SCHEMA_NODES: usize = 10_000;
+
+/// Most bytes of keyword values (descriptions, enums, defaults, property names) the
+/// translation may copy, counted as they would be written: inlining copies them once per
+/// reference.
+const MAX_SCHEMA_BYTES: usize = 8 * 1024 * 1024;
+
+/// What the translation of a request's schemas has produced so far.
+#[derive(Debug, Default)]
+struct SchemaBudget {
+    nodes: usize,
+    bytes: usize,
+}
+
+/// The translation would pass a bound: it stops, with nothing produced.
+#[derive(Debug, PartialEq, Eq)]
+enum SchemaTooLarge {
+    Nodes,
+    Bytes,
+}
+
+impl SchemaBudget {
+    fn node(&mut self) -> Result<(), SchemaTooLarge> {
+        self.nodes += 1;
+        if self.nodes > MAX_SCHEMA_NODES {
+            return Err(SchemaTooLarge::Nodes);
+        }
+        Ok(())
+    }
+
+    fn spend(&mut self, bytes: usize) -> Result<(), SchemaTooLarge> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > MAX_SCHEMA_BYTES {
+            return Err(SchemaTooLarge::Bytes);
+        }
+        Ok(())
+    }
+
+    /// A copy of `value`, paid for first.
+    fn copy(&mut self, value: &Value) -> Result<Value, SchemaTooLarge> {
+        self.spend(written_size(value))?;
+        Ok(value.clone())
+    }
+}
+
+/// About the bytes `value` takes written as JSON. Recursive, over a value the JSON reader
+/// bounded to 128 levels.
+fn written_size(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 4,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(|v| written_size(v) + 1).sum::<usize>() + 2,
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + 4 + written_size(v)).sum::<usize>() + 2,
+    }
+}
+
 /// A JSON schema reduced to what Gemini accepts: local `$ref`s inlined, `["T", "null"]` types and
 /// `anyOf [.., {"type": "null"}]` turned into `nullable`, `const` into a one-value `enum`, and
 /// every other unsupported keyword (`additionalProperties`, `$schema`, `strict`, ...) dropped.
-fn gemini_schema(schema: &Value) -> Value {
+/// A schema whose translation would pass [`MAX_SCHEMA_NODES`] or [`MAX_SCHEMA_BYTES`] is a 400
+/// naming `param`.
+fn gemini_schema(schema: &Value, param: &'static str, budget: &mut SchemaBudget) -> Result<Value, GatewayError> {
     let defs = schema.get("$defs").or_else(|| schema.get("definitions")).and_then(Value::as_object);
-    clean_schema(schema, defs, 0)
+    clean_schema(schema, defs, 0, budget).map_err(|e| {
+        let bound = match e {
+            SchemaTooLarge::Nodes => format!("{MAX_SCHEMA_NODES} subschemas"),
+            SchemaTooLarge::Bytes => format!("{MAX_SCHEMA_BYTES} bytes"),
+        };
+        invalid(
+            format!("the JSON schemas of this request expand to more than {bound} once their `$ref`s are inlined"),
+            param,
+        )
+    })
 }
 
-fn clean_schema(schema: &Value, defs: Option<&Map<String, Value>>, depth: usize) -> Value {
-    let Value::Object(obj) = schema else { return json!({}) };
+fn clean_schema(
+    schema: &Value,
+    defs: Option<&Map<String, Value>>,
+    depth: usize,
+    budget: &mut SchemaBudget,
+) -> Result<Value, SchemaTooLarge> {
+    budget.node()?;
+    let Value::Object(obj) = schema else { return Ok(json!({})) };
     if depth > MAX_SCHEMA_DEPTH {
-        return json!({});
+        return Ok(json!({}));
     }
     // A `$ref` is replaced by its target; keys beside it (`description`, ...) still apply.
     let target = obj.get("$ref").and_then(Value::as_str).and_then(|r| {
         let name = r.strip_prefix("#/$defs/").or_else(|| r.strip_prefix("#/definitions/"))?;
         defs?.get(name)
     });
-    let mut out = match target.map(|t| clean_schema(t, defs, depth + 1)) {
+    let mut out = match target.map(|t| clean_schema(t, defs, depth + 1, budget)).transpose()? {
         Some(Value::Object(resolved)) => resolved,
         _ => Map::new(),
     };
     for (key, value) in obj {
         match key.as_str() {
             "properties" => {
-                let properties: Map<String, Value> = value
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, s)| (name.clone(), clean_schema(s, defs, depth + 1)))
-                    .collect();
+                let mut properties = Map::new();
+                for (name, s) in value.as_object().into_iter().flatten() {
+                    budget.spend(name.len() + 4)?;
+                    properties.insert(name.clone(), clean_schema(s, defs, depth + 1, budget)?);
+                }
                 out.insert(key.clone(), Value::Object(properties));
             }
             "items" => {
-                out.insert(key.clone(), clean_schema(value, defs, depth + 1));
+                out.insert(key.clone(), clean_schema(value, defs, depth + 1, budget)?);
             }
             "anyOf" | "oneOf" => {
                 let mut variants = Vec::new();
@@ -386,7 +464,7 @@ fn clean_schema(schema: &Value, defs: Option<&Map<String, Value>>, depth: usize)
                     if variant.get("type").and_then(Value::as_str) == Some("null") {
                         out.insert("nullable".into(), Value::Bool(true));
                     } else {
-                        variants.push(clean_schema(variant, defs, depth + 1));
+                        variants.push(clean_schema(variant, defs, depth + 1, budget)?);
                     }
                 }
                 match <[Value; 1]>::try_from(variants) {
@@ -410,26 +488,26 @@ fn clean_schema(schema: &Value, defs: Option<&Map<String, Value>>, depth: usize)
                         out.insert("nullable".into(), Value::Bool(true));
                     }
                     if let Some(first) = types.iter().find(|t| *t != "null") {
-                        out.insert(key.clone(), first.clone());
+                        out.insert(key.clone(), budget.copy(first)?);
                     }
                 }
                 _ => {
-                    out.insert(key.clone(), value.clone());
+                    out.insert(key.clone(), budget.copy(value)?);
                 }
             },
-            "const" => {
-                out.entry("enum").or_insert_with(|| json!([value]));
+            "const" if !out.contains_key("enum") => {
+                out.insert("enum".into(), Value::Array(vec![budget.copy(value)?]));
             }
             k if SCHEMA_KEYS.contains(&k) => {
-                out.insert(key.clone(), value.clone());
+                out.insert(key.clone(), budget.copy(value)?);
             }
             _ => {}
         }
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
 }
 
-fn generation_config(body: &Value) -> Result<Map<String, Value>, GatewayError> {
+fn generation_config(body: &Value, budget: &mut SchemaBudget) -> Result<Map<String, Value>, GatewayError> {
     let mut config = Map::new();
     let present = |name: &str| body.get(name).filter(|v| !v.is_null());
     for (openai, gemini) in [
@@ -467,7 +545,7 @@ fn generation_config(body: &Value) -> Result<Map<String, Value>, GatewayError> {
             Some("json_schema") => {
                 config.insert("responseMimeType".into(), json!("application/json"));
                 if let Some(schema) = format.pointer("/json_schema/schema") {
-                    config.insert("responseSchema".into(), gemini_schema(schema));
+                    config.insert("responseSchema".into(), gemini_schema(schema, "response_format", budget)?);
                 }
             }
             _ => {
@@ -624,7 +702,8 @@ struct ChoiceState {
 /// `usageMetadata` seen, which Gemini repeats on every event) and `data: [DONE]`.
 ///
 /// The usage chunk is always emitted when Gemini reported usage: the metering stage reads it and
-/// hides it from clients that did not ask for it.
+/// hides it from clients that did not ask for it. At most [`MAX_CANDIDATES`] candidates are
+/// followed: a stream that names more ends with an error.
 pub struct GenerateToChatStream {
     model: String,
     id: Option<String>,
@@ -633,7 +712,11 @@ pub struct GenerateToChatStream {
     next_call: usize,
     usage: Option<Value>,
     ended: bool,
+    failed: bool,
 }
+
+/// Most candidates one Gemini stream may carry: OpenAI's `n` is at most 128 too.
+const MAX_CANDIDATES: usize = 128;
 
 impl GenerateToChatStream {
     pub fn new(model: &str) -> Self {
@@ -645,6 +728,7 @@ impl GenerateToChatStream {
             next_call: 0,
             usage: None,
             ended: false,
+            failed: false,
         }
     }
 
@@ -661,10 +745,22 @@ impl GenerateToChatStream {
     fn choice_chunk(&self, index: u64, delta: Map<String, Value>, finish: Option<&str>) -> Bytes {
         frame_json(None, &self.chunk(json!([{ "index": index, "delta": delta, "finish_reason": finish }])))
     }
+
+    /// Ends the stream with an error event: more candidates than [`MAX_CANDIDATES`].
+    fn fail(&mut self) -> Vec<Bytes> {
+        self.failed = true;
+        let message = format!("the upstream stream has more than {MAX_CANDIDATES} candidates");
+        let error =
+            json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}});
+        vec![frame_json(None, &error)]
+    }
 }
 
 impl SseTranslator for GenerateToChatStream {
     fn event(&mut self, _name: Option<&str>, data: &[u8]) -> Vec<Bytes> {
+        if self.failed {
+            return Vec::new();
+        }
         let Ok(resp) = serde_json::from_slice::<Value>(data) else { return Vec::new() };
         if let Some(error) = resp.get("error") {
             return vec![frame_json(None, &error_envelope(error))];
@@ -677,8 +773,17 @@ impl SseTranslator for GenerateToChatStream {
         }
         let mut out = Vec::new();
         let candidates = resp.get("candidates").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+        // Each candidate of an event becomes up to two chunks: more of them than any request
+        // asks for would turn a small event into a large output.
+        if candidates.len() > MAX_CANDIDATES {
+            return self.fail();
+        }
         for (position, candidate) in candidates.iter().enumerate() {
             let index = candidate.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+            if self.choices.len() >= MAX_CANDIDATES && !self.choices.contains_key(&index) {
+                out.extend(self.fail());
+                return out;
+            }
             let said = read_parts(candidate_parts(candidate), &mut self.next_call);
             let state = self.choices.entry(index).or_default();
             let mut delta = Map::new();
@@ -722,7 +827,8 @@ impl SseTranslator for GenerateToChatStream {
     }
 
     fn end(&mut self) -> Vec<Bytes> {
-        if self.ended {
+        // A failed stream owes nothing: without `[DONE]`, metering sees it cut short.
+        if self.ended || self.failed {
             return Vec::new();
         }
         self.ended = true;
@@ -734,6 +840,10 @@ impl SseTranslator for GenerateToChatStream {
         }
         out.push(frame(None, b"[DONE]"));
         out
+    }
+
+    fn finished(&self) -> bool {
+        self.failed
     }
 }
 
@@ -1145,7 +1255,8 @@ mod tests {
             "\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":2,\"totalTokenCount\":5}}\r\n\r\n",
         );
         let (a, b) = wire.as_bytes().split_at(50);
-        let chunks: Vec<Result<Bytes, ()>> = vec![Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))];
+        let chunks: Vec<Result<Bytes, crate::sse::EventTooLarge>> =
+            vec![Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))];
         let out: Vec<Bytes> = TranslatedStream::new(futures::stream::iter(chunks), GenerateToChatStream::new("m"))
             .map(|r| r.unwrap())
             .collect()
@@ -1157,6 +1268,98 @@ mod tests {
         let content: String = chunks.iter().filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str()).collect();
         assert_eq!(content, "tok tok");
         assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 2);
+    }
+
+    /// Definitions that each refer to the next ten times would expand to 10⁸ subschemas within
+    /// the depth bound: the translation stops at [`MAX_SCHEMA_NODES`] and answers a 400 naming
+    /// the field, never a partial schema.
+    #[test]
+    fn schema_expansion_is_bounded_by_what_it_produces() {
+        let mut defs = Map::new();
+        for level in 0..10 {
+            let properties: Map<String, Value> =
+                (0..10).map(|i| (format!("p{i}"), json!({"$ref": format!("#/$defs/D{}", level + 1)}))).collect();
+            defs.insert(format!("D{level}"), json!({"type": "object", "properties": properties}));
+        }
+        defs.insert("D10".into(), json!({"type": "string"}));
+        let schema = json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/D0"}}, "$defs": defs});
+
+        let mut budget = SchemaBudget::default();
+        let defs = schema.get("$defs").and_then(Value::as_object);
+        assert_eq!(clean_schema(&schema, defs, 0, &mut budget), Err(SchemaTooLarge::Nodes));
+        assert_eq!(budget.nodes, MAX_SCHEMA_NODES + 1, "work done before stopping");
+
+        let tool = json!({"type": "function", "function": {"name": "f", "parameters": schema}});
+        let body = json!({"messages": [{"role": "user", "content": "x"}], "tools": [tool]});
+        match chat_request_to_generate(&body) {
+            Err(GatewayError::InvalidRequest { param: Some("tools"), message }) => {
+                assert!(message.contains("10000 subschemas"), "{message}")
+            }
+            other => panic!("expected a 400 naming `tools`, got {other:?}"),
+        }
+        let body = json!({"messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}});
+        assert!(matches!(
+            chat_request_to_generate(&body),
+            Err(GatewayError::InvalidRequest { param: Some("response_format"), .. })
+        ));
+    }
+
+    /// Inlining copies a definition's keywords once per reference: a long description referred
+    /// to a hundred times passes [`MAX_SCHEMA_BYTES`] with few nodes. The budget is shared by
+    /// every schema of the request.
+    #[test]
+    fn schema_copies_are_bounded_across_the_request() {
+        let big = json!({"type": "string", "description": "d".repeat(100_000)});
+        let properties: Map<String, Value> =
+            (0..100).map(|i| (format!("p{i}"), json!({"$ref": "#/$defs/Big"}))).collect();
+        let schema = json!({"type": "object", "properties": properties, "$defs": {"Big": big}});
+        let mut budget = SchemaBudget::default();
+        let defs = schema.get("$defs").and_then(Value::as_object);
+        assert_eq!(clean_schema(&schema, defs, 0, &mut budget), Err(SchemaTooLarge::Bytes));
+        assert!(budget.nodes < 200, "{budget:?}");
+
+        // Each tool alone is fine; together they are not.
+        let properties: Map<String, Value> =
+            (0..30).map(|i| (format!("p{i}"), json!({"$ref": "#/$defs/Big"}))).collect();
+        let schema = json!({"type": "object", "properties": properties, "$defs": {"Big": big}});
+        let tool = |name: &str| json!({"type": "function", "function": {"name": name, "parameters": schema}});
+        let one = json!({"messages": [{"role": "user", "content": "x"}], "tools": [tool("a")]});
+        assert!(chat_request_to_generate(&one).is_ok());
+        let three = json!({"messages": [{"role": "user", "content": "x"}], "tools": [tool("a"), tool("b"), tool("c")]});
+        match chat_request_to_generate(&three) {
+            Err(GatewayError::InvalidRequest { param: Some("tools"), message }) => {
+                assert!(message.contains("bytes"), "{message}")
+            }
+            other => panic!("expected a 400 naming `tools`, got {other:?}"),
+        }
+    }
+
+    /// A stream naming more candidates than any request can ask for ends with an error event,
+    /// and owes no `[DONE]`: metering sees it cut short.
+    #[test]
+    fn stream_candidates_are_bounded() {
+        let mut t = GenerateToChatStream::new("m");
+        let event =
+            |index: usize| json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "index": index}]}).to_string();
+        for i in 0..MAX_CANDIDATES {
+            assert!(!t.event(None, event(i).as_bytes()).is_empty());
+            assert!(!t.finished());
+        }
+        assert!(!t.event(None, event(0).as_bytes()).is_empty(), "a known candidate goes on");
+        let out = t.event(None, event(MAX_CANDIDATES).as_bytes());
+        let err = chunk_json(std::str::from_utf8(&out[0]).unwrap());
+        assert_eq!(err["error"]["code"], "upstream_error");
+        assert!(t.finished());
+        assert_eq!(t.choices.len(), MAX_CANDIDATES);
+        assert!(t.event(None, event(1).as_bytes()).is_empty());
+        assert!(t.end().is_empty());
+
+        let mut t = GenerateToChatStream::new("m");
+        let many: Vec<Value> = (0..=MAX_CANDIDATES).map(|_| json!({"content": {"parts": [{"text": "x"}]}})).collect();
+        let out = t.event(None, json!({"candidates": many}).to_string().as_bytes());
+        assert_eq!(out.len(), 1, "only the error event");
+        assert!(t.finished());
     }
 
     #[test]

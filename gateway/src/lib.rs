@@ -66,6 +66,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Whether customers owned by no team or organization may be charged by any key.
     pub shared_customers: bool,
+    /// Largest non-streamed answer read from a provider.
+    pub max_response_bytes: usize,
     pub metrics: PrometheusHandle,
     /// `/metrics` on its own address (then not on the main listener), see `gateway.metrics`.
     pub metrics_listen: Option<String>,
@@ -254,6 +256,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         client,
         max_body_bytes: config.gateway.max_body_bytes,
         shared_customers: config.gateway.shared_customers,
+        max_response_bytes: config.gateway.max_response_bytes,
         metrics: telemetry::metrics_handle(),
         metrics_listen: config.gateway.metrics.listen.clone(),
         metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| auth::hash_key(t.expose())),

@@ -13,6 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a stream may last unless `stream_max_duration` says otherwise: generous, since
+/// long reasoning answers take many minutes, but a provider trickling bytes cannot hold a
+/// connection forever.
+const DEFAULT_STREAM_MAX_DURATION_SECS: f64 = 1800.0;
+
 /// Live statistics of one deployment.
 #[derive(Debug, Default)]
 pub struct DeploymentStats {
@@ -196,6 +201,9 @@ impl Router {
                 timeout: Duration::from_secs_f64(timeout),
                 stream_idle_timeout: Duration::from_secs_f64(
                     p.stream_timeout.or(rs.stream_timeout).unwrap_or(timeout.min(300.0)),
+                ),
+                stream_max_duration: Duration::from_secs_f64(
+                    p.stream_max_duration.or(rs.stream_max_duration).unwrap_or(DEFAULT_STREAM_MAX_DURATION_SECS),
                 ),
                 price,
                 rpm: p.rpm,

@@ -5,7 +5,7 @@ use crate::auth::{raw_key, Principal};
 use crate::error::GatewayError;
 use crate::openai::{ProxyRequest, ResponseUsage};
 use crate::pricing::Tokens;
-use crate::providers::{Endpoint, UpstreamError};
+use crate::providers::{AnswerError, Endpoint, UpstreamError};
 use crate::proxy::{self, RoutedFailure};
 use crate::stream::MeteredStream;
 use crate::usage::{Outcome, UsageRecorder};
@@ -443,15 +443,22 @@ async fn serve(
         _ => "application/json".to_owned(),
     };
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
+    let answer_body = crate::providers::read_answer(answer.response, state.max_response_bytes);
     let read = tokio::select! {
-        read = tokio::time::timeout(remaining, answer.response.bytes()) => read,
+        read = tokio::time::timeout(remaining, answer_body) => read,
         _ = hung_up(req) => return Err(fail(GatewayError::ClientClosed)),
     };
     let body = match read {
         Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
+        Ok(Err(AnswerError::Transport(e))) => {
             tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");
             let err = GatewayError::UpstreamUnavailable { model: request.model.clone() };
+            recorder.fail(&err, &deployment);
+            return Err(fail(err));
+        }
+        Ok(Err(AnswerError::TooLarge { limit })) => {
+            tracing::warn!(deployment = %deployment.id, limit, "upstream answer too large");
+            let err = GatewayError::UpstreamResponseTooLarge { model: request.model.clone(), limit };
             recorder.fail(&err, &deployment);
             return Err(fail(err));
         }

@@ -3,18 +3,25 @@
 //! and the amount of text (to estimate tokens when a provider reports none).
 //!
 //! The usage event is published exactly once: when the stream ends, when it fails, when it
-//! stalls past the idle timeout, or — through `Drop` — when the client goes away mid-stream.
-//! A stream that did not finish is billed for what was sent and marked `partial`.
+//! stalls past the idle timeout, when it reaches its deadline (`stream_max_duration`), when the
+//! provider sends an event larger than [`MAX_EVENT_BYTES`], or — through `Drop` — when the
+//! client goes away mid-stream. A stream that did not finish is billed for what was sent and
+//! marked `partial`. Nothing here grows with the stream's length: one event is buffered at a
+//! time, and the text kept for counting tokens is bounded ([`crate::tokens::TextTally`]).
 
 use crate::openai::{ResponseUsage, Usage};
 use crate::pricing::Tokens;
+use crate::providers::StreamError;
 use crate::router::{Lease, Router};
+use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
+use crate::tokens::TextTally;
 use crate::usage::{Outcome, UsageRecorder};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
+use memchr::memmem::Finder;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,21 +32,30 @@ pub struct MeteredStream {
     recorder: Option<UsageRecorder>,
     router: Arc<Router>,
     lease: Option<Lease>,
-    buffer: BytesMut,
+    events: EventBuffer,
     hide_usage_chunk: bool,
     usage: Option<Usage>,
     served_model: Option<String>,
-    /// Generated text seen so far, for counting tokens if the provider never reports usage.
-    streamed_text: String,
+    /// Generated text seen so far (bounded), for counting tokens if the provider never reports
+    /// usage.
+    streamed_text: TextTally,
     request: Arc<crate::openai::ProxyRequest>,
     saw_done: bool,
     idle: Duration,
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Fires at the idle timeout or at the deadline, whichever comes first.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the stream ends however steadily the provider sends (`stream_max_duration` after it
+    /// started).
+    deadline: tokio::time::Instant,
+    max_duration: Duration,
     sent_at: Instant,
     first_token_seen: bool,
     model_label: String,
     finished: bool,
 }
+
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
 impl MeteredStream {
     #[allow(clippy::too_many_arguments)]
@@ -54,20 +70,26 @@ impl MeteredStream {
         model_label: String,
     ) -> MeteredStream {
         let idle = lease.deployment.stream_idle_timeout;
+        let max_duration = lease.deployment.stream_max_duration;
+        let now = tokio::time::Instant::now();
+        // Durations are validated at start-up (at most a day); the fallback is never taken.
+        let deadline = now.checked_add(max_duration).unwrap_or(now);
         MeteredStream {
             upstream,
             recorder: Some(recorder),
             router,
             lease: Some(lease),
-            buffer: BytesMut::new(),
+            events: EventBuffer::new(MAX_EVENT_BYTES),
             hide_usage_chunk,
             usage: None,
             served_model: None,
-            streamed_text: String::new(),
+            streamed_text: TextTally::default(),
             request,
             saw_done: false,
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            timer: Box::pin(tokio::time::sleep_until(now.checked_add(idle).unwrap_or(now).min(deadline))),
+            deadline,
+            max_duration,
             sent_at,
             first_token_seen: false,
             model_label,
@@ -75,16 +97,27 @@ impl MeteredStream {
         }
     }
 
-    /// Moves every complete event out of the buffer, inspecting each; returns the bytes to send.
-    fn drain_events(&mut self) -> Bytes {
+    /// Moves every complete event out of the buffer, inspecting each, up to `[DONE]`; returns
+    /// the bytes to send, and the oversized event that stopped it, if one did.
+    fn drain_events(&mut self) -> (BytesMut, Option<EventTooLarge>) {
         let mut out = BytesMut::new();
-        while let Some(end) = find_event_end(&self.buffer) {
-            let event = self.buffer.split_to(end);
-            if self.inspect(&event) {
-                out.extend_from_slice(&event);
+        while !self.saw_done {
+            match self.events.next_event() {
+                Ok(Some(event)) => {
+                    if self.inspect(&event) {
+                        // The usual read is one event: send it as it is, without a copy.
+                        if out.is_empty() {
+                            out = event;
+                        } else {
+                            out.extend_from_slice(&event);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
             }
         }
-        out.freeze()
+        (out, None)
     }
 
     /// Reads one event; returns whether it goes to the client.
@@ -94,12 +127,12 @@ impl MeteredStream {
             self.saw_done = true;
             return true;
         }
-        if !self.first_token_seen && contains(data, b"\"content\"") {
+        if !self.first_token_seen && CONTENT.find(data).is_some() {
             self.first_token_seen = true;
             metrics::histogram!("tollgate_time_to_first_token_seconds", "model" => self.model_label.clone())
                 .record(self.sent_at.elapsed().as_secs_f64());
         }
-        let mentions_usage = contains(data, b"\"usage\"");
+        let mentions_usage = USAGE.find(data).is_some();
         if mentions_usage || self.served_model.is_none() {
             if let Ok(parsed) = serde_json::from_slice::<ResponseUsage>(data) {
                 if self.served_model.is_none() {
@@ -129,7 +162,7 @@ impl MeteredStream {
             None => (
                 Tokens {
                     prompt: self.request.prompt_tokens_estimate(),
-                    completion: crate::tokens::count(&self.streamed_text),
+                    completion: self.streamed_text.tokens(),
                     cached: 0,
                 },
                 true,
@@ -153,6 +186,16 @@ impl MeteredStream {
             });
         }
     }
+
+    /// Ends a stream that reached its deadline: bills what was sent, tells the client.
+    fn expire(&mut self) -> Bytes {
+        self.finish(true, Some("stream_duration_exceeded"));
+        let message = format!(
+            "the upstream provider's stream exceeded the longest allowed duration ({} s)",
+            self.max_duration.as_secs_f64()
+        );
+        error_event(&message, "upstream_timeout")
+    }
 }
 
 impl Stream for MeteredStream {
@@ -166,38 +209,55 @@ impl Stream for MeteredStream {
         loop {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(deadline);
-                    this.buffer.extend_from_slice(&chunk);
-                    let out = this.drain_events();
+                    let now = tokio::time::Instant::now();
+                    if now >= this.deadline {
+                        return Poll::Ready(Some(Ok(this.expire())));
+                    }
+                    let wake = now.checked_add(this.idle).unwrap_or(now).min(this.deadline);
+                    this.timer.as_mut().reset(wake);
+                    this.events.extend(&chunk);
+                    let (mut out, too_large) = this.drain_events();
                     if this.saw_done {
                         // `[DONE]` is the last event: end the client's stream now rather than wait
                         // for the provider to close its body.
                         this.finish(false, None);
+                    } else if let Some(e) = too_large {
+                        tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
+                        this.finish(true, Some("upstream_event_too_large"));
+                        out.extend_from_slice(&error_event(&e.to_string(), "upstream_error"));
                     }
                     if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
+                        return Poll::Ready(Some(Ok(out.freeze())));
                     }
                     if this.finished {
                         return Poll::Ready(None);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::warn!(error = %crate::providers::classify(&e), "upstream stream failed");
-                    this.finish(true, Some("upstream_stream_error"));
-                    return Poll::Ready(Some(Ok(error_event(
-                        "the upstream provider's stream failed",
-                        "upstream_error",
-                    ))));
+                    let (error_type, message) = match &e {
+                        StreamError::EventTooLarge(too_large) => {
+                            tracing::warn!(limit = too_large.limit, "upstream event too large; stream cut");
+                            ("upstream_event_too_large", e.to_string())
+                        }
+                        StreamError::Transport(t) => {
+                            tracing::warn!(error = %crate::providers::classify(t), "upstream stream failed");
+                            ("upstream_stream_error", "the upstream provider's stream failed".to_owned())
+                        }
+                    };
+                    this.finish(true, Some(error_type));
+                    return Poll::Ready(Some(Ok(error_event(&message, "upstream_error"))));
                 }
                 Poll::Ready(None) => {
-                    let rest = this.buffer.split().freeze();
+                    let rest = this.events.take_rest().freeze();
                     let complete = this.saw_done || this.usage.is_some();
                     this.finish(!complete, (!complete).then_some("upstream_stream_incomplete"));
                     return if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(rest))) };
                 }
                 Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        if tokio::time::Instant::now() >= this.deadline {
+                            return Poll::Ready(Some(Ok(this.expire())));
+                        }
                         this.finish(true, Some("stream_idle_timeout"));
                         let message = format!("the upstream provider sent nothing for {} ms", this.idle.as_millis());
                         return Poll::Ready(Some(Ok(error_event(&message, "upstream_timeout"))));
@@ -222,16 +282,6 @@ fn error_event(message: &str, code: &str) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-/// End (exclusive) of the first complete event: after a blank line (`\n\n` or `\r\n\r\n`).
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// The payload of the event's `data:` line (single-line data, as LLM providers send).
 fn event_data(event: &[u8]) -> Option<&[u8]> {
     event.split(|&b| b == b'\n').find_map(|line| {
@@ -240,8 +290,11 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
     })
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// An oversized event inside a translated stream ends the client's stream too.
+impl From<EventTooLarge> for actix_web::Error {
+    fn from(e: EventTooLarge) -> actix_web::Error {
+        actix_web::error::ErrorBadGateway(e)
+    }
 }
 
 /// A chat chunk that only carries usage (`"choices": []`), as `include_usage` produces.
@@ -254,21 +307,4 @@ fn is_usage_only_chunk(data: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_events_on_blank_lines() {
-        assert_eq!(find_event_end(b"data: a\n\ndata: b"), Some(9));
-        assert_eq!(find_event_end(b"data: a\r\n\r\n"), Some(11));
-        assert_eq!(find_event_end(b"data: a\n"), None);
-        assert_eq!(event_data(b"event: x\ndata: {\"a\":1}\n\n"), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(event_data(b": comment\n\n"), None);
-    }
-
-    #[test]
-    fn recognises_the_usage_only_chunk() {
-        assert!(is_usage_only_chunk(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
-        assert!(!is_usage_only_chunk(br#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#));
-    }
-}
+mod tests;

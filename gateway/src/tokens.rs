@@ -47,16 +47,55 @@ pub fn count(text: &str) -> u64 {
     }
 }
 
-/// Appends the generated text of one stream chunk (`content`, `text`, `arguments`, `delta`
+/// Most text kept for the tokenizer per count (a stream's generated text, a request's
+/// prompt). Beyond it bytes are only added up and counted at the fallback rate, one token per
+/// four bytes: what a stream holds and what the tokenizer does when it ends stay bounded.
+pub const MAX_COUNTED_TEXT: usize = 1024 * 1024;
+
+/// Text to count: kept up to [`MAX_COUNTED_TEXT`] bytes, only measured beyond.
+#[derive(Debug, Default)]
+pub struct TextTally {
+    text: String,
+    /// Bytes that did not fit.
+    overflow: u64,
+}
+
+impl TextTally {
+    pub fn push(&mut self, piece: &[u8]) {
+        let piece = String::from_utf8_lossy(piece);
+        if self.text.len() + piece.len() <= MAX_COUNTED_TEXT {
+            self.text.push_str(&piece);
+        } else {
+            self.overflow = self.overflow.saturating_add(piece.len() as u64);
+        }
+    }
+
+    /// Tokens: the kept text through the tokenizer, the rest at the fallback rate.
+    pub fn tokens(&self) -> u64 {
+        count(&self.text).saturating_add(self.overflow.div_ceil(4))
+    }
+
+    #[cfg(test)]
+    pub fn kept(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Keys whose string values are generated text, as they appear in a stream chunk.
+const GENERATED_KEYS: [&[u8]; 5] =
+    [b"\"content\":\"", b"\"text\":\"", b"\"arguments\":\"", b"\"delta\":\"", b"\"reasoning_content\":\""];
+
+static GENERATED: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
+    std::sync::LazyLock::new(|| GENERATED_KEYS.map(memchr::memmem::Finder::new));
+
+/// Adds the generated text of one stream chunk (`content`, `text`, `arguments`, `delta`
 /// string values, still JSON-escaped) to `out`, by a byte scan rather than a JSON parse: this
 /// runs on every chunk of every stream.
-pub fn collect_generated_text(data: &[u8], out: &mut String) {
-    const KEYS: [&[u8]; 5] =
-        [b"\"content\":\"", b"\"text\":\"", b"\"arguments\":\"", b"\"delta\":\"", b"\"reasoning_content\":\""];
-    for key in KEYS {
+pub fn collect_generated_text(data: &[u8], out: &mut TextTally) {
+    for key in GENERATED.iter() {
         let mut rest = data;
-        while let Some(at) = find(rest, key) {
-            let start = at + key.len();
+        while let Some(at) = key.find(rest) {
+            let start = at + key.needle().len();
             let value = &rest[start..];
             let mut end = 0;
             let mut escaped = false;
@@ -68,22 +107,19 @@ pub fn collect_generated_text(data: &[u8], out: &mut String) {
                 }
                 end += 1;
             }
-            out.push_str(&String::from_utf8_lossy(&value[..end]));
+            out.push(&value[..end]);
             rest = &value[end.min(value.len())..];
         }
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The text of a request's prompt: every string in `messages` / `prompt` / `input`.
-pub fn prompt_text(value: &serde_json::Value, out: &mut String) {
+/// The text of a request's prompt: every string in `messages` / `prompt` / `input`. The
+/// recursion follows the value's nesting, which the JSON reader bounds (128 levels).
+pub fn prompt_text(value: &serde_json::Value, out: &mut TextTally) {
     match value {
         serde_json::Value::String(s) => {
-            out.push_str(s);
-            out.push(' ');
+            out.push(s.as_bytes());
+            out.push(b" ");
         }
         serde_json::Value::Array(items) => items.iter().for_each(|v| prompt_text(v, out)),
         serde_json::Value::Object(o) => o.values().for_each(|v| prompt_text(v, out)),
@@ -97,13 +133,13 @@ mod tests {
 
     #[test]
     fn collects_text_without_parsing() {
-        let mut out = String::new();
+        let mut out = TextTally::default();
         collect_generated_text(br#"{"choices":[{"delta":{"content":"Hel\"lo"}}]}"#, &mut out);
         collect_generated_text(
             br#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{\"a\""}}]}}]}"#,
             &mut out,
         );
-        assert_eq!(out, r#"Hel\"lo{\"a\""#);
+        assert_eq!(out.kept(), r#"Hel\"lo{\"a\""#);
     }
 
     #[test]
@@ -111,5 +147,20 @@ mod tests {
         let _ = bpe();
         assert_eq!(count("hello world"), 2);
         assert_eq!(count(""), 0);
+    }
+
+    /// Past [`MAX_COUNTED_TEXT`] text is not kept but counted at one token per four bytes.
+    #[test]
+    fn keeps_at_most_the_counted_text() {
+        let _ = bpe();
+        let mut tally = TextTally::default();
+        let chunk = format!(r#"{{"choices":[{{"delta":{{"content":"{}"}}}}]}}"#, "word ".repeat(1000));
+        for _ in 0..420 {
+            collect_generated_text(chunk.as_bytes(), &mut tally);
+        }
+        assert!(tally.kept().len() <= MAX_COUNTED_TEXT, "kept {} bytes", tally.kept().len());
+        let kept_pieces = (MAX_COUNTED_TEXT / 5000) as u64;
+        assert_eq!(tally.kept().len() as u64, kept_pieces * 5000);
+        assert_eq!(tally.tokens(), count(tally.kept()) + (420 - kept_pieces) * 5000 / 4);
     }
 }

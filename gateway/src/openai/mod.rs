@@ -177,13 +177,20 @@ impl ProxyRequest {
     }
 
     /// Prompt tokens counted by Tollgate's tokenizer, for providers that report none. Only
-    /// called on that rare path: it re-reads the prompt.
+    /// called on that rare path: it re-reads the prompt. The tokenizer sees at most
+    /// [`crate::tokens::MAX_COUNTED_TEXT`] of it; the rest counts one token per four bytes.
     pub fn prompt_tokens_estimate(&self) -> u64 {
-        let mut text = String::new();
-        if let Some(v) = self.fields.get(self.prompt_field).and_then(|raw| serde_json::from_str(raw.get()).ok()) {
-            crate::tokens::prompt_text(&v, &mut text);
+        let Some(raw) = self.fields.get(self.prompt_field) else { return 0 };
+        match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Ok(v) => {
+                let mut text = crate::tokens::TextTally::default();
+                crate::tokens::prompt_text(&v, &mut text);
+                text.tokens()
+            }
+            // Nested deeper than the JSON reader follows (the body was only checked for
+            // syntax): its bytes still count, rather than nothing.
+            Err(_) => (raw.get().len() as u64).div_ceil(4),
         }
-        crate::tokens::count(&text)
     }
 
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
@@ -195,8 +202,9 @@ impl ProxyRequest {
     pub fn to_value(&self) -> Result<serde_json::Value, GatewayError> {
         let mut map = serde_json::Map::with_capacity(self.fields.len());
         for (k, v) in &self.fields {
-            let value = serde_json::from_str(v.get())
-                .map_err(|e| GatewayError::Internal(format!("cannot re-read field {k}: {e}")))?;
+            // The body was only checked for syntax: a field nested deeper than the JSON reader
+            // follows (128 levels) is the client's error.
+            let value = serde_json::from_str(v.get()).map_err(|e| GatewayError::field(k, format!("`{k}`: {e}")))?;
             map.insert(k.clone(), value);
         }
         Ok(serde_json::Value::Object(map))
@@ -342,6 +350,21 @@ mod tests {
                 Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(body)),
             }
         }
+    }
+
+    /// A body nested deeper than the JSON reader follows passes the syntax check; translating
+    /// it is a 400 naming the field, and its prompt still counts, by its bytes.
+    #[test]
+    fn deeply_nested_fields_are_refused_by_name_and_still_counted() {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi","x":{deep}}}]}}"#);
+        let req = ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        match req.to_value() {
+            Err(GatewayError::InvalidField { field, .. }) => assert_eq!(field, "messages"),
+            other => panic!("expected a 400 naming `messages`, got {other:?}"),
+        }
+        let messages_bytes = body.len() as u64 - r#"{"model":"m","messages":}"#.len() as u64;
+        assert_eq!(req.prompt_tokens_estimate(), messages_bytes.div_ceil(4));
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct Deployment {
     pub timeout: Duration,
     /// Longest silence between two chunks of a stream.
     pub stream_idle_timeout: Duration,
+    /// Longest a stream may last, however steadily the provider sends.
+    pub stream_max_duration: Duration,
     /// `None` only under `gateway.allow_unpriced_models`.
     pub price: Option<Price>,
     pub rpm: Option<u64>,
@@ -258,12 +260,24 @@ pub fn error_body(deployment: &Deployment, body: bytes::Bytes) -> bytes::Bytes {
     }
 }
 
+/// Why a provider's stream ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The connection failed or the body was cut (the error may carry the URL: log it through
+    /// [`classify`]).
+    #[error("the upstream provider's stream failed")]
+    Transport(#[from] reqwest::Error),
+    #[error(transparent)]
+    EventTooLarge(#[from] crate::sse::EventTooLarge),
+}
+
 /// A streamed answer as OpenAI chat chunks.
-pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, StreamError>> + Send>>;
 
 pub fn response_stream(deployment: &Deployment, response: reqwest::Response) -> ByteStream {
     use crate::sse::TranslatedStream;
-    let raw: ByteStream = Box::pin(response.bytes_stream());
+    use futures::TryStreamExt;
+    let raw: ByteStream = Box::pin(response.bytes_stream().map_err(StreamError::from));
     match deployment.kind {
         ProviderKind::OpenAiCompatible | ProviderKind::Azure => raw,
         ProviderKind::Anthropic => Box::pin(TranslatedStream::new(raw, crate::anthropic::MessagesToChatStream::new())),
@@ -271,6 +285,56 @@ pub fn response_stream(deployment: &Deployment, response: reqwest::Response) -> 
             Box::pin(TranslatedStream::new(raw, crate::gemini::GenerateToChatStream::new(&deployment.upstream_model)))
         }
     }
+}
+
+/// Why a non-streamed answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the upstream provider's answer was cut")]
+    Transport(#[from] reqwest::Error),
+    #[error("the upstream provider's answer exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Reads a non-streamed answer, at most `limit` bytes of it: a larger one is refused from its
+/// `Content-Length`, or as soon as the bytes read pass the limit.
+pub async fn read_answer(response: reqwest::Response, limit: usize) -> Result<bytes::Bytes, AnswerError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(AnswerError::TooLarge { limit });
+    }
+    let declared = response.content_length().map_or(0, |n| n as usize);
+    read_capped(response.bytes_stream(), declared, limit).await
+}
+
+/// The bytes of `body` if they are at most `limit`; stops reading at the first byte over it.
+async fn read_capped<S, E>(body: S, declared: usize, limit: usize) -> Result<bytes::Bytes, AnswerError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>>,
+    AnswerError: From<E>,
+{
+    use futures::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = 0usize;
+    // The usual answer is one read: it is kept as it is, without a copy.
+    let mut first: Option<bytes::Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        read = read.saturating_add(chunk.len());
+        if read > limit {
+            return Err(AnswerError::TooLarge { limit });
+        }
+        if let Some(first) = first.take() {
+            joined.reserve(declared.min(limit).max(read));
+            joined.extend_from_slice(&first);
+        }
+        if joined.is_empty() {
+            first = Some(chunk);
+        } else {
+            joined.extend_from_slice(&chunk);
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 /// The one upstream HTTP client of the process: pooled connections, and redirects followed
@@ -351,6 +415,30 @@ pub fn classify(e: &reqwest::Error) -> UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An answer within the limit is read whole; a larger one is refused at the first read past
+    /// the limit, without reading the rest.
+    #[tokio::test]
+    async fn answers_are_read_up_to_the_limit() {
+        let chunks = || {
+            futures::stream::iter([&b"{\"a\":"[..], b"1", b"}"].map(|c| Ok::<_, reqwest::Error>(Bytes::from_static(c))))
+        };
+        assert_eq!(read_capped(chunks(), 0, 7).await.unwrap(), Bytes::from_static(b"{\"a\":1}"));
+        assert!(matches!(read_capped(chunks(), 0, 6).await, Err(AnswerError::TooLarge { limit: 6 })));
+
+        let reads = AtomicUsize::new(0);
+        let endless = futures::stream::repeat(Bytes::from(vec![b'x'; 1024]))
+            .inspect(|_| {
+                reads.fetch_add(1, Ordering::Relaxed);
+            })
+            .map(Ok::<_, reqwest::Error>);
+        assert!(matches!(read_capped(endless, 0, 64 * 1024).await, Err(AnswerError::TooLarge { .. })));
+        assert_eq!(reads.into_inner(), 65);
+    }
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A small HTTP server: answers its connections with `responses` in turn (`{addr}` in one

@@ -1,0 +1,173 @@
+use super::*;
+use crate::events::{Permit, SinkError, UsageSink};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use tollgate_schemas::UsageEvent;
+
+#[test]
+fn reads_the_data_line() {
+    assert_eq!(event_data(b"event: x\ndata: {\"a\":1}\n\n"), Some(&b"{\"a\":1}"[..]));
+    assert_eq!(event_data(b": comment\n\n"), None);
+}
+
+#[test]
+fn recognises_the_usage_only_chunk() {
+    assert!(is_usage_only_chunk(br#"{"choices":[],"usage":{"prompt_tokens":1}}"#));
+    assert!(!is_usage_only_chunk(br#"{"choices":[{"delta":{}}],"usage":{"prompt_tokens":1}}"#));
+}
+
+/// Keeps the events it is given.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<UsageEvent>>);
+
+impl UsageSink for Recorded {
+    fn admit(&self) -> Result<Permit, SinkError> {
+        Ok(Permit::unbacked())
+    }
+    fn publish(&self, _: Permit, event: UsageEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+    fn flush(&self, _: Duration) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A deployment with a 2 s idle timeout and a 5 s deadline.
+const CONFIG: &str = r#"
+model_list:
+  - model_name: m
+    litellm_params: {model: openai/m, api_base: "http://127.0.0.1:9/v1", stream_timeout: 2, stream_max_duration: 5}
+prices:
+  m: {input_nano_usd_per_token: 1, output_nano_usd_per_token: 1}
+virtual_keys:
+  - key: sk-stream-test
+"#;
+
+/// Meters `upstream` as the server does a streamed chat request; returns what the client
+/// received and the request's one usage event.
+async fn meter(upstream: Upstream) -> (String, UsageEvent) {
+    let config = crate::config::Config::parse(CONFIG, "stream test").unwrap();
+    let router = Arc::new(Router::from_config(&config, "stream test").unwrap());
+    let tenancy = crate::auth::Tenancy::new(None, &config.virtual_keys, crate::auth::KeyHasher::new(None), None);
+    let now = chrono::Utc::now();
+    let principal = tenancy.authenticate("sk-stream-test", now).await.unwrap();
+    let view = Arc::new(crate::budget::BudgetView::new());
+    view.set_caught_up();
+    let limiter = crate::ratelimit::RateLimiter::new(1);
+    let settings = crate::config::BudgetSettings::default();
+    let admitted = crate::admission::admit(&principal, "m", &view, &limiter, &settings, now).unwrap();
+    let sink = Arc::new(Recorded::default());
+    let recorder = UsageRecorder::start(
+        sink.clone(),
+        Permit::unbacked(),
+        "gw",
+        "req",
+        &principal,
+        admitted,
+        "m",
+        true,
+        Instant::now(),
+        now,
+    );
+    let (_, lease) = router.pick("m", &[]).unwrap();
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let request =
+        Arc::new(crate::openai::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap());
+    let stream = MeteredStream::new(upstream, recorder, router, lease, true, request, Instant::now(), "m".into());
+    let out: Vec<Bytes> = stream.map(Result::unwrap).collect().await;
+    let text = out.iter().map(|b| String::from_utf8_lossy(b)).collect();
+    let mut events = std::mem::take(&mut *sink.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "one usage event per request");
+    (text, events.remove(0))
+}
+
+const CONTENT_EVENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n";
+
+/// The error event a client gets, parsed.
+fn error_of(text: &str) -> serde_json::Value {
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap()
+}
+
+/// A provider that never ends its event is cut off at [`MAX_EVENT_BYTES`]: the reads stop
+/// there, the client gets what came before and an error event, and the request is billed
+/// (partial) for what was sent.
+#[tokio::test]
+async fn an_oversized_event_ends_the_stream_as_an_upstream_error() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    let mib = Bytes::from(vec![b'a'; 1024 * 1024]);
+    let chunks =
+        std::iter::once(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: "))
+            .chain(std::iter::repeat_n(mib, 64));
+    let upstream = futures::stream::iter(chunks).inspect(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let (text, event) = meter(Box::pin(upstream.map(Ok))).await;
+    assert!(text.starts_with("data: {\"choices\""), "{}", &text[..100.min(text.len())]);
+    assert!(text.len() < 1024, "the oversized event reached the client");
+    assert_eq!(error_of(&text)["error"]["code"], "upstream_error");
+    // The first read, then 1 MiB reads until the event held passes the limit; none after.
+    assert_eq!(reads.load(Ordering::Relaxed), 1 + MAX_EVENT_BYTES / (1024 * 1024));
+    assert!(event.partial && event.estimated, "{event:?}");
+    assert_eq!(event.error_type.as_deref(), Some("upstream_event_too_large"));
+    assert!(event.completion_tokens > 0 && event.completion_tokens < 10, "{event:?}");
+}
+
+/// A translated stream reports an oversized event as an error; it ends the stream the same way.
+#[tokio::test]
+async fn an_oversized_translated_event_ends_the_stream_as_an_upstream_error() {
+    let upstream = futures::stream::iter([
+        Ok(Bytes::from_static(CONTENT_EVENT)),
+        Err(StreamError::EventTooLarge(EventTooLarge { limit: 7 })),
+        Ok(Bytes::from_static(CONTENT_EVENT)),
+    ]);
+    let (text, event) = meter(Box::pin(upstream)).await;
+    assert_eq!(text.matches("Hello").count(), 1);
+    assert_eq!(error_of(&text)["error"]["code"], "upstream_error");
+    assert!(event.partial, "{event:?}");
+    assert_eq!(event.error_type.as_deref(), Some("upstream_event_too_large"));
+}
+
+/// A provider that keeps sending, never idle for long, is cut at the deadline (5 s here, one
+/// chunk a second): the client gets what came before and a timeout error event, and the request
+/// is billed (partial) for what was sent. The clock is tokio's, paused: no real waiting.
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_at_its_deadline() {
+    let trickle = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some((Ok(Bytes::from_static(CONTENT_EVENT)), ()))
+    });
+    let (text, event) = meter(Box::pin(trickle)).await;
+    assert_eq!(text.matches("Hello").count(), 4, "{text}");
+    let error = error_of(&text);
+    assert_eq!(error["error"]["code"], "upstream_timeout");
+    assert!(error["error"]["message"].as_str().unwrap().contains("5 s"), "{error}");
+    assert!(event.partial && event.estimated, "{event:?}");
+    assert_eq!(event.error_type.as_deref(), Some("stream_duration_exceeded"));
+}
+
+/// The idle timeout still applies before the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_silent_stream_ends_at_the_idle_timeout() {
+    let silent =
+        futures::stream::once(async { Ok(Bytes::from_static(CONTENT_EVENT)) }).chain(futures::stream::pending());
+    let (text, event) = meter(Box::pin(silent)).await;
+    assert!(error_of(&text)["error"]["message"].as_str().unwrap().contains("2000 ms"), "{text}");
+    assert_eq!(event.error_type.as_deref(), Some("stream_idle_timeout"));
+}
+
+/// `[DONE]` ends the stream: what follows it is not read.
+#[tokio::test]
+async fn done_ends_the_stream() {
+    let upstream = futures::stream::iter([
+        Ok(Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n")),
+        Ok(Bytes::from_static(b"data: [DONE]\n\ndata: after\n\n")),
+    ])
+    .chain(futures::stream::pending());
+    let (text, event) = meter(Box::pin(upstream)).await;
+    assert_eq!(text, "data: [DONE]\n\n");
+    assert!(!event.partial && !event.estimated, "{event:?}");
+    assert_eq!((event.prompt_tokens, event.completion_tokens), (3, 4));
+}
