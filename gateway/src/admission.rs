@@ -100,8 +100,9 @@ impl Admitted {
                         committed: spent < max,
                     });
                 }
-                Err(Refusal::Unavailable(e)) => {
-                    tracing::warn!(error = %e, "budget lease unavailable; refusing (hard budgets fail closed)");
+                // Logged without the store's message: it can quote the values written.
+                Err(Refusal::Unavailable(_)) => {
+                    tracing::warn!("budget lease unavailable; refusing (hard budgets fail closed)");
                     return Err(GatewayError::BudgetLeaseUnavailable);
                 }
             }

@@ -78,6 +78,16 @@ pub enum FoldError {
     DeadLetterTopic(Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl FoldError {
+    /// What failed, in a word, safe to log (see [`LedgerError::kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FoldError::Ledger(e) => e.kind(),
+            FoldError::DeadLetterTopic(_) => "dead_letter_topic",
+        }
+    }
+}
+
 /// Fault injection for tests, off unless the variables are set.
 ///
 /// `TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS`: during the first batch, every bucket step
@@ -164,7 +174,7 @@ pub async fn fold_batch<L: LedgerStore, T: DeadLetterTopic>(
                 tracing::warn!(
                     partition,
                     reason = reason.code(),
-                    error = %e,
+                    failure = e.kind(),
                     "the ledger refused a batch; applying it piece by piece to find the event at fault"
                 );
                 let mut applied = Applied { duplicates: plan.selection.duplicates, ..Applied::default() };

@@ -251,7 +251,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 Err(e) => {
                     counter!("tollgate_ledger_apply_errors_total").increment(1);
                     let wait = backoff.next_wait();
-                    tracing::warn!(partition, error = %e, ?wait, "ledger write failed; retrying");
+                    tracing::warn!(partition, failure = e.kind(), ?wait, "ledger write failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
             }

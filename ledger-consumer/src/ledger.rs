@@ -49,6 +49,39 @@ pub enum LedgerError {
     Encode(#[from] serde_json::Error),
 }
 
+impl LedgerError {
+    /// What failed, in a word: safe to log and count. The error's own text can quote the
+    /// database's message, which can quote the values written: it stays out of logs.
+    pub fn kind(&self) -> &'static str {
+        use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+        match self {
+            LedgerError::Connect(_) => "connect",
+            LedgerError::Schema(_) => "schema",
+            LedgerError::Cql(e) => match e.as_ref() {
+                ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
+                    DbError::SyntaxError | DbError::Invalid => "refused",
+                    DbError::Unavailable { .. } => "unavailable",
+                    DbError::Overloaded | DbError::RateLimitReached { .. } => "overloaded",
+                    DbError::IsBootstrapping => "bootstrapping",
+                    DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => "timeout",
+                    DbError::ReadFailure { .. } | DbError::WriteFailure { .. } => "replica_failure",
+                    DbError::AuthenticationError | DbError::Unauthorized => "not_authorized",
+                    _ => "database_error",
+                },
+                ExecutionError::RequestTimeout(_) => "timeout",
+                ExecutionError::BadQuery(_) => "refused",
+                _ => "connection",
+            },
+            LedgerError::Sqlite(_) => "sqlite",
+            LedgerError::Query(_) => "query",
+            LedgerError::Result(_) => "unexpected_result",
+            LedgerError::Overflow { .. } => "overflow",
+            LedgerError::Contended { .. } => "contended",
+            LedgerError::Encode(_) => "encode",
+        }
+    }
+}
+
 impl From<scylla::errors::ExecutionError> for LedgerError {
     fn from(e: scylla::errors::ExecutionError) -> Self {
         LedgerError::Cql(Box::new(e))
