@@ -11,7 +11,7 @@
 //! `reject`: its room was taken before the provider was called.
 
 use crate::config::{KafkaConfig, SpoolConfig, WhenFull};
-use crate::spool::{Acks, RecordRef, Spool, SpoolError};
+use crate::spool::{Acks, Leftovers, RecordRef, Spool, SpoolError, WATERMARK_INTERVAL};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
 use rdkafka::config::ClientConfig;
@@ -19,7 +19,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_schemas::cloudevents as ce;
@@ -35,6 +35,11 @@ pub trait UsageSink: Send + Sync + 'static {
     /// acknowledged it, or the embedded ledger folded it) or `timeout` passes, and stops the
     /// writer. What is not delivered stays durable and is replayed at the next start.
     fn flush(&self, timeout: Duration) -> Result<(), SinkError>;
+    /// How the replay of an earlier run's events goes, where there is one: `(in progress,
+    /// replayed so far, found at start-up)`.
+    fn replay(&self) -> Option<(bool, u64, u64)> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +265,46 @@ pub struct KafkaSink {
     sender: Sender<Message>,
     backlog: Arc<Backlog>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    replay: Arc<ReplayStatus>,
 }
+
+/// How the replay of an earlier run's events is going, for readiness and metrics.
+#[derive(Debug, Default)]
+pub struct ReplayStatus {
+    in_progress: AtomicBool,
+    /// Events to replay, found at start-up.
+    total: AtomicU64,
+    /// Events handed to the producer so far.
+    sent: AtomicU64,
+}
+
+impl ReplayStatus {
+    /// `(in progress, sent, total)`.
+    pub fn snapshot(&self) -> (bool, u64, u64) {
+        (
+            self.in_progress.load(Ordering::Acquire),
+            self.sent.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The replay of what an earlier run left in the spool: read as a stream, a window of records
+/// in flight at a time, interleaved with live events.
+struct Replay {
+    leftovers: Leftovers,
+    /// Segments before this one are the earlier run's.
+    live_segment: u64,
+    reading: bool,
+    started: Instant,
+    status: Arc<ReplayStatus>,
+}
+
+/// Replayed records that may be waiting for Kafka at once: bounds the memory a replay takes
+/// and leaves the producer's queue to live traffic.
+const REPLAY_WINDOW: u64 = 8_192;
+/// Replayed records handed to the producer between two looks at live events.
+const REPLAY_STEP: usize = 512;
 
 struct Writer {
     rx: Receiver<Message>,
@@ -277,6 +321,9 @@ struct Writer {
     /// A producer with events in flight and no delivery for this long, while the broker
     /// answers, is rebuilt.
     stall_after: Duration,
+    replay: Option<Replay>,
+    /// When watermarks and gauges were last written.
+    last_housekeeping: Instant,
 }
 
 /// Events written and synced per group commit, at most.
@@ -315,6 +362,25 @@ impl KafkaSink {
             client.create_with_context(DeliveryReports { acks: acks.clone(), retry: retry_tx.clone() })?;
         let (tx, rx) = unbounded();
         let backlog = Backlog::new(spool_config.queue_capacity, spool_config.when_full);
+        let status = Arc::new(ReplayStatus::default());
+        let replay = (!leftovers.is_empty()).then(|| {
+            let events = leftovers.count();
+            let reason = if leftovers.after_clean_stop { "clean stop with undelivered events" } else { "crash" };
+            tracing::info!(events, bytes = leftovers.bytes, reason, "replaying usage events left in the spool");
+            status.total.store(events, Ordering::Relaxed);
+            status.in_progress.store(true, Ordering::Release);
+            gauge!("tollgate_spool_replay_in_progress").set(1.0);
+            Replay {
+                leftovers,
+                live_segment: spool.active_segment(),
+                reading: true,
+                started: Instant::now(),
+                status: status.clone(),
+            }
+        });
+        if replay.is_none() {
+            tracing::info!("no usage events left in the spool to replay");
+        }
         let mut writer = Writer {
             rx,
             retries,
@@ -327,46 +393,38 @@ impl KafkaSink {
             source: ce::source_for_gateway(gateway_id),
             progress: (0, Instant::now()),
             stall_after: Duration::from_secs(kafka.stall_rebuild_secs),
+            replay,
+            last_housekeeping: Instant::now(),
         };
-        if !leftovers.is_empty() {
-            tracing::info!(events = leftovers.len(), "replaying usage events left in the spool");
-            counter!("tollgate_spool_replayed_events_total").increment(leftovers.len() as u64);
-        }
         let handle = std::thread::Builder::new()
             .name("tollgate-usage-writer".into())
-            .spawn(move || {
-                for (r, payload) in leftovers {
-                    let event = UsageEvent::decode(&payload).ok();
-                    writer.send(&payload, event.as_ref(), Some(r));
-                }
-                writer.run();
-            })
+            .spawn(move || writer.run())
             .map_err(SinkError::Thread)?;
-        Ok(KafkaSink { sender: tx, backlog, writer: Mutex::new(Some(handle)) })
+        Ok(KafkaSink { sender: tx, backlog, writer: Mutex::new(Some(handle)), replay: status })
     }
 }
 
 impl Writer {
     fn run(&mut self) {
         loop {
-            let first = match self.rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.idle();
-                    continue;
-                }
+            // While a replay runs, look at live events often and feed the replay in between.
+            let wait = if self.replay.is_some() { Duration::from_millis(10) } else { Duration::from_secs(1) };
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut events = Vec::with_capacity(64);
             let mut stop = None;
             match first {
-                Message::Event(e) => events.push(e),
-                Message::Stop { deadline, done } => stop = Some((deadline, done)),
+                Some(Message::Event(e)) => events.push(e),
+                Some(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
+                None => {}
             }
             // Group commit: gather what arrives within the commit interval, so that a light load
             // does not pay one disk sync (and one thread wake-up) per event.
             let gather_until = Instant::now() + GROUP_COMMIT_INTERVAL;
-            while stop.is_none() && events.len() < MAX_BATCH {
+            while !events.is_empty() && stop.is_none() && events.len() < MAX_BATCH {
                 match self.rx.recv_deadline(gather_until) {
                     Ok(Message::Event(e)) => events.push(e),
                     Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
@@ -393,7 +451,46 @@ impl Writer {
                 let _ = done.send(self.drain(deadline));
                 return;
             }
+            self.replay_step();
             self.idle();
+        }
+    }
+
+    /// Hands the next records of the replay to the producer while fewer than
+    /// [`REPLAY_WINDOW`] replayed records wait for Kafka; ends the replay once all are
+    /// acknowledged.
+    fn replay_step(&mut self) {
+        let Some(replay) = &mut self.replay else { return };
+        let acks = self.spool.acks();
+        let mut batch = Vec::new();
+        if replay.reading && acks.pending_before(replay.live_segment) < REPLAY_WINDOW {
+            while batch.len() < REPLAY_STEP {
+                match replay.leftovers.next_record() {
+                    Some(record) => batch.push(record),
+                    None => {
+                        replay.reading = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let finished = !replay.reading && acks.pending_before(replay.live_segment) == 0;
+        let sent = batch.len() as u64;
+        if finished {
+            let (_, replayed, total) = replay.status.snapshot();
+            let took = replay.started.elapsed();
+            tracing::info!(events = replayed, found = total, seconds = took.as_secs_f64(), "spool replay finished");
+            gauge!("tollgate_spool_replay_seconds").set(took.as_secs_f64());
+            gauge!("tollgate_spool_replay_in_progress").set(0.0);
+            replay.status.in_progress.store(false, Ordering::Release);
+            self.replay = None;
+        } else {
+            replay.status.sent.fetch_add(sent, Ordering::Relaxed);
+        }
+        counter!("tollgate_spool_replayed_events_total").increment(sent);
+        for (r, payload) in batch {
+            let event = UsageEvent::decode(&payload).ok();
+            self.send(&payload, event.as_ref(), Some(r));
         }
     }
 
@@ -423,17 +520,26 @@ impl Writer {
             }
         };
         self.backlog.written(events.len());
-        for (p, e) in payloads.iter().zip(sent) {
-            self.send(p, Some(e), written);
+        for (i, (p, e)) in payloads.iter().zip(sent).enumerate() {
+            let r = written.map(|first| RecordRef { segment: first.segment, index: first.index + i as u64 });
+            self.send(p, Some(e), r);
         }
         self.send_retries();
     }
 
-    /// Between batches: resend what came back, watch for a wedged producer, export gauges.
+    /// Between batches: resend what came back, watch for a wedged producer, and now and then
+    /// persist the acknowledgement watermarks and export gauges.
     fn idle(&mut self) {
         self.send_retries();
         self.check_stalled();
-        gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+        if self.last_housekeeping.elapsed() >= WATERMARK_INTERVAL {
+            self.last_housekeeping = Instant::now();
+            if let Err(e) = self.spool.acks().persist_watermarks() {
+                tracing::warn!(error = %e, "cannot persist the spool's acknowledgement watermarks");
+            }
+            gauge!("tollgate_spool_pending_events").set(self.spool.acks().pending() as f64);
+            gauge!("tollgate_spool_bytes").set(self.spool.bytes_on_disk() as f64);
+        }
     }
 
     /// Waits until Kafka acknowledged everything spooled or `deadline` passes; returns what is
@@ -443,6 +549,11 @@ impl Writer {
             self.producer.flush(Duration::from_millis(100)).ok();
             self.send_retries();
             self.check_stalled();
+        }
+        // Sealing the active segment deletes it once acknowledged: a clean stop leaves nothing
+        // to replay.
+        if let Err(e) = self.spool.close() {
+            tracing::warn!(error = %e, "cannot close the spool cleanly; the next start replays more");
         }
         let left = self.spool.acks().pending();
         if left > 0 {
@@ -564,6 +675,10 @@ impl UsageSink for KafkaSink {
         // In-flight requests are finished by now (the server drained them).
         self.backlog.close();
         stop_writer(&self.sender, &self.writer, timeout)
+    }
+
+    fn replay(&self) -> Option<(bool, u64, u64)> {
+        Some(self.replay.snapshot())
     }
 }
 

@@ -80,11 +80,16 @@ async fn health() -> HttpResponse {
 
 /// Ready once the budget view has been read to its end (budget-state topic, or the embedded
 /// ledger): before that, hard budgets are refused as stale, so a load balancer should wait.
+/// Says too whether events an earlier run left in the spool are being replayed (live traffic is
+/// served meanwhile, so a replay does not make the gateway unready).
 async fn readiness(state: web::Data<AppState>) -> HttpResponse {
+    let replay = state.sink.replay().map(
+        |(in_progress, replayed, found)| json!({"in_progress": in_progress, "replayed": replayed, "found": found}),
+    );
     if state.budget_view.caught_up() {
-        HttpResponse::Ok().json(json!({"status": "ok"}))
+        HttpResponse::Ok().json(json!({"status": "ok", "spool_replay": replay}))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "reading budget state"}))
+        HttpResponse::ServiceUnavailable().json(json!({"status": "reading budget state", "spool_replay": replay}))
     }
 }
 

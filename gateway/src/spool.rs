@@ -1,29 +1,50 @@
 //! The local append-only spool: every usage event is written here before it is handed to Kafka,
-//! so events survive a gateway crash or a Kafka outage (DESIGN §2).
+//! so events survive a gateway crash or a Kafka outage (docs/design.md, "The usage event").
 //!
 //! Layout: a directory of segment files `NNNNNNNNNNNNNNNNNNNN.spool`, each a sequence of records
-//! `[len: u32 LE][crc32: u32 LE][payload: event JSON]`. A segment is deleted once every record in
-//! it has been acknowledged by Kafka and the segment is sealed. On start-up every remaining
-//! record is replayed; consumers deduplicate by `event_id`, so a record acknowledged just before
-//! a crash and replayed after it is counted once.
+//! `[len: u32 LE][crc32: u32 LE][payload: event JSON]`, and beside a segment its acknowledgement
+//! watermark `NNNNNNNNNNNNNNNNNNNN.acked` (`[count: u64 LE][crc32: u32 LE]`): every record of the
+//! segment before `count` was acknowledged by Kafka. Acknowledgements arrive out of order; the
+//! watermark is the longest acknowledged prefix, persisted by the writer thread in the
+//! background ([`Acks::persist_watermarks`], every [`WATERMARK_INTERVAL`]), never on the request
+//! path. A segment is deleted once it is sealed and every record in it is acknowledged; a clean
+//! stop seals the active segment, so it leaves nothing behind once Kafka has it all.
+//!
+//! At start-up the records after each leftover segment's watermark are replayed, read as a
+//! stream ([`Leftovers`]), never all at once. A crash replays at most the records written after
+//! the last persisted watermark: about [`WATERMARK_INTERVAL`] of traffic plus what Kafka had not
+//! acknowledged yet. Without a watermark file (a spool from an older build, or a torn file) the
+//! whole segment is replayed. Consumers deduplicate by `event_id`, so a record acknowledged just
+//! before a crash and replayed after it is counted once.
 //!
 //! Durability is by group commit: the events that arrive within 5 ms (at most 1,024) are written
 //! as one batch, then `fdatasync`ed once. What a power loss can cost is the batch being gathered
-//! or written: the events of the last few milliseconds. A torn record at the tail (bad length or checksum) ends the
-//! replay of its segment.
+//! or written: the events of the last few milliseconds. A torn record at the tail (bad length or
+//! checksum) ends the replay of its segment. Watermarks are renamed into place without a sync:
+//! after a power loss one may be older than it was, which replays more, never less.
 //!
 //! This module never talks to Kafka; it never drops a record that was not acknowledged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Records larger than this are refused (a usage event is about 1 KiB).
 pub const MAX_RECORD: usize = 1024 * 1024;
 
+/// How often the writer thread persists the acknowledgement watermarks that moved: what a
+/// crash can replay beyond the records Kafka had not acknowledged.
+pub const WATERMARK_INTERVAL: Duration = Duration::from_millis(200);
+
 const HEADER: usize = 8;
+
+/// Left by a clean stop that could not deliver everything (Kafka unreachable): the next start
+/// says its replay follows a clean stop, not a crash.
+const CLEAN_STOP: &str = "clean-stop";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -37,18 +58,51 @@ pub enum SpoolError {
     TooLarge(usize),
 }
 
-/// Where a record lives, for acknowledgement.
+/// Where a record lives, for acknowledgement: its segment and its place in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordRef {
     pub segment: u64,
+    pub index: u64,
 }
+
+// === impl Acks ===
 
 #[derive(Debug, Default)]
 struct SegmentState {
-    /// Records written but not yet acknowledged.
-    pending: u64,
+    /// Records in the segment: appended, or found at start-up.
+    records: u64,
+    /// Every record before this index is acknowledged (now or in an earlier run).
+    acked_below: u64,
+    /// Acknowledged records at or after `acked_below`.
+    acked_above: BTreeSet<u64>,
+    /// The watermark last persisted.
+    persisted: u64,
     /// No more records will be appended.
     sealed: bool,
+}
+
+impl SegmentState {
+    fn pending(&self) -> u64 {
+        self.records.saturating_sub(self.acked_below).saturating_sub(self.acked_above.len() as u64)
+    }
+
+    fn ack(&mut self, index: u64) {
+        if index < self.acked_below {
+            return;
+        }
+        if index == self.acked_below {
+            self.acked_below += 1;
+            while self.acked_above.remove(&self.acked_below) {
+                self.acked_below += 1;
+            }
+        } else {
+            self.acked_above.insert(index);
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.sealed && self.pending() == 0
+    }
 }
 
 /// Acknowledgement bookkeeping, shared with the Kafka delivery callback.
@@ -57,63 +111,64 @@ pub struct Acks {
     dir: PathBuf,
     segments: Mutex<BTreeMap<u64, SegmentState>>,
     /// Deliveries Kafka reported, spooled or not: how a stalled producer is noticed.
-    delivered: std::sync::atomic::AtomicU64,
+    delivered: AtomicU64,
 }
 
 impl Acks {
     /// Counts one delivery report of success.
     pub fn delivered(&self) {
-        self.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deliveries reported so far.
     pub fn delivered_count(&self) -> u64 {
-        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+        self.delivered.load(Ordering::Relaxed)
     }
 
-    fn add_pending(&self, segment: u64, n: u64) {
-        if let Ok(mut s) = self.segments.lock() {
-            s.entry(segment).or_default().pending += n;
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, SegmentState>> {
+        // The state is a set of counters: a panic elsewhere cannot leave it half-changed.
+        self.segments.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Marks one record of `segment` acknowledged; deletes the segment when it is sealed and
-    /// nothing in it is pending.
+    /// `n` more records in `segment`; returns the index of the first.
+    fn appended(&self, segment: u64, n: u64) -> u64 {
+        let mut s = self.lock();
+        let state = s.entry(segment).or_default();
+        let first = state.records;
+        state.records += n;
+        first
+    }
+
+    /// Marks one record acknowledged; deletes its segment when that was the last one of a sealed
+    /// segment.
     pub fn ack(&self, r: RecordRef) {
-        let delete = match self.segments.lock() {
-            Ok(mut s) => {
-                let done = match s.get_mut(&r.segment) {
-                    Some(state) => {
-                        state.pending = state.pending.saturating_sub(1);
-                        state.pending == 0 && state.sealed
-                    }
-                    None => false,
-                };
-                if done {
-                    s.remove(&r.segment);
-                }
-                done
+        let delete = {
+            let mut s = self.lock();
+            let done = s.get_mut(&r.segment).is_some_and(|state| {
+                state.ack(r.index);
+                state.done()
+            });
+            if done {
+                s.remove(&r.segment);
             }
-            Err(_) => false,
+            done
         };
         if delete {
             remove_segment(&self.dir, r.segment);
         }
     }
 
+    /// No more records go to `segment`: it is deleted once they are all acknowledged.
     fn seal(&self, segment: u64) {
-        let delete = match self.segments.lock() {
-            Ok(mut s) => {
-                let state = s.entry(segment).or_default();
-                state.sealed = true;
-                if state.pending == 0 {
-                    s.remove(&segment);
-                    true
-                } else {
-                    false
-                }
+        let delete = {
+            let mut s = self.lock();
+            let state = s.entry(segment).or_default();
+            state.sealed = true;
+            let done = state.done();
+            if done {
+                s.remove(&segment);
             }
-            Err(_) => false,
+            done
         };
         if delete {
             remove_segment(&self.dir, segment);
@@ -122,7 +177,30 @@ impl Acks {
 
     /// Records written and not yet acknowledged, over all segments.
     pub fn pending(&self) -> u64 {
-        self.segments.lock().map(|s| s.values().map(|st| st.pending).sum()).unwrap_or(0)
+        self.lock().values().map(SegmentState::pending).sum()
+    }
+
+    /// Records not yet acknowledged in the segments before `segment` (a replay in flight).
+    pub fn pending_before(&self, segment: u64) -> u64 {
+        self.lock().range(..segment).map(|(_, st)| st.pending()).sum()
+    }
+
+    /// Writes the watermark of every segment whose acknowledged prefix grew since it was last
+    /// written. Called by the writer thread, never on the request path.
+    pub fn persist_watermarks(&self) -> io::Result<()> {
+        let moved: Vec<(u64, u64)> = self
+            .lock()
+            .iter()
+            .filter(|(_, st)| st.acked_below > st.persisted)
+            .map(|(id, st)| (*id, st.acked_below))
+            .collect();
+        for (id, count) in moved {
+            write_watermark(&self.dir, id, count)?;
+            if let Some(st) = self.lock().get_mut(&id) {
+                st.persisted = st.persisted.max(count);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -130,26 +208,45 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.spool"))
 }
 
+fn watermark_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.acked"))
+}
+
 fn remove_segment(dir: &Path, id: u64) {
-    if let Err(e) = fs::remove_file(segment_path(dir, id)) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(segment = id, error = %e, "cannot delete an acknowledged spool segment");
+    for path in [segment_path(dir, id), watermark_path(dir, id)] {
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(segment = id, error = %e, "cannot delete an acknowledged spool segment");
+            }
         }
     }
 }
 
-/// A record left by an earlier run, to be sent again.
-pub type Leftover = (RecordRef, Vec<u8>);
+/// Writes `count` as the watermark of segment `id`: to a temporary file, then renamed over the
+/// old one, so a reader sees the old watermark or the new one, never half of one.
+fn write_watermark(dir: &Path, id: u64, count: u64) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 12];
+    bytes[..8].copy_from_slice(&count.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[..8]);
+    bytes[8..].copy_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join(format!("{id:020}.acked.tmp"));
+    OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?.write_all(&bytes)?;
+    fs::rename(tmp, watermark_path(dir, id))
+}
 
-/// The writer side of the spool (one per gateway process).
-pub struct Spool {
-    dir: PathBuf,
-    _lock: File,
-    acks: Arc<Acks>,
-    segment_id: u64,
-    writer: BufWriter<File>,
-    segment_bytes: u64,
-    max_segment_bytes: u64,
+/// The persisted watermark of segment `id`; 0 (replay all of it) when there is none or it is
+/// torn.
+fn read_watermark(dir: &Path, id: u64) -> u64 {
+    let Ok(bytes) = fs::read(watermark_path(dir, id)) else { return 0 };
+    let Ok(bytes) = <[u8; 12]>::try_from(bytes.as_slice()) else { return 0 };
+    let count = u64::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if crc32fast::hash(&bytes[..8]) == crc {
+        count
+    } else {
+        0
+    }
 }
 
 /// Creates `dir` readable by its owner only (0700), or checks an existing one: a directory
@@ -186,11 +283,138 @@ pub fn private_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+// === impl Leftovers ===
+
+/// What an earlier run left in the spool: the records after each leftover segment's watermark,
+/// read one at a time.
+pub struct Leftovers {
+    dir: PathBuf,
+    /// `(segment, first record to replay, records in it)`, oldest first.
+    segments: Vec<(u64, u64, u64)>,
+    /// The earlier run stopped cleanly (with events Kafka had not acknowledged).
+    pub after_clean_stop: bool,
+    /// Bytes of the leftover segments on disk.
+    pub bytes: u64,
+    current: Option<(u64, u64, BufReader<File>)>,
+    next_segment: usize,
+}
+
+impl Leftovers {
+    /// Records to replay.
+    pub fn count(&self) -> u64 {
+        self.segments.iter().map(|(_, skip, records)| records - skip).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// The next record to replay, or `None` when all are read. An unreadable segment is logged
+    /// and its records are left on disk (they are replayed at the next start).
+    pub fn next_record(&mut self) -> Option<(RecordRef, Vec<u8>)> {
+        loop {
+            if let Some((segment, index, reader)) = &mut self.current {
+                match read_record(reader) {
+                    Ok(Some(payload)) => {
+                        let r = RecordRef { segment: *segment, index: *index };
+                        *index += 1;
+                        return Some((r, payload));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(segment = *segment, error = %e, "cannot read a spool segment"),
+                }
+                self.current = None;
+            }
+            let &(segment, skip, _) = self.segments.get(self.next_segment)?;
+            self.next_segment += 1;
+            match open_at(&segment_path(&self.dir, segment), skip) {
+                Ok(reader) => self.current = Some((segment, skip, reader)),
+                Err(e) => tracing::warn!(segment, error = %e, "cannot open a spool segment"),
+            }
+        }
+    }
+}
+
+/// A reader of the segment at `path`, positioned after its first `skip` records.
+fn open_at(path: &Path, skip: u64) -> io::Result<BufReader<File>> {
+    let mut reader = BufReader::with_capacity(64 * 1024, File::open(path)?);
+    for _ in 0..skip {
+        let mut header = [0u8; HEADER];
+        reader.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        reader.seek(SeekFrom::Current(i64::from(len)))?;
+    }
+    Ok(reader)
+}
+
+/// The next intact record, `None` at the end or at a torn or corrupt record.
+fn read_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        tracing::warn!("torn spool record; ignoring the rest of the segment");
+        return Ok(None);
+    }
+    let mut payload = vec![0u8; len];
+    match reader.read_exact(&mut payload) {
+        Ok(()) if crc32fast::hash(&payload) == crc => Ok(Some(payload)),
+        Ok(()) => {
+            tracing::warn!("torn spool record; ignoring the rest of the segment");
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Intact records in the segment at `path`, counted from their headers (payloads are checked
+/// when they are replayed), and the segment's size.
+fn count_records(path: &Path) -> io::Result<(u64, u64)> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut at = 0u64;
+    let mut records = 0;
+    loop {
+        let mut header = [0u8; HEADER];
+        if reader.read_exact(&mut header).is_err() {
+            break;
+        }
+        let len = u64::from(u32::from_le_bytes([header[0], header[1], header[2], header[3]]));
+        if len > MAX_RECORD as u64 || at + HEADER as u64 + len > size {
+            break;
+        }
+        reader.seek(SeekFrom::Current(i64::try_from(len).unwrap_or(i64::MAX)))?;
+        at += HEADER as u64 + len;
+        records += 1;
+    }
+    Ok((records, size))
+}
+
+// === impl Spool ===
+
+/// The writer side of the spool (one per gateway process).
+pub struct Spool {
+    dir: PathBuf,
+    _lock: File,
+    acks: Arc<Acks>,
+    segment_id: u64,
+    writer: BufWriter<File>,
+    segment_bytes: u64,
+    max_segment_bytes: u64,
+}
+
 impl Spool {
     /// Opens (creating, owner-only) the spool directory, takes its lock, and returns the spool
-    /// together with every record left by an earlier run, oldest first, each with its segment
-    /// for acks.
-    pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Spool, Vec<Leftover>), SpoolError> {
+    /// together with what an earlier run left: the records after each segment's watermark, to
+    /// be read one at a time.
+    pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<(Spool, Leftovers), SpoolError> {
         let dir_err = |source| SpoolError::Dir { dir: dir.display().to_string(), source };
         private_dir(dir).map_err(dir_err)?;
         private_file(&dir.join("lock")).map_err(dir_err)?;
@@ -208,12 +432,26 @@ impl Spool {
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".spool")?.parse().ok())
             .collect();
         ids.sort_unstable();
-        let mut leftovers = Vec::new();
+        let after_clean_stop = dir.join(CLEAN_STOP).exists();
+        let _ = fs::remove_file(dir.join(CLEAN_STOP));
+        let mut segments = Vec::new();
+        let mut bytes = 0;
         for &id in &ids {
-            let records = read_segment(&segment_path(dir, id))?;
-            acks.add_pending(id, records.len() as u64);
-            leftovers.extend(records.into_iter().map(|r| (RecordRef { segment: id }, r)));
-            acks.seal(id); // deleted at once when empty, else when its replayed records are acked
+            let (records, size) = count_records(&segment_path(dir, id))?;
+            let skip = read_watermark(dir, id).min(records);
+            {
+                let mut s = acks.lock();
+                let state = s.entry(id).or_default();
+                state.records = records;
+                state.acked_below = skip;
+                state.persisted = skip;
+            }
+            // Deleted at once when nothing is left to replay, else once its replay is acked.
+            acks.seal(id);
+            if records > skip {
+                segments.push((id, skip, records));
+                bytes += size;
+            }
         }
         let segment_id = ids.last().map_or(1, |last| last + 1);
         let writer = BufWriter::with_capacity(256 * 1024, new_segment(dir, segment_id)?);
@@ -226,6 +464,8 @@ impl Spool {
             segment_bytes: 0,
             max_segment_bytes,
         };
+        let leftovers =
+            Leftovers { dir: dir.to_path_buf(), segments, after_clean_stop, bytes, current: None, next_segment: 0 };
         Ok((spool, leftovers))
     }
 
@@ -233,7 +473,13 @@ impl Spool {
         self.acks.clone()
     }
 
-    /// Appends a batch and syncs it to disk once (group commit). Returns where it went.
+    /// The segment new records go to: every segment before it is from an earlier run.
+    pub fn active_segment(&self) -> u64 {
+        self.segment_id
+    }
+
+    /// Appends a batch and syncs it to disk once (group commit). Returns where the first record
+    /// went; the others follow it in order.
     pub fn append_batch(&mut self, payloads: &[Vec<u8>]) -> Result<RecordRef, SpoolError> {
         if self.segment_bytes >= self.max_segment_bytes {
             self.rotate()?;
@@ -252,8 +498,8 @@ impl Spool {
         }
         self.writer.flush()?;
         self.writer.get_ref().sync_data()?;
-        self.acks.add_pending(self.segment_id, payloads.len() as u64);
-        Ok(RecordRef { segment: self.segment_id })
+        let first = self.acks.appended(self.segment_id, payloads.len() as u64);
+        Ok(RecordRef { segment: self.segment_id, index: first })
     }
 
     fn rotate(&mut self) -> Result<(), SpoolError> {
@@ -264,6 +510,33 @@ impl Spool {
         self.segment_bytes = 0;
         self.acks.seal(old);
         Ok(())
+    }
+
+    /// A clean stop: seals the active segment, so that once Kafka has acknowledged all of it it
+    /// is deleted and the next start replays nothing. When records are still unacknowledged,
+    /// their watermarks are persisted and the next start is told it follows a clean stop.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.acks.seal(self.segment_id);
+        self.acks.persist_watermarks()?;
+        if self.acks.pending() > 0 {
+            File::create(self.dir.join(CLEAN_STOP))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of the segments on disk.
+    pub fn bytes_on_disk(&self) -> u64 {
+        fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -277,97 +550,16 @@ fn new_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
     Ok(file)
 }
 
-/// Every intact record of a segment; stops at the first torn or corrupt record.
+/// Every intact record of a segment; stops at the first torn or corrupt record (tools and
+/// tests: replay reads segments as a stream).
 pub fn read_segment(path: &Path) -> Result<Vec<Vec<u8>>, SpoolError> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
+    let mut reader = BufReader::new(File::open(path)?);
     let mut records = Vec::new();
-    let mut at = 0usize;
-    while at + HEADER <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        let start = at + HEADER;
-        let Some(payload) = bytes.get(start..start + len) else { break };
-        if len > MAX_RECORD || crc32fast::hash(payload) != crc {
-            tracing::warn!(path = %path.display(), offset = at, "torn spool record; ignoring the rest of the segment");
-            break;
-        }
-        records.push(payload.to_vec());
-        at = start + len;
+    while let Some(r) = read_record(&mut reader)? {
+        records.push(r);
     }
     Ok(records)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_survive_a_restart_until_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut spool, left) = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert!(left.is_empty());
-        let r = spool.append_batch(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
-        spool.acks().ack(r); // "one" delivered; "two" not yet
-        drop(spool);
-        let (spool, left) = Spool::open(dir.path(), 1 << 20).unwrap();
-        // Both come back: a segment is deleted only when sealed and fully acknowledged.
-        assert_eq!(left.iter().map(|(_, p)| p.as_slice()).collect::<Vec<_>>(), vec![&b"one"[..], &b"two"[..]]);
-        for (r, _) in &left {
-            spool.acks().ack(*r);
-        }
-        assert_eq!(spool.acks().pending(), 0);
-        drop(spool);
-        let (_spool, left) = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert!(left.is_empty(), "acknowledged records must not be replayed again");
-    }
-
-    #[test]
-    fn rotated_segments_are_deleted_once_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), 10).unwrap();
-        let a = spool.append_batch(&[b"0123456789".to_vec()]).unwrap();
-        let b = spool.append_batch(&[b"x".to_vec()]).unwrap();
-        assert_ne!(a.segment, b.segment);
-        assert!(segment_path(dir.path(), a.segment).exists());
-        spool.acks().ack(a);
-        assert!(!segment_path(dir.path(), a.segment).exists());
-    }
-
-    #[test]
-    fn a_torn_tail_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        let r = spool.append_batch(&[b"whole".to_vec()]).unwrap();
-        drop(spool);
-        let path = segment_path(dir.path(), r.segment);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'p']).unwrap();
-        assert_eq!(read_segment(&path).unwrap(), vec![b"whole".to_vec()]);
-    }
-
-    #[test]
-    fn the_spool_is_private_and_refuses_a_world_writable_directory() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("spool");
-        let (mut spool, _) = Spool::open(&dir, 1 << 20).unwrap();
-        let r = spool.append_batch(&[b"x".to_vec()]).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&segment_path(&dir, r.segment)), 0o600);
-        drop(spool);
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        match Spool::open(&dir, 1 << 20) {
-            Err(SpoolError::Dir { source, .. }) => assert_eq!(source.kind(), io::ErrorKind::PermissionDenied),
-            other => panic!("opened a world-writable spool: {:?}", other.map(|_| ())),
-        }
-    }
-
-    #[test]
-    fn a_spool_directory_has_one_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert!(matches!(Spool::open(dir.path(), 1 << 20), Err(SpoolError::Locked(_))));
-    }
-}
+mod tests;
