@@ -16,10 +16,12 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -134,22 +136,29 @@ pub struct Report {
     pub transport_errors: u64,
     /// TCP connections the client opened: far fewer than `requests` when the pool reuses them.
     pub connections_opened: u64,
+    /// Connections that ended during the run. The pool keeps idle connections longer than any
+    /// gap and never closes one itself, so each of these was closed by a gateway (or broke).
+    pub connections_closed: u64,
     pub failed_bursts: Vec<FailedBurst>,
     pub first_transport_error: Option<String>,
     pub elapsed_s: f64,
 }
 
-/// Counts the connections the pool opens.
+/// Counts the connections the pool opens, and those that end.
 #[derive(Clone)]
 struct CountingConnector {
     inner: HttpConnector,
     opened: Arc<AtomicU64>,
+    closed: Arc<AtomicU64>,
 }
 
+type Tcp = <HttpConnector as tower_service::Service<Uri>>::Response;
+type ConnectError = <HttpConnector as tower_service::Service<Uri>>::Error;
+
 impl tower_service::Service<Uri> for CountingConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
-    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+    type Response = Counted;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Counted, ConnectError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -157,7 +166,49 @@ impl tower_service::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         self.opened.fetch_add(1, Ordering::Relaxed);
-        self.inner.call(uri)
+        let connecting = self.inner.call(uri);
+        let closed = self.closed.clone();
+        Box::pin(async move { Ok(Counted { io: connecting.await?, closed }) })
+    }
+}
+
+/// A connection of the pool; counted as closed when hyper drops it.
+struct Counted {
+    io: Tcp,
+    closed: Arc<AtomicU64>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl hyper::rt::Read for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl Connection for Counted {
+    fn connected(&self) -> Connected {
+        self.io.connected()
     }
 }
 
@@ -209,14 +260,12 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
         .collect::<Result<Vec<_>, _>>()
         .context("a gateway URL is not valid")?;
     let auth = format!("Bearer {}", plan.key);
-    let opened = Arc::new(AtomicU64::new(0));
+    let (opened, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    let connector = CountingConnector { inner: http, opened: opened.clone() };
-    let client: PooledClient = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(plan.pool_idle)
-        .pool_max_idle_per_host(plan.concurrency)
-        .build(connector);
+    let connector = CountingConnector { inner: http, opened: opened.clone(), closed: closed.clone() };
+    // No cap on idle connections per host: the pool closes none of its own before `pool_idle`.
+    let client: PooledClient = Client::builder(TokioExecutor::new()).pool_idle_timeout(plan.pool_idle).build(connector);
     let mut rng = match plan.gaps {
         Gaps::Uniform { seed, .. } => fastrand::Rng::with_seed(seed),
         Gaps::Fixed(_) => fastrand::Rng::new(),
@@ -258,6 +307,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
         }
         report.bursts += 1;
         report.connections_opened = opened.load(Ordering::Relaxed);
+        report.connections_closed = closed.load(Ordering::Relaxed);
         report.elapsed_s = started.elapsed().as_secs_f64();
         progress(&report);
         if report.requests >= plan.requests {
@@ -276,6 +326,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
         gap = Some(next);
     }
     report.connections_opened = opened.load(Ordering::Relaxed);
+    report.connections_closed = closed.load(Ordering::Relaxed);
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
 }

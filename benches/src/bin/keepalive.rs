@@ -84,10 +84,10 @@ fn main() -> ExitCode {
         }
     };
     let progress = |r: &tollgate_benches::keepalive::Report| {
-        if r.bursts % 5 == 0 || r.requests >= plan.requests {
+        if r.bursts.is_multiple_of(5) || r.requests >= plan.requests {
             eprintln!(
-                "[keepalive] {:>7} requests, {:>3} bursts, {} connections, {} transport errors ({:.0} s)",
-                r.requests, r.bursts, r.connections_opened, r.transport_errors, r.elapsed_s
+                "[keepalive] {:>7} requests, {:>3} bursts, {} connections opened, {} closed, {} transport errors ({:.0} s)",
+                r.requests, r.bursts, r.connections_opened, r.connections_closed, r.transport_errors, r.elapsed_s
             );
         }
     };
