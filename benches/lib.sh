@@ -280,6 +280,8 @@ LEASES=${LEASES-true}
 
 # start_gateway NAME WORKERS: starts Tollgate with that many HTTP workers, one virtual key,
 # gpt-4o-mini routed to the mock and usage events to $topic; sets gw_pid, gw_port and gw_dir.
+# GATEWAY_BIN runs another gateway binary (an older build, say); GATEWAY_SETTINGS holds extra
+# lines of the `gateway:` section, indented by two spaces.
 start_gateway() {
   local name=$1 workers=$2
   gw_dir=$work/gateway-$name
@@ -289,6 +291,7 @@ gateway:
   id: bench-$name
   listen: 127.0.0.1:0
   workers: $workers
+${GATEWAY_SETTINGS:-}
 model_list:
   - model_name: gpt-4o-mini
     litellm_params:
@@ -306,7 +309,7 @@ kafka:
 spool:
   dir: $gw_dir/spool
 EOF
-  "$bin/tollgate-gateway" --config "$gw_dir/config.yaml" >"$gw_dir/out" 2>"$gw_dir/out.err" &
+  "${GATEWAY_BIN:-$bin/tollgate-gateway}" --config "$gw_dir/config.yaml" >"$gw_dir/out" 2>"$gw_dir/out.err" &
   gw_pid=$!
   started+=("$gw_pid")
   gw_port=$(wait_listening "$gw_pid" "$gw_dir/out")

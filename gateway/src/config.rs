@@ -408,6 +408,17 @@ pub struct GatewaySettings {
     /// ledger); what is left stays in the spool and is sent at the next start.
     #[serde(default = "default_flush_timeout_secs")]
     pub flush_timeout_secs: u64,
+    /// How long a client connection may sit idle between two requests, in seconds. It must be
+    /// longer than the idle expiry of clients' pools and of load balancers in front (httpx 5 s,
+    /// AWS ALB 60 s), so that the client is the one that closes: a connection the gateway closes
+    /// while a request is on its way fails that request without an answer. See docs/limits.md.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// How long a new connection may take to send its first request's headers, in milliseconds.
+    /// Pooling clients open connections they leave unused for a while, so this is a keep-alive
+    /// too and gets the same default.
+    #[serde(default = "default_client_request_timeout_ms")]
+    pub client_request_timeout_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -427,6 +438,8 @@ impl Default for GatewaySettings {
             shared_customers: false,
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
             flush_timeout_secs: default_flush_timeout_secs(),
+            keep_alive_secs: default_keep_alive_secs(),
+            client_request_timeout_ms: default_client_request_timeout_ms(),
         }
     }
 }
@@ -449,6 +462,12 @@ fn default_max_response_bytes() -> usize {
 }
 fn default_timeout_secs() -> f64 {
     600.0
+}
+fn default_keep_alive_secs() -> u64 {
+    75
+}
+fn default_client_request_timeout_ms() -> u64 {
+    75_000
 }
 
 /// `gateway.metrics`: Prometheus metrics can name models, teams' aliases and spend; keep them
@@ -732,6 +751,15 @@ impl Config {
         }
         if !valid_timeout(self.gateway.request_timeout_secs) {
             return Err(invalid("gateway.request_timeout_secs".into(), TIMEOUT_RANGE.into()));
+        }
+        if !(1..=3_600).contains(&self.gateway.keep_alive_secs) {
+            return Err(invalid("gateway.keep_alive_secs".into(), "must be between 1 and 3600 seconds".into()));
+        }
+        if !(1..=3_600_000).contains(&self.gateway.client_request_timeout_ms) {
+            return Err(invalid(
+                "gateway.client_request_timeout_ms".into(),
+                "must be between 1 and 3600000 milliseconds".into(),
+            ));
         }
         for (i, m) in self.model_list.iter_mut().enumerate() {
             let params = &mut m.litellm_params;
@@ -1110,6 +1138,27 @@ kafka:
         let config = Config::parse(&text, "test.yaml").unwrap();
         let err = crate::check_config(&config, "test.yaml").unwrap_err().to_string();
         assert!(err.contains("model_list[0]") && err.contains("highest"), "{err}");
+    }
+
+    #[test]
+    fn client_connection_timeouts_default_long_and_must_be_sane() {
+        let c = Config::parse(MINIMAL, "test.yaml").unwrap();
+        assert_eq!((c.gateway.keep_alive_secs, c.gateway.client_request_timeout_ms), (75, 75_000));
+        let text = format!("gateway:\n  keep_alive_secs: 120\n  client_request_timeout_ms: 2500\n{MINIMAL}");
+        let c = Config::parse(&text, "test.yaml").unwrap();
+        assert_eq!((c.gateway.keep_alive_secs, c.gateway.client_request_timeout_ms), (120, 2_500));
+        for (field, bad) in [
+            ("keep_alive_secs", "0"),
+            ("keep_alive_secs", "3601"),
+            ("client_request_timeout_ms", "0"),
+            ("client_request_timeout_ms", "3600001"),
+        ] {
+            let text = format!("gateway:\n  {field}: {bad}\n{MINIMAL}");
+            let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+            assert!(err.contains(&format!("gateway.{field}")) && err.contains("test.yaml"), "{field}: {bad}: {err}");
+        }
+        let err = Config::parse(&format!("gateway:\n  keep_alive_secs: -1\n{MINIMAL}"), "test.yaml").unwrap_err();
+        assert!(err.to_string().contains("keep_alive_secs"), "{err}");
     }
 
     #[test]

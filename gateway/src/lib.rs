@@ -78,6 +78,11 @@ pub struct AppState {
     pub shutdown_timeout: Duration,
     /// How long queued usage events may take to be delivered at shutdown.
     pub flush_timeout: Duration,
+    /// Idle time allowed on a client connection between requests (`gateway.keep_alive_secs`).
+    pub keep_alive: Duration,
+    /// Time a new connection has for its first request's headers
+    /// (`gateway.client_request_timeout_ms`).
+    pub client_request_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +268,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         workers,
         shutdown_timeout: Duration::from_secs(config.gateway.shutdown_timeout_secs),
         flush_timeout: Duration::from_secs(config.gateway.flush_timeout_secs),
+        keep_alive: Duration::from_secs(config.gateway.keep_alive_secs),
+        client_request_timeout: Duration::from_millis(config.gateway.client_request_timeout_ms),
     })
 }
 
@@ -285,6 +292,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     })
     .on_connect(server::on_connect)
     .workers(workers)
+    // actix-web's defaults (5 s, as little as 4.5 s by its 500 ms clock) close idle connections
+    // that pooling clients still reuse: a request sent as one closes gets no answer (docs/limits.md).
+    .keep_alive(state.keep_alive)
+    .client_request_timeout(state.client_request_timeout)
     .tcp_nodelay(true)
     .shutdown_timeout(state.shutdown_timeout.as_secs())
     // The caller's `shutdown` token stops the server, gracefully for SIGTERM and SIGINT alike
