@@ -69,7 +69,7 @@ fn main() -> ExitCode {
             }
         };
         let addr = args.listen.unwrap_or_else(|| config.gateway.listen.clone());
-        let listener = match TcpListener::bind(&addr) {
+        let listener = match listen(&addr) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on {addr}: {e}");
@@ -96,6 +96,24 @@ fn main() -> ExitCode {
         }
     });
     code
+}
+
+/// Connections the kernel queues before the gateway accepts them: a burst of new clients at
+/// high request rates must not be refused (the standard library's `bind` queues 128).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening socket on `addr` (address reuse on, as servers do).
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 async fn wait_for_signal() {
