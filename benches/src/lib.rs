@@ -5,3 +5,4 @@ pub mod keepalive;
 pub mod mock_anthropic;
 pub mod mock_gemini;
 pub mod mock_provider;
+pub mod synthetic;

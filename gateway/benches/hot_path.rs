@@ -79,6 +79,7 @@ fn event() -> UsageEvent {
         stream: false,
         partial: false,
         estimated: false,
+        client_disconnected: None,
         budget_windows: Default::default(),
     }
 }

@@ -46,6 +46,9 @@ pub struct Config {
     pub database: Option<DatabaseConfig>,
     #[serde(default)]
     pub budgets: BudgetSettings,
+    /// What a request costs when its client hangs up before the answer ends.
+    #[serde(default)]
+    pub billing: BillingSettings,
     /// LiteLLM's `general_settings`: accepted so LiteLLM files load; see [`Config::unsupported`].
     #[serde(default)]
     pub general_settings: Option<GeneralSettings>,
@@ -118,6 +121,33 @@ fn default_keyspace() -> String {
 }
 fn default_true() -> bool {
     true
+}
+
+/// `billing`: charging the edges of a request's life.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    #[serde(default)]
+    pub on_client_disconnect: DisconnectPolicy,
+}
+
+/// What a request is charged when its client hangs up before the answer ends (providers bill
+/// the prompt of a cancelled call, and often what they generated). Every such event is marked
+/// `client_disconnected` with when it happened. docs/limits.md has the table.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectPolicy {
+    /// The call to the provider is cancelled; the request is charged its prompt (counted by the
+    /// provider when it said, else estimated) and what was streamed, and a whole answer the
+    /// provider had already sent.
+    #[default]
+    ChargePrompt,
+    /// The call to the provider is cancelled; the request is charged only what reached the
+    /// client (the streamed part of a stream; nothing for an unanswered request).
+    ChargeDelivered,
+    /// The call to the provider goes on to its end in the background (bounded by its timeouts)
+    /// and the request is charged everything the provider reports: what the provider bills.
+    FinishUpstream,
 }
 
 /// What a gateway does when its view of budget state is too old to trust.

@@ -74,6 +74,11 @@ pub struct AppState {
     /// SHA-256 of the bearer token `/metrics` requires, if any.
     pub metrics_token_hash: Option<String>,
     pub workers: usize,
+    /// How a request whose client hung up is charged (`billing.on_client_disconnect`).
+    pub disconnect_policy: crate::config::DisconnectPolicy,
+    /// Work that outlives a request (a provider's answer read to its end for billing): shutdown
+    /// waits for it, within `shutdown_timeout`.
+    pub background: tokio_util::task::TaskTracker,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_timeout: Duration,
     /// How long queued usage events may take to be delivered at shutdown.
@@ -266,6 +271,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         metrics_listen: config.gateway.metrics.listen.clone(),
         metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| auth::hash_key(t.expose())),
         workers,
+        disconnect_policy: config.billing.on_client_disconnect,
+        background: tokio_util::task::TaskTracker::new(),
         shutdown_timeout: Duration::from_secs(config.gateway.shutdown_timeout_secs),
         flush_timeout: Duration::from_secs(config.gateway.flush_timeout_secs),
         keep_alive: Duration::from_secs(config.gateway.keep_alive_secs),
@@ -360,6 +367,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     sweeping.cancel();
     if let Some(s) = sweeper {
         let _ = tokio::time::timeout(LEASE_HAND_BACK, s).await;
+    }
+    // Answers read to their end for billing (policy `finish_upstream`) end within the same
+    // bound as requests in flight.
+    state.background.close();
+    if tokio::time::timeout(state.shutdown_timeout, state.background.wait()).await.is_err() {
+        tracing::warn!("provider answers still being read at shutdown; their requests are charged as cut");
     }
     if let Some(leases) = &state.leases {
         // Bounded: an unreachable lease store must not hold the shutdown (an unreturned slice

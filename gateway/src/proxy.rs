@@ -104,17 +104,22 @@ async fn read_error_body(response: reqwest::Response, timeout: Duration) -> Byte
     tokio::time::timeout(timeout, read).await.unwrap_or_default()
 }
 
-/// Sends the request to `model`'s deployments, retrying and falling back per `router`'s policy.
-/// A fallback model the caller may not use (`allowed`: the key's allow-lists) is skipped.
-pub async fn call(
-    router: &Router,
-    client: &reqwest::Client,
-    model: &str,
-    endpoint: Endpoint,
-    stream: bool,
-    body_for: &(dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
-    allowed: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<RoutedAnswer, RoutedFailure> {
+/// One request to route: what to ask, how to build the body for a deployment, which models
+/// the caller may use, and where to note the deployment being tried.
+pub struct Call<'a> {
+    pub model: &'a str,
+    pub endpoint: Endpoint,
+    pub stream: bool,
+    pub body_for: &'a (dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
+    /// The key's allow-lists: a fallback model it may not use is skipped.
+    pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
+    pub attempt: &'a crate::usage::Attempt,
+}
+
+/// Sends the request to its model's deployments, retrying and falling back per `router`'s
+/// policy.
+pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> Result<RoutedAnswer, RoutedFailure> {
+    let Call { model, endpoint, stream, body_for, allowed, attempt: trying } = spec;
     let policy = router.policy.clone();
     let mut chain: Vec<String> = vec![model.to_owned()];
     let mut general_fallbacks_added = false;
@@ -134,6 +139,7 @@ pub async fn call(
             // Prefer a deployment not yet tried; retry the same one when none is left.
             let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &[]));
             let Some((index, lease)) = picked else { break };
+            trying.set(&lease.deployment);
             tried.push(index);
             attempts += 1;
             let body = match body_for(&lease.deployment) {

@@ -2,13 +2,14 @@
 //! Every model route goes through [`authorize`] first: no route reaches a provider unchecked.
 
 use crate::auth::{raw_key, Principal};
+use crate::config::DisconnectPolicy;
 use crate::error::GatewayError;
 use crate::openai::{ProxyRequest, ResponseUsage};
 use crate::pricing::Tokens;
 use crate::providers::{AnswerError, Endpoint, UpstreamError};
 use crate::proxy::{self, RoutedFailure};
 use crate::stream::MeteredStream;
-use crate::usage::{Outcome, UsageRecorder};
+use crate::usage::{Attempt, Disconnects, Outcome, UsageRecorder};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
@@ -299,7 +300,7 @@ type Served = Result<(String, Reply), (String, GatewayError)>;
 
 async fn serve(
     req: &HttpRequest,
-    state: &AppState,
+    state: &web::Data<AppState>,
     mut principal: Principal,
     request: ProxyRequest,
     request_id: &str,
@@ -342,7 +343,8 @@ async fn serve(
     })?;
     let limit_headers = admitted.reservation.headers.clone();
 
-    let recorder = UsageRecorder::start(
+    let attempt = Arc::new(Attempt::default());
+    let mut recorder = UsageRecorder::start(
         state.sink.clone(),
         permit,
         &state.gateway_id,
@@ -353,63 +355,31 @@ async fn serve(
         request.stream,
         started,
         now,
-    );
-    let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
-    // A fallback is a model like any other: the key's allow-lists apply to it too.
-    let allowed = |m: &str| check_model(state, &principal, m).is_ok();
-    let call = proxy::call(
-        &state.router,
-        &state.client,
-        &request.model,
-        request.endpoint,
-        request.stream,
-        &body_for,
-        &allowed,
-    );
-    // A client that hangs up cancels the upstream call; the recorder's drop meters it.
+    )
+    .on_disconnect(Disconnects {
+        policy: state.disconnect_policy,
+        request: request.clone(),
+        attempt: attempt.clone(),
+    });
+    let mut call = Box::pin(routed_call(state.clone(), request.clone(), principal, attempt));
     let routed = tokio::select! {
-        routed = call => routed,
-        _ = hung_up(req) => return Err(fail(GatewayError::ClientClosed)),
+        routed = &mut call => routed,
+        _ = hung_up(req) => {
+            if state.disconnect_policy == DisconnectPolicy::FinishUpstream {
+                // The provider finishes its work in the background and the request is charged
+                // what it reports.
+                recorder.mark_disconnected("waiting_for_provider");
+                state.background.spawn(finish_upstream(state.clone(), request.clone(), call, recorder));
+            }
+            // Otherwise the call is cancelled here, and the recorder's drop charges the request
+            // as the policy says.
+            return Err(fail(GatewayError::ClientClosed));
+        }
     };
     let answer = match routed {
         Ok(answer) => answer,
-        Err(RoutedFailure::Gateway(e)) => {
-            recorder.abandon();
-            return Err(fail(e));
-        }
-        Err(RoutedFailure::Transport { lease, error, attempts }) => {
-            let err = match error {
-                UpstreamError::Timeout => GatewayError::UpstreamTimeout {
-                    model: request.model.clone(),
-                    timeout_ms: u64::try_from(lease.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
-                },
-                UpstreamError::Unavailable(reason) => {
-                    tracing::warn!(deployment = %lease.deployment.id, %reason, attempts, "upstream unavailable");
-                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
-                }
-            };
-            recorder.fail(&err, &lease.deployment);
-            return Err(fail(err));
-        }
-        Err(RoutedFailure::Upstream { lease, status, content_type, body, attempts }) => {
-            // The provider's own error, passed through: SDKs map its status to their exceptions.
-            recorder.finish(Outcome {
-                status,
-                error_type: Some("upstream_error"),
-                deployment: Some(&lease.deployment),
-                ..Outcome::default()
-            });
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let reply = Reply::Full {
-                status,
-                content_type: content_type.unwrap_or_else(|| "application/json".to_owned()),
-                headers: header("x-tollgate-attempts", &attempts.to_string())
-                    .into_iter()
-                    .chain(limit_headers)
-                    .collect(),
-                body,
-            };
-            return Ok((label, reply));
+        Err(failure) => {
+            return meter_failure(failure, recorder, &request, limit_headers).map(|r| (label.clone(), r)).map_err(fail)
         }
     };
 
@@ -423,17 +393,7 @@ async fn serve(
     .chain(limit_headers)
     .collect();
     if request.stream {
-        let upstream = crate::providers::response_stream(&deployment, answer.response);
-        let stream = MeteredStream::new(
-            upstream,
-            recorder,
-            state.router.clone(),
-            answer.lease,
-            request.injects_usage() && !request.client_wants_usage,
-            request.clone(),
-            answer.sent_at,
-            label.clone(),
-        );
+        let stream = metered_stream(state, &request, answer, recorder, &label);
         return Ok((label, Reply::Stream { headers, stream: Box::new(stream) }));
     }
 
@@ -447,11 +407,142 @@ async fn serve(
             .to_owned(),
         _ => "application/json".to_owned(),
     };
+    let whole = meter_whole_answer(state, &request, answer, recorder, hung_up(req)).await.map_err(fail)?;
+    if whole.client_gone {
+        return Err(fail(GatewayError::ClientClosed));
+    }
+    headers.extend(header("x-tollgate-cost-nano-usd", &whole.charged.0.to_string()));
+    headers.extend(header("x-tollgate-response-cost", &whole.charged.to_string()));
+    if let Some(m) = whole.served_model.as_deref() {
+        headers.extend(header("x-tollgate-served-model", m));
+    }
+    Ok((label, Reply::Full { status: StatusCode::OK, content_type, headers, body: whole.body }))
+}
+
+/// The call to the request's model through the router (retries, fallbacks), owning what it
+/// needs: it may outlive the client's request (policy `finish_upstream`).
+async fn routed_call(
+    state: web::Data<AppState>,
+    request: Arc<ProxyRequest>,
+    principal: Principal,
+    attempt: Arc<Attempt>,
+) -> Result<proxy::RoutedAnswer, RoutedFailure> {
+    let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
+    // A fallback is a model like any other: the key's allow-lists apply to it too.
+    let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
+    let spec = proxy::Call {
+        model: &request.model,
+        endpoint: request.endpoint,
+        stream: request.stream,
+        body_for: &body_for,
+        allowed: &allowed,
+        attempt: &attempt,
+    };
+    proxy::call(&state.router, &state.client, spec).await
+}
+
+/// Meters a call that ended without an answer to relay: an upstream error (passed through to
+/// the client: SDKs map its status to their exceptions), a transport failure or a request the
+/// gateway could not build.
+fn meter_failure(
+    failure: RoutedFailure,
+    recorder: UsageRecorder,
+    request: &ProxyRequest,
+    limit_headers: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Reply, GatewayError> {
+    match failure {
+        RoutedFailure::Gateway(e) => {
+            recorder.abandon();
+            Err(e)
+        }
+        RoutedFailure::Transport { lease, error, attempts } => {
+            let err = match error {
+                UpstreamError::Timeout => GatewayError::UpstreamTimeout {
+                    model: request.model.clone(),
+                    timeout_ms: u64::try_from(lease.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+                UpstreamError::Unavailable(reason) => {
+                    tracing::warn!(deployment = %lease.deployment.id, %reason, attempts, "upstream unavailable");
+                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
+                }
+            };
+            recorder.fail(&err, &lease.deployment);
+            Err(err)
+        }
+        RoutedFailure::Upstream { lease, status, content_type, body, attempts } => {
+            recorder.finish(Outcome {
+                status,
+                error_type: Some("upstream_error"),
+                deployment: Some(&lease.deployment),
+                ..Outcome::default()
+            });
+            Ok(Reply::Full {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                content_type: content_type.unwrap_or_else(|| "application/json".to_owned()),
+                headers: header("x-tollgate-attempts", &attempts.to_string())
+                    .into_iter()
+                    .chain(limit_headers)
+                    .collect(),
+                body,
+            })
+        }
+    }
+}
+
+/// A streamed answer, metered as it passes.
+fn metered_stream(
+    state: &web::Data<AppState>,
+    request: &Arc<ProxyRequest>,
+    answer: proxy::RoutedAnswer,
+    recorder: UsageRecorder,
+    label: &str,
+) -> MeteredStream {
+    let upstream = crate::providers::response_stream(&answer.lease.deployment, answer.response);
+    MeteredStream::new(
+        upstream,
+        recorder,
+        state.router.clone(),
+        answer.lease,
+        request.injects_usage() && !request.client_wants_usage,
+        request.clone(),
+        answer.sent_at,
+        label.to_owned(),
+    )
+    .finish_in(state.background.clone())
+}
+
+/// A whole answer, read and metered.
+struct WholeAnswer {
+    body: web::Bytes,
+    charged: tollgate_schemas::NanoUsd,
+    served_model: Option<String>,
+    /// The client hung up while the answer was read (it was metered all the same).
+    client_gone: bool,
+}
+
+/// Reads a non-streamed answer (bounded in size and time) and meters it. When `client_gone`
+/// resolves first, the answer is still read to its end, the provider having already made it,
+/// and the event is marked `reading_answer`.
+async fn meter_whole_answer(
+    state: &AppState,
+    request: &ProxyRequest,
+    answer: proxy::RoutedAnswer,
+    mut recorder: UsageRecorder,
+    client_gone: impl std::future::Future<Output = ()>,
+) -> Result<WholeAnswer, GatewayError> {
+    let deployment = answer.lease.deployment.clone();
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
-    let answer_body = crate::providers::read_answer(answer.response, state.max_response_bytes);
+    let read =
+        tokio::time::timeout(remaining, crate::providers::read_answer(answer.response, state.max_response_bytes));
+    tokio::pin!(read);
+    let mut gone = false;
     let read = tokio::select! {
-        read = tokio::time::timeout(remaining, answer_body) => read,
-        _ = hung_up(req) => return Err(fail(GatewayError::ClientClosed)),
+        read = &mut read => read,
+        _ = client_gone => {
+            gone = true;
+            recorder.mark_disconnected("reading_answer");
+            read.await
+        }
     };
     let body = match read {
         Ok(Ok(body)) => body,
@@ -459,13 +550,13 @@ async fn serve(
             tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");
             let err = GatewayError::UpstreamUnavailable { model: request.model.clone() };
             recorder.fail(&err, &deployment);
-            return Err(fail(err));
+            return Err(err);
         }
         Ok(Err(AnswerError::TooLarge { limit })) => {
             tracing::warn!(deployment = %deployment.id, limit, "upstream answer too large");
             let err = GatewayError::UpstreamResponseTooLarge { model: request.model.clone(), limit };
             recorder.fail(&err, &deployment);
-            return Err(fail(err));
+            return Err(err);
         }
         Err(_) => {
             let err = GatewayError::UpstreamTimeout {
@@ -473,7 +564,7 @@ async fn serve(
                 timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
             };
             recorder.fail(&err, &deployment);
-            return Err(fail(err));
+            return Err(err);
         }
     };
     let body = crate::providers::response_body(&deployment, body);
@@ -494,12 +585,30 @@ async fn serve(
         estimated,
         deployment: Some(&deployment),
     });
-    headers.extend(header("x-tollgate-cost-nano-usd", &charged.0.to_string()));
-    headers.extend(header("x-tollgate-response-cost", &charged.to_string()));
-    if let Some(m) = served_model.as_deref() {
-        headers.extend(header("x-tollgate-served-model", m));
+    Ok(WholeAnswer { body, charged, served_model, client_gone: gone })
+}
+
+/// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream
+/// to its end) and charge what the provider reports. Runs on the gateway's background tracker,
+/// which shutdown waits for.
+async fn finish_upstream(
+    state: web::Data<AppState>,
+    request: Arc<ProxyRequest>,
+    call: std::pin::Pin<Box<impl std::future::Future<Output = Result<proxy::RoutedAnswer, RoutedFailure>> + Send>>,
+    recorder: UsageRecorder,
+) {
+    match call.await {
+        Ok(answer) if request.stream => {
+            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model);
+            while rest.next().await.is_some() {}
+        }
+        Ok(answer) => {
+            let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending()).await;
+        }
+        Err(failure) => {
+            let _ = meter_failure(failure, recorder, &request, Vec::new());
+        }
     }
-    Ok((label, Reply::Full { status: StatusCode::OK, content_type, headers, body }))
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation

@@ -9,6 +9,7 @@
 //! marked `partial`. Nothing here grows with the stream's length: one event is buffered at a
 //! time, and the text kept for counting tokens is bounded ([`crate::tokens::TextTally`]).
 
+use crate::config::DisconnectPolicy;
 use crate::openai::{ResponseUsage, Usage};
 use crate::pricing::Tokens;
 use crate::providers::StreamError;
@@ -52,6 +53,9 @@ pub struct MeteredStream {
     first_token_seen: bool,
     model_label: String,
     finished: bool,
+    /// Where the rest of a stream whose client hung up is read to its end, under policy
+    /// `finish_upstream` (`billing.on_client_disconnect`).
+    background: Option<tokio_util::task::TaskTracker>,
 }
 
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
@@ -94,7 +98,45 @@ impl MeteredStream {
             first_token_seen: false,
             model_label,
             finished: false,
+            background: None,
         }
+    }
+
+    /// Under policy `finish_upstream`, the rest of a stream whose client hung up is read to its
+    /// end on `tracker` (shutdown waits for it), so the provider's usage is charged.
+    pub fn finish_in(mut self, tracker: tokio_util::task::TaskTracker) -> MeteredStream {
+        self.background = Some(tracker);
+        self
+    }
+
+    /// Moves what is left of the stream into a new one (this one is then spent): to be read to
+    /// its end in the background.
+    fn detach(&mut self) -> MeteredStream {
+        let now = tokio::time::Instant::now();
+        let rest = MeteredStream {
+            upstream: std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty())),
+            recorder: self.recorder.take(),
+            router: self.router.clone(),
+            lease: self.lease.take(),
+            events: std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES)),
+            hide_usage_chunk: self.hide_usage_chunk,
+            usage: self.usage.take(),
+            served_model: self.served_model.take(),
+            streamed_text: std::mem::take(&mut self.streamed_text),
+            request: self.request.clone(),
+            saw_done: self.saw_done,
+            idle: self.idle,
+            timer: Box::pin(tokio::time::sleep_until(now.checked_add(self.idle).unwrap_or(now).min(self.deadline))),
+            deadline: self.deadline,
+            max_duration: self.max_duration,
+            sent_at: self.sent_at,
+            first_token_seen: self.first_token_seen,
+            model_label: self.model_label.clone(),
+            finished: false,
+            background: None,
+        };
+        self.finished = true;
+        rest
     }
 
     /// Moves every complete event out of the buffer, inspecting each, up to `[DONE]`; returns
@@ -157,11 +199,15 @@ impl MeteredStream {
             return;
         }
         self.finished = true;
+        // A client that hung up under `charge_delivered` pays for what it received only.
+        let delivered_only = partial
+            && self.recorder.as_ref().is_some_and(|r| r.disconnect_policy() == DisconnectPolicy::ChargeDelivered)
+            && error_type == Some("client_disconnected");
         let (tokens, estimated) = match self.usage {
             Some(u) => (u.tokens(), false),
             None => (
                 Tokens {
-                    prompt: self.request.prompt_tokens_estimate(),
+                    prompt: if delivered_only { 0 } else { self.request.prompt_tokens_estimate() },
                     completion: self.streamed_text.tokens(),
                     cached: 0,
                 },
@@ -271,7 +317,24 @@ impl Stream for MeteredStream {
 
 impl Drop for MeteredStream {
     fn drop(&mut self) {
-        // The client went away mid-stream: bill what was sent, mark it partial.
+        if self.finished {
+            return;
+        }
+        // The client went away mid-stream.
+        if let Some(r) = self.recorder.as_mut() {
+            r.mark_disconnected("during_stream");
+        }
+        let policy = self.recorder.as_ref().map(UsageRecorder::disconnect_policy);
+        if let (Some(DisconnectPolicy::FinishUpstream), Some(tracker)) = (policy, self.background.clone()) {
+            // Read the rest to its end, discarding it, so the provider's own usage is charged.
+            let mut rest = self.detach();
+            tracker.spawn(async move {
+                use futures::StreamExt;
+                while rest.next().await.is_some() {}
+            });
+            return;
+        }
+        // Bill what was sent (and the prompt, unless `charge_delivered`), marked partial.
         self.finish(true, Some("client_disconnected"));
     }
 }

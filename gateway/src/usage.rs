@@ -6,7 +6,9 @@
 
 use crate::admission::Admitted;
 use crate::auth::Principal;
+use crate::config::DisconnectPolicy;
 use crate::events::{Permit, UsageSink};
+use crate::openai::ProxyRequest;
 use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
 use chrono::{DateTime, Utc};
@@ -19,8 +21,37 @@ use uuid::Uuid;
 /// Status recorded when the client disconnected before the answer (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The deployment a request is being sent to, as the router picks it (retries and fallbacks
+/// change it): what a request abandoned while waiting for the provider is priced at.
+#[derive(Default)]
+pub struct Attempt(std::sync::Mutex<Option<Arc<Deployment>>>);
+
+impl Attempt {
+    pub fn set(&self, deployment: &Arc<Deployment>) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = Some(deployment.clone());
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<Deployment>> {
+        self.0.lock().ok().and_then(|d| d.clone())
+    }
+}
+
+/// How a request whose client hung up is charged (`billing.on_client_disconnect`) and what
+/// that needs: the request, for its prompt, and the deployment being tried.
+pub struct Disconnects {
+    pub policy: DisconnectPolicy,
+    pub request: Arc<ProxyRequest>,
+    pub attempt: Arc<Attempt>,
+}
+
 pub struct UsageRecorder {
     sink: Arc<dyn UsageSink>,
+    disconnects: Option<Disconnects>,
+    /// Set once the client is known to have hung up, and when: the event is marked so and
+    /// answered 499, whatever it is charged.
+    disconnected: Option<&'static str>,
     /// The room taken for the event at admission; given back if no event is published.
     permit: Option<Permit>,
     event: Option<UsageEvent>,
@@ -89,9 +120,35 @@ impl UsageRecorder {
             stream,
             partial: false,
             estimated: false,
+            client_disconnected: None,
             budget_windows: admitted.budget_windows(),
         };
-        UsageRecorder { sink, permit: Some(permit), event: Some(event), started, admitted: Some(admitted) }
+        UsageRecorder {
+            sink,
+            disconnects: None,
+            disconnected: None,
+            permit: Some(permit),
+            event: Some(event),
+            started,
+            admitted: Some(admitted),
+        }
+    }
+
+    /// How to charge the request if its client hangs up.
+    pub fn on_disconnect(mut self, disconnects: Disconnects) -> UsageRecorder {
+        self.disconnects = Some(disconnects);
+        self
+    }
+
+    /// The client hung up (`when`: `waiting_for_provider`, `reading_answer`,
+    /// `during_stream`); the event, whenever it is finished, says so.
+    pub fn mark_disconnected(&mut self, when: &'static str) {
+        self.disconnected = Some(when);
+    }
+
+    /// The policy for a hang-up (the default when none was given).
+    pub fn disconnect_policy(&self) -> DisconnectPolicy {
+        self.disconnects.as_ref().map_or_else(DisconnectPolicy::default, |d| d.policy)
     }
 
     /// Records a request the gateway failed after reaching `deployment` (timeout, broken body).
@@ -113,9 +170,23 @@ impl UsageRecorder {
 
     /// Records the outcome, publishes the event and returns the cost charged.
     pub fn finish(mut self, outcome: Outcome<'_>) -> NanoUsd {
+        self.finish_event(outcome)
+    }
+
+    fn finish_event(&mut self, mut outcome: Outcome<'_>) -> NanoUsd {
         let Some(mut event) = self.event.take() else {
             return NanoUsd::ZERO;
         };
+        if let Some(when) = self.disconnected {
+            event.client_disconnected = Some(when.to_owned());
+            outcome.status = CLIENT_CLOSED;
+            outcome.error_type = Some("client_disconnected");
+            outcome.partial = true;
+            if self.disconnect_policy() == DisconnectPolicy::ChargeDelivered && when != "during_stream" {
+                // Nothing reached the client.
+                outcome.tokens = Tokens::default();
+            }
+        }
         let has_tokens = outcome.tokens.prompt > 0 || outcome.tokens.completion > 0;
         let charged = match outcome.deployment.map(|d| d.price) {
             Some(Some(price)) => {
@@ -173,13 +244,26 @@ impl UsageRecorder {
 
 impl Drop for UsageRecorder {
     fn drop(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            // The client went away before the provider answered; the upstream call was cancelled
-            // with the request, so nothing was generated for it.
-            event.status = CLIENT_CLOSED;
-            event.error_type = Some("client_disconnected".to_owned());
-            event.partial = true;
-            self.publish(event);
+        if self.event.is_none() {
+            return;
         }
+        // The client went away before the provider answered and the call was cancelled with
+        // the request (policy `finish_upstream` hands the call on instead of dropping it here).
+        // Providers bill a cancelled call's prompt: so does `charge_prompt`, at the price of the
+        // deployment being tried; `charge_delivered` charges nothing.
+        self.disconnected = self.disconnected.or(Some("waiting_for_provider"));
+        let (tokens, deployment) = match &self.disconnects {
+            Some(d) if d.policy != DisconnectPolicy::ChargeDelivered => {
+                (Tokens { prompt: d.request.prompt_tokens_estimate(), completion: 0, cached: 0 }, d.attempt.get())
+            }
+            Some(d) => (Tokens::default(), d.attempt.get()),
+            None => (Tokens::default(), None),
+        };
+        self.finish_event(Outcome {
+            tokens,
+            estimated: tokens.prompt > 0,
+            deployment: deployment.as_deref(),
+            ..Outcome::default()
+        });
     }
 }

@@ -38,6 +38,7 @@ fn event(team: usize) -> UsageEvent {
         stream: false,
         partial: false,
         estimated: false,
+        client_disconnected: None,
         budget_windows: Default::default(),
     }
 }

@@ -568,6 +568,7 @@ mod tests {
             stream: false,
             partial: false,
             estimated: false,
+            client_disconnected: None,
             budget_windows: Default::default(),
         }
     }

@@ -72,6 +72,12 @@ pub struct UsageEvent {
     /// Token counts were estimated by Tollgate because the provider reported none.
     #[serde(default)]
     pub estimated: bool,
+    /// The client hung up before its answer ended, and when: `waiting_for_provider` (nothing
+    /// answered yet), `reading_answer` (a whole answer was being read from the provider), or
+    /// `during_stream` (part of a stream was sent). The charge follows the gateway's
+    /// `billing.on_client_disconnect` policy. Added within version 1: older events lack it.
+    #[serde(default)]
+    pub client_disconnected: Option<String>,
     /// The budgets this request counted against: for each ledger scope with a budget (e.g.
     /// `team/payments`, `key/<hash>/model/gpt-4o`), the budget's durations (`30d`, `1mo`, ... or
     /// `all` for a budget that never resets). The consumer keeps a spend row for each such
@@ -174,6 +180,7 @@ mod tests {
             stream: false,
             partial: false,
             estimated: false,
+            client_disconnected: None,
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
@@ -253,7 +260,17 @@ mod tests {
             .unwrap()
             .keys()
             .map(String::as_str)
-            .filter(|k| !matches!(*k, "error_type" | "served_model" | "provider" | "deployment" | "budget_windows"))
+            .filter(|k| {
+                !matches!(
+                    *k,
+                    "error_type"
+                        | "served_model"
+                        | "provider"
+                        | "deployment"
+                        | "budget_windows"
+                        | "client_disconnected"
+                )
+            })
             .collect();
         required.sort_unstable();
         present.sort_unstable();

@@ -171,6 +171,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_optional("provider", &e.provider, name)?;
     check_optional("deployment", &e.deployment, |f, v| check_name(f, v, 2 * MAX_NAME_BYTES))?;
     check_optional("error_type", &e.error_type, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
+    check_optional("client_disconnected", &e.client_disconnected, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;

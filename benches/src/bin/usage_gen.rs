@@ -11,9 +11,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
+use tollgate_benches::synthetic::usage_event as event;
 use tollgate_gateway::config::{KafkaConfig, SpoolConfig};
 use tollgate_gateway::events::{KafkaSink, UsageSink};
-use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
 
 #[derive(Parser, Debug)]
 #[command(about = "Publish synthetic Tollgate usage events and wait for a consumer group")]
@@ -40,40 +40,6 @@ struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 600)]
     wait_seconds: u64,
-}
-
-fn event(i: u64, keys: u64) -> UsageEvent {
-    let key = i % keys;
-    let prompt = 100 + i % 900;
-    let completion = 10 + i % 300;
-    UsageEvent {
-        version: USAGE_EVENT_VERSION,
-        event_id: uuid::Uuid::now_v7(),
-        occurred_at: chrono::Utc::now(),
-        gateway_id: "bench".into(),
-        request_id: format!("bench-{i}"),
-        key_id: format!("{key:064x}"),
-        key_alias: None,
-        team_id: Some(format!("team-{}", key / 10)),
-        user_id: None,
-        customer_id: Some(format!("cust-{}", i % 50)),
-        organization_id: None,
-        requested_model: "gpt-4o-mini".into(),
-        served_model: Some("gpt-4o-mini".into()),
-        provider: Some("openai".into()),
-        deployment: Some("openai/gpt-4o-mini#0".into()),
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        cached_tokens: 0,
-        cost_nano_usd: NanoUsd(i64::try_from(prompt * 150 + completion * 600).unwrap_or(0)),
-        latency_ms: 5,
-        status: 200,
-        error_type: None,
-        stream: false,
-        partial: false,
-        estimated: false,
-        budget_windows: Default::default(),
-    }
 }
 
 async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
