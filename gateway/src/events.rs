@@ -295,9 +295,31 @@ struct Replay {
     leftovers: Leftovers,
     /// Segments before this one are the earlier run's.
     live_segment: u64,
+    /// Records of the earlier run waiting for Kafka when the replay began.
+    pending_at_start: u64,
+    /// Records handed to the producer so far.
+    handed: u64,
     reading: bool,
     started: Instant,
     status: Arc<ReplayStatus>,
+}
+
+impl Replay {
+    /// Replayed records handed to the producer and not acknowledged yet.
+    fn in_flight(&self, acks: &Acks) -> u64 {
+        let acknowledged = self.pending_at_start.saturating_sub(acks.pending_before(self.live_segment));
+        self.handed.saturating_sub(acknowledged)
+    }
+
+    /// Records of the earlier run not handed to the producer yet: waiting for the replay, not
+    /// for Kafka.
+    fn unsent(&self) -> u64 {
+        if self.reading {
+            self.pending_at_start.saturating_sub(self.handed)
+        } else {
+            0
+        }
+    }
 }
 
 /// Replayed records that may be waiting for Kafka at once: bounds the memory a replay takes
@@ -373,6 +395,8 @@ impl KafkaSink {
             Replay {
                 leftovers,
                 live_segment: spool.active_segment(),
+                pending_at_start: acks.pending_before(spool.active_segment()),
+                handed: 0,
                 reading: true,
                 started: Instant::now(),
                 status: status.clone(),
@@ -463,7 +487,7 @@ impl Writer {
         let Some(replay) = &mut self.replay else { return };
         let acks = self.spool.acks();
         let mut batch = Vec::new();
-        if replay.reading && acks.pending_before(replay.live_segment) < REPLAY_WINDOW {
+        if replay.reading && replay.in_flight(&acks) < REPLAY_WINDOW {
             while batch.len() < REPLAY_STEP {
                 match replay.leftovers.next_record() {
                     Some(record) => batch.push(record),
@@ -485,6 +509,7 @@ impl Writer {
             replay.status.in_progress.store(false, Ordering::Release);
             self.replay = None;
         } else {
+            replay.handed += sent;
             replay.status.sent.fetch_add(sent, Ordering::Relaxed);
         }
         counter!("tollgate_spool_replayed_events_total").increment(sent);
@@ -580,7 +605,9 @@ impl Writer {
     /// until it is acknowledged; consumers count each event id once).
     fn check_stalled(&mut self) {
         let delivered = self.spool.acks().delivered_count();
-        let waiting = self.producer.in_flight_count() > 0 || self.spool.acks().pending() > 0;
+        // Leftovers the replay has not handed over yet wait for the replay, not for Kafka.
+        let unsent = self.replay.as_ref().map_or(0, Replay::unsent);
+        let waiting = self.producer.in_flight_count() > 0 || self.spool.acks().pending() > unsent;
         if delivered != self.progress.0 || !waiting {
             self.progress = (delivered, Instant::now());
             return;

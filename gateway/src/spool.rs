@@ -297,6 +297,7 @@ pub struct Leftovers {
     pub bytes: u64,
     current: Option<(u64, u64, BufReader<File>)>,
     next_segment: usize,
+    acks: Arc<Acks>,
 }
 
 impl Leftovers {
@@ -323,14 +324,41 @@ impl Leftovers {
                     Ok(None) => {}
                     Err(e) => tracing::warn!(segment = *segment, error = %e, "cannot read a spool segment"),
                 }
+                let (segment, index) = (*segment, *index);
                 self.current = None;
+                self.unreadable(segment, index);
             }
             let &(segment, skip, _) = self.segments.get(self.next_segment)?;
             self.next_segment += 1;
             match open_at(&segment_path(&self.dir, segment), skip) {
                 Ok(reader) => self.current = Some((segment, skip, reader)),
-                Err(e) => tracing::warn!(segment, error = %e, "cannot open a spool segment"),
+                Err(e) => {
+                    tracing::warn!(segment, error = %e, "cannot open a spool segment");
+                    self.unreadable(segment, skip);
+                }
             }
+        }
+    }
+}
+
+impl Leftovers {
+    /// Segment `segment` could be read only up to record `read` (a corrupt record or an I/O
+    /// error). The records after it cannot be replayed: they are counted and given up, so the
+    /// replay ends, and the segment's bytes are kept as `<segment>.unreadable` for inspection.
+    fn unreadable(&mut self, segment: u64, read: u64) {
+        let Some(&(_, _, records)) = self.segments.iter().find(|(id, _, _)| *id == segment) else { return };
+        if read >= records {
+            return;
+        }
+        let lost = records - read;
+        metrics::counter!("tollgate_spool_unreadable_records_total").increment(lost);
+        let kept = self.dir.join(format!("{segment:020}.unreadable"));
+        if let Err(e) = fs::hard_link(segment_path(&self.dir, segment), &kept) {
+            tracing::warn!(segment, error = %e, "cannot keep a copy of an unreadable spool segment");
+        }
+        tracing::error!(segment, records = lost, "spooled usage events cannot be read back; they are not replayed");
+        for index in read..records {
+            self.acks.ack(RecordRef { segment, index });
         }
     }
 }
@@ -464,8 +492,15 @@ impl Spool {
             segment_bytes: 0,
             max_segment_bytes,
         };
-        let leftovers =
-            Leftovers { dir: dir.to_path_buf(), segments, after_clean_stop, bytes, current: None, next_segment: 0 };
+        let leftovers = Leftovers {
+            dir: dir.to_path_buf(),
+            segments,
+            after_clean_stop,
+            bytes,
+            current: None,
+            next_segment: 0,
+            acks: spool.acks.clone(),
+        };
         Ok((spool, leftovers))
     }
 

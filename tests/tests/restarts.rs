@@ -212,6 +212,46 @@ async fn three_rolling_restarts_under_load_keep_the_ledger_exact() -> Result<()>
     Ok(())
 }
 
+/// A replay many times larger than the window of records it keeps in flight (8,192) reaches
+/// Kafka whole, once each, and leaves an empty spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_larger_than_its_window_reaches_kafka_whole() -> Result<()> {
+    const EVENTS: u64 = 40_000;
+    let dir = scratch_dir("bigreplay")?;
+    let topic = unique("usage-bigreplay-");
+    create_topic(&topic, 3).await?;
+    let spool = dir.join("spool");
+    let filled = std::process::Command::new(binaries()?.join("tollgate-spool-fill"))
+        .args(["--dir", &spool.display().to_string(), "--events", &EVENTS.to_string(), "--segment-bytes", "4000000"])
+        .output()?;
+    ensure!(filled.status.success(), "spool-fill failed: {}", String::from_utf8_lossy(&filled.stderr));
+    let mock = start_mock(&dir, &[]).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
+    let extra = format!("spool:\n  dir: {}\n", spool.display());
+    let config = gateway_yaml("gw-bigreplay", &models, &topic, &kafka_bootstrap(), &extra);
+    let gateway = start_gateway(&dir, &config).await?;
+    let url = gateway.url()?.to_owned();
+    ensure!(replay_found(&url).await? == EVENTS, "the gateway did not find the {EVENTS} spooled events");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{url}/health/readiness")).await?.json().await?;
+        if v["spool_replay"]["in_progress"] == false {
+            ensure!(v["spool_replay"]["replayed"] == EVENTS, "replay ended early: {v}");
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the replay did not finish in 180 s: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gateway.stop().await?;
+    let left = spool_files(&spool)?;
+    ensure!(left.is_empty(), "the replayed segments were not deleted: {left:?}");
+    let events = collect_all(&topic).await?;
+    let distinct: HashSet<&String> = events.iter().collect();
+    eprintln!("replayed {EVENTS} events: {} records on the topic, {} distinct", events.len(), distinct.len());
+    ensure!(distinct.len() as u64 == EVENTS, "{} distinct events on the topic for {EVENTS} spooled", distinct.len());
+    Ok(())
+}
+
 /// The event ids of every record of `topic`.
 async fn collect_all(topic: &str) -> Result<Vec<String>> {
     use rdkafka::consumer::{Consumer, StreamConsumer};

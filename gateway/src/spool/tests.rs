@@ -135,6 +135,33 @@ fn a_torn_tail_or_watermark_is_ignored() {
 }
 
 #[test]
+fn a_corrupt_record_ends_the_replay_of_its_segment_and_is_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    let first = spool.append_batch(&records(5)).unwrap();
+    drop(spool);
+    // Flip one byte of the third record's payload ("record-2"): its checksum no longer matches.
+    let path = segment_path(dir.path(), first.segment);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"record-2").unwrap();
+    bytes[at] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    let (spool, mut left) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(left.count(), 5);
+    let mut read = Vec::new();
+    while let Some((r, p)) = left.next_record() {
+        read.push(String::from_utf8(p).unwrap());
+        spool.acks().ack(r);
+    }
+    assert_eq!(read, ["record-0", "record-1"]);
+    // The three records after the corrupt one are given up: nothing waits for them forever,
+    // the segment is gone from the spool, and its bytes are kept for inspection.
+    assert_eq!(spool.acks().pending(), 0);
+    assert!(!path.exists());
+    assert!(dir.path().join(format!("{:020}.unreadable", first.segment)).exists());
+}
+
+#[test]
 fn a_spool_directory_has_one_owner() {
     let dir = tempfile::tempdir().unwrap();
     let (_spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
