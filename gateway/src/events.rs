@@ -570,7 +570,9 @@ impl Writer {
     /// Waits until Kafka acknowledged everything spooled or `deadline` passes; returns what is
     /// left unacknowledged (it stays in the spool).
     fn drain(&mut self, deadline: Instant) -> u64 {
-        while self.spool.acks().pending() > 0 && Instant::now() < deadline {
+        // Leftovers the replay has not handed over yet stay for the next start: no use waiting.
+        let unsent = self.replay.as_ref().map_or(0, Replay::unsent);
+        while self.spool.acks().pending() > unsent && Instant::now() < deadline {
             self.producer.flush(Duration::from_millis(100)).ok();
             self.send_retries();
             self.check_stalled();

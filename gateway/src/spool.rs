@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -370,7 +370,7 @@ fn open_at(path: &Path, skip: u64) -> io::Result<BufReader<File>> {
         let mut header = [0u8; HEADER];
         reader.read_exact(&mut header)?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        reader.seek(SeekFrom::Current(i64::from(len)))?;
+        reader.seek_relative(i64::from(len))?;
     }
     Ok(reader)
 }
@@ -418,7 +418,7 @@ fn count_records(path: &Path) -> io::Result<(u64, u64)> {
         if len > MAX_RECORD as u64 || at + HEADER as u64 + len > size {
             break;
         }
-        reader.seek(SeekFrom::Current(i64::try_from(len).unwrap_or(i64::MAX)))?;
+        reader.seek_relative(i64::try_from(len).unwrap_or(i64::MAX))?;
         at += HEADER as u64 + len;
         records += 1;
     }
