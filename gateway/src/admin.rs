@@ -467,15 +467,44 @@ pub(crate) fn internal(e: tollgate_schemas::store::StoreError) -> GatewayError {
 }
 
 /// Tells every gateway (this one included) to drop its copy.
+/// The change is stored: this gateway drops its copy at once, the change log makes every other
+/// gateway do so within about a second (docs/security.md), and the control topic within tens of
+/// milliseconds. Neither a failed log write nor an unreachable Kafka makes a stored change fail:
+/// an unpublished change is published from the log later (an outbox).
 async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayError> {
     state.tenancy.invalidate(kind, id).await;
-    let change = Invalidation { kind, id: id.to_owned(), at_ms: Utc::now().timestamp_millis() };
-    let Some(control) = &state.control else { return Ok(()) };
-    control.publish(&change).await.map_err(|e| {
-        GatewayError::Internal(format!(
-            "the change is saved, but other gateways could not be told at once ({e}); they see it within 5 minutes"
-        ))
-    })
+    let logged = match &state.changes {
+        Some(log) => match log.record(kind, id).await {
+            Ok(change) => Some(change),
+            Err(e) => {
+                metrics::counter!("tollgate_tenancy_change_log_errors_total").increment(1);
+                tracing::warn!(failure = e.kind(), "a stored tenancy change could not be logged; caches expire it");
+                None
+            }
+        },
+        None => None,
+    };
+    // The control topic is told in the background: while Kafka is down that waits seconds, and
+    // the admin call must not (the change log carries the change meanwhile).
+    let (changes, control) = (state.changes.clone(), state.control.clone());
+    let (id, at_ms) = (id.to_owned(), Utc::now().timestamp_millis());
+    state.background.spawn(async move {
+        match (changes, logged) {
+            (Some(log), Some(change)) => {
+                if !crate::changes::publish(&log, control.as_deref(), &change).await {
+                    tracing::warn!("a tenancy change is not on the control topic yet; it is published from the change log");
+                }
+            }
+            _ => {
+                let Some(control) = control else { return };
+                if control.publish(&Invalidation { kind, id, at_ms }).await.is_err() {
+                    metrics::counter!("tollgate_control_publish_failures_total").increment(1);
+                    tracing::warn!("a tenancy change could not be announced; other gateways' caches expire it");
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod anthropic;
 pub mod auth;
 pub mod budget;
+pub mod changes;
 pub mod config;
 pub mod embedded;
 pub mod error;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Admin API changes go out here (none in embedded mode: there is one gateway).
     pub control: Option<Arc<ControlPublisher>>,
+    /// Admin changes are logged here too, so every gateway learns of them while Kafka is down
+    /// (with a database only).
+    pub changes: Option<Arc<changes::ChangeLog>>,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
     pub spend: Option<Arc<dyn SpendSource>>,
     /// SHA-256 of `general_settings.master_key`.
@@ -168,6 +172,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     let client = providers::upstream_client()?;
     let budget_view = Arc::new(BudgetView::new());
     let mut lease_store: Arc<dyn crate::lease::LeaseStore> = Arc::new(crate::lease::LocalLeases::default());
+    let mut change_log = None;
     let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
         Some(kafka) => {
             let sink = Arc::new(KafkaSink::new(kafka, &config.spool, &gateway_id)?);
@@ -184,6 +189,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                             .await
                             .map_err(|e| StartError::Leases(e.to_string()))?,
                     );
+                    change_log = Some(Arc::new(changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
                     let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
                     (Some(store), Some(spend))
                 }
@@ -259,6 +265,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         }),
         limiter: RateLimiter::new(config.gateway.replicas),
         control,
+        changes: change_log,
         spend,
         master_key_hash,
         router,
@@ -340,6 +347,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
         stopping.cancelled().await;
         handle.stop(true).await;
     });
+    // Every admin change, made on any gateway, reaches this one through the change log too.
+    let following = CancellationToken::new();
+    let follower = state
+        .changes
+        .clone()
+        .map(|log| tokio::spawn(changes::follow(log, state.tenancy.clone(), state.control.clone(), following.clone())));
     // Idle leases go back to the store every second, so other gateways can use them.
     let sweeping = CancellationToken::new();
     let sweeper = state.leases.clone().map(|leases| {
@@ -357,6 +370,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     });
     let served = server.await;
     stopper.abort();
+    following.cancel();
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     if let Some(h) = metrics_handle {
         h.stop(false).await;
     }

@@ -50,6 +50,11 @@ impl Kind {
         }
     }
 
+    /// The kind named `text` (as [`Kind::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
     /// The ledger scope kind of records of this kind (`org` for organizations, as in the ledger).
     pub fn scope_kind(self) -> &'static str {
         match self {

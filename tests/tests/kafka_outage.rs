@@ -129,3 +129,67 @@ async fn outage_run(outage: Outage) -> Result<()> {
     drop(mock);
     Ok(())
 }
+
+/// A key blocked while Kafka is down: the admin call answers 200 (the change is stored), the
+/// other gateway refuses the key within the change log's bound (docs/security.md), and once
+/// Kafka is back the change reaches the control topic from the change log (the outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_reaches_every_gateway_while_kafka_is_down() -> Result<()> {
+    let _one = SERIAL.lock().await;
+    let dir = scratch_dir("revoke")?;
+    let topics = Topics::create("revoke", 3).await?;
+    let ks = unique("tg_revoke_").replace('-', "_");
+    let mock = start_mock(&dir, &[]).await?;
+    let config = |id: &str| {
+        tenancy_gateway_yaml(id, mock.url().unwrap_or_default(), &topics, &ks, "budgets:\n  when_stale: fail_open\n")
+    };
+    let gw1 = start_gateway(&dir, &config("gw-revoke-1")).await?;
+    let gw2 = start_gateway(&dir, &config("gw-revoke-2")).await?;
+    let (url1, url2) = (gw1.url()?.to_owned(), gw2.url()?.to_owned());
+    let admin = AdminApi::new(&url1);
+    let created = admin.ok("/key/generate", serde_json::json!({})).await?;
+    let key = created["key"].as_str().context("key")?.to_owned();
+    let token = created["token"].as_str().context("token")?.to_owned();
+    let client = reqwest::Client::new();
+    ensure!(chat_as(&client, &url2, &key, "gpt-4o-mini", None).await?.status() == 200, "the key works on gateway 2");
+
+    let pid = kafka_pid()?;
+    let restore = Restore(pid, Outage::Stopped);
+    let status = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status()?;
+    ensure!(status.success(), "could not stop Kafka");
+    let asked = std::time::Instant::now();
+    let blocked = admin.post("/key/block", serde_json::json!({"key": key})).await?;
+    let answered = asked.elapsed();
+    ensure!(blocked.0 == 200, "a stored block must be answered 200 while Kafka is down: {blocked:?}");
+    eprintln!("with Kafka down, the block was answered 200 in {answered:?}");
+    let took = eventually("gateway 2 to refuse the blocked key", Duration::from_secs(30), || async {
+        let (status, code, _) = error_code(chat_as(&client, &url2, &key, "gpt-4o-mini", None).await?).await;
+        Ok((status == 401 && code == "key_blocked").then(|| asked.elapsed()))
+    })
+    .await?;
+    eprintln!("with Kafka down, gateway 2 refused the blocked key {took:?} after the block was sent");
+    ensure!(took < Duration::from_secs(3), "revocation took {took:?} with Kafka down; the bound is 3 s");
+
+    drop(restore);
+    // The outbox: the block reaches the control topic once Kafka is back.
+    let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("group.id", unique("control-"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    rdkafka::consumer::Consumer::subscribe(&consumer, &[topics.control.as_str()])?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .context("the block never reached the control topic")??;
+        let change: serde_json::Value = serde_json::from_slice(rdkafka::Message::payload(&msg).unwrap_or_default())?;
+        if change["id"] == token.as_str() {
+            break;
+        }
+    }
+    gw1.stop().await?;
+    gw2.stop().await?;
+    drop(mock);
+    Ok(())
+}
