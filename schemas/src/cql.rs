@@ -9,6 +9,7 @@ const FILES: &[(&str, &str)] = &[
     ("005_partition_ledger.cql", include_str!("../cql/005_partition_ledger.cql")),
     ("006_budget_leases.cql", include_str!("../cql/006_budget_leases.cql")),
     ("007_dead_letters.cql", include_str!("../cql/007_dead_letters.cql")),
+    ("008_usage_events_by_key.cql", include_str!("../cql/008_usage_events_by_key.cql")),
 ];
 
 /// Error for a keyspace name CQL would not accept unquoted.
@@ -48,12 +49,13 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test").unwrap();
-        assert_eq!(stmts.len(), 13);
+        assert_eq!(stmts.len(), 14);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
         assert!(stmts[2].contains("tg_test.spend_aggregates"));
         assert!(stmts[10].contains("tg_test.partition_spend") && stmts[10].contains("STATIC"));
         assert!(stmts[12].contains("tg_test.dead_letters"));
+        assert!(stmts[13].contains("tg_test.usage_events_by_key") && stmts[13].contains("event_id DESC"));
     }
 
     #[test]

@@ -16,6 +16,16 @@ pub const USAGE_EVENT_VERSION: u32 = 1;
 /// not make one huge CQL partition.
 pub const EVENT_LEDGER_SHARDS: u8 = 8;
 
+/// The budget owner of a key's event: `team/<team>` when the key belongs to a team, otherwise
+/// `key/<key>`. The event ledger's partition key, so whoever knows an event's key and team (the
+/// key index does) knows where its row is.
+pub fn budget_owner_of(key_id: &str, team_id: Option<&str>) -> String {
+    match team_id {
+        Some(team) => format!("team/{team}"),
+        None => format!("key/{key_id}"),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// Schema version of this record.
@@ -123,10 +133,7 @@ impl UsageEvent {
     /// The budget owner: the team when the key belongs to one, otherwise the key. The Kafka
     /// record key, so one owner's events stay ordered in one partition.
     pub fn budget_owner(&self) -> String {
-        match &self.team_id {
-            Some(team) => format!("team/{team}"),
-            None => format!("key/{}", self.key_id),
-        }
+        budget_owner_of(&self.key_id, self.team_id.as_deref())
     }
 
     /// UTC day of `occurred_at`: part of the event ledger's partition key.
