@@ -35,6 +35,8 @@ pub(super) struct EventAt {
 const SCAN_KEYS_PER_READ: usize = 1_000;
 /// Event ledger partitions a scan looks at per call, at most (in range or not).
 pub const MAX_SCAN_PARTITIONS: usize = 10_000;
+/// Partitions of the range a scan starts reading at once.
+const SCAN_READ_CONCURRENCY: usize = 16;
 /// Event ids per body read: ScyllaDB refuses more than 100 clustering keys in one `IN` by default.
 const BODIES_PER_READ: usize = 100;
 /// Body reads in flight per page.
@@ -251,16 +253,44 @@ impl CqlSpend {
                 .collect::<Result<_, _>>()
                 .map_err(query_err)?;
             let ran_out = keys.len() < want;
-            for (owner, day, shard) in keys {
-                seen += 1;
-                if in_range(day) {
-                    self.scan_partition(&mut page, &owner, day, shard, None).await?;
-                    if page.done() {
-                        return Ok(page.finish());
+            for group in keys.chunks(SCAN_READ_CONCURRENCY) {
+                // The first rows of the group's partitions of the range, read at once; offered in
+                // order, each partition's rest read only when the page gets that far.
+                let limit = page.wanted().min(page.room()).clamp(1, MAX_READ_ROWS);
+                let firsts = futures::future::try_join_all(group.iter().map(|(owner, day, shard)| async move {
+                    if !in_range(*day) {
+                        return Ok(None);
                     }
+                    OwnerLedger { spend: self, owner }.read(*day, *shard, None, limit).await.map(Some)
+                }))
+                .await?;
+                for ((owner, day, shard), first) in group.iter().zip(firsts) {
+                    seen += 1;
+                    if let Some(rows) = first {
+                        let more = rows.len() == limit;
+                        let mut before = None;
+                        for row in rows {
+                            before = Some(row.event_id);
+                            let at = LogCursor::Ledger {
+                                owner: owner.clone(),
+                                day: *day,
+                                shard: *shard,
+                                event_id: Some(row.event_id),
+                            };
+                            if !page.offer(at, &row.fields, row.payload) {
+                                return Ok(page.finish());
+                            }
+                        }
+                        if more {
+                            self.scan_partition(&mut page, owner, *day, *shard, before).await?;
+                            if page.done() {
+                                return Ok(page.finish());
+                            }
+                        }
+                    }
+                    page.passed(LogCursor::Ledger { owner: owner.clone(), day: *day, shard: *shard, event_id: None });
+                    resume = Some((owner.clone(), *day, *shard));
                 }
-                page.passed(LogCursor::Ledger { owner: owner.clone(), day, shard, event_id: None });
-                resume = Some((owner, day, shard));
             }
             if ran_out {
                 return Ok(page.finish());
