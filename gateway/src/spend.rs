@@ -90,10 +90,10 @@ fn log_entry(e: &UsageEvent) -> Value {
     })
 }
 
-/// `GET /spend/logs`: one entry per request, newest first, a page at a time, read page by page
-/// from the ledger (never the whole range). LiteLLM's parameters: filters `api_key` (the key or
-/// its hash), `team_id`, `user_id`, `end_user`, `model`, `start_date`, `end_date`; pages `page`
-/// and `page_size` (at most 1,000). `page` reaches the first 10,000 entries
+/// `GET /spend/logs`: one entry per request, newest first, read from the ledger a page at a time
+/// (never the whole range). LiteLLM's parameters: filters `api_key` (the key or its hash),
+/// `team_id`, `user_id`, `end_user`, `model`, `start_date`, `end_date`; pages `page` and
+/// `page_size` (at most 1,000). `page` reaches the first 10,000 entries
 /// (`(page - 1) × page_size ≤ 10,000`); beyond, and for paging at any depth at the same cost,
 /// pass the answer's `next_cursor` back as `after`, with the same filters.
 ///
