@@ -28,7 +28,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tollgate_schemas::logs::{read_newest_first, DayShards, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope};
+use tollgate_schemas::logs::{
+    read_newest_first, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope, LogSlices, Slice,
+};
 use tollgate_schemas::store::{DailyTotals, SpendSource, SpendTotal, StoreError, Stored, TenancyStore};
 use tollgate_schemas::tenancy::Kind;
 use tollgate_schemas::{NanoUsd, UsageEvent};
@@ -442,17 +444,21 @@ fn decode_events(bodies: Vec<String>) -> Result<Vec<UsageEvent>, StoreError> {
     bodies.iter().map(|b| decode_event(b)).collect()
 }
 
-/// The request logs of one scope, a day at a time (one shard: SQLite orders a day's events by
-/// event id through the indexes of [`index_events`]).
+/// The request logs of one scope, a day at a time (one slice, one shard: SQLite orders a day's
+/// events by event id through the indexes of [`index_events`]).
 struct EmbeddedLog<'a> {
     db: &'a EmbeddedDb,
     /// The indexed column and its value, or every event of the day.
     scope: Option<(&'static str, String)>,
 }
 
-impl DayShards for EmbeddedLog<'_> {
+impl LogSlices for EmbeddedLog<'_> {
     type Payload = UsageEvent;
     type Error = StoreError;
+
+    fn slices(&self) -> i16 {
+        1
+    }
 
     fn shards(&self) -> i16 {
         1
@@ -460,7 +466,7 @@ impl DayShards for EmbeddedLog<'_> {
 
     async fn read(
         &self,
-        day: chrono::NaiveDate,
+        Slice { day, .. }: Slice,
         _shard: i16,
         before: Option<uuid::Uuid>,
         limit: usize,

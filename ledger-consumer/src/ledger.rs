@@ -177,7 +177,7 @@ impl CqlLedger {
         ))
         .await?;
         let insert_key_index = prepare(format!(
-            "INSERT INTO {ks}.usage_events_by_key (key_id, day, shard, event_id, team_id, user_id, customer_id, \
+            "INSERT INTO {ks}.usage_events_by_key (key_id, day, hour, event_id, team_id, user_id, customer_id, \
              requested_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         ))
         .await?;
@@ -386,14 +386,14 @@ impl CqlLedger {
     /// timestamps the consumer would have used.
     pub async fn reindex_keys(&self, keyspace: &str) -> Result<u64, LedgerError> {
         let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, shard, event_id, team_id, user_id, customer_id, requested_model, kafka_offset \
+            "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, kafka_offset \
              FROM {keyspace}.usage_events"
         ));
         stmt.set_page_size(5_000);
         type Cells = (
             Option<String>,
             chrono::NaiveDate,
-            i16,
+            Option<chrono::DateTime<chrono::Utc>>,
             uuid::Uuid,
             Option<String>,
             Option<String>,
@@ -412,10 +412,10 @@ impl CqlLedger {
             if chunk.len() >= 5_000 || (end && !chunk.is_empty()) {
                 let index: Vec<KeyIndexRow<'_>> = chunk
                     .iter()
-                    .map(|(key, day, shard, id, team, user, customer, model, offset)| KeyIndexRow {
+                    .map(|(key, day, at, id, team, user, customer, model, offset)| KeyIndexRow {
                         key_id: key.as_deref().unwrap_or_default(),
                         day: *day,
-                        shard: *shard,
+                        hour: at.map_or(0, |at| hour_of(&at)),
                         event_id: *id,
                         team_id: unset_if_absent(team),
                         user_id: unset_if_absent(user),
@@ -437,7 +437,7 @@ impl CqlLedger {
     /// Every row of the key index (a full scan: an audit tool).
     pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<crate::reconcile::KeyIndexEntry>, LedgerError> {
         let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, shard, event_id, team_id, user_id, customer_id, requested_model \
+            "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
              FROM {keyspace}.usage_events_by_key"
         ));
         stmt.set_page_size(5_000);
@@ -455,11 +455,11 @@ impl CqlLedger {
             self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
         let mut entries = Vec::new();
         while let Some(row) = rows.next().await {
-            let (key_id, day, shard, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
+            let (key_id, day, hour, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
             entries.push(crate::reconcile::KeyIndexEntry {
                 key_id,
                 day,
-                shard,
+                hour,
                 event_id,
                 team_id,
                 user_id,
@@ -516,15 +516,16 @@ fn unset_if_absent(value: &Option<String>) -> MaybeUnset<&str> {
     MaybeUnset::from_option(value.as_deref())
 }
 
-/// The key index row of one message: where its Layer 1 row is (same day and shard; the owner
-/// follows from the key and team) and what the request logs filter on. Absent fields stay
-/// unset, and the write timestamp is the Layer 1 row's, so the same copy wins in both tables.
+/// The key index row of one message: where its Layer 1 row is (the same day; the owner follows
+/// from the key and team, the shard from the event id) and what the request logs filter on.
+/// Absent fields stay unset, and the write timestamp is the Layer 1 row's, so the same copy wins
+/// in both tables.
 fn key_index_row(m: &Message) -> KeyIndexRow<'_> {
     let e = &m.event;
     KeyIndexRow {
         key_id: &e.key_id,
         day: e.day(),
-        shard: e.shard(),
+        hour: e.hour(),
         event_id: e.event_id,
         team_id: unset_if_absent(&e.team_id),
         user_id: unset_if_absent(&e.user_id),
@@ -534,12 +535,19 @@ fn key_index_row(m: &Message) -> KeyIndexRow<'_> {
     }
 }
 
-/// Groups key index rows by their CQL partition `(key, day, shard)`, at most
-/// [`INDEX_BATCH_ROWS`] a batch.
+/// The UTC hour of `at`, as the key index's partition key holds it.
+fn hour_of(at: &chrono::DateTime<chrono::Utc>) -> i16 {
+    use chrono::Timelike;
+    i16::try_from(at.hour()).unwrap_or(0)
+}
+
+/// Groups key index rows by their CQL partition `(key, day, hour)`, at most
+/// [`INDEX_BATCH_ROWS`] a batch: a key's events of one consumer batch are seconds apart, so
+/// they go as one batch.
 fn key_index_batches(rows: Vec<KeyIndexRow<'_>>) -> Vec<Vec<KeyIndexRow<'_>>> {
     let mut groups: HashMap<(&str, chrono::NaiveDate, i16), Vec<KeyIndexRow<'_>>> = HashMap::new();
     for row in rows {
-        groups.entry((row.key_id, row.day, row.shard)).or_default().push(row);
+        groups.entry((row.key_id, row.day, row.hour)).or_default().push(row);
     }
     let mut out = Vec::new();
     for (_, mut group) in groups {
@@ -581,7 +589,7 @@ fn partition_batches(rows: Vec<EventRow<'_>>) -> Vec<Vec<EventRow<'_>>> {
 
 /// Rows per Layer 1 batch.
 const BATCH_ROWS: usize = 16;
-/// Rows per key index batch: about 100 bytes each, so a batch stays near 5 KiB.
+/// Rows per key index batch: about 100 bytes each on the wire, so a batch stays near 5 KiB.
 const INDEX_BATCH_ROWS: usize = 48;
 /// Event bodies per Layer 1 batch, in bytes.
 const BATCH_BYTES: usize = 24 * 1024;
@@ -620,7 +628,7 @@ struct EventRow<'a> {
 struct KeyIndexRow<'a> {
     key_id: &'a str,
     day: chrono::NaiveDate,
-    shard: i16,
+    hour: i16,
     event_id: uuid::Uuid,
     team_id: MaybeUnset<&'a str>,
     user_id: MaybeUnset<&'a str>,
@@ -880,7 +888,9 @@ mod tests {
         let unset = [row.team_id, row.user_id, row.customer_id];
         assert!(unset.iter().all(|v| matches!(v, MaybeUnset::Unset)), "a null would be a tombstone");
         let layer1 = event_row(3, &message).unwrap();
-        assert_eq!((row.day, row.shard, row.event_id), (layer1.day, layer1.shard, layer1.event_id));
+        assert_eq!((row.day, row.event_id), (layer1.day, layer1.event_id));
+        assert_eq!(tollgate_schemas::event::ledger_shard_of(&row.event_id), layer1.shard);
+        assert_eq!(row.hour, hour_of(&message.event.occurred_at));
         assert_eq!(tollgate_schemas::event::budget_owner_of(row.key_id, None), layer1.owner_id);
         assert_eq!(row.write_timestamp, layer1.write_timestamp, "the same copy wins in both tables");
 
@@ -911,7 +921,7 @@ mod tests {
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 200);
         for b in &batches {
             assert!(!b.is_empty() && b.len() <= INDEX_BATCH_ROWS);
-            assert!(b.iter().all(|r| (r.key_id, r.day, r.shard) == (b[0].key_id, b[0].day, b[0].shard)));
+            assert!(b.iter().all(|r| (r.key_id, r.day, r.hour) == (b[0].key_id, b[0].day, b[0].hour)));
         }
     }
 }

@@ -294,8 +294,8 @@ async fn reconcile(
     for (what, rows) in [("MISSING", &index_diff.missing), ("STRAY", &index_diff.extra)] {
         for r in rows.iter().take(SHOWN) {
             println!(
-                "KEY INDEX {what} key={} day={} shard={} event={} team={:?} user={:?} customer={:?} model={}",
-                r.key_id, r.day, r.shard, r.event_id, r.team_id, r.user_id, r.customer_id, r.model
+                "KEY INDEX {what} key={} day={} hour={} event={} team={:?} user={:?} customer={:?} model={}",
+                r.key_id, r.day, r.hour, r.event_id, r.team_id, r.user_id, r.customer_id, r.model
             );
         }
         if rows.len() > SHOWN {

@@ -40,7 +40,7 @@ pub fn without_dead_letters<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterR
 pub struct KeyIndexEntry {
     pub key_id: String,
     pub day: chrono::NaiveDate,
-    pub shard: i16,
+    pub hour: i16,
     pub event_id: uuid::Uuid,
     pub team_id: Option<String>,
     pub user_id: Option<String>,
@@ -54,7 +54,7 @@ impl KeyIndexEntry {
         KeyIndexEntry {
             key_id: e.key_id.clone(),
             day: e.day(),
-            shard: e.shard(),
+            hour: e.hour(),
             event_id: e.event_id,
             team_id: e.team_id.clone(),
             user_id: e.user_id.clone(),

@@ -5,7 +5,7 @@
 //! older readers. `cost_nano_usd` is an integer; there is no float anywhere in the event.
 
 use crate::NanoUsd;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -15,6 +15,11 @@ pub const USAGE_EVENT_VERSION: u32 = 1;
 /// Number of shards each (owner, day) of the event ledger is split into, so one busy owner does
 /// not make one huge CQL partition.
 pub const EVENT_LEDGER_SHARDS: u8 = 8;
+
+/// The event ledger shard of the event `event_id` (its random bits, so shards fill evenly).
+pub fn ledger_shard_of(event_id: &Uuid) -> i16 {
+    i16::from(event_id.as_bytes()[15] % EVENT_LEDGER_SHARDS)
+}
 
 /// The budget owner of a key's event: `team/<team>` when the key belongs to a team, otherwise
 /// `key/<key>`. The event ledger's partition key, so whoever knows an event's key and team (the
@@ -143,7 +148,12 @@ impl UsageEvent {
 
     /// Event ledger shard, from the random bits of the UUIDv7.
     pub fn shard(&self) -> i16 {
-        i16::from(self.event_id.as_bytes()[15] % EVENT_LEDGER_SHARDS)
+        ledger_shard_of(&self.event_id)
+    }
+
+    /// UTC hour of `occurred_at` (0-23): the time slice of the key index's partition key.
+    pub fn hour(&self) -> i16 {
+        i16::try_from(self.occurred_at.hour()).unwrap_or(0)
     }
 }
 

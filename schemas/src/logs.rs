@@ -1,7 +1,8 @@
 //! Request logs (`/spend/logs`) read from the event ledger one page at a time: the query, its
 //! opaque cursor, the filter, and how a page is assembled from rows read newest first. The
-//! stores (`store::CqlSpend`, the embedded ledger) only say how to read the rows of one shard of
-//! one day ([`DayShards`]); [`read_newest_first`] merges the shards and walks the days.
+//! stores (`store::CqlSpend`, the embedded ledger) only say how their rows are laid out and how
+//! to read one partition ([`LogSlices`]); [`read_newest_first`] walks the time slices back from
+//! the newest, merging each slice's shards by event id.
 //!
 //! What a call reads is bounded whatever the ledger holds: one page, the rows it skips
 //! ([`MAX_SKIP`]) and at most [`MAX_EXAMINED`] rows looked at in all, read [`MAX_READ_ROWS`] at a
@@ -112,8 +113,9 @@ impl LogQuery {
 /// Where a page ended: what a client passes back to read the next one. Opaque to clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogCursor {
-    /// After this entry in newest-first order (day descending, then event id descending).
-    Newest { day: NaiveDate, event_id: Uuid },
+    /// After this entry in newest-first order: day, then time slice of the day, then event id,
+    /// each descending.
+    Newest { day: NaiveDate, slice: i16, event_id: Uuid },
     /// After this position of a scan of the whole event ledger in its storage order: within the
     /// partition `(owner, day, shard)` after `event_id` (newest first), or after the whole
     /// partition when `event_id` is `None`.
@@ -131,6 +133,8 @@ struct CursorDoc {
     v: u8,
     d: NaiveDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<i16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     e: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     o: Option<String>,
@@ -142,9 +146,11 @@ impl LogCursor {
     /// Hex of a small JSON document: safe in a query string as it is.
     pub fn encode(&self) -> String {
         let doc = match self {
-            LogCursor::Newest { day, event_id } => CursorDoc { v: 1, d: *day, e: Some(*event_id), o: None, s: None },
+            LogCursor::Newest { day, slice, event_id } => {
+                CursorDoc { v: 1, d: *day, t: Some(*slice), e: Some(*event_id), o: None, s: None }
+            }
             LogCursor::Ledger { owner, day, shard, event_id } => {
-                CursorDoc { v: 1, d: *day, e: *event_id, o: Some(owner.clone()), s: Some(*shard) }
+                CursorDoc { v: 1, d: *day, t: None, e: *event_id, o: Some(owner.clone()), s: Some(*shard) }
             }
         };
         // Serialising this struct cannot fail (no maps, no non-string keys).
@@ -158,8 +164,10 @@ impl LogCursor {
         let bytes = hex::decode(text).map_err(|_| InvalidCursor)?;
         let doc: CursorDoc = serde_json::from_slice(&bytes).map_err(|_| InvalidCursor)?;
         match doc {
-            CursorDoc { v: 1, d, e: Some(e), o: None, s: None } => Ok(LogCursor::Newest { day: d, event_id: e }),
-            CursorDoc { v: 1, d, e, o: Some(o), s: Some(s) } => {
+            CursorDoc { v: 1, d, t: Some(t), e: Some(e), o: None, s: None } => {
+                Ok(LogCursor::Newest { day: d, slice: t, event_id: e })
+            }
+            CursorDoc { v: 1, d, t: None, e, o: Some(o), s: Some(s) } => {
                 Ok(LogCursor::Ledger { owner: o, day: d, shard: s, event_id: e })
             }
             _ => Err(InvalidCursor),
@@ -287,7 +295,7 @@ impl<P> PageBuilder<P> {
     }
 }
 
-/// A row of one shard of one day, as a store reads it.
+/// A row of one partition, as a store reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogRow<P> {
     pub event_id: Uuid,
@@ -296,27 +304,40 @@ pub struct LogRow<P> {
     pub payload: P,
 }
 
-/// The rows of a scope, a day and a shard at a time.
-pub trait DayShards: Sync {
+/// A time slice of a UTC day: slice `0..slices` of `day`, the highest the newest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slice {
+    pub day: NaiveDate,
+    pub slice: i16,
+}
+
+/// How a store lays out a scope's rows: each UTC day cut into time slices, read one after the
+/// other from the newest, and each slice spread over shards, read at once and merged by event id.
+/// One partition is one (day, slice, shard).
+pub trait LogSlices: Sync {
     type Payload: Send;
     type Error: Send;
-    /// Shards each day is split into (`0..shards()`).
+    /// Time slices per day (`0..slices()`).
+    fn slices(&self) -> i16;
+    /// Shards per slice (`0..shards()`).
     fn shards(&self) -> i16;
-    /// Up to `limit` rows of `shard` of `day` with event ids below `before`, newest first.
+    /// Up to `limit` rows of one partition with event ids below `before`, newest first.
     fn read(
         &self,
-        day: NaiveDate,
+        at: Slice,
         shard: i16,
         before: Option<Uuid>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<LogRow<Self::Payload>>, Self::Error>> + Send;
 }
 
+/// Partition reads in flight at most, when empty slices make the walk read ahead.
+const MAX_READS_AT_ONCE: usize = 32;
+
 /// Rows per first read of each shard: the page's share of the shard with a margin, so most
 /// pages take one read per shard.
-fn first_read(wanted: usize, shards: i16) -> usize {
-    let shards = usize::try_from(shards.max(1)).unwrap_or(1);
-    (wanted.saturating_mul(5) / 4 / shards + 2).clamp(1, MAX_READ_ROWS)
+fn first_read(wanted: usize, shards: usize) -> usize {
+    (wanted.saturating_mul(5) / 4 / shards.max(1) + 2).clamp(1, MAX_READ_ROWS)
 }
 
 struct Shard<P> {
@@ -327,37 +348,87 @@ struct Shard<P> {
     next_read: usize,
 }
 
-/// One page, newest first: day by day from the cursor's day (or `to`) back to `from`, each day's
-/// shards read a few rows at a time and merged by event id, until the page is full. A cursor of
-/// a scan (`Ledger`) is the caller's to refuse; here it reads as no cursor.
-pub async fn read_newest_first<S: DayShards>(source: &S, query: &LogQuery) -> Result<Taken<S::Payload>, S::Error> {
-    let mut page = PageBuilder::new(query);
-    let (mut day, mut before) = match &query.after {
-        Some(LogCursor::Newest { day, event_id }) if *day <= query.to => (*day, Some(*event_id)),
-        _ => (query.to, None),
-    };
-    while day >= query.from && !page.done() {
-        read_day(source, &mut page, day, before).await?;
-        before = None;
-        match day.pred_opt() {
-            Some(d) => day = d,
-            None => break,
+impl<P> Shard<P> {
+    /// The shard after a read of `asked` rows returned `rows`.
+    fn took(&mut self, rows: Vec<LogRow<P>>, asked: usize) {
+        self.exhausted = rows.len() < asked;
+        if let Some(last) = rows.last() {
+            self.before = Some(last.event_id);
         }
+        self.rows.extend(rows);
+        self.next_read = self.next_read.saturating_mul(2).min(MAX_READ_ROWS);
+    }
+}
+
+/// The slices from `start` back to the first of `from`, newest first.
+fn slices_back(start: Slice, from: NaiveDate, slices: i16) -> impl Iterator<Item = Slice> {
+    std::iter::successors(Some(start), move |s| match s.slice {
+        0 => s.day.pred_opt().map(|day| Slice { day, slice: slices - 1 }),
+        n => Some(Slice { day: s.day, slice: n - 1 }),
+    })
+    .take_while(move |s| s.day >= from)
+}
+
+/// One page, newest first: slice by slice from the cursor's (or the last of `to`) back to the
+/// first of `from`, each slice's shards read a few rows at a time and merged by event id, until
+/// the page is full. After a slice without rows the next ones are read ahead, twice as many
+/// each time (a sparse key over a month costs a few rounds, not one per slice). A cursor of a
+/// scan (`Ledger`) is the caller's to refuse; here it reads as no cursor.
+pub async fn read_newest_first<S: LogSlices>(source: &S, query: &LogQuery) -> Result<Taken<S::Payload>, S::Error> {
+    let mut page = PageBuilder::new(query);
+    let (slices, shards) = (source.slices().max(1), source.shards().max(1));
+    let shard_count = usize::try_from(shards).unwrap_or(1);
+    let (start, mut before) = match &query.after {
+        Some(LogCursor::Newest { day, slice, event_id }) if *day <= query.to => {
+            (Slice { day: *day, slice: (*slice).clamp(0, slices - 1) }, Some(*event_id))
+        }
+        _ => (Slice { day: query.to, slice: slices - 1 }, None),
+    };
+    let mut walk = slices_back(start, query.from, slices);
+    let most_ahead = (MAX_READS_AT_ONCE / shard_count).max(1);
+    let mut ahead = 1;
+    while !page.done() {
+        let group: Vec<Slice> = walk.by_ref().take(ahead).collect();
+        if group.is_empty() {
+            break;
+        }
+        // The first rows of every shard of the group's slices, read at once.
+        let asked = first_read(page.wanted(), shard_count).min(page.room().max(1));
+        let starts: Vec<(usize, Slice, i16, Option<Uuid>)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(g, at)| (0..shards).map(move |shard| (g, *at, shard, if g == 0 { before } else { None })))
+            .collect();
+        let firsts =
+            futures::future::try_join_all(starts.iter().map(|&(_, at, shard, b)| source.read(at, shard, b, asked)))
+                .await?;
+        let mut by_slice: Vec<Vec<Shard<S::Payload>>> = group.iter().map(|_| Vec::new()).collect();
+        for (&(g, _, shard, b), rows) in starts.iter().zip(firsts) {
+            let mut s = Shard { shard, rows: VecDeque::new(), before: b, exhausted: false, next_read: asked };
+            s.took(rows, asked);
+            by_slice[g].push(s);
+        }
+        let mut found = false;
+        for (at, shards) in group.into_iter().zip(by_slice) {
+            found |= shards.iter().any(|s| !s.rows.is_empty());
+            merge_slice(source, &mut page, at, shards).await?;
+            if page.done() {
+                break;
+            }
+        }
+        before = None;
+        ahead = if found { 1 } else { (ahead * 2).min(most_ahead) };
     }
     Ok(page.finish())
 }
 
-/// Merges the shards of `day` into `page` until it is done or the day runs out.
-async fn read_day<S: DayShards>(
+/// Merges the shards of the slice `at` into `page` until it is done or the slice runs out.
+async fn merge_slice<S: LogSlices>(
     source: &S,
     page: &mut PageBuilder<S::Payload>,
-    day: NaiveDate,
-    before: Option<Uuid>,
+    at: Slice,
+    mut shards: Vec<Shard<S::Payload>>,
 ) -> Result<(), S::Error> {
-    let first = first_read(page.wanted(), source.shards());
-    let mut shards: Vec<Shard<S::Payload>> = (0..source.shards())
-        .map(|shard| Shard { shard, rows: VecDeque::new(), before, exhausted: false, next_read: first })
-        .collect();
     loop {
         // Every shard must show its newest unread row before one can be picked: refill the dry ones.
         let dry: Vec<usize> =
@@ -366,16 +437,10 @@ async fn read_day<S: DayShards>(
             // Never more than the rows the page may still look at.
             let asks: Vec<(usize, usize)> =
                 dry.iter().map(|&i| (i, shards[i].next_read.min(page.room().max(1)))).collect();
-            let reads = asks.iter().map(|&(i, limit)| source.read(day, shards[i].shard, shards[i].before, limit));
+            let reads = asks.iter().map(|&(i, limit)| source.read(at, shards[i].shard, shards[i].before, limit));
             let results = futures::future::try_join_all(reads).await?;
             for (&(i, asked), rows) in asks.iter().zip(results) {
-                let s = &mut shards[i];
-                s.exhausted = rows.len() < asked;
-                if let Some(last) = rows.last() {
-                    s.before = Some(last.event_id);
-                }
-                s.rows.extend(rows);
-                s.next_read = s.next_read.saturating_mul(2).min(MAX_READ_ROWS);
+                shards[i].took(rows, asked);
             }
         }
         let newest = shards
@@ -385,8 +450,8 @@ async fn read_day<S: DayShards>(
             .max()
             .map(|(_, i)| i);
         let Some(row) = newest.and_then(|i| shards[i].rows.pop_front()) else { return Ok(()) };
-        let at = LogCursor::Newest { day, event_id: row.event_id };
-        if !page.offer(at, &row.fields, row.payload) {
+        let cursor = LogCursor::Newest { day: at.day, slice: at.slice, event_id: row.event_id };
+        if !page.offer(cursor, &row.fields, row.payload) {
             return Ok(());
         }
     }

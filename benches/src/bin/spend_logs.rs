@@ -282,7 +282,8 @@ async fn measure(
     // A cursor halfway through the day: the cost of a page does not depend on its depth.
     let half = chrono::NaiveTime::from_hms_opt(12, 0, 0).map(|t| day.and_time(t).and_utc()).context("noon")?;
     let secs = u64::try_from(half.timestamp()).unwrap_or(0);
-    let midday = LogCursor::Newest { day, event_id: Uuid::new_v7(Timestamp::from_unix(NoContext, secs, 0)) };
+    let noon = Uuid::new_v7(Timestamp::from_unix(NoContext, secs, 0));
+    let midday = LogCursor::Newest { day, slice: 12, event_id: noon };
     let (t, mid) = http.time(key, &format!("{range}&page_size=50&after={}", midday.encode()), rounds).await?;
     ensure!(entries(&mid) == 50, "midday: {mid}");
     row("page by cursor at entry ~500,000 (noon)", t, String::new());

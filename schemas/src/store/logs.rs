@@ -9,9 +9,9 @@
 //! Never read a day, a key or a team whole: a read asks for what the page still needs.
 
 use super::{query_err, CqlSpend, StoreError};
-use crate::event::{budget_owner_of, EVENT_LEDGER_SHARDS};
+use crate::event::{budget_owner_of, ledger_shard_of, EVENT_LEDGER_SHARDS};
 use crate::logs::{
-    read_newest_first, DayShards, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope, PageBuilder, Taken,
+    read_newest_first, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope, LogSlices, PageBuilder, Slice, Taken,
     MAX_READ_ROWS,
 };
 use crate::UsageEvent;
@@ -58,7 +58,7 @@ impl LogStatements {
         let prepare = |cql: String| async move { session.prepare(cql).await.map_err(query_err) };
         let key = format!(
             "SELECT event_id, team_id, user_id, customer_id, requested_model FROM {ks}.usage_events_by_key \
-             WHERE key_id = ? AND day = ? AND shard = ?"
+             WHERE key_id = ? AND day = ? AND hour = ?"
         );
         // `usage_events` is clustered oldest first: these reads go backwards through a partition.
         let owner = format!(
@@ -89,7 +89,7 @@ fn cql_limit(n: usize) -> i32 {
     i32::try_from(n.clamp(1, MAX_READ_ROWS)).unwrap_or(1)
 }
 
-/// A key's rows of the key index.
+/// A key's rows of the key index: a partition per UTC hour.
 struct KeyIndex<'a> {
     spend: &'a CqlSpend,
     key: &'a str,
@@ -97,29 +97,31 @@ struct KeyIndex<'a> {
 
 type KeyRow = (Uuid, Option<String>, Option<String>, Option<String>, Option<String>);
 
-impl DayShards for KeyIndex<'_> {
+impl LogSlices for KeyIndex<'_> {
     type Payload = EventAt;
     type Error = StoreError;
 
+    fn slices(&self) -> i16 {
+        24
+    }
+
     fn shards(&self) -> i16 {
-        i16::from(EVENT_LEDGER_SHARDS)
+        1
     }
 
     async fn read(
         &self,
-        day: NaiveDate,
-        shard: i16,
+        at: Slice,
+        _shard: i16,
         before: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<LogRow<EventAt>>, StoreError> {
-        let s = &self.spend.logs;
+        let (s, key, day, hour) = (&self.spend.logs, self.key, at.day, at.slice);
         let result = match before {
-            None => self.spend.session.execute_unpaged(&s.key_rows, (self.key, day, shard, cql_limit(limit))).await,
+            None => self.spend.session.execute_unpaged(&s.key_rows, (key, day, hour, cql_limit(limit))).await,
             Some(b) => {
-                self.spend
-                    .session
-                    .execute_unpaged(&s.key_rows_before, (self.key, day, shard, b, cql_limit(limit)))
-                    .await
+                let values = (key, day, hour, b, cql_limit(limit));
+                self.spend.session.execute_unpaged(&s.key_rows_before, values).await
             }
         }
         .map_err(query_err)?;
@@ -127,22 +129,23 @@ impl DayShards for KeyIndex<'_> {
         let mut out = Vec::new();
         for row in rows.rows::<KeyRow>().map_err(query_err)? {
             let (event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
-            // Same day and shard in the event ledger; the owner follows from the key and team.
-            let owner = budget_owner_of(self.key, team_id.as_deref());
-            let fields = LogFields {
-                key_id: self.key.to_owned(),
-                team_id,
-                user_id,
-                customer_id,
-                model: model.unwrap_or_default(),
+            // Its event ledger row: the same day, the owner from the key and team, the shard from
+            // the event id.
+            let at = EventAt {
+                owner: budget_owner_of(key, team_id.as_deref()),
+                day,
+                shard: ledger_shard_of(&event_id),
+                event_id,
             };
-            out.push(LogRow { event_id, fields, payload: EventAt { owner, day, shard, event_id } });
+            let fields =
+                LogFields { key_id: key.to_owned(), team_id, user_id, customer_id, model: model.unwrap_or_default() };
+            out.push(LogRow { event_id, fields, payload: at });
         }
         Ok(out)
     }
 }
 
-/// A budget owner's partitions of the event ledger.
+/// A budget owner's partitions of the event ledger: a day in 8 shards.
 struct OwnerLedger<'a> {
     spend: &'a CqlSpend,
     owner: &'a str,
@@ -150,9 +153,13 @@ struct OwnerLedger<'a> {
 
 type OwnerRow = (Uuid, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>);
 
-impl DayShards for OwnerLedger<'_> {
+impl LogSlices for OwnerLedger<'_> {
     type Payload = EventAt;
     type Error = StoreError;
+
+    fn slices(&self) -> i16 {
+        1
+    }
 
     fn shards(&self) -> i16 {
         i16::from(EVENT_LEDGER_SHARDS)
@@ -160,12 +167,12 @@ impl DayShards for OwnerLedger<'_> {
 
     async fn read(
         &self,
-        day: NaiveDate,
+        at: Slice,
         shard: i16,
         before: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<LogRow<EventAt>>, StoreError> {
-        let s = &self.spend.logs;
+        let (s, day) = (&self.spend.logs, at.day);
         let result = match before {
             None => self.spend.session.execute_unpaged(&s.owner_rows, (self.owner, day, shard, cql_limit(limit))).await,
             Some(b) => {
@@ -261,7 +268,8 @@ impl CqlSpend {
                     if !in_range(*day) {
                         return Ok(None);
                     }
-                    OwnerLedger { spend: self, owner }.read(*day, *shard, None, limit).await.map(Some)
+                    let at = Slice { day: *day, slice: 0 };
+                    OwnerLedger { spend: self, owner }.read(at, *shard, None, limit).await.map(Some)
                 }))
                 .await?;
                 for ((owner, day, shard), first) in group.iter().zip(firsts) {
@@ -311,7 +319,7 @@ impl CqlSpend {
         let mut limit = page.wanted();
         loop {
             let asked = limit.min(page.room()).clamp(1, MAX_READ_ROWS);
-            let rows = ledger.read(day, shard, before, asked).await?;
+            let rows = ledger.read(Slice { day, slice: 0 }, shard, before, asked).await?;
             let ran_out = rows.len() < asked;
             for row in rows {
                 before = Some(row.event_id);
