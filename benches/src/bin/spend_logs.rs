@@ -287,6 +287,11 @@ async fn measure(
     let (t, mid) = http.time(key, &format!("{range}&page_size=50&after={}", midday.encode()), rounds).await?;
     ensure!(entries(&mid) == 50, "midday: {mid}");
     row("page by cursor at entry ~500,000 (noon)", t, String::new());
+    // The range ends 30 days after the data: 720 empty hours of the key index come first.
+    let later = day + chrono::Days::new(30);
+    let (t, sparse) = http.time(key, &format!("start_date={day}&end_date={later}&page_size=50"), rounds).await?;
+    ensure!(entries(&sparse) == 50, "sparse: {sparse}");
+    row("page 1 of `end_date` 30 days after the data (720 empty hours first)", t, String::new());
     let (t, by_model) = http.time(key, &format!("{range}&page_size=50&model=gpt-4o"), rounds).await?;
     row("page 1, `model=gpt-4o` (a third of the entries)", t, format!("total {}", by_model["total"]));
     let (t, rare) = http.time(key, &format!("{range}&page_size=50&model=rare"), rounds).await?;
