@@ -492,7 +492,9 @@ async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayE
         match (changes, logged) {
             (Some(log), Some(change)) => {
                 if !crate::changes::publish(&log, control.as_deref(), &change).await {
-                    tracing::warn!("a tenancy change is not on the control topic yet; it is published from the change log");
+                    tracing::warn!(
+                        "a tenancy change is not on the control topic yet; it is published from the change log"
+                    );
                 }
             }
             _ => {

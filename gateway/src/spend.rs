@@ -1,6 +1,6 @@
-//! The spend API, served from the ledgers: request logs from the event ledger (Layer 1), and
-//! reports and daily activity from the spend aggregates (Layer 2). Admin keys see everything;
-//! any other key sees its own logs.
+//! The spend API, served from the ledgers: request logs from the event ledger (Layer 1) a page
+//! at a time, and reports and daily activity from the spend aggregates (Layer 2). Admin keys see
+//! everything; any other key sees its own logs, and its reads touch only its own events.
 
 use crate::admin::{answer, caller, internal, key_identity, query, usd_value, Answer, Caller};
 use crate::error::GatewayError;
@@ -8,9 +8,11 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, Utc};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use tollgate_schemas::store::{EventQuery, SpendSource, SpendTotal};
+use tollgate_schemas::ledger::{day_window_of, model_scope_id, scope_id};
+use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_SKIP};
+use tollgate_schemas::store::{SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -88,75 +90,120 @@ fn log_entry(e: &UsageEvent) -> Value {
     })
 }
 
-/// `GET /spend/logs`: one entry per request, newest first. Filters: `api_key` (the key or its
-/// hash), `team_id`, `user_id`, `end_user`, `model`, `start_date`, `end_date`; pages: `page`,
-/// `page_size`. With a key or a team only their ledger partitions are read.
+/// `GET /spend/logs`: one entry per request, newest first, read from the ledger a page at a time
+/// (never the whole range). LiteLLM's parameters: filters `api_key` (the key or its hash),
+/// `team_id`, `user_id`, `end_user`, `model`, `start_date`, `end_date`; pages `page` and
+/// `page_size` (at most 1,000). `page` reaches the first 10,000 entries
+/// (`(page - 1) × page_size ≤ 10,000`); beyond, and for paging at any depth at the same cost,
+/// pass the answer's `next_cursor` back as `after`, with the same filters.
+///
+/// Answer: `data`, `page`, `page_size`, `has_more` and `next_cursor` (`null` at the end), and
+/// `total` / `total_pages`: counted from the spend ledger's day rows (one read per day), not by
+/// reading the logs, when the filters name one tenant (a key, team, user or customer, with or
+/// without a model); `null` otherwise, where only reading every entry could count them. A
+/// plain key reads its own key's entries only: its query is scoped to the key before anything
+/// is read. A query naming a key reads the key index; one naming a team, the team's event
+/// ledger partitions; one naming neither (admins only) scans the event ledger in its storage
+/// order, a bounded number of partitions and rows per call, so a page may come back short (even
+/// empty) with `has_more`: see docs/tenancy.md.
 async fn spend_logs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     answer(logs(&req, &state).await)
 }
 
 async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
-    let mut q = query(req);
-    if let Caller::Own(own) = caller(req, state, false).await? {
-        // A plain key reads its own logs only.
-        if let Some(k) = q.get("api_key") {
-            if key_identity(state, k).await? != own {
-                return Err(GatewayError::Forbidden("a key may only read its own spend logs".into()));
-            }
-        }
-        q.insert("api_key".into(), own);
-    }
+    let q = query(req);
+    let own = match caller(req, state, false).await? {
+        Caller::Own(own) => Some(own),
+        Caller::Admin => None,
+    };
     let source = source(state)?;
     let (from, to) = date_range(&q)?;
     let page = count(&q, "page", 1, usize::MAX)?;
-    let page_size = count(&q, "page_size", 50, 1_000)?;
-    let key_id = match q.get("api_key") {
-        Some(k) => Some(key_identity(state, k).await?),
+    let page_size = count(&q, "page_size", 50, MAX_PAGE_SIZE)?;
+    let skip = (page - 1).saturating_mul(page_size);
+    if skip > MAX_SKIP {
+        return Err(GatewayError::field(
+            "page",
+            format!("`page` reaches the first {MAX_SKIP} entries; follow `next_cursor` with `after` to read further"),
+        ));
+    }
+    let after = match q.get("after") {
         None => None,
-    };
-    let team = q.get("team_id").cloned();
-    // Events are stored by budget owner: the team of the key, else the key.
-    let owners = match (&key_id, &team) {
-        (_, Some(t)) => Some(vec![format!("team/{t}")]),
-        (Some(k), None) => {
-            let mut owners = vec![format!("key/{k}")];
-            let team = match (state.tenancy.config_key(k), state.tenancy.store()) {
-                (Some(key), _) => key.team_id.clone(),
-                (None, Some(store)) => {
-                    crate::admin::find_key(state, store.as_ref(), k).await?.and_then(|(key, _)| key.team_id)
-                }
-                (None, None) => None,
-            };
-            if let Some(t) = team {
-                owners.push(format!("team/{t}"));
-            }
-            Some(owners)
+        Some(_) if page > 1 => {
+            return Err(GatewayError::field("page", "`after` and `page` are two ways of paging: use one"));
         }
+        Some(text) => Some(LogCursor::decode(text).map_err(|_| invalid_cursor())?),
+    };
+    // A plain key reads its own logs only: its query names its key before anything is read.
+    let key_id = match (own, q.get("api_key")) {
+        (Some(own), Some(given)) if key_identity(state, given).await? != own => {
+            return Err(GatewayError::Forbidden("a key may only read its own spend logs".into()));
+        }
+        (Some(own), _) => Some(own),
+        (None, Some(given)) => Some(key_identity(state, given).await?),
         (None, None) => None,
     };
-    let events = source.events(EventQuery { owners, from, to }).await.map_err(internal)?;
-    let wanted = |want: Option<&String>, have: &Option<String>| want.is_none_or(|w| have.as_ref() == Some(w));
-    let mut seen = BTreeSet::new();
-    let mut events: Vec<UsageEvent> = events
-        .into_iter()
-        .filter(|e| key_id.as_ref().is_none_or(|k| &e.key_id == k))
-        .filter(|e| wanted(team.as_ref(), &e.team_id))
-        .filter(|e| wanted(q.get("user_id"), &e.user_id))
-        .filter(|e| wanted(q.get("end_user"), &e.customer_id))
-        .filter(|e| q.get("model").is_none_or(|m| &e.requested_model == m))
-        .filter(|e| seen.insert(e.event_id))
-        .collect();
-    events.sort_by_key(|e| std::cmp::Reverse((e.occurred_at, e.event_id)));
-    let total = events.len();
-    let data: Vec<Value> =
-        events.iter().skip((page - 1).saturating_mul(page_size)).take(page_size).map(log_entry).collect();
+    let filter = LogFilter {
+        key_id,
+        team_id: q.get("team_id").cloned(),
+        user_id: q.get("user_id").cloned(),
+        customer_id: q.get("end_user").cloned(),
+        model: q.get("model").cloned(),
+    };
+    let query = LogQuery { filter, from, to, after, skip, limit: page_size };
+    let (logs, total) = futures::join!(source.logs(query.clone()), counted_total(source.as_ref(), &query));
+    let logs = logs.map_err(|e| match e {
+        StoreError::InvalidCursor => invalid_cursor(),
+        e => internal(e),
+    })?;
+    if logs.missing > 0 {
+        // An index row whose event ledger row is gone: `reconcile` names them.
+        tracing::warn!(missing = logs.missing, "request log entries without their event ledger row");
+    }
+    let total = total.map_err(internal)?;
+    let data: Vec<Value> = logs.events.iter().map(log_entry).collect();
     Ok(HttpResponse::Ok().json(json!({
         "data": data,
         "total": total,
         "page": page,
         "page_size": page_size,
-        "total_pages": total.div_ceil(page_size),
+        "total_pages": total.map(|t| t.div_ceil(page_size as u64)),
+        "has_more": logs.next.is_some(),
+        "next_cursor": logs.next.map(|c| c.encode()),
     })))
+}
+
+fn invalid_cursor() -> GatewayError {
+    GatewayError::field("after", "`after` must be a `next_cursor` of an earlier answer to the same query")
+}
+
+/// The spend ledger scope whose day rows count exactly the entries `filter` selects: one tenant
+/// (key, team, user or customer), within a model when one is named. `None` when the filter
+/// names several tenants or none.
+fn counted_scope(filter: &LogFilter) -> Option<String> {
+    let tenants = [
+        ("key", &filter.key_id),
+        ("team", &filter.team_id),
+        ("user", &filter.user_id),
+        ("customer", &filter.customer_id),
+    ];
+    let mut named = tenants.iter().filter_map(|(kind, id)| id.as_deref().map(|id| scope_id(kind, id)));
+    let scope = named.next()?;
+    if named.next().is_some() {
+        return None;
+    }
+    Some(match &filter.model {
+        Some(model) => model_scope_id(&scope, model),
+        None => scope,
+    })
+}
+
+/// The entries of `query` counted from the spend ledger (its day rows), where it can count them.
+async fn counted_total(source: &dyn SpendSource, query: &LogQuery) -> Result<Option<u64>, StoreError> {
+    let Some(scope) = counted_scope(&query.filter) else { return Ok(None) };
+    let days = query.from.iter_days().take_while(|d| *d <= query.to);
+    let totals = futures::future::try_join_all(days.map(|day| source.total(&scope, &day_window_of(day)))).await?;
+    Ok(Some(totals.iter().map(|t| u64::try_from(t.events).unwrap_or(0)).sum()))
 }
 
 /// The scope kinds a report can group by, and their ledger prefix.
@@ -309,6 +356,22 @@ mod tests {
         assert!(matches!(date_range(&q), Err(GatewayError::InvalidField { field, .. }) if field == "end_date"));
         let q: BTreeMap<String, String> = [("start_date".to_owned(), "yesterday".to_owned())].into_iter().collect();
         assert!(matches!(date_range(&q), Err(GatewayError::InvalidField { field, .. }) if field == "start_date"));
+    }
+
+    #[test]
+    fn a_total_is_counted_only_where_one_ledger_scope_holds_the_entries() {
+        let f = |key: Option<&str>, team: Option<&str>, customer: Option<&str>, model: Option<&str>| LogFilter {
+            key_id: key.map(str::to_owned),
+            team_id: team.map(str::to_owned),
+            user_id: None,
+            customer_id: customer.map(str::to_owned),
+            model: model.map(str::to_owned),
+        };
+        assert_eq!(counted_scope(&f(Some("k"), None, None, None)).as_deref(), Some("key/k"));
+        assert_eq!(counted_scope(&f(None, Some("t"), None, Some("m/x"))).as_deref(), Some("team/t/model/m/x"));
+        assert_eq!(counted_scope(&f(None, None, Some("c"), None)).as_deref(), Some("customer/c"));
+        assert_eq!(counted_scope(&f(Some("k"), Some("t"), None, None)), None, "two tenants");
+        assert_eq!(counted_scope(&f(None, None, None, Some("m"))), None, "no tenant");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! check, fence and rows) is one transaction. Rows written before buckets existed keep their own
 //! `applied_offset` as their fence (see `fold`).
 //!
+//! Layer 1's key index is an SQLite index on `usage_events (key_id, day, event_id)`, part of the
+//! very rows it indexes: unlike Cassandra's `usage_events_by_key`, it cannot disagree with them,
+//! so reconciling it would compare a table with itself.
+//!
 //! Writes are durable when their transaction commits (`synchronous=FULL`, WAL); callers batch
 //! events into one transaction (group commit).
 
@@ -24,7 +28,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tollgate_schemas::store::{DailyTotals, EventQuery, SpendSource, SpendTotal, StoreError, Stored, TenancyStore};
+use tollgate_schemas::logs::{
+    read_newest_first, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope, LogSlices, Slice,
+};
+use tollgate_schemas::store::{DailyTotals, SpendSource, SpendTotal, StoreError, Stored, TenancyStore};
 use tollgate_schemas::tenancy::Kind;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 
@@ -37,9 +44,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (log_offset INTEGER PRIMARY KEY, reason 
   message TEXT, event_id TEXT, dead_lettered_at INTEGER);
 CREATE TABLE IF NOT EXISTS usage_events (
   event_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, day TEXT NOT NULL,
-  log_partition INTEGER NOT NULL, log_offset INTEGER NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS usage_events_owner_day ON usage_events (owner_id, day);
-CREATE INDEX IF NOT EXISTS usage_events_day ON usage_events (day);
+  log_partition INTEGER NOT NULL, log_offset INTEGER NOT NULL, body TEXT NOT NULL, key_id TEXT);
 CREATE TABLE IF NOT EXISTS spend_aggregates (
   scope_id TEXT NOT NULL, window_id TEXT NOT NULL, log_partition INTEGER NOT NULL,
   spent_nano_usd INTEGER NOT NULL, events INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL,
@@ -84,6 +89,7 @@ impl EmbeddedDb {
         let conn = Connection::open(path).map_err(|source| EmbeddedError::Open { path: shown.clone(), source })?;
         conn.execute_batch(SCHEMA)
             .and_then(|()| add_dead_letter_columns(&conn))
+            .and_then(|()| index_events(&conn))
             .map_err(|source| EmbeddedError::Open { path: shown, source })?;
         Ok(Arc::new(EmbeddedDb { conn: Mutex::new(conn) }))
     }
@@ -135,6 +141,27 @@ fn add_dead_letter_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
         }
     }
     Ok(())
+}
+
+/// The event ledger's indexes, newest first within a day: by key (a key's request logs read its
+/// events only), by budget owner, and by day. A file from before `key_id` gets the column,
+/// filled from each row's body, and loses the indexes these replace.
+fn index_events(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('usage_events')")?;
+    let present: HashSet<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !present.contains("key_id") {
+        conn.execute_batch(
+            "ALTER TABLE usage_events ADD COLUMN key_id TEXT;
+             UPDATE usage_events SET key_id = json_extract(body, '$.key_id');",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS usage_events_by_key ON usage_events (key_id, day, event_id);
+         CREATE INDEX IF NOT EXISTS usage_events_by_owner ON usage_events (owner_id, day, event_id);
+         CREATE INDEX IF NOT EXISTS usage_events_by_day ON usage_events (day, event_id);
+         DROP INDEX IF EXISTS usage_events_owner_day;
+         DROP INDEX IF EXISTS usage_events_day;",
+    )
 }
 
 fn cursor(conn: &Connection) -> Result<i64, rusqlite::Error> {
@@ -204,8 +231,8 @@ impl LedgerStore for EmbeddedDb {
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO usage_events (event_id, owner_id, day, log_partition, log_offset, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO usage_events (event_id, owner_id, day, log_partition, log_offset, body, key_id) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for m in messages {
                 let body = serde_json::to_string(&m.event)?;
@@ -215,7 +242,8 @@ impl LedgerStore for EmbeddedDb {
                     m.event.day().to_string(),
                     partition,
                     m.offset,
-                    body
+                    body,
+                    m.event.key_id
                 ])?;
             }
         }
@@ -404,17 +432,73 @@ fn total_of(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SpendTotal>
     })
 }
 
+fn decode_event(body: &str) -> Result<UsageEvent, StoreError> {
+    UsageEvent::decode(body.as_bytes()).map_err(|e| StoreError::Corrupt {
+        kind: "usage event",
+        id: String::new(),
+        reason: e.to_string(),
+    })
+}
+
 fn decode_events(bodies: Vec<String>) -> Result<Vec<UsageEvent>, StoreError> {
-    bodies
-        .into_iter()
-        .map(|b| {
-            UsageEvent::decode(b.as_bytes()).map_err(|e| StoreError::Corrupt {
-                kind: "usage event",
-                id: String::new(),
-                reason: e.to_string(),
+    bodies.iter().map(|b| decode_event(b)).collect()
+}
+
+/// The request logs of one scope, a day at a time (one slice, one shard: SQLite orders a day's
+/// events by event id through the indexes of [`index_events`]).
+struct EmbeddedLog<'a> {
+    db: &'a EmbeddedDb,
+    /// The indexed column and its value, or every event of the day.
+    scope: Option<(&'static str, String)>,
+}
+
+impl LogSlices for EmbeddedLog<'_> {
+    type Payload = UsageEvent;
+    type Error = StoreError;
+
+    fn slices(&self) -> i16 {
+        1
+    }
+
+    fn shards(&self) -> i16 {
+        1
+    }
+
+    async fn read(
+        &self,
+        Slice { day, .. }: Slice,
+        _shard: i16,
+        before: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<Vec<LogRow<UsageEvent>>, StoreError> {
+        use rusqlite::types::Value;
+        let mut sql = String::from("SELECT body FROM usage_events WHERE day = ?");
+        let mut values = vec![Value::Text(day.to_string())];
+        if let Some((column, value)) = &self.scope {
+            sql.push_str(&format!(" AND {column} = ?"));
+            values.push(Value::Text(value.clone()));
+        }
+        if let Some(before) = before {
+            sql.push_str(" AND event_id < ?");
+            values.push(Value::Text(before.to_string()));
+        }
+        sql.push_str(" ORDER BY event_id DESC LIMIT ?");
+        values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let bodies = (|| {
+            let conn = self.db.lock();
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| r.get::<_, String>(0))?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })()
+        .map_err(store_err)?;
+        bodies
+            .iter()
+            .map(|b| {
+                let event = decode_event(b)?;
+                Ok(LogRow { event_id: event.event_id, fields: LogFields::of(&event), payload: event })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 impl SpendSource for EmbeddedDb {
@@ -455,33 +539,20 @@ impl SpendSource for EmbeddedDb {
         Box::pin(async move { rows })
     }
 
-    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<UsageEvent>, StoreError>> {
-        let (from, to) = (query.from.to_string(), query.to.to_string());
-        let bodies = (|| {
-            let conn = self.lock();
-            let mut out = Vec::new();
-            match &query.owners {
-                Some(owners) => {
-                    let mut stmt = conn.prepare_cached(
-                        "SELECT body FROM usage_events WHERE owner_id = ?1 AND day >= ?2 AND day <= ?3",
-                    )?;
-                    for owner in owners {
-                        let rows = stmt.query_map(params![owner, from, to], |r| r.get::<_, String>(0))?;
-                        out.extend(rows.collect::<Result<Vec<_>, _>>()?);
-                    }
-                }
-                None => {
-                    let mut stmt =
-                        conn.prepare_cached("SELECT body FROM usage_events WHERE day >= ?1 AND day <= ?2")?;
-                    let rows = stmt.query_map(params![from, to], |r| r.get::<_, String>(0))?;
-                    out.extend(rows.collect::<Result<Vec<_>, _>>()?);
-                }
+    fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
+        Box::pin(async move {
+            if matches!(query.after, Some(LogCursor::Ledger { .. })) {
+                return Err(StoreError::InvalidCursor);
             }
-            Ok::<_, rusqlite::Error>(out)
-        })()
-        .map_err(store_err)
-        .and_then(decode_events);
-        Box::pin(async move { bodies })
+            let scope = match query.scope() {
+                LogScope::Key(key) => Some(("key_id", key.to_owned())),
+                LogScope::Owner(owner) => Some(("owner_id", owner)),
+                // Every event of each day, newest first, through the day index.
+                LogScope::All => None,
+            };
+            let taken = read_newest_first(&EmbeddedLog { db: self, scope }, &query).await?;
+            Ok(LogPage { events: taken.entries, next: taken.next, examined: taken.examined, missing: 0 })
+        })
     }
 }
 
@@ -677,6 +748,109 @@ mod tests {
         assert_eq!((offset, message), (3, None));
         drop(db);
         EmbeddedDb::open(&path).unwrap();
+    }
+
+    fn log_query(filter: tollgate_schemas::logs::LogFilter, limit: usize) -> LogQuery {
+        let today = chrono::Utc::now().date_naive();
+        LogQuery { filter, from: today, to: today, after: None, skip: 0, limit }
+    }
+
+    /// Every page of `query`, following the cursor.
+    async fn every_page(db: &EmbeddedDb, mut query: LogQuery) -> Vec<uuid::Uuid> {
+        let mut ids = Vec::new();
+        loop {
+            let page = db.logs(query.clone()).await.unwrap();
+            ids.extend(page.events.iter().map(|e| e.event_id));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return ids,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_keys_logs_are_its_own_events_newest_first_a_page_at_a_time() {
+        use tollgate_schemas::logs::LogFilter;
+        let dir = tempfile::tempdir().unwrap();
+        let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let mut events = Vec::new();
+        for i in 0..30 {
+            let mut e = event(["a", "b", "solo"][i % 3], 1);
+            e.team_id = (i % 3 != 2).then(|| "t".to_owned());
+            events.push(e);
+        }
+        db.append(&events.iter().map(|e| e.encode().unwrap()).collect::<Vec<_>>()).unwrap();
+        fold_next(&db, 100).await.unwrap();
+        let newest_first = |key: Option<&str>| {
+            let mut ids: Vec<uuid::Uuid> =
+                events.iter().filter(|e| key.is_none_or(|k| e.key_id == k)).map(|e| e.event_id).collect();
+            ids.sort_by(|a, b| b.cmp(a));
+            ids
+        };
+        let by_key = |k: &str| LogFilter { key_id: Some(k.into()), ..LogFilter::default() };
+        assert_eq!(every_page(&db, log_query(by_key("a"), 3)).await, newest_first(Some("a")));
+        assert_eq!(every_page(&db, log_query(by_key("solo"), 100)).await, newest_first(Some("solo")));
+        let team = LogFilter { team_id: Some("t".into()), ..LogFilter::default() };
+        assert_eq!(every_page(&db, log_query(team, 7)).await.len(), 20);
+        assert_eq!(every_page(&db, log_query(LogFilter::default(), 4)).await, newest_first(None));
+        // Page numbers skip, and a scan's cursor does not continue a key's pages.
+        let mut second = log_query(by_key("b"), 4);
+        second.skip = 4;
+        let page = db.logs(second.clone()).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.event_id).collect::<Vec<_>>(), newest_first(Some("b"))[4..8]);
+        second.after = Some(LogCursor::Ledger { owner: "key/b".into(), day: second.to, shard: 0, event_id: None });
+        assert!(matches!(db.logs(second).await, Err(StoreError::InvalidCursor)));
+    }
+
+    #[test]
+    fn a_keys_logs_read_the_key_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let plan: Vec<String> = db
+            .lock()
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT body FROM usage_events WHERE day = ? AND key_id = ? AND event_id < ? \
+                 ORDER BY event_id DESC LIMIT ?",
+            )
+            .unwrap()
+            .query_map(params!["2026-12-05", "k", "x", 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("usage_events_by_key") && !plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn an_older_event_ledger_gets_its_key_column_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let e = event("k-old", 3);
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!(
+                "CREATE TABLE usage_events (event_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, day TEXT NOT NULL, \
+                   log_partition INTEGER NOT NULL, log_offset INTEGER NOT NULL, body TEXT NOT NULL);\
+                 CREATE INDEX usage_events_owner_day ON usage_events (owner_id, day);\
+                 INSERT INTO usage_events VALUES ('{}', 'key/k-old', '{}', 0, 1, '{}');",
+                e.event_id,
+                e.day(),
+                serde_json::to_string(&e).unwrap()
+            ))
+            .unwrap();
+        let db = EmbeddedDb::open(&path).unwrap();
+        let filter = tollgate_schemas::logs::LogFilter { key_id: Some("k-old".into()), ..Default::default() };
+        assert_eq!(every_page(&db, log_query(filter, 10)).await, vec![e.event_id]);
+        let indexes: Vec<String> = db
+            .lock()
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'usage_events' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(indexes.contains(&"usage_events_by_key".to_owned()), "{indexes:?}");
+        assert!(!indexes.contains(&"usage_events_owner_day".to_owned()), "{indexes:?}");
     }
 
     #[tokio::test]

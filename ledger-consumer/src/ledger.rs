@@ -1,6 +1,9 @@
 //! Ledger storage. [`LedgerStore`] is the boundary; [`CqlLedger`] speaks CQL to Cassandra or
 //! ScyllaDB (nothing Scylla-only, nothing Cassandra-only).
 //!
+//! Layer 1 is `usage_events`, by budget owner, and its key index `usage_events_by_key`, written
+//! in the same step right after the rows it points at (an index row never points at nothing).
+//!
 //! Layer 2 is authoritative in `partition_spend`: the rows a Kafka partition owns, in buckets,
 //! each changed only by a conditional batch on the bucket's fence (`IF applied_offset = ?`).
 //! `spend_aggregates` is the scope-keyed read model derived from it by plain writes stamped
@@ -11,6 +14,7 @@ use crate::dead_letter::DeadLetter;
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
 use scylla::client::session::Session;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
@@ -98,7 +102,8 @@ fn result_err(e: impl std::fmt::Display) -> LedgerError {
 
 /// Where the two ledger layers live.
 pub trait LedgerStore: Send + Sync + 'static {
-    /// Layer 1: inserts the events (idempotent: the same event writes the same cells).
+    /// Layer 1: inserts the events and their key index rows (idempotent: the same event writes
+    /// the same cells).
     fn insert_events(
         &self,
         partition: i32,
@@ -154,6 +159,7 @@ pub trait LedgerStore: Send + Sync + 'static {
 pub struct CqlLedger {
     session: std::sync::Arc<Session>,
     insert_event: PreparedStatement,
+    insert_key_index: PreparedStatement,
     find_events: PreparedStatement,
     select_fence: PreparedStatement,
     select_fence_serial: PreparedStatement,
@@ -201,6 +207,11 @@ impl CqlLedger {
              customer_id, organization_id, requested_model, served_model, provider, prompt_tokens, completion_tokens, \
              cached_tokens, cost_nano_usd, status, kafka_partition, kafka_offset, body) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+        ))
+        .await?;
+        let insert_key_index = prepare(format!(
+            "INSERT INTO {ks}.usage_events_by_key (key_id, day, hour, event_id, team_id, user_id, customer_id, \
+             requested_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
         ))
         .await?;
         let find_events = prepare(format!(
@@ -261,6 +272,7 @@ impl CqlLedger {
         Ok(CqlLedger {
             session,
             insert_event,
+            insert_key_index,
             find_events,
             select_fence,
             select_fence_serial,
@@ -360,19 +372,135 @@ impl CqlLedger {
         Ok(totals)
     }
 
-    /// Inserts events that share one CQL partition of the event ledger as one unlogged batch:
-    /// a single mutation for Cassandra or ScyllaDB to apply, instead of one request per event.
-    async fn insert_partition_batch(&self, rows: Vec<EventRow<'_>>) -> Result<(), LedgerError> {
+    /// Inserts rows that share one CQL partition as one unlogged batch: a single mutation for
+    /// Cassandra or ScyllaDB to apply, instead of one request per row.
+    async fn insert_batch<R: SerializeRow>(
+        &self,
+        statement: &PreparedStatement,
+        rows: Vec<R>,
+    ) -> Result<(), LedgerError> {
         if let [row] = rows.as_slice() {
-            self.session.execute_unpaged(&self.insert_event, row).await?;
+            self.session.execute_unpaged(statement, row).await?;
             return Ok(());
         }
         let mut batch = Batch::new(BatchType::Unlogged);
         for _ in &rows {
-            batch.append_statement(self.insert_event.clone());
+            batch.append_statement(statement.clone());
         }
         self.session.batch(&batch, rows).await?;
         Ok(())
+    }
+
+    /// Writes `batches` (each one CQL partition's rows) with a sliding window of batches in flight.
+    async fn insert_batches<R: SerializeRow>(
+        &self,
+        statement: &PreparedStatement,
+        batches: Vec<Vec<R>>,
+    ) -> Result<(), LedgerError> {
+        let mut pending = FuturesUnordered::new();
+        let mut rest = batches.into_iter();
+        loop {
+            while pending.len() < INSERT_CONCURRENCY {
+                match rest.next() {
+                    Some(batch) => pending.push(self.insert_batch(statement, batch)),
+                    None => break,
+                }
+            }
+            match pending.next().await {
+                Some(result) => result?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the key index rows of every event of the event ledger (`reindex`): for a ledger
+    /// written before the index existed. Idempotent, in pages of the event ledger, with the
+    /// timestamps the consumer would have used.
+    pub async fn reindex_keys(&self, keyspace: &str) -> Result<u64, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!(
+            "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, kafka_offset \
+             FROM {keyspace}.usage_events"
+        ));
+        stmt.set_page_size(5_000);
+        type Cells = (
+            Option<String>,
+            chrono::NaiveDate,
+            Option<chrono::DateTime<chrono::Utc>>,
+            uuid::Uuid,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let mut rows =
+            self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
+        let mut written = 0u64;
+        let mut chunk: Vec<Cells> = Vec::new();
+        loop {
+            let row = rows.next().await.transpose().map_err(query_err)?;
+            let end = row.is_none();
+            chunk.extend(row);
+            if chunk.len() >= 5_000 || (end && !chunk.is_empty()) {
+                let index: Vec<KeyIndexRow<'_>> = chunk
+                    .iter()
+                    .map(|(key, day, at, id, team, user, customer, model, offset)| KeyIndexRow {
+                        key_id: key.as_deref().unwrap_or_default(),
+                        day: *day,
+                        hour: at.map_or(0, |at| hour_of(&at)),
+                        event_id: *id,
+                        team_id: unset_if_absent(team),
+                        user_id: unset_if_absent(user),
+                        customer_id: unset_if_absent(customer),
+                        requested_model: model.as_deref().unwrap_or_default(),
+                        write_timestamp: LOWEST_OFFSET_WINS - offset.unwrap_or(-1),
+                    })
+                    .collect();
+                written += index.len() as u64;
+                self.insert_batches(&self.insert_key_index, key_index_batches(index)).await?;
+                chunk.clear();
+            }
+            if end {
+                return Ok(written);
+            }
+        }
+    }
+
+    /// Every row of the key index (a full scan: an audit tool).
+    pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<crate::reconcile::KeyIndexEntry>, LedgerError> {
+        let mut stmt = scylla::statement::Statement::new(format!(
+            "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
+             FROM {keyspace}.usage_events_by_key"
+        ));
+        stmt.set_page_size(5_000);
+        type Cells = (
+            String,
+            chrono::NaiveDate,
+            i16,
+            uuid::Uuid,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut rows =
+            self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (key_id, day, hour, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
+            entries.push(crate::reconcile::KeyIndexEntry {
+                key_id,
+                day,
+                hour,
+                event_id,
+                team_id,
+                user_id,
+                customer_id,
+                model: model.unwrap_or_default(),
+            });
+        }
+        Ok(entries)
     }
 }
 
@@ -421,6 +549,50 @@ fn unset_if_absent(value: &Option<String>) -> MaybeUnset<&str> {
     MaybeUnset::from_option(value.as_deref())
 }
 
+/// The key index row of one message: where its Layer 1 row is (the same day; the owner follows
+/// from the key and team, the shard from the event id) and what the request logs filter on.
+/// Absent fields stay unset, and the write timestamp is the Layer 1 row's, so the same copy wins
+/// in both tables.
+fn key_index_row(m: &Message) -> KeyIndexRow<'_> {
+    let e = &m.event;
+    KeyIndexRow {
+        key_id: &e.key_id,
+        day: e.day(),
+        hour: e.hour(),
+        event_id: e.event_id,
+        team_id: unset_if_absent(&e.team_id),
+        user_id: unset_if_absent(&e.user_id),
+        customer_id: unset_if_absent(&e.customer_id),
+        requested_model: &e.requested_model,
+        write_timestamp: LOWEST_OFFSET_WINS - m.offset,
+    }
+}
+
+/// The UTC hour of `at`, as the key index's partition key holds it.
+fn hour_of(at: &chrono::DateTime<chrono::Utc>) -> i16 {
+    use chrono::Timelike;
+    i16::try_from(at.hour()).unwrap_or(0)
+}
+
+/// Groups key index rows by their CQL partition `(key, day, hour)`, at most
+/// [`INDEX_BATCH_ROWS`] a batch: a key's events of one consumer batch are seconds apart, so
+/// they go as one batch.
+fn key_index_batches(rows: Vec<KeyIndexRow<'_>>) -> Vec<Vec<KeyIndexRow<'_>>> {
+    let mut groups: HashMap<(&str, chrono::NaiveDate, i16), Vec<KeyIndexRow<'_>>> = HashMap::new();
+    for row in rows {
+        groups.entry((row.key_id, row.day, row.hour)).or_default().push(row);
+    }
+    let mut out = Vec::new();
+    for (_, mut group) in groups {
+        while group.len() > INDEX_BATCH_ROWS {
+            let rest = group.split_off(INDEX_BATCH_ROWS);
+            out.push(std::mem::replace(&mut group, rest));
+        }
+        out.push(group);
+    }
+    out
+}
+
 /// Groups a batch's event rows by their CQL partition `(owner, day, shard)`, in chunks of at
 /// most [`BATCH_ROWS`] rows and [`BATCH_BYTES`] of event bodies: well under the batch size
 /// limits of a stock Cassandra (50 KiB) and ScyllaDB.
@@ -450,6 +622,8 @@ fn partition_batches(rows: Vec<EventRow<'_>>) -> Vec<Vec<EventRow<'_>>> {
 
 /// Rows per Layer 1 batch.
 const BATCH_ROWS: usize = 16;
+/// Rows per key index batch: about 100 bytes each on the wire, so a batch stays near 5 KiB.
+const INDEX_BATCH_ROWS: usize = 48;
 /// Event bodies per Layer 1 batch, in bytes.
 const BATCH_BYTES: usize = 24 * 1024;
 
@@ -481,6 +655,21 @@ struct EventRow<'a> {
     write_timestamp: i64,
 }
 
+/// A key index row, bound in statement order (the last marker is `USING TIMESTAMP`).
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct KeyIndexRow<'a> {
+    key_id: &'a str,
+    day: chrono::NaiveDate,
+    hour: i16,
+    event_id: uuid::Uuid,
+    team_id: MaybeUnset<&'a str>,
+    user_id: MaybeUnset<&'a str>,
+    customer_id: MaybeUnset<&'a str>,
+    requested_model: &'a str,
+    write_timestamp: i64,
+}
+
 /// Base of the Layer 1 write timestamps (microseconds, far beyond any wall clock).
 const LOWEST_OFFSET_WINS: i64 = 1 << 60;
 
@@ -503,22 +692,11 @@ fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, 
 impl LedgerStore for CqlLedger {
     async fn insert_events(&self, partition: i32, messages: &[Message]) -> Result<(), LedgerError> {
         let rows = messages.iter().map(|m| event_row(partition, m)).collect::<Result<Vec<_>, _>>()?;
-        // A sliding window of batches in flight.
-        let mut pending = FuturesUnordered::new();
-        let mut rest = partition_batches(rows).into_iter();
-        loop {
-            while pending.len() < INSERT_CONCURRENCY {
-                match rest.next() {
-                    Some(batch) => pending.push(self.insert_partition_batch(batch)),
-                    None => break,
-                }
-            }
-            match pending.next().await {
-                Some(result) => result?,
-                None => break,
-            }
-        }
-        Ok(())
+        self.insert_batches(&self.insert_event, partition_batches(rows)).await?;
+        // Only once the rows they point at are written. A failure here fails the batch, which is
+        // written again whole (Layer 1 included) before its offset is stored.
+        let index = messages.iter().map(key_index_row).collect();
+        self.insert_batches(&self.insert_key_index, key_index_batches(index)).await
     }
 
     async fn find_events(&self, messages: &[Message]) -> Result<HashMap<uuid::Uuid, (i32, i64)>, LedgerError> {
@@ -732,5 +910,51 @@ mod tests {
         let row = event_row(3, &message).unwrap();
         assert!(matches!(row.team_id, MaybeUnset::Set("team-payments")));
         assert!(matches!(row.provider, MaybeUnset::Set("openai")));
+    }
+
+    #[test]
+    fn key_index_rows_point_at_their_event_and_leave_absent_fields_unset() {
+        let event: tollgate_schemas::UsageEvent =
+            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+        let message = Message { offset: 7, event };
+        let row = key_index_row(&message);
+        let unset = [row.team_id, row.user_id, row.customer_id];
+        assert!(unset.iter().all(|v| matches!(v, MaybeUnset::Unset)), "a null would be a tombstone");
+        let layer1 = event_row(3, &message).unwrap();
+        assert_eq!((row.day, row.event_id), (layer1.day, layer1.event_id));
+        assert_eq!(tollgate_schemas::event::ledger_shard_of(&row.event_id), layer1.shard);
+        assert_eq!(row.hour, hour_of(&message.event.occurred_at));
+        assert_eq!(tollgate_schemas::event::budget_owner_of(row.key_id, None), layer1.owner_id);
+        assert_eq!(row.write_timestamp, layer1.write_timestamp, "the same copy wins in both tables");
+
+        let golden: tollgate_schemas::UsageEvent =
+            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json")).unwrap();
+        let message = Message { offset: 8, event: golden };
+        let row = key_index_row(&message);
+        assert!(matches!(row.team_id, MaybeUnset::Set("team-payments")));
+        assert_eq!(
+            tollgate_schemas::event::budget_owner_of(row.key_id, Some("team-payments")),
+            message.event.budget_owner()
+        );
+    }
+
+    #[test]
+    fn key_index_batches_hold_one_partition_each_and_are_bounded() {
+        let event: tollgate_schemas::UsageEvent =
+            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+        let messages: Vec<Message> = (0..200)
+            .map(|i| {
+                let mut e = event.clone();
+                e.event_id = uuid::Uuid::now_v7();
+                e.key_id = format!("k{}", i % 2);
+                Message { offset: i, event: e }
+            })
+            .collect();
+        let batches = key_index_batches(messages.iter().map(key_index_row).collect());
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 200);
+        for b in &batches {
+            assert!(!b.is_empty() && b.len() <= INDEX_BATCH_ROWS);
+            assert!(b.iter().all(|r| (r.key_id, r.day, r.hour) == (b[0].key_id, b[0].day, b[0].hour)));
+        }
     }
 }

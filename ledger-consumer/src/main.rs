@@ -27,9 +27,10 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Compare the event ledger with the spend aggregates at every scope and window, and the
-    /// spend aggregates with partition_spend row by row; exit 1 on any difference. Without
-    /// --from/--to every window is compared, all-time included. Dead-lettered events are
+    /// Compare the event ledger with the spend aggregates at every scope and window, the spend
+    /// aggregates with partition_spend row by row, and the key index with the event ledger
+    /// event by event; exit 1 on any difference. Without --from/--to every window is compared,
+    /// all-time included (the key index is always compared whole). Dead-lettered events are
     /// counted by reason and left out of the event ledger's totals.
     Reconcile {
         /// First UTC day to compare (YYYY-MM-DD).
@@ -39,6 +40,10 @@ enum Command {
         #[arg(long)]
         to: Option<chrono::NaiveDate>,
     },
+    /// Write the key index (usage_events_by_key) rows of every event of the event ledger: once,
+    /// after upgrading a ledger written before the index existed. Idempotent; safe while
+    /// consumers run.
+    Reindex,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -92,8 +97,21 @@ fn main() -> ExitCode {
             println!("schema applied to keyspace {}", c.keyspace);
             return ExitCode::SUCCESS;
         }
-        if let Some(Command::Reconcile { from, to }) = args.command {
-            return reconcile(&ledger, &c.keyspace, from, to).await;
+        match args.command {
+            Some(Command::Reconcile { from, to }) => return reconcile(&ledger, &c.keyspace, from, to).await,
+            Some(Command::Reindex) => {
+                return match ledger.reindex_keys(&c.keyspace).await {
+                    Ok(n) => {
+                        println!("reindex: {n} key index rows written");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
+            None => {}
         }
         let budgets = if config.budgets.enabled {
             let b = &config.budgets;
@@ -220,8 +238,8 @@ async fn reconcile(
     to: Option<chrono::NaiveDate>,
 ) -> ExitCode {
     use tollgate_ledger_consumer::reconcile::{
-        compare, compare_read_model, dead_letters_by_reason, event_ledger_totals, scope_totals, without_dead_letters,
-        Range, RowId, Totals,
+        compare, compare_key_index, compare_read_model, dead_letters_by_reason, event_ledger_totals, scope_totals,
+        without_dead_letters, Range, RowId, Totals,
     };
     let range = Range { from: from.map(|d| d.to_string()), to: to.map(|d| d.to_string()) };
     let scans = tokio::try_join!(
@@ -229,8 +247,9 @@ async fn reconcile(
         ledger.scan_rows(keyspace, "spend_aggregates"),
         ledger.scan_rows(keyspace, "partition_spend"),
         ledger.scan_dead_letters(keyspace),
+        ledger.scan_key_index(keyspace),
     );
-    let (events, read_model, authoritative, dead) = match scans {
+    let (events, read_model, authoritative, dead, key_index) = match scans {
         Ok(all) => all,
         Err(e) => {
             eprintln!("error: {e}");
@@ -242,6 +261,9 @@ async fn reconcile(
     let (read_model, authoritative) = (in_range(read_model), in_range(authoritative));
     let counted = without_dead_letters(&events, &dead);
     let excluded = events.len() - counted.len();
+    // The key index is compared whole, whatever the range: it must point at every event.
+    let dead_ids: std::collections::HashSet<uuid::Uuid> = dead.iter().filter_map(|d| d.event_id).collect();
+    let index_diff = compare_key_index(&counted, &dead_ids, &key_index);
     let layer1 = event_ledger_totals(counted, &range);
     let layer2 = scope_totals(&read_model);
     let diffs = compare(&layer1, &layer2);
@@ -267,6 +289,24 @@ async fn reconcile(
             l.authoritative.spent, l.authoritative.events, l.read_model.spent, l.read_model.events
         );
     }
+    const SHOWN: usize = 100;
+    for (what, rows) in [("MISSING", &index_diff.missing), ("STRAY", &index_diff.extra)] {
+        for r in rows.iter().take(SHOWN) {
+            println!(
+                "KEY INDEX {what} key={} day={} hour={} event={} team={:?} user={:?} customer={:?} model={}",
+                r.key_id, r.day, r.hour, r.event_id, r.team_id, r.user_id, r.customer_id, r.model
+            );
+        }
+        if rows.len() > SHOWN {
+            println!("KEY INDEX {what}: {} more not shown", rows.len() - SHOWN);
+        }
+    }
+    println!(
+        "key index: {} rows, {} events without their row, {} rows pointing at no event",
+        key_index.len(),
+        index_diff.missing.len(),
+        index_diff.extra.len()
+    );
     println!(
         "reconcile: {} events, {} (scope, window) rows compared, {} differences; {} Layer 2 rows, {} behind partition_spend",
         events.len() - excluded,
@@ -275,7 +315,7 @@ async fn reconcile(
         authoritative.len(),
         lagging.len()
     );
-    if diffs.is_empty() && lagging.is_empty() {
+    if diffs.is_empty() && lagging.is_empty() && index_diff.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -7,6 +7,10 @@
 //! Dead-lettered events are not counted: an event refused while its batch was being written may
 //! have left its Layer 1 row (docs/security.md), and [`without_dead_letters`] leaves such rows out
 //! of the event ledger's totals; `reconcile` reports how many events were refused, by reason.
+//!
+//! The key index (`usage_events_by_key`) must hold exactly one row per event of the event
+//! ledger, pointing at it ([`compare_key_index`]); rows of dead-lettered events may be there or
+//! not (the refusal may have come before or after them).
 
 use crate::fold::rows_of;
 use crate::ledger::RecordedEvent;
@@ -29,6 +33,69 @@ pub fn without_dead_letters<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterR
     let refused: HashSet<(uuid::Uuid, i32, i64)> =
         dead.iter().filter_map(|d| d.event_id.map(|id| (id, d.partition, d.offset))).collect();
     events.iter().filter(|e| !refused.contains(&(e.event.event_id, e.partition, e.offset))).map(|e| &e.event).collect()
+}
+
+/// A row of the key index, as reconcile reads it and as an event of the event ledger implies it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyIndexEntry {
+    pub key_id: String,
+    pub day: chrono::NaiveDate,
+    pub hour: i16,
+    pub event_id: uuid::Uuid,
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub model: String,
+}
+
+impl KeyIndexEntry {
+    /// The row the consumer writes for `e`.
+    pub fn of(e: &UsageEvent) -> KeyIndexEntry {
+        KeyIndexEntry {
+            key_id: e.key_id.clone(),
+            day: e.day(),
+            hour: e.hour(),
+            event_id: e.event_id,
+            team_id: e.team_id.clone(),
+            user_id: e.user_id.clone(),
+            customer_id: e.customer_id.clone(),
+            model: e.requested_model.clone(),
+        }
+    }
+}
+
+/// Where the key index and the event ledger disagree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyIndexDifference {
+    /// Rows the events imply that the index lacks (or holds with other values).
+    pub missing: Vec<KeyIndexEntry>,
+    /// Index rows no event implies: they point at nothing, or at an event with other values.
+    pub extra: Vec<KeyIndexEntry>,
+}
+
+impl KeyIndexDifference {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty()
+    }
+}
+
+/// Compares the key index with the events of the event ledger (`counted`, without dead letters).
+/// Rows of `excluded` events (dead-lettered ones) are allowed either way.
+pub fn compare_key_index(
+    counted: &[&UsageEvent],
+    excluded: &HashSet<uuid::Uuid>,
+    index: &[KeyIndexEntry],
+) -> KeyIndexDifference {
+    let expected: std::collections::BTreeSet<KeyIndexEntry> = counted.iter().map(|e| KeyIndexEntry::of(e)).collect();
+    let actual: std::collections::BTreeSet<&KeyIndexEntry> = index.iter().collect();
+    KeyIndexDifference {
+        missing: expected.iter().filter(|e| !actual.contains(e)).cloned().collect(),
+        extra: actual
+            .into_iter()
+            .filter(|e| !expected.contains(*e) && !excluded.contains(&e.event_id))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// Dead letters per reason code.
@@ -213,6 +280,30 @@ mod tests {
             by_reason.into_iter().collect::<Vec<_>>(),
             vec![("not_json", 1), ("refused_by_database", 1), ("schema_violation", 1)]
         );
+    }
+
+    #[test]
+    fn the_key_index_must_hold_exactly_the_events() {
+        let event = |key: &str| {
+            let mut e: UsageEvent =
+                serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+            e.event_id = uuid::Uuid::now_v7();
+            e.key_id = key.into();
+            e
+        };
+        let (a, b, refused) = (event("k1"), event("k2"), event("k1"));
+        let counted = vec![&a, &b];
+        let excluded = HashSet::from([refused.event_id]);
+        let mut index = vec![KeyIndexEntry::of(&a), KeyIndexEntry::of(&b), KeyIndexEntry::of(&refused)];
+        assert!(compare_key_index(&counted, &excluded, &index).is_empty(), "a dead letter's row may stay");
+        assert!(compare_key_index(&counted, &excluded, &index[..2]).is_empty(), "or be absent");
+        index[1].customer_id = Some("someone-else".into());
+        let stray = KeyIndexEntry::of(&event("k3"));
+        index.push(stray.clone());
+        let diff = compare_key_index(&counted, &excluded, &index[1..]);
+        assert_eq!(diff.missing, vec![KeyIndexEntry::of(&a), KeyIndexEntry::of(&b)]);
+        assert_eq!(diff.extra.len(), 2);
+        assert!(diff.extra.contains(&stray) && diff.extra.contains(&index[1]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ const FILES: &[(&str, &str)] = &[
     ("005_partition_ledger.cql", include_str!("../cql/005_partition_ledger.cql")),
     ("006_budget_leases.cql", include_str!("../cql/006_budget_leases.cql")),
     ("007_dead_letters.cql", include_str!("../cql/007_dead_letters.cql")),
+    ("008_usage_events_by_key.cql", include_str!("../cql/008_usage_events_by_key.cql")),
     ("009_tenancy_changes.cql", include_str!("../cql/009_tenancy_changes.cql")),
 ];
 
@@ -49,13 +50,14 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test").unwrap();
-        assert_eq!(stmts.len(), 14);
+        assert_eq!(stmts.len(), 15);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
         assert!(stmts[2].contains("tg_test.spend_aggregates"));
         assert!(stmts[10].contains("tg_test.partition_spend") && stmts[10].contains("STATIC"));
         assert!(stmts[12].contains("tg_test.dead_letters"));
-        assert!(stmts[13].contains("tg_test.tenancy_changes"));
+        assert!(stmts[13].contains("tg_test.usage_events_by_key") && stmts[13].contains("event_id DESC"));
+        assert!(stmts[14].contains("tg_test.tenancy_changes"));
     }
 
     #[test]

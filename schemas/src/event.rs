@@ -5,7 +5,7 @@
 //! older readers. `cost_nano_usd` is an integer; there is no float anywhere in the event.
 
 use crate::NanoUsd;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -15,6 +15,21 @@ pub const USAGE_EVENT_VERSION: u32 = 1;
 /// Number of shards each (owner, day) of the event ledger is split into, so one busy owner does
 /// not make one huge CQL partition.
 pub const EVENT_LEDGER_SHARDS: u8 = 8;
+
+/// The event ledger shard of the event `event_id` (its random bits, so shards fill evenly).
+pub fn ledger_shard_of(event_id: &Uuid) -> i16 {
+    i16::from(event_id.as_bytes()[15] % EVENT_LEDGER_SHARDS)
+}
+
+/// The budget owner of a key's event: `team/<team>` when the key belongs to a team, otherwise
+/// `key/<key>`. The event ledger's partition key, so whoever knows an event's key and team (the
+/// key index does) knows where its row is.
+pub fn budget_owner_of(key_id: &str, team_id: Option<&str>) -> String {
+    match team_id {
+        Some(team) => format!("team/{team}"),
+        None => format!("key/{key_id}"),
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
@@ -129,10 +144,7 @@ impl UsageEvent {
     /// The budget owner: the team when the key belongs to one, otherwise the key. The Kafka
     /// record key, so one owner's events stay ordered in one partition.
     pub fn budget_owner(&self) -> String {
-        match &self.team_id {
-            Some(team) => format!("team/{team}"),
-            None => format!("key/{}", self.key_id),
-        }
+        budget_owner_of(&self.key_id, self.team_id.as_deref())
     }
 
     /// UTC day of `occurred_at`: part of the event ledger's partition key.
@@ -142,7 +154,12 @@ impl UsageEvent {
 
     /// Event ledger shard, from the random bits of the UUIDv7.
     pub fn shard(&self) -> i16 {
-        i16::from(self.event_id.as_bytes()[15] % EVENT_LEDGER_SHARDS)
+        ledger_shard_of(&self.event_id)
+    }
+
+    /// UTC hour of `occurred_at` (0-23): the time slice of the key index's partition key.
+    pub fn hour(&self) -> i16 {
+        i16::try_from(self.occurred_at.hour()).unwrap_or(0)
     }
 }
 

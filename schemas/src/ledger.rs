@@ -71,7 +71,12 @@ pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
 
 /// `d:YYYY-MM-DD`, the UTC day.
 pub fn day_window(at: DateTime<Utc>) -> String {
-    format!("d:{}", at.format("%Y-%m-%d"))
+    day_window_of(at.date_naive())
+}
+
+/// `d:YYYY-MM-DD`, the window of a UTC day.
+pub fn day_window_of(day: chrono::NaiveDate) -> String {
+    format!("d:{}", day.format("%Y-%m-%d"))
 }
 
 /// `m:YYYY-MM`, the UTC calendar month.

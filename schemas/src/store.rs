@@ -1,10 +1,12 @@
 //! The one implementation of reading and writing tenancy records in Cassandra or ScyllaDB,
-//! shared by the gateway and the ledger consumer (feature `cql`). Nothing Scylla-only, nothing
-//! Cassandra-only.
+//! shared by the gateway and the ledger consumer (feature `cql`), and of reading spend from the
+//! ledgers ([`CqlSpend`]: totals, daily rows, request logs a page at a time). Nothing
+//! Scylla-only, nothing Cassandra-only.
 //!
 //! Every write is a lightweight transaction on the record's `version`, so two admins changing
 //! the same record at once cannot lose one change: the second is told to retry.
 
+use crate::logs::{LogPage, LogQuery};
 use crate::tenancy::{Kind, Record};
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -26,6 +28,9 @@ pub enum StoreError {
     Query(String),
     #[error("stored {kind} record {id:?} does not decode: {reason}")]
     Corrupt { kind: &'static str, id: String, reason: String },
+    /// A request logs cursor that does not continue this query (a client's mistake).
+    #[error("the cursor does not continue this query")]
+    InvalidCursor,
 }
 
 impl StoreError {
@@ -37,9 +42,12 @@ impl StoreError {
             StoreError::Schema(_) => "schema",
             StoreError::Query(_) => "query",
             StoreError::Corrupt { .. } => "corrupt_record",
+            StoreError::InvalidCursor => "invalid_cursor",
         }
     }
 }
+
+mod logs;
 
 fn query_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Query(e.to_string())
@@ -328,16 +336,6 @@ impl SpendTotal {
     }
 }
 
-/// Which usage events to read from the event ledger (Layer 1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventQuery {
-    /// Budget owners (`team/<id>` or `key/<hash>`) whose partitions to read; `None` scans every
-    /// partition of the days (costly on a large ledger: prefer naming owners).
-    pub owners: Option<Vec<String>>,
-    pub from: chrono::NaiveDate,
-    pub to: chrono::NaiveDate,
-}
-
 /// Daily totals: (scope, UTC day, total).
 pub type DailyTotals = Vec<(String, chrono::NaiveDate, SpendTotal)>;
 
@@ -348,8 +346,8 @@ pub trait SpendSource: Send + Sync + 'static {
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>>;
     /// Every (scope, day window) total for the UTC days `from..=to` (a scan of Layer 2).
     fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
-    /// Usage events of the event ledger.
-    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<crate::UsageEvent>, StoreError>>;
+    /// One page of request logs from the event ledger (`crate::logs`): never the whole range.
+    fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>>;
 }
 
 /// [`SpendSource`] on Cassandra/ScyllaDB.
@@ -359,7 +357,7 @@ pub struct CqlSpend {
     /// Partitions of the usage topic whose rows a total sums.
     partitions: i32,
     total: PreparedStatement,
-    events: PreparedStatement,
+    logs: logs::LogStatements,
 }
 
 impl CqlSpend {
@@ -373,11 +371,8 @@ impl CqlSpend {
             .await
             .map_err(query_err)?;
         total.set_consistency(Consistency::LocalQuorum);
-        let events = session
-            .prepare(format!("SELECT body FROM {keyspace}.usage_events WHERE owner_id = ? AND day = ? AND shard = ?"))
-            .await
-            .map_err(query_err)?;
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, events })
+        let logs = logs::LogStatements::prepare(&session, keyspace).await?;
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, logs })
     }
 }
 
@@ -398,10 +393,6 @@ impl CqlSpend {
         stmt.set_page_size(5_000);
         self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<RowT>().map_err(query_err)
     }
-}
-
-fn days(from: chrono::NaiveDate, to: chrono::NaiveDate) -> impl Iterator<Item = chrono::NaiveDate> {
-    from.iter_days().take_while(move |d| *d <= to)
 }
 
 fn decode_body(body: Option<String>) -> Result<crate::UsageEvent, StoreError> {
@@ -464,43 +455,7 @@ impl SpendSource for CqlSpend {
         })
     }
 
-    fn events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<crate::UsageEvent>, StoreError>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            match &query.owners {
-                Some(owners) => {
-                    for owner in owners {
-                        for day in days(query.from, query.to) {
-                            for shard in 0..i16::from(crate::event::EVENT_LEDGER_SHARDS) {
-                                let result = self
-                                    .session
-                                    .execute_unpaged(&self.events, (owner, day, shard))
-                                    .await
-                                    .map_err(query_err)?;
-                                let rows = result.into_rows_result().map_err(query_err)?;
-                                for row in rows.rows::<(Option<String>,)>().map_err(query_err)? {
-                                    out.push(decode_body(row.map_err(query_err)?.0)?);
-                                }
-                            }
-                        }
-                    }
-                }
-                None => {
-                    let mut rows = self
-                        .scan::<(chrono::NaiveDate, Option<String>)>(format!(
-                            "SELECT day, body FROM {}.usage_events",
-                            self.keyspace
-                        ))
-                        .await?;
-                    while let Some(row) = rows.next().await {
-                        let (day, body) = row.map_err(query_err)?;
-                        if day >= query.from && day <= query.to {
-                            out.push(decode_body(body)?);
-                        }
-                    }
-                }
-            }
-            Ok(out)
-        })
+    fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
+        Box::pin(async move { self.log_page(&query).await })
     }
 }

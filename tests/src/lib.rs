@@ -27,6 +27,11 @@ pub fn cassandra_node() -> String {
     std::env::var("TOLLGATE_TEST_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".to_owned())
 }
 
+/// How the services under test reach Cassandra.
+pub fn cassandra_connection() -> tollgate_schemas::store::CqlConnection {
+    tollgate_schemas::store::CqlConnection { contact_points: vec![cassandra_node()], ..Default::default() }
+}
+
 /// A name unique to this test run: `prefix` + 12 hex digits.
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::now_v7().simple().to_string();

@@ -79,27 +79,50 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     .await?;
     let expect = |scope: &str| truth.scopes.get(scope).copied().unwrap_or_default();
 
-    // Request logs, per key, paged.
+    // Request logs, per key, by page number (LiteLLM's way) and by cursor: the same entries,
+    // each once, newest first, all of the key's and only the key's.
     for (raw, _) in TENANT_KEYS {
         let hash = key_hash(raw);
         let (spent, requests) = expect(&format!("key/{hash}"));
         let mut sum = 0i64;
-        let mut rows = 0usize;
+        let mut by_page: Vec<String> = Vec::new();
         for page in 1.. {
             let (status, v) = admin.get(&format!("/spend/logs?api_key={raw}&page={page}&page_size=17")).await?;
             ensure!(status == 200, "{status} {v}");
             let data = v["data"].as_array().context("data")?;
             ensure!(data.iter().all(|e| e["api_key"] == hash.as_str()), "another key's log");
             sum += data.iter().map(|e| e["spend_nano_usd"].as_i64().unwrap_or(0)).sum::<i64>();
-            rows += data.len();
-            if page >= v["total_pages"].as_u64().unwrap_or(0) as usize {
-                ensure!(v["total"] == requests, "key {raw}: total {} != {requests}", v["total"]);
+            by_page.extend(data.iter().map(|e| e["event_id"].as_str().unwrap_or_default().to_owned()));
+            // `total` comes from the spend ledger's day rows, `has_more` from the read itself.
+            ensure!(v["total"] == requests, "key {raw}: total {} != {requests}", v["total"]);
+            let last = page >= v["total_pages"].as_u64().unwrap_or(0) as usize;
+            ensure!(v["has_more"] == !last && v["next_cursor"].is_null() == last, "page {page} of {raw}: {v}");
+            if last {
                 break;
             }
         }
-        ensure!(rows as i64 == requests && sum == spent, "key {raw}: logs {rows} rows {sum} != {requests} {spent}");
+        ensure!(
+            by_page.len() as i64 == requests && sum == spent,
+            "key {raw}: logs {by_page:?} {sum} != {requests} {spent}"
+        );
+        let mut newest_first = by_page.clone();
+        newest_first.sort_by(|a, b| b.cmp(a)); // UUIDv7: time ordered
+        ensure!(by_page == newest_first, "key {raw}: not newest first");
+        let mut by_cursor: Vec<String> = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, v) = admin.get(&format!("/spend/logs?api_key={hash}&page_size=17{after}")).await?;
+            ensure!(status == 200, "{status} {v}");
+            let data = v["data"].as_array().context("data")?;
+            by_cursor.extend(data.iter().map(|e| e["event_id"].as_str().unwrap_or_default().to_owned()));
+            match v["next_cursor"].as_str() {
+                Some(c) => after = format!("&after={c}"),
+                None => break,
+            }
+        }
+        ensure!(by_cursor == by_page, "key {raw}: cursor pages differ from numbered pages");
     }
-    // Filters: team and customer.
+    // Filters: team and customer. Two tenants at once: no ledger row counts them, no total.
     let (_, v) = admin.get("/spend/logs?team_id=team-alpha&end_user=cust-3&page_size=1000").await?;
     let sum: i64 =
         v["data"].as_array().context("data")?.iter().map(|e| e["spend_nano_usd"].as_i64().unwrap_or(0)).sum();
@@ -108,8 +131,36 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
         .map(|i| request_body(i).1)
         .sum();
     ensure!(sum == alpha_cust3, "team+customer filter: {sum} != {alpha_cust3}");
+    ensure!(v["total"].is_null() && v["total_pages"].is_null() && v["has_more"] == false, "{v}");
+    // No key or team named: a scan of the event ledger, which still shows every entry once.
+    let mut scanned = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let (status, v) = admin.get(&format!("/spend/logs?page_size=50{after}")).await?;
+        ensure!(status == 200, "{status} {v}");
+        for e in v["data"].as_array().context("data")? {
+            ensure!(scanned.insert(e["event_id"].to_string()), "{} twice", e["event_id"]);
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => after = format!("&after={c}"),
+            None => break,
+        }
+    }
+    ensure!(scanned.len() == truth.requests, "scan: {} entries, served {}", scanned.len(), truth.requests);
     let (status, v) = admin.get("/spend/logs?start_date=2026-01-01&end_date=2026-12-31").await?;
     ensure!(status == 400 && v["error"]["param"] == "end_date", "{status} {v}");
+    for (query, param) in [
+        ("page=202&page_size=50", "page"),
+        ("after=00zz", "after"),
+        ("page=2&after=7b7d", "page"),
+        (
+            "team_id=team-alpha&after=7b2276223a312c2264223a22323032362d31322d3031222c226f223a226b6579222c2273223a307d",
+            "after",
+        ),
+    ] {
+        let (status, v) = admin.get(&format!("/spend/logs?{query}")).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
 
     // Key and team spend in /key/info (config keys have no team record, so /team/info is for
     // records of the database; see below) and the global report.
@@ -127,11 +178,20 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let total: i64 = TENANT_KEYS.iter().map(|(k, _)| expect(&format!("key/{}", key_hash(k))).0).sum();
     ensure!(daily["totals"]["spend_nano_usd"] == total, "daily totals: {} != {total}", daily["totals"]);
 
-    // A plain key sees its own logs and no reports.
+    // A plain key sees its own logs and no reports; a key of a team sees its own entries, not
+    // its team's, even when it names the team.
     let own = AdminApi { key: TENANT_KEYS[3].0.to_owned(), ..AdminApi::new(&gw) };
     let (status, v) = own.get("/spend/logs").await?;
     ensure!(status == 200 && v["total"] == expect(&format!("key/{}", key_hash(TENANT_KEYS[3].0))).1, "{status}");
     ensure!(own.get("/global/spend/report").await?.0 == 403);
+    let member = AdminApi { key: TENANT_KEYS[0].0.to_owned(), ..AdminApi::new(&gw) };
+    let mine = key_hash(TENANT_KEYS[0].0);
+    let (status, v) = member.get("/spend/logs?team_id=team-alpha&page_size=1000").await?;
+    let data = v["data"].as_array().context("data")?;
+    ensure!(status == 200 && data.iter().all(|e| e["api_key"] == mine.as_str()), "{status} {v}");
+    ensure!(data.len() as i64 == expect(&format!("key/{mine}")).1, "{} of the key's entries", data.len());
+    let (status, _) = member.get(&format!("/spend/logs?api_key={}", TENANT_KEYS[1].0)).await?;
+    ensure!(status == 403, "another key's logs: {status}");
 
     // Budget push-back and alerts: a database key with a budget of 0.0004 USD and alerts at
     // 50% and 90%; each request costs 3,450 nano-USD.
