@@ -224,6 +224,32 @@ pub fn stop_writer(
 pub struct DeliveryReports {
     acks: Arc<Acks>,
     retry: Sender<Retry>,
+    /// Failed deliveries not logged yet: one line every [`RETRY_LOG_INTERVAL`] says how many,
+    /// not one line per event (an outage fails thousands at once).
+    unlogged: Arc<RetryLog>,
+}
+
+/// How often failed deliveries are logged, at most.
+const RETRY_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct RetryLog {
+    count: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl RetryLog {
+    /// Counts one failed delivery; logs the count when the last line is old enough.
+    fn failed(&self, error: &KafkaError) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|at| at.elapsed() < RETRY_LOG_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let events = self.count.swap(0, Ordering::Relaxed);
+        tracing::warn!(%error, events, "usage events not delivered; sending them again (they stay in the spool)");
+    }
 }
 
 /// A record to send again.
@@ -249,7 +275,7 @@ impl ProducerContext for DeliveryReports {
             Err((e, message)) => {
                 // Still in the spool; send it again (a new producer session cannot be worse off
                 // than librdkafka's own retries, and consumers count each event_id once).
-                tracing::warn!(error = %e, "usage event not delivered; sending it again");
+                self.unlogged.failed(e);
                 counter!("tollgate_usage_events_total", "result" => "retried").increment(1);
                 use rdkafka::Message as _;
                 let payload = message.payload().map(<[u8]>::to_vec).unwrap_or_default();
@@ -380,8 +406,11 @@ impl KafkaSink {
         let acks = spool.acks();
         let client = producer_config(kafka, gateway_id);
         let (retry_tx, retries) = unbounded();
-        let producer: KafkaProducer =
-            client.create_with_context(DeliveryReports { acks: acks.clone(), retry: retry_tx.clone() })?;
+        let producer: KafkaProducer = client.create_with_context(DeliveryReports {
+            acks: acks.clone(),
+            retry: retry_tx.clone(),
+            unlogged: Arc::default(),
+        })?;
         let (tx, rx) = unbounded();
         let backlog = Backlog::new(spool_config.queue_capacity, spool_config.when_full);
         let status = Arc::new(ReplayStatus::default());
@@ -617,8 +646,7 @@ impl Writer {
         if self.progress.1.elapsed() < self.stall_after {
             return;
         }
-        let answers = self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)).is_ok();
-        if !answers {
+        if !self.broker_serves_topic() {
             // Kafka is down, not the producer: keep waiting (the spool holds everything).
             self.progress.1 = Instant::now();
             return;
@@ -628,7 +656,8 @@ impl Writer {
             in_flight = self.producer.in_flight_count(),
             "the Kafka producer delivers nothing although the broker answers; replacing it"
         );
-        let context = DeliveryReports { acks: self.spool.acks(), retry: self.retry_tx.clone() };
+        let context =
+            DeliveryReports { acks: self.spool.acks(), retry: self.retry_tx.clone(), unlogged: Arc::default() };
         match self.client.create_with_context::<_, KafkaProducer>(context) {
             Ok(fresh) => {
                 counter!("tollgate_kafka_producer_rebuilds_total").increment(1);
@@ -640,6 +669,27 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
         }
         self.progress.1 = Instant::now();
+    }
+
+    /// Whether the broker answers a new client with a leader for every partition of the topic.
+    /// Asked of a fresh client, not of the producer: a wedged producer's own connections can
+    /// fail the question although the broker is fine (seen after a frozen broker was fenced by
+    /// its controller and came back: leaders unknown, then known again, and the producer never
+    /// asked again).
+    fn broker_serves_topic(&self) -> bool {
+        let probe: rdkafka::producer::BaseProducer = match self.client.create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create a Kafka client to check the broker");
+                return false;
+            }
+        };
+        match probe.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            Ok(metadata) => metadata.topics().iter().any(|t| {
+                t.error().is_none() && !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)
+            }),
+            Err(_) => false,
+        }
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full (the backlog in front of
