@@ -29,7 +29,47 @@ pub fn cassandra_node() -> String {
 
 /// How the services under test reach Cassandra.
 pub fn cassandra_connection() -> tollgate_schemas::store::CqlConnection {
-    tollgate_schemas::store::CqlConnection { contact_points: vec![cassandra_node()], ..Default::default() }
+    let (user, password) = cassandra_login();
+    tollgate_schemas::store::CqlConnection {
+        contact_points: vec![cassandra_node()],
+        username: Some(user),
+        password: Some(tollgate_schemas::secret::Secret::new(password)),
+        ..Default::default()
+    }
+}
+
+/// The test Kafka's SASL/PLAIN listener and its user: (bootstrap, user, password), from
+/// `TOLLGATE_TEST_KAFKA_SASL` and deploy/local's `TOLLGATE_KAFKA_SASL_USER`/`_PASSWORD`.
+pub fn kafka_sasl() -> (String, String, String) {
+    (
+        std::env::var("TOLLGATE_TEST_KAFKA_SASL").unwrap_or_else(|_| "127.0.0.1:9094".to_owned()),
+        std::env::var("TOLLGATE_KAFKA_SASL_USER").unwrap_or_else(|_| "tollgate".to_owned()),
+        std::env::var("TOLLGATE_KAFKA_SASL_PASSWORD").unwrap_or_else(|_| "tollgate-local-sasl-password".to_owned()),
+    )
+}
+
+/// The certificate clients of the test Cassandra trust for TLS (made by deploy/local/up).
+pub fn cassandra_ca() -> PathBuf {
+    std::env::var("TOLLGATE_TEST_CQL_CA").map(PathBuf::from).unwrap_or_else(|_| {
+        let state = std::env::var("TOLLGATE_LOCAL_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".local/state/tollgate-local")
+        });
+        state.join("cassandra/tls/node.pem")
+    })
+}
+
+/// The login of the test Cassandra (`TOLLGATE_TEST_CQL_USER`/`_PASSWORD`, default deploy/local's).
+pub fn cassandra_login() -> (String, String) {
+    (
+        std::env::var("TOLLGATE_TEST_CQL_USER").unwrap_or_else(|_| "cassandra".to_owned()),
+        std::env::var("TOLLGATE_TEST_CQL_PASSWORD").unwrap_or_else(|_| "cassandra".to_owned()),
+    )
+}
+
+/// The YAML lines (at `indent`) that give a config the test Cassandra's login.
+pub fn cassandra_login_yaml(indent: &str) -> String {
+    let (user, password) = cassandra_login();
+    format!("{indent}username: {user}\n{indent}password: {password}\n")
 }
 
 /// A name unique to this test run: `prefix` + 12 hex digits.
@@ -315,7 +355,12 @@ pub fn group_committed(group: &str, topic: &str, partitions: i32) -> Result<Vec<
 
 /// A CQL session to the test Cassandra.
 pub async fn cql() -> Result<scylla::client::session::Session> {
-    Ok(scylla::client::session_builder::SessionBuilder::new().known_node(cassandra_node()).build().await?)
+    let (user, password) = cassandra_login();
+    Ok(scylla::client::session_builder::SessionBuilder::new()
+        .known_node(cassandra_node())
+        .user(user, password)
+        .build()
+        .await?)
 }
 
 // === ledger and topic helpers ===
@@ -659,10 +704,11 @@ pub fn consumer_yaml(
 ) -> String {
     format!(
         "kafka:\n  bootstrap_servers: {kafka}\n  usage_topic: {topic}\n  dlq_topic: {topic}-dlq\n  group_id: {group}\n  \
-         consumer_properties: {consumer_properties}\ncassandra:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
+         consumer_properties: {consumer_properties}\ncassandra:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n{login}\
          batch:\n  max_messages: {max_messages}\n  max_wait_ms: 20\n",
         kafka = kafka_bootstrap(),
-        cql = cassandra_node()
+        cql = cassandra_node(),
+        login = cassandra_login_yaml("  "),
     )
 }
 
@@ -704,7 +750,8 @@ pub fn tenancy_gateway_yaml(id: &str, mock: &str, topics: &Topics, keyspace: &st
         &kafka_bootstrap(),
         &format!(
             "  budget_state_topic: {bs}\n  control_topic: {ct}\ndatabase:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
-             general_settings:\n  master_key: {MASTER_KEY}\n{extra}",
+             {login}general_settings:\n  master_key: {MASTER_KEY}\n{extra}",
+            login = cassandra_login_yaml("  "),
             bs = topics.budget_state,
             ct = topics.control,
             cql = cassandra_node(),

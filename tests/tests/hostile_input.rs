@@ -24,11 +24,12 @@ fn config(mock: &str, topics: &Topics, keyspace: &str) -> String {
         &kafka_bootstrap(),
         &format!(
             "  budget_state_topic: {bs}\n  control_topic: {ct}\ndatabase:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
-             general_settings:\n  master_key: {MASTER_KEY}\nbudgets:\n  when_stale: fail_open\n\
+             {login}general_settings:\n  master_key: {MASTER_KEY}\nbudgets:\n  when_stale: fail_open\n\
              router_settings:\n  num_retries: 0\n  fallbacks: [{{broken: [gpt-4o]}}]\n",
             bs = topics.budget_state,
             ct = topics.control,
             cql = cassandra_node(),
+            login = cassandra_login_yaml("  "),
         ),
     )
 }

@@ -50,3 +50,90 @@ async fn metrics_can_be_moved_off_the_public_listener_and_put_behind_a_token() -
     drop(mock);
     Ok(())
 }
+
+/// Kafka's SASL listener and Cassandra's TLS and login, end to end: a gateway and a consumer
+/// that use them meter a request into the ledger; with a wrong password they do not get in,
+/// and never print the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()> {
+    let dir = scratch_dir("sasl")?;
+    let topics = Topics::create("sasl", 3).await?;
+    let ks = unique("tg_sasl_").replace('-', "_");
+    let (sasl, user, password) = kafka_sasl();
+    let (cql_user, cql_password) = cassandra_login();
+    let ca = cassandra_ca();
+    ensure!(ca.exists(), "deploy/local/up made no CA at {}", ca.display());
+    let mock = start_mock(&dir, &[]).await?;
+    let kafka_security = |pw: &str| {
+        format!(
+            "{{security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: {user}, sasl.password: {pw}}}"
+        )
+    };
+    let gateway_config = |kafka_pw: &str, cql_pw: &str| {
+        let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url().unwrap_or_default()), "")];
+        gateway_yaml(
+            "gw-sasl",
+            &models,
+            &topics.usage,
+            &sasl,
+            &format!(
+                "  budget_state_topic: {bs}\n  control_topic: {ct}\n  client_properties: {props}\n\
+             database:\n  contact_points: [{cql}]\n  keyspace: {ks}\n  username: {cql_user}\n  password: {cql_pw}\n  \
+             tls: {{ca_file: {ca}}}\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
+                bs = topics.budget_state,
+                ct = topics.control,
+                props = kafka_security(kafka_pw),
+                cql = cassandra_node(),
+                ca = ca.display(),
+            ),
+        )
+    };
+
+    // A wrong database password: the gateway refuses to start, naming the database, not the password.
+    let wrong = "not-the-password-8d2f";
+    let path = dir.join("wrong-cql.yaml");
+    std::fs::write(&path, gateway_config(&password, wrong))?;
+    let out = std::process::Command::new(binaries()?.join("tollgate-gateway"))
+        .args(["--config", &path.to_string_lossy(), "--listen", "127.0.0.1:0"])
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(!out.status.success(), "started with a wrong database password:\n{text}");
+    ensure!(text.contains("database") && !text.contains(wrong), "{text}");
+
+    // A wrong Kafka password: the budget state cannot be read, so the gateway never gets ready.
+    let gateway = start_gateway(&dir, &gateway_config("wrong-sasl-password", &cql_password)).await?;
+    let ready = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let still = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
+    ensure!(ready == 503 && still == 503, "ready without Kafka's login: {ready} {still}");
+    ensure!(!gateway.log().contains("wrong-sasl-password"), "the Kafka password is in the log");
+    gateway.stop().await?;
+
+    // The right logins: a request is metered into the ledger through SASL and TLS.
+    let gateway = start_gateway(&dir, &gateway_config(&password, &cql_password)).await?;
+    let consumer_config = consumer_yaml(&topics.usage, &unique("ledger-"), &ks, "{}", 100).replace(
+        &format!("bootstrap_servers: {}", kafka_bootstrap()),
+        &format!("bootstrap_servers: {sasl}\n  client_properties: {}", kafka_security(&password)),
+    ) + &format!("budgets:\n  state_topic: {}\n", topics.budget_state);
+    let consumer_config =
+        consumer_config.replace("  keyspace:", &format!("  tls: {{ca_file: {}}}\n  keyspace:", ca.display()));
+    let consumer = start_consumer(&dir, &consumer_config).await?;
+    let gw = gateway.url()?.to_owned();
+    eventually("the gateway to be ready", std::time::Duration::from_secs(60), || async {
+        Ok((reqwest::get(format!("{gw}/health/readiness")).await?.status() == 200).then_some(()))
+    })
+    .await?;
+    let admin = AdminApi::new(&gw);
+    let key = admin.ok("/key/generate", serde_json::json!({})).await?["key"].as_str().unwrap_or_default().to_owned();
+    let resp = chat_as(&reqwest::Client::new(), &gw, &key, "gpt-4o-mini", None).await?;
+    ensure!(resp.status() == 200, "{}", resp.status());
+    let session = cql().await?;
+    eventually("the request in the ledger", std::time::Duration::from_secs(60), || async {
+        Ok((event_ledger_totals(&session, &ks).await?.0 == 1).then_some(()))
+    })
+    .await?;
+    consumer.stop().await?;
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}

@@ -117,9 +117,19 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
     }
 }
 
-/// Cassandra as `--cassandra` names it.
+/// Cassandra as `--cassandra` names it, with the login in `TOLLGATE_CQL_USER` and
+/// `TOLLGATE_CQL_PASSWORD` when they are set.
 fn connection(args: &Args) -> tollgate_schemas::store::CqlConnection {
-    tollgate_schemas::store::CqlConnection { contact_points: vec![args.cassandra.clone()], ..Default::default() }
+    let (username, password) = match (std::env::var("TOLLGATE_CQL_USER"), std::env::var("TOLLGATE_CQL_PASSWORD")) {
+        (Ok(user), Ok(password)) => (Some(user), Some(tollgate_schemas::secret::Secret::new(password))),
+        _ => (None, None),
+    };
+    tollgate_schemas::store::CqlConnection {
+        contact_points: vec![args.cassandra.clone()],
+        username,
+        password,
+        ..Default::default()
+    }
 }
 
 /// Writes `events` through the consumer's Layer 1 path, `CHUNK` events a call.
