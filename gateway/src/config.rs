@@ -669,8 +669,8 @@ impl Config {
 
     /// Parses and validates; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        let mut config: Config = tollgate_schemas::yaml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
         config.validate_and_resolve(origin)?;
         Ok(config)
     }
