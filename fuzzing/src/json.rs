@@ -243,9 +243,63 @@ pub fn mutated(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrate
         .boxed()
 }
 
-/// Documents of a protocol: mutated seeds, and values built from its vocabulary alone.
+/// A value of the wrong kind for almost any field: the integer limits, long strings, empty
+/// containers.
+pub fn hostile(words: &'static [&'static str]) -> BoxedStrategy<Value> {
+    let huge = vec![
+        json!(u64::MAX),
+        json!(u64::MAX - 1),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(9_223_372_036_854_775_808u64),
+        json!(1_000_000_001),
+        json!(-1),
+        json!(1e308),
+        json!(0.5),
+    ];
+    prop_oneof![
+        3 => select(huge),
+        2 => number(),
+        2 => string(words).prop_map(Value::String),
+        1 => (1000usize..5000).prop_map(|n| Value::String("x".repeat(n))),
+        1 => Just(json!({})),
+        1 => Just(json!([])),
+        1 => any::<bool>().prop_map(Value::Bool),
+        1 => Just(Value::Null),
+    ]
+    .boxed()
+}
+
+/// One of `seeds` with each leaf replaced, one time in five, by a [`hostile`] value: plausible
+/// documents with several fields wrong at once (both token counts huge, an id too long and a
+/// model of the wrong type).
+pub fn perturbed(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<Value> {
+    (select(seeds), prop::collection::vec(prop::option::weighted(0.2, hostile(words)), 64))
+        .prop_map(|(mut doc, swaps)| {
+            let mut leaf = 0;
+            perturb(&mut doc, &swaps, &mut leaf);
+            doc
+        })
+        .boxed()
+}
+
+fn perturb(node: &mut Value, swaps: &[Option<Value>], leaf: &mut usize) {
+    match node {
+        Value::Array(items) => items.iter_mut().for_each(|item| perturb(item, swaps, leaf)),
+        Value::Object(fields) => fields.values_mut().for_each(|field| perturb(field, swaps, leaf)),
+        scalar => {
+            if let Some(Some(swap)) = swaps.get(*leaf % swaps.len().max(1)) {
+                *scalar = swap.clone();
+            }
+            *leaf += 1;
+        }
+    }
+}
+
+/// Documents of a protocol: mutated and perturbed seeds, and values built from its vocabulary
+/// alone.
 pub fn document(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<Value> {
-    prop_oneof![3 => mutated(seeds, words), 1 => value(words)].boxed()
+    prop_oneof![3 => mutated(seeds.clone(), words), 2 => perturbed(seeds, words), 1 => value(words)].boxed()
 }
 
 /// `value` as the JSON reader gives it to a decoder: written and read back, so nothing is nested

@@ -103,7 +103,11 @@ pub fn streams(
 ) -> BoxedStrategy<Vec<Event>> {
     let in_order: Vec<BoxedStrategy<serde_json::Value>> = seeds
         .iter()
-        .map(|seed| prop_oneof![3 => Just(seed.clone()), 1 => json::mutated(vec![seed.clone()], words)].boxed())
+        .map(|seed| {
+            let seed = vec![seed.clone()];
+            prop_oneof![4 => Just(seed[0].clone()), 1 => json::mutated(seed.clone(), words), 1 => json::perturbed(seed, words)]
+                .boxed()
+        })
         .collect();
     let ordered = in_order.prop_map(move |docs| {
         docs.into_iter()

@@ -157,6 +157,8 @@ fn messages_answers() -> Vec<Value> {
                "stop_reason": "tool_use", "stop_sequence": null,
                "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3,
                          "cache_creation_input_tokens": 2}}),
+        json!({"id": "m".repeat(300), "type": "message", "content": [{"type": "text", "text": "x"}],
+               "usage": {"input_tokens": u64::MAX, "output_tokens": u64::MAX, "cache_read_input_tokens": u64::MAX}}),
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
         json!({"type": "error", "error": {"type": "invalid_request_error",
                "message": "prompt is too long: 300000 tokens > 200000 maximum"}}),
@@ -186,6 +188,10 @@ pub(crate) fn stream_seeds() -> Vec<Value> {
                "usage": {"output_tokens": 15}}),
         json!({"type": "message_stop"}),
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        // Absurd counts.
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+               "usage": {"input_tokens": u64::MAX, "output_tokens": u64::MAX,
+                         "cache_read_input_tokens": u64::MAX, "cache_creation_input_tokens": u64::MAX}}),
     ]
 }
 
