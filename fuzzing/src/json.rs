@@ -274,13 +274,43 @@ pub fn hostile(words: &'static [&'static str]) -> BoxedStrategy<Value> {
 /// documents with several fields wrong at once (both token counts huge, an id too long and a
 /// model of the wrong type).
 pub fn perturbed(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<Value> {
-    (select(seeds), prop::collection::vec(prop::option::weighted(0.2, hostile(words)), 64))
+    perturbed_with(seeds, 0.2, hostile(words))
+}
+
+/// One of `seeds` with each leaf replaced, with probability `rate`, by a value from `with`.
+pub fn perturbed_with(seeds: Vec<Value>, rate: f64, with: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+    (select(seeds), prop::collection::vec(prop::option::weighted(rate, with), 256))
         .prop_map(|(mut doc, swaps)| {
             let mut leaf = 0;
             perturb(&mut doc, &swaps, &mut leaf);
             doc
         })
         .boxed()
+}
+
+/// One of `seeds` with exactly one leaf, chosen uniformly, replaced by a value from `with`: a
+/// known-good document with one field wrong (a string too long, a number past its type, an
+/// object where a name goes).
+pub fn one_leaf(seeds: Vec<Value>, with: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+    (select(seeds), any::<Index>(), with)
+        .prop_map(|(mut doc, at, replacement)| {
+            let leaves = count_leaves(&doc);
+            if leaves > 0 {
+                let mut swaps = vec![None; leaves];
+                swaps[at.index(leaves)] = Some(replacement);
+                perturb(&mut doc, &swaps, &mut 0);
+            }
+            doc
+        })
+        .boxed()
+}
+
+fn count_leaves(node: &Value) -> usize {
+    match node {
+        Value::Array(items) => items.iter().map(count_leaves).sum(),
+        Value::Object(fields) => fields.values().map(count_leaves).sum(),
+        _ => 1,
+    }
 }
 
 fn perturb(node: &mut Value, swaps: &[Option<Value>], leaf: &mut usize) {
@@ -299,7 +329,13 @@ fn perturb(node: &mut Value, swaps: &[Option<Value>], leaf: &mut usize) {
 /// Documents of a protocol: mutated and perturbed seeds, and values built from its vocabulary
 /// alone.
 pub fn document(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<Value> {
-    prop_oneof![3 => mutated(seeds.clone(), words), 2 => perturbed(seeds, words), 1 => value(words)].boxed()
+    prop_oneof![
+        3 => mutated(seeds.clone(), words),
+        2 => perturbed(seeds.clone(), words),
+        2 => one_leaf(seeds, hostile(words)),
+        1 => value(words),
+    ]
+    .boxed()
 }
 
 /// `value` as the JSON reader gives it to a decoder: written and read back, so nothing is nested

@@ -82,17 +82,24 @@ pub fn document_of(seed: &str) -> Value {
     serde_yaml::from_str(seed).unwrap_or(Value::Null)
 }
 
-/// Configs: `seeds` after up to 6 mutations whose new values include hostile scalars, written as
-/// YAML.
+/// Configs: `seeds` after up to 6 mutations whose new values include hostile scalars, or with one
+/// value or a few (one in 25) replaced by hostile ones, written as YAML.
 pub fn mutated(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<String> {
-    (select(seeds), prop::collection::vec(json::mutation_with(words, replacement(words)), 0..6))
+    let changed = (select(seeds.clone()), prop::collection::vec(json::mutation_with(words, replacement(words)), 0..6))
         .prop_map(|(mut doc, changes): (Value, Vec<Mutation>)| {
             for change in &changes {
                 change.apply(&mut doc);
             }
-            write(&doc)
-        })
-        .boxed()
+            doc
+        });
+    let hostile = prop_oneof![2 => json::hostile(words), 1 => replacement(words)].boxed();
+    prop_oneof![
+        2 => changed,
+        1 => json::perturbed_with(seeds.clone(), 0.04, hostile.clone()),
+        2 => json::one_leaf(seeds, hostile),
+    ]
+    .prop_map(|doc| write(&doc))
+    .boxed()
 }
 
 /// A block of anchors at `indent`, each level an alias list of the one before (`l0` holds
