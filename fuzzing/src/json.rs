@@ -270,35 +270,31 @@ pub fn hostile(words: &'static [&'static str]) -> BoxedStrategy<Value> {
     .boxed()
 }
 
-/// One of `seeds` with each leaf replaced, one time in five, by a [`hostile`] value: plausible
-/// documents with several fields wrong at once (both token counts huge, an id too long and a
-/// model of the wrong type).
+/// One of `seeds` with up to 8 of its leaves, chosen uniformly, replaced by [`hostile`] values:
+/// plausible documents with several fields wrong at once (both token counts huge, an id too
+/// long and a model of the wrong type).
 pub fn perturbed(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<Value> {
-    perturbed_with(seeds, 0.2, hostile(words))
-}
-
-/// One of `seeds` with each leaf replaced, with probability `rate`, by a value from `with`.
-pub fn perturbed_with(seeds: Vec<Value>, rate: f64, with: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
-    (select(seeds), prop::collection::vec(prop::option::weighted(rate, with), 256))
-        .prop_map(|(mut doc, swaps)| {
-            let mut leaf = 0;
-            perturb(&mut doc, &swaps, &mut leaf);
-            doc
-        })
-        .boxed()
+    perturbed_with(seeds, 8, hostile(words))
 }
 
 /// One of `seeds` with exactly one leaf, chosen uniformly, replaced by a value from `with`: a
 /// known-good document with one field wrong (a string too long, a number past its type, an
 /// object where a name goes).
 pub fn one_leaf(seeds: Vec<Value>, with: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
-    (select(seeds), any::<Index>(), with)
-        .prop_map(|(mut doc, at, replacement)| {
+    perturbed_with(seeds, 1, with)
+}
+
+/// One of `seeds` with 1 to `most` leaves, chosen uniformly, replaced by values from `with`.
+pub fn perturbed_with(seeds: Vec<Value>, most: usize, with: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+    (select(seeds), prop::collection::vec((any::<Index>(), with), 1..=most.max(1)))
+        .prop_map(|(mut doc, swaps)| {
             let leaves = count_leaves(&doc);
             if leaves > 0 {
-                let mut swaps = vec![None; leaves];
-                swaps[at.index(leaves)] = Some(replacement);
-                perturb(&mut doc, &swaps, &mut 0);
+                let mut at: Vec<Option<Value>> = vec![None; leaves];
+                for (index, value) in swaps {
+                    at[index.index(leaves)] = Some(value);
+                }
+                perturb(&mut doc, &at, &mut 0);
             }
             doc
         })
@@ -313,12 +309,14 @@ fn count_leaves(node: &Value) -> usize {
     }
 }
 
+/// Replaces the leaves of `node` (in document order, from number `leaf`) that `swaps` holds a
+/// value for.
 fn perturb(node: &mut Value, swaps: &[Option<Value>], leaf: &mut usize) {
     match node {
         Value::Array(items) => items.iter_mut().for_each(|item| perturb(item, swaps, leaf)),
         Value::Object(fields) => fields.values_mut().for_each(|field| perturb(field, swaps, leaf)),
         scalar => {
-            if let Some(Some(swap)) = swaps.get(*leaf % swaps.len().max(1)) {
+            if let Some(Some(swap)) = swaps.get(*leaf) {
                 *scalar = swap.clone();
             }
             *leaf += 1;

@@ -79,7 +79,7 @@ pub fn framed(events: BoxedStrategy<Vec<Event>>) -> BoxedStrategy<Vec<u8>> {
         .boxed()
 }
 
-/// Streams of a protocol: up to 40 events whose data is one of `docs` (written compact, or
+/// Streams of a protocol: up to 32 events whose data is one of `docs` (written compact, or
 /// pretty: data over several lines), `[DONE]`, or arbitrary text; named (sometimes) from `names`.
 pub fn events(docs: BoxedStrategy<serde_json::Value>, names: &'static [&'static str]) -> BoxedStrategy<Vec<Event>> {
     let data = prop_oneof![
@@ -89,7 +89,7 @@ pub fn events(docs: BoxedStrategy<serde_json::Value>, names: &'static [&'static 
         1 => "\\PC{0,32}",
     ];
     let name = prop_oneof![3 => Just(None), 1 => select(names).prop_map(|n| Some(n.to_owned())), 1 => "[a-z_ ]{0,12}".prop_map(Some)];
-    prop::collection::vec((name, data).prop_map(|(name, data)| Event { name, data }), 0..40).boxed()
+    prop::collection::vec((name, data).prop_map(|(name, data)| Event { name, data }), 0..32).boxed()
 }
 
 /// Streams of a protocol: a known-good stream (`seeds`, in their order) with some events

@@ -83,7 +83,7 @@ pub fn document_of(seed: &str) -> Value {
 }
 
 /// Configs: `seeds` after up to 6 mutations whose new values include hostile scalars, or with one
-/// value or a few (one in 25) replaced by hostile ones, written as YAML.
+/// value or a few (up to 6) replaced by hostile ones, written as YAML.
 pub fn mutated(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrategy<String> {
     let changed = (select(seeds.clone()), prop::collection::vec(json::mutation_with(words, replacement(words)), 0..6))
         .prop_map(|(mut doc, changes): (Value, Vec<Mutation>)| {
@@ -95,7 +95,7 @@ pub fn mutated(seeds: Vec<Value>, words: &'static [&'static str]) -> BoxedStrate
     let hostile = prop_oneof![2 => json::hostile(words), 1 => replacement(words)].boxed();
     prop_oneof![
         2 => changed,
-        1 => json::perturbed_with(seeds.clone(), 0.04, hostile.clone()),
+        1 => json::perturbed_with(seeds.clone(), 6, hostile.clone()),
         2 => json::one_leaf(seeds, hostile),
     ]
     .prop_map(|doc| write(&doc))

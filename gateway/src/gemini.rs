@@ -906,7 +906,7 @@ fn error_envelope(error: &Value) -> Value {
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -145,7 +145,7 @@ mod tests {
         assert!(err.to_string().contains("nodes once its aliases are expanded"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         // Ten levels of ten: serde_yaml's own bound on jumps refuses those.
-        let mut text = format!("l0: &l0 [{}]\n", vec!["lol"; 10].join(", "));
+        let mut text = format!("l0: &l0 [{}]\n", ["lol"; 10].join(", "));
         for level in 1..10 {
             text.push_str(&format!("l{level}: &l{level} [{}]\n", vec![format!("*l{}", level - 1); 10].join(", ")));
         }

@@ -387,6 +387,12 @@ proptest! {
         run::watchdog(move || errors_hold(&bytes, status))?;
     }
 
+}
+
+proptest! {
+    // A case is a whole stream of up to 32 events: fewer cases.
+    #![proptest_config(run::config(256))]
+
     /// Anthropic events, one at a time: each event's output is bounded by its own size, and
     /// the whole is OpenAI chunks, `[DONE]` last.
     #[test]

@@ -256,7 +256,8 @@ fn error_holds(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn streams() -> BoxedStrategy<Vec<sse::Event>> {
+/// Gemini streams: the known-good events in order, some mutated, and events in any order.
+pub(crate) fn streams() -> BoxedStrategy<Vec<sse::Event>> {
     sse::streams(answers(), WORDS, &["message"], false)
 }
 
@@ -280,6 +281,12 @@ proptest! {
     fn error_bodies_become_envelopes(bytes in gen::bytes(answers(), WORDS)) {
         run::watchdog(move || error_holds(&bytes))?;
     }
+
+}
+
+proptest! {
+    // A case is a whole stream of up to 32 events: fewer cases.
+    #![proptest_config(run::config(256))]
 
     /// Gemini events, one at a time: each event's output is bounded by its own size, and the
     /// whole is OpenAI chunks, `[DONE]` last.

@@ -103,7 +103,8 @@ fn openai_streams() -> BoxedStrategy<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(run::config(512))]
+    // A case is a whole stream, metered twice (in its reads and whole): fewer cases.
+    #![proptest_config(run::config(256))]
 
     #[test]
     fn openai_streams_are_metered_once_within_bounds(data in openai_streams(), how in chunking(), hide in any::<bool>()) {

@@ -273,6 +273,12 @@ proptest! {
         run::watchdog(move || decode_and_round_trip(&serde_json::to_vec(&doc).unwrap_or_default()))?;
     }
 
+}
+
+proptest! {
+    // Typed events of many fields each: fewer cases.
+    #![proptest_config(run::config(512))]
+
     /// Every event within the bounds is accepted and round-trips exactly.
     #[test]
     fn events_within_bounds_are_accepted_and_round_trip(event in valid_event()) {
