@@ -131,6 +131,25 @@ pub(crate) fn chat_requests() -> Vec<Value> {
         }),
         json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1000000000,
                "stream": true, "stream_options": null, "n": 128}),
+        // What every provider serves: no audio, one choice.
+        json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+                {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "user", "content": "thanks"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                "properties": {"a": {"type": "integer"}}}}}],
+            "tool_choice": "auto",
+            "max_tokens": 64,
+            "stop": "END",
+            "user": "c-1"
+        }),
     ]
 }
 
