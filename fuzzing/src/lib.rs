@@ -6,7 +6,8 @@
 //! bytes flipped, cut and spliced) and structure-aware input (documents built from the
 //! protocol's own vocabulary, and known-good documents with fields removed, re-typed, nested or
 //! multiplied). Every case runs under [`run::watchdog`]; [`run::config`] says how many cases a
-//! property runs (`TOLLGATE_FUZZ_CASES` for long runs, see docs/security.md).
+//! property runs (`TOLLGATE_FUZZ_SCALE` or `TOLLGATE_FUZZ_CASES` for long runs, see
+//! docs/security.md).
 
 pub mod chunks;
 pub mod json;

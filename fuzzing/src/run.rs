@@ -9,14 +9,15 @@ use std::time::Duration;
 /// runs this long is stuck in a loop or in work that grows out of proportion to its input.
 pub const CASE_TIME_LIMIT: Duration = Duration::from_secs(10);
 
-/// Cases per property: `TOLLGATE_FUZZ_CASES` (or proptest's own `PROPTEST_CASES`) when set,
-/// `default` otherwise. The defaults keep the whole suite within about a minute of `cargo test`
-/// on two cores; long runs set the variable (docs/security.md, "Fuzzing").
+/// Cases per property: `TOLLGATE_FUZZ_CASES` (or proptest's own `PROPTEST_CASES`) when set;
+/// otherwise `default` times `TOLLGATE_FUZZ_SCALE` (1 unless set). The defaults keep the whole
+/// suite within about half a minute of `cargo test` on two cores; long runs scale them, so each
+/// property keeps its share of the time (a whole stream costs a hundred times a request body;
+/// docs/security.md, "Fuzzing").
 pub fn cases(default: u32) -> u32 {
-    ["TOLLGATE_FUZZ_CASES", "PROPTEST_CASES"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok()?.trim().parse::<u32>().ok().filter(|n| *n > 0))
-        .unwrap_or(default)
+    let read = |name: &str| std::env::var(name).ok()?.trim().parse::<u32>().ok().filter(|n| *n > 0);
+    let scale = read("TOLLGATE_FUZZ_SCALE").unwrap_or(1);
+    read("TOLLGATE_FUZZ_CASES").or_else(|| read("PROPTEST_CASES")).unwrap_or_else(|| default.saturating_mul(scale))
 }
 
 /// A proptest configuration running [`cases`] cases, shrinking a failure for at most a minute,
