@@ -13,15 +13,34 @@ use crate::error::GatewayError;
 use crate::sse::{frame, frame_json, SseTranslator};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use tollgate_schemas::limits;
 
 /// Anthropic requires `max_tokens`; OpenAI clients often leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 // === Shared vocabulary: ids, stop reasons, usage ===
 
+/// The id a provider gave, if it is one worth keeping: an id is repeated in every chunk of a
+/// stream, so one of unbounded length would make every chunk as large (a fresh id replaces it).
+fn provider_id(id: Option<&str>) -> Option<&str> {
+    id.filter(|id| !id.is_empty() && id.len() <= limits::MAX_ID_BYTES)
+}
+
+/// The model a provider says answered, if it is a name within bounds (`null` otherwise). It is
+/// repeated in every chunk of a stream and read by metering as the served model: neither may
+/// grow with, or break on, whatever the provider put there.
+fn model_name(model: Option<&Value>) -> Value {
+    match model {
+        Some(Value::String(name)) if limits::check_name("model", name, limits::MAX_NAME_BYTES).is_ok() => {
+            Value::String(name.clone())
+        }
+        _ => Value::Null,
+    }
+}
+
 /// An Anthropic message id derived from an OpenAI completion id (`chatcmpl-x` → `msg_x`).
 fn message_id(chat_id: Option<&str>) -> String {
-    match chat_id.filter(|id| !id.is_empty()) {
+    match provider_id(chat_id) {
         Some(id) if id.starts_with("msg_") => id.to_owned(),
         Some(id) => format!("msg_{}", id.strip_prefix("chatcmpl-").unwrap_or(id)),
         None => format!("msg_{}", uuid::Uuid::now_v7().simple()),
@@ -30,7 +49,7 @@ fn message_id(chat_id: Option<&str>) -> String {
 
 /// An OpenAI completion id derived from an Anthropic message id (`msg_x` → `chatcmpl-x`).
 fn chat_id(message_id: Option<&str>) -> String {
-    match message_id.filter(|id| !id.is_empty()) {
+    match provider_id(message_id) {
         Some(id) if id.starts_with("chatcmpl-") => id.to_owned(),
         Some(id) => format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id)),
         None => format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
@@ -1006,7 +1025,7 @@ pub fn message_to_chat_response(message: &Value) -> Value {
         "id": chat_id(message.get("id").and_then(Value::as_str)),
         "object": "chat.completion",
         "created": chrono::Utc::now().timestamp(),
-        "model": message.get("model").cloned().unwrap_or(Value::Null),
+        "model": model_name(message.get("model")),
         "choices": [{"index": 0, "message": chat_message, "logprobs": null, "finish_reason": finish}],
         "usage": TokenUsage::from_anthropic(message.get("usage").unwrap_or(&Value::Null)).to_openai(),
     })
@@ -1173,7 +1192,7 @@ impl SseTranslator for MessagesToChatStream {
             "message_start" => {
                 let message = event.get("message").unwrap_or(&Value::Null);
                 self.id = chat_id(message.get("id").and_then(Value::as_str));
-                self.model = message.get("model").cloned().unwrap_or(Value::Null);
+                self.model = model_name(message.get("model"));
                 self.usage.update_from_anthropic(message.get("usage").unwrap_or(&Value::Null));
                 vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
             }
@@ -1304,6 +1323,9 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> Value {
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::sse::parse_event;
@@ -1396,6 +1418,38 @@ mod tests {
             "stop": ["END"],
             "user": "customer-7"
         })
+    }
+
+    /// Found by fuzzing: `message_start`'s `model` (any JSON value) and `id` (any length) were
+    /// copied into every later chunk, so one large first event made every small event after it as
+    /// large, and a `model` that is not a string made the usage chunk unreadable to metering
+    /// (the provider's counts were then replaced by an estimate).
+    #[test]
+    fn stream_model_and_id_from_the_provider_are_bounded() {
+        let huge = "x".repeat(100_000);
+        let size = |out: Vec<Bytes>| out.iter().map(Bytes::len).sum::<usize>();
+        for model in [json!({"a": huge}), json!(huge), json!("bad\nname"), json!(7)] {
+            let mut t = MessagesToChatStream::new();
+            let start =
+                json!({"type": "message_start", "message": {"id": huge, "model": model, "usage": {"input_tokens": 5}}});
+            assert!(size(t.event(None, start.to_string().as_bytes())) < 1024);
+            let delta =
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}});
+            assert!(size(t.event(None, delta.to_string().as_bytes())) < 1024);
+            let end =
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}});
+            t.event(None, end.to_string().as_bytes());
+            let usage_chunk = t.event(None, br#"{"type":"message_stop"}"#).remove(0);
+            let data = parse_event(&usage_chunk).data;
+            let read: crate::openai::ResponseUsage = serde_json::from_slice(&data).expect("metering reads it");
+            assert_eq!(read.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((5, 2)));
+        }
+        let answer = message_to_chat_response(
+            &json!({"id": huge, "model": {"a": 1}, "usage": {"input_tokens": 3, "output_tokens": 4}}),
+        );
+        assert!(answer.to_string().len() < 1024 && answer["model"].is_null());
+        let read: crate::openai::ResponseUsage = serde_json::from_value(answer).expect("metering reads it");
+        assert_eq!(read.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 4)));
     }
 
     // --- Outbound requests ---

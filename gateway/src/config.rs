@@ -718,8 +718,8 @@ impl Config {
 
     /// Parses and validates; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        let mut config: Config = tollgate_schemas::yaml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
         config.validate_and_resolve(origin)?;
         Ok(config)
     }
@@ -756,6 +756,7 @@ impl Config {
         if self.gateway.replicas == 0 {
             return Err(invalid("gateway.replicas".into(), "must be at least 1".into()));
         }
+        self.check_event_names(origin)?;
         if let Some(db) = &mut self.database {
             if let Some(p) = &db.password {
                 db.password = Some(resolve_secret(p, &self.environment_variables, origin, "database.password")?);
@@ -959,6 +960,40 @@ impl Config {
 }
 
 impl Config {
+    /// Names and ids of this file that go into every usage event (the gateway id, a key's alias,
+    /// team, user and organization, model names and the deployment id made of
+    /// `litellm_params.model`) within the bounds the ledger holds events to
+    /// (`limits::check_event`): one outside them would have every event that carries it refused
+    /// and its requests left unbilled.
+    fn check_event_names(&self, origin: &str) -> Result<(), ConfigError> {
+        use tollgate_schemas::limits::{check_id, check_name, BoundError, MAX_NAME_BYTES};
+        let invalid = |e: BoundError| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: e.field().to_owned(),
+            message: e.to_string().replace(&format!("`{}` ", e.field()), ""),
+        };
+        let name = |field: String, value: &str| check_name(&field, value, MAX_NAME_BYTES).map_err(invalid);
+        let id = |field: String, value: &Option<String>| {
+            value.as_deref().map_or(Ok(()), |v| check_id(&field, v).map_err(invalid))
+        };
+        if let Some(gateway_id) = &self.gateway.id {
+            name("gateway.id".into(), gateway_id)?;
+        }
+        for (i, m) in self.model_list.iter().enumerate() {
+            name(format!("model_list[{i}].model_name"), &m.model_name)?;
+            name(format!("model_list[{i}].litellm_params.model"), &m.litellm_params.model)?;
+        }
+        for (i, k) in self.virtual_keys.iter().enumerate() {
+            if let Some(alias) = &k.key_alias {
+                name(format!("virtual_keys[{i}].key_alias"), alias)?;
+            }
+            id(format!("virtual_keys[{i}].team_id"), &k.team_id)?;
+            id(format!("virtual_keys[{i}].user_id"), &k.user_id)?;
+            id(format!("virtual_keys[{i}].organization_id"), &k.organization_id)?;
+        }
+        Ok(())
+    }
+
     /// LiteLLM settings present in the file that Tollgate accepts but does not act on.
     pub fn unsupported(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -1023,6 +1058,9 @@ impl Config {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1039,6 +1077,36 @@ virtual_keys:
 kafka:
   bootstrap_servers: 127.0.0.1:9092
 "#;
+
+    /// Found by fuzzing: a key's alias, team, user or organization, the gateway id and model
+    /// names were taken from the file as they were, and they go into every usage event. One the
+    /// ledger refuses (a control character, a `/` in an id, over 256 bytes) had each of those
+    /// events dead-lettered, its requests unbilled; an id with `/` could pose as another scope.
+    #[test]
+    fn names_and_ids_that_reach_usage_events_are_bounded() {
+        let long = "x".repeat(300);
+        for (from, to, field) in [
+            ("    team_id: payments", "    team_id: a/model/b", "virtual_keys[0].team_id"),
+            ("    team_id: payments", "    team_id: \"pay ments\"", "virtual_keys[0].team_id"),
+            ("    team_id: payments", "    user_id: \"u\\0\"", "virtual_keys[0].user_id"),
+            ("    team_id: payments", &format!("    organization_id: {long}"), "virtual_keys[0].organization_id"),
+            ("    team_id: payments", "    key_alias: \"a\\tb\"", "virtual_keys[0].key_alias"),
+            ("  - model_name: gpt-4o-mini", &format!("  - model_name: {long}"), "model_list[0].model_name"),
+            (
+                "      model: openai/gpt-4o-mini",
+                &format!("      model: openai/{long}"),
+                "model_list[0].litellm_params.model",
+            ),
+            ("kafka:", "gateway:\n  id: \"gw\\n1\"\nkafka:", "gateway.id"),
+        ] {
+            let text = MINIMAL.replace(from, to);
+            assert_ne!(text, MINIMAL, "{from}");
+            let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{to}: {err}");
+        }
+        let fine = MINIMAL.replace("    team_id: payments", "    team_id: payments\n    key_alias: checkout / eu");
+        assert!(Config::parse(&fine, "test.yaml").is_ok());
+    }
 
     #[test]
     fn parses_a_minimal_config() {

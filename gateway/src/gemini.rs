@@ -565,8 +565,11 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// An OpenAI completion id from Gemini's `responseId`, kept only up to `limits::MAX_ID_BYTES`: a
+/// stream repeats it in every chunk.
 fn chat_id(resp: &Value) -> String {
-    match resp.get("responseId").and_then(Value::as_str) {
+    let response_id = resp.get("responseId").and_then(Value::as_str);
+    match response_id.filter(|id| id.len() <= tollgate_schemas::limits::MAX_ID_BYTES) {
         Some(id) => format!("chatcmpl-{id}"),
         None => format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
     }
@@ -583,15 +586,17 @@ fn finish_reason(reason: &str, made_calls: bool) -> &'static str {
 
 /// OpenAI usage from Gemini's `usageMetadata`: thinking tokens are billed as output, and
 /// `promptTokenCount` already includes the cached tokens (as OpenAI's `prompt_tokens` does).
+/// Sums saturate: counts past any real request are then not believed by metering (which counts
+/// the request itself) rather than wrapping around to a small number.
 fn usage(meta: &Value) -> Value {
     let count = |key: &str| meta.get(key).and_then(Value::as_u64).unwrap_or(0);
     let prompt = count("promptTokenCount");
     let thoughts = count("thoughtsTokenCount");
-    let completion = count("candidatesTokenCount") + thoughts;
+    let completion = count("candidatesTokenCount").saturating_add(thoughts);
     let mut usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": { "cached_tokens": count("cachedContentTokenCount") },
     });
     if thoughts > 0 {
@@ -899,6 +904,9 @@ fn error_envelope(error: &Value) -> Value {
     };
     json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
 }
+
+#[cfg(test)]
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -1411,5 +1419,39 @@ mod tests {
         assert_eq!(html["error"]["message"], "<html>Bad Gateway</html>");
         assert_eq!(html["error"]["type"], "api_error");
         assert_eq!(error_to_openai(b"")["error"]["message"], "the upstream provider returned an error");
+    }
+
+    /// Found by fuzzing: `candidatesTokenCount + thoughtsTokenCount` (and the total) were added
+    /// unchecked. A debug build panicked; a release build wrapped around, so counts of
+    /// `u64::MAX - 1` and 3 billed 1 completion token. The sums saturate now, and a saturated
+    /// count is not believed by metering (the request is counted by Tollgate instead).
+    #[test]
+    fn gemini_usage_sums_saturate_and_are_not_believed() {
+        let resp = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}}],
+                          "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": u64::MAX - 1,
+                                            "thoughtsTokenCount": 3}});
+        let chat = generate_response_to_chat(&resp, "g");
+        assert_eq!(chat["usage"]["completion_tokens"], json!(u64::MAX));
+        assert_eq!(chat["usage"]["total_tokens"], json!(u64::MAX));
+        let read: crate::openai::ResponseUsage = serde_json::from_value(chat).unwrap();
+        assert_eq!(read.usage(), None, "a saturated count is not believed");
+        let mut stream = GenerateToChatStream::new("g");
+        stream.event(None, resp.to_string().as_bytes());
+        let usage_chunk = stream.end().remove(0);
+        assert!(String::from_utf8_lossy(&usage_chunk).contains("18446744073709551615"));
+    }
+
+    /// Found by fuzzing: Gemini's `responseId`, of any length, was repeated in every chunk of a
+    /// stream. One up to `limits::MAX_ID_BYTES` is kept; a longer one is replaced.
+    #[test]
+    fn a_response_id_of_any_length_is_not_repeated_in_every_chunk() {
+        let mut stream = GenerateToChatStream::new("g");
+        let first = json!({"responseId": "r".repeat(100_000), "candidates": [{"content": {"parts": [{"text": "a"}]}}]});
+        let size = |out: Vec<Bytes>| out.iter().map(Bytes::len).sum::<usize>();
+        assert!(size(stream.event(None, first.to_string().as_bytes())) < 1024);
+        let next = json!({"candidates": [{"content": {"parts": [{"text": "b"}]}}]});
+        assert!(size(stream.event(None, next.to_string().as_bytes())) < 1024);
+        let kept = generate_response_to_chat(&json!({"responseId": "abc"}), "g");
+        assert_eq!(kept["id"], "chatcmpl-abc");
     }
 }

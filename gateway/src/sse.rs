@@ -248,6 +248,9 @@ where
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;

@@ -370,4 +370,6 @@ fn is_usage_only_chunk(data: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod fuzz;
+#[cfg(test)]
+pub(crate) mod tests;

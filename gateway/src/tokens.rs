@@ -33,18 +33,48 @@ pub fn warm_up() {
     });
 }
 
+/// Longest piece of text handed to the tokenizer at once. Its pre-tokenizing regex backtracks
+/// on a bounded stack, and tiktoken-rs unwraps the error it returns when that stack runs out:
+/// a run of about 500,000 spaces in one piece made `encode_ordinary` panic. Pieces of this size
+/// stay far below it; each cut changes the count by at most a token.
+const MAX_PIECE: usize = 16 * 1024;
+
 /// Tokens in `text`.
 pub fn count(text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
     match BPE.get().and_then(Option::as_ref) {
-        Some(b) => b.encode_ordinary(text).len() as u64,
+        Some(b) => pieces(text).map(|piece| count_piece(b, piece)).sum(),
         None => {
             warm_up();
             (text.len() as u64).div_ceil(4)
         }
     }
+}
+
+/// Tokens in one piece. Should the tokenizer fail on a piece anyway, it counts at the fallback
+/// rate: counting runs as a request's usage event is made, and must never stop it.
+fn count_piece(bpe: &CoreBPE, piece: &str) -> u64 {
+    let encode = std::panic::AssertUnwindSafe(|| bpe.encode_ordinary(piece).len() as u64);
+    std::panic::catch_unwind(encode).unwrap_or_else(|_| (piece.len() as u64).div_ceil(4))
+}
+
+/// `text` cut into pieces of at most [`MAX_PIECE`] bytes, at character boundaries.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(MAX_PIECE);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Most text kept for the tokenizer per count (a stream's generated text, a request's
@@ -128,6 +158,9 @@ pub fn prompt_text(value: &serde_json::Value, out: &mut TextTally) {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -147,6 +180,27 @@ mod tests {
         let _ = bpe();
         assert_eq!(count("hello world"), 2);
         assert_eq!(count(""), 0);
+    }
+
+    /// Found by fuzzing the tokenizer with long runs: a megabyte of spaces (or of spaces and
+    /// tabs) made tiktoken-rs panic (its regex ran out of backtracking stack, and it unwraps
+    /// the error). A client could send such a prompt, or a provider stream such text, and the
+    /// count that makes a request's usage event when the provider reports none would panic
+    /// instead: no event, an unbilled request. Text goes to the tokenizer in bounded pieces.
+    #[test]
+    fn a_megabyte_of_whitespace_is_counted_without_a_panic() {
+        let bpe = bpe().unwrap();
+        for unit in [" ", " \t", "\u{a0}"] {
+            let text = unit.repeat(MAX_COUNTED_TEXT / unit.len());
+            let tokens = count(&text);
+            assert!(tokens > 0 && tokens <= text.len() as u64, "{unit:?}: {tokens}");
+            // Counted by the tokenizer, piece by piece (not at the fallback rate).
+            let tokenized: usize = pieces(&text).map(|p| bpe.encode_ordinary(p).len()).sum();
+            assert_eq!(tokens, tokenized as u64);
+        }
+        let accents = "é".repeat(MAX_PIECE);
+        let cut: Vec<&str> = pieces(&accents).collect();
+        assert!(cut.len() == 2 && cut.iter().all(|p| p.len() <= MAX_PIECE) && cut.concat() == accents);
     }
 
     /// Past [`MAX_COUNTED_TEXT`] text is not kept but counted at one token per four bytes.

@@ -187,14 +187,15 @@ impl UsageRecorder {
                 outcome.tokens = Tokens::default();
             }
         }
-        let has_tokens = outcome.tokens.prompt > 0 || outcome.tokens.completion > 0;
+        let tokens = within_bounds(outcome.tokens);
+        let has_tokens = tokens.prompt > 0 || tokens.completion > 0;
         let charged = match outcome.deployment.map(|d| d.price) {
             Some(Some(price)) => {
                 // Prices and believed token counts are bounded so that no request costs more
                 // than the ledger accepts; should that ever fail, charge the bound (never
                 // nothing), and say so.
                 let max = tollgate_schemas::limits::MAX_COST_PER_REQUEST;
-                match cost(&price, outcome.tokens) {
+                match cost(&price, tokens) {
                     Ok(c) if c <= max => c,
                     _ => {
                         tracing::error!(event_id = %event.event_id, "cost beyond the per-request bound; charging the bound");
@@ -211,10 +212,10 @@ impl UsageRecorder {
         };
         event.status = outcome.status;
         event.error_type = outcome.error_type.map(str::to_owned);
-        event.prompt_tokens = outcome.tokens.prompt;
-        event.completion_tokens = outcome.tokens.completion;
-        event.cached_tokens = outcome.tokens.cached;
-        event.served_model = outcome.served_model;
+        event.prompt_tokens = tokens.prompt;
+        event.completion_tokens = tokens.completion;
+        event.cached_tokens = tokens.cached;
+        event.served_model = served_model(outcome.served_model, outcome.deployment);
         event.partial = outcome.partial;
         event.estimated = outcome.estimated;
         if let Some(d) = outcome.deployment {
@@ -239,6 +240,38 @@ impl UsageRecorder {
         // (policy `serve`) has its event counted and dropped by the sink.
         let permit = self.permit.take().unwrap_or_else(Permit::unbacked);
         self.sink.publish(permit, event);
+    }
+}
+
+/// Token counts as the event records them: at most `limits::MAX_TOKENS_PER_REQUEST` each.
+/// Counts a provider reports are believed only within that bound already; Tollgate's own
+/// estimates (the bytes of a body, of a stream that ran for hours) are bounded by nothing but
+/// time. A count past the bound is charged at the bound, as a cost past its bound is: the
+/// ledger would refuse the event, and leave the request unbilled.
+fn within_bounds(tokens: Tokens) -> Tokens {
+    let max = tollgate_schemas::limits::MAX_TOKENS_PER_REQUEST;
+    if tokens.prompt <= max && tokens.completion <= max && tokens.cached <= max {
+        return tokens;
+    }
+    counter!("tollgate_token_counts_clamped_total").increment(1);
+    tracing::warn!("token counts beyond the per-request bound; charging the bound");
+    Tokens { prompt: tokens.prompt.min(max), completion: tokens.completion.min(max), cached: tokens.cached.min(max) }
+}
+
+/// The model a provider says it served, as the event records it. The name comes from the
+/// provider's answer: one the ledger would refuse (too long, control characters) would get the
+/// whole event dead-lettered and the request left unbilled, so the deployment's own model name
+/// stands in for it.
+fn served_model(reported: Option<String>, deployment: Option<&Deployment>) -> Option<String> {
+    let max = tollgate_schemas::limits::MAX_NAME_BYTES;
+    match reported {
+        Some(name) if tollgate_schemas::limits::check_name("served_model", &name, max).is_ok() => Some(name),
+        Some(_) => {
+            counter!("tollgate_upstream_model_names_refused_total").increment(1);
+            tracing::warn!("a provider named the served model out of bounds; recording the deployment's model");
+            deployment.map(|d| d.upstream_model.clone())
+        }
+        None => None,
     }
 }
 
@@ -267,3 +300,6 @@ impl Drop for UsageRecorder {
         });
     }
 }
+
+#[cfg(test)]
+mod fuzz;

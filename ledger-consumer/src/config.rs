@@ -186,8 +186,8 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        let mut config: Config = tollgate_schemas::yaml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
         let invalid = |field: &str, message: String| ConfigError::Invalid {
             path: origin.to_owned(),
             field: field.to_owned(),
@@ -226,10 +226,14 @@ impl Config {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    const OK: &str = "kafka:\n  bootstrap_servers: 127.0.0.1:9092\ncassandra:\n  contact_points: [127.0.0.1:9042]\n";
+    pub(super) const OK: &str =
+        "kafka:\n  bootstrap_servers: 127.0.0.1:9092\ncassandra:\n  contact_points: [127.0.0.1:9042]\n";
 
     #[test]
     fn parses_with_defaults() {

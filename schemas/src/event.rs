@@ -299,3 +299,6 @@ mod tests {
         assert_eq!(golden_event().budget_owner(), "team/team-payments");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod store;
 pub mod tenancy;
 pub mod topics;
+pub mod yaml;
 
 pub use event::{UsageEvent, USAGE_EVENT_VERSION};
 pub use money::NanoUsd;

@@ -296,6 +296,9 @@ pub struct PromptTokensDetails {
 }
 
 #[cfg(test)]
+pub(crate) mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

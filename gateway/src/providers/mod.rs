@@ -413,6 +413,9 @@ pub fn classify(e: &reqwest::Error) -> UpstreamError {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;

@@ -19,7 +19,7 @@ fn recognises_the_usage_only_chunk() {
 
 /// Keeps the events it is given.
 #[derive(Default)]
-struct Recorded(Mutex<Vec<UsageEvent>>);
+pub(crate) struct Recorded(pub(crate) Mutex<Vec<UsageEvent>>);
 
 impl UsageSink for Recorded {
     fn admit(&self) -> Result<Permit, SinkError> {
@@ -44,42 +44,87 @@ virtual_keys:
   - key: sk-stream-test
 "#;
 
+/// What metering a request needs besides the request itself: a router, an authenticated key,
+/// budgets and limits, as the server has them.
+pub(crate) struct Harness {
+    router: Arc<Router>,
+    principal: crate::auth::Principal,
+    view: Arc<crate::budget::BudgetView>,
+    limiter: crate::ratelimit::RateLimiter,
+    settings: crate::config::BudgetSettings,
+}
+
+/// The chat request the metered streams answer.
+pub(super) const REQUEST: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+
+impl Harness {
+    pub(crate) async fn new() -> Harness {
+        let config = crate::config::Config::parse(CONFIG, "stream test").unwrap();
+        let router = Arc::new(Router::from_config(&config, "stream test").unwrap());
+        let tenancy = crate::auth::Tenancy::new(None, &config.virtual_keys, crate::auth::KeyHasher::new(None), None);
+        let principal = tenancy.authenticate("sk-stream-test", chrono::Utc::now()).await.unwrap();
+        let view = Arc::new(crate::budget::BudgetView::new());
+        view.set_caught_up();
+        let limiter = crate::ratelimit::RateLimiter::new(1);
+        Harness { router, principal, view, limiter, settings: crate::config::BudgetSettings::default() }
+    }
+
+    /// A request admitted for model `m`, its recorder publishing to `sink`, and the deployment
+    /// lease it is sent with.
+    pub(crate) fn start(&self, sink: Arc<Recorded>) -> (UsageRecorder, Lease) {
+        let now = chrono::Utc::now();
+        let admitted =
+            crate::admission::admit(&self.principal, "m", &self.view, &self.limiter, &self.settings, now).unwrap();
+        let recorder = UsageRecorder::start(
+            sink,
+            Permit::unbacked(),
+            "gw",
+            "req",
+            &self.principal,
+            admitted,
+            "m",
+            true,
+            Instant::now(),
+            now,
+        );
+        let (_, lease) = self.router.pick("m", &[]).unwrap();
+        (recorder, lease)
+    }
+
+    /// Meters `upstream` as the server does a streamed chat request of `body`; returns what the
+    /// client received and the usage events published.
+    pub(super) async fn meter(
+        &self,
+        upstream: Upstream,
+        hide_usage_chunk: bool,
+        body: &[u8],
+    ) -> (Vec<u8>, Vec<UsageEvent>) {
+        let sink = Arc::new(Recorded::default());
+        let (recorder, lease) = self.start(sink.clone());
+        let request =
+            Arc::new(crate::openai::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap());
+        let stream = MeteredStream::new(
+            upstream,
+            recorder,
+            self.router.clone(),
+            lease,
+            hide_usage_chunk,
+            request,
+            Instant::now(),
+            "m".into(),
+        );
+        let out: Vec<Bytes> = stream.map(Result::unwrap).collect().await;
+        let events = std::mem::take(&mut *sink.0.lock().unwrap());
+        (out.concat(), events)
+    }
+}
+
 /// Meters `upstream` as the server does a streamed chat request; returns what the client
 /// received and the request's one usage event.
 async fn meter(upstream: Upstream) -> (String, UsageEvent) {
-    let config = crate::config::Config::parse(CONFIG, "stream test").unwrap();
-    let router = Arc::new(Router::from_config(&config, "stream test").unwrap());
-    let tenancy = crate::auth::Tenancy::new(None, &config.virtual_keys, crate::auth::KeyHasher::new(None), None);
-    let now = chrono::Utc::now();
-    let principal = tenancy.authenticate("sk-stream-test", now).await.unwrap();
-    let view = Arc::new(crate::budget::BudgetView::new());
-    view.set_caught_up();
-    let limiter = crate::ratelimit::RateLimiter::new(1);
-    let settings = crate::config::BudgetSettings::default();
-    let admitted = crate::admission::admit(&principal, "m", &view, &limiter, &settings, now).unwrap();
-    let sink = Arc::new(Recorded::default());
-    let recorder = UsageRecorder::start(
-        sink.clone(),
-        Permit::unbacked(),
-        "gw",
-        "req",
-        &principal,
-        admitted,
-        "m",
-        true,
-        Instant::now(),
-        now,
-    );
-    let (_, lease) = router.pick("m", &[]).unwrap();
-    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-    let request =
-        Arc::new(crate::openai::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap());
-    let stream = MeteredStream::new(upstream, recorder, router, lease, true, request, Instant::now(), "m".into());
-    let out: Vec<Bytes> = stream.map(Result::unwrap).collect().await;
-    let text = out.iter().map(|b| String::from_utf8_lossy(b)).collect();
-    let mut events = std::mem::take(&mut *sink.0.lock().unwrap());
+    let (out, mut events) = Harness::new().await.meter(upstream, true, REQUEST).await;
     assert_eq!(events.len(), 1, "one usage event per request");
-    (text, events.remove(0))
+    (String::from_utf8_lossy(&out).into_owned(), events.remove(0))
 }
 
 const CONTENT_EVENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n";
@@ -170,4 +215,25 @@ async fn done_ends_the_stream() {
     assert_eq!(text, "data: [DONE]\n\n");
     assert!(!event.partial && !event.estimated, "{event:?}");
     assert_eq!((event.prompt_tokens, event.completion_tokens), (3, 4));
+}
+
+/// Found by fuzzing: the model a provider names in its chunks became the event's
+/// `served_model` as it was. A name the ledger refuses (over 256 bytes, such as a long model
+/// path some servers report, or with control characters) had the event dead-lettered and the
+/// request left unbilled. The deployment's model name stands in for it now.
+#[tokio::test]
+async fn a_served_model_the_ledger_would_refuse_is_replaced_by_the_deployments() {
+    for model in ["x".repeat(300), "gpt\n4o".to_owned()] {
+        let chunk =
+            serde_json::json!({"model": model, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}});
+        let upstream = futures::stream::iter([Ok(Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n")))])
+            .chain(futures::stream::pending());
+        let (_, event) = meter(Box::pin(upstream)).await;
+        assert_eq!(event.served_model.as_deref(), Some("m"));
+        assert_eq!(tollgate_schemas::limits::check_event(&event), Ok(()));
+        assert_eq!((event.prompt_tokens, event.completion_tokens), (3, 4));
+    }
+    let chunk = r#"{"model":"gpt-4o-2024-08-06","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+    let upstream = futures::stream::iter([Ok(Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n")))]);
+    assert_eq!(meter(Box::pin(upstream)).await.1.served_model.as_deref(), Some("gpt-4o-2024-08-06"));
 }

@@ -1,0 +1,92 @@
+//! Property tests of the usage recorder: whatever a request's outcome (token counts reported by
+//! a provider or estimated by Tollgate, however large; the model name a provider gave; any
+//! status and error), the one event it publishes is one the ledger accepts
+//! (`limits::check_event`), so no outcome can leave a request unbilled in a dead-letter topic.
+
+use super::*;
+use crate::stream::fuzz::HARNESS;
+use crate::stream::tests::Recorded;
+use proptest::prelude::*;
+use tollgate_fuzzing::{json as gen, run};
+use tollgate_schemas::limits;
+
+/// Error types the gateway records.
+const ERRORS: &[&str] = &[
+    "upstream_timeout",
+    "upstream_unavailable",
+    "upstream_error",
+    "upstream_stream_error",
+    "upstream_stream_incomplete",
+    "upstream_event_too_large",
+    "stream_idle_timeout",
+    "stream_duration_exceeded",
+    "client_disconnected",
+    "upstream_response_too_large",
+];
+
+fn count() -> BoxedStrategy<u64> {
+    prop_oneof![
+        3 => 0..=limits::MAX_TOKENS_PER_REQUEST,
+        1 => limits::MAX_TOKENS_PER_REQUEST..=limits::MAX_TOKENS_PER_REQUEST + 2,
+        1 => any::<u64>(),
+        1 => Just(u64::MAX),
+    ]
+    .boxed()
+}
+
+proptest! {
+    #![proptest_config(run::config(1_000))]
+
+    #[test]
+    fn every_event_the_recorder_publishes_is_accepted_by_the_ledger(
+        tokens in (count(), count(), count()),
+        served_model in prop::option::of(gen::string(crate::openai::fuzz::WORDS)),
+        status in any::<u16>(),
+        error_type in prop::option::of(prop::sample::select(ERRORS)),
+        (partial, estimated, with_deployment, dropped) in any::<(bool, bool, bool, bool)>(),
+    ) {
+        run::watchdog(move || {
+            let sink = Arc::new(Recorded::default());
+            let (recorder, lease) = HARNESS.start(sink.clone());
+            if dropped {
+                drop(recorder);
+            } else {
+                recorder.finish(Outcome {
+                    status,
+                    error_type,
+                    tokens: crate::pricing::Tokens { prompt: tokens.0, completion: tokens.1, cached: tokens.2 },
+                    served_model,
+                    partial,
+                    estimated,
+                    deployment: with_deployment.then_some(lease.deployment.as_ref()),
+                });
+            }
+            let events = std::mem::take(&mut *sink.0.lock().map_err(|e| TestCaseError::fail(e.to_string()))?);
+            prop_assert_eq!(events.len(), 1);
+            prop_assert_eq!(limits::check_event(&events[0]), Ok(()), "the ledger would refuse {:?}", events[0]);
+            Ok(())
+        })?;
+    }
+}
+
+/// Found by fuzzing: Tollgate's own estimates were recorded as they were, and they are bounded
+/// by nothing but time (a stream's bytes ÷ 4: a stream of 4 GB over its day-long deadline
+/// passes 10⁹ tokens). The ledger refuses such an event (`check_event`), so the request went
+/// unbilled into the dead-letter topic. A count past the bound is charged at the bound now.
+#[test]
+fn estimated_token_counts_past_the_bound_are_charged_at_the_bound() {
+    let sink = Arc::new(Recorded::default());
+    let (recorder, lease) = HARNESS.start(sink.clone());
+    let charged = recorder.finish(Outcome {
+        status: 200,
+        tokens: crate::pricing::Tokens { prompt: 5, completion: 4_000_000_000, cached: 0 },
+        estimated: true,
+        deployment: Some(lease.deployment.as_ref()),
+        ..Outcome::default()
+    });
+    let event = sink.0.lock().unwrap().remove(0);
+    assert_eq!((event.prompt_tokens, event.completion_tokens), (5, limits::MAX_TOKENS_PER_REQUEST));
+    assert_eq!(limits::check_event(&event), Ok(()));
+    // One nano-USD a token either way (the test config's prices).
+    assert_eq!(charged, NanoUsd(5 + 1_000_000_000));
+}
