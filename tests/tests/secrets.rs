@@ -95,6 +95,7 @@ async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()>
     std::fs::write(&path, gateway_config(&password, wrong))?;
     let out = std::process::Command::new(binaries()?.join("tollgate-gateway"))
         .args(["--config", &path.to_string_lossy(), "--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
         .output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     ensure!(!out.status.success(), "started with a wrong database password:\n{text}");
