@@ -1,4 +1,4 @@
-//! The usage event: one per request that reached a provider (DESIGN §2).
+//! The usage event: one per request that reached a provider (docs/design.md §3).
 //!
 //! This is a public contract that finance consumes: fields are only ever added, never renamed or
 //! re-typed within a version; unknown fields are ignored on read so newer producers do not break
