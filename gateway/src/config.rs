@@ -244,7 +244,8 @@ pub struct SpoolConfig {
     pub dir: std::path::PathBuf,
     #[serde(default = "default_segment_bytes")]
     pub max_segment_bytes: u64,
-    /// Events waiting to be spooled; requests are refused at 90% of it (policy `reject`).
+    /// Events admitted and not yet spooled, at most; a request that finds it full is refused
+    /// (policy `reject`) or served unmetered and counted (policy `serve`).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     #[serde(default)]

@@ -3,7 +3,7 @@
 //! `(scope_id, window_id, partition)`.
 //!
 //! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), and the
-//! served model within each of them. Windows: all time, the UTC calendar day and the UTC
+//! requested model (the `model_name` the client asked for) within each of them. Windows: all time, the UTC calendar day and the UTC
 //! calendar month of the event.
 
 use crate::UsageEvent;
