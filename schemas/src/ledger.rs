@@ -3,8 +3,8 @@
 //! `(scope_id, window_id, partition)`.
 //!
 //! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), and the
-//! requested model (the `model_name` the client asked for) within each of them. Windows: all time, the UTC calendar day and the UTC
-//! calendar month of the event.
+//! requested model (the `model_name` the client asked for) within each of them. Windows: all
+//! time, the UTC calendar day and the UTC calendar month of the event.
 
 use crate::UsageEvent;
 use chrono::{DateTime, Datelike, Utc};
