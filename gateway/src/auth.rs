@@ -1,5 +1,5 @@
 //! Who is calling: virtual keys and the tenants they belong to, from moka-cached views of the
-//! tenancy records (no database call on a warm cache; DESIGN §1).
+//! tenancy records (no database call on a warm cache; docs/design.md §2.2).
 //!
 //! Keys are only ever handled as their SHA-256 hash once they leave the request header; the raw
 //! key must never be logged, put in a metric, an event or an error message.

@@ -1,4 +1,4 @@
-//! Each gateway's view of spend against budgets (DESIGN §3, steps 4-5), and the listener that
+//! Each gateway's view of spend against budgets (docs/design.md §5.1-5.3), and the listener that
 //! keeps it and the tenancy caches current.
 //!
 //! The view holds, per `(scope, window)` with a budget, the largest total the ledger consumers

@@ -161,7 +161,7 @@ pub enum WhenStale {
     FailOpen,
 }
 
-/// Budget enforcement (DESIGN §3, steps 4-5, and credit leases).
+/// Budget enforcement (docs/design.md §5).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetSettings {
@@ -171,9 +171,9 @@ pub struct BudgetSettings {
     pub max_staleness_secs: u64,
     #[serde(default)]
     pub when_stale: WhenStale,
-    /// Hard budgets (`max_budget`) are spent through credit leases (DESIGN §3): each request
-    /// reserves its worst-case cost first, so all gateways together cannot overspend. `false`
-    /// falls back to convergence through budget push-back alone.
+    /// Hard budgets (`max_budget`) are spent through credit leases (docs/design.md §5.4): each
+    /// request reserves its worst-case cost first, so all gateways together cannot overspend.
+    /// `false` falls back to convergence through budget push-back alone.
     #[serde(default = "default_true")]
     pub leases: bool,
     /// Output tokens a request without `max_tokens` reserves (its worst case is unknown).
@@ -244,7 +244,8 @@ pub struct SpoolConfig {
     pub dir: std::path::PathBuf,
     #[serde(default = "default_segment_bytes")]
     pub max_segment_bytes: u64,
-    /// Events waiting to be spooled; requests are refused at 90% of it (policy `reject`).
+    /// Events admitted and not yet spooled, at most; a request that finds it full is refused
+    /// (policy `reject`) or served unmetered and counted (policy `serve`).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     #[serde(default)]

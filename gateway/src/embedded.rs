@@ -1,6 +1,6 @@
-//! The embedded default (DESIGN §5): no Kafka, no Cassandra. Usage events are appended to the
-//! log of one SQLite file by group commit, and a folder thread folds them into the ledgers of the
-//! same file with the ledger consumer's own code (`tollgate_ledger_consumer::embedded`), then
+//! The embedded default (docs/design.md §7): no Kafka, no Cassandra. Usage events are appended to
+//! the log of one SQLite file by group commit, and a folder thread folds them into the ledgers of
+//! the same file with the ledger consumer's own code (`tollgate_ledger_consumer::embedded`), then
 //! updates this gateway's budget view directly (it is the only gateway).
 
 use crate::budget::BudgetView;

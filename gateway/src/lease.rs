@@ -1,4 +1,4 @@
-//! Credit leases for hard budgets (DESIGN §3).
+//! Credit leases for hard budgets (docs/design.md §5.4).
 //!
 //! Budget push-back converges: between a crossing and the moment every gateway hears of it,
 //! requests keep being admitted. For a hard budget (`max_budget`) that is not good enough, so a

@@ -1,5 +1,5 @@
 //! The local append-only spool: every usage event is written here before it is handed to Kafka,
-//! so events survive a gateway crash or a Kafka outage (docs/design.md, "The usage event").
+//! so events survive a gateway crash or a Kafka outage (docs/design.md §3.4, "The spool").
 //!
 //! Layout: a directory of segment files `NNNNNNNNNNNNNNNNNNNN.spool`, each a sequence of records
 //! `[len: u32 LE][crc32: u32 LE][payload: event JSON]`, and beside a segment its acknowledgement

@@ -3,7 +3,7 @@
 //! inserts, then for each touched bucket of Layer 2 one conditional write per step on the
 //! bucket's fence, then the read-model copies of its rows). Generic over [`LedgerStore`] and
 //! [`DeadLetterTopic`], so the embedded ledger runs the same steps. It never stores offsets: the
-//! caller does, once [`fold_batch`] returned Ok (DESIGN §3 step 3).
+//! caller does, once [`fold_batch`] returned Ok (docs/design.md §4.6).
 //!
 //! Everything that can be known before writing is decided before the first write: a record that
 //! does not decode or breaks a bound, and an event whose cost would overflow one of its rows, is

@@ -1,4 +1,4 @@
-//! Budget push-back (DESIGN §3, step 4): after a batch is in both ledger layers, the consumer
+//! Budget push-back (docs/design.md §5.2): after a batch is in both ledger layers, the consumer
 //! publishes the new total of every budgeted `(scope, window)` the batch touched to the
 //! compacted `budget-state` topic, where every gateway reads it. Crossing an alert threshold
 //! (e.g. 80 % and 95 % of `max_budget`), the soft budget, or the budget itself is announced once

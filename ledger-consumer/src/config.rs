@@ -28,7 +28,7 @@ pub struct Config {
     pub budgets: BudgetsConfig,
 }
 
-/// Budget push-back to the gateways (DESIGN §3, step 4).
+/// Budget push-back to the gateways (docs/design.md §5.2).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetsConfig {

@@ -1,5 +1,5 @@
 //! The Kafka side: consume `usage`, batch per partition, fold into the ledger, and only then
-//! store the offset (DESIGN §3 step 3). Records the ledger refuses go to the dead-letter topic
+//! store the offset (docs/design.md §4.6). Records the ledger refuses go to the dead-letter topic
 //! and the ledger's `dead_letters` table before their offset is stored, so nothing is dropped
 //! silently and no record can stall folding (docs/security.md).
 //!
@@ -268,7 +268,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
             b.after_batch(&folded.messages).await;
         }
         // Only now, with both layers and every dead letter durable, may the offset move
-        // (DESIGN §3 step 3). librdkafka stores `offset + 1` (the next to read) for the offset
+        // (docs/design.md §4.6). librdkafka stores `offset + 1` (the next to read) for the offset
         // given here.
         if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset) {
             // The partition was revoked meanwhile; its new owner replays and the fence skips.

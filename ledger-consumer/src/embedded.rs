@@ -1,5 +1,5 @@
-//! The embedded default (DESIGN §5): one SQLite file holds the usage log, both ledger layers and
-//! the tenancy records, for a gateway that runs alone with no Kafka and no Cassandra.
+//! The embedded default (docs/design.md §7): one SQLite file holds the usage log, both ledger
+//! layers and the tenancy records, for a gateway that runs alone with no Kafka and no Cassandra.
 //!
 //! The log plays Kafka's part: each usage event is appended with a stable, ever-growing offset
 //! (`AUTOINCREMENT`, never reused), and [`fold_next`] folds it into the ledgers with the very same

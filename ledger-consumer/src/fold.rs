@@ -1,5 +1,5 @@
 //! The ledger fold: pure arithmetic from a batch of one partition's events to new Layer 2 row
-//! states (DESIGN §3). No I/O here, so property tests can hammer it.
+//! states (docs/design.md §4.4). No I/O here, so property tests can hammer it.
 //!
 //! The rows a Kafka partition owns are kept in buckets (`schemas::ledger::ledger_bucket`), each
 //! with a fence: every event of the partition with an offset up to the fence that maps into the

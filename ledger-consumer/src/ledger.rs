@@ -4,11 +4,11 @@
 //! Layer 1 is `usage_events`, by budget owner, and its key index `usage_events_by_key`, written
 //! in the same step right after the rows it points at (an index row never points at nothing).
 //!
-//! Layer 2 is authoritative in `partition_spend`: the rows a Kafka partition owns, in buckets,
-//! each changed only by a conditional batch on the bucket's fence (`IF applied_offset = ?`).
-//! `spend_aggregates` is the scope-keyed read model derived from it by plain writes stamped
-//! with the fence the values reflect (DESIGN §3). Never write `partition_spend` without the
-//! condition.
+//! Layer 2 is authoritative in `partition_spend`: the rows a Kafka partition owns, in buckets, each
+//! changed only by a conditional batch on the bucket's fence (`IF applied_offset = ?`).
+//! `spend_aggregates` is the scope-keyed read model derived from it by plain writes stamped with
+//! the fence the values reflect (docs/design.md §4.4, §4.5). Never write `partition_spend` without
+//! the condition.
 
 use crate::dead_letter::DeadLetter;
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};

@@ -1,5 +1,5 @@
 //! Tollgate's ledger consumer: folds usage events from Kafka into the Cassandra/ScyllaDB spend
-//! ledgers exactly once (DESIGN §3).
+//! ledgers exactly once (docs/design.md §4).
 //!
 //! `fold` is the pure arithmetic, `apply` runs it against a [`ledger::LedgerStore`], and
 //! `consumer` drives it from Kafka, storing offsets only after the ledger write. `dead_letter`

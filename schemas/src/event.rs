@@ -1,4 +1,4 @@
-//! The usage event: one per request that reached a provider (DESIGN §2).
+//! The usage event: one per request that reached a provider (docs/design.md §3).
 //!
 //! This is a public contract that finance consumes: fields are only ever added, never renamed or
 //! re-typed within a version; unknown fields are ignored on read so newer producers do not break
@@ -42,7 +42,9 @@ pub struct UsageEvent {
     pub occurred_at: DateTime<Utc>,
     pub gateway_id: String,
     pub request_id: String,
-    /// SHA-256 (hex) of the virtual key. Never the key itself.
+    /// The virtual key's identity: the hex hash it was first stored under (HMAC-SHA-256 under
+    /// the gateway's server secret, or SHA-256 for older keys; kept when a key is rehashed).
+    /// Never the key itself.
     pub key_id: String,
     #[serde(default)]
     pub key_alias: Option<String>,

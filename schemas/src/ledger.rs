@@ -1,9 +1,10 @@
-//! Identifiers of spend-ledger rows (DESIGN §3, Layer 2), shared by the consumer that writes them
-//! and every reader (spend API, reconcile, tests). A row is `(scope_id, window_id, partition)`.
+//! Identifiers of spend-ledger rows (docs/design.md §4.2, §4.4), shared by the consumer that writes
+//! them and every reader (spend API, reconcile, tests). A row is
+//! `(scope_id, window_id, partition)`.
 //!
 //! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), and the
-//! served model within each of them. Windows: all time, the UTC calendar day and the UTC
-//! calendar month of the event.
+//! requested model (the `model_name` the client asked for) within each of them. Windows: all
+//! time, the UTC calendar day and the UTC calendar month of the event.
 
 use crate::UsageEvent;
 use chrono::{DateTime, Datelike, Utc};

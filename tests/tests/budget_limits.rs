@@ -128,12 +128,12 @@ struct Overshoot {
     served: Vec<usize>,
 }
 
-/// DESIGN §3 test 2: a key with budget B hammered through two gateways by 8 clients; reports
-/// the overshoot (money and fraction of B) and the time from the first refusal until both
-/// gateways refuse, over several trials, with credit leases (the default) and, for comparison,
-/// with convergence through budget push-back alone (`budgets.leases: false`). Checks the ledger
-/// equals what the gateways charged, to the nano-dollar, and that with leases the budget is
-/// passed by at most one partially covered request per gateway.
+/// The budget overshoot test (docs/design.md §5.4): a key with budget B hammered through two
+/// gateways by 8 clients; reports the overshoot (money and fraction of B) and the time from the
+/// first refusal until both gateways refuse, over several trials, with credit leases (the default)
+/// and, for comparison, with convergence through budget push-back alone (`budgets.leases: false`).
+/// Checks the ledger equals what the gateways charged, to the nano-dollar, and that with leases the
+/// budget is passed by at most one partially covered request per gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_overshoot_with_two_gateways() -> Result<()> {
     const BUDGET_NANO: i64 = 2_000_000; // 0.002 USD
