@@ -343,8 +343,13 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let metrics_task = metrics_server.map(tokio::spawn);
     let handle = server.handle();
     let stopping = shutdown.clone();
+    // When the stop began: work finishing in the background gets what is left of
+    // `shutdown_timeout` from then, not a second one.
+    let stop_began = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let began = stop_began.clone();
     let stopper = tokio::spawn(async move {
         stopping.cancelled().await;
+        let _ = began.set(std::time::Instant::now());
         handle.stop(true).await;
     });
     // Every admin change, made on any gateway, reaches this one through the change log too.
@@ -380,24 +385,31 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    // Let a sweep under way finish its hand-backs, then hand back the rest.
-    sweeping.cancel();
-    if let Some(s) = sweeper {
-        let _ = tokio::time::timeout(LEASE_HAND_BACK, s).await;
-    }
     // Answers read to their end for billing (policy `finish_upstream`) end within the same
-    // bound as requests in flight.
+    // bound as requests in flight: `shutdown_timeout` counted from the stop signal.
     state.background.close();
-    if tokio::time::timeout(state.shutdown_timeout, state.background.wait()).await.is_err() {
+    let began = stop_began.get().copied().unwrap_or_else(std::time::Instant::now);
+    let left = state.shutdown_timeout.saturating_sub(began.elapsed());
+    if tokio::time::timeout(left, state.background.wait()).await.is_err() {
         tracing::warn!("provider answers still being read at shutdown; their requests are charged as cut");
     }
-    if let Some(leases) = &state.leases {
-        // Bounded: an unreachable lease store must not hold the shutdown (an unreturned slice
-        // is only unusable until its window ends).
-        match tokio::time::timeout(LEASE_HAND_BACK, leases.give_back_all(chrono::Utc::now().timestamp_millis())).await {
-            Ok(n) => tracing::info!(leases = n, "handed back budget leases"),
-            Err(_) => tracing::warn!("budget leases not all handed back in time"),
+    // Let a sweep under way finish its hand-backs, then hand back the rest; both within one
+    // bound, so an unreachable lease store cannot hold the shutdown (an unreturned slice is
+    // only unusable until its window ends).
+    sweeping.cancel();
+    let hand_back = async {
+        if let Some(s) = sweeper {
+            let _ = s.await;
         }
+        match &state.leases {
+            Some(leases) => Some(leases.give_back_all(chrono::Utc::now().timestamp_millis()).await),
+            None => None,
+        }
+    };
+    match tokio::time::timeout(LEASE_HAND_BACK, hand_back).await {
+        Ok(Some(n)) => tracing::info!(leases = n, "handed back budget leases"),
+        Ok(None) => {}
+        Err(_) => tracing::warn!("budget leases not all handed back in time"),
     }
     tracing::info!("draining usage events");
     // The sink's writer thread does the waiting; keep it off the runtime's threads.

@@ -139,13 +139,15 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             // Prefer a deployment not yet tried; retry the same one when none is left.
             let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &[]));
             let Some((index, lease)) = picked else { break };
-            trying.set(&lease.deployment);
             tried.push(index);
             attempts += 1;
             let body = match body_for(&lease.deployment) {
                 Ok(b) => b,
-                Err(e) => return Err(RoutedFailure::Gateway(e)),
+                // A request this deployment cannot take: when an earlier one already failed,
+                // that failure is the answer (and what the usage event records).
+                Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
+            trying.set(&lease.deployment);
             let sent_at = Instant::now();
             let outcome = providers::send(client, &lease.deployment, endpoint, body, stream).await;
             let wait = match outcome {

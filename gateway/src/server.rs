@@ -572,7 +572,11 @@ async fn meter_whole_answer(
     let (tokens, estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
-        None => (Tokens { prompt: request.prompt_tokens_estimate(), completion: 0, cached: 0 }, true),
+        None => {
+            let mut generated = crate::tokens::TextTally::default();
+            crate::tokens::answer_text(&body, &mut generated);
+            (Tokens { prompt: request.prompt_tokens_estimate(), completion: generated.tokens(), cached: 0 }, true)
+        }
     };
     state.router.record_success(&answer.lease, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));

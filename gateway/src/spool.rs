@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -524,6 +524,16 @@ impl Spool {
                 return Err(SpoolError::TooLarge(p.len()));
             }
         }
+        let start = self.segment_bytes;
+        if let Err(e) = self.write_records(payloads) {
+            self.undo_to(start);
+            return Err(e);
+        }
+        let first = self.acks.appended(self.segment_id, payloads.len() as u64);
+        Ok(RecordRef { segment: self.segment_id, index: first })
+    }
+
+    fn write_records(&mut self, payloads: &[Vec<u8>]) -> Result<(), SpoolError> {
         for p in payloads {
             let len = u32::try_from(p.len()).map_err(|_| SpoolError::TooLarge(p.len()))?;
             self.writer.write_all(&len.to_le_bytes())?;
@@ -533,8 +543,47 @@ impl Spool {
         }
         self.writer.flush()?;
         self.writer.get_ref().sync_data()?;
-        let first = self.acks.appended(self.segment_id, payloads.len() as u64);
-        Ok(RecordRef { segment: self.segment_id, index: first })
+        Ok(())
+    }
+
+    /// After a failed write (a full disk): drops what the batch put in the buffer and cuts the
+    /// segment back to `start`, so that no part of the batch stays on disk. A torn record in the
+    /// middle of a segment would end its replay there, and a whole one would shift the record
+    /// numbers acknowledgements refer to. When the segment cannot be cut back, the next batch
+    /// goes to a new segment instead: the torn end is then the old segment's last thing.
+    fn undo_to(&mut self, start: u64) {
+        let cut = self.writer.get_ref().try_clone().and_then(|file| {
+            file.set_len(start)?;
+            (&file).seek(SeekFrom::Start(start))?;
+            Ok(file)
+        });
+        let replacement = match cut {
+            Ok(file) => {
+                self.segment_bytes = start;
+                file
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot cut the spool segment back; starting a new one");
+                match new_segment(&self.dir, self.segment_id + 1) {
+                    Ok(file) => {
+                        self.acks.seal(self.segment_id);
+                        self.segment_id += 1;
+                        self.segment_bytes = 0;
+                        file
+                    }
+                    Err(e) => {
+                        // Neither: the failed bytes stay buffered and go out with the next
+                        // batch, whose records replay stops before (they are sent to Kafka
+                        // all the same; only a crash before it acknowledges them loses them).
+                        tracing::error!(error = %e, "cannot start a new spool segment");
+                        return;
+                    }
+                }
+            }
+        };
+        let failed = std::mem::replace(&mut self.writer, BufWriter::with_capacity(256 * 1024, replacement));
+        // Not flushed: its buffer holds the failed batch.
+        let _ = failed.into_parts();
     }
 
     fn rotate(&mut self) -> Result<(), SpoolError> {

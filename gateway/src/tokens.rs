@@ -143,6 +143,30 @@ pub fn collect_generated_text(data: &[u8], out: &mut TextTally) {
     }
 }
 
+/// Keys whose string values are generated text in a whole (non-streamed) answer.
+const ANSWER_TEXT_KEYS: [&str; 5] = ["content", "text", "arguments", "reasoning_content", "refusal"];
+
+/// The generated text of a whole answer, for an answer without usage: every string under a
+/// text key ([`ANSWER_TEXT_KEYS`]), wherever it sits (an OpenAI `message`, an Anthropic or
+/// Gemini content block, a tool call's `arguments`). An answer that is not JSON is counted
+/// whole: the client was sent it, so it is what the completion was.
+pub fn answer_text(body: &[u8], out: &mut TextTally) {
+    fn walk(value: &serde_json::Value, under_text_key: bool, out: &mut TextTally) {
+        match value {
+            serde_json::Value::String(s) if under_text_key => out.push(s.as_bytes()),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, under_text_key, out)),
+            serde_json::Value::Object(o) => {
+                o.iter().for_each(|(k, v)| walk(v, ANSWER_TEXT_KEYS.contains(&k.as_str()), out))
+            }
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => walk(&value, false, out),
+        Err(_) => out.push(body),
+    }
+}
+
 /// The text of a request's prompt: every string in `messages` / `prompt` / `input`. The
 /// recursion follows the value's nesting, which the JSON reader bounds (128 levels).
 pub fn prompt_text(value: &serde_json::Value, out: &mut TextTally) {
@@ -173,6 +197,26 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.kept(), r#"Hel\"lo{\"a\""#);
+    }
+
+    #[test]
+    fn an_answer_without_usage_counts_its_generated_text() {
+        let mut out = TextTally::default();
+        answer_text(
+            br#"{"id":"x","model":"m","choices":[{"message":{"role":"assistant","content": "Hello there",
+                "tool_calls":[{"function":{"name":"f","arguments":"{\"a\":1}"}}]}}],
+                "content":[{"type":"text","text":" block"}]}"#,
+            &mut out,
+        );
+        assert_eq!(out.kept(), r#"Hello there{"a":1} block"#);
+        // Ids, roles, models and names are not generated text.
+        let mut none = TextTally::default();
+        answer_text(br#"{"id":"chatcmpl-1","model":"gpt","choices":[{"message":{"role":"assistant"}}]}"#, &mut none);
+        assert_eq!(none.tokens(), 0);
+        // Not JSON: the whole body is what the client got.
+        let mut raw = TextTally::default();
+        answer_text(b"plain words", &mut raw);
+        assert_eq!(raw.kept(), "plain words");
     }
 
     #[test]

@@ -113,6 +113,17 @@ fn main() -> ExitCode {
             }
             None => {}
         }
+        // Spend readers sum the rows of partitions 0..MAX_USAGE_PARTITIONS: the spend folded from
+        // a partition beyond would be missing from every total and every budget.
+        let partitions = usage_partition_count(&config);
+        if let Some(n) = partitions.filter(|n| *n > tollgate_schemas::store::MAX_USAGE_PARTITIONS) {
+            eprintln!(
+                "error: the usage topic {} has {n} partitions; at most {} are supported (docs/design.md §4)",
+                config.kafka.usage_topic,
+                tollgate_schemas::store::MAX_USAGE_PARTITIONS
+            );
+            return ExitCode::FAILURE;
+        }
         let budgets = if config.budgets.enabled {
             let b = &config.budgets;
             let push = tollgate_ledger_consumer::budgets::PushBackConfig {
@@ -122,7 +133,7 @@ fn main() -> ExitCode {
                 heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
                 default_thresholds: b.alert_thresholds.clone(),
                 webhook_url: b.webhook_url.clone(),
-                usage_partitions: usage_partitions(&config),
+                usage_partitions: partitions.unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS),
             };
             let tenancy = match tollgate_schemas::store::CqlTenancy::new(ledger.session().clone(), &c.keyspace).await {
                 Ok(t) => std::sync::Arc::new(t),
@@ -322,9 +333,9 @@ async fn reconcile(
     }
 }
 
-/// The usage topic's partition count, from Kafka (the most a spend total may need when Kafka
-/// cannot say).
-fn usage_partitions(config: &tollgate_ledger_consumer::config::Config) -> i32 {
+/// The usage topic's partition count, from Kafka; `None` when Kafka cannot say (spend totals
+/// then read every partition a topic may have).
+fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config) -> Option<i32> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: Result<BaseConsumer, _> = config.kafka.client_config().create();
     let topic = &config.kafka.usage_topic;
@@ -334,7 +345,6 @@ fn usage_partitions(config: &tollgate_ledger_consumer::config::Config) -> i32 {
         .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
         .and_then(|n| i32::try_from(n).ok())
         .filter(|n| *n > 0)
-        .unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS)
 }
 
 fn default_consumer_id() -> String {

@@ -352,3 +352,29 @@ async fn sigterm_ends_a_consumer_whose_batch_keeps_failing() -> Result<()> {
     healthy.stop().await?;
     Ok(())
 }
+
+/// A usage topic with more partitions than spend totals read: what the consumer folded from the
+/// partitions beyond would be in no total and no budget, so it refuses to start, naming the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_usage_topic_with_more_partitions_than_totals_read_is_refused() -> Result<()> {
+    let dir = scratch_dir("too-many-partitions")?;
+    let topic = unique("usage-failing-");
+    let too_many = tollgate_schemas::store::MAX_USAGE_PARTITIONS + 1;
+    create_topic(&topic, too_many).await?;
+    let path = dir.join("consumer.yaml");
+    std::fs::write(&path, consumer_yaml(&topic, &unique("ledger-"), &unique("failing_"), "{}", 100))?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(binaries()?.join("tollgate-ledger-consumer"))
+            .args(["--config", &path.to_string_lossy()])
+            .current_dir(&dir)
+            .output(),
+    )
+    .await
+    .context("the consumer neither refused nor exited")??;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(!out.status.success(), "started on a topic of {too_many} partitions:\n{text}");
+    ensure!(text.contains(&topic) && text.contains(&format!("{too_many} partitions")), "{text}");
+    ensure!(!text.contains("consuming "), "folded before refusing:\n{text}");
+    Ok(())
+}

@@ -224,3 +224,29 @@ proptest! {
         prop_assert!(back.iter().all(|i| *i >= watermark), "replayed before the watermark {watermark}");
     }
 }
+
+/// A batch whose write fails half way (a full disk) leaves nothing of itself in the segment:
+/// the records written after it replay, and acknowledgements still name the right records.
+#[test]
+fn a_failed_batch_leaves_no_torn_record_in_the_middle_of_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+    let first = spool.append_batch(&records(2)).unwrap();
+    // What a write that ran out of space mid-record leaves: a header and part of a payload,
+    // some on disk and some still in the buffer.
+    let start = spool.segment_bytes;
+    spool.writer.write_all(&100u32.to_le_bytes()).unwrap();
+    spool.writer.write_all(&[0u8; 4]).unwrap();
+    spool.writer.flush().unwrap();
+    spool.writer.write_all(b"half a rec").unwrap();
+    spool.segment_bytes += 18;
+    spool.undo_to(start);
+    let later = spool.append_batch(&[b"after".to_vec(), b"the failure".to_vec()]).unwrap();
+    assert_eq!((later.segment, later.index), (first.segment, 2));
+    // "record-0" is acknowledged; a crash follows.
+    spool.acks().ack(first);
+    spool.acks().persist_watermarks().unwrap();
+    drop(spool);
+    let (_spool, left) = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(replayed(left), ["record-1", "after", "the failure"]);
+}
