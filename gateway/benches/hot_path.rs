@@ -312,7 +312,7 @@ fn streams(c: &mut Criterion) {
 /// A Gemini stream (64 events) translated into OpenAI chunks, arriving in 1 KiB reads that cut
 /// events anywhere.
 fn translation(c: &mut Criterion) {
-    use tollgate_gateway::gemini::GenerateToChatStream;
+    use tollgate_gateway::providers::gemini::GenerateToChatStream;
     use tollgate_gateway::sse::TranslatedStream;
     let mut wire = String::new();
     for i in 0..64 {

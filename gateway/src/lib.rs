@@ -5,7 +5,7 @@
 
 pub mod admin;
 pub mod admission;
-pub mod anthropic;
+
 pub mod auth;
 pub mod budget;
 pub mod changes;
@@ -13,7 +13,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod events;
-pub mod gemini;
+
 pub mod lease;
 pub mod openai;
 pub mod pricing;

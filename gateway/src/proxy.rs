@@ -157,16 +157,9 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let after = retry_after(response.headers());
-                    let content_type = match lease.deployment.kind {
-                        providers::ProviderKind::OpenAiCompatible | providers::ProviderKind::Azure => response
-                            .headers()
-                            .get(reqwest::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
-                        _ => Some("application/json".to_owned()),
-                    };
+                    let content_type = Some(providers::answer_content_type(&lease.deployment, response.headers()));
                     let body = read_error_body(response, lease.deployment.timeout).await;
-                    let body = providers::error_body(&lease.deployment, body);
+                    let body = lease.deployment.api.error_body(body);
                     let class = classify(status, &body);
                     if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                         router.record_failure(&lease);

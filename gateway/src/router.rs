@@ -7,7 +7,7 @@
 
 use crate::config::{Config, ConfigError, FallbackList, RoutingStrategy};
 use crate::pricing::{resolve_price, Price};
-use crate::providers::{default_api_base, Deployment, ProviderKind};
+use crate::providers::{default_api_base, Deployment, Target};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,12 +160,12 @@ impl Router {
         for (i, m) in config.model_list.iter().enumerate() {
             let p = &m.litellm_params;
             let (provider, upstream) = p.model.split_once('/').unwrap_or(("openai", p.model.as_str()));
-            let kind = ProviderKind::from_prefix(provider).ok_or_else(|| ConfigError::Invalid {
+            let api = crate::providers::by_prefix(provider).ok_or_else(|| ConfigError::Invalid {
                 path: origin.to_owned(),
                 field: format!("model_list[{i}].litellm_params.model"),
                 message: format!(
                     "unknown provider `{provider}`; supported: {}",
-                    ProviderKind::supported_prefixes().join(", ")
+                    crate::providers::supported_prefixes().join(", ")
                 ),
             })?;
             let api_base = match (&p.api_base, default_api_base(provider)) {
@@ -180,18 +180,18 @@ impl Router {
                 }
             };
             let price: Option<Price> = resolve_price(config, i, origin)?;
-            let urls = crate::providers::endpoint_urls(kind, &api_base, upstream, p.api_version.as_deref()).map_err(
-                |message| ConfigError::Invalid {
-                    path: origin.to_owned(),
-                    field: format!("model_list[{i}].litellm_params.api_base"),
-                    message: format!("not a valid URL: {message}"),
-                },
-            )?;
+            let target =
+                Target { api_base: &api_base, upstream_model: upstream, api_version: p.api_version.as_deref() };
+            let urls = crate::providers::endpoint_urls(api, target).map_err(|message| ConfigError::Invalid {
+                path: origin.to_owned(),
+                field: format!("model_list[{i}].litellm_params.api_base"),
+                message: format!("not a valid URL: {message}"),
+            })?;
             let timeout = p.timeout.unwrap_or(default_timeout);
             let deployment = Deployment {
                 model_name: m.model_name.clone(),
                 provider: provider.to_owned(),
-                kind,
+                api,
                 upstream_model: upstream.to_owned(),
                 id: format!("{}#{i}", p.model),
                 api_base,
@@ -281,7 +281,7 @@ impl Router {
         self.reachable(model_name)
             .iter()
             .filter_map(|name| self.groups.get(*name))
-            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| crate::providers::default_output_limit(d)))
+            .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.api.default_output_limit()))
             .max()
     }
 
@@ -511,7 +511,7 @@ router_settings:
         let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
         let router = Router::from_config(&config, "test.yaml").unwrap();
         // `a` can fall back to Anthropic, whose adapter asks for 4,096 tokens when none is given.
-        assert_eq!(router.worst_default_output("a"), Some(crate::anthropic::DEFAULT_MAX_TOKENS));
+        assert_eq!(router.worst_default_output("a"), Some(crate::providers::anthropic::DEFAULT_MAX_TOKENS));
         assert_eq!(router.worst_default_output("gem"), None);
         let deployment = |name: &str| router.deployments().find(|d| d.model_name == name).unwrap().clone();
         let request = |body: &str| {
@@ -524,7 +524,7 @@ router_settings:
         assert_eq!(body_for("claude", &limited)["max_tokens"], 7);
         assert_eq!(body_for("gem", &limited)["generationConfig"]["maxOutputTokens"], 7);
         let unlimited = request(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#);
-        assert_eq!(body_for("claude", &unlimited)["max_tokens"], crate::anthropic::DEFAULT_MAX_TOKENS);
+        assert_eq!(body_for("claude", &unlimited)["max_tokens"], crate::providers::anthropic::DEFAULT_MAX_TOKENS);
     }
 
     #[test]

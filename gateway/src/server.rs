@@ -397,16 +397,7 @@ async fn serve(
         return Ok((label, Reply::Stream { headers, stream: Box::new(stream) }));
     }
 
-    let content_type = match deployment.kind {
-        crate::providers::ProviderKind::OpenAiCompatible | crate::providers::ProviderKind::Azure => answer
-            .response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned(),
-        _ => "application/json".to_owned(),
-    };
+    let content_type = crate::providers::answer_content_type(&deployment, answer.response.headers());
     let whole = meter_whole_answer(state, &request, answer, recorder, hung_up(req)).await.map_err(fail)?;
     if whole.client_gone {
         return Err(fail(GatewayError::ClientClosed));
@@ -567,7 +558,7 @@ async fn meter_whole_answer(
             return Err(err);
         }
     };
-    let body = crate::providers::response_body(&deployment, body);
+    let body = deployment.api.response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
     let (tokens, estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
@@ -623,7 +614,7 @@ async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web:
     let anthropic_error = |e: GatewayError| {
         let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
         let status = e.status_code();
-        HttpResponse::build(status).json(crate::anthropic::error_to_anthropic(status.as_u16(), &envelope))
+        HttpResponse::build(status).json(crate::providers::anthropic::error_to_anthropic(status.as_u16(), &envelope))
     };
     let prepared = async {
         if let Some(e) = bad_id {
@@ -633,7 +624,7 @@ async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web:
         let body = read_body(&req, payload, state.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
-        let chat = crate::anthropic::messages_to_chat_request(&value)?;
+        let chat = crate::providers::anthropic::messages_to_chat_request(&value)?;
         let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
         Ok::<_, GatewayError>((key, ProxyRequest::parse(&chat, Endpoint::ChatCompletions)?))
     }
@@ -649,8 +640,10 @@ async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web:
     let (label, mut response) = match serve(&req, &state, key, request, &request_id, started).await {
         Err((label, e)) => (label, anthropic_error(e)),
         Ok((label, Reply::Stream { headers, stream })) => {
-            let translated =
-                crate::sse::TranslatedStream::new(stream, crate::anthropic::ChatToMessagesStream::new(&model));
+            let translated = crate::sse::TranslatedStream::new(
+                stream,
+                crate::providers::anthropic::ChatToMessagesStream::new(&model),
+            );
             let mut r = HttpResponse::Ok();
             r.insert_header((CONTENT_TYPE, "text/event-stream")).insert_header(("cache-control", "no-cache"));
             for h in headers {
@@ -661,10 +654,10 @@ async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web:
         Ok((label, Reply::Full { status, headers, body, .. })) => {
             let translated = if status.is_success() {
                 serde_json::from_slice::<serde_json::Value>(&body)
-                    .map(|chat| crate::anthropic::chat_response_to_message(&chat, &model))
-                    .unwrap_or_else(|_| crate::anthropic::error_to_anthropic(502, &body))
+                    .map(|chat| crate::providers::anthropic::chat_response_to_message(&chat, &model))
+                    .unwrap_or_else(|_| crate::providers::anthropic::error_to_anthropic(502, &body))
             } else {
-                crate::anthropic::error_to_anthropic(status.as_u16(), &body)
+                crate::providers::anthropic::error_to_anthropic(status.as_u16(), &body)
             };
             let mut r = HttpResponse::build(status);
             for h in headers {

@@ -13,14 +13,13 @@ use proptest::prelude::*;
 use serde_json::Value;
 use tollgate_fuzzing::{json as gen, run};
 
-const KINDS: [ProviderKind; 4] =
-    [ProviderKind::OpenAiCompatible, ProviderKind::Azure, ProviderKind::Anthropic, ProviderKind::Gemini];
+type Api = &'static dyn Provider;
 
-fn deployment(kind: ProviderKind) -> Deployment {
+fn deployment(api: Api) -> Deployment {
     Deployment {
         model_name: "m".into(),
         provider: "p".into(),
-        kind,
+        api,
         upstream_model: "upstream-model".into(),
         id: "p/upstream-model#0".into(),
         api_base: "http://127.0.0.1:9".into(),
@@ -38,8 +37,8 @@ fn deployment(kind: ProviderKind) -> Deployment {
     }
 }
 
-fn kind() -> BoxedStrategy<ProviderKind> {
-    prop::sample::select(KINDS.to_vec()).boxed()
+fn kind() -> BoxedStrategy<Api> {
+    prop::sample::select(REGISTRY.to_vec()).boxed()
 }
 
 fn endpoint() -> BoxedStrategy<Endpoint> {
@@ -54,7 +53,7 @@ fn endpoint() -> BoxedStrategy<Endpoint> {
 
 /// For any request the gateway accepts: a body for the provider, or a 400; and the output limit
 /// the request was reserved for is the one the provider is sent.
-fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: ProviderKind) -> Result<(), TestCaseError> {
+fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: Api) -> Result<(), TestCaseError> {
     let Ok(request) = ProxyRequest::parse(body, endpoint) else { return Ok(()) };
     let d = deployment(kind);
     let sent = match request_body(&d, &request) {
@@ -64,7 +63,7 @@ fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: ProviderKind) -> Re
     };
     prop_assert!(kind.serves(endpoint));
     let limit = request.max_tokens;
-    if let ProviderKind::OpenAiCompatible | ProviderKind::Azure = kind {
+    if kind.passes_answers_through() {
         // Fields pass through as the client wrote them, nested as deep as it likes: the body is
         // read as raw fields, and only the limits as values.
         let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> = serde_json::from_slice(&sent)
@@ -85,26 +84,26 @@ fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: ProviderKind) -> Re
     let sent: Value =
         serde_json::from_slice(&sent).map_err(|e| TestCaseError::fail(format!("the body sent is not JSON: {e}")))?;
     prop_assert!(sent.is_object());
-    match kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => {}
-        ProviderKind::Anthropic => {
-            let expected = limit.or(default_output_limit(&d));
+    match kind.name() {
+        "anthropic" => {
+            let expected = limit.or(d.api.default_output_limit());
             prop_assert_eq!(sent["max_tokens"].as_u64(), expected);
         }
-        ProviderKind::Gemini => {
+        "gemini" => {
             prop_assert_eq!(sent["generationConfig"]["maxOutputTokens"].as_u64(), limit);
         }
+        other => prop_assert!(false, "no expectation for a translating provider {}", other),
     }
     Ok(())
 }
 
 /// Any answer: passed through untouched by OpenAI-compatible providers; translated (or, when
 /// it is not JSON, passed through) for the others, in a form metering reads.
-fn response_body_holds(body: &[u8], kind: ProviderKind) -> Result<(), TestCaseError> {
+fn response_body_holds(body: &[u8], kind: Api) -> Result<(), TestCaseError> {
     let d = deployment(kind);
-    let out = response_body(&d, Bytes::copy_from_slice(body));
+    let out = d.api.response_body(&d, Bytes::copy_from_slice(body));
     let is_json = serde_json::from_slice::<Value>(body).is_ok();
-    if matches!(kind, ProviderKind::OpenAiCompatible | ProviderKind::Azure) || !is_json {
+    if kind.passes_answers_through() || !is_json {
         prop_assert_eq!(&out[..], body);
     } else {
         let read = serde_json::from_slice::<crate::openai::ResponseUsage>(&out);
@@ -115,14 +114,13 @@ fn response_body_holds(body: &[u8], kind: ProviderKind) -> Result<(), TestCaseEr
 
 /// Any error body: passed through or turned into the OpenAI envelope; classified without
 /// looking past its first 4 KiB, and by status first.
-fn error_body_holds(body: &[u8], kind: ProviderKind, status: u16) -> Result<(), TestCaseError> {
-    let out = error_body(&deployment(kind), Bytes::copy_from_slice(body));
-    match kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => prop_assert_eq!(&out[..], body),
-        ProviderKind::Anthropic | ProviderKind::Gemini => {
-            let envelope: Value = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            prop_assert!(envelope["error"]["message"].is_string(), "{}", envelope);
-        }
+fn error_body_holds(body: &[u8], kind: Api, status: u16) -> Result<(), TestCaseError> {
+    let out = kind.error_body(Bytes::copy_from_slice(body));
+    if kind.passes_answers_through() {
+        prop_assert_eq!(&out[..], body);
+    } else {
+        let envelope: Value = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(envelope["error"]["message"].is_string(), "{}", envelope);
     }
     let class = classify(status, &out);
     prop_assert_eq!(class, classify(status, &out[..out.len().min(4096)]));
@@ -144,8 +142,8 @@ fn status() -> BoxedStrategy<u16> {
 
 fn answers() -> Vec<Value> {
     let mut all = openai::answers();
-    all.extend(crate::gemini::fuzz::answers());
-    all.extend(crate::anthropic::fuzz::stream_seeds());
+    all.extend(crate::providers::gemini::fuzz::answers());
+    all.extend(crate::providers::anthropic::fuzz::stream_seeds());
     all
 }
 
@@ -162,13 +160,13 @@ proptest! {
     }
 
     #[test]
-    fn answers_are_passed_or_translated_readably(body in gen::bytes(answers(), crate::gemini::fuzz::WORDS), kind in kind()) {
+    fn answers_are_passed_or_translated_readably(body in gen::bytes(answers(), crate::providers::gemini::fuzz::WORDS), kind in kind()) {
         run::watchdog(move || response_body_holds(&body, kind))?;
     }
 
     #[test]
     fn error_bodies_are_enveloped_and_classified(
-        body in prop_oneof![gen::bytes(answers(), crate::anthropic::fuzz::WORDS), "(?s).{0,64}(context_length_exceeded|content_filter|prompt is too long).{0,5000}".prop_map(String::into_bytes)],
+        body in prop_oneof![gen::bytes(answers(), crate::providers::anthropic::fuzz::WORDS), "(?s).{0,64}(context_length_exceeded|content_filter|prompt is too long).{0,5000}".prop_map(String::into_bytes)],
         kind in kind(),
         status in status(),
     ) {
@@ -185,10 +183,10 @@ fn deeply_nested_fields_pass_to_openai_compatible_providers_as_written() {
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":9,"x":{deep}}}"#);
     let request = ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
-    let sent = request_body(&deployment(ProviderKind::OpenAiCompatible), &request).unwrap();
+    let sent = request_body(&deployment(&super::openai::OpenAi), &request).unwrap();
     let sent = String::from_utf8(sent).unwrap();
     assert!(sent.contains(&deep) && sent.contains(r#""max_tokens":9"#), "{sent}");
-    for kind in [ProviderKind::Anthropic, ProviderKind::Gemini] {
+    for kind in [&anthropic::Anthropic as Api, &gemini::Gemini] {
         match request_body(&deployment(kind), &request) {
             Err(GatewayError::InvalidField { field, .. }) => assert_eq!(field, "x"),
             other => panic!("{kind:?}: {other:?}"),

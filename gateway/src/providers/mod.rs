@@ -1,83 +1,95 @@
 //! Upstream providers. A deployment names its provider by the prefix of
 //! `litellm_params.model` (`openai/gpt-4o`, `azure/my-deployment`, `groq/llama-3.1-8b`); the
-//! provider decides the URL, the authentication header and the wire format.
+//! provider family behind that prefix (a [`Provider`]) decides the URL, the authentication
+//! headers and the wire format. Everything that differs between providers is in the trait;
+//! the rest of the gateway speaks OpenAI's format and calls it.
+//!
+//! Adding a provider: a folder `providers/<name>/` with one implementation of [`Provider`], and
+//! one line in [`REGISTRY`] (CONTRIBUTING.md walks through it).
 
 pub mod anthropic;
-pub mod openai_compatible;
+pub mod gemini;
+pub mod openai;
 
 use crate::config::Secret;
+use crate::error::GatewayError;
+use crate::openai::ProxyRequest;
 use crate::pricing::Price;
+use bytes::Bytes;
 use std::time::Duration;
 
-/// The wire protocol a deployment speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// OpenAI's API, or any server that copies it (vLLM, Ollama, Groq, Together, ...).
-    OpenAiCompatible,
-    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
-    Azure,
-    /// Anthropic's Messages API, translated to and from OpenAI chat.
-    Anthropic,
-    /// Google Gemini generateContent / streamGenerateContent, translated likewise.
-    Gemini,
+/// Every provider family the gateway can call.
+pub static REGISTRY: &[&dyn Provider] = &[&openai::OpenAi, &openai::Azure, &anthropic::Anthropic, &gemini::Gemini];
+
+/// Where a deployment is: what its URLs are built from.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub api_base: &'a str,
+    pub upstream_model: &'a str,
+    pub api_version: Option<&'a str>,
 }
 
-/// Provider prefixes that speak OpenAI's API, with their public base URL where they have one.
-const OPENAI_COMPATIBLE: &[(&str, Option<&str>)] = &[
-    ("openai", Some("https://api.openai.com/v1")),
-    ("text-completion-openai", Some("https://api.openai.com/v1")),
-    ("openai_like", None),
-    ("hosted_vllm", None),
-    ("vllm", None),
-    ("ollama", Some("http://127.0.0.1:11434/v1")),
-    ("ollama_chat", Some("http://127.0.0.1:11434/v1")),
-    ("lm_studio", Some("http://127.0.0.1:1234/v1")),
-    ("groq", Some("https://api.groq.com/openai/v1")),
-    ("together_ai", Some("https://api.together.xyz/v1")),
-    ("mistral", Some("https://api.mistral.ai/v1")),
-    ("deepseek", Some("https://api.deepseek.com/v1")),
-    ("openrouter", Some("https://openrouter.ai/api/v1")),
-    ("fireworks_ai", Some("https://api.fireworks.ai/inference/v1")),
-    ("perplexity", Some("https://api.perplexity.ai")),
-    ("xai", Some("https://api.x.ai/v1")),
-    ("deepinfra", Some("https://api.deepinfra.com/v1/openai")),
-    ("cerebras", Some("https://api.cerebras.ai/v1")),
-];
+/// One provider family: how a deployment of it is called, and how its answers are read back
+/// into OpenAI's format. Metering reads usage from the translated answers and stream chunks,
+/// so a family maps its usage there (`usage` with `prompt_tokens`, `completion_tokens`).
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// The family's name (`openai`, `azure`, `anthropic`, `gemini`).
+    fn name(&self) -> &'static str;
 
-impl ProviderKind {
-    pub fn from_prefix(prefix: &str) -> Option<ProviderKind> {
-        match prefix {
-            "azure" => Some(ProviderKind::Azure),
-            "anthropic" => Some(ProviderKind::Anthropic),
-            "gemini" => Some(ProviderKind::Gemini),
-            p if OPENAI_COMPATIBLE.iter().any(|(name, _)| *name == p) => Some(ProviderKind::OpenAiCompatible),
-            _ => None,
-        }
+    /// The prefixes of `litellm_params.model` that name this family, each with its public base
+    /// URL where it has one.
+    fn prefixes(&self) -> &'static [(&'static str, Option<&'static str>)];
+
+    /// Whether the family serves `endpoint` (families with a translated API serve chat only).
+    fn serves(&self, endpoint: Endpoint) -> bool;
+
+    /// The URL of `endpoint` (a stream may have a URL of its own).
+    fn url(&self, target: Target<'_>, endpoint: Endpoint, stream: bool) -> String;
+
+    /// Sets the authentication header for `key` (never in the URL: URLs end up in logs), and
+    /// any header the API requires.
+    fn authenticate(&self, request: reqwest::RequestBuilder, key: Option<&Secret>) -> reqwest::RequestBuilder;
+
+    /// The body to send: the OpenAI request as is (model renamed), or translated. The output
+    /// limit the request was reserved for (`ProxyRequest::max_tokens`) is the one sent.
+    fn request_body(&self, deployment: &Deployment, request: &ProxyRequest) -> Result<Vec<u8>, GatewayError>;
+
+    /// Output tokens a deployment generates when the request sets no limit, where the family
+    /// sets one (Anthropic requires it): a request without a limit reserves at least this much.
+    fn default_output_limit(&self) -> Option<u64> {
+        None
     }
 
-    /// Every prefix `from_prefix` accepts, for error messages.
-    pub fn supported_prefixes() -> Vec<&'static str> {
-        let mut all: Vec<&str> = OPENAI_COMPATIBLE.iter().map(|(n, _)| *n).collect();
-        all.extend(["azure", "anthropic", "gemini"]);
-        all
+    /// Whether answers are sent on as the provider wrote them (already OpenAI's format): their
+    /// content type is kept.
+    fn passes_answers_through(&self) -> bool {
+        false
     }
 
-    /// Whether the provider serves `endpoint` (translated providers serve chat only).
-    pub fn serves(self, endpoint: Endpoint) -> bool {
-        match self {
-            ProviderKind::OpenAiCompatible | ProviderKind::Azure => true,
-            ProviderKind::Anthropic | ProviderKind::Gemini => endpoint == Endpoint::ChatCompletions,
-        }
-    }
+    /// A successful non-streamed answer in OpenAI's format (a body that is not JSON is passed
+    /// on as it is).
+    fn response_body(&self, deployment: &Deployment, body: Bytes) -> Bytes;
+
+    /// A provider's error body in OpenAI's error envelope.
+    fn error_body(&self, body: Bytes) -> Bytes;
+
+    /// A streamed answer as OpenAI chat chunks.
+    fn response_stream(&self, deployment: &Deployment, raw: ByteStream) -> ByteStream;
+}
+
+/// The provider family a `litellm_params.model` prefix names.
+pub fn by_prefix(prefix: &str) -> Option<&'static dyn Provider> {
+    REGISTRY.iter().copied().find(|p| p.prefixes().iter().any(|(name, _)| *name == prefix))
+}
+
+/// Every prefix [`by_prefix`] accepts, for error messages.
+pub fn supported_prefixes() -> Vec<&'static str> {
+    REGISTRY.iter().flat_map(|p| p.prefixes().iter().map(|(name, _)| *name)).collect()
 }
 
 /// The public base URL of a provider prefix, when it has one.
 pub fn default_api_base(prefix: &str) -> Option<&'static str> {
-    match prefix {
-        "anthropic" => Some(anthropic::DEFAULT_API_BASE),
-        "gemini" => Some(crate::gemini::DEFAULT_API_BASE),
-        _ => OPENAI_COMPATIBLE.iter().find(|(name, _)| *name == prefix).and_then(|(_, base)| *base),
-    }
+    REGISTRY.iter().flat_map(|p| p.prefixes().iter()).find(|(name, _)| *name == prefix).and_then(|(_, base)| *base)
 }
 
 /// The OpenAI-shaped endpoints the gateway forwards.
@@ -123,29 +135,15 @@ impl EndpointUrls {
 }
 
 /// The URLs of a deployment: `Err` names the URL that does not parse.
-pub fn endpoint_urls(
-    kind: ProviderKind,
-    api_base: &str,
-    upstream_model: &str,
-    api_version: Option<&str>,
-) -> Result<EndpointUrls, String> {
+pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointUrls, String> {
     let parse = |u: String| reqwest::Url::parse(&u).map(Some).map_err(|e| format!("{u}: {e}"));
-    let url = |endpoint: Endpoint, stream: bool| -> String {
-        match kind {
-            ProviderKind::OpenAiCompatible | ProviderKind::Azure => {
-                openai_compatible::url(kind, api_base, upstream_model, api_version, endpoint)
-            }
-            ProviderKind::Anthropic => anthropic::url(api_base),
-            ProviderKind::Gemini => crate::gemini::url(api_base, upstream_model, stream),
-        }
-    };
-    let serves = |e: Endpoint| kind.serves(e);
+    let served = |e: Endpoint| if api.serves(e) { parse(api.url(target, e, false)) } else { Ok(None) };
     Ok(EndpointUrls {
-        chat: parse(url(Endpoint::ChatCompletions, false))?,
-        chat_stream: parse(url(Endpoint::ChatCompletions, true))?,
-        completions: if serves(Endpoint::Completions) { parse(url(Endpoint::Completions, false))? } else { None },
-        embeddings: if serves(Endpoint::Embeddings) { parse(url(Endpoint::Embeddings, false))? } else { None },
-        responses: if serves(Endpoint::Responses) { parse(url(Endpoint::Responses, false))? } else { None },
+        chat: parse(api.url(target, Endpoint::ChatCompletions, false))?,
+        chat_stream: parse(api.url(target, Endpoint::ChatCompletions, true))?,
+        completions: served(Endpoint::Completions)?,
+        embeddings: served(Endpoint::Embeddings)?,
+        responses: served(Endpoint::Responses)?,
     })
 }
 
@@ -156,7 +154,8 @@ pub struct Deployment {
     pub model_name: String,
     /// Provider prefix of `litellm_params.model`, e.g. `openai`.
     pub provider: String,
-    pub kind: ProviderKind,
+    /// The provider family's API the deployment speaks.
+    pub api: &'static dyn Provider,
     /// The model (or Azure deployment) name the provider knows.
     pub upstream_model: String,
     /// Stable name for events and metrics: `provider/upstream_model#index`.
@@ -189,75 +188,35 @@ pub enum UpstreamError {
     Unavailable(String),
 }
 
-/// The body to send to the deployment: the OpenAI request as is (model renamed), or translated
-/// into the provider's format.
-pub fn request_body(
-    deployment: &Deployment,
-    request: &crate::openai::ProxyRequest,
-) -> Result<Vec<u8>, crate::error::GatewayError> {
-    use crate::error::GatewayError;
-    if !deployment.kind.serves(request.endpoint) {
+/// The body to send to the deployment, or a 400 when its provider does not serve the
+/// request's endpoint.
+pub fn request_body(deployment: &Deployment, request: &ProxyRequest) -> Result<Vec<u8>, GatewayError> {
+    if !deployment.api.serves(request.endpoint) {
         return Err(GatewayError::invalid(
             format!("model '{}' does not support /{}", deployment.model_name, request.endpoint.path()),
             Some("model"),
         ));
     }
-    let encode = |v: serde_json::Value| {
-        serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(format!("cannot encode request: {e}")))
-    };
-    match deployment.kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => request.upstream_body(&deployment.upstream_model),
-        ProviderKind::Anthropic => {
-            let mut body =
-                crate::anthropic::chat_request_to_messages(&request.to_value()?, &deployment.upstream_model)?;
-            // The one output limit the request was reserved for (see `ProxyRequest::max_tokens`).
-            if let Some(max) = request.max_tokens {
-                body["max_tokens"] = serde_json::json!(max);
-            }
-            encode(body)
-        }
-        ProviderKind::Gemini => {
-            let mut body = crate::gemini::chat_request_to_generate(&request.to_value()?)?;
-            if let (Some(max), Some(body)) = (request.max_tokens, body.as_object_mut()) {
-                let config = body.entry("generationConfig").or_insert_with(|| serde_json::json!({}));
-                if let Some(config) = config.as_object_mut() {
-                    config.insert("maxOutputTokens".to_owned(), serde_json::json!(max));
-                }
-            }
-            encode(body)
-        }
+    deployment.api.request_body(deployment, request)
+}
+
+/// Re-encodes a translated request body.
+fn encode(body: &serde_json::Value) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec(body).map_err(|e| GatewayError::Internal(format!("cannot encode request: {e}")))
+}
+
+/// A translated answer: `f` over the body's JSON, or the body as it is when it is not JSON.
+fn translate_json(body: Bytes, f: impl FnOnce(&serde_json::Value) -> serde_json::Value) -> Bytes {
+    match serde_json::from_slice(&body) {
+        Ok(v) => Bytes::from(f(&v).to_string()),
+        Err(_) => body,
     }
 }
 
-/// Output tokens a deployment generates when the request sets no limit, where the adapter sets
-/// one (Anthropic requires it): a request without a limit reserves at least this much.
-pub fn default_output_limit(deployment: &Deployment) -> Option<u64> {
-    match deployment.kind {
-        ProviderKind::Anthropic => Some(crate::anthropic::DEFAULT_MAX_TOKENS),
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure | ProviderKind::Gemini => None,
-    }
-}
-
-/// A successful non-streamed answer in OpenAI's format.
-pub fn response_body(deployment: &Deployment, body: bytes::Bytes) -> bytes::Bytes {
-    let translate = |f: &dyn Fn(&serde_json::Value) -> serde_json::Value| match serde_json::from_slice(&body) {
-        Ok(v) => bytes::Bytes::from(f(&v).to_string()),
-        Err(_) => body.clone(),
-    };
-    match deployment.kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => body.clone(),
-        ProviderKind::Anthropic => translate(&crate::anthropic::message_to_chat_response),
-        ProviderKind::Gemini => translate(&|v| crate::gemini::generate_response_to_chat(v, &deployment.upstream_model)),
-    }
-}
-
-/// A provider's error body in OpenAI's envelope.
-pub fn error_body(deployment: &Deployment, body: bytes::Bytes) -> bytes::Bytes {
-    match deployment.kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => body,
-        ProviderKind::Anthropic => bytes::Bytes::from(crate::anthropic::error_to_openai(&body).to_string()),
-        ProviderKind::Gemini => bytes::Bytes::from(crate::gemini::error_to_openai(&body).to_string()),
-    }
+/// The content type of a successful answer as the client gets it.
+pub fn answer_content_type(deployment: &Deployment, headers: &reqwest::header::HeaderMap) -> String {
+    let kept = deployment.api.passes_answers_through().then(|| headers.get(reqwest::header::CONTENT_TYPE)).flatten();
+    kept.and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned()
 }
 
 /// Why a provider's stream ended before its end.
@@ -274,17 +233,11 @@ pub enum StreamError {
 /// A streamed answer as OpenAI chat chunks.
 pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<bytes::Bytes, StreamError>> + Send>>;
 
+/// A provider's streamed answer as OpenAI chat chunks.
 pub fn response_stream(deployment: &Deployment, response: reqwest::Response) -> ByteStream {
-    use crate::sse::TranslatedStream;
     use futures::TryStreamExt;
     let raw: ByteStream = Box::pin(response.bytes_stream().map_err(StreamError::from));
-    match deployment.kind {
-        ProviderKind::OpenAiCompatible | ProviderKind::Azure => raw,
-        ProviderKind::Anthropic => Box::pin(TranslatedStream::new(raw, crate::anthropic::MessagesToChatStream::new())),
-        ProviderKind::Gemini => {
-            Box::pin(TranslatedStream::new(raw, crate::gemini::GenerateToChatStream::new(&deployment.upstream_model)))
-        }
-    }
+    deployment.api.response_stream(deployment, raw)
 }
 
 /// Why a non-streamed answer could not be read.
@@ -378,20 +331,9 @@ pub async fn send(
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
-    // One request shape for every provider; only the authentication header differs.
-    let mut request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-    if deployment.kind == ProviderKind::Anthropic {
-        request = request.header("anthropic-version", anthropic::API_VERSION);
-    }
-    if let Some(key) = &deployment.api_key {
-        request = match deployment.kind {
-            ProviderKind::OpenAiCompatible => request.bearer_auth(key.expose()),
-            ProviderKind::Azure => request.header("api-key", key.expose()),
-            ProviderKind::Anthropic => request.header("x-api-key", key.expose()),
-            // In a header, never the URL (URLs end up in logs).
-            ProviderKind::Gemini => request.header("x-goog-api-key", key.expose()),
-        };
-    }
+    // One request shape for every provider; only the headers differ.
+    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let request = deployment.api.authenticate(request, deployment.api_key.as_ref());
     match tokio::time::timeout(deployment.timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(classify(&e)),

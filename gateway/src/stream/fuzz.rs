@@ -34,8 +34,10 @@ fn upstream(wire: Wire, reads: Vec<Bytes>) -> Upstream {
     let raw = futures::stream::iter(reads.into_iter().map(Ok::<_, StreamError>));
     match wire {
         Wire::OpenAi => Box::pin(raw),
-        Wire::Anthropic => Box::pin(TranslatedStream::new(raw, crate::anthropic::MessagesToChatStream::new())),
-        Wire::Gemini => Box::pin(TranslatedStream::new(raw, crate::gemini::GenerateToChatStream::new("g"))),
+        Wire::Anthropic => {
+            Box::pin(TranslatedStream::new(raw, crate::providers::anthropic::MessagesToChatStream::new()))
+        }
+        Wire::Gemini => Box::pin(TranslatedStream::new(raw, crate::providers::gemini::GenerateToChatStream::new("g"))),
     }
 }
 
@@ -113,7 +115,7 @@ proptest! {
 
     #[test]
     fn anthropic_streams_are_metered_once_within_bounds(
-        data in prop_oneof![4 => sse::framed(crate::anthropic::fuzz::streams()), 1 => sse::soup()],
+        data in prop_oneof![4 => sse::framed(crate::providers::anthropic::fuzz::streams()), 1 => sse::soup()],
         how in chunking(),
     ) {
         run::watchdog(move || metering_holds(Wire::Anthropic, &data, &how, true))?;
@@ -121,7 +123,7 @@ proptest! {
 
     #[test]
     fn gemini_streams_are_metered_once_within_bounds(
-        data in prop_oneof![4 => sse::framed(crate::gemini::fuzz::streams()), 1 => sse::soup()],
+        data in prop_oneof![4 => sse::framed(crate::providers::gemini::fuzz::streams()), 1 => sse::soup()],
         how in chunking(),
     ) {
         run::watchdog(move || metering_holds(Wire::Gemini, &data, &how, true))?;
