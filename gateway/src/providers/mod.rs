@@ -213,6 +213,27 @@ fn translate_json(body: Bytes, f: impl FnOnce(&serde_json::Value) -> serde_json:
     }
 }
 
+/// The message of an error body that is not one its family's envelope: the body's text,
+/// shortened so that a stray HTML page does not become a huge message (empty when it has none).
+pub(crate) fn raw_error_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(500) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The OpenAI envelope of an error body no family could read.
+pub(crate) fn unreadable_error(body: &[u8]) -> serde_json::Value {
+    let text = raw_error_text(body);
+    let message = if text.is_empty() { UNREADABLE_ERROR } else { &text };
+    serde_json::json!({ "error": { "message": message, "type": "api_error", "param": null, "code": null } })
+}
+
+/// The message of an error that said nothing.
+pub(crate) const UNREADABLE_ERROR: &str = "the upstream provider returned an error";
+
 /// The content type of a successful answer as the client gets it.
 pub fn answer_content_type(deployment: &Deployment, headers: &reqwest::header::HeaderMap) -> String {
     let kept = deployment.api.passes_answers_through().then(|| headers.get(reqwest::header::CONTENT_TYPE)).flatten();

@@ -19,7 +19,7 @@ fn openai_code(kind: &str, message: &str) -> Value {
 pub(super) fn error_envelope(error: &Value) -> Value {
     let message = match error {
         Value::String(message) => message.as_str(),
-        _ => error.get("message").and_then(Value::as_str).unwrap_or("the upstream provider returned an error"),
+        _ => error.get("message").and_then(Value::as_str).unwrap_or(crate::providers::UNREADABLE_ERROR),
     };
     let kind = error.get("type").and_then(Value::as_str).unwrap_or("api_error");
     let code = error.get("code").filter(|c| !c.is_null()).cloned().unwrap_or_else(|| openai_code(kind, message));
@@ -31,16 +31,6 @@ pub(super) fn error_envelope(error: &Value) -> Value {
     }})
 }
 
-/// A body that is not JSON, shortened so a stray HTML page does not become a huge message.
-fn raw_message(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(500) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
 /// Outbound errors: an Anthropic error body (`{"type":"error","error":{"type","message"}}`) →
 /// the OpenAI envelope `{"error":{"message","type","param","code"}}`.
 pub fn error_to_openai(body: &[u8]) -> Value {
@@ -48,12 +38,7 @@ pub fn error_to_openai(body: &[u8]) -> Value {
         Ok(parsed) if parsed.get("error").is_some_and(|e| e.is_object() || e.is_string()) => {
             error_envelope(&parsed["error"])
         }
-        _ => {
-            let message = raw_message(body);
-            let message =
-                if message.is_empty() { "the upstream provider returned an error".to_owned() } else { message };
-            json!({"error": {"message": message, "type": "api_error", "param": null, "code": null}})
-        }
+        _ => crate::providers::unreadable_error(body),
     }
 }
 
@@ -75,7 +60,7 @@ pub fn error_to_anthropic(status: u16, body: &[u8]) -> Value {
             Some(error) => error.get("message").and_then(Value::as_str).map(str::to_owned),
             None => parsed.get("message").and_then(Value::as_str).map(str::to_owned),
         },
-        Err(_) => Some(raw_message(body)),
+        Err(_) => Some(crate::providers::raw_error_text(body)),
     };
     let message =
         message.filter(|m| !m.is_empty()).unwrap_or_else(|| format!("the request failed with status {status}"));

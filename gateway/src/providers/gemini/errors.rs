@@ -9,19 +9,14 @@ pub fn error_to_openai(body: &[u8]) -> Value {
     let error = parsed.as_ref().map(|v| v.get(0).unwrap_or(v)).and_then(|v| v.get("error")).filter(|e| e.is_object());
     match error {
         Some(error) => error_envelope(error),
-        None => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(1000)]);
-            let text = text.trim();
-            let message = if text.is_empty() { "the upstream provider returned an error" } else { text };
-            json!({ "error": { "message": message, "type": "api_error", "param": null, "code": null } })
-        }
+        None => crate::providers::unreadable_error(body),
     }
 }
 
 pub(super) fn error_envelope(error: &Value) -> Value {
     let status = error.get("status").and_then(Value::as_str).unwrap_or_default();
     let message = error.get("message").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(status);
-    let message = if message.is_empty() { "the upstream provider returned an error" } else { message };
+    let message = if message.is_empty() { crate::providers::UNREADABLE_ERROR } else { message };
     let reasons: Vec<&str> = error
         .get("details")
         .and_then(Value::as_array)
