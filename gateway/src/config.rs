@@ -726,6 +726,16 @@ impl Config {
     }
 
     fn validate_and_resolve(&mut self, origin: &str) -> Result<(), ConfigError> {
+        self.check_sinks(origin)?;
+        self.check_gateway(origin)?;
+        self.check_keys_and_prices(origin)?;
+        self.check_models(origin)?;
+        self.check_router(origin)
+    }
+
+    /// The model list is not empty; the usage sink (Kafka and a database, or embedded) and its
+    /// spool are well formed; event names are within bounds.
+    fn check_sinks(&mut self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
         if self.model_list.is_empty() {
             return Err(invalid("model_list".into(), "at least one model is required".into()));
@@ -769,6 +779,13 @@ impl Config {
                 return Err(invalid("database.keyspace".into(), e.to_string()));
             }
         }
+        Ok(())
+    }
+
+    /// `gateway.*`: timeouts and sizes within range, the metrics listener and token, the key
+    /// hash secret.
+    fn check_gateway(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
         if !(1..=3_600).contains(&self.gateway.shutdown_timeout_secs) {
             return Err(invalid("gateway.shutdown_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
         }
@@ -792,89 +809,6 @@ impl Config {
                 "gateway.client_request_timeout_ms".into(),
                 "must be between 1 and 3600000 milliseconds".into(),
             ));
-        }
-        for (i, m) in self.model_list.iter_mut().enumerate() {
-            let params = &mut m.litellm_params;
-            if !params.model.contains('/') {
-                return Err(invalid(
-                    format!("model_list[{i}].litellm_params.model"),
-                    format!("expected `provider/model`, got `{}`", params.model),
-                ));
-            }
-            if let Some(t) = params.timeout {
-                if !valid_timeout(t) {
-                    return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
-                }
-            }
-            if let Some(t) = params.stream_timeout {
-                if !valid_timeout(t) {
-                    return Err(invalid(
-                        format!("model_list[{i}].litellm_params.stream_timeout"),
-                        TIMEOUT_RANGE.into(),
-                    ));
-                }
-            }
-            if params.stream_max_duration.is_some_and(|t| !valid_timeout(t)) {
-                return Err(invalid(
-                    format!("model_list[{i}].litellm_params.stream_max_duration"),
-                    TIMEOUT_RANGE.into(),
-                ));
-            }
-            if params.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
-                return Err(invalid(format!("model_list[{i}].litellm_params.weight"), "must be positive".into()));
-            }
-            if params.rpm == Some(0) || params.tpm == Some(0) {
-                return Err(invalid(
-                    format!("model_list[{i}].litellm_params"),
-                    "rpm and tpm must be positive when given".into(),
-                ));
-            }
-            if let Some(key) = &params.api_key {
-                params.api_key = Some(resolve_secret(
-                    key,
-                    &self.environment_variables,
-                    origin,
-                    &format!("model_list[{i}].litellm_params.api_key"),
-                )?);
-            }
-        }
-        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
-        let rs = &self.router_settings;
-        for (field, list) in [
-            ("fallbacks", &rs.fallbacks),
-            ("context_window_fallbacks", &rs.context_window_fallbacks),
-            ("content_policy_fallbacks", &rs.content_policy_fallbacks),
-        ] {
-            for (j, entry) in list.iter().enumerate() {
-                for (from, to) in entry {
-                    for name in std::iter::once(from).chain(to) {
-                        if !names.contains(name.as_str()) && name != "*" {
-                            return Err(invalid(
-                                format!("router_settings.{field}[{j}]"),
-                                format!("`{name}` is not a model_name of model_list"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        for (field, t) in [
-            ("router_settings.timeout", rs.timeout),
-            ("router_settings.stream_timeout", rs.stream_timeout),
-            ("router_settings.stream_max_duration", rs.stream_max_duration),
-        ] {
-            if t.is_some_and(|t| !valid_timeout(t)) {
-                return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
-            }
-        }
-        if !(rs.cooldown_time.is_finite() && (0.0..=86_400.0).contains(&rs.cooldown_time)) {
-            return Err(invalid("router_settings.cooldown_time".into(), "must be between 0 and 86400 seconds".into()));
-        }
-        if !(rs.retry_after.is_finite() && (0.0..=600.0).contains(&rs.retry_after)) {
-            return Err(invalid("router_settings.retry_after".into(), "must be between 0 and 600 seconds".into()));
-        }
-        if rs.num_retries > 10 {
-            return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
         }
         if let Some(token) = &self.gateway.metrics.token {
             let token = resolve_secret(token, &self.environment_variables, origin, "gateway.metrics.token")?;
@@ -907,6 +841,13 @@ impl Config {
             }
             self.gateway.key_hash_secret = Some(secret);
         }
+        Ok(())
+    }
+
+    /// Secrets of Kafka's properties and of the master key resolved; config-file virtual keys
+    /// given one way; prices within bounds.
+    fn check_keys_and_prices(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
         if let Some(kafka) = &mut self.kafka {
             for (section, properties) in [
                 ("client_properties", &mut kafka.client_properties),
@@ -955,6 +896,102 @@ impl Config {
             if p.input_nano_usd_per_token > max || p.output_nano_usd_per_token > max || cached > max {
                 return Err(invalid(format!("prices.{name}"), format!("at most {max} nano-USD per token")));
             }
+        }
+        Ok(())
+    }
+
+    /// `model_list`: provider prefixes, timeouts, weights and limits; provider keys resolved.
+    fn check_models(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        for (i, m) in self.model_list.iter_mut().enumerate() {
+            let params = &mut m.litellm_params;
+            if !params.model.contains('/') {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.model"),
+                    format!("expected `provider/model`, got `{}`", params.model),
+                ));
+            }
+            if let Some(t) = params.timeout {
+                if !valid_timeout(t) {
+                    return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
+                }
+            }
+            if let Some(t) = params.stream_timeout {
+                if !valid_timeout(t) {
+                    return Err(invalid(
+                        format!("model_list[{i}].litellm_params.stream_timeout"),
+                        TIMEOUT_RANGE.into(),
+                    ));
+                }
+            }
+            if params.stream_max_duration.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.stream_max_duration"),
+                    TIMEOUT_RANGE.into(),
+                ));
+            }
+            if params.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return Err(invalid(format!("model_list[{i}].litellm_params.weight"), "must be positive".into()));
+            }
+            if params.rpm == Some(0) || params.tpm == Some(0) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params"),
+                    "rpm and tpm must be positive when given".into(),
+                ));
+            }
+            if let Some(key) = &params.api_key {
+                params.api_key = Some(resolve_secret(
+                    key,
+                    &self.environment_variables,
+                    origin,
+                    &format!("model_list[{i}].litellm_params.api_key"),
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `router_settings`: fallbacks name configured models; timeouts, cooldowns and retries
+    /// within range.
+    fn check_router(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        let rs = &self.router_settings;
+        for (field, list) in [
+            ("fallbacks", &rs.fallbacks),
+            ("context_window_fallbacks", &rs.context_window_fallbacks),
+            ("content_policy_fallbacks", &rs.content_policy_fallbacks),
+        ] {
+            for (j, entry) in list.iter().enumerate() {
+                for (from, to) in entry {
+                    for name in std::iter::once(from).chain(to) {
+                        if !names.contains(name.as_str()) && name != "*" {
+                            return Err(invalid(
+                                format!("router_settings.{field}[{j}]"),
+                                format!("`{name}` is not a model_name of model_list"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (field, t) in [
+            ("router_settings.timeout", rs.timeout),
+            ("router_settings.stream_timeout", rs.stream_timeout),
+            ("router_settings.stream_max_duration", rs.stream_max_duration),
+        ] {
+            if t.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
+            }
+        }
+        if !(rs.cooldown_time.is_finite() && (0.0..=86_400.0).contains(&rs.cooldown_time)) {
+            return Err(invalid("router_settings.cooldown_time".into(), "must be between 0 and 86400 seconds".into()));
+        }
+        if !(rs.retry_after.is_finite() && (0.0..=600.0).contains(&rs.retry_after)) {
+            return Err(invalid("router_settings.retry_after".into(), "must be between 0 and 600 seconds".into()));
+        }
+        if rs.num_retries > 10 {
+            return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
         }
         Ok(())
     }

@@ -148,58 +148,33 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
             trying.set(&lease.deployment);
-            let sent_at = Instant::now();
-            let outcome = providers::send(client, &lease.deployment, endpoint, body, stream).await;
-            let wait = match outcome {
-                Ok(response) if response.status().is_success() => {
-                    return Ok(RoutedAnswer { lease, response, sent_at, attempts });
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let after = retry_after(response.headers());
-                    let content_type = Some(providers::answer_content_type(&lease.deployment, response.headers()));
-                    let body = read_error_body(response, lease.deployment.timeout).await;
-                    let body = lease.deployment.api.error_body(body);
-                    let class = classify(status, &body);
-                    if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
-                        router.record_failure(&lease);
+            let (failure, class, wait) =
+                match attempt_once(router, client, lease, &group, endpoint, body, stream, attempts).await {
+                    Attempted::Answered(answer) => return Ok(answer),
+                    Attempted::Failed { failure, class, wait } => (failure, class, wait),
+                };
+            match class {
+                ErrorClass::Retryable => last = Some(failure),
+                ErrorClass::ContextWindow | ErrorClass::ContentPolicy => {
+                    let list = if class == ErrorClass::ContextWindow {
+                        router.context_window_fallbacks(&group)
+                    } else {
+                        router.content_policy_fallbacks(&group)
+                    };
+                    if list.is_empty() {
+                        return Err(failure);
                     }
-                    metrics::counter!("tollgate_upstream_errors_total", "model" => group.clone(), "status" => status.to_string())
-                        .increment(1);
-                    last = Some(RoutedFailure::Upstream { lease, status, content_type, body, attempts });
-                    match class {
-                        ErrorClass::Retryable => after,
-                        ErrorClass::ContextWindow | ErrorClass::ContentPolicy => {
-                            let list = if class == ErrorClass::ContextWindow {
-                                router.context_window_fallbacks(&group)
-                            } else {
-                                router.content_policy_fallbacks(&group)
-                            };
-                            if list.is_empty() {
-                                return Err(last.unwrap_or(RoutedFailure::Gateway(GatewayError::ModelNotFound(group))));
-                            }
-                            for m in list.iter().rev() {
-                                if !chain.contains(m) {
-                                    chain.insert(position + 1, m.clone());
-                                }
-                            }
-                            special_fallback = true;
-                            break;
-                        }
-                        ErrorClass::Final => {
-                            return Err(last.unwrap_or(RoutedFailure::Gateway(GatewayError::ModelNotFound(group))))
+                    for m in list.iter().rev() {
+                        if !chain.contains(m) {
+                            chain.insert(position + 1, m.clone());
                         }
                     }
+                    last = Some(failure);
+                    special_fallback = true;
+                    break;
                 }
-                Err(error) => {
-                    router.record_failure(&lease);
-                    let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
-                    metrics::counter!("tollgate_upstream_errors_total", "model" => group.clone(), "status" => label)
-                        .increment(1);
-                    last = Some(RoutedFailure::Transport { lease, error, attempts });
-                    None
-                }
-            };
+                ErrorClass::Final => return Err(failure),
+            }
             if attempt < policy.num_retries {
                 let delay = backoff(attempt, wait, policy.retry_after_min, fastrand::f64());
                 metrics::counter!("tollgate_upstream_retries_total", "model" => group.clone()).increment(1);
@@ -220,6 +195,68 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
         }
     }
     Err(last.unwrap_or_else(|| RoutedFailure::Gateway(GatewayError::ModelNotFound(model.to_owned()))))
+}
+
+/// What one attempt at one deployment came to.
+enum Attempted {
+    Answered(RoutedAnswer),
+    /// How to go on (a transport failure is retryable), and how long the provider asked to
+    /// wait before a retry.
+    Failed {
+        failure: RoutedFailure,
+        class: ErrorClass,
+        wait: Option<Duration>,
+    },
+}
+
+/// Sends `body` to the deployment of `lease` once; on failure, records it against the
+/// deployment (cooldowns) and in the metrics.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_once(
+    router: &Router,
+    client: &reqwest::Client,
+    lease: Lease,
+    group: &str,
+    endpoint: Endpoint,
+    body: Vec<u8>,
+    stream: bool,
+    attempts: u32,
+) -> Attempted {
+    let sent_at = Instant::now();
+    match providers::send(client, &lease.deployment, endpoint, body, stream).await {
+        Ok(response) if response.status().is_success() => {
+            Attempted::Answered(RoutedAnswer { lease, response, sent_at, attempts })
+        }
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let wait = retry_after(response.headers());
+            let content_type = Some(providers::answer_content_type(&lease.deployment, response.headers()));
+            let body = read_error_body(response, lease.deployment.timeout).await;
+            let body = lease.deployment.api.error_body(body);
+            let class = classify(status, &body);
+            if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
+                router.record_failure(&lease);
+            }
+            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => status.to_string())
+                .increment(1);
+            Attempted::Failed {
+                failure: RoutedFailure::Upstream { lease, status, content_type, body, attempts },
+                class,
+                wait,
+            }
+        }
+        Err(error) => {
+            router.record_failure(&lease);
+            let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
+            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => label)
+                .increment(1);
+            Attempted::Failed {
+                failure: RoutedFailure::Transport { lease, error, attempts },
+                class: ErrorClass::Retryable,
+                wait: None,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -313,34 +313,8 @@ async fn serve(
     }
     let label = request.model.clone();
     let fail = |e| (label.clone(), e);
-    check_model(state, &principal, &request.model).map_err(fail)?;
-    let customer = customer_id(req, &request).map_err(fail)?;
     let now = chrono::Utc::now();
-    let mut admitted = crate::admission::admit(
-        &principal,
-        &request.model,
-        &state.budget_view,
-        &state.limiter,
-        &state.budget_settings,
-        now,
-    )
-    .map_err(fail)?;
-    // The customer is looked up only once the key's own limits admitted the request.
-    if let Some(id) = &customer {
-        let party = state.tenancy.with_customer(&mut principal, id, state.shared_customers).await.map_err(fail)?;
-        if let Some(party) = party {
-            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now).map_err(fail)?;
-        }
-    }
-    if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
-        admitted.reserve(leases, worst_case_cost(state, &request), now).await.map_err(fail)?;
-    }
-    let permit = state.sink.admit().map_err(|e| {
-        fail(match e {
-            crate::events::SinkError::Unavailable => GatewayError::MeteringUnavailable,
-            _ => GatewayError::MeteringBacklogFull,
-        })
-    })?;
+    let (admitted, permit) = admit(req, state, &mut principal, &request, now).await.map_err(fail)?;
     let limit_headers = admitted.reservation.headers.clone();
 
     let attempt = Arc::new(Attempt::default());
@@ -383,6 +357,57 @@ async fn serve(
         }
     };
 
+    respond(req, state, &request, answer, recorder, limit_headers, &label)
+        .await
+        .map(|r| (label.clone(), r))
+        .map_err(fail)
+}
+
+/// Admission: the key may use the model; the key's limits, then the customer's, admit the
+/// request; a hard budget reserves its worst case; the usage sink has room for its event.
+async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    principal: &mut Principal,
+    request: &ProxyRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(crate::admission::Admitted, crate::events::Permit), GatewayError> {
+    check_model(state, principal, &request.model)?;
+    let customer = customer_id(req, request)?;
+    let mut admitted = crate::admission::admit(
+        principal,
+        &request.model,
+        &state.budget_view,
+        &state.limiter,
+        &state.budget_settings,
+        now,
+    )?;
+    // The customer is looked up only once the key's own limits admitted the request.
+    if let Some(id) = &customer {
+        if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
+            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now)?;
+        }
+    }
+    if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
+        admitted.reserve(leases, worst_case_cost(state, request), now).await?;
+    }
+    let permit = state.sink.admit().map_err(|e| match e {
+        crate::events::SinkError::Unavailable => GatewayError::MeteringUnavailable,
+        _ => GatewayError::MeteringBacklogFull,
+    })?;
+    Ok((admitted, permit))
+}
+
+/// The answer to relay: a metered stream, or the whole answer once read and metered.
+async fn respond(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    request: &Arc<ProxyRequest>,
+    answer: proxy::RoutedAnswer,
+    recorder: UsageRecorder,
+    limit_headers: Vec<(HeaderName, HeaderValue)>,
+    label: &str,
+) -> Result<Reply, GatewayError> {
     let deployment = answer.lease.deployment.clone();
     let mut headers: Vec<(HeaderName, HeaderValue)> = [
         header("x-tollgate-attempts", &answer.attempts.to_string()),
@@ -393,21 +418,21 @@ async fn serve(
     .chain(limit_headers)
     .collect();
     if request.stream {
-        let stream = metered_stream(state, &request, answer, recorder, &label);
-        return Ok((label, Reply::Stream { headers, stream: Box::new(stream) }));
+        let stream = metered_stream(state, request, answer, recorder, label);
+        return Ok(Reply::Stream { headers, stream: Box::new(stream) });
     }
 
     let content_type = crate::providers::answer_content_type(&deployment, answer.response.headers());
-    let whole = meter_whole_answer(state, &request, answer, recorder, hung_up(req)).await.map_err(fail)?;
+    let whole = meter_whole_answer(state, request, answer, recorder, hung_up(req)).await?;
     if whole.client_gone {
-        return Err(fail(GatewayError::ClientClosed));
+        return Err(GatewayError::ClientClosed);
     }
     headers.extend(header("x-tollgate-cost-nano-usd", &whole.charged.0.to_string()));
     headers.extend(header("x-tollgate-response-cost", &whole.charged.to_string()));
     if let Some(m) = whole.served_model.as_deref() {
         headers.extend(header("x-tollgate-served-model", m));
     }
-    Ok((label, Reply::Full { status: StatusCode::OK, content_type, headers, body: whole.body }))
+    Ok(Reply::Full { status: StatusCode::OK, content_type, headers, body: whole.body })
 }
 
 /// The call to the request's model through the router (retries, fallbacks), owning what it
