@@ -29,6 +29,37 @@ pub fn chat_request_to_messages(body: &Value, upstream_model: &str) -> Result<Va
         .find_map(|name| request.get(*name).and_then(Value::as_u64))
         .unwrap_or(DEFAULT_MAX_TOKENS);
 
+    let (system, out_messages) = translate_messages(messages)?;
+
+    let mut out = Map::new();
+    out.insert("model".to_owned(), json!(upstream_model));
+    out.insert("messages".to_owned(), Value::Array(out_messages));
+    out.insert("max_tokens".to_owned(), json!(max_tokens));
+    if !system.is_empty() {
+        out.insert("system".to_owned(), collapse_parts(system));
+    }
+    copy_fields(request, &mut out, &["temperature", "top_p"]);
+    match request.get("stop") {
+        Some(Value::String(stop)) => {
+            out.insert("stop_sequences".to_owned(), json!([stop]));
+        }
+        Some(Value::Array(stops)) if !stops.is_empty() => {
+            out.insert("stop_sequences".to_owned(), Value::Array(stops.clone()));
+        }
+        _ => {}
+    }
+    if let Some(user) = request.get("user").and_then(Value::as_str) {
+        out.insert("metadata".to_owned(), json!({"user_id": user}));
+    }
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        out.insert("stream".to_owned(), json!(true));
+    }
+    add_tools(request, &mut out)?;
+    Ok(Value::Object(out))
+}
+
+/// OpenAI messages → Anthropic's top-level `system` blocks and its messages.
+fn translate_messages(messages: &[Value]) -> Result<(Vec<Value>, Vec<Value>), GatewayError> {
     let mut system = Vec::new();
     let mut out_messages: Vec<Value> = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
@@ -66,29 +97,11 @@ pub fn chat_request_to_messages(body: &Value, upstream_model: &str) -> Result<Va
         }
     }
 
-    let mut out = Map::new();
-    out.insert("model".to_owned(), json!(upstream_model));
-    out.insert("messages".to_owned(), Value::Array(out_messages));
-    out.insert("max_tokens".to_owned(), json!(max_tokens));
-    if !system.is_empty() {
-        out.insert("system".to_owned(), collapse_parts(system));
-    }
-    copy_fields(request, &mut out, &["temperature", "top_p"]);
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            out.insert("stop_sequences".to_owned(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            out.insert("stop_sequences".to_owned(), Value::Array(stops.clone()));
-        }
-        _ => {}
-    }
-    if let Some(user) = request.get("user").and_then(Value::as_str) {
-        out.insert("metadata".to_owned(), json!({"user_id": user}));
-    }
-    if request.get("stream").and_then(Value::as_bool) == Some(true) {
-        out.insert("stream".to_owned(), json!(true));
-    }
+    Ok((system, out_messages))
+}
+
+/// OpenAI `tools`, `tool_choice` and `parallel_tool_calls` → Anthropic's `tools` and `tool_choice`.
+fn add_tools(request: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<(), GatewayError> {
     let tools = match request.get("tools") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(tools)) => {
@@ -112,7 +125,7 @@ pub fn chat_request_to_messages(body: &Value, upstream_model: &str) -> Result<Va
             out.insert("tool_choice".to_owned(), choice);
         }
     }
-    Ok(Value::Object(out))
+    Ok(())
 }
 
 /// Text content (a string or text parts) as Anthropic text blocks; empty texts are left out
