@@ -4,7 +4,7 @@
 
 use crate::error::GatewayError;
 use crate::providers::{self, Deployment, Endpoint, UpstreamError};
-use crate::router::{Lease, Router};
+use crate::router::{PickedDeployment, Router};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ const MAX_ERROR_BODY: usize = 1024 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 pub struct RoutedAnswer {
-    pub lease: Lease,
+    pub picked: PickedDeployment,
     pub response: reqwest::Response,
     /// When the successful attempt was sent.
     pub sent_at: Instant,
@@ -24,9 +24,9 @@ pub struct RoutedAnswer {
 /// How the last attempt failed.
 pub enum RoutedFailure {
     /// The provider answered with an error status; passed through to the client.
-    Upstream { lease: Lease, status: u16, content_type: Option<String>, body: Bytes, attempts: u32 },
+    Upstream { picked: PickedDeployment, status: u16, content_type: Option<String>, body: Bytes, attempts: u32 },
     /// No answer: connection failed or timed out.
-    Transport { lease: Lease, error: UpstreamError, attempts: u32 },
+    Transport { picked: PickedDeployment, error: UpstreamError, attempts: u32 },
     /// The request could not be built or no deployment exists.
     Gateway(GatewayError),
 }
@@ -138,18 +138,18 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
         for attempt in 0..=policy.num_retries {
             // Prefer a deployment not yet tried; retry the same one when none is left.
             let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &[]));
-            let Some((index, lease)) = picked else { break };
+            let Some((index, picked)) = picked else { break };
             tried.push(index);
             attempts += 1;
-            let body = match body_for(&lease.deployment) {
+            let body = match body_for(&picked.deployment) {
                 Ok(b) => b,
                 // A request this deployment cannot take: when an earlier one already failed,
                 // that failure is the answer (and what the usage event records).
                 Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
-            trying.set(&lease.deployment);
+            trying.set(&picked.deployment);
             let (failure, class, wait) =
-                match attempt_once(router, client, lease, &group, endpoint, body, stream, attempts).await {
+                match attempt_once(router, client, picked, &group, endpoint, body, stream, attempts).await {
                     Attempted::Answered(answer) => return Ok(answer),
                     Attempted::Failed { failure, class, wait } => (failure, class, wait),
                 };
@@ -209,13 +209,13 @@ enum Attempted {
     },
 }
 
-/// Sends `body` to the deployment of `lease` once; on failure, records it against the
+/// Sends `body` to the deployment of `picked` once; on failure, records it against the
 /// deployment (cooldowns) and in the metrics.
 #[allow(clippy::too_many_arguments)]
 async fn attempt_once(
     router: &Router,
     client: &reqwest::Client,
-    lease: Lease,
+    picked: PickedDeployment,
     group: &str,
     endpoint: Endpoint,
     body: Vec<u8>,
@@ -223,35 +223,35 @@ async fn attempt_once(
     attempts: u32,
 ) -> Attempted {
     let sent_at = Instant::now();
-    match providers::send(client, &lease.deployment, endpoint, body, stream).await {
+    match providers::send(client, &picked.deployment, endpoint, body, stream).await {
         Ok(response) if response.status().is_success() => {
-            Attempted::Answered(RoutedAnswer { lease, response, sent_at, attempts })
+            Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })
         }
         Ok(response) => {
             let status = response.status().as_u16();
             let wait = retry_after(response.headers());
-            let content_type = Some(providers::answer_content_type(&lease.deployment, response.headers()));
-            let body = read_error_body(response, lease.deployment.timeout).await;
-            let body = lease.deployment.api.error_body(body);
+            let content_type = Some(providers::answer_content_type(&picked.deployment, response.headers()));
+            let body = read_error_body(response, picked.deployment.timeout).await;
+            let body = picked.deployment.api.error_body(body);
             let class = classify(status, &body);
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
-                router.record_failure(&lease);
+                router.record_failure(&picked);
             }
             metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => status.to_string())
                 .increment(1);
             Attempted::Failed {
-                failure: RoutedFailure::Upstream { lease, status, content_type, body, attempts },
+                failure: RoutedFailure::Upstream { picked, status, content_type, body, attempts },
                 class,
                 wait,
             }
         }
         Err(error) => {
-            router.record_failure(&lease);
+            router.record_failure(&picked);
             let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
             metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => label)
                 .increment(1);
             Attempted::Failed {
-                failure: RoutedFailure::Transport { lease, error, attempts },
+                failure: RoutedFailure::Transport { picked, error, attempts },
                 class: ErrorClass::Retryable,
                 wait: None,
             }

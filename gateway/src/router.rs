@@ -129,13 +129,14 @@ pub struct Router {
     names: Vec<String>,
 }
 
-/// A chosen deployment; dropping it ends the in-flight count.
-pub struct Lease {
+/// A deployment picked for one attempt (not a credit lease: see `lease.rs`); it counts as in
+/// flight on its deployment until dropped.
+pub struct PickedDeployment {
     pub deployment: Arc<Deployment>,
     stats: Arc<DeploymentStats>,
 }
 
-impl Drop for Lease {
+impl Drop for PickedDeployment {
     fn drop(&mut self) {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -355,7 +356,7 @@ impl Router {
     /// Picks a deployment of `model_name`, skipping those in `exclude` (already tried) and those
     /// cooling down or over their rpm — unless nothing else is left, in which case cooled-down
     /// deployments are tried rather than failing without a call.
-    pub fn pick(&self, model_name: &str, exclude: &[usize]) -> Option<(usize, Lease)> {
+    pub fn pick(&self, model_name: &str, exclude: &[usize]) -> Option<(usize, PickedDeployment)> {
         let group = self.groups.get(model_name)?;
         let now = self.now_ms();
         let minute = now / 60_000;
@@ -395,17 +396,17 @@ impl Router {
             w.roll(minute);
             w.requests += 1;
         }
-        Some((index, Lease { deployment: deployment.clone(), stats: stats.clone() }))
+        Some((index, PickedDeployment { deployment: deployment.clone(), stats: stats.clone() }))
     }
 
     /// Records a successful call: latency for latency-based routing, tokens for tpm.
-    pub fn record_success(&self, lease: &Lease, latency: Duration, tokens: u64) {
+    pub fn record_success(&self, picked: &PickedDeployment, latency: Duration, tokens: u64) {
         let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
-        let old = lease.stats.latency_ewma_us.load(Ordering::Relaxed);
+        let old = picked.stats.latency_ewma_us.load(Ordering::Relaxed);
         let new = if old == 0 { sample } else { (old * 4 + sample) / 5 };
-        lease.stats.latency_ewma_us.store(new, Ordering::Relaxed);
+        picked.stats.latency_ewma_us.store(new, Ordering::Relaxed);
         let minute = self.minute();
-        if let Ok(mut w) = lease.stats.minute.lock() {
+        if let Ok(mut w) = picked.stats.minute.lock() {
             w.roll(minute);
             w.tokens = w.tokens.saturating_add(tokens);
         }
@@ -413,9 +414,9 @@ impl Router {
 
     /// Records a failed call; `allowed_fails` failures within the minute start a cooldown.
     /// Returns whether the deployment is now cooling down.
-    pub fn record_failure(&self, lease: &Lease) -> bool {
+    pub fn record_failure(&self, picked: &PickedDeployment) -> bool {
         let minute = self.minute();
-        let failures = match lease.stats.minute.lock() {
+        let failures = match picked.stats.minute.lock() {
             Ok(mut w) => {
                 w.roll(minute);
                 w.failures += 1;
@@ -425,10 +426,10 @@ impl Router {
         };
         if failures >= self.policy.allowed_fails.max(1) {
             let until = self.now_ms().saturating_add(u64::try_from(self.policy.cooldown.as_millis()).unwrap_or(0));
-            lease.stats.cooldown_until_ms.store(until, Ordering::Relaxed);
-            metrics::counter!("tollgate_deployment_cooldowns_total", "model" => lease.deployment.model_name.clone())
+            picked.stats.cooldown_until_ms.store(until, Ordering::Relaxed);
+            metrics::counter!("tollgate_deployment_cooldowns_total", "model" => picked.deployment.model_name.clone())
                 .increment(1);
-            tracing::warn!(deployment = %lease.deployment.id, "deployment cooling down after repeated failures");
+            tracing::warn!(deployment = %picked.deployment.id, "deployment cooling down after repeated failures");
             return true;
         }
         false

@@ -408,7 +408,7 @@ async fn respond(
     limit_headers: Vec<(HeaderName, HeaderValue)>,
     label: &str,
 ) -> Result<Reply, GatewayError> {
-    let deployment = answer.lease.deployment.clone();
+    let deployment = answer.picked.deployment.clone();
     let mut headers: Vec<(HeaderName, HeaderValue)> = [
         header("x-tollgate-attempts", &answer.attempts.to_string()),
         header("x-tollgate-model-group", &deployment.model_name),
@@ -471,25 +471,25 @@ fn meter_failure(
             recorder.abandon();
             Err(e)
         }
-        RoutedFailure::Transport { lease, error, attempts } => {
+        RoutedFailure::Transport { picked, error, attempts } => {
             let err = match error {
                 UpstreamError::Timeout => GatewayError::UpstreamTimeout {
                     model: request.model.clone(),
-                    timeout_ms: u64::try_from(lease.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+                    timeout_ms: u64::try_from(picked.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
                 },
                 UpstreamError::Unavailable(reason) => {
-                    tracing::warn!(deployment = %lease.deployment.id, %reason, attempts, "upstream unavailable");
+                    tracing::warn!(deployment = %picked.deployment.id, %reason, attempts, "upstream unavailable");
                     GatewayError::UpstreamUnavailable { model: request.model.clone() }
                 }
             };
-            recorder.fail(&err, &lease.deployment);
+            recorder.fail(&err, &picked.deployment);
             Err(err)
         }
-        RoutedFailure::Upstream { lease, status, content_type, body, attempts } => {
+        RoutedFailure::Upstream { picked, status, content_type, body, attempts } => {
             recorder.finish(Outcome {
                 status,
                 error_type: Some("upstream_error"),
-                deployment: Some(&lease.deployment),
+                deployment: Some(&picked.deployment),
                 ..Outcome::default()
             });
             Ok(Reply::Full {
@@ -513,12 +513,12 @@ fn metered_stream(
     recorder: UsageRecorder,
     label: &str,
 ) -> MeteredStream {
-    let upstream = crate::providers::response_stream(&answer.lease.deployment, answer.response);
+    let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
     MeteredStream::new(
         upstream,
         recorder,
         state.router.clone(),
-        answer.lease,
+        answer.picked,
         request.injects_usage() && !request.client_wants_usage,
         request.clone(),
         answer.sent_at,
@@ -546,7 +546,7 @@ async fn meter_whole_answer(
     mut recorder: UsageRecorder,
     client_gone: impl std::future::Future<Output = ()>,
 ) -> Result<WholeAnswer, GatewayError> {
-    let deployment = answer.lease.deployment.clone();
+    let deployment = answer.picked.deployment.clone();
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
     let read =
         tokio::time::timeout(remaining, crate::providers::read_answer(answer.response, state.max_response_bytes));
@@ -594,7 +594,7 @@ async fn meter_whole_answer(
             (Tokens { prompt: request.prompt_tokens_estimate(), completion: generated.tokens(), cached: 0 }, true)
         }
     };
-    state.router.record_success(&answer.lease, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
+    state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     let charged = recorder.finish(Outcome {
         status: 200,

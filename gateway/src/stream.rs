@@ -13,7 +13,7 @@ use crate::config::DisconnectPolicy;
 use crate::openai::{ResponseUsage, Usage};
 use crate::pricing::Tokens;
 use crate::providers::StreamError;
-use crate::router::{Lease, Router};
+use crate::router::{PickedDeployment, Router};
 use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
 use crate::tokens::TextTally;
 use crate::usage::{Outcome, UsageRecorder};
@@ -32,7 +32,7 @@ pub struct MeteredStream {
     upstream: Upstream,
     recorder: Option<UsageRecorder>,
     router: Arc<Router>,
-    lease: Option<Lease>,
+    picked: Option<PickedDeployment>,
     events: EventBuffer,
     hide_usage_chunk: bool,
     usage: Option<Usage>,
@@ -67,14 +67,14 @@ impl MeteredStream {
         upstream: Upstream,
         recorder: UsageRecorder,
         router: Arc<Router>,
-        lease: Lease,
+        picked: PickedDeployment,
         hide_usage_chunk: bool,
         request: Arc<crate::openai::ProxyRequest>,
         sent_at: Instant,
         model_label: String,
     ) -> MeteredStream {
-        let idle = lease.deployment.stream_idle_timeout;
-        let max_duration = lease.deployment.stream_max_duration;
+        let idle = picked.deployment.stream_idle_timeout;
+        let max_duration = picked.deployment.stream_max_duration;
         let now = tokio::time::Instant::now();
         // Durations are validated at start-up (at most a day); the fallback is never taken.
         let deadline = now.checked_add(max_duration).unwrap_or(now);
@@ -82,7 +82,7 @@ impl MeteredStream {
             upstream,
             recorder: Some(recorder),
             router,
-            lease: Some(lease),
+            picked: Some(picked),
             events: EventBuffer::new(MAX_EVENT_BYTES),
             hide_usage_chunk,
             usage: None,
@@ -117,7 +117,7 @@ impl MeteredStream {
             upstream: std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty())),
             recorder: self.recorder.take(),
             router: self.router.clone(),
-            lease: self.lease.take(),
+            picked: self.picked.take(),
             events: std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES)),
             hide_usage_chunk: self.hide_usage_chunk,
             usage: self.usage.take(),
@@ -214,10 +214,10 @@ impl MeteredStream {
                 true,
             ),
         };
-        let lease = self.lease.take();
-        if let Some(lease) = &lease {
+        let picked = self.picked.take();
+        if let Some(picked) = &picked {
             if !partial {
-                self.router.record_success(lease, self.sent_at.elapsed(), tokens.prompt + tokens.completion);
+                self.router.record_success(picked, self.sent_at.elapsed(), tokens.prompt + tokens.completion);
             }
         }
         if let Some(recorder) = self.recorder.take() {
@@ -228,7 +228,7 @@ impl MeteredStream {
                 served_model: self.served_model.take(),
                 partial,
                 estimated,
-                deployment: lease.as_ref().map(|l| l.deployment.as_ref()),
+                deployment: picked.as_ref().map(|l| l.deployment.as_ref()),
             });
         }
     }

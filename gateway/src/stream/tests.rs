@@ -70,8 +70,8 @@ impl Harness {
     }
 
     /// A request admitted for model `m`, its recorder publishing to `sink`, and the deployment
-    /// lease it is sent with.
-    pub(crate) fn start(&self, sink: Arc<Recorded>) -> (UsageRecorder, Lease) {
+    /// picked to send it to.
+    pub(crate) fn start(&self, sink: Arc<Recorded>) -> (UsageRecorder, PickedDeployment) {
         let now = chrono::Utc::now();
         let admitted =
             crate::admission::admit(&self.principal, "m", &self.view, &self.limiter, &self.settings, now).unwrap();
@@ -87,8 +87,8 @@ impl Harness {
             Instant::now(),
             now,
         );
-        let (_, lease) = self.router.pick("m", &[]).unwrap();
-        (recorder, lease)
+        let (_, picked) = self.router.pick("m", &[]).unwrap();
+        (recorder, picked)
     }
 
     /// Meters `upstream` as the server does a streamed chat request of `body`; returns what the
@@ -100,14 +100,14 @@ impl Harness {
         body: &[u8],
     ) -> (Vec<u8>, Vec<UsageEvent>) {
         let sink = Arc::new(Recorded::default());
-        let (recorder, lease) = self.start(sink.clone());
+        let (recorder, picked) = self.start(sink.clone());
         let request =
             Arc::new(crate::openai::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap());
         let stream = MeteredStream::new(
             upstream,
             recorder,
             self.router.clone(),
-            lease,
+            picked,
             hide_usage_chunk,
             request,
             Instant::now(),
