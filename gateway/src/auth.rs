@@ -210,7 +210,7 @@ pub struct Tenancy {
     store: Option<Arc<dyn TenancyStore>>,
     hasher: KeyHasher,
     /// Where a key's move to its lookup hash is announced to the other gateways.
-    control: Option<Arc<crate::budget::ControlPublisher>>,
+    control: Option<Arc<crate::changes::ControlPublisher>>,
     config_keys: HashMap<String, Arc<KeyRecord>>,
     keys: RecordCache<KeyRecord>,
     teams: RecordCache<TeamRecord>,
@@ -243,7 +243,7 @@ impl Tenancy {
         store: Option<Arc<dyn TenancyStore>>,
         config_keys: &[VirtualKeyConfig],
         hasher: KeyHasher,
-        control: Option<Arc<crate::budget::ControlPublisher>>,
+        control: Option<Arc<crate::changes::ControlPublisher>>,
     ) -> Tenancy {
         Tenancy {
             store,

@@ -1,5 +1,5 @@
 //! Each gateway's view of spend against budgets (docs/design.md §5.1-5.3), and the listener that
-//! keeps it and the tenancy caches current.
+//! keeps it and the tenancy caches current (changes are announced by `changes::ControlPublisher`).
 //!
 //! The view holds, per `(scope, window)` with a budget, the largest total the ledger consumers
 //! have published on the compacted `budget-state` topic, and this gateway's own spend since it
@@ -124,33 +124,6 @@ impl BudgetView {
     }
 }
 
-/// Publishes tenancy changes on the control topic (the admin API's side of propagation).
-pub struct ControlPublisher {
-    producer: rdkafka::producer::FutureProducer,
-    topic: String,
-}
-
-impl ControlPublisher {
-    pub fn new(kafka: &crate::config::KafkaConfig) -> Result<ControlPublisher, rdkafka::error::KafkaError> {
-        let producer = kafka
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "5000")
-            .create()?;
-        Ok(ControlPublisher { producer, topic: kafka.control_topic.clone() })
-    }
-
-    /// Sends the change and waits until Kafka has it.
-    pub async fn publish(&self, change: &Invalidation) -> Result<(), String> {
-        let payload = serde_json::to_vec(change).map_err(|e| e.to_string())?;
-        let key = format!("{}/{}", change.kind.as_str(), change.id);
-        let record = rdkafka::producer::FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        self.producer.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| e.to_string())
-    }
-}
-
 /// What the listener reads, and where its messages go.
 pub struct ListenerConfig {
     /// Bootstrap servers and security properties (`kafka.client_properties`).
@@ -171,7 +144,16 @@ pub fn listen(config: ListenerConfig, view: Arc<BudgetView>, tenancy: Arc<Tenanc
     Ok(())
 }
 
-fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -> Result<(), String> {
+/// Why the listener stopped (it is restarted).
+#[derive(Debug, thiserror::Error)]
+enum ListenerError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} has no partitions (does it exist?)")]
+    NoPartitions(String),
+}
+
+fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -> Result<(), ListenerError> {
     // librdkafka wants a group id even for assigned partitions; none is joined (no subscribe)
     // and nothing is committed.
     let group = format!("tollgate-gateway-view-{}", uuid::Uuid::new_v4().simple());
@@ -183,32 +165,28 @@ fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "50")
-        .create()
-        .map_err(|e| e.to_string())?;
+        .create()?;
     let timeout = Duration::from_secs(10);
     let mut assignment = TopicPartitionList::new();
     // Where the budget-state partitions end now: reading up to there is "caught up".
     let mut ends: HashMap<i32, i64> = HashMap::new();
-    let metadata = consumer.fetch_metadata(Some(&config.budget_state_topic), timeout).map_err(|e| e.to_string())?;
+    let metadata = consumer.fetch_metadata(Some(&config.budget_state_topic), timeout)?;
     let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
-        return Err(format!("topic {} has no partitions (does it exist?)", config.budget_state_topic));
+        return Err(ListenerError::NoPartitions(config.budget_state_topic.clone()));
     }
     for p in &partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(&config.budget_state_topic, *p, timeout).map_err(|e| e.to_string())?;
+        let (low, high) = consumer.fetch_watermarks(&config.budget_state_topic, *p, timeout)?;
         if high > low {
             ends.insert(*p, high);
         }
-        assignment
-            .add_partition_offset(&config.budget_state_topic, *p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
+        assignment.add_partition_offset(&config.budget_state_topic, *p, Offset::Beginning)?;
     }
-    let control = consumer.fetch_metadata(Some(&config.control_topic), timeout).map_err(|e| e.to_string())?;
+    let control = consumer.fetch_metadata(Some(&config.control_topic), timeout)?;
     for p in control.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-        assignment.add_partition_offset(&config.control_topic, p, Offset::End).map_err(|e| e.to_string())?;
+        assignment.add_partition_offset(&config.control_topic, p, Offset::End)?;
     }
-    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    consumer.assign(&assignment)?;
     if ends.is_empty() {
         view.caught_up.store(true, Ordering::Release);
     }
@@ -220,7 +198,7 @@ fn run_listener(config: &ListenerConfig, view: &BudgetView, tenancy: &Tenancy) -
             last_prune = std::time::Instant::now();
         }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let message = message.map_err(|e| e.to_string())?;
+        let message = message?;
         let Some(payload) = message.payload() else { continue };
         if message.topic() == config.control_topic {
             match serde_json::from_slice::<Invalidation>(payload) {

@@ -7,7 +7,6 @@
 //! touch it. docs/security.md states the bound.
 
 use crate::auth::Tenancy;
-use crate::budget::ControlPublisher;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use scylla::client::session::Session;
@@ -123,6 +122,42 @@ impl ChangeLog {
             }
         }
         Ok(out)
+    }
+}
+
+/// Why a change could not be announced on the control topic.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot encode the change: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Kafka(rdkafka::error::KafkaError),
+}
+
+/// Publishes tenancy changes on the control topic (the admin API's side of propagation).
+pub struct ControlPublisher {
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+}
+
+impl ControlPublisher {
+    pub fn new(kafka: &crate::config::KafkaConfig) -> Result<ControlPublisher, rdkafka::error::KafkaError> {
+        let producer = kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", "5000")
+            .create()?;
+        Ok(ControlPublisher { producer, topic: kafka.control_topic.clone() })
+    }
+
+    /// Sends the change and waits until Kafka has it.
+    pub async fn publish(&self, change: &Invalidation) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(change)?;
+        let key = format!("{}/{}", change.kind.as_str(), change.id);
+        let record = rdkafka::producer::FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        self.producer.send(record, Duration::from_secs(5)).await.map(|_| ()).map_err(|(e, _)| PublishError::Kafka(e))
     }
 }
 

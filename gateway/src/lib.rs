@@ -38,7 +38,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tenancy;
-use crate::budget::{BudgetView, ControlPublisher, ListenerConfig};
+use crate::budget::{BudgetView, ListenerConfig};
+use crate::changes::ControlPublisher;
 use crate::config::{BudgetSettings, Config, ConfigError, EmbeddedConfig};
 use crate::events::{KafkaSink, UsageSink};
 use crate::ratelimit::RateLimiter;

@@ -71,21 +71,30 @@ fn built_in(upstream_model: &str) -> Option<Price> {
 /// USD per token as LiteLLM writes it (`0.00000015`) to exact nano-USD per token. The float's
 /// shortest decimal form is what the user typed; more than nine decimals cannot be represented
 /// and is an error rather than a silent rounding.
-pub fn usd_per_token_to_nanos(usd: f64) -> Result<i64, String> {
+pub fn usd_per_token_to_nanos(usd: f64) -> Result<i64, PriceError> {
     if !usd.is_finite() || usd < 0.0 {
-        return Err(format!("{usd} is not a non-negative number"));
+        return Err(PriceError::Negative(usd));
     }
     let text = format!("{usd}");
     let (whole, frac) = text.split_once('.').unwrap_or((text.as_str(), ""));
     if frac.len() > 9 {
-        return Err(format!("{text} USD has more decimals than nano-USD can hold"));
+        return Err(PriceError::TooPrecise(text));
     }
-    let whole: i64 = whole.parse().map_err(|_| format!("{text} is too large"))?;
-    let frac_nanos: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| text.clone())? };
-    whole
-        .checked_mul(1_000_000_000)
-        .and_then(|w| w.checked_add(frac_nanos))
-        .ok_or_else(|| format!("{text} is too large"))
+    let too_large = || PriceError::TooLarge(text.clone());
+    let whole: i64 = whole.parse().map_err(|_| too_large())?;
+    let frac_nanos: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| too_large())? };
+    whole.checked_mul(1_000_000_000).and_then(|w| w.checked_add(frac_nanos)).ok_or_else(too_large)
+}
+
+/// Why a price in USD cannot be a whole number of nano-USD.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum PriceError {
+    #[error("{0} is not a non-negative number")]
+    Negative(f64),
+    #[error("{0} USD has more decimals than nano-USD can hold")]
+    TooPrecise(String),
+    #[error("{0} is too large")]
+    TooLarge(String),
 }
 
 fn info_cost(entry: &ModelEntry, key: &str) -> Option<f64> {
@@ -126,12 +135,14 @@ fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Pric
     let cached = p.cache_read_input_token_cost.or_else(|| info_cost(m, "cache_read_input_token_cost"));
     if input.is_some() || output.is_some() {
         let field = |name: &str| format!("model_list[{index}].{name}");
-        let input =
-            usd_per_token_to_nanos(input.unwrap_or(0.0)).map_err(|e| invalid(field("input_cost_per_token"), e))?;
-        let output =
-            usd_per_token_to_nanos(output.unwrap_or(0.0)).map_err(|e| invalid(field("output_cost_per_token"), e))?;
+        let input = usd_per_token_to_nanos(input.unwrap_or(0.0))
+            .map_err(|e| invalid(field("input_cost_per_token"), e.to_string()))?;
+        let output = usd_per_token_to_nanos(output.unwrap_or(0.0))
+            .map_err(|e| invalid(field("output_cost_per_token"), e.to_string()))?;
         let cached = match cached {
-            Some(c) => usd_per_token_to_nanos(c).map_err(|e| invalid(field("cache_read_input_token_cost"), e))?,
+            Some(c) => {
+                usd_per_token_to_nanos(c).map_err(|e| invalid(field("cache_read_input_token_cost"), e.to_string()))?
+            }
             None => input,
         };
         return Ok(Some(Price { input: NanoUsd(input), cached_input: NanoUsd(cached), output: NanoUsd(output) }));

@@ -134,9 +134,17 @@ impl EndpointUrls {
     }
 }
 
+/// A deployment URL that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub struct BadUrl {
+    pub url: String,
+    pub reason: String,
+}
+
 /// The URLs of a deployment: `Err` names the URL that does not parse.
-pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointUrls, String> {
-    let parse = |u: String| reqwest::Url::parse(&u).map(Some).map_err(|e| format!("{u}: {e}"));
+pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointUrls, BadUrl> {
+    let parse = |url: String| reqwest::Url::parse(&url).map(Some).map_err(|e| BadUrl { url, reason: e.to_string() });
     let served = |e: Endpoint| if api.serves(e) { parse(api.url(target, e, false)) } else { Ok(None) };
     Ok(EndpointUrls {
         chat: parse(api.url(target, Endpoint::ChatCompletions, false))?,
