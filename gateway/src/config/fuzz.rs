@@ -4,6 +4,7 @@
 //! shapes. Never a panic or a hang; a config that loads builds its router, and every name and id
 //! it puts into usage events is one the ledger accepts.
 
+use super::validate::valid_timeout;
 use super::*;
 use proptest::prelude::*;
 use tollgate_fuzzing::{run, yaml};

@@ -47,13 +47,13 @@ fn borrow(events: &[(Option<String>, String)]) -> Vec<(Option<&str>, String)> {
 
 fn chunk(delta: Value, finish: Value) -> Value {
     json!({"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 }
 
 fn usage_chunk(prompt: u64, completion: u64, cached: u64) -> Value {
     json!({"id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1, "model": "gpt-x", "choices": [],
-           "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                     "prompt_tokens_details": {"cached_tokens": cached}}})
+               "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                         "prompt_tokens_details": {"cached_tokens": cached}}})
 }
 
 /// A realistic OpenAI conversation touching every translated feature.
@@ -140,7 +140,7 @@ fn outbound_request_translates_every_feature() {
     assert_eq!(
         out["tools"],
         json!([{"name": "get_weather", "description": "Weather by city",
-        "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}])
+            "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}])
     );
     assert_eq!(out["tool_choice"], json!({"type": "tool", "name": "get_weather"}));
     assert!(out.get("stream").is_none());
@@ -180,7 +180,7 @@ fn outbound_request_translates_every_feature() {
 #[test]
 fn outbound_request_defaults_and_options() {
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true,
-                      "stream_options": {"include_usage": true}, "stop": "X", "n": 1});
+                          "stream_options": {"include_usage": true}, "stop": "X", "n": 1});
     let out = chat_request_to_messages(&body, "claude").unwrap();
     assert_eq!(out["max_tokens"], 4096);
     assert_eq!(out["stream"], true);
@@ -223,19 +223,19 @@ fn outbound_request_rejects_what_anthropic_cannot_serve() {
         (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}), Some("messages")),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]}),
+                {"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]}),
             Some("messages"),
         ),
         (json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]}), Some("messages")),
         (
             json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}),
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}),
             Some("messages"),
         ),
         (json!({"model": "m", "messages": [], "tools": [{"type": "custom", "custom": {"name": "x"}}]}), Some("tools")),
         (
             json!({"model": "m", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}],
-                "tool_choice": {"type": "allowed_tools"}}),
+                    "tool_choice": {"type": "allowed_tools"}}),
             Some("tool_choice"),
         ),
         (json!([1]), None),
@@ -256,7 +256,7 @@ fn outbound_request_skips_empty_text_and_empty_assistant_turns() {
     assert_eq!(
         out["messages"],
         json!([{"role": "user", "content": "a"},
-               {"role": "assistant", "content": [{"type": "tool_use", "id": "c", "name": "f", "input": {}}]}])
+                   {"role": "assistant", "content": [{"type": "tool_use", "id": "c", "name": "f", "input": {}}]}])
     );
 }
 
@@ -287,7 +287,7 @@ fn outbound_response_translates_text_tools_and_usage() {
     assert_eq!(
         chat["usage"],
         json!({"prompt_tokens": 115, "completion_tokens": 7, "total_tokens": 122,
-               "prompt_tokens_details": {"cached_tokens": 100}})
+                   "prompt_tokens_details": {"cached_tokens": 100}})
     );
     for (stop, finish) in
         [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("refusal", "content_filter")]
@@ -358,7 +358,7 @@ fn inbound_request_translates_every_feature() {
     assert_eq!(
         out["tools"],
         json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                                                   "parameters": {"type": "object", "properties": {}}}}])
+                                                                       "parameters": {"type": "object", "properties": {}}}}])
     );
     assert_eq!(out["tool_choice"], "required");
     assert_eq!(out["parallel_tool_calls"], false);
@@ -370,14 +370,14 @@ fn inbound_request_translates_every_feature() {
     assert_eq!(
         m[2]["content"],
         json!([{"type": "text", "text": "Look:"},
-               {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
-               {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}])
+                   {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+                   {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}])
     );
     assert_eq!(m[3]["content"], "Checking.");
     assert_eq!(
         m[3]["tool_calls"][1],
         json!({"id": "toolu_2", "type": "function",
-                                              "function": {"name": "get_weather", "arguments": "{\"location\":\"Rome\"}"}})
+                                                  "function": {"name": "get_weather", "arguments": "{\"location\":\"Rome\"}"}})
     );
     assert_eq!(m[4], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"}));
     assert_eq!(m[5], json!({"role": "tool", "tool_call_id": "toolu_2", "content": "no data"}));
@@ -471,10 +471,10 @@ fn inbound_response_translates_text_tools_and_usage() {
     assert_eq!(
         msg,
         json!({"id": "msg_123", "type": "message", "role": "assistant", "model": "my-alias",
-               "content": [{"type": "text", "text": "On it."},
-                           {"type": "tool_use", "id": "call_9", "name": "get_weather", "input": {"location": "Paris"}}],
-               "stop_reason": "tool_use", "stop_sequence": null,
-               "usage": {"input_tokens": 20, "output_tokens": 8, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}})
+                   "content": [{"type": "text", "text": "On it."},
+                               {"type": "tool_use", "id": "call_9", "name": "get_weather", "input": {"location": "Paris"}}],
+                   "stop_reason": "tool_use", "stop_sequence": null,
+                   "usage": {"input_tokens": 20, "output_tokens": 8, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}})
     );
     for (finish, stop) in [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal")] {
         let chat = json!({"id": "x", "choices": [{"message": {"content": "hi"}, "finish_reason": finish}]});
@@ -485,7 +485,7 @@ fn inbound_response_translates_text_tools_and_usage() {
     }
     // A provider that finishes tool calls with "stop" still yields tool_use; bad arguments an empty input.
     let chat = json!({"choices": [{"finish_reason": "stop", "message": {"content": null, "tool_calls": [
-        {"id": "c", "function": {"name": "f", "arguments": "{broken"}}]}}]});
+            {"id": "c", "function": {"name": "f", "arguments": "{broken"}}]}}]});
     let msg = chat_response_to_message(&chat, "m");
     assert_eq!(msg["stop_reason"], "tool_use");
     assert_eq!(msg["content"], json!([{"type": "tool_use", "id": "c", "name": "f", "input": {}}]));
@@ -633,8 +633,8 @@ fn inbound_stream_reports_truncation_and_upstream_errors() {
 fn anthropic_stream() -> Vec<Value> {
     vec![
         json!({"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant",
-            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 40, "cache_creation_input_tokens": 3}}}),
+                "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 40, "cache_creation_input_tokens": 3}}}),
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}}),
         json!({"type": "content_block_stop", "index": 0}),
@@ -644,7 +644,7 @@ fn anthropic_stream() -> Vec<Value> {
         json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "check."}}),
         json!({"type": "content_block_stop", "index": 1}),
         json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_1",
-            "name": "get_weather", "input": {}}}),
+                "name": "get_weather", "input": {}}}),
         json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": ""}}),
         json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"location\":"}}),
         json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": " \"Paris\"}"}}),
@@ -764,7 +764,7 @@ fn errors_translate_both_ways() {
     assert_eq!(
         error_to_openai(body),
         json!({"error": {"message": "Number of requests has exceeded your rate limit", "type": "rate_limit_error",
-                         "param": null, "code": "rate_limit_exceeded"}})
+                             "param": null, "code": "rate_limit_exceeded"}})
     );
     let long = br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
     assert_eq!(error_to_openai(long)["error"]["code"], "context_length_exceeded");

@@ -73,7 +73,7 @@ fn images_become_inline_or_file_data() {
         ])
     );
     let not_base64 = json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]});
+            {"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]});
     assert!(chat_request_to_generate(&not_base64).is_err());
 }
 
@@ -133,7 +133,7 @@ fn tools_and_tool_choice_translate() {
         assert_eq!(out["toolConfig"]["functionCallingConfig"], json!({"mode": mode}));
     }
     let bad = json!({"messages": [{"role": "user", "content": "x"}],
-                     "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"});
+                         "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"});
     let err = chat_request_to_generate(&bad).unwrap_err();
     assert!(matches!(err, GatewayError::InvalidRequest { param: Some("tool_choice"), .. }));
 }
@@ -166,7 +166,7 @@ fn tool_calls_and_results_round_trip_into_contents() {
         ])
     );
     let orphan = json!({"messages": [{"role": "user", "content": "x"},
-                                     {"role": "tool", "tool_call_id": "nope", "content": "1"}]});
+                                         {"role": "tool", "tool_call_id": "nope", "content": "1"}]});
     assert!(chat_request_to_generate(&orphan).is_err());
 }
 
@@ -223,8 +223,8 @@ fn responses_translate_text_and_usage() {
     assert_eq!(
         out["usage"],
         json!({"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18,
-               "prompt_tokens_details": {"cached_tokens": 4},
-               "completion_tokens_details": {"reasoning_tokens": 3}})
+                   "prompt_tokens_details": {"cached_tokens": 4},
+                   "completion_tokens_details": {"reasoning_tokens": 3}})
     );
     let generated = generate_response_to_chat(&json!({"candidates": []}), "m");
     assert!(generated["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -265,7 +265,7 @@ fn responses_translate_tool_calls_and_finish_reasons() {
         assert_eq!(generate_response_to_chat(&resp, "m")["choices"][0]["finish_reason"], expected, "{reason}");
     }
     let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"},
-                         "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}});
+                             "usageMetadata": {"promptTokenCount": 7, "totalTokenCount": 7}});
     let out = generate_response_to_chat(&blocked, "m");
     assert_eq!(out["choices"][0]["finish_reason"], "content_filter");
     assert_eq!(out["usage"]["prompt_tokens"], 7);
@@ -291,11 +291,11 @@ fn stream_reassembles_text_and_ends_with_usage_then_done() {
     let meta = |c: u64| json!({"promptTokenCount": 4, "candidatesTokenCount": c, "totalTokenCount": 4 + c});
     let frames = run_stream(&[
         json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}],
-               "usageMetadata": meta(1), "responseId": "r1"}),
+                   "usageMetadata": meta(1), "responseId": "r1"}),
         json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "index": 0}],
-               "usageMetadata": meta(2), "responseId": "r1"}),
+                   "usageMetadata": meta(2), "responseId": "r1"}),
         json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "!"}]}, "index": 0,
-               "finishReason": "STOP"}], "usageMetadata": meta(3), "responseId": "r1"}),
+                   "finishReason": "STOP"}], "usageMetadata": meta(3), "responseId": "r1"}),
     ]);
     assert_eq!(frames.last().unwrap(), "data: [DONE]\n\n");
     let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| chunk_json(f)).collect();
@@ -395,7 +395,7 @@ fn schema_expansion_is_bounded_by_what_it_produces() {
         other => panic!("expected a 400 naming `tools`, got {other:?}"),
     }
     let body = json!({"messages": [{"role": "user", "content": "x"}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}});
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}});
     assert!(matches!(
         chat_request_to_generate(&body),
         Err(GatewayError::InvalidRequest { param: Some("response_format"), .. })
@@ -473,22 +473,22 @@ fn stream_passes_errors_and_tolerates_noise() {
 #[test]
 fn errors_translate_to_the_openai_envelope() {
     let out = error_to_openai(
-        br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#,
-    );
+            br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#,
+        );
     assert_eq!(
         out,
         json!({"error": {"message": "Resource has been exhausted (e.g. check quota).", "type": "rate_limit_error",
-                         "param": null, "code": "rate_limit_exceeded"}})
+                             "param": null, "code": "rate_limit_exceeded"}})
     );
     let key = error_to_openai(
-        br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT",
-            "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#,
-    );
+            br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT",
+                "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#,
+        );
     assert_eq!(key["error"]["type"], "authentication_error");
     assert_eq!(key["error"]["code"], "invalid_api_key");
     let long = error_to_openai(
-        br#"[{"error":{"code":400,"message":"The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]"#,
-    );
+            br#"[{"error":{"code":400,"message":"The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]"#,
+        );
     assert_eq!(long["error"]["code"], "context_length_exceeded");
     assert_eq!(long["error"]["type"], "invalid_request_error");
     let bad =
@@ -511,8 +511,8 @@ fn errors_translate_to_the_openai_envelope() {
 #[test]
 fn gemini_usage_sums_saturate_and_are_not_believed() {
     let resp = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}}],
-                      "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": u64::MAX - 1,
-                                        "thoughtsTokenCount": 3}});
+                          "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": u64::MAX - 1,
+                                            "thoughtsTokenCount": 3}});
     let chat = generate_response_to_chat(&resp, "g");
     assert_eq!(chat["usage"]["completion_tokens"], json!(u64::MAX));
     assert_eq!(chat["usage"]["total_tokens"], json!(u64::MAX));

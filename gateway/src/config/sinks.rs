@@ -1,0 +1,179 @@
+//! Where usage goes: Kafka and a database, or the embedded ledger; the spool in front.
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// The database file; one gateway process per file.
+    #[serde(default = "default_embedded_path")]
+    pub path: std::path::PathBuf,
+    /// Largest size of the database file, in bytes; none: as large as the disk allows. When it
+    /// (or the disk) is full, new requests are answered 503 `metering_unavailable` until space
+    /// is free again; what was admitted waits in memory.
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { path: default_embedded_path(), max_size_bytes: None }
+    }
+}
+
+fn default_embedded_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("tollgate-data/tollgate.db")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub contact_points: Vec<String>,
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// Apply `schemas/cql` at start-up (idempotent).
+    #[serde(default = "default_true")]
+    pub create_schema: bool,
+    /// For nodes that require authentication; with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// May be `os.environ/VAR`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
+    #[serde(default)]
+    pub tls: Option<tollgate_schemas::store::CqlTls>,
+}
+
+impl DatabaseConfig {
+    /// How to connect.
+    pub fn connection(&self) -> tollgate_schemas::store::CqlConnection {
+        tollgate_schemas::store::CqlConnection {
+            contact_points: self.contact_points.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+fn default_keyspace() -> String {
+    "tollgate".to_owned()
+}
+
+/// What the gateway does when the usage backlog (spool queue) is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse new requests with 503 until the backlog drains; no accepted event is lost.
+    #[default]
+    Reject,
+    /// Keep serving; events that do not fit are dropped and counted
+    /// (`tollgate_usage_events_total{result="dropped"}`).
+    Serve,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the spool; one gateway process per directory (it is locked).
+    #[serde(default = "default_spool_dir")]
+    pub dir: std::path::PathBuf,
+    #[serde(default = "default_segment_bytes")]
+    pub max_segment_bytes: u64,
+    /// Events admitted and not yet spooled, at most; a request that finds it full is refused
+    /// (policy `reject`) or served unmetered and counted (policy `serve`).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: default_spool_dir(),
+            max_segment_bytes: default_segment_bytes(),
+            queue_capacity: default_queue_capacity(),
+            when_full: WhenFull::Reject,
+        }
+    }
+}
+
+fn default_spool_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from("tollgate-data/spool")
+}
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_queue_capacity() -> usize {
+    50_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_usage_topic")]
+    pub usage_topic: String,
+    /// Compacted topic the ledger consumers publish budget state to; read from the beginning.
+    #[serde(default = "default_budget_state_topic")]
+    pub budget_state_topic: String,
+    /// Tenancy changes (admin API) for every gateway to drop cached records.
+    #[serde(default = "default_control_topic")]
+    pub control_topic: String,
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// Events librdkafka may hold in memory while Kafka is slow or down; beyond it the spool
+    /// queue fills and `spool.when_full` applies.
+    #[serde(default = "default_max_queued")]
+    pub max_queued_messages: u32,
+    /// Extra librdkafka producer properties. The metering guarantees (`enable.idempotence`,
+    /// `acks`, `partitioner`) cannot be overridden here.
+    #[serde(default)]
+    pub producer_properties: HashMap<String, Secret>,
+    /// librdkafka properties for every Kafka client of the gateway (the usage producer, the
+    /// admin-change publisher, the budget-state and control readers): security settings such
+    /// as `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password` (values may
+    /// be `os.environ/VAR`), `ssl.ca.location`.
+    #[serde(default)]
+    pub client_properties: HashMap<String, Secret>,
+    /// A usage producer with events in flight that has delivered nothing for this long while
+    /// the broker answers is replaced (an idempotent producer can stay wedged after its broker
+    /// was frozen).
+    #[serde(default = "default_stall_rebuild_secs")]
+    pub stall_rebuild_secs: u64,
+}
+
+impl KafkaConfig {
+    /// The properties every client of the gateway starts from ([`KafkaConfig::client_properties`]
+    /// and the bootstrap servers).
+    pub fn client_config(&self) -> rdkafka::config::ClientConfig {
+        let mut client = rdkafka::config::ClientConfig::new();
+        for (k, v) in &self.client_properties {
+            client.set(k, v.expose());
+        }
+        client.set("bootstrap.servers", &self.bootstrap_servers);
+        client
+    }
+}
+
+fn default_stall_rebuild_secs() -> u64 {
+    60
+}
+
+fn default_usage_topic() -> String {
+    tollgate_schemas::topics::USAGE.to_owned()
+}
+fn default_budget_state_topic() -> String {
+    tollgate_schemas::topics::BUDGET_STATE.to_owned()
+}
+fn default_control_topic() -> String {
+    tollgate_schemas::topics::CONTROL.to_owned()
+}
+fn default_linger_ms() -> u32 {
+    5
+}
+fn default_max_queued() -> u32 {
+    500_000
+}

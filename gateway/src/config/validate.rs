@@ -1,0 +1,420 @@
+//! Loading a file: parse, then check every field and resolve secrets; errors name the field.
+
+use super::*;
+
+const TIMEOUT_RANGE: &str = "must be a number of seconds greater than 0 and at most 86400";
+
+/// Timeouts become `Duration`s, which cannot hold NaN, infinities or negative values.
+pub(super) fn valid_timeout(secs: f64) -> bool {
+    secs.is_finite() && secs > 0.0 && secs <= 86_400.0
+}
+
+/// Resolves `os.environ/VAR` from the config's `environment_variables`, then the process
+/// environment.
+fn resolve_secret(
+    secret: &Secret,
+    file_env: &HashMap<String, Secret>,
+    path: &str,
+    field: &str,
+) -> Result<Secret, ConfigError> {
+    secret.resolve(file_env).map_err(|message| ConfigError::Invalid {
+        path: path.to_owned(),
+        field: field.to_owned(),
+        message,
+    })
+}
+
+/// Names of the `Option` fields that are set, for "not supported" reports.
+macro_rules! present {
+    ($prefix:expr, $s:expr, [$($field:ident),* $(,)?]) => {{
+        let mut out = Vec::new();
+        $(if $s.$field.is_some() { out.push(format!("{}{}", $prefix, stringify!($field))); })*
+        out
+    }};
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        Config::parse(&text, &display)
+    }
+
+    /// Parses and validates; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = tollgate_schemas::yaml::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        config.validate_and_resolve(origin)?;
+        Ok(config)
+    }
+
+    fn validate_and_resolve(&mut self, origin: &str) -> Result<(), ConfigError> {
+        self.check_sinks(origin)?;
+        self.check_gateway(origin)?;
+        self.check_keys_and_prices(origin)?;
+        self.check_models(origin)?;
+        self.check_router(origin)
+    }
+
+    /// The model list is not empty; the usage sink (Kafka and a database, or embedded) and its
+    /// spool are well formed; event names are within bounds.
+    fn check_sinks(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        if self.model_list.is_empty() {
+            return Err(invalid("model_list".into(), "at least one model is required".into()));
+        }
+        if self.spool.queue_capacity < 10 {
+            return Err(invalid("spool.queue_capacity".into(), "must be at least 10".into()));
+        }
+        if self.spool.max_segment_bytes < 4096 {
+            return Err(invalid("spool.max_segment_bytes".into(), "must be at least 4096".into()));
+        }
+        match (&self.kafka, &self.embedded) {
+            (Some(k), None) if k.max_queued_messages == 0 => {
+                return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "embedded".into(),
+                    "use either `kafka` (with `database`) or `embedded`, not both".into(),
+                ));
+            }
+            (None, _) if self.database.is_some() => {
+                return Err(invalid(
+                    "database".into(),
+                    "`database` needs `kafka` (without both, Tollgate runs embedded)".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.gateway.replicas == 0 {
+            return Err(invalid("gateway.replicas".into(), "must be at least 1".into()));
+        }
+        self.check_event_names(origin)?;
+        if let Some(db) = &mut self.database {
+            if let Some(p) = &db.password {
+                db.password = Some(resolve_secret(p, &self.environment_variables, origin, "database.password")?);
+            }
+            if let Err((field, message)) = db.connection().validate() {
+                return Err(invalid(format!("database.{field}"), message));
+            }
+            if let Err(e) = tollgate_schemas::cql::validate_keyspace(&db.keyspace) {
+                return Err(invalid("database.keyspace".into(), e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `gateway.*`: timeouts and sizes within range, the metrics listener and token, the key
+    /// hash secret.
+    fn check_gateway(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        if !(1..=3_600).contains(&self.gateway.shutdown_timeout_secs) {
+            return Err(invalid("gateway.shutdown_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
+        }
+        if !(1..=3_600).contains(&self.gateway.flush_timeout_secs) {
+            return Err(invalid("gateway.flush_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
+        }
+        if self.gateway.max_body_bytes == 0 {
+            return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
+        }
+        if self.gateway.max_response_bytes == 0 {
+            return Err(invalid("gateway.max_response_bytes".into(), "must be positive".into()));
+        }
+        if !valid_timeout(self.gateway.request_timeout_secs) {
+            return Err(invalid("gateway.request_timeout_secs".into(), TIMEOUT_RANGE.into()));
+        }
+        if !(1..=3_600).contains(&self.gateway.keep_alive_secs) {
+            return Err(invalid("gateway.keep_alive_secs".into(), "must be between 1 and 3600 seconds".into()));
+        }
+        if !(1..=3_600_000).contains(&self.gateway.client_request_timeout_ms) {
+            return Err(invalid(
+                "gateway.client_request_timeout_ms".into(),
+                "must be between 1 and 3600000 milliseconds".into(),
+            ));
+        }
+        if let Some(token) = &self.gateway.metrics.token {
+            let token = resolve_secret(token, &self.environment_variables, origin, "gateway.metrics.token")?;
+            if token.expose().len() < 16 {
+                return Err(invalid("gateway.metrics.token".into(), "must be at least 16 characters".into()));
+            }
+            self.gateway.metrics.token = Some(token);
+        }
+        if let Some(listen) = &self.gateway.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "gateway.metrics.listen".into(),
+                    "must be an address such as 127.0.0.1:9464".into(),
+                ));
+            }
+        }
+        if let Some(secret) = &self.gateway.key_hash_secret {
+            if self.gateway.key_hash_secret_file.is_some() {
+                return Err(invalid(
+                    "gateway.key_hash_secret_file".into(),
+                    "give `key_hash_secret` or this, not both".into(),
+                ));
+            }
+            let secret = resolve_secret(secret, &self.environment_variables, origin, "gateway.key_hash_secret")?;
+            if secret.expose().len() < crate::auth::MIN_KEY_HASH_SECRET {
+                return Err(invalid(
+                    "gateway.key_hash_secret".into(),
+                    format!("must be at least {} bytes", crate::auth::MIN_KEY_HASH_SECRET),
+                ));
+            }
+            self.gateway.key_hash_secret = Some(secret);
+        }
+        Ok(())
+    }
+
+    /// Secrets of Kafka's properties and of the master key resolved; config-file virtual keys
+    /// given one way; prices within bounds.
+    fn check_keys_and_prices(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        if let Some(kafka) = &mut self.kafka {
+            for (section, properties) in [
+                ("client_properties", &mut kafka.client_properties),
+                ("producer_properties", &mut kafka.producer_properties),
+            ] {
+                for (name, value) in properties.iter_mut() {
+                    *value =
+                        resolve_secret(value, &self.environment_variables, origin, &format!("kafka.{section}.{name}"))?;
+                }
+            }
+        }
+        if let Some(general) = &mut self.general_settings {
+            if let Some(key) = &general.master_key {
+                general.master_key =
+                    Some(resolve_secret(key, &self.environment_variables, origin, "general_settings.master_key")?);
+            }
+        }
+        for (i, k) in self.virtual_keys.iter_mut().enumerate() {
+            match (&k.key, &k.key_hash) {
+                (Some(key), None) => {
+                    k.key = Some(resolve_secret(
+                        key,
+                        &self.environment_variables,
+                        origin,
+                        &format!("virtual_keys[{i}].key"),
+                    )?);
+                }
+                (None, Some(hash)) if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {}
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        format!("virtual_keys[{i}].key_hash"),
+                        "must be 64 hex characters (SHA-256)".into(),
+                    ))
+                }
+                _ => {
+                    return Err(invalid(format!("virtual_keys[{i}]"), "give exactly one of `key` or `key_hash`".into()))
+                }
+            }
+        }
+        for (name, p) in &self.prices {
+            let cached = p.cached_input_nano_usd_per_token.unwrap_or(0);
+            if p.input_nano_usd_per_token < 0 || p.output_nano_usd_per_token < 0 || cached < 0 {
+                return Err(invalid(format!("prices.{name}"), "prices must not be negative".into()));
+            }
+            let max = tollgate_schemas::limits::MAX_PRICE_PER_TOKEN.0;
+            if p.input_nano_usd_per_token > max || p.output_nano_usd_per_token > max || cached > max {
+                return Err(invalid(format!("prices.{name}"), format!("at most {max} nano-USD per token")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `model_list`: provider prefixes, timeouts, weights and limits; provider keys resolved.
+    fn check_models(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        for (i, m) in self.model_list.iter_mut().enumerate() {
+            let params = &mut m.litellm_params;
+            if !params.model.contains('/') {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.model"),
+                    format!("expected `provider/model`, got `{}`", params.model),
+                ));
+            }
+            if let Some(t) = params.timeout {
+                if !valid_timeout(t) {
+                    return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
+                }
+            }
+            if let Some(t) = params.stream_timeout {
+                if !valid_timeout(t) {
+                    return Err(invalid(
+                        format!("model_list[{i}].litellm_params.stream_timeout"),
+                        TIMEOUT_RANGE.into(),
+                    ));
+                }
+            }
+            if params.stream_max_duration.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.stream_max_duration"),
+                    TIMEOUT_RANGE.into(),
+                ));
+            }
+            if params.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return Err(invalid(format!("model_list[{i}].litellm_params.weight"), "must be positive".into()));
+            }
+            if params.rpm == Some(0) || params.tpm == Some(0) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params"),
+                    "rpm and tpm must be positive when given".into(),
+                ));
+            }
+            if let Some(key) = &params.api_key {
+                params.api_key = Some(resolve_secret(
+                    key,
+                    &self.environment_variables,
+                    origin,
+                    &format!("model_list[{i}].litellm_params.api_key"),
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `router_settings`: fallbacks name configured models; timeouts, cooldowns and retries
+    /// within range.
+    fn check_router(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        let rs = &self.router_settings;
+        for (field, list) in [
+            ("fallbacks", &rs.fallbacks),
+            ("context_window_fallbacks", &rs.context_window_fallbacks),
+            ("content_policy_fallbacks", &rs.content_policy_fallbacks),
+        ] {
+            for (j, entry) in list.iter().enumerate() {
+                for (from, to) in entry {
+                    for name in std::iter::once(from).chain(to) {
+                        if !names.contains(name.as_str()) && name != "*" {
+                            return Err(invalid(
+                                format!("router_settings.{field}[{j}]"),
+                                format!("`{name}` is not a model_name of model_list"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (field, t) in [
+            ("router_settings.timeout", rs.timeout),
+            ("router_settings.stream_timeout", rs.stream_timeout),
+            ("router_settings.stream_max_duration", rs.stream_max_duration),
+        ] {
+            if t.is_some_and(|t| !valid_timeout(t)) {
+                return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
+            }
+        }
+        if !(rs.cooldown_time.is_finite() && (0.0..=86_400.0).contains(&rs.cooldown_time)) {
+            return Err(invalid("router_settings.cooldown_time".into(), "must be between 0 and 86400 seconds".into()));
+        }
+        if !(rs.retry_after.is_finite() && (0.0..=600.0).contains(&rs.retry_after)) {
+            return Err(invalid("router_settings.retry_after".into(), "must be between 0 and 600 seconds".into()));
+        }
+        if rs.num_retries > 10 {
+            return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Names and ids of this file that go into every usage event (the gateway id, a key's alias,
+    /// team, user and organization, model names and the deployment id made of
+    /// `litellm_params.model`) within the bounds the ledger holds events to
+    /// (`limits::check_event`): one outside them would have every event that carries it refused
+    /// and its requests left unbilled.
+    fn check_event_names(&self, origin: &str) -> Result<(), ConfigError> {
+        use tollgate_schemas::limits::{check_id, check_name, BoundError, MAX_NAME_BYTES};
+        let invalid = |e: BoundError| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: e.field().to_owned(),
+            message: e.to_string().replace(&format!("`{}` ", e.field()), ""),
+        };
+        let name = |field: String, value: &str| check_name(&field, value, MAX_NAME_BYTES).map_err(invalid);
+        let id = |field: String, value: &Option<String>| {
+            value.as_deref().map_or(Ok(()), |v| check_id(&field, v).map_err(invalid))
+        };
+        if let Some(gateway_id) = &self.gateway.id {
+            name("gateway.id".into(), gateway_id)?;
+        }
+        for (i, m) in self.model_list.iter().enumerate() {
+            name(format!("model_list[{i}].model_name"), &m.model_name)?;
+            name(format!("model_list[{i}].litellm_params.model"), &m.litellm_params.model)?;
+        }
+        for (i, k) in self.virtual_keys.iter().enumerate() {
+            if let Some(alias) = &k.key_alias {
+                name(format!("virtual_keys[{i}].key_alias"), alias)?;
+            }
+            id(format!("virtual_keys[{i}].team_id"), &k.team_id)?;
+            id(format!("virtual_keys[{i}].user_id"), &k.user_id)?;
+            id(format!("virtual_keys[{i}].organization_id"), &k.organization_id)?;
+        }
+        Ok(())
+    }
+
+    /// LiteLLM settings present in the file that Tollgate accepts but does not act on.
+    pub fn unsupported(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, m) in self.model_list.iter().enumerate() {
+            out.extend(present!(
+                format!("model_list[{i}].litellm_params."),
+                m.litellm_params,
+                [
+                    max_retries,
+                    organization,
+                    custom_llm_provider,
+                    region_name,
+                    aws_access_key_id,
+                    aws_secret_access_key,
+                    aws_region_name,
+                    vertex_project,
+                    vertex_location,
+                    vertex_credentials,
+                    drop_params,
+                    tags,
+                    mock_response,
+                ]
+            ));
+        }
+        out.extend(present!(
+            "router_settings.",
+            self.router_settings,
+            [
+                redis_host,
+                redis_password,
+                redis_port,
+                enable_pre_call_checks,
+                model_group_alias,
+                default_litellm_params,
+                cache_responses,
+            ]
+        ));
+        if let Some(g) = &self.general_settings {
+            out.extend(present!(
+                "general_settings.",
+                g,
+                [
+                    database_url,
+                    database_connection_pool_limit,
+                    store_model_in_db,
+                    alerting,
+                    proxy_batch_write_at,
+                    disable_spend_logs,
+                    background_health_checks,
+                    health_check_interval,
+                    allow_requests_on_db_unavailable,
+                ]
+            ));
+        }
+        if let Some(settings) = &self.litellm_settings {
+            let mut keys: Vec<_> = settings.keys().map(|k| format!("litellm_settings.{k}")).collect();
+            keys.sort();
+            out.extend(keys);
+        }
+        out
+    }
+}
