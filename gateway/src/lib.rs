@@ -21,6 +21,7 @@ pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
 pub mod router;
+pub mod routes;
 pub mod server;
 pub mod spend;
 pub mod spool;
@@ -300,9 +301,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
-            .configure(server::routes)
-            .configure(admin::routes)
-            .configure(spend::routes)
+            .configure(routes::main_listener)
             .default_service(web::to(server::not_found))
     })
     .on_connect(server::on_connect)
@@ -326,7 +325,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
                 App::new()
                     .app_data(metrics_state.clone())
                     .app_data(server::MetricsListener)
-                    .route("/metrics", web::get().to(server::prometheus))
+                    .configure(routes::metrics_listener)
                     .default_service(web::to(server::not_found))
             })
             .workers(1)

@@ -1,4 +1,5 @@
-//! HTTP routes: the OpenAI surface (with and without the `/v1` prefix), health and metrics.
+//! HTTP handlers of the OpenAI surface (served with and without the `/v1` prefix: see
+//! `crate::routes`), health and metrics.
 //! Every model route goes through [`authorize`] first: no route reaches a provider unchecked.
 
 use crate::auth::{raw_key, Principal};
@@ -19,23 +20,6 @@ use metrics::{counter, histogram};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    for prefix in ["/v1", ""] {
-        cfg.route(&format!("{prefix}/chat/completions"), web::post().to(chat_completions))
-            .route(&format!("{prefix}/completions"), web::post().to(completions))
-            .route(&format!("{prefix}/embeddings"), web::post().to(embeddings))
-            .route(&format!("{prefix}/responses"), web::post().to(responses))
-            .route(&format!("{prefix}/models"), web::get().to(list_models))
-            .route(&format!("{prefix}/models/{{model:.*}}"), web::get().to(get_model))
-            .route(&format!("{prefix}/model/info"), web::get().to(model_info))
-            .route(&format!("{prefix}/messages"), web::post().to(anthropic_messages));
-    }
-    cfg.route("/health", web::get().to(health))
-        .route("/health/liveliness", web::get().to(health))
-        .route("/health/readiness", web::get().to(readiness))
-        .route("/metrics", web::get().to(prometheus));
-}
 
 /// A second handle on a client's TCP connection, used only to notice that the client hung up
 /// while its request waits on a provider (actix-web finishes a handler even when its client is
@@ -75,7 +59,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     GatewayError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
 }
 
-async fn health() -> HttpResponse {
+pub(crate) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
@@ -83,7 +67,7 @@ async fn health() -> HttpResponse {
 /// ledger): before that, hard budgets are refused as stale, so a load balancer should wait.
 /// Says too whether events an earlier run left in the spool are being replayed (live traffic is
 /// served meanwhile, so a replay does not make the gateway unready).
-async fn readiness(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readiness(state: web::Data<AppState>) -> HttpResponse {
     let replay = state.sink.replay().map(
         |(in_progress, replayed, found)| json!({"in_progress": in_progress, "replayed": replayed, "found": found}),
     );
@@ -186,16 +170,20 @@ fn observe(endpoint: Endpoint, model: &str, status: StatusCode, started: Instant
         .increment(1);
 }
 
-async fn chat_completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     handle(req, payload, state, Endpoint::ChatCompletions).await
 }
-async fn completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     handle(req, payload, state, Endpoint::Completions).await
 }
-async fn embeddings(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn embeddings(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     handle(req, payload, state, Endpoint::Embeddings).await
 }
-async fn responses(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn responses(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     handle(req, payload, state, Endpoint::Responses).await
 }
 
@@ -633,7 +621,11 @@ async fn finish_upstream(
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation
 /// to and from OpenAI chat (the same routing, metering and limits as every route).
-async fn anthropic_messages(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn anthropic_messages(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
     let started = Instant::now();
     let (request_id, bad_id) = request_id(&req);
     let anthropic_error = |e: GatewayError| {
@@ -703,7 +695,7 @@ fn model_object(name: &str) -> serde_json::Value {
 }
 
 /// `GET /v1/models`: the models this key may use.
-async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,
         Err(e) => return e.error_response(),
@@ -719,7 +711,7 @@ async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
 }
 
 /// `GET /v1/models/{model}`.
-async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,
         Err(e) => return e.error_response(),
@@ -735,7 +727,7 @@ async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<A
 /// served from (`api_base`, the upstream model and deployment id, its rpm/tpm) is shown to
 /// admins only (the master key, `proxy_admin` and `proxy_admin_viewer` keys); other keys see
 /// the models they may use, with prices and model information.
-async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let is_admin = matches!(crate::admin::caller(&req, &state, false).await, Ok(crate::admin::Caller::Admin));
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,

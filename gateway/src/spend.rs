@@ -2,7 +2,7 @@
 //! at a time, and reports and daily activity from the spend aggregates (Layer 2). Admin keys see
 //! everything; any other key sees its own logs, and its reads touch only its own events.
 
-use crate::admin::{answer, caller, internal, key_identity, query, usd_value, Answer, Caller};
+use crate::admin::{caller, internal, key_identity, query, usd_value, Answer, Caller};
 use crate::error::GatewayError;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,12 +14,6 @@ use tollgate_schemas::ledger::{day_window_of, model_scope_id, scope_id};
 use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_SKIP};
 use tollgate_schemas::store::{SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/spend/logs", web::get().to(spend_logs))
-        .route("/global/spend/report", web::get().to(spend_report))
-        .route("/spend/daily", web::get().to(spend_daily));
-}
 
 /// The longest date range one call may read.
 const MAX_DAYS: i64 = 31;
@@ -106,8 +100,8 @@ fn log_entry(e: &UsageEvent) -> Value {
 /// ledger partitions; one naming neither (admins only) scans the event ledger in its storage
 /// order, a bounded number of partitions and rows per call, so a page may come back short (even
 /// empty) with `has_more`: see docs/tenancy.md.
-async fn spend_logs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    answer(logs(&req, &state).await)
+pub(crate) async fn spend_logs(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    logs(&req, &state).await
 }
 
 async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
@@ -260,84 +254,74 @@ async fn admin_daily(
 
 /// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
 /// date range, with each one's models, largest first.
-async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    answer(
-        async {
-            let (q, rows) = admin_daily(&req, &state).await?;
-            let (kind, field) = group_kind(&q)?;
-            let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
-            for (scope, _, t) in &rows {
-                let Some((k, id, model)) = parse_scope(scope) else { continue };
-                if k != kind {
-                    continue;
-                }
-                let entry = groups.entry(id.to_owned()).or_default();
-                match model {
-                    None => merge(&mut entry.0, t),
-                    Some(m) => merge(entry.1.entry(m.to_owned()).or_default(), t),
-                }
-            }
-            let mut out: Vec<(String, SpendTotal, BTreeMap<String, SpendTotal>)> =
-                groups.into_iter().map(|(id, (t, models))| (id, t, models)).collect();
-            out.sort_by(|a, b| b.1.spent.cmp(&a.1.spent).then_with(|| a.0.cmp(&b.0)));
-            let report: Vec<Value> = out
-                .iter()
-                .map(|(id, t, models)| {
-                    let mut v = totals_json(t);
-                    if let Value::Object(o) = &mut v {
-                        o.insert("group_by".into(), json!(q.get("group_by").map_or("team", String::as_str)));
-                        o.insert(field.into(), json!(id));
-                        let models: Vec<Value> = models
-                            .iter()
-                            .map(|(m, t)| {
-                                let mut mv = totals_json(t);
-                                if let Value::Object(mo) = &mut mv {
-                                    mo.insert("model".into(), json!(m));
-                                }
-                                mv
-                            })
-                            .collect();
-                        o.insert("models".into(), Value::Array(models));
-                    }
-                    v
-                })
-                .collect();
-            Ok(HttpResponse::Ok().json(report))
+pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let (q, rows) = admin_daily(&req, &state).await?;
+    let (kind, field) = group_kind(&q)?;
+    let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
+    for (scope, _, t) in &rows {
+        let Some((k, id, model)) = parse_scope(scope) else { continue };
+        if k != kind {
+            continue;
         }
-        .await,
-    )
+        let entry = groups.entry(id.to_owned()).or_default();
+        match model {
+            None => merge(&mut entry.0, t),
+            Some(m) => merge(entry.1.entry(m.to_owned()).or_default(), t),
+        }
+    }
+    let mut out: Vec<(String, SpendTotal, BTreeMap<String, SpendTotal>)> =
+        groups.into_iter().map(|(id, (t, models))| (id, t, models)).collect();
+    out.sort_by(|a, b| b.1.spent.cmp(&a.1.spent).then_with(|| a.0.cmp(&b.0)));
+    let report: Vec<Value> = out
+        .iter()
+        .map(|(id, t, models)| {
+            let mut v = totals_json(t);
+            if let Value::Object(o) = &mut v {
+                o.insert("group_by".into(), json!(q.get("group_by").map_or("team", String::as_str)));
+                o.insert(field.into(), json!(id));
+                let models: Vec<Value> = models
+                    .iter()
+                    .map(|(m, t)| {
+                        let mut mv = totals_json(t);
+                        if let Value::Object(mo) = &mut mv {
+                            mo.insert("model".into(), json!(m));
+                        }
+                        mv
+                    })
+                    .collect();
+                o.insert("models".into(), Value::Array(models));
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(report))
 }
 
 /// `GET /spend/daily`: spend by UTC day × model × key (or team, `group_by=team`).
-async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    answer(
-        async {
-            let (q, rows) = admin_daily(&req, &state).await?;
-            let (kind, field) = match q.get("group_by").map(String::as_str) {
-                None | Some("key") => ("key", "api_key"),
-                Some("team") => ("team", "team_id"),
-                Some(_) => return Err(GatewayError::field("group_by", "`group_by` must be key or team")),
-            };
-            let mut total = SpendTotal::default();
-            let mut results = Vec::new();
-            for (scope, day, t) in &rows {
-                let Some((k, id, Some(model))) = parse_scope(scope) else { continue };
-                if k != kind {
-                    continue;
-                }
-                merge(&mut total, t);
-                let mut v = totals_json(t);
-                if let Value::Object(o) = &mut v {
-                    o.insert("date".into(), json!(day));
-                    o.insert(field.into(), json!(id));
-                    o.insert("model".into(), json!(model));
-                }
-                results.push(v);
-            }
-            Ok(HttpResponse::Ok().json(json!({"results": results, "totals": totals_json(&total)})))
+pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let (q, rows) = admin_daily(&req, &state).await?;
+    let (kind, field) = match q.get("group_by").map(String::as_str) {
+        None | Some("key") => ("key", "api_key"),
+        Some("team") => ("team", "team_id"),
+        Some(_) => return Err(GatewayError::field("group_by", "`group_by` must be key or team")),
+    };
+    let mut total = SpendTotal::default();
+    let mut results = Vec::new();
+    for (scope, day, t) in &rows {
+        let Some((k, id, Some(model))) = parse_scope(scope) else { continue };
+        if k != kind {
+            continue;
         }
-        .await,
-    )
+        merge(&mut total, t);
+        let mut v = totals_json(t);
+        if let Value::Object(o) = &mut v {
+            o.insert("date".into(), json!(day));
+            o.insert(field.into(), json!(id));
+            o.insert("model".into(), json!(model));
+        }
+        results.push(v);
+    }
+    Ok(HttpResponse::Ok().json(json!({"results": results, "totals": totals_json(&total)})))
 }
 
 #[cfg(test)]

@@ -1,0 +1,450 @@
+//! `/key/*`: virtual keys. A key is stored only as its lookup hash (HMAC of the key); the key
+//! itself is shown once, when made, and never again, nor echoed in an error.
+
+use super::fields::{set, take_limits, FieldError, Fields};
+use super::{
+    admin, caller, find, insert, internal, is_master_key, models, must_exist, present, query, remove, save, shown,
+    with_spend, Answer, Caller,
+};
+use crate::auth::{hash_key, key_name, raw_key};
+use crate::error::GatewayError;
+use crate::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tollgate_schemas::store::{list_records, TenancyStore};
+use tollgate_schemas::tenancy::{
+    BudgetDuration, BudgetRecord, KeyRecord, Kind, OrganizationRecord, Record, TeamRecord, UserRecord,
+};
+
+// === Finding keys ===
+
+/// Whether `given` is a key's hash (64 hex digits) rather than the key itself.
+fn is_key_hash(given: &str) -> bool {
+    given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The stored key `given` names: the key itself, or its `token` (`key_id`). A key stored under
+/// its SHA-256 is found by it too, before and after it is rehashed on first use.
+async fn find_key(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    given: &str,
+) -> Result<Option<(KeyRecord, i64)>, GatewayError> {
+    let hasher = state.tenancy.hasher();
+    let candidates = if is_key_hash(given) {
+        let hash = given.to_ascii_lowercase();
+        let moved = hasher.lookup_of_legacy(&hash);
+        [Some(hash), moved]
+    } else {
+        [Some(hasher.lookup(given)), Some(hash_key(given))]
+    };
+    for id in candidates.into_iter().flatten() {
+        if let Some(found) = find::<KeyRecord>(store, &id).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+async fn must_find_key(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    given: &str,
+) -> Result<(KeyRecord, i64), GatewayError> {
+    // Never echo a key: name it by its hash.
+    let shown = if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) };
+    find_key(state, store, given).await?.ok_or(GatewayError::NotFound { kind: "key", id: shown })
+}
+
+/// The identity (`key_id`, the `token`) of the key `given` names: a stored key's, else a
+/// config-file key's (its SHA-256), else `given` itself when it is a hash.
+pub(crate) async fn key_identity(state: &AppState, given: &str) -> Result<String, GatewayError> {
+    if let Some(store) = state.tenancy.store() {
+        if let Some((k, _)) = find_key(state, store.as_ref(), given).await? {
+            return Ok(k.key_id);
+        }
+    }
+    Ok(if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) })
+}
+
+/// Every stored key `wanted` picks, as shown (for the keys of a team or a user).
+pub(super) async fn keys_where(
+    store: &dyn TenancyStore,
+    wanted: impl Fn(&KeyRecord) -> bool,
+) -> Result<Vec<Value>, GatewayError> {
+    Ok(list_records::<KeyRecord>(store)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|(k, _)| wanted(k))
+        .map(|(k, _)| present(&k))
+        .collect())
+}
+
+// === Changing keys ===
+
+/// After a change to a key stored apart from its identity (a rehashed key), the identity is
+/// announced too: gateways may hold the key cached under either.
+async fn announce_identity(state: &AppState, key: &KeyRecord) -> Result<(), GatewayError> {
+    if key.id() != key.key_id {
+        super::announce(state, Kind::Key, &key.key_id).await?;
+    }
+    Ok(())
+}
+
+/// Stores a changed key and answers it.
+async fn save_key(state: &AppState, store: &dyn TenancyStore, key: &KeyRecord, version: i64) -> Answer {
+    save(state, store, key, version).await?;
+    announce_identity(state, key).await?;
+    shown(key)
+}
+
+/// A new key: 64 hex characters from the OS's random source (two v4 UUIDs' worth).
+pub(super) fn new_raw_key() -> String {
+    format!("sk-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// The key a body asks for in `field` (at least 12 characters), else a new random one.
+fn custom_or_new_key(f: &mut Fields, field: &str) -> Result<String, GatewayError> {
+    match f.string(field)?.flatten() {
+        Some(k) if k.len() >= 12 => Ok(k),
+        Some(_) => Err(GatewayError::field(field, "a custom key needs at least 12 characters")),
+        None => Ok(new_raw_key()),
+    }
+}
+
+fn expires_after(duration: BudgetDuration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match duration {
+        BudgetDuration::Seconds(s) => now.checked_add_signed(chrono::Duration::try_seconds(i64::try_from(s).ok()?)?),
+        BudgetDuration::Months(m) => now.checked_add_months(chrono::Months::new(m)),
+    }
+}
+
+/// A key record for the new key `raw`: stored only as its lookup hash, named by its ends.
+pub(super) fn new_key_record(state: &AppState, raw: &str, now: DateTime<Utc>) -> KeyRecord {
+    KeyRecord {
+        key_id: state.tenancy.hasher().lookup(raw),
+        key_name: key_name(raw),
+        created_at: Some(now),
+        updated_at: Some(now),
+        ..KeyRecord::default()
+    }
+}
+
+/// Adds the new key itself (shown this once) and its id to an answer.
+pub(super) fn show_new_key(answer: &mut Value, raw: &str, key: &KeyRecord) {
+    if let Value::Object(o) = answer {
+        o.insert("key".into(), json!(raw));
+        o.insert("token".into(), json!(key.key_id));
+    }
+}
+
+/// The fields of /key/generate, /key/update and /key/regenerate.
+async fn take_key_fields(
+    f: &mut Fields,
+    state: &AppState,
+    store: &dyn TenancyStore,
+    key: &mut KeyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), GatewayError> {
+    set(&mut key.key_alias, f.string("key_alias")?);
+    set(&mut key.team_id, f.id("team_id")?);
+    set(&mut key.user_id, f.id("user_id")?);
+    set(&mut key.organization_id, f.id("organization_id")?);
+    set(&mut key.models, models(f, state)?);
+    if let Some(d) = f.duration("duration")? {
+        key.expires = d.and_then(|d| expires_after(d, now));
+    }
+    if let Some(e) = f.nullable("expires", |v| {
+        serde_json::from_value::<DateTime<Utc>>(v).map_err(|_| FieldError::Expected("an RFC 3339 time"))
+    })? {
+        key.expires = e;
+    }
+    set(&mut key.blocked, f.bool("blocked")?);
+    set(&mut key.metadata, f.metadata("metadata")?);
+    set(&mut key.tags, f.tags("tags")?);
+    take_limits(f, &mut key.limits)?;
+    must_exist::<TeamRecord>(store, "team_id", key.team_id.as_deref()).await?;
+    must_exist::<OrganizationRecord>(store, "organization_id", key.organization_id.as_deref()).await?;
+    must_exist::<BudgetRecord>(store, "budget_id", key.limits.budget_id.as_deref()).await?;
+    ensure_user(state, store, key, now).await
+}
+
+/// As in LiteLLM, a key names a user that exists: a new user id makes a user record, so a key
+/// whose user is later deleted stops working (see `Tenancy::authenticate`).
+async fn ensure_user(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    key: &KeyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), GatewayError> {
+    let Some(user_id) = &key.user_id else { return Ok(()) };
+    if find::<UserRecord>(store, user_id).await?.is_some() {
+        return Ok(());
+    }
+    let user = UserRecord {
+        user_id: user_id.clone(),
+        organization_id: key.organization_id.clone(),
+        created_at: Some(now),
+        updated_at: Some(now),
+        ..UserRecord::default()
+    };
+    match insert(state, store, &user).await {
+        // Created meanwhile by another admin call: it exists, which is all we need.
+        Ok(()) | Err(GatewayError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+// === Handlers ===
+
+/// `POST /key/generate`.
+pub(crate) async fn generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    let store = admin(&req, &state, true).await?;
+    let mut f = Fields::parse(&body)?;
+    let raw = custom_or_new_key(&mut f, "key")?;
+    let now = Utc::now();
+    let mut key = new_key_record(&state, &raw, now);
+    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
+    f.finish()?;
+    insert(&state, store.as_ref(), &key).await?;
+    let mut v = present(&key);
+    show_new_key(&mut v, &raw, &key);
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// `POST /key/update`.
+pub(crate) async fn update(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    let store = admin(&req, &state, true).await?;
+    let mut f = Fields::parse(&body)?;
+    let given = f.required_string("key")?;
+    let (mut key, version) = must_find_key(&state, store.as_ref(), &given).await?;
+    let now = Utc::now();
+    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
+    f.finish()?;
+    key.updated_at = Some(now);
+    save_key(&state, store.as_ref(), &key, version).await
+}
+
+/// `POST /key/delete`: by `keys` (the keys or their tokens) and by `key_aliases`.
+pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    let store = admin(&req, &state, true).await?;
+    let mut f = Fields::parse(&body)?;
+    let keys = f.strings("keys")?.unwrap_or_default();
+    let aliases = f.strings("key_aliases")?.unwrap_or_default();
+    f.finish()?;
+    if keys.is_empty() && aliases.is_empty() {
+        return Err(GatewayError::field("keys", "give `keys` or `key_aliases`"));
+    }
+    let mut targets = Vec::new();
+    for k in &keys {
+        targets.push(must_find_key(&state, store.as_ref(), k).await?);
+    }
+    if !aliases.is_empty() {
+        for (k, v) in list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)? {
+            if k.key_alias.as_ref().is_some_and(|a| aliases.contains(a)) {
+                targets.push((k, v));
+            }
+        }
+    }
+    // A key named twice (by value and by alias) is deleted once.
+    let mut named = std::collections::HashSet::new();
+    targets.retain(|(k, _)| named.insert(k.key_id.clone()));
+    let mut deleted = Vec::new();
+    for (k, version) in targets {
+        remove::<KeyRecord>(&state, store.as_ref(), k.id(), version).await?;
+        announce_identity(&state, &k).await?;
+        deleted.push(k.key_id);
+    }
+    Ok(HttpResponse::Ok().json(json!({"deleted_keys": deleted})))
+}
+
+/// `GET /key/info`: any key may read itself; admins any key.
+pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let q = query(&req);
+    let wanted = match q.get("key") {
+        Some(k) => Some(key_identity(&state, k).await?),
+        None => None,
+    };
+    let id = match caller(&req, &state, false).await? {
+        Caller::Admin => match wanted {
+            Some(w) => w,
+            // An admin's virtual key without `key` reads itself; the master key must name one.
+            None => match raw_key(req.headers()).filter(|raw| !is_master_key(&state, raw)) {
+                Some(raw) => key_identity(&state, raw).await?,
+                None => return Err(GatewayError::field("key", "`key` is required")),
+            },
+        },
+        // Any key may read itself.
+        Caller::Own(own) if wanted.as_ref().is_none_or(|w| *w == own) => own,
+        Caller::Own(_) => return Err(GatewayError::Forbidden("a key may only read its own info".into())),
+    };
+    // Keys of the config file first, then the database (read afresh, not from cache).
+    let key = match (state.tenancy.config_key(&id), state.tenancy.store()) {
+        (Some(k), _) => (*k).clone(),
+        (None, Some(store)) => must_find_key(&state, store.as_ref(), &id).await?.0,
+        (None, None) => return Err(GatewayError::NotFound { kind: "key", id: id.clone() }),
+    };
+    let info = with_spend(&state, present(&key), &format!("key/{id}"), &key.limits).await;
+    Ok(HttpResponse::Ok().json(json!({"key": id, "info": info})))
+}
+
+/// `page` (from 1) and `size` (1 to 1000, 10 unless given) of a listing.
+fn page_of(q: &BTreeMap<String, String>) -> Result<(usize, usize), GatewayError> {
+    let page = match q.get("page") {
+        Some(p) => p
+            .parse::<usize>()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| GatewayError::field("page", "`page` must be 1 or more"))?,
+        None => 1,
+    };
+    let size = match q.get("size") {
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|s| (1..=1000).contains(s))
+            .ok_or_else(|| GatewayError::field("size", "`size` must be 1 to 1000"))?,
+        None => 10,
+    };
+    Ok((page, size))
+}
+
+/// `GET /key/list`: a page of the keys the query's filters pick, oldest first.
+pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let store = admin(&req, &state, false).await?;
+    let q = query(&req);
+    let (page, size) = page_of(&q)?;
+    let matches = |want: Option<&String>, have: &Option<String>| want.is_none_or(|w| have.as_ref() == Some(w));
+    let mut keys: Vec<KeyRecord> = list_records::<KeyRecord>(store.as_ref())
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            matches(q.get("team_id"), &k.team_id)
+                && matches(q.get("user_id"), &k.user_id)
+                && matches(q.get("key_alias"), &k.key_alias)
+                && matches(q.get("organization_id"), &k.organization_id)
+        })
+        .collect();
+    keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+    let total = keys.len();
+    let full = q.get("return_full_object").is_some_and(|v| v == "true");
+    let items: Vec<Value> = keys
+        .iter()
+        .skip((page - 1).saturating_mul(size))
+        .take(size)
+        .map(|k| if full { present(k) } else { json!(k.key_id) })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "keys": items,
+        "total_count": total,
+        "current_page": page,
+        "total_pages": total.div_ceil(size),
+    })))
+}
+
+async fn set_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: bool) -> Answer {
+    let store = admin(req, state, true).await?;
+    let mut f = Fields::parse(body)?;
+    let given = f.required_string("key")?;
+    f.finish()?;
+    let (mut key, version) = must_find_key(state, store.as_ref(), &given).await?;
+    key.blocked = blocked;
+    key.updated_at = Some(Utc::now());
+    save_key(state, store.as_ref(), &key, version).await
+}
+
+/// `POST /key/block`.
+pub(crate) async fn block(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    set_blocked(&req, &body, &state, true).await
+}
+
+/// `POST /key/unblock`.
+pub(crate) async fn unblock(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    set_blocked(&req, &body, &state, false).await
+}
+
+/// `POST /key/regenerate`: the key named in the body.
+pub(crate) async fn regenerate(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
+    rotate(&req, &body, &state, None).await
+}
+
+/// `POST /key/{key}/regenerate`: the key named in the path.
+pub(crate) async fn regenerate_named(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Answer {
+    rotate(&req, &body, &state, Some(path.into_inner())).await
+}
+
+/// Rotation: a new key with the old one's settings; the old key is deleted, or with
+/// `grace_period` (e.g. `"24h"`) keeps working until then.
+async fn rotate(req: &HttpRequest, body: &[u8], state: &AppState, from_path: Option<String>) -> Answer {
+    let store = admin(req, state, true).await?;
+    let mut f = Fields::parse(body)?;
+    let given = match from_path {
+        Some(k) => k,
+        None => f.required_string("key")?,
+    };
+    let grace = f.duration("grace_period")?.flatten();
+    let new_raw = custom_or_new_key(&mut f, "new_key")?;
+    let (old, version) = must_find_key(state, store.as_ref(), &given).await?;
+    let now = Utc::now();
+    let mut key = KeyRecord {
+        key_id: state.tenancy.hasher().lookup(&new_raw),
+        stored_id: None,
+        key_name: key_name(&new_raw),
+        created_at: Some(now),
+        updated_at: Some(now),
+        replaced_by: None,
+        ..old.clone()
+    };
+    take_key_fields(&mut f, state, store.as_ref(), &mut key, now).await?;
+    f.finish()?;
+    // The new key first: whatever fails after this, access is never lost.
+    insert(state, store.as_ref(), &key).await?;
+    let retired = match grace.and_then(|g| expires_after(g, now)) {
+        Some(until) => {
+            let mut old = old.clone();
+            old.expires = Some(old.expires.map_or(until, |e| e.min(until)));
+            old.replaced_by = Some(key.key_id.clone());
+            old.updated_at = Some(now);
+            save(state, store.as_ref(), &old, version).await
+        }
+        None => remove::<KeyRecord>(state, store.as_ref(), old.id(), version).await,
+    };
+    if let Err(e) = retired {
+        // The old key changed meanwhile: take the new one back, so nothing is half-done.
+        let _ = store.delete(Kind::Key, &key.key_id, 1).await;
+        state.tenancy.invalidate(Kind::Key, &key.key_id).await;
+        return Err(e);
+    }
+    announce_identity(state, &old).await?;
+    let mut v = present(&key);
+    show_new_key(&mut v, &new_raw, &key);
+    if let Value::Object(o) = &mut v {
+        o.insert("replaced_key".into(), json!(old.key_id));
+    }
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_told_from_their_hashes_and_new_keys_are_random() {
+        let h = hash_key("sk-abc");
+        assert!(is_key_hash(&h) && is_key_hash(&h.to_ascii_uppercase()));
+        assert!(!is_key_hash("sk-abc"));
+        let raw = new_raw_key();
+        assert!(raw.starts_with("sk-") && raw.len() == 67);
+        assert_ne!(raw, new_raw_key());
+    }
+}

@@ -1,0 +1,214 @@
+//! The gateway's one route table: every path with its method and its handler, listed once.
+//! [`crate::run`] serves it; the admin API's list of routes (which `openapi/admin.yaml` must
+//! document) is read from it. Only routing lives here: never any request logic.
+//!
+//! Each path has one method. A request with another method, or for a path not listed, matches no
+//! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
+
+use crate::admin::{self, budgets, customers, keys, organizations, teams, users};
+use crate::{server, spend};
+use actix_web::{web, Route};
+use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
+
+/// The HTTP method of a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// The API a route belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI's API: also served under `/v1`.
+    OpenAi,
+    /// Anthropic's Messages API: also served under `/v1`.
+    Anthropic,
+    Health,
+    /// `/metrics`: on the main listener, and alone on `gateway.metrics.listen` when set.
+    Metrics,
+    /// The admin API (`openapi/admin.yaml`).
+    Admin,
+    Spend,
+}
+
+impl Api {
+    /// Whether its routes are served under `/v1` as well as without it.
+    fn also_under_v1(self) -> bool {
+        matches!(self, Api::OpenAi | Api::Anthropic)
+    }
+}
+
+/// One route: `handler` hands the route (its method already set) to the handler function.
+pub struct Endpoint {
+    pub api: Api,
+    pub method: Method,
+    /// The path without the `/v1` prefix.
+    pub path: &'static str,
+    handler: fn(Route) -> Route,
+}
+
+impl Endpoint {
+    /// Every path it is served at: with `/v1` first where its API has it.
+    pub fn paths(&self) -> Vec<String> {
+        let bare = self.path.to_owned();
+        if self.api.also_under_v1() {
+            vec![format!("/v1{bare}"), bare]
+        } else {
+            vec![bare]
+        }
+    }
+
+    fn route(&self) -> Route {
+        let route = match self.method {
+            Method::Get => web::get(),
+            Method::Post => web::post(),
+        };
+        (self.handler)(route)
+    }
+}
+
+const fn get(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
+    Endpoint { api, method: Method::Get, path, handler }
+}
+
+const fn post(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
+    Endpoint { api, method: Method::Post, path, handler }
+}
+
+/// Every route of the gateway. The admin routes keep the order of `openapi/admin.yaml`.
+pub static ROUTES: &[Endpoint] = &[
+    post(Api::OpenAi, "/chat/completions", |r| r.to(server::chat_completions)),
+    post(Api::OpenAi, "/completions", |r| r.to(server::completions)),
+    post(Api::OpenAi, "/embeddings", |r| r.to(server::embeddings)),
+    post(Api::OpenAi, "/responses", |r| r.to(server::responses)),
+    get(Api::OpenAi, "/models", |r| r.to(server::list_models)),
+    get(Api::OpenAi, "/models/{model:.*}", |r| r.to(server::get_model)),
+    get(Api::OpenAi, "/model/info", |r| r.to(server::model_info)),
+    post(Api::Anthropic, "/messages", |r| r.to(server::anthropic_messages)),
+    get(Api::Health, "/health", |r| r.to(server::health)),
+    get(Api::Health, "/health/liveliness", |r| r.to(server::health)),
+    get(Api::Health, "/health/readiness", |r| r.to(server::readiness)),
+    get(Api::Metrics, "/metrics", |r| r.to(server::prometheus)),
+    post(Api::Admin, "/key/generate", |r| r.to(keys::generate)),
+    post(Api::Admin, "/key/update", |r| r.to(keys::update)),
+    post(Api::Admin, "/key/delete", |r| r.to(keys::delete)),
+    get(Api::Admin, "/key/info", |r| r.to(keys::info)),
+    get(Api::Admin, "/key/list", |r| r.to(keys::list)),
+    post(Api::Admin, "/key/block", |r| r.to(keys::block)),
+    post(Api::Admin, "/key/unblock", |r| r.to(keys::unblock)),
+    post(Api::Admin, "/key/regenerate", |r| r.to(keys::regenerate)),
+    post(Api::Admin, "/key/{key}/regenerate", |r| r.to(keys::regenerate_named)),
+    post(Api::Admin, "/team/new", |r| r.to(admin::create::<TeamRecord>)),
+    post(Api::Admin, "/team/update", |r| r.to(admin::update::<TeamRecord>)),
+    post(Api::Admin, "/team/delete", |r| r.to(teams::delete)),
+    get(Api::Admin, "/team/info", |r| r.to(teams::info)),
+    get(Api::Admin, "/team/list", |r| r.to(admin::list::<TeamRecord>)),
+    post(Api::Admin, "/team/member_add", |r| r.to(teams::member_add)),
+    post(Api::Admin, "/team/member_delete", |r| r.to(teams::member_delete)),
+    post(Api::Admin, "/team/block", |r| r.to(teams::block)),
+    post(Api::Admin, "/team/unblock", |r| r.to(teams::unblock)),
+    post(Api::Admin, "/user/new", |r| r.to(users::new)),
+    post(Api::Admin, "/user/update", |r| r.to(admin::update::<UserRecord>)),
+    post(Api::Admin, "/user/delete", |r| r.to(users::delete)),
+    get(Api::Admin, "/user/info", |r| r.to(users::info)),
+    post(Api::Admin, "/customer/new", |r| r.to(admin::create::<CustomerRecord>)),
+    post(Api::Admin, "/customer/update", |r| r.to(admin::update::<CustomerRecord>)),
+    post(Api::Admin, "/customer/delete", |r| r.to(customers::delete)),
+    get(Api::Admin, "/customer/info", |r| r.to(customers::info)),
+    get(Api::Admin, "/customer/list", |r| r.to(admin::list::<CustomerRecord>)),
+    post(Api::Admin, "/customer/block", |r| r.to(customers::block)),
+    post(Api::Admin, "/customer/unblock", |r| r.to(customers::unblock)),
+    post(Api::Admin, "/organization/new", |r| r.to(admin::create::<OrganizationRecord>)),
+    post(Api::Admin, "/organization/update", |r| r.to(admin::update::<OrganizationRecord>)),
+    post(Api::Admin, "/organization/delete", |r| r.to(organizations::delete)),
+    get(Api::Admin, "/organization/info", |r| r.to(organizations::info)),
+    get(Api::Admin, "/organization/list", |r| r.to(admin::list::<OrganizationRecord>)),
+    post(Api::Admin, "/budget/new", |r| r.to(admin::create::<BudgetRecord>)),
+    post(Api::Admin, "/budget/update", |r| r.to(admin::update::<BudgetRecord>)),
+    post(Api::Admin, "/budget/delete", |r| r.to(budgets::delete)),
+    post(Api::Admin, "/budget/info", |r| r.to(budgets::info)),
+    get(Api::Admin, "/budget/list", |r| r.to(admin::list::<BudgetRecord>)),
+    get(Api::Spend, "/spend/logs", |r| r.to(spend::spend_logs)),
+    get(Api::Spend, "/global/spend/report", |r| r.to(spend::spend_report)),
+    get(Api::Spend, "/spend/daily", |r| r.to(spend::spend_daily)),
+];
+
+/// The routes of one API, in table order.
+pub fn of(api: Api) -> impl Iterator<Item = &'static Endpoint> {
+    ROUTES.iter().filter(move |e| e.api == api)
+}
+
+/// Registers every route of the main listener: the `/v1` paths first, then the rest.
+pub fn main_listener(cfg: &mut web::ServiceConfig) {
+    let v1 = ROUTES.iter().filter(|e| e.api.also_under_v1()).map(|e| (format!("/v1{}", e.path), e));
+    let bare = ROUTES.iter().map(|e| (e.path.to_owned(), e));
+    for (path, endpoint) in v1.chain(bare) {
+        cfg.route(&path, endpoint.route());
+    }
+}
+
+/// Registers the routes of the separate metrics listener (`gateway.metrics.listen`).
+pub fn metrics_listener(cfg: &mut web::ServiceConfig) {
+    for endpoint in of(Api::Metrics) {
+        cfg.route(endpoint.path, endpoint.route());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+    use actix_web::App;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_path_and_method_is_listed_once() {
+        let mut seen = BTreeSet::new();
+        for e in ROUTES {
+            for path in e.paths() {
+                assert!(seen.insert((e.method.as_str(), path.clone())), "{} {path} is listed twice", e.method.as_str());
+            }
+        }
+        let paths: BTreeSet<_> = seen.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(paths.len(), seen.len(), "a path has two methods: the 404 for the other one would be wrong");
+        assert!(paths.contains("/v1/chat/completions") && paths.contains("/chat/completions"));
+        assert!(paths.contains("/v1/messages") && !paths.contains("/v1/key/generate"));
+    }
+
+    async fn answer(method: actix_web::http::Method, path: &str) -> (u16, serde_json::Value) {
+        let app = actix_web::test::init_service(
+            App::new().configure(main_listener).default_service(web::to(server::not_found)),
+        )
+        .await;
+        let resp = actix_web::test::call_service(
+            &app,
+            actix_web::test::TestRequest::default().method(method).uri(path).to_request(),
+        )
+        .await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().try_into_bytes().unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[actix_web::test]
+    async fn a_wrong_method_is_a_route_not_found() {
+        use actix_web::http::Method;
+        let (status, body) = answer(Method::GET, "/health").await;
+        assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
+        for (method, path) in [(Method::POST, "/health"), (Method::GET, "/key/generate"), (Method::GET, "/v1/nope")] {
+            let (status, body) = answer(method.clone(), path).await;
+            assert_eq!(status, 404, "{method} {path}");
+            assert_eq!(body["error"]["code"], "route_not_found", "{method} {path}");
+        }
+    }
+}
