@@ -138,7 +138,7 @@ async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpRes
                     state.delays_finished.fetch_add(1, Ordering::SeqCst);
                 }
                 // The caller hung up: stop working for it, as a real provider would.
-                _ = tollgate_gateway::server::hung_up(req) => {
+                _ = tollgate_gateway::http::hung_up(req) => {
                     state.delays_cancelled.fetch_add(1, Ordering::SeqCst);
                     return Err(error(StatusCode::BAD_REQUEST, "client went away", "api_error", None));
                 }
@@ -411,7 +411,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .configure(crate::mock_anthropic::configure)
             .configure(crate::mock_gemini::configure)
     })
-    .on_connect(tollgate_gateway::server::on_connect)
+    .on_connect(tollgate_gateway::http::on_connect)
     .workers(workers.max(1))
     .listen(listener)?
     .run();

@@ -200,7 +200,7 @@ struct StreamFixture {
     view: Arc<BudgetView>,
     limiter: RateLimiter,
     settings: BudgetSettings,
-    request: Arc<tollgate_gateway::openai::ProxyRequest>,
+    request: Arc<tollgate_gateway::http::wire::ProxyRequest>,
 }
 
 impl StreamFixture {
@@ -219,7 +219,7 @@ impl StreamFixture {
         view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
         view.set_caught_up();
         let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let request = match tollgate_gateway::openai::ProxyRequest::parse(
+        let request = match tollgate_gateway::http::wire::ProxyRequest::parse(
             body,
             tollgate_gateway::providers::Endpoint::ChatCompletions,
         ) {

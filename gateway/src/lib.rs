@@ -13,17 +13,15 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod events;
+pub mod http;
 
 pub mod lease;
-pub mod openai;
+pub mod pipeline;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
 pub mod router;
-pub mod routes;
-pub mod server;
-pub mod spend;
 pub mod spool;
 pub mod sse;
 pub mod stream;
@@ -31,6 +29,7 @@ pub mod telemetry;
 pub mod tokens;
 pub mod usage;
 
+use crate::http::routes;
 use actix_web::{web, App, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::TcpListener;
@@ -302,9 +301,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
         App::new()
             .app_data(app_state.clone())
             .configure(routes::main_listener)
-            .default_service(web::to(server::not_found))
+            .default_service(web::to(http::not_found))
     })
-    .on_connect(server::on_connect)
+    .on_connect(http::on_connect)
     .workers(workers)
     // actix-web's defaults (5 s, as little as 4.5 s by its 500 ms clock) close idle connections
     // that pooling clients still reuse: a request sent as one closes gets no answer (docs/limits.md).
@@ -324,9 +323,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
             let server = HttpServer::new(move || {
                 App::new()
                     .app_data(metrics_state.clone())
-                    .app_data(server::MetricsListener)
+                    .app_data(http::MetricsListener)
                     .configure(routes::metrics_listener)
-                    .default_service(web::to(server::not_found))
+                    .default_service(web::to(http::not_found))
             })
             .workers(1)
             .disable_signals()

@@ -516,9 +516,10 @@ router_settings:
         assert_eq!(router.worst_default_output("gem"), None);
         let deployment = |name: &str| router.deployments().find(|d| d.model_name == name).unwrap().clone();
         let request = |body: &str| {
-            crate::openai::ProxyRequest::parse(body.as_bytes(), crate::providers::Endpoint::ChatCompletions).unwrap()
+            crate::http::wire::ProxyRequest::parse(body.as_bytes(), crate::providers::Endpoint::ChatCompletions)
+                .unwrap()
         };
-        let body_for = |name: &str, req: &crate::openai::ProxyRequest| -> serde_json::Value {
+        let body_for = |name: &str, req: &crate::http::wire::ProxyRequest| -> serde_json::Value {
             serde_json::from_slice(&crate::providers::request_body(&deployment(name), req).unwrap()).unwrap()
         };
         let limited = request(r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"max_output_tokens":7}"#);

@@ -10,7 +10,7 @@
 //! time, and the text kept for counting tokens is bounded ([`crate::tokens::TextTally`]).
 
 use crate::config::DisconnectPolicy;
-use crate::openai::{ResponseUsage, Usage};
+use crate::http::wire::{ResponseUsage, Usage};
 use crate::pricing::Tokens;
 use crate::providers::StreamError;
 use crate::router::{PickedDeployment, Router};
@@ -40,7 +40,7 @@ pub struct MeteredStream {
     /// Generated text seen so far (bounded), for counting tokens if the provider never reports
     /// usage.
     streamed_text: TextTally,
-    request: Arc<crate::openai::ProxyRequest>,
+    request: Arc<crate::http::wire::ProxyRequest>,
     saw_done: bool,
     idle: Duration,
     /// Fires at the idle timeout or at the deadline, whichever comes first.
@@ -69,7 +69,7 @@ impl MeteredStream {
         router: Arc<Router>,
         picked: PickedDeployment,
         hide_usage_chunk: bool,
-        request: Arc<crate::openai::ProxyRequest>,
+        request: Arc<crate::http::wire::ProxyRequest>,
         sent_at: Instant,
         model_label: String,
     ) -> MeteredStream {

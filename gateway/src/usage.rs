@@ -8,7 +8,7 @@ use crate::admission::Admitted;
 use crate::auth::Principal;
 use crate::config::DisconnectPolicy;
 use crate::events::{Permit, UsageSink};
-use crate::openai::ProxyRequest;
+use crate::http::wire::ProxyRequest;
 use crate::pricing::{cost, Tokens};
 use crate::providers::Deployment;
 use chrono::{DateTime, Utc};

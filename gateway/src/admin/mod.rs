@@ -1,7 +1,7 @@
 //! The admin API: keys, teams, internal users, customers, organizations and reusable budgets,
 //! with LiteLLM's paths and field names so existing admin scripts keep working. One file per
 //! resource; this module holds what they share: who may call, reading and writing records,
-//! announcing changes and showing records. The routes are in `crate::routes`.
+//! announcing changes and showing records. The routes are in `crate::http::routes`.
 //!
 //! Callers: the master key (`general_settings.master_key`), or a key whose user has
 //! `user_role: proxy_admin` (`proxy_admin_viewer` may read). Any other key gets 403.
@@ -37,7 +37,7 @@ pub(crate) use keys::key_identity;
 
 use crate::auth::{hash_key, raw_key};
 use crate::error::GatewayError;
-use crate::routes::Api;
+use crate::http::routes::Api;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -53,7 +53,7 @@ use tollgate_schemas::NanoUsd;
 /// Every admin route as (method, path), read from the gateway's route table: exactly these are
 /// served, and `openapi/admin.yaml` documents exactly these (`tests/tests/admin_openapi.rs`).
 pub fn routes() -> Vec<(&'static str, &'static str)> {
-    crate::routes::of(Api::Admin).map(|e| (e.method.as_str(), e.path)).collect()
+    crate::http::routes::of(Api::Admin).map(|e| (e.method.as_str(), e.path)).collect()
 }
 
 /// What an admin or spend handler answers: a JSON body, or the error in the OpenAI envelope.

@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::error::GatewayError;
-use crate::openai::fuzz as openai;
-use crate::openai::ProxyRequest;
+use crate::http::wire::fuzz as openai;
+use crate::http::wire::ProxyRequest;
 use crate::proxy::{classify, ErrorClass};
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -68,7 +68,7 @@ fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: Api) -> Result<(), 
         // read as raw fields, and only the limits as values.
         let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> = serde_json::from_slice(&sent)
             .map_err(|e| TestCaseError::fail(format!("the body sent is not a JSON object: {e}")))?;
-        for field in crate::openai::OUTPUT_LIMIT_FIELDS {
+        for field in crate::http::wire::OUTPUT_LIMIT_FIELDS {
             let given = fields.get(field).and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
             let given = given.filter(|v| !v.is_null());
             prop_assert!(
@@ -106,7 +106,7 @@ fn response_body_holds(body: &[u8], kind: Api) -> Result<(), TestCaseError> {
     if kind.passes_answers_through() || !is_json {
         prop_assert_eq!(&out[..], body);
     } else {
-        let read = serde_json::from_slice::<crate::openai::ResponseUsage>(&out);
+        let read = serde_json::from_slice::<crate::http::wire::ResponseUsage>(&out);
         prop_assert!(read.is_ok(), "metering cannot read the translated answer: {:?}", read.err());
     }
     Ok(())

@@ -13,7 +13,7 @@ pub mod openai;
 
 use crate::config::Secret;
 use crate::error::GatewayError;
-use crate::openai::ProxyRequest;
+use crate::http::wire::ProxyRequest;
 use crate::pricing::Price;
 use bytes::Bytes;
 use std::time::Duration;

@@ -95,7 +95,7 @@ fn metering_holds(wire: Wire, data: &[u8], how: &Chunking, hide: bool) -> Result
 }
 
 fn openai_streams() -> BoxedStrategy<Vec<u8>> {
-    let chunks = sse::streams(crate::openai::fuzz::answers(), crate::openai::fuzz::WORDS, &["message"], false);
+    let chunks = sse::streams(crate::http::wire::fuzz::answers(), crate::http::wire::fuzz::WORDS, &["message"], false);
     prop_oneof![
         4 => sse::framed(chunks),
         1 => sse::soup(),

@@ -101,8 +101,9 @@ impl Harness {
     ) -> (Vec<u8>, Vec<UsageEvent>) {
         let sink = Arc::new(Recorded::default());
         let (recorder, picked) = self.start(sink.clone());
-        let request =
-            Arc::new(crate::openai::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap());
+        let request = Arc::new(
+            crate::http::wire::ProxyRequest::parse(body, crate::providers::Endpoint::ChatCompletions).unwrap(),
+        );
         let stream = MeteredStream::new(
             upstream,
             recorder,

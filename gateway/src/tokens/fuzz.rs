@@ -50,7 +50,7 @@ proptest! {
 
     #[test]
     fn generated_text_is_scanned_from_any_chunk(
-        chunks in prop::collection::vec(gen::bytes(crate::openai::fuzz::answers(), crate::openai::fuzz::WORDS), 0..16),
+        chunks in prop::collection::vec(gen::bytes(crate::http::wire::fuzz::answers(), crate::http::wire::fuzz::WORDS), 0..16),
     ) {
         run::watchdog(move || {
             let mut tally = TextTally::default();
@@ -67,7 +67,7 @@ proptest! {
     }
 
     #[test]
-    fn prompts_of_any_shape_are_collected_within_bounds(doc in gen::document(crate::openai::fuzz::chat_requests(), crate::openai::fuzz::WORDS)) {
+    fn prompts_of_any_shape_are_collected_within_bounds(doc in gen::document(crate::http::wire::fuzz::chat_requests(), crate::http::wire::fuzz::WORDS)) {
         run::watchdog(move || {
             let mut tally = TextTally::default();
             if let Some(doc) = gen::as_read(&doc) {

@@ -40,7 +40,7 @@ proptest! {
     #[test]
     fn every_event_the_recorder_publishes_is_accepted_by_the_ledger(
         tokens in (count(), count(), count()),
-        served_model in prop::option::of(gen::string(crate::openai::fuzz::WORDS)),
+        served_model in prop::option::of(gen::string(crate::http::wire::fuzz::WORDS)),
         status in any::<u16>(),
         error_type in prop::option::of(prop::sample::select(ERRORS)),
         (partial, estimated, with_deployment, dropped) in any::<(bool, bool, bool, bool)>(),

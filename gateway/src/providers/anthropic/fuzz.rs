@@ -5,7 +5,7 @@
 //! `error_to_anthropic`) and both stream translators, fed raw and structure-aware input.
 
 use super::*;
-use crate::openai::fuzz as openai;
+use crate::http::wire::fuzz as openai;
 use crate::sse::fuzz::{feed, frames, openai_chunks_hold, translate, Frame};
 use crate::sse::MAX_EVENT_BYTES;
 use proptest::prelude::*;
@@ -265,7 +265,7 @@ fn message_to_chat_holds(bytes: &[u8]) -> Result<(), TestCaseError> {
     bounded(&chat, bytes.len())?;
     // Metering reads the translated answer, and the counts it bills are never below what
     // Anthropic reported.
-    let read = serde_json::from_value::<crate::openai::ResponseUsage>(chat.clone());
+    let read = serde_json::from_value::<crate::http::wire::ResponseUsage>(chat.clone());
     prop_assert!(read.is_ok(), "metering cannot read the translated answer: {:?}", read.err());
     if let Some(u) = read.ok().and_then(|r| r.usage) {
         for key in ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"] {

@@ -111,14 +111,14 @@ fn stream_model_and_id_from_the_provider_are_bounded() {
         t.event(None, end.to_string().as_bytes());
         let usage_chunk = t.event(None, br#"{"type":"message_stop"}"#).remove(0);
         let data = parse_event(&usage_chunk).data;
-        let read: crate::openai::ResponseUsage = serde_json::from_slice(&data).expect("metering reads it");
+        let read: crate::http::wire::ResponseUsage = serde_json::from_slice(&data).expect("metering reads it");
         assert_eq!(read.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((5, 2)));
     }
     let answer = message_to_chat_response(
         &json!({"id": huge, "model": {"a": 1}, "usage": {"input_tokens": 3, "output_tokens": 4}}),
     );
     assert!(answer.to_string().len() < 1024 && answer["model"].is_null());
-    let read: crate::openai::ResponseUsage = serde_json::from_value(answer).expect("metering reads it");
+    let read: crate::http::wire::ResponseUsage = serde_json::from_value(answer).expect("metering reads it");
     assert_eq!(read.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 4)));
 }
 

@@ -5,7 +5,7 @@
 //! (`GenerateToChatStream`), raw and structure-aware.
 
 use super::*;
-use crate::openai::fuzz as openai;
+use crate::http::wire::fuzz as openai;
 use crate::sse::fuzz::{feed, frames, openai_chunks_hold, translate};
 use crate::sse::MAX_EVENT_BYTES;
 use proptest::prelude::*;
@@ -235,7 +235,7 @@ fn generate_to_chat_holds(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     prop_assert!(size(&chat) <= 16 * bytes.len() + 4096);
     // Metering reads the translated answer, and the counts it bills are never below Gemini's.
-    let read = serde_json::from_value::<crate::openai::ResponseUsage>(chat);
+    let read = serde_json::from_value::<crate::http::wire::ResponseUsage>(chat);
     prop_assert!(read.is_ok(), "metering cannot read the translated answer: {:?}", read.err());
     if let Some(u) = read.ok().and_then(|r| r.usage) {
         let reported = |key: &str| resp.pointer(&format!("/usageMetadata/{key}")).and_then(Value::as_u64);

@@ -7,7 +7,7 @@
 
 use crate::config::Secret;
 use crate::error::GatewayError;
-use crate::openai::ProxyRequest;
+use crate::http::wire::ProxyRequest;
 use crate::providers::{ByteStream, Deployment, Endpoint, Target};
 use crate::sse::{frame, frame_json, SseTranslator};
 use bytes::Bytes;

@@ -516,7 +516,7 @@ fn gemini_usage_sums_saturate_and_are_not_believed() {
     let chat = generate_response_to_chat(&resp, "g");
     assert_eq!(chat["usage"]["completion_tokens"], json!(u64::MAX));
     assert_eq!(chat["usage"]["total_tokens"], json!(u64::MAX));
-    let read: crate::openai::ResponseUsage = serde_json::from_value(chat).unwrap();
+    let read: crate::http::wire::ResponseUsage = serde_json::from_value(chat).unwrap();
     assert_eq!(read.usage(), None, "a saturated count is not believed");
     let mut stream = GenerateToChatStream::new("g");
     stream.event(None, resp.to_string().as_bytes());

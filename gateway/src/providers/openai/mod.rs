@@ -5,7 +5,7 @@
 use super::{ByteStream, Deployment, Endpoint, Provider, Target};
 use crate::config::Secret;
 use crate::error::GatewayError;
-use crate::openai::ProxyRequest;
+use crate::http::wire::ProxyRequest;
 use bytes::Bytes;
 
 /// Provider prefixes that speak OpenAI's API, with their public base URL where they have one.

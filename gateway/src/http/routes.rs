@@ -5,8 +5,8 @@
 //! Each path has one method. A request with another method, or for a path not listed, matches no
 //! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
 
+use super::{anthropic, openai, spend};
 use crate::admin::{self, budgets, customers, keys, organizations, teams, users};
-use crate::{server, spend};
 use actix_web::{web, Route};
 use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
 
@@ -87,18 +87,18 @@ const fn post(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endp
 
 /// Every route of the gateway. The admin routes keep the order of `openapi/admin.yaml`.
 pub static ROUTES: &[Endpoint] = &[
-    post(Api::OpenAi, "/chat/completions", |r| r.to(server::chat_completions)),
-    post(Api::OpenAi, "/completions", |r| r.to(server::completions)),
-    post(Api::OpenAi, "/embeddings", |r| r.to(server::embeddings)),
-    post(Api::OpenAi, "/responses", |r| r.to(server::responses)),
-    get(Api::OpenAi, "/models", |r| r.to(server::list_models)),
-    get(Api::OpenAi, "/models/{model:.*}", |r| r.to(server::get_model)),
-    get(Api::OpenAi, "/model/info", |r| r.to(server::model_info)),
-    post(Api::Anthropic, "/messages", |r| r.to(server::anthropic_messages)),
-    get(Api::Health, "/health", |r| r.to(server::health)),
-    get(Api::Health, "/health/liveliness", |r| r.to(server::health)),
-    get(Api::Health, "/health/readiness", |r| r.to(server::readiness)),
-    get(Api::Metrics, "/metrics", |r| r.to(server::prometheus)),
+    post(Api::OpenAi, "/chat/completions", |r| r.to(openai::chat_completions)),
+    post(Api::OpenAi, "/completions", |r| r.to(openai::completions)),
+    post(Api::OpenAi, "/embeddings", |r| r.to(openai::embeddings)),
+    post(Api::OpenAi, "/responses", |r| r.to(openai::responses)),
+    get(Api::OpenAi, "/models", |r| r.to(openai::list_models)),
+    get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
+    get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
+    post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
+    get(Api::Health, "/health", |r| r.to(super::health)),
+    get(Api::Health, "/health/liveliness", |r| r.to(super::health)),
+    get(Api::Health, "/health/readiness", |r| r.to(super::readiness)),
+    get(Api::Metrics, "/metrics", |r| r.to(super::prometheus)),
     post(Api::Admin, "/key/generate", |r| r.to(keys::generate)),
     post(Api::Admin, "/key/update", |r| r.to(keys::update)),
     post(Api::Admin, "/key/delete", |r| r.to(keys::delete)),
@@ -187,7 +187,7 @@ mod tests {
 
     async fn answer(method: actix_web::http::Method, path: &str) -> (u16, serde_json::Value) {
         let app = actix_web::test::init_service(
-            App::new().configure(main_listener).default_service(web::to(server::not_found)),
+            App::new().configure(main_listener).default_service(web::to(crate::http::not_found)),
         )
         .await;
         let resp = actix_web::test::call_service(

@@ -1,0 +1,83 @@
+//! `POST /v1/messages`: Anthropic's Messages API over the same pipeline as every model route.
+
+use super::{authorize, observe, read_body, request_id, Reply};
+use crate::error::GatewayError;
+use crate::http::wire::ProxyRequest;
+use crate::pipeline::serve;
+use crate::providers::Endpoint;
+use crate::AppState;
+use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+use std::time::Instant;
+
+/// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation
+/// to and from OpenAI chat (the same routing, metering and limits as every route).
+pub(crate) async fn anthropic_messages(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (request_id, bad_id) = request_id(&req);
+    let anthropic_error = |e: GatewayError| {
+        let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
+        let status = e.status_code();
+        HttpResponse::build(status).json(crate::providers::anthropic::error_to_anthropic(status.as_u16(), &envelope))
+    };
+    let prepared = async {
+        if let Some(e) = bad_id {
+            return Err(e);
+        }
+        let key = authorize(&req, &state).await?;
+        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+        let chat = crate::providers::anthropic::messages_to_chat_request(&value)?;
+        let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok::<_, GatewayError>((key, ProxyRequest::parse(&chat, Endpoint::ChatCompletions)?))
+    }
+    .await;
+    let (key, request) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            observe(Endpoint::ChatCompletions, "unknown", e.status_code(), started);
+            return anthropic_error(e);
+        }
+    };
+    let model = request.model.clone();
+    let (label, mut response) = match serve(&req, &state, key, request, &request_id, started).await {
+        Err((label, e)) => (label, anthropic_error(e)),
+        Ok((label, Reply::Stream { headers, stream })) => {
+            let translated = crate::sse::TranslatedStream::new(
+                stream,
+                crate::providers::anthropic::ChatToMessagesStream::new(&model),
+            );
+            let mut r = HttpResponse::Ok();
+            r.insert_header((CONTENT_TYPE, "text/event-stream")).insert_header(("cache-control", "no-cache"));
+            for h in headers {
+                r.insert_header(h);
+            }
+            (label, r.streaming(translated))
+        }
+        Ok((label, Reply::Full { status, headers, body, .. })) => {
+            let translated = if status.is_success() {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map(|chat| crate::providers::anthropic::chat_response_to_message(&chat, &model))
+                    .unwrap_or_else(|_| crate::providers::anthropic::error_to_anthropic(502, &body))
+            } else {
+                crate::providers::anthropic::error_to_anthropic(status.as_u16(), &body)
+            };
+            let mut r = HttpResponse::build(status);
+            for h in headers {
+                r.insert_header(h);
+            }
+            (label, r.json(translated))
+        }
+    };
+    observe(Endpoint::ChatCompletions, &label, response.status(), started);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    response
+}

@@ -1,0 +1,175 @@
+//! The OpenAI surface (served with and without the `/v1` prefix: see `routes`): the model
+//! endpoints, and the model list and info.
+
+use super::{authorize, observe, read_body, request_id};
+use crate::auth::Principal;
+use crate::error::GatewayError;
+use crate::http::wire::ProxyRequest;
+use crate::pipeline::{check_model, serve};
+use crate::providers::Endpoint;
+use crate::AppState;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+use std::time::Instant;
+
+pub(crate) async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(req, payload, state, Endpoint::ChatCompletions).await
+}
+
+pub(crate) async fn completions(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Completions).await
+}
+
+pub(crate) async fn embeddings(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Embeddings).await
+}
+
+pub(crate) async fn responses(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Responses).await
+}
+
+/// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
+pub(crate) async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    endpoint: Endpoint,
+) -> HttpResponse {
+    let started = Instant::now();
+    let (request_id, bad_id) = request_id(&req);
+    let prepared = match bad_id {
+        Some(e) => Err(e),
+        None => read_request(&req, payload, &state, endpoint).await,
+    };
+    let result = match prepared {
+        Ok((key, request)) => serve(&req, &state, key, request, &request_id, started).await,
+        Err(e) => Err(("unknown".to_owned(), e)),
+    };
+    let (label, mut response) = match result {
+        Ok((label, reply)) => (label, reply.into_response()),
+        Err((label, e)) => (label, e.error_response()),
+    };
+    observe(endpoint, &label, response.status(), started);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    response
+}
+
+/// Authenticates, then reads and validates the body.
+pub(crate) async fn read_request(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    endpoint: Endpoint,
+) -> Result<(Principal, ProxyRequest), GatewayError> {
+    let key = authorize(req, state).await?;
+    let body = read_body(req, payload, state.max_body_bytes).await?;
+    ProxyRequest::parse(&body, endpoint).map(|r| (key, r))
+}
+
+pub(crate) fn model_object(name: &str) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": 1_700_000_000u64, "owned_by": "tollgate"})
+}
+
+/// `GET /v1/models`: the models this key may use.
+pub(crate) async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
+        Err(e) => return e.error_response(),
+    };
+    let data: Vec<_> = state
+        .router
+        .model_names()
+        .iter()
+        .filter(|m| check_model(&state, &principal, m).is_ok())
+        .map(|m| model_object(m))
+        .collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{model}`.
+pub(crate) async fn get_model(req: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
+        Err(e) => return e.error_response(),
+    };
+    let model = path.into_inner();
+    if !state.router.knows(&model) || check_model(&state, &principal, &model).is_err() {
+        return GatewayError::ModelNotFound(model).error_response();
+    }
+    HttpResponse::Ok().json(model_object(&model))
+}
+
+/// `GET /model/info`: LiteLLM's deployment listing, never with provider keys. Where a model is
+/// served from (`api_base`, the upstream model and deployment id, its rpm/tpm) is shown to
+/// admins only (the master key, `proxy_admin` and `proxy_admin_viewer` keys); other keys see
+/// the models they may use, with prices and model information.
+pub(crate) async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let is_admin = matches!(crate::admin::caller(&req, &state, false).await, Ok(crate::admin::Caller::Admin));
+    let principal = match authorize(&req, &state).await {
+        Ok(p) => p,
+        Err(_) if is_admin => return model_info_for_admins(&state),
+        Err(e) => return e.error_response(),
+    };
+    if is_admin {
+        return model_info_for_admins(&state);
+    }
+    let data: Vec<_> = state
+        .router
+        .deployments()
+        .filter(|d| check_model(&state, &principal, &d.model_name).is_ok())
+        .map(|d| {
+            json!({
+                "model_name": d.model_name,
+                "litellm_params": {"model": d.model_name},
+                "model_info": public_model_info(d),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"data": data}))
+}
+
+/// What any key may know of a deployment: its model information and prices.
+pub(crate) fn public_model_info(d: &crate::providers::Deployment) -> serde_json::Map<String, serde_json::Value> {
+    let mut info = d.model_info.clone().unwrap_or_default();
+    // Access groups and base models say how the operator organises providers: admins only.
+    for private in ["id", "access_groups", "base_model", "api_base"] {
+        info.remove(private);
+    }
+    if let Some(p) = d.price {
+        info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
+        info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
+        info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+    }
+    info
+}
+
+/// Every deployment with where it is served from (never its key).
+pub(crate) fn model_info_for_admins(state: &AppState) -> HttpResponse {
+    let data: Vec<_> = state
+        .router
+        .deployments()
+        .map(|d| {
+            let mut info = d.model_info.clone().unwrap_or_default();
+            info.insert("id".into(), json!(d.id));
+            if let Some(p) = d.price {
+                info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
+                info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
+                info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+            }
+            json!({
+                "model_name": d.model_name,
+                "litellm_params": {"model": format!("{}/{}", d.provider, d.upstream_model), "api_base": d.api_base,
+                                   "rpm": d.rpm, "tpm": d.tpm},
+                "model_info": info,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"data": data}))
+}

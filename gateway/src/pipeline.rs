@@ -1,0 +1,402 @@
+//! One model request from admission to answer: admit (the key may use the model, its limits and
+//! its customer's admit it, a hard budget reserves the worst case, the usage sink has room),
+//! call (the router's retries and fallbacks, cancelled when the client hangs up, unless billing
+//! says to finish), respond (a metered stream, or the whole answer read within its bound and
+//! metered). Every request that reached a provider produces one usage event.
+
+use crate::auth::Principal;
+use crate::config::DisconnectPolicy;
+use crate::error::GatewayError;
+use crate::http::wire::{ProxyRequest, ResponseUsage};
+use crate::http::{header, hung_up, Reply};
+use crate::pricing::Tokens;
+use crate::providers::{AnswerError, UpstreamError};
+use crate::proxy::{self, RoutedFailure};
+use crate::stream::MeteredStream;
+use crate::usage::{Attempt, Disconnects, Outcome, UsageRecorder};
+use crate::AppState;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
+/// `ProxyRequest::parse`). Ids that are too long, hold control characters, whitespace or `/`
+/// are refused with a 400 naming the header.
+pub(crate) fn customer_id(req: &HttpRequest, request: &ProxyRequest) -> Result<Option<String>, GatewayError> {
+    const HEADER: &str = "x-tollgate-customer-id";
+    match req.headers().get(HEADER) {
+        Some(v) => {
+            let id = v.to_str().map_err(|_| GatewayError::field(HEADER, format!("`{HEADER}` must be text")))?;
+            if id.is_empty() {
+                return Ok(request.user.clone());
+            }
+            tollgate_schemas::limits::check_id(HEADER, id).map_err(|e| GatewayError::field(HEADER, e.to_string()))?;
+            Ok(Some(id.to_owned()))
+        }
+        None => Ok(request.user.clone()),
+    }
+}
+
+/// Whether the principal may use `model` (allow-lists, access groups).
+pub(crate) fn check_model(state: &AppState, principal: &Principal, model: &str) -> Result<(), GatewayError> {
+    principal.check_model(model, &|m| state.router.groups_of(m))
+}
+
+/// The most `request` can cost: every byte of its body a prompt token, `max_tokens` (or the
+/// configured reserve) output tokens for each of its `n` choices, at the highest price among
+/// the deployments it can reach. Prompts only referenced by the body (files, image URLs,
+/// earlier responses) can cost more than their bytes: docs/limits.md says so.
+pub(crate) fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
+    let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
+    // Without a limit the provider decides: at least the configured reserve, and at least
+    // the limit an adapter sets by itself (Anthropic's).
+    let per_choice = request.max_tokens.unwrap_or_else(|| {
+        let reserve = state.budget_settings.reserve_output_tokens;
+        state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
+    });
+    let tokens = crate::pricing::Tokens {
+        prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
+        completion: per_choice.saturating_mul(request.choices),
+        cached: 0,
+    };
+    // Only absurd `max_tokens` overflow: reserve everything that is left.
+    crate::pricing::cost(&price, tokens).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+}
+
+pub(crate) type Served = Result<(String, Reply), (String, GatewayError)>;
+
+pub(crate) async fn serve(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    mut principal: Principal,
+    request: ProxyRequest,
+    request_id: &str,
+    started: Instant,
+) -> Served {
+    let request = Arc::new(request);
+    let unknown = |e| ("unknown".to_owned(), e);
+    if !state.router.knows(&request.model) {
+        return Err(unknown(GatewayError::ModelNotFound(request.model.clone())));
+    }
+    let label = request.model.clone();
+    let fail = |e| (label.clone(), e);
+    let now = chrono::Utc::now();
+    let (admitted, permit) = admit(req, state, &mut principal, &request, now).await.map_err(fail)?;
+    let limit_headers = admitted.reservation.headers.clone();
+
+    let attempt = Arc::new(Attempt::default());
+    let mut recorder = UsageRecorder::start(
+        state.sink.clone(),
+        permit,
+        &state.gateway_id,
+        request_id,
+        &principal,
+        admitted,
+        &request.model,
+        request.stream,
+        started,
+        now,
+    )
+    .on_disconnect(Disconnects {
+        policy: state.disconnect_policy,
+        request: request.clone(),
+        attempt: attempt.clone(),
+    });
+    let mut call = Box::pin(routed_call(state.clone(), request.clone(), principal, attempt));
+    let routed = tokio::select! {
+        routed = &mut call => routed,
+        _ = hung_up(req) => {
+            if state.disconnect_policy == DisconnectPolicy::FinishUpstream {
+                // The provider finishes its work in the background and the request is charged
+                // what it reports.
+                recorder.mark_disconnected("waiting_for_provider");
+                state.background.spawn(finish_upstream(state.clone(), request.clone(), call, recorder));
+            }
+            // Otherwise the call is cancelled here, and the recorder's drop charges the request
+            // as the policy says.
+            return Err(fail(GatewayError::ClientClosed));
+        }
+    };
+    let answer = match routed {
+        Ok(answer) => answer,
+        Err(failure) => {
+            return meter_failure(failure, recorder, &request, limit_headers).map(|r| (label.clone(), r)).map_err(fail)
+        }
+    };
+
+    respond(req, state, &request, answer, recorder, limit_headers, &label)
+        .await
+        .map(|r| (label.clone(), r))
+        .map_err(fail)
+}
+
+/// Admission: the key may use the model; the key's limits, then the customer's, admit the
+/// request; a hard budget reserves its worst case; the usage sink has room for its event.
+pub(crate) async fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+    principal: &mut Principal,
+    request: &ProxyRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(crate::admission::Admitted, crate::events::Permit), GatewayError> {
+    check_model(state, principal, &request.model)?;
+    let customer = customer_id(req, request)?;
+    let mut admitted = crate::admission::admit(
+        principal,
+        &request.model,
+        &state.budget_view,
+        &state.limiter,
+        &state.budget_settings,
+        now,
+    )?;
+    // The customer is looked up only once the key's own limits admitted the request.
+    if let Some(id) = &customer {
+        if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
+            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now)?;
+        }
+    }
+    if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
+        admitted.reserve(leases, worst_case_cost(state, request), now).await?;
+    }
+    let permit = state.sink.admit().map_err(|e| match e {
+        crate::events::SinkError::Unavailable => GatewayError::MeteringUnavailable,
+        _ => GatewayError::MeteringBacklogFull,
+    })?;
+    Ok((admitted, permit))
+}
+
+/// The answer to relay: a metered stream, or the whole answer once read and metered.
+pub(crate) async fn respond(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    request: &Arc<ProxyRequest>,
+    answer: proxy::RoutedAnswer,
+    recorder: UsageRecorder,
+    limit_headers: Vec<(HeaderName, HeaderValue)>,
+    label: &str,
+) -> Result<Reply, GatewayError> {
+    let deployment = answer.picked.deployment.clone();
+    let mut headers: Vec<(HeaderName, HeaderValue)> = [
+        header("x-tollgate-attempts", &answer.attempts.to_string()),
+        header("x-tollgate-model-group", &deployment.model_name),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(limit_headers)
+    .collect();
+    if request.stream {
+        let stream = metered_stream(state, request, answer, recorder, label);
+        return Ok(Reply::Stream { headers, stream: Box::new(stream) });
+    }
+
+    let content_type = crate::providers::answer_content_type(&deployment, answer.response.headers());
+    let whole = meter_whole_answer(state, request, answer, recorder, hung_up(req)).await?;
+    if whole.client_gone {
+        return Err(GatewayError::ClientClosed);
+    }
+    headers.extend(header("x-tollgate-cost-nano-usd", &whole.charged.0.to_string()));
+    headers.extend(header("x-tollgate-response-cost", &whole.charged.to_string()));
+    if let Some(m) = whole.served_model.as_deref() {
+        headers.extend(header("x-tollgate-served-model", m));
+    }
+    Ok(Reply::Full { status: StatusCode::OK, content_type, headers, body: whole.body })
+}
+
+/// The call to the request's model through the router (retries, fallbacks), owning what it
+/// needs: it may outlive the client's request (policy `finish_upstream`).
+pub(crate) async fn routed_call(
+    state: web::Data<AppState>,
+    request: Arc<ProxyRequest>,
+    principal: Principal,
+    attempt: Arc<Attempt>,
+) -> Result<proxy::RoutedAnswer, RoutedFailure> {
+    let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
+    // A fallback is a model like any other: the key's allow-lists apply to it too.
+    let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
+    let spec = proxy::Call {
+        model: &request.model,
+        endpoint: request.endpoint,
+        stream: request.stream,
+        body_for: &body_for,
+        allowed: &allowed,
+        attempt: &attempt,
+    };
+    proxy::call(&state.router, &state.client, spec).await
+}
+
+/// Meters a call that ended without an answer to relay: an upstream error (passed through to
+/// the client: SDKs map its status to their exceptions), a transport failure or a request the
+/// gateway could not build.
+pub(crate) fn meter_failure(
+    failure: RoutedFailure,
+    recorder: UsageRecorder,
+    request: &ProxyRequest,
+    limit_headers: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Reply, GatewayError> {
+    match failure {
+        RoutedFailure::Gateway(e) => {
+            recorder.abandon();
+            Err(e)
+        }
+        RoutedFailure::Transport { picked, error, attempts } => {
+            let err = match error {
+                UpstreamError::Timeout => GatewayError::UpstreamTimeout {
+                    model: request.model.clone(),
+                    timeout_ms: u64::try_from(picked.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+                },
+                UpstreamError::Unavailable(reason) => {
+                    tracing::warn!(deployment = %picked.deployment.id, %reason, attempts, "upstream unavailable");
+                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
+                }
+            };
+            recorder.fail(&err, &picked.deployment);
+            Err(err)
+        }
+        RoutedFailure::Upstream { picked, status, content_type, body, attempts } => {
+            recorder.finish(Outcome {
+                status,
+                error_type: Some("upstream_error"),
+                deployment: Some(&picked.deployment),
+                ..Outcome::default()
+            });
+            Ok(Reply::Full {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                content_type: content_type.unwrap_or_else(|| "application/json".to_owned()),
+                headers: header("x-tollgate-attempts", &attempts.to_string())
+                    .into_iter()
+                    .chain(limit_headers)
+                    .collect(),
+                body,
+            })
+        }
+    }
+}
+
+/// A streamed answer, metered as it passes.
+pub(crate) fn metered_stream(
+    state: &web::Data<AppState>,
+    request: &Arc<ProxyRequest>,
+    answer: proxy::RoutedAnswer,
+    recorder: UsageRecorder,
+    label: &str,
+) -> MeteredStream {
+    let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
+    MeteredStream::new(
+        upstream,
+        recorder,
+        state.router.clone(),
+        answer.picked,
+        request.injects_usage() && !request.client_wants_usage,
+        request.clone(),
+        answer.sent_at,
+        label.to_owned(),
+    )
+    .finish_in(state.background.clone())
+}
+
+/// A whole answer, read and metered.
+pub(crate) struct WholeAnswer {
+    body: web::Bytes,
+    charged: tollgate_schemas::NanoUsd,
+    served_model: Option<String>,
+    /// The client hung up while the answer was read (it was metered all the same).
+    client_gone: bool,
+}
+
+/// Reads a non-streamed answer (bounded in size and time) and meters it. When `client_gone`
+/// resolves first, the answer is still read to its end, the provider having already made it,
+/// and the event is marked `reading_answer`.
+pub(crate) async fn meter_whole_answer(
+    state: &AppState,
+    request: &ProxyRequest,
+    answer: proxy::RoutedAnswer,
+    mut recorder: UsageRecorder,
+    client_gone: impl std::future::Future<Output = ()>,
+) -> Result<WholeAnswer, GatewayError> {
+    let deployment = answer.picked.deployment.clone();
+    let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
+    let read =
+        tokio::time::timeout(remaining, crate::providers::read_answer(answer.response, state.max_response_bytes));
+    tokio::pin!(read);
+    let mut gone = false;
+    let read = tokio::select! {
+        read = &mut read => read,
+        _ = client_gone => {
+            gone = true;
+            recorder.mark_disconnected("reading_answer");
+            read.await
+        }
+    };
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(AnswerError::Transport(e))) => {
+            tracing::warn!(deployment = %deployment.id, error = %crate::providers::classify(&e), "upstream body failed");
+            let err = GatewayError::UpstreamUnavailable { model: request.model.clone() };
+            recorder.fail(&err, &deployment);
+            return Err(err);
+        }
+        Ok(Err(AnswerError::TooLarge { limit })) => {
+            tracing::warn!(deployment = %deployment.id, limit, "upstream answer too large");
+            let err = GatewayError::UpstreamResponseTooLarge { model: request.model.clone(), limit };
+            recorder.fail(&err, &deployment);
+            return Err(err);
+        }
+        Err(_) => {
+            let err = GatewayError::UpstreamTimeout {
+                model: request.model.clone(),
+                timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            recorder.fail(&err, &deployment);
+            return Err(err);
+        }
+    };
+    let body = deployment.api.response_body(&deployment, body);
+    let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
+    let (tokens, estimated) = match parsed.usage() {
+        Some(u) => (u.tokens(), false),
+        // No usage from the provider: count it ourselves and say so.
+        None => {
+            let mut generated = crate::tokens::TextTally::default();
+            crate::tokens::answer_text(&body, &mut generated);
+            (Tokens { prompt: request.prompt_tokens_estimate(), completion: generated.tokens(), cached: 0 }, true)
+        }
+    };
+    state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
+    let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
+    let charged = recorder.finish(Outcome {
+        status: 200,
+        error_type: None,
+        tokens,
+        served_model: served_model.clone(),
+        partial: false,
+        estimated,
+        deployment: Some(&deployment),
+    });
+    Ok(WholeAnswer { body, charged, served_model, client_gone: gone })
+}
+
+/// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream
+/// to its end) and charge what the provider reports. Runs on the gateway's background tracker,
+/// which shutdown waits for.
+pub(crate) async fn finish_upstream(
+    state: web::Data<AppState>,
+    request: Arc<ProxyRequest>,
+    call: std::pin::Pin<Box<impl std::future::Future<Output = Result<proxy::RoutedAnswer, RoutedFailure>> + Send>>,
+    recorder: UsageRecorder,
+) {
+    match call.await {
+        Ok(answer) if request.stream => {
+            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model);
+            while rest.next().await.is_some() {}
+        }
+        Ok(answer) => {
+            let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending()).await;
+        }
+        Err(failure) => {
+            let _ = meter_failure(failure, recorder, &request, Vec::new());
+        }
+    }
+}
