@@ -10,13 +10,13 @@ use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
 use std::sync::Arc;
-use tollgate_gateway::admission::admit;
-use tollgate_gateway::auth::Tenancy;
-use tollgate_gateway::budget::BudgetView;
 use tollgate_gateway::config::{BudgetSettings, Config, WhenStale};
-use tollgate_gateway::pricing::{cost, Price, Tokens};
-use tollgate_gateway::ratelimit::RateLimiter;
-use tollgate_gateway::router::Router;
+use tollgate_gateway::limits::admission::admit;
+use tollgate_gateway::limits::budget_view::BudgetView;
+use tollgate_gateway::limits::pricing::{cost, Price, Tokens};
+use tollgate_gateway::limits::ratelimit::RateLimiter;
+use tollgate_gateway::routing::router::Router;
+use tollgate_gateway::tenancy::auth::Tenancy;
 use tollgate_schemas::tenancy::BudgetState;
 use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
 
@@ -59,7 +59,7 @@ fn event() -> UsageEvent {
         occurred_at: Utc::now(),
         gateway_id: "bench-gw".into(),
         request_id: "req_019ab0c45e3a7cc29d1e4f6a2b3c4d5e".into(),
-        key_id: tollgate_gateway::auth::hash_key(KEY),
+        key_id: tollgate_gateway::tenancy::auth::hash_key(KEY),
         key_alias: Some("bench".into()),
         team_id: Some("bench".into()),
         user_id: Some("user-42".into()),
@@ -86,7 +86,7 @@ fn event() -> UsageEvent {
 
 fn key_lookup(c: &mut Criterion) {
     let config = config();
-    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
+    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
     // A hit never awaits: the moka future completes on its first poll, so no runtime is needed.
     if let Err(e) = futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
         panic!("bench key does not authenticate: {e}");
@@ -104,7 +104,7 @@ fn admission(c: &mut Criterion) {
         Ok(r) => r,
         Err(e) => panic!("bench router: {e}"),
     };
-    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
+    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
     let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
         Ok(p) => p,
         Err(e) => panic!("bench key does not authenticate: {e}"),
@@ -127,7 +127,7 @@ fn admission(c: &mut Criterion) {
 /// A credit-lease reservation and its settlement while the lease covers it (no store call):
 /// what a hard budget adds to each request.
 fn lease(c: &mut Criterion) {
-    use tollgate_gateway::lease::{Leases, LocalLeases, Slot};
+    use tollgate_gateway::limits::leases::{Leases, LocalLeases, Slot};
     let leases = Leases::new(Arc::new(LocalLeases::default()), 1, std::time::Duration::from_secs(5));
     let slot = Slot { scope: "key/bench", window: "all", max: NanoUsd(i64::MAX / 2), seen_spent: NanoUsd::ZERO };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -196,7 +196,7 @@ fn openai_stream(tokens: usize) -> Vec<bytes::Bytes> {
 /// admission, the parsed request.
 struct StreamFixture {
     router: Arc<Router>,
-    principal: tollgate_gateway::auth::Principal,
+    principal: tollgate_gateway::tenancy::auth::Principal,
     view: Arc<BudgetView>,
     limiter: RateLimiter,
     settings: BudgetSettings,
@@ -210,7 +210,8 @@ impl StreamFixture {
             Ok(r) => Arc::new(r),
             Err(e) => panic!("bench router: {e}"),
         };
-        let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::auth::KeyHasher::new(None), None);
+        let tenancy =
+            Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
         let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
             Ok(p) => p,
             Err(e) => panic!("bench key does not authenticate: {e}"),

@@ -3,9 +3,9 @@
 //! the same file with the ledger consumer's own code (`tollgate_ledger_consumer::embedded`), then
 //! updates this gateway's budget view directly (it is the only gateway).
 
-use crate::budget::BudgetView;
 use crate::config::WhenFull;
 use crate::events::{stop_writer, Backlog, Message, Permit, SinkError, UsageSink};
+use crate::limits::budget_view::BudgetView;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
 use std::collections::BTreeSet;

@@ -4,28 +4,22 @@
 //! `main.rs` only parses arguments; tests and benchmarks call [`build_state`] and [`run`].
 
 pub mod admin;
-pub mod admission;
 
-pub mod auth;
-pub mod budget;
-pub mod changes;
 pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod http;
 
-pub mod lease;
+pub mod limits;
 pub mod pipeline;
-pub mod pricing;
 pub mod providers;
-pub mod proxy;
-pub mod ratelimit;
-pub mod router;
+pub mod routing;
 pub mod spool;
 pub mod sse;
 pub mod stream;
 pub mod telemetry;
+pub mod tenancy;
 pub mod tokens;
 pub mod usage;
 
@@ -37,13 +31,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Tenancy;
-use crate::budget::{BudgetView, ListenerConfig};
-use crate::changes::ControlPublisher;
 use crate::config::{BudgetSettings, Config, ConfigError, EmbeddedConfig};
 use crate::events::{KafkaSink, UsageSink};
-use crate::ratelimit::RateLimiter;
-use crate::router::Router;
+use crate::limits::budget_view::{BudgetView, ListenerConfig};
+use crate::limits::ratelimit::RateLimiter;
+use crate::routing::router::Router;
+use crate::tenancy::auth::Tenancy;
+use crate::tenancy::changes::ControlPublisher;
 use tollgate_schemas::store::{CqlSpend, SpendSource, TenancyStore};
 
 /// Everything a request handler needs; built once at start-up.
@@ -53,13 +47,13 @@ pub struct AppState {
     pub budget_view: Arc<BudgetView>,
     pub budget_settings: BudgetSettings,
     /// Credit leases of hard budgets; `None` when `budgets.leases` is off.
-    pub leases: Option<Arc<crate::lease::Leases>>,
+    pub leases: Option<Arc<crate::limits::leases::Leases>>,
     pub limiter: RateLimiter,
     /// Admin API changes go out here (none in embedded mode: there is one gateway).
     pub control: Option<Arc<ControlPublisher>>,
     /// Admin changes are logged here too, so every gateway learns of them while Kafka is down
     /// (with a database only).
-    pub changes: Option<Arc<changes::ChangeLog>>,
+    pub changes: Option<Arc<tenancy::changes::ChangeLog>>,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
     pub spend: Option<Arc<dyn SpendSource>>,
     /// SHA-256 of `general_settings.master_key`.
@@ -141,10 +135,10 @@ fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartError> {
         (None, None) => std::env::var("TOLLGATE_KEY_HASH_SECRET").ok().map(String::into_bytes),
     };
     if let Some(secret) = given {
-        if secret.len() < auth::MIN_KEY_HASH_SECRET {
+        if secret.len() < tenancy::auth::MIN_KEY_HASH_SECRET {
             return Err(StartError::Secret(format!(
                 "the key hash secret must be at least {} bytes",
-                auth::MIN_KEY_HASH_SECRET
+                tenancy::auth::MIN_KEY_HASH_SECRET
             )));
         }
         return Ok(Some(secret));
@@ -172,7 +166,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
     let client = providers::upstream_client()?;
     let budget_view = Arc::new(BudgetView::new());
-    let mut lease_store: Arc<dyn crate::lease::LeaseStore> = Arc::new(crate::lease::LocalLeases::default());
+    let mut lease_store: Arc<dyn crate::limits::leases::LeaseStore> =
+        Arc::new(crate::limits::leases::LocalLeases::default());
     let mut change_log = None;
     let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
         Some(kafka) => {
@@ -186,11 +181,11 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                     let store: Arc<dyn TenancyStore> =
                         Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
                     lease_store = Arc::new(
-                        crate::lease::CqlLeases::new(session.clone(), &db.keyspace)
+                        crate::limits::leases::CqlLeases::new(session.clone(), &db.keyspace)
                             .await
                             .map_err(|e| StartError::Leases(e.to_string()))?,
                     );
-                    change_log = Some(Arc::new(changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
+                    change_log = Some(Arc::new(tenancy::changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
                     let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
                     (Some(store), Some(spend))
                 }
@@ -236,10 +231,10 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 .into(),
         }));
     }
-    let hasher = auth::KeyHasher::new(secret.as_deref());
+    let hasher = tenancy::auth::KeyHasher::new(secret.as_deref());
     let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys, hasher, control.clone()));
     if let Some(kafka) = &config.kafka {
-        budget::listen(
+        limits::budget_view::listen(
             ListenerConfig {
                 client: kafka.client_config(),
                 budget_state_topic: kafka.budget_state_topic.clone(),
@@ -249,8 +244,11 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             tenancy.clone(),
         )?;
     }
-    let master_key_hash =
-        config.general_settings.as_ref().and_then(|g| g.master_key.as_ref()).map(|k| auth::hash_key(k.expose()));
+    let master_key_hash = config
+        .general_settings
+        .as_ref()
+        .and_then(|g| g.master_key.as_ref())
+        .map(|k| tenancy::auth::hash_key(k.expose()));
     let workers = config.gateway.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     Ok(AppState {
         gateway_id,
@@ -258,7 +256,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         budget_view,
         budget_settings: config.budgets.clone(),
         leases: config.budgets.leases.then(|| {
-            Arc::new(crate::lease::Leases::new(
+            Arc::new(crate::limits::leases::Leases::new(
                 lease_store,
                 config.gateway.replicas,
                 Duration::from_secs(config.budgets.lease_idle_secs),
@@ -277,7 +275,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_response_bytes: config.gateway.max_response_bytes,
         metrics: telemetry::metrics_handle(),
         metrics_listen: config.gateway.metrics.listen.clone(),
-        metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| auth::hash_key(t.expose())),
+        metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| tenancy::auth::hash_key(t.expose())),
         workers,
         disconnect_policy: config.billing.on_client_disconnect,
         background: tokio_util::task::TaskTracker::new(),
@@ -353,10 +351,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     });
     // Every admin change, made on any gateway, reaches this one through the change log too.
     let following = CancellationToken::new();
-    let follower = state
-        .changes
-        .clone()
-        .map(|log| tokio::spawn(changes::follow(log, state.tenancy.clone(), state.control.clone(), following.clone())));
+    let follower = state.changes.clone().map(|log| {
+        tokio::spawn(tenancy::changes::follow(log, state.tenancy.clone(), state.control.clone(), following.clone()))
+    });
     // Idle leases go back to the store every second, so other gateways can use them.
     let sweeping = CancellationToken::new();
     let sweeper = state.leases.clone().map(|leases| {

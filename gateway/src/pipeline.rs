@@ -4,15 +4,15 @@
 //! says to finish), respond (a metered stream, or the whole answer read within its bound and
 //! metered). Every request that reached a provider produces one usage event.
 
-use crate::auth::Principal;
 use crate::config::DisconnectPolicy;
 use crate::error::GatewayError;
 use crate::http::wire::{ProxyRequest, ResponseUsage};
 use crate::http::{header, hung_up, Reply};
-use crate::pricing::Tokens;
+use crate::limits::pricing::Tokens;
 use crate::providers::{AnswerError, UpstreamError};
-use crate::proxy::{self, RoutedFailure};
+use crate::routing::retry::{self, RoutedFailure};
 use crate::stream::MeteredStream;
+use crate::tenancy::auth::Principal;
 use crate::usage::{Attempt, Disconnects, Outcome, UsageRecorder};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -57,13 +57,13 @@ pub(crate) fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollg
         let reserve = state.budget_settings.reserve_output_tokens;
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
-    let tokens = crate::pricing::Tokens {
+    let tokens = crate::limits::pricing::Tokens {
         prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
         completion: per_choice.saturating_mul(request.choices),
         cached: 0,
     };
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::pricing::cost(&price, tokens).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+    crate::limits::pricing::cost(&price, tokens).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
 pub(crate) type Served = Result<(String, Reply), (String, GatewayError)>;
@@ -141,10 +141,10 @@ pub(crate) async fn admit(
     principal: &mut Principal,
     request: &ProxyRequest,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(crate::admission::Admitted, crate::events::Permit), GatewayError> {
+) -> Result<(crate::limits::admission::Admitted, crate::events::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
     let customer = customer_id(req, request)?;
-    let mut admitted = crate::admission::admit(
+    let mut admitted = crate::limits::admission::admit(
         principal,
         &request.model,
         &state.budget_view,
@@ -173,7 +173,7 @@ pub(crate) async fn respond(
     req: &HttpRequest,
     state: &web::Data<AppState>,
     request: &Arc<ProxyRequest>,
-    answer: proxy::RoutedAnswer,
+    answer: retry::RoutedAnswer,
     recorder: UsageRecorder,
     limit_headers: Vec<(HeaderName, HeaderValue)>,
     label: &str,
@@ -212,11 +212,11 @@ pub(crate) async fn routed_call(
     request: Arc<ProxyRequest>,
     principal: Principal,
     attempt: Arc<Attempt>,
-) -> Result<proxy::RoutedAnswer, RoutedFailure> {
+) -> Result<retry::RoutedAnswer, RoutedFailure> {
     let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
     // A fallback is a model like any other: the key's allow-lists apply to it too.
     let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
-    let spec = proxy::Call {
+    let spec = retry::Call {
         model: &request.model,
         endpoint: request.endpoint,
         stream: request.stream,
@@ -224,7 +224,7 @@ pub(crate) async fn routed_call(
         allowed: &allowed,
         attempt: &attempt,
     };
-    proxy::call(&state.router, &state.client, spec).await
+    retry::call(&state.router, &state.client, spec).await
 }
 
 /// Meters a call that ended without an answer to relay: an upstream error (passed through to
@@ -279,7 +279,7 @@ pub(crate) fn meter_failure(
 pub(crate) fn metered_stream(
     state: &web::Data<AppState>,
     request: &Arc<ProxyRequest>,
-    answer: proxy::RoutedAnswer,
+    answer: retry::RoutedAnswer,
     recorder: UsageRecorder,
     label: &str,
 ) -> MeteredStream {
@@ -312,7 +312,7 @@ pub(crate) struct WholeAnswer {
 pub(crate) async fn meter_whole_answer(
     state: &AppState,
     request: &ProxyRequest,
-    answer: proxy::RoutedAnswer,
+    answer: retry::RoutedAnswer,
     mut recorder: UsageRecorder,
     client_gone: impl std::future::Future<Output = ()>,
 ) -> Result<WholeAnswer, GatewayError> {
@@ -384,7 +384,7 @@ pub(crate) async fn meter_whole_answer(
 pub(crate) async fn finish_upstream(
     state: web::Data<AppState>,
     request: Arc<ProxyRequest>,
-    call: std::pin::Pin<Box<impl std::future::Future<Output = Result<proxy::RoutedAnswer, RoutedFailure>> + Send>>,
+    call: std::pin::Pin<Box<impl std::future::Future<Output = Result<retry::RoutedAnswer, RoutedFailure>> + Send>>,
     recorder: UsageRecorder,
 ) {
     match call.await {

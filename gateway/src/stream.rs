@@ -11,9 +11,9 @@
 
 use crate::config::DisconnectPolicy;
 use crate::http::wire::{ResponseUsage, Usage};
-use crate::pricing::Tokens;
+use crate::limits::pricing::Tokens;
 use crate::providers::StreamError;
-use crate::router::{PickedDeployment, Router};
+use crate::routing::router::{PickedDeployment, Router};
 use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
 use crate::tokens::TextTally;
 use crate::usage::{Outcome, UsageRecorder};

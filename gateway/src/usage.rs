@@ -4,13 +4,13 @@
 //! success, upstream error, timeout, or the client going away (the handler future is dropped) —
 //! it publishes exactly one event: `finish` consumes it, and `Drop` covers every other exit.
 
-use crate::admission::Admitted;
-use crate::auth::Principal;
 use crate::config::DisconnectPolicy;
 use crate::events::{Permit, UsageSink};
 use crate::http::wire::ProxyRequest;
-use crate::pricing::{cost, Tokens};
+use crate::limits::admission::Admitted;
+use crate::limits::pricing::{cost, Tokens};
 use crate::providers::Deployment;
+use crate::tenancy::auth::Principal;
 use chrono::{DateTime, Utc};
 use metrics::counter;
 use std::sync::Arc;

@@ -6,8 +6,8 @@ use super::{
     admin, caller, find, insert, internal, is_master_key, models, must_exist, present, query, remove, save, shown,
     with_spend, Answer, Caller,
 };
-use crate::auth::{hash_key, key_name, raw_key};
 use crate::error::GatewayError;
+use crate::tenancy::auth::{hash_key, key_name, raw_key};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};

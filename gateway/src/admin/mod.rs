@@ -35,9 +35,9 @@ pub(crate) mod users;
 
 pub(crate) use keys::key_identity;
 
-use crate::auth::{hash_key, raw_key};
 use crate::error::GatewayError;
 use crate::http::routes::Api;
+use crate::tenancy::auth::{hash_key, raw_key};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -230,7 +230,7 @@ async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayE
     state.background.spawn(async move {
         match (changes, logged) {
             (Some(log), Some(change)) => {
-                if !crate::changes::publish(&log, control.as_deref(), &change).await {
+                if !crate::tenancy::changes::publish(&log, control.as_deref(), &change).await {
                     tracing::warn!(
                         "a tenancy change is not on the control topic yet; it is published from the change log"
                     );

@@ -175,7 +175,7 @@ fn parse_holds(text: &str) -> Result<(), TestCaseError> {
     for m in &c.model_list {
         prop_assert!(name_ok(&m.model_name) && name_ok(&m.litellm_params.model), "{:?}", m);
     }
-    if let Ok(router) = crate::router::Router::from_config(&c, "fuzz.yaml") {
+    if let Ok(router) = crate::routing::router::Router::from_config(&c, "fuzz.yaml") {
         for m in &c.model_list {
             let Some((_, lease)) = router.pick(&m.model_name, &[]) else { continue };
             let d = &lease.deployment;
@@ -231,6 +231,6 @@ proptest! {
 #[test]
 fn the_seeds_load() {
     let full = Config::parse(FULL, "full.yaml").expect("the full config loads");
-    assert!(crate::router::Router::from_config(&full, "full.yaml").is_ok());
+    assert!(crate::routing::router::Router::from_config(&full, "full.yaml").is_ok());
     assert!(Config::parse(MINIMAL, "minimal.yaml").is_ok());
 }

@@ -157,10 +157,10 @@ impl Config {
                 ));
             }
             let secret = resolve_secret(secret, &self.environment_variables, origin, "gateway.key_hash_secret")?;
-            if secret.expose().len() < crate::auth::MIN_KEY_HASH_SECRET {
+            if secret.expose().len() < crate::tenancy::auth::MIN_KEY_HASH_SECRET {
                 return Err(invalid(
                     "gateway.key_hash_secret".into(),
-                    format!("must be at least {} bytes", crate::auth::MIN_KEY_HASH_SECRET),
+                    format!("must be at least {} bytes", crate::tenancy::auth::MIN_KEY_HASH_SECRET),
                 ));
             }
             self.gateway.key_hash_secret = Some(secret);

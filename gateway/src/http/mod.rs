@@ -10,10 +10,10 @@ pub mod routes;
 pub mod spend;
 pub mod wire;
 
-use crate::auth::{raw_key, Principal};
 use crate::error::GatewayError;
 use crate::providers::Endpoint;
 use crate::stream::MeteredStream;
+use crate::tenancy::auth::{raw_key, Principal};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
@@ -92,7 +92,7 @@ pub async fn prometheus(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
         return not_found(req).await;
     }
     if let Some(want) = &state.metrics_token_hash {
-        let given = raw_key(req.headers()).map(crate::auth::hash_key);
+        let given = raw_key(req.headers()).map(crate::tenancy::auth::hash_key);
         if !given.is_some_and(|g| crate::admin::constant_time_eq(&g, want)) {
             return GatewayError::Forbidden("/metrics needs its bearer token".into()).error_response();
         }

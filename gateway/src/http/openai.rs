@@ -2,11 +2,11 @@
 //! endpoints, and the model list and info.
 
 use super::{authorize, observe, read_body, request_id};
-use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::http::wire::ProxyRequest;
 use crate::pipeline::{check_model, serve};
 use crate::providers::Endpoint;
+use crate::tenancy::auth::Principal;
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};

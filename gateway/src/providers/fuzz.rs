@@ -7,7 +7,7 @@ use super::*;
 use crate::error::GatewayError;
 use crate::http::wire::fuzz as openai;
 use crate::http::wire::ProxyRequest;
-use crate::proxy::{classify, ErrorClass};
+use crate::routing::retry::{classify, ErrorClass};
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::Value;

@@ -14,7 +14,7 @@ pub mod openai;
 use crate::config::Secret;
 use crate::error::GatewayError;
 use crate::http::wire::ProxyRequest;
-use crate::pricing::Price;
+use crate::limits::pricing::Price;
 use bytes::Bytes;
 use std::time::Duration;
 

@@ -48,9 +48,9 @@ virtual_keys:
 /// budgets and limits, as the server has them.
 pub(crate) struct Harness {
     router: Arc<Router>,
-    principal: crate::auth::Principal,
-    view: Arc<crate::budget::BudgetView>,
-    limiter: crate::ratelimit::RateLimiter,
+    principal: crate::tenancy::auth::Principal,
+    view: Arc<crate::limits::budget_view::BudgetView>,
+    limiter: crate::limits::ratelimit::RateLimiter,
     settings: crate::config::BudgetSettings,
 }
 
@@ -61,11 +61,16 @@ impl Harness {
     pub(crate) async fn new() -> Harness {
         let config = crate::config::Config::parse(CONFIG, "stream test").unwrap();
         let router = Arc::new(Router::from_config(&config, "stream test").unwrap());
-        let tenancy = crate::auth::Tenancy::new(None, &config.virtual_keys, crate::auth::KeyHasher::new(None), None);
+        let tenancy = crate::tenancy::auth::Tenancy::new(
+            None,
+            &config.virtual_keys,
+            crate::tenancy::auth::KeyHasher::new(None),
+            None,
+        );
         let principal = tenancy.authenticate("sk-stream-test", chrono::Utc::now()).await.unwrap();
-        let view = Arc::new(crate::budget::BudgetView::new());
+        let view = Arc::new(crate::limits::budget_view::BudgetView::new());
         view.set_caught_up();
-        let limiter = crate::ratelimit::RateLimiter::new(1);
+        let limiter = crate::limits::ratelimit::RateLimiter::new(1);
         Harness { router, principal, view, limiter, settings: crate::config::BudgetSettings::default() }
     }
 
@@ -74,7 +79,8 @@ impl Harness {
     pub(crate) fn start(&self, sink: Arc<Recorded>) -> (UsageRecorder, PickedDeployment) {
         let now = chrono::Utc::now();
         let admitted =
-            crate::admission::admit(&self.principal, "m", &self.view, &self.limiter, &self.settings, now).unwrap();
+            crate::limits::admission::admit(&self.principal, "m", &self.view, &self.limiter, &self.settings, now)
+                .unwrap();
         let recorder = UsageRecorder::start(
             sink,
             Permit::unbacked(),

@@ -280,8 +280,8 @@ impl Usage {
     }
 
     /// The counts the price table applies to.
-    pub fn tokens(&self) -> crate::pricing::Tokens {
-        crate::pricing::Tokens {
+    pub fn tokens(&self) -> crate::limits::pricing::Tokens {
+        crate::limits::pricing::Tokens {
             prompt: self.prompt_tokens,
             completion: self.completion_tokens,
             cached: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),

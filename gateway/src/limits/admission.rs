@@ -1,15 +1,15 @@
 //! Admission: may this request go to a provider now? Budgets at every level (key, team, user,
 //! organization, customer, and per model), then rate limits, then — for hard budgets — a
 //! reservation of the request's worst-case cost against this gateway's credit leases
-//! ([`crate::lease`]). Runs on every model route, after authentication and before the provider
+//! ([`crate::limits::leases`]). Runs on every model route, after authentication and before the provider
 //! is called; makes no remote call except when a lease must be refilled.
 
-use crate::auth::{Party, Principal};
-use crate::budget::BudgetView;
 use crate::config::{BudgetSettings, WhenStale};
 use crate::error::{GatewayError, Scope};
-use crate::lease::{Hold, Leases, Refusal, Slot};
-use crate::ratelimit::{LimitSpec, RateLimiter, Reservation};
+use crate::limits::budget_view::BudgetView;
+use crate::limits::leases::{Hold, Leases, Refusal, Slot};
+use crate::limits::ratelimit::{LimitSpec, RateLimiter, Reservation};
+use crate::tenancy::auth::{Party, Principal};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -306,20 +306,20 @@ mod tests {
     /// A lease store that cannot be reached.
     struct Unreachable;
 
-    impl crate::lease::LeaseStore for Unreachable {
+    impl crate::limits::leases::LeaseStore for Unreachable {
         fn grant<'a>(
             &'a self,
-            _: crate::lease::GrantRequest<'a>,
-        ) -> futures::future::BoxFuture<'a, Result<Option<NanoUsd>, crate::lease::LeaseError>> {
-            Box::pin(async { Err(crate::lease::LeaseError::Store("connection refused".into())) })
+            _: crate::limits::leases::GrantRequest<'a>,
+        ) -> futures::future::BoxFuture<'a, Result<Option<NanoUsd>, crate::limits::leases::LeaseError>> {
+            Box::pin(async { Err(crate::limits::leases::LeaseError::Store("connection refused".into())) })
         }
         fn give_back<'a>(
             &'a self,
             _: &'a str,
             _: &'a str,
             _: NanoUsd,
-        ) -> futures::future::BoxFuture<'a, Result<(), crate::lease::LeaseError>> {
-            Box::pin(async { Err(crate::lease::LeaseError::Store("connection refused".into())) })
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::limits::leases::LeaseError>> {
+            Box::pin(async { Err(crate::limits::leases::LeaseError::Store("connection refused".into())) })
         }
     }
 
@@ -330,7 +330,8 @@ mod tests {
         let hard = Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() };
         let p = principal(vec![party(Scope::Key, "key/k", hard), party(Scope::Team, "team/t", Limits::default())]);
         let now = Utc::now();
-        let leases = Leases::new(Arc::new(crate::lease::LocalLeases::default()), 1, std::time::Duration::from_secs(5));
+        let leases =
+            Leases::new(Arc::new(crate::limits::leases::LocalLeases::default()), 1, std::time::Duration::from_secs(5));
         let mut first = admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
         assert!(first.has_hard_budget());
         first.reserve(&leases, NanoUsd(60), now).await.unwrap();

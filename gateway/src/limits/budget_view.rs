@@ -10,7 +10,7 @@
 //! The listener reads `budget-state` from the beginning of every partition (no consumer group)
 //! and the control topic from its end, on a thread of its own.
 
-use crate::auth::Tenancy;
+use crate::tenancy::auth::Tenancy;
 use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
 use rdkafka::config::ClientConfig;

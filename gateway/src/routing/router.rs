@@ -6,7 +6,7 @@
 //! without clocks or randomness.
 
 use crate::config::{Config, ConfigError, FallbackList, RoutingStrategy};
-use crate::pricing::{resolve_price, Price};
+use crate::limits::pricing::{resolve_price, Price};
 use crate::providers::{default_api_base, Deployment, Target};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

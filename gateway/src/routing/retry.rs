@@ -4,7 +4,7 @@
 
 use crate::error::GatewayError;
 use crate::providers::{self, Deployment, Endpoint, UpstreamError};
-use crate::router::{PickedDeployment, Router};
+use crate::routing::router::{PickedDeployment, Router};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 

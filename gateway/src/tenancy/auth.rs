@@ -205,12 +205,12 @@ type RecordCache<R> = Cache<String, Option<Arc<R>>>;
 
 /// The cached tenancy view. A miss loads once from the store (concurrent misses for the same
 /// id wait for that one load); every change made through any gateway's admin API arrives on
-/// the control topic and drops the cached copy (see [`crate::budget::listen`]).
+/// the control topic and drops the cached copy (see [`crate::limits::budget_view::listen`]).
 pub struct Tenancy {
     store: Option<Arc<dyn TenancyStore>>,
     hasher: KeyHasher,
     /// Where a key's move to its lookup hash is announced to the other gateways.
-    control: Option<Arc<crate::changes::ControlPublisher>>,
+    control: Option<Arc<crate::tenancy::changes::ControlPublisher>>,
     config_keys: HashMap<String, Arc<KeyRecord>>,
     keys: RecordCache<KeyRecord>,
     teams: RecordCache<TeamRecord>,
@@ -243,7 +243,7 @@ impl Tenancy {
         store: Option<Arc<dyn TenancyStore>>,
         config_keys: &[VirtualKeyConfig],
         hasher: KeyHasher,
-        control: Option<Arc<crate::changes::ControlPublisher>>,
+        control: Option<Arc<crate::tenancy::changes::ControlPublisher>>,
     ) -> Tenancy {
         Tenancy {
             store,

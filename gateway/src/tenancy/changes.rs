@@ -6,7 +6,7 @@
 //! outbox that survives restarts). Never on a request's path: only admin calls and the poller
 //! touch it. docs/security.md states the bound.
 
-use crate::auth::Tenancy;
+use crate::tenancy::auth::Tenancy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use scylla::client::session::Session;

@@ -1,0 +1,6 @@
+//! Who is calling: virtual keys (hashed) and their teams, users, organizations and customers,
+//! cached in front of the store (`auth`), and how an admin change reaches every gateway's cache
+//! (`changes`: the change log and the control topic). docs/design.md §6.
+
+pub mod auth;
+pub mod changes;
