@@ -1,6 +1,6 @@
 //! The embedded default (docs/design.md §7): no Kafka, no Cassandra. Usage events are appended to
 //! the log of one SQLite file by group commit, and a folder thread folds them into the ledgers of
-//! the same file with the ledger consumer's own code (`tollgate_ledger_consumer::embedded`), then
+//! the same file with the ledger consumer's own code (`tollgate_ledger::embedded`), then
 //! updates this gateway's budget view directly (it is the only gateway).
 
 use crate::budget::BudgetView;
@@ -11,7 +11,7 @@ use metrics::{counter, gauge};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tollgate_ledger_consumer::embedded::{fold_next, EmbeddedDb};
+use tollgate_ledger::embedded::{fold_next, EmbeddedDb};
 use tollgate_schemas::store::SpendSource;
 use tollgate_schemas::tenancy::BudgetState;
 use tollgate_schemas::UsageEvent;
@@ -163,7 +163,7 @@ fn fold_loop(db: &EmbeddedDb, view: &BudgetView) {
     };
     // Spend folded before a restart counts at once (the Kafka set-up gets the same from the
     // compacted budget-state topic).
-    match tollgate_ledger_consumer::embedded::open_window_totals(db, chrono::Utc::now()) {
+    match tollgate_ledger::embedded::open_window_totals(db, chrono::Utc::now()) {
         Ok(totals) => {
             for (scope, window, spent) in totals {
                 view.apply(&BudgetState::Spend {

@@ -107,7 +107,7 @@ pub enum StartError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Embedded(#[from] tollgate_ledger_consumer::embedded::EmbeddedError),
+    Embedded(#[from] tollgate_ledger::embedded::EmbeddedError),
     #[error("budget leases: {0}")]
     Leases(String),
     #[error("embedded database size limit: {0}")]
@@ -209,7 +209,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 spool::private_dir(dir).map_err(StartError::Listener)?;
             }
             spool::private_file(&path).map_err(StartError::Listener)?;
-            let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&path)?;
+            let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
             if let Some(max) = embedded.max_size_bytes {
                 db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
             }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tollgate_ledger::ledger::CqlLedger;
 use tollgate_ledger_consumer::config::Config;
 use tollgate_ledger_consumer::consumer::{RunEnd, UsageConsumer};
-use tollgate_ledger_consumer::ledger::CqlLedger;
 
 #[derive(Parser, Debug)]
 #[command(about = "Folds Tollgate usage events into the spend ledgers exactly once")]
@@ -248,7 +248,7 @@ async fn reconcile(
     from: Option<chrono::NaiveDate>,
     to: Option<chrono::NaiveDate>,
 ) -> ExitCode {
-    use tollgate_ledger_consumer::reconcile::{
+    use tollgate_ledger::reconcile::{
         compare, compare_key_index, compare_read_model, dead_letters_by_reason, event_ledger_totals, scope_totals,
         without_dead_letters, Range, RowId, Totals,
     };
