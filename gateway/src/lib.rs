@@ -417,6 +417,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let flush_timeout = state.flush_timeout;
     match tokio::task::spawn_blocking(move || sink.flush(flush_timeout)).await {
         Ok(Ok(())) => {}
+        Ok(Err(crate::events::SinkError::Undelivered(left))) => tracing::error!(
+            durable = left.durable,
+            lost = left.lost,
+            "usage events undelivered at shutdown: the durable ones are delivered after the next start"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "usage events still undelivered at shutdown"),
         Err(e) => tracing::error!(error = %e, "usage event flush failed"),
     }
