@@ -49,7 +49,7 @@ enum Command {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    tollgate_schemas::telemetry::init_logging();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -350,12 +350,6 @@ fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config) -> O
 fn default_consumer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     format!("{host}-{}", std::process::id())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn wait_for_signal() {
