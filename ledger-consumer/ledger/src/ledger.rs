@@ -13,7 +13,9 @@
 use crate::dead_letter::DeadLetter;
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
+use scylla::client::pager::TypedRowStream;
 use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -291,6 +293,17 @@ impl CqlLedger {
         &self.session
     }
 
+    /// The rows of `cql`, read a page of 5,000 at a time: for full scans (`reindex`,
+    /// `reconcile`), audit tools and never a hot path.
+    pub(crate) async fn full_scan<R>(&self, cql: String) -> Result<TypedRowStream<R>, LedgerError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+    {
+        let mut stmt = scylla::statement::Statement::new(cql);
+        stmt.set_page_size(5_000);
+        self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<R>().map_err(result_err)
+    }
+
     /// Inserts rows that share one CQL partition as one unlogged batch: a single mutation for
     /// Cassandra or ScyllaDB to apply, instead of one request per row.
     async fn insert_batch<R: SerializeRow>(
@@ -337,11 +350,6 @@ impl CqlLedger {
     /// written before the index existed. Idempotent, in pages of the event ledger, with the
     /// timestamps the consumer would have used.
     pub async fn reindex_keys(&self, keyspace: &str) -> Result<u64, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, kafka_offset \
-             FROM {keyspace}.usage_events"
-        ));
-        stmt.set_page_size(5_000);
         type Cells = (
             Option<String>,
             chrono::NaiveDate,
@@ -353,8 +361,12 @@ impl CqlLedger {
             Option<String>,
             Option<i64>,
         );
-        let mut rows =
-            self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
+        let mut rows = self
+            .full_scan::<Cells>(format!(
+                "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, \
+                 kafka_offset FROM {keyspace}.usage_events"
+            ))
+            .await?;
         let mut written = 0u64;
         let mut chunk: Vec<Cells> = Vec::new();
         loop {

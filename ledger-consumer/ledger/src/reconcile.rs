@@ -15,7 +15,7 @@
 //! not (the refusal may have come before or after them).
 
 use crate::fold::rows_of;
-use crate::ledger::{query_err, result_err, CqlLedger, LedgerError};
+use crate::ledger::{query_err, CqlLedger, LedgerError};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashSet};
 use tollgate_schemas::UsageEvent;
@@ -231,17 +231,11 @@ impl CqlLedger {
     /// Every event in the event ledger with the `(partition, offset)` it was recorded at (a
     /// full scan: an audit tool, not a hot path).
     pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<RecordedEvent>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
-        ));
-        stmt.set_page_size(5_000);
         let mut rows = self
-            .session()
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(Option<String>, Option<i32>, Option<i64>)>()
-            .map_err(result_err)?;
+            .full_scan::<(Option<String>, Option<i32>, Option<i64>)>(format!(
+                "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
+            ))
+            .await?;
         let mut events = Vec::new();
         while let Some(row) = rows.next().await {
             let (body, partition, offset) = row.map_err(query_err)?;
@@ -255,17 +249,11 @@ impl CqlLedger {
 
     /// Every dead letter of the keyspace, of every topic (a full scan: an audit tool).
     pub async fn scan_dead_letters(&self, keyspace: &str) -> Result<Vec<DeadLetterRow>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
-        ));
-        stmt.set_page_size(5_000);
         let mut rows = self
-            .session()
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(i32, i64, Option<uuid::Uuid>, Option<String>)>()
-            .map_err(result_err)?;
+            .full_scan::<(i32, i64, Option<uuid::Uuid>, Option<String>)>(format!(
+                "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
+            ))
+            .await?;
         let mut letters = Vec::new();
         while let Some(row) = rows.next().await {
             let (partition, offset, event_id, reason) = row.map_err(query_err)?;
@@ -281,17 +269,11 @@ impl CqlLedger {
         keyspace: &str,
         table: &str,
     ) -> Result<std::collections::BTreeMap<RowId, Totals>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT scope_id, window_id, partition, spent_nano_usd, events FROM {keyspace}.{table}"
-        ));
-        stmt.set_page_size(5_000);
         let mut rows = self
-            .session()
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>()
-            .map_err(result_err)?;
+            .full_scan::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>(format!(
+                "SELECT scope_id, window_id, partition, spent_nano_usd, events FROM {keyspace}.{table}"
+            ))
+            .await?;
         let mut totals = std::collections::BTreeMap::new();
         while let Some(row) = rows.next().await {
             let (scope, window, partition, spent, events) = row.map_err(query_err)?;
@@ -306,11 +288,6 @@ impl CqlLedger {
 
     /// Every row of the key index (a full scan: an audit tool).
     pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<KeyIndexEntry>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
-             FROM {keyspace}.usage_events_by_key"
-        ));
-        stmt.set_page_size(5_000);
         type Cells = (
             String,
             chrono::NaiveDate,
@@ -322,12 +299,11 @@ impl CqlLedger {
             Option<String>,
         );
         let mut rows = self
-            .session()
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<Cells>()
-            .map_err(result_err)?;
+            .full_scan::<Cells>(format!(
+                "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
+                 FROM {keyspace}.usage_events_by_key"
+            ))
+            .await?;
         let mut entries = Vec::new();
         while let Some(row) = rows.next().await {
             let (key_id, day, hour, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
