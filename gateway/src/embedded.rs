@@ -1,24 +1,24 @@
 //! The embedded default (docs/design.md §7): no Kafka, no Cassandra. Usage events are appended to
 //! the log of one SQLite file by group commit, and a folder thread folds them into the ledgers of
-//! the same file with the ledger consumer's own code (`tollgate_ledger_consumer::embedded`), then
+//! the same file with the ledger consumer's own fold (`tollgate_ledger::embedded`), then
 //! updates this gateway's budget view directly (it is the only gateway).
+//!
+//! [`EmbeddedSink`] keeps the same [`UsageSink`] contract as the Kafka sink, on the same
+//! bookkeeping (`crate::events::SinkQueue`); only what its writer does with a batch differs.
 
 use crate::config::WhenFull;
-use crate::events::{stop_writer, Backlog, Message, Permit, SinkError, UsageSink};
+use crate::events::{encode_all, next_batch, Backlog, Message, Permit, SinkError, SinkQueue, UsageSink};
 use crate::limits::budget_view::BudgetView;
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Receiver;
 use metrics::{counter, gauge};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_ledger_consumer::embedded::{fold_next, EmbeddedDb};
+use tollgate_ledger::embedded::{fold_next, EmbeddedDb};
 use tollgate_schemas::store::SpendSource;
 use tollgate_schemas::tenancy::BudgetState;
 use tollgate_schemas::UsageEvent;
 
-/// Events per log transaction at most; a transaction also closes after [`GROUP_COMMIT`].
-const MAX_BATCH: usize = 1_024;
-const GROUP_COMMIT: Duration = Duration::from_millis(5);
 /// Events folded per step.
 const FOLD_BATCH: usize = 2_000;
 
@@ -46,9 +46,8 @@ pub fn local_secret(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 
 /// [`UsageSink`] on the embedded log.
 pub struct EmbeddedSink {
-    sender: Sender<Message>,
-    backlog: Arc<Backlog>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue: SinkQueue,
+    db: Arc<EmbeddedDb>,
 }
 
 impl EmbeddedSink {
@@ -59,63 +58,37 @@ impl EmbeddedSink {
         capacity: usize,
         when_full: WhenFull,
     ) -> std::io::Result<EmbeddedSink> {
-        let (sender, receiver) = unbounded();
-        let backlog = Backlog::new(capacity, when_full);
         let writer_db = db.clone();
-        let writer_backlog = backlog.clone();
-        let writer = std::thread::Builder::new()
-            .name("tollgate-log-writer".into())
-            .spawn(move || write_log(&writer_db, &receiver, &writer_backlog))?;
+        let queue = SinkQueue::start("tollgate-log-writer", capacity, when_full, move |receiver, backlog| {
+            write_log(&writer_db, &receiver, &backlog)
+        })?;
         let folder_db = db.clone();
         std::thread::Builder::new()
             .name("tollgate-ledger-folder".into())
             .spawn(move || fold_loop(&folder_db, &view))?;
-        Ok(EmbeddedSink { sender, backlog, writer: Mutex::new(Some(writer)) })
+        Ok(EmbeddedSink { queue, db })
     }
 }
 
 fn write_log(db: &EmbeddedDb, receiver: &Receiver<Message>, backlog: &Backlog) {
-    loop {
-        let mut stop = None;
-        let mut batch = Vec::new();
-        match receiver.recv() {
-            Ok(Message::Event(e)) => batch.push(e),
-            Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
-            Err(_) => return, // the sink is gone and everything is written
-        }
-        let gather_until = Instant::now() + GROUP_COMMIT;
-        while stop.is_none() && batch.len() < MAX_BATCH {
-            match receiver.recv_deadline(gather_until) {
-                Ok(Message::Event(e)) => batch.push(e),
-                Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        if !batch.is_empty() {
-            append(db, &batch, backlog, stop.as_ref().map(|(deadline, _)| *deadline));
-        }
-        if let Some((deadline, done)) = stop {
-            let _ = done.send(drain(db, deadline));
+    // None: the sink is gone and everything is written.
+    while let Some(batch) = next_batch(receiver, None) {
+        let deadline = batch.stop.as_ref().map(|stop| stop.deadline);
+        let lost = if batch.events.is_empty() { 0 } else { append(db, &batch.events, backlog, deadline) };
+        if let Some(stop) = batch.stop {
+            drain(db, stop.deadline);
+            stop.report(lost);
             return;
         }
     }
 }
 
 /// Appends a batch to the log, retrying until it is written (an admitted event is never
-/// dropped) or, at shutdown, until `deadline`. While the log cannot be written (a full disk)
-/// the backlog refuses new requests: they get 503 instead of waiting.
-fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Option<Instant>) {
-    let bodies: Vec<Vec<u8>> = batch
-        .iter()
-        .filter_map(|e| match e.encode() {
-            Ok(b) => Some(b),
-            Err(err) => {
-                counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
-                tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
-                None
-            }
-        })
-        .collect();
+/// dropped) or, at shutdown, until `deadline`; returns the events given up then. While the log
+/// cannot be written (a full disk) the backlog refuses new requests: they get 503 instead of
+/// waiting.
+fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Option<Instant>) -> u64 {
+    let bodies: Vec<Vec<u8>> = encode_all(batch).into_iter().map(|(body, _)| body).collect();
     let mut backoff = Duration::from_millis(10);
     while let Err(e) = db.append(&bodies) {
         counter!("tollgate_usage_log_errors_total").increment(1);
@@ -123,13 +96,14 @@ fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Op
             tracing::error!(error = %e, events = bodies.len(), "cannot append usage events to the embedded log; refusing new requests until it can");
         }
         backlog.set_unavailable(true);
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            counter!("tollgate_usage_events_total", "result" => "undelivered").increment(bodies.len() as u64);
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             tracing::error!(events = bodies.len(), "usage events could not be written before shutdown");
             backlog.written(batch.len());
-            return;
+            return bodies.len() as u64;
         }
-        std::thread::sleep(backoff);
+        // At shutdown, no sleep past the deadline: the flush waits for this thread's report.
+        std::thread::sleep(deadline.map_or(backoff, |d| backoff.min(d.saturating_duration_since(now))));
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
     if backlog.unavailable() {
@@ -138,18 +112,20 @@ fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Op
     }
     counter!("tollgate_usage_events_total", "result" => "delivered").increment(bodies.len() as u64);
     backlog.written(batch.len());
+    0
 }
 
-/// Waits until the folder has folded the whole log, or `deadline`; returns what is left (it is
-/// folded at the next start: the log is durable).
-fn drain(db: &EmbeddedDb, deadline: Instant) -> u64 {
-    loop {
-        let left = db.backlog().unwrap_or(0);
-        if left == 0 || Instant::now() >= deadline {
-            return u64::try_from(left).unwrap_or(0);
-        }
+/// Waits until the folder has folded the whole log, or `deadline` (what is left is folded at
+/// the next start: the log is durable).
+fn drain(db: &EmbeddedDb, deadline: Instant) {
+    while unfolded(db) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Log records not folded yet: durable, and not delivered to the ledgers.
+fn unfolded(db: &EmbeddedDb) -> u64 {
+    db.backlog().ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
 }
 
 /// Folds the log forever; after each step, publishes the touched budgets' totals to the view.
@@ -163,7 +139,7 @@ fn fold_loop(db: &EmbeddedDb, view: &BudgetView) {
     };
     // Spend folded before a restart counts at once (the Kafka set-up gets the same from the
     // compacted budget-state topic).
-    match tollgate_ledger_consumer::embedded::open_window_totals(db, chrono::Utc::now()) {
+    match tollgate_ledger::embedded::open_window_totals(db, chrono::Utc::now()) {
         Ok(totals) => {
             for (scope, window, spent) in totals {
                 view.apply(&BudgetState::Spend {
@@ -226,21 +202,14 @@ async fn publish_budgets(db: &EmbeddedDb, view: &BudgetView, events: &[&UsageEve
 
 impl UsageSink for EmbeddedSink {
     fn admit(&self) -> Result<Permit, SinkError> {
-        self.backlog.admit()
+        self.queue.admit()
     }
 
     fn publish(&self, permit: Permit, event: UsageEvent) {
-        if !self.backlog.accept(permit, &event) {
-            return;
-        }
-        if self.sender.send(Message::Event(event)).is_err() {
-            self.backlog.written(1);
-            counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-        }
+        self.queue.publish(permit, event);
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        self.backlog.close();
-        stop_writer(&self.sender, &self.writer, timeout)
+        self.queue.flush(timeout, || unfolded(&self.db))
     }
 }

@@ -1,7 +1,14 @@
-//! Publishing usage events. [`UsageSink`] is the boundary; [`KafkaSink`] writes each event to the
-//! local [`Spool`] (group-committed to disk) and then to the Kafka `usage` topic as a CloudEvent
-//! (binary mode), keyed by budget owner, with an idempotent producer. A spool record is deleted
-//! only after Kafka acknowledged it; whatever is left at start-up is sent again.
+//! Publishing usage events. [`UsageSink`] is the one contract every sink keeps (docs/design.md
+//! §3.5); [`KafkaSink`] writes each event to the local [`Spool`] (group-committed to disk) and
+//! then to the Kafka `usage` topic as a CloudEvent (binary mode), keyed by budget owner, with an
+//! idempotent producer. A spool record is deleted only after Kafka acknowledged it; whatever is
+//! left at start-up is sent again. The embedded sink (`crate::embedded::EmbeddedSink`) keeps the
+//! same contract over an SQLite log.
+//!
+//! The bookkeeping both sinks share is here, once: the [`Backlog`] (room for events admitted and
+//! not yet durable, and the counters of the contract), the [`SinkQueue`] to a sink's writer
+//! thread (publish, and the flush protocol with its [`Undelivered`] report) and the writer side's
+//! group commit ([`next_batch`], [`encode_all`]).
 //!
 //! Room for an event is taken before the provider is called ([`UsageSink::admit`] returns a
 //! [`Permit`] from the sink's [`Backlog`]); publishing then only hands the event to a queue and
@@ -25,7 +32,28 @@ use std::time::{Duration, Instant};
 use tollgate_schemas::cloudevents as ce;
 use tollgate_schemas::UsageEvent;
 
-/// Where usage events go.
+/// Where usage events go: the contract every sink keeps, whatever carries its events
+/// (docs/design.md §3.5).
+///
+/// - [`admit`](UsageSink::admit) takes room for one event in the sink's one bounded
+///   [`Backlog`], or refuses: [`SinkError::Full`] under policy `reject` (503
+///   `metering_backlog_full`), [`SinkError::Unavailable`] while the sink's durable store cannot
+///   be written (503 `metering_unavailable`), [`SinkError::Closed`] after a flush. Under policy
+///   `serve` a full backlog admits without room. It never waits.
+/// - [`publish`](UsageSink::publish) hands the event to the sink's writer thread with the room
+///   its permit holds; an event without room (policy `serve`), or published after the writer
+///   stopped, is counted and dropped. It never waits.
+/// - [`flush`](UsageSink::flush) stops admission, has the writer make what is queued durable
+///   and wait for its delivery until `timeout`, and reports what is left as
+///   [`SinkError::Undelivered`]. It returns within `timeout` plus one second, whatever the
+///   writer is stuck on.
+///
+/// The counters are the same for every sink: `tollgate_requests_rejected_total{reason}` for
+/// refusals (`metering_backlog`, `metering_unavailable`), and
+/// `tollgate_usage_events_total{result}` with `accepted` (handed to the writer with room),
+/// `dropped` (no room, or after shutdown), `unencodable`, `delivered` (acknowledged by Kafka, or
+/// appended to the embedded log) and `undelivered` (admitted, never made durable before the
+/// flush's timeout); the gauge `tollgate_usage_backlog_events` is the room taken.
 pub trait UsageSink: Send + Sync + 'static {
     /// Takes room for one event before a request goes to a provider, or refuses the request.
     fn admit(&self) -> Result<Permit, SinkError>;
@@ -33,7 +61,8 @@ pub trait UsageSink: Send + Sync + 'static {
     fn publish(&self, permit: Permit, event: UsageEvent);
     /// Stops taking events, writes what is queued, waits until it is delivered (Kafka
     /// acknowledged it, or the embedded ledger folded it) or `timeout` passes, and stops the
-    /// writer. What is not delivered stays durable and is replayed at the next start.
+    /// writer. What is left is reported as [`SinkError::Undelivered`]: what is durable is
+    /// delivered after the next start.
     fn flush(&self, timeout: Duration) -> Result<(), SinkError>;
     /// How the replay of an earlier run's events goes, where there is one: `(in progress,
     /// replayed so far, found at start-up)`.
@@ -48,8 +77,8 @@ pub enum SinkError {
     Full,
     #[error("usage metering is shut down")]
     Closed,
-    /// The embedded log cannot be written (a full disk, say): no new request is admitted until
-    /// it can, and what was admitted waits in memory.
+    /// The sink's durable store cannot be written (the embedded log on a full disk, say): no new
+    /// request is admitted until it can, and what was admitted waits in memory.
     #[error("the usage log cannot be written")]
     Unavailable,
     #[error("cannot encode usage event: {0}")]
@@ -58,16 +87,44 @@ pub enum SinkError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    #[error("{0} usage events not yet delivered at shutdown; they stay durable and are sent at the next start")]
-    Undelivered(u64),
+    /// A flush ran out of time.
+    #[error("{0}")]
+    Undelivered(Undelivered),
     #[error("cannot start the usage writer: {0}")]
     Thread(std::io::Error),
 }
 
+/// What a flush left undelivered when its time ran out; the same for every sink.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Durable and not delivered yet (in the spool and not acknowledged by Kafka, or in the
+    /// embedded log and not folded): delivered after the next start.
+    pub durable: u64,
+    /// Admitted and never made durable: lost with the process.
+    pub lost: u64,
+}
+
+impl Undelivered {
+    pub fn is_empty(&self) -> bool {
+        self.durable == 0 && self.lost == 0
+    }
+}
+
+impl std::fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "usage events undelivered at shutdown: {} durable, delivered after the next start; {} never written, lost",
+            self.durable, self.lost
+        )
+    }
+}
+
 // === impl Backlog ===
 
-/// The bound on events admitted and not yet written, shared by every sink: admission takes a
-/// place, the writer gives it back once the event is durable.
+/// The bound on events admitted and not yet durable, shared by every sink: admission takes a
+/// place, the writer gives it back once the event is durable. It counts the contract's
+/// refusals and drops.
 #[derive(Debug)]
 pub struct Backlog {
     taken: AtomicUsize,
@@ -101,6 +158,12 @@ impl Permit {
     /// its event is dropped and counted, as under policy `serve` without room.
     pub fn unbacked() -> Permit {
         Permit(None)
+    }
+
+    /// Whether this permit holds room in a backlog (`false`: admitted under policy `serve`
+    /// without room, or [`Permit::unbacked`]).
+    pub fn has_room(&self) -> bool {
+        self.0.is_some()
     }
 }
 
@@ -143,8 +206,9 @@ impl Backlog {
     }
 
     /// Whether `permit`'s event may be queued; an event without room is counted and dropped.
-    pub(crate) fn accept(&self, permit: Permit, event: &UsageEvent) -> bool {
+    fn accept(&self, permit: Permit, event: &UsageEvent) -> bool {
         if permit.into_queued() {
+            counter!("tollgate_usage_events_total", "result" => "accepted").increment(1);
             return true;
         }
         counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
@@ -152,7 +216,7 @@ impl Backlog {
         false
     }
 
-    /// `n` queued events are durable: their places are free again.
+    /// `n` queued events are durable (or given up at shutdown): their places are free again.
     pub fn written(&self, n: usize) {
         self.taken.fetch_sub(n, Ordering::AcqRel);
         gauge!("tollgate_usage_backlog_events").set(self.taken.load(Ordering::Acquire) as f64);
@@ -176,45 +240,179 @@ impl Backlog {
     }
 }
 
+// === impl SinkQueue ===
+
 /// What goes to a writer thread.
 // Events are nearly every message: boxing them would cost an allocation each to save room on
 // the rare stop.
 #[allow(clippy::large_enum_variant)]
 pub enum Message {
     Event(UsageEvent),
-    /// Finish: write what is queued, wait for delivery until the deadline, then report the
-    /// events left undelivered and stop.
-    Stop {
-        deadline: Instant,
-        done: Sender<u64>,
-    },
+    Stop(Stop),
 }
 
-/// Asks a writer thread to stop and waits for its report (at most until `timeout`, plus a
-/// second for the writer to notice): the number of events it could not deliver.
-pub fn stop_writer(
-    sender: &Sender<Message>,
-    handle: &Mutex<Option<std::thread::JoinHandle<()>>>,
-    timeout: Duration,
-) -> Result<(), SinkError> {
-    let deadline = Instant::now() + timeout;
-    let (done, report) = crossbeam_channel::bounded(1);
-    if sender.send(Message::Stop { deadline, done }).is_err() {
-        return Err(SinkError::Closed);
+/// A flush's request to a writer: make what is queued durable, wait for its delivery until
+/// `deadline`, then [`report`](Stop::report) and stop.
+pub struct Stop {
+    pub deadline: Instant,
+    done: Sender<u64>,
+}
+
+impl Stop {
+    /// Tells the flush that the writer has stopped, and how many admitted events it gave up
+    /// without making them durable.
+    pub fn report(self, lost: u64) {
+        let _ = self.done.send(lost);
     }
-    let left = match report.recv_timeout(timeout + Duration::from_secs(1)) {
-        Ok(left) => left,
-        // The writer is stuck (a wedged producer queue, say): what it holds is durable.
-        Err(_) => return Err(SinkError::Undelivered(u64::MAX)),
+}
+
+/// A sink's side of its writer thread, the same for every sink: the backlog, the queue to the
+/// writer and the writer's handle. A sink's [`UsageSink`] methods are these.
+pub struct SinkQueue {
+    sender: Sender<Message>,
+    backlog: Arc<Backlog>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SinkQueue {
+    /// Starts the writer thread `name`, which runs `writer` over the queue's receiving end and
+    /// the backlog it frees room in.
+    pub fn start(
+        name: &str,
+        capacity: usize,
+        when_full: WhenFull,
+        writer: impl FnOnce(Receiver<Message>, Arc<Backlog>) + Send + 'static,
+    ) -> std::io::Result<SinkQueue> {
+        let (sender, receiver) = unbounded();
+        let backlog = Backlog::new(capacity, when_full);
+        let writer_backlog = backlog.clone();
+        let handle = std::thread::Builder::new().name(name.into()).spawn(move || writer(receiver, writer_backlog))?;
+        Ok(SinkQueue { sender, backlog, writer: Mutex::new(Some(handle)) })
+    }
+
+    pub fn admit(&self) -> Result<Permit, SinkError> {
+        self.backlog.admit()
+    }
+
+    pub fn publish(&self, permit: Permit, event: UsageEvent) {
+        if !self.backlog.accept(permit, &event) {
+            return;
+        }
+        if let Err(e) = self.sender.send(Message::Event(event)) {
+            // Only after the writer stopped (shutdown finished): nothing can take it.
+            self.backlog.written(1);
+            counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
+            if let Message::Event(event) = e.into_inner() {
+                tracing::error!(event_id = %event.event_id, "usage event after shutdown; dropped");
+            }
+        }
+    }
+
+    /// Closes admission, asks the writer to stop by `timeout` and waits for it (a second more at
+    /// most). `durable` tells how many durable events still wait for delivery, once the writer
+    /// stopped or the wait ran out; what the writer gave up, or still holds when it does not
+    /// answer, is lost.
+    pub fn flush(&self, timeout: Duration, durable: impl FnOnce() -> u64) -> Result<(), SinkError> {
+        // In-flight requests are finished by now (the server drained them).
+        self.backlog.close();
+        let deadline = Instant::now() + timeout;
+        let (done, report) = crossbeam_channel::bounded(1);
+        if self.sender.send(Message::Stop(Stop { deadline, done })).is_err() {
+            return Err(SinkError::Closed);
+        }
+        let lost = match report.recv_timeout(timeout + Duration::from_secs(1)) {
+            Ok(lost) => {
+                if let Some(h) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+                    let _ = h.join();
+                }
+                lost
+            }
+            // The writer is stuck (a disk that does not answer, say): what it has not written
+            // is lost.
+            Err(_) => {
+                tracing::error!("the usage writer did not stop in time");
+                self.backlog.taken() as u64
+            }
+        };
+        counter!("tollgate_usage_events_total", "result" => "undelivered").increment(lost);
+        let left = Undelivered { durable: durable(), lost };
+        if left.is_empty() {
+            tracing::info!("usage events flushed");
+            Ok(())
+        } else {
+            Err(SinkError::Undelivered(left))
+        }
+    }
+}
+
+// === the writer side ===
+
+/// Events written and synced per group commit, at most.
+pub const MAX_BATCH: usize = 1024;
+/// How long a group commit waits for more events after the first. With the batch being
+/// written, this is what a power loss can cost: the events of the last few milliseconds.
+pub const GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What a writer takes from its queue at once.
+#[derive(Default)]
+pub struct Batch {
+    /// A group commit's events, in the order published.
+    pub events: Vec<UsageEvent>,
+    /// A flush's request, with every event queued before it in `events`.
+    pub stop: Option<Stop>,
+}
+
+/// The next group commit: waits up to `wait` for a first message (forever: `None`; an empty
+/// batch when none came), then gathers what arrives within [`GROUP_COMMIT_INTERVAL`], at most
+/// [`MAX_BATCH`] events, so that a light load does not pay one disk sync (and one thread
+/// wake-up) per event. After a stop, whatever is queued behind it is taken too. `None` when the
+/// sink is gone.
+pub fn next_batch(rx: &Receiver<Message>, wait: Option<Duration>) -> Option<Batch> {
+    let first = match wait {
+        Some(wait) => match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => return Some(Batch::default()),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        },
+        None => rx.recv().ok()?,
     };
-    if let Some(h) = handle.lock().ok().and_then(|mut h| h.take()) {
-        let _ = h.join();
+    let mut batch = Batch::default();
+    match first {
+        Message::Event(e) => batch.events.push(e),
+        Message::Stop(stop) => batch.stop = Some(stop),
     }
-    if left > 0 {
-        Err(SinkError::Undelivered(left))
-    } else {
-        Ok(())
+    let gather_until = Instant::now() + GROUP_COMMIT_INTERVAL;
+    while batch.stop.is_none() && batch.events.len() < MAX_BATCH {
+        match rx.recv_deadline(gather_until) {
+            Ok(Message::Event(e)) => batch.events.push(e),
+            Ok(Message::Stop(stop)) => batch.stop = Some(stop),
+            Err(_) => break,
+        }
     }
+    if batch.stop.is_some() {
+        // Events published behind the stop (a request that ended late) are written too.
+        batch.events.extend(rx.try_iter().filter_map(|m| match m {
+            Message::Event(e) => Some(e),
+            Message::Stop(_) => None,
+        }));
+    }
+    Some(batch)
+}
+
+/// Encodes a batch for the durable store, with the event each payload is; an event that cannot
+/// be encoded is logged, counted and left out.
+pub fn encode_all(events: &[UsageEvent]) -> Vec<(Vec<u8>, &UsageEvent)> {
+    events
+        .iter()
+        .filter_map(|e| match e.encode() {
+            Ok(p) => Some((p, e)),
+            Err(err) => {
+                counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
+                tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
+                None
+            }
+        })
+        .collect()
 }
 
 // === impl KafkaSink ===
@@ -224,6 +422,8 @@ pub fn stop_writer(
 pub struct DeliveryReports {
     acks: Arc<Acks>,
     retry: Sender<Retry>,
+    /// Records sent without a spool record (the spool write failed) and not delivered yet.
+    unspooled: Arc<AtomicU64>,
     /// Failed deliveries not logged yet: one line every [`RETRY_LOG_INTERVAL`] says how many,
     /// not one line per event (an outage fails thousands at once).
     unlogged: Arc<RetryLog>,
@@ -268,8 +468,11 @@ impl ProducerContext for DeliveryReports {
             Ok(_) => {
                 counter!("tollgate_usage_events_total", "result" => "delivered").increment(1);
                 self.acks.delivered();
-                if let Some(r) = *record {
-                    self.acks.ack(r);
+                match *record {
+                    Some(r) => self.acks.ack(r),
+                    None => {
+                        let _ = self.unspooled.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                    }
                 }
             }
             Err((e, message)) => {
@@ -288,9 +491,8 @@ impl ProducerContext for DeliveryReports {
 type KafkaProducer = ThreadedProducer<DeliveryReports>;
 
 pub struct KafkaSink {
-    sender: Sender<Message>,
-    backlog: Arc<Backlog>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queue: SinkQueue,
+    acks: Arc<Acks>,
     replay: Arc<ReplayStatus>,
 }
 
@@ -358,6 +560,11 @@ struct Writer {
     rx: Receiver<Message>,
     retries: Receiver<Retry>,
     retry_tx: Sender<Retry>,
+    /// Shared with every producer's [`DeliveryReports`]: unspooled records not delivered yet.
+    unspooled: Arc<AtomicU64>,
+    /// Set by a flush: a record the producer's full queue does not take by then is given up
+    /// (a spooled one stays in the spool).
+    give_up_at: Option<Instant>,
     backlog: Arc<Backlog>,
     spool: Spool,
     client: ClientConfig,
@@ -373,12 +580,6 @@ struct Writer {
     /// When watermarks and gauges were last written.
     last_housekeeping: Instant,
 }
-
-/// Events written and synced per group commit, at most.
-const MAX_BATCH: usize = 1024;
-/// How long a group commit waits for more events after the first. With the batch being
-/// written, this is what a power loss can cost: the events of the last few milliseconds.
-const GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 
 fn producer_config(kafka: &KafkaConfig, gateway_id: &str) -> ClientConfig {
     let mut client = kafka.client_config();
@@ -406,13 +607,13 @@ impl KafkaSink {
         let acks = spool.acks();
         let client = producer_config(kafka, gateway_id);
         let (retry_tx, retries) = unbounded();
+        let unspooled = Arc::new(AtomicU64::new(0));
         let producer: KafkaProducer = client.create_with_context(DeliveryReports {
             acks: acks.clone(),
             retry: retry_tx.clone(),
+            unspooled: unspooled.clone(),
             unlogged: Arc::default(),
         })?;
-        let (tx, rx) = unbounded();
-        let backlog = Backlog::new(spool_config.queue_capacity, spool_config.when_full);
         let status = Arc::new(ReplayStatus::default());
         let replay = (!leftovers.is_empty()).then(|| {
             let events = leftovers.count();
@@ -434,26 +635,32 @@ impl KafkaSink {
         if replay.is_none() {
             tracing::info!("no usage events left in the spool to replay");
         }
-        let mut writer = Writer {
-            rx,
-            retries,
-            retry_tx,
-            backlog: backlog.clone(),
-            spool,
-            client,
-            producer,
-            topic: kafka.usage_topic.clone(),
-            source: ce::source_for_gateway(gateway_id),
-            progress: (0, Instant::now()),
-            stall_after: Duration::from_secs(kafka.stall_rebuild_secs),
-            replay,
-            last_housekeeping: Instant::now(),
+        let topic = kafka.usage_topic.clone();
+        let source = ce::source_for_gateway(gateway_id);
+        let stall_after = Duration::from_secs(kafka.stall_rebuild_secs);
+        let run = move |rx, backlog| {
+            let mut writer = Writer {
+                rx,
+                retries,
+                retry_tx,
+                unspooled,
+                give_up_at: None,
+                backlog,
+                spool,
+                client,
+                producer,
+                topic,
+                source,
+                progress: (0, Instant::now()),
+                stall_after,
+                replay,
+                last_housekeeping: Instant::now(),
+            };
+            writer.run();
         };
-        let handle = std::thread::Builder::new()
-            .name("tollgate-usage-writer".into())
-            .spawn(move || writer.run())
+        let queue = SinkQueue::start("tollgate-usage-writer", spool_config.queue_capacity, spool_config.when_full, run)
             .map_err(SinkError::Thread)?;
-        Ok(KafkaSink { sender: tx, backlog, writer: Mutex::new(Some(handle)), replay: status })
+        Ok(KafkaSink { queue, acks, replay: status })
     }
 }
 
@@ -462,46 +669,16 @@ impl Writer {
         loop {
             // While a replay runs, look at live events often and feed the replay in between.
             let wait = if self.replay.is_some() { Duration::from_millis(10) } else { Duration::from_secs(1) };
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut events = Vec::with_capacity(64);
-            let mut stop = None;
-            match first {
-                Some(Message::Event(e)) => events.push(e),
-                Some(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
-                None => {}
+            let Some(batch) = next_batch(&self.rx, Some(wait)) else { return };
+            if let Some(stop) = &batch.stop {
+                self.give_up_at = Some(stop.deadline);
             }
-            // Group commit: gather what arrives within the commit interval, so that a light load
-            // does not pay one disk sync (and one thread wake-up) per event.
-            let gather_until = Instant::now() + GROUP_COMMIT_INTERVAL;
-            while !events.is_empty() && stop.is_none() && events.len() < MAX_BATCH {
-                match self.rx.recv_deadline(gather_until) {
-                    Ok(Message::Event(e)) => events.push(e),
-                    Ok(Message::Stop { deadline, done }) => stop = Some((deadline, done)),
-                    Err(_) => break,
-                }
+            if !batch.events.is_empty() {
+                self.write(&batch.events);
             }
-            if !events.is_empty() {
-                self.write(&events);
-            }
-            if let Some((deadline, done)) = stop {
-                // Messages queued behind the stop (none: the backlog is closed first) are
-                // written too.
-                let rest: Vec<UsageEvent> = self
-                    .rx
-                    .try_iter()
-                    .filter_map(|m| match m {
-                        Message::Event(e) => Some(e),
-                        Message::Stop { .. } => None,
-                    })
-                    .collect();
-                if !rest.is_empty() {
-                    self.write(&rest);
-                }
-                let _ = done.send(self.drain(deadline));
+            if let Some(stop) = batch.stop {
+                let lost = self.drain(stop.deadline);
+                stop.report(lost);
                 return;
             }
             self.replay_step();
@@ -550,26 +727,14 @@ impl Writer {
 
     /// Spools a batch (one sync), hands it to the producer, and frees its backlog places.
     fn write(&mut self, events: &[UsageEvent]) {
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut sent = Vec::with_capacity(events.len());
-        for e in events {
-            match e.encode() {
-                Ok(p) => {
-                    payloads.push(p);
-                    sent.push(e);
-                }
-                Err(err) => {
-                    counter!("tollgate_usage_events_total", "result" => "unencodable").increment(1);
-                    tracing::error!(event_id = %e.event_id, error = %err, "usage event cannot be encoded");
-                }
-            }
-        }
+        let (payloads, sent): (Vec<Vec<u8>>, Vec<&UsageEvent>) = encode_all(events).into_iter().unzip();
         // Group commit: one sync for the batch. The record is on disk before Kafka sees it.
         let written = match self.spool.append_batch(&payloads) {
             Ok(r) => Some(r),
             Err(e) => {
                 counter!("tollgate_spool_write_errors_total").increment(1);
                 tracing::error!(error = %e, "cannot write usage events to the spool; sending them unspooled");
+                self.unspooled.fetch_add(payloads.len() as u64, Ordering::AcqRel);
                 None
             }
         };
@@ -596,12 +761,14 @@ impl Writer {
         }
     }
 
-    /// Waits until Kafka acknowledged everything spooled or `deadline` passes; returns what is
-    /// left unacknowledged (it stays in the spool).
+    /// Waits until Kafka acknowledged everything sent or `deadline` passes, then closes the
+    /// spool. Returns the records sent unspooled that Kafka did not acknowledge: they are lost
+    /// (what is unacknowledged in the spool stays for the next start).
     fn drain(&mut self, deadline: Instant) -> u64 {
         // Leftovers the replay has not handed over yet stay for the next start: no use waiting.
         let unsent = self.replay.as_ref().map_or(0, Replay::unsent);
-        while self.spool.acks().pending() > unsent && Instant::now() < deadline {
+        let waiting = |w: &Self| w.spool.acks().pending() > unsent || w.unspooled.load(Ordering::Acquire) > 0;
+        while waiting(self) && Instant::now() < deadline {
             self.producer.flush(Duration::from_millis(100)).ok();
             self.send_retries();
             self.check_stalled();
@@ -614,10 +781,8 @@ impl Writer {
         let left = self.spool.acks().pending();
         if left > 0 {
             tracing::warn!(unacknowledged = left, "usage events not yet acknowledged by Kafka stay in the spool");
-        } else {
-            tracing::info!("usage events flushed");
         }
-        left
+        self.unspooled.load(Ordering::Acquire)
     }
 
     /// Sends again what the producer handed back.
@@ -656,8 +821,12 @@ impl Writer {
             in_flight = self.producer.in_flight_count(),
             "the Kafka producer delivers nothing although the broker answers; replacing it"
         );
-        let context =
-            DeliveryReports { acks: self.spool.acks(), retry: self.retry_tx.clone(), unlogged: Arc::default() };
+        let context = DeliveryReports {
+            acks: self.spool.acks(),
+            retry: self.retry_tx.clone(),
+            unspooled: self.unspooled.clone(),
+            unlogged: Arc::default(),
+        };
         match self.client.create_with_context::<_, KafkaProducer>(context) {
             Ok(fresh) => {
                 counter!("tollgate_kafka_producer_rebuilds_total").increment(1);
@@ -716,6 +885,12 @@ impl Writer {
                     counter!("tollgate_usage_events_total", "result" => "queued").increment(1);
                     return;
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if self.give_up_at.is_some_and(|at| Instant::now() >= at) =>
+                {
+                    // A flush ran out of time: a spooled record stays for the next start.
+                    return;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
                     opaque = record.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(20));
@@ -733,27 +908,15 @@ impl Writer {
 
 impl UsageSink for KafkaSink {
     fn admit(&self) -> Result<Permit, SinkError> {
-        self.backlog.admit()
+        self.queue.admit()
     }
 
     fn publish(&self, permit: Permit, event: UsageEvent) {
-        if !self.backlog.accept(permit, &event) {
-            return;
-        }
-        if let Err(e) = self.sender.send(Message::Event(event)) {
-            // Only after the writer stopped (shutdown finished): nothing can take it.
-            self.backlog.written(1);
-            counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-            if let Message::Event(event) = e.into_inner() {
-                tracing::error!(event_id = %event.event_id, "usage event after shutdown; dropped");
-            }
-        }
+        self.queue.publish(permit, event);
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {
-        // In-flight requests are finished by now (the server drained them).
-        self.backlog.close();
-        stop_writer(&self.sender, &self.writer, timeout)
+        self.queue.flush(timeout, || self.acks.pending())
     }
 
     fn replay(&self) -> Option<(bool, u64, u64)> {
@@ -762,48 +925,4 @@ impl UsageSink for KafkaSink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event() -> UsageEvent {
-        serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json"))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn the_backlog_refuses_beyond_its_bound_and_frees_unused_room() {
-        let b = Backlog::new(2, WhenFull::Reject);
-        let p1 = b.admit().unwrap();
-        let p2 = b.admit().unwrap();
-        assert!(matches!(b.admit(), Err(SinkError::Full)));
-        drop(p1); // a request that never reached a provider
-        let p3 = b.admit().unwrap();
-        assert!(b.accept(p2, &event()));
-        assert_eq!(b.taken(), 2, "a queued event keeps its place until written");
-        b.written(1);
-        assert_eq!(b.taken(), 1);
-        drop(p3);
-        assert_eq!(b.taken(), 0);
-        b.close();
-        assert!(matches!(b.admit(), Err(SinkError::Closed)));
-    }
-
-    #[test]
-    fn policy_serve_admits_without_room_and_drops_those_events() {
-        let b = Backlog::new(1, WhenFull::Serve);
-        let with_room = b.admit().unwrap();
-        let without = b.admit().unwrap();
-        assert!(!b.accept(without, &event()));
-        assert!(b.accept(with_room, &event()));
-        assert_eq!(b.taken(), 1);
-    }
-
-    #[test]
-    fn an_unwritable_log_refuses_new_requests() {
-        let b = Backlog::new(10, WhenFull::Reject);
-        b.set_unavailable(true);
-        assert!(matches!(b.admit(), Err(SinkError::Unavailable)));
-        b.set_unavailable(false);
-        assert!(b.admit().is_ok());
-    }
-}
+mod tests;

@@ -102,7 +102,7 @@ pub enum StartError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Embedded(#[from] tollgate_ledger_consumer::embedded::EmbeddedError),
+    Embedded(#[from] tollgate_ledger::embedded::EmbeddedError),
     #[error("budget leases: {0}")]
     Leases(String),
     #[error("embedded database size limit: {0}")]
@@ -205,7 +205,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 spool::private_dir(dir).map_err(StartError::Listener)?;
             }
             spool::private_file(&path).map_err(StartError::Listener)?;
-            let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&path)?;
+            let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
             if let Some(max) = embedded.max_size_bytes {
                 db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
             }
@@ -413,6 +413,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let flush_timeout = state.flush_timeout;
     match tokio::task::spawn_blocking(move || sink.flush(flush_timeout)).await {
         Ok(Ok(())) => {}
+        Ok(Err(crate::events::SinkError::Undelivered(left))) => tracing::error!(
+            durable = left.durable,
+            lost = left.lost,
+            "usage events undelivered at shutdown: the durable ones are delivered after the next start"
+        ),
         Ok(Err(e)) => tracing::error!(error = %e, "usage events still undelivered at shutdown"),
         Err(e) => tracing::error!(error = %e, "usage event flush failed"),
     }

@@ -29,7 +29,7 @@ struct Args {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    tollgate_gateway::telemetry::init_logging();
+    tollgate_schemas::telemetry::init_logging();
     let origin = args.config.display().to_string();
     let config = match Config::load(&args.config) {
         Ok(c) => c,

@@ -1,5 +1,6 @@
-//! Logging and Prometheus metrics set-up. Metric names follow `tollgate_<noun>_<unit>`; labels
-//! are bounded (model, provider, status), never a key or a request id.
+//! Prometheus metrics set-up (logging is `tollgate_schemas::telemetry`, shared with the ledger
+//! consumer). Metric names follow `tollgate_<noun>_<unit>`; labels are bounded (model, provider,
+//! status), never a key or a request id.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -24,18 +25,4 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
-}
-
-/// Structured logs to stderr; level from `TOLLGATE_LOG` (default `info`), JSON when
-/// `TOLLGATE_LOG_FORMAT=json`.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    let _ = result; // already initialised (tests): keep the first subscriber
 }

@@ -5,7 +5,6 @@
 //! per `(scope, window, threshold)` by webhook, claimed first with `INSERT ... IF NOT EXISTS`.
 //! Heartbeats on the same topic tell gateways how fresh their view is.
 
-use crate::fold::Message;
 use futures::StreamExt;
 use metrics::counter;
 use moka::future::Cache;
@@ -17,6 +16,7 @@ use scylla::statement::SerialConsistency;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_ledger::fold::Message;
 use tollgate_schemas::store::{get_record, lwt_applied, CqlSpend, SpendSource, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetRecord, BudgetState, CustomerRecord, KeyRecord, Limits, OrganizationRecord, Record, TeamRecord, UserRecord,

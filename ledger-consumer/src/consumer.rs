@@ -7,10 +7,7 @@
 //! consumer is waiting for (a retry sleep, a ledger call, a dead-letter or budget publish) and
 //! stores nothing for a batch that is not wholly durable.
 
-use crate::apply::{fold_batch, Applied, LogRecord};
 use crate::config::Config;
-use crate::dead_letter::{DeadLetter, DeadLetterTopic};
-use crate::ledger::LedgerStore;
 use metrics::{counter, gauge};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -21,6 +18,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tollgate_ledger::apply::{fold_batch, Applied, LogRecord};
+use tollgate_ledger::dead_letter::{DeadLetter, DeadLetterTopic};
+use tollgate_ledger::ledger::LedgerStore;
 
 /// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
 pub struct LagReporter {

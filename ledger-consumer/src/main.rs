@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tollgate_ledger::ledger::CqlLedger;
 use tollgate_ledger_consumer::config::Config;
 use tollgate_ledger_consumer::consumer::{RunEnd, UsageConsumer};
-use tollgate_ledger_consumer::ledger::CqlLedger;
 
 #[derive(Parser, Debug)]
 #[command(about = "Folds Tollgate usage events into the spend ledgers exactly once")]
@@ -49,7 +49,7 @@ enum Command {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging();
+    tollgate_schemas::telemetry::init_logging();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -248,7 +248,7 @@ async fn reconcile(
     from: Option<chrono::NaiveDate>,
     to: Option<chrono::NaiveDate>,
 ) -> ExitCode {
-    use tollgate_ledger_consumer::reconcile::{
+    use tollgate_ledger::reconcile::{
         compare, compare_key_index, compare_read_model, dead_letters_by_reason, event_ledger_totals, scope_totals,
         without_dead_letters, Range, RowId, Totals,
     };
@@ -350,12 +350,6 @@ fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config) -> O
 fn default_consumer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     format!("{host}-{}", std::process::id())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn wait_for_signal() {

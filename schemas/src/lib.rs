@@ -3,7 +3,7 @@
 //! Everything that crosses a process boundary (the usage event, topic names, the CQL schema,
 //! ledger row identifiers, money, tenancy records, how request logs are paged) is defined here
 //! once. Apart from the tenancy and spend stores (feature `cql`, the one implementation both
-//! services use), this crate does no I/O.
+//! services use) and the binaries' log set-up (feature `telemetry`), this crate does no I/O.
 
 pub mod cloudevents;
 pub mod cql;
@@ -15,6 +15,8 @@ pub mod money;
 pub mod secret;
 #[cfg(feature = "cql")]
 pub mod store;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 pub mod tenancy;
 pub mod topics;
 pub mod yaml;

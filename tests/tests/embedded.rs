@@ -7,8 +7,8 @@ use serde_json::json;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_ledger_consumer::embedded::{scan, EmbeddedDb};
-use tollgate_ledger_consumer::reconcile::{compare, event_ledger_totals, Range, Totals};
+use tollgate_ledger::embedded::{scan, EmbeddedDb};
+use tollgate_ledger::reconcile::{compare, event_ledger_totals, Range, Totals};
 use tollgate_tests::*;
 
 fn embedded_yaml(mock: &str, db: &std::path::Path) -> String {

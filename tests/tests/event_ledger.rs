@@ -6,8 +6,8 @@
 use anyhow::{ensure, Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_ledger_consumer::fold::Message;
-use tollgate_ledger_consumer::ledger::{CqlLedger, LedgerStore};
+use tollgate_ledger::fold::Message;
+use tollgate_ledger::ledger::{CqlLedger, LedgerStore};
 use tollgate_schemas::UsageEvent;
 use tollgate_tests::*;
 

@@ -584,7 +584,7 @@ mod tests {
     /// A tenancy view on a real (embedded) store holding `records`.
     async fn store_with(records: &[(Kind, &str, serde_json::Value)]) -> (Tenancy, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let db = tollgate_ledger::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
         for (kind, id, doc) in records {
             assert!(db.create(*kind, id, &doc.to_string()).await.unwrap());
         }
@@ -610,7 +610,7 @@ mod tests {
     async fn a_key_stored_under_its_sha256_works_and_moves_to_its_keyed_hash_on_first_use() {
         let legacy = hash_key("sk-legacy-00001");
         let dir = tempfile::tempdir().unwrap();
-        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let db = tollgate_ledger::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
         let doc = serde_json::json!({"key_id": legacy, "key_alias": "old"}).to_string();
         assert!(db.create(Kind::Key, &legacy, &doc).await.unwrap());
         let store: Arc<dyn TenancyStore> = db.clone();
@@ -681,7 +681,7 @@ mod tests {
     #[tokio::test]
     async fn invalid_keys_and_unknown_customers_are_cached_as_absent() {
         let dir = tempfile::tempdir().unwrap();
-        let db = tollgate_ledger_consumer::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        let db = tollgate_ledger::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
         let counting = Arc::new(Counting(db, std::sync::atomic::AtomicUsize::new(0)));
         let store: Arc<dyn TenancyStore> = counting.clone();
         let tenancy = Tenancy::new(Some(store), &[key("sk-test-000001")], KeyHasher::new(Some(&[1u8; 32])), None);

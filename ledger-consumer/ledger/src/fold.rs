@@ -264,15 +264,18 @@ pub fn fold_row(current: RowState, messages: &[&Message]) -> Result<Option<RowSt
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
+    use tollgate_schemas::USAGE_EVENT_VERSION;
 
-    fn event(key: &str, team: Option<&str>, cost: i64) -> UsageEvent {
+    /// An event of `key` (and `team`) costing `cost`, one prompt and one completion token;
+    /// also the embedded ledger's tests' event.
+    pub(crate) fn event(key: &str, team: Option<&str>, cost: i64) -> UsageEvent {
         UsageEvent {
-            version: 1,
+            version: USAGE_EVENT_VERSION,
             event_id: uuid::Uuid::now_v7(),
             occurred_at: Utc::now(),
             gateway_id: "gw".into(),
@@ -287,8 +290,8 @@ mod tests {
             served_model: None,
             provider: None,
             deployment: None,
-            prompt_tokens: 10,
-            completion_tokens: 5,
+            prompt_tokens: 1,
+            completion_tokens: 1,
             cached_tokens: 0,
             cost_nano_usd: NanoUsd(cost),
             latency_ms: 1,

@@ -14,7 +14,7 @@ use tollgate_schemas::{NanoUsd, UsageEvent};
 
 fn event(key: &str, cost: i64) -> UsageEvent {
     let mut e: UsageEvent =
-        serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
     e.event_id = uuid::Uuid::now_v7();
     e.key_id = key.into();
     e.team_id = Some("t".into());

@@ -1,12 +1,12 @@
 //! Criterion micro-benchmarks of the ledger fold (pure code, no Cassandra): the rows one usage
 //! event counts in, one fold step of a row, and a batch folded bucket by bucket.
 //!
-//! `cargo bench -p tollgate-ledger-consumer --bench fold`.
+//! `cargo bench -p tollgate-ledger --bench fold`.
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tollgate_ledger_consumer::fold::{
+use tollgate_ledger::fold::{
     fold_row, fold_step, pending_chunks, rows_by_bucket, rows_by_key, rows_of, BucketState, Message, RowState,
 };
 use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};

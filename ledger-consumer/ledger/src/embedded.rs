@@ -610,38 +610,9 @@ pub fn scan(db: &EmbeddedDb) -> Result<(Vec<UsageEvent>, Vec<AggregateRow>), Sto
 mod tests {
     use super::*;
     use crate::dead_letter::Reason;
-    use tollgate_schemas::USAGE_EVENT_VERSION;
 
     fn event(key: &str, cost: i64) -> UsageEvent {
-        UsageEvent {
-            version: USAGE_EVENT_VERSION,
-            event_id: uuid::Uuid::now_v7(),
-            occurred_at: chrono::Utc::now(),
-            gateway_id: "gw".into(),
-            request_id: "r".into(),
-            key_id: key.into(),
-            key_alias: None,
-            team_id: None,
-            user_id: None,
-            customer_id: None,
-            organization_id: None,
-            requested_model: "m".into(),
-            served_model: None,
-            provider: None,
-            deployment: None,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            cached_tokens: 0,
-            cost_nano_usd: NanoUsd(cost),
-            latency_ms: 1,
-            status: 200,
-            error_type: None,
-            stream: false,
-            partial: false,
-            estimated: false,
-            client_disconnected: None,
-            budget_windows: Default::default(),
-        }
+        crate::fold::tests::event(key, None, cost)
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use tollgate_schemas::money::MoneyOverflow;
 use tollgate_schemas::NanoUsd;
 
 fn golden() -> serde_json::Value {
-    serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1.json")).unwrap()
+    serde_json::from_str(include_str!("../../../../schemas/fixtures/usage_event_v1.json")).unwrap()
 }
 
 fn db(error: DbError, message: &str) -> LedgerError {
@@ -137,7 +137,7 @@ fn every_kind_of_bad_record_is_refused_with_its_reason() {
         assert!(refusal.message.chars().count() <= MAX_MESSAGE_CHARS + 3, "{}", refusal.message);
         assert!(!refusal.message.contains("cccccccccc"), "the message never repeats the value");
     }
-    let event = check_record(Some(include_bytes!("../../../schemas/fixtures/usage_event_v1.json"))).unwrap();
+    let event = check_record(Some(include_bytes!("../../../../schemas/fixtures/usage_event_v1.json"))).unwrap();
     assert_eq!(event.cost_nano_usd, NanoUsd(345_000));
 }
 

@@ -13,7 +13,9 @@
 use crate::dead_letter::DeadLetter;
 use crate::fold::{BucketState, BucketStep, Message, RowKey, RowState};
 use futures::stream::{FuturesUnordered, StreamExt};
+use scylla::client::pager::TypedRowStream;
 use scylla::client::session::Session;
+use scylla::deserialize::row::DeserializeRow;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
@@ -92,11 +94,11 @@ impl From<scylla::errors::ExecutionError> for LedgerError {
     }
 }
 
-fn query_err(e: impl std::fmt::Display) -> LedgerError {
+pub(crate) fn query_err(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Query(e.to_string())
 }
 
-fn result_err(e: impl std::fmt::Display) -> LedgerError {
+pub(crate) fn result_err(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Result(e.to_string())
 }
 
@@ -291,85 +293,15 @@ impl CqlLedger {
         &self.session
     }
 
-    /// Every event in the event ledger with the `(partition, offset)` it was recorded at (a
-    /// full scan: an audit tool, not a hot path).
-    pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<RecordedEvent>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
-        ));
+    /// The rows of `cql`, read a page of 5,000 at a time: for full scans (`reindex`,
+    /// `reconcile`), audit tools and never a hot path.
+    pub(crate) async fn full_scan<R>(&self, cql: String) -> Result<TypedRowStream<R>, LedgerError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+    {
+        let mut stmt = scylla::statement::Statement::new(cql);
         stmt.set_page_size(5_000);
-        let mut rows = self
-            .session
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(Option<String>, Option<i32>, Option<i64>)>()
-            .map_err(result_err)?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next().await {
-            let (body, partition, offset) = row.map_err(query_err)?;
-            let body = body.unwrap_or_default();
-            let event = tollgate_schemas::UsageEvent::decode(body.as_bytes())
-                .map_err(|e| LedgerError::Result(format!("event ledger row does not decode: {e}")))?;
-            events.push(RecordedEvent { event, partition: partition.unwrap_or(-1), offset: offset.unwrap_or(-1) });
-        }
-        Ok(events)
-    }
-
-    /// Every dead letter of the keyspace, of every topic (a full scan: an audit tool).
-    pub async fn scan_dead_letters(&self, keyspace: &str) -> Result<Vec<crate::reconcile::DeadLetterRow>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
-        ));
-        stmt.set_page_size(5_000);
-        let mut rows = self
-            .session
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(i32, i64, Option<uuid::Uuid>, Option<String>)>()
-            .map_err(result_err)?;
-        let mut letters = Vec::new();
-        while let Some(row) = rows.next().await {
-            let (partition, offset, event_id, reason) = row.map_err(query_err)?;
-            letters.push(crate::reconcile::DeadLetterRow {
-                partition,
-                offset,
-                event_id,
-                reason: reason.unwrap_or_default(),
-            });
-        }
-        Ok(letters)
-    }
-
-    /// Every row of a Layer 2 table (`spend_aggregates` or `partition_spend`), per
-    /// `(scope, window, partition)` (a full scan: an audit tool, not a hot path).
-    pub async fn scan_rows(
-        &self,
-        keyspace: &str,
-        table: &str,
-    ) -> Result<std::collections::BTreeMap<crate::reconcile::RowId, crate::reconcile::Totals>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT scope_id, window_id, partition, spent_nano_usd, events FROM {keyspace}.{table}"
-        ));
-        stmt.set_page_size(5_000);
-        let mut rows = self
-            .session
-            .query_iter(stmt, &[])
-            .await
-            .map_err(query_err)?
-            .rows_stream::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>()
-            .map_err(result_err)?;
-        let mut totals = std::collections::BTreeMap::new();
-        while let Some(row) = rows.next().await {
-            let (scope, window, partition, spent, events) = row.map_err(query_err)?;
-            // A bucket of partition_spend that has a fence and no rows yet shows as one row of
-            // nulls: nothing to count.
-            let (Some(scope), Some(window)) = (scope, window) else { continue };
-            let t = crate::reconcile::Totals { spent: spent.unwrap_or(0), events: events.unwrap_or(0) };
-            totals.insert((scope, window, partition), t);
-        }
-        Ok(totals)
+        self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<R>().map_err(result_err)
     }
 
     /// Inserts rows that share one CQL partition as one unlogged batch: a single mutation for
@@ -418,11 +350,6 @@ impl CqlLedger {
     /// written before the index existed. Idempotent, in pages of the event ledger, with the
     /// timestamps the consumer would have used.
     pub async fn reindex_keys(&self, keyspace: &str) -> Result<u64, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, kafka_offset \
-             FROM {keyspace}.usage_events"
-        ));
-        stmt.set_page_size(5_000);
         type Cells = (
             Option<String>,
             chrono::NaiveDate,
@@ -434,8 +361,12 @@ impl CqlLedger {
             Option<String>,
             Option<i64>,
         );
-        let mut rows =
-            self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
+        let mut rows = self
+            .full_scan::<Cells>(format!(
+                "SELECT key_id, day, occurred_at, event_id, team_id, user_id, customer_id, requested_model, \
+                 kafka_offset FROM {keyspace}.usage_events"
+            ))
+            .await?;
         let mut written = 0u64;
         let mut chunk: Vec<Cells> = Vec::new();
         loop {
@@ -466,50 +397,6 @@ impl CqlLedger {
             }
         }
     }
-
-    /// Every row of the key index (a full scan: an audit tool).
-    pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<crate::reconcile::KeyIndexEntry>, LedgerError> {
-        let mut stmt = scylla::statement::Statement::new(format!(
-            "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
-             FROM {keyspace}.usage_events_by_key"
-        ));
-        stmt.set_page_size(5_000);
-        type Cells = (
-            String,
-            chrono::NaiveDate,
-            i16,
-            uuid::Uuid,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let mut rows =
-            self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<Cells>().map_err(result_err)?;
-        let mut entries = Vec::new();
-        while let Some(row) = rows.next().await {
-            let (key_id, day, hour, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
-            entries.push(crate::reconcile::KeyIndexEntry {
-                key_id,
-                day,
-                hour,
-                event_id,
-                team_id,
-                user_id,
-                customer_id,
-                model: model.unwrap_or_default(),
-            });
-        }
-        Ok(entries)
-    }
-}
-
-/// An event of the event ledger and where it was first read.
-#[derive(Clone, Debug)]
-pub struct RecordedEvent {
-    pub event: tollgate_schemas::UsageEvent,
-    pub partition: i32,
-    pub offset: i64,
 }
 
 /// The Layer 1 row of one message. Absent optional fields stay unset, never null: a null is a
@@ -898,14 +785,14 @@ mod tests {
     #[test]
     fn absent_fields_of_an_event_row_stay_unset() {
         let event: tollgate_schemas::UsageEvent =
-            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
         let message = Message { offset: 7, event };
         let row = event_row(3, &message).unwrap();
         let unset = [row.team_id, row.user_id, row.customer_id, row.organization_id, row.served_model, row.provider];
         assert!(unset.iter().all(|v| matches!(v, MaybeUnset::Unset)), "a null would be a tombstone");
 
         let golden: tollgate_schemas::UsageEvent =
-            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1.json")).unwrap();
         let message = Message { offset: 8, event: golden };
         let row = event_row(3, &message).unwrap();
         assert!(matches!(row.team_id, MaybeUnset::Set("team-payments")));
@@ -915,7 +802,7 @@ mod tests {
     #[test]
     fn key_index_rows_point_at_their_event_and_leave_absent_fields_unset() {
         let event: tollgate_schemas::UsageEvent =
-            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
         let message = Message { offset: 7, event };
         let row = key_index_row(&message);
         let unset = [row.team_id, row.user_id, row.customer_id];
@@ -928,7 +815,7 @@ mod tests {
         assert_eq!(row.write_timestamp, layer1.write_timestamp, "the same copy wins in both tables");
 
         let golden: tollgate_schemas::UsageEvent =
-            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1.json")).unwrap();
         let message = Message { offset: 8, event: golden };
         let row = key_index_row(&message);
         assert!(matches!(row.team_id, MaybeUnset::Set("team-payments")));
@@ -941,7 +828,7 @@ mod tests {
     #[test]
     fn key_index_batches_hold_one_partition_each_and_are_bounded() {
         let event: tollgate_schemas::UsageEvent =
-            serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
         let messages: Vec<Message> = (0..200)
             .map(|i| {
                 let mut e = event.clone();

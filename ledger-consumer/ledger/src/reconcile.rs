@@ -1,8 +1,10 @@
 //! Reconciliation: the event ledger (Layer 1) and the spend aggregates (Layer 2's read model) must
 //! agree to the nano-dollar, at every scope and window, and the read model must equal the
 //! authoritative `partition_spend` it is derived from, row by row. `compare` and
-//! `compare_read_model` are the pure core; `tollgate-ledger-consumer reconcile` feeds them full
-//! scans of the tables and exits non-zero on any difference.
+//! `compare_read_model` are the pure core; `tollgate-ledger-consumer reconcile` feeds them the
+//! full scans of the tables at the end of this module (`CqlLedger::scan_*`) and exits non-zero
+//! on any difference. Behind the feature `reconcile`: the gateway's embedded mode does not
+//! need it.
 //!
 //! Dead-lettered events are not counted: an event refused while its batch was being written may
 //! have left its Layer 1 row (docs/security.md), and [`without_dead_letters`] leaves such rows out
@@ -13,7 +15,8 @@
 //! not (the refusal may have come before or after them).
 
 use crate::fold::rows_of;
-use crate::ledger::RecordedEvent;
+use crate::ledger::{query_err, CqlLedger, LedgerError};
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashSet};
 use tollgate_schemas::UsageEvent;
 
@@ -213,6 +216,112 @@ pub fn compare(
         .collect()
 }
 
+// === full scans of the Cassandra/ScyllaDB ledger ===
+
+/// An event of the event ledger and where it was first read.
+#[derive(Clone, Debug)]
+pub struct RecordedEvent {
+    pub event: tollgate_schemas::UsageEvent,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The tables as `reconcile` reads them: full scans, an audit tool and not a hot path.
+impl CqlLedger {
+    /// Every event in the event ledger with the `(partition, offset)` it was recorded at (a
+    /// full scan: an audit tool, not a hot path).
+    pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<RecordedEvent>, LedgerError> {
+        let mut rows = self
+            .full_scan::<(Option<String>, Option<i32>, Option<i64>)>(format!(
+                "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
+            ))
+            .await?;
+        let mut events = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (body, partition, offset) = row.map_err(query_err)?;
+            let body = body.unwrap_or_default();
+            let event = tollgate_schemas::UsageEvent::decode(body.as_bytes())
+                .map_err(|e| LedgerError::Result(format!("event ledger row does not decode: {e}")))?;
+            events.push(RecordedEvent { event, partition: partition.unwrap_or(-1), offset: offset.unwrap_or(-1) });
+        }
+        Ok(events)
+    }
+
+    /// Every dead letter of the keyspace, of every topic (a full scan: an audit tool).
+    pub async fn scan_dead_letters(&self, keyspace: &str) -> Result<Vec<DeadLetterRow>, LedgerError> {
+        let mut rows = self
+            .full_scan::<(i32, i64, Option<uuid::Uuid>, Option<String>)>(format!(
+                "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
+            ))
+            .await?;
+        let mut letters = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (partition, offset, event_id, reason) = row.map_err(query_err)?;
+            letters.push(DeadLetterRow { partition, offset, event_id, reason: reason.unwrap_or_default() });
+        }
+        Ok(letters)
+    }
+
+    /// Every row of a Layer 2 table (`spend_aggregates` or `partition_spend`), per
+    /// `(scope, window, partition)` (a full scan: an audit tool, not a hot path).
+    pub async fn scan_rows(
+        &self,
+        keyspace: &str,
+        table: &str,
+    ) -> Result<std::collections::BTreeMap<RowId, Totals>, LedgerError> {
+        let mut rows = self
+            .full_scan::<(Option<String>, Option<String>, i32, Option<i64>, Option<i64>)>(format!(
+                "SELECT scope_id, window_id, partition, spent_nano_usd, events FROM {keyspace}.{table}"
+            ))
+            .await?;
+        let mut totals = std::collections::BTreeMap::new();
+        while let Some(row) = rows.next().await {
+            let (scope, window, partition, spent, events) = row.map_err(query_err)?;
+            // A bucket of partition_spend that has a fence and no rows yet shows as one row of
+            // nulls: nothing to count.
+            let (Some(scope), Some(window)) = (scope, window) else { continue };
+            let t = Totals { spent: spent.unwrap_or(0), events: events.unwrap_or(0) };
+            totals.insert((scope, window, partition), t);
+        }
+        Ok(totals)
+    }
+
+    /// Every row of the key index (a full scan: an audit tool).
+    pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<KeyIndexEntry>, LedgerError> {
+        type Cells = (
+            String,
+            chrono::NaiveDate,
+            i16,
+            uuid::Uuid,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut rows = self
+            .full_scan::<Cells>(format!(
+                "SELECT key_id, day, hour, event_id, team_id, user_id, customer_id, requested_model \
+                 FROM {keyspace}.usage_events_by_key"
+            ))
+            .await?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (key_id, day, hour, event_id, team_id, user_id, customer_id, model) = row.map_err(query_err)?;
+            entries.push(KeyIndexEntry {
+                key_id,
+                day,
+                hour,
+                event_id,
+                team_id,
+                user_id,
+                customer_id,
+                model: model.unwrap_or_default(),
+            });
+        }
+        Ok(entries)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +358,7 @@ mod tests {
     fn dead_lettered_events_leave_the_event_ledger_totals() {
         let event = |cost| {
             let mut e: UsageEvent =
-                serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+                serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
             e.event_id = uuid::Uuid::now_v7();
             e.cost_nano_usd = tollgate_schemas::NanoUsd(cost);
             e
@@ -286,7 +395,7 @@ mod tests {
     fn the_key_index_must_hold_exactly_the_events() {
         let event = |key: &str| {
             let mut e: UsageEvent =
-                serde_json::from_str(include_str!("../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
+                serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1_minimal.json")).unwrap();
             e.event_id = uuid::Uuid::now_v7();
             e.key_id = key.into();
             e
