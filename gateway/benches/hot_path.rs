@@ -163,12 +163,12 @@ fn event_encoding(c: &mut Criterion) {
 /// A sink that drops every event: the stream benches measure the stream, not the spool.
 struct NullSink;
 
-impl tollgate_gateway::events::UsageSink for NullSink {
-    fn admit(&self) -> Result<tollgate_gateway::events::Permit, tollgate_gateway::events::SinkError> {
-        Ok(tollgate_gateway::events::Permit::unbacked())
+impl tollgate_gateway::metering::sink::UsageSink for NullSink {
+    fn admit(&self) -> Result<tollgate_gateway::metering::sink::Permit, tollgate_gateway::metering::sink::SinkError> {
+        Ok(tollgate_gateway::metering::sink::Permit::unbacked())
     }
-    fn publish(&self, _: tollgate_gateway::events::Permit, _: UsageEvent) {}
-    fn flush(&self, _: std::time::Duration) -> Result<(), tollgate_gateway::events::SinkError> {
+    fn publish(&self, _: tollgate_gateway::metering::sink::Permit, _: UsageEvent) {}
+    fn flush(&self, _: std::time::Duration) -> Result<(), tollgate_gateway::metering::sink::SinkError> {
         Ok(())
     }
 }
@@ -238,15 +238,15 @@ impl StreamFixture {
     }
 
     /// A metered stream over `chunks`, as the server builds one for a streamed chat request.
-    fn metered(&self, chunks: Vec<bytes::Bytes>) -> tollgate_gateway::stream::MeteredStream {
+    fn metered(&self, chunks: Vec<bytes::Bytes>) -> tollgate_gateway::metering::stream::MeteredStream {
         let now = Utc::now();
         let admitted = match admit(&self.principal, "gpt-4o-mini", &self.view, &self.limiter, &self.settings, now) {
             Ok(a) => a,
             Err(e) => panic!("bench admission: {e}"),
         };
-        let recorder = tollgate_gateway::usage::UsageRecorder::start(
+        let recorder = tollgate_gateway::metering::recorder::UsageRecorder::start(
             Arc::new(NullSink),
-            tollgate_gateway::events::Permit::unbacked(),
+            tollgate_gateway::metering::sink::Permit::unbacked(),
             "bench-gw",
             "req-bench",
             &self.principal,
@@ -259,7 +259,7 @@ impl StreamFixture {
         let Some((_, lease)) = self.router.pick("gpt-4o-mini", &[]) else { panic!("bench router has no deployment") };
         let upstream: tollgate_gateway::providers::ByteStream =
             Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
-        tollgate_gateway::stream::MeteredStream::new(
+        tollgate_gateway::metering::stream::MeteredStream::new(
             upstream,
             recorder,
             self.router.clone(),

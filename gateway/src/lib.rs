@@ -6,22 +6,17 @@
 pub mod admin;
 
 pub mod config;
-pub mod embedded;
 pub mod error;
-pub mod events;
 pub mod http;
 
 pub mod limits;
+pub mod metering;
 pub mod pipeline;
 pub mod providers;
 pub mod routing;
-pub mod spool;
 pub mod sse;
-pub mod stream;
 pub mod telemetry;
 pub mod tenancy;
-pub mod tokens;
-pub mod usage;
 
 use crate::http::routes;
 use actix_web::{web, App, HttpServer};
@@ -32,9 +27,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BudgetSettings, Config, ConfigError, EmbeddedConfig};
-use crate::events::{KafkaSink, UsageSink};
 use crate::limits::budget_view::{BudgetView, ListenerConfig};
 use crate::limits::ratelimit::RateLimiter;
+use crate::metering::sink::{KafkaSink, UsageSink};
 use crate::routing::router::Router;
 use crate::tenancy::auth::Tenancy;
 use crate::tenancy::changes::ControlPublisher;
@@ -94,7 +89,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot start usage metering: {0}")]
-    Sink(#[from] crate::events::SinkError),
+    Sink(#[from] crate::metering::sink::SinkError),
     #[error("cannot create the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("database: {0}")]
@@ -148,7 +143,9 @@ fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartError> {
     }
     let db = config.embedded.as_ref().map_or_else(|| EmbeddedConfig::default().path, |e| e.path.clone());
     let path = db.parent().unwrap_or(std::path::Path::new(".")).join("key-hash.secret");
-    embedded::local_secret(&path).map(Some).map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))
+    metering::embedded::local_secret(&path)
+        .map(Some)
+        .map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))
 }
 
 /// Validates everything that needs no network (used by `--check-config`).
@@ -202,15 +199,15 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             let path = embedded.path;
             // Owner-only: the file holds the usage log, the ledgers and every key's hash.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                spool::private_dir(dir).map_err(StartError::Listener)?;
+                metering::spool::private_dir(dir).map_err(StartError::Listener)?;
             }
-            spool::private_file(&path).map_err(StartError::Listener)?;
+            metering::spool::private_file(&path).map_err(StartError::Listener)?;
             let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
             if let Some(max) = embedded.max_size_bytes {
                 db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
             }
             tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
-            let sink = Arc::new(embedded::EmbeddedSink::start(
+            let sink = Arc::new(metering::embedded::EmbeddedSink::start(
                 db.clone(),
                 budget_view.clone(),
                 config.spool.queue_capacity,
@@ -413,7 +410,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let flush_timeout = state.flush_timeout;
     match tokio::task::spawn_blocking(move || sink.flush(flush_timeout)).await {
         Ok(Ok(())) => {}
-        Ok(Err(crate::events::SinkError::Undelivered(left))) => tracing::error!(
+        Ok(Err(crate::metering::sink::SinkError::Undelivered(left))) => tracing::error!(
             durable = left.durable,
             lost = left.lost,
             "usage events undelivered at shutdown: the durable ones are delivered after the next start"

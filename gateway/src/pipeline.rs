@@ -9,11 +9,11 @@ use crate::error::GatewayError;
 use crate::http::wire::{ProxyRequest, ResponseUsage};
 use crate::http::{header, hung_up, Reply};
 use crate::limits::pricing::Tokens;
+use crate::metering::recorder::{Attempt, Disconnects, Outcome, UsageRecorder};
+use crate::metering::stream::MeteredStream;
 use crate::providers::{AnswerError, UpstreamError};
 use crate::routing::retry::{self, RoutedFailure};
-use crate::stream::MeteredStream;
 use crate::tenancy::auth::Principal;
-use crate::usage::{Attempt, Disconnects, Outcome, UsageRecorder};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -141,7 +141,7 @@ pub(crate) async fn admit(
     principal: &mut Principal,
     request: &ProxyRequest,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(crate::limits::admission::Admitted, crate::events::Permit), GatewayError> {
+) -> Result<(crate::limits::admission::Admitted, crate::metering::sink::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
     let customer = customer_id(req, request)?;
     let mut admitted = crate::limits::admission::admit(
@@ -162,7 +162,7 @@ pub(crate) async fn admit(
         admitted.reserve(leases, worst_case_cost(state, request), now).await?;
     }
     let permit = state.sink.admit().map_err(|e| match e {
-        crate::events::SinkError::Unavailable => GatewayError::MeteringUnavailable,
+        crate::metering::sink::SinkError::Unavailable => GatewayError::MeteringUnavailable,
         _ => GatewayError::MeteringBacklogFull,
     })?;
     Ok((admitted, permit))
@@ -359,8 +359,8 @@ pub(crate) async fn meter_whole_answer(
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => {
-            let mut generated = crate::tokens::TextTally::default();
-            crate::tokens::answer_text(&body, &mut generated);
+            let mut generated = crate::metering::tokens::TextTally::default();
+            crate::metering::tokens::answer_text(&body, &mut generated);
             (Tokens { prompt: request.prompt_tokens_estimate(), completion: generated.tokens(), cached: 0 }, true)
         }
     };

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Parser;
 use std::time::Instant;
 use tollgate_benches::synthetic::usage_event;
-use tollgate_gateway::spool::Spool;
+use tollgate_gateway::metering::spool::Spool;
 
 #[derive(Parser, Debug)]
 #[command(about = "Fill a spool directory with unacknowledged synthetic usage events")]

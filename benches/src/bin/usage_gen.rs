@@ -13,7 +13,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use tollgate_benches::synthetic::usage_event as event;
 use tollgate_gateway::config::{KafkaConfig, SpoolConfig};
-use tollgate_gateway::events::{KafkaSink, UsageSink};
+use tollgate_gateway::metering::sink::{KafkaSink, UsageSink};
 
 #[derive(Parser, Debug)]
 #[command(about = "Publish synthetic Tollgate usage events and wait for a consumer group")]

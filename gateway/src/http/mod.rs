@@ -11,8 +11,8 @@ pub mod spend;
 pub mod wire;
 
 use crate::error::GatewayError;
+use crate::metering::stream::MeteredStream;
 use crate::providers::Endpoint;
-use crate::stream::MeteredStream;
 use crate::tenancy::auth::{raw_key, Principal};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};

@@ -113,7 +113,7 @@ pub struct Call<'a> {
     pub body_for: &'a (dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
     /// The key's allow-lists: a fallback model it may not use is skipped.
     pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
-    pub attempt: &'a crate::usage::Attempt,
+    pub attempt: &'a crate::metering::recorder::Attempt,
 }
 
 /// Sends the request to its model's deployments, retrying and falling back per `router`'s

@@ -178,13 +178,13 @@ impl ProxyRequest {
 
     /// Prompt tokens counted by Tollgate's tokenizer, for providers that report none. Only
     /// called on that rare path: it re-reads the prompt. The tokenizer sees at most
-    /// [`crate::tokens::MAX_COUNTED_TEXT`] of it; the rest counts one token per four bytes.
+    /// [`crate::metering::tokens::MAX_COUNTED_TEXT`] of it; the rest counts one token per four bytes.
     pub fn prompt_tokens_estimate(&self) -> u64 {
         let Some(raw) = self.fields.get(self.prompt_field) else { return 0 };
         match serde_json::from_str::<serde_json::Value>(raw.get()) {
             Ok(v) => {
-                let mut text = crate::tokens::TextTally::default();
-                crate::tokens::prompt_text(&v, &mut text);
+                let mut text = crate::metering::tokens::TextTally::default();
+                crate::metering::tokens::prompt_text(&v, &mut text);
                 text.tokens()
             }
             // Nested deeper than the JSON reader follows (the body was only checked for

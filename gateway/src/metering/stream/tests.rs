@@ -1,5 +1,5 @@
 use super::*;
-use crate::events::{Permit, SinkError, UsageSink};
+use crate::metering::sink::{Permit, SinkError, UsageSink};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

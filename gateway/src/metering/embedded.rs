@@ -4,11 +4,11 @@
 //! updates this gateway's budget view directly (it is the only gateway).
 //!
 //! [`EmbeddedSink`] keeps the same [`UsageSink`] contract as the Kafka sink, on the same
-//! bookkeeping (`crate::events::SinkQueue`); only what its writer does with a batch differs.
+//! bookkeeping (`crate::metering::sink::SinkQueue`); only what its writer does with a batch differs.
 
 use crate::config::WhenFull;
-use crate::events::{encode_all, next_batch, Backlog, Message, Permit, SinkError, SinkQueue, UsageSink};
 use crate::limits::budget_view::BudgetView;
+use crate::metering::sink::{encode_all, next_batch, Backlog, Message, Permit, SinkError, SinkQueue, UsageSink};
 use crossbeam_channel::Receiver;
 use metrics::{counter, gauge};
 use std::collections::BTreeSet;

@@ -7,16 +7,16 @@
 //! provider sends an event larger than [`MAX_EVENT_BYTES`], or — through `Drop` — when the
 //! client goes away mid-stream. A stream that did not finish is billed for what was sent and
 //! marked `partial`. Nothing here grows with the stream's length: one event is buffered at a
-//! time, and the text kept for counting tokens is bounded ([`crate::tokens::TextTally`]).
+//! time, and the text kept for counting tokens is bounded ([`crate::metering::tokens::TextTally`]).
 
 use crate::config::DisconnectPolicy;
 use crate::http::wire::{ResponseUsage, Usage};
 use crate::limits::pricing::Tokens;
+use crate::metering::recorder::{Outcome, UsageRecorder};
+use crate::metering::tokens::TextTally;
 use crate::providers::StreamError;
 use crate::routing::router::{PickedDeployment, Router};
 use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
-use crate::tokens::TextTally;
-use crate::usage::{Outcome, UsageRecorder};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use memchr::memmem::Finder;
@@ -189,7 +189,7 @@ impl MeteredStream {
             }
         }
         if self.usage.is_none() {
-            crate::tokens::collect_generated_text(data, &mut self.streamed_text);
+            crate::metering::tokens::collect_generated_text(data, &mut self.streamed_text);
         }
         true
     }

@@ -2,7 +2,7 @@
 //! §3.5); [`KafkaSink`] writes each event to the local [`Spool`] (group-committed to disk) and
 //! then to the Kafka `usage` topic as a CloudEvent (binary mode), keyed by budget owner, with an
 //! idempotent producer. A spool record is deleted only after Kafka acknowledged it; whatever is
-//! left at start-up is sent again. The embedded sink (`crate::embedded::EmbeddedSink`) keeps the
+//! left at start-up is sent again. The embedded sink (`crate::metering::embedded::EmbeddedSink`) keeps the
 //! same contract over an SQLite log.
 //!
 //! The bookkeeping both sinks share is here, once: the [`Backlog`] (room for events admitted and
@@ -18,7 +18,7 @@
 //! `reject`: its room was taken before the provider was called.
 
 use crate::config::{KafkaConfig, SpoolConfig, WhenFull};
-use crate::spool::{Acks, Leftovers, RecordRef, Spool, SpoolError, WATERMARK_INTERVAL};
+use crate::metering::spool::{Acks, Leftovers, RecordRef, Spool, SpoolError, WATERMARK_INTERVAL};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
 use rdkafka::config::ClientConfig;

@@ -2,14 +2,14 @@
 //! test functions, once for the Kafka sink and once for the embedded one.
 
 use super::*;
-use crate::embedded::EmbeddedSink;
 use crate::limits::budget_view::BudgetView;
+use crate::metering::embedded::EmbeddedSink;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tollgate_ledger::embedded::EmbeddedDb;
 
 fn event() -> UsageEvent {
-    let mut e: UsageEvent = serde_json::from_str(include_str!("../../../schemas/fixtures/usage_event_v1.json"))
+    let mut e: UsageEvent = serde_json::from_str(include_str!("../../../../schemas/fixtures/usage_event_v1.json"))
         .unwrap_or_else(|e| panic!("{e}"));
     e.event_id = uuid::Uuid::now_v7();
     e

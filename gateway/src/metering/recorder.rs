@@ -5,10 +5,10 @@
 //! it publishes exactly one event: `finish` consumes it, and `Drop` covers every other exit.
 
 use crate::config::DisconnectPolicy;
-use crate::events::{Permit, UsageSink};
 use crate::http::wire::ProxyRequest;
 use crate::limits::admission::Admitted;
 use crate::limits::pricing::{cost, Tokens};
+use crate::metering::sink::{Permit, UsageSink};
 use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
 use chrono::{DateTime, Utc};

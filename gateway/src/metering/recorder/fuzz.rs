@@ -4,8 +4,8 @@
 //! (`limits::check_event`), so no outcome can leave a request unbilled in a dead-letter topic.
 
 use super::*;
-use crate::stream::fuzz::HARNESS;
-use crate::stream::tests::Recorded;
+use crate::metering::stream::fuzz::HARNESS;
+use crate::metering::stream::tests::Recorded;
 use proptest::prelude::*;
 use tollgate_fuzzing::{json as gen, run};
 use tollgate_schemas::limits;
