@@ -3,8 +3,8 @@
 //! consumer group and keyspace per test so tests never share state.
 //!
 //! - [`services`]: the binaries, started and stopped ([`Process`]), and scratch directories;
-//! - [`configs`]: the gateway's and the consumer's configs, and the tenancy and prices the
-//!   tests give them;
+//! - [`configs`]: the gateway's and the consumer's configs as typed values, and the tenancy
+//!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile.

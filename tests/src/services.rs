@@ -3,6 +3,7 @@
 //! them. A started process is killed when its handle is dropped, so a failing test leaves
 //! nothing running.
 
+use crate::configs::{ConsumerConfig, GatewayConfig, Spool};
 use crate::unique;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -174,16 +175,15 @@ pub async fn start_mock(log_dir: &Path, extra: &[&str]) -> Result<Process> {
     Process::start("tollgate-mock-provider", extra, "listening on ", log_dir).await
 }
 
-/// Writes `config` and starts a gateway on an ephemeral port. A config without a `spool:`
-/// section gets a spool directory of its own under `log_dir`.
-pub async fn start_gateway(log_dir: &Path, config: &str) -> Result<Process> {
+/// Writes `config` and starts a gateway on an ephemeral port. A config without a spool gets a
+/// spool directory of its own under `log_dir`.
+pub async fn start_gateway(log_dir: &Path, config: &GatewayConfig) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("gateway-")));
-    let mut config = config.to_owned();
-    if !config.contains("\nspool:") {
-        let spool = log_dir.join(unique("spool-"));
-        config.push_str(&format!("spool:\n  dir: {}\n", spool.display()));
+    let mut config = config.clone();
+    if config.spool.is_none() {
+        config.spool = Some(Spool { dir: log_dir.join(unique("spool-")) });
     }
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config.to_yaml()?)?;
     let arg = path.to_string_lossy().into_owned();
     let mut p =
         Process::start("tollgate-gateway", &["--config", &arg, "--listen", "127.0.0.1:0"], "listening on ", log_dir)
@@ -193,14 +193,14 @@ pub async fn start_gateway(log_dir: &Path, config: &str) -> Result<Process> {
 }
 
 /// Writes `config` and starts a ledger consumer.
-pub async fn start_consumer(log_dir: &Path, config: &str) -> Result<Process> {
+pub async fn start_consumer(log_dir: &Path, config: &ConsumerConfig) -> Result<Process> {
     start_consumer_with_env(log_dir, config, &[]).await
 }
 
 /// [`start_consumer`] with extra environment variables (fault injection).
-pub async fn start_consumer_with_env(log_dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Process> {
+pub async fn start_consumer_with_env(log_dir: &Path, config: &ConsumerConfig, env: &[(&str, &str)]) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("consumer-")));
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config.to_yaml()?)?;
     let arg = path.to_string_lossy().into_owned();
     let mut p =
         Process::start_with_env("tollgate-ledger-consumer", &["--config", &arg], env, "consuming ", log_dir).await?;

@@ -24,15 +24,16 @@ fn kafka_pid() -> Result<u32> {
     Ok(text.trim().parse()?)
 }
 
-fn gateway_config(mock: &str, topic: &str, spool: &std::path::Path) -> String {
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    gateway_yaml(
-        "gw-outage",
-        &[model_entry("gpt-4o-mini", &format!("{mock}/v1"), "")],
-        topic,
-        &kafka_bootstrap(),
-        &extra,
-    )
+fn gateway_config(mock: &str, topic: &str, spool: &std::path::Path) -> GatewayConfig {
+    GatewayConfig {
+        spool: Some(Spool { dir: spool.to_path_buf() }),
+        ..GatewayConfig::new(
+            "gw-outage",
+            &[model_entry("gpt-4o-mini", &format!("{mock}/v1"))],
+            topic,
+            &kafka_bootstrap(),
+        )
+    }
 }
 
 /// How Kafka goes down for [`OUTAGE`] and comes back.
@@ -91,7 +92,7 @@ async fn outage_run(outage: Outage) -> Result<()> {
     // About 100 requests a second: a steady load that the outage turns into a 3,000-event backlog.
     let mock = start_mock(&dir, &["--latency-ms", "20"]).await?;
     let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic, &dir.join("spool"))).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &group, &keyspace, "{}", 2000)).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &group, &keyspace, 2000)).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let urls = vec![gateway.url()?.to_owned()];
@@ -139,8 +140,9 @@ async fn revocation_reaches_every_gateway_while_kafka_is_down() -> Result<()> {
     let topics = Topics::create("revoke", 3).await?;
     let ks = unique("tg_revoke_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
-    let config = |id: &str| {
-        tenancy_gateway_yaml(id, mock.url().unwrap_or_default(), &topics, &ks, "budgets:\n  when_stale: fail_open\n")
+    let config = |id: &str| GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
     };
     let gw1 = start_gateway(&dir, &config("gw-revoke-1")).await?;
     let gw2 = start_gateway(&dir, &config("gw-revoke-2")).await?;

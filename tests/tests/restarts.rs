@@ -105,7 +105,7 @@ async fn assert_ledger(ks: &str, answered: &[(String, i64)]) -> Result<()> {
 struct Setup {
     dir: std::path::PathBuf,
     spool: std::path::PathBuf,
-    config: String,
+    config: GatewayConfig,
     topic: String,
     ks: String,
     _mock: Process,
@@ -119,10 +119,12 @@ async fn setup(name: &str) -> Result<Setup> {
     create_topic(&topic, 3).await?;
     let mock = start_mock(&dir, &["--latency-ms", "5"]).await?;
     let spool = dir.join("spool");
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    let config = gateway_yaml(&format!("gw-{name}"), &models, &topic, &kafka_bootstrap(), &extra);
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &unique("ledger-"), &ks, "{}", 2000)).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let config = GatewayConfig {
+        spool: Some(Spool { dir: spool.clone() }),
+        ..GatewayConfig::new(&format!("gw-{name}"), &models, &topic, &kafka_bootstrap())
+    };
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &ks, 2000)).await?;
     Ok(Setup { dir, spool, config, topic, ks, _mock: mock, consumer })
 }
 
@@ -226,9 +228,11 @@ async fn a_replay_larger_than_its_window_reaches_kafka_whole() -> Result<()> {
         .output()?;
     ensure!(filled.status.success(), "spool-fill failed: {}", String::from_utf8_lossy(&filled.stderr));
     let mock = start_mock(&dir, &[]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    let config = gateway_yaml("gw-bigreplay", &models, &topic, &kafka_bootstrap(), &extra);
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let config = GatewayConfig {
+        spool: Some(Spool { dir: spool.clone() }),
+        ..GatewayConfig::new("gw-bigreplay", &models, &topic, &kafka_bootstrap())
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let url = gateway.url()?.to_owned();
     ensure!(replay_found(&url).await? == EVENTS, "the gateway did not find the {EVENTS} spooled events");

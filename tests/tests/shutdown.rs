@@ -54,9 +54,9 @@ async fn stop_under_load(signal: &str) -> Result<()> {
     create_topic(&topic, 3).await?;
     // 200 ms per answer: at any moment most of the 16 workers have a request in flight.
     let mock = start_mock(&dir, &["--latency-ms", "200"]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let gateway = start_gateway(&dir, &gateway_yaml("gw-stop", &models, &topic, &kafka_bootstrap(), "")).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &group, &ks, "{}", 500)).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway = start_gateway(&dir, &GatewayConfig::new("gw-stop", &models, &topic, &kafka_bootstrap())).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &group, &ks, 500)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(load_until_gone(gateway.url()?.to_owned(), TENANT_KEYS[0].0, 16, stop.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -122,13 +122,13 @@ async fn a_full_embedded_log_answers_503_instead_of_hanging() -> Result<()> {
     let dir = scratch_dir("log-full")?;
     let db = dir.join("tollgate.db");
     let mock = start_mock(&dir, &[]).await?;
-    let models = model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "");
-    let config = format!(
-        "model_list:\n{models}prices:\n  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: \
-         {OUTPUT_PRICE}}}\nvirtual_keys:\n{keys}embedded:\n  path: {db}\n  max_size_bytes: 262144\n",
-        keys = tenant_keys_yaml(),
-        db = db.display()
-    );
+    let config = GatewayConfig {
+        model_list: vec![model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
+        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
+        virtual_keys: tenant_keys(),
+        embedded: Some(Embedded { path: db.clone(), max_size_bytes: Some(262_144) }),
+        ..GatewayConfig::default()
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;

@@ -59,13 +59,17 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let topics = Topics::create("spend", 3).await?;
     let ks = unique("tg_spend_").replace('-', "_");
     let (webhook, alerts) = webhook_receiver().await?;
-    let consumer_cfg = consumer_yaml(&topics.usage, &unique("ledger-spend-"), &ks, "{}", 500)
-        + &format!(
-            "budgets:\n  state_topic: {}\n  heartbeat_interval_ms: 1000\n  alert_thresholds: [50, 90]\n  webhook_url: {webhook}\n",
-            topics.budget_state
-        );
+    let consumer_cfg = ConsumerConfig {
+        budgets: Some(ConsumerBudgets {
+            state_topic: Some(topics.budget_state.clone()),
+            heartbeat_interval_ms: Some(1000),
+            alert_thresholds: Some(vec![50, 90]),
+            webhook_url: Some(webhook.clone()),
+        }),
+        ..ConsumerConfig::new(&topics.usage, &unique("ledger-spend-"), &ks, 500)
+    };
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &tenancy_gateway_yaml("gw-spend", mock.url()?, &topics, &ks, "")).await?;
+    let gateway = start_gateway(&dir, &GatewayConfig::tenancy("gw-spend", mock.url()?, &topics, &ks)).await?;
     let consumer = start_consumer(&dir, &consumer_cfg).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);

@@ -7,13 +7,15 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate_tests::*;
 
-fn gateway_config(mock: &str, topic: &str) -> String {
+fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
+    let mut stalling = model_entry("stalling", &format!("{mock}/stall/3000/v1"));
+    stalling.litellm_params.stream_timeout = Some(0.5);
     let models = [
-        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
-        model_entry("slow", &format!("{mock}/delay/3000/v1"), ""),
-        model_entry("stalling", &format!("{mock}/stall/3000/v1"), ", stream_timeout: 0.5"),
+        model_entry("gpt-4o-mini", &format!("{mock}/v1")),
+        model_entry("slow", &format!("{mock}/delay/3000/v1")),
+        stalling,
     ];
-    gateway_yaml("gw-stream", &models, topic, &kafka_bootstrap(), "")
+    GatewayConfig::new("gw-stream", &models, topic, &kafka_bootstrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -30,7 +30,10 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     let ks = unique("tg_tenancy_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
     // No ledger consumer here: budgets are enforced on this gateway's own spend.
-    let config = tenancy_gateway_yaml("gw-tenancy", mock.url()?, &topics, &ks, "budgets:\n  when_stale: fail_open\n");
+    let config = GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy("gw-tenancy", mock.url()?, &topics, &ks)
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
@@ -297,9 +300,13 @@ async fn a_change_on_one_gateway_reaches_the_other_within_a_second() -> Result<(
     let topics = Topics::create("propagation", 3).await?;
     let ks = unique("tg_prop_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
-    let extra = "budgets:\n  when_stale: fail_open\n";
-    let gw1 = start_gateway(&dir, &tenancy_gateway_yaml("gw-p1", mock.url()?, &topics, &ks, extra)).await?;
-    let gw2 = start_gateway(&dir, &tenancy_gateway_yaml("gw-p2", mock.url()?, &topics, &ks, extra)).await?;
+    let mock_url = mock.url()?.to_owned();
+    let config = |id: &str| GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy(id, &mock_url, &topics, &ks)
+    };
+    let gw1 = start_gateway(&dir, &config("gw-p1")).await?;
+    let gw2 = start_gateway(&dir, &config("gw-p2")).await?;
     let (a, b) = (gw1.url()?.to_owned(), gw2.url()?.to_owned());
     let admin = AdminApi::new(&a);
     let client = reqwest::Client::new();
