@@ -74,6 +74,16 @@ fn observer(group: &str) -> Result<BaseConsumer> {
         .create()?)
 }
 
+/// The records `topic` holds, summed over its `partitions` (high watermarks).
+pub fn records_on(topic: &str, partitions: i32) -> Result<i64> {
+    let consumer = observer(&unique("watermarks-"))?;
+    let mut total = 0;
+    for p in 0..partitions {
+        total += consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.1;
+    }
+    Ok(total)
+}
+
 /// Whether `group` has committed, on every partition of `topic`, the partition's end offset.
 pub fn group_caught_up(group: &str, topic: &str, partitions: i32) -> Result<bool> {
     let consumer = observer(group)?;

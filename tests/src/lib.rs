@@ -9,7 +9,8 @@
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile.
 //!
-//! Tests wait for conditions with [`eventually`], never with a fixed sleep.
+//! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
+//! never with a fixed sleep that decides a pass or a fail.
 
 pub mod clients;
 pub mod configs;
@@ -27,7 +28,7 @@ use anyhow::{bail, Result};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// How often [`eventually`] looks again.
+/// How often [`eventually`] and [`holds_for`] look again.
 const POLL: Duration = Duration::from_millis(100);
 
 /// A name unique to this test run: `prefix` + 12 hex digits.
@@ -52,6 +53,26 @@ where
         };
         if start.elapsed() > timeout {
             bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `check` for `period` and fails at the first observation where it does not hold: for
+/// what must stay true (a gateway that must not become ready), where one look after a sleep
+/// would miss a change and come back.
+pub async fn holds_for<F, Fut>(what: &str, period: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    loop {
+        if !check().await? {
+            bail!("{what} stopped holding {:?} into {period:?}", start.elapsed());
+        }
+        if start.elapsed() > period {
+            return Ok(());
         }
         tokio::time::sleep(POLL).await;
     }

@@ -71,6 +71,8 @@ async fn start_of_a_minute(margin: u64) {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 60).unwrap_or(0);
     if secs + margin > 58 {
+        // Waits for a clock boundary, not for a state: nothing is asserted about what happened
+        // meanwhile, so a fixed sleep is the right tool.
         tokio::time::sleep(Duration::from_secs(61 - secs)).await;
     }
 }

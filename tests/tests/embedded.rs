@@ -58,7 +58,7 @@ async fn embedded_ledger_is_exact_across_a_kill_and_keeps_keys_and_budgets() -> 
     // An answered request's event is durable once its group commit (at most 5 ms) is done:
     // wait for that, not for the fold, then kill.
     let committed = truth.requests + 29;
-    eventually("every event committed to the log", Duration::from_secs(10), || async {
+    eventually("every event committed to the log", Duration::from_secs(30), || async {
         let m = client.get(format!("{gw}/metrics")).send().await?.text().await?;
         let delivered = m
             .lines()

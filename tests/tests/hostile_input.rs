@@ -158,6 +158,13 @@ async fn hostile_input_is_refused_at_the_edge_and_billing_goes_on() -> Result<()
     })
     .await?;
     ensure!(sum == charged, "the ledger holds {sum} nano-USD for {count} events; the answers said {charged}");
+    // Layer 1 is written first: reconcile once the group has committed the end of the topic,
+    // which it does only after Layer 2 and the read model are written too.
+    eventually("the consumer group to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topics.usage.clone());
+        async move { Ok(group_caught_up(&group, &topic, 3)?.then_some(())) }
+    })
+    .await?;
     let (ok, report) = reconcile(consumer.config.as_deref().context("consumer config")?).await?;
     ensure!(ok, "reconcile: {report}");
     consumer.stop().await?;

@@ -100,16 +100,24 @@ async fn outage_run(outage: Outage) -> Result<()> {
         let stop = stop.clone();
         async move { drive_load(&urls, 2, 1_000_000, stop).await }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The outage must find the load under way: events of it on the topic.
+    eventually("the load's events to reach Kafka", Duration::from_secs(60), || {
+        let topic = topic.clone();
+        async move { Ok((records_on(&topic, PARTITIONS)? >= 200).then_some(())) }
+    })
+    .await?;
     let pid = kafka_pid()?;
     let restore = Restore(pid, outage);
     let signal = if outage == Outage::Frozen { "-STOP" } else { "-KILL" };
     let status = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
     ensure!(status.success(), "could not stop Kafka");
     let outage_started = std::time::Instant::now();
+    // The outage itself: a length of time the gateway must ride out, not a wait for a state.
     tokio::time::sleep(OUTAGE).await;
     drop(restore);
     eprintln!("Kafka was down for {:?}", outage_started.elapsed());
+    // Paces the load: a few more seconds of it once Kafka is back. What reached the ledger is
+    // checked below, polled with a deadline.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let truth = load.await.context("load task")??;
@@ -122,6 +130,13 @@ async fn outage_run(outage: Outage) -> Result<()> {
     })
     .await?;
     truth.assert_ledger(&session, &keyspace, "after the Kafka outage").await?;
+    // Reconcile reads the read model too, written after Layer 2: once the group has committed
+    // the end of the topic, which it does only after the whole fold.
+    eventually("the consumer group to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move { Ok(group_caught_up(&group, &topic, PARTITIONS)?.then_some(())) }
+    })
+    .await?;
     let (ok, report) = reconcile(consumer.config.as_deref().context("no consumer config")?).await?;
     ensure!(ok, "reconcile found differences:\n{report}");
     consumer.stop().await?;

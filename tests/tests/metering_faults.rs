@@ -55,6 +55,8 @@ async fn consumer_killed_twenty_times_with_duplicates_still_reconciles() -> Resu
     let mut kills = 0;
     let started = Instant::now();
     while kills < 22 {
+        // Chaos pacing: kills at random moments of the load. Nothing is asserted until the load
+        // is over; the ledger is then polled with a deadline.
         tokio::time::sleep(Duration::from_millis(150 + fastrand::u64(0..900))).await;
         consumer.kill_hard().await?;
         kills += 1;

@@ -337,6 +337,13 @@ async fn sigterm_ends_a_consumer_whose_batch_keeps_failing() -> Result<()> {
         Ok((count == 40 && sum == expected).then_some(()))
     })
     .await?;
+    // Layer 1 is written before Layer 2: read Layer 2 once the group has committed the end of
+    // the topic, which it does only after the whole fold.
+    eventually("the healthy consumer to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move { Ok(group_caught_up(&group, &topic, 2)?.then_some(())) }
+    })
+    .await?;
     let mut total = 0;
     for k in 0..5 {
         total += scope_total(&session, &keyspace, &format!("key/k{k}")).await?.0;

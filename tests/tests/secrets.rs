@@ -105,10 +105,12 @@ async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()>
 
     // A wrong Kafka password: the budget state cannot be read, so the gateway never gets ready.
     let gateway = start_gateway(&dir, &gateway_config("wrong-sasl-password", &cql_password)).await?;
-    let ready = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let still = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
-    ensure!(ready == 503 && still == 503, "ready without Kafka's login: {ready} {still}");
+    // A state that must not change: polled throughout a quiet period, not looked at once.
+    let readiness = format!("{}/health/readiness", gateway.url()?);
+    holds_for("not ready without Kafka's login (503)", std::time::Duration::from_secs(5), || async {
+        Ok(reqwest::get(&readiness).await?.status() == 503)
+    })
+    .await?;
     ensure!(!gateway.log().contains("wrong-sasl-password"), "the Kafka password is in the log");
     gateway.stop().await?;
 

@@ -4,18 +4,24 @@
 
 use anyhow::{ensure, Context, Result};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_tests::*;
 
-/// Sends chat completions from `workers` tasks until the gateway stops answering; returns the
-/// request ids and costs of every 200.
-async fn load_until_gone(gw: String, key: &'static str, workers: usize, stop: Arc<AtomicBool>) -> Vec<(String, i64)> {
+/// Sends chat completions from `workers` tasks until the gateway stops answering, counting every
+/// 200 in `progress` as it comes; returns the request ids and costs of every 200.
+async fn load_until_gone(
+    gw: String,
+    key: &'static str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicUsize>,
+) -> Vec<(String, i64)> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
-            let (client, gw, stop) = (client.clone(), gw.clone(), stop.clone());
+            let (client, gw, stop, progress) = (client.clone(), gw.clone(), stop.clone(), progress.clone());
             tokio::spawn(async move {
                 let mut answered = Vec::new();
                 for i in 0.. {
@@ -33,6 +39,7 @@ async fn load_until_gone(gw: String, key: &'static str, workers: usize, stop: Ar
                         // A 200 whose body is cut short still counts: its event was published.
                         let _ = resp.bytes().await;
                         answered.push((id, cost.parse().unwrap_or(-1)));
+                        progress.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 answered
@@ -58,8 +65,14 @@ async fn stop_under_load(signal: &str) -> Result<()> {
     let gateway = start_gateway(&dir, &GatewayConfig::new("gw-stop", &models, &topic, &kafka_bootstrap())).await?;
     let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &group, &ks, 500)).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load_until_gone(gateway.url()?.to_owned(), TENANT_KEYS[0].0, 16, stop.clone()));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let url = gateway.url()?.to_owned();
+    let load = tokio::spawn(load_until_gone(url, TENANT_KEYS[0].0, 16, stop.clone(), progress.clone()));
+    // The signal must find the load under way (more than 50 answered, and requests in flight).
+    eventually("the load to be under way", Duration::from_secs(60), || async {
+        Ok((progress.load(Ordering::Relaxed) > 50).then_some(()))
+    })
+    .await?;
     let pid = gateway.child.id().context("gateway pid")?;
     let asked = Instant::now();
     let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;

@@ -207,11 +207,12 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let client = reqwest::Client::new();
     let mut served = 0;
     for _ in 0..400 {
-        let resp = chat_as(&client, &gw, &key, "gpt-4o-mini", None).await?;
-        if resp.status() == 503 {
-            tokio::time::sleep(Duration::from_millis(200)).await; // the first heartbeat
-            continue;
-        }
+        // A hard budget is refused with 503 until the consumer's first heartbeat arrives.
+        let resp = eventually("a budget view fresh enough to serve", Duration::from_secs(60), || async {
+            let resp = chat_as(&client, &gw, &key, "gpt-4o-mini", None).await?;
+            Ok((resp.status() != 503).then_some(resp))
+        })
+        .await?;
         if resp.status() != 200 {
             let (_, code, _) = error_code(resp).await;
             ensure!(code == "key_budget_exceeded", "{code}");
@@ -227,7 +228,8 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
         Ok((mine.len() >= 3).then_some(mine))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await; // any duplicate would arrive by now
+    // A quiet period, deliberately: a duplicate alert would arrive within it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mine: Vec<serde_json::Value> =
         alerts.lock().await.iter().filter(|v| v["scope"] == scope.as_str()).cloned().collect();
     let mut kinds: Vec<(String, Option<i64>)> =

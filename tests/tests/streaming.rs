@@ -102,15 +102,17 @@ async fn a_client_that_hangs_up_cancels_the_upstream_call() -> Result<()> {
         .await;
     ensure!(outcome.is_err(), "the client should have given up first");
     let stats_url = format!("{}/stats", mock.url()?);
-    eventually("the provider to see the call", Duration::from_secs(5), || {
+    eventually("the provider to see the call cancelled", Duration::from_secs(30), || {
         let url = stats_url.clone();
         async move {
             let stats: serde_json::Value = reqwest::get(url).await?.json().await?;
-            Ok((stats["delays_started"] == 1).then_some(()))
+            Ok((stats["delays_started"] == 1 && stats["delays_cancelled"] == 1).then_some(()))
         }
     })
     .await?;
-    // Well past the provider's 3 s: a call still running would have finished by now.
+    // A quiet period, deliberately: well past the provider's 3 s (counted from after the call
+    // was seen started), a call still running would have finished and shown in
+    // `delays_finished`.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stats: serde_json::Value = reqwest::get(&stats_url).await?.json().await?;
     let events = collect_events(&topic, 1, Duration::from_secs(30)).await?;
