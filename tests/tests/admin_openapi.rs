@@ -324,8 +324,11 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     let ks = unique("tg_openapi_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
     // No ledger consumer: budgets are enforced on this gateway's own spend.
-    let extra = "budgets:\n  when_stale: fail_open\n";
-    let gateway = start_gateway(&dir, &tenancy_gateway_yaml("gw-openapi", mock.url()?, &topics, &ks, extra)).await?;
+    let config = GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy("gw-openapi", mock.url()?, &topics, &ks)
+    };
+    let gateway = start_gateway(&dir, &config).await?;
     let mut c = Checker {
         spec: Spec::load()?,
         client: reqwest::Client::new(),
@@ -531,13 +534,15 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
 
     // --- A gateway without a database: the admin API is unavailable; keys of the config file
     // still read themselves.
-    let no_db = gateway_yaml(
-        "gw-openapi-nodb",
-        &[model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")],
-        &topics.usage,
-        &kafka_bootstrap(),
-        &format!("general_settings:\n  master_key: {MASTER_KEY}\n"),
-    );
+    let no_db = GatewayConfig {
+        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        ..GatewayConfig::new(
+            "gw-openapi-nodb",
+            &[model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
+            &topics.usage,
+            &kafka_bootstrap(),
+        )
+    };
     let bare = start_gateway(&dir, &no_db).await?;
     let mut b = Checker {
         spec: Spec::load()?,

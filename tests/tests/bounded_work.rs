@@ -7,16 +7,13 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate_tests::*;
 
-fn gateway_config(mock: &str, topic: &str) -> String {
-    let models = [
-        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
-        model_entry("short-streams", &format!("{mock}/v1"), ", stream_max_duration: 1"),
-    ];
-    gateway_yaml("gw-bounds", &models, topic, &kafka_bootstrap(), "").replacen(
-        "gateway:\n",
-        "gateway:\n  max_response_bytes: 4096\n",
-        1,
-    )
+fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
+    let mut short_streams = model_entry("short-streams", &format!("{mock}/v1"));
+    short_streams.litellm_params.stream_max_duration = Some(1.0);
+    let models = [model_entry("gpt-4o-mini", &format!("{mock}/v1")), short_streams];
+    let mut config = GatewayConfig::new("gw-bounds", &models, topic, &kafka_bootstrap());
+    config.gateway.max_response_bytes = Some(4096);
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

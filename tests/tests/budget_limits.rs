@@ -71,6 +71,8 @@ async fn start_of_a_minute(margin: u64) {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() % 60).unwrap_or(0);
     if secs + margin > 58 {
+        // Waits for a clock boundary, not for a state: nothing is asserted about what happened
+        // meanwhile, so a fixed sleep is the right tool.
         tokio::time::sleep(Duration::from_secs(61 - secs)).await;
     }
 }
@@ -82,8 +84,12 @@ async fn rpm_limits_are_shared_between_two_gateways() -> Result<()> {
     let ks = unique("tg_rpm_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
     let config = |id: &str| {
-        tenancy_gateway_yaml(id, mock.url().unwrap_or_default(), &topics, &ks, "budgets:\n  when_stale: fail_open\n")
-            .replace("gateway:\n", "gateway:\n  replicas: 2\n")
+        let mut config = GatewayConfig {
+            budgets: Some(Budgets::fail_open()),
+            ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
+        };
+        config.gateway.replicas = Some(2);
+        config
     };
     let gw1 = start_gateway(&dir, &config("gw-rpm-1")).await?;
     let gw2 = start_gateway(&dir, &config("gw-rpm-2")).await?;
@@ -182,14 +188,23 @@ async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Resu
     let topics = Topics::create("overshoot", 3).await?;
     let ks = unique("tg_over_").replace('-', "_");
     let group = unique("ledger-over-");
-    let consumer_cfg = consumer_yaml(&topics.usage, &group, &ks, "{}", 500)
-        + &format!("budgets:\n  state_topic: {}\n  heartbeat_interval_ms: 1000\n", topics.budget_state);
+    let consumer_cfg = ConsumerConfig {
+        budgets: Some(ConsumerBudgets {
+            state_topic: Some(topics.budget_state.clone()),
+            heartbeat_interval_ms: Some(1000),
+            ..ConsumerBudgets::default()
+        }),
+        ..ConsumerConfig::new(&topics.usage, &group, &ks, 500)
+    };
     let mock = start_mock(&dir, &[]).await?;
-    let extra = format!("budgets:\n  leases: {leases}\n");
+    let gateway_cfg = |id: &str| GatewayConfig {
+        budgets: Some(Budgets { leases: Some(leases), ..Budgets::default() }),
+        ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
+    };
     // Hard budgets fail closed until a consumer's heartbeat arrives.
-    let gw1 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-1", mock.url()?, &topics, &ks, &extra)).await?;
+    let gw1 = start_gateway(&dir, &gateway_cfg("gw-over-1")).await?;
     let consumer = start_consumer(&dir, &consumer_cfg).await?;
-    let gw2 = start_gateway(&dir, &tenancy_gateway_yaml("gw-over-2", mock.url()?, &topics, &ks, &extra)).await?;
+    let gw2 = start_gateway(&dir, &gateway_cfg("gw-over-2")).await?;
     let gateways = vec![gw1.url()?.to_owned(), gw2.url()?.to_owned()];
     let admin = AdminApi::new(&gateways[0]);
     let session = cql().await?;

@@ -11,15 +11,16 @@ use tollgate_ledger::embedded::{scan, EmbeddedDb};
 use tollgate_ledger::reconcile::{compare, event_ledger_totals, Range, Totals};
 use tollgate_tests::*;
 
-fn embedded_yaml(mock: &str, db: &std::path::Path) -> String {
-    let models = model_entry("gpt-4o-mini", &format!("{mock}/v1"), "");
-    format!(
-        "gateway:\n  id: gw-embedded\nmodel_list:\n{models}prices:\n  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, \
-         output_nano_usd_per_token: {OUTPUT_PRICE}}}\nvirtual_keys:\n{keys}general_settings:\n  master_key: {MASTER_KEY}\n\
-         embedded:\n  path: {db}\n",
-        keys = tenant_keys_yaml(),
-        db = db.display()
-    )
+fn embedded_config(mock: &str, db: &std::path::Path) -> GatewayConfig {
+    GatewayConfig {
+        gateway: GatewaySettings { id: Some("gw-embedded".to_owned()), ..GatewaySettings::default() },
+        model_list: vec![model_entry("gpt-4o-mini", &format!("{mock}/v1"))],
+        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
+        virtual_keys: tenant_keys(),
+        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
+        ..GatewayConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +28,7 @@ async fn embedded_ledger_is_exact_across_a_kill_and_keeps_keys_and_budgets() -> 
     let dir = scratch_dir("embedded")?;
     let db_path = dir.join("data").join("tollgate.db");
     let mock = start_mock(&dir, &[]).await?;
-    let config = embedded_yaml(mock.url()?, &db_path);
+    let config = embedded_config(mock.url()?, &db_path);
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
@@ -57,7 +58,7 @@ async fn embedded_ledger_is_exact_across_a_kill_and_keeps_keys_and_budgets() -> 
     // An answered request's event is durable once its group commit (at most 5 ms) is done:
     // wait for that, not for the fold, then kill.
     let committed = truth.requests + 29;
-    eventually("every event committed to the log", Duration::from_secs(10), || async {
+    eventually("every event committed to the log", Duration::from_secs(30), || async {
         let m = client.get(format!("{gw}/metrics")).send().await?.text().await?;
         let delivered = m
             .lines()

@@ -20,10 +20,10 @@ fn chat(model: &str, max_tokens: u64, stream: bool) -> serde_json::Value {
 
 /// A gateway with `policy`: `slow` answers after 1.5 s, `drip` streams a token every 100 ms.
 async fn gateway(dir: &std::path::Path, slow: &str, drip: &str, topic: &str, policy: &str) -> Result<Process> {
-    let models =
-        [model_entry("slow", &format!("{slow}/delay/1500/v1"), ""), model_entry("drip", &format!("{drip}/v1"), "")];
-    let extra = format!("billing:\n  on_client_disconnect: {policy}\n");
-    start_gateway(dir, &gateway_yaml(&format!("gw-{policy}"), &models, topic, &kafka_bootstrap(), &extra)).await
+    let models = [model_entry("slow", &format!("{slow}/delay/1500/v1")), model_entry("drip", &format!("{drip}/v1"))];
+    let config = GatewayConfig::new(&format!("gw-{policy}"), &models, topic, &kafka_bootstrap())
+        .with_yaml(&format!("billing:\n  on_client_disconnect: {policy}\n"))?;
+    start_gateway(dir, &config).await
 }
 
 /// Hangs up `id` while the provider works on it (the client waits 300 ms).
@@ -80,7 +80,7 @@ async fn hang_ups_are_billed_by_the_stated_policy() -> Result<()> {
     create_topic(&topic, 3).await?;
     let slow = start_mock(&dir, &["--workers", "2"]).await?;
     let drip = start_mock(&dir, &["--chunk-delay-us", "100000", "--workers", "2"]).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &unique("ledger-"), &ks, "{}", 100)).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &ks, 100)).await?;
     let policies = ["charge_prompt", "charge_delivered", "finish_upstream"];
     let mut gateways = Vec::new();
     for policy in policies {

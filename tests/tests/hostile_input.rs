@@ -11,27 +11,23 @@ use tollgate_tests::*;
 
 /// `gpt-4o-mini` and `gpt-4o` on the mock, and `broken`, whose provider always answers 500 and
 /// which falls back to `gpt-4o`.
-fn config(mock: &str, topics: &Topics, keyspace: &str) -> String {
+fn config(mock: &str, topics: &Topics, keyspace: &str) -> Result<GatewayConfig> {
     let models = [
-        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
-        model_entry("gpt-4o", &format!("{mock}/v1"), ""),
-        model_entry("broken", &format!("{mock}/status/500/v1"), ""),
+        model_entry("gpt-4o-mini", &format!("{mock}/v1")),
+        model_entry("gpt-4o", &format!("{mock}/v1")),
+        model_entry("broken", &format!("{mock}/status/500/v1")),
     ];
-    gateway_yaml(
-        "gw-hostile",
-        &models,
-        &topics.usage,
-        &kafka_bootstrap(),
-        &format!(
-            "  budget_state_topic: {bs}\n  control_topic: {ct}\ndatabase:\n  contact_points: [{cql}]\n  keyspace: {keyspace}\n\
-             {login}general_settings:\n  master_key: {MASTER_KEY}\nbudgets:\n  when_stale: fail_open\n\
-             router_settings:\n  num_retries: 0\n  fallbacks: [{{broken: [gpt-4o]}}]\n",
-            bs = topics.budget_state,
-            ct = topics.control,
-            cql = cassandra_node(),
-            login = cassandra_login_yaml("  "),
-        ),
-    )
+    let mut config = GatewayConfig {
+        database: Some(Cql::test(keyspace)),
+        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::new("gw-hostile", &models, &topics.usage, &kafka_bootstrap())
+    };
+    if let Some(kafka) = &mut config.kafka {
+        kafka.budget_state_topic = Some(topics.budget_state.clone());
+        kafka.control_topic = Some(topics.control.clone());
+    }
+    config.with_yaml("router_settings:\n  num_retries: 0\n  fallbacks: [{broken: [gpt-4o]}]\n")
 }
 
 fn chat(model: &str) -> serde_json::Value {
@@ -45,8 +41,8 @@ async fn hostile_input_is_refused_at_the_edge_and_billing_goes_on() -> Result<()
     let ks = unique("tg_hostile_").replace('-', "_");
     let group = unique("ledger-");
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &config(mock.url()?, &topics, &ks)).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topics.usage, &group, &ks, "{}", 500)).await?;
+    let gateway = start_gateway(&dir, &config(mock.url()?, &topics, &ks)?).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &group, &ks, 500)).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
     let client = reqwest::Client::new();
@@ -162,6 +158,13 @@ async fn hostile_input_is_refused_at_the_edge_and_billing_goes_on() -> Result<()
     })
     .await?;
     ensure!(sum == charged, "the ledger holds {sum} nano-USD for {count} events; the answers said {charged}");
+    // Layer 1 is written first: reconcile once the group has committed the end of the topic,
+    // which it does only after Layer 2 and the read model are written too.
+    eventually("the consumer group to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topics.usage.clone());
+        async move { Ok(group_caught_up(&group, &topic, 3)?.then_some(())) }
+    })
+    .await?;
     let (ok, report) = reconcile(consumer.config.as_deref().context("consumer config")?).await?;
     ensure!(ok, "reconcile: {report}");
     consumer.stop().await?;

@@ -24,15 +24,16 @@ fn kafka_pid() -> Result<u32> {
     Ok(text.trim().parse()?)
 }
 
-fn gateway_config(mock: &str, topic: &str, spool: &std::path::Path) -> String {
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    gateway_yaml(
-        "gw-outage",
-        &[model_entry("gpt-4o-mini", &format!("{mock}/v1"), "")],
-        topic,
-        &kafka_bootstrap(),
-        &extra,
-    )
+fn gateway_config(mock: &str, topic: &str, spool: &std::path::Path) -> GatewayConfig {
+    GatewayConfig {
+        spool: Some(Spool { dir: spool.to_path_buf() }),
+        ..GatewayConfig::new(
+            "gw-outage",
+            &[model_entry("gpt-4o-mini", &format!("{mock}/v1"))],
+            topic,
+            &kafka_bootstrap(),
+        )
+    }
 }
 
 /// How Kafka goes down for [`OUTAGE`] and comes back.
@@ -91,7 +92,7 @@ async fn outage_run(outage: Outage) -> Result<()> {
     // About 100 requests a second: a steady load that the outage turns into a 3,000-event backlog.
     let mock = start_mock(&dir, &["--latency-ms", "20"]).await?;
     let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic, &dir.join("spool"))).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &group, &keyspace, "{}", 2000)).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &group, &keyspace, 2000)).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let urls = vec![gateway.url()?.to_owned()];
@@ -99,16 +100,24 @@ async fn outage_run(outage: Outage) -> Result<()> {
         let stop = stop.clone();
         async move { drive_load(&urls, 2, 1_000_000, stop).await }
     });
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The outage must find the load under way: events of it on the topic.
+    eventually("the load's events to reach Kafka", Duration::from_secs(60), || {
+        let topic = topic.clone();
+        async move { Ok((records_on(&topic, PARTITIONS)? >= 200).then_some(())) }
+    })
+    .await?;
     let pid = kafka_pid()?;
     let restore = Restore(pid, outage);
     let signal = if outage == Outage::Frozen { "-STOP" } else { "-KILL" };
     let status = std::process::Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
     ensure!(status.success(), "could not stop Kafka");
     let outage_started = std::time::Instant::now();
+    // The outage itself: a length of time the gateway must ride out, not a wait for a state.
     tokio::time::sleep(OUTAGE).await;
     drop(restore);
     eprintln!("Kafka was down for {:?}", outage_started.elapsed());
+    // Paces the load: a few more seconds of it once Kafka is back. What reached the ledger is
+    // checked below, polled with a deadline.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
     let truth = load.await.context("load task")??;
@@ -121,6 +130,13 @@ async fn outage_run(outage: Outage) -> Result<()> {
     })
     .await?;
     truth.assert_ledger(&session, &keyspace, "after the Kafka outage").await?;
+    // Reconcile reads the read model too, written after Layer 2: once the group has committed
+    // the end of the topic, which it does only after the whole fold.
+    eventually("the consumer group to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move { Ok(group_caught_up(&group, &topic, PARTITIONS)?.then_some(())) }
+    })
+    .await?;
     let (ok, report) = reconcile(consumer.config.as_deref().context("no consumer config")?).await?;
     ensure!(ok, "reconcile found differences:\n{report}");
     consumer.stop().await?;
@@ -139,8 +155,9 @@ async fn revocation_reaches_every_gateway_while_kafka_is_down() -> Result<()> {
     let topics = Topics::create("revoke", 3).await?;
     let ks = unique("tg_revoke_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
-    let config = |id: &str| {
-        tenancy_gateway_yaml(id, mock.url().unwrap_or_default(), &topics, &ks, "budgets:\n  when_stale: fail_open\n")
+    let config = |id: &str| GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
     };
     let gw1 = start_gateway(&dir, &config("gw-revoke-1")).await?;
     let gw2 = start_gateway(&dir, &config("gw-revoke-2")).await?;

@@ -20,10 +20,10 @@ async fn pooled_connections_survive_idle_gaps_without_lost_requests() -> Result<
     let topic = unique("usage-keepalive-");
     create_topic(&topic, 2).await?;
     let mock = start_mock(&dir, &["--workers", "2"]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
     let mut gateways = Vec::new();
     for id in ["gw-keepalive-a", "gw-keepalive-b"] {
-        gateways.push(start_gateway(&dir, &gateway_yaml(id, &models, &topic, &kafka_bootstrap(), "")).await?);
+        gateways.push(start_gateway(&dir, &GatewayConfig::new(id, &models, &topic, &kafka_bootstrap())).await?);
     }
     let plan = Plan {
         gateways: gateways.iter().map(|g| g.url().map(str::to_owned)).collect::<Result<_>>()?,

@@ -9,17 +9,23 @@ use tollgate_tests::*;
 
 const PARTITIONS: i32 = 4;
 
-fn gateway_config(id: &str, mock: &str, topic: &str, bootstrap: &str, spool: &std::path::Path) -> String {
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    let bootstrap = format!("{bootstrap}\n  producer_properties: {{reconnect.backoff.max.ms: \"500\"}}");
-    gateway_yaml(id, &[model_entry("gpt-4o-mini", &format!("{mock}/v1"), "")], topic, &bootstrap, &extra)
+fn gateway_config(id: &str, mock: &str, topic: &str, bootstrap: &str, spool: &std::path::Path) -> GatewayConfig {
+    let mut config = GatewayConfig {
+        spool: Some(Spool { dir: spool.to_path_buf() }),
+        ..GatewayConfig::new(id, &[model_entry("gpt-4o-mini", &format!("{mock}/v1"))], topic, bootstrap)
+    };
+    if let Some(kafka) = &mut config.kafka {
+        kafka.producer_properties = properties(&[("reconnect.backoff.max.ms", "500")]);
+    }
+    config
 }
 
 /// A consumer with static group membership, so a restarted instance takes its partitions back at
 /// once instead of waiting for the group to notice the dead one.
-fn consumer_config(topic: &str, group: &str, instance: &str, keyspace: &str) -> String {
-    let properties = format!("{{group.instance.id: \"{instance}\", session.timeout.ms: \"10000\"}}");
-    consumer_yaml(topic, group, keyspace, &properties, 200)
+fn consumer_config(topic: &str, group: &str, instance: &str, keyspace: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(topic, group, keyspace, 200);
+    config.kafka.consumer_properties = properties(&[("group.instance.id", instance), ("session.timeout.ms", "10000")]);
+    config
 }
 
 /// Issue test 1: two gateways under load, the consumer SIGKILLed 20+ times at random moments,
@@ -49,6 +55,8 @@ async fn consumer_killed_twenty_times_with_duplicates_still_reconciles() -> Resu
     let mut kills = 0;
     let started = Instant::now();
     while kills < 22 {
+        // Chaos pacing: kills at random moments of the load. Nothing is asserted until the load
+        // is over; the ledger is then polled with a deadline.
         tokio::time::sleep(Duration::from_millis(150 + fastrand::u64(0..900))).await;
         consumer.kill_hard().await?;
         kills += 1;
@@ -151,8 +159,8 @@ async fn a_frozen_consumer_cannot_write_stale_totals() -> Result<()> {
     let truth = drive_load(&[gateway.url()?.to_owned()], 8, 200, Arc::new(AtomicBool::new(false))).await?;
 
     // Dynamic membership with a short session, so the group notices the frozen one quickly.
-    let config =
-        consumer_yaml(&topic, &group, &keyspace, "{session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\"}", 200);
+    let mut config = ConsumerConfig::new(&topic, &group, &keyspace, 200);
+    config.kafka.consumer_properties = properties(&[("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")]);
     let stale =
         start_consumer_with_env(&dir, &config, &[("TOLLGATE_FAULT_PAUSE_BEFORE_LEDGER_WRITE_MS", "4000")]).await?;
     eventually("the first consumer to hold stale row states", Duration::from_secs(60), || async {

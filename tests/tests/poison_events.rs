@@ -129,20 +129,13 @@ async fn every_kind_of_bad_record_mid_load_is_dead_lettered_and_folding_goes_on(
     create_topic(&topic, PARTITIONS).await?;
     create_topic(&dlq, 1).await?;
     let mock = start_mock(&dir, &["--latency-ms", "1"]).await?;
-    let gateway = start_gateway(
-        &dir,
-        &gateway_yaml(
-            "gw-poison",
-            &[model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")],
-            &topic,
-            &kafka_bootstrap(),
-            "",
-        ),
-    )
-    .await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway = start_gateway(&dir, &GatewayConfig::new("gw-poison", &models, &topic, &kafka_bootstrap())).await?;
     let metrics_port = free_port()?;
-    let config =
-        format!("{}metrics_listen: 127.0.0.1:{metrics_port}\n", consumer_yaml(&topic, &group, &keyspace, "{}", 2_000));
+    let config = ConsumerConfig {
+        metrics_listen: Some(format!("127.0.0.1:{metrics_port}")),
+        ..ConsumerConfig::new(&topic, &group, &keyspace, 2_000)
+    };
     let consumer = start_consumer(&dir, &config).await?;
     let session = cql().await?;
 
@@ -308,7 +301,7 @@ async fn sigterm_ends_a_consumer_whose_batch_keeps_failing() -> Result<()> {
             .send(&format!("key/k{}", i % 5), Some(&event(&format!("k{}", i % 5), 1_000 + i, now)?.encode()?))
             .await?;
     }
-    let config = consumer_yaml(&topic, &group, &keyspace, "{}", 200);
+    let config = ConsumerConfig::new(&topic, &group, &keyspace, 200);
     // Every attempt at the batch hangs 15 s in its first ledger write, then times out.
     let failing =
         start_consumer_with_env(&dir, &config, &[("TOLLGATE_FAULT_LEDGER_WRITE_TIMEOUT_MS", "15000")]).await?;
@@ -344,6 +337,13 @@ async fn sigterm_ends_a_consumer_whose_batch_keeps_failing() -> Result<()> {
         Ok((count == 40 && sum == expected).then_some(()))
     })
     .await?;
+    // Layer 1 is written before Layer 2: read Layer 2 once the group has committed the end of
+    // the topic, which it does only after the whole fold.
+    eventually("the healthy consumer to commit the end of every partition", Duration::from_secs(60), || {
+        let (group, topic) = (group.clone(), topic.clone());
+        async move { Ok(group_caught_up(&group, &topic, 2)?.then_some(())) }
+    })
+    .await?;
     let mut total = 0;
     for k in 0..5 {
         total += scope_total(&session, &keyspace, &format!("key/k{k}")).await?.0;
@@ -362,7 +362,7 @@ async fn a_usage_topic_with_more_partitions_than_totals_read_is_refused() -> Res
     let too_many = tollgate_schemas::store::MAX_USAGE_PARTITIONS + 1;
     create_topic(&topic, too_many).await?;
     let path = dir.join("consumer.yaml");
-    std::fs::write(&path, consumer_yaml(&topic, &unique("ledger-"), &unique("failing_"), "{}", 100))?;
+    std::fs::write(&path, ConsumerConfig::new(&topic, &unique("ledger-"), &unique("failing_"), 100).to_yaml()?)?;
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(binaries()?.join("tollgate-ledger-consumer"))

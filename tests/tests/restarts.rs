@@ -5,24 +5,25 @@
 use anyhow::{ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_tests::*;
 
 /// Clients that keep sending to whatever address `target` holds (it changes when the gateway is
-/// restarted); a request that cannot be sent is tried again a moment later. Returns the request
-/// id and cost of every 200.
+/// restarted); a request that cannot be sent is tried again a moment later. Counts every 200 in
+/// `progress` as it comes; returns the request id and cost of every 200.
 fn start_load(
     target: Arc<Mutex<String>>,
     workers: usize,
     stop: Arc<AtomicBool>,
+    progress: Arc<AtomicUsize>,
 ) -> tokio::task::JoinHandle<Vec<(String, i64)>> {
     tokio::spawn(async move {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
         let tasks: Vec<_> = (0..workers)
             .map(|w| {
-                let (client, target, stop) = (client.clone(), target.clone(), stop.clone());
+                let (client, target, stop, progress) = (client.clone(), target.clone(), stop.clone(), progress.clone());
                 tokio::spawn(async move {
                     let mut answered = Vec::new();
                     let mut i = 0;
@@ -33,6 +34,7 @@ fn start_load(
                         let (key, _) = TENANT_KEYS[(w + i) % TENANT_KEYS.len()];
                         let sent = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send();
                         let Ok(resp) = sent.await else {
+                            // Paces the retries while the gateway restarts; decides nothing.
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         };
@@ -43,6 +45,7 @@ fn start_load(
                         if let (Some(id), Some(cost)) = (header("x-request-id"), header("x-tollgate-cost-nano-usd")) {
                             if resp.bytes().await.is_ok() {
                                 answered.push((id, cost.parse().unwrap_or(-1)));
+                                progress.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
@@ -62,6 +65,14 @@ fn start_load(
 async fn replay_found(gw: &str) -> Result<u64> {
     let v: serde_json::Value = reqwest::get(format!("{gw}/health/readiness")).await?.json().await?;
     v["spool_replay"]["found"].as_u64().context("no spool_replay in readiness")
+}
+
+/// Waits until the load has had `at_least` answers in all.
+async fn answered_at_least(progress: &AtomicUsize, at_least: usize) -> Result<()> {
+    eventually(&format!("{at_least} answered requests"), Duration::from_secs(60), || async {
+        Ok((progress.load(Ordering::Relaxed) >= at_least).then_some(()))
+    })
+    .await
 }
 
 /// Spool files other than the lock.
@@ -105,7 +116,7 @@ async fn assert_ledger(ks: &str, answered: &[(String, i64)]) -> Result<()> {
 struct Setup {
     dir: std::path::PathBuf,
     spool: std::path::PathBuf,
-    config: String,
+    config: GatewayConfig,
     topic: String,
     ks: String,
     _mock: Process,
@@ -119,10 +130,12 @@ async fn setup(name: &str) -> Result<Setup> {
     create_topic(&topic, 3).await?;
     let mock = start_mock(&dir, &["--latency-ms", "5"]).await?;
     let spool = dir.join("spool");
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    let config = gateway_yaml(&format!("gw-{name}"), &models, &topic, &kafka_bootstrap(), &extra);
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &unique("ledger-"), &ks, "{}", 2000)).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let config = GatewayConfig {
+        spool: Some(Spool { dir: spool.clone() }),
+        ..GatewayConfig::new(&format!("gw-{name}"), &models, &topic, &kafka_bootstrap())
+    };
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &ks, 2000)).await?;
     Ok(Setup { dir, spool, config, topic, ks, _mock: mock, consumer })
 }
 
@@ -135,8 +148,11 @@ async fn a_clean_stop_leaves_nothing_to_replay_and_a_crash_little() -> Result<()
     let gateway = start_gateway(&s.dir, &s.config).await?;
     *target.lock().map_err(|_| anyhow::anyhow!("lock"))? = gateway.url()?.to_owned();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(target.clone(), 8, stop.clone());
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = start_load(target.clone(), 8, stop.clone(), progress.clone());
+    // Paces the load (some seconds of it before the stop); that it got through is polled.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    answered_at_least(&progress, 101).await?;
     gateway.stop().await?;
     stop.store(true, Ordering::Relaxed);
     let mut answered = load.await?;
@@ -151,12 +167,16 @@ async fn a_clean_stop_leaves_nothing_to_replay_and_a_crash_little() -> Result<()
     // whole segment.
     *target.lock().map_err(|_| anyhow::anyhow!("lock"))? = gateway.url()?.to_owned();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(target.clone(), 8, stop.clone());
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = start_load(target.clone(), 8, stop.clone(), progress.clone());
     let started = Instant::now();
+    // Paces the load: the replay bound below scales with the rate measured over it.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    answered_at_least(&progress, 1).await?;
     // The clients finish the requests they have in flight, then the gateway dies 20 ms later:
     // an answered request's event is durable once its group commit (at most 5 ms) is done,
-    // which is what a kill in the middle of an answer can cost (docs/security.md).
+    // which is what a kill in the middle of an answer can cost (docs/security.md). The 20 ms
+    // are that window, deliberately, not a wait for a state.
     stop.store(true, Ordering::Relaxed);
     let crashed = load.await?;
     let before_kill = started.elapsed();
@@ -183,16 +203,22 @@ async fn three_rolling_restarts_under_load_keep_the_ledger_exact() -> Result<()>
     let mut gateway = start_gateway(&s.dir, &s.config).await?;
     *target.lock().map_err(|_| anyhow::anyhow!("lock"))? = gateway.url()?.to_owned();
     let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(target.clone(), 8, stop.clone());
+    let progress = Arc::new(AtomicUsize::new(0));
+    let load = start_load(target.clone(), 8, stop.clone(), progress.clone());
     let mut replayed = 0;
     for _ in 0..3 {
+        // Paces the load between restarts; that each gateway served some of it is polled.
+        let before = progress.load(Ordering::Relaxed);
         tokio::time::sleep(Duration::from_secs(3)).await;
+        answered_at_least(&progress, before + 50).await?;
         gateway.stop().await?;
         gateway = start_gateway(&s.dir, &s.config).await?;
         replayed += replay_found(gateway.url()?).await?;
         *target.lock().map_err(|_| anyhow::anyhow!("lock"))? = gateway.url()?.to_owned();
     }
+    let before = progress.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    answered_at_least(&progress, before + 50).await?;
     gateway.stop().await?;
     stop.store(true, Ordering::Relaxed);
     let answered = load.await?;
@@ -226,22 +252,20 @@ async fn a_replay_larger_than_its_window_reaches_kafka_whole() -> Result<()> {
         .output()?;
     ensure!(filled.status.success(), "spool-fill failed: {}", String::from_utf8_lossy(&filled.stderr));
     let mock = start_mock(&dir, &[]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let extra = format!("spool:\n  dir: {}\n", spool.display());
-    let config = gateway_yaml("gw-bigreplay", &models, &topic, &kafka_bootstrap(), &extra);
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let config = GatewayConfig {
+        spool: Some(Spool { dir: spool.clone() }),
+        ..GatewayConfig::new("gw-bigreplay", &models, &topic, &kafka_bootstrap())
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let url = gateway.url()?.to_owned();
     ensure!(replay_found(&url).await? == EVENTS, "the gateway did not find the {EVENTS} spooled events");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    let done = eventually("the replay to finish", Duration::from_secs(180), || async {
         let v: serde_json::Value = reqwest::get(format!("{url}/health/readiness")).await?.json().await?;
-        if v["spool_replay"]["in_progress"] == false {
-            ensure!(v["spool_replay"]["replayed"] == EVENTS, "replay ended early: {v}");
-            break;
-        }
-        ensure!(Instant::now() < deadline, "the replay did not finish in 180 s: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Ok((v["spool_replay"]["in_progress"] == false).then_some(v))
+    })
+    .await?;
+    ensure!(done["spool_replay"]["replayed"] == EVENTS, "replay ended early: {done}");
     gateway.stop().await?;
     let left = spool_files(&spool)?;
     ensure!(left.is_empty(), "the replayed segments were not deleted: {left:?}");

@@ -4,17 +4,18 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tollgate_tests::*;
 
-fn gateway_config(mock: &str, topic: &str) -> String {
+fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
     let models = [
-        model_entry("flaky-pair", &format!("{mock}/status/503/v1"), ""),
-        model_entry("flaky-pair", &format!("{mock}/v1"), ""),
-        model_entry("broken", &format!("{mock}/status/500/v1"), ""),
-        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
-        model_entry("bad-request", &format!("{mock}/status/422/v1"), ""),
+        model_entry("flaky-pair", &format!("{mock}/status/503/v1")),
+        model_entry("flaky-pair", &format!("{mock}/v1")),
+        model_entry("broken", &format!("{mock}/status/500/v1")),
+        model_entry("gpt-4o-mini", &format!("{mock}/v1")),
+        model_entry("bad-request", &format!("{mock}/status/422/v1")),
     ];
-    let router = "router_settings:\n  num_retries: 2\n  allowed_fails: 2\n  cooldown_time: 60\n  \
-                  fallbacks: [{\"broken\": [\"gpt-4o-mini\"]}, {\"bad-request\": [\"gpt-4o-mini\"]}]\n";
-    gateway_yaml("gw-routing", &models, topic, &kafka_bootstrap(), router)
+    GatewayConfig::new("gw-routing", &models, topic, &kafka_bootstrap()).with_yaml(
+        "router_settings:\n  num_retries: 2\n  allowed_fails: 2\n  cooldown_time: 60\n  \
+         fallbacks: [{\"broken\": [\"gpt-4o-mini\"]}, {\"bad-request\": [\"gpt-4o-mini\"]}]\n",
+    )
 }
 
 async fn chat(client: &reqwest::Client, gw: &str, model: &str) -> Result<reqwest::Response> {
@@ -36,7 +37,7 @@ async fn retries_cooldowns_and_fallbacks() -> Result<()> {
     let topic = unique("usage-routing-");
     create_topic(&topic, 1).await?;
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)?).await?;
     let gw = gateway.url()?.to_owned();
     let client = reqwest::Client::new();
 

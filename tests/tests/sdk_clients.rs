@@ -15,37 +15,51 @@ fn python() -> PathBuf {
     cache.join("venv/bin/python")
 }
 
-fn gateway_config(mock: &str, topic: &str) -> String {
-    format!(
-        r#"gateway:
-  id: gw-sdk
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/v1"}}
-  - model_name: text-embedding-3-small
-    litellm_params: {{model: openai/text-embedding-3-small, api_base: "{mock}/v1"}}
-  - model_name: rate-limited
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/429/v1"}}
-  - model_name: small-context
-    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{mock}/status/400/v1"}}
-  - model_name: claude-mock
-    litellm_params: {{model: anthropic/claude-sonnet-4-20250514, api_base: "{mock}/anthropic", api_key: sk-ant-upstream}}
-  - model_name: gemini-mock
-    litellm_params: {{model: gemini/gemini-2.0-flash, api_base: "{mock}/gemini/v1beta", api_key: goog-upstream}}
-  - model_name: azure-mock
-    litellm_params: {{model: azure/my-gpt-4o-deployment, api_base: "{mock}/azure", api_key: azure-upstream, api_version: "2024-10-21"}}
-    model_info: {{base_model: azure/gpt-4o}}
-router_settings:
-  num_retries: 1
-  context_window_fallbacks: [{{"small-context": ["gpt-4o-mini"]}}]
-virtual_keys:
-  - key: sk-sdk-test-key
-    team_id: sdk-team
-kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-"#,
-        kafka = kafka_bootstrap()
+/// A model `name` served by `model` at `api_base`, with an upstream key where the provider needs one.
+fn model(name: &str, model: &str, api_base: String, api_key: Option<&str>) -> ModelEntry {
+    ModelEntry {
+        model_name: name.to_owned(),
+        litellm_params: LitellmParams {
+            model: model.to_owned(),
+            api_base: Some(api_base),
+            api_key: api_key.map(str::to_owned),
+            ..LitellmParams::default()
+        },
+        model_info: None,
+    }
+}
+
+/// The SDKs' models on every provider the mock speaks; no prices (the built-in table applies).
+fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
+    let mut azure = model("azure-mock", "azure/my-gpt-4o-deployment", format!("{mock}/azure"), Some("azure-upstream"));
+    azure.litellm_params.api_version = Some("2024-10-21".to_owned());
+    azure.model_info = Some([("base_model".to_owned(), "azure/gpt-4o".to_owned())].into());
+    let config = GatewayConfig {
+        gateway: GatewaySettings { id: Some("gw-sdk".to_owned()), ..GatewaySettings::default() },
+        model_list: vec![
+            model("gpt-4o-mini", "openai/gpt-4o-mini", format!("{mock}/v1"), None),
+            model("text-embedding-3-small", "openai/text-embedding-3-small", format!("{mock}/v1"), None),
+            model("rate-limited", "openai/gpt-4o-mini", format!("{mock}/status/429/v1"), None),
+            model("small-context", "openai/gpt-4o-mini", format!("{mock}/status/400/v1"), None),
+            model(
+                "claude-mock",
+                "anthropic/claude-sonnet-4-20250514",
+                format!("{mock}/anthropic"),
+                Some("sk-ant-upstream"),
+            ),
+            model("gemini-mock", "gemini/gemini-2.0-flash", format!("{mock}/gemini/v1beta"), Some("goog-upstream")),
+            azure,
+        ],
+        virtual_keys: vec![VirtualKey { key: "sk-sdk-test-key".to_owned(), team_id: Some("sdk-team".to_owned()) }],
+        kafka: Some(GatewayKafka {
+            bootstrap_servers: kafka_bootstrap(),
+            usage_topic: topic.to_owned(),
+            ..GatewayKafka::default()
+        }),
+        ..GatewayConfig::default()
+    };
+    config.with_yaml(
+        "router_settings:\n  num_retries: 1\n  context_window_fallbacks: [{\"small-context\": [\"gpt-4o-mini\"]}]\n",
     )
 }
 
@@ -61,7 +75,7 @@ async fn official_sdks_work_against_tollgate() -> Result<()> {
     let topic = unique("usage-sdk-");
     create_topic(&topic, 1).await?;
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)?).await?;
     let sdk_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk");
     let output = tokio::process::Command::new(&python)
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])

@@ -15,15 +15,13 @@ async fn metrics_can_be_moved_off_the_public_listener_and_put_behind_a_token() -
     let topic = unique("usage-secrets-");
     create_topic(&topic, 1).await?;
     let mock = start_mock(&dir, &[]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
     let token = "metrics-token-0123456789abcdef";
     let port = free_port()?;
-    let extra = format!("environment_variables:\n  METRICS_TOKEN: {token}\n");
-    let config = gateway_yaml("gw-secrets", &models, &topic, &kafka_bootstrap(), &extra).replacen(
-        "gateway:\n",
-        &format!("gateway:\n  metrics:\n    listen: 127.0.0.1:{port}\n    token: os.environ/METRICS_TOKEN\n"),
-        1,
-    );
+    let mut config = GatewayConfig::new("gw-secrets", &models, &topic, &kafka_bootstrap())
+        .with_yaml(&format!("environment_variables:\n  METRICS_TOKEN: {token}\n"))?;
+    config.gateway.metrics =
+        Some(Metrics { listen: Some(format!("127.0.0.1:{port}")), token: Some("os.environ/METRICS_TOKEN".to_owned()) });
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let client = reqwest::Client::new();
@@ -65,34 +63,38 @@ async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()>
     ensure!(ca.exists(), "deploy/local/up made no CA at {}", ca.display());
     let mock = start_mock(&dir, &[]).await?;
     let kafka_security = |pw: &str| {
-        format!(
-            "{{security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: {user}, sasl.password: {pw}}}"
-        )
+        properties(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", &user),
+            ("sasl.password", pw),
+        ])
+    };
+    let database = |password: &str| Cql {
+        username: Some(cql_user.clone()),
+        password: Some(password.to_owned()),
+        tls: Some(CqlTls { ca_file: ca.clone() }),
+        ..Cql::test(&ks)
     };
     let gateway_config = |kafka_pw: &str, cql_pw: &str| {
-        let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url().unwrap_or_default()), "")];
-        gateway_yaml(
-            "gw-sasl",
-            &models,
-            &topics.usage,
-            &sasl,
-            &format!(
-                "  budget_state_topic: {bs}\n  control_topic: {ct}\n  client_properties: {props}\n\
-             database:\n  contact_points: [{cql}]\n  keyspace: {ks}\n  username: {cql_user}\n  password: {cql_pw}\n  \
-             tls: {{ca_file: {ca}}}\ngeneral_settings:\n  master_key: {MASTER_KEY}\n",
-                bs = topics.budget_state,
-                ct = topics.control,
-                props = kafka_security(kafka_pw),
-                cql = cassandra_node(),
-                ca = ca.display(),
-            ),
-        )
+        let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url().unwrap_or_default()))];
+        let mut config = GatewayConfig {
+            database: Some(database(cql_pw)),
+            general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+            ..GatewayConfig::new("gw-sasl", &models, &topics.usage, &sasl)
+        };
+        if let Some(kafka) = &mut config.kafka {
+            kafka.budget_state_topic = Some(topics.budget_state.clone());
+            kafka.control_topic = Some(topics.control.clone());
+            kafka.client_properties = kafka_security(kafka_pw);
+        }
+        config
     };
 
     // A wrong database password: the gateway refuses to start, naming the database, not the password.
     let wrong = "not-the-password-8d2f";
     let path = dir.join("wrong-cql.yaml");
-    std::fs::write(&path, gateway_config(&password, wrong))?;
+    std::fs::write(&path, gateway_config(&password, wrong).to_yaml()?)?;
     let out = std::process::Command::new(binaries()?.join("tollgate-gateway"))
         .args(["--config", &path.to_string_lossy(), "--listen", "127.0.0.1:0"])
         .current_dir(&dir)
@@ -103,21 +105,24 @@ async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()>
 
     // A wrong Kafka password: the budget state cannot be read, so the gateway never gets ready.
     let gateway = start_gateway(&dir, &gateway_config("wrong-sasl-password", &cql_password)).await?;
-    let ready = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let still = reqwest::get(format!("{}/health/readiness", gateway.url()?)).await?.status();
-    ensure!(ready == 503 && still == 503, "ready without Kafka's login: {ready} {still}");
+    // A state that must not change: polled throughout a quiet period, not looked at once.
+    let readiness = format!("{}/health/readiness", gateway.url()?);
+    holds_for("not ready without Kafka's login (503)", std::time::Duration::from_secs(5), || async {
+        Ok(reqwest::get(&readiness).await?.status() == 503)
+    })
+    .await?;
     ensure!(!gateway.log().contains("wrong-sasl-password"), "the Kafka password is in the log");
     gateway.stop().await?;
 
     // The right logins: a request is metered into the ledger through SASL and TLS.
     let gateway = start_gateway(&dir, &gateway_config(&password, &cql_password)).await?;
-    let consumer_config = consumer_yaml(&topics.usage, &unique("ledger-"), &ks, "{}", 100).replace(
-        &format!("bootstrap_servers: {}", kafka_bootstrap()),
-        &format!("bootstrap_servers: {sasl}\n  client_properties: {}", kafka_security(&password)),
-    ) + &format!("budgets:\n  state_topic: {}\n", topics.budget_state);
-    let consumer_config =
-        consumer_config.replace("  keyspace:", &format!("  tls: {{ca_file: {}}}\n  keyspace:", ca.display()));
+    let mut consumer_config = ConsumerConfig {
+        cassandra: database(&cql_password),
+        budgets: Some(ConsumerBudgets { state_topic: Some(topics.budget_state.clone()), ..ConsumerBudgets::default() }),
+        ..ConsumerConfig::new(&topics.usage, &unique("ledger-"), &ks, 100)
+    };
+    consumer_config.kafka.bootstrap_servers = sasl.clone();
+    consumer_config.kafka.client_properties = kafka_security(&password);
     let consumer = start_consumer(&dir, &consumer_config).await?;
     let gw = gateway.url()?.to_owned();
     eventually("the gateway to be ready", std::time::Duration::from_secs(60), || async {

@@ -4,18 +4,24 @@
 
 use anyhow::{ensure, Context, Result};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_tests::*;
 
-/// Sends chat completions from `workers` tasks until the gateway stops answering; returns the
-/// request ids and costs of every 200.
-async fn load_until_gone(gw: String, key: &'static str, workers: usize, stop: Arc<AtomicBool>) -> Vec<(String, i64)> {
+/// Sends chat completions from `workers` tasks until the gateway stops answering, counting every
+/// 200 in `progress` as it comes; returns the request ids and costs of every 200.
+async fn load_until_gone(
+    gw: String,
+    key: &'static str,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    progress: Arc<AtomicUsize>,
+) -> Vec<(String, i64)> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
-            let (client, gw, stop) = (client.clone(), gw.clone(), stop.clone());
+            let (client, gw, stop, progress) = (client.clone(), gw.clone(), stop.clone(), progress.clone());
             tokio::spawn(async move {
                 let mut answered = Vec::new();
                 for i in 0.. {
@@ -33,6 +39,7 @@ async fn load_until_gone(gw: String, key: &'static str, workers: usize, stop: Ar
                         // A 200 whose body is cut short still counts: its event was published.
                         let _ = resp.bytes().await;
                         answered.push((id, cost.parse().unwrap_or(-1)));
+                        progress.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 answered
@@ -54,12 +61,18 @@ async fn stop_under_load(signal: &str) -> Result<()> {
     create_topic(&topic, 3).await?;
     // 200 ms per answer: at any moment most of the 16 workers have a request in flight.
     let mock = start_mock(&dir, &["--latency-ms", "200"]).await?;
-    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "")];
-    let gateway = start_gateway(&dir, &gateway_yaml("gw-stop", &models, &topic, &kafka_bootstrap(), "")).await?;
-    let consumer = start_consumer(&dir, &consumer_yaml(&topic, &group, &ks, "{}", 500)).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway = start_gateway(&dir, &GatewayConfig::new("gw-stop", &models, &topic, &kafka_bootstrap())).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &group, &ks, 500)).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn(load_until_gone(gateway.url()?.to_owned(), TENANT_KEYS[0].0, 16, stop.clone()));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let progress = Arc::new(AtomicUsize::new(0));
+    let url = gateway.url()?.to_owned();
+    let load = tokio::spawn(load_until_gone(url, TENANT_KEYS[0].0, 16, stop.clone(), progress.clone()));
+    // The signal must find the load under way (more than 50 answered, and requests in flight).
+    eventually("the load to be under way", Duration::from_secs(60), || async {
+        Ok((progress.load(Ordering::Relaxed) > 50).then_some(()))
+    })
+    .await?;
     let pid = gateway.child.id().context("gateway pid")?;
     let asked = Instant::now();
     let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
@@ -122,13 +135,13 @@ async fn a_full_embedded_log_answers_503_instead_of_hanging() -> Result<()> {
     let dir = scratch_dir("log-full")?;
     let db = dir.join("tollgate.db");
     let mock = start_mock(&dir, &[]).await?;
-    let models = model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?), "");
-    let config = format!(
-        "model_list:\n{models}prices:\n  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: \
-         {OUTPUT_PRICE}}}\nvirtual_keys:\n{keys}embedded:\n  path: {db}\n  max_size_bytes: 262144\n",
-        keys = tenant_keys_yaml(),
-        db = db.display()
-    );
+    let config = GatewayConfig {
+        model_list: vec![model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
+        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
+        virtual_keys: tenant_keys(),
+        embedded: Some(Embedded { path: db.clone(), max_size_bytes: Some(262_144) }),
+        ..GatewayConfig::default()
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;

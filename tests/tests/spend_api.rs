@@ -59,13 +59,17 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let topics = Topics::create("spend", 3).await?;
     let ks = unique("tg_spend_").replace('-', "_");
     let (webhook, alerts) = webhook_receiver().await?;
-    let consumer_cfg = consumer_yaml(&topics.usage, &unique("ledger-spend-"), &ks, "{}", 500)
-        + &format!(
-            "budgets:\n  state_topic: {}\n  heartbeat_interval_ms: 1000\n  alert_thresholds: [50, 90]\n  webhook_url: {webhook}\n",
-            topics.budget_state
-        );
+    let consumer_cfg = ConsumerConfig {
+        budgets: Some(ConsumerBudgets {
+            state_topic: Some(topics.budget_state.clone()),
+            heartbeat_interval_ms: Some(1000),
+            alert_thresholds: Some(vec![50, 90]),
+            webhook_url: Some(webhook.clone()),
+        }),
+        ..ConsumerConfig::new(&topics.usage, &unique("ledger-spend-"), &ks, 500)
+    };
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &tenancy_gateway_yaml("gw-spend", mock.url()?, &topics, &ks, "")).await?;
+    let gateway = start_gateway(&dir, &GatewayConfig::tenancy("gw-spend", mock.url()?, &topics, &ks)).await?;
     let consumer = start_consumer(&dir, &consumer_cfg).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
@@ -203,11 +207,12 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let client = reqwest::Client::new();
     let mut served = 0;
     for _ in 0..400 {
-        let resp = chat_as(&client, &gw, &key, "gpt-4o-mini", None).await?;
-        if resp.status() == 503 {
-            tokio::time::sleep(Duration::from_millis(200)).await; // the first heartbeat
-            continue;
-        }
+        // A hard budget is refused with 503 until the consumer's first heartbeat arrives.
+        let resp = eventually("a budget view fresh enough to serve", Duration::from_secs(60), || async {
+            let resp = chat_as(&client, &gw, &key, "gpt-4o-mini", None).await?;
+            Ok((resp.status() != 503).then_some(resp))
+        })
+        .await?;
         if resp.status() != 200 {
             let (_, code, _) = error_code(resp).await;
             ensure!(code == "key_budget_exceeded", "{code}");
@@ -223,7 +228,8 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
         Ok((mine.len() >= 3).then_some(mine))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await; // any duplicate would arrive by now
+    // A quiet period, deliberately: a duplicate alert would arrive within it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mine: Vec<serde_json::Value> =
         alerts.lock().await.iter().filter(|v| v["scope"] == scope.as_str()).cloned().collect();
     let mut kinds: Vec<(String, Option<i64>)> =

@@ -7,13 +7,15 @@ use serde_json::json;
 use std::time::Duration;
 use tollgate_tests::*;
 
-fn gateway_config(mock: &str, topic: &str) -> String {
+fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
+    let mut stalling = model_entry("stalling", &format!("{mock}/stall/3000/v1"));
+    stalling.litellm_params.stream_timeout = Some(0.5);
     let models = [
-        model_entry("gpt-4o-mini", &format!("{mock}/v1"), ""),
-        model_entry("slow", &format!("{mock}/delay/3000/v1"), ""),
-        model_entry("stalling", &format!("{mock}/stall/3000/v1"), ", stream_timeout: 0.5"),
+        model_entry("gpt-4o-mini", &format!("{mock}/v1")),
+        model_entry("slow", &format!("{mock}/delay/3000/v1")),
+        stalling,
     ];
-    gateway_yaml("gw-stream", &models, topic, &kafka_bootstrap(), "")
+    GatewayConfig::new("gw-stream", &models, topic, &kafka_bootstrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -100,15 +102,17 @@ async fn a_client_that_hangs_up_cancels_the_upstream_call() -> Result<()> {
         .await;
     ensure!(outcome.is_err(), "the client should have given up first");
     let stats_url = format!("{}/stats", mock.url()?);
-    eventually("the provider to see the call", Duration::from_secs(5), || {
+    eventually("the provider to see the call cancelled", Duration::from_secs(30), || {
         let url = stats_url.clone();
         async move {
             let stats: serde_json::Value = reqwest::get(url).await?.json().await?;
-            Ok((stats["delays_started"] == 1).then_some(()))
+            Ok((stats["delays_started"] == 1 && stats["delays_cancelled"] == 1).then_some(()))
         }
     })
     .await?;
-    // Well past the provider's 3 s: a call still running would have finished by now.
+    // A quiet period, deliberately: well past the provider's 3 s (counted from after the call
+    // was seen started), a call still running would have finished and shown in
+    // `delays_finished`.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stats: serde_json::Value = reqwest::get(&stats_url).await?.json().await?;
     let events = collect_events(&topic, 1, Duration::from_secs(30)).await?;

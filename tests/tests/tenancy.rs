@@ -30,7 +30,10 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     let ks = unique("tg_tenancy_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
     // No ledger consumer here: budgets are enforced on this gateway's own spend.
-    let config = tenancy_gateway_yaml("gw-tenancy", mock.url()?, &topics, &ks, "budgets:\n  when_stale: fail_open\n");
+    let config = GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy("gw-tenancy", mock.url()?, &topics, &ks)
+    };
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
@@ -198,10 +201,16 @@ async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()>
     ensure!(status == 401 && code == "team_blocked", "{status} {code}");
     admin.ok("/team/unblock", json!({"team_id": "team-pay"})).await?;
 
-    // Expiry.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let (status, code, _) = error_code(chat_as(&client, &gw, &short, "gpt-4o-mini", None).await?).await;
-    ensure!(status == 401 && code == "key_expired", "{status} {code}");
+    // Expiry: the 2 s key is refused as expired once its time is up (served until then).
+    eventually("the short-lived key to be refused as expired", Duration::from_secs(30), || async {
+        let (status, code, v) = error_code(chat_as(&client, &gw, &short, "gpt-4o-mini", None).await?).await;
+        match (status, code.as_str()) {
+            (401, "key_expired") => Ok(Some(())),
+            (200, _) => Ok(None),
+            _ => anyhow::bail!("the short-lived key: {status} {v}"),
+        }
+    })
+    .await?;
 
     // Blocking a key closes every model route.
     admin.ok("/key/block", json!({"key": plain})).await?;
@@ -289,6 +298,16 @@ fn gateway_logs(dir: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
+/// How many changes a gateway has read from the control topic (its `/metrics`).
+fn control_changes_read(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_tenancy_change_propagation_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 /// A key blocked through one gateway is refused by another within a second (the control
 /// topic), measured over several trials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,15 +316,31 @@ async fn a_change_on_one_gateway_reaches_the_other_within_a_second() -> Result<(
     let topics = Topics::create("propagation", 3).await?;
     let ks = unique("tg_prop_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
-    let extra = "budgets:\n  when_stale: fail_open\n";
-    let gw1 = start_gateway(&dir, &tenancy_gateway_yaml("gw-p1", mock.url()?, &topics, &ks, extra)).await?;
-    let gw2 = start_gateway(&dir, &tenancy_gateway_yaml("gw-p2", mock.url()?, &topics, &ks, extra)).await?;
+    let mock_url = mock.url()?.to_owned();
+    let config = |id: &str| GatewayConfig {
+        budgets: Some(Budgets::fail_open()),
+        ..GatewayConfig::tenancy(id, &mock_url, &topics, &ks)
+    };
+    let gw1 = start_gateway(&dir, &config("gw-p1")).await?;
+    let gw2 = start_gateway(&dir, &config("gw-p2")).await?;
     let (a, b) = (gw1.url()?.to_owned(), gw2.url()?.to_owned());
     let admin = AdminApi::new(&a);
     let client = reqwest::Client::new();
     let key = admin.ok("/key/generate", json!({})).await?["key"].as_str().context("key")?.to_owned();
-    // Both gateways read the control topic from its end at start-up; give them a moment.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both gateways read the control topic from its end, from a moment after start-up. Until
+    // gw2 has read a change from it (its propagation histogram counts one), changes reach it
+    // only through the change log: make changes until one arrives by the topic, then time.
+    eventually("gw2 to read a change from the control topic", Duration::from_secs(60), || async {
+        admin.ok("/key/block", json!({"key": key})).await?;
+        admin.ok("/key/unblock", json!({"key": key})).await?;
+        let metrics = client.get(format!("{b}/metrics")).send().await?.text().await?;
+        Ok((control_changes_read(&metrics) > 0).then_some(()))
+    })
+    .await?;
+    eventually("gw2 to serve the unblocked key", Duration::from_secs(30), || async {
+        Ok((chat_as(&client, &b, &key, "gpt-4o-mini", None).await?.status() == 200).then_some(()))
+    })
+    .await?;
     let mut delays = Vec::new();
     for trial in 0..4 {
         // gw2 has the key cached (served from moka, no database call); block it through gw1,

@@ -12,44 +12,28 @@ use tollgate_tests::*;
 const PARTITIONS: i32 = 3;
 const REQUESTS: usize = 240;
 const CONCURRENCY: usize = 32;
-fn gateway_config(mock_url: &str, topic: &str, dead_port: u16) -> String {
-    let keys = tenant_keys_yaml();
-    format!(
-        r#"gateway:
-  id: gw-e2e
-  max_body_bytes: 65536
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: {mock_url}/v1
-      api_key: os.environ/TOLLGATE_E2E_UPSTREAM_KEY
-  - model_name: unreachable
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: http://127.0.0.1:{dead_port}/v1
-      api_key: os.environ/TOLLGATE_E2E_UPSTREAM_KEY
-  - model_name: slow
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: {mock_url}/delay/2000/v1
-      api_key: os.environ/TOLLGATE_E2E_UPSTREAM_KEY
-      timeout: 0.3
-prices:
-  gpt-4o-mini: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-  unreachable: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-  slow: {{input_nano_usd_per_token: {INPUT_PRICE}, output_nano_usd_per_token: {OUTPUT_PRICE}}}
-virtual_keys:
-{keys}kafka:
-  bootstrap_servers: {kafka}
-  usage_topic: {topic}
-"#,
-        kafka = kafka_bootstrap()
-    )
+fn gateway_config(mock_url: &str, topic: &str, dead_port: u16) -> GatewayConfig {
+    let model = |name: &str, api_base: String| {
+        let mut entry = model_entry(name, &api_base);
+        entry.litellm_params.api_key = Some("os.environ/TOLLGATE_E2E_UPSTREAM_KEY".to_owned());
+        entry
+    };
+    let mut slow = model("slow", format!("{mock_url}/delay/2000/v1"));
+    slow.litellm_params.timeout = Some(0.3);
+    let models = [
+        model("gpt-4o-mini", format!("{mock_url}/v1")),
+        model("unreachable", format!("http://127.0.0.1:{dead_port}/v1")),
+        slow,
+    ];
+    let mut config = GatewayConfig::new("gw-e2e", &models, topic, &kafka_bootstrap());
+    // Config-file keys only: the gateway's own key hashing, without a server secret.
+    config.gateway.key_hash_secret = None;
+    config.gateway.max_body_bytes = Some(65_536);
+    config
 }
 
-fn consumer_config(topic: &str, group: &str, keyspace: &str) -> String {
-    consumer_yaml(topic, group, keyspace, "{}", 500)
+fn consumer_config(topic: &str, group: &str, keyspace: &str) -> ConsumerConfig {
+    ConsumerConfig::new(topic, group, keyspace, 500)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
