@@ -1,7 +1,7 @@
 //! Property and fuzz tests of what the gateway sends each kind of provider and reads back from
 //! it: `request_body` (the reserved output limit is the one the provider is sent),
 //! `response_body` (metering can read what the client gets), `error_body` and
-//! `proxy::classify` (any error body, any status).
+//! `retry::classify` (any error body, any status).
 
 use super::*;
 use crate::error::GatewayError;
