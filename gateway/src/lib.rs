@@ -163,60 +163,9 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
     let client = providers::upstream_client()?;
     let budget_view = Arc::new(BudgetView::new());
-    let mut lease_store: Arc<dyn crate::limits::leases::LeaseStore> =
-        Arc::new(crate::limits::leases::LocalLeases::default());
-    let mut change_log = None;
-    let (sink, store, spend, control): (Arc<dyn UsageSink>, _, _, _) = match &config.kafka {
-        Some(kafka) => {
-            let sink = Arc::new(KafkaSink::new(kafka, &config.spool, &gateway_id)?);
-            let (store, spend) = match &config.database {
-                Some(db) => {
-                    let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
-                    if db.create_schema {
-                        tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
-                    }
-                    let store: Arc<dyn TenancyStore> =
-                        Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
-                    lease_store = Arc::new(
-                        crate::limits::leases::CqlLeases::new(session.clone(), &db.keyspace)
-                            .await
-                            .map_err(|e| StartError::Leases(e.to_string()))?,
-                    );
-                    change_log = Some(Arc::new(tenancy::changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
-                    let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
-                    (Some(store), Some(spend))
-                }
-                None => (None, None),
-            };
-            let control = Arc::new(ControlPublisher::new(kafka)?);
-            (sink, store, spend, Some(control))
-        }
-        None => {
-            let embedded = config.embedded.as_ref().map_or_else(EmbeddedConfig::default, |e| EmbeddedConfig {
-                path: e.path.clone(),
-                max_size_bytes: e.max_size_bytes,
-            });
-            let path = embedded.path;
-            // Owner-only: the file holds the usage log, the ledgers and every key's hash.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                metering::spool::private_dir(dir).map_err(StartError::Listener)?;
-            }
-            metering::spool::private_file(&path).map_err(StartError::Listener)?;
-            let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
-            if let Some(max) = embedded.max_size_bytes {
-                db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
-            }
-            tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
-            let sink = Arc::new(metering::embedded::EmbeddedSink::start(
-                db.clone(),
-                budget_view.clone(),
-                config.spool.queue_capacity,
-                config.spool.when_full,
-            )?);
-            let store: Arc<dyn TenancyStore> = db.clone();
-            let spend: Arc<dyn SpendSource> = db;
-            (sink, Some(store), Some(spend), None)
-        }
+    let Backends { sink, store, spend, control, lease_store, change_log } = match &config.kafka {
+        Some(kafka) => kafka_backends(config, kafka, &gateway_id).await?,
+        None => embedded_backends(config, &budget_view)?,
     };
     let secret = key_hash_secret(config)?;
     if store.is_some() && secret.is_none() {
@@ -283,6 +232,86 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     })
 }
 
+/// What a set-up puts behind the gateway: where usage events go, the tenancy store, the spend
+/// reader, the control-topic publisher, the credit-lease store and the change log.
+struct Backends {
+    sink: Arc<dyn UsageSink>,
+    store: Option<Arc<dyn TenancyStore>>,
+    spend: Option<Arc<dyn SpendSource>>,
+    control: Option<Arc<ControlPublisher>>,
+    lease_store: Arc<dyn crate::limits::leases::LeaseStore>,
+    change_log: Option<Arc<tenancy::changes::ChangeLog>>,
+}
+
+/// Kafka, with a database (production) or without one (config-file keys, leases in the process).
+async fn kafka_backends(
+    config: &Config,
+    kafka: &crate::config::KafkaConfig,
+    gateway_id: &str,
+) -> Result<Backends, StartError> {
+    let mut backends = Backends {
+        sink: Arc::new(KafkaSink::new(kafka, &config.spool, gateway_id)?),
+        store: None,
+        spend: None,
+        control: Some(Arc::new(ControlPublisher::new(kafka)?)),
+        lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
+        change_log: None,
+    };
+    if let Some(db) = &config.database {
+        let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
+        if db.create_schema {
+            tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+        }
+        let store: Arc<dyn TenancyStore> =
+            Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
+        backends.store = Some(store);
+        backends.lease_store = Arc::new(
+            crate::limits::leases::CqlLeases::new(session.clone(), &db.keyspace)
+                .await
+                .map_err(|e| StartError::Leases(e.to_string()))?,
+        );
+        backends.change_log = Some(Arc::new(tenancy::changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
+        let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
+        backends.spend = Some(spend);
+    }
+    Ok(backends)
+}
+
+/// The embedded default: one owner-only SQLite file holds the usage log, the ledgers (folded
+/// here) and the tenancy records.
+fn embedded_backends(config: &Config, budget_view: &Arc<BudgetView>) -> Result<Backends, StartError> {
+    let embedded = config.embedded.as_ref().map_or_else(EmbeddedConfig::default, |e| EmbeddedConfig {
+        path: e.path.clone(),
+        max_size_bytes: e.max_size_bytes,
+    });
+    let path = embedded.path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        metering::spool::private_dir(dir).map_err(StartError::Listener)?;
+    }
+    metering::spool::private_file(&path).map_err(StartError::Listener)?;
+    let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
+    if let Some(max) = embedded.max_size_bytes {
+        db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
+    }
+    tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
+    let sink = Arc::new(metering::embedded::EmbeddedSink::start(
+        db.clone(),
+        budget_view.clone(),
+        config.spool.queue_capacity,
+        config.spool.when_full,
+    )?);
+    let store: Arc<dyn TenancyStore> = db.clone();
+    let spend: Arc<dyn SpendSource> = db;
+    Ok(Backends {
+        sink,
+        store: Some(store),
+        spend: Some(spend),
+        control: None,
+        lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
+        change_log: None,
+    })
+}
+
 /// The longest a shutdown waits for budget leases to go back to the store.
 const LEASE_HAND_BACK: Duration = Duration::from_secs(3);
 
@@ -312,27 +341,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .listen(listener)?
     .run();
     // `/metrics` on its own listener: one worker, stopped with the main server.
-    let metrics_server = match &state.metrics_listen {
-        Some(addr) => {
-            let metrics_state = state.clone();
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(metrics_state.clone())
-                    .app_data(http::MetricsListener)
-                    .configure(routes::metrics_listener)
-                    .default_service(web::to(http::not_found))
-            })
-            .workers(1)
-            .disable_signals()
-            .bind(addr)?;
-            for bound in server.addrs() {
-                tracing::info!(addr = %bound, "metrics on their own listener");
-            }
-            let server = server.run();
-            Some(server)
-        }
-        None => None,
-    };
+    let metrics_server = state.metrics_listen.as_deref().map(|addr| metrics_server(&state, addr)).transpose()?;
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     let metrics_task = metrics_server.map(tokio::spawn);
     let handle = server.handle();
@@ -353,19 +362,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     });
     // Idle leases go back to the store every second, so other gateways can use them.
     let sweeping = CancellationToken::new();
-    let sweeper = state.leases.clone().map(|leases| {
-        let sweeping = sweeping.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = sweeping.cancelled() => return,
-                }
-                leases.sweep(chrono::Utc::now().timestamp_millis()).await;
-            }
-        })
-    });
+    let sweeper = state.leases.clone().map(|leases| tokio::spawn(sweep_leases(leases, sweeping.clone())));
     let served = server.await;
     stopper.abort();
     following.cancel();
@@ -378,10 +375,55 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
+    let began = stop_began.get().copied().unwrap_or_else(std::time::Instant::now);
+    finish_shutdown(&state, began, sweeping, sweeper).await;
+    served
+}
+
+/// `/metrics` served on a listener of its own (one worker), so it need not share the API's port.
+fn metrics_server(state: &web::Data<AppState>, addr: &str) -> std::io::Result<actix_web::dev::Server> {
+    let metrics_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics_state.clone())
+            .app_data(http::MetricsListener)
+            .configure(routes::metrics_listener)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?;
+    for bound in server.addrs() {
+        tracing::info!(addr = %bound, "metrics on their own listener");
+    }
+    Ok(server.run())
+}
+
+/// Hands idle credit leases back to the store every second, so other gateways can use them,
+/// until `stop`.
+async fn sweep_leases(leases: Arc<crate::limits::leases::Leases>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        leases.sweep(chrono::Utc::now().timestamp_millis()).await;
+    }
+}
+
+/// After the server stopped: background reads finish within what is left of
+/// `shutdown_timeout` since the signal (`began`), leases go back within [`LEASE_HAND_BACK`],
+/// usage events are flushed within `flush_timeout`.
+async fn finish_shutdown(
+    state: &web::Data<AppState>,
+    began: std::time::Instant,
+    sweeping: CancellationToken,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+) {
     // Answers read to their end for billing (policy `finish_upstream`) end within the same
     // bound as requests in flight: `shutdown_timeout` counted from the stop signal.
     state.background.close();
-    let began = stop_began.get().copied().unwrap_or_else(std::time::Instant::now);
     let left = state.shutdown_timeout.saturating_sub(began.elapsed());
     if tokio::time::timeout(left, state.background.wait()).await.is_err() {
         tracing::warn!("provider answers still being read at shutdown; their requests are charged as cut");
@@ -418,5 +460,4 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
         Ok(Err(e)) => tracing::error!(error = %e, "usage events still undelivered at shutdown"),
         Err(e) => tracing::error!(error = %e, "usage event flush failed"),
     }
-    served
 }
