@@ -69,132 +69,11 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let serving = !args.migrate && args.command.is_none();
-        if let Some(addr) = config.metrics_listen.as_ref().filter(|_| serving) {
-            let listen: std::net::SocketAddr = match addr.parse() {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("error: metrics_listen {addr:?}: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(listen).install() {
-                eprintln!("error: cannot serve metrics on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        let c = &config.cassandra;
-        let create_schema = c.create_schema || args.migrate;
-        let ledger =
-            match CqlLedger::connect(&c.connection(), &c.keyspace, &config.kafka.usage_topic, create_schema).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-        if args.migrate {
-            println!("schema applied to keyspace {}", c.keyspace);
-            return ExitCode::SUCCESS;
-        }
-        match args.command {
-            Some(Command::Reconcile { from, to }) => return reconcile(&ledger, &c.keyspace, from, to).await,
-            Some(Command::Reindex) => {
-                return match ledger.reindex_keys(&c.keyspace).await {
-                    Ok(n) => {
-                        println!("reindex: {n} key index rows written");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                };
-            }
-            None => {}
-        }
-        // Spend readers sum the rows of partitions 0..MAX_USAGE_PARTITIONS: the spend folded from
-        // a partition beyond would be missing from every total and every budget.
-        let partitions = usage_partition_count(&config);
-        if let Some(n) = partitions.filter(|n| *n > tollgate_schemas::store::MAX_USAGE_PARTITIONS) {
-            eprintln!(
-                "error: the usage topic {} has {n} partitions; at most {} are supported (docs/design.md §4)",
-                config.kafka.usage_topic,
-                tollgate_schemas::store::MAX_USAGE_PARTITIONS
-            );
-            return ExitCode::FAILURE;
-        }
-        let budgets = if config.budgets.enabled {
-            let b = &config.budgets;
-            let push = tollgate_ledger_consumer::budgets::PushBackConfig {
-                kafka: config.kafka.client_config(),
-                topic: b.state_topic.clone(),
-                consumer_id: b.consumer_id.clone().unwrap_or_else(default_consumer_id),
-                heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
-                default_thresholds: b.alert_thresholds.clone(),
-                webhook_url: b.webhook_url.clone(),
-                usage_partitions: partitions.unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS),
-            };
-            let tenancy = match tollgate_schemas::store::CqlTenancy::new(ledger.session().clone(), &c.keyspace).await {
-                Ok(t) => std::sync::Arc::new(t),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match tollgate_ledger_consumer::budgets::BudgetPublisher::new(
-                push,
-                ledger.session().clone(),
-                &c.keyspace,
-                tenancy,
-            )
-            .await
-            {
-                Ok(p) => Some(std::sync::Arc::new(p)),
-                Err(e) => {
-                    eprintln!("error: cannot start budget push-back: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        } else {
-            None
-        };
-        let ledger = std::sync::Arc::new(ledger);
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested");
-            signal.cancel();
-            exit_if_shutdown_hangs();
-        });
-        if let Some(b) = &budgets {
-            tokio::spawn(b.clone().heartbeats(shutdown.clone()));
-        }
-        warn_if_missing(&config, &config.kafka.dlq_topic);
-        let mut announced = false;
-        loop {
-            let consumer = match UsageConsumer::new(&config, ledger.clone(), budgets.clone()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: cannot create the Kafka consumer: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            if !announced {
-                println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
-                announced = true;
-            }
-            match consumer.run(shutdown.clone()).await {
-                RunEnd::Shutdown => {
-                    consumer.close(CLOSE_WITHIN).await;
-                    return ExitCode::SUCCESS;
-                }
-                RunEnd::Rejoin => {
-                    // Closing a consumer that lost its coordinator can block until the
-                    // coordinator answers; never let that stop the replacement.
-                    tokio::spawn(consumer.close(Duration::from_secs(60)));
-                }
+        match serve(args, config).await {
+            Ok(code) => code,
+            Err(Exit(code, message)) => {
+                eprintln!("error: {message}");
+                code
             }
         }
     });
@@ -202,6 +81,144 @@ fn main() -> ExitCode {
     // exit up.
     runtime.shutdown_timeout(Duration::from_millis(500));
     code
+}
+
+/// How the consumer ends early: the exit status and what goes to stderr.
+struct Exit(ExitCode, String);
+
+impl Exit {
+    fn failure(message: impl std::fmt::Display) -> Exit {
+        Exit(ExitCode::FAILURE, message.to_string())
+    }
+}
+
+/// Connects to the ledger, then runs the one-off command asked for, or consumes until a signal.
+#[allow(clippy::print_stdout)] // CLI output
+async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
+    if args.command.is_none() && !args.migrate {
+        serve_metrics(&config)?;
+    }
+    let c = &config.cassandra;
+    let create_schema = c.create_schema || args.migrate;
+    let ledger = CqlLedger::connect(&c.connection(), &c.keyspace, &config.kafka.usage_topic, create_schema)
+        .await
+        .map_err(Exit::failure)?;
+    if args.migrate {
+        println!("schema applied to keyspace {}", c.keyspace);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.command {
+        Some(Command::Reconcile { from, to }) => return Ok(reconcile(&ledger, &c.keyspace, from, to).await),
+        Some(Command::Reindex) => {
+            let n = ledger.reindex_keys(&c.keyspace).await.map_err(Exit::failure)?;
+            println!("reindex: {n} key index rows written");
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
+    }
+    let partitions = usage_partitions_within_bound(&config)?;
+    let budgets = budget_publisher(&config, &ledger, partitions).await?;
+    consume(&config, std::sync::Arc::new(ledger), budgets).await
+}
+
+/// `/metrics` on `metrics_listen`, when set.
+fn serve_metrics(config: &Config) -> Result<(), Exit> {
+    let Some(addr) = &config.metrics_listen else { return Ok(()) };
+    let listen: std::net::SocketAddr =
+        addr.parse().map_err(|e| Exit(ExitCode::from(2), format!("metrics_listen {addr:?}: {e}")))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .map_err(|e| Exit::failure(format!("cannot serve metrics on {addr}: {e}")))
+}
+
+/// The usage topic's partition count (`None` when Kafka cannot say). Spend readers sum the rows
+/// of partitions 0..MAX_USAGE_PARTITIONS: the spend folded from a partition beyond would be
+/// missing from every total and every budget, so a larger topic is refused.
+fn usage_partitions_within_bound(config: &Config) -> Result<Option<i32>, Exit> {
+    let partitions = usage_partition_count(config);
+    match partitions.filter(|n| *n > tollgate_schemas::store::MAX_USAGE_PARTITIONS) {
+        Some(n) => Err(Exit::failure(format!(
+            "the usage topic {} has {n} partitions; at most {} are supported (docs/design.md §4)",
+            config.kafka.usage_topic,
+            tollgate_schemas::store::MAX_USAGE_PARTITIONS
+        ))),
+        None => Ok(partitions),
+    }
+}
+
+/// Budget push-back and alerts, when `budgets.enabled`.
+async fn budget_publisher(
+    config: &Config,
+    ledger: &CqlLedger,
+    partitions: Option<i32>,
+) -> Result<Option<std::sync::Arc<tollgate_ledger_consumer::budgets::BudgetPublisher>>, Exit> {
+    if !config.budgets.enabled {
+        return Ok(None);
+    }
+    let b = &config.budgets;
+    let push = tollgate_ledger_consumer::budgets::PushBackConfig {
+        kafka: config.kafka.client_config(),
+        topic: b.state_topic.clone(),
+        consumer_id: b.consumer_id.clone().unwrap_or_else(default_consumer_id),
+        heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
+        default_thresholds: b.alert_thresholds.clone(),
+        webhook_url: b.webhook_url.clone(),
+        usage_partitions: partitions.unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS),
+    };
+    let keyspace = &config.cassandra.keyspace;
+    let tenancy =
+        tollgate_schemas::store::CqlTenancy::new(ledger.session().clone(), keyspace).await.map_err(Exit::failure)?;
+    let publisher = tollgate_ledger_consumer::budgets::BudgetPublisher::new(
+        push,
+        ledger.session().clone(),
+        keyspace,
+        std::sync::Arc::new(tenancy),
+    )
+    .await
+    .map_err(|e| Exit::failure(format!("cannot start budget push-back: {e}")))?;
+    Ok(Some(std::sync::Arc::new(publisher)))
+}
+
+/// Folds the usage topic until SIGTERM or SIGINT; a consumer that lost its group is replaced.
+#[allow(clippy::print_stdout)] // the line tests and scripts wait for
+async fn consume(
+    config: &Config,
+    ledger: std::sync::Arc<CqlLedger>,
+    budgets: Option<std::sync::Arc<tollgate_ledger_consumer::budgets::BudgetPublisher>>,
+) -> Result<ExitCode, Exit> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+        exit_if_shutdown_hangs();
+    });
+    if let Some(b) = &budgets {
+        tokio::spawn(b.clone().heartbeats(shutdown.clone()));
+    }
+    warn_if_missing(config, &config.kafka.dlq_topic);
+    let mut announced = false;
+    loop {
+        let consumer = UsageConsumer::new(config, ledger.clone(), budgets.clone())
+            .map_err(|e| Exit::failure(format!("cannot create the Kafka consumer: {e}")))?;
+        if !announced {
+            println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
+            announced = true;
+        }
+        match consumer.run(shutdown.clone()).await {
+            RunEnd::Shutdown => {
+                consumer.close(CLOSE_WITHIN).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            RunEnd::Rejoin => {
+                // Closing a consumer that lost its coordinator can block until the
+                // coordinator answers; never let that stop the replacement.
+                tokio::spawn(consumer.close(Duration::from_secs(60)));
+            }
+        }
+    }
 }
 
 /// How long a shutdown waits for the Kafka consumer to commit and leave its group.
