@@ -13,7 +13,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use tollgate_benches::synthetic::usage_event as event;
 use tollgate_gateway::config::{KafkaConfig, SpoolConfig};
-use tollgate_gateway::metering::sink::{KafkaSink, UsageSink};
+use tollgate_gateway::metering::kafka::KafkaSink;
+use tollgate_gateway::metering::sink::UsageSink;
 
 #[derive(Parser, Debug)]
 #[command(about = "Publish synthetic Tollgate usage events and wait for a consumer group")]

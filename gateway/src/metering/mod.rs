@@ -1,10 +1,11 @@
 //! Every request's one usage event: the recorder that makes it (`recorder`), the metered stream
 //! that counts a streamed answer as it passes (`stream`) with the tokenizer for answers without
-//! usage (`tokens`), and where events go: the usage-sink contract with its Kafka sink and the
-//! bookkeeping both sinks share (`sink`), the spool in front of Kafka (`spool`), and the
+//! usage (`tokens`), and where events go: the usage-sink contract and the bookkeeping every sink
+//! shares (`sink`), the Kafka sink (`kafka`), the spool in front of Kafka (`spool`), and the
 //! embedded sink (`embedded`). docs/design.md §2.8, §3.
 
 pub mod embedded;
+pub mod kafka;
 pub mod recorder;
 pub mod sink;
 pub mod spool;

@@ -2,8 +2,10 @@
 //! test functions, once for the Kafka sink and once for the embedded one.
 
 use super::*;
+use crate::config::{KafkaConfig, SpoolConfig};
 use crate::limits::budget_view::BudgetView;
 use crate::metering::embedded::EmbeddedSink;
+use crate::metering::kafka::KafkaSink;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tollgate_ledger::embedded::EmbeddedDb;
