@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_ledger::fold::Message;
-use tollgate_schemas::store::{get_record, lwt_applied, CqlSpend, SpendSource, TenancyStore};
+use tollgate_schemas::store::{get_record, lwt_applied, CqlSpend, SpendSource, StoreError, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetRecord, BudgetState, CustomerRecord, KeyRecord, Limits, OrganizationRecord, Record, TeamRecord, UserRecord,
 };
@@ -48,6 +48,21 @@ struct ScopeBudget {
     thresholds: Vec<u8>,
 }
 
+/// Why budget push-back could not start, or a scope's state could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PushBackError {
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot prepare a statement: {0}")]
+    Prepare(#[from] scylla::errors::PrepareError),
+    #[error("cannot build the webhook client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot encode the budget state: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 pub struct BudgetPublisher {
     config: PushBackConfig,
     producer: FutureProducer,
@@ -71,41 +86,29 @@ impl BudgetPublisher {
         session: Arc<Session>,
         keyspace: &str,
         tenancy: Arc<dyn TenancyStore>,
-    ) -> Result<BudgetPublisher, String> {
-        let producer: FutureProducer = config
-            .kafka
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .create()
-            .map_err(|e| e.to_string())?;
-        let spend = CqlSpend::new(session.clone(), keyspace)
-            .await
-            .map_err(|e| e.to_string())?
-            .with_partitions(config.usage_partitions);
+    ) -> Result<BudgetPublisher, PushBackError> {
+        let producer: FutureProducer =
+            config.kafka.clone().set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2").create()?;
+        let spend = CqlSpend::new(session.clone(), keyspace).await?.with_partitions(config.usage_partitions);
         let mut claim = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.budget_alerts (scope_id, window_id, threshold_pct, claimed_by, claimed_at) \
                  VALUES (?, ?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
             ))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         claim.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         let mut release = session
             .prepare(format!(
                 "DELETE FROM {keyspace}.budget_alerts WHERE scope_id = ? AND window_id = ? AND threshold_pct = ? \
                  IF claimed_by = ?"
             ))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         release.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         // A webhook's address is the operator's: a redirect elsewhere is not followed.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         Ok(BudgetPublisher {
             config,
             producer,
@@ -141,8 +144,8 @@ impl BudgetPublisher {
             .await;
     }
 
-    async fn publish_scope(&self, scope: &str, window: &str) -> Result<(), String> {
-        let total = self.spend.total(scope, window).await.map_err(|e| e.to_string())?;
+    async fn publish_scope(&self, scope: &str, window: &str) -> Result<(), PushBackError> {
+        let total = self.spend.total(scope, window).await?;
         let budget = self.budget_of(scope).await;
         let spent = total.spent;
         let exceeded = budget.max.is_some_and(|max| spent >= max);
@@ -179,11 +182,11 @@ impl BudgetPublisher {
         Ok(())
     }
 
-    async fn send(&self, state: &BudgetState) -> Result<(), String> {
-        let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    async fn send(&self, state: &BudgetState) -> Result<(), PushBackError> {
+        let payload = serde_json::to_vec(state)?;
         let key = state.topic_key();
         let record = FutureRecord::to(&self.config.topic).key(&key).payload(&payload);
-        self.producer.send(record, Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| e.to_string())
+        self.producer.send(record, Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| PushBackError::Kafka(e))
     }
 
     /// Announces a crossing once: whoever claims the row sends the webhook; a failed send
@@ -277,11 +280,11 @@ impl BudgetPublisher {
     }
 }
 
-async fn limits_of<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<Limits>, String> {
-    let Some((record, _)) = get_record::<R>(store, id).await.map_err(|e| e.to_string())? else { return Ok(None) };
+async fn limits_of<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<Limits>, StoreError> {
+    let Some((record, _)) = get_record::<R>(store, id).await? else { return Ok(None) };
     let limits = record.limits().clone();
     match &limits.budget_id {
-        Some(b) => match get_record::<BudgetRecord>(store, b).await.map_err(|e| e.to_string())? {
+        Some(b) => match get_record::<BudgetRecord>(store, b).await? {
             Some((budget, _)) => Ok(Some(limits.with_defaults(&budget.limits))),
             None => Ok(Some(limits)),
         },
@@ -289,7 +292,11 @@ async fn limits_of<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Opti
     }
 }
 
-async fn load_budget(store: &dyn TenancyStore, scope: &str, defaults: &[u8]) -> Result<Option<ScopeBudget>, String> {
+async fn load_budget(
+    store: &dyn TenancyStore,
+    scope: &str,
+    defaults: &[u8],
+) -> Result<Option<ScopeBudget>, StoreError> {
     let (tenant, model) = match scope.split_once("/model/") {
         Some((t, m)) => (t, Some(m)),
         None => (scope, None),

@@ -202,11 +202,12 @@ impl Config {
             ("kafka.consumer_properties", &mut config.kafka.consumer_properties),
         ] {
             for (name, value) in properties.iter_mut() {
-                *value = value.resolve(&env).map_err(|m| invalid(&format!("{section}.{name}"), m))?;
+                *value = value.resolve(&env).map_err(|m| invalid(&format!("{section}.{name}"), m.to_string()))?;
             }
         }
         if let Some(url) = &config.budgets.webhook_url {
-            config.budgets.webhook_url = Some(url.resolve(&env).map_err(|m| invalid("budgets.webhook_url", m))?);
+            config.budgets.webhook_url =
+                Some(url.resolve(&env).map_err(|m| invalid("budgets.webhook_url", m.to_string()))?);
         }
         let mut connection = config.cassandra.connection();
         connection.resolve(&env).map_err(|(field, m)| invalid(&format!("cassandra.{field}"), m))?;

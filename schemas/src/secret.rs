@@ -22,16 +22,21 @@ impl Secret {
 
     /// `os.environ/VAR` from `vars` (a config file's own environment), then the process
     /// environment; any other value as it is. `Err` names the variable that is not set.
-    pub fn resolve(&self, vars: &HashMap<String, Secret>) -> Result<Secret, String> {
+    pub fn resolve(&self, vars: &HashMap<String, Secret>) -> Result<Secret, UnsetVariable> {
         match self.0.strip_prefix("os.environ/") {
             Some(var) => match vars.get(var) {
                 Some(v) => Ok(v.clone()),
-                None => std::env::var(var).map(Secret).map_err(|_| format!("environment variable {var} is not set")),
+                None => std::env::var(var).map(Secret).map_err(|_| UnsetVariable(var.to_owned())),
             },
             None => Ok(self.clone()),
         }
     }
 }
+
+/// An `os.environ/VAR` secret whose variable is set nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {0} is not set")]
+pub struct UnsetVariable(pub String);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,7 +54,8 @@ mod tests {
         assert_eq!(Secret::new("os.environ/A").resolve(&vars).unwrap().expose(), "from-file");
         assert_eq!(Secret::new("plain").resolve(&vars).unwrap().expose(), "plain");
         let err = Secret::new("os.environ/TOLLGATE_SURELY_UNSET_VAR").resolve(&vars).unwrap_err();
-        assert!(err.contains("TOLLGATE_SURELY_UNSET_VAR"), "{err}");
+        assert_eq!(err, UnsetVariable("TOLLGATE_SURELY_UNSET_VAR".into()));
+        assert!(err.to_string().contains("TOLLGATE_SURELY_UNSET_VAR"), "{err}");
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
     }
 }

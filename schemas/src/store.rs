@@ -167,7 +167,7 @@ impl CqlConnection {
     /// Resolves `os.environ/VAR` in the password (`vars`: the config file's own environment).
     pub fn resolve(&mut self, vars: &HashMap<String, crate::secret::Secret>) -> Result<(), (&'static str, String)> {
         if let Some(p) = &self.password {
-            self.password = Some(p.resolve(vars).map_err(|m| ("password", m))?);
+            self.password = Some(p.resolve(vars).map_err(|m| ("password", m.to_string()))?);
         }
         Ok(())
     }

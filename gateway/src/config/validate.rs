@@ -17,10 +17,10 @@ fn resolve_secret(
     path: &str,
     field: &str,
 ) -> Result<Secret, ConfigError> {
-    secret.resolve(file_env).map_err(|message| ConfigError::Invalid {
+    secret.resolve(file_env).map_err(|unset| ConfigError::Invalid {
         path: path.to_owned(),
         field: field.to_owned(),
-        message,
+        message: unset.to_string(),
     })
 }
 
