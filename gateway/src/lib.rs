@@ -159,7 +159,7 @@ pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
 pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, StartError> {
     let router = Arc::new(Router::from_config(config, origin)?);
     for setting in config.unsupported() {
-        tracing::warn!(%setting, "LiteLLM setting not supported by Tollgate; ignored");
+        tracing::warn!("{origin}: {setting}; ignored");
     }
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
     let client = providers::upstream_client()?;

@@ -24,6 +24,10 @@ struct Args {
     /// Validate the config and exit (non-zero on error) without binding a port.
     #[arg(long)]
     check_config: bool,
+    /// Refuse to start (or, with --check-config, fail) when the config sets LiteLLM settings
+    /// Tollgate accepts but does not act on.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -38,20 +42,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check_config {
-        return match tollgate_gateway::check_config(&config, &origin) {
-            Ok(()) => {
-                for setting in config.unsupported() {
-                    println!("warning: {origin}: `{setting}` is a LiteLLM setting Tollgate does not support; ignored");
-                }
-                println!("config OK: {origin}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        };
+    if let Some(code) = report_config(&args, &config, &origin) {
+        return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -96,6 +88,36 @@ fn main() -> ExitCode {
         }
     });
     code
+}
+
+/// The LiteLLM settings the config sets and Tollgate ignores: refused under `--strict`, listed
+/// by `--check-config` before its verdict. `Some` when the process stops here.
+#[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
+fn report_config(args: &Args, config: &Config, origin: &str) -> Option<ExitCode> {
+    let unsupported = config.unsupported();
+    if args.strict && !unsupported.is_empty() {
+        eprintln!("error: {origin}: {} LiteLLM settings are not supported (--strict):", unsupported.len());
+        for setting in &unsupported {
+            eprintln!("  {setting}");
+        }
+        return Some(ExitCode::from(2));
+    }
+    if !args.check_config {
+        return None;
+    }
+    for setting in &unsupported {
+        println!("warning: {origin}: {setting}; ignored");
+    }
+    Some(match tollgate_gateway::check_config(config, origin) {
+        Ok(()) => {
+            println!("config OK: {origin}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    })
 }
 
 /// Connections the kernel queues before the gateway accepts them: a burst of new clients at

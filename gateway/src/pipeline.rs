@@ -76,6 +76,11 @@ pub(crate) async fn serve(
     request_id: &str,
     started: Instant,
 ) -> Served {
+    let mut request = request;
+    // A `model_group_alias` is served, allowed, limited and metered as its model group.
+    if let Some(group) = state.router.alias_target(&request.model) {
+        request.model = group.to_owned();
+    }
     let request = Arc::new(request);
     let unknown = |e| ("unknown".to_owned(), e);
     if !state.router.knows(&request.model) {

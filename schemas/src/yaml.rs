@@ -124,6 +124,128 @@ impl<'de> Visitor<'de> for Nodes<'_> {
     }
 }
 
+/// One step of a path into a document: a mapping's key or a sequence's index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Where the key at the end of `path` is written in `text` (for `[Key("router_settings"),
+/// Key("timeuot")]`, the line and column of `timeuot`); `None` when the document has no such
+/// key. For errors about keys found once the document was read: a map a struct flattens keeps
+/// no positions. Call it on a document [`from_str`] read, so the walk is within its bound.
+pub fn locate(text: &str, path: &[Step<'_>]) -> Option<serde_yaml::Location> {
+    if path.is_empty() {
+        return None;
+    }
+    let walk = Find { path };
+    match walk.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => e.location(),
+        _ => None,
+    }
+}
+
+/// The error [`KeyIs`] raises on the key it looks for: raised while that key is read, it
+/// carries the key's position.
+const FOUND: &str = "tollgate: the key looked for";
+
+/// Walks down `path` (never empty), skipping everything off it.
+struct Find<'p> {
+    path: &'p [Step<'p>],
+}
+
+impl<'de> DeserializeSeed<'de> for Find<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Find<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping or a sequence")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if let Some((Step::Key(want), rest)) = self.path.split_first() {
+            while let Some(hit) = map.next_key_seed(KeyIs { want, last: rest.is_empty() })? {
+                if hit {
+                    map.next_value_seed(Find { path: rest })?;
+                    break;
+                }
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        while map.next_key::<de::IgnoredAny>()?.is_some() {
+            map.next_value::<de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some((Step::Index(want), rest)) = self.path.split_first() {
+            let mut index = 0;
+            while index < *want && seq.next_element::<de::IgnoredAny>()?.is_some() {
+                index += 1;
+            }
+            if index == *want && !rest.is_empty() {
+                seq.next_element_seed(Find { path: rest })?;
+            }
+        }
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// Reads a mapping's key: whether it is `want`, and the [`FOUND`] error when it is and ends
+/// the path.
+struct KeyIs<'a> {
+    want: &'a str,
+    last: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        match key == self.want {
+            true if self.last => Err(E::custom(FOUND)),
+            hit => Ok(hit),
+        }
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +272,21 @@ mod tests {
             text.push_str(&format!("l{level}: &l{level} [{}]\n", vec![format!("*l{}", level - 1); 10].join(", ")));
         }
         assert!(from_str::<serde_yaml::Value>(&text).is_err());
+    }
+
+    #[test]
+    fn locate_finds_a_key_at_the_end_of_a_path() {
+        let text = "a: 1\nlist:\n  - name: x\n    params: {model: m, api_bsae: u}\n  - name: y\n    params:\n      model: n\n      api_bsae: v\n";
+        let at = |path: &[Step<'_>]| locate(text, path).map(|l| (l.line(), l.column()));
+        let second = [Step::Key("list"), Step::Index(1), Step::Key("params"), Step::Key("api_bsae")];
+        assert_eq!(at(&second), Some((8, 7)));
+        let first = [Step::Key("list"), Step::Index(0), Step::Key("params"), Step::Key("api_bsae")];
+        assert_eq!(at(&first), Some((4, 24)));
+        assert_eq!(at(&[Step::Key("a")]), Some((1, 1)));
+        assert_eq!(at(&[Step::Key("list"), Step::Index(2), Step::Key("params")]), None);
+        assert_eq!(at(&[Step::Key("a"), Step::Key("b")]), None);
+        assert_eq!(at(&[Step::Key("nowhere")]), None);
+        assert_eq!(at(&[]), None);
     }
 
     #[test]

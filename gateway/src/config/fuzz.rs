@@ -70,6 +70,11 @@ router_settings:
   allowed_fails: 3
   cooldown_time: 5
   retry_after: 0.5
+  request_timeout: 90
+  max_fallbacks: 3
+  disable_cooldowns: false
+  default_fallbacks: [gemini]
+  model_group_alias: {old-mini: gpt-4o-mini, hidden-claude: {model: claude, hidden: true}}
   redis_host: localhost
 kafka:
   bootstrap_servers: 127.0.0.1:9092
@@ -87,7 +92,8 @@ database:
 spool: {dir: /tmp/tollgate-fuzz-spool, max_segment_bytes: 65536, queue_capacity: 1000, when_full: serve}
 budgets: {max_staleness_secs: 30, when_stale: fail_open, leases: true, reserve_output_tokens: 1024, lease_idle_secs: 5}
 general_settings: {master_key: sk-master, alerting: [slack], database_url: postgres://x}
-litellm_settings: {drop_params: true, callbacks: [a, b]}
+litellm_settings: {drop_params: true, callbacks: [a, b], request_timeout: 60, num_retries: 1}
+guardrails: [{guardrail_name: pii, litellm_params: {guardrail: presidio}}]
 environment_variables: {TOLLGATE_FUZZ_KEY: sk-from-file, TOLLGATE_FUZZ_DB_PASSWORD: pw}
 "#;
 
@@ -140,6 +146,15 @@ const WORDS: &[&str] = &[
     "spool",
     "budgets",
     "litellm_settings",
+    "request_timeout",
+    "model_group_alias",
+    "hidden",
+    "default_fallbacks",
+    "max_fallbacks",
+    "disable_cooldowns",
+    "redis_host",
+    "drop_params",
+    "guardrails",
     "environment_variables",
     "openai/m",
     "anthropic/claude",
@@ -209,14 +224,17 @@ proptest! {
     // Each case may count up to `tollgate_schemas::yaml::MAX_NODES` nodes: fewer cases.
     #![proptest_config(run::config(128))]
 
-    /// Anchors and aliases where the config takes any YAML (`litellm_settings`,
-    /// `general_settings`, `model_info`) and at the top level: refused or read within the node
-    /// bound, never expanded without limit.
+    /// Anchors and aliases where the config takes any YAML (the LiteLLM settings it ignores,
+    /// such as `litellm_settings.cache_params`, and `model_info`) and at the top level: refused
+    /// or read within the node bound, never expanded without limit.
     #[test]
-    fn aliases_are_bounded(block in yaml::laughs(2), deeper in yaml::laughs(6), top in yaml::laughs(0), place in 0usize..3) {
+    fn aliases_are_bounded(block in yaml::laughs(4), deeper in yaml::laughs(6), top in yaml::laughs(0), place in 0usize..3) {
         run::watchdog(move || {
             let text = match place {
-                0 => FULL.replace("litellm_settings: {drop_params: true, callbacks: [a, b]}\n", &format!("litellm_settings:\n{block}")),
+                0 => FULL.replace(
+                    "litellm_settings: {drop_params: true, callbacks: [a, b], request_timeout: 60, num_retries: 1}\n",
+                    &format!("litellm_settings:\n  cache_params:\n{block}"),
+                ),
                 1 => FULL.replace(
                     "    model_info: {input_cost_per_token: 0.00000015, output_cost_per_token: 0.0000006, access_groups: [cheap]}\n",
                     &format!("    model_info:\n      input_cost_per_token: 0.00000015\n{deeper}"),

@@ -1,9 +1,10 @@
-//! The gateway's YAML configuration. `model_list` has the shape of LiteLLM's proxy config so
-//! existing files carry over. Unknown fields are errors; errors name the field, file and line.
-//! Secrets may be given as `os.environ/VAR` and are never printed (see [`Secret`]).
+//! The gateway's YAML configuration. It reads LiteLLM's proxy config as it is, so existing
+//! files carry over: every key LiteLLM documents is acted on or accepted and reported
+//! ([`litellm`]). Unknown fields are errors; errors name the field, file and line. Secrets may be
+//! given as `os.environ/VAR` and are never printed (see [`Secret`]).
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +15,16 @@ pub enum ConfigError {
     Parse { path: String, source: serde_yaml::Error },
     #[error("config file {path}: field `{field}`: {message}")]
     Invalid { path: String, field: String, message: String },
+    /// A key neither Tollgate nor LiteLLM has; `location` is `, line L column C` when found.
+    #[error("config file {path}{location}: unknown field `{field}`: {hint}")]
+    UnknownField { path: String, location: String, field: String, hint: String },
 }
 
 pub use tollgate_schemas::secret::Secret;
 
+/// Keys of LiteLLM's that are not fields here are set aside in `litellm_only` and checked
+/// against [`litellm`]'s tables, which keeps unknown keys errors.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub gateway: GatewaySettings,
@@ -29,7 +34,7 @@ pub struct Config {
     /// Price overrides by `model_name`, in nano-USD per token.
     #[serde(default)]
     pub prices: HashMap<String, PriceConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub router_settings: RouterSettings,
     /// Kafka (with `database` for Cassandra/ScyllaDB): the production set-up. Without it the
     /// gateway runs on the embedded default (`embedded`).
@@ -49,16 +54,21 @@ pub struct Config {
     /// What a request costs when its client hangs up before the answer ends.
     #[serde(default)]
     pub billing: BillingSettings,
-    /// LiteLLM's `general_settings`: accepted so LiteLLM files load; see [`Config::unsupported`].
+    /// LiteLLM's `general_settings`: `master_key`; the others are reported
+    /// ([`Config::unsupported`]).
     #[serde(default)]
     pub general_settings: Option<GeneralSettings>,
-    /// LiteLLM's `litellm_settings`: none of them changes Tollgate; each present key is reported.
-    #[serde(default)]
-    pub litellm_settings: Option<HashMap<String, serde_yaml::Value>>,
+    /// LiteLLM's `litellm_settings`: the router settings it may hold apply where
+    /// `router_settings` sets none; the others are reported.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub litellm_settings: LitellmSettings,
     /// LiteLLM's `environment_variables`: used to resolve `os.environ/VAR` before the process
     /// environment.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub environment_variables: HashMap<String, Secret>,
+    /// LiteLLM's other top-level sections (`guardrails`, `credential_list`, ...): reported.
+    #[serde(flatten)]
+    pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 // Defaults and readers more than one section uses.
@@ -69,6 +79,11 @@ fn default_true() -> bool {
 
 fn default_replicas() -> u32 {
     1
+}
+
+/// A section left empty (`litellm_settings:` with nothing under it), as LiteLLM allows.
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A dollar amount in a config file (`max_budget: 12.5`), read exactly into nano-USD.
@@ -88,6 +103,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 }
 
 mod billing;
+pub mod litellm;
 mod models;
 mod routing;
 mod sinks;

@@ -14,8 +14,8 @@ pub struct ModelEntry {
     pub model_info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Keys Tollgate does not read are set aside in `litellm_only` (see [`Config`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LitellmParams {
     /// `provider/upstream-model`, e.g. `openai/gpt-4o-mini`.
     pub model: String,
@@ -41,20 +41,9 @@ pub struct LitellmParams {
     pub output_cost_per_token: Option<f64>,
     /// USD per cached input token.
     pub cache_read_input_token_cost: Option<f64>,
-    // LiteLLM parameters Tollgate does not use; reported when present.
-    pub max_retries: Option<serde_yaml::Value>,
-    pub organization: Option<serde_yaml::Value>,
-    pub custom_llm_provider: Option<serde_yaml::Value>,
-    pub region_name: Option<serde_yaml::Value>,
-    pub aws_access_key_id: Option<serde_yaml::Value>,
-    pub aws_secret_access_key: Option<serde_yaml::Value>,
-    pub aws_region_name: Option<serde_yaml::Value>,
-    pub vertex_project: Option<serde_yaml::Value>,
-    pub vertex_location: Option<serde_yaml::Value>,
-    pub vertex_credentials: Option<serde_yaml::Value>,
-    pub drop_params: Option<serde_yaml::Value>,
-    pub tags: Option<serde_yaml::Value>,
-    pub mock_response: Option<serde_yaml::Value>,
+    /// LiteLLM's other parameters: checked against `litellm::keys` and reported.
+    #[serde(flatten)]
+    pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

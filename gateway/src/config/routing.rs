@@ -1,21 +1,15 @@
-//! `general_settings:` and `router_settings:` (LiteLLM's): routing, retries, fallbacks.
+//! LiteLLM's `router_settings:`, `litellm_settings:` and `general_settings:`: routing, retries,
+//! fallbacks, timeouts, the master key. Their other LiteLLM keys are set aside and reported
+//! (see `litellm`).
 
 use super::*;
 
+/// Keys Tollgate does not read are set aside in `litellm_only` (see [`Config`]).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GeneralSettings {
     pub master_key: Option<Secret>,
-    // LiteLLM settings Tollgate does not use; reported when present.
-    pub database_url: Option<serde_yaml::Value>,
-    pub database_connection_pool_limit: Option<serde_yaml::Value>,
-    pub store_model_in_db: Option<serde_yaml::Value>,
-    pub alerting: Option<serde_yaml::Value>,
-    pub proxy_batch_write_at: Option<serde_yaml::Value>,
-    pub disable_spend_logs: Option<serde_yaml::Value>,
-    pub background_health_checks: Option<serde_yaml::Value>,
-    pub health_check_interval: Option<serde_yaml::Value>,
-    pub allow_requests_on_db_unavailable: Option<serde_yaml::Value>,
+    #[serde(flatten)]
+    pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// How requests are spread over a model's deployments (LiteLLM names).
@@ -42,76 +36,143 @@ pub enum RoutingStrategy {
 /// A fallback list in LiteLLM's shape: `[{"model-a": ["model-b", "model-c"]}]`.
 pub type FallbackList = Vec<HashMap<String, Vec<String>>>;
 
-#[derive(Debug, Deserialize)]
+/// A `model_group_alias` entry: `alias: group`, or `alias: {model: group, hidden: true}` for
+/// an alias that `/v1/models` does not list.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AliasTarget {
+    Group(String),
+    Detailed(DetailedAlias),
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RouterSettings {
+pub struct DetailedAlias {
+    pub model: String,
     #[serde(default)]
+    pub hidden: bool,
+}
+
+impl AliasTarget {
+    /// The model group the alias stands for.
+    pub fn group(&self) -> &str {
+        match self {
+            AliasTarget::Group(group) => group,
+            AliasTarget::Detailed(d) => &d.model,
+        }
+    }
+
+    pub fn hidden(&self) -> bool {
+        matches!(self, AliasTarget::Detailed(DetailedAlias { hidden: true, .. }))
+    }
+}
+
+/// Keys Tollgate does not read are set aside in `litellm_only` (see [`Config`]). Settings
+/// `litellm_settings` may also give are `Option`s: the file's `litellm_settings` fills those
+/// left unset when it is loaded.
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct RouterSettings {
     pub routing_strategy: RoutingStrategy,
-    /// Retries on the same model group after the first attempt.
-    #[serde(default = "default_num_retries")]
-    pub num_retries: u32,
+    /// Retries on the same model group after the first attempt ([`RouterSettings::num_retries`]).
+    pub num_retries: Option<u32>,
     /// Default upstream timeout in seconds (overrides `gateway.request_timeout_secs`).
     pub timeout: Option<f64>,
+    /// LiteLLM's other name for the default timeout; `timeout` wins.
+    pub request_timeout: Option<f64>,
     /// Longest silence allowed between two chunks of a stream, in seconds.
     pub stream_timeout: Option<f64>,
     /// Longest a stream may last, in seconds (Tollgate's own; default 1800).
     pub stream_max_duration: Option<f64>,
-    #[serde(default)]
     pub fallbacks: FallbackList,
-    #[serde(default)]
     pub context_window_fallbacks: FallbackList,
-    #[serde(default)]
     pub content_policy_fallbacks: FallbackList,
-    /// Failures within a minute after which a deployment is cooled down.
-    #[serde(default = "default_allowed_fails")]
-    pub allowed_fails: u32,
+    /// Fallbacks of every model group without fallbacks of its own (as `"*"` in `fallbacks`).
+    pub default_fallbacks: Vec<String>,
+    /// The most fallback model groups one request tries; all of them when unset.
+    pub max_fallbacks: Option<u32>,
+    /// Failures within a minute after which a deployment is cooled down
+    /// ([`RouterSettings::allowed_fails`]).
+    pub allowed_fails: Option<u32>,
     /// Cooldown length in seconds.
-    #[serde(default = "default_cooldown_time")]
     pub cooldown_time: f64,
+    /// No deployment is ever cooled down.
+    pub disable_cooldowns: bool,
     /// Minimum wait before a retry, in seconds.
-    #[serde(default)]
     pub retry_after: f64,
-    // LiteLLM settings Tollgate does not use; reported when present.
-    pub redis_host: Option<serde_yaml::Value>,
-    pub redis_password: Option<serde_yaml::Value>,
-    pub redis_port: Option<serde_yaml::Value>,
-    pub enable_pre_call_checks: Option<serde_yaml::Value>,
-    pub model_group_alias: Option<serde_yaml::Value>,
-    pub default_litellm_params: Option<serde_yaml::Value>,
-    pub cache_responses: Option<serde_yaml::Value>,
+    /// Names clients may ask for that a model group serves.
+    pub model_group_alias: BTreeMap<String, AliasTarget>,
+    #[serde(flatten)]
+    pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl Default for RouterSettings {
     fn default() -> Self {
         RouterSettings {
             routing_strategy: RoutingStrategy::default(),
-            num_retries: default_num_retries(),
+            num_retries: None,
             timeout: None,
+            request_timeout: None,
             stream_timeout: None,
             stream_max_duration: None,
             fallbacks: Vec::new(),
             context_window_fallbacks: Vec::new(),
             content_policy_fallbacks: Vec::new(),
-            allowed_fails: default_allowed_fails(),
-            cooldown_time: default_cooldown_time(),
+            default_fallbacks: Vec::new(),
+            max_fallbacks: None,
+            allowed_fails: None,
+            cooldown_time: 5.0,
+            disable_cooldowns: false,
             retry_after: 0.0,
-            redis_host: None,
-            redis_password: None,
-            redis_port: None,
-            enable_pre_call_checks: None,
-            model_group_alias: None,
-            default_litellm_params: None,
-            cache_responses: None,
+            model_group_alias: BTreeMap::new(),
+            litellm_only: BTreeMap::new(),
         }
     }
 }
 
-fn default_num_retries() -> u32 {
-    2
+impl RouterSettings {
+    pub fn num_retries(&self) -> u32 {
+        self.num_retries.unwrap_or(2)
+    }
+
+    pub fn allowed_fails(&self) -> u32 {
+        self.allowed_fails.unwrap_or(3)
+    }
+
+    /// The fallback lists by their key.
+    pub fn fallbacks_by_kind(&self) -> [(&'static str, &FallbackList); 3] {
+        [
+            ("fallbacks", &self.fallbacks),
+            ("context_window_fallbacks", &self.context_window_fallbacks),
+            ("content_policy_fallbacks", &self.content_policy_fallbacks),
+        ]
+    }
 }
-fn default_allowed_fails() -> u32 {
-    3
+
+/// LiteLLM's `litellm_settings`: the router settings it may hold, used where `router_settings`
+/// sets none. Keys Tollgate does not read are set aside in `litellm_only` (see [`Config`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LitellmSettings {
+    /// The default upstream timeout in seconds.
+    pub request_timeout: Option<f64>,
+    pub num_retries: Option<u32>,
+    pub allowed_fails: Option<u32>,
+    pub fallbacks: FallbackList,
+    pub default_fallbacks: Vec<String>,
+    pub context_window_fallbacks: FallbackList,
+    pub content_policy_fallbacks: FallbackList,
+    #[serde(flatten)]
+    pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
-fn default_cooldown_time() -> f64 {
-    5.0
+
+impl LitellmSettings {
+    /// The fallback lists by their key.
+    pub fn fallbacks_by_kind(&self) -> [(&'static str, &FallbackList); 3] {
+        [
+            ("fallbacks", &self.fallbacks),
+            ("context_window_fallbacks", &self.context_window_fallbacks),
+            ("content_policy_fallbacks", &self.content_policy_fallbacks),
+        ]
+    }
 }

@@ -114,8 +114,9 @@ fn reads_litellm_router_settings_and_reports_unsupported_keys() {
     );
     let c = Config::parse(&text, "test.yaml").unwrap();
     assert_eq!(c.router_settings.routing_strategy, RoutingStrategy::LeastBusy);
-    assert_eq!(c.router_settings.num_retries, 3);
-    assert_eq!(c.unsupported(), vec!["router_settings.redis_host", "litellm_settings.drop_params"]);
+    assert_eq!(c.router_settings.num_retries(), 3);
+    let fields: Vec<String> = c.unsupported().into_iter().map(|u| u.field).collect();
+    assert_eq!(fields, vec!["router_settings.redis_host", "litellm_settings.drop_params"]);
 }
 
 #[test]
@@ -155,7 +156,7 @@ fn shipped_examples_load() {
     }
     assert!(loaded >= 5, "only {loaded} example configs found");
     let migration = Config::load(&dir.join("litellm-migration.yaml")).unwrap();
-    let unsupported = migration.unsupported();
+    let unsupported: Vec<String> = migration.unsupported().into_iter().map(|u| u.field).collect();
     assert!(unsupported.contains(&"litellm_settings.drop_params".to_owned()), "{unsupported:?}");
     assert!(unsupported.contains(&"general_settings.database_url".to_owned()), "{unsupported:?}");
 }

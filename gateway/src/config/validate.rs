@@ -4,6 +4,9 @@ use super::*;
 
 const TIMEOUT_RANGE: &str = "must be a number of seconds greater than 0 and at most 86400";
 
+/// Most retries within one model group.
+const MAX_RETRIES: u32 = 10;
+
 /// Timeouts become `Duration`s, which cannot hold NaN, infinities or negative values.
 pub(super) fn valid_timeout(secs: f64) -> bool {
     secs.is_finite() && secs > 0.0 && secs <= 86_400.0
@@ -24,13 +27,24 @@ fn resolve_secret(
     })
 }
 
-/// Names of the `Option` fields that are set, for "not supported" reports.
-macro_rules! present {
-    ($prefix:expr, $s:expr, [$($field:ident),* $(,)?]) => {{
-        let mut out = Vec::new();
-        $(if $s.$field.is_some() { out.push(format!("{}{}", $prefix, stringify!($field))); })*
-        out
-    }};
+/// A deployment's `api_key`, and its `api_base` and `api_version` when they are `os.environ/VAR`
+/// (LiteLLM reads any of its parameters so).
+fn resolve_params(
+    params: &mut LitellmParams,
+    file_env: &HashMap<String, Secret>,
+    origin: &str,
+    index: usize,
+) -> Result<(), ConfigError> {
+    let field = |name: &str| format!("model_list[{index}].litellm_params.{name}");
+    if let Some(key) = &params.api_key {
+        params.api_key = Some(resolve_secret(key, file_env, origin, &field("api_key"))?);
+    }
+    for (name, value) in [("api_base", &mut params.api_base), ("api_version", &mut params.api_version)] {
+        if let Some(text) = value.as_mut().filter(|v| v.starts_with("os.environ/")) {
+            *text = resolve_secret(&Secret::new(text.as_str()), file_env, origin, &field(name))?.expose().to_owned();
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -45,6 +59,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let mut config: Config = tollgate_schemas::yaml::from_str(text)
             .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        config.check_litellm_keys(text, origin)?;
         config.validate_and_resolve(origin)?;
         Ok(config)
     }
@@ -235,6 +250,12 @@ impl Config {
                     format!("expected `provider/model`, got `{}`", params.model),
                 ));
             }
+            if params.model.contains('*') || m.model_name.contains('*') {
+                return Err(invalid(
+                    format!("model_list[{i}]"),
+                    "wildcard models are not supported yet: list each model (`openai/gpt-4o`, ...)".into(),
+                ));
+            }
             if let Some(t) = params.timeout {
                 if !valid_timeout(t) {
                     return Err(invalid(format!("model_list[{i}].litellm_params.timeout"), TIMEOUT_RANGE.into()));
@@ -263,44 +284,23 @@ impl Config {
                     "rpm and tpm must be positive when given".into(),
                 ));
             }
-            if let Some(key) = &params.api_key {
-                params.api_key = Some(resolve_secret(
-                    key,
-                    &self.environment_variables,
-                    origin,
-                    &format!("model_list[{i}].litellm_params.api_key"),
-                )?);
-            }
+            resolve_params(params, &self.environment_variables, origin, i)?;
         }
         Ok(())
     }
 
-    /// `router_settings`: fallbacks name configured models; timeouts, cooldowns and retries
-    /// within range.
-    fn check_router(&self, origin: &str) -> Result<(), ConfigError> {
+    /// `litellm_settings`' router settings are checked, then fill what `router_settings` leaves
+    /// unset (LiteLLM's precedence); then `router_settings`: fallbacks and aliases name configured
+    /// models, timeouts, cooldowns and retries are within range.
+    fn check_router(&mut self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
-        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        let ls = &self.litellm_settings;
+        self.check_fallbacks(origin, "litellm_settings", &ls.fallbacks_by_kind(), &ls.default_fallbacks)?;
         let rs = &self.router_settings;
-        for (field, list) in [
-            ("fallbacks", &rs.fallbacks),
-            ("context_window_fallbacks", &rs.context_window_fallbacks),
-            ("content_policy_fallbacks", &rs.content_policy_fallbacks),
-        ] {
-            for (j, entry) in list.iter().enumerate() {
-                for (from, to) in entry {
-                    for name in std::iter::once(from).chain(to) {
-                        if !names.contains(name.as_str()) && name != "*" {
-                            return Err(invalid(
-                                format!("router_settings.{field}[{j}]"),
-                                format!("`{name}` is not a model_name of model_list"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
         for (field, t) in [
+            ("litellm_settings.request_timeout", ls.request_timeout),
             ("router_settings.timeout", rs.timeout),
+            ("router_settings.request_timeout", rs.request_timeout),
             ("router_settings.stream_timeout", rs.stream_timeout),
             ("router_settings.stream_max_duration", rs.stream_max_duration),
         ] {
@@ -308,14 +308,92 @@ impl Config {
                 return Err(invalid(field.into(), TIMEOUT_RANGE.into()));
             }
         }
+        for (field, retries) in
+            [("litellm_settings.num_retries", ls.num_retries), ("router_settings.num_retries", rs.num_retries)]
+        {
+            if retries.is_some_and(|n| n > MAX_RETRIES) {
+                return Err(invalid(field.into(), format!("at most {MAX_RETRIES}")));
+            }
+        }
+        self.adopt_litellm_settings();
+        let rs = &self.router_settings;
+        self.check_fallbacks(origin, "router_settings", &rs.fallbacks_by_kind(), &rs.default_fallbacks)?;
         if !(rs.cooldown_time.is_finite() && (0.0..=86_400.0).contains(&rs.cooldown_time)) {
             return Err(invalid("router_settings.cooldown_time".into(), "must be between 0 and 86400 seconds".into()));
         }
         if !(rs.retry_after.is_finite() && (0.0..=600.0).contains(&rs.retry_after)) {
             return Err(invalid("router_settings.retry_after".into(), "must be between 0 and 600 seconds".into()));
         }
-        if rs.num_retries > 10 {
-            return Err(invalid("router_settings.num_retries".into(), "at most 10".into()));
+        self.check_aliases(origin)
+    }
+
+    /// `litellm_settings`' router settings where `router_settings` has none: LiteLLM's router
+    /// takes its own argument first, then the module-wide setting.
+    fn adopt_litellm_settings(&mut self) {
+        let ls = &self.litellm_settings;
+        let rs = &mut self.router_settings;
+        rs.timeout = rs.timeout.or(rs.request_timeout).or(ls.request_timeout);
+        rs.num_retries = rs.num_retries.or(ls.num_retries);
+        rs.allowed_fails = rs.allowed_fails.or(ls.allowed_fails);
+        for (mine, theirs) in [
+            (&mut rs.fallbacks, &ls.fallbacks),
+            (&mut rs.context_window_fallbacks, &ls.context_window_fallbacks),
+            (&mut rs.content_policy_fallbacks, &ls.content_policy_fallbacks),
+        ] {
+            if mine.is_empty() {
+                mine.clone_from(theirs);
+            }
+        }
+        if rs.default_fallbacks.is_empty() {
+            rs.default_fallbacks.clone_from(&ls.default_fallbacks);
+        }
+    }
+
+    /// Every model a fallback list of `section` names is a `model_name` (or `*`).
+    fn check_fallbacks(
+        &self,
+        origin: &str,
+        section: &str,
+        lists: &[(&str, &FallbackList)],
+        default: &[String],
+    ) -> Result<(), ConfigError> {
+        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        let unknown = |field: String, name: &str| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field,
+            message: format!("`{name}` is not a model_name of model_list"),
+        };
+        for (field, list) in lists {
+            for (j, entry) in list.iter().enumerate() {
+                for (from, to) in entry {
+                    if let Some(name) =
+                        std::iter::once(from).chain(to).find(|n| !names.contains(n.as_str()) && *n != "*")
+                    {
+                        return Err(unknown(format!("{section}.{field}[{j}]"), name));
+                    }
+                }
+            }
+        }
+        match default.iter().find(|n| !names.contains(n.as_str())) {
+            Some(name) => Err(unknown(format!("{section}.default_fallbacks"), name)),
+            None => Ok(()),
+        }
+    }
+
+    /// `model_group_alias`: each alias a new, bounded name for a configured model group.
+    fn check_aliases(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
+        for (alias, target) in &self.router_settings.model_group_alias {
+            let field = format!("router_settings.model_group_alias.{alias}");
+            tollgate_schemas::limits::check_name(&field, alias, tollgate_schemas::limits::MAX_NAME_BYTES)
+                .map_err(|e| invalid(field.clone(), e.to_string()))?;
+            if names.contains(alias.as_str()) {
+                return Err(invalid(field, format!("`{alias}` is a model_name already; an alias must be a new name")));
+            }
+            if !names.contains(target.group()) {
+                return Err(invalid(field, format!("`{}` is not a model_name of model_list", target.group())));
+            }
         }
         Ok(())
     }
@@ -354,67 +432,5 @@ impl Config {
             id(format!("virtual_keys[{i}].organization_id"), &k.organization_id)?;
         }
         Ok(())
-    }
-
-    /// LiteLLM settings present in the file that Tollgate accepts but does not act on.
-    pub fn unsupported(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, m) in self.model_list.iter().enumerate() {
-            out.extend(present!(
-                format!("model_list[{i}].litellm_params."),
-                m.litellm_params,
-                [
-                    max_retries,
-                    organization,
-                    custom_llm_provider,
-                    region_name,
-                    aws_access_key_id,
-                    aws_secret_access_key,
-                    aws_region_name,
-                    vertex_project,
-                    vertex_location,
-                    vertex_credentials,
-                    drop_params,
-                    tags,
-                    mock_response,
-                ]
-            ));
-        }
-        out.extend(present!(
-            "router_settings.",
-            self.router_settings,
-            [
-                redis_host,
-                redis_password,
-                redis_port,
-                enable_pre_call_checks,
-                model_group_alias,
-                default_litellm_params,
-                cache_responses,
-            ]
-        ));
-        if let Some(g) = &self.general_settings {
-            out.extend(present!(
-                "general_settings.",
-                g,
-                [
-                    database_url,
-                    database_connection_pool_limit,
-                    store_model_in_db,
-                    alerting,
-                    proxy_batch_write_at,
-                    disable_spend_logs,
-                    background_health_checks,
-                    health_check_interval,
-                    allow_requests_on_db_unavailable,
-                ]
-            ));
-        }
-        if let Some(settings) = &self.litellm_settings {
-            let mut keys: Vec<_> = settings.keys().map(|k| format!("litellm_settings.{k}")).collect();
-            keys.sort();
-            out.extend(keys);
-        }
-        out
     }
 }

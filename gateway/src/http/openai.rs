@@ -77,18 +77,17 @@ pub(crate) fn model_object(name: &str) -> serde_json::Value {
     json!({"id": name, "object": "model", "created": 1_700_000_000u64, "owned_by": "tollgate"})
 }
 
-/// `GET /v1/models`: the models this key may use.
+/// `GET /v1/models`: the models this key may use, and the aliases of those that are listed.
 pub(crate) async fn list_models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,
         Err(e) => return e.error_response(),
     };
-    let data: Vec<_> = state
-        .router
-        .model_names()
-        .iter()
-        .filter(|m| check_model(&state, &principal, m).is_ok())
-        .map(|m| model_object(m))
+    let groups = state.router.model_names().iter().map(|m| (m.as_str(), m.as_str()));
+    let data: Vec<_> = groups
+        .chain(state.router.listed_aliases())
+        .filter(|(_, group)| check_model(&state, &principal, group).is_ok())
+        .map(|(name, _)| model_object(name))
         .collect();
     HttpResponse::Ok().json(json!({"object": "list", "data": data}))
 }
@@ -100,7 +99,8 @@ pub(crate) async fn get_model(req: HttpRequest, path: web::Path<String>, state: 
         Err(e) => return e.error_response(),
     };
     let model = path.into_inner();
-    if !state.router.knows(&model) || check_model(&state, &principal, &model).is_err() {
+    let group = state.router.alias_target(&model).unwrap_or(&model);
+    if !state.router.knows(group) || check_model(&state, &principal, group).is_err() {
         return GatewayError::ModelNotFound(model).error_response();
     }
     HttpResponse::Ok().json(model_object(&model))

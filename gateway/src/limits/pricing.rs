@@ -162,7 +162,14 @@ fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Pric
         None if config.gateway.allow_unpriced_models => Ok(None),
         None => Err(invalid(
             format!("model_list[{index}].model_name"),
-            format!("no price for `{}`: add it under `prices:` or set gateway.allow_unpriced_models", m.model_name),
+            format!(
+                "no price for `{}`: Tollgate has no built-in price for `{upstream}`. Give this deployment \
+                 `input_cost_per_token` and `output_cost_per_token` (USD per token, as LiteLLM writes them) in \
+                 `litellm_params` or `model_info`, or `model_info.base_model` naming a model with a built-in price, \
+                 or `prices.{}` in nano-USD per token; or set `gateway.allow_unpriced_models: true` to serve it at \
+                 cost zero",
+                m.model_name, m.model_name
+            ),
         )),
     }
 }

@@ -126,7 +126,8 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
     let mut last: Option<RoutedFailure> = None;
     let mut attempts = 0u32;
     let mut position = 0;
-    while position < chain.len() {
+    // Position 0 is the model asked for; each later one is a fallback.
+    while position < chain.len() && position <= policy.max_fallbacks {
         let group = chain[position].clone();
         if position > 0 && !allowed(&group) {
             metrics::counter!("tollgate_fallbacks_skipped_total", "reason" => "model_not_allowed").increment(1);

@@ -111,6 +111,10 @@ pub struct RetryPolicy {
     pub retry_after_min: Duration,
     pub allowed_fails: u64,
     pub cooldown: Duration,
+    /// Whether failing deployments are cooled down at all (`disable_cooldowns` turns it off).
+    pub cooldowns: bool,
+    /// The most fallback model groups one request tries.
+    pub max_fallbacks: usize,
 }
 
 pub struct Router {
@@ -119,6 +123,10 @@ pub struct Router {
     fallbacks: HashMap<String, Vec<String>>,
     context_window_fallbacks: HashMap<String, Vec<String>>,
     content_policy_fallbacks: HashMap<String, Vec<String>>,
+    /// `model_group_alias`: alias → model group.
+    aliases: HashMap<String, String>,
+    /// The aliases `/v1/models` lists (not `hidden`), in name order.
+    listed_aliases: Vec<String>,
     /// Per model name, the worst price it can reach (see [`Router::worst_price`]).
     worst_prices: HashMap<String, Option<Price>>,
     /// Per model name, see [`Router::worst_default_output`].
@@ -221,19 +229,31 @@ impl Router {
                 .deployments
                 .push((Arc::new(deployment), Arc::new(DeploymentStats::default())));
         }
+        let mut fallbacks = flatten(&rs.fallbacks);
+        if !rs.default_fallbacks.is_empty() {
+            fallbacks.entry("*".to_owned()).or_insert_with(|| rs.default_fallbacks.clone());
+        }
         let mut router = Router {
             strategy: rs.routing_strategy,
             groups,
-            fallbacks: flatten(&rs.fallbacks),
+            fallbacks,
             context_window_fallbacks: flatten(&rs.context_window_fallbacks),
             content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
+            aliases: rs
+                .model_group_alias
+                .iter()
+                .map(|(alias, target)| (alias.clone(), target.group().to_owned()))
+                .collect(),
+            listed_aliases: rs.model_group_alias.iter().filter(|(_, t)| !t.hidden()).map(|(a, _)| a.clone()).collect(),
             worst_prices: HashMap::new(),
             worst_default_outputs: HashMap::new(),
             policy: RetryPolicy {
-                num_retries: rs.num_retries,
+                num_retries: rs.num_retries(),
                 retry_after_min: Duration::from_secs_f64(rs.retry_after),
-                allowed_fails: u64::from(rs.allowed_fails),
+                allowed_fails: u64::from(rs.allowed_fails()),
                 cooldown: Duration::from_secs_f64(rs.cooldown_time),
+                cooldowns: !rs.disable_cooldowns,
+                max_fallbacks: rs.max_fallbacks.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             },
             epoch: Instant::now(),
             names,
@@ -247,6 +267,16 @@ impl Router {
     /// Whether clients may ask for this model name.
     pub fn knows(&self, model_name: &str) -> bool {
         self.groups.contains_key(model_name)
+    }
+
+    /// The model group a `model_group_alias` stands for; `None` for any other name.
+    pub fn alias_target(&self, name: &str) -> Option<&str> {
+        self.aliases.get(name).map(String::as_str)
+    }
+
+    /// The aliases `/v1/models` lists, each with its model group.
+    pub fn listed_aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.listed_aliases.iter().filter_map(|a| Some((a.as_str(), self.alias_target(a)?)))
     }
 
     /// The access groups (`model_info.access_groups`) a model belongs to.
@@ -415,6 +445,9 @@ impl Router {
     /// Records a failed call; `allowed_fails` failures within the minute start a cooldown.
     /// Returns whether the deployment is now cooling down.
     pub fn record_failure(&self, picked: &PickedDeployment) -> bool {
+        if !self.policy.cooldowns {
+            return false;
+        }
         let minute = self.minute();
         let failures = match picked.stats.minute.lock() {
             Ok(mut w) => {
