@@ -19,7 +19,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
-    pub cassandra: CassandraConfig,
+    pub cassandra: tollgate_schemas::store::CqlDatabase,
     #[serde(default)]
     pub batch: BatchConfig,
     /// Serve Prometheus metrics on this address.
@@ -108,38 +108,6 @@ impl KafkaConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CassandraConfig {
-    pub contact_points: Vec<String>,
-    #[serde(default = "default_keyspace")]
-    pub keyspace: String,
-    /// Apply `schemas/cql` at start-up (idempotent).
-    #[serde(default = "default_true")]
-    pub create_schema: bool,
-    /// For nodes that require authentication; with `password`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// May be `os.environ/VAR`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
-    #[serde(default)]
-    pub tls: Option<tollgate_schemas::store::CqlTls>,
-}
-
-impl CassandraConfig {
-    /// How to connect.
-    pub fn connection(&self) -> tollgate_schemas::store::CqlConnection {
-        tollgate_schemas::store::CqlConnection {
-            contact_points: self.contact_points.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            tls: self.tls.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BatchConfig {
     #[serde(default = "default_max_messages")]
     pub max_messages: usize,
@@ -161,9 +129,6 @@ fn default_dlq_topic() -> String {
 }
 fn default_group() -> String {
     "tollgate-ledger".to_owned()
-}
-fn default_keyspace() -> String {
-    "tollgate".to_owned()
 }
 fn default_true() -> bool {
     true

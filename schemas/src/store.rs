@@ -130,6 +130,48 @@ pub struct CqlConnection {
     pub tls: Option<CqlTls>,
 }
 
+/// The `database` section of the gateway and the `cassandra` section of the ledger consumer:
+/// where the ledgers and tenancy records live, and how to connect.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CqlDatabase {
+    pub contact_points: Vec<String>,
+    #[serde(default = "default_keyspace")]
+    pub keyspace: String,
+    /// Apply `schemas/cql` at start-up (idempotent).
+    #[serde(default = "default_create_schema")]
+    pub create_schema: bool,
+    /// For nodes that require authentication; with `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// May be `os.environ/VAR`.
+    #[serde(default)]
+    pub password: Option<crate::secret::Secret>,
+    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
+    #[serde(default)]
+    pub tls: Option<CqlTls>,
+}
+
+impl CqlDatabase {
+    /// How to connect.
+    pub fn connection(&self) -> CqlConnection {
+        CqlConnection {
+            contact_points: self.contact_points.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+fn default_keyspace() -> String {
+    "tollgate".to_owned()
+}
+
+fn default_create_schema() -> bool {
+    true
+}
+
 /// TLS to the database nodes. The server certificate is always verified (against `ca_file`,
 /// else the system's roots); a client certificate is sent when `cert_file` and `key_file` are
 /// given.

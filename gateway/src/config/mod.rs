@@ -48,7 +48,7 @@ pub struct Config {
     /// Where keys, tenants and budgets live (Cassandra or ScyllaDB). Without it, only the
     /// `virtual_keys` of this file authenticate and the admin API answers 503.
     #[serde(default)]
-    pub database: Option<DatabaseConfig>,
+    pub database: Option<tollgate_schemas::store::CqlDatabase>,
     #[serde(default)]
     pub budgets: BudgetSettings,
     /// What a request costs when its client hangs up before the answer ends.

@@ -25,42 +25,6 @@ fn default_embedded_path() -> std::path::PathBuf {
     std::path::PathBuf::from("tollgate-data/tollgate.db")
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatabaseConfig {
-    pub contact_points: Vec<String>,
-    #[serde(default = "default_keyspace")]
-    pub keyspace: String,
-    /// Apply `schemas/cql` at start-up (idempotent).
-    #[serde(default = "default_true")]
-    pub create_schema: bool,
-    /// For nodes that require authentication; with `password`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// May be `os.environ/VAR`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
-    #[serde(default)]
-    pub tls: Option<tollgate_schemas::store::CqlTls>,
-}
-
-impl DatabaseConfig {
-    /// How to connect.
-    pub fn connection(&self) -> tollgate_schemas::store::CqlConnection {
-        tollgate_schemas::store::CqlConnection {
-            contact_points: self.contact_points.clone(),
-            username: self.username.clone(),
-            password: self.password.clone(),
-            tls: self.tls.clone(),
-        }
-    }
-}
-
-fn default_keyspace() -> String {
-    "tollgate".to_owned()
-}
-
 /// What the gateway does when the usage backlog (spool queue) is full.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
