@@ -190,7 +190,7 @@ async fn consume(
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tollgate_schemas::telemetry::stop_signal().await;
         tracing::info!("shutdown requested");
         signal.cancel();
         exit_if_shutdown_hangs();
@@ -367,19 +367,4 @@ fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config) -> O
 fn default_consumer_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
     format!("{host}-{}", std::process::id())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -1,5 +1,5 @@
-//! Log set-up for both binaries, the gateway and the ledger consumer (feature `telemetry`), so
-//! they read the same variables and write the same format. Never called by a library: a binary's
+//! Process set-up for both binaries, the gateway and the ledger consumer (feature `telemetry`):
+//! logs, so they read the same variables and write the same format, and the stop signal. Never called by a library: a binary's
 //! `main` calls it once, before anything logs.
 
 /// Structured logs to stderr; level from `TOLLGATE_LOG` (default `info`), JSON when
@@ -14,4 +14,28 @@ pub fn init_logging() {
         builder.try_init()
     };
     let _ = result; // already initialised (tests): keep the first subscriber
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C): both mean a graceful stop.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }
