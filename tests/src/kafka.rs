@@ -122,6 +122,11 @@ pub fn group_committed(group: &str, topic: &str, partitions: i32) -> Result<Vec<
         .collect())
 }
 
+/// The value of a record's header `name`, as text.
+pub fn header_text(msg: &impl Message, name: &str) -> Option<String> {
+    msg.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Reads `topic` from the beginning until `n` usage events arrived (or `timeout`), checking
 /// each record's CloudEvents headers; returns them by request id. Fails on a duplicate id.
 pub async fn collect_events(
@@ -143,14 +148,8 @@ pub async fn collect_events(
             .await
             .with_context(|| format!("only {} of {n} events arrived", events.len()))??;
         let event = tollgate_schemas::UsageEvent::decode(msg.payload().context("empty record")?)?;
-        let headers = msg.headers().context("no CloudEvents headers")?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        msg.headers().context("no CloudEvents headers")?;
+        let header = |name: &str| header_text(&msg, name);
         ensure!(header("ce_id") == Some(event.event_id.to_string()), "ce_id is not the event id");
         ensure!(header("ce_specversion").as_deref() == Some("1.0"), "no ce_specversion");
         ensure!(header("ce_type").as_deref() == Some("dev.tollgate.usage.v1"), "wrong ce_type");

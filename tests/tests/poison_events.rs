@@ -5,7 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,14 +82,8 @@ async fn dead_letter_topic(topic: &str) -> Result<BTreeMap<(i32, i64), (String, 
     for _ in 0..high {
         let msg =
             tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.context("dead-letter topic")??;
-        let headers = msg.headers().context("a dead letter without headers")?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        msg.headers().context("a dead letter without headers")?;
+        let header = |name: &str| header_text(&msg, name);
         let partition: i32 = header("tollgate_source_partition").context("no source partition")?.parse()?;
         let offset: i64 = header("tollgate_source_offset").context("no source offset")?.parse()?;
         let reason = header("tollgate_dlq_reason").context("no reason")?;
