@@ -49,7 +49,7 @@ pub(crate) fn check_model(state: &AppState, principal: &Principal, model: &str) 
 /// configured reserve) output tokens for each of its `n` choices, at the highest price among
 /// the deployments it can reach. Prompts only referenced by the body (files, image URLs,
 /// earlier responses) can cost more than their bytes: docs/limits.md says so.
-pub(crate) fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
+fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
     let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
     // Without a limit the provider decides: at least the configured reserve, and at least
     // the limit an adapter sets by itself (Anthropic's).
@@ -140,7 +140,7 @@ pub(crate) async fn serve(
 
 /// Admission: the key may use the model; the key's limits, then the customer's, admit the
 /// request; a hard budget reserves its worst case; the usage sink has room for its event.
-pub(crate) async fn admit(
+async fn admit(
     req: &HttpRequest,
     state: &AppState,
     principal: &mut Principal,
@@ -174,7 +174,7 @@ pub(crate) async fn admit(
 }
 
 /// The answer to relay: a metered stream, or the whole answer once read and metered.
-pub(crate) async fn respond(
+async fn respond(
     req: &HttpRequest,
     state: &web::Data<AppState>,
     request: &Arc<ProxyRequest>,
@@ -212,7 +212,7 @@ pub(crate) async fn respond(
 
 /// The call to the request's model through the router (retries, fallbacks), owning what it
 /// needs: it may outlive the client's request (policy `finish_upstream`).
-pub(crate) async fn routed_call(
+async fn routed_call(
     state: web::Data<AppState>,
     request: Arc<ProxyRequest>,
     principal: Principal,
@@ -235,7 +235,7 @@ pub(crate) async fn routed_call(
 /// Meters a call that ended without an answer to relay: an upstream error (passed through to
 /// the client: SDKs map its status to their exceptions), a transport failure or a request the
 /// gateway could not build.
-pub(crate) fn meter_failure(
+fn meter_failure(
     failure: RoutedFailure,
     recorder: UsageRecorder,
     request: &ProxyRequest,
@@ -281,7 +281,7 @@ pub(crate) fn meter_failure(
 }
 
 /// A streamed answer, metered as it passes.
-pub(crate) fn metered_stream(
+fn metered_stream(
     state: &web::Data<AppState>,
     request: &Arc<ProxyRequest>,
     answer: retry::RoutedAnswer,
@@ -303,7 +303,7 @@ pub(crate) fn metered_stream(
 }
 
 /// A whole answer, read and metered.
-pub(crate) struct WholeAnswer {
+struct WholeAnswer {
     body: web::Bytes,
     charged: tollgate_schemas::NanoUsd,
     served_model: Option<String>,
@@ -314,7 +314,7 @@ pub(crate) struct WholeAnswer {
 /// Reads a non-streamed answer (bounded in size and time) and meters it. When `client_gone`
 /// resolves first, the answer is still read to its end, the provider having already made it,
 /// and the event is marked `reading_answer`.
-pub(crate) async fn meter_whole_answer(
+async fn meter_whole_answer(
     state: &AppState,
     request: &ProxyRequest,
     answer: retry::RoutedAnswer,
@@ -386,7 +386,7 @@ pub(crate) async fn meter_whole_answer(
 /// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream
 /// to its end) and charge what the provider reports. Runs on the gateway's background tracker,
 /// which shutdown waits for.
-pub(crate) async fn finish_upstream(
+async fn finish_upstream(
     state: web::Data<AppState>,
     request: Arc<ProxyRequest>,
     call: std::pin::Pin<Box<impl std::future::Future<Output = Result<retry::RoutedAnswer, RoutedFailure>> + Send>>,

@@ -34,7 +34,7 @@ pub(crate) async fn responses(req: HttpRequest, payload: web::Payload, state: we
 }
 
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
-pub(crate) async fn handle(
+async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -62,7 +62,7 @@ pub(crate) async fn handle(
 }
 
 /// Authenticates, then reads and validates the body.
-pub(crate) async fn read_request(
+async fn read_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
@@ -73,7 +73,7 @@ pub(crate) async fn read_request(
     ProxyRequest::parse(&body, endpoint).map(|r| (key, r))
 }
 
-pub(crate) fn model_object(name: &str) -> serde_json::Value {
+fn model_object(name: &str) -> serde_json::Value {
     json!({"id": name, "object": "model", "created": 1_700_000_000u64, "owned_by": "tollgate"})
 }
 
@@ -136,7 +136,7 @@ pub(crate) async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> 
 }
 
 /// What any key may know of a deployment: its model information and prices.
-pub(crate) fn public_model_info(d: &crate::providers::Deployment) -> serde_json::Map<String, serde_json::Value> {
+fn public_model_info(d: &crate::providers::Deployment) -> serde_json::Map<String, serde_json::Value> {
     let mut info = d.model_info.clone().unwrap_or_default();
     // Access groups and base models say how the operator organises providers: admins only.
     for private in ["id", "access_groups", "base_model", "api_base"] {
@@ -151,7 +151,7 @@ pub(crate) fn public_model_info(d: &crate::providers::Deployment) -> serde_json:
 }
 
 /// Every deployment with where it is served from (never its key).
-pub(crate) fn model_info_for_admins(state: &AppState) -> HttpResponse {
+fn model_info_for_admins(state: &AppState) -> HttpResponse {
     let data: Vec<_> = state
         .router
         .deployments()
