@@ -103,6 +103,7 @@ pub(crate) async fn serve(
         started,
         now,
     )
+    .labelled(&label)
     .on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),

@@ -204,7 +204,8 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             }
             if attempt < policy.num_retries {
                 let delay = backoff(attempt, wait, policy.retry_after_min, fastrand::f64());
-                metrics::counter!("tollgate_upstream_retries_total", "model" => group.clone()).increment(1);
+                metrics::counter!("tollgate_upstream_retries_total", "model" => router.metric_label(&group))
+                    .increment(1);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -218,7 +219,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
         }
         position += 1;
         if position < chain.len() {
-            metrics::counter!("tollgate_fallbacks_total", "model" => model.to_owned()).increment(1);
+            metrics::counter!("tollgate_fallbacks_total", "model" => router.metric_label(model)).increment(1);
         }
     }
     Err(last.unwrap_or_else(|| RoutedFailure::Gateway(GatewayError::ModelNotFound(model.to_owned()))))
@@ -264,7 +265,7 @@ async fn attempt_once(
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                 router.record_failure(&picked);
             }
-            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => status.to_string())
+            metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => status.to_string())
                 .increment(1);
             Attempted::Failed {
                 failure: RoutedFailure::Upstream { picked, status, content_type, body, attempts },
@@ -275,7 +276,7 @@ async fn attempt_once(
         Err(error) => {
             router.record_failure(&picked);
             let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
-            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => label)
+            metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => label)
                 .increment(1);
             Attempted::Failed {
                 failure: RoutedFailure::Transport { picked, error, attempts },
