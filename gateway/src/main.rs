@@ -19,8 +19,8 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// YAML config file.
-    #[arg(long, short, env = "TOLLGATE_CONFIG")]
-    config: PathBuf,
+    #[arg(long, short, env = "TOLLGATE_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Listen address, overriding `gateway.listen` (port 0 picks a free port).
     #[arg(long, env = "TOLLGATE_LISTEN")]
     listen: Option<String>,
@@ -61,8 +61,10 @@ fn main() -> ExitCode {
         let options = tollgate_gateway::import::Options { database_url, spend, dry_run };
         return import_litellm(&config, &options);
     }
-    let origin = args.config.display().to_string();
-    let config = match Config::load(&args.config) {
+    // Required by clap without a subcommand.
+    let Some(path) = args.config.clone() else { return ExitCode::from(2) };
+    let origin = path.display().to_string();
+    let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -35,7 +35,10 @@ pub async fn connect(url: &str) -> Result<Client, ImportError> {
 /// A PostgreSQL error's text: the driver does not quote the connection string, but a URL that
 /// fails to parse could be named, so nothing after a `://` is ever shown.
 fn redacted(e: &tokio_postgres::Error) -> String {
-    let text = e.to_string();
+    let text = match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    };
     match text.find("://") {
         Some(at) => format!("{}://…", &text[..at]),
         None => text,
