@@ -41,12 +41,9 @@ async fn the_tables_read_match_litellm_schema_prisma() -> Result<()> {
 }
 
 /// Runs the import; (exit status, stdout, stderr).
-fn import(config: &std::path::Path, url: &str, spend: bool) -> Result<(i32, String, String)> {
+fn import(config: &std::path::Path, url: &str, flags: &[&str]) -> Result<(i32, String, String)> {
     let mut cmd = std::process::Command::new(binaries()?.join("tollgate-gateway"));
-    cmd.arg("import-litellm").arg("--config").arg(config).args(["--database-url", url]);
-    if spend {
-        cmd.arg("--spend");
-    }
+    cmd.arg("import-litellm").arg("--config").arg(config).args(["--database-url", url]).args(flags);
     let out = cmd.output()?;
     Ok((
         out.status.code().unwrap_or(-1),
@@ -120,7 +117,7 @@ async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()
     let url = pg.url("postgres");
 
     // First run: every row created; running spend published as opening balances.
-    let (status, report, errors) = import(&config, &url, true)?;
+    let (status, report, errors) = import(&config, &url, &["--spend"])?;
     ensure!(status == 0, "import failed: {status}\n{report}\n{errors}");
     for (kind, n) in [("budgets", 1), ("organizations", 1), ("teams", 1), ("users", 1), ("customers", 1), ("keys", 3)] {
         ensure!(counts(&report, kind)? == (n, 0, 0), "first run, {kind}: {report}");
@@ -140,14 +137,17 @@ async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()
     ensure!((status, code.as_str()) == (401, "key_blocked"), "a blocked key: {status} {code}");
 
     // Re-run (the team key has moved to its keyed hash meanwhile): nothing written twice.
-    let (status, report, errors) = import(&config, &url, true)?;
+    let (status, report, errors) = import(&config, &url, &["--spend"])?;
     ensure!(status == 0, "re-run failed: {status}\n{report}\n{errors}");
     for (kind, n) in [("budgets", 1), ("organizations", 1), ("teams", 1), ("users", 1), ("customers", 1), ("keys", 3)] {
         ensure!(counts(&report, kind)? == (0, 0, n), "re-run, {kind}: {report}");
     }
-    // A row changed in LiteLLM is updated; the rest skipped.
+    // A row changed in LiteLLM is updated; the rest skipped. A dry run only tells.
     db.execute(r#"UPDATE "LiteLLM_TeamTable" SET max_budget = 20.0 WHERE team_id = 'team-a'"#, &[]).await?;
-    let (status, report, errors) = import(&config, &url, true)?;
+    let (status, report, errors) = import(&config, &url, &["--dry-run"])?;
+    ensure!(status == 0, "dry run failed: {status}\n{report}\n{errors}");
+    ensure!(report.contains("dry run") && counts(&report, "teams")? == (0, 1, 0), "{report}");
+    let (status, report, errors) = import(&config, &url, &["--spend"])?;
     ensure!(status == 0, "third run failed: {status}\n{report}\n{errors}");
     ensure!(counts(&report, "teams")? == (0, 1, 0) && counts(&report, "keys")? == (0, 0, 3), "{report}");
     let admin = AdminApi::new(&gw);

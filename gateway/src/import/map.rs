@@ -321,3 +321,120 @@ pub fn key(row: &LiteKey, base: KeyRecord) -> Result<KeyRecord, Refused> {
         ..base
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tollgate_schemas::tenancy::Record;
+
+    #[test]
+    fn budgets_convert_exactly_and_refuse_what_nano_usd_cannot_hold() {
+        assert_eq!(usd("max_budget", Some(0.1)), Ok(Some(NanoUsd(100_000_000))));
+        assert_eq!(usd("max_budget", Some(10.0)), Ok(Some(NanoUsd(10_000_000_000))));
+        assert_eq!(usd("max_budget", Some(0.000000001)), Ok(Some(NanoUsd(1))));
+        assert_eq!(usd("max_budget", None), Ok(None));
+        for bad in [0.0000000001, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert!(usd("max_budget", Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn spend_rounds_half_up_on_its_shortest_decimal_text() {
+        // 0.1 + 0.2 is 0.30000000000000004 as a float: it carries as 0.3 USD, not a nano more.
+        assert_eq!(spend_nanos(0.1 + 0.2), Ok(NanoUsd(300_000_000)));
+        assert_eq!(spend_nanos(1.0000000005), Ok(NanoUsd(1_000_000_001)));
+        assert_eq!(spend_nanos(1.0000000004), Ok(NanoUsd(1_000_000_000)));
+        assert_eq!(spend_nanos(0.0), Ok(NanoUsd(0)));
+        assert_eq!(spend_nanos(3.5), Ok(NanoUsd(3_500_000_000)));
+        for bad in [-0.5, f64::NAN, 1e300] {
+            assert!(spend_nanos(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_take_litellm_units_and_weeks_become_days() {
+        assert_eq!(duration("d", Some("30d")), Ok(Some(BudgetDuration::Seconds(30 * 86_400))));
+        assert_eq!(duration("d", Some("1mo")), Ok(Some(BudgetDuration::Months(1))));
+        assert_eq!(duration("d", Some("2w")), Ok(Some(BudgetDuration::Seconds(14 * 86_400))));
+        assert_eq!(duration("d", Some("")), Ok(None));
+        assert!(duration("d", Some("1y")).is_err());
+    }
+
+    fn lite_key() -> LiteKey {
+        LiteKey {
+            token: "AB".repeat(32),
+            key_name: Some("sk-...abcd".into()),
+            key_alias: Some("alias".into()),
+            team_id: Some("team-a".into()),
+            max_budget: Some(2.5),
+            budget_duration: Some("30d".into()),
+            rpm_limit: Some(10),
+            model_max_budget: Some(json!({"gpt-4o": {"budget_limit": 1.5, "time_period": "1d"}, "gpt-4o-mini": 0.5})),
+            metadata: Some(json!({"a": 1})),
+            blocked: Some(true),
+            budget_id: Some("b-1".into()),
+            ..LiteKey::default()
+        }
+    }
+
+    #[test]
+    fn a_key_keeps_its_hash_as_identity_and_its_limits() {
+        let k = key(&lite_key(), KeyRecord::default()).unwrap();
+        assert_eq!(k.key_id, "ab".repeat(32), "lower-case SHA-256 hex, as the gateway computes it");
+        assert_eq!(k.id(), k.key_id);
+        assert_eq!(k.limits.max_budget, Some(NanoUsd(2_500_000_000)));
+        assert_eq!(k.limits.budget_duration, Some(BudgetDuration::Seconds(30 * 86_400)));
+        assert_eq!(k.limits.rpm_limit, Some(10));
+        assert_eq!(k.limits.budget_id.as_deref(), Some("b-1"));
+        assert_eq!(k.limits.model_max_budget.get("gpt-4o"), Some(&NanoUsd(1_500_000_000)));
+        assert_eq!(k.limits.model_max_budget.get("gpt-4o-mini"), Some(&NanoUsd(500_000_000)));
+        assert!(k.blocked);
+        assert_eq!((k.team_id.as_deref(), k.key_name.as_str()), (Some("team-a"), "sk-...abcd"));
+    }
+
+    #[test]
+    fn what_litellm_lacks_survives_a_re_import() {
+        let base = KeyRecord {
+            tags: vec!["prod".into()],
+            stored_id: Some("moved".into()),
+            limits: Limits { alert_thresholds: vec![50], ..Limits::default() },
+            ..KeyRecord::default()
+        };
+        let k = key(&lite_key(), base).unwrap();
+        assert_eq!(k.tags, ["prod"]);
+        assert_eq!(k.id(), "moved", "a rehashed key is written where it now lives");
+        assert_eq!(k.limits.alert_thresholds, [50]);
+    }
+
+    #[test]
+    fn rows_out_of_bounds_are_refused_with_a_reason() {
+        let plain = LiteKey { token: "sk-not-hashed".into(), ..lite_key() };
+        assert!(key(&plain, KeyRecord::default()).unwrap_err().contains("SHA-256"));
+        let slash = LiteKey { team_id: Some("a/b".into()), ..lite_key() };
+        assert!(key(&slash, KeyRecord::default()).is_err());
+        let big = LiteKey { metadata: Some(json!({"x": "y".repeat(20_000)})), ..lite_key() };
+        assert!(key(&big, KeyRecord::default()).is_err());
+        let negative = LiteKey { rpm_limit: Some(-1), ..lite_key() };
+        assert!(key(&negative, KeyRecord::default()).unwrap_err().contains("rpm_limit"));
+    }
+
+    #[test]
+    fn team_members_come_with_their_roles() {
+        let t = LiteTeam {
+            team_id: "t".into(),
+            members_with_roles: Some(json!([{"user_id": "u1", "role": "admin"}, {"user_id": "u2"}])),
+            ..LiteTeam::default()
+        };
+        let team = team(&t, TeamRecord::default()).unwrap();
+        let roles: Vec<(&str, &str)> = team.members.iter().map(|m| (m.user_id.as_str(), m.role.as_str())).collect();
+        assert_eq!(roles, [("u1", "admin"), ("u2", "user")]);
+        let old = LiteTeam { team_id: "t".into(), admins: vec!["a".into()], members: vec!["m".into()], ..t };
+        let old = LiteTeam { members_with_roles: None, ..old };
+        assert_eq!(team_members(&old), [("a".to_owned(), "admin".to_owned()), ("m".to_owned(), "user".to_owned())]);
+    }
+
+    fn team_members(t: &LiteTeam) -> Vec<(String, String)> {
+        members(t).unwrap().into_iter().map(|m| (m.user_id, m.role)).collect()
+    }
+}

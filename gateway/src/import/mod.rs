@@ -153,13 +153,16 @@ impl Target {
         }
     }
 
-    /// Where opening balances go: Kafka's usage topic through a spool of the import's own (a
-    /// running gateway's spool is locked), or the embedded log.
+    /// Where opening balances go: Kafka's usage topic through a spool of the import's own
+    /// beside the gateway's (a running gateway's spool is locked; what one import could not
+    /// deliver the next one sends first), or the embedded log.
     fn sink(&self, config: &Config) -> Result<Arc<dyn UsageSink>, ImportError> {
         let start = |e: crate::metering::sink::SinkError| ImportError::Spend(e.to_string());
         match (&config.kafka, &self.embedded) {
             (Some(kafka), _) => {
-                let dir = std::env::temp_dir().join(format!("tollgate-import-litellm-{}", std::process::id()));
+                let mut name = config.spool.dir.file_name().unwrap_or_default().to_os_string();
+                name.push("-import-litellm");
+                let dir = config.spool.dir.with_file_name(name);
                 let spool = crate::config::SpoolConfig {
                     dir,
                     max_segment_bytes: config.spool.max_segment_bytes,

@@ -207,3 +207,72 @@ pub async fn publish(
         Err(e) => Err(ImportError::Spend(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn opening(kind: Kind, duration: Option<&str>) -> Opening {
+        Opening {
+            kind,
+            id: "team-a".into(),
+            spend: 3.5,
+            duration: duration.map(str::to_owned),
+            budget_id: None,
+            reset_at: None,
+            created_at: Some(at("2025-02-03T04:05:06Z")),
+        }
+    }
+
+    #[test]
+    fn a_balance_lands_at_the_start_of_its_owner_s_current_window_once() {
+        let none = HashMap::new();
+        let now = at("2026-12-06T10:00:00Z");
+        let e = event_of(&opening(Kind::Team, Some("1mo")), &none, now).unwrap().unwrap();
+        assert_eq!(e.occurred_at, at("2026-12-01T00:00:00Z"));
+        assert_eq!((e.team_id.as_deref(), e.key_id.as_str()), (Some("team-a"), IMPORT_KEY_ID));
+        assert_eq!((e.user_id.clone(), e.customer_id.clone(), e.organization_id.clone()), (None, None, None));
+        assert_eq!(e.cost_nano_usd, NanoUsd(3_500_000_000));
+        assert_eq!(e.budget_windows.get("team/team-a"), Some(&vec!["1mo".to_owned()]));
+        assert!(tollgate_schemas::limits::check_event(&e).is_ok(), "the consumer must accept it");
+        // Later in the same window: the same event. In the next window: a new one.
+        let again = event_of(&opening(Kind::Team, Some("1mo")), &none, at("2026-12-30T23:00:00Z")).unwrap().unwrap();
+        assert_eq!(again, e);
+        let next = event_of(&opening(Kind::Team, Some("1mo")), &none, at("2027-01-01T00:00:00Z")).unwrap().unwrap();
+        assert_ne!(next.event_id, e.event_id);
+        // 30-day windows are epoch-aligned.
+        let e30 = event_of(&opening(Kind::Team, Some("30d")), &none, now).unwrap().unwrap();
+        assert_eq!(e30.occurred_at.timestamp() % (30 * 86_400), 0);
+        assert!(e30.occurred_at <= now && now.signed_duration_since(e30.occurred_at).num_days() < 30);
+    }
+
+    #[test]
+    fn all_time_balances_are_dated_at_creation_and_budget_objects_give_the_window() {
+        let now = at("2026-12-06T10:00:00Z");
+        let e = event_of(&opening(Kind::User, None), &HashMap::new(), now).unwrap().unwrap();
+        assert_eq!(e.occurred_at, at("2025-02-03T04:05:06Z"));
+        assert!(e.budget_windows.is_empty());
+        let old = Opening { created_at: Some(at("1999-01-01T00:00:00Z")), ..opening(Kind::Customer, None) };
+        let e = event_of(&old, &HashMap::new(), now).unwrap().unwrap();
+        assert_eq!(e.occurred_at, at("2000-01-01T00:00:00Z"), "the ledger accepts years from 2000");
+        let durations = HashMap::from([("b".to_owned(), Some("1d".to_owned()))]);
+        let via = Opening { budget_id: Some("b".into()), ..opening(Kind::Organization, None) };
+        let e = event_of(&via, &durations, now).unwrap().unwrap();
+        assert_eq!((e.occurred_at, e.organization_id.as_deref()), (at("2026-12-06T00:00:00Z"), Some("team-a")));
+    }
+
+    #[test]
+    fn nothing_is_carried_without_spend_or_after_litellm_s_period_ended() {
+        let now = at("2026-12-06T10:00:00Z");
+        let zero = Opening { spend: 0.0, ..opening(Kind::Key, Some("1d")) };
+        assert_eq!(event_of(&zero, &HashMap::new(), now), Ok(None));
+        let over = Opening { reset_at: Some(at("2026-12-06T09:00:00Z")), ..opening(Kind::Key, Some("1d")) };
+        assert_eq!(event_of(&over, &HashMap::new(), now), Ok(None));
+        let huge = Opening { spend: 2e9, ..opening(Kind::Key, Some("1d")) };
+        assert!(event_of(&huge, &HashMap::new(), now).is_err());
+    }
+}

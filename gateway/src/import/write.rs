@@ -87,3 +87,52 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_schemas::tenancy::{KeyRecord, TeamRecord};
+
+    fn writer(dry_run: bool) -> (Writer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = tollgate_ledger::embedded::EmbeddedDb::open(&dir.path().join("t.db")).unwrap();
+        (Writer { store: db, changes: None, dry_run }, dir)
+    }
+
+    fn team(alias: &'static str) -> impl Fn(TeamRecord) -> Result<TeamRecord, Refused> {
+        move |base| Ok(TeamRecord { team_id: "t".into(), team_alias: Some(alias.into()), ..base })
+    }
+
+    #[tokio::test]
+    async fn a_record_is_created_then_skipped_then_updated_when_litellm_changed_it() {
+        let (w, _dir) = writer(false);
+        let ids = ["t".to_owned()];
+        assert_eq!(w.write(&ids, team("a")).await.unwrap(), Outcome::Created);
+        assert_eq!(w.write(&ids, team("a")).await.unwrap(), Outcome::Unchanged);
+        assert_eq!(w.write(&ids, team("b")).await.unwrap(), Outcome::Updated);
+        let (stored, version) = get_record::<TeamRecord>(w.store.as_ref(), "t").await.unwrap().unwrap();
+        assert_eq!((stored.team_alias.as_deref(), version), (Some("b"), 2));
+        let refuse = |_: TeamRecord| -> Result<TeamRecord, Refused> { Err("bad".into()) };
+        assert_eq!(w.write(&ids, refuse).await.unwrap(), Outcome::Refused("t".into(), "bad".into()));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_writes_nothing() {
+        let (w, _dir) = writer(true);
+        assert_eq!(w.write(&["t".to_owned()], team("a")).await.unwrap(), Outcome::Created);
+        assert!(get_record::<TeamRecord>(w.store.as_ref(), "t").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_that_moved_to_its_keyed_hash_is_found_there_and_not_created_again() {
+        let (w, _dir) = writer(false);
+        let moved = KeyRecord { key_id: "sha".into(), stored_id: Some("hmac".into()), ..KeyRecord::default() };
+        w.store.create(Kind::Key, "hmac", &serde_json::to_string(&moved).unwrap()).await.unwrap();
+        let ids = ["sha".to_owned(), "hmac".to_owned()];
+        let map = |base: KeyRecord| Ok(KeyRecord { key_id: "sha".into(), key_alias: Some("x".into()), ..base });
+        assert_eq!(w.write(&ids, map).await.unwrap(), Outcome::Updated);
+        assert!(get_record::<KeyRecord>(w.store.as_ref(), "sha").await.unwrap().is_none());
+        let (stored, _) = get_record::<KeyRecord>(w.store.as_ref(), "hmac").await.unwrap().unwrap();
+        assert_eq!(stored.key_alias.as_deref(), Some("x"));
+    }
+}
