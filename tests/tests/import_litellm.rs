@@ -186,3 +186,78 @@ async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()
     ensure!(user["user_info"]["spend_all_time_nano_usd"] == 1_250_000_000i64 + served, "{user}");
     Ok(())
 }
+
+/// The import's figures: 10,000 keys, 1,000 teams and 1,000 users (with spend) into Cassandra
+/// (first run, then a re-run that skips everything) and into the embedded file. Ignored by
+/// default; `benches/import-litellm/run` runs it and keeps the results in `benches/results/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: benches/import-litellm/run"]
+async fn import_figures() -> Result<()> {
+    const KEYS: i64 = 10_000;
+    const TEAMS: i64 = 1_000;
+    const USERS: i64 = 1_000;
+    let dir = scratch_dir("import-figures")?;
+    let (pg, _) = litellm_database(&dir).await?;
+    let db = pg.client("postgres").await?;
+    db.batch_execute(&format!(
+        r#"INSERT INTO "LiteLLM_TeamTable" (team_id, team_alias, admins, members, max_budget, spend, models, budget_duration, tpm_limit)
+             SELECT 'team-' || i, 'Team ' || i, '{{}}', '{{}}', 100.0, 0.5, '{{gpt-4o-mini}}', '1mo', 100000
+             FROM generate_series(1, {TEAMS}) i;
+           INSERT INTO "LiteLLM_UserTable" (user_id, user_email, max_budget, spend, models)
+             SELECT 'user-' || i, 'user' || i || '@example.com', 50.0, 0.25, '{{}}' FROM generate_series(1, {USERS}) i;
+           INSERT INTO "LiteLLM_VerificationToken" (token, key_name, key_alias, spend, models, team_id, user_id,
+               max_budget, budget_duration, rpm_limit, metadata)
+             SELECT encode(sha256(('sk-bench-' || i)::bytea), 'hex'), 'sk-...' || lpad(i::text, 4, '0'), 'key ' || i,
+               0.001 * i, '{{}}', 'team-' || (i % {TEAMS} + 1), 'user-' || (i % {USERS} + 1), 10.0, '30d', 600, '{{"n": 1}}'
+             FROM generate_series(1, {KEYS}) i;"#
+    ))
+    .await?;
+    let url = pg.url("postgres");
+    let rows = KEYS + TEAMS + USERS;
+
+    let topics = Topics::create("import-bench", 2).await?;
+    let ks = unique("tg_import_bench_").replace('-', "_");
+    let mut cql = GatewayConfig::tenancy("gw-import-bench", "http://127.0.0.1:9", &topics, &ks);
+    cql.spool = Some(Spool { dir: dir.join("spool") });
+    let cql_path = dir.join("cassandra.yaml");
+    std::fs::write(&cql_path, cql.to_yaml()?)?;
+    let mut embedded = GatewayConfig::new("gw-import-bench", &cql.model_list, &topics.usage, &kafka_bootstrap());
+    embedded.kafka = None;
+    embedded.embedded = Some(Embedded { path: dir.join("embedded/tollgate.db"), max_size_bytes: None });
+    let embedded_path = dir.join("embedded.yaml");
+    std::fs::write(&embedded_path, embedded.to_yaml()?)?;
+
+    let mut table = String::new();
+    for (target, config, flags) in [
+        ("Cassandra, first run, --spend", &cql_path, &["--spend"][..]),
+        ("Cassandra, re-run (all skipped), --spend", &cql_path, &["--spend"][..]),
+        ("embedded file, first run, --spend", &embedded_path, &["--spend"][..]),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, report, errors) = import(config, &url, flags)?;
+        let wall = started.elapsed().as_secs_f64();
+        ensure!(status == 0, "{target}: {status}\n{report}\n{errors}");
+        let (created, _, skipped) = counts(&report, "keys")?;
+        ensure!(created + skipped == KEYS as u64, "{target}: {report}");
+        let speed = report.lines().find(|l| l.contains("rows/s")).unwrap_or_default().trim().to_owned();
+        table.push_str(&format!(
+            "| {target} | {created} | {skipped} | {wall:.1} s | {:.0} | `{speed}` |\n",
+            rows as f64 / wall
+        ));
+    }
+    let results = std::env::var("TOLLGATE_BENCH_RESULTS").ok();
+    let text = format!(
+        "# import-litellm figures\n\n{} rows in LiteLLM's tables ({KEYS} keys, {TEAMS} teams, {USERS} users, each with \
+         spend), read from a private PostgreSQL {} and written through Tollgate's tenancy store. Debug build, \
+         2 cores shared with Kafka, Cassandra and PostgreSQL.\n\n\
+         | target | keys created | keys skipped | wall time (process) | rows/s (wall) | the import's own report |\n\
+         |---|---|---|---|---|---|\n{table}",
+        rows,
+        db.query_one("SHOW server_version", &[]).await?.get::<_, String>(0)
+    );
+    eprintln!("{text}");
+    if let Some(path) = results {
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
