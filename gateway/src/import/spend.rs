@@ -1,6 +1,6 @@
 //! Opening balances (`import-litellm --spend`): LiteLLM's running `spend` of each key, team,
 //! user, organization and end user, carried into Tollgate's ledgers through the metering path
-//! itself, as one usage event per owner (docs/design.md §7.1, "Importing from LiteLLM").
+//! itself, as one usage event per owner (docs/design.md §3.7).
 //!
 //! - **Once.** The event id is a UUIDv5 of the owner and its current budget window, and the
 //!   event's `occurred_at` is the start of that window: a re-run within the window publishes
