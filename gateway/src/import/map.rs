@@ -128,6 +128,22 @@ struct LiteLimits<'a> {
     budget_id: Option<&'a str>,
 }
 
+/// The [`LiteLimits`] of a row with LiteLLM's common limit columns.
+macro_rules! lite_limits {
+    ($row:expr, soft_budget: $soft:expr, budget_id: $budget_id:expr) => {
+        LiteLimits {
+            max_budget: $row.max_budget,
+            soft_budget: $soft,
+            budget_duration: $row.budget_duration.as_deref(),
+            model_max_budget: $row.model_max_budget.as_ref(),
+            tpm_limit: $row.tpm_limit,
+            rpm_limit: $row.rpm_limit,
+            max_parallel_requests: $row.max_parallel_requests,
+            budget_id: $budget_id,
+        }
+    };
+}
+
 /// `base` with LiteLLM's limit columns written over it (alert thresholds and per-model rate
 /// limits, which LiteLLM's tables lack, are kept).
 fn limits_of(l: LiteLimits<'_>, base: &Limits) -> Result<Limits, Refused> {
@@ -152,19 +168,7 @@ fn limits_of(l: LiteLimits<'_>, base: &Limits) -> Result<Limits, Refused> {
 // === The tables ===
 
 pub fn budget(row: &LiteBudget, base: BudgetRecord) -> Result<BudgetRecord, Refused> {
-    let limits = limits_of(
-        LiteLimits {
-            max_budget: row.max_budget,
-            soft_budget: row.soft_budget,
-            budget_duration: row.budget_duration.as_deref(),
-            model_max_budget: row.model_max_budget.as_ref(),
-            tpm_limit: row.tpm_limit,
-            rpm_limit: row.rpm_limit,
-            max_parallel_requests: row.max_parallel_requests,
-            budget_id: None,
-        },
-        &base.limits,
-    )?;
+    let limits = limits_of(lite_limits!(row, soft_budget: row.soft_budget, budget_id: None), &base.limits)?;
     Ok(BudgetRecord {
         budget_id: id("budget_id", &row.budget_id)?,
         limits,
@@ -209,19 +213,7 @@ fn members(row: &LiteTeam) -> Result<Vec<Member>, Refused> {
 }
 
 pub fn team(row: &LiteTeam, base: TeamRecord) -> Result<TeamRecord, Refused> {
-    let limits = limits_of(
-        LiteLimits {
-            max_budget: row.max_budget,
-            soft_budget: row.soft_budget,
-            budget_duration: row.budget_duration.as_deref(),
-            model_max_budget: row.model_max_budget.as_ref(),
-            tpm_limit: row.tpm_limit,
-            rpm_limit: row.rpm_limit,
-            max_parallel_requests: row.max_parallel_requests,
-            budget_id: None,
-        },
-        &base.limits,
-    )?;
+    let limits = limits_of(lite_limits!(row, soft_budget: row.soft_budget, budget_id: None), &base.limits)?;
     Ok(TeamRecord {
         team_id: id("team_id", &row.team_id)?,
         team_alias: name("team_alias", row.team_alias.as_deref())?,
@@ -238,19 +230,7 @@ pub fn team(row: &LiteTeam, base: TeamRecord) -> Result<TeamRecord, Refused> {
 }
 
 pub fn user(row: &LiteUser, base: UserRecord) -> Result<UserRecord, Refused> {
-    let limits = limits_of(
-        LiteLimits {
-            max_budget: row.max_budget,
-            soft_budget: None,
-            budget_duration: row.budget_duration.as_deref(),
-            model_max_budget: row.model_max_budget.as_ref(),
-            tpm_limit: row.tpm_limit,
-            rpm_limit: row.rpm_limit,
-            max_parallel_requests: row.max_parallel_requests,
-            budget_id: None,
-        },
-        &base.limits,
-    )?;
+    let limits = limits_of(lite_limits!(row, soft_budget: None, budget_id: None), &base.limits)?;
     Ok(UserRecord {
         user_id: id("user_id", &row.user_id)?,
         user_email: name("user_email", row.user_email.as_deref())?,
@@ -291,19 +271,7 @@ pub fn key(row: &LiteKey, base: KeyRecord) -> Result<KeyRecord, Refused> {
     if !is_sha256_hex(&row.token) {
         return Err("token: not the SHA-256 hex of a key (only hashed keys are imported)".into());
     }
-    let limits = limits_of(
-        LiteLimits {
-            max_budget: row.max_budget,
-            soft_budget: None,
-            budget_duration: row.budget_duration.as_deref(),
-            model_max_budget: row.model_max_budget.as_ref(),
-            tpm_limit: row.tpm_limit,
-            rpm_limit: row.rpm_limit,
-            max_parallel_requests: row.max_parallel_requests,
-            budget_id: row.budget_id.as_deref(),
-        },
-        &base.limits,
-    )?;
+    let limits = limits_of(lite_limits!(row, soft_budget: None, budget_id: row.budget_id.as_deref()), &base.limits)?;
     Ok(KeyRecord {
         key_id: row.token.to_ascii_lowercase(),
         key_name: name("key_name", row.key_name.as_deref())?.unwrap_or(base.key_name.clone()),

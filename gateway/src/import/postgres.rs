@@ -103,11 +103,17 @@ async fn read<T>(
     Ok(out)
 }
 
+/// A column read as it is.
+fn value<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, tokio_postgres::Error> {
+    row.try_get(column)
+}
+
 /// A `timestamp(3)` column (Prisma's `DateTime`, stored in UTC).
 fn time(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
     Ok(row.try_get::<_, Option<NaiveDateTime>>(column)?.map(|t| t.and_utc()))
 }
 
+/// A `text[]` column; null is empty.
 fn strings(row: &Row, column: &str) -> Result<Vec<String>, tokio_postgres::Error> {
     Ok(row.try_get::<_, Option<Vec<String>>>(column)?.unwrap_or_default())
 }
@@ -125,222 +131,137 @@ pub const TABLES: [(&str, &[&str]); 6] = [
     (KEYS.name, KEYS.columns),
 ];
 
-const BUDGETS: Table = Table {
-    name: "LiteLLM_BudgetTable",
-    columns: &[
-        "budget_id",
-        "max_budget",
-        "soft_budget",
-        "max_parallel_requests",
-        "tpm_limit",
-        "rpm_limit",
-        "model_max_budget",
-        "budget_duration",
-        "created_at",
-        "updated_at",
-    ],
-};
+/// A table's [`Table`] and its row decoder, from one list: each field is the column of its
+/// name, read with `value`, `time` or `strings`.
+macro_rules! table {
+    ($table:ident, $decode:ident, $name:literal, $row:ident { $($field:ident: $read:ident),* $(,)? }) => {
+        const $table: Table = Table { name: $name, columns: &[$(stringify!($field)),*] };
 
-fn budget(row: &Row) -> Result<LiteBudget, tokio_postgres::Error> {
-    Ok(LiteBudget {
-        budget_id: row.try_get("budget_id")?,
-        max_budget: row.try_get("max_budget")?,
-        soft_budget: row.try_get("soft_budget")?,
-        max_parallel_requests: row.try_get("max_parallel_requests")?,
-        tpm_limit: row.try_get("tpm_limit")?,
-        rpm_limit: row.try_get("rpm_limit")?,
-        model_max_budget: row.try_get("model_max_budget")?,
-        budget_duration: row.try_get("budget_duration")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-    })
+        fn $decode(row: &Row) -> Result<$row, tokio_postgres::Error> {
+            Ok($row { $($field: $read(row, stringify!($field))?),* })
+        }
+    };
 }
 
-const ORGANIZATIONS: Table = Table {
-    name: "LiteLLM_OrganizationTable",
-    columns: &[
-        "organization_id",
-        "organization_alias",
-        "budget_id",
-        "metadata",
-        "models",
-        "spend",
-        "created_at",
-        "updated_at",
-    ],
-};
+table!(
+    BUDGETS,
+    budget,
+    "LiteLLM_BudgetTable",
+    LiteBudget {
+        budget_id: value,
+        max_budget: value,
+        soft_budget: value,
+        max_parallel_requests: value,
+        tpm_limit: value,
+        rpm_limit: value,
+        model_max_budget: value,
+        budget_duration: value,
+        created_at: time,
+        updated_at: time,
+    }
+);
 
-fn organization(row: &Row) -> Result<LiteOrganization, tokio_postgres::Error> {
-    Ok(LiteOrganization {
-        organization_id: row.try_get("organization_id")?,
-        organization_alias: row.try_get("organization_alias")?,
-        budget_id: row.try_get("budget_id")?,
-        metadata: row.try_get("metadata")?,
-        models: strings(row, "models")?,
-        spend: row.try_get("spend")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-    })
-}
+table!(
+    ORGANIZATIONS,
+    organization,
+    "LiteLLM_OrganizationTable",
+    LiteOrganization {
+        organization_id: value,
+        organization_alias: value,
+        budget_id: value,
+        metadata: value,
+        models: strings,
+        spend: value,
+        created_at: time,
+        updated_at: time,
+    }
+);
 
-const TEAMS: Table = Table {
-    name: "LiteLLM_TeamTable",
-    columns: &[
-        "team_id",
-        "team_alias",
-        "organization_id",
-        "admins",
-        "members",
-        "members_with_roles",
-        "metadata",
-        "max_budget",
-        "soft_budget",
-        "spend",
-        "models",
-        "max_parallel_requests",
-        "tpm_limit",
-        "rpm_limit",
-        "budget_duration",
-        "budget_reset_at",
-        "blocked",
-        "model_max_budget",
-        "created_at",
-        "updated_at",
-    ],
-};
+table!(
+    TEAMS,
+    team,
+    "LiteLLM_TeamTable",
+    LiteTeam {
+        team_id: value,
+        team_alias: value,
+        organization_id: value,
+        admins: strings,
+        members: strings,
+        members_with_roles: value,
+        metadata: value,
+        max_budget: value,
+        soft_budget: value,
+        spend: value,
+        models: strings,
+        max_parallel_requests: value,
+        tpm_limit: value,
+        rpm_limit: value,
+        budget_duration: value,
+        budget_reset_at: time,
+        blocked: value,
+        model_max_budget: value,
+        created_at: time,
+        updated_at: time,
+    }
+);
 
-fn team(row: &Row) -> Result<LiteTeam, tokio_postgres::Error> {
-    Ok(LiteTeam {
-        team_id: row.try_get("team_id")?,
-        team_alias: row.try_get("team_alias")?,
-        organization_id: row.try_get("organization_id")?,
-        admins: strings(row, "admins")?,
-        members: strings(row, "members")?,
-        members_with_roles: row.try_get("members_with_roles")?,
-        metadata: row.try_get("metadata")?,
-        max_budget: row.try_get("max_budget")?,
-        soft_budget: row.try_get("soft_budget")?,
-        spend: row.try_get("spend")?,
-        models: strings(row, "models")?,
-        max_parallel_requests: row.try_get("max_parallel_requests")?,
-        tpm_limit: row.try_get("tpm_limit")?,
-        rpm_limit: row.try_get("rpm_limit")?,
-        budget_duration: row.try_get("budget_duration")?,
-        budget_reset_at: time(row, "budget_reset_at")?,
-        blocked: row.try_get("blocked")?,
-        model_max_budget: row.try_get("model_max_budget")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-    })
-}
+table!(
+    USERS,
+    user,
+    "LiteLLM_UserTable",
+    LiteUser {
+        user_id: value,
+        user_alias: value,
+        organization_id: value,
+        user_role: value,
+        max_budget: value,
+        spend: value,
+        user_email: value,
+        models: strings,
+        metadata: value,
+        max_parallel_requests: value,
+        tpm_limit: value,
+        rpm_limit: value,
+        budget_duration: value,
+        budget_reset_at: time,
+        model_max_budget: value,
+        created_at: time,
+        updated_at: time,
+    }
+);
 
-const USERS: Table = Table {
-    name: "LiteLLM_UserTable",
-    columns: &[
-        "user_id",
-        "user_alias",
-        "organization_id",
-        "user_role",
-        "max_budget",
-        "spend",
-        "user_email",
-        "models",
-        "metadata",
-        "max_parallel_requests",
-        "tpm_limit",
-        "rpm_limit",
-        "budget_duration",
-        "budget_reset_at",
-        "model_max_budget",
-        "created_at",
-        "updated_at",
-    ],
-};
+table!(
+    END_USERS,
+    end_user,
+    "LiteLLM_EndUserTable",
+    LiteEndUser { user_id: value, alias: value, spend: value, budget_id: value, blocked: value }
+);
 
-fn user(row: &Row) -> Result<LiteUser, tokio_postgres::Error> {
-    Ok(LiteUser {
-        user_id: row.try_get("user_id")?,
-        user_alias: row.try_get("user_alias")?,
-        organization_id: row.try_get("organization_id")?,
-        user_role: row.try_get("user_role")?,
-        max_budget: row.try_get("max_budget")?,
-        spend: row.try_get("spend")?,
-        user_email: row.try_get("user_email")?,
-        models: strings(row, "models")?,
-        metadata: row.try_get("metadata")?,
-        max_parallel_requests: row.try_get("max_parallel_requests")?,
-        tpm_limit: row.try_get("tpm_limit")?,
-        rpm_limit: row.try_get("rpm_limit")?,
-        budget_duration: row.try_get("budget_duration")?,
-        budget_reset_at: time(row, "budget_reset_at")?,
-        model_max_budget: row.try_get("model_max_budget")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-    })
-}
-
-const END_USERS: Table =
-    Table { name: "LiteLLM_EndUserTable", columns: &["user_id", "alias", "spend", "budget_id", "blocked"] };
-
-fn end_user(row: &Row) -> Result<LiteEndUser, tokio_postgres::Error> {
-    Ok(LiteEndUser {
-        user_id: row.try_get("user_id")?,
-        alias: row.try_get("alias")?,
-        spend: row.try_get("spend")?,
-        budget_id: row.try_get("budget_id")?,
-        blocked: row.try_get("blocked")?,
-    })
-}
-
-const KEYS: Table = Table {
-    name: "LiteLLM_VerificationToken",
-    columns: &[
-        "token",
-        "key_name",
-        "key_alias",
-        "spend",
-        "expires",
-        "models",
-        "user_id",
-        "team_id",
-        "max_parallel_requests",
-        "metadata",
-        "blocked",
-        "tpm_limit",
-        "rpm_limit",
-        "max_budget",
-        "budget_duration",
-        "budget_reset_at",
-        "model_max_budget",
-        "budget_id",
-        "organization_id",
-        "created_at",
-        "updated_at",
-    ],
-};
-
-fn key(row: &Row) -> Result<LiteKey, tokio_postgres::Error> {
-    Ok(LiteKey {
-        token: row.try_get("token")?,
-        key_name: row.try_get("key_name")?,
-        key_alias: row.try_get("key_alias")?,
-        spend: row.try_get("spend")?,
-        expires: time(row, "expires")?,
-        models: strings(row, "models")?,
-        user_id: row.try_get("user_id")?,
-        team_id: row.try_get("team_id")?,
-        max_parallel_requests: row.try_get("max_parallel_requests")?,
-        metadata: row.try_get("metadata")?,
-        blocked: row.try_get("blocked")?,
-        tpm_limit: row.try_get("tpm_limit")?,
-        rpm_limit: row.try_get("rpm_limit")?,
-        max_budget: row.try_get("max_budget")?,
-        budget_duration: row.try_get("budget_duration")?,
-        budget_reset_at: time(row, "budget_reset_at")?,
-        model_max_budget: row.try_get("model_max_budget")?,
-        budget_id: row.try_get("budget_id")?,
-        organization_id: row.try_get("organization_id")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-    })
-}
+table!(
+    KEYS,
+    key,
+    "LiteLLM_VerificationToken",
+    LiteKey {
+        token: value,
+        key_name: value,
+        key_alias: value,
+        spend: value,
+        expires: time,
+        models: strings,
+        user_id: value,
+        team_id: value,
+        max_parallel_requests: value,
+        metadata: value,
+        blocked: value,
+        tpm_limit: value,
+        rpm_limit: value,
+        max_budget: value,
+        budget_duration: value,
+        budget_reset_at: time,
+        model_max_budget: value,
+        budget_id: value,
+        organization_id: value,
+        created_at: time,
+        updated_at: time,
+    }
+);
