@@ -1,7 +1,8 @@
 //! `tollgate-gateway import-litellm` against a real PostgreSQL holding LiteLLM's schema (from
 //! `litellm-proxy-extras` on PyPI, `tests/litellm/fetch-schema`): the tables match
 //! `schema.prisma`; an import creates every record, a re-run skips them, a changed row is
-//! updated; imported keys work with their team's limits, and their running spend carries.
+//! updated; imported keys work with their team's limits, and their running spend carries, into
+//! Cassandra (gateways running) and into the embedded file alike.
 
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
@@ -75,29 +76,56 @@ INSERT INTO "LiteLLM_UserTable" (user_id, user_email, user_role, max_budget, spe
 INSERT INTO "LiteLLM_EndUserTable" (user_id, alias, spend, budget_id) VALUES ('cust-1', 'Customer One', 0.5, 'b-small');
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()> {
-    let dir = scratch_dir("import-litellm")?;
-    let (pg, _) = litellm_database(&dir).await?;
-    let raw_spent = format!("sk-litellm-spent-{}", uuid::Uuid::new_v4().simple());
-    let raw_team = format!("sk-litellm-team-{}", uuid::Uuid::new_v4().simple());
-    let raw_blocked = format!("sk-litellm-blocked-{}", uuid::Uuid::new_v4().simple());
-    let db = pg.client("postgres").await?;
+/// LiteLLM's virtual keys as their users hold them.
+struct Keys {
+    /// With a 1 USD daily budget, all spent.
+    spent: String,
+    /// Of `team-a`, which allows `gpt-4o-mini` only.
+    team: String,
+    blocked: String,
+}
+
+/// [`SEED`] and three keys, stored as LiteLLM stores them (their SHA-256).
+async fn seed(db: &tokio_postgres::Client) -> Result<Keys> {
+    let new = |what: &str| format!("sk-litellm-{what}-{}", uuid::Uuid::new_v4().simple());
+    let keys = Keys { spent: new("spent"), team: new("team"), blocked: new("blocked") };
     db.batch_execute(SEED).await?;
     let key_sql = r#"INSERT INTO "LiteLLM_VerificationToken" (token, key_name, key_alias, spend, models, team_id, user_id,
         max_budget, budget_duration, budget_reset_at, blocked, metadata)
         VALUES ($1, $2, $3, $4, '{}', $5, 'user-1', $6, '1d', now() + interval '1 day', $7, '{"source": "litellm"}')"#;
     // (key, alias, spend, team, max_budget, blocked)
     type Row<'a> = (&'a str, &'a str, f64, Option<&'a str>, Option<f64>, bool);
-    let keys: [Row<'_>; 3] = [
-        (&raw_spent, "spent", 1.0, None, Some(1.0), false),
-        (&raw_team, "team", 0.0, Some("team-a"), None, false),
-        (&raw_blocked, "blocked", 0.0, None, None, true),
+    let rows: [Row<'_>; 3] = [
+        (&keys.spent, "spent", 1.0, None, Some(1.0), false),
+        (&keys.team, "team", 0.0, Some("team-a"), None, false),
+        (&keys.blocked, "blocked", 0.0, None, None, true),
     ];
-    for (raw, alias, spend, team, budget, blocked) in keys {
+    for (raw, alias, spend, team, budget, blocked) in rows {
         let name = format!("sk-...{}", &raw[raw.len() - 4..]);
         db.execute(key_sql, &[&sha256_hex(raw), &name, &alias, &spend, &team, &budget, &blocked]).await?;
     }
+    Ok(keys)
+}
+
+/// Waits until `raw` is refused for its own budget.
+async fn refused_for_its_budget(gw: &str, raw: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    eventually("the spent key to be refused", Duration::from_secs(30), || {
+        let http = &http;
+        async move {
+            let (status, code, _) = error_code(chat_as(http, gw, raw, "gpt-4o-mini", None).await?).await;
+            Ok((status == 400 && code == "key_budget_exceeded").then_some(()))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()> {
+    let dir = scratch_dir("import-litellm")?;
+    let (pg, _) = litellm_database(&dir).await?;
+    let db = pg.client("postgres").await?;
+    let Keys { spent: raw_spent, team: raw_team, blocked: raw_blocked } = seed(&db).await?;
 
     let topics = Topics::create("import", 2).await?;
     let ks = unique("tg_import_").replace('-', "_");
@@ -172,19 +200,42 @@ async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()
         }
     })
     .await?;
-    eventually("the spent key to be refused", Duration::from_secs(30), || {
-        let (http, gw, raw) = (&http, &gw, &raw_spent);
-        async move {
-            let (status, code, _) = error_code(chat_as(http, gw, raw, "gpt-4o-mini", None).await?).await;
-            Ok((status == 400 && code == "key_budget_exceeded").then_some(()))
-        }
-    })
-    .await?;
+    refused_for_its_budget(&gw, &raw_spent).await?;
     let (_, user) = admin.get("/user/info?user_id=user-1").await?;
     let (_, team_key) = admin.get(&format!("/key/info?key={team_token}")).await?;
     let served = team_key["info"]["spend_all_time_nano_usd"].as_i64().context("the team key's spend")?;
     ensure!(user["user_info"]["spend_all_time_nano_usd"] == 1_250_000_000i64 + served, "{user}");
     Ok(())
+}
+
+/// The embedded default: the import writes the gateway's own file (the gateway stopped), and
+/// the gateway started on it serves the imported keys with their spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_imports_into_its_file() -> Result<()> {
+    let dir = scratch_dir("import-embedded")?;
+    let (pg, _) = litellm_database(&dir).await?;
+    let keys = seed(&pg.client("postgres").await?).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let config = GatewayConfig {
+        gateway: GatewaySettings { id: Some("gw-import-embedded".to_owned()), ..GatewaySettings::default() },
+        model_list: vec![model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
+        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
+        embedded: Some(Embedded { path: dir.join("data/tollgate.db"), max_size_bytes: None }),
+        ..GatewayConfig::default()
+    };
+    let path = dir.join("embedded.yaml");
+    std::fs::write(&path, config.to_yaml()?)?;
+    let url = pg.url("postgres");
+    let (status, report, errors) = import(&path, &url, &["--spend"])?;
+    ensure!(status == 0 && counts(&report, "keys")? == (3, 0, 0), "{status}\n{report}\n{errors}");
+    let (status, report, errors) = import(&path, &url, &["--spend"])?;
+    ensure!(status == 0 && counts(&report, "keys")? == (0, 0, 3), "{status}\n{report}\n{errors}");
+
+    let gateway = start_gateway(&dir, &config).await?;
+    let gw = gateway.url()?.to_owned();
+    let resp = chat_as(&reqwest::Client::new(), &gw, &keys.team, "gpt-4o-mini", None).await?;
+    ensure!(resp.status() == 200, "an imported key: {:?}", error_code(resp).await);
+    refused_for_its_budget(&gw, &keys.spent).await
 }
 
 /// The import's figures: 10,000 keys, 1,000 teams and 1,000 users (with spend) into Cassandra
