@@ -95,12 +95,18 @@ async fn read<T>(
     pin_mut!(rows);
     let mut out = Vec::new();
     while let Some(row) = rows.try_next().await.map_err(query_err)? {
-        if out.len() == MAX_ROWS_PER_TABLE {
-            return Err(ImportError::TooManyRows { table: table.name, max: MAX_ROWS_PER_TABLE });
-        }
+        within_bound(out.len(), table.name, MAX_ROWS_PER_TABLE)?;
         out.push(decode(&row).map_err(|e| ImportError::Postgres(format!("{}: {}", table.name, redacted(&e))))?);
     }
     Ok(out)
+}
+
+/// Whether one more row may be read after `read` of `table`.
+fn within_bound(read: usize, table: &'static str, max: usize) -> Result<(), ImportError> {
+    if read >= max {
+        return Err(ImportError::TooManyRows { table, max });
+    }
+    Ok(())
 }
 
 /// A column read as it is.
@@ -265,3 +271,30 @@ table!(
         updated_at: time,
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_is_read_up_to_its_bound_and_not_a_row_more() {
+        assert!(within_bound(MAX_ROWS_PER_TABLE - 1, "t", MAX_ROWS_PER_TABLE).is_ok());
+        let e = within_bound(MAX_ROWS_PER_TABLE, "t", MAX_ROWS_PER_TABLE).unwrap_err();
+        assert_eq!(e.to_string(), format!("LiteLLM table t has more than {MAX_ROWS_PER_TABLE} rows"));
+    }
+
+    #[test]
+    fn selects_quote_litellm_s_mixed_case_names() {
+        assert_eq!(
+            END_USERS.select(),
+            r#"SELECT "user_id", "alias", "spend", "budget_id", "blocked" FROM "LiteLLM_EndUserTable""#
+        );
+    }
+
+    #[test]
+    fn urls_never_reach_an_error_message() {
+        // A URL that does not parse: whatever the driver says, nothing after `://` is shown.
+        let e = tokio_postgres::Config::from_str("postgres://u:hunter2@h:notaport/db").unwrap_err();
+        assert!(!redacted(&e).contains("hunter2"), "{}", redacted(&e));
+    }
+}

@@ -132,3 +132,29 @@ impl fmt::Display for Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_counts_each_kind_and_names_refused_rows_and_columns_not_carried() {
+        let mut keys = Counts::default();
+        for o in [Outcome::Created, Outcome::Created, Outcome::Unchanged, Outcome::Refused("ab".into(), "bad".into())] {
+            keys.add(o);
+        }
+        let report = Report {
+            kinds: vec![("keys", keys)],
+            rows_read: 4,
+            read_time: Duration::from_millis(500),
+            write_time: Duration::from_millis(1500),
+            ..Report::default()
+        };
+        let text = report.to_string();
+        assert!(text.contains("keys          2 created, 0 updated, 2 skipped (1 unchanged, 1 refused)"), "{text}");
+        assert!(text.contains(r#"refused keys "ab": bad"#), "{text}");
+        assert!(text.contains("4 rows read in 0.50 s, written in 1.50 s: 2 rows/s"), "{text}");
+        assert!(text.contains("LiteLLM_VerificationToken: soft_budget_cooldown"), "{text}");
+        assert_eq!(report.refused(), 1);
+    }
+}
