@@ -47,6 +47,10 @@ enum Command {
         /// Also carry running spend, as opening balances in the current budget windows.
         #[arg(long)]
         spend: bool,
+        /// Carry spend summed from LiteLLM_SpendLogs over each current budget window instead of
+        /// the running `spend` columns (implies --spend).
+        #[arg(long)]
+        spend_logs: bool,
         /// Read and compare; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -57,8 +61,8 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     tollgate_schemas::telemetry::init_logging();
-    if let Some(Command::ImportLitellm { config, database_url, spend, dry_run }) = args.command {
-        let options = tollgate_gateway::import::Options { database_url, spend, dry_run };
+    if let Some(Command::ImportLitellm { config, database_url, spend, spend_logs, dry_run }) = args.command {
+        let options = tollgate_gateway::import::Options { database_url, spend, spend_logs, dry_run };
         return import_litellm(&config, &options);
     }
     // Required by clap without a subcommand.

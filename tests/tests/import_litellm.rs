@@ -209,33 +209,47 @@ async fn imported_keys_work_with_their_team_and_carry_their_spend() -> Result<()
 }
 
 /// The embedded default: the import writes the gateway's own file (the gateway stopped), and
-/// the gateway started on it serves the imported keys with their spend.
+/// the gateway started on it serves the imported keys with their spend, here summed from
+/// LiteLLM's spend logs over the key's current window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_default_imports_into_its_file() -> Result<()> {
     let dir = scratch_dir("import-embedded")?;
     let (pg, _) = litellm_database(&dir).await?;
-    let keys = seed(&pg.client("postgres").await?).await?;
+    let db = pg.client("postgres").await?;
+    let keys = seed(&db).await?;
+    // The spent key's requests: 1.5 USD today (its window: `1d`), 5 USD three days ago.
+    let log_sql = r#"INSERT INTO "LiteLLM_SpendLogs" (request_id, call_type, api_key, spend, "startTime", "endTime")
+        VALUES ($1, 'acompletion', $2, $3::float8, now() - $4::text::interval, now() - $4::text::interval)"#;
+    for (i, (spend, ago)) in [(0.5, "0 seconds"), (1.0, "0 seconds"), (5.0, "3 days")].into_iter().enumerate() {
+        db.execute(log_sql, &[&format!("req-{i}"), &sha256_hex(&keys.spent), &spend, &ago]).await?;
+    }
     let mock = start_mock(&dir, &[]).await?;
     let config = GatewayConfig {
         gateway: GatewaySettings { id: Some("gw-import-embedded".to_owned()), ..GatewaySettings::default() },
         model_list: vec![model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
         prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
         embedded: Some(Embedded { path: dir.join("data/tollgate.db"), max_size_bytes: None }),
+        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
         ..GatewayConfig::default()
     };
     let path = dir.join("embedded.yaml");
     std::fs::write(&path, config.to_yaml()?)?;
     let url = pg.url("postgres");
-    let (status, report, errors) = import(&path, &url, &["--spend"])?;
+    let (status, report, errors) = import(&path, &url, &["--spend-logs"])?;
     ensure!(status == 0 && counts(&report, "keys")? == (3, 0, 0), "{status}\n{report}\n{errors}");
-    let (status, report, errors) = import(&path, &url, &["--spend"])?;
+    ensure!(report.contains("1 opening balances published (1.5 USD in all)"), "{report}");
+    let (status, report, errors) = import(&path, &url, &["--spend-logs"])?;
     ensure!(status == 0 && counts(&report, "keys")? == (0, 0, 3), "{status}\n{report}\n{errors}");
 
     let gateway = start_gateway(&dir, &config).await?;
     let gw = gateway.url()?.to_owned();
     let resp = chat_as(&reqwest::Client::new(), &gw, &keys.team, "gpt-4o-mini", None).await?;
     ensure!(resp.status() == 200, "an imported key: {:?}", error_code(resp).await);
-    refused_for_its_budget(&gw, &keys.spent).await
+    refused_for_its_budget(&gw, &keys.spent).await?;
+    // Its window's requests only, once though the import ran twice.
+    let (_, info) = AdminApi::new(&gw).get(&format!("/key/info?key={}", sha256_hex(&keys.spent))).await?;
+    ensure!(info["info"]["spend_nano_usd"] == 1_500_000_000i64, "{info}");
+    Ok(())
 }
 
 /// The import's figures: 10,000 keys, 1,000 teams and 1,000 users (with spend) into Cassandra

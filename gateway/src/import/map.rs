@@ -39,8 +39,17 @@ pub fn spend_nanos(value: f64) -> Result<NanoUsd, Refused> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("spend: {value} is not a non-negative amount"));
     }
-    let text = format!("{value}");
-    let (whole, frac) = text.split_once('.').unwrap_or((text.as_str(), ""));
+    decimal_spend_nanos(&format!("{value}"))
+}
+
+/// Spend as decimal text (`12.3456789012`, as PostgreSQL writes a `numeric` sum) to nano-USD,
+/// rounded half up.
+pub fn decimal_spend_nanos(text: &str) -> Result<NanoUsd, Refused> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
+        return Err(format!("spend: {text:?} is not a non-negative decimal amount"));
+    }
     let too_large = || format!("spend: {text} USD is too large");
     let whole: i64 = whole.parse().map_err(|_| too_large())?;
     let mut nanos: i64 = format!("{:0<9}", frac.get(..9).unwrap_or(frac)).parse().map_err(|_| too_large())?;
@@ -317,6 +326,11 @@ mod tests {
         assert_eq!(spend_nanos(3.5), Ok(NanoUsd(3_500_000_000)));
         for bad in [-0.5, f64::NAN, 1e300] {
             assert!(spend_nanos(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decimal_spend_nanos("1.50000000049"), Ok(NanoUsd(1_500_000_000)));
+        assert_eq!(decimal_spend_nanos("12"), Ok(NanoUsd(12_000_000_000)));
+        for bad in ["", "-1", "1e3", "1.2.3", ".5", "NaN", "99999999999999999999"] {
+            assert!(decimal_spend_nanos(bad).is_err(), "{bad}");
         }
     }
 

@@ -53,6 +53,9 @@ pub struct Options {
     pub database_url: String,
     /// Carry running spend as opening balances.
     pub spend: bool,
+    /// Carry spend as opening balances summed from `LiteLLM_SpendLogs` over each owner's current
+    /// Tollgate window, instead of the running `spend` columns.
+    pub spend_logs: bool,
     /// Read and compare, write nothing.
     pub dry_run: bool,
 }
@@ -81,8 +84,12 @@ pub async fn run(config: &Config, options: &Options) -> Result<Report, ImportErr
     report.kinds.push(("users", each(&db.users, |r| write_one(&writer, &r.user_id, r, map::user)).await?));
     report.kinds.push(("customers", each(&db.end_users, |r| write_one(&writer, &r.user_id, r, map::customer)).await?));
     report.kinds.push(("keys", each(&db.keys, |r| write_key(&writer, &target, r)).await?));
-    if options.spend {
-        let (counts, events) = spend::balances(&db, chrono::Utc::now());
+    if options.spend || options.spend_logs {
+        let now = chrono::Utc::now();
+        let (counts, events) = match options.spend_logs {
+            true => spend::balances_from_logs(&db, &client, now).await?,
+            false => spend::balances(&db, now),
+        };
         if !options.dry_run {
             let sink = target.sink(config)?;
             spend::publish(sink, events, FLUSH_TIMEOUT).await?;

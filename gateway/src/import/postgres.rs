@@ -8,8 +8,10 @@ use super::rows::{LiteBudget, LiteDatabase, LiteEndUser, LiteKey, LiteOrganizati
 use super::ImportError;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::{pin_mut, TryStreamExt};
+use std::collections::HashMap;
 use std::str::FromStr;
 use tokio_postgres::{Client, Row};
+use tollgate_schemas::tenancy::Kind;
 
 /// The most rows read from one table: beyond it the import stops rather than exhaust memory.
 pub const MAX_ROWS_PER_TABLE: usize = 5_000_000;
@@ -109,6 +111,47 @@ fn within_bound(read: usize, table: &'static str, max: usize) -> Result<(), Impo
     Ok(())
 }
 
+// === Spend logs ===
+
+/// The column of `LiteLLM_SpendLogs` naming an owner of `kind`.
+pub fn spend_log_column(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Key => "api_key",
+        Kind::Team => "team_id",
+        Kind::User => "user",
+        Kind::Customer => "end_user",
+        Kind::Organization | Kind::Budget => "organization_id",
+    }
+}
+
+/// Each owner's spend in `LiteLLM_SpendLogs` since `since` (by `startTime`), summed exactly by
+/// PostgreSQL as `numeric` and read as decimal text, by the owner named in `column`.
+pub async fn spend_since(
+    client: &Client,
+    column: &'static str,
+    since: DateTime<Utc>,
+) -> Result<HashMap<String, String>, ImportError> {
+    let sql = format!(
+        "SELECT \"{column}\", sum(spend::numeric)::text FROM \"LiteLLM_SpendLogs\" \
+         WHERE \"startTime\" >= $1 AND \"{column}\" IS NOT NULL AND \"{column}\" <> '' GROUP BY 1"
+    );
+    let rows = client
+        .query(&sql, &[&since.naive_utc()])
+        .await
+        .map_err(|e| ImportError::Postgres(format!("reading LiteLLM_SpendLogs: {}", redacted(&e))))?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        within_bound(out.len(), "LiteLLM_SpendLogs", MAX_ROWS_PER_TABLE)?;
+        let owner: String = row.try_get(0).map_err(query_err)?;
+        let sum: Option<String> = row.try_get(1).map_err(query_err)?;
+        out.insert(
+            if column == "api_key" { owner.to_ascii_lowercase() } else { owner },
+            sum.unwrap_or_else(|| "0".to_owned()),
+        );
+    }
+    Ok(out)
+}
+
 /// A column read as it is.
 fn value<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, column: &str) -> Result<T, tokio_postgres::Error> {
     row.try_get(column)
@@ -128,13 +171,14 @@ fn strings(row: &Row, column: &str) -> Result<Vec<String>, tokio_postgres::Error
 
 /// The columns `import-litellm` reads, by table (the schema test checks them against
 /// `schema.prisma`).
-pub const TABLES: [(&str, &[&str]); 6] = [
+pub const TABLES: [(&str, &[&str]); 7] = [
     (BUDGETS.name, BUDGETS.columns),
     (ORGANIZATIONS.name, ORGANIZATIONS.columns),
     (TEAMS.name, TEAMS.columns),
     (USERS.name, USERS.columns),
     (END_USERS.name, END_USERS.columns),
     (KEYS.name, KEYS.columns),
+    ("LiteLLM_SpendLogs", &["api_key", "team_id", "user", "end_user", "organization_id", "spend", "startTime"]),
 ];
 
 /// A table's [`Table`] and its row decoder, from one list: each field is the column of its

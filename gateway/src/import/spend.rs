@@ -108,26 +108,69 @@ fn all_time_date(created_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateT
     created_at.filter(|c| *c >= floor && *c <= now).unwrap_or(floor)
 }
 
-/// The opening balance of `o` at `now`: `None` when there is nothing to carry.
-/// `budget_durations`: the durations of LiteLLM's budget table, by `budget_id`.
+/// Where an owner's balance lands: its budget duration (none: all time) and `occurred_at`,
+/// the start of its current window (for all time, its creation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub duration: Option<BudgetDuration>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl Window {
+    /// `o`'s window at `now`. `budget_durations`: the durations of LiteLLM's budget table, by
+    /// `budget_id` (an owner without a duration of its own takes its budget's).
+    pub fn of(
+        o: &Opening,
+        budget_durations: &HashMap<String, Option<String>>,
+        now: DateTime<Utc>,
+    ) -> Result<Window, Refused> {
+        let text =
+            o.duration.clone().or_else(|| o.budget_id.as_ref().and_then(|b| budget_durations.get(b).cloned()?));
+        let duration = map::duration("budget_duration", text.as_deref())?;
+        let occurred_at = duration.map_or_else(|| all_time_date(o.created_at, now), |d| window_start(d, now));
+        Ok(Window { duration, occurred_at })
+    }
+
+    /// Since when spend logs count in this window: its start, or for all time, ever.
+    pub fn since(&self) -> DateTime<Utc> {
+        match self.duration {
+            Some(_) => self.occurred_at,
+            None => DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+}
+
+/// The opening balance of `o` from its running `spend` at `now`: `None` when there is nothing
+/// to carry (no spend, or its LiteLLM period is over).
 pub fn event_of(
     o: &Opening,
     budget_durations: &HashMap<String, Option<String>>,
     now: DateTime<Utc>,
 ) -> Result<Option<UsageEvent>, Refused> {
     let spent = map::spend_nanos(o.spend)?;
-    if spent == NanoUsd::ZERO || o.reset_at.is_some_and(|r| r <= now) {
+    if o.reset_at.is_some_and(|r| r <= now) {
+        return Ok(None);
+    }
+    event_at(o, Window::of(o, budget_durations, now)?, spent, now)
+}
+
+/// The opening balance of `o`: `spent` in `window`, as a usage event; `None` for nothing.
+pub fn event_at(
+    o: &Opening,
+    window: Window,
+    spent: NanoUsd,
+    now: DateTime<Utc>,
+) -> Result<Option<UsageEvent>, Refused> {
+    if spent == NanoUsd::ZERO {
         return Ok(None);
     }
     if spent > tollgate_schemas::limits::MAX_COST_PER_REQUEST {
         return Err(format!("spend: {} USD is above what one event may carry", spent.as_usd_display()));
     }
-    let text = o.duration.clone().or_else(|| o.budget_id.as_ref().and_then(|b| budget_durations.get(b).cloned()?));
-    let duration = map::duration("budget_duration", text.as_deref())?;
-    let occurred_at = duration.map_or_else(|| all_time_date(o.created_at, now), |d| window_start(d, now));
+    let Window { duration, occurred_at } = window;
     let scope_kind = o.kind.scope_kind();
-    let window = budget_window(duration, now);
-    let event_id = Uuid::new_v5(&NAMESPACE, format!("{scope_kind}/{}|{window}", o.id).as_bytes());
+    let window_id = budget_window(duration, now);
+    let event_id = Uuid::new_v5(&NAMESPACE, format!("{scope_kind}/{}|{window_id}", o.id).as_bytes());
     let named = |kind: Kind| (o.kind == kind).then(|| o.id.clone());
     let key_id = if o.kind == Kind::Key { o.id.clone() } else { IMPORT_KEY_ID.to_owned() };
     let budget_windows: BTreeMap<String, Vec<String>> =
@@ -163,14 +206,58 @@ pub fn event_of(
     }))
 }
 
-/// The opening balances of `db` at `now`, counted, and the events to publish.
+/// The opening balances of `db` at `now` from the running `spend` columns, counted, and the
+/// events to publish.
 pub fn balances(db: &LiteDatabase, now: DateTime<Utc>) -> (SpendCounts, Vec<UsageEvent>) {
-    let durations: HashMap<String, Option<String>> =
-        db.budgets.iter().map(|b| (b.budget_id.clone(), b.budget_duration.clone())).collect();
+    let durations = budget_durations(db);
+    tally(openings(db).iter().map(|o| (o, event_of(o, &durations, now))))
+}
+
+/// The opening balances of `db` at `now` from `LiteLLM_SpendLogs`: each owner's spend since
+/// the start of its current Tollgate window (all of it for an owner without a duration).
+pub async fn balances_from_logs(
+    db: &LiteDatabase,
+    client: &tokio_postgres::Client,
+    now: DateTime<Utc>,
+) -> Result<(SpendCounts, Vec<UsageEvent>), ImportError> {
+    let durations = budget_durations(db);
+    let owners = openings(db);
+    // One query per (owner column, window start): a handful, whatever the number of owners.
+    let mut sums: HashMap<(&'static str, DateTime<Utc>), HashMap<String, String>> = HashMap::new();
+    let mut results = Vec::with_capacity(owners.len());
+    for o in &owners {
+        let window = match Window::of(o, &durations, now) {
+            Ok(w) => w,
+            Err(why) => {
+                results.push((o, Err(why)));
+                continue;
+            }
+        };
+        let column = super::postgres::spend_log_column(o.kind);
+        let since = window.since();
+        let by_owner = match sums.entry((column, since)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(super::postgres::spend_since(client, column, since).await?)
+            }
+        };
+        let text = by_owner.get(&o.id).map_or("0", String::as_str);
+        results.push((o, map::decimal_spend_nanos(text).and_then(|spent| event_at(o, window, spent, now))));
+    }
+    Ok(tally(results.into_iter()))
+}
+
+fn budget_durations(db: &LiteDatabase) -> HashMap<String, Option<String>> {
+    db.budgets.iter().map(|b| (b.budget_id.clone(), b.budget_duration.clone())).collect()
+}
+
+fn tally<'a>(
+    results: impl Iterator<Item = (&'a Opening, Result<Option<UsageEvent>, Refused>)>,
+) -> (SpendCounts, Vec<UsageEvent>) {
     let mut counts = SpendCounts::default();
     let mut events = Vec::new();
-    for o in openings(db) {
-        match event_of(&o, &durations, now) {
+    for (o, result) in results {
+        match result {
             Ok(Some(e)) => {
                 counts.published += 1;
                 counts.carried_nano_usd = counts.carried_nano_usd.saturating_add(e.cost_nano_usd.0);
