@@ -14,9 +14,10 @@
 //! - **Told apart from traffic** by `gateway_id` `litellm-import` (CloudEvents source
 //!   `/tollgate/gateway/litellm-import`), `requested_model` `litellm-opening-balance` and a
 //!   `request_id` starting `litellm-import-`; no tokens, status 200.
+//! - **From the logs** (`--spend-logs`): the amount is the owner's `LiteLLM_SpendLogs` since its
+//!   window's start instead of its running `spend`.
 //! - **Not carried**: spend whose LiteLLM period is over (`budget_reset_at` in the past: LiteLLM
-//!   would reset it on its next pass), `LiteLLM_SpendLogs` (per-request history) and
-//!   `model_spend`.
+//!   would reset it on its next pass), and `model_spend`.
 
 use super::map::{self, Refused};
 use super::report::SpendCounts;
