@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod import;
 
 pub mod limits;
 pub mod metering;
@@ -119,7 +120,7 @@ fn default_gateway_id() -> String {
 /// The server secret virtual keys are hashed with: `gateway.key_hash_secret`, else the first
 /// line of `gateway.key_hash_secret_file`, else `TOLLGATE_KEY_HASH_SECRET`; on the embedded
 /// default without any of them, a random one kept beside the database (created 0600).
-fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartError> {
+pub(crate) fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartError> {
     let g = &config.gateway;
     let given = match (&g.key_hash_secret, &g.key_hash_secret_file) {
         (Some(s), _) => Some(s.expose().as_bytes().to_vec()),
@@ -259,10 +260,7 @@ async fn kafka_backends(
         change_log: None,
     };
     if let Some(db) = &config.database {
-        let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
-        if db.create_schema {
-            tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
-        }
+        let session = open_database(db).await?;
         let store: Arc<dyn TenancyStore> =
             Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
         backends.store = Some(store);
@@ -278,23 +276,21 @@ async fn kafka_backends(
     Ok(backends)
 }
 
+/// A session to the `database` section's cluster, with the schema applied when it says so.
+pub(crate) async fn open_database(
+    db: &tollgate_schemas::store::CqlDatabase,
+) -> Result<Arc<scylla::client::session::Session>, StartError> {
+    let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
+    if db.create_schema {
+        tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+    }
+    Ok(session)
+}
+
 /// The embedded default: one owner-only SQLite file holds the usage log, the ledgers (folded
 /// here) and the tenancy records.
 fn embedded_backends(config: &Config, budget_view: &Arc<BudgetView>) -> Result<Backends, StartError> {
-    let embedded = config.embedded.as_ref().map_or_else(EmbeddedConfig::default, |e| EmbeddedConfig {
-        path: e.path.clone(),
-        max_size_bytes: e.max_size_bytes,
-    });
-    let path = embedded.path;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        metering::spool::private_dir(dir).map_err(StartError::Listener)?;
-    }
-    metering::spool::private_file(&path).map_err(StartError::Listener)?;
-    let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
-    if let Some(max) = embedded.max_size_bytes {
-        db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
-    }
-    tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
+    let db = open_embedded(config)?;
     let sink = Arc::new(metering::embedded::EmbeddedSink::start(
         db.clone(),
         budget_view.clone(),
@@ -311,6 +307,25 @@ fn embedded_backends(config: &Config, budget_view: &Arc<BudgetView>) -> Result<B
         lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
         change_log: None,
     })
+}
+
+/// The embedded database file (created owner-only), within its size limit.
+pub(crate) fn open_embedded(config: &Config) -> Result<Arc<tollgate_ledger::embedded::EmbeddedDb>, StartError> {
+    let embedded = config.embedded.as_ref().map_or_else(EmbeddedConfig::default, |e| EmbeddedConfig {
+        path: e.path.clone(),
+        max_size_bytes: e.max_size_bytes,
+    });
+    let path = embedded.path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        metering::spool::private_dir(dir).map_err(StartError::Listener)?;
+    }
+    metering::spool::private_file(&path).map_err(StartError::Listener)?;
+    let db = tollgate_ledger::embedded::EmbeddedDb::open(&path)?;
+    if let Some(max) = embedded.max_size_bytes {
+        db.limit_size(max).map_err(|e| StartError::EmbeddedSize(e.to_string()))?;
+    }
+    tracing::info!(path = %path.display(), "embedded mode: usage log, ledgers and tenancy in one local file");
+    Ok(db)
 }
 
 /// The longest a shutdown waits for budget leases to go back to the store.

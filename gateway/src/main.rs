@@ -14,10 +14,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Tollgate: an OpenAI-compatible LLM gateway with exact metering")]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// YAML config file.
-    #[arg(long, short, env = "TOLLGATE_CONFIG")]
-    config: PathBuf,
+    #[arg(long, short, env = "TOLLGATE_CONFIG", required = true)]
+    config: Option<PathBuf>,
     /// Listen address, overriding `gateway.listen` (port 0 picks a free port).
     #[arg(long, env = "TOLLGATE_LISTEN")]
     listen: Option<String>,
@@ -30,12 +33,42 @@ struct Args {
     strict: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Import keys, teams, users, organizations, end users and budgets from LiteLLM's
+    /// PostgreSQL database into the store the config names (docs/litellm-migration.md).
+    ImportLitellm {
+        /// YAML config file (its `database`, or the embedded file, receives the records).
+        #[arg(long, short, env = "TOLLGATE_CONFIG")]
+        config: PathBuf,
+        /// LiteLLM's database: postgres://user:password@host:port/db[?sslmode=disable|prefer|require]
+        #[arg(long, env = "LITELLM_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Also carry running spend, as opening balances in the current budget windows.
+        #[arg(long)]
+        spend: bool,
+        /// Carry spend summed from LiteLLM_SpendLogs over each current budget window instead of
+        /// the running `spend` columns (implies --spend).
+        #[arg(long)]
+        spend_logs: bool,
+        /// Read and compare; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
     tollgate_schemas::telemetry::init_logging();
-    let origin = args.config.display().to_string();
-    let config = match Config::load(&args.config) {
+    if let Some(Command::ImportLitellm { config, database_url, spend, spend_logs, dry_run }) = args.command {
+        let options = tollgate_gateway::import::Options { database_url, spend, spend_logs, dry_run };
+        return import_litellm(&config, &options);
+    }
+    // Required by clap without a subcommand.
+    let Some(path) = args.config.clone() else { return ExitCode::from(2) };
+    let origin = path.display().to_string();
+    let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -88,6 +121,39 @@ fn main() -> ExitCode {
         }
     });
     code
+}
+
+/// `import-litellm`: prints the report; non-zero when the import failed or refused rows.
+#[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
+fn import_litellm(path: &std::path::Path, options: &tollgate_gateway::import::Options) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tollgate_gateway::import::run(&config, options)) {
+        Ok(report) => {
+            print!("{report}");
+            if report.refused() > 0 {
+                eprintln!("error: {} rows refused (listed above)", report.refused());
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: import-litellm: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The LiteLLM settings the config sets and Tollgate ignores: refused under `--strict`, listed

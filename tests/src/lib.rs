@@ -7,7 +7,8 @@
 //!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
-//! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile.
+//! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
+//! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
 //!
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
 //! never with a fixed sleep that decides a pass or a fail.
@@ -16,6 +17,7 @@ pub mod clients;
 pub mod configs;
 pub mod kafka;
 pub mod ledger;
+pub mod postgres;
 pub mod services;
 
 pub use clients::*;
