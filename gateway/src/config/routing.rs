@@ -162,11 +162,20 @@ pub struct LitellmSettings {
     pub default_fallbacks: Vec<String>,
     pub context_window_fallbacks: FallbackList,
     pub content_policy_fallbacks: FallbackList,
+    /// Of LiteLLM's callbacks, `prometheus` is honoured (LiteLLM-compatible metrics on
+    /// `/metrics`); the others are named at start-up.
+    pub callbacks: Vec<serde_yaml::Value>,
+    pub success_callback: Vec<serde_yaml::Value>,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl LitellmSettings {
+    /// Whether `callbacks` or `success_callback` name `prometheus`.
+    pub fn wants_prometheus(&self) -> bool {
+        self.callbacks.iter().chain(&self.success_callback).any(|c| c.as_str() == Some("prometheus"))
+    }
+
     /// The fallback lists by their key.
     pub fn fallbacks_by_kind(&self) -> [(&'static str, &FallbackList); 3] {
         [
