@@ -16,6 +16,7 @@ pub mod clients;
 pub mod configs;
 pub mod kafka;
 pub mod ledger;
+pub mod prometheus;
 pub mod services;
 
 pub use clients::*;

@@ -40,4 +40,5 @@ pub fn register_zeroes() {
     counter!("tollgate_budget_lease_grants_total").absolute(0);
     counter!("tollgate_budget_view_stale_refusals_total").absolute(0);
     counter!("tollgate_spool_write_errors_total").absolute(0);
+    counter!("tollgate_kafka_producer_rebuilds_total").absolute(0);
 }
