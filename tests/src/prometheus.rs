@@ -148,21 +148,19 @@ pub fn alert_rules() -> Result<Vec<Alert>> {
 
 /// The rule files (`*.yml` but not `*.test.yml`).
 pub fn rule_files() -> Result<Vec<PathBuf>> {
-    let dir = deploy_dir().join("prometheus");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "yml") && !p.to_string_lossy().ends_with(".test.yml"))
-        .collect();
-    files.sort();
-    Ok(files)
+    prometheus_files(|name| name.ends_with(".yml") && !name.ends_with(".test.yml"))
 }
 
 /// The rule unit tests beside the rules (`*.test.yml`).
 pub fn rule_tests() -> Result<Vec<PathBuf>> {
+    prometheus_files(|name| name.ends_with(".test.yml"))
+}
+
+fn prometheus_files(wanted: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
     let dir = deploy_dir().join("prometheus");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".test.yml"))
+        .filter(|p| p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())))
         .collect();
     files.sort();
     Ok(files)

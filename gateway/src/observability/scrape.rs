@@ -42,3 +42,30 @@ pub fn register_zeroes() {
     counter!("tollgate_spool_write_errors_total").absolute(0);
     counter!("tollgate_kafka_producer_rebuilds_total").absolute(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::routing::router::{DeploymentState, Router};
+
+    #[test]
+    fn deployment_state_follows_failures_and_cooldowns() {
+        let yaml = r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}}
+  - {model_name: b, litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}}
+router_settings: {allowed_fails: 2, cooldown_time: 60}
+"#;
+        let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
+        let router = Router::from_config(&config, "test.yaml").unwrap();
+        let state_of = |name: &str| {
+            router.deployment_states().into_iter().find(|(d, _)| d.model_name == name).map(|(_, s)| s).unwrap()
+        };
+        assert_eq!(state_of("a"), DeploymentState::Healthy);
+        let (_, picked) = router.pick("a", &[]).unwrap();
+        assert!(!router.record_failure(&picked));
+        assert_eq!(state_of("a"), DeploymentState::Failing);
+        assert!(router.record_failure(&picked));
+        assert_eq!(state_of("a"), DeploymentState::CooledDown);
+        assert_eq!(state_of("b"), DeploymentState::Healthy);
+    }
+}
