@@ -41,6 +41,12 @@ pub fn register_zeroes() {
     counter!("tollgate_budget_view_stale_refusals_total").absolute(0);
     counter!("tollgate_spool_write_errors_total").absolute(0);
     counter!("tollgate_kafka_producer_rebuilds_total").absolute(0);
+    counter!("tollgate_budget_listener_restarts_total").absolute(0);
+    // The kinds of database failure a running gateway meets (`StoreError::kind`).
+    for failure in ["connect", "query"] {
+        counter!("tollgate_tenancy_lookup_errors_total", "failure" => failure).absolute(0);
+        counter!("tollgate_database_errors_total", "failure" => failure).absolute(0);
+    }
 }
 
 #[cfg(test)]
