@@ -167,7 +167,11 @@ fn usage_metrics(c: &mut Criterion) {
     use tollgate_gateway::config::MetricsSettings;
     use tollgate_gateway::observability::{buckets, usage, Policy};
     let event = event();
-    let timing = usage::Timing { operation: "chat", first_token: Some(std::time::Duration::from_millis(1)) };
+    let timing = usage::Request {
+        operation: "chat",
+        model: "gpt-4o-mini",
+        first_token: Some(std::time::Duration::from_millis(1)),
+    };
     for (name, litellm) in [("metrics/record a request (GenAI + tenant)", false), ("metrics/... + LiteLLM names", true)]
     {
         let policy = Policy::new(&MetricsSettings { litellm_compatible: litellm, ..MetricsSettings::default() });

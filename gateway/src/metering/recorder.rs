@@ -9,7 +9,7 @@ use crate::http::wire::ProxyRequest;
 use crate::limits::admission::Admitted;
 use crate::limits::pricing::{cost, Tokens};
 use crate::metering::sink::{Permit, UsageSink};
-use crate::observability::usage::{operation_name, Timing};
+use crate::observability::usage::{operation_name, Request};
 use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
 use chrono::{DateTime, Utc};
@@ -62,6 +62,9 @@ pub struct UsageRecorder {
     admitted: Option<Admitted>,
     /// From the upstream call to the first generated token of a stream (for metrics).
     first_token: Option<std::time::Duration>,
+    /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
+    /// chose through a wildcard.
+    model_label: String,
 }
 
 /// How a request ended.
@@ -135,12 +138,19 @@ impl UsageRecorder {
             started,
             admitted: Some(admitted),
             first_token: None,
+            model_label: requested_model.to_owned(),
         }
     }
 
     /// Notes when a stream's first token arrived, counted from the upstream call.
     pub fn first_token(&mut self, after: std::time::Duration) {
         self.first_token.get_or_insert(after);
+    }
+
+    /// The `model` label its metrics carry, when not the requested model itself.
+    pub fn labelled(mut self, model_label: &str) -> UsageRecorder {
+        model_label.clone_into(&mut self.model_label);
+        self
     }
 
     /// How to charge the request if its client hangs up.
@@ -214,7 +224,7 @@ impl UsageRecorder {
                 }
             }
             Some(None) if has_tokens => {
-                counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
+                counter!("tollgate_unpriced_requests_total", "model" => self.model_label.clone()).increment(1);
                 NanoUsd::ZERO
             }
             _ => NanoUsd::ZERO,
@@ -243,10 +253,11 @@ impl UsageRecorder {
         }
         let operation =
             self.disconnects.as_ref().map_or(crate::providers::Endpoint::ChatCompletions, |d| d.request.endpoint);
-        let timing = Timing { operation: operation_name(operation), first_token: self.first_token };
+        let timing =
+            Request { operation: operation_name(operation), model: &self.model_label, first_token: self.first_token };
         crate::observability::usage::record(&event, timing);
         if event.cost_nano_usd.0 > 0 {
-            counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
+            counter!("tollgate_spend_nano_usd_total", "model" => self.model_label.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());
         }
         // Never blocks: the room was taken at admission. A request admitted without room

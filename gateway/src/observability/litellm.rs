@@ -6,7 +6,7 @@
 //! Key labels (`hashed_api_key`) stay empty: a key's hash is never a label. `api_key_alias` and
 //! `end_user` are filled only when their opt-in labels are on.
 
-use super::usage::{Tenant, Timing};
+use super::usage::{Request, Tenant};
 use crate::error::GatewayError;
 use metrics::{counter, gauge, histogram, SharedString};
 use tollgate_schemas::{NanoUsd, UsageEvent};
@@ -38,7 +38,7 @@ fn plus(
     labels
 }
 
-pub(super) fn record(policy: &super::Policy, t: &Tenant, event: &UsageEvent, timing: Timing) {
+pub(super) fn record(policy: &super::Policy, t: &Tenant, event: &UsageEvent, timing: Request<'_>) {
     let labels = request_labels(t);
     let requested = [("requested_model", t.model.clone())];
     gauge!("litellm_spend_metric_total", &labels).increment(usd(event.cost_nano_usd));

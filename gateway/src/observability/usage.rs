@@ -44,19 +44,22 @@ fn provider_name(policy: &Policy, provider: Option<&str>) -> SharedString {
 
 /// What the usage event does not say about a request.
 #[derive(Clone, Copy)]
-pub struct Timing {
+pub struct Request<'a> {
     pub operation: &'static str,
+    /// The `model` label (`Router::metric_label`): the model group, never a name a client chose
+    /// through a wildcard.
+    pub model: &'a str,
     /// From sending the request upstream to the first generated token of a stream.
     pub first_token: Option<Duration>,
 }
 
 /// Records the metrics of one finished request.
-pub fn record(event: &UsageEvent, timing: Timing) {
+pub fn record(event: &UsageEvent, timing: Request<'_>) {
     record_with(super::policy(), event, timing);
 }
 
-pub fn record_with(policy: &Policy, event: &UsageEvent, timing: Timing) {
-    let request_model = policy.models.get(&event.requested_model);
+pub fn record_with(policy: &Policy, event: &UsageEvent, timing: Request<'_>) {
+    let request_model = policy.models.get(timing.model);
     let response_model = policy.models.get_opt(event.served_model.as_deref());
     let provider = provider_name(policy, event.provider.as_deref());
     let genai = [

@@ -27,7 +27,7 @@ fn event(team: &str, customer: &str) -> UsageEvent {
     serde_json::from_value(json).unwrap()
 }
 
-fn rendered(policy: &Policy, events: &[UsageEvent], timing: Timing) -> String {
+fn rendered(policy: &Policy, events: &[UsageEvent], timing: Request<'_>) -> String {
     let recorder = super::super::buckets::configured().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
@@ -46,7 +46,8 @@ fn settings(customer: bool, cap: usize, litellm: bool) -> MetricsSettings {
     }
 }
 
-const STREAMED: Timing = Timing { operation: "chat", first_token: Some(Duration::from_millis(500)) };
+const STREAMED: Request<'static> =
+    Request { operation: "chat", model: "gpt-4o", first_token: Some(Duration::from_millis(500)) };
 
 #[test]
 fn genai_metrics_carry_the_convention_labels() {
@@ -77,7 +78,7 @@ fn genai_metrics_carry_the_convention_labels() {
 
 #[test]
 fn a_request_without_a_stream_has_no_first_token_metrics() {
-    let timing = Timing { operation: "embeddings", first_token: None };
+    let timing = Request { operation: "embeddings", model: "gpt-4o", first_token: None };
     let out = rendered(&Policy::new(&settings(false, 10, false)), &[event("t1", "c1")], timing);
     assert!(!out.contains("time_to_first_token"), "{out}");
     assert!(out.contains(r#"gen_ai_operation_name="embeddings""#), "{out}");
@@ -115,4 +116,15 @@ fn litellm_names_are_exported_when_asked_for() {
         "{out}"
     );
     assert!(!out.contains("k1"), "never a key id: {out}");
+}
+
+#[test]
+fn a_name_a_client_chose_through_a_wildcard_is_never_a_label() {
+    let mut e = event("t1", "c1");
+    e.requested_model = "client-chosen-name".into();
+    let wildcard = Request { operation: "chat", model: "openai/*", first_token: None };
+    let out = rendered(&Policy::new(&settings(false, 10, true)), &[e], wildcard);
+    assert!(out.contains(r#"gen_ai_request_model="openai/*""#), "{out}");
+    assert!(out.contains(r#"team="t1",model="openai/*""#), "{out}");
+    assert!(!out.contains("client-chosen-name"), "{out}");
 }
