@@ -168,9 +168,9 @@ pub struct LitellmSettings {
     pub context_window_fallbacks: FallbackList,
     pub content_policy_fallbacks: FallbackList,
     /// Of LiteLLM's callbacks, `prometheus` is honoured (LiteLLM-compatible metrics on
-    /// `/metrics`); the others are named at start-up.
-    pub callbacks: Vec<serde_yaml::Value>,
-    pub success_callback: Vec<serde_yaml::Value>,
+    /// `/metrics`). A list, or one name (LiteLLM accepts a custom callback's module path alone).
+    pub callbacks: serde_yaml::Value,
+    pub success_callback: serde_yaml::Value,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
@@ -178,7 +178,11 @@ pub struct LitellmSettings {
 impl LitellmSettings {
     /// Whether `callbacks` or `success_callback` name `prometheus`.
     pub fn wants_prometheus(&self) -> bool {
-        self.callbacks.iter().chain(&self.success_callback).any(|c| c.as_str() == Some("prometheus"))
+        let names = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::Sequence(list) => list.iter().any(|c| c.as_str() == Some("prometheus")),
+            other => other.as_str() == Some("prometheus"),
+        };
+        names(&self.callbacks) || names(&self.success_callback)
     }
 
     /// The fallback lists by their key.

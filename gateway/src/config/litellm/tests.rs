@@ -332,6 +332,10 @@ billing: {}
     assert!(!embedded.gateway.metrics.litellm_compatible);
     let langfuse_only = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  success_callback: [langfuse]\n"));
     assert!(!langfuse_only.unwrap().gateway.metrics.litellm_compatible);
+    let one_name = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  callbacks: prometheus\n"));
+    assert!(one_name.unwrap().gateway.metrics.litellm_compatible);
+    let module = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  callbacks: custom_callbacks.handler\n"));
+    assert!(!module.unwrap().gateway.metrics.litellm_compatible, "a custom callback's module path loads");
 }
 
 /// No key is in a table twice, and every ignored key says what to use instead.
