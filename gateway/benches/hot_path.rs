@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of the gateway's per-request hot path, each a pure or in-memory
 //! step that every metered chat request takes: the key lookup on a warm cache, the admission
-//! checks, the cost calculation and the encoding of the usage event for Kafka; and per streamed
-//! answer, the metering of an OpenAI stream and the translation of a Gemini one.
+//! checks, the cost calculation, the encoding of the usage event for Kafka and the metrics it
+//! records; and per streamed answer, the metering of an OpenAI stream and the translation of a
+//! Gemini one.
 //!
 //! `cargo bench -p tollgate-gateway --bench hot_path`. The load runs in `benches/` measure the
 //! whole request; these say which step to look at when that figure moves.
@@ -158,6 +159,27 @@ fn event_encoding(c: &mut Criterion) {
     c.bench_function("events/build + encode", |b| {
         b.iter_batched(|| event.clone(), |e| e.encode(), BatchSize::SmallInput)
     });
+}
+
+/// The metrics one request records when its event is published (GenAI, spend and tokens by team
+/// and model), into a real Prometheus recorder; and with LiteLLM's names as well.
+fn usage_metrics(c: &mut Criterion) {
+    use tollgate_gateway::config::MetricsSettings;
+    use tollgate_gateway::observability::{buckets, usage, Policy};
+    let event = event();
+    let timing = usage::Request {
+        operation: "chat",
+        model: "gpt-4o-mini",
+        first_token: Some(std::time::Duration::from_millis(1)),
+    };
+    for (name, litellm) in [("metrics/record a request (GenAI + tenant)", false), ("metrics/... + LiteLLM names", true)]
+    {
+        let policy = Policy::new(&MetricsSettings { litellm_compatible: litellm, ..MetricsSettings::default() });
+        let recorder = buckets::configured().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            c.bench_function(name, |b| b.iter(|| usage::record_with(&policy, black_box(&event), timing)));
+        });
+    }
 }
 
 /// A sink that drops every event: the stream benches measure the stream, not the spool.
@@ -335,5 +357,5 @@ fn translation(c: &mut Criterion) {
 
 type BenchStreamError = tollgate_gateway::providers::StreamError;
 
-criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding, streams, translation);
+criterion_group!(hot_path, key_lookup, admission, lease, pricing, event_encoding, usage_metrics, streams, translation);
 criterion_main!(hot_path);

@@ -12,6 +12,7 @@ pub mod import;
 
 pub mod limits;
 pub mod metering;
+pub mod observability;
 pub mod pipeline;
 pub mod providers;
 pub mod routing;
@@ -221,7 +222,12 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_body_bytes: config.gateway.max_body_bytes,
         shared_customers: config.gateway.shared_customers,
         max_response_bytes: config.gateway.max_response_bytes,
-        metrics: telemetry::metrics_handle(),
+        metrics: {
+            observability::install(&config.gateway.metrics);
+            let handle = telemetry::metrics_handle();
+            observability::scrape::register_zeroes();
+            handle
+        },
         metrics_listen: config.gateway.metrics.listen.clone(),
         metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| tenancy::auth::hash_key(t.expose())),
         workers,

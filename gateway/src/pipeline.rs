@@ -87,7 +87,10 @@ pub(crate) async fn serve(
     let label = state.router.metric_label(&request.model);
     let fail = |e| (label.clone(), e);
     let now = chrono::Utc::now();
-    let (admitted, permit) = admit(req, state, &mut principal, &request, now).await.map_err(fail)?;
+    let (admitted, permit) = admit(req, state, &mut principal, &request, now)
+        .await
+        .inspect_err(crate::observability::usage::refused)
+        .map_err(fail)?;
     let limit_headers = admitted.reservation.headers.clone();
 
     let attempt = Arc::new(Attempt::default());

@@ -272,8 +272,10 @@ impl BudgetPublisher {
             // it hold the shutdown too.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                sent = self.send(&beat) => if let Err(e) = sent {
-                    tracing::warn!(error = %e, "heartbeat not published");
+                sent = self.send(&beat) => match sent {
+                    Ok(()) => metrics::gauge!("tollgate_budget_heartbeat_timestamp_seconds")
+                        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat not published"),
                 },
             }
         }

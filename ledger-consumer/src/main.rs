@@ -129,7 +129,25 @@ fn serve_metrics(config: &Config) -> Result<(), Exit> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(listen)
         .install()
-        .map_err(|e| Exit::failure(format!("cannot serve metrics on {addr}: {e}")))
+        .map_err(|e| Exit::failure(format!("cannot serve metrics on {addr}: {e}")))?;
+    register_zeroes();
+    Ok(())
+}
+
+/// Counters the shipped alerts and dashboards read, created at zero so that their series exist
+/// before the first event (an absent series makes `rate` and `increase` answer nothing).
+fn register_zeroes() {
+    use metrics::counter;
+    for reason in tollgate_ledger::dead_letter::Reason::ALL {
+        counter!("tollgate_ledger_dead_letters_total", "reason" => reason.code()).absolute(0);
+    }
+    for name in [
+        "tollgate_ledger_lwt_conflicts_total",
+        "tollgate_ledger_apply_errors_total",
+        "tollgate_ledger_events_folded_total",
+    ] {
+        counter!(name).absolute(0);
+    }
 }
 
 /// The usage topic's partition count (`None` when Kafka cannot say). Spend readers sum the rows

@@ -18,6 +18,7 @@ pub mod configs;
 pub mod kafka;
 pub mod ledger;
 pub mod postgres;
+pub mod prometheus;
 pub mod services;
 
 pub use clients::*;

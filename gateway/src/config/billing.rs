@@ -210,4 +210,30 @@ pub struct MetricsSettings {
     pub listen: Option<String>,
     /// Require `Authorization: Bearer <token>` on `/metrics`; may be `os.environ/VAR`.
     pub token: Option<Secret>,
+    /// Which tenant labels the spend and token metrics carry, and how many values of each.
+    #[serde(default)]
+    pub labels: MetricLabels,
+    /// Also export LiteLLM's metric names (docs/observability.md); turned on by
+    /// `litellm_settings.callbacks` or `success_callback` naming `prometheus`.
+    #[serde(default)]
+    pub litellm_compatible: bool,
+}
+
+/// `gateway.metrics.labels`: the team label is always on; key alias and customer labels are
+/// opt-in. Each label keeps at most `cap` values; later values are counted under `other`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricLabels {
+    pub key_alias: bool,
+    pub customer: bool,
+    pub cap: usize,
+}
+
+/// Most values one tenant label may keep (`gateway.metrics.labels.cap`).
+pub const MAX_LABEL_CAP: usize = 10_000;
+
+impl Default for MetricLabels {
+    fn default() -> Self {
+        MetricLabels { key_alias: false, customer: false, cap: 100 }
+    }
 }

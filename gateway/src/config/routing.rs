@@ -167,11 +167,24 @@ pub struct LitellmSettings {
     pub default_fallbacks: Vec<String>,
     pub context_window_fallbacks: FallbackList,
     pub content_policy_fallbacks: FallbackList,
+    /// Of LiteLLM's callbacks, `prometheus` is honoured (LiteLLM-compatible metrics on
+    /// `/metrics`). A list, or one name (LiteLLM accepts a custom callback's module path alone).
+    pub callbacks: serde_yaml::Value,
+    pub success_callback: serde_yaml::Value,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl LitellmSettings {
+    /// Whether `callbacks` or `success_callback` name `prometheus`.
+    pub fn wants_prometheus(&self) -> bool {
+        let names = |v: &serde_yaml::Value| match v {
+            serde_yaml::Value::Sequence(list) => list.iter().any(|c| c.as_str() == Some("prometheus")),
+            other => other.as_str() == Some("prometheus"),
+        };
+        names(&self.callbacks) || names(&self.success_callback)
+    }
+
     /// The fallback lists by their key.
     pub fn fallbacks_by_kind(&self) -> [(&'static str, &FallbackList); 3] {
         [

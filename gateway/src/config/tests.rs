@@ -197,6 +197,19 @@ fn client_connection_timeouts_default_long_and_must_be_sane() {
 }
 
 #[test]
+fn metric_label_caps_are_bounded() {
+    let c = Config::parse(MINIMAL, "test.yaml").unwrap();
+    assert_eq!((c.gateway.metrics.labels.cap, c.gateway.metrics.labels.customer), (100, false));
+    for bad in ["0", "10001"] {
+        let text = format!("gateway:\n  metrics:\n    labels: {{cap: {bad}}}\n{MINIMAL}");
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains("gateway.metrics.labels.cap"), "{bad}: {err}");
+    }
+    let text = format!("gateway:\n  metrics:\n    labels: {{cap: 10000, customer: true}}\n{MINIMAL}");
+    assert!(Config::parse(&text, "test.yaml").unwrap().gateway.metrics.labels.customer);
+}
+
+#[test]
 fn a_key_needs_a_value() {
     let text = MINIMAL.replace("  - key: sk-tenant-1\n", "  - key_alias: nothing\n");
     let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();

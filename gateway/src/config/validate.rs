@@ -156,6 +156,12 @@ impl Config {
             }
             self.gateway.metrics.token = Some(token);
         }
+        if self.litellm_settings.wants_prometheus() {
+            self.gateway.metrics.litellm_compatible = true;
+        }
+        if !(1..=super::billing::MAX_LABEL_CAP).contains(&self.gateway.metrics.labels.cap) {
+            return Err(invalid("gateway.metrics.labels.cap".into(), "must be 1 to 10000".into()));
+        }
         if let Some(listen) = &self.gateway.metrics.listen {
             if listen.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid(

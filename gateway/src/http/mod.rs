@@ -97,6 +97,7 @@ pub async fn prometheus(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
             return GatewayError::Forbidden("/metrics needs its bearer token".into()).error_response();
         }
     }
+    crate::observability::scrape::refresh(&state);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 

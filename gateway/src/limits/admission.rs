@@ -167,6 +167,7 @@ fn check_party(
         let mut hard_budget = None;
         if let Some(max) = max {
             let spent = view.spent(&scope_id, &window);
+            crate::observability::usage::budget_checked(scope, &scope_id, spent, max);
             if spent >= max {
                 return Err(GatewayError::BudgetExceeded {
                     scope,

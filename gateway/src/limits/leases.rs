@@ -549,12 +549,15 @@ impl Leases {
             ttl_secs: (entry.ends_ms != i64::MAX).then(|| ttl_until(entry.ends_ms / 1000, now_ms / 1000)),
         };
         let granted = match tokio::time::timeout(GRANT_TIMEOUT, self.store.grant(request)).await {
-            Ok(result) => result.map_err(Refusal::Unavailable)?,
+            Ok(result) => result
+                .inspect_err(|_| counter!("tollgate_budget_lease_failures_total", "reason" => "store").increment(1))
+                .map_err(Refusal::Unavailable)?,
             Err(_) => {
+                counter!("tollgate_budget_lease_failures_total", "reason" => "timeout").increment(1);
                 return Err(Refusal::Unavailable(LeaseError::Store(format!(
                     "no answer within {} ms",
                     GRANT_TIMEOUT.as_millis()
-                ))))
+                ))));
             }
         };
         let mut a = entry.account();
@@ -568,6 +571,7 @@ impl Leases {
                 a.exhausted_until_ms = 0;
             }
             None => {
+                counter!("tollgate_budget_lease_failures_total", "reason" => "exhausted").increment(1);
                 a.exhausted_until_ms = now_ms.saturating_add(EXHAUSTED_FOR_MS);
                 a.exhausted_max = slot.max.0;
                 if lowered(&a) {

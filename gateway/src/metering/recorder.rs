@@ -9,6 +9,7 @@ use crate::http::wire::ProxyRequest;
 use crate::limits::admission::Admitted;
 use crate::limits::pricing::{cost, Tokens};
 use crate::metering::sink::{Permit, UsageSink};
+use crate::observability::usage::{operation_name, Request};
 use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
 use chrono::{DateTime, Utc};
@@ -59,6 +60,8 @@ pub struct UsageRecorder {
     /// The request's admission: its spend and tokens are counted here when it ends, and its
     /// parallel-request slots are freed when the recorder goes.
     admitted: Option<Admitted>,
+    /// From the upstream call to the first generated token of a stream (for metrics).
+    first_token: Option<std::time::Duration>,
     /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
     /// chose through a wildcard.
     model_label: String,
@@ -134,8 +137,14 @@ impl UsageRecorder {
             event: Some(event),
             started,
             admitted: Some(admitted),
+            first_token: None,
             model_label: requested_model.to_owned(),
         }
+    }
+
+    /// Notes when a stream's first token arrived, counted from the upstream call.
+    pub fn first_token(&mut self, after: std::time::Duration) {
+        self.first_token.get_or_insert(after);
     }
 
     /// The `model` label its metrics carry, when not the requested model itself.
@@ -242,6 +251,11 @@ impl UsageRecorder {
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
         }
+        let operation =
+            self.disconnects.as_ref().map_or(crate::providers::Endpoint::ChatCompletions, |d| d.request.endpoint);
+        let timing =
+            Request { operation: operation_name(operation), model: &self.model_label, first_token: self.first_token };
+        crate::observability::usage::record(&event, timing);
         if event.cost_nano_usd.0 > 0 {
             counter!("tollgate_spend_nano_usd_total", "model" => self.model_label.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());

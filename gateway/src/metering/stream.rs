@@ -171,8 +171,12 @@ impl MeteredStream {
         }
         if !self.first_token_seen && CONTENT.find(data).is_some() {
             self.first_token_seen = true;
+            let after = self.sent_at.elapsed();
             metrics::histogram!("tollgate_time_to_first_token_seconds", "model" => self.model_label.clone())
-                .record(self.sent_at.elapsed().as_secs_f64());
+                .record(after.as_secs_f64());
+            if let Some(r) = self.recorder.as_mut() {
+                r.first_token(after);
+            }
         }
         let mentions_usage = USAGE.find(data).is_some();
         if mentions_usage || self.served_model.is_none() {

@@ -613,11 +613,40 @@ impl Router {
             picked.stats.cooldown_until_ms.store(until, Ordering::Relaxed);
             metrics::counter!("tollgate_deployment_cooldowns_total", "model" => self.metric_label(&picked.deployment.model_name))
                 .increment(1);
+            let d = &picked.deployment;
+            crate::observability::litellm::cooled_down(&d.model_name, &d.id, &d.provider);
             tracing::warn!(deployment = %picked.deployment.id, "deployment cooling down after repeated failures");
             return true;
         }
         false
     }
+
+    /// Each deployment with its state now (for the metrics scrape).
+    pub fn deployment_states(&self) -> Vec<(&Arc<Deployment>, DeploymentState)> {
+        let (now, minute) = (self.now_ms(), self.minute());
+        let groups = self.names.iter().filter_map(|n| self.groups.get(n));
+        let all = groups.flat_map(|g| g.deployments.iter());
+        all.map(|(d, s)| {
+            let state = if s.cooldown_until_ms.load(Ordering::Relaxed) > now {
+                DeploymentState::CooledDown
+            } else if s.minute.lock().is_ok_and(|w| w.minute == minute && w.failures > 0) {
+                DeploymentState::Failing
+            } else {
+                DeploymentState::Healthy
+            };
+            (d, state)
+        })
+        .collect()
+    }
+}
+
+/// A deployment's state as metrics report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentState {
+    Healthy,
+    /// Failed calls this minute, not (yet) cooled down.
+    Failing,
+    CooledDown,
 }
 
 #[cfg(test)]

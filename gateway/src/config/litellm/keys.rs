@@ -28,6 +28,9 @@ const PRE_CALL_CHECKS: &str = "a prompt longer than a deployment's context windo
 const NO_CACHE: &str = "Tollgate does not cache answers; every request goes to a provider and is metered";
 const CALLBACKS: &str = "each request's usage event goes to the Kafka usage topic (the embedded ledger without \
                          Kafka) and metrics are on /metrics; feed logging and observability tools from those";
+const PROMETHEUS_CALLBACK: &str = "`prometheus` turns on LiteLLM's metric names on /metrics \
+                                   (`gateway.metrics.litellm_compatible`); other callbacks: usage events go to the \
+                                   Kafka usage topic";
 const NO_MESSAGE_LOGS: &str = "Tollgate never logs or stores prompts and answers";
 const LOGGING: &str = "set the log level with TOLLGATE_LOG and JSON logs with TOLLGATE_LOG_FORMAT=json";
 const GUARDRAILS: &str = "mask PII or moderate prompts before they reach Tollgate";
@@ -303,8 +306,8 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     ("default_fallbacks", Honoured(LITELLM_FIRST)),
     ("context_window_fallbacks", Honoured(LITELLM_FIRST)),
     ("content_policy_fallbacks", Honoured(LITELLM_FIRST)),
-    ("callbacks", Ignored(CALLBACKS)),
-    ("success_callback", Ignored(CALLBACKS)),
+    ("callbacks", Honoured(PROMETHEUS_CALLBACK)),
+    ("success_callback", Honoured(PROMETHEUS_CALLBACK)),
     ("failure_callback", Ignored(CALLBACKS)),
     ("service_callbacks", Ignored(CALLBACKS)),
     ("langfuse_default_tags", Ignored(CALLBACKS)),

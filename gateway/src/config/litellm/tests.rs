@@ -65,13 +65,11 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
                 "guardrails",
                 "litellm_settings.cache",
                 "litellm_settings.cache_params",
-                "litellm_settings.callbacks",
                 "litellm_settings.failure_callback",
                 "litellm_settings.json_logs",
                 "litellm_settings.langfuse_default_tags",
                 "litellm_settings.redact_user_api_key_info",
                 "litellm_settings.service_callbacks",
-                "litellm_settings.success_callback",
                 "litellm_settings.turn_off_message_logging",
             ],
         ),
@@ -189,13 +187,11 @@ fn the_production_config_loads_unchanged() {
             "router_settings.redis_port",
             "litellm_settings.cache",
             "litellm_settings.cache_params",
-            "litellm_settings.callbacks",
             "litellm_settings.drop_params",
             "litellm_settings.failure_callback",
             "litellm_settings.guardrails",
             "litellm_settings.output_parse_pii",
             "litellm_settings.set_verbose",
-            "litellm_settings.success_callback",
             "general_settings.alerting",
             "general_settings.alerting_threshold",
             "general_settings.database_connection_pool_limit",
@@ -286,6 +282,8 @@ litellm_settings:
   default_fallbacks: [n]
   context_window_fallbacks: [{m: [n]}]
   content_policy_fallbacks: [{m: [n]}]
+  callbacks: [prometheus]
+  success_callback: [prometheus]
 general_settings:
   master_key: sk-master
 environment_variables: {A: b}
@@ -330,6 +328,14 @@ billing: {}
     assert!(config.unsupported().is_empty());
     let embedded = parse(&format!("{MINIMAL}embedded: {{}}\n")).unwrap();
     assert!(embedded.litellm_only.is_empty());
+    assert!(config.gateway.metrics.litellm_compatible, "the prometheus callback turns on LiteLLM's metric names");
+    assert!(!embedded.gateway.metrics.litellm_compatible);
+    let langfuse_only = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  success_callback: [langfuse]\n"));
+    assert!(!langfuse_only.unwrap().gateway.metrics.litellm_compatible);
+    let one_name = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  callbacks: prometheus\n"));
+    assert!(one_name.unwrap().gateway.metrics.litellm_compatible);
+    let module = parse(&format!("{MINIMAL}embedded: {{}}\nlitellm_settings:\n  callbacks: custom_callbacks.handler\n"));
+    assert!(!module.unwrap().gateway.metrics.litellm_compatible, "a custom callback's module path loads");
 }
 
 /// No key is in a table twice, and every ignored key says what to use instead.
