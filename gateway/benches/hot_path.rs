@@ -72,6 +72,13 @@ fn event() -> UsageEvent {
         prompt_tokens: 12,
         completion_tokens: 16,
         cached_tokens: 0,
+        cache_write_tokens: 0,
+        reasoning_tokens: 0,
+        audio_input_tokens: 0,
+        audio_output_tokens: 0,
+        image_input_tokens: 0,
+        image_output_tokens: 0,
+        unpriced: false,
         cost_nano_usd: NanoUsd(11_400),
         latency_ms: 3,
         status: 200,
@@ -146,8 +153,8 @@ fn lease(c: &mut Criterion) {
 }
 
 fn pricing(c: &mut Criterion) {
-    let price = Price { input: NanoUsd(150), cached_input: NanoUsd(75), output: NanoUsd(600) };
-    let tokens = Tokens { prompt: 1_200, completion: 350, cached: 1_024 };
+    let price = Price::from_nanos(150, 75, 600);
+    let tokens = Tokens { prompt: 1_200, completion: 350, cached: 1_024, reasoning: 200, ..Tokens::default() };
     c.bench_function("pricing/cost", |b| b.iter(|| cost(black_box(&price), black_box(tokens))));
 }
 

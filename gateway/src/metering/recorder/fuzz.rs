@@ -54,7 +54,7 @@ proptest! {
                 recorder.finish(Outcome {
                     status,
                     error_type,
-                    tokens: crate::limits::pricing::Tokens { prompt: tokens.0, completion: tokens.1, cached: tokens.2 },
+                    tokens: crate::limits::pricing::Tokens { prompt: tokens.0, completion: tokens.1, cached: tokens.2, ..Default::default() },
                     served_model,
                     partial,
                     estimated,
@@ -79,7 +79,7 @@ fn estimated_token_counts_past_the_bound_are_charged_at_the_bound() {
     let (recorder, lease) = HARNESS.start(sink.clone());
     let charged = recorder.finish(Outcome {
         status: 200,
-        tokens: crate::limits::pricing::Tokens { prompt: 5, completion: 4_000_000_000, cached: 0 },
+        tokens: crate::limits::pricing::Tokens { prompt: 5, completion: 4_000_000_000, ..Default::default() },
         estimated: true,
         deployment: Some(lease.deployment.as_ref()),
         ..Outcome::default()
