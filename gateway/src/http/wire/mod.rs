@@ -335,6 +335,27 @@ pub(crate) mod fuzz;
 mod tests {
     use super::*;
 
+    /// OpenAI's token details (chat and Responses names), LiteLLM's Anthropic cache-write
+    /// count, and `null` counts some servers send.
+    #[test]
+    fn usage_details_are_read_as_parts_of_their_totals() {
+        let chat = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
+            "prompt_tokens_details":{"cached_tokens":40,"audio_tokens":10,"image_tokens":null},
+            "completion_tokens_details":{"reasoning_tokens":30,"audio_tokens":5,"accepted_prediction_tokens":1},
+            "cache_creation_input_tokens":20}}"#;
+        let usage: ResponseUsage = serde_json::from_slice(chat).unwrap();
+        let t = usage.usage().unwrap().tokens();
+        assert_eq!((t.prompt, t.completion, t.cached, t.cache_write), (100, 50, 40, 20));
+        assert_eq!((t.audio_input, t.image_input, t.reasoning, t.audio_output), (10, 0, 30, 5));
+        let responses = br#"{"response":{"usage":{"input_tokens":9,"output_tokens":8,
+            "input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":7}}}}"#;
+        let t = serde_json::from_slice::<ResponseUsage>(responses).unwrap().usage().unwrap().tokens();
+        assert_eq!((t.prompt, t.completion, t.cached, t.reasoning), (9, 8, 1, 7));
+        // A detail count beyond any real request makes the whole usage unbelievable.
+        let absurd = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":18446744073709551615}}}"#;
+        assert!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().usage().is_none());
+    }
+
     #[test]
     fn parses_and_rewrites_only_the_model() {
         let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"user":"c-1"}"#;
