@@ -27,13 +27,6 @@ pub fn usage_event(i: u64, keys: u64) -> UsageEvent {
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        audio_input_tokens: 0,
-        audio_output_tokens: 0,
-        image_input_tokens: 0,
-        image_output_tokens: 0,
-        unpriced: false,
         cost_nano_usd: NanoUsd(i64::try_from(prompt * 150 + completion * 600).unwrap_or(0)),
         latency_ms: 5,
         status: 200,
@@ -43,5 +36,6 @@ pub fn usage_event(i: u64, keys: u64) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }

@@ -31,7 +31,9 @@ pub fn budget_owner_of(key_id: &str, team_id: Option<&str>) -> String {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is for building events in code (`..UsageEvent::default()` for the fields a site
+/// does not set): every field zero, empty or false; its `version` 0 is not a valid event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// Schema version of this record.
     pub version: u32,

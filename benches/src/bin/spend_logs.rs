@@ -105,13 +105,6 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
         prompt_tokens: prompt,
         completion_tokens: completion,
         cached_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        audio_input_tokens: 0,
-        audio_output_tokens: 0,
-        image_input_tokens: 0,
-        image_output_tokens: 0,
-        unpriced: false,
         cost_nano_usd: NanoUsd(i64::try_from(prompt * 150 + completion * 600).unwrap_or(0)),
         latency_ms: 250 + i % 500,
         status: 200,
@@ -121,6 +114,7 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }
 

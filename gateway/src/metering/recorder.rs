@@ -113,13 +113,6 @@ impl UsageRecorder {
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-            audio_input_tokens: 0,
-            audio_output_tokens: 0,
-            image_input_tokens: 0,
-            image_output_tokens: 0,
-            unpriced: false,
             cost_nano_usd: NanoUsd::ZERO,
             latency_ms: 0,
             status: 0,
@@ -129,6 +122,7 @@ impl UsageRecorder {
             estimated: false,
             client_disconnected: None,
             budget_windows: admitted.budget_windows(),
+            ..UsageEvent::default()
         };
         UsageRecorder {
             sink,

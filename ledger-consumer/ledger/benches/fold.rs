@@ -31,13 +31,6 @@ fn event(team: usize) -> UsageEvent {
         prompt_tokens: 12,
         completion_tokens: 16,
         cached_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        audio_input_tokens: 0,
-        audio_output_tokens: 0,
-        image_input_tokens: 0,
-        image_output_tokens: 0,
-        unpriced: false,
         cost_nano_usd: NanoUsd(11_400),
         latency_ms: 3,
         status: 200,
@@ -47,6 +40,7 @@ fn event(team: usize) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }
 

@@ -293,13 +293,6 @@ pub(crate) mod tests {
             prompt_tokens: 1,
             completion_tokens: 1,
             cached_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-            audio_input_tokens: 0,
-            audio_output_tokens: 0,
-            image_input_tokens: 0,
-            image_output_tokens: 0,
-            unpriced: false,
             cost_nano_usd: NanoUsd(cost),
             latency_ms: 1,
             status: 200,
@@ -309,6 +302,7 @@ pub(crate) mod tests {
             estimated: false,
             client_disconnected: None,
             budget_windows: Default::default(),
+            ..UsageEvent::default()
         }
     }
 

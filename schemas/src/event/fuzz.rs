@@ -148,13 +148,6 @@ fn valid_event() -> BoxedStrategy<UsageEvent> {
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
-                cache_write_tokens: 0,
-                reasoning_tokens: 0,
-                audio_input_tokens: 0,
-                audio_output_tokens: 0,
-                image_input_tokens: 0,
-                image_output_tokens: 0,
-                unpriced: false,
                 cost_nano_usd: crate::NanoUsd(cost),
                 latency_ms,
                 status,
@@ -164,6 +157,7 @@ fn valid_event() -> BoxedStrategy<UsageEvent> {
                 estimated,
                 client_disconnected,
                 budget_windows,
+                ..UsageEvent::default()
             },
         )
         .boxed()
