@@ -59,6 +59,9 @@ pub struct UsageRecorder {
     /// The request's admission: its spend and tokens are counted here when it ends, and its
     /// parallel-request slots are freed when the recorder goes.
     admitted: Option<Admitted>,
+    /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
+    /// chose through a wildcard.
+    model_label: String,
 }
 
 /// How a request ended.
@@ -132,7 +135,14 @@ impl UsageRecorder {
             event: Some(event),
             started,
             admitted: Some(admitted),
+            model_label: requested_model.to_owned(),
         }
+    }
+
+    /// The `model` label its metrics carry, when not the requested model itself.
+    pub fn labelled(mut self, model_label: &str) -> UsageRecorder {
+        model_label.clone_into(&mut self.model_label);
+        self
     }
 
     /// How to charge the request if its client hangs up.
@@ -209,7 +219,7 @@ impl UsageRecorder {
                 // Served at cost zero under `billing.unpriced_models: serve`: marked for finance.
                 event.unpriced = true;
                 if has_tokens {
-                    counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
+                    counter!("tollgate_unpriced_requests_total", "model" => self.model_label.clone()).increment(1);
                 }
                 NanoUsd::ZERO
             }
@@ -244,7 +254,7 @@ impl UsageRecorder {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
         }
         if event.cost_nano_usd.0 > 0 {
-            counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
+            counter!("tollgate_spend_nano_usd_total", "model" => self.model_label.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());
         }
         // Never blocks: the room was taken at admission. A request admitted without room

@@ -154,6 +154,16 @@ impl Price {
         Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO }
     }
 
+    /// The base text input price, per token.
+    pub fn input(&self) -> AttoUsd {
+        self.base.0[INPUT]
+    }
+
+    /// The base text output price, per token.
+    pub fn output(&self) -> AttoUsd {
+        self.base.0[OUTPUT]
+    }
+
     /// The rates for a request with `prompt` prompt tokens.
     pub fn rates_for(&self, prompt: u64) -> &Rates {
         self.tiers.iter().flatten().filter(|t| prompt > t.above).map(|t| &t.rates).next_back().unwrap_or(&self.base)
@@ -307,4 +317,11 @@ pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64) -> Result<Na
         .checked_add(output.checked_mul_units(completion)?)?
         .checked_add(price.per_request)?
         .to_nanos_rounded_up()
+}
+
+impl From<crate::config::PriceConfig> for Price {
+    fn from(p: crate::config::PriceConfig) -> Self {
+        let cached = p.cached_input_nano_usd_per_token.unwrap_or(p.input_nano_usd_per_token);
+        Price::from_nanos(p.input_nano_usd_per_token, cached, p.output_nano_usd_per_token)
+    }
 }

@@ -17,19 +17,7 @@ const MAX_PRICE_PER_REQUEST: AttoUsd = AttoUsd::from_nanos(1_000_000_000);
 pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
     let Some(m) = config.model_list.get(index) else { return Ok(None) };
     let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
-    let price = match config.prices.get(&m.model_name) {
-        Some(p) => Some(Price::from_nanos(
-            p.input_nano_usd_per_token,
-            p.cached_input_nano_usd_per_token.unwrap_or(p.input_nano_usd_per_token),
-            p.output_nano_usd_per_token,
-        )),
-        None => {
-            let (fields, source) = price_fields(m);
-            Price::from_fields(&fields).map_err(|e| {
-                invalid(format!("model_list[{index}].{}", e.field), format!("{} (from {source})", e.error))
-            })?
-        }
-    };
+    let price = price_of(config, index, origin, Catalogue::Consulted)?;
     match price {
         Some(p) => check_bounds(p, m, index, &invalid).map(Some),
         None if config.unpriced_models() == UnpricedModels::Serve => {
@@ -55,13 +43,60 @@ pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Opti
     }
 }
 
+/// The price the config itself gives `model_list[index]`: `prices.<model_name>`, else the
+/// deployment's LiteLLM fields, without the catalogue (a wildcard's deployments are priced per
+/// model they serve: [`built_in`]). `Ok(None)` when it gives none.
+pub fn configured_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
+    let Some(m) = config.model_list.get(index) else { return Ok(None) };
+    let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+    match price_of(config, index, origin, Catalogue::Skipped)? {
+        Some(p) => check_bounds(p, m, index, &invalid).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The catalogue's price of a model by its catalogue name (`gpt-4o`, `gemini/gemini-2.5-pro`):
+/// how a model served through a wildcard is priced, at its first request.
+pub fn built_in(model: &str) -> Option<Price> {
+    let fields: BTreeMap<String, f64> = catalogue::entry(model)?
+        .iter()
+        .filter(|(k, _)| is_price_field(k))
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .collect();
+    // Every entry of the shipped catalogue builds (`pricing::tests`); one that did not would
+    // leave the model unpriced rather than fail a request.
+    Price::from_fields(&fields).ok().flatten()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Catalogue {
+    Consulted,
+    Skipped,
+}
+
+fn price_of(config: &Config, index: usize, origin: &str, catalogue: Catalogue) -> Result<Option<Price>, ConfigError> {
+    let Some(m) = config.model_list.get(index) else { return Ok(None) };
+    if let Some(p) = config.prices.get(&m.model_name) {
+        return Ok(Some(Price::from(*p)));
+    }
+    let (fields, source) = price_fields(m, catalogue);
+    Price::from_fields(&fields).map_err(|e| ConfigError::Invalid {
+        path: origin.to_owned(),
+        field: format!("model_list[{index}].{}", e.field),
+        message: format!("{} (from {source})", e.error),
+    })
+}
+
 /// LiteLLM's price fields of a deployment: those of `litellm_params`, then of `model_info`,
 /// then of the catalogue entry found for it; and where the catalogue part came from.
-fn price_fields(m: &ModelEntry) -> (BTreeMap<String, f64>, String) {
+fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>, String) {
     let (provider, upstream) = m.litellm_params.model.split_once('/').unwrap_or(("openai", &m.litellm_params.model));
     let info = m.model_info.as_ref();
     let base_model = info.and_then(|i| i.get("base_model")).and_then(|b| b.as_str());
-    let found = catalogue::lookup(base_model, provider, upstream, &m.model_name);
+    let found = match catalogue {
+        Catalogue::Consulted => self::catalogue::lookup(base_model, provider, upstream, &m.model_name),
+        Catalogue::Skipped => None,
+    };
     let mut fields: BTreeMap<String, f64> = BTreeMap::new();
     let catalogued = found.iter().flat_map(|(_, entry)| entry.iter());
     for (key, value) in catalogued.chain(info.into_iter().flatten()) {
