@@ -1,7 +1,7 @@
 //! Costs of real catalogue entries against hand arithmetic, one test per dimension; exact
 //! conversion of the whole catalogue; the lookup order and overrides of a config.
 
-use super::catalogue::{entries, entry};
+use super::catalogue::entries;
 use super::*;
 use crate::config::Config;
 use proptest::prelude::*;
@@ -10,12 +10,7 @@ use tollgate_schemas::NanoUsd;
 
 /// The price the catalogue gives `model`, as a deployment without overrides gets it.
 fn catalogued(model: &str) -> Price {
-    let fields: BTreeMap<String, f64> = entry(model)
-        .unwrap_or_else(|| panic!("{model} is not in the catalogue"))
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-        .collect();
-    Price::from_fields(&fields).unwrap().unwrap()
+    built_in(model).unwrap_or_else(|| panic!("{model} has no price in the catalogue"))
 }
 
 fn nanos(model: &str, tokens: Tokens) -> i64 {
