@@ -36,5 +36,6 @@ pub fn usage_event(i: u64, keys: u64) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }

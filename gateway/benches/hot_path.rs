@@ -82,6 +82,7 @@ fn event() -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }
 
@@ -147,8 +148,8 @@ fn lease(c: &mut Criterion) {
 }
 
 fn pricing(c: &mut Criterion) {
-    let price = Price { input: NanoUsd(150), cached_input: NanoUsd(75), output: NanoUsd(600) };
-    let tokens = Tokens { prompt: 1_200, completion: 350, cached: 1_024 };
+    let price = Price::from_nanos(150, 75, 600);
+    let tokens = Tokens { prompt: 1_200, completion: 350, cached: 1_024, reasoning: 200, ..Tokens::default() };
     c.bench_function("pricing/cost", |b| b.iter(|| cost(black_box(&price), black_box(tokens))));
 }
 

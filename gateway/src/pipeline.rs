@@ -57,13 +57,10 @@ fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas
         let reserve = state.budget_settings.reserve_output_tokens;
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
-    let tokens = crate::limits::pricing::Tokens {
-        prompt: u64::try_from(request.body_len).unwrap_or(u64::MAX),
-        completion: per_choice.saturating_mul(request.choices),
-        cached: 0,
-    };
+    let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
+    let completion = per_choice.saturating_mul(request.choices);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::cost(&price, tokens).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
 pub(crate) type Served = Result<(String, Reply), (String, GatewayError)>;
@@ -371,7 +368,14 @@ async fn meter_whole_answer(
         None => {
             let mut generated = crate::metering::tokens::TextTally::default();
             crate::metering::tokens::answer_text(&body, &mut generated);
-            (Tokens { prompt: request.prompt_tokens_estimate(), completion: generated.tokens(), cached: 0 }, true)
+            (
+                Tokens {
+                    prompt: request.prompt_tokens_estimate(),
+                    completion: generated.tokens(),
+                    ..Tokens::default()
+                },
+                true,
+            )
         }
     };
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);

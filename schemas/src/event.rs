@@ -31,7 +31,9 @@ pub fn budget_owner_of(key_id: &str, team_id: Option<&str>) -> String {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Default` is for building events in code (`..UsageEvent::default()` for the fields a site
+/// does not set): every field zero, empty or false; its `version` 0 is not a valid event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
     /// Schema version of this record.
     pub version: u32,
@@ -72,6 +74,30 @@ pub struct UsageEvent {
     /// Prompt tokens served from the provider's cache (a subset of `prompt_tokens`).
     #[serde(default)]
     pub cached_tokens: u64,
+    /// Prompt tokens written to the provider's cache (a subset of `prompt_tokens`). This and the
+    /// five counts after it were added within version 1: older events lack them, and they are
+    /// left out when zero.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Reasoning (thinking) tokens, a subset of `completion_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+    /// Audio prompt tokens, a subset of `prompt_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_input_tokens: u64,
+    /// Audio output tokens, a subset of `completion_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_output_tokens: u64,
+    /// Image prompt tokens, a subset of `prompt_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_input_tokens: u64,
+    /// Image output tokens, a subset of `completion_tokens`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub image_output_tokens: u64,
+    /// The model had no price: the request was served at cost zero (`billing.unpriced_models:
+    /// serve`). Added within version 1: older events lack it.
+    #[serde(default)]
+    pub unpriced: bool,
     /// What this request cost, in nano-USD (10⁻⁹ USD).
     pub cost_nano_usd: NanoUsd,
     /// Wall time from request receipt to the end of the response, in milliseconds.
@@ -101,6 +127,10 @@ pub struct UsageEvent {
     /// window, computed from `occurred_at`, so a replay folds into the same rows.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub budget_windows: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +222,13 @@ mod tests {
             prompt_tokens: 1200,
             completion_tokens: 300,
             cached_tokens: 200,
+            cache_write_tokens: 100,
+            reasoning_tokens: 120,
+            audio_input_tokens: 10,
+            audio_output_tokens: 20,
+            image_input_tokens: 30,
+            image_output_tokens: 40,
+            unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
             latency_ms: 812,
             status: 200,

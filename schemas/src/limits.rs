@@ -175,6 +175,16 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;
+    for (field, n) in [
+        ("cache_write_tokens", e.cache_write_tokens),
+        ("reasoning_tokens", e.reasoning_tokens),
+        ("audio_input_tokens", e.audio_input_tokens),
+        ("audio_output_tokens", e.audio_output_tokens),
+        ("image_input_tokens", e.image_input_tokens),
+        ("image_output_tokens", e.image_output_tokens),
+    ] {
+        check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
+    }
     if e.cost_nano_usd.0 < 0 || e.cost_nano_usd > MAX_COST_PER_REQUEST {
         return Err(BoundError::Range {
             field: "cost_nano_usd".into(),

@@ -28,7 +28,7 @@ def test_raw_response_carries_request_id_and_cost(openai_client):
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert raw.headers.get("x-request-id")
-    # 1 prompt token x 150 + 2 completion tokens x 600 nano-USD (built-in gpt-4o-mini price)
+    # 1 prompt token x 150 + 2 completion tokens x 600 nano-USD (gpt-4o-mini in the model catalogue)
     assert raw.headers.get("x-tollgate-cost-nano-usd") == str(1 * 150 + 2 * 600)
     assert raw.parse().choices[0].message.content == "tok tok"
 

@@ -29,7 +29,7 @@ fn model(name: &str, model: &str, api_base: String, api_key: Option<&str>) -> Mo
     }
 }
 
-/// The SDKs' models on every provider the mock speaks; no prices (the built-in table applies).
+/// The SDKs' models on every provider the mock speaks; no prices (the model catalogue applies).
 fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
     let mut azure = model("azure-mock", "azure/my-gpt-4o-deployment", format!("{mock}/azure"), Some("azure-upstream"));
     azure.litellm_params.api_version = Some("2024-10-21".to_owned());

@@ -8,6 +8,22 @@ use super::*;
 pub struct BillingSettings {
     #[serde(default)]
     pub on_client_disconnect: DisconnectPolicy,
+    /// What to do with a model that has no price; `serve` when not given (but see the
+    /// deprecated `gateway.allow_unpriced_models`).
+    #[serde(default)]
+    pub unpriced_models: Option<UnpricedModels>,
+}
+
+/// A model without a price (none in the catalogue, the deployment or `prices:`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnpricedModels {
+    /// Serve it at cost zero: warned about at start-up, each usage event marked `unpriced` and
+    /// counted in `tollgate_unpriced_requests_total` (self-hosted models often have no price).
+    #[default]
+    Serve,
+    /// Refuse to start: every request must be charged.
+    Refuse,
 }
 
 /// What a request is charged when its client hangs up before the answer ends (providers bill
@@ -108,10 +124,10 @@ pub struct GatewaySettings {
     /// (limit ÷ replicas, rounded up). See docs/limits.md.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
-    /// Serve models that have no price at cost zero (counted in
-    /// `tollgate_unpriced_requests_total`) instead of refusing to start.
+    /// Deprecated: `billing.unpriced_models` says what to do with a model without a price, and
+    /// wins. `true` is `serve`, `false` `refuse`.
     #[serde(default)]
-    pub allow_unpriced_models: bool,
+    pub allow_unpriced_models: Option<bool>,
     /// Where and to whom `/metrics` is served.
     #[serde(default)]
     pub metrics: MetricsSettings,
@@ -162,7 +178,7 @@ impl Default for GatewaySettings {
             request_timeout_secs: default_timeout_secs(),
             workers: None,
             replicas: default_replicas(),
-            allow_unpriced_models: false,
+            allow_unpriced_models: None,
             metrics: MetricsSettings::default(),
             key_hash_secret: None,
             key_hash_secret_file: None,
@@ -235,5 +251,16 @@ pub const MAX_LABEL_CAP: usize = 10_000;
 impl Default for MetricLabels {
     fn default() -> Self {
         MetricLabels { key_alias: false, customer: false, cap: 100 }
+    }
+}
+
+impl Config {
+    /// `billing.unpriced_models`, else what the deprecated `gateway.allow_unpriced_models` says,
+    /// else `serve`.
+    pub fn unpriced_models(&self) -> UnpricedModels {
+        self.billing.unpriced_models.unwrap_or(match self.gateway.allow_unpriced_models {
+            Some(false) => UnpricedModels::Refuse,
+            Some(true) | None => UnpricedModels::Serve,
+        })
     }
 }

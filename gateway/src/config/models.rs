@@ -8,8 +8,8 @@ pub struct ModelEntry {
     /// The name clients ask for.
     pub model_name: String,
     pub litellm_params: LitellmParams,
-    /// Free-form model information served by `/model/info`; `input_cost_per_token` and
-    /// `output_cost_per_token` (USD, as LiteLLM writes them) also set the price.
+    /// Free-form model information served by `/model/info`; LiteLLM's price fields in it
+    /// (`input_cost_per_token`, ... in USD) and `max_input_tokens` override the model catalogue.
     #[serde(default)]
     pub model_info: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -39,12 +39,9 @@ pub struct LitellmParams {
     pub tpm: Option<u64>,
     /// Relative share for simple-shuffle.
     pub weight: Option<f64>,
-    /// USD per input token, as LiteLLM writes it; converted exactly to nano-USD.
-    pub input_cost_per_token: Option<f64>,
-    /// USD per output token.
-    pub output_cost_per_token: Option<f64>,
-    /// USD per cached input token.
-    pub cache_read_input_token_cost: Option<f64>,
+    /// LiteLLM's price fields, over those of `model_info` and of the model catalogue.
+    #[serde(flatten)]
+    pub costs: CostOverrides,
     /// LiteLLM's other parameters: checked against `litellm::keys` and reported.
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
@@ -88,4 +85,37 @@ pub struct PriceConfig {
     pub output_nano_usd_per_token: i64,
     /// Cached prompt tokens; defaults to the input price.
     pub cached_input_nano_usd_per_token: Option<i64>,
+}
+
+/// A deployment's prices in USD, under LiteLLM's field names; each overrides the same field of
+/// `model_info` and of the model catalogue (docs/design.md, "Prices"). Converted exactly to
+/// atto-USD.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+pub struct CostOverrides {
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
+    pub cache_read_input_token_cost: Option<f64>,
+    pub cache_creation_input_token_cost: Option<f64>,
+    pub output_cost_per_reasoning_token: Option<f64>,
+    pub input_cost_per_audio_token: Option<f64>,
+    pub output_cost_per_audio_token: Option<f64>,
+    pub input_cost_per_image_token: Option<f64>,
+    pub output_cost_per_image_token: Option<f64>,
+    pub input_cost_per_request: Option<f64>,
+    pub input_cost_per_token_above_128k_tokens: Option<f64>,
+    pub output_cost_per_token_above_128k_tokens: Option<f64>,
+    pub input_cost_per_token_above_200k_tokens: Option<f64>,
+    pub output_cost_per_token_above_200k_tokens: Option<f64>,
+    pub cache_read_input_token_cost_above_200k_tokens: Option<f64>,
+}
+
+impl CostOverrides {
+    /// The fields that are set, by name.
+    pub fn fields(&self) -> impl Iterator<Item = (String, f64)> {
+        let set = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        set.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?)))
+    }
 }

@@ -142,10 +142,8 @@ fn public_model_info(d: &crate::providers::Deployment) -> serde_json::Map<String
     for private in ["id", "access_groups", "base_model", "api_base"] {
         info.remove(private);
     }
-    if let Some(p) = d.price {
-        info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
-        info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
-        info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+    if let Some(p) = &d.price {
+        info.extend(p.public_fields());
     }
     info
 }
@@ -158,10 +156,8 @@ fn model_info_for_admins(state: &AppState) -> HttpResponse {
         .map(|d| {
             let mut info = d.model_info.clone().unwrap_or_default();
             info.insert("id".into(), json!(d.id));
-            if let Some(p) = d.price {
-                info.insert("input_nano_usd_per_token".into(), json!(p.input.0));
-                info.insert("output_nano_usd_per_token".into(), json!(p.output.0));
-                info.insert("cached_input_nano_usd_per_token".into(), json!(p.cached_input.0));
+            if let Some(p) = &d.price {
+                info.extend(p.public_fields());
             }
             json!({
                 "model_name": d.model_name,

@@ -128,6 +128,7 @@ impl UsageRecorder {
             estimated: false,
             client_disconnected: None,
             budget_windows: admitted.budget_windows(),
+            ..UsageEvent::default()
         };
         UsageRecorder {
             sink,
@@ -223,8 +224,12 @@ impl UsageRecorder {
                     }
                 }
             }
-            Some(None) if has_tokens => {
-                counter!("tollgate_unpriced_requests_total", "model" => self.model_label.clone()).increment(1);
+            Some(None) => {
+                // Served at cost zero under `billing.unpriced_models: serve`: marked for finance.
+                event.unpriced = true;
+                if has_tokens {
+                    counter!("tollgate_unpriced_requests_total", "model" => self.model_label.clone()).increment(1);
+                }
                 NanoUsd::ZERO
             }
             _ => NanoUsd::ZERO,
@@ -234,6 +239,12 @@ impl UsageRecorder {
         event.prompt_tokens = tokens.prompt;
         event.completion_tokens = tokens.completion;
         event.cached_tokens = tokens.cached;
+        event.cache_write_tokens = tokens.cache_write;
+        event.reasoning_tokens = tokens.reasoning;
+        event.audio_input_tokens = tokens.audio_input;
+        event.audio_output_tokens = tokens.audio_output;
+        event.image_input_tokens = tokens.image_input;
+        event.image_output_tokens = tokens.image_output;
         event.served_model = served_model(outcome.served_model, outcome.deployment);
         event.partial = outcome.partial;
         event.estimated = outcome.estimated;
@@ -274,12 +285,12 @@ impl UsageRecorder {
 /// ledger would refuse the event, and leave the request unbilled.
 fn within_bounds(tokens: Tokens) -> Tokens {
     let max = tollgate_schemas::limits::MAX_TOKENS_PER_REQUEST;
-    if tokens.prompt <= max && tokens.completion <= max && tokens.cached <= max {
+    if tokens.largest() <= max {
         return tokens;
     }
     counter!("tollgate_token_counts_clamped_total").increment(1);
     tracing::warn!("token counts beyond the per-request bound; charging the bound");
-    Tokens { prompt: tokens.prompt.min(max), completion: tokens.completion.min(max), cached: tokens.cached.min(max) }
+    tokens.clamped(max)
 }
 
 /// The model a provider says it served, as the event records it. The name comes from the
@@ -311,7 +322,7 @@ impl Drop for UsageRecorder {
         self.disconnected = self.disconnected.or(Some("waiting_for_provider"));
         let (tokens, deployment) = match &self.disconnects {
             Some(d) if d.policy != DisconnectPolicy::ChargeDelivered => {
-                (Tokens { prompt: d.request.prompt_tokens_estimate(), completion: 0, cached: 0 }, d.attempt.get())
+                (Tokens { prompt: d.request.prompt_tokens_estimate(), ..Tokens::default() }, d.attempt.get())
             }
             Some(d) => (Tokens::default(), d.attempt.get()),
             None => (Tokens::default(), None),

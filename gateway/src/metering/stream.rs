@@ -213,7 +213,7 @@ impl MeteredStream {
                 Tokens {
                     prompt: if delivered_only { 0 } else { self.request.prompt_tokens_estimate() },
                     completion: self.streamed_text.tokens(),
-                    cached: 0,
+                    ..Tokens::default()
                 },
                 true,
             ),

@@ -180,7 +180,7 @@ pub struct Deployment {
     pub stream_idle_timeout: Duration,
     /// Longest a stream may last, however steadily the provider sends.
     pub stream_max_duration: Duration,
-    /// `None` only under `gateway.allow_unpriced_models`.
+    /// `None` for a model without a price, served under `billing.unpriced_models: serve`.
     pub price: Option<Price>,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,

@@ -286,7 +286,7 @@ impl Router {
             groups: groups.into_iter().map(|(name, d)| (name.clone(), Arc::new(ModelGroup::new(d, &name)))).collect(),
             wildcards: Wildcards::new(patterns),
             prices: config.prices.iter().map(|(name, p)| (name.clone(), Price::from(*p))).collect(),
-            serve_unpriced: config.gateway.allow_unpriced_models,
+            serve_unpriced: config.unpriced_models() == crate::config::UnpricedModels::Serve,
             fallbacks,
             context_window_fallbacks: flatten(&rs.context_window_fallbacks),
             content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
@@ -428,11 +428,7 @@ impl Router {
         self.reachable_groups(model_name, own)
             .into_iter()
             .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
-            .reduce(|a, b| Price {
-                input: a.input.max(b.input),
-                cached_input: a.cached_input.max(b.cached_input),
-                output: a.output.max(b.output),
-            })
+            .reduce(Price::worst_of)
     }
 
     /// `model_name` and, transitively, every fallback of any kind it can reach.
@@ -551,7 +547,7 @@ impl Router {
                 w.roll(minute);
                 let cooling = s.cooldown_until_ms.load(Ordering::Relaxed) > now;
                 let over_rpm = d.rpm.is_some_and(|l| w.requests >= l) || d.tpm.is_some_and(|l| w.tokens >= l);
-                let unit_price = d.price.map_or(0, |p| p.input.0.saturating_add(p.output.0));
+                let unit_price = d.price.map_or(0, |p| p.unit_price());
                 let c = Candidate {
                     weight: d.weight,
                     in_flight: s.in_flight.load(Ordering::Relaxed),
@@ -652,7 +648,7 @@ pub enum DeploymentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_schemas::NanoUsd;
+    use crate::limits::pricing::AttoUsd;
 
     fn c(weight: f64) -> Candidate {
         Candidate { weight, ..Candidate::default() }
@@ -704,11 +700,11 @@ router_settings:
 "#;
         let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
         let router = Router::from_config(&config, "test.yaml").unwrap();
-        let gpt_4o = Price { input: NanoUsd(2_500), cached_input: NanoUsd(1_250), output: NanoUsd(10_000) };
+        let gpt_4o = Price::from_nanos(2_500, 1_250, 10_000);
         // a -> b -> c (-> a again): gpt-4o's prices, the highest on the way.
         assert_eq!(router.worst_price("a"), Some(gpt_4o));
         assert_eq!(router.worst_price("c"), Some(gpt_4o));
-        assert_eq!(router.worst_price("d").map(|p| p.output), Some(NanoUsd(400)));
+        assert_eq!(router.worst_price("d").map(|p| p.base.0[1]), Some(AttoUsd::from_nanos(400)));
         assert_eq!(router.worst_price("nope"), None);
     }
 

@@ -4,6 +4,7 @@
 use super::router::Router;
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::limits::pricing::AttoUsd;
 
 fn router(yaml: &str) -> Router {
     let config = Config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
@@ -58,20 +59,20 @@ fn models_served_through_a_wildcard_are_priced_by_their_own_name_or_the_config()
     let built_in = crate::limits::pricing::built_in("gpt-4o-mini");
     assert!(built_in.is_some());
     assert_eq!(
-        r.worst_price("openai/gpt-4o-mini").map(|p| p.input),
-        built_in.map(|p| p.input).max(r.worst_price("gpt-4o").map(|p| p.input)),
+        r.worst_price("openai/gpt-4o-mini").map(|p| p.input()),
+        built_in.map(|p| p.input()).max(r.worst_price("gpt-4o").map(|p| p.input())),
         "its own price, or its fallback's when that is higher"
     );
     assert_eq!(
-        r.worst_price("mistral-large-latest").map(|p| (p.input.0, p.output.0)),
-        Some((1_000, 2_000)),
+        r.worst_price("mistral-large-latest").map(|p| (p.input(), p.output())),
+        Some((AttoUsd::from_nanos(1_000), AttoUsd::from_nanos(2_000))),
         "the config's price"
     );
     assert_eq!(r.worst_price("anthropic/some-unreleased-model"), None, "unpriced, served at zero here");
 
     let refusing = router(&WILDCARDS.replace("allow_unpriced_models: true", "allow_unpriced_models: false"));
     assert!(matches!(refusing.lookup("anthropic/some-unreleased-model"), Err(GatewayError::ModelUnpriced(_))));
-    assert!(refusing.lookup("anthropic/claude-sonnet-4-20250514").is_ok(), "priced models are still served");
+    assert!(refusing.lookup("anthropic/claude-sonnet-4-5-20250929").is_ok(), "priced models are still served");
 }
 
 #[test]

@@ -40,6 +40,7 @@ fn event(team: usize) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         budget_windows: Default::default(),
+        ..UsageEvent::default()
     }
 }
 

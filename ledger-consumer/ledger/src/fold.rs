@@ -302,6 +302,7 @@ pub(crate) mod tests {
             estimated: false,
             client_disconnected: None,
             budget_windows: Default::default(),
+            ..UsageEvent::default()
         }
     }
 

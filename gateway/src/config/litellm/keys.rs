@@ -69,13 +69,13 @@ const SCHEDULER: &str = "requests are served as they come, without priorities";
 const CLOUD_AUTH: &str = "Bedrock, SageMaker, Vertex AI and watsonx are not providers of Tollgate yet: reach such \
                           models through an OpenAI-compatible endpoint (`api_base`, `api_key`)";
 const ENTRA_ID: &str = "give the Azure deployment's `api_key` (no Entra ID sign-in)";
-const PRICE_PER_TOKEN: &str = "Tollgate prices input, cached input and output tokens only (`input_cost_per_token`, \
-                               `cache_read_input_token_cost`, `output_cost_per_token`)";
+const PRICE_PER_TOKEN: &str = "Tollgate prices tokens (text, cache, reasoning, audio, image), context tiers and \
+                               requests; not this unit (docs/design.md, \"Prices\")";
 const ROUTER_RETRIES: &str = "retries are the router's: `router_settings.num_retries`";
 const NO_PROVIDER_BUDGETS: &str = "budget keys, teams, users, customers or organizations; providers and \
                                    deployments have no budgets";
 const NOT_SERVED_FILES: &str = "the files, batches and fine-tuning APIs are not served";
-const PRICE_SERVED: &str = "the price, in USD per token, converted exactly to nano-USD; served by /model/info";
+const PRICE_SERVED: &str = "the price in USD, converted exactly to atto-USD; overrides the model catalogue";
 const SERVED: &str = "served by /model/info as written";
 const LITELLM_FIRST: &str = "used when `router_settings` does not set it";
 
@@ -125,6 +125,18 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("input_cost_per_token", Honoured(PRICE_SERVED)),
     ("output_cost_per_token", Honoured(PRICE_SERVED)),
     ("cache_read_input_token_cost", Honoured(PRICE_SERVED)),
+    ("cache_creation_input_token_cost", Honoured(PRICE_SERVED)),
+    ("output_cost_per_reasoning_token", Honoured(PRICE_SERVED)),
+    ("input_cost_per_audio_token", Honoured(PRICE_SERVED)),
+    ("output_cost_per_audio_token", Honoured(PRICE_SERVED)),
+    ("input_cost_per_image_token", Honoured(PRICE_SERVED)),
+    ("output_cost_per_image_token", Honoured(PRICE_SERVED)),
+    ("input_cost_per_request", Honoured(PRICE_SERVED)),
+    ("input_cost_per_token_above_128k_tokens", Honoured(PRICE_SERVED)),
+    ("output_cost_per_token_above_128k_tokens", Honoured(PRICE_SERVED)),
+    ("input_cost_per_token_above_200k_tokens", Honoured(PRICE_SERVED)),
+    ("output_cost_per_token_above_200k_tokens", Honoured(PRICE_SERVED)),
+    ("cache_read_input_token_cost_above_200k_tokens", Honoured(PRICE_SERVED)),
     ("custom_llm_provider", Honoured("the provider of a `model` written without its `provider/` prefix")),
     ("max_retries", Ignored(ROUTER_RETRIES)),
     ("num_retries", Ignored(ROUTER_RETRIES)),
@@ -202,17 +214,9 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("output_cost_per_character", Ignored(PRICE_PER_TOKEN)),
     ("input_cost_per_image", Ignored(PRICE_PER_TOKEN)),
     ("output_cost_per_image", Ignored(PRICE_PER_TOKEN)),
-    ("input_cost_per_audio_token", Ignored(PRICE_PER_TOKEN)),
-    ("output_cost_per_audio_token", Ignored(PRICE_PER_TOKEN)),
     ("input_cost_per_query", Ignored(PRICE_PER_TOKEN)),
     ("input_cost_per_token_batches", Ignored(PRICE_PER_TOKEN)),
     ("output_cost_per_token_batches", Ignored(PRICE_PER_TOKEN)),
-    ("input_cost_per_token_above_128k_tokens", Ignored(PRICE_PER_TOKEN)),
-    ("output_cost_per_token_above_128k_tokens", Ignored(PRICE_PER_TOKEN)),
-    ("input_cost_per_token_above_200k_tokens", Ignored(PRICE_PER_TOKEN)),
-    ("output_cost_per_token_above_200k_tokens", Ignored(PRICE_PER_TOKEN)),
-    ("output_cost_per_reasoning_token", Ignored(PRICE_PER_TOKEN)),
-    ("cache_creation_input_token_cost", Ignored(PRICE_PER_TOKEN)),
     ("tiered_pricing", Ignored(PRICE_PER_TOKEN)),
 ];
 
@@ -222,7 +226,7 @@ pub(super) const MODEL_INFO: &[(&str, Status)] = &[
     ("input_cost_per_token", Honoured(PRICE_SERVED)),
     ("output_cost_per_token", Honoured(PRICE_SERVED)),
     ("cache_read_input_token_cost", Honoured(PRICE_SERVED)),
-    ("base_model", Honoured("the model whose built-in price applies when no price is given")),
+    ("base_model", Honoured("the model catalogue entry whose prices and context window apply")),
     ("access_groups", Honoured("groups a key's `models` may name instead of the model")),
     ("mode", Honoured(SERVED)),
     ("max_tokens", Honoured(SERVED)),

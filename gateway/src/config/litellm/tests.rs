@@ -207,17 +207,26 @@ fn the_production_config_loads_unchanged() {
     );
     assert!(report.contains("`general_settings.database_url` is not supported: keys, teams and spend"), "{report}");
 
-    let err = crate::check_config(&config, "production.yaml").unwrap_err().to_string();
+    // The self-hosted model has no price: it is served at cost zero (events marked
+    // `unpriced`); the others are priced from the model catalogue.
+    crate::check_config(&config, "production.yaml").unwrap();
+    let router = Router::from_config(&config, "production.yaml").unwrap();
+    let price = |name: &str| router.deployments().find(|d| d.model_name == name).unwrap().price;
+    assert!(price("gpt-4-turbo").is_some() && price("claude-opus").is_some());
+    assert_eq!(price("llama-3.1-70b"), None);
+    let text = std::fs::read_to_string(corpus_dir().join("production.yaml")).unwrap();
+    let refusing =
+        Config::parse(&format!("{text}\nbilling: {{unpriced_models: refuse}}\n"), "production.yaml").unwrap();
+    let err = crate::check_config(&refusing, "production.yaml").unwrap_err().to_string();
     for hint in [
-        "no price for `gpt-4-turbo`",
+        "no price for `llama-3.1-70b`",
         "input_cost_per_token",
         "model_info",
-        "prices.gpt-4-turbo",
-        "allow_unpriced_models",
+        "prices.llama-3.1-70b",
+        "unpriced_models",
     ] {
         assert!(err.contains(hint), "{hint}: {err}");
     }
-    let text = std::fs::read_to_string(corpus_dir().join("production.yaml")).unwrap();
     let priced = format!(
         "{text}\nprices:\n  gpt-4-turbo: {{input_nano_usd_per_token: 10000, output_nano_usd_per_token: 30000}}\n  \
          claude-opus: {{input_nano_usd_per_token: 15000, output_nano_usd_per_token: 75000}}\n  \
@@ -252,8 +261,20 @@ model_list:
       tpm: 1000
       weight: 2
       input_cost_per_token: 0.000001
-      output_cost_per_token: 0.000002
-      cache_read_input_token_cost: 0.0000005
+      output_cost_per_token: 0.000001
+      cache_read_input_token_cost: 0.000001
+      cache_creation_input_token_cost: 0.000001
+      output_cost_per_reasoning_token: 0.000001
+      input_cost_per_audio_token: 0.000001
+      output_cost_per_audio_token: 0.000001
+      input_cost_per_image_token: 0.000001
+      output_cost_per_image_token: 0.000001
+      input_cost_per_request: 0.000001
+      input_cost_per_token_above_128k_tokens: 0.000001
+      output_cost_per_token_above_128k_tokens: 0.000001
+      input_cost_per_token_above_200k_tokens: 0.000001
+      output_cost_per_token_above_200k_tokens: 0.000001
+      cache_read_input_token_cost_above_200k_tokens: 0.000001
   - model_name: n
     litellm_params: {model: openai/gpt-4o-mini, api_key: k}
 router_settings:

@@ -262,16 +262,19 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default, alias = "input_tokens_details")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, alias = "output_tokens_details")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// Prompt tokens written to the provider's cache (part of `prompt_tokens`), under the name
+    /// LiteLLM gives Anthropic's count; the Anthropic adapter writes it.
+    #[serde(default, deserialize_with = "count")]
+    pub cache_creation_input_tokens: u64,
 }
 
 impl Usage {
     /// Whether every count is within `limits::MAX_TOKENS_PER_REQUEST` (a provider's answer is
     /// outside input like any other).
     pub fn believable(&self) -> bool {
-        let max = limits::MAX_TOKENS_PER_REQUEST;
-        let ok = self.prompt_tokens <= max
-            && self.completion_tokens <= max
-            && self.prompt_tokens_details.is_none_or(|d| d.cached_tokens <= max);
+        let ok = self.tokens().largest() <= limits::MAX_TOKENS_PER_REQUEST;
         if !ok {
             metrics::counter!("tollgate_upstream_usage_rejected_total").increment(1);
             tracing::warn!("a provider reported usage beyond any real request; counting it instead");
@@ -279,20 +282,50 @@ impl Usage {
         ok
     }
 
-    /// The counts the price table applies to.
+    /// The counts the price applies to. OpenAI counts cached, audio and image prompt tokens
+    /// within `prompt_tokens`, and reasoning, audio and image output within
+    /// `completion_tokens`: each is a part, priced instead of (never on top of) text.
     pub fn tokens(&self) -> crate::limits::pricing::Tokens {
+        let p = self.prompt_tokens_details.unwrap_or_default();
+        let c = self.completion_tokens_details.unwrap_or_default();
         crate::limits::pricing::Tokens {
             prompt: self.prompt_tokens,
             completion: self.completion_tokens,
-            cached: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            cached: p.cached_tokens,
+            cache_write: self.cache_creation_input_tokens,
+            reasoning: c.reasoning_tokens,
+            audio_input: p.audio_tokens,
+            audio_output: c.audio_tokens,
+            image_input: p.image_tokens,
+            image_output: c.image_tokens,
         }
     }
 }
 
 #[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PromptTokensDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "count")]
     pub cached_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    pub audio_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    pub image_tokens: u64,
+}
+
+#[derive(Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletionTokensDetails {
+    #[serde(default, deserialize_with = "count")]
+    pub reasoning_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    pub audio_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    pub image_tokens: u64,
+}
+
+/// A token count; `null` (some OpenAI-compatible servers send it for counts they do not keep)
+/// is zero.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -301,6 +334,27 @@ pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OpenAI's token details (chat and Responses names), LiteLLM's Anthropic cache-write
+    /// count, and `null` counts some servers send.
+    #[test]
+    fn usage_details_are_read_as_parts_of_their_totals() {
+        let chat = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
+            "prompt_tokens_details":{"cached_tokens":40,"audio_tokens":10,"image_tokens":null},
+            "completion_tokens_details":{"reasoning_tokens":30,"audio_tokens":5,"accepted_prediction_tokens":1},
+            "cache_creation_input_tokens":20}}"#;
+        let usage: ResponseUsage = serde_json::from_slice(chat).unwrap();
+        let t = usage.usage().unwrap().tokens();
+        assert_eq!((t.prompt, t.completion, t.cached, t.cache_write), (100, 50, 40, 20));
+        assert_eq!((t.audio_input, t.image_input, t.reasoning, t.audio_output), (10, 0, 30, 5));
+        let responses = br#"{"response":{"usage":{"input_tokens":9,"output_tokens":8,
+            "input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":7}}}}"#;
+        let t = serde_json::from_slice::<ResponseUsage>(responses).unwrap().usage().unwrap().tokens();
+        assert_eq!((t.prompt, t.completion, t.cached, t.reasoning), (9, 8, 1, 7));
+        // A detail count beyond any real request makes the whole usage unbelievable.
+        let absurd = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":18446744073709551615}}}"#;
+        assert!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().usage().is_none());
+    }
 
     #[test]
     fn parses_and_rewrites_only_the_model() {

@@ -39,7 +39,7 @@ proptest! {
 
     #[test]
     fn every_event_the_recorder_publishes_is_accepted_by_the_ledger(
-        tokens in (count(), count(), count()),
+        tokens in prop::array::uniform9(count()),
         served_model in prop::option::of(gen::string(crate::http::wire::fuzz::WORDS)),
         status in any::<u16>(),
         error_type in prop::option::of(prop::sample::select(ERRORS)),
@@ -54,7 +54,11 @@ proptest! {
                 recorder.finish(Outcome {
                     status,
                     error_type,
-                    tokens: crate::limits::pricing::Tokens { prompt: tokens.0, completion: tokens.1, cached: tokens.2 },
+                    tokens: crate::limits::pricing::Tokens {
+                        prompt: tokens[0], completion: tokens[1], cached: tokens[2], cache_write: tokens[3],
+                        reasoning: tokens[4], audio_input: tokens[5], audio_output: tokens[6],
+                        image_input: tokens[7], image_output: tokens[8],
+                    },
                     served_model,
                     partial,
                     estimated,
@@ -79,7 +83,7 @@ fn estimated_token_counts_past_the_bound_are_charged_at_the_bound() {
     let (recorder, lease) = HARNESS.start(sink.clone());
     let charged = recorder.finish(Outcome {
         status: 200,
-        tokens: crate::limits::pricing::Tokens { prompt: 5, completion: 4_000_000_000, cached: 0 },
+        tokens: crate::limits::pricing::Tokens { prompt: 5, completion: 4_000_000_000, ..Default::default() },
         estimated: true,
         deployment: Some(lease.deployment.as_ref()),
         ..Outcome::default()
@@ -89,4 +93,28 @@ fn estimated_token_counts_past_the_bound_are_charged_at_the_bound() {
     assert_eq!(limits::check_event(&event), Ok(()));
     // One nano-USD a token either way (the test config's prices).
     assert_eq!(charged, NanoUsd(5 + 1_000_000_000));
+}
+
+/// A deployment without a price (served under `billing.unpriced_models: serve`) is charged
+/// nothing, and its event says why: `unpriced`.
+#[test]
+fn requests_to_unpriced_models_are_marked() {
+    let yaml = "model_list:\n  - {model_name: llama, litellm_params: {model: hosted_vllm/llama, api_base: \"http://127.0.0.1:9/v1\"}}\n";
+    let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
+    let router = crate::Router::from_config(&config, "test.yaml").unwrap();
+    let unpriced = router.deployments().next().unwrap();
+    assert!(unpriced.price.is_none());
+    let sink = Arc::new(Recorded::default());
+    let (recorder, _lease) = HARNESS.start(sink.clone());
+    let tokens = crate::limits::pricing::Tokens { prompt: 5, completion: 7, reasoning: 3, ..Default::default() };
+    let charged =
+        recorder.finish(Outcome { status: 200, tokens, deployment: Some(unpriced.as_ref()), ..Outcome::default() });
+    let event = sink.0.lock().unwrap().remove(0);
+    assert_eq!((charged, event.cost_nano_usd), (NanoUsd::ZERO, NanoUsd::ZERO));
+    assert!(event.unpriced);
+    assert_eq!((event.prompt_tokens, event.completion_tokens, event.reasoning_tokens), (5, 7, 3));
+    // The priced deployment of the harness is not marked.
+    let (recorder, lease) = HARNESS.start(sink.clone());
+    recorder.finish(Outcome { status: 200, tokens, deployment: Some(lease.deployment.as_ref()), ..Outcome::default() });
+    assert!(!sink.0.lock().unwrap().remove(0).unpriced);
 }

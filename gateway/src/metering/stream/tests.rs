@@ -244,3 +244,21 @@ async fn a_served_model_the_ledger_would_refuse_is_replaced_by_the_deployments()
     let upstream = futures::stream::iter([Ok(Bytes::from(format!("data: {chunk}\n\ndata: [DONE]\n\n")))]);
     assert_eq!(meter(Box::pin(upstream)).await.1.served_model.as_deref(), Some("gpt-4o-2024-08-06"));
 }
+
+/// The detail counts of a stream's usage chunk reach the event, and are charged as parts of
+/// their totals, not on top: at 1 nano-USD per token of every kind, 10 + 20 tokens cost 30.
+#[tokio::test]
+async fn a_streams_token_details_reach_the_event() {
+    let usage = br#"data: {"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":2,"audio_tokens":3},"completion_tokens_details":{"reasoning_tokens":5,"audio_tokens":6},"cache_creation_input_tokens":4}}
+
+data: [DONE]
+
+"#;
+    let upstream = futures::stream::iter([Ok(Bytes::from_static(usage))]).chain(futures::stream::pending());
+    let (_, event) = meter(Box::pin(upstream)).await;
+    assert_eq!((event.prompt_tokens, event.completion_tokens, event.cached_tokens), (10, 20, 2));
+    assert_eq!((event.cache_write_tokens, event.audio_input_tokens), (4, 3));
+    assert_eq!((event.reasoning_tokens, event.audio_output_tokens), (5, 6));
+    assert_eq!(event.cost_nano_usd, tollgate_schemas::NanoUsd(30));
+    assert!(!event.unpriced);
+}

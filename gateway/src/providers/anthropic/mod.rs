@@ -162,10 +162,10 @@ impl TokenUsage {
         let prompt = u64_at(usage, "/prompt_tokens");
         let cached = u64_at(usage, "/prompt_tokens_details/cached_tokens").min(prompt);
         TokenUsage {
-            input: prompt - cached,
+            input: (prompt - cached).saturating_sub(u64_at(usage, "/cache_creation_input_tokens")),
             output: u64_at(usage, "/completion_tokens"),
             cache_read: cached,
-            cache_creation: 0,
+            cache_creation: u64_at(usage, "/cache_creation_input_tokens").min(prompt - cached),
         }
     }
 
@@ -201,12 +201,18 @@ impl TokenUsage {
 
     fn to_openai(self) -> Value {
         let prompt = self.input.saturating_add(self.cache_read).saturating_add(self.cache_creation);
-        json!({
+        let mut usage = json!({
             "prompt_tokens": prompt,
             "completion_tokens": self.output,
             "total_tokens": prompt.saturating_add(self.output),
             "prompt_tokens_details": {"cached_tokens": self.cache_read},
-        })
+        });
+        if self.cache_creation > 0 {
+            // LiteLLM's name for Anthropic's count: prompt tokens written to the cache, priced
+            // as such (`cache_creation_input_token_cost`).
+            usage["cache_creation_input_tokens"] = json!(self.cache_creation);
+        }
+        usage
     }
 }
 

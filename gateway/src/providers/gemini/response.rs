@@ -40,10 +40,32 @@ pub(super) fn usage(meta: &Value) -> Value {
         "total_tokens": prompt.saturating_add(completion),
         "prompt_tokens_details": { "cached_tokens": count("cachedContentTokenCount") },
     });
-    if thoughts > 0 {
-        usage["completion_tokens_details"] = json!({ "reasoning_tokens": thoughts });
+    let prompt_audio = by_modality(meta, "promptTokensDetails", "AUDIO");
+    let prompt_image = by_modality(meta, "promptTokensDetails", "IMAGE");
+    let audio = by_modality(meta, "candidatesTokensDetails", "AUDIO");
+    let image = by_modality(meta, "candidatesTokensDetails", "IMAGE");
+    let details = [
+        ("prompt_tokens_details", "audio_tokens", prompt_audio),
+        ("prompt_tokens_details", "image_tokens", prompt_image),
+        ("completion_tokens_details", "reasoning_tokens", thoughts),
+        ("completion_tokens_details", "audio_tokens", audio),
+        ("completion_tokens_details", "image_tokens", image),
+    ];
+    for (list, key, n) in details.into_iter().filter(|(.., n)| *n > 0) {
+        usage[list][key] = json!(n);
     }
     usage
+}
+
+/// The tokens of one modality in a `*TokensDetails` list (`[{"modality": "AUDIO",
+/// "tokenCount": 12}]`), summed, saturating.
+fn by_modality(meta: &Value, list: &str, modality: &str) -> u64 {
+    let Some(items) = meta.get(list).and_then(Value::as_array) else { return 0 };
+    items
+        .iter()
+        .filter(|i| i.get("modality").and_then(Value::as_str) == Some(modality))
+        .filter_map(|i| i.get("tokenCount").and_then(Value::as_u64))
+        .fold(0, u64::saturating_add)
 }
 
 /// What a candidate's parts say, in OpenAI terms.

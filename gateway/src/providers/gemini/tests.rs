@@ -226,6 +226,17 @@ fn responses_translate_text_and_usage() {
                    "prompt_tokens_details": {"cached_tokens": 4},
                    "completion_tokens_details": {"reasoning_tokens": 3}})
     );
+    // Audio and image tokens by modality: parts of the prompt and of the completion.
+    let resp = json!({"candidates": [], "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 50,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "AUDIO", "tokenCount": 15},
+                                {"modality": "IMAGE", "tokenCount": 5}],
+        "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 40}, {"modality": "IMAGE", "tokenCount": 10}]}});
+    assert_eq!(
+        generate_response_to_chat(&resp, "m")["usage"],
+        json!({"prompt_tokens": 30, "completion_tokens": 50, "total_tokens": 80,
+               "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 15, "image_tokens": 5},
+               "completion_tokens_details": {"audio_tokens": 40, "image_tokens": 10}})
+    );
     let generated = generate_response_to_chat(&json!({"candidates": []}), "m");
     assert!(generated["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert!(generated.get("usage").is_none());

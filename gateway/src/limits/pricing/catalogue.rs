@@ -1,0 +1,81 @@
+//! LiteLLM's model catalogue (prices and context windows), shipped in the binary as data:
+//! `gateway/data/litellm-model-prices.json`, an extract of the MIT-licensed
+//! `model_prices_and_context_window.json` of the `litellm` package, with its provenance in
+//! `gateway/data/PROVENANCE` and refreshed by `gateway/data/refresh-prices`. Parsed once, on
+//! first use (at config load). Never edited by hand.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+const DATA: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/data/litellm-model-prices.json"));
+
+/// One model's fields, as the catalogue gives them.
+pub type Entry = Map<String, Value>;
+
+static CATALOGUE: LazyLock<HashMap<String, Entry>> = LazyLock::new(|| {
+    // The data is part of the build and a test parses it; should it still not parse, Tollgate
+    // knows no prices rather than failing to start (models are then unpriced, and reported).
+    serde_json::from_str(DATA).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the built-in model catalogue does not parse; no built-in prices");
+        HashMap::new()
+    })
+});
+
+/// The catalogue entry named exactly `name` (`gpt-4o`, `gemini/gemini-2.5-pro`).
+pub fn entry(name: &str) -> Option<&'static Entry> {
+    CATALOGUE.get(name)
+}
+
+/// Every entry, for tests.
+#[cfg(test)]
+pub fn entries() -> impl Iterator<Item = (&'static String, &'static Entry)> {
+    CATALOGUE.iter()
+}
+
+/// The catalogue entry of a deployment: by `base_model` (as written, then without its
+/// `provider/` prefix), then `provider/upstream`, then `upstream`, then the public model name.
+/// The first name found wins.
+pub fn lookup(
+    base_model: Option<&str>,
+    provider: &str,
+    upstream: &str,
+    model_name: &str,
+) -> Option<(String, &'static Entry)> {
+    let unprefixed = base_model.and_then(|b| b.split_once('/')).map(|(_, rest)| rest.to_owned());
+    let candidates = [
+        base_model.map(str::to_owned),
+        unprefixed,
+        Some(format!("{provider}/{upstream}")),
+        Some(upstream.to_owned()),
+        Some(model_name.to_owned()),
+    ];
+    candidates.into_iter().flatten().find_map(|name| entry(&name).map(|e| (name, e)))
+}
+
+/// The most prompt tokens a model takes: `max_input_tokens` of its catalogue entry, else
+/// `max_tokens` (older entries give only that). `model` is a catalogue name, e.g. the upstream
+/// model (`gpt-4o`) or `provider/model` (`gemini/gemini-2.5-pro`).
+pub fn context_window(model: &str) -> Option<u64> {
+    entry_window(entry(model)?)
+}
+
+/// A deployment's context window: `model_info.max_input_tokens` when it gives one, else its
+/// catalogue entry's (found as [`lookup`] finds it).
+pub fn deployment_context_window(
+    model_info: Option<&Map<String, Value>>,
+    provider: &str,
+    upstream: &str,
+    model_name: &str,
+) -> Option<u64> {
+    let info = |key: &str| model_info.and_then(|i| i.get(key));
+    if let Some(n) = info("max_input_tokens").and_then(Value::as_u64) {
+        return Some(n);
+    }
+    let base_model = info("base_model").and_then(Value::as_str);
+    lookup(base_model, provider, upstream, model_name).and_then(|(_, e)| entry_window(e))
+}
+
+fn entry_window(entry: &Entry) -> Option<u64> {
+    entry.get("max_input_tokens").and_then(Value::as_u64).or_else(|| entry.get("max_tokens").and_then(Value::as_u64))
+}

@@ -1,0 +1,327 @@
+//! A deployment's price in every dimension Tollgate meters, built from LiteLLM's field names,
+//! and the cost of a request under it. Pure code: no I/O, no floats in arithmetic.
+
+use super::decimal::{usd_to_atto, AttoUsd, PriceError};
+use std::collections::BTreeMap;
+use tollgate_schemas::money::MoneyOverflow;
+use tollgate_schemas::NanoUsd;
+
+/// The per-token dimensions, by index into [`Rates`]: LiteLLM's field for each, and the
+/// dimension whose price applies when a model has none for it (cache reads, cache writes,
+/// audio and image input cost what text input costs; reasoning, audio and image output what
+/// text output costs, as at OpenAI, Anthropic and Google when they list no separate price).
+pub const PER_TOKEN_FIELDS: [(&str, usize); DIMENSIONS] = [
+    ("input_cost_per_token", INPUT),
+    ("output_cost_per_token", OUTPUT),
+    ("cache_read_input_token_cost", INPUT),
+    ("cache_creation_input_token_cost", INPUT),
+    ("output_cost_per_reasoning_token", OUTPUT),
+    ("input_cost_per_audio_token", INPUT),
+    ("output_cost_per_audio_token", OUTPUT),
+    ("input_cost_per_image_token", INPUT),
+    ("output_cost_per_image_token", OUTPUT),
+];
+pub const INPUT: usize = 0;
+pub const OUTPUT: usize = 1;
+pub const CACHE_READ: usize = 2;
+pub const CACHE_WRITE: usize = 3;
+pub const REASONING: usize = 4;
+pub const AUDIO_INPUT: usize = 5;
+pub const AUDIO_OUTPUT: usize = 6;
+pub const IMAGE_INPUT: usize = 7;
+pub const IMAGE_OUTPUT: usize = 8;
+const DIMENSIONS: usize = 9;
+const INPUT_SIDE: [usize; 5] = [INPUT, CACHE_READ, CACHE_WRITE, AUDIO_INPUT, IMAGE_INPUT];
+const OUTPUT_SIDE: [usize; 4] = [OUTPUT, REASONING, AUDIO_OUTPUT, IMAGE_OUTPUT];
+
+/// LiteLLM's price of each call, whatever its tokens.
+pub const PER_REQUEST_FIELD: &str = "input_cost_per_request";
+/// Context tiers a model may have (LiteLLM's catalogue has at most two per model).
+const MAX_TIERS: usize = 2;
+
+/// Atto-USD per token, one per dimension (see [`PER_TOKEN_FIELDS`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rates(pub [AttoUsd; DIMENSIONS]);
+
+/// Rates that replace the base rates for every token of a request whose prompt has more than
+/// `above` tokens (LiteLLM's `*_above_200k_tokens` fields: Gemini 2.5 Pro, Claude Sonnet 4 at
+/// 1M context, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tier {
+    pub above: u64,
+    pub rates: Rates,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Price {
+    pub base: Rates,
+    /// Lowest threshold first.
+    pub tiers: [Option<Tier>; MAX_TIERS],
+    pub per_request: AttoUsd,
+}
+
+/// Token counts as a provider reports them, in OpenAI's terms: `cached` (cache reads),
+/// `cache_write`, `audio_input` and `image_input` are parts of `prompt`; `reasoning`,
+/// `audio_output` and `image_output` parts of `completion`. A part is charged at its own price
+/// instead of, never on top of, the text price.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub cached: u64,
+    pub cache_write: u64,
+    pub reasoning: u64,
+    pub audio_input: u64,
+    pub audio_output: u64,
+    pub image_input: u64,
+    pub image_output: u64,
+}
+
+impl Tokens {
+    /// Every count at most `max`.
+    pub fn clamped(self, max: u64) -> Tokens {
+        let c = |n: u64| n.min(max);
+        Tokens {
+            prompt: c(self.prompt),
+            completion: c(self.completion),
+            cached: c(self.cached),
+            cache_write: c(self.cache_write),
+            reasoning: c(self.reasoning),
+            audio_input: c(self.audio_input),
+            audio_output: c(self.audio_output),
+            image_input: c(self.image_input),
+            image_output: c(self.image_output),
+        }
+    }
+
+    pub fn largest(&self) -> u64 {
+        [
+            self.prompt,
+            self.completion,
+            self.cached,
+            self.cache_write,
+            self.reasoning,
+            self.audio_input,
+            self.audio_output,
+            self.image_input,
+            self.image_output,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+}
+
+/// A price field that cannot be used, and which.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("`{field}`: {error}")]
+pub struct FieldError {
+    pub field: String,
+    pub error: PriceError,
+}
+
+impl Price {
+    /// A price from LiteLLM's fields (USD). `Ok(None)` when no field prices tokens or requests:
+    /// the model is unpriced.
+    pub fn from_fields(fields: &BTreeMap<String, f64>) -> Result<Option<Price>, FieldError> {
+        let atto = |field: &str| -> Result<Option<AttoUsd>, FieldError> {
+            fields
+                .get(field)
+                .map(|&usd| usd_to_atto(usd).map_err(|error| FieldError { field: field.to_owned(), error }))
+                .transpose()
+        };
+        let per_request = atto(PER_REQUEST_FIELD)?;
+        if per_request.is_none() && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
+            return Ok(None);
+        }
+        let base = rates(&atto, "", None)?;
+        let mut tiers = [None; MAX_TIERS];
+        for (slot, above) in tiers.iter_mut().zip(thresholds(fields)?) {
+            let suffix = format!("_above_{}k_tokens", above / 1000);
+            *slot = Some(Tier { above, rates: rates(&atto, &suffix, Some(&base))? });
+        }
+        Ok(Some(Price { base, tiers, per_request: per_request.unwrap_or_default() }))
+    }
+
+    /// Tollgate's own `prices:` entry: text input, cached input and output in nano-USD per
+    /// token; the other dimensions cost what text input or output costs.
+    pub fn from_nanos(input: i64, cached_input: i64, output: i64) -> Price {
+        let mut base = Rates::default();
+        for (dim, (_, like)) in PER_TOKEN_FIELDS.iter().enumerate() {
+            base.0[dim] = AttoUsd::from_nanos(if *like == INPUT { input } else { output });
+        }
+        base.0[CACHE_READ] = AttoUsd::from_nanos(cached_input);
+        Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO }
+    }
+
+    /// The base text input price, per token.
+    pub fn input(&self) -> AttoUsd {
+        self.base.0[INPUT]
+    }
+
+    /// The base text output price, per token.
+    pub fn output(&self) -> AttoUsd {
+        self.base.0[OUTPUT]
+    }
+
+    /// The rates for a request with `prompt` prompt tokens.
+    pub fn rates_for(&self, prompt: u64) -> &Rates {
+        self.tiers.iter().flatten().filter(|t| prompt > t.above).map(|t| &t.rates).next_back().unwrap_or(&self.base)
+    }
+
+    /// Every rate of every tier, and the per-request price.
+    pub fn all_rates(&self) -> impl Iterator<Item = AttoUsd> + '_ {
+        let tiers = self.tiers.iter().flatten().map(|t| &t.rates);
+        std::iter::once(&self.base).chain(tiers).flat_map(|r| r.0)
+    }
+
+    /// A price at least as high as both in every dimension, without tiers: for the most a
+    /// request can cost whichever of several deployments serves it.
+    pub fn worst_of(self, other: Price) -> Price {
+        let (a, b) = (self.ceiling(), other.ceiling());
+        let mut base = a;
+        for (rate, other) in base.0.iter_mut().zip(b.0) {
+            *rate = (*rate).max(other);
+        }
+        Price { base, tiers: [None; MAX_TIERS], per_request: self.per_request.max(other.per_request) }
+    }
+
+    /// Text input plus text output price, in atto-USD, for ranking deployments by price
+    /// (cost-based routing); saturates at `i64::MAX`.
+    pub fn unit_price(&self) -> i64 {
+        let sum = self.base.0[INPUT].0.saturating_add(self.base.0[OUTPUT].0);
+        i64::try_from(sum).unwrap_or(i64::MAX)
+    }
+
+    /// The base text prices as `/model/info` shows them, in nano-USD per token (rounded up
+    /// when a price is a fraction of a nano-USD; costs are computed from the exact prices).
+    pub fn public_fields(&self) -> Vec<(String, serde_json::Value)> {
+        [("input", INPUT), ("output", OUTPUT), ("cached_input", CACHE_READ)]
+            .into_iter()
+            .filter_map(|(name, dim)| {
+                let nanos = self.base.0[dim].to_nanos_rounded_up().ok()?;
+                Some((format!("{name}_nano_usd_per_token"), serde_json::Value::from(nanos.0)))
+            })
+            .collect()
+    }
+
+    /// Each dimension's highest rate over the base and every tier.
+    fn ceiling(&self) -> Rates {
+        let mut out = self.base;
+        for tier in self.tiers.iter().flatten() {
+            for (rate, other) in out.0.iter_mut().zip(tier.rates.0) {
+                *rate = (*rate).max(other);
+            }
+        }
+        out
+    }
+
+    /// The highest input-side and output-side rates, over all tiers: what the worst case
+    /// charges every prompt and every completion token.
+    fn highest_rates(&self) -> (AttoUsd, AttoUsd) {
+        let top = self.ceiling();
+        let max = |dims: &[usize]| dims.iter().map(|&d| top.0[d]).max().unwrap_or_default();
+        (max(&INPUT_SIDE), max(&OUTPUT_SIDE))
+    }
+}
+
+/// The rates of one tier (`suffix` `""` is the base). A dimension the tier does not price
+/// costs what it costs in the base when the base prices it, else what its stand-in dimension
+/// costs in this tier.
+fn rates(
+    atto: &dyn Fn(&str) -> Result<Option<AttoUsd>, FieldError>,
+    suffix: &str,
+    base: Option<&Rates>,
+) -> Result<Rates, FieldError> {
+    let mut out = Rates::default();
+    for (dim, (field, like)) in PER_TOKEN_FIELDS.iter().enumerate() {
+        let own = atto(&format!("{field}{suffix}"))?;
+        let from_base = match base {
+            Some(b) if dim <= OUTPUT || atto(field)?.is_some() => Some(b.0[dim]),
+            _ => None,
+        };
+        let stand_in = if dim == *like { AttoUsd::ZERO } else { out.0[*like] };
+        out.0[dim] = own.or(from_base).unwrap_or(stand_in);
+    }
+    Ok(out)
+}
+
+/// The context thresholds of `*_above_<n>k_tokens` fields of per-token dimensions, lowest first.
+fn thresholds(fields: &BTreeMap<String, f64>) -> Result<Vec<u64>, FieldError> {
+    let mut out: Vec<u64> = fields
+        .keys()
+        .filter_map(|key| {
+            let (stem, rest) = key.split_once("_above_")?;
+            let thousands: u64 = rest.strip_suffix("k_tokens")?.parse().ok()?;
+            PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem).then(|| thousands.saturating_mul(1000))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    if out.len() > MAX_TIERS {
+        let field = format!("*_above_{}k_tokens", out[MAX_TIERS] / 1000);
+        return Err(FieldError { field, error: PriceError::TooLarge(format!("{} context tiers", out.len())) });
+    }
+    Ok(out)
+}
+
+/// What `tokens` cost under `price`, exactly, rounded up once to nano-USD. Each part of the
+/// prompt (cache reads, cache writes, audio, image) is taken out of the prompt in that order,
+/// never more than is left, and the rest is text; likewise reasoning, audio and image out of
+/// the completion. Per-request prices apply to requests with any tokens (a provider answered).
+pub fn cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflow> {
+    let rates = price.rates_for(tokens.prompt);
+    let mut total = AttoUsd::ZERO;
+    for (whole, parts, text_dim) in [
+        (
+            tokens.prompt,
+            [
+                (tokens.cached, CACHE_READ),
+                (tokens.cache_write, CACHE_WRITE),
+                (tokens.audio_input, AUDIO_INPUT),
+                (tokens.image_input, IMAGE_INPUT),
+            ],
+            INPUT,
+        ),
+        (
+            tokens.completion,
+            [
+                (tokens.reasoning, REASONING),
+                (tokens.audio_output, AUDIO_OUTPUT),
+                (tokens.image_output, IMAGE_OUTPUT),
+                (0, OUTPUT),
+            ],
+            OUTPUT,
+        ),
+    ] {
+        let mut left = whole;
+        for (count, dim) in parts {
+            let count = count.min(left);
+            left -= count;
+            total = total.checked_add(rates.0[dim].checked_mul_units(count)?)?;
+        }
+        total = total.checked_add(rates.0[text_dim].checked_mul_units(left)?)?;
+    }
+    if tokens.prompt > 0 || tokens.completion > 0 {
+        total = total.checked_add(price.per_request)?;
+    }
+    total.to_nanos_rounded_up()
+}
+
+/// The most `prompt` and `completion` tokens can cost under `price`: each at the highest
+/// rate of its side in any tier, plus the per-request price.
+pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64) -> Result<NanoUsd, MoneyOverflow> {
+    let (input, output) = price.highest_rates();
+    input
+        .checked_mul_units(prompt)?
+        .checked_add(output.checked_mul_units(completion)?)?
+        .checked_add(price.per_request)?
+        .to_nanos_rounded_up()
+}
+
+impl From<crate::config::PriceConfig> for Price {
+    fn from(p: crate::config::PriceConfig) -> Self {
+        let cached = p.cached_input_nano_usd_per_token.unwrap_or(p.input_nano_usd_per_token);
+        Price::from_nanos(p.input_nano_usd_per_token, cached, p.output_nano_usd_per_token)
+    }
+}
