@@ -80,6 +80,7 @@ fn event() -> UsageEvent {
         partial: false,
         estimated: false,
         client_disconnected: None,
+        trace_id: None,
         budget_windows: Default::default(),
     }
 }

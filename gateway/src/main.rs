@@ -33,10 +33,9 @@ struct Args {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    tollgate_schemas::telemetry::init_logging();
     let origin = args.config.display().to_string();
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
+    let (config, traces) = match Config::load(&args.config).and_then(|c| Ok((c.trace_settings(&origin)?, c))) {
+        Ok((traces, c)) => (c, traces),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -44,6 +43,17 @@ fn main() -> ExitCode {
     };
     if let Some(code) = report_config(&args, &config, &origin) {
         return code;
+    }
+    // Before the runtime starts: the span exporter's client blocks on a thread of its own.
+    let telemetry = match tollgate_schemas::telemetry::init(traces.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for callback in config.ignored_callbacks() {
+        tracing::warn!("{callback} is not supported; ignored");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -87,6 +97,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Queued spans are exported before the process ends.
+    telemetry.shutdown();
     code
 }
 

@@ -162,6 +162,9 @@ pub struct LitellmSettings {
     pub default_fallbacks: Vec<String>,
     pub context_window_fallbacks: FallbackList,
     pub content_policy_fallbacks: FallbackList,
+    /// Callback names (`otel`, `langfuse`, `prometheus`, ...): see `config::callbacks`.
+    pub success_callback: Vec<String>,
+    pub failure_callback: Vec<String>,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }

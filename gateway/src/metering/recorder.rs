@@ -59,6 +59,8 @@ pub struct UsageRecorder {
     /// The request's admission: its spend and tokens are counted here when it ends, and its
     /// parallel-request slots are freed when the recorder goes.
     admitted: Option<Admitted>,
+    /// The request's span (`traces`): its outcome is recorded there, and `metering` is its child.
+    span: tracing::Span,
 }
 
 /// How a request ended.
@@ -122,6 +124,7 @@ impl UsageRecorder {
             estimated: false,
             client_disconnected: None,
             budget_windows: admitted.budget_windows(),
+            trace_id: None,
         };
         UsageRecorder {
             sink,
@@ -131,7 +134,17 @@ impl UsageRecorder {
             event: Some(event),
             started,
             admitted: Some(admitted),
+            span: tracing::Span::none(),
         }
+    }
+
+    /// The request's span and trace id: the event carries the id, the span the outcome.
+    pub fn traced(mut self, span: tracing::Span, trace_id: Option<String>) -> UsageRecorder {
+        if let Some(event) = self.event.as_mut() {
+            event.trace_id = trace_id;
+        }
+        self.span = span;
+        self
     }
 
     /// How to charge the request if its client hangs up.
@@ -228,6 +241,8 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) {
+        let _metering = (!self.span.is_none()).then(|| tracing::info_span!(parent: &self.span, "metering").entered());
+        crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));

@@ -157,6 +157,7 @@ fn valid_event() -> BoxedStrategy<UsageEvent> {
                 estimated,
                 client_disconnected,
                 budget_windows,
+                trace_id: None,
             },
         )
         .boxed()

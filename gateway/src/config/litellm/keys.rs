@@ -26,6 +26,9 @@ const SHARED_STATE: &str = "gateways share no state on the request path: rpm/tpm
 const NO_CACHE: &str = "Tollgate does not cache answers; every request goes to a provider and is metered";
 const CALLBACKS: &str = "each request's usage event goes to the Kafka usage topic (the embedded ledger without \
                          Kafka) and metrics are on /metrics; feed logging and observability tools from those";
+const TRACE_CALLBACKS: &str = "`otel` and `langfuse` export request spans over OTLP (Langfuse's OTLP endpoint with \
+                               LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY); `prometheus` is /metrics; other names are \
+                               reported at start-up";
 const NO_MESSAGE_LOGS: &str = "Tollgate never logs or stores prompts and answers";
 const LOGGING: &str = "set the log level with TOLLGATE_LOG and JSON logs with TOLLGATE_LOG_FORMAT=json";
 const GUARDRAILS: &str = "mask PII or moderate prompts before they reach Tollgate";
@@ -314,8 +317,8 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     ("context_window_fallbacks", Honoured(LITELLM_FIRST)),
     ("content_policy_fallbacks", Honoured(LITELLM_FIRST)),
     ("callbacks", Ignored(CALLBACKS)),
-    ("success_callback", Ignored(CALLBACKS)),
-    ("failure_callback", Ignored(CALLBACKS)),
+    ("success_callback", Honoured(TRACE_CALLBACKS)),
+    ("failure_callback", Honoured(TRACE_CALLBACKS)),
     ("service_callbacks", Ignored(CALLBACKS)),
     ("langfuse_default_tags", Ignored(CALLBACKS)),
     ("default_team_settings", Ignored(CALLBACKS)),

@@ -66,12 +66,10 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
                 "litellm_settings.cache",
                 "litellm_settings.cache_params",
                 "litellm_settings.callbacks",
-                "litellm_settings.failure_callback",
                 "litellm_settings.json_logs",
                 "litellm_settings.langfuse_default_tags",
                 "litellm_settings.redact_user_api_key_info",
                 "litellm_settings.service_callbacks",
-                "litellm_settings.success_callback",
                 "litellm_settings.turn_off_message_logging",
             ],
         ),
@@ -195,11 +193,9 @@ fn the_production_config_loads_unchanged() {
             "litellm_settings.cache_params",
             "litellm_settings.callbacks",
             "litellm_settings.drop_params",
-            "litellm_settings.failure_callback",
             "litellm_settings.guardrails",
             "litellm_settings.output_parse_pii",
             "litellm_settings.set_verbose",
-            "litellm_settings.success_callback",
             "general_settings.alerting",
             "general_settings.alerting_threshold",
             "general_settings.database_connection_pool_limit",
@@ -288,6 +284,8 @@ litellm_settings:
   default_fallbacks: [n]
   context_window_fallbacks: [{m: [n]}]
   content_policy_fallbacks: [{m: [n]}]
+  success_callback: [prometheus]
+  failure_callback: [prometheus]
 general_settings:
   master_key: sk-master
 environment_variables: {A: b}
