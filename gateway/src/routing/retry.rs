@@ -260,6 +260,7 @@ async fn attempt_once(
             let body = read_error_body(response, picked.deployment.timeout).await;
             let body = picked.deployment.api.error_body(body);
             let class = classify(status, &body);
+            tracing::info!(deployment = %picked.deployment.id, status, class = ?class, "upstream attempt failed");
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                 router.record_failure(&picked);
             }
