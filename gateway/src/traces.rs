@@ -143,8 +143,11 @@ impl RequestTrace {
 pub fn record_model(operation: &str, model: &str) {
     let span = Span::current();
     span.record("gen_ai.request.model", model);
-    if !span.is_disabled() {
-        span.record("otel.name", format!("{operation} {model}"));
+    // The span was started (for its trace id) before the model was known: rename it in place.
+    let context = span.context();
+    let started = context.span();
+    if started.span_context().is_valid() {
+        started.update_name(format!("{operation} {model}"));
     }
 }
 
@@ -177,9 +180,11 @@ pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
     if let Some(deployment) = &event.deployment {
         span.record("tollgate.deployment", deployment.as_str());
     }
-    span.record("gen_ai.usage.input_tokens", event.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", event.completion_tokens);
-    span.record("gen_ai.usage.cached_input_tokens", event.cached_tokens);
+    // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", int(event.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", int(event.completion_tokens));
+    span.record("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
     span.record("tollgate.cost_nano_usd", event.cost_nano_usd.0);
     if let Some(customer) = &event.customer_id {
         span.record("tollgate.customer_id", customer.as_str());

@@ -266,12 +266,14 @@ impl<L: LedgerStore> UsageConsumer<L> {
             let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
             gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
         }
+        // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let span = tracing::Span::current();
-        span.record("tollgate.events_folded", folded.messages.len());
-        span.record("tollgate.duplicates", folded.applied.duplicates);
-        span.record("tollgate.dead_letters", folded.dead_letters.len());
-        span.record("tollgate.rows_written", folded.applied.rows_written);
-        span.record("tollgate.conflicts", folded.applied.conflicts);
+        span.record("tollgate.events_folded", int(folded.messages.len()));
+        span.record("tollgate.duplicates", int(folded.applied.duplicates));
+        span.record("tollgate.dead_letters", int(folded.dead_letters.len()));
+        span.record("tollgate.rows_written", int(folded.applied.rows_written));
+        span.record("tollgate.conflicts", int(folded.applied.conflicts));
         tracing::debug!(partition, last_offset, applied = ?folded.applied, dead_letters = folded.dead_letters.len(), "batch applied");
         // Budget state before the offset moves: a crash in between republishes on replay.
         if let Some(b) = &self.budgets {
@@ -301,7 +303,7 @@ fn batch_span(topic: &str, partition: i32, records: &[Record]) -> tracing::Span 
         messaging.operation.name = "process",
         messaging.destination.name = topic,
         messaging.destination.partition.id = partition,
-        messaging.batch.message_count = records.len(),
+        messaging.batch.message_count = i64::try_from(records.len()).unwrap_or(i64::MAX),
         tollgate.first_offset = first,
         tollgate.last_offset = last,
         tollgate.events_folded = tracing::field::Empty,

@@ -7,7 +7,8 @@
 //!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
-//! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile.
+//! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
+//! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
 //! never with a fixed sleep that decides a pass or a fail.
@@ -16,12 +17,14 @@ pub mod clients;
 pub mod configs;
 pub mod kafka;
 pub mod ledger;
+pub mod otelcol;
 pub mod services;
 
 pub use clients::*;
 pub use configs::*;
 pub use kafka::*;
 pub use ledger::*;
+pub use otelcol::*;
 pub use services::*;
 
 use anyhow::{bail, Result};

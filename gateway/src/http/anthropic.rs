@@ -96,7 +96,7 @@ async fn messages(
             (label, r.json(translated))
         }
     };
-    tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+    tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
     observe(Endpoint::ChatCompletions, &label, response.status(), started);
     response
 }

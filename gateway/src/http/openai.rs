@@ -57,7 +57,7 @@ async fn handle(
             Ok((label, reply)) => (label, reply.into_response()),
             Err((label, e)) => (label, e.error_response()),
         };
-        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+        tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
         observe(endpoint, &label, response.status(), started);
         response
     };

@@ -212,7 +212,7 @@ fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: 
         gen_ai.request.model = d.upstream_model.as_str(),
         tollgate.model_group = group,
         tollgate.deployment = d.id.as_str(),
-        tollgate.attempt = attempt,
+        tollgate.attempt = i64::from(attempt),
         tollgate.fallback = fallback,
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -247,13 +247,13 @@ async fn attempt_once(
     let sent_at = Instant::now();
     match providers::send(client, &picked.deployment, endpoint, body, stream).await {
         Ok(response) if response.status().is_success() => {
-            tracing::Span::current().record("http.response.status_code", response.status().as_u16());
+            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
             Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })
         }
         Ok(response) => {
             let status = response.status().as_u16();
             let span = tracing::Span::current();
-            span.record("http.response.status_code", status);
+            span.record("http.response.status_code", i64::from(status));
             span.record("error.type", status.to_string()).record("otel.status_code", "ERROR");
             let wait = retry_after(response.headers());
             let content_type = Some(providers::answer_content_type(&picked.deployment, response.headers()));

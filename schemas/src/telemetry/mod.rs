@@ -46,7 +46,14 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
     let provider = traces.map(traces::provider).transpose()?;
     let otel = provider.as_ref().map(|p| {
         let tracer = p.tracer("tollgate");
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+        // No code location, thread or busy/idle time on spans: cheaper, and not what they are for.
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false);
+        layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             meta.target().starts_with("tollgate")
                 && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
         }))
