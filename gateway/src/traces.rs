@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn without_an_exporter_the_client_trace_id_is_kept_and_a_bad_one_dropped() {
+        let with =
+            |tp: &str| actix_web::test::TestRequest::default().insert_header(("traceparent", tp)).to_http_request();
+        let kept = RequestTrace::start(&with(VALID), "chat", "req-1");
+        assert_eq!(kept.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let dropped = RequestTrace::start(&with(&VALID.to_uppercase()), "chat", "req-2");
+        assert_eq!(dropped.trace_id, None);
+        let none = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-3");
+        assert_eq!(none.trace_id, None);
+    }
+
+    #[test]
     fn without_an_exporter_there_is_no_outbound_traceparent() {
         assert_eq!(outbound_traceparent(), None);
     }
