@@ -93,7 +93,7 @@ pub(crate) async fn serve(
     let fail = |e| (label.clone(), e);
     let now = chrono::Utc::now();
     let (admitted, permit) = admit(req, state, &mut principal, &request, now)
-        .instrument(tracing::info_span!("admission"))
+        .instrument(crate::trace_span!("admission"))
         .await
         .map_err(fail)?;
     let limit_headers = admitted.reservation.headers.clone();
@@ -173,7 +173,7 @@ async fn admit(
         }
     }
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
-        let grant = tracing::info_span!("lease_grant");
+        let grant = crate::trace_span!("lease_grant");
         admitted.reserve(leases, worst_case_cost(state, request), now).instrument(grant).await?;
     }
     let permit = state.sink.admit().map_err(|e| match e {

@@ -16,6 +16,25 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// An `info` span when spans are exported, else `Span::none()` (free): for the spans that only
+/// traces need (a request's children). The request span itself always exists: logs read its
+/// fields.
+#[macro_export]
+macro_rules! trace_span {
+    ($($arg:tt)*) => {
+        if $crate::traces::exporting() {
+            tracing::info_span!($($arg)*)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
+/// Whether spans are exported (`tollgate_schemas::telemetry::init` installed an exporter).
+pub fn exporting() -> bool {
+    tollgate_schemas::telemetry::exporting()
+}
+
 /// Longest `traceparent` read: version 00 is 55 bytes; later versions may append fields.
 const MAX_TRACEPARENT_BYTES: usize = 256;
 
@@ -109,18 +128,9 @@ impl RequestTrace {
             trace_id = Empty,
             key_alias = Empty,
             gen_ai.operation.name = operation,
-            gen_ai.provider.name = Empty,
             gen_ai.request.model = Empty,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-            gen_ai.usage.cached_input_tokens = Empty,
-            tollgate.cost_nano_usd = Empty,
             tollgate.team_id = Empty,
             tollgate.customer_id = Empty,
-            tollgate.deployment = Empty,
-            http.response.status_code = Empty,
-            error.type = Empty,
         );
         let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
         if let Some(parent) = client {
@@ -143,6 +153,9 @@ impl RequestTrace {
 pub fn record_model(operation: &str, model: &str) {
     let span = Span::current();
     span.record("gen_ai.request.model", model);
+    if !exporting() {
+        return;
+    }
     // The span was started (for its trace id) before the model was known: rename it in place.
     let context = span.context();
     let started = context.span();
@@ -166,32 +179,41 @@ pub fn record_principal(principal: &Principal) {
 }
 
 /// Records how the request ended on its span, from its usage event: the provider and model
-/// that served it, tokens, cost, and the error class of a failure.
+/// that served it, tokens, cost, and the error class of a failure. Straight to the exported span
+/// (no log line shows them, and the log layer would format each one again): nothing to do when
+/// spans are not exported.
 pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
-    if span.is_disabled() {
+    if !exporting() || span.is_disabled() {
         return;
-    }
-    if let Some(provider) = &event.provider {
-        span.record("gen_ai.provider.name", provider_name(provider));
-    }
-    if let Some(model) = &event.served_model {
-        span.record("gen_ai.response.model", model.as_str());
-    }
-    if let Some(deployment) = &event.deployment {
-        span.record("tollgate.deployment", deployment.as_str());
     }
     // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    span.record("gen_ai.usage.input_tokens", int(event.prompt_tokens));
-    span.record("gen_ai.usage.output_tokens", int(event.completion_tokens));
-    span.record("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
-    span.record("tollgate.cost_nano_usd", event.cost_nano_usd.0);
+    if let Some(provider) = &event.provider {
+        span.set_attribute("gen_ai.provider.name", provider_name(provider).to_owned());
+    }
+    if let Some(model) = &event.served_model {
+        span.set_attribute("gen_ai.response.model", model.clone());
+    }
+    if let Some(deployment) = &event.deployment {
+        span.set_attribute("tollgate.deployment", deployment.clone());
+    }
+    span.set_attribute("gen_ai.usage.input_tokens", int(event.prompt_tokens));
+    span.set_attribute("gen_ai.usage.output_tokens", int(event.completion_tokens));
+    span.set_attribute("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
+    span.set_attribute("tollgate.cost_nano_usd", event.cost_nano_usd.0);
     if let Some(customer) = &event.customer_id {
-        span.record("tollgate.customer_id", customer.as_str());
+        span.set_attribute("tollgate.customer_id", customer.clone());
     }
     if let Some(error) = &event.error_type {
-        span.record("error.type", error.as_str());
-        span.record("otel.status_code", "ERROR");
+        span.set_attribute("error.type", error.clone());
+        span.set_status(opentelemetry::trace::Status::error(error.clone()));
+    }
+}
+
+/// Records the status the client got on the current (request) span.
+pub fn record_status(status: u16) {
+    if exporting() {
+        Span::current().set_attribute("http.response.status_code", i64::from(status));
     }
 }
 

@@ -47,7 +47,7 @@ async fn messages(
         if let Some(e) = bad_id {
             return Err(e);
         }
-        let key = authorize(req, state).instrument(tracing::info_span!("auth")).await?;
+        let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
         crate::traces::record_principal(&key);
         let body = read_body(req, payload, state.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)
@@ -96,7 +96,7 @@ async fn messages(
             (label, r.json(translated))
         }
     };
-    tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
+    crate::traces::record_status(response.status().as_u16());
     observe(Endpoint::ChatCompletions, &label, response.status(), started);
     response
 }

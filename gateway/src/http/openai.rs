@@ -57,7 +57,7 @@ async fn handle(
             Ok((label, reply)) => (label, reply.into_response()),
             Err((label, e)) => (label, e.error_response()),
         };
-        tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
+        crate::traces::record_status(response.status().as_u16());
         observe(endpoint, &label, response.status(), started);
         response
     };
@@ -73,7 +73,7 @@ async fn read_request(
     state: &AppState,
     endpoint: Endpoint,
 ) -> Result<(Principal, ProxyRequest), GatewayError> {
-    let key = authorize(req, state).instrument(tracing::info_span!("auth")).await?;
+    let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
     traces::record_principal(&key);
     let body = read_body(req, payload, state.max_body_bytes).await?;
     let request = ProxyRequest::parse(&body, endpoint)?;

@@ -241,7 +241,7 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) {
-        let _metering = (!self.span.is_none()).then(|| tracing::info_span!(parent: &self.span, "metering").entered());
+        let _metering = (!self.span.is_none()).then(|| crate::trace_span!(parent: &self.span, "metering").entered());
         crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {

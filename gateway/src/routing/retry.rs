@@ -204,7 +204,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
 /// and whether it is a fallback; `attempt_once` records the provider's status and error class.
 fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: bool) -> tracing::Span {
     let d = &picked.deployment;
-    tracing::info_span!(
+    crate::trace_span!(
         "upstream_attempt",
         otel.kind = "client",
         otel.status_code = tracing::field::Empty,

@@ -14,6 +14,15 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+/// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,
+/// attributes no log shows) skips its work when not.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported by this process.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// What [`init`] set up, to be shut down when the process ends: the tracer provider, whose
 /// queued spans are flushed.
 #[must_use = "call shutdown() at exit, or queued spans are lost"]
@@ -58,8 +67,11 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
                 && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
         }))
     });
+    let exports = otel.is_some();
     // Already initialised (tests): the first subscriber stays.
-    let _ = tracing_subscriber::registry().with(logs::layer()).with(otel).try_init();
+    if tracing_subscriber::registry().with(logs::layer()).with(otel).try_init().is_ok() {
+        EXPORTING.store(exports, std::sync::atomic::Ordering::Relaxed);
+    }
     Ok(Telemetry { provider })
 }
 
