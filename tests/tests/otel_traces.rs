@@ -185,7 +185,7 @@ async fn requests_are_traced_over_otlp_with_genai_attributes() -> Result<()> {
     trace_spans(&collector.langfuse_file, CLIENT_TRACE, 3).await?;
 
     // The ledger consumer traces its batches.
-    let keyspace = unique("otel_");
+    let keyspace = unique("e2e_otel_");
     let consumer_env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
