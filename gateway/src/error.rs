@@ -68,6 +68,13 @@ pub enum GatewayError {
     ModelNotAllowed(String),
     #[error("model '{0}' does not exist on this gateway")]
     ModelNotFound(String),
+    #[error(
+        "this request's prompt ({tokens} tokens, estimated) is longer than the context window of every deployment of \
+         model '{model}' (at most {window} tokens)"
+    )]
+    ContextWindowExceeded { model: String, tokens: u64, window: u64 },
+    #[error("model '{0}' has no price, and this gateway is set to refuse models without one")]
+    ModelUnpriced(String),
     #[error("the upstream provider for model '{model}' is unavailable")]
     UpstreamUnavailable { model: String },
     #[error("the upstream provider for model '{model}' did not answer within {timeout_ms} ms")]
@@ -202,6 +209,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::CustomerNotAllowed => ("permission_error", "customer_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            GatewayError::ModelUnpriced(_) => ("invalid_request_error", "model_not_priced"),
+            GatewayError::ContextWindowExceeded { .. } => ("invalid_request_error", "context_length_exceeded"),
             GatewayError::UpstreamUnavailable { .. } => ("api_error", "upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => ("timeout_error", "upstream_timeout"),
             GatewayError::UpstreamResponseTooLarge { .. } => ("api_error", "upstream_response_too_large"),
@@ -217,7 +226,9 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
             GatewayError::InvalidField { field, .. } => Some(field),
-            GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) | GatewayError::ModelUnpriced(_) => {
+                Some("model")
+            }
             _ => None,
         }
     }
@@ -237,6 +248,8 @@ impl ResponseError for GatewayError {
         match self {
             GatewayError::InvalidRequest { .. }
             | GatewayError::InvalidField { .. }
+            | GatewayError::ModelUnpriced(_)
+            | GatewayError::ContextWindowExceeded { .. }
             | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Blocked(_) | GatewayError::TenantMissing(_) => StatusCode::UNAUTHORIZED,

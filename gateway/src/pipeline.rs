@@ -86,10 +86,8 @@ pub(crate) async fn serve(
     }
     let request = Arc::new(request);
     let unknown = |e| ("unknown".to_owned(), e);
-    if !state.router.knows(&request.model) {
-        return Err(unknown(GatewayError::ModelNotFound(request.model.clone())));
-    }
-    let label = request.model.clone();
+    state.router.lookup(&request.model).map_err(unknown)?;
+    let label = state.router.metric_label(&request.model);
     let fail = |e| (label.clone(), e);
     let now = chrono::Utc::now();
     let (admitted, permit) = admit(req, state, &mut principal, &request, now)
@@ -111,6 +109,7 @@ pub(crate) async fn serve(
         started,
         now,
     )
+    .labelled(&label)
     .traced(trace.span.clone(), trace.trace_id.clone())
     .on_disconnect(Disconnects {
         policy: state.disconnect_policy,
@@ -231,7 +230,10 @@ async fn routed_call(
     let body_for = |d: &crate::providers::Deployment| crate::providers::request_body(d, &request);
     // A fallback is a model like any other: the key's allow-lists apply to it too.
     let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
+    let prompt_tokens = || request.prompt_tokens_estimate();
     let spec = retry::Call {
+        prompt_bytes: u64::try_from(request.body_len).unwrap_or(u64::MAX),
+        prompt_tokens: &prompt_tokens,
         model: &request.model,
         endpoint: request.endpoint,
         stream: request.stream,

@@ -98,7 +98,7 @@ pub struct Metrics {
 pub struct ModelEntry {
     pub model_name: String,
     pub litellm_params: LitellmParams,
-    pub model_info: Option<BTreeMap<String, String>>,
+    pub model_info: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

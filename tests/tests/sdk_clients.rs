@@ -33,7 +33,7 @@ fn model(name: &str, model: &str, api_base: String, api_key: Option<&str>) -> Mo
 fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
     let mut azure = model("azure-mock", "azure/my-gpt-4o-deployment", format!("{mock}/azure"), Some("azure-upstream"));
     azure.litellm_params.api_version = Some("2024-10-21".to_owned());
-    azure.model_info = Some([("base_model".to_owned(), "azure/gpt-4o".to_owned())].into());
+    azure.model_info = Some([("base_model".to_owned(), "azure/gpt-4o".into())].into());
     let config = GatewayConfig {
         gateway: GatewaySettings { id: Some("gw-sdk".to_owned()), ..GatewaySettings::default() },
         model_list: vec![

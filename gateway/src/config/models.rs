@@ -17,8 +17,12 @@ pub struct ModelEntry {
 /// Keys Tollgate does not read are set aside in `litellm_only` (see [`Config`]).
 #[derive(Debug, Deserialize)]
 pub struct LitellmParams {
-    /// `provider/upstream-model`, e.g. `openai/gpt-4o-mini`.
+    /// `provider/upstream-model`, e.g. `openai/gpt-4o-mini`; `*` in both this and `model_name`
+    /// makes a wildcard deployment (`openai/*`).
     pub model: String,
+    /// The provider when `model` has no `provider/` prefix (LiteLLM's `custom_llm_provider`);
+    /// folded into `model` at load.
+    pub custom_llm_provider: Option<String>,
     pub api_base: Option<String>,
     pub api_key: Option<Secret>,
     /// Azure OpenAI `api-version`.

@@ -98,6 +98,10 @@ pub struct RouterSettings {
     pub cooldown_time: f64,
     /// No deployment is ever cooled down.
     pub disable_cooldowns: bool,
+    /// Check a prompt against each deployment's context window before calling it (also on for
+    /// every model group with `context_window_fallbacks`).
+    #[serde(alias = "enable_pre_call_check")]
+    pub enable_pre_call_checks: bool,
     /// Minimum wait before a retry, in seconds.
     pub retry_after: f64,
     /// Names clients may ask for that a model group serves.
@@ -123,6 +127,7 @@ impl Default for RouterSettings {
             allowed_fails: None,
             cooldown_time: 5.0,
             disable_cooldowns: false,
+            enable_pre_call_checks: false,
             retry_after: 0.0,
             model_group_alias: BTreeMap::new(),
             litellm_only: BTreeMap::new(),

@@ -244,16 +244,42 @@ impl Config {
         let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
         for (i, m) in self.model_list.iter_mut().enumerate() {
             let params = &mut m.litellm_params;
+            if let Some(provider) = params.custom_llm_provider.take() {
+                if !params.model.starts_with(&format!("{provider}/")) {
+                    params.model = format!("{provider}/{}", params.model);
+                }
+            }
             if !params.model.contains('/') {
                 return Err(invalid(
                     format!("model_list[{i}].litellm_params.model"),
-                    format!("expected `provider/model`, got `{}`", params.model),
+                    format!(
+                        "expected `provider/model` (or `custom_llm_provider`), got `{}`; Tollgate does not guess a \
+                         provider from a model's name (for a wildcard write `openai/*`, `anthropic/*`, ...)",
+                        params.model
+                    ),
                 ));
             }
-            if params.model.contains('*') || m.model_name.contains('*') {
+            let stars = |s: &str| s.matches('*').count();
+            if stars(&m.model_name) > 1 || stars(&params.model) > 1 {
                 return Err(invalid(
                     format!("model_list[{i}]"),
-                    "wildcard models are not supported yet: list each model (`openai/gpt-4o`, ...)".into(),
+                    "a wildcard `model_name` or `litellm_params.model` holds one `*` (`openai/*`)".into(),
+                ));
+            }
+            if stars(&params.model) == 1 && stars(&m.model_name) == 0 {
+                return Err(invalid(
+                    format!("model_list[{i}].model_name"),
+                    format!(
+                        "`litellm_params.model` `{}` is a wildcard, so `model_name` must be one too (`{}`)",
+                        params.model, params.model
+                    ),
+                ));
+            }
+            if params.model.split_once('/').is_some_and(|(provider, _)| provider.contains('*')) {
+                return Err(invalid(
+                    format!("model_list[{i}].litellm_params.model"),
+                    "the provider prefix cannot be a wildcard: write one entry per provider (`openai/*`, `anthropic/*`)"
+                        .into(),
                 ));
             }
             if let Some(t) = params.timeout {
@@ -349,7 +375,17 @@ impl Config {
         }
     }
 
-    /// Every model a fallback list of `section` names is a `model_name` (or `*`).
+    /// Whether `name` is a `model_name`, or a name a wildcard `model_name` serves.
+    fn serves(&self, name: &str) -> bool {
+        self.model_list.iter().any(|m| match m.model_name.split_once('*') {
+            None => m.model_name == name,
+            Some((prefix, suffix)) => {
+                name.len() > prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix)
+            }
+        })
+    }
+
+    /// Every model a fallback list of `section` names is served (or `*`).
     fn check_fallbacks(
         &self,
         origin: &str,
@@ -357,24 +393,21 @@ impl Config {
         lists: &[(&str, &FallbackList)],
         default: &[String],
     ) -> Result<(), ConfigError> {
-        let names: std::collections::HashSet<&str> = self.model_list.iter().map(|m| m.model_name.as_str()).collect();
         let unknown = |field: String, name: &str| ConfigError::Invalid {
             path: origin.to_owned(),
             field,
-            message: format!("`{name}` is not a model_name of model_list"),
+            message: format!("`{name}` is not a model_name of model_list, nor served by a wildcard one"),
         };
         for (field, list) in lists {
             for (j, entry) in list.iter().enumerate() {
                 for (from, to) in entry {
-                    if let Some(name) =
-                        std::iter::once(from).chain(to).find(|n| !names.contains(n.as_str()) && *n != "*")
-                    {
+                    if let Some(name) = std::iter::once(from).chain(to).find(|n| !self.serves(n) && *n != "*") {
                         return Err(unknown(format!("{section}.{field}[{j}]"), name));
                     }
                 }
             }
         }
-        match default.iter().find(|n| !names.contains(n.as_str())) {
+        match default.iter().find(|n| !self.serves(n)) {
             Some(name) => Err(unknown(format!("{section}.default_fallbacks"), name)),
             None => Ok(()),
         }
@@ -391,8 +424,11 @@ impl Config {
             if names.contains(alias.as_str()) {
                 return Err(invalid(field, format!("`{alias}` is a model_name already; an alias must be a new name")));
             }
-            if !names.contains(target.group()) {
-                return Err(invalid(field, format!("`{}` is not a model_name of model_list", target.group())));
+            if !self.serves(target.group()) {
+                return Err(invalid(
+                    field,
+                    format!("`{}` is not a model_name of model_list, nor served by a wildcard one", target.group()),
+                ));
             }
         }
         Ok(())

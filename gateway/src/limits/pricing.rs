@@ -60,7 +60,8 @@ const BUILT_IN: &[(&str, i64, i64, i64)] = &[
     ("text-embedding-3-large", 130, 130, 0),
 ];
 
-fn built_in(upstream_model: &str) -> Option<Price> {
+/// The built-in price of an upstream model.
+pub fn built_in(upstream_model: &str) -> Option<Price> {
     BUILT_IN.iter().find(|(name, ..)| *name == upstream_model).map(|&(_, input, cached, output)| Price {
         input: NanoUsd(input),
         cached_input: NanoUsd(cached),
@@ -123,7 +124,9 @@ pub fn resolve_price(config: &Config, index: usize, origin: &str) -> Result<Opti
     Ok(price)
 }
 
-fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
+/// The price the config itself gives `model_list[index]`: `prices.<model_name>`, else the
+/// deployment's LiteLLM-style USD costs. `Ok(None)` when it gives none.
+pub fn configured_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
     let Some(m) = config.model_list.get(index) else { return Ok(None) };
     let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
     if let Some(p) = config.prices.get(&m.model_name) {
@@ -147,6 +150,16 @@ fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Pric
         };
         return Ok(Some(Price { input: NanoUsd(input), cached_input: NanoUsd(cached), output: NanoUsd(output) }));
     }
+    Ok(None)
+}
+
+fn find_price(config: &Config, index: usize, origin: &str) -> Result<Option<Price>, ConfigError> {
+    if let Some(price) = configured_price(config, index, origin)? {
+        return Ok(Some(price));
+    }
+    let Some(m) = config.model_list.get(index) else { return Ok(None) };
+    let invalid = |field: String, message: String| ConfigError::Invalid { path: origin.to_owned(), field, message };
+    let p = &m.litellm_params;
     // The built-in table by `model_info.base_model` (how LiteLLM prices Azure deployments with
     // names of their own), then the upstream model, then the public model name.
     let upstream = p.model.split_once('/').map_or("", |(_, name)| name);

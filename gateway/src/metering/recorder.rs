@@ -59,6 +59,9 @@ pub struct UsageRecorder {
     /// The request's admission: its spend and tokens are counted here when it ends, and its
     /// parallel-request slots are freed when the recorder goes.
     admitted: Option<Admitted>,
+    /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
+    /// chose through a wildcard.
+    model_label: String,
     /// The request's span (`traces`): its outcome is recorded there, and `metering` is its child.
     span: tracing::Span,
 }
@@ -134,8 +137,15 @@ impl UsageRecorder {
             event: Some(event),
             started,
             admitted: Some(admitted),
+            model_label: requested_model.to_owned(),
             span: tracing::Span::none(),
         }
+    }
+
+    /// The `model` label its metrics carry, when not the requested model itself.
+    pub fn labelled(mut self, model_label: &str) -> UsageRecorder {
+        model_label.clone_into(&mut self.model_label);
+        self
     }
 
     /// The request's span and trace id: the event carries the id, the span the outcome.
@@ -218,7 +228,7 @@ impl UsageRecorder {
                 }
             }
             Some(None) if has_tokens => {
-                counter!("tollgate_unpriced_requests_total", "model" => event.requested_model.clone()).increment(1);
+                counter!("tollgate_unpriced_requests_total", "model" => self.model_label.clone()).increment(1);
                 NanoUsd::ZERO
             }
             _ => NanoUsd::ZERO,
@@ -248,7 +258,7 @@ impl UsageRecorder {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
         }
         if event.cost_nano_usd.0 > 0 {
-            counter!("tollgate_spend_nano_usd_total", "model" => event.requested_model.clone())
+            counter!("tollgate_spend_nano_usd_total", "model" => self.model_label.clone())
                 .increment(event.cost_nano_usd.0.unsigned_abs());
         }
         // Never blocks: the room was taken at admission. A request admitted without room

@@ -34,6 +34,7 @@ fn deployment(api: Api) -> Deployment {
         tpm: None,
         weight: 1.0,
         model_info: None,
+        max_input_tokens: None,
     }
 }
 

@@ -186,6 +186,8 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     pub weight: f64,
     pub model_info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The most prompt tokens the model takes (`model_info.max_input_tokens`), when known.
+    pub max_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]

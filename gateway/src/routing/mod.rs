@@ -3,3 +3,6 @@
 
 pub mod retry;
 pub mod router;
+#[cfg(test)]
+mod tests;
+mod wildcard;

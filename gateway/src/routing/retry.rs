@@ -114,13 +114,17 @@ pub struct Call<'a> {
     pub body_for: &'a (dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
     /// The key's allow-lists: a fallback model it may not use is skipped.
     pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The prompt's size in bytes, and its tokens (counted only when asked), for the checks
+    /// against context windows.
+    pub prompt_bytes: u64,
+    pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub attempt: &'a crate::metering::recorder::Attempt,
 }
 
 /// Sends the request to its model's deployments, retrying and falling back per `router`'s
 /// policy.
 pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> Result<RoutedAnswer, RoutedFailure> {
-    let Call { model, endpoint, stream, body_for, allowed, attempt: trying } = spec;
+    let Call { model, endpoint, stream, body_for, allowed, attempt: trying, prompt_bytes, prompt_tokens } = spec;
     let policy = router.policy.clone();
     let mut chain: Vec<String> = vec![model.to_owned()];
     let mut general_fallbacks_added = false;
@@ -135,11 +139,33 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             position += 1;
             continue;
         }
-        let mut tried: Vec<usize> = Vec::new();
+        // Deployments whose context window the prompt exceeds are never tried; when that is
+        // all of them, the prompt goes to the context window fallbacks as if each had refused.
+        let checked = policy.pre_call_checks || !router.context_window_fallbacks(&group).is_empty();
+        let (too_small, deployments) =
+            if checked { router.too_small_for(&group, prompt_bytes, prompt_tokens) } else { (Vec::new(), 0) };
+        if deployments > 0 && too_small.len() == deployments {
+            metrics::counter!("tollgate_context_window_skips_total", "model" => router.metric_label(&group))
+                .increment(1);
+            let exceeded = RoutedFailure::Gateway(router.context_window_exceeded(&group, prompt_tokens()));
+            let list = router.context_window_fallbacks(&group);
+            if list.is_empty() {
+                return Err(exceeded);
+            }
+            for m in list.iter().rev() {
+                if !chain.contains(m) {
+                    chain.insert(position + 1, m.clone());
+                }
+            }
+            last = Some(exceeded);
+            position += 1;
+            continue;
+        }
+        let mut tried: Vec<usize> = too_small.clone();
         let mut special_fallback = false;
         for attempt in 0..=policy.num_retries {
             // Prefer a deployment not yet tried; retry the same one when none is left.
-            let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &[]));
+            let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &too_small));
             let Some((index, picked)) = picked else { break };
             tried.push(index);
             attempts += 1;
@@ -180,7 +206,8 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             }
             if attempt < policy.num_retries {
                 let delay = backoff(attempt, wait, policy.retry_after_min, fastrand::f64());
-                metrics::counter!("tollgate_upstream_retries_total", "model" => group.clone()).increment(1);
+                metrics::counter!("tollgate_upstream_retries_total", "model" => router.metric_label(&group))
+                    .increment(1);
                 tokio::time::sleep(delay).await;
             }
         }
@@ -194,7 +221,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
         }
         position += 1;
         if position < chain.len() {
-            metrics::counter!("tollgate_fallbacks_total", "model" => model.to_owned()).increment(1);
+            metrics::counter!("tollgate_fallbacks_total", "model" => router.metric_label(model)).increment(1);
         }
     }
     Err(last.unwrap_or_else(|| RoutedFailure::Gateway(GatewayError::ModelNotFound(model.to_owned()))))
@@ -264,7 +291,7 @@ async fn attempt_once(
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                 router.record_failure(&picked);
             }
-            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => status.to_string())
+            metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => status.to_string())
                 .increment(1);
             Attempted::Failed {
                 failure: RoutedFailure::Upstream { picked, status, content_type, body, attempts },
@@ -276,7 +303,7 @@ async fn attempt_once(
             router.record_failure(&picked);
             let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
             tracing::Span::current().record("error.type", label).record("otel.status_code", "ERROR");
-            metrics::counter!("tollgate_upstream_errors_total", "model" => group.to_owned(), "status" => label)
+            metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => label)
                 .increment(1);
             Attempted::Failed {
                 failure: RoutedFailure::Transport { picked, error, attempts },

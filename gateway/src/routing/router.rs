@@ -5,8 +5,10 @@
 //! Selection is pure over a snapshot of the statistics ([`choose`]), so it is unit-tested
 //! without clocks or randomness.
 
+use super::wildcard::{Pattern, Refusal, Template, Wildcards};
 use crate::config::{Config, ConfigError, FallbackList, RoutingStrategy};
-use crate::limits::pricing::{resolve_price, Price};
+use crate::error::GatewayError;
+use crate::limits::pricing::{built_in, configured_price, resolve_price, Price};
 use crate::providers::{default_api_base, Deployment, Target};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,8 +102,36 @@ pub fn choose(strategy: RoutingStrategy, candidates: &[Candidate], roll: f64) ->
 }
 
 /// A model group: the deployments serving one `model_name`.
-struct ModelGroup {
+pub(super) struct ModelGroup {
     deployments: Vec<(Arc<Deployment>, Arc<DeploymentStats>)>,
+    /// See [`Router::worst_price`].
+    worst_price: Option<Price>,
+    /// See [`Router::worst_default_output`].
+    worst_default_output: Option<u64>,
+    /// `model_info.access_groups` of its deployments, and the wildcard it was made from.
+    access_groups: Vec<String>,
+    /// The name its metrics carry: its own, or the wildcard's for a group made from one.
+    label: String,
+}
+
+impl ModelGroup {
+    fn new(deployments: Vec<Arc<Deployment>>, label: &str) -> ModelGroup {
+        let mut access_groups: Vec<String> = deployments
+            .iter()
+            .filter_map(|d| d.model_info.as_ref()?.get("access_groups")?.as_array().cloned())
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        access_groups.sort();
+        access_groups.dedup();
+        ModelGroup {
+            deployments: deployments.into_iter().map(|d| (d, Arc::new(DeploymentStats::default()))).collect(),
+            worst_price: None,
+            worst_default_output: None,
+            access_groups,
+            label: label.to_owned(),
+        }
+    }
 }
 
 /// Retry and fallback policy from `router_settings`.
@@ -115,11 +145,20 @@ pub struct RetryPolicy {
     pub cooldowns: bool,
     /// The most fallback model groups one request tries.
     pub max_fallbacks: usize,
+    /// Prompts are checked against context windows before every call, not only for groups
+    /// with `context_window_fallbacks`.
+    pub pre_call_checks: bool,
 }
 
 pub struct Router {
     strategy: RoutingStrategy,
-    groups: HashMap<String, ModelGroup>,
+    groups: HashMap<String, Arc<ModelGroup>>,
+    /// Wildcard `model_name`s and the groups made from them.
+    wildcards: Wildcards,
+    /// `prices:` by model name, for models served through a wildcard.
+    prices: HashMap<String, Price>,
+    /// Whether a model without a price is served (at cost zero, marked) or refused.
+    serve_unpriced: bool,
     fallbacks: HashMap<String, Vec<String>>,
     context_window_fallbacks: HashMap<String, Vec<String>>,
     content_policy_fallbacks: HashMap<String, Vec<String>>,
@@ -127,10 +166,6 @@ pub struct Router {
     aliases: HashMap<String, String>,
     /// The aliases `/v1/models` lists (not `hidden`), in name order.
     listed_aliases: Vec<String>,
-    /// Per model name, the worst price it can reach (see [`Router::worst_price`]).
-    worst_prices: HashMap<String, Option<Price>>,
-    /// Per model name, see [`Router::worst_default_output`].
-    worst_default_outputs: HashMap<String, Option<u64>>,
     pub policy: RetryPolicy,
     epoch: Instant,
     /// Model names in config order, for `/v1/models`.
@@ -164,7 +199,8 @@ impl Router {
     pub fn from_config(config: &Config, origin: &str) -> Result<Router, ConfigError> {
         let rs = &config.router_settings;
         let default_timeout = rs.timeout.unwrap_or(config.gateway.request_timeout_secs);
-        let mut groups: HashMap<String, ModelGroup> = HashMap::new();
+        let mut groups: HashMap<String, Vec<Arc<Deployment>>> = HashMap::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
         let mut names = Vec::new();
         for (i, m) in config.model_list.iter().enumerate() {
             let p = &m.litellm_params;
@@ -188,7 +224,10 @@ impl Router {
                     })
                 }
             };
-            let price: Option<Price> = resolve_price(config, i, origin)?;
+            let wildcard = m.model_name.contains('*');
+            // A wildcard's deployments are priced per model they serve, unless configured.
+            let price: Option<Price> =
+                if wildcard { configured_price(config, i, origin)? } else { resolve_price(config, i, origin)? };
             let target =
                 Target { api_base: &api_base, upstream_model: upstream, api_version: p.api_version.as_deref() };
             let urls = crate::providers::endpoint_urls(api, target).map_err(|message| ConfigError::Invalid {
@@ -218,16 +257,25 @@ impl Router {
                 rpm: p.rpm,
                 tpm: p.tpm,
                 weight: p.weight.or(p.rpm.map(|r| r as f64)).or(p.tpm.map(|t| t as f64)).unwrap_or(1.0),
+                max_input_tokens: m.model_info.as_ref().and_then(|i| i.get("max_input_tokens")?.as_u64()),
                 model_info: m.model_info.clone(),
             };
-            if !groups.contains_key(&m.model_name) {
+            if !names.contains(&m.model_name) {
                 names.push(m.model_name.clone());
             }
-            groups
-                .entry(m.model_name.clone())
-                .or_insert_with(|| ModelGroup { deployments: Vec::new() })
-                .deployments
-                .push((Arc::new(deployment), Arc::new(DeploymentStats::default())));
+            if wildcard {
+                let template = Template { deployment: Arc::new(deployment), price };
+                match patterns.iter_mut().find(|p| p.name == m.model_name) {
+                    Some(p) => p.push(template),
+                    None => {
+                        let mut p = Pattern::new(&m.model_name);
+                        p.push(template);
+                        patterns.push(p);
+                    }
+                }
+            } else {
+                groups.entry(m.model_name.clone()).or_default().push(Arc::new(deployment));
+            }
         }
         let mut fallbacks = flatten(&rs.fallbacks);
         if !rs.default_fallbacks.is_empty() {
@@ -235,7 +283,10 @@ impl Router {
         }
         let mut router = Router {
             strategy: rs.routing_strategy,
-            groups,
+            groups: groups.into_iter().map(|(name, d)| (name.clone(), Arc::new(ModelGroup::new(d, &name)))).collect(),
+            wildcards: Wildcards::new(patterns),
+            prices: config.prices.iter().map(|(name, p)| (name.clone(), Price::from(*p))).collect(),
+            serve_unpriced: config.gateway.allow_unpriced_models,
             fallbacks,
             context_window_fallbacks: flatten(&rs.context_window_fallbacks),
             content_policy_fallbacks: flatten(&rs.content_policy_fallbacks),
@@ -245,8 +296,6 @@ impl Router {
                 .map(|(alias, target)| (alias.clone(), target.group().to_owned()))
                 .collect(),
             listed_aliases: rs.model_group_alias.iter().filter(|(_, t)| !t.hidden()).map(|(a, _)| a.clone()).collect(),
-            worst_prices: HashMap::new(),
-            worst_default_outputs: HashMap::new(),
             policy: RetryPolicy {
                 num_retries: rs.num_retries(),
                 retry_after_min: Duration::from_secs_f64(rs.retry_after),
@@ -254,19 +303,76 @@ impl Router {
                 cooldown: Duration::from_secs_f64(rs.cooldown_time),
                 cooldowns: !rs.disable_cooldowns,
                 max_fallbacks: rs.max_fallbacks.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                pre_call_checks: rs.enable_pre_call_checks,
             },
             epoch: Instant::now(),
             names,
         };
-        router.worst_prices = router.names.iter().map(|n| (n.clone(), router.reachable_worst_price(n))).collect();
-        router.worst_default_outputs =
-            router.names.iter().map(|n| (n.clone(), router.reachable_default_output(n))).collect();
+        let worst: Vec<(String, Option<Price>, Option<u64>)> = router
+            .groups
+            .keys()
+            .map(|n| (n.clone(), router.reachable_worst_price(n, None), router.reachable_default_output(n, None)))
+            .collect();
+        for (name, price, output) in worst {
+            if let Some(group) = router.groups.get_mut(&name).and_then(Arc::get_mut) {
+                group.worst_price = price;
+                group.worst_default_output = output;
+            }
+        }
         Ok(router)
     }
 
-    /// Whether clients may ask for this model name.
+    /// The group serving `model_name`: a listed one, or one made from the wildcard matching it.
+    fn group(&self, model_name: &str) -> Result<Arc<ModelGroup>, GatewayError> {
+        if let Some(group) = self.groups.get(model_name) {
+            return Ok(group.clone());
+        }
+        if self.wildcards.is_empty() {
+            return Err(GatewayError::ModelNotFound(model_name.to_owned()));
+        }
+        if let Some(group) = self.wildcards.cached(model_name) {
+            return Ok(group);
+        }
+        let not_found = || GatewayError::ModelNotFound(model_name.to_owned());
+        let (pattern, captured) = self.wildcards.matching(model_name).ok_or_else(not_found)?;
+        let price_of = |upstream: &str, model: &str| self.prices.get(model).copied().or_else(|| built_in(upstream));
+        let deployments =
+            pattern.concretize(model_name, captured, &price_of, self.serve_unpriced).map_err(|r| match r {
+                Refusal::BadName => not_found(),
+                Refusal::Unpriced => {
+                    metrics::counter!("tollgate_unpriced_refusals_total", "model" => pattern.name.clone()).increment(1);
+                    GatewayError::ModelUnpriced(model_name.to_owned())
+                }
+            })?;
+        let mut group = ModelGroup::new(deployments.into_iter().map(Arc::new).collect(), &pattern.name);
+        group.access_groups.push(pattern.name.clone());
+        group.worst_price = self.reachable_worst_price(model_name, Some(&group));
+        group.worst_default_output = self.reachable_default_output(model_name, Some(&group));
+        let group = Arc::new(group);
+        self.wildcards.keep(model_name, group.clone());
+        Ok(group)
+    }
+
+    /// Whether a request for `model_name` can be served: a 404 for a name nothing serves, a
+    /// 400 for a model a wildcard matches but that has no price while unpriced models are
+    /// refused.
+    pub fn lookup(&self, model_name: &str) -> Result<(), GatewayError> {
+        self.group(model_name).map(|_| ())
+    }
+
+    /// Whether clients may ask for this model name, or name it in a key's model list (a
+    /// wildcard `model_name` such as `openai/*` counts).
     pub fn knows(&self, model_name: &str) -> bool {
-        self.groups.contains_key(model_name)
+        self.wildcards.pattern_named(model_name).is_some() || self.lookup(model_name).is_ok()
+    }
+
+    /// The name metrics carry for `model_name`: itself, or the wildcard serving it, so that
+    /// names chosen by clients never become label values.
+    pub fn metric_label(&self, model_name: &str) -> String {
+        match self.group(model_name) {
+            Ok(group) => group.label.clone(),
+            Err(_) => "unknown".to_owned(),
+        }
     }
 
     /// The model group a `model_group_alias` stands for; `None` for any other name.
@@ -280,46 +386,47 @@ impl Router {
     }
 
     /// The access groups (`model_info.access_groups`) a model belongs to.
+    /// A model served through a wildcard belongs to the wildcard's name too, so a key allowed
+    /// `openai/*` may use `openai/gpt-4o`.
     pub fn groups_of(&self, model_name: &str) -> Vec<String> {
-        let Some(group) = self.groups.get(model_name) else { return Vec::new() };
-        let mut out: Vec<String> = group
-            .deployments
-            .iter()
-            .filter_map(|(d, _)| d.model_info.as_ref()?.get("access_groups")?.as_array().cloned())
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        self.group(model_name).map(|g| g.access_groups.clone()).unwrap_or_default()
     }
 
     /// The highest input and output prices among the deployments a request for `model_name`
     /// can reach — its own and, transitively, those of every fallback of any kind — for its
     /// worst-case cost. `None` when none of them has a price. Computed once, at start-up.
     pub fn worst_price(&self, model_name: &str) -> Option<Price> {
-        self.worst_prices.get(model_name).copied().flatten()
+        self.group(model_name).ok()?.worst_price
     }
 
     /// The most output tokens a request for `model_name` without an output limit can get from
     /// a deployment whose adapter sets one (see `providers::default_output_limit`), among those
     /// it can reach. Computed once, at start-up.
     pub fn worst_default_output(&self, model_name: &str) -> Option<u64> {
-        self.worst_default_outputs.get(model_name).copied().flatten()
+        self.group(model_name).ok()?.worst_default_output
     }
 
-    fn reachable_default_output(&self, model_name: &str) -> Option<u64> {
+    /// The groups `model_name` can reach: `own` standing for its own when it is being made.
+    fn reachable_groups<'a>(&'a self, model_name: &'a str, own: Option<&'a ModelGroup>) -> Vec<&'a ModelGroup> {
         self.reachable(model_name)
-            .iter()
-            .filter_map(|name| self.groups.get(*name))
+            .into_iter()
+            .filter_map(|name| match own {
+                Some(own) if name == model_name => Some(own),
+                _ => self.groups.get(name).map(Arc::as_ref),
+            })
+            .collect()
+    }
+
+    fn reachable_default_output(&self, model_name: &str, own: Option<&ModelGroup>) -> Option<u64> {
+        self.reachable_groups(model_name, own)
+            .into_iter()
             .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.api.default_output_limit()))
             .max()
     }
 
-    fn reachable_worst_price(&self, model_name: &str) -> Option<Price> {
-        self.reachable(model_name)
-            .iter()
-            .filter_map(|name| self.groups.get(*name))
+    fn reachable_worst_price(&self, model_name: &str, own: Option<&ModelGroup>) -> Option<Price> {
+        self.reachable_groups(model_name, own)
+            .into_iter()
             .flat_map(|g| g.deployments.iter().filter_map(|(d, _)| d.price))
             .reduce(|a, b| Price {
                 input: a.input.max(b.input),
@@ -336,7 +443,7 @@ impl Router {
             let name = seen[next];
             next += 1;
             for map in [&self.fallbacks, &self.context_window_fallbacks, &self.content_policy_fallbacks] {
-                for f in Self::fallback_list(map, name) {
+                for f in self.fallback_list(map, name) {
                     if !seen.contains(&f.as_str()) {
                         seen.push(f);
                     }
@@ -344,6 +451,39 @@ impl Router {
             }
         }
         seen
+    }
+
+    /// The deployments of `model_name` (by index) whose context window is known and smaller
+    /// than the prompt, and how many deployments it has. `prompt_tokens` is asked only when
+    /// the prompt's size in bytes (an upper bound on its tokens) exceeds some window.
+    pub fn too_small_for(
+        &self,
+        model_name: &str,
+        prompt_bytes: u64,
+        prompt_tokens: &dyn Fn() -> u64,
+    ) -> (Vec<usize>, usize) {
+        let Ok(group) = self.group(model_name) else { return (Vec::new(), 0) };
+        let mut tokens = None;
+        let small = group
+            .deployments
+            .iter()
+            .enumerate()
+            .filter(|(_, (d, _))| {
+                d.max_input_tokens.is_some_and(|w| prompt_bytes > w && *tokens.get_or_insert_with(prompt_tokens) > w)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        (small, group.deployments.len())
+    }
+
+    /// The error for a prompt longer than every context window of `model_name`.
+    pub fn context_window_exceeded(&self, model_name: &str, tokens: u64) -> GatewayError {
+        let window = self
+            .group(model_name)
+            .ok()
+            .and_then(|g| g.deployments.iter().filter_map(|(d, _)| d.max_input_tokens).max())
+            .unwrap_or(0);
+        GatewayError::ContextWindowExceeded { model: model_name.to_owned(), tokens, window }
     }
 
     /// Whether some model names `name` as one of its access groups.
@@ -356,23 +496,34 @@ impl Router {
         &self.names
     }
 
-    /// Every deployment, in config order within each model.
+    /// Every configured deployment, in config order within each model (a wildcard's as
+    /// written, its upstream model still holding the `*`).
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<Deployment>> {
-        self.names.iter().filter_map(|n| self.groups.get(n)).flat_map(|g| g.deployments.iter().map(|(d, _)| d))
+        let listed =
+            self.names.iter().filter_map(|n| self.groups.get(n)).flat_map(|g| g.deployments.iter().map(|(d, _)| d));
+        listed.chain(self.wildcards.patterns().iter().flat_map(Pattern::deployments))
     }
 
-    fn fallback_list<'a>(map: &'a HashMap<String, Vec<String>>, model: &str) -> &'a [String] {
-        map.get(model).or_else(|| map.get("*")).map_or(&[], Vec::as_slice)
+    /// The fallbacks of `model`: its own, else (for a model served through a wildcard) the
+    /// wildcard's, else the default ones (`*`).
+    fn fallback_list<'a>(&'a self, map: &'a HashMap<String, Vec<String>>, model: &str) -> &'a [String] {
+        let through_wildcard = || {
+            if self.groups.contains_key(model) {
+                return None;
+            }
+            map.get(&self.wildcards.matching(model)?.0.name)
+        };
+        map.get(model).or_else(through_wildcard).or_else(|| map.get("*")).map_or(&[], Vec::as_slice)
     }
 
     pub fn fallbacks(&self, model: &str) -> &[String] {
-        Self::fallback_list(&self.fallbacks, model)
+        self.fallback_list(&self.fallbacks, model)
     }
     pub fn context_window_fallbacks(&self, model: &str) -> &[String] {
-        Self::fallback_list(&self.context_window_fallbacks, model)
+        self.fallback_list(&self.context_window_fallbacks, model)
     }
     pub fn content_policy_fallbacks(&self, model: &str) -> &[String] {
-        Self::fallback_list(&self.content_policy_fallbacks, model)
+        self.fallback_list(&self.content_policy_fallbacks, model)
     }
 
     fn now_ms(&self) -> u64 {
@@ -387,7 +538,7 @@ impl Router {
     /// cooling down or over their rpm — unless nothing else is left, in which case cooled-down
     /// deployments are tried rather than failing without a call.
     pub fn pick(&self, model_name: &str, exclude: &[usize]) -> Option<(usize, PickedDeployment)> {
-        let group = self.groups.get(model_name)?;
+        let group = self.group(model_name).ok()?;
         let now = self.now_ms();
         let minute = now / 60_000;
         let snapshot: Vec<(usize, bool, Candidate)> = group
@@ -460,7 +611,7 @@ impl Router {
         if failures >= self.policy.allowed_fails.max(1) {
             let until = self.now_ms().saturating_add(u64::try_from(self.policy.cooldown.as_millis()).unwrap_or(0));
             picked.stats.cooldown_until_ms.store(until, Ordering::Relaxed);
-            metrics::counter!("tollgate_deployment_cooldowns_total", "model" => picked.deployment.model_name.clone())
+            metrics::counter!("tollgate_deployment_cooldowns_total", "model" => self.metric_label(&picked.deployment.model_name))
                 .increment(1);
             tracing::warn!(deployment = %picked.deployment.id, "deployment cooling down after repeated failures");
             return true;

@@ -23,6 +23,8 @@ pub enum Status {
 
 const SHARED_STATE: &str = "gateways share no state on the request path: rpm/tpm limits are split between \
                             replicas (`gateway.replicas`), budgets hold through credit leases and Kafka push-back";
+const PRE_CALL_CHECKS: &str = "a prompt longer than a deployment's context window (`model_info.max_input_tokens`) \
+                               skips it, and goes to `context_window_fallbacks` when none fits";
 const NO_CACHE: &str = "Tollgate does not cache answers; every request goes to a provider and is metered";
 const CALLBACKS: &str = "each request's usage event goes to the Kafka usage topic (the embedded ledger without \
                          Kafka) and metrics are on /metrics; feed logging and observability tools from those";
@@ -123,7 +125,7 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("input_cost_per_token", Honoured(PRICE_SERVED)),
     ("output_cost_per_token", Honoured(PRICE_SERVED)),
     ("cache_read_input_token_cost", Honoured(PRICE_SERVED)),
-    ("custom_llm_provider", Ignored("write the provider as the prefix of `model` (`openai/...`, `azure/...`)")),
+    ("custom_llm_provider", Honoured("the provider of a `model` written without its `provider/` prefix")),
     ("max_retries", Ignored(ROUTER_RETRIES)),
     ("num_retries", Ignored(ROUTER_RETRIES)),
     ("cooldown_time", Ignored("`router_settings.cooldown_time` applies to every deployment")),
@@ -263,20 +265,8 @@ pub(super) const ROUTER_SETTINGS: &[(&str, Status)] = &[
     ("cache_kwargs", Ignored(NO_CACHE)),
     ("caching_groups", Ignored(NO_CACHE)),
     ("client_ttl", Ignored("Tollgate builds one upstream client per process; there is nothing to expire")),
-    (
-        "enable_pre_call_checks",
-        Ignored(
-            "prompts are not checked against context windows before the call; a too \
-                                        long one follows `context_window_fallbacks`",
-        ),
-    ),
-    (
-        "enable_pre_call_check",
-        Ignored(
-            "prompts are not checked against context windows before the call; a too \
-                                       long one follows `context_window_fallbacks`",
-        ),
-    ),
+    ("enable_pre_call_checks", Honoured(PRE_CALL_CHECKS)),
+    ("enable_pre_call_check", Honoured(PRE_CALL_CHECKS)),
     ("optional_pre_call_checks", Ignored("no optional pre-call checks are run")),
     ("enable_tag_filtering", Ignored(TAGS)),
     ("tag_filtering_match_any", Ignored(TAGS)),

@@ -98,11 +98,7 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
         ),
         (
             "azure-regions.yaml",
-            &[
-                "model_list[].litellm_params.region_name",
-                "model_list[].litellm_params.organization",
-                "router_settings.enable_pre_call_checks",
-            ],
+            &["model_list[].litellm_params.region_name", "model_list[].litellm_params.organization"],
         ),
         (
             "teams-and-keys.yaml",
@@ -136,7 +132,6 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
                 "router_settings.client_ttl",
                 "router_settings.default_litellm_params",
                 "router_settings.default_max_parallel_requests",
-                "router_settings.enable_pre_call_checks",
                 "router_settings.enable_tag_filtering",
                 "router_settings.redis_host",
                 "router_settings.redis_password",
@@ -157,6 +152,7 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
             ],
         ),
         ("quickstart.yaml", &[]),
+        ("wildcards.yaml", &["litellm_settings.drop_params"]),
     ];
     let mut seen: Vec<String> = expected.iter().map(|(name, _)| (*name).to_owned()).collect();
     seen.push("production.yaml".to_owned());
@@ -244,7 +240,8 @@ fn honoured_keys_are_exactly_the_typed_fields() {
 model_list:
   - model_name: m
     litellm_params:
-      model: azure/d
+      model: d
+      custom_llm_provider: azure
       api_base: https://x.openai.azure.com
       api_key: k
       api_version: "2024-10-21"
@@ -274,6 +271,7 @@ router_settings:
   allowed_fails: 1
   cooldown_time: 1
   disable_cooldowns: true
+  enable_pre_call_checks: true
   retry_after: 1
   model_group_alias: {old: m}
 litellm_settings:
@@ -318,7 +316,9 @@ billing: {}
     top.retain(|k| k != "embedded"); // `embedded` and `kafka` exclude each other
     assert_eq!(keys_of(&doc), top);
     assert_eq!(keys_of(&doc["model_list"][0]["litellm_params"]), honoured(Section::LitellmParams));
-    assert_eq!(keys_of(&doc["router_settings"]), honoured(Section::RouterSettings));
+    let mut router_keys = honoured(Section::RouterSettings);
+    router_keys.retain(|k| k != "enable_pre_call_check"); // another name of `enable_pre_call_checks`
+    assert_eq!(keys_of(&doc["router_settings"]), router_keys);
     assert_eq!(keys_of(&doc["litellm_settings"]), honoured(Section::LitellmSettings));
     assert_eq!(keys_of(&doc["general_settings"]), honoured(Section::GeneralSettings));
     let config = parse(every_honoured).unwrap();
@@ -470,8 +470,8 @@ fn cooldown_and_fallback_settings_reach_the_router() {
     assert_eq!(defaults.policy.max_fallbacks, usize::MAX);
 }
 
-/// `api_base` and `api_version` may be `os.environ/VAR`, as in LiteLLM; wildcard models are
-/// refused with a message.
+/// `api_base` and `api_version` may be `os.environ/VAR`, as in LiteLLM; a wildcard upstream
+/// model needs a wildcard model name (routing/tests.rs covers wildcards).
 #[test]
 fn deployment_settings_from_the_environment_and_wildcards() {
     let config = load_corpus("azure-regions.yaml");
@@ -485,7 +485,8 @@ fn deployment_settings_from_the_environment_and_wildcards() {
         "{err}"
     );
     let wildcard = MINIMAL.replace("openai/gpt-4o-mini", "openai/*");
-    assert!(parse(&wildcard).unwrap_err().to_string().contains("wildcard models are not supported"));
+    assert!(parse(&wildcard).unwrap_err().to_string().contains("`model_name` must be one too"));
+    assert!(parse(&wildcard.replace("model_name: m", "model_name: \"openai/*\"")).is_ok());
 }
 
 /// A setting of several deployments is named once, with their model names.
