@@ -18,6 +18,10 @@
 //! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
 //! generateContent under `/gemini/v1beta/models/...` (see `mock_anthropic`, `mock_gemini`).
 //!
+//! `GET /stats` also lists the last `traceparent` headers the OpenAI routes received (at most
+//! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
+//! passes on.
+//!
 //! It never calls the network.
 
 use actix_web::http::StatusCode;
@@ -54,6 +58,23 @@ struct MockState {
     delays_started: AtomicU64,
     delays_finished: AtomicU64,
     delays_cancelled: AtomicU64,
+    /// The last `traceparent` headers received, oldest first.
+    traceparents: std::sync::Mutex<std::collections::VecDeque<String>>,
+}
+
+/// `traceparent` headers the mock remembers.
+pub const MAX_TRACEPARENTS: usize = 256;
+
+impl MockState {
+    fn remember_traceparent(&self, req: &HttpRequest) {
+        let Some(value) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) else { return };
+        if let Ok(mut seen) = self.traceparents.lock() {
+            if seen.len() == MAX_TRACEPARENTS {
+                seen.pop_front();
+            }
+            seen.push_back(value.chars().take(128).collect());
+        }
+    }
 }
 
 /// What a path prefix asks the mock to do (shared by the Anthropic and Gemini routes).
@@ -111,6 +132,7 @@ fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> H
 /// Checks the key and applies the behaviour's failure, if any.
 #[allow(clippy::result_large_err)] // a handler-local early return
 async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpResponse> {
+    state.remember_traceparent(req);
     if let Some(expected) = &state.config.api_key {
         let ok = req
             .headers()
@@ -376,6 +398,7 @@ async fn stats(state: web::Data<MockState>) -> HttpResponse {
         "delays_started": state.delays_started.load(Ordering::SeqCst),
         "delays_finished": state.delays_finished.load(Ordering::SeqCst),
         "delays_cancelled": state.delays_cancelled.load(Ordering::SeqCst),
+        "traceparents": state.traceparents.lock().map(|t| t.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
     }))
 }
 
@@ -393,6 +416,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
         delays_started: AtomicU64::new(0),
         delays_finished: AtomicU64::new(0),
         delays_cancelled: AtomicU64::new(0),
+        traceparents: std::sync::Mutex::new(std::collections::VecDeque::new()),
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -35,6 +35,7 @@ pub fn usage_event(i: u64, keys: u64) -> UsageEvent {
         partial: false,
         estimated: false,
         client_disconnected: None,
+        trace_id: None,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

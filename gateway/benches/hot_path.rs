@@ -81,6 +81,7 @@ fn event() -> UsageEvent {
         partial: false,
         estimated: false,
         client_disconnected: None,
+        trace_id: None,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

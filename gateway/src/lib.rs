@@ -19,6 +19,7 @@ pub mod routing;
 pub mod sse;
 pub mod telemetry;
 pub mod tenancy;
+pub mod traces;
 
 use crate::http::routes;
 use actix_web::{web, App, HttpServer};

@@ -60,16 +60,16 @@ enum Command {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    tollgate_schemas::telemetry::init_logging();
     if let Some(Command::ImportLitellm { config, database_url, spend, spend_logs, dry_run }) = args.command {
+        tollgate_schemas::telemetry::init_logging();
         let options = tollgate_gateway::import::Options { database_url, spend, spend_logs, dry_run };
         return import_litellm(&config, &options);
     }
     // Required by clap without a subcommand.
     let Some(path) = args.config.clone() else { return ExitCode::from(2) };
     let origin = path.display().to_string();
-    let config = match Config::load(&path) {
-        Ok(c) => c,
+    let (config, traces) = match Config::load(&path).and_then(|c| Ok((c.trace_settings(&origin)?, c))) {
+        Ok((traces, c)) => (c, traces),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -77,6 +77,17 @@ fn main() -> ExitCode {
     };
     if let Some(code) = report_config(&args, &config, &origin) {
         return code;
+    }
+    // Before the runtime starts: the span exporter's client blocks on a thread of its own.
+    let telemetry = match tollgate_schemas::telemetry::init(traces.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for callback in config.ignored_callbacks() {
+        tracing::warn!("{callback} is not supported; ignored");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -120,6 +131,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Queued spans are exported before the process ends.
+    telemetry.shutdown();
     code
 }
 

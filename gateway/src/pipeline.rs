@@ -14,6 +14,7 @@ use crate::metering::stream::MeteredStream;
 use crate::providers::{AnswerError, UpstreamError};
 use crate::routing::retry::{self, RoutedFailure};
 use crate::tenancy::auth::Principal;
+use crate::traces::RequestTrace;
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -21,6 +22,7 @@ use actix_web::{web, HttpRequest};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
 /// `ProxyRequest::parse`). Ids that are too long, hold control characters, whitespace or `/`
@@ -71,6 +73,7 @@ pub(crate) async fn serve(
     mut principal: Principal,
     request: ProxyRequest,
     request_id: &str,
+    trace: &RequestTrace,
     started: Instant,
 ) -> Served {
     let mut request = request;
@@ -85,6 +88,7 @@ pub(crate) async fn serve(
     let fail = |e| (label.clone(), e);
     let now = chrono::Utc::now();
     let (admitted, permit) = admit(req, state, &mut principal, &request, now)
+        .instrument(crate::trace_span!("admission"))
         .await
         .inspect_err(crate::observability::usage::refused)
         .map_err(fail)?;
@@ -104,12 +108,15 @@ pub(crate) async fn serve(
         now,
     )
     .labelled(&label)
+    .traced(trace.span.clone(), trace.trace_id.clone())
     .on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),
         attempt: attempt.clone(),
     });
-    let mut call = Box::pin(routed_call(state.clone(), request.clone(), principal, attempt));
+    // The call may finish in the background (`finish_upstream`): it keeps the request's span.
+    let call = routed_call(state.clone(), request.clone(), principal, attempt).instrument(trace.span.clone());
+    let mut call = Box::pin(call);
     let routed = tokio::select! {
         routed = &mut call => routed,
         _ = hung_up(req) => {
@@ -163,7 +170,8 @@ async fn admit(
         }
     }
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
-        admitted.reserve(leases, worst_case_cost(state, request), now).await?;
+        let grant = crate::trace_span!("lease_grant");
+        admitted.reserve(leases, worst_case_cost(state, request), now).instrument(grant).await?;
     }
     let permit = state.sink.admit().map_err(|e| match e {
         crate::metering::sink::SinkError::Unavailable => GatewayError::MeteringUnavailable,

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_ledger::apply::{fold_batch, Applied, LogRecord};
 use tollgate_ledger::dead_letter::{DeadLetter, DeadLetterTopic};
 use tollgate_ledger::ledger::LedgerStore;
+use tracing::Instrument;
 
 /// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
 pub struct LagReporter {
@@ -158,7 +159,10 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 by_partition.entry(r.partition).or_default().push(r);
             }
             // Partitions are independent (each owns its ledger rows): fold them concurrently.
-            let work = by_partition.into_iter().map(|(partition, records)| self.process_partition(partition, records));
+            let work = by_partition.into_iter().map(|(partition, records)| {
+                let span = batch_span(&self.topic, partition, &records);
+                self.process_partition(partition, records).instrument(span)
+            });
             // Everything a batch waits for (ledger calls, retry sleeps, dead-letter and budget
             // publishes) is inside this future: shutdown drops it wherever it is. An offset is
             // stored only at the very end of a partition's work, so nothing half-done is stored.
@@ -262,6 +266,14 @@ impl<L: LedgerStore> UsageConsumer<L> {
             let ts = last.event.occurred_at.timestamp_millis() as f64 / 1000.0;
             gauge!("tollgate_ledger_last_event_timestamp_seconds").set(ts);
         }
+        // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
+        let int = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let span = tracing::Span::current();
+        span.record("tollgate.events_folded", int(folded.messages.len()));
+        span.record("tollgate.duplicates", int(folded.applied.duplicates));
+        span.record("tollgate.dead_letters", int(folded.dead_letters.len()));
+        span.record("tollgate.rows_written", int(folded.applied.rows_written));
+        span.record("tollgate.conflicts", int(folded.applied.conflicts));
         tracing::debug!(partition, last_offset, applied = ?folded.applied, dead_letters = folded.dead_letters.len(), "batch applied");
         // Budget state before the offset moves: a crash in between republishes on replay.
         if let Some(b) = &self.budgets {
@@ -276,6 +288,30 @@ impl<L: LedgerStore> UsageConsumer<L> {
         }
         folded.applied
     }
+}
+
+/// The span of one partition's share of a batch (OpenTelemetry's messaging conventions): what
+/// it read, then what the fold made of it.
+fn batch_span(topic: &str, partition: i32, records: &[Record]) -> tracing::Span {
+    let first = records.first().map_or(-1, |r| r.offset);
+    let last = records.last().map_or(-1, |r| r.offset);
+    tracing::info_span!(
+        "ledger.batch",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.name = "process",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = partition,
+        messaging.batch.message_count = i64::try_from(records.len()).unwrap_or(i64::MAX),
+        tollgate.first_offset = first,
+        tollgate.last_offset = last,
+        tollgate.events_folded = tracing::field::Empty,
+        tollgate.duplicates = tracing::field::Empty,
+        tollgate.dead_letters = tracing::field::Empty,
+        tollgate.rows_written = tracing::field::Empty,
+        tollgate.conflicts = tracing::field::Empty,
+    )
 }
 
 /// The dead-letter topic of a [`UsageConsumer`], for the records of one partition's batch: a

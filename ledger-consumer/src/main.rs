@@ -49,7 +49,16 @@ enum Command {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
 fn main() -> ExitCode {
     let args = Args::parse();
-    tollgate_schemas::telemetry::init_logging();
+    // Traces as the standard OTLP variables say (OTEL_EXPORTER_OTLP_ENDPOINT, ...): off without.
+    let telemetry = match tollgate_schemas::telemetry::TraceSettings::from_env("tollgate-ledger-consumer")
+        .and_then(|traces| tollgate_schemas::telemetry::init(traces.as_ref()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -80,6 +89,8 @@ fn main() -> ExitCode {
     // Tasks still running (a heartbeat waiting on Kafka, a close left behind) do not hold the
     // exit up.
     runtime.shutdown_timeout(Duration::from_millis(500));
+    // Queued spans are exported before the process ends.
+    telemetry.shutdown();
     code
 }
 

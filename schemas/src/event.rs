@@ -127,6 +127,11 @@ pub struct UsageEvent {
     /// window, computed from `occurred_at`, so a replay folds into the same rows.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub budget_windows: std::collections::BTreeMap<String, Vec<String>>,
+    /// The W3C trace id (32 lower-case hex digits) of the request's trace, when it has one: the
+    /// trace Tollgate exported, or the client's `traceparent` when traces are off. Added within
+    /// version 1: older events lack it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -237,6 +242,7 @@ mod tests {
             partial: false,
             estimated: false,
             client_disconnected: None,
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),

@@ -153,6 +153,14 @@ fn check_optional(
     value.as_deref().map_or(Ok(()), |v| check(field, v))
 }
 
+/// A W3C trace id: 32 lower-case hex digits.
+fn check_trace_id(field: &str, v: &str) -> Result<(), BoundError> {
+    if v.len() == 32 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Ok(());
+    }
+    Err(BoundError::Range { field: field.into(), detail: "32 lower-case hex digits".into() })
+}
+
 /// Checks every bound of a decoded usage event. An event that breaks one is a schema violation:
 /// the ledger consumer dead-letters it instead of writing it. The gateway never publishes one
 /// (its edge checks the same bounds; a test holds it to that).
@@ -172,6 +180,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_optional("deployment", &e.deployment, |f, v| check_name(f, v, 2 * MAX_NAME_BYTES))?;
     check_optional("error_type", &e.error_type, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
     check_optional("client_disconnected", &e.client_disconnected, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
+    check_optional("trace_id", &e.trace_id, check_trace_id)?;
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;
@@ -253,6 +262,8 @@ mod tests {
             ("key_id", Box::new(|e| e.key_id = String::new())),
             ("requested_model", Box::new(|e| e.requested_model = "m".repeat(70_000))),
             ("prompt_tokens", Box::new(|e| e.prompt_tokens = u64::MAX)),
+            ("trace_id", Box::new(|e| e.trace_id = Some("t".repeat(70_000)))),
+            ("trace_id", Box::new(|e| e.trace_id = Some("4BF92F3577B34DA6A3CE929D0E0E4736".into()))),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(-1))),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(i64::MAX))),
             (

@@ -9,6 +9,7 @@
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
 //! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
+//! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
 //! never with a fixed sleep that decides a pass or a fail.
@@ -17,6 +18,7 @@ pub mod clients;
 pub mod configs;
 pub mod kafka;
 pub mod ledger;
+pub mod otelcol;
 pub mod postgres;
 pub mod prometheus;
 pub mod services;
@@ -25,6 +27,7 @@ pub use clients::*;
 pub use configs::*;
 pub use kafka::*;
 pub use ledger::*;
+pub use otelcol::*;
 pub use services::*;
 
 use anyhow::{bail, Result};

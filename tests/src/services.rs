@@ -178,6 +178,11 @@ pub async fn start_mock(log_dir: &Path, extra: &[&str]) -> Result<Process> {
 /// Writes `config` and starts a gateway on an ephemeral port. A config without a spool gets a
 /// spool directory of its own under `log_dir`.
 pub async fn start_gateway(log_dir: &Path, config: &GatewayConfig) -> Result<Process> {
+    start_gateway_with_env(log_dir, config, &[]).await
+}
+
+/// [`start_gateway`] with extra environment variables (the OTLP exporter's, log settings).
+pub async fn start_gateway_with_env(log_dir: &Path, config: &GatewayConfig, env: &[(&str, &str)]) -> Result<Process> {
     let path = log_dir.join(format!("{}.yaml", unique("gateway-")));
     let mut config = config.clone();
     if config.spool.is_none() {
@@ -185,9 +190,8 @@ pub async fn start_gateway(log_dir: &Path, config: &GatewayConfig) -> Result<Pro
     }
     std::fs::write(&path, config.to_yaml()?)?;
     let arg = path.to_string_lossy().into_owned();
-    let mut p =
-        Process::start("tollgate-gateway", &["--config", &arg, "--listen", "127.0.0.1:0"], "listening on ", log_dir)
-            .await?;
+    let args = ["--config", arg.as_str(), "--listen", "127.0.0.1:0"];
+    let mut p = Process::start_with_env("tollgate-gateway", &args, env, "listening on ", log_dir).await?;
     p.config = Some(path);
     Ok(p)
 }

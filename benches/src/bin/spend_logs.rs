@@ -113,6 +113,7 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
         partial: false,
         estimated: false,
         client_disconnected: None,
+        trace_id: None,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

@@ -103,6 +103,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 }
 
 mod billing;
+mod callbacks;
 pub mod litellm;
 mod models;
 mod routing;

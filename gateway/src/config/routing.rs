@@ -167,10 +167,14 @@ pub struct LitellmSettings {
     pub default_fallbacks: Vec<String>,
     pub context_window_fallbacks: FallbackList,
     pub content_policy_fallbacks: FallbackList,
-    /// Of LiteLLM's callbacks, `prometheus` is honoured (LiteLLM-compatible metrics on
-    /// `/metrics`). A list, or one name (LiteLLM accepts a custom callback's module path alone).
-    pub callbacks: serde_yaml::Value,
-    pub success_callback: serde_yaml::Value,
+    /// Callback names (`otel`, `langfuse`, `prometheus`, ...): see `config::callbacks`. Each is
+    /// a list, or one name (LiteLLM accepts a custom callback's module path alone).
+    #[serde(deserialize_with = "super::callbacks::one_or_many")]
+    pub callbacks: Vec<String>,
+    #[serde(deserialize_with = "super::callbacks::one_or_many")]
+    pub success_callback: Vec<String>,
+    #[serde(deserialize_with = "super::callbacks::one_or_many")]
+    pub failure_callback: Vec<String>,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
@@ -178,11 +182,7 @@ pub struct LitellmSettings {
 impl LitellmSettings {
     /// Whether `callbacks` or `success_callback` name `prometheus`.
     pub fn wants_prometheus(&self) -> bool {
-        let names = |v: &serde_yaml::Value| match v {
-            serde_yaml::Value::Sequence(list) => list.iter().any(|c| c.as_str() == Some("prometheus")),
-            other => other.as_str() == Some("prometheus"),
-        };
-        names(&self.callbacks) || names(&self.success_callback)
+        [&self.callbacks, &self.success_callback].iter().any(|list| list.iter().any(|c| c == "prometheus"))
     }
 
     /// The fallback lists by their key.

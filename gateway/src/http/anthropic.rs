@@ -5,11 +5,13 @@ use crate::error::GatewayError;
 use crate::http::wire::ProxyRequest;
 use crate::pipeline::serve;
 use crate::providers::Endpoint;
+use crate::traces::RequestTrace;
 use crate::AppState;
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation
 /// to and from OpenAI chat (the same routing, metering and limits as every route).
@@ -20,6 +22,22 @@ pub(crate) async fn anthropic_messages(
 ) -> HttpResponse {
     let started = Instant::now();
     let (request_id, bad_id) = request_id(&req);
+    let trace = RequestTrace::start(&req, "chat", &request_id);
+    let mut response =
+        messages(&req, payload, &state, (&request_id, bad_id), &trace, started).instrument(trace.span.clone()).await;
+    super::identify(&mut response, &request_id, trace.trace_id.as_deref());
+    response
+}
+
+/// The request within its span.
+async fn messages(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &web::Data<AppState>,
+    (request_id, bad_id): (&str, Option<GatewayError>),
+    trace: &RequestTrace,
+    started: Instant,
+) -> HttpResponse {
     let anthropic_error = |e: GatewayError| {
         let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
         let status = e.status_code();
@@ -29,13 +47,16 @@ pub(crate) async fn anthropic_messages(
         if let Some(e) = bad_id {
             return Err(e);
         }
-        let key = authorize(&req, &state).await?;
-        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
+        crate::traces::record_principal(&key);
+        let body = read_body(req, payload, state.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
         let chat = crate::providers::anthropic::messages_to_chat_request(&value)?;
         let chat = serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        Ok::<_, GatewayError>((key, ProxyRequest::parse(&chat, Endpoint::ChatCompletions)?))
+        let request = ProxyRequest::parse(&chat, Endpoint::ChatCompletions)?;
+        crate::traces::record_model("chat", &request.model);
+        Ok::<_, GatewayError>((key, request))
     }
     .await;
     let (key, request) = match prepared {
@@ -46,7 +67,7 @@ pub(crate) async fn anthropic_messages(
         }
     };
     let model = request.model.clone();
-    let (label, mut response) = match serve(&req, &state, key, request, &request_id, started).await {
+    let (label, response) = match serve(req, state, key, request, request_id, trace, started).await {
         Err((label, e)) => (label, anthropic_error(e)),
         Ok((label, Reply::Stream { headers, stream })) => {
             let translated = crate::sse::TranslatedStream::new(
@@ -75,9 +96,7 @@ pub(crate) async fn anthropic_messages(
             (label, r.json(translated))
         }
     };
+    crate::traces::record_status(response.status().as_u16());
     observe(Endpoint::ChatCompletions, &label, response.status(), started);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
     response
 }

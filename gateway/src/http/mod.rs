@@ -145,6 +145,17 @@ pub(crate) async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Pri
     state.tenancy.authenticate(raw, chrono::Utc::now()).await
 }
 
+/// The request's ids in its answer: `x-request-id`, and `x-tollgate-trace-id` when it is part of
+/// a trace.
+pub(crate) fn identify(response: &mut HttpResponse, request_id: &str, trace_id: Option<&str>) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Some(v) = trace_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(HeaderName::from_static("x-tollgate-trace-id"), v);
+    }
+}
+
 pub(crate) fn observe(endpoint: Endpoint, model: &str, status: StatusCode, started: Instant) {
     let status = status.as_u16().to_string();
     let endpoint = endpoint.path();

@@ -7,11 +7,12 @@ use crate::http::wire::ProxyRequest;
 use crate::pipeline::{check_model, serve};
 use crate::providers::Endpoint;
 use crate::tenancy::auth::Principal;
+use crate::traces::{self, RequestTrace};
 use crate::AppState;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::time::Instant;
+use tracing::Instrument;
 
 pub(crate) async fn chat_completions(
     req: HttpRequest,
@@ -42,22 +43,26 @@ async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let (request_id, bad_id) = request_id(&req);
-    let prepared = match bad_id {
-        Some(e) => Err(e),
-        None => read_request(&req, payload, &state, endpoint).await,
+    let trace = RequestTrace::start(&req, traces::operation(endpoint), &request_id);
+    let answer = async {
+        let prepared = match bad_id {
+            Some(e) => Err(e),
+            None => read_request(&req, payload, &state, endpoint).await,
+        };
+        let result = match prepared {
+            Ok((key, request)) => serve(&req, &state, key, request, &request_id, &trace, started).await,
+            Err(e) => Err(("unknown".to_owned(), e)),
+        };
+        let (label, response) = match result {
+            Ok((label, reply)) => (label, reply.into_response()),
+            Err((label, e)) => (label, e.error_response()),
+        };
+        crate::traces::record_status(response.status().as_u16());
+        observe(endpoint, &label, response.status(), started);
+        response
     };
-    let result = match prepared {
-        Ok((key, request)) => serve(&req, &state, key, request, &request_id, started).await,
-        Err(e) => Err(("unknown".to_owned(), e)),
-    };
-    let (label, mut response) = match result {
-        Ok((label, reply)) => (label, reply.into_response()),
-        Err((label, e)) => (label, e.error_response()),
-    };
-    observe(endpoint, &label, response.status(), started);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
+    let mut response = answer.instrument(trace.span.clone()).await;
+    super::identify(&mut response, &request_id, trace.trace_id.as_deref());
     response
 }
 
@@ -68,9 +73,12 @@ async fn read_request(
     state: &AppState,
     endpoint: Endpoint,
 ) -> Result<(Principal, ProxyRequest), GatewayError> {
-    let key = authorize(req, state).await?;
+    let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
+    traces::record_principal(&key);
     let body = read_body(req, payload, state.max_body_bytes).await?;
-    ProxyRequest::parse(&body, endpoint).map(|r| (key, r))
+    let request = ProxyRequest::parse(&body, endpoint)?;
+    traces::record_model(traces::operation(endpoint), &request.model);
+    Ok((key, request))
 }
 
 fn model_object(name: &str) -> serde_json::Value {

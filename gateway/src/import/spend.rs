@@ -189,21 +189,10 @@ pub fn event_at(
         customer_id: named(Kind::Customer),
         organization_id: named(Kind::Organization),
         requested_model: MODEL.to_owned(),
-        served_model: None,
-        provider: None,
-        deployment: None,
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        cached_tokens: 0,
         cost_nano_usd: spent,
-        latency_ms: 0,
         status: 200,
-        error_type: None,
-        stream: false,
-        partial: false,
-        estimated: false,
-        client_disconnected: None,
         budget_windows,
+        ..UsageEvent::default()
     }))
 }
 

@@ -65,6 +65,8 @@ pub struct UsageRecorder {
     /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
     /// chose through a wildcard.
     model_label: String,
+    /// The request's span (`traces`): its outcome is recorded there, and `metering` is its child.
+    span: tracing::Span,
 }
 
 /// How a request ended.
@@ -140,6 +142,7 @@ impl UsageRecorder {
             admitted: Some(admitted),
             first_token: None,
             model_label: requested_model.to_owned(),
+            span: tracing::Span::none(),
         }
     }
 
@@ -151,6 +154,15 @@ impl UsageRecorder {
     /// The `model` label its metrics carry, when not the requested model itself.
     pub fn labelled(mut self, model_label: &str) -> UsageRecorder {
         model_label.clone_into(&mut self.model_label);
+        self
+    }
+
+    /// The request's span and trace id: the event carries the id, the span the outcome.
+    pub fn traced(mut self, span: tracing::Span, trace_id: Option<String>) -> UsageRecorder {
+        if let Some(event) = self.event.as_mut() {
+            event.trace_id = trace_id;
+        }
+        self.span = span;
         self
     }
 
@@ -258,6 +270,8 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) {
+        let _metering = (!self.span.is_none()).then(|| crate::trace_span!(parent: &self.span, "metering").entered());
+        crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));

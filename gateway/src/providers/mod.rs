@@ -364,7 +364,11 @@ pub async fn send(
     };
     // One request shape for every provider; only the headers differ.
     let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-    let request = deployment.api.authenticate(request, deployment.api_key.as_ref());
+    let mut request = deployment.api.authenticate(request, deployment.api_key.as_ref());
+    // The provider sees the attempt's span as its caller (W3C Trace Context).
+    if let Some(traceparent) = crate::traces::outbound_traceparent() {
+        request = request.header("traceparent", traceparent);
+    }
     match tokio::time::timeout(deployment.timeout, request.send()).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(classify(&e)),

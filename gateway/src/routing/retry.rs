@@ -7,6 +7,7 @@ use crate::providers::{self, Deployment, Endpoint, UpstreamError};
 use crate::routing::router::{PickedDeployment, Router};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Largest error body read from a provider (for the client and for classification).
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -175,11 +176,12 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
             trying.set(&picked.deployment);
-            let (failure, class, wait) =
-                match attempt_once(router, client, picked, &group, endpoint, body, stream, attempts).await {
-                    Attempted::Answered(answer) => return Ok(answer),
-                    Attempted::Failed { failure, class, wait } => (failure, class, wait),
-                };
+            let span = attempt_span(&picked, &group, attempts, position > 0);
+            let once = attempt_once(router, client, picked, &group, endpoint, body, stream, attempts);
+            let (failure, class, wait) = match once.instrument(span).await {
+                Attempted::Answered(answer) => return Ok(answer),
+                Attempted::Failed { failure, class, wait } => (failure, class, wait),
+            };
             match class {
                 ErrorClass::Retryable => last = Some(failure),
                 ErrorClass::ContextWindow | ErrorClass::ContentPolicy => {
@@ -225,6 +227,25 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
     Err(last.unwrap_or_else(|| RoutedFailure::Gateway(GatewayError::ModelNotFound(model.to_owned()))))
 }
 
+/// The span of one attempt: which deployment of which model group, the how-manieth attempt,
+/// and whether it is a fallback; `attempt_once` records the provider's status and error class.
+fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: bool) -> tracing::Span {
+    let d = &picked.deployment;
+    crate::trace_span!(
+        "upstream_attempt",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.provider.name = crate::traces::provider_name(&d.provider),
+        gen_ai.request.model = d.upstream_model.as_str(),
+        tollgate.model_group = group,
+        tollgate.deployment = d.id.as_str(),
+        tollgate.attempt = i64::from(attempt),
+        tollgate.fallback = fallback,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
 /// What one attempt at one deployment came to.
 enum Attempted {
     Answered(RoutedAnswer),
@@ -253,15 +274,20 @@ async fn attempt_once(
     let sent_at = Instant::now();
     match providers::send(client, &picked.deployment, endpoint, body, stream).await {
         Ok(response) if response.status().is_success() => {
+            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
             Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })
         }
         Ok(response) => {
             let status = response.status().as_u16();
+            let span = tracing::Span::current();
+            span.record("http.response.status_code", i64::from(status));
+            span.record("error.type", status.to_string()).record("otel.status_code", "ERROR");
             let wait = retry_after(response.headers());
             let content_type = Some(providers::answer_content_type(&picked.deployment, response.headers()));
             let body = read_error_body(response, picked.deployment.timeout).await;
             let body = picked.deployment.api.error_body(body);
             let class = classify(status, &body);
+            tracing::info!(deployment = %picked.deployment.id, status, class = ?class, "upstream attempt failed");
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {
                 router.record_failure(&picked);
             }
@@ -276,6 +302,7 @@ async fn attempt_once(
         Err(error) => {
             router.record_failure(&picked);
             let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
+            tracing::Span::current().record("error.type", label).record("otel.status_code", "ERROR");
             metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => label)
                 .increment(1);
             Attempted::Failed {

@@ -39,6 +39,7 @@ fn event(team: usize) -> UsageEvent {
         partial: false,
         estimated: false,
         client_disconnected: None,
+        trace_id: None,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

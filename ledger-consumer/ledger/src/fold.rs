@@ -301,6 +301,7 @@ pub(crate) mod tests {
             partial: false,
             estimated: false,
             client_disconnected: None,
+            trace_id: None,
             budget_windows: Default::default(),
             ..UsageEvent::default()
         }

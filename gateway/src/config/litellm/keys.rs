@@ -28,9 +28,10 @@ const PRE_CALL_CHECKS: &str = "a prompt longer than a deployment's context windo
 const NO_CACHE: &str = "Tollgate does not cache answers; every request goes to a provider and is metered";
 const CALLBACKS: &str = "each request's usage event goes to the Kafka usage topic (the embedded ledger without \
                          Kafka) and metrics are on /metrics; feed logging and observability tools from those";
-const PROMETHEUS_CALLBACK: &str = "`prometheus` turns on LiteLLM's metric names on /metrics \
-                                   (`gateway.metrics.litellm_compatible`); other callbacks: usage events go to the \
-                                   Kafka usage topic";
+const CALLBACKS_HONOURED: &str = "`otel` and `langfuse` export request spans over OTLP (Langfuse's OTLP endpoint \
+                                  with LANGFUSE_PUBLIC_KEY/LANGFUSE_SECRET_KEY); `prometheus` adds LiteLLM's metric \
+                                  names to /metrics (`gateway.metrics.litellm_compatible`); other names are reported at \
+                                  start-up, and every request's usage event goes to the Kafka usage topic";
 const NO_MESSAGE_LOGS: &str = "Tollgate never logs or stores prompts and answers";
 const LOGGING: &str = "set the log level with TOLLGATE_LOG and JSON logs with TOLLGATE_LOG_FORMAT=json";
 const GUARDRAILS: &str = "mask PII or moderate prompts before they reach Tollgate";
@@ -310,9 +311,9 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     ("default_fallbacks", Honoured(LITELLM_FIRST)),
     ("context_window_fallbacks", Honoured(LITELLM_FIRST)),
     ("content_policy_fallbacks", Honoured(LITELLM_FIRST)),
-    ("callbacks", Honoured(PROMETHEUS_CALLBACK)),
-    ("success_callback", Honoured(PROMETHEUS_CALLBACK)),
-    ("failure_callback", Ignored(CALLBACKS)),
+    ("callbacks", Honoured(CALLBACKS_HONOURED)),
+    ("success_callback", Honoured(CALLBACKS_HONOURED)),
+    ("failure_callback", Honoured(CALLBACKS_HONOURED)),
     ("service_callbacks", Ignored(CALLBACKS)),
     ("langfuse_default_tags", Ignored(CALLBACKS)),
     ("default_team_settings", Ignored(CALLBACKS)),

@@ -65,7 +65,6 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
                 "guardrails",
                 "litellm_settings.cache",
                 "litellm_settings.cache_params",
-                "litellm_settings.failure_callback",
                 "litellm_settings.json_logs",
                 "litellm_settings.langfuse_default_tags",
                 "litellm_settings.redact_user_api_key_info",
@@ -188,7 +187,6 @@ fn the_production_config_loads_unchanged() {
             "litellm_settings.cache",
             "litellm_settings.cache_params",
             "litellm_settings.drop_params",
-            "litellm_settings.failure_callback",
             "litellm_settings.guardrails",
             "litellm_settings.output_parse_pii",
             "litellm_settings.set_verbose",
@@ -305,6 +303,7 @@ litellm_settings:
   content_policy_fallbacks: [{m: [n]}]
   callbacks: [prometheus]
   success_callback: [prometheus]
+  failure_callback: [prometheus]
 general_settings:
   master_key: sk-master
 environment_variables: {A: b}

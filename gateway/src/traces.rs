@@ -1,0 +1,296 @@
+//! The spans of a model request and W3C trace context (docs/observability.md, "Traces").
+//!
+//! Each model request has one span, `request`, named `{gen_ai.operation.name} {model}` in
+//! OpenTelemetry, with the GenAI semantic-convention attributes and Tollgate's own (cost, key
+//! alias, team, customer; never the key or its hash). Its children: `auth`, `admission`,
+//! `lease_grant`, one `upstream_attempt` per try (`routing::retry`) and `metering`.
+//!
+//! A client's `traceparent` is the request span's parent when it is valid; one that is not
+//! (too long, malformed, all-zero ids, version `ff`) is ignored and a new trace starts. The
+//! provider receives the `traceparent` of the attempt span that called it.
+
+use crate::tenancy::auth::Principal;
+use actix_web::HttpRequest;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// An `info` span when spans are exported, else `Span::none()` (free): for the spans that only
+/// traces need (a request's children). The request span itself always exists: logs read its
+/// fields.
+#[macro_export]
+macro_rules! trace_span {
+    ($($arg:tt)*) => {
+        if $crate::traces::exporting() {
+            tracing::info_span!($($arg)*)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+
+/// Whether spans are exported (`tollgate_schemas::telemetry::init` installed an exporter).
+pub fn exporting() -> bool {
+    tollgate_schemas::telemetry::exporting()
+}
+
+/// Longest `traceparent` read: version 00 is 55 bytes; later versions may append fields.
+const MAX_TRACEPARENT_BYTES: usize = 256;
+
+/// The ids of a W3C `traceparent` header, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>` (W3C Trace Context, level 1); `None` for anything
+    /// else. Versions after 00 are read as 00 when their first four fields have its shape.
+    pub fn parse(header: &str) -> Option<TraceParent> {
+        if header.len() > MAX_TRACEPARENT_BYTES || header.len() < 55 {
+            return None;
+        }
+        let b = header.as_bytes();
+        let version = hex_byte(&b[0..2])?;
+        if version == 0xff || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        // Version 00 is exactly 55 bytes; a later version may go on after a dash.
+        if (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
+            return None;
+        }
+        let mut trace_id = [0u8; 16];
+        let mut parent_id = [0u8; 8];
+        for (i, out) in trace_id.iter_mut().enumerate() {
+            *out = hex_byte(&b[3 + 2 * i..5 + 2 * i])?;
+        }
+        for (i, out) in parent_id.iter_mut().enumerate() {
+            *out = hex_byte(&b[36 + 2 * i..38 + 2 * i])?;
+        }
+        let flags = hex_byte(&b[53..55])?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent { trace_id, parent_id, sampled: flags & 1 == 1 })
+    }
+
+    fn span_context(self) -> SpanContext {
+        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.parent_id),
+            flags,
+            true,
+            TraceState::default(),
+        )
+    }
+}
+
+/// Lower-case hex only, as the specification requires.
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some(digit(pair[0])? << 4 | digit(pair[1])?)
+}
+
+/// A model request's span and its trace id (32 hex digits), when it has one: the exported
+/// trace's, or the client's when traces are not exported.
+pub struct RequestTrace {
+    pub span: Span,
+    pub trace_id: Option<String>,
+}
+
+/// The GenAI operation of an endpoint (`gen_ai.operation.name`).
+pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
+    use crate::providers::Endpoint;
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Responses => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+impl RequestTrace {
+    /// Opens the request's span, a child of the client's `traceparent` when it is valid.
+    pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
+        let span = tracing::info_span!(
+            "request",
+            otel.name = operation,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            request_id,
+            trace_id = Empty,
+            key_alias = Empty,
+            gen_ai.operation.name = operation,
+            gen_ai.request.model = Empty,
+            tollgate.team_id = Empty,
+            tollgate.customer_id = Empty,
+        );
+        let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        if let Some(parent) = client {
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.span_context()));
+        }
+        let exported = span.context().span().span_context().trace_id();
+        let trace_id = if exported != TraceId::INVALID {
+            Some(exported.to_string())
+        } else {
+            client.map(|p| hex::encode(p.trace_id))
+        };
+        if let Some(id) = &trace_id {
+            span.record("trace_id", id.as_str());
+        }
+        RequestTrace { span, trace_id }
+    }
+}
+
+/// Records the model asked for on the current request span.
+pub fn record_model(operation: &str, model: &str) {
+    let span = Span::current();
+    span.record("gen_ai.request.model", model);
+    if !exporting() {
+        return;
+    }
+    // The span was started (for its trace id) before the model was known: rename it in place.
+    let context = span.context();
+    let started = context.span();
+    if started.span_context().is_valid() {
+        started.update_name(format!("{operation} {model}"));
+    }
+}
+
+/// Records who is asking on the current request span: the key's alias, team and customer.
+pub fn record_principal(principal: &Principal) {
+    let span = Span::current();
+    if let Some(alias) = &principal.key.key_alias {
+        span.record("key_alias", alias.as_str());
+    }
+    if let Some(team) = &principal.key.team_id {
+        span.record("tollgate.team_id", team.as_str());
+    }
+    if let Some(customer) = &principal.customer_id {
+        span.record("tollgate.customer_id", customer.as_str());
+    }
+}
+
+/// Records how the request ended on its span, from its usage event: the provider and model
+/// that served it, tokens, cost, and the error class of a failure. Straight to the exported span
+/// (no log line shows them, and the log layer would format each one again): nothing to do when
+/// spans are not exported.
+pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
+    if !exporting() || span.is_disabled() {
+        return;
+    }
+    // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Some(provider) = &event.provider {
+        span.set_attribute("gen_ai.provider.name", provider_name(provider).to_owned());
+    }
+    if let Some(model) = &event.served_model {
+        span.set_attribute("gen_ai.response.model", model.clone());
+    }
+    if let Some(deployment) = &event.deployment {
+        span.set_attribute("tollgate.deployment", deployment.clone());
+    }
+    span.set_attribute("gen_ai.usage.input_tokens", int(event.prompt_tokens));
+    span.set_attribute("gen_ai.usage.output_tokens", int(event.completion_tokens));
+    span.set_attribute("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
+    span.set_attribute("tollgate.cost_nano_usd", event.cost_nano_usd.0);
+    if let Some(customer) = &event.customer_id {
+        span.set_attribute("tollgate.customer_id", customer.clone());
+    }
+    if let Some(error) = &event.error_type {
+        span.set_attribute("error.type", error.clone());
+        span.set_status(opentelemetry::trace::Status::error(error.clone()));
+    }
+}
+
+/// Records the status the client got on the current (request) span.
+pub fn record_status(status: u16) {
+    if exporting() {
+        Span::current().set_attribute("http.response.status_code", i64::from(status));
+    }
+}
+
+/// OpenTelemetry's `gen_ai.provider.name` for a Tollgate provider prefix.
+pub fn provider_name(prefix: &str) -> &str {
+    match prefix {
+        "azure" => "azure.ai.openai",
+        "gemini" => "gcp.gemini",
+        "vertex_ai" => "gcp.vertex_ai",
+        "bedrock" => "aws.bedrock",
+        "mistral" => "mistral_ai",
+        "xai" => "x_ai",
+        other => other,
+    }
+}
+
+/// The `traceparent` to send a provider: the current span's, when it is part of a trace.
+pub fn outbound_traceparent() -> Option<String> {
+    let context = Span::current().context();
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_read() {
+        let p = TraceParent::parse(VALID).unwrap();
+        assert_eq!(hex::encode(p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex::encode(p.parent_id), "00f067aa0ba902b7");
+        assert!(p.sampled);
+        assert!(!TraceParent::parse(&VALID.replace("-01", "-00")).unwrap().sampled);
+        // A later version may append fields.
+        assert!(TraceParent::parse(&format!("01{}-extra", &VALID[2..])).is_some());
+    }
+
+    #[test]
+    fn hostile_or_malformed_traceparents_are_ignored() {
+        let long = format!("01{}-{}", &VALID[2..], "a".repeat(300));
+        for bad in [
+            "",
+            "garbage",
+            &VALID[..54],
+            &format!("{VALID}-"), // version 00 has no more fields
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // forbidden version
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // zero trace id
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // zero parent id
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", // upper case
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", // not hex
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // separators
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", // junk after the flags
+            &long,                // beyond the bound
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902é-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn without_an_exporter_the_client_trace_id_is_kept_and_a_bad_one_dropped() {
+        let with =
+            |tp: &str| actix_web::test::TestRequest::default().insert_header(("traceparent", tp)).to_http_request();
+        let kept = RequestTrace::start(&with(VALID), "chat", "req-1");
+        assert_eq!(kept.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let dropped = RequestTrace::start(&with(&VALID.to_uppercase()), "chat", "req-2");
+        assert_eq!(dropped.trace_id, None);
+        let none = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-3");
+        assert_eq!(none.trace_id, None);
+    }
+
+    #[test]
+    fn without_an_exporter_there_is_no_outbound_traceparent() {
+        assert_eq!(outbound_traceparent(), None);
+    }
+}

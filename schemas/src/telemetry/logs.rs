@@ -1,0 +1,166 @@
+//! The log layer both binaries install: its level from `TOLLGATE_LOG`, its format from
+//! `TOLLGATE_LOG_FORMAT`, and colours only on a terminal. It never writes secrets: what it
+//! prints is what the code logs, and request logs carry the key's alias, never the key.
+
+use serde_json::{Map, Value};
+use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{FmtSpan, FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// `text` (human-readable) or `json` (one flat object per line: `timestamp`, `level`, `target`,
+/// `message`, the fields of the spans the line was logged in — `request_id`, `trace_id`,
+/// `key_alias` on request logs — and the line's own fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `TOLLGATE_LOG_FORMAT` when it says `json` or `text`; otherwise JSON, unless stderr is a
+    /// terminal (someone reading, not a log collector).
+    pub fn from_env(stderr_is_terminal: bool) -> LogFormat {
+        match std::env::var("TOLLGATE_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            Ok("text") => LogFormat::Text,
+            _ if stderr_is_terminal => LogFormat::Text,
+            _ => LogFormat::Json,
+        }
+    }
+}
+
+/// The filter of the log layer: `TOLLGATE_LOG` (an `EnvFilter` directive such as `warn` or
+/// `info,tollgate_gateway=debug`), else `RUST_LOG`, else `info`.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_env("TOLLGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The log layer, writing to stderr. ANSI colours only in text written to a terminal.
+pub(super) fn layer() -> Box<dyn Layer<Registry> + Send + Sync> {
+    let terminal = std::io::stderr().is_terminal();
+    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
+    match LogFormat::from_env(terminal) {
+        LogFormat::Json => {
+            base.with_ansi(false).fmt_fields(JsonFields::new()).event_format(FlatJson).with_filter(filter()).boxed()
+        }
+        LogFormat::Text => base.with_ansi(terminal).with_filter(filter()).boxed(),
+    }
+}
+
+/// One JSON object per line, flat: the fields of every enclosing span (outermost first, inner
+/// ones overriding), then the event's own. Span fields are kept as JSON by `JsonFields`.
+struct FlatJson;
+
+impl<S, N> FormatEvent<S, N> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut line = Map::new();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        line.insert("timestamp".into(), now.into());
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+            let extensions = span.extensions();
+            let fields = extensions.get::<FormattedFields<N>>().map(|f| f.fields.as_str()).unwrap_or_default();
+            if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) {
+                line.extend(fields);
+            }
+            line.insert("span".into(), span.name().into());
+        }
+        event.record(&mut EventFields(&mut line));
+        let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}
+
+/// An event's fields into the line.
+struct EventFields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for EventFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_are_flat_and_carry_the_request_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .with_writer(move || writer.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                request_id = "req-1",
+                trace_id = tracing::field::Empty,
+                key_alias = tracing::field::Empty
+            );
+            span.record("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736");
+            span.record("key_alias", "checkout");
+            let _entered = span.enter();
+            let inner = tracing::info_span!("upstream_attempt", attempt = 2u32);
+            let _inner = inner.enter();
+            tracing::warn!(status = 503u16, "upstream attempt failed");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "upstream attempt failed");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["request_id"], "req-1");
+        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["key_alias"], "checkout");
+        assert_eq!(line["attempt"], 2);
+        assert_eq!(line["status"], 503);
+        assert_eq!(line["span"], "upstream_attempt");
+        assert!(!text.contains('\u{1b}'));
+    }
+}

@@ -1,0 +1,105 @@
+//! Process set-up for both binaries, the gateway and the ledger consumer (feature `telemetry`):
+//! logs and traces, so they read the same variables and write the same format, and the stop
+//! signal. Never called by a library: a binary's `main` calls [`init`] once, before anything
+//! logs, and [`Telemetry::shutdown`] once it is done.
+
+mod logs;
+pub mod traces;
+
+pub use logs::LogFormat;
+pub use traces::{OtlpTarget, TraceConfigError, TraceSettings};
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,
+/// attributes no log shows) skips its work when not.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported by this process.
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// What [`init`] set up, to be shut down when the process ends: the tracer provider, whose
+/// queued spans are flushed.
+#[must_use = "call shutdown() at exit, or queued spans are lost"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn tracing(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still queued (bounded by the exporter's timeout) and stops exporting.
+    /// Call it outside the async runtime: the exporter's client blocks.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "traces: the last spans could not be exported");
+            }
+        }
+    }
+}
+
+/// Installs the logs (stderr; see `logs`) and, with `traces`, the OTLP span exporter. Spans of
+/// Tollgate's crates (`tollgate_*` targets) at `info` and above are exported whatever the log
+/// level, with the warnings and errors logged inside them as span events. Call it before the
+/// async runtime starts.
+pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigError> {
+    let provider = traces.map(traces::provider).transpose()?;
+    let otel = provider.as_ref().map(|p| {
+        let tracer = p.tracer("tollgate");
+        // No code location, thread or busy/idle time on spans: cheaper, and not what they are for.
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false);
+        layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target().starts_with("tollgate")
+                && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
+        }))
+    });
+    let exports = otel.is_some();
+    // Already initialised (tests): the first subscriber stays.
+    if tracing_subscriber::registry().with(logs::layer()).with(otel).try_init().is_ok() {
+        EXPORTING.store(exports, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Telemetry { provider })
+}
+
+/// Logs alone, no traces.
+pub fn init_logging() {
+    let _ = init(None);
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C): both mean a graceful stop.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
