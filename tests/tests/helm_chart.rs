@@ -212,6 +212,7 @@ fn missing_secrets_are_refused_when_rendering() -> Result<()> {
         ("secrets.keyHashSecret=short", "secrets.keyHashSecret must be at least 32 bytes"),
         ("secrets.kafkaSaslPassword=", "kafka.sasl.enabled needs secrets.kafkaSaslPassword"),
         ("secrets.cassandraPassword=", "cassandra.username needs secrets.cassandraPassword"),
+        ("secrets.env.BAD-NAME=x", "\"BAD-NAME\" is not an environment variable name"),
     ] {
         let out = template(&chart_dir(), "managed-values.yaml", &[set])?;
         ensure!(!out.status.success(), "{set} rendered");
@@ -301,5 +302,171 @@ fn the_services_accept_the_configs_the_chart_renders() -> Result<()> {
         check_config(&bin.join("tollgate-gateway"), &dir.join("gateway.yaml"), &env)?;
         check_config(&bin.join("tollgate-ledger-consumer"), &dir.join("consumer.yaml"), &env)?;
     }
+    Ok(())
+}
+
+/// Stand-ins for the set-up Job's images: `kafka-topics.sh` and `cqlsh` of deploy/local.
+fn image_stand_ins(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/lib.sh");
+    let bin = dir.join("stand-ins");
+    std::fs::create_dir_all(&bin)?;
+    let scripts = [
+        ("kafka-topics.sh", "kafka_tool org.apache.kafka.tools.TopicCommand \"$@\"".to_owned()),
+        // Off PATH first, or find_cqlsh would find this script.
+        ("cqlsh", format!("PATH=${{PATH#{}:}}\nfind_cqlsh 0 || exit 1\nexec \"$CQLSH\" \"$@\"", bin.display())),
+    ];
+    for (name, body) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/usr/bin/env bash\nsource {}\n{body}\n", lib.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(bin)
+}
+
+/// Where a container of the rendered Job runs here: the stand-ins of its images, the workspace's
+/// binaries for `/usr/local/bin`, the rendered config files for `/etc/tollgate`, and the
+/// Secret's variables.
+struct Here<'a> {
+    stand_ins: PathBuf,
+    binaries: PathBuf,
+    configs: PathBuf,
+    secrets: &'a [(&'a str, &'a str)],
+}
+
+impl Here<'_> {
+    fn local_path(&self, arg: &str) -> String {
+        let mapped = match (arg.strip_prefix("/usr/local/bin/"), arg.strip_prefix("/etc/tollgate/")) {
+            (Some(binary), _) => self.binaries.join(binary),
+            (_, Some(file)) => self.configs.join(file),
+            _ => return arg.to_owned(),
+        };
+        mapped.display().to_string()
+    }
+
+    /// Runs `container` with its command and its environment (`secretKeyRef`s from the secrets).
+    fn run(&self, container: &Value) -> Result<Output> {
+        let argv: Vec<String> = [&container["command"], &container["args"]]
+            .into_iter()
+            .filter_map(Value::as_sequence)
+            .flatten()
+            .filter_map(|v| v.as_str().map(|a| self.local_path(a)))
+            .collect();
+        let (program, args) = argv.split_first().context("a container without a command")?;
+        let mut cmd = Command::new(program);
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.args(args).env("PATH", format!("{}:{path}", self.stand_ins.display())).env("KAFKA_BIN", &self.stand_ins);
+        for (k, v) in self.secrets {
+            cmd.env(k, v);
+        }
+        for e in container["env"].as_sequence().into_iter().flatten() {
+            let name = e["name"].as_str().context("an env entry without a name")?;
+            let value = match (e["value"].as_str(), e["valueFrom"]["secretKeyRef"]["key"].as_str()) {
+                (Some(v), _) => v,
+                (None, Some(key)) => {
+                    self.secrets.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).context("no such secret")?
+                }
+                (None, None) => bail!("env {name} has no value"),
+            };
+            cmd.env(name, value);
+        }
+        run(&mut cmd, None)
+    }
+}
+
+/// The set-up Job's containers in order, from the rendered manifests; the config files go to
+/// `configs`.
+fn setup_containers(manifests: &str, configs: &Path) -> Result<Vec<Value>> {
+    let out = validate(manifests, Some(configs))?;
+    ensure!(out.status.success(), "{}", text(&out.stderr));
+    let objects = objects(manifests)?;
+    let pod = &find(&objects, "Job", "-setup-1")?["spec"]["template"]["spec"];
+    let init = pod["initContainers"].as_sequence().context("no init containers")?;
+    let main = pod["containers"].as_sequence().context("no containers")?;
+    Ok(init.iter().chain(main).cloned().collect())
+}
+
+#[test]
+fn the_setup_job_creates_topics_keyspace_and_tables() -> Result<()> {
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let (sasl_user, sasl_password) = (
+        var("TOLLGATE_KAFKA_SASL_USER", "tollgate"),
+        var("TOLLGATE_KAFKA_SASL_PASSWORD", "tollgate-local-sasl-password"),
+    );
+    let (cql_user, cql_password) = (var("TOLLGATE_CQL_USER", "cassandra"), var("TOLLGATE_CQL_PASSWORD", "cassandra"));
+    let id = tollgate_tests::unique("tg_setup_");
+    let set = |usage_partitions: u32| -> Vec<String> {
+        let mut set = vec![
+            "kafka.bootstrapServers=127.0.0.1:9094".to_owned(),
+            "kafka.sasl.enabled=true".into(),
+            "kafka.sasl.mechanism=PLAIN".into(),
+            format!("kafka.sasl.username={sasl_user}"),
+            "kafka.replicationFactor=1".into(),
+            "kafka.minInsyncReplicas=1".into(),
+            format!("kafka.topics.usage.partitions={usage_partitions}"),
+            "consumer.replicaCount=3".into(),
+            "cassandra.contactPoints={127.0.0.1:9042}".into(),
+            format!("cassandra.username={cql_user}"),
+            format!("cassandra.keyspace={id}"),
+            "cassandra.replication.class=SimpleStrategy".into(),
+            "cassandra.replication.replicationFactor=1".into(),
+            "secrets.kafkaSaslPassword=from-the-secret".into(),
+            "secrets.cassandraPassword=from-the-secret".into(),
+        ];
+        for topic in ["usage", "budgetState", "dlq", "control"] {
+            set.push(format!("kafka.topics.{topic}.name={id}-{topic}"));
+        }
+        set
+    };
+    let secrets = [
+        ("TOLLGATE_KAFKA_SASL_PASSWORD", sasl_password.as_str()),
+        ("TOLLGATE_CQL_PASSWORD", cql_password.as_str()),
+        ("TOLLGATE_KEY_HASH_SECRET", "ci-key-hash-secret-0123456789abcdef0123"),
+    ];
+    let dir = scratch_dir("helm-setup")?;
+    let here = Here {
+        stand_ins: image_stand_ins(&dir)?,
+        binaries: binaries()?,
+        configs: dir.join("configs"),
+        secrets: &secrets,
+    };
+    let render = |partitions: u32| -> Result<String> {
+        let pairs = set(partitions);
+        rendered("minimal-values.yaml", &pairs.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let containers = setup_containers(&render(3)?, &here.configs)?;
+    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["topics", "keyspace", "schema"]);
+    for round in ["first", "second"] {
+        for container in &containers {
+            let out = here.run(container)?;
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            ensure!(out.status.success(), "{round} run of {}: {stdout}{stderr}", container["name"]);
+            match container["name"].as_str() {
+                Some("topics") => {
+                    ensure!(stdout.contains(&format!("topic {id}-usage: 3 partitions")), "{stdout}");
+                    ensure!(stdout.contains(&format!("topic {id}-budgetState: 6 partitions")), "{stdout}");
+                    let created = stdout.matches("Created topic").count();
+                    assert_eq!(created, if round == "first" { 4 } else { 0 }, "{round} run: {stdout}");
+                }
+                Some("keyspace") => {
+                    ensure!(stdout.contains("'class': 'SimpleStrategy', 'replication_factor': '1'"), "{stdout}")
+                }
+                _ => ensure!(stdout.contains(&format!("schema applied to keyspace {id}")), "{stdout}"),
+            }
+        }
+    }
+    // The tables are there: reconcile reads every one of them, and finds the empty ledgers equal.
+    let consumer = here.binaries.join("tollgate-ledger-consumer");
+    let mut reconcile = Command::new(consumer);
+    reconcile.arg("--config").arg(here.configs.join("consumer.yaml")).arg("reconcile").envs(secrets);
+    let out = run(&mut reconcile, None)?;
+    ensure!(out.status.success(), "reconcile: {}{}", text(&out.stdout), text(&out.stderr));
+    // The usage topic exists with 3 partitions: values saying 4 are refused, not applied.
+    let containers = setup_containers(&render(4)?, &dir.join("configs-4"))?;
+    let out = here.run(&containers[0])?;
+    ensure!(!out.status.success(), "a usage topic of 3 partitions passed as 4");
+    let stderr = text(&out.stderr);
+    ensure!(stderr.contains(&format!("topic {id}-usage has 3 partitions, values say 4")), "{stderr}");
     Ok(())
 }
