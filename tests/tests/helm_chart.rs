@@ -441,7 +441,11 @@ fn the_setup_job_creates_topics_keyspace_and_tables() -> Result<()> {
         for container in &containers {
             let out = here.run(container)?;
             let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-            ensure!(out.status.success(), "{round} run of {}: {stdout}{stderr}", container["name"]);
+            ensure!(
+                out.status.success(),
+                "{round} run of {}: {stdout}{stderr}",
+                container["name"].as_str().unwrap_or_default()
+            );
             match container["name"].as_str() {
                 Some("topics") => {
                     ensure!(stdout.contains(&format!("topic {id}-usage: 3 partitions")), "{stdout}");
