@@ -8,7 +8,7 @@
 use super::wildcard::{Pattern, Refusal, Template, Wildcards};
 use crate::config::{Config, ConfigError, FallbackList, RoutingStrategy};
 use crate::error::GatewayError;
-use crate::limits::pricing::{built_in, configured_price, resolve_price, Price};
+use crate::limits::pricing::{built_in, configured_price, deployment_context_window, resolve_price, Price};
 use crate::providers::{default_api_base, Deployment, Target};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,7 +257,7 @@ impl Router {
                 rpm: p.rpm,
                 tpm: p.tpm,
                 weight: p.weight.or(p.rpm.map(|r| r as f64)).or(p.tpm.map(|t| t as f64)).unwrap_or(1.0),
-                max_input_tokens: m.model_info.as_ref().and_then(|i| i.get("max_input_tokens")?.as_u64()),
+                max_input_tokens: deployment_context_window(m.model_info.as_ref(), provider, upstream, &m.model_name),
                 model_info: m.model_info.clone(),
             };
             if !names.contains(&m.model_name) {
@@ -335,7 +335,10 @@ impl Router {
         }
         let not_found = || GatewayError::ModelNotFound(model_name.to_owned());
         let (pattern, captured) = self.wildcards.matching(model_name).ok_or_else(not_found)?;
-        let price_of = |upstream: &str, model: &str| self.prices.get(model).copied().or_else(|| built_in(upstream));
+        let price_of = |provider: &str, upstream: &str, model: &str| {
+            let qualified = || built_in(&format!("{provider}/{upstream}"));
+            self.prices.get(model).copied().or_else(qualified).or_else(|| built_in(upstream))
+        };
         let deployments =
             pattern.concretize(model_name, captured, &price_of, self.serve_unpriced).map_err(|r| match r {
                 Refusal::BadName => not_found(),

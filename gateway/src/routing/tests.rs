@@ -157,7 +157,13 @@ fn prompts_skip_deployments_whose_context_window_they_exceed() {
     assert_eq!(r.too_small_for("small", 5_000, &tokens(500)), (vec![0], 2));
     assert_eq!(counted.get(), 1, "counted once for the whole group");
     assert_eq!(r.too_small_for("small", 50_000, &tokens(5_000)), (vec![0, 1], 2));
-    assert_eq!(r.too_small_for("large", 50_000, &tokens(5_000)), (vec![], 1), "no window known: never skipped");
+    assert_eq!(r.too_small_for("large", 50_000, &tokens(5_000)), (vec![], 1));
+    let gpt_4o = crate::limits::pricing::context_window("gpt-4o").unwrap_or(0);
+    assert!(gpt_4o >= 100_000, "the catalogue knows gpt-4o's window: {gpt_4o}");
+    assert_eq!(r.too_small_for("large", u64::MAX, &tokens(gpt_4o + 1)), (vec![0], 1), "the catalogue's window");
+    let w = router(WILDCARDS);
+    assert_eq!(w.too_small_for("openai/gpt-4o", u64::MAX, &tokens(gpt_4o + 1)).0, [0], "wildcards too");
+    assert_eq!(w.too_small_for("openai/gpt-4o", u64::MAX, &tokens(gpt_4o)).0, Vec::<usize>::new());
     let err = r.context_window_exceeded("small", 5_000);
     assert!(err.to_string().contains("at most 1000 tokens"), "{err}");
     assert!(!r.policy.pre_call_checks);

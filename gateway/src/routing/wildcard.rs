@@ -10,7 +10,7 @@
 //! client's name, so their cardinality stays that of the config.
 
 use super::router::ModelGroup;
-use crate::limits::pricing::Price;
+use crate::limits::pricing::{deployment_context_window, Price};
 use crate::providers::{endpoint_urls, Deployment, Target};
 use std::sync::Arc;
 use tollgate_schemas::limits::MAX_NAME_BYTES;
@@ -73,13 +73,13 @@ impl Pattern {
     }
 
     /// The deployments serving `model`, which this pattern matches with `captured`.
-    /// `price_of(upstream, model)` prices a deployment without a configured price; `None` with
+    /// `price_of(provider, upstream, model)` prices a deployment without a configured price; `None` with
     /// `serve_unpriced` false refuses the model.
     pub fn concretize(
         &self,
         model: &str,
         captured: &str,
-        price_of: &dyn Fn(&str, &str) -> Option<Price>,
+        price_of: &dyn Fn(&str, &str, &str) -> Option<Price>,
         serve_unpriced: bool,
     ) -> Result<Vec<Deployment>, Refusal> {
         if !plausible_model_name(model) {
@@ -96,12 +96,17 @@ impl Pattern {
                 let target =
                     Target { api_base: &d.api_base, upstream_model: &upstream, api_version: d.api_version.as_deref() };
                 let urls = endpoint_urls(d.api, target).map_err(|_| Refusal::BadName)?;
-                let price = t.price.or_else(|| price_of(&upstream, model));
+                let price = t.price.or_else(|| price_of(&d.provider, &upstream, model));
                 if price.is_none() && !serve_unpriced {
                     return Err(Refusal::Unpriced);
                 }
+                // The template's own `max_input_tokens` applies to every model it serves.
+                let window = d
+                    .max_input_tokens
+                    .or_else(|| deployment_context_window(d.model_info.as_ref(), &d.provider, &upstream, model));
                 Ok(Deployment {
                     model_name: model.to_owned(),
+                    max_input_tokens: window,
                     id: d.id.replace('*', captured),
                     upstream_model: upstream,
                     urls,
