@@ -58,6 +58,9 @@ pub struct Price {
     /// Lowest threshold first.
     pub tiers: [Option<Tier>; MAX_TIERS],
     pub per_request: AttoUsd,
+    /// The rates of a provider's batch API (LiteLLM's `*_batches` fields), when it lists any;
+    /// see [`batch_cost`].
+    pub batch: Option<Rates>,
 }
 
 /// Token counts as a provider reports them, in OpenAI's terms: `cached` (cache reads),
@@ -140,7 +143,9 @@ impl Price {
             let suffix = format!("_above_{}k_tokens", above / 1000);
             *slot = Some(Tier { above, rates: rates(&atto, &suffix, Some(&base))? });
         }
-        Ok(Some(Price { base, tiers, per_request: per_request.unwrap_or_default() }))
+        let batched = PER_TOKEN_FIELDS.iter().any(|(f, _)| fields.contains_key(&format!("{f}_batches")));
+        let batch = if batched { Some(rates(&atto, "_batches", Some(&base))?) } else { None };
+        Ok(Some(Price { base, tiers, per_request: per_request.unwrap_or_default(), batch }))
     }
 
     /// Tollgate's own `prices:` entry: text input, cached input and output in nano-USD per
@@ -151,7 +156,7 @@ impl Price {
             base.0[dim] = AttoUsd::from_nanos(if *like == INPUT { input } else { output });
         }
         base.0[CACHE_READ] = AttoUsd::from_nanos(cached_input);
-        Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO }
+        Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO, batch: None }
     }
 
     /// The base text input price, per token.
@@ -183,7 +188,7 @@ impl Price {
         for (rate, other) in base.0.iter_mut().zip(b.0) {
             *rate = (*rate).max(other);
         }
-        Price { base, tiers: [None; MAX_TIERS], per_request: self.per_request.max(other.per_request) }
+        Price { base, tiers: [None; MAX_TIERS], per_request: self.per_request.max(other.per_request), batch: None }
     }
 
     /// Text input plus text output price, in atto-USD, for ranking deployments by price
@@ -263,6 +268,14 @@ fn thresholds(fields: &BTreeMap<String, f64>) -> Result<Vec<u64>, FieldError> {
         return Err(FieldError { field, error: PriceError::TooLarge(format!("{} context tiers", out.len())) });
     }
     Ok(out)
+}
+
+/// What `tokens` cost when sent through the provider's batch API: its `*_batches` rates, each
+/// dimension without one at its usual base rate, no context tiers (LiteLLM's batch cost).
+/// Tollgate serves no batch endpoint yet; this is the price its metering will use.
+pub fn batch_cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflow> {
+    let batch = Price { base: price.batch.unwrap_or(price.base), tiers: [None; MAX_TIERS], batch: None, ..*price };
+    cost(&batch, tokens)
 }
 
 /// What `tokens` cost under `price`, exactly, rounded up once to nano-USD. Each part of the

@@ -9,7 +9,7 @@ mod decimal;
 mod resolve;
 
 pub use catalogue::{context_window, deployment_context_window};
-pub use cost::{cost, worst_case_cost, Price, Rates, Tier, Tokens};
+pub use cost::{batch_cost, cost, worst_case_cost, Price, Rates, Tier, Tokens};
 pub use decimal::{is_exact_in_atto, usd_to_atto, AttoUsd, PriceError};
 pub use resolve::{built_in, configured_price, resolve_price};
 

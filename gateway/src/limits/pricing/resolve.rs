@@ -117,6 +117,7 @@ fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>,
 /// A per-token or per-request field of a dimension Tollgate prices, or one of its tiers.
 fn is_price_field(key: &str) -> bool {
     let stem = key.split_once("_above_").map_or(key, |(stem, _)| stem);
+    let stem = stem.strip_suffix("_batches").unwrap_or(stem);
     stem == PER_REQUEST_FIELD || PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem)
 }
 

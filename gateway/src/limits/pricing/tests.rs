@@ -33,6 +33,19 @@ fn cache_reads_are_part_of_the_prompt() {
 }
 
 #[test]
+fn batch_prices() {
+    // gpt-4o-mini through the batch API: input_cost_per_token_batches 7.5e-08 (75 nano-USD),
+    // output_cost_per_token_batches 3e-07 (300); no batch price for cache reads, so the usual
+    // 7.5e-08 (75). Prompt 1000 of which 400 cached, 100 completion:
+    // 600 × 75 + 400 × 75 + 100 × 300 = 45 000 + 30 000 + 30 000 = 105 000.
+    let t = Tokens { prompt: 1_000, completion: 100, cached: 400, ..Tokens::default() };
+    assert_eq!(batch_cost(&catalogued("gpt-4o-mini"), t).unwrap().0, 105_000);
+    // A model the catalogue gives no batch price costs the same either way.
+    let p = Price::from_nanos(150, 75, 600);
+    assert_eq!(batch_cost(&p, t), cost(&p, t));
+}
+
+#[test]
 fn cache_writes() {
     // claude-sonnet-4-5-20250929: input 3e-06 (3000 nano), cache read 3e-07 (300),
     // cache creation 3.75e-06 (3750), output 1.5e-05 (15 000). Prompt 10 000 of which 2000
