@@ -261,7 +261,7 @@ async fn kafka_backends(
     if let Some(db) = &config.database {
         let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
         if db.create_schema {
-            tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+            tollgate_schemas::store::apply_schema(&session, &db.keyspace, &db.replication).await?;
         }
         let store: Arc<dyn TenancyStore> =
             Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
