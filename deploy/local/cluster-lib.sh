@@ -188,32 +188,20 @@ write_cluster_tool_configs() {
 EOX
 }
 
+# start_node N: lib.sh's start_cassandra with node N's files, address, JMX port and heap, and
+# a 3 s ring delay (not 30 s) so that joining nodes do not wait for nothing.
 start_node() {
-  local n=$1 dir jamm
+  local n=$1 dir
   dir=$(node_dir "$n")
-  jamm=$(find "$CASSANDRA_LIBS" -maxdepth 1 -name 'jamm-*.jar' | sort | tail -n 1)
-  [[ -n $jamm ]] || die "no jamm jar in $CASSANDRA_LIBS (needed as -javaagent)"
-  local opts=(
-    "-Xms$CLUSTER_CASSANDRA_HEAP" "-Xmx$CLUSTER_CASSANDRA_HEAP" -Xss256k
-    -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=8m
-    -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
-    -XX:ActiveProcessorCount=2 -XX:MaxDirectMemorySize=256m
-    -ea -da:net.openhft... -XX:+UseThreadPriorities -XX:+PerfDisableSharedMem -XX:+ExitOnOutOfMemoryError
-    -Djava.net.preferIPv4Stack=true
-    "${CASSANDRA_JPMS_OPTS[@]}"
-    -javaagent:"$jamm"
-    -Dcassandra.config="file://$dir/cassandra.yaml"
-    -Dcassandra.storagedir="$dir/data"
-    -Dcassandra.logdir="$dir/logs"
-    -Dcassandra.triggers_dir="$dir/triggers"
-    -Dlogback.configurationFile="file://$dir/logback.xml"
-    -Dcassandra-foreground=yes
-    -Dcassandra.skip_wait_for_gossip_to_settle=0
-    -Dcassandra.ring_delay_ms=3000
-    -Dcassandra.unsafesystem=true
-    "-Dcassandra.jmx.local.port=$(cassandra_jmx_port "$n")"
+  # shellcheck disable=SC2030,SC2034 # the single node's settings, changed for this call only
+  (
+    CASSANDRA_DIR=$dir CASSANDRA_DATA=$dir/data CASSANDRA_YAML=$dir/cassandra.yaml
+    CASSANDRA_LOGBACK=$dir/logback.xml CASSANDRA_LOG=$dir/cassandra.log CASSANDRA_PID=$dir/cassandra.pid
+    CASSANDRA_TLS=$dir/tls CASSANDRA_KEYSTORE=$dir/tls/node.p12 CQL_CA=$dir/tls/node.pem
+    BIND=$(cassandra_addr "$n") CASSANDRA_JMX_PORT=$(cassandra_jmx_port "$n") CASSANDRA_HEAP=$CLUSTER_CASSANDRA_HEAP
+    CASSANDRA_EXTRA_OPTS=(-Dcassandra.ring_delay_ms=3000 -XX:ActiveProcessorCount=2 -XX:MaxDirectMemorySize=256m)
+    start_cassandra
   )
-  launch "$dir/cassandra.log" "$dir/cassandra.pid" "$JAVA" "${opts[@]}" -cp "$CASSANDRA_LIBS/*" "$CASSANDRA_MAIN"
 }
 
 # cluster_cql N ARGS...: cqlsh against node N (no login).

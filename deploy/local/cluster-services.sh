@@ -43,6 +43,15 @@ $section:
 YAML
 }
 
+# The secret every gateway hashes virtual keys with: random, made once, readable by the owner only.
+key_hash_secret_file() {
+  local file=$CLUSTER_DIR/key-hash-secret
+  if [[ ! -s $file ]]; then
+    (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$file")
+  fi
+  echo "$file"
+}
+
 write_gateway_config() {
   local i=$1 dir
   dir=$(service_dir gateway "$i")
@@ -52,6 +61,7 @@ write_gateway_config() {
 gateway:
   id: cluster-gw-$i
   listen: 127.0.0.1:$(gateway_port "$i")
+  key_hash_secret_file: $(key_hash_secret_file)
 model_list:
   - model_name: gpt-4o-mini
     litellm_params:
@@ -63,6 +73,8 @@ virtual_keys:
     team_id: demo-team
 kafka:
   bootstrap_servers: $(cluster_bootstrap)
+spool:
+  dir: $dir/spool
 $(database_yaml database)
 YAML
 }
