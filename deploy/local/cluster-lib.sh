@@ -173,19 +173,11 @@ memtable_offheap_space: 128MiB
 EOY
 }
 
-# The tools' client settings and log configs (fail fast, warnings to stderr).
+# The Kafka tools' client settings (fail fast). nodetool uses the logback-tools.xml that
+# write_cassandra_config leaves in each node's directory.
 write_cluster_tool_configs() {
   mkdir -p "$KAFKA_DIR"
   write_kafka_client_config
-  cat >"$CLUSTER_DIR/tools/logback-tools.xml" <<'EOX'
-<configuration>
-  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
-    <target>System.err</target>
-    <encoder><pattern>%-5level %date{HH:mm:ss,SSS} %msg%n</pattern></encoder>
-  </appender>
-  <root level="WARN"><appender-ref ref="STDERR" /></root>
-</configuration>
-EOX
 }
 
 # start_node N: lib.sh's start_cassandra with node N's files, address, JMX port and heap, and
@@ -217,7 +209,7 @@ cluster_nodetool() {
   local n=$1
   shift
   timeout 60 "$JAVA" "${TOOL_JVM_OPTS[@]}" "${CASSANDRA_JPMS_OPTS[@]}" \
-    -Dcassandra.logdir="$(node_dir "$n")/logs" -Dlogback.configurationFile="file://$CLUSTER_DIR/tools/logback-tools.xml" \
+    -Dcassandra.logdir="$(node_dir "$n")/logs" -Dlogback.configurationFile="file://$(node_dir "$n")/logback-tools.xml" \
     -cp "$CASSANDRA_LIBS/*" org.apache.cassandra.tools.NodeTool -h 127.0.0.1 -p "$(cassandra_jmx_port "$n")" "$@"
 }
 
