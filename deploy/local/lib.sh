@@ -56,6 +56,9 @@ CASSANDRA_TLS=$CASSANDRA_DIR/tls
 CQL_CA=$CASSANDRA_TLS/node.pem
 CASSANDRA_KEYSTORE=$CASSANDRA_TLS/node.p12
 CASSANDRA_KEYSTORE_PASSWORD=tollgate-local-keystore
+# Heap and extra JVM flags of the node (deploy/local/cluster runs three smaller ones).
+CASSANDRA_HEAP=1g
+CASSANDRA_EXTRA_OPTS=()
 
 # JVM flags for short-lived tool processes (topic admin, storage format): start fast, stay small.
 TOOL_JVM_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true)
@@ -578,7 +581,7 @@ start_cassandra() {
   jamm=$(find "$CASSANDRA_LIBS" -maxdepth 1 -name 'jamm-*.jar' | sort | tail -n 1)
   [[ -n $jamm ]] || die "no jamm jar in $CASSANDRA_LIBS (needed as -javaagent)"
   local opts=(
-    -Xms1g -Xmx1g -Xss256k
+    "-Xms$CASSANDRA_HEAP" "-Xmx$CASSANDRA_HEAP" -Xss256k
     # GC, as in Cassandra's conf/jvm17-server.options
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1 -XX:G1HeapRegionSize=16m
     -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
@@ -603,7 +606,7 @@ start_cassandra() {
     "-Dcassandra.jmx.local.port=$CASSANDRA_JMX_PORT"
   )
   launch "$CASSANDRA_LOG" "$CASSANDRA_PID" \
-    "$JAVA" "${opts[@]}" -cp "$CASSANDRA_LIBS/*" "$CASSANDRA_MAIN"
+    "$JAVA" "${opts[@]}" "${CASSANDRA_EXTRA_OPTS[@]}" -cp "$CASSANDRA_LIBS/*" "$CASSANDRA_MAIN"
 }
 
 # ---------------------------------------------------------------------------

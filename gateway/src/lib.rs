@@ -289,7 +289,7 @@ pub(crate) async fn open_database(
 ) -> Result<Arc<scylla::client::session::Session>, StartError> {
     let session = Arc::new(tollgate_schemas::store::connect(&db.connection()).await?);
     if db.create_schema {
-        tollgate_schemas::store::apply_schema(&session, &db.keyspace).await?;
+        tollgate_schemas::store::apply_schema(&session, &db.keyspace, &db.replication).await?;
     }
     Ok(session)
 }

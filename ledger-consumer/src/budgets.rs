@@ -12,7 +12,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::SerialConsistency;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,20 +89,18 @@ impl BudgetPublisher {
         let producer: FutureProducer =
             config.kafka.clone().set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2").create()?;
         let spend = CqlSpend::new(session.clone(), keyspace).await?.with_partitions(config.usage_partitions);
-        let mut claim = session
+        let claim = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.budget_alerts (scope_id, window_id, threshold_pct, claimed_by, claimed_at) \
                  VALUES (?, ?, ?, ?, toTimestamp(now())) IF NOT EXISTS"
             ))
             .await?;
-        claim.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let mut release = session
+        let release = session
             .prepare(format!(
                 "DELETE FROM {keyspace}.budget_alerts WHERE scope_id = ? AND window_id = ? AND threshold_pct = ? \
                  IF claimed_by = ?"
             ))
             .await?;
-        release.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         // A webhook's address is the operator's: a redirect elsewhere is not followed.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

@@ -241,4 +241,21 @@ mod tests {
         let err = Config::parse(&format!("{OK}  keyspace: \"a-b\"\n"), "c.yaml").unwrap_err().to_string();
         assert!(err.contains("cassandra.keyspace"), "{err}");
     }
+
+    #[test]
+    fn replication_and_consistency_are_configuration() {
+        let c = Config::parse(OK, "c.yaml").unwrap();
+        assert_eq!(c.cassandra.replication, tollgate_schemas::cql::Replication::default());
+        assert_eq!(c.cassandra.consistency, tollgate_schemas::store::CqlConsistency::default());
+        let cluster = format!(
+            "{OK}  replication: {{class: NetworkTopologyStrategy, data_centers: {{dc1: 3}}}}\n  consistency: {{level: quorum, serial: serial}}\n"
+        );
+        let c = Config::parse(&cluster, "c.yaml").unwrap();
+        assert_eq!(c.cassandra.replication.to_cql().unwrap(), "{'class': 'NetworkTopologyStrategy', 'dc1': 3}");
+        assert_eq!(c.cassandra.connection().consistency.level(), scylla::statement::Consistency::Quorum);
+        let err = Config::parse(&cluster.replace("dc1: 3", "dc1: 0"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("cassandra.replication"), "{err}");
+        let err = Config::parse(&cluster.replace("level: quorum", "level: one"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("one"), "{err}");
+    }
 }

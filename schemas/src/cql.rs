@@ -1,5 +1,10 @@
 //! The CQL schema, from `schemas/cql/*.cql`, with the keyspace name substituted.
-//! Only CQL that both Apache Cassandra 5 and ScyllaDB accept belongs here.
+//! Only CQL that both Apache Cassandra 5 and ScyllaDB accept belongs here. The keyspace's
+//! replication (`{{replication}}`) is configuration: see [`Replication`].
+
+mod replication;
+
+pub use replication::{InvalidReplication, Replication};
 
 const FILES: &[(&str, &str)] = &[
     ("001_keyspace.cql", include_str!("../cql/001_keyspace.cql")),
@@ -31,10 +36,25 @@ pub fn validate_keyspace(name: &str) -> Result<(), InvalidKeyspace> {
     }
 }
 
-/// Every schema statement, in order, for `keyspace`. Each is idempotent (`IF NOT EXISTS`).
-pub fn statements(keyspace: &str) -> Result<Vec<String>, InvalidKeyspace> {
+/// A keyspace name or replication setting that cannot be spliced into CQL.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSchema {
+    #[error(transparent)]
+    Keyspace(#[from] InvalidKeyspace),
+    #[error(transparent)]
+    Replication(#[from] InvalidReplication),
+}
+
+/// Every schema statement, in order, for `keyspace` replicated as `replication`. Each is
+/// idempotent (`IF NOT EXISTS`): an existing keyspace keeps the replication it has.
+pub fn statements(keyspace: &str, replication: &Replication) -> Result<Vec<String>, InvalidSchema> {
     validate_keyspace(keyspace)?;
-    Ok(FILES.iter().flat_map(|(_, text)| split_statements(text)).map(|s| s.replace("{{keyspace}}", keyspace)).collect())
+    let replication = replication.to_cql()?;
+    Ok(FILES
+        .iter()
+        .flat_map(|(_, text)| split_statements(text))
+        .map(|s| s.replace("{{keyspace}}", keyspace).replace("{{replication}}", &replication))
+        .collect())
 }
 
 fn split_statements(text: &str) -> Vec<String> {
@@ -49,9 +69,10 @@ mod tests {
 
     #[test]
     fn statements_are_keyspace_qualified() {
-        let stmts = statements("tg_test").unwrap();
+        let stmts = statements("tg_test", &Replication::default()).unwrap();
         assert_eq!(stmts.len(), 15);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
+        assert!(stmts[0].ends_with("replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
         assert!(stmts[2].contains("tg_test.spend_aggregates"));
         assert!(stmts[10].contains("tg_test.partition_spend") && stmts[10].contains("STATIC"));
@@ -62,7 +83,17 @@ mod tests {
 
     #[test]
     fn rejects_injection_in_keyspace() {
-        assert!(statements("x; DROP KEYSPACE y").is_err());
-        assert!(statements("1abc").is_err());
+        assert!(statements("x; DROP KEYSPACE y", &Replication::default()).is_err());
+        assert!(statements("1abc", &Replication::default()).is_err());
+    }
+
+    #[test]
+    fn cluster_replication_reaches_the_keyspace_statement() {
+        let dcs = [("dc1".to_owned(), 3)].into_iter().collect();
+        let stmts = statements("tg_test", &Replication::NetworkTopologyStrategy { data_centers: dcs }).unwrap();
+        assert!(stmts[0].ends_with("replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}"));
+        assert!(stmts[1..].iter().all(|s| !s.contains("replication =")));
+        let bad = Replication::SimpleStrategy { replication_factor: 0 };
+        assert!(statements("tg_test", &bad).is_err());
     }
 }

@@ -13,7 +13,6 @@ use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +46,10 @@ impl StoreError {
     }
 }
 
+mod consistency;
 mod logs;
+
+pub use consistency::{serial_read, CqlConsistency};
 
 fn query_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Query(e.to_string())
@@ -128,6 +130,12 @@ pub struct CqlConnection {
     /// Client-to-node encryption.
     #[serde(default)]
     pub tls: Option<CqlTls>,
+    /// The keyspace's replication, used when the schema is applied.
+    #[serde(default)]
+    pub replication: crate::cql::Replication,
+    /// Consistency levels of every statement (default LOCAL_QUORUM, LOCAL_SERIAL).
+    #[serde(default)]
+    pub consistency: CqlConsistency,
 }
 
 /// The `database` section of the gateway and the `cassandra` section of the ledger consumer:
@@ -150,6 +158,13 @@ pub struct CqlDatabase {
     /// Client-to-node TLS: `ca_file`, and `cert_file` with `key_file` for a client certificate.
     #[serde(default)]
     pub tls: Option<CqlTls>,
+    /// The keyspace's replication when the schema is applied: `SimpleStrategy` RF 1 unless set
+    /// (a cluster: `NetworkTopologyStrategy` with RF 3 in its data centre).
+    #[serde(default)]
+    pub replication: crate::cql::Replication,
+    /// Consistency of reads and writes (`level`) and of lightweight transactions (`serial`).
+    #[serde(default)]
+    pub consistency: CqlConsistency,
 }
 
 impl CqlDatabase {
@@ -160,6 +175,8 @@ impl CqlDatabase {
             username: self.username.clone(),
             password: self.password.clone(),
             tls: self.tls.clone(),
+            replication: self.replication.clone(),
+            consistency: self.consistency,
         }
     }
 }
@@ -203,6 +220,7 @@ impl CqlConnection {
                 return Err(("tls.key_file", "give `cert_file` and `key_file` together".into()));
             }
         }
+        self.replication.validate().map_err(|e| ("replication", e.to_string()))?;
         Ok(())
     }
 
@@ -234,7 +252,9 @@ impl CqlConnection {
 
 /// Connects to the database as `connection` says.
 pub async fn connect(connection: &CqlConnection) -> Result<Session, StoreError> {
-    let mut builder = SessionBuilder::new().known_nodes(&connection.contact_points);
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&connection.contact_points)
+        .default_execution_profile_handle(connection.consistency.profile().into_handle());
     if let (Some(user), Some(password)) = (&connection.username, &connection.password) {
         builder = builder.user(user, password.expose());
     }
@@ -242,9 +262,14 @@ pub async fn connect(connection: &CqlConnection) -> Result<Session, StoreError> 
     builder.build().await.map_err(|e| StoreError::Connect(e.to_string()))
 }
 
-/// Applies every statement of `schemas/cql` to `keyspace` (all idempotent).
-pub async fn apply_schema(session: &Session, keyspace: &str) -> Result<(), StoreError> {
-    let statements = crate::cql::statements(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
+/// Applies every statement of `schemas/cql` to `keyspace`, replicated as `replication` (all
+/// idempotent).
+pub async fn apply_schema(
+    session: &Session,
+    keyspace: &str,
+    replication: &crate::cql::Replication,
+) -> Result<(), StoreError> {
+    let statements = crate::cql::statements(keyspace, replication).map_err(|e| StoreError::Schema(e.to_string()))?;
     for stmt in statements {
         session.query_unpaged(stmt, &[]).await.map_err(|e| StoreError::Schema(e.to_string()))?;
     }
@@ -274,17 +299,13 @@ impl CqlTenancy {
                 let session = &session;
                 async move { session.prepare(cql).await.map_err(query_err) }
             };
-            let mut get = prepare(format!("SELECT doc, version FROM {table} WHERE id = ?")).await?;
-            // Reads see the latest committed LWT (admin changes are rare; correctness first).
-            get.set_consistency(Consistency::LocalQuorum);
-            let mut create =
+            let get = prepare(format!("SELECT doc, version FROM {table} WHERE id = ?")).await?;
+            // Reads and writes at the session's levels (`database.consistency`).
+            let create =
                 prepare(format!("INSERT INTO {table} (id, doc, version) VALUES (?, ?, 1) IF NOT EXISTS")).await?;
-            create.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-            let mut update =
+            let update =
                 prepare(format!("UPDATE {table} SET doc = ?, version = ? WHERE id = ? IF version = ?")).await?;
-            update.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-            let mut delete = prepare(format!("DELETE FROM {table} WHERE id = ? IF version = ?")).await?;
-            delete.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            let delete = prepare(format!("DELETE FROM {table} WHERE id = ? IF version = ?")).await?;
             let list = format!("SELECT id, doc, version FROM {table}");
             statements.insert(kind, Statements { get, create, update, delete, list });
         }
@@ -338,7 +359,6 @@ impl TenancyStore for CqlTenancy {
             let s = self.stmts(kind)?;
             let mut stmt = scylla::statement::Statement::new(s.list.clone());
             stmt.set_page_size(1_000);
-            stmt.set_consistency(Consistency::LocalQuorum);
             let mut rows = self
                 .session
                 .query_iter(stmt, &[])
@@ -405,14 +425,13 @@ pub struct CqlSpend {
 impl CqlSpend {
     pub async fn new(session: Arc<Session>, keyspace: &str) -> Result<CqlSpend, StoreError> {
         crate::cql::validate_keyspace(keyspace).map_err(|e| StoreError::Schema(e.to_string()))?;
-        let mut total = session
+        let total = session
             .prepare(format!(
                 "SELECT spent_nano_usd, events, prompt_tokens, completion_tokens FROM {keyspace}.spend_aggregates \
                  WHERE scope_id = ? AND window_id = ? AND partition IN ?"
             ))
             .await
             .map_err(query_err)?;
-        total.set_consistency(Consistency::LocalQuorum);
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
         Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, logs })
     }

@@ -158,6 +158,22 @@ pub struct Cql {
     pub username: Option<String>,
     pub password: Option<String>,
     pub tls: Option<CqlTls>,
+    pub replication: Option<CqlReplication>,
+}
+
+/// `NetworkTopologyStrategy` replication, for tests against deploy/local/cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct CqlReplication {
+    pub class: String,
+    pub data_centers: BTreeMap<String, u8>,
+}
+
+impl CqlReplication {
+    /// RF 3 in the data centre `TOLLGATE_TEST_CQL_DC` names, when it is set.
+    pub fn from_env() -> Option<CqlReplication> {
+        let dc = std::env::var("TOLLGATE_TEST_CQL_DC").ok()?;
+        Some(CqlReplication { class: "NetworkTopologyStrategy".into(), data_centers: [(dc, 3)].into_iter().collect() })
+    }
 }
 
 impl Cql {
@@ -170,6 +186,7 @@ impl Cql {
             username: Some(user),
             password: Some(password),
             tls: None,
+            replication: CqlReplication::from_env(),
         }
     }
 }

@@ -34,7 +34,7 @@ fn admin() -> Result<AdminClient<DefaultClientContext>> {
 
 /// Creates a topic for one test.
 pub async fn create_topic(name: &str, partitions: i32) -> Result<()> {
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(topic_replication()));
     let results = admin()?.create_topics([&topic], &AdminOptions::new()).await?;
     for r in results {
         if let Err((t, e)) = r {
@@ -42,6 +42,15 @@ pub async fn create_topic(name: &str, partitions: i32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Replicas of every test topic: `TOLLGATE_TEST_KAFKA_RF` (3 against deploy/local/cluster), else 1.
+pub fn topic_replication() -> i32 {
+    std::env::var("TOLLGATE_TEST_KAFKA_RF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|rf| (1..=5).contains(rf))
+        .unwrap_or(1)
 }
 
 /// The Kafka topics of one tenancy test: usage, budget state and control.

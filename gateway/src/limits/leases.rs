@@ -30,7 +30,6 @@ use futures::future::BoxFuture;
 use metrics::counter;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,23 +130,21 @@ impl CqlLeases {
             .await
             .map_err(store_err)?;
         // Serial reads see the outcome of every LWT, committed or in progress.
-        select.set_consistency(Consistency::LocalSerial);
-        let mut insert = session
+        select.set_consistency(tollgate_schemas::store::serial_read(&session));
+        let insert = session
             .prepare(format!(
                 "INSERT INTO {ks}.budget_leases (scope_id, window_id, granted_nano_usd, last_op) \
                  VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await
             .map_err(store_err)?;
-        insert.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let mut update = session
+        let update = session
             .prepare(format!(
                 "UPDATE {ks}.budget_leases USING TTL ? SET granted_nano_usd = ?, last_op = ? \
                  WHERE scope_id = ? AND window_id = ? IF granted_nano_usd = ?"
             ))
             .await
             .map_err(store_err)?;
-        update.set_serial_consistency(Some(SerialConsistency::LocalSerial));
         Ok(CqlLeases { session, select, insert, update })
     }
 

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,21 +62,18 @@ impl ChangeLog {
             let session = &session;
             async move { session.prepare(cql).await.map_err(query_err) }
         };
-        let mut insert = prepare(format!(
+        let insert = prepare(format!(
             "INSERT INTO {keyspace}.tenancy_changes (hour, at_ms, kind, id, published) VALUES (?, ?, ?, ?, false)"
         ))
         .await?;
-        insert.set_consistency(Consistency::LocalQuorum);
-        let mut select = prepare(format!(
+        let select = prepare(format!(
             "SELECT hour, at_ms, kind, id, published FROM {keyspace}.tenancy_changes WHERE hour = ? AND at_ms > ?"
         ))
         .await?;
-        select.set_consistency(Consistency::LocalQuorum);
-        let mut mark = prepare(format!(
+        let mark = prepare(format!(
             "UPDATE {keyspace}.tenancy_changes SET published = true WHERE hour = ? AND at_ms = ? AND kind = ? AND id = ?"
         ))
         .await?;
-        mark.set_consistency(Consistency::LocalQuorum);
         Ok(ChangeLog { session, insert, select, mark })
     }
 

@@ -19,7 +19,6 @@ use scylla::deserialize::row::DeserializeRow;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::MaybeUnset;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -194,7 +193,7 @@ impl CqlLedger {
         let session =
             tollgate_schemas::store::connect(connection).await.map_err(|e| LedgerError::Connect(e.to_string()))?;
         if create_schema {
-            tollgate_schemas::store::apply_schema(&session, keyspace)
+            tollgate_schemas::store::apply_schema(&session, keyspace, &connection.replication)
                 .await
                 .map_err(|e| LedgerError::Schema(e.to_string()))?;
         }
@@ -221,21 +220,19 @@ impl CqlLedger {
              WHERE owner_id = ? AND day = ? AND shard = ? AND event_id IN ?"
         ))
         .await?;
-        let mut select_fence = prepare(format!(
+        let select_fence = prepare(format!(
             "SELECT applied_offset FROM {ks}.partition_spend WHERE partition = ? AND bucket = ? LIMIT 1"
         ))
         .await?;
-        select_fence.set_consistency(Consistency::LocalQuorum);
         let mut select_fence_serial = select_fence.clone();
-        select_fence_serial.set_consistency(Consistency::LocalSerial);
-        let mut select_rows = prepare(format!(
+        select_fence_serial.set_consistency(tollgate_schemas::store::serial_read(&session));
+        let select_rows = prepare(format!(
             "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens, applied_offset \
              FROM {ks}.partition_spend WHERE partition = ? AND bucket = ? AND (scope_id, window_id) IN ?"
         ))
         .await?;
-        select_rows.set_consistency(Consistency::LocalQuorum);
         let mut select_rows_serial = select_rows.clone();
-        select_rows_serial.set_consistency(Consistency::LocalSerial);
+        select_rows_serial.set_consistency(tollgate_schemas::store::serial_read(&session));
         // Every statement of a step's batch carries the same condition and sets the same fence:
         // one statement shape, so a batch is N copies of it.
         let write_row = prepare(format!(
@@ -244,33 +241,27 @@ impl CqlLedger {
              IF applied_offset = ?"
         ))
         .await?;
-        let mut write_fence = prepare(format!(
+        let write_fence = prepare(format!(
             "UPDATE {ks}.partition_spend SET applied_offset = ? WHERE partition = ? AND bucket = ? IF applied_offset = ?"
         ))
         .await?;
-        write_fence.set_consistency(Consistency::LocalQuorum);
-        write_fence.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let mut copy_row = prepare(format!(
+        let copy_row = prepare(format!(
             "UPDATE {ks}.spend_aggregates USING TIMESTAMP ? SET spent_nano_usd = ?, events = ?, prompt_tokens = ?, \
              completion_tokens = ?, applied_offset = ? WHERE scope_id = ? AND window_id = ? AND partition = ?"
         ))
         .await?;
-        copy_row.set_consistency(Consistency::LocalQuorum);
         // The first record of a refusal stays: a replay that refuses the record again (after a
         // crash before its offset was stored) changes nothing.
-        let mut insert_dead_letter = prepare(format!(
+        let insert_dead_letter = prepare(format!(
             "INSERT INTO {ks}.dead_letters (topic, partition, offset_block, kafka_offset, event_id, reason, message, \
              body, body_bytes, dead_lettered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
         ))
         .await?;
-        insert_dead_letter.set_consistency(Consistency::LocalQuorum);
-        insert_dead_letter.set_serial_consistency(Some(SerialConsistency::LocalSerial));
-        let mut select_dead_letters = prepare(format!(
+        let select_dead_letters = prepare(format!(
             "SELECT kafka_offset FROM {ks}.dead_letters WHERE topic = ? AND partition = ? AND offset_block = ? \
              AND kafka_offset >= ? AND kafka_offset <= ?"
         ))
         .await?;
-        select_dead_letters.set_consistency(Consistency::LocalQuorum);
         Ok(CqlLedger {
             session,
             insert_event,
@@ -663,9 +654,7 @@ impl LedgerStore for CqlLedger {
             return applied(self.session.execute_unpaged(&self.write_fence, values).await?);
         }
         let statement = BatchStatement::PreparedStatement(self.write_row.clone());
-        let mut batch = Batch::new_with_statements(BatchType::Logged, vec![statement; step.rows.len()]);
-        batch.set_consistency(Consistency::LocalQuorum);
-        batch.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+        let batch = Batch::new_with_statements(BatchType::Logged, vec![statement; step.rows.len()]);
         let values: Vec<RowWrite<'_>> = step
             .rows
             .iter()
