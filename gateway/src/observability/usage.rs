@@ -60,7 +60,13 @@ pub fn record(event: &UsageEvent, timing: Request<'_>) {
 
 pub fn record_with(policy: &Policy, event: &UsageEvent, timing: Request<'_>) {
     let request_model = policy.models.get(timing.model);
-    let response_model = policy.models.get_opt(event.served_model.as_deref());
+    // A wildcard deployment serves whatever name the client sent: its response model would be
+    // that name again, so it is labelled by the pattern, like the request.
+    let response_model = if timing.model == event.requested_model {
+        policy.models.get_opt(event.served_model.as_deref())
+    } else {
+        request_model.clone()
+    };
     let provider = provider_name(policy, event.provider.as_deref());
     let genai = [
         ("gen_ai_operation_name", SharedString::const_str(timing.operation)),

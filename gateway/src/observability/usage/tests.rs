@@ -121,10 +121,12 @@ fn litellm_names_are_exported_when_asked_for() {
 #[test]
 fn a_name_a_client_chose_through_a_wildcard_is_never_a_label() {
     let mut e = event("t1", "c1");
-    e.requested_model = "client-chosen-name".into();
+    e.requested_model = "openai/client-chosen-name".into();
+    // The provider answers with the name it was sent: the star filled in.
+    e.served_model = Some("client-chosen-name".into());
     let wildcard = Request { operation: "chat", model: "openai/*", first_token: None };
     let out = rendered(&Policy::new(&settings(false, 10, true)), &[e], wildcard);
-    assert!(out.contains(r#"gen_ai_request_model="openai/*""#), "{out}");
+    assert!(out.contains(r#"gen_ai_request_model="openai/*",gen_ai_response_model="openai/*""#), "{out}");
     assert!(out.contains(r#"team="t1",model="openai/*""#), "{out}");
     assert!(!out.contains("client-chosen-name"), "{out}");
 }
