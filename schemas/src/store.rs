@@ -376,9 +376,7 @@ impl TenancyStore for CqlTenancy {
     }
 }
 
-/// The usage topic may have at most this many partitions: spend readers sum the Layer 2 rows
-/// of partitions `0..MAX_USAGE_PARTITIONS` (absent rows cost nothing).
-pub const MAX_USAGE_PARTITIONS: i32 = 64;
+pub use crate::topics::{ledger_partition, MAX_USAGE_GENERATIONS, MAX_USAGE_PARTITIONS};
 
 /// A scope's spend in one window, all partitions summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -416,8 +414,9 @@ pub trait SpendSource: Send + Sync + 'static {
 pub struct CqlSpend {
     session: Arc<Session>,
     keyspace: String,
-    /// Partitions of the usage topic whose rows a total sums.
-    partitions: i32,
+    /// The ledger partitions whose rows a total sums: one list per generation of the usage
+    /// topic (one query each, so no `IN` list is longer than [`MAX_USAGE_PARTITIONS`]).
+    partitions: Vec<Vec<i32>>,
     total: PreparedStatement,
     logs: logs::LogStatements,
 }
@@ -433,15 +432,29 @@ impl CqlSpend {
             .await
             .map_err(query_err)?;
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, logs })
+        let partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs })
     }
 }
 
 impl CqlSpend {
-    /// Sums only the rows of partitions `0..n` (the usage topic's partition count, when known;
-    /// fewer partitions read per total).
-    pub fn with_partitions(mut self, n: i32) -> CqlSpend {
-        self.partitions = n.clamp(1, MAX_USAGE_PARTITIONS);
+    /// Sums only the rows of partitions `0..n` of generation 0 (the usage topic's partition
+    /// count, when known; fewer partitions read per total).
+    pub fn with_partitions(self, n: i32) -> CqlSpend {
+        self.with_generations(&[n])
+    }
+
+    /// Sums the rows of every generation of the usage topic: `counts[g]` is generation `g`'s
+    /// partition count ([`MAX_USAGE_PARTITIONS`] when unknown). Generations beyond
+    /// [`MAX_USAGE_GENERATIONS`] are ignored.
+    pub fn with_generations(mut self, counts: &[i32]) -> CqlSpend {
+        self.partitions = (0..MAX_USAGE_GENERATIONS)
+            .zip(counts)
+            .map(|(g, n)| (0..(*n).clamp(1, MAX_USAGE_PARTITIONS)).map(|p| ledger_partition(g, p)).collect())
+            .collect();
+        if self.partitions.is_empty() {
+            self.partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
+        }
         self
     }
 
@@ -468,19 +481,22 @@ impl SpendSource for CqlSpend {
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>> {
         let (scope, window) = (scope.to_owned(), window.to_owned());
         Box::pin(async move {
-            let partitions: Vec<i32> = (0..self.partitions).collect();
-            let result =
-                self.session.execute_unpaged(&self.total, (&scope, &window, partitions)).await.map_err(query_err)?;
-            let rows = result.into_rows_result().map_err(query_err)?;
+            let queries = self
+                .partitions
+                .iter()
+                .map(|partitions| self.session.execute_unpaged(&self.total, (&scope, &window, partitions)));
             let mut t = SpendTotal::default();
-            for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
-                let (spent, events, prompt, completion) = row.map_err(query_err)?;
-                t.add(&SpendTotal {
-                    spent: crate::NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                });
+            for result in futures::future::try_join_all(queries).await.map_err(query_err)? {
+                let rows = result.into_rows_result().map_err(query_err)?;
+                for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
+                    let (spent, events, prompt, completion) = row.map_err(query_err)?;
+                    t.add(&SpendTotal {
+                        spent: crate::NanoUsd(spent.unwrap_or(0)),
+                        events: events.unwrap_or(0),
+                        prompt_tokens: prompt.unwrap_or(0),
+                        completion_tokens: completion.unwrap_or(0),
+                    });
+                }
             }
             Ok(t)
         })
