@@ -290,5 +290,9 @@ mod tests {
         assert!(err.contains("cassandra.replication"), "{err}");
         let err = Config::parse(&cluster.replace("level: quorum", "level: one"), "c.yaml").unwrap_err().to_string();
         assert!(err.contains("one"), "{err}");
+        let c = Config::parse(&format!("{OK}  local_datacenter: dc1\n"), "c.yaml").unwrap();
+        assert_eq!(c.cassandra.connection().local_datacenter.as_deref(), Some("dc1"));
+        let err = Config::parse(&format!("{OK}  local_datacenter: \"\"\n"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("cassandra.local_datacenter"), "{err}");
     }
 }

@@ -136,6 +136,10 @@ pub struct CqlConnection {
     /// Consistency levels of every statement (default LOCAL_QUORUM, LOCAL_SERIAL).
     #[serde(default)]
     pub consistency: CqlConsistency,
+    /// The data centre this process talks to: requests go to its nodes only, never to another
+    /// data centre's (the `LOCAL_*` levels count replicas there). None: every node.
+    #[serde(default)]
+    pub local_datacenter: Option<String>,
 }
 
 /// The `database` section of the gateway and the `cassandra` section of the ledger consumer:
@@ -165,6 +169,11 @@ pub struct CqlDatabase {
     /// Consistency of reads and writes (`level`) and of lightweight transactions (`serial`).
     #[serde(default)]
     pub consistency: CqlConsistency,
+    /// The data centre to send requests to (its nodes only, no fail-over to another). Set it
+    /// on a cluster of more than one data centre, where `LOCAL_QUORUM` and `LOCAL_SERIAL` are
+    /// meant for the local one (docs/deploy.md).
+    #[serde(default)]
+    pub local_datacenter: Option<String>,
 }
 
 impl CqlDatabase {
@@ -177,6 +186,7 @@ impl CqlDatabase {
             tls: self.tls.clone(),
             replication: self.replication.clone(),
             consistency: self.consistency,
+            local_datacenter: self.local_datacenter.clone(),
         }
     }
 }
@@ -221,6 +231,11 @@ impl CqlConnection {
             }
         }
         self.replication.validate().map_err(|e| ("replication", e.to_string()))?;
+        if let Some(dc) = &self.local_datacenter {
+            if dc.is_empty() || dc.len() > 128 || dc.chars().any(char::is_control) {
+                return Err(("local_datacenter", "a data centre name of 1 to 128 printable characters".into()));
+            }
+        }
         Ok(())
     }
 
@@ -252,9 +267,17 @@ impl CqlConnection {
 
 /// Connects to the database as `connection` says.
 pub async fn connect(connection: &CqlConnection) -> Result<Session, StoreError> {
+    let mut profile = connection.consistency.profile().to_builder();
+    if let Some(dc) = &connection.local_datacenter {
+        let policy = scylla::policies::load_balancing::DefaultPolicy::builder()
+            .prefer_datacenter(dc.clone())
+            .permit_dc_failover(false)
+            .build();
+        profile = profile.load_balancing_policy(policy);
+    }
     let mut builder = SessionBuilder::new()
         .known_nodes(&connection.contact_points)
-        .default_execution_profile_handle(connection.consistency.profile().into_handle());
+        .default_execution_profile_handle(profile.build().into_handle());
     if let (Some(user), Some(password)) = (&connection.username, &connection.password) {
         builder = builder.user(user, password.expose());
     }
