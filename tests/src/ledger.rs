@@ -7,8 +7,9 @@ use crate::configs::KEY_HASH_SECRET;
 use crate::services::binaries;
 use anyhow::{ensure, Result};
 use scylla::client::session::Session;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::process::Command;
 
 /// A CQL contact point (`TOLLGATE_TEST_CASSANDRA`, default the local deployment).
@@ -93,6 +94,35 @@ pub async fn event_ledger_totals(session: &Session, ks: &str) -> Result<(i64, i6
         sum += row?.0.unwrap_or(0);
     }
     Ok((count, sum))
+}
+
+/// Layer 1 by request id: (cost, copies), read page by page.
+pub async fn layer1_by_request(session: &Session, ks: &str) -> Result<HashMap<String, (i64, usize)>> {
+    use futures::TryStreamExt;
+    let mut stmt = scylla::statement::Statement::new(format!("SELECT body FROM {ks}.usage_events"));
+    stmt.set_page_size(5_000);
+    let mut rows = session.query_iter(stmt, &[]).await?.rows_stream::<(Option<String>,)>()?;
+    let mut out: HashMap<String, (i64, usize)> = HashMap::new();
+    while let Some((body,)) = rows.try_next().await? {
+        let event = tollgate_schemas::UsageEvent::decode(body.unwrap_or_default().as_bytes())?;
+        let entry = out.entry(event.request_id).or_insert((event.cost_nano_usd.0, 0));
+        entry.1 += 1;
+    }
+    Ok(out)
+}
+
+/// Waits (up to four minutes) until every request id of `wanted` is in Layer 1; returns Layer 1
+/// by request id as [`layer1_by_request`] reads it.
+pub async fn wait_for_layer1(session: &Session, ks: &str, wanted: &[&str]) -> Result<HashMap<String, (i64, usize)>> {
+    crate::eventually("every answered request in the event ledger", Duration::from_secs(240), || async {
+        let ledger = layer1_by_request(session, ks).await?;
+        let missing: Vec<&&str> = wanted.iter().filter(|id| !ledger.contains_key(**id)).collect();
+        if missing.is_empty() {
+            return Ok(Some(ledger));
+        }
+        anyhow::bail!("{} of {} missing, e.g. {:?}", missing.len(), wanted.len(), &missing[..missing.len().min(3)])
+    })
+    .await
 }
 
 /// Runs `tollgate-ledger-consumer --config <config> reconcile` and returns (success, output).

@@ -8,6 +8,7 @@
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
+//! - [`load`]: load over gateways that come and go, and the ledger checked request by request;
 //! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
 //! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
@@ -18,6 +19,7 @@ pub mod clients;
 pub mod configs;
 pub mod kafka;
 pub mod ledger;
+pub mod load;
 pub mod otelcol;
 pub mod postgres;
 pub mod prometheus;
@@ -27,6 +29,7 @@ pub use clients::*;
 pub use configs::*;
 pub use kafka::*;
 pub use ledger::*;
+pub use load::*;
 pub use otelcol::*;
 pub use services::*;
 

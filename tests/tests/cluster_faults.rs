@@ -176,3 +176,227 @@ async fn kill_9_the_leader_broker_of_busy_partitions() -> Result<()> {
     report(&format!("leader broker {leader} kill -9"), &truth, recovery, "");
     c.stop().await
 }
+
+// === gateway faults: three gateways with tenancy and a hard budget ===
+
+/// The hard budget of the key every gateway case spends on, in nano-USD.
+const BUDGET_NANO: i64 = 3_000_000;
+
+/// Three gateways with their tenancy, budgets and spools in the cluster, three consumers, and
+/// load from 8 clients over every gateway with the test keys and one key of [`BUDGET_NANO`].
+struct GatewayCase {
+    dir: PathBuf,
+    topics: Topics,
+    ks: String,
+    mock: Process,
+    /// The gateways by slot; a slot is empty while its gateway is down.
+    gateways: Vec<Option<Process>>,
+    consumers: Vec<Process>,
+    targets: Arc<std::sync::Mutex<Vec<String>>>,
+    budget_key: String,
+    load: Option<RotatingLoad>,
+}
+
+impl GatewayCase {
+    async fn start(name: &str) -> Result<GatewayCase> {
+        let dir = scratch_dir(name)?;
+        let topics = Topics::create(name, PARTITIONS).await?;
+        let ks = unique(&format!("tg_{name}_")).replace('-', "_");
+        let mock = start_mock(&dir, &["--latency-ms", "5"]).await?;
+        let group = unique("ledger-");
+        let consumer = ConsumerConfig {
+            budgets: Some(ConsumerBudgets {
+                state_topic: Some(topics.budget_state.clone()),
+                heartbeat_interval_ms: Some(1000),
+                ..ConsumerBudgets::default()
+            }),
+            ..ConsumerConfig::new(&topics.usage, &group, &ks, 2000)
+        };
+        let mut consumers = Vec::new();
+        for _ in 0..CONSUMERS {
+            consumers.push(start_consumer(&dir, &consumer).await?);
+        }
+        let mut c = GatewayCase {
+            dir,
+            topics,
+            ks,
+            mock,
+            gateways: Vec::new(),
+            consumers,
+            targets: Arc::default(),
+            budget_key: String::new(),
+            load: None,
+        };
+        for slot in 0..3 {
+            let gateway = c.start_gateway(slot).await?;
+            c.gateways.push(Some(gateway));
+        }
+        let admin = AdminApi::new(c.url(0)?);
+        let usd = BUDGET_NANO as f64 / 1e9;
+        c.budget_key = admin.ok("/key/generate", serde_json::json!({"max_budget": usd})).await?["key"]
+            .as_str()
+            .context("key")?
+            .to_owned();
+        let client = reqwest::Client::new();
+        for slot in 0..3 {
+            let url = c.url(slot)?.to_owned();
+            eventually("a fresh budget view", Duration::from_secs(60), || async {
+                Ok((chat_as(&client, &url, &c.budget_key, "gpt-4o-mini", None).await?.status() == 200).then_some(()))
+            })
+            .await?;
+        }
+        c.set_targets()?;
+        let mut keys: Vec<String> = TENANT_KEYS.iter().map(|(k, _)| (*k).to_owned()).collect();
+        keys.push(c.budget_key.clone());
+        c.load = Some(RotatingLoad::start(c.targets.clone(), keys, 8));
+        Ok(c)
+    }
+
+    /// Starts the gateway of `slot` (its spool is the slot's, so a restart replays it).
+    async fn start_gateway(&self, slot: usize) -> Result<Process> {
+        let id = format!("gw-{slot}");
+        let mut config = GatewayConfig::tenancy(&id, self.mock.url()?, &self.topics, &self.ks);
+        config.spool = Some(Spool { dir: self.dir.join(format!("spool-{slot}")) });
+        config.gateway.replicas = Some(3);
+        start_gateway(&self.dir, &config).await
+    }
+
+    fn url(&self, slot: usize) -> Result<&str> {
+        self.gateways[slot].as_ref().context("the gateway of the slot is down")?.url()
+    }
+
+    /// Points the load at the gateways that are up, as a load balancer's health checks would.
+    fn set_targets(&self) -> Result<()> {
+        let urls: Vec<String> =
+            self.gateways.iter().flatten().map(|g| g.url().map(str::to_owned)).collect::<Result<_>>()?;
+        *self.targets.lock().map_err(|_| anyhow::anyhow!("targets lock"))? = urls;
+        Ok(())
+    }
+
+    fn load(&self) -> Result<&RotatingLoad> {
+        self.load.as_ref().context("no load")
+    }
+
+    /// Stops the load, waits for the ledger, and checks it request by request and scope by
+    /// scope, the budget, and reconcile. Returns the outcomes and the time from `fault` to the
+    /// exact ledger.
+    /// `processes`: the gateway processes that ran, restarts included.
+    async fn finish(mut self, fault: Instant, processes: i64) -> Result<(Outcomes, LedgerMatch, i64, Duration)> {
+        let seen = self.load.take().context("no load")?.finish().await?;
+        ensure!(seen.failed.is_empty(), "failed requests: {:?}", &seen.failed[..seen.failed.len().min(5)]);
+        ensure!(seen.answered.len() > 100, "only {} requests answered", seen.answered.len());
+        let session = cql().await?;
+        // Three warm-up requests of the budget key are in the ledger too.
+        let matched = assert_ledger_matches(&session, &self.ks, &seen, 3).await?;
+        // Layer 2 and the read model equal Layer 1 once reconcile passes.
+        let config = self.dir.join("reconcile.yaml");
+        let consumer = ConsumerConfig::new(&self.topics.usage, &unique("reconcile-"), &self.ks, 2000);
+        std::fs::write(&config, consumer.to_yaml()?)?;
+        eventually("reconcile to pass", Duration::from_secs(120), || async {
+            let (ok, _) = reconcile(&config).await?;
+            Ok(ok.then_some(()))
+        })
+        .await?;
+        let exact = fault.elapsed();
+        // At most one request past the budget per gateway process.
+        let (spent, _) = scope_total(&session, &self.ks, &format!("key/{}", key_token(&self.budget_key))).await?;
+        let worst = (0..100_000).map(|i| request_body(i).1).max().unwrap_or(0);
+        ensure!(spent <= BUDGET_NANO + processes * worst, "budget {BUDGET_NANO} passed: {spent}");
+        for g in self.gateways.into_iter().flatten() {
+            g.stop().await?;
+        }
+        for c in self.consumers {
+            c.stop().await?;
+        }
+        Ok((seen, matched, spent, exact))
+    }
+}
+
+/// One line of figures for a gateway case (`tests/cluster/run` copies the FAULT lines).
+fn report_gateway_case(
+    case: &str,
+    (seen, matched, spent, exact): &(Outcomes, LedgerMatch, i64, Duration),
+    extra: &str,
+) {
+    eprintln!(
+        "FAULT {case}: {} requests answered, 0 failed, {} of unknown outcome ({} of them charged), refused {:?}; \
+         ledger exact request by request, reconcile clean; budget key {spent} of {BUDGET_NANO} nano-USD; exact \
+         {:.1}s after the fault{extra}",
+        seen.answered.len(),
+        seen.unknown.len(),
+        matched.charged_unknown,
+        seen.refused,
+        exact.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs deploy/local/cluster: run tests/cluster/run"]
+async fn kill_9_one_of_three_gateways() -> Result<()> {
+    let mut c = GatewayCase::start("gkill").await?;
+    c.load()?.answer_more(200).await?;
+    let fault = Instant::now();
+    c.gateways[1].take().context("gateway 1")?.kill_hard().await?;
+    // The load balancer notices a second later; requests sent meanwhile fail to connect.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.set_targets()?;
+    c.load()?.answer_more(200).await?;
+    // It comes back on its own spool: what it had not handed to Kafka is replayed.
+    c.gateways[1] = Some(c.start_gateway(1).await?);
+    let back = fault.elapsed();
+    c.set_targets()?;
+    c.load()?.answer_more(200).await?;
+    let result = c.finish(fault, 4).await?;
+    report_gateway_case(
+        "gateway kill -9 (1 of 3), restarted on its spool",
+        &result,
+        &format!("; back {:.1}s after", back.as_secs_f64()),
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs deploy/local/cluster: run tests/cluster/run"]
+async fn freeze_the_leader_broker_for_60_seconds() -> Result<()> {
+    let c = GatewayCase::start("bfreeze").await?;
+    c.load()?.answer_more(200).await?;
+    let leader = cluster(&["leader", &c.topics.usage, "0"])?;
+    ensure!(matches!(leader.as_str(), "1" | "2" | "3"), "no leader for partition 0: {leader:?}");
+    let fault = Instant::now();
+    cluster(&["stop", "broker", &leader])?;
+    // The broker stays frozen for 60 s whatever happens meanwhile: the fault is a duration.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let during = c.load()?.answered();
+    cluster(&["cont", "broker", &leader])?;
+    c.load()?.answer_more(200).await?;
+    let result = c.finish(fault, 3).await?;
+    report_gateway_case(
+        &format!("leader broker {leader} frozen (SIGSTOP) 60 s under three gateways"),
+        &result,
+        &format!("; {during} answered by the end of the freeze"),
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs deploy/local/cluster: run tests/cluster/run"]
+async fn a_rolling_restart_of_three_gateways_fails_no_request() -> Result<()> {
+    let mut c = GatewayCase::start("groll").await?;
+    c.load()?.answer_more(200).await?;
+    let fault = Instant::now();
+    for slot in 0..3 {
+        // Out of the load balancer first, then a graceful stop (drain), as Kubernetes does with
+        // a preStop delay; the delay lets requests already routed to it arrive.
+        let leaving = c.gateways[slot].take().context("gateway")?;
+        c.set_targets()?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        leaving.stop().await?;
+        c.gateways[slot] = Some(c.start_gateway(slot).await?);
+        c.set_targets()?;
+        c.load()?.answer_more(200).await?;
+    }
+    let result = c.finish(fault, 6).await?;
+    ensure!(result.0.unknown.is_empty(), "{} requests lost their answer in a rolling restart", result.0.unknown.len());
+    report_gateway_case("rolling restart of three gateways", &result, "");
+    Ok(())
+}

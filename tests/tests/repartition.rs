@@ -8,77 +8,9 @@ use anyhow::{ensure, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tollgate_tests::*;
-
-/// What the clients saw: every 200 (request id, cost), and refusals by error code.
-type Seen = (Vec<(String, i64)>, BTreeMap<String, usize>);
-
-/// Clients that keep sending with `key` to the gateways `targets` holds (which change as
-/// gateways restart); every 200 is recorded with its request id and cost, and every refusal's
-/// code is counted.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Seen>>,
-}
-
-impl Load {
-    fn start(targets: Arc<Mutex<Vec<String>>>, keys: Vec<String>, workers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
-        let tasks = (0..workers)
-            .map(|w| {
-                let (client, targets, stop, keys) = (client.clone(), targets.clone(), stop.clone(), keys.clone());
-                tokio::spawn(async move {
-                    let mut answered = Vec::new();
-                    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-                    let mut i = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        i += 1;
-                        let gw = targets.lock().map(|t| t[(w + i) % t.len()].clone()).unwrap_or_default();
-                        let key = &keys[(w + i) % keys.len()];
-                        let (body, _, _) = request_body(w * 1_000_000 + i);
-                        let sent = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send();
-                        let Ok(resp) = sent.await else {
-                            // Paces the retries while a gateway restarts; decides nothing.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        };
-                        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                        let (id, cost) = (header("x-request-id"), header("x-tollgate-cost-nano-usd"));
-                        if resp.status() != 200 {
-                            let (_, code, _) = error_code(resp).await;
-                            *refused.entry(code).or_default() += 1;
-                            continue;
-                        }
-                        if let (Some(id), Some(cost), Ok(_)) = (id, cost, resp.bytes().await) {
-                            answered.push((id, cost.parse().unwrap_or(-1)));
-                        }
-                    }
-                    (answered, refused)
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    async fn finish(self) -> Result<Seen> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut answered = Vec::new();
-        let mut refused = BTreeMap::new();
-        for t in self.tasks {
-            let (a, r) = t.await?;
-            answered.extend(a);
-            for (code, n) in r {
-                *refused.entry(code).or_default() += n;
-            }
-        }
-        Ok((answered, refused))
-    }
-}
 
 /// Every record of `topic`: (event id, its `usage_generation`).
 fn records_of(topic: &str) -> Result<Vec<(String, u8)>> {
@@ -168,7 +100,7 @@ async fn a_repartition_under_load_counts_every_event_once() -> Result<()> {
     };
     let mut keys: Vec<String> = TENANT_KEYS.iter().map(|(k, _)| (*k).to_owned()).collect();
     keys.push(budget_key.clone());
-    let load = Load::start(targets.clone(), keys, 8);
+    let load = RotatingLoad::start(targets.clone(), keys, 8);
     // Paces the phases of the cut-over; what each phase did is asserted from the ledger.
     let pause = || tokio::time::sleep(Duration::from_secs(3));
     pause().await;
@@ -190,33 +122,27 @@ async fn a_repartition_under_load_counts_every_event_once() -> Result<()> {
     gw_b = start_gateway(&dir, &gateway_cfg("gw-repart-b", 1)?).await?;
     set_targets(vec![gw_a.url()?.to_owned(), gw_b.url()?.to_owned()]);
     pause().await;
-    let (answered, refused) = load.finish().await?;
+    let seen = load.finish().await?;
+    let (answered, refused) = (&seen.answered, &seen.refused);
+    let lease_waits = seen.failed.len();
+    // A lease grant slower than 2 s fails its request closed (docs/design.md §5.4): on a loaded
+    // machine that can happen to the budget key; no other failure may.
+    let failed: Vec<_> = seen
+        .failed
+        .iter()
+        .filter(|(_, status, code)| (*status, code.as_str()) != (503, "budget_lease_unavailable"))
+        .collect();
+    ensure!(failed.is_empty(), "failed requests: {:?}", &failed[..failed.len().min(5)]);
     let session = cql().await?;
     let budget_scope = format!("key/{}", key_token(&budget_key));
 
-    // The ledger: every answered request once, at the cost it was answered with.
-    let expected: HashMap<&str, i64> = answered.iter().map(|(id, cost)| (id.as_str(), *cost)).collect();
-    ensure!(expected.len() == answered.len(), "a request id answered twice");
-    let ledger = eventually("every answered request in the ledger", Duration::from_secs(90), || async {
-        let rows =
-            session.query_unpaged(format!("SELECT body FROM {ks}.usage_events"), &[]).await?.into_rows_result()?;
-        let mut costs: HashMap<String, i64> = HashMap::new();
-        for row in rows.rows::<(Option<String>,)>()? {
-            let event = tollgate_schemas::UsageEvent::decode(row?.0.unwrap_or_default().as_bytes())?;
-            costs.insert(event.request_id.clone(), event.cost_nano_usd.0);
-        }
-        Ok(expected.keys().all(|id| costs.contains_key(*id)).then_some(costs))
-    })
-    .await?;
-    // Warm-up requests of the budget key are in the ledger too; nothing else may be.
-    let extra: Vec<&String> = ledger.keys().filter(|id| !expected.contains_key(id.as_str())).collect();
-    ensure!(extra.len() <= 2, "events for requests never answered: {extra:?}");
-    for (id, cost) in &expected {
-        ensure!(ledger.get(*id) == Some(cost), "request {id}: ledger {:?}, answered {cost}", ledger.get(*id));
-    }
+    // The ledger: every answered request once, at the cost it was answered with (and the two
+    // warm-up requests of the budget key).
+    let matched = assert_ledger_matches(&session, &ks, &seen, 2).await?;
+    let ledger = layer1_by_request(&session, &ks).await?;
 
     // Layer 2 over both generations equals Layer 1, for every scope the load touched.
-    let layer1: i64 = ledger.values().sum();
+    let layer1: i64 = ledger.values().map(|(cost, _)| cost).sum();
     let scopes: Vec<String> =
         TENANT_KEYS.iter().map(|(k, _)| format!("key/{}", key_hash(k))).chain([budget_scope.clone()]).collect();
     let by_generation = eventually("Layer 2 to equal Layer 1", Duration::from_secs(60), || async {
@@ -251,14 +177,17 @@ async fn a_repartition_under_load_counts_every_event_once() -> Result<()> {
     ensure!(refused.contains_key("key_budget_exceeded"), "the budget was never reached: {refused:?}");
     ensure!(budget_spend <= BUDGET_NANO + 4 * worst, "budget {BUDGET_NANO} passed: {budget_spend}");
     eprintln!(
-        "repartition 3 -> 5 partitions under load: {} answered, refused {refused:?}, ledger {layer1} nano-USD \
+        "repartition 3 -> 5 partitions under load: {} answered, refused {refused:?} (and {lease_waits} 503 budget_lease_unavailable), ledger {layer1} nano-USD \
          (generation 0: {}, generation 1: {}), {} records on generation 0 ({duplicates} duplicate copies), {} on \
-         generation 1; budget key spent {budget_spend} of {BUDGET_NANO}",
+         generation 1; budget key spent {budget_spend} of {BUDGET_NANO}; {} requests of unknown outcome, {} of \
+         them charged",
         answered.len(),
         by_generation[0],
         by_generation[1],
         g0.len(),
-        g1.len()
+        g1.len(),
+        seen.unknown.len(),
+        matched.charged_unknown
     );
     // `reconcile` of a generation-1 consumer finds both layers and the read model equal.
     let reconcile_cfg = dir.join("reconcile.yaml");

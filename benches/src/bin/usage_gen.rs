@@ -41,11 +41,17 @@ struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 600)]
     wait_seconds: u64,
+    /// Replicas of each partition of a topic created here (3 on deploy/local/cluster).
+    #[arg(long, default_value_t = 1)]
+    replication: i32,
 }
 
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replication: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    if replication >= 3 {
+        new = new.set("min.insync.replicas", "2");
+    }
     for r in admin.create_topics([&new], &AdminOptions::new()).await? {
         if let Err((t, e)) = r {
             bail!("cannot create {t}: {e}");
@@ -80,7 +86,7 @@ fn caught_up(consumer: &BaseConsumer, topic: &str) -> Result<bool> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     if let Some(p) = args.create_partitions {
-        create_topic(&args.bootstrap, &args.topic, p).await?;
+        create_topic(&args.bootstrap, &args.topic, p, args.replication).await?;
     }
     let spool = tempfile::tempdir()?;
     let mut total = 0i64;
