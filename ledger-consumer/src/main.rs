@@ -44,6 +44,31 @@ enum Command {
     /// after upgrading a ledger written before the index existed. Idempotent; safe while
     /// consumers run.
     Reindex,
+    /// Export the charges of UTC days --from to --to (both included) from the event ledger, one
+    /// row per day, billing scope, model and token type (docs/finance.md). Dead-lettered events
+    /// are not billed. The output's extension chooses CSV (.csv) or Parquet (.parquet).
+    Export {
+        /// The export format: `focus` (FOCUS 1.2).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// First UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// The file to write: `.csv` or `.parquet`.
+        #[arg(long)]
+        output: PathBuf,
+        /// InvoiceIssuerName: who invoices these charges.
+        #[arg(long, default_value = "Tollgate")]
+        invoice_issuer: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Focus,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -124,6 +149,9 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
             let n = ledger.reindex_keys(&c.keyspace).await.map_err(Exit::failure)?;
             println!("reindex: {n} key index rows written");
             return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Export { format: ExportFormat::Focus, from, to, output, invoice_issuer }) => {
+            return export(&ledger, &c.keyspace, (from, to), &output, invoice_issuer).await;
         }
         None => {}
     }
@@ -377,6 +405,30 @@ async fn reconcile(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `export --format focus`: the charges of the period, written to `output`.
+#[allow(clippy::print_stdout)] // CLI output
+async fn export(
+    ledger: &CqlLedger,
+    keyspace: &str,
+    (from, to): (chrono::NaiveDate, chrono::NaiveDate),
+    output: &std::path::Path,
+    issuer: String,
+) -> Result<ExitCode, Exit> {
+    use tollgate_ledger_consumer::finance;
+    let period = finance::Period::new(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    finance::FileFormat::of(output).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    let (charges, events) = finance::charges(ledger, keyspace, period).await.map_err(Exit::failure)?;
+    finance::write(&charges, &finance::Issuer { name: issuer }, output).map_err(Exit::failure)?;
+    println!(
+        "export: {} rows, {events} events, BilledCost {} USD ({} nano-USD), {from} to {to}, written to {}",
+        charges.rows.len(),
+        finance::focus::decimal(charges.total()),
+        charges.total(),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The usage topic's partition count, from Kafka; `None` when Kafka cannot say (spend totals
