@@ -64,6 +64,14 @@ enum Command {
         #[arg(long, default_value = "Tollgate")]
         invoice_issuer: String,
     },
+    /// Seal a period (a month YYYY-MM or a day YYYY-MM-DD): a statement per organization, team
+    /// and customer, with totals by model and token type, stored once with its content hash and
+    /// the previous close's hash (docs/finance.md). Events that arrive later for it are billed
+    /// as corrections in the first open period; the close never changes.
+    Close {
+        #[arg(long)]
+        period: String,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -153,6 +161,7 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
         Some(Command::Export { format: ExportFormat::Focus, from, to, output, invoice_issuer }) => {
             return export(&ledger, &c.keyspace, (from, to), &output, invoice_issuer).await;
         }
+        Some(Command::Close { period }) => return close(&ledger, &c.keyspace, &period).await,
         None => {}
     }
     let partitions = usage_partitions_within_bound(&config)?;
@@ -427,6 +436,29 @@ async fn export(
         finance::focus::decimal(charges.total()),
         charges.total(),
         output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `close --period`: seals the period and says what the close holds.
+#[allow(clippy::print_stdout)] // CLI output
+async fn close(ledger: &CqlLedger, keyspace: &str, period: &str) -> Result<ExitCode, Exit> {
+    use tollgate_ledger_consumer::finance;
+    let (close, events) = finance::seal(ledger, keyspace, period).await.map_err(Exit::failure)?;
+    let total: i128 =
+        close.statements.iter().filter(|(s, _)| s.starts_with("org/")).map(|(_, s)| s.total_nano_usd).sum();
+    println!(
+        "close: {} ({} to {}) sealed as close {}: {events} events, {} statements (organizations' total {} USD), \
+         watermark {:?}, hash {}, previous {}",
+        close.period,
+        close.from,
+        close.to,
+        close.seq,
+        close.statements.len(),
+        finance::focus::decimal(total),
+        close.watermark,
+        close.content_hash,
+        if close.previous_hash.is_empty() { "none" } else { &close.previous_hash }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ const FILES: &[(&str, &str)] = &[
     ("007_dead_letters.cql", include_str!("../cql/007_dead_letters.cql")),
     ("008_usage_events_by_key.cql", include_str!("../cql/008_usage_events_by_key.cql")),
     ("009_tenancy_changes.cql", include_str!("../cql/009_tenancy_changes.cql")),
+    ("010_period_closes.cql", include_str!("../cql/010_period_closes.cql")),
 ];
 
 /// Error for a keyspace name CQL would not accept unquoted.

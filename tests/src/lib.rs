@@ -8,6 +8,7 @@
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
+//! - [`finance`]: events with a cost breakdown, `export` and `close`, exports read back exactly;
 //! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
 //! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
@@ -16,6 +17,7 @@
 
 pub mod clients;
 pub mod configs;
+pub mod finance;
 pub mod kafka;
 pub mod ledger;
 pub mod otelcol;
@@ -25,6 +27,7 @@ pub mod services;
 
 pub use clients::*;
 pub use configs::*;
+pub use finance::*;
 pub use kafka::*;
 pub use ledger::*;
 pub use otelcol::*;

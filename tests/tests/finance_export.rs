@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tollgate_schemas::event::TokenTypeCost;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 use tollgate_tests::*;
 
@@ -21,86 +20,17 @@ const PARTITIONS: i32 = 3;
 /// `(scope, day)` → nano-USD.
 type Spend = BTreeMap<(String, NaiveDate), i128>;
 
-/// An event of the test's own, on `day`, with a breakdown of odd amounts (or none).
-fn own_event(i: usize, day: NaiveDate, with_parts: bool) -> Result<UsageEvent> {
-    let mut e = UsageEvent::decode(include_bytes!("../../schemas/fixtures/usage_event_v1_minimal.json"))?;
-    e.event_id = uuid::Uuid::now_v7();
-    e.occurred_at = day.and_hms_opt(3, (i % 60) as u32, 7).context("time")?.and_utc();
-    e.gateway_id = "finance-test".into();
-    e.key_id = key_hash(&format!("sk-finance-{}", i % 3));
-    e.team_id = [Some("fin-a"), Some("fin-b"), None][i % 3].map(str::to_owned);
-    e.organization_id = [Some("org-x"), None, Some("org-y"), Some("org-x")][i % 4].map(str::to_owned);
-    e.customer_id = [Some("cust-1"), Some("cust-2"), None][i % 3].map(str::to_owned);
-    e.user_id = i.is_multiple_of(2).then(|| "user-9".to_owned());
-    e.key_alias = Some(format!("alias-{}", i % 3));
-    e.requested_model = ["gpt-4o-mini", "claude-sonnet-4-5"][i % 2].into();
-    e.provider = Some(["openai", "anthropic"][i % 2].into());
-    e.prompt_tokens = 1_000 + i as u64;
-    e.completion_tokens = 200 + i as u64;
-    e.cached_tokens = 300;
-    e.reasoning_tokens = 50;
-    e.status = 200;
-    let parts = [
-        ("cached_input", 300, 22_500 + i as i64),
-        ("input", e.prompt_tokens - 300, 105_001 + 7 * i as i64),
-        ("reasoning", 50, 30_000),
-        ("output", e.completion_tokens - 50, 90_003 + 11 * i as i64),
-        ("request", 1, if i.is_multiple_of(5) { 1_000_000 } else { 0 }),
-    ];
-    let parts: Vec<TokenTypeCost> = parts
-        .into_iter()
-        .filter(|(t, _, c)| *t != "request" || *c > 0)
-        .map(|(t, n, c)| TokenTypeCost { token_type: t.into(), tokens: n, cost_nano_usd: NanoUsd(c) })
-        .collect();
-    e.cost_nano_usd = NanoUsd(parts.iter().map(|p| p.cost_nano_usd.0).sum());
-    if with_parts {
-        e.cost_by_token_type = parts;
-    }
-    Ok(e)
-}
-
-/// The export's BilledCost per ledger scope (`key/`, `team/`, `org/`, `customer/`, `user/`) and
-/// charge day, read back from the CSV; also the rows' total.
+/// The export's BilledCost per ledger scope and charge day; also the rows' total.
 fn export_spend(csv_path: &Path) -> Result<(Spend, i128, usize)> {
-    let mut reader = csv::Reader::from_path(csv_path)?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| headers.iter().position(|h| h == name).with_context(|| format!("no column {name}"));
-    let (cost, start, account) = (column("BilledCost")?, column("ChargePeriodStart")?, column("BillingAccountId")?);
-    let (team, key, customer, user) =
-        (column("SubAccountId")?, column("x_KeyId")?, column("x_CustomerId")?, column("x_UserId")?);
-    for same in ["EffectiveCost", "ListCost", "ContractedCost"] {
-        ensure!(column(same)? != cost, "{same} is a column of its own");
-    }
+    let rows = read_export(csv_path)?;
     let mut spend = Spend::new();
-    let (mut total, mut rows) = (0i128, 0usize);
-    for record in reader.records() {
-        let r = record?;
-        let nanos = nanos_of(&r[cost])?;
-        let day = NaiveDate::parse_from_str(&r[start][..10], "%Y-%m-%d")?;
-        let account = (&r[account] != "no-organization").then(|| format!("org/{}", &r[account]));
-        let tenants = [
-            Some(format!("key/{}", &r[key])),
-            (!r[team].is_empty()).then(|| format!("team/{}", &r[team])),
-            account,
-            (!r[customer].is_empty()).then(|| format!("customer/{}", &r[customer])),
-            (!r[user].is_empty()).then(|| format!("user/{}", &r[user])),
-        ];
-        for scope in tenants.into_iter().flatten() {
-            *spend.entry((scope, day)).or_default() += nanos;
+    for row in &rows {
+        ensure!(!row.correction, "no period is closed: no correction");
+        for scope in &row.scopes {
+            *spend.entry((scope.clone(), row.day)).or_default() += row.nano_usd;
         }
-        total += nanos;
-        rows += 1;
     }
-    Ok((spend, total, rows))
-}
-
-/// A decimal of USD with exactly 9 places as integer nano-USD; anything else is an error.
-fn nanos_of(text: &str) -> Result<i128> {
-    let (whole, frac) = text.split_once('.').with_context(|| format!("{text}: no decimal point"))?;
-    ensure!(frac.len() == 9 && frac.bytes().all(|b| b.is_ascii_digit()), "{text}: not 9 decimal places");
-    let whole: i128 = whole.parse()?;
-    let frac: i128 = frac.parse()?;
-    Ok(if text.starts_with('-') { whole * 1_000_000_000 - frac } else { whole * 1_000_000_000 + frac })
+    Ok((spend, rows.iter().map(|r| r.nano_usd).sum(), rows.len()))
 }
 
 /// The ledger's spend rows (`spend_aggregates`, summed over partitions) of the tenant scopes,
@@ -128,21 +58,6 @@ async fn ledger_spend(
     // A day of events with neither tokens nor cost bills nothing: the export has no row for it.
     spend.retain(|_, nanos| *nanos != 0);
     Ok(spend)
-}
-
-/// Runs `tollgate-ledger-consumer export` and returns its output line.
-async fn export(config: &Path, from: NaiveDate, to: NaiveDate, output: &Path) -> Result<String> {
-    let bin = binaries()?.join("tollgate-ledger-consumer");
-    let out = tokio::process::Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .args(["export", "--format", "focus", "--from", &from.to_string(), "--to", &to.to_string(), "--output"])
-        .arg(output)
-        .output()
-        .await?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    ensure!(out.status.success(), "export failed: {text}");
-    Ok(text)
 }
 
 /// The one rule focus-validator 2.2.1 fails whatever the data: it checks both halves of
@@ -243,10 +158,10 @@ async fn the_focus_export_validates_and_sums_to_the_ledger_exactly() -> Result<(
     .await?;
 
     let csv_path = dir.join("focus.csv");
-    let said = export(&config, from, to, &csv_path).await?;
+    let said = export_focus(&config, from, to, &csv_path).await?;
     eprintln!("{}", said.trim());
     let parquet_path = dir.join("focus.parquet");
-    export(&config, from, to, &parquet_path).await?;
+    export_focus(&config, from, to, &parquet_path).await?;
     ensure!(std::fs::read(&parquet_path)?.starts_with(b"PAR1"), "a Parquet file");
     for line in std::fs::read_to_string(&csv_path)?.lines().take(4) {
         eprintln!("{line}");
