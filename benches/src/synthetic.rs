@@ -36,6 +36,7 @@ pub fn usage_event(i: u64, keys: u64) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         trace_id: None,
+        usage_generation: 0,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

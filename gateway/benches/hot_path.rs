@@ -82,6 +82,7 @@ fn event() -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         trace_id: None,
+        usage_generation: 0,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

@@ -277,7 +277,10 @@ async fn kafka_backends(
                 .map_err(|e| StartError::Leases(e.to_string()))?,
         );
         backends.change_log = Some(Arc::new(tenancy::changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
-        let spend: Arc<dyn SpendSource> = Arc::new(CqlSpend::new(session, &db.keyspace).await?);
+        // Totals sum the rows of every generation of the usage topic up to the current one.
+        let generations = vec![tollgate_schemas::store::MAX_USAGE_PARTITIONS; usize::from(kafka.usage_generation) + 1];
+        let spend: Arc<dyn SpendSource> =
+            Arc::new(CqlSpend::new(session, &db.keyspace).await?.with_generations(&generations));
         backends.spend = Some(spend);
     }
     Ok(backends)

@@ -35,8 +35,9 @@ pub struct PushBackConfig {
     pub default_thresholds: Vec<u8>,
     /// A secret: such URLs carry tokens; never logged.
     pub webhook_url: Option<tollgate_schemas::secret::Secret>,
-    /// Partitions of the usage topic (a total sums one row per partition).
-    pub usage_partitions: i32,
+    /// Partitions of each generation of the usage topic, generation 0 first (a total sums one
+    /// row per ledger partition).
+    pub usage_partitions: Vec<i32>,
 }
 
 /// The budget of one ledger scope, as the tenancy records say.
@@ -88,7 +89,7 @@ impl BudgetPublisher {
     ) -> Result<BudgetPublisher, PushBackError> {
         let producer: FutureProducer =
             config.kafka.clone().set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2").create()?;
-        let spend = CqlSpend::new(session.clone(), keyspace).await?.with_partitions(config.usage_partitions);
+        let spend = CqlSpend::new(session.clone(), keyspace).await?.with_generations(&config.usage_partitions);
         let claim = session
             .prepare(format!(
                 "INSERT INTO {keyspace}.budget_alerts (scope_id, window_id, threshold_pct, claimed_by, claimed_at) \

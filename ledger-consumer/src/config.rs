@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
 use tollgate_schemas::secret::Secret;
+use tollgate_schemas::topics::UsageGenerations;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,6 +79,14 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     #[serde(default = "default_usage_topic")]
     pub usage_topic: String,
+    /// The generation of the usage topic `usage_topic` is (docs/design.md §4.10): 0 until the
+    /// first repartition.
+    #[serde(default)]
+    pub usage_generation: u8,
+    /// The topics of the earlier generations, generation 0 first: read too, until they are
+    /// drained and no gateway publishes there any more.
+    #[serde(default)]
+    pub earlier_usage_topics: Vec<String>,
     #[serde(default = "default_dlq_topic")]
     pub dlq_topic: String,
     #[serde(default = "default_group")]
@@ -95,6 +104,11 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The usage topic's generations (checked when the config loads).
+    pub fn usage_generations(&self) -> Result<UsageGenerations, (&'static str, String)> {
+        UsageGenerations::new(&self.usage_topic, self.usage_generation, &self.earlier_usage_topics)
+    }
+
     /// The properties every Kafka client of the consumer starts from.
     pub fn client_config(&self) -> rdkafka::config::ClientConfig {
         let mut client = rdkafka::config::ClientConfig::new();
@@ -184,6 +198,7 @@ impl Config {
         if config.budgets.heartbeat_interval_ms < 100 {
             return Err(invalid("budgets.heartbeat_interval_ms", "must be at least 100".into()));
         }
+        config.kafka.usage_generations().map_err(|(field, message)| invalid(field, message))?;
         if config.batch.max_messages == 0 {
             return Err(invalid("batch.max_messages", "must be positive".into()));
         }
@@ -243,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn usage_generations_name_every_earlier_topic() {
+        let c = Config::parse(OK, "c.yaml").unwrap();
+        assert_eq!(c.kafka.usage_generations().unwrap().topics(), ["usage".to_owned()]);
+        let next = OK.replace(
+            "bootstrap_servers: 127.0.0.1:9092\n",
+            "bootstrap_servers: 127.0.0.1:9092\n  usage_topic: usage.g1\n  usage_generation: 1\n",
+        );
+        let err = Config::parse(&next, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("kafka.earlier_usage_topics"), "{err}");
+        let c = Config::parse(
+            &next.replace("usage_generation: 1\n", "usage_generation: 1\n  earlier_usage_topics: [usage]\n"),
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.usage_generations().unwrap().topic(0), "usage");
+    }
+
+    #[test]
     fn replication_and_consistency_are_configuration() {
         let c = Config::parse(OK, "c.yaml").unwrap();
         assert_eq!(c.cassandra.replication, tollgate_schemas::cql::Replication::default());
@@ -257,5 +290,9 @@ mod tests {
         assert!(err.contains("cassandra.replication"), "{err}");
         let err = Config::parse(&cluster.replace("level: quorum", "level: one"), "c.yaml").unwrap_err().to_string();
         assert!(err.contains("one"), "{err}");
+        let c = Config::parse(&format!("{OK}  local_datacenter: dc1\n"), "c.yaml").unwrap();
+        assert_eq!(c.cassandra.connection().local_datacenter.as_deref(), Some("dc1"));
+        let err = Config::parse(&format!("{OK}  local_datacenter: \"\"\n"), "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("cassandra.local_datacenter"), "{err}");
     }
 }

@@ -21,11 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tollgate_ledger::apply::{fold_batch, Applied, LogRecord};
 use tollgate_ledger::dead_letter::{DeadLetter, DeadLetterTopic};
 use tollgate_ledger::ledger::LedgerStore;
+use tollgate_schemas::store::ledger_partition;
+use tollgate_schemas::topics::UsageGenerations;
 use tracing::Instrument;
 
-/// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`.
+/// Publishes librdkafka's per-partition consumer lag as `tollgate_ledger_consumer_lag{partition}`
+/// (the ledger partition: generation and Kafka partition, docs/design.md §4.10).
 pub struct LagReporter {
-    topic: String,
+    topics: UsageGenerations,
     /// Set when librdkafka reports the group session lost; cleared once partitions are back.
     session_lost: std::sync::atomic::AtomicBool,
 }
@@ -46,10 +49,12 @@ impl rdkafka::ClientContext for LagReporter {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        if let Some(topic) = statistics.topics.get(&self.topic) {
+        for (generation, name) in (0u8..).zip(self.topics.topics()) {
+            let Some(topic) = statistics.topics.get(name) else { continue };
             for (partition, p) in &topic.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
-                    gauge!("tollgate_ledger_consumer_lag", "partition" => partition.to_string())
+                    let ledger_partition = ledger_partition(generation, *partition);
+                    gauge!("tollgate_ledger_consumer_lag", "partition" => ledger_partition.to_string())
                         .set(p.consumer_lag as f64);
                 }
             }
@@ -71,6 +76,8 @@ pub enum RunEnd {
 
 /// A record as read, detached from the consumer's buffers.
 struct Record {
+    /// The generation of the usage topic it was read from.
+    generation: u8,
     partition: i32,
     offset: i64,
     key: Option<Vec<u8>>,
@@ -82,7 +89,7 @@ pub struct UsageConsumer<L> {
     consumer: StreamConsumer<LagReporter>,
     dlq: FutureProducer,
     ledger: Arc<L>,
-    topic: String,
+    topics: UsageGenerations,
     dlq_topic: String,
     max_messages: usize,
     max_wait: Duration,
@@ -108,17 +115,21 @@ impl<L: LedgerStore> UsageConsumer<L> {
             .set("isolation.level", "read_committed")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000");
+        let topics = k
+            .usage_generations()
+            .map_err(|(field, message)| KafkaError::ClientCreation(format!("config field `{field}`: {message}")))?;
         let consumer: StreamConsumer<LagReporter> = cc.create_with_context(LagReporter {
-            topic: k.usage_topic.clone(),
+            topics: topics.clone(),
             session_lost: std::sync::atomic::AtomicBool::new(false),
         })?;
-        consumer.subscribe(&[k.usage_topic.as_str()])?;
+        let names: Vec<&str> = topics.topics().iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
         let dlq: FutureProducer = k.client_config().set("enable.idempotence", "true").set("acks", "all").create()?;
         Ok(UsageConsumer {
             consumer,
             dlq,
             ledger,
-            topic: k.usage_topic.clone(),
+            topics,
             dlq_topic: k.dlq_topic.clone(),
             max_messages: config.batch.max_messages,
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
@@ -154,14 +165,15 @@ impl<L: LedgerStore> UsageConsumer<L> {
                 }
             }
             let records = batch.len();
-            let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+            let mut by_partition: BTreeMap<(u8, i32), Vec<Record>> = BTreeMap::new();
             for r in batch {
-                by_partition.entry(r.partition).or_default().push(r);
+                by_partition.entry((r.generation, r.partition)).or_default().push(r);
             }
             // Partitions are independent (each owns its ledger rows): fold them concurrently.
-            let work = by_partition.into_iter().map(|(partition, records)| {
-                let span = batch_span(&self.topic, partition, &records);
-                self.process_partition(partition, records).instrument(span)
+            let work = by_partition.into_iter().map(|((generation, partition), records)| {
+                let source = Source { topic: self.topics.topic(generation), generation, partition };
+                let span = batch_span(&source, &records);
+                self.process_partition(source, records).instrument(span)
             });
             // Everything a batch waits for (ledger calls, retry sleeps, dead-letter and budget
             // publishes) is inside this future: shutdown drops it wherever it is. An offset is
@@ -216,7 +228,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         };
         let mut batch = Vec::with_capacity(self.max_messages);
         match first {
-            Ok(m) => batch.push(detach(&m)),
+            Ok(m) => batch.push(detach(&m, &self.topics)),
             Err(e) => {
                 tracing::warn!(error = %e, "kafka receive error");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -226,7 +238,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         let deadline = tokio::time::Instant::now() + self.max_wait;
         while batch.len() < self.max_messages {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(detach(&m)),
+                Ok(Ok(m)) => batch.push(detach(&m, &self.topics)),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "kafka receive error");
                     break;
@@ -241,13 +253,15 @@ impl<L: LedgerStore> UsageConsumer<L> {
     /// budget state, then stores the offset. Failures are transient by the time they get here
     /// (permanent ones are the refused records') and are retried with backoff until they pass:
     /// a batch is never skipped. Only shutdown, which drops this future, ends it early.
-    async fn process_partition(&self, partition: i32, records: Vec<Record>) -> Applied {
+    async fn process_partition(&self, source: Source<'_>, records: Vec<Record>) -> Applied {
         let Some(last_offset) = records.last().map(|r| r.offset) else {
             return Applied::default();
         };
+        // The ledger knows partitions by generation and Kafka partition (docs/design.md §4.10).
+        let partition = ledger_partition(source.generation, source.partition);
         let log: Vec<LogRecord<'_>> =
             records.iter().map(|r| LogRecord { offset: r.offset, value: r.payload.as_deref() }).collect();
-        let topic = KafkaDeadLetters { consumer: self, records: &records };
+        let topic = KafkaDeadLetters { consumer: self, source, records: &records };
         let mut backoff = Backoff::default();
         let folded = loop {
             match fold_batch(self.ledger.as_ref(), &topic, partition, &log).await {
@@ -282,7 +296,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         // Only now, with both layers and every dead letter durable, may the offset move
         // (docs/design.md §4.6). librdkafka stores `offset + 1` (the next to read) for the offset
         // given here.
-        if let Err(e) = self.consumer.store_offset(&self.topic, partition, last_offset) {
+        if let Err(e) = self.consumer.store_offset(source.topic, source.partition, last_offset) {
             // The partition was revoked meanwhile; its new owner replays and the fence skips.
             tracing::info!(partition, error = %e, "offset not stored (partition revoked?)");
         }
@@ -290,9 +304,19 @@ impl<L: LedgerStore> UsageConsumer<L> {
     }
 }
 
+/// Where a partition's share of a batch was read.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    topic: &'a str,
+    generation: u8,
+    /// The Kafka partition (of `topic`).
+    partition: i32,
+}
+
 /// The span of one partition's share of a batch (OpenTelemetry's messaging conventions): what
 /// it read, then what the fold made of it.
-fn batch_span(topic: &str, partition: i32, records: &[Record]) -> tracing::Span {
+fn batch_span(source: &Source<'_>, records: &[Record]) -> tracing::Span {
+    let (topic, partition) = (source.topic, source.partition);
     let first = records.first().map_or(-1, |r| r.offset);
     let last = records.last().map_or(-1, |r| r.offset);
     tracing::info_span!(
@@ -321,6 +345,7 @@ fn batch_span(topic: &str, partition: i32, records: &[Record]) -> tracing::Span 
 /// `_offset`).
 struct KafkaDeadLetters<'a, L> {
     consumer: &'a UsageConsumer<L>,
+    source: Source<'a>,
     records: &'a [Record],
 }
 
@@ -328,14 +353,15 @@ impl<L: LedgerStore> DeadLetterTopic for KafkaDeadLetters<'_, L> {
     async fn publish(&self, letter: &DeadLetter) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let c = self.consumer;
         let record = self.records.iter().find(|r| r.offset == letter.offset);
-        let partition = letter.partition.to_string();
+        // The letter knows the ledger partition; the headers say where in Kafka it was read.
+        let partition = self.source.partition.to_string();
         let offset = letter.offset.to_string();
         let headers = record
             .and_then(|r| r.headers.clone())
             .unwrap_or_default()
             .insert(Header { key: "tollgate_dlq_reason", value: Some(letter.reason.code()) })
             .insert(Header { key: "tollgate_dlq_message", value: Some(letter.message.as_str()) })
-            .insert(Header { key: "tollgate_source_topic", value: Some(c.topic.as_str()) })
+            .insert(Header { key: "tollgate_source_topic", value: Some(self.source.topic) })
             .insert(Header { key: "tollgate_source_partition", value: Some(partition.as_str()) })
             .insert(Header { key: "tollgate_source_offset", value: Some(offset.as_str()) });
         let mut out = FutureRecord::<Vec<u8>, Vec<u8>>::to(&c.dlq_topic).headers(headers);
@@ -412,8 +438,11 @@ impl Progress {
     }
 }
 
-fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+fn detach(m: &rdkafka::message::BorrowedMessage<'_>, topics: &UsageGenerations) -> Record {
+    // Subscribed to these topics only; the current generation if the name were ever unknown.
+    let generation = (0u8..).zip(topics.topics()).find(|(_, t)| *t == m.topic()).map_or(topics.current(), |(g, _)| g);
     Record {
+        generation,
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),

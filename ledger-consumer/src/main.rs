@@ -144,7 +144,11 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
     }
     let c = &config.cassandra;
     let create_schema = c.create_schema || args.migrate;
-    let ledger = CqlLedger::connect(&c.connection(), &c.keyspace, &config.kafka.usage_topic, create_schema)
+    // Dead letters are kept under generation 0's topic name, with the ledger partition
+    // (docs/design.md §4.10): the same key whatever the current generation.
+    let generations =
+        config.kafka.usage_generations().map_err(|(field, m)| Exit(ExitCode::from(2), format!("{field}: {m}")))?;
+    let ledger = CqlLedger::connect(&c.connection(), &c.keyspace, generations.topic(0), create_schema)
         .await
         .map_err(Exit::failure)?;
     if args.migrate {
@@ -198,26 +202,31 @@ fn register_zeroes() {
     }
 }
 
-/// The usage topic's partition count (`None` when Kafka cannot say). Spend readers sum the rows
-/// of partitions 0..MAX_USAGE_PARTITIONS: the spend folded from a partition beyond would be
-/// missing from every total and every budget, so a larger topic is refused.
-fn usage_partitions_within_bound(config: &Config) -> Result<Option<i32>, Exit> {
-    let partitions = usage_partition_count(config);
-    match partitions.filter(|n| *n > tollgate_schemas::store::MAX_USAGE_PARTITIONS) {
-        Some(n) => Err(Exit::failure(format!(
-            "the usage topic {} has {n} partitions; at most {} are supported (docs/design.md §4)",
-            config.kafka.usage_topic,
-            tollgate_schemas::store::MAX_USAGE_PARTITIONS
-        ))),
-        None => Ok(partitions),
+/// The partition count of each generation of the usage topic, generation 0 first
+/// (MAX_USAGE_PARTITIONS where Kafka cannot say). Spend readers sum the rows of partitions
+/// 0..MAX_USAGE_PARTITIONS of each generation: the spend folded from a partition beyond would
+/// be missing from every total and every budget, so a larger topic is refused.
+fn usage_partitions_within_bound(config: &Config) -> Result<Vec<i32>, Exit> {
+    let generations = config.kafka.usage_generations().map_err(|(field, m)| Exit::failure(format!("{field}: {m}")))?;
+    let mut counts = Vec::new();
+    for topic in generations.topics() {
+        let partitions = usage_partition_count(config, topic);
+        if let Some(n) = partitions.filter(|n| *n > tollgate_schemas::store::MAX_USAGE_PARTITIONS) {
+            return Err(Exit::failure(format!(
+                "the usage topic {topic} has {n} partitions; at most {} are supported (docs/design.md §4)",
+                tollgate_schemas::store::MAX_USAGE_PARTITIONS
+            )));
+        }
+        counts.push(partitions.unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS));
     }
+    Ok(counts)
 }
 
 /// Budget push-back and alerts, when `budgets.enabled`.
 async fn budget_publisher(
     config: &Config,
     ledger: &CqlLedger,
-    partitions: Option<i32>,
+    partitions: Vec<i32>,
 ) -> Result<Option<std::sync::Arc<tollgate_ledger_consumer::budgets::BudgetPublisher>>, Exit> {
     if !config.budgets.enabled {
         return Ok(None);
@@ -230,7 +239,7 @@ async fn budget_publisher(
         heartbeat_interval: std::time::Duration::from_millis(b.heartbeat_interval_ms),
         default_thresholds: b.alert_thresholds.clone(),
         webhook_url: b.webhook_url.clone(),
-        usage_partitions: partitions.unwrap_or(tollgate_schemas::store::MAX_USAGE_PARTITIONS),
+        usage_partitions: partitions,
     };
     let keyspace = &config.cassandra.keyspace;
     let tenancy =
@@ -270,7 +279,9 @@ async fn consume(
         let consumer = UsageConsumer::new(config, ledger.clone(), budgets.clone())
             .map_err(|e| Exit::failure(format!("cannot create the Kafka consumer: {e}")))?;
         if !announced {
-            println!("consuming {} as group {}", config.kafka.usage_topic, config.kafka.group_id);
+            let topics = config.kafka.earlier_usage_topics.iter().chain([&config.kafka.usage_topic]);
+            let topics: Vec<&str> = topics.map(String::as_str).collect();
+            println!("consuming {} as group {}", topics.join(", "), config.kafka.group_id);
             announced = true;
         }
         match consumer.run(shutdown.clone()).await {
@@ -465,10 +476,9 @@ async fn close(ledger: &CqlLedger, keyspace: &str, period: &str) -> Result<ExitC
 
 /// The usage topic's partition count, from Kafka; `None` when Kafka cannot say (spend totals
 /// then read every partition a topic may have).
-fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config) -> Option<i32> {
+fn usage_partition_count(config: &tollgate_ledger_consumer::config::Config, topic: &str) -> Option<i32> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: Result<BaseConsumer, _> = config.kafka.client_config().create();
-    let topic = &config.kafka.usage_topic;
     consumer
         .ok()
         .and_then(|c| c.fetch_metadata(Some(topic), std::time::Duration::from_secs(10)).ok())

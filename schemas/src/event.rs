@@ -139,9 +139,20 @@ pub struct UsageEvent {
     /// version 1: older events lack it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The generation of the usage topic the gateway published to when it created the event
+    /// (`kafka.usage_generation`; docs/design.md §4.10). Every copy of an event, a spooled one
+    /// replayed after the gateway moved on to a newer generation included, goes to this
+    /// generation's topic, so all copies land in one partition and are deduplicated there.
+    /// Added within version 1: older events lack it (generation 0), and 0 is left out.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub usage_generation: u8,
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u8(n: &u8) -> bool {
     *n == 0
 }
 
@@ -265,6 +276,7 @@ mod tests {
             estimated: false,
             client_disconnected: None,
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            usage_generation: 1,
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),

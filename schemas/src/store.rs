@@ -136,6 +136,10 @@ pub struct CqlConnection {
     /// Consistency levels of every statement (default LOCAL_QUORUM, LOCAL_SERIAL).
     #[serde(default)]
     pub consistency: CqlConsistency,
+    /// The data centre this process talks to: requests go to its nodes only, never to another
+    /// data centre's (the `LOCAL_*` levels count replicas there). None: every node.
+    #[serde(default)]
+    pub local_datacenter: Option<String>,
 }
 
 /// The `database` section of the gateway and the `cassandra` section of the ledger consumer:
@@ -165,6 +169,11 @@ pub struct CqlDatabase {
     /// Consistency of reads and writes (`level`) and of lightweight transactions (`serial`).
     #[serde(default)]
     pub consistency: CqlConsistency,
+    /// The data centre to send requests to (its nodes only, no fail-over to another). Set it
+    /// on a cluster of more than one data centre, where `LOCAL_QUORUM` and `LOCAL_SERIAL` are
+    /// meant for the local one (docs/deploy.md).
+    #[serde(default)]
+    pub local_datacenter: Option<String>,
 }
 
 impl CqlDatabase {
@@ -177,6 +186,7 @@ impl CqlDatabase {
             tls: self.tls.clone(),
             replication: self.replication.clone(),
             consistency: self.consistency,
+            local_datacenter: self.local_datacenter.clone(),
         }
     }
 }
@@ -221,6 +231,11 @@ impl CqlConnection {
             }
         }
         self.replication.validate().map_err(|e| ("replication", e.to_string()))?;
+        if let Some(dc) = &self.local_datacenter {
+            if dc.is_empty() || dc.len() > 128 || dc.chars().any(char::is_control) {
+                return Err(("local_datacenter", "a data centre name of 1 to 128 printable characters".into()));
+            }
+        }
         Ok(())
     }
 
@@ -252,9 +267,17 @@ impl CqlConnection {
 
 /// Connects to the database as `connection` says.
 pub async fn connect(connection: &CqlConnection) -> Result<Session, StoreError> {
+    let mut profile = connection.consistency.profile().to_builder();
+    if let Some(dc) = &connection.local_datacenter {
+        let policy = scylla::policies::load_balancing::DefaultPolicy::builder()
+            .prefer_datacenter(dc.clone())
+            .permit_dc_failover(false)
+            .build();
+        profile = profile.load_balancing_policy(policy);
+    }
     let mut builder = SessionBuilder::new()
         .known_nodes(&connection.contact_points)
-        .default_execution_profile_handle(connection.consistency.profile().into_handle());
+        .default_execution_profile_handle(profile.build().into_handle());
     if let (Some(user), Some(password)) = (&connection.username, &connection.password) {
         builder = builder.user(user, password.expose());
     }
@@ -376,9 +399,7 @@ impl TenancyStore for CqlTenancy {
     }
 }
 
-/// The usage topic may have at most this many partitions: spend readers sum the Layer 2 rows
-/// of partitions `0..MAX_USAGE_PARTITIONS` (absent rows cost nothing).
-pub const MAX_USAGE_PARTITIONS: i32 = 64;
+pub use crate::topics::{ledger_partition, MAX_USAGE_GENERATIONS, MAX_USAGE_PARTITIONS};
 
 /// A scope's spend in one window, all partitions summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -416,8 +437,9 @@ pub trait SpendSource: Send + Sync + 'static {
 pub struct CqlSpend {
     session: Arc<Session>,
     keyspace: String,
-    /// Partitions of the usage topic whose rows a total sums.
-    partitions: i32,
+    /// The ledger partitions whose rows a total sums: one list per generation of the usage
+    /// topic (one query each, so no `IN` list is longer than [`MAX_USAGE_PARTITIONS`]).
+    partitions: Vec<Vec<i32>>,
     total: PreparedStatement,
     logs: logs::LogStatements,
 }
@@ -433,15 +455,29 @@ impl CqlSpend {
             .await
             .map_err(query_err)?;
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions: MAX_USAGE_PARTITIONS, total, logs })
+        let partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs })
     }
 }
 
 impl CqlSpend {
-    /// Sums only the rows of partitions `0..n` (the usage topic's partition count, when known;
-    /// fewer partitions read per total).
-    pub fn with_partitions(mut self, n: i32) -> CqlSpend {
-        self.partitions = n.clamp(1, MAX_USAGE_PARTITIONS);
+    /// Sums only the rows of partitions `0..n` of generation 0 (the usage topic's partition
+    /// count, when known; fewer partitions read per total).
+    pub fn with_partitions(self, n: i32) -> CqlSpend {
+        self.with_generations(&[n])
+    }
+
+    /// Sums the rows of every generation of the usage topic: `counts[g]` is generation `g`'s
+    /// partition count ([`MAX_USAGE_PARTITIONS`] when unknown). Generations beyond
+    /// [`MAX_USAGE_GENERATIONS`] are ignored.
+    pub fn with_generations(mut self, counts: &[i32]) -> CqlSpend {
+        self.partitions = (0..MAX_USAGE_GENERATIONS)
+            .zip(counts)
+            .map(|(g, n)| (0..(*n).clamp(1, MAX_USAGE_PARTITIONS)).map(|p| ledger_partition(g, p)).collect())
+            .collect();
+        if self.partitions.is_empty() {
+            self.partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
+        }
         self
     }
 
@@ -468,19 +504,22 @@ impl SpendSource for CqlSpend {
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>> {
         let (scope, window) = (scope.to_owned(), window.to_owned());
         Box::pin(async move {
-            let partitions: Vec<i32> = (0..self.partitions).collect();
-            let result =
-                self.session.execute_unpaged(&self.total, (&scope, &window, partitions)).await.map_err(query_err)?;
-            let rows = result.into_rows_result().map_err(query_err)?;
+            let queries = self
+                .partitions
+                .iter()
+                .map(|partitions| self.session.execute_unpaged(&self.total, (&scope, &window, partitions)));
             let mut t = SpendTotal::default();
-            for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
-                let (spent, events, prompt, completion) = row.map_err(query_err)?;
-                t.add(&SpendTotal {
-                    spent: crate::NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                });
+            for result in futures::future::try_join_all(queries).await.map_err(query_err)? {
+                let rows = result.into_rows_result().map_err(query_err)?;
+                for row in rows.rows::<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)>().map_err(query_err)? {
+                    let (spent, events, prompt, completion) = row.map_err(query_err)?;
+                    t.add(&SpendTotal {
+                        spent: crate::NanoUsd(spent.unwrap_or(0)),
+                        events: events.unwrap_or(0),
+                        prompt_tokens: prompt.unwrap_or(0),
+                        completion_tokens: completion.unwrap_or(0),
+                    });
+                }
             }
             Ok(t)
         })

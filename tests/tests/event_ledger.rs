@@ -180,3 +180,30 @@ async fn a_keys_logs_read_its_own_rows_and_no_tombstones() -> Result<()> {
     session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), &[]).await?;
     Ok(())
 }
+
+/// `database.local_datacenter` keeps every request in the named data centre: a session naming
+/// the node's own data centre works; one naming another finds no node to send to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_datacenter_keeps_requests_there() -> Result<()> {
+    let probe = cql().await?;
+    let dc: String = probe
+        .query_unpaged("SELECT data_center FROM system.local", &[])
+        .await?
+        .into_rows_result()?
+        .first_row::<(String,)>()?
+        .0;
+    let session = |dc: &str| {
+        let connection =
+            tollgate_schemas::store::CqlConnection { local_datacenter: Some(dc.to_owned()), ..cassandra_connection() };
+        async move { tollgate_schemas::store::connect(&connection).await }
+    };
+    let local = session(&dc).await?;
+    local.query_unpaged("SELECT release_version FROM system.local", &[]).await.context("the local data centre")?;
+    let elsewhere = session("a-data-centre-with-no-nodes").await;
+    let refused = match elsewhere {
+        Err(_) => true,
+        Ok(s) => s.query_unpaged("SELECT release_version FROM system.local", &[]).await.is_err(),
+    };
+    ensure!(refused, "a session for a data centre with no nodes reached the {dc} node");
+    Ok(())
+}

@@ -114,6 +114,7 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
         estimated: false,
         client_disconnected: None,
         trace_id: None,
+        usage_generation: 0,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

@@ -1,6 +1,7 @@
 //! Where usage goes: Kafka and a database, or the embedded ledger; the spool in front.
 
 use super::*;
+use tollgate_schemas::topics::UsageGenerations;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +81,14 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     #[serde(default = "default_usage_topic")]
     pub usage_topic: String,
+    /// The generation of the usage topic `usage_topic` is (docs/design.md §4.10): 0 until the
+    /// first repartition.
+    #[serde(default)]
+    pub usage_generation: u8,
+    /// The topics of the earlier generations, generation 0 first: a spooled event created under
+    /// an earlier generation is published there, with its other copies.
+    #[serde(default)]
+    pub earlier_usage_topics: Vec<String>,
     /// Compacted topic the ledger consumers publish budget state to; read from the beginning.
     #[serde(default = "default_budget_state_topic")]
     pub budget_state_topic: String,
@@ -110,6 +119,11 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The usage topic's generations (checked when the config loads).
+    pub fn usage_generations(&self) -> Result<UsageGenerations, (&'static str, String)> {
+        UsageGenerations::new(&self.usage_topic, self.usage_generation, &self.earlier_usage_topics)
+    }
+
     /// The properties every client of the gateway starts from ([`KafkaConfig::client_properties`]
     /// and the bootstrap servers).
     pub fn client_config(&self) -> rdkafka::config::ClientConfig {

@@ -215,3 +215,20 @@ fn a_key_needs_a_value() {
     let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
     assert!(err.contains("virtual_keys[0]"), "{err}");
 }
+
+#[test]
+fn usage_generations_name_every_earlier_topic() {
+    let c = Config::parse(MINIMAL, "test.yaml").unwrap();
+    assert_eq!(c.kafka.as_ref().map(|k| k.usage_generation), Some(0));
+    let next = MINIMAL.replace(
+        "  bootstrap_servers: 127.0.0.1:9092\n",
+        "  bootstrap_servers: 127.0.0.1:9092\n  usage_topic: usage.g1\n  usage_generation: 1\n",
+    );
+    let err = Config::parse(&next, "test.yaml").unwrap_err().to_string();
+    assert!(err.contains("field `kafka.earlier_usage_topics`"), "{err}");
+    let fine = next.replace("  usage_generation: 1\n", "  usage_generation: 1\n  earlier_usage_topics: [usage]\n");
+    let c = Config::parse(&fine, "test.yaml").unwrap();
+    let generations = c.kafka.as_ref().map(|k| k.usage_generations().unwrap());
+    assert_eq!(generations.as_ref().map(|g| g.topic(0)), Some("usage"));
+    assert_eq!(generations.as_ref().map(|g| g.topic(1)), Some("usage.g1"));
+}

@@ -85,6 +85,9 @@ impl Config {
         if self.spool.max_segment_bytes < 4096 {
             return Err(invalid("spool.max_segment_bytes".into(), "must be at least 4096".into()));
         }
+        if let Some(k) = &self.kafka {
+            k.usage_generations().map_err(|(field, message)| invalid(field.into(), message))?;
+        }
         match (&self.kafka, &self.embedded) {
             (Some(k), None) if k.max_queued_messages == 0 => {
                 return Err(invalid("kafka.max_queued_messages".into(), "must be positive".into()));

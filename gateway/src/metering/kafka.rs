@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_schemas::cloudevents as ce;
+use tollgate_schemas::topics::UsageGenerations;
 use tollgate_schemas::UsageEvent;
 
 /// Counts deliveries and acknowledges spool records as librdkafka reports them; a record that
@@ -97,6 +98,8 @@ pub struct KafkaSink {
     queue: SinkQueue,
     acks: Arc<Acks>,
     replay: Arc<ReplayStatus>,
+    /// The current generation of the usage topic, stamped on every event created here.
+    generation: u8,
 }
 
 /// How the replay of an earlier run's events is going, for readiness and metrics.
@@ -172,7 +175,8 @@ struct Writer {
     spool: Spool,
     client: ClientConfig,
     producer: KafkaProducer,
-    topic: String,
+    /// The usage topic of each generation: an event goes to the one it was created under.
+    topics: UsageGenerations,
     source: String,
     /// Deliveries counted when progress was last seen, and when.
     progress: (u64, Instant),
@@ -238,7 +242,8 @@ impl KafkaSink {
         if replay.is_none() {
             tracing::info!("no usage events left in the spool to replay");
         }
-        let topic = kafka.usage_topic.clone();
+        let topics = kafka.usage_generations().map_err(|(field, message)| SinkError::Config { field, message })?;
+        let generation = topics.current();
         let source = ce::source_for_gateway(gateway_id);
         let stall_after = Duration::from_secs(kafka.stall_rebuild_secs);
         let run = move |rx, backlog| {
@@ -252,7 +257,7 @@ impl KafkaSink {
                 spool,
                 client,
                 producer,
-                topic,
+                topics,
                 source,
                 progress: (0, Instant::now()),
                 stall_after,
@@ -263,7 +268,7 @@ impl KafkaSink {
         };
         let queue = SinkQueue::start("tollgate-usage-writer", spool_config.queue_capacity, spool_config.when_full, run)
             .map_err(SinkError::Thread)?;
-        Ok(KafkaSink { queue, acks, replay: status })
+        Ok(KafkaSink { queue, acks, replay: status, generation })
     }
 }
 
@@ -456,7 +461,8 @@ impl Writer {
                 return false;
             }
         };
-        match probe.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+        let current = self.topics.topic(self.topics.current());
+        match probe.client().fetch_metadata(Some(current), Duration::from_secs(5)) {
             Ok(metadata) => metadata.topics().iter().any(|t| {
                 t.error().is_none() && !t.partitions().is_empty() && t.partitions().iter().all(|p| p.leader() >= 0)
             }),
@@ -482,7 +488,9 @@ impl Writer {
                 .insert(Header { key: ce::H_TYPE, value: Some(ce::USAGE_TYPE) })
                 .insert(Header { key: ce::H_TIME, value: Some(time.as_str()) })
                 .insert(Header { key: ce::H_CONTENT_TYPE, value: Some(ce::CONTENT_TYPE) });
-            let record = BaseRecord::with_opaque_to(&self.topic, opaque).key(&key).payload(payload).headers(headers);
+            // Every copy of an event goes to the topic of the generation it was created under.
+            let topic = self.topics.topic(event.map_or(self.topics.current(), |e| e.usage_generation));
+            let record = BaseRecord::with_opaque_to(topic, opaque).key(&key).payload(payload).headers(headers);
             match self.producer.send(record) {
                 Ok(()) => {
                     counter!("tollgate_usage_events_total", "result" => "queued").increment(1);
@@ -514,7 +522,8 @@ impl UsageSink for KafkaSink {
         self.queue.admit()
     }
 
-    fn publish(&self, permit: Permit, event: UsageEvent) {
+    fn publish(&self, permit: Permit, mut event: UsageEvent) {
+        event.usage_generation = self.generation;
         self.queue.publish(permit, event);
     }
 

@@ -87,6 +87,8 @@ pub enum SinkError {
     Undelivered(Undelivered),
     #[error("cannot start the usage writer: {0}")]
     Thread(std::io::Error),
+    #[error("config field `{field}`: {message}")]
+    Config { field: &'static str, message: String },
 }
 
 /// What a flush left undelivered when its time ran out; the same for every sink.

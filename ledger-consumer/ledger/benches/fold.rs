@@ -40,6 +40,7 @@ fn event(team: usize) -> UsageEvent {
         estimated: false,
         client_disconnected: None,
         trace_id: None,
+        usage_generation: 0,
         budget_windows: Default::default(),
         ..UsageEvent::default()
     }

@@ -302,6 +302,7 @@ pub(crate) mod tests {
             estimated: false,
             client_disconnected: None,
             trace_id: None,
+            usage_generation: 0,
             budget_windows: Default::default(),
             ..UsageEvent::default()
         }

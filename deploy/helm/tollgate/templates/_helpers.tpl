@@ -57,6 +57,9 @@ contact_points: {{ toJson $c.contactPoints }}
 keyspace: {{ $c.keyspace }}
 # The set-up Job applies the schema, with the keyspace's replication of values.yaml.
 create_schema: false
+{{- if $c.localDatacenter }}
+local_datacenter: {{ $c.localDatacenter | quote }}
+{{- end }}
 {{- if $c.username }}
 username: {{ $c.username | quote }}
 password: os.environ/TOLLGATE_CQL_PASSWORD
