@@ -44,6 +44,39 @@ enum Command {
     /// after upgrading a ledger written before the index existed. Idempotent; safe while
     /// consumers run.
     Reindex,
+    /// Export the charges of UTC days --from to --to (both included) from the event ledger, one
+    /// row per day, billing scope, model and token type (docs/finance.md). Dead-lettered events
+    /// are not billed. The output's extension chooses CSV (.csv) or Parquet (.parquet).
+    Export {
+        /// The export format: `focus` (FOCUS 1.2).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// First UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// The file to write: `.csv` or `.parquet`.
+        #[arg(long)]
+        output: PathBuf,
+        /// InvoiceIssuerName: who invoices these charges.
+        #[arg(long, default_value = "Tollgate")]
+        invoice_issuer: String,
+    },
+    /// Seal a period (a month YYYY-MM or a day YYYY-MM-DD): a statement per organization, team
+    /// and customer, with totals by model and token type, stored once with its content hash and
+    /// the previous close's hash (docs/finance.md). Events that arrive later for it are billed
+    /// as corrections in the first open period; the close never changes.
+    Close {
+        #[arg(long)]
+        period: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    Focus,
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // CLI output
@@ -129,6 +162,10 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
             println!("reindex: {n} key index rows written");
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Command::Export { format: ExportFormat::Focus, from, to, output, invoice_issuer }) => {
+            return export(&ledger, &c.keyspace, (from, to), &output, invoice_issuer).await;
+        }
+        Some(Command::Close { period }) => return close(&ledger, &c.keyspace, &period).await,
         None => {}
     }
     let partitions = usage_partitions_within_bound(&config)?;
@@ -388,6 +425,53 @@ async fn reconcile(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `export --format focus`: the charges of the period, written to `output`.
+#[allow(clippy::print_stdout)] // CLI output
+async fn export(
+    ledger: &CqlLedger,
+    keyspace: &str,
+    (from, to): (chrono::NaiveDate, chrono::NaiveDate),
+    output: &std::path::Path,
+    issuer: String,
+) -> Result<ExitCode, Exit> {
+    use tollgate_ledger_consumer::finance;
+    let period = finance::Period::new(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    finance::FileFormat::of(output).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    let (charges, events) = finance::charges(ledger, keyspace, period).await.map_err(Exit::failure)?;
+    finance::write(&charges, &finance::Issuer { name: issuer }, output).map_err(Exit::failure)?;
+    println!(
+        "export: {} rows, {events} events, BilledCost {} USD ({} nano-USD), {from} to {to}, written to {}",
+        charges.rows.len(),
+        finance::focus::decimal(charges.total()),
+        charges.total(),
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `close --period`: seals the period and says what the close holds.
+#[allow(clippy::print_stdout)] // CLI output
+async fn close(ledger: &CqlLedger, keyspace: &str, period: &str) -> Result<ExitCode, Exit> {
+    use tollgate_ledger_consumer::finance;
+    let (close, events) = finance::seal(ledger, keyspace, period).await.map_err(Exit::failure)?;
+    let total: i128 =
+        close.statements.iter().filter(|(s, _)| s.starts_with("org/")).map(|(_, s)| s.total_nano_usd).sum();
+    println!(
+        "close: {} ({} to {}) sealed as close {}: {events} events, {} statements (organizations' total {} USD), \
+         watermark {:?}, hash {}, previous {}",
+        close.period,
+        close.from,
+        close.to,
+        close.seq,
+        close.statements.len(),
+        finance::focus::decimal(total),
+        close.watermark,
+        close.content_hash,
+        if close.previous_hash.is_empty() { "none" } else { &close.previous_hash }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The usage topic's partition count, from Kafka; `None` when Kafka cannot say (spend totals

@@ -16,6 +16,7 @@ const FILES: &[(&str, &str)] = &[
     ("007_dead_letters.cql", include_str!("../cql/007_dead_letters.cql")),
     ("008_usage_events_by_key.cql", include_str!("../cql/008_usage_events_by_key.cql")),
     ("009_tenancy_changes.cql", include_str!("../cql/009_tenancy_changes.cql")),
+    ("010_period_closes.cql", include_str!("../cql/010_period_closes.cql")),
 ];
 
 /// Error for a keyspace name CQL would not accept unquoted.
@@ -70,7 +71,7 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test", &Replication::default()).unwrap();
-        assert_eq!(stmts.len(), 15);
+        assert_eq!(stmts.len(), 16);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts[0].ends_with("replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
@@ -79,6 +80,7 @@ mod tests {
         assert!(stmts[12].contains("tg_test.dead_letters"));
         assert!(stmts[13].contains("tg_test.usage_events_by_key") && stmts[13].contains("event_id DESC"));
         assert!(stmts[14].contains("tg_test.tenancy_changes"));
+        assert!(stmts[15].contains("tg_test.period_closes") && stmts[15].contains("PRIMARY KEY ((chain), seq)"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::NanoUsd;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
+pub use cost_by_type::TokenTypeCost;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -100,6 +101,12 @@ pub struct UsageEvent {
     pub unpriced: bool,
     /// What this request cost, in nano-USD (10⁻⁹ USD).
     pub cost_nano_usd: NanoUsd,
+    /// `cost_nano_usd` by token type, parts that sum to it exactly (docs/design.md §2.7, "Cost
+    /// by token type"). Added within version 1: older events lack it, and it is left out when
+    /// empty (no tokens, no price, or a cost clamped to the per-request bound); such an event is
+    /// billed as one `unsplit` line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cost_by_token_type: Vec<TokenTypeCost>,
     /// Wall time from request receipt to the end of the response, in milliseconds.
     pub latency_ms: u64,
     /// HTTP status returned to the client.
@@ -218,6 +225,10 @@ mod tests {
     const GOLDEN_V1: &str = include_str!("../fixtures/usage_event_v1.json");
     const GOLDEN_V1_MINIMAL: &str = include_str!("../fixtures/usage_event_v1_minimal.json");
 
+    fn part(token_type: &str, tokens: u64, cost: i64) -> TokenTypeCost {
+        TokenTypeCost { token_type: token_type.into(), tokens, cost_nano_usd: NanoUsd(cost) }
+    }
+
     fn golden_event() -> UsageEvent {
         UsageEvent {
             version: 1,
@@ -246,6 +257,17 @@ mod tests {
             image_output_tokens: 40,
             unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
+            cost_by_token_type: vec![
+                part("cached_input", 200, 15000),
+                part("cache_write", 100, 18750),
+                part("audio_input", 10, 1000),
+                part("image_input", 30, 4500),
+                part("input", 860, 129000),
+                part("reasoning", 120, 72000),
+                part("audio_output", 20, 12000),
+                part("image_output", 40, 20750),
+                part("output", 120, 72000),
+            ],
             latency_ms: 812,
             status: 200,
             error_type: None,
@@ -359,3 +381,7 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod schema_tests;
+
+pub mod cost_by_type;

@@ -223,7 +223,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
             check_name("budget_windows", d, 16)?;
         }
     }
-    Ok(())
+    crate::event::cost_by_type::check(&e.cost_by_token_type, e.cost_nano_usd)
 }
 
 #[cfg(test)]

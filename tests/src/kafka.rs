@@ -206,3 +206,20 @@ pub async fn republish_some(topic: &str, n: usize) -> Result<usize> {
     }
     Ok(copied)
 }
+
+/// Publishes `(key, value)` records straight onto `topic`, in order (a test's own events, or
+/// hostile records), and returns the `(partition, offset)` each landed at.
+pub async fn publish(topic: &str, records: &[(String, Vec<u8>)]) -> Result<Vec<(i32, i64)>> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let mut at = Vec::with_capacity(records.len());
+    for (key, value) in records {
+        let record = FutureRecord::<str, [u8]>::to(topic).key(key).payload(value);
+        let delivered = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+        at.push((delivered.partition, delivered.offset));
+    }
+    Ok(at)
+}

@@ -9,6 +9,7 @@
 //! - [`kafka`]: topics, consumer groups, reading and republishing usage events;
 //! - [`ledger`]: the CQL session, both ledger layers, key identities, the ground truth, reconcile;
 //! - [`load`]: load over gateways that come and go, and the ledger checked request by request;
+//! - [`finance`]: events with a cost breakdown, `export` and `close`, exports read back exactly;
 //! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
 //! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
@@ -17,6 +18,7 @@
 
 pub mod clients;
 pub mod configs;
+pub mod finance;
 pub mod kafka;
 pub mod ledger;
 pub mod load;
@@ -27,6 +29,7 @@ pub mod services;
 
 pub use clients::*;
 pub use configs::*;
+pub use finance::*;
 pub use kafka::*;
 pub use ledger::*;
 pub use load::*;

@@ -211,3 +211,16 @@ pub async fn start_consumer_with_env(log_dir: &Path, config: &ConsumerConfig, en
     p.config = Some(path);
     Ok(p)
 }
+
+/// The Python of the test virtualenv `deploy/local/prereqs` makes from `tests/sdk/requirements.txt`
+/// (the official SDKs, pytest, confluent-kafka, jsonschema): `$TOLLGATE_PYTHON`, else
+/// `$TOLLGATE_CACHE/venv/bin/python` (default `~/.cache/tollgate`).
+pub fn test_python() -> PathBuf {
+    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("TOLLGATE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate"));
+    cache.join("venv/bin/python")
+}

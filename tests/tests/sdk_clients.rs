@@ -2,18 +2,7 @@
 //! provider: what a user of `openai` or `anthropic` sees, including typed exceptions.
 
 use anyhow::{ensure, Context, Result};
-use std::path::PathBuf;
 use tollgate_tests::*;
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("TOLLGATE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var("TOLLGATE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate"));
-    cache.join("venv/bin/python")
-}
 
 /// A model `name` served by `model` at `api_base`, with an upstream key where the provider needs one.
 fn model(name: &str, model: &str, api_base: String, api_key: Option<&str>) -> ModelEntry {
@@ -65,7 +54,7 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_sdks_work_against_tollgate() -> Result<()> {
-    let python = python();
+    let python = test_python();
     ensure!(
         python.exists(),
         "{} not found: run deploy/local/prereqs (it creates the SDK virtualenv) or set TOLLGATE_PYTHON",

@@ -7,7 +7,7 @@
 use crate::config::DisconnectPolicy;
 use crate::http::wire::ProxyRequest;
 use crate::limits::admission::Admitted;
-use crate::limits::pricing::{cost, Tokens};
+use crate::limits::pricing::{cost_by_token_type, Tokens};
 use crate::metering::sink::{Permit, UsageSink};
 use crate::observability::usage::{operation_name, Request};
 use crate::providers::Deployment;
@@ -227,8 +227,12 @@ impl UsageRecorder {
                 // than the ledger accepts; should that ever fail, charge the bound (never
                 // nothing), and say so.
                 let max = tollgate_schemas::limits::MAX_COST_PER_REQUEST;
-                match cost(&price, tokens) {
-                    Ok(c) if c <= max => c,
+                match cost_by_token_type(&price, tokens) {
+                    Ok((c, parts)) if c <= max => {
+                        // Parts that sum to the cost exactly: finance's line per token type.
+                        event.cost_by_token_type = parts;
+                        c
+                    }
                     _ => {
                         tracing::error!(event_id = %event.event_id, "cost beyond the per-request bound; charging the bound");
                         counter!("tollgate_cost_clamped_total").increment(1);

@@ -33,9 +33,14 @@ pub struct DeadLetterRow {
 /// was refused at the very partition and offset its Layer 1 row records (the row an event
 /// refused mid-write leaves), so a good copy of the same event elsewhere still counts.
 pub fn without_dead_letters<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterRow]) -> Vec<&'a UsageEvent> {
+    counted_records(events, dead).into_iter().map(|e| &e.event).collect()
+}
+
+/// [`without_dead_letters`], keeping where each event was first read.
+pub fn counted_records<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterRow]) -> Vec<&'a RecordedEvent> {
     let refused: HashSet<(uuid::Uuid, i32, i64)> =
         dead.iter().filter_map(|d| d.event_id.map(|id| (id, d.partition, d.offset))).collect();
-    events.iter().filter(|e| !refused.contains(&(e.event.event_id, e.partition, e.offset))).map(|e| &e.event).collect()
+    events.iter().filter(|e| !refused.contains(&(e.event.event_id, e.partition, e.offset))).collect()
 }
 
 /// A row of the key index, as reconcile reads it and as an event of the event ledger implies it.

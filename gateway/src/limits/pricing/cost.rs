@@ -278,13 +278,34 @@ pub fn batch_cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflo
     cost(&batch, tokens)
 }
 
-/// What `tokens` cost under `price`, exactly, rounded up once to nano-USD. Each part of the
-/// prompt (cache reads, cache writes, audio, image) is taken out of the prompt in that order,
-/// never more than is left, and the rest is text; likewise reasoning, audio and image out of
-/// the completion. Per-request prices apply to requests with any tokens (a provider answered).
+/// What `tokens` cost under `price`, exactly, rounded up once to nano-USD: the sum of
+/// [`terms`].
 pub fn cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflow> {
-    let rates = price.rates_for(tokens.prompt);
     let mut total = AttoUsd::ZERO;
+    for term in terms(price, tokens)? {
+        total = total.checked_add(term.cost)?;
+    }
+    total.to_nanos_rounded_up()
+}
+
+/// One priced part of a request: `units` tokens of one dimension (or the per-request price,
+/// `dimension` `None`, one unit) and their exact cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Term {
+    pub dimension: Option<usize>,
+    pub units: u64,
+    pub cost: AttoUsd,
+}
+
+/// The exact terms of a request's cost, in a fixed order: cache reads, cache writes, audio and
+/// image input, text input, reasoning, audio and image output, text output, the per-request
+/// price. Each part of the prompt is taken out of the prompt in that order, never more than is
+/// left, and the rest is text; likewise reasoning, audio and image out of the completion.
+/// Per-request prices apply to requests with any tokens (a provider answered). Dimensions with
+/// no tokens and a zero per-request price are left out.
+pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> {
+    let rates = price.rates_for(tokens.prompt);
+    let mut out = Vec::with_capacity(DIMENSIONS + 1);
     for (whole, parts, text_dim) in [
         (
             tokens.prompt,
@@ -308,17 +329,18 @@ pub fn cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflow> {
         ),
     ] {
         let mut left = whole;
-        for (count, dim) in parts {
+        for (count, dim) in parts.into_iter().chain([(whole, text_dim)]) {
             let count = count.min(left);
             left -= count;
-            total = total.checked_add(rates.0[dim].checked_mul_units(count)?)?;
+            if count > 0 {
+                out.push(Term { dimension: Some(dim), units: count, cost: rates.0[dim].checked_mul_units(count)? });
+            }
         }
-        total = total.checked_add(rates.0[text_dim].checked_mul_units(left)?)?;
     }
-    if tokens.prompt > 0 || tokens.completion > 0 {
-        total = total.checked_add(price.per_request)?;
+    if (tokens.prompt > 0 || tokens.completion > 0) && price.per_request > AttoUsd::ZERO {
+        out.push(Term { dimension: None, units: 1, cost: price.per_request });
     }
-    total.to_nanos_rounded_up()
+    Ok(out)
 }
 
 /// The most `prompt` and `completion` tokens can cost under `price`: each at the highest

@@ -38,6 +38,15 @@ impl AttoUsd {
     }
 }
 
+impl AttoUsd {
+    /// This amount in whole nano-USD rounded down, and the atto-USD left over (for a
+    /// non-negative amount, `0 ≤ remainder < 10⁹`).
+    pub fn to_nanos_with_remainder(self) -> Result<(NanoUsd, i128), MoneyOverflow> {
+        let nanos = self.0.div_euclid(ATTO_PER_NANO);
+        Ok((NanoUsd(i64::try_from(nanos).map_err(|_| MoneyOverflow)?), self.0.rem_euclid(ATTO_PER_NANO)))
+    }
+}
+
 /// Why a price in USD is not an amount of atto-USD.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum PriceError {

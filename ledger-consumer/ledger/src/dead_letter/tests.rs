@@ -122,6 +122,11 @@ fn every_kind_of_bad_record_is_refused_with_its_reason() {
         (Some(with(&|v| v["key_id"] = "k".repeat(70_000).into())), Reason::SchemaViolation),
         (Some(with(&|v| v["cost_nano_usd"] = (-5).into())), Reason::SchemaViolation),
         (Some(with(&|v| v["cost_nano_usd"] = 1_000_000_000_000_001i64.into())), Reason::SchemaViolation),
+        // A breakdown by token type must sum to the cost exactly, each type at most once.
+        (Some(with(&|v| v["cost_nano_usd"] = 345_001.into())), Reason::SchemaViolation),
+        (Some(with(&|v| v["cost_by_token_type"][0]["cost_nano_usd"] = 15_001.into())), Reason::SchemaViolation),
+        (Some(with(&|v| v["cost_by_token_type"][1]["token_type"] = "cached_input".into())), Reason::SchemaViolation),
+        (Some(with(&|v| v["cost_by_token_type"][0]["cost_nano_usd"] = "15000".into())), Reason::NotAnEvent),
         (
             Some(with(&|v| {
                 for i in 0..40 {
@@ -139,6 +144,12 @@ fn every_kind_of_bad_record_is_refused_with_its_reason() {
     }
     let event = check_record(Some(include_bytes!("../../../../schemas/fixtures/usage_event_v1.json"))).unwrap();
     assert_eq!(event.cost_nano_usd, NanoUsd(345_000));
+    // Without a breakdown (an older event) any cost within bounds passes: billed unsplit.
+    let older = with(&|v| {
+        v.as_object_mut().unwrap().remove("cost_by_token_type");
+        v["cost_nano_usd"] = 345_001.into();
+    });
+    assert_eq!(check_record(Some(&older)).unwrap().cost_nano_usd, NanoUsd(345_001));
 }
 
 #[test]
