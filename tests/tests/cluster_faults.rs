@@ -101,13 +101,20 @@ impl GatewayCase {
         Ok(c)
     }
 
-    /// Starts the gateway of `slot` (its spool is the slot's, so a restart replays it).
+    /// Starts the gateway of `slot` (its spool is the slot's, so a restart replays it) and
+    /// waits until it is ready (its budget view read), as a load balancer's readiness probe does.
     async fn start_gateway(&self, slot: usize) -> Result<Process> {
         let id = format!("gw-{slot}");
         let mut config = GatewayConfig::tenancy(&id, self.mock.url()?, &self.topics, &self.ks);
         config.spool = Some(Spool { dir: self.dir.join(format!("spool-{slot}")) });
         config.gateway.replicas = Some(3);
-        start_gateway(&self.dir, &config).await
+        let gateway = start_gateway(&self.dir, &config).await?;
+        let ready = format!("{}/health/readiness", gateway.url()?);
+        eventually("the gateway to be ready", Duration::from_secs(60), || async {
+            Ok(reqwest::get(&ready).await.ok().filter(|r| r.status() == 200).map(|_| ()))
+        })
+        .await?;
+        Ok(gateway)
     }
 
     fn url(&self, slot: usize) -> Result<&str> {
@@ -132,7 +139,11 @@ impl GatewayCase {
     /// `processes`: the gateway processes that ran, restarts included.
     async fn finish(mut self, fault: Instant, processes: i64) -> Result<(Outcomes, LedgerMatch, i64, Duration)> {
         let seen = self.load.take().context("no load")?.finish().await?;
-        ensure!(seen.failed.is_empty(), "failed requests: {:?}", &seen.failed[..seen.failed.len().min(5)]);
+        // A lease grant slower than 2 s fails its request closed (docs/design.md §5.4); on three
+        // Cassandra nodes sharing two loaded cores the budget key's grants can take that long.
+        // Counted and reported apart; any other failure fails the case.
+        let failed: Vec<_> = seen.failed.iter().filter(|f| !lease_wait(f)).collect();
+        ensure!(failed.is_empty(), "failed requests: {:?}", &failed[..failed.len().min(5)]);
         ensure!(seen.answered.len() > 100, "only {} requests answered", seen.answered.len());
         let session = cql().await?;
         // Three warm-up requests of the budget key are in the ledger too.
@@ -161,6 +172,11 @@ impl GatewayCase {
     }
 }
 
+/// A request refused because its lease grant took too long (fail closed, not a fault's doing).
+fn lease_wait((_, status, code): &(String, u16, String)) -> bool {
+    (*status, code.as_str()) == (503, "budget_lease_unavailable")
+}
+
 /// One line of figures for a gateway case (`tests/cluster/run` copies the FAULT lines).
 fn report_gateway_case(
     case: &str,
@@ -168,13 +184,14 @@ fn report_gateway_case(
     extra: &str,
 ) {
     eprintln!(
-        "FAULT {case}: {} requests answered, 0 failed, {} of unknown outcome ({} of them charged), refused {:?}; \
-         ledger exact request by request, reconcile clean; budget key {spent} of {BUDGET_NANO} nano-USD; exact \
-         {:.1}s after the fault{extra}",
+        "FAULT {case}: {} requests answered, 0 failed, {} of unknown outcome ({} of them charged), refused {:?}, \
+         {} lease grants too slow (503 budget_lease_unavailable); ledger exact request by request, reconcile \
+         clean; budget key {spent} of {BUDGET_NANO} nano-USD; exact {:.1}s after the fault{extra}",
         seen.answered.len(),
         seen.unknown.len(),
         matched.charged_unknown,
         seen.refused,
+        seen.failed.len(),
         exact.as_secs_f64()
     );
 }
