@@ -94,6 +94,21 @@ pub struct SamplerChoice {
 }
 
 impl SamplerChoice {
+    /// Every trace kept, whatever a parent decided.
+    pub const ALWAYS_ON: SamplerChoice = SamplerChoice { parent_based: false, ratio: 1.0 };
+    /// `parentbased_always_on`, the default.
+    pub const DEFAULT: SamplerChoice = SamplerChoice { parent_based: true, ratio: 1.0 };
+
+    /// Whether a trace is kept, as the SDK's sampler of the same name decides for a root span:
+    /// the parent's decision (`parent_sampled`, from a `traceparent`) when parent-based and
+    /// there is a parent, else `draw` (uniform in [0, 1)) below the ratio.
+    pub fn keeps(self, parent_sampled: Option<bool>, draw: f64) -> bool {
+        match parent_sampled {
+            Some(sampled) if self.parent_based => sampled,
+            _ => draw < self.ratio,
+        }
+    }
+
     pub fn from_env() -> Result<SamplerChoice, TraceConfigError> {
         let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| "parentbased_always_on".to_owned());
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
@@ -209,6 +224,21 @@ mod tests {
         assert_eq!(bad.variable, "OTEL_TRACES_SAMPLER_ARG");
         let bad = SamplerChoice::parse("sometimes", None).unwrap_err();
         assert_eq!(bad.variable, "OTEL_TRACES_SAMPLER");
+    }
+
+    #[test]
+    fn a_sampler_follows_the_parent_or_draws_against_its_ratio() {
+        let tenth = SamplerChoice::parse("parentbased_traceidratio", Some("0.1")).unwrap();
+        assert!(tenth.keeps(Some(true), 0.99) && !tenth.keeps(Some(false), 0.0));
+        assert!(tenth.keeps(None, 0.05) && !tenth.keeps(None, 0.1) && !tenth.keeps(None, 0.5));
+        let plain = SamplerChoice::parse("traceidratio", Some("0.1")).unwrap();
+        assert!(!plain.keeps(Some(true), 0.5) && plain.keeps(Some(false), 0.05));
+        for draw in [0.0, 0.5, 0.999_999] {
+            assert!(SamplerChoice::DEFAULT.keeps(None, draw) && SamplerChoice::ALWAYS_ON.keeps(Some(false), draw));
+            assert!(!SamplerChoice::parse("always_off", None).unwrap().keeps(Some(true), draw));
+        }
+        assert!(!SamplerChoice::DEFAULT.keeps(Some(false), 0.0));
+        assert_eq!(SamplerChoice::parse("parentbased_always_on", None).unwrap(), SamplerChoice::DEFAULT);
     }
 
     #[test]
