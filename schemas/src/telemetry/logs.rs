@@ -132,17 +132,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_are_flat_and_carry_the_request_fields() {
+    /// What `log` writes through the JSON layer, as text and as the one line it must be; with
+    /// `filter`, the log layer's filter applies.
+    fn json_line(filter: Option<EnvFilter>, log: impl FnOnce()) -> (String, Value) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
-            .with_writer(move || writer.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+            .with_writer(move || writer.clone())
+            .with_filter(filter);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line = serde_json::from_str(text.trim()).unwrap();
+        (text, line)
+    }
+
+    #[test]
+    fn json_lines_are_flat_and_carry_the_request_fields() {
+        let (text, line) = json_line(None, || {
             let span = tracing::info_span!(
                 "request",
                 request_id = "req-1",
@@ -156,8 +165,6 @@ mod tests {
             let _inner = inner.enter();
             tracing::warn!(status = 503u16, "upstream attempt failed");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["message"], "upstream attempt failed");
         assert_eq!(line["level"], "WARN");
         assert_eq!(line["request_id"], "req-1");
@@ -171,16 +178,7 @@ mod tests {
 
     #[test]
     fn spans_only_traces_need_are_left_out_of_the_log_lines() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .fmt_fields(JsonFields::new())
-            .event_format(FlatJson)
-            .with_writer(move || writer.clone())
-            .with_filter(filter());
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        let (_, line) = json_line(Some(filter()), || {
             let span = tracing::info_span!("request", request_id = "req-2");
             let _entered = span.enter();
             let inner = tracing::info_span!(target: "tollgate_traces", "upstream_attempt", tollgate.attempt = 2u32);
@@ -188,8 +186,6 @@ mod tests {
             let _inner = inner.enter();
             tracing::warn!(status = 503u16, "upstream attempt failed");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["message"], "upstream attempt failed");
         assert_eq!(line["request_id"], "req-2");
         assert_eq!(line["span"], "request");

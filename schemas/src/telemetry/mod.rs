@@ -3,9 +3,11 @@
 //! signal. Never called by a library: a binary's `main` calls [`init`] once, before anything
 //! logs, and [`Telemetry::shutdown`] once it is done.
 
+mod batch;
 mod logs;
 pub mod traces;
 
+pub use batch::DROPPED_METRIC;
 pub use logs::LogFormat;
 pub use traces::{OtlpTarget, SamplerChoice, TraceConfigError, TraceSettings};
 

@@ -2,13 +2,14 @@
 //! that exports them. Off unless asked for (an endpoint in the environment, or the gateway's
 //! `otel`/`langfuse` callbacks); when off, no exporter exists and spans go nowhere.
 //!
-//! Export never holds a request up: spans wait in the batch processor's bounded queue (full:
-//! the newest are dropped) and leave from its own thread. [`super::Telemetry::shutdown`]
+//! Export never holds a request up: spans wait in the bounded queue of `super::batch` (full: the
+//! newest are dropped, and counted) and leave from its own thread. [`super::Telemetry::shutdown`]
 //! flushes what is queued.
 
+use super::batch::{BatchExport, BatchSettings};
 use base64::Engine;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -199,8 +200,9 @@ pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, Tr
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{}: {e}", target.url)))?;
-        let batch = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUED_SPANS).build();
-        builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+        let batch = BatchExport::start(exporter, BatchSettings::from_env(MAX_QUEUED_SPANS))
+            .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("cannot start the export thread: {e}")))?;
+        builder = builder.with_span_processor(batch);
     }
     Ok(builder.build())
 }
