@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         return code;
     }
     // Before the runtime starts: the span exporter's client blocks on a thread of its own.
+    let traces = traces.map(tollgate_gateway::traces::sample_in_gateway);
     let telemetry = match tollgate_schemas::telemetry::init(traces.as_ref()) {
         Ok(t) => t,
         Err(e) => {

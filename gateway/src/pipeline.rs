@@ -108,7 +108,7 @@ pub(crate) async fn serve(
         now,
     )
     .labelled(&label)
-    .traced(trace.span.clone(), trace.trace_id.clone())
+    .traced(trace.outcome_span(), trace.trace_id.clone())
     .on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),

@@ -16,18 +16,48 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// An `info` span when spans are exported, else `Span::none()` (free): for the spans that only
-/// traces need (a request's children). The request span itself always exists: logs read its
-/// fields.
+mod sampling;
+pub use sampling::sample_in_gateway;
+
+/// An `info` span when the current request is sampled (`sampled`), else `Span::none()` (free):
+/// for the spans that only traces need (a request's children). Their target,
+/// [`TRACE_TARGET`], keeps them out of the logs (`telemetry::logs`): with traces on or off, a
+/// log line carries the request span's fields alone. With `parent:`, the span is opened when
+/// the parent exists (a sampled request's span; `Span::none()` otherwise).
 #[macro_export]
 macro_rules! trace_span {
+    (parent: $parent:expr, $($arg:tt)*) => {{
+        let parent: &tracing::Span = $parent;
+        if parent.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(target: "tollgate_traces", parent: parent, $($arg)*)
+        }
+    }};
     ($($arg:tt)*) => {
-        if $crate::traces::exporting() {
-            tracing::info_span!($($arg)*)
+        if $crate::traces::sampled() {
+            tracing::info_span!(target: "tollgate_traces", $($arg)*)
         } else {
             tracing::Span::none()
         }
     };
+}
+
+/// The target of the spans that only traces need (the literal in `trace_span!`).
+pub const TRACE_TARGET: &str = tollgate_schemas::telemetry::TRACE_TARGET;
+/// The target of a request span that is not exported (not sampled, or traces off).
+pub const UNSAMPLED_TARGET: &str = tollgate_schemas::telemetry::UNSAMPLED_TARGET;
+
+tokio::task_local! {
+    /// Whether the request being served is sampled: its spans are exported.
+    static SAMPLED: bool;
+}
+
+/// Whether the request being served (within [`RequestTrace::within`]) is sampled. False with
+/// traces off, outside a request, and for a request the sampler dropped: then no child span,
+/// attribute or name is built for it.
+pub fn sampled() -> bool {
+    SAMPLED.try_with(|sampled| *sampled).unwrap_or(false)
 }
 
 /// Whether spans are exported (`tollgate_schemas::telemetry::init` installed an exporter).
@@ -100,10 +130,11 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 }
 
 /// A model request's span and its trace id (32 hex digits), when it has one: the exported
-/// trace's, or the client's when traces are not exported.
+/// trace's, or the client's when traces are not exported; and whether the sampler kept it.
 pub struct RequestTrace {
     pub span: Span,
     pub trace_id: Option<String>,
+    pub sampled: bool,
 }
 
 /// The GenAI operation of an endpoint (`gen_ai.operation.name`).
@@ -116,36 +147,68 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
     }
 }
 
-impl RequestTrace {
-    /// Opens the request's span, a child of the client's `traceparent` when it is valid.
-    pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
-        let span = tracing::info_span!(
+/// The `request` span, with the fields logs and traces read, under `target`.
+macro_rules! request_span {
+    ($target:expr, $operation:expr, $request_id:expr) => {
+        tracing::info_span!(
+            target: $target,
             "request",
-            otel.name = operation,
+            otel.name = $operation,
             otel.kind = "server",
             otel.status_code = Empty,
-            request_id,
+            request_id = $request_id,
             trace_id = Empty,
             key_alias = Empty,
-            gen_ai.operation.name = operation,
+            gen_ai.operation.name = $operation,
             gen_ai.request.model = Empty,
             tollgate.team_id = Empty,
             tollgate.customer_id = Empty,
-        );
+        )
+    };
+}
+
+impl RequestTrace {
+    /// Opens the request's span, a child of the client's `traceparent` when it is valid. A
+    /// request the sampler drops (`sampling::keeps`), or any with traces off, gets a span the
+    /// exporter never sees (`UNSAMPLED_TARGET`): the logs read it, nothing else is built. Its
+    /// trace id is the client's, else (traces on) a new one.
+    pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
         let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        if !sampling::keeps(client.as_ref()) {
+            let span = request_span!(UNSAMPLED_TARGET, operation, request_id);
+            let trace_id = match client {
+                Some(parent) => Some(hex::encode(parent.trace_id)),
+                None => exporting().then(sampling::new_trace_id),
+            };
+            if let Some(id) = &trace_id {
+                span.record("trace_id", id.as_str());
+            }
+            return RequestTrace { span, trace_id, sampled: false };
+        }
+        let span = request_span!(module_path!(), operation, request_id);
         if let Some(parent) = client {
             let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.span_context()));
         }
         let exported = span.context().span().span_context().trace_id();
-        let trace_id = if exported != TraceId::INVALID {
-            Some(exported.to_string())
+        let trace_id = if exported == TraceId::INVALID { sampling::new_trace_id() } else { exported.to_string() };
+        span.record("trace_id", trace_id.as_str());
+        RequestTrace { span, trace_id: Some(trace_id), sampled: true }
+    }
+
+    /// `serve` within the request's span, with its sampling decision known to `sampled`.
+    pub fn within<F: std::future::Future>(&self, serve: F) -> impl std::future::Future<Output = F::Output> {
+        use tracing::Instrument;
+        SAMPLED.scope(self.sampled, serve.instrument(self.span.clone()))
+    }
+
+    /// The span to record the request's outcome on (`record_outcome`, the `metering` child):
+    /// none when the request is not sampled.
+    pub fn outcome_span(&self) -> Span {
+        if self.sampled {
+            self.span.clone()
         } else {
-            client.map(|p| hex::encode(p.trace_id))
-        };
-        if let Some(id) = &trace_id {
-            span.record("trace_id", id.as_str());
+            Span::none()
         }
-        RequestTrace { span, trace_id }
     }
 }
 
@@ -153,7 +216,7 @@ impl RequestTrace {
 pub fn record_model(operation: &str, model: &str) {
     let span = Span::current();
     span.record("gen_ai.request.model", model);
-    if !exporting() {
+    if !sampled() {
         return;
     }
     // The span was started (for its trace id) before the model was known: rename it in place.
@@ -181,7 +244,7 @@ pub fn record_principal(principal: &Principal) {
 /// Records how the request ended on its span, from its usage event: the provider and model
 /// that served it, tokens, cost, and the error class of a failure. Straight to the exported span
 /// (no log line shows them, and the log layer would format each one again): nothing to do when
-/// spans are not exported.
+/// the request is not sampled (`span` is `RequestTrace::outcome_span`, then none).
 pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
     if !exporting() || span.is_disabled() {
         return;
@@ -210,9 +273,9 @@ pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
     }
 }
 
-/// Records the status the client got on the current (request) span.
+/// Records the status the client got on the current (request) span, when it is sampled.
 pub fn record_status(status: u16) {
-    if exporting() {
+    if sampled() {
         Span::current().set_attribute("http.response.status_code", i64::from(status));
     }
 }
@@ -230,8 +293,11 @@ pub fn provider_name(prefix: &str) -> &str {
     }
 }
 
-/// The `traceparent` to send a provider: the current span's, when it is part of a trace.
+/// The `traceparent` to send a provider: the current span's, when the request is sampled.
 pub fn outbound_traceparent() -> Option<String> {
+    if !sampled() {
+        return None;
+    }
     let context = Span::current().context();
     let span = context.span();
     let sc = span.span_context();
@@ -287,6 +353,37 @@ mod tests {
         assert_eq!(dropped.trace_id, None);
         let none = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-3");
         assert_eq!(none.trace_id, None);
+    }
+
+    #[test]
+    fn child_spans_are_opened_only_for_a_sampled_request() {
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            // Outside a request, and in a request the sampler dropped: nothing.
+            assert!(!sampled());
+            assert!(crate::trace_span!("auth").is_none());
+            SAMPLED.sync_scope(false, || {
+                assert!(!sampled());
+                assert!(crate::trace_span!("admission").is_none());
+            });
+            SAMPLED.sync_scope(true, || {
+                assert!(sampled());
+                let auth = crate::trace_span!("auth");
+                assert!(!auth.is_none());
+                assert_eq!(auth.metadata().map(|m| m.target()), Some(TRACE_TARGET));
+            });
+            // Under a parent: opened when the parent is, whatever the task.
+            assert!(crate::trace_span!(parent: &Span::none(), "metering").is_none());
+            let request = tracing::info_span!("request");
+            assert!(!crate::trace_span!(parent: &request, "metering").is_none());
+        });
+    }
+
+    #[test]
+    fn without_an_exporter_a_request_is_not_sampled() {
+        let trace = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-4");
+        assert!(!trace.sampled);
+        assert!(trace.outcome_span().is_none());
     }
 
     #[test]

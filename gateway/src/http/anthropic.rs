@@ -23,8 +23,7 @@ pub(crate) async fn anthropic_messages(
     let started = Instant::now();
     let (request_id, bad_id) = request_id(&req);
     let trace = RequestTrace::start(&req, "chat", &request_id);
-    let mut response =
-        messages(&req, payload, &state, (&request_id, bad_id), &trace, started).instrument(trace.span.clone()).await;
+    let mut response = trace.within(messages(&req, payload, &state, (&request_id, bad_id), &trace, started)).await;
     super::identify(&mut response, &request_id, trace.trace_id.as_deref());
     response
 }

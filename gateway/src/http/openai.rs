@@ -61,7 +61,7 @@ async fn handle(
         observe(endpoint, &label, response.status(), started);
         response
     };
-    let mut response = answer.instrument(trace.span.clone()).await;
+    let mut response = trace.within(answer).await;
     super::identify(&mut response, &request_id, trace.trace_id.as_deref());
     response
 }

@@ -65,7 +65,8 @@ pub struct UsageRecorder {
     /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
     /// chose through a wildcard.
     model_label: String,
-    /// The request's span (`traces`): its outcome is recorded there, and `metering` is its child.
+    /// The request's span when it is sampled (`traces`), else none: its outcome is recorded there,
+    /// and `metering` is its child.
     span: tracing::Span,
 }
 
@@ -274,7 +275,7 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) {
-        let _metering = (!self.span.is_none()).then(|| crate::trace_span!(parent: &self.span, "metering").entered());
+        let _metering = crate::trace_span!(parent: &self.span, "metering").entered();
         crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {

@@ -34,11 +34,16 @@ impl LogFormat {
 }
 
 /// The filter of the log layer: `TOLLGATE_LOG` (an `EnvFilter` directive such as `warn` or
-/// `info,tollgate_gateway=debug`), else `RUST_LOG`, else `info`.
+/// `info,tollgate_gateway=debug`), else `RUST_LOG`, else `info`; never the spans only traces
+/// need (`super::TRACE_TARGET`: their fields would be formatted for nothing).
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("TOLLGATE_LOG")
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    match format!("{}=off", super::TRACE_TARGET).parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// The log layer, writing to stderr. ANSI colours only in text written to a terminal.
@@ -127,17 +132,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_are_flat_and_carry_the_request_fields() {
+    /// What `log` writes through the JSON layer, as text and as the one line it must be; with
+    /// `filter`, the log layer's filter applies.
+    fn json_line(filter: Option<EnvFilter>, log: impl FnOnce()) -> (String, Value) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
-            .with_writer(move || writer.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+            .with_writer(move || writer.clone())
+            .with_filter(filter);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line = serde_json::from_str(text.trim()).unwrap();
+        (text, line)
+    }
+
+    #[test]
+    fn json_lines_are_flat_and_carry_the_request_fields() {
+        let (text, line) = json_line(None, || {
             let span = tracing::info_span!(
                 "request",
                 request_id = "req-1",
@@ -151,8 +165,6 @@ mod tests {
             let _inner = inner.enter();
             tracing::warn!(status = 503u16, "upstream attempt failed");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["message"], "upstream attempt failed");
         assert_eq!(line["level"], "WARN");
         assert_eq!(line["request_id"], "req-1");
@@ -162,5 +174,21 @@ mod tests {
         assert_eq!(line["status"], 503);
         assert_eq!(line["span"], "upstream_attempt");
         assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn spans_only_traces_need_are_left_out_of_the_log_lines() {
+        let (_, line) = json_line(Some(filter()), || {
+            let span = tracing::info_span!("request", request_id = "req-2");
+            let _entered = span.enter();
+            let inner = tracing::info_span!(target: "tollgate_traces", "upstream_attempt", tollgate.attempt = 2u32);
+            assert_eq!(super::super::TRACE_TARGET, "tollgate_traces");
+            let _inner = inner.enter();
+            tracing::warn!(status = 503u16, "upstream attempt failed");
+        });
+        assert_eq!(line["message"], "upstream attempt failed");
+        assert_eq!(line["request_id"], "req-2");
+        assert_eq!(line["span"], "request");
+        assert_eq!(line.get("tollgate.attempt"), None);
     }
 }

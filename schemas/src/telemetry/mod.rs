@@ -3,16 +3,26 @@
 //! signal. Never called by a library: a binary's `main` calls [`init`] once, before anything
 //! logs, and [`Telemetry::shutdown`] once it is done.
 
+mod batch;
 mod logs;
 pub mod traces;
 
+pub use batch::DROPPED_METRIC;
 pub use logs::LogFormat;
-pub use traces::{OtlpTarget, TraceConfigError, TraceSettings};
+pub use traces::{OtlpTarget, SamplerChoice, TraceConfigError, TraceSettings};
 
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+
+/// The target of spans that only traces need (a gateway request's children): exported, never
+/// formatted by the log layer.
+pub const TRACE_TARGET: &str = "tollgate_traces";
+
+/// The target of a gateway request span that is not exported (its request was not sampled, or
+/// traces are off): the log layer formats it, the exporter never sees it.
+pub const UNSAMPLED_TARGET: &str = "tollgate_gateway::traces::unsampled";
 
 /// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,
 /// attributes no log shows) skips its work when not.
@@ -56,14 +66,19 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
     let otel = provider.as_ref().map(|p| {
         let tracer = p.tracer("tollgate");
         // No code location, thread or busy/idle time on spans: cheaper, and not what they are for.
+        // No context activation: entering a span (each poll of an instrumented future) would
+        // start it and attach its OpenTelemetry context; parents are found from the tracing
+        // spans, and `OpenTelemetrySpanExt::context` reads a span's own.
         let layer = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_location(false)
             .with_threads(false)
             .with_target(false)
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            .with_context_activation(false);
         layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             meta.target().starts_with("tollgate")
+                && meta.target() != UNSAMPLED_TARGET
                 && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
         }))
     });

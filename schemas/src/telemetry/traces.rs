@@ -2,13 +2,14 @@
 //! that exports them. Off unless asked for (an endpoint in the environment, or the gateway's
 //! `otel`/`langfuse` callbacks); when off, no exporter exists and spans go nowhere.
 //!
-//! Export never holds a request up: spans wait in the batch processor's bounded queue (full:
-//! the newest are dropped) and leave from its own thread. [`super::Telemetry::shutdown`]
+//! Export never holds a request up: spans wait in the bounded queue of `super::batch` (full: the
+//! newest are dropped, and counted) and leave from its own thread. [`super::Telemetry::shutdown`]
 //! flushes what is queued.
 
+use super::batch::{BatchExport, BatchSettings};
 use base64::Engine;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -94,6 +95,21 @@ pub struct SamplerChoice {
 }
 
 impl SamplerChoice {
+    /// Every trace kept, whatever a parent decided.
+    pub const ALWAYS_ON: SamplerChoice = SamplerChoice { parent_based: false, ratio: 1.0 };
+    /// `parentbased_always_on`, the default.
+    pub const DEFAULT: SamplerChoice = SamplerChoice { parent_based: true, ratio: 1.0 };
+
+    /// Whether a trace is kept, as the SDK's sampler of the same name decides for a root span:
+    /// the parent's decision (`parent_sampled`, from a `traceparent`) when parent-based and
+    /// there is a parent, else `draw` (uniform in [0, 1)) below the ratio.
+    pub fn keeps(self, parent_sampled: Option<bool>, draw: f64) -> bool {
+        match parent_sampled {
+            Some(sampled) if self.parent_based => sampled,
+            _ => draw < self.ratio,
+        }
+    }
+
     pub fn from_env() -> Result<SamplerChoice, TraceConfigError> {
         let name = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_else(|_| "parentbased_always_on".to_owned());
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
@@ -184,8 +200,9 @@ pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, Tr
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{}: {e}", target.url)))?;
-        let batch = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUED_SPANS).build();
-        builder = builder.with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build());
+        let batch = BatchExport::start(exporter, BatchSettings::from_env(MAX_QUEUED_SPANS))
+            .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("cannot start the export thread: {e}")))?;
+        builder = builder.with_span_processor(batch);
     }
     Ok(builder.build())
 }
@@ -209,6 +226,21 @@ mod tests {
         assert_eq!(bad.variable, "OTEL_TRACES_SAMPLER_ARG");
         let bad = SamplerChoice::parse("sometimes", None).unwrap_err();
         assert_eq!(bad.variable, "OTEL_TRACES_SAMPLER");
+    }
+
+    #[test]
+    fn a_sampler_follows_the_parent_or_draws_against_its_ratio() {
+        let tenth = SamplerChoice::parse("parentbased_traceidratio", Some("0.1")).unwrap();
+        assert!(tenth.keeps(Some(true), 0.99) && !tenth.keeps(Some(false), 0.0));
+        assert!(tenth.keeps(None, 0.05) && !tenth.keeps(None, 0.1) && !tenth.keeps(None, 0.5));
+        let plain = SamplerChoice::parse("traceidratio", Some("0.1")).unwrap();
+        assert!(!plain.keeps(Some(true), 0.5) && plain.keeps(Some(false), 0.05));
+        for draw in [0.0, 0.5, 0.999_999] {
+            assert!(SamplerChoice::DEFAULT.keeps(None, draw) && SamplerChoice::ALWAYS_ON.keeps(Some(false), draw));
+            assert!(!SamplerChoice::parse("always_off", None).unwrap().keeps(Some(true), draw));
+        }
+        assert!(!SamplerChoice::DEFAULT.keeps(Some(false), 0.0));
+        assert_eq!(SamplerChoice::parse("parentbased_always_on", None).unwrap(), SamplerChoice::DEFAULT);
     }
 
     #[test]
