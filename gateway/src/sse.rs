@@ -105,6 +105,40 @@ impl EventBuffer {
         }
     }
 
+    /// Takes one read and hands each complete event (blank line included) to `each`, in order,
+    /// until `each` returns `false`. With nothing held from earlier reads, the events are handed
+    /// out of `chunk` itself, without a copy, and only an unfinished event at its end is kept: a
+    /// provider's usual read is whole events. The limit holds as in [`EventBuffer::next_event`].
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8]) -> bool) -> Result<(), EventTooLarge> {
+        if !self.buffer.is_empty() {
+            self.extend(chunk);
+            while let Some(event) = self.next_event()? {
+                if !each(&event) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let mut rest = chunk;
+        loop {
+            match find_event_end(rest, 0) {
+                Ok(end) if end <= self.limit => {
+                    let (event, after) = rest.split_at(end);
+                    if !each(event) {
+                        return Ok(());
+                    }
+                    rest = after;
+                }
+                Err(resume) if rest.len() <= self.limit => {
+                    self.buffer.extend_from_slice(rest);
+                    self.scanned = resume;
+                    return Ok(());
+                }
+                _ => return Err(EventTooLarge { limit: self.limit }),
+            }
+        }
+    }
+
     /// What is left when the input ends: an event without its blank line.
     pub fn take_rest(&mut self) -> BytesMut {
         self.scanned = 0;

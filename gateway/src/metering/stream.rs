@@ -43,8 +43,20 @@ pub struct MeteredStream {
     request: Arc<crate::http::wire::ProxyRequest>,
     saw_done: bool,
     idle: Duration,
-    /// Fires at the idle timeout or at the deadline, whichever comes first.
+    /// Fires at the idle timeout or at the deadline, whichever comes first. It is set when the
+    /// stream starts and moved only when it fires early (`last_read` moved on meanwhile):
+    /// resetting a timer on every read costs more than the read.
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the provider last sent something.
+    last_read: tokio::time::Instant,
+    /// Output read but not yet handed to the client: reads that are ready together go out as
+    /// one write ([`MeteredStream::poll_next`]).
+    pending: BytesMut,
+    /// The stream let the runtime run once with output pending, for more reads to arrive.
+    deferred: bool,
+    /// Output was handed to the client already: the first is never held back (time to first
+    /// token).
+    handed_on: bool,
     /// When the stream ends however steadily the provider sends (`stream_max_duration` after it
     /// started).
     deadline: tokio::time::Instant,
@@ -92,6 +104,10 @@ impl MeteredStream {
             saw_done: false,
             idle,
             timer: Box::pin(tokio::time::sleep_until(now.checked_add(idle).unwrap_or(now).min(deadline))),
+            last_read: now,
+            pending: BytesMut::new(),
+            deferred: false,
+            handed_on: false,
             deadline,
             max_duration,
             sent_at,
@@ -127,6 +143,10 @@ impl MeteredStream {
             saw_done: self.saw_done,
             idle: self.idle,
             timer: Box::pin(tokio::time::sleep_until(now.checked_add(self.idle).unwrap_or(now).min(self.deadline))),
+            last_read: now,
+            pending: BytesMut::new(),
+            deferred: false,
+            handed_on: false,
             deadline: self.deadline,
             max_duration: self.max_duration,
             sent_at: self.sent_at,
@@ -139,27 +159,21 @@ impl MeteredStream {
         rest
     }
 
-    /// Moves every complete event out of the buffer, inspecting each, up to `[DONE]`; returns
-    /// the bytes to send, and the oversized event that stopped it, if one did.
-    fn drain_events(&mut self) -> (BytesMut, Option<EventTooLarge>) {
-        let mut out = BytesMut::new();
-        while !self.saw_done {
-            match self.events.next_event() {
-                Ok(Some(event)) => {
-                    if self.inspect(&event) {
-                        // The usual read is one event: send it as it is, without a copy.
-                        if out.is_empty() {
-                            out = event;
-                        } else {
-                            out.extend_from_slice(&event);
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return (out, Some(e)),
+    /// Takes one read of the provider's stream: inspects each complete event, up to `[DONE]`,
+    /// and adds those that go to the client to `pending`. Returns the oversized event that
+    /// stopped it, if one did.
+    fn take_read(&mut self, chunk: &[u8]) -> Option<EventTooLarge> {
+        let mut events = std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES));
+        let mut out = std::mem::take(&mut self.pending);
+        let fed = events.feed(chunk, |event| {
+            if self.inspect(event) {
+                out.extend_from_slice(event);
             }
-        }
-        (out, None)
+            !self.saw_done
+        });
+        self.events = events;
+        self.pending = out;
+        fed.err()
     }
 
     /// Reads one event; returns whether it goes to the client.
@@ -248,39 +262,80 @@ impl MeteredStream {
     }
 }
 
+/// Most output held back while waiting for more reads to arrive together.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+impl MeteredStream {
+    /// Ends the stream with `last` (an error event) after the output pending.
+    fn end_with(&mut self, last: &[u8]) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.pending.extend_from_slice(last);
+        self.flush()
+    }
+
+    /// Hands the pending output to the client; the end of the stream if there is none and the
+    /// stream is finished.
+    fn flush(&mut self) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.deferred = false;
+        if self.pending.is_empty() {
+            return if self.finished { Poll::Ready(None) } else { Poll::Pending };
+        }
+        self.handed_on = true;
+        Poll::Ready(Some(Ok(self.pending.split().freeze())))
+    }
+
+    /// Whether the idle timeout or the deadline was reached. A timer that fires while reads
+    /// came in since it was set is moved to the idle timeout after the last read.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            let wake = self.last_read.checked_add(self.idle).unwrap_or(now).min(self.deadline);
+            if wake <= now {
+                return true;
+            }
+            self.timer.as_mut().reset(wake);
+        }
+        false
+    }
+}
+
 impl Stream for MeteredStream {
     type Item = Result<Bytes, actix_web::Error>;
 
+    /// Reads that are ready one after the other leave as one write: with output pending and
+    /// nothing more to read, the stream lets the runtime run its other tasks once (the
+    /// provider's connection among them) before it hands the output on, so a provider that sent
+    /// many events at once costs one write to the client, not one per event. A provider that
+    /// sends events apart in time gets each passed on after that one turn of the runtime; the
+    /// first output goes at once, and at most [`COALESCE_BYTES`] are held.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().get_mut();
         if this.finished {
-            return Poll::Ready(None);
+            return this.flush();
         }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let now = tokio::time::Instant::now();
                     if now >= this.deadline {
-                        return Poll::Ready(Some(Ok(this.expire())));
+                        let last = this.expire();
+                        return this.end_with(&last);
                     }
-                    let wake = now.checked_add(this.idle).unwrap_or(now).min(this.deadline);
-                    this.timer.as_mut().reset(wake);
-                    this.events.extend(&chunk);
-                    let (mut out, too_large) = this.drain_events();
+                    this.last_read = now;
+                    this.deferred = false;
+                    let too_large = this.take_read(&chunk);
                     if this.saw_done {
                         // `[DONE]` is the last event: end the client's stream now rather than wait
                         // for the provider to close its body.
                         this.finish(false, None);
-                    } else if let Some(e) = too_large {
+                        return this.flush();
+                    }
+                    if let Some(e) = too_large {
                         tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
                         this.finish(true, Some("upstream_event_too_large"));
-                        out.extend_from_slice(&error_event(&e.to_string(), "upstream_error"));
+                        return this.end_with(&error_event(&e.to_string(), "upstream_error"));
                     }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out.freeze())));
-                    }
-                    if this.finished {
-                        return Poll::Ready(None);
+                    if this.pending.len() >= COALESCE_BYTES {
+                        return this.flush();
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -295,23 +350,31 @@ impl Stream for MeteredStream {
                         }
                     };
                     this.finish(true, Some(error_type));
-                    return Poll::Ready(Some(Ok(error_event(&message, "upstream_error"))));
+                    return this.end_with(&error_event(&message, "upstream_error"));
                 }
                 Poll::Ready(None) => {
-                    let rest = this.events.take_rest().freeze();
+                    let rest = this.events.take_rest();
                     let complete = this.saw_done || this.usage.is_some();
                     this.finish(!complete, (!complete).then_some("upstream_stream_incomplete"));
-                    return if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(rest))) };
+                    return this.end_with(&rest);
                 }
                 Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
+                    if this.timed_out(cx) {
                         if tokio::time::Instant::now() >= this.deadline {
-                            return Poll::Ready(Some(Ok(this.expire())));
+                            let last = this.expire();
+                            return this.end_with(&last);
                         }
                         this.finish(true, Some("stream_idle_timeout"));
                         let message = format!("the upstream provider sent nothing for {} ms", this.idle.as_millis());
-                        return Poll::Ready(Some(Ok(error_event(&message, "upstream_timeout"))));
+                        return this.end_with(&error_event(&message, "upstream_timeout"));
                     }
+                    if this.pending.is_empty() || this.deferred || !this.handed_on {
+                        return this.flush();
+                    }
+                    // Woken once the runtime has run the tasks that are ready now.
+                    this.deferred = true;
+                    let mut turn = std::pin::pin!(tokio::task::yield_now());
+                    let _ = turn.as_mut().poll(cx);
                     return Poll::Pending;
                 }
             }
