@@ -47,7 +47,8 @@ impl Fields {
         self.spans.contains_key(name)
     }
 
-    pub fn len(&self) -> usize {
+    /// How many fields there are.
+    pub fn count(&self) -> usize {
         self.spans.len()
     }
 
@@ -160,7 +161,7 @@ mod tests {
         assert_eq!(f.get("n"), Some("2"));
         assert_eq!(f.get("model2"), Some("{\"a\":[1, 2]}"));
         assert_eq!(f.get("x"), None);
-        assert_eq!(f.len(), 3);
+        assert_eq!(f.count(), 3);
     }
 
     /// Edits replace a value in place and leave every other byte of the body as it was.

@@ -202,7 +202,7 @@ impl ProxyRequest {
 
     /// The request as a JSON value (for providers whose format is translated).
     pub fn to_value(&self) -> Result<serde_json::Value, GatewayError> {
-        let mut map = serde_json::Map::with_capacity(self.fields.len());
+        let mut map = serde_json::Map::with_capacity(self.fields.count());
         for (k, v) in self.fields.iter() {
             // The body was only checked for syntax: a field nested deeper than the JSON reader
             // follows (128 levels) is the client's error.
