@@ -317,3 +317,22 @@ async fn reads_apart_in_time_are_passed_on_as_they_come() {
     assert!(!event.partial, "{event:?}");
     assert_eq!(event.error_type, None);
 }
+
+/// However many events are ready together, what is held back for one write stays within
+/// [`COALESCE_BYTES`] and one read: 100 reads of 1 KiB leave in writes of at most 17 KiB.
+#[tokio::test]
+async fn output_held_back_is_bounded() {
+    let mut event = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+    event.resize(1024 - 8, b'x');
+    event.extend_from_slice(b"\"}}]}\n\n");
+    let reads = std::iter::repeat_n(Bytes::from(event.clone()), 100).chain([Bytes::from_static(USAGE_AND_DONE)]);
+    let (out, event_out) = writes(Box::pin(futures::stream::iter(reads.map(Ok)))).await;
+    assert!(out.len() >= 100 * 1024 / (COALESCE_BYTES + 1024), "{} writes", out.len());
+    assert!(
+        out.iter().all(|w| w.len() <= COALESCE_BYTES + 1024),
+        "{:?}",
+        out.iter().map(Bytes::len).collect::<Vec<_>>()
+    );
+    assert_eq!(out.concat().len(), 100 * event.len() + b"data: [DONE]\n\n".len());
+    assert!(!event_out.partial, "{event_out:?}");
+}
