@@ -16,7 +16,7 @@ use crate::metering::recorder::{Outcome, UsageRecorder};
 use crate::metering::tokens::TextTally;
 use crate::providers::StreamError;
 use crate::routing::router::{PickedDeployment, Router};
-use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
+use crate::sse::{EventBuffer, EventTooLarge, Fed, MAX_EVENT_BYTES};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use memchr::memmem::Finder;
@@ -57,6 +57,10 @@ pub struct MeteredStream {
     /// Output was handed to the client already: the first is never held back (time to first
     /// token).
     handed_on: bool,
+    /// Events that end the metering (usage, `[DONE]`) wait in `events` until the output read
+    /// before them was written: a client that hung up is noticed by that write, and billed as
+    /// one that hung up, by the policy, rather than as one that received the whole stream.
+    ending_kept: bool,
     /// When the stream ends however steadily the provider sends (`stream_max_duration` after it
     /// started).
     deadline: tokio::time::Instant,
@@ -108,6 +112,7 @@ impl MeteredStream {
             pending: BytesMut::new(),
             deferred: false,
             handed_on: false,
+            ending_kept: false,
             deadline,
             max_duration,
             sent_at,
@@ -147,6 +152,7 @@ impl MeteredStream {
             pending: BytesMut::new(),
             deferred: false,
             handed_on: false,
+            ending_kept: self.ending_kept,
             deadline: self.deadline,
             max_duration: self.max_duration,
             sent_at: self.sent_at,
@@ -166,10 +172,18 @@ impl MeteredStream {
         let mut events = std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES));
         let mut out = std::mem::take(&mut self.pending);
         let fed = events.feed(chunk, |event| {
+            if !out.is_empty() && ends_metering(event) {
+                self.ending_kept = true;
+                return Fed::Keep;
+            }
             if self.inspect(event) {
                 out.extend_from_slice(event);
             }
-            !self.saw_done
+            if self.saw_done {
+                Fed::Stop
+            } else {
+                Fed::Next
+            }
         });
         self.events = events;
         self.pending = out;
@@ -283,6 +297,37 @@ impl MeteredStream {
         Poll::Ready(Some(Ok(self.pending.split().freeze())))
     }
 
+    /// Takes one read (or, when it is empty, the events kept); returns what to answer when the
+    /// stream cannot read on: it ended, output must go first, or enough is held.
+    fn take(&mut self, chunk: &[u8]) -> Option<Poll<Option<Result<Bytes, actix_web::Error>>>> {
+        self.deferred = false;
+        let too_large = self.take_read(chunk);
+        if self.saw_done {
+            // `[DONE]` is the last event: end the client's stream now rather than wait for the
+            // provider to close its body.
+            self.finish(false, None);
+            return Some(self.flush());
+        }
+        if let Some(e) = too_large {
+            tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
+            self.finish(true, Some("upstream_event_too_large"));
+            return Some(self.end_with(&error_event(&e.to_string(), "upstream_error")));
+        }
+        if self.ending_kept || self.pending.len() >= COALESCE_BYTES {
+            return Some(self.flush());
+        }
+        None
+    }
+
+    /// Lets the runtime run the tasks that are ready now (the client's write, the provider's
+    /// connection); the stream is polled again after them.
+    fn defer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.deferred = true;
+        let mut turn = std::pin::pin!(tokio::task::yield_now());
+        let _ = turn.as_mut().poll(cx);
+        Poll::Pending
+    }
+
     /// Whether the idle timeout or the deadline was reached. A timer that fires while reads
     /// came in since it was set is moved to the idle timeout after the last read.
     fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
@@ -312,6 +357,16 @@ impl Stream for MeteredStream {
         if this.finished {
             return this.flush();
         }
+        if this.ending_kept {
+            if !this.deferred {
+                return this.defer(cx);
+            }
+            // The output before the kept events was written, and the client is still there.
+            this.ending_kept = false;
+            if let Some(end) = this.take(&[]) {
+                return end;
+            }
+        }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -321,21 +376,8 @@ impl Stream for MeteredStream {
                         return this.end_with(&last);
                     }
                     this.last_read = now;
-                    this.deferred = false;
-                    let too_large = this.take_read(&chunk);
-                    if this.saw_done {
-                        // `[DONE]` is the last event: end the client's stream now rather than wait
-                        // for the provider to close its body.
-                        this.finish(false, None);
-                        return this.flush();
-                    }
-                    if let Some(e) = too_large {
-                        tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
-                        this.finish(true, Some("upstream_event_too_large"));
-                        return this.end_with(&error_event(&e.to_string(), "upstream_error"));
-                    }
-                    if this.pending.len() >= COALESCE_BYTES {
-                        return this.flush();
+                    if let Some(end) = this.take(&chunk) {
+                        return end;
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -371,11 +413,7 @@ impl Stream for MeteredStream {
                     if this.pending.is_empty() || this.deferred || !this.handed_on {
                         return this.flush();
                     }
-                    // Woken once the runtime has run the tasks that are ready now.
-                    this.deferred = true;
-                    let mut turn = std::pin::pin!(tokio::task::yield_now());
-                    let _ = turn.as_mut().poll(cx);
-                    return Poll::Pending;
+                    return this.defer(cx);
                 }
             }
         }
@@ -418,6 +456,11 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         line.strip_prefix(b"data:").map(|d| d.trim_ascii())
     })
+}
+
+/// Whether `event` ends the metering: `[DONE]`, or a chunk that may carry usage.
+fn ends_metering(event: &[u8]) -> bool {
+    event_data(event).is_some_and(|data| data == b"[DONE]" || USAGE.find(data).is_some())
 }
 
 /// An oversized event inside a translated stream ends the client's stream too.

@@ -182,7 +182,7 @@ fn fed(reads: &[Bytes], limit: usize) -> (Vec<Vec<u8>>, Option<EventTooLarge>, B
     for read in reads {
         if let Err(e) = buffer.feed(read, |event| {
             events.push(event.to_vec());
-            true
+            Fed::Next
         }) {
             return (events, Some(e), buffer.take_rest());
         }
