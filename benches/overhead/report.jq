@@ -17,12 +17,13 @@ def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else $a / $b
 def verdict($ok): if $ok == null then "not measured" elif $ok then "**met**" else "**missed**" end;
 
 def scenarios: ["c1", "c1-stream", "c64", "c64-stream"];
-def targets: ["direct", "nginx", "tollgate", "tollgate-w2"];
+def targets: ["direct", "nginx", "tollgate", "tollgate-baseline", "tollgate-w2"];
 def target_name:
   {"direct": "direct to mock", "nginx": "nginx proxy_pass", "tollgate": "Tollgate, 1 worker",
-   "tollgate-w2": "Tollgate, 2 workers"}[.] // .;
+   "tollgate-w2": "Tollgate, 2 workers", "tollgate-baseline": "Tollgate baseline build, 1 worker"}[.] // .;
 def cpu_of:
-  {"direct": "mock", "nginx": "nginx worker", "tollgate": "gateway", "tollgate-w2": "gateway"}[.] // "?";
+  {"direct": "mock", "nginx": "nginx worker", "tollgate": "gateway", "tollgate-baseline": "gateway",
+   "tollgate-w2": "gateway"}[.] // "?";
 
 # One summary per (target, scenario): the median over rounds of every figure; errors summed.
 (group_by(.target + " " + .scenario)
@@ -67,7 +68,7 @@ def cpu_of:
 "| scenario | proxy | added p50 µs | added p99 µs | added TTFB p50 µs | added TTFB p99 µs | RPS ÷ direct | RPS ÷ nginx | CPU-µs/req |",
 "|---|---|--:|--:|--:|--:|--:|--:|--:|",
 (scenarios[] as $sc | get("direct"; $sc) as $d | get("nginx"; $sc) as $n
- | ("nginx", "tollgate", "tollgate-w2") as $t | get($t; $sc) as $x | select($x.runs != null)
+ | ("nginx", "tollgate", "tollgate-baseline", "tollgate-w2") as $t | get($t; $sc) as $x | select($x.runs != null)
  | "| \($sc) | \($t | target_name) | \(sub($x.p50; $d.p50) | signed) | \(sub($x.p99; $d.p99) | signed)"
    + " | \(sub($x.ttfb50; $d.ttfb50) | signed) | \(sub($x.ttfb99; $d.ttfb99) | signed)"
    + " | \(ratio($x.rps; $d.rps) | f2) | \(if $t == "nginx" then "–" else (ratio($x.rps; $n.rps) | f2) end)"

@@ -105,11 +105,71 @@ impl EventBuffer {
         }
     }
 
+    /// Takes one read and hands each complete event (blank line included) to `each`, in order,
+    /// until `each` says to stop ([`Fed`]). With nothing held from earlier reads, the events are
+    /// handed out of `chunk` itself, without a copy, and only an unfinished event at its end is
+    /// kept: a provider's usual read is whole events. The limit holds as in
+    /// [`EventBuffer::next_event`].
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8]) -> Fed) -> Result<(), EventTooLarge> {
+        if !self.buffer.is_empty() {
+            self.extend(chunk);
+            while let Some(event) = self.next_event()? {
+                match each(&event) {
+                    Fed::Next => {}
+                    Fed::Stop => break,
+                    Fed::Keep => {
+                        // Back in front of what is left, to be handed out again.
+                        let mut kept = event;
+                        kept.extend_from_slice(&self.buffer);
+                        self.buffer = kept;
+                        self.scanned = 0;
+                        break;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut rest = chunk;
+        loop {
+            match find_event_end(rest, 0) {
+                Ok(end) if end <= self.limit => {
+                    let (event, after) = rest.split_at(end);
+                    match each(event) {
+                        Fed::Next => rest = after,
+                        Fed::Stop => return Ok(()),
+                        Fed::Keep => {
+                            self.buffer.extend_from_slice(rest);
+                            self.scanned = 0;
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(resume) if rest.len() <= self.limit => {
+                    self.buffer.extend_from_slice(rest);
+                    self.scanned = resume;
+                    return Ok(());
+                }
+                _ => return Err(EventTooLarge { limit: self.limit }),
+            }
+        }
+    }
+
     /// What is left when the input ends: an event without its blank line.
     pub fn take_rest(&mut self) -> BytesMut {
         self.scanned = 0;
         self.buffer.split()
     }
+}
+
+/// What [`EventBuffer::feed`] does after handing out an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fed {
+    /// The event was taken; hand out the next.
+    Next,
+    /// The event was taken; stop (the rest is not needed).
+    Stop,
+    /// The event was not taken: keep it, and what follows, for the next call.
+    Keep,
 }
 
 /// Parses one framed event: `event:` name and `data:` lines (joined with `\n`).

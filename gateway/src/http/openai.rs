@@ -76,7 +76,7 @@ async fn read_request(
     let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
     traces::record_principal(&key);
     let body = read_body(req, payload, state.max_body_bytes).await?;
-    let request = ProxyRequest::parse(&body, endpoint)?;
+    let request = ProxyRequest::parse_bytes(body, endpoint)?;
     traces::record_model(traces::operation(endpoint), &request.model);
     Ok((key, request))
 }

@@ -16,7 +16,7 @@ use crate::metering::recorder::{Outcome, UsageRecorder};
 use crate::metering::tokens::TextTally;
 use crate::providers::StreamError;
 use crate::routing::router::{PickedDeployment, Router};
-use crate::sse::{EventBuffer, EventTooLarge, MAX_EVENT_BYTES};
+use crate::sse::{EventBuffer, EventTooLarge, Fed, MAX_EVENT_BYTES};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use memchr::memmem::Finder;
@@ -43,8 +43,24 @@ pub struct MeteredStream {
     request: Arc<crate::http::wire::ProxyRequest>,
     saw_done: bool,
     idle: Duration,
-    /// Fires at the idle timeout or at the deadline, whichever comes first.
+    /// Fires at the idle timeout or at the deadline, whichever comes first. It is set when the
+    /// stream starts and moved only when it fires early (`last_read` moved on meanwhile):
+    /// resetting a timer on every read costs more than the read.
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// When the provider last sent something.
+    last_read: tokio::time::Instant,
+    /// Output read but not yet handed to the client: reads that are ready together go out as
+    /// one write ([`MeteredStream::poll_next`]).
+    pending: BytesMut,
+    /// The stream let the runtime run once with output pending, for more reads to arrive.
+    deferred: bool,
+    /// Output was handed to the client already: the first is never held back (time to first
+    /// token).
+    handed_on: bool,
+    /// Events that end the metering (usage, `[DONE]`) wait in `events` until the output read
+    /// before them was written: a client that hung up is noticed by that write, and billed as
+    /// one that hung up, by the policy, rather than as one that received the whole stream.
+    ending_kept: bool,
     /// When the stream ends however steadily the provider sends (`stream_max_duration` after it
     /// started).
     deadline: tokio::time::Instant,
@@ -92,6 +108,11 @@ impl MeteredStream {
             saw_done: false,
             idle,
             timer: Box::pin(tokio::time::sleep_until(now.checked_add(idle).unwrap_or(now).min(deadline))),
+            last_read: now,
+            pending: BytesMut::new(),
+            deferred: false,
+            handed_on: false,
+            ending_kept: false,
             deadline,
             max_duration,
             sent_at,
@@ -127,6 +148,11 @@ impl MeteredStream {
             saw_done: self.saw_done,
             idle: self.idle,
             timer: Box::pin(tokio::time::sleep_until(now.checked_add(self.idle).unwrap_or(now).min(self.deadline))),
+            last_read: now,
+            pending: BytesMut::new(),
+            deferred: false,
+            handed_on: false,
+            ending_kept: self.ending_kept,
             deadline: self.deadline,
             max_duration: self.max_duration,
             sent_at: self.sent_at,
@@ -139,27 +165,29 @@ impl MeteredStream {
         rest
     }
 
-    /// Moves every complete event out of the buffer, inspecting each, up to `[DONE]`; returns
-    /// the bytes to send, and the oversized event that stopped it, if one did.
-    fn drain_events(&mut self) -> (BytesMut, Option<EventTooLarge>) {
-        let mut out = BytesMut::new();
-        while !self.saw_done {
-            match self.events.next_event() {
-                Ok(Some(event)) => {
-                    if self.inspect(&event) {
-                        // The usual read is one event: send it as it is, without a copy.
-                        if out.is_empty() {
-                            out = event;
-                        } else {
-                            out.extend_from_slice(&event);
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return (out, Some(e)),
+    /// Takes one read of the provider's stream: inspects each complete event, up to `[DONE]`,
+    /// and adds those that go to the client to `pending`. Returns the oversized event that
+    /// stopped it, if one did.
+    fn take_read(&mut self, chunk: &[u8]) -> Option<EventTooLarge> {
+        let mut events = std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES));
+        let mut out = std::mem::take(&mut self.pending);
+        let fed = events.feed(chunk, |event| {
+            if !out.is_empty() && ends_metering(event) {
+                self.ending_kept = true;
+                return Fed::Keep;
             }
-        }
-        (out, None)
+            if self.inspect(event) {
+                out.extend_from_slice(event);
+            }
+            if self.saw_done {
+                Fed::Stop
+            } else {
+                Fed::Next
+            }
+        });
+        self.events = events;
+        self.pending = out;
+        fed.err()
     }
 
     /// Reads one event; returns whether it goes to the client.
@@ -248,39 +276,108 @@ impl MeteredStream {
     }
 }
 
+/// Most output held back while waiting for more reads to arrive together.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+impl MeteredStream {
+    /// Ends the stream with `last` (an error event) after the output pending.
+    fn end_with(&mut self, last: &[u8]) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.pending.extend_from_slice(last);
+        self.flush()
+    }
+
+    /// Hands the pending output to the client; the end of the stream if there is none and the
+    /// stream is finished.
+    fn flush(&mut self) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.deferred = false;
+        if self.pending.is_empty() {
+            return if self.finished { Poll::Ready(None) } else { Poll::Pending };
+        }
+        self.handed_on = true;
+        Poll::Ready(Some(Ok(self.pending.split().freeze())))
+    }
+
+    /// Takes one read (or, when it is empty, the events kept); returns what to answer when the
+    /// stream cannot read on: it ended, output must go first, or enough is held.
+    fn take(&mut self, chunk: &[u8]) -> Option<Poll<Option<Result<Bytes, actix_web::Error>>>> {
+        self.deferred = false;
+        let too_large = self.take_read(chunk);
+        if self.saw_done {
+            // `[DONE]` is the last event: end the client's stream now rather than wait for the
+            // provider to close its body.
+            self.finish(false, None);
+            return Some(self.flush());
+        }
+        if let Some(e) = too_large {
+            tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
+            self.finish(true, Some("upstream_event_too_large"));
+            return Some(self.end_with(&error_event(&e.to_string(), "upstream_error")));
+        }
+        if self.ending_kept || self.pending.len() >= COALESCE_BYTES {
+            return Some(self.flush());
+        }
+        None
+    }
+
+    /// Lets the runtime run the tasks that are ready now (the client's write, the provider's
+    /// connection); the stream is polled again after them.
+    fn defer(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.deferred = true;
+        let mut turn = std::pin::pin!(tokio::task::yield_now());
+        let _ = turn.as_mut().poll(cx);
+        Poll::Pending
+    }
+
+    /// Whether the idle timeout or the deadline was reached. A timer that fires while reads
+    /// came in since it was set is moved to the idle timeout after the last read.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            let wake = self.last_read.checked_add(self.idle).unwrap_or(now).min(self.deadline);
+            if wake <= now {
+                return true;
+            }
+            self.timer.as_mut().reset(wake);
+        }
+        false
+    }
+}
+
 impl Stream for MeteredStream {
     type Item = Result<Bytes, actix_web::Error>;
 
+    /// Reads that are ready one after the other leave as one write: with output pending and
+    /// nothing more to read, the stream lets the runtime run its other tasks once (the
+    /// provider's connection among them) before it hands the output on, so a provider that sent
+    /// many events at once costs one write to the client, not one per event. A provider that
+    /// sends events apart in time gets each passed on after that one turn of the runtime; the
+    /// first output goes at once, and at most [`COALESCE_BYTES`] are held.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().get_mut();
         if this.finished {
-            return Poll::Ready(None);
+            return this.flush();
+        }
+        if this.ending_kept {
+            if !this.deferred {
+                return this.defer(cx);
+            }
+            // The output before the kept events was written, and the client is still there.
+            this.ending_kept = false;
+            if let Some(end) = this.take(&[]) {
+                return end;
+            }
         }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let now = tokio::time::Instant::now();
                     if now >= this.deadline {
-                        return Poll::Ready(Some(Ok(this.expire())));
+                        let last = this.expire();
+                        return this.end_with(&last);
                     }
-                    let wake = now.checked_add(this.idle).unwrap_or(now).min(this.deadline);
-                    this.timer.as_mut().reset(wake);
-                    this.events.extend(&chunk);
-                    let (mut out, too_large) = this.drain_events();
-                    if this.saw_done {
-                        // `[DONE]` is the last event: end the client's stream now rather than wait
-                        // for the provider to close its body.
-                        this.finish(false, None);
-                    } else if let Some(e) = too_large {
-                        tracing::warn!(limit = e.limit, "upstream event too large; stream cut");
-                        this.finish(true, Some("upstream_event_too_large"));
-                        out.extend_from_slice(&error_event(&e.to_string(), "upstream_error"));
-                    }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out.freeze())));
-                    }
-                    if this.finished {
-                        return Poll::Ready(None);
+                    this.last_read = now;
+                    if let Some(end) = this.take(&chunk) {
+                        return end;
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -295,24 +392,28 @@ impl Stream for MeteredStream {
                         }
                     };
                     this.finish(true, Some(error_type));
-                    return Poll::Ready(Some(Ok(error_event(&message, "upstream_error"))));
+                    return this.end_with(&error_event(&message, "upstream_error"));
                 }
                 Poll::Ready(None) => {
-                    let rest = this.events.take_rest().freeze();
+                    let rest = this.events.take_rest();
                     let complete = this.saw_done || this.usage.is_some();
                     this.finish(!complete, (!complete).then_some("upstream_stream_incomplete"));
-                    return if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(rest))) };
+                    return this.end_with(&rest);
                 }
                 Poll::Pending => {
-                    if this.timer.as_mut().poll(cx).is_ready() {
+                    if this.timed_out(cx) {
                         if tokio::time::Instant::now() >= this.deadline {
-                            return Poll::Ready(Some(Ok(this.expire())));
+                            let last = this.expire();
+                            return this.end_with(&last);
                         }
                         this.finish(true, Some("stream_idle_timeout"));
                         let message = format!("the upstream provider sent nothing for {} ms", this.idle.as_millis());
-                        return Poll::Ready(Some(Ok(error_event(&message, "upstream_timeout"))));
+                        return this.end_with(&error_event(&message, "upstream_timeout"));
                     }
-                    return Poll::Pending;
+                    if this.pending.is_empty() || this.deferred || !this.handed_on {
+                        return this.flush();
+                    }
+                    return this.defer(cx);
                 }
             }
         }
@@ -355,6 +456,11 @@ fn event_data(event: &[u8]) -> Option<&[u8]> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         line.strip_prefix(b"data:").map(|d| d.trim_ascii())
     })
+}
+
+/// Whether `event` ends the metering: `[DONE]`, or a chunk that may carry usage.
+fn ends_metering(event: &[u8]) -> bool {
+    event_data(event).is_some_and(|data| data == b"[DONE]" || USAGE.find(data).is_some())
 }
 
 /// An oversized event inside a translated stream ends the client's stream too.

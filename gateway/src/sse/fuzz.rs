@@ -175,6 +175,21 @@ fn cut(reads: &[Bytes], limit: usize) -> (Vec<BytesMut>, Option<EventTooLarge>, 
     (events, None, buffer.take_rest())
 }
 
+/// [`cut`] through [`EventBuffer::feed`]: events handed out of each read where they are whole.
+fn fed(reads: &[Bytes], limit: usize) -> (Vec<Vec<u8>>, Option<EventTooLarge>, BytesMut) {
+    let mut buffer = EventBuffer::new(limit);
+    let mut events = Vec::new();
+    for read in reads {
+        if let Err(e) = buffer.feed(read, |event| {
+            events.push(event.to_vec());
+            Fed::Next
+        }) {
+            return (events, Some(e), buffer.take_rest());
+        }
+    }
+    (events, None, buffer.take_rest())
+}
+
 /// Bytes for the framing: SSE token soup, arbitrary bytes, framed plausible events.
 fn stream_bytes() -> BoxedStrategy<Vec<u8>> {
     let events = prop::collection::vec(
@@ -226,6 +241,24 @@ proptest! {
             let (whole, whole_error, _) = cut(&Chunking::Whole.split(&data), limit);
             if error.is_none() && whole_error.is_none() {
                 prop_assert_eq!(events, whole);
+            }
+            Ok(())
+        })?;
+    }
+
+    /// Feeding reads finds the events, the oversized event and the rest that cutting them from
+    /// a buffer finds, whatever the limit and however the bytes arrive.
+    #[test]
+    fn feeding_finds_what_cutting_finds(data in stream_bytes(), how in chunking(), limit in 1usize..512) {
+        run::watchdog(move || {
+            let reads = how.split(&data);
+            let (events, error, rest) = cut(&reads, limit);
+            let (fed_events, fed_error, fed_rest) = fed(&reads, limit);
+            let events: Vec<Vec<u8>> = events.iter().map(|e| e.to_vec()).collect();
+            prop_assert_eq!(events, fed_events);
+            prop_assert_eq!(error, fed_error);
+            if error.is_none() {
+                prop_assert_eq!(rest, fed_rest);
             }
             Ok(())
         })?;

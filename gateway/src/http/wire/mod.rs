@@ -1,18 +1,20 @@
 //! OpenAI wire types, kept apart from the core. Request bodies are parsed once into top-level
-//! fields whose values stay raw JSON; only what the gateway must read is decoded, and only the
-//! model name (and, for streams, `stream_options`) is changed before forwarding.
+//! fields whose values stay raw JSON, as spans of the body ([`Fields`]); only what the gateway
+//! must read is decoded, and only the model name (and, for streams, `stream_options`) is
+//! spliced into the client's bytes before forwarding.
 
 use crate::error::GatewayError;
 use crate::providers::Endpoint;
+pub use fields::Fields;
 use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::collections::HashMap;
 use tollgate_schemas::limits;
+
+mod fields;
 
 /// An OpenAI-shaped request (chat, completions, embeddings, responses): top-level fields kept as
 /// raw JSON.
 pub struct ProxyRequest {
-    fields: HashMap<String, Box<RawValue>>,
+    fields: Fields,
     pub endpoint: Endpoint,
     pub model: String,
     pub stream: bool,
@@ -32,24 +34,19 @@ pub struct ProxyRequest {
     pub choices: u64,
 }
 
-fn string_field(fields: &HashMap<String, Box<RawValue>>, name: &'static str) -> Result<Option<String>, GatewayError> {
+fn string_field(fields: &Fields, name: &'static str) -> Result<Option<String>, GatewayError> {
     match fields.get(name) {
         None => Ok(None),
-        Some(raw) if raw.get().trim() == "null" => Ok(None),
-        Some(raw) => serde_json::from_str::<String>(raw.get())
+        Some("null") => Ok(None),
+        Some(raw) => serde_json::from_str::<String>(raw)
             .map(Some)
             .map_err(|_| GatewayError::invalid(format!("`{name}` must be a string"), Some(name))),
     }
 }
 
-fn require_kind(
-    fields: &HashMap<String, Box<RawValue>>,
-    name: &'static str,
-    allowed: &[char],
-    what: &str,
-) -> Result<(), GatewayError> {
+fn require_kind(fields: &Fields, name: &'static str, allowed: &[char], what: &str) -> Result<(), GatewayError> {
     match fields.get(name) {
-        Some(raw) if raw.get().trim_start().starts_with(allowed) => Ok(()),
+        Some(raw) if raw.starts_with(allowed) => Ok(()),
         Some(_) => Err(GatewayError::invalid(format!("`{name}` must be {what}"), Some(name))),
         None => Err(GatewayError::invalid(format!("`{name}` is required"), Some(name))),
     }
@@ -62,10 +59,10 @@ pub const OUTPUT_LIMIT_FIELDS: [&str; 3] = ["max_tokens", "max_completion_tokens
 /// The request's output token limit. Every provider adapter sends this one value upstream
 /// (whatever field the provider reads), so the worst-case reservation of a hard budget is what
 /// the provider honours. Fields that disagree are refused rather than guessed between.
-fn output_limit(fields: &HashMap<String, Box<RawValue>>) -> Result<Option<u64>, GatewayError> {
+fn output_limit(fields: &Fields) -> Result<Option<u64>, GatewayError> {
     let mut found: Option<(&'static str, u64)> = None;
     for name in OUTPUT_LIMIT_FIELDS {
-        let Some(text) = fields.get(name).map(|raw| raw.get().trim()).filter(|t| *t != "null") else { continue };
+        let Some(text) = fields.get(name).filter(|t| *t != "null") else { continue };
         let value = text.parse::<u64>().ok().filter(|n| *n <= limits::MAX_TOKENS_PER_REQUEST).ok_or_else(|| {
             GatewayError::invalid(
                 format!("`{name}` must be an integer from 0 to {}", limits::MAX_TOKENS_PER_REQUEST),
@@ -92,7 +89,13 @@ fn bound(e: limits::BoundError) -> GatewayError {
 
 impl ProxyRequest {
     pub fn parse(body: &[u8], endpoint: Endpoint) -> Result<ProxyRequest, GatewayError> {
-        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body)
+        ProxyRequest::parse_bytes(bytes::Bytes::copy_from_slice(body), endpoint)
+    }
+
+    /// [`ProxyRequest::parse`] of a body the request owns: kept as it is, without a copy.
+    pub fn parse_bytes(body: bytes::Bytes, endpoint: Endpoint) -> Result<ProxyRequest, GatewayError> {
+        let body_len = body.len();
+        let fields = Fields::parse(body)
             .map_err(|e| GatewayError::invalid(format!("request body is not a valid JSON object: {e}"), None))?;
         let model = string_field(&fields, "model")?
             .ok_or_else(|| GatewayError::invalid("`model` is required", Some("model")))?;
@@ -115,7 +118,7 @@ impl ProxyRequest {
                 "input"
             }
         };
-        let stream = match fields.get("stream").map(|r| r.get().trim()) {
+        let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
             Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
@@ -126,7 +129,7 @@ impl ProxyRequest {
         let client_wants_usage = match fields.get("stream_options") {
             None => false,
             Some(raw) => {
-                let v: serde_json::Value = serde_json::from_str(raw.get())
+                let v: serde_json::Value = serde_json::from_str(raw)
                     .map_err(|_| GatewayError::invalid("`stream_options` is not valid", Some("stream_options")))?;
                 if !(v.is_object() || v.is_null()) {
                     return Err(GatewayError::invalid("`stream_options` must be an object", Some("stream_options")));
@@ -138,7 +141,7 @@ impl ProxyRequest {
         // Each of `n` (or `best_of`) choices may use `max_tokens`: the worst case multiplies.
         let mut choices = 1;
         for name in ["n", "best_of"] {
-            if let Some(raw) = fields.get(name).map(|r| r.get().trim()).filter(|t| *t != "null") {
+            if let Some(raw) = fields.get(name).filter(|t| *t != "null") {
                 let n = raw.parse::<u64>().ok().filter(|n| (1..=128).contains(n)).ok_or_else(|| {
                     GatewayError::invalid(format!("`{name}` must be an integer from 1 to 128"), Some(name))
                 })?;
@@ -150,8 +153,7 @@ impl ProxyRequest {
         if let Some(u) = &user {
             limits::check_id("user", u).map_err(bound)?;
         }
-        if let Some(raw) = fields.get("metadata") {
-            let text = raw.get().trim_start();
+        if let Some(text) = fields.get("metadata") {
             if !(text.starts_with('{') || text == "null") {
                 return Err(GatewayError::invalid("`metadata` must be an object", Some("metadata")));
             }
@@ -171,7 +173,7 @@ impl ProxyRequest {
             user,
             max_tokens,
             prompt_field,
-            body_len: body.len(),
+            body_len,
             choices,
         })
     }
@@ -181,7 +183,7 @@ impl ProxyRequest {
     /// [`crate::metering::tokens::MAX_COUNTED_TEXT`] of it; the rest counts one token per four bytes.
     pub fn prompt_tokens_estimate(&self) -> u64 {
         let Some(raw) = self.fields.get(self.prompt_field) else { return 0 };
-        match serde_json::from_str::<serde_json::Value>(raw.get()) {
+        match serde_json::from_str::<serde_json::Value>(raw) {
             Ok(v) => {
                 let mut text = crate::metering::tokens::TextTally::default();
                 crate::metering::tokens::prompt_text(&v, &mut text);
@@ -189,7 +191,7 @@ impl ProxyRequest {
             }
             // Nested deeper than the JSON reader follows (the body was only checked for
             // syntax): its bytes still count, rather than nothing.
-            Err(_) => (raw.get().len() as u64).div_ceil(4),
+            Err(_) => (raw.len() as u64).div_ceil(4),
         }
     }
 
@@ -200,35 +202,39 @@ impl ProxyRequest {
 
     /// The request as a JSON value (for providers whose format is translated).
     pub fn to_value(&self) -> Result<serde_json::Value, GatewayError> {
-        let mut map = serde_json::Map::with_capacity(self.fields.len());
-        for (k, v) in &self.fields {
+        let mut map = serde_json::Map::with_capacity(self.fields.count());
+        for (k, v) in self.fields.iter() {
             // The body was only checked for syntax: a field nested deeper than the JSON reader
             // follows (128 levels) is the client's error.
-            let value = serde_json::from_str(v.get()).map_err(|e| GatewayError::field(k, format!("`{k}`: {e}")))?;
-            map.insert(k.clone(), value);
+            let value = serde_json::from_str(v).map_err(|e| GatewayError::field(k, format!("`{k}`: {e}")))?;
+            map.insert(k.to_owned(), value);
         }
         Ok(serde_json::Value::Object(map))
     }
 
-    /// The body to send upstream: the upstream model name and, for streams, a request for the
-    /// usage chunk.
+    /// The body to send upstream: the client's bytes with the upstream model name and, for
+    /// streams, a request for the usage chunk spliced in; nothing else is re-encoded.
     pub fn upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
         let encode = |e: serde_json::Error| GatewayError::Internal(format!("cannot encode request: {e}"));
-        let model = serde_json::value::to_raw_value(upstream_model).map_err(encode)?;
-        let mut out: HashMap<&str, &RawValue> = self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref())).collect();
-        out.insert("model", &model);
+        let model = serde_json::to_vec(upstream_model).map_err(encode)?;
         let stream_options;
+        let mut edits: [(&str, &[u8]); 2] = [("model", &model), ("stream_options", &[])];
+        let mut count = 1;
         if self.injects_usage() && !self.client_wants_usage {
-            let mut opts: serde_json::Map<String, serde_json::Value> = self
-                .fields
-                .get("stream_options")
-                .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                .unwrap_or_default();
-            opts.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
-            stream_options = serde_json::value::to_raw_value(&opts).map_err(encode)?;
-            out.insert("stream_options", &stream_options);
+            stream_options = match self.fields.get("stream_options") {
+                // Other options the client set are kept (it was checked to be an object or null).
+                Some(raw) => {
+                    let mut opts: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(raw).unwrap_or_default();
+                    opts.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+                    serde_json::to_vec(&opts).map_err(encode)?
+                }
+                None => br#"{"include_usage":true}"#.to_vec(),
+            };
+            edits[1].1 = &stream_options;
+            count = 2;
         }
-        serde_json::to_vec(&out).map_err(encode)
+        self.fields.edited(&edits[..count]).map_err(encode)
     }
 }
 

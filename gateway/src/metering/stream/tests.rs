@@ -105,6 +105,17 @@ impl Harness {
         hide_usage_chunk: bool,
         body: &[u8],
     ) -> (Vec<u8>, Vec<UsageEvent>) {
+        let (out, events) = self.writes(upstream, hide_usage_chunk, body).await;
+        (out.concat(), events)
+    }
+
+    /// [`Harness::meter`], with the client's writes one by one.
+    pub(super) async fn writes(
+        &self,
+        upstream: Upstream,
+        hide_usage_chunk: bool,
+        body: &[u8],
+    ) -> (Vec<Bytes>, Vec<UsageEvent>) {
         let sink = Arc::new(Recorded::default());
         let (recorder, picked) = self.start(sink.clone());
         let request = Arc::new(
@@ -122,7 +133,7 @@ impl Harness {
         );
         let out: Vec<Bytes> = stream.map(Result::unwrap).collect().await;
         let events = std::mem::take(&mut *sink.0.lock().unwrap());
-        (out.concat(), events)
+        (out, events)
     }
 }
 
@@ -261,4 +272,66 @@ data: [DONE]
     assert_eq!((event.reasoning_tokens, event.audio_output_tokens), (5, 6));
     assert_eq!(event.cost_nano_usd, tollgate_schemas::NanoUsd(30));
     assert!(!event.unpriced);
+}
+
+/// Meters `upstream` and returns the writes the client got, one item each, and the event.
+async fn writes(upstream: Upstream) -> (Vec<Bytes>, UsageEvent) {
+    let (out, mut events) = Harness::new().await.writes(upstream, true, REQUEST).await;
+    assert_eq!(events.len(), 1, "one usage event per request");
+    (out, events.remove(0))
+}
+
+const USAGE_AND_DONE: &[u8] =
+    b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":16}}\n\ndata: [DONE]\n\n";
+
+/// Events a provider sent together reach the client as one write, not one per read, and all
+/// of them: the usage chunk the gateway asked for is left out, the rest is byte for byte.
+/// `[DONE]` follows in a write of its own, once the output before it was written (a client
+/// that hung up is noticed there, and billed as one that did).
+#[tokio::test]
+async fn reads_ready_together_leave_as_one_write() {
+    let reads = std::iter::repeat_n(Bytes::from_static(CONTENT_EVENT), 16).chain([Bytes::from_static(USAGE_AND_DONE)]);
+    let (out, event) = writes(Box::pin(futures::stream::iter(reads.map(Ok)))).await;
+    assert_eq!(out, vec![Bytes::from(CONTENT_EVENT.repeat(16)), Bytes::from_static(b"data: [DONE]\n\n")]);
+    assert!(!event.partial && !event.estimated, "{event:?}");
+    assert_eq!((event.prompt_tokens, event.completion_tokens), (3, 16));
+}
+
+/// Events that arrive apart in time are each passed on as they come (after one turn of the
+/// runtime), not held for the next; and a provider that keeps sending within the idle timeout
+/// (2 s) is not cut by it, however long ago the stream started.
+#[tokio::test(start_paused = true)]
+async fn reads_apart_in_time_are_passed_on_as_they_come() {
+    let trickle = futures::stream::unfold(0, |i| async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        match i {
+            0..3 => Some((Ok(Bytes::from_static(CONTENT_EVENT)), i + 1)),
+            3 => Some((Ok(Bytes::from_static(USAGE_AND_DONE)), i + 1)),
+            _ => None,
+        }
+    });
+    let (out, event) = writes(Box::pin(trickle)).await;
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert!(out[..3].iter().all(|w| w == CONTENT_EVENT), "{out:?}");
+    assert!(!event.partial, "{event:?}");
+    assert_eq!(event.error_type, None);
+}
+
+/// However many events are ready together, what is held back for one write stays within
+/// [`COALESCE_BYTES`] and one read: 100 reads of 1 KiB leave in writes of at most 17 KiB.
+#[tokio::test]
+async fn output_held_back_is_bounded() {
+    let mut event = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+    event.resize(1024 - 8, b'x');
+    event.extend_from_slice(b"\"}}]}\n\n");
+    let reads = std::iter::repeat_n(Bytes::from(event.clone()), 100).chain([Bytes::from_static(USAGE_AND_DONE)]);
+    let (out, event_out) = writes(Box::pin(futures::stream::iter(reads.map(Ok)))).await;
+    assert!(out.len() >= 100 * 1024 / (COALESCE_BYTES + 1024), "{} writes", out.len());
+    assert!(
+        out.iter().all(|w| w.len() <= COALESCE_BYTES + 1024),
+        "{:?}",
+        out.iter().map(Bytes::len).collect::<Vec<_>>()
+    );
+    assert_eq!(out.concat().len(), 100 * event.len() + b"data: [DONE]\n\n".len());
+    assert!(!event_out.partial, "{event_out:?}");
 }
