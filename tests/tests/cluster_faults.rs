@@ -172,6 +172,14 @@ impl GatewayCase {
     }
 }
 
+/// The broker leading partition 0 of the case's usage topic; every partition is busy (events
+/// are spread over all six).
+fn busy_leader(c: &GatewayCase) -> Result<String> {
+    let leader = cluster(&["leader", &c.topics.usage, "0"])?;
+    ensure!(matches!(leader.as_str(), "1" | "2" | "3"), "no leader for partition 0: {leader:?}");
+    Ok(leader)
+}
+
 /// A request refused because its lease grant took too long (fail closed, not a fault's doing).
 fn lease_wait((_, status, code): &(String, u16, String)) -> bool {
     (*status, code.as_str()) == (503, "budget_lease_unavailable")
@@ -226,8 +234,7 @@ async fn kill_9_one_of_three_gateways() -> Result<()> {
 async fn freeze_the_leader_broker_for_60_seconds() -> Result<()> {
     let c = GatewayCase::start("bfreeze").await?;
     c.load()?.answer_more(200).await?;
-    let leader = cluster(&["leader", &c.topics.usage, "0"])?;
-    ensure!(matches!(leader.as_str(), "1" | "2" | "3"), "no leader for partition 0: {leader:?}");
+    let leader = busy_leader(&c)?;
     let fault = Instant::now();
     cluster(&["stop", "broker", &leader])?;
     // The broker stays frozen for 60 s whatever happens meanwhile: the fault is a duration.
@@ -307,9 +314,7 @@ async fn kill_9_one_cassandra_node_and_bring_it_back() -> Result<()> {
 async fn kill_9_the_leader_broker_of_busy_partitions() -> Result<()> {
     let c = GatewayCase::start("bkill").await?;
     c.load()?.answer_more(200).await?;
-    // The leader of partition 0; every partition is busy (events are spread over all six).
-    let leader = cluster(&["leader", &c.topics.usage, "0"])?;
-    ensure!(matches!(leader.as_str(), "1" | "2" | "3"), "no leader for partition 0: {leader:?}");
+    let leader = busy_leader(&c)?;
     let fault = Instant::now();
     cluster(&["kill", "broker", &leader])?;
     c.load()?.answer_more(400).await?;
