@@ -196,6 +196,16 @@ pub async fn start_gateway_with_env(log_dir: &Path, config: &GatewayConfig, env:
     Ok(p)
 }
 
+/// Waits until `gateway` answers `/health/readiness` with 200 (its budget view read), as a load
+/// balancer's readiness probe does before sending it traffic.
+pub async fn wait_until_ready(gateway: &Process) -> Result<()> {
+    let ready = format!("{}/health/readiness", gateway.url()?);
+    crate::eventually("the gateway to be ready", Duration::from_secs(60), || async {
+        Ok(reqwest::get(&ready).await.ok().filter(|r| r.status() == 200).map(|_| ()))
+    })
+    .await
+}
+
 /// Writes `config` and starts a ledger consumer.
 pub async fn start_consumer(log_dir: &Path, config: &ConsumerConfig) -> Result<Process> {
     start_consumer_with_env(log_dir, config, &[]).await

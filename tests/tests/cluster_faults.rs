@@ -112,11 +112,7 @@ impl GatewayCase {
         config.spool = Some(Spool { dir: self.dir.join(format!("spool-{slot}")) });
         config.gateway.replicas = Some(3);
         let gateway = start_gateway(&self.dir, &config).await?;
-        let ready = format!("{}/health/readiness", gateway.url()?);
-        eventually("the gateway to be ready", Duration::from_secs(60), || async {
-            Ok(reqwest::get(&ready).await.ok().filter(|r| r.status() == 200).map(|_| ()))
-        })
-        .await?;
+        wait_until_ready(&gateway).await?;
         Ok(gateway)
     }
 

@@ -115,12 +115,16 @@ async fn a_repartition_under_load_counts_every_event_once() -> Result<()> {
     let killed = (gw_a.url()?.to_owned(), std::time::Instant::now());
     gw_a.kill_hard().await?;
     gw_a = start_gateway(&dir, &gateway_cfg("gw-repart-a", 1)?).await?;
+    // Traffic reaches a gateway once it is ready (its budget view read), as behind a load
+    // balancer; before that it refuses hard-budget requests as stale.
+    wait_until_ready(&gw_a).await?;
     set_targets(vec![gw_a.url()?.to_owned(), gw_b.url()?.to_owned()]);
     pause().await;
     // Gateway B restarts cleanly on generation 1.
     set_targets(vec![gw_a.url()?.to_owned()]);
     gw_b.stop().await?;
     gw_b = start_gateway(&dir, &gateway_cfg("gw-repart-b", 1)?).await?;
+    wait_until_ready(&gw_b).await?;
     set_targets(vec![gw_a.url()?.to_owned(), gw_b.url()?.to_owned()]);
     pause().await;
     let seen = load.finish().await?;
