@@ -192,7 +192,13 @@ impl tollgate_gateway::metering::sink::UsageSink for NullSink {
     fn admit(&self) -> Result<tollgate_gateway::metering::sink::Permit, tollgate_gateway::metering::sink::SinkError> {
         Ok(tollgate_gateway::metering::sink::Permit::unbacked())
     }
-    fn publish(&self, _: tollgate_gateway::metering::sink::Permit, _: UsageEvent) {}
+    fn publish(
+        &self,
+        _: tollgate_gateway::metering::sink::Permit,
+        _: UsageEvent,
+    ) -> tollgate_gateway::metering::sink::Written {
+        tollgate_gateway::metering::sink::Written::now()
+    }
     fn flush(&self, _: std::time::Duration) -> Result<(), tollgate_gateway::metering::sink::SinkError> {
         Ok(())
     }

@@ -306,6 +306,7 @@ fn embedded_backends(config: &Config, budget_view: &Arc<BudgetView>) -> Result<B
         budget_view.clone(),
         config.spool.queue_capacity,
         config.spool.when_full,
+        config.spool.answer_after,
     )?);
     let store: Arc<dyn TenancyStore> = db.clone();
     let spend: Arc<dyn SpendSource> = db;

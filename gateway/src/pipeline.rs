@@ -388,7 +388,7 @@ async fn meter_whole_answer(
     };
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
-    let charged = recorder.finish(Outcome {
+    let (charged, written) = recorder.finish_answer(Outcome {
         status: 200,
         error_type: None,
         tokens,
@@ -397,6 +397,8 @@ async fn meter_whole_answer(
         estimated,
         deployment: Some(&deployment),
     });
+    // The answer goes once its event is durable as `spool.answer_after` asks.
+    written.wait().await;
     Ok(WholeAnswer { body, charged, served_model, client_gone: gone })
 }
 

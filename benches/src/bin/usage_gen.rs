@@ -95,7 +95,13 @@ async fn main() -> Result<()> {
         let kafka: KafkaConfig =
             serde_yaml::from_str(&format!("bootstrap_servers: {}\nusage_topic: {}\n", args.bootstrap, args.topic))?;
         let spool_config =
-            SpoolConfig { dir: spool.path().to_path_buf(), queue_capacity: 200_000, ..SpoolConfig::default() };
+            // A generator answers nobody: its events never wait.
+            SpoolConfig {
+                dir: spool.path().to_path_buf(),
+                queue_capacity: 200_000,
+                answer_after: tollgate_gateway::config::AnswerAfter::Queued,
+                ..SpoolConfig::default()
+            };
         let sink = KafkaSink::new(&kafka, &spool_config, "bench")?;
         for i in 0..args.events {
             let e = event(i, args.keys.max(1));
@@ -106,7 +112,7 @@ async fn main() -> Result<()> {
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                 }
             };
-            sink.publish(permit, e);
+            let _unawaited = sink.publish(permit, e);
             if args.rate > 0 {
                 let due = Duration::from_secs_f64((i + 1) as f64 / args.rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {

@@ -52,6 +52,26 @@ pub struct SpoolConfig {
     pub queue_capacity: usize,
     #[serde(default)]
     pub when_full: WhenFull,
+    /// How durable a request's usage event is before its answer goes to the client.
+    #[serde(default)]
+    pub answer_after: AnswerAfter,
+}
+
+/// When an answer may go to the client, with respect to its usage event (docs/design.md §3.6).
+/// The end of a stream waits the same way as a whole answer.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerAfter {
+    /// The event is written to the spool file (the embedded log: committed): a crash of the
+    /// gateway process (`kill -9`, out of memory) cannot lose an answered request's event.
+    #[default]
+    Written,
+    /// The event is synced to disk: a power loss cannot lose it either. An answer then waits for
+    /// its group commit (up to 5 ms and the disk's sync).
+    Synced,
+    /// The event is queued in memory: the answer never waits, and a crash can lose the events
+    /// of the last few milliseconds' answers.
+    Queued,
 }
 
 impl Default for SpoolConfig {
@@ -61,6 +81,7 @@ impl Default for SpoolConfig {
             max_segment_bytes: default_segment_bytes(),
             queue_capacity: default_queue_capacity(),
             when_full: WhenFull::Reject,
+            answer_after: AnswerAfter::Written,
         }
     }
 }

@@ -175,6 +175,8 @@ impl Target {
                     max_segment_bytes: config.spool.max_segment_bytes,
                     queue_capacity: config.spool.queue_capacity,
                     when_full: config.spool.when_full,
+                    // No client waits for an imported balance.
+                    answer_after: crate::config::AnswerAfter::Queued,
                 };
                 Ok(Arc::new(crate::metering::kafka::KafkaSink::new(kafka, &spool, spend::GATEWAY_ID).map_err(start)?))
             }
@@ -184,6 +186,7 @@ impl Target {
                     Arc::new(crate::limits::budget_view::BudgetView::new()),
                     config.spool.queue_capacity,
                     config.spool.when_full,
+                    crate::config::AnswerAfter::Queued,
                 )
                 .map_err(|e| ImportError::Spend(e.to_string()))?,
             )),

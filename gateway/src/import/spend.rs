@@ -270,7 +270,8 @@ pub async fn publish(
         loop {
             match sink.admit() {
                 Ok(permit) => {
-                    sink.publish(permit, event);
+                    // Nobody waits for an imported balance (`answer_after: queued`).
+                    let _imported = sink.publish(permit, event);
                     break;
                 }
                 Err(SinkError::Full) => tokio::time::sleep(Duration::from_millis(20)).await,

@@ -6,9 +6,11 @@
 //! [`EmbeddedSink`] keeps the same [`UsageSink`] contract as the Kafka sink, on the same
 //! bookkeeping (`crate::metering::sink::SinkQueue`); only what its writer does with a batch differs.
 
-use crate::config::WhenFull;
+use crate::config::{AnswerAfter, WhenFull};
 use crate::limits::budget_view::BudgetView;
-use crate::metering::sink::{encode_all, next_batch, Backlog, Message, Permit, SinkError, SinkQueue, UsageSink};
+use crate::metering::sink::{
+    encode_all, next_batch, Backlog, Message, Permit, SinkError, SinkQueue, UsageSink, Written, GROUP_COMMIT_INTERVAL,
+};
 use crossbeam_channel::Receiver;
 use metrics::{counter, gauge};
 use std::collections::BTreeSet;
@@ -57,11 +59,15 @@ impl EmbeddedSink {
         view: Arc<BudgetView>,
         capacity: usize,
         when_full: WhenFull,
+        answer_after: AnswerAfter,
     ) -> std::io::Result<EmbeddedSink> {
         let writer_db = db.clone();
-        let queue = SinkQueue::start("tollgate-log-writer", capacity, when_full, move |receiver, backlog| {
-            write_log(&writer_db, &receiver, &backlog)
-        })?;
+        // Answers that wait for their event's commit get it at once, not after a gathering.
+        let gather = if answer_after == AnswerAfter::Queued { GROUP_COMMIT_INTERVAL } else { Duration::ZERO };
+        let queue =
+            SinkQueue::start("tollgate-log-writer", (capacity, when_full, answer_after), move |receiver, backlog| {
+                write_log(&writer_db, &receiver, &backlog, gather)
+            })?;
         let folder_db = db.clone();
         std::thread::Builder::new()
             .name("tollgate-ledger-folder".into())
@@ -70,11 +76,14 @@ impl EmbeddedSink {
     }
 }
 
-fn write_log(db: &EmbeddedDb, receiver: &Receiver<Message>, backlog: &Backlog) {
+fn write_log(db: &EmbeddedDb, receiver: &Receiver<Message>, backlog: &Backlog, gather: Duration) {
     // None: the sink is gone and everything is written.
-    while let Some(batch) = next_batch(receiver, None) {
+    while let Some(mut batch) = next_batch(receiver, None, gather) {
         let deadline = batch.stop.as_ref().map(|stop| stop.deadline);
-        let lost = if batch.events.is_empty() { 0 } else { append(db, &batch.events, backlog, deadline) };
+        let events = std::mem::take(&mut batch.events);
+        let lost = if events.is_empty() { 0 } else { append(db, events, backlog, deadline) };
+        // Committed (`synchronous=FULL`): written and synced at once.
+        batch.release();
         if let Some(stop) = batch.stop {
             drain(db, stop.deadline);
             stop.report(lost);
@@ -87,7 +96,8 @@ fn write_log(db: &EmbeddedDb, receiver: &Receiver<Message>, backlog: &Backlog) {
 /// dropped) or, at shutdown, until `deadline`; returns the events given up then. While the log
 /// cannot be written (a full disk) the backlog refuses new requests: they get 503 instead of
 /// waiting.
-fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Option<Instant>) -> u64 {
+fn append(db: &EmbeddedDb, batch: Vec<UsageEvent>, backlog: &Backlog, deadline: Option<Instant>) -> u64 {
+    let published = batch.len();
     let bodies: Vec<Vec<u8>> = encode_all(batch).into_iter().map(|(body, _)| body).collect();
     let mut backoff = Duration::from_millis(10);
     while let Err(e) = db.append(&bodies) {
@@ -99,7 +109,7 @@ fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Op
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             tracing::error!(events = bodies.len(), "usage events could not be written before shutdown");
-            backlog.written(batch.len());
+            backlog.written(published);
             return bodies.len() as u64;
         }
         // At shutdown, no sleep past the deadline: the flush waits for this thread's report.
@@ -111,7 +121,7 @@ fn append(db: &EmbeddedDb, batch: &[UsageEvent], backlog: &Backlog, deadline: Op
         backlog.set_unavailable(false);
     }
     counter!("tollgate_usage_events_total", "result" => "delivered").increment(bodies.len() as u64);
-    backlog.written(batch.len());
+    backlog.written(published);
     0
 }
 
@@ -205,8 +215,8 @@ impl UsageSink for EmbeddedSink {
         self.queue.admit()
     }
 
-    fn publish(&self, permit: Permit, event: UsageEvent) {
-        self.queue.publish(permit, event);
+    fn publish(&self, permit: Permit, event: UsageEvent) -> Written {
+        self.queue.publish(permit, event)
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {

@@ -5,7 +5,7 @@
 //! `super::sink` on its bookkeeping.
 
 use super::sink::*;
-use crate::config::{KafkaConfig, SpoolConfig};
+use crate::config::{AnswerAfter, KafkaConfig, SpoolConfig};
 use crate::metering::spool::{Acks, Leftovers, RecordRef, Spool, WATERMARK_INTERVAL};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use metrics::{counter, gauge};
@@ -186,6 +186,27 @@ struct Writer {
     replay: Option<Replay>,
     /// When watermarks and gauges were last written.
     last_housekeeping: Instant,
+    answer_after: AnswerAfter,
+    unsynced: Unsynced,
+}
+
+/// Records written to the spool file since its last sync (the group commit gathering), with
+/// the answers that wait for that sync (`spool.answer_after: synced`). They go to Kafka once
+/// synced: a record is on disk before Kafka sees it.
+#[derive(Default)]
+struct Unsynced {
+    records: Vec<(Vec<u8>, UsageEvent, Option<RecordRef>)>,
+    waiters: Vec<Waiter>,
+    /// When the first of them was written.
+    since: Option<Instant>,
+}
+
+impl Unsynced {
+    /// Whether the group commit is due: its first record waited [`GROUP_COMMIT_INTERVAL`], or
+    /// it holds [`MAX_BATCH`] records.
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= GROUP_COMMIT_INTERVAL) || self.records.len() >= MAX_BATCH
+    }
 }
 
 fn producer_config(kafka: &KafkaConfig, gateway_id: &str) -> ClientConfig {
@@ -246,6 +267,7 @@ impl KafkaSink {
         let generation = topics.current();
         let source = ce::source_for_gateway(gateway_id);
         let stall_after = Duration::from_secs(kafka.stall_rebuild_secs);
+        let answer_after = spool_config.answer_after;
         let run = move |rx, backlog| {
             let mut writer = Writer {
                 rx,
@@ -263,26 +285,37 @@ impl KafkaSink {
                 stall_after,
                 replay,
                 last_housekeeping: Instant::now(),
+                answer_after,
+                unsynced: Unsynced::default(),
             };
             writer.run();
         };
-        let queue = SinkQueue::start("tollgate-usage-writer", spool_config.queue_capacity, spool_config.when_full, run)
-            .map_err(SinkError::Thread)?;
+        let bounds = (spool_config.queue_capacity, spool_config.when_full, spool_config.answer_after);
+        let queue = SinkQueue::start("tollgate-usage-writer", bounds, run).map_err(SinkError::Thread)?;
         Ok(KafkaSink { queue, acks, replay: status, generation })
     }
 }
 
 impl Writer {
+    /// Writes each batch to the spool file as it comes (the answers waiting for that go), and
+    /// syncs and hands to Kafka what was written once the group commit is due.
     fn run(&mut self) {
         loop {
             // While a replay runs, look at live events often and feed the replay in between.
-            let wait = if self.replay.is_some() { Duration::from_millis(10) } else { Duration::from_secs(1) };
-            let Some(batch) = next_batch(&self.rx, Some(wait)) else { return };
+            let idle = if self.replay.is_some() { Duration::from_millis(10) } else { Duration::from_secs(1) };
+            let wait = self.unsynced.since.map_or(idle, |t| GROUP_COMMIT_INTERVAL.saturating_sub(t.elapsed()));
+            let Some(mut batch) = next_batch(&self.rx, Some(wait), Duration::ZERO) else {
+                self.sync_and_send();
+                return;
+            };
             if let Some(stop) = &batch.stop {
                 self.give_up_at = Some(stop.deadline);
             }
             if !batch.events.is_empty() {
-                self.write(&batch.events);
+                self.write(&mut batch);
+            }
+            if batch.stop.is_some() || self.unsynced.due() {
+                self.sync_and_send();
             }
             if let Some(stop) = batch.stop {
                 let lost = self.drain(stop.deadline);
@@ -333,23 +366,54 @@ impl Writer {
         }
     }
 
-    /// Spools a batch (one sync), hands it to the producer, and frees its backlog places.
-    fn write(&mut self, events: &[UsageEvent]) {
-        let (payloads, sent): (Vec<Vec<u8>>, Vec<&UsageEvent>) = encode_all(events).into_iter().unzip();
-        // Group commit: one sync for the batch. The record is on disk before Kafka sees it.
+    /// Writes a batch to the spool file, frees its backlog places and lets the answers waiting
+    /// for it go (under `answer_after: synced`, once it is synced). A batch the spool cannot
+    /// take goes to Kafka unspooled at once.
+    fn write(&mut self, batch: &mut Batch) {
+        let published = batch.events.len();
+        let (payloads, events): (Vec<Vec<u8>>, Vec<UsageEvent>) =
+            encode_all(std::mem::take(&mut batch.events)).into_iter().unzip();
         let written = match self.spool.append_batch(&payloads) {
-            Ok(r) => Some(r),
+            Ok(r) => r,
             Err(e) => {
                 counter!("tollgate_spool_write_errors_total").increment(1);
                 tracing::error!(error = %e, "cannot write usage events to the spool; sending them unspooled");
                 self.unspooled.fetch_add(payloads.len() as u64, Ordering::AcqRel);
-                None
+                self.backlog.written(published);
+                batch.release();
+                for (p, e) in payloads.iter().zip(&events) {
+                    self.send(p, Some(e), None);
+                }
+                return;
             }
         };
-        self.backlog.written(events.len());
-        for (i, (p, e)) in payloads.iter().zip(sent).enumerate() {
-            let r = written.map(|first| RecordRef { segment: first.segment, index: first.index + i as u64 });
-            self.send(p, Some(e), r);
+        self.backlog.written(published);
+        if self.answer_after == AnswerAfter::Synced {
+            self.unsynced.waiters.append(&mut batch.waiters);
+        } else {
+            batch.release();
+        }
+        self.unsynced.since.get_or_insert_with(Instant::now);
+        for (i, (p, e)) in payloads.into_iter().zip(events).enumerate() {
+            let r = RecordRef { segment: written.segment, index: written.index + i as u64 };
+            self.unsynced.records.push((p, e, Some(r)));
+        }
+    }
+
+    /// The group commit: one sync for what was written since the last, then the answers
+    /// waiting for it go and its records go to Kafka.
+    fn sync_and_send(&mut self) {
+        if self.unsynced.since.take().is_none() {
+            return;
+        }
+        if let Err(e) = self.spool.sync() {
+            // Written to the file still: only a power loss before Kafka's acknowledgement loses them.
+            counter!("tollgate_spool_write_errors_total").increment(1);
+            tracing::error!(error = %e, "cannot sync the spool; sending its records all the same");
+        }
+        release(&mut self.unsynced.waiters);
+        for (p, e, r) in std::mem::take(&mut self.unsynced.records) {
+            self.send(&p, Some(&e), r);
         }
         self.send_retries();
     }
@@ -522,9 +586,9 @@ impl UsageSink for KafkaSink {
         self.queue.admit()
     }
 
-    fn publish(&self, permit: Permit, mut event: UsageEvent) {
+    fn publish(&self, permit: Permit, mut event: UsageEvent) -> Written {
         event.usage_generation = self.generation;
-        self.queue.publish(permit, event);
+        self.queue.publish(permit, event)
     }
 
     fn flush(&self, timeout: Duration) -> Result<(), SinkError> {

@@ -8,7 +8,7 @@ use crate::config::DisconnectPolicy;
 use crate::http::wire::ProxyRequest;
 use crate::limits::admission::Admitted;
 use crate::limits::pricing::{cost_by_token_type, Tokens};
-use crate::metering::sink::{Permit, UsageSink};
+use crate::metering::sink::{Permit, UsageSink, Written};
 use crate::observability::usage::{operation_name, Request};
 use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
@@ -203,12 +203,18 @@ impl UsageRecorder {
 
     /// Records the outcome, publishes the event and returns the cost charged.
     pub fn finish(mut self, outcome: Outcome<'_>) -> NanoUsd {
+        self.finish_event(outcome).0
+    }
+
+    /// [`finish`](Self::finish) for an answer: also returns what the answer awaits before it
+    /// goes to the client (its event durable as `spool.answer_after` asks).
+    pub fn finish_answer(mut self, outcome: Outcome<'_>) -> (NanoUsd, Written) {
         self.finish_event(outcome)
     }
 
-    fn finish_event(&mut self, mut outcome: Outcome<'_>) -> NanoUsd {
+    fn finish_event(&mut self, mut outcome: Outcome<'_>) -> (NanoUsd, Written) {
         let Some(mut event) = self.event.take() else {
-            return NanoUsd::ZERO;
+            return (NanoUsd::ZERO, Written::now());
         };
         if let Some(when) = self.disconnected {
             event.client_disconnected = Some(when.to_owned());
@@ -270,11 +276,10 @@ impl UsageRecorder {
             event.deployment = Some(d.id.clone());
         }
         event.cost_nano_usd = charged;
-        self.publish(event);
-        charged
+        (charged, self.publish(event))
     }
 
-    fn publish(&mut self, mut event: UsageEvent) {
+    fn publish(&mut self, mut event: UsageEvent) -> Written {
         let _metering = crate::trace_span!(parent: &self.span, "metering").entered();
         crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -293,7 +298,7 @@ impl UsageRecorder {
         // Never blocks: the room was taken at admission. A request admitted without room
         // (policy `serve`) has its event counted and dropped by the sink.
         let permit = self.permit.take().unwrap_or_else(Permit::unbacked);
-        self.sink.publish(permit, event);
+        self.sink.publish(permit, event)
     }
 }
 
@@ -346,7 +351,8 @@ impl Drop for UsageRecorder {
             Some(d) => (Tokens::default(), d.attempt.get()),
             None => (Tokens::default(), None),
         };
-        self.finish_event(Outcome {
+        // No answer waits for this event: the client is gone.
+        let _charged_and_unawaited = self.finish_event(Outcome {
             tokens,
             estimated: tokens.prompt > 0,
             deployment: deployment.as_deref(),

@@ -17,7 +17,7 @@
 //! counted and dropped (policy `serve`). An event already admitted is never dropped under
 //! `reject`: its room was taken before the provider was called.
 
-use crate::config::WhenFull;
+use crate::config::{AnswerAfter, WhenFull};
 use crate::metering::spool::SpoolError;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use metrics::{counter, gauge};
@@ -52,8 +52,9 @@ use tollgate_schemas::UsageEvent;
 pub trait UsageSink: Send + Sync + 'static {
     /// Takes room for one event before a request goes to a provider, or refuses the request.
     fn admit(&self) -> Result<Permit, SinkError>;
-    /// Hands the event over for delivery, using the room `permit` holds. Never blocks.
-    fn publish(&self, permit: Permit, event: UsageEvent);
+    /// Hands the event over for delivery, using the room `permit` holds. Never blocks; the
+    /// answer that waits for the event (`spool.answer_after`) awaits what it returns.
+    fn publish(&self, permit: Permit, event: UsageEvent) -> Written;
     /// Stops taking events, writes what is queued, waits until it is delivered (Kafka
     /// acknowledged it, or the embedded ledger folded it) or `timeout` passes, and stops the
     /// writer. What is left is reported as [`SinkError::Undelivered`]: what is durable is
@@ -244,8 +245,52 @@ impl Backlog {
 // the rare stop.
 #[allow(clippy::large_enum_variant)]
 pub enum Message {
-    Event(UsageEvent),
+    /// An event, and the answer that waits for it to be durable (`spool.answer_after`).
+    Event(UsageEvent, Option<Waiter>),
     Stop(Stop),
+}
+
+/// Told when its event is as durable as `spool.answer_after` asks; dropped unsent (the writer
+/// gave the event up, or stopped), it lets the answer go all the same.
+pub type Waiter = tokio::sync::oneshot::Sender<()>;
+
+/// How long an answer waits for its event at most: a spool disk that hangs delays answers by
+/// this much, and each one that stops waiting is counted
+/// (`tollgate_answers_before_durable_total`).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// What an answer awaits before it goes to the client: its usage event durable as
+/// `spool.answer_after` asks (docs/design.md §3.6). Nothing to wait for under `queued`.
+#[must_use = "an answer waits for its event, or says why it does not"]
+pub struct Written(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl Written {
+    /// Nothing to wait for.
+    pub fn now() -> Written {
+        Written(None)
+    }
+
+    /// Waits until the event is durable, or [`ANSWER_WAIT`]; `None` when there is nothing to wait for.
+    pub fn into_wait(self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        let rx = self.0?;
+        Some(Box::pin(async move {
+            // A dropped sender (the writer gave the event up) lets the answer go too.
+            if tokio::time::timeout(ANSWER_WAIT, rx).await.is_err() {
+                counter!("tollgate_answers_before_durable_total").increment(1);
+                tracing::warn!(
+                    "an answer waited {} s for its usage event to be spooled; sent anyway",
+                    ANSWER_WAIT.as_secs()
+                );
+            }
+        }))
+    }
+
+    /// Waits until the event is durable, or [`ANSWER_WAIT`].
+    pub async fn wait(self) {
+        if let Some(wait) = self.into_wait() {
+            wait.await;
+        }
+    }
 }
 
 /// A flush's request to a writer: make what is queued durable, wait for its delivery until
@@ -268,6 +313,7 @@ impl Stop {
 pub struct SinkQueue {
     sender: Sender<Message>,
     backlog: Arc<Backlog>,
+    answer_after: AnswerAfter,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -276,33 +322,40 @@ impl SinkQueue {
     /// the backlog it frees room in.
     pub fn start(
         name: &str,
-        capacity: usize,
-        when_full: WhenFull,
+        (capacity, when_full, answer_after): (usize, WhenFull, AnswerAfter),
         writer: impl FnOnce(Receiver<Message>, Arc<Backlog>) + Send + 'static,
     ) -> std::io::Result<SinkQueue> {
         let (sender, receiver) = unbounded();
         let backlog = Backlog::new(capacity, when_full);
         let writer_backlog = backlog.clone();
         let handle = std::thread::Builder::new().name(name.into()).spawn(move || writer(receiver, writer_backlog))?;
-        Ok(SinkQueue { sender, backlog, writer: Mutex::new(Some(handle)) })
+        Ok(SinkQueue { sender, backlog, answer_after, writer: Mutex::new(Some(handle)) })
     }
 
     pub fn admit(&self) -> Result<Permit, SinkError> {
         self.backlog.admit()
     }
 
-    pub fn publish(&self, permit: Permit, event: UsageEvent) {
+    pub fn publish(&self, permit: Permit, event: UsageEvent) -> Written {
         if !self.backlog.accept(permit, &event) {
-            return;
+            return Written::now();
         }
-        if let Err(e) = self.sender.send(Message::Event(event)) {
+        let (waiter, written) = match self.answer_after {
+            AnswerAfter::Queued => (None, Written::now()),
+            AnswerAfter::Written | AnswerAfter::Synced => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Written(Some(rx)))
+            }
+        };
+        if let Err(e) = self.sender.send(Message::Event(event, waiter)) {
             // Only after the writer stopped (shutdown finished): nothing can take it.
             self.backlog.written(1);
             counter!("tollgate_usage_events_total", "result" => "dropped").increment(1);
-            if let Message::Event(event) = e.into_inner() {
+            if let Message::Event(event, _) = e.into_inner() {
                 tracing::error!(event_id = %event.event_id, "usage event after shutdown; dropped");
             }
         }
+        written
     }
 
     /// Closes admission, asks the writer to stop by `timeout` and waits for it (a second more at
@@ -355,16 +408,44 @@ pub const GROUP_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 pub struct Batch {
     /// A group commit's events, in the order published.
     pub events: Vec<UsageEvent>,
+    /// The answers waiting for these events.
+    pub waiters: Vec<Waiter>,
     /// A flush's request, with every event queued before it in `events`.
     pub stop: Option<Stop>,
 }
 
-/// The next group commit: waits up to `wait` for a first message (forever: `None`; an empty
-/// batch when none came), then gathers what arrives within [`GROUP_COMMIT_INTERVAL`], at most
-/// [`MAX_BATCH`] events, so that a light load does not pay one disk sync (and one thread
-/// wake-up) per event. After a stop, whatever is queued behind it is taken too. `None` when the
-/// sink is gone.
-pub fn next_batch(rx: &Receiver<Message>, wait: Option<Duration>) -> Option<Batch> {
+impl Batch {
+    /// Lets the answers waiting for this batch's events go.
+    pub fn release(&mut self) {
+        release(&mut self.waiters);
+    }
+
+    fn push(&mut self, message: Message) {
+        match message {
+            Message::Event(e, waiter) => {
+                self.events.push(e);
+                self.waiters.extend(waiter);
+            }
+            Message::Stop(stop) => self.stop = Some(stop),
+        }
+    }
+}
+
+/// Lets the answers of `waiters` go.
+pub fn release(waiters: &mut Vec<Waiter>) {
+    for w in waiters.drain(..) {
+        // The request may be gone (its client hung up): nothing waits then.
+        let _ = w.send(());
+    }
+}
+
+/// The next batch: waits up to `wait` for a first message (forever: `None`; an empty batch
+/// when none came), then gathers what arrives within `gather`, at most [`MAX_BATCH`] events.
+/// A writer that syncs each batch gathers for [`GROUP_COMMIT_INTERVAL`], so that a light load
+/// does not pay one disk sync (and one thread wake-up) per event; one whose answers wait takes
+/// what is queued and goes (`Duration::ZERO`). After a stop, whatever is queued behind it is
+/// taken too. `None` when the sink is gone.
+pub fn next_batch(rx: &Receiver<Message>, wait: Option<Duration>, gather: Duration) -> Option<Batch> {
     let first = match wait {
         Some(wait) => match rx.recv_timeout(wait) {
             Ok(m) => m,
@@ -374,33 +455,31 @@ pub fn next_batch(rx: &Receiver<Message>, wait: Option<Duration>) -> Option<Batc
         None => rx.recv().ok()?,
     };
     let mut batch = Batch::default();
-    match first {
-        Message::Event(e) => batch.events.push(e),
-        Message::Stop(stop) => batch.stop = Some(stop),
-    }
-    let gather_until = Instant::now() + GROUP_COMMIT_INTERVAL;
+    batch.push(first);
+    let gather_until = Instant::now() + gather;
     while batch.stop.is_none() && batch.events.len() < MAX_BATCH {
-        match rx.recv_deadline(gather_until) {
-            Ok(Message::Event(e)) => batch.events.push(e),
-            Ok(Message::Stop(stop)) => batch.stop = Some(stop),
-            Err(_) => break,
+        let next = if gather.is_zero() { rx.try_recv().ok() } else { rx.recv_deadline(gather_until).ok() };
+        match next {
+            Some(m) => batch.push(m),
+            None => break,
         }
     }
     if batch.stop.is_some() {
         // Events published behind the stop (a request that ended late) are written too.
-        batch.events.extend(rx.try_iter().filter_map(|m| match m {
-            Message::Event(e) => Some(e),
-            Message::Stop(_) => None,
-        }));
+        for m in rx.try_iter() {
+            if let Message::Event(..) = m {
+                batch.push(m);
+            }
+        }
     }
     Some(batch)
 }
 
 /// Encodes a batch for the durable store, with the event each payload is; an event that cannot
 /// be encoded is logged, counted and left out.
-pub fn encode_all(events: &[UsageEvent]) -> Vec<(Vec<u8>, &UsageEvent)> {
+pub fn encode_all(events: Vec<UsageEvent>) -> Vec<(Vec<u8>, UsageEvent)> {
     events
-        .iter()
+        .into_iter()
         .filter_map(|e| match e.encode() {
             Ok(p) => Some((p, e)),
             Err(err) => {

@@ -513,7 +513,8 @@ impl Spool {
         self.segment_id
     }
 
-    /// Appends a batch and syncs it to disk once (group commit). Returns where the first record
+    /// Appends a batch to the active segment: written to the file, which a crash of the process
+    /// cannot lose; [`Spool::sync`] makes it survive a power loss. Returns where the first record
     /// went; the others follow it in order.
     pub fn append_batch(&mut self, payloads: &[Vec<u8>]) -> Result<RecordRef, SpoolError> {
         if self.segment_bytes >= self.max_segment_bytes {
@@ -542,8 +543,14 @@ impl Spool {
             self.segment_bytes += (HEADER + p.len()) as u64;
         }
         self.writer.flush()?;
-        self.writer.get_ref().sync_data()?;
         Ok(())
+    }
+
+    /// Syncs what was appended to disk (the group commit's one `fdatasync`). A segment is synced
+    /// when it is sealed, so only the active one has anything to sync.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        self.writer.get_ref().sync_data()
     }
 
     /// After a failed write (a full disk): drops what the batch put in the buffer and cuts the
@@ -587,7 +594,8 @@ impl Spool {
     }
 
     fn rotate(&mut self) -> Result<(), SpoolError> {
-        self.writer.flush()?;
+        // What the old segment holds unsynced is synced before the next is written.
+        self.sync()?;
         let old = self.segment_id;
         self.segment_id += 1;
         self.writer = BufWriter::with_capacity(256 * 1024, new_segment(&self.dir, self.segment_id)?);
@@ -600,7 +608,7 @@ impl Spool {
     /// is deleted and the next start replays nothing. When records are still unacknowledged,
     /// their watermarks are persisted and the next start is told it follows a clean stop.
     pub fn close(&mut self) -> io::Result<()> {
-        self.writer.flush()?;
+        self.sync()?;
         self.acks.seal(self.segment_id);
         self.acks.persist_watermarks()?;
         if self.acks.pending() > 0 {

@@ -69,6 +69,9 @@ pub struct MeteredStream {
     first_token_seen: bool,
     model_label: String,
     finished: bool,
+    /// The end of a finished stream waits for its usage event to be durable as
+    /// `spool.answer_after` asks (docs/design.md §3.6): the last output is held until then.
+    written: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Where the rest of a stream whose client hung up is read to its end, under policy
     /// `finish_upstream` (`billing.on_client_disconnect`).
     background: Option<tokio_util::task::TaskTracker>,
@@ -119,6 +122,7 @@ impl MeteredStream {
             first_token_seen: false,
             model_label,
             finished: false,
+            written: None,
             background: None,
         }
     }
@@ -159,6 +163,7 @@ impl MeteredStream {
             first_token_seen: self.first_token_seen,
             model_label: self.model_label.clone(),
             finished: false,
+            written: None,
             background: None,
         };
         self.finished = true;
@@ -253,7 +258,7 @@ impl MeteredStream {
             }
         }
         if let Some(recorder) = self.recorder.take() {
-            recorder.finish(Outcome {
+            let (_, written) = recorder.finish_answer(Outcome {
                 status: 200,
                 error_type,
                 tokens,
@@ -262,6 +267,7 @@ impl MeteredStream {
                 estimated,
                 deployment: picked.as_ref().map(|l| l.deployment.as_ref()),
             });
+            self.written = written.into_wait();
         }
     }
 
@@ -354,6 +360,26 @@ impl Stream for MeteredStream {
     /// first output goes at once, and at most [`COALESCE_BYTES`] are held.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().get_mut();
+        let out = this.poll_output(cx);
+        let Some(written) = this.written.as_mut() else { return out };
+        if written.as_mut().poll(cx).is_ready() {
+            this.written = None;
+            return out;
+        }
+        // The stream is finished and its event not yet durable: hold the last output.
+        match out {
+            Poll::Ready(Some(Ok(last))) => this.pending.extend_from_slice(&last),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) | Poll::Pending => {}
+        }
+        Poll::Pending
+    }
+}
+
+impl MeteredStream {
+    /// The stream's next output, whether or not its event is durable yet.
+    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        let this = self;
         if this.finished {
             return this.flush();
         }

@@ -122,6 +122,13 @@ impl EmbeddedDb {
         tx.commit()
     }
 
+    /// Records ever appended to the log: the last offset given (folded records are deleted,
+    /// their offsets are not given again).
+    pub fn appended(&self) -> Result<i64, rusqlite::Error> {
+        let conn = self.lock();
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'usage_log'", [], |r| r.get(0))
+    }
+
     /// Log records not folded yet: how far the ledger lags behind the log.
     pub fn backlog(&self) -> Result<i64, rusqlite::Error> {
         let conn = self.lock();

@@ -2,7 +2,7 @@
 //! test functions, once for the Kafka sink and once for the embedded one.
 
 use super::*;
-use crate::config::{KafkaConfig, SpoolConfig};
+use crate::config::{AnswerAfter, KafkaConfig, SpoolConfig};
 use crate::limits::budget_view::BudgetView;
 use crate::metering::embedded::EmbeddedSink;
 use crate::metering::kafka::KafkaSink;
@@ -74,14 +74,36 @@ fn an_unwritable_log_refuses_new_requests() {
 fn a_stop_takes_the_events_queued_behind_it() {
     let (tx, rx) = unbounded();
     let (done, _report) = crossbeam_channel::bounded(1);
-    tx.send(Message::Event(event())).unwrap();
+    tx.send(Message::Event(event(), None)).unwrap();
     tx.send(Message::Stop(Stop { deadline: Instant::now(), done })).unwrap();
-    tx.send(Message::Event(event())).unwrap();
-    let batch = next_batch(&rx, None).unwrap();
+    tx.send(Message::Event(event(), None)).unwrap();
+    let batch = next_batch(&rx, None, GROUP_COMMIT_INTERVAL).unwrap();
     assert_eq!(batch.events.len(), 2);
     assert!(batch.stop.is_some());
     drop(tx);
-    assert!(next_batch(&rx, None).is_none(), "the sink is gone");
+    assert!(next_batch(&rx, None, GROUP_COMMIT_INTERVAL).is_none(), "the sink is gone");
+}
+
+#[test]
+fn a_batch_that_does_not_gather_takes_what_is_queued_and_its_waiters() {
+    let (tx, rx) = unbounded();
+    let (w1, mut r1) = tokio::sync::oneshot::channel();
+    let (w2, mut r2) = tokio::sync::oneshot::channel();
+    tx.send(Message::Event(event(), Some(w1))).unwrap();
+    tx.send(Message::Event(event(), None)).unwrap();
+    tx.send(Message::Event(event(), Some(w2))).unwrap();
+    let started = Instant::now();
+    let mut batch = next_batch(&rx, None, Duration::ZERO).unwrap();
+    assert_eq!((batch.events.len(), batch.waiters.len()), (3, 2));
+    assert!(started.elapsed() < GROUP_COMMIT_INTERVAL, "no gathering");
+    assert!(r1.try_recv().is_err(), "nobody released yet");
+    batch.release();
+    assert!(r1.try_recv().is_ok() && r2.try_recv().is_ok());
+    // A batch dropped unreleased lets its answers go too (the receiver sees the sender gone).
+    let (w3, mut r3) = tokio::sync::oneshot::channel::<()>();
+    tx.send(Message::Event(event(), Some(w3))).unwrap();
+    drop(next_batch(&rx, None, Duration::ZERO));
+    assert!(matches!(r3.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Closed)));
 }
 
 // === the contract, for every sink ===
@@ -127,23 +149,50 @@ impl Counted {
 /// A sink the contract is checked on.
 trait Subject: UsageSink + Sized {
     /// A sink keeping its durable state in `dir`, with a backlog of `capacity`.
-    fn start(dir: &Path, capacity: usize, when_full: WhenFull) -> Self;
+    fn start(dir: &Path, capacity: usize, when_full: WhenFull) -> Self {
+        Self::start_answering(dir, capacity, when_full, AnswerAfter::Written)
+    }
+    /// [`Subject::start`], answers waiting for their events as `answer_after` says.
+    fn start_answering(dir: &Path, capacity: usize, when_full: WhenFull, answer_after: AnswerAfter) -> Self;
+    /// Whether the durable store holds `n` events (written, not necessarily delivered).
+    fn holds(dir: &Path, n: usize) -> bool;
 }
 
 impl Subject for KafkaSink {
     /// Towards a broker that does not exist: events reach the spool and are never acknowledged.
-    fn start(dir: &Path, capacity: usize, when_full: WhenFull) -> KafkaSink {
+    fn start_answering(dir: &Path, capacity: usize, when_full: WhenFull, answer_after: AnswerAfter) -> KafkaSink {
         let kafka: KafkaConfig = serde_yaml::from_str("bootstrap_servers: 127.0.0.1:1").unwrap();
-        let spool =
-            SpoolConfig { dir: dir.join("spool"), queue_capacity: capacity, when_full, ..SpoolConfig::default() };
+        let spool = SpoolConfig {
+            dir: dir.join("spool"),
+            queue_capacity: capacity,
+            when_full,
+            answer_after,
+            ..SpoolConfig::default()
+        };
         KafkaSink::new(&kafka, &spool, "contract").unwrap()
+    }
+    /// The spool's records, read as a restart would (from a copy: the live spool is locked).
+    fn holds(dir: &Path, n: usize) -> bool {
+        let copy = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(dir.join("spool")).unwrap().flatten() {
+            if entry.path().extension().is_some_and(|x| x == "spool") {
+                std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let (_, leftovers) = crate::metering::spool::Spool::open(copy.path(), 1 << 20).unwrap();
+        leftovers.count() == n as u64
     }
 }
 
 impl Subject for EmbeddedSink {
-    fn start(dir: &Path, capacity: usize, when_full: WhenFull) -> EmbeddedSink {
+    fn start_answering(dir: &Path, capacity: usize, when_full: WhenFull, answer_after: AnswerAfter) -> EmbeddedSink {
         let db = EmbeddedDb::open(&dir.join("tollgate.db")).unwrap();
-        EmbeddedSink::start(db, Arc::new(BudgetView::new()), capacity, when_full).unwrap()
+        EmbeddedSink::start(db, Arc::new(BudgetView::new()), capacity, when_full, answer_after).unwrap()
+    }
+    /// Appended to the log (the folder may have folded them since: folded records stay).
+    fn holds(dir: &Path, n: usize) -> bool {
+        let db = EmbeddedDb::open(&dir.join("tollgate.db")).unwrap();
+        db.appended().unwrap() == n as i64
     }
 }
 
@@ -161,8 +210,8 @@ fn admission_is_bounded_and_closes_at_flush<S: Subject>() {
         assert_eq!(counted.get("tollgate_requests_rejected_total{reason=metering_backlog}"), 1);
         drop(a); // a request that never reached a provider
         let c = sink.admit().unwrap();
-        sink.publish(b, event());
-        sink.publish(c, event());
+        let _ = sink.publish(b, event());
+        let _ = sink.publish(c, event());
         assert_eq!(counted.get("tollgate_usage_events_total{result=accepted}"), 2);
         // The writer makes both durable and gives their room back.
         let admitted = eventually(Duration::from_secs(10), || sink.admit().ok());
@@ -171,7 +220,7 @@ fn admission_is_bounded_and_closes_at_flush<S: Subject>() {
         let late = sink.admit().unwrap();
         let _ = sink.flush(Duration::from_millis(300));
         assert!(matches!(sink.admit(), Err(SinkError::Closed)));
-        sink.publish(late, event()); // never blocks, never panics: dropped
+        let _ = sink.publish(late, event()); // never blocks, never panics: dropped
         assert_eq!(counted.get("tollgate_usage_events_total{result=dropped}"), 1);
     });
 }
@@ -186,13 +235,43 @@ fn policy_serve_drops_what_finds_no_room<S: Subject>() {
         let with_room = sink.admit().unwrap();
         let without = sink.admit().unwrap();
         assert!(with_room.has_room() && !without.has_room());
-        sink.publish(without, event());
-        sink.publish(with_room, event());
+        let _ = sink.publish(without, event());
+        let _ = sink.publish(with_room, event());
         assert_eq!(counted.get("tollgate_usage_events_total{result=dropped}"), 1);
         assert_eq!(counted.get("tollgate_usage_events_total{result=accepted}"), 1);
         assert_eq!(counted.get("tollgate_requests_rejected_total{reason=metering_backlog}"), 0);
         let _ = sink.flush(Duration::from_millis(300));
     });
+}
+
+/// An answer waits until its event is durable as `spool.answer_after` asks, and no longer
+/// than that: its [`Written`] resolves with the event in the durable store, not by running out
+/// of time. Under `queued` there is nothing to wait for.
+fn an_answer_waits_for_its_event<S: Subject>() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    for answer_after in [AnswerAfter::Written, AnswerAfter::Synced] {
+        let dir = tempfile::tempdir().unwrap();
+        let counted = Counted::default();
+        metrics::with_local_recorder(&counted, || {
+            let sink = S::start_answering(dir.path(), 10, WhenFull::Reject, answer_after);
+            for n in 1..=3 {
+                let written = sink.publish(sink.admit().unwrap(), event());
+                let started = Instant::now();
+                runtime.block_on(written.wait());
+                assert!(started.elapsed() < ANSWER_WAIT, "{answer_after:?}: resolved by the event, not the bound");
+                assert!(
+                    S::holds(dir.path(), n),
+                    "{answer_after:?}: event {n} is in the durable store when its answer goes"
+                );
+            }
+            assert_eq!(counted.get("tollgate_answers_before_durable_total{}"), 0);
+            let _ = sink.flush(Duration::from_millis(300));
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sink = S::start_answering(dir.path(), 10, WhenFull::Reject, AnswerAfter::Queued);
+    assert!(sink.publish(sink.admit().unwrap(), event()).into_wait().is_none(), "queued: the answer never waits");
+    let _ = sink.flush(Duration::from_millis(300));
 }
 
 /// A flush returns within its timeout (and a second), and reports what is left in the one
@@ -202,7 +281,7 @@ fn flush_is_bounded_and_reports_what_is_left<S: Subject>(events: usize) -> Resul
     let sink = S::start(dir.path(), 100, WhenFull::Reject);
     for _ in 0..events {
         let permit = sink.admit().unwrap();
-        sink.publish(permit, event());
+        let _ = sink.publish(permit, event());
     }
     let started = Instant::now();
     let result = sink.flush(Duration::from_millis(500));
@@ -214,6 +293,7 @@ fn flush_is_bounded_and_reports_what_is_left<S: Subject>(events: usize) -> Resul
 fn the_kafka_sink_keeps_the_contract() {
     admission_is_bounded_and_closes_at_flush::<KafkaSink>();
     policy_serve_drops_what_finds_no_room::<KafkaSink>();
+    an_answer_waits_for_its_event::<KafkaSink>();
     // No broker: every event waits in the spool for the next start.
     let left = flush_is_bounded_and_reports_what_is_left::<KafkaSink>(5);
     assert!(matches!(left, Err(SinkError::Undelivered(Undelivered { durable: 5, lost: 0 }))), "{left:?}");
@@ -223,6 +303,7 @@ fn the_kafka_sink_keeps_the_contract() {
 fn the_embedded_sink_keeps_the_contract() {
     admission_is_bounded_and_closes_at_flush::<EmbeddedSink>();
     policy_serve_drops_what_finds_no_room::<EmbeddedSink>();
+    an_answer_waits_for_its_event::<EmbeddedSink>();
     // The folder folds the log within the timeout: nothing is left.
     let left = flush_is_bounded_and_reports_what_is_left::<EmbeddedSink>(5);
     assert!(left.is_ok(), "{left:?}");
@@ -234,11 +315,12 @@ fn the_embedded_sink_reports_events_it_could_not_write_as_lost() {
     let db = EmbeddedDb::open(&dir.path().join("tollgate.db")).unwrap();
     // No room to grow: the first batch of any size cannot be appended.
     db.limit_size(1).unwrap();
-    let sink = EmbeddedSink::start(db, Arc::new(BudgetView::new()), 100, WhenFull::Reject).unwrap();
+    let sink =
+        EmbeddedSink::start(db, Arc::new(BudgetView::new()), 100, WhenFull::Reject, AnswerAfter::Written).unwrap();
     let mut big = event();
     big.request_id = "r".repeat(100_000);
     let permit = sink.admit().unwrap();
-    sink.publish(permit, big);
+    let _ = sink.publish(permit, big);
     let refused = eventually(Duration::from_secs(10), || match sink.admit() {
         Err(SinkError::Unavailable) => Some(()),
         _ => None,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::metering::sink::{Permit, SinkError, UsageSink};
+use crate::metering::sink::{Permit, SinkError, UsageSink, Written};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -25,8 +25,9 @@ impl UsageSink for Recorded {
     fn admit(&self) -> Result<Permit, SinkError> {
         Ok(Permit::unbacked())
     }
-    fn publish(&self, _: Permit, event: UsageEvent) {
+    fn publish(&self, _: Permit, event: UsageEvent) -> Written {
         self.0.lock().unwrap().push(event);
+        Written::now()
     }
     fn flush(&self, _: Duration) -> Result<(), SinkError> {
         Ok(())
