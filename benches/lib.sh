@@ -308,6 +308,7 @@ kafka:
   usage_topic: $topic
 spool:
   dir: $gw_dir/spool
+${SPOOL_SETTINGS:-}
 EOF
   "${GATEWAY_BIN:-$bin/tollgate-gateway}" --config "$gw_dir/config.yaml" >"$gw_dir/out" 2>"$gw_dir/out.err" &
   gw_pid=$!
