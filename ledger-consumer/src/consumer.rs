@@ -8,6 +8,7 @@
 //! stores nothing for a batch that is not wholly durable.
 
 use crate::config::Config;
+use crate::health::Health;
 use metrics::{counter, gauge};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -31,12 +32,15 @@ pub struct LagReporter {
     topics: UsageGenerations,
     /// Set when librdkafka reports the group session lost; cleared once partitions are back.
     session_lost: std::sync::atomic::AtomicBool,
+    /// What `/health/readiness` answers from.
+    health: Arc<Health>,
 }
 
 impl rdkafka::ClientContext for LagReporter {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         if fac == "SESSTMOUT" {
             self.session_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.health.session_lost();
         }
         match level {
             rdkafka::config::RDKafkaLogLevel::Emerg
@@ -62,7 +66,15 @@ impl rdkafka::ClientContext for LagReporter {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for LagReporter {}
+impl rdkafka::consumer::ConsumerContext for LagReporter {
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        // An assignment, even an empty one (more consumers than partitions), means the group
+        // has this consumer.
+        if let rdkafka::consumer::Rebalance::Assign(_) = rebalance {
+            self.health.joined();
+        }
+    }
+}
 
 /// How long a lost group membership may stay lost before the consumer is rebuilt.
 const REJOIN_AFTER: Duration = Duration::from_secs(30);
@@ -94,6 +106,7 @@ pub struct UsageConsumer<L> {
     max_messages: usize,
     max_wait: Duration,
     budgets: Option<Arc<crate::budgets::BudgetPublisher>>,
+    health: Arc<Health>,
 }
 
 impl<L: LedgerStore> UsageConsumer<L> {
@@ -101,6 +114,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         config: &Config,
         ledger: Arc<L>,
         budgets: Option<Arc<crate::budgets::BudgetPublisher>>,
+        health: Arc<Health>,
     ) -> Result<Self, KafkaError> {
         let k = &config.kafka;
         let mut cc = k.client_config();
@@ -121,6 +135,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
         let consumer: StreamConsumer<LagReporter> = cc.create_with_context(LagReporter {
             topics: topics.clone(),
             session_lost: std::sync::atomic::AtomicBool::new(false),
+            health: health.clone(),
         })?;
         let names: Vec<&str> = topics.topics().iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -134,6 +149,7 @@ impl<L: LedgerStore> UsageConsumer<L> {
             max_messages: config.batch.max_messages,
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
             budgets,
+            health,
         })
     }
 
@@ -265,8 +281,12 @@ impl<L: LedgerStore> UsageConsumer<L> {
         let mut backoff = Backoff::default();
         let folded = loop {
             match fold_batch(self.ledger.as_ref(), &topic, partition, &log).await {
-                Ok(folded) => break folded,
+                Ok(folded) => {
+                    self.health.write_succeeded();
+                    break folded;
+                }
                 Err(e) => {
+                    self.health.write_failed();
                     counter!("tollgate_ledger_apply_errors_total").increment(1);
                     let wait = backoff.next_wait();
                     tracing::warn!(partition, failure = e.kind(), ?wait, "ledger write failed; retrying");

@@ -11,3 +11,4 @@ pub mod budgets;
 pub mod config;
 pub mod consumer;
 pub mod finance;
+pub mod health;

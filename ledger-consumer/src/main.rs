@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_ledger::ledger::CqlLedger;
 use tollgate_ledger_consumer::config::Config;
 use tollgate_ledger_consumer::consumer::{RunEnd, UsageConsumer};
+use tollgate_ledger_consumer::health::Health;
 
 #[derive(Parser, Debug)]
 #[command(about = "Folds Tollgate usage events into the spend ledgers exactly once")]
@@ -139,8 +140,9 @@ impl Exit {
 /// Connects to the ledger, then runs the one-off command asked for, or consumes until a signal.
 #[allow(clippy::print_stdout)] // CLI output
 async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
+    let health = std::sync::Arc::new(Health::default());
     if args.command.is_none() && !args.migrate {
-        serve_metrics(&config)?;
+        serve_metrics(&config, &health).await?;
     }
     let c = &config.cassandra;
     let create_schema = c.create_schema || args.migrate;
@@ -170,18 +172,29 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
     }
     let partitions = usage_partitions_within_bound(&config)?;
     let budgets = budget_publisher(&config, &ledger, partitions).await?;
-    consume(&config, std::sync::Arc::new(ledger), budgets).await
+    consume(&config, std::sync::Arc::new(ledger), budgets, health).await
 }
 
-/// `/metrics` on `metrics_listen`, when set.
-fn serve_metrics(config: &Config) -> Result<(), Exit> {
+/// `/metrics`, `/health/liveness` and `/health/readiness` on `metrics_listen`, when set.
+async fn serve_metrics(config: &Config, health: &std::sync::Arc<Health>) -> Result<(), Exit> {
     let Some(addr) = &config.metrics_listen else { return Ok(()) };
     let listen: std::net::SocketAddr =
         addr.parse().map_err(|e| Exit(ExitCode::from(2), format!("metrics_listen {addr:?}: {e}")))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .install()
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
         .map_err(|e| Exit::failure(format!("cannot serve metrics on {addr}: {e}")))?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Exit::failure(format!("cannot install the metrics recorder: {e}")))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms are drained into their summaries here rather than on each scrape alone.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(tollgate_ledger_consumer::health::serve(listener, handle, health.clone()));
     register_zeroes();
     Ok(())
 }
@@ -261,6 +274,7 @@ async fn consume(
     config: &Config,
     ledger: std::sync::Arc<CqlLedger>,
     budgets: Option<std::sync::Arc<tollgate_ledger_consumer::budgets::BudgetPublisher>>,
+    health: std::sync::Arc<Health>,
 ) -> Result<ExitCode, Exit> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -276,7 +290,7 @@ async fn consume(
     warn_if_missing(config, &config.kafka.dlq_topic);
     let mut announced = false;
     loop {
-        let consumer = UsageConsumer::new(config, ledger.clone(), budgets.clone())
+        let consumer = UsageConsumer::new(config, ledger.clone(), budgets.clone(), health.clone())
             .map_err(|e| Exit::failure(format!("cannot create the Kafka consumer: {e}")))?;
         if !announced {
             let topics = config.kafka.earlier_usage_topics.iter().chain([&config.kafka.usage_topic]);

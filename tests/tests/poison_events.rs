@@ -143,6 +143,18 @@ async fn every_kind_of_bad_record_mid_load_is_dead_lettered_and_folding_goes_on(
     })
     .await?;
 
+    // The consumer's health beside its metrics: ready once it joined its group.
+    let health = |path: &str| format!("http://127.0.0.1:{metrics_port}{path}");
+    eventually("the consumer to be ready", Duration::from_secs(30), || async {
+        Ok((reqwest::get(health("/health/readiness")).await?.status() == 200).then_some(()))
+    })
+    .await?;
+    ensure!(reqwest::get(health("/health/liveness")).await?.status() == 200, "liveness");
+    ensure!(reqwest::get(health("/nothing")).await?.status() == 404, "an unknown path");
+    ensure!(reqwest::Client::new().post(health("/metrics")).send().await?.status() == 405, "a POST");
+    let page = reqwest::get(health("/metrics")).await?.text().await?;
+    ensure!(page.contains("tollgate_ledger_events_folded_total"), "the metrics page:\n{page}");
+
     // Every kind of bad record, with the reason the consumer must give.
     let injector = Injector::new(&topic)?;
     let now = chrono::Utc::now();
