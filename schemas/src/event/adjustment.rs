@@ -34,13 +34,18 @@ pub fn run_id(price_file: &[u8], period: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The `event_id` of the adjustment of `original` by run `run`: the first 16 bytes of
-/// SHA-256(run, original), as a UUID version 8 (custom). The same pair always gives the same id.
-pub fn adjustment_id(run: &str, original: &Uuid) -> Uuid {
+/// The `event_id` of the adjustment of `original` by run `run`, computed over the adjustments
+/// of `original` already in the ledger (`prior`, sorted): the first 16 bytes of SHA-256(run,
+/// original, prior), as a UUID version 8 (custom). The same run over the same ledger always
+/// gives the same id; a run applied again after another run adjusted the event gets a new one.
+pub fn adjustment_id(run: &str, original: &Uuid, prior: &[Uuid]) -> Uuid {
     let mut h = Sha256::new();
     h.update(b"tollgate-rerate-adjustment\0");
     h.update(run.as_bytes());
     h.update(original.as_bytes());
+    for id in prior {
+        h.update(id.as_bytes());
+    }
     let digest = h.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -65,10 +70,11 @@ mod tests {
         assert_ne!(run, run_id(b"prices: {} ", "2026-11"));
         let a = Uuid::now_v7();
         let b = Uuid::now_v7();
-        assert_eq!(adjustment_id(&run, &a), adjustment_id(&run, &a));
-        assert_ne!(adjustment_id(&run, &a), adjustment_id(&run, &b));
-        assert_ne!(adjustment_id(&run, &a), adjustment_id(&run_id(b"x", "2026-11"), &a));
-        assert_eq!(adjustment_id(&run, &a).get_version_num(), 8);
+        assert_eq!(adjustment_id(&run, &a, &[]), adjustment_id(&run, &a, &[]));
+        assert_ne!(adjustment_id(&run, &a, &[]), adjustment_id(&run, &b, &[]));
+        assert_ne!(adjustment_id(&run, &a, &[]), adjustment_id(&run_id(b"x", "2026-11"), &a, &[]));
+        assert_ne!(adjustment_id(&run, &a, &[]), adjustment_id(&run, &a, &[b]), "after another run");
+        assert_eq!(adjustment_id(&run, &a, &[]).get_version_num(), 8);
         assert!(!is_run_id("ABC"));
     }
 }
