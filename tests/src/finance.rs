@@ -51,10 +51,23 @@ pub fn own_event(i: usize, day: NaiveDate, with_parts: bool) -> Result<UsageEven
 
 /// Runs `tollgate-ledger-consumer --config <config> <args>`; returns (success, output).
 pub async fn ledger_command(config: &Path, args: &[&str]) -> Result<(bool, String)> {
-    let bin = binaries()?.join("tollgate-ledger-consumer");
-    let out = tokio::process::Command::new(bin).arg("--config").arg(config).args(args).output().await?;
+    let out = run_ledger(config, args).await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), text))
+}
+
+/// Runs `tollgate-ledger-consumer --config <config> <args>`, which must succeed, and reads its
+/// standard output as JSON (`rerate --json`).
+pub async fn ledger_json(config: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    let out = run_ledger(config, args).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "{args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).with_context(|| format!("{args:?}: not JSON: {stdout}"))
+}
+
+async fn run_ledger(config: &Path, args: &[&str]) -> Result<std::process::Output> {
+    let bin = binaries()?.join("tollgate-ledger-consumer");
+    Ok(tokio::process::Command::new(bin).arg("--config").arg(config).args(args).output().await?)
 }
 
 /// Runs `export --format focus` for days `from` to `to` into `output` (`.csv` or `.parquet`).
