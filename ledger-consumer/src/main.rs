@@ -458,7 +458,7 @@ async fn export(
     issuer: String,
 ) -> Result<ExitCode, Exit> {
     use tollgate_ledger_consumer::finance;
-    let period = finance::Period::new(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    let period = finance::period(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
     finance::FileFormat::of(output).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
     let (charges, events) = finance::charges(ledger, keyspace, period).await.map_err(Exit::failure)?;
     finance::write(&charges, &finance::Issuer { name: issuer }, output).map_err(Exit::failure)?;

@@ -5,7 +5,8 @@
 //! `--apply` (run twice while no consumer folds, so both publish) must bring every scope's
 //! spend to the new prices, counting each adjustment once; a third run finds nothing to adjust;
 //! the close never changes and the adjustments are billed as corrections on the first day
-//! after the closed month.
+//! after the closed month. The gateway's statement routes then answer the closed month as
+//! sealed and the open month with the adjustments among its corrections, to admins only.
 
 use anyhow::{ensure, Context, Result};
 use chrono::{Datelike, Duration as Days, NaiveDate, Utc};
@@ -195,5 +196,47 @@ async fn rerating_adjusts_each_scope_exactly_once_and_never_rewrites_a_close() -
     corrections.retain(|_, d| *d != 0);
     ensure!(corrections == expected, "corrections on {first_of_this_month}:\n{corrections:?}\n{expected:?}");
     consumer.stop().await?;
+
+    // Statements over the admin API: the closed month as sealed, the open month with the
+    // adjustments among its corrections.
+    let mock = start_mock(&dir, &[]).await?;
+    let topics = Topics::create("statements", 1).await?;
+    let gateway =
+        start_gateway(&dir, &GatewayConfig::tenancy("gw-statements", mock.url()?, &topics, &keyspace)).await?;
+    let admin = AdminApi::new(gateway.url()?);
+    let body: serde_json::Value = serde_json::from_str(&sealed[0].2)?;
+    let this_month = format!("{:04}-{:02}", first_of_this_month.year(), first_of_this_month.month());
+    for (route, param, scope) in [
+        ("/team/statement", "team_id", "team/fin-a"),
+        ("/customer/statement", "customer_id", "customer/cust-2"),
+        ("/organization/statement", "organization_id", "org/org-x"),
+    ] {
+        let id = scope.split_once('/').map(|(_, id)| id).context("scope")?;
+        let (status, closed) = admin.get(&format!("{route}?{param}={id}&period={period}")).await?;
+        ensure!(status == 200 && closed["status"] == "closed", "{route} {period}: {status} {closed}");
+        ensure!(closed["statement"] == body["statements"][scope], "{scope}: the sealed statement, as stored: {closed}");
+        ensure!(closed["content_hash"] == sealed[0].1.as_str() && closed["close_seq"] == 1, "{closed}");
+        let (status, open) = admin.get(&format!("{route}?{param}={id}&period={this_month}")).await?;
+        ensure!(status == 200 && open["status"] == "open" && open["content_hash"].is_null(), "{open}");
+        let corrected: i64 = open["statement"]["corrections"]
+            .as_object()
+            .context("corrections")?
+            .values()
+            .filter_map(|l| l["nano_usd"].as_i64())
+            .sum();
+        ensure!(
+            i128::from(corrected) == expected[scope],
+            "{scope} {this_month}: corrections {corrected} != {}",
+            expected[scope]
+        );
+        let (status, refused) = admin.get(&format!("{route}?{param}={id}&period=2026-13")).await?;
+        ensure!(status == 400 && refused["error"]["param"] == "period", "a bad period: {status} {refused}");
+    }
+    let statement = format!("{}/team/statement?team_id=fin-a&period={period}", gateway.url()?);
+    let http = reqwest::Client::new();
+    ensure!(http.get(&statement).send().await?.status() == 401, "no key");
+    let plain = http.get(&statement).bearer_auth(TENANT_KEYS[3].0).send().await?;
+    ensure!(plain.status() == 403, "a key without admin rights: {}", plain.status());
+    gateway.stop().await?;
     Ok(())
 }

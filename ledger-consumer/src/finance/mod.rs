@@ -6,8 +6,6 @@
 //! writes nothing to the ledger, and with `--apply` publishes adjustment events to the usage
 //! topic, which the consumers fold like any other.
 
-pub mod close;
-mod closes;
 pub mod columns;
 pub mod diff;
 pub mod focus;
@@ -19,6 +17,8 @@ mod to_parquet;
 
 use chrono::NaiveDate;
 use std::path::Path;
+pub use tollgate_ledger::close::{self, Period};
+use tollgate_ledger::closes;
 use tollgate_ledger::ledger::{CqlLedger, LedgerError};
 use tollgate_ledger::reconcile::{counted_records, RecordedEvent};
 
@@ -58,24 +58,12 @@ impl FileFormat {
     }
 }
 
-/// UTC days `from` to `to`, both included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Period {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-}
-
-impl Period {
-    pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Period, ExportError> {
-        if from > to {
-            return Err(ExportError::Usage(format!("--from {from} is after --to {to}")));
-        }
-        Ok(Period { from, to })
+/// `--from` to `--to`, both included.
+pub fn period(from: NaiveDate, to: NaiveDate) -> Result<Period, ExportError> {
+    if from > to {
+        return Err(ExportError::Usage(format!("--from {from} is after --to {to}")));
     }
-
-    pub fn contains(&self, day: NaiveDate) -> bool {
-        self.from <= day && day <= self.to
-    }
+    Ok(Period { from, to })
 }
 
 /// The charges of `period` from the event ledger: every event of those days that was not
