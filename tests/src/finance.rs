@@ -1,13 +1,42 @@
-//! What the finance tests share: events of a test's own with a breakdown by token type, running
-//! `export` and `close`, and reading an export back in integer nano-USD.
+//! What the finance tests share: a ledger of a test's own, events with a breakdown by token
+//! type, running `export`, `close` and `rerate`, and reading an export back in integer nano-USD.
 
-use crate::ledger::key_hash;
-use crate::services::binaries;
+use crate::configs::ConsumerConfig;
+use crate::kafka::create_topic;
+use crate::ledger::{cql, key_hash};
+use crate::services::{binaries, scratch_dir, start_consumer, Process};
+use crate::unique;
 use anyhow::{ensure, Context, Result};
 use chrono::NaiveDate;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tollgate_schemas::event::TokenTypeCost;
 use tollgate_schemas::{NanoUsd, UsageEvent};
+
+/// A finance test's own usage topic (and its dead-letter topic), keyspace and ledger consumer.
+pub struct FinanceLedger {
+    pub dir: PathBuf,
+    pub topic: String,
+    pub keyspace: String,
+    pub config: ConsumerConfig,
+    pub consumer: Process,
+    /// The consumer's config file, for the ledger commands.
+    pub config_path: PathBuf,
+    pub session: scylla::client::session::Session,
+}
+
+/// Creates the topics (`partitions` for usage) and the keyspace of test `name`, and starts a
+/// ledger consumer on them.
+pub async fn finance_ledger(name: &str, partitions: i32) -> Result<FinanceLedger> {
+    let dir = scratch_dir(&format!("finance-{name}"))?;
+    let topic = unique(&format!("usage-{name}-"));
+    let keyspace = unique(&format!("{name}_"));
+    create_topic(&topic, partitions).await?;
+    create_topic(&format!("{topic}-dlq"), 1).await?;
+    let config = ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 50);
+    let consumer = start_consumer(&dir, &config).await?;
+    let config_path = consumer.config.clone().context("consumer config")?;
+    Ok(FinanceLedger { dir, topic, keyspace, config, consumer, config_path, session: cql().await? })
+}
 
 /// The test's own event number `i`, on `day`: three keys, two teams, two organizations, two
 /// customers, two models, odd amounts on four or five token types (or no breakdown: an older

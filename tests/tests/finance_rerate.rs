@@ -97,15 +97,8 @@ fn deltas(report: &serde_json::Value) -> Result<BTreeMap<String, i128>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rerating_adjusts_each_scope_exactly_once_and_never_rewrites_a_close() -> Result<()> {
-    let dir = scratch_dir("finance-rerate")?;
-    let topic = unique("usage-rerate-");
-    let keyspace = unique("rerate_");
-    create_topic(&topic, PARTITIONS).await?;
-    create_topic(&format!("{topic}-dlq"), 1).await?;
-    let config = ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 50);
-    let consumer = start_consumer(&dir, &config).await?;
-    let session = cql().await?;
-    let config_path = consumer.config.clone().context("consumer config")?;
+    let FinanceLedger { dir, topic, keyspace, config, consumer, config_path, session } =
+        finance_ledger("rerate", PARTITIONS).await?;
 
     // Last month, folded and closed.
     let first_of_this_month = Utc::now().date_naive().with_day(1).context("day")?;

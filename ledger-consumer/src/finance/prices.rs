@@ -156,7 +156,7 @@ fn price_of(v: &PriceVersion, field: &dyn Fn(&str) -> String) -> Result<Price, P
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tollgate_schemas::pricing::{cost, Tokens};
     use tollgate_schemas::NanoUsd;
@@ -171,7 +171,8 @@ models:
       nano_usd_per_request: 7
 ";
 
-    fn at(text: &str) -> DateTime<Utc> {
+    /// An instant from RFC 3339 text.
+    pub(crate) fn at(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 

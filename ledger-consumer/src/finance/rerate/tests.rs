@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::finance::close::parse_period;
-use chrono::{DateTime, Utc};
+use crate::finance::prices::tests::at;
 use tollgate_schemas::limits::check_event;
 
 const PRICES: &str = "
@@ -17,10 +17,6 @@ models:
     - effective_from: 2026-01-01T00:00:00Z
       nano_usd_per_million_tokens: {input: 100000000, output: 200000000}
 ";
-
-fn at(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
-}
 
 /// An event of `model` at `when`, 1,000 prompt tokens (400 cached) and 100 completion tokens,
 /// billed `parts`.
