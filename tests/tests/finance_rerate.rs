@@ -26,9 +26,13 @@ const CHANGE_DAY: u32 = 16;
 const BILLED: (i64, i64, i64) = (150, 75, 600);
 const RAISED: (i64, i64, i64) = (300, 150, 1_200);
 const LLAMA: (i64, i64, i64) = (100, 100, 200);
+/// `claude-sonnet-4-5` was billed at [`OVERCHARGED`]; the file's price is lower.
+const OVERCHARGED: (i64, i64, i64) = (500, 250, 2_000);
+const CLAUDE: (i64, i64, i64) = (300, 30, 1_500);
 
 /// The new price file: `gpt-4o-mini` at the billed price, then raised from the 16th;
-/// `llama-local` priced at last (it was served unpriced). Prices per million tokens.
+/// `llama-local` priced at last (it was served unpriced); `claude-sonnet-4-5` lower than it was
+/// billed. Prices per million tokens.
 fn price_file(month: NaiveDate) -> String {
     let per_million = |(i, c, o): (i64, i64, i64)| {
         format!("{{input: {}, cached_input: {}, output: {}}}", i * 1_000_000, c * 1_000_000, o * 1_000_000)
@@ -37,10 +41,12 @@ fn price_file(month: NaiveDate) -> String {
     format!(
         "models:\n  gpt-4o-mini:\n    - effective_from: {month}T00:00:00Z\n      nano_usd_per_million_tokens: {}\n    \
          - effective_from: {change}T00:00:00Z\n      nano_usd_per_million_tokens: {}\n  llama-local:\n    \
+         - effective_from: 2020-01-01T00:00:00Z\n      nano_usd_per_million_tokens: {}\n  claude-sonnet-4-5:\n    \
          - effective_from: 2020-01-01T00:00:00Z\n      nano_usd_per_million_tokens: {}\n",
         per_million(BILLED),
         per_million(RAISED),
-        per_million(LLAMA)
+        per_million(LLAMA),
+        per_million(CLAUDE)
     )
 }
 
@@ -51,25 +57,30 @@ fn priced(e: &UsageEvent, (i, c, o): (i64, i64, i64)) -> i64 {
 }
 
 /// Event `i` of the month: `gpt-4o-mini` billed at [`BILLED`] (with its breakdown),
-/// `llama-local` unpriced (cost 0, no breakdown), or `other` (not in the price file).
+/// `llama-local` unpriced (cost 0, no breakdown), `other` (not in the price file), or
+/// `claude-sonnet-4-5` billed at [`OVERCHARGED`].
 fn event(i: usize, month: NaiveDate) -> Result<UsageEvent> {
     let day = month + Days::days((i % 28) as i64);
     let mut e = own_event(i, day, true)?;
-    e.requested_model = ["gpt-4o-mini", "llama-local", "other"][i % 3].into();
+    e.requested_model = ["gpt-4o-mini", "llama-local", "other", "claude-sonnet-4-5"][i % 4].into();
     e.reasoning_tokens = 0;
-    e.cached_tokens = if i % 3 == 1 { 0 } else { 100 + i as u64 };
+    e.cached_tokens = if i % 4 == 1 { 0 } else { 100 + i as u64 };
     let (p, k, q) = (e.prompt_tokens, e.cached_tokens, e.completion_tokens);
     let part = |t: &str, n: u64, c: i64| TokenTypeCost { token_type: t.into(), tokens: n, cost_nano_usd: NanoUsd(c) };
-    e.cost_by_token_type = match i % 3 {
-        0 => vec![
-            part("cached_input", k, k as i64 * BILLED.1),
-            part("input", p - k, (p - k) as i64 * BILLED.0),
-            part("output", q, q as i64 * BILLED.2),
-        ],
-        1 => Vec::new(),
-        _ => vec![part("input", p, 12_345 + i as i64)],
+    let billed_at = |(i, c, o): (i64, i64, i64)| {
+        vec![
+            part("cached_input", k, k as i64 * c),
+            part("input", p - k, (p - k) as i64 * i),
+            part("output", q, q as i64 * o),
+        ]
     };
-    e.unpriced = i % 3 == 1;
+    e.cost_by_token_type = match i % 4 {
+        0 => billed_at(BILLED),
+        1 => Vec::new(),
+        2 => vec![part("input", p, 12_345 + i as i64)],
+        _ => billed_at(OVERCHARGED),
+    };
+    e.unpriced = i % 4 == 1;
     e.cost_nano_usd = NanoUsd(e.cost_by_token_type.iter().map(|p| p.cost_nano_usd.0).sum());
     Ok(e)
 }
@@ -80,6 +91,7 @@ fn new_cost(e: &UsageEvent) -> i64 {
         "gpt-4o-mini" if e.occurred_at.day() >= CHANGE_DAY => priced(e, RAISED),
         "gpt-4o-mini" => priced(e, BILLED),
         "llama-local" => priced(e, LLAMA),
+        "claude-sonnet-4-5" => priced(e, CLAUDE),
         _ => e.cost_nano_usd.0,
     }
 }
@@ -181,13 +193,22 @@ async fn rerating_adjusts_each_scope_exactly_once_and_never_rewrites_a_close() -
     let csv = dir.join("next-day.csv");
     export_focus(&config_path, first_of_this_month, first_of_this_month, &csv).await?;
     let mut corrections: BTreeMap<String, i128> = BTreeMap::new();
-    for row in read_export(&csv)?.iter().filter(|r| r.correction) {
+    let rows = read_export(&csv)?;
+    ensure!(rows.iter().any(|r| r.correction && r.nano_usd < 0), "the price that fell is credited");
+    for row in rows.iter().filter(|r| r.correction) {
         for s in &row.scopes {
             *corrections.entry(s.clone()).or_default() += row.nano_usd;
         }
     }
     corrections.retain(|_, d| *d != 0);
     ensure!(corrections == expected, "corrections on {first_of_this_month}:\n{corrections:?}\n{expected:?}");
+    let report = focus_validator(&csv, &dir.join("focus-report.xml")).await?;
+    let failed = report.failed_rules();
+    ensure!(
+        report.errors == 0 && failed.is_empty(),
+        "focus-validator on the corrections: {failed:?}, {} errors",
+        report.errors
+    );
     consumer.stop().await?;
 
     // Statements over the admin API: the closed month as sealed, the open month with the
