@@ -245,6 +245,14 @@ async fn rerating_adjusts_each_scope_exactly_once_and_never_rewrites_a_close() -
         );
         let (status, refused) = admin.get(&format!("{route}?{param}={id}&period=2026-13")).await?;
         ensure!(status == 400 && refused["error"]["param"] == "period", "a bad period: {status} {refused}");
+        let long = "9".repeat(64);
+        let (status, refused) = admin.get(&format!("{route}?{param}={id}&period={long}")).await?;
+        ensure!(status == 400 && refused["error"]["param"] == "period", "a long period: {status} {refused}");
+        let day = format!("{month}");
+        let (status, refused) = admin.get(&format!("{route}?{param}={id}&period={day}")).await?;
+        ensure!(status == 400 && refused["error"]["param"] == "period", "a day of a closed month: {status} {refused}");
+        let (status, refused) = admin.get(&format!("{route}?{param}={}&period={period}", "x".repeat(4_096))).await?;
+        ensure!(status == 400 && refused["error"]["param"] == param, "an id beyond its bound: {status} {refused}");
     }
     let statement = format!("{}/team/statement?team_id=fin-a&period={period}", gateway.url()?);
     let http = reqwest::Client::new();

@@ -226,7 +226,16 @@ models:
                 "models.m[1].effective_from",
             ),
         ];
-        for (text, field) in cases {
+        let version = |i: usize| {
+            format!(
+                "{{effective_from: {}, nano_usd_per_million_tokens: {{input: 1, output: 1}}}}",
+                at("2020-01-01T00:00:00Z") + chrono::Duration::seconds(i as i64)
+            )
+        };
+        let many: Vec<String> = (0..=MAX_VERSIONS).map(version).collect();
+        let too_many = (format!("models: {{m: [{}]}}", many.join(", ")), "models.m");
+        assert!(PriceBook::parse(&format!("models: {{m: [{}]}}", many[..MAX_VERSIONS].join(", "))).is_ok());
+        for (text, field) in cases.into_iter().chain([too_many]) {
             let e = PriceBook::parse(&text).unwrap_err().to_string();
             assert!(e.contains(field), "{text}: {e}");
         }
