@@ -55,6 +55,8 @@ pub struct AppState {
     pub changes: Option<Arc<tenancy::changes::ChangeLog>>,
     /// Spend from the ledger, for the admin and spend APIs (with a database).
     pub spend: Option<Arc<dyn SpendSource>>,
+    /// Period statements from the ledger, for the admin API (with a database).
+    pub statements: Option<Arc<admin::statements::StatementReader>>,
     /// SHA-256 of `general_settings.master_key`.
     pub master_key_hash: Option<String>,
     pub router: Arc<Router>,
@@ -167,7 +169,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
     let gateway_id = config.gateway.id.clone().unwrap_or_else(default_gateway_id);
     let client = providers::upstream_client()?;
     let budget_view = Arc::new(BudgetView::new());
-    let Backends { sink, store, spend, control, lease_store, change_log } = match &config.kafka {
+    let Backends { sink, store, spend, statements, control, lease_store, change_log } = match &config.kafka {
         Some(kafka) => kafka_backends(config, kafka, &gateway_id).await?,
         None => embedded_backends(config, &budget_view)?,
     };
@@ -216,6 +218,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         control,
         changes: change_log,
         spend,
+        statements,
         master_key_hash,
         router,
         sink,
@@ -247,6 +250,7 @@ struct Backends {
     sink: Arc<dyn UsageSink>,
     store: Option<Arc<dyn TenancyStore>>,
     spend: Option<Arc<dyn SpendSource>>,
+    statements: Option<Arc<admin::statements::StatementReader>>,
     control: Option<Arc<ControlPublisher>>,
     lease_store: Arc<dyn crate::limits::leases::LeaseStore>,
     change_log: Option<Arc<tenancy::changes::ChangeLog>>,
@@ -262,6 +266,7 @@ async fn kafka_backends(
         sink: Arc::new(KafkaSink::new(kafka, &config.spool, gateway_id)?),
         store: None,
         spend: None,
+        statements: None,
         control: Some(Arc::new(ControlPublisher::new(kafka)?)),
         lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
         change_log: None,
@@ -277,6 +282,10 @@ async fn kafka_backends(
                 .map_err(|e| StartError::Leases(e.to_string()))?,
         );
         backends.change_log = Some(Arc::new(tenancy::changes::ChangeLog::new(session.clone(), &db.keyspace).await?));
+        backends.statements = Some(Arc::new(admin::statements::StatementReader {
+            session: session.clone(),
+            keyspace: db.keyspace.clone(),
+        }));
         // Totals sum the rows of every generation of the usage topic up to the current one.
         let generations = vec![tollgate_schemas::store::MAX_USAGE_PARTITIONS; usize::from(kafka.usage_generation) + 1];
         let spend: Arc<dyn SpendSource> =
@@ -314,6 +323,7 @@ fn embedded_backends(config: &Config, budget_view: &Arc<BudgetView>) -> Result<B
         sink,
         store: Some(store),
         spend: Some(spend),
+        statements: None,
         control: None,
         lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
         change_log: None,

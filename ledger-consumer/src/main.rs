@@ -73,6 +73,24 @@ enum Command {
         #[arg(long)]
         period: String,
     },
+    /// Price every event of a period (a month YYYY-MM or a day YYYY-MM-DD) again under a price
+    /// file with versioned prices, in memory, and print per scope the spend so far, the spend
+    /// under the new prices and the difference (docs/finance.md). Nothing is written unless
+    /// --apply: then an adjustment event for each event whose cost changes is published to the
+    /// usage topic, and the consumers fold it. Running it again changes nothing.
+    Rerate {
+        #[arg(long)]
+        period: String,
+        /// The price file (YAML; docs/finance.md, "Price files").
+        #[arg(long)]
+        prices: PathBuf,
+        /// Print the diff as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Publish the adjustments.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -168,6 +186,9 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
             return export(&ledger, &c.keyspace, (from, to), &output, invoice_issuer).await;
         }
         Some(Command::Close { period }) => return close(&ledger, &c.keyspace, &period).await,
+        Some(Command::Rerate { period, prices, json, apply }) => {
+            return rerate(&ledger, &config, &period, &prices, (json, apply)).await;
+        }
         None => {}
     }
     let partitions = usage_partitions_within_bound(&config)?;
@@ -451,7 +472,7 @@ async fn export(
     issuer: String,
 ) -> Result<ExitCode, Exit> {
     use tollgate_ledger_consumer::finance;
-    let period = finance::Period::new(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
+    let period = finance::period(from, to).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
     finance::FileFormat::of(output).map_err(|e| Exit(ExitCode::from(2), e.to_string()))?;
     let (charges, events) = finance::charges(ledger, keyspace, period).await.map_err(Exit::failure)?;
     finance::write(&charges, &finance::Issuer { name: issuer }, output).map_err(Exit::failure)?;
@@ -485,6 +506,31 @@ async fn close(ledger: &CqlLedger, keyspace: &str, period: &str) -> Result<ExitC
         close.content_hash,
         if close.previous_hash.is_empty() { "none" } else { &close.previous_hash }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rerate --period --prices [--json] [--apply]`: the diff per scope, and with `--apply` the
+/// adjustments published first.
+#[allow(clippy::print_stdout)] // CLI output
+async fn rerate(
+    ledger: &CqlLedger,
+    config: &Config,
+    period: &str,
+    prices: &std::path::Path,
+    (json, apply): (bool, bool),
+) -> Result<ExitCode, Exit> {
+    use tollgate_ledger_consumer::finance;
+    let usage = |e: finance::ExportError| match e {
+        finance::ExportError::Usage(m) => Exit(ExitCode::from(2), m),
+        other => Exit::failure(other),
+    };
+    let text = std::fs::read(prices).map_err(|e| Exit(ExitCode::from(2), format!("{}: {e}", prices.display())))?;
+    let generation = config.kafka.usage_generation;
+    let plan = finance::rerate(ledger, &config.cassandra.keyspace, period, &text, generation).await.map_err(usage)?;
+    if apply {
+        finance::publish_adjustments(&config.kafka, &plan.adjustments).await.map_err(Exit::failure)?;
+    }
+    print!("{}", finance::diff::render(&plan, period, apply, json));
     Ok(ExitCode::SUCCESS)
 }
 

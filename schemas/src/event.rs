@@ -5,6 +5,7 @@
 //! older readers. `cost_nano_usd` is an integer; there is no float anywhere in the event.
 
 use crate::NanoUsd;
+pub use adjustment::Adjustment;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 pub use cost_by_type::TokenTypeCost;
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,12 @@ pub struct UsageEvent {
     /// Added within version 1: older events lack it (generation 0), and 0 is left out.
     #[serde(default, skip_serializing_if = "is_zero_u8")]
     pub usage_generation: u8,
+    /// Present on a re-rating adjustment only (docs/finance.md, "Re-rating"): the event whose
+    /// cost this one corrects, and the run that computed it. Such an event has no tokens, and
+    /// its cost and parts are differences, which may be negative. Added within version 1: older
+    /// events lack it, and it is left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustment: Option<Adjustment>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -224,6 +231,7 @@ mod tests {
 
     const GOLDEN_V1: &str = include_str!("../fixtures/usage_event_v1.json");
     const GOLDEN_V1_MINIMAL: &str = include_str!("../fixtures/usage_event_v1_minimal.json");
+    const GOLDEN_V1_ADJUSTMENT: &str = include_str!("../fixtures/usage_event_v1_adjustment.json");
 
     fn part(token_type: &str, tokens: u64, cost: i64) -> TokenTypeCost {
         TokenTypeCost { token_type: token_type.into(), tokens, cost_nano_usd: NanoUsd(cost) }
@@ -277,6 +285,7 @@ mod tests {
             client_disconnected: None,
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             usage_generation: 1,
+            adjustment: None,
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
@@ -343,8 +352,11 @@ mod tests {
     fn json_schema_matches_the_type() {
         let schema: serde_json::Value = serde_json::from_str(include_str!("../usage_event.v1.schema.json")).unwrap();
         let golden: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        let adjustment: serde_json::Value = serde_json::from_str(GOLDEN_V1_ADJUSTMENT).unwrap();
         let mut properties: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        // The golden record sets every field but `adjustment`, which only an adjustment has.
         let mut fields: Vec<&String> = golden.as_object().unwrap().keys().collect();
+        fields.extend(adjustment.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
         properties.sort();
         fields.sort();
         assert_eq!(properties, fields);
@@ -373,6 +385,28 @@ mod tests {
         assert_eq!(required, present);
     }
 
+    /// The adjustment fixture decodes, re-encodes to itself and keeps every bound: a negative
+    /// difference is allowed there, and only there.
+    #[test]
+    fn adjustment_fixture_round_trips_and_is_in_bounds() {
+        let event = UsageEvent::decode(GOLDEN_V1_ADJUSTMENT.as_bytes()).unwrap();
+        let a = event.adjustment.clone().unwrap();
+        assert_eq!(a.adjusts_event_id, golden_event().event_id);
+        assert_eq!(event.cost_nano_usd, NanoUsd(-25_800));
+        let encoded: serde_json::Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
+        assert_eq!(encoded, serde_json::from_str::<serde_json::Value>(GOLDEN_V1_ADJUSTMENT).unwrap());
+        assert!(crate::limits::check_event(&event).is_ok());
+        let mut not_adjustment = event.clone();
+        not_adjustment.adjustment = None;
+        assert!(crate::limits::check_event(&not_adjustment).is_err(), "a negative cost without adjustment");
+        let mut with_tokens = event.clone();
+        with_tokens.prompt_tokens = 1;
+        assert!(crate::limits::check_event(&with_tokens).is_err(), "an adjustment has no tokens");
+        let mut bad_run = event;
+        bad_run.adjustment = Some(Adjustment { rerate_run: "nope".into(), ..a });
+        assert!(crate::limits::check_event(&bad_run).is_err());
+    }
+
     #[test]
     fn budget_owner_prefers_the_team() {
         assert_eq!(golden_event().budget_owner(), "team/team-payments");
@@ -384,4 +418,5 @@ mod fuzz;
 #[cfg(test)]
 mod schema_tests;
 
+pub mod adjustment;
 pub mod cost_by_type;

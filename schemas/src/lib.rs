@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod limits;
 pub mod logs;
 pub mod money;
+pub mod pricing;
 pub mod secret;
 #[cfg(feature = "cql")]
 pub mod store;

@@ -161,6 +161,32 @@ fn check_trace_id(field: &str, v: &str) -> Result<(), BoundError> {
     Err(BoundError::Range { field: field.into(), detail: "32 lower-case hex digits".into() })
 }
 
+/// A re-rating adjustment names its run by its identity and carries no tokens: the event it
+/// adjusts counted them.
+fn check_adjustment(e: &UsageEvent, a: &crate::event::Adjustment) -> Result<(), BoundError> {
+    if !crate::event::adjustment::is_run_id(&a.rerate_run) {
+        return Err(BoundError::Range {
+            field: "adjustment.rerate_run".into(),
+            detail: "64 lower-case hex digits".into(),
+        });
+    }
+    let tokens = [
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cached_tokens,
+        e.cache_write_tokens,
+        e.reasoning_tokens,
+        e.audio_input_tokens,
+        e.audio_output_tokens,
+        e.image_input_tokens,
+        e.image_output_tokens,
+    ];
+    if tokens.iter().any(|n| *n != 0) || e.cost_by_token_type.iter().any(|p| p.tokens != 0) {
+        return Err(BoundError::Range { field: "adjustment".into(), detail: "an adjustment has no tokens".into() });
+    }
+    Ok(())
+}
+
 /// Checks every bound of a decoded usage event. An event that breaks one is a schema violation:
 /// the ledger consumer dead-letters it instead of writing it. The gateway never publishes one
 /// (its edge checks the same bounds; a test holds it to that).
@@ -194,11 +220,16 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     ] {
         check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
     }
-    if e.cost_nano_usd.0 < 0 || e.cost_nano_usd > MAX_COST_PER_REQUEST {
+    // A re-rating adjustment carries a difference, which may be negative.
+    let lowest = if e.adjustment.is_some() { -MAX_COST_PER_REQUEST.0 } else { 0 };
+    if e.cost_nano_usd.0 < lowest || e.cost_nano_usd > MAX_COST_PER_REQUEST {
         return Err(BoundError::Range {
             field: "cost_nano_usd".into(),
-            detail: format!("0 to {}", MAX_COST_PER_REQUEST.0),
+            detail: format!("{lowest} to {}", MAX_COST_PER_REQUEST.0),
         });
+    }
+    if let Some(a) = &e.adjustment {
+        check_adjustment(e, a)?;
     }
     let year = chrono::Datelike::year(&e.occurred_at);
     if !(2000..=9999).contains(&year) {
@@ -223,7 +254,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
             check_name("budget_windows", d, 16)?;
         }
     }
-    crate::event::cost_by_type::check(&e.cost_by_token_type, e.cost_nano_usd)
+    crate::event::cost_by_type::check(&e.cost_by_token_type, e.cost_nano_usd, e.adjustment.is_some())
 }
 
 #[cfg(test)]

@@ -63,13 +63,19 @@ pub const MAX_TEST_PARTITIONS: i32 = 16;
 
 /// Layer 2: the all-time total of a scope, summed over its per-partition rows.
 pub async fn scope_total(session: &Session, ks: &str, scope: &str) -> Result<(i64, i64)> {
+    scope_window_total(session, ks, scope, "all").await
+}
+
+/// Layer 2: a scope's total in one window (`all`, `m:2026-11`, `d:2026-11-30`, ...), summed
+/// over its per-partition rows.
+pub async fn scope_window_total(session: &Session, ks: &str, scope: &str, window: &str) -> Result<(i64, i64)> {
     let rows = session
         .query_unpaged(
             format!(
-                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = 'all' \
+                "SELECT spent_nano_usd, events FROM {ks}.spend_aggregates WHERE scope_id = ? AND window_id = ? \
                  AND partition IN ?"
             ),
-            (scope, (0..MAX_TEST_PARTITIONS).collect::<Vec<i32>>()),
+            (scope, window, (0..MAX_TEST_PARTITIONS).collect::<Vec<i32>>()),
         )
         .await?
         .into_rows_result()?;

@@ -428,6 +428,17 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     ensure!(ci["max_budget_nano_usd"] == 1000 && ci["budget_duration"] == "30s", "{ci}");
     c.ok(get("/customer/list", "")).await?;
 
+    // --- Statements (nothing closed, nothing billed: open and empty).
+    for (route, param) in [
+        ("/team/statement", "team_id"),
+        ("/customer/statement", "customer_id"),
+        ("/organization/statement", "organization_id"),
+    ] {
+        let s = c.ok(get(route, &format!("{param}=x-{id}&period=2026-11"))).await?;
+        ensure!(s["status"] == "open" && s["statement"]["total_nano_usd"] == 0, "{s}");
+        c.fails(get(route, &format!("{param}=x-{id}&period=2026-13")), 400, Some("period"), false).await?;
+    }
+
     // --- Keys.
     let k = c
         .ok(post(
@@ -515,6 +526,7 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     c.fails(get("/team/list", "").with_key(Some("sk-not-a-key-at-all")), 401, None, false).await?;
     c.fails(post("/team/new", json!({})).with_key(Some(&plain)), 403, None, false).await?;
     c.fails(get("/customer/list", "").with_key(Some(&plain)), 403, None, false).await?;
+    c.fails(get("/team/statement", "team_id=t&period=2026-11").with_key(Some(&plain)), 403, None, false).await?;
     c.fails(get("/key/info", &format!("key={new_raw}")).with_key(Some(&plain)), 403, None, false).await?;
     c.fails(post("/budget/new", json!({})).with_key(Some(&viewer_key)), 403, None, false).await?;
     let viewed = c.ok(post("/budget/info", json!({"budgets": [bud]})).with_key(Some(&viewer_key))).await?;

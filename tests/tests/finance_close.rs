@@ -73,15 +73,8 @@ async fn publish_events(topic: &str, events: &[UsageEvent]) -> Result<i128> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_period_never_changes_and_late_events_become_corrections() -> Result<()> {
-    let dir = scratch_dir("finance-close")?;
-    let topic = unique("usage-close-");
-    let keyspace = unique("close_");
-    create_topic(&topic, PARTITIONS).await?;
-    create_topic(&format!("{topic}-dlq"), 1).await?;
-    let config = ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 50);
-    let consumer = start_consumer(&dir, &config).await?;
-    let session = cql().await?;
-    let config_path = consumer.config.clone().context("consumer config")?;
+    let FinanceLedger { dir, topic, keyspace, config, consumer, config_path, session } =
+        finance_ledger("close", PARTITIONS).await?;
 
     // Last month: its first events, folded.
     let today = Utc::now().date_naive();

@@ -30,6 +30,7 @@ pub(crate) mod customers;
 mod fields;
 pub(crate) mod keys;
 pub(crate) mod organizations;
+pub mod statements;
 pub(crate) mod teams;
 pub(crate) mod users;
 

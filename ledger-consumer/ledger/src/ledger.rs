@@ -101,6 +101,17 @@ pub(crate) fn result_err(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Result(e.to_string())
 }
 
+/// The rows of `cql`, read a page of 5,000 at a time: for full scans (`reindex`, `reconcile`,
+/// finance), audit tools and never a hot path.
+pub(crate) async fn full_scan<R>(session: &Session, cql: String) -> Result<TypedRowStream<R>, LedgerError>
+where
+    R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+{
+    let mut stmt = scylla::statement::Statement::new(cql);
+    stmt.set_page_size(5_000);
+    session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<R>().map_err(result_err)
+}
+
 /// Where the two ledger layers live.
 pub trait LedgerStore: Send + Sync + 'static {
     /// Layer 1: inserts the events and their key index rows (idempotent: the same event writes
@@ -290,9 +301,7 @@ impl CqlLedger {
     where
         R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
     {
-        let mut stmt = scylla::statement::Statement::new(cql);
-        stmt.set_page_size(5_000);
-        self.session.query_iter(stmt, &[]).await.map_err(query_err)?.rows_stream::<R>().map_err(result_err)
+        full_scan(&self.session, cql).await
     }
 
     /// Inserts rows that share one CQL partition as one unlogged batch: a single mutation for

@@ -11,9 +11,17 @@
 //! [`apply::fold_batch`] returned Ok.
 
 pub mod apply;
+#[cfg(feature = "statements")]
+pub mod close;
+#[cfg(feature = "statements")]
+pub mod closes;
 pub mod dead_letter;
 pub mod embedded;
 pub mod fold;
 pub mod ledger;
 #[cfg(feature = "reconcile")]
 pub mod reconcile;
+#[cfg(feature = "statements")]
+pub mod scan;
+#[cfg(feature = "statements")]
+pub mod statements;

@@ -20,28 +20,7 @@ use futures::StreamExt;
 use std::collections::{BTreeMap, HashSet};
 use tollgate_schemas::UsageEvent;
 
-/// A row of `dead_letters` as reconcile reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetterRow {
-    pub partition: i32,
-    pub offset: i64,
-    pub event_id: Option<uuid::Uuid>,
-    pub reason: String,
-}
-
-/// The events of the event ledger that were not dead-lettered: an event is left out when it
-/// was refused at the very partition and offset its Layer 1 row records (the row an event
-/// refused mid-write leaves), so a good copy of the same event elsewhere still counts.
-pub fn without_dead_letters<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterRow]) -> Vec<&'a UsageEvent> {
-    counted_records(events, dead).into_iter().map(|e| &e.event).collect()
-}
-
-/// [`without_dead_letters`], keeping where each event was first read.
-pub fn counted_records<'a>(events: &'a [RecordedEvent], dead: &[DeadLetterRow]) -> Vec<&'a RecordedEvent> {
-    let refused: HashSet<(uuid::Uuid, i32, i64)> =
-        dead.iter().filter_map(|d| d.event_id.map(|id| (id, d.partition, d.offset))).collect();
-    events.iter().filter(|e| !refused.contains(&(e.event.event_id, e.partition, e.offset))).collect()
-}
+pub use crate::scan::{counted_records, without_dead_letters, DeadLetterRow, RecordedEvent};
 
 /// A row of the key index, as reconcile reads it and as an event of the event ledger implies it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -223,48 +202,17 @@ pub fn compare(
 
 // === full scans of the Cassandra/ScyllaDB ledger ===
 
-/// An event of the event ledger and where it was first read.
-#[derive(Clone, Debug)]
-pub struct RecordedEvent {
-    pub event: tollgate_schemas::UsageEvent,
-    pub partition: i32,
-    pub offset: i64,
-}
-
 /// The tables as `reconcile` reads them: full scans, an audit tool and not a hot path.
 impl CqlLedger {
     /// Every event in the event ledger with the `(partition, offset)` it was recorded at (a
     /// full scan: an audit tool, not a hot path).
     pub async fn scan_events(&self, keyspace: &str) -> Result<Vec<RecordedEvent>, LedgerError> {
-        let mut rows = self
-            .full_scan::<(Option<String>, Option<i32>, Option<i64>)>(format!(
-                "SELECT body, kafka_partition, kafka_offset FROM {keyspace}.usage_events"
-            ))
-            .await?;
-        let mut events = Vec::new();
-        while let Some(row) = rows.next().await {
-            let (body, partition, offset) = row.map_err(query_err)?;
-            let body = body.unwrap_or_default();
-            let event = tollgate_schemas::UsageEvent::decode(body.as_bytes())
-                .map_err(|e| LedgerError::Result(format!("event ledger row does not decode: {e}")))?;
-            events.push(RecordedEvent { event, partition: partition.unwrap_or(-1), offset: offset.unwrap_or(-1) });
-        }
-        Ok(events)
+        crate::scan::events(self.session(), keyspace).await
     }
 
     /// Every dead letter of the keyspace, of every topic (a full scan: an audit tool).
     pub async fn scan_dead_letters(&self, keyspace: &str) -> Result<Vec<DeadLetterRow>, LedgerError> {
-        let mut rows = self
-            .full_scan::<(i32, i64, Option<uuid::Uuid>, Option<String>)>(format!(
-                "SELECT partition, kafka_offset, event_id, reason FROM {keyspace}.dead_letters"
-            ))
-            .await?;
-        let mut letters = Vec::new();
-        while let Some(row) = rows.next().await {
-            let (partition, offset, event_id, reason) = row.map_err(query_err)?;
-            letters.push(DeadLetterRow { partition, offset, event_id, reason: reason.unwrap_or_default() });
-        }
-        Ok(letters)
+        crate::scan::dead_letters(self.session(), keyspace).await
     }
 
     /// Every row of a Layer 2 table (`spend_aggregates` or `partition_spend`), per

@@ -3,10 +3,11 @@
 //! exact sum of the events' nano-USD parts. Money never passes through a float; [`decimal`]
 //! writes nano-USD as a decimal with 9 places, exactly.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use std::collections::BTreeMap;
-use tollgate_schemas::event::cost_by_type::UNSPLIT;
 use tollgate_schemas::UsageEvent;
+
+pub use tollgate_ledger::close::{lines_of, month_of};
 
 /// `BillingAccountId` of events without an organization.
 pub const NO_ORGANIZATION: &str = "no-organization";
@@ -37,20 +38,6 @@ pub struct Amounts {
     pub nano_usd: i128,
     pub quantity: u128,
     pub events: u64,
-}
-
-/// One line of an event: its token type, tokens and nano-USD. An event with a breakdown has one
-/// per part; one without (older, unpriced or clamped) one `unsplit` line with all its tokens; an
-/// event with neither tokens nor cost bills nothing and has none.
-pub fn lines_of(e: &UsageEvent) -> Vec<(String, u64, i64)> {
-    if !e.cost_by_token_type.is_empty() {
-        return e.cost_by_token_type.iter().map(|p| (p.token_type.clone(), p.tokens, p.cost_nano_usd.0)).collect();
-    }
-    let tokens = e.prompt_tokens.saturating_add(e.completion_tokens);
-    if tokens == 0 && e.cost_nano_usd.0 == 0 {
-        return Vec::new();
-    }
-    vec![(UNSPLIT.to_owned(), tokens, e.cost_nano_usd.0)]
 }
 
 /// The key of an event's line, billed on `day` (its own day, or the first open day for a
@@ -108,16 +95,10 @@ pub fn start_of(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
 }
 
-/// The first day of the month of `day`, and of the next month.
-pub fn month_of(day: NaiveDate) -> (NaiveDate, NaiveDate) {
-    let first = day.with_day(1).unwrap_or(day);
-    let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
-    (first, next)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_schemas::event::cost_by_type::UNSPLIT;
     use tollgate_schemas::event::TokenTypeCost;
     use tollgate_schemas::NanoUsd;
 

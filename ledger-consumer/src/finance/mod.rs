@@ -1,18 +1,24 @@
 //! What finance reads from Tollgate (docs/finance.md): the FOCUS 1.2 export of the event ledger
-//! (`tollgate-ledger-consumer export`) and sealed periods (`close`). Both read Layer 1
-//! (`usage_events`) and the dead letters and never write to either: dead-lettered events are
-//! not billed, and each event is billed once (Layer 1 holds one row per `event_id`). A close
-//! also reads `partition_spend`'s fences, and writes only `period_closes`.
+//! (`tollgate-ledger-consumer export`), sealed periods (`close`) and re-rating (`rerate`). All
+//! read Layer 1 (`usage_events`) and the dead letters and never write to either: dead-lettered
+//! events are not billed, and each event is billed once (Layer 1 holds one row per `event_id`).
+//! A close also reads `partition_spend`'s fences, and writes only `period_closes`; a re-rating
+//! writes nothing to the ledger, and with `--apply` publishes adjustment events to the usage
+//! topic, which the consumers fold like any other.
 
-pub mod close;
-mod closes;
 pub mod columns;
+pub mod diff;
 pub mod focus;
+pub mod prices;
+mod publish;
+pub mod rerate;
 mod to_csv;
 mod to_parquet;
 
 use chrono::NaiveDate;
 use std::path::Path;
+pub use tollgate_ledger::close::{self, Period};
+use tollgate_ledger::closes;
 use tollgate_ledger::ledger::{CqlLedger, LedgerError};
 use tollgate_ledger::reconcile::{counted_records, RecordedEvent};
 
@@ -52,24 +58,12 @@ impl FileFormat {
     }
 }
 
-/// UTC days `from` to `to`, both included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Period {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-}
-
-impl Period {
-    pub fn new(from: NaiveDate, to: NaiveDate) -> Result<Period, ExportError> {
-        if from > to {
-            return Err(ExportError::Usage(format!("--from {from} is after --to {to}")));
-        }
-        Ok(Period { from, to })
+/// `--from` to `--to`, both included.
+pub fn period(from: NaiveDate, to: NaiveDate) -> Result<Period, ExportError> {
+    if from > to {
+        return Err(ExportError::Usage(format!("--from {from} is after --to {to}")));
     }
-
-    pub fn contains(&self, day: NaiveDate) -> bool {
-        self.from <= day && day <= self.to
-    }
+    Ok(Period { from, to })
 }
 
 /// The charges of `period` from the event ledger: every event of those days that was not
@@ -139,6 +133,29 @@ pub async fn seal(ledger: &CqlLedger, keyspace: &str, name: &str) -> Result<(clo
     }
     Ok((close, sealed.len()))
 }
+
+/// Re-rates `period` (`rerate --period`, a month or a day) under the price file `prices` (its
+/// bytes: the run's identity is their hash with the period): every event of the period priced
+/// again, in memory, against the event ledger as it is now, adjustments already folded
+/// included. Adjustments are made for usage-topic generation `generation`.
+pub async fn rerate(
+    ledger: &CqlLedger,
+    keyspace: &str,
+    name: &str,
+    prices: &[u8],
+    generation: u8,
+) -> Result<rerate::Plan, ExportError> {
+    let period = close::parse_period(name)
+        .ok_or_else(|| ExportError::Usage(format!("--period {name:?}: expected YYYY-MM or YYYY-MM-DD")))?;
+    let text = std::str::from_utf8(prices).map_err(|_| ExportError::Usage("--prices: not UTF-8".into()))?;
+    let book = prices::PriceBook::parse(text).map_err(|e| ExportError::Usage(format!("--prices: {e}")))?;
+    let run = tollgate_schemas::event::adjustment::run_id(prices, name);
+    let (events, dead) = tokio::try_join!(ledger.scan_events(keyspace), ledger.scan_dead_letters(keyspace))?;
+    rerate::plan(&counted_records(&events, &dead), period, &book, &run, generation)
+        .map_err(|e| ExportError::Usage(e.to_string()))
+}
+
+pub use publish::publish as publish_adjustments;
 
 /// Writes `charges` to `output`, as its extension says.
 ///

@@ -48,8 +48,9 @@ pub struct TokenTypeCost {
 }
 
 /// Checks an event's breakdown: each part bounded, no type twice, and the parts sum to the
-/// event's cost exactly. An empty breakdown passes (the event is billed unsplit).
-pub fn check(parts: &[TokenTypeCost], total: NanoUsd) -> Result<(), BoundError> {
+/// event's cost exactly. An empty breakdown passes (the event is billed unsplit). `signed`: the
+/// parts of a re-rating adjustment are differences, from −$1,000,000 to $1,000,000.
+pub fn check(parts: &[TokenTypeCost], total: NanoUsd, signed: bool) -> Result<(), BoundError> {
     const FIELD: &str = "cost_by_token_type";
     let range = |detail: String| BoundError::Range { field: FIELD.into(), detail };
     if parts.is_empty() {
@@ -69,10 +70,11 @@ pub fn check(parts: &[TokenTypeCost], total: NanoUsd) -> Result<(), BoundError> 
         if p.tokens > MAX_TOKENS_PER_REQUEST {
             return Err(range(format!("at most {MAX_TOKENS_PER_REQUEST} tokens a part")));
         }
-        if p.cost_nano_usd.0 < 0 || p.cost_nano_usd > MAX_COST_PER_REQUEST {
-            return Err(range(format!("each part's cost 0 to {}", MAX_COST_PER_REQUEST.0)));
+        let lowest = if signed { -MAX_COST_PER_REQUEST.0 } else { 0 };
+        if p.cost_nano_usd.0 < lowest || p.cost_nano_usd > MAX_COST_PER_REQUEST {
+            return Err(range(format!("each part's cost {lowest} to {}", MAX_COST_PER_REQUEST.0)));
         }
-        // Each part is at most 10^15, at most 16 parts: no overflow.
+        // Each part is at most 10^15 in size, at most 16 parts: no overflow.
         sum += p.cost_nano_usd.0;
     }
     if sum != total.0 {
@@ -92,25 +94,29 @@ mod tests {
     #[test]
     fn parts_must_sum_to_the_total_exactly() {
         let parts = [part("input", 1000, 150_000), part("output", 100, 60_001)];
-        assert!(check(&parts, NanoUsd(210_001)).is_ok());
-        assert!(check(&parts, NanoUsd(210_000)).is_err());
-        assert!(check(&parts, NanoUsd(210_002)).is_err());
-        assert!(check(&[], NanoUsd(5)).is_ok(), "no breakdown: billed unsplit");
+        assert!(check(&parts, NanoUsd(210_001), false).is_ok());
+        assert!(check(&parts, NanoUsd(210_000), false).is_err());
+        assert!(check(&parts, NanoUsd(210_002), false).is_err());
+        assert!(check(&[], NanoUsd(5), false).is_ok(), "no breakdown: billed unsplit");
     }
 
     #[test]
     fn hostile_parts_are_refused() {
         let twice = [part("input", 1, 1), part("input", 1, 1)];
-        assert!(check(&twice, NanoUsd(2)).is_err());
+        assert!(check(&twice, NanoUsd(2), false).is_err());
         let negative = [part("input", 1, -5), part("output", 1, 10)];
-        assert!(check(&negative, NanoUsd(5)).is_err());
+        assert!(check(&negative, NanoUsd(5), false).is_err());
         let too_many: Vec<_> = (0..=MAX_PARTS).map(|i| part(&format!("t{i}"), 0, 0)).collect();
-        assert!(check(&too_many, NanoUsd(0)).is_err());
-        assert!(check(&too_many[..MAX_PARTS], NanoUsd(0)).is_ok());
-        assert!(check(&[part(&"x".repeat(MAX_TYPE_BYTES + 1), 0, 0)], NanoUsd(0)).is_err());
-        assert!(check(&[part("input", MAX_TOKENS_PER_REQUEST + 1, 0)], NanoUsd(0)).is_err());
+        assert!(check(&too_many, NanoUsd(0), false).is_err());
+        assert!(check(&too_many[..MAX_PARTS], NanoUsd(0), false).is_ok());
+        assert!(check(&[part(&"x".repeat(MAX_TYPE_BYTES + 1), 0, 0)], NanoUsd(0), false).is_err());
+        assert!(check(&[part("input", MAX_TOKENS_PER_REQUEST + 1, 0)], NanoUsd(0), false).is_err());
         let huge = [part("input", 1, MAX_COST_PER_REQUEST.0 + 1), part("output", 1, -1)];
-        assert!(check(&huge, MAX_COST_PER_REQUEST).is_err());
-        assert!(check(&[part("", 1, 0)], NanoUsd(0)).is_err());
+        assert!(check(&huge, MAX_COST_PER_REQUEST, false).is_err());
+        assert!(check(&[part("", 1, 0)], NanoUsd(0), false).is_err());
+        // An adjustment's parts are differences: negative within the bound.
+        assert!(check(&negative, NanoUsd(5), true).is_ok());
+        let below = [part("input", 0, -MAX_COST_PER_REQUEST.0 - 1), part("output", 0, 1)];
+        assert!(check(&below, NanoUsd(-MAX_COST_PER_REQUEST.0), true).is_err());
     }
 }

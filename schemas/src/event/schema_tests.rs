@@ -24,9 +24,11 @@ fn wrong_type(v: &Value) -> Value {
 #[test]
 fn every_record_the_type_writes_validates() {
     let v = validator();
-    for text in
-        [include_str!("../../fixtures/usage_event_v1.json"), include_str!("../../fixtures/usage_event_v1_minimal.json")]
-    {
+    for text in [
+        include_str!("../../fixtures/usage_event_v1.json"),
+        include_str!("../../fixtures/usage_event_v1_minimal.json"),
+        include_str!("../../fixtures/usage_event_v1_adjustment.json"),
+    ] {
         let event = UsageEvent::decode(text.as_bytes()).unwrap();
         let written: Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
         let errors: Vec<String> = v.iter_errors(&written).map(|e| e.to_string()).collect();
@@ -57,6 +59,16 @@ fn a_wrong_type_in_any_field_is_refused() {
     let mut negative = golden.clone();
     negative["cost_by_token_type"][0]["cost_nano_usd"] = Value::from(-1);
     assert!(!v.is_valid(&negative));
+    let mut negative_cost = golden.clone();
+    negative_cost["cost_nano_usd"] = Value::from(-1);
+    negative_cost["cost_by_token_type"] = Value::Array(vec![]);
+    assert!(!v.is_valid(&negative_cost), "a negative cost outside an adjustment");
+    let adjustment: Value =
+        serde_json::from_str(include_str!("../../fixtures/usage_event_v1_adjustment.json")).unwrap();
+    assert!(v.is_valid(&adjustment), "an adjustment's difference may be negative");
+    let mut bad_run = adjustment;
+    bad_run["adjustment"]["rerate_run"] = Value::from("not-hex");
+    assert!(!v.is_valid(&bad_run));
     let mut fractional = golden;
     fractional["cost_nano_usd"] = Value::from(0.5);
     assert!(!v.is_valid(&fractional), "money is an integer");

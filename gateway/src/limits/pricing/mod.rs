@@ -1,20 +1,18 @@
 //! Prices and the cost of a request, in integer money: LiteLLM's model catalogue shipped as
-//! data (`catalogue`), exact conversion of its USD prices to atto-USD (`decimal`), a
-//! deployment's price in every metered dimension and the cost of its token counts (`cost`), and
-//! each deployment's price at config load (`resolve`), and a cost split by token type
-//! (`split`). No float in any arithmetic, no I/O.
+//! data (`catalogue`) and each deployment's price at config load (`resolve`). The price math
+//! itself (exact USD to atto-USD, `Price`, `cost`, the split by token type) is
+//! `tollgate_schemas::pricing`, shared with the ledger consumer's re-rating. No float in any
+//! arithmetic, no I/O.
 
 mod catalogue;
-mod cost;
-mod decimal;
 mod resolve;
-mod split;
 
 pub use catalogue::{context_window, deployment_context_window};
-pub use cost::{batch_cost, cost, worst_case_cost, Price, Rates, Tier, Tokens};
-pub use decimal::{is_exact_in_atto, usd_to_atto, AttoUsd, PriceError};
 pub use resolve::{built_in, configured_price, resolve_price};
-pub use split::cost_by_token_type;
+pub use tollgate_schemas::pricing::{
+    batch_cost, cost, cost_by_token_type, is_exact_in_atto, usd_to_atto, worst_case_cost, AttoUsd, Price, PriceError,
+    Rates, Tier, Tokens,
+};
 
 #[cfg(test)]
 mod tests;

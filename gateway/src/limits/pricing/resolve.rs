@@ -2,10 +2,10 @@
 //! fields of the deployment over the catalogue entry of its model, field by field.
 
 use super::catalogue;
-use super::cost::{Price, PER_REQUEST_FIELD, PER_TOKEN_FIELDS};
-use super::decimal::AttoUsd;
 use crate::config::{Config, ConfigError, ModelEntry, UnpricedModels};
 use std::collections::BTreeMap;
+use tollgate_schemas::pricing::cost::{Price, PER_REQUEST_FIELD, PER_TOKEN_FIELDS};
+use tollgate_schemas::pricing::AttoUsd;
 
 /// Highest price per request accepted (1 USD): above it a field is more likely a per-token
 /// price in the wrong place than a real price.
@@ -144,4 +144,11 @@ fn check_bounds(
         ));
     }
     Ok(price)
+}
+
+impl From<crate::config::PriceConfig> for Price {
+    fn from(p: crate::config::PriceConfig) -> Self {
+        let cached = p.cached_input_nano_usd_per_token.unwrap_or(p.input_nano_usd_per_token);
+        Price::from_nanos(p.input_nano_usd_per_token, cached, p.output_nano_usd_per_token)
+    }
 }

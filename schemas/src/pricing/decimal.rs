@@ -1,8 +1,8 @@
 //! Exact prices: USD amounts as LiteLLM writes them (`1.25e-10`) to whole atto-USD (10⁻¹⁸ USD),
 //! and a request's atto-USD total to nano-USD, rounded once. Never a float in arithmetic.
 
-use tollgate_schemas::money::MoneyOverflow;
-use tollgate_schemas::NanoUsd;
+use crate::money::MoneyOverflow;
+use crate::NanoUsd;
 
 /// Decimals of a USD amount one atto-USD holds.
 const ATTO_DECIMALS: usize = 18;

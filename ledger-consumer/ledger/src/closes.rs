@@ -2,22 +2,21 @@
 //! records: reads of the chain and of `partition_spend`'s fences, and the one conditional insert
 //! that seals a period. Rows are never updated or deleted.
 
-use super::close::{Close, Watermark};
-use super::ExportError;
+use crate::close::{Close, Watermark};
+use crate::ledger::LedgerError;
 use futures::TryStreamExt;
 use scylla::client::session::Session;
-use tollgate_ledger::ledger::LedgerError;
 
 /// The chain every close of a keyspace belongs to.
 const CHAIN: &str = "usage";
 
-fn cql_err(e: impl std::fmt::Display) -> ExportError {
-    ExportError::Ledger(LedgerError::Result(e.to_string()))
+fn cql_err(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Result(e.to_string())
 }
 
 /// Every close, in `seq` order. A row whose body does not match its hash, or that does not
 /// follow the one before it (its `previous_hash`), is an error: the chain was tampered with.
-pub async fn read(session: &Session, keyspace: &str) -> Result<Vec<Close>, ExportError> {
+pub async fn read(session: &Session, keyspace: &str) -> Result<Vec<Close>, LedgerError> {
     let rows = session
         .query_unpaged(
             format!("SELECT seq, body, content_hash FROM {keyspace}.period_closes WHERE chain = ?"),
@@ -31,12 +30,12 @@ pub async fn read(session: &Session, keyspace: &str) -> Result<Vec<Close>, Expor
     for row in rows.rows::<(i64, String, String)>().map_err(cql_err)? {
         let (seq, body, hash) = row.map_err(cql_err)?;
         let close: Close = serde_json::from_str(&body).map_err(cql_err)?;
-        if close.seq != seq || close.content_hash != hash || super::close::content_hash(&close) != hash {
-            return Err(ExportError::Usage(format!("close {seq} does not match its content hash")));
+        if close.seq != seq || close.content_hash != hash || crate::close::content_hash(&close) != hash {
+            return Err(LedgerError::Result(format!("close {seq} does not match its content hash")));
         }
         let previous = closes.last().map(|c: &Close| (c.seq, c.content_hash.as_str())).unwrap_or((0, ""));
         if (seq - 1, close.previous_hash.as_str()) != previous {
-            return Err(ExportError::Usage(format!("close {seq} does not follow close {} in the chain", previous.0)));
+            return Err(LedgerError::Result(format!("close {seq} does not follow close {} in the chain", previous.0)));
         }
         closes.push(close);
     }
@@ -46,7 +45,7 @@ pub async fn read(session: &Session, keyspace: &str) -> Result<Vec<Close>, Expor
 /// The highest applied offset of each usage-topic partition: the largest fence of its buckets
 /// in `partition_spend`. Every event first read at or below it is in the event ledger (a batch
 /// writes Layer 1 before any fence moves past it).
-pub async fn watermark(session: &Session, keyspace: &str) -> Result<Watermark, ExportError> {
+pub async fn watermark(session: &Session, keyspace: &str) -> Result<Watermark, LedgerError> {
     let mut rows = session
         .query_iter(format!("SELECT DISTINCT partition, bucket, applied_offset FROM {keyspace}.partition_spend"), &[])
         .await
@@ -65,7 +64,7 @@ pub async fn watermark(session: &Session, keyspace: &str) -> Result<Watermark, E
 
 /// Writes `close` at its `seq` if that place in the chain is free; `false` when another close
 /// took it first.
-pub async fn insert(session: &Session, keyspace: &str, close: &Close) -> Result<bool, ExportError> {
+pub async fn insert(session: &Session, keyspace: &str, close: &Close) -> Result<bool, LedgerError> {
     let body = serde_json::to_string(close).map_err(cql_err)?;
     let result = session
         .query_unpaged(

@@ -2,9 +2,9 @@
 //! and the cost of a request under it. Pure code: no I/O, no floats in arithmetic.
 
 use super::decimal::{usd_to_atto, AttoUsd, PriceError};
+use crate::money::MoneyOverflow;
+use crate::NanoUsd;
 use std::collections::BTreeMap;
-use tollgate_schemas::money::MoneyOverflow;
-use tollgate_schemas::NanoUsd;
 
 /// The per-token dimensions, by index into [`Rates`]: LiteLLM's field for each, and the
 /// dimension whose price applies when a model has none for it (cache reads, cache writes,
@@ -352,11 +352,4 @@ pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64) -> Result<Na
         .checked_add(output.checked_mul_units(completion)?)?
         .checked_add(price.per_request)?
         .to_nanos_rounded_up()
-}
-
-impl From<crate::config::PriceConfig> for Price {
-    fn from(p: crate::config::PriceConfig) -> Self {
-        let cached = p.cached_input_nano_usd_per_token.unwrap_or(p.input_nano_usd_per_token);
-        Price::from_nanos(p.input_nano_usd_per_token, cached, p.output_nano_usd_per_token)
-    }
 }

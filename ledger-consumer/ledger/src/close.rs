@@ -1,5 +1,6 @@
 //! Sealed periods (docs/finance.md, "Closing a period"): which events a close holds, where a
-//! late event is billed, and the statements and hash of a close. Pure code, no I/O.
+//! late event is billed, and the statements and hash of a close. Pure code, no I/O; the ledger
+//! consumer's `close` and `export` and the gateway's statements share it.
 //!
 //! A close records a watermark, the highest applied offset of each usage-topic partition (the
 //! fences of `partition_spend`), read before the event ledger. It holds exactly the events of
@@ -9,13 +10,46 @@
 //! first later close whose watermark covers it, and billed on that close's first day, or, while
 //! none does, on the first day after the latest closed period.
 
-use super::focus::lines_of;
-use super::Period;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use tollgate_schemas::event::cost_by_type::UNSPLIT;
 use tollgate_schemas::UsageEvent;
+
+/// UTC days `from` to `to`, both included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Period {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Period {
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        self.from <= day && day <= self.to
+    }
+}
+
+/// One line of an event: its token type, tokens and nano-USD. An event with a breakdown has one
+/// per part; one without (older, unpriced or clamped) one `unsplit` line with all its tokens; an
+/// event with neither tokens nor cost bills nothing and has none.
+pub fn lines_of(e: &UsageEvent) -> Vec<(String, u64, i64)> {
+    if !e.cost_by_token_type.is_empty() {
+        return e.cost_by_token_type.iter().map(|p| (p.token_type.clone(), p.tokens, p.cost_nano_usd.0)).collect();
+    }
+    let tokens = e.prompt_tokens.saturating_add(e.completion_tokens);
+    if tokens == 0 && e.cost_nano_usd.0 == 0 {
+        return Vec::new();
+    }
+    vec![(UNSPLIT.to_owned(), tokens, e.cost_nano_usd.0)]
+}
+
+/// The first day of the month of `day`, and of the next month.
+pub fn month_of(day: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let first = day.with_day(1).unwrap_or(day);
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap_or(first);
+    (first, next)
+}
 
 /// Highest applied offset per partition of the usage topic.
 pub type Watermark = BTreeMap<i32, i64>;
@@ -59,7 +93,7 @@ pub fn parse_period(text: &str) -> Option<Period> {
         return Some(Period { from: day, to: day });
     }
     let first = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok()?;
-    let (_, next) = super::focus::month_of(first);
+    let (_, next) = month_of(first);
     Some(Period { from: first, to: next.pred_opt()? })
 }
 
