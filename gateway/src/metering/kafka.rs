@@ -6,6 +6,7 @@
 
 use super::sink::*;
 use crate::config::{AnswerAfter, KafkaConfig, SpoolConfig};
+use crate::metering::group_commit::{Gathering, Syncer};
 use crate::metering::spool::{Acks, Leftovers, RecordRef, Spool, WATERMARK_INTERVAL};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use metrics::{counter, gauge};
@@ -187,26 +188,9 @@ struct Writer {
     /// When watermarks and gauges were last written.
     last_housekeeping: Instant,
     answer_after: AnswerAfter,
-    unsynced: Unsynced,
-}
-
-/// Records written to the spool file since its last sync (the group commit gathering), with
-/// the answers that wait for that sync (`spool.answer_after: synced`). They go to Kafka once
-/// synced: a record is on disk before Kafka sees it.
-#[derive(Default)]
-struct Unsynced {
-    records: Vec<(Vec<u8>, UsageEvent, Option<RecordRef>)>,
-    waiters: Vec<Waiter>,
-    /// When the first of them was written.
-    since: Option<Instant>,
-}
-
-impl Unsynced {
-    /// Whether the group commit is due: its first record waited [`GROUP_COMMIT_INTERVAL`], or
-    /// it holds [`MAX_BATCH`] records.
-    fn due(&self) -> bool {
-        self.since.is_some_and(|t| t.elapsed() >= GROUP_COMMIT_INTERVAL) || self.records.len() >= MAX_BATCH
-    }
+    /// Written to the spool, not yet synced: the group commit being gathered.
+    gathering: Gathering,
+    syncer: Syncer,
 }
 
 fn producer_config(kafka: &KafkaConfig, gateway_id: &str) -> ClientConfig {
@@ -268,6 +252,7 @@ impl KafkaSink {
         let source = ce::source_for_gateway(gateway_id);
         let stall_after = Duration::from_secs(kafka.stall_rebuild_secs);
         let answer_after = spool_config.answer_after;
+        let syncer = Syncer::start().map_err(SinkError::Thread)?;
         let run = move |rx, backlog| {
             let mut writer = Writer {
                 rx,
@@ -286,7 +271,8 @@ impl KafkaSink {
                 replay,
                 last_housekeeping: Instant::now(),
                 answer_after,
-                unsynced: Unsynced::default(),
+                gathering: Gathering::default(),
+                syncer,
             };
             writer.run();
         };
@@ -303,9 +289,14 @@ impl Writer {
         loop {
             // While a replay runs, look at live events often and feed the replay in between.
             let idle = if self.replay.is_some() { Duration::from_millis(10) } else { Duration::from_secs(1) };
-            let wait = self.unsynced.since.map_or(idle, |t| GROUP_COMMIT_INTERVAL.saturating_sub(t.elapsed()));
+            let mut wait = self.gathering.since.map_or(idle, |t| GROUP_COMMIT_INTERVAL.saturating_sub(t.elapsed()));
+            if self.syncer.in_flight() > 0 {
+                // Synced records go to Kafka within a millisecond.
+                wait = wait.min(Duration::from_millis(1));
+            }
             let Some(mut batch) = next_batch(&self.rx, Some(wait), Duration::ZERO) else {
-                self.sync_and_send();
+                self.start_sync();
+                self.send_synced(Some(Instant::now() + Duration::from_secs(5)));
                 return;
             };
             if let Some(stop) = &batch.stop {
@@ -314,9 +305,10 @@ impl Writer {
             if !batch.events.is_empty() {
                 self.write(&mut batch);
             }
-            if batch.stop.is_some() || self.unsynced.due() {
-                self.sync_and_send();
+            if batch.stop.is_some() || self.gathering.due() {
+                self.start_sync();
             }
+            self.send_synced(batch.stop.as_ref().map(|s| s.deadline));
             if let Some(stop) = batch.stop {
                 let lost = self.drain(stop.deadline);
                 stop.report(lost);
@@ -366,6 +358,42 @@ impl Writer {
         }
     }
 
+    /// The group commit: hands what was written since the last to the sync thread.
+    fn start_sync(&mut self) {
+        if self.gathering.since.is_none() {
+            return;
+        }
+        let gathering = std::mem::take(&mut self.gathering);
+        let done = match self.spool.sync_handle() {
+            Ok(file) => self.syncer.submit(file, gathering),
+            Err(e) => {
+                // Written to the file still: only a power loss before Kafka's acknowledgement
+                // loses them.
+                counter!("tollgate_spool_write_errors_total").increment(1);
+                tracing::error!(error = %e, "cannot sync the spool; sending its records all the same");
+                let Gathering { records, mut waiters, .. } = gathering;
+                release(&mut waiters);
+                Some(records)
+            }
+        };
+        for (p, e, r) in done.into_iter().flatten() {
+            self.send(&p, Some(&e), r);
+        }
+    }
+
+    /// Hands what the sync thread has synced to Kafka; with a `deadline` (a stop), waits for
+    /// every sync handed over until then.
+    fn send_synced(&mut self, deadline: Option<Instant>) {
+        let synced = match deadline {
+            Some(deadline) => self.syncer.finish(deadline),
+            None => self.syncer.synced(),
+        };
+        for (p, e, r) in synced.into_iter().flatten() {
+            self.send(&p, Some(&e), r);
+        }
+        self.send_retries();
+    }
+
     /// Writes a batch to the spool file, frees its backlog places and lets the answers waiting
     /// for it go (under `answer_after: synced`, once it is synced). A batch the spool cannot
     /// take goes to Kafka unspooled at once.
@@ -389,33 +417,15 @@ impl Writer {
         };
         self.backlog.written(published);
         if self.answer_after == AnswerAfter::Synced {
-            self.unsynced.waiters.append(&mut batch.waiters);
+            self.gathering.waiters.append(&mut batch.waiters);
         } else {
             batch.release();
         }
-        self.unsynced.since.get_or_insert_with(Instant::now);
+        self.gathering.since.get_or_insert_with(Instant::now);
         for (i, (p, e)) in payloads.into_iter().zip(events).enumerate() {
             let r = RecordRef { segment: written.segment, index: written.index + i as u64 };
-            self.unsynced.records.push((p, e, Some(r)));
+            self.gathering.records.push((p, e, Some(r)));
         }
-    }
-
-    /// The group commit: one sync for what was written since the last, then the answers
-    /// waiting for it go and its records go to Kafka.
-    fn sync_and_send(&mut self) {
-        if self.unsynced.since.take().is_none() {
-            return;
-        }
-        if let Err(e) = self.spool.sync() {
-            // Written to the file still: only a power loss before Kafka's acknowledgement loses them.
-            counter!("tollgate_spool_write_errors_total").increment(1);
-            tracing::error!(error = %e, "cannot sync the spool; sending its records all the same");
-        }
-        release(&mut self.unsynced.waiters);
-        for (p, e, r) in std::mem::take(&mut self.unsynced.records) {
-            self.send(&p, Some(&e), r);
-        }
-        self.send_retries();
     }
 
     /// Between batches: resend what came back, watch for a wedged producer, and now and then

@@ -553,6 +553,12 @@ impl Spool {
         self.writer.get_ref().sync_data()
     }
 
+    /// A handle on the active segment, to sync what was appended from another thread.
+    pub fn sync_handle(&mut self) -> io::Result<File> {
+        self.writer.flush()?;
+        self.writer.get_ref().try_clone()
+    }
+
     /// After a failed write (a full disk): drops what the batch put in the buffer and cuts the
     /// segment back to `start`, so that no part of the batch stays on disk. A torn record in the
     /// middle of a segment would end its replay there, and a whole one would shift the record
