@@ -217,15 +217,18 @@ fn export<E: SpanExporter>(exporter: &E, spans: Vec<SpanData>) -> OTelSdkResult 
 mod tests {
     use super::*;
 
-    /// Records the batches it is given; each export first waits for `gate` to let it through.
+    /// Records the batches it is given; each export first counts itself in `started`, then
+    /// waits for `gate` to let it through.
     #[derive(Debug, Clone, Default)]
     struct Recorder {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         gate: Arc<Mutex<()>>,
+        started: Arc<AtomicUsize>,
     }
 
     impl SpanExporter for Recorder {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.started.fetch_add(1, Ordering::Relaxed);
             let _open = self.gate.lock().map_err(|_| OTelSdkError::InternalFailure("gate".into()))?;
             let names = batch.iter().map(|s| s.name.to_string()).collect();
             self.batches.lock().map_err(|_| OTelSdkError::InternalFailure("batches".into()))?.push(names);
@@ -250,16 +253,22 @@ mod tests {
         exporter.batches.lock().unwrap().iter().map(Vec::len).sum()
     }
 
+    /// Waits (at most 5 s) until `done` holds.
+    fn eventually(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(done(), "not within 5 s");
+    }
+
     #[test]
     fn spans_leave_in_batches_when_full_or_due() {
         let exporter = Recorder::default();
         let settings = BatchSettings { delay: Duration::from_millis(50), batch: 4, queue: 64 };
         let export = start(&exporter, settings);
         emit(&export, 0, 10);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while exported(&exporter) < 10 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually(|| exported(&exporter) == 10);
         let batches = exporter.batches.lock().unwrap().clone();
         assert_eq!(batches.concat(), (0..10).map(|i| format!("span-{i}")).collect::<Vec<_>>());
         assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
@@ -274,10 +283,10 @@ mod tests {
         let exporter = Recorder::default();
         let settings = BatchSettings { delay: Duration::from_millis(1), batch: 2, queue: 3 };
         let export = start(&exporter, settings);
-        // The exporter is stuck: the thread holds one span, 3 wait in the queue.
+        // The exporter is stuck on the first span: 3 more fit in the queue.
         let gate = exporter.gate.lock().unwrap();
         emit(&export, 0, 1);
-        std::thread::sleep(Duration::from_millis(200));
+        eventually(|| exporter.started.load(Ordering::Relaxed) == 1);
         let started = Instant::now();
         emit(&export, 1, 20);
         assert!(started.elapsed() < Duration::from_secs(1), "sending waited for the exporter");

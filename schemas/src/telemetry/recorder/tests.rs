@@ -147,3 +147,16 @@ fn without_the_recorder_a_span_has_no_record() {
         assert_eq!(record(&span, |_| ()), None);
     });
 }
+
+#[test]
+fn a_span_keeps_a_bounded_number_of_events() {
+    let spans = recorded(SamplerChoice::DEFAULT, || {
+        let _root = tracing::info_span!("ledger.batch").entered();
+        for attempt in 0..MAX_EVENTS + 5 {
+            tracing::warn!(attempt, "ledger write failed; retrying");
+        }
+    });
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].events.len(), MAX_EVENTS);
+    assert_eq!(spans[0].status, Status::Unset, "warnings do not fail a span");
+}
