@@ -11,10 +11,10 @@
 
 use crate::tenancy::auth::Principal;
 use actix_web::HttpRequest;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tollgate_schemas::telemetry::recorder;
+use tollgate_schemas::telemetry::span::{Text, Value};
 use tracing::field::Empty;
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 mod sampling;
 pub use sampling::sample_in_gateway;
@@ -106,17 +106,6 @@ impl TraceParent {
         }
         Some(TraceParent { trace_id, parent_id, sampled: flags & 1 == 1 })
     }
-
-    fn span_context(self) -> SpanContext {
-        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.parent_id),
-            flags,
-            true,
-            TraceState::default(),
-        )
-    }
 }
 
 /// Lower-case hex only, as the specification requires.
@@ -187,10 +176,9 @@ impl RequestTrace {
         }
         let span = request_span!(module_path!(), operation, request_id);
         if let Some(parent) = client {
-            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent.span_context()));
+            recorder::set_remote_parent(&span, parent.trace_id, parent.parent_id, parent.sampled);
         }
-        let exported = span.context().span().span_context().trace_id();
-        let trace_id = if exported == TraceId::INVALID { sampling::new_trace_id() } else { exported.to_string() };
+        let trace_id = recorder::trace_id(&span).map_or_else(sampling::new_trace_id, hex::encode);
         span.record("trace_id", trace_id.as_str());
         RequestTrace { span, trace_id: Some(trace_id), sampled: true }
     }
@@ -220,11 +208,7 @@ pub fn record_model(operation: &str, model: &str) {
         return;
     }
     // The span was started (for its trace id) before the model was known: rename it in place.
-    let context = span.context();
-    let started = context.span();
-    if started.span_context().is_valid() {
-        started.update_name(format!("{operation} {model}"));
-    }
+    recorder::record(&span, |s| s.name = Text::new(&format!("{operation} {model}")));
 }
 
 /// Records who is asking on the current request span: the key's alias, team and customer.
@@ -250,33 +234,36 @@ pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
         return;
     }
     // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
-    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    if let Some(provider) = &event.provider {
-        span.set_attribute("gen_ai.provider.name", provider_name(provider).to_owned());
-    }
-    if let Some(model) = &event.served_model {
-        span.set_attribute("gen_ai.response.model", model.clone());
-    }
-    if let Some(deployment) = &event.deployment {
-        span.set_attribute("tollgate.deployment", deployment.clone());
-    }
-    span.set_attribute("gen_ai.usage.input_tokens", int(event.prompt_tokens));
-    span.set_attribute("gen_ai.usage.output_tokens", int(event.completion_tokens));
-    span.set_attribute("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
-    span.set_attribute("tollgate.cost_nano_usd", event.cost_nano_usd.0);
-    if let Some(customer) = &event.customer_id {
-        span.set_attribute("tollgate.customer_id", customer.clone());
-    }
-    if let Some(error) = &event.error_type {
-        span.set_attribute("error.type", error.clone());
-        span.set_status(opentelemetry::trace::Status::error(error.clone()));
-    }
+    let int = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
+    let text = |s: &str| Value::Str(Text::new(s));
+    recorder::record(span, |s| {
+        if let Some(provider) = &event.provider {
+            s.set("gen_ai.provider.name", text(provider_name(provider)));
+        }
+        if let Some(model) = &event.served_model {
+            s.set("gen_ai.response.model", text(model));
+        }
+        if let Some(deployment) = &event.deployment {
+            s.set("tollgate.deployment", text(deployment));
+        }
+        s.set("gen_ai.usage.input_tokens", int(event.prompt_tokens));
+        s.set("gen_ai.usage.output_tokens", int(event.completion_tokens));
+        s.set("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
+        s.set("tollgate.cost_nano_usd", Value::I64(event.cost_nano_usd.0));
+        if let Some(customer) = &event.customer_id {
+            s.set("tollgate.customer_id", text(customer));
+        }
+        if let Some(error) = &event.error_type {
+            s.set("error.type", text(error));
+            s.set_error(error);
+        }
+    });
 }
 
 /// Records the status the client got on the current (request) span, when it is sampled.
 pub fn record_status(status: u16) {
     if sampled() {
-        Span::current().set_attribute("http.response.status_code", i64::from(status));
+        recorder::record(&Span::current(), |s| s.set("http.response.status_code", Value::I64(i64::from(status))));
     }
 }
 
@@ -298,10 +285,7 @@ pub fn outbound_traceparent() -> Option<String> {
     if !sampled() {
         return None;
     }
-    let context = Span::current().context();
-    let span = context.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+    recorder::traceparent(&Span::current())
 }
 
 #[cfg(test)]

@@ -1,24 +1,29 @@
-//! The span processor of an OTLP target: finished spans wait in a bounded queue and leave in
-//! batches from a thread of their own. A request never waits for export: when the queue is full
-//! the span is dropped and counted (`tollgate_trace_spans_dropped_total`).
+//! The export queue of an OTLP target: finished traces (from `super::recorder`) wait in a queue
+//! bounded in spans and leave in batches from a thread of their own, which turns them into OTLP
+//! (`RecordedSpan::into_data`, then the exporter's protobuf encoding and HTTP call). A request
+//! never waits for export: when the queue is full the trace's spans are dropped and counted
+//! (`tollgate_trace_spans_dropped_total`).
 //!
-//! Tollgate's own rather than the SDK's `BatchSpanProcessor`, whose thread (0.31) can spin on
-//! an empty queue: it counts queued spans in an atomic that a race can wrap below zero, and then
-//! loops exporting empty batches, busy, until that many spans have passed. Here the thread only
-//! blocks on the queue, with the schedule delay as its timeout.
+//! Senders never wake the thread: it wakes every [`TICK`] (or on a flush or shutdown order),
+//! takes what is queued, exports every full batch and a partial one whose first span has waited
+//! the schedule delay.
 
-use opentelemetry::Context;
+use super::span::RecordedSpan;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The metric of the spans dropped because the queue was full.
 pub const DROPPED_METRIC: &str = "tollgate_trace_spans_dropped_total";
+
+/// How often the export thread takes what is queued, at most (the delay when shorter).
+const TICK: Duration = Duration::from_millis(50);
 
 /// How spans are batched: `OTEL_BSP_SCHEDULE_DELAY` (ms) and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`,
 /// bounded; the queue's size is Tollgate's.
@@ -42,38 +47,86 @@ impl BatchSettings {
     }
 }
 
+/// Counts `n` spans lost (the queue was full, or a trace held too many).
+pub(super) fn count_dropped(n: usize) {
+    metrics::counter!(DROPPED_METRIC).increment(n as u64);
+}
+
 /// What the export thread is asked besides exporting.
 #[derive(Debug)]
 enum Control {
     Flush(SyncSender<OTelSdkResult>),
     Shutdown(SyncSender<OTelSdkResult>),
-    Resource(Resource),
 }
 
-/// The processor: the queue's sending ends and the export thread.
+/// The queue's sending end, its count of spans waiting, and the export thread.
 #[derive(Debug)]
 pub struct BatchExport {
-    spans: SyncSender<SpanData>,
+    traces: Sender<Vec<RecordedSpan>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     control: SyncSender<Control>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
 }
 
 impl BatchExport {
-    /// Starts the export thread of `exporter`.
-    pub fn start<E: SpanExporter + 'static>(exporter: E, settings: BatchSettings) -> std::io::Result<BatchExport> {
-        let (spans, queue) = mpsc::sync_channel(settings.queue);
+    /// Starts the export thread of `exporter`, whose spans come from `resource`.
+    pub fn start<E: SpanExporter + 'static>(
+        mut exporter: E,
+        settings: BatchSettings,
+        resource: &Resource,
+    ) -> std::io::Result<BatchExport> {
+        exporter.set_resource(resource);
+        let (traces, queue) = mpsc::channel();
         let (control, orders) = mpsc::sync_channel(8);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = Queue { traces: queue, queued: queued.clone() };
         let thread = std::thread::Builder::new()
             .name("tollgate-traces".into())
-            .spawn(move || export_loop(exporter, &queue, &orders, settings))?;
-        Ok(BatchExport { spans, control, thread: Mutex::new(Some(thread)), dropped: Arc::default() })
+            .spawn(move || export_loop(exporter, &taken, &orders, settings))?;
+        Ok(BatchExport {
+            traces,
+            queued,
+            capacity: settings.queue,
+            control,
+            thread: Mutex::new(Some(thread)),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues a finished trace, or drops it (and counts its spans) when the queue is full.
+    pub fn send(&self, trace: Vec<RecordedSpan>) {
+        let n = trace.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.capacity {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            count_dropped(n);
+        } else if self.traces.send(trace).is_err() {
+            // Shut down: nothing exports any more.
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// The count of spans dropped so far (the metric counts them too).
-    #[cfg(test)]
-    pub fn dropped(&self) -> Arc<AtomicU64> {
-        self.dropped.clone()
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Exports everything queued.
+    pub fn flush(&self) -> OTelSdkResult {
+        self.ask(Control::Flush, Duration::from_secs(10))
+    }
+
+    /// Exports everything queued, stops the thread and shuts the exporter down.
+    pub fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+        let result = self.ask(Control::Shutdown, timeout);
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            if result.is_ok() {
+                let _ = thread.join();
+            }
+        }
+        result
     }
 
     /// Sends `order` to the thread and waits at most `timeout` for its answer.
@@ -84,106 +137,75 @@ impl BatchExport {
     }
 }
 
-impl SpanProcessor for BatchExport {
-    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+/// The thread's end of the queue.
+struct Queue {
+    traces: Receiver<Vec<RecordedSpan>>,
+    queued: Arc<AtomicUsize>,
+}
 
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
+impl Queue {
+    /// Moves what is queued to `batch`, as the SDK's spans.
+    fn take(&self, batch: &mut Vec<SpanData>, scope: &InstrumentationScope) {
+        for trace in self.traces.try_iter() {
+            self.queued.fetch_sub(trace.len(), Ordering::Relaxed);
+            batch.extend(trace.into_iter().map(|span| span.into_data(scope)));
         }
-        if let Err(TrySendError::Full(_)) = self.spans.try_send(span) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(DROPPED_METRIC).increment(1);
-        }
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.ask(Control::Flush, Duration::from_secs(10))
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let result = self.ask(Control::Shutdown, timeout);
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            if result.is_ok() {
-                let _ = thread.join();
-            }
-        }
-        result
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        let _ = self.control.try_send(Control::Resource(resource.clone()));
     }
 }
 
-/// The export thread: a batch leaves when it is full or its first span has waited the delay.
-/// Control orders are read between waits, at least every 100 ms.
-fn export_loop<E: SpanExporter>(
-    mut exporter: E,
-    queue: &Receiver<SpanData>,
-    orders: &Receiver<Control>,
-    settings: BatchSettings,
-) {
+/// The export thread: see the module.
+fn export_loop<E: SpanExporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Control>, settings: BatchSettings) {
     let _quiet = Context::enter_telemetry_suppressed_scope();
+    let scope = InstrumentationScope::builder("tollgate").build();
     let mut batch: Vec<SpanData> = Vec::with_capacity(settings.batch);
     let mut due = Instant::now() + settings.delay;
     loop {
-        while let Ok(order) = orders.try_recv() {
-            match order {
-                Control::Resource(resource) => exporter.set_resource(&resource),
-                Control::Flush(reply) => {
-                    let _ = reply.send(drain(&exporter, queue, &mut batch, settings.batch));
-                }
-                Control::Shutdown(reply) => {
-                    let result = drain(&exporter, queue, &mut batch, settings.batch);
-                    let _ = exporter.shutdown();
-                    let _ = reply.send(result);
-                    return;
-                }
-            }
+        let order = orders.recv_timeout(settings.delay.min(TICK));
+        let was_empty = batch.is_empty();
+        queue.take(&mut batch, &scope);
+        if was_empty && !batch.is_empty() {
+            due = Instant::now() + settings.delay;
         }
-        let wait = due.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
-        match queue.recv_timeout(wait) {
-            Ok(span) => {
-                if batch.is_empty() {
-                    due = Instant::now() + settings.delay;
+        match order {
+            Ok(Control::Flush(reply)) => {
+                let _ = reply.send(export_all(&exporter, &mut batch, settings.batch));
+            }
+            Ok(Control::Shutdown(reply)) => {
+                let _ = reply.send(export_all(&exporter, &mut batch, settings.batch));
+                let _ = exporter.shutdown();
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = export_all(&exporter, &mut batch, settings.batch);
+                let _ = exporter.shutdown();
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                while batch.len() >= settings.batch {
+                    let rest = batch.split_off(settings.batch);
+                    let _ = export(&exporter, std::mem::replace(&mut batch, rest));
                 }
-                batch.push(span);
-                batch.extend(queue.try_iter().take(settings.batch - batch.len()));
-                if batch.len() >= settings.batch {
-                    let _ = export(&exporter, &mut batch);
+                if !batch.is_empty() && Instant::now() >= due {
+                    let _ = export(&exporter, std::mem::take(&mut batch));
                 }
             }
-            Err(RecvTimeoutError::Timeout) if !batch.is_empty() && Instant::now() >= due => {
-                let _ = export(&exporter, &mut batch);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-/// Exports what is batched and everything queued.
-fn drain<E: SpanExporter>(
-    exporter: &E,
-    queue: &Receiver<SpanData>,
-    batch: &mut Vec<SpanData>,
-    size: usize,
-) -> OTelSdkResult {
+/// Exports all of `batch`, in batches of `size`.
+fn export_all<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>, size: usize) -> OTelSdkResult {
     let mut result = Ok(());
-    loop {
-        batch.extend(queue.try_iter().take(size.saturating_sub(batch.len())));
-        if batch.is_empty() {
-            return result;
-        }
-        if let Err(e) = export(exporter, batch) {
+    while !batch.is_empty() {
+        let rest = batch.split_off(size.min(batch.len()));
+        if let Err(e) = export(exporter, std::mem::replace(batch, rest)) {
             result = Err(e);
         }
     }
+    result
 }
 
-fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>) -> OTelSdkResult {
-    let spans = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
+fn export<E: SpanExporter>(exporter: &E, spans: Vec<SpanData>) -> OTelSdkResult {
     let result = futures::executor::block_on(exporter.export(spans));
     if let Err(e) = &result {
         tracing::warn!(error = %e, "traces: a batch of spans could not be exported");
@@ -194,18 +216,19 @@ fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>) -> OTelSdkRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{Tracer, TracerProvider};
-    use opentelemetry_sdk::trace::SdkTracerProvider;
 
-    /// Records the batches it is given; each export first waits for `gate` to let it through.
+    /// Records the batches it is given; each export first counts itself in `started`, then
+    /// waits for `gate` to let it through.
     #[derive(Debug, Clone, Default)]
     struct Recorder {
         batches: Arc<Mutex<Vec<Vec<String>>>>,
         gate: Arc<Mutex<()>>,
+        started: Arc<AtomicUsize>,
     }
 
     impl SpanExporter for Recorder {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.started.fetch_add(1, Ordering::Relaxed);
             let _open = self.gate.lock().map_err(|_| OTelSdkError::InternalFailure("gate".into()))?;
             let names = batch.iter().map(|s| s.name.to_string()).collect();
             self.batches.lock().map_err(|_| OTelSdkError::InternalFailure("batches".into()))?.push(names);
@@ -213,66 +236,81 @@ mod tests {
         }
     }
 
-    fn provider(exporter: &Recorder, settings: BatchSettings) -> (SdkTracerProvider, Arc<AtomicU64>) {
-        let processor = BatchExport::start(exporter.clone(), settings).unwrap();
-        let dropped = processor.dropped();
-        (SdkTracerProvider::builder().with_span_processor(processor).build(), dropped)
+    fn start(exporter: &Recorder, settings: BatchSettings) -> BatchExport {
+        BatchExport::start(exporter.clone(), settings, &Resource::builder_empty().build()).unwrap()
     }
 
-    fn emit(provider: &SdkTracerProvider, n: usize) {
-        let tracer = provider.tracer("test");
-        for i in 0..n {
-            drop(tracer.start(format!("span-{i}")));
+    /// Sends `n` traces of one span each, named `span-<i>`.
+    fn emit(export: &BatchExport, from: usize, n: usize) {
+        for i in from..from + n {
+            let mut span = RecordedSpan::start("span", 0);
+            span.name = format!("span-{i}").as_str().into();
+            export.send(vec![span]);
         }
+    }
+
+    fn exported(exporter: &Recorder) -> usize {
+        exporter.batches.lock().unwrap().iter().map(Vec::len).sum()
+    }
+
+    /// Waits (at most 5 s) until `done` holds.
+    fn eventually(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(done(), "not within 5 s");
     }
 
     #[test]
     fn spans_leave_in_batches_when_full_or_due() {
         let exporter = Recorder::default();
         let settings = BatchSettings { delay: Duration::from_millis(50), batch: 4, queue: 64 };
-        let (provider, dropped) = provider(&exporter, settings);
-        emit(&provider, 10);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while exporter.batches.lock().unwrap().iter().map(Vec::len).sum::<usize>() < 10 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let export = start(&exporter, settings);
+        emit(&export, 0, 10);
+        eventually(|| exported(&exporter) == 10);
         let batches = exporter.batches.lock().unwrap().clone();
         assert_eq!(batches.concat(), (0..10).map(|i| format!("span-{i}")).collect::<Vec<_>>());
         assert!(batches.iter().all(|b| b.len() <= 4), "{batches:?}");
         // The last two left on the delay, not on a full batch.
         assert_eq!(batches.last().map(Vec::len), Some(2));
-        assert_eq!(dropped.load(Ordering::Relaxed), 0);
-        provider.shutdown().unwrap();
+        assert_eq!(export.dropped(), 0);
+        export.shutdown(Duration::from_secs(5)).unwrap();
     }
 
     #[test]
     fn a_full_queue_drops_and_counts_spans_without_blocking() {
         let exporter = Recorder::default();
         let settings = BatchSettings { delay: Duration::from_millis(1), batch: 2, queue: 3 };
-        let (provider, dropped) = provider(&exporter, settings);
-        // The exporter is stuck: at most one batch (2) is taken from the queue, 3 wait there.
+        let export = start(&exporter, settings);
+        // The exporter is stuck on the first span: 3 more fit in the queue.
         let gate = exporter.gate.lock().unwrap();
-        emit(&provider, 1);
-        std::thread::sleep(Duration::from_millis(50));
+        emit(&export, 0, 1);
+        eventually(|| exporter.started.load(Ordering::Relaxed) == 1);
         let started = Instant::now();
-        emit(&provider, 20);
-        assert!(started.elapsed() < Duration::from_secs(1), "ending spans waited for the exporter");
-        let lost = dropped.load(Ordering::Relaxed);
-        assert!((15..=17).contains(&lost), "dropped {lost}");
+        emit(&export, 1, 20);
+        assert!(started.elapsed() < Duration::from_secs(1), "sending waited for the exporter");
+        assert_eq!(export.dropped(), 17);
         drop(gate);
-        provider.shutdown().unwrap();
-        let exported: usize = exporter.batches.lock().unwrap().iter().map(Vec::len).sum();
-        assert_eq!(exported as u64 + lost, 21);
+        export.flush().unwrap();
+        // A trace that cannot fit is dropped whole, even into an empty queue.
+        export.send(["a", "b", "c", "d"].map(|name| RecordedSpan::start(name, 0)).to_vec());
+        assert_eq!(export.dropped(), 21);
+        export.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(exported(&exporter), 4);
     }
 
     #[test]
     fn shutdown_exports_what_is_queued() {
         let exporter = Recorder::default();
         let settings = BatchSettings { delay: Duration::from_secs(60), batch: 512, queue: 1024 };
-        let (provider, _) = provider(&exporter, settings);
-        emit(&provider, 7);
-        provider.shutdown().unwrap();
+        let export = start(&exporter, settings);
+        emit(&export, 0, 7);
+        export.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(exporter.batches.lock().unwrap().concat().len(), 7);
+        // After shutdown, nothing is queued or counted as dropped.
+        emit(&export, 7, 3);
+        assert_eq!(export.dropped(), 0);
     }
 
     #[test]

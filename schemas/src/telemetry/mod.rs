@@ -5,13 +5,16 @@
 
 mod batch;
 mod logs;
+pub mod recorder;
+pub mod span;
 pub mod traces;
 
 pub use batch::DROPPED_METRIC;
 pub use logs::LogFormat;
 pub use traces::{OtlpTarget, SamplerChoice, TraceConfigError, TraceSettings};
 
-use opentelemetry::trace::TracerProvider as _;
+use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -33,61 +36,58 @@ pub fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// What [`init`] set up, to be shut down when the process ends: the tracer provider, whose
-/// queued spans are flushed.
+/// The longest [`Telemetry::shutdown`] waits for each target's last export.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What [`init`] set up, to be shut down when the process ends: the export queue of each
+/// target, whose queued spans are flushed.
 #[must_use = "call shutdown() at exit, or queued spans are lost"]
 pub struct Telemetry {
-    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    exports: Vec<Arc<batch::BatchExport>>,
 }
 
 impl Telemetry {
     /// Whether spans are exported.
     pub fn tracing(&self) -> bool {
-        self.provider.is_some()
+        !self.exports.is_empty()
     }
 
     /// Exports the spans still queued (bounded by the exporter's timeout) and stops exporting.
     /// Call it outside the async runtime: the exporter's client blocks.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(e) = provider.shutdown() {
+        for export in self.exports {
+            if let Err(e) = export.shutdown(SHUTDOWN_TIMEOUT) {
                 tracing::warn!(error = %e, "traces: the last spans could not be exported");
             }
         }
     }
 }
 
-/// Installs the logs (stderr; see `logs`) and, with `traces`, the OTLP span exporter. Spans of
-/// Tollgate's crates (`tollgate_*` targets) at `info` and above are exported whatever the log
-/// level, with the warnings and errors logged inside them as span events. Call it before the
-/// async runtime starts.
+/// Installs the logs (stderr; see `logs`) and, with `traces`, the span recorder and its OTLP
+/// exporters. Spans of Tollgate's crates (`tollgate_*` targets) at `info` and above are exported
+/// whatever the log level, with the warnings and errors logged inside them as span events. Call
+/// it before the async runtime starts.
 pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigError> {
-    let provider = traces.map(traces::provider).transpose()?;
-    let otel = provider.as_ref().map(|p| {
-        let tracer = p.tracer("tollgate");
-        // No code location, thread or busy/idle time on spans: cheaper, and not what they are for.
-        // No context activation: entering a span (each poll of an instrumented future) would
-        // start it and attach its OpenTelemetry context; parents are found from the tracing
-        // spans, and `OpenTelemetrySpanExt::context` reads a span's own.
-        let layer = tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false);
-        layer.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target().starts_with("tollgate")
-                && meta.target() != UNSAMPLED_TARGET
-                && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
-        }))
+    let exports = match traces {
+        Some(settings) => traces::exports(settings)?,
+        None => Vec::new(),
+    };
+    let recorder = traces.map(|settings| {
+        recorder::Recorder::new(exports.clone(), settings.sampler).with_filter(tracing_subscriber::filter::filter_fn(
+            |meta| {
+                meta.target().starts_with("tollgate")
+                    && meta.target() != UNSAMPLED_TARGET
+                    && (meta.is_span() && *meta.level() <= tracing::Level::INFO
+                        || *meta.level() <= tracing::Level::WARN)
+            },
+        ))
     });
-    let exports = otel.is_some();
+    let exporting = recorder.is_some();
     // Already initialised (tests): the first subscriber stays.
-    if tracing_subscriber::registry().with(logs::layer()).with(otel).try_init().is_ok() {
-        EXPORTING.store(exports, std::sync::atomic::Ordering::Relaxed);
+    if tracing_subscriber::registry().with(logs::layer()).with(recorder).try_init().is_ok() {
+        EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry { exports })
 }
 
 /// Logs alone, no traces.

@@ -1,16 +1,16 @@
-//! Traces over OTLP/HTTP (protobuf): where they go, how many are kept, and the tracer provider
-//! that exports them. Off unless asked for (an endpoint in the environment, or the gateway's
+//! Traces over OTLP/HTTP (protobuf): where they go, how many are kept, and the export queue of
+//! each target. Off unless asked for (an endpoint in the environment, or the gateway's
 //! `otel`/`langfuse` callbacks); when off, no exporter exists and spans go nowhere.
 //!
-//! Export never holds a request up: spans wait in the bounded queue of `super::batch` (full: the
-//! newest are dropped, and counted) and leave from its own thread. [`super::Telemetry::shutdown`]
-//! flushes what is queued.
+//! Export never holds a request up: spans (`super::recorder`) wait in the bounded queue of
+//! `super::batch` (full: the newest are dropped, and counted) and leave from its own thread.
+//! [`super::Telemetry::shutdown`] flushes what is queued.
 
 use super::batch::{BatchExport, BatchSettings};
 use base64::Engine;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// OpenTelemetry's default OTLP/HTTP endpoint.
@@ -100,7 +100,7 @@ impl SamplerChoice {
     /// `parentbased_always_on`, the default.
     pub const DEFAULT: SamplerChoice = SamplerChoice { parent_based: true, ratio: 1.0 };
 
-    /// Whether a trace is kept, as the SDK's sampler of the same name decides for a root span:
+    /// Whether a trace is kept, as OpenTelemetry's sampler of the same name decides for a root span:
     /// the parent's decision (`parent_sampled`, from a `traceparent`) when parent-based and
     /// there is a parent, else `draw` (uniform in [0, 1)) below the ratio.
     pub fn keeps(self, parent_sampled: Option<bool>, draw: f64) -> bool {
@@ -143,21 +143,6 @@ impl SamplerChoice {
         };
         Ok(SamplerChoice { parent_based, ratio })
     }
-
-    fn sampler(self) -> Sampler {
-        let root = if self.ratio >= 1.0 {
-            Sampler::AlwaysOn
-        } else if self.ratio <= 0.0 {
-            Sampler::AlwaysOff
-        } else {
-            Sampler::TraceIdRatioBased(self.ratio)
-        };
-        if self.parent_based {
-            Sampler::ParentBased(Box::new(root))
-        } else {
-            root
-        }
-    }
 }
 
 impl TraceSettings {
@@ -188,10 +173,10 @@ pub fn sdk_disabled() -> bool {
     std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// The tracer provider: one batch processor per target.
-pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, TraceConfigError> {
+/// The export queue of each target, its thread started.
+pub(super) fn exports(settings: &TraceSettings) -> Result<Vec<Arc<BatchExport>>, TraceConfigError> {
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(settings.service_name.clone()).build();
-    let mut builder = SdkTracerProvider::builder().with_sampler(settings.sampler.sampler()).with_resource(resource);
+    let mut exports = Vec::with_capacity(settings.targets.len());
     for target in &settings.targets {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -200,11 +185,11 @@ pub(super) fn provider(settings: &TraceSettings) -> Result<SdkTracerProvider, Tr
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{}: {e}", target.url)))?;
-        let batch = BatchExport::start(exporter, BatchSettings::from_env(MAX_QUEUED_SPANS))
+        let export = BatchExport::start(exporter, BatchSettings::from_env(MAX_QUEUED_SPANS), &resource)
             .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("cannot start the export thread: {e}")))?;
-        builder = builder.with_span_processor(batch);
+        exports.push(Arc::new(export));
     }
-    Ok(builder.build())
+    Ok(exports)
 }
 
 #[cfg(test)]
