@@ -1,6 +1,6 @@
 //! The export queue of an OTLP target: finished traces (from `super::recorder`) wait in a queue
-//! bounded in spans and leave in batches from a thread of their own, which turns them into OTLP
-//! (`RecordedSpan::into_data`, then the exporter's protobuf encoding and HTTP call). A request
+//! bounded in spans and leave in batches from a thread of their own, whose [`Exporter`] sends
+//! them (`super::export`: OTLP protobuf over HTTP). A request
 //! never waits for export: when the queue is full the trace's spans are dropped and counted
 //! (`tollgate_trace_spans_dropped_total`).
 //!
@@ -9,10 +9,6 @@
 //! the schedule delay.
 
 use super::span::RecordedSpan;
-use opentelemetry::{Context, InstrumentationScope};
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -21,6 +17,22 @@ use std::time::{Duration, Instant};
 
 /// The metric of the spans dropped because the queue was full.
 pub const DROPPED_METRIC: &str = "tollgate_trace_spans_dropped_total";
+
+/// Why spans were not exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("the export thread has stopped")]
+    Stopped,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Sends a batch of spans somewhere, from the export thread.
+pub trait Exporter {
+    fn export(&mut self, spans: &[RecordedSpan]) -> Result<(), ExportError>;
+}
 
 /// How often the export thread takes what is queued, at most (the delay when shorter).
 const TICK: Duration = Duration::from_millis(50);
@@ -55,8 +67,8 @@ pub(super) fn count_dropped(n: usize) {
 /// What the export thread is asked besides exporting.
 #[derive(Debug)]
 enum Control {
-    Flush(SyncSender<OTelSdkResult>),
-    Shutdown(SyncSender<OTelSdkResult>),
+    Flush(SyncSender<Result<(), ExportError>>),
+    Shutdown(SyncSender<Result<(), ExportError>>),
 }
 
 /// The queue's sending end, its count of spans waiting, and the export thread.
@@ -71,20 +83,31 @@ pub struct BatchExport {
 }
 
 impl BatchExport {
-    /// Starts the export thread of `exporter`, whose spans come from `resource`.
-    pub fn start<E: SpanExporter + 'static>(
-        mut exporter: E,
+    /// Starts the export thread, which first builds its exporter with `build` (there: a
+    /// blocking HTTP client must not be built or dropped inside the async runtime) and
+    /// reports how that went.
+    pub fn start<E: Exporter + 'static>(
+        build: impl FnOnce() -> Result<E, String> + Send + 'static,
         settings: BatchSettings,
-        resource: &Resource,
-    ) -> std::io::Result<BatchExport> {
-        exporter.set_resource(resource);
+    ) -> Result<BatchExport, String> {
         let (traces, queue) = mpsc::channel();
         let (control, orders) = mpsc::sync_channel(8);
+        let (ready, built) = mpsc::sync_channel(1);
         let queued = Arc::new(AtomicUsize::new(0));
         let taken = Queue { traces: queue, queued: queued.clone() };
         let thread = std::thread::Builder::new()
             .name("tollgate-traces".into())
-            .spawn(move || export_loop(exporter, &taken, &orders, settings))?;
+            .spawn(move || match build() {
+                Ok(exporter) => {
+                    let _ = ready.send(Ok(()));
+                    export_loop(exporter, &taken, &orders, settings);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })
+            .map_err(|e| format!("cannot start the export thread: {e}"))?;
+        built.recv().map_err(|_| "the export thread stopped while starting".to_owned())??;
         Ok(BatchExport {
             traces,
             queued,
@@ -114,12 +137,12 @@ impl BatchExport {
     }
 
     /// Exports everything queued.
-    pub fn flush(&self) -> OTelSdkResult {
+    pub fn flush(&self) -> Result<(), ExportError> {
         self.ask(Control::Flush, Duration::from_secs(10))
     }
 
-    /// Exports everything queued, stops the thread and shuts the exporter down.
-    pub fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
+    /// Exports everything queued and stops the thread.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ExportError> {
         let result = self.ask(Control::Shutdown, timeout);
         if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             if result.is_ok() {
@@ -130,10 +153,14 @@ impl BatchExport {
     }
 
     /// Sends `order` to the thread and waits at most `timeout` for its answer.
-    fn ask(&self, order: impl FnOnce(SyncSender<OTelSdkResult>) -> Control, timeout: Duration) -> OTelSdkResult {
+    fn ask(
+        &self,
+        order: impl FnOnce(SyncSender<Result<(), ExportError>>) -> Control,
+        timeout: Duration,
+    ) -> Result<(), ExportError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.control.try_send(order(reply)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        answer.recv_timeout(timeout).map_err(|_| OTelSdkError::Timeout(timeout))?
+        self.control.try_send(order(reply)).map_err(|_| ExportError::Stopped)?;
+        answer.recv_timeout(timeout).map_err(|_| ExportError::Timeout(timeout))?
     }
 }
 
@@ -144,69 +171,66 @@ struct Queue {
 }
 
 impl Queue {
-    /// Moves what is queued to `batch`, as the SDK's spans.
-    fn take(&self, batch: &mut Vec<SpanData>, scope: &InstrumentationScope) {
-        for trace in self.traces.try_iter() {
+    /// Moves what is queued to `batch`.
+    fn take(&self, batch: &mut Vec<RecordedSpan>) {
+        for mut trace in self.traces.try_iter() {
             self.queued.fetch_sub(trace.len(), Ordering::Relaxed);
-            batch.extend(trace.into_iter().map(|span| span.into_data(scope)));
+            batch.append(&mut trace);
         }
     }
 }
 
 /// The export thread: see the module.
-fn export_loop<E: SpanExporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Control>, settings: BatchSettings) {
-    let _quiet = Context::enter_telemetry_suppressed_scope();
-    let scope = InstrumentationScope::builder("tollgate").build();
-    let mut batch: Vec<SpanData> = Vec::with_capacity(settings.batch);
+fn export_loop<E: Exporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Control>, settings: BatchSettings) {
+    let mut batch: Vec<RecordedSpan> = Vec::with_capacity(settings.batch);
     let mut due = Instant::now() + settings.delay;
     loop {
         let order = orders.recv_timeout(settings.delay.min(TICK));
         let was_empty = batch.is_empty();
-        queue.take(&mut batch, &scope);
+        queue.take(&mut batch);
         if was_empty && !batch.is_empty() {
             due = Instant::now() + settings.delay;
         }
         match order {
             Ok(Control::Flush(reply)) => {
-                let _ = reply.send(export_all(&exporter, &mut batch, settings.batch));
+                let _ = reply.send(export_all(&mut exporter, &mut batch, settings.batch));
             }
             Ok(Control::Shutdown(reply)) => {
-                let _ = reply.send(export_all(&exporter, &mut batch, settings.batch));
-                let _ = exporter.shutdown();
+                let _ = reply.send(export_all(&mut exporter, &mut batch, settings.batch));
                 return;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = export_all(&exporter, &mut batch, settings.batch);
-                let _ = exporter.shutdown();
+                let _ = export_all(&mut exporter, &mut batch, settings.batch);
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
-                while batch.len() >= settings.batch {
-                    let rest = batch.split_off(settings.batch);
-                    let _ = export(&exporter, std::mem::replace(&mut batch, rest));
+                let full = batch.len() / settings.batch * settings.batch;
+                for chunk in batch[..full].chunks(settings.batch) {
+                    let _ = export(&mut exporter, chunk);
                 }
+                batch.drain(..full);
                 if !batch.is_empty() && Instant::now() >= due {
-                    let _ = export(&exporter, std::mem::take(&mut batch));
+                    let _ = export_all(&mut exporter, &mut batch, settings.batch);
                 }
             }
         }
     }
 }
 
-/// Exports all of `batch`, in batches of `size`.
-fn export_all<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>, size: usize) -> OTelSdkResult {
+/// Exports all of `batch`, in batches of `size`, and empties it.
+fn export_all<E: Exporter>(exporter: &mut E, batch: &mut Vec<RecordedSpan>, size: usize) -> Result<(), ExportError> {
     let mut result = Ok(());
-    while !batch.is_empty() {
-        let rest = batch.split_off(size.min(batch.len()));
-        if let Err(e) = export(exporter, std::mem::replace(batch, rest)) {
+    for chunk in batch.chunks(size) {
+        if let Err(e) = export(exporter, chunk) {
             result = Err(e);
         }
     }
+    batch.clear();
     result
 }
 
-fn export<E: SpanExporter>(exporter: &E, spans: Vec<SpanData>) -> OTelSdkResult {
-    let result = futures::executor::block_on(exporter.export(spans));
+fn export<E: Exporter>(exporter: &mut E, spans: &[RecordedSpan]) -> Result<(), ExportError> {
+    let result = exporter.export(spans);
     if let Err(e) = &result {
         tracing::warn!(error = %e, "traces: a batch of spans could not be exported");
     }
@@ -226,18 +250,19 @@ mod tests {
         started: Arc<AtomicUsize>,
     }
 
-    impl SpanExporter for Recorder {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    impl Exporter for Recorder {
+        fn export(&mut self, batch: &[RecordedSpan]) -> Result<(), ExportError> {
             self.started.fetch_add(1, Ordering::Relaxed);
-            let _open = self.gate.lock().map_err(|_| OTelSdkError::InternalFailure("gate".into()))?;
-            let names = batch.iter().map(|s| s.name.to_string()).collect();
-            self.batches.lock().map_err(|_| OTelSdkError::InternalFailure("batches".into()))?.push(names);
+            let _open = self.gate.lock().map_err(|_| ExportError::Failed("gate".into()))?;
+            let names = batch.iter().map(|s| s.name.as_str().to_owned()).collect();
+            self.batches.lock().map_err(|_| ExportError::Failed("batches".into()))?.push(names);
             Ok(())
         }
     }
 
     fn start(exporter: &Recorder, settings: BatchSettings) -> BatchExport {
-        BatchExport::start(exporter.clone(), settings, &Resource::builder_empty().build()).unwrap()
+        let exporter = exporter.clone();
+        BatchExport::start(move || Ok(exporter), settings).unwrap()
     }
 
     /// Sends `n` traces of one span each, named `span-<i>`.
@@ -318,5 +343,12 @@ mod tests {
         let s = BatchSettings::from_env(8192);
         assert!(s.batch >= 1 && s.batch <= 8192 && s.delay >= Duration::from_millis(1));
         assert_eq!(s.queue, 8192);
+    }
+
+    #[test]
+    fn an_exporter_that_cannot_be_built_stops_the_start() {
+        let settings = BatchSettings { delay: Duration::from_millis(50), batch: 4, queue: 64 };
+        let err = BatchExport::start(|| Err::<Recorder, _>("no TLS".to_owned()), settings).unwrap_err();
+        assert_eq!(err, "no TLS");
     }
 }

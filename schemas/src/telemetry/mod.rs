@@ -4,12 +4,14 @@
 //! logs, and [`Telemetry::shutdown`] once it is done.
 
 mod batch;
+mod export;
 mod logs;
+mod otlp;
 pub mod recorder;
 pub mod span;
 pub mod traces;
 
-pub use batch::DROPPED_METRIC;
+pub use batch::{ExportError, DROPPED_METRIC};
 pub use logs::LogFormat;
 pub use traces::{OtlpTarget, SamplerChoice, TraceConfigError, TraceSettings};
 
@@ -53,7 +55,6 @@ impl Telemetry {
     }
 
     /// Exports the spans still queued (bounded by the exporter's timeout) and stops exporting.
-    /// Call it outside the async runtime: the exporter's client blocks.
     pub fn shutdown(self) {
         for export in self.exports {
             if let Err(e) = export.shutdown(SHUTDOWN_TIMEOUT) {

@@ -1,9 +1,9 @@
-//! Tollgate's span recorder: the `tracing` layer that turns exported spans into OTLP spans. Each
+//! Tollgate's span recorder: the `tracing` layer that records the spans to export. Each
 //! span's ids, times and fields live in one compact [`RecordedSpan`] in the registry's extensions
 //! (static keys, short strings inline, ids from a thread-local RNG, one clock read at start and
 //! one at close); nothing is formatted, encoded or sent while the span is open. A finished span
 //! joins its parent's; when the local root closes, its whole trace goes to each target's
-//! `super::batch` queue in one message, and the export thread turns it into OTLP.
+//! `super::batch` queue in one message, and the export thread encodes it as OTLP.
 //!
 //! Field names are attribute keys, except OpenTelemetry's special ones: `otel.name` (the span's
 //! name), `otel.kind`, `otel.status_code` and `otel.status_description`. Warnings and errors
@@ -12,9 +12,8 @@
 //! [`traceparent`].
 
 use super::batch::BatchExport;
-use super::span::{kind, RecordedSpan, SpanEvent, Text, Value, MAX_EVENTS};
+use super::span::{kind, RecordedSpan, SpanEvent, Status, Text, Value, MAX_EVENTS};
 use super::traces::SamplerChoice;
-use opentelemetry::trace::Status;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -89,6 +88,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
         let mut extensions = data.extensions_mut();
         let Some(open) = extensions.get_mut::<Open>().filter(|o| o.span.sampled) else { return };
         if open.span.events.len() >= MAX_EVENTS {
+            open.span.dropped_events = open.span.dropped_events.saturating_add(1);
             return;
         }
         let level = *event.metadata().level();
@@ -96,7 +96,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
             EventFields { name: None, attributes: vec![("level", Value::Str(Text::Static(level.as_str())))] };
         event.record(&mut fields);
         let name = fields.name.unwrap_or(Text::Static("event"));
-        if level == tracing::Level::ERROR && open.span.status == Status::Unset {
+        if level == tracing::Level::ERROR && matches!(open.span.status, Status::Unset) {
             open.span.set_error(name.as_str());
         }
         open.span.events.push(SpanEvent { name, time: SystemTime::now(), attributes: fields.attributes });
@@ -184,8 +184,8 @@ impl Fields<'_> {
                 }
             }
             "otel.status_code" if value.eq_ignore_ascii_case("error") => {
-                if !matches!(span.status, Status::Error { .. }) {
-                    span.status = Status::error("");
+                if !span.status.is_error() {
+                    span.status = Status::Error(Text::Static(""));
                 }
             }
             "otel.status_code" if value.eq_ignore_ascii_case("ok") => span.status = Status::Ok,

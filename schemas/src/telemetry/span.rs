@@ -1,11 +1,7 @@
 //! A span as `super::recorder` keeps it while it is open: ids, times, name, kind, status and
 //! attributes in one compact struct (static keys, short strings inline), cheap to fill on the
-//! request path. The export thread turns it into the SDK's `SpanData` ([`RecordedSpan::into_data`]).
+//! request path. The export thread encodes it as OTLP protobuf (`super::otlp`).
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents};
-use std::borrow::Cow;
 use std::time::SystemTime;
 
 /// Attributes kept per span, at most; more are counted as dropped.
@@ -42,13 +38,6 @@ impl Text {
             Text::Heap(s) => s,
         }
     }
-
-    fn into_cow(self) -> Cow<'static, str> {
-        match self {
-            Text::Static(s) => Cow::Borrowed(s),
-            other => Cow::Owned(other.as_str().to_owned()),
-        }
-    }
 }
 
 impl From<&str> for Text {
@@ -66,14 +55,27 @@ pub enum Value {
     Bool(bool),
 }
 
-impl From<Value> for opentelemetry::Value {
-    fn from(v: Value) -> opentelemetry::Value {
-        match v {
-            Value::Str(t) => opentelemetry::Value::String(t.into_cow().into()),
-            Value::I64(n) => opentelemetry::Value::I64(n),
-            Value::F64(n) => opentelemetry::Value::F64(n),
-            Value::Bool(b) => opentelemetry::Value::Bool(b),
-        }
+/// A span's kind; the values are OTLP's `Span.SpanKind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Internal = 1,
+    Server = 2,
+    Client = 3,
+    Producer = 4,
+    Consumer = 5,
+}
+
+/// A span's status: OTLP's `Status` (code unset, ok, or error with its description).
+#[derive(Clone, Debug)]
+pub enum Status {
+    Unset,
+    Ok,
+    Error(Text),
+}
+
+impl Status {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Status::Error(_))
     }
 }
 
@@ -103,6 +105,8 @@ pub struct RecordedSpan {
     pub attributes: Vec<(&'static str, Value)>,
     pub dropped_attributes: u32,
     pub events: Vec<SpanEvent>,
+    /// Events beyond [`MAX_EVENTS`], not kept.
+    pub dropped_events: u32,
 }
 
 impl RecordedSpan {
@@ -123,6 +127,7 @@ impl RecordedSpan {
             attributes: Vec::with_capacity((fields + 4).min(MAX_ATTRIBUTES)),
             dropped_attributes: 0,
             events: Vec::new(),
+            dropped_events: 0,
         }
     }
 
@@ -139,48 +144,12 @@ impl RecordedSpan {
 
     /// Marks the span failed, with `description` (an error class).
     pub fn set_error(&mut self, description: &str) {
-        self.status = Status::error(description.to_owned());
+        self.status = Status::Error(Text::new(description));
     }
 
     /// The W3C `traceparent` of this span.
     pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{:02x}", hex::encode(self.trace_id), hex::encode(self.span_id), u8::from(self.sampled))
-    }
-
-    /// The SDK's form of the span, for the exporter (on the export thread).
-    pub fn into_data(self, scope: &InstrumentationScope) -> SpanData {
-        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        let context = SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
-            flags,
-            false,
-            TraceState::default(),
-        );
-        let mut events = SpanEvents::default();
-        events.events = self
-            .events
-            .into_iter()
-            .map(|e| {
-                let attributes = e.attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
-                opentelemetry::trace::Event::new(e.name.into_cow(), e.time, attributes, 0)
-            })
-            .collect();
-        SpanData {
-            span_context: context,
-            parent_span_id: SpanId::from_bytes(self.parent_id),
-            parent_span_is_remote: self.parent_remote,
-            span_kind: self.kind,
-            name: self.name.into_cow(),
-            start_time: self.start,
-            end_time: self.end,
-            attributes: self.attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
-            dropped_attributes_count: self.dropped_attributes,
-            events,
-            links: Default::default(),
-            status: self.status,
-            instrumentation_scope: scope.clone(),
-        }
     }
 }
 
@@ -224,25 +193,5 @@ mod tests {
         }
         assert_eq!(span.attributes.len(), MAX_ATTRIBUTES);
         assert_eq!(span.dropped_attributes, 11);
-    }
-
-    #[test]
-    fn a_span_becomes_sdk_span_data_with_its_ids_and_values() {
-        let mut span = RecordedSpan::start("upstream_attempt", 1);
-        span.trace_id = [7; 16];
-        span.parent_id = [9; 8];
-        span.kind = SpanKind::Client;
-        span.set("gen_ai.request.model", Value::Str(Text::new("gpt-4o-mini")));
-        span.set_error("503");
-        assert_eq!(span.traceparent(), format!("00-{}-{}-01", "07".repeat(16), hex::encode(span.span_id)));
-        let data = span.clone().into_data(&InstrumentationScope::builder("tollgate").build());
-        assert_eq!(data.span_context.trace_id(), TraceId::from_bytes([7; 16]));
-        assert_eq!(data.span_context.span_id(), SpanId::from_bytes(span.span_id));
-        assert!(data.span_context.is_sampled());
-        assert_eq!(data.parent_span_id, SpanId::from_bytes([9; 8]));
-        assert_eq!(data.name, "upstream_attempt");
-        assert_eq!(data.span_kind, SpanKind::Client);
-        assert_eq!(data.status, Status::error("503"));
-        assert_eq!(data.attributes, vec![KeyValue::new("gen_ai.request.model", "gpt-4o-mini")]);
     }
 }

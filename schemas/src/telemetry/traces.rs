@@ -7,8 +7,9 @@
 //! [`super::Telemetry::shutdown`] flushes what is queued.
 
 use super::batch::{BatchExport, BatchSettings};
+use super::export::{env_headers, parse_list, HttpExporter};
+use super::otlp::Preamble;
 use base64::Engine;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,20 +174,47 @@ pub fn sdk_disabled() -> bool {
     std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// The resource's attributes: those of `OTEL_RESOURCE_ATTRIBUTES`, then the SDK's
+/// (`telemetry.sdk.*`, here Tollgate's own) and `service.name`, which win.
+pub fn resource_attributes(service_name: &str) -> Vec<(String, String)> {
+    let mut attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_list(&v)).unwrap_or_default();
+    attributes.extend(
+        [
+            ("telemetry.sdk.name", "tollgate"),
+            ("telemetry.sdk.language", "rust"),
+            ("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+            ("service.name", service_name),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    attributes
+}
+
+/// Spans are sent uncompressed: a compression asked for (`gzip`, `zstd`) stops start-up rather
+/// than being ignored.
+fn check_compression() -> Result<(), TraceConfigError> {
+    for variable in ["OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"] {
+        match std::env::var(variable) {
+            Ok(v) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("none") => {
+                return Err(error(variable, format!("{v:?}: Tollgate sends traces uncompressed; use none")))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The export queue of each target, its thread started.
 pub(super) fn exports(settings: &TraceSettings) -> Result<Vec<Arc<BatchExport>>, TraceConfigError> {
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(settings.service_name.clone()).build();
+    check_compression()?;
+    let preamble = Preamble::new(&resource_attributes(&settings.service_name), "tollgate");
+    let headers = env_headers();
     let mut exports = Vec::with_capacity(settings.targets.len());
     for target in &settings.targets {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(target.url.clone())
-            .with_headers(target.headers.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("{}: {e}", target.url)))?;
-        let export = BatchExport::start(exporter, BatchSettings::from_env(MAX_QUEUED_SPANS), &resource)
-            .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", format!("cannot start the export thread: {e}")))?;
+        let (target, headers, preamble) = (target.clone(), headers.clone(), preamble.clone());
+        let build = move || HttpExporter::new(&target, &headers, preamble, EXPORT_TIMEOUT);
+        let export = BatchExport::start(build, BatchSettings::from_env(MAX_QUEUED_SPANS))
+            .map_err(|e| error("OTEL_EXPORTER_OTLP_ENDPOINT", e))?;
         exports.push(Arc::new(export));
     }
     Ok(exports)

@@ -1,30 +1,27 @@
 use super::*;
-use crate::telemetry::batch::BatchSettings;
-use opentelemetry::trace::{SpanId, SpanKind, TraceId};
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use crate::telemetry::batch::{BatchSettings, ExportError, Exporter};
+use crate::telemetry::span::SpanKind;
 use std::sync::Mutex;
 use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Keeps every span exported to it.
 #[derive(Debug, Clone, Default)]
-struct Capture(Arc<Mutex<Vec<SpanData>>>);
+struct Capture(Arc<Mutex<Vec<RecordedSpan>>>);
 
-impl SpanExporter for Capture {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.0.lock().unwrap().extend(batch);
+impl Exporter for Capture {
+    fn export(&mut self, batch: &[RecordedSpan]) -> Result<(), ExportError> {
+        self.0.lock().unwrap().extend_from_slice(batch);
         Ok(())
     }
 }
 
 /// Runs `f` under a subscriber with the recorder, then returns what it exported.
-fn recorded(sampler: SamplerChoice, f: impl FnOnce()) -> Vec<SpanData> {
+fn recorded(sampler: SamplerChoice, f: impl FnOnce()) -> Vec<RecordedSpan> {
     let capture = Capture::default();
     let settings = BatchSettings { delay: Duration::from_secs(60), batch: 512, queue: 1024 };
-    let resource = opentelemetry_sdk::Resource::builder_empty().build();
-    let export = Arc::new(BatchExport::start(capture.clone(), settings, &resource).unwrap());
+    let exporter = capture.clone();
+    let export = Arc::new(BatchExport::start(move || Ok(exporter), settings).unwrap());
     let subscriber = tracing_subscriber::registry().with(Recorder::new(vec![export.clone()], sampler));
     tracing::subscriber::with_default(subscriber, f);
     export.flush().unwrap();
@@ -32,8 +29,19 @@ fn recorded(sampler: SamplerChoice, f: impl FnOnce()) -> Vec<SpanData> {
     spans
 }
 
-fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a opentelemetry::Value> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+/// The attributes of `span`, as text (`Debug` of the value for the others).
+fn attrs(attributes: &[(&'static str, Value)]) -> Vec<(&'static str, String)> {
+    attributes
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Str(t) => (*k, t.as_str().to_owned()),
+            other => (*k, format!("{other:?}")),
+        })
+        .collect()
+}
+
+fn attr(span: &RecordedSpan, key: &str) -> Option<String> {
+    attrs(&span.attributes).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
 #[test]
@@ -63,30 +71,29 @@ fn a_trace_leaves_whole_when_its_root_closes_with_names_kinds_and_typed_attribut
         attempt.record("otel.status_code", "ERROR");
         assert!(traceparent(&attempt).is_some_and(|tp| tp.starts_with("00-") && tp.ends_with("-01")));
     });
-    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     // A closed span joins its parent ahead of its own descendants; the root comes last.
     assert_eq!(names, ["upstream_attempt", "read_body", "chat gpt-4o-mini"]);
     let [attempt, body, root] = [&spans[0], &spans[1], &spans[2]];
-    let trace = root.span_context.trace_id();
-    assert!(trace != TraceId::INVALID && spans.iter().all(|s| s.span_context.trace_id() == trace));
-    assert_eq!(root.parent_span_id, SpanId::INVALID);
-    assert_eq!(attempt.parent_span_id, root.span_context.span_id());
-    assert_eq!(body.parent_span_id, attempt.span_context.span_id());
-    assert_eq!((root.span_kind.clone(), attempt.span_kind.clone()), (SpanKind::Server, SpanKind::Client));
+    let trace = root.trace_id;
+    assert!(trace != [0; 16] && spans.iter().all(|s| s.trace_id == trace && s.sampled));
+    assert_eq!(root.parent_id, [0; 8]);
+    assert_eq!(attempt.parent_id, root.span_id);
+    assert_eq!(body.parent_id, attempt.span_id);
+    assert_eq!((root.kind, attempt.kind), (SpanKind::Server, SpanKind::Client));
     assert_eq!(
-        root.attributes,
-        vec![KeyValue::new("request_id", "req-1"), KeyValue::new("gen_ai.request.model", "gpt-4o-mini")]
+        attrs(&root.attributes),
+        [("request_id", "req-1".to_owned()), ("gen_ai.request.model", "gpt-4o-mini".to_owned())]
     );
-    assert_eq!(attr(attempt, "tollgate.attempt"), Some(&opentelemetry::Value::I64(1)));
-    assert_eq!(attr(attempt, "tollgate.fallback"), Some(&opentelemetry::Value::Bool(false)));
-    assert!(matches!(attempt.status, Status::Error { .. }) && root.status == Status::Unset);
+    assert_eq!(attr(attempt, "tollgate.attempt").as_deref(), Some("I64(1)"));
+    assert_eq!(attr(attempt, "tollgate.fallback").as_deref(), Some("Bool(false)"));
+    assert!(attempt.status.is_error() && matches!(root.status, Status::Unset));
     // The warning is an event of the span it was logged in, named by its message.
     assert_eq!(attempt.events.len(), 1);
     let warning = &attempt.events[0];
-    assert_eq!(warning.name, "upstream attempt failed");
-    assert!(warning.attributes.contains(&KeyValue::new("level", "WARN")));
-    assert!(warning.attributes.contains(&KeyValue::new("status", 503_i64)));
-    assert!(root.start_time <= attempt.start_time && attempt.end_time <= root.end_time);
+    assert_eq!(warning.name.as_str(), "upstream attempt failed");
+    assert_eq!(attrs(&warning.attributes), [("level", "WARN".to_owned()), ("status", "I64(503)".to_owned())]);
+    assert!(root.start <= attempt.start && attempt.end <= root.end);
 }
 
 #[test]
@@ -106,9 +113,9 @@ fn a_remote_parent_gives_the_trace_id_and_its_decision_when_parent_based() {
         assert_eq!(record(&refused, |_| ()), None);
     });
     assert_eq!(spans.len(), 1);
-    assert_eq!(spans[0].span_context.trace_id(), TraceId::from_bytes(parent.0));
-    assert_eq!(spans[0].parent_span_id, SpanId::from_bytes(parent.1));
-    assert!(spans[0].parent_span_is_remote);
+    assert_eq!(spans[0].trace_id, parent.0);
+    assert_eq!(spans[0].parent_id, parent.1);
+    assert!(spans[0].parent_remote);
 }
 
 #[test]
@@ -135,7 +142,7 @@ fn a_trace_holds_a_bounded_number_of_spans() {
         }
     });
     assert_eq!(spans.len(), MAX_SPANS_PER_TRACE);
-    assert_eq!(spans.last().map(|s| s.name.as_ref()), Some("request"));
+    assert_eq!(spans.last().map(|s| s.name.as_str()), Some("request"));
 }
 
 #[test]
@@ -157,6 +164,6 @@ fn a_span_keeps_a_bounded_number_of_events() {
         }
     });
     assert_eq!(spans.len(), 1);
-    assert_eq!(spans[0].events.len(), MAX_EVENTS);
-    assert_eq!(spans[0].status, Status::Unset, "warnings do not fail a span");
+    assert_eq!((spans[0].events.len(), spans[0].dropped_events), (MAX_EVENTS, 5));
+    assert!(matches!(spans[0].status, Status::Unset), "warnings do not fail a span");
 }

@@ -1,0 +1,193 @@
+//! OTLP's protobuf, written by hand straight from the recorded spans: an
+//! `ExportTraceServiceRequest` (one resource, one scope, the batch's spans with their
+//! attributes, events and status) into a buffer the export thread reuses. Field numbers are
+//! those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto`.
+//!
+//! A nested message is written in place behind a one-byte length, widened afterwards in the
+//! rare case it holds 128 bytes or more: nothing is measured twice or copied to a temporary.
+
+use super::span::{RecordedSpan, SpanEvent, Status, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Protobuf wire types.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const FIXED32: u8 = 5;
+
+/// `SpanFlags`: the sampled bit of the W3C trace flags, and whether the parent is remote.
+const FLAG_SAMPLED: u32 = 0x01;
+const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+const FLAG_IS_REMOTE: u32 = 0x200;
+
+/// The part of every request that never changes: the resource (its attributes) and the
+/// instrumentation scope, encoded once.
+#[derive(Clone, Debug)]
+pub struct Preamble {
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+}
+
+impl Preamble {
+    /// A resource with `attributes` (later ones win over earlier ones of the same key) and
+    /// the scope named `scope`.
+    pub fn new(attributes: &[(String, String)], scope: &str) -> Preamble {
+        let mut resource = Vec::new();
+        for (i, (key, value)) in attributes.iter().enumerate() {
+            if attributes[i + 1..].iter().all(|(later, _)| later != key) {
+                message(&mut resource, 1, |b| key_value(b, key, &Value::Str(value.as_str().into())));
+            }
+        }
+        let mut scope_bytes = Vec::new();
+        string(&mut scope_bytes, 1, scope);
+        Preamble { resource, scope: scope_bytes }
+    }
+}
+
+/// Replaces `out` with the `ExportTraceServiceRequest` of `spans`.
+pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, spans: &[RecordedSpan]) {
+    out.clear();
+    // ExportTraceServiceRequest.resource_spans
+    message(out, 1, |b| {
+        // ResourceSpans.resource
+        message(b, 1, |b| b.extend_from_slice(&preamble.resource));
+        // ResourceSpans.scope_spans
+        message(b, 2, |b| {
+            message(b, 1, |b| b.extend_from_slice(&preamble.scope));
+            for span in spans {
+                message(b, 2, |b| encode_span(b, span));
+            }
+        });
+    });
+}
+
+fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
+    bytes(b, 1, &span.trace_id);
+    bytes(b, 2, &span.span_id);
+    if span.parent_id != [0; 8] {
+        bytes(b, 4, &span.parent_id);
+    }
+    string(b, 5, span.name.as_str());
+    uint(b, 6, span.kind as u64);
+    fixed64(b, 7, nanos(span.start));
+    fixed64(b, 8, nanos(span.end));
+    for (k, v) in &span.attributes {
+        message(b, 9, |b| key_value(b, k, v));
+    }
+    uint(b, 10, u64::from(span.dropped_attributes));
+    for event in &span.events {
+        message(b, 11, |b| encode_event(b, event));
+    }
+    uint(b, 12, u64::from(span.dropped_events));
+    message(b, 15, |b| match &span.status {
+        Status::Unset => {}
+        Status::Ok => uint(b, 3, 1),
+        Status::Error(description) => {
+            string(b, 2, description.as_str());
+            uint(b, 3, 2);
+        }
+    });
+    let sampled = if span.sampled { FLAG_SAMPLED } else { 0 };
+    let remote = if span.parent_remote { FLAG_IS_REMOTE } else { 0 };
+    fixed32(b, 16, sampled | FLAG_HAS_IS_REMOTE | remote);
+}
+
+fn encode_event(b: &mut Vec<u8>, event: &SpanEvent) {
+    fixed64(b, 1, nanos(event.time));
+    string(b, 2, event.name.as_str());
+    for (k, v) in &event.attributes {
+        message(b, 3, |b| key_value(b, k, v));
+    }
+}
+
+/// A `KeyValue`: the key, then the `AnyValue` of its type.
+fn key_value(b: &mut Vec<u8>, key: &str, value: &Value) {
+    string(b, 1, key);
+    message(b, 2, |b| match value {
+        Value::Str(s) => {
+            // Even empty: an AnyValue without a field would be no value at all.
+            key_of(b, 1, LEN);
+            varint(b, s.as_str().len() as u64);
+            b.extend_from_slice(s.as_str().as_bytes());
+        }
+        Value::Bool(v) => {
+            key_of(b, 2, VARINT);
+            varint(b, u64::from(*v));
+        }
+        Value::I64(n) => {
+            key_of(b, 3, VARINT);
+            varint(b, *n as u64);
+        }
+        Value::F64(x) => {
+            key_of(b, 4, FIXED64);
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+    });
+}
+
+/// Nanoseconds since the Unix epoch; 0 for a clock set before it.
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Field `field` holding the message `write` appends.
+fn message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    key_of(b, field, LEN);
+    b.push(0);
+    let start = b.len();
+    write(b);
+    let len = b.len() - start;
+    if len < 0x80 {
+        b[start - 1] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        varint(&mut prefix, len as u64);
+        b.splice(start - 1..start, prefix);
+    }
+}
+
+fn key_of(b: &mut Vec<u8>, field: u32, wire: u8) {
+    varint(b, u64::from(field) << 3 | u64::from(wire));
+}
+
+fn varint(b: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        b.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    b.push(n as u8);
+}
+
+/// A non-zero integer field (proto3 leaves zeros out).
+fn uint(b: &mut Vec<u8>, field: u32, n: u64) {
+    if n != 0 {
+        key_of(b, field, VARINT);
+        varint(b, n);
+    }
+}
+
+fn fixed64(b: &mut Vec<u8>, field: u32, n: u64) {
+    key_of(b, field, FIXED64);
+    b.extend_from_slice(&n.to_le_bytes());
+}
+
+fn fixed32(b: &mut Vec<u8>, field: u32, n: u32) {
+    key_of(b, field, FIXED32);
+    b.extend_from_slice(&n.to_le_bytes());
+}
+
+fn bytes(b: &mut Vec<u8>, field: u32, data: &[u8]) {
+    key_of(b, field, LEN);
+    varint(b, data.len() as u64);
+    b.extend_from_slice(data);
+}
+
+/// A non-empty string field.
+fn string(b: &mut Vec<u8>, field: u32, s: &str) {
+    if !s.is_empty() {
+        bytes(b, field, s.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests;
