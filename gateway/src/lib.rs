@@ -267,7 +267,9 @@ async fn kafka_backends(
         store: None,
         spend: None,
         statements: None,
-        control: Some(Arc::new(ControlPublisher::new(kafka)?)),
+        // Tenancy changes come from the admin API, which writes to the database: without one
+        // there is nothing to announce, and no producer (its threads and buffers) is kept.
+        control: None,
         lease_store: Arc::new(crate::limits::leases::LocalLeases::default()),
         change_log: None,
     };
@@ -276,6 +278,7 @@ async fn kafka_backends(
         let store: Arc<dyn TenancyStore> =
             Arc::new(tollgate_schemas::store::CqlTenancy::new(session.clone(), &db.keyspace).await?);
         backends.store = Some(store);
+        backends.control = Some(Arc::new(ControlPublisher::new(kafka)?));
         backends.lease_store = Arc::new(
             crate::limits::leases::CqlLeases::new(session.clone(), &db.keyspace)
                 .await
@@ -381,6 +384,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let metrics_server = state.metrics_listen.as_deref().map(|addr| metrics_server(&state, addr)).transpose()?;
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     let metrics_task = metrics_server.map(tokio::spawn);
+    let metrics_upkeep = tokio::spawn(telemetry::upkeep(state.metrics.clone(), telemetry::UPKEEP_EVERY));
     let handle = server.handle();
     let stopping = shutdown.clone();
     // When the stop began: work finishing in the background gets what is left of
@@ -402,6 +406,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let sweeper = state.leases.clone().map(|leases| tokio::spawn(sweep_leases(leases, sweeping.clone())));
     let served = server.await;
     stopper.abort();
+    metrics_upkeep.abort();
     following.cancel();
     if let Some(f) = follower {
         let _ = f.await;
