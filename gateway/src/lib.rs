@@ -384,7 +384,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let metrics_server = state.metrics_listen.as_deref().map(|addr| metrics_server(&state, addr)).transpose()?;
     let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     let metrics_task = metrics_server.map(tokio::spawn);
-    let metrics_upkeep = tokio::spawn(telemetry::upkeep(state.metrics.clone(), telemetry::UPKEEP_EVERY));
+    let handle = state.metrics.clone();
+    let metrics_upkeep =
+        tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(move || handle.run_upkeep(), telemetry::UPKEEP_EVERY));
     let handle = server.handle();
     let stopping = shutdown.clone();
     // When the stop began: work finishing in the background gets what is left of

@@ -22,32 +22,9 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// How often recorded histogram samples are folded into their buckets ([`upkeep`]).
+/// How often recorded histogram samples are folded into their buckets
+/// (`tollgate_schemas::telemetry::metrics_upkeep`).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// What [`upkeep`] runs: the recorder's fold of histogram samples into buckets.
-pub trait Upkeep {
-    fn run_upkeep(&self);
-}
-
-impl Upkeep for PrometheusHandle {
-    fn run_upkeep(&self) {
-        PrometheusHandle::run_upkeep(self);
-    }
-}
-
-/// Folds histogram samples into their buckets every `every`, for the life of the task. The
-/// recorder keeps each sample (8 bytes) until a fold, and a scrape of `/metrics` is the only
-/// other one: without this, a gateway nobody scrapes grows by every request's samples, and one
-/// scraped every 30 s holds 30 s of them. With it, at most `every`'s worth is held.
-pub async fn upkeep(recorder: impl Upkeep, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        recorder.run_upkeep();
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -55,22 +32,17 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    #[derive(Clone, Default)]
-    struct Counted(Arc<AtomicU32>);
-
-    impl Upkeep for Counted {
-        fn run_upkeep(&self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn folds_samples_at_every_interval() {
-        let counted = Counted::default();
-        let task = tokio::spawn(upkeep(counted.clone(), Duration::from_secs(1)));
+        let counted = Arc::new(AtomicU32::new(0));
+        let folds = counted.clone();
+        let fold = move || {
+            folds.fetch_add(1, Ordering::Relaxed);
+        };
+        let task = tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(fold, Duration::from_secs(1)));
         // The first fold runs at once, then one a second.
         tokio::time::sleep(Duration::from_millis(3_500)).await;
-        assert_eq!(counted.0.load(Ordering::Relaxed), 4);
+        assert_eq!(counted.load(Ordering::Relaxed), 4);
         task.abort();
     }
 
@@ -87,8 +59,8 @@ mod tests {
         for _ in 0..1_000 {
             histogram.record(0.002);
         }
-        Upkeep::run_upkeep(&handle);
-        Upkeep::run_upkeep(&handle);
+        handle.run_upkeep();
+        handle.run_upkeep();
         let rendered = handle.render();
         assert!(rendered.contains("tollgate_request_duration_seconds_count 1000"), "{rendered}");
     }

@@ -208,13 +208,7 @@ async fn serve_metrics(config: &Config, health: &std::sync::Arc<Health>) -> Resu
         .install_recorder()
         .map_err(|e| Exit::failure(format!("cannot install the metrics recorder: {e}")))?;
     let upkeep = handle.clone();
-    tokio::spawn(async move {
-        // Histograms are drained into their summaries here rather than on each scrape alone.
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
-        }
-    });
+    tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(move || upkeep.run_upkeep(), Duration::from_secs(5)));
     tokio::spawn(tollgate_ledger_consumer::health::serve(listener, handle, health.clone()));
     register_zeroes();
     Ok(())

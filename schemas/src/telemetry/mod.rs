@@ -119,3 +119,17 @@ pub async fn stop_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+/// Folds recorded histogram samples into their buckets (`fold`: the Prometheus handle's
+/// `run_upkeep`) every `every`, for the life of the task. The recorder keeps each sample
+/// (8 bytes) until a fold, and a scrape of `/metrics` is the only other one: without this, a
+/// process nobody scrapes grows by every request's samples, and one scraped every 30 s holds
+/// 30 s of them. With it, at most `every`'s worth is held. Both binaries run it.
+pub async fn metrics_upkeep(fold: impl Fn(), every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        fold();
+    }
+}
