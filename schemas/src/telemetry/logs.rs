@@ -5,8 +5,10 @@
 use serde_json::{Map, Value};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{FmtSpan, FormatEvent, FormatFields, JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{FmtSpan, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -52,14 +54,95 @@ pub(super) fn layer() -> Box<dyn Layer<Registry> + Send + Sync> {
     let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_span_events(FmtSpan::NONE);
     match LogFormat::from_env(terminal) {
         LogFormat::Json => {
-            base.with_ansi(false).fmt_fields(JsonFields::new()).event_format(FlatJson).with_filter(filter()).boxed()
+            base.with_ansi(false).fmt_fields(SpanJson).event_format(FlatJson).with_filter(filter()).boxed()
         }
         LogFormat::Text => base.with_ansi(terminal).with_filter(filter()).boxed(),
     }
 }
 
+/// A span's fields, kept as one JSON object for the lines logged in it. A field recorded after
+/// the span opened (`Span::record`: a request's key alias, team, model, trace id) is appended
+/// to the object's text, never parsed and written again (`JsonFields` of `tracing-subscriber`
+/// does that on every record); a field recorded twice appears twice, and the last one is read.
+struct SpanJson;
+
+impl<'writer> FormatFields<'writer> for SpanJson {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> std::fmt::Result {
+        let mut pairs = JsonPairs::default();
+        fields.record(&mut pairs);
+        write!(writer, "{{{}}}", pairs.text())
+    }
+
+    fn add_fields(&self, current: &'writer mut FormattedFields<Self>, fields: &Record<'_>) -> std::fmt::Result {
+        let mut pairs = JsonPairs::default();
+        fields.record(&mut pairs);
+        if pairs.0.is_empty() {
+            return Ok(());
+        }
+        let object = &mut current.fields;
+        if object.len() < 2 || !object.ends_with('}') {
+            *object = format!("{{{}}}", pairs.text());
+        } else {
+            object.pop();
+            if object.len() > 1 {
+                object.push(',');
+            }
+            object.push_str(pairs.text());
+            object.push('}');
+        }
+        Ok(())
+    }
+}
+
+/// Fields as `"name":value` pairs of a JSON object, comma-separated.
+#[derive(Default)]
+struct JsonPairs(Vec<u8>);
+
+impl JsonPairs {
+    fn text(&self) -> &str {
+        // serde_json writes UTF-8 only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn pair(&mut self, field: &Field, value: impl serde::Serialize) {
+        let mark = self.0.len();
+        if mark > 0 {
+            self.0.push(b',');
+        }
+        let written = serde_json::to_writer(&mut self.0, field.name()).and_then(|()| {
+            self.0.push(b':');
+            serde_json::to_writer(&mut self.0, &value)
+        });
+        if written.is_err() {
+            self.0.truncate(mark);
+        }
+    }
+}
+
+impl Visit for JsonPairs {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.pair(field, value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pair(field, value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pair(field, value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pair(field, value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // Not a number and the infinities are not JSON: `null`, as serde_json writes them.
+        self.pair(field, Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.pair(field, format!("{value:?}"));
+    }
+}
+
 /// One JSON object per line, flat: the fields of every enclosing span (outermost first, inner
-/// ones overriding), then the event's own. Span fields are kept as JSON by `JsonFields`.
+/// ones overriding), then the event's own. Span fields are kept as JSON by [`SpanJson`].
 struct FlatJson;
 
 impl<S, N> FormatEvent<S, N> for FlatJson
@@ -139,7 +222,7 @@ mod tests {
         let writer = buffer.clone();
         let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanJson)
             .event_format(FlatJson)
             .with_writer(move || writer.clone())
             .with_filter(filter);
@@ -190,5 +273,42 @@ mod tests {
         assert_eq!(line["request_id"], "req-2");
         assert_eq!(line["span"], "request");
         assert_eq!(line.get("tollgate.attempt"), None);
+    }
+
+    #[test]
+    fn span_fields_recorded_late_are_appended_as_json() {
+        let (_, line) = json_line(None, || {
+            let span = tracing::info_span!(
+                "request",
+                key_alias = tracing::field::Empty,
+                model = tracing::field::Empty,
+                ratio = tracing::field::Empty,
+                detail = tracing::field::Empty,
+            );
+            // Recorded after the span opened, one by one; one of them twice.
+            span.record("key_alias", "quote\" \\ and \n newline </script>");
+            span.record("model", "first");
+            span.record("model", "second");
+            span.record("ratio", f64::NAN);
+            span.record("detail", tracing::field::debug(vec![1, 2]));
+            let _entered = span.enter();
+            tracing::warn!("inside");
+        });
+        assert_eq!(line["key_alias"], "quote\" \\ and \n newline </script>");
+        assert_eq!(line["model"], "second");
+        assert_eq!(line["ratio"], Value::Null);
+        assert_eq!(line["detail"], "[1, 2]");
+        assert_eq!(line["message"], "inside");
+    }
+
+    #[test]
+    fn a_span_without_fields_adds_nothing_but_its_name() {
+        let (_, line) = json_line(None, || {
+            let span = tracing::info_span!("quiet");
+            let _entered = span.enter();
+            tracing::warn!(n = 1u8, "inside");
+        });
+        assert_eq!(line["span"], "quiet");
+        assert_eq!(line["n"], 1);
     }
 }

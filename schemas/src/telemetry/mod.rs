@@ -73,22 +73,33 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
         Some(settings) => traces::exports(settings)?,
         None => Vec::new(),
     };
-    let recorder = traces.map(|settings| {
-        recorder::Recorder::new(exports.clone(), settings.sampler).with_filter(tracing_subscriber::filter::filter_fn(
-            |meta| {
-                meta.target().starts_with("tollgate")
-                    && meta.target() != UNSAMPLED_TARGET
-                    && (meta.is_span() && *meta.level() <= tracing::Level::INFO
-                        || *meta.level() <= tracing::Level::WARN)
-            },
-        ))
-    });
+    let recorder = traces.map(|settings| recording(exports.clone(), settings.sampler));
     let exporting = recorder.is_some();
     // Already initialised (tests): the first subscriber stays.
     if tracing_subscriber::registry().with(logs::layer()).with(recorder).try_init().is_ok() {
         EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Telemetry { exports })
+}
+
+/// The span recorder, filtered: spans of Tollgate's crates at `info` and above (not the request
+/// spans nobody exports, `UNSAMPLED_TARGET`), and warnings and errors logged inside them.
+fn recording<S>(exports: Vec<Arc<batch::BatchExport>>, sampler: SamplerChoice) -> impl Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let wanted = |meta: &tracing::Metadata<'_>| {
+        meta.target().starts_with("tollgate")
+            && meta.target() != UNSAMPLED_TARGET
+            && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
+    };
+    // Nothing below `info` is recorded, and the hint says so. Without it the subscriber's
+    // maximum level would be `trace`: every `trace!` and `debug!` of every dependency, and each
+    // `log` record (which `tracing-log` turns into an event and filters one by one), would reach
+    // the filters on the hot path.
+    let filter =
+        tracing_subscriber::filter::filter_fn(wanted).with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
+    recorder::Recorder::new(exports, sampler).with_filter(filter)
 }
 
 /// Logs alone, no traces.
@@ -131,5 +142,18 @@ pub async fn metrics_upkeep(fold: impl Fn(), every: std::time::Duration) {
     loop {
         tick.tick().await;
         fold();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::level_filters::LevelFilter;
+    use tracing::Subscriber;
+
+    #[test]
+    fn the_recorder_keeps_the_maximum_level_at_info() {
+        let subscriber = tracing_subscriber::registry().with(recording(Vec::new(), SamplerChoice::ALWAYS_ON));
+        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
     }
 }
