@@ -67,7 +67,7 @@ fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
     if span.parent_id != [0; 8] {
         bytes(b, 4, &span.parent_id);
     }
-    string(b, 5, span.name.as_str());
+    bytes_unless_empty(b, 5, span.name.as_bytes());
     uint(b, 6, span.kind as u64);
     fixed64(b, 7, nanos(span.start));
     fixed64(b, 8, nanos(span.end));
@@ -83,7 +83,7 @@ fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
         Status::Unset => {}
         Status::Ok => uint(b, 3, 1),
         Status::Error(description) => {
-            string(b, 2, description.as_str());
+            bytes_unless_empty(b, 2, description.as_bytes());
             uint(b, 3, 2);
         }
     });
@@ -94,7 +94,7 @@ fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
 
 fn encode_event(b: &mut Vec<u8>, event: &SpanEvent) {
     fixed64(b, 1, nanos(event.time));
-    string(b, 2, event.name.as_str());
+    bytes_unless_empty(b, 2, event.name.as_bytes());
     for (k, v) in &event.attributes {
         message(b, 3, |b| key_value(b, k, v));
     }
@@ -107,8 +107,9 @@ fn key_value(b: &mut Vec<u8>, key: &str, value: &Value) {
         Value::Str(s) => {
             // Even empty: an AnyValue without a field would be no value at all.
             key_of(b, 1, LEN);
-            varint(b, s.as_str().len() as u64);
-            b.extend_from_slice(s.as_str().as_bytes());
+            let s = s.as_bytes();
+            varint(b, s.len() as u64);
+            b.extend_from_slice(s);
         }
         Value::Bool(v) => {
             key_of(b, 2, VARINT);
@@ -184,8 +185,13 @@ fn bytes(b: &mut Vec<u8>, field: u32, data: &[u8]) {
 
 /// A non-empty string field.
 fn string(b: &mut Vec<u8>, field: u32, s: &str) {
+    bytes_unless_empty(b, field, s.as_bytes());
+}
+
+/// A string field as its UTF-8 bytes; an empty one is left out, as protobuf's default.
+fn bytes_unless_empty(b: &mut Vec<u8>, field: u32, s: &[u8]) {
     if !s.is_empty() {
-        bytes(b, field, s.as_bytes());
+        bytes(b, field, s);
     }
 }
 

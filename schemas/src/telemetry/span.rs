@@ -30,6 +30,16 @@ impl Text {
         }
     }
 
+    /// The bytes, unchecked (the encoder's view: `as_str` checks inline bytes are UTF-8 each
+    /// time).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Static(s) => s.as_bytes(),
+            Text::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Text::Heap(s) => s.as_bytes(),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Text::Static(s) => s,
