@@ -75,6 +75,6 @@ function render(out, days) {
     width,
     height: 280,
     series: [{}, { label: 'Spend (USD)', stroke: '#1f5fa8', fill: 'rgba(31,95,168,0.12)', width: 2 }],
-    axes: [{}, { values: (_, ticks) => ticks.map((t) => `$${t}`) }],
+    axes: [{}, { size: 100, values: (_, ticks) => ticks.map((t) => `$${Number(t.toPrecision(3))}`) }],
   }, [xs, ys], chart);
 }
