@@ -58,7 +58,15 @@ def wait(d, what, cond, secs=20):
 
 
 def text_of(d, css, what, secs=20):
-    return wait(d, what, EC.visibility_of_element_located((By.CSS_SELECTOR, css)), secs).text
+    def shown(d):
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found and found[0].is_displayed() else None
+    return wait(d, what, shown, secs)
+
+
+def text_by_id(d, id_):
+    """An element's text read in the page at once (it may be redrawn at any moment)."""
+    return d.execute_script("return document.getElementById(arguments[0])?.textContent ?? null", id_)
 
 
 def console_errors(d):
@@ -163,6 +171,10 @@ def admin_round_trip(d):
         search(d, f"{run}-{i}")
         wait(d, f"the key {alias!r} listed", lambda d, a=alias: key_row(d, a) is not None)
         no_alert(d)
+    search(d, run)
+    for i, h in enumerate(HOSTILE):
+        wait(d, "both hostile aliases listed", lambda d, a=f"{h} {run}-{i}": key_row(d, a) is not None)
+    d.save_screenshot(os.path.join(SHOTS, "keys-hostile.png"))
     assert not d.find_elements(By.CSS_SELECTOR, "main img, main script"), "hostile markup became elements"
     seen["hostile_shown_as_text"] = True
 
@@ -209,12 +221,12 @@ def admin_round_trip(d):
 
     go(d, "usage", "#usage-total")
     deadline = time.time() + 60
-    while d.find_element(By.ID, "usage-total").text == "$0.00" and time.time() < deadline:
+    while text_by_id(d, "usage-total") in ("$0.00", None) and time.time() < deadline:
         time.sleep(2)  # the read model is written by the consumer; poll again
         d.find_element(By.CSS_SELECTOR, "#usage-range button").click()
         wait(d, "usage total", EC.presence_of_element_located((By.ID, "usage-total")))
-    seen["usage_total"] = d.find_element(By.ID, "usage-total").text
-    assert seen["usage_total"] != "$0.00", "the usage page shows no spend"
+    seen["usage_total"] = text_by_id(d, "usage-total")
+    assert seen["usage_total"] not in ("$0.00", None), "the usage page shows no spend"
     wait(d, "the uPlot chart", EC.presence_of_element_located((By.CSS_SELECTOR, "#usage-chart canvas")))
     check_page(d, "usage")
 
@@ -241,14 +253,15 @@ def viewer_is_refused(d):
     seen["viewer_create_refusal"] = refusal
     alias = seen["created_alias"]
     search(d, alias)
-    assert in_row(d, alias, "td.state").text == "blocked"
+    wait(d, "the key shown blocked to the viewer", lambda d: in_row(d, alias, "td.state").text == "blocked")
     click_in_row(d, alias, "button.block")  # Unblock, which a viewer may not do
     refusal = text_of(d, "#keys-status .notice.error", "the refusal of a viewer's unblock")
     assert "may not" in refusal, refusal
     d.save_screenshot(os.path.join(SHOTS, "viewer-refused.png"))
     go(d, "keys", "#keys-list table, #keys-list p")
     search(d, alias)
-    assert in_row(d, alias, "td.state").text == "blocked", "a viewer unblocked a key"
+    wait(d, "the key still blocked after the viewer's unblock",
+         lambda d: in_row(d, alias, "td.state").text == "blocked")
     seen["viewer_block_refusal"] = refusal
     # The API itself refuses, the page's CSRF token notwithstanding.
     status = d.execute_async_script(
