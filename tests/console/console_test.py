@@ -230,6 +230,17 @@ def admin_round_trip(d):
     wait(d, "the uPlot chart", EC.presence_of_element_located((By.CSS_SELECTOR, "#usage-chart canvas")))
     check_page(d, "usage")
 
+    # Spend logs: the key's three requests, each with its cost.
+    go(d, "logs", "#logs-out table, #logs-out p")
+    count = "return [...document.querySelectorAll('#logs td.alias')].filter(c => c.textContent === arguments[0]).length"
+    deadline = time.time() + 60
+    while d.execute_script(count, alias) < 3 and time.time() < deadline:
+        time.sleep(2)  # the event ledger is written by the consumer; poll again
+        d.find_element(By.CSS_SELECTOR, "#logs-filter button[type=submit]").click()
+    seen["log_rows_of_key"] = d.execute_script(count, alias)
+    assert seen["log_rows_of_key"] == 3, f"spend logs show {seen['log_rows_of_key']} requests of the key, not 3"
+    check_page(d, "logs")
+
     d.find_element(By.ID, "sign-out").click()
     wait(d, "the sign-in form after sign-out", EC.presence_of_element_located((By.ID, "sign-in")))
     d.get_log("browser")

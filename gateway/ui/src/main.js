@@ -6,11 +6,13 @@ import { signInPage } from './pages/signin.js';
 import { keysPage } from './pages/keys.js';
 import { overviewPage } from './pages/overview.js';
 import { usagePage } from './pages/usage.js';
+import { logsPage } from './pages/logs.js';
 
 const PAGES = {
   overview: { title: 'Overview', render: overviewPage },
   keys: { title: 'Keys', render: keysPage },
   usage: { title: 'Usage', render: usagePage },
+  logs: { title: 'Spend logs', render: logsPage },
 };
 
 let current = null;
