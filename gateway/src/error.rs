@@ -53,6 +53,14 @@ pub enum GatewayError {
     BudgetLeaseUnavailable,
     #[error("{0}")]
     Forbidden(String),
+    /// A console request made with the session cookie lacks its session's `X-CSRF-Token`.
+    #[error("this change needs the session's X-CSRF-Token header")]
+    CsrfMismatch,
+    /// The console's session cookie names no live session (signed out or expired).
+    #[error("the console session has expired or was signed out; sign in again")]
+    SessionExpired,
+    #[error("too many sign-in attempts; retry in {retry_after_secs} s")]
+    SignInThrottled { retry_after_secs: u64 },
     #[error("{kind} {id:?} does not exist")]
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
@@ -197,6 +205,9 @@ impl GatewayError {
             GatewayError::BudgetViewStale { .. } => ("api_error", "budget_view_stale"),
             GatewayError::BudgetLeaseUnavailable => ("api_error", "budget_lease_unavailable"),
             GatewayError::Forbidden(_) => ("permission_error", "forbidden"),
+            GatewayError::CsrfMismatch => ("permission_error", "csrf_token_mismatch"),
+            GatewayError::SessionExpired => ("authentication_error", "session_expired"),
+            GatewayError::SignInThrottled { .. } => ("rate_limit_error", "sign_in_throttled"),
             GatewayError::NotFound { .. } => ("invalid_request_error", "not_found"),
             GatewayError::Conflict(_) => ("invalid_request_error", "conflict"),
             GatewayError::AdminUnavailable => ("api_error", "admin_api_unavailable"),
@@ -251,7 +262,11 @@ impl ResponseError for GatewayError {
             | GatewayError::ModelUnpriced(_)
             | GatewayError::ContextWindowExceeded { .. }
             | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) | GatewayError::CsrfMismatch => {
+                StatusCode::FORBIDDEN
+            }
+            GatewayError::SessionExpired => StatusCode::UNAUTHORIZED,
+            GatewayError::SignInThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Blocked(_) | GatewayError::TenantMissing(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BudgetViewStale { .. }
@@ -283,7 +298,9 @@ impl ResponseError for GatewayError {
         let envelope =
             Envelope { error: EnvelopeBody { message: self.to_string(), kind, param: self.param(), code: Some(code) } };
         let mut response = HttpResponse::build(self.status_code());
-        if let GatewayError::RateLimited { retry_after_secs, .. } = self {
+        if let GatewayError::RateLimited { retry_after_secs, .. } | GatewayError::SignInThrottled { retry_after_secs } =
+            self
+        {
             response.insert_header(("retry-after", retry_after_secs.to_string()));
         }
         response.json(envelope)

@@ -6,6 +6,7 @@
 pub mod admin;
 
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod import;
@@ -88,6 +89,8 @@ pub struct AppState {
     /// Time a new connection has for its first request's headers
     /// (`gateway.client_request_timeout_ms`).
     pub client_request_timeout: Duration,
+    /// The web console's sessions and sign-in throttle (`gateway.console`).
+    pub console: Arc<console::Console>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +244,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         flush_timeout: Duration::from_secs(config.gateway.flush_timeout_secs),
         keep_alive: Duration::from_secs(config.gateway.keep_alive_secs),
         client_request_timeout: Duration::from_millis(config.gateway.client_request_timeout_ms),
+        console: Arc::new(console::Console::new(&config.gateway.console)),
     })
 }
 

@@ -469,6 +469,10 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     let full = c.ok(get("/key/list", &format!("team_id={team}&return_full_object=true"))).await?;
     ensure!(full["keys"][0]["key_alias"] == "checkout-2", "{full}");
     c.ok(get("/key/list", "").with_key(Some(&viewer_key))).await?;
+    let found = c.ok(get("/key/list", "search=CHECKOUT&blocked=false&return_full_object=true")).await?;
+    ensure!(found["total_count"] == 1 && found["keys"][0]["key_alias"] == "checkout-2", "search by alias: {found}");
+    let by_prefix = c.ok(get("/key/list", &format!("search={}", &key_token(&raw)[..12]))).await?;
+    ensure!(by_prefix["keys"][0] == key_token(&raw).as_str(), "search by token prefix: {by_prefix}");
     c.ok(post("/key/block", json!({"key": raw}))).await?;
     c.ok(post("/key/unblock", json!({"key": key_hash(&raw)}))).await?;
     let ti = c.ok(get("/team/info", &format!("team_id={team}"))).await?;
@@ -512,6 +516,8 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     c.fails(post("/team/new", json!({"budget_id": "no-such-budget"})), 400, Some("budget_id"), false).await?;
     c.fails(post("/key/generate", json!({"models": ["no-such-model"]})), 400, Some("models"), false).await?;
     c.fails(get("/key/list", "page=0"), 400, Some("page"), false).await?;
+    c.fails(get("/key/list", &format!("search={}", "x".repeat(257))), 400, Some("search"), false).await?;
+    c.fails(get("/key/list", "blocked=maybe"), 400, Some("blocked"), false).await?;
     c.fails(get("/team/info", ""), 400, Some("team_id"), true).await?;
     c.fails(get("/key/info", ""), 400, Some("key"), false).await?;
     c.fails(post("/key/generate", json!([1, 2])), 400, None, true).await?;

@@ -7,7 +7,7 @@ use super::{
     with_spend, Answer, Caller,
 };
 use crate::error::GatewayError;
-use crate::tenancy::auth::{hash_key, key_name, raw_key};
+use crate::tenancy::auth::{hash_key, key_name};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -272,8 +272,8 @@ pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer
         Caller::Admin => match wanted {
             Some(w) => w,
             // An admin's virtual key without `key` reads itself; the master key must name one.
-            None => match raw_key(req.headers()).filter(|raw| !is_master_key(&state, raw)) {
-                Some(raw) => key_identity(&state, raw).await?,
+            None => match Some(crate::console::key_of(&req, &state)?).filter(|raw| !is_master_key(&state, raw)) {
+                Some(raw) => key_identity(&state, &raw).await?,
                 None => return Err(GatewayError::field("key", "`key` is required")),
             },
         },
@@ -312,11 +312,25 @@ fn page_of(q: &BTreeMap<String, String>) -> Result<(usize, usize), GatewayError>
     Ok((page, size))
 }
 
+/// Whether `search` (case-insensitive) is part of the key's alias or team, or begins its token
+/// or its shown name (`sk-...abcd`).
+fn found_by(key: &KeyRecord, search: &str) -> bool {
+    let s = search.to_lowercase();
+    let within = |v: &Option<String>| v.as_ref().is_some_and(|v| v.to_lowercase().contains(&s));
+    within(&key.key_alias) || within(&key.team_id) || key.key_id.starts_with(&s) || key.key_name.contains(search)
+}
+
 /// `GET /key/list`: a page of the keys the query's filters pick, oldest first.
 pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let store = admin(&req, &state, false).await?;
     let q = query(&req);
     let (page, size) = page_of(&q)?;
+    if q.get("search").is_some_and(|s| s.is_empty() || s.len() > tollgate_schemas::limits::MAX_NAME_BYTES) {
+        return Err(GatewayError::field("search", "`search` must be 1 to 256 bytes"));
+    }
+    if q.get("blocked").is_some_and(|b| b != "true" && b != "false") {
+        return Err(GatewayError::field("blocked", "`blocked` must be true or false"));
+    }
     let matches = |want: Option<&String>, have: &Option<String>| want.is_none_or(|w| have.as_ref() == Some(w));
     let mut keys: Vec<KeyRecord> = list_records::<KeyRecord>(store.as_ref())
         .await
@@ -328,6 +342,8 @@ pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer
                 && matches(q.get("user_id"), &k.user_id)
                 && matches(q.get("key_alias"), &k.key_alias)
                 && matches(q.get("organization_id"), &k.organization_id)
+                && q.get("search").is_none_or(|s| found_by(k, s))
+                && q.get("blocked").is_none_or(|b| (b == "true") == k.blocked)
         })
         .collect();
     keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));

@@ -38,7 +38,7 @@ pub(crate) use keys::key_identity;
 
 use crate::error::GatewayError;
 use crate::http::routes::Api;
-use crate::tenancy::auth::{hash_key, raw_key};
+use crate::tenancy::auth::hash_key;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -70,7 +70,9 @@ pub(crate) enum Caller {
 }
 
 pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> Result<Caller, GatewayError> {
-    let raw = raw_key(req.headers()).ok_or(GatewayError::MissingKey)?;
+    // A Bearer key, or the key behind a console session (with its CSRF token on changes).
+    let raw = crate::console::key_of(req, state)?;
+    let raw = raw.as_str();
     if is_master_key(state, raw) {
         return Ok(Caller::Admin);
     }
@@ -96,7 +98,7 @@ fn store(state: &AppState) -> Result<Arc<dyn TenancyStore>, GatewayError> {
 }
 
 /// Whether `raw` is the master key (`general_settings.master_key`).
-fn is_master_key(state: &AppState, raw: &str) -> bool {
+pub(crate) fn is_master_key(state: &AppState, raw: &str) -> bool {
     state.master_key_hash.as_deref().is_some_and(|m| constant_time_eq(m, &hash_key(raw)))
 }
 

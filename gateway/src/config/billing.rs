@@ -166,6 +166,9 @@ pub struct GatewaySettings {
     /// too and gets the same default.
     #[serde(default = "default_client_request_timeout_ms")]
     pub client_request_timeout_ms: u64,
+    /// The web console under `/ui` (docs/console.md).
+    #[serde(default)]
+    pub console: super::ConsoleSettings,
 }
 
 impl Default for GatewaySettings {
@@ -187,6 +190,7 @@ impl Default for GatewaySettings {
             flush_timeout_secs: default_flush_timeout_secs(),
             keep_alive_secs: default_keep_alive_secs(),
             client_request_timeout_ms: default_client_request_timeout_ms(),
+            console: super::ConsoleSettings::default(),
         }
     }
 }

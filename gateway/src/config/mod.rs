@@ -104,12 +104,14 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 
 mod billing;
 mod callbacks;
+mod console;
 pub mod litellm;
 mod models;
 mod routing;
 mod sinks;
 mod validate;
 pub use billing::*;
+pub use console::ConsoleSettings;
 pub use models::*;
 pub use routing::*;
 pub use sinks::*;

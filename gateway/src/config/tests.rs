@@ -197,6 +197,30 @@ fn client_connection_timeouts_default_long_and_must_be_sane() {
 }
 
 #[test]
+fn console_settings_default_on_and_are_bounded() {
+    let c = Config::parse(MINIMAL, "test.yaml").unwrap();
+    assert!(c.gateway.console.enabled && !c.gateway.console.secure_cookie);
+    assert_eq!((c.gateway.console.session_ttl_secs, c.gateway.console.sign_in_per_ip_per_minute), (28_800, 10));
+    let text = format!("gateway:\n  console:\n    enabled: false\n    secure_cookie: true\n{MINIMAL}");
+    let c = Config::parse(&text, "test.yaml").unwrap();
+    assert!(!c.gateway.console.enabled && c.gateway.console.secure_cookie);
+    for (field, bad) in [
+        ("session_ttl_secs", "59"),
+        ("session_ttl_secs", "604801"),
+        ("session_idle_secs", "30000"),
+        ("sign_in_per_ip_per_minute", "0"),
+        ("sign_in_per_minute", "100001"),
+        ("max_sessions", "0"),
+    ] {
+        let text = format!("gateway:\n  console:\n    {field}: {bad}\n{MINIMAL}");
+        let err = Config::parse(&text, "test.yaml").unwrap_err().to_string();
+        assert!(err.contains(&format!("gateway.console.{field}")), "{field}: {bad}: {err}");
+    }
+    let err = Config::parse(&format!("gateway:\n  console:\n    nope: 1\n{MINIMAL}"), "test.yaml").unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
 fn metric_label_caps_are_bounded() {
     let c = Config::parse(MINIMAL, "test.yaml").unwrap();
     assert_eq!((c.gateway.metrics.labels.cap, c.gateway.metrics.labels.customer), (100, false));

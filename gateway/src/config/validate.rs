@@ -134,6 +134,9 @@ impl Config {
         if !(1..=3_600).contains(&self.gateway.flush_timeout_secs) {
             return Err(invalid("gateway.flush_timeout_secs".into(), "must be 1 to 3600 seconds".into()));
         }
+        if let Some((field, message)) = self.gateway.console.out_of_range() {
+            return Err(invalid(field.into(), message.into()));
+        }
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }

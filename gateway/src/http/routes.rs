@@ -7,6 +7,7 @@
 
 use super::{anthropic, openai, spend};
 use crate::admin::{self, budgets, customers, keys, organizations, teams, users};
+use crate::console;
 use actix_web::{web, Route};
 use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
 
@@ -39,6 +40,8 @@ pub enum Api {
     /// The admin API (`openapi/admin.yaml`).
     Admin,
     Spend,
+    /// The web console: its files and its sign-in (docs/console.md).
+    Console,
 }
 
 impl Api {
@@ -144,6 +147,12 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::Spend, "/spend/logs", |r| r.to(spend::spend_logs)),
     get(Api::Spend, "/global/spend/report", |r| r.to(spend::spend_report)),
     get(Api::Spend, "/spend/daily", |r| r.to(spend::spend_daily)),
+    post(Api::Console, "/ui/api/sign-in", |r| r.to(console::signin::sign_in)),
+    get(Api::Console, "/ui/api/session", |r| r.to(console::signin::current)),
+    post(Api::Console, "/ui/api/sign-out", |r| r.to(console::signin::sign_out)),
+    get(Api::Console, "/ui", |r| r.to(console::assets::index)),
+    // Last: it takes every other path under /ui/.
+    get(Api::Console, "/ui/{file:.*}", |r| r.to(console::assets::asset)),
 ];
 
 /// The routes of one API, in table order.

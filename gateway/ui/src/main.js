@@ -1,0 +1,80 @@
+// The console's shell: who is signed in, the navigation, and a page per `#/route`.
+import './style.css';
+import * as api from './api.js';
+import { h, fill, notice } from './dom.js';
+import { signInPage } from './pages/signin.js';
+import { keysPage } from './pages/keys.js';
+import { overviewPage } from './pages/overview.js';
+import { usagePage } from './pages/usage.js';
+import { logsPage } from './pages/logs.js';
+
+const PAGES = {
+  overview: { title: 'Overview', render: overviewPage },
+  keys: { title: 'Keys', render: keysPage },
+  usage: { title: 'Usage', render: usagePage },
+  logs: { title: 'Spend logs', render: logsPage },
+};
+
+let current = null;
+let routed = 0;
+
+function header(session) {
+  const top = document.getElementById('top');
+  if (!session) {
+    fill(top, h('span', { class: 'brand' }, 'Tollgate'));
+    return;
+  }
+  const links = Object.entries(PAGES).map(([route, page]) =>
+    h('li', {}, h('a', { href: `#/${route}`, 'data-route': route }, page.title)),
+  );
+  const out = h('button', { type: 'button', id: 'sign-out', onclick: onSignOut }, 'Sign out');
+  fill(
+    top,
+    h('span', { class: 'brand' }, 'Tollgate'),
+    h('nav', { 'aria-label': 'Console' }, h('ul', {}, links)),
+    h('span', { class: 'role', id: 'role' }, session.role),
+    out,
+  );
+}
+
+async function onSignOut() {
+  await api.signOut();
+  current = null;
+  location.hash = '#/sign-in';
+  await route();
+}
+
+async function route() {
+  const main = document.getElementById('main');
+  if (!current) current = await api.session();
+  header(current);
+  if (!current) {
+    document.title = 'Sign in · Tollgate';
+    routed += 1;
+    signInPage(main, async (session) => {
+      current = session;
+      location.hash = '#/overview';
+      await route();
+    });
+    return;
+  }
+  const name = location.hash.replace(/^#\//, '') || 'overview';
+  const page = PAGES[name] || PAGES.overview;
+  document.title = `${page.title} · Tollgate`;
+  for (const a of document.querySelectorAll('nav a')) {
+    if (a.dataset.route === name) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  // A page renders into a view of its own, shown only if no later route started meanwhile.
+  const turn = ++routed;
+  const view = h('div', { class: 'view', 'data-page': name });
+  try {
+    await page.render(view, current);
+  } catch (e) {
+    fill(view, notice('error', e.message));
+  }
+  if (turn === routed) fill(main, view);
+}
+
+window.addEventListener('hashchange', () => route());
+route().catch((e) => fill(document.getElementById('main'), notice('error', e.message)));

@@ -1,0 +1,63 @@
+// Overview: spend today and this month, requests and tokens, from the aggregate read model
+// (`/spend/daily`), and the teams with the most spend this month against their budgets.
+import * as api from '../api.js';
+import { h, fill, usd, day } from '../dom.js';
+
+function totals(rows) {
+  const t = { spend: 0n, requests: 0, tokens: 0 };
+  for (const r of rows) {
+    t.spend += BigInt(r.spend_nano_usd);
+    t.requests += r.requests;
+    t.tokens += r.prompt_tokens + r.completion_tokens;
+  }
+  return t;
+}
+
+function card(title, t, id) {
+  return h(
+    'section',
+    { class: 'card', 'aria-labelledby': `${id}-h` },
+    h('h2', { id: `${id}-h` }, title),
+    h('p', { class: 'big', id: `${id}-spend` }, usd(t.spend)),
+    h('p', {}, `${t.requests.toLocaleString('en-US')} requests · ${t.tokens.toLocaleString('en-US')} tokens`),
+  );
+}
+
+export async function overviewPage(main) {
+  const now = new Date();
+  const today = day(now);
+  const first = `${today.slice(0, 8)}01`;
+  const [month, teams, report] = await Promise.all([
+    api.get('/spend/daily', { start_date: first, end_date: today }),
+    api.get('/team/list'),
+    api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
+  ]);
+  const todayRows = month.results.filter((r) => r.date === today);
+  const budgets = new Map(teams.map((t) => [t.team_id, t]));
+  const rows = report.slice(0, 10).map((r) => {
+    const team = budgets.get(r.team_id) || {};
+    const max = team.max_budget_nano_usd;
+    return h(
+      'tr',
+      {},
+      h('th', { scope: 'row' }, team.team_alias || r.team_id),
+      h('td', {}, usd(r.spend_nano_usd)),
+      h('td', {}, max == null ? 'no budget' : usd(max)),
+      h('td', {}, max ? `${((Number(r.spend_nano_usd) / max) * 100).toFixed(1)} %` : '–'),
+    );
+  });
+  fill(
+    main,
+    h('h1', {}, 'Overview'),
+    h('div', { class: 'cards' }, card('Today', totals(todayRows), 'today'), card('Month to date', totals(month.results), 'month')),
+    h('h2', {}, 'Teams by spend this month'),
+    rows.length
+      ? h(
+          'table',
+          {},
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Team'), h('th', { scope: 'col' }, 'Spend'), h('th', { scope: 'col' }, 'Budget'), h('th', { scope: 'col' }, 'Used'))),
+          h('tbody', {}, rows),
+        )
+      : h('p', {}, 'No team has spent anything this month.'),
+  );
+}

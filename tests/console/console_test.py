@@ -1,0 +1,306 @@
+"""Tollgate's web console in a real browser (Debian's chromium, driven by Selenium).
+
+Run by tests/tests/console.rs against a gateway it started (with its ledger consumer and the
+mock provider); reads the environment:
+  TOLLGATE_URL          the gateway's base URL
+  TOLLGATE_MASTER_KEY   the master key
+  TOLLGATE_VIEWER_KEY   a key of a proxy_admin_viewer user
+  TOLLGATE_AXE          path of axe-core's axe.min.js (gateway/ui/node_modules)
+  TOLLGATE_SHOTS        where to save screenshots
+  TOLLGATE_RESULT       where to write what the run saw (JSON), for the Rust test to check
+
+Every step fails with a message naming what was not seen. Exits non-zero on the first failure.
+"""
+
+import json
+import os
+import sys
+import time
+import uuid
+
+import openai
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE = os.environ["TOLLGATE_URL"].rstrip("/")
+MASTER = os.environ["TOLLGATE_MASTER_KEY"]
+VIEWER = os.environ["TOLLGATE_VIEWER_KEY"]
+AXE = open(os.environ["TOLLGATE_AXE"], encoding="utf-8").read()
+SHOTS = os.environ["TOLLGATE_SHOTS"]
+RESULT = os.environ["TOLLGATE_RESULT"]
+HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
+
+seen = {"pages": {}, "axe": {}}
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100",
+                "--disable-gpu", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The driver is Debian's: Selenium must not fetch one.
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def wait(d, what, cond, secs=20):
+    try:
+        # The pages redraw what they show: an element found a moment ago may be gone.
+        return WebDriverWait(d, secs, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+    except TimeoutException:
+        raise AssertionError(f"not seen within {secs} s: {what}") from None
+
+
+def text_of(d, css, what, secs=20):
+    def shown(d):
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found and found[0].is_displayed() else None
+    return wait(d, what, shown, secs)
+
+
+def text_by_id(d, id_):
+    """An element's text read in the page at once (it may be redrawn at any moment)."""
+    return d.execute_script("return document.getElementById(arguments[0])?.textContent ?? null", id_)
+
+
+def console_errors(d):
+    return [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def check_page(d, name):
+    """The page loaded with no console errors and no serious or critical axe violations."""
+    errors = console_errors(d)
+    assert not errors, f"{name}: browser console errors: {errors}"
+    d.execute_script(AXE)
+    violations = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map("
+        "v => ({id: v.id, impact: v.impact, nodes: v.nodes.length}))), e => done([{id: String(e), impact: 'critical'}]));"
+    )
+    bad = [v for v in violations if v["impact"] in ("serious", "critical")]
+    seen["axe"][name] = {"violations": len(violations), "serious_or_critical": len(bad)}
+    assert not bad, f"{name}: axe-core serious/critical violations: {bad}"
+    d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+    seen["pages"][name] = "ok"
+
+
+def no_alert(d):
+    try:
+        d.switch_to.alert
+    except NoAlertPresentException:
+        return
+    raise AssertionError("a JavaScript alert opened: hostile text was run")
+
+
+def sign_in(d, key, role):
+    d.get(f"{BASE}/ui")
+    field = wait(d, "the sign-in form", EC.element_to_be_clickable((By.ID, "key")))
+    # From the keyboard: type the key and press Enter.
+    field.send_keys(key, Keys.ENTER)
+    wait(d, f"signed in as {role}", EC.text_to_be_present_in_element((By.ID, "role"), role))
+    assert d.execute_script("return window.localStorage.length + window.sessionStorage.length") == 0, \
+        "the browser's storage holds something after sign-in"
+    assert key not in d.current_url and key not in d.page_source, "the key is in the page or its URL"
+
+
+def go(d, route, ready_css):
+    d.get(f"{BASE}/ui#/{route}")
+    wait(d, f"{route} page", EC.presence_of_element_located((By.CSS_SELECTOR, ready_css)))
+
+
+def key_row(d, alias):
+    return d.execute_script(
+        "return [...document.querySelectorAll('#keys tbody tr')]"
+        ".find(r => r.querySelector('th.alias').textContent === arguments[0]) ?? null", alias)
+
+
+def in_row(d, alias, css):
+    """The element `css` in the row of the key `alias`, once the row is shown."""
+    def found(d):
+        row = key_row(d, alias)
+        return row.find_element(By.CSS_SELECTOR, css) if row is not None else None
+    return wait(d, f"{css} of the key {alias!r}", found)
+
+
+def click_in_row(d, alias, css):
+    wait(d, f"a click on {css} of the key {alias!r}", lambda d: in_row(d, alias, css).click() or True)
+
+
+def search(d, text):
+    box = d.find_element(By.ID, "key-search")
+    box.clear()
+    box.send_keys(text, Keys.ENTER)
+
+
+def create_key(d, alias, **fields):
+    d.find_element(By.ID, "new-alias").send_keys(alias)
+    for name, value in fields.items():
+        d.find_element(By.ID, f"new-{name}").send_keys(value)
+    shown = "return document.getElementById('new-secret')?.textContent ?? null"
+    before = d.execute_script(shown)
+    d.find_element(By.CSS_SELECTOR, "#create-key button[type=submit]").click()
+    wait(d, f"the new key {alias!r} shown once", lambda d: d.execute_script(shown) not in (None, before))
+    secret = d.execute_script(shown)
+    assert secret.startswith("sk-"), secret
+    return secret
+
+
+def sdk_chat(secret):
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key=secret, max_retries=0)
+    return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi from the console test"}])
+
+
+def admin_round_trip(d):
+    run = uuid.uuid4().hex[:8]
+    sign_in(d, MASTER, "proxy_admin")
+    wait(d, "the overview's spend", EC.presence_of_element_located((By.ID, "today-spend")))
+    check_page(d, "overview")
+
+    go(d, "keys", "#keys-list table, #keys-list p")
+    check_page(d, "keys")
+    # Hostile aliases are shown as the text they are.
+    for i, h in enumerate(HOSTILE):
+        alias = f"{h} {run}-{i}"
+        create_key(d, alias)
+        search(d, f"{run}-{i}")
+        wait(d, f"the key {alias!r} listed", lambda d, a=alias: key_row(d, a) is not None)
+        no_alert(d)
+    search(d, run)
+    for i, h in enumerate(HOSTILE):
+        wait(d, "both hostile aliases listed", lambda d, a=f"{h} {run}-{i}": key_row(d, a) is not None)
+    d.save_screenshot(os.path.join(SHOTS, "keys-hostile.png"))
+    assert not d.find_elements(By.CSS_SELECTOR, "main img, main script"), "hostile markup became elements"
+    seen["hostile_shown_as_text"] = True
+
+    # The round trip: create, use with the openai SDK, see the spend, block, refused.
+    alias = f"console-rt-{run}"
+    secret = create_key(d, alias, team="", models="gpt-4o-mini", budget="5", window="30d", rpm="100",
+                        tpm="100000", expiry="30d")
+    d.save_screenshot(os.path.join(SHOTS, "key-created.png"))
+    seen["created_alias"] = alias
+    for _ in range(3):
+        answer = sdk_chat(secret)
+        assert answer.usage and answer.usage.total_tokens > 0, answer
+    spend = None
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        go(d, "keys", "#keys-list table, #keys-list p")
+        search(d, alias)
+        wait(d, f"the key {alias!r} listed", lambda d: key_row(d, alias) is not None)
+        click_in_row(d, alias, "button.details")
+        spend = text_of(d, "#detail-spend-all", "the key's spend")
+        if spend not in ("$0.00", ""):
+            break
+        time.sleep(2)  # the ledger consumer folds in batches; poll again
+    assert spend not in (None, "$0.00", ""), f"the key's spend never appeared (last: {spend})"
+    seen["spend_shown"] = spend
+    d.save_screenshot(os.path.join(SHOTS, "key-spend.png"))
+    click_in_row(d, alias, "button.block")
+    wait(d, "the key shown blocked", lambda d: in_row(d, alias, "td.state").text == "blocked")
+    try:
+        sdk_chat(secret)
+        raise AssertionError("the blocked key still works with the SDK")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401, e
+        seen["blocked_sdk_status"] = e.status_code
+
+    # Delete, with a confirmation first.
+    search(d, f"{run}-0")
+    hostile = f"{HOSTILE[0]} {run}-0"
+    wait(d, "the key to delete", lambda d: key_row(d, hostile) is not None)
+    click_in_row(d, hostile, "button.delete")
+    wait(d, "the confirmation", EC.element_to_be_clickable((By.ID, "confirm-delete"))).click()
+    wait(d, "the deleted key gone", lambda d: key_row(d, hostile) is None)
+    seen["deleted_after_confirmation"] = True
+
+    go(d, "usage", "#usage-total")
+    deadline = time.time() + 60
+    while text_by_id(d, "usage-total") in ("$0.00", None) and time.time() < deadline:
+        time.sleep(2)  # the read model is written by the consumer; poll again
+        d.find_element(By.CSS_SELECTOR, "#usage-range button").click()
+        wait(d, "usage total", EC.presence_of_element_located((By.ID, "usage-total")))
+    seen["usage_total"] = text_by_id(d, "usage-total")
+    assert seen["usage_total"] not in ("$0.00", None), "the usage page shows no spend"
+    wait(d, "the uPlot chart", EC.presence_of_element_located((By.CSS_SELECTOR, "#usage-chart canvas")))
+    check_page(d, "usage")
+
+    # Spend logs: the key's three requests, each with its cost.
+    go(d, "logs", "#logs-out table, #logs-out p")
+    count = "return [...document.querySelectorAll('#logs td.alias')].filter(c => c.textContent === arguments[0]).length"
+    deadline = time.time() + 60
+    while d.execute_script(count, alias) < 3 and time.time() < deadline:
+        time.sleep(2)  # the event ledger is written by the consumer; poll again
+        d.find_element(By.CSS_SELECTOR, "#logs-filter button[type=submit]").click()
+    seen["log_rows_of_key"] = d.execute_script(count, alias)
+    assert seen["log_rows_of_key"] == 3, f"spend logs show {seen['log_rows_of_key']} requests of the key, not 3"
+    check_page(d, "logs")
+
+    d.find_element(By.ID, "sign-out").click()
+    wait(d, "the sign-in form after sign-out", EC.presence_of_element_located((By.ID, "sign-in")))
+    d.get_log("browser")
+    check_page(d, "sign-in")
+    # The old session is gone: the admin API refuses its cookie.
+    status = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/key/list', {credentials: 'same-origin'}).then(r => done(r.status));")
+    assert status in (401,), f"after sign-out the admin API answered {status}"
+    d.get_log("browser")  # that refusal was expected
+
+
+def viewer_is_refused(d):
+    sign_in(d, VIEWER, "proxy_admin_viewer")
+    go(d, "keys", "#keys-list table, #keys-list p")
+    check_page(d, "keys-viewer")
+    d.find_element(By.ID, "new-alias").send_keys("viewer-may-not")
+    d.find_element(By.CSS_SELECTOR, "#create-key button[type=submit]").click()
+    refusal = text_of(d, "#keys-status .notice.error", "the refusal of a viewer's create")
+    assert "may not" in refusal, refusal
+    seen["viewer_create_refusal"] = refusal
+    alias = seen["created_alias"]
+    search(d, alias)
+    wait(d, "the key shown blocked to the viewer", lambda d: in_row(d, alias, "td.state").text == "blocked")
+    click_in_row(d, alias, "button.block")  # Unblock, which a viewer may not do
+    refusal = text_of(d, "#keys-status .notice.error", "the refusal of a viewer's unblock")
+    assert "may not" in refusal, refusal
+    d.save_screenshot(os.path.join(SHOTS, "viewer-refused.png"))
+    go(d, "keys", "#keys-list table, #keys-list p")
+    search(d, alias)
+    wait(d, "the key still blocked after the viewer's unblock",
+         lambda d: in_row(d, alias, "td.state").text == "blocked")
+    seen["viewer_block_refusal"] = refusal
+    # The API itself refuses, the page's CSRF token notwithstanding.
+    status = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/ui/api/session').then(r => r.json()).then(s => fetch('/key/generate', {method: 'POST',"
+        " credentials: 'same-origin', headers: {'content-type': 'application/json', 'x-csrf-token': s.csrf_token},"
+        " body: '{}'})).then(r => done(r.status));")
+    assert status == 403, f"a viewer's /key/generate answered {status}"
+    seen["viewer_api_status"] = status
+
+
+def main():
+    os.makedirs(SHOTS, exist_ok=True)
+    d = browser()
+    try:
+        admin_round_trip(d)
+        d.delete_all_cookies()
+        viewer_is_refused(d)
+    except BaseException:
+        d.save_screenshot(os.path.join(SHOTS, "failure.png"))
+        print(f"page at failure: {d.current_url}", file=sys.stderr)
+        raise
+    finally:
+        with open(RESULT, "w", encoding="utf-8") as f:
+            json.dump(seen, f, indent=1)
+        d.quit()
+    print(json.dumps(seen, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+//! The web console (`/ui`, docs/console.md) on real Kafka and Cassandra: its security headers,
+//! sessions, CSRF and sign-in throttle over HTTP; then, in Debian's headless Chromium driven by
+//! Selenium (`tests/console/console_test.py`), sign-in, a key created in the console and used
+//! with the official openai SDK, its spend seen in the console, the key blocked there and the
+//! SDK refused with 401; hostile aliases shown as text; axe-core on every page; a
+//! `proxy_admin_viewer` refused in the console and by the API.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tollgate_tests::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The session cookie's `name=value` from a sign-in answer, and the whole `Set-Cookie`.
+fn session_cookie(resp: &reqwest::Response) -> Result<(String, String)> {
+    let set = resp.headers().get("set-cookie").context("no set-cookie")?.to_str()?.to_owned();
+    let pair = set.split(';').next().context("empty set-cookie")?.trim().to_owned();
+    Ok((pair, set))
+}
+
+async fn sign_in(http: &reqwest::Client, gw: &str, key: &str) -> Result<reqwest::Response> {
+    Ok(http.post(format!("{gw}/ui/api/sign-in")).json(&json!({"key": key})).send().await?)
+}
+
+/// The headers, the session and CSRF rules, over plain HTTP.
+async fn sessions_and_headers(gw: &str, viewer_key: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{gw}/ui")).send().await?;
+    ensure!(page.status() == 200, "/ui: {}", page.status());
+    let header = |name: &str| page.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let csp = header("content-security-policy");
+    ensure!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"),
+        "CSP: {csp}"
+    );
+    ensure!(header("x-content-type-options") == "nosniff" && header("referrer-policy") == "no-referrer");
+    let html = page.text().await?;
+    ensure!(!html.contains("<script>") && html.contains("src=\"/ui/app.js\""), "inline script in the page");
+    ensure!(http.get(format!("{gw}/ui/app.js")).send().await?.status() == 200);
+    ensure!(http.get(format!("{gw}/ui/nope.js")).send().await?.status() == 404);
+
+    let wrong = sign_in(&http, gw, "sk-not-a-key-at-all").await?;
+    ensure!(wrong.status() == 401 && wrong.headers().get("set-cookie").is_none(), "a wrong key: {}", wrong.status());
+    let plain_user = AdminApi::new(gw).ok("/key/generate", json!({})).await?;
+    let plain = plain_user["key"].as_str().context("key")?;
+    ensure!(sign_in(&http, gw, plain).await?.status() == 403, "a key of no admin signed in");
+
+    let resp = sign_in(&http, gw, MASTER_KEY).await?;
+    ensure!(resp.status() == 200, "master sign-in: {}", resp.status());
+    let (cookie, set) = session_cookie(&resp)?;
+    ensure!(
+        set.contains("HttpOnly")
+            && set.contains("SameSite=Strict")
+            && set.contains("Max-Age=")
+            && set.contains("Path=/"),
+        "cookie attributes: {set}"
+    );
+    ensure!(cookie.len() == "tollgate_session=".len() + 64, "a 256-bit session id: {cookie}");
+    let body: Value = resp.json().await?;
+    let csrf = body["csrf_token"].as_str().context("csrf_token")?.to_owned();
+    ensure!(body["role"] == "proxy_admin" && !body.to_string().contains(MASTER_KEY), "{body}");
+
+    let with_cookie = |req: reqwest::RequestBuilder| req.header("cookie", &cookie);
+    let list = with_cookie(http.get(format!("{gw}/key/list"))).send().await?;
+    ensure!(list.status() == 200, "the admin API with the cookie: {}", list.status());
+    let no_token = with_cookie(http.post(format!("{gw}/key/generate"))).json(&json!({})).send().await?;
+    let status = no_token.status();
+    let v: Value = no_token.json().await?;
+    ensure!(status == 403 && v["error"]["code"] == "csrf_token_mismatch", "a change without the token: {status} {v}");
+    let wrong_token =
+        with_cookie(http.post(format!("{gw}/key/generate"))).header("x-csrf-token", "0".repeat(64)).json(&json!({}));
+    ensure!(wrong_token.send().await?.status() == 403, "a change with a wrong token");
+    let made = with_cookie(http.post(format!("{gw}/key/generate")))
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"key_alias": "made-with-a-session"}))
+        .send()
+        .await?;
+    ensure!(made.status() == 200, "a change with the token: {}", made.status());
+    let out = with_cookie(http.post(format!("{gw}/ui/api/sign-out"))).header("x-csrf-token", &csrf).send().await?;
+    ensure!(out.status() == 200, "sign-out: {}", out.status());
+    let after = with_cookie(http.get(format!("{gw}/key/list"))).send().await?;
+    ensure!(after.status() == 401, "the cookie after sign-out: {}", after.status());
+
+    // The API refuses a viewer's change with its key too (the browser run checks the console).
+    let viewer = reqwest::Client::new()
+        .post(format!("{gw}/key/generate"))
+        .bearer_auth(viewer_key)
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(viewer.status() == 403, "a viewer's /key/generate: {}", viewer.status());
+    Ok(())
+}
+
+/// The sign-in throttle: past `sign_in_per_ip_per_minute` (10) attempts, 429 with Retry-After.
+async fn sign_in_is_throttled(gw: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let resp = sign_in(&http, gw, "sk-guess-guess-guess").await?;
+        if resp.status() == 429 {
+            ensure!(resp.headers().contains_key("retry-after"), "429 without retry-after");
+        }
+        statuses.push(resp.status().as_u16());
+    }
+    ensure!(statuses.last() == Some(&429), "guessing is not throttled: {statuses:?}");
+    // Even the right key waits once throttled.
+    ensure!(sign_in(&http, gw, MASTER_KEY).await?.status() == 429, "throttled, the master key still signs in");
+    Ok(())
+}
+
+fn run_browser(gw: &str, viewer_key: &str, dir: &Path) -> Result<Value> {
+    let python = test_python();
+    ensure!(python.exists(), "{} not found: run deploy/local/prereqs", python.display());
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        ensure!(
+            Path::new(tool).exists(),
+            "{tool} not found: run deploy/local/prereqs (Debian chromium, chromium-driver)"
+        );
+    }
+    let axe = repo().join("gateway/ui/node_modules/axe-core/axe.min.js");
+    ensure!(axe.exists(), "{} not found: run deploy/local/prereqs (npm ci in gateway/ui)", axe.display());
+    let shots = std::env::var("TOLLGATE_CONSOLE_SHOTS").map(PathBuf::from).unwrap_or_else(|_| dir.join("shots"));
+    let result = dir.join("console-result.json");
+    let output = std::process::Command::new(&python)
+        .arg(repo().join("tests/console/console_test.py"))
+        .env("TOLLGATE_URL", gw)
+        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
+        .env("TOLLGATE_VIEWER_KEY", viewer_key)
+        .env("TOLLGATE_AXE", &axe)
+        .env("TOLLGATE_SHOTS", &shots)
+        .env("TOLLGATE_RESULT", &result)
+        .output()?;
+    let log = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    ensure!(output.status.success(), "the browser run failed (screenshots in {}):\n{log}", shots.display());
+    eprintln!("{log}");
+    Ok(serde_json::from_str(&std::fs::read_to_string(&result)?)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
+    let dir = scratch_dir("console")?;
+    let topics = Topics::create("console", 1).await?;
+    let ks = unique("tg_console_").replace('-', "_");
+    let mock = start_mock(&dir, &[]).await?;
+    let gateway = start_gateway(&dir, &GatewayConfig::tenancy("gw-console", mock.url()?, &topics, &ks)).await?;
+    // Budget state with heartbeats: the key made in the console has a hard budget.
+    let consumer_cfg = ConsumerConfig {
+        budgets: Some(ConsumerBudgets {
+            state_topic: Some(topics.budget_state.clone()),
+            heartbeat_interval_ms: Some(1000),
+            alert_thresholds: None,
+            webhook_url: None,
+        }),
+        ..ConsumerConfig::new(&topics.usage, &unique("ledger-console-"), &ks, 200)
+    };
+    let _consumer = start_consumer(&dir, &consumer_cfg).await?;
+    let gw = gateway.url()?.to_owned();
+    eventually("the gateway to read its budget state", std::time::Duration::from_secs(60), || async {
+        let ready = reqwest::get(format!("{gw}/health/readiness")).await?.status() == 200;
+        Ok(ready.then_some(()))
+    })
+    .await?;
+    let admin = AdminApi::new(&gw);
+    let viewer = unique("viewer-");
+    admin
+        .ok("/user/new", json!({"user_id": viewer, "user_role": "proxy_admin_viewer", "auto_create_key": false}))
+        .await?;
+    let viewer_key = admin.ok("/key/generate", json!({"user_id": viewer, "key_alias": "viewer"})).await?["key"]
+        .as_str()
+        .context("viewer key")?
+        .to_owned();
+
+    sessions_and_headers(&gw, &viewer_key).await?;
+    let seen = run_browser(&gw, &viewer_key, &dir)?;
+    for page in ["overview", "keys", "usage", "logs", "sign-in", "keys-viewer"] {
+        ensure!(seen["axe"][page]["serious_or_critical"] == 0, "axe on {page}: {seen}");
+    }
+    ensure!(seen["blocked_sdk_status"] == 401 && seen["viewer_api_status"] == 403, "{seen}");
+    ensure!(seen["log_rows_of_key"] == 3, "the key's requests in the spend logs: {seen}");
+    // What the console did is what the API holds.
+    let alias = seen["created_alias"].as_str().context("created_alias")?;
+    let (_, found) = admin.get(&format!("/key/list?key_alias={alias}&return_full_object=true")).await?;
+    ensure!(found["keys"][0]["blocked"] == true, "the key blocked in the console: {found}");
+    let (_, hostile) = admin.get("/key/list?search=%3Cscript%3E&return_full_object=true").await?;
+    ensure!(hostile["total_count"] == 0, "the key deleted in the console is still there: {hostile}");
+    sign_in_is_throttled(&gw).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_turned_off_serves_nothing_and_takes_no_cookie() -> Result<()> {
+    let dir = scratch_dir("console-off")?;
+    let topics = Topics::create("console-off", 1).await?;
+    let ks = unique("tg_console_off_").replace('-', "_");
+    let mock = start_mock(&dir, &[]).await?;
+    let _consumer =
+        start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-console-off-"), &ks, 200)).await?;
+    let config = GatewayConfig::tenancy("gw-console-off", mock.url()?, &topics, &ks)
+        .with_yaml("gateway:\n  console:\n    enabled: false\n")?;
+    let gateway = start_gateway(&dir, &config).await?;
+    let gw = gateway.url()?;
+    let http = reqwest::Client::new();
+    for path in ["/ui", "/ui/app.js", "/ui/api/session"] {
+        ensure!(http.get(format!("{gw}{path}")).send().await?.status() == 404, "{path} served while off");
+    }
+    ensure!(sign_in(&http, gw, MASTER_KEY).await?.status() == 404, "sign-in while off");
+    let with_cookie =
+        http.get(format!("{gw}/key/list")).header("cookie", format!("tollgate_session={}", "a".repeat(64)));
+    ensure!(with_cookie.send().await?.status() == 401, "a cookie taken while off");
+    Ok(())
+}
