@@ -12,7 +12,7 @@ use tollgate_gateway::config::Config;
 use tollgate_gateway::guardrails::{before_call, guard_stream};
 use tollgate_gateway::http::wire::ProxyRequest;
 use tollgate_gateway::providers::{ByteStream, Endpoint, StreamError};
-use tollgate_gateway::tenancy::auth::Tenancy;
+use tollgate_gateway::tenancy::auth::{Principal, Tenancy};
 
 const KEY: &str = "sk-bench-guardrails";
 
@@ -47,20 +47,27 @@ fn prompt() -> String {
     format!("{filler} Reply to ann.smith@example.com; the card on file is 4111 1111 1111 1111.")
 }
 
+/// The config, the bench key's principal and a chat request of about 1 KiB.
+fn fixture(default_on: bool) -> (Config, Principal, ProxyRequest) {
+    let config = config(default_on);
+    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
+    let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
+        Ok(p) => p,
+        Err(e) => panic!("bench key does not authenticate: {e}"),
+    };
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt()}]}).to_string();
+    let request = match ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions) {
+        Ok(r) => r,
+        Err(e) => panic!("bench request: {e}"),
+    };
+    (config, principal, request)
+}
+
 fn pre_call(c: &mut Criterion) {
-    for (name, default_on) in [("guardrails/pre_call words + PII, 1 KiB prompt", true), ("guardrails/pre_call none selected", false)] {
-        let config = config(default_on);
-        let tenancy =
-            Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
-        let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
-            Ok(p) => p,
-            Err(e) => panic!("bench key does not authenticate: {e}"),
-        };
-        let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt()}]}).to_string();
-        let request = match ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions) {
-            Ok(r) => r,
-            Err(e) => panic!("bench request: {e}"),
-        };
+    for (name, default_on) in
+        [("guardrails/pre_call words + PII, 1 KiB prompt", true), ("guardrails/pre_call none selected", false)]
+    {
+        let (config, principal, request) = fixture(default_on);
         let client = reqwest::Client::new();
         let set = config.guardrail_set.clone();
         c.bench_function(name, |b| {
@@ -73,23 +80,15 @@ fn pre_call(c: &mut Criterion) {
 }
 
 fn post_call(c: &mut Criterion) {
-    let config = config(true);
-    let tenancy = Tenancy::new(None, &config.virtual_keys, tollgate_gateway::tenancy::auth::KeyHasher::new(None), None);
-    let principal = match futures::executor::block_on(tenancy.authenticate(KEY, Utc::now())) {
-        Ok(p) => p,
-        Err(e) => panic!("bench key does not authenticate: {e}"),
-    };
-    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": prompt()}]}).to_string();
-    let request = match ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions) {
-        Ok(r) => r,
-        Err(e) => panic!("bench request: {e}"),
-    };
+    let (config, principal, request) = fixture(true);
     let client = reqwest::Client::new();
-    let applied = match futures::executor::block_on(before_call(&config.guardrail_set, &client, &principal, &request, "b")) {
-        Ok((_, applied)) => applied,
-        Err(e) => panic!("bench pre-call: {e}"),
-    };
-    let answer_text = format!("{} I wrote to <EMAIL_1> about <CARD_1>.", "The figures rose by four per cent. ".repeat(20));
+    let applied =
+        match futures::executor::block_on(before_call(&config.guardrail_set, &client, &principal, &request, "b")) {
+            Ok((_, applied)) => applied,
+            Err(e) => panic!("bench pre-call: {e}"),
+        };
+    let answer_text =
+        format!("{} I wrote to <EMAIL_1> about <CARD_1>.", "The figures rose by four per cent. ".repeat(20));
     let answer = bytes::Bytes::from(
         serde_json::json!({"id": "x", "object": "chat.completion", "model": "m",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_text}, "finish_reason": "stop"}],
@@ -113,7 +112,8 @@ fn post_call(c: &mut Criterion) {
     chunks.push(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
     c.bench_function("guardrails/stream restore + words, 64 chunks", |b| {
         b.iter(|| {
-            let upstream: ByteStream = Box::pin(futures::stream::iter(chunks.iter().cloned().map(Ok::<_, StreamError>)));
+            let upstream: ByteStream =
+                Box::pin(futures::stream::iter(chunks.clone().into_iter().map(Ok::<_, StreamError>)));
             let guarded = guard_stream(applied.clone(), upstream);
             futures::executor::block_on(guarded.fold(0usize, |n, c| async move { n + c.map_or(0, |b| b.len()) }))
         })

@@ -135,7 +135,10 @@ pub async fn before_call(
     let mut prompt = request.prompt_value()?;
     let mut changed = false;
     for g in applied.guardrails.iter().filter(|g| g.pre_call) {
-        changed |= g.check_prompt(&mut prompt, &mut applied.masks, client, &applied.request_data, request_id).await?;
+        if let Some(prompt) = prompt.as_mut() {
+            let masks = Some(&mut applied.masks);
+            changed |= g.run(prompt, Side::Prompt, masks, client, &applied.request_data, request_id).await?;
+        }
     }
     let rebuilt = match (changed, named) {
         (false, false) => None,
@@ -145,29 +148,61 @@ pub async fn before_call(
     Ok((rebuilt, Arc::new(applied)))
 }
 
+/// Which side of the call a guardrail looks at.
+#[derive(Clone, Copy)]
+enum Side {
+    Prompt,
+    Answer,
+}
+
+impl Side {
+    fn texts(self, value: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
+        match self {
+            Side::Prompt => text::prompt_texts(value, f),
+            Side::Answer => text::answer_texts(value, f),
+        }
+    }
+
+    fn hook(self) -> &'static str {
+        match self {
+            Side::Prompt => "pre_call",
+            Side::Answer => "post_call",
+        }
+    }
+
+    /// The generic guardrail API's `input_type`.
+    fn input_type(self) -> &'static str {
+        match self {
+            Side::Prompt => "request",
+            Side::Answer => "response",
+        }
+    }
+}
+
 impl Guardrail {
-    /// Runs one guardrail on a prompt; whether it rewrote it.
-    async fn check_prompt(
+    /// Runs one guardrail on the texts of a prompt or an answer; whether it rewrote them.
+    /// `masks` takes the values masked in a prompt (none on an answer).
+    async fn run(
         &self,
-        prompt: &mut Option<serde_json::Value>,
-        masks: &mut Masks,
+        value: &mut serde_json::Value,
+        side: Side,
+        masks: Option<&mut Masks>,
         client: &reqwest::Client,
         who: &RequestData,
         call_id: &str,
     ) -> Result<bool, GatewayError> {
-        let Some(prompt) = prompt.as_mut() else { return Ok(false) };
-        match &self.check {
-            Check::Words(w) => {
+        match (&self.check, masks) {
+            (Check::Words(w), _) => {
                 let mut hit = false;
-                text::prompt_texts(prompt, &mut |s| hit |= w.matches(s));
+                side.texts(value, &mut |s| hit |= w.matches(s));
                 if hit {
-                    return Err(self.blocked("pre_call"));
+                    return Err(self.blocked(side.hook()));
                 }
                 Ok(false)
             }
-            Check::Pii(p) => {
+            (Check::Pii(p), Some(masks)) => {
                 let mut changed = false;
-                text::prompt_texts(prompt, &mut |s| {
+                side.texts(value, &mut |s| {
                     if let Some(masked) = p.mask(s, masks) {
                         *s = masked;
                         changed = true;
@@ -175,15 +210,17 @@ impl Guardrail {
                 });
                 Ok(changed)
             }
-            Check::External(e) => {
+            // Masking acts on prompts; answers are restored before the post-call guardrails.
+            (Check::Pii(_), None) => Ok(false),
+            (Check::External(e), _) => {
                 let mut texts = Vec::new();
-                text::prompt_texts(prompt, &mut |s| texts.push(s.clone()));
-                match self.ask(e, client, &texts, who, "request", call_id).await? {
+                side.texts(value, &mut |s| texts.push(s.clone()));
+                match self.ask(e, client, &texts, who, side.input_type(), call_id).await? {
                     Verdict::Pass => Ok(false),
-                    Verdict::Block => Err(self.blocked("pre_call")),
+                    Verdict::Block => Err(self.blocked(side.hook())),
                     Verdict::Rewrite(new) => {
                         let mut new = new.into_iter();
-                        text::prompt_texts(prompt, &mut |s| {
+                        side.texts(value, &mut |s| {
                             if let Some(t) = new.next() {
                                 *s = t;
                             }
@@ -297,7 +334,7 @@ impl Applied {
             });
         }
         for g in self.guardrails.iter().filter(|g| g.post_call) {
-            changed |= self.check_answer(g, &mut answer, client).await?;
+            changed |= g.run(&mut answer, Side::Answer, None, client, &self.request_data, &self.call_id).await?;
         }
         if !changed {
             return Ok(body);
@@ -305,43 +342,6 @@ impl Applied {
         serde_json::to_vec(&answer)
             .map(bytes::Bytes::from)
             .map_err(|e| GatewayError::Internal(format!("cannot encode answer: {e}")))
-    }
-
-    async fn check_answer(
-        &self,
-        g: &Guardrail,
-        answer: &mut serde_json::Value,
-        client: &reqwest::Client,
-    ) -> Result<bool, GatewayError> {
-        match &g.check {
-            Check::Words(w) => {
-                let mut hit = false;
-                text::answer_texts(answer, &mut |s| hit |= w.matches(s));
-                if hit {
-                    return Err(g.blocked("post_call"));
-                }
-                Ok(false)
-            }
-            // Masking acts on the prompt; its restore ran above.
-            Check::Pii(_) => Ok(false),
-            Check::External(e) => {
-                let mut texts = Vec::new();
-                text::answer_texts(answer, &mut |s| texts.push(s.clone()));
-                match g.ask(e, client, &texts, &self.request_data, "response", &self.call_id).await? {
-                    Verdict::Pass => Ok(false),
-                    Verdict::Block => Err(g.blocked("post_call")),
-                    Verdict::Rewrite(new) => {
-                        let mut new = new.into_iter();
-                        text::answer_texts(answer, &mut |s| {
-                            if let Some(t) = new.next() {
-                                *s = t;
-                            }
-                        });
-                        Ok(true)
-                    }
-                }
-            }
-        }
     }
 }
 
