@@ -168,3 +168,66 @@ fn scan(applied: &Applied, scans: &mut Vec<StreamScan>, text: &str) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::pii::{Masks, Pii};
+    use super::super::{Guardrail, Words};
+    use super::*;
+
+    fn chunk(text: &str) -> Bytes {
+        let v = serde_json::json!({"id": "x", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        crate::sse::frame_json(None, &v)
+    }
+
+    fn applied(masks: Masks) -> Arc<Applied> {
+        let words = Words::build(&["forbidden fruit".to_owned()], &[], None).unwrap();
+        let guardrail = Guardrail {
+            name: "clean".into(),
+            pre_call: false,
+            post_call: true,
+            default_on: true,
+            check: Check::Words(words),
+        };
+        Arc::new(Applied { guardrails: vec![Arc::new(guardrail)], masks, ..Applied::default() })
+    }
+
+    /// The text of the output's chunks, and the error that ended it.
+    fn run(applied: Arc<Applied>, pieces: &[&str]) -> (String, Option<String>) {
+        let mut input: Vec<Result<Bytes, StreamError>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
+        input.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+        let out = futures::executor::block_on(
+            guard_stream(applied, Box::pin(futures::stream::iter(input))).collect::<Vec<_>>(),
+        );
+        let mut text = String::new();
+        let mut error = None;
+        for item in out {
+            match item {
+                Ok(bytes) => {
+                    for line in String::from_utf8_lossy(&bytes).lines() {
+                        let v: Value = serde_json::from_str(line.trim_start_matches("data: ")).unwrap_or_default();
+                        text.push_str(v.pointer("/choices/0/delta/content").and_then(Value::as_str).unwrap_or(""));
+                    }
+                }
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        (text, error)
+    }
+
+    #[test]
+    fn placeholders_cut_across_events_are_restored() {
+        let mut masks = Masks::default();
+        let masked = Pii::new(None).mask("ann@example.com", &mut masks).unwrap();
+        assert_eq!(masked, "<EMAIL_1>");
+        let (text, error) = run(applied(masks), &["write to <EM", "AIL", "_1> now"]);
+        assert_eq!((text.as_str(), error), ("write to ann@example.com now", None));
+    }
+
+    #[test]
+    fn a_banned_phrase_cut_across_events_ends_the_stream() {
+        let (text, error) = run(applied(Masks::default()), &["the forb", "idden fr", "uit is", " here"]);
+        assert_eq!(error.as_deref(), Some("the answer was blocked by guardrail 'clean'"));
+        assert!(!text.contains("forbidden fruit") && !text.contains("here"), "{text}");
+    }
+}
