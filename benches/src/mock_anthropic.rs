@@ -130,7 +130,7 @@ async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
                 return Err(error(overloaded(), "overloaded_error", "Overloaded"));
             }
         }
-        Behaviour::Normal | Behaviour::Stall(_) => {}
+        Behaviour::Normal | Behaviour::Stall(_) | Behaviour::Echo(_) => {}
     }
     Ok(behaviour)
 }

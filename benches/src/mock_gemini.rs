@@ -168,7 +168,7 @@ async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
                 return Err(error(StatusCode::SERVICE_UNAVAILABLE, "The model is overloaded. Please try again later."));
             }
         }
-        Behaviour::Normal | Behaviour::Stall(_) => {}
+        Behaviour::Normal | Behaviour::Stall(_) | Behaviour::Echo(_) => {}
     }
     Ok(behaviour)
 }

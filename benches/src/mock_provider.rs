@@ -12,7 +12,10 @@
 //!   (`429` carries `Retry-After: 0`; `400` says `context_length_exceeded`; `451` says
 //!   `content_policy_violation` with status 400);
 //! - `/fail-first/{n}/v1/...` fails the first `n` requests it sees with 503, then answers;
-//! - `/stall/{ms}/v1/...` streams one chunk, then stalls for `ms` before the rest.
+//! - `/stall/{ms}/v1/...` streams one chunk, then stalls for `ms` before the rest;
+//! - `/echo/{n}/v1/chat/completions` answers `echo: ` and the text of the last message (streams
+//!   cut it into chunks of `n` characters), and keeps that message's text (its first
+//!   [`MAX_ECHOED`] bytes) for `GET /stats` (`last_prompt`): a test sees what a provider was sent.
 //!
 //! Azure OpenAI's deployment URLs are served under `/azure/openai/deployments/...`;
 //! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
@@ -60,12 +63,32 @@ struct MockState {
     delays_cancelled: AtomicU64,
     /// The last `traceparent` headers received, oldest first.
     traceparents: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// The text of the last message an `/echo/{n}` request held (bounded).
+    last_prompt: std::sync::Mutex<String>,
 }
 
 /// `traceparent` headers the mock remembers.
 pub const MAX_TRACEPARENTS: usize = 256;
 
 impl MockState {
+    /// The answer to an `/echo/{n}` request; keeps the echoed text for `GET /stats`.
+    fn echo(&self, body: &Value) -> String {
+        let last = body.get("messages").and_then(Value::as_array).and_then(|m| m.last());
+        let text = match last.and_then(|m| m.get("content")) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text")?.as_str()).collect(),
+            _ => String::new(),
+        };
+        if let Ok(mut kept) = self.last_prompt.lock() {
+            let mut end = text.len().min(MAX_ECHOED);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            *kept = text[..end].to_owned();
+        }
+        format!("echo: {text}")
+    }
+
     fn remember_traceparent(&self, req: &HttpRequest) {
         let Some(value) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) else { return };
         if let Ok(mut seen) = self.traceparents.lock() {
@@ -85,7 +108,11 @@ pub(crate) enum Behaviour {
     Status(u16),
     FailFirst(u64),
     Stall(u64),
+    Echo(u64),
 }
+
+/// Bytes of the last echoed prompt kept for `GET /stats`.
+pub const MAX_ECHOED: usize = 4096;
 
 impl Behaviour {
     pub(crate) fn from_request(req: &HttpRequest) -> Behaviour {
@@ -96,6 +123,7 @@ impl Behaviour {
             Some("status") => Behaviour::Status(u16::try_from(arg).unwrap_or(500)),
             Some("fail-first") => Behaviour::FailFirst(arg),
             Some("stall") => Behaviour::Stall(arg),
+            Some("echo") => Behaviour::Echo(arg.max(1)),
             _ => Behaviour::Normal,
         }
     }
@@ -198,7 +226,7 @@ async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpRes
                 return Err(error(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable", "api_error", None));
             }
         }
-        Behaviour::Normal | Behaviour::Stall(_) => {}
+        Behaviour::Normal | Behaviour::Stall(_) | Behaviour::Echo(_) => {}
     }
     Ok(behaviour)
 }
@@ -221,7 +249,14 @@ async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<M
     let n = state.served.fetch_add(1, Ordering::Relaxed);
     let model = body.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
     let prompt_tokens = prompt_tokens_for(&body);
-    let completion_tokens = completion_tokens_for(&body, state.config.completion_tokens);
+    let echoed = match behaviour {
+        Behaviour::Echo(_) => Some(state.echo(&body)),
+        _ => None,
+    };
+    let completion_tokens = match &echoed {
+        Some(text) => 1 + text.len() as u64 / 4,
+        None => completion_tokens_for(&body, state.config.completion_tokens),
+    };
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -236,14 +271,14 @@ async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<M
             Behaviour::Stall(ms) => Some(Duration::from_millis(ms)),
             _ => None,
         };
-        return stream_chat(
-            id,
-            model,
-            completion_tokens,
-            include_usage.then_some(usage),
-            state.config.chunk_delay,
-            stall,
-        );
+        let pieces = match (&echoed, behaviour) {
+            (Some(text), Behaviour::Echo(n)) => {
+                let chars: Vec<char> = text.chars().collect();
+                chars.chunks(n as usize).map(|c| c.iter().collect()).collect()
+            }
+            _ => (0..completion_tokens).map(|i| if i == 0 { "tok" } else { " tok" }.to_owned()).collect(),
+        };
+        return stream_chat(id, model, pieces, include_usage.then_some(usage), state.config.chunk_delay, stall);
     }
     let message = if wants_tools {
         json!({"role": "assistant", "content": null, "tool_calls": [{
@@ -251,7 +286,7 @@ async fn chat_completions(req: HttpRequest, body: web::Bytes, state: web::Data<M
             "function": {"name": first_tool_name(&body), "arguments": "{\"location\":\"Paris\"}"}
         }]})
     } else {
-        json!({"role": "assistant", "content": mock_text(completion_tokens)})
+        json!({"role": "assistant", "content": echoed.unwrap_or_else(|| mock_text(completion_tokens))})
     };
     HttpResponse::Ok().json(json!({
         "id": id,
@@ -283,7 +318,7 @@ fn sse(value: &Value) -> web::Bytes {
 fn stream_chat(
     id: String,
     model: String,
-    tokens: u64,
+    pieces: Vec<String>,
     usage: Option<Value>,
     chunk_delay: Duration,
     stall: Option<Duration>,
@@ -292,10 +327,10 @@ fn stream_chat(
         json!({"id": id, "object": "chat.completion.chunk", "created": 1_763_900_000u64, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
     };
-    let mut frames: Vec<(Duration, web::Bytes)> = Vec::with_capacity(tokens as usize + 4);
+    let tokens = pieces.len() as u64;
+    let mut frames: Vec<(Duration, web::Bytes)> = Vec::with_capacity(pieces.len() + 4);
     frames.push((Duration::ZERO, sse(&chunk(json!({"role": "assistant", "content": ""}), Value::Null))));
-    for i in 0..tokens {
-        let text = if i == 0 { "tok" } else { " tok" };
+    for (i, text) in pieces.into_iter().enumerate() {
         let delay = match (i, stall) {
             (1, Some(s)) => s,
             _ => chunk_delay,
@@ -399,6 +434,7 @@ async fn stats(state: web::Data<MockState>) -> HttpResponse {
         "delays_finished": state.delays_finished.load(Ordering::SeqCst),
         "delays_cancelled": state.delays_cancelled.load(Ordering::SeqCst),
         "traceparents": state.traceparents.lock().map(|t| t.iter().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        "last_prompt": state.last_prompt.lock().map(|p| p.clone()).unwrap_or_default(),
     }))
 }
 
@@ -417,6 +453,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
         delays_finished: AtomicU64::new(0),
         delays_cancelled: AtomicU64::new(0),
         traceparents: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        last_prompt: std::sync::Mutex::new(String::new()),
     });
     let server = HttpServer::new(move || {
         App::new()

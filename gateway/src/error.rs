@@ -74,6 +74,12 @@ pub enum GatewayError {
     CustomerNotAllowed,
     #[error("this API key may not use model '{0}'")]
     ModelNotAllowed(String),
+    /// A guardrail blocked the request or its answer; the text it matched is never echoed.
+    #[error("blocked by guardrail '{guardrail}'")]
+    GuardrailBlocked { guardrail: String },
+    /// An external guardrail that fails closed could not give a verdict.
+    #[error("guardrail '{guardrail}' could not check this request; it fails closed")]
+    GuardrailUnavailable { guardrail: String },
     #[error("model '{0}' does not exist on this gateway")]
     ModelNotFound(String),
     #[error(
@@ -220,6 +226,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => ("permission_error", "model_not_allowed"),
             GatewayError::CustomerNotAllowed => ("permission_error", "customer_not_allowed"),
             GatewayError::ModelNotFound(_) => ("invalid_request_error", "model_not_found"),
+            GatewayError::GuardrailBlocked { .. } => ("invalid_request_error", "guardrail_blocked"),
+            GatewayError::GuardrailUnavailable { .. } => ("api_error", "guardrail_unavailable"),
             GatewayError::ModelUnpriced(_) => ("invalid_request_error", "model_not_priced"),
             GatewayError::ContextWindowExceeded { .. } => ("invalid_request_error", "context_length_exceeded"),
             GatewayError::UpstreamUnavailable { .. } => ("api_error", "upstream_unavailable"),
@@ -261,12 +269,14 @@ impl ResponseError for GatewayError {
             | GatewayError::InvalidField { .. }
             | GatewayError::ModelUnpriced(_)
             | GatewayError::ContextWindowExceeded { .. }
+            | GatewayError::GuardrailBlocked { .. }
             | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) | GatewayError::CsrfMismatch => {
                 StatusCode::FORBIDDEN
             }
             GatewayError::SessionExpired => StatusCode::UNAUTHORIZED,
             GatewayError::SignInThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::GuardrailUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Blocked(_) | GatewayError::TenantMissing(_) => StatusCode::UNAUTHORIZED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BudgetViewStale { .. }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod guardrails;
 pub mod http;
 pub mod import;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     /// SHA-256 of `general_settings.master_key`.
     pub master_key_hash: Option<String>,
     pub router: Arc<Router>,
+    /// The config's guardrails, compiled at load (empty when none).
+    pub guardrails: Arc<guardrails::Guardrails>,
     pub sink: Arc<dyn UsageSink>,
     /// The one upstream HTTP client of the process.
     pub client: reqwest::Client,
@@ -224,6 +227,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         statements,
         master_key_hash,
         router,
+        guardrails: config.guardrail_set.clone(),
         sink,
         client,
         max_body_bytes: config.gateway.max_body_bytes,

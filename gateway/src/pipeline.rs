@@ -93,9 +93,12 @@ pub(crate) async fn serve(
         .inspect_err(crate::observability::usage::refused)
         .map_err(fail)?;
     let limit_headers = admitted.reservation.headers.clone();
+    let guarded = crate::guardrails::before_call(&state.guardrails, &state.client, &principal, &request, request_id)
+        .instrument(crate::trace_span!("guardrails"))
+        .await;
 
     let attempt = Arc::new(Attempt::default());
-    let mut recorder = UsageRecorder::start(
+    let recorder = UsageRecorder::start(
         state.sink.clone(),
         permit,
         &state.gateway_id,
@@ -108,8 +111,13 @@ pub(crate) async fn serve(
         now,
     )
     .labelled(&label)
-    .traced(trace.outcome_span(), trace.trace_id.clone())
-    .on_disconnect(Disconnects {
+    .traced(trace.outcome_span(), trace.trace_id.clone());
+    // A block is metered as a refusal: an event with no cost, its reason the error's code.
+    let (request, applied) = match guarded {
+        Ok((rebuilt, applied)) => (rebuilt.map(Arc::new).unwrap_or(request), applied),
+        Err(e) => return Err(fail(crate::guardrails::refuse(recorder, e))),
+    };
+    let mut recorder = recorder.on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),
         attempt: attempt.clone(),
@@ -124,7 +132,7 @@ pub(crate) async fn serve(
                 // The provider finishes its work in the background and the request is charged
                 // what it reports.
                 recorder.mark_disconnected("waiting_for_provider");
-                state.background.spawn(finish_upstream(state.clone(), request.clone(), call, recorder));
+                state.background.spawn(finish_upstream(state.clone(), request.clone(), call, recorder, applied));
             }
             // Otherwise the call is cancelled here, and the recorder's drop charges the request
             // as the policy says.
@@ -138,7 +146,7 @@ pub(crate) async fn serve(
         }
     };
 
-    respond(req, state, &request, answer, recorder, limit_headers, &label)
+    respond(req, state, &request, answer, recorder, limit_headers, &label, &applied)
         .await
         .map(|r| (label.clone(), r))
         .map_err(fail)
@@ -181,6 +189,7 @@ async fn admit(
 }
 
 /// The answer to relay: a metered stream, or the whole answer once read and metered.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     req: &HttpRequest,
     state: &web::Data<AppState>,
@@ -189,6 +198,7 @@ async fn respond(
     recorder: UsageRecorder,
     limit_headers: Vec<(HeaderName, HeaderValue)>,
     label: &str,
+    applied: &Arc<crate::guardrails::Applied>,
 ) -> Result<Reply, GatewayError> {
     let deployment = answer.picked.deployment.clone();
     let mut headers: Vec<(HeaderName, HeaderValue)> = [
@@ -200,12 +210,12 @@ async fn respond(
     .chain(limit_headers)
     .collect();
     if request.stream {
-        let stream = metered_stream(state, request, answer, recorder, label);
+        let stream = metered_stream(state, request, answer, recorder, label, applied);
         return Ok(Reply::Stream { headers, stream: Box::new(stream) });
     }
 
     let content_type = crate::providers::answer_content_type(&deployment, answer.response.headers());
-    let whole = meter_whole_answer(state, request, answer, recorder, hung_up(req)).await?;
+    let whole = meter_whole_answer(state, request, answer, recorder, hung_up(req), applied).await?;
     if whole.client_gone {
         return Err(GatewayError::ClientClosed);
     }
@@ -297,8 +307,10 @@ fn metered_stream(
     answer: retry::RoutedAnswer,
     recorder: UsageRecorder,
     label: &str,
+    applied: &Arc<crate::guardrails::Applied>,
 ) -> MeteredStream {
     let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
+    let upstream = crate::guardrails::guard_stream(applied.clone(), upstream);
     MeteredStream::new(
         upstream,
         recorder,
@@ -330,6 +342,7 @@ async fn meter_whole_answer(
     answer: retry::RoutedAnswer,
     mut recorder: UsageRecorder,
     client_gone: impl std::future::Future<Output = ()>,
+    applied: &crate::guardrails::Applied,
 ) -> Result<WholeAnswer, GatewayError> {
     let deployment = answer.picked.deployment.clone();
     let remaining = deployment.timeout.saturating_sub(answer.sent_at.elapsed());
@@ -388,9 +401,12 @@ async fn meter_whole_answer(
     };
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
+    // The post-call hook: a block still charges what the provider generated.
+    let guarded = applied.after_call(&state.client, body).instrument(crate::trace_span!("guardrails")).await;
+    let blocked = guarded.as_ref().err();
     let (charged, written) = recorder.finish_answer(Outcome {
-        status: 200,
-        error_type: None,
+        status: blocked.map_or(200, |e| actix_web::ResponseError::status_code(e).as_u16()),
+        error_type: blocked.map(|e| e.kind_and_code().1),
         tokens,
         served_model: served_model.clone(),
         partial: false,
@@ -399,7 +415,7 @@ async fn meter_whole_answer(
     });
     // The answer goes once its event is durable as `spool.answer_after` asks.
     written.wait().await;
-    Ok(WholeAnswer { body, charged, served_model, client_gone: gone })
+    Ok(WholeAnswer { body: guarded?, charged, served_model, client_gone: gone })
 }
 
 /// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream
@@ -410,14 +426,15 @@ async fn finish_upstream(
     request: Arc<ProxyRequest>,
     call: std::pin::Pin<Box<impl std::future::Future<Output = Result<retry::RoutedAnswer, RoutedFailure>> + Send>>,
     recorder: UsageRecorder,
+    applied: Arc<crate::guardrails::Applied>,
 ) {
     match call.await {
         Ok(answer) if request.stream => {
-            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model);
+            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model, &applied);
             while rest.next().await.is_some() {}
         }
         Ok(answer) => {
-            let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending()).await;
+            let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending(), &applied).await;
         }
         Err(failure) => {
             let _ = meter_failure(failure, recorder, &request, Vec::new());

@@ -93,7 +93,7 @@ spool: {dir: /tmp/tollgate-fuzz-spool, max_segment_bytes: 65536, queue_capacity:
 budgets: {max_staleness_secs: 30, when_stale: fail_open, leases: true, reserve_output_tokens: 1024, lease_idle_secs: 5}
 general_settings: {master_key: sk-master, alerting: [slack], database_url: postgres://x}
 litellm_settings: {drop_params: true, callbacks: [a, b], request_timeout: 60, num_retries: 1}
-guardrails: [{guardrail_name: pii, litellm_params: {guardrail: presidio}}]
+guardrails: [{guardrail_name: pii, litellm_params: {guardrail: pii_masking, mode: pre_call}}]
 environment_variables: {TOLLGATE_FUZZ_KEY: sk-from-file, TOLLGATE_FUZZ_DB_PASSWORD: pw}
 "#;
 

@@ -66,6 +66,11 @@ pub struct Config {
     /// environment.
     #[serde(default, deserialize_with = "null_as_default")]
     pub environment_variables: HashMap<String, Secret>,
+    /// LiteLLM's `guardrails:` (`crate::guardrails`), compiled into `guardrail_set` at load.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub guardrails: Vec<crate::guardrails::config::GuardrailConfig>,
+    #[serde(skip)]
+    pub guardrail_set: std::sync::Arc<crate::guardrails::Guardrails>,
     /// LiteLLM's other top-level sections (`guardrails`, `credential_list`, ...): reported.
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,

@@ -69,7 +69,10 @@ impl Config {
         self.check_gateway(origin)?;
         self.check_keys_and_prices(origin)?;
         self.check_models(origin)?;
-        self.check_router(origin)
+        self.check_router(origin)?;
+        let set = crate::guardrails::config::build(&self.guardrails, &self.environment_variables, origin)?;
+        self.guardrail_set = std::sync::Arc::new(set);
+        Ok(())
     }
 
     /// The model list is not empty; the usage sink (Kafka and a database, or embedded) and its

@@ -416,9 +416,11 @@ impl MeteredStream {
                             tracing::warn!(error = %crate::providers::classify(t), "upstream stream failed");
                             ("upstream_stream_error", "the upstream provider's stream failed".to_owned())
                         }
+                        StreamError::GuardrailBlocked(_) => ("guardrail_blocked", e.to_string()),
                     };
                     this.finish(true, Some(error_type));
-                    return this.end_with(&error_event(&message, "upstream_error"));
+                    let code = if error_type == "guardrail_blocked" { error_type } else { "upstream_error" };
+                    return this.end_with(&error_event(&message, code));
                 }
                 Poll::Ready(None) => {
                     let rest = this.events.take_rest();

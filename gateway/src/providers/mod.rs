@@ -259,6 +259,9 @@ pub enum StreamError {
     Transport(#[from] reqwest::Error),
     #[error(transparent)]
     EventTooLarge(#[from] crate::sse::EventTooLarge),
+    /// A post-call guardrail ended the stream (`crate::guardrails`); it names the guardrail.
+    #[error("the answer was blocked by guardrail '{0}'")]
+    GuardrailBlocked(String),
 }
 
 /// A streamed answer as OpenAI chat chunks.

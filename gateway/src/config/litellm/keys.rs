@@ -34,7 +34,7 @@ const CALLBACKS_HONOURED: &str = "`otel` and `langfuse` export request spans ove
                                   start-up, and every request's usage event goes to the Kafka usage topic";
 const NO_MESSAGE_LOGS: &str = "Tollgate never logs or stores prompts and answers";
 const LOGGING: &str = "set the log level with TOLLGATE_LOG and JSON logs with TOLLGATE_LOG_FORMAT=json";
-const GUARDRAILS: &str = "mask PII or moderate prompts before they reach Tollgate";
+const GUARDRAILS: &str = "write guardrails in the top-level `guardrails:` list (docs/guardrails.md)";
 const ALERTING: &str = "budget alerts are POSTed by the ledger consumer to `budgets.webhook_url` (docs/limits.md); \
                         watch slow or failing providers through /metrics";
 const DATABASE: &str = "keys, teams and spend live in Cassandra/ScyllaDB (`database:` with `kafka:`) or in the \
@@ -99,7 +99,10 @@ pub(super) const TOP_LEVEL: &[(&str, Status)] = &[
     ("spool", Honoured("Tollgate's own: the usage spool")),
     ("budgets", Honoured("Tollgate's own: budget enforcement")),
     ("billing", Honoured("Tollgate's own: charging client hang-ups")),
-    ("guardrails", Ignored(GUARDRAILS)),
+    (
+        "guardrails",
+        Honoured("banned words and regexes, PII masking restored in the answer, and LiteLLM's generic guardrail API; pre_call and post_call, streams included (docs/guardrails.md)"),
+    ),
     ("callback_settings", Ignored(CALLBACKS)),
     ("credential_list", Ignored("write `api_key` and `api_base` on each deployment (`os.environ/VAR` works)")),
     ("mcp_servers", Ignored(MCP)),

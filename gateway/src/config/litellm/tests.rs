@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 /// The variables the corpus reads through `os.environ/VAR` (only the settings Tollgate acts on
 /// are resolved).
 const CORPUS_VARIABLES: &[&str] = &[
+    "GUARD_API_KEY",
     "OPENAI_API_KEY",
     "OPENAI_API_KEY_2",
     "ANTHROPIC_API_KEY",
@@ -62,7 +63,6 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
             "cache-guardrails-callbacks.yaml",
             &[
                 "callback_settings",
-                "guardrails",
                 "litellm_settings.cache",
                 "litellm_settings.cache_params",
                 "litellm_settings.json_logs",
@@ -315,6 +315,7 @@ database: {contact_points: ["127.0.0.1:9042"]}
 spool: {}
 budgets: {}
 billing: {}
+guardrails: []
 "#;
     let doc: serde_yaml::Value = serde_yaml::from_str(every_honoured).unwrap();
     let keys_of = |v: &serde_yaml::Value| -> Vec<String> {

@@ -212,6 +212,41 @@ impl ProxyRequest {
         Ok(serde_json::Value::Object(map))
     }
 
+    /// A top-level field's raw JSON, as the client sent it.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name)
+    }
+
+    /// The prompt (`messages`, `prompt` or `input`) as a JSON value, for guardrails.
+    pub fn prompt_value(&self) -> Result<Option<serde_json::Value>, GatewayError> {
+        let Some(raw) = self.fields.get(self.prompt_field) else { return Ok(None) };
+        let field = self.prompt_field;
+        serde_json::from_str(raw).map(Some).map_err(|e| GatewayError::field(field, format!("`{field}`: {e}")))
+    }
+
+    /// The request as guardrails leave it: the prompt replaced by `prompt` when given, and
+    /// `guardrails` (Tollgate's, never a provider's) taken out. Other fields keep their bytes.
+    pub fn guarded(&self, prompt: Option<&serde_json::Value>) -> Result<ProxyRequest, GatewayError> {
+        let encode = |e: serde_json::Error| GatewayError::Internal(format!("cannot encode request: {e}"));
+        let prompt = prompt.map(serde_json::to_string).transpose().map_err(encode)?;
+        let mut body = Vec::with_capacity(self.body_len + 64);
+        body.push(b'{');
+        for (name, raw) in self.fields.iter().filter(|(name, _)| *name != "guardrails") {
+            if body.len() > 1 {
+                body.push(b',');
+            }
+            serde_json::to_writer(&mut body, name).map_err(encode)?;
+            body.push(b':');
+            let value = match &prompt {
+                Some(p) if name == self.prompt_field => p.as_str(),
+                _ => raw,
+            };
+            body.extend_from_slice(value.as_bytes());
+        }
+        body.push(b'}');
+        ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)
+    }
+
     /// The body to send upstream: the client's bytes with the upstream model name and, for
     /// streams, a request for the usage chunk spliced in; nothing else is re-encoded.
     pub fn upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
