@@ -103,6 +103,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 }
 
 mod billing;
+mod cache;
 mod callbacks;
 pub mod litellm;
 mod models;
@@ -110,6 +111,7 @@ mod routing;
 mod sinks;
 mod validate;
 pub use billing::*;
+pub use cache::*;
 pub use models::*;
 pub use routing::*;
 pub use sinks::*;

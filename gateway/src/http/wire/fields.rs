@@ -95,6 +95,25 @@ impl Fields {
         Ok(out)
     }
 
+    /// The body without the field `name`, the others in their order, written anew.
+    pub fn without(&self, name: &str) -> Result<Vec<u8>, serde_json::Error> {
+        let mut kept: Vec<(&str, &Range<usize>)> =
+            self.spans.iter().filter(|(n, _)| n.as_str() != name).map(|(n, s)| (n.as_str(), s)).collect();
+        kept.sort_by_key(|(_, span)| span.start);
+        let mut out = Vec::with_capacity(self.body.len());
+        out.push(b'{');
+        for (i, (field, span)) in kept.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, field)?;
+            out.push(b':');
+            out.extend_from_slice(&self.body[span.clone()]);
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+
     /// The fields as read (the last of a repeated name), with `edits` set, written anew.
     fn rewritten(&self, edits: &[(&str, &[u8])]) -> Result<Vec<u8>, serde_json::Error> {
         let mut out: HashMap<&str, &RawValue> = HashMap::with_capacity(self.spans.len() + edits.len());
