@@ -183,6 +183,15 @@ mod tests {
         assert_eq!(f.count(), 3);
     }
 
+    /// A field removed leaves the others, in their order, with the client's bytes.
+    #[test]
+    fn removes_a_field() {
+        let f = fields("{\"cache\": {\"no-cache\": true}, \"model\":\"m\",\"x\\\"y\":[1, 2],\"cache\":null}");
+        let out = String::from_utf8(f.without("cache").unwrap()).unwrap();
+        assert_eq!(out, "{\"model\":\"m\",\"x\\\"y\":[1, 2]}");
+        assert_eq!(String::from_utf8(fields("{\"cache\":1}").without("cache").unwrap()).unwrap(), "{}");
+    }
+
     /// Edits replace a value in place and leave every other byte of the body as it was.
     #[test]
     fn splices_edits_into_the_clients_bytes() {
