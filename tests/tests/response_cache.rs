@@ -117,6 +117,26 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
     assert_eq!(served(&client, &mock_url).await?, 5);
     charged.push((solo, unstored.cost));
     charged.push((solo, next.cost));
+    // /v1/messages is served as chat: its repeats hit too, streamed ones translated to
+    // Anthropic's events.
+    let messages =
+        json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "cache me too"}]});
+    for stream in [false, false, true] {
+        let mut body = messages.clone();
+        body["stream"] = json!(stream);
+        let resp = client.post(format!("{gw}/v1/messages")).bearer_auth(beta).json(&body).send().await?;
+        ensure!(resp.status() == 200, "status {}", resp.status());
+        let hit = resp.headers().get("x-tollgate-cache").is_some_and(|v| v == "hit");
+        let cost: i64 = resp.headers().get("x-tollgate-cost-nano-usd").context("no cost header")?.to_str()?.parse()?;
+        let text = resp.text().await?;
+        if stream {
+            assert!(hit && text.contains("event: message_stop") && text.contains("content_block_delta"), "{text}");
+        } else {
+            assert!(text.contains("\"type\":\"message\""), "{text}");
+        }
+        charged.push((beta, cost));
+    }
+    assert_eq!(served(&client, &mock_url).await?, 6, "one provider call for three /v1/messages requests");
     // Hostile controls are refused before anything is charged.
     let bad = client
         .post(format!("{gw}/v1/chat/completions"))
@@ -145,7 +165,7 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
         assert_eq!(scope_total(&session, &keyspace, scope).await?.0, *expected, "{scope}");
     }
     let scrape = client.get(format!("{gw}/metrics")).send().await?.text().await?;
-    assert!(scrape.lines().any(|l| l.starts_with("tollgate_cache_hits_total{") && l.ends_with(" 2")), "{scrape}");
+    assert!(scrape.lines().any(|l| l.starts_with("tollgate_cache_hits_total{") && l.ends_with(" 4")), "{scrape}");
     drop((consumer, gateway, mock));
     Ok(())
 }
