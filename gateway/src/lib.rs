@@ -4,6 +4,7 @@
 //! `main.rs` only parses arguments; tests and benchmarks call [`build_state`] and [`run`].
 
 pub mod admin;
+pub mod cache;
 
 pub mod config;
 pub mod console;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub shared_customers: bool,
     /// Largest non-streamed answer read from a provider.
     pub max_response_bytes: usize,
+    /// The response cache (`litellm_settings.cache`), when on.
+    pub cache: Option<Arc<cache::ResponseCache>>,
     pub metrics: PrometheusHandle,
     /// `/metrics` on its own address (then not on the main listener), see `gateway.metrics`.
     pub metrics_listen: Option<String>,
@@ -233,6 +236,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_body_bytes: config.gateway.max_body_bytes,
         shared_customers: config.gateway.shared_customers,
         max_response_bytes: config.gateway.max_response_bytes,
+        cache: config.litellm_settings.response_cache().map(|p| Arc::new(cache::ResponseCache::new(p))),
         metrics: {
             observability::install(&config.gateway.metrics);
             let handle = telemetry::metrics_handle();

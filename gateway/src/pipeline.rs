@@ -81,6 +81,8 @@ pub(crate) async fn serve(
     if let Some(group) = state.router.alias_target(&request.model) {
         request.model = group.to_owned();
     }
+    let (request, plan) = crate::cache::key::prepare(state.cache.as_deref(), &principal, request)
+        .map_err(|e| ("unknown".to_owned(), e))?;
     let request = Arc::new(request);
     let unknown = |e| ("unknown".to_owned(), e);
     state.router.lookup(&request.model).map_err(unknown)?;
@@ -122,6 +124,10 @@ pub(crate) async fn serve(
         request: request.clone(),
         attempt: attempt.clone(),
     });
+    if let Some((cache, entry)) = crate::cache::lookup(state.cache.as_deref(), plan.as_ref(), &label).await {
+        let reply = crate::cache::hit::answer(cache, entry, &request, recorder, limit_headers).await;
+        return Ok((label.clone(), reply));
+    }
     // The call may finish in the background (`finish_upstream`): it keeps the request's span.
     let call = routed_call(state.clone(), request.clone(), principal, attempt).instrument(trace.span.clone());
     let mut call = Box::pin(call);
@@ -146,7 +152,7 @@ pub(crate) async fn serve(
         }
     };
 
-    respond(req, state, &request, answer, recorder, limit_headers, &label, &applied)
+    respond(req, state, &request, answer, recorder, limit_headers, &label, &applied, plan.as_ref())
         .await
         .map(|r| (label.clone(), r))
         .map_err(fail)
@@ -188,7 +194,8 @@ async fn admit(
     Ok((admitted, permit))
 }
 
-/// The answer to relay: a metered stream, or the whole answer once read and metered.
+/// The answer to relay: a metered stream, or the whole answer once read and metered (and kept
+/// in the response cache when `plan` says so).
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     req: &HttpRequest,
@@ -199,6 +206,7 @@ async fn respond(
     limit_headers: Vec<(HeaderName, HeaderValue)>,
     label: &str,
     applied: &Arc<crate::guardrails::Applied>,
+    plan: Option<&crate::cache::Plan>,
 ) -> Result<Reply, GatewayError> {
     let deployment = answer.picked.deployment.clone();
     let mut headers: Vec<(HeaderName, HeaderValue)> = [
@@ -218,6 +226,9 @@ async fn respond(
     let whole = meter_whole_answer(state, request, answer, recorder, hung_up(req), applied).await?;
     if whole.client_gone {
         return Err(GatewayError::ClientClosed);
+    }
+    if let (Some(cache), Some(plan)) = (state.cache.as_deref(), plan) {
+        cache.store(plan, &whole.body, whole.charged, whole.tokens, whole.served_model.as_deref()).await;
     }
     headers.extend(header("x-tollgate-cost-nano-usd", &whole.charged.0.to_string()));
     headers.extend(header("x-tollgate-response-cost", &whole.charged.to_string()));
@@ -328,6 +339,7 @@ fn metered_stream(
 struct WholeAnswer {
     body: web::Bytes,
     charged: tollgate_schemas::NanoUsd,
+    tokens: Tokens,
     served_model: Option<String>,
     /// The client hung up while the answer was read (it was metered all the same).
     client_gone: bool,
@@ -415,7 +427,7 @@ async fn meter_whole_answer(
     });
     // The answer goes once its event is durable as `spool.answer_after` asks.
     written.wait().await;
-    Ok(WholeAnswer { body: guarded?, charged, served_model, client_gone: gone })
+    Ok(WholeAnswer { body: guarded?, charged, tokens, served_model, client_gone: gone })
 }
 
 /// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream

@@ -153,6 +153,21 @@ pub struct UsageEvent {
     /// events lack it, and it is left out when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adjustment: Option<Adjustment>,
+    /// Present when the gateway answered from its response cache (docs/design.md, "Response
+    /// cache"): no provider was called, the tokens are zero and `cost_nano_usd` is the configured
+    /// price of a hit. Added within version 1: older events lack it, and it is left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheHit>,
+}
+
+/// A request answered from the response cache: the tokens the stored answer took when a
+/// provider made it, which this request did not pay for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheHit {
+    pub hit: bool,
+    pub saved_input_tokens: u64,
+    pub saved_output_tokens: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -232,6 +247,7 @@ mod tests {
     const GOLDEN_V1: &str = include_str!("../fixtures/usage_event_v1.json");
     const GOLDEN_V1_MINIMAL: &str = include_str!("../fixtures/usage_event_v1_minimal.json");
     const GOLDEN_V1_ADJUSTMENT: &str = include_str!("../fixtures/usage_event_v1_adjustment.json");
+    const GOLDEN_V1_CACHE_HIT: &str = include_str!("../fixtures/usage_event_v1_cache_hit.json");
 
     fn part(token_type: &str, tokens: u64, cost: i64) -> TokenTypeCost {
         TokenTypeCost { token_type: token_type.into(), tokens, cost_nano_usd: NanoUsd(cost) }
@@ -286,6 +302,7 @@ mod tests {
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             usage_generation: 1,
             adjustment: None,
+            cache: None,
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
@@ -354,9 +371,12 @@ mod tests {
         let golden: serde_json::Value = serde_json::from_str(GOLDEN_V1).unwrap();
         let adjustment: serde_json::Value = serde_json::from_str(GOLDEN_V1_ADJUSTMENT).unwrap();
         let mut properties: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
-        // The golden record sets every field but `adjustment`, which only an adjustment has.
+        let hit: serde_json::Value = serde_json::from_str(GOLDEN_V1_CACHE_HIT).unwrap();
+        // The golden record sets every field but `adjustment` and `cache`, which only an
+        // adjustment and a cache hit have.
         let mut fields: Vec<&String> = golden.as_object().unwrap().keys().collect();
         fields.extend(adjustment.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
+        fields.extend(hit.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
         properties.sort();
         fields.sort();
         assert_eq!(properties, fields);
@@ -405,6 +425,19 @@ mod tests {
         let mut bad_run = event;
         bad_run.adjustment = Some(Adjustment { rerate_run: "nope".into(), ..a });
         assert!(crate::limits::check_event(&bad_run).is_err());
+    }
+
+    /// The cache-hit fixture decodes, re-encodes to itself and keeps every bound.
+    #[test]
+    fn cache_hit_fixture_round_trips_and_is_in_bounds() {
+        let event = UsageEvent::decode(GOLDEN_V1_CACHE_HIT.as_bytes()).unwrap();
+        assert_eq!(event.cache, Some(CacheHit { hit: true, saved_input_tokens: 1200, saved_output_tokens: 300 }));
+        let encoded: serde_json::Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
+        assert_eq!(encoded, serde_json::from_str::<serde_json::Value>(GOLDEN_V1_CACHE_HIT).unwrap());
+        assert!(crate::limits::check_event(&event).is_ok());
+        let mut beyond = event;
+        beyond.cache = Some(CacheHit { saved_output_tokens: u64::MAX, ..CacheHit::default() });
+        assert!(crate::limits::check_event(&beyond).is_err());
     }
 
     #[test]

@@ -220,6 +220,10 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     ] {
         check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
     }
+    if let Some(c) = &e.cache {
+        check_count("cache.saved_input_tokens", c.saved_input_tokens, MAX_TOKENS_PER_REQUEST)?;
+        check_count("cache.saved_output_tokens", c.saved_output_tokens, MAX_TOKENS_PER_REQUEST)?;
+    }
     // A re-rating adjustment carries a difference, which may be negative.
     let lowest = if e.adjustment.is_some() { -MAX_COST_PER_REQUEST.0 } else { 0 };
     if e.cost_nano_usd.0 < lowest || e.cost_nano_usd > MAX_COST_PER_REQUEST {

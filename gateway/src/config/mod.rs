@@ -108,6 +108,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 }
 
 mod billing;
+mod cache;
 mod callbacks;
 mod console;
 pub mod litellm;
@@ -117,6 +118,7 @@ mod sinks;
 mod validate;
 pub use billing::*;
 pub use console::ConsoleSettings;
+pub use cache::*;
 pub use models::*;
 pub use routing::*;
 pub use sinks::*;

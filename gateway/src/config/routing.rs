@@ -175,11 +175,20 @@ pub struct LitellmSettings {
     pub success_callback: Vec<String>,
     #[serde(deserialize_with = "super::callbacks::one_or_many")]
     pub failure_callback: Vec<String>,
+    /// Turns on the response cache (`gateway/src/cache`), set up by `cache_params`.
+    pub cache: bool,
+    #[serde(deserialize_with = "super::null_as_default")]
+    pub cache_params: Option<super::CacheParams>,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }
 
 impl LitellmSettings {
+    /// The response cache's settings, when `cache: true` turns it on.
+    pub fn response_cache(&self) -> Option<super::CacheParams> {
+        self.cache.then(|| self.cache_params.clone().unwrap_or_default())
+    }
+
     /// Whether `callbacks` or `success_callback` name `prometheus`.
     pub fn wants_prometheus(&self) -> bool {
         [&self.callbacks, &self.success_callback].iter().any(|list| list.iter().any(|c| c == "prometheus"))

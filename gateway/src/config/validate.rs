@@ -72,7 +72,17 @@ impl Config {
         self.check_router(origin)?;
         let set = crate::guardrails::config::build(&self.guardrails, &self.environment_variables, origin)?;
         self.guardrail_set = std::sync::Arc::new(set);
-        Ok(())
+        self.check_cache(origin)
+    }
+
+    /// `litellm_settings.cache_params` is within its bounds.
+    fn check_cache(&self, origin: &str) -> Result<(), ConfigError> {
+        let Some(params) = &self.litellm_settings.cache_params else { return Ok(()) };
+        params.check().map_err(|(field, message)| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: format!("litellm_settings.cache_params.{field}"),
+            message,
+        })
     }
 
     /// The model list is not empty; the usage sink (Kafka and a database, or embedded) and its

@@ -11,7 +11,6 @@ pub mod spend;
 pub mod wire;
 
 use crate::error::GatewayError;
-use crate::metering::stream::MeteredStream;
 use crate::providers::Endpoint;
 use crate::tenancy::auth::{raw_key, Principal};
 use crate::AppState;
@@ -171,8 +170,13 @@ pub enum Reply {
     /// A whole body: the provider's answer or its error, in OpenAI's format.
     Full { status: StatusCode, content_type: String, headers: Vec<(HeaderName, HeaderValue)>, body: web::Bytes },
     /// A metered stream of OpenAI chunks.
-    Stream { headers: Vec<(HeaderName, HeaderValue)>, stream: Box<MeteredStream> },
+    Stream { headers: Vec<(HeaderName, HeaderValue)>, stream: Box<dyn AnswerStream> },
 }
+
+/// The chunks of a streamed answer: a metered provider stream, or one replayed from the cache.
+pub trait AnswerStream: futures::Stream<Item = Result<web::Bytes, actix_web::Error>> + Unpin + 'static {}
+
+impl<S: futures::Stream<Item = Result<web::Bytes, actix_web::Error>> + Unpin + 'static> AnswerStream for S {}
 
 impl Reply {
     fn into_response(self) -> HttpResponse {

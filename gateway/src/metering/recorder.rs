@@ -212,6 +212,27 @@ impl UsageRecorder {
         self.finish_event(outcome)
     }
 
+    /// Ends a request answered from the response cache: its own event, no tokens, `cost` (the
+    /// configured price of a hit) and the tokens the stored answer saved.
+    pub fn finish_cache_hit(
+        mut self,
+        cost: NanoUsd,
+        saved: tollgate_schemas::event::CacheHit,
+        served_model: Option<String>,
+    ) -> (NanoUsd, Written) {
+        let Some(mut event) = self.event.take() else {
+            return (NanoUsd::ZERO, Written::now());
+        };
+        let cost = cost.min(tollgate_schemas::limits::MAX_COST_PER_REQUEST);
+        event.status = 200;
+        event.served_model = served_model.filter(|m| {
+            tollgate_schemas::limits::check_name("served_model", m, tollgate_schemas::limits::MAX_NAME_BYTES).is_ok()
+        });
+        event.cache = Some(saved);
+        event.cost_nano_usd = cost;
+        (cost, self.publish(event))
+    }
+
     fn finish_event(&mut self, mut outcome: Outcome<'_>) -> (NanoUsd, Written) {
         let Some(mut event) = self.event.take() else {
             return (NanoUsd::ZERO, Written::now());

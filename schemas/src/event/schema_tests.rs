@@ -28,6 +28,7 @@ fn every_record_the_type_writes_validates() {
         include_str!("../../fixtures/usage_event_v1.json"),
         include_str!("../../fixtures/usage_event_v1_minimal.json"),
         include_str!("../../fixtures/usage_event_v1_adjustment.json"),
+        include_str!("../../fixtures/usage_event_v1_cache_hit.json"),
     ] {
         let event = UsageEvent::decode(text.as_bytes()).unwrap();
         let written: Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();

@@ -25,7 +25,8 @@ const SHARED_STATE: &str = "gateways share no state on the request path: rpm/tpm
                             replicas (`gateway.replicas`), budgets hold through credit leases and Kafka push-back";
 const PRE_CALL_CHECKS: &str = "a prompt longer than a deployment's context window (`model_info.max_input_tokens`) \
                                skips it, and goes to `context_window_fallbacks` when none fits";
-const NO_CACHE: &str = "Tollgate does not cache answers; every request goes to a provider and is metered";
+const NO_CACHE: &str =
+    "the response cache is set by `litellm_settings.cache` and `cache_params` (chat completions only)";
 const CALLBACKS: &str = "each request's usage event goes to the Kafka usage topic (the embedded ledger without \
                          Kafka) and metrics are on /metrics; feed logging and observability tools from those";
 const CALLBACKS_HONOURED: &str = "`otel` and `langfuse` export request spans over OTLP (Langfuse's OTLP endpoint \
@@ -330,8 +331,15 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     ("redact_messages_in_exceptions", Ignored(NO_MESSAGE_LOGS)),
     ("json_logs", Ignored(LOGGING)),
     ("set_verbose", Ignored(LOGGING)),
-    ("cache", Ignored(NO_CACHE)),
-    ("cache_params", Ignored(NO_CACHE)),
+    ("cache", Honoured("turns on the response cache for chat completions and /v1/messages")),
+    (
+        "cache_params",
+        Honoured(
+            "`type`, `ttl`, `namespace`, `supported_call_types`; `host`, `port` and `password` are checked, \
+             but `type: redis` caches in each gateway's memory (reported at start-up); Tollgate adds \
+             `max_entry_bytes`, `max_memory_bytes`, `hit_cost_percent` and `share_across_teams`",
+        ),
+    ),
     ("enable_caching_on_provider_specific_optional_params", Ignored(NO_CACHE)),
     ("guardrails", Ignored(GUARDRAILS)),
     ("output_parse_pii", Ignored(GUARDRAILS)),

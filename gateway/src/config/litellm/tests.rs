@@ -63,13 +63,12 @@ fn the_corpus_loads_and_reports_what_it_ignores() {
             "cache-guardrails-callbacks.yaml",
             &[
                 "callback_settings",
-                "litellm_settings.cache",
-                "litellm_settings.cache_params",
                 "litellm_settings.json_logs",
                 "litellm_settings.langfuse_default_tags",
                 "litellm_settings.redact_user_api_key_info",
                 "litellm_settings.service_callbacks",
                 "litellm_settings.turn_off_message_logging",
+                "litellm_settings.cache_params.type",
             ],
         ),
         (
@@ -184,8 +183,6 @@ fn the_production_config_loads_unchanged() {
             "router_settings.redis_host",
             "router_settings.redis_password",
             "router_settings.redis_port",
-            "litellm_settings.cache",
-            "litellm_settings.cache_params",
             "litellm_settings.drop_params",
             "litellm_settings.guardrails",
             "litellm_settings.output_parse_pii",
@@ -196,6 +193,7 @@ fn the_production_config_loads_unchanged() {
             "general_settings.database_url",
             "general_settings.proxy_batch_write_at",
             "general_settings.slack_alerting_url",
+            "litellm_settings.cache_params.type",
         ]
     );
     let report = config.unsupported().iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
@@ -304,6 +302,8 @@ litellm_settings:
   callbacks: [prometheus]
   success_callback: [prometheus]
   failure_callback: [prometheus]
+  cache: true
+  cache_params: {type: local, ttl: 60, namespace: ns}
 general_settings:
   master_key: sk-master
 environment_variables: {A: b}

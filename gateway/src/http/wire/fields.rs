@@ -95,6 +95,25 @@ impl Fields {
         Ok(out)
     }
 
+    /// The body without the field `name`, the others in their order, written anew.
+    pub fn without(&self, name: &str) -> Result<Vec<u8>, serde_json::Error> {
+        let mut kept: Vec<(&str, &Range<usize>)> =
+            self.spans.iter().filter(|(n, _)| n.as_str() != name).map(|(n, s)| (n.as_str(), s)).collect();
+        kept.sort_by_key(|(_, span)| span.start);
+        let mut out = Vec::with_capacity(self.body.len());
+        out.push(b'{');
+        for (i, (field, span)) in kept.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, field)?;
+            out.push(b':');
+            out.extend_from_slice(&self.body[span.clone()]);
+        }
+        out.push(b'}');
+        Ok(out)
+    }
+
     /// The fields as read (the last of a repeated name), with `edits` set, written anew.
     fn rewritten(&self, edits: &[(&str, &[u8])]) -> Result<Vec<u8>, serde_json::Error> {
         let mut out: HashMap<&str, &RawValue> = HashMap::with_capacity(self.spans.len() + edits.len());
@@ -162,6 +181,15 @@ mod tests {
         assert_eq!(f.get("model2"), Some("{\"a\":[1, 2]}"));
         assert_eq!(f.get("x"), None);
         assert_eq!(f.count(), 3);
+    }
+
+    /// A field removed leaves the others, in their order, with the client's bytes.
+    #[test]
+    fn removes_a_field() {
+        let f = fields("{\"cache\": {\"no-cache\": true}, \"model\":\"m\",\"x\\\"y\":[1, 2],\"cache\":null}");
+        let out = String::from_utf8(f.without("cache").unwrap()).unwrap();
+        assert_eq!(out, "{\"model\":\"m\",\"x\\\"y\":[1, 2]}");
+        assert_eq!(String::from_utf8(fields("{\"cache\":1}").without("cache").unwrap()).unwrap(), "{}");
     }
 
     /// Edits replace a value in place and leave every other byte of the body as it was.

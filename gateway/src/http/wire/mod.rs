@@ -195,6 +195,18 @@ impl ProxyRequest {
         }
     }
 
+    /// The body's top-level fields as the client sent them.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// This request without the field `name` (one only Tollgate reads, such as `cache`).
+    pub fn without(&self, name: &str) -> Result<ProxyRequest, GatewayError> {
+        let body =
+            self.fields.without(name).map_err(|e| GatewayError::Internal(format!("cannot re-encode request: {e}")))?;
+        ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)
+    }
+
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
     pub fn injects_usage(&self) -> bool {
         self.stream && matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)

@@ -1,0 +1,72 @@
+//! The key of a cached answer: SHA-256 of what decides the answer (endpoint, model group, every
+//! body field but those that only shape delivery or accounting) and of who may see it (the
+//! team, or the key without a team, unless teams share), within a namespace. Field values are
+//! compared as the client wrote them: equal JSON spelt differently is a different entry.
+
+use super::controls::Controls;
+use super::{Plan, ResponseCache};
+use crate::error::GatewayError;
+use crate::http::wire::ProxyRequest;
+use crate::providers::Endpoint;
+use crate::tenancy::auth::Principal;
+use sha2::{Digest, Sha256};
+
+/// Fields that do not change the answer: how it is delivered (`stream`, `stream_options`: a
+/// streamed request is answered from a whole one), the cache's own controls, and what is only
+/// recorded (`user`, `metadata`).
+const NOT_IN_KEY: [&str; 5] = ["stream", "stream_options", "cache", "user", "metadata"];
+
+/// An entry's key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey(pub [u8; 32]);
+
+/// Who may be served an entry.
+fn scope(principal: &Principal, shared: bool) -> String {
+    match (&principal.key.team_id, shared) {
+        (_, true) => "shared".to_owned(),
+        (Some(team), false) => format!("team:{team}"),
+        (None, false) => format!("key:{}", principal.key.key_id),
+    }
+}
+
+/// The key of `request` (its model already the model group) for `principal`.
+pub fn derive(request: &ProxyRequest, principal: &Principal, cache: &ResponseCache, controls: &Controls) -> CacheKey {
+    let params = cache.params();
+    let namespace = controls.namespace.as_deref().or(params.namespace.as_deref()).unwrap_or("");
+    let mut fields: Vec<(&str, &str)> =
+        request.fields().iter().filter(|(name, _)| !NOT_IN_KEY.contains(name)).collect();
+    fields.sort_unstable();
+    let mut hash = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        // Length-prefixed, so no two different sequences of parts hash alike.
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    part(b"tollgate-response-cache-v1");
+    part(request.endpoint.path().as_bytes());
+    part(request.model.as_bytes());
+    part(scope(principal, params.share_across_teams).as_bytes());
+    part(namespace.as_bytes());
+    for (name, value) in fields {
+        part(name.as_bytes());
+        part(value.as_bytes());
+    }
+    CacheKey(hash.finalize().into())
+}
+
+/// The request as it goes upstream (its `cache` field removed) and its plan, when the cache
+/// serves it: chat completions only, with the cache on and chat among its call types.
+pub fn prepare(
+    cache: Option<&ResponseCache>,
+    principal: &Principal,
+    request: ProxyRequest,
+) -> Result<(ProxyRequest, Option<Plan>), GatewayError> {
+    let Some(cache) = cache.filter(|c| c.params().caches_chat()) else { return Ok((request, None)) };
+    if request.endpoint != Endpoint::ChatCompletions {
+        return Ok((request, None));
+    }
+    let controls = Controls::parse(request.fields().get("cache"))?;
+    let request = if request.fields().contains("cache") { request.without("cache")? } else { request };
+    let key = derive(&request, principal, cache, &controls);
+    Ok((request, Some(Plan { key, controls })))
+}

@@ -1,0 +1,122 @@
+//! LiteLLM's response cache settings (`litellm_settings.cache` and `cache_params`), read in
+//! LiteLLM's shape with Tollgate's bounds and additions (entry size, memory, price of a hit,
+//! sharing between teams). Unknown keys are errors naming the field.
+
+use super::Secret;
+use serde::Deserialize;
+
+/// Largest answer stored by default: 1 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
+/// Memory the in-process cache may hold by default: 256 MiB.
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 256 << 20;
+/// How long an answer is kept by default, in seconds (LiteLLM's default TTL is unset; a day
+/// bounds what a forgotten cache holds).
+pub const DEFAULT_TTL_SECS: u64 = 86_400;
+/// The longest TTL a config or a request may set: 30 days.
+pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+
+/// Where answers are kept.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheType {
+    /// In the gateway's memory (LiteLLM's `local`).
+    #[default]
+    Local,
+    /// LiteLLM's shared Redis cache: not built yet; each gateway caches in its own memory and
+    /// says so at start-up.
+    Redis,
+}
+
+/// `litellm_settings.cache_params`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheParams {
+    #[serde(rename = "type")]
+    pub kind: CacheType,
+    /// Redis address (`type: redis`), kept for when that backend exists.
+    pub host: Option<Secret>,
+    pub port: Option<Secret>,
+    pub password: Option<Secret>,
+    /// Seconds an answer is kept.
+    pub ttl: u64,
+    /// Prefix of every entry's key: gateways with different namespaces share nothing.
+    pub namespace: Option<String>,
+    /// LiteLLM's call types to cache; Tollgate caches chat completions (`completion`,
+    /// `acompletion`) only, and none when the list leaves them out.
+    pub supported_call_types: Option<Vec<String>>,
+    /// Tollgate: the largest answer stored, in bytes.
+    pub max_entry_bytes: u64,
+    /// Tollgate: the memory the in-process cache may hold, in bytes.
+    pub max_memory_bytes: u64,
+    /// Tollgate: what a hit costs, as a percentage (0 to 100) of what the stored answer cost.
+    pub hit_cost_percent: u8,
+    /// Tollgate: whether teams share entries. Off: the team (or the key, without a team) is
+    /// part of every entry's key, so no team is ever served another's answer.
+    pub share_across_teams: bool,
+}
+
+impl Default for CacheParams {
+    fn default() -> Self {
+        CacheParams {
+            kind: CacheType::Local,
+            host: None,
+            port: None,
+            password: None,
+            ttl: DEFAULT_TTL_SECS,
+            namespace: None,
+            supported_call_types: None,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            hit_cost_percent: 0,
+            share_across_teams: false,
+        }
+    }
+}
+
+impl CacheParams {
+    /// The first setting out of its bounds, as (field, message).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=MAX_TTL_SECS).contains(&self.ttl) {
+            return Err(("ttl", format!("must be from 1 to {MAX_TTL_SECS} seconds")));
+        }
+        if let Some(ns) = &self.namespace {
+            tollgate_schemas::limits::check_id("namespace", ns).map_err(|e| ("namespace", e.to_string()))?;
+        }
+        if !(1..=64 << 20).contains(&self.max_entry_bytes) {
+            return Err(("max_entry_bytes", "must be from 1 byte to 64 MiB".to_owned()));
+        }
+        if self.max_memory_bytes < self.max_entry_bytes {
+            return Err(("max_memory_bytes", "must be at least max_entry_bytes".to_owned()));
+        }
+        if self.hit_cost_percent > 100 {
+            return Err(("hit_cost_percent", "must be from 0 to 100".to_owned()));
+        }
+        if let Some(t) = self.supported_call_types.iter().flatten().find(|t| !CALL_TYPES.contains(&t.as_str())) {
+            return Err(("supported_call_types", format!("`{t}` is not one of {}", CALL_TYPES.join(", "))));
+        }
+        Ok(())
+    }
+
+    /// Whether chat completions are cached under `supported_call_types`.
+    pub fn caches_chat(&self) -> bool {
+        self.supported_call_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == "completion" || t == "acompletion"))
+    }
+}
+
+/// LiteLLM's call type names.
+const CALL_TYPES: &[&str] = &[
+    "completion",
+    "acompletion",
+    "embedding",
+    "aembedding",
+    "atranscription",
+    "transcription",
+    "atext_completion",
+    "text_completion",
+    "arerank",
+    "rerank",
+    "aresponses",
+    "responses",
+];
