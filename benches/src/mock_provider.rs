@@ -22,6 +22,8 @@
 //! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
 //! passes on.
 //!
+//! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does.
+//!
 //! It never calls the network.
 
 use actix_web::http::StatusCode;
@@ -392,6 +394,50 @@ async fn embeddings(req: HttpRequest, body: web::Bytes, state: web::Data<MockSta
     }))
 }
 
+/// The moderation categories the mock answers with, OpenAI's names.
+const MODERATION_CATEGORIES: [&str; 4] = ["harassment", "hate", "self-harm", "violence"];
+
+/// OpenAI's moderation answer: one result per input (a string, an array of strings, or an
+/// array of `text`/`image_url` parts, which are one input together), flagged for `violence`
+/// when its text holds the word "violence". Like OpenAI's, it has no `usage`.
+async fn moderations(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(Value::Array(parts)) => {
+            vec![parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")]
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None),
+    };
+    let results: Vec<Value> = texts
+        .iter()
+        .map(|text| {
+            let violent = text.to_lowercase().contains("violence");
+            let flags: serde_json::Map<String, Value> =
+                MODERATION_CATEGORIES.iter().map(|c| ((*c).to_owned(), json!(violent && *c == "violence"))).collect();
+            let scores: serde_json::Map<String, Value> = MODERATION_CATEGORIES
+                .iter()
+                .map(|c| ((*c).to_owned(), json!(if violent && *c == "violence" { 0.97 } else { 0.001 })))
+                .collect();
+            json!({"flagged": violent, "categories": flags, "category_scores": scores})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "id": format!("modr-mock-{}", state.served.fetch_add(1, Ordering::Relaxed)),
+        "model": body.get("model").cloned().unwrap_or(json!("omni-moderation-latest")),
+        "results": results,
+    }))
+}
+
 async fn stats(state: web::Data<MockState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "served": state.served.load(Ordering::SeqCst),
@@ -430,6 +476,8 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/completions", web::post().to(completions))
             .route("/v1/embeddings", web::post().to(embeddings))
             .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
+            .route("/v1/moderations", web::post().to(moderations))
+            .route("/{mode}/{arg}/v1/moderations", web::post().to(moderations))
             .route("/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)

@@ -85,6 +85,35 @@ def test_embeddings(openai_client):
     assert resp.usage.prompt_tokens == prompt_tokens("one", "two")
 
 
+def test_moderations(openai_client):
+    resp = openai_client.moderations.create(
+        model="omni-moderation-latest", input=["a calm sentence", "a sentence about violence"]
+    )
+    assert [r.flagged for r in resp.results] == [False, True]
+    assert resp.results[1].categories.violence is True
+    assert resp.results[1].category_scores.violence > 0.5
+
+
+def test_moderations_of_text_and_image_parts(openai_client):
+    raw = openai_client.moderations.with_raw_response.create(
+        model="omni-moderation-latest",
+        input=[
+            {"type": "text", "text": "look at this"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ],
+    )
+    # omni-moderation-latest costs 0 per token in the model catalogue.
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == "0"
+    assert len(raw.parse().results) == 1
+
+
+def test_moderations_on_a_provider_without_them(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.moderations.create(model="claude-mock", input="hello")
+    assert err.value.body["param"] == "model"
+    assert "claude-mock" in err.value.body["message"] and "/moderations" in err.value.body["message"]
+
+
 def test_legacy_completions(openai_client):
     resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
     assert resp.choices[0].text == "tok tok"

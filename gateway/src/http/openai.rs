@@ -34,6 +34,11 @@ pub(crate) async fn responses(req: HttpRequest, payload: web::Payload, state: we
     handle(req, payload, state, Endpoint::Responses).await
 }
 
+/// `/v1/moderations`: OpenAI's shape, passed through; metered by its input tokens.
+pub(crate) async fn moderations(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Moderations).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,

@@ -48,6 +48,7 @@ fn endpoint() -> BoxedStrategy<Endpoint> {
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
+        Endpoint::Moderations,
     ])
     .boxed()
 }

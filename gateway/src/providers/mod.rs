@@ -99,6 +99,9 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    /// `/v1/moderations`: metered by its input tokens; its answer has no usage, so they are
+    /// counted by Tollgate.
+    Moderations,
 }
 
 impl Endpoint {
@@ -108,7 +111,14 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::Moderations => "moderations",
         }
+    }
+
+    /// Whether its answers generate tokens (a completion): embeddings and moderations only
+    /// read their input.
+    pub fn generates(self) -> bool {
+        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations)
     }
 }
 
@@ -120,6 +130,7 @@ pub struct EndpointUrls {
     pub completions: Option<reqwest::Url>,
     pub embeddings: Option<reqwest::Url>,
     pub responses: Option<reqwest::Url>,
+    pub moderations: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -130,6 +141,7 @@ impl EndpointUrls {
             Endpoint::Completions => self.completions.as_ref(),
             Endpoint::Embeddings => self.embeddings.as_ref(),
             Endpoint::Responses => self.responses.as_ref(),
+            Endpoint::Moderations => self.moderations.as_ref(),
         }
     }
 }
@@ -152,6 +164,7 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         completions: served(Endpoint::Completions)?,
         embeddings: served(Endpoint::Embeddings)?,
         responses: served(Endpoint::Responses)?,
+        moderations: served(Endpoint::Moderations)?,
     })
 }
 

@@ -113,7 +113,7 @@ impl ProxyRequest {
                 require_kind(&fields, "input", &['"', '['], "a string or an array")?;
                 "input"
             }
-            Endpoint::Responses => {
+            Endpoint::Responses | Endpoint::Moderations => {
                 require_kind(&fields, "input", &['"', '['], "a string or an array")?;
                 "input"
             }
@@ -123,8 +123,8 @@ impl ProxyRequest {
             Some("true") => true,
             Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
         };
-        if stream && endpoint == Endpoint::Embeddings {
-            return Err(GatewayError::invalid("embeddings cannot be streamed", Some("stream")));
+        if stream && !endpoint.generates() {
+            return Err(GatewayError::invalid(format!("/{} cannot be streamed", endpoint.path()), Some("stream")));
         }
         let client_wants_usage = match fields.get("stream_options") {
             None => false,
@@ -362,6 +362,23 @@ mod tests {
         assert!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().usage().is_none());
     }
 
+    /// Every input shape OpenAI's moderation takes is read; the prompt counted is its text, and
+    /// its answer (which has no usage) is read as no usage at all.
+    #[test]
+    fn moderations_take_strings_and_parts() {
+        for input in [r#""hello there""#, r#"["hello","there"]"#, r#"[{"type":"text","text":"hello there"}]"#] {
+            let body = format!(r#"{{"model":"omni-moderation-latest","input":{input}}}"#);
+            let req = ProxyRequest::parse(body.as_bytes(), Endpoint::Moderations).unwrap();
+            assert!(!req.stream);
+            assert!((2..=4).contains(&req.prompt_tokens_estimate()), "{input}");
+        }
+        let answer = br#"{"id":"modr-1","model":"omni-moderation-latest","results":[{"flagged":true}]}"#;
+        assert!(serde_json::from_slice::<ResponseUsage>(answer).unwrap().usage().is_none());
+        let mut generated = crate::metering::tokens::TextTally::default();
+        crate::metering::tokens::answer_text(answer, &mut generated);
+        assert_eq!(generated.tokens(), 0, "a moderation generates no text");
+    }
+
     #[test]
     fn parses_and_rewrites_only_the_model() {
         let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"user":"c-1"}"#;
@@ -403,6 +420,9 @@ mod tests {
             (br#"{"model":"m","prompt":"x","best_of":"3"}"#, Endpoint::Completions, Some("best_of")),
             (br#"{"model":"m"}"#, Endpoint::Embeddings, Some("input")),
             (br#"{"model":"m","input":"x","stream":true}"#, Endpoint::Embeddings, Some("stream")),
+            (br#"{"model":"m"}"#, Endpoint::Moderations, Some("input")),
+            (br#"{"model":"m","input":{"text":"x"}}"#, Endpoint::Moderations, Some("input")),
+            (br#"{"model":"m","input":"x","stream":true}"#, Endpoint::Moderations, Some("stream")),
             (br#"{"model":"m","prompt":5}"#, Endpoint::Completions, Some("prompt")),
             (br#"{"model":"m""#, Endpoint::ChatCompletions, None),
             (br#"[1,2]"#, Endpoint::ChatCompletions, None),

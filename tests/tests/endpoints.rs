@@ -1,0 +1,134 @@
+//! The OpenAI endpoints beyond chat, completions and embeddings (`/v1/moderations`), end to
+//! end: each request through the gateway to the mock provider, its usage event through real
+//! Kafka into real Cassandra, and the event ledger equal, request by request, to what each
+//! answer said it cost. Hostile input gets the OpenAI error envelope and no event.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tollgate_tests::*;
+
+/// The moderation model: priced by the test prices (the catalogue's is 0, which would prove
+/// nothing about the ledger), a catalogue-priced copy, and one on a provider without the endpoint.
+fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
+    let openai = |name: &str, model: &str| {
+        let mut entry = model_entry(name, &format!("{mock}/v1"));
+        entry.litellm_params.model = model.to_owned();
+        entry
+    };
+    let models = [
+        openai("omni-moderation-latest", "openai/omni-moderation-latest"),
+        openai("moderation-catalogue", "openai/omni-moderation-latest"),
+        openai("claude-mock", "anthropic/claude-sonnet-4-20250514"),
+    ];
+    let mut config = GatewayConfig::new("gw-endpoints", &models, topic, &kafka_bootstrap());
+    config.prices.remove("moderation-catalogue");
+    config.gateway.max_body_bytes = Some(65_536);
+    config
+}
+
+async fn post(client: &reqwest::Client, url: &str, id: &str, body: &Value) -> Result<(u16, Option<i64>, Value)> {
+    let resp = client.post(url).bearer_auth(TENANT_KEYS[0].0).header("x-request-id", id).json(body).send().await?;
+    let status = resp.status().as_u16();
+    let cost = resp.headers().get("x-tollgate-cost-nano-usd").map(|v| v.to_str().map(str::parse)).transpose()?;
+    let text = resp.text().await?;
+    let answer = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    Ok((status, cost.transpose()?, answer))
+}
+
+fn assert_invalid(answer: &(u16, Option<i64>, Value), param: Option<&str>, mentions: &[&str]) {
+    let (status, _, body) = answer;
+    assert_eq!(*status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["param"].as_str(), param, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    for word in mentions {
+        assert!(message.contains(word), "the message should name {word}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderations_are_metered_exactly_once_by_their_input_tokens() -> Result<()> {
+    let dir = scratch_dir("endpoints")?;
+    let topic = unique("usage-endpoints-");
+    let keyspace = unique("endpoints_");
+    create_topic(&topic, 1).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+    let url = format!("{}/v1/moderations", gateway.url()?);
+    let client = reqwest::Client::new();
+
+    // Every shape of `input` OpenAI takes: a string, strings, and text and image parts.
+    let inputs = [
+        ("mod-string", json!("I want to talk about violence in films")),
+        ("mod-strings", json!(["a kind sentence", "another kind sentence, a little longer"])),
+        (
+            "mod-parts",
+            json!([{"type": "text", "text": "describe this"},
+                   {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]),
+        ),
+    ];
+    let mut charged = Vec::new();
+    for (id, input) in &inputs {
+        let (status, cost, answer) =
+            post(&client, &url, id, &json!({"model": "omni-moderation-latest", "input": input})).await?;
+        ensure!(status == 200, "{id}: {status} {answer}");
+        let results = answer["results"].as_array().context("no results")?;
+        let expected = if input.is_array() && input[0].is_string() { 2 } else { 1 };
+        assert_eq!(results.len(), expected, "{id}: {answer}");
+        let cost = cost.context("no cost header")?;
+        assert!(cost > 0, "{id}: a priced moderation costs something");
+        charged.push((*id, cost));
+    }
+    assert_eq!(
+        post(&client, &url, "mod-flag", &json!({"model": "moderation-catalogue", "input": "violence"})).await?.2
+            ["results"][0]["flagged"],
+        true
+    );
+
+    // Hostile or unservable input: 400 in the envelope, nothing metered.
+    let refusals = [
+        (json!({"model": "omni-moderation-latest"}), Some("input"), vec!["input"]),
+        (json!({"model": "omni-moderation-latest", "input": 7}), Some("input"), vec!["input"]),
+        (json!({"model": "omni-moderation-latest", "input": "x", "stream": true}), Some("stream"), vec!["moderations"]),
+        (json!({"input": "x"}), Some("model"), vec!["model"]),
+        (json!({"model": "claude-mock", "input": "x"}), Some("model"), vec!["claude-mock", "/moderations"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("mod-bad-{i}"), body).await?, *param, mentions);
+    }
+    let huge = json!({"model": "omni-moderation-latest", "input": "y".repeat(100_000)});
+    assert_eq!(post(&client, &url, "mod-huge", &huge).await?.0, 413);
+
+    // Each event: the prompt counted by Tollgate (OpenAI's answer has no usage), nothing
+    // generated, the cost its tokens at the configured price, the cost the client was told.
+    let events = collect_events(&topic, inputs.len() + 1, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), inputs.len() + 1, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert!(event.estimated, "{id}: counted by Tollgate");
+        assert!(event.prompt_tokens > 0, "{id}");
+        assert_eq!(event.completion_tokens, 0, "{id}");
+        assert_eq!(event.cost_nano_usd.0, i64::try_from(event.prompt_tokens)? * INPUT_PRICE, "{id}");
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}: the event holds what the client was told");
+    }
+    assert_eq!(events["mod-flag"].cost_nano_usd.0, 0, "the catalogue prices omni-moderation-latest at 0");
+    assert!(events["mod-flag"].prompt_tokens > 0);
+
+    // The event ledger holds each request once, at what it was charged.
+    let session = cql().await?;
+    let ids: Vec<&str> = charged.iter().map(|(id, _)| *id).chain(["mod-flag"]).collect();
+    let ledger = wait_for_layer1(&session, &keyspace, &ids).await?;
+    for (id, cost) in &charged {
+        assert_eq!(ledger[*id], (*cost, 1), "{id}: in the ledger once, at its charge");
+    }
+    let (rows, sum) = event_ledger_totals(&session, &keyspace).await?;
+    assert_eq!(rows, ids.len() as i64);
+    assert_eq!(sum, charged.iter().map(|(_, c)| c).sum::<i64>());
+
+    consumer.stop().await?;
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
