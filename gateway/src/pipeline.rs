@@ -48,19 +48,18 @@ pub(crate) fn check_model(state: &AppState, principal: &Principal, model: &str) 
 }
 
 /// The most `request` can cost: every byte of its body a prompt token, `max_tokens` (or the
-/// configured reserve) output tokens for each of its `n` choices, at the highest price among
-/// the deployments it can reach. Prompts only referenced by the body (files, image URLs,
+/// configured reserve) output tokens for each of its `n` choices (none for embeddings and
+/// moderations), at the highest price among the deployments it can reach. Prompts only referenced by the body (files, image URLs,
 /// earlier responses) can cost more than their bytes: docs/limits.md says so.
 fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
     let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
     // Without a limit the provider decides: at least the configured reserve, and at least
     // the limit an adapter sets by itself (Anthropic's).
-    let per_choice = request.max_tokens.unwrap_or_else(|| {
+    let completion = request.worst_output_tokens(|| {
         let reserve = state.budget_settings.reserve_output_tokens;
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
-    let completion = per_choice.saturating_mul(request.choices);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
     crate::limits::pricing::worst_case_cost(&price, prompt, completion).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }

@@ -195,6 +195,16 @@ impl ProxyRequest {
         }
     }
 
+    /// The most output tokens the request can be charged: `max_tokens` (else `default()`) for
+    /// each of its choices; none for an endpoint that generates nothing (embeddings,
+    /// moderations), whatever its body says.
+    pub fn worst_output_tokens(&self, default: impl FnOnce() -> u64) -> u64 {
+        if !self.endpoint.generates() {
+            return 0;
+        }
+        self.max_tokens.unwrap_or_else(default).saturating_mul(self.choices)
+    }
+
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
     pub fn injects_usage(&self) -> bool {
         self.stream && matches!(self.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
@@ -377,6 +387,16 @@ mod tests {
         let mut generated = crate::metering::tokens::TextTally::default();
         crate::metering::tokens::answer_text(answer, &mut generated);
         assert_eq!(generated.tokens(), 0, "a moderation generates no text");
+    }
+
+    #[test]
+    fn only_generating_endpoints_reserve_output() {
+        let worst =
+            |body: &str, endpoint| ProxyRequest::parse(body.as_bytes(), endpoint).unwrap().worst_output_tokens(|| 1000);
+        assert_eq!(worst(r#"{"model":"m","messages":[],"n":2}"#, Endpoint::ChatCompletions), 2000);
+        assert_eq!(worst(r#"{"model":"m","messages":[],"max_tokens":7,"n":3}"#, Endpoint::ChatCompletions), 21);
+        assert_eq!(worst(r#"{"model":"m","input":"x","max_tokens":7}"#, Endpoint::Moderations), 0);
+        assert_eq!(worst(r#"{"model":"m","input":"x"}"#, Endpoint::Embeddings), 0);
     }
 
     #[test]
