@@ -22,7 +22,8 @@
 //! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
 //! passes on.
 //!
-//! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does.
+//! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does; `/v1/rerank`
+//! in Cohere's (v2), with `meta.billed_units.search_units`.
 //!
 //! It never calls the network.
 
@@ -438,6 +439,43 @@ async fn moderations(req: HttpRequest, body: web::Bytes, state: web::Data<MockSt
     }))
 }
 
+/// Cohere's rerank answer (v2): the documents by relevance (the share of the query's words a
+/// document holds), at most `top_n`, and `meta.billed_units.search_units`: one per 100
+/// documents, as Cohere bills.
+async fn rerank(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let (Some(query), Some(documents)) =
+        (body.get("query").and_then(Value::as_str), body.get("documents").and_then(Value::as_array))
+    else {
+        return error(StatusCode::BAD_REQUEST, "`query` and `documents` are required", "invalid_request_error", None);
+    };
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    let mut scored: Vec<(usize, f64)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let text = d.as_str().or_else(|| d.get("text").and_then(Value::as_str)).unwrap_or("").to_lowercase();
+            let hits = words.iter().filter(|w| text.contains(w.as_str())).count();
+            (i, hits as f64 / words.len().max(1) as f64)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top_n = body.get("top_n").and_then(Value::as_u64).map_or(scored.len(), |n| n as usize);
+    let results: Vec<Value> =
+        scored.iter().take(top_n).map(|(i, score)| json!({"index": i, "relevance_score": score})).collect();
+    HttpResponse::Ok().json(json!({
+        "id": format!("rerank-mock-{}", state.served.fetch_add(1, Ordering::Relaxed)),
+        "results": results,
+        "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": documents.len().div_ceil(100).max(1)}},
+    }))
+}
+
 async fn stats(state: web::Data<MockState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "served": state.served.load(Ordering::SeqCst),
@@ -478,6 +516,8 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
             .route("/v1/moderations", web::post().to(moderations))
             .route("/{mode}/{arg}/v1/moderations", web::post().to(moderations))
+            .route("/v1/rerank", web::post().to(rerank))
+            .route("/{mode}/{arg}/v1/rerank", web::post().to(rerank))
             .route("/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)

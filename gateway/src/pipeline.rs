@@ -60,8 +60,10 @@ fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
+    let search_units = request.search_units(None);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::worst_case_cost(&price, prompt, completion).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion, search_units)
+        .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
 pub(crate) type Served = Result<(String, Reply), (String, GatewayError)>;
@@ -369,7 +371,7 @@ async fn meter_whole_answer(
     };
     let body = deployment.api.response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
-    let (tokens, estimated) = match parsed.usage() {
+    let (mut tokens, estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => {
@@ -385,6 +387,7 @@ async fn meter_whole_answer(
             )
         }
     };
+    tokens.search_units = request.search_units(parsed.search_units());
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     let (charged, written) = recorder.finish_answer(Outcome {

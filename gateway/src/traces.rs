@@ -135,6 +135,7 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         Endpoint::Embeddings => "embeddings",
         // Not one of the GenAI conventions' well-known operations: its own name.
         Endpoint::Moderations => "moderation",
+        Endpoint::Rerank => "rerank",
     }
 }
 

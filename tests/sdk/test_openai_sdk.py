@@ -114,6 +114,27 @@ def test_moderations_on_a_provider_without_them(openai_client):
     assert "claude-mock" in err.value.body["message"] and "/moderations" in err.value.body["message"]
 
 
+def test_rerank_through_the_sdks_raw_post(openai_client):
+    # The openai SDK has no rerank method: its generic `post` sends Cohere's shape (the cost is
+    # checked against the ledger in tests/tests/endpoints.rs).
+    raw = openai_client.post(
+        "/rerank",
+        body={"model": "rerank-english-v3.0", "query": "cats", "documents": ["a dog", "two cats"], "top_n": 1},
+        cast_to=object,
+    )
+    answer = raw
+    assert answer["results"] == [{"index": 1, "relevance_score": 1.0}]
+    assert answer["meta"]["billed_units"]["search_units"] == 1
+
+
+def test_rerank_on_a_provider_without_it(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.post(
+            "/rerank", body={"model": "claude-mock", "query": "q", "documents": ["d"]}, cast_to=object
+        )
+    assert err.value.body["param"] == "model"
+
+
 def test_legacy_completions(openai_client):
     resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
     assert resp.choices[0].text == "tok tok"

@@ -1,5 +1,5 @@
-//! The OpenAI endpoints beyond chat, completions and embeddings (`/v1/moderations`), end to
-//! end: each request through the gateway to the mock provider, its usage event through real
+//! The endpoints beyond chat, completions and embeddings (`/v1/moderations`, `/v1/rerank`),
+//! end to end: each request through the gateway to the mock provider, its usage event through real
 //! Kafka into real Cassandra, and the event ledger equal, request by request, to what each
 //! answer said it cost. Hostile input gets the OpenAI error envelope and no event.
 
@@ -9,7 +9,8 @@ use std::time::Duration;
 use tollgate_tests::*;
 
 /// The moderation model: priced by the test prices (the catalogue's is 0, which would prove
-/// nothing about the ledger), a catalogue-priced copy, and one on a provider without the endpoint.
+/// nothing about the ledger), a catalogue-priced copy, one on a provider without the endpoints,
+/// and a rerank model priced by the catalogue (`input_cost_per_query`).
 fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
     let openai = |name: &str, model: &str| {
         let mut entry = model_entry(name, &format!("{mock}/v1"));
@@ -20,9 +21,11 @@ fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
         openai("omni-moderation-latest", "openai/omni-moderation-latest"),
         openai("moderation-catalogue", "openai/omni-moderation-latest"),
         openai("claude-mock", "anthropic/claude-sonnet-4-20250514"),
+        openai("rerank-english-v3.0", "hosted_vllm/rerank-english-v3.0"),
     ];
     let mut config = GatewayConfig::new("gw-endpoints", &models, topic, &kafka_bootstrap());
     config.prices.remove("moderation-catalogue");
+    config.prices.remove("rerank-english-v3.0");
     config.gateway.max_body_bytes = Some(65_536);
     config
 }
@@ -47,16 +50,53 @@ fn assert_invalid(answer: &(u16, Option<i64>, Value), param: Option<&str>, menti
     }
 }
 
+/// The mock, a gateway and a ledger consumer on a topic and keyspace of their own.
+struct Stack {
+    mock: Process,
+    gateway: Process,
+    consumer: Process,
+    topic: String,
+    keyspace: String,
+}
+
+impl Stack {
+    async fn start(name: &str) -> Result<Stack> {
+        let dir = scratch_dir(name)?;
+        let topic = unique("usage-endpoints-");
+        let keyspace = unique("endpoints_");
+        create_topic(&topic, 1).await?;
+        let mock = start_mock(&dir, &[]).await?;
+        let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+        let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+        Ok(Stack { mock, gateway, consumer, topic, keyspace })
+    }
+
+    /// The event ledger holds each of `charged` once, at its charge, and `others` besides.
+    async fn assert_ledger(&self, charged: &[(&str, i64)], others: &[&str]) -> Result<()> {
+        let session = cql().await?;
+        let ids: Vec<&str> = charged.iter().map(|(id, _)| *id).chain(others.iter().copied()).collect();
+        let ledger = wait_for_layer1(&session, &self.keyspace, &ids).await?;
+        for (id, cost) in charged {
+            assert_eq!(ledger[*id], (*cost, 1), "{id}: in the ledger once, at its charge");
+        }
+        let (rows, _) = event_ledger_totals(&session, &self.keyspace).await?;
+        assert_eq!(rows, ids.len() as i64);
+        Ok(())
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.consumer.stop().await?;
+        self.gateway.stop().await?;
+        drop(self.mock);
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderations_are_metered_exactly_once_by_their_input_tokens() -> Result<()> {
-    let dir = scratch_dir("endpoints")?;
-    let topic = unique("usage-endpoints-");
-    let keyspace = unique("endpoints_");
-    create_topic(&topic, 1).await?;
-    let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
-    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
-    let url = format!("{}/v1/moderations", gateway.url()?);
+    let stack = Stack::start("endpoints-moderations").await?;
+    let topic = &stack.topic;
+    let url = format!("{}/v1/moderations", stack.gateway.url()?);
     let client = reqwest::Client::new();
 
     // Every shape of `input` OpenAI takes: a string, strings, and text and image parts.
@@ -103,7 +143,7 @@ async fn moderations_are_metered_exactly_once_by_their_input_tokens() -> Result<
 
     // Each event: the prompt counted by Tollgate (OpenAI's answer has no usage), nothing
     // generated, the cost its tokens at the configured price, the cost the client was told.
-    let events = collect_events(&topic, inputs.len() + 1, Duration::from_secs(60)).await?;
+    let events = collect_events(topic, inputs.len() + 1, Duration::from_secs(60)).await?;
     assert_eq!(events.len(), inputs.len() + 1, "refused requests produce no event");
     for (id, cost) in &charged {
         let event = &events[*id];
@@ -116,19 +156,78 @@ async fn moderations_are_metered_exactly_once_by_their_input_tokens() -> Result<
     assert_eq!(events["mod-flag"].cost_nano_usd.0, 0, "the catalogue prices omni-moderation-latest at 0");
     assert!(events["mod-flag"].prompt_tokens > 0);
 
-    // The event ledger holds each request once, at what it was charged.
-    let session = cql().await?;
-    let ids: Vec<&str> = charged.iter().map(|(id, _)| *id).chain(["mod-flag"]).collect();
-    let ledger = wait_for_layer1(&session, &keyspace, &ids).await?;
-    for (id, cost) in &charged {
-        assert_eq!(ledger[*id], (*cost, 1), "{id}: in the ledger once, at its charge");
-    }
-    let (rows, sum) = event_ledger_totals(&session, &keyspace).await?;
-    assert_eq!(rows, ids.len() as i64);
-    assert_eq!(sum, charged.iter().map(|(_, c)| c).sum::<i64>());
+    stack.assert_ledger(&charged, &["mod-flag"]).await?;
+    stack.stop().await
+}
 
-    consumer.stop().await?;
-    gateway.stop().await?;
-    drop(mock);
-    Ok(())
+/// `rerank-english-v3.0` costs $0.002 a search unit in the model catalogue, 0 per token.
+const NANO_USD_PER_SEARCH_UNIT: i64 = 2_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerank_is_metered_exactly_once_by_search_units() -> Result<()> {
+    let stack = Stack::start("endpoints-rerank").await?;
+    let url = format!("{}/v1/rerank", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+    let docs = |n: usize| (0..n).map(|i| format!("document {i} about cats")).collect::<Vec<_>>();
+
+    // Cohere bills a search unit per 100 documents: 3 documents are 1 unit, 250 are 3.
+    let mut charged = Vec::new();
+    for (id, n, units) in [("rr-small", 3, 1), ("rr-large", 250, 3)] {
+        let mut body = json!({"model": "rerank-english-v3.0", "query": "cats", "documents": docs(n), "top_n": 2});
+        if n == 3 {
+            body["documents"] = json!(["a dog", {"text": "a cat and cats"}, "the weather"]);
+        }
+        let (status, cost, answer) = post(&client, &url, id, &body).await?;
+        ensure!(status == 200, "{id}: {status} {answer}");
+        assert_eq!(answer["results"].as_array().map(Vec::len), Some(2), "{id}: {answer}");
+        assert_eq!(answer["meta"]["billed_units"]["search_units"], units, "{id}");
+        assert_eq!(cost, Some(units * NANO_USD_PER_SEARCH_UNIT), "{id}");
+        charged.push((id, units * NANO_USD_PER_SEARCH_UNIT));
+    }
+    assert_eq!(
+        post(
+            &client,
+            &url,
+            "rr-order",
+            &json!({"model": "rerank-english-v3.0", "query": "cats",
+            "documents": ["a dog", "cats"]})
+        )
+        .await?
+        .2["results"][0]["index"],
+        1
+    );
+
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "rerank-english-v3.0", "query": "q", "documents": ["d"]});
+        body[field] = value;
+        body
+    };
+    let refusals = [
+        (with("query", Value::Null), Some("query"), vec!["query"]),
+        (with("documents", json!("d")), Some("documents"), vec!["documents"]),
+        (with("documents", json!([])), Some("documents"), vec!["documents"]),
+        (with("documents", json!(vec!["d"; 10_001])), Some("documents"), vec!["10000"]),
+        (with("stream", json!(true)), Some("stream"), vec!["rerank"]),
+        (with("model", json!("claude-mock")), Some("model"), vec!["claude-mock", "/rerank"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("rr-bad-{i}"), body).await?, *param, mentions);
+    }
+
+    let events = collect_events(&stack.topic, 3, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), 3, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
+        assert_eq!(i64::try_from(event.search_units)? * NANO_USD_PER_SEARCH_UNIT, *cost, "{id}");
+        let paid: Vec<_> = event
+            .cost_by_token_type
+            .iter()
+            .filter(|p| p.cost_nano_usd.0 > 0)
+            .map(|p| (p.token_type.as_str(), p.tokens, p.cost_nano_usd.0))
+            .collect();
+        assert_eq!(paid, vec![("search_units", event.search_units, *cost)], "{id}: tokens cost 0, units the rest");
+    }
+    stack.assert_ledger(&charged, &["rr-order"]).await?;
+    stack.stop().await
 }

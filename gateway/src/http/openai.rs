@@ -39,6 +39,11 @@ pub(crate) async fn moderations(req: HttpRequest, payload: web::Payload, state: 
     handle(req, payload, state, Endpoint::Moderations).await
 }
 
+/// `/v1/rerank`: Cohere's shape, passed through; metered by search units.
+pub(crate) async fn rerank(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Rerank).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,

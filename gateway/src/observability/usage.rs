@@ -26,6 +26,7 @@ pub fn operation_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Embeddings => "embeddings",
         // Not one of the GenAI conventions' well-known operations: its own name.
         Endpoint::Moderations => "moderation",
+        Endpoint::Rerank => "rerank",
     }
 }
 

@@ -49,6 +49,7 @@ fn endpoint() -> BoxedStrategy<Endpoint> {
         Endpoint::Embeddings,
         Endpoint::Responses,
         Endpoint::Moderations,
+        Endpoint::Rerank,
     ])
     .boxed()
 }

@@ -102,6 +102,9 @@ pub enum Endpoint {
     /// `/v1/moderations`: metered by its input tokens; its answer has no usage, so they are
     /// counted by Tollgate.
     Moderations,
+    /// `/v1/rerank`, Cohere's shape (Cohere, Jina, vLLM, Infinity serve it): metered by search
+    /// units, the provider's `meta.billed_units.search_units` else one per 100 documents.
+    Rerank,
 }
 
 impl Endpoint {
@@ -112,13 +115,14 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
             Endpoint::Moderations => "moderations",
+            Endpoint::Rerank => "rerank",
         }
     }
 
-    /// Whether its answers generate tokens (a completion): embeddings and moderations only
-    /// read their input.
+    /// Whether its answers generate tokens (a completion): embeddings, moderations and rerank
+    /// only read their input.
     pub fn generates(self) -> bool {
-        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations)
+        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank)
     }
 }
 
@@ -131,6 +135,7 @@ pub struct EndpointUrls {
     pub embeddings: Option<reqwest::Url>,
     pub responses: Option<reqwest::Url>,
     pub moderations: Option<reqwest::Url>,
+    pub rerank: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -142,6 +147,7 @@ impl EndpointUrls {
             Endpoint::Embeddings => self.embeddings.as_ref(),
             Endpoint::Responses => self.responses.as_ref(),
             Endpoint::Moderations => self.moderations.as_ref(),
+            Endpoint::Rerank => self.rerank.as_ref(),
         }
     }
 }
@@ -165,6 +171,7 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         embeddings: served(Endpoint::Embeddings)?,
         responses: served(Endpoint::Responses)?,
         moderations: served(Endpoint::Moderations)?,
+        rerank: served(Endpoint::Rerank)?,
     })
 }
 

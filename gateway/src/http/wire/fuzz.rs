@@ -192,12 +192,13 @@ pub(crate) fn answers() -> Vec<Value> {
     ]
 }
 
-const ENDPOINTS: [Endpoint; 5] = [
+const ENDPOINTS: [Endpoint; 6] = [
     Endpoint::ChatCompletions,
     Endpoint::Completions,
     Endpoint::Embeddings,
     Endpoint::Responses,
     Endpoint::Moderations,
+    Endpoint::Rerank,
 ];
 
 fn endpoint() -> BoxedStrategy<Endpoint> {

@@ -32,6 +32,35 @@ pub struct ProxyRequest {
     pub body_len: usize,
     /// Completions asked for: the largest of `n` and `best_of`, at least 1.
     pub choices: u64,
+    /// Documents of a rerank request (`documents`), at most [`MAX_RERANK_DOCUMENTS`]; 0 for
+    /// other endpoints.
+    pub documents: u64,
+}
+
+/// The most documents one rerank request may hold (Cohere's own limit is lower).
+pub const MAX_RERANK_DOCUMENTS: u64 = 10_000;
+
+/// Documents one rerank search unit covers (Cohere's billing unit).
+const DOCUMENTS_PER_SEARCH_UNIT: u64 = 100;
+
+/// The documents of a rerank request: `query` a string, `documents` an array of at most
+/// [`MAX_RERANK_DOCUMENTS`] strings or objects.
+fn rerank_documents(fields: &Fields) -> Result<u64, GatewayError> {
+    if string_field(fields, "query")?.is_none() {
+        return Err(GatewayError::invalid("`query` is required", Some("query")));
+    }
+    require_kind(fields, "documents", &['['], "an array")?;
+    let raw = fields.get("documents").unwrap_or("[]");
+    let items: Vec<serde::de::IgnoredAny> = serde_json::from_str(raw)
+        .map_err(|_| GatewayError::invalid("`documents` must be an array", Some("documents")))?;
+    let count = u64::try_from(items.len()).unwrap_or(u64::MAX);
+    if count == 0 || count > MAX_RERANK_DOCUMENTS {
+        return Err(GatewayError::invalid(
+            format!("`documents` must hold 1 to {MAX_RERANK_DOCUMENTS} documents"),
+            Some("documents"),
+        ));
+    }
+    Ok(count)
 }
 
 fn string_field(fields: &Fields, name: &'static str) -> Result<Option<String>, GatewayError> {
@@ -117,7 +146,9 @@ impl ProxyRequest {
                 require_kind(&fields, "input", &['"', '['], "a string or an array")?;
                 "input"
             }
+            Endpoint::Rerank => "documents",
         };
+        let documents = if endpoint == Endpoint::Rerank { rerank_documents(&fields)? } else { 0 };
         let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
@@ -175,6 +206,7 @@ impl ProxyRequest {
             prompt_field,
             body_len,
             choices,
+            documents,
         })
     }
 
@@ -203,6 +235,15 @@ impl ProxyRequest {
             return 0;
         }
         self.max_tokens.unwrap_or_else(default).saturating_mul(self.choices)
+    }
+
+    /// The search units a rerank request is charged: those the provider reports, else one per
+    /// 100 documents (at least one); 0 for other endpoints.
+    pub fn search_units(&self, reported: Option<u64>) -> u64 {
+        match self.endpoint {
+            Endpoint::Rerank => reported.unwrap_or_else(|| self.documents.div_ceil(DOCUMENTS_PER_SEARCH_UNIT).max(1)),
+            _ => 0,
+        }
     }
 
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
@@ -256,6 +297,18 @@ pub struct ResponseUsage {
     pub model: Option<String>,
     pub usage: Option<Usage>,
     pub response: Option<Box<ResponseUsage>>,
+    /// Cohere's rerank answer: `meta.billed_units.search_units`.
+    pub meta: Option<Meta>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct Meta {
+    pub billed_units: Option<BilledUnits>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct BilledUnits {
+    pub search_units: Option<u64>,
 }
 
 impl ResponseUsage {
@@ -265,6 +318,13 @@ impl ResponseUsage {
     pub fn usage(&self) -> Option<Usage> {
         self.usage.or_else(|| self.response.as_ref().and_then(|r| r.usage)).filter(Usage::believable)
     }
+    /// The rerank search units the provider billed, if believable (at most
+    /// `limits::MAX_TOKENS_PER_REQUEST`).
+    pub fn search_units(&self) -> Option<u64> {
+        let units = self.meta.as_ref()?.billed_units.as_ref()?.search_units?;
+        (units <= limits::MAX_TOKENS_PER_REQUEST).then_some(units)
+    }
+
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref().or_else(|| self.response.as_ref().and_then(|r| r.model.as_deref()))
     }
@@ -314,6 +374,8 @@ impl Usage {
             audio_output: c.audio_tokens,
             image_input: p.image_tokens,
             image_output: c.image_tokens,
+            // Read from the answer's `meta` (`ResponseUsage::search_units`), not from `usage`.
+            search_units: 0,
         }
     }
 }
@@ -387,6 +449,30 @@ mod tests {
         let mut generated = crate::metering::tokens::TextTally::default();
         crate::metering::tokens::answer_text(answer, &mut generated);
         assert_eq!(generated.tokens(), 0, "a moderation generates no text");
+    }
+
+    /// A rerank request is charged the search units its provider reports, else one per 100
+    /// documents; its documents are bounded.
+    #[test]
+    fn rerank_counts_documents_and_search_units() {
+        let body = |n: usize| {
+            let docs = vec!["d"; n];
+            serde_json::json!({"model": "m", "query": "q", "documents": docs}).to_string()
+        };
+        let req = |n| ProxyRequest::parse(body(n).as_bytes(), Endpoint::Rerank);
+        assert_eq!(req(1).unwrap().search_units(None), 1);
+        assert_eq!(req(100).unwrap().search_units(None), 1);
+        assert_eq!(req(101).unwrap().search_units(None), 2);
+        assert_eq!(req(101).unwrap().search_units(Some(7)), 7);
+        assert!(req(0).is_err());
+        assert!(req(MAX_RERANK_DOCUMENTS as usize + 1).is_err());
+        assert_eq!(req(MAX_RERANK_DOCUMENTS as usize).unwrap().documents, MAX_RERANK_DOCUMENTS);
+        let chat = ProxyRequest::parse(br#"{"model":"m","messages":[]}"#, Endpoint::ChatCompletions).unwrap();
+        assert_eq!(chat.search_units(Some(3)), 0);
+        let answer = br#"{"results":[],"meta":{"billed_units":{"search_units":2}}}"#;
+        assert_eq!(serde_json::from_slice::<ResponseUsage>(answer).unwrap().search_units(), Some(2));
+        let absurd = br#"{"meta":{"billed_units":{"search_units":18446744073709551615}}}"#;
+        assert_eq!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().search_units(), None);
     }
 
     #[test]

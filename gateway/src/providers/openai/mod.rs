@@ -102,9 +102,10 @@ impl Provider for Azure {
         &[("azure", None)]
     }
 
-    /// Azure OpenAI has no moderation endpoint (Azure AI Content Safety is another API).
+    /// Azure OpenAI has no moderation endpoint (Azure AI Content Safety is another API), and
+    /// no rerank.
     fn serves(&self, endpoint: Endpoint) -> bool {
-        endpoint != Endpoint::Moderations
+        !matches!(endpoint, Endpoint::Moderations | Endpoint::Rerank)
     }
 
     fn url(&self, target: Target<'_>, endpoint: Endpoint, _stream: bool) -> String {
