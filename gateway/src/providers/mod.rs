@@ -108,6 +108,16 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, for tests that go over them all.
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Moderations,
+        Endpoint::Rerank,
+    ];
+
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat/completions",

@@ -192,17 +192,8 @@ pub(crate) fn answers() -> Vec<Value> {
     ]
 }
 
-const ENDPOINTS: [Endpoint; 6] = [
-    Endpoint::ChatCompletions,
-    Endpoint::Completions,
-    Endpoint::Embeddings,
-    Endpoint::Responses,
-    Endpoint::Moderations,
-    Endpoint::Rerank,
-];
-
 fn endpoint() -> BoxedStrategy<Endpoint> {
-    prop::sample::select(ENDPOINTS.to_vec()).boxed()
+    prop::sample::select(Endpoint::ALL.to_vec()).boxed()
 }
 
 fn requests() -> Vec<Value> {
