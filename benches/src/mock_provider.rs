@@ -23,7 +23,7 @@
 //! passes on.
 //!
 //! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does; `/v1/rerank`
-//! in Cohere's (v2), with `meta.billed_units.search_units`.
+//! in Cohere's (v2), with `meta.billed_units.search_units`; `/v1/audio/speech` with audio bytes.
 //!
 //! It never calls the network.
 
@@ -476,6 +476,26 @@ async fn rerank(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
     }))
 }
 
+/// OpenAI's speech answer: audio bytes, here `ID3` and the text read, as `audio/mpeg` (or
+/// `audio/wav` for `response_format: wav`). Like OpenAI's, it says nothing of usage.
+async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(input) = body.get("input").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None);
+    };
+    let content_type = match body.get("response_format").and_then(Value::as_str) {
+        Some("wav") => "audio/wav",
+        _ => "audio/mpeg",
+    };
+    HttpResponse::Ok().content_type(content_type).body([&b"ID3"[..], input.as_bytes()].concat())
+}
+
 async fn stats(state: web::Data<MockState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "served": state.served.load(Ordering::SeqCst),
@@ -518,6 +538,8 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/moderations", web::post().to(moderations))
             .route("/v1/rerank", web::post().to(rerank))
             .route("/{mode}/{arg}/v1/rerank", web::post().to(rerank))
+            .route("/v1/audio/speech", web::post().to(audio_speech))
+            .route("/{mode}/{arg}/v1/audio/speech", web::post().to(audio_speech))
             .route("/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)

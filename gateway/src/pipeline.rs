@@ -60,9 +60,8 @@ fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
-    let search_units = request.search_units(None);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::worst_case_cost(&price, prompt, completion, search_units)
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None))
         .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
@@ -376,7 +375,10 @@ async fn meter_whole_answer(
         // No usage from the provider: count it ourselves and say so.
         None => {
             let mut generated = crate::metering::tokens::TextTally::default();
-            crate::metering::tokens::answer_text(&body, &mut generated);
+            // Audio and scores are not text to count.
+            if request.endpoint.generates() {
+                crate::metering::tokens::answer_text(&body, &mut generated);
+            }
             (
                 Tokens {
                     prompt: request.prompt_tokens_estimate(),
@@ -387,7 +389,8 @@ async fn meter_whole_answer(
             )
         }
     };
-    tokens.search_units = request.search_units(parsed.search_units());
+    let units = request.units(parsed.search_units());
+    (tokens.search_units, tokens.characters) = (units.search_units, units.characters);
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     let (charged, written) = recorder.finish_answer(Outcome {

@@ -136,6 +136,7 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         // Not one of the GenAI conventions' well-known operations: its own name.
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
+        Endpoint::AudioSpeech => "text_to_speech",
     }
 }
 

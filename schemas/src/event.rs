@@ -100,6 +100,10 @@ pub struct UsageEvent {
     /// priced per unit (`input_cost_per_query`). Not tokens. Added within version 1, absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_units: u64,
+    /// Characters of text spoken (`/v1/audio/speech`), priced per character
+    /// (`input_cost_per_character`). Not tokens. Added within version 1, absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub characters: u64,
     /// The model had no price: the request was served at cost zero (`billing.unpriced_models:
     /// serve`). Added within version 1: older events lack it.
     #[serde(default)]
@@ -268,6 +272,7 @@ mod tests {
             image_input_tokens: 30,
             image_output_tokens: 40,
             search_units: 3,
+            characters: 5,
             unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
             cost_by_token_type: vec![

@@ -135,6 +135,22 @@ def test_rerank_on_a_provider_without_it(openai_client):
     assert err.value.body["param"] == "model"
 
 
+def test_speech(openai_client):
+    raw = openai_client.audio.speech.with_raw_response.create(
+        model="tts-1", voice="alloy", input="Hello there", response_format="mp3"
+    )
+    assert raw.headers.get("content-type") == "audio/mpeg"
+    assert raw.content == b"ID3Hello there"
+    # 11 characters at $0.000015 (tts-1 in the model catalogue).
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == str(11 * 15_000)
+
+
+def test_speech_of_too_long_a_text_is_a_bad_request(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.audio.speech.create(model="tts-1", voice="alloy", input="x" * 4097)
+    assert err.value.body["param"] == "input"
+
+
 def test_legacy_completions(openai_client):
     resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
     assert resp.choices[0].text == "tok tok"

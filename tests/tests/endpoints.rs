@@ -1,5 +1,5 @@
-//! The endpoints beyond chat, completions and embeddings (`/v1/moderations`, `/v1/rerank`),
-//! end to end: each request through the gateway to the mock provider, its usage event through real
+//! The endpoints beyond chat, completions and embeddings (`/v1/moderations`, `/v1/rerank`,
+//! `/v1/audio/speech`), end to end: each request through the gateway to the mock provider, its usage event through real
 //! Kafka into real Cassandra, and the event ledger equal, request by request, to what each
 //! answer said it cost. Hostile input gets the OpenAI error envelope and no event.
 
@@ -10,7 +10,8 @@ use tollgate_tests::*;
 
 /// The moderation model: priced by the test prices (the catalogue's is 0, which would prove
 /// nothing about the ledger), a catalogue-priced copy, one on a provider without the endpoints,
-/// and a rerank model priced by the catalogue (`input_cost_per_query`).
+/// a rerank model priced by the catalogue (`input_cost_per_query`) and a speech model
+/// (`input_cost_per_character`).
 fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
     let openai = |name: &str, model: &str| {
         let mut entry = model_entry(name, &format!("{mock}/v1"));
@@ -22,10 +23,12 @@ fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
         openai("moderation-catalogue", "openai/omni-moderation-latest"),
         openai("claude-mock", "anthropic/claude-sonnet-4-20250514"),
         openai("rerank-english-v3.0", "hosted_vllm/rerank-english-v3.0"),
+        openai("tts-1", "openai/tts-1"),
     ];
     let mut config = GatewayConfig::new("gw-endpoints", &models, topic, &kafka_bootstrap());
     config.prices.remove("moderation-catalogue");
     config.prices.remove("rerank-english-v3.0");
+    config.prices.remove("tts-1");
     config.gateway.max_body_bytes = Some(65_536);
     config
 }
@@ -229,5 +232,63 @@ async fn rerank_is_metered_exactly_once_by_search_units() -> Result<()> {
         assert_eq!(paid, vec![("search_units", event.search_units, *cost)], "{id}: tokens cost 0, units the rest");
     }
     stack.assert_ledger(&charged, &["rr-order"]).await?;
+    stack.stop().await
+}
+
+/// `tts-1` costs $0.000015 a character in the model catalogue.
+const NANO_USD_PER_CHARACTER: i64 = 15_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_is_metered_exactly_once_by_its_characters() -> Result<()> {
+    let stack = Stack::start("endpoints-speech").await?;
+    let url = format!("{}/v1/audio/speech", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+
+    // Characters, not bytes: "é" and "✓" are one each.
+    let mut charged = Vec::new();
+    for (id, text, format, content_type) in [
+        ("tts-ascii", "Hello from Tollgate.", "mp3", "audio/mpeg"),
+        ("tts-accents", "Café ✓ déjà vu", "wav", "audio/wav"),
+    ] {
+        let body = json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": format});
+        let resp =
+            client.post(&url).bearer_auth(TENANT_KEYS[0].0).header("x-request-id", id).json(&body).send().await?;
+        ensure!(resp.status() == 200, "{id}: {}", resp.status());
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("content-type").as_deref(), Some(content_type), "{id}: the audio's type is kept");
+        let cost: i64 = header("x-tollgate-cost-nano-usd").context("no cost header")?.parse()?;
+        let audio = resp.bytes().await?;
+        assert_eq!(&audio[..], [&b"ID3"[..], text.as_bytes()].concat(), "{id}: the audio passes through");
+        let characters = i64::try_from(text.chars().count())?;
+        assert_eq!(cost, characters * NANO_USD_PER_CHARACTER, "{id}");
+        charged.push((id, cost));
+    }
+
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "tts-1", "voice": "alloy", "input": "hi"});
+        body[field] = value;
+        body
+    };
+    let refusals = [
+        (with("input", Value::Null), Some("input"), vec!["input"]),
+        (with("input", json!("")), Some("input"), vec!["input"]),
+        (with("input", json!(["hi"])), Some("input"), vec!["input"]),
+        (with("input", json!("é".repeat(4_097))), Some("input"), vec!["4096"]),
+        (with("stream", json!(true)), Some("stream"), vec!["audio/speech"]),
+        (with("model", json!("claude-mock")), Some("model"), vec!["claude-mock", "/audio/speech"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("tts-bad-{i}"), body).await?, *param, mentions);
+    }
+
+    let events = collect_events(&stack.topic, 2, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), 2, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
+        assert_eq!(i64::try_from(event.characters)? * NANO_USD_PER_CHARACTER, *cost, "{id}");
+        assert_eq!(event.completion_tokens, 0, "{id}: audio is not counted as text");
+    }
+    stack.assert_ledger(&charged, &[]).await?;
     stack.stop().await
 }

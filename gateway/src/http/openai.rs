@@ -44,6 +44,11 @@ pub(crate) async fn rerank(req: HttpRequest, payload: web::Payload, state: web::
     handle(req, payload, state, Endpoint::Rerank).await
 }
 
+/// `/v1/audio/speech`: OpenAI's shape; the audio passed on; metered by the characters read.
+pub(crate) async fn audio_speech(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::AudioSpeech).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,

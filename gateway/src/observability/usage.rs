@@ -27,6 +27,7 @@ pub fn operation_name(endpoint: Endpoint) -> &'static str {
         // Not one of the GenAI conventions' well-known operations: its own name.
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
+        Endpoint::AudioSpeech => "text_to_speech",
     }
 }
 

@@ -105,17 +105,20 @@ pub enum Endpoint {
     /// `/v1/rerank`, Cohere's shape (Cohere, Jina, vLLM, Infinity serve it): metered by search
     /// units, the provider's `meta.billed_units.search_units` else one per 100 documents.
     Rerank,
+    /// `/v1/audio/speech`: text to speak, metered by its characters; the answer is audio.
+    AudioSpeech,
 }
 
 impl Endpoint {
     /// Every endpoint, for tests that go over them all.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 7] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Responses,
         Endpoint::Moderations,
         Endpoint::Rerank,
+        Endpoint::AudioSpeech,
     ];
 
     pub fn path(self) -> &'static str {
@@ -126,13 +129,14 @@ impl Endpoint {
             Endpoint::Responses => "responses",
             Endpoint::Moderations => "moderations",
             Endpoint::Rerank => "rerank",
+            Endpoint::AudioSpeech => "audio/speech",
         }
     }
 
     /// Whether its answers generate tokens (a completion): embeddings, moderations and rerank
-    /// only read their input.
+    /// only read their input; speech answers audio, metered by the characters read.
     pub fn generates(self) -> bool {
-        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank)
+        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank | Endpoint::AudioSpeech)
     }
 }
 
@@ -146,6 +150,7 @@ pub struct EndpointUrls {
     pub responses: Option<reqwest::Url>,
     pub moderations: Option<reqwest::Url>,
     pub rerank: Option<reqwest::Url>,
+    pub audio_speech: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -158,6 +163,7 @@ impl EndpointUrls {
             Endpoint::Responses => self.responses.as_ref(),
             Endpoint::Moderations => self.moderations.as_ref(),
             Endpoint::Rerank => self.rerank.as_ref(),
+            Endpoint::AudioSpeech => self.audio_speech.as_ref(),
         }
     }
 }
@@ -182,6 +188,7 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         responses: served(Endpoint::Responses)?,
         moderations: served(Endpoint::Moderations)?,
         rerank: served(Endpoint::Rerank)?,
+        audio_speech: served(Endpoint::AudioSpeech)?,
     })
 }
 

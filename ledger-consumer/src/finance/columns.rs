@@ -104,6 +104,7 @@ pub fn cells(key: &ChargeKey, amounts: &Amounts, issuer: &Issuer) -> Vec<Cell> {
     let unit = match key.token_type.as_str() {
         "request" => "Requests",
         "search_units" => "Search Units",
+        "characters" => "Characters",
         _ => "Tokens",
     };
     let sku = format!("{provider}/{}/{}", key.model, key.token_type);

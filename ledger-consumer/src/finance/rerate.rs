@@ -122,6 +122,7 @@ pub fn tokens_of(e: &UsageEvent) -> Tokens {
         image_input: e.image_input_tokens,
         image_output: e.image_output_tokens,
         search_units: e.search_units,
+        characters: e.characters,
     }
 }
 

@@ -38,8 +38,12 @@ const OUTPUT_SIDE: [usize; 4] = [OUTPUT, REASONING, AUDIO_OUTPUT, IMAGE_OUTPUT];
 pub const PER_REQUEST_FIELD: &str = "input_cost_per_request";
 /// LiteLLM's price of a rerank search unit (Cohere's unit: one query over up to 100 documents).
 pub const PER_QUERY_FIELD: &str = "input_cost_per_query";
-/// The pseudo-dimension of search units in a [`Term`] (beyond the per-token [`Rates`]).
+/// LiteLLM's price of a character of text to speak (`/v1/audio/speech`).
+pub const PER_CHARACTER_FIELD: &str = "input_cost_per_character";
+/// The pseudo-dimensions of search units and characters in a [`Term`] (beyond the per-token
+/// [`Rates`]).
 pub const SEARCH_UNITS: usize = DIMENSIONS;
+pub const CHARACTERS: usize = DIMENSIONS + 1;
 /// Context tiers a model may have (LiteLLM's catalogue has at most two per model).
 const MAX_TIERS: usize = 2;
 
@@ -64,6 +68,8 @@ pub struct Price {
     pub per_request: AttoUsd,
     /// Per rerank search unit ([`PER_QUERY_FIELD`]).
     pub per_query: AttoUsd,
+    /// Per character of text to speak ([`PER_CHARACTER_FIELD`]).
+    pub per_character: AttoUsd,
     /// The rates of a provider's batch API (LiteLLM's `*_batches` fields), when it lists any;
     /// see [`batch_cost`].
     pub batch: Option<Rates>,
@@ -86,6 +92,8 @@ pub struct Tokens {
     pub image_output: u64,
     /// Rerank search units (not tokens: counted apart from `prompt` and `completion`).
     pub search_units: u64,
+    /// Characters of text to speak (`/v1/audio/speech`; not tokens either).
+    pub characters: u64,
 }
 
 impl Tokens {
@@ -103,6 +111,7 @@ impl Tokens {
             image_input: c(self.image_input),
             image_output: c(self.image_output),
             search_units: c(self.search_units),
+            characters: c(self.characters),
         }
     }
 
@@ -118,6 +127,7 @@ impl Tokens {
             self.image_input,
             self.image_output,
             self.search_units,
+            self.characters,
         ]
         .into_iter()
         .max()
@@ -145,10 +155,9 @@ impl Price {
         };
         let per_request = atto(PER_REQUEST_FIELD)?;
         let per_query = atto(PER_QUERY_FIELD)?;
-        if per_request.is_none()
-            && per_query.is_none()
-            && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f))
-        {
+        let per_character = atto(PER_CHARACTER_FIELD)?;
+        let per_unit = per_request.is_some() || per_query.is_some() || per_character.is_some();
+        if !per_unit && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
             return Ok(None);
         }
         let base = rates(&atto, "", None)?;
@@ -164,6 +173,7 @@ impl Price {
             tiers,
             per_request: per_request.unwrap_or_default(),
             per_query: per_query.unwrap_or_default(),
+            per_character: per_character.unwrap_or_default(),
             batch,
         }))
     }
@@ -176,7 +186,14 @@ impl Price {
             base.0[dim] = AttoUsd::from_nanos(if *like == INPUT { input } else { output });
         }
         base.0[CACHE_READ] = AttoUsd::from_nanos(cached_input);
-        Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO, per_query: AttoUsd::ZERO, batch: None }
+        Price {
+            base,
+            tiers: [None; MAX_TIERS],
+            per_request: AttoUsd::ZERO,
+            per_query: AttoUsd::ZERO,
+            per_character: AttoUsd::ZERO,
+            batch: None,
+        }
     }
 
     /// The base text input price, per token.
@@ -213,6 +230,7 @@ impl Price {
             tiers: [None; MAX_TIERS],
             per_request: self.per_request.max(other.per_request),
             per_query: self.per_query.max(other.per_query),
+            per_character: self.per_character.max(other.per_character),
             batch: None,
         }
     }
@@ -328,7 +346,7 @@ pub struct Term {
 /// price. Each part of the prompt is taken out of the prompt in that order, never more than is
 /// left, and the rest is text; likewise reasoning, audio and image out of the completion.
 /// Per-request prices apply to requests with any tokens (a provider answered). Search units
-/// come last ([`SEARCH_UNITS`]). Dimensions with no tokens and a zero per-request price are
+/// and characters come last ([`SEARCH_UNITS`], [`CHARACTERS`]). Dimensions with no tokens and a zero per-request price are
 /// left out.
 pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> {
     let rates = price.rates_for(tokens.prompt);
@@ -371,22 +389,23 @@ pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> 
         let cost = price.per_query.checked_mul_units(tokens.search_units)?;
         out.push(Term { dimension: Some(SEARCH_UNITS), units: tokens.search_units, cost });
     }
+    if tokens.characters > 0 && price.per_character > AttoUsd::ZERO {
+        let cost = price.per_character.checked_mul_units(tokens.characters)?;
+        out.push(Term { dimension: Some(CHARACTERS), units: tokens.characters, cost });
+    }
     Ok(out)
 }
 
-/// The most `prompt` and `completion` tokens and `search_units` can cost under `price`: each
-/// token at the highest rate of its side in any tier, plus the per-request price.
-pub fn worst_case_cost(
-    price: &Price,
-    prompt: u64,
-    completion: u64,
-    search_units: u64,
-) -> Result<NanoUsd, MoneyOverflow> {
+/// The most `prompt` and `completion` tokens and `units` (search units, characters) can cost
+/// under `price`: each token at the highest rate of its side in any tier, plus the per-request
+/// price.
+pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64, units: Tokens) -> Result<NanoUsd, MoneyOverflow> {
     let (input, output) = price.highest_rates();
     input
         .checked_mul_units(prompt)?
         .checked_add(output.checked_mul_units(completion)?)?
         .checked_add(price.per_request)?
-        .checked_add(price.per_query.checked_mul_units(search_units)?)?
+        .checked_add(price.per_query.checked_mul_units(units.search_units)?)?
+        .checked_add(price.per_character.checked_mul_units(units.characters)?)?
         .to_nanos_rounded_up()
 }

@@ -10,8 +10,8 @@ use crate::money::MoneyOverflow;
 use crate::NanoUsd;
 
 /// The token type each dimension of [`cost::PER_TOKEN_FIELDS`] is billed as, then search units
-/// ([`cost::SEARCH_UNITS`]).
-const TYPE_OF_DIMENSION: [&str; 10] = [
+/// and characters ([`cost::SEARCH_UNITS`], [`cost::CHARACTERS`]).
+const TYPE_OF_DIMENSION: [&str; 11] = [
     "input",
     "output",
     "cached_input",
@@ -22,6 +22,7 @@ const TYPE_OF_DIMENSION: [&str; 10] = [
     "image_input",
     "image_output",
     "search_units",
+    "characters",
 ];
 
 /// The per-request price's token type.
@@ -111,9 +112,9 @@ mod tests {
 
     fn tokens() -> impl Strategy<Value = Tokens> {
         let n = || 0u64..2_000_000;
-        let units = (n(), 0u64..1_000);
+        let units = (0u64..1_000, 0u64..100_000);
         ((n(), n(), n(), n(), n(), n(), n(), n(), n()), units).prop_map(
-            |((p, c, ca, cw, r, ai, ao, ii, io), (su, _))| Tokens {
+            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch))| Tokens {
                 prompt: p,
                 completion: c,
                 cached: ca,
@@ -124,6 +125,7 @@ mod tests {
                 image_input: ii,
                 image_output: io,
                 search_units: su,
+                characters: ch,
             },
         )
     }
@@ -145,6 +147,7 @@ mod tests {
             }
             price.per_request = AttoUsd(per_request);
             price.per_query = AttoUsd(per_query);
+            price.per_character = AttoUsd(per_query / 1000);
             if tier {
                 let mut doubled = price.base;
                 doubled.0.iter_mut().for_each(|r| r.0 *= 2);
@@ -165,6 +168,8 @@ mod tests {
             prop_assert_eq!(counted(&["output", "reasoning", "audio_output", "image_output"]), t.completion);
             let searched = if per_query > 0 { t.search_units } else { 0 };
             prop_assert_eq!(counted(&["search_units"]), searched);
+            let spoken = if per_query / 1000 > 0 { t.characters } else { 0 };
+            prop_assert_eq!(counted(&["characters"]), spoken);
         }
     }
 }

@@ -35,6 +35,24 @@ pub struct ProxyRequest {
     /// Documents of a rerank request (`documents`), at most [`MAX_RERANK_DOCUMENTS`]; 0 for
     /// other endpoints.
     pub documents: u64,
+    /// Characters of the text to speak (`/v1/audio/speech`'s `input`); 0 for other endpoints.
+    pub characters: u64,
+}
+
+/// The most characters one speech request may read (OpenAI's limit).
+pub const MAX_SPEECH_CHARACTERS: u64 = 4_096;
+
+/// The characters of a speech request's `input`, a string of 1 to [`MAX_SPEECH_CHARACTERS`].
+fn speech_characters(fields: &Fields) -> Result<u64, GatewayError> {
+    let text = string_field(fields, "input")?.unwrap_or_default();
+    let count = u64::try_from(text.chars().count()).unwrap_or(u64::MAX);
+    if count == 0 || count > MAX_SPEECH_CHARACTERS {
+        return Err(GatewayError::invalid(
+            format!("`input` must be a string of 1 to {MAX_SPEECH_CHARACTERS} characters"),
+            Some("input"),
+        ));
+    }
+    Ok(count)
 }
 
 /// The most documents one rerank request may hold (Cohere's own limit is lower).
@@ -147,8 +165,10 @@ impl ProxyRequest {
                 "input"
             }
             Endpoint::Rerank => "documents",
+            Endpoint::AudioSpeech => "input",
         };
         let documents = if endpoint == Endpoint::Rerank { rerank_documents(&fields)? } else { 0 };
+        let characters = if endpoint == Endpoint::AudioSpeech { speech_characters(&fields)? } else { 0 };
         let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
@@ -207,6 +227,7 @@ impl ProxyRequest {
             body_len,
             choices,
             documents,
+            characters,
         })
     }
 
@@ -243,6 +264,16 @@ impl ProxyRequest {
         match self.endpoint {
             Endpoint::Rerank => reported.unwrap_or_else(|| self.documents.div_ceil(DOCUMENTS_PER_SEARCH_UNIT).max(1)),
             _ => 0,
+        }
+    }
+
+    /// What the request is charged besides tokens: its search units (see [`Self::search_units`])
+    /// and the characters it has spoken, as parts of [`Tokens`](crate::limits::pricing::Tokens).
+    pub fn units(&self, reported_search_units: Option<u64>) -> crate::limits::pricing::Tokens {
+        crate::limits::pricing::Tokens {
+            search_units: self.search_units(reported_search_units),
+            characters: self.characters,
+            ..Default::default()
         }
     }
 
@@ -376,6 +407,7 @@ impl Usage {
             image_output: c.image_tokens,
             // Read from the answer's `meta` (`ResponseUsage::search_units`), not from `usage`.
             search_units: 0,
+            characters: 0,
         }
     }
 }
@@ -473,6 +505,22 @@ mod tests {
         assert_eq!(serde_json::from_slice::<ResponseUsage>(answer).unwrap().search_units(), Some(2));
         let absurd = br#"{"meta":{"billed_units":{"search_units":18446744073709551615}}}"#;
         assert_eq!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().search_units(), None);
+    }
+
+    /// Speech is charged by the characters of `input` (not its bytes), 1 to 4,096 of them.
+    #[test]
+    fn speech_counts_characters() {
+        let req = |input: serde_json::Value| {
+            let body = serde_json::json!({"model": "tts-1", "voice": "alloy", "input": input}).to_string();
+            ProxyRequest::parse(body.as_bytes(), Endpoint::AudioSpeech)
+        };
+        let spoken = req("Café ✓".into()).unwrap();
+        assert_eq!((spoken.characters, spoken.units(None).characters, spoken.units(None).search_units), (6, 6, 0));
+        assert_eq!(req("é".repeat(4_096).into()).unwrap().characters, 4_096);
+        for bad in [serde_json::json!(""), "x".repeat(4_097).into(), serde_json::json!(["hi"]), serde_json::json!(null)]
+        {
+            assert!(matches!(req(bad), Err(GatewayError::InvalidRequest { .. })));
+        }
     }
 
     #[test]
