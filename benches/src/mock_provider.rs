@@ -25,6 +25,9 @@
 //! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
 //! passes on.
 //!
+//! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does; `/v1/rerank`
+//! in Cohere's (v2), with `meta.billed_units.search_units`; `/v1/audio/speech` with audio bytes.
+//!
 //! It never calls the network.
 
 use actix_web::http::StatusCode;
@@ -427,6 +430,107 @@ async fn embeddings(req: HttpRequest, body: web::Bytes, state: web::Data<MockSta
     }))
 }
 
+/// The moderation categories the mock answers with, OpenAI's names.
+const MODERATION_CATEGORIES: [&str; 4] = ["harassment", "hate", "self-harm", "violence"];
+
+/// OpenAI's moderation answer: one result per input (a string, an array of strings, or an
+/// array of `text`/`image_url` parts, which are one input together), flagged for `violence`
+/// when its text holds the word "violence". Like OpenAI's, it has no `usage`.
+async fn moderations(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let texts: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(Value::Array(parts)) => {
+            vec![parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")]
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None),
+    };
+    let results: Vec<Value> = texts
+        .iter()
+        .map(|text| {
+            let violent = text.to_lowercase().contains("violence");
+            let flags: serde_json::Map<String, Value> =
+                MODERATION_CATEGORIES.iter().map(|c| ((*c).to_owned(), json!(violent && *c == "violence"))).collect();
+            let scores: serde_json::Map<String, Value> = MODERATION_CATEGORIES
+                .iter()
+                .map(|c| ((*c).to_owned(), json!(if violent && *c == "violence" { 0.97 } else { 0.001 })))
+                .collect();
+            json!({"flagged": violent, "categories": flags, "category_scores": scores})
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "id": format!("modr-mock-{}", state.served.fetch_add(1, Ordering::Relaxed)),
+        "model": body.get("model").cloned().unwrap_or(json!("omni-moderation-latest")),
+        "results": results,
+    }))
+}
+
+/// Cohere's rerank answer (v2): the documents by relevance (the share of the query's words a
+/// document holds), at most `top_n`, and `meta.billed_units.search_units`: one per 100
+/// documents, as Cohere bills.
+async fn rerank(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let (Some(query), Some(documents)) =
+        (body.get("query").and_then(Value::as_str), body.get("documents").and_then(Value::as_array))
+    else {
+        return error(StatusCode::BAD_REQUEST, "`query` and `documents` are required", "invalid_request_error", None);
+    };
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
+    let mut scored: Vec<(usize, f64)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let text = d.as_str().or_else(|| d.get("text").and_then(Value::as_str)).unwrap_or("").to_lowercase();
+            let hits = words.iter().filter(|w| text.contains(w.as_str())).count();
+            (i, hits as f64 / words.len().max(1) as f64)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top_n = body.get("top_n").and_then(Value::as_u64).map_or(scored.len(), |n| n as usize);
+    let results: Vec<Value> =
+        scored.iter().take(top_n).map(|(i, score)| json!({"index": i, "relevance_score": score})).collect();
+    HttpResponse::Ok().json(json!({
+        "id": format!("rerank-mock-{}", state.served.fetch_add(1, Ordering::Relaxed)),
+        "results": results,
+        "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": documents.len().div_ceil(100).max(1)}},
+    }))
+}
+
+/// OpenAI's speech answer: audio bytes, here `ID3` and the text read, as `audio/mpeg` (or
+/// `audio/wav` for `response_format: wav`). Like OpenAI's, it says nothing of usage.
+async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(input) = body.get("input").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None);
+    };
+    let content_type = match body.get("response_format").and_then(Value::as_str) {
+        Some("wav") => "audio/wav",
+        _ => "audio/mpeg",
+    };
+    HttpResponse::Ok().content_type(content_type).body([&b"ID3"[..], input.as_bytes()].concat())
+}
+
 async fn stats(state: web::Data<MockState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "served": state.served.load(Ordering::SeqCst),
@@ -467,6 +571,12 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/completions", web::post().to(completions))
             .route("/v1/embeddings", web::post().to(embeddings))
             .route("/{mode}/{arg}/v1/embeddings", web::post().to(embeddings))
+            .route("/v1/moderations", web::post().to(moderations))
+            .route("/{mode}/{arg}/v1/moderations", web::post().to(moderations))
+            .route("/v1/rerank", web::post().to(rerank))
+            .route("/{mode}/{arg}/v1/rerank", web::post().to(rerank))
+            .route("/v1/audio/speech", web::post().to(audio_speech))
+            .route("/{mode}/{arg}/v1/audio/speech", web::post().to(audio_speech))
             .route("/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)

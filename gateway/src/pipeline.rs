@@ -48,21 +48,21 @@ pub(crate) fn check_model(state: &AppState, principal: &Principal, model: &str) 
 }
 
 /// The most `request` can cost: every byte of its body a prompt token, `max_tokens` (or the
-/// configured reserve) output tokens for each of its `n` choices, at the highest price among
-/// the deployments it can reach. Prompts only referenced by the body (files, image URLs,
+/// configured reserve) output tokens for each of its `n` choices (none for embeddings and
+/// moderations), at the highest price among the deployments it can reach. Prompts only referenced by the body (files, image URLs,
 /// earlier responses) can cost more than their bytes: docs/limits.md says so.
 fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas::NanoUsd {
     let Some(price) = state.router.worst_price(&request.model) else { return tollgate_schemas::NanoUsd::ZERO };
     // Without a limit the provider decides: at least the configured reserve, and at least
     // the limit an adapter sets by itself (Anthropic's).
-    let per_choice = request.max_tokens.unwrap_or_else(|| {
+    let completion = request.worst_output_tokens(|| {
         let reserve = state.budget_settings.reserve_output_tokens;
         state.router.worst_default_output(&request.model).map_or(reserve, |d| d.max(reserve))
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
-    let completion = per_choice.saturating_mul(request.choices);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::worst_case_cost(&price, prompt, completion).unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None))
+        .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
 pub(crate) type Served = Result<(String, Reply), (String, GatewayError)>;
@@ -395,12 +395,15 @@ async fn meter_whole_answer(
     };
     let body = deployment.api.response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
-    let (tokens, estimated) = match parsed.usage() {
+    let (mut tokens, estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => {
             let mut generated = crate::metering::tokens::TextTally::default();
-            crate::metering::tokens::answer_text(&body, &mut generated);
+            // Audio and scores are not text to count.
+            if request.endpoint.generates() {
+                crate::metering::tokens::answer_text(&body, &mut generated);
+            }
             (
                 Tokens {
                     prompt: request.prompt_tokens_estimate(),
@@ -411,6 +414,8 @@ async fn meter_whole_answer(
             )
         }
     };
+    let units = request.units(parsed.search_units());
+    (tokens.search_units, tokens.characters) = (units.search_units, units.characters);
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     // The post-call hook: a block still charges what the provider generated.

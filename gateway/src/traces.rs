@@ -133,6 +133,10 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         Endpoint::ChatCompletions | Endpoint::Responses => "chat",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
+        // Not one of the GenAI conventions' well-known operations: its own name.
+        Endpoint::Moderations => "moderation",
+        Endpoint::Rerank => "rerank",
+        Endpoint::AudioSpeech => "text_to_speech",
     }
 }
 

@@ -96,6 +96,14 @@ pub struct UsageEvent {
     /// Image output tokens, a subset of `completion_tokens`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub image_output_tokens: u64,
+    /// Rerank search units (`/v1/rerank`; Cohere's unit, one query over up to 100 documents),
+    /// priced per unit (`input_cost_per_query`). Not tokens. Added within version 1, absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub search_units: u64,
+    /// Characters of text spoken (`/v1/audio/speech`), priced per character
+    /// (`input_cost_per_character`). Not tokens. Added within version 1, absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub characters: u64,
     /// The model had no price: the request was served at cost zero (`billing.unpriced_models:
     /// serve`). Added within version 1: older events lack it.
     #[serde(default)]
@@ -279,6 +287,8 @@ mod tests {
             audio_output_tokens: 20,
             image_input_tokens: 30,
             image_output_tokens: 40,
+            search_units: 3,
+            characters: 5,
             unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
             cost_by_token_type: vec![

@@ -180,6 +180,8 @@ fn check_adjustment(e: &UsageEvent, a: &crate::event::Adjustment) -> Result<(), 
         e.audio_output_tokens,
         e.image_input_tokens,
         e.image_output_tokens,
+        e.search_units,
+        e.characters,
     ];
     if tokens.iter().any(|n| *n != 0) || e.cost_by_token_type.iter().any(|p| p.tokens != 0) {
         return Err(BoundError::Range { field: "adjustment".into(), detail: "an adjustment has no tokens".into() });
@@ -217,6 +219,8 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
         ("audio_output_tokens", e.audio_output_tokens),
         ("image_input_tokens", e.image_input_tokens),
         ("image_output_tokens", e.image_output_tokens),
+        ("search_units", e.search_units),
+        ("characters", e.characters),
     ] {
         check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
     }

@@ -85,6 +85,72 @@ def test_embeddings(openai_client):
     assert resp.usage.prompt_tokens == prompt_tokens("one", "two")
 
 
+def test_moderations(openai_client):
+    resp = openai_client.moderations.create(
+        model="omni-moderation-latest", input=["a calm sentence", "a sentence about violence"]
+    )
+    assert [r.flagged for r in resp.results] == [False, True]
+    assert resp.results[1].categories.violence is True
+    assert resp.results[1].category_scores.violence > 0.5
+
+
+def test_moderations_of_text_and_image_parts(openai_client):
+    raw = openai_client.moderations.with_raw_response.create(
+        model="omni-moderation-latest",
+        input=[
+            {"type": "text", "text": "look at this"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ],
+    )
+    # omni-moderation-latest costs 0 per token in the model catalogue.
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == "0"
+    assert len(raw.parse().results) == 1
+
+
+def test_moderations_on_a_provider_without_them(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.moderations.create(model="claude-mock", input="hello")
+    assert err.value.body["param"] == "model"
+    assert "claude-mock" in err.value.body["message"] and "/moderations" in err.value.body["message"]
+
+
+def test_rerank_through_the_sdks_raw_post(openai_client):
+    # The openai SDK has no rerank method: its generic `post` sends Cohere's shape (the cost is
+    # checked against the ledger in tests/tests/endpoints.rs).
+    raw = openai_client.post(
+        "/rerank",
+        body={"model": "rerank-english-v3.0", "query": "cats", "documents": ["a dog", "two cats"], "top_n": 1},
+        cast_to=object,
+    )
+    answer = raw
+    assert answer["results"] == [{"index": 1, "relevance_score": 1.0}]
+    assert answer["meta"]["billed_units"]["search_units"] == 1
+
+
+def test_rerank_on_a_provider_without_it(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.post(
+            "/rerank", body={"model": "claude-mock", "query": "q", "documents": ["d"]}, cast_to=object
+        )
+    assert err.value.body["param"] == "model"
+
+
+def test_speech(openai_client):
+    raw = openai_client.audio.speech.with_raw_response.create(
+        model="tts-1", voice="alloy", input="Hello there", response_format="mp3"
+    )
+    assert raw.headers.get("content-type") == "audio/mpeg"
+    assert raw.content == b"ID3Hello there"
+    # 11 characters at $0.000015 (tts-1 in the model catalogue).
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == str(11 * 15_000)
+
+
+def test_speech_of_too_long_a_text_is_a_bad_request(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.audio.speech.create(model="tts-1", voice="alloy", input="x" * 4097)
+    assert err.value.body["param"] == "input"
+
+
 def test_legacy_completions(openai_client):
     resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
     assert resp.choices[0].text == "tok tok"

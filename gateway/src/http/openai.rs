@@ -34,6 +34,21 @@ pub(crate) async fn responses(req: HttpRequest, payload: web::Payload, state: we
     handle(req, payload, state, Endpoint::Responses).await
 }
 
+/// `/v1/moderations`: OpenAI's shape, passed through; metered by its input tokens.
+pub(crate) async fn moderations(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Moderations).await
+}
+
+/// `/v1/rerank`: Cohere's shape, passed through; metered by search units.
+pub(crate) async fn rerank(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::Rerank).await
+}
+
+/// `/v1/audio/speech`: OpenAI's shape; the audio passed on; metered by the characters read.
+pub(crate) async fn audio_speech(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    handle(req, payload, state, Endpoint::AudioSpeech).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,

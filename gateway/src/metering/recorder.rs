@@ -289,6 +289,8 @@ impl UsageRecorder {
         event.audio_output_tokens = tokens.audio_output;
         event.image_input_tokens = tokens.image_input;
         event.image_output_tokens = tokens.image_output;
+        event.search_units = tokens.search_units;
+        event.characters = tokens.characters;
         event.served_model = served_model(outcome.served_model, outcome.deployment);
         event.partial = outcome.partial;
         event.estimated = outcome.estimated;

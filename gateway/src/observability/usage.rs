@@ -24,6 +24,10 @@ pub fn operation_name(endpoint: Endpoint) -> &'static str {
         Endpoint::ChatCompletions | Endpoint::Responses => "chat",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
+        // Not one of the GenAI conventions' well-known operations: its own name.
+        Endpoint::Moderations => "moderation",
+        Endpoint::Rerank => "rerank",
+        Endpoint::AudioSpeech => "text_to_speech",
     }
 }
 

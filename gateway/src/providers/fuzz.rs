@@ -43,13 +43,7 @@ fn kind() -> BoxedStrategy<Api> {
 }
 
 fn endpoint() -> BoxedStrategy<Endpoint> {
-    prop::sample::select(vec![
-        Endpoint::ChatCompletions,
-        Endpoint::Completions,
-        Endpoint::Embeddings,
-        Endpoint::Responses,
-    ])
-    .boxed()
+    prop::sample::select(Endpoint::ALL.to_vec()).boxed()
 }
 
 /// For any request the gateway accepts: a body for the provider, or a 400; and the output limit

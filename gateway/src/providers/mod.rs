@@ -99,16 +99,44 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    /// `/v1/moderations`: metered by its input tokens; its answer has no usage, so they are
+    /// counted by Tollgate.
+    Moderations,
+    /// `/v1/rerank`, Cohere's shape (Cohere, Jina, vLLM, Infinity serve it): metered by search
+    /// units, the provider's `meta.billed_units.search_units` else one per 100 documents.
+    Rerank,
+    /// `/v1/audio/speech`: text to speak, metered by its characters; the answer is audio.
+    AudioSpeech,
 }
 
 impl Endpoint {
+    /// Every endpoint, for tests that go over them all.
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Moderations,
+        Endpoint::Rerank,
+        Endpoint::AudioSpeech,
+    ];
+
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::Moderations => "moderations",
+            Endpoint::Rerank => "rerank",
+            Endpoint::AudioSpeech => "audio/speech",
         }
+    }
+
+    /// Whether its answers generate tokens (a completion): embeddings, moderations and rerank
+    /// only read their input; speech answers audio, metered by the characters read.
+    pub fn generates(self) -> bool {
+        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank | Endpoint::AudioSpeech)
     }
 }
 
@@ -120,6 +148,9 @@ pub struct EndpointUrls {
     pub completions: Option<reqwest::Url>,
     pub embeddings: Option<reqwest::Url>,
     pub responses: Option<reqwest::Url>,
+    pub moderations: Option<reqwest::Url>,
+    pub rerank: Option<reqwest::Url>,
+    pub audio_speech: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -130,6 +161,9 @@ impl EndpointUrls {
             Endpoint::Completions => self.completions.as_ref(),
             Endpoint::Embeddings => self.embeddings.as_ref(),
             Endpoint::Responses => self.responses.as_ref(),
+            Endpoint::Moderations => self.moderations.as_ref(),
+            Endpoint::Rerank => self.rerank.as_ref(),
+            Endpoint::AudioSpeech => self.audio_speech.as_ref(),
         }
     }
 }
@@ -152,6 +186,9 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         completions: served(Endpoint::Completions)?,
         embeddings: served(Endpoint::Embeddings)?,
         responses: served(Endpoint::Responses)?,
+        moderations: served(Endpoint::Moderations)?,
+        rerank: served(Endpoint::Rerank)?,
+        audio_speech: served(Endpoint::AudioSpeech)?,
     })
 }
 

@@ -101,7 +101,12 @@ pub fn cells(key: &ChargeKey, amounts: &Amounts, issuer: &Issuer) -> Vec<Cell> {
     let next_day = key.day.succ_opt().unwrap_or(key.day);
     let organization = key.organization.as_deref().unwrap_or(NO_ORGANIZATION);
     let provider = key.provider.as_deref().unwrap_or(UNKNOWN_PROVIDER);
-    let unit = if key.token_type == "request" { "Requests" } else { "Tokens" };
+    let unit = match key.token_type.as_str() {
+        "request" => "Requests",
+        "search_units" => "Search Units",
+        "characters" => "Characters",
+        _ => "Tokens",
+    };
     let sku = format!("{provider}/{}/{}", key.model, key.token_type);
     let money = Cell::Money(amounts.nano_usd);
     vec![

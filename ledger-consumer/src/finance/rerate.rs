@@ -121,6 +121,8 @@ pub fn tokens_of(e: &UsageEvent) -> Tokens {
         audio_output: e.audio_output_tokens,
         image_input: e.image_input_tokens,
         image_output: e.image_output_tokens,
+        search_units: e.search_units,
+        characters: e.characters,
     }
 }
 

@@ -36,6 +36,14 @@ const OUTPUT_SIDE: [usize; 4] = [OUTPUT, REASONING, AUDIO_OUTPUT, IMAGE_OUTPUT];
 
 /// LiteLLM's price of each call, whatever its tokens.
 pub const PER_REQUEST_FIELD: &str = "input_cost_per_request";
+/// LiteLLM's price of a rerank search unit (Cohere's unit: one query over up to 100 documents).
+pub const PER_QUERY_FIELD: &str = "input_cost_per_query";
+/// LiteLLM's price of a character of text to speak (`/v1/audio/speech`).
+pub const PER_CHARACTER_FIELD: &str = "input_cost_per_character";
+/// The pseudo-dimensions of search units and characters in a [`Term`] (beyond the per-token
+/// [`Rates`]).
+pub const SEARCH_UNITS: usize = DIMENSIONS;
+pub const CHARACTERS: usize = DIMENSIONS + 1;
 /// Context tiers a model may have (LiteLLM's catalogue has at most two per model).
 const MAX_TIERS: usize = 2;
 
@@ -58,6 +66,10 @@ pub struct Price {
     /// Lowest threshold first.
     pub tiers: [Option<Tier>; MAX_TIERS],
     pub per_request: AttoUsd,
+    /// Per rerank search unit ([`PER_QUERY_FIELD`]).
+    pub per_query: AttoUsd,
+    /// Per character of text to speak ([`PER_CHARACTER_FIELD`]).
+    pub per_character: AttoUsd,
     /// The rates of a provider's batch API (LiteLLM's `*_batches` fields), when it lists any;
     /// see [`batch_cost`].
     pub batch: Option<Rates>,
@@ -78,6 +90,10 @@ pub struct Tokens {
     pub audio_output: u64,
     pub image_input: u64,
     pub image_output: u64,
+    /// Rerank search units (not tokens: counted apart from `prompt` and `completion`).
+    pub search_units: u64,
+    /// Characters of text to speak (`/v1/audio/speech`; not tokens either).
+    pub characters: u64,
 }
 
 impl Tokens {
@@ -94,6 +110,8 @@ impl Tokens {
             audio_output: c(self.audio_output),
             image_input: c(self.image_input),
             image_output: c(self.image_output),
+            search_units: c(self.search_units),
+            characters: c(self.characters),
         }
     }
 
@@ -108,6 +126,8 @@ impl Tokens {
             self.audio_output,
             self.image_input,
             self.image_output,
+            self.search_units,
+            self.characters,
         ]
         .into_iter()
         .max()
@@ -134,7 +154,10 @@ impl Price {
                 .transpose()
         };
         let per_request = atto(PER_REQUEST_FIELD)?;
-        if per_request.is_none() && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
+        let per_query = atto(PER_QUERY_FIELD)?;
+        let per_character = atto(PER_CHARACTER_FIELD)?;
+        let per_unit = per_request.is_some() || per_query.is_some() || per_character.is_some();
+        if !per_unit && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
             return Ok(None);
         }
         let base = rates(&atto, "", None)?;
@@ -145,7 +168,14 @@ impl Price {
         }
         let batched = PER_TOKEN_FIELDS.iter().any(|(f, _)| fields.contains_key(&format!("{f}_batches")));
         let batch = if batched { Some(rates(&atto, "_batches", Some(&base))?) } else { None };
-        Ok(Some(Price { base, tiers, per_request: per_request.unwrap_or_default(), batch }))
+        Ok(Some(Price {
+            base,
+            tiers,
+            per_request: per_request.unwrap_or_default(),
+            per_query: per_query.unwrap_or_default(),
+            per_character: per_character.unwrap_or_default(),
+            batch,
+        }))
     }
 
     /// Tollgate's own `prices:` entry: text input, cached input and output in nano-USD per
@@ -156,7 +186,14 @@ impl Price {
             base.0[dim] = AttoUsd::from_nanos(if *like == INPUT { input } else { output });
         }
         base.0[CACHE_READ] = AttoUsd::from_nanos(cached_input);
-        Price { base, tiers: [None; MAX_TIERS], per_request: AttoUsd::ZERO, batch: None }
+        Price {
+            base,
+            tiers: [None; MAX_TIERS],
+            per_request: AttoUsd::ZERO,
+            per_query: AttoUsd::ZERO,
+            per_character: AttoUsd::ZERO,
+            batch: None,
+        }
     }
 
     /// The base text input price, per token.
@@ -188,7 +225,14 @@ impl Price {
         for (rate, other) in base.0.iter_mut().zip(b.0) {
             *rate = (*rate).max(other);
         }
-        Price { base, tiers: [None; MAX_TIERS], per_request: self.per_request.max(other.per_request), batch: None }
+        Price {
+            base,
+            tiers: [None; MAX_TIERS],
+            per_request: self.per_request.max(other.per_request),
+            per_query: self.per_query.max(other.per_query),
+            per_character: self.per_character.max(other.per_character),
+            batch: None,
+        }
     }
 
     /// Text input plus text output price, in atto-USD, for ranking deployments by price
@@ -301,8 +345,9 @@ pub struct Term {
 /// image input, text input, reasoning, audio and image output, text output, the per-request
 /// price. Each part of the prompt is taken out of the prompt in that order, never more than is
 /// left, and the rest is text; likewise reasoning, audio and image out of the completion.
-/// Per-request prices apply to requests with any tokens (a provider answered). Dimensions with
-/// no tokens and a zero per-request price are left out.
+/// Per-request prices apply to requests with any tokens (a provider answered). Search units
+/// and characters come last ([`SEARCH_UNITS`], [`CHARACTERS`]). Dimensions with no tokens and a zero per-request price are
+/// left out.
 pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> {
     let rates = price.rates_for(tokens.prompt);
     let mut out = Vec::with_capacity(DIMENSIONS + 1);
@@ -340,16 +385,27 @@ pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> 
     if (tokens.prompt > 0 || tokens.completion > 0) && price.per_request > AttoUsd::ZERO {
         out.push(Term { dimension: None, units: 1, cost: price.per_request });
     }
+    if tokens.search_units > 0 && price.per_query > AttoUsd::ZERO {
+        let cost = price.per_query.checked_mul_units(tokens.search_units)?;
+        out.push(Term { dimension: Some(SEARCH_UNITS), units: tokens.search_units, cost });
+    }
+    if tokens.characters > 0 && price.per_character > AttoUsd::ZERO {
+        let cost = price.per_character.checked_mul_units(tokens.characters)?;
+        out.push(Term { dimension: Some(CHARACTERS), units: tokens.characters, cost });
+    }
     Ok(out)
 }
 
-/// The most `prompt` and `completion` tokens can cost under `price`: each at the highest
-/// rate of its side in any tier, plus the per-request price.
-pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64) -> Result<NanoUsd, MoneyOverflow> {
+/// The most `prompt` and `completion` tokens and `units` (search units, characters) can cost
+/// under `price`: each token at the highest rate of its side in any tier, plus the per-request
+/// price.
+pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64, units: Tokens) -> Result<NanoUsd, MoneyOverflow> {
     let (input, output) = price.highest_rates();
     input
         .checked_mul_units(prompt)?
         .checked_add(output.checked_mul_units(completion)?)?
         .checked_add(price.per_request)?
+        .checked_add(price.per_query.checked_mul_units(units.search_units)?)?
+        .checked_add(price.per_character.checked_mul_units(units.characters)?)?
         .to_nanos_rounded_up()
 }

@@ -9,8 +9,9 @@ use crate::event::TokenTypeCost;
 use crate::money::MoneyOverflow;
 use crate::NanoUsd;
 
-/// The token type each dimension of [`cost::PER_TOKEN_FIELDS`] is billed as.
-const TYPE_OF_DIMENSION: [&str; 9] = [
+/// The token type each dimension of [`cost::PER_TOKEN_FIELDS`] is billed as, then search units
+/// and characters ([`cost::SEARCH_UNITS`], [`cost::CHARACTERS`]).
+const TYPE_OF_DIMENSION: [&str; 11] = [
     "input",
     "output",
     "cached_input",
@@ -20,6 +21,8 @@ const TYPE_OF_DIMENSION: [&str; 9] = [
     "audio_output",
     "image_input",
     "image_output",
+    "search_units",
+    "characters",
 ];
 
 /// The per-request price's token type.
@@ -109,17 +112,22 @@ mod tests {
 
     fn tokens() -> impl Strategy<Value = Tokens> {
         let n = || 0u64..2_000_000;
-        (n(), n(), n(), n(), n(), n(), n(), n(), n()).prop_map(|(p, c, ca, cw, r, ai, ao, ii, io)| Tokens {
-            prompt: p,
-            completion: c,
-            cached: ca,
-            cache_write: cw,
-            reasoning: r,
-            audio_input: ai,
-            audio_output: ao,
-            image_input: ii,
-            image_output: io,
-        })
+        let units = (0u64..1_000, 0u64..100_000);
+        ((n(), n(), n(), n(), n(), n(), n(), n(), n()), units).prop_map(
+            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch))| Tokens {
+                prompt: p,
+                completion: c,
+                cached: ca,
+                cache_write: cw,
+                reasoning: r,
+                audio_input: ai,
+                audio_output: ao,
+                image_input: ii,
+                image_output: io,
+                search_units: su,
+                characters: ch,
+            },
+        )
     }
 
     proptest! {
@@ -130,6 +138,7 @@ mod tests {
             t in tokens(),
             rates in proptest::collection::vec(0i128..5_000_000_000_000, 9),
             per_request in 0i128..3_000_000_000_000,
+            per_query in 0i128..3_000_000_000_000_000,
             tier in any::<bool>(),
         ) {
             let mut price = crate::pricing::Price::from_nanos(0, 0, 0);
@@ -137,6 +146,8 @@ mod tests {
                 *slot = AttoUsd(*r);
             }
             price.per_request = AttoUsd(per_request);
+            price.per_query = AttoUsd(per_query);
+            price.per_character = AttoUsd(per_query / 1000);
             if tier {
                 let mut doubled = price.base;
                 doubled.0.iter_mut().for_each(|r| r.0 *= 2);
@@ -155,6 +166,10 @@ mod tests {
             };
             prop_assert_eq!(counted(&["input", "cached_input", "cache_write", "audio_input", "image_input"]), t.prompt);
             prop_assert_eq!(counted(&["output", "reasoning", "audio_output", "image_output"]), t.completion);
+            let searched = if per_query > 0 { t.search_units } else { 0 };
+            prop_assert_eq!(counted(&["search_units"]), searched);
+            let spoken = if per_query / 1000 > 0 { t.characters } else { 0 };
+            prop_assert_eq!(counted(&["characters"]), spoken);
         }
     }
 }

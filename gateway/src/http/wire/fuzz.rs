@@ -192,11 +192,8 @@ pub(crate) fn answers() -> Vec<Value> {
     ]
 }
 
-const ENDPOINTS: [Endpoint; 4] =
-    [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses];
-
 fn endpoint() -> BoxedStrategy<Endpoint> {
-    prop::sample::select(ENDPOINTS.to_vec()).boxed()
+    prop::sample::select(Endpoint::ALL.to_vec()).boxed()
 }
 
 fn requests() -> Vec<Value> {
@@ -217,7 +214,7 @@ pub(crate) fn parse_holds(body: &[u8], endpoint: Endpoint) -> Result<(), TestCas
     prop_assert!(req.max_tokens.is_none_or(|m| m <= limits::MAX_TOKENS_PER_REQUEST));
     prop_assert!((1..=128).contains(&req.choices));
     prop_assert_eq!(req.body_len, body.len());
-    prop_assert!(!(req.stream && endpoint == Endpoint::Embeddings));
+    prop_assert!(!req.stream || endpoint.generates());
 
     let upstream = req.upstream_body("upstream-model").map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
     let sent: HashMap<String, Box<RawValue>> = serde_json::from_slice(&upstream)

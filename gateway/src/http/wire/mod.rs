@@ -32,6 +32,53 @@ pub struct ProxyRequest {
     pub body_len: usize,
     /// Completions asked for: the largest of `n` and `best_of`, at least 1.
     pub choices: u64,
+    /// Documents of a rerank request (`documents`), at most [`MAX_RERANK_DOCUMENTS`]; 0 for
+    /// other endpoints.
+    pub documents: u64,
+    /// Characters of the text to speak (`/v1/audio/speech`'s `input`); 0 for other endpoints.
+    pub characters: u64,
+}
+
+/// The most characters one speech request may read (OpenAI's limit).
+pub const MAX_SPEECH_CHARACTERS: u64 = 4_096;
+
+/// The characters of a speech request's `input`, a string of 1 to [`MAX_SPEECH_CHARACTERS`].
+fn speech_characters(fields: &Fields) -> Result<u64, GatewayError> {
+    let text = string_field(fields, "input")?.unwrap_or_default();
+    let count = u64::try_from(text.chars().count()).unwrap_or(u64::MAX);
+    if count == 0 || count > MAX_SPEECH_CHARACTERS {
+        return Err(GatewayError::invalid(
+            format!("`input` must be a string of 1 to {MAX_SPEECH_CHARACTERS} characters"),
+            Some("input"),
+        ));
+    }
+    Ok(count)
+}
+
+/// The most documents one rerank request may hold (Cohere's own limit is lower).
+pub const MAX_RERANK_DOCUMENTS: u64 = 10_000;
+
+/// Documents one rerank search unit covers (Cohere's billing unit).
+const DOCUMENTS_PER_SEARCH_UNIT: u64 = 100;
+
+/// The documents of a rerank request: `query` a string, `documents` an array of at most
+/// [`MAX_RERANK_DOCUMENTS`] strings or objects.
+fn rerank_documents(fields: &Fields) -> Result<u64, GatewayError> {
+    if string_field(fields, "query")?.is_none() {
+        return Err(GatewayError::invalid("`query` is required", Some("query")));
+    }
+    require_kind(fields, "documents", &['['], "an array")?;
+    let raw = fields.get("documents").unwrap_or("[]");
+    let items: Vec<serde::de::IgnoredAny> = serde_json::from_str(raw)
+        .map_err(|_| GatewayError::invalid("`documents` must be an array", Some("documents")))?;
+    let count = u64::try_from(items.len()).unwrap_or(u64::MAX);
+    if count == 0 || count > MAX_RERANK_DOCUMENTS {
+        return Err(GatewayError::invalid(
+            format!("`documents` must hold 1 to {MAX_RERANK_DOCUMENTS} documents"),
+            Some("documents"),
+        ));
+    }
+    Ok(count)
 }
 
 fn string_field(fields: &Fields, name: &'static str) -> Result<Option<String>, GatewayError> {
@@ -113,18 +160,22 @@ impl ProxyRequest {
                 require_kind(&fields, "input", &['"', '['], "a string or an array")?;
                 "input"
             }
-            Endpoint::Responses => {
+            Endpoint::Responses | Endpoint::Moderations => {
                 require_kind(&fields, "input", &['"', '['], "a string or an array")?;
                 "input"
             }
+            Endpoint::Rerank => "documents",
+            Endpoint::AudioSpeech => "input",
         };
+        let documents = if endpoint == Endpoint::Rerank { rerank_documents(&fields)? } else { 0 };
+        let characters = if endpoint == Endpoint::AudioSpeech { speech_characters(&fields)? } else { 0 };
         let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
             Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
         };
-        if stream && endpoint == Endpoint::Embeddings {
-            return Err(GatewayError::invalid("embeddings cannot be streamed", Some("stream")));
+        if stream && !endpoint.generates() {
+            return Err(GatewayError::invalid(format!("/{} cannot be streamed", endpoint.path()), Some("stream")));
         }
         let client_wants_usage = match fields.get("stream_options") {
             None => false,
@@ -175,6 +226,8 @@ impl ProxyRequest {
             prompt_field,
             body_len,
             choices,
+            documents,
+            characters,
         })
     }
 
@@ -205,6 +258,35 @@ impl ProxyRequest {
         let body =
             self.fields.without(name).map_err(|e| GatewayError::Internal(format!("cannot re-encode request: {e}")))?;
         ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)
+    }
+
+    /// The most output tokens the request can be charged: `max_tokens` (else `default()`) for
+    /// each of its choices; none for an endpoint that generates nothing (embeddings,
+    /// moderations), whatever its body says.
+    pub fn worst_output_tokens(&self, default: impl FnOnce() -> u64) -> u64 {
+        if !self.endpoint.generates() {
+            return 0;
+        }
+        self.max_tokens.unwrap_or_else(default).saturating_mul(self.choices)
+    }
+
+    /// The search units a rerank request is charged: those the provider reports, else one per
+    /// 100 documents (at least one); 0 for other endpoints.
+    pub fn search_units(&self, reported: Option<u64>) -> u64 {
+        match self.endpoint {
+            Endpoint::Rerank => reported.unwrap_or_else(|| self.documents.div_ceil(DOCUMENTS_PER_SEARCH_UNIT).max(1)),
+            _ => 0,
+        }
+    }
+
+    /// What the request is charged besides tokens: its search units (see [`Self::search_units`])
+    /// and the characters it has spoken, as parts of [`Tokens`](crate::limits::pricing::Tokens).
+    pub fn units(&self, reported_search_units: Option<u64>) -> crate::limits::pricing::Tokens {
+        crate::limits::pricing::Tokens {
+            search_units: self.search_units(reported_search_units),
+            characters: self.characters,
+            ..Default::default()
+        }
     }
 
     /// Whether a stream of this endpoint reports usage only when asked (`stream_options`).
@@ -293,6 +375,18 @@ pub struct ResponseUsage {
     pub model: Option<String>,
     pub usage: Option<Usage>,
     pub response: Option<Box<ResponseUsage>>,
+    /// Cohere's rerank answer: `meta.billed_units.search_units`.
+    pub meta: Option<Meta>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct Meta {
+    pub billed_units: Option<BilledUnits>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct BilledUnits {
+    pub search_units: Option<u64>,
 }
 
 impl ResponseUsage {
@@ -302,6 +396,13 @@ impl ResponseUsage {
     pub fn usage(&self) -> Option<Usage> {
         self.usage.or_else(|| self.response.as_ref().and_then(|r| r.usage)).filter(Usage::believable)
     }
+    /// The rerank search units the provider billed, if believable (at most
+    /// `limits::MAX_TOKENS_PER_REQUEST`).
+    pub fn search_units(&self) -> Option<u64> {
+        let units = self.meta.as_ref()?.billed_units.as_ref()?.search_units?;
+        (units <= limits::MAX_TOKENS_PER_REQUEST).then_some(units)
+    }
+
     pub fn model(&self) -> Option<&str> {
         self.model.as_deref().or_else(|| self.response.as_ref().and_then(|r| r.model.as_deref()))
     }
@@ -351,6 +452,9 @@ impl Usage {
             audio_output: c.audio_tokens,
             image_input: p.image_tokens,
             image_output: c.image_tokens,
+            // Read from the answer's `meta` (`ResponseUsage::search_units`), not from `usage`.
+            search_units: 0,
+            characters: 0,
         }
     }
 }
@@ -385,166 +489,4 @@ fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 pub(crate) mod fuzz;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// OpenAI's token details (chat and Responses names), LiteLLM's Anthropic cache-write
-    /// count, and `null` counts some servers send.
-    #[test]
-    fn usage_details_are_read_as_parts_of_their_totals() {
-        let chat = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,
-            "prompt_tokens_details":{"cached_tokens":40,"audio_tokens":10,"image_tokens":null},
-            "completion_tokens_details":{"reasoning_tokens":30,"audio_tokens":5,"accepted_prediction_tokens":1},
-            "cache_creation_input_tokens":20}}"#;
-        let usage: ResponseUsage = serde_json::from_slice(chat).unwrap();
-        let t = usage.usage().unwrap().tokens();
-        assert_eq!((t.prompt, t.completion, t.cached, t.cache_write), (100, 50, 40, 20));
-        assert_eq!((t.audio_input, t.image_input, t.reasoning, t.audio_output), (10, 0, 30, 5));
-        let responses = br#"{"response":{"usage":{"input_tokens":9,"output_tokens":8,
-            "input_tokens_details":{"cached_tokens":1},"output_tokens_details":{"reasoning_tokens":7}}}}"#;
-        let t = serde_json::from_slice::<ResponseUsage>(responses).unwrap().usage().unwrap().tokens();
-        assert_eq!((t.prompt, t.completion, t.cached, t.reasoning), (9, 8, 1, 7));
-        // A detail count beyond any real request makes the whole usage unbelievable.
-        let absurd = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"completion_tokens_details":{"reasoning_tokens":18446744073709551615}}}"#;
-        assert!(serde_json::from_slice::<ResponseUsage>(absurd).unwrap().usage().is_none());
-    }
-
-    #[test]
-    fn parses_and_rewrites_only_the_model() {
-        let body = br#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.2,"user":"c-1"}"#;
-        let req = ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap();
-        assert_eq!(req.model, "fast");
-        assert_eq!(req.user.as_deref(), Some("c-1"));
-        assert_eq!((req.body_len, req.choices), (body.len(), 1));
-        let three = ProxyRequest::parse(br#"{"model":"m","prompt":"x","n":2,"best_of":3}"#, Endpoint::Completions);
-        assert_eq!(three.unwrap().choices, 3);
-        assert!(!req.stream);
-        let out: serde_json::Value = serde_json::from_slice(&req.upstream_body("gpt-4o-mini").unwrap()).unwrap();
-        assert_eq!(out["model"], "gpt-4o-mini");
-        assert_eq!(out["temperature"], 0.2);
-        assert_eq!(out["messages"][0]["content"], "hi");
-        assert!(out.get("stream_options").is_none());
-    }
-
-    #[test]
-    fn streams_ask_for_usage_and_remember_whether_the_client_did() {
-        let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"foo":1}}"#;
-        let req = ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap();
-        assert!(req.stream && !req.client_wants_usage);
-        let out: serde_json::Value = serde_json::from_slice(&req.upstream_body("u").unwrap()).unwrap();
-        assert_eq!(out["stream_options"]["include_usage"], true);
-        assert_eq!(out["stream_options"]["foo"], 1);
-        let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
-        assert!(ProxyRequest::parse(body, Endpoint::ChatCompletions).unwrap().client_wants_usage);
-    }
-
-    #[test]
-    fn rejects_bad_bodies_with_the_param() {
-        for (body, endpoint, param) in [
-            (&br#"{"messages":[]}"#[..], Endpoint::ChatCompletions, Some("model")),
-            (br#"{"model":1,"messages":[]}"#, Endpoint::ChatCompletions, Some("model")),
-            (br#"{"model":"m","messages":"hi"}"#, Endpoint::ChatCompletions, Some("messages")),
-            (br#"{"model":"m","messages":[],"stream":"yes"}"#, Endpoint::ChatCompletions, Some("stream")),
-            (br#"{"model":"m","messages":[],"max_tokens":-1}"#, Endpoint::ChatCompletions, Some("max_tokens")),
-            (br#"{"model":"m","messages":[],"n":0}"#, Endpoint::ChatCompletions, Some("n")),
-            (br#"{"model":"m","prompt":"x","best_of":"3"}"#, Endpoint::Completions, Some("best_of")),
-            (br#"{"model":"m"}"#, Endpoint::Embeddings, Some("input")),
-            (br#"{"model":"m","input":"x","stream":true}"#, Endpoint::Embeddings, Some("stream")),
-            (br#"{"model":"m","prompt":5}"#, Endpoint::Completions, Some("prompt")),
-            (br#"{"model":"m""#, Endpoint::ChatCompletions, None),
-            (br#"[1,2]"#, Endpoint::ChatCompletions, None),
-        ] {
-            match ProxyRequest::parse(body, endpoint) {
-                Err(GatewayError::InvalidRequest { param: p, .. }) => assert_eq!(p, param, "{body:?}"),
-                Err(other) => panic!("unexpected error {other:?}"),
-                Ok(_) => panic!("accepted {:?}", String::from_utf8_lossy(body)),
-            }
-        }
-    }
-
-    /// A body nested deeper than the JSON reader follows passes the syntax check; translating
-    /// it is a 400 naming the field, and its prompt still counts, by its bytes.
-    #[test]
-    fn deeply_nested_fields_are_refused_by_name_and_still_counted() {
-        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi","x":{deep}}}]}}"#);
-        let req = ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
-        match req.to_value() {
-            Err(GatewayError::InvalidField { field, .. }) => assert_eq!(field, "messages"),
-            other => panic!("expected a 400 naming `messages`, got {other:?}"),
-        }
-        let messages_bytes = body.len() as u64 - r#"{"model":"m","messages":}"#.len() as u64;
-        assert_eq!(req.prompt_tokens_estimate(), messages_bytes.div_ceil(4));
-    }
-
-    #[test]
-    fn the_output_limit_is_one_value_whatever_field_gives_it() {
-        let limit = |body: &str| ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).map(|r| r.max_tokens);
-        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":7}"#).unwrap(), Some(7));
-        assert_eq!(limit(r#"{"model":"m","messages":[],"max_output_tokens":9}"#).unwrap(), Some(9));
-        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":5}"#).unwrap(), Some(5));
-        assert_eq!(limit(r#"{"model":"m","messages":[],"max_tokens":null}"#).unwrap(), None);
-        // A small limit in one field and a large one in another would reserve the small one
-        // while a provider honours the large one: refused.
-        for body in [
-            r#"{"model":"m","messages":[],"max_completion_tokens":1,"max_tokens":100000}"#,
-            r#"{"model":"m","messages":[],"max_tokens":1,"max_output_tokens":100000}"#,
-        ] {
-            match limit(body) {
-                Err(GatewayError::InvalidRequest { param: Some(p), message }) => {
-                    assert!(OUTPUT_LIMIT_FIELDS.contains(&p) && message.contains("disagree"), "{message}")
-                }
-                other => panic!("{body}: {:?}", other.map(|_| ())),
-            }
-        }
-        assert!(limit(r#"{"model":"m","messages":[],"max_tokens":1000000001}"#).is_err());
-    }
-
-    #[test]
-    fn ids_and_names_from_the_body_are_bounded() {
-        let field_of = |body: String| match ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions) {
-            Err(GatewayError::InvalidField { field, .. }) => field,
-            Err(GatewayError::InvalidRequest { param, .. }) => param.unwrap_or_default().to_owned(),
-            Err(e) => panic!("{e:?}"),
-            Ok(_) => "accepted".to_owned(),
-        };
-        let user = |u: &str| field_of(format!(r#"{{"model":"m","messages":[],"user":{}}}"#, serde_json::json!(u)));
-        assert_eq!(user(&"c".repeat(65_500)), "user");
-        assert_eq!(user(&"c".repeat(70_000)), "user");
-        assert_eq!(user("a/model/gpt-4o"), "user");
-        assert_eq!(user("tab	here"), "user");
-        assert_eq!(user("cust-7@example.com"), "accepted");
-        assert_eq!(user(""), "accepted", "an empty user is no customer");
-        let model = "m".repeat(300);
-        assert_eq!(field_of(format!(r#"{{"model":"{model}","messages":[]}}"#)), "model");
-        let metadata = "x".repeat(20_000);
-        assert_eq!(field_of(format!(r#"{{"model":"m","messages":[],"metadata":{{"a":"{metadata}"}}}}"#)), "metadata");
-        assert_eq!(field_of(r#"{"model":"m","messages":[],"metadata":[1]}"#.to_owned()), "metadata");
-    }
-
-    #[test]
-    fn absurd_usage_from_a_provider_is_not_believed() {
-        let absurd: ResponseUsage =
-            serde_json::from_str(r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#).unwrap();
-        assert_eq!(absurd.usage(), None);
-        let big: ResponseUsage =
-            serde_json::from_str(r#"{"usage":{"prompt_tokens":1000000000,"completion_tokens":1000000000}}"#).unwrap();
-        assert!(big.usage().is_some(), "the bound itself is believed");
-    }
-
-    #[test]
-    fn reads_usage_of_every_shape() {
-        let chat: ResponseUsage = serde_json::from_str(
-            r#"{"model":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":1}}}"#,
-        )
-        .unwrap();
-        assert_eq!(chat.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((3, 4)));
-        let responses: ResponseUsage = serde_json::from_str(
-            r#"{"type":"response.completed","response":{"model":"y","usage":{"input_tokens":5,"output_tokens":6,"input_tokens_details":{"cached_tokens":2}}}}"#,
-        )
-        .unwrap();
-        let u = responses.usage().unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.prompt_tokens_details.unwrap().cached_tokens), (5, 6, 2));
-        assert_eq!(responses.model(), Some("y"));
-    }
-}
+mod tests;

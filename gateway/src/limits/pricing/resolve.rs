@@ -4,7 +4,9 @@
 use super::catalogue;
 use crate::config::{Config, ConfigError, ModelEntry, UnpricedModels};
 use std::collections::BTreeMap;
-use tollgate_schemas::pricing::cost::{Price, PER_REQUEST_FIELD, PER_TOKEN_FIELDS};
+use tollgate_schemas::pricing::cost::{
+    Price, PER_CHARACTER_FIELD, PER_QUERY_FIELD, PER_REQUEST_FIELD, PER_TOKEN_FIELDS,
+};
 use tollgate_schemas::pricing::AttoUsd;
 
 /// Highest price per request accepted (1 USD): above it a field is more likely a per-token
@@ -118,7 +120,8 @@ fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>,
 fn is_price_field(key: &str) -> bool {
     let stem = key.split_once("_above_").map_or(key, |(stem, _)| stem);
     let stem = stem.strip_suffix("_batches").unwrap_or(stem);
-    stem == PER_REQUEST_FIELD || PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem)
+    [PER_REQUEST_FIELD, PER_QUERY_FIELD, PER_CHARACTER_FIELD].contains(&stem)
+        || PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem)
 }
 
 fn check_bounds(
@@ -141,6 +144,18 @@ fn check_bounds(
         return Err(invalid(
             format!("model_list[{index}].{PER_REQUEST_FIELD}"),
             format!("the price per request of `{}` is above the highest Tollgate accepts, 1 USD", m.model_name),
+        ));
+    }
+    if price.per_character > AttoUsd::from_nanos(max.0) {
+        return Err(invalid(
+            format!("model_list[{index}].{PER_CHARACTER_FIELD}"),
+            format!("the price per character of `{}` is above the highest Tollgate accepts", m.model_name),
+        ));
+    }
+    if price.per_query > MAX_PRICE_PER_REQUEST {
+        return Err(invalid(
+            format!("model_list[{index}].{PER_QUERY_FIELD}"),
+            format!("the price per search unit of `{}` is above the highest Tollgate accepts, 1 USD", m.model_name),
         ));
     }
     Ok(price)

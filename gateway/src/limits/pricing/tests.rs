@@ -102,6 +102,21 @@ fn per_request_price() {
 }
 
 #[test]
+fn per_search_unit_price() {
+    // rerank-english-v3.0: input_cost_per_query 0.002 USD (2 000 000 nano) a search unit,
+    // 0 per token: 3 units are 6 000 000 whatever the tokens.
+    let t = Tokens { prompt: 900, search_units: 3, ..Tokens::default() };
+    assert_eq!(nanos("rerank-english-v3.0", t), 6_000_000);
+    assert_eq!(nanos("rerank-english-v3.0", Tokens { prompt: 900, ..Tokens::default() }), 0);
+}
+
+#[test]
+fn per_character_price() {
+    // tts-1: input_cost_per_character 1.5e-05 USD (15 000 nano): 11 characters are 165 000.
+    assert_eq!(nanos("tts-1", Tokens { prompt: 3, characters: 11, ..Tokens::default() }), 165_000);
+}
+
+#[test]
 fn context_tier_prices_every_token_above_the_threshold() {
     // gemini/gemini-2.5-pro: up to 200k prompt tokens input 1.25e-06 (1250 nano), output 1e-05
     // (10 000); above, input 2.5e-06 (2500), cache read 2.5e-07 (250), output 1.5e-05 (15 000).
@@ -149,7 +164,7 @@ fn absurd_counts_overflow_into_an_error_not_a_wrap() {
     let price = Price::from_nanos(1_000_000, 1_000_000, 1_000_000);
     let all = Tokens { prompt: u64::MAX, completion: u64::MAX, ..Tokens::default() };
     assert!(cost(&price, all).is_err());
-    assert!(worst_case_cost(&price, u64::MAX, u64::MAX).is_err());
+    assert!(worst_case_cost(&price, u64::MAX, u64::MAX, Tokens::default()).is_err());
 }
 
 #[test]
@@ -333,7 +348,7 @@ fn the_worst_of_two_prices_is_at_least_either_in_every_dimension() {
     ] {
         let w = cost(&worst, tokens).unwrap();
         assert!(w >= cost(&a, tokens).unwrap() && w >= cost(&b, tokens).unwrap());
-        assert!(worst_case_cost(&a, tokens.prompt, tokens.completion).unwrap() >= cost(&a, tokens).unwrap());
+        assert!(worst_case_cost(&a, tokens.prompt, tokens.completion, tokens).unwrap() >= cost(&a, tokens).unwrap());
     }
 }
 
@@ -354,8 +369,8 @@ proptest! {
         let price = catalogued("gemini/gemini-2.5-pro");
         let t = Tokens {
             prompt, completion, cached: parts[0], cache_write: parts[1], audio_input: parts[2], image_input: parts[3],
-            reasoning: parts[4], audio_output: parts[5], image_output: parts[6],
+            reasoning: parts[4], audio_output: parts[5], image_output: parts[6], search_units: 0, characters: 0,
         };
-        prop_assert!(cost(&price, t).unwrap() <= worst_case_cost(&price, prompt, completion).unwrap());
+        prop_assert!(cost(&price, t).unwrap() <= worst_case_cost(&price, prompt, completion, t).unwrap());
     }
 }

@@ -44,10 +44,6 @@ pub struct Azure;
 /// What the two share: the body goes and comes back as it is.
 macro_rules! openai_wire {
     () => {
-        fn serves(&self, _endpoint: Endpoint) -> bool {
-            true
-        }
-
         fn request_body(&self, deployment: &Deployment, request: &ProxyRequest) -> Result<Vec<u8>, GatewayError> {
             request.upstream_body(&deployment.upstream_model)
         }
@@ -79,6 +75,10 @@ impl Provider for OpenAi {
         PREFIXES
     }
 
+    fn serves(&self, _endpoint: Endpoint) -> bool {
+        true
+    }
+
     fn url(&self, target: Target<'_>, endpoint: Endpoint, _stream: bool) -> String {
         format!("{}/{}", target.api_base.trim_end_matches('/'), endpoint.path())
     }
@@ -100,6 +100,12 @@ impl Provider for Azure {
 
     fn prefixes(&self) -> &'static [(&'static str, Option<&'static str>)] {
         &[("azure", None)]
+    }
+
+    /// Azure OpenAI has no moderation endpoint (Azure AI Content Safety is another API), and
+    /// no rerank.
+    fn serves(&self, endpoint: Endpoint) -> bool {
+        !matches!(endpoint, Endpoint::Moderations | Endpoint::Rerank)
     }
 
     fn url(&self, target: Target<'_>, endpoint: Endpoint, _stream: bool) -> String {

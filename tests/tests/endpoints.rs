@@ -1,0 +1,294 @@
+//! The endpoints beyond chat, completions and embeddings (`/v1/moderations`, `/v1/rerank`,
+//! `/v1/audio/speech`), end to end: each request through the gateway to the mock provider, its usage event through real
+//! Kafka into real Cassandra, and the event ledger equal, request by request, to what each
+//! answer said it cost. Hostile input gets the OpenAI error envelope and no event.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tollgate_tests::*;
+
+/// The moderation model: priced by the test prices (the catalogue's is 0, which would prove
+/// nothing about the ledger), a catalogue-priced copy, one on a provider without the endpoints,
+/// a rerank model priced by the catalogue (`input_cost_per_query`) and a speech model
+/// (`input_cost_per_character`).
+fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
+    let openai = |name: &str, model: &str| {
+        let mut entry = model_entry(name, &format!("{mock}/v1"));
+        entry.litellm_params.model = model.to_owned();
+        entry
+    };
+    let models = [
+        openai("omni-moderation-latest", "openai/omni-moderation-latest"),
+        openai("moderation-catalogue", "openai/omni-moderation-latest"),
+        openai("claude-mock", "anthropic/claude-sonnet-4-20250514"),
+        openai("rerank-english-v3.0", "hosted_vllm/rerank-english-v3.0"),
+        openai("tts-1", "openai/tts-1"),
+    ];
+    let mut config = GatewayConfig::new("gw-endpoints", &models, topic, &kafka_bootstrap());
+    config.prices.remove("moderation-catalogue");
+    config.prices.remove("rerank-english-v3.0");
+    config.prices.remove("tts-1");
+    config.gateway.max_body_bytes = Some(65_536);
+    config
+}
+
+async fn post(client: &reqwest::Client, url: &str, id: &str, body: &Value) -> Result<(u16, Option<i64>, Value)> {
+    let resp = client.post(url).bearer_auth(TENANT_KEYS[0].0).header("x-request-id", id).json(body).send().await?;
+    let status = resp.status().as_u16();
+    let cost = resp.headers().get("x-tollgate-cost-nano-usd").map(|v| v.to_str().map(str::parse)).transpose()?;
+    let text = resp.text().await?;
+    let answer = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+    Ok((status, cost.transpose()?, answer))
+}
+
+fn assert_invalid(answer: &(u16, Option<i64>, Value), param: Option<&str>, mentions: &[&str]) {
+    let (status, _, body) = answer;
+    assert_eq!(*status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["param"].as_str(), param, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    for word in mentions {
+        assert!(message.contains(word), "the message should name {word}: {body}");
+    }
+}
+
+/// The mock, a gateway and a ledger consumer on a topic and keyspace of their own.
+struct Stack {
+    mock: Process,
+    gateway: Process,
+    consumer: Process,
+    topic: String,
+    keyspace: String,
+}
+
+impl Stack {
+    async fn start(name: &str) -> Result<Stack> {
+        let dir = scratch_dir(name)?;
+        let topic = unique("usage-endpoints-");
+        let keyspace = unique("endpoints_");
+        create_topic(&topic, 1).await?;
+        let mock = start_mock(&dir, &[]).await?;
+        let gateway = start_gateway(&dir, &gateway_config(mock.url()?, &topic)).await?;
+        let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+        Ok(Stack { mock, gateway, consumer, topic, keyspace })
+    }
+
+    /// The event ledger holds each of `charged` once, at its charge, and `others` besides.
+    async fn assert_ledger(&self, charged: &[(&str, i64)], others: &[&str]) -> Result<()> {
+        let session = cql().await?;
+        let ids: Vec<&str> = charged.iter().map(|(id, _)| *id).chain(others.iter().copied()).collect();
+        let ledger = wait_for_layer1(&session, &self.keyspace, &ids).await?;
+        for (id, cost) in charged {
+            assert_eq!(ledger[*id], (*cost, 1), "{id}: in the ledger once, at its charge");
+        }
+        let (rows, _) = event_ledger_totals(&session, &self.keyspace).await?;
+        assert_eq!(rows, ids.len() as i64);
+        Ok(())
+    }
+
+    async fn stop(self) -> Result<()> {
+        self.consumer.stop().await?;
+        self.gateway.stop().await?;
+        drop(self.mock);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderations_are_metered_exactly_once_by_their_input_tokens() -> Result<()> {
+    let stack = Stack::start("endpoints-moderations").await?;
+    let topic = &stack.topic;
+    let url = format!("{}/v1/moderations", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+
+    // Every shape of `input` OpenAI takes: a string, strings, and text and image parts.
+    let inputs = [
+        ("mod-string", json!("I want to talk about violence in films")),
+        ("mod-strings", json!(["a kind sentence", "another kind sentence, a little longer"])),
+        (
+            "mod-parts",
+            json!([{"type": "text", "text": "describe this"},
+                   {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]),
+        ),
+    ];
+    let mut charged = Vec::new();
+    for (id, input) in &inputs {
+        let (status, cost, answer) =
+            post(&client, &url, id, &json!({"model": "omni-moderation-latest", "input": input})).await?;
+        ensure!(status == 200, "{id}: {status} {answer}");
+        let results = answer["results"].as_array().context("no results")?;
+        let expected = if input.is_array() && input[0].is_string() { 2 } else { 1 };
+        assert_eq!(results.len(), expected, "{id}: {answer}");
+        let cost = cost.context("no cost header")?;
+        assert!(cost > 0, "{id}: a priced moderation costs something");
+        charged.push((*id, cost));
+    }
+    assert_eq!(
+        post(&client, &url, "mod-flag", &json!({"model": "moderation-catalogue", "input": "violence"})).await?.2
+            ["results"][0]["flagged"],
+        true
+    );
+
+    // Hostile or unservable input: 400 in the envelope, nothing metered.
+    let refusals = [
+        (json!({"model": "omni-moderation-latest"}), Some("input"), vec!["input"]),
+        (json!({"model": "omni-moderation-latest", "input": 7}), Some("input"), vec!["input"]),
+        (json!({"model": "omni-moderation-latest", "input": "x", "stream": true}), Some("stream"), vec!["moderations"]),
+        (json!({"input": "x"}), Some("model"), vec!["model"]),
+        (json!({"model": "claude-mock", "input": "x"}), Some("model"), vec!["claude-mock", "/moderations"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("mod-bad-{i}"), body).await?, *param, mentions);
+    }
+    let huge = json!({"model": "omni-moderation-latest", "input": "y".repeat(100_000)});
+    assert_eq!(post(&client, &url, "mod-huge", &huge).await?.0, 413);
+
+    // Each event: the prompt counted by Tollgate (OpenAI's answer has no usage), nothing
+    // generated, the cost its tokens at the configured price, the cost the client was told.
+    let events = collect_events(topic, inputs.len() + 1, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), inputs.len() + 1, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert!(event.estimated, "{id}: counted by Tollgate");
+        assert!(event.prompt_tokens > 0, "{id}");
+        assert_eq!(event.completion_tokens, 0, "{id}");
+        assert_eq!(event.cost_nano_usd.0, i64::try_from(event.prompt_tokens)? * INPUT_PRICE, "{id}");
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}: the event holds what the client was told");
+    }
+    assert_eq!(events["mod-flag"].cost_nano_usd.0, 0, "the catalogue prices omni-moderation-latest at 0");
+    assert!(events["mod-flag"].prompt_tokens > 0);
+
+    stack.assert_ledger(&charged, &["mod-flag"]).await?;
+    stack.stop().await
+}
+
+/// `rerank-english-v3.0` costs $0.002 a search unit in the model catalogue, 0 per token.
+const NANO_USD_PER_SEARCH_UNIT: i64 = 2_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerank_is_metered_exactly_once_by_search_units() -> Result<()> {
+    let stack = Stack::start("endpoints-rerank").await?;
+    let url = format!("{}/v1/rerank", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+    let docs = |n: usize| (0..n).map(|i| format!("document {i} about cats")).collect::<Vec<_>>();
+
+    // Cohere bills a search unit per 100 documents: 3 documents are 1 unit, 250 are 3.
+    let mut charged = Vec::new();
+    for (id, n, units) in [("rr-small", 3, 1), ("rr-large", 250, 3)] {
+        let mut body = json!({"model": "rerank-english-v3.0", "query": "cats", "documents": docs(n), "top_n": 2});
+        if n == 3 {
+            body["documents"] = json!(["a dog", {"text": "a cat and cats"}, "the weather"]);
+        }
+        let (status, cost, answer) = post(&client, &url, id, &body).await?;
+        ensure!(status == 200, "{id}: {status} {answer}");
+        assert_eq!(answer["results"].as_array().map(Vec::len), Some(2), "{id}: {answer}");
+        assert_eq!(answer["meta"]["billed_units"]["search_units"], units, "{id}");
+        assert_eq!(cost, Some(units * NANO_USD_PER_SEARCH_UNIT), "{id}");
+        charged.push((id, units * NANO_USD_PER_SEARCH_UNIT));
+    }
+    assert_eq!(
+        post(
+            &client,
+            &url,
+            "rr-order",
+            &json!({"model": "rerank-english-v3.0", "query": "cats",
+            "documents": ["a dog", "cats"]})
+        )
+        .await?
+        .2["results"][0]["index"],
+        1
+    );
+
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "rerank-english-v3.0", "query": "q", "documents": ["d"]});
+        body[field] = value;
+        body
+    };
+    let refusals = [
+        (with("query", Value::Null), Some("query"), vec!["query"]),
+        (with("documents", json!("d")), Some("documents"), vec!["documents"]),
+        (with("documents", json!([])), Some("documents"), vec!["documents"]),
+        (with("documents", json!(vec!["d"; 10_001])), Some("documents"), vec!["10000"]),
+        (with("stream", json!(true)), Some("stream"), vec!["rerank"]),
+        (with("model", json!("claude-mock")), Some("model"), vec!["claude-mock", "/rerank"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("rr-bad-{i}"), body).await?, *param, mentions);
+    }
+
+    let events = collect_events(&stack.topic, 3, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), 3, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
+        assert_eq!(i64::try_from(event.search_units)? * NANO_USD_PER_SEARCH_UNIT, *cost, "{id}");
+        let paid: Vec<_> = event
+            .cost_by_token_type
+            .iter()
+            .filter(|p| p.cost_nano_usd.0 > 0)
+            .map(|p| (p.token_type.as_str(), p.tokens, p.cost_nano_usd.0))
+            .collect();
+        assert_eq!(paid, vec![("search_units", event.search_units, *cost)], "{id}: tokens cost 0, units the rest");
+    }
+    stack.assert_ledger(&charged, &["rr-order"]).await?;
+    stack.stop().await
+}
+
+/// `tts-1` costs $0.000015 a character in the model catalogue.
+const NANO_USD_PER_CHARACTER: i64 = 15_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speech_is_metered_exactly_once_by_its_characters() -> Result<()> {
+    let stack = Stack::start("endpoints-speech").await?;
+    let url = format!("{}/v1/audio/speech", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+
+    // Characters, not bytes: "é" and "✓" are one each.
+    let mut charged = Vec::new();
+    for (id, text, format, content_type) in [
+        ("tts-ascii", "Hello from Tollgate.", "mp3", "audio/mpeg"),
+        ("tts-accents", "Café ✓ déjà vu", "wav", "audio/wav"),
+    ] {
+        let body = json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": format});
+        let resp =
+            client.post(&url).bearer_auth(TENANT_KEYS[0].0).header("x-request-id", id).json(&body).send().await?;
+        ensure!(resp.status() == 200, "{id}: {}", resp.status());
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(header("content-type").as_deref(), Some(content_type), "{id}: the audio's type is kept");
+        let cost: i64 = header("x-tollgate-cost-nano-usd").context("no cost header")?.parse()?;
+        let audio = resp.bytes().await?;
+        assert_eq!(&audio[..], [&b"ID3"[..], text.as_bytes()].concat(), "{id}: the audio passes through");
+        let characters = i64::try_from(text.chars().count())?;
+        assert_eq!(cost, characters * NANO_USD_PER_CHARACTER, "{id}");
+        charged.push((id, cost));
+    }
+
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "tts-1", "voice": "alloy", "input": "hi"});
+        body[field] = value;
+        body
+    };
+    let refusals = [
+        (with("input", Value::Null), Some("input"), vec!["input"]),
+        (with("input", json!("")), Some("input"), vec!["input"]),
+        (with("input", json!(["hi"])), Some("input"), vec!["input"]),
+        (with("input", json!("é".repeat(4_097))), Some("input"), vec!["4096"]),
+        (with("stream", json!(true)), Some("stream"), vec!["audio/speech"]),
+        (with("model", json!("claude-mock")), Some("model"), vec!["claude-mock", "/audio/speech"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("tts-bad-{i}"), body).await?, *param, mentions);
+    }
+
+    let events = collect_events(&stack.topic, 2, Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), 2, "refused requests produce no event");
+    for (id, cost) in &charged {
+        let event = &events[*id];
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
+        assert_eq!(i64::try_from(event.characters)? * NANO_USD_PER_CHARACTER, *cost, "{id}");
+        assert_eq!(event.completion_tokens, 0, "{id}: audio is not counted as text");
+    }
+    stack.assert_ledger(&charged, &[]).await?;
+    stack.stop().await
+}
