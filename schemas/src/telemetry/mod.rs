@@ -93,12 +93,7 @@ where
             && meta.target() != UNSAMPLED_TARGET
             && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
     };
-    // Nothing below `info` is recorded, and the hint says so. Without it the subscriber's
-    // maximum level would be `trace`: every `trace!` and `debug!` of every dependency, and each
-    // `log` record (which `tracing-log` turns into an event and filters one by one), would reach
-    // the filters on the hot path.
-    let filter =
-        tracing_subscriber::filter::filter_fn(wanted).with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
+    let filter = tracing_subscriber::filter::filter_fn(wanted);
     recorder::Recorder::new(exports, sampler).with_filter(filter)
 }
 
@@ -142,18 +137,5 @@ pub async fn metrics_upkeep(fold: impl Fn(), every: std::time::Duration) {
     loop {
         tick.tick().await;
         fold();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tracing::level_filters::LevelFilter;
-    use tracing::Subscriber;
-
-    #[test]
-    fn the_recorder_keeps_the_maximum_level_at_info() {
-        let subscriber = tracing_subscriber::registry().with(recording(Vec::new(), SamplerChoice::ALWAYS_ON));
-        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
     }
 }
