@@ -119,6 +119,9 @@ pub(crate) async fn serve(
         Ok((rebuilt, applied)) => (rebuilt.map(Arc::new).unwrap_or(request), applied),
         Err(e) => return Err(fail(crate::guardrails::refuse(recorder, e))),
     };
+    // A guarded request neither reads nor fills the response cache: an entry made for a key
+    // without guardrails must not answer a key of the same team that has them, nor the reverse.
+    let plan = plan.filter(|_| !applied.runs_any());
     let mut recorder = recorder.on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),

@@ -301,6 +301,12 @@ pub fn refuse(recorder: crate::metering::recorder::UsageRecorder, err: GatewayEr
 }
 
 impl Applied {
+    /// Whether any guardrail runs on this request (which ones depends on the key, the team and
+    /// the body, none of which the response cache's key holds whole).
+    pub fn runs_any(&self) -> bool {
+        !self.guardrails.is_empty()
+    }
+
     /// Whether the answer must be looked at: values to restore, or a post-call guardrail.
     pub fn touches_answer(&self) -> bool {
         !self.masks.is_empty() || self.guardrails.iter().any(|g| g.post_call)
