@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Requests this mock server has seen, for `/fail-first`. `configure` runs once per worker, so
 /// the count lives outside the app, keyed by the server's address so that several mocks in one
 /// process do not share it.
-fn seen_before(req: &HttpRequest) -> u64 {
+pub(crate) fn seen_before(req: &HttpRequest) -> u64 {
     static SEEN: OnceLock<Mutex<HashMap<SocketAddr, u64>>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
     let count = seen.entry(req.app_config().local_addr()).or_insert(0);
@@ -96,7 +96,7 @@ fn first_function(body: &Value) -> Option<&str> {
 }
 
 /// `n` words of text: one per output token.
-fn mock_text(n: u64) -> String {
+pub(crate) fn mock_text(n: u64) -> String {
     let mut s = String::with_capacity(n as usize * 4);
     for i in 0..n {
         s.push_str(if i == 0 { "tok" } else { " tok" });

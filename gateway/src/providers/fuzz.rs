@@ -25,6 +25,7 @@ fn deployment(api: Api) -> Deployment {
         api_base: "http://127.0.0.1:9".into(),
         api_key: None,
         api_version: None,
+        aws: None,
         urls: EndpointUrls::default(),
         timeout: Duration::from_secs(1),
         stream_idle_timeout: Duration::from_secs(1),
@@ -86,6 +87,9 @@ fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: Api) -> Result<(), 
         }
         "gemini" => {
             prop_assert_eq!(sent["generationConfig"]["maxOutputTokens"].as_u64(), limit);
+        }
+        "bedrock" => {
+            prop_assert_eq!(sent["inferenceConfig"]["maxTokens"].as_u64(), limit);
         }
         other => prop_assert!(false, "no expectation for a translating provider {}", other),
     }
