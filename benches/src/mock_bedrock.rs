@@ -21,7 +21,7 @@
 //!
 //! It never calls the network.
 
-use crate::mock_gemini::{mock_text, seen_before};
+use crate::mock_gemini::{mock_text, paced, seen_before};
 use crate::mock_provider::Behaviour;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -217,14 +217,7 @@ async fn converse(req: HttpRequest, body: web::Bytes) -> HttpResponse {
             (delay, web::Bytes::from(encode(&headers, payload.to_string().as_bytes())))
         })
         .collect();
-    let body = futures::stream::unfold(frames.into_iter(), |mut it| async move {
-        let (delay, bytes) = it.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, actix_web::Error>(bytes), it))
-    });
-    HttpResponse::Ok().content_type("application/vnd.amazon.eventstream").streaming(body)
+    HttpResponse::Ok().content_type("application/vnd.amazon.eventstream").streaming(paced(frames))
 }
 
 #[cfg(test)]

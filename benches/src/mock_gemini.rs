@@ -265,15 +265,21 @@ fn stream_events(events: Vec<Value>, sse: bool, stall: Duration) -> HttpResponse
             (delay, web::Bytes::from(text))
         })
         .collect();
-    let body = futures::stream::unfold(frames.into_iter(), |mut it| async move {
+    let content_type = if sse { "text/event-stream" } else { "application/json" };
+    HttpResponse::Ok().content_type(content_type).insert_header(("cache-control", "no-cache")).streaming(paced(frames))
+}
+
+/// A response body of `frames`, each sent after its delay.
+pub(crate) fn paced(
+    frames: Vec<(Duration, web::Bytes)>,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures::stream::unfold(frames.into_iter(), |mut it| async move {
         let (delay, bytes) = it.next()?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         Some((Ok::<_, actix_web::Error>(bytes), it))
-    });
-    let content_type = if sse { "text/event-stream" } else { "application/json" };
-    HttpResponse::Ok().content_type(content_type).insert_header(("cache-control", "no-cache")).streaming(body)
+    })
 }
 
 #[cfg(test)]
