@@ -182,3 +182,45 @@ async fn exceptions_bad_checksums_and_oversized_messages_end_the_stream() {
     let (out, _) = translate(events[..3].to_vec()).await;
     assert!(!out.contains("[DONE]"), "{out}");
 }
+
+fn router(yaml: &str) -> Result<crate::routing::router::Router, crate::config::ConfigError> {
+    let config = crate::config::Config::parse(yaml, "test.yaml")?;
+    crate::routing::router::Router::from_config(&config, "test.yaml")
+}
+
+/// LiteLLM's Bedrock keys: credentials (from the environment too), the region's endpoint, the
+/// catalogue's price under the model id; a deployment without its region is refused by name.
+#[test]
+fn deployments_are_configured_as_litellm_configures_them() {
+    std::env::set_var("TOLLGATE_TEST_BEDROCK_SECRET", "secret-from-env");
+    let yaml = "\
+model_list:
+  - model_name: sonnet
+    litellm_params:
+      model: bedrock/converse/anthropic.claude-3-5-sonnet-20240620-v1:0
+      aws_access_key_id: AKIDTEST
+      aws_secret_access_key: os.environ/TOLLGATE_TEST_BEDROCK_SECRET
+      aws_region_name: eu-west-3
+";
+    let r = router(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let (_, picked) = r.pick("sonnet", &[]).unwrap();
+    let d = &picked.deployment;
+    assert_eq!(d.provider, "bedrock");
+    assert_eq!(d.upstream_model, "anthropic.claude-3-5-sonnet-20240620-v1:0");
+    assert_eq!(
+        d.urls.chat.as_ref().map(|u| u.as_str()),
+        Some("https://bedrock-runtime.eu-west-3.amazonaws.com/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse")
+    );
+    let aws = d.aws.as_deref().unwrap();
+    assert_eq!((aws.secret_access_key.expose(), aws.region.as_str()), ("secret-from-env", "eu-west-3"));
+    assert!(d.price.is_some());
+    assert_eq!(d.price, crate::limits::pricing::built_in("anthropic.claude-3-5-sonnet-20240620-v1:0"));
+    assert!(!format!("{d:?}").contains("secret-from-env"), "the secret is never shown");
+
+    let no_region = yaml.replace("      aws_region_name: eu-west-3\n", "      api_base: http://127.0.0.1:9\n");
+    let error = router(&no_region).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("litellm_params.aws_region_name"), "{error}");
+    let no_secret = yaml.replace("      aws_secret_access_key: os.environ/TOLLGATE_TEST_BEDROCK_SECRET\n", "");
+    let error = router(&no_secret).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("aws_secret_access_key"), "{error}");
+}
