@@ -59,8 +59,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// The AWS credentials a deployment signs its requests with (Bedrock's), read at start-up;
-    /// `Err` names the field at fault.
+    /// The AWS credentials a deployment signs its requests with (Bedrock's), read at start-up
+    /// with the other parameters the family requires; `Err` names the field at fault.
     fn signing(&self, _params: &LitellmParams) -> Result<Option<Arc<AwsCredentials>>, (&'static str, String)> {
         Ok(None)
     }

@@ -51,6 +51,12 @@ impl crate::providers::Provider for Bedrock {
     }
 
     fn signing(&self, params: &LitellmParams) -> Result<Option<Arc<AwsCredentials>>, (&'static str, String)> {
+        if params.model.starts_with("bedrock/invoke/") {
+            return Err((
+                "model",
+                "Bedrock's InvokeModel API is not served: name the model `bedrock/<modelId>`".into(),
+            ));
+        }
         let (id, secret) = match (&params.aws_access_key_id, &params.aws_secret_access_key) {
             (Some(id), Some(secret)) => (id, secret),
             (None, None) if params.api_key.is_some() => return Ok(None),

@@ -223,4 +223,7 @@ model_list:
     let no_secret = yaml.replace("      aws_secret_access_key: os.environ/TOLLGATE_TEST_BEDROCK_SECRET\n", "");
     let error = router(&no_secret).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("aws_secret_access_key"), "{error}");
+    let invoke = yaml.replace("bedrock/converse/", "bedrock/invoke/");
+    let error = router(&invoke).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("litellm_params.model") && error.contains("InvokeModel"), "{error}");
 }
