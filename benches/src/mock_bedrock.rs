@@ -17,7 +17,8 @@
 //! behind the behaviour prefixes of the OpenAI mock: `/delay/{ms}`, `/status/{code}` (`429` is a
 //! `ThrottlingException`, `400` a `ValidationException` for an over-long input, `403` an
 //! `AccessDeniedException`), `/fail-first/{n}` (503 `ServiceUnavailableException`),
-//! `/stall/{ms}` (the stream waits before its second message).
+//! `/stall/{ms}` (the stream waits before its second message), and `/exception/{n}` (a stream
+//! of `n` messages, then a `throttlingException` message in place of the rest).
 //!
 //! It never calls the network.
 
@@ -208,7 +209,13 @@ async fn converse(req: HttpRequest, body: web::Bytes) -> HttpResponse {
         Behaviour::Stall(ms) => Duration::from_millis(ms),
         _ => Duration::ZERO,
     };
-    let frames: Vec<(Duration, web::Bytes)> = events
+    // `/exception/{n}`: `n` messages, then a throttling exception in place of the rest.
+    let exception_after = match req.match_info().get("mode") {
+        Some("exception") => req.match_info().get("arg").and_then(|a| a.parse::<usize>().ok()),
+        _ => None,
+    };
+    events.truncate(exception_after.unwrap_or(usize::MAX));
+    let mut frames: Vec<(Duration, web::Bytes)> = events
         .into_iter()
         .enumerate()
         .map(|(i, (kind, payload))| {
@@ -217,6 +224,11 @@ async fn converse(req: HttpRequest, body: web::Bytes) -> HttpResponse {
             (delay, web::Bytes::from(encode(&headers, payload.to_string().as_bytes())))
         })
         .collect();
+    if exception_after.is_some() {
+        let headers = [(":message-type", "exception"), (":exception-type", "throttlingException")];
+        let payload = br#"{"message":"Too many tokens, please wait before trying again."}"#;
+        frames.push((Duration::ZERO, web::Bytes::from(encode(&headers, payload))));
+    }
     HttpResponse::Ok().content_type("application/vnd.amazon.eventstream").streaming(paced(frames))
 }
 

@@ -41,6 +41,7 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
         ),
         bedrock("claude-throttled", MODEL, format!("{mock}/status/429"), SECRET_ACCESS_KEY),
         bedrock("claude-wrong-secret", MODEL, mock.to_owned(), "not-the-secret"),
+        bedrock("claude-exception", MODEL, format!("{mock}/exception/3"), SECRET_ACCESS_KEY),
     ];
     let mut config = GatewayConfig::new("gw-bedrock", &models, topic, &kafka_bootstrap());
     // Priced by the model catalogue, not the test prices.
@@ -128,14 +129,23 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
     assert_eq!(resp.headers().get("x-tollgate-model-group").and_then(|v| v.to_str().ok()), Some("claude-bedrock"));
 
     // 5. A wrong secret signs wrongly: the mock's 403 reaches the client, its secret nowhere.
-    let resp = post(&client, chat, "br-denied", json!({"model": "claude-wrong-secret", "messages": messages})).await?;
+    let resp =
+        post(&client, chat.clone(), "br-denied", json!({"model": "claude-wrong-secret", "messages": messages})).await?;
     let (status, _, body) = error_code(resp).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("signature")), "{body}");
     assert!(!body.to_string().contains("not-the-secret"));
 
+    // 6. An exception in the middle of a stream: what came, then an error event; no `[DONE]`.
+    let body = json!({"model": "claude-exception", "messages": [{"role": "user", "content": user}], "max_tokens": 5, "stream": true});
+    let resp = post(&client, chat, "br-exception", body).await?;
+    ensure!(resp.status() == 200, "exception: {} {}", resp.status(), resp.text().await?);
+    let text = resp.text().await?;
+    assert!(text.contains(r#""content":"tok""#) && text.contains("rate_limit_exceeded"), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+
     // The usage events: Bedrock's counts, the catalogue's price.
-    let events = collect_events(&topic, 5, Duration::from_secs(60)).await?;
+    let events = collect_events(&topic, 6, Duration::from_secs(60)).await?;
     let whole = events.get("br-whole").context("no event of the whole answer")?;
     assert_eq!((whole.prompt_tokens, whole.completion_tokens), (prompt, 3));
     assert_eq!(whole.cost_nano_usd.0, cost);
@@ -149,6 +159,12 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
     assert_eq!(messages_event.completion_tokens, 2);
     let fallback = events.get("br-fallback").context("no event of the fallback")?;
     assert_eq!(fallback.completion_tokens, 1);
+    let cut = events.get("br-exception").context("no event of the cut stream")?;
+    assert!(cut.partial && cut.estimated, "billed for what was sent, by Tollgate's count");
+    assert_eq!(cut.error_type.as_deref(), Some("upstream_stream_incomplete"));
+    assert!(cut.completion_tokens >= 1, "the tokens sent are billed");
+    let billed = cut.prompt_tokens as i64 * INPUT + cut.completion_tokens as i64 * OUTPUT;
+    assert_eq!(cut.cost_nano_usd.0, billed);
     let denied = events.get("br-denied").context("no event of the refused request")?;
     assert_eq!((denied.status, denied.cost_nano_usd.0), (403, 0));
     for log in [mock.log(), gateway.log()] {
