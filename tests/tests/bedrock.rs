@@ -59,6 +59,13 @@ async fn post(client: &reqwest::Client, url: String, id: &str, body: Value) -> R
     Ok(resp)
 }
 
+/// [`post`], answered 200.
+async fn answered(client: &reqwest::Client, url: String, id: &str, body: Value) -> Result<reqwest::Response> {
+    let resp = post(client, url, id, body).await?;
+    ensure!(resp.status() == 200, "{id}: {} {}", resp.status(), resp.text().await?);
+    Ok(resp)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
     let dir = scratch_dir("bedrock")?;
@@ -76,14 +83,13 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
     let messages = json!([{"role": "system", "content": system}, {"role": "user", "content": user}]);
 
     // 1. Whole: signed (the mock refuses a bad signature), translated, priced by the catalogue.
-    let resp = post(
+    let resp = answered(
         &client,
         chat.clone(),
         "br-whole",
         json!({"model": "claude-bedrock", "messages": messages, "max_tokens": 3}),
     )
     .await?;
-    ensure!(resp.status() == 200, "whole: {} {}", resp.status(), resp.text().await?);
     let cost: i64 = resp.headers().get("x-tollgate-cost-nano-usd").context("no cost header")?.to_str()?.parse()?;
     let answer: Value = resp.json().await?;
     assert_eq!(answer["choices"][0]["message"]["content"], "tok tok tok");
@@ -95,8 +101,7 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
     // 2. Streamed, through `bedrock/converse/...`: the event-stream as OpenAI chunks.
     let body = json!({"model": "claude-converse", "messages": [{"role": "user", "content": user}], "max_tokens": 4,
                       "stream": true, "stream_options": {"include_usage": true}});
-    let resp = post(&client, chat.clone(), "br-stream", body).await?;
-    ensure!(resp.status() == 200, "stream: {} {}", resp.status(), resp.text().await?);
+    let resp = answered(&client, chat.clone(), "br-stream", body).await?;
     let text = resp.text().await?;
     let chunks: Vec<Value> = text
         .split("\n\n")
@@ -111,21 +116,19 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
 
     // 3. Anthropic's `/v1/messages`, answered by Bedrock.
     let body = json!({"model": "claude-bedrock", "max_tokens": 2, "messages": [{"role": "user", "content": user}]});
-    let resp = post(&client, format!("{gw}/v1/messages"), "br-messages", body).await?;
-    ensure!(resp.status() == 200, "messages: {} {}", resp.status(), resp.text().await?);
+    let resp = answered(&client, format!("{gw}/v1/messages"), "br-messages", body).await?;
     let message: Value = resp.json().await?;
     assert_eq!(message["content"][0]["text"], "tok tok");
     assert_eq!(message["usage"]["output_tokens"], 2);
 
     // 4. Throttled (429) deployments fall back, after their retry, to one that answers.
-    let resp = post(
+    let resp = answered(
         &client,
         chat.clone(),
         "br-fallback",
         json!({"model": "claude-throttled", "messages": messages, "max_tokens": 1}),
     )
     .await?;
-    ensure!(resp.status() == 200, "fallback: {} {}", resp.status(), resp.text().await?);
     assert_eq!(resp.headers().get("x-tollgate-model-group").and_then(|v| v.to_str().ok()), Some("claude-bedrock"));
 
     // 5. A wrong secret signs wrongly: the mock's 403 reaches the client, its secret nowhere.
@@ -138,8 +141,7 @@ async fn bedrock_is_signed_translated_metered_and_falls_back() -> Result<()> {
 
     // 6. An exception in the middle of a stream: what came, then an error event; no `[DONE]`.
     let body = json!({"model": "claude-exception", "messages": [{"role": "user", "content": user}], "max_tokens": 5, "stream": true});
-    let resp = post(&client, chat, "br-exception", body).await?;
-    ensure!(resp.status() == 200, "exception: {} {}", resp.status(), resp.text().await?);
+    let resp = answered(&client, chat, "br-exception", body).await?;
     let text = resp.text().await?;
     assert!(text.contains(r#""content":"tok""#) && text.contains("rate_limit_exceeded"), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
