@@ -143,6 +143,7 @@ fn answers() -> Vec<Value> {
     let mut all = openai::answers();
     all.extend(crate::providers::gemini::fuzz::answers());
     all.extend(crate::providers::anthropic::fuzz::stream_seeds());
+    all.extend(crate::providers::bedrock::fuzz::answers());
     all
 }
 
@@ -185,7 +186,7 @@ fn deeply_nested_fields_pass_to_openai_compatible_providers_as_written() {
     let sent = request_body(&deployment(&super::openai::OpenAi), &request).unwrap();
     let sent = String::from_utf8(sent).unwrap();
     assert!(sent.contains(&deep) && sent.contains(r#""max_tokens":9"#), "{sent}");
-    for kind in [&anthropic::Anthropic as Api, &gemini::Gemini] {
+    for kind in [&anthropic::Anthropic as Api, &gemini::Gemini, &bedrock::Bedrock] {
         match request_body(&deployment(kind), &request) {
             Err(GatewayError::InvalidField { field, .. }) => assert_eq!(field, "x"),
             other => panic!("{kind:?}: {other:?}"),

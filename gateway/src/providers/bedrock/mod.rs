@@ -144,6 +144,6 @@ impl crate::providers::Provider for Bedrock {
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 #[cfg(test)]
 mod tests;
