@@ -137,7 +137,7 @@ fn inference_config(body: &Value, max_tokens: Option<u64>) -> Result<Map<String,
             Some(v) if v.is_number() => {
                 config.insert(to.into(), v.clone());
             }
-            Some(_) => return Err(invalid(format!("`{from}` must be a number"), "messages")),
+            Some(_) => return Err(invalid(format!("`{from}` must be a number"), from)),
         }
     }
     let stops: Vec<Value> = match body.get("stop") {
