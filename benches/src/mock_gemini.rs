@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Requests this mock server has seen, for `/fail-first`. `configure` runs once per worker, so
 /// the count lives outside the app, keyed by the server's address so that several mocks in one
 /// process do not share it.
-fn seen_before(req: &HttpRequest) -> u64 {
+pub(crate) fn seen_before(req: &HttpRequest) -> u64 {
     static SEEN: OnceLock<Mutex<HashMap<SocketAddr, u64>>> = OnceLock::new();
     let mut seen = SEEN.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
     let count = seen.entry(req.app_config().local_addr()).or_insert(0);
@@ -96,7 +96,7 @@ fn first_function(body: &Value) -> Option<&str> {
 }
 
 /// `n` words of text: one per output token.
-fn mock_text(n: u64) -> String {
+pub(crate) fn mock_text(n: u64) -> String {
     let mut s = String::with_capacity(n as usize * 4);
     for i in 0..n {
         s.push_str(if i == 0 { "tok" } else { " tok" });
@@ -265,15 +265,21 @@ fn stream_events(events: Vec<Value>, sse: bool, stall: Duration) -> HttpResponse
             (delay, web::Bytes::from(text))
         })
         .collect();
-    let body = futures::stream::unfold(frames.into_iter(), |mut it| async move {
+    let content_type = if sse { "text/event-stream" } else { "application/json" };
+    HttpResponse::Ok().content_type(content_type).insert_header(("cache-control", "no-cache")).streaming(paced(frames))
+}
+
+/// A response body of `frames`, each sent after its delay.
+pub(crate) fn paced(
+    frames: Vec<(Duration, web::Bytes)>,
+) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures::stream::unfold(frames.into_iter(), |mut it| async move {
         let (delay, bytes) = it.next()?;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         Some((Ok::<_, actix_web::Error>(bytes), it))
-    });
-    let content_type = if sse { "text/event-stream" } else { "application/json" };
-    HttpResponse::Ok().content_type(content_type).insert_header(("cache-control", "no-cache")).streaming(body)
+    })
 }
 
 #[cfg(test)]

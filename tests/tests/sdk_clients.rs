@@ -23,6 +23,11 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
     let mut azure = model("azure-mock", "azure/my-gpt-4o-deployment", format!("{mock}/azure"), Some("azure-upstream"));
     azure.litellm_params.api_version = Some("2024-10-21".to_owned());
     azure.model_info = Some([("base_model".to_owned(), "azure/gpt-4o".into())].into());
+    // Signed with SigV4; the mock refuses a request whose signature it cannot reproduce.
+    let mut bedrock = model("bedrock-mock", "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0", mock.to_owned(), None);
+    bedrock.litellm_params.aws_access_key_id = Some(tollgate_benches::mock_bedrock::ACCESS_KEY_ID.to_owned());
+    bedrock.litellm_params.aws_secret_access_key = Some(tollgate_benches::mock_bedrock::SECRET_ACCESS_KEY.to_owned());
+    bedrock.litellm_params.aws_region_name = Some("us-east-1".to_owned());
     let config = GatewayConfig {
         gateway: GatewaySettings { id: Some("gw-sdk".to_owned()), ..GatewaySettings::default() },
         model_list: vec![
@@ -40,6 +45,7 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
                 Some("sk-ant-upstream"),
             ),
             model("gemini-mock", "gemini/gemini-2.0-flash", format!("{mock}/gemini/v1beta"), Some("goog-upstream")),
+            bedrock,
             azure,
         ],
         virtual_keys: vec![VirtualKey { key: "sk-sdk-test-key".to_owned(), team_id: Some("sdk-team".to_owned()) }],

@@ -27,6 +27,17 @@ pub struct LitellmParams {
     pub api_key: Option<Secret>,
     /// Azure OpenAI `api-version`.
     pub api_version: Option<String>,
+    /// AWS credentials of a `bedrock/` deployment (requests are signed with SigV4); each may
+    /// be `os.environ/VAR`.
+    pub aws_access_key_id: Option<Secret>,
+    pub aws_secret_access_key: Option<Secret>,
+    pub aws_session_token: Option<Secret>,
+    /// The AWS region of a `bedrock/` deployment (`us-east-1`): the endpoint's and the
+    /// signature's.
+    pub aws_region_name: Option<String>,
+    /// A `bedrock/` deployment's runtime endpoint, when not the region's public one (a VPC
+    /// endpoint); `api_base` has the same effect.
+    pub aws_bedrock_runtime_endpoint: Option<String>,
     /// Upstream timeout in seconds.
     pub timeout: Option<f64>,
     /// Longest silence between two chunks of a stream, in seconds.

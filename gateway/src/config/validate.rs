@@ -27,7 +27,8 @@ fn resolve_secret(
     })
 }
 
-/// A deployment's `api_key`, and its `api_base` and `api_version` when they are `os.environ/VAR`
+/// A deployment's `api_key` and AWS credentials, and its `api_base`, `api_version`, AWS region and
+/// Bedrock endpoint when they are `os.environ/VAR`
 /// (LiteLLM reads any of its parameters so).
 fn resolve_params(
     params: &mut LitellmParams,
@@ -39,7 +40,21 @@ fn resolve_params(
     if let Some(key) = &params.api_key {
         params.api_key = Some(resolve_secret(key, file_env, origin, &field("api_key"))?);
     }
-    for (name, value) in [("api_base", &mut params.api_base), ("api_version", &mut params.api_version)] {
+    for (name, secret) in [
+        ("aws_access_key_id", &mut params.aws_access_key_id),
+        ("aws_secret_access_key", &mut params.aws_secret_access_key),
+        ("aws_session_token", &mut params.aws_session_token),
+    ] {
+        if let Some(value) = secret.as_ref() {
+            *secret = Some(resolve_secret(value, file_env, origin, &field(name))?);
+        }
+    }
+    for (name, value) in [
+        ("api_base", &mut params.api_base),
+        ("api_version", &mut params.api_version),
+        ("aws_region_name", &mut params.aws_region_name),
+        ("aws_bedrock_runtime_endpoint", &mut params.aws_bedrock_runtime_endpoint),
+    ] {
         if let Some(text) = value.as_mut().filter(|v| v.starts_with("os.environ/")) {
             *text = resolve_secret(&Secret::new(text.as_str()), file_env, origin, &field(name))?.expose().to_owned();
         }

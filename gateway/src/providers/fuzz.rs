@@ -25,6 +25,7 @@ fn deployment(api: Api) -> Deployment {
         api_base: "http://127.0.0.1:9".into(),
         api_key: None,
         api_version: None,
+        aws: None,
         urls: EndpointUrls::default(),
         timeout: Duration::from_secs(1),
         stream_idle_timeout: Duration::from_secs(1),
@@ -87,6 +88,9 @@ fn request_body_holds(body: &[u8], endpoint: Endpoint, kind: Api) -> Result<(), 
         "gemini" => {
             prop_assert_eq!(sent["generationConfig"]["maxOutputTokens"].as_u64(), limit);
         }
+        "bedrock" => {
+            prop_assert_eq!(sent["inferenceConfig"]["maxTokens"].as_u64(), limit);
+        }
         other => prop_assert!(false, "no expectation for a translating provider {}", other),
     }
     Ok(())
@@ -139,6 +143,7 @@ fn answers() -> Vec<Value> {
     let mut all = openai::answers();
     all.extend(crate::providers::gemini::fuzz::answers());
     all.extend(crate::providers::anthropic::fuzz::stream_seeds());
+    all.extend(crate::providers::bedrock::fuzz::answers());
     all
 }
 
@@ -181,7 +186,7 @@ fn deeply_nested_fields_pass_to_openai_compatible_providers_as_written() {
     let sent = request_body(&deployment(&super::openai::OpenAi), &request).unwrap();
     let sent = String::from_utf8(sent).unwrap();
     assert!(sent.contains(&deep) && sent.contains(r#""max_tokens":9"#), "{sent}");
-    for kind in [&anthropic::Anthropic as Api, &gemini::Gemini] {
+    for kind in [&anthropic::Anthropic as Api, &gemini::Gemini, &bedrock::Bedrock] {
         match request_body(&deployment(kind), &request) {
             Err(GatewayError::InvalidField { field, .. }) => assert_eq!(field, "x"),
             other => panic!("{kind:?}: {other:?}"),

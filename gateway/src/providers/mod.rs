@@ -8,18 +8,22 @@
 //! one line in [`REGISTRY`] (CONTRIBUTING.md walks through it).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
-use crate::config::Secret;
+use crate::config::{LitellmParams, Secret};
 use crate::error::GatewayError;
 use crate::http::wire::ProxyRequest;
 use crate::limits::pricing::Price;
+use bedrock::sigv4::AwsCredentials;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every provider family the gateway can call.
-pub static REGISTRY: &[&dyn Provider] = &[&openai::OpenAi, &openai::Azure, &anthropic::Anthropic, &gemini::Gemini];
+pub static REGISTRY: &[&dyn Provider] =
+    &[&openai::OpenAi, &openai::Azure, &anthropic::Anthropic, &gemini::Gemini, &bedrock::Bedrock];
 
 /// Where a deployment is: what its URLs are built from.
 #[derive(Clone, Copy, Debug)]
@@ -43,12 +47,42 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Whether the family serves `endpoint` (families with a translated API serve chat only).
     fn serves(&self, endpoint: Endpoint) -> bool;
 
+    /// The model the provider and the model catalogue know, from what follows the prefix
+    /// (Bedrock's `converse/<id>` is `<id>`).
+    fn upstream_model<'a>(&self, model: &'a str) -> &'a str {
+        model
+    }
+
+    /// The base URL a deployment's own parameters give when it sets no `api_base` (Bedrock's
+    /// region).
+    fn base_from_params(&self, _params: &LitellmParams) -> Option<String> {
+        None
+    }
+
+    /// The AWS credentials a deployment signs its requests with (Bedrock's), read at start-up
+    /// with the other parameters the family requires; `Err` names the field at fault.
+    fn signing(&self, _params: &LitellmParams) -> Result<Option<Arc<AwsCredentials>>, (&'static str, String)> {
+        Ok(None)
+    }
+
     /// The URL of `endpoint` (a stream may have a URL of its own).
     fn url(&self, target: Target<'_>, endpoint: Endpoint, stream: bool) -> String;
 
     /// Sets the authentication header for `key` (never in the URL: URLs end up in logs), and
     /// any header the API requires.
     fn authenticate(&self, request: reqwest::RequestBuilder, key: Option<&Secret>) -> reqwest::RequestBuilder;
+
+    /// Authenticates a request to `url` with `body`: [`Provider::authenticate`] with the
+    /// deployment's key, or a signature of the whole request (Bedrock's SigV4).
+    fn sign(
+        &self,
+        request: reqwest::RequestBuilder,
+        deployment: &Deployment,
+        _url: &reqwest::Url,
+        _body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        self.authenticate(request, deployment.api_key.as_ref())
+    }
 
     /// The body to send: the OpenAI request as is (model renamed), or translated. The output
     /// limit the request was reserved for (`ProxyRequest::max_tokens`) is the one sent.
@@ -80,6 +114,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 /// The provider family a `litellm_params.model` prefix names.
 pub fn by_prefix(prefix: &str) -> Option<&'static dyn Provider> {
     REGISTRY.iter().copied().find(|p| p.prefixes().iter().any(|(name, _)| *name == prefix))
+}
+
+/// `(provider prefix, upstream model)` of a `litellm_params.model` (no prefix is `openai`), the
+/// upstream model as its family names it ([`Provider::upstream_model`]).
+pub fn split_model(model: &str) -> (&str, &str) {
+    let (provider, upstream) = model.split_once('/').unwrap_or(("openai", model));
+    (provider, by_prefix(provider).map_or(upstream, |api| api.upstream_model(upstream)))
 }
 
 /// Every prefix [`by_prefix`] accepts, for error messages.
@@ -208,6 +249,8 @@ pub struct Deployment {
     pub api_base: String,
     pub api_key: Option<Secret>,
     pub api_version: Option<String>,
+    /// AWS credentials its requests are signed with (Bedrock), when it has them.
+    pub aws: Option<Arc<AwsCredentials>>,
     /// Parsed once at start-up: the URL of each endpoint this deployment serves.
     pub urls: EndpointUrls,
     /// Whole-request timeout (until the last byte of a non-streamed answer, or the first byte
@@ -403,8 +446,8 @@ pub async fn send(
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
     // One request shape for every provider; only the headers differ.
-    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-    let mut request = deployment.api.authenticate(request, deployment.api_key.as_ref());
+    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json");
+    let mut request = deployment.api.sign(request, deployment, url, &body).body(body);
     // The provider sees the attempt's span as its caller (W3C Trace Context).
     if let Some(traceparent) = crate::traces::outbound_traceparent() {
         request = request.header("traceparent", traceparent);

@@ -204,7 +204,7 @@ impl Router {
         let mut names = Vec::new();
         for (i, m) in config.model_list.iter().enumerate() {
             let p = &m.litellm_params;
-            let (provider, upstream) = p.model.split_once('/').unwrap_or(("openai", p.model.as_str()));
+            let (provider, upstream) = crate::providers::split_model(&p.model);
             let api = crate::providers::by_prefix(provider).ok_or_else(|| ConfigError::Invalid {
                 path: origin.to_owned(),
                 field: format!("model_list[{i}].litellm_params.model"),
@@ -213,8 +213,14 @@ impl Router {
                     crate::providers::supported_prefixes().join(", ")
                 ),
             })?;
-            let api_base = match (&p.api_base, default_api_base(provider)) {
-                (Some(base), _) => base.clone(),
+            let invalid = |field: &str, message: String| ConfigError::Invalid {
+                path: origin.to_owned(),
+                field: format!("model_list[{i}].litellm_params.{field}"),
+                message,
+            };
+            let aws = api.signing(p).map_err(|(field, message)| invalid(field, message))?;
+            let api_base = match (p.api_base.clone().or_else(|| api.base_from_params(p)), default_api_base(provider)) {
+                (Some(base), _) => base,
                 (None, Some(base)) => base.to_owned(),
                 (None, None) => {
                     return Err(ConfigError::Invalid {
@@ -246,6 +252,7 @@ impl Router {
                 urls,
                 api_key: p.api_key.clone(),
                 api_version: p.api_version.clone(),
+                aws,
                 timeout: Duration::from_secs_f64(timeout),
                 stream_idle_timeout: Duration::from_secs_f64(
                     p.stream_timeout.or(rs.stream_timeout).unwrap_or(timeout.min(300.0)),

@@ -68,8 +68,14 @@ const TAGS: &str = "give deployments of each tag a model_name of their own";
 const MCP: &str = "MCP is not served";
 const PROMPTS: &str = "clients send their prompts; Tollgate stores none";
 const SCHEDULER: &str = "requests are served as they come, without priorities";
-const CLOUD_AUTH: &str = "Bedrock, SageMaker, Vertex AI and watsonx are not providers of Tollgate yet: reach such \
-                          models through an OpenAI-compatible endpoint (`api_base`, `api_key`)";
+const CLOUD_AUTH: &str = "SageMaker, Vertex AI and watsonx are not providers of Tollgate yet: reach such models \
+                          through an OpenAI-compatible endpoint (`api_base`, `api_key`); a `bedrock/` deployment \
+                          names its region in `aws_region_name`";
+const AWS_STATIC_KEYS: &str = "a `bedrock/` deployment signs with static keys (`aws_access_key_id`, \
+                               `aws_secret_access_key`, `aws_session_token`): profiles, roles, web identity and STS \
+                               are not read";
+const AWS_SIGNING: &str = "a `bedrock/` deployment's static AWS credentials: its requests are signed with SigV4 \
+                           (`os.environ/VAR` allowed)";
 const ENTRA_ID: &str = "give the Azure deployment's `api_key` (no Entra ID sign-in)";
 const PRICE_PER_TOKEN: &str = "Tollgate prices tokens (text, cache, reasoning, audio, image), context tiers and \
                                requests; not this unit (docs/design.md, \"Prices\")";
@@ -189,17 +195,17 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("auto_router_default_model", Ignored("clients name the model they want")),
     ("auto_router_embedding_model", Ignored("clients name the model they want")),
     ("region_name", Ignored(CLOUD_AUTH)),
-    ("aws_access_key_id", Ignored(CLOUD_AUTH)),
-    ("aws_secret_access_key", Ignored(CLOUD_AUTH)),
-    ("aws_session_token", Ignored(CLOUD_AUTH)),
-    ("aws_region_name", Ignored(CLOUD_AUTH)),
-    ("aws_session_name", Ignored(CLOUD_AUTH)),
-    ("aws_profile_name", Ignored(CLOUD_AUTH)),
-    ("aws_role_name", Ignored(CLOUD_AUTH)),
-    ("aws_web_identity_token", Ignored(CLOUD_AUTH)),
-    ("aws_sts_endpoint", Ignored(CLOUD_AUTH)),
-    ("aws_external_id", Ignored(CLOUD_AUTH)),
-    ("aws_bedrock_runtime_endpoint", Ignored(CLOUD_AUTH)),
+    ("aws_access_key_id", Honoured(AWS_SIGNING)),
+    ("aws_secret_access_key", Honoured(AWS_SIGNING)),
+    ("aws_session_token", Honoured(AWS_SIGNING)),
+    ("aws_region_name", Honoured("a `bedrock/` deployment's region: its endpoint and its signature")),
+    ("aws_session_name", Ignored(AWS_STATIC_KEYS)),
+    ("aws_profile_name", Ignored(AWS_STATIC_KEYS)),
+    ("aws_role_name", Ignored(AWS_STATIC_KEYS)),
+    ("aws_web_identity_token", Ignored(AWS_STATIC_KEYS)),
+    ("aws_sts_endpoint", Ignored(AWS_STATIC_KEYS)),
+    ("aws_external_id", Ignored(AWS_STATIC_KEYS)),
+    ("aws_bedrock_runtime_endpoint", Honoured("a `bedrock/` deployment's endpoint in place of the region's")),
     ("vertex_project", Ignored(CLOUD_AUTH)),
     ("vertex_location", Ignored(CLOUD_AUTH)),
     ("vertex_credentials", Ignored(CLOUD_AUTH)),

@@ -271,6 +271,11 @@ model_list:
       input_cost_per_token_above_200k_tokens: 0.000001
       output_cost_per_token_above_200k_tokens: 0.000001
       cache_read_input_token_cost_above_200k_tokens: 0.000001
+      aws_access_key_id: AKID
+      aws_secret_access_key: secret
+      aws_session_token: token
+      aws_region_name: us-east-1
+      aws_bedrock_runtime_endpoint: https://bedrock-runtime.us-east-1.amazonaws.com
   - model_name: n
     litellm_params: {model: openai/gpt-4o-mini, api_key: k}
 router_settings:

@@ -92,7 +92,7 @@ fn price_of(config: &Config, index: usize, origin: &str, catalogue: Catalogue) -
 /// LiteLLM's price fields of a deployment: those of `litellm_params`, then of `model_info`,
 /// then of the catalogue entry found for it; and where the catalogue part came from.
 fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>, String) {
-    let (provider, upstream) = m.litellm_params.model.split_once('/').unwrap_or(("openai", &m.litellm_params.model));
+    let (provider, upstream) = crate::providers::split_model(&m.litellm_params.model);
     let info = m.model_info.as_ref();
     let base_model = info.and_then(|i| i.get("base_model")).and_then(|b| b.as_str());
     let found = match catalogue {
