@@ -22,7 +22,7 @@ fn principal(key: &str, team: Option<&str>) -> Principal {
 }
 
 fn cache(params: CacheParams) -> ResponseCache {
-    ResponseCache::new(params)
+    ResponseCache::new(params).unwrap()
 }
 
 fn plan(cache: &ResponseCache, who: &Principal, body: &str) -> Plan {
