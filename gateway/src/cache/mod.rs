@@ -1,11 +1,13 @@
 //! The exact-match response cache for chat completions (and /v1/messages, served as chat): a
-//! whole, successful answer is kept under a hash of what decides it (see [`key`]), and the same
-//! request later is answered from it, streamed requests as SSE ([`replay`]). A hit is metered as
+//! successful answer (whole, or a stream that ended cleanly, assembled by [`assemble`]) is kept
+//! under a hash of what decides it (see [`key`]), in the gateway's memory ([`local`]) or in a
+//! shared Redis ([`redis_store`]), and the same request later is answered from it, streamed
+//! requests as SSE ([`replay`]). A hit is metered as
 //! its own usage event (`cache` set, no tokens, the configured price of a hit) after admission,
 //! so budgets and rate limits apply to it.
 //!
-//! It must never keep an error, a partial answer or a stream (streamed answers are not stored:
-//! only whole ones are), nor serve one team's entry to another unless
+//! It must never keep an error or a partial answer, never fail or stall a request because its
+//! backend failed (a miss instead), nor serve one team's entry to another unless
 //! `cache_params.share_across_teams` says so.
 
 pub mod assemble;
