@@ -1,6 +1,6 @@
 //! A private Redis (Debian's `redis-server`, installed by `deploy/local/prereqs`) on a loopback
 //! port of its own, in memory only, for the shared response cache's tests; killed when dropped
-//! or by [`Redis::stop`], so a test can take it away mid-run.
+//! or by [`Redis::stop`], so a test can take it away mid-run (or freeze it: [`Redis::freeze`]).
 
 use anyhow::{bail, Context, Result};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,24 @@ impl Redis {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("redis-server did not listen on 127.0.0.1:{port} within 5 s")
+    }
+
+    /// Freezes it (SIGSTOP): it still accepts connections but answers nothing, as a Redis that
+    /// stalls does.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen Redis go on (SIGCONT).
+    pub fn thaw(&self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.child.as_ref().context("redis is stopped")?.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+        Ok(())
     }
 
     /// Kills it (SIGKILL) and waits for it to be gone.
