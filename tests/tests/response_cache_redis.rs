@@ -5,7 +5,6 @@
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tollgate_tests::redis::Redis;
 use tollgate_tests::*;
@@ -21,11 +20,6 @@ struct Answer {
     hit: bool,
     cache_key: Option<String>,
     content: String,
-}
-
-async fn served(client: &reqwest::Client, mock: &str) -> Result<u64> {
-    let stats: Value = client.get(format!("{mock}/stats")).send().await?.json().await?;
-    stats["served"].as_u64().context("no served count")
 }
 
 async fn chat(client: &reqwest::Client, gw: &str, key: &str, body: &Value) -> Result<Answer> {
@@ -100,12 +94,12 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     assert_eq!((on_b.content.as_str(), on_b.cost), (first.content.as_str(), Some(first_cost * HIT_PERCENT / 100)));
     assert_eq!(on_b.cache_key.as_ref().map(String::len), Some(64), "x-litellm-cache-key on a hit");
     charged.push((alpha_2, on_b.cost.context("no cost")?));
-    assert_eq!(served(&client, &mock_url).await?, 1, "one provider call for both");
+    assert_eq!(mock_served(&client, &mock_url).await?, 1, "one provider call for both");
     // Another team shares nothing.
     let other_team = chat(&client, &b, beta, &prompt("shared", false)).await?;
     assert!(!other_team.hit);
     charged.push((beta, other_team.cost.context("no cost")?));
-    assert_eq!(served(&client, &mock_url).await?, 2);
+    assert_eq!(mock_served(&client, &mock_url).await?, 2);
 
     // A streamed first answer fills the cache: asked whole on B, and streamed on A, it is a hit.
     let streamed = chat(&client, &a, alpha_1, &prompt("streamed first", true)).await?;
@@ -126,7 +120,7 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     assert!(restreamed.hit);
     assert_eq!((restreamed.content.as_str(), restreamed.cost), (streamed.content.as_str(), whole.cost));
     charged.push((alpha_2, streamed_cost * HIT_PERCENT / 100));
-    assert_eq!(served(&client, &mock_url).await?, 3);
+    assert_eq!(mock_served(&client, &mock_url).await?, 3);
 
     // A Redis that stalls: the request goes on after `redis_timeout_ms`, as a miss.
     redis.freeze()?;
@@ -138,7 +132,7 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     assert!(!stalled.hit);
     assert!(took < Duration::from_secs(2), "a stalled Redis held a request {took:?}");
     charged.push((alpha_1, stalled.cost.context("no cost")?));
-    assert_eq!(served(&client, &mock_url).await?, 4);
+    assert_eq!(mock_served(&client, &mock_url).await?, 4);
 
     // Redis goes away: every request is still answered, by the provider, without delay.
     redis.stop();
@@ -149,7 +143,7 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
         assert!(started.elapsed() < Duration::from_secs(3), "a down Redis stalled a request {:?}", started.elapsed());
         charged.push((key, answer.cost.context("no cost")?));
     }
-    assert_eq!(served(&client, &mock_url).await?, 7);
+    assert_eq!(mock_served(&client, &mock_url).await?, 7);
     let scrape = client.get(format!("{b}/metrics")).send().await?.text().await?;
     assert!(
         scrape.lines().any(|l| l.starts_with("tollgate_cache_errors_total{") && !l.ends_with(" 0")),
@@ -157,22 +151,7 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     );
 
     // The ledger holds every answer once, hits at their own cost, per key and per team.
-    let mut per_scope: HashMap<String, i64> = HashMap::new();
-    for (key, cost) in &charged {
-        *per_scope.entry(format!("key/{}", key_hash(key))).or_default() += cost;
-        if let Some(team) = TENANT_KEYS.iter().find(|(k, _)| k == key).and_then(|(_, t)| *t) {
-            *per_scope.entry(format!("team/{team}")).or_default() += cost;
-        }
-    }
-    let total: i64 = charged.iter().map(|(_, c)| c).sum();
-    eventually("the ledger to hold every answer", Duration::from_secs(90), || async {
-        let (count, sum) = event_ledger_totals(&session, &keyspace).await?;
-        Ok((count == charged.len() as i64 && sum == total).then_some(()))
-    })
-    .await?;
-    for (scope, expected) in &per_scope {
-        assert_eq!(scope_total(&session, &keyspace, scope).await?.0, *expected, "{scope}");
-    }
+    assert_charged(&session, &keyspace, &charged).await?;
     drop((consumer, gateways, mock));
     Ok(())
 }
