@@ -133,6 +133,12 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     assert!(took < Duration::from_secs(2), "a stalled Redis held a request {took:?}");
     charged.push((alpha_1, stalled.cost.context("no cost")?));
     assert_eq!(mock_served(&client, &mock_url).await?, 4);
+    // Thawed, it serves again: the gateway's connection outlived the stall.
+    let after = chat(&client, &b, alpha_2, &prompt("shared", false)).await?;
+    assert!(after.hit, "a hit once Redis answers again");
+    assert_eq!(after.cost, Some(first_cost * HIT_PERCENT / 100));
+    charged.push((alpha_2, first_cost * HIT_PERCENT / 100));
+    assert_eq!(mock_served(&client, &mock_url).await?, 4);
 
     // Redis goes away: every request is still answered, by the provider, without delay.
     redis.stop();

@@ -24,6 +24,7 @@ struct Meta {
     prompt_tokens: u64,
     completion_tokens: u64,
     served_model: Option<String>,
+    stored_at: u64,
 }
 
 /// Why bytes read back are not an entry.
@@ -52,6 +53,7 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
         prompt_tokens: entry.prompt_tokens,
         completion_tokens: entry.completion_tokens,
         served_model: entry.served_model.clone().filter(|m| m.len() <= MAX_MODEL_BYTES),
+        stored_at: entry.stored_at,
     };
     // Serializing integers and a string cannot fail; an empty line would decode as a miss.
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
@@ -88,6 +90,7 @@ pub fn decode(bytes: &[u8], max_entry_bytes: u64) -> Result<Entry, Undecodable> 
         prompt_tokens: meta.prompt_tokens,
         completion_tokens: meta.completion_tokens,
         served_model: meta.served_model,
+        stored_at: meta.stored_at,
     })
 }
 
@@ -105,6 +108,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 5,
             served_model: Some("m-1".into()),
+            stored_at: 1_700_000_000,
         }
     }
 
@@ -113,7 +117,7 @@ mod tests {
         let back = decode(&encode(&entry()), 1 << 20).unwrap();
         assert_eq!(back.body.as_ref(), ANSWER);
         assert_eq!((back.cost, back.prompt_tokens, back.completion_tokens), (NanoUsd(1234), 10, 5));
-        assert_eq!(back.served_model.as_deref(), Some("m-1"));
+        assert_eq!((back.served_model.as_deref(), back.stored_at), (Some("m-1"), 1_700_000_000));
     }
 
     #[test]
@@ -129,7 +133,7 @@ mod tests {
     #[test]
     fn garbage_is_no_entry() {
         let with_meta = |meta: &str, body: &[u8]| [MAGIC, meta.as_bytes(), b"\n", body].concat();
-        let good_meta = r#"{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":null}"#;
+        let good_meta = r#"{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":null,"stored_at":1}"#;
         let cases: Vec<(Vec<u8>, Undecodable)> = vec![
             (b"".to_vec(), Undecodable::NotAnEntry),
             (b"hello".to_vec(), Undecodable::NotAnEntry),
@@ -138,21 +142,30 @@ mod tests {
             ([MAGIC, &[b' '; MAX_META_BYTES + 1], b"\n{}"].concat(), Undecodable::BadMeta),
             (with_meta("{", ANSWER), Undecodable::BadMeta),
             (
-                with_meta(r#"{"cost":-1,"prompt_tokens":1,"completion_tokens":1,"served_model":null}"#, ANSWER),
+                with_meta(
+                    r#"{"cost":-1,"prompt_tokens":1,"completion_tokens":1,"served_model":null,"stored_at":1}"#,
+                    ANSWER,
+                ),
                 Undecodable::BadMeta,
             ),
             (
-                with_meta(r#"{"cost":1,"prompt_tokens":-1,"completion_tokens":1,"served_model":null}"#, ANSWER),
+                with_meta(
+                    r#"{"cost":1,"prompt_tokens":-1,"completion_tokens":1,"served_model":null,"stored_at":1}"#,
+                    ANSWER,
+                ),
                 Undecodable::BadMeta,
             ),
             (
-                with_meta(r#"{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":null,"x":1}"#, ANSWER),
+                with_meta(
+                    r#"{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":null,"stored_at":1,"x":1}"#,
+                    ANSWER,
+                ),
                 Undecodable::BadMeta,
             ),
             (
                 with_meta(
                     &format!(
-                        r#"{{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":"{}"}}"#,
+                        r#"{{"cost":1,"prompt_tokens":1,"completion_tokens":1,"served_model":"{}","stored_at":1}}"#,
                         "m".repeat(300)
                     ),
                     ANSWER,

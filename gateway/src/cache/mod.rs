@@ -35,6 +35,13 @@ pub struct Entry {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub served_model: Option<String>,
+    /// When it was stored, in seconds since the Unix epoch (for `s-maxage`).
+    pub stored_at: u64,
+}
+
+/// Seconds since the Unix epoch now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// What the pipeline does with the cache for one request: the entry's key, and the request's
@@ -81,6 +88,9 @@ impl ResponseCache {
             Backend::Local(store) => store.get(&plan.key).await,
             Backend::Redis(store) => store.get(&plan.key).await.map(Arc::new),
         };
+        // `s-maxage`: an older entry is a miss (a clock that went back makes none older).
+        let found =
+            found.filter(|e| plan.controls.max_age.is_none_or(|age| now_secs().saturating_sub(e.stored_at) <= age));
         let name = if found.is_some() { "tollgate_cache_hits_total" } else { "tollgate_cache_misses_total" };
         counter!(name, "model" => model_label.to_owned()).increment(1);
         found
@@ -107,6 +117,7 @@ impl ResponseCache {
             prompt_tokens: tokens.prompt,
             completion_tokens: tokens.completion,
             served_model: served_model.map(str::to_owned),
+            stored_at: now_secs(),
         };
         match &self.backend {
             Backend::Local(store) => store.put(&plan.key, entry, ttl).await,
