@@ -43,6 +43,9 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| BadAddress(format!("{:?}", e.kind())))?;
+        // The host alone: the URL may hold the password.
+        let host = params.host.as_ref().map_or("(from url)", |h| h.expose());
+        tracing::info!(host, timeout_ms = params.redis_timeout_ms, "response cache: entries in a shared Redis");
         Ok(RedisStore { connection, timeout, max_entry_bytes: params.max_entry_bytes })
     }
 
@@ -58,6 +61,7 @@ impl RedisStore {
             Ok(Err(e)) => return failed("get", &e),
             Err(_) => return failed("get", &TimedOut),
         };
+        // A missing key reads as nothing.
         if bytes.is_empty() {
             return None;
         }
@@ -73,12 +77,11 @@ impl RedisStore {
     pub async fn put(&self, key: &CacheKey, entry: &Entry, ttl: Duration) {
         let mut connection = self.connection.clone();
         let write = connection.set_ex::<_, _, ()>(redis_key(key), codec::encode(entry), ttl.as_secs().max(1));
-        match tokio::time::timeout(self.timeout, write).await {
+        let _: Option<()> = match tokio::time::timeout(self.timeout, write).await {
             Ok(Ok(())) => None,
             Ok(Err(e)) => failed("set", &e),
             Err(_) => failed("set", &TimedOut),
-        }
-        .unwrap_or(())
+        };
     }
 }
 
