@@ -56,6 +56,15 @@ CASSANDRA_TLS=$CASSANDRA_DIR/tls
 CQL_CA=$CASSANDRA_TLS/node.pem
 CASSANDRA_KEYSTORE=$CASSANDRA_TLS/node.p12
 CASSANDRA_KEYSTORE_PASSWORD=tollgate-local-keystore
+# Redis for the shared response cache (gateway `cache_params: {type: redis}`), no password,
+# loopback only, an LRU cache of at most REDIS_MAXMEMORY.
+REDIS_PORT=6390
+REDIS_DIR=$STATE_DIR/redis
+REDIS_CONF=$REDIS_DIR/redis.conf
+REDIS_LOG=$REDIS_DIR/redis.log
+REDIS_PID=$REDIS_DIR/redis.pid
+REDIS_MAIN=redis-server
+REDIS_MAXMEMORY=${TOLLGATE_REDIS_MAXMEMORY:-256mb}
 # Heap and extra JVM flags of the node (deploy/local/cluster runs three smaller ones).
 CASSANDRA_HEAP=1g
 CASSANDRA_EXTRA_OPTS=()

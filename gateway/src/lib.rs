@@ -121,6 +121,8 @@ pub enum StartError {
     Secret(String),
     #[error("{0}")]
     Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Cache(#[from] cache::redis_store::BadAddress),
 }
 
 fn default_gateway_id() -> String {
@@ -236,7 +238,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_body_bytes: config.gateway.max_body_bytes,
         shared_customers: config.gateway.shared_customers,
         max_response_bytes: config.gateway.max_response_bytes,
-        cache: config.litellm_settings.response_cache().map(|p| Arc::new(cache::ResponseCache::new(p))),
+        cache: config.litellm_settings.response_cache().map(cache::ResponseCache::new).transpose()?.map(Arc::new),
         metrics: {
             observability::install(&config.gateway.metrics);
             let handle = telemetry::metrics_handle();

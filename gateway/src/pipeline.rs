@@ -129,8 +129,8 @@ pub(crate) async fn serve(
         request: request.clone(),
         attempt: attempt.clone(),
     });
-    if let Some((cache, entry)) = crate::cache::lookup(state.cache.as_deref(), plan.as_ref(), &label).await {
-        let reply = crate::cache::hit::answer(cache, entry, &request, recorder, limit_headers).await;
+    if let Some((cache, entry, key)) = crate::cache::lookup(state.cache.as_deref(), plan.as_ref(), &label).await {
+        let reply = crate::cache::hit::answer(cache, entry, key, &request, recorder, limit_headers).await;
         return Ok((label.clone(), reply));
     }
     // The call may finish in the background (`finish_upstream`): it keeps the request's span.
@@ -223,7 +223,9 @@ async fn respond(
     .chain(limit_headers)
     .collect();
     if request.stream {
-        let stream = metered_stream(state, request, answer, recorder, label, applied);
+        let capture =
+            state.cache.clone().zip(plan).and_then(|(cache, plan)| crate::cache::assemble::Capture::new(cache, plan));
+        let stream = metered_stream(state, request, answer, recorder, label, applied).cached_by(capture);
         return Ok(Reply::Stream { headers, stream: Box::new(stream) });
     }
 

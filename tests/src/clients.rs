@@ -132,3 +132,9 @@ pub async fn drive_load(
     }
     Ok(truth)
 }
+
+/// How many requests the mock provider at `mock` (its base URL) has answered.
+pub async fn mock_served(client: &reqwest::Client, mock: &str) -> Result<u64> {
+    let stats: Value = client.get(format!("{mock}/stats")).send().await?.json().await?;
+    stats["served"].as_u64().context("no served count")
+}

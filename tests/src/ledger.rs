@@ -226,3 +226,25 @@ impl GroundTruth {
         Ok(true)
     }
 }
+
+/// Waits until the event ledger holds exactly the answers of `charged` (key, cost in nano-USD),
+/// then checks each key's and each team's total in Layer 2.
+pub async fn assert_charged(session: &Session, ks: &str, charged: &[(&str, i64)]) -> Result<()> {
+    let mut per_scope: HashMap<String, i64> = HashMap::new();
+    for (key, cost) in charged {
+        *per_scope.entry(format!("key/{}", key_hash(key))).or_default() += cost;
+        if let Some(team) = crate::configs::TENANT_KEYS.iter().find(|(k, _)| k == key).and_then(|(_, t)| *t) {
+            *per_scope.entry(format!("team/{team}")).or_default() += cost;
+        }
+    }
+    let total: i64 = charged.iter().map(|(_, c)| c).sum();
+    crate::eventually("the ledger to hold every answer", Duration::from_secs(90), || async {
+        let (count, sum) = event_ledger_totals(session, ks).await?;
+        Ok((count == charged.len() as i64 && sum == total).then_some(()))
+    })
+    .await?;
+    for (scope, expected) in &per_scope {
+        ensure!(scope_total(session, ks, scope).await?.0 == *expected, "{scope}: expected {expected}");
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //! - [`load`]: load over gateways that come and go, and the ledger checked request by request;
 //! - [`finance`]: events with a cost breakdown, `export` and `close`, exports read back exactly;
 //! - [`postgres`]: a private PostgreSQL with LiteLLM's schema (the import test).
+//! - [`redis`]: a private Redis for the shared response cache, stopped at will.
 //! - [`otelcol`]: the OpenTelemetry Collector the trace tests export to, and the spans it wrote.
 //!
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
@@ -25,6 +26,7 @@ pub mod load;
 pub mod otelcol;
 pub mod postgres;
 pub mod prometheus;
+pub mod redis;
 pub mod services;
 
 pub use clients::*;

@@ -4,8 +4,6 @@
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::time::Duration;
 use tollgate_tests::*;
 
 /// A hit costs half of what the stored answer cost.
@@ -15,11 +13,6 @@ struct Answer {
     cost: i64,
     hit: bool,
     content: String,
-}
-
-async fn served(client: &reqwest::Client, mock: &str) -> Result<u64> {
-    let stats: Value = client.get(format!("{mock}/stats")).send().await?.json().await?;
-    stats["served"].as_u64().context("no served count")
 }
 
 async fn chat(client: &reqwest::Client, gw: &str, key: &str, body: &Value) -> Result<Answer> {
@@ -87,7 +80,7 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
     let mut charged: Vec<(&str, i64)> = Vec::new();
 
     let first = chat(&client, &gw, alpha_1, &prompt).await?;
-    ensure!(!first.hit && first.cost > 0 && served(&client, &mock_url).await? == 1);
+    ensure!(!first.hit && first.cost > 0 && mock_served(&client, &mock_url).await? == 1);
     charged.push((alpha_1, first.cost));
     // Another key of the same team: answered from the cache, at half the cost.
     let again = chat(&client, &gw, alpha_2, &prompt).await?;
@@ -99,22 +92,22 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
     assert!(streamed.hit);
     assert_eq!(streamed.content, first.content);
     charged.push((alpha_2, streamed.cost));
-    assert_eq!(served(&client, &mock_url).await?, 1, "hits never reach the provider");
+    assert_eq!(mock_served(&client, &mock_url).await?, 1, "hits never reach the provider");
     // Another team's identical prompt misses.
     let other_team = chat(&client, &gw, beta, &prompt).await?;
     assert!(!other_team.hit);
-    assert_eq!(served(&client, &mock_url).await?, 2);
+    assert_eq!(mock_served(&client, &mock_url).await?, 2);
     charged.push((beta, other_team.cost));
     // `no-cache`: the provider answers although an entry exists.
     let bypass = chat(&client, &gw, alpha_1, &with(json!({"cache": {"no-cache": true}}))).await?;
     assert!(!bypass.hit);
-    assert_eq!(served(&client, &mock_url).await?, 3);
+    assert_eq!(mock_served(&client, &mock_url).await?, 3);
     charged.push((alpha_1, bypass.cost));
     // `no-store`: nothing kept, so the next request misses too.
     let unstored = chat(&client, &gw, solo, &with(json!({"cache": {"no-store": true}}))).await?;
     let next = chat(&client, &gw, solo, &prompt).await?;
     assert!(!unstored.hit && !next.hit);
-    assert_eq!(served(&client, &mock_url).await?, 5);
+    assert_eq!(mock_served(&client, &mock_url).await?, 5);
     charged.push((solo, unstored.cost));
     charged.push((solo, next.cost));
     // /v1/messages is served as chat: its repeats hit too, streamed ones translated to
@@ -136,7 +129,7 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
         }
         charged.push((beta, cost));
     }
-    assert_eq!(served(&client, &mock_url).await?, 6, "one provider call for three /v1/messages requests");
+    assert_eq!(mock_served(&client, &mock_url).await?, 6, "one provider call for three /v1/messages requests");
     // Hostile controls are refused before anything is charged.
     let bad = client
         .post(format!("{gw}/v1/chat/completions"))
@@ -147,23 +140,8 @@ async fn the_cache_answers_repeats_per_team_and_the_ledger_counts_each_hit() -> 
     assert_eq!(bad.status(), 400);
 
     // The ledger holds every answer once, hits at their own cost, per key and per team.
-    let mut per_scope: HashMap<String, i64> = HashMap::new();
-    for (key, cost) in &charged {
-        *per_scope.entry(format!("key/{}", key_hash(key))).or_default() += cost;
-        if let Some(team) = TENANT_KEYS.iter().find(|(k, _)| k == key).and_then(|(_, t)| *t) {
-            *per_scope.entry(format!("team/{team}")).or_default() += cost;
-        }
-    }
-    let total: i64 = charged.iter().map(|(_, c)| c).sum();
     let session = cql().await?;
-    eventually("the ledger to hold every answer", Duration::from_secs(90), || async {
-        let (count, sum) = event_ledger_totals(&session, &keyspace).await?;
-        Ok((count == charged.len() as i64 && sum == total).then_some(()))
-    })
-    .await?;
-    for (scope, expected) in &per_scope {
-        assert_eq!(scope_total(&session, &keyspace, scope).await?.0, *expected, "{scope}");
-    }
+    assert_charged(&session, &keyspace, &charged).await?;
     let scrape = client.get(format!("{gw}/metrics")).send().await?.text().await?;
     assert!(scrape.lines().any(|l| l.starts_with("tollgate_cache_hits_total{") && l.ends_with(" 4")), "{scrape}");
     drop((consumer, gateway, mock));

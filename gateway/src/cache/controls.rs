@@ -1,5 +1,5 @@
 //! A request's own cache controls, in LiteLLM's shape: the body's `cache` object
-//! (`{"no-cache": true, "no-store": true, "ttl": 60, "namespace": "x"}`). Client input: bounded
+//! (`{"no-cache": true, "no-store": true, "ttl": 60, "s-maxage": 30, "namespace": "x"}`). Client input: bounded
 //! and checked, an unknown control is a 400 naming it.
 
 use crate::config::MAX_TTL_SECS;
@@ -18,6 +18,8 @@ pub struct Controls {
     pub no_store: bool,
     /// Seconds to keep this answer, instead of `cache_params.ttl`.
     pub ttl: Option<u64>,
+    /// Only an entry stored at most this many seconds ago answers (LiteLLM's `s-maxage`).
+    pub max_age: Option<u64>,
     /// Entries of another namespace are never served.
     pub namespace: Option<String>,
 }
@@ -31,6 +33,8 @@ struct Raw {
     no_store: bool,
     #[serde(default)]
     ttl: Option<u64>,
+    #[serde(default, rename = "s-maxage")]
+    max_age: Option<u64>,
     #[serde(default)]
     namespace: Option<String>,
 }
@@ -48,13 +52,19 @@ impl Controls {
             .and_then(|raw| serde_json::from_str(raw).map_err(|e| GatewayError::field("cache", e.to_string()))).map_err(|e| {
             GatewayError::field(
                 "cache",
-                format!("`cache` must be an object of `no-cache`, `no-store` (booleans), `ttl` (seconds), `namespace`: {e}"),
+                format!("`cache` must be an object of `no-cache`, `no-store` (booleans), `ttl`, `s-maxage` (seconds), `namespace`: {e}"),
             )
         })?;
         if let Some(ttl) = parsed.ttl.filter(|t| !(1..=MAX_TTL_SECS).contains(t)) {
             return Err(GatewayError::field(
                 "cache.ttl",
                 format!("`cache.ttl` ({ttl}) must be from 1 to {MAX_TTL_SECS}"),
+            ));
+        }
+        if let Some(age) = parsed.max_age.filter(|a| *a > MAX_TTL_SECS) {
+            return Err(GatewayError::field(
+                "cache.s-maxage",
+                format!("`cache.s-maxage` ({age}) must be from 0 to {MAX_TTL_SECS}"),
             ));
         }
         if let Some(ns) = &parsed.namespace {
@@ -65,6 +75,7 @@ impl Controls {
             no_cache: parsed.no_cache,
             no_store: parsed.no_store,
             ttl: parsed.ttl,
+            max_age: parsed.max_age,
             namespace: parsed.namespace,
         })
     }
@@ -76,9 +87,18 @@ mod tests {
 
     #[test]
     fn reads_litellm_controls() {
-        let c = Controls::parse(Some(r#"{"no-cache": true, "no-store": false, "ttl": 60, "namespace": "team-a"}"#))
-            .unwrap();
-        assert_eq!(c, Controls { no_cache: true, no_store: false, ttl: Some(60), namespace: Some("team-a".into()) });
+        let c = Controls::parse(Some(
+            r#"{"no-cache": true, "no-store": false, "ttl": 60, "s-maxage": 0, "namespace": "team-a"}"#,
+        ))
+        .unwrap();
+        let expected = Controls {
+            no_cache: true,
+            no_store: false,
+            ttl: Some(60),
+            max_age: Some(0),
+            namespace: Some("team-a".into()),
+        };
+        assert_eq!(c, expected);
         assert_eq!(Controls::parse(None).unwrap(), Controls::default());
         assert_eq!(Controls::parse(Some("null")).unwrap(), Controls::default());
     }
@@ -92,7 +112,9 @@ mod tests {
             r#"{"ttl": 99999999999}"#,
             r#"{"namespace": "a/b"}"#,
             r#"{"namespace": ""}"#,
-            r#"{"s-maxage": 5}"#,
+            r#"{"s-maxage": -5}"#,
+            r#"{"s-maxage": 99999999999}"#,
+            r#"{"max-age": 5}"#,
             "[]",
             "7",
         ] {

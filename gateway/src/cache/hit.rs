@@ -14,6 +14,7 @@ use tollgate_schemas::event::CacheHit;
 pub async fn answer(
     cache: &ResponseCache,
     entry: Arc<Entry>,
+    key: &super::key::CacheKey,
     request: &ProxyRequest,
     recorder: UsageRecorder,
     mut headers: Vec<(HeaderName, HeaderValue)>,
@@ -24,6 +25,8 @@ pub async fn answer(
     // As for any answer: it goes once its event is as durable as `spool.answer_after` asks.
     written.wait().await;
     headers.extend(header("x-tollgate-cache", "hit"));
+    // LiteLLM's header of a hit: the entry's key (a hash; it reveals nothing of the prompt).
+    headers.extend(header("x-litellm-cache-key", &key.hex()));
     headers.extend(header("x-tollgate-cost-nano-usd", &charged.0.to_string()));
     headers.extend(header("x-tollgate-response-cost", &charged.to_string()));
     if request.stream {

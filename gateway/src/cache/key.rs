@@ -20,6 +20,17 @@ const NOT_IN_KEY: [&str; 5] = ["stream", "stream_options", "cache", "user", "met
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey(pub [u8; 32]);
 
+impl CacheKey {
+    /// The key in lowercase hex: the name of its Redis entry, and LiteLLM's `x-litellm-cache-key`.
+    pub fn hex(&self) -> String {
+        use std::fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+    }
+}
+
 /// Who may be served an entry.
 fn scope(principal: &Principal, shared: bool) -> String {
     match (&principal.key.team_id, shared) {

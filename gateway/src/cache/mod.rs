@@ -1,24 +1,30 @@
 //! The exact-match response cache for chat completions (and /v1/messages, served as chat): a
-//! whole, successful answer is kept under a hash of what decides it (see [`key`]), and the same
-//! request later is answered from it, streamed requests as SSE ([`replay`]). A hit is metered as
+//! successful answer (whole, or a stream that ended cleanly, assembled by [`assemble`]) is kept
+//! under a hash of what decides it (see [`key`]), in the gateway's memory ([`local`]) or in a
+//! shared Redis ([`redis_store`]), and the same request later is answered from it, streamed
+//! requests as SSE ([`replay`]). A hit is metered as
 //! its own usage event (`cache` set, no tokens, the configured price of a hit) after admission,
 //! so budgets and rate limits apply to it.
 //!
-//! It must never keep an error, a partial answer or a stream (streamed answers are not stored:
-//! only whole ones are), nor serve one team's entry to another unless
+//! It must never keep an error or a partial answer, never fail or stall a request because its
+//! backend failed (a miss instead), nor serve one team's entry to another unless
 //! `cache_params.share_across_teams` says so.
 
+pub mod assemble;
+pub mod codec;
 pub mod controls;
 pub mod hit;
 pub mod key;
+pub mod local;
+pub mod redis_store;
 pub mod replay;
 
-use crate::config::CacheParams;
+use crate::config::{CacheParams, CacheType};
 use crate::limits::pricing::Tokens;
 use bytes::Bytes;
 use metrics::counter;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_schemas::NanoUsd;
 
 /// A stored answer: the OpenAI chat completion body and what it cost when a provider made it.
@@ -29,7 +35,13 @@ pub struct Entry {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub served_model: Option<String>,
-    ttl: Duration,
+    /// When it was stored, in seconds since the Unix epoch (for `s-maxage`).
+    pub stored_at: u64,
+}
+
+/// Seconds since the Unix epoch now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// What the pipeline does with the cache for one request: the entry's key, and the request's
@@ -40,30 +52,26 @@ pub struct Plan {
     pub controls: controls::Controls,
 }
 
-/// The in-process cache (moka), bounded in memory by the weight of its entries.
-pub struct ResponseCache {
-    entries: moka::future::Cache<key::CacheKey, Arc<Entry>>,
-    params: CacheParams,
+/// Where entries are kept (`cache_params.type`).
+enum Backend {
+    Local(local::LocalStore),
+    Redis(redis_store::RedisStore),
 }
 
-/// Each entry expires after its own TTL (the request's `cache.ttl`, else `cache_params.ttl`).
-struct PerEntryTtl;
-
-impl moka::Expiry<key::CacheKey, Arc<Entry>> for PerEntryTtl {
-    fn expire_after_create(&self, _: &key::CacheKey, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
+/// The response cache: its settings and its backend.
+pub struct ResponseCache {
+    backend: Backend,
+    params: CacheParams,
 }
 
 impl ResponseCache {
     /// The cache `params` describe (already checked by the config).
-    pub fn new(params: CacheParams) -> ResponseCache {
-        let entries = moka::future::Cache::builder()
-            .max_capacity(params.max_memory_bytes)
-            .weigher(|_, e: &Arc<Entry>| u32::try_from(e.body.len().saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX))
-            .expire_after(PerEntryTtl)
-            .build();
-        ResponseCache { entries, params }
+    pub fn new(params: CacheParams) -> Result<ResponseCache, redis_store::BadAddress> {
+        let backend = match params.kind {
+            CacheType::Local => Backend::Local(local::LocalStore::new(params.max_memory_bytes)),
+            CacheType::Redis => Backend::Redis(redis_store::RedisStore::new(&params)?),
+        };
+        Ok(ResponseCache { backend, params })
     }
 
     pub fn params(&self) -> &CacheParams {
@@ -76,7 +84,13 @@ impl ResponseCache {
             counter!("tollgate_cache_bypassed_total", "model" => model_label.to_owned()).increment(1);
             return None;
         }
-        let found = self.entries.get(&plan.key).await;
+        let found = match &self.backend {
+            Backend::Local(store) => store.get(&plan.key).await,
+            Backend::Redis(store) => store.get(&plan.key).await.map(Arc::new),
+        };
+        // `s-maxage`: an older entry is a miss (a clock that went back makes none older).
+        let found =
+            found.filter(|e| plan.controls.max_age.is_none_or(|age| now_secs().saturating_sub(e.stored_at) <= age));
         let name = if found.is_some() { "tollgate_cache_hits_total" } else { "tollgate_cache_misses_total" };
         counter!(name, "model" => model_label.to_owned()).increment(1);
         found
@@ -103,9 +117,12 @@ impl ResponseCache {
             prompt_tokens: tokens.prompt,
             completion_tokens: tokens.completion,
             served_model: served_model.map(str::to_owned),
-            ttl,
+            stored_at: now_secs(),
         };
-        self.entries.insert(plan.key.clone(), Arc::new(entry)).await;
+        match &self.backend {
+            Backend::Local(store) => store.put(&plan.key, entry, ttl).await,
+            Backend::Redis(store) => store.put(&plan.key, &entry, ttl).await,
+        }
     }
 
     /// What a hit on `entry` costs: `hit_cost_percent` of what the answer cost, rounded down.
@@ -117,16 +134,12 @@ impl ResponseCache {
 /// The stored answer for `plan`, with the cache that holds it, when both are there.
 pub async fn lookup<'a>(
     cache: Option<&'a ResponseCache>,
-    plan: Option<&Plan>,
+    plan: Option<&'a Plan>,
     model_label: &str,
-) -> Option<(&'a ResponseCache, Arc<Entry>)> {
+) -> Option<(&'a ResponseCache, Arc<Entry>, &'a key::CacheKey)> {
     let (cache, plan) = (cache?, plan?);
-    cache.lookup(plan, model_label).await.map(|entry| (cache, entry))
+    cache.lookup(plan, model_label).await.map(|entry| (cache, entry, &plan.key))
 }
-
-/// Bytes an entry weighs beyond its body (key, counts, bookkeeping), so that many tiny answers
-/// cannot hold unbounded memory.
-const ENTRY_OVERHEAD: usize = 256;
 
 /// `percent` of `cost`, rounded down, in integer arithmetic.
 pub fn hit_cost(cost: NanoUsd, percent: u8) -> NanoUsd {

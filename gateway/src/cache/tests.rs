@@ -22,7 +22,7 @@ fn principal(key: &str, team: Option<&str>) -> Principal {
 }
 
 fn cache(params: CacheParams) -> ResponseCache {
-    ResponseCache::new(params)
+    ResponseCache::new(params).unwrap()
 }
 
 fn plan(cache: &ResponseCache, who: &Principal, body: &str) -> Plan {
@@ -118,4 +118,30 @@ fn only_chat_completions_are_cached() {
     let off = cache(CacheParams { supported_call_types: Some(vec!["embedding".into()]), ..CacheParams::default() });
     let chat = ProxyRequest::parse(PROMPT.as_bytes(), Endpoint::ChatCompletions).unwrap();
     assert!(key::prepare(Some(&off), &who, chat).unwrap().1.is_none());
+}
+
+/// LiteLLM's `s-maxage`: only an entry stored at most that many seconds ago answers.
+#[tokio::test]
+async fn s_maxage_refuses_older_entries() {
+    let c = cache(CacheParams::default());
+    let who = principal("k1", Some("team-a"));
+    let p = plan(&c, &who, PROMPT);
+    let entry = |age: u64| Entry {
+        body: Bytes::from_static(ANSWER),
+        cost: NanoUsd(1),
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        served_model: None,
+        stored_at: now_secs() - age,
+    };
+    let Backend::Local(store) = &c.backend else { panic!("a local cache") };
+    store.put(&p.key, entry(100), Duration::from_secs(600)).await;
+    let with_age = |age: u64| {
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"cache":{{"s-maxage":{age}}}}}"#);
+        plan(&c, &who, &body)
+    };
+    assert!(c.lookup(&with_age(30), "m").await.is_none(), "stored 100 s ago, at most 30 s accepted");
+    assert!(c.lookup(&with_age(300), "m").await.is_some());
+    assert!(c.lookup(&p, "m").await.is_some(), "no s-maxage: any age");
 }

@@ -15,6 +15,11 @@ pub const DEFAULT_TTL_SECS: u64 = 86_400;
 /// The longest TTL a config or a request may set: 30 days.
 pub const MAX_TTL_SECS: u64 = 30 * 86_400;
 
+/// How long a Redis read or write may take by default, in milliseconds.
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 250;
+/// The longest a Redis read or write may be allowed, in milliseconds.
+pub const MAX_REDIS_TIMEOUT_MS: u64 = 5_000;
+
 /// Where answers are kept.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -22,8 +27,7 @@ pub enum CacheType {
     /// In the gateway's memory (LiteLLM's `local`).
     #[default]
     Local,
-    /// LiteLLM's shared Redis cache: not built yet; each gateway caches in its own memory and
-    /// says so at start-up.
+    /// In a Redis that gateways share (LiteLLM's `redis`): `host`/`port`/`password`, or `url`.
     Redis,
 }
 
@@ -33,10 +37,17 @@ pub enum CacheType {
 pub struct CacheParams {
     #[serde(rename = "type")]
     pub kind: CacheType,
-    /// Redis address (`type: redis`), kept for when that backend exists.
+    /// Redis address (`type: redis`): `host` and `port` (default 6379) and `password`, or
+    /// `url` (`redis://[:password@]host:port[/db]`; LiteLLM also calls it `redis_url`). Each may
+    /// be `os.environ/VAR`.
     pub host: Option<Secret>,
     pub port: Option<Secret>,
     pub password: Option<Secret>,
+    #[serde(alias = "redis_url")]
+    pub url: Option<Secret>,
+    /// Tollgate: the longest a Redis read or write may take, in milliseconds; past it the
+    /// request goes on as a miss (default 250).
+    pub redis_timeout_ms: u64,
     /// Seconds an answer is kept.
     pub ttl: u64,
     /// Prefix of every entry's key: gateways with different namespaces share nothing.
@@ -62,6 +73,8 @@ impl Default for CacheParams {
             host: None,
             port: None,
             password: None,
+            url: None,
+            redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
             ttl: DEFAULT_TTL_SECS,
             namespace: None,
             supported_call_types: None,
@@ -91,10 +104,51 @@ impl CacheParams {
         if self.hit_cost_percent > 100 {
             return Err(("hit_cost_percent", "must be from 0 to 100".to_owned()));
         }
+        if !(1..=MAX_REDIS_TIMEOUT_MS).contains(&self.redis_timeout_ms) {
+            return Err(("redis_timeout_ms", format!("must be from 1 to {MAX_REDIS_TIMEOUT_MS} milliseconds")));
+        }
+        self.check_redis()?;
         if let Some(t) = self.supported_call_types.iter().flatten().find(|t| !CALL_TYPES.contains(&t.as_str())) {
             return Err(("supported_call_types", format!("`{t}` is not one of {}", CALL_TYPES.join(", "))));
         }
         Ok(())
+    }
+
+    /// A Redis cache has an address, given one way only; a local one has none.
+    fn check_redis(&self) -> Result<(), (&'static str, String)> {
+        let has_parts = self.host.is_some() || self.port.is_some();
+        match (self.kind, &self.url, has_parts) {
+            (CacheType::Local, Some(_), _) | (CacheType::Local, None, true) => {
+                Err(("type", "`host`, `port` and `url` are for `type: redis`".to_owned()))
+            }
+            (CacheType::Redis, Some(_), true) => {
+                Err(("url", "give either `url` or `host` and `port`, not both".to_owned()))
+            }
+            (CacheType::Redis, None, false) => {
+                Err(("host", "`type: redis` needs `host` (and `port`) or `url`".to_owned()))
+            }
+            (CacheType::Redis, Some(url), false) if !url.expose().starts_with("redis://") => {
+                Err(("url", "must be a `redis://` URL".to_owned()))
+            }
+            _ if self.port.as_ref().is_some_and(|p| p.expose().parse::<u16>().is_err()) => {
+                Err(("port", "must be a port number".to_owned()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The Redis URL of `type: redis` (with its password: never to be logged).
+    pub fn redis_url(&self) -> Option<Secret> {
+        if self.kind != CacheType::Redis {
+            return None;
+        }
+        if let Some(url) = &self.url {
+            return Some(url.clone());
+        }
+        let host = self.host.as_ref()?.expose();
+        let port = self.port.as_ref().map_or("6379", Secret::expose);
+        let auth = self.password.as_ref().map(|p| format!(":{}@", url_escape(p.expose()))).unwrap_or_default();
+        Some(Secret::new(format!("redis://{auth}{host}:{port}")))
     }
 
     /// Whether chat completions are cached under `supported_call_types`.
@@ -103,6 +157,16 @@ impl CacheParams {
             .as_ref()
             .is_none_or(|types| types.iter().any(|t| t == "completion" || t == "acompletion"))
     }
+}
+
+/// `text` with the characters a URL's user information cannot hold percent-encoded.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// LiteLLM's call type names.

@@ -256,3 +256,37 @@ fn usage_generations_name_every_earlier_topic() {
     assert_eq!(generations.as_ref().map(|g| g.topic(0)), Some("usage"));
     assert_eq!(generations.as_ref().map(|g| g.topic(1)), Some("usage.g1"));
 }
+
+/// `cache_params` with `type: redis`: an address one way only, in LiteLLM's shape; secrets
+/// resolved; every mistake names its field.
+#[test]
+fn a_redis_cache_is_checked_field_by_field() {
+    let with = |params: &str| format!("{MINIMAL}litellm_settings:\n  cache: true\n  cache_params: {params}\n");
+    let ok =
+        Config::parse(&with("{type: redis, host: 10.0.0.5, port: 6380, password: \"p@ss word\"}"), "t.yaml").unwrap();
+    let params = ok.litellm_settings.response_cache().unwrap();
+    assert_eq!(params.redis_url().unwrap().expose(), "redis://:p%40ss%20word@10.0.0.5:6380");
+    std::env::set_var("TOLLGATE_TEST_CACHE_URL", "redis://127.0.0.1:6390/2");
+    let from_env =
+        Config::parse(&with("{type: redis, redis_url: os.environ/TOLLGATE_TEST_CACHE_URL}"), "t.yaml").unwrap();
+    let params = from_env.litellm_settings.response_cache().unwrap();
+    assert_eq!(params.redis_url().unwrap().expose(), "redis://127.0.0.1:6390/2");
+    let local = Config::parse(&with("{type: local}"), "t.yaml").unwrap();
+    assert!(local.litellm_settings.response_cache().unwrap().redis_url().is_none());
+    for (params, field) in [
+        ("{type: redis}", "cache_params.host"),
+        ("{type: redis, url: \"redis://a:1\", host: b}", "cache_params.url"),
+        ("{type: redis, url: \"http://a:1\"}", "cache_params.url"),
+        ("{type: redis, host: a, port: not-a-port}", "cache_params.port"),
+        ("{type: redis, host: a, port: 70000}", "cache_params.port"),
+        ("{type: local, host: a}", "cache_params.type"),
+        ("{type: redis, host: a, redis_timeout_ms: 0}", "cache_params.redis_timeout_ms"),
+        ("{type: redis, host: a, redis_timeout_ms: 60000}", "cache_params.redis_timeout_ms"),
+        ("{type: redis, host: a, password: os.environ/TOLLGATE_TEST_UNSET_VAR}", "cache_params.password"),
+        ("{type: memcached}", "cache_params.type"),
+        ("{type: redis, host: a, redis_hots: b}", "redis_hots"),
+    ] {
+        let err = Config::parse(&with(params), "t.yaml").unwrap_err().to_string();
+        assert!(err.contains(field), "{params}: {err}");
+    }
+}

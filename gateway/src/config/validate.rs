@@ -91,8 +91,20 @@ impl Config {
     }
 
     /// `litellm_settings.cache_params` is within its bounds.
-    fn check_cache(&self, origin: &str) -> Result<(), ConfigError> {
-        let Some(params) = &self.litellm_settings.cache_params else { return Ok(()) };
+    /// Its Redis address and password are resolved (`os.environ/VAR`).
+    fn check_cache(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let Some(params) = &mut self.litellm_settings.cache_params else { return Ok(()) };
+        let env = &self.environment_variables;
+        for (name, secret) in [
+            ("host", &mut params.host),
+            ("port", &mut params.port),
+            ("password", &mut params.password),
+            ("url", &mut params.url),
+        ] {
+            if let Some(s) = secret {
+                *s = resolve_secret(s, env, origin, &format!("litellm_settings.cache_params.{name}"))?;
+            }
+        }
         params.check().map_err(|(field, message)| ConfigError::Invalid {
             path: origin.to_owned(),
             field: format!("litellm_settings.cache_params.{field}"),

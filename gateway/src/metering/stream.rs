@@ -75,6 +75,8 @@ pub struct MeteredStream {
     /// Where the rest of a stream whose client hung up is read to its end, under policy
     /// `finish_upstream` (`billing.on_client_disconnect`).
     background: Option<tokio_util::task::TaskTracker>,
+    /// The answer assembled for the response cache, kept only if the stream ends cleanly.
+    capture: Option<crate::cache::assemble::Capture>,
 }
 
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
@@ -124,7 +126,14 @@ impl MeteredStream {
             finished: false,
             written: None,
             background: None,
+            capture: None,
         }
+    }
+
+    /// Keeps the answer in the response cache once the stream ends cleanly.
+    pub fn cached_by(mut self, capture: Option<crate::cache::assemble::Capture>) -> MeteredStream {
+        self.capture = capture;
+        self
     }
 
     /// Under policy `finish_upstream`, the rest of a stream whose client hung up is read to its
@@ -165,6 +174,8 @@ impl MeteredStream {
             finished: false,
             written: None,
             background: None,
+            // The client hung up: what it did not receive is not kept.
+            capture: None,
         };
         self.finished = true;
         rest
@@ -201,6 +212,9 @@ impl MeteredStream {
         if data == b"[DONE]" {
             self.saw_done = true;
             return true;
+        }
+        if let Some(capture) = self.capture.as_mut() {
+            capture.feed(data);
         }
         if !self.first_token_seen && CONTENT.find(data).is_some() {
             self.first_token_seen = true;
@@ -257,17 +271,31 @@ impl MeteredStream {
                 self.router.record_success(picked, self.sent_at.elapsed(), tokens.prompt + tokens.completion);
             }
         }
+        // Only a stream that ended cleanly, with the provider's usage, is kept.
+        let capture = self.capture.take().filter(|_| !partial && error_type.is_none() && !estimated);
+        let served_model = self.served_model.take();
         if let Some(recorder) = self.recorder.take() {
-            let (_, written) = recorder.finish_answer(Outcome {
+            let (charged, written) = recorder.finish_answer(Outcome {
                 status: 200,
                 error_type,
                 tokens,
-                served_model: self.served_model.take(),
+                served_model: served_model.clone(),
                 partial,
                 estimated,
                 deployment: picked.as_ref().map(|l| l.deployment.as_ref()),
             });
-            self.written = written.into_wait();
+            let written = written.into_wait();
+            // The end of the stream also waits for the entry to be kept (bounded by the
+            // cache's own timeout), so the same request asked next is a hit.
+            self.written = match capture.and_then(|c| c.store(charged, tokens, served_model)) {
+                Some(store) => Some(Box::pin(async move {
+                    if let Some(written) = written {
+                        written.await;
+                    }
+                    store.await;
+                })),
+                None => written,
+            };
         }
     }
 

@@ -341,9 +341,9 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     (
         "cache_params",
         Honoured(
-            "`type`, `ttl`, `namespace`, `supported_call_types`; `host`, `port` and `password` are checked, \
-             but `type: redis` caches in each gateway's memory (reported at start-up); Tollgate adds \
-             `max_entry_bytes`, `max_memory_bytes`, `hit_cost_percent` and `share_across_teams`",
+            "`type` (`local`, `redis`), `host`, `port`, `password`, `url`/`redis_url`, `ttl`, `namespace`, \
+             `supported_call_types`; Tollgate adds `max_entry_bytes`, `max_memory_bytes`, `hit_cost_percent`, \
+             `share_across_teams` and `redis_timeout_ms`",
         ),
     ),
     ("enable_caching_on_provider_specific_optional_params", Ignored(NO_CACHE)),

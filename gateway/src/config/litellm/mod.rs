@@ -174,13 +174,6 @@ impl Config {
                 }
             }
         }
-        if self.litellm_settings.response_cache().is_some_and(|p| p.kind == crate::config::CacheType::Redis) {
-            out.push(Unsupported {
-                field: "litellm_settings.cache_params.type".to_owned(),
-                models: Vec::new(),
-                instead: "the Redis cache backend is not built yet: each gateway caches answers in its own memory",
-            });
-        }
         out
     }
 }

@@ -336,3 +336,52 @@ async fn output_held_back_is_bounded() {
     assert_eq!(out.concat().len(), 100 * event.len() + b"data: [DONE]\n\n".len());
     assert!(!event_out.partial, "{event_out:?}");
 }
+
+/// Meters `upstream` with the response cache capturing it; returns whether the answer was kept
+/// and, if so, its body.
+async fn kept(upstream: Vec<&'static [u8]>, read_all: bool) -> Option<Bytes> {
+    let h = Harness::new().await;
+    let cache = Arc::new(crate::cache::ResponseCache::new(crate::config::CacheParams::default()).unwrap());
+    let request = crate::http::wire::ProxyRequest::parse(REQUEST, crate::providers::Endpoint::ChatCompletions).unwrap();
+    let (request, plan) = crate::cache::key::prepare(Some(&cache), &h.principal, request).unwrap();
+    let plan = plan.unwrap();
+    let (recorder, picked) = h.start(Arc::new(Recorded::default()));
+    let upstream = futures::stream::iter(upstream.into_iter().map(|b| Ok(Bytes::from_static(b))));
+    let stream = MeteredStream::new(
+        Box::pin(upstream),
+        recorder,
+        h.router.clone(),
+        picked,
+        true,
+        Arc::new(request),
+        Instant::now(),
+        "m".into(),
+    )
+    .cached_by(crate::cache::assemble::Capture::new(cache.clone(), &plan));
+    if read_all {
+        let _: Vec<_> = stream.collect().await;
+    } else {
+        // The client reads the first write and hangs up.
+        let mut stream = Box::pin(stream);
+        let _ = stream.next().await;
+    }
+    cache.lookup(&plan, "m").await.map(|e| e.body.clone())
+}
+
+const USAGE_EVENT: &[u8] =
+    b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+const STOP_EVENT: &[u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+
+/// A stream that ended cleanly is kept as the whole completion; one cut short, without the
+/// provider's usage, or whose client hung up is not.
+#[tokio::test]
+async fn only_a_clean_stream_is_kept_in_the_response_cache() {
+    let body = kept(vec![CONTENT_EVENT, STOP_EVENT, USAGE_EVENT, b"data: [DONE]\n\n"], true).await.expect("kept");
+    let whole: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(whole["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(whole["usage"]["total_tokens"], 5);
+    assert!(kept(vec![CONTENT_EVENT, STOP_EVENT, b"data: [DONE]\n\n"], true).await.is_none(), "no usage");
+    assert!(kept(vec![CONTENT_EVENT], true).await.is_none(), "cut short");
+    let slow = vec![CONTENT_EVENT, CONTENT_EVENT, STOP_EVENT, USAGE_EVENT, b"data: [DONE]\n\n"];
+    assert!(kept(slow, false).await.is_none(), "the client hung up");
+}
