@@ -4,5 +4,6 @@
 pub mod keepalive;
 pub mod mock_anthropic;
 pub mod mock_gemini;
+pub mod mock_media;
 pub mod mock_provider;
 pub mod synthetic;

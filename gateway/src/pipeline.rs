@@ -61,7 +61,7 @@ fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None))
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None, None))
         .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
@@ -417,8 +417,13 @@ async fn meter_whole_answer(
             )
         }
     };
-    let units = request.units(parsed.search_units());
+    let units = request.units(parsed.search_units(), Some(&body));
     (tokens.search_units, tokens.characters) = (units.search_units, units.characters);
+    (tokens.images, tokens.pixels) = (units.images, units.pixels);
+    if request.endpoint == crate::providers::Endpoint::ImageGenerations {
+        // gpt-image models report their output as image tokens (`output_tokens`), priced as such.
+        tokens.image_output = tokens.completion;
+    }
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     // The post-call hook: a block still charges what the provider generated.

@@ -137,6 +137,7 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
         Endpoint::AudioSpeech => "text_to_speech",
+        Endpoint::ImageGenerations => "image_generation",
     }
 }
 

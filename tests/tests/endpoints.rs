@@ -1,5 +1,5 @@
 //! The endpoints beyond chat, completions and embeddings (`/v1/moderations`, `/v1/rerank`,
-//! `/v1/audio/speech`), end to end: each request through the gateway to the mock provider, its usage event through real
+//! `/v1/audio/speech`, `/v1/images/generations`), end to end: each request through the gateway to the mock provider, its usage event through real
 //! Kafka into real Cassandra, and the event ledger equal, request by request, to what each
 //! answer said it cost. Hostile input gets the OpenAI error envelope and no event.
 
@@ -10,8 +10,9 @@ use tollgate_tests::*;
 
 /// The moderation model: priced by the test prices (the catalogue's is 0, which would prove
 /// nothing about the ledger), a catalogue-priced copy, one on a provider without the endpoints,
-/// a rerank model priced by the catalogue (`input_cost_per_query`) and a speech model
-/// (`input_cost_per_character`).
+/// a rerank model priced by the catalogue (`input_cost_per_query`), a speech model
+/// (`input_cost_per_character`), an image model priced per image (`input_cost_per_image`) and
+/// one priced per pixel (`input_cost_per_pixel`, through `base_model`).
 fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
     let openai = |name: &str, model: &str| {
         let mut entry = model_entry(name, &format!("{mock}/v1"));
@@ -24,11 +25,19 @@ fn gateway_config(mock: &str, topic: &str) -> GatewayConfig {
         openai("claude-mock", "anthropic/claude-sonnet-4-20250514"),
         openai("rerank-english-v3.0", "hosted_vllm/rerank-english-v3.0"),
         openai("tts-1", "openai/tts-1"),
+        openai("gpt-image-1-low", "openai/low/1024-x-1024/gpt-image-1"),
+        {
+            let mut dalle = openai("dall-e-3", "openai/dall-e-3");
+            dalle.model_info = Some([("base_model".to_owned(), "azure/standard/1024-x-1024/dall-e-3".into())].into());
+            dalle
+        },
     ];
     let mut config = GatewayConfig::new("gw-endpoints", &models, topic, &kafka_bootstrap());
     config.prices.remove("moderation-catalogue");
     config.prices.remove("rerank-english-v3.0");
     config.prices.remove("tts-1");
+    config.prices.remove("gpt-image-1-low");
+    config.prices.remove("dall-e-3");
     config.gateway.max_body_bytes = Some(65_536);
     config
 }
@@ -288,6 +297,107 @@ async fn speech_is_metered_exactly_once_by_its_characters() -> Result<()> {
         assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
         assert_eq!(i64::try_from(event.characters)? * NANO_USD_PER_CHARACTER, *cost, "{id}");
         assert_eq!(event.completion_tokens, 0, "{id}: audio is not counted as text");
+    }
+    stack.assert_ledger(&charged, &[]).await?;
+    stack.stop().await
+}
+
+/// `low/1024-x-1024/gpt-image-1` costs $0.011 an image in the model catalogue.
+const NANO_USD_PER_IMAGE: i64 = 11_000_000;
+
+/// `azure/standard/1024-x-1024/dall-e-3`'s $4.19617e-08 a pixel, exactly 419 617 / 10 000
+/// nano-USD: the cost of `pixels`, rounded up once.
+fn pixel_cost(pixels: i64) -> i64 {
+    (pixels * 419_617 + 9_999) / 10_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_metered_exactly_once_per_image_or_per_pixel() -> Result<()> {
+    let stack = Stack::start("endpoints-images").await?;
+    let url = format!("{}/v1/images/generations", stack.gateway.url()?);
+    let client = reqwest::Client::new();
+
+    // Per image: the images answered (the mock answers one when the prompt asks it to, whatever
+    // `n`), at most those asked for; per pixel: width × height of each.
+    let one_only = format!("{} a lighthouse", tollgate_benches::mock_media::ONE_IMAGE_ONLY);
+    let cases = [
+        (
+            "img-two",
+            json!({"model": "gpt-image-1-low", "prompt": "a lighthouse", "n": 2, "size": "1024x1024"}),
+            2,
+            2 * NANO_USD_PER_IMAGE,
+            "images",
+            2,
+        ),
+        (
+            "img-fewer",
+            json!({"model": "gpt-image-1-low", "prompt": one_only, "n": 3}),
+            1,
+            NANO_USD_PER_IMAGE,
+            "images",
+            1,
+        ),
+        (
+            "img-pixels",
+            json!({"model": "dall-e-3", "prompt": "a lighthouse", "size": "1024x1792", "quality": "standard",
+                   "response_format": "b64_json"}),
+            1,
+            pixel_cost(1_024 * 1_792),
+            "pixels",
+            1_024 * 1_792,
+        ),
+    ];
+    let mut charged = Vec::new();
+    for (id, body, images, expected, _, _) in &cases {
+        let (status, cost, answer) = post(&client, &url, id, body).await?;
+        ensure!(status == 200, "{id}: {status} {answer}");
+        assert_eq!(answer["data"].as_array().map(Vec::len), Some(*images), "{id}: {answer}");
+        assert_eq!(cost, Some(*expected), "{id}");
+        charged.push((*id, *expected));
+    }
+    let anonymous = client.post(&url).json(&cases[0].1).send().await?;
+    assert_eq!(anonymous.status(), 401, "a request without a key is refused");
+
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "gpt-image-1-low", "prompt": "a cat", "size": "1024x1024"});
+        body[field] = value;
+        body
+    };
+    let refusals = [
+        (with("prompt", Value::Null), Some("prompt"), vec!["prompt"]),
+        (with("prompt", json!("")), Some("prompt"), vec!["prompt"]),
+        (with("prompt", json!("p".repeat(32_001))), Some("prompt"), vec!["32000"]),
+        (with("n", json!(11)), Some("n"), vec!["1 to 10"]),
+        (with("n", json!(0)), Some("n"), vec!["1 to 10"]),
+        (with("size", json!("10x10")), Some("size"), vec!["size"]),
+        (with("size", json!("1024x1024x1")), Some("size"), vec!["size"]),
+        (with("quality", json!("q".repeat(33))), Some("quality"), vec!["quality"]),
+        (with("stream", json!(true)), Some("stream"), vec!["images/generations"]),
+        (with("model", json!("claude-mock")), Some("model"), vec!["claude-mock", "/images/generations"]),
+    ];
+    for (i, (body, param, mentions)) in refusals.iter().enumerate() {
+        assert_invalid(&post(&client, &url, &format!("img-bad-{i}"), body).await?, *param, mentions);
+    }
+
+    let events = collect_events(&stack.topic, cases.len(), Duration::from_secs(60)).await?;
+    assert_eq!(events.len(), cases.len(), "refused requests produce no event");
+    for (id, _, images, cost, token_type, units) in &cases {
+        let event = &events[*id];
+        assert_eq!(event.cost_nano_usd.0, *cost, "{id}");
+        assert_eq!(event.images, *images as u64, "{id}");
+        assert_eq!(
+            event.pixels,
+            *images as u64 * if *token_type == "pixels" { 1_024 * 1_792 } else { 1_048_576 },
+            "{id}"
+        );
+        assert_eq!(event.completion_tokens, 0, "{id}: images are not counted as text");
+        let paid: Vec<_> = event
+            .cost_by_token_type
+            .iter()
+            .filter(|p| p.cost_nano_usd.0 > 0)
+            .map(|p| (p.token_type.as_str(), p.tokens, p.cost_nano_usd.0))
+            .collect();
+        assert_eq!(paid, vec![(*token_type, *units as u64, *cost)], "{id}: per image, else per pixel, never both");
     }
     stack.assert_ledger(&charged, &[]).await?;
     stack.stop().await

@@ -49,6 +49,15 @@ pub(crate) async fn audio_speech(req: HttpRequest, payload: web::Payload, state:
     handle(req, payload, state, Endpoint::AudioSpeech).await
 }
 
+/// `/v1/images/generations`: OpenAI's shape; metered per image generated (else per pixel).
+pub(crate) async fn image_generations(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(req, payload, state, Endpoint::ImageGenerations).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,

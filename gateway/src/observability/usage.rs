@@ -28,6 +28,7 @@ pub fn operation_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
         Endpoint::AudioSpeech => "text_to_speech",
+        Endpoint::ImageGenerations => "image_generation",
     }
 }
 

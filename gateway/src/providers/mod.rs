@@ -107,11 +107,13 @@ pub enum Endpoint {
     Rerank,
     /// `/v1/audio/speech`: text to speak, metered by its characters; the answer is audio.
     AudioSpeech,
+    /// `/v1/images/generations`: images from a prompt, metered per image (else per pixel).
+    ImageGenerations,
 }
 
 impl Endpoint {
     /// Every endpoint, for tests that go over them all.
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -119,6 +121,7 @@ impl Endpoint {
         Endpoint::Moderations,
         Endpoint::Rerank,
         Endpoint::AudioSpeech,
+        Endpoint::ImageGenerations,
     ];
 
     pub fn path(self) -> &'static str {
@@ -130,13 +133,22 @@ impl Endpoint {
             Endpoint::Moderations => "moderations",
             Endpoint::Rerank => "rerank",
             Endpoint::AudioSpeech => "audio/speech",
+            Endpoint::ImageGenerations => "images/generations",
         }
     }
 
     /// Whether its answers generate tokens (a completion): embeddings, moderations and rerank
-    /// only read their input; speech answers audio, metered by the characters read.
+    /// only read their input; speech answers audio, metered by the characters read; image
+    /// generation answers images, metered by their count.
     pub fn generates(self) -> bool {
-        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank | Endpoint::AudioSpeech)
+        !matches!(
+            self,
+            Endpoint::Embeddings
+                | Endpoint::Moderations
+                | Endpoint::Rerank
+                | Endpoint::AudioSpeech
+                | Endpoint::ImageGenerations
+        )
     }
 }
 
@@ -151,6 +163,7 @@ pub struct EndpointUrls {
     pub moderations: Option<reqwest::Url>,
     pub rerank: Option<reqwest::Url>,
     pub audio_speech: Option<reqwest::Url>,
+    pub image_generations: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -164,6 +177,7 @@ impl EndpointUrls {
             Endpoint::Moderations => self.moderations.as_ref(),
             Endpoint::Rerank => self.rerank.as_ref(),
             Endpoint::AudioSpeech => self.audio_speech.as_ref(),
+            Endpoint::ImageGenerations => self.image_generations.as_ref(),
         }
     }
 }
@@ -189,6 +203,7 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         moderations: served(Endpoint::Moderations)?,
         rerank: served(Endpoint::Rerank)?,
         audio_speech: served(Endpoint::AudioSpeech)?,
+        image_generations: served(Endpoint::ImageGenerations)?,
     })
 }
 

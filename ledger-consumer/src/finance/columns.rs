@@ -105,6 +105,8 @@ pub fn cells(key: &ChargeKey, amounts: &Amounts, issuer: &Issuer) -> Vec<Cell> {
         "request" => "Requests",
         "search_units" => "Search Units",
         "characters" => "Characters",
+        "images" => "Images",
+        "pixels" => "Pixels",
         _ => "Tokens",
     };
     let sku = format!("{provider}/{}/{}", key.model, key.token_type);

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tollgate_schemas::limits;
 
 mod fields;
+pub mod images;
 
 /// An OpenAI-shaped request (chat, completions, embeddings, responses): top-level fields kept as
 /// raw JSON.
@@ -37,6 +38,8 @@ pub struct ProxyRequest {
     pub documents: u64,
     /// Characters of the text to speak (`/v1/audio/speech`'s `input`); 0 for other endpoints.
     pub characters: u64,
+    /// The images asked for (`/v1/images/generations`); none for other endpoints.
+    pub images: images::ImageRequest,
 }
 
 /// The most characters one speech request may read (OpenAI's limit).
@@ -166,9 +169,15 @@ impl ProxyRequest {
             }
             Endpoint::Rerank => "documents",
             Endpoint::AudioSpeech => "input",
+            Endpoint::ImageGenerations => "prompt",
         };
         let documents = if endpoint == Endpoint::Rerank { rerank_documents(&fields)? } else { 0 };
         let characters = if endpoint == Endpoint::AudioSpeech { speech_characters(&fields)? } else { 0 };
+        let images = if endpoint == Endpoint::ImageGenerations {
+            images::parse(&fields)?
+        } else {
+            images::ImageRequest::default()
+        };
         let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
@@ -228,6 +237,7 @@ impl ProxyRequest {
             choices,
             documents,
             characters,
+            images,
         })
     }
 
@@ -279,12 +289,17 @@ impl ProxyRequest {
         }
     }
 
-    /// What the request is charged besides tokens: its search units (see [`Self::search_units`])
-    /// and the characters it has spoken, as parts of [`Tokens`](crate::limits::pricing::Tokens).
-    pub fn units(&self, reported_search_units: Option<u64>) -> crate::limits::pricing::Tokens {
+    /// What the request is charged besides tokens: its search units (see [`Self::search_units`]),
+    /// the characters it has spoken and the images generated (those in `answer`, else those
+    /// asked for; see [`images::ImageRequest::units`]), as parts of
+    /// [`Tokens`](crate::limits::pricing::Tokens). Without an answer: the most it can be charged.
+    pub fn units(&self, reported_search_units: Option<u64>, answer: Option<&[u8]>) -> crate::limits::pricing::Tokens {
+        let imaged = self.images.units(answer.filter(|_| self.images.n > 0).and_then(images::answered));
         crate::limits::pricing::Tokens {
             search_units: self.search_units(reported_search_units),
             characters: self.characters,
+            images: imaged.images,
+            pixels: imaged.pixels,
             ..Default::default()
         }
     }
@@ -455,6 +470,8 @@ impl Usage {
             // Read from the answer's `meta` (`ResponseUsage::search_units`), not from `usage`.
             search_units: 0,
             characters: 0,
+            images: 0,
+            pixels: 0,
         }
     }
 }

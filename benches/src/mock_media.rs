@@ -1,0 +1,67 @@
+//! The mock provider's media endpoints, in OpenAI's shapes: `/v1/audio/speech` (audio bytes)
+//! and `/v1/images/generations` (`n` images as URLs or base64). Like OpenAI's, neither answer
+//! says anything of usage, so a test computes the expected cost from its own request.
+
+use crate::mock_provider::{error, gate, parse, MockState};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+
+/// A prompt that starts with this gets one image whatever `n` asks: a provider that answers
+/// fewer images than asked, for tests of what is charged.
+pub const ONE_IMAGE_ONLY: &str = "[one image only]";
+
+/// The mock's routes, under `/v1` and behind the behaviour prefixes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/audio/speech", web::post().to(audio_speech))
+        .route("/{mode}/{arg}/v1/audio/speech", web::post().to(audio_speech))
+        .route("/v1/images/generations", web::post().to(image_generations))
+        .route("/{mode}/{arg}/v1/images/generations", web::post().to(image_generations));
+}
+
+/// OpenAI's speech answer: audio bytes, here `ID3` and the text read, as `audio/mpeg` (or
+/// `audio/wav` for `response_format: wav`). Like OpenAI's, it says nothing of usage.
+async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(input) = body.get("input").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None);
+    };
+    let content_type = match body.get("response_format").and_then(Value::as_str) {
+        Some("wav") => "audio/wav",
+        _ => "audio/mpeg",
+    };
+    HttpResponse::Ok().content_type(content_type).body([&b"ID3"[..], input.as_bytes()].concat())
+}
+
+/// OpenAI's image answer: `created` and `n` images (default 1) in `data`, each a URL or, for
+/// `response_format: b64_json`, a small base64 PNG header, with the prompt as `revised_prompt`.
+async fn image_generations(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let body = match parse(&body) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
+        return error(StatusCode::BAD_REQUEST, "`prompt` is required", "invalid_request_error", None);
+    };
+    let asked = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let n = if prompt.starts_with(ONE_IMAGE_ONLY) { 1 } else { asked.min(10) };
+    let served = state.served.fetch_add(1, Ordering::Relaxed);
+    let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
+    let data: Vec<Value> = (0..n)
+        .map(|i| match b64 {
+            true => json!({"b64_json": "iVBORw0KGgo=", "revised_prompt": prompt}),
+            false => json!({"url": format!("https://images.mock.invalid/{served}/{i}.png"), "revised_prompt": prompt}),
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"created": 1_700_000_000 + served, "data": data}))
+}
