@@ -1,6 +1,9 @@
-//! The mock provider's media endpoints, in OpenAI's shapes: `/v1/audio/speech` (audio bytes)
-//! and `/v1/images/generations` (`n` images as URLs or base64). Like OpenAI's, neither answer
-//! says anything of usage, so a test computes the expected cost from its own request.
+//! The mock provider's media endpoints, in OpenAI's shapes: `/v1/audio/speech` (audio bytes),
+//! `/v1/images/generations` (`n` images as URLs or base64; no usage, as OpenAI's DALL·E), and
+//! `/v1/audio/transcriptions` and `/v1/audio/translations` (a multipart upload; the audio
+//! lasts [`BYTES_PER_SECOND`] bytes a second, reported as OpenAI does: `usage.seconds` in
+//! `json`, `duration` in `verbose_json`, nothing in `text`). A test computes the expected cost
+//! from its own request.
 
 use crate::mock_provider::{error, gate, parse, MockState};
 use actix_web::http::StatusCode;
@@ -12,9 +15,17 @@ use std::sync::atomic::Ordering;
 /// fewer images than asked, for tests of what is charged.
 pub const ONE_IMAGE_ONLY: &str = "[one image only]";
 
+/// The audio's bytes a second of the mock's transcriptions: a file of `n` bytes lasts
+/// `n / 1000` seconds.
+pub const BYTES_PER_SECOND: f64 = 1_000.0;
+
 /// The mock's routes, under `/v1` and behind the behaviour prefixes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/audio/speech", web::post().to(audio_speech))
+    cfg.route("/v1/audio/transcriptions", web::post().to(transcriptions))
+        .route("/{mode}/{arg}/v1/audio/transcriptions", web::post().to(transcriptions))
+        .route("/v1/audio/translations", web::post().to(transcriptions))
+        .route("/{mode}/{arg}/v1/audio/translations", web::post().to(transcriptions))
+        .route("/v1/audio/speech", web::post().to(audio_speech))
         .route("/{mode}/{arg}/v1/audio/speech", web::post().to(audio_speech))
         .route("/v1/images/generations", web::post().to(image_generations))
         .route("/{mode}/{arg}/v1/images/generations", web::post().to(image_generations));
@@ -64,4 +75,49 @@ async fn image_generations(req: HttpRequest, body: web::Bytes, state: web::Data<
         })
         .collect();
     HttpResponse::Ok().json(json!({"created": 1_700_000_000 + served, "data": data}))
+}
+
+/// The form of a transcription: `(model, response_format, bytes of the file)`.
+async fn read_form(req: &HttpRequest, body: web::Bytes) -> Result<(String, String, usize), String> {
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|e| e.to_string())?;
+    let stream = futures::stream::once(async move { Ok::<web::Bytes, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let (mut model, mut format, mut file) = (None, "json".to_owned(), None);
+    while let Some(field) = form.next_field().await.map_err(|e| e.to_string())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let data = field.bytes().await.map_err(|e| e.to_string())?;
+        match name.as_str() {
+            "model" => model = Some(String::from_utf8_lossy(&data).into_owned()),
+            "response_format" => format = String::from_utf8_lossy(&data).into_owned(),
+            "file" => file = Some(data.len()),
+            _ => {}
+        }
+    }
+    Ok((model.ok_or("`model` is required")?, format, file.ok_or("`file` is required")?))
+}
+
+/// OpenAI's transcription (and translation) answers: `json` with `usage` of type `duration`,
+/// `verbose_json` with `duration`, `text` as plain text. The text names the model the mock was
+/// sent and the file's size.
+async fn transcriptions(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    let (model, format, bytes) = match read_form(&req, body).await {
+        Ok(form) => form,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message, "invalid_request_error", None),
+    };
+    state.served.fetch_add(1, Ordering::Relaxed);
+    let duration = bytes as f64 / BYTES_PER_SECOND;
+    let text = format!("{model} heard {bytes} bytes");
+    match format.as_str() {
+        "text" => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(text),
+        "verbose_json" => HttpResponse::Ok().json(json!({
+            "task": "transcribe", "language": "english", "duration": duration, "text": text, "segments": [],
+        })),
+        _ => HttpResponse::Ok().json(json!({
+            "text": text, "usage": {"type": "duration", "seconds": duration.ceil() as u64},
+        })),
+    }
 }

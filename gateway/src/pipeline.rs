@@ -253,7 +253,9 @@ async fn routed_call(
     // A fallback is a model like any other: the key's allow-lists apply to it too.
     let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
     let prompt_tokens = || request.prompt_tokens_estimate();
+    let content_type = request.content_type();
     let spec = retry::Call {
+        content_type: &content_type,
         prompt_bytes: u64::try_from(request.body_len).unwrap_or(u64::MAX),
         prompt_tokens: &prompt_tokens,
         model: &request.model,
@@ -398,7 +400,7 @@ async fn meter_whole_answer(
     };
     let body = deployment.api.response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
-    let (mut tokens, estimated) = match parsed.usage() {
+    let (mut tokens, mut estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => {
@@ -419,7 +421,11 @@ async fn meter_whole_answer(
     };
     let units = request.units(parsed.search_units(), Some(&body));
     (tokens.search_units, tokens.characters) = (units.search_units, units.characters);
-    (tokens.images, tokens.pixels) = (units.images, units.pixels);
+    (tokens.images, tokens.pixels, tokens.seconds) = (units.images, units.pixels, units.seconds);
+    if request.upload.is_some() && units.seconds > 0 {
+        // The seconds are what an upload is charged: reported, so not an estimate.
+        estimated = false;
+    }
     if request.endpoint == crate::providers::Endpoint::ImageGenerations {
         // gpt-image models report their output as image tokens (`output_tokens`), priced as such.
         tokens.image_output = tokens.completion;

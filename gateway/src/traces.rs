@@ -138,6 +138,8 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         Endpoint::Rerank => "rerank",
         Endpoint::AudioSpeech => "text_to_speech",
         Endpoint::ImageGenerations => "image_generation",
+        Endpoint::AudioTranscriptions => "speech_to_text",
+        Endpoint::AudioTranslations => "speech_translation",
     }
 }
 

@@ -114,6 +114,11 @@ pub struct UsageEvent {
     /// absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub pixels: u64,
+    /// Seconds of audio transcribed (`/v1/audio/transcriptions`), whole seconds rounded up,
+    /// priced per second (`input_cost_per_second`). Not tokens. Added within version 1, absent
+    /// when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_seconds: u64,
     /// The model had no price: the request was served at cost zero (`billing.unpriced_models:
     /// serve`). Added within version 1: older events lack it.
     #[serde(default)]
@@ -301,6 +306,7 @@ mod tests {
             characters: 5,
             images: 2,
             pixels: 2_097_152,
+            audio_seconds: 9,
             unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
             cost_by_token_type: vec![

@@ -98,6 +98,8 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::OpenAi, "/rerank", |r| r.to(openai::rerank)),
     post(Api::OpenAi, "/audio/speech", |r| r.to(openai::audio_speech)),
     post(Api::OpenAi, "/images/generations", |r| r.to(openai::image_generations)),
+    post(Api::OpenAi, "/audio/transcriptions", |r| r.to(openai::audio_transcriptions)),
+    post(Api::OpenAi, "/audio/translations", |r| r.to(openai::audio_translations)),
     get(Api::OpenAi, "/models", |r| r.to(openai::list_models)),
     get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),

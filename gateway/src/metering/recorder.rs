@@ -293,6 +293,7 @@ impl UsageRecorder {
         event.characters = tokens.characters;
         event.images = tokens.images;
         event.pixels = tokens.pixels;
+        event.audio_seconds = tokens.seconds;
         event.served_model = served_model(outcome.served_model, outcome.deployment);
         event.partial = outcome.partial;
         event.estimated = outcome.estimated;

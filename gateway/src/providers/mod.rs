@@ -109,11 +109,15 @@ pub enum Endpoint {
     AudioSpeech,
     /// `/v1/images/generations`: images from a prompt, metered per image (else per pixel).
     ImageGenerations,
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`: an uploaded audio file
+    /// (multipart/form-data), metered by the seconds of audio the provider reports.
+    AudioTranscriptions,
+    AudioTranslations,
 }
 
 impl Endpoint {
     /// Every endpoint, for tests that go over them all.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -122,6 +126,8 @@ impl Endpoint {
         Endpoint::Rerank,
         Endpoint::AudioSpeech,
         Endpoint::ImageGenerations,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
     ];
 
     pub fn path(self) -> &'static str {
@@ -134,6 +140,8 @@ impl Endpoint {
             Endpoint::Rerank => "rerank",
             Endpoint::AudioSpeech => "audio/speech",
             Endpoint::ImageGenerations => "images/generations",
+            Endpoint::AudioTranscriptions => "audio/transcriptions",
+            Endpoint::AudioTranslations => "audio/translations",
         }
     }
 
@@ -148,6 +156,8 @@ impl Endpoint {
                 | Endpoint::Rerank
                 | Endpoint::AudioSpeech
                 | Endpoint::ImageGenerations
+                | Endpoint::AudioTranscriptions
+                | Endpoint::AudioTranslations
         )
     }
 }
@@ -164,6 +174,8 @@ pub struct EndpointUrls {
     pub rerank: Option<reqwest::Url>,
     pub audio_speech: Option<reqwest::Url>,
     pub image_generations: Option<reqwest::Url>,
+    pub audio_transcriptions: Option<reqwest::Url>,
+    pub audio_translations: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -178,6 +190,8 @@ impl EndpointUrls {
             Endpoint::Rerank => self.rerank.as_ref(),
             Endpoint::AudioSpeech => self.audio_speech.as_ref(),
             Endpoint::ImageGenerations => self.image_generations.as_ref(),
+            Endpoint::AudioTranscriptions => self.audio_transcriptions.as_ref(),
+            Endpoint::AudioTranslations => self.audio_translations.as_ref(),
         }
     }
 }
@@ -204,6 +218,8 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         rerank: served(Endpoint::Rerank)?,
         audio_speech: served(Endpoint::AudioSpeech)?,
         image_generations: served(Endpoint::ImageGenerations)?,
+        audio_transcriptions: served(Endpoint::AudioTranscriptions)?,
+        audio_translations: served(Endpoint::AudioTranslations)?,
     })
 }
 
@@ -412,13 +428,14 @@ pub async fn send(
     deployment: &Deployment,
     endpoint: Endpoint,
     body: Vec<u8>,
+    content_type: &str,
     stream: bool,
 ) -> Result<reqwest::Response, UpstreamError> {
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
     // One request shape for every provider; only the headers differ.
-    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, content_type).body(body);
     let mut request = deployment.api.authenticate(request, deployment.api_key.as_ref());
     // The provider sees the attempt's span as its caller (W3C Trace Context).
     if let Some(traceparent) = crate::traces::outbound_traceparent() {

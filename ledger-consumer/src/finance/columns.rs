@@ -107,6 +107,7 @@ pub fn cells(key: &ChargeKey, amounts: &Amounts, issuer: &Issuer) -> Vec<Cell> {
         "characters" => "Characters",
         "images" => "Images",
         "pixels" => "Pixels",
+        "seconds" => "Seconds",
         _ => "Tokens",
     };
     let sku = format!("{provider}/{}/{}", key.model, key.token_type);

@@ -125,6 +125,7 @@ pub fn tokens_of(e: &UsageEvent) -> Tokens {
         characters: e.characters,
         images: e.images,
         pixels: e.pixels,
+        seconds: e.audio_seconds,
     }
 }
 

@@ -46,12 +46,15 @@ pub const PER_IMAGE_FIELDS: [&str; 2] = ["output_cost_per_image", "input_cost_pe
 /// LiteLLM's prices of a pixel of a generated image (`standard/1024-x-1024/dall-e-3`), used
 /// when a model has no per-image price.
 pub const PER_PIXEL_FIELDS: [&str; 2] = ["input_cost_per_pixel", "output_cost_per_pixel"];
-/// The pseudo-dimensions of search units, characters, images and pixels in a [`Term`] (beyond
-/// the per-token [`Rates`]).
+/// LiteLLM's price of a second of audio transcribed (`/v1/audio/transcriptions`).
+pub const PER_SECOND_FIELD: &str = "input_cost_per_second";
+/// The pseudo-dimensions of search units, characters, images, pixels and seconds in a [`Term`]
+/// (beyond the per-token [`Rates`]).
 pub const SEARCH_UNITS: usize = DIMENSIONS;
 pub const CHARACTERS: usize = DIMENSIONS + 1;
 pub const IMAGES: usize = DIMENSIONS + 2;
 pub const PIXELS: usize = DIMENSIONS + 3;
+pub const SECONDS: usize = DIMENSIONS + 4;
 /// Context tiers a model may have (LiteLLM's catalogue has at most two per model).
 const MAX_TIERS: usize = 2;
 
@@ -83,6 +86,8 @@ pub struct Price {
     /// Per pixel of a generated image (the larger of [`PER_PIXEL_FIELDS`]); charged only when
     /// `per_image` is zero.
     pub per_pixel: AttoUsd,
+    /// Per second of audio transcribed ([`PER_SECOND_FIELD`]).
+    pub per_second: AttoUsd,
     /// The rates of a provider's batch API (LiteLLM's `*_batches` fields), when it lists any;
     /// see [`batch_cost`].
     pub batch: Option<Rates>,
@@ -110,6 +115,8 @@ pub struct Tokens {
     /// Images generated (`/v1/images/generations`), and their pixels (width × height each).
     pub images: u64,
     pub pixels: u64,
+    /// Seconds of audio transcribed (`/v1/audio/transcriptions`), whole seconds rounded up.
+    pub seconds: u64,
 }
 
 impl Tokens {
@@ -130,6 +137,7 @@ impl Tokens {
             characters: c(self.characters),
             images: c(self.images),
             pixels: c(self.pixels),
+            seconds: c(self.seconds),
         }
     }
 
@@ -148,6 +156,7 @@ impl Tokens {
             self.characters,
             self.images,
             self.pixels,
+            self.seconds,
         ]
         .into_iter()
         .max()
@@ -184,7 +193,9 @@ impl Price {
         };
         let per_image = larger(PER_IMAGE_FIELDS)?;
         let per_pixel = larger(PER_PIXEL_FIELDS)?;
-        let per_unit = [per_request, per_query, per_character, per_image, per_pixel].iter().any(Option::is_some);
+        let per_second = atto(PER_SECOND_FIELD)?;
+        let per_unit =
+            [per_request, per_query, per_character, per_image, per_pixel, per_second].iter().any(Option::is_some);
         if !per_unit && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
             return Ok(None);
         }
@@ -204,6 +215,7 @@ impl Price {
             per_character: per_character.unwrap_or_default(),
             per_image: per_image.unwrap_or_default(),
             per_pixel: per_pixel.unwrap_or_default(),
+            per_second: per_second.unwrap_or_default(),
             batch,
         }))
     }
@@ -224,6 +236,7 @@ impl Price {
             per_character: AttoUsd::ZERO,
             per_image: AttoUsd::ZERO,
             per_pixel: AttoUsd::ZERO,
+            per_second: AttoUsd::ZERO,
             batch: None,
         }
     }
@@ -265,6 +278,7 @@ impl Price {
             per_character: self.per_character.max(other.per_character),
             per_image: self.per_image.max(other.per_image),
             per_pixel: self.per_pixel.max(other.per_pixel),
+            per_second: self.per_second.max(other.per_second),
             batch: None,
         }
     }
@@ -380,8 +394,8 @@ pub struct Term {
 /// price. Each part of the prompt is taken out of the prompt in that order, never more than is
 /// left, and the rest is text; likewise reasoning, audio and image out of the completion.
 /// Per-request prices apply to requests with any tokens (a provider answered). Search units,
-/// characters and images (else their pixels) come last ([`SEARCH_UNITS`], [`CHARACTERS`],
-/// [`IMAGES`], [`PIXELS`]). Dimensions with no tokens and a zero per-request price are left out.
+/// characters, images (else their pixels) and seconds come last ([`SEARCH_UNITS`],
+/// [`CHARACTERS`], [`IMAGES`], [`PIXELS`], [`SECONDS`]). Dimensions with no tokens and a zero per-request price are left out.
 pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> {
     let rates = price.rates_for(tokens.prompt);
     let mut out = Vec::with_capacity(DIMENSIONS + 1);
@@ -432,6 +446,10 @@ pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> 
         let cost = image_price.checked_mul_units(image_units)?;
         out.push(Term { dimension: Some(image_dim), units: image_units, cost });
     }
+    if tokens.seconds > 0 && price.per_second > AttoUsd::ZERO {
+        let cost = price.per_second.checked_mul_units(tokens.seconds)?;
+        out.push(Term { dimension: Some(SECONDS), units: tokens.seconds, cost });
+    }
     Ok(out)
 }
 
@@ -460,5 +478,6 @@ pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64, units: Token
         .checked_add(price.per_query.checked_mul_units(units.search_units)?)?
         .checked_add(price.per_character.checked_mul_units(units.characters)?)?
         .checked_add(images.max(pixels))?
+        .checked_add(price.per_second.checked_mul_units(units.seconds)?)?
         .to_nanos_rounded_up()
 }

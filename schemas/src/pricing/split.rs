@@ -11,8 +11,8 @@ use crate::NanoUsd;
 
 /// The token type each dimension of [`cost::PER_TOKEN_FIELDS`] is billed as, then search units
 /// characters, images and pixels ([`cost::SEARCH_UNITS`], [`cost::CHARACTERS`], [`cost::IMAGES`],
-/// [`cost::PIXELS`]).
-const TYPE_OF_DIMENSION: [&str; 13] = [
+/// [`cost::PIXELS`]), seconds ([`cost::SECONDS`]).
+const TYPE_OF_DIMENSION: [&str; 14] = [
     "input",
     "output",
     "cached_input",
@@ -26,6 +26,7 @@ const TYPE_OF_DIMENSION: [&str; 13] = [
     "characters",
     "images",
     "pixels",
+    "seconds",
 ];
 
 /// The per-request price's token type.
@@ -115,9 +116,9 @@ mod tests {
 
     fn tokens() -> impl Strategy<Value = Tokens> {
         let n = || 0u64..2_000_000;
-        let units = (0u64..1_000, 0u64..100_000, 0u64..11, 0u64..200_000_000);
+        let units = (0u64..1_000, 0u64..100_000, 0u64..11, 0u64..200_000_000, 0u64..100_000);
         ((n(), n(), n(), n(), n(), n(), n(), n(), n()), units).prop_map(
-            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch, im, px))| Tokens {
+            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch, im, px, se))| Tokens {
                 prompt: p,
                 completion: c,
                 cached: ca,
@@ -131,6 +132,7 @@ mod tests {
                 characters: ch,
                 images: im,
                 pixels: px,
+                seconds: se,
             },
         )
     }
@@ -156,6 +158,7 @@ mod tests {
             price.per_character = AttoUsd(per_query / 1000);
             price.per_image = AttoUsd(per_image.unwrap_or(0));
             price.per_pixel = AttoUsd(per_query / 100_000);
+            price.per_second = AttoUsd(per_query / 10);
             if tier {
                 let mut doubled = price.base;
                 doubled.0.iter_mut().for_each(|r| r.0 *= 2);
@@ -182,6 +185,7 @@ mod tests {
             let imaged = if per_image.unwrap_or(0) > 0 { t.images } else { 0 };
             let pixeled = if per_image.unwrap_or(0) == 0 && per_query / 100_000 > 0 { t.pixels } else { 0 };
             prop_assert_eq!((counted(&["images"]), counted(&["pixels"])), (imaged, pixeled));
+            prop_assert_eq!(counted(&["seconds"]), if per_query / 10 > 0 { t.seconds } else { 0 });
         }
     }
 }

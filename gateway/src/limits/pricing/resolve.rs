@@ -6,7 +6,7 @@ use crate::config::{Config, ConfigError, ModelEntry, UnpricedModels};
 use std::collections::BTreeMap;
 use tollgate_schemas::pricing::cost::{
     Price, PER_CHARACTER_FIELD, PER_IMAGE_FIELDS, PER_PIXEL_FIELDS, PER_QUERY_FIELD, PER_REQUEST_FIELD,
-    PER_TOKEN_FIELDS,
+    PER_SECOND_FIELD, PER_TOKEN_FIELDS,
 };
 use tollgate_schemas::pricing::AttoUsd;
 
@@ -121,7 +121,7 @@ fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>,
 fn is_price_field(key: &str) -> bool {
     let stem = key.split_once("_above_").map_or(key, |(stem, _)| stem);
     let stem = stem.strip_suffix("_batches").unwrap_or(stem);
-    [PER_REQUEST_FIELD, PER_QUERY_FIELD, PER_CHARACTER_FIELD].contains(&stem)
+    [PER_REQUEST_FIELD, PER_QUERY_FIELD, PER_CHARACTER_FIELD, PER_SECOND_FIELD].contains(&stem)
         || PER_IMAGE_FIELDS.contains(&stem)
         || PER_PIXEL_FIELDS.contains(&stem)
         || PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem)
@@ -150,6 +150,7 @@ fn check_bounds(
         (price.per_query, MAX_PRICE_PER_REQUEST, PER_QUERY_FIELD, "search unit"),
         (price.per_image, MAX_PRICE_PER_REQUEST, PER_IMAGE_FIELDS[0], "image"),
         (price.per_pixel, per_token, PER_PIXEL_FIELDS[0], "pixel"),
+        (price.per_second, MAX_PRICE_PER_REQUEST, PER_SECOND_FIELD, "second"),
     ] {
         if rate > ceiling {
             let nanos = ceiling.to_nanos_rounded_up().map_or(i64::MAX, |n| n.0);

@@ -201,7 +201,10 @@ fn every_catalogue_price_converts_exactly_or_to_the_nearest_atto_usd() {
             let floor = whole.parse::<i128>().unwrap() * 10_i128.pow(18) + frac[..18].parse::<i128>().unwrap();
             assert!(atto.0 == floor || atto.0 == floor + 1, "{model}.{key}");
             let stem = key.split_once("_above_").map_or(key.as_str(), |(s, _)| s);
-            let per_unit = [cost::PER_REQUEST_FIELD].iter().chain(&cost::PER_PIXEL_FIELDS).any(|f| *f == stem);
+            let per_unit = [cost::PER_REQUEST_FIELD, cost::PER_SECOND_FIELD]
+                .iter()
+                .chain(&cost::PER_PIXEL_FIELDS)
+                .any(|f| *f == stem);
             if per_unit || cost::PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem) {
                 inexact_covered += 1;
             } else {
@@ -212,7 +215,8 @@ fn every_catalogue_price_converts_exactly_or_to_the_nearest_atto_usd() {
     // litellm 1.110.2: 18 081 prices; 44 of those Tollgate applies have more than 18 decimals
     // (float noise such as 4.0000000000000003e-07, repeating fractions such as
     // 1.1428571428571428e-06) and are rounded to the nearest atto-USD, as are 6 per-pixel prices
-    // and 17 it does not apply (per second prices). All others are exact.
+    // and some per-second prices (2.833333333333333e-04); the others it does not apply are
+    // exact. All others are exact.
     eprintln!("{checked} prices; rounded: {inexact_covered} applied, {inexact_other} not applied");
     assert!(checked > 15_000, "{checked} prices");
     assert!(inexact_covered + inexact_other < 500, "{inexact_covered} + {inexact_other} rounded prices");
@@ -386,7 +390,7 @@ proptest! {
         let t = Tokens {
             prompt, completion, cached: parts[0], cache_write: parts[1], audio_input: parts[2], image_input: parts[3],
             reasoning: parts[4], audio_output: parts[5], image_output: parts[6], search_units: 0, characters: 0,
-            images: 0, pixels: 0,
+            images: 0, pixels: 0, seconds: 0,
         };
         prop_assert!(cost(&price, t).unwrap() <= worst_case_cost(&price, prompt, completion, t).unwrap());
     }
