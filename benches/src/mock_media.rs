@@ -31,13 +31,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/{mode}/{arg}/v1/images/generations", web::post().to(image_generations));
 }
 
+/// A request's JSON body, once the behaviour prefix and the key let it through.
+#[allow(clippy::result_large_err)] // a handler-local early return
+async fn gated_json(req: &HttpRequest, body: &[u8], state: &MockState) -> Result<Value, HttpResponse> {
+    gate(req, state).await?;
+    parse(body)
+}
+
 /// OpenAI's speech answer: audio bytes, here `ID3` and the text read, as `audio/mpeg` (or
 /// `audio/wav` for `response_format: wav`). Like OpenAI's, it says nothing of usage.
 async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
-        return resp;
-    }
-    let body = match parse(&body) {
+    let body = match gated_json(&req, &body, &state).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -54,10 +58,7 @@ async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockS
 /// OpenAI's image answer: `created` and `n` images (default 1) in `data`, each a URL or, for
 /// `response_format: b64_json`, a small base64 PNG header, with the prompt as `revised_prompt`.
 async fn image_generations(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
-        return resp;
-    }
-    let body = match parse(&body) {
+    let body = match gated_json(&req, &body, &state).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
