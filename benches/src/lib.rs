@@ -5,5 +5,6 @@ pub mod keepalive;
 pub mod mock_anthropic;
 pub mod mock_bedrock;
 pub mod mock_gemini;
+pub mod mock_media;
 pub mod mock_provider;
 pub mod synthetic;

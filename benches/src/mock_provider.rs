@@ -27,7 +27,8 @@
 //! passes on.
 //!
 //! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does; `/v1/rerank`
-//! in Cohere's (v2), with `meta.billed_units.search_units`; `/v1/audio/speech` with audio bytes.
+//! in Cohere's (v2), with `meta.billed_units.search_units`; `/v1/audio/speech` and
+//! `/v1/images/generations` are in `mock_media`.
 //!
 //! It never calls the network.
 
@@ -56,9 +57,9 @@ impl Default for MockConfig {
     }
 }
 
-struct MockState {
+pub(crate) struct MockState {
     config: MockConfig,
-    served: AtomicU64,
+    pub(crate) served: AtomicU64,
     failures_seen: AtomicU64,
     /// Requests that started waiting out a `/delay/{ms}` and those that finished the wait: a
     /// caller that hangs up cancels the wait, which `GET /stats` shows.
@@ -157,13 +158,13 @@ pub fn completion_tokens_for(body: &Value, default: u64) -> u64 {
     body.get("max_tokens").or_else(|| body.get("max_completion_tokens")).and_then(Value::as_u64).unwrap_or(default)
 }
 
-fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> HttpResponse {
+pub(crate) fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
 }
 
 /// Checks the key and applies the behaviour's failure, if any.
 #[allow(clippy::result_large_err)] // a handler-local early return
-async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpResponse> {
+pub(crate) async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpResponse> {
     state.remember_traceparent(req);
     if let Some(expected) = &state.config.api_key {
         let ok = req
@@ -236,7 +237,7 @@ async fn gate(req: &HttpRequest, state: &MockState) -> Result<Behaviour, HttpRes
 }
 
 #[allow(clippy::result_large_err)] // a handler-local early return
-fn parse(body: &[u8]) -> Result<Value, HttpResponse> {
+pub(crate) fn parse(body: &[u8]) -> Result<Value, HttpResponse> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}"), "invalid_request_error", None))
 }
@@ -512,26 +513,6 @@ async fn rerank(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>)
     }))
 }
 
-/// OpenAI's speech answer: audio bytes, here `ID3` and the text read, as `audio/mpeg` (or
-/// `audio/wav` for `response_format: wav`). Like OpenAI's, it says nothing of usage.
-async fn audio_speech(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
-        return resp;
-    }
-    let body = match parse(&body) {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let Some(input) = body.get("input").and_then(Value::as_str) else {
-        return error(StatusCode::BAD_REQUEST, "`input` is required", "invalid_request_error", None);
-    };
-    let content_type = match body.get("response_format").and_then(Value::as_str) {
-        Some("wav") => "audio/wav",
-        _ => "audio/mpeg",
-    };
-    HttpResponse::Ok().content_type(content_type).body([&b"ID3"[..], input.as_bytes()].concat())
-}
-
 async fn stats(state: web::Data<MockState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "served": state.served.load(Ordering::SeqCst),
@@ -576,8 +557,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/moderations", web::post().to(moderations))
             .route("/v1/rerank", web::post().to(rerank))
             .route("/{mode}/{arg}/v1/rerank", web::post().to(rerank))
-            .route("/v1/audio/speech", web::post().to(audio_speech))
-            .route("/{mode}/{arg}/v1/audio/speech", web::post().to(audio_speech))
+            .configure(crate::mock_media::configure)
             .route("/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)

@@ -69,6 +69,8 @@ pub struct AppState {
     /// The one upstream HTTP client of the process.
     pub client: reqwest::Client,
     pub max_body_bytes: usize,
+    /// Largest upload body (`gateway.max_upload_bytes`).
+    pub max_upload_bytes: usize,
     /// Whether customers owned by no team or organization may be charged by any key.
     pub shared_customers: bool,
     /// Largest non-streamed answer read from a provider.
@@ -236,6 +238,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         sink,
         client,
         max_body_bytes: config.gateway.max_body_bytes,
+        max_upload_bytes: config.gateway.max_upload_bytes,
         shared_customers: config.gateway.shared_customers,
         max_response_bytes: config.gateway.max_response_bytes,
         cache: config.litellm_settings.response_cache().map(cache::ResponseCache::new).transpose()?.map(Arc::new),

@@ -61,7 +61,7 @@ fn worst_case_cost(state: &AppState, request: &ProxyRequest) -> tollgate_schemas
     });
     let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
     // Only absurd `max_tokens` overflow: reserve everything that is left.
-    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None))
+    crate::limits::pricing::worst_case_cost(&price, prompt, completion, request.units(None, None))
         .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
 }
 
@@ -257,7 +257,9 @@ async fn routed_call(
     // A fallback is a model like any other: the key's allow-lists apply to it too.
     let allowed = |m: &str| check_model(&state, &principal, m).is_ok();
     let prompt_tokens = || request.prompt_tokens_estimate();
+    let content_type = request.content_type();
     let spec = retry::Call {
+        content_type: &content_type,
         prompt_bytes: u64::try_from(request.body_len).unwrap_or(u64::MAX),
         prompt_tokens: &prompt_tokens,
         model: &request.model,
@@ -402,7 +404,7 @@ async fn meter_whole_answer(
     };
     let body = deployment.api.response_body(&deployment, body);
     let parsed: ResponseUsage = serde_json::from_slice(&body).unwrap_or_default();
-    let (mut tokens, estimated) = match parsed.usage() {
+    let (mut tokens, mut estimated) = match parsed.usage() {
         Some(u) => (u.tokens(), false),
         // No usage from the provider: count it ourselves and say so.
         None => {
@@ -421,8 +423,17 @@ async fn meter_whole_answer(
             )
         }
     };
-    let units = request.units(parsed.search_units());
+    let units = request.units(parsed.search_units(), Some(&body));
     (tokens.search_units, tokens.characters) = (units.search_units, units.characters);
+    (tokens.images, tokens.pixels, tokens.seconds) = (units.images, units.pixels, units.seconds);
+    if request.upload.is_some() && units.seconds > 0 {
+        // The seconds are what an upload is charged: reported, so not an estimate.
+        estimated = false;
+    }
+    if request.endpoint == crate::providers::Endpoint::ImageGenerations {
+        // gpt-image models report their output as image tokens (`output_tokens`), priced as such.
+        tokens.image_output = tokens.completion;
+    }
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     // The post-call hook: a block still charges what the provider generated.

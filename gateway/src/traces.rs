@@ -137,6 +137,9 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
         Endpoint::AudioSpeech => "text_to_speech",
+        Endpoint::ImageGenerations => "image_generation",
+        Endpoint::AudioTranscriptions => "speech_to_text",
+        Endpoint::AudioTranslations => "speech_translation",
     }
 }
 

@@ -104,6 +104,21 @@ pub struct UsageEvent {
     /// (`input_cost_per_character`). Not tokens. Added within version 1, absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub characters: u64,
+    /// Images generated (`/v1/images/generations`), priced per image
+    /// (`output_cost_per_image`, `input_cost_per_image`); not tokens. Added within version 1,
+    /// absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub images: u64,
+    /// Pixels of the images generated (width × height of each), priced per pixel
+    /// (`input_cost_per_pixel`) when the model has no per-image price. Added within version 1,
+    /// absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pixels: u64,
+    /// Seconds of audio transcribed (`/v1/audio/transcriptions`), whole seconds rounded up,
+    /// priced per second (`input_cost_per_second`). Not tokens. Added within version 1, absent
+    /// when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_seconds: u64,
     /// The model had no price: the request was served at cost zero (`billing.unpriced_models:
     /// serve`). Added within version 1: older events lack it.
     #[serde(default)]
@@ -289,6 +304,9 @@ mod tests {
             image_output_tokens: 40,
             search_units: 3,
             characters: 5,
+            images: 2,
+            pixels: 2_097_152,
+            audio_seconds: 9,
             unpriced: false,
             cost_nano_usd: NanoUsd(345_000),
             cost_by_token_type: vec![

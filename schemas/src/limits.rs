@@ -182,6 +182,9 @@ fn check_adjustment(e: &UsageEvent, a: &crate::event::Adjustment) -> Result<(), 
         e.image_output_tokens,
         e.search_units,
         e.characters,
+        e.images,
+        e.pixels,
+        e.audio_seconds,
     ];
     if tokens.iter().any(|n| *n != 0) || e.cost_by_token_type.iter().any(|p| p.tokens != 0) {
         return Err(BoundError::Range { field: "adjustment".into(), detail: "an adjustment has no tokens".into() });
@@ -221,6 +224,9 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
         ("image_output_tokens", e.image_output_tokens),
         ("search_units", e.search_units),
         ("characters", e.characters),
+        ("images", e.images),
+        ("pixels", e.pixels),
+        ("audio_seconds", e.audio_seconds),
     ] {
         check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
     }

@@ -151,6 +151,39 @@ def test_speech_of_too_long_a_text_is_a_bad_request(openai_client):
     assert err.value.body["param"] == "input"
 
 
+def test_image_generation(openai_client):
+    raw = openai_client.images.with_raw_response.generate(
+        model="gpt-image-1-low", prompt="a lighthouse at dusk", n=2, size="1024x1024"
+    )
+    images = raw.parse()
+    assert len(images.data) == 2
+    assert images.data[0].url.startswith("https://")
+    # 2 images at $0.011 (low/1024-x-1024/gpt-image-1 in the model catalogue).
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == str(2 * 11_000_000)
+
+
+def test_image_generation_bounds_n(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.images.generate(model="gpt-image-1-low", prompt="a cat", n=11)
+    assert err.value.body["param"] == "n"
+
+
+def test_transcription(openai_client):
+    raw = openai_client.audio.transcriptions.with_raw_response.create(
+        model="whisper-1", file=("talk.mp3", b"\x00" * 2_500), response_format="verbose_json"
+    )
+    transcript = raw.parse()
+    assert transcript.text == "whisper-1 heard 2500 bytes"
+    # The mock's 2,500 bytes last 2.5 s, charged as 3 s at $0.0001 (whisper-1 in the catalogue).
+    assert raw.headers.get("x-tollgate-cost-nano-usd") == str(3 * 100_000)
+
+
+def test_transcription_of_an_empty_file_is_a_bad_request(openai_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        openai_client.audio.transcriptions.create(model="whisper-1", file=("empty.mp3", b""))
+    assert err.value.body["param"] == "file"
+
+
 def test_legacy_completions(openai_client):
     resp = openai_client.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=2)
     assert resp.choices[0].text == "tok tok"

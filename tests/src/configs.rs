@@ -84,6 +84,7 @@ pub struct GatewaySettings {
     pub key_hash_secret: Option<String>,
     pub replicas: Option<u32>,
     pub max_body_bytes: Option<usize>,
+    pub max_upload_bytes: Option<usize>,
     pub max_response_bytes: Option<usize>,
     pub metrics: Option<Metrics>,
 }

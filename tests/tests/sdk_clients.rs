@@ -36,6 +36,8 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
             model("omni-moderation-latest", "openai/omni-moderation-latest", format!("{mock}/v1"), None),
             model("rerank-english-v3.0", "hosted_vllm/rerank-english-v3.0", format!("{mock}/v1"), None),
             model("tts-1", "openai/tts-1", format!("{mock}/v1"), None),
+            model("gpt-image-1-low", "openai/low/1024-x-1024/gpt-image-1", format!("{mock}/v1"), None),
+            model("whisper-1", "openai/whisper-1", format!("{mock}/v1"), None),
             model("rate-limited", "openai/gpt-4o-mini", format!("{mock}/status/429/v1"), None),
             model("small-context", "openai/gpt-4o-mini", format!("{mock}/status/400/v1"), None),
             model(

@@ -112,6 +112,10 @@ pub struct GatewaySettings {
     pub listen: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Largest multipart body of an upload (`/v1/audio/transcriptions`: the audio file and its
+    /// fields); OpenAI takes files of up to 25 MiB.
+    #[serde(default = "default_max_upload_bytes")]
+    pub max_upload_bytes: usize,
     /// Largest non-streamed answer read from a provider; a larger one is a 502.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
@@ -177,6 +181,7 @@ impl Default for GatewaySettings {
             id: None,
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_upload_bytes: default_max_upload_bytes(),
             max_response_bytes: default_max_response_bytes(),
             request_timeout_secs: default_timeout_secs(),
             workers: None,
@@ -207,6 +212,9 @@ fn default_listen() -> String {
 }
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
+}
+fn default_max_upload_bytes() -> usize {
+    25 * 1024 * 1024 + 64 * 1024
 }
 fn default_max_response_bytes() -> usize {
     64 * 1024 * 1024

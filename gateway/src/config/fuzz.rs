@@ -16,6 +16,7 @@ gateway:
   id: gw-1
   listen: 127.0.0.1:4000
   max_body_bytes: 8388608
+  max_upload_bytes: 26279936
   max_response_bytes: 67108864
   request_timeout_secs: 600
   workers: 2
@@ -104,6 +105,7 @@ const WORDS: &[&str] = &[
     "id",
     "listen",
     "max_body_bytes",
+    "max_upload_bytes",
     "request_timeout_secs",
     "replicas",
     "metrics",

@@ -180,6 +180,9 @@ impl Config {
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }
+        if self.gateway.max_upload_bytes == 0 {
+            return Err(invalid("gateway.max_upload_bytes".into(), "must be positive".into()));
+        }
         if self.gateway.max_response_bytes == 0 {
             return Err(invalid("gateway.max_response_bytes".into(), "must be positive".into()));
         }

@@ -49,6 +49,34 @@ pub(crate) async fn audio_speech(req: HttpRequest, payload: web::Payload, state:
     handle(req, payload, state, Endpoint::AudioSpeech).await
 }
 
+/// `/v1/images/generations`: OpenAI's shape; metered per image generated (else per pixel).
+pub(crate) async fn image_generations(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(req, payload, state, Endpoint::ImageGenerations).await
+}
+
+/// `/v1/audio/transcriptions`: an audio upload (multipart/form-data), sent on as a form;
+/// metered by the seconds of audio the provider reports.
+pub(crate) async fn audio_transcriptions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(req, payload, state, Endpoint::AudioTranscriptions).await
+}
+
+/// `/v1/audio/translations`: as transcriptions, the text in English.
+pub(crate) async fn audio_translations(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    handle(req, payload, state, Endpoint::AudioTranslations).await
+}
+
 /// Every OpenAI model endpoint: authenticate, validate, route, meter, answer.
 async fn handle(
     req: HttpRequest,
@@ -90,8 +118,13 @@ async fn read_request(
 ) -> Result<(Principal, ProxyRequest), GatewayError> {
     let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
     traces::record_principal(&key);
-    let body = read_body(req, payload, state.max_body_bytes).await?;
-    let request = ProxyRequest::parse_bytes(body, endpoint)?;
+    let request = if matches!(endpoint, Endpoint::AudioTranscriptions | Endpoint::AudioTranslations) {
+        let body = read_body(req, payload, state.max_upload_bytes).await?;
+        let content_type = req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        ProxyRequest::parse_upload(content_type, body, endpoint).await?
+    } else {
+        ProxyRequest::parse_bytes(read_body(req, payload, state.max_body_bytes).await?, endpoint)?
+    };
     traces::record_model(traces::operation(endpoint), &request.model);
     Ok((key, request))
 }

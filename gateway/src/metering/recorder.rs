@@ -291,6 +291,9 @@ impl UsageRecorder {
         event.image_output_tokens = tokens.image_output;
         event.search_units = tokens.search_units;
         event.characters = tokens.characters;
+        event.images = tokens.images;
+        event.pixels = tokens.pixels;
+        event.audio_seconds = tokens.seconds;
         event.served_model = served_model(outcome.served_model, outcome.deployment);
         event.partial = outcome.partial;
         event.estimated = outcome.estimated;

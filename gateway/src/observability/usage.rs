@@ -28,6 +28,9 @@ pub fn operation_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Moderations => "moderation",
         Endpoint::Rerank => "rerank",
         Endpoint::AudioSpeech => "text_to_speech",
+        Endpoint::ImageGenerations => "image_generation",
+        Endpoint::AudioTranscriptions => "speech_to_text",
+        Endpoint::AudioTranslations => "speech_translation",
     }
 }
 

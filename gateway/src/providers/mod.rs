@@ -148,11 +148,17 @@ pub enum Endpoint {
     Rerank,
     /// `/v1/audio/speech`: text to speak, metered by its characters; the answer is audio.
     AudioSpeech,
+    /// `/v1/images/generations`: images from a prompt, metered per image (else per pixel).
+    ImageGenerations,
+    /// `/v1/audio/transcriptions` and `/v1/audio/translations`: an uploaded audio file
+    /// (multipart/form-data), metered by the seconds of audio the provider reports.
+    AudioTranscriptions,
+    AudioTranslations,
 }
 
 impl Endpoint {
     /// Every endpoint, for tests that go over them all.
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -160,6 +166,9 @@ impl Endpoint {
         Endpoint::Moderations,
         Endpoint::Rerank,
         Endpoint::AudioSpeech,
+        Endpoint::ImageGenerations,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
     ];
 
     pub fn path(self) -> &'static str {
@@ -171,13 +180,26 @@ impl Endpoint {
             Endpoint::Moderations => "moderations",
             Endpoint::Rerank => "rerank",
             Endpoint::AudioSpeech => "audio/speech",
+            Endpoint::ImageGenerations => "images/generations",
+            Endpoint::AudioTranscriptions => "audio/transcriptions",
+            Endpoint::AudioTranslations => "audio/translations",
         }
     }
 
     /// Whether its answers generate tokens (a completion): embeddings, moderations and rerank
-    /// only read their input; speech answers audio, metered by the characters read.
+    /// only read their input; speech answers audio, metered by the characters read; image
+    /// generation answers images, metered by their count.
     pub fn generates(self) -> bool {
-        !matches!(self, Endpoint::Embeddings | Endpoint::Moderations | Endpoint::Rerank | Endpoint::AudioSpeech)
+        !matches!(
+            self,
+            Endpoint::Embeddings
+                | Endpoint::Moderations
+                | Endpoint::Rerank
+                | Endpoint::AudioSpeech
+                | Endpoint::ImageGenerations
+                | Endpoint::AudioTranscriptions
+                | Endpoint::AudioTranslations
+        )
     }
 }
 
@@ -192,6 +214,9 @@ pub struct EndpointUrls {
     pub moderations: Option<reqwest::Url>,
     pub rerank: Option<reqwest::Url>,
     pub audio_speech: Option<reqwest::Url>,
+    pub image_generations: Option<reqwest::Url>,
+    pub audio_transcriptions: Option<reqwest::Url>,
+    pub audio_translations: Option<reqwest::Url>,
 }
 
 impl EndpointUrls {
@@ -205,6 +230,9 @@ impl EndpointUrls {
             Endpoint::Moderations => self.moderations.as_ref(),
             Endpoint::Rerank => self.rerank.as_ref(),
             Endpoint::AudioSpeech => self.audio_speech.as_ref(),
+            Endpoint::ImageGenerations => self.image_generations.as_ref(),
+            Endpoint::AudioTranscriptions => self.audio_transcriptions.as_ref(),
+            Endpoint::AudioTranslations => self.audio_translations.as_ref(),
         }
     }
 }
@@ -230,6 +258,9 @@ pub fn endpoint_urls(api: &dyn Provider, target: Target<'_>) -> Result<EndpointU
         moderations: served(Endpoint::Moderations)?,
         rerank: served(Endpoint::Rerank)?,
         audio_speech: served(Endpoint::AudioSpeech)?,
+        image_generations: served(Endpoint::ImageGenerations)?,
+        audio_transcriptions: served(Endpoint::AudioTranscriptions)?,
+        audio_translations: served(Endpoint::AudioTranslations)?,
     })
 }
 
@@ -440,13 +471,14 @@ pub async fn send(
     deployment: &Deployment,
     endpoint: Endpoint,
     body: Vec<u8>,
+    content_type: &str,
     stream: bool,
 ) -> Result<reqwest::Response, UpstreamError> {
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
     // One request shape for every provider; only the headers differ.
-    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json");
+    let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, content_type);
     let mut request = deployment.api.sign(request, deployment, url, &body).body(body);
     // The provider sees the attempt's span as its caller (W3C Trace Context).
     if let Some(traceparent) = crate::traces::outbound_traceparent() {

@@ -112,6 +112,8 @@ pub struct Call<'a> {
     pub endpoint: Endpoint,
     pub stream: bool,
     pub body_for: &'a (dyn Fn(&Deployment) -> Result<Vec<u8>, GatewayError> + Sync),
+    /// The content type of the bodies `body_for` makes.
+    pub content_type: &'a str,
     /// The key's allow-lists: a fallback model it may not use is skipped.
     pub allowed: &'a (dyn Fn(&str) -> bool + Sync),
     /// The prompt's size in bytes, and its tokens (counted only when asked), for the checks
@@ -124,7 +126,8 @@ pub struct Call<'a> {
 /// Sends the request to its model's deployments, retrying and falling back per `router`'s
 /// policy.
 pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> Result<RoutedAnswer, RoutedFailure> {
-    let Call { model, endpoint, stream, body_for, allowed, attempt: trying, prompt_bytes, prompt_tokens } = spec;
+    let Call { model, endpoint, stream, body_for, content_type, allowed, attempt: trying, prompt_bytes, prompt_tokens } =
+        spec;
     let policy = router.policy.clone();
     let mut chain: Vec<String> = vec![model.to_owned()];
     let mut general_fallbacks_added = false;
@@ -177,7 +180,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             };
             trying.set(&picked.deployment);
             let span = attempt_span(&picked, &group, attempts, position > 0);
-            let once = attempt_once(router, client, picked, &group, endpoint, body, stream, attempts);
+            let once = attempt_once(router, client, picked, &group, endpoint, (body, content_type), stream, attempts);
             let (failure, class, wait) = match once.instrument(span).await {
                 Attempted::Answered(answer) => return Ok(answer),
                 Attempted::Failed { failure, class, wait } => (failure, class, wait),
@@ -267,12 +270,12 @@ async fn attempt_once(
     picked: PickedDeployment,
     group: &str,
     endpoint: Endpoint,
-    body: Vec<u8>,
+    (body, content_type): (Vec<u8>, &str),
     stream: bool,
     attempts: u32,
 ) -> Attempted {
     let sent_at = Instant::now();
-    match providers::send(client, &picked.deployment, endpoint, body, stream).await {
+    match providers::send(client, &picked.deployment, endpoint, body, content_type, stream).await {
         Ok(response) if response.status().is_success() => {
             tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
             Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })

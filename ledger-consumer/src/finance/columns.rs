@@ -105,6 +105,9 @@ pub fn cells(key: &ChargeKey, amounts: &Amounts, issuer: &Issuer) -> Vec<Cell> {
         "request" => "Requests",
         "search_units" => "Search Units",
         "characters" => "Characters",
+        "images" => "Images",
+        "pixels" => "Pixels",
+        "seconds" => "Seconds",
         _ => "Tokens",
     };
     let sku = format!("{provider}/{}/{}", key.model, key.token_type);

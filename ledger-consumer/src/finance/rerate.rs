@@ -123,6 +123,9 @@ pub fn tokens_of(e: &UsageEvent) -> Tokens {
         image_output: e.image_output_tokens,
         search_units: e.search_units,
         characters: e.characters,
+        images: e.images,
+        pixels: e.pixels,
+        seconds: e.audio_seconds,
     }
 }
 

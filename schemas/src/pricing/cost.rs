@@ -40,10 +40,21 @@ pub const PER_REQUEST_FIELD: &str = "input_cost_per_request";
 pub const PER_QUERY_FIELD: &str = "input_cost_per_query";
 /// LiteLLM's price of a character of text to speak (`/v1/audio/speech`).
 pub const PER_CHARACTER_FIELD: &str = "input_cost_per_character";
-/// The pseudo-dimensions of search units and characters in a [`Term`] (beyond the per-token
-/// [`Rates`]).
+/// LiteLLM's prices of a generated image (`/v1/images/generations`): its catalogue sets one of
+/// the pair, per size and quality (`1024-x-1536/gpt-image-1.5`, `fal_ai/...`).
+pub const PER_IMAGE_FIELDS: [&str; 2] = ["output_cost_per_image", "input_cost_per_image"];
+/// LiteLLM's prices of a pixel of a generated image (`standard/1024-x-1024/dall-e-3`), used
+/// when a model has no per-image price.
+pub const PER_PIXEL_FIELDS: [&str; 2] = ["input_cost_per_pixel", "output_cost_per_pixel"];
+/// LiteLLM's price of a second of audio transcribed (`/v1/audio/transcriptions`).
+pub const PER_SECOND_FIELD: &str = "input_cost_per_second";
+/// The pseudo-dimensions of search units, characters, images, pixels and seconds in a [`Term`]
+/// (beyond the per-token [`Rates`]).
 pub const SEARCH_UNITS: usize = DIMENSIONS;
 pub const CHARACTERS: usize = DIMENSIONS + 1;
+pub const IMAGES: usize = DIMENSIONS + 2;
+pub const PIXELS: usize = DIMENSIONS + 3;
+pub const SECONDS: usize = DIMENSIONS + 4;
 /// Context tiers a model may have (LiteLLM's catalogue has at most two per model).
 const MAX_TIERS: usize = 2;
 
@@ -70,6 +81,13 @@ pub struct Price {
     pub per_query: AttoUsd,
     /// Per character of text to speak ([`PER_CHARACTER_FIELD`]).
     pub per_character: AttoUsd,
+    /// Per generated image (the larger of [`PER_IMAGE_FIELDS`]).
+    pub per_image: AttoUsd,
+    /// Per pixel of a generated image (the larger of [`PER_PIXEL_FIELDS`]); charged only when
+    /// `per_image` is zero.
+    pub per_pixel: AttoUsd,
+    /// Per second of audio transcribed ([`PER_SECOND_FIELD`]).
+    pub per_second: AttoUsd,
     /// The rates of a provider's batch API (LiteLLM's `*_batches` fields), when it lists any;
     /// see [`batch_cost`].
     pub batch: Option<Rates>,
@@ -94,6 +112,11 @@ pub struct Tokens {
     pub search_units: u64,
     /// Characters of text to speak (`/v1/audio/speech`; not tokens either).
     pub characters: u64,
+    /// Images generated (`/v1/images/generations`), and their pixels (width × height each).
+    pub images: u64,
+    pub pixels: u64,
+    /// Seconds of audio transcribed (`/v1/audio/transcriptions`), whole seconds rounded up.
+    pub seconds: u64,
 }
 
 impl Tokens {
@@ -112,6 +135,9 @@ impl Tokens {
             image_output: c(self.image_output),
             search_units: c(self.search_units),
             characters: c(self.characters),
+            images: c(self.images),
+            pixels: c(self.pixels),
+            seconds: c(self.seconds),
         }
     }
 
@@ -128,6 +154,9 @@ impl Tokens {
             self.image_output,
             self.search_units,
             self.characters,
+            self.images,
+            self.pixels,
+            self.seconds,
         ]
         .into_iter()
         .max()
@@ -156,7 +185,17 @@ impl Price {
         let per_request = atto(PER_REQUEST_FIELD)?;
         let per_query = atto(PER_QUERY_FIELD)?;
         let per_character = atto(PER_CHARACTER_FIELD)?;
-        let per_unit = per_request.is_some() || per_query.is_some() || per_character.is_some();
+        let larger = |[a, b]: [&str; 2]| -> Result<Option<AttoUsd>, FieldError> {
+            Ok(match (atto(a)?, atto(b)?) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            })
+        };
+        let per_image = larger(PER_IMAGE_FIELDS)?;
+        let per_pixel = larger(PER_PIXEL_FIELDS)?;
+        let per_second = atto(PER_SECOND_FIELD)?;
+        let per_unit =
+            [per_request, per_query, per_character, per_image, per_pixel, per_second].iter().any(Option::is_some);
         if !per_unit && PER_TOKEN_FIELDS.iter().all(|(f, _)| !fields.contains_key(*f)) {
             return Ok(None);
         }
@@ -174,6 +213,9 @@ impl Price {
             per_request: per_request.unwrap_or_default(),
             per_query: per_query.unwrap_or_default(),
             per_character: per_character.unwrap_or_default(),
+            per_image: per_image.unwrap_or_default(),
+            per_pixel: per_pixel.unwrap_or_default(),
+            per_second: per_second.unwrap_or_default(),
             batch,
         }))
     }
@@ -192,6 +234,9 @@ impl Price {
             per_request: AttoUsd::ZERO,
             per_query: AttoUsd::ZERO,
             per_character: AttoUsd::ZERO,
+            per_image: AttoUsd::ZERO,
+            per_pixel: AttoUsd::ZERO,
+            per_second: AttoUsd::ZERO,
             batch: None,
         }
     }
@@ -231,6 +276,9 @@ impl Price {
             per_request: self.per_request.max(other.per_request),
             per_query: self.per_query.max(other.per_query),
             per_character: self.per_character.max(other.per_character),
+            per_image: self.per_image.max(other.per_image),
+            per_pixel: self.per_pixel.max(other.per_pixel),
+            per_second: self.per_second.max(other.per_second),
             batch: None,
         }
     }
@@ -345,9 +393,9 @@ pub struct Term {
 /// image input, text input, reasoning, audio and image output, text output, the per-request
 /// price. Each part of the prompt is taken out of the prompt in that order, never more than is
 /// left, and the rest is text; likewise reasoning, audio and image out of the completion.
-/// Per-request prices apply to requests with any tokens (a provider answered). Search units
-/// and characters come last ([`SEARCH_UNITS`], [`CHARACTERS`]). Dimensions with no tokens and a zero per-request price are
-/// left out.
+/// Per-request prices apply to requests with any tokens (a provider answered). Search units,
+/// characters, images (else their pixels) and seconds come last ([`SEARCH_UNITS`],
+/// [`CHARACTERS`], [`IMAGES`], [`PIXELS`], [`SECONDS`]). Dimensions with no tokens and a zero per-request price are left out.
 pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> {
     let rates = price.rates_for(tokens.prompt);
     let mut out = Vec::with_capacity(DIMENSIONS + 1);
@@ -393,19 +441,43 @@ pub fn terms(price: &Price, tokens: Tokens) -> Result<Vec<Term>, MoneyOverflow> 
         let cost = price.per_character.checked_mul_units(tokens.characters)?;
         out.push(Term { dimension: Some(CHARACTERS), units: tokens.characters, cost });
     }
+    let (image_dim, image_units, image_price) = image_pricing(price, tokens);
+    if image_units > 0 && image_price > AttoUsd::ZERO {
+        let cost = image_price.checked_mul_units(image_units)?;
+        out.push(Term { dimension: Some(image_dim), units: image_units, cost });
+    }
+    if tokens.seconds > 0 && price.per_second > AttoUsd::ZERO {
+        let cost = price.per_second.checked_mul_units(tokens.seconds)?;
+        out.push(Term { dimension: Some(SECONDS), units: tokens.seconds, cost });
+    }
     Ok(out)
 }
 
-/// The most `prompt` and `completion` tokens and `units` (search units, characters) can cost
-/// under `price`: each token at the highest rate of its side in any tier, plus the per-request
-/// price.
+/// How generated images are charged: per image when the model has a per-image price, else
+/// per pixel (LiteLLM's order).
+fn image_pricing(price: &Price, tokens: Tokens) -> (usize, u64, AttoUsd) {
+    if price.per_image > AttoUsd::ZERO {
+        (IMAGES, tokens.images, price.per_image)
+    } else {
+        (PIXELS, tokens.pixels, price.per_pixel)
+    }
+}
+
+/// The most `prompt` and `completion` tokens and `units` (search units, characters, images)
+/// can cost under `price`: each token at the highest rate of its side in any tier, plus the
+/// per-request price. Images count at the larger of their per-image and per-pixel costs (a
+/// [`Price::worst_of`] may hold both).
 pub fn worst_case_cost(price: &Price, prompt: u64, completion: u64, units: Tokens) -> Result<NanoUsd, MoneyOverflow> {
     let (input, output) = price.highest_rates();
+    let images = price.per_image.checked_mul_units(units.images)?;
+    let pixels = price.per_pixel.checked_mul_units(units.pixels)?;
     input
         .checked_mul_units(prompt)?
         .checked_add(output.checked_mul_units(completion)?)?
         .checked_add(price.per_request)?
         .checked_add(price.per_query.checked_mul_units(units.search_units)?)?
         .checked_add(price.per_character.checked_mul_units(units.characters)?)?
+        .checked_add(images.max(pixels))?
+        .checked_add(price.per_second.checked_mul_units(units.seconds)?)?
         .to_nanos_rounded_up()
 }

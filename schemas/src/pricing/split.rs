@@ -10,8 +10,9 @@ use crate::money::MoneyOverflow;
 use crate::NanoUsd;
 
 /// The token type each dimension of [`cost::PER_TOKEN_FIELDS`] is billed as, then search units
-/// and characters ([`cost::SEARCH_UNITS`], [`cost::CHARACTERS`]).
-const TYPE_OF_DIMENSION: [&str; 11] = [
+/// characters, images and pixels ([`cost::SEARCH_UNITS`], [`cost::CHARACTERS`], [`cost::IMAGES`],
+/// [`cost::PIXELS`]), seconds ([`cost::SECONDS`]).
+const TYPE_OF_DIMENSION: [&str; 14] = [
     "input",
     "output",
     "cached_input",
@@ -23,6 +24,9 @@ const TYPE_OF_DIMENSION: [&str; 11] = [
     "image_output",
     "search_units",
     "characters",
+    "images",
+    "pixels",
+    "seconds",
 ];
 
 /// The per-request price's token type.
@@ -112,9 +116,9 @@ mod tests {
 
     fn tokens() -> impl Strategy<Value = Tokens> {
         let n = || 0u64..2_000_000;
-        let units = (0u64..1_000, 0u64..100_000);
+        let units = (0u64..1_000, 0u64..100_000, 0u64..11, 0u64..200_000_000, 0u64..100_000);
         ((n(), n(), n(), n(), n(), n(), n(), n(), n()), units).prop_map(
-            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch))| Tokens {
+            |((p, c, ca, cw, r, ai, ao, ii, io), (su, ch, im, px, se))| Tokens {
                 prompt: p,
                 completion: c,
                 cached: ca,
@@ -126,6 +130,9 @@ mod tests {
                 image_output: io,
                 search_units: su,
                 characters: ch,
+                images: im,
+                pixels: px,
+                seconds: se,
             },
         )
     }
@@ -140,6 +147,7 @@ mod tests {
             per_request in 0i128..3_000_000_000_000,
             per_query in 0i128..3_000_000_000_000_000,
             tier in any::<bool>(),
+            per_image in prop::option::of(0i128..1_000_000_000_000_000),
         ) {
             let mut price = crate::pricing::Price::from_nanos(0, 0, 0);
             for (slot, r) in price.base.0.iter_mut().zip(&rates) {
@@ -148,6 +156,9 @@ mod tests {
             price.per_request = AttoUsd(per_request);
             price.per_query = AttoUsd(per_query);
             price.per_character = AttoUsd(per_query / 1000);
+            price.per_image = AttoUsd(per_image.unwrap_or(0));
+            price.per_pixel = AttoUsd(per_query / 100_000);
+            price.per_second = AttoUsd(per_query / 10);
             if tier {
                 let mut doubled = price.base;
                 doubled.0.iter_mut().for_each(|r| r.0 *= 2);
@@ -170,6 +181,11 @@ mod tests {
             prop_assert_eq!(counted(&["search_units"]), searched);
             let spoken = if per_query / 1000 > 0 { t.characters } else { 0 };
             prop_assert_eq!(counted(&["characters"]), spoken);
+            // Per image when the model has a per-image price, else per pixel: never both.
+            let imaged = if per_image.unwrap_or(0) > 0 { t.images } else { 0 };
+            let pixeled = if per_image.unwrap_or(0) == 0 && per_query / 100_000 > 0 { t.pixels } else { 0 };
+            prop_assert_eq!((counted(&["images"]), counted(&["pixels"])), (imaged, pixeled));
+            prop_assert_eq!(counted(&["seconds"]), if per_query / 10 > 0 { t.seconds } else { 0 });
         }
     }
 }

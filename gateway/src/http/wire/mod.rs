@@ -10,6 +10,8 @@ use serde::Deserialize;
 use tollgate_schemas::limits;
 
 mod fields;
+pub mod images;
+pub mod upload;
 
 /// An OpenAI-shaped request (chat, completions, embeddings, responses): top-level fields kept as
 /// raw JSON.
@@ -37,6 +39,11 @@ pub struct ProxyRequest {
     pub documents: u64,
     /// Characters of the text to speak (`/v1/audio/speech`'s `input`); 0 for other endpoints.
     pub characters: u64,
+    /// The images asked for (`/v1/images/generations`); none for other endpoints.
+    pub images: images::ImageRequest,
+    /// The form of an upload (`/v1/audio/transcriptions`, `/v1/audio/translations`), sent on in
+    /// place of the JSON body; the JSON fields then hold only what the gateway reads (`model`).
+    pub upload: Option<std::sync::Arc<upload::Upload>>,
 }
 
 /// The most characters one speech request may read (OpenAI's limit).
@@ -166,9 +173,17 @@ impl ProxyRequest {
             }
             Endpoint::Rerank => "documents",
             Endpoint::AudioSpeech => "input",
+            Endpoint::ImageGenerations => "prompt",
+            // The prompt of an upload stays in the form: nothing here to count or guard.
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => "prompt",
         };
         let documents = if endpoint == Endpoint::Rerank { rerank_documents(&fields)? } else { 0 };
         let characters = if endpoint == Endpoint::AudioSpeech { speech_characters(&fields)? } else { 0 };
+        let images = if endpoint == Endpoint::ImageGenerations {
+            images::parse(&fields)?
+        } else {
+            images::ImageRequest::default()
+        };
         let stream = match fields.get("stream") {
             None | Some("false") | Some("null") => false,
             Some("true") => true,
@@ -228,6 +243,8 @@ impl ProxyRequest {
             choices,
             documents,
             characters,
+            images,
+            upload: None,
         })
     }
 
@@ -257,7 +274,32 @@ impl ProxyRequest {
     pub fn without(&self, name: &str) -> Result<ProxyRequest, GatewayError> {
         let body =
             self.fields.without(name).map_err(|e| GatewayError::Internal(format!("cannot re-encode request: {e}")))?;
-        ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)
+        self.reparsed(body)
+    }
+
+    /// An upload: its form read (`upload::parse`), and the fields the gateway reads validated
+    /// as any request's.
+    pub async fn parse_upload(
+        content_type: Option<&str>,
+        body: bytes::Bytes,
+        endpoint: Endpoint,
+    ) -> Result<ProxyRequest, GatewayError> {
+        let parsed = upload::parse(content_type, body).await?;
+        let mut request = ProxyRequest::parse_bytes(parsed.json, endpoint)?;
+        request.upload = Some(std::sync::Arc::new(parsed.upload));
+        Ok(request)
+    }
+
+    /// `body` (this request's fields, edited) parsed, keeping the upload.
+    fn reparsed(&self, body: Vec<u8>) -> Result<ProxyRequest, GatewayError> {
+        let mut request = ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)?;
+        request.upload = self.upload.clone();
+        Ok(request)
+    }
+
+    /// The content type of [`Self::upstream_body`]: JSON, or an upload's form.
+    pub fn content_type(&self) -> String {
+        self.upload.as_ref().map_or_else(|| "application/json".to_owned(), |u| u.content_type())
     }
 
     /// The most output tokens the request can be charged: `max_tokens` (else `default()`) for
@@ -279,12 +321,21 @@ impl ProxyRequest {
         }
     }
 
-    /// What the request is charged besides tokens: its search units (see [`Self::search_units`])
-    /// and the characters it has spoken, as parts of [`Tokens`](crate::limits::pricing::Tokens).
-    pub fn units(&self, reported_search_units: Option<u64>) -> crate::limits::pricing::Tokens {
+    /// What the request is charged besides tokens: its search units (see [`Self::search_units`]),
+    /// the characters it has spoken and the images generated (those in `answer`, else those
+    /// asked for; see [`images::ImageRequest::units`]), as parts of
+    /// [`Tokens`](crate::limits::pricing::Tokens), and the seconds of audio an upload's answer
+    /// reports. Without an answer: the most it can be charged (an upload's seconds are not
+    /// known before the answer).
+    pub fn units(&self, reported_search_units: Option<u64>, answer: Option<&[u8]>) -> crate::limits::pricing::Tokens {
+        let imaged = self.images.units(answer.filter(|_| self.images.n > 0).and_then(images::answered));
+        let seconds = answer.filter(|_| self.upload.is_some()).and_then(upload::seconds).unwrap_or(0);
         crate::limits::pricing::Tokens {
             search_units: self.search_units(reported_search_units),
             characters: self.characters,
+            images: imaged.images,
+            pixels: imaged.pixels,
+            seconds,
             ..Default::default()
         }
     }
@@ -338,12 +389,15 @@ impl ProxyRequest {
             body.extend_from_slice(value.as_bytes());
         }
         body.push(b'}');
-        ProxyRequest::parse_bytes(bytes::Bytes::from(body), self.endpoint)
+        self.reparsed(body)
     }
 
     /// The body to send upstream: the client's bytes with the upstream model name and, for
     /// streams, a request for the usage chunk spliced in; nothing else is re-encoded.
     pub fn upstream_body(&self, upstream_model: &str) -> Result<Vec<u8>, GatewayError> {
+        if let Some(upload) = &self.upload {
+            return Ok(upload.body(upstream_model));
+        }
         let encode = |e: serde_json::Error| GatewayError::Internal(format!("cannot encode request: {e}"));
         let model = serde_json::to_vec(upstream_model).map_err(encode)?;
         let stream_options;
@@ -455,6 +509,9 @@ impl Usage {
             // Read from the answer's `meta` (`ResponseUsage::search_units`), not from `usage`.
             search_units: 0,
             characters: 0,
+            images: 0,
+            pixels: 0,
+            seconds: 0,
         }
     }
 }

@@ -72,7 +72,10 @@ fn speech_counts_characters() {
         ProxyRequest::parse(body.as_bytes(), Endpoint::AudioSpeech)
     };
     let spoken = req("Café ✓".into()).unwrap();
-    assert_eq!((spoken.characters, spoken.units(None).characters, spoken.units(None).search_units), (6, 6, 0));
+    assert_eq!(
+        (spoken.characters, spoken.units(None, None).characters, spoken.units(None, None).search_units),
+        (6, 6, 0)
+    );
     assert_eq!(req("é".repeat(4_096).into()).unwrap().characters, 4_096);
     for bad in [serde_json::json!(""), "x".repeat(4_097).into(), serde_json::json!(["hi"]), serde_json::json!(null)] {
         assert!(matches!(req(bad), Err(GatewayError::InvalidRequest { .. })));

@@ -5,7 +5,8 @@ use super::catalogue;
 use crate::config::{Config, ConfigError, ModelEntry, UnpricedModels};
 use std::collections::BTreeMap;
 use tollgate_schemas::pricing::cost::{
-    Price, PER_CHARACTER_FIELD, PER_QUERY_FIELD, PER_REQUEST_FIELD, PER_TOKEN_FIELDS,
+    Price, PER_CHARACTER_FIELD, PER_IMAGE_FIELDS, PER_PIXEL_FIELDS, PER_QUERY_FIELD, PER_REQUEST_FIELD,
+    PER_SECOND_FIELD, PER_TOKEN_FIELDS,
 };
 use tollgate_schemas::pricing::AttoUsd;
 
@@ -120,7 +121,9 @@ fn price_fields(m: &ModelEntry, catalogue: Catalogue) -> (BTreeMap<String, f64>,
 fn is_price_field(key: &str) -> bool {
     let stem = key.split_once("_above_").map_or(key, |(stem, _)| stem);
     let stem = stem.strip_suffix("_batches").unwrap_or(stem);
-    [PER_REQUEST_FIELD, PER_QUERY_FIELD, PER_CHARACTER_FIELD].contains(&stem)
+    [PER_REQUEST_FIELD, PER_QUERY_FIELD, PER_CHARACTER_FIELD, PER_SECOND_FIELD].contains(&stem)
+        || PER_IMAGE_FIELDS.contains(&stem)
+        || PER_PIXEL_FIELDS.contains(&stem)
         || PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem)
 }
 
@@ -140,23 +143,25 @@ fn check_bounds(
             ),
         ));
     }
-    if price.per_request > MAX_PRICE_PER_REQUEST {
-        return Err(invalid(
-            format!("model_list[{index}].{PER_REQUEST_FIELD}"),
-            format!("the price per request of `{}` is above the highest Tollgate accepts, 1 USD", m.model_name),
-        ));
-    }
-    if price.per_character > AttoUsd::from_nanos(max.0) {
-        return Err(invalid(
-            format!("model_list[{index}].{PER_CHARACTER_FIELD}"),
-            format!("the price per character of `{}` is above the highest Tollgate accepts", m.model_name),
-        ));
-    }
-    if price.per_query > MAX_PRICE_PER_REQUEST {
-        return Err(invalid(
-            format!("model_list[{index}].{PER_QUERY_FIELD}"),
-            format!("the price per search unit of `{}` is above the highest Tollgate accepts, 1 USD", m.model_name),
-        ));
+    let per_token = AttoUsd::from_nanos(max.0);
+    for (rate, ceiling, field, unit) in [
+        (price.per_request, MAX_PRICE_PER_REQUEST, PER_REQUEST_FIELD, "request"),
+        (price.per_character, per_token, PER_CHARACTER_FIELD, "character"),
+        (price.per_query, MAX_PRICE_PER_REQUEST, PER_QUERY_FIELD, "search unit"),
+        (price.per_image, MAX_PRICE_PER_REQUEST, PER_IMAGE_FIELDS[0], "image"),
+        (price.per_pixel, per_token, PER_PIXEL_FIELDS[0], "pixel"),
+        (price.per_second, MAX_PRICE_PER_REQUEST, PER_SECOND_FIELD, "second"),
+    ] {
+        if rate > ceiling {
+            let nanos = ceiling.to_nanos_rounded_up().map_or(i64::MAX, |n| n.0);
+            return Err(invalid(
+                format!("model_list[{index}].{field}"),
+                format!(
+                    "the price per {unit} of `{}` is above the highest Tollgate accepts, {nanos} nano-USD",
+                    m.model_name
+                ),
+            ));
+        }
     }
     Ok(price)
 }

@@ -117,6 +117,21 @@ fn per_character_price() {
 }
 
 #[test]
+fn per_image_price_else_per_pixel() {
+    // low/1024-x-1024/gpt-image-1: input_cost_per_image 0.011 USD (11 000 000 nano), and the
+    // same as input_cost_per_pixel: the per-image price is charged, never both.
+    let two = Tokens { prompt: 7, images: 2, pixels: 2 * 1_048_576, ..Tokens::default() };
+    assert_eq!(nanos("low/1024-x-1024/gpt-image-1", two), 22_000_000);
+    // fal_ai/medium/1024-x-1024/gpt-image-2: output_cost_per_image 0.053 USD.
+    assert_eq!(nanos("fal_ai/medium/1024-x-1024/gpt-image-2", two), 106_000_000);
+    // azure/standard/1024-x-1024/dall-e-3: input_cost_per_pixel 4.19617e-08 USD, exactly
+    // 41.9617 nano: 2 × 1 048 576 pixels are 88 000 063.0784 nano, rounded up once.
+    assert_eq!(nanos("azure/standard/1024-x-1024/dall-e-3", two), 88_000_064);
+    let price = catalogued("azure/standard/1024-x-1024/dall-e-3");
+    assert_eq!(worst_case_cost(&price, 0, 0, two).unwrap().0, 88_000_064);
+}
+
+#[test]
 fn context_tier_prices_every_token_above_the_threshold() {
     // gemini/gemini-2.5-pro: up to 200k prompt tokens input 1.25e-06 (1250 nano), output 1e-05
     // (10 000); above, input 2.5e-06 (2500), cache read 2.5e-07 (250), output 1.5e-05 (15 000).
@@ -186,7 +201,11 @@ fn every_catalogue_price_converts_exactly_or_to_the_nearest_atto_usd() {
             let floor = whole.parse::<i128>().unwrap() * 10_i128.pow(18) + frac[..18].parse::<i128>().unwrap();
             assert!(atto.0 == floor || atto.0 == floor + 1, "{model}.{key}");
             let stem = key.split_once("_above_").map_or(key.as_str(), |(s, _)| s);
-            if stem == cost::PER_REQUEST_FIELD || cost::PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem) {
+            let per_unit = [cost::PER_REQUEST_FIELD, cost::PER_SECOND_FIELD]
+                .iter()
+                .chain(&cost::PER_PIXEL_FIELDS)
+                .any(|f| *f == stem);
+            if per_unit || cost::PER_TOKEN_FIELDS.iter().any(|(f, _)| *f == stem) {
                 inexact_covered += 1;
             } else {
                 inexact_other += 1;
@@ -195,8 +214,9 @@ fn every_catalogue_price_converts_exactly_or_to_the_nearest_atto_usd() {
     }
     // litellm 1.110.2: 18 081 prices; 44 of those Tollgate applies have more than 18 decimals
     // (float noise such as 4.0000000000000003e-07, repeating fractions such as
-    // 1.1428571428571428e-06) and are rounded to the nearest atto-USD; so are 23 it does not
-    // apply (per second and per pixel prices). All others are exact.
+    // 1.1428571428571428e-06) and are rounded to the nearest atto-USD, as are 6 per-pixel prices
+    // and some per-second prices (2.833333333333333e-04); the others it does not apply are
+    // exact. All others are exact.
     eprintln!("{checked} prices; rounded: {inexact_covered} applied, {inexact_other} not applied");
     assert!(checked > 15_000, "{checked} prices");
     assert!(inexact_covered + inexact_other < 500, "{inexact_covered} + {inexact_other} rounded prices");
@@ -370,6 +390,7 @@ proptest! {
         let t = Tokens {
             prompt, completion, cached: parts[0], cache_write: parts[1], audio_input: parts[2], image_input: parts[3],
             reasoning: parts[4], audio_output: parts[5], image_output: parts[6], search_units: 0, characters: 0,
+            images: 0, pixels: 0, seconds: 0,
         };
         prop_assert!(cost(&price, t).unwrap() <= worst_case_cost(&price, prompt, completion, t).unwrap());
     }

@@ -39,7 +39,7 @@ proptest! {
 
     #[test]
     fn every_event_the_recorder_publishes_is_accepted_by_the_ledger(
-        tokens in prop::array::uniform11(count()),
+        tokens in prop::array::uniform14(count()),
         served_model in prop::option::of(gen::string(crate::http::wire::fuzz::WORDS)),
         status in any::<u16>(),
         error_type in prop::option::of(prop::sample::select(ERRORS)),
@@ -58,6 +58,7 @@ proptest! {
                         prompt: tokens[0], completion: tokens[1], cached: tokens[2], cache_write: tokens[3],
                         reasoning: tokens[4], audio_input: tokens[5], audio_output: tokens[6],
                         image_input: tokens[7], image_output: tokens[8], search_units: tokens[9], characters: tokens[10],
+                        images: tokens[11], pixels: tokens[12], seconds: tokens[13],
                     },
                     served_model,
                     partial,
