@@ -27,6 +27,12 @@ pub struct LitellmParams {
     pub api_key: Option<Secret>,
     /// Azure OpenAI `api-version`.
     pub api_version: Option<String>,
+    /// Vertex AI: the Google Cloud project (default: the service account's `project_id`).
+    pub vertex_project: Option<String>,
+    /// Vertex AI: the region (default `us-central1`).
+    pub vertex_location: Option<String>,
+    /// Vertex AI: the service account's JSON key, as a file path or the JSON itself.
+    pub vertex_credentials: Option<Secret>,
     /// Upstream timeout in seconds.
     pub timeout: Option<f64>,
     /// Longest silence between two chunks of a stream, in seconds.

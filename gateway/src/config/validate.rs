@@ -27,8 +27,9 @@ fn resolve_secret(
     })
 }
 
-/// A deployment's `api_key`, and its `api_base` and `api_version` when they are `os.environ/VAR`
-/// (LiteLLM reads any of its parameters so).
+/// A deployment's `api_key` and `vertex_credentials`, and its `api_base`, `api_version`,
+/// `vertex_project` and `vertex_location` when they are `os.environ/VAR` (LiteLLM reads any of
+/// its parameters so).
 fn resolve_params(
     params: &mut LitellmParams,
     file_env: &HashMap<String, Secret>,
@@ -39,7 +40,15 @@ fn resolve_params(
     if let Some(key) = &params.api_key {
         params.api_key = Some(resolve_secret(key, file_env, origin, &field("api_key"))?);
     }
-    for (name, value) in [("api_base", &mut params.api_base), ("api_version", &mut params.api_version)] {
+    if let Some(credentials) = &params.vertex_credentials {
+        params.vertex_credentials = Some(resolve_secret(credentials, file_env, origin, &field("vertex_credentials"))?);
+    }
+    for (name, value) in [
+        ("api_base", &mut params.api_base),
+        ("api_version", &mut params.api_version),
+        ("vertex_project", &mut params.vertex_project),
+        ("vertex_location", &mut params.vertex_location),
+    ] {
         if let Some(text) = value.as_mut().filter(|v| v.starts_with("os.environ/")) {
             *text = resolve_secret(&Secret::new(text.as_str()), file_env, origin, &field(name))?.expose().to_owned();
         }

@@ -213,7 +213,12 @@ impl Router {
                     crate::providers::supported_prefixes().join(", ")
                 ),
             })?;
-            let api_base = match (&p.api_base, default_api_base(provider)) {
+            let setup = api.setup(p).map_err(|e| ConfigError::Invalid {
+                path: origin.to_owned(),
+                field: format!("model_list[{i}].litellm_params.{}", e.field),
+                message: e.message,
+            })?;
+            let api_base = match (setup.api_base.as_ref().or(p.api_base.as_ref()), default_api_base(provider)) {
                 (Some(base), _) => base.clone(),
                 (None, Some(base)) => base.to_owned(),
                 (None, None) => {
@@ -246,6 +251,7 @@ impl Router {
                 urls,
                 api_key: p.api_key.clone(),
                 api_version: p.api_version.clone(),
+                service_account: setup.service_account,
                 timeout: Duration::from_secs_f64(timeout),
                 stream_idle_timeout: Duration::from_secs_f64(
                     p.stream_timeout.or(rs.stream_timeout).unwrap_or(timeout.min(300.0)),
