@@ -5,4 +5,5 @@ pub mod keepalive;
 pub mod mock_anthropic;
 pub mod mock_gemini;
 pub mod mock_provider;
+pub mod mock_vertex;
 pub mod synthetic;

@@ -19,7 +19,8 @@
 //!
 //! Azure OpenAI's deployment URLs are served under `/azure/openai/deployments/...`;
 //! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
-//! generateContent under `/gemini/v1beta/models/...` (see `mock_anthropic`, `mock_gemini`).
+//! generateContent under `/gemini/v1beta/models/...`, Vertex AI (its token endpoint, Gemini and
+//! Claude) under `/vertex/...` (see `mock_anthropic`, `mock_gemini`, `mock_vertex`).
 //!
 //! `GET /stats` also lists the last `traceparent` headers the OpenAI routes received (at most
 //! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
@@ -581,6 +582,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)
             .configure(crate::mock_gemini::configure)
+            .configure(crate::mock_vertex::configure)
     })
     .on_connect(tollgate_gateway::http::on_connect)
     .workers(workers.max(1))

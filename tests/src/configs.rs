@@ -107,6 +107,10 @@ pub struct LitellmParams {
     pub api_base: Option<String>,
     pub api_key: Option<String>,
     pub api_version: Option<String>,
+    pub vertex_project: Option<String>,
+    pub vertex_location: Option<String>,
+    /// A path to a service account key, or its JSON.
+    pub vertex_credentials: Option<String>,
     pub timeout: Option<f64>,
     pub stream_timeout: Option<f64>,
     pub stream_max_duration: Option<f64>,
