@@ -34,6 +34,17 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 /// nothing anywhere). Its `token_uri` is a placeholder: tests point it at their mock.
 pub const TEST_SERVICE_ACCOUNT: &str = include_str!("../testdata/vertex-test-service-account.json");
 
+/// [`TEST_SERVICE_ACCOUNT`] with its `token_uri` at `token_uri` (a mock's `/vertex/token`).
+pub fn test_key(token_uri: &str) -> String {
+    match serde_json::from_str::<Value>(TEST_SERVICE_ACCOUNT) {
+        Ok(mut key) => {
+            key["token_uri"] = json!(token_uri);
+            key.to_string()
+        }
+        Err(_) => TEST_SERVICE_ACCOUNT.to_owned(),
+    }
+}
+
 /// The scope a Vertex AI token is asked for.
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 

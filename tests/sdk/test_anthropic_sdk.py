@@ -1,10 +1,10 @@
 """Tollgate's /v1/messages through the official `anthropic` Python SDK, served by an
-OpenAI-compatible provider, an Anthropic provider and a Gemini provider (all mocked)."""
+OpenAI-compatible provider, an Anthropic provider, a Gemini provider and Vertex AI (all mocked)."""
 
 import anthropic
 import pytest
 
-MODELS = ["gpt-4o-mini", "claude-mock", "gemini-mock"]
+MODELS = ["gpt-4o-mini", "claude-mock", "gemini-mock", "vertex-gemini-mock", "vertex-claude-mock"]
 
 
 def prompt_tokens(*texts: str) -> int:

@@ -6,15 +6,8 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tollgate_benches::mock_vertex::TEST_SERVICE_ACCOUNT;
+use tollgate_benches::mock_vertex::test_key;
 use tollgate_tests::*;
-
-/// The test service account's key with its `token_uri` at `token_uri`.
-fn key_file(token_uri: &str) -> Result<String> {
-    let mut key: Value = serde_json::from_str(TEST_SERVICE_ACCOUNT)?;
-    key["token_uri"] = json!(token_uri);
-    Ok(key.to_string())
-}
 
 fn vertex(name: &str, model: &str, mock: &str, credentials: String) -> ModelEntry {
     ModelEntry {
@@ -32,7 +25,7 @@ fn vertex(name: &str, model: &str, mock: &str, credentials: String) -> ModelEntr
 fn gateway_config(mock: &str, topic: &str, dir: &std::path::Path) -> Result<GatewayConfig> {
     // Gemini: the key as a file, project and location set.
     let path = dir.join("vertex-service-account.json");
-    std::fs::write(&path, key_file(&format!("{mock}/vertex/token"))?)?;
+    std::fs::write(&path, test_key(&format!("{mock}/vertex/token")))?;
     let mut gemini = vertex("vertex-gemini", "vertex_ai/gemini-2.5-pro", mock, path.to_string_lossy().into_owned());
     gemini.litellm_params.vertex_project = Some("tollgate-e2e".to_owned());
     gemini.litellm_params.vertex_location = Some("europe-west4".to_owned());
@@ -41,10 +34,10 @@ fn gateway_config(mock: &str, topic: &str, dir: &std::path::Path) -> Result<Gate
         "vertex-claude",
         "vertex_ai/claude-3-5-sonnet@20240620",
         mock,
-        key_file(&format!("{mock}/vertex/token"))?,
+        test_key(&format!("{mock}/vertex/token")),
     );
     // A token endpoint that is not there.
-    let broken = vertex("vertex-broken", "vertex_ai/gemini-2.5-pro", mock, key_file(&format!("{mock}/no/token"))?);
+    let broken = vertex("vertex-broken", "vertex_ai/gemini-2.5-pro", mock, test_key(&format!("{mock}/no/token")));
     let mut config = GatewayConfig::new("gw-vertex", &[gemini, claude, broken], topic, &kafka_bootstrap());
     // Priced from the model catalogue, as Vertex AI's models are.
     config.prices.clear();

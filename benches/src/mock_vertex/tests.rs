@@ -4,18 +4,18 @@ use actix_web::App;
 use tollgate_gateway::providers::vertex::ServiceAccount;
 
 fn account(key_file: &str) -> ServiceAccount {
-    let mut file: Value = serde_json::from_str(key_file).unwrap();
-    file["token_uri"] = json!("http://127.0.0.1:8080/vertex/token");
-    ServiceAccount::from_json(file.to_string().as_bytes()).unwrap()
+    ServiceAccount::from_json(key_file.as_bytes()).unwrap()
 }
 
 /// Another account's key: the same email, a key the mock does not know.
 fn impostor() -> ServiceAccount {
     let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-    let mut file: Value = serde_json::from_str(TEST_SERVICE_ACCOUNT).unwrap();
+    let mut file: Value = serde_json::from_str(&test_key(TOKEN_URI)).unwrap();
     file["private_key"] = json!(String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap());
     account(&file.to_string())
 }
+
+const TOKEN_URI: &str = "http://127.0.0.1:8080/vertex/token";
 
 fn form(assertion: &str) -> String {
     format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}")
@@ -35,14 +35,14 @@ async fn token_for(assertion: &str) -> (StatusCode, Value) {
 
 #[actix_web::test]
 async fn the_token_endpoint_checks_the_signed_assertion() {
-    let good = account(TEST_SERVICE_ACCOUNT).assertion(now()).unwrap();
+    let good = account(&test_key(TOKEN_URI)).assertion(now()).unwrap();
     let (status, body) = token_for(&good).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["access_token"].as_str().unwrap().starts_with("ya29.mock-"));
     assert_eq!(body["expires_in"], 3599);
 
     let forged = impostor().assertion(now()).unwrap();
-    let expired = account(TEST_SERVICE_ACCOUNT).assertion(now() - 7200).unwrap();
+    let expired = account(&test_key(TOKEN_URI)).assertion(now() - 7200).unwrap();
     let mut tampered = good.clone();
     tampered.insert(good.find('.').unwrap() + 2, 'x');
     for (bad, why) in [(forged, "signature"), (expired, "expired"), (tampered, "")] {
@@ -56,7 +56,7 @@ async fn the_token_endpoint_checks_the_signed_assertion() {
 #[actix_web::test]
 async fn model_routes_need_an_issued_token_and_answer_in_their_publishers_shape() {
     let app = actix_test::init_service(App::new().configure(configure)).await;
-    let assertion = account(TEST_SERVICE_ACCOUNT).assertion(now()).unwrap();
+    let assertion = account(&test_key(TOKEN_URI)).assertion(now()).unwrap();
     let req = actix_test::TestRequest::post().uri("/vertex/token").set_payload(form(&assertion));
     let issued: Value = actix_test::call_and_read_body_json(&app, req.to_request()).await;
     let token = issued["access_token"].as_str().unwrap().to_owned();
