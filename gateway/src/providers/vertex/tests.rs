@@ -241,3 +241,40 @@ fn errors_are_read_in_the_shape_they_come_in() {
     let out: Value = serde_json::from_slice(&Vertex.error_body(claude)).unwrap();
     assert_eq!(out["error"]["message"], "Overloaded");
 }
+
+/// A token endpoint that answers every connection with `response`; its URL.
+async fn token_endpoint(response: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+#[tokio::test]
+async fn token_endpoint_failures_are_clean_errors() {
+    let client = crate::providers::upstream_client().unwrap();
+    let huge = "x".repeat(service_account::MAX_TOKEN_ANSWER_BYTES + 1);
+    let cases = [
+        (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{huge}", huge.len()), "larger than"),
+        (
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 30\r\nConnection: close\r\n\r\n{\"error\":\"invalid_grant\",\"a\":1}"
+                .to_owned(),
+            "answered 401",
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_owned(), "no usable access token"),
+    ];
+    for (response, expected) in cases {
+        let (file, _) = key_file(json!({"token_uri": token_endpoint(response).await}));
+        let account = ServiceAccount::from_json(file.as_bytes()).unwrap();
+        let err = account.token(&client).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("PRIVATE") && !err.contains("eyJ"), "{err}");
+    }
+}
