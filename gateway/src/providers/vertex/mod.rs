@@ -12,6 +12,7 @@ mod service_account;
 mod setup;
 
 pub use service_account::{CredentialsError, ServiceAccount, TokenError};
+pub use setup::{base_url, setup};
 
 use crate::config::Secret;
 use crate::error::GatewayError;
@@ -58,8 +59,6 @@ pub fn url(api_base: &str, model: &str, stream: bool) -> String {
     };
     format!("{base}/publishers/{publisher}/models/{model}:{method}")
 }
-
-pub use setup::{base_url, setup};
 
 impl crate::providers::Provider for Vertex {
     fn name(&self) -> &'static str {
