@@ -70,6 +70,9 @@ pub enum TokenError {
     TooLarge,
     #[error("the token endpoint's answer holds no usable access token")]
     Malformed,
+    /// The exchange this caller waited for failed: it is not tried again at once.
+    #[error("the token exchange just failed")]
+    JustFailed,
 }
 
 /// The fields of a key file Tollgate reads.
@@ -220,13 +223,15 @@ struct Token {
 #[derive(Default)]
 pub struct TokenCache {
     current: RwLock<Option<Token>>,
-    /// Held by the one exchange under way.
-    exchanging: Mutex<()>,
+    /// Held by the one exchange under way; when the last exchange failed.
+    exchanging: Mutex<Option<Instant>>,
 }
 
 impl TokenCache {
     /// The token in hand while it is fresh; else the result of `exchange`, run by one caller
-    /// while the others wait for it. A failed exchange is not kept: the next caller tries again.
+    /// while the others wait for it. Callers that waited for an exchange that failed fail too
+    /// ([`TokenError::JustFailed`]) rather than each try in turn behind the lock (a token
+    /// endpoint that hangs would hold every one of them 30 s more); the next caller tries again.
     pub async fn get<F, Fut>(&self, exchange: F) -> Result<Secret, TokenError>
     where
         F: FnOnce() -> Fut,
@@ -235,12 +240,22 @@ impl TokenCache {
         if let Some(token) = self.fresh().await {
             return Ok(token);
         }
-        let _exchanging = self.exchanging.lock().await;
-        // Whoever held the lock before may have just replaced the token.
+        let asked = Instant::now();
+        let mut last_failure = self.exchanging.lock().await;
+        // Whoever held the lock before may have just replaced the token, or failed to.
         if let Some(token) = self.fresh().await {
             return Ok(token);
         }
-        let (value, lifetime) = exchange().await?;
+        if last_failure.is_some_and(|failed| failed >= asked) {
+            return Err(TokenError::JustFailed);
+        }
+        let (value, lifetime) = match exchange().await {
+            Ok(token) => token,
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                return Err(e);
+            }
+        };
         let margin = Duration::from_secs(REFRESH_MARGIN_SECS).min(lifetime / 2);
         let refresh_at = Instant::now() + lifetime - margin;
         *self.current.write().await = Some(Token { value: value.clone(), refresh_at });

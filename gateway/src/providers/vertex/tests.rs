@@ -213,10 +213,20 @@ async fn concurrent_callers_share_one_exchange_and_failures_are_not_kept() {
     assert!(tokens.iter().all(|t| t.as_ref().unwrap().expose() == "token-0"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
+    // A failed exchange: those who waited for it fail with it, without trying; the next
+    // caller tries again.
     let cache = TokenCache::default();
-    let failed = cache.get(|| async { Err::<(Secret, Duration), _>(TokenError::Refused(401)) }).await;
-    assert!(matches!(failed, Err(TokenError::Refused(401))));
+    let failing = || async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err::<(Secret, Duration), _>(TokenError::Refused(401))
+    };
+    let (first, second) = tokio::join!(cache.get(failing), cache.get(counting(&calls, Duration::from_secs(3600))));
+    assert!(matches!(first, Err(TokenError::Refused(401))), "{first:?}");
+    assert!(matches!(second, Err(TokenError::JustFailed)), "{second:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert!(cache.get(counting(&calls, Duration::from_secs(3600))).await.is_ok());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[test]
