@@ -7,4 +7,5 @@ pub mod mock_bedrock;
 pub mod mock_gemini;
 pub mod mock_media;
 pub mod mock_provider;
+pub mod mock_vertex;
 pub mod synthetic;

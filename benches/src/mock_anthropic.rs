@@ -82,9 +82,9 @@ fn error_kind(status: StatusCode) -> &'static str {
     }
 }
 
-/// Checks the headers and applies the behaviour's failure or delay, if any.
+/// Checks the key and version headers.
 #[allow(clippy::result_large_err)] // a handler-local early return
-async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
+fn check_headers(req: &HttpRequest) -> Result<(), HttpResponse> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
     match header("x-api-key") {
         None => return Err(error(StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key header is required")),
@@ -94,6 +94,12 @@ async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
     if header("anthropic-version").is_none() {
         return Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version: header is required"));
     }
+    Ok(())
+}
+
+/// Applies the behaviour's failure or delay, if any.
+#[allow(clippy::result_large_err)] // a handler-local early return
+async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
     let behaviour = Behaviour::from_request(req);
     match behaviour {
         Behaviour::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -176,11 +182,20 @@ fn parse(body: &[u8]) -> Result<Request, HttpResponse> {
 
 /// Anthropic's Messages API: a Message, or with `stream: true` its event stream.
 pub async fn messages(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let behaviour = match gate(&req).await {
+    if let Err(refused) = check_headers(&req) {
+        return refused;
+    }
+    answer(&req, &body).await
+}
+
+/// Answers a Messages request whose caller was let in (the Vertex AI mock checks its own
+/// bearer tokens and puts the model of its URL in the body).
+pub async fn answer(req: &HttpRequest, body: &[u8]) -> HttpResponse {
+    let behaviour = match gate(req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let request = match parse(&body) {
+    let request = match parse(body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };

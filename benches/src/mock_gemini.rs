@@ -123,24 +123,27 @@ fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": {"code": status.as_u16(), "message": message, "status": name}}))
 }
 
-/// Checks the key and applies the behaviour's failure, if any.
+/// Checks the key.
 #[allow(clippy::result_large_err)] // a handler-local early return
-async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
+fn check_key(req: &HttpRequest) -> Result<(), HttpResponse> {
     let header = req.headers().get("x-goog-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let query = web::Query::<HashMap<String, String>>::from_query(req.query_string()).ok();
     match header.or_else(|| query.and_then(|q| q.get("key").cloned())) {
-        None => {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                "Method doesn't allow unregistered callers (callers without established identity). \
-                 Please use API Key or other form of API consumer identity to call this API.",
-            ))
-        }
+        None => Err(error(
+            StatusCode::FORBIDDEN,
+            "Method doesn't allow unregistered callers (callers without established identity). \
+             Please use API Key or other form of API consumer identity to call this API.",
+        )),
         Some(key) if key == "bad" => {
-            return Err(error(StatusCode::UNAUTHORIZED, "API key not valid. Please pass a valid API key."))
+            Err(error(StatusCode::UNAUTHORIZED, "API key not valid. Please pass a valid API key."))
         }
-        Some(_) => {}
+        Some(_) => Ok(()),
     }
+}
+
+/// Applies the behaviour's failure or delay, if any.
+#[allow(clippy::result_large_err)] // a handler-local early return
+async fn gate(req: &HttpRequest) -> Result<Behaviour, HttpResponse> {
     let behaviour = Behaviour::from_request(req);
     match behaviour {
         Behaviour::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -193,7 +196,17 @@ fn blocked(model: &str, id: &str, prompt: u64) -> Value {
 }
 
 async fn generate(req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let Some((model, action)) = req.match_info().get("model_action").and_then(|m| m.rsplit_once(':')) else {
+    if let Err(refused) = check_key(&req) {
+        return refused;
+    }
+    let model_action = req.match_info().get("model_action").unwrap_or_default().to_owned();
+    answer(&req, &body, &model_action).await
+}
+
+/// Answers a `{model}:generateContent` or `{model}:streamGenerateContent` call whose caller
+/// was let in (the Vertex AI mock checks its own bearer tokens).
+pub async fn answer(req: &HttpRequest, body: &[u8], model_action: &str) -> HttpResponse {
+    let Some((model, action)) = model_action.rsplit_once(':') else {
         return error(StatusCode::NOT_FOUND, "The requested URL was not found on this server.");
     };
     let stream = match action {
@@ -202,11 +215,11 @@ async fn generate(req: HttpRequest, body: web::Bytes) -> HttpResponse {
         _ => return error(StatusCode::NOT_FOUND, "The requested URL was not found on this server."),
     };
     let model = model.to_owned();
-    let behaviour = match gate(&req).await {
+    let behaviour = match gate(req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let body: Value = match serde_json::from_slice(&body) {
+    let body: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("Invalid JSON payload received. {e}")),
     };

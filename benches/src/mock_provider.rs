@@ -20,7 +20,8 @@
 //! Azure OpenAI's deployment URLs are served under `/azure/openai/deployments/...`;
 //! Anthropic's Messages API is served under `/anthropic/v1/messages` and Gemini's
 //! generateContent under `/gemini/v1beta/models/...`, Bedrock's Converse under
-//! `/model/{modelId}/converse` (see `mock_anthropic`, `mock_gemini`, `mock_bedrock`).
+//! `/model/{modelId}/converse`, Vertex AI (its token endpoint, Gemini and Claude) under
+//! `/vertex/...` (see `mock_anthropic`, `mock_gemini`, `mock_bedrock`, `mock_vertex`).
 //!
 //! `GET /stats` also lists the last `traceparent` headers the OpenAI routes received (at most
 //! [`MAX_TRACEPARENTS`], each cut to 128 bytes), so a test can check the trace context a gateway
@@ -563,6 +564,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .configure(crate::mock_anthropic::configure)
             .configure(crate::mock_gemini::configure)
             .configure(crate::mock_bedrock::configure)
+            .configure(crate::mock_vertex::configure)
     })
     .on_connect(tollgate_gateway::http::on_connect)
     .workers(workers.max(1))

@@ -1,11 +1,18 @@
 """Tollgate's /v1/messages through the official `anthropic` Python SDK, served by an
-OpenAI-compatible provider, an Anthropic provider, a Gemini provider and a Bedrock provider (all
-mocked)."""
+OpenAI-compatible provider, an Anthropic provider, a Gemini provider, a Bedrock provider and
+Vertex AI (all mocked)."""
 
 import anthropic
 import pytest
 
-MODELS = ["gpt-4o-mini", "claude-mock", "gemini-mock", "bedrock-mock"]
+MODELS = [
+    "gpt-4o-mini",
+    "claude-mock",
+    "gemini-mock",
+    "bedrock-mock",
+    "vertex-gemini-mock",
+    "vertex-claude-mock",
+]
 
 
 def prompt_tokens(*texts: str) -> int:

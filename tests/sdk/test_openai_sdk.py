@@ -228,7 +228,10 @@ def test_context_window_error_falls_back(openai_client):
     assert resp.parse().choices[0].message.content == "tok"
 
 
-@pytest.mark.parametrize("model", ["claude-mock", "gemini-mock", "bedrock-mock", "azure-mock"])
+@pytest.mark.parametrize(
+    "model",
+    ["claude-mock", "gemini-mock", "bedrock-mock", "azure-mock", "vertex-gemini-mock", "vertex-claude-mock"],
+)
 def test_translated_providers_through_the_openai_sdk(openai_client, model):
     content = "Translate me"
     resp = openai_client.chat.completions.create(

@@ -112,6 +112,10 @@ pub struct LitellmParams {
     pub aws_secret_access_key: Option<String>,
     pub aws_session_token: Option<String>,
     pub aws_region_name: Option<String>,
+    pub vertex_project: Option<String>,
+    pub vertex_location: Option<String>,
+    /// A path to a service account key, or its JSON.
+    pub vertex_credentials: Option<String>,
     pub timeout: Option<f64>,
     pub stream_timeout: Option<f64>,
     pub stream_max_duration: Option<f64>,

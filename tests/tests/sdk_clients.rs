@@ -18,6 +18,14 @@ fn model(name: &str, model: &str, api_base: String, api_key: Option<&str>) -> Mo
     }
 }
 
+/// A Vertex AI model signed in with the mock's test service account.
+fn vertex(name: &str, model_id: &str, mock: &str) -> ModelEntry {
+    let mut entry = model(name, model_id, format!("{mock}/vertex"), None);
+    entry.litellm_params.vertex_credentials =
+        Some(tollgate_benches::mock_vertex::test_key(&format!("{mock}/vertex/token")));
+    entry
+}
+
 /// The SDKs' models on every provider the mock speaks; no prices (the model catalogue applies).
 fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
     let mut azure = model("azure-mock", "azure/my-gpt-4o-deployment", format!("{mock}/azure"), Some("azure-upstream"));
@@ -48,6 +56,8 @@ fn gateway_config(mock: &str, topic: &str) -> Result<GatewayConfig> {
             ),
             model("gemini-mock", "gemini/gemini-2.0-flash", format!("{mock}/gemini/v1beta"), Some("goog-upstream")),
             bedrock,
+            vertex("vertex-gemini-mock", "vertex_ai/gemini-2.5-flash", mock),
+            vertex("vertex-claude-mock", "vertex_ai/claude-3-5-sonnet@20240620", mock),
             azure,
         ],
         virtual_keys: vec![VirtualKey { key: "sk-sdk-test-key".to_owned(), team_id: Some("sdk-team".to_owned()) }],

@@ -38,6 +38,12 @@ pub struct LitellmParams {
     /// A `bedrock/` deployment's runtime endpoint, when not the region's public one (a VPC
     /// endpoint); `api_base` has the same effect.
     pub aws_bedrock_runtime_endpoint: Option<String>,
+    /// Vertex AI: the Google Cloud project (default: the service account's `project_id`).
+    pub vertex_project: Option<String>,
+    /// Vertex AI: the region (default `us-central1`).
+    pub vertex_location: Option<String>,
+    /// Vertex AI: the service account's JSON key, as a file path or the JSON itself.
+    pub vertex_credentials: Option<Secret>,
     /// Upstream timeout in seconds.
     pub timeout: Option<f64>,
     /// Longest silence between two chunks of a stream, in seconds.

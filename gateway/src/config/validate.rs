@@ -27,9 +27,9 @@ fn resolve_secret(
     })
 }
 
-/// A deployment's `api_key` and AWS credentials, and its `api_base`, `api_version`, AWS region and
-/// Bedrock endpoint when they are `os.environ/VAR`
-/// (LiteLLM reads any of its parameters so).
+/// A deployment's `api_key`, AWS credentials and `vertex_credentials`, and its `api_base`,
+/// `api_version`, AWS region, Bedrock endpoint, `vertex_project` and `vertex_location` when they
+/// are `os.environ/VAR` (LiteLLM reads any of its parameters so).
 fn resolve_params(
     params: &mut LitellmParams,
     file_env: &HashMap<String, Secret>,
@@ -49,11 +49,16 @@ fn resolve_params(
             *secret = Some(resolve_secret(value, file_env, origin, &field(name))?);
         }
     }
+    if let Some(credentials) = &params.vertex_credentials {
+        params.vertex_credentials = Some(resolve_secret(credentials, file_env, origin, &field("vertex_credentials"))?);
+    }
     for (name, value) in [
         ("api_base", &mut params.api_base),
         ("api_version", &mut params.api_version),
         ("aws_region_name", &mut params.aws_region_name),
         ("aws_bedrock_runtime_endpoint", &mut params.aws_bedrock_runtime_endpoint),
+        ("vertex_project", &mut params.vertex_project),
+        ("vertex_location", &mut params.vertex_location),
     ] {
         if let Some(text) = value.as_mut().filter(|v| v.starts_with("os.environ/")) {
             *text = resolve_secret(&Secret::new(text.as_str()), file_env, origin, &field(name))?.expose().to_owned();

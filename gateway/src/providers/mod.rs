@@ -11,6 +11,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
 pub mod openai;
+pub mod vertex;
 
 use crate::config::{LitellmParams, Secret};
 use crate::error::GatewayError;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 /// Every provider family the gateway can call.
 pub static REGISTRY: &[&dyn Provider] =
-    &[&openai::OpenAi, &openai::Azure, &anthropic::Anthropic, &gemini::Gemini, &bedrock::Bedrock];
+    &[&openai::OpenAi, &openai::Azure, &anthropic::Anthropic, &gemini::Gemini, &bedrock::Bedrock, &vertex::Vertex];
 
 /// Where a deployment is: what its URLs are built from.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +32,23 @@ pub struct Target<'a> {
     pub api_base: &'a str,
     pub upstream_model: &'a str,
     pub api_version: Option<&'a str>,
+}
+
+/// What a family makes of a deployment's own settings at start-up (Vertex AI's project,
+/// location and service account).
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// The base URL the deployment's URLs are built from, over `api_base` and the default.
+    pub api_base: Option<String>,
+    /// Whose access tokens authenticate the deployment's calls, in place of `api_key`.
+    pub service_account: Option<Arc<vertex::ServiceAccount>>,
+}
+
+/// A deployment setting a family cannot use: the field of `litellm_params`, and why.
+#[derive(Debug)]
+pub struct SetupError {
+    pub field: &'static str,
+    pub message: String,
 }
 
 /// One provider family: how a deployment of it is called, and how its answers are read back
@@ -43,6 +61,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// The prefixes of `litellm_params.model` that name this family, each with its public base
     /// URL where it has one.
     fn prefixes(&self) -> &'static [(&'static str, Option<&'static str>)];
+
+    /// The deployment's own settings, read at start-up; most families have none.
+    fn setup(&self, _params: &crate::config::LitellmParams) -> Result<Setup, SetupError> {
+        Ok(Setup::default())
+    }
 
     /// Whether the family serves `endpoint` (families with a translated API serve chat only).
     fn serves(&self, endpoint: Endpoint) -> bool;
@@ -282,6 +305,8 @@ pub struct Deployment {
     pub api_version: Option<String>,
     /// AWS credentials its requests are signed with (Bedrock), when it has them.
     pub aws: Option<Arc<AwsCredentials>>,
+    /// A service account whose access token is sent in place of `api_key` (Vertex AI).
+    pub service_account: Option<Arc<vertex::ServiceAccount>>,
     /// Parsed once at start-up: the URL of each endpoint this deployment serves.
     pub urls: EndpointUrls,
     /// Whole-request timeout (until the last byte of a non-streamed answer, or the first byte
@@ -477,9 +502,20 @@ pub async fn send(
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
     };
+    let token = match &deployment.service_account {
+        Some(account) => Some(account.token(client).await.map_err(|e| {
+            metrics::counter!("tollgate_upstream_token_failures_total", "provider" => deployment.api.name())
+                .increment(1);
+            UpstreamError::Unavailable(format!("{}: no access token: {e}", deployment.id))
+        })?),
+        None => None,
+    };
     // One request shape for every provider; only the headers differ.
     let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, content_type);
-    let mut request = deployment.api.sign(request, deployment, url, &body).body(body);
+    let mut request = match &token {
+        Some(token) => deployment.api.authenticate(request, Some(token)).body(body),
+        None => deployment.api.sign(request, deployment, url, &body).body(body),
+    };
     // The provider sees the attempt's span as its caller (W3C Trace Context).
     if let Some(traceparent) = crate::traces::outbound_traceparent() {
         request = request.header("traceparent", traceparent);

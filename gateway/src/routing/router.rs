@@ -219,7 +219,9 @@ impl Router {
                 message,
             };
             let aws = api.signing(p).map_err(|(field, message)| invalid(field, message))?;
-            let api_base = match (p.api_base.clone().or_else(|| api.base_from_params(p)), default_api_base(provider)) {
+            let setup = api.setup(p).map_err(|e| invalid(e.field, e.message))?;
+            let given = setup.api_base.clone().or_else(|| p.api_base.clone()).or_else(|| api.base_from_params(p));
+            let api_base = match (given, default_api_base(provider)) {
                 (Some(base), _) => base,
                 (None, Some(base)) => base.to_owned(),
                 (None, None) => {
@@ -253,6 +255,7 @@ impl Router {
                 api_key: p.api_key.clone(),
                 api_version: p.api_version.clone(),
                 aws,
+                service_account: setup.service_account,
                 timeout: Duration::from_secs_f64(timeout),
                 stream_idle_timeout: Duration::from_secs_f64(
                     p.stream_timeout.or(rs.stream_timeout).unwrap_or(timeout.min(300.0)),

@@ -169,3 +169,58 @@ fn prompts_skip_deployments_whose_context_window_they_exceed() {
     assert!(!r.policy.pre_call_checks);
     assert!(router(&format!("{WINDOWS}  enable_pre_call_checks: true\n")).policy.pre_call_checks);
 }
+
+/// A service account key made for the test.
+fn vertex_key() -> String {
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let pem = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    serde_json::json!({"client_email": "gw@p.iam.gserviceaccount.com", "private_key": pem, "project_id": "key-project"})
+        .to_string()
+}
+
+#[test]
+fn vertex_deployments_are_signed_in_priced_and_routed_by_publisher() {
+    let yaml = format!(
+        "\
+environment_variables: {{VERTEX_KEY: '{}'}}
+model_list:
+  - model_name: claude
+    litellm_params: {{model: vertex_ai/claude-3-5-sonnet@20240620, vertex_credentials: os.environ/VERTEX_KEY,
+                     vertex_project: my-project, vertex_location: europe-west4}}
+  - model_name: vertex/*
+    litellm_params: {{model: vertex_ai/*, vertex_credentials: os.environ/VERTEX_KEY, api_base: 'http://mock.test/vertex'}}
+gateway:
+  allow_unpriced_models: true
+",
+        vertex_key()
+    );
+    let router = router(&yaml);
+    let (provider, _, url) = served_by(&router, "claude");
+    assert_eq!(provider, "vertex_ai");
+    assert_eq!(
+        url,
+        "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project/locations/europe-west4\
+         /publishers/anthropic/models/claude-3-5-sonnet@20240620:rawPredict"
+    );
+    let (_, picked) = router.pick("claude", &[]).unwrap();
+    assert!(picked.deployment.service_account.is_some() && picked.deployment.price.is_some());
+    // A wildcard serves Gemini models under the same account, priced from the catalogue.
+    let (_, picked) = router.pick("vertex/gemini-2.5-pro", &[]).unwrap();
+    let url = picked.deployment.urls.get(crate::providers::Endpoint::ChatCompletions, true).unwrap().to_string();
+    assert_eq!(
+        url,
+        "http://mock.test/vertex/v1/projects/key-project/locations/us-central1\
+         /publishers/google/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    );
+    assert!(picked.deployment.service_account.is_some() && picked.deployment.price.is_some());
+
+    // Without a key, the error names the field.
+    let config = Config::parse(
+        "model_list:\n  - model_name: g\n    litellm_params: {model: vertex_ai/gemini-2.5-pro}\n",
+        "test.yaml",
+    )
+    .unwrap();
+    let Err(err) = Router::from_config(&config, "test.yaml") else { panic!("a Vertex AI deployment without a key") };
+    let err = err.to_string();
+    assert!(err.contains("model_list[0].litellm_params.vertex_credentials"), "{err}");
+}

@@ -115,6 +115,7 @@ impl Pattern {
                     api_base: d.api_base.clone(),
                     api_version: d.api_version.clone(),
                     aws: d.aws.clone(),
+                    service_account: d.service_account.clone(),
                     provider: d.provider.clone(),
                     model_info: d.model_info.clone(),
                     ..**d

@@ -68,7 +68,7 @@ const TAGS: &str = "give deployments of each tag a model_name of their own";
 const MCP: &str = "MCP is not served";
 const PROMPTS: &str = "clients send their prompts; Tollgate stores none";
 const SCHEDULER: &str = "requests are served as they come, without priorities";
-const CLOUD_AUTH: &str = "SageMaker, Vertex AI and watsonx are not providers of Tollgate yet: reach such models \
+const CLOUD_AUTH: &str = "SageMaker and watsonx are not providers of Tollgate yet: reach such models \
                           through an OpenAI-compatible endpoint (`api_base`, `api_key`); a `bedrock/` deployment \
                           names its region in `aws_region_name`";
 const AWS_STATIC_KEYS: &str = "a `bedrock/` deployment signs with static keys (`aws_access_key_id`, \
@@ -127,6 +127,9 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("api_base", Honoured("the provider's base URL (`os.environ/VAR` allowed)")),
     ("api_key", Honoured("the provider key (`os.environ/VAR` allowed)")),
     ("api_version", Honoured("Azure OpenAI's `api-version` (`os.environ/VAR` allowed)")),
+    ("vertex_project", Honoured("Vertex AI's project (default: the service account's `project_id`)")),
+    ("vertex_location", Honoured("Vertex AI's region (default `us-central1`)")),
+    ("vertex_credentials", Honoured("Vertex AI's service-account key: a file path or the JSON itself")),
     ("timeout", Honoured("the upstream timeout, in seconds")),
     ("stream_timeout", Honoured("the longest silence between two chunks of a stream, in seconds")),
     ("stream_max_duration", Honoured("Tollgate's own: the longest a stream may last, in seconds")),
@@ -206,9 +209,6 @@ pub(super) const LITELLM_PARAMS: &[(&str, Status)] = &[
     ("aws_sts_endpoint", Ignored(AWS_STATIC_KEYS)),
     ("aws_external_id", Ignored(AWS_STATIC_KEYS)),
     ("aws_bedrock_runtime_endpoint", Honoured("a `bedrock/` deployment's endpoint in place of the region's")),
-    ("vertex_project", Ignored(CLOUD_AUTH)),
-    ("vertex_location", Ignored(CLOUD_AUTH)),
-    ("vertex_credentials", Ignored(CLOUD_AUTH)),
     ("watsonx_region_name", Ignored(CLOUD_AUTH)),
     ("azure_ad_token", Ignored(ENTRA_ID)),
     ("tenant_id", Ignored(ENTRA_ID)),

@@ -251,6 +251,9 @@ model_list:
       api_base: https://x.openai.azure.com
       api_key: k
       api_version: "2024-10-21"
+      vertex_project: p
+      vertex_location: us-central1
+      vertex_credentials: /not/read/for/azure.json
       timeout: 30
       stream_timeout: 10
       stream_max_duration: 600

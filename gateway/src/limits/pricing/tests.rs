@@ -270,6 +270,20 @@ fn context_windows_come_from_the_catalogue_unless_model_info_gives_one() {
     assert_eq!(deployment_context_window(None, "hosted_vllm", "llama", "llama"), None);
 }
 
+/// `vertex_ai/` deployments are priced: Claude under `vertex_ai/<model>`, Gemini under its bare
+/// name (the catalogue lists Vertex AI's Gemini prices so; AI Studio's are `gemini/<model>`).
+#[test]
+fn vertex_models_are_priced_from_the_catalogue() {
+    let (name, _) = super::catalogue::lookup(None, "vertex_ai", "claude-3-5-sonnet@20240620", "m").unwrap();
+    assert_eq!(name, "vertex_ai/claude-3-5-sonnet@20240620");
+    let (name, entry) = super::catalogue::lookup(None, "vertex_ai", "gemini-2.5-pro", "m").unwrap();
+    assert_eq!(name, "gemini-2.5-pro");
+    assert_eq!(entry.get("litellm_provider").and_then(|v| v.as_str()), Some("vertex_ai-language-models"));
+    // 1000 × 3000 + 100 × 15 000 nano-USD.
+    let tokens = Tokens { prompt: 1_000, completion: 100, ..Tokens::default() };
+    assert_eq!(nanos("vertex_ai/claude-3-5-sonnet@20240620", tokens), 4_500_000);
+}
+
 fn config(models: &str) -> Config {
     Config::parse(&format!("model_list:\n{models}"), "test.yaml").unwrap()
 }
