@@ -110,16 +110,44 @@ impl Failure for TimedOut {
     }
 }
 
-/// Counts and logs a failed call; the request goes on without the cache (`None`: a miss).
+/// Seconds between two warnings of a failing Redis: every failure is counted, but a Redis that
+/// is down would otherwise log twice per request.
+const WARN_EVERY_SECS: u64 = 10;
+
+/// When (seconds since the Unix epoch) the last warning was logged.
+static LAST_WARNING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts and logs a failed call (at most one warning per [`WARN_EVERY_SECS`]); the request goes
+/// on without the cache (`None`: a miss).
 fn failed<T>(op: &'static str, e: &dyn Failure) -> Option<T> {
     counter!("tollgate_cache_errors_total", "op" => op).increment(1);
-    tracing::warn!(op, kind = %e.kind(), "response cache: Redis failed; going on without the cache");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if due(&LAST_WARNING, now) {
+        tracing::warn!(op, kind = %e.kind(), "response cache: Redis failed; going on without the cache (tollgate_cache_errors_total counts every failure)");
+    }
     None
+}
+
+/// Whether a warning is due at `now`, marking it logged when so.
+fn due(last: &std::sync::atomic::AtomicU64, now: u64) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let before = last.load(Relaxed);
+    (before == 0 || now >= before.saturating_add(WARN_EVERY_SECS))
+        && last.compare_exchange(before, now.max(1), Relaxed, Relaxed).is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_redis_is_warned_about_once_per_period() {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        assert!(due(&last, 1_000));
+        assert!(!due(&last, 1_000));
+        assert!(!due(&last, 1_000 + WARN_EVERY_SECS - 1));
+        assert!(due(&last, 1_000 + WARN_EVERY_SECS));
+    }
 
     #[test]
     fn keys_are_prefixed_hex() {
