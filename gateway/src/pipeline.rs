@@ -22,6 +22,7 @@ use actix_web::{web, HttpRequest};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
+use tollgate_schemas::telemetry::recorder::Child;
 use tracing::Instrument;
 
 /// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
@@ -89,17 +90,18 @@ pub(crate) async fn serve(
     let label = state.router.metric_label(&request.model);
     let fail = |e| (label.clone(), e);
     let now = chrono::Utc::now();
-    let (admitted, permit) = admit(req, state, &mut principal, &request, now)
-        .instrument(crate::trace_span!("admission"))
+    let admission = crate::traces::child("admission");
+    let (admitted, permit) = admit(req, state, &mut principal, (&request, now), &admission)
         .await
         .inspect_err(crate::observability::usage::refused)
         .map_err(fail)?;
+    drop(admission);
     let limit_headers = admitted.reservation.headers.clone();
-    // A span only where guardrails are configured: each span costs a traced request about 1 % more.
-    let span = if state.guardrails.is_empty() { tracing::Span::none() } else { crate::trace_span!("guardrails") };
-    let guarded = crate::guardrails::before_call(&state.guardrails, &state.client, &principal, &request, request_id)
-        .instrument(span)
-        .await;
+    // A span only where guardrails are configured.
+    let span = if state.guardrails.is_empty() { Child::none() } else { crate::traces::child("guardrails") };
+    let guarded =
+        crate::guardrails::before_call(&state.guardrails, &state.client, &principal, &request, request_id).await;
+    drop(span);
 
     let attempt = Arc::new(Attempt::default());
     let recorder = UsageRecorder::start(
@@ -169,8 +171,8 @@ async fn admit(
     req: &HttpRequest,
     state: &AppState,
     principal: &mut Principal,
-    request: &ProxyRequest,
-    now: chrono::DateTime<chrono::Utc>,
+    (request, now): (&ProxyRequest, chrono::DateTime<chrono::Utc>),
+    span: &Child,
 ) -> Result<(crate::limits::admission::Admitted, crate::metering::sink::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
     let customer = customer_id(req, request)?;
@@ -189,8 +191,9 @@ async fn admit(
         }
     }
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
-        let grant = crate::trace_span!("lease_grant");
-        admitted.reserve(leases, worst_case_cost(state, request), now).instrument(grant).await?;
+        let grant = crate::traces::child_of(span, "lease_grant");
+        admitted.reserve(leases, worst_case_cost(state, request), now).await?;
+        drop(grant);
     }
     let permit = state.sink.admit().map_err(|e| match e {
         crate::metering::sink::SinkError::Unavailable => GatewayError::MeteringUnavailable,
@@ -437,8 +440,9 @@ async fn meter_whole_answer(
     state.router.record_success(&answer.picked, answer.sent_at.elapsed(), tokens.prompt + tokens.completion);
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     // The post-call hook: a block still charges what the provider generated.
-    let span = if applied.touches_answer() { crate::trace_span!("guardrails") } else { tracing::Span::none() };
-    let guarded = applied.after_call(&state.client, body).instrument(span).await;
+    let span = if applied.touches_answer() { crate::traces::child("guardrails") } else { Child::none() };
+    let guarded = applied.after_call(&state.client, body).await;
+    drop(span);
     let blocked = guarded.as_ref().err();
     let (charged, written) = recorder.finish_answer(Outcome {
         status: blocked.map_or(200, |e| actix_web::ResponseError::status_code(e).as_u16()),

@@ -11,7 +11,7 @@
 
 use crate::tenancy::auth::Principal;
 use actix_web::HttpRequest;
-use tollgate_schemas::telemetry::recorder;
+use tollgate_schemas::telemetry::recorder::{self, Child};
 use tollgate_schemas::telemetry::span::{Text, Value};
 use tracing::field::Empty;
 use tracing::Span;
@@ -19,32 +19,33 @@ use tracing::Span;
 mod sampling;
 pub use sampling::sample_in_gateway;
 
-/// An `info` span when the current request is sampled (`sampled`), else `Span::none()` (free):
-/// for the spans that only traces need (a request's children). Their target,
-/// [`TRACE_TARGET`], keeps them out of the logs (`telemetry::logs`): with traces on or off, a
-/// log line carries the request span's fields alone. With `parent:`, the span is opened when
-/// the parent exists (a sampled request's span; `Span::none()` otherwise).
-#[macro_export]
-macro_rules! trace_span {
-    (parent: $parent:expr, $($arg:tt)*) => {{
-        let parent: &tracing::Span = $parent;
-        if parent.is_none() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(target: "tollgate_traces", parent: parent, $($arg)*)
-        }
-    }};
-    ($($arg:tt)*) => {
-        if $crate::traces::sampled() {
-            tracing::info_span!(target: "tollgate_traces", $($arg)*)
-        } else {
-            tracing::Span::none()
-        }
-    };
+/// A span that only traces need (a request's auth, admission, attempts, guardrails), a child
+/// of the current request's span: recorded straight into the request's record, without
+/// `tracing` (`recorder::Child`: no registry slot, no enter and exit per poll), from now until it
+/// is dropped. Empty, and free, when the request is not sampled or outside a request.
+pub fn child(name: &'static str) -> Child {
+    if sampled() {
+        Child::start(&Span::current(), None, name)
+    } else {
+        Child::none()
+    }
 }
 
-/// The target of the spans that only traces need (the literal in `trace_span!`).
-pub const TRACE_TARGET: &str = tollgate_schemas::telemetry::TRACE_TARGET;
+/// A span named `name` under `parent` (a lease grant within admission); empty when `parent` is.
+pub fn child_of(parent: &Child, name: &'static str) -> Child {
+    if parent.is_recording() {
+        Child::start(&Span::current(), Some(parent), name)
+    } else {
+        Child::none()
+    }
+}
+
+/// The `metering` span of a request whose span (`RequestTrace::outcome_span`) is `request`:
+/// empty when that is none (the request is not sampled).
+pub fn metering_child(request: &Span) -> Child {
+    Child::start(request, None, "metering")
+}
+
 /// The target of a request span that is not exported (not sampled, or traces off).
 pub const UNSAMPLED_TARGET: &str = tollgate_schemas::telemetry::UNSAMPLED_TARGET;
 
@@ -287,14 +288,6 @@ pub fn provider_name(prefix: &str) -> &str {
     }
 }
 
-/// The `traceparent` to send a provider: the current span's, when the request is sampled.
-pub fn outbound_traceparent() -> Option<String> {
-    if !sampled() {
-        return None;
-    }
-    recorder::traceparent(&Span::current())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,26 +341,16 @@ mod tests {
 
     #[test]
     fn child_spans_are_opened_only_for_a_sampled_request() {
-        let subscriber = tracing_subscriber::registry();
-        tracing::subscriber::with_default(subscriber, || {
-            // Outside a request, and in a request the sampler dropped: nothing.
+        // Outside a request, in a request the sampler dropped, and under an empty parent:
+        // nothing (what a sampled request's children record: the recorder's tests).
+        assert!(!sampled());
+        assert!(!child("auth").is_recording());
+        SAMPLED.sync_scope(false, || {
             assert!(!sampled());
-            assert!(crate::trace_span!("auth").is_none());
-            SAMPLED.sync_scope(false, || {
-                assert!(!sampled());
-                assert!(crate::trace_span!("admission").is_none());
-            });
-            SAMPLED.sync_scope(true, || {
-                assert!(sampled());
-                let auth = crate::trace_span!("auth");
-                assert!(!auth.is_none());
-                assert_eq!(auth.metadata().map(|m| m.target()), Some(TRACE_TARGET));
-            });
-            // Under a parent: opened when the parent is, whatever the task.
-            assert!(crate::trace_span!(parent: &Span::none(), "metering").is_none());
-            let request = tracing::info_span!("request");
-            assert!(!crate::trace_span!(parent: &request, "metering").is_none());
+            assert!(!child("admission").is_recording());
         });
+        assert!(!child_of(&Child::none(), "lease_grant").is_recording());
+        assert!(!metering_child(&Span::none()).is_recording());
     }
 
     #[test]
@@ -375,10 +358,5 @@ mod tests {
         let trace = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-4");
         assert!(!trace.sampled);
         assert!(trace.outcome_span().is_none());
-    }
-
-    #[test]
-    fn without_an_exporter_there_is_no_outbound_traceparent() {
-        assert_eq!(outbound_traceparent(), None);
     }
 }

@@ -11,7 +11,6 @@ use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::time::Instant;
-use tracing::Instrument;
 
 /// `POST /v1/messages`: Anthropic's Messages API, served by any provider through translation
 /// to and from OpenAI chat (the same routing, metering and limits as every route).
@@ -46,7 +45,9 @@ async fn messages(
         if let Some(e) = bad_id {
             return Err(e);
         }
-        let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
+        let auth = crate::traces::child("auth");
+        let key = authorize(req, state).await?;
+        drop(auth);
         crate::traces::record_principal(&key);
         let body = read_body(req, payload, state.max_body_bytes).await?;
         let value: serde_json::Value = serde_json::from_slice(&body)

@@ -12,7 +12,6 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 use std::time::Instant;
-use tracing::Instrument;
 
 pub(crate) async fn chat_completions(
     req: HttpRequest,
@@ -116,7 +115,9 @@ async fn read_request(
     state: &AppState,
     endpoint: Endpoint,
 ) -> Result<(Principal, ProxyRequest), GatewayError> {
-    let key = authorize(req, state).instrument(crate::trace_span!("auth")).await?;
+    let auth = crate::traces::child("auth");
+    let key = authorize(req, state).await?;
+    drop(auth);
     traces::record_principal(&key);
     let request = if matches!(endpoint, Endpoint::AudioTranscriptions | Endpoint::AudioTranslations) {
         let body = read_body(req, payload, state.max_upload_bytes).await?;

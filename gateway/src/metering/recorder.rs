@@ -306,7 +306,7 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) -> Written {
-        let _metering = crate::trace_span!(parent: &self.span, "metering").entered();
+        let _metering = crate::traces::metering_child(&self.span);
         crate::traces::record_outcome(&self.span, &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {

@@ -498,6 +498,7 @@ pub async fn send(
     body: Vec<u8>,
     content_type: &str,
     stream: bool,
+    traceparent: Option<&str>,
 ) -> Result<reqwest::Response, UpstreamError> {
     let Some(url) = deployment.urls.get(endpoint, stream) else {
         return Err(UpstreamError::Unavailable(format!("{} does not serve /{}", deployment.id, endpoint.path())));
@@ -517,7 +518,7 @@ pub async fn send(
         None => deployment.api.sign(request, deployment, url, &body).body(body),
     };
     // The provider sees the attempt's span as its caller (W3C Trace Context).
-    if let Some(traceparent) = crate::traces::outbound_traceparent() {
+    if let Some(traceparent) = traceparent {
         request = request.header("traceparent", traceparent);
     }
     match tokio::time::timeout(deployment.timeout, request.send()).await {

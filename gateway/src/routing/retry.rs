@@ -7,7 +7,8 @@ use crate::providers::{self, Deployment, Endpoint, UpstreamError};
 use crate::routing::router::{PickedDeployment, Router};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
+use tollgate_schemas::telemetry::recorder::Child;
+use tollgate_schemas::telemetry::span::{SpanKind, Text, Value};
 
 /// Largest error body read from a provider (for the client and for classification).
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -179,9 +180,11 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
             trying.set(&picked.deployment);
-            let span = attempt_span(&picked, &group, attempts, position > 0);
-            let once = attempt_once(router, client, picked, &group, endpoint, (body, content_type), stream, attempts);
-            let (failure, class, wait) = match once.instrument(span).await {
+            let mut span = attempt_span(&picked, &group, attempts, position > 0);
+            let call = (body, content_type, &mut span);
+            let once = attempt_once(router, client, picked, &group, endpoint, call, stream, attempts).await;
+            drop(span);
+            let (failure, class, wait) = match once {
                 Attempted::Answered(answer) => return Ok(answer),
                 Attempted::Failed { failure, class, wait } => (failure, class, wait),
             };
@@ -232,21 +235,34 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
 
 /// The span of one attempt: which deployment of which model group, the how-manieth attempt,
 /// and whether it is a fallback; `attempt_once` records the provider's status and error class.
-fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: bool) -> tracing::Span {
-    let d = &picked.deployment;
-    crate::trace_span!(
-        "upstream_attempt",
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        gen_ai.provider.name = crate::traces::provider_name(&d.provider),
-        gen_ai.request.model = d.upstream_model.as_str(),
-        tollgate.model_group = group,
-        tollgate.deployment = d.id.as_str(),
-        tollgate.attempt = i64::from(attempt),
-        tollgate.fallback = fallback,
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
+fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: bool) -> Child {
+    let mut span = crate::traces::child("upstream_attempt");
+    span.record(|s| {
+        let d = &picked.deployment;
+        let text = |v: &str| Value::Str(Text::new(v));
+        s.kind = SpanKind::Client;
+        s.set("gen_ai.provider.name", text(crate::traces::provider_name(&d.provider)));
+        s.set("gen_ai.request.model", text(&d.upstream_model));
+        s.set("tollgate.model_group", text(group));
+        s.set("tollgate.deployment", text(&d.id));
+        s.set("tollgate.attempt", Value::I64(i64::from(attempt)));
+        s.set("tollgate.fallback", Value::Bool(fallback));
+    });
+    span
+}
+
+/// Records an attempt's outcome on its span: the provider's status, and for a failure its class
+/// (the status, `timeout` or `unavailable`) and status `ERROR`.
+fn record_attempt(span: &mut Child, status: Option<u16>, error: Option<&str>) {
+    span.record(|s| {
+        if let Some(status) = status {
+            s.set("http.response.status_code", Value::I64(i64::from(status)));
+        }
+        if let Some(error) = error {
+            s.set("error.type", Value::Str(Text::new(error)));
+            s.set_error(error);
+        }
+    });
 }
 
 /// What one attempt at one deployment came to.
@@ -270,21 +286,22 @@ async fn attempt_once(
     picked: PickedDeployment,
     group: &str,
     endpoint: Endpoint,
-    (body, content_type): (Vec<u8>, &str),
+    (body, content_type, span): (Vec<u8>, &str, &mut Child),
     stream: bool,
     attempts: u32,
 ) -> Attempted {
     let sent_at = Instant::now();
-    match providers::send(client, &picked.deployment, endpoint, body, content_type, stream).await {
+    let traceparent = span.traceparent();
+    let sent =
+        providers::send(client, &picked.deployment, endpoint, body, content_type, stream, traceparent.as_deref());
+    match sent.await {
         Ok(response) if response.status().is_success() => {
-            tracing::Span::current().record("http.response.status_code", i64::from(response.status().as_u16()));
+            record_attempt(span, Some(response.status().as_u16()), None);
             Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })
         }
         Ok(response) => {
             let status = response.status().as_u16();
-            let span = tracing::Span::current();
-            span.record("http.response.status_code", i64::from(status));
-            span.record("error.type", status.to_string()).record("otel.status_code", "ERROR");
+            record_attempt(span, Some(status), Some(&status.to_string()));
             let wait = retry_after(response.headers());
             let content_type = Some(providers::answer_content_type(&picked.deployment, response.headers()));
             let body = read_error_body(response, picked.deployment.timeout).await;
@@ -305,7 +322,7 @@ async fn attempt_once(
         Err(error) => {
             router.record_failure(&picked);
             let label = if matches!(error, UpstreamError::Timeout) { "timeout" } else { "unavailable" };
-            tracing::Span::current().record("error.type", label).record("otel.status_code", "ERROR");
+            record_attempt(span, None, Some(label));
             metrics::counter!("tollgate_upstream_errors_total", "model" => router.metric_label(group), "status" => label)
                 .increment(1);
             Attempted::Failed {

@@ -167,3 +167,45 @@ fn a_span_keeps_a_bounded_number_of_events() {
     assert_eq!((spans[0].events.len(), spans[0].dropped_events), (MAX_EVENTS, 5));
     assert!(matches!(spans[0].status, Status::Unset), "warnings do not fail a span");
 }
+
+#[test]
+fn children_recorded_without_tracing_join_their_root_with_their_parents() {
+    let spans = recorded(SamplerChoice::DEFAULT, || {
+        let root = tracing::info_span!("request");
+        {
+            let admission = Child::start(&root, None, "admission");
+            let mut lease = Child::start(&root, Some(&admission), "lease_grant");
+            lease.record(|s| s.set("tollgate.lease", Value::Bool(true)));
+            assert!(lease.traceparent().is_some_and(|tp| tp.ends_with("-01")));
+        }
+        let mut attempt = Child::start(&root, None, "upstream_attempt");
+        attempt.record(|s| {
+            s.kind = SpanKind::Client;
+            s.set_error("503");
+        });
+        drop(attempt);
+    });
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["lease_grant", "admission", "upstream_attempt", "request"]);
+    let [lease, admission, attempt, root] = [&spans[0], &spans[1], &spans[2], &spans[3]];
+    assert!(spans.iter().all(|s| s.trace_id == root.trace_id && s.sampled));
+    assert_eq!((admission.parent_id, attempt.parent_id), (root.span_id, root.span_id));
+    assert_eq!(lease.parent_id, admission.span_id);
+    assert_eq!(attr(lease, "tollgate.lease").as_deref(), Some("Bool(true)"));
+    assert!(attempt.kind == SpanKind::Client && attempt.status.is_error());
+    assert!(root.start <= admission.start && lease.end <= admission.end && attempt.end <= root.end);
+}
+
+#[test]
+fn a_child_of_an_unsampled_or_unrecorded_root_records_nothing() {
+    let off = SamplerChoice::parse("always_off", None).unwrap();
+    let spans = recorded(off, || {
+        let root = tracing::info_span!("request");
+        let mut child = Child::start(&root, None, "auth");
+        assert!(!child.is_recording() && child.traceparent().is_none());
+        assert_eq!(child.record(|_| ()), None);
+    });
+    assert!(spans.is_empty());
+    let child = Child::start(&tracing::Span::none(), None, "auth");
+    assert!(!child.is_recording());
+}
