@@ -90,7 +90,7 @@ async fn pass_through_requests_are_forwarded_with_the_deployment_key_and_metered
     assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("pass-through path refused"), "{answer}");
     let (status, _, answer) =
         call(&client, &format!("{gw}/openai/v1/chat/completions"), BROKE_KEY, "pt-broke", &chat).await?;
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("budget_exceeded")), "{answer}");
+    assert_eq!((status, answer["error"]["type"].as_str()), (400, Some("budget_exceeded")), "{answer}");
 
     // One event per answered request, at the tokens each answer reported.
     let events = collect_events(&topic, 3, Duration::from_secs(30)).await?;
