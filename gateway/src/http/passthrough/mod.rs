@@ -190,9 +190,8 @@ async fn admit(
         now,
     )?;
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
-        let worst = state.router.worst_price(model).or_else(|| deployment.price.clone()).map_or(
-            tollgate_schemas::NanoUsd::ZERO,
-            |price| {
+        let worst =
+            state.router.worst_price(model).or(deployment.price).map_or(tollgate_schemas::NanoUsd::ZERO, |price| {
                 let prompt = u64::try_from(body_len).unwrap_or(u64::MAX);
                 crate::limits::pricing::worst_case_cost(
                     &price,
@@ -201,15 +200,10 @@ async fn admit(
                     Tokens::default(),
                 )
                 .unwrap_or(tollgate_schemas::NanoUsd(i64::MAX))
-            },
-        );
+            });
         admitted.reserve(leases, worst, now).await?;
     }
-    let permit = state.sink.admit().map_err(|e| match e {
-        crate::metering::sink::SinkError::Unavailable => GatewayError::MeteringUnavailable,
-        _ => GatewayError::MeteringBacklogFull,
-    })?;
-    Ok((admitted, permit))
+    Ok((admitted, crate::pipeline::usage_permit(state)?))
 }
 
 /// Sends the client's body, content type and method to `url` with the deployment's
