@@ -68,6 +68,21 @@ async fn pass_through_requests_are_forwarded_with_the_deployment_key_and_metered
     let openai_cost = 5 * INPUT_PRICE + 7 * OUTPUT_PRICE;
     assert_eq!(cost, Some(openai_cost));
 
+    // A stream passes through as the provider sent it, metered by its usage chunk.
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let resp = client
+        .post(format!("{gw}/openai/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-request-id", "pt-stream")
+        .json(&streamed)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await?;
+    assert!(text.contains("\"usage\"") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+
     let messages = json!({"model": "claude-pt", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]});
     let (status, anthropic_cost, answer) =
         call(&client, &format!("{gw}/anthropic/v1/messages"), key, "pt-anthropic", &messages).await?;
@@ -93,17 +108,23 @@ async fn pass_through_requests_are_forwarded_with_the_deployment_key_and_metered
     assert_eq!((status, answer["error"]["type"].as_str()), (400, Some("budget_exceeded")), "{answer}");
 
     // One event per answered request, at the tokens each answer reported.
-    let events = collect_events(&topic, 3, Duration::from_secs(30)).await?;
+    let events = collect_events(&topic, 4, Duration::from_secs(30)).await?;
     let openai = &events["pt-openai"];
     assert_eq!((openai.prompt_tokens, openai.completion_tokens, openai.estimated), (5, 7, false));
     assert_eq!(openai.cost_nano_usd.0, openai_cost);
+    let stream = &events["pt-stream"];
+    assert_eq!(
+        (stream.prompt_tokens, stream.completion_tokens, stream.estimated, stream.partial),
+        (5, 7, false, false)
+    );
+    assert_eq!(stream.cost_nano_usd.0, openai_cost);
     for (id, cost) in [("pt-anthropic", anthropic_cost), ("pt-gemini", gemini_cost)] {
         let e = &events[id];
         assert!(e.prompt_tokens > 0 && e.completion_tokens > 0 && !e.estimated, "{id}: {e:?}");
         let priced = e.prompt_tokens as i64 * INPUT_PRICE + e.completion_tokens as i64 * OUTPUT_PRICE;
         assert_eq!((Some(e.cost_nano_usd.0), e.cost_nano_usd.0), (cost, priced), "{id}");
     }
-    assert_eq!(records_on(&topic, 1)?, 3, "refused requests leave no event");
+    assert_eq!(records_on(&topic, 1)?, 4, "refused requests leave no event");
     gateway.stop().await?;
     mock.stop().await
 }

@@ -4,6 +4,7 @@
 //! model routes, and metered by the usage the provider's own answer reports (design.md §2.12).
 
 mod path;
+mod stream;
 mod usage;
 
 use super::{header, read_body, request_id};
@@ -75,17 +76,24 @@ fn virtual_key(req: &HttpRequest, family: Family) -> Option<&str> {
     })
 }
 
-/// The model a request names: the body's `model`, or for Gemini the path's `models/<model>:`.
-fn named_model(family: Family, tail: &str, body: &[u8]) -> Option<String> {
+/// The model a request names (the body's `model`, or for Gemini the path's
+/// `models/<model>:`), and whether it asks for a stream (the body's `stream`, or Gemini's
+/// `:streamGenerateContent`).
+fn named_model(family: Family, tail: &str, body: &[u8]) -> (Option<String>, bool) {
     #[derive(serde::Deserialize)]
     struct Named {
         model: Option<String>,
+        stream: Option<bool>,
     }
-    let from_body = serde_json::from_slice::<Named>(body).ok().and_then(|n| n.model);
-    from_body.or_else(|| {
-        let after = tail.split_once("/models/").filter(|_| family == Family::Gemini)?.1;
+    let named = serde_json::from_slice::<Named>(body).ok();
+    let gemini = family == Family::Gemini;
+    let stream =
+        named.as_ref().and_then(|n| n.stream).unwrap_or(false) || (gemini && tail.contains(":streamGenerateContent"));
+    let model = named.and_then(|n| n.model).or_else(|| {
+        let after = tail.split_once("/models/").filter(|_| gemini)?.1;
         Some(after.split([':', '/']).next()?.to_owned()).filter(|m| !m.is_empty())
-    })
+    });
+    (model, stream)
 }
 
 /// The deployment: of the family, serving the named model (by `model_name` or the provider's
@@ -125,7 +133,7 @@ async fn forward(
     let tail = path::check_tail(req.path().strip_prefix(family.prefix()).unwrap_or_default())?;
     let query = path::forwarded_query(req.query_string())?;
     let body = read_body(req, payload, state.max_body_bytes).await?;
-    let model = named_model(family, tail, &body);
+    let (model, stream) = named_model(family, tail, &body);
     let deployment = pick(state, &principal, family, model.as_deref())?;
     let url = path::upstream_url(&deployment.api_base, tail, &query)?;
     let now = chrono::Utc::now();
@@ -142,7 +150,7 @@ async fn forward(
         &principal,
         admitted,
         &deployment.model_name,
-        false,
+        stream,
         started,
         now,
     )
@@ -232,11 +240,11 @@ async fn send(
 
 /// The provider's answer, its status and content type kept, metered: a whole JSON answer by
 /// the usage it reports (none: 0 tokens, estimated); a stream passed on as it comes, metered
-/// at 0 tokens and marked estimated; an error status as an upstream error.
+/// by the usage its events report (`stream::metered`); an error status as an upstream error.
 async fn relay(
     state: &AppState,
     family: Family,
-    deployment: &Deployment,
+    deployment: &Arc<Deployment>,
     response: reqwest::Response,
     recorder: UsageRecorder,
 ) -> Result<HttpResponse, GatewayError> {
@@ -250,11 +258,7 @@ async fn relay(
     let mut reply = HttpResponse::build(status);
     reply.insert_header(("content-type", content_type.clone()));
     if status.is_success() && content_type.starts_with("text/event-stream") {
-        let outcome = Outcome { status: 200, estimated: true, deployment: Some(deployment), ..Outcome::default() };
-        let (_, written) = recorder.finish_answer(outcome);
-        written.wait().await;
-        use futures::TryStreamExt;
-        return Ok(reply.streaming(response.bytes_stream().map_err(actix_web::error::ErrorBadGateway)));
+        return Ok(reply.streaming(stream::metered(response, recorder, family, deployment.clone())));
     }
     let remaining = deployment.timeout;
     let read = tokio::time::timeout(remaining, crate::providers::read_answer(response, state.max_response_bytes)).await;

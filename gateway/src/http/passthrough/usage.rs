@@ -31,6 +31,31 @@ struct AnthropicAnswer {
     model: Option<String>,
 }
 
+impl AnthropicUsage {
+    fn tokens(&self) -> Tokens {
+        Tokens {
+            prompt: self
+                .input_tokens
+                .saturating_add(self.cache_creation_input_tokens)
+                .saturating_add(self.cache_read_input_tokens),
+            completion: self.output_tokens,
+            cached: self.cache_read_input_tokens,
+            cache_write: self.cache_creation_input_tokens,
+            ..Tokens::default()
+        }
+    }
+}
+
+/// One event of an Anthropic stream: `message_start` holds the prompt's usage,
+/// `message_delta` the output tokens so far.
+#[derive(Deserialize, Default)]
+struct AnthropicEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<AnthropicAnswer>,
+    usage: Option<AnthropicUsage>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct GeminiUsage {
@@ -61,17 +86,7 @@ pub fn reported(family: Family, body: &[u8]) -> (Option<Tokens>, Option<String>)
         }
         Family::Anthropic => {
             let a: AnthropicAnswer = serde_json::from_slice(body).unwrap_or_default();
-            let tokens = a.usage.map(|u| Tokens {
-                prompt: u
-                    .input_tokens
-                    .saturating_add(u.cache_creation_input_tokens)
-                    .saturating_add(u.cache_read_input_tokens),
-                completion: u.output_tokens,
-                cached: u.cache_read_input_tokens,
-                cache_write: u.cache_creation_input_tokens,
-                ..Tokens::default()
-            });
-            (tokens, a.model)
+            (a.usage.map(|u| u.tokens()), a.model)
         }
         Family::Gemini => {
             let a: GeminiAnswer = serde_json::from_slice(body).unwrap_or_default();
@@ -88,6 +103,25 @@ pub fn reported(family: Family, body: &[u8]) -> (Option<Tokens>, Option<String>)
     (tokens.filter(|t| t.largest() <= MAX_TOKENS_PER_REQUEST), model)
 }
 
+/// Folds the `data` of one server-sent event into the usage a stream reported so far: the
+/// latest OpenAI `usage` or Gemini `usageMetadata` (each cumulative), Anthropic's prompt from
+/// `message_start` and output from its last `message_delta`.
+pub fn streamed(family: Family, data: &[u8], so_far: &mut Option<Tokens>) {
+    if family != Family::Anthropic {
+        if let (Some(tokens), _) = reported(family, data) {
+            *so_far = Some(tokens);
+        }
+        return;
+    }
+    let event: AnthropicEvent = serde_json::from_slice(data).unwrap_or_default();
+    if let Some(usage) = event.message.and_then(|m| m.usage) {
+        *so_far = Some(usage.tokens());
+    } else if let Some(usage) = event.usage.filter(|_| event.kind.as_deref() == Some("message_delta")) {
+        let tokens = so_far.get_or_insert_with(Tokens::default);
+        tokens.completion = usage.output_tokens.min(MAX_TOKENS_PER_REQUEST);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +136,30 @@ mod tests {
         let body = br#"{"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":6,"thoughtsTokenCount":1}}"#;
         let t = reported(Family::Gemini, body).0.map(|t| (t.prompt, t.completion, t.reasoning));
         assert_eq!(t, Some((4, 7, 1)));
+    }
+
+    #[test]
+    fn streams_fold_their_usage_events() {
+        let mut so_far = None;
+        streamed(
+            Family::Anthropic,
+            br#"{"type":"message_start","message":{"usage":{"input_tokens":4,"output_tokens":1}}}"#,
+            &mut so_far,
+        );
+        streamed(Family::Anthropic, br#"{"type":"content_block_delta","delta":{"text":"hi"}}"#, &mut so_far);
+        streamed(Family::Anthropic, br#"{"type":"message_delta","usage":{"output_tokens":9}}"#, &mut so_far);
+        assert_eq!(so_far.map(|t| (t.prompt, t.completion)), Some((4, 9)));
+        let mut so_far = None;
+        streamed(Family::OpenAi, br#"{"choices":[]}"#, &mut so_far);
+        assert!(so_far.is_none());
+        streamed(Family::OpenAi, br#"{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#, &mut so_far);
+        assert_eq!(so_far.map(|t| (t.prompt, t.completion)), Some((2, 3)));
+        let mut so_far = None;
+        for n in [1, 5] {
+            let chunk = format!(r#"{{"usageMetadata":{{"promptTokenCount":2,"candidatesTokenCount":{n}}}}}"#);
+            streamed(Family::Gemini, chunk.as_bytes(), &mut so_far);
+        }
+        assert_eq!(so_far.map(|t| (t.prompt, t.completion)), Some((2, 5)));
     }
 
     #[test]
