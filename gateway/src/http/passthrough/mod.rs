@@ -297,3 +297,30 @@ async fn relay(
     reply.insert_header(("x-tollgate-cost-nano-usd", charged.0.to_string()));
     Ok(reply.body(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn gemini_keys_come_from_its_header_or_query_and_others_from_the_usual_headers() {
+        let goog = TestRequest::default().insert_header(("x-goog-api-key", "sk-1")).to_http_request();
+        assert_eq!(virtual_key(&goog, Family::Gemini), Some("sk-1"));
+        assert_eq!(virtual_key(&goog, Family::OpenAi), None);
+        let query = TestRequest::default().uri("/gemini/v1beta/models/m:generateContent?key=sk-2").to_http_request();
+        assert_eq!(virtual_key(&query, Family::Gemini), Some("sk-2"));
+        assert_eq!(virtual_key(&query, Family::Anthropic), None);
+        let bearer = TestRequest::default().insert_header(("authorization", "Bearer sk-3")).to_http_request();
+        assert_eq!(virtual_key(&bearer, Family::Anthropic), Some("sk-3"));
+    }
+
+    #[test]
+    fn the_model_and_stream_come_from_the_body_else_gemini_s_path() {
+        let body = br#"{"model":"gpt-x","stream":true}"#;
+        assert_eq!(named_model(Family::OpenAi, "/v1/chat/completions", body), (Some("gpt-x".into()), true));
+        let tail = "/v1beta/models/gemini-pt:streamGenerateContent";
+        assert_eq!(named_model(Family::Gemini, tail, b"{}"), (Some("gemini-pt".into()), true));
+        assert_eq!(named_model(Family::OpenAi, tail, b"not json"), (None, false));
+    }
+}
