@@ -189,9 +189,9 @@ def filter_keys(d, **fields):
 def listed_after(d, what, expected, **fields):
     def narrowed(d):
         shown = filter_keys(d, **fields)
-        return shown if shown == expected else None
+        return (shown,) if shown == expected else None  # a tuple: an empty list is a match too
     try:
-        return WebDriverWait(d, 20, poll_frequency=1).until(narrowed)
+        return WebDriverWait(d, 20, poll_frequency=1).until(narrowed)[0]
     except TimeoutException:
         raise AssertionError(f"{what}: listed {filter_keys(d, **fields)}, not {expected}") from None
 
