@@ -231,6 +231,8 @@ def rotate_with_grace(d, run):
     d.save_screenshot(os.path.join(SHOTS, "key-rotated.png"))
     assert sdk_chat(new).usage.total_tokens > 0, "the new key does not answer"
     assert sdk_chat(old).usage.total_tokens > 0, "the old key stopped answering within its grace period"
+    # Away and back: the secret is gone, and nothing the page loads shows it again.
+    go(d, "overview", "#today-spend")
     go(d, "keys", "#keys-list table, #keys-list p")
     assert d.execute_script(shown) is None and new not in d.page_source, "the new secret is shown again"
     seen["rotated_old_key_answers"] = True
