@@ -231,6 +231,8 @@ def rotate_with_grace(d, run):
     d.save_screenshot(os.path.join(SHOTS, "key-rotated.png"))
     assert sdk_chat(new).usage.total_tokens > 0, "the new key does not answer"
     assert sdk_chat(old).usage.total_tokens > 0, "the old key stopped answering within its grace period"
+    states = "return [...document.querySelectorAll('#keys tbody tr')].map(r => r.querySelector('td.state').textContent).sort()"
+    wait(d, "the old key shown replaced beside the new one", lambda d: d.execute_script(states) == ["active", "replaced"])
     # Away and back: the secret is gone, and nothing the page loads shows it again.
     go(d, "overview", "#today-spend")
     go(d, "keys", "#keys-list table, #keys-list p")

@@ -113,7 +113,7 @@ pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer
     let lq = parse(&q)?;
     let now = Utc::now();
     let expiring_by = lq.expires_within_days.map(|d| now + Duration::days(d));
-    let picked: Vec<KeyRecord> = list_records::<KeyRecord>(store.as_ref())
+    let candidates: Vec<KeyRecord> = list_records::<KeyRecord>(store.as_ref())
         .await
         .map_err(internal)?
         .into_iter()
@@ -121,8 +121,8 @@ pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer
         .filter(|k| picked(k, &q, expiring_by, now))
         .collect();
     let needs_spend = lq.sort == SortBy::Spend || lq.min_budget_percent.is_some();
-    let mut keys: Vec<(KeyRecord, NanoUsd)> = Vec::with_capacity(picked.len());
-    for k in picked {
+    let mut keys: Vec<(KeyRecord, NanoUsd)> = Vec::with_capacity(candidates.len());
+    for k in candidates {
         let spent = if needs_spend { spend_of(&state, &k).await } else { NanoUsd(0) };
         let keep = lq.min_budget_percent.is_none_or(|p| k.limits.max_budget.is_some_and(|b| over_percent(spent, b, p)));
         if keep {

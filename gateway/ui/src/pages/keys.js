@@ -14,6 +14,12 @@ const SORTS = {
 };
 const SORT_NAMES = { '': 'Oldest first', newest: 'Newest first', spend_desc: 'Spend, highest first', spend_asc: 'Spend, lowest first' };
 
+/** Blocked, replaced by a rotation (answering until it expires), or active. */
+function stateOf(k) {
+  if (k.blocked) return 'blocked';
+  return k.replaced_by ? 'replaced' : 'active';
+}
+
 export async function keysPage(main, session) {
   const state = { page: 1, search: '', team: '', blocked: '', expiring: '', over: '', sort: '' };
   const status = h('div', { id: 'keys-status', 'aria-live': 'polite' });
@@ -81,7 +87,7 @@ export async function keysPage(main, session) {
         h('td', { class: 'budget' }, k.max_budget_nano_usd == null ? 'none' : usd(k.max_budget_nano_usd)),
         h('td', { class: 'spend' }, k.spend_nano_usd == null ? '–' : usd(k.spend_nano_usd)),
         h('td', {}, k.expires || 'never'),
-        h('td', { class: 'state' }, k.blocked ? 'blocked' : 'active'),
+        h('td', { class: 'state' }, stateOf(k)),
         h('td', {}, show, ' ', edit, ' ', rotate, ' ', block, ' ', remove),
       );
     });
