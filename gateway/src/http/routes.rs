@@ -6,7 +6,7 @@
 //! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
 
 use super::{anthropic, openai, passthrough, spend};
-use crate::admin::{self, budgets, customers, keys, organizations, teams, users};
+use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
 use crate::console;
 use actix_web::{web, Route};
 use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
@@ -117,7 +117,7 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::Admin, "/key/update", |r| r.to(keys::update)),
     post(Api::Admin, "/key/delete", |r| r.to(keys::delete)),
     get(Api::Admin, "/key/info", |r| r.to(keys::info)),
-    get(Api::Admin, "/key/list", |r| r.to(keys::list)),
+    get(Api::Admin, "/key/list", |r| r.to(key_list::list)),
     post(Api::Admin, "/key/block", |r| r.to(keys::block)),
     post(Api::Admin, "/key/unblock", |r| r.to(keys::unblock)),
     post(Api::Admin, "/key/regenerate", |r| r.to(keys::regenerate)),
