@@ -195,11 +195,15 @@ async fn admit(
         admitted.reserve(leases, worst_case_cost(state, request), now).await?;
         drop(grant);
     }
-    let permit = state.sink.admit().map_err(|e| match e {
+    Ok((admitted, usage_permit(state)?))
+}
+
+/// A place in the metering backlog for the request's usage event (§3.5).
+pub(crate) fn usage_permit(state: &AppState) -> Result<crate::metering::sink::Permit, GatewayError> {
+    state.sink.admit().map_err(|e| match e {
         crate::metering::sink::SinkError::Unavailable => GatewayError::MeteringUnavailable,
         _ => GatewayError::MeteringBacklogFull,
-    })?;
-    Ok((admitted, permit))
+    })
 }
 
 /// The answer to relay: a metered stream, or the whole answer once read and metered (and kept

@@ -156,6 +156,90 @@ def sdk_chat(secret):
     return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi from the console test"}])
 
 
+def edit_budget(d, alias):
+    """The key's budget edited in the console, then seen in the list."""
+    click_in_row(d, alias, "button.edit")
+    budget = wait(d, "the edit form", EC.element_to_be_clickable((By.ID, "edit-budget")))
+    assert budget.get_attribute("value") == "5.00", f"the edit form shows budget {budget.get_attribute('value')!r}"
+    check_page(d, "key-edit")
+    budget.clear()
+    budget.send_keys("0.000001")
+    meta = d.find_element(By.ID, "edit-metadata")
+    meta.clear()
+    meta.send_keys('{"owner": "<b>console</b>"}')
+    d.find_element(By.CSS_SELECTOR, "#edit-key button[type=submit]").click()
+    wait(d, "the edited budget in the list", lambda d: in_row(d, alias, "td.budget").text == "$0.000001")
+    seen["edited_budget"] = "$0.000001"
+
+
+def filter_keys(d, **fields):
+    """Sets the filter fields (`blocked`, `expiring`, `over`, `sort`; others cleared) and
+    searches; the aliases listed then."""
+    for name in ("expiring", "over"):
+        box = d.find_element(By.ID, f"key-{name}")
+        box.clear()
+        box.send_keys(fields.get(name, ""))
+    for name in ("blocked", "sort"):
+        d.execute_script("document.getElementById(arguments[0]).value = arguments[1]", f"key-{name}", fields.get(name, ""))
+    d.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    time.sleep(0.5)  # the list is redrawn after the answer; the waits below poll for it
+    return d.execute_script("return [...document.querySelectorAll('#keys tbody th.alias')].map(c => c.textContent)")
+
+
+def listed_after(d, what, expected, **fields):
+    def narrowed(d):
+        shown = filter_keys(d, **fields)
+        return (shown,) if shown == expected else None  # a tuple: an empty list is a match too
+    try:
+        return WebDriverWait(d, 20, poll_frequency=1).until(narrowed)[0]
+    except TimeoutException:
+        raise AssertionError(f"{what}: listed {filter_keys(d, **fields)}, not {expected}") from None
+
+
+def filters_narrow(d, run, alias):
+    """Among this run's keys, only `alias` has a budget, an expiry and spend."""
+    search(d, run)
+    everyone = wait(d, "this run's keys", lambda d: len(filter_keys(d)) == 3 and filter_keys(d))
+    listed_after(d, "over 100 % of budget", [alias], over="100")
+    listed_after(d, "expiring within 31 days", [alias], expiring="31")
+    listed_after(d, "expiring within 31 days and over 100 %", [alias], expiring="31", over="100")
+    # Ties (no spend) are in the reverse of their order of creation.
+    others = [a for a in everyone if a != alias]
+    listed_after(d, "by spend, highest first", [alias] + others[::-1], sort="spend_desc")
+    listed_after(d, "by spend, lowest first", others + [alias], sort="spend_asc")
+    listed_after(d, "blocked", [], blocked="true")
+    listed_after(d, "not blocked", everyone, blocked="false")
+    filter_keys(d)
+    seen["filters_narrowed"] = True
+
+
+def rotate_with_grace(d, run):
+    """A key rotated with a grace period: the new secret shown once; the old key still answers."""
+    alias = f"console-rotate-{run}"
+    old = create_key(d, alias)
+    sdk_chat(old)
+    search(d, alias)
+    click_in_row(d, alias, "button.rotate")
+    grace = wait(d, "the rotate form", EC.element_to_be_clickable((By.ID, "rotate-grace")))
+    grace.clear()
+    grace.send_keys("1h")
+    shown = "return document.getElementById('new-secret')?.textContent ?? null"
+    d.find_element(By.ID, "confirm-rotate").click()
+    wait(d, "the rotated key's secret", lambda d: d.execute_script(shown) not in (None, old))
+    new = d.execute_script(shown)
+    assert new.startswith("sk-") and new != old, new
+    d.save_screenshot(os.path.join(SHOTS, "key-rotated.png"))
+    assert sdk_chat(new).usage.total_tokens > 0, "the new key does not answer"
+    assert sdk_chat(old).usage.total_tokens > 0, "the old key stopped answering within its grace period"
+    states = "return [...document.querySelectorAll('#keys tbody tr')].map(r => r.querySelector('td.state').textContent).sort()"
+    wait(d, "the old key shown replaced beside the new one", lambda d: d.execute_script(states) == ["active", "replaced"])
+    # Away and back: the secret is gone, and nothing the page loads shows it again.
+    go(d, "overview", "#today-spend")
+    go(d, "keys", "#keys-list table, #keys-list p")
+    assert d.execute_script(shown) is None and new not in d.page_source, "the new secret is shown again"
+    seen["rotated_old_key_answers"] = True
+
+
 def admin_round_trip(d):
     run = uuid.uuid4().hex[:8]
     sign_in(d, MASTER, "proxy_admin")
@@ -201,6 +285,11 @@ def admin_round_trip(d):
     assert spend not in (None, "$0.00", ""), f"the key's spend never appeared (last: {spend})"
     seen["spend_shown"] = spend
     d.save_screenshot(os.path.join(SHOTS, "key-spend.png"))
+    edit_budget(d, alias)
+    filters_narrow(d, run, alias)
+    rotate_with_grace(d, run)
+    go(d, "keys", "#keys-list table, #keys-list p")
+    search(d, alias)
     click_in_row(d, alias, "button.block")
     wait(d, "the key shown blocked", lambda d: in_row(d, alias, "td.state").text == "blocked")
     try:

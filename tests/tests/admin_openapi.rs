@@ -473,6 +473,7 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     ensure!(found["total_count"] == 1 && found["keys"][0]["key_alias"] == "checkout-2", "search by alias: {found}");
     let by_prefix = c.ok(get("/key/list", &format!("search={}", &key_token(&raw)[..12]))).await?;
     ensure!(by_prefix["keys"][0] == key_token(&raw).as_str(), "search by token prefix: {by_prefix}");
+    key_list_filters(&mut c, &raw, &plain).await?;
     c.ok(post("/key/block", json!({"key": raw}))).await?;
     c.ok(post("/key/unblock", json!({"key": key_hash(&raw)}))).await?;
     let ti = c.ok(get("/team/info", &format!("team_id={team}"))).await?;
@@ -582,5 +583,35 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     ensure!(missed.is_empty(), "routes never called successfully: {missed:?}");
     gateway.stop().await?;
     drop(mock);
+    Ok(())
+}
+
+/// `/key/list`'s expiry and budget filters and its sort by spend. `raw` expires within the hour;
+/// `plain` is given a budget of one nano-USD and spends past it with one request.
+async fn key_list_filters(c: &mut Checker, raw: &str, plain: &str) -> Result<()> {
+    let expiring = c.ok(get("/key/list", "expires_within_days=1")).await?;
+    ensure!(expiring["keys"] == json!([key_token(raw)]), "expiring within a day: {expiring}");
+    c.ok(post("/key/update", json!({"key": plain, "max_budget": 0.000000001}))).await?;
+    let served = chat_as(&c.client, &c.base, plain, "gpt-4o-mini", None).await?;
+    ensure!(served.status() == 200, "chat within the budget: {}", served.status());
+    let over = c.ok(get("/key/list", "min_budget_percent=100")).await?;
+    ensure!(over["keys"] == json!([key_token(plain)]), "keys at 100 % of their budget: {over}");
+    let spends = |v: &Value| -> Vec<i64> {
+        v["keys"].as_array().into_iter().flatten().map(|k| k["spend_nano_usd"].as_i64().unwrap_or(-1)).collect()
+    };
+    let desc = spends(&c.ok(get("/key/list", "sort=spend&order=desc&return_full_object=true&size=100")).await?);
+    ensure!(desc.first() > Some(&0) && desc.windows(2).all(|w| w[0] >= w[1]), "by spend, descending: {desc:?}");
+    let asc = spends(&c.ok(get("/key/list", "sort=spend&order=asc&return_full_object=true&size=100")).await?);
+    ensure!(asc.windows(2).all(|w| w[0] <= w[1]) && asc.len() == desc.len(), "by spend, ascending: {asc:?}");
+    for (query, param) in [
+        ("expires_within_days=0", "expires_within_days"),
+        ("expires_within_days=3651", "expires_within_days"),
+        ("min_budget_percent=-1", "min_budget_percent"),
+        ("min_budget_percent=10001", "min_budget_percent"),
+        ("sort=alias", "sort"),
+        ("order=sideways", "order"),
+    ] {
+        c.fails(get("/key/list", query), 400, Some(param), false).await?;
+    }
     Ok(())
 }

@@ -176,15 +176,18 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
 
     sessions_and_headers(&gw, &viewer_key).await?;
     let seen = run_browser(&gw, &viewer_key, &dir)?;
-    for page in ["overview", "keys", "usage", "logs", "sign-in", "keys-viewer"] {
+    for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"] {
         ensure!(seen["axe"][page]["serious_or_critical"] == 0, "axe on {page}: {seen}");
     }
     ensure!(seen["blocked_sdk_status"] == 401 && seen["viewer_api_status"] == 403, "{seen}");
     ensure!(seen["log_rows_of_key"] == 3, "the key's requests in the spend logs: {seen}");
+    ensure!(seen["filters_narrowed"] == true && seen["rotated_old_key_answers"] == true, "{seen}");
     // What the console did is what the API holds.
     let alias = seen["created_alias"].as_str().context("created_alias")?;
     let (_, found) = admin.get(&format!("/key/list?key_alias={alias}&return_full_object=true")).await?;
     ensure!(found["keys"][0]["blocked"] == true, "the key blocked in the console: {found}");
+    ensure!(found["keys"][0]["max_budget_nano_usd"] == 1000, "the budget edited in the console: {found}");
+    ensure!(found["keys"][0]["metadata"]["owner"] == "<b>console</b>", "the metadata edited in the console: {found}");
     let (_, hostile) = admin.get("/key/list?search=%3Cscript%3E&return_full_object=true").await?;
     ensure!(hostile["total_count"] == 0, "the key deleted in the console is still there: {hostile}");
     sign_in_is_throttled(&gw).await?;

@@ -12,7 +12,6 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use tollgate_schemas::store::{list_records, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetDuration, BudgetRecord, KeyRecord, Kind, OrganizationRecord, Record, TeamRecord, UserRecord,
@@ -289,78 +288,6 @@ pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer
     };
     let info = with_spend(&state, present(&key), &format!("key/{id}"), &key.limits).await;
     Ok(HttpResponse::Ok().json(json!({"key": id, "info": info})))
-}
-
-/// `page` (from 1) and `size` (1 to 1000, 10 unless given) of a listing.
-fn page_of(q: &BTreeMap<String, String>) -> Result<(usize, usize), GatewayError> {
-    let page = match q.get("page") {
-        Some(p) => p
-            .parse::<usize>()
-            .ok()
-            .filter(|p| *p >= 1)
-            .ok_or_else(|| GatewayError::field("page", "`page` must be 1 or more"))?,
-        None => 1,
-    };
-    let size = match q.get("size") {
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|s| (1..=1000).contains(s))
-            .ok_or_else(|| GatewayError::field("size", "`size` must be 1 to 1000"))?,
-        None => 10,
-    };
-    Ok((page, size))
-}
-
-/// Whether `search` (case-insensitive) is part of the key's alias or team, or begins its token
-/// or its shown name (`sk-...abcd`).
-fn found_by(key: &KeyRecord, search: &str) -> bool {
-    let s = search.to_lowercase();
-    let within = |v: &Option<String>| v.as_ref().is_some_and(|v| v.to_lowercase().contains(&s));
-    within(&key.key_alias) || within(&key.team_id) || key.key_id.starts_with(&s) || key.key_name.contains(search)
-}
-
-/// `GET /key/list`: a page of the keys the query's filters pick, oldest first.
-pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, false).await?;
-    let q = query(&req);
-    let (page, size) = page_of(&q)?;
-    if q.get("search").is_some_and(|s| s.is_empty() || s.len() > tollgate_schemas::limits::MAX_NAME_BYTES) {
-        return Err(GatewayError::field("search", "`search` must be 1 to 256 bytes"));
-    }
-    if q.get("blocked").is_some_and(|b| b != "true" && b != "false") {
-        return Err(GatewayError::field("blocked", "`blocked` must be true or false"));
-    }
-    let matches = |want: Option<&String>, have: &Option<String>| want.is_none_or(|w| have.as_ref() == Some(w));
-    let mut keys: Vec<KeyRecord> = list_records::<KeyRecord>(store.as_ref())
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| {
-            matches(q.get("team_id"), &k.team_id)
-                && matches(q.get("user_id"), &k.user_id)
-                && matches(q.get("key_alias"), &k.key_alias)
-                && matches(q.get("organization_id"), &k.organization_id)
-                && q.get("search").is_none_or(|s| found_by(k, s))
-                && q.get("blocked").is_none_or(|b| (b == "true") == k.blocked)
-        })
-        .collect();
-    keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
-    let total = keys.len();
-    let full = q.get("return_full_object").is_some_and(|v| v == "true");
-    let items: Vec<Value> = keys
-        .iter()
-        .skip((page - 1).saturating_mul(size))
-        .take(size)
-        .map(|k| if full { present(k) } else { json!(k.key_id) })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "keys": items,
-        "total_count": total,
-        "current_page": page,
-        "total_pages": total.div_ceil(size),
-    })))
 }
 
 async fn set_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: bool) -> Answer {

@@ -28,6 +28,7 @@ macro_rules! timestamps {
 pub(crate) mod budgets;
 pub(crate) mod customers;
 mod fields;
+pub(crate) mod key_list;
 pub(crate) mod keys;
 pub(crate) mod organizations;
 pub mod statements;
@@ -86,7 +87,11 @@ pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> 
 }
 
 /// Only admins; a plain key gets 403.
-async fn admin(req: &HttpRequest, state: &AppState, write: bool) -> Result<Arc<dyn TenancyStore>, GatewayError> {
+pub(crate) async fn admin(
+    req: &HttpRequest,
+    state: &AppState,
+    write: bool,
+) -> Result<Arc<dyn TenancyStore>, GatewayError> {
     match caller(req, state, write).await? {
         Caller::Admin => store(state),
         Caller::Own(_) => Err(GatewayError::Forbidden("this key may not use the admin API".into())),
@@ -258,7 +263,7 @@ pub(crate) fn usd_value(n: NanoUsd) -> Value {
 }
 
 /// A record as the admin API shows it.
-fn present<R: Record>(record: &R) -> Value {
+pub(crate) fn present<R: Record>(record: &R) -> Value {
     let mut v = serde_json::to_value(record).unwrap_or(Value::Null);
     if let Value::Object(o) = &mut v {
         // Where a rehashed key is stored is nobody's business but the store's.
@@ -285,15 +290,21 @@ fn shown<R: Record>(record: &R) -> Answer {
     Ok(HttpResponse::Ok().json(present(record)))
 }
 
-/// Adds `spend` (all time) and, with a budget duration, the current window's spend.
-async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits) -> Value {
-    let Some(reader) = &state.spend else { return v };
-    let now = Utc::now();
-    let all = reader.total(scope, "all").await.unwrap_or_default();
-    let window = budget_window(limits.budget_duration, now);
+/// The spend of `scope` in its current budget window, and that window; `None` without a spend
+/// reader (no ledger).
+pub(crate) async fn current_spend(state: &AppState, scope: &str, limits: &Limits) -> Option<(NanoUsd, String)> {
+    let reader = state.spend.as_ref()?;
+    let window = budget_window(limits.budget_duration, Utc::now());
     let current = reader.total(scope, &window).await.unwrap_or_default();
     // The ledger lags by the consumer's batch; this gateway may know more already.
-    let current = current.spent.max(state.budget_view.spent(scope, &window));
+    Some((current.spent.max(state.budget_view.spent(scope, &window)), window))
+}
+
+/// Adds `spend` (all time) and, with a budget duration, the current window's spend.
+pub(crate) async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits) -> Value {
+    let Some(reader) = &state.spend else { return v };
+    let all = reader.total(scope, "all").await.unwrap_or_default();
+    let Some((current, window)) = current_spend(state, scope, limits).await else { return v };
     if let Value::Object(o) = &mut v {
         // As in LiteLLM, `spend` is what counts against the budget: the current window's.
         o.insert("spend".into(), usd_value(current));

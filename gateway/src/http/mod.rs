@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod passthrough;
 pub mod routes;
 pub mod spend;
 pub mod wire;

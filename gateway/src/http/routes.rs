@@ -5,8 +5,8 @@
 //! Each path has one method. A request with another method, or for a path not listed, matches no
 //! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
 
-use super::{anthropic, openai, spend};
-use crate::admin::{self, budgets, customers, keys, organizations, teams, users};
+use super::{anthropic, openai, passthrough, spend};
+use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
 use crate::console;
 use actix_web::{web, Route};
 use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
@@ -34,6 +34,8 @@ pub enum Api {
     OpenAi,
     /// Anthropic's Messages API: also served under `/v1`.
     Anthropic,
+    /// Provider APIs passed through (`/openai/...`, `/anthropic/...`, `/gemini/...`).
+    PassThrough,
     Health,
     /// `/metrics`: on the main listener, and alone on `gateway.metrics.listen` when set.
     Metrics,
@@ -104,6 +106,9 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
+    post(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
+    post(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
+    post(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
     get(Api::Health, "/health", |r| r.to(super::health)),
     get(Api::Health, "/health/liveliness", |r| r.to(super::health)),
     get(Api::Health, "/health/readiness", |r| r.to(super::readiness)),
@@ -112,7 +117,7 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::Admin, "/key/update", |r| r.to(keys::update)),
     post(Api::Admin, "/key/delete", |r| r.to(keys::delete)),
     get(Api::Admin, "/key/info", |r| r.to(keys::info)),
-    get(Api::Admin, "/key/list", |r| r.to(keys::list)),
+    get(Api::Admin, "/key/list", |r| r.to(key_list::list)),
     post(Api::Admin, "/key/block", |r| r.to(keys::block)),
     post(Api::Admin, "/key/unblock", |r| r.to(keys::unblock)),
     post(Api::Admin, "/key/regenerate", |r| r.to(keys::regenerate)),

@@ -45,15 +45,24 @@ export function field(label, input, hint) {
   return h('div', { class: 'field' }, h('label', { for: id }, label), input, hint ? h('small', {}, hint) : null);
 }
 
-/** Nano-USD (an integer, or a string of one) as dollars, exactly: `$0.000123`. */
-export function usd(nanos) {
+function parts(nanos) {
   const n = BigInt(nanos ?? 0);
-  const sign = n < 0n ? '-' : '';
   const abs = n < 0n ? -n : n;
-  const whole = abs / 1000000000n;
   let frac = (abs % 1000000000n).toString().padStart(9, '0').replace(/0+$/, '');
   if (frac.length < 2) frac = frac.padEnd(2, '0');
+  return { sign: n < 0n ? '-' : '', whole: abs / 1000000000n, frac };
+}
+
+/** Nano-USD (an integer, or a string of one) as dollars, exactly: `$0.000123`. */
+export function usd(nanos) {
+  const { sign, whole, frac } = parts(nanos);
   return `${sign}$${whole.toLocaleString('en-US')}.${frac}`;
+}
+
+/** Nano-USD as a plain decimal the API takes back as dollars, exactly: `1234.50`. */
+export function dollars(nanos) {
+  const { sign, whole, frac } = parts(nanos);
+  return `${sign}${whole}.${frac}`;
 }
 
 /** A UTC day as YYYY-MM-DD. */

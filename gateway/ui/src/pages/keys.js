@@ -1,12 +1,27 @@
-// Keys: a page of keys at a time, searched on the server; create (the secret shown once, with a
-// copy button), block and unblock, delete with a confirmation, and a key's spend.
+// Keys: a page of keys at a time, filtered and sorted on the server; create, edit, rotate (the
+// new secret shown once, with a copy button), block and unblock, delete with a confirmation, and
+// a key's spend.
 import * as api from '../api.js';
 import { h, fill, field, notice, usd } from '../dom.js';
+import { createForm, editForm, rotateForm, showSecret } from './key_forms.js';
 
 const PAGE_SIZE = 20;
+const SORTS = {
+  '': {},
+  newest: { sort: 'created_at', order: 'desc' },
+  spend_desc: { sort: 'spend', order: 'desc' },
+  spend_asc: { sort: 'spend', order: 'asc' },
+};
+const SORT_NAMES = { '': 'Oldest first', newest: 'Newest first', spend_desc: 'Spend, highest first', spend_asc: 'Spend, lowest first' };
+
+/** Blocked, replaced by a rotation (answering until it expires), or active. */
+function stateOf(k) {
+  if (k.blocked) return 'blocked';
+  return k.replaced_by ? 'replaced' : 'active';
+}
 
 export async function keysPage(main, session) {
-  const state = { page: 1, search: '', team: '' };
+  const state = { page: 1, search: '', team: '', blocked: '', expiring: '', over: '', sort: '' };
   const status = h('div', { id: 'keys-status', 'aria-live': 'polite' });
   const list = h('div', { id: 'keys-list' });
   const detail = h('div', { id: 'key-detail', 'aria-live': 'polite' });
@@ -20,6 +35,10 @@ export async function keysPage(main, session) {
       return_full_object: 'true',
       search: state.search,
       team_id: state.team,
+      blocked: state.blocked,
+      expires_within_days: state.expiring,
+      min_budget_percent: state.over,
+      ...SORTS[state.sort],
     });
     fill(list, table(data.keys), pager(data));
   }
@@ -47,6 +66,17 @@ export async function keysPage(main, session) {
       );
       const remove = h('button', { type: 'button', class: 'delete danger', onclick: () => confirmDelete(k, name) }, 'Delete');
       const show = h('button', { type: 'button', class: 'details', onclick: () => act(() => showDetail(k)) }, 'Details');
+      const edit = h('button', { type: 'button', class: 'edit', onclick: () => showForm(editForm(k, async (body) => {
+        await api.post('/key/update', body);
+        fill(detail);
+        await load();
+      }, report, () => fill(status), () => fill(detail))) }, 'Edit');
+      const rotate = h('button', { type: 'button', class: 'rotate', onclick: () => showForm(rotateForm(k, async (body) => {
+        const n = await api.post(`/key/${encodeURIComponent(k.key_id)}/regenerate`, body);
+        fill(detail);
+        showSecret(created, n);
+        await load();
+      }, report, () => fill(status), () => fill(detail))) }, 'Rotate');
       return h(
         'tr',
         { 'data-key': k.key_id },
@@ -54,12 +84,14 @@ export async function keysPage(main, session) {
         h('td', {}, k.key_name),
         h('td', {}, k.team_id || '–'),
         h('td', {}, (k.models || []).join(', ') || 'all'),
-        h('td', {}, k.max_budget_nano_usd == null ? 'none' : usd(k.max_budget_nano_usd)),
-        h('td', { class: 'state' }, k.blocked ? 'blocked' : 'active'),
-        h('td', {}, show, ' ', block, ' ', remove),
+        h('td', { class: 'budget' }, k.max_budget_nano_usd == null ? 'none' : usd(k.max_budget_nano_usd)),
+        h('td', { class: 'spend' }, k.spend_nano_usd == null ? '–' : usd(k.spend_nano_usd)),
+        h('td', {}, k.expires || 'never'),
+        h('td', { class: 'state' }, stateOf(k)),
+        h('td', {}, show, ' ', edit, ' ', rotate, ' ', block, ' ', remove),
       );
     });
-    const heads = ['Alias', 'Key', 'Team', 'Models', 'Budget', 'State', 'Actions'];
+    const heads = ['Alias', 'Key', 'Team', 'Models', 'Budget', 'Spend', 'Expires', 'State', 'Actions'];
     return h(
       'table',
       { id: 'keys' },
@@ -73,6 +105,12 @@ export async function keysPage(main, session) {
     const prev = h('button', { type: 'button', disabled: state.page <= 1, onclick: () => { state.page -= 1; act(load); } }, 'Previous');
     const next = h('button', { type: 'button', disabled: state.page >= data.total_pages, onclick: () => { state.page += 1; act(load); } }, 'Next');
     return h('p', { class: 'pager' }, prev, ` Page ${data.current_page} of ${Math.max(1, data.total_pages)} (${data.total_count} keys) `, next);
+  }
+
+  function showForm(form) {
+    fill(status);
+    fill(detail, form);
+    form.querySelector('input')?.focus();
   }
 
   function confirmDelete(k, name) {
@@ -100,11 +138,21 @@ export async function keysPage(main, session) {
 
   const search = h('input', { type: 'search', id: 'key-search', name: 'search' });
   const team = h('input', { type: 'text', id: 'key-team', name: 'team' });
+  const choice = (id, options) => h('select', { id, name: id }, options.map(([v, t]) => h('option', { value: v }, t)));
+  const blocked = choice('key-blocked', [['', 'Any'], ['true', 'Blocked'], ['false', 'Active']]);
+  const expiring = h('input', { type: 'number', id: 'key-expiring', name: 'expiring', min: 1, max: 3650 });
+  const over = h('input', { type: 'number', id: 'key-over', name: 'over', min: 0, max: 10000 });
+  const sort = choice('key-sort', Object.entries(SORT_NAMES));
   const searchForm = h('form', { id: 'search', role: 'search' },
-    field('Search alias, team or key prefix', search), field('Team id', team), h('button', { type: 'submit' }, 'Search'));
+    field('Search alias, team or key prefix', search), field('Team id', team), field('State', blocked),
+    field('Expiring within (days)', expiring), field('Spent at least (% of budget)', over), field('Order', sort),
+    h('button', { type: 'submit' }, 'Search'));
   searchForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    Object.assign(state, { page: 1, search: search.value.trim(), team: team.value.trim() });
+    Object.assign(state, {
+      page: 1, search: search.value.trim(), team: team.value.trim(), blocked: blocked.value,
+      expiring: expiring.value.trim(), over: over.value.trim(), sort: sort.value,
+    });
     act(load);
   });
 
@@ -117,61 +165,4 @@ export async function keysPage(main, session) {
     }, report, () => fill(status)),
     created);
   await load();
-}
-
-function createForm(create, report, clear) {
-  const input = (id, type = 'text', extra = {}) => h('input', { id, name: id, type, ...extra });
-  const alias = input('new-alias');
-  const team = input('new-team');
-  const models = input('new-models');
-  const budget = input('new-budget', 'text', { inputmode: 'decimal' });
-  const window = input('new-window');
-  const rpm = input('new-rpm', 'number', { min: 1 });
-  const tpm = input('new-tpm', 'number', { min: 1 });
-  const expiry = input('new-expiry');
-  const form = h('form', { id: 'create-key', 'aria-labelledby': 'create-h' },
-    h('h2', { id: 'create-h' }, 'Create a key'),
-    field('Alias', alias), field('Team id', team), field('Models', models, 'Comma-separated; empty for all'),
-    field('Budget (USD)', budget), field('Budget window', window, 'e.g. 30d, 1mo'),
-    field('Requests per minute', rpm), field('Tokens per minute', tpm), field('Expires after', expiry, 'e.g. 90d'),
-    h('button', { type: 'submit' }, 'Create key'));
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    clear();
-    const body = {};
-    const text = (el) => el.value.trim();
-    if (text(alias)) body.key_alias = text(alias);
-    if (text(team)) body.team_id = text(team);
-    if (text(models)) body.models = text(models).split(',').map((m) => m.trim()).filter(Boolean);
-    if (text(budget)) body.max_budget = text(budget);
-    if (text(window)) body.budget_duration = text(window);
-    if (text(rpm)) body.rpm_limit = Number(text(rpm));
-    if (text(tpm)) body.tpm_limit = Number(text(tpm));
-    if (text(expiry)) body.duration = text(expiry);
-    try {
-      await create(body);
-      form.reset();
-    } catch (e) {
-      report(e);
-    }
-  });
-  return form;
-}
-
-/** The new key, shown this once, with a copy button; it is dropped when the page changes. */
-function showSecret(box, k) {
-  const secret = h('code', { id: 'new-secret' }, k.key);
-  const copied = h('span', { 'aria-live': 'polite' });
-  const copy = h('button', { type: 'button', id: 'copy-secret', onclick: async () => {
-    try {
-      await navigator.clipboard.writeText(k.key);
-      fill(copied, ' Copied.');
-    } catch {
-      fill(copied, ' Select the key and copy it.');
-    }
-  } }, 'Copy');
-  fill(box, h('section', { class: 'card secret', 'aria-labelledby': 'secret-h' },
-    h('h2', { id: 'secret-h' }, `New key ${k.key_alias || ''}`.trim()),
-    h('p', {}, 'This is the only time the key is shown. Store it now.'),
-    h('p', {}, secret, ' ', copy, copied)));
 }
