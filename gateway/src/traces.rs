@@ -12,7 +12,7 @@
 use crate::tenancy::auth::Principal;
 use actix_web::HttpRequest;
 use tollgate_schemas::telemetry::recorder::{self, Child};
-use tollgate_schemas::telemetry::span::{Text, Value};
+use tollgate_schemas::telemetry::span::{self, Text, Value};
 use tracing::field::Empty;
 use tracing::Span;
 
@@ -174,7 +174,7 @@ impl RequestTrace {
         if !sampling::keeps(client.as_ref()) {
             let span = request_span!(UNSAMPLED_TARGET, operation, request_id);
             let trace_id = match client {
-                Some(parent) => Some(hex::encode(parent.trace_id)),
+                Some(parent) => Some(span::hex(&parent.trace_id)),
                 None => exporting().then(sampling::new_trace_id),
             };
             if let Some(id) = &trace_id {
@@ -186,7 +186,7 @@ impl RequestTrace {
         if let Some(parent) = client {
             recorder::set_remote_parent(&span, parent.trace_id, parent.parent_id, parent.sampled);
         }
-        let trace_id = recorder::trace_id(&span).map_or_else(sampling::new_trace_id, hex::encode);
+        let trace_id = recorder::trace_id(&span).map_or_else(sampling::new_trace_id, |id| span::hex(&id));
         span.record("trace_id", trace_id.as_str());
         RequestTrace { span, trace_id: Some(trace_id), sampled: true }
     }

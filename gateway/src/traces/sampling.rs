@@ -27,7 +27,7 @@ pub(super) fn keeps(client: Option<&TraceParent>) -> bool {
 
 /// A new trace id, 32 lower-case hex digits, never all zeros: for a request not traced.
 pub(super) fn new_trace_id() -> String {
-    format!("{:032x}", fastrand::u128(1..))
+    tollgate_schemas::telemetry::span::hex(&fastrand::u128(1..).to_be_bytes())
 }
 
 #[cfg(test)]

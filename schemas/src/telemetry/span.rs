@@ -159,7 +159,29 @@ impl RecordedSpan {
 
     /// The W3C `traceparent` of this span.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", hex::encode(self.trace_id), hex::encode(self.span_id), u8::from(self.sampled))
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
+    }
+}
+
+/// Lower-case hex of `bytes` (trace and span ids, once a request or more): the `hex` crate's
+/// `encode` builds its string a char at a time through an iterator, several times slower.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
 }
 
@@ -187,6 +209,16 @@ mod tests {
         assert!(matches!(Text::new(&edge), Text::Inline { .. }) && Text::new(&edge).as_str() == edge);
         let long = "x".repeat(INLINE + 1);
         assert!(matches!(Text::new(&long), Text::Heap(_)) && Text::new(&long).as_str() == long);
+    }
+
+    #[test]
+    fn ids_are_lower_case_hex_and_a_traceparent_is_w3c() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), hex::encode([0x00, 0x0f, 0xa5, 0xff]));
+        let mut span = RecordedSpan::start("request", 0);
+        (span.trace_id, span.span_id) = ([0xab; 16], [0x01; 8]);
+        assert_eq!(span.traceparent(), format!("00-{}-{}-01", "ab".repeat(16), "01".repeat(8)));
+        span.sampled = false;
+        assert!(span.traceparent().ends_with("-00"));
     }
 
     #[test]
