@@ -49,11 +49,17 @@ pub fn forwarded_query(query: &str) -> Result<String, GatewayError> {
     if query.bytes().any(|b| !b.is_ascii_graphic() || b == b'#') {
         return Err(refuse("a query of visible ASCII only"));
     }
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| !KEY_PARAMS.contains(&p.split('=').next().unwrap_or_default()))
-        .collect();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = pair.split('=').next().unwrap_or_default();
+        // An encoded name (`%6Bey`) is decoded upstream: it could carry a key past the check.
+        if name.contains(['%', '+']) {
+            return Err(refuse("percent-encoded query parameter names"));
+        }
+        if !KEY_PARAMS.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+            kept.push(pair);
+        }
+    }
     Ok(kept.join("&"))
 }
 
@@ -137,6 +143,11 @@ mod tests {
     fn keys_leave_the_query() {
         assert_eq!(forwarded_query("key=sk-virtual&alt=sse").ok().as_deref(), Some("alt=sse"));
         assert_eq!(forwarded_query("api_key=x&api-key=y").ok().as_deref(), Some(""));
+        assert_eq!(forwarded_query("KEY=x&Api_Key=y&alt=sse").ok().as_deref(), Some("alt=sse"));
+        // Names that would decode into a key's are refused, values may be encoded.
+        assert!(forwarded_query("%6Bey=sk-virtual").is_err());
+        assert!(forwarded_query("api%5Fkey=sk-virtual").is_err());
+        assert_eq!(forwarded_query("q=a%20b").ok().as_deref(), Some("q=a%20b"));
         assert_eq!(query_key("alt=sse&key=sk-1"), Some("sk-1"));
         assert_eq!(query_key("keys=1"), None);
     }
