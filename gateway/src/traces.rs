@@ -11,8 +11,8 @@
 
 use crate::tenancy::auth::Principal;
 use actix_web::HttpRequest;
-use tollgate_schemas::telemetry::recorder::{self, Child};
-use tollgate_schemas::telemetry::span::{self, Text, Value};
+use tollgate_schemas::telemetry::recorder::{self, Child, Root};
+use tollgate_schemas::telemetry::span::{self, SpanKind, Text, Value};
 use tracing::field::Empty;
 use tracing::Span;
 
@@ -20,45 +20,34 @@ mod sampling;
 pub use sampling::sample_in_gateway;
 
 /// A span that only traces need (a request's auth, admission, attempts, guardrails), a child
-/// of the current request's span: recorded straight into the request's record, without
-/// `tracing` (`recorder::Child`: no registry slot, no enter and exit per poll), from now until it
-/// is dropped. Empty, and free, when the request is not sampled or outside a request.
+/// of the current request's root, recorded straight into its trace (`recorder::Child`) from now
+/// until it is dropped. Empty, and free, when the request is not traced or outside a request.
 pub fn child(name: &'static str) -> Child {
-    if sampled() {
-        Child::start(&Span::current(), None, name)
-    } else {
-        Child::none()
-    }
+    Child::current(name)
 }
 
 /// A span named `name` under `parent` (a lease grant within admission); empty when `parent` is.
 pub fn child_of(parent: &Child, name: &'static str) -> Child {
-    if parent.is_recording() {
-        Child::start(&Span::current(), Some(parent), name)
-    } else {
-        Child::none()
-    }
+    recorder::with_current(|root| Child::start(root, Some(parent), name))
+        .filter(|_| parent.is_recording())
+        .unwrap_or_else(Child::none)
 }
 
-/// The `metering` span of a request whose span (`RequestTrace::outcome_span`) is `request`:
-/// empty when that is none (the request is not sampled).
-pub fn metering_child(request: &Span) -> Child {
-    Child::start(request, None, "metering")
+/// The `metering` span of a request whose root (`RequestTrace::outcome_span`) is `root`: empty
+/// when that is none (the request is not traced).
+pub fn metering_child(root: Option<&Root>) -> Child {
+    root.map_or_else(Child::none, |root| Child::start(root, None, "metering"))
 }
 
-/// The target of a request span that is not exported (not sampled, or traces off).
-pub const UNSAMPLED_TARGET: &str = tollgate_schemas::telemetry::UNSAMPLED_TARGET;
+/// The target of a request's `tracing` span: formatted by the logs, never exported (a traced
+/// request is recorded as a `recorder::Root`).
+pub const REQUEST_TARGET: &str = tollgate_schemas::telemetry::REQUEST_TARGET;
 
-tokio::task_local! {
-    /// Whether the request being served is sampled: its spans are exported.
-    static SAMPLED: bool;
-}
-
-/// Whether the request being served (within [`RequestTrace::within`]) is sampled. False with
+/// Whether the request being served (within [`RequestTrace::within`]) is traced. False with
 /// traces off, outside a request, and for a request the sampler dropped: then no child span,
 /// attribute or name is built for it.
 pub fn sampled() -> bool {
-    SAMPLED.try_with(|sampled| *sampled).unwrap_or(false)
+    recorder::is_current()
 }
 
 /// Whether spans are exported (`tollgate_schemas::telemetry::init` installed an exporter).
@@ -119,12 +108,13 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
     Some(digit(pair[0])? << 4 | digit(pair[1])?)
 }
 
-/// A model request's span and its trace id (32 hex digits), when it has one: the exported
-/// trace's, or the client's when traces are not exported; and whether the sampler kept it.
+/// A model request's `tracing` span (the logs'), its trace id (32 hex digits) when it has one:
+/// the exported trace's, or the client's when traces are not exported; and its root, the span
+/// exported for it, when the sampler kept it.
 pub struct RequestTrace {
     pub span: Span,
     pub trace_id: Option<String>,
-    pub sampled: bool,
+    pub root: Option<Root>,
 }
 
 /// The GenAI operation of an endpoint (`gen_ai.operation.name`).
@@ -144,107 +134,102 @@ pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
     }
 }
 
-/// The `request` span, with the fields logs and traces read, under `target`.
-macro_rules! request_span {
-    ($target:expr, $operation:expr, $request_id:expr) => {
-        tracing::info_span!(
-            target: $target,
+impl RequestTrace {
+    /// Opens the request's span for the logs and, when the sampler keeps the request
+    /// (`sampling::keeps`), its root: a child of the client's `traceparent` when that is valid.
+    /// A request not kept, or any with traces off, builds nothing else; its trace id is the
+    /// client's, else (traces on) a new one.
+    pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
+        let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        let span = tracing::info_span!(
+            target: REQUEST_TARGET,
             "request",
-            otel.name = $operation,
-            otel.kind = "server",
-            otel.status_code = Empty,
-            request_id = $request_id,
+            request_id,
             trace_id = Empty,
             key_alias = Empty,
-            gen_ai.operation.name = $operation,
+            gen_ai.operation.name = operation,
             gen_ai.request.model = Empty,
             tollgate.team_id = Empty,
             tollgate.customer_id = Empty,
-        )
-    };
-}
-
-impl RequestTrace {
-    /// Opens the request's span, a child of the client's `traceparent` when it is valid. A
-    /// request the sampler drops (`sampling::keeps`), or any with traces off, gets a span the
-    /// exporter never sees (`UNSAMPLED_TARGET`): the logs read it, nothing else is built. Its
-    /// trace id is the client's, else (traces on) a new one.
-    pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
-        let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-        if !sampling::keeps(client.as_ref()) {
-            let span = request_span!(UNSAMPLED_TARGET, operation, request_id);
-            let trace_id = match client {
-                Some(parent) => Some(span::hex(&parent.trace_id)),
-                None => exporting().then(sampling::new_trace_id),
-            };
-            if let Some(id) = &trace_id {
-                span.record("trace_id", id.as_str());
+        );
+        let root = sampling::keeps(client.as_ref())
+            .then(|| Root::start(operation, SpanKind::Server, client.map(|p| (p.trace_id, p.parent_id))))
+            .flatten();
+        let trace_id = match (&root, client) {
+            (Some(root), _) => {
+                root.record(|s| {
+                    s.set("request_id", Value::Str(Text::new(request_id)));
+                    s.set("gen_ai.operation.name", Value::Str(Text::Static(operation)));
+                });
+                Some(span::hex(&root.ids().0))
             }
-            return RequestTrace { span, trace_id, sampled: false };
+            (None, Some(parent)) => Some(span::hex(&parent.trace_id)),
+            (None, None) => exporting().then(sampling::new_trace_id),
+        };
+        if let Some(id) = &trace_id {
+            span.record("trace_id", id.as_str());
         }
-        let span = request_span!(module_path!(), operation, request_id);
-        if let Some(parent) = client {
-            recorder::set_remote_parent(&span, parent.trace_id, parent.parent_id, parent.sampled);
-        }
-        let trace_id = recorder::trace_id(&span).map_or_else(sampling::new_trace_id, |id| span::hex(&id));
-        span.record("trace_id", trace_id.as_str());
-        RequestTrace { span, trace_id: Some(trace_id), sampled: true }
+        RequestTrace { span, trace_id, root }
     }
 
-    /// `serve` within the request's span, with its sampling decision known to `sampled`.
+    /// `serve` within the request's span, with its root (if any) the task's current one.
     pub fn within<F: std::future::Future>(&self, serve: F) -> impl std::future::Future<Output = F::Output> {
         use tracing::Instrument;
-        SAMPLED.scope(self.sampled, serve.instrument(self.span.clone()))
+        recorder::scope(self.root.clone(), serve.instrument(self.span.clone()))
     }
 
-    /// The span to record the request's outcome on (`record_outcome`, the `metering` child):
-    /// none when the request is not sampled.
-    pub fn outcome_span(&self) -> Span {
-        if self.sampled {
-            self.span.clone()
-        } else {
-            Span::none()
-        }
+    /// The root to record the request's outcome on (`record_outcome`, the `metering` child):
+    /// none when the request is not traced.
+    pub fn outcome_span(&self) -> Option<Root> {
+        self.root.clone()
     }
 }
 
-/// Records the model asked for on the current request span.
+/// Records the model asked for on the current request's span and root.
 pub fn record_model(operation: &str, model: &str) {
-    let span = Span::current();
-    span.record("gen_ai.request.model", model);
-    if !sampled() {
-        return;
-    }
-    // The span was started (for its trace id) before the model was known: rename it in place.
-    recorder::record(&span, |s| s.name = Text::new(&format!("{operation} {model}")));
+    Span::current().record("gen_ai.request.model", model);
+    recorder::with_current(|root| {
+        root.record(|s| {
+            // The root was started (for its trace id) before the model was known: renamed here.
+            recorder::rename(s, operation, model);
+            s.set("gen_ai.request.model", Value::Str(Text::new(model)));
+        })
+    });
 }
 
-/// Records who is asking on the current request span: the key's alias, team and customer.
+/// Records who is asking on the current request's span and root: the key's alias, team and
+/// customer.
 pub fn record_principal(principal: &Principal) {
     let span = Span::current();
-    if let Some(alias) = &principal.key.key_alias {
-        span.record("key_alias", alias.as_str());
+    let alias = principal.key.key_alias.as_deref();
+    let team = principal.key.team_id.as_deref();
+    let customer = principal.customer_id.as_deref();
+    for (name, value) in [("key_alias", alias), ("tollgate.team_id", team), ("tollgate.customer_id", customer)] {
+        if let Some(value) = value {
+            span.record(name, value);
+        }
     }
-    if let Some(team) = &principal.key.team_id {
-        span.record("tollgate.team_id", team.as_str());
-    }
-    if let Some(customer) = &principal.customer_id {
-        span.record("tollgate.customer_id", customer.as_str());
-    }
+    recorder::with_current(|root| {
+        root.record(|s| {
+            for (name, value) in [("key_alias", alias), ("tollgate.team_id", team), ("tollgate.customer_id", customer)]
+            {
+                if let Some(value) = value {
+                    s.set(name, Value::Str(Text::new(value)));
+                }
+            }
+        })
+    });
 }
 
-/// Records how the request ended on its span, from its usage event: the provider and model
-/// that served it, tokens, cost, and the error class of a failure. Straight to the exported span
-/// (no log line shows them, and the log layer would format each one again): nothing to do when
-/// the request is not sampled (`span` is `RequestTrace::outcome_span`, then none).
-pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
-    if !exporting() || span.is_disabled() {
-        return;
-    }
+/// Records how the request ended on its root, from its usage event: the provider and model
+/// that served it, tokens, cost, and the error class of a failure. Nothing to do when the
+/// request is not traced (`root` is `RequestTrace::outcome_span`, then none).
+pub fn record_outcome(root: Option<&Root>, event: &tollgate_schemas::UsageEvent) {
+    let Some(root) = root else { return };
     // Integers go out as i64: OpenTelemetry has no unsigned attribute type.
     let int = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
     let text = |s: &str| Value::Str(Text::new(s));
-    recorder::record(span, |s| {
+    root.record(|s| {
         if let Some(provider) = &event.provider {
             s.set("gen_ai.provider.name", text(provider_name(provider)));
         }
@@ -268,11 +253,11 @@ pub fn record_outcome(span: &Span, event: &tollgate_schemas::UsageEvent) {
     });
 }
 
-/// Records the status the client got on the current (request) span, when it is sampled.
+/// Records the status the client got on the current request's root, when it is traced.
 pub fn record_status(status: u16) {
-    if sampled() {
-        recorder::record(&Span::current(), |s| s.set("http.response.status_code", Value::I64(i64::from(status))));
-    }
+    recorder::with_current(|root| {
+        root.record(|s| s.set("http.response.status_code", Value::I64(i64::from(status))));
+    });
 }
 
 /// OpenTelemetry's `gen_ai.provider.name` for a Tollgate provider prefix.
@@ -345,18 +330,19 @@ mod tests {
         // nothing (what a sampled request's children record: the recorder's tests).
         assert!(!sampled());
         assert!(!child("auth").is_recording());
-        SAMPLED.sync_scope(false, || {
+        let unsampled = recorder::scope(None, async {
             assert!(!sampled());
             assert!(!child("admission").is_recording());
         });
+        futures::executor::block_on(unsampled);
         assert!(!child_of(&Child::none(), "lease_grant").is_recording());
-        assert!(!metering_child(&Span::none()).is_recording());
+        assert!(!metering_child(None).is_recording());
     }
 
     #[test]
     fn without_an_exporter_a_request_is_not_sampled() {
         let trace = RequestTrace::start(&actix_web::test::TestRequest::default().to_http_request(), "chat", "req-4");
-        assert!(!trace.sampled);
+        assert!(trace.root.is_none());
         assert!(trace.outcome_span().is_none());
     }
 }

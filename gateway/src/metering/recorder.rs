@@ -65,9 +65,9 @@ pub struct UsageRecorder {
     /// The `model` label of its metrics (see `Router::metric_label`): never a name a client
     /// chose through a wildcard.
     model_label: String,
-    /// The request's span when it is sampled (`traces`), else none: its outcome is recorded there,
-    /// and `metering` is its child.
-    span: tracing::Span,
+    /// The request's root span when it is traced (`traces`), else none: its outcome is recorded
+    /// there, and `metering` is its child.
+    root: Option<tollgate_schemas::telemetry::recorder::Root>,
 }
 
 /// How a request ended.
@@ -143,7 +143,7 @@ impl UsageRecorder {
             admitted: Some(admitted),
             first_token: None,
             model_label: requested_model.to_owned(),
-            span: tracing::Span::none(),
+            root: None,
         }
     }
 
@@ -158,12 +158,16 @@ impl UsageRecorder {
         self
     }
 
-    /// The request's span and trace id: the event carries the id, the span the outcome.
-    pub fn traced(mut self, span: tracing::Span, trace_id: Option<String>) -> UsageRecorder {
+    /// The request's root span and trace id: the event carries the id, the root the outcome.
+    pub fn traced(
+        mut self,
+        root: Option<tollgate_schemas::telemetry::recorder::Root>,
+        trace_id: Option<String>,
+    ) -> UsageRecorder {
         if let Some(event) = self.event.as_mut() {
             event.trace_id = trace_id;
         }
-        self.span = span;
+        self.root = root;
         self
     }
 
@@ -306,8 +310,8 @@ impl UsageRecorder {
     }
 
     fn publish(&mut self, mut event: UsageEvent) -> Written {
-        let _metering = crate::traces::metering_child(&self.span);
-        crate::traces::record_outcome(&self.span, &event);
+        let _metering = crate::traces::metering_child(self.root.as_ref());
+        crate::traces::record_outcome(self.root.as_ref(), &event);
         event.latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));

@@ -25,9 +25,9 @@ use tracing_subscriber::Layer;
 /// formatted by the log layer.
 pub const TRACE_TARGET: &str = "tollgate_traces";
 
-/// The target of a gateway request span that is not exported (its request was not sampled, or
-/// traces are off): the log layer formats it, the exporter never sees it.
-pub const UNSAMPLED_TARGET: &str = "tollgate_gateway::traces::unsampled";
+/// The target of a gateway request's `tracing` span: the log layer formats it, the recorder
+/// never sees it (a traced request is recorded as a `recorder::Root`).
+pub const REQUEST_TARGET: &str = "tollgate_gateway::request";
 
 /// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,
 /// attributes no log shows) skips its work when not.
@@ -77,20 +77,23 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
     let exporting = recorder.is_some();
     // Already initialised (tests): the first subscriber stays.
     if tracing_subscriber::registry().with(logs::layer()).with(recorder).try_init().is_ok() {
+        if exporting {
+            recorder::install(recorder::Exports::from(exports.clone()));
+        }
         EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Telemetry { exports })
 }
 
-/// The span recorder, filtered: spans of Tollgate's crates at `info` and above (not the request
-/// spans nobody exports, `UNSAMPLED_TARGET`), and warnings and errors logged inside them.
+/// The span recorder, filtered: spans of Tollgate's crates at `info` and above (not a gateway
+/// request's, `REQUEST_TARGET`: its trace is a `recorder::Root`), and warnings and errors.
 fn recording<S>(exports: Vec<Arc<batch::BatchExport>>, sampler: SamplerChoice) -> impl Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     let wanted = |meta: &tracing::Metadata<'_>| {
         meta.target().starts_with("tollgate")
-            && meta.target() != UNSAMPLED_TARGET
+            && meta.target() != REQUEST_TARGET
             && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
     };
     let filter = tracing_subscriber::filter::filter_fn(wanted);

@@ -7,9 +7,11 @@
 //!
 //! Field names are attribute keys, except OpenTelemetry's special ones: `otel.name` (the span's
 //! name), `otel.kind`, `otel.status_code` and `otel.status_description`. Warnings and errors
-//! logged inside a span become its events (an error also marks the span failed). Code that has
-//! the `tracing::Span` reaches its record through [`record`], [`set_remote_parent`] and
-//! [`traceparent`].
+//! logged inside a span become its events (an error also marks the span failed).
+//!
+//! A gateway request is traced without this layer: its exported span is a [`Root`] and its
+//! children [`Child`]ren, recorded by plain calls (`root`); its `tracing` span serves the logs.
+//! Warnings and errors logged while such a request is served become events of its root.
 
 use super::batch::BatchExport;
 use super::span::{kind, RecordedSpan, SpanEvent, Status, Text, Value, MAX_EVENTS};
@@ -21,17 +23,19 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::registry::LookupSpan;
+
+mod root;
+pub(super) use root::{install, Exports};
+pub use root::{is_current, rename, scope, with_current, Child, Root};
 
 /// Spans of one trace held until its root closes, at most; more are dropped (and counted).
 const MAX_SPANS_PER_TRACE: usize = 256;
 
-/// An open span: its record, the finished spans under it, waiting for the root to close, and
-/// the sampler that decides again when a remote parent is set.
+/// An open span: its record and the finished spans under it, waiting for the root to close.
 struct Open {
     span: RecordedSpan,
     finished: Vec<RecordedSpan>,
-    sampler: SamplerChoice,
 }
 
 /// The layer: records spans and hands finished traces to the targets' export queues.
@@ -72,7 +76,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
         if span.sampled {
             attrs.record(&mut Fields(&mut span));
         }
-        data.extensions_mut().insert(Open { span, finished: Vec::new(), sampler: self.sampler });
+        data.extensions_mut().insert(Open { span, finished: Vec::new() });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -84,22 +88,17 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(data) = ctx.event_span(event) else { return };
-        let mut extensions = data.extensions_mut();
-        let Some(open) = extensions.get_mut::<Open>().filter(|o| o.span.sampled) else { return };
-        if open.span.events.len() >= MAX_EVENTS {
-            open.span.dropped_events = open.span.dropped_events.saturating_add(1);
-            return;
+        if let Some(data) = ctx.event_span(event) {
+            let mut extensions = data.extensions_mut();
+            if let Some(open) = extensions.get_mut::<Open>() {
+                if open.span.sampled {
+                    add_event(&mut open.span, event);
+                }
+                return;
+            }
         }
-        let level = *event.metadata().level();
-        let mut fields =
-            EventFields { name: None, attributes: vec![("level", Value::Str(Text::Static(level.as_str())))] };
-        event.record(&mut fields);
-        let name = fields.name.unwrap_or(Text::Static("event"));
-        if level == tracing::Level::ERROR && matches!(open.span.status, Status::Unset) {
-            open.span.set_error(name.as_str());
-        }
-        open.span.events.push(SpanEvent { name, time: SystemTime::now(), attributes: fields.attributes });
+        // Logged while a traced request is served: an event of the request's root.
+        root::with_current(|root| root.record(|span| add_event(span, event)));
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
@@ -134,104 +133,21 @@ fn parent_ids<S: for<'a> LookupSpan<'a>>(
     Some((open.span.trace_id, open.span.span_id, open.span.sampled))
 }
 
-/// Runs `f` on the record of `span` when it is recorded and sampled: to set attributes no
-/// field declares, rename it, mark it failed.
-pub fn record<R>(span: &tracing::Span, f: impl FnOnce(&mut RecordedSpan) -> R) -> Option<R> {
-    with_open(span, |open| open.span.sampled.then(|| f(&mut open.span))).flatten()
-}
-
-/// Makes `span` (a root just opened, before any child) the child of a remote parent, a client's
-/// `traceparent`; whether it is kept is decided again, the parent's decision in hand.
-pub fn set_remote_parent(span: &tracing::Span, trace_id: [u8; 16], parent_id: [u8; 8], parent_sampled: bool) {
-    with_open(span, |open| {
-        let sampled = open.sampler.keeps(Some(parent_sampled), fastrand::f64());
-        let span = &mut open.span;
-        (span.trace_id, span.parent_id, span.parent_remote, span.sampled) = (trace_id, parent_id, true, sampled);
-    });
-}
-
-/// The trace id of `span`, when it is recorded (sampled or not).
-pub fn trace_id(span: &tracing::Span) -> Option<[u8; 16]> {
-    with_open(span, |open| open.span.trace_id)
-}
-
-/// The W3C `traceparent` of `span`, when it is recorded and sampled.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    record(span, |s| s.traceparent())
-}
-
-fn with_open<R>(span: &tracing::Span, f: impl FnOnce(&mut Open) -> R) -> Option<R> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let data = registry.span(id)?;
-        let mut extensions = data.extensions_mut();
-        extensions.get_mut::<Open>().map(f)
-    })
-    .flatten()
-}
-
-/// A span that only traces need (a request's auth, admission, attempts, ...), recorded straight
-/// into its root's record, without `tracing`: no registry slot, no layer callbacks, no enter and
-/// exit on each poll of the future it covers (together about four times what the record itself
-/// costs). It starts when made and ends when dropped, then joins the root's finished spans, so it
-/// is exported with the root's trace; dropped after the root closed, it is lost. Events logged
-/// while it is open belong to the root's span (it is not `tracing`'s current span). Empty
-/// ([`Child::none`]) when the root is not recorded or not sampled: then it costs nothing.
-pub struct Child {
-    record: Option<Box<RecordedSpan>>,
-    root: tracing::Span,
-}
-
-impl Child {
-    /// A child doing nothing.
-    pub fn none() -> Child {
-        Child { record: None, root: tracing::Span::none() }
+/// Adds `event` (a warning or an error) to `span`'s events, within [`MAX_EVENTS`]; an error
+/// also fails the span.
+fn add_event(span: &mut RecordedSpan, event: &Event<'_>) {
+    if span.events.len() >= MAX_EVENTS {
+        span.dropped_events = span.dropped_events.saturating_add(1);
+        return;
     }
-
-    /// A child named `name` of `root` (a recorded span, the request's), or of `parent`, itself a
-    /// child of `root`, when given.
-    pub fn start(root: &tracing::Span, parent: Option<&Child>, name: &'static str) -> Child {
-        let ids = match parent {
-            Some(p) => p.record.as_ref().map(|r| (r.trace_id, r.span_id)),
-            None => record(root, |r| (r.trace_id, r.span_id)),
-        };
-        let Some((trace_id, parent_id)) = ids else { return Child::none() };
-        let mut span = RecordedSpan::start(name, 12);
-        (span.trace_id, span.parent_id) = (trace_id, parent_id);
-        Child { record: Some(Box::new(span)), root: root.clone() }
+    let level = *event.metadata().level();
+    let mut fields = EventFields { name: None, attributes: vec![("level", Value::Str(Text::Static(level.as_str())))] };
+    event.record(&mut fields);
+    let name = fields.name.unwrap_or(Text::Static("event"));
+    if level == tracing::Level::ERROR && matches!(span.status, Status::Unset) {
+        span.set_error(name.as_str());
     }
-
-    /// Whether it records (its root is sampled).
-    pub fn is_recording(&self) -> bool {
-        self.record.is_some()
-    }
-
-    /// Runs `f` on its record, when it records: attributes, kind, status.
-    pub fn record<R>(&mut self, f: impl FnOnce(&mut RecordedSpan) -> R) -> Option<R> {
-        self.record.as_deref_mut().map(f)
-    }
-
-    /// Its W3C `traceparent`, when it records.
-    pub fn traceparent(&self) -> Option<String> {
-        self.record.as_ref().map(|r| r.traceparent())
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let Some(mut span) = self.record.take() else { return };
-        span.end = SystemTime::now();
-        let joined = with_open(&self.root, |open| {
-            if open.finished.len() + 1 < MAX_SPANS_PER_TRACE {
-                open.finished.push(*span);
-            } else {
-                super::batch::count_dropped(1);
-            }
-        });
-        if joined.is_none() {
-            super::batch::count_dropped(1);
-        }
-    }
+    span.events.push(SpanEvent { name, time: SystemTime::now(), attributes: fields.attributes });
 }
 
 /// Fills a span's record from its fields.

@@ -30,6 +30,22 @@ impl Text {
         }
     }
 
+    /// `a`, `b` and `c` one after the other, written once.
+    pub fn joined(a: &str, b: &str, c: &str) -> Text {
+        let len = a.len() + b.len() + c.len();
+        if len <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            let mut at = 0;
+            for part in [a, b, c] {
+                bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+                at += part.len();
+            }
+            Text::Inline { len: len as u8, bytes }
+        } else {
+            Text::Heap([a, b, c].concat().into())
+        }
+    }
+
     /// The bytes, unchecked (the encoder's view: `as_str` checks inline bytes are UTF-8 each
     /// time).
     pub fn as_bytes(&self) -> &[u8] {
