@@ -55,7 +55,7 @@ pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, spans: &[RecordedS
         message(b, 2, |b| {
             message(b, 1, |b| b.extend_from_slice(&preamble.scope));
             for span in spans {
-                message(b, 2, |b| encode_span(b, span));
+                wide_message(b, 2, |b| encode_span(b, span));
             }
         });
     });
@@ -144,6 +144,24 @@ fn message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
         let mut prefix = Vec::with_capacity(10);
         varint(&mut prefix, len as u64);
         b.splice(start - 1..start, prefix);
+    }
+}
+
+/// [`message`] for one that usually holds 128 bytes to 16 KiB (a span): two bytes are left for
+/// its length, so that it is moved only when it turns out shorter (by one byte) or longer.
+fn wide_message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    key_of(b, field, LEN);
+    b.extend_from_slice(&[0, 0]);
+    let start = b.len();
+    write(b);
+    let len = b.len() - start;
+    if (0x80..0x4000).contains(&len) {
+        b[start - 2] = (len as u8) | 0x80;
+        b[start - 1] = (len >> 7) as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        varint(&mut prefix, len as u64);
+        b.splice(start - 2..start, prefix);
     }
 }
 

@@ -131,3 +131,22 @@ fn varints_match_protobuf() {
         assert_eq!(ours, theirs, "{n}");
     }
 }
+
+#[test]
+fn spans_of_every_size_keep_a_minimal_length_prefix() {
+    // Under 128 bytes (one length byte), 128 bytes to 16 KiB (two) and beyond (three).
+    let small = RecordedSpan::start("a", 0);
+    let medium = server_span();
+    let mut large = server_span();
+    large.set("tollgate.big", Value::Str("x".repeat(20_000).as_str().into()));
+    for span in [small, medium, large] {
+        let mut ours = Vec::new();
+        wide_message(&mut ours, 2, |b| encode_span(b, &span));
+        let mut body = Vec::new();
+        encode_span(&mut body, &span);
+        let mut theirs = vec![0x12];
+        prost::encoding::encode_varint(body.len() as u64, &mut theirs);
+        theirs.extend_from_slice(&body);
+        assert_eq!(ours, theirs, "a span of {} bytes", body.len());
+    }
+}
