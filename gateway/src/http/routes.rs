@@ -5,7 +5,7 @@
 //! Each path has one method. A request with another method, or for a path not listed, matches no
 //! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
 
-use super::{anthropic, openai, passthrough, spend};
+use super::{anthropic, batches, files, openai, passthrough, spend};
 use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
 use crate::console;
 use actix_web::{web, Route};
@@ -105,6 +105,13 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/models", |r| r.to(openai::list_models)),
     get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
+    post(Api::OpenAi, "/files", |r| r.to(files::create_file)),
+    get(Api::OpenAi, "/files/{id}", |r| r.to(files::get_file)),
+    get(Api::OpenAi, "/files/{id}/content", |r| r.to(files::file_content)),
+    post(Api::OpenAi, "/batches", |r| r.to(batches::create_batch)),
+    get(Api::OpenAi, "/batches", |r| r.to(batches::list_batches)),
+    get(Api::OpenAi, "/batches/{id}", |r| r.to(batches::get_batch)),
+    post(Api::OpenAi, "/batches/{id}/cancel", |r| r.to(batches::cancel_batch)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
     post(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
     post(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),

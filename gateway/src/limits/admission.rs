@@ -111,6 +111,30 @@ impl Admitted {
     }
 }
 
+/// The `budget_windows` of an event charged to `principal` for `model` without an admission
+/// of its own (a batch's lines, billed when the batch ends): every budgeted scope of its
+/// parties with its duration, as [`Admitted::budget_windows`] lists them.
+pub fn budget_windows_of(principal: &Principal, model: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for party in &principal.parties {
+        let l = &party.limits;
+        let d = l.budget_duration.map_or_else(|| "all".to_owned(), |d| d.to_string());
+        let mut add = |scope_id: String| {
+            let entry = out.entry(scope_id).or_default();
+            if !entry.contains(&d) {
+                entry.push(d.clone());
+            }
+        };
+        if l.max_budget.is_some() || l.soft_budget.is_some() {
+            add(party.scope_id.clone());
+        }
+        if l.model_max_budget.contains_key(model) {
+            add(format!("{}/model/{model}", party.scope_id));
+        }
+    }
+    out
+}
+
 /// Checks budgets and limits for a request to `model`.
 pub fn admit(
     principal: &Principal,
