@@ -2,7 +2,7 @@
 //! line published through the usage sink, as every request's event is (§2.8, §3), at the
 //! deployment's batch price (`pricing::batch_price`).
 //!
-//! Exactly once: each event's id is a UUIDv5 of (batch id, `custom_id`) and its `occurred_at`
+//! Exactly once: each event's id is derived from (batch id, `custom_id`) ([`event_id`]) and its `occurred_at`
 //! the instant the provider says the batch ended, so every billing of the same batch — a
 //! client's retrieval and the poller, two gateways, a restart — writes the same events, which
 //! the ledger counts once (§4.3). In one process a batch is billed at most once
@@ -21,17 +21,24 @@ use metrics::counter;
 use tollgate_schemas::{NanoUsd, UsageEvent, USAGE_EVENT_VERSION};
 use uuid::Uuid;
 
-/// The namespace of batch lines' event ids (UUIDv5 of `<batch id>/<custom_id>`).
-const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_0a55_b47c_4c1e_9a0e_7b8a_1d2e_3f40);
-
 /// The statuses after which a provider writes no more answers; each may have an output file
 /// (a cancelled or expired batch has the answers given before it stopped, which the provider
 /// bills).
 const ENDED: &[&str] = &["completed", "cancelled", "expired"];
 
-/// The event id of line `custom_id` of batch `batch_id`, the same in every gateway.
+/// The event id of line `custom_id` of batch `batch_id`, the same in every gateway: the first
+/// 16 bytes of SHA-256(tag, batch id, `custom_id`) as a UUID version 8, as re-rating
+/// adjustments are named (`event::adjustment::adjustment_id`).
 pub fn event_id(batch_id: &str, custom_id: &str) -> Uuid {
-    Uuid::new_v5(&EVENT_NAMESPACE, format!("{batch_id}/{custom_id}").as_bytes())
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"tollgate-batch-line\0");
+    h.update(batch_id.as_bytes());
+    h.update(b"\0");
+    h.update(custom_id.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 /// The instant the batch ended, as its provider says; the events' `occurred_at`.
@@ -159,8 +166,8 @@ mod tests {
         assert_eq!(event_id("batch_1", "a"), event_id("batch_1", "a"));
         assert_ne!(event_id("batch_1", "a"), event_id("batch_1", "b"));
         assert_ne!(event_id("batch_1", "a"), event_id("batch_2", "a"));
-        // A batch id holds no `/`: the first one ends it.
-        assert_ne!(event_id("batch_1", "a/b"), event_id("batch_1a", "b"));
+        assert_ne!(event_id("batch_1", "ab"), event_id("batch_1a", "b"));
+        assert_eq!(event_id("batch_1", "a").get_version_num(), 8);
     }
 
     #[test]

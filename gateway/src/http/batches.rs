@@ -214,7 +214,7 @@ fn checked_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, 
                 "`metadata` keys are 1 to {MAX_METADATA_KEY} characters and do not start with `{OWNER_PREFIX}`"
             )));
         }
-        if !v.as_str().is_some_and(|s| s.chars().count() <= MAX_METADATA_VALUE) {
+        if v.as_str().is_none_or(|s| s.chars().count() > MAX_METADATA_VALUE) {
             return Err(bad(format!("`metadata` values are text of at most {MAX_METADATA_VALUE} characters")));
         }
     }
