@@ -100,32 +100,22 @@ async fn create_file(
     }
 }
 
-async fn get_file(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<MockState>,
-    store: web::Data<Store>,
-) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
-        return resp;
-    }
-    match store.files.lock().ok().and_then(|f| f.get(id.as_str()).map(|(o, _)| o.clone())) {
-        Some(object) => HttpResponse::Ok().json(object),
-        None => not_found("file"),
-    }
+async fn get_file(req: HttpRequest, id: web::Path<String>, state: web::Data<MockState>, store: web::Data<Store>) -> HttpResponse {
+    stored_file(&req, &id, &state, &store, false).await
 }
 
-async fn file_content(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<MockState>,
-    store: web::Data<Store>,
-) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
+async fn file_content(req: HttpRequest, id: web::Path<String>, state: web::Data<MockState>, store: web::Data<Store>) -> HttpResponse {
+    stored_file(&req, &id, &state, &store, true).await
+}
+
+/// A stored file: its object, or its `content`.
+async fn stored_file(req: &HttpRequest, id: &str, state: &MockState, store: &Store, content: bool) -> HttpResponse {
+    if let Err(resp) = gate(req, state).await {
         return resp;
     }
-    match store.files.lock().ok().and_then(|f| f.get(id.as_str()).map(|(_, d)| d.clone())) {
-        Some(data) => HttpResponse::Ok().content_type("application/octet-stream").body(data),
+    match store.files.lock().ok().and_then(|f| f.get(id).cloned()) {
+        Some((_, data)) if content => HttpResponse::Ok().content_type("application/octet-stream").body(data),
+        Some((object, _)) => HttpResponse::Ok().json(object),
         None => not_found("file"),
     }
 }

@@ -87,12 +87,7 @@ async fn send(
     let call = async {
         let response = request.send().await.map_err(|e| crate::providers::classify(&e))?;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
+        let content_type = crate::providers::content_type_of(&response);
         let body = crate::providers::read_answer(response, limit).await.map_err(|e| match e {
             AnswerError::TooLarge { .. } => None,
             AnswerError::Transport(_) => Some(UpstreamError::Unavailable(String::new())),
