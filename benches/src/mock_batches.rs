@@ -100,11 +100,21 @@ async fn create_file(
     }
 }
 
-async fn get_file(req: HttpRequest, id: web::Path<String>, state: web::Data<MockState>, store: web::Data<Store>) -> HttpResponse {
+async fn get_file(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<MockState>,
+    store: web::Data<Store>,
+) -> HttpResponse {
     stored_file(&req, &id, &state, &store, false).await
 }
 
-async fn file_content(req: HttpRequest, id: web::Path<String>, state: web::Data<MockState>, store: web::Data<Store>) -> HttpResponse {
+async fn file_content(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<MockState>,
+    store: web::Data<Store>,
+) -> HttpResponse {
     stored_file(&req, &id, &state, &store, true).await
 }
 
