@@ -328,6 +328,27 @@ mod tests {
         assert!(admit(&p, "gpt-4o-mini", &view, &limiter, &open_settings(), now).is_ok());
     }
 
+    #[test]
+    fn budget_windows_without_admission_are_those_an_admission_lists() {
+        let monthly = Limits {
+            soft_budget: Some(NanoUsd(7)),
+            model_max_budget: [("gpt-4o".to_owned(), NanoUsd(5))].into_iter().collect(),
+            budget_duration: Some(BudgetDuration::Months(1)),
+            ..Limits::default()
+        };
+        let p = principal(vec![
+            party(Scope::Key, "key/k", monthly),
+            party(Scope::Team, "team/t", Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() }),
+            party(Scope::User, "user/u", Limits { rpm_limit: Some(5), ..Limits::default() }),
+        ]);
+        let (view, limiter) = (fresh_view(), RateLimiter::new(1));
+        for model in ["gpt-4o", "gpt-4o-mini"] {
+            let admitted = admit(&p, model, &view, &limiter, &open_settings(), Utc::now()).unwrap();
+            assert_eq!(budget_windows_of(&p, model), admitted.budget_windows(), "{model}");
+        }
+        assert_eq!(budget_windows_of(&p, "gpt-4o").len(), 3);
+    }
+
     /// A lease store that cannot be reached.
     struct Unreachable;
 
