@@ -229,18 +229,12 @@ async fn get_batch(
     state: web::Data<MockState>,
     store: web::Data<Store>,
 ) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
-        return resp;
-    }
     let default_completion = state.default_completion_tokens();
-    let Ok(mut batches) = store.batches.lock() else { return not_found("batch") };
-    match batches.get_mut(id.as_str()) {
-        Some(batch) => {
-            complete(&store, batch, default_completion);
-            HttpResponse::Ok().json(batch.clone())
-        }
-        None => not_found("batch"),
-    }
+    with_batch(&req, &id, &state, &store, |batch| {
+        complete(&store, batch, default_completion);
+        HttpResponse::Ok().json(batch.clone())
+    })
+    .await
 }
 
 async fn cancel_batch(
@@ -249,19 +243,30 @@ async fn cancel_batch(
     state: web::Data<MockState>,
     store: web::Data<Store>,
 ) -> HttpResponse {
-    if let Err(resp) = gate(&req, &state).await {
+    with_batch(&req, &id, &state, &store, |batch| {
+        if batch["status"] != "in_progress" {
+            return bad("only a batch in progress can be cancelled");
+        }
+        batch["status"] = "cancelled".into();
+        batch["cancelled_at"] = (CREATED_AT + 30).into();
+        HttpResponse::Ok().json(batch.clone())
+    })
+    .await
+}
+
+/// Runs `act` on the stored batch `id` (404 when there is none), once the key is checked.
+async fn with_batch(
+    req: &HttpRequest,
+    id: &str,
+    state: &MockState,
+    store: &Store,
+    act: impl FnOnce(&mut Value) -> HttpResponse,
+) -> HttpResponse {
+    if let Err(resp) = gate(req, state).await {
         return resp;
     }
     let Ok(mut batches) = store.batches.lock() else { return not_found("batch") };
-    match batches.get_mut(id.as_str()) {
-        Some(batch) if batch["status"] == "in_progress" => {
-            batch["status"] = "cancelled".into();
-            batch["cancelled_at"] = (CREATED_AT + 30).into();
-            HttpResponse::Ok().json(batch.clone())
-        }
-        Some(_) => bad("only a batch in progress can be cancelled"),
-        None => not_found("batch"),
-    }
+    batches.get_mut(id).map_or_else(|| not_found("batch"), act)
 }
 
 /// Newest first, `limit` (default 20) after the batch `after`.
