@@ -3,6 +3,7 @@
 
 pub mod keepalive;
 pub mod mock_anthropic;
+pub mod mock_batches;
 pub mod mock_bedrock;
 pub mod mock_gemini;
 pub mod mock_media;

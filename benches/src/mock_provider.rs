@@ -29,7 +29,8 @@
 //!
 //! `/v1/moderations` answers in OpenAI's format without `usage`, as OpenAI does; `/v1/rerank`
 //! in Cohere's (v2), with `meta.billed_units.search_units`; `/v1/audio/speech` and
-//! `/v1/images/generations` are in `mock_media`.
+//! `/v1/images/generations` are in `mock_media`; the Files and Batch API (`/v1/files`,
+//! `/v1/batches`) in `mock_batches`.
 //!
 //! It never calls the network.
 
@@ -77,6 +78,11 @@ pub(crate) struct MockState {
 pub const MAX_TRACEPARENTS: usize = 256;
 
 impl MockState {
+    /// Completion tokens when a request names no `max_tokens`.
+    pub(crate) fn default_completion_tokens(&self) -> u64 {
+        self.config.completion_tokens
+    }
+
     /// The answer to an `/echo/{n}` request; keeps the echoed text for `GET /stats`.
     fn echo(&self, body: &Value) -> String {
         let last = body.get("messages").and_then(Value::as_array).and_then(|m| m.last());
@@ -542,9 +548,12 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
         traceparents: std::sync::Mutex::new(std::collections::VecDeque::new()),
         last_prompt: std::sync::Mutex::new(String::new()),
     });
+    let batches = web::Data::new(crate::mock_batches::Store::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(batches.clone())
+            .configure(crate::mock_batches::configure)
             .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
             .route("/v1/chat/completions", web::post().to(chat_completions))
             .route("/chat/completions", web::post().to(chat_completions))

@@ -4,6 +4,7 @@
 //! `main.rs` only parses arguments; tests and benchmarks call [`build_state`] and [`run`].
 
 pub mod admin;
+pub mod batches;
 pub mod cache;
 
 pub mod config;
@@ -99,6 +100,8 @@ pub struct AppState {
     pub client_request_timeout: Duration,
     /// The web console's sessions and sign-in throttle (`gateway.console`).
     pub console: Arc<console::Console>,
+    /// The files and batches of `/v1/files` and `/v1/batches`, and their settings.
+    pub batches: Arc<batches::Batches>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +261,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         keep_alive: Duration::from_secs(config.gateway.keep_alive_secs),
         client_request_timeout: Duration::from_millis(config.gateway.client_request_timeout_ms),
         console: Arc::new(console::Console::new(&config.gateway.console)),
+        batches: Arc::new(batches::Batches::new(config.gateway.batches.clone())),
     })
 }
 
@@ -423,8 +427,17 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     // Idle leases go back to the store every second, so other gateways can use them.
     let sweeping = CancellationToken::new();
     let sweeper = state.leases.clone().map(|leases| tokio::spawn(sweep_leases(leases, sweeping.clone())));
+    // Ended batches are billed in the background too (0 s: off).
+    let polling = CancellationToken::new();
+    let poller = tokio::spawn(batches::poller::run(state.clone(), polling.clone()));
     let served = server.await;
     stopper.abort();
+    // Before the sink is flushed: a billing cut short here is done again later (its events'
+    // ids are fixed, so what was published already counts once).
+    polling.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), poller).await.is_err() {
+        tracing::warn!("a batch billing was cut short by shutdown");
+    }
     metrics_upkeep.abort();
     following.cancel();
     if let Some(f) = follower {

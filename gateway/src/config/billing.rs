@@ -173,6 +173,45 @@ pub struct GatewaySettings {
     /// The web console under `/ui` (docs/console.md).
     #[serde(default)]
     pub console: super::ConsoleSettings,
+    /// OpenAI's Files and Batch API (`/v1/files`, `/v1/batches`; docs/design.md §2.13).
+    #[serde(default)]
+    pub batches: BatchSettings,
+}
+
+/// The bounds of batch input files and how often open batches are polled for billing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Largest batch input file (its JSONL), held in memory while it is checked and sent on.
+    #[serde(default = "default_max_batch_file_bytes")]
+    pub max_file_bytes: usize,
+    /// Most request lines a batch input file may hold.
+    #[serde(default = "default_max_batch_lines")]
+    pub max_lines: usize,
+    /// Seconds between two polls of the batches this gateway created and has not billed yet;
+    /// 0 leaves billing to clients retrieving their batches.
+    #[serde(default = "default_batch_poll_secs")]
+    pub poll_interval_secs: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_file_bytes: default_max_batch_file_bytes(),
+            max_lines: default_max_batch_lines(),
+            poll_interval_secs: default_batch_poll_secs(),
+        }
+    }
+}
+
+fn default_max_batch_file_bytes() -> usize {
+    32 * 1024 * 1024
+}
+fn default_max_batch_lines() -> usize {
+    10_000
+}
+fn default_batch_poll_secs() -> u64 {
+    60
 }
 
 impl Default for GatewaySettings {
@@ -196,6 +235,7 @@ impl Default for GatewaySettings {
             keep_alive_secs: default_keep_alive_secs(),
             client_request_timeout_ms: default_client_request_timeout_ms(),
             console: super::ConsoleSettings::default(),
+            batches: BatchSettings::default(),
         }
     }
 }

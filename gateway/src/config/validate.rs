@@ -188,6 +188,16 @@ impl Config {
         if self.gateway.max_upload_bytes == 0 {
             return Err(invalid("gateway.max_upload_bytes".into(), "must be positive".into()));
         }
+        let batches = &self.gateway.batches;
+        if !(1..=1024 * 1024 * 1024).contains(&batches.max_file_bytes) {
+            return Err(invalid("gateway.batches.max_file_bytes".into(), "must be 1 byte to 1 GiB".into()));
+        }
+        if !(1..=50_000).contains(&batches.max_lines) {
+            return Err(invalid("gateway.batches.max_lines".into(), "must be 1 to 50000 (OpenAI's bound)".into()));
+        }
+        if batches.poll_interval_secs > 86_400 {
+            return Err(invalid("gateway.batches.poll_interval_secs".into(), "must be 0 to 86400 seconds".into()));
+        }
         if self.gateway.max_response_bytes == 0 {
             return Err(invalid("gateway.max_response_bytes".into(), "must be positive".into()));
         }

@@ -5,6 +5,8 @@
 //! unchecked. Handlers hand admitted requests to `crate::pipeline`.
 
 pub mod anthropic;
+pub mod batches;
+pub mod files;
 pub mod openai;
 pub mod passthrough;
 pub mod routes;

@@ -2,10 +2,12 @@
 //! [`crate::run`] serves it; the admin API's list of routes (which `openapi/admin.yaml` must
 //! document) is read from it. Only routing lives here: never any request logic.
 //!
-//! Each path has one method. A request with another method, or for a path not listed, matches no
-//! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
+//! A path has one line per method it is served with (most have one; OpenAI's `/batches` has GET
+//! and POST). Each line is its own resource guarded by its method, so a request with another
+//! method, or for a path not listed, matches no route and gets the app's default answer: 404
+//! `route_not_found` in the OpenAI envelope.
 
-use super::{anthropic, openai, passthrough, spend};
+use super::{anthropic, batches, files, openai, passthrough, spend};
 use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
 use crate::console;
 use actix_web::{web, Route};
@@ -105,6 +107,13 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/models", |r| r.to(openai::list_models)),
     get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
+    post(Api::OpenAi, "/files", |r| r.to(files::create_file)),
+    get(Api::OpenAi, "/files/{id}", |r| r.to(files::get_file)),
+    get(Api::OpenAi, "/files/{id}/content", |r| r.to(files::file_content)),
+    post(Api::OpenAi, "/batches", |r| r.to(batches::create_batch)),
+    get(Api::OpenAi, "/batches", |r| r.to(batches::list_batches)),
+    get(Api::OpenAi, "/batches/{id}", |r| r.to(batches::get_batch)),
+    post(Api::OpenAi, "/batches/{id}/cancel", |r| r.to(batches::cancel_batch)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
     post(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
     post(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
@@ -203,7 +212,6 @@ mod tests {
             }
         }
         let paths: BTreeSet<_> = seen.iter().map(|(_, p)| p.clone()).collect();
-        assert_eq!(paths.len(), seen.len(), "a path has two methods: the 404 for the other one would be wrong");
         assert!(paths.contains("/v1/chat/completions") && paths.contains("/chat/completions"));
         assert!(paths.contains("/v1/messages") && !paths.contains("/v1/key/generate"));
     }
@@ -228,7 +236,13 @@ mod tests {
         use actix_web::http::Method;
         let (status, body) = answer(Method::GET, "/health").await;
         assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
-        for (method, path) in [(Method::POST, "/health"), (Method::GET, "/key/generate"), (Method::GET, "/v1/nope")] {
+        // A path served with two methods reaches a handler with each (without the app's state
+        // here, so not a 404 but a 500) and is a 404 with a third.
+        for method in [Method::GET, Method::POST] {
+            assert_eq!(answer(method.clone(), "/v1/batches").await.0, 500, "{method}");
+        }
+        let wrong = [(Method::POST, "/health"), (Method::GET, "/key/generate"), (Method::GET, "/v1/nope")];
+        for (method, path) in wrong.into_iter().chain([(Method::DELETE, "/v1/batches"), (Method::PUT, "/batches")]) {
             let (status, body) = answer(method.clone(), path).await;
             assert_eq!(status, 404, "{method} {path}");
             assert_eq!(body["error"]["code"], "route_not_found", "{method} {path}");

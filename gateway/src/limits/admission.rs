@@ -111,6 +111,30 @@ impl Admitted {
     }
 }
 
+/// The `budget_windows` of an event charged to `principal` for `model` without an admission
+/// of its own (a batch's lines, billed when the batch ends): every budgeted scope of its
+/// parties with its duration, as [`Admitted::budget_windows`] lists them.
+pub fn budget_windows_of(principal: &Principal, model: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for party in &principal.parties {
+        let l = &party.limits;
+        let d = l.budget_duration.map_or_else(|| "all".to_owned(), |d| d.to_string());
+        let mut add = |scope_id: String| {
+            let entry = out.entry(scope_id).or_default();
+            if !entry.contains(&d) {
+                entry.push(d.clone());
+            }
+        };
+        if l.max_budget.is_some() || l.soft_budget.is_some() {
+            add(party.scope_id.clone());
+        }
+        if l.model_max_budget.contains_key(model) {
+            add(format!("{}/model/{model}", party.scope_id));
+        }
+    }
+    out
+}
+
 /// Checks budgets and limits for a request to `model`.
 pub fn admit(
     principal: &Principal,
@@ -302,6 +326,27 @@ mod tests {
             Some(GatewayError::BudgetExceeded { scope: Scope::Model, .. })
         ));
         assert!(admit(&p, "gpt-4o-mini", &view, &limiter, &open_settings(), now).is_ok());
+    }
+
+    #[test]
+    fn budget_windows_without_admission_are_those_an_admission_lists() {
+        let monthly = Limits {
+            soft_budget: Some(NanoUsd(7)),
+            model_max_budget: [("gpt-4o".to_owned(), NanoUsd(5))].into_iter().collect(),
+            budget_duration: Some(BudgetDuration::Months(1)),
+            ..Limits::default()
+        };
+        let p = principal(vec![
+            party(Scope::Key, "key/k", monthly),
+            party(Scope::Team, "team/t", Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() }),
+            party(Scope::User, "user/u", Limits { rpm_limit: Some(5), ..Limits::default() }),
+        ]);
+        let (view, limiter) = (fresh_view(), RateLimiter::new(1));
+        for model in ["gpt-4o", "gpt-4o-mini"] {
+            let admitted = admit(&p, model, &view, &limiter, &open_settings(), Utc::now()).unwrap();
+            assert_eq!(budget_windows_of(&p, model), admitted.budget_windows(), "{model}");
+        }
+        assert_eq!(budget_windows_of(&p, "gpt-4o").len(), 3);
     }
 
     /// A lease store that cannot be reached.

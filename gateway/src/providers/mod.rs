@@ -419,6 +419,16 @@ pub enum AnswerError {
     TooLarge { limit: usize },
 }
 
+/// The content type of a provider's answer; `application/json` when it names none.
+pub fn content_type_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned()
+}
+
 /// Reads a non-streamed answer, at most `limit` bytes of it: a larger one is refused from its
 /// `Content-Length`, or as soon as the bytes read pass the limit.
 pub async fn read_answer(response: reqwest::Response, limit: usize) -> Result<bytes::Bytes, AnswerError> {

@@ -362,12 +362,16 @@ fn thresholds(fields: &BTreeMap<String, f64>) -> Result<Vec<u64>, FieldError> {
     Ok(out)
 }
 
-/// What `tokens` cost when sent through the provider's batch API: its `*_batches` rates, each
-/// dimension without one at its usual base rate, no context tiers (LiteLLM's batch cost).
-/// Tollgate serves no batch endpoint yet; this is the price its metering will use.
+/// The price of a provider's batch API: its `*_batches` rates, each dimension without one at
+/// its usual base rate, no context tiers (LiteLLM's batch cost, except that LiteLLM halves the
+/// usual rate of a model with no batch rate at all). `/v1/batches` is metered at it.
+pub fn batch_price(price: &Price) -> Price {
+    Price { base: price.batch.unwrap_or(price.base), tiers: [None; MAX_TIERS], batch: None, ..*price }
+}
+
+/// What `tokens` cost when sent through the provider's batch API ([`batch_price`]).
 pub fn batch_cost(price: &Price, tokens: Tokens) -> Result<NanoUsd, MoneyOverflow> {
-    let batch = Price { base: price.batch.unwrap_or(price.base), tiers: [None; MAX_TIERS], batch: None, ..*price };
-    cost(&batch, tokens)
+    cost(&batch_price(price), tokens)
 }
 
 /// What `tokens` cost under `price`, exactly, rounded up once to nano-USD: the sum of

@@ -9,6 +9,6 @@ pub mod cost;
 pub mod decimal;
 pub mod split;
 
-pub use cost::{batch_cost, cost, worst_case_cost, Price, Rates, Tier, Tokens};
+pub use cost::{batch_cost, batch_price, cost, worst_case_cost, Price, Rates, Tier, Tokens};
 pub use decimal::{is_exact_in_atto, usd_to_atto, AttoUsd, PriceError};
 pub use split::cost_by_token_type;

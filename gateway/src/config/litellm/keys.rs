@@ -82,7 +82,8 @@ const PRICE_PER_TOKEN: &str = "Tollgate prices tokens (text, cache, reasoning, a
 const ROUTER_RETRIES: &str = "retries are the router's: `router_settings.num_retries`";
 const NO_PROVIDER_BUDGETS: &str = "budget keys, teams, users, customers or organizations; providers and \
                                    deployments have no budgets";
-const NOT_SERVED_FILES: &str = "the files, batches and fine-tuning APIs are not served";
+const NOT_SERVED_FILES: &str = "files and batches go to the deployments of `model_list` (docs/design.md §2.13); \
+                                fine-tuning is not served";
 const PRICE_SERVED: &str = "the price in USD, converted exactly to atto-USD; overrides the model catalogue";
 const SERVED: &str = "served by /model/info as written";
 const LITELLM_FIRST: &str = "used when `router_settings` does not set it";
@@ -409,7 +410,7 @@ pub(super) const GENERAL_SETTINGS: &[(&str, Status)] = &[
     ("disable_spend_logs", Ignored(METERED_ALWAYS)),
     ("disable_spend_updates", Ignored(METERED_ALWAYS)),
     ("proxy_batch_write_at", Ignored(METERED_ALWAYS)),
-    ("proxy_batch_polling_interval", Ignored(NOT_SERVED_FILES)),
+    ("proxy_batch_polling_interval", Ignored("use `gateway.batches.poll_interval_secs` (docs/design.md §2.13)")),
     ("store_prompts_in_spend_logs", Ignored(NO_MESSAGE_LOGS)),
     ("maximum_spend_logs_retention_period", Ignored("request logs are not purged by the gateway")),
     ("maximum_spend_logs_retention_interval", Ignored("request logs are not purged by the gateway")),

@@ -249,12 +249,7 @@ async fn relay(
     recorder: UsageRecorder,
 ) -> Result<HttpResponse, GatewayError> {
     let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
+    let content_type = crate::providers::content_type_of(&response);
     let mut reply = HttpResponse::build(status);
     reply.insert_header(("content-type", content_type.clone()));
     if status.is_success() && content_type.starts_with("text/event-stream") {

@@ -10,8 +10,8 @@ mod resolve;
 pub use catalogue::{context_window, deployment_context_window};
 pub use resolve::{built_in, configured_price, resolve_price};
 pub use tollgate_schemas::pricing::{
-    batch_cost, cost, cost_by_token_type, is_exact_in_atto, usd_to_atto, worst_case_cost, AttoUsd, Price, PriceError,
-    Rates, Tier, Tokens,
+    batch_cost, batch_price, cost, cost_by_token_type, is_exact_in_atto, usd_to_atto, worst_case_cost, AttoUsd, Price,
+    PriceError, Rates, Tier, Tokens,
 };
 
 #[cfg(test)]

@@ -1,0 +1,241 @@
+//! `/v1/files` and `/v1/batches` end to end: a batch input file uploaded through a real gateway
+//! to the mock provider's Files API, a batch created and run, and billed once it completed: one
+//! usage event per answered line on real Kafka, at the catalogue's batch prices, none for the
+//! line that failed; the ledger holds exactly what was charged, however many times and by how
+//! many gateways the batch is billed. Another key sees none of it, and hostile uploads are
+//! refused before anything reaches the provider.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tollgate_benches::mock_batches::{CREATED_AT, FAIL_MARKER};
+use tollgate_tests::*;
+
+/// gpt-4o-mini through OpenAI's Batch API, in the catalogue (`input_cost_per_token_batches`
+/// 7.5e-08, `output_cost_per_token_batches` 3e-07): nano-USD per token.
+const BATCH_INPUT: i64 = 75;
+const BATCH_OUTPUT: i64 = 300;
+const LIMITED_KEY: &str = "sk-e2e-batch-limited";
+const BROKE_KEY: &str = "sk-e2e-batch-broke";
+const MAX_LINES: usize = 8;
+const MAX_FILE: usize = 3 * 1024 * 1024;
+
+fn gateway_config(id: &str, mock: &str, topic: &str, poll_secs: u64) -> Result<GatewayConfig> {
+    let mut claude = model_entry("claude-batch", &format!("{mock}/anthropic"));
+    claude.litellm_params.model = "anthropic/claude-sonnet-4-20250514".to_owned();
+    let models =
+        [model_entry("gpt-4o-mini", &format!("{mock}/v1")), model_entry("gpt-4o", &format!("{mock}/v1")), claude];
+    let mut config = GatewayConfig::new(id, &models, topic, &kafka_bootstrap());
+    // Priced by the catalogue, whose entry has batch prices (the test prices have none).
+    config.prices.remove("gpt-4o-mini");
+    config.virtual_keys.clear();
+    let mut keys: Vec<String> = TENANT_KEYS
+        .iter()
+        .map(|(k, t)| match t {
+            Some(team) => format!("  - key: {k}\n    team_id: {team}"),
+            None => format!("  - key: {k}"),
+        })
+        .collect();
+    keys.push(format!("  - key: {LIMITED_KEY}\n    models: [gpt-4o]"));
+    keys.push(format!("  - key: {BROKE_KEY}\n    max_budget: 0"));
+    config.with_yaml(&format!(
+        "virtual_keys:\n{}\ngateway:\n  batches: {{max_file_bytes: {MAX_FILE}, max_lines: {MAX_LINES}, poll_interval_secs: {poll_secs}}}\n",
+        keys.join("\n")
+    ))
+}
+
+/// A request line of the input file.
+fn line(id: &str, model: &str, content: &str, max_tokens: u64) -> String {
+    json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+           "body": {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}})
+    .to_string()
+}
+
+/// A multipart form of `purpose` and `file`.
+fn form(purpose: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "e2e-boundary-7d1f0c";
+    let mut body = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n--{boundary}\r\n\
+         content-disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\ncontent-type: application/jsonl\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn upload(&self, key: &str, file: &[u8]) -> Result<(u16, Value)> {
+        let (content_type, body) = form("batch", file);
+        let resp = self
+            .http
+            .post(format!("{}/v1/files", self.base))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        Self::json(resp).await
+    }
+
+    async fn get(&self, key: &str, path: &str) -> Result<(u16, Value)> {
+        Self::json(self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await?).await
+    }
+
+    async fn post(&self, key: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+        Self::json(self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await?).await
+    }
+
+    async fn json(resp: reqwest::Response) -> Result<(u16, Value)> {
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+}
+
+/// The error envelope's `type`, checked to be OpenAI's shape.
+fn error_type(answer: &Value) -> &str {
+    assert!(answer["error"]["message"].is_string(), "not the OpenAI error envelope: {answer}");
+    answer["error"]["type"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()> {
+    let dir = scratch_dir("batches")?;
+    let topic = unique("usage-batches-");
+    let keyspace = unique("e2e_batches_");
+    create_topic(&topic, 1).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let gateway = start_gateway(&dir, &gateway_config("gw-batches-a", mock.url()?, &topic, 1)?).await?;
+    let gw = Client { http: reqwest::Client::new(), base: gateway.url()?.to_owned() };
+    let (owner, other) = (TENANT_KEYS[0].0, TENANT_KEYS[2].0);
+
+    // Five lines answered, one the mock fails.
+    let contents = ["one", "a longer question for the batch", "x", "four four four four", "fifth line"];
+    let mut lines: Vec<String> =
+        contents.iter().enumerate().map(|(i, c)| line(&format!("req-{i}"), "gpt-4o-mini", c, 3 + i as u64)).collect();
+    lines.push(line("req-fail", "gpt-4o-mini", FAIL_MARKER, 9));
+    let file = lines.join("\n") + "\n";
+    let (status, uploaded) = gw.upload(owner, file.as_bytes()).await?;
+    ensure!(status == 200, "upload: {uploaded}");
+    let file_id = uploaded["id"].as_str().context("file id")?.to_owned();
+    ensure!(uploaded["purpose"] == "batch");
+
+    // Hostile uploads: refused with 400 (403 for a model the key may not use, 413 over size).
+    let long = line("long", "gpt-4o-mini", &"y".repeat(1024 * 1024), 1);
+    let too_many: Vec<String> = (0..=MAX_LINES).map(|i| line(&format!("n{i}"), "gpt-4o-mini", "hi", 1)).collect();
+    let hostile: Vec<(&str, &str, String, u16)> = vec![
+        ("not JSONL", owner, "this is not json\n".into(), 400),
+        ("duplicate custom_id", owner, format!("{}\n{}", lines[0], lines[0]), 400),
+        ("too many lines", owner, too_many.join("\n"), 400),
+        ("line too long", owner, long, 400),
+        ("wrong url", owner, lines[0].replace("/v1/chat/completions", "/v1/files"), 400),
+        ("provider without batches", owner, line("c", "claude-batch", "hi", 1), 400),
+        ("model not allowed", LIMITED_KEY, lines[0].clone(), 403),
+        ("over size", owner, "z".repeat(MAX_FILE + 1), 413),
+    ];
+    for (what, key, data, want) in &hostile {
+        let (status, answer) = gw.upload(key, data.as_bytes()).await?;
+        ensure!(status == *want, "{what}: {status} {answer}");
+        let kind = error_type(&answer);
+        ensure!(kind == "invalid_request_error" || *want == 403, "{what}: {answer}");
+    }
+    ensure!(
+        gw.post(
+            owner,
+            "/v1/batches",
+            &json!({"input_file_id": "file-nope", "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+        )
+        .await?
+        .0 == 404
+    );
+
+    // A key with a spent budget is refused at creation, as at any request.
+    let (_, broke_file) = gw.upload(BROKE_KEY, file.as_bytes()).await?;
+    let create = |id: &str| json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"job": "e2e"}});
+    let (status, answer) =
+        gw.post(BROKE_KEY, "/v1/batches", &create(broke_file["id"].as_str().unwrap_or_default())).await?;
+    ensure!((status, error_type(&answer)) == (400, "budget_exceeded"), "{answer}");
+    // Another key's file is not there for it.
+    ensure!(gw.post(other, "/v1/batches", &create(&file_id)).await?.0 == 404);
+    let (status, answer) = gw.post(owner, "/v1/batches", &json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"tollgate_key_id": "x"}})).await?;
+    ensure!(status == 400, "a client may not set the owner: {answer}");
+
+    let (status, batch) = gw.post(owner, "/v1/batches", &create(&file_id)).await?;
+    ensure!(status == 200, "create: {batch}");
+    let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
+    ensure!(batch["metadata"] == json!({"job": "e2e"}), "the owner stays hidden: {batch}");
+
+    // Another key: 404 for the batch, its file, its list; cancelling it too.
+    for path in
+        [format!("/v1/batches/{batch_id}"), format!("/v1/files/{file_id}"), format!("/v1/files/{file_id}/content")]
+    {
+        let (status, answer) = gw.get(other, &path).await?;
+        ensure!(status == 404 && error_type(&answer) == "invalid_request_error", "{path}: {status} {answer}");
+    }
+    ensure!(gw.post(other, &format!("/v1/batches/{batch_id}/cancel"), &json!({})).await?.0 == 404);
+    let (_, list) = gw.get(other, "/v1/batches").await?;
+    ensure!(list["data"].as_array().is_some_and(Vec::is_empty), "{list}");
+
+    // The poller (every second) finds the batch completed and bills it: one event per answered line.
+    let events = collect_events(&topic, contents.len(), Duration::from_secs(60)).await?;
+    let mut charged = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        let e = &events[&format!("{batch_id}/req-{i}")];
+        let (prompt, completion) = (1 + content.len() as i64 / 4, 3 + i as i64);
+        ensure!((e.prompt_tokens as i64, e.completion_tokens as i64) == (prompt, completion), "{e:?}");
+        let cost = prompt * BATCH_INPUT + completion * BATCH_OUTPUT;
+        ensure!(e.cost_nano_usd.0 == cost, "req-{i}: {} at batch prices is {cost}", e.cost_nano_usd.0);
+        ensure!(e.cost_by_token_type.iter().map(|p| p.cost_nano_usd.0).sum::<i64>() == cost);
+        ensure!(
+            e.occurred_at.timestamp() == CREATED_AT + 60
+                && e.requested_model == "gpt-4o-mini"
+                && e.team_id.as_deref() == Some("team-alpha")
+        );
+        charged.push((owner, cost));
+    }
+    ensure!(!events.contains_key(&format!("{batch_id}/req-fail")), "the failed line is not charged");
+
+    // The client sees it completed; the output file is its own to read. Nothing more is charged.
+    let (status, done) = gw.get(owner, &format!("/v1/batches/{batch_id}")).await?;
+    ensure!(status == 200 && done["status"] == "completed", "{done}");
+    let output_id = done["output_file_id"].as_str().context("output file")?;
+    let resp = gw.http.get(format!("{}/v1/files/{output_id}/content", gw.base)).bearer_auth(owner).send().await?;
+    ensure!(resp.status() == 200);
+    ensure!(resp.text().await?.lines().count() == lines.len());
+    ensure!(gw.get(other, &format!("/v1/files/{output_id}/content")).await?.0 == 404);
+    let (_, list) = gw.get(owner, "/v1/batches").await?;
+    ensure!(
+        list["data"][0]["id"] == batch_id.as_str() && list["data"][0]["metadata"] == json!({"job": "e2e"}),
+        "{list}"
+    );
+    holds_for("no second billing in the same gateway", Duration::from_secs(3), || async {
+        Ok(records_on(&topic, 1)? == contents.len() as i64)
+    })
+    .await?;
+
+    // A second gateway, which never saw the batch, finds it for its owner and bills it again:
+    // the same event ids, counted once by the ledger.
+    let second = start_gateway(&dir, &gateway_config("gw-batches-b", mock.url()?, &topic, 0)?).await?;
+    let gw2 = Client { http: reqwest::Client::new(), base: second.url()?.to_owned() };
+    ensure!(gw2.get(other, &format!("/v1/batches/{batch_id}")).await?.0 == 404);
+    let (status, again) = gw2.get(owner, &format!("/v1/batches/{batch_id}")).await?;
+    ensure!(status == 200 && again["status"] == "completed", "{again}");
+    eventually("the second gateway's copies on the topic", Duration::from_secs(30), || async {
+        Ok((records_on(&topic, 1)? == 2 * contents.len() as i64).then_some(()))
+    })
+    .await?;
+    let session = cql().await?;
+    assert_charged(&session, &keyspace, &charged).await?;
+
+    second.stop().await?;
+    gateway.stop().await?;
+    consumer.stop().await?;
+    mock.stop().await
+}
