@@ -27,10 +27,11 @@ export async function overviewPage(main) {
   const now = new Date();
   const today = day(now);
   const first = `${today.slice(0, 8)}01`;
-  const [month, teams, report] = await Promise.all([
+  const [month, teams, report, health] = await Promise.all([
     api.get('/spend/daily', { start_date: first, end_date: today }),
     api.get('/team/list'),
     api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
+    api.get('/ledger/health'),
   ]);
   const todayRows = month.results.filter((r) => r.date === today);
   const budgets = new Map(teams.map((t) => [t.team_id, t]));
@@ -50,6 +51,7 @@ export async function overviewPage(main) {
     main,
     h('h1', {}, 'Overview'),
     h('div', { class: 'cards' }, card('Today', totals(todayRows), 'today'), card('Month to date', totals(month.results), 'month')),
+    ledgerHealth(health),
     h('h2', {}, 'Teams by spend this month'),
     rows.length
       ? h(
@@ -60,4 +62,24 @@ export async function overviewPage(main) {
         )
       : h('p', {}, 'No team has spent anything this month.'),
   );
+}
+
+function seconds(ms) {
+  return ms == null ? 'never heard' : `${(ms / 1000).toFixed(1)} s ago`;
+}
+
+/** What this gateway knows of the ledger (`/ledger/health`). */
+function ledgerHealth(health) {
+  const view = health.budget_view;
+  const replay = health.spool_replay;
+  const rows = [
+    ['Budget state', view.stale ? 'stale' : 'fresh', 'ledger-state'],
+    ['Consumer heartbeat', seconds(view.heartbeat_age_ms), 'ledger-heartbeat'],
+    ['Stale after', `${view.max_staleness_ms / 1000} s (then ${health.when_stale.replace('_', ' ')})`],
+    ['Budget topic read', view.caught_up ? 'to its end' : 'still reading'],
+    ['Spool replay', replay == null ? 'no spool' : `${replay.in_progress ? 'in progress' : 'done'}: ${replay.replayed} of ${replay.found} events`],
+  ];
+  return h('section', { class: `card health ${view.stale ? 'bad' : 'good'}`, 'aria-labelledby': 'ledger-h', id: 'ledger-health' },
+    h('h2', { id: 'ledger-h' }, `Ledger health (gateway ${health.gateway_id})`),
+    h('dl', { class: 'facts' }, rows.flatMap(([k, v, id]) => [h('dt', {}, k), h('dd', { id }, v)])));
 }
