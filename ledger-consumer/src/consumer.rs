@@ -53,6 +53,7 @@ impl rdkafka::ClientContext for LagReporter {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut total: Option<i64> = None;
         for (generation, name) in (0u8..).zip(self.topics.topics()) {
             let Some(topic) = statistics.topics.get(name) else { continue };
             for (partition, p) in &topic.partitions {
@@ -60,8 +61,12 @@ impl rdkafka::ClientContext for LagReporter {
                     let ledger_partition = ledger_partition(generation, *partition);
                     gauge!("tollgate_ledger_consumer_lag", "partition" => ledger_partition.to_string())
                         .set(p.consumer_lag as f64);
+                    total = Some(total.unwrap_or(0).saturating_add(p.consumer_lag));
                 }
             }
+        }
+        if let Some(total) = total {
+            self.health.set_lag(total);
         }
     }
 }

@@ -300,7 +300,7 @@ async fn consume(
         exit_if_shutdown_hangs();
     });
     if let Some(b) = &budgets {
-        tokio::spawn(b.clone().heartbeats(shutdown.clone()));
+        tokio::spawn(b.clone().heartbeats(shutdown.clone(), health.clone()));
     }
     warn_if_missing(config, &config.kafka.dlq_topic);
     let mut announced = false;

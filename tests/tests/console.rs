@@ -176,12 +176,33 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
 
     sessions_and_headers(&gw, &viewer_key).await?;
     let seen = run_browser(&gw, &viewer_key, &dir)?;
-    for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"] {
+    let new_pages = [
+        "overview-health",
+        "usage-by-model",
+        "usage-by-customer",
+        "teams",
+        "team",
+        "customers",
+        "customer",
+        "users",
+        "user",
+        "organizations",
+        "organization",
+        "models",
+        "request-detail",
+    ];
+    for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"].iter().chain(&new_pages) {
         ensure!(seen["axe"][page]["serious_or_critical"] == 0, "axe on {page}: {seen}");
     }
     ensure!(seen["blocked_sdk_status"] == 401 && seen["viewer_api_status"] == 403, "{seen}");
     ensure!(seen["log_rows_of_key"] == 3, "the key's requests in the spend logs: {seen}");
     ensure!(seen["filters_narrowed"] == true && seen["rotated_old_key_answers"] == true, "{seen}");
+    ensure!(
+        seen["csv_formula_defused"] == true && seen["entity_pages"] == true && seen["ledger_state"] == "fresh",
+        "{seen}"
+    );
+    ensure!(seen["team_members"][0][1] == "admin" && seen["request_detail_total"].is_string(), "{seen}");
+    ensure!(seen["consumer_lag"].as_str().is_some_and(|l| l.ends_with("records")), "the consumer's lag: {seen}");
     // What the console did is what the API holds.
     let alias = seen["created_alias"].as_str().context("created_alias")?;
     let (_, found) = admin.get(&format!("/key/list?key_alias={alias}&return_full_object=true")).await?;

@@ -1,7 +1,8 @@
-//! `GET /ledger/health`: what this gateway knows of the ledger's health, read from its own state
-//! (no database or Kafka call): how fresh its budget view is (the ledger consumer's newest
-//! heartbeat on the budget-state topic) against `budgets.max_staleness_secs`, and any replay of
-//! usage events an earlier run left in the spool.
+//! `GET /ledger/health`: what this gateway knows of the ledger's health: how fresh its budget
+//! view is (the ledger consumers' newest heartbeat on the budget-state topic) against
+//! `budgets.max_staleness_secs`, each consumer's last heartbeat and the lag it reported, any
+//! replay of usage events an earlier run left in the spool (all from memory), and the dead
+//! letters counted by reason (one bounded database read, `DEAD_LETTER_SAMPLE` rows at most).
 
 use super::{caller, Answer, Caller};
 use crate::config::WhenStale;
@@ -11,6 +12,7 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use tollgate_schemas::store::DeadLetterSummary;
 
 /// The budget view's part of the answer at `now`.
 fn budget_view(view: &BudgetView, max_staleness_secs: u64, now: DateTime<Utc>) -> Value {
@@ -25,6 +27,21 @@ fn budget_view(view: &BudgetView, max_staleness_secs: u64, now: DateTime<Utc>) -
     })
 }
 
+/// Each consumer's newest heartbeat: its age and the lag it reported.
+fn consumers(view: &BudgetView, now: DateTime<Utc>) -> Vec<Value> {
+    let now_ms = now.timestamp_millis();
+    view.consumers()
+        .into_iter()
+        .map(|(consumer, beat)| {
+            json!({"consumer": consumer, "heartbeat_age_ms": (now_ms - beat.at_ms).max(0), "lag": beat.lag})
+        })
+        .collect()
+}
+
+fn dead_letters_json(s: &DeadLetterSummary) -> Value {
+    json!({"count": s.count, "more": s.more, "by_reason": s.by_reason, "newest": s.newest})
+}
+
 pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     if let Caller::Own(_) = caller(&req, &state, false).await? {
         return Err(GatewayError::Forbidden("this key may not use the admin API".into()));
@@ -33,9 +50,22 @@ pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) 
         |(in_progress, replayed, found)| json!({"in_progress": in_progress, "replayed": replayed, "found": found}),
     );
     let settings = &state.budget_settings;
+    let now = Utc::now();
+    let dead_letters = match &state.spend {
+        None => Value::Null,
+        Some(spend) => match spend.dead_letters().await {
+            Ok(summary) => summary.map_or(Value::Null, |s| dead_letters_json(&s)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the dead letters for /ledger/health");
+                json!({"error": "the database did not answer"})
+            }
+        },
+    };
     Ok(HttpResponse::Ok().json(json!({
         "gateway_id": state.gateway_id,
-        "budget_view": budget_view(&state.budget_view, settings.max_staleness_secs, Utc::now()),
+        "budget_view": budget_view(&state.budget_view, settings.max_staleness_secs, now),
+        "consumers": consumers(&state.budget_view, now),
+        "dead_letters": dead_letters,
         "when_stale": match settings.when_stale {
             WhenStale::FailClosed => "fail_closed",
             WhenStale::FailOpen => "fail_open",
@@ -57,9 +87,18 @@ mod tests {
         assert_eq!(fresh["stale"], true, "{fresh}");
         assert!(fresh["heartbeat_age_ms"].is_null());
         view.set_caught_up();
-        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: now.timestamp_millis() - 5_000 });
+        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: now.timestamp_millis() - 5_000, lag: None });
         let seen = budget_view(&view, 30, now);
         assert_eq!((seen["stale"].clone(), seen["heartbeat_age_ms"].clone()), (json!(false), json!(5_000)));
         assert_eq!(budget_view(&view, 4, now)["stale"], true, "older than its 4 s bound");
+        view.apply(&BudgetState::Heartbeat {
+            consumer: "d".into(),
+            at_ms: now.timestamp_millis() - 1_000,
+            lag: Some(7),
+        });
+        assert_eq!(
+            Value::Array(consumers(&view, now)),
+            json!([{"consumer": "d", "heartbeat_age_ms": 1_000, "lag": 7}, {"consumer": "c", "heartbeat_age_ms": 5_000, "lag": null}])
+        );
     }
 }

@@ -91,7 +91,7 @@ function facts(record, kind) {
   const rows = [
     ['Id', record[kind.id]],
     ['Organization', record.organization_id],
-    ['Team', record.team_id],
+    ['Team', kind.id === 'team_id' ? null : record.team_id],
     ['Role', record.user_role],
     ['Email', record.user_email],
     ['State', record.blocked ? 'blocked' : 'active'],

@@ -68,18 +68,35 @@ function seconds(ms) {
   return ms == null ? 'never heard' : `${(ms / 1000).toFixed(1)} s ago`;
 }
 
+function deadLetters(d) {
+  if (d == null) return 'not read (no database here)';
+  if (d.error) return `unknown: ${d.error}`;
+  if (!d.count) return 'none';
+  const reasons = Object.entries(d.by_reason).map(([r, n]) => `${r} ${n}`).join(', ');
+  return `${d.more ? 'over ' : ''}${d.count} (${reasons}); newest ${d.newest ?? '–'}`;
+}
+
 /** What this gateway knows of the ledger (`/ledger/health`). */
 function ledgerHealth(health) {
   const view = health.budget_view;
   const replay = health.spool_replay;
   const rows = [
     ['Budget state', view.stale ? 'stale' : 'fresh', 'ledger-state'],
-    ['Consumer heartbeat', seconds(view.heartbeat_age_ms), 'ledger-heartbeat'],
+    ['Newest heartbeat', seconds(view.heartbeat_age_ms), 'ledger-heartbeat'],
     ['Stale after', `${view.max_staleness_ms / 1000} s (then ${health.when_stale.replace('_', ' ')})`],
     ['Budget topic read', view.caught_up ? 'to its end' : 'still reading'],
+    ['Dead letters', deadLetters(health.dead_letters), 'ledger-dead-letters'],
     ['Spool replay', replay == null ? 'no spool' : `${replay.in_progress ? 'in progress' : 'done'}: ${replay.replayed} of ${replay.found} events`],
   ];
+  const consumers = health.consumers.map((c) => h('tr', {},
+    h('th', { scope: 'row' }, c.consumer), h('td', {}, seconds(c.heartbeat_age_ms)),
+    h('td', { class: 'lag' }, c.lag == null ? 'not reported' : `${c.lag.toLocaleString('en-US')} records`)));
   return h('section', { class: `card health ${view.stale ? 'bad' : 'good'}`, 'aria-labelledby': 'ledger-h', id: 'ledger-health' },
     h('h2', { id: 'ledger-h' }, `Ledger health (gateway ${health.gateway_id})`),
-    h('dl', { class: 'facts' }, rows.flatMap(([k, v, id]) => [h('dt', {}, k), h('dd', { id }, v)])));
+    h('dl', { class: 'facts' }, rows.flatMap(([k, v, id]) => [h('dt', {}, k), h('dd', { id }, v)])),
+    consumers.length
+      ? h('table', { id: 'ledger-consumers' }, h('caption', {}, 'Ledger consumers'),
+        h('thead', {}, h('tr', {}, ['Consumer', 'Last heartbeat', 'Lag'].map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, consumers))
+      : h('p', {}, 'No ledger consumer heard from.'));
 }
