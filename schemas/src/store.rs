@@ -47,9 +47,9 @@ impl StoreError {
 }
 
 mod consistency;
-mod dead_letters;
+mod ledger_health;
 mod logs;
-pub use dead_letters::{DeadLetterSummary, DEAD_LETTER_SAMPLE};
+pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
 
 pub use consistency::{serial_read, CqlConsistency};
 
@@ -438,6 +438,10 @@ pub trait SpendSource: Send + Sync + 'static {
     fn dead_letters(&self) -> BoxFuture<'_, Result<Option<DeadLetterSummary>, StoreError>> {
         Box::pin(async { Ok(None) })
     }
+    /// The newest run of `reconcile`; `None` when none was recorded (or this source keeps none).
+    fn last_reconcile(&self) -> BoxFuture<'_, Result<Option<ReconcileRun>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// [`SpendSource`] on Cassandra/ScyllaDB.
@@ -568,5 +572,9 @@ impl SpendSource for CqlSpend {
 
     fn dead_letters(&self) -> BoxFuture<'_, Result<Option<DeadLetterSummary>, StoreError>> {
         Box::pin(async move { self.dead_letter_summary().await.map(Some) })
+    }
+
+    fn last_reconcile(&self) -> BoxFuture<'_, Result<Option<ReconcileRun>, StoreError>> {
+        Box::pin(self.newest_reconcile())
     }
 }

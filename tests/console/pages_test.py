@@ -124,6 +124,8 @@ def ledger_health(d):
         "return [...document.querySelectorAll('#ledger-consumers td.lag')].map(c => c.textContent)"
         ".filter(t => t.endsWith('records'))") or (d.refresh() and None), secs=60)
     assert text_by_id(d, "ledger-dead-letters") == "none", text_by_id(d, "ledger-dead-letters")
+    seen["reconcile_shown"] = text_by_id(d, "ledger-reconcile")
+    assert seen["reconcile_shown"].startswith("agreed"), seen["reconcile_shown"]
     seen["consumer_lag"] = lags[0]
     seen["ledger_state"] = state
 
@@ -159,7 +161,7 @@ def teams(d, t, run):
     assert roles == [[t["user"], "admin"]], f"the team's members: {roles}"
     wait(d, "the burn-down canvas", EC.presence_of_element_located((By.CSS_SELECTOR, "#burn-down canvas")))
     deadline = time.time() + 90
-    while text_by_id(d, "burn-down-summary").startswith("$0.00"):
+    while text_by_id(d, "burn-down-summary").startswith("$0.00 of"):
         assert time.time() < deadline, f"the burn-down never showed the team's spend: {text_by_id(d, 'burn-down-summary')}"
         time.sleep(2)  # the consumer folds in batches; load the page again
         d.refresh()

@@ -2,7 +2,8 @@
 //! view is (the ledger consumers' newest heartbeat on the budget-state topic) against
 //! `budgets.max_staleness_secs`, each consumer's last heartbeat and the lag it reported, any
 //! replay of usage events an earlier run left in the spool (all from memory), and the dead
-//! letters counted by reason (one bounded database read, `DEAD_LETTER_SAMPLE` rows at most).
+//! letters counted by reason (one bounded database read, `DEAD_LETTER_SAMPLE` rows at most) and
+//! the newest run of `reconcile` (one row).
 
 use super::{caller, Answer, Caller};
 use crate::config::WhenStale;
@@ -12,7 +13,7 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tollgate_schemas::store::DeadLetterSummary;
+use tollgate_schemas::store::{DeadLetterSummary, ReconcileRun};
 
 /// The budget view's part of the answer at `now`.
 fn budget_view(view: &BudgetView, max_staleness_secs: u64, now: DateTime<Utc>) -> Value {
@@ -42,6 +43,22 @@ fn dead_letters_json(s: &DeadLetterSummary) -> Value {
     json!({"count": s.count, "more": s.more, "by_reason": s.by_reason, "newest": s.newest})
 }
 
+fn reconcile_json(r: &ReconcileRun) -> Value {
+    json!({
+        "finished_at": r.finished_at,
+        "range_from": r.range_from,
+        "range_to": r.range_to,
+        "ok": r.ok,
+        "events": r.events,
+        "rows_compared": r.rows_compared,
+        "differences": r.differences,
+        "read_model_behind": r.read_model_behind,
+        "key_index_missing": r.key_index_missing,
+        "key_index_stray": r.key_index_stray,
+        "dead_letters": r.dead_letters,
+    })
+}
+
 pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     if let Caller::Own(_) = caller(&req, &state, false).await? {
         return Err(GatewayError::Forbidden("this key may not use the admin API".into()));
@@ -61,11 +78,22 @@ pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) 
             }
         },
     };
+    let last_reconcile = match &state.spend {
+        None => Value::Null,
+        Some(spend) => match spend.last_reconcile().await {
+            Ok(run) => run.map_or(Value::Null, |r| reconcile_json(&r)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last reconcile for /ledger/health");
+                json!({"error": "the database did not answer"})
+            }
+        },
+    };
     Ok(HttpResponse::Ok().json(json!({
         "gateway_id": state.gateway_id,
         "budget_view": budget_view(&state.budget_view, settings.max_staleness_secs, now),
         "consumers": consumers(&state.budget_view, now),
         "dead_letters": dead_letters,
+        "last_reconcile": last_reconcile,
         "when_stale": match settings.when_stale {
             WhenStale::FailClosed => "fail_closed",
             WhenStale::FailOpen => "fail_open",

@@ -76,6 +76,16 @@ function deadLetters(d) {
   return `${d.more ? 'over ' : ''}${d.count} (${reasons}); newest ${d.newest ?? '–'}`;
 }
 
+function reconcile(r) {
+  if (r == null) return 'never run (or no database here)';
+  if (r.error) return `unknown: ${r.error}`;
+  const range = r.range_from || r.range_to ? ` over ${r.range_from ?? '…'} to ${r.range_to ?? '…'}` : '';
+  const found = r.ok
+    ? `agreed: ${r.events.toLocaleString('en-US')} events, ${r.rows_compared.toLocaleString('en-US')} rows compared`
+    : `found ${r.differences} differences, ${r.read_model_behind} read-model rows behind, ${r.key_index_missing + r.key_index_stray} key index faults`;
+  return `${found}${range}; finished ${r.finished_at}`;
+}
+
 /** What this gateway knows of the ledger (`/ledger/health`). */
 function ledgerHealth(health) {
   const view = health.budget_view;
@@ -86,6 +96,7 @@ function ledgerHealth(health) {
     ['Stale after', `${view.max_staleness_ms / 1000} s (then ${health.when_stale.replace('_', ' ')})`],
     ['Budget topic read', view.caught_up ? 'to its end' : 'still reading'],
     ['Dead letters', deadLetters(health.dead_letters), 'ledger-dead-letters'],
+    ['Last reconcile', reconcile(health.last_reconcile), 'ledger-reconcile'],
     ['Spool replay', replay == null ? 'no spool' : `${replay.in_progress ? 'in progress' : 'done'}: ${replay.replayed} of ${replay.found} events`],
   ];
   const consumers = health.consumers.map((c) => h('tr', {},
