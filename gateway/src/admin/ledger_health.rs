@@ -13,7 +13,7 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tollgate_schemas::store::{DeadLetterSummary, ReconcileRun};
+use tollgate_schemas::store::{DeadLetterSummary, ReconcileRun, StoreError};
 
 /// The budget view's part of the answer at `now`.
 fn budget_view(view: &BudgetView, max_staleness_secs: u64, now: DateTime<Utc>) -> Value {
@@ -37,6 +37,18 @@ fn consumers(view: &BudgetView, now: DateTime<Utc>) -> Vec<Value> {
             json!({"consumer": consumer, "heartbeat_age_ms": (now_ms - beat.at_ms).max(0), "lag": beat.lag})
         })
         .collect()
+}
+
+/// What a ledger read found: null for nothing, `{"error"}` when the database did not answer
+/// (the error itself is logged, never shown).
+fn shown<T>(read: Result<Option<T>, StoreError>, json_of: fn(&T) -> Value, what: &str) -> Value {
+    match read {
+        Ok(found) => found.as_ref().map_or(Value::Null, json_of),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the {what} for /ledger/health");
+            json!({"error": "the database did not answer"})
+        }
+    }
 }
 
 fn dead_letters_json(s: &DeadLetterSummary) -> Value {
@@ -68,25 +80,12 @@ pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) 
     );
     let settings = &state.budget_settings;
     let now = Utc::now();
-    let dead_letters = match &state.spend {
-        None => Value::Null,
-        Some(spend) => match spend.dead_letters().await {
-            Ok(summary) => summary.map_or(Value::Null, |s| dead_letters_json(&s)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot count the dead letters for /ledger/health");
-                json!({"error": "the database did not answer"})
-            }
-        },
-    };
-    let last_reconcile = match &state.spend {
-        None => Value::Null,
-        Some(spend) => match spend.last_reconcile().await {
-            Ok(run) => run.map_or(Value::Null, |r| reconcile_json(&r)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the last reconcile for /ledger/health");
-                json!({"error": "the database did not answer"})
-            }
-        },
+    let (dead_letters, last_reconcile) = match &state.spend {
+        None => (Value::Null, Value::Null),
+        Some(spend) => {
+            let (dead, run) = futures::join!(spend.dead_letters(), spend.last_reconcile());
+            (shown(dead, dead_letters_json, "dead letters"), shown(run, reconcile_json, "last reconcile"))
+        }
     };
     Ok(HttpResponse::Ok().json(json!({
         "gateway_id": state.gateway_id,
