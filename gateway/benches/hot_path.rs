@@ -114,7 +114,7 @@ fn admission(c: &mut Criterion) {
         Err(e) => panic!("bench key does not authenticate: {e}"),
     };
     let view = Arc::new(BudgetView::new());
-    view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
+    view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2, lag: None });
     view.set_caught_up();
     let limiter = RateLimiter::new(1);
     let settings = BudgetSettings { when_stale: WhenStale::FailClosed, ..BudgetSettings::default() };
@@ -248,7 +248,7 @@ impl StreamFixture {
             Err(e) => panic!("bench key does not authenticate: {e}"),
         };
         let view = Arc::new(BudgetView::new());
-        view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2 });
+        view.apply(&BudgetState::Heartbeat { consumer: "bench".into(), at_ms: i64::MAX / 2, lag: None });
         view.set_caught_up();
         let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let request = match tollgate_gateway::http::wire::ProxyRequest::parse(

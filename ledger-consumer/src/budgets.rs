@@ -249,7 +249,12 @@ impl BudgetPublisher {
 
     /// Sends a heartbeat every interval while the consumer makes progress (a consumer stuck on
     /// ledger retries stops vouching for the view; gateways then apply their staleness policy).
-    pub async fn heartbeats(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    /// Each heartbeat carries the consumer's lag as `health` last knew it.
+    pub async fn heartbeats(
+        self: Arc<Self>,
+        shutdown: tokio_util::sync::CancellationToken,
+        health: Arc<crate::health::Health>,
+    ) {
         let mut tick = tokio::time::interval(self.config.heartbeat_interval);
         loop {
             tokio::select! {
@@ -265,6 +270,7 @@ impl BudgetPublisher {
             let beat = BudgetState::Heartbeat {
                 consumer: self.config.consumer_id.clone(),
                 at_ms: chrono::Utc::now().timestamp_millis(),
+                lag: health.lag(),
             };
             // A broker in trouble holds a send for up to librdkafka's message timeout: never let
             // it hold the shutdown too.

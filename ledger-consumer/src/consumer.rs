@@ -53,16 +53,37 @@ impl rdkafka::ClientContext for LagReporter {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut total: Option<i64> = None;
         for (generation, name) in (0u8..).zip(self.topics.topics()) {
             let Some(topic) = statistics.topics.get(name) else { continue };
             for (partition, p) in &topic.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if *partition < 0 {
+                    continue;
+                }
+                if p.consumer_lag >= 0 {
                     let ledger_partition = ledger_partition(generation, *partition);
                     gauge!("tollgate_ledger_consumer_lag", "partition" => ledger_partition.to_string())
                         .set(p.consumer_lag as f64);
                 }
+                if let Some(lag) = known_lag(p) {
+                    total = Some(total.unwrap_or(0).saturating_add(lag));
+                }
             }
         }
+        if let Some(total) = total {
+            self.health.set_lag(total);
+        }
+    }
+}
+
+/// A partition's lag for the heartbeat: librdkafka's, or 0 for a partition that holds no record
+/// (nothing committed yet, and nothing to fold); `None` when unknown (not fetched, or records
+/// and no committed offset yet).
+fn known_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        Some(p.consumer_lag)
+    } else {
+        (p.lo_offset >= 0 && p.hi_offset == p.lo_offset).then_some(0)
     }
 }
 
@@ -474,6 +495,20 @@ fn detach(m: &rdkafka::message::BorrowedMessage<'_>, topics: &UsageGenerations) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_s_lag_is_known_once_committed_or_while_it_is_empty() {
+        let p = |consumer_lag, lo_offset, hi_offset| rdkafka::statistics::Partition {
+            consumer_lag,
+            lo_offset,
+            hi_offset,
+            ..Default::default()
+        };
+        assert_eq!(known_lag(&p(12, 0, 40)), Some(12));
+        assert_eq!(known_lag(&p(-1, 7, 7)), Some(0), "no record to fold");
+        assert_eq!(known_lag(&p(-1, 0, 40)), None, "records and nothing committed yet");
+        assert_eq!(known_lag(&p(-1, -1, -1)), None, "not fetched");
+    }
 
     #[test]
     fn backoff_grows_to_its_ceiling_with_jitter() {

@@ -26,6 +26,8 @@ pub struct Health {
     session_lost: AtomicBool,
     /// Milliseconds after `epoch` when ledger writes started failing; -1 while they succeed.
     failing_since_ms: AtomicI64,
+    /// The lag of this consumer's partitions, summed (librdkafka's statistics); -1 until known.
+    lag: AtomicI64,
 }
 
 impl Default for Health {
@@ -35,6 +37,7 @@ impl Default for Health {
             joined: AtomicBool::new(false),
             session_lost: AtomicBool::new(false),
             failing_since_ms: AtomicI64::new(-1),
+            lag: AtomicI64::new(-1),
         }
     }
 }
@@ -58,6 +61,16 @@ impl Health {
 
     pub fn write_succeeded(&self) {
         self.failing_since_ms.store(-1, Ordering::Relaxed);
+    }
+
+    /// The lag of this consumer's partitions, summed, as librdkafka last reported it.
+    pub fn set_lag(&self, records: i64) {
+        self.lag.store(records.max(0), Ordering::Relaxed);
+    }
+
+    /// The last lag reported, if any (heartbeats carry it to the gateways).
+    pub fn lag(&self) -> Option<i64> {
+        Some(self.lag.load(Ordering::Relaxed)).filter(|l| *l >= 0)
     }
 
     /// `Ok` when ready, else why not.

@@ -300,7 +300,7 @@ async fn consume(
         exit_if_shutdown_hangs();
     });
     if let Some(b) = &budgets {
-        tokio::spawn(b.clone().heartbeats(shutdown.clone()));
+        tokio::spawn(b.clone().heartbeats(shutdown.clone(), health.clone()));
     }
     warn_if_missing(config, &config.kafka.dlq_topic);
     let mut announced = false;
@@ -449,7 +449,26 @@ async fn reconcile(
         authoritative.len(),
         lagging.len()
     );
-    if diffs.is_empty() && lagging.is_empty() && index_diff.is_empty() {
+    let ok = diffs.is_empty() && lagging.is_empty() && index_diff.is_empty();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let run = tollgate_schemas::store::ReconcileRun {
+        finished_at: chrono::Utc::now(),
+        range_from: range.from.clone(),
+        range_to: range.to.clone(),
+        events: count(events.len() - excluded),
+        rows_compared: count(layer1.len()),
+        differences: count(diffs.len()),
+        read_model_behind: count(lagging.len()),
+        key_index_missing: count(index_diff.missing.len()),
+        key_index_stray: count(index_diff.extra.len()),
+        dead_letters: count(dead.len()),
+        ok,
+    };
+    // Gateways show the newest run (`GET /ledger/health`); not recording it changes no result.
+    if let Err(e) = tollgate_schemas::store::record_reconcile(ledger.session(), keyspace, &run).await {
+        eprintln!("warning: the run was not recorded in reconcile_runs: {e}");
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -47,7 +47,9 @@ impl StoreError {
 }
 
 mod consistency;
+mod ledger_health;
 mod logs;
+pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
 
 pub use consistency::{serial_read, CqlConsistency};
 
@@ -431,6 +433,15 @@ pub trait SpendSource: Send + Sync + 'static {
     fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
     /// One page of request logs from the event ledger (`crate::logs`): never the whole range.
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>>;
+    /// The dead letters counted by reason, from a bounded read; `None` where the ledger keeps
+    /// none this source reads.
+    fn dead_letters(&self) -> BoxFuture<'_, Result<Option<DeadLetterSummary>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// The newest run of `reconcile`; `None` when none was recorded (or this source keeps none).
+    fn last_reconcile(&self) -> BoxFuture<'_, Result<Option<ReconcileRun>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// [`SpendSource`] on Cassandra/ScyllaDB.
@@ -557,5 +568,13 @@ impl SpendSource for CqlSpend {
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {
         Box::pin(async move { self.log_page(&query).await })
+    }
+
+    fn dead_letters(&self) -> BoxFuture<'_, Result<Option<DeadLetterSummary>, StoreError>> {
+        Box::pin(async move { self.dead_letter_summary().await.map(Some) })
+    }
+
+    fn last_reconcile(&self) -> BoxFuture<'_, Result<Option<ReconcileRun>, StoreError>> {
+        Box::pin(self.newest_reconcile())
     }
 }

@@ -453,6 +453,11 @@ pub enum BudgetState {
     Heartbeat {
         consumer: String,
         at_ms: i64,
+        /// The consumer's lag when it sent the heartbeat: usage records of its partitions not
+        /// yet folded, summed (librdkafka's statistics). Absent when not known yet, and from
+        /// consumers built before it was added.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lag: Option<i64>,
     },
 }
 
@@ -532,7 +537,7 @@ mod tests {
         let doc = serde_json::to_string(&key).unwrap();
         assert!(doc.contains(r#""budget_duration":"1mo""#), "{doc}");
         assert_eq!(serde_json::from_str::<KeyRecord>(&doc).unwrap(), key);
-        let state = BudgetState::Heartbeat { consumer: "c1".into(), at_ms: 5 };
+        let state = BudgetState::Heartbeat { consumer: "c1".into(), at_ms: 5, lag: None };
         assert_eq!(state.topic_key(), "heartbeat|c1");
     }
 }

@@ -375,6 +375,14 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     let bi = c.ok(post("/budget/info", json!({"budgets": [bud]}))).await?;
     ensure!(bi[0]["tpm_limit"] == 5000 && bi[0]["soft_budget"].is_null(), "{bi}");
     c.ok(get("/budget/list", "")).await?;
+    // No ledger consumer here: no heartbeat, so the budget view is stale.
+    let health = c.ok(get("/ledger/health", "")).await?;
+    ensure!(health["budget_view"]["stale"] == true && health["budget_view"]["heartbeat_age_ms"].is_null(), "{health}");
+    let models = c.ok(get("/model/health", "")).await?;
+    ensure!(
+        models["data"].as_array().is_some_and(|d| !d.is_empty() && d.iter().all(|m| m["state"] == "healthy")),
+        "{models}"
+    );
 
     // --- Users and teams.
     let u = c
@@ -392,6 +400,13 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
         .await?;
     ensure!(v.get("key").is_none(), "{v}");
     c.ok(post("/user/update", json!({"user_id": user, "user_alias": "Ada", "budget_id": bud}))).await?;
+    let users = c.ok(get("/user/list", "")).await?;
+    let listed = users
+        .as_array()
+        .context("a list")?
+        .iter()
+        .filter(|u| u["user_id"] == user.as_str() || u["user_id"] == viewer.as_str());
+    ensure!(listed.count() == 2, "both new users listed: {users}");
 
     let t = c
         .ok(post(
@@ -533,6 +548,9 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     c.fails(get("/team/list", "").with_key(Some("sk-not-a-key-at-all")), 401, None, false).await?;
     c.fails(post("/team/new", json!({})).with_key(Some(&plain)), 403, None, false).await?;
     c.fails(get("/customer/list", "").with_key(Some(&plain)), 403, None, false).await?;
+    c.fails(get("/user/list", "").with_key(Some(&plain)), 403, None, false).await?;
+    c.fails(get("/ledger/health", "").with_key(Some(&plain)), 403, None, false).await?;
+    c.fails(get("/model/health", "").with_key(Some(&plain)), 403, None, false).await?;
     c.fails(get("/team/statement", "team_id=t&period=2026-11").with_key(Some(&plain)), 403, None, false).await?;
     c.fails(get("/key/info", &format!("key={new_raw}")).with_key(Some(&plain)), 403, None, false).await?;
     c.fails(post("/budget/new", json!({})).with_key(Some(&viewer_key)), 403, None, false).await?;

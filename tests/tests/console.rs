@@ -157,7 +157,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
         }),
         ..ConsumerConfig::new(&topics.usage, &unique("ledger-console-"), &ks, 200)
     };
-    let _consumer = start_consumer(&dir, &consumer_cfg).await?;
+    let consumer = start_consumer(&dir, &consumer_cfg).await?;
     let gw = gateway.url()?.to_owned();
     eventually("the gateway to read its budget state", std::time::Duration::from_secs(60), || async {
         let ready = reqwest::get(format!("{gw}/health/readiness")).await?.status() == 200;
@@ -175,13 +175,36 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
         .to_owned();
 
     sessions_and_headers(&gw, &viewer_key).await?;
+    ledger_health_answers(&gw, &consumer).await?;
     let seen = run_browser(&gw, &viewer_key, &dir)?;
-    for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"] {
+    let new_pages = [
+        "overview-health",
+        "usage-by-model",
+        "usage-by-customer",
+        "teams",
+        "team",
+        "customers",
+        "customer",
+        "users",
+        "user",
+        "organizations",
+        "organization",
+        "models",
+        "request-detail",
+    ];
+    for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"].iter().chain(&new_pages) {
         ensure!(seen["axe"][page]["serious_or_critical"] == 0, "axe on {page}: {seen}");
     }
     ensure!(seen["blocked_sdk_status"] == 401 && seen["viewer_api_status"] == 403, "{seen}");
     ensure!(seen["log_rows_of_key"] == 3, "the key's requests in the spend logs: {seen}");
     ensure!(seen["filters_narrowed"] == true && seen["rotated_old_key_answers"] == true, "{seen}");
+    ensure!(
+        seen["csv_formula_defused"] == true && seen["entity_pages"] == true && seen["ledger_state"] == "fresh",
+        "{seen}"
+    );
+    ensure!(seen["team_members"][0][1] == "admin" && seen["request_detail_total"].is_string(), "{seen}");
+    ensure!(seen["consumer_lag"].as_str().is_some_and(|l| l.ends_with("records")), "the consumer's lag: {seen}");
+    ensure!(seen["reconcile_shown"].as_str().is_some_and(|r| r.starts_with("agreed")), "{seen}");
     // What the console did is what the API holds.
     let alias = seen["created_alias"].as_str().context("created_alias")?;
     let (_, found) = admin.get(&format!("/key/list?key_alias={alias}&return_full_object=true")).await?;
@@ -190,7 +213,40 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
     ensure!(found["keys"][0]["metadata"]["owner"] == "<b>console</b>", "the metadata edited in the console: {found}");
     let (_, hostile) = admin.get("/key/list?search=%3Cscript%3E&return_full_object=true").await?;
     ensure!(hostile["total_count"] == 0, "the key deleted in the console is still there: {hostile}");
+    model_health_counts_calls(&gw, &admin).await?;
     sign_in_is_throttled(&gw).await?;
+    Ok(())
+}
+
+/// `/ledger/health` after a run of reconcile: the run recorded, the consumer's heartbeat with
+/// its lag, no dead letter.
+async fn ledger_health_answers(gw: &str, consumer: &Process) -> Result<()> {
+    let config = consumer.config.clone().context("the consumer's config")?;
+    let (ok, out) = reconcile(&config).await?;
+    ensure!(ok, "reconcile: {out}");
+    let admin = AdminApi::new(gw);
+    eventually("the consumer's lag in /ledger/health", std::time::Duration::from_secs(60), || async {
+        let (status, health) = admin.get("/ledger/health").await?;
+        ensure!(status == 200, "/ledger/health: {status} {health}");
+        let run = &health["last_reconcile"];
+        ensure!(run["ok"] == true && run["differences"] == 0 && run["finished_at"].is_string(), "{health}");
+        ensure!(health["dead_letters"]["count"] == 0 && health["budget_view"]["stale"] == false, "{health}");
+        let reported = health["consumers"].as_array().is_some_and(|c| c.iter().any(|c| c["lag"].is_i64()));
+        Ok(reported.then_some(()))
+    })
+    .await
+}
+
+/// `/model/health` counts a call that just ended, with its latency.
+async fn model_health_counts_calls(gw: &str, admin: &AdminApi) -> Result<()> {
+    let key = admin.ok("/key/generate", json!({})).await?["key"].as_str().context("key")?.to_owned();
+    let answer = chat_as(&reqwest::Client::new(), gw, &key, "gpt-4o-mini", None).await?;
+    ensure!(answer.status() == 200, "a chat: {}", answer.status());
+    let (_, health) = admin.get("/model/health").await?;
+    let mini = health["data"].as_array().and_then(|d| d.iter().find(|m| m["model_name"] == "gpt-4o-mini"));
+    let mini = mini.with_context(|| format!("gpt-4o-mini in {health}"))?;
+    ensure!(mini["calls"].as_u64() >= Some(1) && mini["latency_p50_ms"].is_u64(), "{mini}");
+    ensure!(mini["state"] == "healthy" && mini["failures"] == 0, "{mini}");
     Ok(())
 }
 

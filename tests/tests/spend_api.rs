@@ -181,6 +181,17 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let (_, daily) = admin.get("/spend/daily?group_by=key").await?;
     let total: i64 = TENANT_KEYS.iter().map(|(k, _)| expect(&format!("key/{}", key_hash(k))).0).sum();
     ensure!(daily["totals"]["spend_nano_usd"] == total, "daily totals: {} != {total}", daily["totals"]);
+    // By model: the keys' per-model rows summed, one row per day and model, the same total.
+    let (_, by_model) = admin.get("/spend/daily?group_by=model").await?;
+    ensure!(by_model["totals"] == daily["totals"], "by model {} != by key {}", by_model["totals"], daily["totals"]);
+    let rows = by_model["results"].as_array().context("results")?;
+    ensure!(rows.len() == 1 && rows[0]["model"] == "gpt-4o-mini" && rows[0].get("api_key").is_none(), "{by_model}");
+    let (_, by_customer) = admin.get("/spend/daily?group_by=customer").await?;
+    let customers: std::collections::BTreeSet<&str> =
+        by_customer["results"].as_array().context("results")?.iter().filter_map(|r| r["end_user"].as_str()).collect();
+    ensure!(customers.len() == 5, "five customers by day: {by_customer}");
+    let (status, v) = admin.get("/spend/daily?group_by=tag").await?;
+    ensure!(status == 400 && v["error"]["param"] == "group_by", "group_by=tag: {status} {v}");
 
     // A plain key sees its own logs and no reports; a key of a team sees its own entries, not
     // its team's, even when it names the team.

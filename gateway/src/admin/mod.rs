@@ -30,6 +30,8 @@ pub(crate) mod customers;
 mod fields;
 pub(crate) mod key_list;
 pub(crate) mod keys;
+pub(crate) mod ledger_health;
+pub(crate) mod model_health;
 pub(crate) mod organizations;
 pub mod statements;
 pub(crate) mod teams;

@@ -73,6 +73,15 @@ fn log_entry(e: &UsageEvent) -> Value {
         "completion_tokens": e.completion_tokens,
         "total_tokens": e.prompt_tokens + e.completion_tokens,
         "cached_tokens": e.cached_tokens,
+        "cache_write_tokens": e.cache_write_tokens,
+        "reasoning_tokens": e.reasoning_tokens,
+        // The cost's parts by token type, exact nano-USD; empty when the event was not split.
+        "cost_by_token_type": e.cost_by_token_type,
+        "unpriced": e.unpriced,
+        "deployment": e.deployment,
+        "cache_hit": e.cache.as_ref().is_some_and(|c| c.hit),
+        "client_disconnected": e.client_disconnected,
+        "trace_id": e.trace_id,
         "status": e.status,
         "error_type": e.error_type,
         "stream": e.stream,
@@ -297,26 +306,57 @@ pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -
     Ok(HttpResponse::Ok().json(report))
 }
 
-/// `GET /spend/daily`: spend by UTC day × model × key (or team, `group_by=team`).
-pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (q, rows) = admin_daily(&req, &state).await?;
-    let (kind, field) = match q.get("group_by").map(String::as_str) {
-        None | Some("key") => ("key", "api_key"),
-        Some("team") => ("team", "team_id"),
-        Some(_) => return Err(GatewayError::field("group_by", "`group_by` must be key or team")),
-    };
-    let mut total = SpendTotal::default();
-    let mut results = Vec::new();
-    for (scope, day, t) in &rows {
+/// What `/spend/daily` groups by: the ledger scope kind whose per-model rows it reads, and the
+/// field naming the group's id (`None` for `model`, which is the model of every key's rows).
+fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'static str>), GatewayError> {
+    match q.get("group_by").map(String::as_str) {
+        None | Some("key") => Ok(("key", Some("api_key"))),
+        Some("team") => Ok(("team", Some("team_id"))),
+        Some("user") => Ok(("user", Some("user_id"))),
+        Some("customer") => Ok(("customer", Some("end_user"))),
+        Some("organization") => Ok(("org", Some("organization_id"))),
+        // Every event counts towards its key: the keys' per-model rows sum to each model's total.
+        Some("model") => Ok(("key", None)),
+        Some(_) => {
+            Err(GatewayError::field("group_by", "`group_by` must be key, team, user, customer, organization or model"))
+        }
+    }
+}
+
+/// The rows of `kind`'s per-model scopes, as (day, id, model) → total; with `by_id` false, the
+/// ids are dropped and the rows of one day and model summed.
+fn daily_groups(
+    rows: &[(String, NaiveDate, SpendTotal)],
+    kind: &str,
+    by_id: bool,
+) -> BTreeMap<(NaiveDate, String, String), SpendTotal> {
+    let mut out: BTreeMap<(NaiveDate, String, String), SpendTotal> = BTreeMap::new();
+    for (scope, day, t) in rows {
         let Some((k, id, Some(model))) = parse_scope(scope) else { continue };
         if k != kind {
             continue;
         }
-        merge(&mut total, t);
-        let mut v = totals_json(t);
+        let id = if by_id { id.to_owned() } else { String::new() };
+        merge(out.entry((*day, id, model.to_owned())).or_default(), t);
+    }
+    out
+}
+
+/// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization:
+/// `group_by`), or by UTC day × model alone (`group_by=model`), from the spend aggregates.
+pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let (q, rows) = admin_daily(&req, &state).await?;
+    let (kind, field) = daily_group(&q)?;
+    let mut total = SpendTotal::default();
+    let mut results = Vec::new();
+    for ((day, id, model), t) in daily_groups(&rows, kind, field.is_some()) {
+        merge(&mut total, &t);
+        let mut v = totals_json(&t);
         if let Value::Object(o) = &mut v {
             o.insert("date".into(), json!(day));
-            o.insert(field.into(), json!(id));
+            if let Some(field) = field {
+                o.insert(field.into(), json!(id));
+            }
             o.insert("model".into(), json!(model));
         }
         results.push(v);
@@ -363,5 +403,34 @@ mod tests {
         assert_eq!(parse_scope("team/pay/model/gpt-4o"), Some(("team", "pay", Some("gpt-4o"))));
         assert_eq!(parse_scope("key/abc"), Some(("key", "abc", None)));
         assert_eq!(parse_scope("nonsense"), None);
+    }
+
+    fn total(spent: i64, events: i64) -> SpendTotal {
+        SpendTotal { spent: tollgate_schemas::NanoUsd(spent), events, prompt_tokens: events, completion_tokens: 0 }
+    }
+
+    #[test]
+    fn daily_groups_sum_the_keys_rows_per_model_and_keep_each_tenant_apart() {
+        let d = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let rows = vec![
+            ("key/a/model/m1".to_owned(), d, total(5, 1)),
+            ("key/b/model/m1".to_owned(), d, total(7, 2)),
+            ("key/b/model/m2".to_owned(), d, total(1, 1)),
+            ("key/b".to_owned(), d, total(8, 3)),
+            ("customer/c/model/m1".to_owned(), d, total(7, 2)),
+        ];
+        let by_model = daily_groups(&rows, "key", false);
+        assert_eq!(by_model.len(), 2);
+        assert_eq!(by_model[&(d, String::new(), "m1".to_owned())], total(12, 3));
+        let by_customer = daily_groups(&rows, "customer", true);
+        assert_eq!(by_customer.keys().collect::<Vec<_>>(), [&(d, "c".to_owned(), "m1".to_owned())]);
+    }
+
+    #[test]
+    fn daily_group_by_is_checked() {
+        let q = |v: &str| [("group_by".to_owned(), v.to_owned())].into_iter().collect::<BTreeMap<_, _>>();
+        assert_eq!(daily_group(&q("model")).unwrap(), ("key", None));
+        assert_eq!(daily_group(&q("organization")).unwrap(), ("org", Some("organization_id")));
+        assert!(matches!(daily_group(&q("tag")), Err(GatewayError::InvalidField { field, .. }) if field == "group_by"));
     }
 }

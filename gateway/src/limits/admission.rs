@@ -276,7 +276,7 @@ mod tests {
 
     fn fresh_view() -> Arc<BudgetView> {
         let view = Arc::new(BudgetView::new());
-        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: Utc::now().timestamp_millis() });
+        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: Utc::now().timestamp_millis(), lag: None });
         view.set_caught_up();
         view
     }

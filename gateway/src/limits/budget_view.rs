@@ -36,6 +36,19 @@ pub struct BudgetView {
     cells: RwLock<HashMap<String, Arc<Cell>>>,
     last_heartbeat_ms: AtomicI64,
     caught_up: AtomicBool,
+    /// Each consumer's newest heartbeat (at most [`MAX_CONSUMERS`], the newest kept), for
+    /// `/ledger/health`.
+    consumers: std::sync::Mutex<HashMap<String, ConsumerBeat>>,
+}
+
+/// The most consumers whose heartbeats a view remembers.
+pub const MAX_CONSUMERS: usize = 64;
+
+/// A consumer's newest heartbeat: when it was sent (Unix ms) and the lag it reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerBeat {
+    pub at_ms: i64,
+    pub lag: Option<i64>,
 }
 
 fn cell_key(scope: &str, window: &str) -> String {
@@ -54,6 +67,7 @@ impl BudgetView {
             cells: RwLock::new(HashMap::new()),
             last_heartbeat_ms: AtomicI64::new(i64::MIN),
             caught_up: AtomicBool::new(false),
+            consumers: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,10 +103,39 @@ impl BudgetView {
             BudgetState::Spend { scope, window, spent_nano_usd, .. } => {
                 self.cell(scope, window).published.fetch_max(spent_nano_usd.0, Ordering::AcqRel);
             }
-            BudgetState::Heartbeat { at_ms, .. } => {
+            BudgetState::Heartbeat { consumer, at_ms, lag } => {
                 self.last_heartbeat_ms.fetch_max(*at_ms, Ordering::AcqRel);
+                self.remember(consumer, ConsumerBeat { at_ms: *at_ms, lag: *lag });
             }
         }
+    }
+
+    fn remember(&self, consumer: &str, beat: ConsumerBeat) {
+        let Ok(mut consumers) = self.consumers.lock() else { return };
+        match consumers.get_mut(consumer) {
+            Some(known) if known.at_ms > beat.at_ms => {}
+            Some(known) => *known = beat,
+            None => {
+                if consumers.len() >= MAX_CONSUMERS {
+                    // Forget the consumer heard from longest ago (a stopped one, most likely).
+                    let oldest = consumers.iter().min_by_key(|(_, b)| b.at_ms).map(|(c, _)| c.clone());
+                    if let Some(oldest) = oldest.filter(|c| consumers[c].at_ms < beat.at_ms) {
+                        consumers.remove(&oldest);
+                    } else {
+                        return;
+                    }
+                }
+                consumers.insert(consumer.to_owned(), beat);
+            }
+        }
+    }
+
+    /// Each consumer's newest heartbeat, newest first.
+    pub fn consumers(&self) -> Vec<(String, ConsumerBeat)> {
+        let mut all: Vec<_> =
+            self.consumers.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+        all.sort_by(|a, b| b.1.at_ms.cmp(&a.1.at_ms).then_with(|| a.0.cmp(&b.0)));
+        all
     }
 
     /// How old the view is, in ms: since the newest consumer heartbeat, or `None` when no
@@ -252,11 +295,35 @@ mod tests {
     }
 
     #[test]
+    fn each_consumer_s_newest_heartbeat_is_kept_within_a_bound() {
+        let view = BudgetView::new();
+        let beat = |c: &str, at_ms: i64, lag: Option<i64>| BudgetState::Heartbeat { consumer: c.into(), at_ms, lag };
+        view.apply(&beat("a", 10, Some(5)));
+        view.apply(&beat("a", 5, Some(99)));
+        view.apply(&beat("b", 20, None));
+        assert_eq!(
+            view.consumers(),
+            [
+                ("b".to_owned(), ConsumerBeat { at_ms: 20, lag: None }),
+                ("a".to_owned(), ConsumerBeat { at_ms: 10, lag: Some(5) })
+            ]
+        );
+        for i in 0..MAX_CONSUMERS as i64 {
+            view.apply(&beat(&format!("c{i}"), 100 + i, Some(i)));
+        }
+        let kept = view.consumers();
+        assert_eq!(kept.len(), MAX_CONSUMERS);
+        assert!(kept.iter().all(|(c, _)| c != "a" && c != "b"), "the oldest were forgotten: {kept:?}");
+        view.apply(&beat("late", 1, None));
+        assert!(view.consumers().iter().all(|(c, _)| c != "late"), "an old heartbeat does not push a newer one out");
+    }
+
+    #[test]
     fn staleness_needs_a_heartbeat_and_the_topic_read() {
         let view = BudgetView::new();
         let now = Utc::now();
         assert_eq!(view.age_ms(now), None);
-        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: now.timestamp_millis() - 5_000 });
+        view.apply(&BudgetState::Heartbeat { consumer: "c".into(), at_ms: now.timestamp_millis() - 5_000, lag: None });
         assert_eq!(view.age_ms(now), None, "not caught up yet");
         view.set_caught_up();
         assert_eq!(view.age_ms(now), Some(5_000));

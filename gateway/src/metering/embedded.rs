@@ -167,17 +167,24 @@ fn fold_loop(db: &EmbeddedDb, view: &BudgetView) {
     }
     view.set_caught_up();
     runtime.block_on(async {
+        // Events not yet folded, as last counted (after a fold that found some).
+        let mut lag = db.backlog().ok();
         loop {
             // The folder is this gateway's ledger consumer: while it runs, the view is fresh.
             view.apply(&BudgetState::Heartbeat {
                 consumer: "embedded".into(),
                 at_ms: chrono::Utc::now().timestamp_millis(),
+                lag,
             });
             match fold_next(db, FOLD_BATCH).await {
-                Ok(folded) if folded.messages.is_empty() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(folded) if folded.messages.is_empty() => {
+                    lag = Some(0);
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Ok(folded) => {
                     publish_budgets(db, view, &folded.messages.iter().map(|m| &m.event).collect::<Vec<_>>()).await;
-                    if let Ok(n) = db.backlog() {
+                    lag = db.backlog().ok();
+                    if let Some(n) = lag {
                         gauge!("tollgate_ledger_backlog_events").set(n as f64);
                     }
                 }

@@ -74,4 +74,28 @@ router_settings: {allowed_fails: 2, cooldown_time: 60}
         assert_eq!(state_of("a"), DeploymentState::CooledDown);
         assert_eq!(state_of("b"), DeploymentState::Healthy);
     }
+
+    #[test]
+    fn deployment_health_counts_calls_failures_and_latency() {
+        let yaml = r#"
+model_list:
+  - {model_name: a, litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}}
+router_settings: {allowed_fails: 2, cooldown_time: 60}
+"#;
+        let config = crate::config::Config::parse(yaml, "test.yaml").unwrap();
+        let router = Router::from_config(&config, "test.yaml").unwrap();
+        let (_, picked) = router.pick("a", &[]).unwrap();
+        router.record_success(&picked, std::time::Duration::from_millis(30), 10);
+        router.record_success(&picked, std::time::Duration::from_millis(700), 10);
+        router.record_failure(&picked);
+        let health = router.deployment_health();
+        let (_, h) = &health[0];
+        assert_eq!((h.state, h.cooldown_remaining_ms), (DeploymentState::Failing, 0));
+        assert_eq!((h.outcomes.calls, h.outcomes.failures), (3, 1));
+        assert_eq!((h.outcomes.p50_ms, h.outcomes.p99_ms), (Some(50), Some(750)));
+        router.record_failure(&picked);
+        let (_, h) = &router.deployment_health()[0];
+        assert_eq!(h.state, DeploymentState::CooledDown);
+        assert!(h.cooldown_remaining_ms > 50_000 && h.cooldown_remaining_ms <= 60_000, "{}", h.cooldown_remaining_ms);
+    }
 }

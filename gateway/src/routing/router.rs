@@ -30,6 +30,8 @@ pub struct DeploymentStats {
     minute: Mutex<MinuteWindow>,
     /// Milliseconds since the router's epoch until which the deployment is cooling down.
     cooldown_until_ms: AtomicU64,
+    /// Calls ended in the last two minutes, for `/model/health`.
+    outcomes: super::outcomes::Outcomes,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -596,6 +598,7 @@ impl Router {
         let new = if old == 0 { sample } else { (old * 4 + sample) / 5 };
         picked.stats.latency_ewma_us.store(new, Ordering::Relaxed);
         let minute = self.minute();
+        picked.stats.outcomes.record(minute, Ok(latency));
         if let Ok(mut w) = picked.stats.minute.lock() {
             w.roll(minute);
             w.tokens = w.tokens.saturating_add(tokens);
@@ -605,6 +608,7 @@ impl Router {
     /// Records a failed call; `allowed_fails` failures within the minute start a cooldown.
     /// Returns whether the deployment is now cooling down.
     pub fn record_failure(&self, picked: &PickedDeployment) -> bool {
+        picked.stats.outcomes.record(self.minute(), Err(()));
         if !self.policy.cooldowns {
             return false;
         }
@@ -633,19 +637,47 @@ impl Router {
     /// Each deployment with its state now (for the metrics scrape).
     pub fn deployment_states(&self) -> Vec<(&Arc<Deployment>, DeploymentState)> {
         let (now, minute) = (self.now_ms(), self.minute());
-        let groups = self.names.iter().filter_map(|n| self.groups.get(n));
-        let all = groups.flat_map(|g| g.deployments.iter());
-        all.map(|(d, s)| {
-            let state = if s.cooldown_until_ms.load(Ordering::Relaxed) > now {
-                DeploymentState::CooledDown
-            } else if s.minute.lock().is_ok_and(|w| w.minute == minute && w.failures > 0) {
-                DeploymentState::Failing
-            } else {
-                DeploymentState::Healthy
-            };
-            (d, state)
-        })
-        .collect()
+        self.all_deployments().map(|(d, s)| (d, state_of(s, now, minute))).collect()
+    }
+
+    /// Every deployment with its statistics, in config order.
+    fn all_deployments(&self) -> impl Iterator<Item = &(Arc<Deployment>, Arc<DeploymentStats>)> {
+        self.names.iter().filter_map(|n| self.groups.get(n)).flat_map(|g| g.deployments.iter())
+    }
+}
+
+/// A deployment's health for `/model/health`: its state, the cooldown left (ms) and its calls of
+/// the last two minutes.
+pub struct DeploymentHealth {
+    pub state: DeploymentState,
+    pub cooldown_remaining_ms: u64,
+    pub outcomes: super::outcomes::OutcomeSnapshot,
+}
+
+impl Router {
+    /// Every deployment's health, in config order.
+    pub fn deployment_health(&self) -> Vec<(&Arc<Deployment>, DeploymentHealth)> {
+        let (now, minute) = (self.now_ms(), self.minute());
+        self.all_deployments()
+            .map(|(d, s)| {
+                let health = DeploymentHealth {
+                    state: state_of(s, now, minute),
+                    cooldown_remaining_ms: s.cooldown_until_ms.load(Ordering::Relaxed).saturating_sub(now),
+                    outcomes: s.outcomes.snapshot(minute),
+                };
+                (d, health)
+            })
+            .collect()
+    }
+}
+
+fn state_of(s: &DeploymentStats, now: u64, minute: u64) -> DeploymentState {
+    if s.cooldown_until_ms.load(Ordering::Relaxed) > now {
+        DeploymentState::CooledDown
+    } else if s.minute.lock().is_ok_and(|w| w.minute == minute && w.failures > 0) {
+        DeploymentState::Failing
+    } else {
+        DeploymentState::Healthy
     }
 }
 

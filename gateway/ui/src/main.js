@@ -7,12 +7,19 @@ import { keysPage } from './pages/keys.js';
 import { overviewPage } from './pages/overview.js';
 import { usagePage } from './pages/usage.js';
 import { logsPage } from './pages/logs.js';
+import { entityPage } from './pages/entities.js';
+import { modelsPage } from './pages/models.js';
 
 const PAGES = {
   overview: { title: 'Overview', render: overviewPage },
   keys: { title: 'Keys', render: keysPage },
   usage: { title: 'Usage', render: usagePage },
   logs: { title: 'Spend logs', render: logsPage },
+  teams: { title: 'Teams', render: entityPage('teams') },
+  users: { title: 'Users', render: entityPage('users') },
+  customers: { title: 'Customers', render: entityPage('customers') },
+  organizations: { title: 'Organizations', render: entityPage('organizations') },
+  models: { title: 'Models', render: modelsPage },
 };
 
 let current = null;
@@ -58,8 +65,16 @@ async function route() {
     });
     return;
   }
-  const name = location.hash.replace(/^#\//, '') || 'overview';
+  // `#/<page>` or `#/<page>/<id>` (the id percent-encoded).
+  const [first, ...rest] = location.hash.replace(/^#\//, '').split('/');
+  const name = first || 'overview';
   const page = PAGES[name] || PAGES.overview;
+  let param = null;
+  try {
+    param = rest.length ? decodeURIComponent(rest.join('/')) : null;
+  } catch {
+    param = null;
+  }
   document.title = `${page.title} · Tollgate`;
   for (const a of document.querySelectorAll('nav a')) {
     if (a.dataset.route === name) a.setAttribute('aria-current', 'page');
@@ -69,7 +84,7 @@ async function route() {
   const turn = ++routed;
   const view = h('div', { class: 'view', 'data-page': name });
   try {
-    await page.render(view, current);
+    await page.render(view, current, param);
   } catch (e) {
     fill(view, notice('error', e.message));
   }

@@ -2,6 +2,7 @@
 // (`/spend/logs`, following its cursor), with filters by key, team, model and day range.
 import * as api from '../api.js';
 import { h, fill, field, notice, usd, day } from '../dom.js';
+import { requestDetail } from './request_detail.js';
 
 const PAGE_SIZE = 25;
 
@@ -47,7 +48,7 @@ export async function logsPage(main) {
 
 function table(entries) {
   if (!entries.length) return h('p', {}, 'No request matches.');
-  const heads = ['Time (UTC)', 'Key', 'Team', 'Model', 'Provider', 'Status', 'Tokens', 'Latency', 'Spend'];
+  const heads = ['Time (UTC)', 'Key', 'Team', 'Model', 'Provider', 'Status', 'Tokens', 'Latency', 'Spend', 'Detail'];
   const rows = entries.map((e) => h('tr', { 'data-request': e.request_id },
     h('th', { scope: 'row' }, String(e.endTime).replace('T', ' ').slice(0, 19)),
     h('td', { class: 'alias' }, e.key_alias || String(e.api_key).slice(0, 12)),
@@ -57,7 +58,17 @@ function table(entries) {
     h('td', {}, e.status),
     h('td', {}, `${e.prompt_tokens} + ${e.completion_tokens}`),
     h('td', {}, `${Date.parse(e.endTime) - Date.parse(e.startTime)} ms`),
-    h('td', { class: 'spend' }, usd(e.spend_nano_usd))));
+    h('td', { class: 'spend' }, usd(e.spend_nano_usd)),
+    h('td', {}, h('button', { type: 'button', class: 'detail', 'aria-expanded': 'false', onclick: (ev) => toggle(ev.currentTarget, e, heads.length) }, 'Details'))));
   return h('table', { id: 'logs' }, h('caption', {}, 'Requests, newest first'),
     h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows));
+}
+
+/** Shows or hides the detail of `e` in a row below the button's. */
+function toggle(button, e, span) {
+  const row = button.closest('tr');
+  const open = row.nextElementSibling?.classList.contains('detail-row');
+  if (open) row.nextElementSibling.remove();
+  else row.after(h('tr', { class: 'detail-row' }, requestDetail(e, span)));
+  button.setAttribute('aria-expanded', String(!open));
 }

@@ -1,43 +1,52 @@
-// Usage: daily spend over a date range, from the aggregate read model (`/spend/daily`, at most
-// 31 days a call: a longer range is read in 31-day slices), drawn with uPlot.
+// Usage: daily spend over a date range, from the aggregate read model (`/spend/daily`, read in
+// 31-day slices), drawn with uPlot; and the same days broken down by model, team, key, customer,
+// user or organization, as a table that downloads as CSV.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import * as api from '../api.js';
-import { h, fill, field, notice, usd, day } from '../dom.js';
+import { h, fill, field, notice, usd, dollars, day } from '../dom.js';
+import { dailyRows, daysBetween, midnight, DAY_MS } from '../daily.js';
+import { downloadCsv } from '../csv.js';
 
-const DAY_MS = 86400000;
 const MAX_DAYS = 366;
+// group_by of `/spend/daily` → the field naming each row's group, and the column's title.
+const GROUPS = {
+  model: ['model', 'Model'],
+  team: ['team_id', 'Team'],
+  key: ['api_key', 'Key (token)'],
+  customer: ['end_user', 'Customer'],
+  user: ['user_id', 'User'],
+  organization: ['organization_id', 'Organization'],
+};
 
-async function daily(from, to) {
-  const byDay = new Map();
-  for (let start = from; start <= to; start = new Date(start.getTime() + 31 * DAY_MS)) {
-    const end = new Date(Math.min(to.getTime(), start.getTime() + 30 * DAY_MS));
-    const data = await api.get('/spend/daily', { start_date: day(start), end_date: day(end) });
-    for (const r of data.results) {
-      const d = byDay.get(r.date) || { spend: 0n, requests: 0, tokens: 0 };
-      d.spend += BigInt(r.spend_nano_usd);
-      d.requests += r.requests;
-      d.tokens += r.prompt_tokens + r.completion_tokens;
-      byDay.set(r.date, d);
-    }
+const zero = () => ({ spend: 0n, requests: 0, prompt: 0, completion: 0 });
+function add(into, r) {
+  into.spend += BigInt(r.spend_nano_usd);
+  into.requests += r.requests;
+  into.prompt += r.prompt_tokens;
+  into.completion += r.completion_tokens;
+}
+
+/** Rows summed by `keyOf(row)`, in first-seen order of the keys. */
+function sumBy(rows, keyOf) {
+  const out = new Map();
+  for (const r of rows) {
+    const k = keyOf(r);
+    if (!out.has(k)) out.set(k, zero());
+    add(out.get(k), r);
   }
-  const days = [];
-  for (let t = from.getTime(); t <= to.getTime(); t += DAY_MS) {
-    const d = day(new Date(t));
-    days.push({ date: d, ...(byDay.get(d) || { spend: 0n, requests: 0, tokens: 0 }) });
-  }
-  return days;
+  return out;
 }
 
 export async function usagePage(main) {
-  const today = new Date(`${day(new Date())}T00:00:00Z`);
+  const today = midnight(day(new Date()));
   const from = h('input', { type: 'date', id: 'usage-from', value: day(new Date(today.getTime() - 13 * DAY_MS)) });
   const to = h('input', { type: 'date', id: 'usage-to', value: day(today) });
+  const group = h('select', { id: 'usage-group' }, Object.entries(GROUPS).map(([v, [, t]]) => h('option', { value: v }, t)));
   const out = h('div', { id: 'usage-out', 'aria-live': 'polite' });
-  const form = h('form', { id: 'usage-range' }, field('From', from), field('To', to), h('button', { type: 'submit' }, 'Show'));
+  const form = h('form', { id: 'usage-range' }, field('From', from), field('To', to), field('Group by', group), h('button', { type: 'submit' }, 'Show'));
   const show = async () => {
-    const a = new Date(`${from.value}T00:00:00Z`);
-    const b = new Date(`${to.value}T00:00:00Z`);
+    const a = midnight(from.value);
+    const b = midnight(to.value);
     if (Number.isNaN(a.getTime()) || Number.isNaN(b.getTime()) || a > b) {
       fill(out, notice('error', 'Choose a start date on or before the end date.'));
       return;
@@ -47,7 +56,12 @@ export async function usagePage(main) {
       return;
     }
     fill(out, h('p', {}, 'Loading…'));
-    render(out, await daily(a, b));
+    // Every event counts towards a model: the per-model rows give the whole day's totals.
+    const byModel = await dailyRows(a, b, 'model');
+    const grouped = group.value === 'model' ? byModel : await dailyRows(a, b, group.value);
+    const perDay = sumBy(byModel, (r) => r.date);
+    const days = daysBetween(a, b).map((d) => ({ date: d, ...(perDay.get(d) || zero()) }));
+    render(out, days, breakdown(grouped, group.value, `${from.value}_${to.value}`));
   };
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -57,13 +71,37 @@ export async function usagePage(main) {
   await show();
 }
 
-function render(out, days) {
+/** The table of spend per day and group (rows of all models summed), and its CSV button. */
+function breakdown(rows, groupBy, range) {
+  const [fieldName, title] = GROUPS[groupBy];
+  const sums = sumBy(rows, (r) => JSON.stringify([r.date, r[fieldName] ?? '']));
+  const lines = [...sums].map(([k, t]) => [...JSON.parse(k), t]);
+  lines.sort((x, y) => (x[0] === y[0] ? (y[2].spend > x[2].spend ? 1 : y[2].spend < x[2].spend ? -1 : 0) : x[0] < y[0] ? -1 : 1));
+  const heads = ['Day', title, 'Spend', 'Requests', 'Prompt tokens', 'Completion tokens'];
+  const csv = () => downloadCsv(`tollgate-usage-by-${groupBy}-${range}.csv`, [
+    ['day', groupBy, 'spend_usd', 'spend_nano_usd', 'requests', 'prompt_tokens', 'completion_tokens'],
+    ...lines.map(([d, g, t]) => [d, g, dollars(t.spend), t.spend.toString(), t.requests, t.prompt, t.completion]),
+  ]);
+  return h('section', { 'aria-labelledby': 'usage-groups-h' },
+    h('h2', { id: 'usage-groups-h' }, `By ${title.toLowerCase()}`),
+    h('button', { type: 'button', id: 'usage-csv', onclick: csv, disabled: !lines.length }, 'Download CSV'),
+    lines.length
+      ? h('table', { id: 'usage-groups', 'data-group': groupBy }, h('caption', {}, `Daily spend by ${title.toLowerCase()}`),
+        h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col' }, t)))),
+        h('tbody', {}, lines.map(([d, g, t]) => h('tr', {},
+          h('th', { scope: 'row' }, d), h('td', { class: 'group' }, g || '–'), h('td', { class: 'spend' }, usd(t.spend)),
+          h('td', {}, String(t.requests)), h('td', {}, String(t.prompt)), h('td', {}, String(t.completion))))))
+      : h('p', {}, `No spend by ${title.toLowerCase()} in these days.`));
+}
+
+function render(out, days, groups) {
   const total = days.reduce((s, d) => s + d.spend, 0n);
   const chart = h('figure', { id: 'usage-chart', 'aria-label': 'Daily spend in USD' });
-  const rows = days.map((d) => h('tr', {}, h('th', { scope: 'row' }, d.date), h('td', {}, usd(d.spend)), h('td', {}, String(d.requests)), h('td', {}, String(d.tokens))));
+  const rows = days.map((d) => h('tr', {}, h('th', { scope: 'row' }, d.date), h('td', {}, usd(d.spend)), h('td', {}, String(d.requests)), h('td', {}, String(d.prompt + d.completion))));
   fill(out,
     h('p', {}, 'Total: ', h('strong', { id: 'usage-total' }, usd(total))),
     chart,
+    groups,
     h('table', { id: 'usage-table' }, h('caption', {}, 'Daily spend'),
       h('thead', {}, h('tr', {}, ['Day', 'Spend', 'Requests', 'Tokens'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows)));

@@ -1,0 +1,41 @@
+// One request of the spend logs in detail: its cost by token type (exact nano-USD), tokens,
+// latency, the model asked for and the deployment that served it. Never its prompt or answer
+// (the ledger does not hold them).
+import { h, usd } from '../dom.js';
+
+function costTable(e) {
+  const parts = e.cost_by_token_type || [];
+  if (!parts.length) return h('p', {}, e.unpriced ? 'Not priced: no price was known for this model.' : `Not split by token type: ${usd(e.spend_nano_usd)} in all.`);
+  return h('table', { class: 'cost-breakdown' }, h('caption', {}, 'Cost by token type'),
+    h('thead', {}, h('tr', {}, ['Token type', 'Tokens', 'Cost'].map((t) => h('th', { scope: 'col' }, t)))),
+    h('tbody', {}, parts.map((p) => h('tr', {}, h('th', { scope: 'row' }, p.token_type), h('td', {}, String(p.tokens)), h('td', {}, usd(p.cost_nano_usd))))),
+    h('tfoot', {}, h('tr', {}, h('th', { scope: 'row' }, 'Total'), h('td', {}, ''), h('td', { class: 'cost-total' }, usd(e.spend_nano_usd)))));
+}
+
+/** The detail of log entry `e`, as the content of a table cell spanning `span` columns. */
+export function requestDetail(e, span) {
+  const route = e.served_model && e.served_model !== e.model
+    ? `${e.model} → ${e.served_model} (a fallback or alias served it)`
+    : e.model;
+  const facts = [
+    ['Request id', e.request_id],
+    ['Event id', e.event_id],
+    ['Model asked → served', route],
+    ['Provider', e.provider],
+    ['Deployment', e.deployment],
+    ['Status', e.error_type ? `${e.status} ${e.error_type}` : e.status],
+    ['Tokens', `${e.prompt_tokens} prompt (${e.cached_tokens} cached, ${e.cache_write_tokens ?? 0} cache write) + ${e.completion_tokens} completion (${e.reasoning_tokens ?? 0} reasoning)`],
+    ['Latency', `${Date.parse(e.endTime) - Date.parse(e.startTime)} ms`],
+    ['Streamed', e.stream ? (e.partial ? 'yes, cut short' : 'yes') : 'no'],
+    ['Estimated', e.estimated ? 'yes: the provider reported no usage; tokens were counted by the gateway' : 'no'],
+    ['Response cache', e.cache_hit ? 'hit' : 'miss'],
+    ['Client', e.client_disconnected ? `disconnected (${e.client_disconnected})` : 'stayed'],
+    ['Trace', e.trace_id],
+    ['Gateway', e.gateway_id],
+    ['Customer', e.end_user],
+    ['User', e.user],
+  ].filter(([, v]) => v !== undefined && v !== null && v !== '');
+  return h('td', { colspan: span },
+    h('dl', { class: 'facts' }, facts.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))])),
+    costTable(e));
+}
