@@ -25,22 +25,38 @@ use std::time::Instant;
 use tollgate_schemas::telemetry::recorder::Child;
 use tracing::Instrument;
 
-/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
-/// `ProxyRequest::parse`). Ids that are too long, hold control characters, whitespace or `/`
-/// are refused with a 400 naming the header.
-pub(crate) fn customer_id(req: &HttpRequest, request: &ProxyRequest) -> Result<Option<String>, GatewayError> {
+/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by the
+/// caller: `ProxyRequest::parse`, the pass-through's `body_user`). Ids that are too long, hold
+/// control characters, whitespace or `/` are refused with a 400 naming the header.
+pub(crate) fn customer_id(req: &HttpRequest, user: Option<&str>) -> Result<Option<String>, GatewayError> {
     const HEADER: &str = "x-tollgate-customer-id";
     match req.headers().get(HEADER) {
         Some(v) => {
             let id = v.to_str().map_err(|_| GatewayError::field(HEADER, format!("`{HEADER}` must be text")))?;
             if id.is_empty() {
-                return Ok(request.user.clone());
+                return Ok(user.map(str::to_owned));
             }
             tollgate_schemas::limits::check_id(HEADER, id).map_err(|e| GatewayError::field(HEADER, e.to_string()))?;
             Ok(Some(id.to_owned()))
         }
-        None => Ok(request.user.clone()),
+        None => Ok(user.map(str::to_owned)),
     }
+}
+
+/// The customer's admission, looked up only once the key's own limits admitted the request
+/// (so a flood of customer ids is rate limited before it costs reads).
+pub(crate) async fn admit_customer(
+    state: &AppState,
+    principal: &mut Principal,
+    admitted: &mut crate::limits::admission::Admitted,
+    (customer, model): (Option<&str>, &str),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), GatewayError> {
+    let Some(id) = customer else { return Ok(()) };
+    if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
+        admitted.admit_party(&party, model, &state.limiter, &state.budget_settings, now)?;
+    }
+    Ok(())
 }
 
 /// Whether the principal may use `model` (allow-lists, access groups).
@@ -175,7 +191,7 @@ async fn admit(
     span: &Child,
 ) -> Result<(crate::limits::admission::Admitted, crate::metering::sink::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
-    let customer = customer_id(req, request)?;
+    let customer = customer_id(req, request.user.as_deref())?;
     let mut admitted = crate::limits::admission::admit(
         principal,
         &request.model,
@@ -184,12 +200,7 @@ async fn admit(
         &state.budget_settings,
         now,
     )?;
-    // The customer is looked up only once the key's own limits admitted the request.
-    if let Some(id) = &customer {
-        if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
-            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now)?;
-        }
-    }
+    admit_customer(state, principal, &mut admitted, (customer.as_deref(), &request.model), now).await?;
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
         let grant = crate::traces::child_of(span, "lease_grant");
         admitted.reserve(leases, worst_case_cost(state, request), now).await?;
@@ -275,6 +286,7 @@ async fn routed_call(
         body_for: &body_for,
         allowed: &allowed,
         attempt: &attempt,
+        via: retry::Via::Endpoint,
     };
     retry::call(&state.router, &state.client, spec).await
 }
@@ -294,16 +306,7 @@ fn meter_failure(
             Err(e)
         }
         RoutedFailure::Transport { picked, error, attempts } => {
-            let err = match error {
-                UpstreamError::Timeout => GatewayError::UpstreamTimeout {
-                    model: request.model.clone(),
-                    timeout_ms: u64::try_from(picked.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
-                },
-                UpstreamError::Unavailable(reason) => {
-                    tracing::warn!(deployment = %picked.deployment.id, %reason, attempts, "upstream unavailable");
-                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
-                }
-            };
+            let err = transport_error(error, &request.model, &picked.deployment, attempts);
             recorder.fail(&err, &picked.deployment);
             Err(err)
         }
@@ -323,6 +326,25 @@ fn meter_failure(
                     .collect(),
                 body,
             })
+        }
+    }
+}
+
+/// The error a client gets when no attempt at `model` got an answer.
+pub(crate) fn transport_error(
+    error: UpstreamError,
+    model: &str,
+    last: &crate::providers::Deployment,
+    attempts: u32,
+) -> GatewayError {
+    match error {
+        UpstreamError::Timeout => GatewayError::UpstreamTimeout {
+            model: model.to_owned(),
+            timeout_ms: u64::try_from(last.timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        UpstreamError::Unavailable(reason) => {
+            tracing::warn!(deployment = %last.id, %reason, attempts, "upstream unavailable");
+            GatewayError::UpstreamUnavailable { model: model.to_owned() }
         }
     }
 }

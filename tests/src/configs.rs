@@ -119,6 +119,8 @@ pub struct LitellmParams {
     pub timeout: Option<f64>,
     pub stream_timeout: Option<f64>,
     pub stream_max_duration: Option<f64>,
+    /// simple-shuffle's weight.
+    pub weight: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]

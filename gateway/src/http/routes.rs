@@ -2,7 +2,7 @@
 //! [`crate::run`] serves it; the admin API's list of routes (which `openapi/admin.yaml` must
 //! document) is read from it. Only routing lives here: never any request logic.
 //!
-//! Each path has one method. A request with another method, or for a path not listed, matches no
+//! Each path has one method (the pass-through routes one set of them, `Method::Provider`). A request with another method, or for a path not listed, matches no
 //! route and gets the app's default answer: 404 `route_not_found` in the OpenAI envelope.
 
 use super::{anthropic, openai, passthrough, spend};
@@ -16,6 +16,9 @@ use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord
 pub enum Method {
     Get,
     Post,
+    /// The methods a provider's own API uses: GET, POST, PUT, PATCH and DELETE (the
+    /// pass-through routes).
+    Provider,
 }
 
 impl Method {
@@ -23,6 +26,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Provider => "GET|POST|PUT|PATCH|DELETE",
         }
     }
 }
@@ -77,6 +81,12 @@ impl Endpoint {
         let route = match self.method {
             Method::Get => web::get(),
             Method::Post => web::post(),
+            Method::Provider => {
+                use actix_web::guard;
+                web::route().guard(
+                    guard::Any(guard::Get()).or(guard::Post()).or(guard::Put()).or(guard::Patch()).or(guard::Delete()),
+                )
+            }
         };
         (self.handler)(route)
     }
@@ -88,6 +98,10 @@ const fn get(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpo
 
 const fn post(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
     Endpoint { api, method: Method::Post, path, handler }
+}
+
+const fn provider(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
+    Endpoint { api, method: Method::Provider, path, handler }
 }
 
 /// Every route of the gateway. The admin routes keep the order of `openapi/admin.yaml`.
@@ -106,9 +120,9 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/models/{model:.*}", |r| r.to(openai::get_model)),
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
-    post(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
-    post(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
-    post(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
+    provider(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
+    provider(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
+    provider(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
     get(Api::Health, "/health", |r| r.to(super::health)),
     get(Api::Health, "/health/liveliness", |r| r.to(super::health)),
     get(Api::Health, "/health/readiness", |r| r.to(super::readiness)),
@@ -228,7 +242,14 @@ mod tests {
         use actix_web::http::Method;
         let (status, body) = answer(Method::GET, "/health").await;
         assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
-        for (method, path) in [(Method::POST, "/health"), (Method::GET, "/key/generate"), (Method::GET, "/v1/nope")] {
+        let wrong = [
+            (Method::POST, "/health"),
+            (Method::GET, "/key/generate"),
+            (Method::GET, "/v1/nope"),
+            (Method::HEAD, "/openai/v1/models"),
+            (Method::OPTIONS, "/gemini/v1beta/models"),
+        ];
+        for (method, path) in wrong {
             let (status, body) = answer(method.clone(), path).await;
             assert_eq!(status, 404, "{method} {path}");
             assert_eq!(body["error"]["code"], "route_not_found", "{method} {path}");
