@@ -359,7 +359,7 @@ fn metered_stream(
     applied: &Arc<crate::guardrails::Applied>,
 ) -> MeteredStream {
     let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
-    let upstream = crate::guardrails::guard_stream(applied.clone(), upstream);
+    let upstream = crate::guardrails::guard_stream(applied.clone(), &state.client, upstream);
     MeteredStream::new(
         upstream,
         recorder,
