@@ -171,7 +171,9 @@ pub(crate) async fn serve(
     let answer = match routed {
         Ok(answer) => answer,
         Err(failure) => {
-            return meter_failure(failure, recorder, &request, limit_headers).map(|r| (label.clone(), r)).map_err(fail)
+            return meter_failure(failure, recorder, &request.model, limit_headers)
+                .map(|r| (label.clone(), r))
+                .map_err(fail)
         }
     };
 
@@ -294,10 +296,10 @@ async fn routed_call(
 /// Meters a call that ended without an answer to relay: an upstream error (passed through to
 /// the client: SDKs map its status to their exceptions), a transport failure or a request the
 /// gateway could not build.
-fn meter_failure(
+pub(crate) fn meter_failure(
     failure: RoutedFailure,
     recorder: UsageRecorder,
-    request: &ProxyRequest,
+    model: &str,
     limit_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Reply, GatewayError> {
     match failure {
@@ -306,7 +308,7 @@ fn meter_failure(
             Err(e)
         }
         RoutedFailure::Transport { picked, error, attempts } => {
-            let err = transport_error(error, &request.model, &picked.deployment, attempts);
+            let err = transport_error(error, model, &picked.deployment, attempts);
             recorder.fail(&err, &picked.deployment);
             Err(err)
         }
@@ -503,7 +505,7 @@ async fn finish_upstream(
             let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending(), &applied).await;
         }
         Err(failure) => {
-            let _ = meter_failure(failure, recorder, &request, Vec::new());
+            let _ = meter_failure(failure, recorder, &request.model, Vec::new());
         }
     }
 }

@@ -249,6 +249,20 @@ impl GatewayConfig {
         }
     }
 
+    /// The embedded set-up on the database file `db`: `models`, each priced at the test prices,
+    /// the test tenancy, and the admin API on [`MASTER_KEY`].
+    pub fn embedded(id: &str, models: &[ModelEntry], db: &std::path::Path) -> GatewayConfig {
+        GatewayConfig {
+            gateway: GatewaySettings { id: Some(id.to_owned()), ..GatewaySettings::default() },
+            prices: models.iter().map(|m| (m.model_name.clone(), Price::TEST)).collect(),
+            model_list: models.to_vec(),
+            virtual_keys: tenant_keys(),
+            general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+            embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
+            ..GatewayConfig::default()
+        }
+    }
+
     /// Tenancy in Cassandra (`keyspace`), the admin API on [`MASTER_KEY`], and models
     /// `gpt-4o-mini` and `gpt-4o` on the mock at `mock`, on the test Kafka's `topics`.
     pub fn tenancy(id: &str, mock: &str, topics: &Topics, keyspace: &str) -> GatewayConfig {

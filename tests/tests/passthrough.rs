@@ -177,15 +177,8 @@ fn embedded_config(mock: &str, db: &std::path::Path) -> GatewayConfig {
         e.litellm_params.weight = Some(weight);
         e
     };
-    GatewayConfig {
-        gateway: GatewaySettings { id: Some("gw-passthrough-embedded".to_owned()), ..GatewaySettings::default() },
-        model_list: vec![entry(format!("{mock}/status/500/v1"), 1000.0), entry(format!("{mock}/v1"), 0.001)],
-        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
-        virtual_keys: tenant_keys(),
-        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
-        embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
-        ..GatewayConfig::default()
-    }
+    let models = [entry(format!("{mock}/status/500/v1"), 1000.0), entry(format!("{mock}/v1"), 0.001)];
+    GatewayConfig::embedded("gw-passthrough-embedded", &models, db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

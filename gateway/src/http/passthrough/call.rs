@@ -8,7 +8,7 @@ use crate::error::GatewayError;
 use crate::http::header;
 use crate::metering::recorder::{Attempt, Outcome, UsageRecorder};
 use crate::providers::{AnswerError, Deployment, Endpoint, UpstreamError};
-use crate::routing::retry::{self, RoutedAnswer, RoutedFailure, Via};
+use crate::routing::retry::{self, RoutedAnswer, Via};
 use crate::tenancy::auth::Principal;
 use crate::AppState;
 use actix_web::http::StatusCode;
@@ -62,7 +62,12 @@ pub(super) async fn routed(
     };
     match retry::call(&state.router, &state.client, spec).await {
         Ok(answer) => relay(state, family, answer, recorder, (generates, strip_usage)).await,
-        Err(failure) => failed(failure, recorder, group),
+        // The last error status passed on with the provider's body; no answer at all a 502 or
+        // 504; a request no deployment could take, no event.
+        Err(failure) => {
+            let headers = header("x-tollgate-model-group", group).into_iter().collect();
+            crate::pipeline::meter_failure(failure, recorder, group, headers).map(crate::http::Reply::into_response)
+        }
     }
 }
 
@@ -108,37 +113,6 @@ impl<'a> Target<'a> {
                 Err(_) => Err(UpstreamError::Timeout),
             }
         })
-    }
-}
-
-/// Meters a call that got no answer to relay: the provider's last error status is passed on
-/// with its body (an upstream error); no answer at all is a 502 or 504; a request no
-/// deployment could take produces no event.
-fn failed(failure: RoutedFailure, recorder: UsageRecorder, group: &str) -> Result<HttpResponse, GatewayError> {
-    match failure {
-        RoutedFailure::Gateway(e) => {
-            recorder.abandon();
-            Err(e)
-        }
-        RoutedFailure::Transport { picked, error, attempts } => {
-            let err = crate::pipeline::transport_error(error, group, &picked.deployment, attempts);
-            recorder.fail(&err, &picked.deployment);
-            Err(err)
-        }
-        RoutedFailure::Upstream { picked, status, content_type, body, attempts } => {
-            recorder.finish(Outcome {
-                status,
-                error_type: Some("upstream_error"),
-                deployment: Some(&picked.deployment),
-                ..Outcome::default()
-            });
-            let mut reply = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
-            reply.insert_header(("content-type", content_type.unwrap_or_else(|| "application/json".to_owned())));
-            for h in answer_headers(attempts, group) {
-                reply.insert_header(h);
-            }
-            Ok(reply.body(body))
-        }
     }
 }
 
