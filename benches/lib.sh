@@ -309,6 +309,7 @@ kafka:
 spool:
   dir: $gw_dir/spool
 ${SPOOL_SETTINGS:-}
+${EXTRA_CONFIG:-}
 EOF
   "${GATEWAY_BIN:-$bin/tollgate-gateway}" --config "$gw_dir/config.yaml" >"$gw_dir/out" 2>"$gw_dir/out.err" &
   gw_pid=$!

@@ -531,7 +531,11 @@ async fn stats(state: web::Data<MockState>) -> HttpResponse {
     }))
 }
 
-async fn models() -> HttpResponse {
+/// `GET /v1/models`, under a behaviour's prefix too (a pass-through's `GET` can be told to fail).
+async fn models(req: HttpRequest, state: web::Data<MockState>) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
     HttpResponse::Ok()
         .json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "tollgate-mock"}]}))
 }
@@ -569,6 +573,7 @@ pub fn serve(listener: TcpListener, config: MockConfig, workers: usize) -> std::
             .route("/{mode}/{arg}/v1/rerank", web::post().to(rerank))
             .configure(crate::mock_media::configure)
             .route("/v1/models", web::get().to(models))
+            .route("/{mode}/{arg}/v1/models", web::get().to(models))
             .route("/stats", web::get().to(stats))
             .configure(crate::mock_anthropic::configure)
             .configure(crate::mock_gemini::configure)

@@ -114,7 +114,7 @@ fn post_call(c: &mut Criterion) {
         b.iter(|| {
             let upstream: ByteStream =
                 Box::pin(futures::stream::iter(chunks.clone().into_iter().map(Ok::<_, StreamError>)));
-            let guarded = guard_stream(applied.clone(), upstream);
+            let guarded = guard_stream(applied.clone(), &client, upstream);
             futures::executor::block_on(guarded.fold(0usize, |n, c| async move { n + c.map_or(0, |b| b.len()) }))
         })
     });

@@ -25,22 +25,38 @@ use std::time::Instant;
 use tollgate_schemas::telemetry::recorder::Child;
 use tracing::Instrument;
 
-/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by
-/// `ProxyRequest::parse`). Ids that are too long, hold control characters, whitespace or `/`
-/// are refused with a 400 naming the header.
-pub(crate) fn customer_id(req: &HttpRequest, request: &ProxyRequest) -> Result<Option<String>, GatewayError> {
+/// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by the
+/// caller: `ProxyRequest::parse`, the pass-through's `body_user`). Ids that are too long, hold
+/// control characters, whitespace or `/` are refused with a 400 naming the header.
+pub(crate) fn customer_id(req: &HttpRequest, user: Option<&str>) -> Result<Option<String>, GatewayError> {
     const HEADER: &str = "x-tollgate-customer-id";
     match req.headers().get(HEADER) {
         Some(v) => {
             let id = v.to_str().map_err(|_| GatewayError::field(HEADER, format!("`{HEADER}` must be text")))?;
             if id.is_empty() {
-                return Ok(request.user.clone());
+                return Ok(user.map(str::to_owned));
             }
             tollgate_schemas::limits::check_id(HEADER, id).map_err(|e| GatewayError::field(HEADER, e.to_string()))?;
             Ok(Some(id.to_owned()))
         }
-        None => Ok(request.user.clone()),
+        None => Ok(user.map(str::to_owned)),
     }
+}
+
+/// The customer's admission, looked up only once the key's own limits admitted the request
+/// (so a flood of customer ids is rate limited before it costs reads).
+pub(crate) async fn admit_customer(
+    state: &AppState,
+    principal: &mut Principal,
+    admitted: &mut crate::limits::admission::Admitted,
+    (customer, model): (Option<&str>, &str),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), GatewayError> {
+    let Some(id) = customer else { return Ok(()) };
+    if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
+        admitted.admit_party(&party, model, &state.limiter, &state.budget_settings, now)?;
+    }
+    Ok(())
 }
 
 /// Whether the principal may use `model` (allow-lists, access groups).
@@ -155,7 +171,9 @@ pub(crate) async fn serve(
     let answer = match routed {
         Ok(answer) => answer,
         Err(failure) => {
-            return meter_failure(failure, recorder, &request, limit_headers).map(|r| (label.clone(), r)).map_err(fail)
+            return meter_failure(failure, recorder, &request.model, limit_headers)
+                .map(|r| (label.clone(), r))
+                .map_err(fail)
         }
     };
 
@@ -175,7 +193,7 @@ async fn admit(
     span: &Child,
 ) -> Result<(crate::limits::admission::Admitted, crate::metering::sink::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
-    let customer = customer_id(req, request)?;
+    let customer = customer_id(req, request.user.as_deref())?;
     let mut admitted = crate::limits::admission::admit(
         principal,
         &request.model,
@@ -184,12 +202,7 @@ async fn admit(
         &state.budget_settings,
         now,
     )?;
-    // The customer is looked up only once the key's own limits admitted the request.
-    if let Some(id) = &customer {
-        if let Some(party) = state.tenancy.with_customer(principal, id, state.shared_customers).await? {
-            admitted.admit_party(&party, &request.model, &state.limiter, &state.budget_settings, now)?;
-        }
-    }
+    admit_customer(state, principal, &mut admitted, (customer.as_deref(), &request.model), now).await?;
     if let Some(leases) = state.leases.as_ref().filter(|_| admitted.has_hard_budget()) {
         let grant = crate::traces::child_of(span, "lease_grant");
         admitted.reserve(leases, worst_case_cost(state, request), now).await?;
@@ -275,6 +288,7 @@ async fn routed_call(
         body_for: &body_for,
         allowed: &allowed,
         attempt: &attempt,
+        via: retry::Via::Endpoint,
     };
     retry::call(&state.router, &state.client, spec).await
 }
@@ -282,10 +296,10 @@ async fn routed_call(
 /// Meters a call that ended without an answer to relay: an upstream error (passed through to
 /// the client: SDKs map its status to their exceptions), a transport failure or a request the
 /// gateway could not build.
-fn meter_failure(
+pub(crate) fn meter_failure(
     failure: RoutedFailure,
     recorder: UsageRecorder,
-    request: &ProxyRequest,
+    model: &str,
     limit_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Reply, GatewayError> {
     match failure {
@@ -294,16 +308,7 @@ fn meter_failure(
             Err(e)
         }
         RoutedFailure::Transport { picked, error, attempts } => {
-            let err = match error {
-                UpstreamError::Timeout => GatewayError::UpstreamTimeout {
-                    model: request.model.clone(),
-                    timeout_ms: u64::try_from(picked.deployment.timeout.as_millis()).unwrap_or(u64::MAX),
-                },
-                UpstreamError::Unavailable(reason) => {
-                    tracing::warn!(deployment = %picked.deployment.id, %reason, attempts, "upstream unavailable");
-                    GatewayError::UpstreamUnavailable { model: request.model.clone() }
-                }
-            };
+            let err = transport_error(error, model, &picked.deployment, attempts);
             recorder.fail(&err, &picked.deployment);
             Err(err)
         }
@@ -327,6 +332,25 @@ fn meter_failure(
     }
 }
 
+/// The error a client gets when no attempt at `model` got an answer.
+pub(crate) fn transport_error(
+    error: UpstreamError,
+    model: &str,
+    last: &crate::providers::Deployment,
+    attempts: u32,
+) -> GatewayError {
+    match error {
+        UpstreamError::Timeout => GatewayError::UpstreamTimeout {
+            model: model.to_owned(),
+            timeout_ms: u64::try_from(last.timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        UpstreamError::Unavailable(reason) => {
+            tracing::warn!(deployment = %last.id, %reason, attempts, "upstream unavailable");
+            GatewayError::UpstreamUnavailable { model: model.to_owned() }
+        }
+    }
+}
+
 /// A streamed answer, metered as it passes.
 fn metered_stream(
     state: &web::Data<AppState>,
@@ -337,7 +361,7 @@ fn metered_stream(
     applied: &Arc<crate::guardrails::Applied>,
 ) -> MeteredStream {
     let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
-    let upstream = crate::guardrails::guard_stream(applied.clone(), upstream);
+    let upstream = crate::guardrails::guard_stream(applied.clone(), &state.client, upstream);
     MeteredStream::new(
         upstream,
         recorder,
@@ -481,7 +505,7 @@ async fn finish_upstream(
             let _ = meter_whole_answer(&state, &request, answer, recorder, std::future::pending(), &applied).await;
         }
         Err(failure) => {
-            let _ = meter_failure(failure, recorder, &request, Vec::new());
+            let _ = meter_failure(failure, recorder, &request.model, Vec::new());
         }
     }
 }

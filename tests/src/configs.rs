@@ -119,6 +119,8 @@ pub struct LitellmParams {
     pub timeout: Option<f64>,
     pub stream_timeout: Option<f64>,
     pub stream_max_duration: Option<f64>,
+    /// simple-shuffle's weight.
+    pub weight: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -243,6 +245,20 @@ impl GatewayConfig {
                 usage_topic: topic.to_owned(),
                 ..GatewayKafka::default()
             }),
+            ..GatewayConfig::default()
+        }
+    }
+
+    /// The embedded set-up on the database file `db`: `models`, each priced at the test prices,
+    /// the test tenancy, and the admin API on [`MASTER_KEY`].
+    pub fn embedded(id: &str, models: &[ModelEntry], db: &std::path::Path) -> GatewayConfig {
+        GatewayConfig {
+            gateway: GatewaySettings { id: Some(id.to_owned()), ..GatewaySettings::default() },
+            prices: models.iter().map(|m| (m.model_name.clone(), Price::TEST)).collect(),
+            model_list: models.to_vec(),
+            virtual_keys: tenant_keys(),
+            general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+            embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
             ..GatewayConfig::default()
         }
     }

@@ -12,15 +12,7 @@ use tollgate_ledger::reconcile::{compare, event_ledger_totals, Range, Totals};
 use tollgate_tests::*;
 
 fn embedded_config(mock: &str, db: &std::path::Path) -> GatewayConfig {
-    GatewayConfig {
-        gateway: GatewaySettings { id: Some("gw-embedded".to_owned()), ..GatewaySettings::default() },
-        model_list: vec![model_entry("gpt-4o-mini", &format!("{mock}/v1"))],
-        prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
-        virtual_keys: tenant_keys(),
-        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
-        embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
-        ..GatewayConfig::default()
-    }
+    GatewayConfig::embedded("gw-embedded", &[model_entry("gpt-4o-mini", &format!("{mock}/v1"))], db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

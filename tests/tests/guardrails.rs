@@ -3,7 +3,8 @@
 //! the provider sees it and restored in the answer, whole and streamed (placeholders cut across
 //! chunks); a post-call banned word ends a stream with an error event, billed for what was sent;
 //! an external guardrail in LiteLLM's generic API shape, served by a real HTTP server in this
-//! test, blocks, rewrites, times out (fail closed) and is unreachable (fail open).
+//! test, blocks, rewrites, times out (fail closed) and is unreachable (fail open); after the
+//! call it checks streams by windows, ending a stream it blocks before the text it refused.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
@@ -96,6 +97,8 @@ fn guardrails_yaml(guard: &str) -> String {
     litellm_params: {{guardrail: banned_words, mode: post_call, banned_words: [forbidden fruit]}}
   - guardrail_name: external
     litellm_params: {{guardrail: generic_guardrail_api, mode: pre_call, api_base: "{guard}", timeout_ms: 500, unreachable_fallback: fail_closed}}
+  - guardrail_name: external-answers
+    litellm_params: {{guardrail: generic_guardrail_api, mode: post_call, api_base: "{guard}", timeout_ms: 2000}}
   - guardrail_name: external-open
     litellm_params: {{guardrail: generic_guardrail_api, mode: pre_call, api_base: "http://127.0.0.1:9", timeout_ms: 500, unreachable_fallback: fail_open}}
 "#
@@ -212,13 +215,26 @@ async fn guardrails_block_mask_restore_and_meter() -> Result<()> {
     let resp = env.send("g-ext-open", "hello", false, &["external-open"]).await?;
     ensure!(resp.status() == 200, "fail open: {}", resp.status());
     ensure!(calls.load(Ordering::SeqCst) == 3, "the guard service saw {} calls", calls.load(Ordering::SeqCst));
+    // After the call, on streams: a harmless answer passes whole, in one window.
+    let resp = env.send("g-ext-stream-ok", "a harmless answer", true, &["external-answers"]).await?;
+    let (content, error) = read_stream(&resp.text().await?);
+    ensure!(error.is_none() && content == "echo: a harmless answer", "{error:?} {content}");
+    ensure!(calls.load(Ordering::SeqCst) == 4, "one window, one call: {}", calls.load(Ordering::SeqCst));
+    // A long answer whose last window is refused: the windows before it reach the client, then
+    // an error event; the refused text never does.
+    let long = format!("{}plan the attack", "harmless words ".repeat(400));
+    let resp = env.send("g-ext-stream-block", &long, true, &["external-answers"]).await?;
+    let (content, error) = read_stream(&resp.text().await?);
+    ensure!(error.as_deref() == Some("guardrail_blocked"), "no guardrail error event: {error:?}");
+    ensure!(content.starts_with("echo: harmless words") && content.len() >= 2048, "{} bytes", content.len());
+    ensure!(!content.contains("attack") && !content.contains("plan"), "refused text reached the client");
     // An unknown name is the client's error, with no event.
     let resp = env.send("g-unknown", "hello", false, &["nope"]).await?;
     let (status, _, body) = error_code(resp).await;
     ensure!(status == 400 && body["error"]["param"] == "guardrails", "unknown guardrail: {body}");
 
     // 6. Metering: refusals cost nothing and say why; post-call blocks are billed.
-    let events = collect_events(&topic, 10, Duration::from_secs(30)).await?;
+    let events = collect_events(&topic, 12, Duration::from_secs(30)).await?;
     for id in ["g-blocked", "g-pattern", "g-ext-block"] {
         let e = events.get(id).with_context(|| format!("no event for {id}"))?;
         ensure!(e.status == 400 && e.error_type.as_deref() == Some("guardrail_blocked"), "{id}: {e:?}");
@@ -229,11 +245,17 @@ async fn guardrails_block_mask_restore_and_meter() -> Result<()> {
     let streamed = events.get("g-post-stream").context("no event for the streamed block")?;
     ensure!(streamed.error_type.as_deref() == Some("guardrail_blocked") && streamed.partial, "{streamed:?}");
     ensure!(streamed.cost_nano_usd.0 > 0, "what was streamed is not billed: {streamed:?}");
+    let windowed = events.get("g-ext-stream-block").context("no event for the windowed block")?;
+    ensure!(windowed.error_type.as_deref() == Some("guardrail_blocked") && windowed.partial, "{windowed:?}");
+    ensure!(
+        windowed.completion_tokens > 0 && windowed.cost_nano_usd.0 > 0,
+        "what was sent is not billed: {windowed:?}"
+    );
     let whole = events.get("g-post-whole").context("no event for the whole block")?;
     ensure!(whole.status == 400 && whole.error_type.as_deref() == Some("guardrail_blocked"), "{whole:?}");
     ensure!(whole.cost_nano_usd.0 > 0, "the provider's answer is not billed: {whole:?}");
     ensure!(!events.contains_key("g-unknown"), "a bad request was metered");
-    for id in ["g-pii", "g-pii-stream", "g-ext-rewrite", "g-ext-open"] {
+    for id in ["g-pii", "g-pii-stream", "g-ext-rewrite", "g-ext-open", "g-ext-stream-ok"] {
         ensure!(events.get(id).is_some_and(|e| e.status == 200), "{id} not metered as served");
     }
 
@@ -243,6 +265,7 @@ async fn guardrails_block_mask_restore_and_meter() -> Result<()> {
         r#"tollgate_guardrail_blocks_total{guardrail="no-secrets",hook="pre_call"} 2"#,
         r#"tollgate_guardrail_blocks_total{guardrail="clean-answers",hook="post_call"} 2"#,
         r#"tollgate_requests_refused_total{reason="guardrail_blocked"}"#,
+        r#"tollgate_guardrail_blocks_total{guardrail="external-answers",hook="post_call"} 1"#,
         r#"tollgate_guardrail_errors_total{guardrail="external",fallback="fail_closed"} 1"#,
         r#"tollgate_guardrail_errors_total{guardrail="external-open",fallback="fail_open"} 1"#,
     ] {

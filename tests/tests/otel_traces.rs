@@ -239,3 +239,69 @@ async fn requests_are_traced_over_otlp_with_genai_attributes() -> Result<()> {
     drop(mock);
     Ok(())
 }
+
+/// A pass-through request opens the same request span as a model route: in the client's trace,
+/// with its children, the provider called with the attempt span's `traceparent`, a retry on
+/// the group's other deployment an attempt span of its own, the trace id in the answer and the
+/// usage event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_requests_are_traced_like_model_routes() -> Result<()> {
+    const PT_TRACE: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let dir = scratch_dir("otel-passthrough")?;
+    let collector = Collector::start(&dir).await?;
+    let topic = unique("usage-otel-pt-");
+    create_topic(&topic, 1).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "200")];
+    let mut failing = model_entry("gpt-4o-mini", &format!("{}/status/503/v1", mock.url()?));
+    failing.litellm_params.weight = Some(1000.0);
+    let mut working = model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?));
+    working.litellm_params.weight = Some(0.001);
+    let mut config = GatewayConfig::new("gw-otel-pt", &[failing, working], &topic, &kafka_bootstrap());
+    config.budgets = Some(Budgets::fail_open());
+    let config =
+        config.with_yaml(&format!("virtual_keys:\n  - {{key: {KEY}, key_alias: {ALIAS}, team_id: {TEAM}}}\n"))?;
+    let gateway = start_gateway_with_env(&dir, &config, &env).await?;
+    let client = reqwest::Client::new();
+
+    let resp = client
+        .post(format!("{}/openai/v1/chat/completions", gateway.url()?))
+        .bearer_auth(KEY)
+        .header("x-request-id", "req-otel-pt")
+        .header("traceparent", format!("00-{PT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello traces"}], "max_tokens": 3}))
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "status {}", resp.status());
+    ensure!(header(&resp, "x-tollgate-trace-id") == PT_TRACE, "the answer names another trace");
+    ensure!(header(&resp, "x-tollgate-attempts") == "2", "the 503 was not retried");
+
+    let spans = trace_spans(&collector.spans_file, PT_TRACE, 4).await?;
+    let request = spans.iter().find(|s| s.name == "chat gpt-4o-mini").context("no request span")?;
+    ensure!(request.parent_span_id == CLIENT_SPAN && request.kind == 2, "{request:?}");
+    let a = |k: &str| request.attr(k).clone();
+    ensure!(a("gen_ai.usage.output_tokens") == 3 && a("key_alias") == ALIAS, "{:?}", request.attributes);
+    ensure!(a("http.response.status_code") == 200 && a("request_id") == "req-otel-pt", "{:?}", request.attributes);
+    for name in ["auth", "admission", "metering"] {
+        ensure!(
+            spans.iter().any(|s| s.name == name && s.parent_span_id == request.span_id),
+            "no {name} span under the request span"
+        );
+    }
+    let mut attempts = named(&spans, "upstream_attempt");
+    attempts.sort_by_key(|s| s.attr("tollgate.attempt").as_i64());
+    let statuses: Vec<Value> = attempts.iter().map(|s| s.attr("http.response.status_code").clone()).collect();
+    ensure!(statuses == [json!(503), json!(200)], "attempts: {statuses:?}");
+    let stats: Value = client.get(format!("{}/stats", mock.url()?)).send().await?.json().await?;
+    let seen: Vec<&str> =
+        stats["traceparents"].as_array().context("no traceparents")?.iter().filter_map(Value::as_str).collect();
+    let expected = format!("00-{PT_TRACE}-{}-01", attempts[1].span_id);
+    ensure!(seen.contains(&expected.as_str()), "the provider did not get {expected}: {seen:?}");
+
+    let events = collect_events(&topic, 1, Duration::from_secs(60)).await?;
+    let event = events.get("req-otel-pt").context("no event")?;
+    ensure!(event.trace_id.as_deref() == Some(PT_TRACE), "event trace: {:?}", event.trace_id);
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}

@@ -12,6 +12,7 @@ pub mod external;
 pub mod pii;
 mod stream;
 pub mod text;
+mod window;
 pub mod words;
 
 use crate::error::GatewayError;

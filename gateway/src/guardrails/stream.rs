@@ -3,9 +3,11 @@
 //! complete) and is scanned by the `post_call` banned-words guardrails with a bounded
 //! look-behind window. A hit ends the stream with [`StreamError::GuardrailBlocked`]: the
 //! metered stream sends the client an error event and bills what was sent, marked `partial`.
-//! External guardrails are not run on streams (docs/guardrails.md).
+//! External `post_call` guardrails check the text by windows, the output held until they pass
+//! it (`window.rs`); a block ends the stream the same way, before the held output.
 
 use super::pii::StreamRestore;
+use super::window::Window;
 use super::words::StreamScan;
 use super::{blocked_metric, text, Applied, Check};
 use crate::providers::{ByteStream, StreamError};
@@ -21,13 +23,18 @@ const MAX_CHOICES: u64 = 128;
 
 /// `upstream` with the request's post-call guardrails applied, or `upstream` itself when they
 /// have nothing to do on a stream.
-pub fn guard_stream(applied: Arc<Applied>, upstream: ByteStream) -> ByteStream {
-    let scans = applied.guardrails.iter().filter(|g| g.post_call && matches!(g.check, Check::Words(_))).count();
-    if applied.masks.is_empty() && scans == 0 {
+pub fn guard_stream(applied: Arc<Applied>, client: &reqwest::Client, upstream: ByteStream) -> ByteStream {
+    let post_call = |external: bool| {
+        applied.guardrails.iter().any(|g| g.post_call && matches!(g.check, Check::External(_)) == external)
+    };
+    let window = post_call(true).then(Window::default);
+    if applied.masks.is_empty() && !post_call(false) && window.is_none() {
         return upstream;
     }
     let state = Guarded {
         applied,
+        client: client.clone(),
+        window,
         upstream,
         events: EventBuffer::new(MAX_EVENT_BYTES),
         choices: HashMap::new(),
@@ -39,6 +46,9 @@ pub fn guard_stream(applied: Arc<Applied>, upstream: ByteStream) -> ByteStream {
 
 struct Guarded {
     applied: Arc<Applied>,
+    client: reqwest::Client,
+    /// Output held for the external guardrails, when the request runs any after the call.
+    window: Option<Window>,
     upstream: ByteStream,
     events: EventBuffer,
     choices: HashMap<u64, Choice>,
@@ -61,10 +71,9 @@ impl Guarded {
             return Some(Err(StreamError::GuardrailBlocked(name)));
         }
         while !self.done {
-            match self.upstream.next().await {
+            let out = match self.upstream.next().await {
                 Some(Ok(chunk)) => match self.take(&chunk) {
-                    Ok(out) if out.is_empty() => {}
-                    Ok(out) => return Some(Ok(out)),
+                    Ok(out) => out,
                     Err(e) => {
                         self.done = true;
                         return Some(Err(e));
@@ -76,8 +85,29 @@ impl Guarded {
                 }
                 None => {
                     self.done = true;
-                    let rest = self.events.take_rest();
-                    return (!rest.is_empty()).then(|| Ok(rest.freeze()));
+                    self.events.take_rest().freeze()
+                }
+            };
+            match self.window.as_mut() {
+                None if out.is_empty() => {}
+                None => return Some(Ok(out)),
+                // A banned word: what is held was never checked by the external guardrails.
+                Some(_) if self.blocked.is_some() => {
+                    return self.blocked.take().map(|name| Err(StreamError::GuardrailBlocked(name)))
+                }
+                Some(window) => {
+                    window.hold(&out);
+                    if !window.due() && !self.done {
+                        continue;
+                    }
+                    match window.check(&self.applied, &self.client).await {
+                        Ok(passed) if passed.is_empty() => {}
+                        Ok(passed) => return Some(Ok(passed)),
+                        Err(name) => {
+                            self.done = true;
+                            return Some(Err(StreamError::GuardrailBlocked(name)));
+                        }
+                    }
                 }
             }
         }
@@ -119,6 +149,7 @@ impl Guarded {
         let finished = chunk.pointer("/choices/0/finish_reason").is_some_and(|f| !f.is_null());
         let applied = self.applied.clone();
         let choice = self.choices.entry(index).or_default();
+        let window = &mut self.window;
         let mut changed = false;
         let mut verdict = Ok(());
         text::answer_texts(&mut chunk, &mut |s| {
@@ -126,6 +157,9 @@ impl Guarded {
             changed |= restored != *s;
             if verdict.is_ok() {
                 verdict = scan(&applied, &mut choice.scans, &restored);
+            }
+            if let Some(w) = window.as_mut() {
+                w.push_text(&restored);
             }
             *s = restored;
         });
@@ -135,6 +169,9 @@ impl Guarded {
             let rest = choice.restore.finish(&applied.masks);
             if !rest.is_empty() {
                 scan(&applied, &mut choice.scans, &rest)?;
+                if let Some(w) = self.window.as_mut() {
+                    w.push_text(&rest);
+                }
                 if let Some(delta) = chunk.pointer_mut("/choices/0/delta") {
                     let before = delta.get("content").and_then(Value::as_str).unwrap_or("").to_owned();
                     delta["content"] = Value::String(before + &rest);
@@ -197,7 +234,7 @@ mod tests {
         let mut input: Vec<Result<Bytes, StreamError>> = pieces.iter().map(|p| Ok(chunk(p))).collect();
         input.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
         let out = futures::executor::block_on(
-            guard_stream(applied, Box::pin(futures::stream::iter(input))).collect::<Vec<_>>(),
+            guard_stream(applied, &reqwest::Client::new(), Box::pin(futures::stream::iter(input))).collect::<Vec<_>>(),
         );
         let mut text = String::new();
         let mut error = None;

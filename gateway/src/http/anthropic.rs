@@ -62,7 +62,7 @@ async fn messages(
     let (key, request) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            observe(Endpoint::ChatCompletions, "unknown", e.status_code(), started);
+            observe(Endpoint::ChatCompletions.path(), "unknown", e.status_code(), started);
             return anthropic_error(e);
         }
     };
@@ -97,6 +97,6 @@ async fn messages(
         }
     };
     crate::traces::record_status(response.status().as_u16());
-    observe(Endpoint::ChatCompletions, &label, response.status(), started);
+    observe(Endpoint::ChatCompletions.path(), &label, response.status(), started);
     response
 }

@@ -14,7 +14,6 @@ pub mod spend;
 pub mod wire;
 
 use crate::error::GatewayError;
-use crate::providers::Endpoint;
 use crate::tenancy::auth::{raw_key, Principal};
 use crate::AppState;
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -158,9 +157,10 @@ pub(crate) fn identify(response: &mut HttpResponse, request_id: &str, trace_id: 
     }
 }
 
-pub(crate) fn observe(endpoint: Endpoint, model: &str, status: StatusCode, started: Instant) {
+/// Counts an answer of a model route; `endpoint` is its label (`Endpoint::path`, or a
+/// pass-through family's `openai/*`).
+pub(crate) fn observe(endpoint: &'static str, model: &str, status: StatusCode, started: Instant) {
     let status = status.as_u16().to_string();
-    let endpoint = endpoint.path();
     histogram!("tollgate_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status.clone())
         .record(started.elapsed().as_secs_f64());
     counter!("tollgate_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status)

@@ -100,7 +100,7 @@ async fn handle(
             Err((label, e)) => (label, e.error_response()),
         };
         crate::traces::record_status(response.status().as_u16());
-        observe(endpoint, &label, response.status(), started);
+        observe(endpoint.path(), &label, response.status(), started);
         response
     };
     let mut response = trace.within(answer).await;

@@ -3,9 +3,10 @@
 //! document) is read from it. Only routing lives here: never any request logic.
 //!
 //! A path has one line per method it is served with (most have one; OpenAI's `/batches` has GET
-//! and POST). Each line is its own resource guarded by its method, so a request with another
-//! method, or for a path not listed, matches no route and gets the app's default answer: 404
-//! `route_not_found` in the OpenAI envelope.
+//! and POST; the pass-through routes one set of methods, `Method::Provider`). Each line is its
+//! own resource guarded by its method(s), so a request with another method, or for a path not
+//! listed, matches no route and gets the app's default answer: 404 `route_not_found` in the
+//! OpenAI envelope.
 
 use super::{anthropic, batches, files, openai, passthrough, spend};
 use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
@@ -18,6 +19,9 @@ use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord
 pub enum Method {
     Get,
     Post,
+    /// The methods a provider's own API uses: GET, POST, PUT, PATCH and DELETE (the
+    /// pass-through routes).
+    Provider,
 }
 
 impl Method {
@@ -25,6 +29,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Provider => "GET|POST|PUT|PATCH|DELETE",
         }
     }
 }
@@ -79,6 +84,12 @@ impl Endpoint {
         let route = match self.method {
             Method::Get => web::get(),
             Method::Post => web::post(),
+            Method::Provider => {
+                use actix_web::guard;
+                web::route().guard(
+                    guard::Any(guard::Get()).or(guard::Post()).or(guard::Put()).or(guard::Patch()).or(guard::Delete()),
+                )
+            }
         };
         (self.handler)(route)
     }
@@ -90,6 +101,10 @@ const fn get(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpo
 
 const fn post(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
     Endpoint { api, method: Method::Post, path, handler }
+}
+
+const fn provider(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
+    Endpoint { api, method: Method::Provider, path, handler }
 }
 
 /// Every route of the gateway. The admin routes keep the order of `openapi/admin.yaml`.
@@ -115,9 +130,9 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/batches/{id}", |r| r.to(batches::get_batch)),
     post(Api::OpenAi, "/batches/{id}/cancel", |r| r.to(batches::cancel_batch)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
-    post(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
-    post(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
-    post(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
+    provider(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
+    provider(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
+    provider(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
     get(Api::Health, "/health", |r| r.to(super::health)),
     get(Api::Health, "/health/liveliness", |r| r.to(super::health)),
     get(Api::Health, "/health/readiness", |r| r.to(super::readiness)),
@@ -244,8 +259,16 @@ mod tests {
         for method in [Method::GET, Method::POST] {
             assert_eq!(answer(method.clone(), "/v1/batches").await.0, 500, "{method}");
         }
-        let wrong = [(Method::POST, "/health"), (Method::GET, "/key/generate"), (Method::GET, "/v1/nope")];
-        for (method, path) in wrong.into_iter().chain([(Method::DELETE, "/v1/batches"), (Method::PUT, "/batches")]) {
+        let wrong = [
+            (Method::POST, "/health"),
+            (Method::GET, "/key/generate"),
+            (Method::GET, "/v1/nope"),
+            (Method::HEAD, "/openai/v1/models"),
+            (Method::OPTIONS, "/gemini/v1beta/models"),
+            (Method::DELETE, "/v1/batches"),
+            (Method::PUT, "/batches"),
+        ];
+        for (method, path) in wrong {
             let (status, body) = answer(method.clone(), path).await;
             assert_eq!(status, 404, "{method} {path}");
             assert_eq!(body["error"]["code"], "route_not_found", "{method} {path}");

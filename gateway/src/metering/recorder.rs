@@ -68,6 +68,8 @@ pub struct UsageRecorder {
     /// The request's root span when it is traced (`traces`), else none: its outcome is recorded
     /// there, and `metering` is its child.
     root: Option<tollgate_schemas::telemetry::recorder::Root>,
+    /// `gen_ai.operation.name` of its metrics when no parsed request says it (pass-through).
+    operation: Option<&'static str>,
 }
 
 /// How a request ended.
@@ -144,6 +146,7 @@ impl UsageRecorder {
             first_token: None,
             model_label: requested_model.to_owned(),
             root: None,
+            operation: None,
         }
     }
 
@@ -168,6 +171,12 @@ impl UsageRecorder {
             event.trace_id = trace_id;
         }
         self.root = root;
+        self
+    }
+
+    /// The GenAI operation its metrics name, for a request without a parsed `ProxyRequest`.
+    pub fn operation(mut self, operation: &'static str) -> UsageRecorder {
+        self.operation = Some(operation);
         self
     }
 
@@ -316,10 +325,12 @@ impl UsageRecorder {
         if let Some(a) = &self.admitted {
             a.settle(event.cost_nano_usd, event.prompt_tokens.saturating_add(event.completion_tokens));
         }
-        let operation =
-            self.disconnects.as_ref().map_or(crate::providers::Endpoint::ChatCompletions, |d| d.request.endpoint);
-        let timing =
-            Request { operation: operation_name(operation), model: &self.model_label, first_token: self.first_token };
+        let operation = self.operation.unwrap_or_else(|| {
+            operation_name(
+                self.disconnects.as_ref().map_or(crate::providers::Endpoint::ChatCompletions, |d| d.request.endpoint),
+            )
+        });
+        let timing = Request { operation, model: &self.model_label, first_token: self.first_token };
         crate::observability::usage::record(&event, timing);
         if event.cost_nano_usd.0 > 0 {
             counter!("tollgate_spend_nano_usd_total", "model" => self.model_label.clone())

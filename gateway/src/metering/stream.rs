@@ -527,7 +527,7 @@ impl From<EventTooLarge> for actix_web::Error {
 }
 
 /// A chat chunk that only carries usage (`"choices": []`), as `include_usage` produces.
-fn is_usage_only_chunk(data: &[u8]) -> bool {
+pub(crate) fn is_usage_only_chunk(data: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Chunk {
         choices: Option<Vec<serde::de::IgnoredAny>>,

@@ -6,6 +6,8 @@ use crate::error::GatewayError;
 use crate::providers::{self, Deployment, Endpoint, UpstreamError};
 use crate::routing::router::{PickedDeployment, Router};
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_schemas::telemetry::recorder::Child;
 use tollgate_schemas::telemetry::span::{SpanKind, Text, Value};
@@ -106,6 +108,24 @@ async fn read_error_body(response: reqwest::Response, timeout: Duration) -> Byte
     tokio::time::timeout(timeout, read).await.unwrap_or_default()
 }
 
+/// Sends one attempt's body to a deployment, with the attempt span's `traceparent`: a
+/// pass-through's own URL, method and headers.
+pub type SendFn<'a> = dyn Fn(Arc<Deployment>, Vec<u8>, Option<String>) -> BoxFuture<'a, Result<reqwest::Response, UpstreamError>>
+    + Sync
+    + 'a;
+
+/// How an attempt reaches a deployment.
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    /// The deployment's endpoint (`providers::send`); error bodies translated into OpenAI's
+    /// envelope; fallbacks to other model groups.
+    Endpoint,
+    /// A pass-through (`http/passthrough`): `send` makes the request; only the deployments of
+    /// the model group `only` accepts (its provider family) are tried; error bodies stay in the
+    /// provider's format; no fallback to another model group (its body names this one).
+    PassThrough { send: &'a SendFn<'a>, only: &'a (dyn Fn(&Deployment) -> bool + Sync) },
+}
+
 /// One request to route: what to ask, how to build the body for a deployment, which models
 /// the caller may use, and where to note the deployment being tried.
 pub struct Call<'a> {
@@ -122,13 +142,25 @@ pub struct Call<'a> {
     pub prompt_bytes: u64,
     pub prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
     pub attempt: &'a crate::metering::recorder::Attempt,
+    pub via: Via<'a>,
 }
 
 /// Sends the request to its model's deployments, retrying and falling back per `router`'s
 /// policy.
 pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> Result<RoutedAnswer, RoutedFailure> {
-    let Call { model, endpoint, stream, body_for, content_type, allowed, attempt: trying, prompt_bytes, prompt_tokens } =
-        spec;
+    let Call {
+        model,
+        endpoint,
+        stream,
+        body_for,
+        content_type,
+        allowed,
+        attempt: trying,
+        prompt_bytes,
+        prompt_tokens,
+        via,
+    } = spec;
+    let fallbacks = matches!(via, Via::Endpoint);
     let policy = router.policy.clone();
     let mut chain: Vec<String> = vec![model.to_owned()];
     let mut general_fallbacks_added = false;
@@ -165,11 +197,16 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             position += 1;
             continue;
         }
-        let mut tried: Vec<usize> = too_small.clone();
+        // Deployments never to try: too small for the prompt, or of another family.
+        let mut never = too_small;
+        if let Via::PassThrough { only, .. } = via {
+            never.extend(router.indices_where(&group, |d| !only(d)));
+        }
+        let mut tried: Vec<usize> = never.clone();
         let mut special_fallback = false;
         for attempt in 0..=policy.num_retries {
             // Prefer a deployment not yet tried; retry the same one when none is left.
-            let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &too_small));
+            let picked = router.pick(&group, &tried).or_else(|| router.pick(&group, &never));
             let Some((index, picked)) = picked else { break };
             tried.push(index);
             attempts += 1;
@@ -182,7 +219,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
             trying.set(&picked.deployment);
             let mut span = attempt_span(&picked, &group, attempts, position > 0);
             let call = (body, content_type, &mut span);
-            let once = attempt_once(router, client, picked, &group, endpoint, call, stream, attempts).await;
+            let once = attempt_once(router, client, picked, &group, (endpoint, via), call, stream, attempts).await;
             drop(span);
             let (failure, class, wait) = match once {
                 Attempted::Answered(answer) => return Ok(answer),
@@ -196,7 +233,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                     } else {
                         router.content_policy_fallbacks(&group)
                     };
-                    if list.is_empty() {
+                    if list.is_empty() || !fallbacks {
                         return Err(failure);
                     }
                     for m in list.iter().rev() {
@@ -217,7 +254,7 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 tokio::time::sleep(delay).await;
             }
         }
-        if !special_fallback && !general_fallbacks_added && group == model {
+        if fallbacks && !special_fallback && !general_fallbacks_added && group == model {
             general_fallbacks_added = true;
             for m in router.fallbacks(model) {
                 if !chain.contains(m) {
@@ -285,16 +322,21 @@ async fn attempt_once(
     client: &reqwest::Client,
     picked: PickedDeployment,
     group: &str,
-    endpoint: Endpoint,
+    (endpoint, via): (Endpoint, Via<'_>),
     (body, content_type, span): (Vec<u8>, &str, &mut Child),
     stream: bool,
     attempts: u32,
 ) -> Attempted {
     let sent_at = Instant::now();
     let traceparent = span.traceparent();
-    let sent =
-        providers::send(client, &picked.deployment, endpoint, body, content_type, stream, traceparent.as_deref());
-    match sent.await {
+    let sent = match via {
+        Via::Endpoint => {
+            providers::send(client, &picked.deployment, endpoint, body, content_type, stream, traceparent.as_deref())
+                .await
+        }
+        Via::PassThrough { send, .. } => send(picked.deployment.clone(), body, traceparent).await,
+    };
+    match sent {
         Ok(response) if response.status().is_success() => {
             record_attempt(span, Some(response.status().as_u16()), None);
             Attempted::Answered(RoutedAnswer { picked, response, sent_at, attempts })
@@ -303,9 +345,21 @@ async fn attempt_once(
             let status = response.status().as_u16();
             record_attempt(span, Some(status), Some(&status.to_string()));
             let wait = retry_after(response.headers());
-            let content_type = Some(providers::answer_content_type(&picked.deployment, response.headers()));
+            let content_type = Some(match via {
+                Via::Endpoint => providers::answer_content_type(&picked.deployment, response.headers()),
+                // The provider's own error, in its own type.
+                Via::PassThrough { .. } => response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json")
+                    .to_owned(),
+            });
             let body = read_error_body(response, picked.deployment.timeout).await;
-            let body = picked.deployment.api.error_body(body);
+            let body = match via {
+                Via::Endpoint => picked.deployment.api.error_body(body),
+                Via::PassThrough { .. } => body,
+            };
             let class = classify(status, &body);
             tracing::info!(deployment = %picked.deployment.id, status, class = ?class, "upstream attempt failed");
             if matches!(status, 401 | 403 | 404 | 408 | 429) || status >= 500 {

@@ -487,6 +487,12 @@ impl Router {
         (small, group.deployments.len())
     }
 
+    /// The deployments of `model_name` (by index, as `pick` counts them) that `test` accepts.
+    pub fn indices_where(&self, model_name: &str, test: impl Fn(&Deployment) -> bool) -> Vec<usize> {
+        let Ok(group) = self.group(model_name) else { return Vec::new() };
+        group.deployments.iter().enumerate().filter(|(_, (d, _))| test(d)).map(|(i, _)| i).collect()
+    }
+
     /// The error for a prompt longer than every context window of `model_name`.
     pub fn context_window_exceeded(&self, model_name: &str, tokens: u64) -> GatewayError {
         let window = self

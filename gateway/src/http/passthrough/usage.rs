@@ -122,6 +122,35 @@ pub fn streamed(family: Family, data: &[u8], so_far: &mut Option<Tokens>) {
     }
 }
 
+/// An OpenAI chat or completions stream reports its usage only when asked: the body sent on
+/// asks (`stream_options.include_usage`, spliced in as the model routes do,
+/// `ProxyRequest::upstream_body`; every other byte kept), and `true` says the client did not,
+/// so its usage chunk is kept from the client. A body the model routes would not parse is sent
+/// on as it is.
+pub fn ask_for_usage(family: Family, tail: &str, body: bytes::Bytes, stream: bool) -> (bytes::Bytes, bool) {
+    use crate::providers::Endpoint;
+    let endpoint = if tail.ends_with("/chat/completions") {
+        Endpoint::ChatCompletions
+    } else if tail.ends_with("/completions") {
+        Endpoint::Completions
+    } else {
+        return (body, false);
+    };
+    if family != Family::OpenAi || !stream {
+        return (body, false);
+    }
+    let Ok(request) = crate::http::wire::ProxyRequest::parse_bytes(body.clone(), endpoint) else {
+        return (body, false);
+    };
+    if !request.injects_usage() || request.client_wants_usage {
+        return (body, false);
+    }
+    match request.upstream_body(&request.model) {
+        Ok(asked) => (bytes::Bytes::from(asked), true),
+        Err(_) => (body, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
