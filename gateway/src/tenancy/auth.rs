@@ -402,6 +402,14 @@ impl Tenancy {
         self.key_index.as_ref()
     }
 
+    /// Puts the key stored under `stored_id` in the index as it is stored now, before answering
+    /// the admin call that changed it (this gateway's listings show its own changes at once).
+    pub async fn reindex_key(&self, stored_id: &str) {
+        if let (Some(store), Some(index)) = (&self.store, &self.key_index) {
+            index.refresh(store.as_ref(), stored_id).await;
+        }
+    }
+
     /// Loads the key index and keeps it current until `shutdown` (once; nothing without a store).
     pub async fn maintain_key_index(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let changes = self.key_changes.lock().ok().and_then(|mut c| c.take());

@@ -140,8 +140,11 @@ impl Keys {
         Some(shared)
     }
 
+    /// Removes the key stored under `stored`. A key moved to another stored id (rehashed) keeps
+    /// its place, now held by the entry of its new id: that entry stays.
     fn remove(&mut self, stored: &str) {
-        if let Some(at) = self.by_stored.remove(stored) {
+        let Some(at) = self.by_stored.remove(stored) else { return };
+        if self.ordered.get(&at).is_some_and(|e| stored_of(&at, e) == stored) {
             self.ordered.remove(&at);
         }
     }
@@ -164,7 +167,13 @@ impl Keys {
             metadata: scalar_metadata(k),
         };
         self.by_stored.insert(Box::from(stored), at.clone());
-        self.ordered.insert(at, entry);
+        if let Some(moved) = self.ordered.insert(at.clone(), entry) {
+            // The same key under another stored id (before its move): one entry, the newest.
+            let old = stored_of(&at, &moved);
+            if old != stored {
+                self.by_stored.remove(old.as_str());
+            }
+        }
     }
 }
 
@@ -330,7 +339,7 @@ impl KeyIndex {
     }
 
     /// Reads one record again; on a failed read the notice is queued again after a pause.
-    async fn refresh(&self, store: &dyn TenancyStore, stored_id: &str) {
+    pub async fn refresh(&self, store: &dyn TenancyStore, stored_id: &str) {
         match tollgate_schemas::store::get_record::<KeyRecord>(store, stored_id).await {
             Ok(found) => self.apply(stored_id, found.as_ref().map(|(k, _)| k)),
             Err(e) => {

@@ -101,6 +101,29 @@ fn a_rehashed_key_is_found_where_it_is_stored() {
 }
 
 #[test]
+fn a_key_moved_to_its_lookup_hash_stays_listed_once_whatever_order_the_notices_come_in() {
+    let legacy = key(1, "t");
+    let lookup_id = "cd".repeat(32);
+    let moved = KeyRecord { stored_id: Some(lookup_id.clone()), ..legacy.clone() };
+    for new_first in [true, false] {
+        let (index, _) = KeyIndex::new();
+        index.apply(&legacy.key_id, Some(&legacy));
+        if new_first {
+            index.apply(&lookup_id, Some(&moved));
+            index.apply(&legacy.key_id, None);
+        } else {
+            index.apply(&legacy.key_id, None);
+            index.apply(&lookup_id, Some(&moved));
+        }
+        let page = index.page(&KeyFilter::default(), &Start::Offset(0), 10, false);
+        assert_eq!(page.keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [lookup_id.as_str()]);
+        assert_eq!(index.len(), 1);
+        index.apply(&lookup_id, None);
+        assert_eq!(index.len(), 0);
+    }
+}
+
+#[test]
 fn matching_is_bounded_and_says_how_many_match_beyond() {
     let index = index_of(30);
     let team_a = KeyFilter { team_id: Some("team-a".into()), ..KeyFilter::default() };
