@@ -54,7 +54,8 @@ def main():
         wait(d, EC.text_to_be_present_in_element((By.ID, "role"), "proxy_admin"))
         for route, ready in PAGES:
             times = []
-            for _ in range(ROUNDS + 1):
+            wanted = ROUNDS + 1
+            while len(times) < wanted:
                 d.get("about:blank")
                 started = time.monotonic()
                 d.get(f"{BASE}/ui#/{route}")
@@ -62,12 +63,15 @@ def main():
                     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ready)))
                 except TimeoutException:
                     times.append(float("inf"))
+                    wanted = min(wanted, 2)
                     continue
                 times.append((time.monotonic() - started) * 1000)
+                if len(times) == 1 and times[0] > 10_000:
+                    wanted = 2  # a page slower than 10 s is timed once more only
             times = times[1:]  # the first load warms the browser's cache of the app's files
             worst = max(times)
             verdict = "under 1 s" if worst < 1000 else "**over 1 s**"
-            print(f"| {route} | median {statistics.median(times):.0f}, worst {worst:.0f} of {ROUNDS} | {verdict} |")
+            print(f"| {route} | median {statistics.median(times):.0f}, worst {worst:.0f} of {len(times)} | {verdict} |")
     finally:
         d.quit()
 

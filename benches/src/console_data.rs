@@ -47,8 +47,17 @@ pub fn team_of(k: u64, size: Size) -> String {
     format!("team-{}", k % size.teams())
 }
 
+/// Users a team has (its keys spread over them).
+pub const USERS_PER_TEAM: u64 = 5;
+
 pub fn user_of(k: u64, size: Size) -> String {
-    format!("user-{}", (k / 7) % size.teams())
+    format!("user-{}-{}", k % size.teams(), (k / size.teams()) % USERS_PER_TEAM)
+}
+
+/// The partition of the usage topic key `k`'s events are folded in: its team's, so that the
+/// rows of a team and of its users are in one partition.
+pub fn partition_of(k: u64, size: Size) -> u64 {
+    (k % size.teams()) % PARTITIONS
 }
 
 /// Key `k`: created over the last year in order, one key in four with a budget.
@@ -65,7 +74,7 @@ pub fn key(k: u64, size: Size, now: DateTime<Utc>) -> KeyRecord {
         key_alias: Some(format!("svc-{k}")),
         team_id: Some(team_of(k, size)),
         user_id: Some(user_of(k, size)),
-        limits: Limits { max_budget: (k % 4 == 0).then_some(NanoUsd(50_000_000)), ..Limits::default() },
+        limits: Limits { max_budget: k.is_multiple_of(4).then_some(NanoUsd(50_000_000)), ..Limits::default() },
         metadata,
         created_at: Some(created),
         updated_at: Some(created),
@@ -82,8 +91,9 @@ pub fn team(t: u64) -> TeamRecord {
     }
 }
 
-pub fn user(u: u64) -> UserRecord {
-    UserRecord { user_id: format!("user-{u}"), ..UserRecord::default() }
+/// User `u` of team `t`.
+pub fn user(t: u64, u: u64) -> UserRecord {
+    UserRecord { user_id: format!("user-{t}-{u}"), ..UserRecord::default() }
 }
 
 /// Event `j` of key `k`: within the last [`DAYS`] days, its model, tokens and cost from `j`.
@@ -113,7 +123,7 @@ pub fn event(k: u64, j: u64, size: Size, now: DateTime<Utc>) -> UsageEvent {
         cost_nano_usd: NanoUsd(i64::try_from(prompt * 150 + completion * 600).unwrap_or(0)),
         latency_ms: 250 + j % 500,
         status: 200,
-        stream: j % 2 == 0,
+        stream: j.is_multiple_of(2),
         ..UsageEvent::default()
     }
 }

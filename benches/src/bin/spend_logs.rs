@@ -120,21 +120,6 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
     }
 }
 
-/// Cassandra as `--cassandra` names it, with the login in `TOLLGATE_CQL_USER` and
-/// `TOLLGATE_CQL_PASSWORD` when they are set.
-fn connection(args: &Args) -> tollgate_schemas::store::CqlConnection {
-    let (username, password) = match (std::env::var("TOLLGATE_CQL_USER"), std::env::var("TOLLGATE_CQL_PASSWORD")) {
-        (Ok(user), Ok(password)) => (Some(user), Some(tollgate_schemas::secret::Secret::new(password))),
-        _ => (None, None),
-    };
-    tollgate_schemas::store::CqlConnection {
-        contact_points: vec![args.cassandra.clone()],
-        username,
-        password,
-        ..Default::default()
-    }
-}
-
 /// Writes `events` through the consumer's Layer 1 path, `CHUNK` events a call.
 async fn load(ledger: &CqlLedger, events: impl Iterator<Item = UsageEvent>) -> Result<u64> {
     const CHUNK: usize = 20_000;
@@ -393,7 +378,7 @@ async fn main() -> Result<()> {
     if !args.keyspace.starts_with("bench_") {
         bail!("the keyspace must start with bench_ (it is dropped afterwards)");
     }
-    let cassandra = connection(&args);
+    let cassandra = tollgate_benches::cassandra::connection(&args.cassandra);
     match args.command {
         Command::Load { key_id, events, other_events, other_keys, day } => {
             let ledger = CqlLedger::connect(&cassandra, &args.keyspace, "usage", true).await?;
