@@ -95,11 +95,21 @@ impl KeyFilter {
 
 /// Whether `s` (lower case) is part of the alias or team, or begins the token or shown name.
 fn found_by(at: &Position, e: &Entry, s: &str) -> bool {
-    let within = |v: Option<&str>| v.is_some_and(|v| v.to_lowercase().contains(s));
+    let within = |v: Option<&str>| v.is_some_and(|v| contains_folded(v, s));
     within(e.alias.as_deref())
         || within(e.team.as_deref())
         || at.key_id.starts_with(s)
-        || e.key_name.to_lowercase().starts_with(s)
+        || e.key_name.get(..s.len()).is_some_and(|head| contains_folded(head, s))
+}
+
+/// Whether `hay`, in lower case, contains `needle` (lower case already). Without allocating
+/// when the needle is ASCII: a search walks every key.
+fn contains_folded(hay: &str, needle: &str) -> bool {
+    if !needle.is_ascii() {
+        return hay.to_lowercase().contains(needle);
+    }
+    let n = needle.as_bytes();
+    n.is_empty() || hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A page of keys: where each is stored and its place, how many match in all, and the cursor
@@ -251,31 +261,36 @@ impl KeyIndex {
     /// call it off the async workers (`spawn_blocking`) for big indexes.
     pub fn page(&self, filter: &KeyFilter, start: &Start, limit: usize, descending: bool) -> Page {
         let Ok(keys) = self.keys.read() else { return Page::default() };
-        let search = filter.search.as_deref().map(str::to_lowercase);
-        let (skip, bound) = match start {
-            Start::Offset(n) => (*n, Bound::Unbounded),
-            Start::After(at) => (0, Bound::Excluded(at.clone())),
-        };
-        let range: Box<dyn Iterator<Item = (&Position, &Entry)>> = if descending {
-            Box::new(keys.ordered.range((Bound::Unbounded, bound)).rev())
-        } else {
-            Box::new(keys.ordered.range((bound, Bound::Unbounded)))
-        };
-        let mut matching = range.filter(|(at, e)| filter.matches(at, e, search.as_deref())).skip(skip);
-        let mut page = Page::default();
-        for (at, e) in matching.by_ref().take(limit) {
-            page.keys.push((stored_of(at, e), at.clone()));
+        if filter.is_empty() {
+            return unfiltered_page(&keys.ordered, start, limit, descending);
         }
-        let more = matching.next().is_some();
+        // One walk of every key: the count needs them all, and the page is collected on the way.
+        let search = filter.search.as_deref().map(str::to_lowercase);
+        let all: Box<dyn Iterator<Item = (&Position, &Entry)>> =
+            if descending { Box::new(keys.ordered.iter().rev()) } else { Box::new(keys.ordered.iter()) };
+        let (mut skip, after) = match start {
+            Start::Offset(n) => (*n, None),
+            Start::After(at) => (0, Some(at)),
+        };
+        let mut page = Page::default();
+        let mut more = false;
+        for (at, e) in all.filter(|(at, e)| filter.matches(at, e, search.as_deref())) {
+            page.total += 1;
+            let past = after.is_none_or(|c| if descending { at < c } else { at > c });
+            if !past || more {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+            } else if page.keys.len() < limit {
+                page.keys.push((stored_of(at, e), at.clone()));
+            } else {
+                more = true;
+            }
+        }
         if more {
             page.next = page.keys.last().map(|(_, at)| at.clone());
         }
-        page.total = if filter.is_empty() {
-            keys.ordered.len()
-        } else {
-            let search = search.as_deref();
-            keys.ordered.iter().filter(|(at, e)| filter.matches(at, e, search)).count()
-        };
         page
     }
 
@@ -376,6 +391,24 @@ impl KeyIndex {
         *keys = fresh;
         Ok(n)
     }
+}
+
+/// A page of every key: only the page is walked (and the offset before it).
+fn unfiltered_page(ordered: &BTreeMap<Position, Entry>, start: &Start, limit: usize, descending: bool) -> Page {
+    let (skip, bound) = match start {
+        Start::Offset(n) => (*n, Bound::Unbounded),
+        Start::After(at) => (0, Bound::Excluded(at.clone())),
+    };
+    let range: Box<dyn Iterator<Item = (&Position, &Entry)>> = if descending {
+        Box::new(ordered.range((Bound::Unbounded, bound)).rev())
+    } else {
+        Box::new(ordered.range((bound, Bound::Unbounded)))
+    };
+    let mut walk = range.skip(skip);
+    let keys: Vec<(String, Position)> =
+        walk.by_ref().take(limit).map(|(at, e)| (stored_of(at, e), at.clone())).collect();
+    let next = if walk.next().is_some() { keys.last().map(|(_, at)| at.clone()) } else { None };
+    Page { keys, total: ordered.len(), next }
 }
 
 fn stored_of(at: &Position, e: &Entry) -> String {

@@ -75,6 +75,43 @@ fn filters_pick_by_team_user_alias_metadata_and_search() {
 }
 
 #[test]
+fn filtered_pages_by_offset_and_cursor_agree_both_ways() {
+    let index = index_of(40);
+    let team_b = KeyFilter { team_id: Some("team-b".into()), ..KeyFilter::default() };
+    for descending in [false, true] {
+        let whole = index.page(&team_b, &Start::Offset(0), 100, descending);
+        assert_eq!((whole.keys.len(), whole.total, whole.next.is_none()), (30, 30, true));
+        let mut by_cursor = Vec::new();
+        let mut start = Start::Offset(0);
+        loop {
+            let p = index.page(&team_b, &start, 7, descending);
+            assert_eq!(p.total, 30);
+            by_cursor.extend(ids(&p));
+            match p.next {
+                Some(at) => start = Start::After(at),
+                None => break,
+            }
+        }
+        assert_eq!(by_cursor, ids(&whole));
+        let third = index.page(&team_b, &Start::Offset(14), 7, descending);
+        assert_eq!(ids(&third), ids(&whole)[14..21]);
+    }
+}
+
+#[test]
+fn search_ignores_case_without_ascii_and_with_it() {
+    let (index, _) = KeyIndex::new();
+    let k = KeyRecord { key_alias: Some("Ünïcode-Svc".into()), ..key(1, "Team-Ä") };
+    index.apply(&k.key_id.clone(), Some(&k));
+    for s in ["ünïcode", "SVC", "team-ä", "SK-...0001"] {
+        let f = KeyFilter { search: Some(s.into()), ..KeyFilter::default() };
+        assert_eq!(index.page(&f, &Start::Offset(0), 10, false).total, 1, "{s}");
+    }
+    let f = KeyFilter { search: Some("...0001".into()), ..KeyFilter::default() };
+    assert_eq!(index.page(&f, &Start::Offset(0), 10, false).total, 0, "the shown name is matched from its start");
+}
+
+#[test]
 fn a_change_moves_a_key_and_a_deletion_removes_it() {
     let index = index_of(5);
     let mut k = key(2, "team-a");
