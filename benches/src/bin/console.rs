@@ -23,10 +23,8 @@ use tollgate_ledger::ledger::{CqlLedger, LedgerStore};
 #[derive(Parser, Debug)]
 #[command(about = "Load a million keys and their usage, and time the console's API on them")]
 struct Args {
-    #[arg(long, default_value = "127.0.0.1:9042")]
-    cassandra: String,
-    #[arg(long)]
-    keyspace: String,
+    #[command(flatten)]
+    place: tollgate_benches::cassandra::Place,
     #[command(subcommand)]
     command: Command,
 }
@@ -192,9 +190,9 @@ async fn load_events(ledger: &CqlLedger, size: Size, log_events: u64, now: DateT
 
 #[allow(clippy::print_stdout)] // the result rows are this binary's output
 async fn load(args: &Args, size: Size, log_events: u64, now: DateTime<Utc>) -> Result<()> {
-    let ks = &args.keyspace;
+    let ks = &args.place.keyspace;
     let ledger =
-        CqlLedger::connect(&tollgate_benches::cassandra::connection(&args.cassandra), ks, "usage", true).await?;
+        CqlLedger::connect(&tollgate_benches::cassandra::connection(&args.place.cassandra), ks, "usage", true).await?;
     if loaded(&ledger, ks, size).await? {
         println!("| load | already there: {} keys, {} events in {ks} (not loaded again) | |", size.keys, size.events);
         return Ok(());
@@ -459,8 +457,8 @@ fn walks(index: &tollgate_gateway::tenancy::key_index::KeyIndex, size: Size) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tollgate_schemas::cql::validate_keyspace(&args.keyspace)?;
-    if !args.keyspace.starts_with("bench_") {
+    tollgate_schemas::cql::validate_keyspace(&args.place.keyspace)?;
+    if !args.place.keyspace.starts_with("bench_") {
         bail!("the keyspace must start with bench_ (it is dropped afterwards)");
     }
     match &args.command {
@@ -473,8 +471,10 @@ async fn main() -> Result<()> {
         Command::Memory { keys } => memory(*keys),
         Command::Drop => {
             let session =
-                tollgate_schemas::store::connect(&tollgate_benches::cassandra::connection(&args.cassandra)).await?;
-            let mut drop = scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {}", args.keyspace));
+                tollgate_schemas::store::connect(&tollgate_benches::cassandra::connection(&args.place.cassandra))
+                    .await?;
+            let mut drop =
+                scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {}", args.place.keyspace));
             drop.set_request_timeout(Some(Duration::from_secs(120)));
             session.query_unpaged(drop, &[]).await?;
         }
