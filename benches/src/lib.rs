@@ -1,6 +1,8 @@
 //! Tollgate's benchmark kit. `mock_provider` is the OpenAI-compatible upstream that both the
 //! end-to-end tests and the benchmarks run, so what is measured is what is tested.
 
+pub mod cassandra;
+pub mod console_data;
 pub mod keepalive;
 pub mod mock_anthropic;
 pub mod mock_batches;

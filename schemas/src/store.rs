@@ -76,7 +76,23 @@ pub trait TenancyStore: Send + Sync + 'static {
     fn delete(&self, kind: Kind, id: &str, expected: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
     /// Every record of `kind` (a full scan, for listings: not a request path).
     fn list(&self, kind: Kind) -> BoxFuture<'_, Result<Vec<(String, Stored)>, StoreError>>;
+    /// Every record of `kind`, handed to `visit` a page at a time, so a scan of millions of
+    /// records never holds them all (the gateway's key index is built this way). By default one
+    /// page: [`TenancyStore::list`].
+    fn visit_pages<'a>(&'a self, kind: Kind, visit: PageVisitor<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut visit = visit;
+            visit(self.list(kind).await?);
+            Ok(())
+        })
+    }
 }
+
+/// What [`TenancyStore::visit_pages`] hands each page to.
+pub type PageVisitor<'a> = Box<dyn FnMut(Vec<(String, Stored)>) + Send + 'a>;
+
+/// Records a [`CqlTenancy`] scan reads a page.
+const SCAN_PAGE: usize = 1_000;
 
 /// Typed reads on top of a [`TenancyStore`].
 pub async fn get_record<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<(R, i64)>, StoreError> {
@@ -381,9 +397,18 @@ impl TenancyStore for CqlTenancy {
 
     fn list(&self, kind: Kind) -> BoxFuture<'_, Result<Vec<(String, Stored)>, StoreError>> {
         Box::pin(async move {
+            let mut out = Vec::new();
+            self.visit_pages(kind, Box::new(|page| out.extend(page))).await?;
+            Ok(out)
+        })
+    }
+
+    fn visit_pages<'a>(&'a self, kind: Kind, visit: PageVisitor<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut visit = visit;
             let s = self.stmts(kind)?;
             let mut stmt = scylla::statement::Statement::new(s.list.clone());
-            stmt.set_page_size(1_000);
+            stmt.set_page_size(SCAN_PAGE as i32);
             let mut rows = self
                 .session
                 .query_iter(stmt, &[])
@@ -391,12 +416,16 @@ impl TenancyStore for CqlTenancy {
                 .map_err(query_err)?
                 .rows_stream::<(String, Option<String>, Option<i64>)>()
                 .map_err(query_err)?;
-            let mut out = Vec::new();
+            let mut page = Vec::with_capacity(SCAN_PAGE);
             while let Some(row) = rows.next().await {
                 let (id, doc, version) = row.map_err(query_err)?;
-                out.push((id, Stored { doc: doc.unwrap_or_default(), version: version.unwrap_or(0) }));
+                page.push((id, Stored { doc: doc.unwrap_or_default(), version: version.unwrap_or(0) }));
+                if page.len() == SCAN_PAGE {
+                    visit(std::mem::replace(&mut page, Vec::with_capacity(SCAN_PAGE)));
+                }
             }
-            Ok(out)
+            visit(page);
+            Ok(())
         })
     }
 }

@@ -23,10 +23,8 @@ use uuid::{NoContext, Timestamp, Uuid};
 #[derive(Parser, Debug)]
 #[command(about = "Load a large key into the event ledger and time /spend/logs on it")]
 struct Args {
-    #[arg(long, default_value = "127.0.0.1:9042")]
-    cassandra: String,
-    #[arg(long)]
-    keyspace: String,
+    #[command(flatten)]
+    place: tollgate_benches::cassandra::Place,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,21 +115,6 @@ fn event(key_id: &str, team: Option<String>, i: u64, at: chrono::DateTime<chrono
         usage_generation: 0,
         budget_windows: Default::default(),
         ..UsageEvent::default()
-    }
-}
-
-/// Cassandra as `--cassandra` names it, with the login in `TOLLGATE_CQL_USER` and
-/// `TOLLGATE_CQL_PASSWORD` when they are set.
-fn connection(args: &Args) -> tollgate_schemas::store::CqlConnection {
-    let (username, password) = match (std::env::var("TOLLGATE_CQL_USER"), std::env::var("TOLLGATE_CQL_PASSWORD")) {
-        (Ok(user), Ok(password)) => (Some(user), Some(tollgate_schemas::secret::Secret::new(password))),
-        _ => (None, None),
-    };
-    tollgate_schemas::store::CqlConnection {
-        contact_points: vec![args.cassandra.clone()],
-        username,
-        password,
-        ..Default::default()
     }
 }
 
@@ -389,14 +372,14 @@ async fn measure(
 #[allow(clippy::print_stdout)] // the result rows are this binary's output
 async fn main() -> Result<()> {
     let args = Args::parse();
-    tollgate_schemas::cql::validate_keyspace(&args.keyspace)?;
-    if !args.keyspace.starts_with("bench_") {
+    tollgate_schemas::cql::validate_keyspace(&args.place.keyspace)?;
+    if !args.place.keyspace.starts_with("bench_") {
         bail!("the keyspace must start with bench_ (it is dropped afterwards)");
     }
-    let cassandra = connection(&args);
+    let cassandra = tollgate_benches::cassandra::connection(&args.place.cassandra);
     match args.command {
         Command::Load { key_id, events, other_events, other_keys, day } => {
-            let ledger = CqlLedger::connect(&cassandra, &args.keyspace, "usage", true).await?;
+            let ledger = CqlLedger::connect(&cassandra, &args.place.keyspace, "usage", true).await?;
             let start = day.and_hms_opt(0, 0, 0).context("midnight")?.and_utc();
             let at =
                 move |i: u64, n: u64| start + chrono::Duration::microseconds((86_400_000_000 / n.max(1) * i) as i64);
@@ -421,7 +404,7 @@ async fn main() -> Result<()> {
         }
         Command::Measure { gateway, key, key_id, master_key, day, rounds, old_rounds, old_unpaged } => {
             let session = Arc::new(tollgate_schemas::store::connect(&cassandra).await?);
-            let ks = &args.keyspace;
+            let ks = &args.place.keyspace;
             let old = (old_rounds, old_unpaged);
             let rows = measure(session, ks, &gateway, &key, &key_id, &master_key, day, rounds, old).await?;
             for r in rows {
@@ -430,7 +413,8 @@ async fn main() -> Result<()> {
         }
         Command::Drop => {
             let session = tollgate_schemas::store::connect(&cassandra).await?;
-            let mut drop = scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {}", args.keyspace));
+            let mut drop =
+                scylla::statement::Statement::new(format!("DROP KEYSPACE IF EXISTS {}", args.place.keyspace));
             drop.set_request_timeout(Some(Duration::from_secs(120)));
             session.query_unpaged(drop, &[]).await?;
         }

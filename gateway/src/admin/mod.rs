@@ -222,6 +222,9 @@ async fn announce_written<R: Record>(
 /// an unpublished change is published from the log later (an outbox).
 async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayError> {
     state.tenancy.invalidate(kind, id).await;
+    if kind == Kind::Key {
+        state.tenancy.reindex_key(id).await;
+    }
     let logged = match &state.changes {
         Some(log) => match log.record(kind, id).await {
             Ok(change) => Some(change),

@@ -6,6 +6,7 @@
 
 use crate::config::VirtualKeyConfig;
 use crate::error::{GatewayError, Scope};
+use crate::tenancy::key_index::{self, KeyIndex};
 use actix_web::http::header::HeaderMap;
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
@@ -218,6 +219,10 @@ pub struct Tenancy {
     customers: RecordCache<CustomerRecord>,
     organizations: RecordCache<OrganizationRecord>,
     budgets: RecordCache<BudgetRecord>,
+    /// The admin listing's index of stored keys (with a store), told of every key change
+    /// noticed here, and the changes it has yet to read (until it is maintained).
+    key_index: Option<Arc<KeyIndex>>,
+    key_changes: std::sync::Mutex<Option<key_index::Changes>>,
 }
 
 /// How long a cached record may be served without any change notice: a safety net for a lost
@@ -245,6 +250,13 @@ impl Tenancy {
         hasher: KeyHasher,
         control: Option<Arc<crate::tenancy::changes::ControlPublisher>>,
     ) -> Tenancy {
+        let (key_index, key_changes) = match store {
+            Some(_) => {
+                let (index, changes) = KeyIndex::new();
+                (Some(index), Some(changes))
+            }
+            None => (None, None),
+        };
         Tenancy {
             store,
             hasher,
@@ -260,6 +272,8 @@ impl Tenancy {
             customers: cache(),
             organizations: cache(),
             budgets: cache(),
+            key_index,
+            key_changes: std::sync::Mutex::new(key_changes),
         }
     }
 
@@ -383,10 +397,37 @@ impl Tenancy {
         }
     }
 
+    /// The index of stored keys, when this gateway keeps one (with a store).
+    pub fn key_index(&self) -> Option<&Arc<KeyIndex>> {
+        self.key_index.as_ref()
+    }
+
+    /// Puts the key stored under `stored_id` in the index as it is stored now, before answering
+    /// the admin call that changed it (this gateway's listings show its own changes at once).
+    pub async fn reindex_key(&self, stored_id: &str) {
+        if let (Some(store), Some(index)) = (&self.store, &self.key_index) {
+            index.refresh(store.as_ref(), stored_id).await;
+        }
+    }
+
+    /// Loads the key index and keeps it current until `shutdown` (once; nothing without a store).
+    pub async fn maintain_key_index(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let changes = self.key_changes.lock().ok().and_then(|mut c| c.take());
+        let (Some(store), Some(index), Some(changes)) = (self.store.clone(), self.key_index.clone(), changes) else {
+            return;
+        };
+        index.maintain(store, changes, shutdown).await;
+    }
+
     /// Drops the cached copy of a record (a control-topic message).
     pub async fn invalidate(&self, kind: Kind, id: &str) {
         match kind {
-            Kind::Key => self.keys.invalidate(id).await,
+            Kind::Key => {
+                self.keys.invalidate(id).await;
+                if let Some(index) = &self.key_index {
+                    index.changed(id);
+                }
+            }
             Kind::Team => self.teams.invalidate(id).await,
             Kind::User => self.users.invalidate(id).await,
             Kind::Customer => self.customers.invalidate(id).await,

@@ -1,6 +1,8 @@
 //! Who is calling: virtual keys (hashed) and their teams, users, organizations and customers,
 //! cached in front of the store (`auth`), and how an admin change reaches every gateway's cache
-//! (`changes`: the change log and the control topic). docs/design.md §6.
+//! (`changes`: the change log and the control topic), and the admin listing's index of keys
+//! (`key_index`). docs/design.md §6.
 
 pub mod auth;
 pub mod changes;
+pub mod key_index;

@@ -21,7 +21,7 @@ function stateOf(k) {
 }
 
 export async function keysPage(main, session) {
-  const state = { page: 1, search: '', team: '', blocked: '', expiring: '', over: '', sort: '' };
+  const state = { page: 1, search: '', team: '', user: '', metadata: '', blocked: '', expiring: '', over: '', sort: '' };
   const status = h('div', { id: 'keys-status', 'aria-live': 'polite' });
   const list = h('div', { id: 'keys-list' });
   const detail = h('div', { id: 'key-detail', 'aria-live': 'polite' });
@@ -35,6 +35,8 @@ export async function keysPage(main, session) {
       return_full_object: 'true',
       search: state.search,
       team_id: state.team,
+      user_id: state.user,
+      metadata: state.metadata,
       blocked: state.blocked,
       expires_within_days: state.expiring,
       min_budget_percent: state.over,
@@ -138,19 +140,23 @@ export async function keysPage(main, session) {
 
   const search = h('input', { type: 'search', id: 'key-search', name: 'search' });
   const team = h('input', { type: 'text', id: 'key-team', name: 'team' });
+  const user = h('input', { type: 'text', id: 'key-user', name: 'user' });
+  const metadata = h('input', { type: 'text', id: 'key-metadata', name: 'metadata', placeholder: 'name=value' });
   const choice = (id, options) => h('select', { id, name: id }, options.map(([v, t]) => h('option', { value: v }, t)));
   const blocked = choice('key-blocked', [['', 'Any'], ['true', 'Blocked'], ['false', 'Active']]);
   const expiring = h('input', { type: 'number', id: 'key-expiring', name: 'expiring', min: 1, max: 3650 });
   const over = h('input', { type: 'number', id: 'key-over', name: 'over', min: 0, max: 10000 });
   const sort = choice('key-sort', Object.entries(SORT_NAMES));
   const searchForm = h('form', { id: 'search', role: 'search' },
-    field('Search alias, team or key prefix', search), field('Team id', team), field('State', blocked),
+    field('Search alias, team or key prefix', search), field('Team id', team), field('User id', user),
+    field('Metadata (name=value)', metadata), field('State', blocked),
     field('Expiring within (days)', expiring), field('Spent at least (% of budget)', over), field('Order', sort),
     h('button', { type: 'submit' }, 'Search'));
   searchForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     Object.assign(state, {
-      page: 1, search: search.value.trim(), team: team.value.trim(), blocked: blocked.value,
+      page: 1, search: search.value.trim(), team: team.value.trim(), user: user.value.trim(),
+      metadata: metadata.value.trim(), blocked: blocked.value,
       expiring: expiring.value.trim(), over: over.value.trim(), sort: sort.value,
     });
     act(load);

@@ -1,0 +1,419 @@
+//! The admin API's index of stored keys (`GET /key/list`, docs/design.md §6, "The key index"):
+//! what a listing filters and orders by, one compact entry a key, in creation order, so a page
+//! never reads every key record from the database. Loaded by one paged scan when the gateway
+//! starts, then kept current by the same notices that drop cached records (`Tenancy::invalidate`:
+//! this gateway's changes, the control topic, the change log): each notice re-reads that one
+//! record. Never on the request path of model calls; it holds no secret (keys are hashes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tollgate_schemas::store::{Stored, TenancyStore};
+use tollgate_schemas::tenancy::{KeyRecord, Kind};
+
+/// Changed keys waiting to be re-read; beyond this the index is loaded again whole.
+const PENDING_CHANGES: usize = 65_536;
+
+/// Where a key sits in creation order: microseconds since 1970 (a key without `created_at`
+/// first), then its `key_id`. Also the listing's cursor.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub created_us: i64,
+    pub key_id: Arc<str>,
+}
+
+impl Position {
+    /// `<microseconds>.<key_id>`, as the listing hands it out.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.created_us, self.key_id)
+    }
+
+    /// A cursor read back; `None` unless it is one this index could have written.
+    pub fn parse(cursor: &str) -> Option<Position> {
+        let (us, key_id) = cursor.split_once('.')?;
+        let valid_id = !key_id.is_empty() && key_id.len() <= 128 && key_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        valid_id.then_some(())?;
+        Some(Position { created_us: us.parse().ok()?, key_id: Arc::from(key_id) })
+    }
+}
+
+/// What a listing may filter on, of one key. Team, user and organization ids are shared
+/// between the keys that name them.
+#[derive(Debug)]
+struct Entry {
+    /// Where the record is stored, when that is not `key_id` (a rehashed key).
+    stored_id: Option<Box<str>>,
+    key_name: Box<str>,
+    alias: Option<Box<str>>,
+    team: Option<Arc<str>>,
+    user: Option<Arc<str>>,
+    organization: Option<Arc<str>>,
+    /// Seconds since 1970.
+    expires: Option<i64>,
+    blocked: bool,
+    /// The metadata's top-level scalar values, as `(name, value)`; strings as they are, numbers
+    /// and booleans as JSON writes them.
+    metadata: Box<[(Box<str>, Box<str>)]>,
+}
+
+/// A listing's filters; every one given must match.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub team_id: Option<String>,
+    pub user_id: Option<String>,
+    pub organization_id: Option<String>,
+    pub key_alias: Option<String>,
+    /// Part of the alias or team (any case), or the start of the token or of the shown name.
+    pub search: Option<String>,
+    /// A top-level metadata field and its value.
+    pub metadata: Option<(String, String)>,
+    pub blocked: Option<bool>,
+    /// Expiring after the first time and at or before the second (seconds since 1970).
+    pub expiring: Option<(i64, i64)>,
+}
+
+impl KeyFilter {
+    fn is_empty(&self) -> bool {
+        *self == KeyFilter::default()
+    }
+
+    fn matches(&self, at: &Position, e: &Entry, search_lower: Option<&str>) -> bool {
+        let same = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
+        same(&self.team_id, e.team.as_deref())
+            && same(&self.user_id, e.user.as_deref())
+            && same(&self.organization_id, e.organization.as_deref())
+            && same(&self.key_alias, e.alias.as_deref())
+            && self.blocked.is_none_or(|b| b == e.blocked)
+            && self.expiring.is_none_or(|(now, by)| e.expires.is_some_and(|x| x > now && x <= by))
+            && self.metadata.as_ref().is_none_or(|(k, v)| e.metadata.iter().any(|(mk, mv)| **mk == **k && **mv == **v))
+            && search_lower.is_none_or(|s| found_by(at, e, s))
+    }
+}
+
+/// Whether `s` (lower case) is part of the alias or team, or begins the token or shown name.
+fn found_by(at: &Position, e: &Entry, s: &str) -> bool {
+    let within = |v: Option<&str>| v.is_some_and(|v| contains_folded(v, s));
+    within(e.alias.as_deref())
+        || within(e.team.as_deref())
+        || at.key_id.starts_with(s)
+        || e.key_name.get(..s.len()).is_some_and(|head| contains_folded(head, s))
+}
+
+/// Whether `hay`, in lower case, contains `needle` (lower case already). Without allocating
+/// when the needle is ASCII: a search walks every key.
+fn contains_folded(hay: &str, needle: &str) -> bool {
+    if !needle.is_ascii() {
+        return hay.to_lowercase().contains(needle);
+    }
+    let n = needle.as_bytes();
+    n.is_empty() || hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// A page of keys: where each is stored and its place, how many match in all, and the cursor
+/// after the last one when more follow.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub keys: Vec<(String, Position)>,
+    pub total: usize,
+    pub next: Option<Position>,
+}
+
+/// Where a page starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Skip this many matching keys.
+    Offset(usize),
+    /// Just past this key (in the listing's direction).
+    After(Position),
+}
+
+/// The keys, ordered and found by where they are stored.
+#[derive(Default)]
+struct Keys {
+    ordered: BTreeMap<Position, Entry>,
+    by_stored: HashMap<Box<str>, Position>,
+    /// One copy of each team, user or organization id.
+    names: HashSet<Arc<str>>,
+}
+
+impl Keys {
+    fn intern(&mut self, v: &Option<String>) -> Option<Arc<str>> {
+        let v = v.as_deref()?;
+        if let Some(known) = self.names.get(v) {
+            return Some(known.clone());
+        }
+        let shared: Arc<str> = Arc::from(v);
+        self.names.insert(shared.clone());
+        Some(shared)
+    }
+
+    /// Removes the key stored under `stored`. A key moved to another stored id (rehashed) keeps
+    /// its place, now held by the entry of its new id: that entry stays.
+    fn remove(&mut self, stored: &str) {
+        let Some(at) = self.by_stored.remove(stored) else { return };
+        if self.ordered.get(&at).is_some_and(|e| stored_of(&at, e) == stored) {
+            self.ordered.remove(&at);
+        }
+    }
+
+    fn upsert(&mut self, stored: &str, k: &KeyRecord) {
+        self.remove(stored);
+        let at = Position {
+            created_us: k.created_at.map_or(i64::MIN, |t| t.timestamp_micros()),
+            key_id: Arc::from(k.key_id.as_str()),
+        };
+        let entry = Entry {
+            stored_id: (stored != k.key_id).then(|| Box::from(stored)),
+            key_name: Box::from(k.key_name.as_str()),
+            alias: k.key_alias.as_deref().map(Box::from),
+            team: self.intern(&k.team_id),
+            user: self.intern(&k.user_id),
+            organization: self.intern(&k.organization_id),
+            expires: k.expires.map(|t| t.timestamp()),
+            blocked: k.blocked,
+            metadata: scalar_metadata(k),
+        };
+        self.by_stored.insert(Box::from(stored), at.clone());
+        if let Some(moved) = self.ordered.insert(at.clone(), entry) {
+            // The same key under another stored id (before its move): one entry, the newest.
+            let old = stored_of(&at, &moved);
+            if old != stored {
+                self.by_stored.remove(old.as_str());
+            }
+        }
+    }
+}
+
+fn scalar_metadata(k: &KeyRecord) -> Box<[(Box<str>, Box<str>)]> {
+    k.metadata
+        .iter()
+        .filter_map(|(name, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => v.to_string(),
+                _ => return None,
+            };
+            Some((Box::from(name.as_str()), text.into_boxed_str()))
+        })
+        .collect()
+}
+
+/// The index; shared by the admin handlers and the task that keeps it current.
+pub struct KeyIndex {
+    keys: RwLock<Keys>,
+    ready: AtomicBool,
+    /// Set when a change could not be queued: the whole index is loaded again.
+    overflowed: AtomicBool,
+    changes: mpsc::Sender<String>,
+}
+
+/// What [`KeyIndex::maintain`] reads the changes from.
+pub struct Changes(mpsc::Receiver<String>);
+
+impl KeyIndex {
+    pub fn new() -> (Arc<KeyIndex>, Changes) {
+        let (tx, rx) = mpsc::channel(PENDING_CHANGES);
+        let index = KeyIndex {
+            keys: RwLock::default(),
+            ready: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            changes: tx,
+        };
+        (Arc::new(index), Changes(rx))
+    }
+
+    /// Whether the first load is done (until then listings are refused, not served partial).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The record stored under `stored_id` changed or went: it is read again soon. Never blocks.
+    pub fn changed(&self, stored_id: &str) {
+        if self.changes.try_send(stored_id.to_owned()).is_err() {
+            self.overflowed.store(true, Ordering::Release);
+        }
+    }
+
+    /// How many keys are indexed.
+    pub fn len(&self) -> usize {
+        self.keys.read().map_or(0, |k| k.ordered.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts the key as `stored_id` holds it now (`None`: deleted).
+    pub fn apply(&self, stored_id: &str, record: Option<&KeyRecord>) {
+        let Ok(mut keys) = self.keys.write() else { return };
+        match record {
+            Some(k) => keys.upsert(stored_id, k),
+            None => keys.remove(stored_id),
+        }
+    }
+
+    /// A page of at most `limit` keys matching `filter`, oldest first (or newest first when
+    /// `descending`). Walks the keys in order; with no filter the count is the index's size, so
+    /// a page of every key costs only its own length (plus the offset skipped). Scans in memory:
+    /// call it off the async workers (`spawn_blocking`) for big indexes.
+    pub fn page(&self, filter: &KeyFilter, start: &Start, limit: usize, descending: bool) -> Page {
+        let Ok(keys) = self.keys.read() else { return Page::default() };
+        if filter.is_empty() {
+            return unfiltered_page(&keys.ordered, start, limit, descending);
+        }
+        // One walk of every key: the count needs them all, and the page is collected on the way.
+        let search = filter.search.as_deref().map(str::to_lowercase);
+        let all: Box<dyn Iterator<Item = (&Position, &Entry)>> =
+            if descending { Box::new(keys.ordered.iter().rev()) } else { Box::new(keys.ordered.iter()) };
+        let (mut skip, after) = match start {
+            Start::Offset(n) => (*n, None),
+            Start::After(at) => (0, Some(at)),
+        };
+        let mut page = Page::default();
+        let mut more = false;
+        for (at, e) in all.filter(|(at, e)| filter.matches(at, e, search.as_deref())) {
+            page.total += 1;
+            let past = after.is_none_or(|c| if descending { at < c } else { at > c });
+            if !past || more {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+            } else if page.keys.len() < limit {
+                page.keys.push((stored_of(at, e), at.clone()));
+            } else {
+                more = true;
+            }
+        }
+        if more {
+            page.next = page.keys.last().map(|(_, at)| at.clone());
+        }
+        page
+    }
+
+    /// Where every key matching `filter` is stored, or how many match when that is more than
+    /// `max` (a listing by spend reads each one's spend).
+    pub fn matching(&self, filter: &KeyFilter, max: usize) -> Result<Vec<String>, usize> {
+        let Ok(keys) = self.keys.read() else { return Ok(Vec::new()) };
+        let search = filter.search.as_deref().map(str::to_lowercase);
+        let found: Vec<String> = keys
+            .ordered
+            .iter()
+            .filter(|(at, e)| filter.matches(at, e, search.as_deref()))
+            .take(max + 1)
+            .map(|(at, e)| stored_of(at, e))
+            .collect();
+        if found.len() > max {
+            let search = search.as_deref();
+            return Err(keys.ordered.iter().filter(|(at, e)| filter.matches(at, e, search)).count());
+        }
+        Ok(found)
+    }
+
+    /// Loads every key from `store`, then applies each change noticed, until `shutdown`.
+    /// A failed load is retried; an overflow of changes loads the whole index again.
+    pub async fn maintain(
+        self: Arc<Self>,
+        store: Arc<dyn TenancyStore>,
+        changes: Changes,
+        shutdown: CancellationToken,
+    ) {
+        let mut changes = changes.0;
+        loop {
+            self.overflowed.store(false, Ordering::Release);
+            let loaded = tokio::select! {
+                loaded = self.load(store.as_ref()) => loaded,
+                () = shutdown.cancelled() => return,
+            };
+            match loaded {
+                Ok(n) => {
+                    self.ready.store(true, Ordering::Release);
+                    tracing::info!(keys = n, "key index loaded");
+                }
+                Err(failure) => {
+                    tracing::warn!(failure, "the key index could not be loaded; retrying in 5 s");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            while !self.overflowed.load(Ordering::Acquire) {
+                let id = tokio::select! {
+                    id = changes.recv() => id,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(id) = id else { return };
+                self.refresh(store.as_ref(), &id).await;
+            }
+            tracing::warn!("more key changes than the index can queue: loading it again");
+        }
+    }
+
+    /// Reads one record again; on a failed read the notice is queued again after a pause.
+    pub async fn refresh(&self, store: &dyn TenancyStore, stored_id: &str) {
+        match tollgate_schemas::store::get_record::<KeyRecord>(store, stored_id).await {
+            Ok(found) => self.apply(stored_id, found.as_ref().map(|(k, _)| k)),
+            Err(e) => {
+                tracing::warn!(failure = e.kind(), "a changed key could not be read for the key index; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                self.changed(stored_id);
+            }
+        }
+    }
+
+    /// Replaces the index by a scan of the store, a page at a time.
+    async fn load(&self, store: &dyn TenancyStore) -> Result<usize, &'static str> {
+        let mut fresh = Keys::default();
+        let mut corrupt = 0_u64;
+        store
+            .visit_pages(
+                Kind::Key,
+                Box::new(|page: Vec<(String, Stored)>| {
+                    for (id, stored) in page {
+                        match serde_json::from_str::<KeyRecord>(&stored.doc) {
+                            Ok(k) => fresh.upsert(&id, &k),
+                            Err(_) => corrupt += 1,
+                        }
+                    }
+                }),
+            )
+            .await
+            .map_err(|e| e.kind())?;
+        if corrupt > 0 {
+            tracing::warn!(records = corrupt, "stored keys that do not decode are left out of the key index");
+        }
+        let n = fresh.ordered.len();
+        let Ok(mut keys) = self.keys.write() else { return Err("poisoned") };
+        *keys = fresh;
+        Ok(n)
+    }
+}
+
+/// A page of every key: only the page is walked (and the offset before it).
+fn unfiltered_page(ordered: &BTreeMap<Position, Entry>, start: &Start, limit: usize, descending: bool) -> Page {
+    let (skip, bound) = match start {
+        Start::Offset(n) => (*n, Bound::Unbounded),
+        Start::After(at) => (0, Bound::Excluded(at.clone())),
+    };
+    let range: Box<dyn Iterator<Item = (&Position, &Entry)>> = if descending {
+        Box::new(ordered.range((Bound::Unbounded, bound)).rev())
+    } else {
+        Box::new(ordered.range((bound, Bound::Unbounded)))
+    };
+    let mut walk = range.skip(skip);
+    let keys: Vec<(String, Position)> =
+        walk.by_ref().take(limit).map(|(at, e)| (stored_of(at, e), at.clone())).collect();
+    let next = if walk.next().is_some() { keys.last().map(|(_, at)| at.clone()) } else { None };
+    Page { keys, total: ordered.len(), next }
+}
+
+fn stored_of(at: &Position, e: &Entry) -> String {
+    e.stored_id.as_deref().unwrap_or(&at.key_id).to_owned()
+}
+
+#[cfg(test)]
+mod tests;

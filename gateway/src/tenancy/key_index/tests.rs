@@ -1,0 +1,187 @@
+use super::*;
+use chrono::{Duration, TimeZone, Utc};
+
+fn key(n: i64, team: &str) -> KeyRecord {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("env".into(), serde_json::json!(if n % 2 == 0 { "prod" } else { "dev" }));
+    metadata.insert("tier".into(), serde_json::json!(n % 3));
+    metadata.insert("nested".into(), serde_json::json!({"env": "prod"}));
+    KeyRecord {
+        key_id: format!("{n:064x}"),
+        key_name: format!("sk-...{n:04}"),
+        key_alias: Some(format!("Alias-{n}")),
+        team_id: Some(team.to_owned()),
+        user_id: Some(format!("user-{}", n % 5)),
+        created_at: Some(Utc.timestamp_opt(1_700_000_000 + n, 0).single().unwrap_or_default()),
+        metadata,
+        ..KeyRecord::default()
+    }
+}
+
+fn index_of(n: i64) -> Arc<KeyIndex> {
+    let (index, _) = KeyIndex::new();
+    for i in 0..n {
+        let k = key(i, if i % 4 == 0 { "team-a" } else { "team-b" });
+        index.apply(&k.key_id.clone(), Some(&k));
+    }
+    index
+}
+
+fn ids(p: &Page) -> Vec<String> {
+    p.keys.iter().map(|(_, at)| at.key_id.to_string()).collect()
+}
+
+#[test]
+fn pages_follow_creation_order_and_the_cursor_continues_them() {
+    let index = index_of(25);
+    let all = KeyFilter::default();
+    let first = index.page(&all, &Start::Offset(0), 10, false);
+    assert_eq!((first.keys.len(), first.total), (10, 25));
+    assert_eq!(ids(&first)[0], format!("{:064x}", 0));
+    let next = first.next.clone().unwrap();
+    let second = index.page(&all, &Start::After(next), 10, false);
+    assert_eq!(ids(&second)[0], format!("{:064x}", 10));
+    let third = index.page(&all, &Start::After(second.next.clone().unwrap()), 10, false);
+    assert_eq!((third.keys.len(), third.next.is_none()), (5, true));
+    let by_offset = index.page(&all, &Start::Offset(10), 10, false);
+    assert_eq!(ids(&by_offset), ids(&second));
+    let newest = index.page(&all, &Start::Offset(0), 3, true);
+    assert_eq!(ids(&newest)[0], format!("{:064x}", 24));
+    let older = index.page(&all, &Start::After(newest.next.unwrap()), 3, true);
+    assert_eq!(ids(&older)[0], format!("{:064x}", 21));
+}
+
+#[test]
+fn filters_pick_by_team_user_alias_metadata_and_search() {
+    let index = index_of(40);
+    let count = |f: KeyFilter| index.page(&f, &Start::Offset(0), 1000, false).total;
+    assert_eq!(count(KeyFilter { team_id: Some("team-a".into()), ..KeyFilter::default() }), 10);
+    assert_eq!(count(KeyFilter { user_id: Some("user-3".into()), ..KeyFilter::default() }), 8);
+    assert_eq!(count(KeyFilter { key_alias: Some("Alias-7".into()), ..KeyFilter::default() }), 1);
+    assert_eq!(count(KeyFilter { metadata: Some(("env".into(), "prod".into())), ..KeyFilter::default() }), 20);
+    // Numbers are compared as JSON writes them; nested objects are not searched.
+    assert_eq!(count(KeyFilter { metadata: Some(("tier".into(), "2".into())), ..KeyFilter::default() }), 13);
+    assert_eq!(count(KeyFilter { metadata: Some(("nested".into(), "prod".into())), ..KeyFilter::default() }), 0);
+    // Search: part of the alias in any case, the start of the token, the start of the shown name.
+    assert_eq!(count(KeyFilter { search: Some("alias-3".into()), ..KeyFilter::default() }), 11);
+    assert_eq!(count(KeyFilter { search: Some(format!("{:063x}", 0)), ..KeyFilter::default() }), 16);
+    assert_eq!(count(KeyFilter { search: Some("sk-...003".into()), ..KeyFilter::default() }), 10);
+    let both = KeyFilter {
+        team_id: Some("team-a".into()),
+        metadata: Some(("env".into(), "prod".into())),
+        ..KeyFilter::default()
+    };
+    assert_eq!(count(both), 10);
+}
+
+#[test]
+fn filtered_pages_by_offset_and_cursor_agree_both_ways() {
+    let index = index_of(40);
+    let team_b = KeyFilter { team_id: Some("team-b".into()), ..KeyFilter::default() };
+    for descending in [false, true] {
+        let whole = index.page(&team_b, &Start::Offset(0), 100, descending);
+        assert_eq!((whole.keys.len(), whole.total, whole.next.is_none()), (30, 30, true));
+        let mut by_cursor = Vec::new();
+        let mut start = Start::Offset(0);
+        loop {
+            let p = index.page(&team_b, &start, 7, descending);
+            assert_eq!(p.total, 30);
+            by_cursor.extend(ids(&p));
+            match p.next {
+                Some(at) => start = Start::After(at),
+                None => break,
+            }
+        }
+        assert_eq!(by_cursor, ids(&whole));
+        let third = index.page(&team_b, &Start::Offset(14), 7, descending);
+        assert_eq!(ids(&third), ids(&whole)[14..21]);
+    }
+}
+
+#[test]
+fn search_ignores_case_without_ascii_and_with_it() {
+    let (index, _) = KeyIndex::new();
+    let k = KeyRecord { key_alias: Some("Ünïcode-Svc".into()), ..key(1, "Team-Ä") };
+    index.apply(&k.key_id.clone(), Some(&k));
+    for s in ["ünïcode", "SVC", "team-ä", "SK-...0001"] {
+        let f = KeyFilter { search: Some(s.into()), ..KeyFilter::default() };
+        assert_eq!(index.page(&f, &Start::Offset(0), 10, false).total, 1, "{s}");
+    }
+    let f = KeyFilter { search: Some("...0001".into()), ..KeyFilter::default() };
+    assert_eq!(index.page(&f, &Start::Offset(0), 10, false).total, 0, "the shown name is matched from its start");
+}
+
+#[test]
+fn a_change_moves_a_key_and_a_deletion_removes_it() {
+    let index = index_of(5);
+    let mut k = key(2, "team-a");
+    k.team_id = Some("team-z".into());
+    k.created_at = k.created_at.map(|t| t + Duration::days(1));
+    index.apply(&k.key_id.clone(), Some(&k));
+    assert_eq!(index.len(), 5);
+    let page = index.page(&KeyFilter::default(), &Start::Offset(0), 10, false);
+    assert_eq!(ids(&page)[4], k.key_id);
+    let team_z = KeyFilter { team_id: Some("team-z".into()), ..KeyFilter::default() };
+    assert_eq!(index.page(&team_z, &Start::Offset(0), 10, false).total, 1);
+    index.apply(&k.key_id, None);
+    assert_eq!((index.len(), index.page(&team_z, &Start::Offset(0), 10, false).total), (4, 0));
+}
+
+#[test]
+fn a_rehashed_key_is_found_where_it_is_stored() {
+    let (index, _) = KeyIndex::new();
+    let k = KeyRecord { stored_id: Some("ab".repeat(32)), ..key(1, "t") };
+    index.apply(&"ab".repeat(32), Some(&k));
+    let page = index.page(&KeyFilter::default(), &Start::Offset(0), 10, false);
+    assert_eq!(page.keys[0].0, "ab".repeat(32));
+    assert_eq!(&*page.keys[0].1.key_id, k.key_id.as_str());
+}
+
+#[test]
+fn a_key_moved_to_its_lookup_hash_stays_listed_once_whatever_order_the_notices_come_in() {
+    let legacy = key(1, "t");
+    let lookup_id = "cd".repeat(32);
+    let moved = KeyRecord { stored_id: Some(lookup_id.clone()), ..legacy.clone() };
+    for new_first in [true, false] {
+        let (index, _) = KeyIndex::new();
+        index.apply(&legacy.key_id, Some(&legacy));
+        if new_first {
+            index.apply(&lookup_id, Some(&moved));
+            index.apply(&legacy.key_id, None);
+        } else {
+            index.apply(&legacy.key_id, None);
+            index.apply(&lookup_id, Some(&moved));
+        }
+        let page = index.page(&KeyFilter::default(), &Start::Offset(0), 10, false);
+        assert_eq!(page.keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [lookup_id.as_str()]);
+        assert_eq!(index.len(), 1);
+        index.apply(&lookup_id, None);
+        assert_eq!(index.len(), 0);
+    }
+}
+
+#[test]
+fn matching_is_bounded_and_says_how_many_match_beyond() {
+    let index = index_of(30);
+    let team_a = KeyFilter { team_id: Some("team-a".into()), ..KeyFilter::default() };
+    assert_eq!(index.matching(&team_a, 8).map(|v| v.len()), Ok(8));
+    assert_eq!(index.matching(&KeyFilter::default(), 10), Err(30));
+}
+
+#[test]
+fn cursors_read_back_and_hostile_ones_are_not_positions() {
+    let at = Position { created_us: -5, key_id: Arc::from("abc123") };
+    assert_eq!(Position::parse(&at.cursor()), Some(at));
+    for bad in ["", ".", "12", "x.abc", "1.", "1.abc/../x", "1.a b", &format!("1.{}", "a".repeat(129))] {
+        assert_eq!(Position::parse(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn an_overflow_of_changes_is_noticed() {
+    let (index, _changes) = KeyIndex::new();
+    for i in 0..=PENDING_CHANGES {
+        index.changed(&i.to_string());
+    }
+    assert!(index.overflowed.load(Ordering::Acquire));
+}
