@@ -28,9 +28,10 @@ pub fn child(name: &'static str) -> Child {
 
 /// A span named `name` under `parent` (a lease grant within admission); empty when `parent` is.
 pub fn child_of(parent: &Child, name: &'static str) -> Child {
-    recorder::with_current(|root| Child::start(root, Some(parent), name))
-        .filter(|_| parent.is_recording())
-        .unwrap_or_else(Child::none)
+    if !parent.is_recording() {
+        return Child::none();
+    }
+    recorder::with_current(|root| Child::start(root, Some(parent), name)).unwrap_or_else(Child::none)
 }
 
 /// The `metering` span of a request whose root (`RequestTrace::outcome_span`) is `root`: empty
@@ -201,23 +202,17 @@ pub fn record_model(operation: &str, model: &str) {
 /// customer.
 pub fn record_principal(principal: &Principal) {
     let span = Span::current();
-    let alias = principal.key.key_alias.as_deref();
-    let team = principal.key.team_id.as_deref();
-    let customer = principal.customer_id.as_deref();
-    for (name, value) in [("key_alias", alias), ("tollgate.team_id", team), ("tollgate.customer_id", customer)] {
-        if let Some(value) = value {
-            span.record(name, value);
-        }
+    let fields = [
+        ("key_alias", principal.key.key_alias.as_deref()),
+        ("tollgate.team_id", principal.key.team_id.as_deref()),
+        ("tollgate.customer_id", principal.customer_id.as_deref()),
+    ];
+    let present = fields.iter().filter_map(|(name, value)| value.map(|v| (*name, v)));
+    for (name, value) in present.clone() {
+        span.record(name, value);
     }
     recorder::with_current(|root| {
-        root.record(|s| {
-            for (name, value) in [("key_alias", alias), ("tollgate.team_id", team), ("tollgate.customer_id", customer)]
-            {
-                if let Some(value) = value {
-                    s.set(name, Value::Str(Text::new(value)));
-                }
-            }
-        })
+        root.record(|s| present.for_each(|(name, value)| s.set(name, Value::Str(Text::new(value)))))
     });
 }
 
