@@ -41,9 +41,9 @@ enum Command {
         #[arg(long)]
         to: Option<chrono::NaiveDate>,
     },
-    /// Write the key index (usage_events_by_key) rows of every event of the event ledger: once,
-    /// after upgrading a ledger written before the index existed. Idempotent; safe while
-    /// consumers run.
+    /// Write the key index (usage_events_by_key) rows of every event of the event ledger, and the
+    /// daily read model (spend_daily) from the day rows of spend_aggregates: once, after
+    /// upgrading a ledger written before they existed. Idempotent; safe while consumers run.
     Reindex,
     /// Export the charges of UTC days --from to --to (both included) from the event ledger, one
     /// row per day, billing scope, model and token type (docs/finance.md). Dead-lettered events
@@ -180,6 +180,8 @@ async fn serve(args: Args, config: Config) -> Result<ExitCode, Exit> {
         Some(Command::Reindex) => {
             let n = ledger.reindex_keys(&c.keyspace).await.map_err(Exit::failure)?;
             println!("reindex: {n} key index rows written");
+            let n = ledger.reindex_daily(&c.keyspace).await.map_err(Exit::failure)?;
+            println!("reindex: {n} daily read-model rows written");
             return Ok(ExitCode::SUCCESS);
         }
         Some(Command::Export { format: ExportFormat::Focus, from, to, output, invoice_issuer }) => {
@@ -382,8 +384,9 @@ async fn reconcile(
         ledger.scan_rows(keyspace, "partition_spend"),
         ledger.scan_dead_letters(keyspace),
         ledger.scan_key_index(keyspace),
+        ledger.scan_daily_rows(keyspace),
     );
-    let (events, read_model, authoritative, dead, key_index) = match scans {
+    let (events, read_model, authoritative, dead, key_index, daily) = match scans {
         Ok(all) => all,
         Err(e) => {
             eprintln!("error: {e}");
@@ -392,7 +395,7 @@ async fn reconcile(
     };
     type Rows = std::collections::BTreeMap<RowId, Totals>;
     let in_range = |rows: Rows| -> Rows { rows.into_iter().filter(|((_, w, _), _)| range.includes(w)).collect() };
-    let (read_model, authoritative) = (in_range(read_model), in_range(authoritative));
+    let (read_model, authoritative, daily) = (in_range(read_model), in_range(authoritative), in_range(daily));
     let counted = without_dead_letters(&events, &dead);
     let excluded = events.len() - counted.len();
     // The key index is compared whole, whatever the range: it must point at every event.
@@ -423,6 +426,18 @@ async fn reconcile(
             l.authoritative.spent, l.authoritative.events, l.read_model.spent, l.read_model.events
         );
     }
+    // The daily read model holds each day row of spend_aggregates again, by kind and day.
+    let day_rows: Rows =
+        read_model.iter().filter(|((_, w, _), _)| w.starts_with("d:")).map(|(k, v)| (k.clone(), *v)).collect();
+    let daily_lagging = compare_read_model(&day_rows, &daily);
+    for l in &daily_lagging {
+        let (scope, window, partition) = &l.row;
+        println!(
+            "DAILY READ MODEL LAGS scope={scope} window={window} partition={partition} \
+             spend_aggregates={{spent_nano_usd: {}, events: {}}} spend_daily={{spent_nano_usd: {}, events: {}}}",
+            l.authoritative.spent, l.authoritative.events, l.read_model.spent, l.read_model.events
+        );
+    }
     const SHOWN: usize = 100;
     for (what, rows) in [("MISSING", &index_diff.missing), ("STRAY", &index_diff.extra)] {
         for r in rows.iter().take(SHOWN) {
@@ -442,14 +457,17 @@ async fn reconcile(
         index_diff.extra.len()
     );
     println!(
-        "reconcile: {} events, {} (scope, window) rows compared, {} differences; {} Layer 2 rows, {} behind partition_spend",
+        "reconcile: {} events, {} (scope, window) rows compared, {} differences; {} Layer 2 rows, {} behind partition_spend; \
+         {} day rows, {} of spend_daily behind spend_aggregates",
         events.len() - excluded,
         layer1.len(),
         diffs.len(),
         authoritative.len(),
-        lagging.len()
+        lagging.len(),
+        day_rows.len(),
+        daily_lagging.len()
     );
-    let ok = diffs.is_empty() && lagging.is_empty() && index_diff.is_empty();
+    let ok = diffs.is_empty() && lagging.is_empty() && daily_lagging.is_empty() && index_diff.is_empty();
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let run = tollgate_schemas::store::ReconcileRun {
         finished_at: chrono::Utc::now(),
@@ -458,7 +476,7 @@ async fn reconcile(
         events: count(events.len() - excluded),
         rows_compared: count(layer1.len()),
         differences: count(diffs.len()),
-        read_model_behind: count(lagging.len()),
+        read_model_behind: count(lagging.len() + daily_lagging.len()),
         key_index_missing: count(index_diff.missing.len()),
         key_index_stray: count(index_diff.extra.len()),
         dead_letters: count(dead.len()),

@@ -18,6 +18,7 @@ const FILES: &[(&str, &str)] = &[
     ("009_tenancy_changes.cql", include_str!("../cql/009_tenancy_changes.cql")),
     ("010_period_closes.cql", include_str!("../cql/010_period_closes.cql")),
     ("011_reconcile_runs.cql", include_str!("../cql/011_reconcile_runs.cql")),
+    ("012_spend_daily.cql", include_str!("../cql/012_spend_daily.cql")),
 ];
 
 /// Error for a keyspace name CQL would not accept unquoted.
@@ -72,7 +73,7 @@ mod tests {
     #[test]
     fn statements_are_keyspace_qualified() {
         let stmts = statements("tg_test", &Replication::default()).unwrap();
-        assert_eq!(stmts.len(), 17);
+        assert_eq!(stmts.len(), 18);
         assert!(stmts[0].starts_with("CREATE KEYSPACE IF NOT EXISTS tg_test"));
         assert!(stmts[0].ends_with("replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"));
         assert!(stmts.iter().all(|s| !s.contains("{{")));
@@ -83,6 +84,7 @@ mod tests {
         assert!(stmts[14].contains("tg_test.tenancy_changes"));
         assert!(stmts[15].contains("tg_test.period_closes") && stmts[15].contains("PRIMARY KEY ((chain), seq)"));
         assert!(stmts[16].contains("tg_test.reconcile_runs") && stmts[16].contains("finished_at DESC"));
+        assert!(stmts[17].contains("tg_test.spend_daily") && stmts[17].contains("((kind, day, partition), scope_id)"));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! them and every reader (spend API, reconcile, tests). A row is
 //! `(scope_id, window_id, partition)`.
 //!
-//! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), and the
-//! requested model (the `model_name` the client asked for) within each of them. Windows: all
-//! time, the UTC calendar day and the UTC calendar month of the event.
+//! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), the
+//! platform as a whole ([`GLOBAL_SCOPE`]), and the requested model (the `model_name` the client
+//! asked for) within each of them. Windows: all time, the UTC calendar day and the UTC calendar
+//! month of the event.
 
 use crate::UsageEvent;
 use chrono::{DateTime, Datelike, Utc};
@@ -31,6 +32,11 @@ pub fn ledger_bucket(scope_id: &str, window_id: &str) -> i32 {
     // LEDGER_BUCKETS is positive and small, so the remainder fits an i32.
     i32::try_from(hash % LEDGER_BUCKETS.unsigned_abs() as u64).unwrap_or(0)
 }
+
+/// The scope every event counts in, whoever's it is: the platform's totals, and with
+/// [`model_scope_id`] each requested model's (`global/all/model/gpt-4o`). "Spend today" or
+/// "spend per model and day" read these few rows instead of every key's. No budget names it.
+pub const GLOBAL_SCOPE: &str = "global/all";
 
 /// `kind/id`, e.g. `team/payments`.
 pub fn scope_id(kind: &str, id: &str) -> String {
@@ -59,9 +65,11 @@ pub fn tenant_scopes_of(event: &UsageEvent) -> Vec<String> {
     scopes
 }
 
-/// Every scope an event counts towards: each tenant scope and, within it, the requested model.
+/// Every scope an event counts towards: each tenant scope and the global one and, within each,
+/// the requested model.
 pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
-    let tenants = tenant_scopes_of(event);
+    let mut tenants = tenant_scopes_of(event);
+    tenants.push(GLOBAL_SCOPE.to_owned());
     let mut scopes = Vec::with_capacity(tenants.len() * 2);
     for t in tenants {
         scopes.push(model_scope_id(&t, &event.requested_model));
@@ -149,6 +157,22 @@ mod tests {
             (0..1000).map(|i| ledger_bucket(&format!("key/k{i}"), ALL_TIME)).collect();
         assert_eq!(spread.len(), LEDGER_BUCKETS as usize, "1,000 scopes reach every bucket");
         assert!(spread.iter().all(|b| (0..LEDGER_BUCKETS).contains(b)));
+    }
+
+    #[test]
+    fn every_event_counts_in_the_global_scope_and_its_model() {
+        let mut event: UsageEvent = serde_json::from_str(include_str!("../fixtures/usage_event_v1.json")).unwrap();
+        event.team_id = None;
+        event.user_id = None;
+        event.customer_id = None;
+        event.organization_id = None;
+        let model = model_scope_id(GLOBAL_SCOPE, &event.requested_model);
+        let key = scope_id("key", &event.key_id);
+        assert_eq!(
+            scopes_of(&event),
+            [model_scope_id(&key, &event.requested_model), key, model, GLOBAL_SCOPE.to_owned()]
+        );
+        assert!(!tenant_scopes_of(&event).iter().any(|s| s == GLOBAL_SCOPE), "no budget is the platform's");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A request logs cursor that does not continue this query (a client's mistake).
     #[error("the cursor does not continue this query")]
     InvalidCursor,
+    /// A read that would take in more than `limit` rows (a client's question too wide).
+    #[error("more than {limit} rows would be read")]
+    TooManyRows { limit: usize },
 }
 
 impl StoreError {
@@ -42,13 +45,16 @@ impl StoreError {
             StoreError::Query(_) => "query",
             StoreError::Corrupt { .. } => "corrupt_record",
             StoreError::InvalidCursor => "invalid_cursor",
+            StoreError::TooManyRows { .. } => "too_many_rows",
         }
     }
 }
 
 mod consistency;
+mod daily;
 mod ledger_health;
 mod logs;
+pub use daily::{DailyQuery, MAX_DAILY_ROWS};
 pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
 
 pub use consistency::{serial_read, CqlConsistency};
@@ -458,8 +464,10 @@ pub type DailyTotals = Vec<(String, chrono::NaiveDate, SpendTotal)>;
 pub trait SpendSource: Send + Sync + 'static {
     /// A scope's total in one window.
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>>;
-    /// Every (scope, day window) total for the UTC days `from..=to` (a scan of Layer 2).
-    fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
+    /// Every (scope, UTC day) total `query` asks for: the day rows of one scope kind, or of one
+    /// scope and its models, never the whole read model. At most [`MAX_DAILY_ROWS`] rows are
+    /// read ([`StoreError::TooManyRows`] beyond).
+    fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
     /// One page of request logs from the event ledger (`crate::logs`): never the whole range.
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>>;
     /// The dead letters counted by reason, from a bounded read; `None` where the ledger keeps
@@ -482,6 +490,7 @@ pub struct CqlSpend {
     partitions: Vec<Vec<i32>>,
     total: PreparedStatement,
     logs: logs::LogStatements,
+    daily: daily::DailyStatements,
 }
 
 impl CqlSpend {
@@ -495,8 +504,9 @@ impl CqlSpend {
             .await
             .map_err(query_err)?;
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
+        let daily = daily::DailyStatements::prepare(&session, keyspace).await?;
         let partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs })
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs, daily })
     }
 }
 
@@ -565,34 +575,8 @@ impl SpendSource for CqlSpend {
         })
     }
 
-    fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
-        Box::pin(async move {
-            let mut rows = self
-                .scan::<(String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>)>(format!(
-                    "SELECT scope_id, window_id, spent_nano_usd, events, prompt_tokens, completion_tokens FROM {}.spend_aggregates",
-                    self.keyspace
-                ))
-                .await?;
-            let mut totals: std::collections::BTreeMap<(String, chrono::NaiveDate), SpendTotal> = Default::default();
-            while let Some(row) = rows.next().await {
-                let (scope, window, spent, events, prompt, completion) = row.map_err(query_err)?;
-                let Some(day) =
-                    window.strip_prefix("d:").and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-                else {
-                    continue;
-                };
-                if day < from || day > to {
-                    continue;
-                }
-                totals.entry((scope, day)).or_default().add(&SpendTotal {
-                    spent: crate::NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                });
-            }
-            Ok(totals.into_iter().map(|((scope, day), t)| (scope, day, t)).collect())
-        })
+    fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
+        Box::pin(async move { self.daily_rows(&query).await })
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {

@@ -50,7 +50,8 @@ async fn ledger_spend(
         let (scope, window, spent) = row?;
         let Some(day) = window.strip_prefix("d:") else { continue };
         let day = NaiveDate::parse_from_str(day, "%Y-%m-%d")?;
-        if scope.contains("/model/") || day < from || day > to {
+        // The platform's own rows (`global/all`) are the sum of the tenants': no export row.
+        if scope.contains("/model/") || scope.starts_with("global/") || day < from || day > to {
             continue;
         }
         *spend.entry((scope, day)).or_default() += i128::from(spent.unwrap_or(0));

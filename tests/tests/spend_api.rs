@@ -181,7 +181,8 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let (_, daily) = admin.get("/spend/daily?group_by=key").await?;
     let total: i64 = TENANT_KEYS.iter().map(|(k, _)| expect(&format!("key/{}", key_hash(k))).0).sum();
     ensure!(daily["totals"]["spend_nano_usd"] == total, "daily totals: {} != {total}", daily["totals"]);
-    // By model: the keys' per-model rows summed, one row per day and model, the same total.
+    // By model: the platform's own rows (`global/all/model/*`, written apart from the keys'), one
+    // row per day and model, the same total as the keys' rows.
     let (_, by_model) = admin.get("/spend/daily?group_by=model").await?;
     ensure!(by_model["totals"] == daily["totals"], "by model {} != by key {}", by_model["totals"], daily["totals"]);
     let rows = by_model["results"].as_array().context("results")?;
@@ -192,6 +193,24 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     ensure!(customers.len() == 5, "five customers by day: {by_customer}");
     let (status, v) = admin.get("/spend/daily?group_by=tag").await?;
     ensure!(status == 400 && v["error"]["param"] == "group_by", "group_by=tag: {status} {v}");
+    // One tenant by its id field: its own rows only, its ledger total; a hostile id names the field.
+    for team in ["team-alpha", "team-beta"] {
+        let (status, one) = admin.get(&format!("/spend/daily?group_by=team&team_id={team}")).await?;
+        let rows = one["results"].as_array().context("results")?;
+        ensure!(status == 200 && !rows.is_empty() && rows.iter().all(|r| r["team_id"] == team), "{team}: {one}");
+        ensure!(one["totals"]["spend_nano_usd"] == expect(&format!("team/{team}")).0, "{team}: {}", one["totals"]);
+        let (_, report) = admin.get(&format!("/global/spend/report?group_by=team&team_id={team}")).await?;
+        let rows = report.as_array().context("report")?;
+        ensure!(rows.len() == 1 && rows[0]["spend_nano_usd"] == expect(&format!("team/{team}")).0, "{report}");
+    }
+    let (status, none) = admin.get("/spend/daily?group_by=team&team_id=team-nobody").await?;
+    ensure!(status == 200 && none["results"].as_array().is_some_and(Vec::is_empty), "{status} {none}");
+    for (query, param) in
+        [("group_by=team&team_id=a/model/b", "team_id"), ("group_by=customer&end_user=a%20b", "end_user")]
+    {
+        let (status, v) = admin.get(&format!("/spend/daily?{query}")).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
 
     // A plain key sees its own logs and no reports; a key of a team sees its own entries, not
     // its team's, even when it names the team.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tollgate_schemas::ledger::{day_window_of, model_scope_id, scope_id};
 use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_SKIP};
-use tollgate_schemas::store::{SpendSource, SpendTotal, StoreError};
+use tollgate_schemas::store::{DailyQuery, SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
 
 /// The longest date range one call may read.
@@ -248,24 +248,44 @@ fn merge(into: &mut SpendTotal, t: &SpendTotal) {
     into.completion_tokens += t.completion_tokens;
 }
 
+/// The daily rows an admin asks for: those of scope kind `kind`, or, when the query names one
+/// (`id_field`, e.g. `team_id=payments`), of that scope and its models. Read from the daily read
+/// model: the rows of the range's days and that kind only.
 async fn admin_daily(
     req: &HttpRequest,
     state: &AppState,
+    kind: &'static str,
+    id_field: Option<&'static str>,
 ) -> Result<(BTreeMap<String, String>, Vec<(String, NaiveDate, SpendTotal)>), GatewayError> {
     if let Caller::Own(_) = caller(req, state, false).await? {
         return Err(GatewayError::Forbidden("this key may not read spend reports".into()));
     }
     let q = query(req);
     let (from, to) = date_range(&q)?;
-    let rows = source(state)?.daily(from, to).await.map_err(internal)?;
+    let scope = match id_field.and_then(|f| q.get(f).map(|id| (f, id))) {
+        None => None,
+        Some((field, id)) => {
+            tollgate_schemas::limits::check_id(field, id).map_err(|e| GatewayError::field(field, e.to_string()))?;
+            Some(scope_id(kind, id))
+        }
+    };
+    let narrow = id_field.unwrap_or("group_by");
+    let query = DailyQuery { kind: kind.to_owned(), scope, from, to };
+    let rows = source(state)?.daily(query).await.map_err(|e| match e {
+        StoreError::TooManyRows { limit } => GatewayError::field(
+            "end_date",
+            format!("more than {limit} ledger rows in this range: ask for fewer days, or for one `{narrow}`"),
+        ),
+        e => internal(e),
+    })?;
     Ok((q, rows))
 }
 
 /// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
 /// date range, with each one's models, largest first.
 pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (q, rows) = admin_daily(&req, &state).await?;
-    let (kind, field) = group_kind(&q)?;
+    let (kind, field) = group_kind(&query(&req))?;
+    let (q, rows) = admin_daily(&req, &state, kind, Some(field)).await?;
     let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
     for (scope, _, t) in &rows {
         let Some((k, id, model)) = parse_scope(scope) else { continue };
@@ -307,7 +327,8 @@ pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -
 }
 
 /// What `/spend/daily` groups by: the ledger scope kind whose per-model rows it reads, and the
-/// field naming the group's id (`None` for `model`, which is the model of every key's rows).
+/// field naming the group's id (`None` for `model`: the platform's per-model rows, which every
+/// event counts in whoever's it is).
 fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'static str>), GatewayError> {
     match q.get("group_by").map(String::as_str) {
         None | Some("key") => Ok(("key", Some("api_key"))),
@@ -315,8 +336,7 @@ fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'s
         Some("user") => Ok(("user", Some("user_id"))),
         Some("customer") => Ok(("customer", Some("end_user"))),
         Some("organization") => Ok(("org", Some("organization_id"))),
-        // Every event counts towards its key: the keys' per-model rows sum to each model's total.
-        Some("model") => Ok(("key", None)),
+        Some("model") => Ok(("global", None)),
         Some(_) => {
             Err(GatewayError::field("group_by", "`group_by` must be key, team, user, customer, organization or model"))
         }
@@ -343,10 +363,11 @@ fn daily_groups(
 }
 
 /// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization:
-/// `group_by`), or by UTC day × model alone (`group_by=model`), from the spend aggregates.
+/// `group_by`; one of them with its id field, e.g. `team_id`), or by UTC day × model alone
+/// (`group_by=model`), from the daily read model.
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (q, rows) = admin_daily(&req, &state).await?;
-    let (kind, field) = daily_group(&q)?;
+    let (kind, field) = daily_group(&query(&req))?;
+    let (_, rows) = admin_daily(&req, &state, kind, field).await?;
     let mut total = SpendTotal::default();
     let mut results = Vec::new();
     for ((day, id, model), t) in daily_groups(&rows, kind, field.is_some()) {
@@ -429,7 +450,7 @@ mod tests {
     #[test]
     fn daily_group_by_is_checked() {
         let q = |v: &str| [("group_by".to_owned(), v.to_owned())].into_iter().collect::<BTreeMap<_, _>>();
-        assert_eq!(daily_group(&q("model")).unwrap(), ("key", None));
+        assert_eq!(daily_group(&q("model")).unwrap(), ("global", None));
         assert_eq!(daily_group(&q("organization")).unwrap(), ("org", Some("organization_id")));
         assert!(matches!(daily_group(&q("tag")), Err(GatewayError::InvalidField { field, .. }) if field == "group_by"));
     }

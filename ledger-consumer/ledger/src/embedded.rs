@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_schemas::logs::{
     read_newest_first, LogCursor, LogFields, LogPage, LogQuery, LogRow, LogScope, LogSlices, Slice,
 };
-use tollgate_schemas::store::{DailyTotals, SpendSource, SpendTotal, StoreError, Stored, TenancyStore};
+use tollgate_schemas::store::{
+    DailyQuery, DailyTotals, SpendSource, SpendTotal, StoreError, Stored, TenancyStore, MAX_DAILY_ROWS,
+};
 use tollgate_schemas::tenancy::Kind;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 
@@ -522,21 +524,39 @@ impl SpendSource for EmbeddedDb {
         Box::pin(async move { total })
     }
 
-    fn daily(&self, from: chrono::NaiveDate, to: chrono::NaiveDate) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
-        let rows = (|| {
+    fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
+        // The kind's scopes are those from `<kind>/` up to `<kind>0` ('0' follows '/').
+        let (first, past) = match &query.scope {
+            Some(scope) => (scope.clone(), format!("{scope}/model0")),
+            None => (format!("{}/", query.kind), format!("{}0", query.kind)),
+        };
+        // None: more than MAX_DAILY_ROWS rows.
+        type Rows = Option<Vec<(String, String, SpendTotal)>>;
+        let rows = (|| -> Result<Rows, rusqlite::Error> {
             let conn = self.lock();
             let mut stmt = conn.prepare_cached(
                 "SELECT scope_id, window_id, SUM(spent_nano_usd), SUM(events), SUM(prompt_tokens), SUM(completion_tokens) \
-                 FROM spend_aggregates WHERE window_id >= ?1 AND window_id <= ?2 GROUP BY scope_id, window_id",
+                 FROM spend_aggregates WHERE window_id >= ?1 AND window_id <= ?2 AND scope_id >= ?3 AND scope_id < ?4 \
+                 GROUP BY scope_id, window_id",
             )?;
-            let rows = stmt.query_map(params![format!("d:{from}"), format!("d:{to}")], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, total_of(r, 2)?))
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
+            let rows = stmt.query_map(
+                params![format!("d:{}", query.from), format!("d:{}", query.to), first, past],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, total_of(r, 2)?)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row?);
+                if out.len() > MAX_DAILY_ROWS {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(out))
         })()
         .map_err(store_err)
+        .and_then(|rows| rows.ok_or(StoreError::TooManyRows { limit: MAX_DAILY_ROWS }))
         .map(|rows| {
             rows.into_iter()
+                .filter(|(scope, _, _)| query.wants(scope))
                 .filter_map(|(scope, window, t)| {
                     let day = chrono::NaiveDate::parse_from_str(window.strip_prefix("d:")?, "%Y-%m-%d").ok()?;
                     Some((scope, day, t))

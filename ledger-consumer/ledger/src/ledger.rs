@@ -180,6 +180,7 @@ pub struct CqlLedger {
     write_row: PreparedStatement,
     write_fence: PreparedStatement,
     copy_row: PreparedStatement,
+    copy_daily_row: PreparedStatement,
     insert_dead_letter: PreparedStatement,
     select_dead_letters: PreparedStatement,
     /// The usage topic: dead letters are kept per topic, partition and offset.
@@ -261,6 +262,11 @@ impl CqlLedger {
              completion_tokens = ?, applied_offset = ? WHERE scope_id = ? AND window_id = ? AND partition = ?"
         ))
         .await?;
+        let copy_daily_row = prepare(format!(
+            "UPDATE {ks}.spend_daily USING TIMESTAMP ? SET spent_nano_usd = ?, events = ?, prompt_tokens = ?, \
+             completion_tokens = ?, applied_offset = ? WHERE kind = ? AND day = ? AND partition = ? AND scope_id = ?"
+        ))
+        .await?;
         // The first record of a refusal stays: a replay that refuses the record again (after a
         // crash before its offset was stored) changes nothing.
         let insert_dead_letter = prepare(format!(
@@ -285,10 +291,62 @@ impl CqlLedger {
             write_row,
             write_fence,
             copy_row,
+            copy_daily_row,
             insert_dead_letter,
             select_dead_letters,
             usage_topic: usage_topic.to_owned(),
         })
+    }
+
+    /// Copies Layer 2 rows of `partition` to the read model: each to `spend_aggregates` (unless
+    /// `daily_only`), and a day window's also to `spend_daily` (by kind and day), with the same
+    /// values and timestamp, so the highest fence wins in both whatever order copies arrive in.
+    async fn copy_rows(
+        &self,
+        partition: i32,
+        rows: &[(RowKey, RowState)],
+        daily_only: bool,
+    ) -> Result<(), LedgerError> {
+        let mut writes = Vec::with_capacity(rows.len() * 2);
+        for ((scope, window), r) in rows {
+            if !daily_only {
+                writes.push((scope, ReadModelWrite::Scope { window }, r));
+            }
+            if let (Some(day), Some((kind, _))) = (window.strip_prefix("d:"), scope.split_once('/')) {
+                writes.push((scope, ReadModelWrite::Daily { kind, day }, r));
+            }
+        }
+        let mut pending = FuturesUnordered::new();
+        let mut rest = writes.into_iter();
+        loop {
+            while pending.len() < COPY_CONCURRENCY {
+                let Some((scope, write, r)) = rest.next() else { break };
+                let stamp = HIGHEST_FENCE_WINS.saturating_add(r.applied_offset);
+                let (spent, events, prompt, completion, fence) =
+                    (r.spent.0, r.events, r.prompt_tokens, r.completion_tokens, r.applied_offset);
+                pending.push(async move {
+                    match write {
+                        ReadModelWrite::Scope { window } => {
+                            let values =
+                                (stamp, spent, events, prompt, completion, fence, scope.as_str(), window, partition);
+                            self.session.execute_unpaged(&self.copy_row, values).await
+                        }
+                        ReadModelWrite::Daily { kind, day } => {
+                            let values =
+                                (stamp, spent, events, prompt, completion, fence, kind, day, partition, scope.as_str());
+                            self.session.execute_unpaged(&self.copy_daily_row, values).await
+                        }
+                    }
+                });
+            }
+            match pending.next().await {
+                Some(result) => {
+                    result?;
+                }
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     pub fn session(&self) -> &std::sync::Arc<Session> {
@@ -344,6 +402,48 @@ impl CqlLedger {
             }
         }
         Ok(())
+    }
+
+    /// Writes `spend_daily` again from `spend_aggregates`' day rows (a full scan): for a ledger
+    /// whose day rows predate the daily read model. Each copy keeps its row's fence as its
+    /// timestamp, so a copy the consumer makes meanwhile is never overwritten by an older one.
+    pub async fn reindex_daily(&self, keyspace: &str) -> Result<u64, LedgerError> {
+        type Cells =
+            (Option<String>, Option<String>, i32, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let mut rows = self
+            .full_scan::<Cells>(format!(
+                "SELECT scope_id, window_id, partition, spent_nano_usd, events, prompt_tokens, completion_tokens, \
+                 applied_offset FROM {keyspace}.spend_aggregates"
+            ))
+            .await?;
+        let mut written = 0u64;
+        let mut by_partition: HashMap<i32, Vec<(RowKey, RowState)>> = HashMap::new();
+        loop {
+            let row = rows.next().await.transpose().map_err(query_err)?;
+            let end = row.is_none();
+            if let Some((Some(scope), Some(window), partition, spent, events, prompt, completion, fence)) = row {
+                if window.starts_with("d:") {
+                    let state = RowState {
+                        spent: NanoUsd(spent.unwrap_or(0)),
+                        events: events.unwrap_or(0),
+                        prompt_tokens: prompt.unwrap_or(0),
+                        completion_tokens: completion.unwrap_or(0),
+                        applied_offset: fence.unwrap_or(-1),
+                    };
+                    by_partition.entry(partition).or_default().push(((scope, window), state));
+                }
+            }
+            let full = by_partition.values().map(Vec::len).sum::<usize>() >= 5_000;
+            if full || end {
+                for (partition, chunk) in by_partition.drain() {
+                    written += chunk.len() as u64;
+                    self.copy_rows(partition, &chunk, true).await?;
+                }
+            }
+            if end {
+                return Ok(written);
+            }
+        }
     }
 
     /// Writes the key index rows of every event of the event ledger (`reindex`): for a ledger
@@ -571,6 +671,14 @@ const ROWS_PER_READ: usize = 100;
 /// Read-model copies in flight per bucket.
 const COPY_CONCURRENCY: usize = 32;
 
+/// Where one read-model copy of a row goes: `spend_aggregates` under its window, or `spend_daily`
+/// under its scope's kind and day.
+#[derive(Clone, Copy)]
+enum ReadModelWrite<'a> {
+    Scope { window: &'a str },
+    Daily { kind: &'a str, day: &'a str },
+}
+
 /// `[applied]` of an LWT result.
 fn applied(result: scylla::response::query_result::QueryResult) -> Result<bool, LedgerError> {
     tollgate_schemas::store::lwt_applied(result).map_err(result_err)
@@ -684,32 +792,7 @@ impl LedgerStore for CqlLedger {
     }
 
     async fn write_read_model(&self, partition: i32, rows: &[(RowKey, RowState)]) -> Result<(), LedgerError> {
-        let mut pending = FuturesUnordered::new();
-        let mut rest = rows.iter();
-        loop {
-            while pending.len() < COPY_CONCURRENCY {
-                let Some(((scope, window), r)) = rest.next() else { break };
-                let values = (
-                    HIGHEST_FENCE_WINS.saturating_add(r.applied_offset),
-                    r.spent.0,
-                    r.events,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.applied_offset,
-                    scope.as_str(),
-                    window.as_str(),
-                    partition,
-                );
-                pending.push(async move { self.session.execute_unpaged(&self.copy_row, values).await });
-            }
-            match pending.next().await {
-                Some(result) => {
-                    result?;
-                }
-                None => break,
-            }
-        }
-        Ok(())
+        self.copy_rows(partition, rows, false).await
     }
 
     async fn dead_letter_offsets(&self, partition: i32, first: i64, last: i64) -> Result<HashSet<i64>, LedgerError> {

@@ -239,6 +239,26 @@ impl CqlLedger {
         Ok(totals)
     }
 
+    /// Every row of the daily read model (`spend_daily`), as the `spend_aggregates` row it copies:
+    /// `(scope, d:<day>, partition)` (a full scan: an audit tool).
+    pub async fn scan_daily_rows(
+        &self,
+        keyspace: &str,
+    ) -> Result<std::collections::BTreeMap<RowId, Totals>, LedgerError> {
+        let mut rows = self
+            .full_scan::<(String, i32, String, Option<i64>, Option<i64>)>(format!(
+                "SELECT day, partition, scope_id, spent_nano_usd, events FROM {keyspace}.spend_daily"
+            ))
+            .await?;
+        let mut totals = std::collections::BTreeMap::new();
+        while let Some(row) = rows.next().await {
+            let (day, partition, scope, spent, events) = row.map_err(query_err)?;
+            let t = Totals { spent: spent.unwrap_or(0), events: events.unwrap_or(0) };
+            totals.insert((scope, format!("d:{day}"), partition), t);
+        }
+        Ok(totals)
+    }
+
     /// Every row of the key index (a full scan: an audit tool).
     pub async fn scan_key_index(&self, keyspace: &str) -> Result<Vec<KeyIndexEntry>, LedgerError> {
         type Cells = (

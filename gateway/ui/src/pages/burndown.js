@@ -27,7 +27,7 @@ export async function burnDown(record, groupBy, field, id) {
   const today = midnight(day(new Date()));
   const start = windowStart(record.budget_window || '') || new Date(today.getTime() - 29 * DAY_MS);
   const from = new Date(Math.max(start.getTime(), today.getTime() - (MAX_DAYS - 1) * DAY_MS));
-  const rows = (await dailyRows(from, today, groupBy)).filter((r) => r[field] === id);
+  const rows = (await dailyRows(from, today, groupBy, { [field]: id })).filter((r) => r[field] === id);
   const perDay = new Map();
   for (const r of rows) perDay.set(r.date, (perDay.get(r.date) || 0n) + BigInt(r.spend_nano_usd));
   let sum = 0n;

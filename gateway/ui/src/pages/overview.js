@@ -1,5 +1,6 @@
 // Overview: spend today and this month, requests and tokens, from the aggregate read model
-// (`/spend/daily`), and the teams with the most spend this month against their budgets.
+// (`/spend/daily` by model: the platform's own rows, a few per day), and the teams with the most
+// spend this month against their budgets.
 import * as api from '../api.js';
 import { h, fill, usd, day } from '../dom.js';
 
@@ -28,7 +29,7 @@ export async function overviewPage(main) {
   const today = day(now);
   const first = `${today.slice(0, 8)}01`;
   const [month, teams, report, health] = await Promise.all([
-    api.get('/spend/daily', { start_date: first, end_date: today }),
+    api.get('/spend/daily', { start_date: first, end_date: today, group_by: 'model' }),
     api.get('/team/list'),
     api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
     api.get('/ledger/health'),
