@@ -257,6 +257,62 @@ fn deployment_tag(ids: &IdCodec, d: &Deployment) -> DeploymentTag {
 mod tests {
     use super::*;
 
+    const CONFIG: &str = r#"
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1", api_key: sk-a}
+  - model_name: gpt-4o
+    litellm_params: {model: openai/gpt-4o, api_base: "http://127.0.0.1:9/v1", api_key: sk-b}
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+"#;
+
+    fn batches(config: &str, secret: &[u8]) -> (Batches, Router) {
+        let config = crate::config::Config::parse(config, "test.yaml").unwrap();
+        let router = Router::from_config(&config, "test.yaml").unwrap();
+        (Batches::new(BatchSettings::default(), secret, &router), router)
+    }
+
+    #[test]
+    fn a_file_id_names_its_file_for_its_owner_only() {
+        let (b, router) = batches(CONFIG, &[7; 32]);
+        let mini = router.deployments().find(|d| d.model_name == "gpt-4o-mini").unwrap().clone();
+        let id = b.file_id("file-abc", "key-1", "gpt-4o-mini", "/v1/chat/completions", &mini).unwrap();
+        let file = b.file(&id, "key-1").unwrap();
+        assert_eq!((file.provider_id.as_str(), file.model.as_str(), file.url), ("file-abc", "gpt-4o-mini", "/v1/chat/completions"));
+        assert!(Arc::ptr_eq(&file.deployment, &mini));
+        assert!(b.file(&id, "key-2").is_none(), "another key");
+        assert!(b.batch_ref(&id, "key-1").is_none(), "a file id is no batch id");
+        // Another gateway with the same secret and config opens it; with another secret, or
+        // once the deployment's account or the model group is gone, nobody does.
+        assert!(batches(CONFIG, &[7; 32]).0.file(&id, "key-1").is_some());
+        assert!(batches(CONFIG, &[8; 32]).0.file(&id, "key-1").is_none());
+        assert!(batches(&CONFIG.replace("sk-a", "sk-c"), &[7; 32]).0.file(&id, "key-1").is_none());
+        assert!(batches(&CONFIG.replace("model_name: gpt-4o-mini", "model_name: mini"), &[7; 32]).0.file(&id, "key-1").is_none());
+    }
+
+    #[test]
+    fn a_batch_is_presented_with_ids_of_its_owner() {
+        let (b, router) = batches(CONFIG, &[7; 32]);
+        let d = router.deployments().find(|d| d.model_name == "gpt-4o").unwrap().clone();
+        let mut batch = serde_json::json!({
+            "id": "batch_1", "endpoint": "/v1/embeddings", "input_file_id": "file-in",
+            "output_file_id": "file-out", "error_file_id": null,
+            "metadata": {"tollgate_key_id": "key-1", "tollgate_customer_id": "c", "job": "x"}
+        });
+        b.present(&mut batch, "key-1", "gpt-4o", &d);
+        let id = batch["id"].as_str().unwrap();
+        let r = b.batch_ref(id, "key-1").unwrap();
+        assert_eq!((r.provider_id.as_str(), r.model.as_str()), ("batch_1", "gpt-4o"));
+        let input = b.file(batch["input_file_id"].as_str().unwrap(), "key-1").unwrap();
+        assert_eq!((input.provider_id.as_str(), input.url), ("file-in", "/v1/embeddings"));
+        assert_eq!(input.url, b.file(&b.file_id("file-in", "key-1", "gpt-4o", "/v1/embeddings", &d).unwrap(), "key-1").unwrap().url);
+        let output = b.file(batch["output_file_id"].as_str().unwrap(), "key-1").unwrap();
+        assert_eq!((output.provider_id.as_str(), output.url), ("file-out", ""));
+        assert!(batch["error_file_id"].is_null());
+        assert_eq!(batch["metadata"], serde_json::json!({"job": "x"}));
+    }
+
     #[test]
     fn the_oldest_entries_are_forgotten_past_the_bound() {
         let mut m = Bounded::default();
