@@ -279,7 +279,10 @@ kafka:
         let mini = router.deployments().find(|d| d.model_name == "gpt-4o-mini").unwrap().clone();
         let id = b.file_id("file-abc", "key-1", "gpt-4o-mini", "/v1/chat/completions", &mini).unwrap();
         let file = b.file(&id, "key-1").unwrap();
-        assert_eq!((file.provider_id.as_str(), file.model.as_str(), file.url), ("file-abc", "gpt-4o-mini", "/v1/chat/completions"));
+        assert_eq!(
+            (file.provider_id.as_str(), file.model.as_str(), file.url),
+            ("file-abc", "gpt-4o-mini", "/v1/chat/completions")
+        );
         assert!(Arc::ptr_eq(&file.deployment, &mini));
         assert!(b.file(&id, "key-2").is_none(), "another key");
         assert!(b.batch_ref(&id, "key-1").is_none(), "a file id is no batch id");
@@ -288,7 +291,10 @@ kafka:
         assert!(batches(CONFIG, &[7; 32]).0.file(&id, "key-1").is_some());
         assert!(batches(CONFIG, &[8; 32]).0.file(&id, "key-1").is_none());
         assert!(batches(&CONFIG.replace("sk-a", "sk-c"), &[7; 32]).0.file(&id, "key-1").is_none());
-        assert!(batches(&CONFIG.replace("model_name: gpt-4o-mini", "model_name: mini"), &[7; 32]).0.file(&id, "key-1").is_none());
+        assert!(batches(&CONFIG.replace("model_name: gpt-4o-mini", "model_name: mini"), &[7; 32])
+            .0
+            .file(&id, "key-1")
+            .is_none());
     }
 
     #[test]
@@ -306,7 +312,10 @@ kafka:
         assert_eq!((r.provider_id.as_str(), r.model.as_str()), ("batch_1", "gpt-4o"));
         let input = b.file(batch["input_file_id"].as_str().unwrap(), "key-1").unwrap();
         assert_eq!((input.provider_id.as_str(), input.url), ("file-in", "/v1/embeddings"));
-        assert_eq!(input.url, b.file(&b.file_id("file-in", "key-1", "gpt-4o", "/v1/embeddings", &d).unwrap(), "key-1").unwrap().url);
+        assert_eq!(
+            input.url,
+            b.file(&b.file_id("file-in", "key-1", "gpt-4o", "/v1/embeddings", &d).unwrap(), "key-1").unwrap().url
+        );
         let output = b.file(batch["output_file_id"].as_str().unwrap(), "key-1").unwrap();
         assert_eq!((output.provider_id.as_str(), output.url), ("file-out", ""));
         assert!(batch["error_file_id"].is_null());

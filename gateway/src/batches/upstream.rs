@@ -168,9 +168,11 @@ pub fn reachable(state: &AppState, principal: &Principal) -> Vec<Arc<Deployment>
 /// order.
 pub fn accounts(state: &AppState, take: impl Fn(&Deployment) -> bool) -> Vec<Arc<Deployment>> {
     let mut out: Vec<Arc<Deployment>> = Vec::new();
-    let key = |d: &Deployment| d.api_key.as_ref().map(|k| k.expose().to_owned());
+    let same_account = |a: &Deployment, b: &Deployment| {
+        a.api_base == b.api_base && a.api_key.as_ref().map(|k| k.expose()) == b.api_key.as_ref().map(|k| k.expose())
+    };
     for d in state.router.deployments().filter(|d| d.api.name() == "openai") {
-        if take(d) && !out.iter().any(|o| o.api_base == d.api_base && key(o) == key(d)) {
+        if take(d) && !out.iter().any(|o| same_account(o, d)) {
             out.push(d.clone());
         }
     }
