@@ -2,7 +2,8 @@
 //! `file` and `purpose`), `GET /v1/files/{id}` and `/content`, `POST /v1/batches`,
 //! `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`, `GET /v1/batches`.
 //!
-//! A batch is `in_progress` when created and `completed` at its first retrieval (or listing):
+//! A batch is `in_progress` when created (its `created_at` the time it was) and `completed`,
+//! [`RUNS_FOR_SECS`] later by its `completed_at`, at its first retrieval:
 //! the mock then reads its input file (refusing one that is not OpenAI's JSONL), answers each
 //! line as `/v1/chat/completions` or `/v1/embeddings` would (the same token counts as
 //! `mock_provider`), and writes the output file, `custom_id` echoed. A line whose request holds
@@ -19,9 +20,11 @@ use std::sync::Mutex;
 
 /// A request line holding this text fails.
 pub const FAIL_MARKER: &str = "[fail this line]";
-/// The instant the mock says every batch was created (its `completed_at` is 60 s later), so a
-/// test knows the `occurred_at` of the events.
+/// The instant the mock says every file and chat completion was created.
 pub const CREATED_AT: i64 = 1_765_000_000;
+/// Seconds from a batch's `created_at` (when the mock was asked for it) to its `completed_at`,
+/// so a test knows the `occurred_at` of the events.
+pub const RUNS_FOR_SECS: i64 = 60;
 
 /// Files and batches, by id (shared by every worker).
 #[derive(Default)]
@@ -152,7 +155,7 @@ async fn create_batch(
     let batch = json!({
         "id": id, "object": "batch", "endpoint": endpoint, "input_file_id": input,
         "completion_window": body["completion_window"], "status": "in_progress",
-        "output_file_id": null, "error_file_id": null, "created_at": CREATED_AT, "completed_at": null,
+        "output_file_id": null, "error_file_id": null, "created_at": now(), "completed_at": null,
         "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body["metadata"],
     });
     if let Ok(mut batches) = store.batches.lock() {
@@ -200,6 +203,14 @@ fn answer(n: usize, custom_id: &str, endpoint: &str, body: &Value, default_compl
     (line, true)
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn created_at(batch: &Value) -> i64 {
+    batch["created_at"].as_i64().unwrap_or_default()
+}
+
 /// Runs an `in_progress` batch to its end: the output file written, the batch `completed`.
 fn complete(store: &Store, batch: &mut Value, default_completion: u64) {
     if batch["status"] != "in_progress" {
@@ -219,7 +230,7 @@ fn complete(store: &Store, batch: &mut Value, default_completion: u64) {
     let file = store.add_file("batch_output", out);
     batch["status"] = "completed".into();
     batch["output_file_id"] = file["id"].clone();
-    batch["completed_at"] = (CREATED_AT + 60).into();
+    batch["completed_at"] = (created_at(batch) + RUNS_FOR_SECS).into();
     batch["request_counts"] = json!({"total": lines.len(), "completed": ok, "failed": lines.len() - ok});
 }
 
@@ -248,7 +259,7 @@ async fn cancel_batch(
             return bad("only a batch in progress can be cancelled");
         }
         batch["status"] = "cancelled".into();
-        batch["cancelled_at"] = (CREATED_AT + 30).into();
+        batch["cancelled_at"] = (created_at(batch) + RUNS_FOR_SECS / 2).into();
         HttpResponse::Ok().json(batch.clone())
     })
     .await

@@ -170,6 +170,40 @@ pub(crate) fn key_hash_secret(config: &Config) -> Result<Option<Vec<u8>>, StartE
         .map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))
 }
 
+/// The secret file and batch ids are authenticated with (`batches::ids`):
+/// `gateway.batches.id_secret` (checked when the config is read), else
+/// `TOLLGATE_BATCH_ID_SECRET`, else one derived from the key hash secret, which every gateway
+/// sharing a database already shares (and the embedded set-up keeps beside its database). With
+/// none of them, a random one: ids are then good in this process only, which a warning says.
+pub(crate) fn batch_id_secret(config: &Config, key_hash_secret: Option<&[u8]>) -> Result<Vec<u8>, StartError> {
+    use hmac::Mac;
+    if let Some(s) = &config.gateway.batches.id_secret {
+        return Ok(s.expose().as_bytes().to_vec());
+    }
+    if let Ok(s) = std::env::var("TOLLGATE_BATCH_ID_SECRET") {
+        if s.len() < batches::ids::MIN_SECRET_BYTES {
+            return Err(StartError::Secret(format!(
+                "TOLLGATE_BATCH_ID_SECRET must be at least {} bytes",
+                batches::ids::MIN_SECRET_BYTES
+            )));
+        }
+        return Ok(s.into_bytes());
+    }
+    if let Some(secret) = key_hash_secret {
+        // A secret of its own, so that an id never exposes anything computed with the key hash
+        // secret itself.
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
+            .map_err(|_| StartError::Secret("the key hash secret cannot key HMAC".into()))?;
+        mac.update(b"tollgate batch and file ids");
+        return Ok(mac.finalize().into_bytes().to_vec());
+    }
+    tracing::warn!(
+        "no gateway.batches.id_secret, TOLLGATE_BATCH_ID_SECRET or key hash secret: file and batch ids are good \
+         in this process only (docs/design.md §2.13)"
+    );
+    Ok([uuid::Uuid::new_v4().into_bytes(), uuid::Uuid::new_v4().into_bytes()].concat())
+}
+
 /// Validates everything that needs no network (used by `--check-config`).
 pub fn check_config(config: &Config, origin: &str) -> Result<(), ConfigError> {
     Router::from_config(config, origin).map(|_| ())
@@ -199,6 +233,8 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
                 .into(),
         }));
     }
+    let batches =
+        batches::Batches::new(config.gateway.batches.clone(), &batch_id_secret(config, secret.as_deref())?, &router);
     let hasher = tenancy::auth::KeyHasher::new(secret.as_deref());
     let tenancy = Arc::new(Tenancy::new(store, &config.virtual_keys, hasher, control.clone()));
     if let Some(kafka) = &config.kafka {
@@ -261,7 +297,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         keep_alive: Duration::from_secs(config.gateway.keep_alive_secs),
         client_request_timeout: Duration::from_millis(config.gateway.client_request_timeout_ms),
         console: Arc::new(console::Console::new(&config.gateway.console)),
-        batches: Arc::new(batches::Batches::new(config.gateway.batches.clone())),
+        batches: Arc::new(batches),
     })
 }
 

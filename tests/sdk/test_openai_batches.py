@@ -30,6 +30,9 @@ def test_a_batch_runs_through_the_sdk(openai_client):
     )
     assert batch.status == "in_progress"
     assert batch.metadata == {"job": "sdk"}
+    # Tollgate's ids, which name the provider's file and batch: the input file is the one uploaded.
+    assert batch.input_file_id == uploaded.id
+    assert uploaded.id.startswith("file-") and batch.id.startswith("batch_")
 
     done = openai_client.batches.retrieve(batch.id)
     assert done.status == "completed"
@@ -52,3 +55,10 @@ def test_a_file_that_is_not_a_batch_is_refused(openai_client):
 def test_an_unknown_batch_is_not_found(openai_client):
     with pytest.raises(openai.NotFoundError):
         openai_client.batches.retrieve("batch_nobody_has")
+
+
+def test_a_forged_file_id_is_not_found(openai_client):
+    uploaded = openai_client.files.create(file=("in.jsonl", request_line("only", "hi", 1).encode()), purpose="batch")
+    last = "B" if uploaded.id[-2] == "A" else "A"
+    with pytest.raises(openai.NotFoundError):
+        openai_client.files.retrieve(uploaded.id[:-2] + last + uploaded.id[-1])

@@ -8,7 +8,7 @@
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
-use tollgate_benches::mock_batches::{CREATED_AT, FAIL_MARKER};
+use tollgate_benches::mock_batches::{FAIL_MARKER, RUNS_FOR_SECS};
 use tollgate_tests::*;
 
 /// gpt-4o-mini through OpenAI's Batch API, in the catalogue (`input_cost_per_token_batches`
@@ -89,6 +89,12 @@ impl Client {
 
     async fn post(&self, key: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
         Self::json(self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await?).await
+    }
+
+    /// `POST` for the customer `customer` (`x-tollgate-customer-id`).
+    async fn post_for(&self, key: &str, customer: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(key);
+        Self::json(request.header("x-tollgate-customer-id", customer).json(body).send().await?).await
     }
 
     async fn json(resp: reqwest::Response) -> Result<(u16, Value)> {
@@ -187,20 +193,21 @@ async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()
     let events = collect_events(&topic, contents.len(), Duration::from_secs(60)).await?;
     let mut charged = Vec::new();
     for (i, content) in contents.iter().enumerate() {
-        let e = &events[&format!("{batch_id}/req-{i}")];
+        // `request_id` is the provider's batch id and the line's `custom_id`.
+        let e = events.values().find(|e| e.request_id.ends_with(&format!("/req-{i}"))).context("an event per line")?;
         let (prompt, completion) = (1 + content.len() as i64 / 4, 3 + i as i64);
         ensure!((e.prompt_tokens as i64, e.completion_tokens as i64) == (prompt, completion), "{e:?}");
         let cost = prompt * BATCH_INPUT + completion * BATCH_OUTPUT;
         ensure!(e.cost_nano_usd.0 == cost, "req-{i}: {} at batch prices is {cost}", e.cost_nano_usd.0);
         ensure!(e.cost_by_token_type.iter().map(|p| p.cost_nano_usd.0).sum::<i64>() == cost);
         ensure!(
-            e.occurred_at.timestamp() == CREATED_AT + 60
+            Some(e.occurred_at.timestamp()) == batch["created_at"].as_i64().map(|t| t + RUNS_FOR_SECS)
                 && e.requested_model == "gpt-4o-mini"
                 && e.team_id.as_deref() == Some("team-alpha")
         );
         charged.push((owner, cost));
     }
-    ensure!(!events.contains_key(&format!("{batch_id}/req-fail")), "the failed line is not charged");
+    ensure!(!events.values().any(|e| e.request_id.ends_with("/req-fail")), "the failed line is not charged");
 
     // The client sees it completed; the output file is its own to read. Nothing more is charged.
     let (status, done) = gw.get(owner, &format!("/v1/batches/{batch_id}")).await?;
@@ -236,6 +243,143 @@ async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()
 
     second.stop().await?;
     gateway.stop().await?;
+    consumer.stop().await?;
+    mock.stop().await
+}
+
+/// `id` with its character at `at` replaced by another of the same alphabet.
+fn forged(id: &str, at: usize) -> String {
+    let mut bytes = id.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Ids are Tollgate's, authenticated by a secret every gateway shares (here derived from the
+/// shared key hash secret): a file uploaded through one gateway is used through another, and
+/// through the first after it restarted; a batch created with a customer is billed to the
+/// customer by a restarted gateway that never saw it, which finds it in the provider's list
+/// without any client asking. Forged, cut, oversized and other keys' ids are 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_work_on_every_gateway_and_after_a_restart() -> Result<()> {
+    let dir = scratch_dir("batch-ids")?;
+    let topic = unique("usage-batch-ids-");
+    let keyspace = unique("e2e_batch_ids_");
+    create_topic(&topic, 1).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+    let mock = start_mock(&dir, &[]).await?;
+    let first = start_gateway(&dir, &gateway_config("gw-ids-1", mock.url()?, &topic, 0)?).await?;
+    let second = start_gateway(&dir, &gateway_config("gw-ids-2", mock.url()?, &topic, 0)?).await?;
+    let gw1 = Client { http: reqwest::Client::new(), base: first.url()?.to_owned() };
+    let gw2 = Client { http: reqwest::Client::new(), base: second.url()?.to_owned() };
+    let (owner, other) = (TENANT_KEYS[0].0, TENANT_KEYS[2].0);
+    let customer = unique("cust-batch-");
+
+    let contents = ["first question", "second, a longer one", "third"];
+    let lines: Vec<String> =
+        contents.iter().enumerate().map(|(i, c)| line(&format!("q-{i}"), "gpt-4o-mini", c, 2 + i as u64)).collect();
+    let (status, uploaded) = gw1.upload(owner, (lines.join("\n") + "\n").as_bytes()).await?;
+    ensure!(status == 200, "upload: {uploaded}");
+    let file_id = uploaded["id"].as_str().context("file id")?.to_owned();
+    ensure!(
+        file_id.starts_with("file-")
+            && file_id.len() <= 256
+            && file_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "bounded and URL-safe: {file_id}"
+    );
+
+    // The second gateway never saw the upload and serves it to its owner, to nobody else.
+    let (status, object) = gw2.get(owner, &format!("/v1/files/{file_id}")).await?;
+    ensure!(status == 200 && object["id"] == file_id.as_str(), "{object}");
+    let bad_ids = [
+        forged(&file_id, file_id.len() / 2),
+        forged(&file_id, file_id.len() - 1),
+        file_id[..file_id.len() - 4].to_owned(),
+        format!("{file_id}{}", "A".repeat(300)),
+        "file-tg1".to_owned(),
+    ];
+    for (key, id) in bad_ids.iter().map(|id| (owner, id.as_str())).chain([(other, file_id.as_str())]) {
+        for path in [format!("/v1/files/{id}"), format!("/v1/files/{id}/content")] {
+            let (status, answer) = gw2.get(key, &path).await?;
+            ensure!(status == 404 && error_type(&answer) == "invalid_request_error", "{path}: {status} {answer}");
+        }
+        let create = json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+        ensure!(gw2.post(key, "/v1/batches", &create).await?.0 == 404, "{id}");
+    }
+
+    // A batch created on the second gateway, for a customer.
+    let create = json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+                        "metadata": {"job": "ids"}});
+    let (status, batch) = gw2.post_for(owner, &customer, "/v1/batches", &create).await?;
+    ensure!(status == 200, "create: {batch}");
+    let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
+    ensure!(batch_id.starts_with("batch_") && batch_id.len() <= 256, "{batch_id}");
+    ensure!(batch["input_file_id"] == file_id.as_str() && batch["metadata"] == json!({"job": "ids"}), "{batch}");
+    for (key, id) in [(owner, forged(&batch_id, batch_id.len() / 2)), (other, batch_id.clone())] {
+        ensure!(gw2.get(key, &format!("/v1/batches/{id}")).await?.0 == 404, "{id}");
+        ensure!(gw2.post(key, &format!("/v1/batches/{id}/cancel"), &json!({})).await?.0 == 404, "{id}");
+    }
+
+    // The first gateway restarts, now polling: it finds the batch in the provider's list and
+    // bills it, to the customer too, before anyone retrieves it.
+    first.stop().await?;
+    let first = start_gateway(&dir, &gateway_config("gw-ids-1", mock.url()?, &topic, 1)?).await?;
+    let gw1 = Client { http: reqwest::Client::new(), base: first.url()?.to_owned() };
+    let events = collect_events(&topic, contents.len(), Duration::from_secs(60)).await?;
+    let created = batch["created_at"].as_i64().context("created_at")?;
+    let mut charged = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        let e = events.values().find(|e| e.request_id.ends_with(&format!("/q-{i}"))).context("an event per line")?;
+        let (prompt, completion) = (1 + content.len() as i64 / 4, 2 + i as i64);
+        let cost = prompt * BATCH_INPUT + completion * BATCH_OUTPUT;
+        ensure!(
+            e.cost_nano_usd.0 == cost
+                && e.customer_id.as_deref() == Some(customer.as_str())
+                && e.team_id.as_deref() == Some("team-alpha")
+                && e.gateway_id == "gw-ids-1"
+                && e.occurred_at.timestamp() == created + RUNS_FOR_SECS,
+            "q-{i}: {e:?}"
+        );
+        charged.push((owner, cost));
+    }
+
+    // The restarted gateway serves the file uploaded before it restarted, and the batch; the
+    // output file it names is read through the other gateway.
+    ensure!(gw1.get(owner, &format!("/v1/files/{file_id}")).await?.0 == 200);
+    let (status, done) = gw1.get(owner, &format!("/v1/batches/{batch_id}")).await?;
+    ensure!(status == 200 && done["status"] == "completed" && done["id"] == batch_id.as_str(), "{done}");
+    ensure!(done["metadata"] == json!({"job": "ids"}), "the owner and customer stay hidden: {done}");
+    let output_id = done["output_file_id"].as_str().context("output file")?;
+    let resp = gw2.http.get(format!("{}/v1/files/{output_id}/content", gw2.base)).bearer_auth(owner).send().await?;
+    ensure!(resp.status() == 200);
+    ensure!(resp.text().await?.lines().count() == lines.len());
+    ensure!(gw1.get(other, &format!("/v1/files/{output_id}/content")).await?.0 == 404);
+    ensure!(gw1.get(other, &format!("/v1/batches/{batch_id}")).await?.0 == 404);
+    let (_, list) = gw2.get(owner, "/v1/batches").await?;
+    ensure!(list["data"][0]["id"] == batch_id.as_str() && list["first_id"] == batch_id.as_str(), "{list}");
+    let (status, page) = gw2.get(owner, &format!("/v1/batches?after={batch_id}")).await?;
+    ensure!(status == 200 && page["data"].as_array().is_some_and(Vec::is_empty), "{page}");
+
+    // The batch routes are counted like the others, under the model group of their id.
+    let metrics = gw1.http.get(format!("{}/metrics", gw1.base)).send().await?.text().await?;
+    let counted = |endpoint: &str, model: &str, status: &str| {
+        let labels = [format!("endpoint=\"{endpoint}\""), format!("model=\"{model}\""), format!("status=\"{status}\"")];
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tollgate_requests_total{") && labels.iter().all(|x| l.contains(x.as_str())))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let seen = [("files", "200"), ("files", "404"), ("batches", "200"), ("batches", "404")]
+        .map(|(endpoint, status)| counted(endpoint, if status == "200" { "gpt-4o-mini" } else { "unknown" }, status));
+    ensure!(seen == [1, 1, 1, 1], "{seen:?}: {metrics}");
+
+    let session = cql().await?;
+    assert_charged(&session, &keyspace, &charged).await?;
+    let total: i64 = charged.iter().map(|(_, c)| c).sum();
+    ensure!(scope_total(&session, &keyspace, &format!("customer/{customer}")).await?.0 == total, "customer total");
+
+    first.stop().await?;
+    second.stop().await?;
     consumer.stop().await?;
     mock.stop().await
 }

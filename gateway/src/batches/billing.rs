@@ -96,6 +96,22 @@ async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Resu
     Ok(())
 }
 
+/// `principal` with the customer a batch was created for (its metadata's
+/// `tollgate_customer_id`): its id on the events and, when it has a record, its budget windows.
+/// The customer was admitted when the batch was created, so it is charged even if the key may
+/// no longer name it; an id out of bounds is no customer.
+pub async fn with_customer(state: &AppState, mut principal: Principal, customer: Option<&str>) -> Principal {
+    let Some(id) = customer.filter(|c| tollgate_schemas::limits::check_id("customer", c).is_ok()) else {
+        return principal;
+    };
+    match state.tenancy.with_customer(&mut principal, id, true).await {
+        Ok(Some(party)) => principal.parties.push(party),
+        Ok(None) => {}
+        Err(_) => principal.customer_id = Some(id.to_owned()),
+    }
+    principal
+}
+
 /// The usage event of one answered line, charged to `owner` at the deployment's batch price.
 pub fn line_event(
     gateway_id: &str,

@@ -2,9 +2,10 @@
 //! called with the deployment's key. Ids that go into a URL are checked first ([`good_id`]);
 //! every answer is read within a bound and the deployment's timeout.
 //!
-//! A batch is created with its owner in its `metadata` (`tollgate_key_id`, `tollgate_model`),
-//! which clients never see nor set ([`strip_owner`]): a gateway that
-//! does not know a batch finds it at the providers its key may use ([`find`]).
+//! A batch is created with its owner in its `metadata` (`tollgate_key_id`, `tollgate_model`,
+//! `tollgate_customer_id`), which clients never see nor set ([`strip_owner`]): a gateway that
+//! did not create a batch charges it to the parties it names, and a restarted one finds the
+//! batches it has to bill by them (`poller`).
 
 use crate::error::GatewayError;
 use crate::providers::{AnswerError, Deployment, UpstreamError};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 pub const OWNER_PREFIX: &str = "tollgate_";
 pub const OWNER_KEY: &str = "tollgate_key_id";
 pub const OWNER_MODEL: &str = "tollgate_model";
+pub const OWNER_CUSTOMER: &str = "tollgate_customer_id";
 
 /// Largest answer of a provider about a file or a batch (not a file's content).
 const MAX_OBJECT_BYTES: usize = 1024 * 1024;
@@ -156,33 +158,25 @@ pub async fn retrieve(
     Ok((answer, object))
 }
 
-/// The deployments whose Batch API a key may reach: OpenAI's family, one per `api_base`, of
-/// model groups the key may use.
+/// The deployments whose Batch API a key may reach: OpenAI's family, one per provider account
+/// (`api_base` and key), of model groups the key may use.
 pub fn reachable(state: &AppState, principal: &Principal) -> Vec<Arc<Deployment>> {
+    accounts(state, |d| crate::pipeline::check_model(state, principal, &d.model_name).is_ok())
+}
+
+/// One deployment of OpenAI's family per provider account, of those `take` keeps, in config
+/// order.
+pub fn accounts(state: &AppState, take: impl Fn(&Deployment) -> bool) -> Vec<Arc<Deployment>> {
     let mut out: Vec<Arc<Deployment>> = Vec::new();
+    let same_account = |a: &Deployment, b: &Deployment| {
+        a.api_base == b.api_base && a.api_key.as_ref().map(|k| k.expose()) == b.api_key.as_ref().map(|k| k.expose())
+    };
     for d in state.router.deployments().filter(|d| d.api.name() == "openai") {
-        let allowed = crate::pipeline::check_model(state, principal, &d.model_name).is_ok();
-        if allowed && !out.iter().any(|o| o.api_base == d.api_base) {
+        if take(d) && !out.iter().any(|o| same_account(o, d)) {
             out.push(d.clone());
         }
     }
     out
-}
-
-/// A batch this gateway does not know, looked up at every provider the key may reach: the
-/// first whose batch `id` names the key as its owner.
-pub async fn find(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<Option<(Arc<Deployment>, Answer, BatchObject)>, GatewayError> {
-    for deployment in reachable(state, principal) {
-        let (answer, object) = retrieve(state, &deployment, id).await?;
-        if answer.ok() && object.id == id && object.owner(OWNER_KEY) == Some(principal.key.key_id.as_str()) {
-            return Ok(Some((deployment, answer, object)));
-        }
-    }
-    Ok(None)
 }
 
 /// Removes the gateway's metadata from a batch object, or from each batch of a list.

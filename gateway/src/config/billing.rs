@@ -192,6 +192,13 @@ pub struct BatchSettings {
     /// 0 leaves billing to clients retrieving their batches.
     #[serde(default = "default_batch_poll_secs")]
     pub poll_interval_secs: u64,
+    /// The secret file and batch ids are authenticated with (HMAC-SHA-256), at least 32 bytes;
+    /// may be `os.environ/VAR`. Every gateway of a deployment must have the same one, else ids
+    /// made by one are 404 at another. Default: the environment variable
+    /// TOLLGATE_BATCH_ID_SECRET, else one derived from the key hash secret (docs/design.md
+    /// §2.13, "Ids").
+    #[serde(default)]
+    pub id_secret: Option<Secret>,
 }
 
 impl Default for BatchSettings {
@@ -200,6 +207,7 @@ impl Default for BatchSettings {
             max_file_bytes: default_max_batch_file_bytes(),
             max_lines: default_max_batch_lines(),
             poll_interval_secs: default_batch_poll_secs(),
+            id_secret: None,
         }
     }
 }

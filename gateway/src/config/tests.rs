@@ -290,3 +290,18 @@ fn a_redis_cache_is_checked_field_by_field() {
         assert!(err.contains(field), "{params}: {err}");
     }
 }
+
+#[test]
+fn the_batch_id_secret_is_long_enough_and_resolved() {
+    let with =
+        |secret: &str| MINIMAL.replace("kafka:", &format!("gateway:\n  batches:\n    id_secret: {secret}\nkafka:"));
+    let err = Config::parse(&with("too-short"), "test.yaml").unwrap_err().to_string();
+    assert!(err.contains("gateway.batches.id_secret") && err.contains("32"), "{err}");
+    let err = Config::parse(&with("os.environ/TOLLGATE_TEST_UNSET_BATCH_SECRET"), "test.yaml").unwrap_err().to_string();
+    assert!(err.contains("gateway.batches.id_secret"), "{err}");
+    let c = Config::parse(&with(&"s".repeat(32)), "test.yaml").unwrap();
+    assert_eq!(c.gateway.batches.id_secret.map(|s| s.expose().len()), Some(32));
+    assert!(
+        !format!("{:?}", Config::parse(&with(&"s".repeat(32)), "test.yaml").unwrap().gateway.batches).contains("ssss")
+    );
+}

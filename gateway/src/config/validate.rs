@@ -234,6 +234,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(secret) = &self.gateway.batches.id_secret {
+            let field = "gateway.batches.id_secret";
+            let secret = resolve_secret(secret, &self.environment_variables, origin, field)?;
+            if secret.expose().len() < crate::batches::ids::MIN_SECRET_BYTES {
+                return Err(invalid(
+                    field.into(),
+                    format!("must be at least {} bytes", crate::batches::ids::MIN_SECRET_BYTES),
+                ));
+            }
+            self.gateway.batches.id_secret = Some(secret);
+        }
         if let Some(secret) = &self.gateway.key_hash_secret {
             if self.gateway.key_hash_secret_file.is_some() {
                 return Err(invalid(

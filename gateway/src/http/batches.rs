@@ -1,12 +1,16 @@
 //! `/v1/batches`: OpenAI's Batch API (docs/design.md §2.13). A batch is created from a file of
-//! the caller's, after the same admission as any request (key, team, budgets); retrieving one
-//! that has ended bills it (`batches::billing`). A key sees only its own batches: 404 otherwise.
+//! the caller's, after the same admission as any request (key, team, customer, budgets);
+//! retrieving one that has ended bills it (`batches::billing`). Batch and file ids are
+//! Tollgate's (`batches::ids`): one names its provider and owner, so a gateway that never saw
+//! the batch asks one provider, once. A key sees only its own batches: 404 otherwise.
 
-use super::files::{provider_id, relay};
+use super::files::{not_found, provider_id, relay};
+use super::observed::{observed, Api, Seen};
 use super::{authorize, read_body};
-use crate::batches::upstream::{self, Answer, BatchObject, OWNER_KEY, OWNER_MODEL, OWNER_PREFIX};
-use crate::batches::{billing, jsonl, BatchEntry, Billing, FileEntry};
+use crate::batches::upstream::{self, Answer, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL, OWNER_PREFIX};
+use crate::batches::{billing, jsonl, BatchEntry, BatchRef, Billing};
 use crate::error::GatewayError;
+use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,8 +19,8 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// OpenAI's bound on a batch's metadata: 16 pairs, keys of 64 and values of 512 characters.
-/// The gateway keeps two of the pairs for itself.
-const MAX_METADATA_PAIRS: usize = 16 - 2;
+/// The gateway keeps three of the pairs for itself.
+const MAX_METADATA_PAIRS: usize = 16 - 3;
 const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
 /// The most batches one list asks each provider for (OpenAI's bound on `limit`).
@@ -30,23 +34,34 @@ struct CreateBatch {
     completion_window: String,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
+    /// The customer (end user) its lines are charged to, as OpenAI's `user` on other
+    /// endpoints; `x-tollgate-customer-id` wins. Not sent to the provider.
+    #[serde(default)]
+    user: Option<String>,
 }
 
 /// `POST /v1/batches`.
-pub(crate) async fn create_batch(
+pub(crate) async fn create_batch(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Batches);
+    observed(&req.clone(), &seen, create_batch_inner(req, payload, state, &seen)).await
+}
+
+/// The work of [`create_batch`].
+async fn create_batch_inner(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
-    let principal = authorize(&req, &state).await?;
+    let mut principal = authorize(&req, &state).await?;
+    seen.principal(&principal);
     let body = read_body(&req, payload, state.max_body_bytes).await?;
     let create: CreateBatch =
         serde_json::from_slice(&body).map_err(|e| GatewayError::invalid(format!("invalid batch: {e}"), None))?;
-    let not_found = || GatewayError::NotFound { kind: "file", id: create.input_file_id.chars().take(64).collect() };
-    let file: FileEntry = Some(&create.input_file_id)
-        .filter(|id| upstream::good_id(id))
-        .and_then(|id| state.batches.file(id, &principal.key.key_id))
-        .ok_or_else(not_found)?;
+    let key_id = principal.key.key_id.clone();
+    let file =
+        state.batches.file(&create.input_file_id, &key_id).ok_or_else(|| not_found("file", &create.input_file_id))?;
+    seen.model(&state, &file.model);
     if !jsonl::ENDPOINTS.contains(&create.endpoint.as_str()) || create.endpoint != file.url {
         return Err(GatewayError::invalid(
             format!("`endpoint` must be the one the file's lines call, `{}`", file.url),
@@ -57,80 +72,118 @@ pub(crate) async fn create_batch(
         return Err(GatewayError::invalid("`completion_window` must be `24h`", Some("completion_window")));
     }
     let mut metadata = checked_metadata(create.metadata)?;
+    let user = create.user.filter(|u| !u.is_empty());
+    if let Some(u) = &user {
+        tollgate_schemas::limits::check_id("user", u).map_err(|e| GatewayError::field("user", e.to_string()))?;
+    }
+    let customer = crate::pipeline::customer_id(&req, user.as_deref())?;
     crate::pipeline::check_model(&state, &principal, &file.model)?;
-    // Admitted as any request is (blocked parties, spent budgets, rate limits); what the batch
-    // costs is known only when it ends, so nothing is reserved against a hard budget.
-    let admitted = crate::limits::admission::admit(
+    // Admitted as any request is (blocked parties, spent budgets, rate limits; the customer's
+    // too); what the batch costs is known only when it ends, so nothing is reserved against a
+    // hard budget.
+    let now = chrono::Utc::now();
+    let mut admitted = crate::limits::admission::admit(
         &principal,
         &file.model,
         &state.budget_view,
         &state.limiter,
         &state.budget_settings,
-        chrono::Utc::now(),
+        now,
     )
     .inspect_err(crate::observability::usage::refused)?;
-    metadata.insert(OWNER_KEY.into(), principal.key.key_id.clone().into());
+    crate::pipeline::admit_customer(&state, &mut principal, &mut admitted, (customer.as_deref(), &file.model), now)
+        .await
+        .inspect_err(crate::observability::usage::refused)?;
+    seen.principal(&principal);
+    metadata.insert(OWNER_KEY.into(), key_id.clone().into());
     metadata.insert(OWNER_MODEL.into(), file.model.clone().into());
+    if let Some(c) = &principal.customer_id {
+        metadata.insert(OWNER_CUSTOMER.into(), c.clone().into());
+    }
     let upstream_body = json!({
-        "input_file_id": create.input_file_id,
+        "input_file_id": file.provider_id,
         "endpoint": create.endpoint,
         "completion_window": create.completion_window,
         "metadata": metadata,
     });
     let answer = upstream::post(&state, &file.deployment, "batches", &upstream_body).await?;
     drop(admitted);
-    if answer.ok() {
-        let id = provider_id(&answer.body, &file.deployment)?;
-        let entry = BatchEntry {
-            owner: Arc::new(principal),
-            model: file.model,
-            deployment: file.deployment,
-            billing: Billing::Open,
-        };
-        state.batches.remember_batch(&id, entry);
+    if !answer.ok() {
+        return Ok(relay(answer));
     }
-    Ok(stripped(answer))
+    let id = provider_id(&answer.body, &file.deployment)?;
+    let entry = BatchEntry {
+        owner: Arc::new(principal),
+        model: file.model.clone(),
+        deployment: file.deployment.clone(),
+        billing: Billing::Open,
+    };
+    state.batches.remember_batch(&id, entry);
+    Ok(presented(&state, answer, &key_id, &file.model, &file.deployment))
 }
 
 /// `GET /v1/batches/{id}`: the provider's batch; one that has ended is billed first.
-pub(crate) async fn get_batch(
+pub(crate) async fn get_batch(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Batches);
+    observed(&req.clone(), &seen, get_batch_inner(req, id, state, &seen)).await
+}
+
+/// The work of [`get_batch`].
+async fn get_batch_inner(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
     let principal = authorize(&req, &state).await?;
-    let (entry, found) = owned_batch(&state, &principal, &id).await?;
-    let (answer, batch) = match found {
-        Some(found) => found,
-        None => upstream::retrieve(&state, &entry.deployment, &id).await?,
-    };
-    if answer.ok() && batch.id == *id {
-        for file in [&batch.output_file_id, &batch.error_file_id].into_iter().flatten() {
-            if upstream::good_id(file) {
-                let url = String::new();
-                let owned = FileEntry {
-                    key_id: principal.key.key_id.clone(),
-                    model: entry.model.clone(),
-                    url,
-                    deployment: entry.deployment.clone(),
-                };
-                state.batches.remember_file(file, owned);
-            }
-        }
-        billing::bill_if_ended(&state, &entry, &batch).await;
+    let batch = owned_batch(&state, &principal, &id, seen)?;
+    let (answer, object) = upstream::retrieve(&state, &batch.deployment, &batch.provider_id).await?;
+    if !answer.ok() {
+        return Ok(relay(answer));
     }
-    Ok(stripped(answer))
+    // The id was made for this key; the provider's batch must say so too.
+    if object.id != batch.provider_id || object.owner(OWNER_KEY) != Some(principal.key.key_id.as_str()) {
+        return Err(not_found("batch", &id));
+    }
+    let key_id = principal.key.key_id.clone();
+    let entry = match state.batches.batch(&batch.provider_id) {
+        Some(entry) => entry,
+        None => {
+            // A batch this gateway never saw: charged to its owner's key as it is now, and to
+            // the customer it was created for.
+            let owner = billing::with_customer(&state, principal, object.owner(OWNER_CUSTOMER)).await;
+            let entry = BatchEntry {
+                owner: Arc::new(owner),
+                model: batch.model.clone(),
+                deployment: batch.deployment.clone(),
+                billing: Billing::Open,
+            };
+            state.batches.remember_batch(&batch.provider_id, entry);
+            state.batches.batch(&batch.provider_id).ok_or_else(|| not_found("batch", &id))?
+        }
+    };
+    billing::bill_if_ended(&state, &entry, &object).await;
+    Ok(presented(&state, answer, &key_id, &batch.model, &batch.deployment))
 }
 
 /// `POST /v1/batches/{id}/cancel`.
-pub(crate) async fn cancel_batch(
+pub(crate) async fn cancel_batch(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Batches);
+    observed(&req.clone(), &seen, cancel_batch_inner(req, id, state, &seen)).await
+}
+
+/// The work of [`cancel_batch`].
+async fn cancel_batch_inner(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
     let principal = authorize(&req, &state).await?;
-    let (entry, _) = owned_batch(&state, &principal, &id).await?;
-    Ok(stripped(upstream::post(&state, &entry.deployment, &format!("batches/{id}/cancel"), &json!({})).await?))
+    let batch = owned_batch(&state, &principal, &id, seen)?;
+    let path = format!("batches/{}/cancel", batch.provider_id);
+    let answer = upstream::post(&state, &batch.deployment, &path, &json!({})).await?;
+    Ok(presented(&state, answer, &principal.key.key_id, &batch.model, &batch.deployment))
 }
 
 #[derive(Deserialize)]
@@ -139,66 +192,68 @@ pub(crate) struct ListQuery {
     after: Option<String>,
 }
 
-/// `GET /v1/batches`: the caller's batches at every provider its key may reach (each asked
-/// for `limit`, at most 100, after `after`), newest first as each provider lists them.
+/// `GET /v1/batches`: the caller's batches at every provider account its key may reach (each
+/// asked for `limit`, at most 100, after `after`), newest first as each provider lists them.
 pub(crate) async fn list_batches(
     req: HttpRequest,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
+) -> HttpResponse {
+    let seen = Seen::new(Api::Batches);
+    observed(&req.clone(), &seen, list_batches_inner(req, query, state, &seen)).await
+}
+
+/// The work of [`list_batches`].
+async fn list_batches_inner(
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
     let principal = authorize(&req, &state).await?;
+    seen.principal(&principal);
+    let key_id = principal.key.key_id.as_str();
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_LIST);
     let mut path = format!("batches?limit={limit}");
     if let Some(after) = &query.after {
-        if !upstream::good_id(after) {
-            return Err(GatewayError::invalid("`after` must be a batch id", Some("after")));
-        }
-        path.push_str(&format!("&after={after}"));
+        let after = state
+            .batches
+            .batch_ref(after, key_id)
+            .ok_or_else(|| GatewayError::invalid("`after` must be the id of one of your batches", Some("after")))?;
+        path.push_str(&format!("&after={}", after.provider_id));
     }
     let (mut data, mut has_more) = (Vec::new(), false);
     for deployment in upstream::reachable(&state, &principal) {
         let answer = upstream::get(&state, &deployment, &path).await?;
         let Ok(mut list) = serde_json::from_slice::<Value>(&answer.body) else { continue };
         has_more |= list.get("has_more").and_then(Value::as_bool).unwrap_or(false);
-        let mine = |b: &Value| {
-            b.pointer(&format!("/metadata/{OWNER_KEY}")).and_then(Value::as_str) == Some(&principal.key.key_id)
-        };
-        if let Some(batches) = list.get_mut("data").and_then(Value::as_array_mut) {
-            data.extend(batches.drain(..).filter(mine));
+        let Some(batches) = list.get_mut("data").and_then(Value::as_array_mut) else { continue };
+        for mut b in batches.drain(..) {
+            if b.pointer(&format!("/metadata/{OWNER_KEY}")).and_then(Value::as_str) != Some(key_id) {
+                continue;
+            }
+            let model = b
+                .pointer(&format!("/metadata/{OWNER_MODEL}"))
+                .and_then(Value::as_str)
+                .filter(|m| state.router.model_names().iter().any(|n| n == m))
+                .map_or_else(|| deployment.model_name.clone(), str::to_owned);
+            state.batches.present(&mut b, key_id, &model, &deployment);
+            data.push(b);
         }
     }
-    let mut list = json!({"object": "list", "data": data, "has_more": has_more});
-    upstream::strip_owner(&mut list);
-    list["first_id"] = list.pointer("/data/0/id").cloned().unwrap_or(Value::Null);
-    Ok(HttpResponse::Ok().json(list))
+    let first_id = data.first().and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null);
+    let last_id = data.last().and_then(|b| b.get("id")).cloned().unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok()
+        .json(json!({"object": "list", "data": data, "first_id": first_id, "last_id": last_id, "has_more": has_more})))
 }
 
-/// The batch `id` if the caller's key owns it: known to this gateway, or found at a provider
-/// it may reach with the key named its owner (then with the provider's answer). 404 otherwise.
-async fn owned_batch(
-    state: &AppState,
-    principal: &Principal,
-    id: &str,
-) -> Result<(BatchEntry, Option<(Answer, BatchObject)>), GatewayError> {
-    let not_found = || GatewayError::NotFound { kind: "batch", id: id.chars().take(64).collect() };
-    if !upstream::good_id(id) {
-        return Err(not_found());
-    }
-    if let Some(entry) = state.batches.batch(id, &principal.key.key_id) {
-        return Ok((entry, None));
-    }
-    let Some((deployment, answer, batch)) = upstream::find(state, principal, id).await? else {
-        return Err(not_found());
-    };
-    // The model it was created for, if the key may still use it; else the deployment's group.
-    let model = batch
-        .owner(OWNER_MODEL)
-        .filter(|m| crate::pipeline::check_model(state, principal, m).is_ok())
-        .map_or_else(|| deployment.model_name.clone(), str::to_owned);
-    let entry = BatchEntry { owner: Arc::new(principal.clone()), model, deployment, billing: Billing::Open };
-    state.batches.remember_batch(id, entry);
-    let entry = state.batches.batch(id, &principal.key.key_id).ok_or_else(not_found)?;
-    Ok((entry, Some((answer, batch))))
+/// The batch `id` names, if it is a genuine id made for the caller's key: 404 otherwise,
+/// without a provider call.
+fn owned_batch(state: &AppState, principal: &Principal, id: &str, seen: &Seen) -> Result<BatchRef, GatewayError> {
+    seen.principal(principal);
+    let batch = state.batches.batch_ref(id, &principal.key.key_id).ok_or_else(|| not_found("batch", id))?;
+    seen.model(state, &batch.model);
+    Ok(batch)
 }
 
 /// A client's metadata, within OpenAI's bounds, none of its keys the gateway's own.
@@ -221,11 +276,11 @@ fn checked_metadata(metadata: Option<Map<String, Value>>) -> Result<Map<String, 
     Ok(metadata)
 }
 
-/// A provider's batch answer passed on without the gateway's metadata.
-fn stripped(answer: Answer) -> HttpResponse {
+/// A provider's batch answer as its owner sees it (`Batches::present`); an error passed on.
+fn presented(state: &AppState, answer: Answer, key_id: &str, model: &str, d: &Deployment) -> HttpResponse {
     match serde_json::from_slice::<Value>(&answer.body) {
-        Ok(mut value) if answer.ok() => {
-            upstream::strip_owner(&mut value);
+        Ok(mut value) if answer.ok() && value.is_object() => {
+            state.batches.present(&mut value, key_id, model, d);
             HttpResponse::Ok().json(value)
         }
         _ => relay(answer),
@@ -246,7 +301,7 @@ mod tests {
             json!({"n": 7}),
             json!({"": "x"}),
             json!({"k": "x".repeat(513)}),
-            Value::Object((0..15).map(|i| (i.to_string(), json!("v"))).collect()),
+            Value::Object((0..14).map(|i| (i.to_string(), json!("v"))).collect()),
         ] {
             assert!(checked_metadata(m(bad.clone())).is_err(), "{bad}");
         }

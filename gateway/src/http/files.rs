@@ -1,8 +1,12 @@
 //! `/v1/files`: OpenAI's Files API for batch input files (docs/design.md §2.13). An upload is
-//! checked whole (`batches::jsonl`) and sent to the deployment of the model its lines name; a
-//! key sees only its own files and the output files of its own batches (404 otherwise).
+//! checked whole (`batches::jsonl`) and sent to the deployment of the model its lines name; its
+//! id is Tollgate's (`batches::ids`), naming the provider's file, its deployment and its owner,
+//! so any gateway serves it. A key sees only its own files and the output files of its own
+//! batches (404 otherwise, as for an id that is not genuine).
 
+use super::observed::{observed, Api, Seen};
 use super::{authorize, read_body};
+use crate::batches::ids::MAX_ID_CHARS;
 use crate::batches::{jsonl, upstream, FileEntry};
 use crate::error::GatewayError;
 use crate::providers::Deployment;
@@ -18,12 +22,20 @@ const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 const MAX_FIELD_BYTES: u64 = 1024;
 
 /// `POST /v1/files` (multipart: `file`, `purpose` = `batch`).
-pub(crate) async fn create_file(
+pub(crate) async fn create_file(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Files);
+    observed(&req.clone(), &seen, create_file_inner(req, payload, state, &seen)).await
+}
+
+/// The work of [`create_file`].
+async fn create_file_inner(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
     let principal = authorize(&req, &state).await?;
+    seen.principal(&principal);
     let max_file = state.batches.settings.max_file_bytes;
     let body = read_body(&req, payload, max_file.saturating_add(FORM_OVERHEAD_BYTES)).await?;
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
@@ -36,48 +48,85 @@ pub(crate) async fn create_file(
     }
     let file = jsonl::check(&data, state.batches.settings.max_lines)
         .map_err(|e| GatewayError::invalid(format!("the batch input file is refused: {e}"), Some("file")))?;
+    seen.model(&state, &file.model);
     crate::pipeline::check_model(&state, &principal, &file.model)?;
     let deployment = batch_deployment(&state, &file.model)?;
     let rewritten = file
         .rewritten(&deployment.upstream_model)
         .map_err(|e| GatewayError::Internal(format!("cannot write the batch input file: {e}")))?;
     let answer = upstream::upload(&state, &deployment, rewritten).await?;
-    if answer.ok() {
-        let id = provider_id(&answer.body, &deployment)?;
-        let entry = FileEntry { key_id: principal.key.key_id.clone(), model: file.model, url: file.url, deployment };
-        state.batches.remember_file(&id, entry);
+    if !answer.ok() {
+        return Ok(relay(answer));
     }
-    Ok(relay(answer))
+    let provider = provider_id(&answer.body, &deployment)?;
+    let key_id = &principal.key.key_id;
+    let id = state
+        .batches
+        .file_id(&provider, key_id, &file.model, &file.url, &deployment)
+        .ok_or_else(|| GatewayError::UpstreamUnavailable { model: deployment.model_name.clone() })?;
+    Ok(with_id(answer, id))
 }
 
 /// `GET /v1/files/{id}`.
-pub(crate) async fn get_file(
+pub(crate) async fn get_file(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Files);
+    observed(&req.clone(), &seen, get_file_inner(req, id, state, &seen)).await
+}
+
+/// The work of [`get_file`].
+async fn get_file_inner(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
-    let entry = owned_file(&req, &state, &id).await?;
-    Ok(relay(upstream::get(&state, &entry.deployment, &format!("files/{id}")).await?))
+    let entry = owned_file(&req, &state, &id, seen).await?;
+    let answer = upstream::get(&state, &entry.deployment, &format!("files/{}", entry.provider_id)).await?;
+    Ok(if answer.ok() { with_id(answer, id.into_inner()) } else { relay(answer) })
 }
 
 /// `GET /v1/files/{id}/content`, within `gateway.max_response_bytes`.
-pub(crate) async fn file_content(
+pub(crate) async fn file_content(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Files);
+    observed(&req.clone(), &seen, file_content_inner(req, id, state, &seen)).await
+}
+
+/// The work of [`file_content`].
+async fn file_content_inner(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
+    seen: &Seen,
 ) -> Result<HttpResponse, GatewayError> {
-    let entry = owned_file(&req, &state, &id).await?;
-    Ok(relay(upstream::content(&state, &entry.deployment, &id).await?))
+    let entry = owned_file(&req, &state, &id, seen).await?;
+    Ok(relay(upstream::content(&state, &entry.deployment, &entry.provider_id).await?))
 }
 
-/// The file `id` if the caller's key owns it; 404 for any other (another key's, or unknown).
-async fn owned_file(req: &HttpRequest, state: &AppState, id: &str) -> Result<FileEntry, GatewayError> {
+/// The file `id` if the caller's key owns it; 404 for any other (another key's, forged, or
+/// made under another secret), the same answer whatever the reason.
+async fn owned_file(req: &HttpRequest, state: &AppState, id: &str, seen: &Seen) -> Result<FileEntry, GatewayError> {
     let principal = authorize(req, state).await?;
-    let not_found = || GatewayError::NotFound { kind: "file", id: id.chars().take(64).collect() };
-    if !upstream::good_id(id) {
-        return Err(not_found());
+    seen.principal(&principal);
+    let file = state.batches.file(id, &principal.key.key_id).ok_or_else(|| not_found("file", id))?;
+    seen.model(state, &file.model);
+    Ok(file)
+}
+
+/// 404 for the `kind` of id `id`, which it names within its bound (and only its visible ASCII).
+pub(crate) fn not_found(kind: &'static str, id: &str) -> GatewayError {
+    let shown = id.chars().filter(|c| c.is_ascii_graphic()).take(MAX_ID_CHARS).collect();
+    GatewayError::NotFound { kind, id: shown }
+}
+
+/// A provider's file object passed on with Tollgate's id for the file in place of its own.
+fn with_id(answer: upstream::Answer, id: String) -> HttpResponse {
+    match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+        Ok(mut object) if object.is_object() => {
+            object["id"] = id.into();
+            HttpResponse::Ok().json(object)
+        }
+        _ => relay(answer),
     }
-    state.batches.file(id, &principal.key.key_id).ok_or_else(not_found)
 }
 
 /// The deployment that runs batches of `model`: the first of its group, in config order, of

@@ -523,6 +523,46 @@ impl Tenancy {
         Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties })
     }
 
+    /// The principal past usage of the key `key_id` is charged to, when no request of its is
+    /// at hand (a batch billed by a gateway that did not admit it): the key with its team, user
+    /// and organization as they are now. Blocked or expired parties are charged all the same
+    /// (the usage happened); missing ones are left out. `None` when the key is unknown.
+    pub async fn owner(&self, key_id: &str) -> Result<Option<Principal>, GatewayError> {
+        let Some(key) = self.key(key_id).await? else { return Ok(None) };
+        let mut parties = vec![Party {
+            scope: Scope::Key,
+            scope_id: format!("key/{key_id}"),
+            limits: self.effective(&key.limits).await?,
+        }];
+        let team = match &key.team_id {
+            Some(id) => self.team(id).await?,
+            None => None,
+        };
+        if let Some(t) = &team {
+            let limits = self.effective(&t.limits).await?;
+            parties.push(Party { scope: Scope::Team, scope_id: format!("team/{}", t.team_id), limits });
+        }
+        let user = match &key.user_id {
+            Some(id) => self.user(id).await?,
+            None => None,
+        };
+        if let Some(u) = &user {
+            let limits = self.effective(&u.limits).await?;
+            parties.push(Party { scope: Scope::User, scope_id: format!("user/{}", u.user_id), limits });
+        }
+        let organization_id =
+            key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
+        let organization = match &organization_id {
+            Some(id) => self.organization(id).await?,
+            None => None,
+        };
+        if let Some(o) = &organization {
+            let limits = self.effective(&o.limits).await?;
+            parties.push(Party { scope: Scope::Organization, scope_id: format!("org/{}", o.organization_id), limits });
+        }
+        Ok(Some(Principal { key, team, user, organization, organization_id, customer_id: None, parties }))
+    }
+
     /// Sets the request's customer (its `user` field or `x-tollgate-customer-id`, already
     /// checked against `tollgate_schemas::limits::check_id`) and returns the customer's party
     /// when it has a record, for admission. A customer this key may not charge (see
