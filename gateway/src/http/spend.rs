@@ -1,7 +1,9 @@
 //! The spend API, served from the ledgers: request logs from the event ledger (Layer 1) a page
 //! at a time, and reports and daily activity from the spend aggregates (Layer 2). Admin keys see
-//! everything; any other key sees its own logs, and its reads touch only its own events.
+//! everything; a team admin or internal user its own and its teams' logs and daily spend
+//! (`admin::roles`); any other key sees its own logs, and its reads touch only its own events.
 
+use crate::admin::roles::SpendReach;
 use crate::admin::{caller, internal, key_identity, query, usd_value, Answer, Caller};
 use crate::error::GatewayError;
 use crate::AppState;
@@ -115,9 +117,10 @@ pub(crate) async fn spend_logs(req: HttpRequest, state: web::Data<AppState>) -> 
 
 async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
     let q = query(req);
-    let own = match caller(req, state, false).await? {
-        Caller::Own(own) => Some(own),
-        Caller::Admin => None,
+    let caller = caller(req, state, false).await?;
+    let own = match &caller {
+        Caller::Own(own) => Some(own.clone()),
+        Caller::Admin | Caller::User(_) => None,
     };
     let source = source(state)?;
     let (from, to) = date_range(&q)?;
@@ -146,13 +149,16 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
         (None, Some(given)) => Some(key_identity(state, given).await?),
         (None, None) => None,
     };
-    let filter = LogFilter {
+    let mut filter = LogFilter {
         key_id,
         team_id: q.get("team_id").cloned(),
         user_id: q.get("user_id").cloned(),
         customer_id: q.get("end_user").cloned(),
         model: q.get("model").cloned(),
     };
+    if let Caller::User(user) = &caller {
+        crate::admin::roles::scope_logs(state, user, &mut filter).await?;
+    }
     let query = LogQuery { filter, from, to, after, skip, limit: page_size };
     let (logs, total) = futures::join!(source.logs(query.clone()), counted_total(source.as_ref(), &query));
     let logs = logs.map_err(|e| match e {
@@ -248,23 +254,35 @@ fn merge(into: &mut SpendTotal, t: &SpendTotal) {
     into.completion_tokens += t.completion_tokens;
 }
 
+/// Who reads daily spend: admins all of it; a user (for `/spend/daily`, not the global report)
+/// the rows of what it reaches (`SpendReach`); anyone else nothing.
+async fn daily_reach(req: &HttpRequest, state: &AppState, users: bool) -> Result<Option<SpendReach>, GatewayError> {
+    match caller(req, state, false).await? {
+        Caller::Admin => Ok(None),
+        Caller::User(user) if users => Ok(Some(SpendReach::of(state, user).await?)),
+        Caller::User(_) | Caller::Own(_) => Err(GatewayError::Forbidden("this key may not read spend reports".into())),
+    }
+}
+
 async fn admin_daily(
     req: &HttpRequest,
     state: &AppState,
+    users: bool,
 ) -> Result<(BTreeMap<String, String>, Vec<(String, NaiveDate, SpendTotal)>), GatewayError> {
-    if let Caller::Own(_) = caller(req, state, false).await? {
-        return Err(GatewayError::Forbidden("this key may not read spend reports".into()));
-    }
+    let reach = daily_reach(req, state, users).await?;
     let q = query(req);
     let (from, to) = date_range(&q)?;
-    let rows = source(state)?.daily(from, to).await.map_err(internal)?;
+    let mut rows = source(state)?.daily(from, to).await.map_err(internal)?;
+    if let Some(reach) = reach {
+        rows.retain(|(scope, _, _)| parse_scope(scope).is_some_and(|(kind, id, _)| reach.sees(kind, id)));
+    }
     Ok((q, rows))
 }
 
 /// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
 /// date range, with each one's models, largest first.
 pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (q, rows) = admin_daily(&req, &state).await?;
+    let (q, rows) = admin_daily(&req, &state, false).await?;
     let (kind, field) = group_kind(&q)?;
     let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
     for (scope, _, t) in &rows {
@@ -345,7 +363,7 @@ fn daily_groups(
 /// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization:
 /// `group_by`), or by UTC day × model alone (`group_by=model`), from the spend aggregates.
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (q, rows) = admin_daily(&req, &state).await?;
+    let (q, rows) = admin_daily(&req, &state, true).await?;
     let (kind, field) = daily_group(&q)?;
     let mut total = SpendTotal::default();
     let mut results = Vec::new();
