@@ -40,12 +40,12 @@ async fn answer(req: &HttpRequest, state: &AppState, kind: &str, id_param: &'sta
         Caller::User(user) if kind == "team" => Some(user),
         Caller::User(_) | Caller::Own(_) => return Err(super::roles::not_for_role()),
     };
-    let reader = state.statements.as_ref().ok_or(GatewayError::AdminUnavailable)?;
     let q = super::query(req);
     let id = q.get(id_param).ok_or_else(|| GatewayError::field(id_param, format!("`{id_param}` is required")))?;
     if reach.is_some_and(|user| !user.administers(id)) {
         return Err(GatewayError::NotFound { kind: "team", id: id.clone() });
     }
+    let reader = state.statements.as_ref().ok_or(GatewayError::AdminUnavailable)?;
     tollgate_schemas::limits::check_id(id_param, id).map_err(|e| GatewayError::field(id_param, e.to_string()))?;
     let period = q.get("period").ok_or_else(|| GatewayError::field("period", "`period` is required"))?;
     if period.len() > "YYYY-MM-DD".len() {
