@@ -53,6 +53,9 @@ pub enum GatewayError {
     BudgetLeaseUnavailable,
     #[error("{0}")]
     Forbidden(String),
+    /// A field's value names what the caller's role may not touch (another team, another user).
+    #[error("{message}")]
+    ForbiddenField { message: String, field: &'static str },
     /// A console request made with the session cookie lacks its session's `X-CSRF-Token`.
     #[error("this change needs the session's X-CSRF-Token header")]
     CsrfMismatch,
@@ -210,7 +213,7 @@ impl GatewayError {
             ),
             GatewayError::BudgetViewStale { .. } => ("api_error", "budget_view_stale"),
             GatewayError::BudgetLeaseUnavailable => ("api_error", "budget_lease_unavailable"),
-            GatewayError::Forbidden(_) => ("permission_error", "forbidden"),
+            GatewayError::Forbidden(_) | GatewayError::ForbiddenField { .. } => ("permission_error", "forbidden"),
             GatewayError::CsrfMismatch => ("permission_error", "csrf_token_mismatch"),
             GatewayError::SessionExpired => ("authentication_error", "session_expired"),
             GatewayError::SignInThrottled { .. } => ("rate_limit_error", "sign_in_throttled"),
@@ -245,6 +248,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
             GatewayError::InvalidField { field, .. } => Some(field),
+            GatewayError::ForbiddenField { field, .. } => Some(field),
             GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) | GatewayError::ModelUnpriced(_) => {
                 Some("model")
             }
@@ -271,9 +275,10 @@ impl ResponseError for GatewayError {
             | GatewayError::ContextWindowExceeded { .. }
             | GatewayError::GuardrailBlocked { .. }
             | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::Blocked(Scope::Customer) | GatewayError::Forbidden(_) | GatewayError::CsrfMismatch => {
-                StatusCode::FORBIDDEN
-            }
+            GatewayError::Blocked(Scope::Customer)
+            | GatewayError::Forbidden(_)
+            | GatewayError::ForbiddenField { .. }
+            | GatewayError::CsrfMismatch => StatusCode::FORBIDDEN,
             GatewayError::SessionExpired => StatusCode::UNAUTHORIZED,
             GatewayError::SignInThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::GuardrailUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

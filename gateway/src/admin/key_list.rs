@@ -2,13 +2,15 @@
 //! (`tenancy::key_index`), so no listing reads every key record: only the page's records are
 //! read, and only when whole objects are asked for. Listing by spend reads each matching key's
 //! spend in its current budget window (as `/key/info` reports it), so it is refused when the
-//! filters leave more than [`MAX_SPEND_KEYS`] keys.
+//! filters leave more than [`MAX_SPEND_KEYS`] keys. A team admin or internal user lists only
+//! the keys it reaches (`roles`).
 
 mod params;
 
-use super::{admin, current_spend, internal, present, query, with_spend, Answer};
+use super::roles::admin_or_user;
+use super::{current_spend, internal, present, query, with_spend, Answer};
 use crate::error::GatewayError;
-use crate::tenancy::key_index::{KeyIndex, Start};
+use crate::tenancy::key_index::{KeyIndex, KeyReach, Start};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -29,8 +31,12 @@ const READS_IN_FLIGHT: usize = 16;
 /// `GET /key/list`: a page of the keys the query's filters pick, in the order it asks for
 /// (oldest first unless told otherwise).
 pub(crate) async fn list(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, false).await?;
-    let lq = parse(&query(&req), Utc::now())?;
+    let (store, user) = admin_or_user(&req, &state, false).await?;
+    let mut lq = parse(&query(&req), Utc::now())?;
+    // A user lists what it reaches: its own keys and its teams' keys, within its filters.
+    if let Some(u) = user {
+        lq.filter.reach = Some(KeyReach { user_id: u.user_id, teams: u.admin_of });
+    }
     // Until the first load is done a listing would be partial: the client is told to retry.
     let index = state.tenancy.key_index().filter(|i| i.ready()).cloned().ok_or(GatewayError::DatabaseUnavailable)?;
     if lq.needs_spend() {

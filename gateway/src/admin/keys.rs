@@ -1,10 +1,12 @@
 //! `/key/*`: virtual keys. A key is stored only as its lookup hash (HMAC of the key); the key
-//! itself is shown once, when made, and never again, nor echoed in an error.
+//! itself is shown once, when made, and never again, nor echoed in an error. Admins reach every
+//! key; a user its own keys (to read, make and delete) and its teams' keys (`roles`).
 
 use super::fields::{set, take_limits, FieldError, Fields};
+use super::roles::{admin_or_user, UserScope};
 use super::{
-    admin, caller, find, insert, internal, is_master_key, models, must_exist, present, query, remove, save, shown,
-    with_spend, Answer, Caller,
+    caller, find, insert, internal, is_master_key, models, must_exist, present, query, remove, save, shown, with_spend,
+    Answer, Caller,
 };
 use crate::error::GatewayError;
 use crate::tenancy::auth::{hash_key, key_name};
@@ -26,7 +28,7 @@ fn is_key_hash(given: &str) -> bool {
 
 /// The stored key `given` names: the key itself, or its `token` (`key_id`). A key stored under
 /// its SHA-256 is found by it too, before and after it is rehashed on first use.
-async fn find_key(
+pub(super) async fn find_key(
     state: &AppState,
     store: &dyn TenancyStore,
     given: &str,
@@ -52,9 +54,32 @@ async fn must_find_key(
     store: &dyn TenancyStore,
     given: &str,
 ) -> Result<(KeyRecord, i64), GatewayError> {
+    find_key(state, store, given).await?.ok_or_else(|| not_found(given))
+}
+
+/// The 404 of a key that does not exist, or is beyond the caller's reach: the same answer.
+fn not_found(given: &str) -> GatewayError {
     // Never echo a key: name it by its hash.
     let shown = if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) };
-    find_key(state, store, given).await?.ok_or(GatewayError::NotFound { kind: "key", id: shown })
+    GatewayError::NotFound { kind: "key", id: shown }
+}
+
+/// The key `given` names, for a change by `user` (none for an admin): a key it cannot see is
+/// not found; one it sees but may not change (its own, for an internal user) is a 403.
+async fn key_to_change(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    given: &str,
+    user: Option<&UserScope>,
+) -> Result<(KeyRecord, i64), GatewayError> {
+    let (key, version) = must_find_key(state, store, given).await?;
+    match user {
+        Some(u) if !u.sees_key(&key) => Err(not_found(given)),
+        Some(u) if !u.manages_key(&key) => Err(GatewayError::Forbidden(
+            "only an admin or the admin of the key's team may change it; you may delete your own keys".into(),
+        )),
+        _ => Ok((key, version)),
+    }
 }
 
 /// The identity (`key_id`, the `token`) of the key `given` names: a stored key's, else a
@@ -140,13 +165,17 @@ pub(super) fn show_new_key(answer: &mut Value, raw: &str, key: &KeyRecord) {
     }
 }
 
-/// The fields of /key/generate, /key/update and /key/regenerate.
+/// The fields of /key/generate, /key/update and /key/regenerate, checked against what `user`
+/// may make (none for an admin; `before` is the key changed, none for a new one) before any
+/// record they name is looked up or made.
 async fn take_key_fields(
     f: &mut Fields,
     state: &AppState,
     store: &dyn TenancyStore,
     key: &mut KeyRecord,
     now: DateTime<Utc>,
+    user: Option<&UserScope>,
+    before: Option<&KeyRecord>,
 ) -> Result<(), GatewayError> {
     set(&mut key.key_alias, f.string("key_alias")?);
     set(&mut key.team_id, f.id("team_id")?);
@@ -165,6 +194,18 @@ async fn take_key_fields(
     set(&mut key.metadata, f.metadata("metadata")?);
     set(&mut key.tags, f.tags("tags")?);
     take_limits(f, &mut key.limits)?;
+    if let Some(u) = user {
+        // A user's new key outside the teams it administers is its own.
+        let team_key = key.team_id.as_deref().is_some_and(|t| u.administers(t));
+        if before.is_none() && key.user_id.is_none() && !team_key {
+            key.user_id = Some(u.user_id.clone());
+        }
+        let team = match key.team_id.as_deref() {
+            Some(t) if u.member_of.contains(t) => find::<TeamRecord>(store, t).await?.map(|(t, _)| t),
+            _ => None,
+        };
+        u.check_key(before, key, team.as_ref())?;
+    }
     must_exist::<TeamRecord>(store, "team_id", key.team_id.as_deref()).await?;
     must_exist::<OrganizationRecord>(store, "organization_id", key.organization_id.as_deref()).await?;
     must_exist::<BudgetRecord>(store, "budget_id", key.limits.budget_id.as_deref()).await?;
@@ -201,12 +242,12 @@ async fn ensure_user(
 
 /// `POST /key/generate`.
 pub(crate) async fn generate(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, true).await?;
+    let (store, user) = admin_or_user(&req, &state, true).await?;
     let mut f = Fields::parse(&body)?;
     let raw = custom_or_new_key(&mut f, "key")?;
     let now = Utc::now();
     let mut key = new_key_record(&state, &raw, now);
-    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
+    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now, user.as_ref(), None).await?;
     f.finish()?;
     insert(&state, store.as_ref(), &key).await?;
     let mut v = present(&key);
@@ -216,12 +257,13 @@ pub(crate) async fn generate(req: HttpRequest, body: web::Bytes, state: web::Dat
 
 /// `POST /key/update`.
 pub(crate) async fn update(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, true).await?;
+    let (store, user) = admin_or_user(&req, &state, true).await?;
     let mut f = Fields::parse(&body)?;
     let given = f.required_string("key")?;
-    let (mut key, version) = must_find_key(&state, store.as_ref(), &given).await?;
+    let (mut key, version) = key_to_change(&state, store.as_ref(), &given, user.as_ref()).await?;
+    let before = key.clone();
     let now = Utc::now();
-    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now).await?;
+    take_key_fields(&mut f, &state, store.as_ref(), &mut key, now, user.as_ref(), Some(&before)).await?;
     f.finish()?;
     key.updated_at = Some(now);
     save_key(&state, store.as_ref(), &key, version).await
@@ -229,7 +271,8 @@ pub(crate) async fn update(req: HttpRequest, body: web::Bytes, state: web::Data<
 
 /// `POST /key/delete`: by `keys` (the keys or their tokens) and by `key_aliases`.
 pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, true).await?;
+    let (store, user) = admin_or_user(&req, &state, true).await?;
+    let sees = |k: &KeyRecord| user.as_ref().is_none_or(|u| u.sees_key(k));
     let mut f = Fields::parse(&body)?;
     let keys = f.strings("keys")?.unwrap_or_default();
     let aliases = f.strings("key_aliases")?.unwrap_or_default();
@@ -239,11 +282,16 @@ pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<
     }
     let mut targets = Vec::new();
     for k in &keys {
-        targets.push(must_find_key(&state, store.as_ref(), k).await?);
+        // A key beyond a user's reach is not found, as one that does not exist.
+        let found = must_find_key(&state, store.as_ref(), k).await?;
+        if !sees(&found.0) {
+            return Err(not_found(k));
+        }
+        targets.push(found);
     }
     if !aliases.is_empty() {
         for (k, v) in list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)? {
-            if k.key_alias.as_ref().is_some_and(|a| aliases.contains(a)) {
+            if k.key_alias.as_ref().is_some_and(|a| aliases.contains(a)) && sees(&k) {
                 targets.push((k, v));
             }
         }
@@ -279,6 +327,17 @@ pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer
         // Any key may read itself.
         Caller::Own(own) if wanted.as_ref().is_none_or(|w| *w == own) => own,
         Caller::Own(_) => return Err(GatewayError::Forbidden("a key may only read its own info".into())),
+        Caller::User(u) => match wanted {
+            Some(w) if w != u.key_id => {
+                // Another key: one of the user's own or of its teams; any other is not found.
+                let store = super::roles::store(&state)?;
+                match find_key(&state, store.as_ref(), &w).await? {
+                    Some((k, _)) if u.sees_key(&k) => w,
+                    _ => return Err(not_found(&w)),
+                }
+            }
+            _ => u.key_id,
+        },
     };
     // Keys of the config file first, then the database (read afresh, not from cache).
     let key = match (state.tenancy.config_key(&id), state.tenancy.store()) {
@@ -291,11 +350,11 @@ pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer
 }
 
 async fn set_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: bool) -> Answer {
-    let store = admin(req, state, true).await?;
+    let (store, user) = admin_or_user(req, state, true).await?;
     let mut f = Fields::parse(body)?;
     let given = f.required_string("key")?;
     f.finish()?;
-    let (mut key, version) = must_find_key(state, store.as_ref(), &given).await?;
+    let (mut key, version) = key_to_change(state, store.as_ref(), &given, user.as_ref()).await?;
     key.blocked = blocked;
     key.updated_at = Some(Utc::now());
     save_key(state, store.as_ref(), &key, version).await
@@ -329,7 +388,7 @@ pub(crate) async fn regenerate_named(
 /// Rotation: a new key with the old one's settings; the old key is deleted, or with
 /// `grace_period` (e.g. `"24h"`) keeps working until then.
 async fn rotate(req: &HttpRequest, body: &[u8], state: &AppState, from_path: Option<String>) -> Answer {
-    let store = admin(req, state, true).await?;
+    let (store, user) = admin_or_user(req, state, true).await?;
     let mut f = Fields::parse(body)?;
     let given = match from_path {
         Some(k) => k,
@@ -337,7 +396,7 @@ async fn rotate(req: &HttpRequest, body: &[u8], state: &AppState, from_path: Opt
     };
     let grace = f.duration("grace_period")?.flatten();
     let new_raw = custom_or_new_key(&mut f, "new_key")?;
-    let (old, version) = must_find_key(state, store.as_ref(), &given).await?;
+    let (old, version) = key_to_change(state, store.as_ref(), &given, user.as_ref()).await?;
     let now = Utc::now();
     let mut key = KeyRecord {
         key_id: state.tenancy.hasher().lookup(&new_raw),
@@ -348,7 +407,7 @@ async fn rotate(req: &HttpRequest, body: &[u8], state: &AppState, from_path: Opt
         replaced_by: None,
         ..old.clone()
     };
-    take_key_fields(&mut f, state, store.as_ref(), &mut key, now).await?;
+    take_key_fields(&mut f, state, store.as_ref(), &mut key, now, user.as_ref(), Some(&old)).await?;
     f.finish()?;
     // The new key first: whatever fails after this, access is never lost.
     insert(state, store.as_ref(), &key).await?;

@@ -5,9 +5,8 @@
 //! letters counted by reason (one bounded database read, `DEAD_LETTER_SAMPLE` rows at most) and
 //! the newest run of `reconcile` (one row).
 
-use super::{caller, Answer, Caller};
+use super::Answer;
 use crate::config::WhenStale;
-use crate::error::GatewayError;
 use crate::limits::budget_view::BudgetView;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -72,9 +71,7 @@ fn reconcile_json(r: &ReconcileRun) -> Value {
 }
 
 pub(crate) async fn ledger_health(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    if let Caller::Own(_) = caller(&req, &state, false).await? {
-        return Err(GatewayError::Forbidden("this key may not use the admin API".into()));
-    }
+    super::roles::admins_only(&req, &state).await?;
     let replay = state.sink.replay().map(
         |(in_progress, replayed, found)| json!({"in_progress": in_progress, "replayed": replayed, "found": found}),
     );

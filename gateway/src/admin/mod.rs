@@ -4,7 +4,8 @@
 //! announcing changes and showing records. The routes are in `crate::http::routes`.
 //!
 //! Callers: the master key (`general_settings.master_key`), or a key whose user has
-//! `user_role: proxy_admin` (`proxy_admin_viewer` may read). Any other key gets 403.
+//! `user_role: proxy_admin` (`proxy_admin_viewer` may read); team admins and internal users
+//! within their reach (`roles`, docs/console.md "Roles"). Any other key gets 403.
 //!
 //! Every change is one conditional write of one record (nothing half-written), validated in
 //! full first; then an invalidation goes out on the control topic so every gateway drops its
@@ -33,11 +34,13 @@ pub(crate) mod keys;
 pub(crate) mod ledger_health;
 pub(crate) mod model_health;
 pub(crate) mod organizations;
+pub(crate) mod roles;
 pub mod statements;
 pub(crate) mod teams;
 pub(crate) mod users;
 
 pub(crate) use keys::key_identity;
+pub(crate) use roles::{admin, caller, Caller};
 
 use crate::error::GatewayError;
 use crate::http::routes::Api;
@@ -63,46 +66,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 /// What an admin or spend handler answers: a JSON body, or the error in the OpenAI envelope.
 pub(crate) type Answer = Result<HttpResponse, GatewayError>;
 
-// === Who may call ===
-
-/// The caller of an admin route.
-pub(crate) enum Caller {
-    Admin,
-    /// A key that is not an admin's: may only read its own key.
-    Own(String),
-}
-
-pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> Result<Caller, GatewayError> {
-    // A Bearer key, or the key behind a console session (with its CSRF token on changes).
-    let raw = crate::console::key_of(req, state)?;
-    let raw = raw.as_str();
-    if is_master_key(state, raw) {
-        return Ok(Caller::Admin);
-    }
-    let principal = state.tenancy.authenticate(raw, Utc::now()).await?;
-    match principal.admin_access() {
-        Some(true) => Ok(Caller::Admin),
-        Some(false) if !write => Ok(Caller::Admin),
-        _ if !write => Ok(Caller::Own(principal.key.key_id.clone())),
-        _ => Err(GatewayError::Forbidden("this key may not use the admin API".into())),
-    }
-}
-
-/// Only admins; a plain key gets 403.
-pub(crate) async fn admin(
-    req: &HttpRequest,
-    state: &AppState,
-    write: bool,
-) -> Result<Arc<dyn TenancyStore>, GatewayError> {
-    match caller(req, state, write).await? {
-        Caller::Admin => store(state),
-        Caller::Own(_) => Err(GatewayError::Forbidden("this key may not use the admin API".into())),
-    }
-}
-
-fn store(state: &AppState) -> Result<Arc<dyn TenancyStore>, GatewayError> {
-    state.tenancy.store().cloned().ok_or(GatewayError::AdminUnavailable)
-}
+// === Who may call: see `roles` ===
 
 /// Whether `raw` is the master key (`general_settings.master_key`).
 pub(crate) fn is_master_key(state: &AppState, raw: &str) -> bool {
@@ -143,17 +107,23 @@ async fn must_exist<R: Record>(store: &dyn TenancyStore, field: &str, id: Option
     }
 }
 
-/// For `GET /<kind>/info`: the store (admins only) and the record the query names in the first
-/// of `params` given (404 when it does not exist).
+/// For `GET /<kind>/info`: the store and the record the query names in the first of `params`
+/// given (404 when it does not exist, or when it is beyond a user's reach: `roles::sees`).
 async fn queried<R: Record>(
     req: &HttpRequest,
     state: &AppState,
     params: &[&str],
 ) -> Result<(Arc<dyn TenancyStore>, R), GatewayError> {
-    let store = admin(req, state, false).await?;
+    let (store, user) = roles::admin_or_user(req, state, false).await?;
+    if user.is_some() && !matches!(R::KIND, Kind::Team | Kind::User) {
+        return Err(roles::not_for_role());
+    }
     let q = query(req);
     let first = params.first().copied().unwrap_or_default();
     let id = params.iter().find_map(|p| q.get(*p)).ok_or_else(|| fields::required(first))?;
+    if user.as_ref().is_some_and(|u| !u.sees(R::KIND, id)) {
+        return Err(GatewayError::NotFound { kind: R::KIND.as_str(), id: id.to_owned() });
+    }
     let (record, _) = must_find::<R>(store.as_ref(), id).await?;
     Ok((store, record))
 }
@@ -377,20 +347,36 @@ pub(crate) async fn update<R: Resource>(req: HttpRequest, body: web::Bytes, stat
     shown(&record)
 }
 
+/// Who may make a change: admins only, or also the users who may read the record (team admins
+/// of their teams).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changer {
+    Admins,
+    AdminsAndUsers,
+}
+
 /// A change to the record a body names in its id field: `read` takes the body's other fields,
 /// `apply` applies them to the stored record, which is then saved and shown.
 async fn change<R: Resource, T>(
     req: &HttpRequest,
     body: &[u8],
     state: &AppState,
+    who: Changer,
     read: impl FnOnce(&mut Fields) -> Result<T, GatewayError>,
     apply: impl FnOnce(&mut R, T) -> Result<(), GatewayError>,
 ) -> Answer {
-    let store = admin(req, state, true).await?;
+    let (store, user) = match who {
+        Changer::Admins => (admin(req, state, true).await?, None),
+        Changer::AdminsAndUsers => roles::admin_or_user(req, state, true).await?,
+    };
     let mut f = Fields::parse(body)?;
     let id = f.required_id(R::ID_FIELD)?;
     let given = read(&mut f)?;
     f.finish()?;
+    // Beyond the user's reach is answered as absent.
+    if user.as_ref().is_some_and(|u| !u.sees(R::KIND, &id)) {
+        return Err(GatewayError::NotFound { kind: R::KIND.as_str(), id });
+    }
     let (mut record, version) = referenced::<R>(store.as_ref(), R::ID_FIELD, &id).await?;
     apply(&mut record, given)?;
     record.touch(Utc::now());
@@ -425,10 +411,17 @@ async fn delete_many<R: Record>(req: &HttpRequest, body: &[u8], state: &AppState
     Ok(HttpResponse::Ok().json(json!({"deleted": ids})))
 }
 
-/// `GET /<kind>/list`: every record, ordered by id.
+/// `GET /<kind>/list`: every record, ordered by id; for a user, those within its reach (its
+/// teams, itself), and 403 for kinds it may never read.
 pub(crate) async fn list<R: Record>(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let store = admin(&req, &state, false).await?;
+    let (store, user) = roles::admin_or_user(&req, &state, false).await?;
+    if user.is_some() && !matches!(R::KIND, Kind::Team | Kind::User) {
+        return Err(roles::not_for_role());
+    }
     let mut records = list_records::<R>(store.as_ref()).await.map_err(internal)?;
+    if let Some(user) = &user {
+        records.retain(|(r, _)| user.sees(R::KIND, r.id()));
+    }
     records.sort_by(|a, b| a.0.id().cmp(b.0.id()));
     Ok(HttpResponse::Ok().json(records.iter().map(|(r, _)| present(r)).collect::<Vec<_>>()))
 }

@@ -3,8 +3,7 @@
 //! cooldown left, and the calls that ended in this minute and the last: how many, how many
 //! failed, and the latency p50 and p99 of the successful ones (`routing::outcomes`).
 
-use super::{caller, Answer, Caller};
-use crate::error::GatewayError;
+use super::Answer;
 use crate::routing::outcomes::LATENCY_BOUNDS_MS;
 use crate::routing::router::DeploymentState;
 use crate::AppState;
@@ -25,9 +24,7 @@ fn shown_ms(bound: u64) -> u64 {
 }
 
 pub(crate) async fn model_health(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    if let Caller::Own(_) = caller(&req, &state, false).await? {
-        return Err(GatewayError::Forbidden("this key may not use the admin API".into()));
-    }
+    super::roles::admins_only(&req, &state).await?;
     let data: Vec<_> = state
         .router
         .deployment_health()

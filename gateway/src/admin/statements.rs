@@ -2,7 +2,7 @@
 //! statement for a period (docs/finance.md, "Statements over the API"). A closed period answers
 //! the statement its close sealed, with its hashes; an open one, the statement as a close would
 //! seal it now (`tollgate_ledger::statements`). Admins only (the master key or an admin key,
-//! read-only admin keys included); with a database only.
+//! read-only admin keys included), and a team's admins for its statement; with a database only.
 
 use super::{caller, Answer, Caller};
 use crate::error::GatewayError;
@@ -34,12 +34,18 @@ pub(crate) async fn organization_statement(req: HttpRequest, state: web::Data<Ap
 
 /// The statement of scope `<kind>/<id>`, the id from the query parameter `id_param`.
 async fn answer(req: &HttpRequest, state: &AppState, kind: &str, id_param: &'static str) -> Answer {
-    if let Caller::Own(_) = caller(req, state, false).await? {
-        return Err(GatewayError::Forbidden("this key may not use the admin API".into()));
-    }
-    let reader = state.statements.as_ref().ok_or(GatewayError::AdminUnavailable)?;
+    let reach = match caller(req, state, false).await? {
+        Caller::Admin => None,
+        // A team admin reads its teams' statements; nothing else is a user's.
+        Caller::User(user) if kind == "team" => Some(user),
+        Caller::User(_) | Caller::Own(_) => return Err(super::roles::not_for_role()),
+    };
     let q = super::query(req);
     let id = q.get(id_param).ok_or_else(|| GatewayError::field(id_param, format!("`{id_param}` is required")))?;
+    if reach.is_some_and(|user| !user.administers(id)) {
+        return Err(GatewayError::NotFound { kind: "team", id: id.clone() });
+    }
+    let reader = state.statements.as_ref().ok_or(GatewayError::AdminUnavailable)?;
     tollgate_schemas::limits::check_id(id_param, id).map_err(|e| GatewayError::field(id_param, e.to_string()))?;
     let period = q.get("period").ok_or_else(|| GatewayError::field("period", "`period` is required"))?;
     if period.len() > "YYYY-MM-DD".len() {

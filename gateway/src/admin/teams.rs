@@ -3,7 +3,7 @@
 
 use super::fields::{required, set, take_limits, FieldError, Fields};
 use super::keys::keys_where;
-use super::{change, delete_many, models, must_exist, present, queried, with_spend, Answer, Resource};
+use super::{change, delete_many, models, must_exist, present, queried, with_spend, Answer, Changer, Resource};
 use crate::error::GatewayError;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -76,10 +76,12 @@ pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer
     Ok(HttpResponse::Ok().json(json!({"team_id": id, "team_info": info, "keys": keys})))
 }
 
-/// `POST /team/member_add`: adds members, or changes the role of those already in.
+/// `POST /team/member_add`: adds members, or changes the role of those already in. As in
+/// LiteLLM, a team's admins may add and remove its members; only admins change anything else
+/// of a team (its budget and models were set over it).
 pub(crate) async fn member_add(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> Answer {
     let read = |f: &mut Fields| f.nullable("member", members)?.flatten().ok_or_else(|| required("member"));
-    change::<TeamRecord, _>(&req, &body, &state, read, |team, added| {
+    change::<TeamRecord, _>(&req, &body, &state, Changer::AdminsAndUsers, read, |team, added| {
         for m in added {
             team.members.retain(|old| old.user_id != m.user_id);
             team.members.push(m);
@@ -95,6 +97,7 @@ pub(crate) async fn member_delete(req: HttpRequest, body: web::Bytes, state: web
         &req,
         &body,
         &state,
+        Changer::AdminsAndUsers,
         |f| f.required_id("user_id"),
         |team, user| {
             if !team.members.iter().any(|m| m.user_id == user) {
@@ -113,7 +116,7 @@ async fn set_blocked(req: &HttpRequest, body: &[u8], state: &AppState, blocked: 
         team.blocked = blocked;
         Ok(())
     };
-    change::<TeamRecord, _>(req, body, state, |_| Ok(()), block).await
+    change::<TeamRecord, _>(req, body, state, Changer::Admins, |_| Ok(()), block).await
 }
 
 /// `POST /team/block`.

@@ -1,5 +1,6 @@
-//! Signing in and out of the console: `POST /ui/api/sign-in` with the master key or an admin
-//! key opens a session (an HttpOnly, SameSite=Strict cookie; Secure with
+//! Signing in and out of the console: `POST /ui/api/sign-in` with the master key or a key of a
+//! user (`proxy_admin`, `proxy_admin_viewer`, a team admin, an `internal_user`: see
+//! `admin::roles`; a key of no user may not sign in) opens a session (an HttpOnly, SameSite=Strict cookie; Secure with
 //! `gateway.console.secure_cookie`); `GET /ui/api/session` says who is signed in and hands the
 //! page its CSRF token; `POST /ui/api/sign-out` ends the session.
 
@@ -13,20 +14,6 @@ use serde_json::json;
 
 /// The largest sign-in body read: a key, in JSON.
 const MAX_SIGN_IN_BYTES: usize = 4096;
-
-/// The role a key signs in with: the master key and `proxy_admin` keys may change anything,
-/// `proxy_admin_viewer` keys may read. Other keys may not sign in.
-async fn role_of(state: &AppState, raw: &str) -> Result<&'static str, GatewayError> {
-    if crate::admin::is_master_key(state, raw) {
-        return Ok("proxy_admin");
-    }
-    let principal = state.tenancy.authenticate(raw, chrono::Utc::now()).await?;
-    match principal.admin_access() {
-        Some(true) => Ok("proxy_admin"),
-        Some(false) => Ok("proxy_admin_viewer"),
-        None => Err(GatewayError::Forbidden("only admin keys may sign in to the console".into())),
-    }
-}
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> String {
     let secure = if state.console.secure_cookie { "; Secure" } else { "" };
@@ -59,9 +46,9 @@ pub(crate) async fn sign_in(req: HttpRequest, body: web::Bytes, state: web::Data
         key: String,
     }
     let given: SignIn = serde_json::from_slice(&body)
-        .map_err(|_| GatewayError::field("key", "the body must be {\"key\": \"<master key or admin key>\"}"))?;
-    let role = match role_of(&state, given.key.trim()).await {
-        Ok(role) => role,
+        .map_err(|_| GatewayError::field("key", "the body must be {\"key\": \"<your key>\"}"))?;
+    let who = match crate::admin::roles::role_of(&state, given.key.trim()).await {
+        Ok(who) => who,
         Err(e) => {
             metrics::counter!("tollgate_console_sign_ins_total", "outcome" => "refused").increment(1);
             return Err(e);
@@ -72,19 +59,28 @@ pub(crate) async fn sign_in(req: HttpRequest, body: web::Bytes, state: web::Data
     metrics::counter!("tollgate_console_sign_ins_total", "outcome" => "signed_in").increment(1);
     Ok(super::assets::secured(HttpResponse::Ok())
         .insert_header(("set-cookie", cookie(&state, &id, state.console.sessions.ttl().as_secs())))
-        .json(json!({"role": role, "csrf_token": session.csrf, "expires_at": session.expires_at})))
+        .json(json!({
+            "role": who.role,
+            "user_id": who.user_id,
+            "teams": who.teams,
+            "csrf_token": session.csrf,
+            "expires_at": session.expires_at,
+        })))
 }
 
-/// `GET /ui/api/session`: the signed-in role (checked afresh), the CSRF token and the expiry;
+/// `GET /ui/api/session`: the signed-in role (checked afresh; with a user's id and the teams it
+/// administers), the CSRF token and the expiry;
 /// `{"role": null}` when no session is live (a page's first question, not an error).
 pub(crate) async fn current(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     enabled(&state)?;
     let Ok(Some((_, session))) = session_of(&req, &state) else {
         return Ok(super::assets::secured(HttpResponse::Ok()).json(json!({"role": null})));
     };
-    let role = role_of(&state, session.key.expose()).await?;
+    let who = crate::admin::roles::role_of(&state, session.key.expose()).await?;
     Ok(super::assets::secured(HttpResponse::Ok()).json(json!({
-        "role": role,
+        "role": who.role,
+        "user_id": who.user_id,
+        "teams": who.teams,
         "csrf_token": session.csrf,
         "expires_at": session.expires_at,
     })))

@@ -168,7 +168,7 @@ pub(crate) async fn get_model(req: HttpRequest, path: web::Path<String>, state: 
 /// admins only (the master key, `proxy_admin` and `proxy_admin_viewer` keys); other keys see
 /// the models they may use, with prices and model information.
 pub(crate) async fn model_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let is_admin = matches!(crate::admin::caller(&req, &state, false).await, Ok(crate::admin::Caller::Admin));
+    let is_admin = crate::admin::roles::is_admin(&req, &state).await;
     let principal = match authorize(&req, &state).await {
         Ok(p) => p,
         Err(_) if is_admin => return model_info_for_admins(&state),

@@ -1,7 +1,9 @@
 //! The spend API, served from the ledgers: request logs from the event ledger (Layer 1) a page
 //! at a time, and reports and daily activity from the spend aggregates (Layer 2). Admin keys see
-//! everything; any other key sees its own logs, and its reads touch only its own events.
+//! everything; a team admin or internal user its own and its teams' logs and daily spend
+//! (`admin::roles`); any other key sees its own logs, and its reads touch only its own events.
 
+use crate::admin::roles::SpendReach;
 use crate::admin::{caller, internal, key_identity, query, usd_value, Answer, Caller};
 use crate::error::GatewayError;
 use crate::AppState;
@@ -115,9 +117,10 @@ pub(crate) async fn spend_logs(req: HttpRequest, state: web::Data<AppState>) -> 
 
 async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
     let q = query(req);
-    let own = match caller(req, state, false).await? {
-        Caller::Own(own) => Some(own),
-        Caller::Admin => None,
+    let caller = caller(req, state, false).await?;
+    let own = match &caller {
+        Caller::Own(own) => Some(own.clone()),
+        Caller::Admin | Caller::User(_) => None,
     };
     let source = source(state)?;
     let (from, to) = date_range(&q)?;
@@ -146,13 +149,16 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
         (None, Some(given)) => Some(key_identity(state, given).await?),
         (None, None) => None,
     };
-    let filter = LogFilter {
+    let mut filter = LogFilter {
         key_id,
         team_id: q.get("team_id").cloned(),
         user_id: q.get("user_id").cloned(),
         customer_id: q.get("end_user").cloned(),
         model: q.get("model").cloned(),
     };
+    if let Caller::User(user) = &caller {
+        crate::admin::roles::scope_logs(state, user, &mut filter).await?;
+    }
     let query = LogQuery { filter, from, to, after, skip, limit: page_size };
     let (logs, total) = futures::join!(source.logs(query.clone()), counted_total(source.as_ref(), &query));
     let logs = logs.map_err(|e| match e {
@@ -248,18 +254,28 @@ fn merge(into: &mut SpendTotal, t: &SpendTotal) {
     into.completion_tokens += t.completion_tokens;
 }
 
-/// The daily rows an admin asks for: those of scope kind `kind`, or, when the query names one
-/// (`id_field`, e.g. `team_id=payments`), of that scope and its models. Read from the daily read
-/// model: the rows of the range's days and that kind only.
+/// Who reads daily spend: admins all of it; a user (for `/spend/daily`, not the global report)
+/// the rows of what it reaches (`SpendReach`); anyone else nothing.
+async fn daily_reach(req: &HttpRequest, state: &AppState, users: bool) -> Result<Option<SpendReach>, GatewayError> {
+    match caller(req, state, false).await? {
+        Caller::Admin => Ok(None),
+        Caller::User(user) if users => Ok(Some(SpendReach::of(state, user).await?)),
+        Caller::User(_) | Caller::Own(_) => Err(GatewayError::Forbidden("this key may not read spend reports".into())),
+    }
+}
+
+/// The daily rows a caller asks for: those of scope kind `kind`, or, when the query names one
+/// (`id_field`, e.g. `team_id=payments`), of that scope and its models; of a user (`users`),
+/// only those it reaches. Read from the daily read model: the rows of the range's days and that
+/// kind only.
 async fn admin_daily(
     req: &HttpRequest,
     state: &AppState,
+    users: bool,
     kind: &'static str,
     id_field: Option<&'static str>,
 ) -> Result<(BTreeMap<String, String>, Vec<(String, NaiveDate, SpendTotal)>), GatewayError> {
-    if let Caller::Own(_) = caller(req, state, false).await? {
-        return Err(GatewayError::Forbidden("this key may not read spend reports".into()));
-    }
+    let reach = daily_reach(req, state, users).await?;
     let q = query(req);
     let (from, to) = date_range(&q)?;
     let scope = match id_field.and_then(|f| q.get(f).map(|id| (f, id))) {
@@ -271,13 +287,16 @@ async fn admin_daily(
     };
     let narrow = id_field.unwrap_or("group_by");
     let query = DailyQuery { kind: kind.to_owned(), scope, from, to };
-    let rows = source(state)?.daily(query).await.map_err(|e| match e {
+    let mut rows = source(state)?.daily(query).await.map_err(|e| match e {
         StoreError::TooManyRows { limit } => GatewayError::field(
             "end_date",
             format!("more than {limit} ledger rows in this range: ask for fewer days, or for one `{narrow}`"),
         ),
         e => internal(e),
     })?;
+    if let Some(reach) = reach {
+        rows.retain(|(scope, _, _)| parse_scope(scope).is_some_and(|(kind, id, _)| reach.sees(kind, id)));
+    }
     Ok((q, rows))
 }
 
@@ -285,7 +304,7 @@ async fn admin_daily(
 /// date range, with each one's models, largest first.
 pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = group_kind(&query(&req))?;
-    let (q, rows) = admin_daily(&req, &state, kind, Some(field)).await?;
+    let (q, rows) = admin_daily(&req, &state, false, kind, Some(field)).await?;
     let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
     for (scope, _, t) in &rows {
         let Some((k, id, model)) = parse_scope(scope) else { continue };
@@ -367,7 +386,7 @@ fn daily_groups(
 /// (`group_by=model`), from the daily read model.
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = daily_group(&query(&req))?;
-    let (_, rows) = admin_daily(&req, &state, kind, field).await?;
+    let (_, rows) = admin_daily(&req, &state, true, kind, field).await?;
     let mut total = SpendTotal::default();
     let mut results = Vec::new();
     for ((day, id, model), t) in daily_groups(&rows, kind, field.is_some()) {

@@ -5,7 +5,7 @@
 //! this gateway's changes, the control topic, the change log): each notice re-reads that one
 //! record. Never on the request path of model calls; it holds no secret (keys are hashes).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -73,6 +73,22 @@ pub struct KeyFilter {
     pub blocked: Option<bool>,
     /// Expiring after the first time and at or before the second (seconds since 1970).
     pub expiring: Option<(i64, i64)>,
+    /// Only what a user's key reaches: the user's keys and its teams' keys.
+    pub reach: Option<KeyReach>,
+}
+
+/// The keys a user reaches (`admin::roles`): those of its user, and those of the teams it
+/// administers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyReach {
+    pub user_id: String,
+    pub teams: BTreeSet<String>,
+}
+
+impl KeyReach {
+    fn reaches(&self, e: &Entry) -> bool {
+        e.user.as_deref() == Some(self.user_id.as_str()) || e.team.as_deref().is_some_and(|t| self.teams.contains(t))
+    }
 }
 
 impl KeyFilter {
@@ -90,6 +106,7 @@ impl KeyFilter {
             && self.expiring.is_none_or(|(now, by)| e.expires.is_some_and(|x| x > now && x <= by))
             && self.metadata.as_ref().is_none_or(|(k, v)| e.metadata.iter().any(|(mk, mv)| **mk == **k && **mv == **v))
             && search_lower.is_none_or(|s| found_by(at, e, s))
+            && self.reach.as_ref().is_none_or(|r| r.reaches(e))
     }
 }
 

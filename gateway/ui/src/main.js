@@ -10,17 +10,24 @@ import { logsPage } from './pages/logs.js';
 import { entityPage } from './pages/entities.js';
 import { modelsPage } from './pages/models.js';
 
+// Which roles see each page (the API refuses the rest anyway): admins every page; a team admin
+// its keys, usage, logs and teams; an internal user its keys, usage and logs.
+const ADMINS = ['proxy_admin', 'proxy_admin_viewer'];
+const USERS = [...ADMINS, 'team_admin', 'internal_user'];
 const PAGES = {
-  overview: { title: 'Overview', render: overviewPage },
-  keys: { title: 'Keys', render: keysPage },
-  usage: { title: 'Usage', render: usagePage },
-  logs: { title: 'Spend logs', render: logsPage },
-  teams: { title: 'Teams', render: entityPage('teams') },
-  users: { title: 'Users', render: entityPage('users') },
-  customers: { title: 'Customers', render: entityPage('customers') },
-  organizations: { title: 'Organizations', render: entityPage('organizations') },
-  models: { title: 'Models', render: modelsPage },
+  overview: { title: 'Overview', render: overviewPage, roles: ADMINS },
+  keys: { title: 'Keys', render: keysPage, roles: USERS },
+  usage: { title: 'Usage', render: usagePage, roles: USERS },
+  logs: { title: 'Spend logs', render: logsPage, roles: USERS },
+  teams: { title: 'Teams', render: entityPage('teams'), roles: [...ADMINS, 'team_admin'] },
+  users: { title: 'Users', render: entityPage('users'), roles: ADMINS },
+  customers: { title: 'Customers', render: entityPage('customers'), roles: ADMINS },
+  organizations: { title: 'Organizations', render: entityPage('organizations'), roles: ADMINS },
+  models: { title: 'Models', render: modelsPage, roles: ADMINS },
 };
+
+/** The pages the session's role may open, in the navigation's order. */
+const pagesOf = (session) => Object.entries(PAGES).filter(([, page]) => page.roles.includes(session.role));
 
 let current = null;
 let routed = 0;
@@ -31,7 +38,7 @@ function header(session) {
     fill(top, h('span', { class: 'brand' }, 'Tollgate'));
     return;
   }
-  const links = Object.entries(PAGES).map(([route, page]) =>
+  const links = pagesOf(session).map(([route, page]) =>
     h('li', {}, h('a', { href: `#/${route}`, 'data-route': route }, page.title)),
   );
   const out = h('button', { type: 'button', id: 'sign-out', onclick: onSignOut }, 'Sign out');
@@ -60,15 +67,16 @@ async function route() {
     routed += 1;
     signInPage(main, async (session) => {
       current = session;
-      location.hash = '#/overview';
+      location.hash = `#/${pagesOf(session)[0]?.[0] ?? 'keys'}`;
       await route();
     });
     return;
   }
   // `#/<page>` or `#/<page>/<id>` (the id percent-encoded).
   const [first, ...rest] = location.hash.replace(/^#\//, '').split('/');
-  const name = first || 'overview';
-  const page = PAGES[name] || PAGES.overview;
+  const allowed = new Map(pagesOf(current));
+  const name = allowed.has(first) ? first : (pagesOf(current)[0]?.[0] ?? 'keys');
+  const page = allowed.get(name) || PAGES.keys;
   let param = null;
   try {
     param = rest.length ? decodeURIComponent(rest.join('/')) : null;

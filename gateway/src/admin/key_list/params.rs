@@ -124,6 +124,7 @@ fn filter(q: &BTreeMap<String, String>, now: DateTime<Utc>) -> Result<KeyFilter,
         metadata: metadata(q)?,
         blocked: one_of(q, "blocked", &["true", "false"])?.map(|b| b == "true"),
         expiring,
+        reach: None,
     })
 }
 

@@ -72,6 +72,15 @@ fn filters_pick_by_team_user_alias_metadata_and_search() {
         ..KeyFilter::default()
     };
     assert_eq!(count(both), 10);
+    // A user's reach: its own keys or its teams' keys (8 + 10, 2 of them both), within the
+    // other filters.
+    let reach = |teams: &[&str]| {
+        Some(KeyReach { user_id: "user-3".into(), teams: teams.iter().map(|t| (*t).to_owned()).collect() })
+    };
+    assert_eq!(count(KeyFilter { reach: reach(&["team-a"]), ..KeyFilter::default() }), 16);
+    assert_eq!(count(KeyFilter { reach: reach(&[]), ..KeyFilter::default() }), 8);
+    let outside = KeyFilter { team_id: Some("team-b".into()), reach: reach(&["team-a"]), ..KeyFilter::default() };
+    assert_eq!(count(outside), 6, "team-b's keys of user-3 only");
 }
 
 #[test]

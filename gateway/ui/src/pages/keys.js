@@ -20,6 +20,24 @@ function stateOf(k) {
   return k.replaced_by ? 'replaced' : 'active';
 }
 
+/** What the session may do with key `k`, as the API decides it (docs/console.md, "Roles"):
+ *  admins change every key (a viewer's changes are refused: it is told so); a team admin the
+ *  keys of its teams; a user deletes its own keys. */
+export function mayChange(session, k) {
+  if (session.role === 'proxy_admin' || session.role === 'proxy_admin_viewer') return true;
+  return session.role === 'team_admin' && (session.teams || []).includes(k.team_id);
+}
+
+export function mayDelete(session, k) {
+  return mayChange(session, k) || (k.user_id != null && k.user_id === session.user_id);
+}
+
+const HINTS = {
+  proxy_admin_viewer: 'You may read; changes will be refused.',
+  team_admin: 'You see your own keys and the keys of the teams you administer, which you may change.',
+  internal_user: 'You see your own keys: you may create and delete them.',
+};
+
 export async function keysPage(main, session) {
   const state = { page: 1, search: '', team: '', user: '', metadata: '', blocked: '', expiring: '', over: '', sort: '' };
   const status = h('div', { id: 'keys-status', 'aria-live': 'polite' });
@@ -90,7 +108,8 @@ export async function keysPage(main, session) {
         h('td', { class: 'spend' }, k.spend_nano_usd == null ? '–' : usd(k.spend_nano_usd)),
         h('td', {}, k.expires || 'never'),
         h('td', { class: 'state' }, stateOf(k)),
-        h('td', {}, show, ' ', edit, ' ', rotate, ' ', block, ' ', remove),
+        h('td', {}, show, ...(mayChange(session, k) ? [' ', edit, ' ', rotate, ' ', block] : []),
+          ...(mayDelete(session, k) ? [' ', remove] : [])),
       );
     });
     const heads = ['Alias', 'Key', 'Team', 'Models', 'Budget', 'Spend', 'Expires', 'State', 'Actions'];
@@ -163,7 +182,7 @@ export async function keysPage(main, session) {
   });
 
   fill(main, h('h1', {}, 'Keys'), searchForm, status, list, detail,
-    session.role === 'proxy_admin_viewer' ? h('p', { class: 'hint' }, 'You may read; changes will be refused.') : null,
+    HINTS[session.role] ? h('p', { class: 'hint', id: 'role-hint' }, HINTS[session.role]) : null,
     createForm(async (body) => {
       const k = await api.post('/key/generate', body);
       showSecret(created, k);

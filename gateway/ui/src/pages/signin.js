@@ -8,7 +8,7 @@ export function signInPage(main, done) {
   const form = h(
     'form',
     { id: 'sign-in' },
-    field('Master key or admin key', key),
+    field('Your key (master key, admin key or your own key)', key),
     h('button', { type: 'submit' }, 'Sign in'),
     status,
   );
