@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
@@ -41,11 +42,22 @@ def keys_page(d):
 
 
 def refused_create(d, what, **fields):
-    """Creates a key from the page's form; the API's refusal is shown."""
-    d.find_element(By.ID, "new-alias").send_keys(f"refused-{what}")
-    for name, value in fields.items():
-        d.find_element(By.ID, f"new-{name}").send_keys(value)
-    d.find_element(By.CSS_SELECTOR, "#create-key button[type=submit]").click()
+    """Creates a key from the page's form; the API's refusal is shown. The page may draw its
+    form again while its list loads (a slow machine): then the form is filled in afresh."""
+    for attempt in range(3):
+        try:
+            alias = d.find_element(By.ID, "new-alias")
+            alias.clear()
+            alias.send_keys(f"refused-{what}")
+            for name, value in fields.items():
+                field = d.find_element(By.ID, f"new-{name}")
+                field.clear()
+                field.send_keys(value)
+            d.find_element(By.CSS_SELECTOR, "#create-key button[type=submit]").click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 2:
+                raise
     refusal = text_of(d, "#keys-status .notice.error", f"the refusal of {what}")
     d.get_log("browser")  # the refused call is logged by the browser; that was expected
     return refusal

@@ -264,7 +264,16 @@ fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)> {
             format!("/key/list?size=20&return_full_object=true&team_id={team}&sort=spend&order=desc"),
         ),
         ("/key/info", format!("/key/info?key={}", data::key_id(k))),
-        ("/spend/daily, 31 days", format!("/spend/daily?start_date={first}&end_date={today}")),
+        (
+            "/spend/daily by model (Overview, Usage), 31 days",
+            format!("/spend/daily?start_date={first}&end_date={today}&group_by=model"),
+        ),
+        ("/spend/daily by team, 31 days", format!("/spend/daily?start_date={first}&end_date={today}&group_by=team")),
+        (
+            "/spend/daily one team (burn-down), 31 days",
+            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&team_id={team}"),
+        ),
+        ("/spend/daily by key, today", format!("/spend/daily?start_date={today}&end_date={today}&group_by=key")),
         (
             "/global/spend/report by team, 31 days",
             format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team"),

@@ -17,6 +17,10 @@ use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_
 use tollgate_schemas::store::{DailyQuery, SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
 
+/// The kind of the platform's own ledger scope (`ledger::GLOBAL_SCOPE`), whose per-model rows
+/// give spend by model.
+const GLOBAL_KIND: &str = "global";
+
 /// The longest date range one call may read.
 const MAX_DAYS: i64 = 31;
 
@@ -264,6 +268,9 @@ async fn daily_reach(req: &HttpRequest, state: &AppState, users: bool) -> Result
     }
 }
 
+/// A daily read: the query, the scope kind whose rows were read, and the rows.
+type DailyRead = (BTreeMap<String, String>, &'static str, Vec<(String, NaiveDate, SpendTotal)>);
+
 /// The daily rows a caller asks for: those of scope kind `kind`, or, when the query names one
 /// (`id_field`, e.g. `team_id=payments`), of that scope and its models; of a user (`users`),
 /// only those it reaches. Read from the daily read model: the rows of the range's days and that
@@ -274,7 +281,7 @@ async fn admin_daily(
     users: bool,
     kind: &'static str,
     id_field: Option<&'static str>,
-) -> Result<(BTreeMap<String, String>, Vec<(String, NaiveDate, SpendTotal)>), GatewayError> {
+) -> Result<DailyRead, GatewayError> {
     let reach = daily_reach(req, state, users).await?;
     let q = query(req);
     let (from, to) = date_range(&q)?;
@@ -286,6 +293,8 @@ async fn admin_daily(
         }
     };
     let narrow = id_field.unwrap_or("group_by");
+    // The platform's rows are no user's: a user's spend by model is its keys' per-model rows.
+    let kind = if reach.is_some() && kind == GLOBAL_KIND { "key" } else { kind };
     let query = DailyQuery { kind: kind.to_owned(), scope, from, to };
     let mut rows = source(state)?.daily(query).await.map_err(|e| match e {
         StoreError::TooManyRows { limit } => GatewayError::field(
@@ -297,14 +306,14 @@ async fn admin_daily(
     if let Some(reach) = reach {
         rows.retain(|(scope, _, _)| parse_scope(scope).is_some_and(|(kind, id, _)| reach.sees(kind, id)));
     }
-    Ok((q, rows))
+    Ok((q, kind, rows))
 }
 
 /// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
 /// date range, with each one's models, largest first.
 pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = group_kind(&query(&req))?;
-    let (q, rows) = admin_daily(&req, &state, false, kind, Some(field)).await?;
+    let (q, kind, rows) = admin_daily(&req, &state, false, kind, Some(field)).await?;
     let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
     for (scope, _, t) in &rows {
         let Some((k, id, model)) = parse_scope(scope) else { continue };
@@ -355,7 +364,7 @@ fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'s
         Some("user") => Ok(("user", Some("user_id"))),
         Some("customer") => Ok(("customer", Some("end_user"))),
         Some("organization") => Ok(("org", Some("organization_id"))),
-        Some("model") => Ok(("global", None)),
+        Some("model") => Ok((GLOBAL_KIND, None)),
         Some(_) => {
             Err(GatewayError::field("group_by", "`group_by` must be key, team, user, customer, organization or model"))
         }
@@ -386,7 +395,7 @@ fn daily_groups(
 /// (`group_by=model`), from the daily read model.
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = daily_group(&query(&req))?;
-    let (_, rows) = admin_daily(&req, &state, true, kind, field).await?;
+    let (_, kind, rows) = admin_daily(&req, &state, true, kind, field).await?;
     let mut total = SpendTotal::default();
     let mut results = Vec::new();
     for ((day, id, model), t) in daily_groups(&rows, kind, field.is_some()) {
