@@ -3,7 +3,9 @@ Selenium, waits, and the check every page passes (no console error, axe-core cle
 screenshot). `seen` collects what the run saw, for tests/tests/console.rs to check.
 """
 
+import json
 import os
+import sys
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
@@ -100,3 +102,21 @@ def go(d, route, ready_css):
     wait(d, f"{route} page", EC.presence_of_element_located((By.CSS_SELECTOR, ready_css)))
 
 
+
+
+def run(steps, failure_shot):
+    """Runs `steps(d)` in a new browser; on failure keeps a screenshot and the page's address;
+    always writes what was seen to RESULT, and prints it after a pass."""
+    os.makedirs(SHOTS, exist_ok=True)
+    d = browser()
+    try:
+        steps(d)
+    except BaseException:
+        d.save_screenshot(os.path.join(SHOTS, failure_shot))
+        print(f"page at failure: {d.current_url}", file=sys.stderr)
+        raise
+    finally:
+        with open(RESULT, "w", encoding="utf-8") as f:
+            json.dump(seen, f, indent=1)
+        d.quit()
+    print(json.dumps(seen, indent=1))

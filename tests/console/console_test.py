@@ -12,9 +12,7 @@ mock provider); reads the environment:
 Every step fails with a message naming what was not seen. Exits non-zero on the first failure.
 """
 
-import json
 import os
-import sys
 import time
 import uuid
 
@@ -25,7 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from browser import BASE, MASTER, VIEWER, SHOTS, RESULT, HOSTILE, seen, browser, wait, text_of, text_by_id, \
+from browser import BASE, MASTER, VIEWER, SHOTS, HOSTILE, seen, run, wait, text_of, text_by_id, \
     check_page, no_alert, sign_in, go
 import pages_test
 
@@ -290,22 +288,14 @@ def viewer_is_refused(d):
     seen["viewer_api_status"] = status
 
 
+def steps(d):
+    admin_round_trip(d)
+    d.delete_all_cookies()
+    viewer_is_refused(d)
+
+
 def main():
-    os.makedirs(SHOTS, exist_ok=True)
-    d = browser()
-    try:
-        admin_round_trip(d)
-        d.delete_all_cookies()
-        viewer_is_refused(d)
-    except BaseException:
-        d.save_screenshot(os.path.join(SHOTS, "failure.png"))
-        print(f"page at failure: {d.current_url}", file=sys.stderr)
-        raise
-    finally:
-        with open(RESULT, "w", encoding="utf-8") as f:
-            json.dump(seen, f, indent=1)
-        d.quit()
-    print(json.dumps(seen, indent=1))
+    run(steps, "failure.png")
 
 
 if __name__ == "__main__":

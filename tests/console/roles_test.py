@@ -9,15 +9,13 @@ and:
   TOLLGATE_INTERNAL_KEY     a key of ivy, an internal user with a budget of 1 USD
 """
 
-import json
 import os
-import sys
 
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from browser import BASE, SHOTS, RESULT, seen, browser, wait, text_of, check_page, sign_in, go
+from browser import BASE, seen, run, wait, text_of, check_page, sign_in, go
 
 TEAM_ADMIN = os.environ["TOLLGATE_TEAM_ADMIN_KEY"]
 INTERNAL = os.environ["TOLLGATE_INTERNAL_KEY"]
@@ -100,22 +98,14 @@ def internal_user(d):
     seen["internal_teams_page"] = fallback_route(d, "teams")
 
 
+def steps(d):
+    team_admin(d)
+    d.delete_all_cookies()
+    internal_user(d)
+
+
 def main():
-    os.makedirs(SHOTS, exist_ok=True)
-    d = browser()
-    try:
-        team_admin(d)
-        d.delete_all_cookies()
-        internal_user(d)
-    except BaseException:
-        d.save_screenshot(os.path.join(SHOTS, "roles-failure.png"))
-        print(f"page at failure: {d.current_url}", file=sys.stderr)
-        raise
-    finally:
-        with open(RESULT, "w", encoding="utf-8") as f:
-            json.dump(seen, f, indent=1)
-        d.quit()
-    print(json.dumps(seen, indent=1))
+    run(steps, "roles-failure.png")
 
 
 if __name__ == "__main__":

@@ -423,13 +423,7 @@ impl CqlLedger {
             let end = row.is_none();
             if let Some((Some(scope), Some(window), partition, spent, events, prompt, completion, fence)) = row {
                 if window.starts_with("d:") {
-                    let state = RowState {
-                        spent: NanoUsd(spent.unwrap_or(0)),
-                        events: events.unwrap_or(0),
-                        prompt_tokens: prompt.unwrap_or(0),
-                        completion_tokens: completion.unwrap_or(0),
-                        applied_offset: fence.unwrap_or(-1),
-                    };
+                    let state = row_state(spent, events, prompt, completion, fence);
                     by_partition.entry(partition).or_default().push(((scope, window), state));
                 }
             }
@@ -671,6 +665,23 @@ const ROWS_PER_READ: usize = 100;
 /// Read-model copies in flight per bucket.
 const COPY_CONCURRENCY: usize = 32;
 
+/// A row as read (absent cells are zero; an absent fence is -1, a row not written yet).
+fn row_state(
+    spent: Option<i64>,
+    events: Option<i64>,
+    prompt: Option<i64>,
+    completion: Option<i64>,
+    applied: Option<i64>,
+) -> RowState {
+    RowState {
+        spent: NanoUsd(spent.unwrap_or(0)),
+        events: events.unwrap_or(0),
+        prompt_tokens: prompt.unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
+        applied_offset: applied.unwrap_or(-1),
+    }
+}
+
 /// Where one read-model copy of a row goes: `spend_aggregates` under its window, or `spend_daily`
 /// under its scope's kind and day.
 #[derive(Clone, Copy)]
@@ -752,13 +763,7 @@ impl LedgerStore for CqlLedger {
             type Cells = (String, String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
             for row in rows.rows::<Cells>().map_err(result_err)? {
                 let (scope, window, spent, events, prompt, completion, applied) = row.map_err(result_err)?;
-                let row = RowState {
-                    spent: NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                    applied_offset: applied.unwrap_or(-1),
-                };
+                let row = row_state(spent, events, prompt, completion, applied);
                 state.rows.insert((scope, window), row);
             }
         }
