@@ -80,10 +80,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_listening PID FILE: waits (at most 30 s) for "listening on http://ADDR" in FILE; prints ADDR.
+# wait_listening PID FILE: waits (at most LISTEN_WAIT seconds, 30 unless set: a gateway under
+# valgrind on a busy machine needs more) for "listening on http://ADDR" in FILE; prints ADDR.
 wait_listening() {
   local pid=$1 file=$2 i addr
-  for ((i = 0; i < 300; i++)); do
+  for ((i = 0; i < ${LISTEN_WAIT:-30} * 10; i++)); do
     addr=$(sed -n 's|^listening on http://||p' "$file" | head -n 1)
     if [[ -n $addr ]]; then
       echo "$addr"
@@ -92,7 +93,7 @@ wait_listening() {
     kill -0 "$pid" 2>/dev/null || die "process $pid exited before listening; see $file and its .err"
     sleep 0.1
   done
-  die "process $pid did not start listening within 30 s; see $file"
+  die "process $pid did not start listening within ${LISTEN_WAIT:-30} s; see $file"
 }
 
 # wait_port PORT [SECONDS]: waits (at most 30 s) until 127.0.0.1:PORT accepts connections.

@@ -188,11 +188,15 @@ impl MeteredStream {
         let mut events = std::mem::replace(&mut self.events, EventBuffer::new(MAX_EVENT_BYTES));
         let mut out = std::mem::take(&mut self.pending);
         let fed = events.feed(chunk, |event| {
-            if !out.is_empty() && ends_metering(event) {
+            // Each event is looked into once: its data line found, and `"usage"` looked for.
+            let data = event_data(event);
+            let mentions_usage = data.is_some_and(|d| USAGE.find(d).is_some());
+            if !out.is_empty() && (mentions_usage || data == Some(b"[DONE]".as_slice())) {
+                // It ends the metering (`[DONE]`, or a chunk that may carry usage).
                 self.ending_kept = true;
                 return Fed::Keep;
             }
-            if self.inspect(event) {
+            if self.inspect(data, mentions_usage) {
                 out.extend_from_slice(event);
             }
             if self.saw_done {
@@ -206,9 +210,10 @@ impl MeteredStream {
         fed.err()
     }
 
-    /// Reads one event; returns whether it goes to the client.
-    fn inspect(&mut self, event: &[u8]) -> bool {
-        let Some(data) = event_data(event) else { return true };
+    /// Reads one event (its data line, and whether that names `"usage"`); returns whether it
+    /// goes to the client.
+    fn inspect(&mut self, data: Option<&[u8]>, mentions_usage: bool) -> bool {
+        let Some(data) = data else { return true };
         if data == b"[DONE]" {
             self.saw_done = true;
             return true;
@@ -225,7 +230,6 @@ impl MeteredStream {
                 r.first_token(after);
             }
         }
-        let mentions_usage = USAGE.find(data).is_some();
         if mentions_usage || self.served_model.is_none() {
             if let Ok(parsed) = serde_json::from_slice::<ResponseUsage>(data) {
                 if self.served_model.is_none() {
@@ -506,17 +510,21 @@ fn error_event(message: &str, code: &str) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-/// The payload of the event's `data:` line (single-line data, as LLM providers send).
+/// The payload of the event's `data:` line (single-line data, as LLM providers send). Lines
+/// are found with `memchr`: this runs on every event of every stream.
 fn event_data(event: &[u8]) -> Option<&[u8]> {
-    event.split(|&b| b == b'\n').find_map(|line| {
+    let mut rest = event;
+    loop {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.strip_prefix(b"data:").map(|d| d.trim_ascii())
-    })
-}
-
-/// Whether `event` ends the metering: `[DONE]`, or a chunk that may carry usage.
-fn ends_metering(event: &[u8]) -> bool {
-    event_data(event).is_some_and(|data| data == b"[DONE]" || USAGE.find(data).is_some())
+        if let Some(data) = line.strip_prefix(b"data:") {
+            return Some(data.trim_ascii());
+        }
+        rest = next?;
+    }
 }
 
 /// An oversized event inside a translated stream ends the client's stream too.

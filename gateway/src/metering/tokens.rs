@@ -111,35 +111,40 @@ impl TextTally {
     }
 }
 
-/// Keys whose string values are generated text, as they appear in a stream chunk.
-const GENERATED_KEYS: [&[u8]; 5] =
-    [b"\"content\":\"", b"\"text\":\"", b"\"arguments\":\"", b"\"delta\":\"", b"\"reasoning_content\":\""];
-
-static GENERATED: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
-    std::sync::LazyLock::new(|| GENERATED_KEYS.map(memchr::memmem::Finder::new));
+/// Keys whose string values are generated text, as they appear in a stream chunk (each
+/// followed by `":"`).
+const GENERATED_KEYS: [&[u8]; 5] = [b"\"content", b"\"text", b"\"arguments", b"\"delta", b"\"reasoning_content"];
 
 /// Adds the generated text of one stream chunk (`content`, `text`, `arguments`, `delta`
-/// string values, still JSON-escaped) to `out`, by a byte scan rather than a JSON parse: this
-/// runs on every chunk of every stream.
+/// string values, still JSON-escaped) to `out`, in the order they appear, by a byte scan
+/// rather than a JSON parse: this runs on every chunk of every stream. One pass over the
+/// chunk: each `":"` (a key and a string value) is looked at, and the key before it compared
+/// with [`GENERATED_KEYS`].
 pub fn collect_generated_text(data: &[u8], out: &mut TextTally) {
-    for key in GENERATED.iter() {
-        let mut rest = data;
-        while let Some(at) = key.find(rest) {
-            let start = at + key.needle().len();
-            let value = &rest[start..];
-            let mut end = 0;
-            let mut escaped = false;
-            while end < value.len() {
-                match value[end] {
-                    b'\\' if !escaped => escaped = true,
-                    b'"' if !escaped => break,
-                    _ => escaped = false,
-                }
-                end += 1;
-            }
-            out.push(&value[..end]);
-            rest = &value[end.min(value.len())..];
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b':', &data[at..]) {
+        let colon = at + i;
+        at = colon + 1;
+        if colon == 0 || data[colon - 1] != b'"' || data.get(colon + 1) != Some(&b'"') {
+            continue;
         }
+        let key = &data[..colon - 1];
+        if !GENERATED_KEYS.iter().any(|k| key.ends_with(k)) {
+            continue;
+        }
+        let value = &data[colon + 2..];
+        let mut end = 0;
+        let mut escaped = false;
+        while end < value.len() {
+            match value[end] {
+                b'\\' if !escaped => escaped = true,
+                b'"' if !escaped => break,
+                _ => escaped = false,
+            }
+            end += 1;
+        }
+        out.push(&value[..end]);
+        at = colon + 2 + end;
     }
 }
 
@@ -197,6 +202,25 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.kept(), r#"Hel\"lo{\"a\""#);
+    }
+
+    /// One pass, in the chunk's order; a key only counts whole (`reasoning_content` is not
+    /// `content`), and colons elsewhere (in ids, in the text itself) are not keys.
+    #[test]
+    fn collects_each_generated_value_once_in_order() {
+        let mut out = TextTally::default();
+        collect_generated_text(
+            br#"{"id":"a:b","x":"\":\"content\":\"","choices":[{"delta":{"reasoning_content":"think: ","content":"say:\"\":\"","role":"assistant"}}],"text":"","n":1}"#,
+            &mut out,
+        );
+        assert_eq!(out.kept(), r#"think: say:\"\":\""#);
+        let mut none = TextTally::default();
+        collect_generated_text(br#":":"#, &mut none);
+        collect_generated_text(br#"{"contents":"no","context":"no","content":"#, &mut none);
+        assert_eq!(none.kept(), "");
+        let mut cut = TextTally::default();
+        collect_generated_text(br#"{"content":"unterminated"#, &mut cut);
+        assert_eq!(cut.kept(), "unterminated");
     }
 
     #[test]
