@@ -102,8 +102,9 @@ fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
     let sampled = if span.sampled { FLAG_SAMPLED } else { 0 };
     let remote = if span.parent_remote { FLAG_IS_REMOTE } else { 0 };
     let mut flags = [0u8; 6];
-    // Field 16, FIXED32: its tag takes two bytes.
-    flags[..2].copy_from_slice(&[0x85, 0x01]);
+    // Field 16: its tag takes two bytes.
+    const FLAGS_TAG: u32 = 16 << 3 | FIXED32 as u32;
+    flags[..2].copy_from_slice(&[(FLAGS_TAG as u8) | 0x80, (FLAGS_TAG >> 7) as u8]);
     flags[2..].copy_from_slice(&(sampled | FLAG_HAS_IS_REMOTE | remote).to_le_bytes());
     b.extend_from_slice(&flags);
 }
@@ -251,11 +252,6 @@ fn uint(b: &mut Vec<u8>, field: u32, n: u64) {
 
 fn fixed64(b: &mut Vec<u8>, field: u32, n: u64) {
     key_of(b, field, FIXED64);
-    b.extend_from_slice(&n.to_le_bytes());
-}
-
-fn fixed32(b: &mut Vec<u8>, field: u32, n: u32) {
-    key_of(b, field, FIXED32);
     b.extend_from_slice(&n.to_le_bytes());
 }
 
