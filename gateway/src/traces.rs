@@ -158,9 +158,10 @@ impl RequestTrace {
             .flatten();
         let trace_id = match (&root, client) {
             (Some(root), _) => {
+                // A new root: it holds no attribute yet.
                 root.record(|s| {
-                    s.set("request_id", Value::Str(Text::new(request_id)));
-                    s.set("gen_ai.operation.name", Value::Str(Text::Static(operation)));
+                    s.add("request_id", Value::Str(Text::new(request_id)));
+                    s.add("gen_ai.operation.name", Value::Str(Text::Static(operation)));
                 });
                 Some(span::hex(&root.ids().0))
             }

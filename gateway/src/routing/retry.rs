@@ -278,12 +278,13 @@ fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: 
         let d = &picked.deployment;
         let text = |v: &str| Value::Str(Text::new(v));
         s.kind = SpanKind::Client;
-        s.set("gen_ai.provider.name", text(crate::traces::provider_name(&d.provider)));
-        s.set("gen_ai.request.model", text(&d.upstream_model));
-        s.set("tollgate.model_group", text(group));
-        s.set("tollgate.deployment", text(&d.id));
-        s.set("tollgate.attempt", Value::I64(i64::from(attempt)));
-        s.set("tollgate.fallback", Value::Bool(fallback));
+        // A new span: each key is added once, without a search for one to replace.
+        s.add("gen_ai.provider.name", text(crate::traces::provider_name(&d.provider)));
+        s.add("gen_ai.request.model", text(&d.upstream_model));
+        s.add("tollgate.model_group", text(group));
+        s.add("tollgate.deployment", text(&d.id));
+        s.add("tollgate.attempt", Value::I64(i64::from(attempt)));
+        s.add("tollgate.fallback", Value::Bool(fallback));
     });
     span
 }

@@ -62,42 +62,107 @@ pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, spans: &[RecordedS
 }
 
 fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
-    bytes(b, 1, &span.trace_id);
-    bytes(b, 2, &span.span_id);
+    // The fixed fields are written as few constant-length runs (each one copy, its length
+    // known at compile time): trace id and span id, the parent, kind and times, flags.
+    let mut ids = [0u8; 28];
+    ids[..2].copy_from_slice(&[tag(1, LEN), 16]);
+    ids[2..18].copy_from_slice(&span.trace_id);
+    ids[18..20].copy_from_slice(&[tag(2, LEN), 8]);
+    ids[20..].copy_from_slice(&span.span_id);
+    b.extend_from_slice(&ids);
     if span.parent_id != [0; 8] {
-        bytes(b, 4, &span.parent_id);
+        let mut parent = [tag(4, LEN), 8, 0, 0, 0, 0, 0, 0, 0, 0];
+        parent[2..].copy_from_slice(&span.parent_id);
+        b.extend_from_slice(&parent);
     }
     bytes_unless_empty(b, 5, span.name.as_bytes());
-    uint(b, 6, span.kind as u64);
-    fixed64(b, 7, nanos(span.start));
-    fixed64(b, 8, nanos(span.end));
+    let mut times = [0u8; 20];
+    times[..2].copy_from_slice(&[tag(6, VARINT), span.kind as u8]);
+    times[2] = tag(7, FIXED64);
+    times[3..11].copy_from_slice(&nanos(span.start).to_le_bytes());
+    times[11] = tag(8, FIXED64);
+    times[12..].copy_from_slice(&nanos(span.end).to_le_bytes());
+    b.extend_from_slice(&times);
     for (k, v) in &span.attributes {
-        message(b, 9, |b| key_value(b, k, v));
+        attribute(b, 9, k, v);
     }
     uint(b, 10, u64::from(span.dropped_attributes));
     for event in &span.events {
         message(b, 11, |b| encode_event(b, event));
     }
     uint(b, 12, u64::from(span.dropped_events));
-    message(b, 15, |b| match &span.status {
-        Status::Unset => {}
-        Status::Ok => uint(b, 3, 1),
-        Status::Error(description) => {
+    match &span.status {
+        Status::Unset => b.extend_from_slice(&[tag(15, LEN), 0]),
+        Status::Ok => b.extend_from_slice(&[tag(15, LEN), 2, tag(3, VARINT), 1]),
+        Status::Error(description) => message(b, 15, |b| {
             bytes_unless_empty(b, 2, description.as_bytes());
             uint(b, 3, 2);
-        }
-    });
+        }),
+    }
     let sampled = if span.sampled { FLAG_SAMPLED } else { 0 };
     let remote = if span.parent_remote { FLAG_IS_REMOTE } else { 0 };
-    fixed32(b, 16, sampled | FLAG_HAS_IS_REMOTE | remote);
+    let mut flags = [0u8; 6];
+    // Field 16: its tag takes two bytes.
+    const FLAGS_TAG: u32 = 16 << 3 | FIXED32 as u32;
+    flags[..2].copy_from_slice(&[(FLAGS_TAG as u8) | 0x80, (FLAGS_TAG >> 7) as u8]);
+    flags[2..].copy_from_slice(&(sampled | FLAG_HAS_IS_REMOTE | remote).to_le_bytes());
+    b.extend_from_slice(&flags);
 }
 
 fn encode_event(b: &mut Vec<u8>, event: &SpanEvent) {
     fixed64(b, 1, nanos(event.time));
     bytes_unless_empty(b, 2, event.name.as_bytes());
     for (k, v) in &event.attributes {
-        message(b, 3, |b| key_value(b, k, v));
+        attribute(b, 3, k, v);
     }
+}
+
+/// Field `field` holding the `KeyValue` of an attribute. Most are short (under 128 bytes in
+/// all, a non-empty key): every length is then one byte, known before writing, so the message
+/// is written in four runs, its lengths with their tags, and not measured afterwards.
+fn attribute(b: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    let any = match value {
+        Value::Str(s) => 2 + s.as_bytes().len(),
+        Value::Bool(_) => 2,
+        Value::I64(n) => 1 + varint_len(*n as u64),
+        Value::F64(_) => 9,
+    };
+    let (k, kv) = (key.as_bytes(), 4 + key.len() + any);
+    if k.is_empty() || kv >= 0x80 || field >= 16 {
+        message(b, field, |b| key_value(b, key, value));
+        return;
+    }
+    b.reserve(kv + 2);
+    b.extend_from_slice(&[tag(field, LEN), kv as u8, tag(1, LEN), k.len() as u8]);
+    b.extend_from_slice(k);
+    match value {
+        Value::Str(s) => {
+            let s = s.as_bytes();
+            b.extend_from_slice(&[tag(2, LEN), any as u8, tag(1, LEN), s.len() as u8]);
+            b.extend_from_slice(s);
+        }
+        Value::Bool(v) => b.extend_from_slice(&[tag(2, LEN), 2, tag(2, VARINT), u8::from(*v)]),
+        Value::I64(n) => {
+            b.extend_from_slice(&[tag(2, LEN), any as u8, tag(3, VARINT)]);
+            varint(b, *n as u64);
+        }
+        Value::F64(x) => {
+            let mut double = [0u8; 11];
+            double[..3].copy_from_slice(&[tag(2, LEN), 9, tag(4, FIXED64)]);
+            double[3..].copy_from_slice(&x.to_le_bytes());
+            b.extend_from_slice(&double);
+        }
+    }
+}
+
+/// The one-byte tag of a field numbered under 16.
+const fn tag(field: u32, wire: u8) -> u8 {
+    (field as u8) << 3 | wire
+}
+
+/// Bytes of `n` as a varint.
+fn varint_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A `KeyValue`: the key, then the `AnyValue` of its type.
@@ -187,11 +252,6 @@ fn uint(b: &mut Vec<u8>, field: u32, n: u64) {
 
 fn fixed64(b: &mut Vec<u8>, field: u32, n: u64) {
     key_of(b, field, FIXED64);
-    b.extend_from_slice(&n.to_le_bytes());
-}
-
-fn fixed32(b: &mut Vec<u8>, field: u32, n: u32) {
-    key_of(b, field, FIXED32);
     b.extend_from_slice(&n.to_le_bytes());
 }
 

@@ -150,3 +150,42 @@ fn spans_of_every_size_keep_a_minimal_length_prefix() {
         assert_eq!(ours, theirs, "a span of {} bytes", body.len());
     }
 }
+
+#[test]
+fn attributes_written_in_runs_are_the_bytes_of_the_general_encoder() {
+    // Around every boundary of the short form: lengths of 127 and 128 bytes, varints of one to
+    // ten bytes, an empty key and value, events' field 3 as well as spans' field 9.
+    let keys = ["k", "gen_ai.usage.input_tokens", "", &"k".repeat(60), &"k".repeat(130)];
+    let mut values = vec![Value::Bool(false), Value::Bool(true), Value::F64(-0.5), Value::Str(Text::Static(""))];
+    values.extend([0, 1, 127, 128, 16_384, -1, i64::MIN, i64::MAX].map(Value::I64));
+    values.extend([10, 46, 47, 60, 61, 62, 100, 126, 127, 128, 300].map(|n| Value::Str(Text::new(&"v".repeat(n)))));
+    for key in keys {
+        for value in &values {
+            for field in [3, 9] {
+                let mut ours = vec![0xff];
+                attribute(&mut ours, field, key, value);
+                let mut general = vec![0xff];
+                message(&mut general, field, |b| key_value(b, key, value));
+                assert_eq!(ours, general, "{key:?} = {value:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_status_decodes() {
+    let mut spans = [Status::Unset, Status::Ok, Status::Error(Text::Static("")), Status::Error(Text::new("timeout"))]
+        .map(|status| {
+            let mut s = RecordedSpan::start("s", 0);
+            s.status = status;
+            s
+        })
+        .to_vec();
+    spans[0].sampled = false;
+    let request = decode(&Preamble::new(&[], "tollgate"), &spans);
+    let decoded = &request.resource_spans[0].scope_spans[0].spans;
+    let statuses: Vec<(i32, &str)> =
+        decoded.iter().map(|s| s.status.as_ref().map_or((-1, ""), |st| (st.code, st.message.as_str()))).collect();
+    assert_eq!(statuses, [(0, ""), (1, ""), (2, ""), (2, "timeout")]);
+    assert_eq!(decoded[0].flags, 0x100, "not sampled");
+}

@@ -35,7 +35,7 @@ struct Trace {
 
 impl Drop for Trace {
     fn drop(&mut self) {
-        let mut span = std::mem::replace(&mut self.span, RecordedSpan::start("", 0));
+        let mut span = std::mem::replace(&mut self.span, RecordedSpan::empty());
         span.end = SystemTime::now();
         let mut trace = std::mem::take(&mut self.finished);
         trace.push(span);
