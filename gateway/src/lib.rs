@@ -74,6 +74,9 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Whether customers owned by no team or organization may be charged by any key.
     pub shared_customers: bool,
+    /// Requests may not tag their spend themselves
+    /// (`general_settings.reject_clientside_metadata_tags`).
+    pub reject_client_tags: bool,
     /// Largest non-streamed answer read from a provider.
     pub max_response_bytes: usize,
     /// The response cache (`litellm_settings.cache`), when on.
@@ -279,6 +282,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
         max_body_bytes: config.gateway.max_body_bytes,
         max_upload_bytes: config.gateway.max_upload_bytes,
         shared_customers: config.gateway.shared_customers,
+        reject_client_tags: config.general_settings.as_ref().is_some_and(|g| g.reject_clientside_metadata_tags),
         max_response_bytes: config.gateway.max_response_bytes,
         cache: config.litellm_settings.response_cache().map(cache::ResponseCache::new).transpose()?.map(Arc::new),
         metrics: {

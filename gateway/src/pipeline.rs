@@ -194,6 +194,9 @@ async fn admit(
 ) -> Result<(crate::limits::admission::Admitted, crate::metering::sink::Permit), GatewayError> {
     check_model(state, principal, &request.model)?;
     let customer = customer_id(req, request.user.as_deref())?;
+    let header = crate::tenancy::tags::header_tags(req)?;
+    principal.tags =
+        crate::tenancy::tags::event_tags(principal, request.tags.clone(), header, state.reject_client_tags)?;
     let mut admitted = crate::limits::admission::admit(
         principal,
         &request.model,

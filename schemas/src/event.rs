@@ -181,6 +181,13 @@ pub struct UsageEvent {
     /// price of a hit. Added within version 1: older events lack it, and it is left out when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheHit>,
+    /// The request's tags (docs/design.md §4.2, "Tags"): the key's, its team's, then the
+    /// request's own (`metadata.tags`, `x-litellm-tags`), each once, in that order; at most
+    /// [`crate::limits::MAX_EVENT_TAGS`], each a scope part (no `/`, whitespace or control
+    /// characters). Each tag is a ledger scope `tag/<tag>`; tags are not budgets. Added within
+    /// version 1: older events lack it, and it is left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// A request answered from the response cache: the tokens the stored answer took when a
@@ -331,6 +338,7 @@ mod tests {
             usage_generation: 1,
             adjustment: None,
             cache: None,
+            tags: vec!["checkout".to_owned(), "prod".to_owned()],
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),

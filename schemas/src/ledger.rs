@@ -3,7 +3,7 @@
 //! `(scope_id, window_id, partition)`.
 //!
 //! Scopes: the key, each tenant the key belongs to (team, user, customer, organization), the
-//! platform as a whole ([`GLOBAL_SCOPE`]), and the requested model (the `model_name` the client
+//! platform as a whole ([`GLOBAL_SCOPE`]), each tag of the event ([`tag_scopes_of`]), and the requested model (the `model_name` the client
 //! asked for) within each of them. Windows: all time, the UTC calendar day and the UTC calendar
 //! month of the event.
 
@@ -65,11 +65,19 @@ pub fn tenant_scopes_of(event: &UsageEvent) -> Vec<String> {
     scopes
 }
 
-/// Every scope an event counts towards: each tenant scope and the global one and, within each,
-/// the requested model.
+/// The tag scopes of an event (`tag/<tag>`, one per tag; without the per-model ones). They
+/// overlap the tenant scopes and each other (an event with two tags counts in both): unlike
+/// the tenant scopes of one kind, the tag scopes do not partition spend. No budget names them.
+pub fn tag_scopes_of(event: &UsageEvent) -> Vec<String> {
+    event.tags.iter().map(|t| scope_id("tag", t)).collect()
+}
+
+/// Every scope an event counts towards: each tenant scope, the global one and each tag scope
+/// and, within each, the requested model.
 pub fn scopes_of(event: &UsageEvent) -> Vec<String> {
     let mut tenants = tenant_scopes_of(event);
     tenants.push(GLOBAL_SCOPE.to_owned());
+    tenants.extend(tag_scopes_of(event));
     let mut scopes = Vec::with_capacity(tenants.len() * 2);
     for t in tenants {
         scopes.push(model_scope_id(&t, &event.requested_model));
@@ -166,6 +174,7 @@ mod tests {
         event.user_id = None;
         event.customer_id = None;
         event.organization_id = None;
+        event.tags.clear();
         let model = model_scope_id(GLOBAL_SCOPE, &event.requested_model);
         let key = scope_id("key", &event.key_id);
         assert_eq!(
@@ -173,6 +182,19 @@ mod tests {
             [model_scope_id(&key, &event.requested_model), key, model, GLOBAL_SCOPE.to_owned()]
         );
         assert!(!tenant_scopes_of(&event).iter().any(|s| s == GLOBAL_SCOPE), "no budget is the platform's");
+    }
+
+    #[test]
+    fn each_tag_is_a_scope_and_no_tenant() {
+        let mut event: UsageEvent = serde_json::from_str(include_str!("../fixtures/usage_event_v1.json")).unwrap();
+        event.tags = vec!["prod".to_owned(), "team-a".to_owned()];
+        let scopes = scopes_of(&event);
+        for tag in ["tag/prod", "tag/team-a"] {
+            assert!(scopes.iter().any(|s| s == tag), "{tag}");
+            assert!(scopes.contains(&model_scope_id(tag, &event.requested_model)), "{tag} per model");
+            assert!(!tenant_scopes_of(&event).iter().any(|s| s == tag), "a tag is no tenant");
+        }
+        assert_eq!(scopes.len(), 2 * (tenant_scopes_of(&event).len() + 1 + 2));
     }
 
     #[test]

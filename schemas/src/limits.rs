@@ -36,6 +36,9 @@ pub const MAX_DURATIONS_PER_SCOPE: usize = 8;
 /// Most tags one record may carry, and the longest tag in bytes.
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_BYTES: usize = 128;
+/// Most tags one usage event carries (each is a ledger scope, `tag/<tag>`, and its per-model
+/// scope: six more rows for each): the key's and team's tags and the request's own, together.
+pub const MAX_EVENT_TAGS: usize = 8;
 /// Largest `metadata` object of a record or a request, serialised, in bytes.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -129,6 +132,27 @@ pub fn check_tags(field: &str, tags: &[String]) -> Result<(), BoundError> {
     Ok(())
 }
 
+/// One tag that becomes part of a ledger scope (`tag/<tag>`): 1 to [`MAX_TAG_BYTES`] bytes,
+/// no control characters, whitespace or `/`.
+pub fn check_scope_tag(field: &str, value: &str) -> Result<(), BoundError> {
+    check_scope_part(field, value, MAX_TAG_BYTES)
+}
+
+/// The tags of a usage event: at most [`MAX_EVENT_TAGS`], each a scope tag
+/// ([`check_scope_tag`]), none twice.
+pub fn check_event_tags(field: &str, tags: &[String]) -> Result<(), BoundError> {
+    if tags.len() > MAX_EVENT_TAGS {
+        return Err(BoundError::Range { field: field.to_owned(), detail: format!("at most {MAX_EVENT_TAGS} tags") });
+    }
+    for (i, t) in tags.iter().enumerate() {
+        check_scope_tag(&format!("{field}[{i}]"), t)?;
+        if tags[..i].contains(t) {
+            return Err(BoundError::Range { field: format!("{field}[{i}]"), detail: "a tag appears twice".into() });
+        }
+    }
+    Ok(())
+}
+
 /// A `metadata` object: at most [`MAX_METADATA_BYTES`] once serialised.
 pub fn check_metadata(field: &str, metadata: &serde_json::Value) -> Result<(), BoundError> {
     let len = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -212,6 +236,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_optional("error_type", &e.error_type, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
     check_optional("client_disconnected", &e.client_disconnected, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
     check_optional("trace_id", &e.trace_id, check_trace_id)?;
+    check_event_tags("tags", &e.tags)?;
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;
@@ -309,6 +334,13 @@ mod tests {
             ("prompt_tokens", Box::new(|e| e.prompt_tokens = u64::MAX)),
             ("trace_id", Box::new(|e| e.trace_id = Some("t".repeat(70_000)))),
             ("trace_id", Box::new(|e| e.trace_id = Some("4BF92F3577B34DA6A3CE929D0E0E4736".into()))),
+            ("tags", Box::new(|e| e.tags = (0..9).map(|i| format!("t{i}")).collect())),
+            ("tags[1]", Box::new(|e| e.tags = vec!["ok".into(), "a/model/x".into()])),
+            ("tags[0]", Box::new(|e| e.tags = vec!["t".repeat(129)])),
+            ("tags[0]", Box::new(|e| e.tags = vec!["two words".into()])),
+            ("tags[0]", Box::new(|e| e.tags = vec!["bell\u{7}".into()])),
+            ("tags[0]", Box::new(|e| e.tags = vec![String::new()])),
+            ("tags[1]", Box::new(|e| e.tags = vec!["same".into(), "same".into()])),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(-1))),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(i64::MAX))),
             (

@@ -223,6 +223,8 @@ impl Budgets {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GeneralSettings {
     pub master_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_clientside_metadata_tags: Option<bool>,
 }
 
 // === impl GatewayConfig ===
@@ -257,7 +259,10 @@ impl GatewayConfig {
             prices: models.iter().map(|m| (m.model_name.clone(), Price::TEST)).collect(),
             model_list: models.to_vec(),
             virtual_keys: tenant_keys(),
-            general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+            general_settings: Some(GeneralSettings {
+                master_key: Some(MASTER_KEY.to_owned()),
+                ..GeneralSettings::default()
+            }),
             embedded: Some(Embedded { path: db.to_path_buf(), max_size_bytes: None }),
             ..GatewayConfig::default()
         }
@@ -274,7 +279,8 @@ impl GatewayConfig {
             kafka.control_topic = Some(topics.control.clone());
         }
         config.database = Some(Cql::test(keyspace));
-        config.general_settings = Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) });
+        config.general_settings =
+            Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()), ..GeneralSettings::default() });
         config
     }
 

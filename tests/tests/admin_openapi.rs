@@ -572,7 +572,10 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     // --- A gateway without a database: the admin API is unavailable; keys of the config file
     // still read themselves.
     let no_db = GatewayConfig {
-        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        general_settings: Some(GeneralSettings {
+            master_key: Some(MASTER_KEY.to_owned()),
+            ..GeneralSettings::default()
+        }),
         ..GatewayConfig::new(
             "gw-openapi-nodb",
             &[model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],

@@ -50,8 +50,10 @@ async fn ledger_spend(
         let (scope, window, spent) = row?;
         let Some(day) = window.strip_prefix("d:") else { continue };
         let day = NaiveDate::parse_from_str(day, "%Y-%m-%d")?;
-        // The platform's own rows (`global/all`) are the sum of the tenants': no export row.
-        if scope.contains("/model/") || scope.starts_with("global/") || day < from || day > to {
+        // The platform's own rows (`global/all`) are the sum of the tenants': no export row; tag
+        // rows (`tag/<tag>`) overlap the tenants' and each other: no export row either.
+        let overlapping = scope.starts_with("global/") || scope.starts_with("tag/");
+        if scope.contains("/model/") || overlapping || day < from || day > to {
             continue;
         }
         *spend.entry((scope, day)).or_default() += i128::from(spent.unwrap_or(0));

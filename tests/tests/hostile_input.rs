@@ -19,7 +19,10 @@ fn config(mock: &str, topics: &Topics, keyspace: &str) -> Result<GatewayConfig> 
     ];
     let mut config = GatewayConfig {
         database: Some(Cql::test(keyspace)),
-        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        general_settings: Some(GeneralSettings {
+            master_key: Some(MASTER_KEY.to_owned()),
+            ..GeneralSettings::default()
+        }),
         budgets: Some(Budgets::fail_open()),
         ..GatewayConfig::new("gw-hostile", &models, &topics.usage, &kafka_bootstrap())
     };

@@ -229,7 +229,10 @@ async fn the_embedded_default_imports_into_its_file() -> Result<()> {
         model_list: vec![model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))],
         prices: [("gpt-4o-mini".to_owned(), Price::TEST)].into(),
         embedded: Some(Embedded { path: dir.join("data/tollgate.db"), max_size_bytes: None }),
-        general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+        general_settings: Some(GeneralSettings {
+            master_key: Some(MASTER_KEY.to_owned()),
+            ..GeneralSettings::default()
+        }),
         ..GatewayConfig::default()
     };
     let path = dir.join("embedded.yaml");

@@ -80,7 +80,10 @@ async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()>
         let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url().unwrap_or_default()))];
         let mut config = GatewayConfig {
             database: Some(database(cql_pw)),
-            general_settings: Some(GeneralSettings { master_key: Some(MASTER_KEY.to_owned()) }),
+            general_settings: Some(GeneralSettings {
+                master_key: Some(MASTER_KEY.to_owned()),
+                ..GeneralSettings::default()
+            }),
             ..GatewayConfig::new("gw-sasl", &models, &topics.usage, &sasl)
         };
         if let Some(kafka) = &mut config.kafka {

@@ -191,8 +191,8 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
     let customers: std::collections::BTreeSet<&str> =
         by_customer["results"].as_array().context("results")?.iter().filter_map(|r| r["end_user"].as_str()).collect();
     ensure!(customers.len() == 5, "five customers by day: {by_customer}");
-    let (status, v) = admin.get("/spend/daily?group_by=tag").await?;
-    ensure!(status == 400 && v["error"]["param"] == "group_by", "group_by=tag: {status} {v}");
+    let (status, v) = admin.get("/spend/daily?group_by=tags").await?;
+    ensure!(status == 400 && v["error"]["param"] == "group_by", "group_by=tags: {status} {v}");
     // One tenant by its id field: its own rows only, its ledger total; a hostile id names the field.
     for team in ["team-alpha", "team-beta"] {
         let (status, one) = admin.get(&format!("/spend/daily?group_by=team&team_id={team}")).await?;

@@ -18,6 +18,7 @@ fn principal(key: &str, team: Option<&str>) -> Principal {
         organization_id: None,
         customer_id: None,
         parties: Vec::new(),
+        tags: Vec::new(),
     }
 }
 

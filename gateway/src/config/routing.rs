@@ -8,6 +8,11 @@ use super::*;
 #[derive(Debug, Default, Deserialize)]
 pub struct GeneralSettings {
     pub master_key: Option<Secret>,
+    /// Requests may not tag their own spend (`metadata.tags`, `x-litellm-tags`): such a request
+    /// is refused with a 400 naming the field, as LiteLLM does; the key's and team's tags still
+    /// apply (docs/design.md §4.2, "Tags").
+    #[serde(default)]
+    pub reject_clientside_metadata_tags: bool,
     #[serde(flatten)]
     pub litellm_only: BTreeMap<String, serde_yaml::Value>,
 }

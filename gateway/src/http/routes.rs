@@ -185,6 +185,7 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::Spend, "/spend/logs", |r| r.to(spend::spend_logs)),
     get(Api::Spend, "/global/spend/report", |r| r.to(spend::spend_report)),
     get(Api::Spend, "/spend/daily", |r| r.to(spend::spend_daily)),
+    get(Api::Spend, "/spend/tags", |r| r.to(spend::spend_tags)),
     post(Api::Console, "/ui/api/sign-in", |r| r.to(console::signin::sign_in)),
     get(Api::Console, "/ui/api/session", |r| r.to(console::signin::current)),
     post(Api::Console, "/ui/api/sign-out", |r| r.to(console::signin::sign_out)),

@@ -96,6 +96,7 @@ fn log_entry(e: &UsageEvent) -> Value {
         "startTime": start,
         "endTime": e.occurred_at,
         "gateway_id": e.gateway_id,
+        "request_tags": e.tags,
     })
 }
 
@@ -227,7 +228,10 @@ fn group_kind(q: &BTreeMap<String, String>) -> Result<(&'static str, &'static st
         Some("user") => Ok(("user", "user_id")),
         Some("customer") => Ok(("customer", "end_user")),
         Some("organization") => Ok(("org", "organization_id")),
-        Some(_) => Err(GatewayError::field("group_by", "`group_by` must be team, key, user, customer or organization")),
+        Some("tag") => Ok(("tag", "tag")),
+        Some(_) => {
+            Err(GatewayError::field("group_by", "`group_by` must be team, key, user, customer, organization or tag"))
+        }
     }
 }
 
@@ -364,10 +368,12 @@ fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'s
         Some("user") => Ok(("user", Some("user_id"))),
         Some("customer") => Ok(("customer", Some("end_user"))),
         Some("organization") => Ok(("org", Some("organization_id"))),
+        Some("tag") => Ok(("tag", Some("tag"))),
         Some("model") => Ok((GLOBAL_KIND, None)),
-        Some(_) => {
-            Err(GatewayError::field("group_by", "`group_by` must be key, team, user, customer, organization or model"))
-        }
+        Some(_) => Err(GatewayError::field(
+            "group_by",
+            "`group_by` must be key, team, user, customer, organization, tag or model",
+        )),
     }
 }
 
@@ -390,9 +396,11 @@ fn daily_groups(
     out
 }
 
-/// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization:
-/// `group_by`; one of them with its id field, e.g. `team_id`), or by UTC day × model alone
-/// (`group_by=model`), from the daily read model.
+/// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization,
+/// tag: `group_by`; one of them with its id field, e.g. `team_id`, `tag`), or by UTC day × model
+/// alone (`group_by=model`), from the daily read model. An event counts in each of its tags, so
+/// the tag rows overlap and their sum is not the total spend; they span tenants, so a team
+/// admin or internal user reads none.
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = daily_group(&query(&req))?;
     let (_, kind, rows) = admin_daily(&req, &state, true, kind, field).await?;
@@ -411,6 +419,36 @@ pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) ->
         results.push(v);
     }
     Ok(HttpResponse::Ok().json(json!({"results": results, "totals": totals_json(&total)})))
+}
+
+/// `GET /spend/tags` (LiteLLM's route): spend per tag over `start_date..=end_date` (at most 31
+/// days, today by default), largest first, from the daily read model's tag rows: per tag
+/// `individual_request_tag`, `log_count` (requests), `total_spend` (USD) and the exact
+/// `spend_nano_usd`. Admin keys only: a tag's spend spans tenants.
+pub(crate) async fn spend_tags(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let (_, rows) = admin_daily(&req, &state, false, "tag", Some("tag")).await?;
+    let mut tags: BTreeMap<String, SpendTotal> = BTreeMap::new();
+    for (scope, _, t) in &rows {
+        if let Some(("tag", tag, None)) = parse_scope(scope) {
+            merge(tags.entry(tag.to_owned()).or_default(), t);
+        }
+    }
+    let mut out: Vec<(String, SpendTotal)> = tags.into_iter().collect();
+    out.sort_by(|a, b| b.1.spent.cmp(&a.1.spent).then_with(|| a.0.cmp(&b.0)));
+    let spend: Vec<Value> = out
+        .iter()
+        .map(|(tag, t)| {
+            json!({
+                "individual_request_tag": tag,
+                "log_count": t.events,
+                "total_spend": usd_value(t.spent),
+                "spend_nano_usd": t.spent.0,
+                "prompt_tokens": t.prompt_tokens,
+                "completion_tokens": t.completion_tokens,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(spend))
 }
 
 #[cfg(test)]
@@ -480,6 +518,9 @@ mod tests {
         let q = |v: &str| [("group_by".to_owned(), v.to_owned())].into_iter().collect::<BTreeMap<_, _>>();
         assert_eq!(daily_group(&q("model")).unwrap(), ("global", None));
         assert_eq!(daily_group(&q("organization")).unwrap(), ("org", Some("organization_id")));
-        assert!(matches!(daily_group(&q("tag")), Err(GatewayError::InvalidField { field, .. }) if field == "group_by"));
+        assert_eq!(daily_group(&q("tag")).unwrap(), ("tag", Some("tag")));
+        assert!(
+            matches!(daily_group(&q("tags")), Err(GatewayError::InvalidField { field, .. }) if field == "group_by")
+        );
     }
 }

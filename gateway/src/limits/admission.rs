@@ -267,6 +267,7 @@ mod tests {
             organization_id: None,
             customer_id: None,
             parties,
+            tags: Vec::new(),
         }
     }
 

@@ -133,6 +133,7 @@ impl UsageRecorder {
             estimated: false,
             client_disconnected: None,
             budget_windows: admitted.budget_windows(),
+            tags: principal.tags.clone(),
             ..UsageEvent::default()
         };
         UsageRecorder {

@@ -151,6 +151,8 @@ pub struct Principal {
     pub customer_id: Option<String>,
     /// Key, team, user, organization, customer: those that exist, in that order.
     pub parties: Vec<Party>,
+    /// The tags of the request's usage event (`tenancy::tags::event_tags`), set at admission.
+    pub tags: Vec<String>,
 }
 
 impl Principal {
@@ -520,7 +522,7 @@ impl Tenancy {
                 limits: self.effective(&o.limits).await?,
             });
         }
-        Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties })
+        Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties, tags: Vec::new() })
     }
 
     /// The principal past usage of the key `key_id` is charged to, when no request of its is
@@ -560,7 +562,16 @@ impl Tenancy {
             let limits = self.effective(&o.limits).await?;
             parties.push(Party { scope: Scope::Organization, scope_id: format!("org/{}", o.organization_id), limits });
         }
-        Ok(Some(Principal { key, team, user, organization, organization_id, customer_id: None, parties }))
+        Ok(Some(Principal {
+            key,
+            team,
+            user,
+            organization,
+            organization_id,
+            customer_id: None,
+            parties,
+            tags: Vec::new(),
+        }))
     }
 
     /// Sets the request's customer (its `user` field or `x-tollgate-customer-id`, already

@@ -6,3 +6,4 @@
 pub mod auth;
 pub mod changes;
 pub mod key_index;
+pub mod tags;

@@ -192,6 +192,7 @@ fn adjustment(
         cost_by_token_type: parts,
         status: e.status,
         budget_windows: e.budget_windows.clone(),
+        tags: e.tags.clone(),
         usage_generation: generation,
         adjustment: Some(Adjustment { adjusts_event_id: e.event_id, rerate_run: run.to_owned() }),
         ..UsageEvent::default()

@@ -93,7 +93,7 @@ pub(super) const TOP_LEVEL: &[(&str, Status)] = &[
     ("model_list", Honoured("the deployments, by `model_name`")),
     ("router_settings", Honoured("routing, retries, fallbacks, cooldowns, timeouts")),
     ("litellm_settings", Honoured("the request timeout, retries and fallbacks of the router")),
-    ("general_settings", Honoured("`master_key`")),
+    ("general_settings", Honoured("`master_key`, `reject_clientside_metadata_tags`")),
     (
         "environment_variables",
         Honoured("resolve `os.environ/VAR` in this file before the process environment; not exported"),
@@ -462,7 +462,10 @@ pub(super) const GENERAL_SETTINGS: &[(&str, Status)] = &[
     ("use_x_forwarded_for", Ignored(ROUTE_ACCESS)),
     ("enforced_params", Ignored("no request parameter is required")),
     ("enforce_user_param", Ignored("`user` is not required; when given it names the customer")),
-    ("reject_clientside_metadata_tags", Ignored("request metadata does not affect budgets")),
+    (
+        "reject_clientside_metadata_tags",
+        Honoured("a request with `metadata.tags` or `x-litellm-tags` is refused (400); key and team tags still apply"),
+    ),
     ("disable_master_key_return", Ignored(NO_UI)),
     ("ui_access_mode", Ignored(NO_UI)),
     ("disable_adding_master_key_hash_to_db", Ignored("the master key is never stored")),

@@ -315,6 +315,7 @@ litellm_settings:
   cache_params: {type: local, ttl: 60, namespace: ns}
 general_settings:
   master_key: sk-master
+  reject_clientside_metadata_tags: true
 environment_variables: {A: b}
 gateway: {}
 virtual_keys: []

@@ -211,6 +211,10 @@ async fn forward(
     let fail = |e| (label.clone(), e);
     crate::traces::record_model(operation, &group);
     let customer = crate::pipeline::customer_id(req, named.user.as_deref()).map_err(fail)?;
+    // A provider's own body has no `metadata.tags`: the header's tags, the key's and the team's.
+    let header = crate::tenancy::tags::header_tags(req).map_err(fail)?;
+    principal.tags =
+        crate::tenancy::tags::event_tags(&principal, Vec::new(), header, state.reject_client_tags).map_err(fail)?;
     let now = chrono::Utc::now();
     let generates = *req.method() == actix_web::http::Method::POST;
     let admission = crate::traces::child("admission");

@@ -24,6 +24,8 @@ pub struct ProxyRequest {
     pub client_wants_usage: bool,
     /// The request's end-user id (`user`), used as the customer.
     pub user: Option<String>,
+    /// The request's own tags (`metadata.tags`), checked (`tenancy::tags::body_tags`).
+    pub tags: Vec<String>,
     /// The output token limit (`max_tokens`, `max_completion_tokens` or `max_output_tokens`,
     /// which must agree), when given; every provider adapter sends this value upstream.
     pub max_tokens: Option<u64>,
@@ -230,6 +232,7 @@ impl ProxyRequest {
                 ));
             }
         }
+        let tags = crate::tenancy::tags::body_tags(fields.get("metadata").filter(|m| *m != "null"))?;
         Ok(ProxyRequest {
             fields,
             endpoint,
@@ -237,6 +240,7 @@ impl ProxyRequest {
             stream,
             client_wants_usage,
             user,
+            tags,
             max_tokens,
             prompt_field,
             body_len,

@@ -1,6 +1,6 @@
 // Usage: daily spend over a date range, from the aggregate read model (`/spend/daily`, read in
 // 31-day slices), drawn with uPlot; and the same days broken down by model, team, key, customer,
-// user or organization, as a table that downloads as CSV.
+// user, organization or tag, as a table that downloads as CSV.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h, fill, field, notice, usd, dollars, day } from '../dom.js';
@@ -16,6 +16,8 @@ const GROUPS = {
   customer: ['end_user', 'Customer'],
   user: ['user_id', 'User'],
   organization: ['organization_id', 'Organization'],
+  // An event counts in each of its tags: the tags' rows overlap and do not sum to the day's total.
+  tag: ['tag', 'Tag'],
 };
 
 const zero = () => ({ spend: 0n, requests: 0, prompt: 0, completion: 0 });
