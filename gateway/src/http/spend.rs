@@ -426,7 +426,7 @@ pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) ->
 /// `individual_request_tag`, `log_count` (requests), `total_spend` (USD) and the exact
 /// `spend_nano_usd`. Admin keys only: a tag's spend spans tenants.
 pub(crate) async fn spend_tags(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (_, rows) = admin_daily(&req, &state, false, "tag", Some("tag")).await?;
+    let (_, _, rows) = admin_daily(&req, &state, false, "tag", Some("tag")).await?;
     let mut tags: BTreeMap<String, SpendTotal> = BTreeMap::new();
     for (scope, _, t) in &rows {
         if let Some(("tag", tag, None)) = parse_scope(scope) {
