@@ -84,6 +84,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `/metrics` on its own address (then not on the main listener), see `gateway.metrics`.
     pub metrics_listen: Option<String>,
+    /// The admin API, spend API and console on a listener of their own (`gateway.admin`).
+    pub admin: crate::config::AdminSettings,
     /// SHA-256 of the bearer token `/metrics` requires, if any.
     pub metrics_token_hash: Option<String>,
     pub workers: usize,
@@ -292,6 +294,7 @@ pub async fn build_state(config: &Config, origin: &str) -> Result<AppState, Star
             handle
         },
         metrics_listen: config.gateway.metrics.listen.clone(),
+        admin: config.gateway.admin.clone(),
         metrics_token_hash: config.gateway.metrics.token.as_ref().map(|t| tenancy::auth::hash_key(t.expose())),
         workers,
         disconnect_policy: config.billing.on_client_disconnect,
@@ -422,10 +425,11 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let workers = state.workers;
     let state = web::Data::new(state);
     let app_state = state.clone();
+    let admin_apart = state.admin.listen.is_some();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
-            .configure(routes::main_listener)
+            .configure(|cfg| routes::main_listener(cfg, admin_apart))
             .default_service(web::to(http::not_found))
     })
     .on_connect(http::on_connect)
@@ -441,10 +445,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .disable_signals()
     .listen(listener)?
     .run();
-    // `/metrics` on its own listener: one worker, stopped with the main server.
-    let metrics_server = state.metrics_listen.as_deref().map(|addr| metrics_server(&state, addr)).transpose()?;
-    let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
-    let metrics_task = metrics_server.map(tokio::spawn);
+    // `/metrics` and the admin side on their own listeners, stopped with the main server.
+    let side = http::listeners::SideListeners::start(&state)?;
+    let side_handles = side.handles();
     let handle = state.metrics.clone();
     let metrics_upkeep =
         tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(move || handle.run_upkeep(), telemetry::UPKEEP_EVERY));
@@ -457,7 +460,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let stopper = tokio::spawn(async move {
         stopping.cancelled().await;
         let _ = began.set(std::time::Instant::now());
-        handle.stop(true).await;
+        let sides = side_handles.iter().map(|h| h.stop(true));
+        futures::future::join(handle.stop(true), futures::future::join_all(sides)).await;
     });
     // Every admin change, made on any gateway, reaches this one through the change log too.
     let following = CancellationToken::new();
@@ -488,34 +492,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     }
     indexing.cancel();
     let _ = indexer.await;
-    if let Some(h) = metrics_handle {
-        h.stop(false).await;
-    }
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
+    side.stopped().await;
     let began = stop_began.get().copied().unwrap_or_else(std::time::Instant::now);
     finish_shutdown(&state, began, sweeping, sweeper).await;
     served
-}
-
-/// `/metrics` served on a listener of its own (one worker), so it need not share the API's port.
-fn metrics_server(state: &web::Data<AppState>, addr: &str) -> std::io::Result<actix_web::dev::Server> {
-    let metrics_state = state.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(metrics_state.clone())
-            .app_data(http::MetricsListener)
-            .configure(routes::metrics_listener)
-            .default_service(web::to(http::not_found))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(addr)?;
-    for bound in server.addrs() {
-        tracing::info!(addr = %bound, "metrics on their own listener");
-    }
-    Ok(server.run())
 }
 
 /// Hands idle credit leases back to the store every second, so other gateways can use them,

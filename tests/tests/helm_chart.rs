@@ -127,6 +127,7 @@ fn every_rendered_object_decodes_strictly_into_its_kubernetes_type() -> Result<(
         "Service",
         "Service",
         "Service",
+        "Service",
     ];
     let expected: [(&str, &[&str]); 3] = [
         ("minimal-values.yaml", &["HorizontalPodAutoscaler", "Job", "Secret", "ServiceMonitor"]),
@@ -247,6 +248,37 @@ fn the_grace_period_covers_the_drain_the_gateway_is_configured_with() -> Result<
         ensure!(grace > needed, "{values} {set:?}: grace {grace} s, the drain takes up to {needed} s");
         ensure!(pre_stop > 0, "{values}: no preStop pause, so new requests reach a closing listener");
     }
+    Ok(())
+}
+
+#[test]
+fn the_admin_side_is_on_its_own_port_and_service_unless_turned_off() -> Result<()> {
+    let on = objects(&rendered("minimal-values.yaml", &[])?)?;
+    let config: Value = serde_yaml::from_str(
+        find(&on, "ConfigMap", "-config")?["data"]["gateway.yaml"].as_str().context("no gateway.yaml")?,
+    )?;
+    ensure!(config["gateway"]["admin"]["listen"] == "0.0.0.0:4001", "admin listen: {:?}", config["gateway"]);
+    let ports = |o: &Value| -> Vec<String> {
+        o["spec"]["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    ensure!(ports(find(&on, "Service", "-gateway")?) == ["http"], "the public Service carries only http");
+    let admin = find(&on, "Service", "-gateway-admin")?;
+    ensure!(ports(admin) == ["admin"] && admin["spec"]["type"] == "ClusterIP", "admin Service: {admin:?}");
+    let pod = &find(&on, "Deployment", "-gateway")?["spec"]["template"]["spec"]["containers"][0];
+    let container_ports: Vec<_> = pod["ports"].as_sequence().into_iter().flatten().map(|p| p["name"].clone()).collect();
+    ensure!(container_ports.iter().any(|p| p == "admin"), "no admin container port: {container_ports:?}");
+
+    let off = objects(&rendered("minimal-values.yaml", &["gateway.adminPort=0"])?)?;
+    ensure!(find(&off, "Service", "-gateway-admin").is_err(), "an admin Service with adminPort 0");
+    let config: Value = serde_yaml::from_str(
+        find(&off, "ConfigMap", "-config")?["data"]["gateway.yaml"].as_str().context("no gateway.yaml")?,
+    )?;
+    ensure!(config["gateway"]["admin"].is_null(), "admin settings with adminPort 0: {:?}", config["gateway"]);
     Ok(())
 }
 

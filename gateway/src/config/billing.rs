@@ -173,6 +173,9 @@ pub struct GatewaySettings {
     /// The web console under `/ui` (docs/console.md).
     #[serde(default)]
     pub console: super::ConsoleSettings,
+    /// The admin API, spend API and console on a listener of their own (`gateway.admin`).
+    #[serde(default)]
+    pub admin: super::AdminSettings,
     /// OpenAI's Files and Batch API (`/v1/files`, `/v1/batches`; docs/design.md §2.13).
     #[serde(default)]
     pub batches: BatchSettings,
@@ -243,6 +246,7 @@ impl Default for GatewaySettings {
             keep_alive_secs: default_keep_alive_secs(),
             client_request_timeout_ms: default_client_request_timeout_ms(),
             console: super::ConsoleSettings::default(),
+            admin: super::AdminSettings::default(),
             batches: BatchSettings::default(),
         }
     }

@@ -107,6 +107,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
     Ok(Some(amount))
 }
 
+mod admin;
 mod billing;
 mod cache;
 mod callbacks;
@@ -116,6 +117,7 @@ mod models;
 mod routing;
 mod sinks;
 mod validate;
+pub use admin::{AdminPriority, AdminSettings};
 pub use billing::*;
 pub use cache::*;
 pub use console::ConsoleSettings;

@@ -182,6 +182,10 @@ impl Config {
         if let Some((field, message)) = self.gateway.console.out_of_range() {
             return Err(invalid(field.into(), message.into()));
         }
+        let metrics = self.gateway.metrics.listen.as_deref();
+        if let Some((field, message)) = self.gateway.admin.out_of_range(&self.gateway.listen, metrics) {
+            return Err(invalid(field.into(), message.into()));
+        }
         if self.gateway.max_body_bytes == 0 {
             return Err(invalid("gateway.max_body_bytes".into(), "must be positive".into()));
         }

@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod batches;
 pub mod files;
+pub mod listeners;
 mod observed;
 pub mod openai;
 pub mod passthrough;

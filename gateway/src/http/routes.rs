@@ -58,6 +58,11 @@ impl Api {
     fn also_under_v1(self) -> bool {
         matches!(self, Api::OpenAi | Api::Anthropic)
     }
+
+    /// Whether it moves to the admin listener when `gateway.admin.listen` is set.
+    pub fn admin_side(self) -> bool {
+        matches!(self, Api::Admin | Api::Spend | Api::Console)
+    }
 }
 
 /// One route: `handler` hands the route (its method already set) to the handler function.
@@ -199,12 +204,22 @@ pub fn of(api: Api) -> impl Iterator<Item = &'static Endpoint> {
     ROUTES.iter().filter(move |e| e.api == api)
 }
 
-/// Registers every route of the main listener: the `/v1` paths first, then the rest.
-pub fn main_listener(cfg: &mut web::ServiceConfig) {
-    let v1 = ROUTES.iter().filter(|e| e.api.also_under_v1()).map(|e| (format!("/v1{}", e.path), e));
-    let bare = ROUTES.iter().map(|e| (e.path.to_owned(), e));
+/// Registers every route of the main listener: the `/v1` paths first, then the rest; without
+/// the admin side's when `admin_apart` (`gateway.admin.listen` serves them).
+pub fn main_listener(cfg: &mut web::ServiceConfig, admin_apart: bool) {
+    let served = |e: &&Endpoint| !(admin_apart && e.api.admin_side());
+    let v1 = ROUTES.iter().filter(served).filter(|e| e.api.also_under_v1()).map(|e| (format!("/v1{}", e.path), e));
+    let bare = ROUTES.iter().filter(served).map(|e| (e.path.to_owned(), e));
     for (path, endpoint) in v1.chain(bare) {
         cfg.route(&path, endpoint.route());
+    }
+}
+
+/// Registers the routes of the admin listener (`gateway.admin.listen`): the admin API, the
+/// spend API and the console, with the health checks.
+pub fn admin_listener(cfg: &mut web::ServiceConfig) {
+    for endpoint in ROUTES.iter().filter(|e| e.api.admin_side() || e.api == Api::Health) {
+        cfg.route(endpoint.path, endpoint.route());
     }
 }
 
@@ -236,8 +251,16 @@ mod tests {
     }
 
     async fn answer(method: actix_web::http::Method, path: &str) -> (u16, serde_json::Value) {
+        answer_on(|cfg| main_listener(cfg, false), method, path).await
+    }
+
+    async fn answer_on(
+        routes: impl FnOnce(&mut web::ServiceConfig),
+        method: actix_web::http::Method,
+        path: &str,
+    ) -> (u16, serde_json::Value) {
         let app = actix_web::test::init_service(
-            App::new().configure(main_listener).default_service(web::to(crate::http::not_found)),
+            App::new().configure(routes).default_service(web::to(crate::http::not_found)),
         )
         .await;
         let resp = actix_web::test::call_service(
@@ -274,5 +297,26 @@ mod tests {
             assert_eq!(status, 404, "{method} {path}");
             assert_eq!(body["error"]["code"], "route_not_found", "{method} {path}");
         }
+    }
+
+    #[actix_web::test]
+    async fn the_admin_side_moves_to_its_own_listener_whole() {
+        use actix_web::http::Method;
+        let (main_apart, admin) = (|cfg: &mut web::ServiceConfig| main_listener(cfg, true), admin_listener);
+        for path in ["/key/list", "/spend/daily", "/ui", "/ui/app.js", "/team/list"] {
+            let (status, body) = answer_on(main_apart, Method::GET, path).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (404, Some("route_not_found")), "main {path}");
+            // Served there (without the app's state here, a 500 rather than a 404).
+            assert_ne!(answer_on(admin, Method::GET, path).await.0, 404, "admin {path}");
+        }
+        for path in ["/models", "/v1/models", "/openai/v1/models"] {
+            assert_eq!(answer_on(admin, Method::GET, path).await.0, 404, "admin {path}");
+            assert_ne!(answer_on(main_apart, Method::GET, path).await.0, 404, "main {path}");
+        }
+        for app in [answer_on(main_apart, Method::GET, "/health").await, answer_on(admin, Method::GET, "/health").await]
+        {
+            assert_eq!(app.0, 200, "health on both");
+        }
+        assert_eq!(answer_on(main_apart, Method::POST, "/v1/key/generate").await.0, 404);
     }
 }

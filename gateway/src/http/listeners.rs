@@ -1,0 +1,153 @@
+//! The gateway's side listeners, beside the main one that [`crate::run`] serves: `/metrics` alone
+//! (`gateway.metrics.listen`) and the admin side (`gateway.admin.listen`: the admin API, the
+//! spend API and the console) on workers of its own, at a lower priority by default
+//! (docs/design.md §1.6, "The admin listener").
+
+use super::routes;
+use crate::config::{AdminPriority, AdminSettings};
+use crate::AppState;
+use actix_web::{web, App, HttpServer};
+
+/// The side servers started with the main one.
+pub struct SideListeners {
+    handles: Vec<actix_web::dev::ServerHandle>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl SideListeners {
+    /// Binds and starts the side listeners `state` asks for.
+    pub fn start(state: &web::Data<AppState>) -> std::io::Result<SideListeners> {
+        let mut servers = Vec::new();
+        if let Some(addr) = state.metrics_listen.as_deref() {
+            servers.push(metrics_server(state, addr)?);
+        }
+        if let Some(addr) = state.admin.listen.as_deref() {
+            servers.push(admin_server(state, &state.admin, addr)?);
+        }
+        let handles = servers.iter().map(|s| s.handle()).collect();
+        Ok(SideListeners { handles, tasks: servers.into_iter().map(tokio::spawn).collect() })
+    }
+
+    /// What stops them (gracefully: the admin side's requests in flight may finish within the
+    /// gateway's `shutdown_timeout`, counted from the same instant as the main listener's).
+    pub fn handles(&self) -> Vec<actix_web::dev::ServerHandle> {
+        self.handles.clone()
+    }
+
+    /// Waits until they have stopped.
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// `/metrics` served on a listener of its own (one worker), so it need not share the API's port.
+fn metrics_server(state: &web::Data<AppState>, addr: &str) -> std::io::Result<actix_web::dev::Server> {
+    let metrics_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics_state.clone())
+            .app_data(super::MetricsListener)
+            .configure(routes::metrics_listener)
+            .default_service(web::to(super::not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(0)
+    .disable_signals()
+    .bind(addr)?;
+    for bound in server.addrs() {
+        tracing::info!(addr = %bound, "metrics on their own listener");
+    }
+    Ok(server.run())
+}
+
+/// The admin API, the spend API and the console on `addr`, served by `settings.workers` workers
+/// of their own: a month of spend read for the console, or a walk of a million keys, keeps
+/// those workers busy and never the data plane's.
+fn admin_server(
+    state: &web::Data<AppState>,
+    settings: &AdminSettings,
+    addr: &str,
+) -> std::io::Result<actix_web::dev::Server> {
+    let admin_state = state.clone();
+    let low = settings.priority == AdminPriority::Low;
+    let server = HttpServer::new(move || {
+        // Called on each worker's own thread as it starts.
+        if low {
+            lower_this_thread();
+        }
+        App::new()
+            .app_data(admin_state.clone())
+            .configure(routes::admin_listener)
+            .default_service(web::to(super::not_found))
+    })
+    .workers(settings.workers)
+    .keep_alive(state.keep_alive)
+    .client_request_timeout(state.client_request_timeout)
+    .shutdown_timeout(state.shutdown_timeout.as_secs())
+    .disable_signals()
+    .bind(addr)?;
+    for bound in server.addrs() {
+        tracing::info!(addr = %bound, workers = settings.workers, "admin API, spend API and console on their own listener");
+    }
+    Ok(server.run())
+}
+
+/// The crate's cross-platform priority that is nice 10 on Linux (it maps 0..=99 onto nice
+/// 19..=-20; the test below reads the niceness back).
+const LOW_PRIORITY: u8 = 22;
+
+/// Lowers the calling thread's scheduling priority to nice 10, once; a failure is logged and
+/// the thread keeps its priority.
+fn lower_this_thread() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
+        ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if LOWERED.with(|done| done.replace(true)) {
+        return;
+    }
+    let result = ThreadPriorityValue::try_from(LOW_PRIORITY).map_err(|e| e.to_string()).and_then(|value| {
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(value),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        )
+        .map_err(|e| format!("{e:?}"))
+    });
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not lower the priority of an admin worker");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The niceness of the calling thread, from procfs (field 19 of its `stat`).
+    fn niceness() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_lowered_thread_runs_at_nice_10_and_the_others_do_not() {
+        let before = niceness();
+        let lowered = std::thread::spawn(|| {
+            lower_this_thread();
+            lower_this_thread();
+            niceness()
+        })
+        .join()
+        .unwrap();
+        if before <= 10 {
+            assert_eq!(lowered, 10, "the admin worker's niceness");
+        }
+        assert_eq!(niceness(), before, "the calling thread keeps its priority");
+    }
+}
