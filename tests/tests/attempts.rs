@@ -124,8 +124,10 @@ async fn retries_and_fallbacks_are_listed_in_the_event_and_the_spend_logs() -> R
         ),
     ];
     for (id, path, model, want) in &cases {
-        let body = json!({"model": model, "messages": [{"role": "user", "content": "hello attempts"}], "max_tokens": 3});
-        let resp = client.post(format!("{gw}{path}")).bearer_auth(&key).header("x-request-id", *id).json(&body).send().await?;
+        let body =
+            json!({"model": model, "messages": [{"role": "user", "content": "hello attempts"}], "max_tokens": 3});
+        let resp =
+            client.post(format!("{gw}{path}")).bearer_auth(&key).header("x-request-id", *id).json(&body).send().await?;
         let status = resp.status();
         let attempts = resp.headers().get("x-tollgate-attempts").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await?;

@@ -166,10 +166,8 @@ mod tests {
         a.end(AttemptOutcome::Ok, Some(200));
         let (list, omitted) = a.for_event("gpt-4o");
         assert_eq!(omitted, 0);
-        let seen: Vec<(&str, &str, AttemptKind, AttemptOutcome, Option<u16>)> = list
-            .iter()
-            .map(|x| (x.model_group.as_str(), x.deployment.as_str(), x.kind, x.outcome, x.status))
-            .collect();
+        let seen: Vec<(&str, &str, AttemptKind, AttemptOutcome, Option<u16>)> =
+            list.iter().map(|x| (x.model_group.as_str(), x.deployment.as_str(), x.kind, x.outcome, x.status)).collect();
         assert_eq!(
             seen,
             [
@@ -190,7 +188,10 @@ mod tests {
         a.end(AttemptOutcome::Connect, None);
         a.begin(&deployment("gpt-4o", 1), None, AttemptKind::Retry);
         let (list, _) = a.for_event("gpt-4o");
-        assert_eq!(list.iter().map(|x| x.outcome).collect::<Vec<_>>(), [AttemptOutcome::Connect, AttemptOutcome::Cancelled]);
+        assert_eq!(
+            list.iter().map(|x| x.outcome).collect::<Vec<_>>(),
+            [AttemptOutcome::Connect, AttemptOutcome::Cancelled]
+        );
         assert_eq!(a.get().map(|d| d.id.clone()).as_deref(), Some("openai/gpt-4o#1"));
     }
 
