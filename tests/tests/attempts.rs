@@ -11,10 +11,12 @@ use tollgate_tests::*;
 
 /// What one attempt must show: model group, deployment, kind, outcome and status.
 type Want<'a> = (&'a str, &'a str, &'a str, &'a str, Option<u16>);
+/// An attempt as shown, owned.
+type Shown = (String, String, String, String, Option<u16>);
 
 /// The attempts of an event or a log entry, as [`Want`]s (owned), and whether each says its
 /// provider (`openai`, every deployment's here) and a latency.
-fn chain(attempts: &Value) -> Result<Vec<(String, String, String, String, Option<u16>)>> {
+fn chain(attempts: &Value) -> Result<Vec<Shown>> {
     attempts
         .as_array()
         .context("attempts is no list")?
@@ -28,7 +30,7 @@ fn chain(attempts: &Value) -> Result<Vec<(String, String, String, String, Option
         .collect()
 }
 
-fn same(got: &[(String, String, String, String, Option<u16>)], want: &[Want]) -> bool {
+fn same(got: &[Shown], want: &[Want]) -> bool {
     got.len() == want.len()
         && got.iter().zip(want).all(|(g, w)| (g.0.as_str(), g.1.as_str(), g.2.as_str(), g.3.as_str(), g.4) == *w)
 }
