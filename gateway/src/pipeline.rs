@@ -133,7 +133,8 @@ pub(crate) async fn serve(
         now,
     )
     .labelled(&label)
-    .traced(trace.outcome_span(), trace.trace_id.clone());
+    .traced(trace.outcome_span(), trace.trace_id.clone())
+    .tried(attempt.clone());
     // A block is metered as a refusal: an event with no cost, its reason the error's code.
     let (request, applied) = match guarded {
         Ok((rebuilt, applied)) => (rebuilt.map(Arc::new).unwrap_or(request), applied),

@@ -6,6 +6,7 @@
 
 use crate::NanoUsd;
 pub use adjustment::Adjustment;
+pub use attempts::{AttemptKind, AttemptOutcome, UpstreamAttempt};
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 pub use cost_by_type::TokenTypeCost;
 use serde::{Deserialize, Serialize};
@@ -188,6 +189,16 @@ pub struct UsageEvent {
     /// version 1: older events lack it, and it is left out when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The upstream attempts of a request retried or moved to a fallback (docs/design.md,
+    /// "Attempts"), in order: at most [`crate::limits::MAX_EVENT_ATTEMPTS`], the first ones;
+    /// `attempts_omitted` counts the rest. Empty when the request made one attempt or none.
+    /// Added within version 1: older events lack it, and it is left out when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<UpstreamAttempt>,
+    /// Attempts made beyond the [`crate::limits::MAX_EVENT_ATTEMPTS`] that `attempts` lists.
+    /// Added within version 1: left out when 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub attempts_omitted: u32,
 }
 
 /// A request answered from the response cache: the tokens the stored answer took when a
@@ -205,6 +216,10 @@ fn is_zero(n: &u64) -> bool {
 }
 
 fn is_zero_u8(n: &u8) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -278,6 +293,7 @@ mod tests {
     const GOLDEN_V1_MINIMAL: &str = include_str!("../fixtures/usage_event_v1_minimal.json");
     const GOLDEN_V1_ADJUSTMENT: &str = include_str!("../fixtures/usage_event_v1_adjustment.json");
     const GOLDEN_V1_CACHE_HIT: &str = include_str!("../fixtures/usage_event_v1_cache_hit.json");
+    const GOLDEN_V1_RETRIED: &str = include_str!("../fixtures/usage_event_v1_retried.json");
 
     fn part(token_type: &str, tokens: u64, cost: i64) -> TokenTypeCost {
         TokenTypeCost { token_type: token_type.into(), tokens, cost_nano_usd: NanoUsd(cost) }
@@ -339,6 +355,27 @@ mod tests {
             adjustment: None,
             cache: None,
             tags: vec!["checkout".to_owned(), "prod".to_owned()],
+            attempts: vec![
+                UpstreamAttempt {
+                    model_group: "gpt-4o-mini".into(),
+                    deployment: "openai/gpt-4o-mini#1".into(),
+                    provider: "openai".into(),
+                    kind: AttemptKind::First,
+                    outcome: AttemptOutcome::ErrorStatus,
+                    status: Some(429),
+                    latency_ms: 41,
+                },
+                UpstreamAttempt {
+                    model_group: "gpt-4o-mini".into(),
+                    deployment: "openai/gpt-4o-mini#0".into(),
+                    provider: "openai".into(),
+                    kind: AttemptKind::Retry,
+                    outcome: AttemptOutcome::Ok,
+                    status: Some(200),
+                    latency_ms: 230,
+                },
+            ],
+            attempts_omitted: 0,
             budget_windows: [
                 (
                     "key/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
@@ -408,11 +445,13 @@ mod tests {
         let adjustment: serde_json::Value = serde_json::from_str(GOLDEN_V1_ADJUSTMENT).unwrap();
         let mut properties: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
         let hit: serde_json::Value = serde_json::from_str(GOLDEN_V1_CACHE_HIT).unwrap();
-        // The golden record sets every field but `adjustment` and `cache`, which only an
-        // adjustment and a cache hit have.
+        let retried: serde_json::Value = serde_json::from_str(GOLDEN_V1_RETRIED).unwrap();
+        // The golden record sets every field but `adjustment`, `cache` and `attempts_omitted`,
+        // which only an adjustment, a cache hit and a request of many attempts have.
         let mut fields: Vec<&String> = golden.as_object().unwrap().keys().collect();
         fields.extend(adjustment.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
         fields.extend(hit.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
+        fields.extend(retried.as_object().unwrap().keys().filter(|k| golden.get(k.as_str()).is_none()));
         properties.sort();
         fields.sort();
         assert_eq!(properties, fields);
@@ -476,6 +515,26 @@ mod tests {
         assert!(crate::limits::check_event(&beyond).is_err());
     }
 
+    /// The fixture of a request of more attempts than an event lists decodes, re-encodes to
+    /// itself and keeps every bound; one attempt more in the list, or an omitted count beside a
+    /// list that is not full, does not.
+    #[test]
+    fn retried_fixture_round_trips_and_is_in_bounds() {
+        let event = UsageEvent::decode(GOLDEN_V1_RETRIED.as_bytes()).unwrap();
+        assert_eq!(event.attempts.len(), crate::limits::MAX_EVENT_ATTEMPTS);
+        assert_eq!(event.attempts_omitted, 4);
+        assert_eq!(event.attempts[8].kind, AttemptKind::Fallback);
+        let encoded: serde_json::Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
+        assert_eq!(encoded, serde_json::from_str::<serde_json::Value>(GOLDEN_V1_RETRIED).unwrap());
+        assert!(crate::limits::check_event(&event).is_ok());
+        let mut longer = event.clone();
+        longer.attempts.push(longer.attempts[0].clone());
+        assert!(crate::limits::check_event(&longer).is_err());
+        let mut not_full = event;
+        not_full.attempts.pop();
+        assert!(crate::limits::check_event(&not_full).is_err());
+    }
+
     #[test]
     fn budget_owner_prefers_the_team() {
         assert_eq!(golden_event().budget_owner(), "team/team-payments");
@@ -488,4 +547,5 @@ mod fuzz;
 mod schema_tests;
 
 pub mod adjustment;
+pub mod attempts;
 pub mod cost_by_type;

@@ -39,6 +39,9 @@ pub const MAX_TAG_BYTES: usize = 128;
 /// Most tags one usage event carries (each is a ledger scope, `tag/<tag>`, and its per-model
 /// scope: six more rows for each): the key's and team's tags and the request's own, together.
 pub const MAX_EVENT_TAGS: usize = 8;
+/// Most upstream attempts one usage event lists (`attempts`): the first ones; the event counts
+/// the rest (`attempts_omitted`). Far more than `num_retries` and `max_fallbacks` usually allow.
+pub const MAX_EVENT_ATTEMPTS: usize = 16;
 /// Largest `metadata` object of a record or a request, serialised, in bytes.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
@@ -153,6 +156,37 @@ pub fn check_event_tags(field: &str, tags: &[String]) -> Result<(), BoundError> 
     Ok(())
 }
 
+/// The upstream attempts of a usage event: at most [`MAX_EVENT_ATTEMPTS`], each naming a model
+/// group, deployment and provider within the bounds of the event's own, with a status that is
+/// an HTTP status; `omitted` only beside a full list.
+pub fn check_event_attempts(
+    field: &str,
+    attempts: &[crate::event::UpstreamAttempt],
+    omitted: u32,
+) -> Result<(), BoundError> {
+    if attempts.len() > MAX_EVENT_ATTEMPTS {
+        return Err(BoundError::Range {
+            field: field.to_owned(),
+            detail: format!("at most {MAX_EVENT_ATTEMPTS} attempts"),
+        });
+    }
+    if omitted > 0 && attempts.len() < MAX_EVENT_ATTEMPTS {
+        return Err(BoundError::Range {
+            field: format!("{field}_omitted"),
+            detail: format!("only beside {MAX_EVENT_ATTEMPTS} attempts"),
+        });
+    }
+    for (i, a) in attempts.iter().enumerate() {
+        check_name(&format!("{field}[{i}].model_group"), &a.model_group, MAX_NAME_BYTES)?;
+        check_name(&format!("{field}[{i}].deployment"), &a.deployment, 2 * MAX_NAME_BYTES)?;
+        check_name(&format!("{field}[{i}].provider"), &a.provider, MAX_NAME_BYTES)?;
+        if a.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err(BoundError::Range { field: format!("{field}[{i}].status"), detail: "100 to 599".into() });
+        }
+    }
+    Ok(())
+}
+
 /// A `metadata` object: at most [`MAX_METADATA_BYTES`] once serialised.
 pub fn check_metadata(field: &str, metadata: &serde_json::Value) -> Result<(), BoundError> {
     let len = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -237,6 +271,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_optional("client_disconnected", &e.client_disconnected, |f, v| check_name(f, v, MAX_ERROR_TYPE_BYTES))?;
     check_optional("trace_id", &e.trace_id, check_trace_id)?;
     check_event_tags("tags", &e.tags)?;
+    check_event_attempts("attempts", &e.attempts, e.attempts_omitted)?;
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;
@@ -341,6 +376,12 @@ mod tests {
             ("tags[0]", Box::new(|e| e.tags = vec!["bell\u{7}".into()])),
             ("tags[0]", Box::new(|e| e.tags = vec![String::new()])),
             ("tags[1]", Box::new(|e| e.tags = vec!["same".into(), "same".into()])),
+            ("attempts", Box::new(|e| e.attempts = vec![e.attempts[0].clone(); MAX_EVENT_ATTEMPTS + 1])),
+            ("attempts_omitted", Box::new(|e| e.attempts_omitted = 1)),
+            ("attempts[1].model_group", Box::new(|e| e.attempts[1].model_group = "m".repeat(257))),
+            ("attempts[0].deployment", Box::new(|e| e.attempts[0].deployment = String::new())),
+            ("attempts[0].provider", Box::new(|e| e.attempts[0].provider = "bell\u{7}".into())),
+            ("attempts[0].status", Box::new(|e| e.attempts[0].status = Some(1000))),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(-1))),
             ("cost_nano_usd", Box::new(|e| e.cost_nano_usd = NanoUsd(i64::MAX))),
             (

@@ -1,8 +1,9 @@
 """The console's pages beyond keys (run by console_test.py, signed in as the master key):
 Usage by model and by customer with their CSV downloads; the Overview's ledger health; Teams,
 Users, Customers and Organizations, their lists and pages (members, roles, the burn-down
-canvas); Models; a request's detail on Spend logs. Hostile team aliases and customer ids are
-shown as text, and a customer id that starts a formula is defused in the CSV.
+canvas); Models; a request's detail on Spend logs, and the attempt chain of one retried and
+moved to a fallback. Hostile team aliases and customer ids are shown as text, and a customer id
+that starts a formula is defused in the CSV.
 """
 
 import csv
@@ -211,6 +212,38 @@ def request_detail(d, alias):
     check_page(d, "request-detail")
 
 
+def attempt_chain(d, run):
+    """A request to a model whose deployment always fails: its detail on Spend logs shows the
+    chain, the first try and two retries refused with 500, then the fallback served."""
+    key = admin("/key/generate", {"key_alias": f"chain-{run}"})["key"]
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key=key, max_retries=0)
+    answer = client.chat.completions.create(model="console-broken",
+                                            messages=[{"role": "user", "content": "secret prompt of the chain"}])
+    assert answer.usage.total_tokens > 0, answer
+    go(d, "logs", "#logs-out table, #logs-out p")
+    find = ("return [...document.querySelectorAll('#logs tbody tr')]"
+            ".find(r => r.querySelector('td.alias')?.textContent === arguments[0]) ?? null")
+    deadline = time.time() + 60
+    while d.execute_script(find, f"chain-{run}") is None:
+        assert time.time() < deadline, "the chain's request never reached the spend logs"
+        time.sleep(2)  # the event ledger is written by the consumer; poll again
+        d.find_element(By.CSS_SELECTOR, "#logs-filter button[type=submit]").click()
+        wait(d, "the spend logs", EC.presence_of_element_located((By.CSS_SELECTOR, "#logs-out table, #logs-out p")))
+    d.execute_script(find, f"chain-{run}").find_element(By.CSS_SELECTOR, "button.detail").click()
+    table = wait(d, "the attempt chain", EC.presence_of_element_located((By.CSS_SELECTOR, "#logs tr.detail-row table.attempts")))
+    rows = d.execute_script(
+        "return [...arguments[0].querySelectorAll(':scope > tbody > tr')].map(r => [...r.children].map(c => c.textContent))", table)
+    assert [r[1] for r in rows] == ["console-broken"] * 3 + ["gpt-4o-mini"], rows
+    assert [r[4] for r in rows] == ["first", "retry", "retry", "fallback to another model group"], rows
+    assert [r[5] for r in rows] == ["error 500"] * 3 + ["ok 200"], rows
+    assert all(r[6].endswith(" ms") for r in rows), rows
+    assert "Attempts (4)" in table.text, table.text
+    detail = d.find_element(By.CSS_SELECTOR, "#logs tr.detail-row")
+    assert "secret prompt" not in detail.text and "/status/500" not in detail.text, detail.text
+    seen["attempt_chain"] = rows
+    check_page(d, "request-attempts")
+
+
 def new_pages(d, run, alias):
     """Every new page, on this run's own tenants; `alias` is a key with requests in the logs."""
     os.makedirs(DOWNLOADS, exist_ok=True)
@@ -223,3 +256,4 @@ def new_pages(d, run, alias):
     others(d, t, run)
     models(d)
     request_detail(d, alias)
+    attempt_chain(d, run)

@@ -146,7 +146,13 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
     let topics = Topics::create("console", 1).await?;
     let ks = unique("tg_console_").replace('-', "_");
     let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &GatewayConfig::tenancy("gw-console", mock.url()?, &topics, &ks)).await?;
+    // A model whose only deployment always fails, falling back to gpt-4o-mini: a request's
+    // attempt chain in its detail on the spend logs.
+    let mut config = GatewayConfig::tenancy("gw-console", mock.url()?, &topics, &ks);
+    config.model_list.push(model_entry("console-broken", &format!("{}/status/500/v1", mock.url()?)));
+    config.prices.insert("console-broken".to_owned(), Price::TEST);
+    let config = config.with_yaml("router_settings:\n  fallbacks: [{\"console-broken\": [\"gpt-4o-mini\"]}]\n")?;
+    let gateway = start_gateway(&dir, &config).await?;
     // Budget state with heartbeats: the key made in the console has a hard budget.
     let consumer_cfg = ConsumerConfig {
         budgets: Some(ConsumerBudgets {
@@ -191,6 +197,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
         "organization",
         "models",
         "request-detail",
+        "request-attempts",
     ];
     for page in ["overview", "keys", "key-edit", "usage", "logs", "sign-in", "keys-viewer"].iter().chain(&new_pages) {
         ensure!(seen["axe"][page]["serious_or_critical"] == 0, "axe on {page}: {seen}");
@@ -203,6 +210,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
         "{seen}"
     );
     ensure!(seen["team_members"][0][1] == "admin" && seen["request_detail_total"].is_string(), "{seen}");
+    ensure!(seen["attempt_chain"].as_array().is_some_and(|c| c.len() == 4), "the attempt chain shown: {seen}");
     ensure!(seen["consumer_lag"].as_str().is_some_and(|l| l.ends_with("records")), "the consumer's lag: {seen}");
     ensure!(seen["reconcile_shown"].as_str().is_some_and(|r| r.starts_with("agreed")), "{seen}");
     // What the console did is what the API holds.

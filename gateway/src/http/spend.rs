@@ -97,6 +97,9 @@ fn log_entry(e: &UsageEvent) -> Value {
         "endTime": e.occurred_at,
         "gateway_id": e.gateway_id,
         "request_tags": e.tags,
+        // Each upstream call of a request retried or moved to a fallback; empty for one call.
+        "attempts": e.attempts,
+        "attempts_omitted": e.attempts_omitted,
     })
 }
 

@@ -22,22 +22,7 @@ use uuid::Uuid;
 /// Status recorded when the client disconnected before the answer (nginx's convention).
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// The deployment a request is being sent to, as the router picks it (retries and fallbacks
-/// change it): what a request abandoned while waiting for the provider is priced at.
-#[derive(Default)]
-pub struct Attempt(std::sync::Mutex<Option<Arc<Deployment>>>);
-
-impl Attempt {
-    pub fn set(&self, deployment: &Arc<Deployment>) {
-        if let Ok(mut d) = self.0.lock() {
-            *d = Some(deployment.clone());
-        }
-    }
-
-    pub fn get(&self) -> Option<Arc<Deployment>> {
-        self.0.lock().ok().and_then(|d| d.clone())
-    }
-}
+pub use crate::metering::attempts::Attempt;
 
 /// How a request whose client hung up is charged (`billing.on_client_disconnect`) and what
 /// that needs: the request, for its prompt, and the deployment being tried.
@@ -70,6 +55,8 @@ pub struct UsageRecorder {
     root: Option<tollgate_schemas::telemetry::recorder::Root>,
     /// `gen_ai.operation.name` of its metrics when no parsed request says it (pass-through).
     operation: Option<&'static str>,
+    /// The request's upstream attempts, for the event's `attempts`.
+    tried: Option<Arc<Attempt>>,
 }
 
 /// How a request ended.
@@ -148,6 +135,7 @@ impl UsageRecorder {
             model_label: requested_model.to_owned(),
             root: None,
             operation: None,
+            tried: None,
         }
     }
 
@@ -178,6 +166,12 @@ impl UsageRecorder {
     /// The GenAI operation its metrics name, for a request without a parsed `ProxyRequest`.
     pub fn operation(mut self, operation: &'static str) -> UsageRecorder {
         self.operation = Some(operation);
+        self
+    }
+
+    /// The upstream attempts the routed call notes, listed in the event when there are several.
+    pub fn tried(mut self, attempts: Arc<Attempt>) -> UsageRecorder {
+        self.tried = Some(attempts);
         self
     }
 
@@ -314,6 +308,9 @@ impl UsageRecorder {
         if let Some(d) = outcome.deployment {
             event.provider = Some(d.provider.clone());
             event.deployment = Some(d.id.clone());
+        }
+        if let Some(tried) = &self.tried {
+            (event.attempts, event.attempts_omitted) = tried.for_event(&event.requested_model);
         }
         event.cost_nano_usd = charged;
         (charged, self.publish(event))

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollgate_schemas::event::{AttemptKind, AttemptOutcome};
 use tollgate_schemas::telemetry::recorder::Child;
 use tollgate_schemas::telemetry::span::{SpanKind, Text, Value};
 
@@ -127,7 +128,8 @@ pub enum Via<'a> {
 }
 
 /// One request to route: what to ask, how to build the body for a deployment, which models
-/// the caller may use, and where to note the deployment being tried.
+/// the caller may use, and where to note each attempt (the deployment being tried, and what
+/// each came to).
 pub struct Call<'a> {
     pub model: &'a str,
     pub endpoint: Endpoint,
@@ -216,11 +218,18 @@ pub async fn call(router: &Router, client: &reqwest::Client, spec: Call<'_>) -> 
                 // that failure is the answer (and what the usage event records).
                 Err(e) => return Err(last.unwrap_or(RoutedFailure::Gateway(e))),
             };
-            trying.set(&picked.deployment);
+            let kind = match (attempt, position) {
+                (0, 0) => AttemptKind::First,
+                (0, _) => AttemptKind::Fallback,
+                _ => AttemptKind::Retry,
+            };
+            trying.begin(&picked.deployment, (position > 0).then_some(group.as_str()), kind);
             let mut span = attempt_span(&picked, &group, attempts, position > 0);
             let call = (body, content_type, &mut span);
             let once = attempt_once(router, client, picked, &group, (endpoint, via), call, stream, attempts).await;
             drop(span);
+            let (outcome, status) = once.outcome();
+            trying.end(outcome, status);
             let (failure, class, wait) = match once {
                 Attempted::Answered(answer) => return Ok(answer),
                 Attempted::Failed { failure, class, wait } => (failure, class, wait),
@@ -313,6 +322,22 @@ enum Attempted {
         class: ErrorClass,
         wait: Option<Duration>,
     },
+}
+
+impl Attempted {
+    /// What the attempt came to, for the usage event's `attempts`.
+    fn outcome(&self) -> (AttemptOutcome, Option<u16>) {
+        match self {
+            Attempted::Answered(a) => (AttemptOutcome::Ok, Some(a.response.status().as_u16())),
+            Attempted::Failed { failure, .. } => match failure {
+                RoutedFailure::Upstream { status, .. } => (AttemptOutcome::ErrorStatus, Some(*status)),
+                RoutedFailure::Transport { error: UpstreamError::Timeout, .. } => (AttemptOutcome::Timeout, None),
+                // `attempt_once` fails only with an answer or without one: a gateway error is
+                // never an attempt's, and would mean no answer.
+                RoutedFailure::Transport { .. } | RoutedFailure::Gateway(_) => (AttemptOutcome::Connect, None),
+            },
+        }
+    }
 }
 
 /// Sends `body` to the deployment of `picked` once; on failure, records it against the

@@ -29,6 +29,7 @@ fn every_record_the_type_writes_validates() {
         include_str!("../../fixtures/usage_event_v1_minimal.json"),
         include_str!("../../fixtures/usage_event_v1_adjustment.json"),
         include_str!("../../fixtures/usage_event_v1_cache_hit.json"),
+        include_str!("../../fixtures/usage_event_v1_retried.json"),
     ] {
         let event = UsageEvent::decode(text.as_bytes()).unwrap();
         let written: Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
@@ -57,6 +58,14 @@ fn a_wrong_type_in_any_field_is_refused() {
         bad["cost_by_token_type"][0][field] = wrong_type(&bad["cost_by_token_type"][0][field]);
         assert!(!v.is_valid(&bad), "cost_by_token_type[0].{field} passed");
     }
+    for field in ["model_group", "deployment", "provider", "kind", "outcome", "status", "latency_ms"] {
+        let mut bad = golden.clone();
+        bad["attempts"][0][field] = wrong_type(&bad["attempts"][0][field]);
+        assert!(!v.is_valid(&bad), "attempts[0].{field} passed");
+    }
+    let mut secret = golden.clone();
+    secret["attempts"][0]["api_base"] = Value::from("https://example.com");
+    assert!(!v.is_valid(&secret), "an attempt carries no other field");
     let mut negative = golden.clone();
     negative["cost_by_token_type"][0]["cost_nano_usd"] = Value::from(-1);
     assert!(!v.is_valid(&negative));

@@ -45,7 +45,8 @@ pub(super) async fn routed(
     let body_for = |d: &Deployment| path::upstream_url(&d.api_base, tail, &query).map(|_| body.to_vec());
     let allowed = |m: &str| crate::pipeline::check_model(state, principal, m).is_ok();
     let only = |d: &Deployment| family.serves(d);
-    let attempt = Attempt::default();
+    let attempt = Arc::new(Attempt::default());
+    let recorder = recorder.tried(attempt.clone());
     let spec = retry::Call {
         model: group,
         // Not read: a pass-through's `send` makes the request.
