@@ -407,8 +407,9 @@ fn line_max(line: &str) -> i64 {
 /// exactly what was charged.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Result<()> {
-    const HARD_KEY: &str = "sk-e2e-batch-hard";
-    const SOFT_KEY: &str = "sk-e2e-batch-soft";
+    // Keys of their own: budget state outlives a test's keyspace.
+    let (hard_key, soft_key) = (unique("sk-e2e-batch-hard-"), unique("sk-e2e-batch-soft-"));
+    let (hard, soft) = (hard_key.as_str(), soft_key.as_str());
     let dir = scratch_dir("batch-budget")?;
     let topic = unique("usage-batch-budget-");
     let keyspace = unique("e2e_batch_budget_");
@@ -433,49 +434,49 @@ async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Resu
     ensure!(over.iter().map(|l| line_max(l)).sum::<i64>() > budget);
     let usd = |n: i64| format!("\"{}.{:09}\"", n / 1_000_000_000, n % 1_000_000_000);
     let keys = [
-        format!("  - key: {HARD_KEY}\n    max_budget: {}", usd(budget)),
-        format!("  - key: {SOFT_KEY}\n    soft_budget: {}", usd(1)),
+        format!("  - key: {hard}\n    max_budget: {}", usd(budget)),
+        format!("  - key: {soft}\n    soft_budget: {}", usd(1)),
     ];
-    let gateway =
-        start_gateway(&dir, &gateway_config_with("gw-batch-budget", mock.url()?, &topic, 0, &keys)?).await?;
+    let gateway = start_gateway(&dir, &gateway_config_with("gw-batch-budget", mock.url()?, &topic, 0, &keys)?).await?;
     let gw = Client { http: reqwest::Client::new(), base: gateway.url()?.to_owned() };
-    let create = |id: &Value| json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let create =
+        |id: &Value| json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
 
     // Over the budget: refused as a request over budget is, naming the budget's scope.
-    let (status, up) = gw.upload(HARD_KEY, (over.join("\n") + "\n").as_bytes()).await?;
+    let (status, up) = gw.upload(hard, (over.join("\n") + "\n").as_bytes()).await?;
     ensure!(status == 200, "upload: {up}");
-    let (status, answer) = gw.post(HARD_KEY, "/v1/batches", &create(&up["id"])).await?;
+    let (status, answer) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
     ensure!((status, error_type(&answer)) == (400, "budget_exceeded"), "{status} {answer}");
     ensure!(answer["error"]["code"] == "key_budget_exceeded", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     ensure!(message.contains("API key") && message.contains("this batch can cost up to"), "{message}");
-    ensure!(!message.contains(HARD_KEY), "no secret in the message: {message}");
+    ensure!(!message.contains(hard), "no secret in the message: {message}");
     // A soft budget far below it refuses nothing.
-    let (status, up_soft) = gw.upload(SOFT_KEY, (over.join("\n") + "\n").as_bytes()).await?;
+    let (status, up_soft) = gw.upload(soft, (over.join("\n") + "\n").as_bytes()).await?;
     ensure!(status == 200, "upload: {up_soft}");
-    let (status, answer) = gw.post(SOFT_KEY, "/v1/batches", &create(&up_soft["id"])).await?;
+    let (status, answer) = gw.post(soft, "/v1/batches", &create(&up_soft["id"])).await?;
     ensure!(status == 200, "a soft budget does not refuse: {answer}");
 
     // Within the budget: created, and held while it runs (nobody polls it here).
-    let (status, up) = gw.upload(HARD_KEY, (fits.join("\n") + "\n").as_bytes()).await?;
+    let (status, up) = gw.upload(hard, (fits.join("\n") + "\n").as_bytes()).await?;
     ensure!(status == 200, "upload: {up}");
-    let (status, batch) = gw.post(HARD_KEY, "/v1/batches", &create(&up["id"])).await?;
+    let (status, batch) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
     ensure!(status == 200, "create: {batch}");
     ensure!(batch["metadata"].as_object().is_none_or(|m| m.is_empty()), "the hold stays hidden: {batch}");
     let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
-    let resp = chat_as(&gw.http, &gw.base, HARD_KEY, "gpt-4o-mini", None).await?;
+    let resp = chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?;
     let (status, code, body) = error_code(resp).await;
     ensure!((status, code.as_str()) == (400, "key_budget_exceeded"), "the request sees the hold: {status} {body}");
     ensure!(body["error"]["message"].as_str().is_some_and(|m| m.contains("committed")), "{body}");
 
     // Retrieved, it has completed and is billed: the hold becomes its cost, the rest is free.
-    let (status, done) = gw.get(HARD_KEY, &format!("/v1/batches/{batch_id}")).await?;
+    let (status, done) = gw.get(hard, &format!("/v1/batches/{batch_id}")).await?;
     ensure!(status == 200 && done["status"] == "completed", "{done}");
-    let resp = chat_as(&gw.http, &gw.base, HARD_KEY, "gpt-4o-mini", None).await?;
+    let resp = chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?;
     ensure!(resp.status() == 200, "after billing: {}", resp.text().await?);
 
     let events = collect_events(&topic, fits.len() + 1, Duration::from_secs(60)).await?;
-    let charged: Vec<(&str, i64)> = events.values().map(|e| (HARD_KEY, e.cost_nano_usd.0)).collect();
+    let charged: Vec<(&str, i64)> = events.values().map(|e| (hard, e.cost_nano_usd.0)).collect();
     ensure!(charged.len() == fits.len() + 1, "{events:?}");
     ensure!(charged.iter().map(|(_, c)| c).sum::<i64>() <= budget, "within the budget");
     for (i, l) in fits.iter().enumerate() {

@@ -120,7 +120,9 @@ pub async fn hold_for_creation(
     let amount = max_cost(&input, price, default_output(&file.deployment, reserve))?;
     admitted.check_headroom(amount).inspect_err(crate::observability::usage::refused)?;
     let holds = match state.leases.as_ref() {
-        Some(leases) => admitted.hold_whole(leases, amount, now).await.inspect_err(crate::observability::usage::refused)?,
+        Some(leases) => {
+            admitted.hold_whole(leases, amount, now).await.inspect_err(crate::observability::usage::refused)?
+        }
         None => Vec::new(),
     };
     counter!("tollgate_batch_holds_total", "result" => "held").increment(1);
@@ -131,7 +133,12 @@ pub async fn hold_for_creation(
 /// maximum `amount`: reserved again against `owner`'s hard budgets for `model`, as much of it
 /// as the leases still cover. A batch whose hold cannot be taken again runs unheld (logged and
 /// counted): it was admitted, and is billed when it ends.
-pub async fn hold_recovered(state: &AppState, owner: &Principal, model: &str, amount: NanoUsd) -> Option<Arc<BatchHold>> {
+pub async fn hold_recovered(
+    state: &AppState,
+    owner: &Principal,
+    model: &str,
+    amount: NanoUsd,
+) -> Option<Arc<BatchHold>> {
     let leases = state.leases.as_ref()?;
     let now = Utc::now();
     let mut admitted = crate::limits::admission::budgets_of(owner, model, &state.budget_view, now);

@@ -49,8 +49,8 @@ pub fn max_cost(file: &InputFile, price: &Price, default_output: u64) -> Result<
         let line = index + 1;
         let bytes = serde_json::to_vec(body)
             .map_err(|e| BadLine { line, error: GatewayError::invalid(e.to_string(), None) })?;
-        let request = ProxyRequest::parse_bytes(bytes::Bytes::from(bytes), endpoint)
-            .map_err(|error| BadLine { line, error })?;
+        let request =
+            ProxyRequest::parse_bytes(bytes::Bytes::from(bytes), endpoint).map_err(|error| BadLine { line, error })?;
         let prompt = u64::try_from(request.body_len).unwrap_or(u64::MAX);
         let output = request.worst_output_tokens(|| default_output);
         // An absurd output limit overflows: the batch then costs more than any budget.
@@ -151,7 +151,10 @@ mod tests {
         assert!(max_cost(&file(&many[1..], "/v1/chat/completions"), &p, 0).unwrap().0 < i64::MAX);
         assert_eq!(max_cost(&file(&many, "/v1/chat/completions"), &p, 0).unwrap(), NanoUsd(i64::MAX));
         // A default output as large as any: the same bound.
-        assert_eq!(max_cost(&file(&[chat(json!({}))], "/v1/chat/completions"), &dear, u64::MAX).unwrap(), NanoUsd(i64::MAX));
+        assert_eq!(
+            max_cost(&file(&[chat(json!({}))], "/v1/chat/completions"), &dear, u64::MAX).unwrap(),
+            NanoUsd(i64::MAX)
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! per account. Those that ended before are billed again; their events' ids are fixed, so the
 //! ledger counts them once (docs/design.md §2.13).
 
-use super::upstream::{self, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL};
 use super::hold::{self, HOLD_META};
+use super::upstream::{self, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL};
 use super::{billing, BatchEntry, Billing};
 use crate::providers::Deployment;
 use crate::AppState;

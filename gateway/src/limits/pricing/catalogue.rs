@@ -94,7 +94,8 @@ pub fn deployment_max_output(
         return Some(n);
     }
     let base_model = info("base_model").and_then(Value::as_str);
-    lookup(base_model, provider, upstream, model_name).and_then(|(_, e)| e.get("max_output_tokens").and_then(Value::as_u64))
+    lookup(base_model, provider, upstream, model_name)
+        .and_then(|(_, e)| e.get("max_output_tokens").and_then(Value::as_u64))
 }
 
 fn entry_window(entry: &Entry) -> Option<u64> {
