@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn a_line_without_an_output_limit_takes_the_default() {
         let a = chat(json!({}));
-        let f = file(&[a.clone()], "/v1/chat/completions");
+        let f = file(std::slice::from_ref(&a), "/v1/chat/completions");
         assert_eq!(max_cost(&f, &price(), 4_096).unwrap().0, len(&a) + 4_096 * 10);
         assert_eq!(max_cost(&f, &price(), 0).unwrap().0, len(&a));
     }
@@ -121,14 +121,14 @@ mod tests {
     #[test]
     fn embeddings_have_no_output() {
         let a = json!({"model": "m", "input": "some text", "max_tokens": 50});
-        let f = file(&[a.clone()], "/v1/embeddings");
+        let f = file(std::slice::from_ref(&a), "/v1/embeddings");
         assert_eq!(max_cost(&f, &price(), 4_096).unwrap().0, len(&a));
     }
 
     #[test]
     fn without_batch_rates_the_base_price_counts() {
         let a = chat(json!({"max_tokens": 1}));
-        let f = file(&[a.clone()], "/v1/chat/completions");
+        let f = file(std::slice::from_ref(&a), "/v1/chat/completions");
         let mut p = price();
         p.batch = None;
         assert_eq!(max_cost(&f, &p, 0).unwrap().0, 2 * len(&a) + 20);
@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(max_cost(&f, &dear, 0).unwrap(), NanoUsd(i64::MAX));
         // Lines each within bounds whose sum is not: saturated, never wrapped.
         let p = Price { batch: Some(Price::from_nanos(1, 1, 1_000_000).base), ..price() };
-        let line = max_cost(&file(&[big.clone()], "/v1/chat/completions"), &p, 0).unwrap().0;
+        let line = max_cost(&file(std::slice::from_ref(&big), "/v1/chat/completions"), &p, 0).unwrap().0;
         let n = usize::try_from(i64::MAX / line + 1).unwrap();
         assert!(n <= 100, "{n} lines needed");
         let many: Vec<_> = (0..n).map(|_| big.clone()).collect();
