@@ -157,6 +157,30 @@ pub async fn hold_recovered(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::leases::{Leases, LocalLeases, Slot};
+
+    #[tokio::test]
+    async fn a_hold_is_settled_or_released_once() {
+        let leases = Leases::new(Arc::new(LocalLeases::default()), 1, std::time::Duration::from_secs(5));
+        let slot = Slot { scope: "key/k", window: "all", max: NanoUsd(100), seen_spent: NanoUsd::ZERO };
+        let reserve = |n| leases.reserve(&slot, NanoUsd(n), 0);
+        let held = BatchHold::new(NanoUsd(90), vec![reserve(90).await.ok().unwrap()]);
+        assert!(held.is_held() && held.amount() == NanoUsd(90));
+        assert!(reserve(20).await.ok().unwrap().partial(), "only 10 left while the batch runs");
+        // Billed at 30: 70 free again; settling again changes nothing.
+        held.settle(NanoUsd(30));
+        held.settle(NanoUsd(0));
+        held.release();
+        assert!(!held.is_held());
+        let after = reserve(70).await.ok().unwrap();
+        assert!(!after.partial());
+        assert!(reserve(1).await.is_err(), "30 spent and 70 reserved: nothing left");
+        // Released untouched (a failed batch, a clean stop): all of it free again.
+        drop(after);
+        let failed = BatchHold::new(NanoUsd(70), vec![reserve(70).await.ok().unwrap()]);
+        failed.release();
+        assert!(!reserve(70).await.ok().unwrap().partial());
+    }
 
     #[test]
     fn the_metadata_value_is_bounded_digits() {
