@@ -402,8 +402,8 @@ fn line_max(line: &str) -> i64 {
 
 /// A key with a hard budget is refused a batch that could cost more than the budget, with the
 /// error a request over budget gets; one that fits is held while it runs, so a request made
-/// meanwhile is refused as the budget is committed; once billed, the hold becomes what the
-/// batch was charged and requests pass again. A soft budget refuses nothing. The ledger holds
+/// meanwhile is refused as the budget is committed, before and after a restart of the gateway;
+/// once billed, the hold becomes what the batch was charged and requests pass again. A soft budget refuses nothing. The ledger holds
 /// exactly what was charged.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Result<()> {
@@ -445,7 +445,12 @@ async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Resu
     // Over the budget: refused as a request over budget is, naming the budget's scope.
     let (status, up) = gw.upload(hard, (over.join("\n") + "\n").as_bytes()).await?;
     ensure!(status == 200, "upload: {up}");
-    let (status, answer) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
+    // Asked until the gateway has heard from the ledger consumer (hard budgets fail closed).
+    let (status, answer) = eventually("a fresh budget view", Duration::from_secs(60), || async {
+        let (status, answer) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
+        Ok((status != 503).then_some((status, answer)))
+    })
+    .await?;
     ensure!((status, error_type(&answer)) == (400, "budget_exceeded"), "{status} {answer}");
     ensure!(answer["error"]["code"] == "key_budget_exceeded", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
@@ -468,6 +473,24 @@ async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Resu
     let (status, code, body) = error_code(resp).await;
     ensure!((status, code.as_str()) == (400, "key_budget_exceeded"), "the request sees the hold: {status} {body}");
     ensure!(body["error"]["message"].as_str().is_some_and(|m| m.contains("committed")), "{body}");
+
+    // A clean stop releases the hold; the restarted gateway's recovery (its first poll an
+    // hour away) finds the batch running and holds it again, from its metadata.
+    gateway.stop().await?;
+    let gateway =
+        start_gateway(&dir, &gateway_config_with("gw-batch-budget", mock.url()?, &topic, 3_600, &keys)?).await?;
+    let gw = Client { http: reqwest::Client::new(), base: gateway.url()?.to_owned() };
+    eventually("the batch held again after the restart", Duration::from_secs(30), || async {
+        let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await?.text().await?;
+        Ok(metrics.lines().any(|l| l.starts_with("tollgate_batch_holds_total{result=\"recovered\"} 1")).then_some(()))
+    })
+    .await?;
+    let (status, code, body) = eventually("a fresh budget view after the restart", Duration::from_secs(60), || async {
+        let answer = error_code(chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?).await;
+        Ok((answer.0 != 503).then_some(answer))
+    })
+    .await?;
+    ensure!((status, code.as_str()) == (400, "key_budget_exceeded"), "held after the restart: {status} {body}");
 
     // Retrieved, it has completed and is billed: the hold becomes its cost, the rest is free.
     let (status, done) = gw.get(hard, &format!("/v1/batches/{batch_id}")).await?;
