@@ -43,6 +43,20 @@ pub enum GatewayError {
         /// Refused because what is left is leased to requests in flight (credit leases).
         committed: bool,
     },
+    /// A batch whose most possible cost is more than what is left of a hard budget: refused
+    /// at creation (docs/design.md §2.13, "Budgets"). The same type and code as a request
+    /// over budget.
+    #[error(
+        "budget exceeded for this {scope}: this batch can cost up to {max_cost} USD and {left} USD is left of its {max} USD budget{}",
+        if *.held { " (the rest is held by requests and batches in flight)" } else { "" }
+    )]
+    BatchOverBudget {
+        scope: Scope,
+        max_cost: tollgate_schemas::NanoUsd,
+        left: tollgate_schemas::NanoUsd,
+        max: tollgate_schemas::NanoUsd,
+        held: bool,
+    },
     #[error("{limit} limit of this {scope} reached ({allowed} per gateway); retry in {retry_after_secs} s")]
     RateLimited { scope: Scope, limit: RateLimit, allowed: u64, retry_after_secs: u64 },
     #[error("budgets cannot be checked: this gateway has no budget state newer than {bound_secs} s; retry shortly")]
@@ -192,7 +206,7 @@ impl GatewayError {
                 Scope::User => ("authentication_error", "user_not_found"),
                 _ => ("authentication_error", "organization_not_found"),
             },
-            GatewayError::BudgetExceeded { scope, .. } => (
+            GatewayError::BudgetExceeded { scope, .. } | GatewayError::BatchOverBudget { scope, .. } => (
                 "budget_exceeded",
                 match scope {
                     Scope::Key => "key_budget_exceeded",
@@ -274,7 +288,8 @@ impl ResponseError for GatewayError {
             | GatewayError::ModelUnpriced(_)
             | GatewayError::ContextWindowExceeded { .. }
             | GatewayError::GuardrailBlocked { .. }
-            | GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
+            | GatewayError::BudgetExceeded { .. }
+            | GatewayError::BatchOverBudget { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Blocked(Scope::Customer)
             | GatewayError::Forbidden(_)
             | GatewayError::ForbiddenField { .. }

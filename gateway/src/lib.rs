@@ -535,6 +535,12 @@ async fn finish_shutdown(
         if let Some(s) = sweeper {
             let _ = s.await;
         }
+        // Running batches' holds go back with the leases; the next start takes them again
+        // (docs/design.md §2.13, "Budgets").
+        let released = state.batches.release_holds();
+        if released > 0 {
+            tracing::info!(batches = released, "released the budget holds of running batches");
+        }
         match &state.leases {
             Some(leases) => Some(leases.give_back_all(chrono::Utc::now().timestamp_millis()).await),
             None => None,

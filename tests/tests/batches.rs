@@ -21,6 +21,11 @@ const MAX_LINES: usize = 8;
 const MAX_FILE: usize = 3 * 1024 * 1024;
 
 fn gateway_config(id: &str, mock: &str, topic: &str, poll_secs: u64) -> Result<GatewayConfig> {
+    gateway_config_with(id, mock, topic, poll_secs, &[])
+}
+
+/// [`gateway_config`] with more `virtual_keys` entries (YAML list items).
+fn gateway_config_with(id: &str, mock: &str, topic: &str, poll_secs: u64, extra: &[String]) -> Result<GatewayConfig> {
     let mut claude = model_entry("claude-batch", &format!("{mock}/anthropic"));
     claude.litellm_params.model = "anthropic/claude-sonnet-4-20250514".to_owned();
     let models =
@@ -38,6 +43,7 @@ fn gateway_config(id: &str, mock: &str, topic: &str, poll_secs: u64) -> Result<G
         .collect();
     keys.push(format!("  - key: {LIMITED_KEY}\n    models: [gpt-4o]"));
     keys.push(format!("  - key: {BROKE_KEY}\n    max_budget: 0"));
+    keys.extend(extra.iter().cloned());
     config.with_yaml(&format!(
         "virtual_keys:\n{}\ngateway:\n  batches: {{max_file_bytes: {MAX_FILE}, max_lines: {MAX_LINES}, poll_interval_secs: {poll_secs}}}\n",
         keys.join("\n")
@@ -380,6 +386,130 @@ async fn ids_work_on_every_gateway_and_after_a_restart() -> Result<()> {
 
     first.stop().await?;
     second.stop().await?;
+    consumer.stop().await?;
+    mock.stop().await
+}
+
+/// The most a line can cost at gpt-4o-mini's batch prices, as the gateway bounds it: every
+/// byte of its body a prompt token, plus its `max_tokens` (else the catalogue's 16,384 output
+/// tokens of gpt-4o-mini).
+fn line_max(line: &str) -> i64 {
+    let v: Value = serde_json::from_str(line).unwrap_or_default();
+    let body = v["body"].to_string();
+    let output = v["body"]["max_tokens"].as_i64().unwrap_or(16_384);
+    body.len() as i64 * BATCH_INPUT + output * BATCH_OUTPUT
+}
+
+/// A key with a hard budget is refused a batch that could cost more than the budget, with the
+/// error a request over budget gets; one that fits is held while it runs, so a request made
+/// meanwhile is refused as the budget is committed, before and after a restart of the gateway;
+/// once billed, the hold becomes what the batch was charged and requests pass again. A soft budget refuses nothing. The ledger holds
+/// exactly what was charged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hard_budget_refuses_a_batch_over_it_and_holds_one_that_fits() -> Result<()> {
+    // Keys of their own: budget state outlives a test's keyspace.
+    let (hard_key, soft_key) = (unique("sk-e2e-batch-hard-"), unique("sk-e2e-batch-soft-"));
+    let (hard, soft) = (hard_key.as_str(), soft_key.as_str());
+    let dir = scratch_dir("batch-budget")?;
+    let topic = unique("usage-batch-budget-");
+    let keyspace = unique("e2e_batch_budget_");
+    create_topic(&topic, 1).await?;
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+    let mock = start_mock(&dir, &[]).await?;
+
+    // The batch that fits: three lines with `max_tokens`, one without. Its maximum is the
+    // key's whole budget, so while it runs nothing is left for anything else.
+    let mut fits: Vec<String> =
+        (0..3).map(|i| line(&format!("fit-{i}"), "gpt-4o-mini", "a question that fits", 500 + i)).collect();
+    fits.push(
+        json!({"custom_id": "fit-3", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "no limit"}]}})
+        .to_string(),
+    );
+    let budget: i64 = fits.iter().map(|l| line_max(l)).sum();
+    // The batch over it: more lines, with larger output limits.
+    let over: Vec<String> = (0..MAX_LINES as u64)
+        .map(|i| line(&format!("over-{i}"), "gpt-4o-mini", "a question too many", 3_000 + i))
+        .collect();
+    ensure!(over.iter().map(|l| line_max(l)).sum::<i64>() > budget);
+    let usd = |n: i64| format!("\"{}.{:09}\"", n / 1_000_000_000, n % 1_000_000_000);
+    let keys = [
+        format!("  - key: {hard}\n    max_budget: {}", usd(budget)),
+        format!("  - key: {soft}\n    soft_budget: {}", usd(1)),
+    ];
+    let gateway = start_gateway(&dir, &gateway_config_with("gw-batch-budget", mock.url()?, &topic, 0, &keys)?).await?;
+    let gw = Client { http: reqwest::Client::new(), base: gateway.url()?.to_owned() };
+    let create =
+        |id: &Value| json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+
+    // Over the budget: refused as a request over budget is, naming the budget's scope.
+    let (status, up) = gw.upload(hard, (over.join("\n") + "\n").as_bytes()).await?;
+    ensure!(status == 200, "upload: {up}");
+    // Asked until the gateway has heard from the ledger consumer (hard budgets fail closed).
+    let (status, answer) = eventually("a fresh budget view", Duration::from_secs(60), || async {
+        let (status, answer) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
+        Ok((status != 503).then_some((status, answer)))
+    })
+    .await?;
+    ensure!((status, error_type(&answer)) == (400, "budget_exceeded"), "{status} {answer}");
+    ensure!(answer["error"]["code"] == "key_budget_exceeded", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("API key") && message.contains("this batch can cost up to"), "{message}");
+    ensure!(!message.contains(hard), "no secret in the message: {message}");
+    // A soft budget far below it refuses nothing.
+    let (status, up_soft) = gw.upload(soft, (over.join("\n") + "\n").as_bytes()).await?;
+    ensure!(status == 200, "upload: {up_soft}");
+    let (status, answer) = gw.post(soft, "/v1/batches", &create(&up_soft["id"])).await?;
+    ensure!(status == 200, "a soft budget does not refuse: {answer}");
+
+    // Within the budget: created, and held while it runs (nobody polls it here).
+    let (status, up) = gw.upload(hard, (fits.join("\n") + "\n").as_bytes()).await?;
+    ensure!(status == 200, "upload: {up}");
+    let (status, batch) = gw.post(hard, "/v1/batches", &create(&up["id"])).await?;
+    ensure!(status == 200, "create: {batch}");
+    ensure!(batch["metadata"].as_object().is_none_or(|m| m.is_empty()), "the hold stays hidden: {batch}");
+    let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
+    let resp = chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?;
+    let (status, code, body) = error_code(resp).await;
+    ensure!((status, code.as_str()) == (400, "key_budget_exceeded"), "the request sees the hold: {status} {body}");
+    ensure!(body["error"]["message"].as_str().is_some_and(|m| m.contains("committed")), "{body}");
+
+    // A clean stop releases the hold; the restarted gateway's recovery (its first poll an
+    // hour away) finds the batch running and holds it again, from its metadata.
+    gateway.stop().await?;
+    let gateway =
+        start_gateway(&dir, &gateway_config_with("gw-batch-budget", mock.url()?, &topic, 3_600, &keys)?).await?;
+    let gw = Client { http: reqwest::Client::new(), base: gateway.url()?.to_owned() };
+    eventually("the batch held again after the restart", Duration::from_secs(30), || async {
+        let metrics = gw.http.get(format!("{}/metrics", gw.base)).send().await?.text().await?;
+        Ok(metrics.lines().any(|l| l.starts_with("tollgate_batch_holds_total{result=\"recovered\"} 1")).then_some(()))
+    })
+    .await?;
+    let (status, code, body) = eventually("a fresh budget view after the restart", Duration::from_secs(60), || async {
+        let answer = error_code(chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?).await;
+        Ok((answer.0 != 503).then_some(answer))
+    })
+    .await?;
+    ensure!((status, code.as_str()) == (400, "key_budget_exceeded"), "held after the restart: {status} {body}");
+
+    // Retrieved, it has completed and is billed: the hold becomes its cost, the rest is free.
+    let (status, done) = gw.get(hard, &format!("/v1/batches/{batch_id}")).await?;
+    ensure!(status == 200 && done["status"] == "completed", "{done}");
+    let resp = chat_as(&gw.http, &gw.base, hard, "gpt-4o-mini", None).await?;
+    ensure!(resp.status() == 200, "after billing: {}", resp.text().await?);
+
+    let events = collect_events(&topic, fits.len() + 1, Duration::from_secs(60)).await?;
+    let charged: Vec<(&str, i64)> = events.values().map(|e| (hard, e.cost_nano_usd.0)).collect();
+    ensure!(charged.len() == fits.len() + 1, "{events:?}");
+    ensure!(charged.iter().map(|(_, c)| c).sum::<i64>() <= budget, "within the budget");
+    for (i, l) in fits.iter().enumerate() {
+        let e = events.values().find(|e| e.request_id.ends_with(&format!("/fit-{i}"))).context("an event per line")?;
+        ensure!(e.cost_nano_usd.0 > 0 && e.cost_nano_usd.0 <= line_max(l), "fit-{i}: {e:?}");
+    }
+    let session = cql().await?;
+    assert_charged(&session, &keyspace, &charged).await?;
+
+    gateway.stop().await?;
     consumer.stop().await?;
     mock.stop().await
 }

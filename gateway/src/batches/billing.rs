@@ -47,25 +47,39 @@ fn ended_at(batch: &BatchObject) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(at, 0)
 }
 
+/// A batch that failed (its input refused by the provider) answered nothing: its hold is
+/// released and there is nothing to bill.
+const FAILED: &str = "failed";
+
 /// Bills `batch` if it has ended and nobody in this process has billed it; failures are
-/// logged (the batch is tried again at the next poll or retrieval), never answered.
+/// logged (the batch is tried again at the next poll or retrieval), never answered. Once it is
+/// billed, its hold becomes what it was charged (`hold::BatchHold::settle`).
 pub async fn bill_if_ended(state: &AppState, entry: &BatchEntry, batch: &BatchObject) {
-    if !ENDED.contains(&batch.status.as_str()) || !state.batches.claim(&batch.id) {
+    let failed = batch.status == FAILED;
+    if !(failed || ENDED.contains(&batch.status.as_str())) || !state.batches.claim(&batch.id) {
         return;
     }
-    let result = bill(state, entry, batch).await;
-    if let Err(e) = &result {
-        counter!("tollgate_batch_billing_failures_total").increment(1);
-        tracing::warn!(batch = %batch.id, error = %e, "could not bill a finished batch; will try again");
+    let result = if failed { Ok(NanoUsd::ZERO) } else { bill(state, entry, batch).await };
+    match &result {
+        Ok(charged) => {
+            if let Some(hold) = &entry.hold {
+                hold.settle(*charged);
+            }
+        }
+        Err(e) => {
+            counter!("tollgate_batch_billing_failures_total").increment(1);
+            tracing::warn!(batch = %batch.id, error = %e, "could not bill a finished batch; will try again");
+        }
     }
     state.batches.billed(&batch.id, result.is_ok());
 }
 
-async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Result<(), GatewayError> {
+/// Publishes the events of `batch`'s answered lines; what they were charged in all.
+async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Result<NanoUsd, GatewayError> {
     let at = ended_at(batch).ok_or_else(|| GatewayError::Internal("the batch says no time".into()))?;
     let Some(file) = batch.output_file_id.as_deref() else {
         // Nothing was answered (every line failed): nothing to charge.
-        return Ok(());
+        return Ok(NanoUsd::ZERO);
     };
     if !upstream::good_id(file) {
         return Err(GatewayError::Internal("the batch's output file id is out of bounds".into()));
@@ -76,11 +90,13 @@ async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Resu
     }
     let read = output::read(&answer.body, state.batches.settings.max_lines);
     let windows = crate::limits::admission::budget_windows_of(&entry.owner, &entry.model);
+    let mut charged = NanoUsd::ZERO;
     for line in &read.answered {
         let mut event =
             line_event(&state.gateway_id, &batch.id, at, &entry.owner, &entry.model, &entry.deployment, line);
         event.budget_windows = windows.clone();
         let permit = crate::pipeline::usage_permit(state)?;
+        charged = NanoUsd(charged.0.saturating_add(event.cost_nano_usd.0.max(0)));
         if event.cost_nano_usd.0 > 0 {
             counter!("tollgate_spend_nano_usd_total", "model" => state.router.metric_label(&entry.model))
                 .increment(event.cost_nano_usd.0.unsigned_abs());
@@ -93,7 +109,7 @@ async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Resu
     if read.unreadable > 0 {
         tracing::warn!(batch = %batch.id, lines = read.unreadable, "batch output lines could not be read; not charged");
     }
-    Ok(())
+    Ok(charged)
 }
 
 /// `principal` with the customer a batch was created for (its metadata's

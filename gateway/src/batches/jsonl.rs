@@ -73,6 +73,11 @@ impl InputFile {
         self.lines.is_empty()
     }
 
+    /// Each line's request body, in file order.
+    pub fn bodies(&self) -> impl Iterator<Item = &Map<String, Value>> {
+        self.lines.iter().map(|(_, body)| body)
+    }
+
     /// The file again, each line's `body.model` now `upstream_model` (the provider's name).
     pub fn rewritten(&self, upstream_model: &str) -> Result<Vec<u8>, serde_json::Error> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 //! - `billing`: the events of a finished batch, with ids derived from (batch, `custom_id`) so
 //!   that billing it again anywhere is folded once by the ledger;
 //! - `poller`: the background poll of the batches this gateway created.
+//! - `max_cost`, `hold`: the most a batch can cost, held against its hard budgets while it runs.
 //!
 //! - `ids`: the ids clients are given, which carry the provider's id, where it lives and whose
 //!   it is under a MAC, so that every gateway of the deployment serves them without shared state.
@@ -20,8 +21,10 @@
 //! or another replica) bills it to the right parties (see `upstream`, `poller`).
 
 pub mod billing;
+pub mod hold;
 pub mod ids;
 pub mod jsonl;
+pub mod max_cost;
 pub mod output;
 pub mod poller;
 pub mod upstream;
@@ -68,13 +71,16 @@ pub enum Billing {
 }
 
 /// A batch: its owner as it was admitted (whose key, team and customer its lines are charged
-/// to), the model group it was created for and the deployment that runs it.
+/// to), the model group it was created for, the deployment that runs it, and what it holds
+/// against hard budgets until it is billed (`hold`; none without a hard budget, or when this
+/// gateway did not create it and did not recover it at start).
 #[derive(Clone)]
 pub struct BatchEntry {
     pub owner: Arc<Principal>,
     pub model: String,
     pub deployment: Arc<Deployment>,
     pub billing: Billing,
+    pub hold: Option<Arc<hold::BatchHold>>,
 }
 
 /// A map that forgets its oldest entries past [`MAX_TRACKED`].
@@ -234,6 +240,19 @@ impl Batches {
                 b.billing = if done { Billing::Done } else { Billing::Open };
             }
         }
+    }
+
+    /// Releases every batch's hold (at a clean stop, before the leases go back to the store, so
+    /// that none is stranded there; the next start takes them again: `poller::recover`).
+    /// Returns how many were still held.
+    pub fn release_holds(&self) -> usize {
+        let Ok(batches) = self.batches.lock() else { return 0 };
+        let mut n = 0;
+        for hold in batches.entries.values().filter_map(|b| b.hold.as_ref()) {
+            n += usize::from(hold.is_held());
+            hold.release();
+        }
+        n
     }
 
     /// The batches not billed yet, for the poller.

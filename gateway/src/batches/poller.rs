@@ -10,6 +10,7 @@
 //! per account. Those that ended before are billed again; their events' ids are fixed, so the
 //! ledger counts them once (docs/design.md §2.13).
 
+use super::hold::{self, HOLD_META};
 use super::upstream::{self, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL};
 use super::{billing, BatchEntry, Billing};
 use crate::providers::Deployment;
@@ -119,8 +120,14 @@ async fn adopt(state: &AppState, deployment: &Arc<Deployment>, b: &Value) -> boo
     let model = owner(OWNER_MODEL)
         .filter(|m| state.router.model_names().iter().any(|n| n == m))
         .map_or_else(|| deployment.model_name.clone(), str::to_owned);
+    // Still running: what it held before the restart is held again (docs/design.md §2.13).
+    let running = !matches!(b.get("status").and_then(Value::as_str), Some("completed" | "cancelled" | "expired"));
+    let hold = match owner(HOLD_META).and_then(hold::parse_meta) {
+        Some(amount) if running => hold::hold_recovered(state, &principal, &model, amount).await,
+        _ => None,
+    };
     let entry =
-        BatchEntry { owner: Arc::new(principal), model, deployment: deployment.clone(), billing: Billing::Open };
+        BatchEntry { owner: Arc::new(principal), model, deployment: deployment.clone(), billing: Billing::Open, hold };
     state.batches.remember_batch(id, entry);
     true
 }

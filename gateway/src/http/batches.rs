@@ -1,5 +1,6 @@
 //! `/v1/batches`: OpenAI's Batch API (docs/design.md §2.13). A batch is created from a file of
-//! the caller's, after the same admission as any request (key, team, customer, budgets);
+//! the caller's, after the same admission as any request (key, team, customer, budgets), and
+//! under a hard budget holds its most possible cost until it is billed (`batches::hold`);
 //! retrieving one that has ended bills it (`batches::billing`). Batch and file ids are
 //! Tollgate's (`batches::ids`): one names its provider and owner, so a gateway that never saw
 //! the batch asks one provider, once. A key sees only its own batches: 404 otherwise.
@@ -8,7 +9,7 @@ use super::files::{not_found, provider_id, relay};
 use super::observed::{observed, Api, Seen};
 use super::{authorize, read_body};
 use crate::batches::upstream::{self, Answer, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL, OWNER_PREFIX};
-use crate::batches::{billing, jsonl, BatchEntry, BatchRef, Billing};
+use crate::batches::{billing, hold, jsonl, BatchEntry, BatchRef, Billing};
 use crate::error::GatewayError;
 use crate::providers::Deployment;
 use crate::tenancy::auth::Principal;
@@ -19,8 +20,8 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// OpenAI's bound on a batch's metadata: 16 pairs, keys of 64 and values of 512 characters.
-/// The gateway keeps three of the pairs for itself.
-const MAX_METADATA_PAIRS: usize = 16 - 3;
+/// The gateway keeps four of the pairs for itself (owner key, model, customer, maximum cost).
+const MAX_METADATA_PAIRS: usize = 16 - 4;
 const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
 /// The most batches one list asks each provider for (OpenAI's bound on `limit`).
@@ -79,8 +80,8 @@ async fn create_batch_inner(
     let customer = crate::pipeline::customer_id(&req, user.as_deref())?;
     crate::pipeline::check_model(&state, &principal, &file.model)?;
     // Admitted as any request is (blocked parties, spent budgets, rate limits; the customer's
-    // too); what the batch costs is known only when it ends, so nothing is reserved against a
-    // hard budget.
+    // too); then, under a hard budget, the most the batch can cost is held until it is billed
+    // (`batches::hold`), or the batch is refused.
     let now = chrono::Utc::now();
     let mut admitted = crate::limits::admission::admit(
         &principal,
@@ -95,7 +96,11 @@ async fn create_batch_inner(
         .await
         .inspect_err(crate::observability::usage::refused)?;
     seen.principal(&principal);
+    let hold = hold::hold_for_creation(&state, &mut admitted, &file, now).await?;
     metadata.insert(OWNER_KEY.into(), key_id.clone().into());
+    if let Some(h) = &hold {
+        metadata.insert(hold::HOLD_META.into(), hold::meta_value(h.amount()).into());
+    }
     metadata.insert(OWNER_MODEL.into(), file.model.clone().into());
     if let Some(c) = &principal.customer_id {
         metadata.insert(OWNER_CUSTOMER.into(), c.clone().into());
@@ -106,6 +111,7 @@ async fn create_batch_inner(
         "completion_window": create.completion_window,
         "metadata": metadata,
     });
+    // A batch the provider did not create holds nothing: the hold is released as it drops.
     let answer = upstream::post(&state, &file.deployment, "batches", &upstream_body).await?;
     drop(admitted);
     if !answer.ok() {
@@ -117,6 +123,7 @@ async fn create_batch_inner(
         model: file.model.clone(),
         deployment: file.deployment.clone(),
         billing: Billing::Open,
+        hold,
     };
     state.batches.remember_batch(&id, entry);
     Ok(presented(&state, answer, &key_id, &file.model, &file.deployment))
@@ -157,6 +164,8 @@ async fn get_batch_inner(
                 model: batch.model.clone(),
                 deployment: batch.deployment.clone(),
                 billing: Billing::Open,
+                // Held, if at all, by the gateway that created it (docs/design.md §2.13).
+                hold: None,
             };
             state.batches.remember_batch(&batch.provider_id, entry);
             state.batches.batch(&batch.provider_id).ok_or_else(|| not_found("batch", &id))?
@@ -301,7 +310,8 @@ mod tests {
             json!({"n": 7}),
             json!({"": "x"}),
             json!({"k": "x".repeat(513)}),
-            Value::Object((0..14).map(|i| (i.to_string(), json!("v"))).collect()),
+            Value::Object((0..13).map(|i| (i.to_string(), json!("v"))).collect()),
+            json!({"tollgate_max_cost": "1"}),
         ] {
             assert!(checked_metadata(m(bad.clone())).is_err(), "{bad}");
         }

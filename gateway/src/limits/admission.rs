@@ -111,6 +111,80 @@ impl Admitted {
     }
 }
 
+impl Admitted {
+    /// Refuses a batch that can cost up to `max_cost` when any hard budget it counts against
+    /// has less than that left in this gateway's view (docs/design.md §2.13, "Budgets").
+    pub fn check_headroom(&self, max_cost: NanoUsd) -> Result<(), GatewayError> {
+        for b in &self.budgets {
+            let Some(HardBudget { scope, max, spent }) = b.hard else { continue };
+            let left = NanoUsd(max.0.saturating_sub(spent.0).max(0));
+            if max_cost > left {
+                return Err(GatewayError::BatchOverBudget { scope, max_cost, left, max, held: false });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves the whole of `amount` (a batch's most possible cost) against the lease of every
+    /// hard budget it counts against, and hands the reservations over: they are the batch's
+    /// hold until it is billed. A budget that can cover only part of it refuses the batch
+    /// (nothing stays reserved then); so does one whose lease store is unavailable.
+    pub async fn hold_whole(
+        &mut self,
+        leases: &Leases,
+        amount: NanoUsd,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Hold>, GatewayError> {
+        let mut holds = Vec::new();
+        if amount.0 <= 0 {
+            return Ok(holds);
+        }
+        let now_ms = now.timestamp_millis();
+        for b in &self.budgets {
+            let Some(HardBudget { scope, max, spent }) = b.hard else { continue };
+            let slot = Slot { scope: &b.scope_id, window: &b.window, max, seen_spent: spent };
+            let refused = || GatewayError::BatchOverBudget {
+                scope,
+                max_cost: amount,
+                left: NanoUsd(max.0.saturating_sub(spent.0).max(0)),
+                max,
+                held: true,
+            };
+            match leases.reserve(&slot, amount, now_ms).await {
+                Ok(hold) if !hold.partial() => holds.push(hold),
+                // Only part of it: released as the hold drops.
+                Ok(_) | Err(Refusal::Exhausted) => {
+                    metrics::counter!("tollgate_budget_lease_refusals_total").increment(1);
+                    return Err(refused());
+                }
+                Err(Refusal::Unavailable(_)) => {
+                    tracing::warn!("budget lease unavailable; refusing a batch (hard budgets fail closed)");
+                    return Err(GatewayError::BudgetLeaseUnavailable);
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// The reservations taken by [`Admitted::reserve`], handed over (to a batch's hold).
+    pub fn take_holds(&mut self) -> Vec<Hold> {
+        std::mem::take(&mut self.holds)
+    }
+}
+
+/// The hard budgets `principal` counts against for `model`, with no refusal and no rate limit:
+/// to hold again, after a restart, what a batch admitted earlier still holds
+/// (`batches::hold::hold_recovered`).
+pub fn budgets_of(principal: &Principal, model: &str, view: &Arc<BudgetView>, now: DateTime<Utc>) -> Admitted {
+    let mut budgets = Vec::new();
+    for party in &principal.parties {
+        let mut specs = Vec::new();
+        // Never refuses when told not to.
+        let _ = check_party(party, model, view, now, false, &mut budgets, &mut specs);
+    }
+    Admitted { reservation: Reservation::default(), budgets, view: view.clone(), holds: Vec::new() }
+}
+
 /// The `budget_windows` of an event charged to `principal` for `model` without an admission
 /// of its own (a batch's lines, billed when the batch ends): every budgeted scope of its
 /// parties with its duration, as [`Admitted::budget_windows`] lists them.
@@ -147,7 +221,7 @@ pub fn admit(
     let mut budgets = Vec::new();
     let mut specs = Vec::new();
     for party in &principal.parties {
-        check_party(party, model, view, now, &mut budgets, &mut specs)?;
+        check_party(party, model, view, now, true, &mut budgets, &mut specs)?;
     }
     check_freshness(&budgets, view, settings, now)?;
     let reservation = limiter.admit(&specs, now.timestamp_millis())?;
@@ -167,7 +241,7 @@ impl Admitted {
     ) -> Result<(), GatewayError> {
         let mut budgets = Vec::new();
         let mut specs = Vec::new();
-        check_party(party, model, &self.view, now, &mut budgets, &mut specs)?;
+        check_party(party, model, &self.view, now, true, &mut budgets, &mut specs)?;
         check_freshness(&budgets, &self.view, settings, now)?;
         self.reservation.absorb(limiter.admit(&specs, now.timestamp_millis())?);
         self.budgets.extend(budgets);
@@ -175,12 +249,13 @@ impl Admitted {
     }
 }
 
-/// The budgets of one party (refused when one is spent) and its rate-limit specs.
+/// The budgets of one party (refused when one is spent, if `refuse`) and its rate-limit specs.
 fn check_party(
     party: &Party,
     model: &str,
     view: &BudgetView,
     now: DateTime<Utc>,
+    refuse: bool,
     budgets: &mut Vec<BudgetSlot>,
     specs: &mut Vec<LimitSpec>,
 ) -> Result<(), GatewayError> {
@@ -192,7 +267,7 @@ fn check_party(
         if let Some(max) = max {
             let spent = view.spent(&scope_id, &window);
             crate::observability::usage::budget_checked(scope, &scope_id, spent, max);
-            if spent >= max {
+            if refuse && spent >= max {
                 return Err(GatewayError::BudgetExceeded {
                     scope,
                     spent,
@@ -404,6 +479,48 @@ mod tests {
         let soft = principal(vec![party(Scope::Key, "key/s", Limits::default())]);
         let a = admit(&soft, "m", &view, &limiter, &open_settings(), now).unwrap();
         assert!(!a.has_hard_budget());
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_its_whole_maximum_or_nothing() {
+        let (view, limiter) = (fresh_view(), RateLimiter::new(1));
+        let hard = Limits { max_budget: Some(NanoUsd(100)), ..Limits::default() };
+        let p = principal(vec![party(Scope::Key, "key/k", hard), party(Scope::Team, "team/t", Limits::default())]);
+        let now = Utc::now();
+        let leases =
+            Leases::new(Arc::new(crate::limits::leases::LocalLeases::default()), 1, std::time::Duration::from_secs(5));
+        let admit_one = || admit(&p, "m", &view, &limiter, &open_settings(), now).unwrap();
+        // Over what the view says is left: refused naming the scope, before any lease.
+        let err = admit_one().check_headroom(NanoUsd(101)).err().unwrap();
+        assert!(
+            matches!(err, GatewayError::BatchOverBudget { scope: Scope::Key, left: NanoUsd(100), held: false, .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "budget exceeded for this API key: this batch can cost up to 0.000000101 USD and 0.000000100 USD is left of its 0.000000100 USD budget");
+        let mut batch = admit_one();
+        batch.check_headroom(NanoUsd(80)).unwrap();
+        let held = batch.hold_whole(&leases, NanoUsd(80), now).await.unwrap();
+        assert_eq!(held.iter().map(|h| h.reserved().0).collect::<Vec<_>>(), vec![80]);
+        // A second batch of 30 does not fit what the first holds: refused whole, nothing kept.
+        let err = admit_one().hold_whole(&leases, NanoUsd(30), now).await.err().unwrap();
+        assert!(matches!(err, GatewayError::BatchOverBudget { scope: Scope::Key, held: true, .. }), "{err:?}");
+        let mut request = admit_one();
+        request.reserve(&leases, NanoUsd(20), now).await.unwrap();
+        assert!(request.holds.iter().all(|h| !h.partial()), "the refused batch kept nothing reserved");
+        // The first batch billed at 10: the rest of its hold is free for another.
+        for h in &held {
+            h.settle(NanoUsd(10), now.timestamp_millis());
+        }
+        assert_eq!(admit_one().hold_whole(&leases, NanoUsd(70), now).await.unwrap().len(), 1);
+        // Without a hard budget nothing is held.
+        let soft = principal(vec![party(Scope::Key, "key/s", Limits::default())]);
+        let mut a = admit(&soft, "m", &view, &limiter, &open_settings(), now).unwrap();
+        assert!(a.hold_whole(&leases, NanoUsd(1_000), now).await.unwrap().is_empty());
+        assert!(!budgets_of(&soft, "m", &view, now).has_hard_budget());
+        // A spent budget is still listed to hold again, not refused.
+        admit_one().settle(NanoUsd(100), 1);
+        assert!(admit(&p, "m", &view, &limiter, &open_settings(), now).is_err());
+        assert!(budgets_of(&p, "m", &view, now).has_hard_budget());
     }
 
     #[test]

@@ -80,6 +80,24 @@ pub fn deployment_context_window(
     lookup(base_model, provider, upstream, model_name).and_then(|(_, e)| entry_window(&e))
 }
 
+/// The most output tokens a deployment's model gives one answer: `model_info.max_output_tokens`
+/// when it gives one, else its catalogue entry's `max_output_tokens` (found as [`lookup`] finds
+/// it). A batch's lines without an output limit are bounded by it.
+pub fn deployment_max_output(
+    model_info: Option<&Map<String, Value>>,
+    provider: &str,
+    upstream: &str,
+    model_name: &str,
+) -> Option<u64> {
+    let info = |key: &str| model_info.and_then(|i| i.get(key));
+    if let Some(n) = info("max_output_tokens").and_then(Value::as_u64) {
+        return Some(n);
+    }
+    let base_model = info("base_model").and_then(Value::as_str);
+    lookup(base_model, provider, upstream, model_name)
+        .and_then(|(_, e)| e.get("max_output_tokens").and_then(Value::as_u64))
+}
+
 fn entry_window(entry: &Entry) -> Option<u64> {
     entry.get("max_input_tokens").and_then(Value::as_u64).or_else(|| entry.get("max_tokens").and_then(Value::as_u64))
 }

@@ -7,7 +7,7 @@
 mod catalogue;
 mod resolve;
 
-pub use catalogue::{context_window, deployment_context_window};
+pub use catalogue::{context_window, deployment_context_window, deployment_max_output};
 pub use resolve::{built_in, configured_price, resolve_price};
 pub use tollgate_schemas::pricing::{
     batch_cost, batch_price, cost, cost_by_token_type, is_exact_in_atto, usd_to_atto, worst_case_cost, AttoUsd, Price,
