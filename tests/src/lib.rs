@@ -3,6 +3,7 @@
 //! consumer group and keyspace per test so tests never share state.
 //!
 //! - [`services`]: the binaries, started and stopped ([`Process`]), and scratch directories;
+//! - [`browser`]: the Python browser suites of `tests/console/` in headless Chromium;
 //! - [`configs`]: the gateway's and the consumer's configs as typed values, and the tenancy
 //!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
@@ -17,6 +18,7 @@
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
 //! never with a fixed sleep that decides a pass or a fail.
 
+pub mod browser;
 pub mod clients;
 pub mod configs;
 pub mod finance;
@@ -29,6 +31,7 @@ pub mod prometheus;
 pub mod redis;
 pub mod services;
 
+pub use browser::*;
 pub use clients::*;
 pub use configs::*;
 pub use finance::*;

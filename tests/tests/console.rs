@@ -10,10 +10,6 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tollgate_tests::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The session cookie's `name=value` from a sign-in answer, and the whole `Set-Cookie`.
 fn session_cookie(resp: &reqwest::Response) -> Result<(String, String)> {
     let set = resp.headers().get("set-cookie").context("no set-cookie")?.to_str()?.to_owned();
@@ -112,32 +108,18 @@ async fn sign_in_is_throttled(gw: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `tests/console/console_test.py` in Debian's chromium with a viewer's key; what it saw.
 fn run_browser(gw: &str, viewer_key: &str, dir: &Path) -> Result<Value> {
-    let python = test_python();
-    ensure!(python.exists(), "{} not found: run deploy/local/prereqs", python.display());
-    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            Path::new(tool).exists(),
-            "{tool} not found: run deploy/local/prereqs (Debian chromium, chromium-driver)"
-        );
-    }
-    let axe = repo().join("gateway/ui/node_modules/axe-core/axe.min.js");
-    ensure!(axe.exists(), "{} not found: run deploy/local/prereqs (npm ci in gateway/ui)", axe.display());
-    let shots = std::env::var("TOLLGATE_CONSOLE_SHOTS").map(PathBuf::from).unwrap_or_else(|_| dir.join("shots"));
-    let result = dir.join("console-result.json");
-    let output = std::process::Command::new(&python)
-        .arg(repo().join("tests/console/console_test.py"))
-        .env("TOLLGATE_URL", gw)
-        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-        .env("TOLLGATE_VIEWER_KEY", viewer_key)
-        .env("TOLLGATE_AXE", &axe)
-        .env("TOLLGATE_SHOTS", &shots)
-        .env("TOLLGATE_RESULT", &result)
-        .output()?;
-    let log = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    ensure!(output.status.success(), "the browser run failed (screenshots in {}):\n{log}", shots.display());
-    eprintln!("{log}");
-    Ok(serde_json::from_str(&std::fs::read_to_string(&result)?)?)
+    let suite = BrowserSuite {
+        script: "console_test.py",
+        gateway: gw,
+        shots: std::env::var("TOLLGATE_CONSOLE_SHOTS").map(PathBuf::from).unwrap_or_else(|_| dir.join("shots")),
+        result: dir.join("console-result.json"),
+        env: &[("TOLLGATE_VIEWER_KEY", viewer_key)],
+    };
+    let run = suite.run()?;
+    eprintln!("{}", run.log);
+    Ok(run.seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
