@@ -4,6 +4,7 @@
 //!
 //! - [`services`]: the binaries, started and stopped ([`Process`]), and scratch directories;
 //! - [`browser`]: the Python browser suites of `tests/console/` in headless Chromium;
+//! - [`fixture`]: a test's own topics, keyspace and mock provider, and configs on them;
 //! - [`configs`]: the gateway's and the consumer's configs as typed values, and the tenancy
 //!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
@@ -22,6 +23,7 @@ pub mod browser;
 pub mod clients;
 pub mod configs;
 pub mod finance;
+pub mod fixture;
 pub mod kafka;
 pub mod ledger;
 pub mod load;
@@ -35,6 +37,7 @@ pub use browser::*;
 pub use clients::*;
 pub use configs::*;
 pub use finance::*;
+pub use fixture::*;
 pub use kafka::*;
 pub use ledger::*;
 pub use load::*;
