@@ -124,22 +124,19 @@ fn run_browser(gw: &str, viewer_key: &str, dir: &Path) -> Result<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
-    let dir = scratch_dir("console")?;
-    let topics = Topics::create("console", 1).await?;
-    let ks = unique("tg_console_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let gateway = start_gateway(&dir, &GatewayConfig::tenancy("gw-console", mock.url()?, &topics, &ks)).await?;
+    let fx = Fixture::start("console", 1).await?;
+    let gateway = start_gateway(&fx.dir, &fx.gateway("gw-console")?).await?;
     // Budget state with heartbeats: the key made in the console has a hard budget.
     let consumer_cfg = ConsumerConfig {
         budgets: Some(ConsumerBudgets {
-            state_topic: Some(topics.budget_state.clone()),
+            state_topic: Some(fx.topics.budget_state.clone()),
             heartbeat_interval_ms: Some(1000),
             alert_thresholds: None,
             webhook_url: None,
         }),
-        ..ConsumerConfig::new(&topics.usage, &unique("ledger-console-"), &ks, 200)
+        ..fx.consumer(200)
     };
-    let consumer = start_consumer(&dir, &consumer_cfg).await?;
+    let consumer = start_consumer(&fx.dir, &consumer_cfg).await?;
     let gw = gateway.url()?.to_owned();
     eventually("the gateway to read its budget state", std::time::Duration::from_secs(60), || async {
         let ready = reqwest::get(format!("{gw}/health/readiness")).await?.status() == 200;
@@ -158,7 +155,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
 
     sessions_and_headers(&gw, &viewer_key).await?;
     ledger_health_answers(&gw, &consumer).await?;
-    let seen = run_browser(&gw, &viewer_key, &dir)?;
+    let seen = run_browser(&gw, &viewer_key, &fx.dir)?;
     let new_pages = [
         "overview-health",
         "usage-by-model",
@@ -234,15 +231,10 @@ async fn model_health_counts_calls(gw: &str, admin: &AdminApi) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_turned_off_serves_nothing_and_takes_no_cookie() -> Result<()> {
-    let dir = scratch_dir("console-off")?;
-    let topics = Topics::create("console-off", 1).await?;
-    let ks = unique("tg_console_off_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let _consumer =
-        start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-console-off-"), &ks, 200)).await?;
-    let config = GatewayConfig::tenancy("gw-console-off", mock.url()?, &topics, &ks)
-        .with_yaml("gateway:\n  console:\n    enabled: false\n")?;
-    let gateway = start_gateway(&dir, &config).await?;
+    let fx = Fixture::start("console-off", 1).await?;
+    let _consumer = start_consumer(&fx.dir, &fx.consumer(200)).await?;
+    let config = fx.gateway("gw-console-off")?.with_yaml("gateway:\n  console:\n    enabled: false\n")?;
+    let gateway = start_gateway(&fx.dir, &config).await?;
     let gw = gateway.url()?;
     let http = reqwest::Client::new();
     for path in ["/ui", "/ui/app.js", "/ui/api/session"] {

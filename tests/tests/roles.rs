@@ -113,17 +113,10 @@ fn tokens(list: &Value) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() -> Result<()> {
-    let dir = scratch_dir("roles")?;
-    let topics = Topics::create("roles", 1).await?;
-    let ks = unique("tg_roles_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let config = GatewayConfig {
-        budgets: Some(Budgets::fail_open()),
-        ..GatewayConfig::tenancy("gw-roles", mock.url()?, &topics, &ks)
-    };
-    let gateway = start_gateway(&dir, &config).await?;
-    let _consumer =
-        start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-roles-"), &ks, 200)).await?;
+    let fx = Fixture::start("roles", 1).await?;
+    let config = GatewayConfig { budgets: Some(Budgets::fail_open()), ..fx.gateway("gw-roles")? };
+    let gateway = start_gateway(&fx.dir, &config).await?;
+    let _consumer = start_consumer(&fx.dir, &fx.consumer(200)).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
 
@@ -408,7 +401,7 @@ async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() ->
 
     // In a real browser: what a team admin and an internal user see, and a forbidden change
     // made from the page refused.
-    let seen = run_browser(&gw, &dir, &[raw("alice"), raw("ivy"), raw("vera")])?;
+    let seen = run_browser(&gw, &fx.dir, &[raw("alice"), raw("ivy"), raw("vera")])?;
     let names =
         |v: &Value| -> BTreeSet<String> { v.as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect() };
     let buttons = |v: &Value, alias: &str| -> Vec<String> {
