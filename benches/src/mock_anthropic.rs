@@ -14,7 +14,7 @@
 //! `/fail-first/{n}` (the first `n` requests to this server get `529`), `/stall/{ms}` (streams
 //! stall after the first delta). It never calls the network.
 
-use crate::mock_provider::{text_len, Behaviour};
+use crate::mock_provider::{paced, text_len, Behaviour};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -275,13 +275,7 @@ fn stream(request: &Request, n: u64, stall: Duration) -> HttpResponse {
     // message_start, content_block_start, ping and the first delta go out at once.
     let frames: Vec<(Duration, web::Bytes)> =
         events.iter().enumerate().map(|(i, e)| (if i == 4 { stall } else { Duration::ZERO }, event(e))).collect();
-    let body = futures::stream::unfold(frames.into_iter(), |mut it| async move {
-        let (delay, bytes) = it.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, actix_web::Error>(bytes), it))
-    });
+    let body = paced(frames);
     HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
 }
 

@@ -22,8 +22,8 @@
 //!
 //! It never calls the network.
 
-use crate::mock_gemini::{mock_text, paced, seen_before};
-use crate::mock_provider::Behaviour;
+use crate::mock_gemini::{mock_text, seen_before};
+use crate::mock_provider::{paced, Behaviour};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};

@@ -16,7 +16,7 @@
 //!
 //! It never calls the network.
 
-use crate::mock_provider::Behaviour;
+use crate::mock_provider::{paced, Behaviour};
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -280,19 +280,6 @@ fn stream_events(events: Vec<Value>, sse: bool, stall: Duration) -> HttpResponse
         .collect();
     let content_type = if sse { "text/event-stream" } else { "application/json" };
     HttpResponse::Ok().content_type(content_type).insert_header(("cache-control", "no-cache")).streaming(paced(frames))
-}
-
-/// A response body of `frames`, each sent after its delay.
-pub(crate) fn paced(
-    frames: Vec<(Duration, web::Bytes)>,
-) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
-    futures::stream::unfold(frames.into_iter(), |mut it| async move {
-        let (delay, bytes) = it.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, actix_web::Error>(bytes), it))
-    })
 }
 
 #[cfg(test)]

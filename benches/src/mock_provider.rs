@@ -360,11 +360,12 @@ fn stream_chat(
         frames.push((Duration::ZERO, sse(&usage_chunk)));
     }
     frames.push((Duration::ZERO, web::Bytes::from_static(b"data: [DONE]\n\n")));
-    let body = frame_stream(frames);
+    let body = paced(frames);
     HttpResponse::Ok().content_type("text/event-stream").insert_header(("cache-control", "no-cache")).streaming(body)
 }
 
-fn frame_stream(
+/// A response body of `frames`, each sent after its delay (every mock's streams).
+pub(crate) fn paced(
     frames: Vec<(Duration, web::Bytes)>,
 ) -> impl futures::Stream<Item = Result<web::Bytes, actix_web::Error>> {
     futures::stream::unfold(frames.into_iter(), |mut it| async move {
@@ -372,7 +373,7 @@ fn frame_stream(
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        Some((Ok(bytes), it))
+        Some((Ok::<_, actix_web::Error>(bytes), it))
     })
 }
 

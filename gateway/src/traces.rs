@@ -118,23 +118,6 @@ pub struct RequestTrace {
     pub root: Option<Root>,
 }
 
-/// The GenAI operation of an endpoint (`gen_ai.operation.name`).
-pub fn operation(endpoint: crate::providers::Endpoint) -> &'static str {
-    use crate::providers::Endpoint;
-    match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Responses => "chat",
-        Endpoint::Completions => "text_completion",
-        Endpoint::Embeddings => "embeddings",
-        // Not one of the GenAI conventions' well-known operations: its own name.
-        Endpoint::Moderations => "moderation",
-        Endpoint::Rerank => "rerank",
-        Endpoint::AudioSpeech => "text_to_speech",
-        Endpoint::ImageGenerations => "image_generation",
-        Endpoint::AudioTranscriptions => "speech_to_text",
-        Endpoint::AudioTranslations => "speech_translation",
-    }
-}
-
 impl RequestTrace {
     /// Opens the request's span for the logs and, when the sampler keeps the request
     /// (`sampling::keeps`), its root: a child of the client's `traceparent` when that is valid.

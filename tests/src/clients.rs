@@ -25,6 +25,15 @@ pub async fn chat_as(
     Ok(client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(&body).send().await?)
 }
 
+/// What an answer says it charged (`x-tollgate-cost-nano-usd`), 0 when it says nothing.
+pub fn charged(resp: &reqwest::Response) -> i64 {
+    resp.headers()
+        .get("x-tollgate-cost-nano-usd")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The status, `error.code` and body of an OpenAI error envelope.
 pub async fn error_code(resp: reqwest::Response) -> (u16, String, Value) {
     let status = resp.status().as_u16();
@@ -63,6 +72,14 @@ impl AdminApi {
         let (status, v) = self.post(path, body).await?;
         ensure!(status == 200, "{path}: {status} {v}");
         Ok(v)
+    }
+
+    /// Makes a virtual key (`/key/generate` with `body`, required to answer 200); returns it.
+    pub async fn new_key(&self, body: Value) -> Result<String> {
+        Ok(self.ok("/key/generate", body).await?["key"]
+            .as_str()
+            .context("no key in /key/generate's answer")?
+            .to_owned())
     }
 }
 

@@ -3,6 +3,8 @@
 //! consumer group and keyspace per test so tests never share state.
 //!
 //! - [`services`]: the binaries, started and stopped ([`Process`]), and scratch directories;
+//! - [`browser`]: the Python browser suites of `tests/console/` in headless Chromium;
+//! - [`fixture`]: a test's own topics, keyspace and mock provider, and configs on them;
 //! - [`configs`]: the gateway's and the consumer's configs as typed values, and the tenancy
 //!   and prices the tests give them;
 //! - [`clients`]: chat completions, the admin API, error envelopes, load with ground truth;
@@ -17,9 +19,11 @@
 //! Tests wait for conditions with [`eventually`] (and check that one lasts with [`holds_for`]),
 //! never with a fixed sleep that decides a pass or a fail.
 
+pub mod browser;
 pub mod clients;
 pub mod configs;
 pub mod finance;
+pub mod fixture;
 pub mod kafka;
 pub mod ledger;
 pub mod load;
@@ -29,9 +33,11 @@ pub mod prometheus;
 pub mod redis;
 pub mod services;
 
+pub use browser::*;
 pub use clients::*;
 pub use configs::*;
 pub use finance::*;
+pub use fixture::*;
 pub use kafka::*;
 pub use ledger::*;
 pub use load::*;

@@ -2,7 +2,7 @@
 //! when two replicas serve the same key at once. Each test prints its figures; docs/limits.md
 //! quotes them.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,12 +47,7 @@ async fn hammer(
                                   "max_tokens": max_tokens});
                 let resp =
                     client.post(format!("{gw}/v1/chat/completions")).bearer_auth(&key).json(&body).send().await?;
-                let cost = resp
-                    .headers()
-                    .get("x-tollgate-cost-nano-usd")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let cost = charged(&resp);
                 let (status, code, _) = error_code(resp).await;
                 seen.lock().await.push(Seen { at: t0.elapsed(), gateway: gw_index, status, code, cost });
             }
@@ -79,26 +74,19 @@ async fn start_of_a_minute(margin: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rpm_limits_are_shared_between_two_gateways() -> Result<()> {
-    let dir = scratch_dir("rpm-shared")?;
-    let topics = Topics::create("rpm", 3).await?;
-    let ks = unique("tg_rpm_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let config = |id: &str| {
-        let mut config = GatewayConfig {
-            budgets: Some(Budgets::fail_open()),
-            ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
-        };
+    let fx = Fixture::start("rpm", 3).await?;
+    let config = |id: &str| -> Result<GatewayConfig> {
+        let mut config = GatewayConfig { budgets: Some(Budgets::fail_open()), ..fx.gateway(id)? };
         config.gateway.replicas = Some(2);
-        config
+        Ok(config)
     };
-    let gw1 = start_gateway(&dir, &config("gw-rpm-1")).await?;
-    let gw2 = start_gateway(&dir, &config("gw-rpm-2")).await?;
+    let gw1 = start_gateway(&fx.dir, &config("gw-rpm-1")?).await?;
+    let gw2 = start_gateway(&fx.dir, &config("gw-rpm-2")?).await?;
     let gateways = vec![gw1.url()?.to_owned(), gw2.url()?.to_owned()];
     let admin = AdminApi::new(&gateways[0]);
     const RPM: usize = 40;
-    let even = admin.ok("/key/generate", json!({"rpm_limit": RPM})).await?["key"].as_str().context("key")?.to_owned();
-    let lopsided =
-        admin.ok("/key/generate", json!({"rpm_limit": RPM})).await?["key"].as_str().context("key")?.to_owned();
+    let even = admin.new_key(json!({"rpm_limit": RPM})).await?;
+    let lopsided = admin.new_key(json!({"rpm_limit": RPM})).await?;
 
     // Even traffic over both gateways: each admits its half of the limit. Each gateway is
     // hammered until it has refused a few requests, whichever answers faster (a gateway's first
@@ -124,7 +112,7 @@ async fn rpm_limits_are_shared_between_two_gateways() -> Result<()> {
     ensure!(admitted_one == RPM / 2, "one gateway admits its share: {admitted_one}");
     gw1.stop().await?;
     gw2.stop().await?;
-    drop(mock);
+    drop(fx);
     Ok(())
 }
 
@@ -188,27 +176,22 @@ async fn budget_overshoot_with_two_gateways() -> Result<()> {
 }
 
 async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Result<Overshoot> {
-    let dir = scratch_dir("budget-overshoot")?;
-    let topics = Topics::create("overshoot", 3).await?;
-    let ks = unique("tg_over_").replace('-', "_");
-    let group = unique("ledger-over-");
+    let fx = Fixture::start("overshoot", 3).await?;
     let consumer_cfg = ConsumerConfig {
         budgets: Some(ConsumerBudgets {
-            state_topic: Some(topics.budget_state.clone()),
+            state_topic: Some(fx.topics.budget_state.clone()),
             heartbeat_interval_ms: Some(1000),
             ..ConsumerBudgets::default()
         }),
-        ..ConsumerConfig::new(&topics.usage, &group, &ks, 500)
+        ..fx.consumer(500)
     };
-    let mock = start_mock(&dir, &[]).await?;
-    let gateway_cfg = |id: &str| GatewayConfig {
-        budgets: Some(Budgets { leases: Some(leases), ..Budgets::default() }),
-        ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)
+    let gateway_cfg = |id: &str| -> Result<GatewayConfig> {
+        Ok(GatewayConfig { budgets: Some(Budgets { leases: Some(leases), ..Budgets::default() }), ..fx.gateway(id)? })
     };
     // Hard budgets fail closed until a consumer's heartbeat arrives.
-    let gw1 = start_gateway(&dir, &gateway_cfg("gw-over-1")).await?;
-    let consumer = start_consumer(&dir, &consumer_cfg).await?;
-    let gw2 = start_gateway(&dir, &gateway_cfg("gw-over-2")).await?;
+    let gw1 = start_gateway(&fx.dir, &gateway_cfg("gw-over-1")?).await?;
+    let consumer = start_consumer(&fx.dir, &consumer_cfg).await?;
+    let gw2 = start_gateway(&fx.dir, &gateway_cfg("gw-over-2")?).await?;
     let gateways = vec![gw1.url()?.to_owned(), gw2.url()?.to_owned()];
     let admin = AdminApi::new(&gateways[0]);
     let session = cql().await?;
@@ -217,8 +200,7 @@ async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Resu
 
     let mut out = Overshoot { overshoot: Vec::new(), spread: Vec::new(), served: Vec::new() };
     for trial in 0..trials {
-        let key =
-            admin.ok("/key/generate", json!({"max_budget": usd})).await?["key"].as_str().context("key")?.to_owned();
+        let key = admin.new_key(json!({"max_budget": usd})).await?;
         // Both gateways serve the key (their budget view is fresh) before the clock starts.
         for gw in &gateways {
             eventually("a fresh budget view", Duration::from_secs(30), || async {
@@ -250,7 +232,7 @@ async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Resu
         // The ledger holds exactly what the gateways charged.
         let scope = format!("key/{}", key_token(&key));
         let ledger = eventually("the ledger to hold every request", Duration::from_secs(60), || async {
-            let (spent, _) = scope_total(&session, &ks, &scope).await?;
+            let (spent, _) = scope_total(&session, &fx.keyspace, &scope).await?;
             Ok((spent == served).then_some(spent))
         })
         .await?;
@@ -268,6 +250,6 @@ async fn overshoot_trials(leases: bool, trials: usize, budget_nano: i64) -> Resu
     gw1.stop().await?;
     gw2.stop().await?;
     consumer.stop().await?;
-    drop(mock);
+    drop(fx);
     Ok(out)
 }

@@ -10,10 +10,6 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tollgate_tests::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The session cookie's `name=value` from a sign-in answer, and the whole `Set-Cookie`.
 fn session_cookie(resp: &reqwest::Response) -> Result<(String, String)> {
     let set = resp.headers().get("set-cookie").context("no set-cookie")?.to_str()?.to_owned();
@@ -112,58 +108,41 @@ async fn sign_in_is_throttled(gw: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `tests/console/console_test.py` in Debian's chromium with a viewer's key; what it saw.
 fn run_browser(gw: &str, viewer_key: &str, dir: &Path) -> Result<Value> {
-    let python = test_python();
-    ensure!(python.exists(), "{} not found: run deploy/local/prereqs", python.display());
-    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            Path::new(tool).exists(),
-            "{tool} not found: run deploy/local/prereqs (Debian chromium, chromium-driver)"
-        );
-    }
-    let axe = repo().join("gateway/ui/node_modules/axe-core/axe.min.js");
-    ensure!(axe.exists(), "{} not found: run deploy/local/prereqs (npm ci in gateway/ui)", axe.display());
-    let shots = std::env::var("TOLLGATE_CONSOLE_SHOTS").map(PathBuf::from).unwrap_or_else(|_| dir.join("shots"));
-    let result = dir.join("console-result.json");
-    let output = std::process::Command::new(&python)
-        .arg(repo().join("tests/console/console_test.py"))
-        .env("TOLLGATE_URL", gw)
-        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-        .env("TOLLGATE_VIEWER_KEY", viewer_key)
-        .env("TOLLGATE_AXE", &axe)
-        .env("TOLLGATE_SHOTS", &shots)
-        .env("TOLLGATE_RESULT", &result)
-        .output()?;
-    let log = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    ensure!(output.status.success(), "the browser run failed (screenshots in {}):\n{log}", shots.display());
-    eprintln!("{log}");
-    Ok(serde_json::from_str(&std::fs::read_to_string(&result)?)?)
+    let suite = BrowserSuite {
+        script: "console_test.py",
+        gateway: gw,
+        shots: std::env::var("TOLLGATE_CONSOLE_SHOTS").map(PathBuf::from).unwrap_or_else(|_| dir.join("shots")),
+        result: dir.join("console-result.json"),
+        env: &[("TOLLGATE_VIEWER_KEY", viewer_key)],
+    };
+    let run = suite.run()?;
+    eprintln!("{}", run.log);
+    Ok(run.seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
-    let dir = scratch_dir("console")?;
-    let topics = Topics::create("console", 1).await?;
-    let ks = unique("tg_console_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let fx = Fixture::start("console", 1).await?;
     // A model whose only deployment always fails, falling back to gpt-4o-mini: a request's
     // attempt chain in its detail on the spend logs.
-    let mut config = GatewayConfig::tenancy("gw-console", mock.url()?, &topics, &ks);
-    config.model_list.push(model_entry("console-broken", &format!("{}/status/500/v1", mock.url()?)));
+    let mut config = fx.gateway("gw-console")?;
+    config.model_list.push(model_entry("console-broken", &format!("{}/status/500/v1", fx.mock.url()?)));
     config.prices.insert("console-broken".to_owned(), Price::TEST);
     let config = config.with_yaml("router_settings:\n  fallbacks: [{\"console-broken\": [\"gpt-4o-mini\"]}]\n")?;
-    let gateway = start_gateway(&dir, &config).await?;
+    let gateway = start_gateway(&fx.dir, &config).await?;
     // Budget state with heartbeats: the key made in the console has a hard budget.
     let consumer_cfg = ConsumerConfig {
         budgets: Some(ConsumerBudgets {
-            state_topic: Some(topics.budget_state.clone()),
+            state_topic: Some(fx.topics.budget_state.clone()),
             heartbeat_interval_ms: Some(1000),
             alert_thresholds: None,
             webhook_url: None,
         }),
-        ..ConsumerConfig::new(&topics.usage, &unique("ledger-console-"), &ks, 200)
+        ..fx.consumer(200)
     };
-    let consumer = start_consumer(&dir, &consumer_cfg).await?;
+    let consumer = start_consumer(&fx.dir, &consumer_cfg).await?;
     let gw = gateway.url()?.to_owned();
     eventually("the gateway to read its budget state", std::time::Duration::from_secs(60), || async {
         let ready = reqwest::get(format!("{gw}/health/readiness")).await?.status() == 200;
@@ -182,7 +161,7 @@ async fn the_console_works_end_to_end_in_a_real_browser() -> Result<()> {
 
     sessions_and_headers(&gw, &viewer_key).await?;
     ledger_health_answers(&gw, &consumer).await?;
-    let seen = run_browser(&gw, &viewer_key, &dir)?;
+    let seen = run_browser(&gw, &viewer_key, &fx.dir)?;
     let new_pages = [
         "overview-health",
         "usage-by-model",
@@ -260,15 +239,10 @@ async fn model_health_counts_calls(gw: &str, admin: &AdminApi) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_console_turned_off_serves_nothing_and_takes_no_cookie() -> Result<()> {
-    let dir = scratch_dir("console-off")?;
-    let topics = Topics::create("console-off", 1).await?;
-    let ks = unique("tg_console_off_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let _consumer =
-        start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-console-off-"), &ks, 200)).await?;
-    let config = GatewayConfig::tenancy("gw-console-off", mock.url()?, &topics, &ks)
-        .with_yaml("gateway:\n  console:\n    enabled: false\n")?;
-    let gateway = start_gateway(&dir, &config).await?;
+    let fx = Fixture::start("console-off", 1).await?;
+    let _consumer = start_consumer(&fx.dir, &fx.consumer(200)).await?;
+    let config = fx.gateway("gw-console-off")?.with_yaml("gateway:\n  console:\n    enabled: false\n")?;
+    let gateway = start_gateway(&fx.dir, &config).await?;
     let gw = gateway.url()?;
     let http = reqwest::Client::new();
     for path in ["/ui", "/ui/app.js", "/ui/api/session"] {

@@ -113,17 +113,10 @@ fn tokens(list: &Value) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() -> Result<()> {
-    let dir = scratch_dir("roles")?;
-    let topics = Topics::create("roles", 1).await?;
-    let ks = unique("tg_roles_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let config = GatewayConfig {
-        budgets: Some(Budgets::fail_open()),
-        ..GatewayConfig::tenancy("gw-roles", mock.url()?, &topics, &ks)
-    };
-    let gateway = start_gateway(&dir, &config).await?;
-    let _consumer =
-        start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-roles-"), &ks, 200)).await?;
+    let fx = Fixture::start("roles", 1).await?;
+    let config = GatewayConfig { budgets: Some(Budgets::fail_open()), ..fx.gateway("gw-roles")? };
+    let gateway = start_gateway(&fx.dir, &config).await?;
+    let _consumer = start_consumer(&fx.dir, &fx.consumer(200)).await?;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
 
@@ -408,7 +401,7 @@ async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() ->
 
     // In a real browser: what a team admin and an internal user see, and a forbidden change
     // made from the page refused.
-    let seen = run_browser(&gw, &dir, &[raw("alice"), raw("ivy"), raw("vera")])?;
+    let seen = run_browser(&gw, &fx.dir, &[raw("alice"), raw("ivy"), raw("vera")])?;
     let names =
         |v: &Value| -> BTreeSet<String> { v.as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect() };
     let buttons = |v: &Value, alias: &str| -> Vec<String> {
@@ -440,35 +433,20 @@ async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() ->
     Ok(())
 }
 
-fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// Runs `tests/console/roles_test.py` in Debian's chromium with the keys of a team admin, an
 /// internal user and a viewer; what it saw.
 fn run_browser(gw: &str, dir: &std::path::Path, keys: &[String; 3]) -> Result<Value> {
-    let python = test_python();
-    ensure!(python.exists(), "{} not found: run deploy/local/prereqs", python.display());
-    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(std::path::Path::new(tool).exists(), "{tool} not found: run deploy/local/prereqs");
-    }
-    let axe = repo().join("gateway/ui/node_modules/axe-core/axe.min.js");
-    ensure!(axe.exists(), "{} not found: run deploy/local/prereqs (npm ci in gateway/ui)", axe.display());
-    let shots = dir.join("shots");
-    let result = dir.join("roles-result.json");
     let [team_admin, internal, viewer] = keys;
-    let output = std::process::Command::new(&python)
-        .arg(repo().join("tests/console/roles_test.py"))
-        .env("TOLLGATE_URL", gw)
-        .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-        .env("TOLLGATE_VIEWER_KEY", viewer)
-        .env("TOLLGATE_TEAM_ADMIN_KEY", team_admin)
-        .env("TOLLGATE_INTERNAL_KEY", internal)
-        .env("TOLLGATE_AXE", &axe)
-        .env("TOLLGATE_SHOTS", &shots)
-        .env("TOLLGATE_RESULT", &result)
-        .output()?;
-    let log = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    ensure!(output.status.success(), "the browser run failed (screenshots in {}):\n{log}", shots.display());
-    Ok(serde_json::from_str(&std::fs::read_to_string(&result)?)?)
+    let suite = BrowserSuite {
+        script: "roles_test.py",
+        gateway: gw,
+        shots: dir.join("shots"),
+        result: dir.join("roles-result.json"),
+        env: &[
+            ("TOLLGATE_VIEWER_KEY", viewer.as_str()),
+            ("TOLLGATE_TEAM_ADMIN_KEY", team_admin.as_str()),
+            ("TOLLGATE_INTERNAL_KEY", internal.as_str()),
+        ],
+    };
+    Ok(suite.run()?.seen)
 }

@@ -29,13 +29,7 @@ async fn tagged(
         req = req.header("x-litellm-tags", h);
     }
     let resp = req.send().await?;
-    let status = resp.status().as_u16();
-    let cost = resp
-        .headers()
-        .get("x-tollgate-cost-nano-usd")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let (status, cost) = (resp.status().as_u16(), charged(&resp));
     Ok((status, cost, resp.json().await.unwrap_or(Value::Null)))
 }
 
@@ -44,13 +38,11 @@ type Tagged<'a> = (&'a str, Option<Value>, Option<&'a str>, &'a [&'a str]);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
-    let dir = scratch_dir("spend-tags")?;
-    let topics = Topics::create("tags", 3).await?;
-    let ks = unique("tg_tags_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
-    let config = GatewayConfig::tenancy("gw-tags", mock.url()?, &topics, &ks);
-    let gateway = start_gateway(&dir, &config).await?;
-    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &unique("ledger-tags-"), &ks, 500)).await?;
+    let fx = Fixture::start("tags", 3).await?;
+    let config = fx.gateway("gw-tags")?;
+    let gateway = start_gateway(&fx.dir, &config).await?;
+    let consumer = start_consumer(&fx.dir, &fx.consumer(500)).await?;
+    let ks = &fx.keyspace;
     let gw = gateway.url()?.to_owned();
     let admin = AdminApi::new(&gw);
     let client = reqwest::Client::new();
@@ -58,13 +50,9 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
 
     // A team with a tag and a key of it with its own (and one the team has too); a solo key.
     admin.ok("/team/new", json!({"team_id": "tagged-team", "tags": ["team-tag", "shared"]})).await?;
-    let in_team = admin
-        .ok("/key/generate", json!({"team_id": "tagged-team", "tags": ["key-tag", "shared", "not a scope"]}))
-        .await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let solo = admin.ok("/key/generate", json!({})).await?["key"].as_str().context("key")?.to_owned();
+    let in_team =
+        admin.new_key(json!({"team_id": "tagged-team", "tags": ["key-tag", "shared", "not a scope"]})).await?;
+    let solo = admin.new_key(json!({})).await?;
 
     // Each request, and the tags its event must carry.
     let requests: Vec<Tagged> = vec![
@@ -116,7 +104,7 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
         g.reject_clientside_metadata_tags = Some(true);
     }
     strict_config.gateway.id = Some("gw-tags-strict".into());
-    let strict = start_gateway(&dir, &strict_config).await?;
+    let strict = start_gateway(&fx.dir, &strict_config).await?;
     let sgw = strict.url()?.to_owned();
     let (status, _, v) = tagged(&client, &sgw, &in_team, Some(json!(["mine"])), None).await?;
     ensure!(status == 400 && v["error"]["param"] == "metadata.tags", "{status} {v}");
@@ -134,18 +122,18 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
     // The ledger: each tag's scope totals what was charged with that tag, and nothing else.
     eventually("the ledger's tag scopes to hold every tagged request", Duration::from_secs(60), || async {
         for (tag, want) in &charged {
-            if scope_total(&session, &ks, &format!("tag/{tag}")).await? != *want {
+            if scope_total(&session, ks, &format!("tag/{tag}")).await? != *want {
                 return Ok(None);
             }
         }
-        Ok((scope_total(&session, &ks, "global/all").await?.0 == total).then_some(()))
+        Ok((scope_total(&session, ks, "global/all").await?.0 == total).then_some(()))
     })
     .await?;
     for (tag, want) in &charged {
-        let per_model = scope_total(&session, &ks, &format!("tag/{tag}/model/gpt-4o-mini")).await?;
+        let per_model = scope_total(&session, ks, &format!("tag/{tag}/model/gpt-4o-mini")).await?;
         ensure!(per_model == *want, "tag/{tag}/model/gpt-4o-mini: {per_model:?} != {want:?}");
     }
-    ensure!(scope_total(&session, &ks, "tag/not a scope").await? == (0, 0), "a key tag that is no scope part");
+    ensure!(scope_total(&session, ks, "tag/not a scope").await? == (0, 0), "a key tag that is no scope part");
 
     // /spend/daily by tag: one row per day, tag and model, the tag's charge.
     let (status, daily) = admin.get("/spend/daily?group_by=tag").await?;
@@ -208,6 +196,6 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
     strict.stop().await?;
     gateway.stop().await?;
     consumer.stop().await?;
-    mock.stop().await?;
+    fx.mock.stop().await?;
     Ok(())
 }

@@ -9,17 +9,7 @@ const ANSWER: &[u8] = br#"{"id":"c1","object":"chat.completion","created":1,"mod
     "usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
 
 fn principal(key: &str, team: Option<&str>) -> Principal {
-    let record = KeyRecord { key_id: key.into(), team_id: team.map(str::to_owned), ..KeyRecord::default() };
-    Principal {
-        key: Arc::new(record),
-        team: None,
-        user: None,
-        organization: None,
-        organization_id: None,
-        customer_id: None,
-        parties: Vec::new(),
-        tags: Vec::new(),
-    }
+    Principal::of_key(KeyRecord { key_id: key.into(), team_id: team.map(str::to_owned), ..KeyRecord::default() })
 }
 
 fn cache(params: CacheParams) -> ResponseCache {

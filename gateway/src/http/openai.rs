@@ -4,6 +4,7 @@
 use super::{authorize, observe, read_body, request_id};
 use crate::error::GatewayError;
 use crate::http::wire::ProxyRequest;
+use crate::observability::usage::operation_name;
 use crate::pipeline::{check_model, serve};
 use crate::providers::Endpoint;
 use crate::tenancy::auth::Principal;
@@ -85,7 +86,7 @@ async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let (request_id, bad_id) = request_id(&req);
-    let trace = RequestTrace::start(&req, traces::operation(endpoint), &request_id);
+    let trace = RequestTrace::start(&req, operation_name(endpoint), &request_id);
     let answer = async {
         let prepared = match bad_id {
             Some(e) => Err(e),
@@ -126,7 +127,7 @@ async fn read_request(
     } else {
         ProxyRequest::parse_bytes(read_body(req, payload, state.max_body_bytes).await?, endpoint)?
     };
-    traces::record_model(traces::operation(endpoint), &request.model);
+    traces::record_model(operation_name(endpoint), &request.model);
     Ok((key, request))
 }
 

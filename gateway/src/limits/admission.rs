@@ -334,16 +334,7 @@ mod tests {
     use tollgate_schemas::tenancy::{BudgetState, KeyRecord, Limits};
 
     fn principal(parties: Vec<Party>) -> Principal {
-        Principal {
-            key: Arc::new(KeyRecord::default()),
-            team: None,
-            user: None,
-            organization: None,
-            organization_id: None,
-            customer_id: None,
-            parties,
-            tags: Vec::new(),
-        }
+        Principal { parties, ..Principal::of_key(KeyRecord::default()) }
     }
 
     fn party(scope: Scope, id: &str, limits: Limits) -> Party {

@@ -125,14 +125,8 @@ mod tests {
     fn principal(key: &[&str], team: &[&str]) -> Principal {
         let strings = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         Principal {
-            key: Arc::new(KeyRecord { key_id: "k".into(), tags: strings(key), ..KeyRecord::default() }),
             team: Some(Arc::new(TeamRecord { team_id: "t".into(), tags: strings(team), ..TeamRecord::default() })),
-            user: None,
-            organization: None,
-            organization_id: None,
-            customer_id: None,
-            parties: Vec::new(),
-            tags: Vec::new(),
+            ..Principal::of_key(KeyRecord { key_id: "k".into(), tags: strings(key), ..KeyRecord::default() })
         }
     }
 
