@@ -117,31 +117,16 @@ impl Tried {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{EndpointUrls, REGISTRY};
-    use std::time::Duration;
+    use crate::providers::REGISTRY;
 
     fn deployment(group: &str, index: usize) -> Arc<Deployment> {
         Arc::new(Deployment {
             model_name: group.into(),
             provider: "openai".into(),
-            api: REGISTRY[0],
             upstream_model: group.into(),
             id: format!("openai/{group}#{index}"),
             api_base: "http://secret-host.internal:9".into(),
-            api_key: None,
-            api_version: None,
-            aws: None,
-            service_account: None,
-            urls: EndpointUrls::default(),
-            timeout: Duration::from_secs(1),
-            stream_idle_timeout: Duration::from_secs(1),
-            stream_max_duration: Duration::from_secs(1),
-            price: None,
-            rpm: None,
-            tpm: None,
-            weight: 1.0,
-            model_info: None,
-            max_input_tokens: None,
+            ..Deployment::for_test(REGISTRY[0])
         })
     }
 

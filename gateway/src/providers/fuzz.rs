@@ -16,28 +16,7 @@ use tollgate_fuzzing::{json as gen, run};
 type Api = &'static dyn Provider;
 
 fn deployment(api: Api) -> Deployment {
-    Deployment {
-        model_name: "m".into(),
-        provider: "p".into(),
-        api,
-        upstream_model: "upstream-model".into(),
-        id: "p/upstream-model#0".into(),
-        api_base: "http://127.0.0.1:9".into(),
-        api_key: None,
-        api_version: None,
-        aws: None,
-        service_account: None,
-        urls: EndpointUrls::default(),
-        timeout: Duration::from_secs(1),
-        stream_idle_timeout: Duration::from_secs(1),
-        stream_max_duration: Duration::from_secs(1),
-        price: None,
-        rpm: None,
-        tpm: None,
-        weight: 1.0,
-        model_info: None,
-        max_input_tokens: None,
-    }
+    Deployment::for_test(api)
 }
 
 fn kind() -> BoxedStrategy<Api> {

@@ -326,6 +326,36 @@ pub struct Deployment {
     pub max_input_tokens: Option<u64>,
 }
 
+#[cfg(test)]
+impl Deployment {
+    /// A deployment for unit tests: `api`'s, of model group `m` on upstream model
+    /// `upstream-model` at `http://127.0.0.1:9`, one-second timeouts and nothing else set.
+    pub fn for_test(api: &'static dyn Provider) -> Deployment {
+        Deployment {
+            model_name: "m".into(),
+            provider: "p".into(),
+            api,
+            upstream_model: "upstream-model".into(),
+            id: "p/upstream-model#0".into(),
+            api_base: "http://127.0.0.1:9".into(),
+            api_key: None,
+            api_version: None,
+            aws: None,
+            service_account: None,
+            urls: EndpointUrls::default(),
+            timeout: Duration::from_secs(1),
+            stream_idle_timeout: Duration::from_secs(1),
+            stream_max_duration: Duration::from_secs(1),
+            price: None,
+            rpm: None,
+            tpm: None,
+            weight: 1.0,
+            model_info: None,
+            max_input_tokens: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("upstream timed out")]

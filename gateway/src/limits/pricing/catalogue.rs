@@ -72,12 +72,8 @@ pub fn deployment_context_window(
     upstream: &str,
     model_name: &str,
 ) -> Option<u64> {
-    let info = |key: &str| model_info.and_then(|i| i.get(key));
-    if let Some(n) = info("max_input_tokens").and_then(Value::as_u64) {
-        return Some(n);
-    }
-    let base_model = info("base_model").and_then(Value::as_str);
-    lookup(base_model, provider, upstream, model_name).and_then(|(_, e)| entry_window(&e))
+    let deployment = DeploymentModel { model_info, provider, upstream, model_name };
+    deployment.info_u64("max_input_tokens").or_else(|| deployment.entry().and_then(|e| entry_window(&e)))
 }
 
 /// The most output tokens a deployment's model gives one answer: `model_info.max_output_tokens`
@@ -89,13 +85,30 @@ pub fn deployment_max_output(
     upstream: &str,
     model_name: &str,
 ) -> Option<u64> {
-    let info = |key: &str| model_info.and_then(|i| i.get(key));
-    if let Some(n) = info("max_output_tokens").and_then(Value::as_u64) {
-        return Some(n);
+    let deployment = DeploymentModel { model_info, provider, upstream, model_name };
+    let from_entry = || deployment.entry().and_then(|e| e.get("max_output_tokens").and_then(Value::as_u64));
+    deployment.info_u64("max_output_tokens").or_else(from_entry)
+}
+
+/// What names a deployment's model: its `model_info` (which may give a limit itself, or a
+/// `base_model`), provider, upstream model and model group.
+struct DeploymentModel<'a> {
+    model_info: Option<&'a Map<String, Value>>,
+    provider: &'a str,
+    upstream: &'a str,
+    model_name: &'a str,
+}
+
+impl DeploymentModel<'_> {
+    fn info_u64(&self, key: &str) -> Option<u64> {
+        self.model_info.and_then(|i| i.get(key)).and_then(Value::as_u64)
     }
-    let base_model = info("base_model").and_then(Value::as_str);
-    lookup(base_model, provider, upstream, model_name)
-        .and_then(|(_, e)| e.get("max_output_tokens").and_then(Value::as_u64))
+
+    /// Its catalogue entry, found as [`lookup`] finds it.
+    fn entry(&self) -> Option<Entry> {
+        let base_model = self.model_info.and_then(|i| i.get("base_model")).and_then(Value::as_str);
+        lookup(base_model, self.provider, self.upstream, self.model_name).map(|(_, e)| e)
+    }
 }
 
 fn entry_window(entry: &Entry) -> Option<u64> {
