@@ -1,14 +1,16 @@
 //! Reads a provider's streamed body on a task of its own into a small bounded queue, from which
 //! the metered stream takes every read that is ready at once.
 //!
-//! Why: hyper hands a body over one read at a time, and each read wakes whoever polls the body.
-//! When that is the response itself, every read of the provider costs a poll of the client's
-//! whole HTTP/1 connection dispatcher (about 10,700 instructions in actix, beside the stream's
-//! own work). Read by a plain runtime task instead, the reads that are ready together pass from
-//! the provider's connection to the queue without the dispatcher, which is polled once the
-//! runtime has nothing else ready: a provider that sent 19 events together costs the dispatcher
-//! one poll for them, not 19. Nothing waits to coalesce: the response is woken by the first
-//! read queued and takes what is there when it runs.
+//! Why: hyper hands a body over one read at a time (the next is decoded once the last was
+//! taken), and each read wakes whoever polls the body. When that is the response itself, every
+//! read of the provider costs a poll of the client's whole HTTP/1 connection dispatcher (about
+//! 10,700 instructions in actix, beside the stream's own work). Here the provider's connection
+//! and the drain pass the reads along between themselves; the response is woken for the first
+//! read at once (time to first token), then only once the reads that were ready are all queued:
+//! a drain that queued reads and finds the body not ready lets the runtime run once (a deferred
+//! wake-up, never a timer) and wakes the response when that turn brought nothing new, or when
+//! the queue is full. actix's workers run on a current-thread runtime that runs ready tasks in
+//! the order they were woken: without that turn, the response would run between any two reads.
 //!
 //! What it must never do: hold more than [`QUEUE_CHUNKS`] reads or, once [`QUEUE_BYTES`] are
 //! waiting, read on (a slow client stops the reading and, through TCP, the provider); or read on
@@ -41,7 +43,7 @@ pub(crate) fn spawn(upstream: ByteStream, tracker: &tokio_util::task::TaskTracke
 
 fn pair(upstream: ByteStream) -> (Drain, Reads) {
     let shared = Arc::new(Mutex::new(Queue::default()));
-    (Drain { upstream, queue: shared.clone() }, Reads { queue: shared })
+    (Drain { upstream, queue: shared.clone(), first: true, owed: false, turned: false }, Reads { queue: shared })
 }
 
 #[derive(Default)]
@@ -81,6 +83,24 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 struct Drain {
     upstream: ByteStream,
     queue: Arc<Mutex<Queue>>,
+    /// No read was queued yet: the first wakes the reader at once (time to first token).
+    first: bool,
+    /// Reads were queued since the reader was last woken.
+    owed: bool,
+    /// The drain let the runtime run once since it last queued a read: when nothing came
+    /// meanwhile, what is queued is all that was ready, and the reader is woken.
+    turned: bool,
+}
+
+impl Drain {
+    fn wake_reader(&mut self) {
+        self.owed = false;
+        self.turned = false;
+        let reader = lock(&self.queue).reader.take();
+        if let Some(reader) = reader {
+            reader.wake();
+        }
+    }
 }
 
 impl Future for Drain {
@@ -96,6 +116,10 @@ impl Future for Drain {
                 }
                 if q.full() {
                     q.wait_drain(cx.waker());
+                    drop(q);
+                    if this.owed {
+                        this.wake_reader();
+                    }
                     return Poll::Pending;
                 }
             }
@@ -107,6 +131,19 @@ impl Future for Drain {
                         return Poll::Ready(());
                     }
                     q.wait_drain(cx.waker());
+                    drop(q);
+                    if this.owed {
+                        if this.turned {
+                            this.wake_reader();
+                        } else {
+                            // The provider's connection may hold more reads already: let it (and
+                            // whatever else is ready) run before the reader is told. A deferred
+                            // wake-up: this task runs again once the runtime has nothing else
+                            // ready, never after a timer.
+                            this.turned = true;
+                            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                        }
+                    }
                     return Poll::Pending;
                 }
             };
@@ -124,10 +161,13 @@ impl Future for Drain {
                 None => true,
             };
             q.ended |= last;
-            let reader = q.reader.take();
             drop(q);
-            if let Some(reader) = reader {
-                reader.wake();
+            if last || this.first {
+                this.first = false;
+                this.wake_reader();
+            } else {
+                this.owed = true;
+                this.turned = false;
             }
             if last {
                 return Poll::Ready(());
@@ -296,5 +336,42 @@ mod tests {
         assert!(reads.next().await.unwrap().is_ok());
         assert!(matches!(reads.next().await, Some(Err(StreamError::EventTooLarge(_)))));
         assert!(reads.next().await.is_none());
+    }
+
+    /// Reads a provider hands over one at a time (as hyper does: a one-slot channel, the next
+    /// read decoded once the last was taken) but that are all ready wake the reader twice:
+    /// for the first read, at once, then for all the others together, not once each.
+    #[tokio::test]
+    async fn reads_ready_together_wake_the_reader_once_after_the_first() {
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, StreamError>>(0);
+        tracker.spawn(async move {
+            use futures::SinkExt;
+            for i in 0..12 {
+                if tx.send(Ok(Bytes::from(format!("{i};")))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut reads = spawn(Box::pin(rx), &tracker);
+        // The reader is a task of the runtime, as the client's connection is.
+        let reader = tokio::spawn(async move {
+            let (mut polls, mut got) = (0, Vec::new());
+            std::future::poll_fn(|cx| {
+                polls += 1;
+                loop {
+                    match reads.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(read)) => got.push(read.unwrap()),
+                        Poll::Ready(None) => return Poll::Ready(()),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            })
+            .await;
+            (polls, got)
+        });
+        let (polls, got) = reader.await.unwrap();
+        assert_eq!(got.concat(), (0..12).map(|i| format!("{i};")).collect::<String>().as_bytes());
+        assert!(polls <= 3, "the reader was polled {polls} times for 12 reads");
     }
 }
