@@ -377,6 +377,7 @@ fn metered_stream(
         label.to_owned(),
     )
     .finish_in(state.background.clone())
+    .drained_on(&state.background)
 }
 
 /// A whole answer, read and metered.

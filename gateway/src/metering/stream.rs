@@ -57,6 +57,9 @@ pub struct MeteredStream {
     /// Output was handed to the client already: the first is never held back (time to first
     /// token).
     handed_on: bool,
+    /// The provider's body is read by a task of its own ([`drain`]): the reads ready together are
+    /// all in its queue when the stream is polled, so output is never held back for more.
+    drained: bool,
     /// Events that end the metering (usage, `[DONE]`) wait in `events` until the output read
     /// before them was written: a client that hung up is noticed by that write, and billed as
     /// one that hung up, by the policy, rather than as one that received the whole stream.
@@ -117,6 +120,7 @@ impl MeteredStream {
             pending: BytesMut::new(),
             deferred: false,
             handed_on: false,
+            drained: false,
             ending_kept: false,
             deadline,
             max_duration,
@@ -143,6 +147,15 @@ impl MeteredStream {
         self
     }
 
+    /// Reads the provider's body on a task of its own on `tracker` ([`drain`]), so the reads
+    /// that are ready together cost the client's connection one poll, not one each.
+    pub fn drained_on(mut self, tracker: &tokio_util::task::TaskTracker) -> MeteredStream {
+        let upstream = std::mem::replace(&mut self.upstream, Box::pin(futures::stream::empty()));
+        self.upstream = drain::spawn(upstream, tracker);
+        self.drained = true;
+        self
+    }
+
     /// Moves what is left of the stream into a new one (this one is then spent): to be read to
     /// its end in the background.
     fn detach(&mut self) -> MeteredStream {
@@ -165,6 +178,7 @@ impl MeteredStream {
             pending: BytesMut::new(),
             deferred: false,
             handed_on: false,
+            drained: self.drained,
             ending_kept: self.ending_kept,
             deadline: self.deadline,
             max_duration: self.max_duration,
@@ -389,7 +403,9 @@ impl Stream for MeteredStream {
     /// provider's connection among them) before it hands the output on, so a provider that sent
     /// many events at once costs one write to the client, not one per event. A provider that
     /// sends events apart in time gets each passed on after that one turn of the runtime; the
-    /// first output goes at once, and at most [`COALESCE_BYTES`] are held.
+    /// first output goes at once, and at most [`COALESCE_BYTES`] are held. A drained stream
+    /// ([`MeteredStream::drained_on`]) takes every read queued and hands the output on without
+    /// that turn: its drain ran before it, so what was ready is queued already.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.as_mut().get_mut();
         let out = this.poll_output(cx);
@@ -470,7 +486,7 @@ impl MeteredStream {
                         let message = format!("the upstream provider sent nothing for {} ms", this.idle.as_millis());
                         return this.end_with(&error_event(&message, "upstream_timeout"));
                     }
-                    if this.pending.is_empty() || this.deferred || !this.handed_on {
+                    if this.pending.is_empty() || this.deferred || !this.handed_on || this.drained {
                         return this.flush();
                     }
                     return this.defer(cx);
@@ -543,6 +559,7 @@ pub(crate) fn is_usage_only_chunk(data: &[u8]) -> bool {
     serde_json::from_slice::<Chunk>(data).is_ok_and(|c| c.choices.is_some_and(|ch| ch.is_empty()))
 }
 
+mod drain;
 #[cfg(test)]
 pub(crate) mod fuzz;
 #[cfg(test)]

@@ -385,3 +385,64 @@ async fn only_a_clean_stream_is_kept_in_the_response_cache() {
     let slow = vec![CONTENT_EVENT, CONTENT_EVENT, STOP_EVENT, USAGE_EVENT, b"data: [DONE]\n\n"];
     assert!(kept(slow, false).await.is_none(), "the client hung up");
 }
+
+/// Meters `upstream` as the server does, its body read by a drain task; returns the stream.
+fn drained(
+    h: &Harness,
+    upstream: Upstream,
+    sink: Arc<Recorded>,
+    tracker: &tokio_util::task::TaskTracker,
+) -> MeteredStream {
+    let (recorder, picked) = h.start(sink);
+    let request =
+        Arc::new(crate::http::wire::ProxyRequest::parse(REQUEST, crate::providers::Endpoint::ChatCompletions).unwrap());
+    MeteredStream::new(upstream, recorder, h.router.clone(), picked, true, request, Instant::now(), "m".into())
+        .drained_on(tracker)
+}
+
+/// Read by a drain task, events a provider sent together still reach the client as one write,
+/// byte for byte, the usage chunk asked for left out, and `[DONE]` in a write of its own once
+/// the output before it was written.
+#[tokio::test]
+async fn a_drained_stream_passes_reads_ready_together_as_one_write() {
+    let h = Harness::new().await;
+    let sink = Arc::new(Recorded::default());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let reads = std::iter::repeat_n(Bytes::from_static(CONTENT_EVENT), 8).chain([Bytes::from_static(USAGE_AND_DONE)]);
+    let stream = drained(&h, Box::pin(futures::stream::iter(reads.map(Ok))), sink.clone(), &tracker);
+    let out: Vec<Bytes> = stream.map(Result::unwrap).collect().await;
+    assert_eq!(out, vec![Bytes::from(CONTENT_EVENT.repeat(8)), Bytes::from_static(b"data: [DONE]\n\n")]);
+    let events = std::mem::take(&mut *sink.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "one usage event per request");
+    assert!(!events[0].partial && !events[0].estimated, "{:?}", events[0]);
+    assert_eq!((events[0].prompt_tokens, events[0].completion_tokens), (3, 16));
+}
+
+/// A drained stream whose client hangs up is billed as one that was not drained (partial,
+/// `client_disconnected`), and the provider's body is dropped, its connection released, though
+/// the provider still has not sent anything more.
+#[tokio::test]
+async fn a_drained_stream_whose_client_hangs_up_releases_the_provider() {
+    let h = Harness::new().await;
+    let sink = Arc::new(Recorded::default());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let held = Arc::new(());
+    let body = held.clone();
+    let upstream = futures::stream::iter([Ok::<_, crate::providers::StreamError>(Bytes::from_static(CONTENT_EVENT))])
+        .chain(futures::stream::pending())
+        .map(move |read| {
+            let _ = &body;
+            read
+        });
+    let mut stream = Box::pin(drained(&h, Box::pin(upstream), sink.clone(), &tracker));
+    assert_eq!(stream.next().await.unwrap().unwrap(), CONTENT_EVENT);
+    assert_eq!(Arc::strong_count(&held), 2, "the provider's body is still read");
+    drop(stream);
+    tracker.close();
+    tracker.wait().await;
+    assert_eq!(Arc::strong_count(&held), 1, "the provider's body was dropped");
+    let events = std::mem::take(&mut *sink.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "one usage event per request");
+    assert!(events[0].partial, "{:?}", events[0]);
+    assert_eq!(events[0].error_type.as_deref(), Some("client_disconnected"));
+}
