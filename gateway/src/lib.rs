@@ -445,9 +445,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     .disable_signals()
     .listen(listener)?
     .run();
-    // `/metrics` and the admin side on their own listeners, stopped with the main server.
+    // `/metrics` and the admin side on their own listeners: the admin side stops with the main
+    // listener, `/metrics` after it (scraped through the drain).
     let side = http::listeners::SideListeners::start(&state)?;
-    let side_handles = side.handles();
+    let admin_handle = side.admin_handle();
     let handle = state.metrics.clone();
     let metrics_upkeep =
         tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(move || handle.run_upkeep(), telemetry::UPKEEP_EVERY));
@@ -460,8 +461,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let stopper = tokio::spawn(async move {
         stopping.cancelled().await;
         let _ = began.set(std::time::Instant::now());
-        let sides = side_handles.iter().map(|h| h.stop(true));
-        futures::future::join(handle.stop(true), futures::future::join_all(sides)).await;
+        let admin = async {
+            if let Some(admin) = admin_handle {
+                admin.stop(true).await;
+            }
+        };
+        futures::future::join(handle.stop(true), admin).await;
     });
     // Every admin change, made on any gateway, reaches this one through the change log too.
     let following = CancellationToken::new();

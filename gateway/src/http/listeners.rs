@@ -10,34 +10,46 @@ use actix_web::{web, App, HttpServer};
 
 /// The side servers started with the main one.
 pub struct SideListeners {
-    handles: Vec<actix_web::dev::ServerHandle>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    metrics: Option<Running>,
+    admin: Option<Running>,
+}
+
+struct Running {
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    fn spawn(server: actix_web::dev::Server) -> Running {
+        Running { handle: server.handle(), task: tokio::spawn(server) }
+    }
 }
 
 impl SideListeners {
     /// Binds and starts the side listeners `state` asks for.
     pub fn start(state: &web::Data<AppState>) -> std::io::Result<SideListeners> {
-        let mut servers = Vec::new();
-        if let Some(addr) = state.metrics_listen.as_deref() {
-            servers.push(metrics_server(state, addr)?);
-        }
-        if let Some(addr) = state.admin.listen.as_deref() {
-            servers.push(admin_server(state, &state.admin, addr)?);
-        }
-        let handles = servers.iter().map(|s| s.handle()).collect();
-        Ok(SideListeners { handles, tasks: servers.into_iter().map(tokio::spawn).collect() })
+        let metrics = state.metrics_listen.as_deref().map(|addr| metrics_server(state, addr)).transpose()?;
+        let admin = state.admin.listen.as_deref().map(|addr| admin_server(state, &state.admin, addr)).transpose()?;
+        Ok(SideListeners { metrics: metrics.map(Running::spawn), admin: admin.map(Running::spawn) })
     }
 
-    /// What stops them (gracefully: the admin side's requests in flight may finish within the
-    /// gateway's `shutdown_timeout`, counted from the same instant as the main listener's).
-    pub fn handles(&self) -> Vec<actix_web::dev::ServerHandle> {
-        self.handles.clone()
+    /// What stops the admin listener when the main one begins to stop: gracefully, its
+    /// requests in flight finishing within the gateway's `shutdown_timeout`, counted from the
+    /// same instant as the main listener's.
+    pub fn admin_handle(&self) -> Option<actix_web::dev::ServerHandle> {
+        self.admin.as_ref().map(|a| a.handle.clone())
     }
 
-    /// Waits until they have stopped.
+    /// Once the main listener has stopped: stops `/metrics` (scraped until then, through the
+    /// drain) and waits until both have stopped.
     pub async fn stopped(self) {
-        for task in self.tasks {
-            let _ = task.await;
+        if let Some(metrics) = self.metrics {
+            metrics.handle.stop(false).await;
+            let _ = metrics.task.await;
+        }
+        if let Some(admin) = self.admin {
+            admin.handle.stop(true).await;
+            let _ = admin.task.await;
         }
     }
 }
@@ -53,7 +65,6 @@ fn metrics_server(state: &web::Data<AppState>, addr: &str) -> std::io::Result<ac
             .default_service(web::to(super::not_found))
     })
     .workers(1)
-    .shutdown_timeout(0)
     .disable_signals()
     .bind(addr)?;
     for bound in server.addrs() {
