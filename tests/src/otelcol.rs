@@ -4,6 +4,7 @@
 //! Two receivers: `otlp` on the standard path (`/v1/traces`), and `otlp/langfuse` on Langfuse's
 //! (`/api/public/otel/v1/traces`), each to a file of its own.
 
+use crate::services::free_port;
 use crate::unique;
 use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value};
@@ -38,10 +39,6 @@ pub struct Collector {
     pub spans_file: PathBuf,
     pub langfuse_file: PathBuf,
     pub log_path: PathBuf,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Collector {

@@ -3,6 +3,7 @@
 //! stopped and removed when dropped. PostgreSQL refuses to run as root, so as root it runs as the
 //! `postgres` user. LiteLLM's schema comes from `tests/litellm/fetch-schema` (PyPI, cached).
 
+use crate::services::free_port;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,10 +26,6 @@ fn bin_dir() -> Result<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin).context("no PostgreSQL with initdb under /usr/lib/postgresql")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Postgres {

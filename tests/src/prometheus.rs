@@ -15,10 +15,7 @@ pub fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// A free TCP port on loopback (bound and released: the caller binds it next).
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use crate::services::free_port;
 
 pub struct Prometheus {
     child: Child,

@@ -60,6 +60,11 @@ pub fn binaries() -> Result<PathBuf> {
     result.clone().map_err(anyhow::Error::msg)
 }
 
+/// A free TCP port on loopback (bound and released: the caller binds it next).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// A scratch directory for configs and logs, kept under the target directory for inspection.
 pub fn scratch_dir(test: &str) -> Result<PathBuf> {
     let dir = bin_dir()?.join("e2e").join(unique(&format!("{test}-")));

@@ -6,11 +6,6 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tollgate_tests::*;
 
-/// A free port on 127.0.0.1 (bound, then released for the gateway to take).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// The niceness of each thread of process `pid` (field 19 of each task's `stat`).
 fn thread_niceness(pid: u32) -> Result<Vec<i64>> {
     let mut nice = Vec::new();

@@ -109,10 +109,6 @@ async fn dead_letter_metric(url: &str) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_kind_of_bad_record_mid_load_is_dead_lettered_and_folding_goes_on() -> Result<()> {
     let dir = scratch_dir("poison")?;

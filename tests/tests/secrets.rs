@@ -4,11 +4,6 @@
 use anyhow::{ensure, Result};
 use tollgate_tests::*;
 
-/// A free port on 127.0.0.1 (bound, then released for the gateway to take).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_can_be_moved_off_the_public_listener_and_put_behind_a_token() -> Result<()> {
     let dir = scratch_dir("secrets")?;
