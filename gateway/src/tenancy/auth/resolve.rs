@@ -7,6 +7,61 @@ use super::principal::{Party, Principal};
 use super::Tenancy;
 use crate::error::{GatewayError, Scope};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use tollgate_schemas::tenancy::{CustomerRecord, KeyRecord, Limits, OrganizationRecord, TeamRecord, UserRecord};
+
+/// A party above a key: what resolving it needs to know of its record.
+trait Tenant {
+    const SCOPE: Scope;
+    /// Ledger scope id, e.g. `team/payments`.
+    fn scope_id(&self) -> String;
+    fn blocked(&self) -> bool;
+    fn limits(&self) -> &Limits;
+}
+
+macro_rules! tenant {
+    ($record:ty, $scope:expr, $prefix:literal, $id:ident) => {
+        impl Tenant for $record {
+            const SCOPE: Scope = $scope;
+            fn scope_id(&self) -> String {
+                format!(concat!($prefix, "/{}"), self.$id)
+            }
+            fn blocked(&self) -> bool {
+                self.blocked
+            }
+            fn limits(&self) -> &Limits {
+                &self.limits
+            }
+        }
+    };
+}
+
+tenant!(TeamRecord, Scope::Team, "team", team_id);
+tenant!(UserRecord, Scope::User, "user", user_id);
+tenant!(OrganizationRecord, Scope::Organization, "org", organization_id);
+tenant!(CustomerRecord, Scope::Customer, "customer", user_id);
+
+/// What resolving a key's parties does with those that are blocked or missing.
+#[derive(Clone, Copy)]
+enum Resolve {
+    /// For a request: a blocked party is refused, and a missing one too when `strict` (a key
+    /// of the store whose team, user or organization was deleted stops working; config-file
+    /// keys may name teams that exist nowhere else).
+    Admit { strict: bool },
+    /// For past usage: everyone charged as they are now, blocked or not; missing ones left out.
+    Charge,
+}
+
+impl Resolve {
+    fn check<T: Tenant>(self, found: Option<Arc<T>>) -> Result<Option<Arc<T>>, GatewayError> {
+        match (self, found) {
+            (Resolve::Admit { .. }, Some(t)) if t.blocked() => Err(GatewayError::Blocked(T::SCOPE)),
+            (_, Some(t)) => Ok(Some(t)),
+            (Resolve::Admit { strict: true }, None) => Err(GatewayError::TenantMissing(T::SCOPE)),
+            (_, None) => Ok(None),
+        }
+    }
+}
 
 impl Tenancy {
     /// Authenticates a raw key and resolves everyone the request is made for; blocked or
@@ -18,81 +73,13 @@ impl Tenancy {
             Some(k) => (k.clone(), true),
             None => (self.stored_key(raw, &legacy).await?.ok_or(GatewayError::InvalidKey)?, false),
         };
-        let key_id = key.key_id.clone();
         if key.blocked {
             return Err(GatewayError::KeyBlocked);
         }
         if key.expires.is_some_and(|e| e <= now) {
             return Err(GatewayError::KeyExpired);
         }
-        let mut parties = vec![Party {
-            scope: Scope::Key,
-            scope_id: format!("key/{key_id}"),
-            limits: self.effective(&key.limits).await?,
-        }];
-        // A key of the store whose team was deleted stops working; config-file keys may name
-        // teams that exist nowhere else.
-        let team = match &key.team_id {
-            Some(id) => match self.team(id).await? {
-                Some(t) => Some(t),
-                None if self.store.is_some() && !from_config => return Err(GatewayError::TenantMissing(Scope::Team)),
-                None => None,
-            },
-            None => None,
-        };
-        if let Some(t) = &team {
-            if t.blocked {
-                return Err(GatewayError::Blocked(Scope::Team));
-            }
-            parties.push(Party {
-                scope: Scope::Team,
-                scope_id: format!("team/{}", t.team_id),
-                limits: self.effective(&t.limits).await?,
-            });
-        }
-        // Likewise a key whose user or organization was deleted (keys are made only for users
-        // and organizations that exist: /key/generate creates the user it names).
-        let user = match &key.user_id {
-            Some(id) => match self.user(id).await? {
-                Some(u) => Some(u),
-                None if self.store.is_some() && !from_config => return Err(GatewayError::TenantMissing(Scope::User)),
-                None => None,
-            },
-            None => None,
-        };
-        if let Some(u) = &user {
-            if u.blocked {
-                return Err(GatewayError::Blocked(Scope::User));
-            }
-            parties.push(Party {
-                scope: Scope::User,
-                scope_id: format!("user/{}", u.user_id),
-                limits: self.effective(&u.limits).await?,
-            });
-        }
-        let organization_id =
-            key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
-        let organization = match &organization_id {
-            Some(id) => match self.organization(id).await? {
-                Some(o) => Some(o),
-                None if self.store.is_some() && !from_config => {
-                    return Err(GatewayError::TenantMissing(Scope::Organization))
-                }
-                None => None,
-            },
-            None => None,
-        };
-        if let Some(o) = &organization {
-            if o.blocked {
-                return Err(GatewayError::Blocked(Scope::Organization));
-            }
-            parties.push(Party {
-                scope: Scope::Organization,
-                scope_id: format!("org/{}", o.organization_id),
-                limits: self.effective(&o.limits).await?,
-            });
-        }
-        Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties, tags: Vec::new() })
+        self.parties_of(key, Resolve::Admit { strict: self.store.is_some() && !from_config }).await
     }
 
     /// The principal past usage of the key `key_id` is charged to, when no request of its is
@@ -101,47 +88,48 @@ impl Tenancy {
     /// (the usage happened); missing ones are left out. `None` when the key is unknown.
     pub async fn owner(&self, key_id: &str) -> Result<Option<Principal>, GatewayError> {
         let Some(key) = self.key(key_id).await? else { return Ok(None) };
+        self.parties_of(key, Resolve::Charge).await.map(Some)
+    }
+
+    /// The key's team, user and organization (the key's own, else its team's), looked up in
+    /// that order and checked as `resolve` says, each with its party.
+    async fn parties_of(&self, key: Arc<KeyRecord>, resolve: Resolve) -> Result<Principal, GatewayError> {
         let mut parties = vec![Party {
             scope: Scope::Key,
-            scope_id: format!("key/{key_id}"),
+            scope_id: format!("key/{}", key.key_id),
             limits: self.effective(&key.limits).await?,
         }];
         let team = match &key.team_id {
-            Some(id) => self.team(id).await?,
+            Some(id) => resolve.check(self.team(id).await?)?,
             None => None,
         };
-        if let Some(t) = &team {
-            let limits = self.effective(&t.limits).await?;
-            parties.push(Party { scope: Scope::Team, scope_id: format!("team/{}", t.team_id), limits });
-        }
+        self.push_party(&mut parties, team.as_deref()).await?;
+        // Keys are made only for users and organizations that exist: /key/generate creates the
+        // user it names.
         let user = match &key.user_id {
-            Some(id) => self.user(id).await?,
+            Some(id) => resolve.check(self.user(id).await?)?,
             None => None,
         };
-        if let Some(u) = &user {
-            let limits = self.effective(&u.limits).await?;
-            parties.push(Party { scope: Scope::User, scope_id: format!("user/{}", u.user_id), limits });
-        }
+        self.push_party(&mut parties, user.as_deref()).await?;
         let organization_id =
             key.organization_id.clone().or_else(|| team.as_ref().and_then(|t| t.organization_id.clone()));
         let organization = match &organization_id {
-            Some(id) => self.organization(id).await?,
+            Some(id) => resolve.check(self.organization(id).await?)?,
             None => None,
         };
-        if let Some(o) = &organization {
-            let limits = self.effective(&o.limits).await?;
-            parties.push(Party { scope: Scope::Organization, scope_id: format!("org/{}", o.organization_id), limits });
+        self.push_party(&mut parties, organization.as_deref()).await?;
+        Ok(Principal { key, team, user, organization, organization_id, customer_id: None, parties, tags: Vec::new() })
+    }
+
+    async fn push_party<T: Tenant>(&self, parties: &mut Vec<Party>, tenant: Option<&T>) -> Result<(), GatewayError> {
+        if let Some(t) = tenant {
+            parties.push(self.party(t).await?);
         }
-        Ok(Some(Principal {
-            key,
-            team,
-            user,
-            organization,
-            organization_id,
-            customer_id: None,
-            parties,
-            tags: Vec::new(),
-        }))
+        Ok(())
+    }
+
+    async fn party<T: Tenant>(&self, tenant: &T) -> Result<Party, GatewayError> {
+        Ok(Party { scope: T::SCOPE, scope_id: tenant.scope_id(), limits: self.effective(tenant.limits()).await? })
     }
 
     /// Sets the request's customer (its `user` field or `x-tollgate-customer-id`, already
@@ -164,11 +152,7 @@ impl Tenancy {
                 if c.blocked {
                     return Err(GatewayError::Blocked(Scope::Customer));
                 }
-                Some(Party {
-                    scope: Scope::Customer,
-                    scope_id: format!("customer/{id}"),
-                    limits: self.effective(&c.limits).await?,
-                })
+                Some(self.party(c.as_ref()).await?)
             }
             None => None,
         };

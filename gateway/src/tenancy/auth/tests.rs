@@ -261,3 +261,32 @@ async fn a_key_charges_only_customers_of_its_team_or_organization() {
     // No record: metered under its id, nothing to protect.
     assert_eq!(charge("sk-team-b-000001", "nobody", false).await.unwrap(), (false, Some("nobody".into())));
 }
+
+#[tokio::test]
+async fn blocked_parties_are_refused_for_requests_but_charged_for_past_usage() {
+    let now = Utc::now();
+    let raw = "sk-blocked-parties1";
+    let id = hash_key(raw);
+    let (tenancy, _dir) = store_with(&[
+        (
+            Kind::Key,
+            &id,
+            serde_json::json!({"key_id": id, "team_id": "t", "user_id": "u", "organization_id": "gone"}),
+        ),
+        (Kind::Team, "t", serde_json::json!({"team_id": "t", "blocked": true})),
+        (Kind::User, "u", serde_json::json!({"user_id": "u", "blocked": true})),
+    ])
+    .await;
+    // The first party refused is the team: team, user, organization in that order.
+    match tenancy.authenticate(raw, now).await {
+        Err(GatewayError::Blocked(s)) => assert_eq!(s, Scope::Team),
+        other => panic!("{:?}", other.map(|p| p.key.key_id.clone())),
+    }
+    // Past usage is charged to the blocked team and user; the missing organization is left out.
+    let owner = tenancy.owner(&id).await.unwrap().unwrap();
+    let scopes: Vec<&str> = owner.parties.iter().map(|p| p.scope_id.as_str()).collect();
+    assert_eq!(scopes, [format!("key/{id}").as_str(), "team/t", "user/u"]);
+    assert!(owner.organization.is_none());
+    assert_eq!(owner.organization_id.as_deref(), Some("gone"));
+    assert!(tenancy.owner("no-such-key").await.unwrap().is_none());
+}
