@@ -319,10 +319,7 @@ fn a_wrong_document_fails_the_validation() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_route_answers_as_documented() -> Result<()> {
-    let dir = scratch_dir("admin-openapi")?;
-    let topics = Topics::create("openapi", 1).await?;
-    let ks = unique("tg_openapi_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("admin-openapi", 1).await?;
     // No ledger consumer: budgets are enforced on this gateway's own spend.
     let config = GatewayConfig {
         budgets: Some(Budgets::fail_open()),

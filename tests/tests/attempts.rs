@@ -37,12 +37,9 @@ fn same(got: &[Shown], want: &[Want]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_and_fallbacks_are_listed_in_the_event_and_the_spend_logs() -> Result<()> {
-    let dir = scratch_dir("attempts")?;
-    let topics = Topics::create("attempts", 1).await?;
-    let ks = unique("tg_attempts_").replace('-', "_");
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("attempts", 1).await?;
     // Two mocks: `/fail-first/1` fails the first request a mock sees, so the model route and
     // the pass-through each get one of their own.
-    let mock = start_mock(&dir, &[]).await?;
     let pt_mock = start_mock(&dir, &[]).await?;
     let m = mock.url()?.to_owned();
     let mut config = GatewayConfig::tenancy("gw-attempts", &m, &topics, &ks);

@@ -39,11 +39,8 @@ fn chat(model: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused_at_the_edge_and_billing_goes_on() -> Result<()> {
-    let dir = scratch_dir("hostile")?;
-    let topics = Topics::create("hostile", 3).await?;
-    let ks = unique("tg_hostile_").replace('-', "_");
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("hostile", 3).await?;
     let group = unique("ledger-");
-    let mock = start_mock(&dir, &[]).await?;
     let gateway = start_gateway(&dir, &config(mock.url()?, &topics, &ks)?).await?;
     let consumer = start_consumer(&dir, &ConsumerConfig::new(&topics.usage, &group, &ks, 500)).await?;
     let gw = gateway.url()?.to_owned();

@@ -151,10 +151,7 @@ async fn outage_run(outage: Outage) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_reaches_every_gateway_while_kafka_is_down() -> Result<()> {
     let _one = SERIAL.lock().await;
-    let dir = scratch_dir("revoke")?;
-    let topics = Topics::create("revoke", 3).await?;
-    let ks = unique("tg_revoke_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("revoke", 3).await?;
     let config = |id: &str| GatewayConfig {
         budgets: Some(Budgets::fail_open()),
         ..GatewayConfig::tenancy(id, mock.url().unwrap_or_default(), &topics, &ks)

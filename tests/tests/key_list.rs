@@ -45,10 +45,7 @@ async fn page_while_adding(admin: &AdminApi, team: &str, order: &str) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_list_pages_by_cursor_filters_and_refuses_hostile_values() -> Result<()> {
-    let dir = scratch_dir("key-list")?;
-    let topics = Topics::create("keylist", 1).await?;
-    let ks = unique("tg_keylist_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("key-list", 1).await?;
     let one = start_gateway(&dir, &GatewayConfig::tenancy("gw-keylist-1", mock.url()?, &topics, &ks)).await?;
     let two = start_gateway(&dir, &GatewayConfig::tenancy("gw-keylist-2", mock.url()?, &topics, &ks)).await?;
     let admin = AdminApi::new(one.url()?);

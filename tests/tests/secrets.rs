@@ -49,14 +49,11 @@ async fn metrics_can_be_moved_off_the_public_listener_and_put_behind_a_token() -
 /// and never print the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_kafka_and_tls_cassandra_with_a_login_carry_billing() -> Result<()> {
-    let dir = scratch_dir("sasl")?;
-    let topics = Topics::create("sasl", 3).await?;
-    let ks = unique("tg_sasl_").replace('-', "_");
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("sasl", 3).await?;
     let (sasl, user, password) = kafka_sasl();
     let (cql_user, cql_password) = cassandra_login();
     let ca = cassandra_ca();
     ensure!(ca.exists(), "deploy/local/up made no CA at {}", ca.display());
-    let mock = start_mock(&dir, &[]).await?;
     let kafka_security = |pw: &str| {
         properties(&[
             ("security.protocol", "SASL_PLAINTEXT"),

@@ -25,10 +25,7 @@ fn model_routes() -> Vec<(&'static str, serde_json::Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_manages_tenants_and_every_route_enforces_them() -> Result<()> {
-    let dir = scratch_dir("tenancy")?;
-    let topics = Topics::create("tenancy", 3).await?;
-    let ks = unique("tg_tenancy_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("tenancy", 3).await?;
     // No ledger consumer here: budgets are enforced on this gateway's own spend.
     let config = GatewayConfig {
         budgets: Some(Budgets::fail_open()),
@@ -312,10 +309,7 @@ fn control_changes_read(metrics: &str) -> u64 {
 /// topic), measured over several trials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_gateway_reaches_the_other_within_a_second() -> Result<()> {
-    let dir = scratch_dir("propagation")?;
-    let topics = Topics::create("propagation", 3).await?;
-    let ks = unique("tg_prop_").replace('-', "_");
-    let mock = start_mock(&dir, &[]).await?;
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("propagation", 3).await?;
     let mock_url = mock.url()?.to_owned();
     let config = |id: &str| GatewayConfig {
         budgets: Some(Budgets::fail_open()),
