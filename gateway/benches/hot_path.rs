@@ -64,7 +64,6 @@ fn event() -> UsageEvent {
         key_alias: Some("bench".into()),
         team_id: Some("bench".into()),
         user_id: Some("user-42".into()),
-        customer_id: None,
         organization_id: Some("org".into()),
         requested_model: "gpt-4o-mini".into(),
         served_model: Some("gpt-4o-mini-2024-07-18".into()),
@@ -72,18 +71,9 @@ fn event() -> UsageEvent {
         deployment: Some("openai/gpt-4o-mini".into()),
         prompt_tokens: 12,
         completion_tokens: 16,
-        cached_tokens: 0,
         cost_nano_usd: NanoUsd(11_400),
         latency_ms: 3,
         status: 200,
-        error_type: None,
-        stream: false,
-        partial: false,
-        estimated: false,
-        client_disconnected: None,
-        trace_id: None,
-        usage_generation: 0,
-        budget_windows: Default::default(),
         ..UsageEvent::default()
     }
 }

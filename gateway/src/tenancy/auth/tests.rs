@@ -268,11 +268,7 @@ async fn blocked_parties_are_refused_for_requests_but_charged_for_past_usage() {
     let raw = "sk-blocked-parties1";
     let id = hash_key(raw);
     let (tenancy, _dir) = store_with(&[
-        (
-            Kind::Key,
-            &id,
-            serde_json::json!({"key_id": id, "team_id": "t", "user_id": "u", "organization_id": "gone"}),
-        ),
+        (Kind::Key, &id, serde_json::json!({"key_id": id, "team_id": "t", "user_id": "u", "organization_id": "gone"})),
         (Kind::Team, "t", serde_json::json!({"team_id": "t", "blocked": true})),
         (Kind::User, "u", serde_json::json!({"user_id": "u", "blocked": true})),
     ])
