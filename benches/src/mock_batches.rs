@@ -1,5 +1,5 @@
 //! The mock provider's Files and Batch API, in OpenAI's shapes: `POST /v1/files` (multipart
-//! `file` and `purpose`), `GET /v1/files/{id}` and `/content`, `POST /v1/batches`,
+//! `file` and `purpose`), `GET` and `DELETE /v1/files/{id}`, `GET /v1/files/{id}/content`, `POST /v1/batches`,
 //! `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`, `GET /v1/batches`.
 //!
 //! A batch is `in_progress` when created (its `created_at` the time it was) and `completed`,
@@ -53,6 +53,7 @@ impl Store {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/files", web::post().to(create_file))
         .route("/v1/files/{id}", web::get().to(get_file))
+        .route("/v1/files/{id}", web::delete().to(delete_file))
         .route("/v1/files/{id}/content", web::get().to(file_content))
         .route("/v1/batches", web::post().to(create_batch))
         .route("/v1/batches", web::get().to(list_batches))
@@ -119,6 +120,22 @@ async fn file_content(
     store: web::Data<Store>,
 ) -> HttpResponse {
     stored_file(&req, &id, &state, &store, true).await
+}
+
+/// OpenAI's answer to a deletion: the id, `object: file`, `deleted: true`.
+async fn delete_file(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<MockState>,
+    store: web::Data<Store>,
+) -> HttpResponse {
+    if let Err(resp) = gate(&req, &state).await {
+        return resp;
+    }
+    match store.files.lock().ok().and_then(|mut f| f.remove(id.as_str())) {
+        Some(_) => HttpResponse::Ok().json(json!({"id": id.as_str(), "object": "file", "deleted": true})),
+        None => not_found("file"),
+    }
 }
 
 /// A stored file: its object, or its `content`.

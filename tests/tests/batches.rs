@@ -93,6 +93,10 @@ impl Client {
         Self::json(self.http.get(format!("{}{path}", self.base)).bearer_auth(key).send().await?).await
     }
 
+    async fn delete(&self, key: &str, path: &str) -> Result<(u16, Value)> {
+        Self::json(self.http.delete(format!("{}{path}", self.base)).bearer_auth(key).send().await?).await
+    }
+
     async fn post(&self, key: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
         Self::json(self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await?).await
     }
@@ -246,6 +250,19 @@ async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()
     .await?;
     let session = cql().await?;
     assert_charged(&session, &keyspace, &charged).await?;
+
+    // Deleting files: another key's attempt is 404 and deletes nothing; the owner's deletes the
+    // input file and the output at the provider, answered with Tollgate's ids; they are gone.
+    for id in [file_id.as_str(), output_id] {
+        let path = format!("/v1/files/{id}");
+        let (status, answer) = gw.delete(other, &path).await?;
+        ensure!(status == 404 && error_type(&answer) == "invalid_request_error", "{path}: {status} {answer}");
+        ensure!(gw.get(owner, &path).await?.0 == 200, "{path} is still there");
+        let (status, answer) = gw2.delete(owner, &path).await?;
+        ensure!(status == 200 && answer == json!({"id": id, "object": "file", "deleted": true}), "{answer}");
+        let (status, answer) = gw.get(owner, &path).await?;
+        ensure!(status == 404, "{path} after deletion: {status} {answer}");
+    }
 
     second.stop().await?;
     gateway.stop().await?;

@@ -133,6 +133,11 @@ pub async fn get(state: &AppState, deployment: &Deployment, path: &str) -> Resul
     send(state, deployment, reqwest::Method::GET, path, None, MAX_OBJECT_BYTES).await
 }
 
+/// `DELETE {path}`: a file.
+pub async fn delete(state: &AppState, deployment: &Deployment, path: &str) -> Result<Answer, GatewayError> {
+    send(state, deployment, reqwest::Method::DELETE, path, None, MAX_OBJECT_BYTES).await
+}
+
 /// A file's content, within `gateway.max_response_bytes`.
 pub async fn content(state: &AppState, deployment: &Deployment, file_id: &str) -> Result<Answer, GatewayError> {
     let path = format!("files/{file_id}/content");

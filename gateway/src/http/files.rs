@@ -85,6 +85,26 @@ async fn get_file_inner(
     Ok(if answer.ok() { with_id(answer, id.into_inner()) } else { relay(answer) })
 }
 
+/// `DELETE /v1/files/{id}`: the file deleted at its provider (an input file or a batch's
+/// output), answered with Tollgate's id. The id stays well-formed, so a later `GET` of it is the
+/// provider's 404 passed on.
+pub(crate) async fn delete_file(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
+    let seen = Seen::new(Api::Files);
+    observed(&req.clone(), &seen, delete_file_inner(req, id, state, &seen)).await
+}
+
+/// The work of [`delete_file`].
+async fn delete_file_inner(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+    seen: &Seen,
+) -> Result<HttpResponse, GatewayError> {
+    let entry = owned_file(&req, &state, &id, seen).await?;
+    let answer = upstream::delete(&state, &entry.deployment, &format!("files/{}", entry.provider_id)).await?;
+    Ok(if answer.ok() { with_id(answer, id.into_inner()) } else { relay(answer) })
+}
+
 /// `GET /v1/files/{id}/content`, within `gateway.max_response_bytes`.
 pub(crate) async fn file_content(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let seen = Seen::new(Api::Files);

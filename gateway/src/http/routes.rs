@@ -3,10 +3,10 @@
 //! document) is read from it. Only routing lives here: never any request logic.
 //!
 //! A path has one line per method it is served with (most have one; OpenAI's `/batches` has GET
-//! and POST; the pass-through routes one set of methods, `Method::Provider`). Each line is its
-//! own resource guarded by its method(s), so a request with another method, or for a path not
-//! listed, matches no route and gets the app's default answer: 404 `route_not_found` in the
-//! OpenAI envelope.
+//! and POST, `/files/{id}` GET and DELETE; the pass-through routes one set of methods,
+//! `Method::Provider`). Each line is its own resource guarded by its method(s), so a request with
+//! another method, or for a path not listed, matches no route and gets the app's default answer:
+//! 404 `route_not_found` in the OpenAI envelope.
 
 use super::{anthropic, batches, files, openai, passthrough, spend};
 use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
@@ -19,6 +19,7 @@ use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord
 pub enum Method {
     Get,
     Post,
+    Delete,
     /// The methods a provider's own API uses: GET, POST, PUT, PATCH and DELETE (the
     /// pass-through routes).
     Provider,
@@ -29,6 +30,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
             Method::Provider => "GET|POST|PUT|PATCH|DELETE",
         }
     }
@@ -89,6 +91,7 @@ impl Endpoint {
         let route = match self.method {
             Method::Get => web::get(),
             Method::Post => web::post(),
+            Method::Delete => web::delete(),
             Method::Provider => {
                 use actix_web::guard;
                 web::route().guard(
@@ -106,6 +109,10 @@ const fn get(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpo
 
 const fn post(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
     Endpoint { api, method: Method::Post, path, handler }
+}
+
+const fn delete(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
+    Endpoint { api, method: Method::Delete, path, handler }
 }
 
 const fn provider(api: Api, path: &'static str, handler: fn(Route) -> Route) -> Endpoint {
@@ -129,6 +136,7 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/model/info", |r| r.to(openai::model_info)),
     post(Api::OpenAi, "/files", |r| r.to(files::create_file)),
     get(Api::OpenAi, "/files/{id}", |r| r.to(files::get_file)),
+    delete(Api::OpenAi, "/files/{id}", |r| r.to(files::delete_file)),
     get(Api::OpenAi, "/files/{id}/content", |r| r.to(files::file_content)),
     post(Api::OpenAi, "/batches", |r| r.to(batches::create_batch)),
     get(Api::OpenAi, "/batches", |r| r.to(batches::list_batches)),
@@ -283,6 +291,9 @@ mod tests {
         for method in [Method::GET, Method::POST] {
             assert_eq!(answer(method.clone(), "/v1/batches").await.0, 500, "{method}");
         }
+        for method in [Method::GET, Method::DELETE] {
+            assert_eq!(answer(method.clone(), "/v1/files/file-x").await.0, 500, "{method}");
+        }
         let wrong = [
             (Method::POST, "/health"),
             (Method::GET, "/key/generate"),
@@ -291,6 +302,8 @@ mod tests {
             (Method::OPTIONS, "/gemini/v1beta/models"),
             (Method::DELETE, "/v1/batches"),
             (Method::PUT, "/batches"),
+            (Method::POST, "/v1/files/file-x"),
+            (Method::DELETE, "/files/file-x/content"),
         ];
         for (method, path) in wrong {
             let (status, body) = answer(method.clone(), path).await;
