@@ -62,3 +62,11 @@ def test_a_forged_file_id_is_not_found(openai_client):
     last = "B" if uploaded.id[-2] == "A" else "A"
     with pytest.raises(openai.NotFoundError):
         openai_client.files.retrieve(uploaded.id[:-2] + last + uploaded.id[-1])
+
+
+def test_a_file_is_deleted_through_the_sdk(openai_client):
+    uploaded = openai_client.files.create(file=("in.jsonl", request_line("gone", "hi", 1).encode()), purpose="batch")
+    deleted = openai_client.files.delete(uploaded.id)
+    assert deleted.id == uploaded.id and deleted.deleted
+    with pytest.raises(openai.NotFoundError):
+        openai_client.files.retrieve(uploaded.id)
