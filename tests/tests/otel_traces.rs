@@ -18,6 +18,7 @@ const LANGFUSE_SECRET: &str = "sk-lf-e2e-secret-0123";
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 const FALLBACK_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const FILES_TRACE: &str = "7a3f651916cd43dd8448eb211c8031aa";
 
 fn gateway_config(mock: &str, topic: &str, langfuse_host: &str) -> Result<GatewayConfig> {
     let models =
@@ -208,6 +209,49 @@ async fn requests_are_traced_over_otlp_with_genai_attributes() -> Result<()> {
     ensure!(batch.name == format!("process {topic}") && batch.kind == 5, "{batch:?}");
     ensure!(
         batch.attr("messaging.system") == "kafka" && batch.attr("messaging.batch.message_count").as_i64() > Some(0)
+    );
+
+    // A Files API request: its call to the provider is an `upstream_call` span under the
+    // request span, and the provider receives that span's `traceparent`.
+    let boundary = "otel-e2e-boundary";
+    let line = json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}});
+    let form = format!(
+        "--{boundary}\r\ncontent-disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{boundary}\r\n\
+         content-disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n{line}\r\n--{boundary}--\r\n"
+    );
+    let resp = client
+        .post(format!("{gw}/v1/files"))
+        .bearer_auth(KEY)
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header("traceparent", format!("00-{FILES_TRACE}-{CLIENT_SPAN}-01"))
+        .body(form)
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "upload: status {}", resp.status());
+    let (request, call) = eventually("the upload's spans", Duration::from_secs(60), || async {
+        let spans: Vec<ExportedSpan> =
+            read_spans(&collector.spans_file)?.into_iter().filter(|s| s.trace_id == FILES_TRACE).collect();
+        let request = spans.iter().find(|s| s.parent_span_id == CLIENT_SPAN).cloned();
+        let call = spans.iter().find(|s| s.name == "upstream_call").cloned();
+        Ok(request.zip(call))
+    })
+    .await?;
+    ensure!(call.parent_span_id == request.span_id && call.kind == 3, "{call:?} under {request:?}");
+    ensure!(
+        call.attr("http.request.method") == "POST"
+            && call.attr("tollgate.upstream_api") == "files"
+            && call.attr("http.response.status_code") == 200
+            && call.attr("gen_ai.provider.name") == "openai",
+        "{:?}",
+        call.attributes
+    );
+    let stats: Value = client.get(format!("{}/stats", mock.url()?)).send().await?.json().await?;
+    let expected = format!("00-{FILES_TRACE}-{}-01", call.span_id);
+    ensure!(
+        stats["traceparents"].as_array().is_some_and(|t| t.iter().any(|v| v == expected.as_str())),
+        "the provider did not get {expected}: {}",
+        stats["traceparents"]
     );
 
     // No key, provider key or Langfuse secret in any exported span.

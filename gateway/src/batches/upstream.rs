@@ -1,6 +1,8 @@
 //! The provider's Files and Batch API (OpenAI's: `{api_base}/files`, `{api_base}/batches`),
 //! called with the deployment's key. Ids that go into a URL are checked first ([`good_id`]);
-//! every answer is read within a bound and the deployment's timeout.
+//! every answer is read within a bound and the deployment's timeout. Within a traced request
+//! each call is an `upstream_call` span of its own ([`call_span`]), whose `traceparent` the
+//! provider receives; the poller's calls, outside any request, are not traced.
 //!
 //! A batch is created with its owner in its `metadata` (`tollgate_key_id`, `tollgate_model`,
 //! `tollgate_customer_id`), which clients never see nor set ([`strip_owner`]): a gateway that
@@ -15,6 +17,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use tollgate_schemas::telemetry::recorder::Child;
+use tollgate_schemas::telemetry::span::{SpanKind, Text, Value as SpanValue};
 
 /// Metadata keys the gateway keeps on a batch; a client's may not start with this.
 pub const OWNER_PREFIX: &str = "tollgate_";
@@ -81,9 +85,13 @@ async fn send(
     limit: usize,
 ) -> Result<Answer, GatewayError> {
     let model = || deployment.model_name.clone();
+    let mut span = call_span(deployment, &method, path);
     let mut request = state.client.request(method, url(deployment, path)?);
     if let Some((content_type, bytes)) = body {
         request = request.header("content-type", content_type).body(bytes);
+    }
+    if let Some(traceparent) = span.traceparent() {
+        request = request.header("traceparent", traceparent);
     }
     let request = deployment.api.authenticate(request, deployment.api_key.as_ref());
     let call = async {
@@ -96,7 +104,24 @@ async fn send(
         });
         Ok::<_, UpstreamError>((status, content_type, body))
     };
-    match tokio::time::timeout(deployment.timeout, call).await {
+    let answer = tokio::time::timeout(deployment.timeout, call).await;
+    span.record(|s| {
+        let failure = match &answer {
+            Ok(Ok((status, _, Ok(_)))) => {
+                s.add("http.response.status_code", SpanValue::I64(i64::from(*status)));
+                None
+            }
+            Ok(Ok((_, _, Err(None)))) => Some("too_large"),
+            Ok(Ok((_, _, Err(Some(_))))) | Ok(Err(UpstreamError::Unavailable(_))) => Some("unavailable"),
+            Ok(Err(UpstreamError::Timeout)) | Err(_) => Some("timeout"),
+        };
+        if let Some(error) = failure {
+            s.add("error.type", SpanValue::Str(Text::new(error)));
+            s.set_error(error);
+        }
+    });
+    drop(span);
+    match answer {
         Ok(Ok((status, content_type, Ok(body)))) => Ok(Answer { status, content_type, body }),
         Ok(Ok((_, _, Err(None)))) => Err(GatewayError::UpstreamResponseTooLarge { model: model(), limit }),
         Ok(Ok((_, _, Err(Some(_))))) | Ok(Err(UpstreamError::Unavailable(_))) => {
@@ -107,6 +132,21 @@ async fn send(
             timeout_ms: u64::try_from(deployment.timeout.as_millis()).unwrap_or(u64::MAX),
         }),
     }
+}
+
+/// The span of one call to the provider's Files or Batch API: the deployment, the method and
+/// which API (`files` or `batches`; never the ids in the path). Empty outside a traced request.
+fn call_span(deployment: &Deployment, method: &reqwest::Method, path: &str) -> Child {
+    let mut span = crate::traces::child("upstream_call");
+    span.record(|s| {
+        let text = |v: &str| SpanValue::Str(Text::new(v));
+        s.kind = SpanKind::Client;
+        s.add("gen_ai.provider.name", text(crate::traces::provider_name(&deployment.provider)));
+        s.add("tollgate.deployment", text(&deployment.id));
+        s.add("http.request.method", text(method.as_str()));
+        s.add("tollgate.upstream_api", text(path.split('/').next().unwrap_or_default()));
+    });
+    span
 }
 
 /// Uploads a checked input file (`purpose=batch`).
