@@ -31,7 +31,7 @@ fn slot(kind: Kind) -> Option<usize> {
 /// What a listing looks at, of one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Entry {
-    /// Names a search finds by their start, in lower case: the alias (and a user's email).
+    /// Names a search finds by any part, in lower case: the alias (and a user's email).
     names: Box<[Box<str>]>,
     organization: Option<Box<str>>,
     /// A customer's team.
@@ -93,7 +93,7 @@ fn entry_of(kind: Kind, doc: &str) -> Option<(String, Entry)> {
 /// A listing's filters; every one given must match.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filter {
-    /// The start of the id, alias or (a user's) email, in any case.
+    /// Part of the id, alias or (a user's) email, in any case (as `/key/list` searches aliases).
     pub search: Option<String>,
     pub organization_id: Option<String>,
     /// Users: members of this team. Customers: of this team.
@@ -163,16 +163,18 @@ impl Records {
             && f.within.as_ref().is_none_or(|w| w.contains(id))
             && members.is_none_or(|m| m.contains(id))
             && f.user_id.as_deref().is_none_or(|u| e.members.iter().any(|(m, _)| **m == *u))
-            && search.is_none_or(|s| starts_folded(id, s) || e.names.iter().any(|n| n.starts_with(s)))
+            && search.is_none_or(|s| contains_folded(id, s) || e.names.iter().any(|n| n.contains(s)))
     }
 }
 
-/// Whether `hay` begins with `needle` (lower case already), ignoring case.
-fn starts_folded(hay: &str, needle: &str) -> bool {
-    if needle.is_ascii() {
-        return hay.as_bytes().get(..needle.len()).is_some_and(|h| h.eq_ignore_ascii_case(needle.as_bytes()));
+/// Whether `hay` contains `needle` (lower case already), ignoring case; without allocating when
+/// the needle is ASCII (a search walks every record of the kind).
+fn contains_folded(hay: &str, needle: &str) -> bool {
+    if !needle.is_ascii() {
+        return hay.to_lowercase().contains(needle);
     }
-    hay.to_lowercase().starts_with(needle)
+    let n = needle.as_bytes();
+    n.is_empty() || hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// The directory; shared by the admin handlers and the task that keeps it current.
