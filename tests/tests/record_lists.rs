@@ -4,7 +4,8 @@
 //! name; a call without paging parameters gets LiteLLM's answer, bounded; sizes beyond the bound
 //! and hostile values are refused naming the parameter; a team admin lists only its teams, an
 //! internal user only itself, and neither customers nor organizations; a change made on one
-//! gateway (a new team, a member removed) reaches another's listings.
+//! gateway (a new team, a member removed) reaches another's listings. On Cassandra with two
+//! gateways, and on one embedded gateway.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
@@ -67,7 +68,30 @@ async fn record_lists_page_filter_bound_and_keep_to_each_role() -> Result<()> {
     let mock = start_mock(&dir, &[]).await?;
     let one = start_gateway(&dir, &GatewayConfig::tenancy("gw-lists-1", mock.url()?, &topics, &ks)).await?;
     let two = start_gateway(&dir, &GatewayConfig::tenancy("gw-lists-2", mock.url()?, &topics, &ks)).await?;
-    let (gw, gw2) = (one.url()?.to_owned(), two.url()?.to_owned());
+    exercise(one.url()?, Some(two.url()?)).await?;
+    one.stop().await?;
+    two.stop().await?;
+    drop(mock);
+    Ok(())
+}
+
+/// The same on one embedded gateway (its SQLite store): the listings do not depend on Cassandra.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_lists_page_filter_bound_and_keep_to_each_role_embedded() -> Result<()> {
+    let dir = scratch_dir("record-lists-embedded")?;
+    let mock = start_mock(&dir, &[]).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway =
+        start_gateway(&dir, &GatewayConfig::embedded("gw-lists-embedded", &models, &dir.join("t.db"))).await?;
+    exercise(gateway.url()?, None).await?;
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
+
+/// Every check, on gateway `gw` (and `gw2`, another gateway of the same store, when there is one).
+async fn exercise(gw: &str, gw2: Option<&str>) -> Result<()> {
+    let gw = gw.to_owned();
     let admin = AdminApi::new(&gw);
     let id = unique("");
 
@@ -214,23 +238,20 @@ async fn record_lists_page_filter_bound_and_keep_to_each_role() -> Result<()> {
         }
     }
 
-    // Another gateway's directory follows: a team made here is listed there, and a removed
-    // admin loses the team there too (the user's teams are read afresh from the store).
-    let late = format!("team-{id}-99");
-    admin.ok("/team/new", json!({"team_id": late})).await?;
-    eventually("the other gateway to list the new team", Duration::from_secs(20), || async {
-        let (_, _, v) = call(&gw2, master, &format!("/team/list?search={late}")).await?;
-        Ok((ids(&v, "team_id") == [late.clone()]).then_some(()))
-    })
-    .await?;
+    // A removed admin loses the team at once, here and (the user's teams are read afresh from
+    // the store) on another gateway; a team made here is listed there.
     admin.ok("/team/member_delete", json!({"team_id": teams[0], "user_id": ann})).await?;
     let (_, _, v) = call(&gw, &ann_key, "/team/list").await?;
     ensure!(ids(&v, "team_id") == teams[1..3], "ann removed from team 0, here: {v}");
-    let (_, _, v) = call(&gw2, &ann_key, "/team/list").await?;
+    let Some(gw2) = gw2 else { return Ok(()) };
+    let (_, _, v) = call(gw2, &ann_key, "/team/list").await?;
     ensure!(ids(&v, "team_id") == teams[1..3], "ann removed from team 0, there at once: {v}");
-
-    one.stop().await?;
-    two.stop().await?;
-    drop(mock);
+    let late = format!("team-{id}-99");
+    admin.ok("/team/new", json!({"team_id": late})).await?;
+    eventually("the other gateway to list the new team", Duration::from_secs(20), || async {
+        let (_, _, v) = call(gw2, master, &format!("/team/list?search={late}")).await?;
+        Ok((ids(&v, "team_id") == [late.clone()]).then_some(()))
+    })
+    .await?;
     Ok(())
 }
