@@ -245,3 +245,52 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
     fx.mock.stop().await?;
     Ok(())
 }
+
+/// `/spend/logs?tag=` on one embedded gateway (its own ledger, no Cassandra): paging two entries
+/// a page through `next_cursor` yields exactly the requests of each tag, each once; bad values
+/// are refused naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_logs_filter_by_tag_embedded() -> Result<()> {
+    let dir = scratch_dir("tags-embedded")?;
+    let mock = start_mock(&dir, &[]).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway = start_gateway(&dir, &GatewayConfig::embedded("gw-tags-embedded", &models, &dir.join("t.db"))).await?;
+    let gw = gateway.url()?.to_owned();
+    let admin = AdminApi::new(&gw);
+    let client = reqwest::Client::new();
+    let key = admin.new_key(json!({"tags": ["every"]})).await?;
+    // Eleven requests: every third tagged `third`, every fourth `fourth`, all `every`.
+    let mut want: BTreeMap<&str, usize> = BTreeMap::from([("every", 11), ("third", 0), ("fourth", 0)]);
+    for i in 0..11 {
+        let mut tags = Vec::new();
+        for (tag, n) in [("third", 3), ("fourth", 4)] {
+            if i % n == 0 {
+                tags.push(tag);
+                *want.entry(tag).or_default() += 1;
+            }
+        }
+        let (status, cost, v) = tagged(&client, &gw, &key, Some(json!(tags)), None).await?;
+        ensure!(status == 200 && cost > 0, "{status} {v}");
+    }
+    for (tag, n) in &want {
+        let entries = eventually("the tagged logs", Duration::from_secs(30), || async {
+            let found = tagged_logs(&admin, &format!("tag={tag}&page_size=2")).await?;
+            Ok((found.len() == *n).then_some(found))
+        })
+        .await?;
+        let ids: std::collections::BTreeSet<&str> = entries.iter().filter_map(|e| e["request_id"].as_str()).collect();
+        ensure!(ids.len() == *n, "{tag}: an entry twice: {entries:?}");
+        ensure!(
+            entries.iter().all(|e| e["request_tags"].as_array().is_some_and(|t| t.iter().any(|t| t == tag))),
+            "{tag}: an untagged entry {entries:?}"
+        );
+    }
+    ensure!(tagged_logs(&admin, "tag=nobody-has-it").await?.is_empty(), "an absent tag");
+    for (query, param) in [("tag=a%2Fb", "tag"), ("tag=", "tag"), ("tag=shared&page=2", "page")] {
+        let (status, v) = admin.get(&format!("/spend/logs?{query}")).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
+    gateway.stop().await?;
+    drop(mock);
+    Ok(())
+}
