@@ -119,3 +119,30 @@ fn nothing_is_known_of_a_users_teams_before_the_first_load() {
     d.apply(Kind::Team, "t1", Some(&team("t1", "One", None, &[("ann", "admin")])));
     assert_eq!(d.teams_of("ann"), None);
 }
+
+#[test]
+fn a_cursor_walk_while_records_are_added_sees_every_earlier_record_once() {
+    let d = loaded();
+    let ids: Vec<String> = (0..30).map(|i| format!("t{:03}", i * 2)).collect();
+    for id in &ids {
+        d.apply(Kind::Team, id, Some(&team(id, "x", None, &[])));
+    }
+    let (mut seen, mut start, mut added) = (Vec::new(), Start::Offset(0), 0);
+    loop {
+        let page = d.page(Kind::Team, &Filter::default(), &start, 4);
+        seen.extend(page.ids.iter().cloned());
+        // A record before the cursor and one after it, between two pages.
+        for id in [format!("t{:03}", added * 2 + 1), format!("s{added:03}")] {
+            d.apply(Kind::Team, &id, Some(&team(&id, "x", None, &[])));
+        }
+        added += 1;
+        match page.next {
+            Some(after) => start = Start::After(after),
+            None => break,
+        }
+    }
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "a record twice: {seen:?}");
+    assert!(ids.iter().all(|id| seen.contains(id)), "an earlier record missed: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "not in id order: {seen:?}");
+}
