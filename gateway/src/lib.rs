@@ -473,9 +473,10 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let follower = state.changes.clone().map(|log| {
         tokio::spawn(tenancy::changes::follow(log, state.tenancy.clone(), state.control.clone(), following.clone()))
     });
-    // The admin listing's index of keys: loaded now, then kept current (with a store).
+    // The admin listings' index of keys and directory of the other records: loaded now, then
+    // kept current (with a store).
     let indexing = CancellationToken::new();
-    let indexer = tokio::spawn(state.tenancy.clone().maintain_key_index(indexing.clone()));
+    let indexer = tokio::spawn(state.tenancy.clone().maintain_indexes(indexing.clone()));
     // Idle leases go back to the store every second, so other gateways can use them.
     let sweeping = CancellationToken::new();
     let sweeper = state.leases.clone().map(|leases| tokio::spawn(sweep_leases(leases, sweeping.clone())));

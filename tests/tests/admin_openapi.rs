@@ -398,7 +398,8 @@ async fn every_admin_route_answers_as_documented() -> Result<()> {
     ensure!(v.get("key").is_none(), "{v}");
     c.ok(post("/user/update", json!({"user_id": user, "user_alias": "Ada", "budget_id": bud}))).await?;
     let users = c.ok(get("/user/list", "")).await?;
-    let listed = users
+    // As LiteLLM answers it: a page of users.
+    let listed = users["users"]
         .as_array()
         .context("a list")?
         .iter()

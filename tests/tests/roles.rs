@@ -337,7 +337,7 @@ async fn each_role_reaches_only_what_it_may_through_the_api_and_the_console() ->
     let (_, teams) = alice.call(&gw, "GET", "/team/list", &Value::Null).await?;
     ensure!(teams.as_array().map(Vec::len) == Some(1) && teams[0]["team_id"] == "team-a", "{teams}");
     let (_, users) = alice.call(&gw, "GET", "/user/list", &Value::Null).await?;
-    ensure!(users.as_array().map(Vec::len) == Some(1) && users[0]["user_id"] == "alice", "{users}");
+    ensure!(users["users"].as_array().map(Vec::len) == Some(1) && users["users"][0]["user_id"] == "alice", "{users}");
     let (_, listed) = ivy.call(&gw, "GET", "/key/list", &Value::Null).await?;
     ensure!(tokens(&listed) == BTreeSet::from([tok("ivy")]), "the internal user's keys: {listed}");
     let (_, teams) = ivy.call(&gw, "GET", "/team/list", &Value::Null).await?;

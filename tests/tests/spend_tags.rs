@@ -2,7 +2,8 @@
 //! body (`metadata.tags`) and the `x-litellm-tags` header; the ledger's `tag/<tag>` totals,
 //! `/spend/daily?group_by=tag`, `/spend/tags` and `/global/spend/report?group_by=tag` all equal
 //! what was charged per tag, to the nano-dollar; hostile tags are refused naming the field; with
-//! `reject_clientside_metadata_tags` a request may not tag itself.
+//! `reject_clientside_metadata_tags` a request may not tag itself; `/spend/logs?tag=` pages
+//! exactly the requests of a tag.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
@@ -31,6 +32,21 @@ async fn tagged(
     let resp = req.send().await?;
     let (status, cost) = (resp.status().as_u16(), charged(&resp));
     Ok((status, cost, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// Every entry of `/spend/logs?{query}`, page after page through `next_cursor`.
+async fn tagged_logs(admin: &AdminApi, query: &str) -> Result<Vec<Value>> {
+    let (mut entries, mut after) = (Vec::new(), String::new());
+    for _ in 0..200 {
+        let (status, page) = admin.get(&format!("/spend/logs?{query}{after}")).await?;
+        ensure!(status == 200, "{query}: {status} {page}");
+        entries.extend(page["data"].as_array().context("data")?.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => after = format!("&after={cursor}"),
+            None => return Ok(entries),
+        }
+    }
+    anyhow::bail!("{query}: paging did not end")
 }
 
 /// A request: its key, body tags, `x-litellm-tags`, and the tags its event must carry.
@@ -193,9 +209,88 @@ async fn spend_by_tag_equals_what_was_charged_per_tag() -> Result<()> {
     seen.sort();
     ensure!(seen == [vec![], vec![], vec!["shared".to_owned(), "hdr-b".to_owned()]], "{seen:?}");
 
+    // `/spend/logs?tag=`: following the cursor two entries a page yields each request of the
+    // tag once, and only those; with a key named, that key's tagged requests only.
+    for (tag, (_, requests)) in &charged {
+        let entries = eventually("the tagged logs", Duration::from_secs(30), || async {
+            let found = tagged_logs(&admin, &format!("tag={tag}&page_size=2")).await?;
+            Ok((found.len() as i64 == *requests).then_some(found))
+        })
+        .await?;
+        let ids: std::collections::BTreeSet<&str> = entries.iter().filter_map(|e| e["request_id"].as_str()).collect();
+        ensure!(ids.len() == entries.len(), "{tag}: an entry twice: {entries:?}");
+        for e in &entries {
+            let tags = e["request_tags"].as_array().context("request_tags")?;
+            ensure!(tags.iter().any(|t| t == tag.as_str()), "{tag}: an untagged entry {e}");
+        }
+    }
+    let solo_shared = tagged_logs(&admin, &format!("tag=shared&api_key={solo}&page_size=1")).await?;
+    ensure!(solo_shared.len() == 1 && solo_shared[0]["request_tags"] == json!(["shared", "hdr-b"]), "{solo_shared:?}");
+    ensure!(tagged_logs(&admin, "tag=nobody-has-it").await?.is_empty(), "an absent tag");
+    let long = format!("tag={}", "t".repeat(129));
+    for (query, param) in [
+        ("tag=a%2Fb", "tag"),
+        ("tag=", "tag"),
+        ("tag=two%20words", "tag"),
+        (long.as_str(), "tag"),
+        ("tag=shared&page=2", "page"),
+    ] {
+        let (status, v) = admin.get(&format!("/spend/logs?{query}")).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
+
     strict.stop().await?;
     gateway.stop().await?;
     consumer.stop().await?;
     fx.mock.stop().await?;
+    Ok(())
+}
+
+/// `/spend/logs?tag=` on one embedded gateway (its own ledger, no Cassandra): paging two entries
+/// a page through `next_cursor` yields exactly the requests of each tag, each once; bad values
+/// are refused naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_logs_filter_by_tag_embedded() -> Result<()> {
+    let dir = scratch_dir("tags-embedded")?;
+    let mock = start_mock(&dir, &[]).await?;
+    let models = [model_entry("gpt-4o-mini", &format!("{}/v1", mock.url()?))];
+    let gateway = start_gateway(&dir, &GatewayConfig::embedded("gw-tags-embedded", &models, &dir.join("t.db"))).await?;
+    let gw = gateway.url()?.to_owned();
+    let admin = AdminApi::new(&gw);
+    let client = reqwest::Client::new();
+    let key = admin.new_key(json!({"tags": ["every"]})).await?;
+    // Eleven requests: every third tagged `third`, every fourth `fourth`, all `every`.
+    let mut want: BTreeMap<&str, usize> = BTreeMap::from([("every", 11), ("third", 0), ("fourth", 0)]);
+    for i in 0..11 {
+        let mut tags = Vec::new();
+        for (tag, n) in [("third", 3), ("fourth", 4)] {
+            if i % n == 0 {
+                tags.push(tag);
+                *want.entry(tag).or_default() += 1;
+            }
+        }
+        let (status, cost, v) = tagged(&client, &gw, &key, Some(json!(tags)), None).await?;
+        ensure!(status == 200 && cost > 0, "{status} {v}");
+    }
+    for (tag, n) in &want {
+        let entries = eventually("the tagged logs", Duration::from_secs(30), || async {
+            let found = tagged_logs(&admin, &format!("tag={tag}&page_size=2")).await?;
+            Ok((found.len() == *n).then_some(found))
+        })
+        .await?;
+        let ids: std::collections::BTreeSet<&str> = entries.iter().filter_map(|e| e["request_id"].as_str()).collect();
+        ensure!(ids.len() == *n, "{tag}: an entry twice: {entries:?}");
+        ensure!(
+            entries.iter().all(|e| e["request_tags"].as_array().is_some_and(|t| t.iter().any(|t| t == tag))),
+            "{tag}: an untagged entry {entries:?}"
+        );
+    }
+    ensure!(tagged_logs(&admin, "tag=nobody-has-it").await?.is_empty(), "an absent tag");
+    for (query, param) in [("tag=a%2Fb", "tag"), ("tag=", "tag"), ("tag=shared&page=2", "page")] {
+        let (status, v) = admin.get(&format!("/spend/logs?{query}")).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
+    gateway.stop().await?;
+    drop(mock);
     Ok(())
 }

@@ -32,6 +32,7 @@ mod fields;
 pub(crate) mod key_list;
 pub(crate) mod keys;
 pub(crate) mod ledger_health;
+pub(crate) mod lists;
 pub(crate) mod model_health;
 pub(crate) mod organizations;
 pub(crate) mod roles;
@@ -195,6 +196,7 @@ async fn announce(state: &AppState, kind: Kind, id: &str) -> Result<(), GatewayE
     if kind == Kind::Key {
         state.tenancy.reindex_key(id).await;
     }
+    state.tenancy.reindex(kind, id).await;
     let logged = match &state.changes {
         Some(log) => match log.record(kind, id).await {
             Ok(change) => Some(change),
@@ -411,8 +413,9 @@ async fn delete_many<R: Record>(req: &HttpRequest, body: &[u8], state: &AppState
     Ok(HttpResponse::Ok().json(json!({"deleted": ids})))
 }
 
-/// `GET /<kind>/list`: every record, ordered by id; for a user, those within its reach (its
-/// teams, itself), and 403 for kinds it may never read.
+/// `GET /<kind>/list` of the kinds the directory does not index (reusable budgets): every
+/// record, ordered by id; for a user, those within its reach, and 403 for kinds it may never
+/// read. Teams, users, customers and organizations are paged: `lists`.
 pub(crate) async fn list<R: Record>(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (store, user) = roles::admin_or_user(&req, &state, false).await?;
     if user.is_some() && !matches!(R::KIND, Kind::Team | Kind::User) {

@@ -11,19 +11,23 @@
 //! A record outside a caller's reach is answered 404, exactly as one that does not exist, so no
 //! role learns what exists beyond it; a route a role may never use, or a field value naming what
 //! it may not touch, is 403. Nothing here may widen a role: a user's teams are read afresh from
-//! the store on every call.
+//! the store on every call (those the directory names as the user's, `user_scope`).
 
 use crate::error::GatewayError;
 use crate::tenancy::key_index::{KeyFilter, KeyReach, Start};
 use crate::AppState;
 use actix_web::HttpRequest;
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use tollgate_schemas::logs::LogFilter;
-use tollgate_schemas::store::{list_records, TenancyStore};
+use tollgate_schemas::store::{get_record, list_records, TenancyStore};
 use tollgate_schemas::tenancy::{KeyRecord, Kind, TeamRecord};
 use tollgate_schemas::NanoUsd;
+
+/// Team records read at once when a user's teams are looked up.
+const TEAM_READS_IN_FLIGHT: usize = 16;
 
 /// The caller of an admin or spend route.
 pub(crate) enum Caller {
@@ -224,7 +228,8 @@ pub(crate) async fn caller(req: &HttpRequest, state: &AppState, write: bool) -> 
     }
     match (&principal.user, state.tenancy.store()) {
         (Some(user), Some(store)) => Ok(Caller::User(
-            user_scope(store.as_ref(), principal.key.key_id.clone(), &user.user_id, user.limits.max_budget).await?,
+            user_scope(state, store.as_ref(), principal.key.key_id.clone(), &user.user_id, user.limits.max_budget)
+                .await?,
         )),
         _ if !write => Ok(Caller::Own(principal.key.key_id.clone())),
         _ => Err(not_for_role()),
@@ -241,16 +246,32 @@ pub(crate) async fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
     state.tenancy.authenticate(&raw, Utc::now()).await.is_ok_and(|p| p.admin_access().is_some())
 }
 
-/// The scope of user `user_id`'s key `key_id`: its teams, read from the store.
+/// The scope of user `user_id`'s key `key_id`: its teams, read from the store. The directory
+/// names the teams the user is a member of, so only those are read; each is read again here,
+/// and only what the stored team says counts (a membership the directory has not yet seen
+/// removed grants nothing). Before the directory is loaded, every team is read.
 async fn user_scope(
+    state: &AppState,
     store: &dyn TenancyStore,
     key_id: String,
     user_id: &str,
     max_budget: Option<NanoUsd>,
 ) -> Result<UserScope, GatewayError> {
-    let teams = list_records::<TeamRecord>(store).await.map_err(super::internal)?;
+    let candidates = state.tenancy.directory().and_then(|d| d.teams_of(user_id));
+    let teams: Vec<TeamRecord> = match candidates {
+        Some(candidates) => {
+            let reads = candidates.into_keys().map(|id| async move { get_record::<TeamRecord>(store, &id).await });
+            let found: Vec<_> = futures::stream::iter(reads)
+                .buffered(TEAM_READS_IN_FLIGHT)
+                .try_collect()
+                .await
+                .map_err(super::internal)?;
+            found.into_iter().flatten().map(|(t, _)| t).collect()
+        }
+        None => list_records::<TeamRecord>(store).await.map_err(super::internal)?.into_iter().map(|(t, _)| t).collect(),
+    };
     let mut scope = UserScope { key_id, user_id: user_id.to_owned(), max_budget, ..UserScope::default() };
-    for (team, _) in teams {
+    for team in teams {
         for m in team.members.iter().filter(|m| m.user_id == user_id) {
             if m.role == "admin" {
                 scope.admin_of.insert(team.team_id.clone());
@@ -283,7 +304,7 @@ pub(crate) async fn role_of(state: &AppState, raw: &str) -> Result<SignedIn, Gat
     }
     match (&principal.user, state.tenancy.store()) {
         (Some(user), Some(store)) => {
-            let scope = user_scope(store.as_ref(), principal.key.key_id.clone(), &user.user_id, None).await?;
+            let scope = user_scope(state, store.as_ref(), principal.key.key_id.clone(), &user.user_id, None).await?;
             Ok(SignedIn {
                 role: scope.role(),
                 user_id: Some(scope.user_id.clone()),

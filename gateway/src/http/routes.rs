@@ -9,7 +9,7 @@
 //! 404 `route_not_found` in the OpenAI envelope.
 
 use super::{anthropic, batches, files, openai, passthrough, spend};
-use crate::admin::{self, budgets, customers, key_list, keys, organizations, teams, users};
+use crate::admin::{self, budgets, customers, key_list, keys, lists, organizations, teams, users};
 use crate::console;
 use actix_web::{web, Route};
 use tollgate_schemas::tenancy::{BudgetRecord, CustomerRecord, OrganizationRecord, TeamRecord, UserRecord};
@@ -163,7 +163,7 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::Admin, "/team/update", |r| r.to(admin::update::<TeamRecord>)),
     post(Api::Admin, "/team/delete", |r| r.to(teams::delete)),
     get(Api::Admin, "/team/info", |r| r.to(teams::info)),
-    get(Api::Admin, "/team/list", |r| r.to(admin::list::<TeamRecord>)),
+    get(Api::Admin, "/team/list", |r| r.to(lists::list::<TeamRecord>)),
     get(Api::Admin, "/team/statement", |r| r.to(admin::statements::team_statement)),
     post(Api::Admin, "/team/member_add", |r| r.to(teams::member_add)),
     post(Api::Admin, "/team/member_delete", |r| r.to(teams::member_delete)),
@@ -173,12 +173,12 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::Admin, "/user/update", |r| r.to(admin::update::<UserRecord>)),
     post(Api::Admin, "/user/delete", |r| r.to(users::delete)),
     get(Api::Admin, "/user/info", |r| r.to(users::info)),
-    get(Api::Admin, "/user/list", |r| r.to(admin::list::<UserRecord>)),
+    get(Api::Admin, "/user/list", |r| r.to(lists::list::<UserRecord>)),
     post(Api::Admin, "/customer/new", |r| r.to(admin::create::<CustomerRecord>)),
     post(Api::Admin, "/customer/update", |r| r.to(admin::update::<CustomerRecord>)),
     post(Api::Admin, "/customer/delete", |r| r.to(customers::delete)),
     get(Api::Admin, "/customer/info", |r| r.to(customers::info)),
-    get(Api::Admin, "/customer/list", |r| r.to(admin::list::<CustomerRecord>)),
+    get(Api::Admin, "/customer/list", |r| r.to(lists::list::<CustomerRecord>)),
     get(Api::Admin, "/customer/statement", |r| r.to(admin::statements::customer_statement)),
     post(Api::Admin, "/customer/block", |r| r.to(customers::block)),
     post(Api::Admin, "/customer/unblock", |r| r.to(customers::unblock)),
@@ -186,7 +186,7 @@ pub static ROUTES: &[Endpoint] = &[
     post(Api::Admin, "/organization/update", |r| r.to(admin::update::<OrganizationRecord>)),
     post(Api::Admin, "/organization/delete", |r| r.to(organizations::delete)),
     get(Api::Admin, "/organization/info", |r| r.to(organizations::info)),
-    get(Api::Admin, "/organization/list", |r| r.to(admin::list::<OrganizationRecord>)),
+    get(Api::Admin, "/organization/list", |r| r.to(lists::list::<OrganizationRecord>)),
     get(Api::Admin, "/organization/statement", |r| r.to(admin::statements::organization_statement)),
     post(Api::Admin, "/budget/new", |r| r.to(admin::create::<BudgetRecord>)),
     post(Api::Admin, "/budget/update", |r| r.to(admin::update::<BudgetRecord>)),

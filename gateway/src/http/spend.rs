@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tollgate_schemas::ledger::{day_window_of, model_scope_id, scope_id};
+use tollgate_schemas::limits::check_scope_tag;
 use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_SKIP};
 use tollgate_schemas::store::{DailyQuery, SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
@@ -108,7 +109,8 @@ fn log_entry(e: &UsageEvent) -> Value {
 /// `team_id`, `user_id`, `end_user`, `model`, `start_date`, `end_date`; pages `page` and
 /// `page_size` (at most 1,000). `page` reaches the first 10,000 entries
 /// (`(page - 1) × page_size ≤ 10,000`); beyond, and for paging at any depth at the same cost,
-/// pass the answer's `next_cursor` back as `after`, with the same filters.
+/// pass the answer's `next_cursor` back as `after`, with the same filters. `tag` keeps the
+/// entries whose event carries that tag (`tagged_page`): paged by the cursor only, uncounted.
 ///
 /// Answer: `data`, `page`, `page_size`, `has_more` and `next_cursor` (`null` at the end), and
 /// `total` / `total_pages`: counted from the spend ledger's day rows (one read per day), not by
@@ -148,6 +150,19 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
         }
         Some(text) => Some(LogCursor::decode(text).map_err(|_| invalid_cursor())?),
     };
+    let tag = match q.get("tag") {
+        None => None,
+        Some(_) if page > 1 => {
+            return Err(GatewayError::field(
+                "page",
+                "with `tag`, pages are read by following `next_cursor` as `after`",
+            ));
+        }
+        Some(t) => {
+            check_scope_tag("tag", t).map_err(|e| GatewayError::field("tag", e.to_string()))?;
+            Some(t.clone())
+        }
+    };
     // A plain key reads its own logs only: its query names its key before anything is read.
     let key_id = match (own, q.get("api_key")) {
         (Some(own), Some(given)) if key_identity(state, given).await? != own => {
@@ -168,7 +183,10 @@ async fn logs(req: &HttpRequest, state: &AppState) -> Answer {
         crate::admin::roles::scope_logs(state, user, &mut filter).await?;
     }
     let query = LogQuery { filter, from, to, after, skip, limit: page_size };
-    let (logs, total) = futures::join!(source.logs(query.clone()), counted_total(source.as_ref(), &query));
+    let (logs, total) = match &tag {
+        Some(tag) => (super::tagged_logs::tagged_page(source.as_ref(), query.clone(), tag).await, Ok(None)),
+        None => futures::join!(source.logs(query.clone()), counted_total(source.as_ref(), &query)),
+    };
     let logs = logs.map_err(|e| match e {
         StoreError::InvalidCursor => invalid_cursor(),
         e => internal(e),

@@ -19,6 +19,7 @@ mod tests;
 pub use keys::{config_key_record, hash_key, key_name, raw_key, KeyHasher, MIN_KEY_HASH_SECRET};
 pub use principal::{Party, Principal};
 
+use crate::tenancy::directory::{self, Directory};
 use crate::tenancy::key_index::{self, KeyIndex};
 use records::RecordCache;
 use std::collections::HashMap;
@@ -45,4 +46,8 @@ pub struct Tenancy {
     /// noticed here, and the changes it has yet to read (until it is maintained).
     key_index: Option<Arc<KeyIndex>>,
     key_changes: std::sync::Mutex<Option<key_index::Changes>>,
+    /// The admin listings' directory of teams, users, customers and organizations (with a
+    /// store), and the changes it has yet to read.
+    directory: Option<Arc<Directory>>,
+    directory_changes: std::sync::Mutex<Option<directory::Changes>>,
 }

@@ -6,6 +6,7 @@ use super::keys::{config_key_record, KeyHasher};
 use super::Tenancy;
 use crate::config::VirtualKeyConfig;
 use crate::error::GatewayError;
+use crate::tenancy::directory::Directory;
 use crate::tenancy::key_index::KeyIndex;
 use chrono::Utc;
 use moka::future::Cache;
@@ -44,12 +45,13 @@ impl Tenancy {
         hasher: KeyHasher,
         control: Option<Arc<crate::tenancy::changes::ControlPublisher>>,
     ) -> Tenancy {
-        let (key_index, key_changes) = match store {
+        let (key_index, key_changes, directory, directory_changes) = match store {
             Some(_) => {
                 let (index, changes) = KeyIndex::new();
-                (Some(index), Some(changes))
+                let (directory, directory_changes) = Directory::new();
+                (Some(index), Some(changes), Some(directory), Some(directory_changes))
             }
-            None => (None, None),
+            None => (None, None, None, None),
         };
         Tenancy {
             store,
@@ -68,6 +70,8 @@ impl Tenancy {
             budgets: cache(),
             key_index,
             key_changes: std::sync::Mutex::new(key_changes),
+            directory,
+            directory_changes: std::sync::Mutex::new(directory_changes),
         }
     }
 
@@ -208,17 +212,45 @@ impl Tenancy {
         }
     }
 
-    /// Loads the key index and keeps it current until `shutdown` (once; nothing without a store).
-    pub async fn maintain_key_index(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+    /// The directory of teams, users, customers and organizations, when this gateway keeps one
+    /// (with a store).
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
+    }
+
+    /// Puts a team, user, customer or organization in the directory as it is stored now, before
+    /// answering the admin call that changed it.
+    pub async fn reindex(&self, kind: Kind, id: &str) {
+        if let (Some(store), Some(directory)) = (&self.store, &self.directory) {
+            if Directory::lists(kind) {
+                directory.refresh(store.as_ref(), kind, id).await;
+            }
+        }
+    }
+
+    /// Loads the key index and the directory and keeps them current until `shutdown` (once;
+    /// nothing without a store).
+    pub async fn maintain_indexes(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let changes = self.key_changes.lock().ok().and_then(|mut c| c.take());
-        let (Some(store), Some(index), Some(changes)) = (self.store.clone(), self.key_index.clone(), changes) else {
-            return;
+        let listed = self.directory_changes.lock().ok().and_then(|mut c| c.take());
+        let keys = async {
+            if let (Some(store), Some(index), Some(changes)) = (self.store.clone(), self.key_index.clone(), changes) {
+                index.maintain(store, changes, shutdown.clone()).await;
+            }
         };
-        index.maintain(store, changes, shutdown).await;
+        let directory = async {
+            if let (Some(store), Some(d), Some(listed)) = (self.store.clone(), self.directory.clone(), listed) {
+                d.maintain(store, listed, shutdown.clone()).await;
+            }
+        };
+        futures::join!(keys, directory);
     }
 
     /// Drops the cached copy of a record (a control-topic message).
     pub async fn invalidate(&self, kind: Kind, id: &str) {
+        if let Some(directory) = &self.directory {
+            directory.changed(kind, id);
+        }
         match kind {
             Kind::Key => {
                 self.keys.invalidate(id).await;

@@ -1,16 +1,19 @@
-// Teams, users, customers and organizations: a list, 20 a page (searched in the page by id or
-// name), and a page of each with its members and roles, budgets and the burn-down of its
-// current budget window. The admin API's `*/list` and `*/info` answers, and `/spend/daily`.
+// Teams, users, customers and organizations: a list, 20 a page, paged and searched on the server
+// (by part of the id or name), and a page of each with its members and roles, budgets and the
+// burn-down of its current budget window. The admin API's `*/list` and `*/info` answers, and
+// `/spend/daily`.
 import * as api from '../api.js';
 import { h, fill, notice, usd } from '../dom.js';
 import { burnDown } from './burndown.js';
 
 const PAGE = 20;
+// The most teams or users an organization's page shows (the API's largest page).
+const MOST = 1000;
 
 // What differs between the four: their API, id field and name, and the `/spend/daily` group.
 export const KINDS = {
   teams: {
-    title: 'Teams', one: 'Team', list: '/team/list', id: 'team_id', name: (r) => r.team_alias,
+    title: 'Teams', one: 'Team', list: '/team/list', plural: 'teams', id: 'team_id', name: (r) => r.team_alias,
     group: ['team', 'team_id'],
     info: async (id) => {
       const a = await api.get('/team/info', { team_id: id });
@@ -18,7 +21,7 @@ export const KINDS = {
     },
   },
   users: {
-    title: 'Users', one: 'User', list: '/user/list', id: 'user_id', name: (r) => r.user_alias || r.user_email,
+    title: 'Users', one: 'User', list: '/user/list', plural: 'users', id: 'user_id', name: (r) => r.user_alias || r.user_email,
     group: ['user', 'user_id'],
     info: async (id) => {
       const a = await api.get('/user/info', { user_id: id });
@@ -26,21 +29,23 @@ export const KINDS = {
     },
   },
   customers: {
-    title: 'Customers', one: 'Customer', list: '/customer/list', id: 'user_id', name: (r) => r.alias,
+    title: 'Customers', one: 'Customer', list: '/customer/list', plural: 'customers', id: 'user_id', name: (r) => r.alias,
     group: ['customer', 'end_user'],
     info: async (id) => ({ record: await api.get('/customer/info', { end_user_id: id }) }),
   },
   organizations: {
-    title: 'Organizations', one: 'Organization', list: '/organization/list', id: 'organization_id',
+    title: 'Organizations', one: 'Organization', list: '/organization/list', plural: 'organizations', id: 'organization_id',
     name: (r) => r.organization_alias, group: ['organization', 'organization_id'],
     info: async (id) => {
       const [record, teams, users] = await Promise.all([
-        api.get('/organization/info', { organization_id: id }), api.get('/team/list'), api.get('/user/list'),
+        api.get('/organization/info', { organization_id: id }),
+        api.get('/team/list', { organization_id: id, size: MOST }),
+        api.get('/user/list', { organization_id: id, size: MOST }),
       ]);
       return {
         record,
-        teams: teams.filter((t) => t.organization_id === id).map((t) => t.team_id),
-        members: users.filter((u) => u.organization_id === id).map((u) => ({ user_id: u.user_id, role: u.user_role || 'internal_user' })),
+        teams: teams.teams.map((t) => t.team_id),
+        members: users.users.map((u) => ({ user_id: u.user_id, role: u.user_role || 'internal_user' })),
       };
     },
   },
@@ -49,42 +54,43 @@ export const KINDS = {
 const link = (route, id, text) => h('a', { href: `#/${route}/${encodeURIComponent(id)}` }, text);
 const budget = (r) => (r.max_budget_nano_usd == null ? 'no budget' : usd(r.max_budget_nano_usd));
 
-/** The list of one kind. */
+/** The list of one kind: a page at a time from the server, searched there. */
 export async function listPage(main, route) {
   const kind = KINDS[route];
-  const all = await api.get(kind.list);
   const search = h('input', { id: 'entity-search', type: 'search', 'aria-label': `Search ${kind.title.toLowerCase()} by id or name` });
   const out = h('div', { id: 'entity-list', 'aria-live': 'polite' });
-  let page = 0;
-  const show = () => {
-    const q = search.value.trim().toLowerCase();
-    const found = all.filter((r) => !q || String(r[kind.id]).toLowerCase().includes(q) || String(kind.name(r) ?? '').toLowerCase().includes(q));
-    const pages = Math.max(1, Math.ceil(found.length / PAGE));
-    page = Math.min(page, pages - 1);
-    const rows = found.slice(page * PAGE, (page + 1) * PAGE).map((r) => h('tr', { 'data-id': r[kind.id] },
+  let page = 1;
+  let query = '';
+  const show = async () => {
+    const data = await api.get(kind.list, { page, size: PAGE, search: query });
+    const found = data[kind.plural];
+    const pages = Math.max(1, data.total_pages);
+    const rows = found.map((r) => h('tr', { 'data-id': r[kind.id] },
       h('th', { scope: 'row', class: 'name' }, link(route, r[kind.id], kind.name(r) || r[kind.id])),
       h('td', { class: 'id' }, r[kind.id]),
       h('td', {}, budget(r)),
       h('td', {}, r.budget_duration || '–'),
       h('td', {}, r.blocked ? 'blocked' : 'active')));
-    const prev = h('button', { type: 'button', disabled: page === 0, onclick: () => { page -= 1; show(); } }, 'Previous');
-    const next = h('button', { type: 'button', disabled: page >= pages - 1, onclick: () => { page += 1; show(); } }, 'Next');
+    const turn = (by) => () => { page += by; show().catch((e) => fill(out, notice('error', e.message))); };
+    const prev = h('button', { type: 'button', disabled: page <= 1, onclick: turn(-1) }, 'Previous');
+    const next = h('button', { type: 'button', disabled: page >= pages, onclick: turn(1) }, 'Next');
     fill(out,
       found.length
-        ? h('table', { id: 'entities' }, h('caption', {}, `${kind.title} (${found.length})`),
+        ? h('table', { id: 'entities' }, h('caption', {}, `${kind.title} (${data.total_count})`),
           h('thead', {}, h('tr', {}, ['Name', 'Id', 'Budget', 'Window', 'State'].map((t) => h('th', { scope: 'col' }, t)))),
           h('tbody', {}, rows))
         : h('p', {}, `No ${kind.title.toLowerCase()}.`),
-      h('p', { class: 'pager' }, prev, ` Page ${page + 1} of ${pages} `, next));
+      h('p', { class: 'pager' }, prev, ` Page ${Math.min(page, pages)} of ${pages} `, next));
   };
   const form = h('form', { role: 'search', id: 'entity-filter' }, search, h('button', { type: 'submit' }, 'Search'));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    page = 0;
-    show();
+    page = 1;
+    query = search.value.trim();
+    show().catch((e) => fill(out, notice('error', e.message)));
   });
   fill(main, h('h1', {}, kind.title), form, out);
-  show();
+  await show();
 }
 
 function facts(record, kind) {

@@ -30,12 +30,12 @@ export async function overviewPage(main) {
   const first = `${today.slice(0, 8)}01`;
   const [month, teams, report, health] = await Promise.all([
     api.get('/spend/daily', { start_date: first, end_date: today, group_by: 'model' }),
-    api.get('/team/list'),
+    api.get('/team/list', { size: 1000 }),
     api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
     api.get('/ledger/health'),
   ]);
   const todayRows = month.results.filter((r) => r.date === today);
-  const budgets = new Map(teams.map((t) => [t.team_id, t]));
+  const budgets = new Map(teams.teams.map((t) => [t.team_id, t]));
   const rows = report.slice(0, 10).map((r) => {
     const team = budgets.get(r.team_id) || {};
     const max = team.max_budget_nano_usd;
