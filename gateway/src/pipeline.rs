@@ -141,7 +141,7 @@ pub(crate) async fn serve(
         Err(e) => return Err(fail(crate::guardrails::refuse(recorder, e))),
     };
     // A guarded request is keyed on what its pre-call guardrails made of it, and on which
-    // guardrails it runs: no entry answers across guardrail configs (docs/response-cache.md).
+    // guardrails it runs: no entry answers across guardrail configs (docs/design.md §2.11).
     let plan = match (plan, state.cache.as_deref()) {
         (Some(plan), Some(cache)) => {
             Some(crate::cache::key::after_guardrails(plan, cache, &principal, &request, &applied))
