@@ -140,17 +140,25 @@ pub(crate) async fn serve(
         Ok((rebuilt, applied)) => (rebuilt.map(Arc::new).unwrap_or(request), applied),
         Err(e) => return Err(fail(crate::guardrails::refuse(recorder, e))),
     };
-    // A guarded request neither reads nor fills the response cache: an entry made for a key
-    // without guardrails must not answer a key of the same team that has them, nor the reverse.
-    let plan = plan.filter(|_| !applied.runs_any());
+    // A guarded request is keyed on what its pre-call guardrails made of it, and on which
+    // guardrails it runs: no entry answers across guardrail configs (docs/design.md §2.11).
+    let plan = match (plan, state.cache.as_deref()) {
+        (Some(plan), Some(cache)) => {
+            Some(crate::cache::key::after_guardrails(plan, cache, &principal, &request, &applied))
+        }
+        (plan, _) => plan,
+    };
     let mut recorder = recorder.on_disconnect(Disconnects {
         policy: state.disconnect_policy,
         request: request.clone(),
         attempt: attempt.clone(),
     });
     if let Some((cache, entry, key)) = crate::cache::lookup(state.cache.as_deref(), plan.as_ref(), &label).await {
-        let reply = crate::cache::hit::answer(cache, entry, key, &request, recorder, limit_headers).await;
-        return Ok((label.clone(), reply));
+        let hit = crate::cache::hit::Hit { cache, entry, key, applied: &applied, client: &state.client };
+        return crate::cache::hit::answer(hit, &request, recorder, limit_headers)
+            .await
+            .map(|reply| (label.clone(), reply))
+            .map_err(fail);
     }
     // The call may finish in the background (`finish_upstream`): it keeps the request's span.
     let call = routed_call(state.clone(), request.clone(), principal, attempt).instrument(trace.span.clone());
@@ -249,7 +257,7 @@ async fn respond(
     if request.stream {
         let capture =
             state.cache.clone().zip(plan).and_then(|(cache, plan)| crate::cache::assemble::Capture::new(cache, plan));
-        let stream = metered_stream(state, request, answer, recorder, label, applied).cached_by(capture);
+        let stream = metered_stream(state, request, answer, recorder, label, applied, capture);
         return Ok(Reply::Stream { headers, stream: Box::new(stream) });
     }
 
@@ -259,7 +267,9 @@ async fn respond(
         return Err(GatewayError::ClientClosed);
     }
     if let (Some(cache), Some(plan)) = (state.cache.as_deref(), plan) {
-        cache.store(plan, &whole.body, whole.charged, whole.tokens, whole.served_model.as_deref()).await;
+        // The provider's answer, before the post-call guardrails: PII stays masked in the
+        // cache, and a hit runs them again.
+        cache.store(plan, &whole.provider_body, whole.charged, whole.tokens, whole.served_model.as_deref()).await;
     }
     headers.extend(header("x-tollgate-cost-nano-usd", &whole.charged.0.to_string()));
     headers.extend(header("x-tollgate-response-cost", &whole.charged.to_string()));
@@ -355,7 +365,8 @@ pub(crate) fn transport_error(
     }
 }
 
-/// A streamed answer, metered as it passes.
+/// A streamed answer, metered as it passes (and kept in the response cache by `capture`: as
+/// the provider sent it when guardrails look at the answer).
 fn metered_stream(
     state: &web::Data<AppState>,
     request: &Arc<ProxyRequest>,
@@ -363,8 +374,13 @@ fn metered_stream(
     recorder: UsageRecorder,
     label: &str,
     applied: &Arc<crate::guardrails::Applied>,
+    mut capture: Option<crate::cache::assemble::Capture>,
 ) -> MeteredStream {
     let upstream = crate::providers::response_stream(&answer.picked.deployment, answer.response);
+    let upstream = match capture.as_mut() {
+        Some(c) if applied.touches_answer() => c.tap(upstream),
+        _ => upstream,
+    };
     let upstream = crate::guardrails::guard_stream(applied.clone(), &state.client, upstream);
     MeteredStream::new(
         upstream,
@@ -378,11 +394,14 @@ fn metered_stream(
     )
     .finish_in(state.background.clone())
     .drained_on(&state.background)
+    .cached_by(capture)
 }
 
 /// A whole answer, read and metered.
 struct WholeAnswer {
     body: web::Bytes,
+    /// The provider's answer, before the post-call guardrails (what the response cache keeps).
+    provider_body: web::Bytes,
     charged: tollgate_schemas::NanoUsd,
     tokens: Tokens,
     served_model: Option<String>,
@@ -474,6 +493,7 @@ async fn meter_whole_answer(
     let served_model = parsed.model().map(str::to_owned).or_else(|| Some(deployment.upstream_model.clone()));
     // The post-call hook: a block still charges what the provider generated.
     let span = if applied.touches_answer() { crate::traces::child("guardrails") } else { Child::none() };
+    let provider_body = body.clone();
     let guarded = applied.after_call(&state.client, body).await;
     drop(span);
     let blocked = guarded.as_ref().err();
@@ -488,7 +508,7 @@ async fn meter_whole_answer(
     });
     // The answer goes once its event is durable as `spool.answer_after` asks.
     written.wait().await;
-    Ok(WholeAnswer { body: guarded?, charged, tokens, served_model, client_gone: gone })
+    Ok(WholeAnswer { body: guarded?, provider_body, charged, tokens, served_model, client_gone: gone })
 }
 
 /// Policy `finish_upstream`: the client is gone; let the call end, read its answer (a stream
@@ -503,7 +523,7 @@ async fn finish_upstream(
 ) {
     match call.await {
         Ok(answer) if request.stream => {
-            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model, &applied);
+            let mut rest = metered_stream(&state, &request, answer, recorder, &request.model, &applied, None);
             while rest.next().await.is_some() {}
         }
         Ok(answer) => {

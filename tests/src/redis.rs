@@ -50,6 +50,18 @@ impl Redis {
         Ok(())
     }
 
+    /// Every value it holds, as stored (read with `redis-cli`).
+    pub fn values(&self) -> Result<Vec<Vec<u8>>> {
+        let cli = |args: &[&str]| -> Result<Vec<u8>> {
+            let port = self.port.to_string();
+            let out = Command::new("redis-cli").args(["-p", &port, "--raw"]).args(args).output()?;
+            anyhow::ensure!(out.status.success(), "redis-cli {args:?} failed");
+            Ok(out.stdout)
+        };
+        let keys = String::from_utf8(cli(&["KEYS", "*"])?)?;
+        keys.lines().filter(|k| !k.is_empty()).map(|k| cli(&["GET", k])).collect()
+    }
+
     /// Kills it (SIGKILL) and waits for it to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -4,7 +4,8 @@
 //! chunks); a post-call banned word ends a stream with an error event, billed for what was sent;
 //! an external guardrail in LiteLLM's generic API shape, served by a real HTTP server in this
 //! test, blocks, rewrites, times out (fail closed) and is unreachable (fail open); after the
-//! call it checks streams by windows, ending a stream it blocks before the text it refused.
+//! call it checks streams by windows, ending a stream it blocks before the text it refused and
+//! rewriting a stream's text in its chunks (OpenAI and Anthropic shapes), billed as sent.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
@@ -228,13 +229,43 @@ async fn guardrails_block_mask_restore_and_meter() -> Result<()> {
     ensure!(error.as_deref() == Some("guardrail_blocked"), "no guardrail error event: {error:?}");
     ensure!(content.starts_with("echo: harmless words") && content.len() >= 2048, "{} bytes", content.len());
     ensure!(!content.contains("attack") && !content.contains("plan"), "refused text reached the client");
+    // A rewrite of a streamed answer reaches the client as chunks: a short answer in one
+    // window, a long one window by window (the overlap sent again is the rewritten text).
+    let resp = env.send("g-ext-stream-rewrite", "please rewrite this", true, &["external-answers"]).await?;
+    let (content, error) = read_stream(&resp.text().await?);
+    ensure!(error.is_none() && content == "ECHO: PLEASE REWRITE THIS", "{error:?} {content}");
+    let long = "rewrite ".repeat(700);
+    let resp = env.send("g-ext-stream-rewrite-long", &long, true, &["external-answers"]).await?;
+    let (content, error) = read_stream(&resp.text().await?);
+    ensure!(error.is_none() && content == format!("ECHO: {}", long.to_uppercase()), "{error:?} {content}");
+    ensure!(calls.load(Ordering::SeqCst) >= 10, "windows: {} calls", calls.load(Ordering::SeqCst));
+    // ... and, on /v1/messages, as Anthropic's events.
+    let body = json!({"model": "echo", "max_tokens": 50, "stream": true, "guardrails": ["external-answers"],
+                      "messages": [{"role": "user", "content": "please rewrite this"}]});
+    let resp = env
+        .client
+        .post(format!("{}/v1/messages", env.url))
+        .bearer_auth(TENANT_KEYS[0].0)
+        .header("x-request-id", "g-ext-messages-rewrite")
+        .json(&body)
+        .send()
+        .await?;
+    ensure!(resp.status() == 200, "/v1/messages: {}", resp.status());
+    let text = resp.text().await?;
+    let mut deltas = String::new();
+    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let v: Value = serde_json::from_str(data)?;
+        ensure!(v["type"] != "error", "an error event: {text}");
+        deltas.push_str(v["delta"]["text"].as_str().unwrap_or_default());
+    }
+    ensure!(deltas == "ECHO: PLEASE REWRITE THIS" && text.contains("event: message_stop"), "{text}");
     // An unknown name is the client's error, with no event.
     let resp = env.send("g-unknown", "hello", false, &["nope"]).await?;
     let (status, _, body) = error_code(resp).await;
     ensure!(status == 400 && body["error"]["param"] == "guardrails", "unknown guardrail: {body}");
 
     // 6. Metering: refusals cost nothing and say why; post-call blocks are billed.
-    let events = collect_events(&topic, 12, Duration::from_secs(30)).await?;
+    let events = collect_events(&topic, 15, Duration::from_secs(30)).await?;
     for id in ["g-blocked", "g-pattern", "g-ext-block"] {
         let e = events.get(id).with_context(|| format!("no event for {id}"))?;
         ensure!(e.status == 400 && e.error_type.as_deref() == Some("guardrail_blocked"), "{id}: {e:?}");
@@ -258,6 +289,14 @@ async fn guardrails_block_mask_restore_and_meter() -> Result<()> {
     for id in ["g-pii", "g-pii-stream", "g-ext-rewrite", "g-ext-open", "g-ext-stream-ok"] {
         ensure!(events.get(id).is_some_and(|e| e.status == 200), "{id} not metered as served");
     }
+    // A rewritten stream is billed for what the provider made, as any stream.
+    for id in ["g-ext-stream-rewrite", "g-ext-stream-rewrite-long", "g-ext-messages-rewrite"] {
+        let e = events.get(id).with_context(|| format!("no event for {id}"))?;
+        ensure!(e.status == 200 && !e.partial && e.error_type.is_none() && !e.estimated, "{id}: {e:?}");
+        ensure!(e.completion_tokens > 0 && e.cost_nano_usd.0 > 0, "{id} not billed: {e:?}");
+    }
+    let long = &events["g-ext-stream-rewrite-long"];
+    ensure!(long.completion_tokens > events["g-ext-stream-rewrite"].completion_tokens, "{long:?}");
 
     // 7. Metrics: blocks by guardrail and hook, refusals by reason.
     let metrics = env.client.get(format!("{}/metrics", env.url)).send().await?.text().await?;

@@ -10,12 +10,15 @@
 
 use super::{Plan, ResponseCache};
 use crate::limits::pricing::Tokens;
+use crate::providers::ByteStream;
+use crate::sse::{EventBuffer, Fed, MAX_EVENT_BYTES};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tollgate_schemas::NanoUsd;
 
 /// Most choices (`n`) assembled.
@@ -219,18 +222,57 @@ fn choice_json(index: u64, c: Choice) -> Value {
 pub struct Capture {
     cache: Arc<ResponseCache>,
     plan: Plan,
-    assembler: Assembler,
+    assembler: Source,
+}
+
+/// Where the capture's chunks come from: what the metered stream sees, or (a guarded stream)
+/// the provider's stream before the post-call guardrails, read by [`Capture::tap`].
+enum Source {
+    Own(Assembler),
+    Tapped(Arc<Mutex<Assembler>>),
 }
 
 impl Capture {
     /// A capture for `plan`, unless the request said `no-store`.
     pub fn new(cache: Arc<ResponseCache>, plan: &Plan) -> Option<Capture> {
-        let assembler = Assembler::new(cache.params().max_entry_bytes);
+        let assembler = Source::Own(Assembler::new(cache.params().max_entry_bytes));
         (!plan.controls.no_store).then(|| Capture { cache, plan: plan.clone(), assembler })
     }
 
+    /// Chunks the metered stream saw (ignored once the capture [`tap`](Capture::tap)s).
     pub fn feed(&mut self, data: &[u8]) {
-        self.assembler.feed(data);
+        if let Source::Own(a) = &mut self.assembler {
+            a.feed(data);
+        }
+    }
+
+    /// `upstream` (the provider's stream, before the post-call guardrails) as it is, its chunks
+    /// assembled into this capture: a guarded answer is kept as the provider made it, PII
+    /// still masked, and a hit runs the post-call guardrails again. An event the stream cannot
+    /// frame, or a poisoned lock, gives up the capture.
+    pub fn tap(&mut self, upstream: ByteStream) -> ByteStream {
+        let own = std::mem::replace(&mut self.assembler, Source::Own(Assembler::new(0)));
+        let Source::Own(assembler) = own else {
+            self.assembler = own;
+            return upstream;
+        };
+        let shared = Arc::new(Mutex::new(assembler));
+        self.assembler = Source::Tapped(shared.clone());
+        let mut events = EventBuffer::new(MAX_EVENT_BYTES);
+        Box::pin(upstream.inspect(move |item| {
+            let Ok(chunk) = item else { return };
+            let Ok(mut assembler) = shared.lock() else { return };
+            let fed = events.feed(chunk, |raw| {
+                let event = crate::sse::parse_event(raw);
+                if !event.data.is_empty() && event.data != b"[DONE]" {
+                    assembler.feed(&event.data);
+                }
+                Fed::Next
+            });
+            if fed.is_err() {
+                assembler.give_up();
+            }
+        }))
     }
 
     /// Keeps the finished stream, as it cost `cost`; `None` when there is nothing to keep.
@@ -241,6 +283,10 @@ impl Capture {
         served_model: Option<String>,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let Capture { cache, plan, assembler } = self;
+        let assembler = match assembler {
+            Source::Own(a) => a,
+            Source::Tapped(shared) => std::mem::replace(&mut *shared.lock().ok()?, Assembler::new(0)),
+        };
         let body = assembler.finish()?;
         Some(async move { cache.store(&plan, &body, cost, tokens, served_model.as_deref()).await })
     }

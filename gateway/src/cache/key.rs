@@ -2,6 +2,11 @@
 //! body field but those that only shape delivery or accounting) and of who may see it (the
 //! team, or the key without a team, unless teams share), within a namespace. Field values are
 //! compared as the client wrote them: equal JSON spelt differently is a different entry.
+//!
+//! A request that runs guardrails is keyed on the request its pre-call guardrails made (PII
+//! masked, rewrites done: a value masked is never keyed raw), under a tag of its own and with
+//! the identity (name and settings, hashed) of every guardrail it runs: an entry is never served
+//! across guardrail configs, nor between guarded and unguarded requests.
 
 use super::controls::Controls;
 use super::{Plan, ResponseCache};
@@ -40,8 +45,15 @@ fn scope(principal: &Principal, shared: bool) -> String {
     }
 }
 
-/// The key of `request` (its model already the model group) for `principal`.
-pub fn derive(request: &ProxyRequest, principal: &Principal, cache: &ResponseCache, controls: &Controls) -> CacheKey {
+/// The key of `request` (its model already the model group) for `principal`, running the
+/// guardrails of `guardrails` (their identities; none for an unguarded request).
+pub fn derive<'a>(
+    request: &ProxyRequest,
+    principal: &Principal,
+    cache: &ResponseCache,
+    controls: &Controls,
+    guardrails: impl Iterator<Item = &'a [u8; 32]>,
+) -> CacheKey {
     let params = cache.params();
     let namespace = controls.namespace.as_deref().or(params.namespace.as_deref()).unwrap_or("");
     let mut fields: Vec<(&str, &str)> =
@@ -53,11 +65,21 @@ pub fn derive(request: &ProxyRequest, principal: &Principal, cache: &ResponseCac
         hash.update((bytes.len() as u64).to_be_bytes());
         hash.update(bytes);
     };
-    part(b"tollgate-response-cache-v1");
+    let mut guardrails = guardrails.peekable();
+    // A tag of their own for guarded keys: the parts after it cannot be read as an unguarded
+    // key's (every key's first part is its tag).
+    if guardrails.peek().is_none() {
+        part(b"tollgate-response-cache-v1");
+    } else {
+        part(b"tollgate-response-cache-v1+guardrails");
+    }
     part(request.endpoint.path().as_bytes());
     part(request.model.as_bytes());
     part(scope(principal, params.share_across_teams).as_bytes());
     part(namespace.as_bytes());
+    for g in guardrails {
+        part(g);
+    }
     for (name, value) in fields {
         part(name.as_bytes());
         part(value.as_bytes());
@@ -78,6 +100,22 @@ pub fn prepare(
     }
     let controls = Controls::parse(request.fields().get("cache"))?;
     let request = if request.fields().contains("cache") { request.without("cache")? } else { request };
-    let key = derive(&request, principal, cache, &controls);
+    let key = derive(&request, principal, cache, &controls, std::iter::empty());
     Ok((request, Some(Plan { key, controls })))
+}
+
+/// The plan of a request that runs guardrails, once its pre-call guardrails ran: keyed on the
+/// request they made (`guarded`, as it goes upstream) and on the guardrails' identity.
+pub fn after_guardrails(
+    plan: Plan,
+    cache: &ResponseCache,
+    principal: &Principal,
+    guarded: &ProxyRequest,
+    applied: &crate::guardrails::Applied,
+) -> Plan {
+    if !applied.runs_any() {
+        return plan;
+    }
+    let key = derive(guarded, principal, cache, &plan.controls, applied.cache_identity());
+    Plan { key, controls: plan.controls }
 }

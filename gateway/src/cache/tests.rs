@@ -136,3 +136,47 @@ async fn s_maxage_refuses_older_entries() {
     assert!(c.lookup(&with_age(300), "m").await.is_some());
     assert!(c.lookup(&p, "m").await.is_some(), "no s-maxage: any age");
 }
+
+/// The plan of `body` for `who` once the guardrails of `yaml` (a `guardrails:` list) ran on it.
+async fn guarded_plan(cache: &ResponseCache, who: &Principal, body: &str, yaml: &str) -> Plan {
+    let list: Vec<crate::guardrails::config::GuardrailConfig> = serde_yaml::from_str(yaml).unwrap();
+    let set = crate::guardrails::config::build(&list, &std::collections::HashMap::new(), "test").unwrap();
+    let request = ProxyRequest::parse(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+    let (request, plan) = key::prepare(Some(cache), who, request).unwrap();
+    let client = reqwest::Client::new();
+    let (rebuilt, applied) = crate::guardrails::before_call(&set, &client, who, &request, "r1").await.unwrap();
+    key::after_guardrails(plan.unwrap(), cache, who, rebuilt.as_ref().unwrap_or(&request), &applied)
+}
+
+const PII: &str =
+    "- {guardrail_name: pii, litellm_params: {guardrail: pii_masking, mode: pre_call, default_on: true}}\n";
+
+#[tokio::test]
+async fn a_guarded_request_is_keyed_masked_and_by_its_guardrails() {
+    let c = cache(CacheParams::default());
+    let alice = principal("k1", Some("team-a"));
+    let ann = r#"{"model":"m","messages":[{"role":"user","content":"mail ann@example.com"}]}"#;
+    let bob = r#"{"model":"m","messages":[{"role":"user","content":"mail bob@example.org"}]}"#;
+    let literal = r#"{"model":"m","messages":[{"role":"user","content":"mail <EMAIL_1>"}]}"#;
+    let masked = guarded_plan(&c, &alice, ann, PII).await;
+    // The key is the masked prompt's: another address is the same request to the provider.
+    assert_eq!(masked.key, guarded_plan(&c, &alice, bob, PII).await.key);
+    // Never the unguarded request that reads the same, nor the same request under other
+    // guardrail settings (PII masking of cards only: the address is not masked) or more of them.
+    assert_ne!(masked.key, plan(&c, &alice, literal).key);
+    assert_ne!(masked.key, plan(&c, &alice, ann).key);
+    let cards = "- {guardrail_name: pii, litellm_params: {guardrail: pii_masking, mode: pre_call, default_on: true, pii_entities: [CREDIT_CARD]}}\n";
+    assert_ne!(masked.key, guarded_plan(&c, &alice, literal, cards).await.key);
+    let more = format!("{PII}- {{guardrail_name: w, litellm_params: {{guardrail: banned_words, mode: post_call, default_on: true, banned_words: [x]}}}}\n");
+    assert_ne!(masked.key, guarded_plan(&c, &alice, ann, &more).await.key);
+    // A guardrail's API key is not part of its identity.
+    let ext = |key: &str| {
+        format!("- {{guardrail_name: e, litellm_params: {{guardrail: generic_guardrail_api, mode: post_call, default_on: true, api_base: \"http://127.0.0.1:9\", api_key: {key}}}}}\n")
+    };
+    assert_eq!(
+        guarded_plan(&c, &alice, ann, &ext("k-1")).await.key,
+        guarded_plan(&c, &alice, ann, &ext("k-2")).await.key
+    );
+    // No guardrail run: the key is the unguarded one.
+    assert_eq!(guarded_plan(&c, &alice, ann, "[]").await.key, plan(&c, &alice, ann).key);
+}

@@ -121,6 +121,7 @@ pub fn build(list: &[GuardrailConfig], env: &HashMap<String, Secret>, origin: &s
             ),
         };
         let guardrail = Guardrail {
+            fingerprint: fingerprint(name, p),
             name: name.to_owned(),
             pre_call: modes.iter().any(|m| matches!(m, Mode::PreCall | Mode::DuringCall)),
             post_call: modes.contains(&Mode::PostCall),
@@ -131,6 +132,20 @@ pub fn build(list: &[GuardrailConfig], env: &HashMap<String, Secret>, origin: &s
         set.list.push(Arc::new(guardrail));
     }
     Ok(set)
+}
+
+/// What identifies a guardrail's settings in the response cache's key: a hash of its name and
+/// settings, its API key left out (a changed key checks the same way, and a secret is never
+/// hashed into a key a client sees).
+fn fingerprint(name: &str, p: &GuardrailParams) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut p = p.clone();
+    p.api_key = None;
+    let mut hash = Sha256::new();
+    hash.update((name.len() as u64).to_be_bytes());
+    hash.update(name.as_bytes());
+    hash.update(format!("{p:?}").as_bytes());
+    hash.finalize().into()
 }
 
 /// The first key given that the guardrail's kind does not read.

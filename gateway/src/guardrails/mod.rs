@@ -38,6 +38,8 @@ pub struct Guardrails {
 #[derive(Debug)]
 pub struct Guardrail {
     pub name: String,
+    /// Its name and settings, hashed: its identity in the response cache's key.
+    fingerprint: [u8; 32],
     pre_call: bool,
     post_call: bool,
     default_on: bool,
@@ -303,9 +305,15 @@ pub fn refuse(recorder: crate::metering::recorder::UsageRecorder, err: GatewayEr
 
 impl Applied {
     /// Whether any guardrail runs on this request (which ones depends on the key, the team and
-    /// the body, none of which the response cache's key holds whole).
+    /// the body: the response cache's key holds them, see [`Applied::cache_identity`]).
     pub fn runs_any(&self) -> bool {
         !self.guardrails.is_empty()
+    }
+
+    /// What the response cache's key holds of the guardrails run: each one's name and settings,
+    /// hashed, in the config's order (none when no guardrail runs).
+    pub fn cache_identity(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.guardrails.iter().map(|g| &g.fingerprint)
     }
 
     /// Whether the answer must be looked at: values to restore, or a post-call guardrail.
@@ -352,5 +360,7 @@ impl Applied {
     }
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,11 @@
 //! look-behind window. A hit ends the stream with [`StreamError::GuardrailBlocked`]: the
 //! metered stream sends the client an error event and bills what was sent, marked `partial`.
 //! External `post_call` guardrails check the text by windows, the output held until they pass
-//! it (`window.rs`); a block ends the stream the same way, before the held output.
+//! it, rewritten where they rewrite it (`window.rs`); a block ends the stream the same way,
+//! before the held output.
 
 use super::pii::StreamRestore;
-use super::window::Window;
+use super::window::{Mark, Window};
 use super::words::StreamScan;
 use super::{blocked_metric, text, Applied, Check};
 use crate::providers::{ByteStream, StreamError};
@@ -35,6 +36,7 @@ pub fn guard_stream(applied: Arc<Applied>, client: &reqwest::Client, upstream: B
         applied,
         client: client.clone(),
         window,
+        marks: Vec::new(),
         upstream,
         events: EventBuffer::new(MAX_EVENT_BYTES),
         choices: HashMap::new(),
@@ -49,6 +51,8 @@ struct Guarded {
     client: reqwest::Client,
     /// Output held for the external guardrails, when the request runs any after the call.
     window: Option<Window>,
+    /// The text events of the output not yet held in `window`, as ranges of that output.
+    marks: Vec<Mark>,
     upstream: ByteStream,
     events: EventBuffer,
     choices: HashMap<u64, Choice>,
@@ -96,7 +100,8 @@ impl Guarded {
                     return self.blocked.take().map(|name| Err(StreamError::GuardrailBlocked(name)))
                 }
                 Some(window) => {
-                    window.hold(&out);
+                    window.hold(&out, &self.marks);
+                    self.marks.clear();
                     if !window.due() && !self.done {
                         continue;
                     }
@@ -152,6 +157,7 @@ impl Guarded {
         let window = &mut self.window;
         let mut changed = false;
         let mut verdict = Ok(());
+        let mut has_text = false;
         text::answer_texts(&mut chunk, &mut |s| {
             let restored = choice.restore.push(&applied.masks, s);
             changed |= restored != *s;
@@ -159,7 +165,8 @@ impl Guarded {
                 verdict = scan(&applied, &mut choice.scans, &restored);
             }
             if let Some(w) = window.as_mut() {
-                w.push_text(&restored);
+                w.push_text(index, &restored);
+                has_text |= !restored.is_empty();
             }
             *s = restored;
         });
@@ -170,7 +177,8 @@ impl Guarded {
             if !rest.is_empty() {
                 scan(&applied, &mut choice.scans, &rest)?;
                 if let Some(w) = self.window.as_mut() {
-                    w.push_text(&rest);
+                    w.push_text(index, &rest);
+                    has_text = true;
                 }
                 if let Some(delta) = chunk.pointer_mut("/choices/0/delta") {
                     let before = delta.get("content").and_then(Value::as_str).unwrap_or("").to_owned();
@@ -179,10 +187,15 @@ impl Guarded {
                 }
             }
         }
+        let start = out.len();
         if changed {
             out.extend_from_slice(&crate::sse::frame_json(parsed.name, &chunk));
         } else {
             out.extend_from_slice(raw);
+        }
+        if has_text {
+            // Where a rewrite of the window will put its text.
+            self.marks.push(Mark { start, end: out.len(), choice: index });
         }
         Ok(())
     }
@@ -221,6 +234,7 @@ mod tests {
         let words = Words::build(&["forbidden fruit".to_owned()], &[], None).unwrap();
         let guardrail = Guardrail {
             name: "clean".into(),
+            fingerprint: [0; 32],
             pre_call: false,
             post_call: true,
             default_on: true,

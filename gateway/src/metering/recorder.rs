@@ -221,18 +221,24 @@ impl UsageRecorder {
     }
 
     /// Ends a request answered from the response cache: its own event, no tokens, `cost` (the
-    /// configured price of a hit) and the tokens the stored answer saved.
+    /// configured price of a hit) and the tokens the stored answer saved. `refused`: the status
+    /// and error code of a hit its post-call guardrails blocked (charged as a hit all the same,
+    /// as a blocked answer is charged what the provider made).
     pub fn finish_cache_hit(
         mut self,
         cost: NanoUsd,
         saved: tollgate_schemas::event::CacheHit,
         served_model: Option<String>,
+        refused: Option<(u16, &'static str)>,
     ) -> (NanoUsd, Written) {
         let Some(mut event) = self.event.take() else {
             return (NanoUsd::ZERO, Written::now());
         };
         let cost = cost.min(tollgate_schemas::limits::MAX_COST_PER_REQUEST);
-        event.status = 200;
+        event.status = refused.map_or(200, |(status, _)| status);
+        if let Some((_, code)) = refused {
+            event.error_type = Some(code.to_owned());
+        }
         event.served_model = served_model.filter(|m| {
             tollgate_schemas::limits::check_name("served_model", m, tollgate_schemas::limits::MAX_NAME_BYTES).is_ok()
         });

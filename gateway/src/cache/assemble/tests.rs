@@ -63,3 +63,48 @@ fn nothing_is_kept_past_the_bound_or_from_garbage() {
     assert!(assemble(&many, 1 << 20).is_none(), "more than MAX_CHOICES choices");
     assert!(assemble(&many[..MAX_CHOICES], 1 << 20).is_some());
 }
+
+/// A guarded stream is kept as the provider sent it: the client gets the masked address
+/// restored, the cache (moka here) holds the placeholder, never the address.
+#[tokio::test]
+async fn a_tapped_capture_keeps_the_provider_stream_before_the_guardrails() {
+    use crate::tenancy::auth::Principal;
+    use tollgate_schemas::tenancy::KeyRecord;
+    let yaml = "- {guardrail_name: pii, litellm_params: {guardrail: pii_masking, mode: pre_call, default_on: true}}\n";
+    let list: Vec<crate::guardrails::config::GuardrailConfig> = serde_yaml::from_str(yaml).unwrap();
+    let set = crate::guardrails::config::build(&list, &std::collections::HashMap::new(), "test").unwrap();
+    let who = Principal::of_key(KeyRecord { key_id: "k1".into(), team_id: Some("t".into()), ..KeyRecord::default() });
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"mail ann@example.com"}]}"#;
+    let request =
+        crate::http::wire::ProxyRequest::parse(body.as_bytes(), crate::providers::Endpoint::ChatCompletions).unwrap();
+    let cache = Arc::new(ResponseCache::new(crate::config::CacheParams::default()).unwrap());
+    let (request, plan) = crate::cache::key::prepare(Some(&cache), &who, request).unwrap();
+    let client = reqwest::Client::new();
+    let (rebuilt, applied) = crate::guardrails::before_call(&set, &client, &who, &request, "r1").await.unwrap();
+    let plan = crate::cache::key::after_guardrails(plan.unwrap(), &cache, &who, &rebuilt.unwrap(), &applied);
+
+    let provider = [
+        r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"echo: mail <EMA"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"IL_1>"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        "[DONE]",
+    ];
+    let input: Vec<Result<Bytes, crate::providers::StreamError>> =
+        provider.iter().map(|d| Ok(Bytes::from(format!("data: {d}\n\n")))).collect();
+    let mut capture = Capture::new(cache.clone(), &plan).unwrap();
+    let tapped = capture.tap(Box::pin(futures::stream::iter(input)));
+    let out: Vec<u8> = crate::guardrails::guard_stream(applied, &client, tapped)
+        .map(|r| r.unwrap().to_vec())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    assert!(String::from_utf8_lossy(&out).contains("ann@example.com"), "restored for the client");
+    // The metered stream's own chunks (restored) are not what the capture keeps.
+    capture.feed(br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"ann@example.com"}}]}"#);
+    let tokens = Tokens { prompt: 3, completion: 4, ..Tokens::default() };
+    capture.store(NanoUsd(10), tokens, None).unwrap().await;
+    let entry = cache.lookup(&plan, "m").await.expect("kept");
+    let stored = String::from_utf8_lossy(&entry.body);
+    assert!(stored.contains("echo: mail <EMAIL_1>") && !stored.contains("ann@"), "{stored}");
+}

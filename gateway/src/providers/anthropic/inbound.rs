@@ -61,7 +61,8 @@ pub fn messages_to_chat_request(body: &Value) -> Result<Value, GatewayError> {
     out.insert("model".to_owned(), json!(model));
     out.insert("messages".to_owned(), Value::Array(chat_messages));
     out.insert("max_tokens".to_owned(), json!(max_tokens));
-    copy_fields(request, &mut out, &["temperature", "top_p"]);
+    // `guardrails` (LiteLLM's field, also on /v1/messages) is read by the gateway, never sent.
+    copy_fields(request, &mut out, &["temperature", "top_p", "guardrails"]);
     if let Some(stop) = request.get("stop_sequences").and_then(Value::as_array).filter(|s| !s.is_empty()) {
         out.insert("stop".to_owned(), Value::Array(stop.clone()));
     }
