@@ -654,7 +654,7 @@ wait_healthy() {
 drop_test_keyspaces() {
   local names stmts
   ensure_cqlsh
-  names=$(cql -e "DESCRIBE KEYSPACES" | tr -s ' \t' '\n' | grep -E '^(e2e|chaos|spool|tg|outage|fence|bench|ledger|layer1|poison|failing)_[a-z0-9_]+$' || true)
+  names=$(cql -e "DESCRIBE KEYSPACES" | tr -s ' \t' '\n' | grep -E '^(e2e|chaos|spool|tg|outage|fence|bench|ledger|layer1|poison|failing|cache|rcache|compat|endpoints|finance|rerate)_[a-z0-9_]+$' || true)
   [[ -n $names ]] || return 0
   log "dropping $(wc -l <<<"$names") keyspaces left by earlier test runs"
   # Ten at a time: one statement list for hundreds of keyspaces outlives any request timeout,
