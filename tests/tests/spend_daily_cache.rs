@@ -82,7 +82,8 @@ async fn cached_daily_reads_equal_direct_ones_and_late_rows_show_within_the_ttl(
 
     let direct = CqlSpend::new(session.clone(), &keyspace).await?.with_partitions(PARTITIONS);
     let ttl = Duration::from_secs(3);
-    let cached = CqlSpend::new(session.clone(), &keyspace).await?.with_partitions(PARTITIONS).with_closed_day_cache(ttl);
+    let cached =
+        CqlSpend::new(session.clone(), &keyspace).await?.with_partitions(PARTITIONS).with_closed_day_cache(ttl);
     // A TTL no test run outlives: what it answers for a closed day is what it read first.
     let kept = CqlSpend::new(session.clone(), &keyspace)
         .await?

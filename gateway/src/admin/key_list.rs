@@ -95,11 +95,8 @@ async fn by_spend(state: &AppState, store: Arc<dyn TenancyStore>, index: &Arc<Ke
         Start::After(_) => 0, // refused with spend when the query was read
     };
     let page: Vec<KeyRecord> = keys.into_iter().skip(skip).take(lq.size).map(|(k, _)| k).collect();
-    let items: Vec<Value> = if lq.full {
-        shown_with_spend(state, &page).await
-    } else {
-        page.iter().map(|k| json!(k.key_id)).collect()
-    };
+    let items: Vec<Value> =
+        if lq.full { shown_with_spend(state, &page).await } else { page.iter().map(|k| json!(k.key_id)).collect() };
     Ok(HttpResponse::Ok().json(json!({
         "keys": items,
         "total_count": total,

@@ -616,7 +616,8 @@ mod tests {
                 prompt_tokens: i * 11,
                 completion_tokens: i * 5,
             };
-            for (kind, id) in [("team", "t"), ("key", "k"), ("customer", "c"), ("org", "o"), ("tag", "x"), ("user", "u")]
+            for (kind, id) in
+                [("team", "t"), ("key", "k"), ("customer", "c"), ("org", "o"), ("tag", "x"), ("user", "u")]
             {
                 rows.push((format!("{kind}/{id}-{}/model/m{}", i % 4, i % 3), day, spent));
                 rows.push((format!("{kind}/{id}-{}", i % 4), day, spent));
