@@ -355,8 +355,14 @@ async fn kafka_backends(
         }));
         // Totals sum the rows of every generation of the usage topic up to the current one.
         let generations = vec![tollgate_schemas::store::MAX_USAGE_PARTITIONS; usize::from(kafka.usage_generation) + 1];
-        let spend: Arc<dyn SpendSource> =
-            Arc::new(CqlSpend::new(session, &db.keyspace).await?.with_generations(&generations));
+        // A month of daily spend read again (the console's Usage and Overview pages) reads only
+        // today from Cassandra: closed days are kept briefly (docs/design.md §4.5).
+        let spend: Arc<dyn SpendSource> = Arc::new(
+            CqlSpend::new(session, &db.keyspace)
+                .await?
+                .with_generations(&generations)
+                .with_closed_day_cache(tollgate_schemas::store::CLOSED_DAY_TTL),
+        );
         backends.spend = Some(spend);
     }
     Ok(backends)

@@ -54,7 +54,7 @@ mod consistency;
 mod daily;
 mod ledger_health;
 mod logs;
-pub use daily::{DailyQuery, MAX_DAILY_ROWS};
+pub use daily::{DailyQuery, CLOSED_DAY_TTL, MAX_CACHED_DAY_ROWS, MAX_DAILY_ROWS};
 pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
 
 pub use consistency::{serial_read, CqlConsistency};
@@ -491,6 +491,8 @@ pub struct CqlSpend {
     total: PreparedStatement,
     logs: logs::LogStatements,
     daily: daily::DailyStatements,
+    /// Closed days' rows kept for a short while (`with_closed_day_cache`); none by default.
+    closed_days: Option<daily::ClosedDays>,
 }
 
 impl CqlSpend {
@@ -506,7 +508,7 @@ impl CqlSpend {
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
         let daily = daily::DailyStatements::prepare(&session, keyspace).await?;
         let partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs, daily })
+        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs, daily, closed_days: None })
     }
 }
 

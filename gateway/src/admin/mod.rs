@@ -53,6 +53,7 @@ use fields::Fields;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tollgate_schemas::ledger::ALL_TIME;
 use tollgate_schemas::limits;
 use tollgate_schemas::store::{get_record, list_records, TenancyStore};
 use tollgate_schemas::tenancy::{budget_window, Invalidation, Kind, Limits, Record};
@@ -280,8 +281,17 @@ pub(crate) async fn current_spend(state: &AppState, scope: &str, limits: &Limits
 /// Adds `spend` (all time) and, with a budget duration, the current window's spend.
 pub(crate) async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits) -> Value {
     let Some(reader) = &state.spend else { return v };
-    let all = reader.total(scope, "all").await.unwrap_or_default();
-    let Some((current, window)) = current_spend(state, scope, limits).await else { return v };
+    let window = budget_window(limits.budget_duration, Utc::now());
+    // The two windows read at once; one read when the budget's window is all time.
+    let (all, current) = if window == ALL_TIME {
+        let all = reader.total(scope, ALL_TIME).await.unwrap_or_default();
+        (all, all)
+    } else {
+        let (all, current) = futures::join!(reader.total(scope, ALL_TIME), reader.total(scope, &window));
+        (all.unwrap_or_default(), current.unwrap_or_default())
+    };
+    // The ledger lags by the consumer's batch; this gateway may know more already.
+    let current = current.spent.max(state.budget_view.spent(scope, &window));
     if let Value::Object(o) = &mut v {
         // As in LiteLLM, `spend` is what counts against the budget: the current window's.
         o.insert("spend".into(), usd_value(current));

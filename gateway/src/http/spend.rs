@@ -399,22 +399,87 @@ fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'s
 }
 
 /// The rows of `kind`'s per-model scopes, as (day, id, model) → total; with `by_id` false, the
-/// ids are dropped and the rows of one day and model summed.
-fn daily_groups(
-    rows: &[(String, NaiveDate, SpendTotal)],
+/// ids are dropped and the rows of one day and model summed. Borrows the ids and models from
+/// `rows`: a month of every team's rows is some 100,000 entries.
+fn daily_groups<'a>(
+    rows: &'a [(String, NaiveDate, SpendTotal)],
     kind: &str,
     by_id: bool,
-) -> BTreeMap<(NaiveDate, String, String), SpendTotal> {
-    let mut out: BTreeMap<(NaiveDate, String, String), SpendTotal> = BTreeMap::new();
+) -> BTreeMap<(NaiveDate, &'a str, &'a str), SpendTotal> {
+    let mut out: BTreeMap<(NaiveDate, &'a str, &'a str), SpendTotal> = BTreeMap::new();
     for (scope, day, t) in rows {
         let Some((k, id, Some(model))) = parse_scope(scope) else { continue };
         if k != kind {
             continue;
         }
-        let id = if by_id { id.to_owned() } else { String::new() };
-        merge(out.entry((*day, id, model.to_owned())).or_default(), t);
+        let id = if by_id { id } else { "" };
+        merge(out.entry((*day, id, model)).or_default(), t);
     }
     out
+}
+
+/// One result of `/spend/daily`: the fields of [`totals_json`] with `date`, the group's id field
+/// and `model`, written straight to the answer rather than built as a `Value` each (a month by
+/// team is some 100,000 results). The keys come in the order a `Value` object writes them
+/// (sorted), so the answer is byte for byte what building `Value`s gave.
+struct DailyResult<'a> {
+    date: NaiveDate,
+    field: Option<&'static str>,
+    id: &'a str,
+    model: &'a str,
+    total: SpendTotal,
+}
+
+/// A value of a [`DailyResult`] field.
+enum FieldValue<'a> {
+    Text(&'a str),
+    Date(NaiveDate),
+    Usd(f64),
+    Int(i64),
+}
+
+impl serde::Serialize for FieldValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldValue::Text(v) => s.serialize_str(v),
+            FieldValue::Date(v) => v.serialize(s),
+            FieldValue::Usd(v) => v.serialize(s),
+            FieldValue::Int(v) => s.serialize_i64(*v),
+        }
+    }
+}
+
+impl serde::Serialize for DailyResult<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = &self.total;
+        let mut fields: [(&str, FieldValue<'_>); 8] = [
+            ("completion_tokens", FieldValue::Int(t.completion_tokens)),
+            ("date", FieldValue::Date(self.date)),
+            ("model", FieldValue::Text(self.model)),
+            ("prompt_tokens", FieldValue::Int(t.prompt_tokens)),
+            ("requests", FieldValue::Int(t.events)),
+            ("spend", FieldValue::Usd(t.spent.as_usd_display())),
+            ("spend_nano_usd", FieldValue::Int(t.spent.0)),
+            // The group's id field, when there is one; sorted in with the others below.
+            (self.field.unwrap_or(""), FieldValue::Text(self.id)),
+        ];
+        let named = if self.field.is_some() { fields.len() } else { fields.len() - 1 };
+        let fields = &mut fields[..named];
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(Some(fields.len()))?;
+        for (name, value) in fields.iter() {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// The answer of `/spend/daily`: `results`, then `totals` (the order a `Value` object writes).
+#[derive(serde::Serialize)]
+struct DailyAnswer<'a> {
+    results: Vec<DailyResult<'a>>,
+    totals: Value,
 }
 
 /// `GET /spend/daily`: spend by UTC day × model × key (or team, user, customer, organization,
@@ -425,21 +490,23 @@ fn daily_groups(
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (kind, field) = daily_group(&query(&req))?;
     let (_, kind, rows) = admin_daily(&req, &state, true, kind, field).await?;
+    Ok(HttpResponse::Ok().json(daily_answer(&rows, kind, field)))
+}
+
+/// The `/spend/daily` answer for `rows` of `kind`, grouped by `field`'s id (or by model alone).
+fn daily_answer<'a>(
+    rows: &'a [(String, NaiveDate, SpendTotal)],
+    kind: &str,
+    field: Option<&'static str>,
+) -> DailyAnswer<'a> {
     let mut total = SpendTotal::default();
-    let mut results = Vec::new();
-    for ((day, id, model), t) in daily_groups(&rows, kind, field.is_some()) {
+    let groups = daily_groups(rows, kind, field.is_some());
+    let mut results = Vec::with_capacity(groups.len());
+    for ((date, id, model), t) in groups {
         merge(&mut total, &t);
-        let mut v = totals_json(&t);
-        if let Value::Object(o) = &mut v {
-            o.insert("date".into(), json!(day));
-            if let Some(field) = field {
-                o.insert(field.into(), json!(id));
-            }
-            o.insert("model".into(), json!(model));
-        }
-        results.push(v);
+        results.push(DailyResult { date, field, id, model, total: t });
     }
-    Ok(HttpResponse::Ok().json(json!({"results": results, "totals": totals_json(&total)})))
+    DailyAnswer { results, totals: totals_json(&total) }
 }
 
 /// `GET /spend/tags` (LiteLLM's route): spend per tag over `start_date..=end_date` (at most 31
@@ -529,9 +596,62 @@ mod tests {
         ];
         let by_model = daily_groups(&rows, "key", false);
         assert_eq!(by_model.len(), 2);
-        assert_eq!(by_model[&(d, String::new(), "m1".to_owned())], total(12, 3));
+        assert_eq!(by_model[&(d, "", "m1")], total(12, 3));
         let by_customer = daily_groups(&rows, "customer", true);
-        assert_eq!(by_customer.keys().collect::<Vec<_>>(), [&(d, "c".to_owned(), "m1".to_owned())]);
+        assert_eq!(by_customer.keys().collect::<Vec<_>>(), [&(d, "c", "m1")]);
+    }
+
+    /// The answer as `/spend/daily` built it before it wrote its results directly: a `Value`
+    /// per result from `totals_json`, with `date`, the id field and `model` inserted.
+    fn daily_answer_as_values(rows: &[(String, NaiveDate, SpendTotal)], kind: &str, field: Option<&str>) -> Value {
+        let mut total = SpendTotal::default();
+        let mut results = Vec::new();
+        for ((day, id, model), t) in daily_groups(rows, kind, field.is_some()) {
+            merge(&mut total, &t);
+            let mut v = totals_json(&t);
+            if let Value::Object(o) = &mut v {
+                o.insert("date".into(), json!(day));
+                if let Some(field) = field {
+                    o.insert(field.into(), json!(id));
+                }
+                o.insert("model".into(), json!(model));
+            }
+            results.push(v);
+        }
+        json!({"results": results, "totals": totals_json(&total)})
+    }
+
+    #[test]
+    fn daily_answers_are_byte_for_byte_those_built_from_values() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let mut rows = Vec::new();
+        for i in 0..40i64 {
+            let day = d + chrono::Days::new(u64::try_from(i % 3).unwrap());
+            let spent = SpendTotal {
+                // Odd amounts: sub-cent, whole dollars and large sums all print the same way.
+                spent: tollgate_schemas::NanoUsd(i * 1_234_567_891 + i % 7),
+                events: i,
+                prompt_tokens: i * 11,
+                completion_tokens: i * 5,
+            };
+            for (kind, id) in
+                [("team", "t"), ("key", "k"), ("customer", "c"), ("org", "o"), ("tag", "x"), ("user", "u")]
+            {
+                rows.push((format!("{kind}/{id}-{}/model/m{}", i % 4, i % 3), day, spent));
+                rows.push((format!("{kind}/{id}-{}", i % 4), day, spent));
+            }
+            rows.push((format!("global/all/model/openai/m{}", i % 2), day, spent));
+        }
+        rows.push(("team/\"<script>\"/model/m\u{e9}".to_owned(), d, total(i64::MAX / 4, 1)));
+        let grouped = ["key", "team", "user", "customer", "organization", "tag", "model"];
+        for group in grouped {
+            let q = [("group_by".to_owned(), group.to_owned())].into_iter().collect::<BTreeMap<_, _>>();
+            let (kind, field) = daily_group(&q).unwrap();
+            let written = serde_json::to_vec(&daily_answer(&rows, kind, field)).unwrap();
+            let built = serde_json::to_vec(&daily_answer_as_values(&rows, kind, field)).unwrap();
+            assert!(written.len() > 100, "{group}: some results");
+            assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(built).unwrap(), "group_by={group}");
+        }
     }
 
     #[test]

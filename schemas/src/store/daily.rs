@@ -1,13 +1,18 @@
 //! Daily spend of one scope kind, or of one scope, read from `spend_daily`
 //! (`cql/012_spend_daily.cql`, docs/design.md §4.5): the rows of the days asked for and that kind
 //! only, so a month of every team's spend reads a month of team rows whatever else the ledger holds.
+//! With [`CqlSpend::with_closed_day_cache`], the rows of days already over (UTC) are kept in memory
+//! for a short while: a month read again within that while reads only today from Cassandra. The
+//! cache never holds today's rows, and never serves a closed day's rows older than its TTL.
 
 use super::{query_err, CqlSpend, DailyTotals, SpendTotal, StoreError};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Most rows one daily read takes in before it gives up ([`StoreError::TooManyRows`]): a month of
 /// a kind with this many (scope, model, day, partition) rows is too much for one answer; the
@@ -16,6 +21,28 @@ pub const MAX_DAILY_ROWS: usize = 250_000;
 
 /// Days read at once.
 const DAYS_IN_FLIGHT: usize = 8;
+
+/// How long the gateway serves a closed day's rows from memory: a late event (a consumer behind,
+/// a spool replayed after midnight) shows in a closed day's spend within this time.
+pub const CLOSED_DAY_TTL: Duration = Duration::from_secs(30);
+
+/// Most ledger rows the closed-day cache holds, all days and kinds together (a row is about 150
+/// bytes: some 75 MB at most). A month of a kind is at most [`MAX_DAILY_ROWS`] rows, so two such
+/// months fit; beyond, the least used days are dropped and read again when asked for.
+pub const MAX_CACHED_DAY_ROWS: u64 = 500_000;
+
+/// One closed day's rows of one read: the query's kind and scope, the day, and the generation
+/// of the usage topic (the partitions' list) they were read from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct DayKey {
+    kind: String,
+    scope: Option<String>,
+    day: NaiveDate,
+    generation: usize,
+}
+
+/// Closed days' rows, as Cassandra returned them, bounded by rows and by age.
+pub(super) type ClosedDays = moka::sync::Cache<DayKey, Arc<Vec<Row>>>;
 
 /// What a daily read asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,15 +98,30 @@ impl DailyStatements {
     }
 }
 
-type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+pub(super) type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 impl CqlSpend {
+    /// Keeps the rows of days before today (UTC) for `ttl` (at most [`MAX_CACHED_DAY_ROWS`]
+    /// rows): daily reads then read only today's rows and the closed days not read within `ttl`.
+    /// Answers are the same rows summed the same way; a row written to a closed day after it
+    /// was read shows within `ttl`.
+    pub fn with_closed_day_cache(mut self, ttl: Duration) -> CqlSpend {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(MAX_CACHED_DAY_ROWS)
+            .weigher(|_: &DayKey, rows: &Arc<Vec<Row>>| u32::try_from(rows.len()).unwrap_or(u32::MAX).max(1))
+            .time_to_live(ttl)
+            .build();
+        self.closed_days = Some(cache);
+        self
+    }
+
     /// Every (scope, day) total of `query`, all partitions summed.
     pub(super) async fn daily_rows(&self, query: &DailyQuery) -> Result<DailyTotals, StoreError> {
+        let today = Utc::now().date_naive();
         let mut reads = Vec::new();
         for day in query.days() {
-            for parts in &self.partitions {
-                reads.push(self.day_rows(query, day, parts));
+            for (generation, parts) in self.partitions.iter().enumerate() {
+                reads.push(self.kept_day_rows(query, day, generation, parts, today));
             }
         }
         let mut per_day = stream::iter(reads).buffer_unordered(DAYS_IN_FLIGHT);
@@ -91,8 +133,9 @@ impl CqlSpend {
             if taken > MAX_DAILY_ROWS {
                 return Err(StoreError::TooManyRows { limit: MAX_DAILY_ROWS });
             }
-            for (scope, spent, events, prompt, completion) in rows {
-                totals.entry((scope, day)).or_default().add(&SpendTotal {
+            for (scope, spent, events, prompt, completion) in rows.iter() {
+                let (spent, events, prompt, completion) = (*spent, *events, *prompt, *completion);
+                totals.entry((scope.clone(), day)).or_default().add(&SpendTotal {
                     spent: crate::NanoUsd(spent.unwrap_or(0)),
                     events: events.unwrap_or(0),
                     prompt_tokens: prompt.unwrap_or(0),
@@ -101,6 +144,29 @@ impl CqlSpend {
             }
         }
         Ok(totals.into_iter().map(|((scope, day), t)| (scope, day, t)).collect())
+    }
+
+    /// One day's rows of `query` in the ledger partitions `parts` (of `generation`): from the
+    /// closed-day cache when the day is before `today` and was read within the TTL.
+    async fn kept_day_rows(
+        &self,
+        query: &DailyQuery,
+        day: NaiveDate,
+        generation: usize,
+        parts: &[i32],
+        today: NaiveDate,
+    ) -> Result<(NaiveDate, Arc<Vec<Row>>), StoreError> {
+        let cache = match &self.closed_days {
+            Some(cache) if day < today => cache,
+            _ => return self.day_rows(query, day, parts).await.map(|(day, rows)| (day, Arc::new(rows))),
+        };
+        let key = DayKey { kind: query.kind.clone(), scope: query.scope.clone(), day, generation };
+        if let Some(rows) = cache.get(&key) {
+            return Ok((day, rows));
+        }
+        let rows = Arc::new(self.day_rows(query, day, parts).await?.1);
+        cache.insert(key, rows.clone());
+        Ok((day, rows))
     }
 
     /// One day's rows of `query` in the ledger partitions `parts`.
