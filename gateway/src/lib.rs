@@ -450,11 +450,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let side = http::listeners::SideListeners::start(&state)?;
     let admin_handle = side.admin_handle();
     let handle = state.metrics.clone();
-    let upkeep = move || {
-        handle.run_upkeep();
-        telemetry::release_idle_memory();
-    };
-    let metrics_upkeep = tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(upkeep, telemetry::UPKEEP_EVERY));
+    let metrics_upkeep =
+        tokio::spawn(tollgate_schemas::telemetry::metrics_upkeep(move || handle.run_upkeep(), telemetry::UPKEEP_EVERY));
     let handle = server.handle();
     let stopping = shutdown.clone();
     // When the stop began: work finishing in the background gets what is left of

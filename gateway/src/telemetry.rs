@@ -26,24 +26,6 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// (`tollgate_schemas::telemetry::metrics_upkeep`).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The block [`release_idle_memory`] allocates: larger than mimalloc's largest size class
-/// (512 KiB), so it has a page of its own, freed to the arena as soon as the block is.
-const RELEASE_NUDGE_BYTES: usize = 1 << 20;
-
-/// Lets the allocator give back to the kernel the memory freed more than its purge delay ago,
-/// also while the gateway is idle; called at every [`UPKEEP_EVERY`].
-///
-/// Why: mimalloc returns freed pages to the kernel after a delay (`purge_delay`, 1 s), but it
-/// looks for pages whose delay has passed only when it next frees a page or collects. A gateway
-/// that goes idle after a burst frees no page, so it kept much of the burst's heap resident
-/// (`benches/results/rss-2026-12-07.md`). Allocating and freeing one block larger than any
-/// size class frees a page, and with it mimalloc purges what is due. It costs one allocation a
-/// second and, unlike `MIMALLOC_PURGE_DELAY=0`, no purge on the request path. With another
-/// allocator it is only that allocation.
-pub fn release_idle_memory() {
-    drop(std::hint::black_box(Vec::<u8>::with_capacity(RELEASE_NUDGE_BYTES)));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
