@@ -559,7 +559,7 @@ pub(crate) fn is_usage_only_chunk(data: &[u8]) -> bool {
     serde_json::from_slice::<Chunk>(data).is_ok_and(|c| c.choices.is_some_and(|ch| ch.is_empty()))
 }
 
-mod drain;
+pub(crate) mod drain;
 #[cfg(test)]
 pub(crate) mod fuzz;
 #[cfg(test)]

@@ -7,13 +7,14 @@ use super::{path, stream, usage, Incoming};
 use crate::error::GatewayError;
 use crate::http::header;
 use crate::metering::recorder::{Attempt, Outcome, UsageRecorder};
-use crate::providers::{AnswerError, Deployment, Endpoint, UpstreamError};
+use crate::providers::{AnswerError, Deployment, Endpoint, StreamError, UpstreamError};
 use crate::routing::retry::{self, RoutedAnswer, Via};
 use crate::tenancy::auth::Principal;
 use crate::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::future::BoxFuture;
+use futures::TryStreamExt;
 use std::sync::Arc;
 
 /// The client headers a provider receives: its content negotiation and Anthropic's betas. No
@@ -146,7 +147,8 @@ async fn relay(
     }
     if content_type.starts_with("text/event-stream") {
         let metered = stream::Metered { family, picked, router: state.router.clone(), strip_usage };
-        return Ok(reply.streaming(stream::metered(response, recorder, metered)));
+        let body = Box::pin(response.bytes_stream().map_err(StreamError::from));
+        return Ok(reply.streaming(stream::metered(body, recorder, metered, &state.background)));
     }
     let remaining = deployment.timeout.saturating_sub(sent_at.elapsed());
     let read = tokio::time::timeout(remaining, crate::providers::read_answer(response, state.max_response_bytes)).await;

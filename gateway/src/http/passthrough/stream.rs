@@ -8,6 +8,8 @@
 use super::{usage, Family};
 use crate::limits::pricing::Tokens;
 use crate::metering::recorder::{Outcome, UsageRecorder};
+use crate::metering::stream::drain;
+use crate::providers::ByteStream;
 use crate::routing::router::{PickedDeployment, Router};
 use crate::sse::{EventBuffer, EventTooLarge, Fed};
 use bytes::{Bytes, BytesMut};
@@ -148,18 +150,22 @@ impl Drop for Meter {
     }
 }
 
-/// The provider's stream, metered as it passes.
+/// The provider's body, metered as it passes: read by a drain task on `tracker` (shutdown waits
+/// for it; it stops as soon as the client's response is dropped), the request metered once,
+/// when the body ends, fails, goes silent past the deployment's `stream_idle_timeout`, or when
+/// the response is dropped (`partial`).
 pub fn metered(
-    response: reqwest::Response,
+    body: ByteStream,
     recorder: UsageRecorder,
     metered: Metered,
+    tracker: &tokio_util::task::TaskTracker,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    let upstream = drain::spawn(body, tracker);
     let Metered { family, picked, router, strip_usage } = metered;
     let idle = picked.deployment.stream_idle_timeout;
     let filter = strip_usage.then(UsageFilter::new);
     let started = std::time::Instant::now();
     let meter = Meter { recorder: Some(recorder), picked, router, started, scan: Scan::new(family), filter };
-    let upstream = Box::pin(response.bytes_stream());
     let cut = || actix_web::error::ErrorBadGateway("the provider's stream was cut");
     futures::stream::unfold(Some((upstream, meter)), move |state| async move {
         let (mut upstream, mut meter) = state?;
@@ -187,6 +193,98 @@ pub fn metered(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metering::stream::tests::{Harness, Recorded};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    const CHUNK: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+    const USAGE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n";
+
+    /// A provider that sends content chunks without end, counts the reads taken from it and
+    /// notes when it is dropped.
+    struct Endless {
+        taken: Arc<AtomicUsize>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Stream for Endless {
+        type Item = Result<Bytes, crate::providers::StreamError>;
+        fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+            Poll::Ready(Some(Ok(Bytes::from_static(CHUNK))))
+        }
+    }
+
+    impl Drop for Endless {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn metered_by(
+        h: &Harness,
+        body: ByteStream,
+        sink: Arc<Recorded>,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+        let (recorder, picked) = h.start(sink);
+        let meta = Metered { family: Family::OpenAi, picked, router: h.router(), strip_usage: false };
+        metered(body, recorder, meta, tracker)
+    }
+
+    /// Lets the drain task run until it waits.
+    async fn settle() {
+        for _ in 0..64 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The provider's reads reach the client byte for byte, in order, and the request is
+    /// metered once, by the usage the stream reported.
+    #[tokio::test]
+    async fn a_pass_through_stream_is_passed_on_whole_and_metered_once() {
+        let h = Harness::new().await;
+        let sink = Arc::new(Recorded::default());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let reads = std::iter::repeat_n(Bytes::from_static(CHUNK), 20)
+            .chain([Bytes::from_static(USAGE), Bytes::from_static(b"data: [DONE]\n\n")]);
+        let body: ByteStream = Box::pin(futures::stream::iter(reads.map(Ok)));
+        let out: Vec<Bytes> = metered_by(&h, body, sink.clone(), &tracker).map(Result::unwrap).collect().await;
+        let mut want = CHUNK.repeat(20);
+        want.extend_from_slice(USAGE);
+        want.extend_from_slice(b"data: [DONE]\n\n");
+        assert_eq!(out.concat(), want);
+        let events = std::mem::take(&mut *sink.0.lock().unwrap());
+        assert_eq!(events.len(), 1, "one usage event per request");
+        assert!(!events[0].partial && !events[0].estimated, "{:?}", events[0]);
+        assert_eq!((events[0].prompt_tokens, events[0].completion_tokens), (2, 3));
+    }
+
+    /// The provider's body is read on the tracker's drain task, no further ahead of a client
+    /// that does not read than the drain's bound; when the client hangs up, the request is
+    /// metered once as `partial` and the provider's body is dropped.
+    #[tokio::test]
+    async fn the_body_is_read_ahead_within_the_drain_bound_and_released_on_hang_up() {
+        let h = Harness::new().await;
+        let sink = Arc::new(Recorded::default());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let (taken, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let body: ByteStream = Box::pin(Endless { taken: taken.clone(), dropped: dropped.clone() });
+        let mut stream = Box::pin(metered_by(&h, body, sink.clone(), &tracker));
+        assert_eq!(stream.next().await.unwrap().unwrap(), CHUNK);
+        settle().await;
+        assert_eq!(tracker.len(), 1, "the body is read by a task on the tracker");
+        assert_eq!(taken.load(Ordering::SeqCst), drain::QUEUE_CHUNKS + 1, "one read taken, the queue full");
+        assert!(sink.0.lock().unwrap().is_empty(), "not metered while the stream runs");
+        drop(stream);
+        tracker.close();
+        tracker.wait().await;
+        assert!(dropped.load(Ordering::SeqCst), "the provider's body was dropped");
+        let events = std::mem::take(&mut *sink.0.lock().unwrap());
+        assert_eq!(events.len(), 1, "one usage event per request");
+        assert!(events[0].partial, "{:?}", events[0]);
+    }
 
     #[test]
     fn usage_is_read_across_chunk_boundaries() {

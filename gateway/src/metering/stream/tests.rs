@@ -75,6 +75,11 @@ impl Harness {
         Harness { router, principal, view, limiter, settings: crate::config::BudgetSettings::default() }
     }
 
+    /// The router requests are picked from.
+    pub(crate) fn router(&self) -> Arc<Router> {
+        self.router.clone()
+    }
+
     /// A request admitted for model `m`, its recorder publishing to `sink`, and the deployment
     /// picked to send it to.
     pub(crate) fn start(&self, sink: Arc<Recorded>) -> (UsageRecorder, PickedDeployment) {
