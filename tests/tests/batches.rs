@@ -101,10 +101,13 @@ impl Client {
         Self::json(self.http.post(format!("{}{path}", self.base)).bearer_auth(key).json(body).send().await?).await
     }
 
-    /// `POST` for the customer `customer` (`x-tollgate-customer-id`).
-    async fn post_for(&self, key: &str, customer: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-        let request = self.http.post(format!("{}{path}", self.base)).bearer_auth(key);
-        Self::json(request.header("x-tollgate-customer-id", customer).json(body).send().await?).await
+    /// `POST` with more headers.
+    async fn post_with(&self, key: &str, headers: &[(&str, &str)], path: &str, body: &Value) -> Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).bearer_auth(key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Self::json(request.json(body).send().await?).await
     }
 
     async fn json(resp: reqwest::Response) -> Result<(u16, Value)> {
@@ -183,7 +186,8 @@ async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()
     let (status, answer) = gw.post(owner, "/v1/batches", &json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"tollgate_key_id": "x"}})).await?;
     ensure!(status == 400, "a client may not set the owner: {answer}");
 
-    let (status, batch) = gw.post(owner, "/v1/batches", &create(&file_id)).await?;
+    let (status, batch) =
+        gw.post_with(owner, &[("x-litellm-tags", "nightly")], "/v1/batches", &create(&file_id)).await?;
     ensure!(status == 200, "create: {batch}");
     let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
     ensure!(batch["metadata"] == json!({"job": "e2e"}), "the owner stays hidden: {batch}");
@@ -214,6 +218,8 @@ async fn a_batch_is_billed_once_per_answered_line_at_batch_prices() -> Result<()
             Some(e.occurred_at.timestamp()) == batch["created_at"].as_i64().map(|t| t + RUNS_FOR_SECS)
                 && e.requested_model == "gpt-4o-mini"
                 && e.team_id.as_deref() == Some("team-alpha")
+                && e.tags == ["nightly"],
+            "{e:?}"
         );
         charged.push((owner, cost));
     }
@@ -332,7 +338,8 @@ async fn ids_work_on_every_gateway_and_after_a_restart() -> Result<()> {
     // A batch created on the second gateway, for a customer.
     let create = json!({"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
                         "metadata": {"job": "ids"}});
-    let (status, batch) = gw2.post_for(owner, &customer, "/v1/batches", &create).await?;
+    let headers = [("x-tollgate-customer-id", customer.as_str()), ("x-litellm-tags", "eval-7, nightly")];
+    let (status, batch) = gw2.post_with(owner, &headers, "/v1/batches", &create).await?;
     ensure!(status == 200, "create: {batch}");
     let batch_id = batch["id"].as_str().context("batch id")?.to_owned();
     ensure!(batch_id.starts_with("batch_") && batch_id.len() <= 256, "{batch_id}");
@@ -359,6 +366,7 @@ async fn ids_work_on_every_gateway_and_after_a_restart() -> Result<()> {
                 && e.customer_id.as_deref() == Some(customer.as_str())
                 && e.team_id.as_deref() == Some("team-alpha")
                 && e.gateway_id == "gw-ids-1"
+                && e.tags == ["eval-7", "nightly"]
                 && e.occurred_at.timestamp() == created + RUNS_FOR_SECS,
             "q-{i}: {e:?}"
         );
@@ -400,6 +408,7 @@ async fn ids_work_on_every_gateway_and_after_a_restart() -> Result<()> {
     assert_charged(&session, &keyspace, &charged).await?;
     let total: i64 = charged.iter().map(|(_, c)| c).sum();
     ensure!(scope_total(&session, &keyspace, &format!("customer/{customer}")).await?.0 == total, "customer total");
+    ensure!(scope_total(&session, &keyspace, "tag/eval-7").await?.0 == total, "the batch's tag total");
 
     first.stop().await?;
     second.stop().await?;

@@ -112,6 +112,15 @@ async fn bill(state: &AppState, entry: &BatchEntry, batch: &BatchObject) -> Resu
     Ok(charged)
 }
 
+/// `principal` as the owner of a batch it did not see created: its customer
+/// ([`with_customer`]) and its events' tags (`tenancy::tags::past_usage_tags`: the key's and
+/// team's as they are now, then the request's own, kept in the batch's `tollgate_tags`).
+pub async fn as_owner(state: &AppState, principal: Principal, customer: Option<&str>, tags: Option<&str>) -> Principal {
+    let mut principal = with_customer(state, principal, customer).await;
+    principal.tags = crate::tenancy::tags::past_usage_tags(&principal, tags);
+    principal
+}
+
 /// `principal` with the customer a batch was created for (its metadata's
 /// `tollgate_customer_id`): its id on the events and, when it has a record, its budget windows.
 /// The customer was admitted when the batch was created, so it is charged even if the key may
@@ -168,6 +177,7 @@ pub fn line_event(
         image_input_tokens: line.tokens.image_input,
         image_output_tokens: line.tokens.image_output,
         status: 200,
+        tags: owner.tags.clone(),
         ..UsageEvent::default()
     };
     match &deployment.price {

@@ -11,7 +11,7 @@
 //! ledger counts them once (docs/design.md §2.13).
 
 use super::hold::{self, HOLD_META};
-use super::upstream::{self, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL};
+use super::upstream::{self, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL, OWNER_TAGS};
 use super::{billing, BatchEntry, Billing};
 use crate::providers::Deployment;
 use crate::AppState;
@@ -116,7 +116,7 @@ async fn adopt(state: &AppState, deployment: &Arc<Deployment>, b: &Value) -> boo
             return false;
         }
     };
-    let principal = billing::with_customer(state, principal, owner(OWNER_CUSTOMER)).await;
+    let principal = billing::as_owner(state, principal, owner(OWNER_CUSTOMER), owner(OWNER_TAGS)).await;
     let model = owner(OWNER_MODEL)
         .filter(|m| state.router.model_names().iter().any(|n| n == m))
         .map_or_else(|| deployment.model_name.clone(), str::to_owned);

@@ -5,7 +5,7 @@
 //! provider receives; the poller's calls, outside any request, are not traced.
 //!
 //! A batch is created with its owner in its `metadata` (`tollgate_key_id`, `tollgate_model`,
-//! `tollgate_customer_id`), which clients never see nor set ([`strip_owner`]): a gateway that
+//! `tollgate_customer_id`, `tollgate_tags`), which clients never see nor set ([`strip_owner`]): a gateway that
 //! did not create a batch charges it to the parties it names, and a restarted one finds the
 //! batches it has to bill by them (`poller`).
 
@@ -25,6 +25,8 @@ pub const OWNER_PREFIX: &str = "tollgate_";
 pub const OWNER_KEY: &str = "tollgate_key_id";
 pub const OWNER_MODEL: &str = "tollgate_model";
 pub const OWNER_CUSTOMER: &str = "tollgate_customer_id";
+/// The request's own tags (`x-litellm-tags`), comma separated, when it had any.
+pub const OWNER_TAGS: &str = "tollgate_tags";
 
 /// Largest answer of a provider about a file or a batch (not a file's content).
 const MAX_OBJECT_BYTES: usize = 1024 * 1024;

@@ -8,7 +8,7 @@
 use super::files::{not_found, provider_id, relay};
 use super::observed::{observed, Api, Seen};
 use super::{authorize, read_body};
-use crate::batches::upstream::{self, Answer, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL, OWNER_PREFIX};
+use crate::batches::upstream::{self, Answer, OWNER_CUSTOMER, OWNER_KEY, OWNER_MODEL, OWNER_PREFIX, OWNER_TAGS};
 use crate::batches::{billing, hold, jsonl, BatchEntry, BatchRef, Billing};
 use crate::error::GatewayError;
 use crate::providers::Deployment;
@@ -20,7 +20,8 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// OpenAI's bound on a batch's metadata: 16 pairs, keys of 64 and values of 512 characters.
-/// The gateway keeps four of the pairs for itself (owner key, model, customer, maximum cost).
+/// The gateway keeps four of the pairs for itself (owner key, model, customer, maximum cost),
+/// and a fifth for a batch with tags of its own (`x-litellm-tags`).
 const MAX_METADATA_PAIRS: usize = 16 - 4;
 const MAX_METADATA_KEY: usize = 64;
 const MAX_METADATA_VALUE: usize = 512;
@@ -79,6 +80,24 @@ async fn create_batch_inner(
     }
     let customer = crate::pipeline::customer_id(&req, user.as_deref())?;
     crate::pipeline::check_model(&state, &principal, &file.model)?;
+    // The events' tags: the key's, its team's and the request's own header tags, which the
+    // batch keeps in its metadata for gateways that did not see it created.
+    let own_tags = crate::tenancy::tags::header_tags(&req)?;
+    principal.tags =
+        crate::tenancy::tags::event_tags(&principal, Vec::new(), own_tags.clone(), state.reject_client_tags)?;
+    let own_tags = own_tags.join(",");
+    if own_tags.chars().count() > MAX_METADATA_VALUE {
+        return Err(GatewayError::field(
+            crate::tenancy::tags::TAGS_HEADER,
+            format!("a batch keeps at most {MAX_METADATA_VALUE} characters of its own tags"),
+        ));
+    }
+    if !own_tags.is_empty() && metadata.len() == MAX_METADATA_PAIRS {
+        return Err(GatewayError::invalid(
+            format!("`metadata` takes at most {} pairs when the batch has tags", MAX_METADATA_PAIRS - 1),
+            Some("metadata"),
+        ));
+    }
     // Admitted as any request is (blocked parties, spent budgets, rate limits; the customer's
     // too); then, under a hard budget, the most the batch can cost is held until it is billed
     // (`batches::hold`), or the batch is refused.
@@ -104,6 +123,9 @@ async fn create_batch_inner(
     metadata.insert(OWNER_MODEL.into(), file.model.clone().into());
     if let Some(c) = &principal.customer_id {
         metadata.insert(OWNER_CUSTOMER.into(), c.clone().into());
+    }
+    if !own_tags.is_empty() {
+        metadata.insert(OWNER_TAGS.into(), own_tags.into());
     }
     let upstream_body = json!({
         "input_file_id": file.provider_id,
@@ -158,7 +180,8 @@ async fn get_batch_inner(
         None => {
             // A batch this gateway never saw: charged to its owner's key as it is now, and to
             // the customer it was created for.
-            let owner = billing::with_customer(&state, principal, object.owner(OWNER_CUSTOMER)).await;
+            let owner =
+                billing::as_owner(&state, principal, object.owner(OWNER_CUSTOMER), object.owner(OWNER_TAGS)).await;
             let entry = BatchEntry {
                 owner: Arc::new(owner),
                 model: batch.model.clone(),

@@ -92,13 +92,7 @@ pub fn event_tags(
             ));
         }
     }
-    let team = principal.team.as_ref().map(|t| t.tags.as_slice()).unwrap_or_default();
-    let mut tags: Vec<String> = Vec::new();
-    for tag in principal.key.tags.iter().chain(team) {
-        if tags.len() < MAX_EVENT_TAGS && check_scope_tag("tag", tag).is_ok() && !tags.contains(tag) {
-            tags.push(tag.clone());
-        }
-    }
+    let mut tags = inherited(principal);
     for (field, own) in [(BODY_FIELD, body), (TAGS_HEADER, header)] {
         for tag in own {
             if tags.contains(&tag) {
@@ -116,6 +110,32 @@ pub fn event_tags(
     Ok(tags)
 }
 
+/// The key's and its team's tags that can be scopes, each once, at most [`MAX_EVENT_TAGS`].
+fn inherited(principal: &Principal) -> Vec<String> {
+    let team = principal.team.as_ref().map(|t| t.tags.as_slice()).unwrap_or_default();
+    let mut tags: Vec<String> = Vec::new();
+    for tag in principal.key.tags.iter().chain(team) {
+        if tags.len() < MAX_EVENT_TAGS && check_scope_tag("tag", tag).is_ok() && !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tags
+}
+
+/// The tags of usage billed after its request (a batch's lines): the key's and team's as they
+/// are now, then the request's own as it was made (`own`, comma separated, as a batch keeps
+/// them in its metadata), each once. Never refused: what does not fit in [`MAX_EVENT_TAGS`] or
+/// is not a scope part is left out.
+pub fn past_usage_tags(principal: &Principal, own: Option<&str>) -> Vec<String> {
+    let mut tags = inherited(principal);
+    for tag in own.unwrap_or_default().split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if tags.len() < MAX_EVENT_TAGS && check_scope_tag("tag", tag).is_ok() && !tags.iter().any(|t| t == tag) {
+            tags.push(tag.to_owned());
+        }
+    }
+    tags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +148,15 @@ mod tests {
             team: Some(Arc::new(TeamRecord { team_id: "t".into(), tags: strings(team), ..TeamRecord::default() })),
             ..Principal::of_key(KeyRecord { key_id: "k".into(), tags: strings(key), ..KeyRecord::default() })
         }
+    }
+
+    #[test]
+    fn past_usage_keeps_what_fits_and_never_refuses() {
+        let p = principal(&["k1", "bad tag"], &["t1", "k1"]);
+        assert_eq!(past_usage_tags(&p, None), ["k1", "t1"]);
+        assert_eq!(past_usage_tags(&p, Some(" nightly, ,t1,a/b,eval ")), ["k1", "t1", "nightly", "eval"]);
+        let many: Vec<String> = (0..20).map(|i| format!("x{i}")).collect();
+        assert_eq!(past_usage_tags(&p, Some(&many.join(","))).len(), MAX_EVENT_TAGS);
     }
 
     fn field_of(e: GatewayError) -> String {
