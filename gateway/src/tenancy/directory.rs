@@ -10,6 +10,7 @@
 //! user's teams are read again from the store before they grant anything (`admin::roles`), so a
 //! notice not yet applied can hide a change for a moment but never widen a role.
 
+use super::mirror::contains_folded;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,16 +168,6 @@ impl Records {
     }
 }
 
-/// Whether `hay` contains `needle` (lower case already), ignoring case; without allocating when
-/// the needle is ASCII (a search walks every record of the kind).
-fn contains_folded(hay: &str, needle: &str) -> bool {
-    if !needle.is_ascii() {
-        return hay.to_lowercase().contains(needle);
-    }
-    let n = needle.as_bytes();
-    n.is_empty() || hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
-
 /// The directory; shared by the admin handlers and the task that keeps it current.
 pub struct Directory {
     records: RwLock<Records>,
@@ -296,44 +287,15 @@ impl Directory {
         page
     }
 
-    /// Loads every record from `store`, then applies each change noticed, until `shutdown`.
-    /// A failed load is retried; an overflow of changes loads the whole directory again.
+    /// Loads every record from `store`, then applies each change noticed, until `shutdown`
+    /// (`mirror::maintain`).
     pub async fn maintain(
         self: Arc<Self>,
         store: Arc<dyn TenancyStore>,
         changes: Changes,
         shutdown: CancellationToken,
     ) {
-        let mut changes = changes.0;
-        loop {
-            self.overflowed.store(false, Ordering::Release);
-            let loaded = tokio::select! {
-                loaded = self.load(store.as_ref()) => loaded,
-                () = shutdown.cancelled() => return,
-            };
-            match loaded {
-                Ok(n) => {
-                    self.ready.store(true, Ordering::Release);
-                    tracing::info!(records = n, "directory of teams, users, customers and organizations loaded");
-                }
-                Err(failure) => {
-                    tracing::warn!(failure, "the directory could not be loaded; retrying in 5 s");
-                    tokio::select! {
-                        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }
-            while !self.overflowed.load(Ordering::Acquire) {
-                let change = tokio::select! {
-                    change = changes.recv() => change,
-                    () = shutdown.cancelled() => return,
-                };
-                let Some((kind, id)) = change else { return };
-                self.refresh(store.as_ref(), kind, &id).await;
-            }
-            tracing::warn!("more changes than the directory can queue: loading it again");
-        }
+        super::mirror::maintain(self.as_ref(), store, changes.0, shutdown).await;
     }
 
     /// Reads one record again; on a failed read the notice is queued again after a pause.
@@ -389,6 +351,27 @@ impl Directory {
 async fn doc_of<R: Record>(store: &dyn TenancyStore, id: &str) -> Result<Option<String>, &'static str> {
     let found = get_record::<R>(store, id).await.map_err(|e| e.kind())?;
     Ok(found.and_then(|(r, _)| serde_json::to_string(&r).ok()))
+}
+
+impl super::mirror::Mirror for Directory {
+    type Change = (Kind, String);
+    const NAME: &'static str = "directory of teams, users, customers and organizations";
+
+    fn ready_flag(&self) -> &AtomicBool {
+        &self.ready
+    }
+
+    fn overflow_flag(&self) -> &AtomicBool {
+        &self.overflowed
+    }
+
+    async fn load_all(&self, store: &dyn TenancyStore) -> Result<usize, &'static str> {
+        self.load(store).await
+    }
+
+    async fn apply_change(&self, store: &dyn TenancyStore, (kind, id): (Kind, String)) {
+        self.refresh(store, kind, &id).await;
+    }
 }
 
 #[cfg(test)]

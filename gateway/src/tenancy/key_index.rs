@@ -5,6 +5,7 @@
 //! this gateway's changes, the control topic, the change log): each notice re-reads that one
 //! record. Never on the request path of model calls; it holds no secret (keys are hashes).
 
+use super::mirror::contains_folded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,16 +118,6 @@ fn found_by(at: &Position, e: &Entry, s: &str) -> bool {
         || within(e.team.as_deref())
         || at.key_id.starts_with(s)
         || e.key_name.get(..s.len()).is_some_and(|head| contains_folded(head, s))
-}
-
-/// Whether `hay`, in lower case, contains `needle` (lower case already). Without allocating
-/// when the needle is ASCII: a search walks every key.
-fn contains_folded(hay: &str, needle: &str) -> bool {
-    if !needle.is_ascii() {
-        return hay.to_lowercase().contains(needle);
-    }
-    let n = needle.as_bytes();
-    n.is_empty() || hay.as_bytes().windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A page of keys: where each is stored and its place, how many match in all, and the cursor
@@ -330,44 +321,15 @@ impl KeyIndex {
         Ok(found)
     }
 
-    /// Loads every key from `store`, then applies each change noticed, until `shutdown`.
-    /// A failed load is retried; an overflow of changes loads the whole index again.
+    /// Loads every record from `store`, then applies each change noticed, until `shutdown`
+    /// (`mirror::maintain`).
     pub async fn maintain(
         self: Arc<Self>,
         store: Arc<dyn TenancyStore>,
         changes: Changes,
         shutdown: CancellationToken,
     ) {
-        let mut changes = changes.0;
-        loop {
-            self.overflowed.store(false, Ordering::Release);
-            let loaded = tokio::select! {
-                loaded = self.load(store.as_ref()) => loaded,
-                () = shutdown.cancelled() => return,
-            };
-            match loaded {
-                Ok(n) => {
-                    self.ready.store(true, Ordering::Release);
-                    tracing::info!(keys = n, "key index loaded");
-                }
-                Err(failure) => {
-                    tracing::warn!(failure, "the key index could not be loaded; retrying in 5 s");
-                    tokio::select! {
-                        () = tokio::time::sleep(std::time::Duration::from_secs(5)) => continue,
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }
-            while !self.overflowed.load(Ordering::Acquire) {
-                let id = tokio::select! {
-                    id = changes.recv() => id,
-                    () = shutdown.cancelled() => return,
-                };
-                let Some(id) = id else { return };
-                self.refresh(store.as_ref(), &id).await;
-            }
-            tracing::warn!("more key changes than the index can queue: loading it again");
-        }
+        super::mirror::maintain(self.as_ref(), store, changes.0, shutdown).await;
     }
 
     /// Reads one record again; on a failed read the notice is queued again after a pause.
@@ -430,6 +392,27 @@ fn unfiltered_page(ordered: &BTreeMap<Position, Entry>, start: &Start, limit: us
 
 fn stored_of(at: &Position, e: &Entry) -> String {
     e.stored_id.as_deref().unwrap_or(&at.key_id).to_owned()
+}
+
+impl super::mirror::Mirror for KeyIndex {
+    type Change = String;
+    const NAME: &'static str = "key index";
+
+    fn ready_flag(&self) -> &AtomicBool {
+        &self.ready
+    }
+
+    fn overflow_flag(&self) -> &AtomicBool {
+        &self.overflowed
+    }
+
+    async fn load_all(&self, store: &dyn TenancyStore) -> Result<usize, &'static str> {
+        self.load(store).await
+    }
+
+    async fn apply_change(&self, store: &dyn TenancyStore, stored_id: String) {
+        self.refresh(store, &stored_id).await;
+    }
 }
 
 #[cfg(test)]

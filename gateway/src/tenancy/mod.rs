@@ -7,4 +7,5 @@ pub mod auth;
 pub mod changes;
 pub mod directory;
 pub mod key_index;
+mod mirror;
 pub mod tags;
