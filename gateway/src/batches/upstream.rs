@@ -172,12 +172,18 @@ pub async fn upload(state: &AppState, deployment: &Deployment, file: Vec<u8>) ->
 
 /// `GET {path}`, a file or batch object (or a list of them).
 pub async fn get(state: &AppState, deployment: &Deployment, path: &str) -> Result<Answer, GatewayError> {
-    send(state, deployment, reqwest::Method::GET, path, None, MAX_OBJECT_BYTES).await
+    object(state, deployment, reqwest::Method::GET, path).await
 }
 
-/// `DELETE {path}`: a file.
-pub async fn delete(state: &AppState, deployment: &Deployment, path: &str) -> Result<Answer, GatewayError> {
-    send(state, deployment, reqwest::Method::DELETE, path, None, MAX_OBJECT_BYTES).await
+/// `method` (`GET`, `DELETE`) on `{path}`, without a body, answered with a file or batch object
+/// (or a list of them).
+pub async fn object(
+    state: &AppState,
+    deployment: &Deployment,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<Answer, GatewayError> {
+    send(state, deployment, method, path, None, MAX_OBJECT_BYTES).await
 }
 
 /// A file's content, within `gateway.max_response_bytes`.

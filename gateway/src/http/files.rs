@@ -70,19 +70,7 @@ async fn create_file_inner(
 /// `GET /v1/files/{id}`.
 pub(crate) async fn get_file(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let seen = Seen::new(Api::Files);
-    observed(&req.clone(), &seen, get_file_inner(req, id, state, &seen)).await
-}
-
-/// The work of [`get_file`].
-async fn get_file_inner(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-    seen: &Seen,
-) -> Result<HttpResponse, GatewayError> {
-    let entry = owned_file(&req, &state, &id, seen).await?;
-    let answer = upstream::get(&state, &entry.deployment, &format!("files/{}", entry.provider_id)).await?;
-    Ok(if answer.ok() { with_id(answer, id.into_inner()) } else { relay(answer) })
+    observed(&req.clone(), &seen, file_object(req, id, state, &seen, reqwest::Method::GET)).await
 }
 
 /// `DELETE /v1/files/{id}`: the file deleted at its provider (an input file or a batch's
@@ -90,18 +78,20 @@ async fn get_file_inner(
 /// provider's 404 passed on.
 pub(crate) async fn delete_file(req: HttpRequest, id: web::Path<String>, state: web::Data<AppState>) -> HttpResponse {
     let seen = Seen::new(Api::Files);
-    observed(&req.clone(), &seen, delete_file_inner(req, id, state, &seen)).await
+    observed(&req.clone(), &seen, file_object(req, id, state, &seen, reqwest::Method::DELETE)).await
 }
 
-/// The work of [`delete_file`].
-async fn delete_file_inner(
+/// The work of [`get_file`] and [`delete_file`]: `method` on the caller's file at its
+/// provider, the answer's object given Tollgate's id.
+async fn file_object(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AppState>,
     seen: &Seen,
+    method: reqwest::Method,
 ) -> Result<HttpResponse, GatewayError> {
     let entry = owned_file(&req, &state, &id, seen).await?;
-    let answer = upstream::delete(&state, &entry.deployment, &format!("files/{}", entry.provider_id)).await?;
+    let answer = upstream::object(&state, &entry.deployment, method, &format!("files/{}", entry.provider_id)).await?;
     Ok(if answer.ok() { with_id(answer, id.into_inner()) } else { relay(answer) })
 }
 

@@ -10,18 +10,15 @@
 //! user's teams are read again from the store before they grant anything (`admin::roles`), so a
 //! notice not yet applied can hide a change for a moment but never widen a role.
 
-use super::mirror::contains_folded;
+use super::mirror::{contains_folded, Feed};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::store::{get_record, Stored, TenancyStore};
 use tollgate_schemas::tenancy::{CustomerRecord, Kind, OrganizationRecord, Record, TeamRecord, UserRecord};
 
-/// Changed records waiting to be re-read; beyond this the directory is loaded again whole.
-const PENDING_CHANGES: usize = 65_536;
 /// The kinds listed, in the order of [`Records::lists`].
 const LISTED: [Kind; 4] = [Kind::Team, Kind::User, Kind::Customer, Kind::Organization];
 
@@ -171,9 +168,8 @@ impl Records {
 /// The directory; shared by the admin handlers and the task that keeps it current.
 pub struct Directory {
     records: RwLock<Records>,
-    ready: AtomicBool,
-    overflowed: AtomicBool,
-    changes: mpsc::Sender<(Kind, String)>,
+    /// Whether it is loaded, and the changed records queued (`mirror`).
+    feed: Feed<(Kind, String)>,
 }
 
 /// What [`Directory::maintain`] reads the changes from.
@@ -181,19 +177,13 @@ pub struct Changes(mpsc::Receiver<(Kind, String)>);
 
 impl Directory {
     pub fn new() -> (Arc<Directory>, Changes) {
-        let (tx, rx) = mpsc::channel(PENDING_CHANGES);
-        let d = Directory {
-            records: RwLock::default(),
-            ready: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            changes: tx,
-        };
-        (Arc::new(d), Changes(rx))
+        let (feed, rx) = Feed::new();
+        (Arc::new(Directory { records: RwLock::default(), feed }), Changes(rx))
     }
 
     /// Whether the first load is done (until then listings are refused, not served partial).
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.feed.ready()
     }
 
     /// Whether records of `kind` are indexed here.
@@ -203,8 +193,8 @@ impl Directory {
 
     /// The record of `kind` named `id` changed or went: it is read again soon. Never blocks.
     pub fn changed(&self, kind: Kind, id: &str) {
-        if slot(kind).is_some() && self.changes.try_send((kind, id.to_owned())).is_err() {
-            self.overflowed.store(true, Ordering::Release);
+        if slot(kind).is_some() {
+            self.feed.notice((kind, id.to_owned()));
         }
     }
 
@@ -357,12 +347,8 @@ impl super::mirror::Mirror for Directory {
     type Change = (Kind, String);
     const NAME: &'static str = "directory of teams, users, customers and organizations";
 
-    fn ready_flag(&self) -> &AtomicBool {
-        &self.ready
-    }
-
-    fn overflow_flag(&self) -> &AtomicBool {
-        &self.overflowed
+    fn feed(&self) -> &Feed<(Kind, String)> {
+        &self.feed
     }
 
     async fn load_all(&self, store: &dyn TenancyStore) -> Result<usize, &'static str> {

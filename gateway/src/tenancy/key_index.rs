@@ -5,18 +5,14 @@
 //! this gateway's changes, the control topic, the change log): each notice re-reads that one
 //! record. Never on the request path of model calls; it holds no secret (keys are hashes).
 
-use super::mirror::contains_folded;
+use super::mirror::{contains_folded, Feed};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::store::{Stored, TenancyStore};
 use tollgate_schemas::tenancy::{KeyRecord, Kind};
-
-/// Changed keys waiting to be re-read; beyond this the index is loaded again whole.
-const PENDING_CHANGES: usize = 65_536;
 
 /// Where a key sits in creation order: microseconds since 1970 (a key without `created_at`
 /// first), then its `key_id`. Also the listing's cursor.
@@ -212,10 +208,8 @@ fn scalar_metadata(k: &KeyRecord) -> Box<[(Box<str>, Box<str>)]> {
 /// The index; shared by the admin handlers and the task that keeps it current.
 pub struct KeyIndex {
     keys: RwLock<Keys>,
-    ready: AtomicBool,
-    /// Set when a change could not be queued: the whole index is loaded again.
-    overflowed: AtomicBool,
-    changes: mpsc::Sender<String>,
+    /// Whether it is loaded, and the changed keys queued (`mirror`).
+    feed: Feed<String>,
 }
 
 /// What [`KeyIndex::maintain`] reads the changes from.
@@ -223,26 +217,18 @@ pub struct Changes(mpsc::Receiver<String>);
 
 impl KeyIndex {
     pub fn new() -> (Arc<KeyIndex>, Changes) {
-        let (tx, rx) = mpsc::channel(PENDING_CHANGES);
-        let index = KeyIndex {
-            keys: RwLock::default(),
-            ready: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
-            changes: tx,
-        };
-        (Arc::new(index), Changes(rx))
+        let (feed, rx) = Feed::new();
+        (Arc::new(KeyIndex { keys: RwLock::default(), feed }), Changes(rx))
     }
 
     /// Whether the first load is done (until then listings are refused, not served partial).
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.feed.ready()
     }
 
     /// The record stored under `stored_id` changed or went: it is read again soon. Never blocks.
     pub fn changed(&self, stored_id: &str) {
-        if self.changes.try_send(stored_id.to_owned()).is_err() {
-            self.overflowed.store(true, Ordering::Release);
-        }
+        self.feed.notice(stored_id.to_owned());
     }
 
     /// How many keys are indexed.
@@ -398,12 +384,8 @@ impl super::mirror::Mirror for KeyIndex {
     type Change = String;
     const NAME: &'static str = "key index";
 
-    fn ready_flag(&self) -> &AtomicBool {
-        &self.ready
-    }
-
-    fn overflow_flag(&self) -> &AtomicBool {
-        &self.overflowed
+    fn feed(&self) -> &Feed<String> {
+        &self.feed
     }
 
     async fn load_all(&self, store: &dyn TenancyStore) -> Result<usize, &'static str> {

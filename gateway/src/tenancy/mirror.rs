@@ -10,16 +10,45 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::store::TenancyStore;
 
+/// Changes waiting to be read again; beyond this the whole copy is loaded again.
+pub(crate) const PENDING_CHANGES: usize = 65_536;
+
+/// What a copy keeps beside its records: whether it is loaded, and the changes queued for it.
+pub(crate) struct Feed<C> {
+    pub(super) ready: AtomicBool,
+    /// Set when a change could not be queued: the whole copy is loaded again.
+    pub(super) overflowed: AtomicBool,
+    changes: mpsc::Sender<C>,
+}
+
+impl<C> Feed<C> {
+    /// A feed not yet loaded, and what [`maintain`] reads its changes from.
+    pub(crate) fn new() -> (Feed<C>, mpsc::Receiver<C>) {
+        let (changes, rx) = mpsc::channel(PENDING_CHANGES);
+        (Feed { ready: AtomicBool::new(false), overflowed: AtomicBool::new(false), changes }, rx)
+    }
+
+    /// Whether the first load is done (until then listings are refused, not served partial).
+    pub(crate) fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Queues a change to read again soon. Never blocks: when the queue is full, the whole copy
+    /// is loaded again instead.
+    pub(crate) fn notice(&self, change: C) {
+        if self.changes.try_send(change).is_err() {
+            self.overflowed.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// An in-memory copy of some of the store's records.
 pub(crate) trait Mirror: Send + Sync {
     /// A change notice: which record to read again.
     type Change: Send;
     /// What it is, in logs.
     const NAME: &'static str;
-    /// Set once the first load is done.
-    fn ready_flag(&self) -> &AtomicBool;
-    /// Set when a change could not be queued: the whole copy is loaded again.
-    fn overflow_flag(&self) -> &AtomicBool;
+    fn feed(&self) -> &Feed<Self::Change>;
     /// Replaces the copy by a scan of the store; how many records it holds.
     fn load_all(&self, store: &dyn TenancyStore) -> impl Future<Output = Result<usize, &'static str>> + Send;
     /// Reads the changed record again.
@@ -34,15 +63,16 @@ pub(crate) async fn maintain<M: Mirror>(
     mut changes: mpsc::Receiver<M::Change>,
     shutdown: CancellationToken,
 ) {
+    let feed = mirror.feed();
     loop {
-        mirror.overflow_flag().store(false, Ordering::Release);
+        feed.overflowed.store(false, Ordering::Release);
         let loaded = tokio::select! {
             loaded = mirror.load_all(store.as_ref()) => loaded,
             () = shutdown.cancelled() => return,
         };
         match loaded {
             Ok(n) => {
-                mirror.ready_flag().store(true, Ordering::Release);
+                feed.ready.store(true, Ordering::Release);
                 tracing::info!(records = n, "{} loaded", M::NAME);
             }
             Err(failure) => {
@@ -53,7 +83,7 @@ pub(crate) async fn maintain<M: Mirror>(
                 }
             }
         }
-        while !mirror.overflow_flag().load(Ordering::Acquire) {
+        while !feed.overflowed.load(Ordering::Acquire) {
             let change = tokio::select! {
                 change = changes.recv() => change,
                 () = shutdown.cancelled() => return,

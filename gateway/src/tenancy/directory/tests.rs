@@ -12,7 +12,7 @@ fn user(id: &str, alias: Option<&str>, email: Option<&str>) -> String {
 
 fn loaded() -> Arc<Directory> {
     let (d, _) = Directory::new();
-    d.ready.store(true, Ordering::Release);
+    d.feed.ready.store(true, std::sync::atomic::Ordering::Release);
     d
 }
 

@@ -189,8 +189,8 @@ fn cursors_read_back_and_hostile_ones_are_not_positions() {
 #[test]
 fn an_overflow_of_changes_is_noticed() {
     let (index, _changes) = KeyIndex::new();
-    for i in 0..=PENDING_CHANGES {
+    for i in 0..=crate::tenancy::mirror::PENDING_CHANGES {
         index.changed(&i.to_string());
     }
-    assert!(index.overflowed.load(Ordering::Acquire));
+    assert!(index.feed.overflowed.load(std::sync::atomic::Ordering::Acquire));
 }
