@@ -57,11 +57,12 @@ async fn pooled_connections_survive_idle_gaps_without_lost_requests() -> Result<
     );
     // The client keeps idle connections 90 s and closes none itself: a connection that ended
     // was closed by a gateway, and the next burst had to open it again. The defect this guards
-    // against closed every connection idle for 5 s, that is nearly all of them at each gap; a
-    // single one closed in a loaded run (with every request still answered, checked above) was
-    // seen twice and is allowed, one in a hundred.
+    // against closed every connection idle for 5 s, that is nearly all of them at each gap (some
+    // 500 closes over the four gaps). On a loaded two-core machine one or two of 129 were seen
+    // to close with every request still answered (checked above), so a few are allowed: one in
+    // twenty, far below the defect's signature.
     ensure!(
-        report.connections_closed <= report.connections_opened / 100,
+        report.connections_closed <= report.connections_opened / 20,
         "{} of {} connections were closed during the run: the gateways closed idle connections",
         report.connections_closed,
         report.connections_opened
