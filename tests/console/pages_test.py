@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import openai
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
@@ -212,6 +213,19 @@ def request_detail(d, alias):
     check_page(d, "request-detail")
 
 
+def open_detail(d, find, alias):
+    """Opens the detail of the logs' row of `alias`; False when no row is shown, or the list
+    was redrawn under the click (a poll's answer replacing it): the caller looks again."""
+    try:
+        row = d.execute_script(find, alias)
+        if row is None:
+            return False
+        row.find_element(By.CSS_SELECTOR, "button.detail").click()
+        return True
+    except StaleElementReferenceException:
+        return False
+
+
 def attempt_chain(d, run):
     """A request to a model whose deployment always fails: its detail on Spend logs shows the
     chain, the first try and two retries refused with 500, then the fallback served."""
@@ -224,12 +238,11 @@ def attempt_chain(d, run):
     find = ("return [...document.querySelectorAll('#logs tbody tr')]"
             ".find(r => r.querySelector('td.alias')?.textContent === arguments[0]) ?? null")
     deadline = time.time() + 60
-    while d.execute_script(find, f"chain-{run}") is None:
+    while not open_detail(d, find, f"chain-{run}"):
         assert time.time() < deadline, "the chain's request never reached the spend logs"
         time.sleep(2)  # the event ledger is written by the consumer; poll again
         d.find_element(By.CSS_SELECTOR, "#logs-filter button[type=submit]").click()
         wait(d, "the spend logs", EC.presence_of_element_located((By.CSS_SELECTOR, "#logs-out table, #logs-out p")))
-    d.execute_script(find, f"chain-{run}").find_element(By.CSS_SELECTOR, "button.detail").click()
     table = wait(d, "the attempt chain", EC.presence_of_element_located((By.CSS_SELECTOR, "#logs tr.detail-row table.attempts")))
     rows = d.execute_script(
         "return [...arguments[0].querySelectorAll(':scope > tbody > tr')].map(r => [...r.children].map(c => c.textContent))", table)
@@ -244,6 +257,21 @@ def attempt_chain(d, run):
     check_page(d, "request-attempts")
 
 
+def teams_by_spend(d, run):
+    """The Overview's teams by spend this month: this run's first team, which spent, is shown
+    with its own budget (looked up by id, however many teams there are)."""
+    alias = f"{HOSTILE[0]} {run}"
+    rows = ("return [...document.querySelectorAll('main table:not(#ledger-consumers) tbody tr')]"
+            ".map(r => [...r.children].map(c => c.textContent))")
+
+    def shown(d):
+        hit = [r for r in d.execute_script(rows) if r[0] == alias]
+        return hit[0] if hit else (d.refresh() and None)
+    cells = wait(d, "this run's first team among the teams by spend", shown, secs=60)
+    assert cells[2].startswith("$5.") and cells[3].endswith(" %"), f"its budget and share: {cells}"
+    seen["overview_team_budget"] = cells[2]
+
+
 def new_pages(d, run, alias):
     """Every new page, on this run's own tenants; `alias` is a key with requests in the logs."""
     os.makedirs(DOWNLOADS, exist_ok=True)
@@ -251,6 +279,7 @@ def new_pages(d, run, alias):
     t = tenants(run)
     ledger_health(d)
     check_page(d, "overview-health")
+    teams_by_spend(d, run)
     usage_and_csv(d, t)
     teams(d, t, run)
     others(d, t, run)

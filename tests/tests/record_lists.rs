@@ -190,6 +190,11 @@ async fn exercise(gw: &str, gw2: Option<&str>) -> Result<()> {
     ensure!(ids(&v["users"], "user_id") == members, "team 0's users: {v}");
     let (_, _, v) = call(&gw, master, &format!("/customer/list?team_id={}&size=10", teams[0])).await?;
     ensure!(ids(&v["customers"], "user_id") == customers[..3], "team 0's customers: {v}");
+    // Named ids (the console's Overview reads its top teams' budgets so): in id order, unknown
+    // ones left out.
+    let named = format!("{},nobody-{id},{}", teams[7], teams[2]);
+    let (_, _, v) = call(&gw, master, &format!("/team/list?ids={named}&size=10")).await?;
+    ensure!(ids(&v["teams"], "team_id") == [teams[2].clone(), teams[7].clone()] && v["total_count"] == 2, "{v}");
 
     // Without paging parameters: LiteLLM's answers. A bare array for teams (with the count in a
     // header); /user/list paged as LiteLLM pages it, 25 by default.
@@ -215,6 +220,8 @@ async fn exercise(gw: &str, gw2: Option<&str>) -> Result<()> {
         (format!("/team/list?search={long}"), "search"),
         ("/user/list?team_id=".to_owned(), "team_id"),
         ("/team/list?user_id=a%0Ab".to_owned(), "user_id"),
+        (format!("/team/list?ids={}", (0..101).map(|i| format!("t{i}")).collect::<Vec<_>>().join(",")), "ids"),
+        ("/customer/list?ids=,".to_owned(), "ids"),
     ] {
         let (status, _, v) = call(&gw, master, &path).await?;
         ensure!(status == 400 && v["error"]["param"] == param, "{path}: {status} {v}");
@@ -229,6 +236,9 @@ async fn exercise(gw: &str, gw2: Option<&str>) -> Result<()> {
     ensure!(seen == [ann.clone()], "ann sees herself only: {seen:?}");
     let (_, _, v) = call(&gw, &ann_key, &format!("/user/list?team_id={}", teams[0])).await?;
     ensure!(ids(&v["users"], "user_id") == [ann.clone()], "{v}");
+    // `ids` narrows what the role reaches, never widens it.
+    let (_, _, v) = call(&gw, &ann_key, &format!("/team/list?ids={},{}", teams[1], teams[9])).await?;
+    ensure!(ids(&v, "team_id") == teams[1..2], "ann names a team she does not administer: {v}");
     let (_, _, v) = call(&gw, &bob_key, "/team/list").await?;
     ensure!(v.as_array().is_some_and(Vec::is_empty), "an internal user administers no team: {v}");
     for key in [&ann_key, &bob_key] {

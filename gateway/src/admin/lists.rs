@@ -18,7 +18,7 @@ use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tollgate_schemas::limits::MAX_NAME_BYTES;
 use tollgate_schemas::store::{get_record, TenancyStore};
@@ -30,6 +30,8 @@ pub(crate) const MAX_PAGE_SIZE: usize = 1_000;
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 25;
 /// Records a call without paging parameters answers at most (LiteLLM's bare array).
 pub(crate) const LEGACY_PAGE: usize = 1_000;
+/// Ids one `ids` filter names at most.
+pub(crate) const MAX_IDS: usize = 100;
 /// Reads of records in flight at once for one listing.
 const READS_IN_FLIGHT: usize = 16;
 
@@ -74,7 +76,22 @@ fn number(q: &BTreeMap<String, String>, name: &str, max: usize) -> Result<Option
         .ok_or_else(|| GatewayError::field(name, format!("`{name}` must be an integer from 1 to {max}")))
 }
 
-/// The filters each kind takes besides `search`.
+/// `ids`: only the records named, comma separated (at most [`MAX_IDS`]), or a 400 naming it.
+fn ids(q: &BTreeMap<String, String>) -> Result<Option<BTreeSet<String>>, GatewayError> {
+    let Some(v) = q.get("ids") else { return Ok(None) };
+    // Counted as given, repeats too: the bound is on what the caller sent.
+    let named: Vec<&str> = v.split(',').map(str::trim).filter(|id| !id.is_empty()).collect();
+    let fits = |id: &&str| id.len() <= MAX_NAME_BYTES && !id.chars().any(char::is_control);
+    if named.is_empty() || named.len() > MAX_IDS || !named.iter().all(fits) {
+        let message = format!(
+            "`ids` must name 1 to {MAX_IDS} ids, comma separated, each at most {MAX_NAME_BYTES} bytes without control characters"
+        );
+        return Err(GatewayError::field("ids", message));
+    }
+    Ok(Some(named.into_iter().map(str::to_owned).collect()))
+}
+
+/// The filters each kind takes besides `search` and `ids`.
 fn filters_of(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Team => &["user_id", "organization_id"],
@@ -94,7 +111,7 @@ fn parse(kind: Kind, q: &BTreeMap<String, String>) -> Result<ListQuery, GatewayE
     if after.is_some() && page.is_some() {
         return Err(GatewayError::field("after", "`after` and `page` are two ways of paging: use one"));
     }
-    let mut filter = Filter { search: text(q, "search")?, ..Filter::default() };
+    let mut filter = Filter { search: text(q, "search")?, within: ids(q)?, ..Filter::default() };
     for name in filters_of(kind) {
         let v = text(q, name)?;
         match *name {
@@ -128,10 +145,15 @@ pub(crate) async fn list<R: Record>(req: HttpRequest, state: web::Data<AppState>
     let (store, user) = admin_or_user(&req, &state, false).await?;
     let mut lq = parse(R::KIND, &query(&req))?;
     if let Some(u) = user {
-        lq.filter.within = Some(match R::KIND {
+        let reached: BTreeSet<String> = match R::KIND {
             Kind::Team => u.admin_of,
             Kind::User => [u.user_id].into(),
             _ => return Err(not_for_role()),
+        };
+        // What the role reaches, narrowed further by `ids` when given.
+        lq.filter.within = Some(match lq.filter.within.take() {
+            Some(named) => reached.intersection(&named).cloned().collect(),
+            None => reached,
         });
     }
     // Until the first load is done a listing would be partial: the client is told to retry.
@@ -246,5 +268,21 @@ mod tests {
         );
         let lq = parse(Kind::Organization, &q(&[("team_id", "t1"), ("organization_id", "o")])).unwrap();
         assert_eq!(lq.filter, Filter::default());
+    }
+
+    #[test]
+    fn ids_name_up_to_a_hundred_records() {
+        let lq = parse(Kind::Team, &q(&[("ids", "t2, t1,,t2")])).unwrap();
+        assert_eq!(lq.filter.within, Some(["t1".to_owned(), "t2".to_owned()].into()));
+        let hundred: Vec<String> = (0..MAX_IDS).map(|i| format!("t{i}")).collect();
+        assert_eq!(
+            parse(Kind::Customer, &q(&[("ids", &hundred.join(","))])).unwrap().filter.within.map(|w| w.len()),
+            Some(MAX_IDS)
+        );
+        let more = format!("{},t{MAX_IDS}", hundred.join(","));
+        let long = "t".repeat(MAX_NAME_BYTES + 1);
+        for bad in [",", " , ", more.as_str(), "", long.as_str(), "t1,a\u{0}b"] {
+            assert_eq!(refused_field(Kind::Organization, &[("ids", bad)]), "ids", "{bad:?}");
+        }
     }
 }

@@ -58,6 +58,26 @@ fn pages_walk_every_record_once_in_id_order_by_offset_and_by_cursor() {
 }
 
 #[test]
+fn named_ids_page_in_id_order_and_unknown_ones_are_left_out() {
+    let d = loaded();
+    for i in 0..20 {
+        let id = format!("u{i:02}");
+        d.apply(Kind::User, &id, Some(&user(&id, None, Some(&format!("{id}@example.com")))));
+    }
+    let named: BTreeSet<String> = ["u15", "u03", "nobody", "u07", "u11"].map(str::to_owned).into();
+    let filter = Filter { within: Some(named), ..Filter::default() };
+    assert_eq!(walk_by_cursor(&d, Kind::User, &filter, 2), ["u03", "u07", "u11", "u15"]);
+    let page = d.page(Kind::User, &filter, &Start::Offset(1), 2);
+    assert_eq!(
+        (page.ids.as_slice(), page.total, page.next.as_deref()),
+        (&["u07".to_owned(), "u11".to_owned()][..], 4, Some("u11"))
+    );
+    // With the other filters still applied.
+    let narrowed = Filter { search: Some("U1".into()), ..filter };
+    assert_eq!(walk_by_cursor(&d, Kind::User, &narrowed, 10), ["u11", "u15"]);
+}
+
+#[test]
 fn search_finds_part_of_an_id_alias_or_email_in_any_case() {
     let d = loaded();
     d.apply(Kind::User, "ann", Some(&user("ann", Some("Ann Lee"), Some("ann@example.com"))));

@@ -28,15 +28,18 @@ export async function overviewPage(main) {
   const now = new Date();
   const today = day(now);
   const first = `${today.slice(0, 8)}01`;
-  const [month, teams, report, health] = await Promise.all([
+  const [month, report, health] = await Promise.all([
     api.get('/spend/daily', { start_date: first, end_date: today, group_by: 'model' }),
-    api.get('/team/list', { size: 1000 }),
     api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
     api.get('/ledger/health'),
   ]);
   const todayRows = month.results.filter((r) => r.date === today);
+  const top = report.slice(0, 10);
+  // The budgets of just these teams, however many teams there are.
+  const ids = top.map((r) => r.team_id).filter((id) => id);
+  const teams = ids.length ? await api.get('/team/list', { ids: ids.join(','), size: ids.length }) : { teams: [] };
   const budgets = new Map(teams.teams.map((t) => [t.team_id, t]));
-  const rows = report.slice(0, 10).map((r) => {
+  const rows = top.map((r) => {
     const team = budgets.get(r.team_id) || {};
     const max = team.max_budget_nano_usd;
     return h(
