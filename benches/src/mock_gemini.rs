@@ -6,7 +6,7 @@
 //! 16. The answer is "tok tok ...", one word per output token; when the request declares
 //! functions, it is a `functionCall` of the first one with `{"location": "Paris"}`.
 //!
-//! Routes: `POST /gemini/v1beta/models/{model}:generateContent` and
+//! Routes: `POST /gemini/v1beta/models/{model}:generateContent` (and the same under `v1`) and
 //! `...:streamGenerateContent` (`?alt=sse` streams server-sent events, one per token; without it
 //! the answer is Gemini's JSON array). Every request needs an `x-goog-api-key` header or a `key`
 //! query parameter; the key `bad` is refused. The behaviour prefixes of the OpenAI mock work in
@@ -32,8 +32,11 @@ const DEFAULT_OUTPUT_TOKENS: u64 = 16;
 
 /// Registers the Gemini routes on the mock's app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/gemini/v1beta/models/{model_action}", web::post().to(generate))
-        .route("/{mode}/{arg}/gemini/v1beta/models/{model_action}", web::post().to(generate));
+    // Google serves both its stable and its beta API; Google's SDK asks for `v1` by default.
+    for version in ["v1", "v1beta"] {
+        cfg.route(&format!("/gemini/{version}/models/{{model_action}}"), web::post().to(generate))
+            .route(&format!("/{{mode}}/{{arg}}/gemini/{version}/models/{{model_action}}"), web::post().to(generate));
+    }
 }
 
 /// Requests this mock server has seen, for `/fail-first`. `configure` runs once per worker, so
@@ -338,6 +341,12 @@ mod tests {
         assert_eq!(v["candidates"][0]["finishReason"], "STOP");
         assert_eq!(v["usageMetadata"], json!({"promptTokenCount": 3, "candidatesTokenCount": 3, "totalTokenCount": 6}));
         assert_eq!(v["modelVersion"], "gemini-2.0-flash");
+        // The stable API answers the same; other versions are not served.
+        let (status, v1) = call("/gemini/v1/models/gemini-2.0-flash:generateContent", Some("k"), hello(3)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(serde_json::from_slice::<Value>(&v1).unwrap()["usageMetadata"], v["usageMetadata"]);
+        let (status, _) = call("/gemini/v2/models/gemini-2.0-flash:generateContent", Some("k"), hello(3)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[actix_web::test]

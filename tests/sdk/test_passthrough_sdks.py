@@ -86,3 +86,47 @@ def test_translation(openai_client):
     assert raw.parse().text == "whisper-1 heard 1200 bytes"
     # 1,200 bytes last 1.2 s in the mock, charged as 2 s at $0.0001 a second (whisper-1).
     assert raw.headers.get("x-tollgate-cost-nano-usd") == str(2 * 100_000)
+
+
+@pytest.fixture(scope="module")
+def gemini_passthrough(base_url, api_key):
+    from google import genai
+    from google.genai import types
+
+    # As LiteLLM users point Google's SDK at its pass-through: the key goes as `x-goog-api-key`.
+    options = types.HttpOptions(base_url=f"{base_url}/gemini", timeout=30_000)
+    return genai.Client(api_key=api_key, http_options=options)
+
+
+def test_gemini_through_the_passthrough_with_googles_sdk(gemini_passthrough):
+    from google.genai import types
+
+    resp = gemini_passthrough.models.generate_content(
+        model="gemini-mock", contents="Hello there", config=types.GenerateContentConfig(max_output_tokens=3)
+    )
+    assert resp.text and resp.text.split() == ["tok"] * 3, resp
+    assert resp.usage_metadata.candidates_token_count == 3, resp.usage_metadata
+    headers = resp.sdk_http_response.headers
+    assert headers.get("x-tollgate-cost-nano-usd") is not None and headers.get("x-request-id"), headers
+
+
+def test_gemini_stream_through_the_passthrough_with_googles_sdk(gemini_passthrough):
+    from google.genai import types
+
+    chunks = list(
+        gemini_passthrough.models.generate_content_stream(
+            model="gemini-mock", contents="Hello", config=types.GenerateContentConfig(max_output_tokens=2)
+        )
+    )
+    assert "".join(c.text or "" for c in chunks).split() == ["tok", "tok"], chunks
+    assert chunks[-1].usage_metadata.candidates_token_count == 2, chunks[-1]
+
+
+def test_gemini_passthrough_refuses_a_bad_key_through_googles_sdk(base_url):
+    from google import genai
+    from google.genai import errors, types
+
+    client = genai.Client(api_key="sk-wrong", http_options=types.HttpOptions(base_url=f"{base_url}/gemini"))
+    with pytest.raises(errors.ClientError) as err:
+        client.models.generate_content(model="gemini-mock", contents="hi")
+    assert err.value.code == 401

@@ -68,14 +68,31 @@ pub fn query_key(query: &str) -> Option<&str> {
     query.split('&').find_map(|p| p.strip_prefix("key=")).filter(|k| !k.is_empty())
 }
 
-/// The upstream URL: `base` then `tail`, where a base whose path already ends with the tail's
-/// first segment (`/v1`, `/v1beta`) does not repeat it. Refused unless it stays on the base's
-/// scheme, host and port, under the base's path.
+/// An API version as a path segment: `v1`, `v2`, `v1beta`, `v1alpha`, `v1beta1`.
+fn is_api_version(segment: &str) -> bool {
+    let Some(rest) = segment.strip_prefix('v') else { return false };
+    let after_digits = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let label = after_digits.trim_end_matches(|c: char| c.is_ascii_digit());
+    segment.len() <= 12 && after_digits.len() < rest.len() && label.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+/// The upstream URL: `base` then `tail`, where a base whose path ends with the tail's first
+/// segment (`/v1`, `/v1beta`) does not repeat it, and one that ends with another API version
+/// takes the client's instead (Google's SDK asks for `/v1/models/...` of a deployment based on
+/// `.../v1beta`). Refused unless it stays on the base's scheme, host and port, under the base's
+/// path (without its version).
 pub fn upstream_url(base: &str, tail: &str, query: &str) -> Result<reqwest::Url, GatewayError> {
     let base = base.trim_end_matches('/');
     let first = tail.split('/').nth(1).unwrap_or_default();
-    let joined_base = match base.strip_suffix(&format!("/{first}")) {
-        Some(shorter) if !first.is_empty() && shorter.contains("://") && shorter.len() > "https://".len() => shorter,
+    let joined_base = match base.rsplit_once('/') {
+        Some((shorter, last))
+            if !first.is_empty()
+                && (last == first || (is_api_version(last) && is_api_version(first)))
+                && shorter.contains("://")
+                && shorter.len() > "https://".len() =>
+        {
+            shorter
+        }
         _ => base,
     };
     let mut text = format!("{joined_base}{tail}");
@@ -168,5 +185,33 @@ mod tests {
             Some("http://mock:9/gemini/v1beta/models/g:generateContent?alt=sse")
         );
         assert_eq!(url("http://mock:9/v1", "/@evil.example/x", ""), Some("http://mock:9/v1/@evil.example/x".into()));
+        // The client's API version wins over the base's.
+        assert_eq!(
+            url("https://generativelanguage.googleapis.com/v1beta", "/v1/models/g:generateContent", "").as_deref(),
+            Some("https://generativelanguage.googleapis.com/v1/models/g:generateContent")
+        );
+        assert_eq!(
+            url("http://mock:9/gemini/v1", "/v1beta/models/g:streamGenerateContent", "alt=sse").as_deref(),
+            Some("http://mock:9/gemini/v1beta/models/g:streamGenerateContent?alt=sse")
+        );
+        // A base without a version, or a tail not starting with one, is joined as it is.
+        assert_eq!(
+            url("http://mock:9/gemini", "/v1/models/g", "").as_deref(),
+            Some("http://mock:9/gemini/v1/models/g")
+        );
+        assert_eq!(url("http://mock:9/v1", "/models/g", "").as_deref(), Some("http://mock:9/v1/models/g"));
+        assert_eq!(url("http://mock:9/v1beta", "/vx/models", "").as_deref(), Some("http://mock:9/v1beta/vx/models"));
+        // A bare host's version is not stripped into nothing.
+        assert_eq!(url("http://v1", "/v2/x", "").as_deref(), Some("http://v1/v2/x"));
+    }
+
+    #[test]
+    fn api_versions_are_told_apart() {
+        for v in ["v1", "v2", "v1beta", "v1alpha", "v1beta1", "v10"] {
+            assert!(is_api_version(v), "{v}");
+        }
+        for not in ["v", "vx", "models", "v1-beta", "V1", "v1Beta", "1", "", "v1betaverylong"] {
+            assert!(!is_api_version(not), "{not}");
+        }
     }
 }
