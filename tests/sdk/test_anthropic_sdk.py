@@ -104,3 +104,30 @@ def test_rate_limit_is_a_rate_limit_error(anthropic_client):
         anthropic_client.messages.create(
             model="rate-limited", max_tokens=1, messages=[{"role": "user", "content": "x"}]
         )
+
+
+@pytest.mark.parametrize("model", ["claude-mock", "gpt-4o-mini"])
+def test_count_tokens(anthropic_client, model):
+    # Counted by the gateway's tokenizer (o200k_base), whichever provider serves the model.
+    short = anthropic_client.messages.count_tokens(
+        model=model, system="Be brief.", messages=[{"role": "user", "content": "Hello there"}]
+    )
+    longer = anthropic_client.messages.count_tokens(
+        model=model,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Hello there " * 50}],
+        tools=[{"name": "get_weather", "description": "The weather of a city",
+                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    )
+    assert 2 <= short.input_tokens < 20, short
+    assert longer.input_tokens > short.input_tokens + 90, (short, longer)
+
+
+def test_count_tokens_refusals(base_url, anthropic_client):
+    with pytest.raises(anthropic.NotFoundError):
+        anthropic_client.messages.count_tokens(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError):
+        anthropic_client.messages.count_tokens(model="claude-mock", messages="not a list")
+    client = anthropic.Anthropic(base_url=base_url, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        client.messages.count_tokens(model="claude-mock", messages=[{"role": "user", "content": "x"}])

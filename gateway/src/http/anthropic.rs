@@ -1,4 +1,5 @@
-//! `POST /v1/messages`: Anthropic's Messages API over the same pipeline as every model route.
+//! `POST /v1/messages`: Anthropic's Messages API over the same pipeline as every model route;
+//! `POST /v1/messages/count_tokens`: a request's input tokens, counted here.
 
 use super::{authorize, observe, read_body, request_id, Reply};
 use crate::error::GatewayError;
@@ -27,6 +28,13 @@ pub(crate) async fn anthropic_messages(
     response
 }
 
+/// An error as Anthropic's API shapes it.
+fn anthropic_error(e: GatewayError) -> HttpResponse {
+    let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
+    let status = e.status_code();
+    HttpResponse::build(status).json(crate::providers::anthropic::error_to_anthropic(status.as_u16(), &envelope))
+}
+
 /// The request within its span.
 async fn messages(
     req: &HttpRequest,
@@ -36,11 +44,6 @@ async fn messages(
     trace: &RequestTrace,
     started: Instant,
 ) -> HttpResponse {
-    let anthropic_error = |e: GatewayError| {
-        let envelope = serde_json::to_vec(&json!({"error": {"message": e.to_string()}})).unwrap_or_default();
-        let status = e.status_code();
-        HttpResponse::build(status).json(crate::providers::anthropic::error_to_anthropic(status.as_u16(), &envelope))
-    };
     let prepared = async {
         if let Some(e) = bad_id {
             return Err(e);
@@ -99,4 +102,58 @@ async fn messages(
     crate::traces::record_status(response.status().as_u16());
     observe(Endpoint::ChatCompletions.path(), &label, response.status(), started);
     response
+}
+
+/// `POST /v1/messages/count_tokens`: the input tokens of a Messages request (`model`,
+/// `messages`, `system`, `tools`; no `max_tokens`), as Anthropic's endpoint answers
+/// (`{"input_tokens": N}`), for clients that size their context with it (Claude Code). Counted
+/// here with the tokenizer metering uses when a provider reports no usage (o200k_base over the
+/// text of the system prompt, messages and tools): an estimate of the provider's own count,
+/// never a provider call. The key must be valid and may use the model; nothing is charged and no
+/// usage event is made (Anthropic charges nothing for it). Errors in Anthropic's shape.
+pub(crate) async fn count_tokens(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    const ENDPOINT: &str = "/v1/messages/count_tokens";
+    let started = Instant::now();
+    let answer = async {
+        let principal = authorize(&req, &state).await?;
+        let body = read_body(&req, payload, state.max_body_bytes).await?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+        if let Some(o) = value.as_object_mut() {
+            if o.contains_key("max_tokens") {
+                return Err(GatewayError::invalid("`max_tokens` is not a field of count_tokens", Some("max_tokens")));
+            }
+            // Checked as a Messages request is, which needs a limit to be one.
+            o.insert("max_tokens".to_owned(), json!(1));
+        }
+        let chat = crate::providers::anthropic::messages_to_chat_request(&value)?;
+        let model = chat.get("model").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let group = state.router.alias_target(&model).unwrap_or(&model).to_owned();
+        if !state.router.knows(&group) || crate::pipeline::check_model(&state, &principal, &group).is_err() {
+            return Err(GatewayError::ModelNotFound(model));
+        }
+        let counted = tokio::task::spawn_blocking(move || {
+            let mut text = crate::metering::tokens::TextTally::default();
+            for field in ["messages", "tools"] {
+                if let Some(v) = chat.get(field) {
+                    crate::metering::tokens::prompt_text(v, &mut text);
+                }
+            }
+            text.tokens()
+        })
+        .await
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok::<_, GatewayError>((state.router.metric_label(&group), counted))
+    }
+    .await;
+    match answer {
+        Ok((label, input_tokens)) => {
+            observe(ENDPOINT, &label, actix_web::http::StatusCode::OK, started);
+            HttpResponse::Ok().json(json!({"input_tokens": input_tokens}))
+        }
+        Err(e) => {
+            observe(ENDPOINT, "unknown", e.status_code(), started);
+            anthropic_error(e)
+        }
+    }
 }

@@ -143,6 +143,7 @@ pub static ROUTES: &[Endpoint] = &[
     get(Api::OpenAi, "/batches/{id}", |r| r.to(batches::get_batch)),
     post(Api::OpenAi, "/batches/{id}/cancel", |r| r.to(batches::cancel_batch)),
     post(Api::Anthropic, "/messages", |r| r.to(anthropic::anthropic_messages)),
+    post(Api::Anthropic, "/messages/count_tokens", |r| r.to(anthropic::count_tokens)),
     provider(Api::PassThrough, "/openai/{tail:.*}", |r| r.to(passthrough::openai)),
     provider(Api::PassThrough, "/anthropic/{tail:.*}", |r| r.to(passthrough::anthropic)),
     provider(Api::PassThrough, "/gemini/{tail:.*}", |r| r.to(passthrough::gemini)),
