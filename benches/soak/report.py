@@ -63,6 +63,21 @@ def main() -> None:
             print(f"| {s['s']} | {s['kib'] / 1024:.1f} |")
 
     print("\n## Tails, slice by slice\n")
+    others = [s["others_cores"] for s in slices if s.get("others_cores") is not None]
+    if others:
+        busy = statistics.median(others)
+        print(
+            f"Processes other than the gateway and the load generator used a median of {busy:.2f} cores"
+            f" (of {len(others)} slices, max {max(others):.2f}): Kafka, Cassandra, the ledger consumer and"
+            " the mock among them, and whatever else ran."
+            + (
+                " **With more than a quarter of a core beside the gateway the percentiles measure the"
+                " machine as much as the gateway;** a flat p99 shows here only as no upward trend."
+                if busy > 0.25
+                else ""
+            )
+            + "\n"
+        )
     for kind in ("plain", "stream"):
         mine = [s for s in slices if s["kind"] == kind and s["at_s"] >= warmup and s.get("p99_us")]
         third = max(1, len(mine) // 3)
