@@ -227,7 +227,7 @@ async fn key_list_by_spend_sorts_and_filters_by_the_ledgers_spend_exactly() -> R
 
     // Sorted by spend, both ways: the ledger's figures, ties (none here) by creation.
     let mut by_spend: Vec<(String, i64)> = keys.iter().map(|(t, s, _, _)| (t.clone(), *s)).collect();
-    by_spend.sort_by(|a, b| b.1.cmp(&a.1));
+    by_spend.sort_by_key(|k| std::cmp::Reverse(k.1));
     let desc = list(&admin, &format!("team_id={team}&sort=spend&order=desc&size=100&return_full_object=true")).await?;
     ensure!(spends(&desc) == by_spend && desc["total_count"] == 24, "by spend, most first: {desc}");
     let asc = list(&admin, &format!("team_id={team}&sort=spend&size=100")).await?;

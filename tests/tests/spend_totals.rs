@@ -35,7 +35,7 @@ async fn many_totals_at_once_equal_each_scopes_own_total_and_the_rows_written() 
                 continue;
             }
             for partition in [(i * 7) % 64, (i * 13 + 63) % 64, 63].iter().take(1 + (i as usize % 3)) {
-                let spent = i * 1_000_000_007 + (*partition as i64) * 3 + w as i64 + 1;
+                let spent = i * 1_000_000_007 + *partition * 3 + w as i64 + 1;
                 let (events, prompt, completion) = (i + 1, i * 17 + 1, i * 3 + 2);
                 let values = (scope, *window, *partition as i32, spent, events, prompt, completion, 1i64);
                 session.execute_unpaged(&insert, values).await?;
