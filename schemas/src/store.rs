@@ -54,8 +54,10 @@ mod consistency;
 mod daily;
 mod ledger_health;
 mod logs;
+mod totals;
 pub use daily::{DailyQuery, CLOSED_DAY_TTL, MAX_CACHED_DAY_ROWS, MAX_DAILY_ROWS};
 pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
+pub use totals::{MAX_TOTALS_SCOPES, SCOPES_PER_QUERY};
 
 pub use consistency::{serial_read, CqlConsistency};
 
@@ -464,6 +466,22 @@ pub type DailyTotals = Vec<(String, chrono::NaiveDate, SpendTotal)>;
 pub trait SpendSource: Send + Sync + 'static {
     /// A scope's total in one window.
     fn total(&self, scope: &str, window: &str) -> BoxFuture<'_, Result<SpendTotal, StoreError>>;
+    /// The total of each of `scopes` (at most [`MAX_TOTALS_SCOPES`]) in one window, in the order
+    /// asked: the same sums as `total` of each. By default one `total` a scope, 16 at once;
+    /// [`CqlSpend`] reads [`SCOPES_PER_QUERY`] scopes a query.
+    fn totals<'a>(
+        &'a self,
+        scopes: &'a [String],
+        window: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SpendTotal>, StoreError>> {
+        Box::pin(async move {
+            if scopes.len() > MAX_TOTALS_SCOPES {
+                return Err(StoreError::TooManyRows { limit: MAX_TOTALS_SCOPES });
+            }
+            let reads: Vec<_> = scopes.iter().map(|s| self.total(s, window)).collect();
+            futures::stream::iter(reads).buffered(16).collect::<Vec<_>>().await.into_iter().collect()
+        })
+    }
     /// Every (scope, UTC day) total `query` asks for: the day rows of one scope kind, or of one
     /// scope and its models, never the whole read model. At most [`MAX_DAILY_ROWS`] rows are
     /// read ([`StoreError::TooManyRows`] beyond).
@@ -489,6 +507,8 @@ pub struct CqlSpend {
     /// topic (one query each, so no `IN` list is longer than [`MAX_USAGE_PARTITIONS`]).
     partitions: Vec<Vec<i32>>,
     total: PreparedStatement,
+    /// Many scopes' totals in one window (`totals`).
+    totals: PreparedStatement,
     logs: logs::LogStatements,
     daily: daily::DailyStatements,
     /// Closed days' rows kept for a short while (`with_closed_day_cache`); none by default.
@@ -505,10 +525,20 @@ impl CqlSpend {
             ))
             .await
             .map_err(query_err)?;
+        let totals = totals::prepare(&session, keyspace).await?;
         let logs = logs::LogStatements::prepare(&session, keyspace).await?;
         let daily = daily::DailyStatements::prepare(&session, keyspace).await?;
         let partitions = vec![(0..MAX_USAGE_PARTITIONS).collect()];
-        Ok(CqlSpend { session, keyspace: keyspace.to_owned(), partitions, total, logs, daily, closed_days: None })
+        Ok(CqlSpend {
+            session,
+            keyspace: keyspace.to_owned(),
+            partitions,
+            total,
+            totals,
+            logs,
+            daily,
+            closed_days: None,
+        })
     }
 }
 
@@ -575,6 +605,14 @@ impl SpendSource for CqlSpend {
             }
             Ok(t)
         })
+    }
+
+    fn totals<'a>(
+        &'a self,
+        scopes: &'a [String],
+        window: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SpendTotal>, StoreError>> {
+        Box::pin(self.many_totals(scopes, window))
     }
 
     fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {

@@ -2,11 +2,14 @@
 //! cursor while keys are added misses none and repeats none; the team, user, alias, metadata
 //! and search filters pick exactly the keys they name; hostile values are refused naming the
 //! parameter; a key made on one gateway is listed by another (the index follows the change
-//! log and the control topic); listing by spend is refused beyond its bound.
+//! log and the control topic); listing by spend is refused beyond its bound; listing by spend
+//! sorts and filters by the spend the ledger holds (rows of `spend_aggregates` in several
+//! partitions and budget windows), exactly, and shows the same figures.
 
 use anyhow::{ensure, Context, Result};
+use chrono::Utc;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tollgate_tests::*;
 
@@ -150,6 +153,117 @@ async fn key_list_pages_by_cursor_filters_and_refuses_hostile_values() -> Result
     }
     one.stop().await?;
     two.stop().await?;
+    drop(mock);
+    Ok(())
+}
+
+/// The tokens of a listing of whole objects, and each one's `spend_nano_usd`.
+fn spends(v: &Value) -> Vec<(String, i64)> {
+    let keys = v["keys"].as_array().into_iter().flatten();
+    keys.map(|k| (k["key_id"].as_str().unwrap_or_default().to_owned(), k["spend_nano_usd"].as_i64().unwrap_or(-1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_list_by_spend_sorts_and_filters_by_the_ledgers_spend_exactly() -> Result<()> {
+    let Fixture { dir, topics, keyspace: ks, mock, .. } = Fixture::start("key-spend", 1).await?;
+    let gw = start_gateway(&dir, &GatewayConfig::tenancy("gw-keyspend-1", mock.url()?, &topics, &ks)).await?;
+    let admin = AdminApi::new(gw.url()?);
+    let team = format!("team-{}", unique(""));
+    admin.ok("/team/new", json!({"team_id": team})).await?;
+    let month = tollgate_schemas::tenancy::budget_window(
+        Some(tollgate_schemas::tenancy::BudgetDuration::Months(1)),
+        Utc::now(),
+    );
+
+    // 24 keys (more than one ledger query's worth). Key i's spend: (all time, this month,
+    // budget in nano-USD, monthly budget). Around 80 % of a budget: exactly 80 % (in), one
+    // nano-dollar under (out), a monthly key at 95 % of its month but far more all time (in),
+    // a key at 100 % (in), a key with no spend rows at all, keys with no budget.
+    let special: BTreeMap<usize, (i64, Option<i64>, Option<i64>, bool)> = [
+        (0, (800_000_000, None, Some(1_000_000_000), false)),
+        (1, (799_999_999, None, Some(1_000_000_000), false)),
+        (2, (5_000_000_007, None, None, false)),
+        (3, (9_000_000_000, Some(1_900_000_000), Some(2_000_000_000), true)),
+        (4, (0, None, Some(1_000_000_000), false)),
+        (5, (500_000_000, None, Some(500_000_000), false)),
+    ]
+    .into_iter()
+    .collect();
+    let session = cql().await?;
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {ks}.spend_aggregates (scope_id, window_id, partition, spent_nano_usd, events, \
+             prompt_tokens, completion_tokens, applied_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .await?;
+    // (token, spend sorted by, spend all time, budget).
+    let mut keys: Vec<(String, i64, i64, Option<i64>)> = Vec::new();
+    for i in 0..24 {
+        let (all, in_month, budget, monthly) =
+            special.get(&i).copied().unwrap_or((i as i64 * 10_000_019 + 3, None, None, false));
+        let mut body = json!({"team_id": team, "key_alias": format!("spend-{i}")});
+        if let Some(b) = budget {
+            body["max_budget"] = json!(b as f64 / 1e9);
+        }
+        if monthly {
+            body["budget_duration"] = json!("1mo");
+        }
+        let token = generate(&admin, body).await?;
+        let scope = format!("key/{token}");
+        // Each amount split over two ledger partitions (the first and the last of 64), as a key's
+        // events may land in several.
+        for (window, amount) in [("all".to_owned(), all), (month.clone(), in_month.unwrap_or(0))] {
+            if amount == 0 {
+                continue;
+            }
+            let first = amount / 3;
+            for (partition, part) in [(0, first), (63, amount - first)] {
+                session.execute_unpaged(&insert, (&scope, &window, partition, part, 1i64, 1i64, 1i64, 1i64)).await?;
+            }
+        }
+        keys.push((token, in_month.unwrap_or(all), all, budget));
+    }
+
+    // Sorted by spend, both ways: the ledger's figures, ties (none here) by creation.
+    let mut by_spend: Vec<(String, i64)> = keys.iter().map(|(t, s, _, _)| (t.clone(), *s)).collect();
+    by_spend.sort_by_key(|k| std::cmp::Reverse(k.1));
+    let desc = list(&admin, &format!("team_id={team}&sort=spend&order=desc&size=100&return_full_object=true")).await?;
+    ensure!(spends(&desc) == by_spend && desc["total_count"] == 24, "by spend, most first: {desc}");
+    let asc = list(&admin, &format!("team_id={team}&sort=spend&size=100")).await?;
+    let ascending: Vec<String> = by_spend.iter().rev().map(|(t, _)| t.clone()).collect();
+    ensure!(tokens(&asc) == ascending, "by spend, least first: {asc}");
+    // A page within it: the third and fourth most.
+    let page = list(&admin, &format!("team_id={team}&sort=spend&order=desc&size=2&page=2")).await?;
+    ensure!(tokens(&page) == [by_spend[2].0.clone(), by_spend[3].0.clone()] && page["total_count"] == 24, "{page}");
+    // The monthly key shows its month as `spend` and its all time apart.
+    let monthly = desc["keys"].as_array().into_iter().flatten().find(|k| k["key_id"] == keys[3].0.as_str());
+    let monthly = monthly.with_context(|| format!("the monthly key is not listed: {desc}"))?;
+    ensure!(
+        monthly["spend_nano_usd"] == 1_900_000_000_i64
+            && monthly["spend_all_time_nano_usd"] == 9_000_000_000_i64
+            && monthly["budget_window"] == month.as_str(),
+        "the monthly key: {monthly}"
+    );
+
+    // At least 80 % of the budget: exactly 80 %, 95 % of the month and 100 %; not one nano-dollar
+    // under 80 %, nor the keys without a budget. In creation order, or by spend.
+    let over: Vec<String> = [0, 3, 5].iter().map(|i| keys[*i].0.clone()).collect();
+    let eighty = list(&admin, &format!("team_id={team}&min_budget_percent=80&size=100")).await?;
+    ensure!(tokens(&eighty) == over && eighty["total_count"] == 3, "over 80 %: {eighty}");
+    let eighty = list(&admin, &format!("team_id={team}&min_budget_percent=80&sort=spend&order=desc&size=100")).await?;
+    ensure!(tokens(&eighty) == [over[1].clone(), over[0].clone(), over[2].clone()], "over 80 %, by spend: {eighty}");
+    let all_budgeted = list(&admin, &format!("team_id={team}&min_budget_percent=0&size=100")).await?;
+    ensure!(all_budgeted["total_count"] == 5, "every key with a budget, even with no spend: {all_budgeted}");
+
+    // The plain listing of whole keys shows the same figures, read for the page at once.
+    let plain = list(&admin, &format!("team_id={team}&size=100&return_full_object=true")).await?;
+    let made: Vec<(String, i64)> = keys.iter().map(|(t, s, _, _)| (t.clone(), *s)).collect();
+    ensure!(spends(&plain) == made, "the plain listing's spend: {plain}");
+    for (k, (_, _, all, _)) in plain["keys"].as_array().into_iter().flatten().zip(&keys) {
+        ensure!(k["spend_all_time_nano_usd"] == *all, "all time: {k}");
+    }
+    gw.stop().await?;
     drop(mock);
     Ok(())
 }

@@ -55,7 +55,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tollgate_schemas::ledger::ALL_TIME;
 use tollgate_schemas::limits;
-use tollgate_schemas::store::{get_record, list_records, TenancyStore};
+use tollgate_schemas::store::{get_record, list_records, SpendTotal, TenancyStore};
 use tollgate_schemas::tenancy::{budget_window, Invalidation, Kind, Limits, Record};
 use tollgate_schemas::NanoUsd;
 
@@ -268,16 +268,6 @@ fn shown<R: Record>(record: &R) -> Answer {
     Ok(HttpResponse::Ok().json(present(record)))
 }
 
-/// The spend of `scope` in its current budget window, and that window; `None` without a spend
-/// reader (no ledger).
-pub(crate) async fn current_spend(state: &AppState, scope: &str, limits: &Limits) -> Option<(NanoUsd, String)> {
-    let reader = state.spend.as_ref()?;
-    let window = budget_window(limits.budget_duration, Utc::now());
-    let current = reader.total(scope, &window).await.unwrap_or_default();
-    // The ledger lags by the consumer's batch; this gateway may know more already.
-    Some((current.spent.max(state.budget_view.spent(scope, &window)), window))
-}
-
 /// Adds `spend` (all time) and, with a budget duration, the current window's spend.
 pub(crate) async fn with_spend(state: &AppState, mut v: Value, scope: &str, limits: &Limits) -> Value {
     let Some(reader) = &state.spend else { return v };
@@ -292,7 +282,13 @@ pub(crate) async fn with_spend(state: &AppState, mut v: Value, scope: &str, limi
     };
     // The ledger lags by the consumer's batch; this gateway may know more already.
     let current = current.spent.max(state.budget_view.spent(scope, &window));
-    if let Value::Object(o) = &mut v {
+    put_spend(&mut v, current, &window, &all);
+    v
+}
+
+/// Adds the spend fields `with_spend` adds: `current` in `window`, and `all` (all time).
+pub(crate) fn put_spend(v: &mut Value, current: NanoUsd, window: &str, all: &SpendTotal) {
+    if let Value::Object(o) = v {
         // As in LiteLLM, `spend` is what counts against the budget: the current window's.
         o.insert("spend".into(), usd_value(current));
         o.insert("spend_nano_usd".into(), json!(current.0));
@@ -301,7 +297,36 @@ pub(crate) async fn with_spend(state: &AppState, mut v: Value, scope: &str, limi
         o.insert("spend_all_time_nano_usd".into(), json!(all.spent.0));
         o.insert("requests".into(), json!(all.events));
     }
-    v
+}
+
+/// The ledger's totals of many `(scope, window)` pairs, in order: one `SpendSource::totals`
+/// call per distinct window (a few queries for a page of keys, not one or two per key).
+/// `None` without a spend reader (no ledger).
+pub(crate) async fn totals_of(
+    state: &AppState,
+    pairs: &[(String, String)],
+) -> Option<Result<Vec<SpendTotal>, tollgate_schemas::store::StoreError>> {
+    let reader = state.spend.as_ref()?;
+    let mut by_window: BTreeMap<&str, (Vec<String>, Vec<usize>)> = BTreeMap::new();
+    for (i, (scope, window)) in pairs.iter().enumerate() {
+        let (scopes, at) = by_window.entry(window.as_str()).or_default();
+        scopes.push(scope.clone());
+        at.push(i);
+    }
+    let reads = by_window.iter().map(|(window, (scopes, _))| reader.totals(scopes, window));
+    let read = match futures::future::try_join_all(reads).await {
+        Ok(read) => read,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut out = vec![SpendTotal::default(); pairs.len()];
+    for ((_, (_, at)), totals) in by_window.iter().zip(read) {
+        for (i, t) in at.iter().zip(totals) {
+            if let Some(slot) = out.get_mut(*i) {
+                *slot = t;
+            }
+        }
+    }
+    Some(Ok(out))
 }
 
 // === What /new, /update, /delete and /list share ===

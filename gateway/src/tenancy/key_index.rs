@@ -12,7 +12,8 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tollgate_schemas::store::{Stored, TenancyStore};
-use tollgate_schemas::tenancy::{KeyRecord, Kind};
+use tollgate_schemas::tenancy::{BudgetDuration, KeyRecord, Kind};
+use tollgate_schemas::NanoUsd;
 
 /// Where a key sits in creation order: microseconds since 1970 (a key without `created_at`
 /// first), then its `key_id`. Also the listing's cursor.
@@ -51,6 +52,10 @@ struct Entry {
     /// Seconds since 1970.
     expires: Option<i64>,
     blocked: bool,
+    /// What a listing by spend measures the key's spend against: its budget and the window it
+    /// resets in (its spend is read in the current one).
+    max_budget: Option<NanoUsd>,
+    budget_duration: Option<BudgetDuration>,
     /// The metadata's top-level scalar values, as `(name, value)`; strings as they are, numbers
     /// and booleans as JSON writes them.
     metadata: Box<[(Box<str>, Box<str>)]>,
@@ -125,6 +130,16 @@ pub struct Page {
     pub next: Option<Position>,
 }
 
+/// A key a listing by spend picks: where it is stored, its place, and its budget and budget
+/// window as the index holds them (so its record need not be read to sort or filter by spend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budgeted {
+    pub stored: String,
+    pub at: Position,
+    pub max_budget: Option<NanoUsd>,
+    pub budget_duration: Option<BudgetDuration>,
+}
+
 /// Where a page starts.
 #[derive(Debug, Clone)]
 pub enum Start {
@@ -178,6 +193,8 @@ impl Keys {
             organization: self.intern(&k.organization_id),
             expires: k.expires.map(|t| t.timestamp()),
             blocked: k.blocked,
+            max_budget: k.limits.max_budget,
+            budget_duration: k.limits.budget_duration,
             metadata: scalar_metadata(k),
         };
         self.by_stored.insert(Box::from(stored), at.clone());
@@ -288,17 +305,22 @@ impl KeyIndex {
         page
     }
 
-    /// Where every key matching `filter` is stored, or how many match when that is more than
-    /// `max` (a listing by spend reads each one's spend).
-    pub fn matching(&self, filter: &KeyFilter, max: usize) -> Result<Vec<String>, usize> {
+    /// Every key matching `filter` with its budget, in creation order, or how many match when
+    /// that is more than `max` (a listing by spend reads each one's spend).
+    pub fn matching(&self, filter: &KeyFilter, max: usize) -> Result<Vec<Budgeted>, usize> {
         let Ok(keys) = self.keys.read() else { return Ok(Vec::new()) };
         let search = filter.search.as_deref().map(str::to_lowercase);
-        let found: Vec<String> = keys
+        let found: Vec<Budgeted> = keys
             .ordered
             .iter()
             .filter(|(at, e)| filter.matches(at, e, search.as_deref()))
             .take(max + 1)
-            .map(|(at, e)| stored_of(at, e))
+            .map(|(at, e)| Budgeted {
+                stored: stored_of(at, e),
+                at: at.clone(),
+                max_budget: e.max_budget,
+                budget_duration: e.budget_duration,
+            })
             .collect();
         if found.len() > max {
             let search = search.as_deref();

@@ -178,6 +178,31 @@ fn matching_is_bounded_and_says_how_many_match_beyond() {
 }
 
 #[test]
+fn matching_carries_each_keys_budget_and_window_as_last_stored() {
+    let index = index_of(4);
+    let mut k = key(1, "team-b");
+    k.limits.max_budget = Some(NanoUsd(7_000_000_001));
+    k.limits.budget_duration = Some(BudgetDuration::Months(1));
+    index.apply(&k.key_id.clone(), Some(&k));
+    let team_b = KeyFilter { team_id: Some("team-b".into()), ..KeyFilter::default() };
+    let found = index.matching(&team_b, 10).unwrap();
+    assert_eq!(
+        found.iter().map(|b| b.stored.clone()).collect::<Vec<_>>(),
+        [key(1, "").key_id, key(2, "").key_id, key(3, "").key_id]
+    );
+    assert_eq!(
+        (found[0].max_budget, found[0].budget_duration),
+        (Some(NanoUsd(7_000_000_001)), Some(BudgetDuration::Months(1)))
+    );
+    assert_eq!(found[0].at.key_id.as_ref(), k.key_id);
+    assert_eq!((found[1].max_budget, found[1].budget_duration), (None, None));
+    // A budget taken off is taken off the index too.
+    k.limits = tollgate_schemas::tenancy::Limits::default();
+    index.apply(&k.key_id.clone(), Some(&k));
+    assert_eq!(index.matching(&team_b, 10).unwrap()[0].max_budget, None);
+}
+
+#[test]
 fn cursors_read_back_and_hostile_ones_are_not_positions() {
     let at = Position { created_us: -5, key_id: Arc::from("abc123") };
     assert_eq!(Position::parse(&at.cursor()), Some(at));
