@@ -122,10 +122,10 @@ fn every_tls_mistake_names_its_field_and_never_the_password() {
     let base = "type: redis, host: h, password: hunter2-secret";
     for (params, field, also) in [
         (format!("{{{base}, ssl: maybe}}"), "cache_params.ssl", ""),
-        (format!("{{type: redis, url: \"redis://:hunter2-secret@h:1\", ssl: true}}"), "cache_params.ssl", "rediss://"),
-        (format!("{{type: redis, url: \"rediss://:hunter2-secret@h:1\", ssl: false}}"), "cache_params.ssl", ""),
+        ("{type: redis, url: \"redis://:hunter2-secret@h:1\", ssl: true}".to_owned(), "cache_params.ssl", "rediss://"),
+        ("{type: redis, url: \"rediss://:hunter2-secret@h:1\", ssl: false}".to_owned(), "cache_params.ssl", ""),
         (
-            format!("{{type: redis, url: \"rediss://:hunter2-secret@h:1/#insecure\"}}"),
+            "{type: redis, url: \"rediss://:hunter2-secret@h:1/#insecure\"}".to_owned(),
             "cache_params.url",
             "ssl_cert_reqs",
         ),
