@@ -58,8 +58,15 @@ CASSANDRA_KEYSTORE=$CASSANDRA_TLS/node.p12
 CASSANDRA_KEYSTORE_PASSWORD=tollgate-local-keystore
 # Redis for the shared response cache (gateway `cache_params: {type: redis}`), no password,
 # loopback only, an LRU cache of at most REDIS_MAXMEMORY.
-REDIS_PORT=6390
+REDIS_PORT=${TOLLGATE_REDIS_PORT:-6390}
+# The same Redis over TLS (`cache_params: {type: redis, ssl: true, ssl_ca_certs: $REDIS_CA}` or
+# `rediss://`): a CA and a server certificate for 127.0.0.1/localhost made by openssl at first
+# start and kept; client certificates are accepted, not required (one signed by the CA is made
+# for trying `ssl_certfile`/`ssl_keyfile`).
+REDIS_TLS_PORT=${TOLLGATE_REDIS_TLS_PORT:-6391}
 REDIS_DIR=$STATE_DIR/redis
+REDIS_TLS=$REDIS_DIR/tls
+REDIS_CA=$REDIS_TLS/ca.pem
 REDIS_CONF=$REDIS_DIR/redis.conf
 REDIS_LOG=$REDIS_DIR/redis.log
 REDIS_PID=$REDIS_DIR/redis.pid

@@ -2,11 +2,13 @@
 //! a hit on the other (one provider call), teams share nothing, a streamed first answer fills
 //! the cache, the ledger holds each hit once at its configured cost, and a Redis that stalls or
 //! goes away mid-test leaves every request answered (as a miss), never an error to the client.
+//! Over TLS (with a client certificate) the same holds, and a gateway that does not trust the
+//! Redis's CA goes on without the cache: a miss, counted and warned about, nothing stored.
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tollgate_tests::redis::Redis;
+use tollgate_tests::redis::{Redis, TlsFiles};
 use tollgate_tests::*;
 
 /// A hit costs half of what the stored answer cost.
@@ -159,5 +161,110 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     // The ledger holds every answer once, hits at their own cost, per key and per team.
     assert_charged(&session, &keyspace, &charged).await?;
     drop((consumer, gateways, mock));
+    Ok(())
+}
+
+/// Two gateways share a Redis over TLS, one configured in LiteLLM's `host`/`port`/`ssl` shape,
+/// the other with a `rediss://` url, both trusting its CA and showing a client certificate (the
+/// Redis asks for one). A third gateway trusts another CA: its TLS handshake fails, and it goes on
+/// without the cache, as with a Redis that is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_share_one_redis_over_tls_and_a_wrong_ca_goes_on_without_it() -> Result<()> {
+    let dir = scratch_dir("response-cache-redis-tls")?;
+    let topic = unique("usage-rcache-");
+    let keyspace = unique("rcache_");
+    create_topic(&topic, 1).await?;
+    let tls = TlsFiles::make(&dir.join("tls"))?;
+    let other = TlsFiles::make(&dir.join("other-tls"))?;
+    let redis = Redis::start_tls(&tls).await?;
+    let tls_port = redis.tls_port.context("no TLS port")?;
+    let mock = start_mock(&dir, &["--latency-ms", "2", "--workers", "2"]).await?;
+    let mock_url = mock.url()?.to_owned();
+    let client_cert =
+        format!("ssl_certfile: \"{}\", ssl_keyfile: \"{}\"", tls.path("client.pem"), tls.path("client.key"));
+    let common = format!("ttl: 600, hit_cost_percent: {HIT_PERCENT}, redis_timeout_ms: 500, {client_cert}");
+    let params = [
+        (
+            "gw-rtls-a",
+            format!("host: 127.0.0.1, port: {tls_port}, ssl: true, ssl_ca_certs: \"{}\"", tls.path("ca.pem")),
+        ),
+        (
+            "gw-rtls-b",
+            format!("redis_url: \"rediss://localhost:{tls_port}\", ssl_ca_certs: \"{}\"", tls.path("ca.pem")),
+        ),
+        (
+            "gw-rtls-c",
+            format!("host: 127.0.0.1, port: {tls_port}, ssl: true, ssl_ca_certs: \"{}\"", other.path("ca.pem")),
+        ),
+    ];
+    let mut gateways = Vec::new();
+    for (id, address) in &params {
+        let cache = format!("litellm_settings:\n  cache: true\n  cache_params: {{type: redis, {address}, {common}}}\n");
+        let mut config = GatewayConfig::new(
+            id,
+            &[model_entry("gpt-4o-mini", &format!("{mock_url}/v1"))],
+            &topic,
+            &kafka_bootstrap(),
+        )
+        .with_yaml(&cache)?;
+        config.gateway.key_hash_secret = None;
+        gateways.push(start_gateway(&dir, &config).await?);
+    }
+    let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
+    let (a, b, c) = (gateways[0].url()?.to_owned(), gateways[1].url()?.to_owned(), gateways[2].url()?.to_owned());
+    let client = reqwest::Client::new();
+    let (alpha_1, alpha_2) = (TENANT_KEYS[0].0, TENANT_KEYS[1].0);
+    let mut charged: Vec<(&str, i64)> = Vec::new();
+
+    // Answered by A, a hit on B: one provider call, the entry kept in Redis over TLS.
+    let first = chat(&client, &a, alpha_1, &prompt("over tls", false)).await?;
+    let first_cost = first.cost.context("no cost")?;
+    ensure!(!first.hit && first_cost > 0);
+    charged.push((alpha_1, first_cost));
+    let on_b = chat(&client, &b, alpha_2, &prompt("over tls", false)).await?;
+    assert!(on_b.hit, "the other gateway's answer is a hit over TLS");
+    assert_eq!((on_b.content.as_str(), on_b.cost), (first.content.as_str(), Some(first_cost * HIT_PERCENT / 100)));
+    charged.push((alpha_2, first_cost * HIT_PERCENT / 100));
+    assert_eq!(mock_served(&client, &mock_url).await?, 1);
+    assert_eq!(redis.values()?.len(), 1, "one entry, written over TLS");
+    // A streamed ask on B of what A answered: a hit too.
+    let streamed = chat(&client, &b, alpha_1, &prompt("over tls", true)).await?;
+    assert!(streamed.hit);
+    assert_eq!(streamed.content, first.content);
+    charged.push((alpha_1, first_cost * HIT_PERCENT / 100));
+
+    // C does not trust the Redis's CA: every request is answered by the provider at once, none
+    // is a hit, nothing is stored, and the failures are counted and warned about.
+    for text in ["over tls", "asked on c", "asked on c"] {
+        let started = Instant::now();
+        let answer = chat(&client, &c, alpha_1, &prompt(text, false)).await?;
+        assert!(!answer.hit, "a Redis whose certificate does not verify serves no hit");
+        // Bounded by `redis_timeout_ms` for the read and for the write (a handshake that fails at
+        // once is an `Io` error; on a loaded machine it may run into the bound instead).
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a failed handshake stalled a request {:?}",
+            started.elapsed()
+        );
+        charged.push((alpha_1, answer.cost.context("no cost")?));
+    }
+    assert_eq!(mock_served(&client, &mock_url).await?, 4);
+    assert_eq!(redis.values()?.len(), 1, "the gateway with the wrong CA stored nothing");
+    let scrape = client.get(format!("{c}/metrics")).send().await?.text().await?;
+    assert!(
+        scrape.lines().any(|l| l.starts_with("tollgate_cache_errors_total{") && !l.ends_with(" 0")),
+        "failed handshakes are counted: {scrape}"
+    );
+    let log = std::fs::read_to_string(&gateways[2].log_path)?;
+    assert!(log.contains("response cache: Redis failed"), "a failed handshake is warned about: {log}");
+    // A and B still share: the wrong CA of C took nothing from them.
+    let again = chat(&client, &a, alpha_2, &prompt("over tls", false)).await?;
+    assert!(again.hit);
+    charged.push((alpha_2, first_cost * HIT_PERCENT / 100));
+    assert_eq!(mock_served(&client, &mock_url).await?, 4);
+
+    let session = cql().await?;
+    assert_charged(&session, &keyspace, &charged).await?;
+    drop((consumer, gateways, mock, redis));
     Ok(())
 }

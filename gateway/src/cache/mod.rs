@@ -16,6 +16,7 @@ pub mod controls;
 pub mod hit;
 pub mod key;
 pub mod local;
+pub mod redis_client;
 pub mod redis_store;
 pub mod replay;
 

@@ -5,9 +5,12 @@
 //! `redis_timeout_ms`, and a Redis that is slow, down or holds garbage is a miss (or an entry not
 //! kept), counted in `tollgate_cache_errors_total{op}` and logged without the address or password.
 //! What is read back is bounded before it is decoded ([`super::codec`]).
+//!
+//! Over TLS (`rediss://` or `ssl: true`) a Redis whose certificate does not verify is one that
+//! fails: a miss, counted and warned about like a Redis that is down ([`super::redis_client`]).
 
 use super::key::CacheKey;
-use super::{codec, Entry};
+use super::{codec, redis_client, Entry};
 use crate::config::CacheParams;
 use metrics::counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -26,15 +29,13 @@ pub struct RedisStore {
 /// Why the Redis backend could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[error("the response cache's Redis address is not usable: {0}")]
-pub struct BadAddress(String);
+pub struct BadAddress(pub(super) String);
 
 impl RedisStore {
     /// A store on the Redis `params` name. It connects lazily: a Redis that is down at start-up
-    /// is a miss until it is up.
+    /// (or whose certificate does not verify) is a miss until it is up.
     pub fn new(params: &CacheParams) -> Result<RedisStore, BadAddress> {
-        let url = params.redis_url().ok_or_else(|| BadAddress("no address".to_owned()))?;
-        // The error of a bad URL may quote it, password and all: only its kind is told.
-        let client = redis::Client::open(url.expose()).map_err(|e| BadAddress(format!("{:?}", e.kind())))?;
+        let client = redis_client::client(params)?;
         let timeout = Duration::from_millis(params.redis_timeout_ms);
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -45,7 +46,8 @@ impl RedisStore {
             .map_err(|e| BadAddress(format!("{:?}", e.kind())))?;
         // The host alone: the URL may hold the password.
         let host = params.host.as_ref().map_or("(from url)", |h| h.expose());
-        tracing::info!(host, timeout_ms = params.redis_timeout_ms, "response cache: entries in a shared Redis");
+        let tls = params.redis_tls_on().unwrap_or(false);
+        tracing::info!(host, tls, timeout_ms = params.redis_timeout_ms, "response cache: entries in a shared Redis");
         Ok(RedisStore { connection, timeout, max_entry_bytes: params.max_entry_bytes })
     }
 

@@ -27,7 +27,8 @@ pub enum CacheType {
     /// In the gateway's memory (LiteLLM's `local`).
     #[default]
     Local,
-    /// In a Redis that gateways share (LiteLLM's `redis`): `host`/`port`/`password`, or `url`.
+    /// In a Redis that gateways share (LiteLLM's `redis`): `host`/`port`/`password`, or `url`;
+    /// over TLS with `ssl: true` or a `rediss://` url.
     Redis,
 }
 
@@ -37,14 +38,24 @@ pub enum CacheType {
 pub struct CacheParams {
     #[serde(rename = "type")]
     pub kind: CacheType,
-    /// Redis address (`type: redis`): `host` and `port` (default 6379) and `password`, or
-    /// `url` (`redis://[:password@]host:port[/db]`; LiteLLM also calls it `redis_url`). Each may
-    /// be `os.environ/VAR`.
+    /// Redis address (`type: redis`): `host` and `port` (default 6379), `password` (and an ACL
+    /// `username`), or `url` (`redis://[[user]:password@]host:port[/db]`, `rediss://` for TLS;
+    /// LiteLLM also calls it `redis_url`). Each may be `os.environ/VAR`.
     pub host: Option<Secret>,
     pub port: Option<Secret>,
+    pub username: Option<Secret>,
     pub password: Option<Secret>,
     #[serde(alias = "redis_url")]
     pub url: Option<Secret>,
+    /// TLS to Redis (redis-py's names, as LiteLLM passes them): `ssl` (`true`/`false`, or
+    /// `os.environ/VAR`), `ssl_cert_reqs` (`required`, the default, or `none`), `ssl_ca_certs`
+    /// (a PEM file of CAs trusted besides the system's roots), `ssl_certfile` and `ssl_keyfile`
+    /// (a client certificate and its key, PEM). See [`super::cache_tls`].
+    pub ssl: Option<Secret>,
+    pub ssl_cert_reqs: Option<String>,
+    pub ssl_ca_certs: Option<String>,
+    pub ssl_certfile: Option<String>,
+    pub ssl_keyfile: Option<String>,
     /// Tollgate: the longest a Redis read or write may take, in milliseconds; past it the
     /// request goes on as a miss (default 250).
     pub redis_timeout_ms: u64,
@@ -72,8 +83,14 @@ impl Default for CacheParams {
             kind: CacheType::Local,
             host: None,
             port: None,
+            username: None,
             password: None,
             url: None,
+            ssl: None,
+            ssl_cert_reqs: None,
+            ssl_ca_certs: None,
+            ssl_certfile: None,
+            ssl_keyfile: None,
             redis_timeout_ms: DEFAULT_REDIS_TIMEOUT_MS,
             ttl: DEFAULT_TTL_SECS,
             namespace: None,
@@ -114,30 +131,64 @@ impl CacheParams {
         Ok(())
     }
 
-    /// A Redis cache has an address, given one way only; a local one has none.
+    /// A Redis cache has an address, given one way only, and TLS settings that can take effect
+    /// (their files readable); a local one has none of these.
     fn check_redis(&self) -> Result<(), (&'static str, String)> {
-        let has_parts = self.host.is_some() || self.port.is_some();
-        match (self.kind, &self.url, has_parts) {
-            (CacheType::Local, Some(_), _) | (CacheType::Local, None, true) => {
-                Err(("type", "`host`, `port` and `url` are for `type: redis`".to_owned()))
-            }
-            (CacheType::Redis, Some(_), true) => {
-                Err(("url", "give either `url` or `host` and `port`, not both".to_owned()))
-            }
-            (CacheType::Redis, None, false) => {
-                Err(("host", "`type: redis` needs `host` (and `port`) or `url`".to_owned()))
-            }
-            (CacheType::Redis, Some(url), false) if !url.expose().starts_with("redis://") => {
-                Err(("url", "must be a `redis://` URL".to_owned()))
-            }
-            _ if self.port.as_ref().is_some_and(|p| p.expose().parse::<u16>().is_err()) => {
-                Err(("port", "must be a port number".to_owned()))
-            }
-            _ => Ok(()),
+        let redis_only = [
+            self.host.is_some(),
+            self.port.is_some(),
+            self.url.is_some(),
+            self.username.is_some(),
+            self.password.is_some(),
+            self.ssl.is_some(),
+            self.ssl_cert_reqs.is_some(),
+            self.ssl_ca_certs.is_some(),
+            self.ssl_certfile.is_some(),
+            self.ssl_keyfile.is_some(),
+        ];
+        if self.kind == CacheType::Local {
+            return match redis_only.contains(&true) {
+                true => Err(("type", "the address, password and `ssl*` settings are for `type: redis`".to_owned())),
+                false => Ok(()),
+            };
         }
+        let has_parts =
+            self.host.is_some() || self.port.is_some() || self.username.is_some() || self.password.is_some();
+        match (&self.url, has_parts) {
+            (Some(_), true) => {
+                return Err((
+                    "url",
+                    "give either `url` or `host`, `port`, `username` and `password`, not both".to_owned(),
+                ))
+            }
+            (None, false) => return Err(("host", "`type: redis` needs `host` (and `port`) or `url`".to_owned())),
+            (None, true) if self.host.is_none() => {
+                return Err(("host", "`type: redis` needs `host` (and `port`) or `url`".to_owned()))
+            }
+            (Some(url), false) if !["redis://", "rediss://"].iter().any(|s| url.expose().starts_with(s)) => {
+                return Err(("url", "must be a `redis://` or `rediss://` URL".to_owned()))
+            }
+            // redis-rs reads a `#insecure` fragment as "verify no certificate": that is said
+            // with `ssl_cert_reqs: none`, which is warned about.
+            (Some(url), false) if url.expose().contains('#') => {
+                return Err((
+                    "url",
+                    "must not have a `#` fragment (use `ssl_cert_reqs: none` to verify nothing)".to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if self.port.as_ref().is_some_and(|p| p.expose().parse::<u16>().is_err()) {
+            return Err(("port", "must be a port number".to_owned()));
+        }
+        if self.username.is_some() && self.password.is_none() {
+            return Err(("username", "an ACL `username` needs its `password`".to_owned()));
+        }
+        self.redis_tls().map(|_| ())
     }
 
-    /// The Redis URL of `type: redis` (with its password: never to be logged).
+    /// The Redis URL of `type: redis` (with its password: never to be logged): `rediss://`
+    /// when TLS is on.
     pub fn redis_url(&self) -> Option<Secret> {
         if self.kind != CacheType::Redis {
             return None;
@@ -145,10 +196,12 @@ impl CacheParams {
         if let Some(url) = &self.url {
             return Some(url.clone());
         }
+        let scheme = if self.redis_tls_on().unwrap_or(false) { "rediss" } else { "redis" };
         let host = self.host.as_ref()?.expose();
         let port = self.port.as_ref().map_or("6379", Secret::expose);
-        let auth = self.password.as_ref().map(|p| format!(":{}@", url_escape(p.expose()))).unwrap_or_default();
-        Some(Secret::new(format!("redis://{auth}{host}:{port}")))
+        let user = self.username.as_ref().map(|u| url_escape(u.expose())).unwrap_or_default();
+        let auth = self.password.as_ref().map(|p| format!("{user}:{}@", url_escape(p.expose()))).unwrap_or_default();
+        Some(Secret::new(format!("{scheme}://{auth}{host}:{port}")))
     }
 
     /// Whether chat completions are cached under `supported_call_types`.

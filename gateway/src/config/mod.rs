@@ -110,6 +110,7 @@ fn deserialize_usd<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<toll
 mod admin;
 mod billing;
 mod cache;
+pub mod cache_tls;
 mod callbacks;
 mod console;
 pub mod litellm;

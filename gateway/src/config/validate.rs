@@ -103,8 +103,10 @@ impl Config {
         for (name, secret) in [
             ("host", &mut params.host),
             ("port", &mut params.port),
+            ("username", &mut params.username),
             ("password", &mut params.password),
             ("url", &mut params.url),
+            ("ssl", &mut params.ssl),
         ] {
             if let Some(s) = secret {
                 *s = resolve_secret(s, env, origin, &format!("litellm_settings.cache_params.{name}"))?;

@@ -342,8 +342,9 @@ pub(super) const LITELLM_SETTINGS: &[(&str, Status)] = &[
     (
         "cache_params",
         Honoured(
-            "`type` (`local`, `redis`), `host`, `port`, `password`, `url`/`redis_url`, `ttl`, `namespace`, \
-             `supported_call_types`; Tollgate adds `max_entry_bytes`, `max_memory_bytes`, `hit_cost_percent`, \
+            "`type` (`local`, `redis`), `host`, `port`, `username`, `password`, `url`/`redis_url` (`rediss://` for \
+             TLS), `ssl`, `ssl_cert_reqs` (`required` or `none`), `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`, \
+             `ttl`, `namespace`, `supported_call_types`; Tollgate adds `max_entry_bytes`, `max_memory_bytes`, `hit_cost_percent`, \
              `share_across_teams` and `redis_timeout_ms`",
         ),
     ),
