@@ -240,9 +240,11 @@ async fn two_gateways_share_one_redis_over_tls_and_a_wrong_ca_goes_on_without_it
         let answer = chat(&client, &c, alpha_1, &prompt(text, false)).await?;
         assert!(!answer.hit, "a Redis whose certificate does not verify serves no hit");
         // Bounded by `redis_timeout_ms` for the read and for the write (a handshake that fails at
-        // once is an `Io` error; on a loaded machine it may run into the bound instead).
+        // once is an `Io` error; on a loaded machine it may run into the bound instead): about a
+        // second plus the provider. The bound here is loose for loaded machines; what it guards
+        // against is a request held by the cache until its own timeout (600 s).
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "a failed handshake stalled a request {:?}",
             started.elapsed()
         );
