@@ -121,6 +121,14 @@ def test_count_tokens(anthropic_client, model):
     )
     assert 2 <= short.input_tokens < 20, short
     assert longer.input_tokens > short.input_tokens + 90, (short, longer)
+    # A client sending its Messages body as it is, `max_tokens` included, is counted the same.
+    raw = anthropic_client.post(
+        "/v1/messages/count_tokens",
+        cast_to=object,
+        body={"model": model, "max_tokens": 5, "system": "Be brief.",
+              "messages": [{"role": "user", "content": "Hello there"}]},
+    )
+    assert raw == {"input_tokens": short.input_tokens}, raw
 
 
 def test_count_tokens_refusals(base_url, anthropic_client):

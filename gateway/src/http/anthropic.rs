@@ -105,7 +105,7 @@ async fn messages(
 }
 
 /// `POST /v1/messages/count_tokens`: the input tokens of a Messages request (`model`,
-/// `messages`, `system`, `tools`; no `max_tokens`), as Anthropic's endpoint answers
+/// `messages`, `system`, `tools`; `max_tokens` not needed), as Anthropic's endpoint answers
 /// (`{"input_tokens": N}`), for clients that size their context with it (Claude Code). Counted
 /// here with the tokenizer metering uses when a provider reports no usage (o200k_base over the
 /// text of the system prompt, messages and tools): an estimate of the provider's own count,
@@ -120,11 +120,9 @@ pub(crate) async fn count_tokens(req: HttpRequest, payload: web::Payload, state:
         let mut value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| GatewayError::invalid(format!("request body is not valid JSON: {e}"), None))?;
         if let Some(o) = value.as_object_mut() {
-            if o.contains_key("max_tokens") {
-                return Err(GatewayError::invalid("`max_tokens` is not a field of count_tokens", Some("max_tokens")));
-            }
-            // Checked as a Messages request is, which needs a limit to be one.
-            o.insert("max_tokens".to_owned(), json!(1));
+            // Checked as a Messages request is, which needs a limit to be one; a client that
+            // sends its Messages body as it is (with `max_tokens`) is counted all the same.
+            o.entry("max_tokens").or_insert(json!(1));
         }
         let chat = crate::providers::anthropic::messages_to_chat_request(&value)?;
         let model = chat.get("model").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
