@@ -24,6 +24,23 @@ struct Answer {
     content: String,
 }
 
+/// A gateway in front of `mock_url` whose response cache is `cache_params` (the YAML mapping's
+/// inside), metering to `topic`.
+async fn cached_gateway(
+    dir: &std::path::Path,
+    id: &str,
+    mock_url: &str,
+    topic: &str,
+    cache_params: &str,
+) -> Result<Process> {
+    let cache = format!("litellm_settings:\n  cache: true\n  cache_params: {{{cache_params}}}\n");
+    let mut config =
+        GatewayConfig::new(id, &[model_entry("gpt-4o-mini", &format!("{mock_url}/v1"))], topic, &kafka_bootstrap())
+            .with_yaml(&cache)?;
+    config.gateway.key_hash_secret = None;
+    start_gateway(dir, &config).await
+}
+
 async fn chat(client: &reqwest::Client, gw: &str, key: &str, body: &Value) -> Result<Answer> {
     let resp = client.post(format!("{gw}/v1/chat/completions")).bearer_auth(key).json(body).send().await?;
     ensure!(resp.status() == 200, "status {} body {}", resp.status(), resp.text().await?);
@@ -64,21 +81,12 @@ async fn two_gateways_share_one_redis_and_go_on_without_it() -> Result<()> {
     let mock = start_mock(&dir, &["--latency-ms", "2", "--workers", "2"]).await?;
     let mock_url = mock.url()?.to_owned();
     let cache = format!(
-        "litellm_settings:\n  cache: true\n  cache_params: {{type: redis, host: 127.0.0.1, port: {}, ttl: 600, \
-         hit_cost_percent: {HIT_PERCENT}, redis_timeout_ms: 200}}\n",
+        "type: redis, host: 127.0.0.1, port: {}, ttl: 600, hit_cost_percent: {HIT_PERCENT}, redis_timeout_ms: 200",
         redis.port
     );
     let mut gateways = Vec::new();
     for id in ["gw-rcache-a", "gw-rcache-b"] {
-        let mut config = GatewayConfig::new(
-            id,
-            &[model_entry("gpt-4o-mini", &format!("{mock_url}/v1"))],
-            &topic,
-            &kafka_bootstrap(),
-        )
-        .with_yaml(&cache)?;
-        config.gateway.key_hash_secret = None;
-        gateways.push(start_gateway(&dir, &config).await?);
+        gateways.push(cached_gateway(&dir, id, &mock_url, &topic, &cache).await?);
     }
     let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
     let (a, b) = (gateways[0].url()?.to_owned(), gateways[1].url()?.to_owned());
@@ -199,16 +207,7 @@ async fn two_gateways_share_one_redis_over_tls_and_a_wrong_ca_goes_on_without_it
     ];
     let mut gateways = Vec::new();
     for (id, address) in &params {
-        let cache = format!("litellm_settings:\n  cache: true\n  cache_params: {{type: redis, {address}, {common}}}\n");
-        let mut config = GatewayConfig::new(
-            id,
-            &[model_entry("gpt-4o-mini", &format!("{mock_url}/v1"))],
-            &topic,
-            &kafka_bootstrap(),
-        )
-        .with_yaml(&cache)?;
-        config.gateway.key_hash_secret = None;
-        gateways.push(start_gateway(&dir, &config).await?);
+        gateways.push(cached_gateway(&dir, id, &mock_url, &topic, &format!("type: redis, {address}, {common}")).await?);
     }
     let consumer = start_consumer(&dir, &ConsumerConfig::new(&topic, &unique("ledger-"), &keyspace, 500)).await?;
     let (a, b, c) = (gateways[0].url()?.to_owned(), gateways[1].url()?.to_owned(), gateways[2].url()?.to_owned());

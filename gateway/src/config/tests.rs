@@ -1,6 +1,7 @@
 use super::*;
 
-const MINIMAL: &str = r#"
+/// The smallest valid config; other config tests (`cache_tls`) build on it too.
+pub(crate) const MINIMAL: &str = r#"
 model_list:
   - model_name: gpt-4o-mini
     litellm_params:

@@ -2,6 +2,7 @@
 //! every refusal naming its field (and the file's path), never a password or a key.
 
 use crate::config::cache_tls::CertReqs;
+use crate::config::tests::MINIMAL;
 use crate::config::Config;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
@@ -12,20 +13,6 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::extension::BasicConstraints;
 use openssl::x509::{X509NameBuilder, X509};
 use std::path::Path;
-
-const MINIMAL: &str = r#"
-model_list:
-  - model_name: gpt-4o-mini
-    litellm_params:
-      model: openai/gpt-4o-mini
-      api_base: http://127.0.0.1:9/v1
-      api_key: sk-upstream
-virtual_keys:
-  - key: sk-tenant-1
-    team_id: payments
-kafka:
-  bootstrap_servers: 127.0.0.1:9092
-"#;
 
 fn with(params: &str) -> String {
     format!("{MINIMAL}litellm_settings:\n  cache: true\n  cache_params: {params}\n")
