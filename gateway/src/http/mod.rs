@@ -23,7 +23,7 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_T
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::StreamExt;
-use metrics::{counter, histogram};
+
 use serde_json::json;
 use std::time::Instant;
 
@@ -164,10 +164,10 @@ pub(crate) fn identify(response: &mut HttpResponse, request_id: &str, trace_id: 
 /// pass-through family's `openai/*`).
 pub(crate) fn observe(endpoint: &'static str, model: &str, status: StatusCode, started: Instant) {
     let status = status.as_u16().to_string();
-    histogram!("tollgate_request_duration_seconds", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status.clone())
-        .record(started.elapsed().as_secs_f64());
-    counter!("tollgate_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status)
-        .increment(1);
+    let labels = [("endpoint", endpoint), ("model", model), ("status", &*status)];
+    let handles = &crate::observability::policy().handles;
+    handles.histogram("tollgate_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    handles.counter("tollgate_requests_total", &labels).increment(1);
 }
 
 /// What a model route answers, before it becomes an HTTP response (so `/v1/messages` can

@@ -10,6 +10,7 @@
 //! The listener reads `budget-state` from the beginning of every partition (no consumer group)
 //! and the control topic from its end, on a thread of its own.
 
+use super::with_window_key;
 use crate::tenancy::auth::Tenancy;
 use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
@@ -51,10 +52,6 @@ pub struct ConsumerBeat {
     pub lag: Option<i64>,
 }
 
-fn cell_key(scope: &str, window: &str) -> String {
-    format!("{scope}|{window}")
-}
-
 impl Default for BudgetView {
     fn default() -> Self {
         BudgetView::new()
@@ -72,19 +69,21 @@ impl BudgetView {
     }
 
     fn cell(&self, scope: &str, window: &str) -> Arc<Cell> {
-        let key = cell_key(scope, window);
-        if let Some(c) = self.cells.read().ok().and_then(|m| m.get(&key).cloned()) {
+        let found = with_window_key(scope, window, |key| self.cells.read().ok().and_then(|m| m.get(key).cloned()));
+        if let Some(c) = found {
             return c;
         }
         let ends_ms = window_end(window).map_or(i64::MAX, |t| t.timestamp_millis());
         let Ok(mut cells) = self.cells.write() else { return Arc::new(Cell::default()) };
-        cells.entry(key).or_insert_with(|| Arc::new(Cell { ends_ms, ..Cell::default() })).clone()
+        cells
+            .entry(format!("{scope}|{window}"))
+            .or_insert_with(|| Arc::new(Cell { ends_ms, ..Cell::default() }))
+            .clone()
     }
 
     /// The best estimate of `scope`'s spend in `window`.
     pub fn spent(&self, scope: &str, window: &str) -> NanoUsd {
-        let key = cell_key(scope, window);
-        let found = self.cells.read().ok().and_then(|m| m.get(&key).cloned());
+        let found = with_window_key(scope, window, |key| self.cells.read().ok().and_then(|m| m.get(key).cloned()));
         found.map_or(NanoUsd::ZERO, |c| {
             NanoUsd(c.published.load(Ordering::Acquire).max(c.local.load(Ordering::Acquire)))
         })

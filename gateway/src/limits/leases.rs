@@ -458,13 +458,12 @@ impl Leases {
     }
 
     fn entry(&self, scope: &str, window: &str, now_ms: i64) -> Arc<Entry> {
-        let key = format!("{scope}|{window}");
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = entries.get(&key) {
-            return e.clone();
+        if let Some(e) = super::with_window_key(scope, window, |key| entries.get(key).cloned()) {
+            return e;
         }
         entries
-            .entry(key)
+            .entry(format!("{scope}|{window}"))
             .or_insert_with(|| {
                 Arc::new(Entry {
                     scope: scope.to_owned(),

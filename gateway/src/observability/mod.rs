@@ -7,6 +7,7 @@
 //! a key hash or a request id.
 
 pub mod buckets;
+pub mod handles;
 pub mod labels;
 pub mod litellm;
 pub mod scrape;
@@ -33,6 +34,8 @@ pub struct Policy {
     pub providers: CappedLabel,
     /// Deployment ids.
     pub deployments: CappedLabel,
+    /// Handles of the per-request series, kept by labels.
+    pub handles: handles::Handles,
 }
 
 impl Policy {
@@ -46,6 +49,7 @@ impl Policy {
             models: CappedLabel::new(cap),
             providers: CappedLabel::new(cap),
             deployments: CappedLabel::new(cap),
+            handles: handles::Handles::default(),
         }
     }
 }

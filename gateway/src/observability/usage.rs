@@ -9,7 +9,7 @@ use super::labels::opt_in;
 use super::{litellm, Policy};
 use crate::error::{GatewayError, Scope};
 use crate::providers::Endpoint;
-use metrics::{counter, histogram, SharedString};
+use metrics::{counter, SharedString};
 use std::time::Duration;
 use tollgate_schemas::{NanoUsd, UsageEvent};
 
@@ -75,35 +75,43 @@ pub fn record_with(policy: &Policy, event: &UsageEvent, timing: Request<'_>) {
         request_model.clone()
     };
     let provider = provider_name(policy, event.provider.as_deref());
+    let handles = &policy.handles;
+    let error_type = if event.status >= 400 { event.status.to_string() } else { String::new() };
     let genai = [
-        ("gen_ai_operation_name", SharedString::const_str(timing.operation)),
-        ("gen_ai_provider_name", provider),
-        ("gen_ai_request_model", request_model.clone()),
-        ("gen_ai_response_model", response_model),
+        ("gen_ai_operation_name", timing.operation),
+        ("gen_ai_provider_name", &*provider),
+        ("gen_ai_request_model", &*request_model),
+        ("gen_ai_response_model", &*response_model),
     ];
-    let error_type = if event.status >= 400 { event.status.to_string().into() } else { SharedString::const_str("") };
-    histogram!(OPERATION_DURATION, &with(&genai, "error_type", error_type)).record(event.latency_ms as f64 / 1000.0);
+    let [operation, provider_label, requested, responded] = genai;
+    handles
+        .histogram(OPERATION_DURATION, &[operation, provider_label, requested, responded, ("error_type", &error_type)])
+        .record(event.latency_ms as f64 / 1000.0);
     if event.prompt_tokens > 0 || event.completion_tokens > 0 {
         for (kind, n) in [("input", event.prompt_tokens), ("output", event.completion_tokens)] {
-            histogram!(TOKEN_USAGE, &with(&genai, "gen_ai_token_type", SharedString::const_str(kind))).record(n as f64);
+            let labels = [operation, provider_label, requested, responded, ("gen_ai_token_type", kind)];
+            handles.histogram(TOKEN_USAGE, &labels).record(n as f64);
         }
     }
     if let Some(first) = timing.first_token {
-        histogram!(TIME_TO_FIRST_TOKEN, &genai[..]).record(first.as_secs_f64());
+        handles.histogram(TIME_TO_FIRST_TOKEN, &genai).record(first.as_secs_f64());
         let total = Duration::from_millis(event.latency_ms);
         if event.completion_tokens > 1 && total > first {
             let per_token = (total - first).as_secs_f64() / (event.completion_tokens - 1) as f64;
-            histogram!(TIME_PER_OUTPUT_TOKEN, &genai[..]).record(per_token);
+            handles.histogram(TIME_PER_OUTPUT_TOKEN, &genai).record(per_token);
         }
     }
-    let tenant = Tenant::of(policy, event, request_model);
+    let tenant = Tenant::of(policy, event, request_model.clone());
     if event.cost_nano_usd.0 > 0 {
-        counter!("tollgate_tenant_spend_nano_usd_total", &tenant.labels())
+        handles
+            .counter("tollgate_tenant_spend_nano_usd_total", &tenant.label_strs())
             .increment(event.cost_nano_usd.0.unsigned_abs());
     }
     for (kind, n) in [("input", event.prompt_tokens), ("output", event.completion_tokens)] {
         if n > 0 {
-            counter!("tollgate_tenant_tokens_total", &with(&tenant.labels(), "type", SharedString::const_str(kind)))
+            let [team, model, alias, customer] = tenant.label_strs();
+            handles
+                .counter("tollgate_tenant_tokens_total", &[team, model, alias, customer, ("type", kind)])
                 .increment(n);
         }
     }
@@ -130,26 +138,10 @@ impl Tenant {
         }
     }
 
-    fn labels(&self) -> [(&'static str, SharedString); 4] {
-        [
-            ("team", self.team.clone()),
-            ("model", self.model.clone()),
-            ("key_alias", self.key_alias.clone()),
-            ("customer", self.customer.clone()),
-        ]
+    /// The labels as recorded.
+    fn label_strs(&self) -> [(&'static str, &str); 4] {
+        [("team", &*self.team), ("model", &*self.model), ("key_alias", &*self.key_alias), ("customer", &*self.customer)]
     }
-}
-
-/// `labels` and one more.
-fn with<const N: usize>(
-    labels: &[(&'static str, SharedString); N],
-    key: &'static str,
-    value: SharedString,
-) -> Vec<(&'static str, SharedString)> {
-    let mut all = Vec::with_capacity(N + 1);
-    all.extend(labels.iter().cloned());
-    all.push((key, value));
-    all
 }
 
 /// Counts a request refused before reaching a provider, by its error code.
