@@ -54,9 +54,11 @@ mod consistency;
 mod daily;
 mod ledger_health;
 mod logs;
+mod range;
 mod totals;
 pub use daily::{DailyQuery, CLOSED_DAY_TTL, MAX_CACHED_DAY_ROWS, MAX_DAILY_ROWS};
 pub use ledger_health::{record_reconcile, DeadLetterSummary, ReconcileRun, DEAD_LETTER_SAMPLE};
+pub use range::{sum_days, RangeTotals, MAX_CACHED_RANGE_SCOPES};
 pub use totals::{MAX_TOTALS_SCOPES, SCOPES_PER_QUERY};
 
 pub use consistency::{serial_read, CqlConsistency};
@@ -450,7 +452,8 @@ pub struct SpendTotal {
 }
 
 impl SpendTotal {
-    fn add(&mut self, other: &SpendTotal) {
+    /// Adds `other` in (the spend saturating, as every sum of the ledgers' rows does).
+    pub fn add(&mut self, other: &SpendTotal) {
         self.spent = crate::NanoUsd(self.spent.0.saturating_add(other.spent.0));
         self.events += other.events;
         self.prompt_tokens += other.prompt_tokens;
@@ -486,6 +489,13 @@ pub trait SpendSource: Send + Sync + 'static {
     /// scope and its models, never the whole read model. At most [`MAX_DAILY_ROWS`] rows are
     /// read ([`StoreError::TooManyRows`] beyond).
     fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>>;
+    /// The rows of `query` summed over its days: one total per scope, exactly the sums of
+    /// `daily`'s rows per scope. By default `daily` summed ([`sum_days`]); [`CqlSpend`] with
+    /// its closed-day cache keeps the closed days' sums as well, so that a range read again
+    /// sums only today's rows into them.
+    fn range(&self, query: DailyQuery) -> BoxFuture<'_, Result<RangeTotals, StoreError>> {
+        Box::pin(async move { self.daily(query).await.map(sum_days) })
+    }
     /// One page of request logs from the event ledger (`crate::logs`): never the whole range.
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>>;
     /// The dead letters counted by reason, from a bounded read; `None` where the ledger keeps
@@ -513,6 +523,8 @@ pub struct CqlSpend {
     daily: daily::DailyStatements,
     /// Closed days' rows kept for a short while (`with_closed_day_cache`); none by default.
     closed_days: Option<daily::ClosedDays>,
+    /// Closed days' rows summed per scope over a range, kept as long (`range`).
+    closed_ranges: Option<range::ClosedRanges>,
 }
 
 impl CqlSpend {
@@ -538,6 +550,7 @@ impl CqlSpend {
             logs,
             daily,
             closed_days: None,
+            closed_ranges: None,
         })
     }
 }
@@ -617,6 +630,10 @@ impl SpendSource for CqlSpend {
 
     fn daily(&self, query: DailyQuery) -> BoxFuture<'_, Result<DailyTotals, StoreError>> {
         Box::pin(async move { self.daily_rows(&query).await })
+    }
+
+    fn range(&self, query: DailyQuery) -> BoxFuture<'_, Result<RangeTotals, StoreError>> {
+        Box::pin(async move { self.range_totals(&query).await })
     }
 
     fn logs(&self, query: LogQuery) -> BoxFuture<'_, Result<LogPage, StoreError>> {

@@ -7,7 +7,6 @@ that starts a formula is defused in the CSV.
 """
 
 import csv
-import datetime
 import json
 import os
 import time
@@ -78,7 +77,7 @@ def download_csv(d):
 def usage_rows(d):
     return d.execute_script(
         "return [...document.querySelectorAll('#usage-groups tbody tr')].map(r => "
-        "[r.querySelector('th').textContent, r.querySelector('td.group').textContent, r.querySelector('td.spend').textContent])")
+        "[r.querySelector('th.group').textContent, r.querySelector('td.spend').textContent])")
 
 
 def usage_by(d, group, want):
@@ -96,22 +95,27 @@ def usage_by(d, group, want):
 
 
 def usage_and_csv(d, t):
-    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    rows = usage_by(d, "model", lambda rows: any(r[1] == "gpt-4o-mini" and r[0] == today and r[2] != "$0.00" for r in rows))
-    shown = next(r for r in rows if r[1] == "gpt-4o-mini" and r[0] == today)
+    # The table sums the range (the server's `sum=range`): one row per model, largest first.
+    rows = usage_by(d, "model", lambda rows: any(r[0] == "gpt-4o-mini" and r[1] != "$0.00" for r in rows))
+    shown = next(r for r in rows if r[0] == "gpt-4o-mini")
     check_page(d, "usage-by-model")
     lines = download_csv(d)
-    assert lines[0][:3] == ["day", "model", "spend_usd"], lines[0]
-    line = next((l for l in lines if l[:2] == [today, "gpt-4o-mini"]), None)
-    assert line and f"${line[2]}" == shown[2].replace(",", ""), f"the CSV's {line} against the page's {shown}"
-    seen["usage_model_spend"] = shown[2]
+    assert lines[0][:2] == ["model", "spend_usd"], lines[0]
+    line = next((l for l in lines if l[0] == "gpt-4o-mini"), None)
+    assert line and f"${line[1]}" == shown[1].replace(",", ""), f"the CSV's {line} against the page's {shown}"
+    # The groups' sum is the total the page states for them, to the nano-dollar.
+    groups_total = d.find_element(By.ID, "usage-groups-total").text
+    nanos = sum(int(l[2]) for l in lines[1:])
+    frac = f"{nanos % 10**9:09d}".rstrip("0").ljust(2, "0")
+    assert groups_total == f"${nanos // 10**9:,}.{frac}", f"{groups_total} against the CSV's {nanos} nano-USD"
+    seen["usage_model_spend"] = shown[1]
 
     hostile, formula = t["customers"]
-    rows = usage_by(d, "customer", lambda rows: {hostile, formula} <= {r[1] for r in rows})
+    rows = usage_by(d, "customer", lambda rows: {hostile, formula} <= {r[0] for r in rows})
     assert not d.find_elements(By.CSS_SELECTOR, "main img, main script"), "a customer id became an element"
     no_alert(d)
     check_page(d, "usage-by-customer")
-    cells = {l[1] for l in download_csv(d)[1:]}
+    cells = {l[0] for l in download_csv(d)[1:]}
     assert hostile in cells and f"'{formula}" in cells and formula not in cells, f"customer cells in the CSV: {cells}"
     seen["csv_formula_defused"] = True
 

@@ -203,6 +203,59 @@ async fn spend_api_equals_what_was_served_and_alerts_go_out_once() -> Result<()>
         let rows = report.as_array().context("report")?;
         ensure!(rows.len() == 1 && rows[0]["spend_nano_usd"] == expect(&format!("team/{team}")).0, "{report}");
     }
+    // Summed over the range (`sum=range`): one result per group, largest first, each the sum of
+    // its day results and its ledger total to the nano-dollar; a page of them with the totals of
+    // all; `/global/spend/report` paged the same way.
+    for (group, field) in [("key", "api_key"), ("customer", "end_user"), ("team", "team_id"), ("model", "model")] {
+        let (_, days) = admin.get(&format!("/spend/daily?group_by={group}")).await?;
+        let (status, summed) = admin.get(&format!("/spend/daily?group_by={group}&sum=range&limit=1000")).await?;
+        ensure!(status == 200 && summed["totals"] == days["totals"], "{group}: {status} {summed} against {days}");
+        let mut by_day: std::collections::BTreeMap<String, i64> = Default::default();
+        for r in days["results"].as_array().context("results")? {
+            *by_day.entry(r[field].as_str().context("id")?.to_owned()).or_default() +=
+                r["spend_nano_usd"].as_i64().context("spend")?;
+        }
+        let results = summed["results"].as_array().context("results")?;
+        let by_range: std::collections::BTreeMap<String, i64> = results
+            .iter()
+            .map(|r| Some((r[field].as_str()?.to_owned(), r["spend_nano_usd"].as_i64()?)))
+            .collect::<Option<_>>()
+            .context("ids and spend")?;
+        ensure!(by_range == by_day && summed["total_groups"] == by_day.len(), "{group}: {by_range:?} != {by_day:?}");
+        ensure!(results.windows(2).all(|w| w[0]["spend_nano_usd"].as_i64() >= w[1]["spend_nano_usd"].as_i64()));
+        if group != "model" {
+            for (id, spend) in &by_range {
+                let scope = if group == "key" { format!("key/{id}") } else { format!("{group}/{id}") };
+                ensure!(*spend == expect(&scope).0, "{scope}: {spend}");
+            }
+        }
+        // Page by page, two at a time: the same list, each page with every group's totals.
+        let mut paged = Vec::new();
+        for offset in (0..results.len() + 2).step_by(2) {
+            let (_, page) =
+                admin.get(&format!("/spend/daily?group_by={group}&sum=range&limit=2&offset={offset}")).await?;
+            ensure!(page["totals"] == days["totals"] && page["limit"] == 2, "{group} at {offset}: {page}");
+            ensure!(page["has_more"] == (offset + 2 < results.len()), "{group} at {offset}: {page}");
+            paged.extend(page["results"].as_array().context("results")?.iter().cloned());
+        }
+        ensure!(&paged == results, "{group}: the pages together are not the list");
+    }
+    let (_, whole) = admin.get("/global/spend/report?group_by=customer").await?;
+    let (_, part) = admin.get("/global/spend/report?group_by=customer&limit=2&offset=1").await?;
+    ensure!(part.as_array().map(Vec::as_slice) == whole.as_array().and_then(|w| w.get(1..3)), "{part} of {whole}");
+    for (query, param) in [
+        ("/spend/daily?group_by=team&sum=range&limit=0", "limit"),
+        ("/spend/daily?group_by=team&sum=range&limit=1001", "limit"),
+        ("/spend/daily?group_by=team&sum=range&offset=-1", "offset"),
+        ("/spend/daily?group_by=team&sum=range&offset=1000001", "offset"),
+        ("/spend/daily?group_by=team&sum=week", "sum"),
+        ("/spend/daily?group_by=team&limit=10", "limit"),
+        ("/global/spend/report?group_by=team&limit=abc", "limit"),
+        ("/global/spend/report?group_by=team&offset=x", "offset"),
+    ] {
+        let (status, v) = admin.get(query).await?;
+        ensure!(status == 400 && v["error"]["param"] == param, "{query}: {status} {v}");
+    }
     let (status, none) = admin.get("/spend/daily?group_by=team&team_id=team-nobody").await?;
     ensure!(status == 200 && none["results"].as_array().is_some_and(Vec::is_empty), "{status} {none}");
     for (query, param) in

@@ -2,7 +2,8 @@
 //! Cassandra: a week of rows of several kinds, partitions and models read through it equals the
 //! same week read straight from `spend_daily` and the sums of the rows written, to the nano-dollar;
 //! today's rows show at once, a row written late to a closed day shows within the TTL, and a
-//! closed day read within the TTL is served from memory.
+//! closed day read within the TTL is served from memory. The same holds of the range sums
+//! (`SpendSource::range`), which keep the closed days' sums as long.
 
 use anyhow::{ensure, Result};
 use chrono::{Days, NaiveDate, Utc};
@@ -34,6 +35,20 @@ fn expected(written: &Written, query: &DailyQuery) -> Vec<(String, NaiveDate, Sp
         t.completion_tokens += completion;
     }
     sums.into_iter().map(|((scope, day), t)| (scope, day, t)).collect()
+}
+
+/// `expected` summed over the days: one total per scope, in scope order.
+fn summed(written: &Written, query: &DailyQuery) -> Vec<(String, SpendTotal)> {
+    let mut sums: BTreeMap<String, SpendTotal> = BTreeMap::new();
+    for (scope, _, t) in expected(written, query) {
+        sums.entry(scope).or_default().add(&t);
+    }
+    sums.into_iter().collect()
+}
+
+fn sorted(mut sums: Vec<(String, SpendTotal)>) -> Vec<(String, SpendTotal)> {
+    sums.sort_by(|a, b| a.0.cmp(&b.0));
+    sums
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +121,17 @@ async fn cached_daily_reads_equal_direct_ones_and_late_rows_show_within_the_ttl(
             let warm = spend.daily(q.clone()).await?;
             ensure!(cold == want && warm == want, "{q:?}: the {what} reads differ from the rows written");
         }
+        // Summed over the range: the sums of the rows written per scope, straight, cold and
+        // warm through both caches, and for a range of closed days only.
+        let want = summed(&written, q);
+        ensure!(sorted(direct.range(q.clone()).await?) == want, "{q:?}: the direct range sums differ");
+        for (what, spend) in [("cached", &cached), ("kept", &kept)] {
+            for pass in ["cold", "warm"] {
+                ensure!(sorted(spend.range(q.clone()).await?) == want, "{q:?}: {what} {pass} range sums differ");
+            }
+        }
+        let closed = DailyQuery { to: today - Days::new(1), ..q.clone() };
+        ensure!(sorted(kept.range(closed.clone()).await?) == summed(&written, &closed), "{q:?}: closed days");
     }
 
     // A late row for yesterday and a new one for today, after both were read.
@@ -125,6 +151,19 @@ async fn cached_daily_reads_equal_direct_ones_and_late_rows_show_within_the_ttl(
     };
     let now_written = expected(&written, &q);
     ensure!(direct.daily(q.clone()).await? == now_written, "the direct read shows both rows at once");
+    // Range sums: today's new row at once, the closed day's late one as first read (kept), and
+    // within the TTL through the short-lived cache.
+    let before_late_sums = {
+        let mut w = written.clone();
+        w.remove(&("team".to_owned(), yesterday, 0, "team/t1/model/late".to_owned()));
+        summed(&w, &q)
+    };
+    ensure!(sorted(direct.range(q.clone()).await?) == summed(&written, &q), "direct range: both rows");
+    ensure!(sorted(kept.range(q.clone()).await?) == before_late_sums, "kept range: today's row only");
+    eventually("the late row in the range sums", ttl + Duration::from_secs(10), || async {
+        Ok((sorted(cached.range(q.clone()).await?) == summed(&written, &q)).then_some(()))
+    })
+    .await?;
     // Served from memory for the closed day, read afresh for today.
     ensure!(kept.daily(q.clone()).await? == before_late, "a closed day read within the TTL is the one read first");
     // Within the TTL (and a poll's slack), the late row shows through the short-lived cache.

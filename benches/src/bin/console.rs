@@ -274,6 +274,14 @@ fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)> {
         ),
         ("/spend/daily by team, 31 days", format!("/spend/daily?start_date={first}&end_date={today}&group_by=team")),
         (
+            "/spend/daily by team summed, 31 days, top 50 (Usage table)",
+            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&sum=range&limit=50"),
+        ),
+        (
+            "/spend/daily by team summed, 31 days, 1,000 from 0 (Usage CSV)",
+            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&sum=range&limit=1000"),
+        ),
+        (
             "/spend/daily one team (burn-down), 31 days",
             format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&team_id={team}"),
         ),
@@ -281,6 +289,10 @@ fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)> {
         (
             "/global/spend/report by team, 31 days",
             format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team"),
+        ),
+        (
+            "/global/spend/report by team, 31 days, top 10 (Overview)",
+            format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team&limit=10"),
         ),
         ("/spend/logs first page (25)", format!("/spend/logs?start_date={first}&end_date={today}&page_size=25")),
         ("/team/list", "/team/list".into()),
@@ -378,11 +390,18 @@ async fn user(http: &Http, keys: u64, n: usize, until: Instant) -> Vec<Duration>
     let all = calls(keys, Utc::now().date_naive());
     let by =
         |prefix: &str| all.iter().filter(|(w, _)| w.starts_with(prefix)).map(|(_, p)| p.clone()).collect::<Vec<_>>();
-    let overview: Vec<String> = [by("/spend/daily"), by("/team/list"), by("/global/spend/report")].concat();
+    // The calls of the pages as they make them now (the Usage table sums the range on the
+    // server; the Overview asks the report for its top ten), not every call timed above.
+    let pick = |labels: &[&str]| {
+        labels.iter().filter_map(|l| all.iter().find(|(w, _)| w == l).map(|(_, p)| p.clone())).collect::<Vec<_>>()
+    };
+    let by_model = "/spend/daily by model (Overview, Usage), 31 days";
+    let overview = pick(&[by_model, "/global/spend/report by team, 31 days, top 10 (Overview)", "/team/list"]);
     let mut pages: Vec<Vec<String>> = vec![overview];
     pages.extend(by("/key/list").into_iter().map(|p| vec![p]));
     pages.push(by("/key/info"));
-    pages.push(by("/spend/daily"));
+    pages.push(pick(&[by_model, "/spend/daily by team summed, 31 days, top 50 (Usage table)"]));
+    pages.push(pick(&["/spend/daily one team (burn-down), 31 days"]));
     pages.push(by("/spend/logs"));
     let mut samples = Vec::new();
     let mut i = n; // each user starts on another page

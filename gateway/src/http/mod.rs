@@ -13,6 +13,7 @@ pub mod openai;
 pub mod passthrough;
 pub mod routes;
 pub mod spend;
+mod spend_range;
 mod tagged_logs;
 pub mod wire;
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tollgate_schemas::ledger::{day_window_of, model_scope_id, scope_id};
 use tollgate_schemas::limits::check_scope_tag;
 use tollgate_schemas::logs::{LogCursor, LogFilter, LogQuery, MAX_PAGE_SIZE, MAX_SKIP};
-use tollgate_schemas::store::{DailyQuery, SpendSource, SpendTotal, StoreError};
+use tollgate_schemas::store::{DailyQuery, RangeTotals, SpendSource, SpendTotal, StoreError};
 use tollgate_schemas::UsageEvent;
 
 /// The kind of the platform's own ledger scope (`ledger::GLOBAL_SCOPE`), whose per-model rows
@@ -257,7 +257,7 @@ fn group_kind(q: &BTreeMap<String, String>) -> Result<(&'static str, &'static st
 }
 
 /// Splits a ledger scope into (kind, id, model).
-fn parse_scope(scope: &str) -> Option<(&str, &str, Option<&str>)> {
+pub(super) fn parse_scope(scope: &str) -> Option<(&str, &str, Option<&str>)> {
     let (tenant, model) = match scope.split_once("/model/") {
         Some((t, m)) => (t, Some(m)),
         None => (scope, None),
@@ -266,7 +266,7 @@ fn parse_scope(scope: &str) -> Option<(&str, &str, Option<&str>)> {
     Some((kind, id, model))
 }
 
-fn totals_json(t: &SpendTotal) -> Value {
+pub(super) fn totals_json(t: &SpendTotal) -> Value {
     json!({
         "spend": usd_value(t.spent),
         "spend_nano_usd": t.spent.0,
@@ -276,7 +276,7 @@ fn totals_json(t: &SpendTotal) -> Value {
     })
 }
 
-fn merge(into: &mut SpendTotal, t: &SpendTotal) {
+pub(super) fn merge(into: &mut SpendTotal, t: &SpendTotal) {
     into.spent = tollgate_schemas::NanoUsd(into.spent.0.saturating_add(t.spent.0));
     into.events += t.events;
     into.prompt_tokens += t.prompt_tokens;
@@ -296,17 +296,50 @@ async fn daily_reach(req: &HttpRequest, state: &AppState, users: bool) -> Result
 /// A daily read: the query, the scope kind whose rows were read, and the rows.
 type DailyRead = (BTreeMap<String, String>, &'static str, Vec<(String, NaiveDate, SpendTotal)>);
 
-/// The daily rows a caller asks for: those of scope kind `kind`, or, when the query names one
+/// A range read: the query, the scope kind whose rows were read, and each scope's sum.
+pub(super) type RangeRead = (BTreeMap<String, String>, &'static str, RangeTotals);
+
+/// A daily or range read asked for, checked: the query string, the scope kind to read, the
+/// read, whose rows the caller sees (`None`: all), and the field that narrows it.
+struct DailyAsk {
+    q: BTreeMap<String, String>,
+    kind: &'static str,
+    query: DailyQuery,
+    reach: Option<SpendReach>,
+    narrow: &'static str,
+}
+
+impl DailyAsk {
+    fn error(&self, e: StoreError) -> GatewayError {
+        match e {
+            StoreError::TooManyRows { limit } => GatewayError::field(
+                "end_date",
+                format!(
+                    "more than {limit} ledger rows in this range: ask for fewer days, or for one `{}`",
+                    self.narrow
+                ),
+            ),
+            e => internal(e),
+        }
+    }
+
+    /// Whether the caller sees a ledger scope's rows.
+    fn sees(&self, scope: &str) -> bool {
+        self.reach.as_ref().is_none_or(|reach| parse_scope(scope).is_some_and(|(kind, id, _)| reach.sees(kind, id)))
+    }
+}
+
+/// What a caller asks to read: the rows of scope kind `kind`, or, when the query names one
 /// (`id_field`, e.g. `team_id=payments`), of that scope and its models; of a user (`users`),
 /// only those it reaches. Read from the daily read model: the rows of the range's days and that
 /// kind only.
-async fn admin_daily(
+async fn daily_ask(
     req: &HttpRequest,
     state: &AppState,
     users: bool,
     kind: &'static str,
     id_field: Option<&'static str>,
-) -> Result<DailyRead, GatewayError> {
+) -> Result<DailyAsk, GatewayError> {
     let reach = daily_reach(req, state, users).await?;
     let q = query(req);
     let (from, to) = date_range(&q)?;
@@ -321,26 +354,48 @@ async fn admin_daily(
     // The platform's rows are no user's: a user's spend by model is its keys' per-model rows.
     let kind = if reach.is_some() && kind == GLOBAL_KIND { "key" } else { kind };
     let query = DailyQuery { kind: kind.to_owned(), scope, from, to };
-    let mut rows = source(state)?.daily(query).await.map_err(|e| match e {
-        StoreError::TooManyRows { limit } => GatewayError::field(
-            "end_date",
-            format!("more than {limit} ledger rows in this range: ask for fewer days, or for one `{narrow}`"),
-        ),
-        e => internal(e),
-    })?;
-    if let Some(reach) = reach {
-        rows.retain(|(scope, _, _)| parse_scope(scope).is_some_and(|(kind, id, _)| reach.sees(kind, id)));
-    }
-    Ok((q, kind, rows))
+    Ok(DailyAsk { q, kind, query, reach, narrow })
 }
 
-/// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
-/// date range, with each one's models, largest first.
-pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (kind, field) = group_kind(&query(&req))?;
-    let (q, kind, rows) = admin_daily(&req, &state, false, kind, Some(field)).await?;
+/// The daily rows a caller asks for ([`daily_ask`]), one per scope and day.
+async fn admin_daily(
+    req: &HttpRequest,
+    state: &AppState,
+    users: bool,
+    kind: &'static str,
+    id_field: Option<&'static str>,
+) -> Result<DailyRead, GatewayError> {
+    let ask = daily_ask(req, state, users, kind, id_field).await?;
+    let mut rows = source(state)?.daily(ask.query.clone()).await.map_err(|e| ask.error(e))?;
+    if ask.reach.is_some() {
+        rows.retain(|(scope, _, _)| ask.sees(scope));
+    }
+    Ok((ask.q, ask.kind, rows))
+}
+
+/// As [`admin_daily`], the rows summed over the range's days: one total per scope.
+pub(super) async fn admin_range(
+    req: &HttpRequest,
+    state: &AppState,
+    users: bool,
+    kind: &'static str,
+    id_field: Option<&'static str>,
+) -> Result<RangeRead, GatewayError> {
+    let ask = daily_ask(req, state, users, kind, id_field).await?;
+    let mut rows = source(state)?.range(ask.query.clone()).await.map_err(|e| ask.error(e))?;
+    if ask.reach.is_some() {
+        rows.retain(|(scope, _)| ask.sees(scope));
+    }
+    Ok((ask.q, ask.kind, rows))
+}
+
+/// A report's groups: each scope of `kind` with its total and its models' totals, largest
+/// spend first (then by id). `rows` may hold a scope several times (once a day): they are summed.
+type ReportGroup = (String, SpendTotal, BTreeMap<String, SpendTotal>);
+
+fn report_groups<'a>(rows: impl Iterator<Item = (&'a str, &'a SpendTotal)>, kind: &str) -> Vec<ReportGroup> {
     let mut groups: BTreeMap<String, (SpendTotal, BTreeMap<String, SpendTotal>)> = BTreeMap::new();
-    for (scope, _, t) in &rows {
+    for (scope, t) in rows {
         let Some((k, id, model)) = parse_scope(scope) else { continue };
         if k != kind {
             continue;
@@ -351,15 +406,19 @@ pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -
             Some(m) => merge(entry.1.entry(m.to_owned()).or_default(), t),
         }
     }
-    let mut out: Vec<(String, SpendTotal, BTreeMap<String, SpendTotal>)> =
-        groups.into_iter().map(|(id, (t, models))| (id, t, models)).collect();
+    let mut out: Vec<ReportGroup> = groups.into_iter().map(|(id, (t, models))| (id, t, models)).collect();
     out.sort_by(|a, b| b.1.spent.cmp(&a.1.spent).then_with(|| a.0.cmp(&b.0)));
-    let report: Vec<Value> = out
+    out
+}
+
+/// The report's entries (`group_by` named as asked, `team` when not).
+fn report_json(groups: &[ReportGroup], group_by: &str, field: &str) -> Vec<Value> {
+    groups
         .iter()
         .map(|(id, t, models)| {
             let mut v = totals_json(t);
             if let Value::Object(o) = &mut v {
-                o.insert("group_by".into(), json!(q.get("group_by").map_or("team", String::as_str)));
+                o.insert("group_by".into(), json!(group_by));
                 o.insert(field.into(), json!(id));
                 let models: Vec<Value> = models
                     .iter()
@@ -375,8 +434,22 @@ pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -
             }
             v
         })
-        .collect();
-    Ok(HttpResponse::Ok().json(report))
+        .collect()
+}
+
+/// `GET /global/spend/report`: spend per team (or key, user, customer, organization) over a
+/// date range, with each one's models, largest first. `limit` (1 to 1,000) and `offset` answer
+/// that part of the list only (all of it without `limit`, as LiteLLM does). Read as sums over
+/// the range (`SpendSource::range`): closed days' sums are kept, so a report read again sums
+/// only today's rows into them.
+pub(crate) async fn spend_report(req: HttpRequest, state: web::Data<AppState>) -> Answer {
+    let q = query(&req);
+    let (kind, field) = group_kind(&q)?;
+    let page = super::spend_range::Page::of(&q, None)?;
+    let (q, kind, rows) = admin_range(&req, &state, false, kind, Some(field)).await?;
+    let groups = report_groups(rows.iter().map(|(s, t)| (s.as_str(), t)), kind);
+    let shown = page.map_or(&groups[..], |p| p.slice(&groups));
+    Ok(HttpResponse::Ok().json(report_json(shown, q.get("group_by").map_or("team", String::as_str), field)))
 }
 
 /// What `/spend/daily` groups by: the ledger scope kind whose per-model rows it reads, and the
@@ -401,7 +474,7 @@ fn daily_group(q: &BTreeMap<String, String>) -> Result<(&'static str, Option<&'s
 /// The rows of `kind`'s per-model scopes, as (day, id, model) → total; with `by_id` false, the
 /// ids are dropped and the rows of one day and model summed. Borrows the ids and models from
 /// `rows`: a month of every team's rows is some 100,000 entries.
-fn daily_groups<'a>(
+pub(super) fn daily_groups<'a>(
     rows: &'a [(String, NaiveDate, SpendTotal)],
     kind: &str,
     by_id: bool,
@@ -487,8 +560,16 @@ struct DailyAnswer<'a> {
 /// alone (`group_by=model`), from the daily read model. An event counts in each of its tags, so
 /// the tag rows overlap and their sum is not the total spend; they span tenants, so a team
 /// admin or internal user reads none.
+///
+/// With `sum=range`, the days are summed instead: one result per group (per model with
+/// `group_by=model`) over the whole range, largest spend first, `limit` (1 to 1,000, 100 by
+/// default) from `offset`, with the totals of every group and their count (`spend_range`).
 pub(crate) async fn spend_daily(req: HttpRequest, state: web::Data<AppState>) -> Answer {
-    let (kind, field) = daily_group(&query(&req))?;
+    let q = query(&req);
+    let (kind, field) = daily_group(&q)?;
+    if super::spend_range::sums_range(&q)? {
+        return super::spend_range::range_daily(&req, &state, kind, field).await;
+    }
     let (_, kind, rows) = admin_daily(&req, &state, true, kind, field).await?;
     Ok(HttpResponse::Ok().json(daily_answer(&rows, kind, field)))
 }
@@ -652,6 +733,34 @@ mod tests {
             assert!(written.len() > 100, "{group}: some results");
             assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(built).unwrap(), "group_by={group}");
         }
+    }
+
+    #[test]
+    fn a_report_from_range_sums_is_the_report_from_day_rows() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let mut rows = Vec::new();
+        for i in 0..90i64 {
+            let day = d + chrono::Days::new(u64::try_from(i % 9).unwrap());
+            let t = total(i * 987_654_321 + i % 5, i % 4 + 1);
+            rows.push((format!("team/t{}", i % 7), day, t));
+            rows.push((format!("team/t{}/model/m{}", i % 7, i % 2), day, t));
+            rows.push((format!("key/k{}", i % 7), day, t));
+        }
+        let by_day = report_groups(rows.iter().map(|(s, _, t)| (s.as_str(), t)), "team");
+        let summed = tollgate_schemas::store::sum_days(rows.clone());
+        let by_range = report_groups(summed.iter().map(|(s, t)| (s.as_str(), t)), "team");
+        assert_eq!(by_day.len(), 7);
+        assert_eq!(report_json(&by_day, "team", "team_id"), report_json(&by_range, "team", "team_id"));
+        let spent: i64 = rows
+            .iter()
+            .filter(|(s, _, _)| !s.contains('/') || s.matches('/').count() == 1)
+            .filter(|(s, _, _)| s.starts_with("team/"))
+            .map(|(_, _, t)| t.spent.0)
+            .sum();
+        assert_eq!(by_range.iter().map(|g| g.1.spent.0).sum::<i64>(), spent);
+        // A page of it is that part of the whole list.
+        let page = crate::http::spend_range::Page { offset: 2, limit: 3 };
+        assert_eq!(page.slice(&by_range), &by_range[2..5]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! With [`CqlSpend::with_closed_day_cache`], the rows of days already over (UTC) are kept in memory
 //! for a short while: a month read again within that while reads only today from Cassandra. The
 //! cache never holds today's rows, and never serves a closed day's rows older than its TTL.
+//! (Sums of a range of closed days are kept beside it: `range.rs`.)
 
 use super::{query_err, CqlSpend, DailyTotals, SpendTotal, StoreError};
 use chrono::{NaiveDate, Utc};
@@ -20,7 +21,7 @@ use std::time::Duration;
 pub const MAX_DAILY_ROWS: usize = 250_000;
 
 /// Days read at once.
-const DAYS_IN_FLIGHT: usize = 8;
+pub(super) const DAYS_IN_FLIGHT: usize = 8;
 
 /// How long the gateway serves a closed day's rows from memory: a late event (a consumer behind,
 /// a spool replayed after midnight) shows in a closed day's spend within this time.
@@ -112,6 +113,7 @@ impl CqlSpend {
             .time_to_live(ttl)
             .build();
         self.closed_days = Some(cache);
+        self.closed_ranges = Some(super::range::closed_ranges(ttl));
         self
     }
 
@@ -148,7 +150,7 @@ impl CqlSpend {
 
     /// One day's rows of `query` in the ledger partitions `parts` (of `generation`): from the
     /// closed-day cache when the day is before `today` and was read within the TTL.
-    async fn kept_day_rows(
+    pub(super) async fn kept_day_rows(
         &self,
         query: &DailyQuery,
         day: NaiveDate,

@@ -30,11 +30,11 @@ export async function overviewPage(main) {
   const first = `${today.slice(0, 8)}01`;
   const [month, report, health] = await Promise.all([
     api.get('/spend/daily', { start_date: first, end_date: today, group_by: 'model' }),
-    api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team' }),
+    api.get('/global/spend/report', { start_date: first, end_date: today, group_by: 'team', limit: 10 }),
     api.get('/ledger/health'),
   ]);
   const todayRows = month.results.filter((r) => r.date === today);
-  const top = report.slice(0, 10);
+  const top = report;
   // The budgets of just these teams, however many teams there are.
   const ids = top.map((r) => r.team_id).filter((id) => id);
   const teams = ids.length ? await api.get('/team/list', { ids: ids.join(','), size: ids.length }) : { teams: [] };

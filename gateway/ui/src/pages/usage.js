@@ -1,14 +1,18 @@
-// Usage: daily spend over a date range, from the aggregate read model (`/spend/daily`, read in
-// 31-day slices), drawn with uPlot; and the same days broken down by model, team, key, customer,
-// user, organization or tag, as a table that downloads as CSV.
+// Usage: daily spend over a date range, from the aggregate read model (`/spend/daily` by model, the
+// platform's own rows, a few a day, read in 31-day slices), drawn with uPlot; and the range's spend
+// by model, team, key, customer, user, organization or tag, largest first, a page at a time
+// (`/spend/daily?sum=range`: the server sums the range and pages the groups), as a table that
+// downloads as CSV (every group, paged through).
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h, fill, field, notice, usd, dollars, day } from '../dom.js';
-import { dailyRows, daysBetween, midnight, DAY_MS } from '../daily.js';
+import { dailyRows, daysBetween, midnight, rangeGroups, DAY_MS } from '../daily.js';
 import { downloadCsv } from '../csv.js';
 
 const MAX_DAYS = 366;
-// group_by of `/spend/daily` → the field naming each row's group, and the column's title.
+// Groups shown a page at a time.
+const PAGE = 50;
+// group_by of `/spend/daily` → the field naming each result's group, and the column's title.
 const GROUPS = {
   model: ['model', 'Model'],
   team: ['team_id', 'Team'],
@@ -60,10 +64,11 @@ export async function usagePage(main) {
     fill(out, h('p', {}, 'Loading…'));
     // Every event counts towards a model: the per-model rows give the whole day's totals.
     const byModel = await dailyRows(a, b, 'model');
-    const grouped = group.value === 'model' ? byModel : await dailyRows(a, b, group.value);
     const perDay = sumBy(byModel, (r) => r.date);
     const days = daysBetween(a, b).map((d) => ({ date: d, ...(perDay.get(d) || zero()) }));
-    render(out, days, breakdown(grouped, group.value, `${from.value}_${to.value}`));
+    const groups = h('section', { 'aria-labelledby': 'usage-groups-h' });
+    render(out, days, groups);
+    await breakdown(groups, a, b, group.value, `${from.value}_${to.value}`, 0);
   };
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -73,27 +78,44 @@ export async function usagePage(main) {
   await show();
 }
 
-/** The table of spend per day and group (rows of all models summed), and its CSV button. */
-function breakdown(rows, groupBy, range) {
+/** The range's spend by group, largest first, `PAGE` groups from `offset`, with its pager and
+ * its CSV button (every group of the range). */
+async function breakdown(section, a, b, groupBy, range, offset) {
   const [fieldName, title] = GROUPS[groupBy];
-  const sums = sumBy(rows, (r) => JSON.stringify([r.date, r[fieldName] ?? '']));
-  const lines = [...sums].map(([k, t]) => [...JSON.parse(k), t]);
-  lines.sort((x, y) => (x[0] === y[0] ? (y[2].spend > x[2].spend ? 1 : y[2].spend < x[2].spend ? -1 : 0) : x[0] < y[0] ? -1 : 1));
-  const heads = ['Day', title, 'Spend', 'Requests', 'Prompt tokens', 'Completion tokens'];
-  const csv = () => downloadCsv(`tollgate-usage-by-${groupBy}-${range}.csv`, [
-    ['day', groupBy, 'spend_usd', 'spend_nano_usd', 'requests', 'prompt_tokens', 'completion_tokens'],
-    ...lines.map(([d, g, t]) => [d, g, dollars(t.spend), t.spend.toString(), t.requests, t.prompt, t.completion]),
-  ]);
-  return h('section', { 'aria-labelledby': 'usage-groups-h' },
+  const page = await rangeGroups(a, b, groupBy, fieldName, offset, PAGE);
+  const lines = page.results.map((r) => [r[fieldName] ?? '', (() => { const t = zero(); add(t, r); return t; })()]);
+  const all = zero();
+  add(all, page.totals);
+  const heads = [title, 'Spend', 'Requests', 'Prompt tokens', 'Completion tokens'];
+  const csv = async () => {
+    const every = [];
+    for (let at = 0, more = true; more; at += 1000) {
+      const part = await rangeGroups(a, b, groupBy, fieldName, at, 1000);
+      every.push(...part.results);
+      more = part.has_more;
+    }
+    downloadCsv(`tollgate-usage-by-${groupBy}-${range}.csv`, [
+      [groupBy, 'spend_usd', 'spend_nano_usd', 'requests', 'prompt_tokens', 'completion_tokens'],
+      ...every.map((r) => [r[fieldName] ?? '', dollars(BigInt(r.spend_nano_usd)), r.spend_nano_usd, r.requests, r.prompt_tokens, r.completion_tokens]),
+    ]);
+  };
+  const to = (at) => () => breakdown(section, a, b, groupBy, range, at).catch((e) => fill(section, notice('error', e.message)));
+  const last = Math.min(offset + lines.length, page.total_groups);
+  fill(section,
     h('h2', { id: 'usage-groups-h' }, `By ${title.toLowerCase()}`),
-    h('button', { type: 'button', id: 'usage-csv', onclick: csv, disabled: !lines.length }, 'Download CSV'),
+    h('p', {}, `${page.total_groups} in these days, `, h('strong', { id: 'usage-groups-total' }, usd(all.spend)), ' in all',
+      groupBy === 'tag' ? ' (an event counts in each of its tags)' : '', '.'),
+    h('button', { type: 'button', id: 'usage-csv', onclick: () => csv().catch((e) => fill(section, notice('error', e.message))), disabled: !lines.length }, 'Download CSV'),
     lines.length
-      ? h('table', { id: 'usage-groups', 'data-group': groupBy }, h('caption', {}, `Daily spend by ${title.toLowerCase()}`),
+      ? h('table', { id: 'usage-groups', 'data-group': groupBy }, h('caption', {}, `Spend by ${title.toLowerCase()}, ${offset + 1} to ${last} of ${page.total_groups}, largest first`),
         h('thead', {}, h('tr', {}, heads.map((t) => h('th', { scope: 'col' }, t)))),
-        h('tbody', {}, lines.map(([d, g, t]) => h('tr', {},
-          h('th', { scope: 'row' }, d), h('td', { class: 'group' }, g || '–'), h('td', { class: 'spend' }, usd(t.spend)),
+        h('tbody', {}, lines.map(([g, t]) => h('tr', {},
+          h('th', { scope: 'row', class: 'group' }, g || '–'), h('td', { class: 'spend' }, usd(t.spend)),
           h('td', {}, String(t.requests)), h('td', {}, String(t.prompt)), h('td', {}, String(t.completion))))))
-      : h('p', {}, `No spend by ${title.toLowerCase()} in these days.`));
+      : h('p', {}, `No spend by ${title.toLowerCase()} in these days.`),
+    h('nav', { 'aria-label': 'Pages of groups', class: 'pager' },
+      h('button', { type: 'button', id: 'usage-prev', onclick: to(Math.max(0, offset - PAGE)), disabled: offset === 0 }, 'Previous'),
+      h('button', { type: 'button', id: 'usage-next', onclick: to(offset + PAGE), disabled: !page.has_more }, 'Next')));
 }
 
 function render(out, days, groups) {
