@@ -94,8 +94,18 @@ fn share(limit: u64, replicas: u64) -> u64 {
     limit.div_ceil(replicas).max(1)
 }
 
-fn header(name: &'static str, value: String) -> Option<(HeaderName, HeaderValue)> {
-    HeaderValue::from_str(&value).ok().map(|v| (HeaderName::from_static(name), v))
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// `60s`, `59s`, ...: when the minute's window resets, as OpenAI writes it.
+fn reset_value(secs: u64) -> HeaderValue {
+    let mut text = secs.to_string();
+    text.push('s');
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("60s"))
 }
 
 impl RateLimiter {
@@ -159,25 +169,26 @@ impl RateLimiter {
             reservation.slots.push(slot);
         }
         let (mut requests_done, mut tokens_done) = (false, false);
+        let mut reset = None;
         for (spec, window) in locked {
             let Ok(mut w) = window.lock() else { continue };
             w.roll(minute);
             w.requests += 1;
             // The headers describe the first (narrowest: the key comes first) limited scope.
             if let (Some(rpm), false) = (spec.rpm.map(|l| share(l, self.replicas)), requests_done) {
-                reservation.headers.extend(header("x-ratelimit-limit-requests", rpm.to_string()));
-                reservation
-                    .headers
-                    .extend(header("x-ratelimit-remaining-requests", rpm.saturating_sub(w.requests).to_string()));
-                reservation.headers.extend(header("x-ratelimit-reset-requests", format!("{reset_secs}s")));
+                reservation.headers.extend([
+                    (LIMIT_REQUESTS, HeaderValue::from(rpm)),
+                    (REMAINING_REQUESTS, HeaderValue::from(rpm.saturating_sub(w.requests))),
+                    (RESET_REQUESTS, reset.get_or_insert_with(|| reset_value(reset_secs)).clone()),
+                ]);
                 requests_done = true;
             }
             if let (Some(tpm), false) = (spec.tpm.map(|l| share(l, self.replicas)), tokens_done) {
-                reservation.headers.extend(header("x-ratelimit-limit-tokens", tpm.to_string()));
-                reservation
-                    .headers
-                    .extend(header("x-ratelimit-remaining-tokens", tpm.saturating_sub(w.tokens).to_string()));
-                reservation.headers.extend(header("x-ratelimit-reset-tokens", format!("{reset_secs}s")));
+                reservation.headers.extend([
+                    (LIMIT_TOKENS, HeaderValue::from(tpm)),
+                    (REMAINING_TOKENS, HeaderValue::from(tpm.saturating_sub(w.tokens))),
+                    (RESET_TOKENS, reset.get_or_insert_with(|| reset_value(reset_secs)).clone()),
+                ]);
                 tokens_done = true;
             }
             drop(w);
