@@ -24,7 +24,6 @@ use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_T
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use futures::StreamExt;
-
 use serde_json::json;
 use std::time::Instant;
 

@@ -12,6 +12,7 @@ use metrics::{Counter, Histogram, Label};
 use rustc_hash::FxHasher;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 /// Series kept per table. Label values are capped (`labels::CappedLabel`), so a real gateway
@@ -39,11 +40,13 @@ impl<H> Series<H> {
 /// shared by two series keeps both.
 struct Table<H> {
     by_hash: RwLock<HashMap<u64, Vec<Series<H>>, BuildHasherDefault<NoHash>>>,
+    /// Series kept: once at [`MAX_SERIES`], a miss takes no write lock.
+    kept: AtomicUsize,
 }
 
 impl<H: Clone> Table<H> {
     fn new() -> Table<H> {
-        Table { by_hash: RwLock::new(HashMap::default()) }
+        Table { by_hash: RwLock::new(HashMap::default()), kept: AtomicUsize::new(0) }
     }
 
     fn get(&self, name: &'static str, labels: &Labels<'_>, register: impl FnOnce(Vec<Label>) -> H) -> H {
@@ -54,19 +57,22 @@ impl<H: Clone> Table<H> {
             }
         }
         let handle = register(labels.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect());
+        if self.kept.load(Ordering::Relaxed) >= MAX_SERIES {
+            return handle;
+        }
         if let Ok(mut table) = self.by_hash.write() {
-            let kept: usize = table.values().map(Vec::len).sum();
             let all = table.entry(hash).or_default();
-            if kept < MAX_SERIES && !all.iter().any(|s| s.is(name, labels)) {
+            if self.kept.load(Ordering::Relaxed) < MAX_SERIES && !all.iter().any(|s| s.is(name, labels)) {
                 let labels = labels.iter().map(|(k, v)| (*k, Box::from(*v))).collect();
                 all.push(Series { name, labels, handle: handle.clone() });
+                self.kept.fetch_add(1, Ordering::Relaxed);
             }
         }
         handle
     }
 
     fn len(&self) -> usize {
-        self.by_hash.read().map(|t| t.values().map(Vec::len).sum()).unwrap_or(0)
+        self.kept.load(Ordering::Relaxed)
     }
 }
 
