@@ -21,7 +21,7 @@ use std::time::Duration;
 pub const MAX_DAILY_ROWS: usize = 250_000;
 
 /// Days read at once.
-pub(super) const DAYS_IN_FLIGHT: usize = 8;
+const DAYS_IN_FLIGHT: usize = 8;
 
 /// How long the gateway serves a closed day's rows from memory: a late event (a consumer behind,
 /// a spool replayed after midnight) shows in a closed day's spend within this time.
@@ -119,7 +119,25 @@ impl CqlSpend {
 
     /// Every (scope, day) total of `query`, all partitions summed.
     pub(super) async fn daily_rows(&self, query: &DailyQuery) -> Result<DailyTotals, StoreError> {
-        let today = Utc::now().date_naive();
+        let mut totals: BTreeMap<(String, NaiveDate), SpendTotal> = BTreeMap::new();
+        let mut taken = 0usize;
+        self.each_row(query, Utc::now().date_naive(), &mut taken, |day, scope, t| {
+            totals.entry((scope.to_owned(), day)).or_default().add(&t);
+        })
+        .await?;
+        Ok(totals.into_iter().map(|((scope, day), t)| (scope, day, t)).collect())
+    }
+
+    /// Hands every row of `query`'s days to `each` as (day, scope, total), closed days through
+    /// the closed-day cache; counts them in `taken` (which may carry a count from an earlier
+    /// read of the same answer), at most [`MAX_DAILY_ROWS`].
+    pub(super) async fn each_row(
+        &self,
+        query: &DailyQuery,
+        today: NaiveDate,
+        taken: &mut usize,
+        mut each: impl FnMut(NaiveDate, &str, SpendTotal),
+    ) -> Result<(), StoreError> {
         let mut reads = Vec::new();
         for day in query.days() {
             for (generation, parts) in self.partitions.iter().enumerate() {
@@ -127,30 +145,32 @@ impl CqlSpend {
             }
         }
         let mut per_day = stream::iter(reads).buffer_unordered(DAYS_IN_FLIGHT);
-        let mut totals: BTreeMap<(String, NaiveDate), SpendTotal> = BTreeMap::new();
-        let mut taken = 0usize;
         while let Some(rows) = per_day.next().await {
             let (day, rows) = rows?;
-            taken += rows.len();
-            if taken > MAX_DAILY_ROWS {
+            *taken += rows.len();
+            if *taken > MAX_DAILY_ROWS {
                 return Err(StoreError::TooManyRows { limit: MAX_DAILY_ROWS });
             }
             for (scope, spent, events, prompt, completion) in rows.iter() {
                 let (spent, events, prompt, completion) = (*spent, *events, *prompt, *completion);
-                totals.entry((scope.clone(), day)).or_default().add(&SpendTotal {
-                    spent: crate::NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                });
+                each(
+                    day,
+                    scope,
+                    SpendTotal {
+                        spent: crate::NanoUsd(spent.unwrap_or(0)),
+                        events: events.unwrap_or(0),
+                        prompt_tokens: prompt.unwrap_or(0),
+                        completion_tokens: completion.unwrap_or(0),
+                    },
+                );
             }
         }
-        Ok(totals.into_iter().map(|((scope, day), t)| (scope, day, t)).collect())
+        Ok(())
     }
 
     /// One day's rows of `query` in the ledger partitions `parts` (of `generation`): from the
     /// closed-day cache when the day is before `today` and was read within the TTL.
-    pub(super) async fn kept_day_rows(
+    async fn kept_day_rows(
         &self,
         query: &DailyQuery,
         day: NaiveDate,

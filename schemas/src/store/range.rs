@@ -5,10 +5,9 @@
 //! today's rows into them, a few thousand additions instead of a month of rows. Never holds
 //! today's rows; sums only what `daily` reads, so the answers are the same to the nano-dollar.
 
-use super::daily::{DailyQuery, DAYS_IN_FLIGHT, MAX_DAILY_ROWS};
+use super::daily::DailyQuery;
 use super::{CqlSpend, DailyTotals, SpendTotal, StoreError};
 use chrono::{NaiveDate, Utc};
-use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +76,7 @@ impl CqlSpend {
                 Some(kept) => kept,
                 None => {
                     let mut fresh = HashMap::new();
-                    self.sum_into(&closed, today, &mut fresh, &mut taken).await?;
+                    self.each_row(&closed, today, &mut taken, |_, scope, t| add_to(&mut fresh, scope, &t)).await?;
                     let fresh = Arc::new(fresh);
                     if let Some(cache) = &self.closed_ranges {
                         cache.insert(key, fresh.clone());
@@ -89,44 +88,9 @@ impl CqlSpend {
         }
         if query.to >= today {
             let open = DailyQuery { from: query.from.max(today), ..query.clone() };
-            self.sum_into(&open, today, &mut sums, &mut taken).await?;
+            self.each_row(&open, today, &mut taken, |_, scope, t| add_to(&mut sums, scope, &t)).await?;
         }
         Ok(sums.into_iter().collect())
-    }
-
-    /// Adds every row of `query`'s days into `sums` (closed days through the closed-day cache),
-    /// counting them in `taken`, at most [`MAX_DAILY_ROWS`].
-    async fn sum_into(
-        &self,
-        query: &DailyQuery,
-        today: NaiveDate,
-        sums: &mut HashMap<String, SpendTotal>,
-        taken: &mut usize,
-    ) -> Result<(), StoreError> {
-        let mut reads = Vec::new();
-        for day in query.days() {
-            for (generation, parts) in self.partitions.iter().enumerate() {
-                reads.push(self.kept_day_rows(query, day, generation, parts, today));
-            }
-        }
-        let mut per_day = stream::iter(reads).buffer_unordered(DAYS_IN_FLIGHT);
-        while let Some(rows) = per_day.next().await {
-            let (_, rows) = rows?;
-            *taken += rows.len();
-            if *taken > MAX_DAILY_ROWS {
-                return Err(StoreError::TooManyRows { limit: MAX_DAILY_ROWS });
-            }
-            for (scope, spent, events, prompt, completion) in rows.iter() {
-                let t = SpendTotal {
-                    spent: crate::NanoUsd(spent.unwrap_or(0)),
-                    events: events.unwrap_or(0),
-                    prompt_tokens: prompt.unwrap_or(0),
-                    completion_tokens: completion.unwrap_or(0),
-                };
-                add_to(sums, scope, &t);
-            }
-        }
-        Ok(())
     }
 }
 
