@@ -85,26 +85,51 @@ pub fn init(traces: Option<&TraceSettings>) -> Result<Telemetry, TraceConfigErro
     Ok(Telemetry { exports })
 }
 
-/// The span recorder, filtered: spans of Tollgate's crates at `info` and above (not a gateway
-/// request's, `REQUEST_TARGET`: its trace is a `recorder::Root`), and warnings and errors.
-///
-/// It gives no level hint, so with traces on the process has no maximum level: every `debug!`
-/// and `trace!` call site and `log` record of every crate is offered to the filters (about 2,500
-/// instructions per gateway request, benches/results/tracing-2026-12-07.md). A hint of `info`
-/// (`filter_fn(..).with_max_level_hint`) removes that, but with it the ledger consumer's batch
-/// spans stopped reaching the collector (`otel_traces` e2e test; cause not found yet), so it is
-/// not set.
+/// The span recorder, filtered ([`Recorded`]).
 fn recording<S>(exports: Vec<Arc<batch::BatchExport>>, sampler: SamplerChoice) -> impl Layer<S> + Send + Sync
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let wanted = |meta: &tracing::Metadata<'_>| {
+    recorder::Recorder::new(exports, sampler).with_filter(Recorded)
+}
+
+/// What the span recorder is given: spans of Tollgate's crates at `info` and above (not a
+/// gateway request's, `REQUEST_TARGET`: its trace is a `recorder::Root`), and their warnings
+/// and errors.
+///
+/// Its maximum level is `info`, so with traces on, `debug!`, `trace!` and `log` records below
+/// the log level are still stopped where they are written. And it decides at each span or
+/// event, never once per call site: a call site both filters want for good would be opened
+/// without asking them, and tracing-subscriber (0.3.23) would then read whatever an earlier,
+/// unrelated question left in its per-thread filter state. The ledger consumer's batch spans
+/// were created that way without reaching the recorder (tests/telemetry_init.rs, and the
+/// `otel_traces` e2e test).
+struct Recorded;
+
+impl Recorded {
+    fn wants(meta: &tracing::Metadata<'_>) -> bool {
         meta.target().starts_with("tollgate")
             && meta.target() != REQUEST_TARGET
             && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
-    };
-    let filter = tracing_subscriber::filter::filter_fn(wanted);
-    recorder::Recorder::new(exports, sampler).with_filter(filter)
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for Recorded {
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        Recorded::wants(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if Recorded::wants(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::INFO)
+    }
 }
 
 /// Logs alone, no traces.
