@@ -369,13 +369,11 @@ mod tests {
         // Background work keeps them too.
         let later = futures::executor::block_on(trace.logged(async { request::current().map(|log| pairs(&log)) }));
         assert_eq!(later, Some(want));
-        let carried = futures::executor::block_on(trace.within(async { carried(async { request::current() }) }));
-        assert!(futures::executor::block_on(carried).is_some());
-        assert!(futures::executor::block_on(carried_outside()).is_none());
-    }
-
-    fn carried_outside() -> impl std::future::Future<Output = Option<RequestFields>> {
-        carried(async { request::current() })
+        // Work made inside the request to run after it keeps them; made outside, it has none.
+        let mut spawned = None;
+        futures::executor::block_on(trace.within(async { spawned = Some(carried(async { request::current() })) }));
+        assert!(futures::executor::block_on(spawned.unwrap()).is_some());
+        assert!(futures::executor::block_on(carried(async { request::current() })).is_none());
     }
 
     #[test]
