@@ -149,12 +149,6 @@ impl RequestTrace {
         recorder::scope(self.root.clone(), request::scope(self.log.clone(), serve))
     }
 
-    /// `work` with the request's log fields current, not its root: work that may go on in the
-    /// background after the request was answered (a call finishing for a client that left).
-    pub fn logged<F: std::future::Future>(&self, work: F) -> impl std::future::Future<Output = F::Output> {
-        request::scope(self.log.clone(), work)
-    }
-
     /// The root to record the request's outcome on (`record_outcome`, the `metering` child):
     /// none when the request is not traced.
     pub fn outcome_span(&self) -> Option<Root> {
@@ -169,8 +163,8 @@ pub fn in_request<S>(body: S) -> Scoped<S> {
     Scoped::current(body)
 }
 
-/// `work`, to go on in the background once the request is answered (a stream read to its end
-/// for a client that left): with the current request's log fields, when there is one.
+/// `work`, to go on in the background once the request is answered (a call finishing, or a
+/// stream read to its end, for a client that left): with the current request's log fields, when there is one.
 pub fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
     let log = request::current();
     async move {
@@ -366,13 +360,12 @@ mod tests {
         assert_eq!(pairs(&trace.log), want);
         let polled = futures::executor::block_on(Box::pin(body).into_future()).0;
         assert_eq!(polled, Some(want.clone()));
-        // Background work keeps them too.
-        let later = futures::executor::block_on(trace.logged(async { request::current().map(|log| pairs(&log)) }));
-        assert_eq!(later, Some(want));
         // Work made inside the request to run after it keeps them; made outside, it has none.
         let mut spawned = None;
-        futures::executor::block_on(trace.within(async { spawned = Some(carried(async { request::current() })) }));
-        assert!(futures::executor::block_on(spawned.unwrap()).is_some());
+        futures::executor::block_on(
+            trace.within(async { spawned = Some(carried(async { request::current().map(|log| pairs(&log)) })) }),
+        );
+        assert_eq!(futures::executor::block_on(spawned.unwrap()), Some(want));
         assert!(futures::executor::block_on(carried(async { request::current() })).is_none());
     }
 
