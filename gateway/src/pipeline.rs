@@ -23,7 +23,6 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tollgate_schemas::telemetry::recorder::Child;
-use tracing::Instrument;
 
 /// The request's customer: `x-tollgate-customer-id`, else the body's `user` (checked by the
 /// caller: `ProxyRequest::parse`, the pass-through's `body_user`). Ids that are too long, hold
@@ -160,8 +159,7 @@ pub(crate) async fn serve(
             .map(|reply| (label.clone(), reply))
             .map_err(fail);
     }
-    // The call may finish in the background (`finish_upstream`): it keeps the request's span.
-    let call = routed_call(state.clone(), request.clone(), principal, attempt).instrument(trace.span.clone());
+    let call = routed_call(state.clone(), request.clone(), principal, attempt);
     let mut call = Box::pin(call);
     let routed = tokio::select! {
         routed = &mut call => routed,
@@ -170,7 +168,9 @@ pub(crate) async fn serve(
                 // The provider finishes its work in the background and the request is charged
                 // what it reports.
                 recorder.mark_disconnected("waiting_for_provider");
-                state.background.spawn(finish_upstream(state.clone(), request.clone(), call, recorder, applied));
+                // It keeps the request's log fields.
+                let finish = finish_upstream(state.clone(), request.clone(), call, recorder, applied);
+                state.background.spawn(crate::traces::carried(finish));
             }
             // Otherwise the call is cancelled here, and the recorder's drop charges the request
             // as the policy says.

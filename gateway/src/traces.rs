@@ -8,13 +8,17 @@
 //! A client's `traceparent` is the request span's parent when it is valid; one that is not
 //! (too long, malformed, all-zero ids, version `ff`) is ignored and a new trace starts. The
 //! provider receives the `traceparent` of the attempt span that called it.
+//!
+//! The logs do not read these spans: a request's log fields (its id, trace id, key alias,
+//! operation, model, team, customer) are a `telemetry::request::RequestFields` record, current
+//! while the request is served ([`RequestTrace::within`]) and while its streamed body is polled
+//! ([`in_request`]).
 
 use crate::tenancy::auth::Principal;
 use actix_web::HttpRequest;
 use tollgate_schemas::telemetry::recorder::{self, Child, Root};
+use tollgate_schemas::telemetry::request::{self, RequestFields, Scoped};
 use tollgate_schemas::telemetry::span::{self, SpanKind, Text, Value};
-use tracing::field::Empty;
-use tracing::Span;
 
 mod sampling;
 pub use sampling::sample_in_gateway;
@@ -39,10 +43,6 @@ pub fn child_of(parent: &Child, name: &'static str) -> Child {
 pub fn metering_child(root: Option<&Root>) -> Child {
     root.map_or_else(Child::none, |root| Child::start(root, None, "metering"))
 }
-
-/// The target of a request's `tracing` span: formatted by the logs, never exported (a traced
-/// request is recorded as a `recorder::Root`).
-pub const REQUEST_TARGET: &str = tollgate_schemas::telemetry::REQUEST_TARGET;
 
 /// Whether the request being served (within [`RequestTrace::within`]) is traced. False with
 /// traces off, outside a request, and for a request the sampler dropped: then no child span,
@@ -109,33 +109,22 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
     Some(digit(pair[0])? << 4 | digit(pair[1])?)
 }
 
-/// A model request's `tracing` span (the logs'), its trace id (32 hex digits) when it has one:
-/// the exported trace's, or the client's when traces are not exported; and its root, the span
-/// exported for it, when the sampler kept it.
+/// A model request's log fields, its trace id (32 hex digits) when it has one: the exported
+/// trace's, or the client's when traces are not exported; and its root, the span exported for
+/// it, when the sampler kept it.
 pub struct RequestTrace {
-    pub span: Span,
+    pub log: RequestFields,
     pub trace_id: Option<String>,
     pub root: Option<Root>,
 }
 
 impl RequestTrace {
-    /// Opens the request's span for the logs and, when the sampler keeps the request
+    /// Starts the request's log fields and, when the sampler keeps the request
     /// (`sampling::keeps`), its root: a child of the client's `traceparent` when that is valid.
     /// A request not kept, or any with traces off, builds nothing else; its trace id is the
     /// client's, else (traces on) a new one.
     pub fn start(req: &HttpRequest, operation: &'static str, request_id: &str) -> RequestTrace {
         let client = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-        let span = tracing::info_span!(
-            target: REQUEST_TARGET,
-            "request",
-            request_id,
-            trace_id = Empty,
-            key_alias = Empty,
-            gen_ai.operation.name = operation,
-            gen_ai.request.model = Empty,
-            tollgate.team_id = Empty,
-            tollgate.customer_id = Empty,
-        );
         let root = sampling::keeps(client.as_ref())
             .then(|| Root::start(operation, SpanKind::Server, client.map(|p| (p.trace_id, p.parent_id))))
             .flatten();
@@ -151,16 +140,13 @@ impl RequestTrace {
             (None, Some(parent)) => Some(span::hex(&parent.trace_id)),
             (None, None) => exporting().then(sampling::new_trace_id),
         };
-        if let Some(id) = &trace_id {
-            span.record("trace_id", id.as_str());
-        }
-        RequestTrace { span, trace_id, root }
+        let log = RequestFields::new(request_id, operation, trace_id.clone());
+        RequestTrace { log, trace_id, root }
     }
 
-    /// `serve` within the request's span, with its root (if any) the task's current one.
+    /// `serve` with the request's log fields and its root (if any) the task's current ones.
     pub fn within<F: std::future::Future>(&self, serve: F) -> impl std::future::Future<Output = F::Output> {
-        use tracing::Instrument;
-        recorder::scope(self.root.clone(), serve.instrument(self.span.clone()))
+        recorder::scope(self.root.clone(), request::scope(self.log.clone(), serve))
     }
 
     /// The root to record the request's outcome on (`record_outcome`, the `metering` child):
@@ -170,9 +156,28 @@ impl RequestTrace {
     }
 }
 
-/// Records the model asked for on the current request's span and root.
+/// A streamed answer's body, polled by the server after the handler has returned: with the
+/// current request's log fields current at each poll and at its drop, so what it logs (its
+/// metering, a cut stream) carries them. Call it while the request is served.
+pub fn in_request<S>(body: S) -> Scoped<S> {
+    Scoped::current(body)
+}
+
+/// `work`, to go on in the background once the request is answered (a call finishing, or a
+/// stream read to its end, for a client that left): with the current request's log fields, when there is one.
+pub fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    let log = request::current();
+    async move {
+        match log {
+            Some(log) => request::scope(log, work).await,
+            None => work.await,
+        }
+    }
+}
+
+/// Records the model asked for in the current request's log fields and on its root.
 pub fn record_model(operation: &str, model: &str) {
-    Span::current().record("gen_ai.request.model", model);
+    request::with_current(|log| log.set_model(model));
     recorder::with_current(|root| {
         root.record(|s| {
             // The root was started (for its trace id) before the model was known: renamed here.
@@ -182,19 +187,14 @@ pub fn record_model(operation: &str, model: &str) {
     });
 }
 
-/// Records who is asking on the current request's span and root: the key's alias, team and
-/// customer.
+/// Records who is asking in the current request's log fields and on its root: the key's
+/// alias, team and customer.
 pub fn record_principal(principal: &Principal) {
-    let span = Span::current();
-    let fields = [
-        ("key_alias", principal.key.key_alias.as_deref()),
-        ("tollgate.team_id", principal.key.team_id.as_deref()),
-        ("tollgate.customer_id", principal.customer_id.as_deref()),
-    ];
+    let (alias, team, customer) =
+        (principal.key.key_alias.as_deref(), principal.key.team_id.as_deref(), principal.customer_id.as_deref());
+    request::with_current(|log| log.set_principal(alias, team, customer));
+    let fields = [("key_alias", alias), ("tollgate.team_id", team), ("tollgate.customer_id", customer)];
     let present = fields.iter().filter_map(|(name, value)| value.map(|v| (*name, v)));
-    for (name, value) in present.clone() {
-        span.record(name, value);
-    }
     recorder::with_current(|root| {
         root.record(|s| present.for_each(|(name, value)| s.set(name, Value::Str(Text::new(value)))))
     });
@@ -316,6 +316,57 @@ mod tests {
         futures::executor::block_on(unsampled);
         assert!(!child_of(&Child::none(), "lease_grant").is_recording());
         assert!(!metering_child(None).is_recording());
+    }
+
+    /// The log fields as name and value pairs.
+    fn pairs(log: &RequestFields) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        log.for_each(|name, value| out.push((name.to_owned(), value.to_owned())));
+        out
+    }
+
+    #[test]
+    fn a_request_log_fields_are_filled_while_it_is_served_and_kept_by_its_body() {
+        use futures::StreamExt;
+        let req = actix_web::test::TestRequest::default().insert_header(("traceparent", VALID)).to_http_request();
+        let trace = RequestTrace::start(&req, "chat", "req-5");
+        let key = tollgate_schemas::tenancy::KeyRecord {
+            key_alias: Some("checkout".into()),
+            team_id: Some("team-a".into()),
+            ..Default::default()
+        };
+        let mut principal = Principal::of_key(key);
+        principal.customer_id = Some("cust-1".into());
+        // Outside the request, nothing is recorded anywhere.
+        record_model("chat", "ignored");
+        let body = futures::executor::block_on(trace.within(async {
+            record_principal(&principal);
+            record_model("chat", "gpt-4o-mini");
+            // The body, polled after the handler returned, reads the fields then.
+            in_request(futures::stream::poll_fn(|_| std::task::Poll::Ready(request::current().map(|log| pairs(&log)))))
+        }));
+        let want: Vec<(String, String)> = [
+            ("request_id", "req-5"),
+            ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("key_alias", "checkout"),
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.request.model", "gpt-4o-mini"),
+            ("tollgate.team_id", "team-a"),
+            ("tollgate.customer_id", "cust-1"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+        assert_eq!(pairs(&trace.log), want);
+        let polled = futures::executor::block_on(Box::pin(body).into_future()).0;
+        assert_eq!(polled, Some(want.clone()));
+        // Work made inside the request to run after it keeps them; made outside, it has none.
+        let mut spawned = None;
+        futures::executor::block_on(
+            trace.within(async { spawned = Some(carried(async { request::current().map(|log| pairs(&log)) })) }),
+        );
+        assert_eq!(futures::executor::block_on(spawned.unwrap()), Some(want));
+        assert!(futures::executor::block_on(carried(async { request::current() })).is_none());
     }
 
     #[test]

@@ -74,7 +74,7 @@ async fn messages(
         Err((label, e)) => (label, anthropic_error(e)),
         Ok((label, Reply::Stream { headers, stream })) => {
             let translated = crate::sse::TranslatedStream::new(
-                stream,
+                crate::traces::in_request(stream),
                 crate::providers::anthropic::ChatToMessagesStream::new(&model),
             );
             let mut r = HttpResponse::Ok();

@@ -201,7 +201,7 @@ impl Reply {
                 for h in headers {
                     r.insert_header(h);
                 }
-                r.streaming(stream)
+                r.streaming(crate::traces::in_request(stream))
             }
         }
     }

@@ -509,10 +509,10 @@ impl Drop for MeteredStream {
         if let (Some(DisconnectPolicy::FinishUpstream), Some(tracker)) = (policy, self.background.clone()) {
             // Read the rest to its end, discarding it, so the provider's own usage is charged.
             let mut rest = self.detach();
-            tracker.spawn(async move {
+            tracker.spawn(crate::traces::carried(async move {
                 use futures::StreamExt;
                 while rest.next().await.is_some() {}
-            });
+            }));
             return;
         }
         // Bill what was sent (and the prompt, unless `charge_delivered`), marked partial.

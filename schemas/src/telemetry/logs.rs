@@ -1,12 +1,16 @@
 //! The log layer both binaries install: its level from `TOLLGATE_LOG`, its format from
 //! `TOLLGATE_LOG_FORMAT`, and colours only on a terminal. It never writes secrets: what it
 //! prints is what the code logs, and request logs carry the key's alias, never the key.
+//!
+//! A line written while a gateway request is served carries the request's fields
+//! (`super::request`), as if logged in a span named `request`, outermost; they are read only
+//! when a line is written.
 
 use serde_json::{Map, Value};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{FmtSpan, FormatEvent, FormatFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormattedFields};
@@ -56,7 +60,7 @@ pub(super) fn layer() -> Box<dyn Layer<Registry> + Send + Sync> {
         LogFormat::Json => {
             base.with_ansi(false).fmt_fields(SpanJson).event_format(FlatJson).with_filter(filter()).boxed()
         }
-        LogFormat::Text => base.with_ansi(terminal).with_filter(filter()).boxed(),
+        LogFormat::Text => base.with_ansi(terminal).event_format(TextLine).with_filter(filter()).boxed(),
     }
 }
 
@@ -157,6 +161,12 @@ where
         line.insert("timestamp".into(), now.into());
         line.insert("level".into(), meta.level().as_str().into());
         line.insert("target".into(), meta.target().into());
+        super::request::with_current(|fields| {
+            fields.for_each(|name, value| {
+                line.insert(name.into(), value.into());
+            });
+            line.insert("span".into(), "request".into());
+        });
         for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
             let extensions = span.extensions();
             let fields = extensions.get::<FormattedFields<N>>().map(|f| f.fields.as_str()).unwrap_or_default();
@@ -168,6 +178,59 @@ where
         event.record(&mut EventFields(&mut line));
         let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
         writeln!(writer, "{text}")
+    }
+}
+
+/// Text lines as `tracing-subscriber`'s default format writes them (`timestamp LEVEL
+/// span{fields}: target: message fields`), the request's fields first, as a span named `request`.
+struct TextLine;
+
+impl<S, N> FormatEvent<S, N> for TextLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let ansi = writer.has_ansi_escapes();
+        let style = |code: &'static str| if ansi { code } else { "" };
+        let (dim, bold, reset) = (style("\x1b[2m"), style("\x1b[1m"), style("\x1b[0m"));
+        let meta = event.metadata();
+        let colour = match *meta.level() {
+            Level::ERROR => "\x1b[31m",
+            Level::WARN => "\x1b[33m",
+            Level::INFO => "\x1b[32m",
+            Level::DEBUG => "\x1b[34m",
+            Level::TRACE => "\x1b[35m",
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        write!(writer, "{dim}{now}{reset} {}{:>5}{reset} ", style(colour), meta.level().as_str())?;
+        let mut in_span = false;
+        super::request::with_current(|fields| {
+            in_span = true;
+            let mut result = write!(writer, "{bold}request{{{reset}");
+            let mut separator = "";
+            fields.for_each(|name, value| {
+                result = result.and_then(|()| write!(writer, "{separator}{name}={value:?}"));
+                separator = " ";
+            });
+            result.and_then(|()| write!(writer, "{bold}}}{reset}:"))
+        })
+        .transpose()?;
+        for span in ctx.event_scope().into_iter().flat_map(|scope| scope.from_root()) {
+            in_span = true;
+            write!(writer, "{bold}{}{reset}", span.name())?;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>().filter(|f| !f.fields.is_empty()) {
+                write!(writer, "{bold}{{{reset}{}{bold}}}{reset}", fields.fields)?;
+            }
+            write!(writer, ":")?;
+        }
+        if in_span {
+            write!(writer, " ")?;
+        }
+        write!(writer, "{dim}{}:{reset} ", meta.target())?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }
 
@@ -196,119 +259,4 @@ impl Visit for EventFields<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::layer::SubscriberExt;
-
-    /// A writer into a shared buffer.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// What `log` writes through the JSON layer, as text and as the one line it must be; with
-    /// `filter`, the log layer's filter applies.
-    fn json_line(filter: Option<EnvFilter>, log: impl FnOnce()) -> (String, Value) {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .fmt_fields(SpanJson)
-            .event_format(FlatJson)
-            .with_writer(move || writer.clone())
-            .with_filter(filter);
-        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line = serde_json::from_str(text.trim()).unwrap();
-        (text, line)
-    }
-
-    #[test]
-    fn json_lines_are_flat_and_carry_the_request_fields() {
-        let (text, line) = json_line(None, || {
-            let span = tracing::info_span!(
-                "request",
-                request_id = "req-1",
-                trace_id = tracing::field::Empty,
-                key_alias = tracing::field::Empty
-            );
-            span.record("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736");
-            span.record("key_alias", "checkout");
-            let _entered = span.enter();
-            let inner = tracing::info_span!("upstream_attempt", attempt = 2u32);
-            let _inner = inner.enter();
-            tracing::warn!(status = 503u16, "upstream attempt failed");
-        });
-        assert_eq!(line["message"], "upstream attempt failed");
-        assert_eq!(line["level"], "WARN");
-        assert_eq!(line["request_id"], "req-1");
-        assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(line["key_alias"], "checkout");
-        assert_eq!(line["attempt"], 2);
-        assert_eq!(line["status"], 503);
-        assert_eq!(line["span"], "upstream_attempt");
-        assert!(!text.contains('\u{1b}'));
-    }
-
-    #[test]
-    fn spans_only_traces_need_are_left_out_of_the_log_lines() {
-        let (_, line) = json_line(Some(filter()), || {
-            let span = tracing::info_span!("request", request_id = "req-2");
-            let _entered = span.enter();
-            let inner = tracing::info_span!(target: "tollgate_traces", "upstream_attempt", tollgate.attempt = 2u32);
-            assert_eq!(super::super::TRACE_TARGET, "tollgate_traces");
-            let _inner = inner.enter();
-            tracing::warn!(status = 503u16, "upstream attempt failed");
-        });
-        assert_eq!(line["message"], "upstream attempt failed");
-        assert_eq!(line["request_id"], "req-2");
-        assert_eq!(line["span"], "request");
-        assert_eq!(line.get("tollgate.attempt"), None);
-    }
-
-    #[test]
-    fn span_fields_recorded_late_are_appended_as_json() {
-        let (_, line) = json_line(None, || {
-            let span = tracing::info_span!(
-                "request",
-                key_alias = tracing::field::Empty,
-                model = tracing::field::Empty,
-                ratio = tracing::field::Empty,
-                detail = tracing::field::Empty,
-            );
-            // Recorded after the span opened, one by one; one of them twice.
-            span.record("key_alias", "quote\" \\ and \n newline </script>");
-            span.record("model", "first");
-            span.record("model", "second");
-            span.record("ratio", f64::NAN);
-            span.record("detail", tracing::field::debug(vec![1, 2]));
-            let _entered = span.enter();
-            tracing::warn!("inside");
-        });
-        assert_eq!(line["key_alias"], "quote\" \\ and \n newline </script>");
-        assert_eq!(line["model"], "second");
-        assert_eq!(line["ratio"], Value::Null);
-        assert_eq!(line["detail"], "[1, 2]");
-        assert_eq!(line["message"], "inside");
-    }
-
-    #[test]
-    fn a_span_without_fields_adds_nothing_but_its_name() {
-        let (_, line) = json_line(None, || {
-            let span = tracing::info_span!("quiet");
-            let _entered = span.enter();
-            tracing::warn!(n = 1u8, "inside");
-        });
-        assert_eq!(line["span"], "quiet");
-        assert_eq!(line["n"], 1);
-    }
-}
+mod tests;

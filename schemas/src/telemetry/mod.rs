@@ -8,6 +8,7 @@ mod export;
 mod logs;
 mod otlp;
 pub mod recorder;
+pub mod request;
 pub mod span;
 pub mod traces;
 
@@ -25,8 +26,9 @@ use tracing_subscriber::Layer;
 /// formatted by the log layer.
 pub const TRACE_TARGET: &str = "tollgate_traces";
 
-/// The target of a gateway request's `tracing` span: the log layer formats it, the recorder
-/// never sees it (a traced request is recorded as a `recorder::Root`).
+/// A target the recorder leaves out: once that of a gateway request's `tracing` span, which
+/// the gateway no longer opens (a request's log fields are `request::RequestFields`; its trace a
+/// `recorder::Root`).
 pub const REQUEST_TARGET: &str = "tollgate_gateway::request";
 
 /// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,

@@ -148,7 +148,8 @@ async fn relay(
     if content_type.starts_with("text/event-stream") {
         let metered = stream::Metered { family, picked, router: state.router.clone(), strip_usage };
         let body = Box::pin(response.bytes_stream().map_err(StreamError::from));
-        return Ok(reply.streaming(stream::metered(body, recorder, metered, &state.background)));
+        let stream = Box::pin(stream::metered(body, recorder, metered, &state.background));
+        return Ok(reply.streaming(crate::traces::in_request(stream)));
     }
     let remaining = deployment.timeout.saturating_sub(sent_at.elapsed());
     let read = tokio::time::timeout(remaining, crate::providers::read_answer(response, state.max_response_bytes)).await;
