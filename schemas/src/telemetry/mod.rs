@@ -26,11 +26,6 @@ use tracing_subscriber::Layer;
 /// formatted by the log layer.
 pub const TRACE_TARGET: &str = "tollgate_traces";
 
-/// A target the recorder leaves out: once that of a gateway request's `tracing` span, which
-/// the gateway no longer opens (a request's log fields are `request::RequestFields`; its trace a
-/// `recorder::Root`).
-pub const REQUEST_TARGET: &str = "tollgate_gateway::request";
-
 /// Whether [`init`] installed a span exporter: code that only feeds traces (child spans,
 /// attributes no log shows) skips its work when not.
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -95,23 +90,20 @@ where
     recorder::Recorder::new(exports, sampler).with_filter(Recorded)
 }
 
-/// What the span recorder is given: spans of Tollgate's crates at `info` and above (not a
-/// gateway request's, `REQUEST_TARGET`: its trace is a `recorder::Root`), and their warnings
-/// and errors.
+/// What the span recorder is given: spans of Tollgate's crates at `info` and above, and their
+/// warnings and errors.
 ///
 /// Its maximum level is `info`, so with traces on, `debug!`, `trace!` and `log` records below
 /// the log level are still stopped where they are written. And it decides at each span or
 /// event, never once per call site: a call site both filters want for good would be opened
 /// without asking them, and tracing-subscriber (0.3.23) would then read whatever an earlier,
 /// unrelated question left in its per-thread filter state. The ledger consumer's batch spans
-/// were created that way without reaching the recorder (tests/telemetry_init.rs, and the
-/// `otel_traces` e2e test).
+/// were created that way without reaching the recorder (the `otel_traces` e2e test).
 struct Recorded;
 
 impl Recorded {
     fn wants(meta: &tracing::Metadata<'_>) -> bool {
         meta.target().starts_with("tollgate")
-            && meta.target() != REQUEST_TARGET
             && (meta.is_span() && *meta.level() <= tracing::Level::INFO || *meta.level() <= tracing::Level::WARN)
     }
 }
