@@ -2,6 +2,7 @@
 //! end-to-end tests and the benchmarks run, so what is measured is what is tested.
 
 pub mod cassandra;
+pub mod console_calls;
 pub mod console_data;
 pub mod keepalive;
 pub mod mock_anthropic;

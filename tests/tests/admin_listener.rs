@@ -6,15 +6,17 @@ use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tollgate_tests::*;
 
-/// The niceness of each thread of process `pid` (field 19 of each task's `stat`).
-fn thread_niceness(pid: u32) -> Result<Vec<i64>> {
-    let mut nice = Vec::new();
+/// The name and niceness (field 19 of its `stat`) of each thread of process `pid`.
+fn threads(pid: u32) -> Result<Vec<(String, i64)>> {
+    let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let stat = std::fs::read_to_string(task?.path().join("stat"))?;
-        let after_name = stat.get(stat.rfind(')').context("stat")? + 2..).context("stat")?;
-        nice.push(after_name.split(' ').nth(16).context("no niceness")?.parse()?);
+        let (open, close) = (stat.find('(').context("stat")?, stat.rfind(')').context("stat")?);
+        let name = stat.get(open + 1..close).context("stat")?.to_owned();
+        let after_name = stat.get(close + 2..).context("stat")?;
+        threads.push((name, after_name.split(' ').nth(16).context("no niceness")?.parse()?));
     }
-    Ok(nice)
+    Ok(threads)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,13 +75,18 @@ async fn the_admin_side_is_served_apart_by_a_lower_priority_worker() -> Result<(
     })
     .await?;
 
-    // One thread (the admin worker) at nice 10; the data plane's at the process's own.
+    // One thread (the admin worker, named tollgate-admin) at nice 10; the data plane's at the
+    // process's own.
     let pid = gateway.child.id().context("pid")?;
-    let nice = thread_niceness(pid)?;
+    let threads = threads(pid)?;
+    let nice: Vec<i64> = threads.iter().map(|(_, n)| *n).collect();
     let base = *nice.iter().min().context("no threads")?;
+    let named: Vec<i64> = threads.iter().filter(|(name, _)| name == "tollgate-admin").map(|(_, n)| *n).collect();
+    ensure!(named.len() == 1, "threads named tollgate-admin: {} of {threads:?}", named.len());
     if base <= 10 {
         let lowered = nice.iter().filter(|&&n| n == 10 && n != base).count();
         ensure!(lowered == 1, "threads at nice 10: {lowered} of {nice:?}");
+        ensure!(named == [10], "the admin worker's niceness: {named:?}");
     }
 
     let log = gateway.log();

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use tollgate_benches::console_calls::{calls, pages, Page};
 use tollgate_benches::console_data::{self as data, Size};
 use tollgate_ledger::fold::{fold_row, rows_of, Message, RowKey, RowState};
 use tollgate_ledger::ledger::{CqlLedger, LedgerStore};
@@ -242,63 +243,6 @@ async fn load(args: &Args, size: Size, log_events: u64, now: DateTime<Utc>) -> R
 
 // === measure ===
 
-/// The console's calls, as its pages make them (keys page: 20 whole keys a page).
-fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)> {
-    let first = today - chrono::Days::new(30);
-    let k = keys / 2;
-    let size = Size { keys, events: 0 };
-    let team = data::team_of(k, size);
-    vec![
-        ("/key/list first page (20 whole keys)", "/key/list?page=1&size=20&return_full_object=true".into()),
-        ("/key/list ids only, page 1 of 100", "/key/list?page=1&size=100".into()),
-        ("/key/list page 500 of 20 (skips 9,980)", "/key/list?page=500&size=20&return_full_object=true".into()),
-        ("/key/list search by alias", format!("/key/list?size=20&return_full_object=true&search=svc-{k}")),
-        (
-            "/key/list search by key prefix",
-            format!("/key/list?size=20&return_full_object=true&search={}", &data::key_id(k)[..12]),
-        ),
-        ("/key/list team filter", format!("/key/list?size=20&return_full_object=true&team_id={team}")),
-        (
-            "/key/list user filter",
-            format!("/key/list?size=20&return_full_object=true&user_id={}", data::user_of(k, size)),
-        ),
-        ("/key/list metadata filter", "/key/list?size=20&return_full_object=true&metadata=cost_center%3Dcc-42".into()),
-        (
-            "/key/list sort by spend within a team",
-            format!("/key/list?size=20&return_full_object=true&team_id={team}&sort=spend&order=desc"),
-        ),
-        ("/key/info", format!("/key/info?key={}", data::key_id(k))),
-        (
-            "/spend/daily by model (Overview, Usage), 31 days",
-            format!("/spend/daily?start_date={first}&end_date={today}&group_by=model"),
-        ),
-        ("/spend/daily by team, 31 days", format!("/spend/daily?start_date={first}&end_date={today}&group_by=team")),
-        (
-            "/spend/daily by team summed, 31 days, top 50 (Usage table)",
-            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&sum=range&limit=50"),
-        ),
-        (
-            "/spend/daily by team summed, 31 days, 1,000 from 0 (Usage CSV)",
-            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&sum=range&limit=1000"),
-        ),
-        (
-            "/spend/daily one team (burn-down), 31 days",
-            format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&team_id={team}"),
-        ),
-        ("/spend/daily by key, today", format!("/spend/daily?start_date={today}&end_date={today}&group_by=key")),
-        (
-            "/global/spend/report by team, 31 days",
-            format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team"),
-        ),
-        (
-            "/global/spend/report by team, 31 days, top 10 (Overview)",
-            format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team&limit=10"),
-        ),
-        ("/spend/logs first page (25)", format!("/spend/logs?start_date={first}&end_date={today}&page_size=25")),
-        ("/team/list", "/team/list".into()),
-    ]
-}
-
 struct Http {
     client: reqwest::Client,
     base: String,
@@ -384,46 +328,46 @@ async fn measure(target: &Target, rounds: usize, only: &[String]) -> Result<()> 
 
 // === users ===
 
-/// One console user: the pages in turn (their calls at once, as the pages make them), a second
-/// between pages, until `until`. Returns every call's latency.
-async fn user(http: &Http, keys: u64, n: usize, until: Instant) -> Vec<Duration> {
-    let all = calls(keys, Utc::now().date_naive());
-    let by =
-        |prefix: &str| all.iter().filter(|(w, _)| w.starts_with(prefix)).map(|(_, p)| p.clone()).collect::<Vec<_>>();
-    // The calls of the pages as they make them now (the Usage table sums the range on the
-    // server; the Overview asks the report for its top ten), not every call timed above.
-    let pick = |labels: &[&str]| {
-        labels.iter().filter_map(|l| all.iter().find(|(w, _)| w == l).map(|(_, p)| p.clone())).collect::<Vec<_>>()
-    };
-    let by_model = "/spend/daily by model (Overview, Usage), 31 days";
-    let overview = pick(&[by_model, "/global/spend/report by team, 31 days, top 10 (Overview)", "/team/list"]);
-    let mut pages: Vec<Vec<String>> = vec![overview];
-    pages.extend(by("/key/list").into_iter().map(|p| vec![p]));
-    pages.push(by("/key/info"));
-    pages.push(pick(&[by_model, "/spend/daily by team summed, 31 days, top 50 (Usage table)"]));
-    pages.push(pick(&["/spend/daily one team (burn-down), 31 days"]));
-    pages.push(by("/spend/logs"));
+/// One console user: the pages in turn (each page's steps in turn, a step's calls at once), a
+/// second between pages, until `until`. Returns every call's latency and the failed calls.
+async fn user(http: &Http, pages: &[Page], n: usize, until: Instant) -> (Vec<Duration>, Vec<String>) {
     let mut samples = Vec::new();
+    let mut failed = Vec::new();
     let mut i = n; // each user starts on another page
     while Instant::now() < until {
-        let page = &pages[i % pages.len()];
-        let answers = futures::future::join_all(page.iter().map(|p| http.get(p))).await;
-        samples.extend(answers.into_iter().filter_map(Result::ok));
+        for step in &pages[i % pages.len()] {
+            let answers = futures::future::join_all(step.iter().map(|p| http.get(p))).await;
+            for answer in answers {
+                match answer {
+                    Ok(took) => samples.push(took),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+        }
         i += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    samples
+    (samples, failed)
 }
 
 #[allow(clippy::print_stdout)]
 async fn users(target: &Target, n: usize, secs: u64) -> Result<()> {
     let http = Http::new(&target.gateway, &target.master_key)?;
+    let pages = pages(&calls(target.keys, Utc::now().date_naive()))?;
     let until = Instant::now() + Duration::from_secs(secs);
-    let all = futures::future::join_all((0..n).map(|i| user(&http, target.keys, i, until))).await;
-    let mut samples: Vec<Duration> = all.into_iter().flatten().collect();
+    let all = futures::future::join_all((0..n).map(|i| user(&http, &pages, i, until))).await;
+    let (mut samples, mut failed) = (Vec::new(), Vec::new());
+    for (s, f) in all {
+        samples.extend(s);
+        failed.extend(f);
+    }
     samples.sort();
+    let failures = match failed.first() {
+        None => String::new(),
+        Some(e) => format!("; **{} failed** (first: {})", failed.len(), e.replace('|', "/")),
+    };
     println!(
-        "| {n} console users, {secs} s | {} calls | p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms |",
+        "| {n} console users, {secs} s | {} calls{failures} | p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms |",
         samples.len(),
         percentile(&samples, 50.0),
         percentile(&samples, 95.0),

@@ -85,6 +85,7 @@ fn admin_server(
     let low = settings.priority == AdminPriority::Low;
     let server = HttpServer::new(move || {
         // Called on each worker's own thread as it starts.
+        name_this_thread(ADMIN_THREAD_NAME);
         if low {
             lower_this_thread();
         }
@@ -103,6 +104,19 @@ fn admin_server(
         tracing::info!(addr = %bound, workers = settings.workers, "admin API, spend API and console on their own listener");
     }
     Ok(server.run())
+}
+
+/// The admin workers' thread name: actix names every worker thread `actix-server worker <n>`,
+/// the data plane's and the admin side's alike; with a name of its own an admin worker can be
+/// told apart in `top -H` or `ps -L` and placed on other cores (`taskset`; benches/console).
+pub const ADMIN_THREAD_NAME: &str = "tollgate-admin";
+
+/// Names the calling thread (Linux: its `comm`, at most 15 bytes); elsewhere, or if procfs
+/// refuses, the thread keeps its name and serves as before.
+fn name_this_thread(name: &str) {
+    if let Err(error) = std::fs::write("/proc/thread-self/comm", name) {
+        tracing::debug!(%error, "could not name an admin worker's thread");
+    }
 }
 
 /// The crate's cross-platform priority that is nice 10 on Linux (it maps 0..=99 onto nice
@@ -144,6 +158,25 @@ mod tests {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         let after_name = &stat[stat.rfind(')').unwrap() + 2..];
         after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_named_thread_has_the_admin_name_and_the_others_keep_theirs() {
+        let comm = || std::fs::read_to_string("/proc/thread-self/comm").unwrap().trim_end().to_owned();
+        let before = comm();
+        let named = std::thread::Builder::new()
+            .name("before-naming".into())
+            .spawn(move || {
+                name_this_thread(ADMIN_THREAD_NAME);
+                comm()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(named, ADMIN_THREAD_NAME);
+        assert!(ADMIN_THREAD_NAME.len() <= 15, "Linux keeps 15 bytes of a thread's name");
+        assert_eq!(comm(), before, "the calling thread keeps its name");
     }
 
     #[test]
