@@ -224,10 +224,15 @@ pub fn main_listener(cfg: &mut web::ServiceConfig, admin_apart: bool) {
     }
 }
 
+/// Routes of the data plane that the admin listener serves too: the console's Models page reads
+/// the deployments there (LiteLLM's UI reads them the same way).
+const ALSO_ON_ADMIN: &[&str] = &["/model/info"];
+
 /// Registers the routes of the admin listener (`gateway.admin.listen`): the admin API, the
-/// spend API and the console, with the health checks.
+/// spend API and the console, with the health checks and [`ALSO_ON_ADMIN`].
 pub fn admin_listener(cfg: &mut web::ServiceConfig) {
-    for endpoint in ROUTES.iter().filter(|e| e.api.admin_side() || e.api == Api::Health) {
+    let served = |e: &&Endpoint| e.api.admin_side() || e.api == Api::Health || ALSO_ON_ADMIN.contains(&e.path);
+    for endpoint in ROUTES.iter().filter(served) {
         cfg.route(endpoint.path, endpoint.route());
     }
 }
@@ -323,9 +328,16 @@ mod tests {
             // Served there (without the app's state here, a 500 rather than a 404).
             assert_ne!(answer_on(admin, Method::GET, path).await.0, 404, "admin {path}");
         }
-        for path in ["/models", "/v1/models", "/openai/v1/models"] {
+        for path in ["/models", "/v1/models", "/openai/v1/models", "/v1/model/info"] {
             assert_eq!(answer_on(admin, Method::GET, path).await.0, 404, "admin {path}");
             assert_ne!(answer_on(main_apart, Method::GET, path).await.0, 404, "main {path}");
+        }
+        // The console's Models page reads the deployments on either listener.
+        for app in [
+            answer_on(main_apart, Method::GET, "/model/info").await,
+            answer_on(admin, Method::GET, "/model/info").await,
+        ] {
+            assert_ne!(app.0, 404);
         }
         for app in [answer_on(main_apart, Method::GET, "/health").await, answer_on(admin, Method::GET, "/health").await]
         {
