@@ -130,6 +130,15 @@ cpu_ticks_now() {
   awk '/^cpu / { printf "%d %d\n", $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
 }
 
+# stat_ticks STATFILE: the user + system clock ticks a /proc/PID/stat (or .../task/TID/stat)
+# file counts so far; 0 when it is gone. The command name may hold spaces: fields are counted
+# after its closing parenthesis.
+stat_ticks() {
+  local k
+  k=$(sed 's/.*) //' "$1" 2>/dev/null | awk '{ print $12 + $13 }') || k=0
+  echo "${k:-0}"
+}
+
 # busy_pct SECONDS: the busy share of the whole machine (all CPUs) over SECONDS, in percent.
 busy_pct() {
   local a b
