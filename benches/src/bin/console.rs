@@ -417,9 +417,18 @@ fn walks(index: &tollgate_gateway::tenancy::key_index::KeyIndex, size: Size) {
         ("search by alias", KeyFilter { search: Some(format!("svc-{k}")), ..KeyFilter::default() }),
         ("search by key prefix", KeyFilter { search: Some(data::key_id(k)[..12].to_owned()), ..KeyFilter::default() }),
         ("team filter", KeyFilter { team_id: Some(data::team_of(k, size)), ..KeyFilter::default() }),
+        ("user filter", KeyFilter { user_id: Some(data::user_of(k, size)), ..KeyFilter::default() }),
         (
             "metadata filter",
             KeyFilter { metadata: Some(("cost_center".into(), "cc-42".into())), ..KeyFilter::default() },
+        ),
+        (
+            "metadata filter matching a third of the keys",
+            KeyFilter { metadata: Some(("env".into(), "prod".into())), ..KeyFilter::default() },
+        ),
+        (
+            "team filter and search",
+            KeyFilter { team_id: Some(data::team_of(k, size)), search: Some("svc-1".into()), ..KeyFilter::default() },
         ),
     ];
     for (what, filter) in filters {

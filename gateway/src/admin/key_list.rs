@@ -8,28 +8,26 @@
 
 mod params;
 
+use super::keys::read_keys;
 use super::roles::admin_or_user;
-use super::{internal, present, put_spend, query, totals_of, Answer};
+use super::{present, put_spend, query, totals_of, Answer};
 use crate::error::GatewayError;
 use crate::tenancy::key_index::{Budgeted, KeyIndex, KeyReach, Position, Start};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
 use params::{parse, ListQuery, SortBy};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tollgate_schemas::ledger::ALL_TIME;
-use tollgate_schemas::store::{get_record, TenancyStore};
+use tollgate_schemas::store::TenancyStore;
 use tollgate_schemas::tenancy::{budget_window, KeyRecord};
 use tollgate_schemas::NanoUsd;
 
 /// The most keys a listing by spend reads the spend of ([`tollgate_schemas::store::SCOPES_PER_QUERY`] a ledger query).
 pub(crate) const MAX_SPEND_KEYS: usize = 500;
-/// Reads of records in flight at once for one listing.
-const READS_IN_FLIGHT: usize = 16;
 
 /// `GET /key/list`: a page of the keys the query's filters pick, in the order it asks for
 /// (oldest first unless told otherwise).
@@ -118,16 +116,7 @@ async fn by_spend(state: &AppState, store: Arc<dyn TenancyStore>, index: &Arc<Ke
 
 /// The records stored under `stored`, in that order; any deleted meanwhile are left out.
 async fn records(store: Arc<dyn TenancyStore>, stored: Vec<String>) -> Result<Vec<KeyRecord>, GatewayError> {
-    let found: Vec<Option<(KeyRecord, i64)>> = futures::stream::iter(stored)
-        .map(|id| {
-            let store = store.clone();
-            async move { get_record::<KeyRecord>(store.as_ref(), &id).await }
-        })
-        .buffered(READS_IN_FLIGHT)
-        .try_collect()
-        .await
-        .map_err(internal)?;
-    Ok(found.into_iter().flatten().map(|(k, _)| k).collect())
+    Ok(read_keys(&store, stored).await?.into_iter().map(|(k, _)| k).collect())
 }
 
 /// Each key as `/key/info` shows it, with its spend, in order. The ledger is read for all the

@@ -10,11 +10,14 @@ use super::{
 };
 use crate::error::GatewayError;
 use crate::tenancy::auth::{hash_key, key_name};
+use crate::tenancy::key_index::{KeyFilter, Start};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use tollgate_schemas::store::{list_records, TenancyStore};
+use std::sync::Arc;
+use tollgate_schemas::store::{get_record, list_records, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetDuration, BudgetRecord, KeyRecord, Kind, OrganizationRecord, Record, TeamRecord, UserRecord,
 };
@@ -93,18 +96,58 @@ pub(crate) async fn key_identity(state: &AppState, given: &str) -> Result<String
     Ok(if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) })
 }
 
-/// Every stored key `wanted` picks, as shown (for the keys of a team or a user).
-pub(super) async fn keys_where(
-    store: &dyn TenancyStore,
+/// Reads of key records in flight at once for one admin call.
+const READS_IN_FLIGHT: usize = 16;
+
+/// The records stored under `stored`, in that order, with their versions; any deleted
+/// meanwhile are left out.
+pub(super) async fn read_keys(
+    store: &Arc<dyn TenancyStore>,
+    stored: Vec<String>,
+) -> Result<Vec<(KeyRecord, i64)>, GatewayError> {
+    let found: Vec<Option<(KeyRecord, i64)>> = futures::stream::iter(stored)
+        .map(|id| {
+            let store = store.clone();
+            async move { get_record::<KeyRecord>(store.as_ref(), &id).await }
+        })
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(internal)?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// The stored keys `filter` picks (a team's, a user's, those of an alias), with their versions,
+/// in creation order. The key index names them, so no call reads every key record; each is
+/// read again and kept only when `wanted` holds of the stored record (the index follows other
+/// gateways' changes within about a second; the record is the truth). Until the index is loaded
+/// after a start, every key record is read.
+pub(super) async fn indexed_keys(
+    state: &AppState,
+    store: &Arc<dyn TenancyStore>,
+    filter: KeyFilter,
+    wanted: impl Fn(&KeyRecord) -> bool,
+) -> Result<Vec<(KeyRecord, i64)>, GatewayError> {
+    let read = match state.tenancy.key_index().filter(|i| i.ready()).cloned() {
+        Some(index) => {
+            let page = tokio::task::spawn_blocking(move || index.page(&filter, &Start::Offset(0), usize::MAX, false))
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            read_keys(store, page.keys.into_iter().map(|(stored, _)| stored).collect()).await?
+        }
+        None => list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)?,
+    };
+    Ok(read.into_iter().filter(|(k, _)| wanted(k)).collect())
+}
+
+/// The keys of a team or user, as shown (`indexed_keys`).
+pub(super) async fn keys_shown(
+    state: &AppState,
+    store: &Arc<dyn TenancyStore>,
+    filter: KeyFilter,
     wanted: impl Fn(&KeyRecord) -> bool,
 ) -> Result<Vec<Value>, GatewayError> {
-    Ok(list_records::<KeyRecord>(store)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|(k, _)| wanted(k))
-        .map(|(k, _)| present(&k))
-        .collect())
+    Ok(indexed_keys(state, store, filter, wanted).await?.iter().map(|(k, _)| present(k)).collect())
 }
 
 // === Changing keys ===
@@ -289,12 +332,10 @@ pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<
         }
         targets.push(found);
     }
-    if !aliases.is_empty() {
-        for (k, v) in list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)? {
-            if k.key_alias.as_ref().is_some_and(|a| aliases.contains(a)) && sees(&k) {
-                targets.push((k, v));
-            }
-        }
+    for alias in &aliases {
+        let filter = KeyFilter { key_alias: Some(alias.clone()), ..KeyFilter::default() };
+        let named = |k: &KeyRecord| k.key_alias.as_ref() == Some(alias) && sees(k);
+        targets.extend(indexed_keys(&state, &store, filter, named).await?);
     }
     // A key named twice (by value and by alias) is deleted once.
     let mut named = std::collections::HashSet::new();

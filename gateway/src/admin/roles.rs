@@ -246,10 +246,7 @@ pub(crate) async fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
     state.tenancy.authenticate(&raw, Utc::now()).await.is_ok_and(|p| p.admin_access().is_some())
 }
 
-/// The scope of user `user_id`'s key `key_id`: its teams, read from the store. The directory
-/// names the teams the user is a member of, so only those are read; each is read again here,
-/// and only what the stored team says counts (a membership the directory has not yet seen
-/// removed grants nothing). Before the directory is loaded, every team is read.
+/// The scope of user `user_id`'s key `key_id`: its teams (`teams_with_member`).
 async fn user_scope(
     state: &AppState,
     store: &dyn TenancyStore,
@@ -257,6 +254,27 @@ async fn user_scope(
     user_id: &str,
     max_budget: Option<NanoUsd>,
 ) -> Result<UserScope, GatewayError> {
+    let mut scope = UserScope { key_id, user_id: user_id.to_owned(), max_budget, ..UserScope::default() };
+    for team in teams_with_member(state, store, user_id).await? {
+        for m in team.members.iter().filter(|m| m.user_id == user_id) {
+            if m.role == "admin" {
+                scope.admin_of.insert(team.team_id.clone());
+            }
+            scope.member_of.insert(team.team_id.clone());
+        }
+    }
+    Ok(scope)
+}
+
+/// The stored teams user `user_id` is a member of. The directory names the teams the user is a
+/// member of, so only those are read; each is read again here, and only what the stored team
+/// says counts (a membership the directory has not yet seen removed grants nothing). Before the
+/// directory is loaded, every team is read.
+pub(super) async fn teams_with_member(
+    state: &AppState,
+    store: &dyn TenancyStore,
+    user_id: &str,
+) -> Result<Vec<TeamRecord>, GatewayError> {
     let candidates = state.tenancy.directory().and_then(|d| d.teams_of(user_id));
     let teams: Vec<TeamRecord> = match candidates {
         Some(candidates) => {
@@ -270,16 +288,7 @@ async fn user_scope(
         }
         None => list_records::<TeamRecord>(store).await.map_err(super::internal)?.into_iter().map(|(t, _)| t).collect(),
     };
-    let mut scope = UserScope { key_id, user_id: user_id.to_owned(), max_budget, ..UserScope::default() };
-    for team in teams {
-        for m in team.members.iter().filter(|m| m.user_id == user_id) {
-            if m.role == "admin" {
-                scope.admin_of.insert(team.team_id.clone());
-            }
-            scope.member_of.insert(team.team_id.clone());
-        }
-    }
-    Ok(scope)
+    Ok(teams.into_iter().filter(|t| t.members.iter().any(|m| m.user_id == user_id)).collect())
 }
 
 /// Who signs in to the console: the role (`proxy_admin`, `proxy_admin_viewer`, `team_admin` or

@@ -2,9 +2,10 @@
 //! and their keys.
 
 use super::fields::{required, set, take_limits, FieldError, Fields};
-use super::keys::keys_where;
+use super::keys::keys_shown;
 use super::{change, delete_many, models, must_exist, present, queried, with_spend, Answer, Changer, Resource};
 use crate::error::GatewayError;
+use crate::tenancy::key_index::KeyFilter;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -71,7 +72,8 @@ pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<
 pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (store, team) = queried::<TeamRecord>(&req, &state, &["team_id"]).await?;
     let id = &team.team_id;
-    let keys = keys_where(store.as_ref(), |k| k.team_id.as_ref() == Some(id)).await?;
+    let filter = KeyFilter { team_id: Some(id.clone()), ..KeyFilter::default() };
+    let keys = keys_shown(&state, &store, filter, |k| k.team_id.as_ref() == Some(id)).await?;
     let info = with_spend(&state, present(&team), &format!("team/{id}"), &team.limits).await;
     Ok(HttpResponse::Ok().json(json!({"team_id": id, "team_info": info, "keys": keys})))
 }

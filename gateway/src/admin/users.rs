@@ -1,17 +1,19 @@
 //! `/user/*`: internal users (people who hold keys and may be team members or admins).
 
 use super::fields::{set, take_limits, Fields};
-use super::keys::{keys_where, new_key_record, new_raw_key, show_new_key};
+use super::keys::{keys_shown, new_key_record, new_raw_key, show_new_key};
+use super::roles::teams_with_member;
 use super::{
-    admin, delete_many, from_body, insert, internal, models, must_exist, present, queried, with_spend, Answer, Resource,
+    admin, delete_many, from_body, insert, models, must_exist, present, queried, with_spend, Answer, Resource,
 };
 use crate::error::GatewayError;
+use crate::tenancy::key_index::KeyFilter;
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tollgate_schemas::store::{list_records, TenancyStore};
-use tollgate_schemas::tenancy::{BudgetRecord, KeyRecord, OrganizationRecord, TeamRecord, UserRecord};
+use tollgate_schemas::store::TenancyStore;
+use tollgate_schemas::tenancy::{BudgetRecord, KeyRecord, OrganizationRecord, UserRecord};
 
 const USER_ROLES: [&str; 3] = ["proxy_admin", "proxy_admin_viewer", "internal_user"];
 
@@ -75,14 +77,10 @@ pub(crate) async fn delete(req: HttpRequest, body: web::Bytes, state: web::Data<
 pub(crate) async fn info(req: HttpRequest, state: web::Data<AppState>) -> Answer {
     let (store, user) = queried::<UserRecord>(&req, &state, &["user_id"]).await?;
     let id = &user.user_id;
-    let keys = keys_where(store.as_ref(), |k| k.user_id.as_ref() == Some(id)).await?;
-    let teams: Vec<Value> = list_records::<TeamRecord>(store.as_ref())
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|(t, _)| t.members.iter().any(|m| &m.user_id == id))
-        .map(|(t, _)| json!(t.team_id))
-        .collect();
+    let filter = KeyFilter { user_id: Some(id.clone()), ..KeyFilter::default() };
+    let keys = keys_shown(&state, &store, filter, |k| k.user_id.as_ref() == Some(id)).await?;
+    let teams: Vec<Value> =
+        teams_with_member(&state, store.as_ref(), id).await?.into_iter().map(|t| json!(t.team_id)).collect();
     let info = with_spend(&state, present(&user), &format!("user/{id}"), &user.limits).await;
     Ok(HttpResponse::Ok().json(json!({"user_id": id, "user_info": info, "keys": keys, "teams": teams})))
 }

@@ -4,10 +4,15 @@
 //! starts, then kept current by the same notices that drop cached records (`Tenancy::invalidate`:
 //! this gateway's changes, the control topic, the change log): each notice re-reads that one
 //! record. Never on the request path of model calls; it holds no secret (keys are hashes).
+//! Beside the keys in creation order it holds the keys of each team, user and metadata value,
+//! so a listing filtered by one of them walks only those (`select`).
 
-use super::mirror::{contains_folded, Feed};
+mod select;
+
+use super::mirror::Feed;
+use select::{narrowest, MetadataPair, Postings, Search, Walk};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +51,12 @@ struct Entry {
     stored_id: Option<Box<str>>,
     key_name: Box<str>,
     alias: Option<Box<str>>,
+    /// The alias in lower case, where that is another text (a search looks in it).
+    alias_folded: Option<Box<str>>,
+    /// The first bytes of the token and of the shown name (lower case), which a search compares
+    /// before it reads either.
+    id_head: select::Head,
+    name_head: select::Head,
     team: Option<Arc<str>>,
     user: Option<Arc<str>>,
     organization: Option<Arc<str>>,
@@ -98,7 +109,7 @@ impl KeyFilter {
         *self == KeyFilter::default()
     }
 
-    fn matches(&self, at: &Position, e: &Entry, search_lower: Option<&str>) -> bool {
+    fn matches(&self, at: &Position, e: &Entry, search: Option<&Search>) -> bool {
         let same = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| have == Some(w));
         same(&self.team_id, e.team.as_deref())
             && same(&self.user_id, e.user.as_deref())
@@ -107,18 +118,9 @@ impl KeyFilter {
             && self.blocked.is_none_or(|b| b == e.blocked)
             && self.expiring.is_none_or(|(now, by)| e.expires.is_some_and(|x| x > now && x <= by))
             && self.metadata.as_ref().is_none_or(|(k, v)| e.metadata.iter().any(|(mk, mv)| **mk == **k && **mv == **v))
-            && search_lower.is_none_or(|s| found_by(at, e, s))
+            && search.is_none_or(|s| s.finds(at, e))
             && self.reach.as_ref().is_none_or(|r| r.reaches(e))
     }
-}
-
-/// Whether `s` (lower case) is part of the alias or team, or begins the token or shown name.
-fn found_by(at: &Position, e: &Entry, s: &str) -> bool {
-    let within = |v: Option<&str>| v.is_some_and(|v| contains_folded(v, s));
-    within(e.alias.as_deref())
-        || within(e.team.as_deref())
-        || at.key_id.starts_with(s)
-        || e.key_name.get(..s.len()).is_some_and(|head| contains_folded(head, s))
 }
 
 /// A page of keys: where each is stored and its place, how many match in all, and the cursor
@@ -149,13 +151,16 @@ pub enum Start {
     After(Position),
 }
 
-/// The keys, ordered and found by where they are stored.
+/// The keys, ordered and found by where they are stored, and by team, user and metadata value.
 #[derive(Default)]
 struct Keys {
     ordered: BTreeMap<Position, Entry>,
     by_stored: HashMap<Box<str>, Position>,
     /// One copy of each team, user or organization id.
     names: HashSet<Arc<str>>,
+    by_team: Postings<Arc<str>>,
+    by_user: Postings<Arc<str>>,
+    by_metadata: Postings<MetadataPair>,
 }
 
 impl Keys {
@@ -174,7 +179,34 @@ impl Keys {
     fn remove(&mut self, stored: &str) {
         let Some(at) = self.by_stored.remove(stored) else { return };
         if self.ordered.get(&at).is_some_and(|e| stored_of(&at, e) == stored) {
-            self.ordered.remove(&at);
+            if let Some(gone) = self.ordered.remove(&at) {
+                self.unpost(&at, &gone);
+            }
+        }
+    }
+
+    /// Puts the key at `at` in the sets of its team, user and metadata values.
+    fn post(&mut self, at: &Position, e: &Entry) {
+        if let Some(team) = &e.team {
+            self.by_team.add(team.clone(), at);
+        }
+        if let Some(user) = &e.user {
+            self.by_user.add(user.clone(), at);
+        }
+        for pair in e.metadata.iter() {
+            self.by_metadata.add(pair.clone(), at);
+        }
+    }
+
+    fn unpost(&mut self, at: &Position, e: &Entry) {
+        if let Some(team) = &e.team {
+            self.by_team.remove(team, at);
+        }
+        if let Some(user) = &e.user {
+            self.by_user.remove(user, at);
+        }
+        for pair in e.metadata.iter() {
+            self.by_metadata.remove(pair, at);
         }
     }
 
@@ -187,7 +219,15 @@ impl Keys {
         let entry = Entry {
             stored_id: (stored != k.key_id).then(|| Box::from(stored)),
             key_name: Box::from(k.key_name.as_str()),
+            id_head: select::head_of(&k.key_id),
+            name_head: select::head_of(&k.key_name),
             alias: k.key_alias.as_deref().map(Box::from),
+            alias_folded: k
+                .key_alias
+                .as_deref()
+                .map(str::to_lowercase)
+                .filter(|l| Some(l.as_str()) != k.key_alias.as_deref())
+                .map(String::into_boxed_str),
             team: self.intern(&k.team_id),
             user: self.intern(&k.user_id),
             organization: self.intern(&k.organization_id),
@@ -198,13 +238,16 @@ impl Keys {
             metadata: scalar_metadata(k),
         };
         self.by_stored.insert(Box::from(stored), at.clone());
-        if let Some(moved) = self.ordered.insert(at.clone(), entry) {
+        if let Some(moved) = self.ordered.remove(&at) {
             // The same key under another stored id (before its move): one entry, the newest.
             let old = stored_of(&at, &moved);
             if old != stored {
                 self.by_stored.remove(old.as_str());
             }
+            self.unpost(&at, &moved);
         }
+        self.post(&at, &entry);
+        self.ordered.insert(at, entry);
     }
 }
 
@@ -267,25 +310,39 @@ impl KeyIndex {
     }
 
     /// A page of at most `limit` keys matching `filter`, oldest first (or newest first when
-    /// `descending`). Walks the keys in order; with no filter the count is the index's size, so
-    /// a page of every key costs only its own length (plus the offset skipped). Scans in memory:
-    /// call it off the async workers (`spawn_blocking`) for big indexes.
+    /// `descending`). A filter on a team, user or metadata value walks only that value's keys;
+    /// when it asks nothing else (or nothing at all), every key walked matches, so the count is
+    /// the set's size and a page costs only its own length (plus the offset skipped). Otherwise
+    /// every key walked is tested, for the count. Scans in memory: call it off the async
+    /// workers (`spawn_blocking`) for big indexes.
     pub fn page(&self, filter: &KeyFilter, start: &Start, limit: usize, descending: bool) -> Page {
         let Ok(keys) = self.keys.read() else { return Page::default() };
-        if filter.is_empty() {
-            return unfiltered_page(&keys.ordered, start, limit, descending);
+        let (walk, alone) = narrowest(&keys, filter);
+        if alone || filter.is_empty() {
+            let total = match &walk {
+                Walk::All => keys.ordered.len(),
+                w => w.len(),
+            };
+            let (skip, from) = match start {
+                Start::Offset(n) => (*n, None),
+                Start::After(at) => (0, Some(at)),
+            };
+            let mut walked = entries(&keys, &walk, from, descending).skip(skip);
+            let page: Vec<(String, Position)> =
+                walked.by_ref().take(limit).map(|(at, e)| (stored_of(at, e), at.clone())).collect();
+            let next = if walked.next().is_some() { page.last().map(|(_, at)| at.clone()) } else { None };
+            return Page { keys: page, total, next };
         }
-        // One walk of every key: the count needs them all, and the page is collected on the way.
-        let search = filter.search.as_deref().map(str::to_lowercase);
-        let all: Box<dyn Iterator<Item = (&Position, &Entry)>> =
-            if descending { Box::new(keys.ordered.iter().rev()) } else { Box::new(keys.ordered.iter()) };
+        // The count needs every key walked tested, and the page is collected on the way.
+        let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
         let (mut skip, after) = match start {
             Start::Offset(n) => (*n, None),
             Start::After(at) => (0, Some(at)),
         };
         let mut page = Page::default();
         let mut more = false;
-        for (at, e) in all.filter(|(at, e)| filter.matches(at, e, search.as_deref())) {
+        for (at, e) in entries(&keys, &walk, None, descending).filter(|(at, e)| filter.matches(at, e, search.as_ref()))
+        {
             page.total += 1;
             let past = after.is_none_or(|c| if descending { at < c } else { at > c });
             if !past || more {
@@ -309,11 +366,10 @@ impl KeyIndex {
     /// that is more than `max` (a listing by spend reads each one's spend).
     pub fn matching(&self, filter: &KeyFilter, max: usize) -> Result<Vec<Budgeted>, usize> {
         let Ok(keys) = self.keys.read() else { return Ok(Vec::new()) };
-        let search = filter.search.as_deref().map(str::to_lowercase);
-        let found: Vec<Budgeted> = keys
-            .ordered
-            .iter()
-            .filter(|(at, e)| filter.matches(at, e, search.as_deref()))
+        let (walk, _) = narrowest(&keys, filter);
+        let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
+        let picked = || entries(&keys, &walk, None, false).filter(|(at, e)| filter.matches(at, e, search.as_ref()));
+        let found: Vec<Budgeted> = picked()
             .take(max + 1)
             .map(|(at, e)| Budgeted {
                 stored: stored_of(at, e),
@@ -323,8 +379,7 @@ impl KeyIndex {
             })
             .collect();
         if found.len() > max {
-            let search = search.as_deref();
-            return Err(keys.ordered.iter().filter(|(at, e)| filter.matches(at, e, search)).count());
+            return Err(picked().count());
         }
         Ok(found)
     }
@@ -380,22 +435,31 @@ impl KeyIndex {
     }
 }
 
-/// A page of every key: only the page is walked (and the offset before it).
-fn unfiltered_page(ordered: &BTreeMap<Position, Entry>, start: &Start, limit: usize, descending: bool) -> Page {
-    let (skip, bound) = match start {
-        Start::Offset(n) => (*n, Bound::Unbounded),
-        Start::After(at) => (0, Bound::Excluded(at.clone())),
+/// The keys `walk` names with their entries, in creation order (or newest first), starting
+/// just past `from` when given.
+fn entries<'a>(
+    keys: &'a Keys,
+    walk: &'a Walk<'a>,
+    from: Option<&Position>,
+    descending: bool,
+) -> Box<dyn Iterator<Item = (&'a Position, &'a Entry)> + 'a> {
+    let range = match (from, descending) {
+        (None, _) => (Bound::Unbounded, Bound::Unbounded),
+        (Some(at), false) => (Bound::Excluded(at.clone()), Bound::Unbounded),
+        (Some(at), true) => (Bound::Unbounded, Bound::Excluded(at.clone())),
     };
-    let range: Box<dyn Iterator<Item = (&Position, &Entry)>> = if descending {
-        Box::new(ordered.range((Bound::Unbounded, bound)).rev())
+    let entry = |at: &'a Position| keys.ordered.get_key_value(at);
+    let walked: Box<dyn DoubleEndedIterator<Item = (&'a Position, &'a Entry)> + 'a> = match walk {
+        Walk::All => Box::new(keys.ordered.range(range)),
+        Walk::Set(set) => Box::new(set.range(range).filter_map(entry)),
+        Walk::Listed(listed) => Box::new(listed.iter().filter(move |at| range.contains(*at)).filter_map(entry)),
+        Walk::Nothing => Box::new(std::iter::empty()),
+    };
+    if descending {
+        Box::new(walked.rev())
     } else {
-        Box::new(ordered.range((bound, Bound::Unbounded)))
-    };
-    let mut walk = range.skip(skip);
-    let keys: Vec<(String, Position)> =
-        walk.by_ref().take(limit).map(|(at, e)| (stored_of(at, e), at.clone())).collect();
-    let next = if walk.next().is_some() { keys.last().map(|(_, at)| at.clone()) } else { None };
-    Page { keys, total: ordered.len(), next }
+        walked
+    }
 }
 
 fn stored_of(at: &Position, e: &Entry) -> String {

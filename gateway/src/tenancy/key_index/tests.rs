@@ -219,3 +219,177 @@ fn an_overflow_of_changes_is_noticed() {
     }
     assert!(index.feed.overflowed.load(std::sync::atomic::Ordering::Acquire));
 }
+
+/// Every key matching `filter`, found by testing every key (what the sets a walk uses must agree
+/// with), oldest first.
+fn every_match(index: &KeyIndex, filter: &KeyFilter) -> Vec<String> {
+    let keys = index.keys.read().unwrap();
+    let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
+    keys.ordered
+        .iter()
+        .filter(|(at, e)| filter.matches(at, e, search.as_ref()))
+        .map(|(at, _)| at.key_id.to_string())
+        .collect()
+}
+
+#[test]
+fn the_sets_a_filter_walks_follow_changes_moves_and_deletions() {
+    let index = index_of(60);
+    // Changes: keys move team, user and metadata; some are deleted; one is moved to another
+    // stored id (rehashed) under the same place.
+    for n in (0..60).step_by(7) {
+        let mut k = key(n, "team-c");
+        k.user_id = Some("user-9".into());
+        k.metadata.insert("env".into(), serde_json::json!("staging"));
+        index.apply(&k.key_id.clone(), Some(&k));
+    }
+    for n in (3..60).step_by(11) {
+        index.apply(&key(n, "").key_id, None);
+    }
+    let moved = KeyRecord { stored_id: Some("ef".repeat(32)), ..key(5, "team-b") };
+    index.apply(&"ef".repeat(32), Some(&moved));
+    index.apply(&key(5, "").key_id, None);
+    let reach = |user: &str, teams: &[&str]| {
+        Some(KeyReach { user_id: user.into(), teams: teams.iter().map(|t| (*t).to_owned()).collect() })
+    };
+    let filters = [
+        KeyFilter { team_id: Some("team-a".into()), ..KeyFilter::default() },
+        KeyFilter { team_id: Some("team-c".into()), ..KeyFilter::default() },
+        KeyFilter { team_id: Some("team-none".into()), ..KeyFilter::default() },
+        KeyFilter { user_id: Some("user-9".into()), ..KeyFilter::default() },
+        KeyFilter { user_id: Some("user-2".into()), blocked: Some(false), ..KeyFilter::default() },
+        KeyFilter { metadata: Some(("env".into(), "staging".into())), ..KeyFilter::default() },
+        KeyFilter {
+            metadata: Some(("env".into(), "prod".into())),
+            team_id: Some("team-b".into()),
+            ..KeyFilter::default()
+        },
+        KeyFilter { reach: reach("user-9", &["team-a"]), ..KeyFilter::default() },
+        KeyFilter {
+            reach: reach("user-1", &["team-c", "team-a"]),
+            search: Some("alias-1".into()),
+            ..KeyFilter::default()
+        },
+        KeyFilter { search: Some("ALIAS-5".into()), ..KeyFilter::default() },
+        KeyFilter { search: Some("team-c".into()), ..KeyFilter::default() },
+    ];
+    for filter in &filters {
+        let expected = every_match(&index, filter);
+        for descending in [false, true] {
+            let whole = index.page(filter, &Start::Offset(0), 1000, descending);
+            let mut want = expected.clone();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(ids(&whole), want, "{filter:?} descending {descending}");
+            assert_eq!(whole.total, want.len(), "{filter:?}");
+            // Paged by cursor, the same keys; by offset, the same slice.
+            let mut by_cursor = Vec::new();
+            let mut start = Start::Offset(0);
+            loop {
+                let p = index.page(filter, &start, 4, descending);
+                assert_eq!(p.total, want.len(), "{filter:?}");
+                by_cursor.extend(ids(&p));
+                match p.next {
+                    Some(at) => start = Start::After(at),
+                    None => break,
+                }
+            }
+            assert_eq!(by_cursor, want, "{filter:?} by cursor, descending {descending}");
+            let skipped = index.page(filter, &Start::Offset(3), 2, descending);
+            assert_eq!(ids(&skipped), want.iter().skip(3).take(2).cloned().collect::<Vec<_>>());
+        }
+        let matched = index.matching(filter, 1000).unwrap();
+        assert_eq!(matched.iter().map(|b| b.at.key_id.to_string()).collect::<Vec<_>>(), expected);
+    }
+    // The moved key is listed once, where it is stored now, under its team.
+    let team_b = KeyFilter { team_id: Some("team-b".into()), ..KeyFilter::default() };
+    let stored: Vec<String> =
+        index.page(&team_b, &Start::Offset(0), 1000, false).keys.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(stored.iter().filter(|s| **s == "ef".repeat(32)).count(), 1);
+    assert!(!stored.contains(&key(5, "").key_id));
+    // Sets emptied by changes are dropped, not left behind.
+    let keys = index.keys.read().unwrap();
+    assert!(matches!(keys.by_user.get(&Arc::from("user-0")), Walk::Set(_)));
+    drop(keys);
+    for n in 0..60 {
+        index.apply(&key(n, "").key_id, None);
+    }
+    index.apply(&"ef".repeat(32), None);
+    let keys = index.keys.read().unwrap();
+    assert_eq!((keys.ordered.len(), keys.by_team.len(), keys.by_user.len(), keys.by_metadata.len()), (0, 0, 0, 0));
+}
+
+/// What a search finds, by its definition: part of the alias or team in any case, or the
+/// start of the token or of the shown name.
+fn found_by_definition(k: &KeyRecord, search: &str) -> bool {
+    let s = search.to_lowercase();
+    let within = |v: &Option<String>| v.as_ref().is_some_and(|v| v.to_lowercase().contains(&s));
+    within(&k.key_alias)
+        || within(&k.team_id)
+        || k.key_id.starts_with(&s)
+        || k.key_name.get(..s.len()).is_some_and(|head| head.to_lowercase() == s)
+}
+
+#[test]
+fn a_search_finds_what_its_definition_says_and_nothing_else() {
+    let (index, _) = KeyIndex::new();
+    let mut records = Vec::new();
+    let aliases = [Some("Billing-Svc"), Some("ünï-Cödé"), None, Some("x"), Some("sk-...ab")];
+    let teams = [Some("Team-Ä"), Some("ops"), None, Some("ABCDEF")];
+    let names = ["sk-...ab12", "SK-...CD34", "s", "sk-"];
+    for n in 0..80_usize {
+        let mut k = key(n as i64, "");
+        k.key_id = match n % 4 {
+            0 => format!("{:x}", n * 7919),       // short tokens
+            1 => format!("{:064x}", n * 104_729), // whole ones
+            2 => format!("abc{n}"),
+            _ => format!("ABC{n:x}"),
+        };
+        k.key_alias = aliases[n % aliases.len()].map(str::to_owned);
+        k.team_id = teams[n % teams.len()].map(str::to_owned);
+        k.key_name = names[n % names.len()].to_owned();
+        index.apply(&k.key_id.clone(), Some(&k));
+        records.push(k);
+    }
+    let searches = [
+        "a",
+        "ab",
+        "abc",
+        "ABC1",
+        "abc12345678",
+        "sk-...",
+        "SK-...AB1",
+        "sk-...ab12x",
+        "svc",
+        "ünï",
+        "CÖDÉ",
+        "team-ä",
+        "ops",
+        "def",
+        "0",
+        "00000000000",
+        "x",
+        "-",
+        "s",
+        "zzz",
+        "é",
+    ];
+    for search in searches {
+        let mut want: Vec<(Position, String)> = records
+            .iter()
+            .filter(|k| found_by_definition(k, search))
+            .map(|k| {
+                let at = Position {
+                    created_us: k.created_at.map_or(i64::MIN, |t| t.timestamp_micros()),
+                    key_id: Arc::from(k.key_id.as_str()),
+                };
+                (at, k.key_id.clone())
+            })
+            .collect();
+        want.sort();
+        let f = KeyFilter { search: Some(search.into()), ..KeyFilter::default() };
+        let got = index.page(&f, &Start::Offset(0), 1000, false);
+        assert_eq!(ids(&got), want.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), "{search:?}");
+    }
+}
