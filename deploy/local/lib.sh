@@ -73,7 +73,7 @@ REDIS_PID=$REDIS_DIR/redis.pid
 REDIS_MAIN=redis-server
 REDIS_MAXMEMORY=${TOLLGATE_REDIS_MAXMEMORY:-256mb}
 # Heap and extra JVM flags of the node (deploy/local/cluster runs three smaller ones).
-CASSANDRA_HEAP=1g
+CASSANDRA_HEAP=${TOLLGATE_CASSANDRA_HEAP:-1g}
 CASSANDRA_EXTRA_OPTS=()
 
 # JVM flags for short-lived tool processes (topic admin, storage format): start fast, stay small.
