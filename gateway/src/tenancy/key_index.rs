@@ -51,8 +51,8 @@ struct Entry {
     stored_id: Option<Box<str>>,
     key_name: Box<str>,
     alias: Option<Box<str>>,
-    /// The alias in lower case, where that is another text (a search looks in it).
-    alias_folded: Option<Box<str>>,
+    /// The alias in lower case, where a search looks.
+    alias_folded: Option<select::Folded>,
     /// The first bytes of the token and of the shown name (lower case), which a search compares
     /// before it reads either.
     id_head: select::Head,
@@ -222,12 +222,7 @@ impl Keys {
             id_head: select::head_of(&k.key_id),
             name_head: select::head_of(&k.key_name),
             alias: k.key_alias.as_deref().map(Box::from),
-            alias_folded: k
-                .key_alias
-                .as_deref()
-                .map(str::to_lowercase)
-                .filter(|l| Some(l.as_str()) != k.key_alias.as_deref())
-                .map(String::into_boxed_str),
+            alias_folded: k.key_alias.as_deref().map(select::Folded::new),
             team: self.intern(&k.team_id),
             user: self.intern(&k.user_id),
             organization: self.intern(&k.organization_id),

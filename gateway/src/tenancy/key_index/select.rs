@@ -179,10 +179,7 @@ impl Search {
         begins_token
             || (name_may && e.key_name.get(..self.lower.len()).is_some_and(|head| self.begins(head)))
             || (!self.teams.is_empty() && e.team.as_ref().is_some_and(|t| self.teams.contains(&address(t))))
-            || e.alias_folded
-                .as_deref()
-                .or(e.alias.as_deref())
-                .is_some_and(|a| self.finder.find(a.as_bytes()).is_some())
+            || e.alias_folded.as_ref().is_some_and(|a| self.finder.find(a.bytes()).is_some())
     }
 
     /// Whether `head` (as long as the search) is the search, in any case.
@@ -191,6 +188,38 @@ impl Search {
             head.eq_ignore_ascii_case(&self.lower)
         } else {
             head.to_lowercase() == self.lower
+        }
+    }
+}
+
+/// A text a search looks in (an alias in lower case), held in the entry itself when short, so
+/// the walk of every key reads no other memory for it.
+#[derive(Debug)]
+pub(super) enum Folded {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+/// The longest text held inline: 22 bytes and a length keep [`Folded`] at 24 bytes.
+const INLINE: usize = 22;
+
+impl Folded {
+    pub(super) fn new(text: &str) -> Folded {
+        let lower = text.to_lowercase();
+        match u8::try_from(lower.len()) {
+            Ok(len) if lower.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..lower.len()].copy_from_slice(lower.as_bytes());
+                Folded::Inline { len, bytes }
+            }
+            _ => Folded::Heap(lower.into_boxed_str()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Folded::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Folded::Heap(text) => text.as_bytes(),
         }
     }
 }

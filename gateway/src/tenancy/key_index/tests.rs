@@ -335,7 +335,15 @@ fn found_by_definition(k: &KeyRecord, search: &str) -> bool {
 fn a_search_finds_what_its_definition_says_and_nothing_else() {
     let (index, _) = KeyIndex::new();
     let mut records = Vec::new();
-    let aliases = [Some("Billing-Svc"), Some("ünï-Cödé"), None, Some("x"), Some("sk-...ab")];
+    // Aliases held in the entry and one longer than that.
+    let aliases = [
+        Some("Billing-Svc"),
+        Some("ünï-Cödé"),
+        None,
+        Some("x"),
+        Some("sk-...ab"),
+        Some("A-Very-Long-Service-Alias-Ünïcode"),
+    ];
     let teams = [Some("Team-Ä"), Some("ops"), None, Some("ABCDEF")];
     let names = ["sk-...ab12", "SK-...CD34", "s", "sk-"];
     for n in 0..80_usize {
