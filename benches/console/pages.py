@@ -30,6 +30,7 @@ PAGES = [
     ("usage", "#usage-total"),
     ("logs", "#logs-out table, #logs-out p"),
     ("models", "#models"),
+    ("teams", "#entity-list table, #entity-list p"),
 ]
 # A page that failed shows this instead of its data (the app's error notice).
 FAILED = "#main .notice.error"

@@ -80,7 +80,18 @@ pub fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)>
             "/spend/daily by team summed, 31 days, 1,000 from 0 (Usage CSV)",
             format!("/spend/daily?start_date={first}&end_date={today}&group_by=team&sum=range&offset=0&limit=1000"),
         ),
-        ("/spend/daily by key, today", format!("/spend/daily?start_date={today}&end_date={today}&group_by=key")),
+        (
+            "/spend/daily by key summed, today, top 50 (Usage table by key, today)",
+            format!("/spend/daily?start_date={today}&end_date={today}&group_by=key&sum=range&offset=0&limit=50"),
+        ),
+        (
+            "/spend/daily by key summed, 14 days, top 50 (Usage table by key)",
+            format!("/spend/daily?start_date={fortnight}&end_date={today}&group_by=key&sum=range&offset=0&limit=50"),
+        ),
+        (
+            "/spend/daily by key, today, every key's day rows (no page asks for it)",
+            format!("/spend/daily?start_date={today}&end_date={today}&group_by=key"),
+        ),
         (
             "/global/spend/report by team, 31 days",
             format!("/global/spend/report?start_date={first}&end_date={today}&group_by=team"),
@@ -89,7 +100,8 @@ pub fn calls(keys: u64, today: chrono::NaiveDate) -> Vec<(&'static str, String)>
             "/spend/logs first page (25), 31 days",
             format!("/spend/logs?start_date={first}&end_date={today}&page_size=25"),
         ),
-        ("/team/list", "/team/list".into()),
+        ("/team/list first page (20) (Teams)", "/team/list?page=1&size=20".into()),
+        ("/team/list, every team (no page asks for it)", "/team/list".into()),
     ]
 }
 
@@ -103,7 +115,8 @@ pub type Page = Vec<Vec<String>>;
 /// another page, a search, a filter or a sort at each click) and a key's details, the Usage
 /// page (its default 14 days by model, then the range summed by model, 50 groups a page; and
 /// once grouped by team), a team's page (its record, then its burn-down), the Logs page
-/// (today's first page) and the Models page. Labels of `calls`.
+/// (today's first page), the Models page and the Teams page (its first 20 teams). Labels of
+/// `calls`.
 const PAGES: &[&[&[&str]]] = &[
     &[
         &[
@@ -133,6 +146,7 @@ const PAGES: &[&[&[&str]]] = &[
     &[&["/team/info (a team's page)"], &["/spend/daily one team, 30 days (a team's burn-down)"]],
     &[&["/spend/logs first page (25), today (Logs)"]],
     &[&["/model/info (Models)", "/model/health (Models)"]],
+    &[&["/team/list first page (20) (Teams)"]],
 ];
 
 /// `PAGES` with each label's path from `all`; an error names a label `calls` does not have.

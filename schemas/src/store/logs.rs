@@ -260,7 +260,10 @@ impl CqlSpend {
                 .collect::<Result<_, _>>()
                 .map_err(query_err)?;
             let ran_out = keys.len() < want;
-            for group in keys.chunks(SCAN_READ_CONCURRENCY) {
+            // Groups of consecutive partitions holding up to SCAN_READ_CONCURRENCY of the range's:
+            // those out of it cost no read, so a short range over a long ledger (today's logs
+            // among a month's) does not pay a round trip per 16 partitions it passes over.
+            for group in read_groups(&keys, |(_, day, _)| in_range(*day), SCAN_READ_CONCURRENCY) {
                 // The first rows of the group's partitions of the range, read at once; offered in
                 // order, each partition's rest read only when the page gets that far.
                 let limit = page.wanted().min(page.room()).clamp(1, MAX_READ_ROWS);
@@ -370,10 +373,59 @@ impl CqlSpend {
     }
 }
 
+/// `items` cut into consecutive groups, each with at most `per_group` items that `reads` (the
+/// last group may have fewer), in order: the partitions one round of a scan reads at once,
+/// with those it passes over without a read between them.
+fn read_groups<T>(items: &[T], reads: impl Fn(&T) -> bool, per_group: usize) -> Vec<&[T]> {
+    let per_group = per_group.max(1);
+    let mut groups = Vec::new();
+    let (mut start, mut counted) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        if reads(item) {
+            if counted == per_group {
+                groups.push(&items[start..i]);
+                (start, counted) = (i, 0);
+            }
+            counted += 1;
+        }
+    }
+    if start < items.len() {
+        groups.push(&items[start..]);
+    }
+    groups
+}
+
 /// A scan's cursor does not continue a key's or a team's pages.
 fn refuse_scan_cursor(query: &LogQuery) -> Result<(), StoreError> {
     match query.after {
         Some(LogCursor::Ledger { .. }) => Err(StoreError::InvalidCursor),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_groups;
+
+    #[test]
+    fn a_group_holds_at_most_so_many_reads_and_every_item_once_in_order() {
+        let items: Vec<u32> = (0..40).collect();
+        // Every fifth item is read: 8 reads, three to a group.
+        let groups = read_groups(&items, |i| i % 5 == 0, 3);
+        let reads = |g: &[u32]| g.iter().filter(|i| *i % 5 == 0).count();
+        assert_eq!(groups.iter().map(|g| reads(g)).collect::<Vec<_>>(), [3, 3, 2]);
+        assert_eq!(groups.concat(), items, "each item once, in order");
+        // A group starts at a read (after the first), so the items passed over go with the reads before.
+        assert_eq!(groups[1].first(), Some(&15));
+        assert_eq!(groups[0].last(), Some(&14));
+    }
+
+    #[test]
+    fn items_without_reads_make_one_group_and_no_items_none() {
+        let items = [1, 3, 5];
+        assert_eq!(read_groups(&items, |i| i % 2 == 0, 16), vec![&items[..]]);
+        assert!(read_groups(&[] as &[u32], |_| true, 16).is_empty());
+        let all: Vec<u32> = (0..5).collect();
+        assert_eq!(read_groups(&all, |_| true, 2), vec![&all[0..2], &all[2..4], &all[4..5]]);
     }
 }
