@@ -8,9 +8,8 @@
 
 mod params;
 
-use super::keys::read_keys;
 use super::roles::admin_or_user;
-use super::{present, put_spend, query, totals_of, Answer};
+use super::{present, put_spend, query, read_records, totals_of, Answer};
 use crate::error::GatewayError;
 use crate::tenancy::key_index::{Budgeted, KeyIndex, KeyReach, Position, Start};
 use crate::AppState;
@@ -116,7 +115,7 @@ async fn by_spend(state: &AppState, store: Arc<dyn TenancyStore>, index: &Arc<Ke
 
 /// The records stored under `stored`, in that order; any deleted meanwhile are left out.
 async fn records(store: Arc<dyn TenancyStore>, stored: Vec<String>) -> Result<Vec<KeyRecord>, GatewayError> {
-    Ok(read_keys(&store, stored).await?.into_iter().map(|(k, _)| k).collect())
+    Ok(read_records::<KeyRecord>(&store, stored).await?.into_iter().map(|(k, _)| k).collect())
 }
 
 /// Each key as `/key/info` shows it, with its spend, in order. The ledger is read for all the

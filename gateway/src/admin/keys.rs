@@ -5,8 +5,8 @@
 use super::fields::{set, take_limits, FieldError, Fields};
 use super::roles::{admin_or_user, UserScope};
 use super::{
-    caller, find, insert, internal, is_master_key, models, must_exist, present, query, remove, save, shown, with_spend,
-    Answer, Caller,
+    caller, find, insert, internal, is_master_key, models, must_exist, present, query, read_records, remove, save,
+    shown, with_spend, Answer, Caller,
 };
 use crate::error::GatewayError;
 use crate::tenancy::auth::{hash_key, key_name};
@@ -14,10 +14,9 @@ use crate::tenancy::key_index::{KeyFilter, Start};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tollgate_schemas::store::{get_record, list_records, TenancyStore};
+use tollgate_schemas::store::{list_records, TenancyStore};
 use tollgate_schemas::tenancy::{
     BudgetDuration, BudgetRecord, KeyRecord, Kind, OrganizationRecord, Record, TeamRecord, UserRecord,
 };
@@ -96,27 +95,6 @@ pub(crate) async fn key_identity(state: &AppState, given: &str) -> Result<String
     Ok(if is_key_hash(given) { given.to_ascii_lowercase() } else { hash_key(given) })
 }
 
-/// Reads of key records in flight at once for one admin call.
-const READS_IN_FLIGHT: usize = 16;
-
-/// The records stored under `stored`, in that order, with their versions; any deleted
-/// meanwhile are left out.
-pub(super) async fn read_keys(
-    store: &Arc<dyn TenancyStore>,
-    stored: Vec<String>,
-) -> Result<Vec<(KeyRecord, i64)>, GatewayError> {
-    let found: Vec<Option<(KeyRecord, i64)>> = futures::stream::iter(stored)
-        .map(|id| {
-            let store = store.clone();
-            async move { get_record::<KeyRecord>(store.as_ref(), &id).await }
-        })
-        .buffered(READS_IN_FLIGHT)
-        .try_collect()
-        .await
-        .map_err(internal)?;
-    Ok(found.into_iter().flatten().collect())
-}
-
 /// The stored keys `filter` picks (a team's, a user's, those of an alias), with their versions,
 /// in creation order. The key index names them, so no call reads every key record; each is
 /// read again and kept only when `wanted` holds of the stored record (the index follows other
@@ -133,7 +111,7 @@ pub(super) async fn indexed_keys(
             let page = tokio::task::spawn_blocking(move || index.page(&filter, &Start::Offset(0), usize::MAX, false))
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
-            read_keys(store, page.keys.into_iter().map(|(stored, _)| stored).collect()).await?
+            read_records::<KeyRecord>(store, page.keys.into_iter().map(|(stored, _)| stored).collect()).await?
         }
         None => list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)?,
     };

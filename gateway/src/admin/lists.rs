@@ -11,17 +11,16 @@
 //! organizations (`roles`).
 
 use super::roles::{admin_or_user, not_for_role};
-use super::{internal, present, query, Answer};
+use super::{present, query, read_records, Answer};
 use crate::error::GatewayError;
 use crate::tenancy::directory::{Filter, Start};
 use crate::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tollgate_schemas::limits::MAX_NAME_BYTES;
-use tollgate_schemas::store::{get_record, TenancyStore};
+use tollgate_schemas::store::TenancyStore;
 use tollgate_schemas::tenancy::{Kind, Record};
 
 /// Records per page at most (as `/key/list`).
@@ -32,8 +31,6 @@ pub(crate) const DEFAULT_PAGE_SIZE: usize = 25;
 pub(crate) const LEGACY_PAGE: usize = 1_000;
 /// Ids one `ids` filter names at most.
 pub(crate) const MAX_IDS: usize = 100;
-/// Reads of records in flight at once for one listing.
-const READS_IN_FLIGHT: usize = 16;
 
 /// A listing's query, read and bounded.
 #[derive(Debug, PartialEq, Eq)]
@@ -192,16 +189,7 @@ pub(crate) async fn list<R: Record>(req: HttpRequest, state: web::Data<AppState>
 
 /// The records named, in that order; any deleted meanwhile are left out.
 async fn records<R: Record>(store: Arc<dyn TenancyStore>, ids: Vec<String>) -> Result<Vec<R>, GatewayError> {
-    let found: Vec<Option<(R, i64)>> = futures::stream::iter(ids)
-        .map(|id| {
-            let store = store.clone();
-            async move { get_record::<R>(store.as_ref(), &id).await }
-        })
-        .buffered(READS_IN_FLIGHT)
-        .try_collect()
-        .await
-        .map_err(internal)?;
-    Ok(found.into_iter().flatten().map(|(r, _)| r).collect())
+    Ok(read_records::<R>(&store, ids).await?.into_iter().map(|(r, _)| r).collect())
 }
 
 #[cfg(test)]
