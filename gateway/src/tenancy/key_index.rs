@@ -188,13 +188,13 @@ impl Keys {
     /// Puts the key at `at` in the sets of its team, user and metadata values.
     fn post(&mut self, at: &Position, e: &Entry) {
         if let Some(team) = &e.team {
-            self.by_team.add(team.clone(), at);
+            self.by_team.add(team, at);
         }
         if let Some(user) = &e.user {
-            self.by_user.add(user.clone(), at);
+            self.by_user.add(user, at);
         }
         for pair in e.metadata.iter() {
-            self.by_metadata.add(pair.clone(), at);
+            self.by_metadata.add(pair, at);
         }
     }
 

@@ -19,9 +19,17 @@ impl<V> Default for Postings<V> {
     }
 }
 
-impl<V: Hash + Eq> Postings<V> {
-    pub(super) fn add(&mut self, v: V, at: &Position) {
-        self.sets.entry(v).or_default().insert(at.clone());
+impl<V: Hash + Eq + Clone> Postings<V> {
+    /// Puts `at` in `v`'s set; `v` is copied only for a value no key had.
+    pub(super) fn add(&mut self, v: &V, at: &Position) {
+        match self.sets.get_mut(v) {
+            Some(set) => {
+                set.insert(at.clone());
+            }
+            None => {
+                self.sets.insert(v.clone(), BTreeSet::from([at.clone()]));
+            }
+        }
     }
 
     pub(super) fn remove(&mut self, v: &V, at: &Position) {
