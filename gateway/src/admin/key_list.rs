@@ -115,7 +115,7 @@ async fn by_spend(state: &AppState, store: Arc<dyn TenancyStore>, index: &Arc<Ke
 
 /// The records stored under `stored`, in that order; any deleted meanwhile are left out.
 async fn records(store: Arc<dyn TenancyStore>, stored: Vec<String>) -> Result<Vec<KeyRecord>, GatewayError> {
-    Ok(read_records::<KeyRecord>(&store, stored).await?.into_iter().map(|(k, _)| k).collect())
+    Ok(read_records::<KeyRecord>(store.as_ref(), stored).await?.into_iter().map(|(k, _)| k).collect())
 }
 
 /// Each key as `/key/info` shows it, with its spend, in order. The ledger is read for all the

@@ -111,7 +111,7 @@ pub(super) async fn indexed_keys(
             let page = tokio::task::spawn_blocking(move || index.page(&filter, &Start::Offset(0), usize::MAX, false))
                 .await
                 .map_err(|e| GatewayError::Internal(e.to_string()))?;
-            read_records::<KeyRecord>(store, page.keys.into_iter().map(|(stored, _)| stored).collect()).await?
+            read_records::<KeyRecord>(store.as_ref(), page.keys.into_iter().map(|(stored, _)| stored)).await?
         }
         None => list_records::<KeyRecord>(store.as_ref()).await.map_err(internal)?,
     };

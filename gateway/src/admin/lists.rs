@@ -189,7 +189,7 @@ pub(crate) async fn list<R: Record>(req: HttpRequest, state: web::Data<AppState>
 
 /// The records named, in that order; any deleted meanwhile are left out.
 async fn records<R: Record>(store: Arc<dyn TenancyStore>, ids: Vec<String>) -> Result<Vec<R>, GatewayError> {
-    Ok(read_records::<R>(&store, ids).await?.into_iter().map(|(r, _)| r).collect())
+    Ok(read_records::<R>(store.as_ref(), ids).await?.into_iter().map(|(r, _)| r).collect())
 }
 
 #[cfg(test)]

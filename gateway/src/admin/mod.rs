@@ -160,14 +160,11 @@ const READS_IN_FLIGHT: usize = 16;
 /// The records stored under `ids`, in that order, with their versions, [`READS_IN_FLIGHT`] at
 /// a time; any deleted meanwhile are left out.
 async fn read_records<R: Record>(
-    store: &Arc<dyn TenancyStore>,
-    ids: Vec<String>,
+    store: &dyn TenancyStore,
+    ids: impl IntoIterator<Item = String>,
 ) -> Result<Vec<(R, i64)>, GatewayError> {
     let found: Vec<Option<(R, i64)>> = futures::stream::iter(ids)
-        .map(|id| {
-            let store = store.clone();
-            async move { get_record::<R>(store.as_ref(), &id).await }
-        })
+        .map(|id| async move { get_record::<R>(store, &id).await })
         .buffered(READS_IN_FLIGHT)
         .try_collect()
         .await

@@ -18,16 +18,12 @@ use crate::tenancy::key_index::{KeyFilter, KeyReach, Start};
 use crate::AppState;
 use actix_web::HttpRequest;
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use tollgate_schemas::logs::LogFilter;
-use tollgate_schemas::store::{get_record, list_records, TenancyStore};
+use tollgate_schemas::store::{list_records, TenancyStore};
 use tollgate_schemas::tenancy::{KeyRecord, Kind, TeamRecord};
 use tollgate_schemas::NanoUsd;
-
-/// Team records read at once when a user's teams are looked up.
-const TEAM_READS_IN_FLIGHT: usize = 16;
 
 /// The caller of an admin or spend route.
 pub(crate) enum Caller {
@@ -277,15 +273,11 @@ pub(super) async fn teams_with_member(
 ) -> Result<Vec<TeamRecord>, GatewayError> {
     let candidates = state.tenancy.directory().and_then(|d| d.teams_of(user_id));
     let teams: Vec<TeamRecord> = match candidates {
-        Some(candidates) => {
-            let reads = candidates.into_keys().map(|id| async move { get_record::<TeamRecord>(store, &id).await });
-            let found: Vec<_> = futures::stream::iter(reads)
-                .buffered(TEAM_READS_IN_FLIGHT)
-                .try_collect()
-                .await
-                .map_err(super::internal)?;
-            found.into_iter().flatten().map(|(t, _)| t).collect()
-        }
+        Some(candidates) => super::read_records::<TeamRecord>(store, candidates.into_keys())
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
         None => list_records::<TeamRecord>(store).await.map_err(super::internal)?.into_iter().map(|(t, _)| t).collect(),
     };
     Ok(teams.into_iter().filter(|t| t.members.iter().any(|m| m.user_id == user_id)).collect())

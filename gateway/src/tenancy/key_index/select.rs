@@ -4,6 +4,7 @@
 
 use super::{Entry, KeyFilter, Keys, Position};
 use memchr::memmem::Finder;
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -47,7 +48,10 @@ impl<V: Hash + Eq + Clone> Postings<V> {
         self.sets.len()
     }
 
-    pub(super) fn get(&self, v: &V) -> Walk<'_> {
+    pub(super) fn get<Q: Hash + Eq + ?Sized>(&self, v: &Q) -> Walk<'_>
+    where
+        V: Borrow<Q>,
+    {
         self.sets.get(v).map_or(Walk::Nothing, Walk::Set)
     }
 }
@@ -81,33 +85,32 @@ impl Walk<'_> {
 /// The narrowest set of keys the filter's team, user, metadata value or reach allows, and
 /// whether belonging to it is all the filter asks (then every key of it matches).
 pub(super) fn narrowest<'a>(keys: &'a Keys, filter: &KeyFilter) -> (Walk<'a>, bool) {
-    let mut rest = filter.clone();
     let mut best = (Walk::All, false);
     let mut consider = |walk: Walk<'a>, alone: bool| {
         if walk.len() < best.0.len() {
             best = (walk, alone);
         }
     };
-    if let Some(team) = rest.team_id.take() {
-        consider(keys.by_team.get(&Arc::from(team.as_str())), is_only(filter, |f| f.team_id = None));
+    if let Some(team) = &filter.team_id {
+        consider(keys.by_team.get(team.as_str()), is_only(filter, |f| f.team_id = None));
     }
-    if let Some(user) = rest.user_id.take() {
-        consider(keys.by_user.get(&Arc::from(user.as_str())), is_only(filter, |f| f.user_id = None));
+    if let Some(user) = &filter.user_id {
+        consider(keys.by_user.get(user.as_str()), is_only(filter, |f| f.user_id = None));
     }
-    if let Some((name, value)) = rest.metadata.take() {
-        let pair: MetadataPair = (name.into_boxed_str(), value.into_boxed_str());
+    if let Some((name, value)) = &filter.metadata {
+        let pair: MetadataPair = (name.as_str().into(), value.as_str().into());
         consider(keys.by_metadata.get(&pair), is_only(filter, |f| f.metadata = None));
     }
-    if let Some(reach) = rest.reach.take() {
+    if let Some(reach) = &filter.reach {
         let mut listed: Vec<Position> = Vec::new();
         let of = |set: Walk<'_>, into: &mut Vec<Position>| {
             if let Walk::Set(s) = set {
                 into.extend(s.iter().cloned());
             }
         };
-        of(keys.by_user.get(&Arc::from(reach.user_id.as_str())), &mut listed);
+        of(keys.by_user.get(reach.user_id.as_str()), &mut listed);
         for team in &reach.teams {
-            of(keys.by_team.get(&Arc::from(team.as_str())), &mut listed);
+            of(keys.by_team.get(team.as_str()), &mut listed);
         }
         listed.sort_unstable();
         listed.dedup();
