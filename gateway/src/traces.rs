@@ -209,24 +209,26 @@ pub fn record_outcome(root: Option<&Root>, event: &tollgate_schemas::UsageEvent)
     let int = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
     let text = |s: &str| Value::Str(Text::new(s));
     root.record(|s| {
+        // Only the outcome sets these: each is added, without a search for one to replace.
         if let Some(provider) = &event.provider {
-            s.set("gen_ai.provider.name", text(provider_name(provider)));
+            s.add("gen_ai.provider.name", text(provider_name(provider)));
         }
         if let Some(model) = &event.served_model {
-            s.set("gen_ai.response.model", text(model));
+            s.add("gen_ai.response.model", text(model));
         }
         if let Some(deployment) = &event.deployment {
-            s.set("tollgate.deployment", text(deployment));
+            s.add("tollgate.deployment", text(deployment));
         }
-        s.set("gen_ai.usage.input_tokens", int(event.prompt_tokens));
-        s.set("gen_ai.usage.output_tokens", int(event.completion_tokens));
-        s.set("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
-        s.set("tollgate.cost_nano_usd", Value::I64(event.cost_nano_usd.0));
+        s.add("gen_ai.usage.input_tokens", int(event.prompt_tokens));
+        s.add("gen_ai.usage.output_tokens", int(event.completion_tokens));
+        s.add("gen_ai.usage.cached_input_tokens", int(event.cached_tokens));
+        s.add("tollgate.cost_nano_usd", Value::I64(event.cost_nano_usd.0));
+        // The principal may have set it already.
         if let Some(customer) = &event.customer_id {
             s.set("tollgate.customer_id", text(customer));
         }
         if let Some(error) = &event.error_type {
-            s.set("error.type", text(error));
+            s.add("error.type", text(error));
             s.set_error(error);
         }
     });

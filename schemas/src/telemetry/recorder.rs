@@ -63,7 +63,7 @@ impl Recorder {
 impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Recorder {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(data) = ctx.span(id) else { return };
-        let mut span = RecordedSpan::start(attrs.metadata().name(), attrs.metadata().fields().len());
+        let mut span = RecordedSpan::start(attrs.metadata().name(), attrs.metadata().fields().len() + 4);
         match data.parent().and_then(|parent| parent_ids(&parent)) {
             Some((trace_id, parent_id, sampled)) => {
                 (span.trace_id, span.parent_id, span.sampled) = (trace_id, parent_id, sampled);

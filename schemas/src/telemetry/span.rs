@@ -136,8 +136,9 @@ pub struct RecordedSpan {
 }
 
 impl RecordedSpan {
-    /// A span starting now, with room for `fields` attributes and a few more.
-    pub fn start(name: &'static str, fields: usize) -> RecordedSpan {
+    /// A span starting now, with room for `capacity` attributes (more make the list grow; none
+    /// allocates nothing, for the many spans that record no attribute).
+    pub fn start(name: &'static str, capacity: usize) -> RecordedSpan {
         let start = SystemTime::now();
         RecordedSpan {
             trace_id: [0; 16],
@@ -150,7 +151,7 @@ impl RecordedSpan {
             status: Status::Unset,
             start,
             end: start,
-            attributes: Vec::with_capacity((fields + 4).min(MAX_ATTRIBUTES)),
+            attributes: Vec::with_capacity(capacity.min(MAX_ATTRIBUTES)),
             dropped_attributes: 0,
             events: Vec::new(),
             dropped_events: 0,
@@ -208,30 +209,38 @@ impl RecordedSpan {
 
     /// The W3C `traceparent` of this span.
     pub fn traceparent(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        push_hex(&mut out, &self.trace_id);
-        out.push('-');
-        push_hex(&mut out, &self.span_id);
-        out.push_str(if self.sampled { "-01" } else { "-00" });
-        out
+        let mut out = [0u8; 55];
+        out[..3].copy_from_slice(b"00-");
+        write_hex(&mut out[3..35], &self.trace_id);
+        out[35] = b'-';
+        write_hex(&mut out[36..52], &self.span_id);
+        out[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        ascii(&out)
     }
 }
 
-/// Lower-case hex of `bytes` (trace and span ids, once a request or more): the `hex` crate's
-/// `encode` builds its string a char at a time through an iterator, several times slower.
+/// Lower-case hex of `bytes` (trace and span ids, once a request or more), written a byte at a
+/// time into place: the `hex` crate's `encode`, and pushing `char`s to a `String`, are each
+/// several times slower.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex(&mut out, bytes);
-    out
+    let mut out = vec![0u8; bytes.len() * 2];
+    write_hex(&mut out, bytes);
+    // Hex digits only: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Writes the hex digits of `bytes` into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
+}
+
+/// Text of bytes that are ASCII (hex digits and dashes): they always are.
+fn ascii(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).map(str::to_owned).unwrap_or_default()
 }
 
 /// OpenTelemetry's span kind of an `otel.kind` value.

@@ -68,7 +68,8 @@ impl Root {
         kind: SpanKind,
         remote_parent: Option<([u8; 16], [u8; 8])>,
     ) -> Root {
-        let mut span = RecordedSpan::start(name, 16);
+        // Room for what a request's root records (`gateway/src/traces.rs`).
+        let mut span = RecordedSpan::start(name, 20);
         span.kind = kind;
         span.sampled = true;
         match remote_parent {
@@ -149,7 +150,8 @@ impl Child {
             Some((p, _)) => (p.trace_id, p.span_id),
             None => root.ids(),
         };
-        let mut span = RecordedSpan::start(name, 12);
+        // Most children record no attribute: their list grows when one does.
+        let mut span = RecordedSpan::start(name, 0);
         (span.trace_id, span.parent_id, span.sampled) = (trace_id, parent_id, true);
         Child { open: Some((Box::new(span), root.clone())) }
     }
