@@ -320,8 +320,9 @@ impl KeyIndex {
     }
 
     /// A page of at most `limit` keys matching `filter`, oldest first (or newest first when
-    /// `descending`). A filter on a team, user or metadata value walks only that value's keys;
-    /// when it asks nothing else (or nothing at all), every key walked matches, so the count is
+    /// `descending`). A filter on a team, user or metadata value walks only that value's keys,
+    /// and a search with nothing narrower only the keys it finds in the search column; when it
+    /// asks nothing else (or nothing at all), every key walked matches, so the count is
     /// the set's size and a page costs only its own length (plus the offset skipped). Otherwise
     /// every key walked is tested, for the count. Scans in memory: call it off the async
     /// workers (`spawn_blocking`) for big indexes.
