@@ -416,6 +416,8 @@ fn walks(index: &tollgate_gateway::tenancy::key_index::KeyIndex, size: Size) {
     let filters = [
         ("search by alias", KeyFilter { search: Some(format!("svc-{k}")), ..KeyFilter::default() }),
         ("search by key prefix", KeyFilter { search: Some(data::key_id(k)[..12].to_owned()), ..KeyFilter::default() }),
+        ("search by team", KeyFilter { search: Some(data::team_of(k, size)), ..KeyFilter::default() }),
+        ("search matching a ninth of the keys", KeyFilter { search: Some("svc-1".into()), ..KeyFilter::default() }),
         ("team filter", KeyFilter { team_id: Some(data::team_of(k, size)), ..KeyFilter::default() }),
         ("user filter", KeyFilter { user_id: Some(data::user_of(k, size)), ..KeyFilter::default() }),
         (

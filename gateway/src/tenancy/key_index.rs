@@ -5,11 +5,15 @@
 //! this gateway's changes, the control topic, the change log): each notice re-reads that one
 //! record. Never on the request path of model calls; it holds no secret (keys are hashes).
 //! Beside the keys in creation order it holds the keys of each team, user and metadata value,
-//! so a listing filtered by one of them walks only those (`select`).
+//! so a listing filtered by one of them walks only those (`select`), and what a search looks at
+//! of each key in a few contiguous vectors, so a search scans those instead of every entry
+//! (`column`).
 
+mod column;
 mod select;
 
 use super::mirror::Feed;
+use column::SearchColumn;
 use select::{narrowest, MetadataPair, Postings, Search, Walk};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::{Bound, RangeBounds};
@@ -51,12 +55,9 @@ struct Entry {
     stored_id: Option<Box<str>>,
     key_name: Box<str>,
     alias: Option<Box<str>>,
-    /// The alias in lower case, where a search looks.
-    alias_folded: Option<select::Folded>,
-    /// The first bytes of the token and of the shown name (lower case), which a search compares
-    /// before it reads either.
-    id_head: select::Head,
-    name_head: select::Head,
+    /// Its slot in the search column, which holds what a search looks at (the alias in lower
+    /// case, the first bytes of token and shown name).
+    slot: u32,
     team: Option<Arc<str>>,
     user: Option<Arc<str>>,
     organization: Option<Arc<str>>,
@@ -161,6 +162,7 @@ struct Keys {
     by_team: Postings<Arc<str>>,
     by_user: Postings<Arc<str>>,
     by_metadata: Postings<MetadataPair>,
+    column: SearchColumn,
 }
 
 impl Keys {
@@ -181,8 +183,21 @@ impl Keys {
         if self.ordered.get(&at).is_some_and(|e| stored_of(&at, e) == stored) {
             if let Some(gone) = self.ordered.remove(&at) {
                 self.unpost(&at, &gone);
+                self.column.kill(gone.slot);
+                self.rebuild_column_when_due();
             }
         }
+    }
+
+    fn rebuild_column_when_due(&mut self) {
+        if self.column.rebuild_due() {
+            self.rebuild_column();
+        }
+    }
+
+    /// The search column again, live keys only, in creation order.
+    fn rebuild_column(&mut self) {
+        self.column = self.column.rebuilt(self.ordered.iter_mut().map(|(at, e)| (at, &mut e.slot)));
     }
 
     /// Puts the key at `at` in the sets of its team, user and metadata values.
@@ -219,10 +234,8 @@ impl Keys {
         let entry = Entry {
             stored_id: (stored != k.key_id).then(|| Box::from(stored)),
             key_name: Box::from(k.key_name.as_str()),
-            id_head: select::head_of(&k.key_id),
-            name_head: select::head_of(&k.key_name),
             alias: k.key_alias.as_deref().map(Box::from),
-            alias_folded: k.key_alias.as_deref().map(select::Folded::new),
+            slot: self.column.push(&at, &k.key_name, k.key_alias.as_deref()),
             team: self.intern(&k.team_id),
             user: self.intern(&k.user_id),
             organization: self.intern(&k.organization_id),
@@ -240,9 +253,11 @@ impl Keys {
                 self.by_stored.remove(old.as_str());
             }
             self.unpost(&at, &moved);
+            self.column.kill(moved.slot);
         }
         self.post(&at, &entry);
         self.ordered.insert(at, entry);
+        self.rebuild_column_when_due();
     }
 }
 
@@ -305,14 +320,16 @@ impl KeyIndex {
     }
 
     /// A page of at most `limit` keys matching `filter`, oldest first (or newest first when
-    /// `descending`). A filter on a team, user or metadata value walks only that value's keys;
-    /// when it asks nothing else (or nothing at all), every key walked matches, so the count is
+    /// `descending`). A filter on a team, user or metadata value walks only that value's keys,
+    /// and a search with nothing narrower only the keys it finds in the search column; when it
+    /// asks nothing else (or nothing at all), every key walked matches, so the count is
     /// the set's size and a page costs only its own length (plus the offset skipped). Otherwise
     /// every key walked is tested, for the count. Scans in memory: call it off the async
     /// workers (`spawn_blocking`) for big indexes.
     pub fn page(&self, filter: &KeyFilter, start: &Start, limit: usize, descending: bool) -> Page {
         let Ok(keys) = self.keys.read() else { return Page::default() };
-        let (walk, alone) = narrowest(&keys, filter);
+        let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
+        let (walk, alone) = narrowest(&keys, filter, search.as_ref());
         if alone || filter.is_empty() {
             let total = match &walk {
                 Walk::All => keys.ordered.len(),
@@ -329,7 +346,6 @@ impl KeyIndex {
             return Page { keys: page, total, next };
         }
         // The count needs every key walked tested, and the page is collected on the way.
-        let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
         let (mut skip, after) = match start {
             Start::Offset(n) => (*n, None),
             Start::After(at) => (0, Some(at)),
@@ -361,8 +377,8 @@ impl KeyIndex {
     /// that is more than `max` (a listing by spend reads each one's spend).
     pub fn matching(&self, filter: &KeyFilter, max: usize) -> Result<Vec<Budgeted>, usize> {
         let Ok(keys) = self.keys.read() else { return Ok(Vec::new()) };
-        let (walk, _) = narrowest(&keys, filter);
         let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
+        let (walk, _) = narrowest(&keys, filter, search.as_ref());
         let picked = || entries(&keys, &walk, None, false).filter(|(at, e)| filter.matches(at, e, search.as_ref()));
         let found: Vec<Budgeted> = picked()
             .take(max + 1)
@@ -423,6 +439,9 @@ impl KeyIndex {
         if corrupt > 0 {
             tracing::warn!(records = corrupt, "stored keys that do not decode are left out of the key index");
         }
+        // The scan comes in the store's order: the search column is put in creation order once,
+        // so that a search's keys need no more than a merge to be listed in order.
+        fresh.rebuild_column();
         let n = fresh.ordered.len();
         let Ok(mut keys) = self.keys.write() else { return Err("poisoned") };
         *keys = fresh;

@@ -1,7 +1,8 @@
 //! What a filtered listing walks: the keys of one team, one user or one metadata value (each set
-//! kept in creation order beside the index), instead of every key; and a search prepared once
-//! per listing, so the walk of every key that a search needs costs little per key.
+//! kept in creation order beside the index), or the keys a search finds in the search column,
+//! instead of every key; and a search prepared once per listing.
 
+use super::column::{head_of, Head, SearchColumn, HEAD};
 use super::{Entry, KeyFilter, Keys, Position};
 use memchr::memmem::Finder;
 use std::borrow::Borrow;
@@ -65,7 +66,8 @@ pub(super) enum Walk<'a> {
     All,
     /// The keys of one team, user or metadata value.
     Set(&'a BTreeSet<Position>),
-    /// The keys a user reaches (its own and its teams'), in creation order, once each.
+    /// The keys a user reaches (its own and its teams'), or those a search finds, in creation
+    /// order, once each.
     Listed(Vec<Position>),
     /// None can match (a team, user or value no key has).
     Nothing,
@@ -83,8 +85,10 @@ impl Walk<'_> {
 }
 
 /// The narrowest set of keys the filter's team, user, metadata value or reach allows, and
-/// whether belonging to it is all the filter asks (then every key of it matches).
-pub(super) fn narrowest<'a>(keys: &'a Keys, filter: &KeyFilter) -> (Walk<'a>, bool) {
+/// whether belonging to it is all the filter asks (then every key of it matches). A search
+/// (`search`, prepared from the filter's) is looked up in the search column only when nothing
+/// else narrows the walk: within a set, testing each key costs less than a scan of every key.
+pub(super) fn narrowest<'a>(keys: &'a Keys, filter: &KeyFilter, search: Option<&Search>) -> (Walk<'a>, bool) {
     let mut best = (Walk::All, false);
     let mut consider = |walk: Walk<'a>, alone: bool| {
         if walk.len() < best.0.len() {
@@ -116,6 +120,9 @@ pub(super) fn narrowest<'a>(keys: &'a Keys, filter: &KeyFilter) -> (Walk<'a>, bo
         listed.dedup();
         consider(Walk::Listed(listed), is_only(filter, |f| f.reach = None));
     }
+    if let (Walk::All, Some(search)) = (&best.0, search) {
+        best = (Walk::Listed(search.found(keys)), is_only(filter, |f| f.search = None));
+    }
     best
 }
 
@@ -127,32 +134,22 @@ fn is_only(filter: &KeyFilter, clear: impl FnOnce(&mut KeyFilter)) -> bool {
 }
 
 /// A search, prepared once for a listing: part of the alias or team (any case), or the start of
-/// the token or of the shown name. The entry's first bytes of token and shown name, held in the
-/// entry itself, rule most keys out before their texts are read.
-pub(super) struct Search {
+/// the token or of the shown name. It reads each key's first bytes of token and shown name, and
+/// its alias in lower case, in the search column, which rule most keys out before their texts
+/// are read.
+pub(super) struct Search<'k> {
+    column: &'k SearchColumn,
     lower: String,
     finder: Finder<'static>,
-    /// The search's first bytes, as an entry's heads are compared with them.
+    /// The search's first bytes, as a slot's heads are compared with them.
     head: Head,
+    /// Whether a shown name's head alone tells whether the name begins with the search: the
+    /// search is ASCII, no longer than a head, and holds no 0 (which pads a short head).
+    head_decides: bool,
     /// Whether it could begin a token (hex digits only).
     hex: bool,
     /// The team ids (by address of the index's one copy) that hold the search.
     teams: HashSet<usize>,
-}
-
-/// How many first bytes of the token and of the shown name an entry holds.
-const HEAD: usize = 8;
-
-/// The first [`HEAD`] bytes of a text (lower case), zeros after a shorter one, as one word so
-/// that comparing heads is one instruction, not a call.
-pub(super) type Head = u64;
-
-pub(super) fn head_of(text: &str) -> Head {
-    let mut head = [0; HEAD];
-    for (h, b) in head.iter_mut().zip(text.bytes()) {
-        *h = b.to_ascii_lowercase();
-    }
-    u64::from_le_bytes(head)
 }
 
 /// Whether two heads agree in their first `n` bytes (at most [`HEAD`]).
@@ -161,8 +158,8 @@ fn same_head(a: Head, b: Head, n: usize) -> bool {
     (a ^ b) & mask == 0
 }
 
-impl Search {
-    pub(super) fn new(keys: &Keys, search: &str) -> Search {
+impl<'k> Search<'k> {
+    pub(super) fn new(keys: &'k Keys, search: &str) -> Search<'k> {
         let lower = search.to_lowercase();
         let finder = Finder::new(lower.as_bytes()).into_owned();
         let mut folded = String::new();
@@ -180,57 +177,78 @@ impl Search {
             .map(address)
             .collect();
         let hex = !lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit());
-        Search { head: head_of(&lower), lower, finder, hex, teams }
+        let head_decides = lower.is_ascii() && lower.len() <= HEAD && !lower.contains('\0');
+        Search { column: &keys.column, head: head_of(&lower), lower, finder, head_decides, hex, teams }
     }
 
+    /// Whether the search finds one key (a walk within a set tests each key so).
     pub(super) fn finds(&self, at: &Position, e: &Entry) -> bool {
-        let n = self.lower.len().min(HEAD);
-        let begins_token = self.hex && same_head(e.id_head, self.head, n) && at.key_id.starts_with(self.lower.as_str());
-        let name_may = !self.lower.is_ascii() || same_head(e.name_head, self.head, n);
-        begins_token
-            || (name_may && e.key_name.get(..self.lower.len()).is_some_and(|head| self.begins(head)))
+        let i = e.slot as usize;
+        self.begins(i, at, || Some(&e.key_name))
             || (!self.teams.is_empty() && e.team.as_ref().is_some_and(|t| self.teams.contains(&address(t))))
-            || e.alias_folded.as_ref().is_some_and(|a| self.finder.find(a.bytes()).is_some())
+            || self.column.alias(i).is_some_and(|a| self.finder.find(a).is_some())
+    }
+
+    /// Every key the search finds, in creation order: a scan of the column's heads and of its
+    /// one text of aliases, then the keys of the teams that hold it. Entries are read only for a
+    /// shown name longer than its head that the head does not rule out.
+    pub(super) fn found(&self, keys: &Keys) -> Vec<Position> {
+        let column = self.column;
+        let by_alias = column.aliases_holding(self.lower.len(), |text| self.finder.find(text));
+        let mut by_alias = by_alias.into_iter().peekable();
+        let mut found: Vec<&Position> = Vec::new();
+        for i in 0..column.len() {
+            let aliased = by_alias.next_if_eq(&i).is_some();
+            let Some(at) = column.place(i) else { break };
+            if !column.live(i) {
+                continue;
+            }
+            let name = || keys.ordered.get(at).map(|e| &*e.key_name);
+            if aliased || self.begins(i, at, name) {
+                found.push(at);
+            }
+        }
+        if !self.teams.is_empty() {
+            for (team, set) in &keys.by_team.sets {
+                if self.teams.contains(&address(team)) {
+                    found.extend(set.iter());
+                }
+            }
+        }
+        // The column is in creation order but for the keys put since its last rebuild, and the
+        // teams' keys follow: a stable sort merges those runs without sorting the whole again.
+        found.sort();
+        found.dedup();
+        found.into_iter().cloned().collect()
+    }
+
+    /// Whether slot `i`'s token or shown name begins with the search; `name` reads the shown
+    /// name when the head cannot tell.
+    fn begins<'e>(&self, i: usize, at: &Position, name: impl FnOnce() -> Option<&'e str>) -> bool {
+        let n = self.lower.len().min(HEAD);
+        if self.hex && same_head(self.column.id_head(i), self.head, n) && at.key_id.starts_with(self.lower.as_str()) {
+            return true;
+        }
+        if self.lower.is_ascii() {
+            if !same_head(self.column.name_head(i), self.head, n) {
+                return false;
+            }
+            if self.head_decides {
+                return true;
+            }
+        } else if self.column.name_is_ascii(i) {
+            // A name in ASCII is in ASCII in lower case too: never a search that is not.
+            return false;
+        }
+        name().and_then(|name| name.get(..self.lower.len())).is_some_and(|head| self.same_text(head))
     }
 
     /// Whether `head` (as long as the search) is the search, in any case.
-    fn begins(&self, head: &str) -> bool {
+    fn same_text(&self, head: &str) -> bool {
         if self.lower.is_ascii() {
             head.eq_ignore_ascii_case(&self.lower)
         } else {
             head.to_lowercase() == self.lower
-        }
-    }
-}
-
-/// A text a search looks in (an alias in lower case), held in the entry itself when short, so
-/// the walk of every key reads no other memory for it.
-#[derive(Debug)]
-pub(super) enum Folded {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<str>),
-}
-
-/// The longest text held inline: 22 bytes and a length keep [`Folded`] at 24 bytes.
-const INLINE: usize = 22;
-
-impl Folded {
-    pub(super) fn new(text: &str) -> Folded {
-        let lower = text.to_lowercase();
-        match u8::try_from(lower.len()) {
-            Ok(len) if lower.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..lower.len()].copy_from_slice(lower.as_bytes());
-                Folded::Inline { len, bytes }
-            }
-            _ => Folded::Heap(lower.into_boxed_str()),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Folded::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            Folded::Heap(text) => text.as_bytes(),
         }
     }
 }

@@ -401,3 +401,130 @@ fn a_search_finds_what_its_definition_says_and_nothing_else() {
         assert_eq!(ids(&got), want.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), "{search:?}");
     }
 }
+
+#[test]
+fn a_search_after_many_changes_finds_what_its_definition_says_both_ways_and_paged() {
+    let (index, _) = KeyIndex::new();
+    // What is stored now, by stored id: the definition is tested against it.
+    let mut stored: BTreeMap<String, KeyRecord> = BTreeMap::new();
+    let aliases = [None, Some("Billing-Svc"), Some("svc-ÄB"), Some("ab"), Some(""), Some("Ops-Ünï-Long-Alias-Name")];
+    let names = ["sk-...ab12", "Sk-...Äb", "svc"];
+    // A fixed sequence of changes, from a small generator of our own.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let mut pushed = 0_usize;
+    let searches = [
+        "svc",
+        "AB",
+        "ä",
+        "00000000000000000000000000000000000000000000000000000000000001",
+        "sk-...",
+        "sk-...ab1",
+        "team-1",
+        "-",
+        "zzz",
+    ];
+    for round in 0..8 {
+        for _ in 0..400 {
+            let n = next(150);
+            let id = format!("{n:064x}");
+            let moved_id = format!("{:064x}", n + 1_000_000);
+            let current = stored.iter().find(|(_, k)| k.key_id == id).map(|(s, _)| s.clone());
+            match next(10) {
+                // Removed.
+                0 | 1 => {
+                    if let Some(s) = current {
+                        stored.remove(&s);
+                        index.apply(&s, None);
+                    }
+                }
+                // Moved to another stored id, under the same place.
+                2 => {
+                    if let Some(s) = current.filter(|s| *s == id) {
+                        let Some(mut k) = stored.remove(&s) else { continue };
+                        k.stored_id = Some(moved_id.clone());
+                        index.apply(&moved_id, Some(&k));
+                        index.apply(&s, None);
+                        stored.insert(moved_id, k);
+                        pushed += 1;
+                    }
+                }
+                // Put or changed: alias, name, team, blocked and sometimes its place.
+                _ => {
+                    let mut k = key(n as i64, &format!("team-{}", next(4)));
+                    k.key_id = id.clone();
+                    k.key_alias = aliases[next(aliases.len() as u64) as usize].map(str::to_owned);
+                    k.key_name = names[next(names.len() as u64) as usize].to_owned();
+                    k.blocked = next(3) == 0;
+                    if next(5) == 0 {
+                        k.created_at = Some(Utc.timestamp_opt(1_600_000_000 + next(1000) as i64, 0).unwrap());
+                    }
+                    let s = current.unwrap_or(id);
+                    if s != k.key_id {
+                        k.stored_id = Some(s.clone());
+                    }
+                    index.apply(&s, Some(&k));
+                    stored.insert(s, k);
+                    pushed += 1;
+                }
+            }
+        }
+        let place = |k: &KeyRecord| Position {
+            created_us: k.created_at.map_or(i64::MIN, |t| t.timestamp_micros()),
+            key_id: Arc::from(k.key_id.as_str()),
+        };
+        for search in searches {
+            let filters = [
+                KeyFilter { search: Some(search.into()), ..KeyFilter::default() },
+                KeyFilter { search: Some(search.into()), blocked: Some(false), ..KeyFilter::default() },
+                KeyFilter { search: Some(search.into()), team_id: Some("team-2".into()), ..KeyFilter::default() },
+            ];
+            for filter in &filters {
+                let mut want: Vec<Position> = stored
+                    .values()
+                    .filter(|k| found_by_definition(k, search))
+                    .filter(|k| filter.blocked.is_none_or(|b| b == k.blocked))
+                    .filter(|k| filter.team_id.is_none() || k.team_id == filter.team_id)
+                    .map(place)
+                    .collect();
+                want.sort();
+                let mut want: Vec<String> = want.into_iter().map(|at| at.key_id.to_string()).collect();
+                for descending in [false, true] {
+                    if descending {
+                        want.reverse();
+                    }
+                    let whole = index.page(filter, &Start::Offset(0), 1000, descending);
+                    assert_eq!(ids(&whole), want, "round {round}, {filter:?}, descending {descending}");
+                    assert_eq!(whole.total, want.len());
+                    let mut by_cursor = Vec::new();
+                    let mut start = Start::Offset(0);
+                    loop {
+                        let p = index.page(filter, &start, 7, descending);
+                        assert_eq!(p.total, want.len(), "round {round}, {filter:?}");
+                        by_cursor.extend(ids(&p));
+                        match p.next {
+                            Some(at) => start = Start::After(at),
+                            None => break,
+                        }
+                    }
+                    assert_eq!(by_cursor, want, "round {round}, {filter:?} by cursor, descending {descending}");
+                    let skipped = index.page(filter, &Start::Offset(5), 3, descending);
+                    assert_eq!(ids(&skipped), want.iter().skip(5).take(3).cloned().collect::<Vec<_>>());
+                }
+                want.reverse();
+                let matched = index.matching(filter, 1000).unwrap();
+                assert_eq!(matched.iter().map(|b| b.at.key_id.to_string()).collect::<Vec<_>>(), want);
+            }
+        }
+        // The column was rebuilt on the way: it holds far fewer slots than were ever put.
+        let keys = index.keys.read().unwrap();
+        assert_eq!(keys.ordered.len(), stored.len());
+        assert!(keys.column.len() < pushed, "{} slots for {pushed} puts", keys.column.len());
+        assert!(keys.column.len() <= keys.ordered.len() * 4 / 3 + 1);
+    }
+}
