@@ -287,7 +287,8 @@ fn attempt_span(picked: &PickedDeployment, group: &str, attempt: u32, fallback: 
         let d = &picked.deployment;
         let text = |v: &str| Value::Str(Text::new(v));
         s.kind = SpanKind::Client;
-        // Its six attributes and the status recorded after the call, in one allocation.
+        // Its six attributes, and the status and error class recorded after the call, in one
+        // allocation.
         s.attributes.reserve(8);
         // A new span: each key is added once, without a search for one to replace.
         s.add("gen_ai.provider.name", text(crate::traces::provider_name(&d.provider)));

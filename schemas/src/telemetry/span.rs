@@ -215,7 +215,7 @@ impl RecordedSpan {
         out[35] = b'-';
         write_hex(&mut out[36..52], &self.span_id);
         out[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
-        ascii(&out)
+        ascii(out.to_vec())
     }
 }
 
@@ -225,8 +225,7 @@ impl RecordedSpan {
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     write_hex(&mut out, bytes);
-    // Hex digits only: always UTF-8.
-    String::from_utf8(out).unwrap_or_default()
+    ascii(out)
 }
 
 /// Writes the hex digits of `bytes` into `out` (twice as long).
@@ -239,8 +238,8 @@ fn write_hex(out: &mut [u8], bytes: &[u8]) {
 }
 
 /// Text of bytes that are ASCII (hex digits and dashes): they always are.
-fn ascii(bytes: &[u8]) -> String {
-    std::str::from_utf8(bytes).map(str::to_owned).unwrap_or_default()
+fn ascii(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 /// OpenTelemetry's span kind of an `otel.kind` value.

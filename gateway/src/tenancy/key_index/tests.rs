@@ -222,6 +222,22 @@ fn an_overflow_of_changes_is_noticed() {
 
 /// Every key matching `filter`, found by testing every key (what the sets a walk uses must agree
 /// with), oldest first.
+/// Every key `filter` picks, paged through by cursor `size` at a time; each page must count
+/// `total` keys in all.
+fn by_cursor(index: &KeyIndex, filter: &KeyFilter, size: usize, descending: bool, total: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut start = Start::Offset(0);
+    loop {
+        let p = index.page(filter, &start, size, descending);
+        assert_eq!(p.total, total, "{filter:?}");
+        found.extend(ids(&p));
+        match p.next {
+            Some(at) => start = Start::After(at),
+            None => return found,
+        }
+    }
+}
+
 fn every_match(index: &KeyIndex, filter: &KeyFilter) -> Vec<String> {
     let keys = index.keys.read().unwrap();
     let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
@@ -284,17 +300,7 @@ fn the_sets_a_filter_walks_follow_changes_moves_and_deletions() {
             assert_eq!(ids(&whole), want, "{filter:?} descending {descending}");
             assert_eq!(whole.total, want.len(), "{filter:?}");
             // Paged by cursor, the same keys; by offset, the same slice.
-            let mut by_cursor = Vec::new();
-            let mut start = Start::Offset(0);
-            loop {
-                let p = index.page(filter, &start, 4, descending);
-                assert_eq!(p.total, want.len(), "{filter:?}");
-                by_cursor.extend(ids(&p));
-                match p.next {
-                    Some(at) => start = Start::After(at),
-                    None => break,
-                }
-            }
+            let by_cursor = by_cursor(&index, filter, 4, descending, want.len());
             assert_eq!(by_cursor, want, "{filter:?} by cursor, descending {descending}");
             let skipped = index.page(filter, &Start::Offset(3), 2, descending);
             assert_eq!(ids(&skipped), want.iter().skip(3).take(2).cloned().collect::<Vec<_>>());
@@ -501,17 +507,7 @@ fn a_search_after_many_changes_finds_what_its_definition_says_both_ways_and_page
                     let whole = index.page(filter, &Start::Offset(0), 1000, descending);
                     assert_eq!(ids(&whole), want, "round {round}, {filter:?}, descending {descending}");
                     assert_eq!(whole.total, want.len());
-                    let mut by_cursor = Vec::new();
-                    let mut start = Start::Offset(0);
-                    loop {
-                        let p = index.page(filter, &start, 7, descending);
-                        assert_eq!(p.total, want.len(), "round {round}, {filter:?}");
-                        by_cursor.extend(ids(&p));
-                        match p.next {
-                            Some(at) => start = Start::After(at),
-                            None => break,
-                        }
-                    }
+                    let by_cursor = by_cursor(&index, filter, 7, descending, want.len());
                     assert_eq!(by_cursor, want, "round {round}, {filter:?} by cursor, descending {descending}");
                     let skipped = index.page(filter, &Start::Offset(5), 3, descending);
                     assert_eq!(ids(&skipped), want.iter().skip(5).take(3).cloned().collect::<Vec<_>>());
