@@ -1,13 +1,16 @@
-//! The export queue of an OTLP target: finished traces (from `super::recorder`) wait in a queue
+//! The export queue of an OTLP target: finished traces (from `super::recorder`), encoded as
+//! OTLP protobuf where they finish ([`EncodedTrace`]: the records are freed on the thread that
+//! made them, while in its cache, and the queue holds one buffer a trace), wait in a queue
 //! bounded in spans and leave in batches from a thread of their own, whose [`Exporter`] sends
-//! them (`super::export`: OTLP protobuf over HTTP). A request
-//! never waits for export: when the queue is full the trace's spans are dropped and counted
+//! them (`super::export`: OTLP over HTTP). A request never waits for export: when the queue is
+//! full the trace's spans are dropped, not encoded, and counted
 //! (`tollgate_trace_spans_dropped_total`).
 //!
 //! Senders never wake the thread: it wakes every [`TICK`] (or on a flush or shutdown order),
 //! takes what is queued, exports every full batch and a partial one whose first span has waited
 //! the schedule delay.
 
+use super::otlp::EncodedTrace;
 use super::span::RecordedSpan;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -29,9 +32,9 @@ pub enum ExportError {
     Timeout(Duration),
 }
 
-/// Sends a batch of spans somewhere, from the export thread.
+/// Sends a batch of traces somewhere, from the export thread.
 pub trait Exporter {
-    fn export(&mut self, spans: &[RecordedSpan]) -> Result<(), ExportError>;
+    fn export(&mut self, traces: &[EncodedTrace]) -> Result<(), ExportError>;
 }
 
 /// How often the export thread takes what is queued, at most (the delay when shorter).
@@ -43,7 +46,7 @@ const TICK: Duration = Duration::from_millis(50);
 pub struct BatchSettings {
     /// The longest a span waits for its batch to fill.
     pub delay: Duration,
-    /// Spans per export, at most.
+    /// Spans per export, at most (a trace is never split: one holding more leaves alone).
     pub batch: usize,
     /// Spans waiting, at most; more are dropped.
     pub queue: usize,
@@ -74,7 +77,7 @@ enum Control {
 /// The queue's sending end, its count of spans waiting, and the export thread.
 #[derive(Debug)]
 pub struct BatchExport {
-    traces: Sender<Vec<RecordedSpan>>,
+    traces: Sender<EncodedTrace>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     control: SyncSender<Control>,
@@ -118,16 +121,48 @@ impl BatchExport {
         })
     }
 
-    /// Queues a finished trace, or drops it (and counts its spans) when the queue is full.
-    pub fn send(&self, trace: Vec<RecordedSpan>) {
-        let n = trace.len();
+    /// Takes room for `n` spans in the queue, or counts them dropped when it is full.
+    fn reserve(&self, n: usize) -> bool {
         if self.queued.fetch_add(n, Ordering::Relaxed) + n > self.capacity {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.dropped.fetch_add(n as u64, Ordering::Relaxed);
             count_dropped(n);
-        } else if self.traces.send(trace).is_err() {
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Queues `trace`, for which room was reserved.
+    fn queue(&self, trace: EncodedTrace) {
+        let n = trace.spans();
+        if self.traces.send(trace).is_err() {
             // Shut down: nothing exports any more.
             self.queued.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a finished trace, encoded, or drops it (and counts its spans) when the queue is
+    /// full.
+    pub fn send(&self, trace: &[RecordedSpan]) {
+        BatchExport::send_all([self], trace);
+    }
+
+    /// [`BatchExport::send`] into each of `exports`: the trace is encoded once, and not at
+    /// all when no queue has room.
+    pub fn send_all<'a>(exports: impl IntoIterator<Item = &'a BatchExport>, trace: &[RecordedSpan]) {
+        let mut encoded: Option<EncodedTrace> = None;
+        let mut waiting: Option<&BatchExport> = None;
+        for export in exports {
+            if export.reserve(trace.len()) {
+                let bytes = encoded.get_or_insert_with(|| EncodedTrace::new(trace));
+                if let Some(earlier) = waiting.replace(export) {
+                    earlier.queue(bytes.clone());
+                }
+            }
+        }
+        if let (Some(export), Some(encoded)) = (waiting, encoded) {
+            export.queue(encoded);
         }
     }
 
@@ -166,23 +201,60 @@ impl BatchExport {
 
 /// The thread's end of the queue.
 struct Queue {
-    traces: Receiver<Vec<RecordedSpan>>,
+    traces: Receiver<EncodedTrace>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Queue {
     /// Moves what is queued to `batch`.
-    fn take(&self, batch: &mut Vec<RecordedSpan>) {
-        for mut trace in self.traces.try_iter() {
-            self.queued.fetch_sub(trace.len(), Ordering::Relaxed);
-            batch.append(&mut trace);
+    fn take(&self, batch: &mut Batch) {
+        for trace in self.traces.try_iter() {
+            self.queued.fetch_sub(trace.spans(), Ordering::Relaxed);
+            batch.spans += trace.spans();
+            batch.traces.push(trace);
         }
+    }
+}
+
+/// The traces taken from the queue and not exported yet, and their count of spans.
+#[derive(Default)]
+struct Batch {
+    traces: Vec<EncodedTrace>,
+    spans: usize,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+    }
+
+    /// How many of the first traces make the next export of at most `size` spans (at least
+    /// one trace), and how many spans they hold.
+    fn next_export(&self, size: usize) -> (usize, usize) {
+        let (mut traces, mut spans) = (0, 0);
+        for trace in &self.traces {
+            if traces > 0 && spans + trace.spans() > size {
+                break;
+            }
+            traces += 1;
+            spans += trace.spans();
+        }
+        (traces, spans)
+    }
+
+    /// Exports the first traces, up to `size` spans (see [`Batch::next_export`]).
+    fn export_next<E: Exporter>(&mut self, exporter: &mut E, size: usize) -> Result<(), ExportError> {
+        let (traces, spans) = self.next_export(size);
+        let result = export(exporter, &self.traces[..traces]);
+        self.traces.drain(..traces);
+        self.spans -= spans;
+        result
     }
 }
 
 /// The export thread: see the module.
 fn export_loop<E: Exporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Control>, settings: BatchSettings) {
-    let mut batch: Vec<RecordedSpan> = Vec::with_capacity(settings.batch);
+    let mut batch = Batch::default();
     let mut due = Instant::now() + settings.delay;
     loop {
         let order = orders.recv_timeout(settings.delay.min(TICK));
@@ -204,11 +276,9 @@ fn export_loop<E: Exporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Co
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
-                let full = batch.len() / settings.batch * settings.batch;
-                for chunk in batch[..full].chunks(settings.batch) {
-                    let _ = export(&mut exporter, chunk);
+                while batch.spans >= settings.batch {
+                    let _ = batch.export_next(&mut exporter, settings.batch);
                 }
-                batch.drain(..full);
                 if !batch.is_empty() && Instant::now() >= due {
                     let _ = export_all(&mut exporter, &mut batch, settings.batch);
                 }
@@ -217,20 +287,19 @@ fn export_loop<E: Exporter>(mut exporter: E, queue: &Queue, orders: &Receiver<Co
     }
 }
 
-/// Exports all of `batch`, in batches of `size`, and empties it.
-fn export_all<E: Exporter>(exporter: &mut E, batch: &mut Vec<RecordedSpan>, size: usize) -> Result<(), ExportError> {
+/// Exports all of `batch`, in batches of at most `size` spans, and empties it.
+fn export_all<E: Exporter>(exporter: &mut E, batch: &mut Batch, size: usize) -> Result<(), ExportError> {
     let mut result = Ok(());
-    for chunk in batch.chunks(size) {
-        if let Err(e) = export(exporter, chunk) {
+    while !batch.is_empty() {
+        if let Err(e) = batch.export_next(exporter, size) {
             result = Err(e);
         }
     }
-    batch.clear();
     result
 }
 
-fn export<E: Exporter>(exporter: &mut E, spans: &[RecordedSpan]) -> Result<(), ExportError> {
-    let result = exporter.export(spans);
+fn export<E: Exporter>(exporter: &mut E, traces: &[EncodedTrace]) -> Result<(), ExportError> {
+    let result = exporter.export(traces);
     if let Err(e) = &result {
         tracing::warn!(error = %e, "traces: a batch of spans could not be exported");
     }
@@ -240,6 +309,13 @@ fn export<E: Exporter>(exporter: &mut E, spans: &[RecordedSpan]) -> Result<(), E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+    use prost::Message;
+
+    /// The spans of an encoded trace.
+    fn decode(trace: &EncodedTrace) -> ScopeSpans {
+        ScopeSpans::decode(trace.as_bytes()).unwrap()
+    }
 
     /// Records the batches it is given; each export first counts itself in `started`, then
     /// waits for `gate` to let it through.
@@ -251,10 +327,10 @@ mod tests {
     }
 
     impl Exporter for Recorder {
-        fn export(&mut self, batch: &[RecordedSpan]) -> Result<(), ExportError> {
+        fn export(&mut self, batch: &[EncodedTrace]) -> Result<(), ExportError> {
             self.started.fetch_add(1, Ordering::Relaxed);
             let _open = self.gate.lock().map_err(|_| ExportError::Failed("gate".into()))?;
-            let names = batch.iter().map(|s| s.name.as_str().to_owned()).collect();
+            let names = batch.iter().flat_map(|t| decode(t).spans).map(|s| s.name).collect();
             self.batches.lock().map_err(|_| ExportError::Failed("batches".into()))?.push(names);
             Ok(())
         }
@@ -270,7 +346,7 @@ mod tests {
         for i in from..from + n {
             let mut span = RecordedSpan::start("span", 0);
             span.name = format!("span-{i}").as_str().into();
-            export.send(vec![span]);
+            export.send(&[span]);
         }
     }
 
@@ -319,10 +395,55 @@ mod tests {
         drop(gate);
         export.flush().unwrap();
         // A trace that cannot fit is dropped whole, even into an empty queue.
-        export.send(["a", "b", "c", "d"].map(|name| RecordedSpan::start(name, 0)).to_vec());
+        export.send(&["a", "b", "c", "d"].map(|name| RecordedSpan::start(name, 0)));
         assert_eq!(export.dropped(), 21);
         export.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(exported(&exporter), 4);
+    }
+
+    /// A trace of `n` spans named `<name>-<i>`.
+    fn trace(name: &str, n: usize) -> Vec<RecordedSpan> {
+        (0..n)
+            .map(|i| {
+                let mut span = RecordedSpan::start("span", 0);
+                span.name = format!("{name}-{i}").as_str().into();
+                span
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_trace_is_never_split_and_one_larger_than_a_batch_leaves_alone() {
+        let exporter = Recorder::default();
+        let settings = BatchSettings { delay: Duration::from_secs(60), batch: 4, queue: 64 };
+        let export = start(&exporter, settings);
+        for (name, n) in [("a", 3), ("b", 1), ("c", 3), ("d", 6), ("e", 2)] {
+            export.send(&trace(name, n));
+        }
+        export.flush().unwrap();
+        let batches = exporter.batches.lock().unwrap().clone();
+        let firsts: Vec<Vec<&str>> =
+            batches.iter().map(|b| b.iter().filter(|s| s.ends_with("-0")).map(String::as_str).collect()).collect();
+        assert_eq!(firsts, [vec!["a-0", "b-0"], vec!["c-0"], vec!["d-0"], vec!["e-0"]]);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [4, 3, 6, 2]);
+        export.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn a_trace_goes_to_every_export_with_room() {
+        let (roomy, cramped) = (Recorder::default(), Recorder::default());
+        let exports = [
+            start(&roomy, BatchSettings { delay: Duration::from_secs(60), batch: 8, queue: 8 }),
+            start(&cramped, BatchSettings { delay: Duration::from_secs(60), batch: 2, queue: 2 }),
+        ];
+        BatchExport::send_all(&exports, &trace("t", 3));
+        BatchExport::send_all(&exports, &trace("u", 2));
+        for export in &exports {
+            export.flush().unwrap();
+        }
+        assert_eq!(roomy.batches.lock().unwrap().concat(), ["t-0", "t-1", "t-2", "u-0", "u-1"]);
+        assert_eq!(cramped.batches.lock().unwrap().concat(), ["u-0", "u-1"]);
+        assert_eq!((exports[0].dropped(), exports[1].dropped()), (0, 3));
     }
 
     #[test]

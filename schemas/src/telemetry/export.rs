@@ -5,8 +5,7 @@
 //! not compressed.
 
 use super::batch::{ExportError, Exporter};
-use super::otlp::{encode_request, Preamble};
-use super::span::RecordedSpan;
+use super::otlp::{encode_request, EncodedTrace, Preamble};
 use super::traces::OtlpTarget;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 use std::io::Read;
@@ -20,8 +19,6 @@ pub struct HttpExporter {
     client: reqwest::blocking::Client,
     url: String,
     preamble: Preamble,
-    /// The size of the last request: the next one's buffer starts that large.
-    last_size: usize,
 }
 
 impl HttpExporter {
@@ -49,15 +46,14 @@ impl HttpExporter {
             .timeout(timeout)
             .build()
             .map_err(|e| format!("{}: cannot build the HTTP client: {e}", target.url))?;
-        Ok(HttpExporter { client, url: target.url.clone(), preamble, last_size: 0 })
+        Ok(HttpExporter { client, url: target.url.clone(), preamble })
     }
 }
 
 impl Exporter for HttpExporter {
-    fn export(&mut self, spans: &[RecordedSpan]) -> Result<(), ExportError> {
-        let mut body = Vec::with_capacity(self.last_size);
-        encode_request(&mut body, &self.preamble, spans);
-        self.last_size = body.len();
+    fn export(&mut self, traces: &[EncodedTrace]) -> Result<(), ExportError> {
+        let mut body = Vec::new();
+        encode_request(&mut body, &self.preamble, traces);
         let failed = |e: reqwest::Error| ExportError::Failed(format!("{}: {}", self.url, e.without_url()));
         let mut answer = self.client.post(&self.url).body(body).send().map_err(failed)?;
         let status = answer.status();

@@ -1,6 +1,7 @@
-//! OTLP's protobuf, written by hand straight from the recorded spans: an
-//! `ExportTraceServiceRequest` (one resource, one scope, the batch's spans with their
-//! attributes, events and status) into a buffer the export thread reuses. Field numbers are
+//! OTLP's protobuf, written by hand straight from the recorded spans: each finished trace's
+//! spans with their attributes, events and status ([`EncodedTrace`], where the trace ends),
+//! then on the export thread an `ExportTraceServiceRequest` (one resource, one scope, the
+//! batch's encoded traces copied in). Field numbers are
 //! those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto`.
 //!
 //! A nested message is written in place behind a one-byte length, widened afterwards in the
@@ -44,21 +45,64 @@ impl Preamble {
     }
 }
 
-/// Replaces `out` with the `ExportTraceServiceRequest` of `spans`.
-pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, spans: &[RecordedSpan]) {
+/// A finished trace, encoded where it finished (on the request's thread, while its records
+/// are in cache, freed where they were made): its spans as the `ScopeSpans.spans` fields of
+/// the request that will carry it, so that the export thread only copies them into place.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedTrace {
+    bytes: Vec<u8>,
+    spans: usize,
+}
+
+impl EncodedTrace {
+    /// `spans`, encoded.
+    pub fn new(spans: &[RecordedSpan]) -> EncodedTrace {
+        // About what a gateway request's spans take; a longer trace grows it once or twice.
+        let mut bytes = Vec::with_capacity(256 * spans.len());
+        for span in spans {
+            wide_message(&mut bytes, 2, |b| encode_span(b, span));
+        }
+        EncodedTrace { bytes, spans: spans.len() }
+    }
+
+    /// How many spans it holds.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// Its bytes: a sequence of `ScopeSpans.spans` fields (decodable as a `ScopeSpans`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Replaces `out` with the `ExportTraceServiceRequest` of `traces`. Every length is known
+/// before writing: the request is written front to back, each trace's bytes copied once.
+pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, traces: &[EncodedTrace]) {
+    let field = |len: usize| 1 + varint_len(len as u64) + len;
+    let scope = field(preamble.scope.len());
+    let scope_spans = scope + traces.iter().map(|t| t.bytes.len()).sum::<usize>();
+    let resource_spans = field(preamble.resource.len()) + field(scope_spans);
     out.clear();
+    out.reserve(field(resource_spans));
     // ExportTraceServiceRequest.resource_spans
-    message(out, 1, |b| {
-        // ResourceSpans.resource
-        message(b, 1, |b| b.extend_from_slice(&preamble.resource));
-        // ResourceSpans.scope_spans
-        message(b, 2, |b| {
-            message(b, 1, |b| b.extend_from_slice(&preamble.scope));
-            for span in spans {
-                wide_message(b, 2, |b| encode_span(b, span));
-            }
-        });
-    });
+    length_of(out, 1, resource_spans);
+    // ResourceSpans.resource
+    length_of(out, 1, preamble.resource.len());
+    out.extend_from_slice(&preamble.resource);
+    // ResourceSpans.scope_spans: its scope, then the spans
+    length_of(out, 2, scope_spans);
+    length_of(out, 1, preamble.scope.len());
+    out.extend_from_slice(&preamble.scope);
+    for trace in traces {
+        out.extend_from_slice(&trace.bytes);
+    }
+}
+
+/// The tag and length of field `field`, a message or bytes of `len` bytes that follow.
+fn length_of(b: &mut Vec<u8>, field: u32, len: usize) {
+    key_of(b, field, LEN);
+    varint(b, len as u64);
 }
 
 fn encode_span(b: &mut Vec<u8>, span: &RecordedSpan) {
@@ -256,8 +300,7 @@ fn fixed64(b: &mut Vec<u8>, field: u32, n: u64) {
 }
 
 fn bytes(b: &mut Vec<u8>, field: u32, data: &[u8]) {
-    key_of(b, field, LEN);
-    varint(b, data.len() as u64);
+    length_of(b, field, data.len());
     b.extend_from_slice(data);
 }
 

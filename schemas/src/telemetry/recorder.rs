@@ -2,8 +2,8 @@
 //! span's ids, times and fields live in one compact [`RecordedSpan`] in the registry's extensions
 //! (static keys, short strings inline, ids from a thread-local RNG, one clock read at start and
 //! one at close); nothing is formatted, encoded or sent while the span is open. A finished span
-//! joins its parent's; when the local root closes, its whole trace goes to each target's
-//! `super::batch` queue in one message, and the export thread encodes it as OTLP.
+//! joins its parent's; when the local root closes, its whole trace is encoded as OTLP and goes
+//! to each target's `super::batch` queue in one message.
 //!
 //! Field names are attribute keys, except OpenTelemetry's special ones: `otel.name` (the span's
 //! name), `otel.kind`, `otel.status_code` and `otel.status_description`. Warnings and errors
@@ -50,13 +50,8 @@ impl Recorder {
         Recorder { exports, sampler }
     }
 
-    fn send(&self, trace: Vec<RecordedSpan>) {
-        if let Some((last, others)) = self.exports.split_last() {
-            for export in others {
-                export.send(trace.clone());
-            }
-            last.send(trace);
-        }
+    fn send(&self, trace: &[RecordedSpan]) {
+        BatchExport::send_all(self.exports.iter().map(|export| export.as_ref()), trace);
     }
 }
 
@@ -120,7 +115,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
             }
         }
         open.finished.push(open.span);
-        self.send(open.finished);
+        self.send(&open.finished);
     }
 }
 

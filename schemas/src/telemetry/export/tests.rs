@@ -2,6 +2,7 @@
 //! takes the answer.
 
 use super::*;
+use crate::telemetry::span::RecordedSpan;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use std::io::{BufRead, BufReader, Write};
@@ -56,7 +57,7 @@ fn exporter(url: &str, timeout: Duration) -> HttpExporter {
 fn a_batch_is_posted_as_otlp_protobuf_with_the_headers_of_the_target_and_the_environment() {
     let (url, server) = serve(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), Duration::ZERO);
     let spans = [RecordedSpan::start("request", 0), RecordedSpan::start("auth", 0)];
-    exporter(&url, Duration::from_secs(5)).export(&spans).unwrap();
+    exporter(&url, Duration::from_secs(5)).export(&[EncodedTrace::new(&spans)]).unwrap();
     let seen = server.join().unwrap();
     let head = seen.head.to_ascii_lowercase();
     assert!(head.starts_with("post /v1/traces http/1.1\r\n"), "{head}");
@@ -72,7 +73,9 @@ fn a_batch_is_posted_as_otlp_protobuf_with_the_headers_of_the_target_and_the_env
 #[test]
 fn a_refusal_is_an_error_naming_the_status() {
     let (url, server) = serve(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\nnope!".to_vec(), Duration::ZERO);
-    let err = exporter(&url, Duration::from_secs(5)).export(&[RecordedSpan::start("request", 0)]).unwrap_err();
+    let err = exporter(&url, Duration::from_secs(5))
+        .export(&[EncodedTrace::new(&[RecordedSpan::start("request", 0)])])
+        .unwrap_err();
     server.join().unwrap();
     let message = err.to_string();
     assert!(message.contains("401") && message.contains(&url), "{message}");
@@ -87,7 +90,7 @@ fn a_huge_answer_is_read_only_up_to_the_bound() {
     answer.extend(std::iter::repeat_n(b'x', MAX_ANSWER as usize + 4096));
     let (url, server) = serve(answer, Duration::from_secs(4));
     let started = Instant::now();
-    exporter(&url, Duration::from_secs(3)).export(&[RecordedSpan::start("request", 0)]).unwrap();
+    exporter(&url, Duration::from_secs(3)).export(&[EncodedTrace::new(&[RecordedSpan::start("request", 0)])]).unwrap();
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     server.join().unwrap();
 }

@@ -10,10 +10,16 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use prost::Message;
 use std::time::Duration;
 
+/// `spans` encoded as traces of up to three spans, in one request, decoded; the request's bytes
+/// are also those protobuf's own encoder writes for what was decoded (every length exact).
 fn decode(preamble: &Preamble, spans: &[RecordedSpan]) -> ExportTraceServiceRequest {
+    let traces: Vec<EncodedTrace> = spans.chunks(3).map(EncodedTrace::new).collect();
+    assert_eq!(traces.iter().map(EncodedTrace::spans).sum::<usize>(), spans.len());
     let mut out = vec![0xff; 3];
-    encode_request(&mut out, preamble, spans);
-    ExportTraceServiceRequest::decode(out.as_slice()).unwrap()
+    encode_request(&mut out, preamble, &traces);
+    let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
+    assert!(request.encode_to_vec() == out, "not protobuf's own bytes");
+    request
 }
 
 fn value(attributes: &[KeyValue], key: &str) -> Option<Any> {

@@ -39,12 +39,7 @@ impl Drop for Trace {
         span.end = SystemTime::now();
         let mut trace = std::mem::take(&mut self.finished);
         trace.push(span);
-        if let Some((last, others)) = self.exports.split_last() {
-            for export in others {
-                export.send(trace.clone());
-            }
-            last.send(trace);
-        }
+        BatchExport::send_all(self.exports.iter().map(|export| export.as_ref()), &trace);
     }
 }
 

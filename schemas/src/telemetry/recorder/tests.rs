@@ -1,18 +1,82 @@
 use super::*;
 use crate::telemetry::batch::{BatchSettings, ExportError, Exporter};
+use crate::telemetry::otlp::EncodedTrace;
 use crate::telemetry::span::SpanKind;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::{self as proto, ScopeSpans};
+use prost::Message;
 use std::sync::Mutex;
 use std::time::Duration;
+use std::time::UNIX_EPOCH;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Keeps every span exported to it.
+/// Keeps every span exported to it, decoded from the OTLP it was given.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Capture(pub(super) Arc<Mutex<Vec<RecordedSpan>>>);
 
 impl Exporter for Capture {
-    fn export(&mut self, batch: &[RecordedSpan]) -> Result<(), ExportError> {
-        self.0.lock().unwrap().extend_from_slice(batch);
+    fn export(&mut self, batch: &[EncodedTrace]) -> Result<(), ExportError> {
+        let mut spans = self.0.lock().unwrap();
+        for trace in batch {
+            let decoded = ScopeSpans::decode(trace.as_bytes()).unwrap().spans;
+            assert_eq!(decoded.len(), trace.spans());
+            spans.extend(decoded.into_iter().map(record_of));
+        }
         Ok(())
+    }
+}
+
+/// The record an OTLP span was encoded from (its attribute keys leaked: a test).
+fn record_of(span: proto::Span) -> RecordedSpan {
+    let id = |bytes: Vec<u8>| <[u8; 8]>::try_from(bytes).unwrap_or_default();
+    let time = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
+    let attributes = |list: Vec<KeyValue>| -> Vec<(&'static str, Value)> {
+        list.into_iter()
+            .map(|kv| {
+                let value = match kv.value.and_then(|v| v.value) {
+                    Some(Any::StringValue(s)) => Value::Str(Text::new(&s)),
+                    Some(Any::BoolValue(b)) => Value::Bool(b),
+                    Some(Any::IntValue(n)) => Value::I64(n),
+                    Some(Any::DoubleValue(x)) => Value::F64(x),
+                    other => panic!("an attribute of a type never written: {other:?}"),
+                };
+                (&*Box::leak(kv.key.into_boxed_str()), value)
+            })
+            .collect()
+    };
+    let status = match span.status {
+        Some(s) if s.code == proto::status::StatusCode::Error as i32 => Status::Error(Text::new(&s.message)),
+        Some(s) if s.code == proto::status::StatusCode::Ok as i32 => Status::Ok,
+        _ => Status::Unset,
+    };
+    let kind = [SpanKind::Internal, SpanKind::Server, SpanKind::Client, SpanKind::Producer, SpanKind::Consumer]
+        .into_iter()
+        .find(|k| *k as i32 == span.kind)
+        .unwrap();
+    RecordedSpan {
+        trace_id: <[u8; 16]>::try_from(span.trace_id).unwrap(),
+        span_id: id(span.span_id),
+        parent_id: id(span.parent_span_id),
+        parent_remote: span.flags & 0x200 != 0,
+        sampled: span.flags & 0x01 != 0,
+        name: Text::new(&span.name),
+        kind,
+        status,
+        start: time(span.start_time_unix_nano),
+        end: time(span.end_time_unix_nano),
+        attributes: attributes(span.attributes),
+        dropped_attributes: span.dropped_attributes_count,
+        events: span
+            .events
+            .into_iter()
+            .map(|e| SpanEvent {
+                name: Text::new(&e.name),
+                time: time(e.time_unix_nano),
+                attributes: attributes(e.attributes),
+            })
+            .collect(),
+        dropped_events: span.dropped_events_count,
     }
 }
 
