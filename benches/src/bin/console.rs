@@ -108,6 +108,41 @@ async fn loaded(ledger: &CqlLedger, ks: &str, size: Size) -> Result<bool> {
     Ok(found == Some((i64::try_from(size.keys)?, i64::try_from(size.events)?)))
 }
 
+/// Attempts of one write before the load gives up.
+const ATTEMPTS: u32 = 6;
+
+/// `write`, tried again after a failure (a write timeout of a node busy compacting, most often)
+/// with a doubling pause, up to [`ATTEMPTS`] times. Every write of the load is idempotent
+/// (plain inserts, and read-model copies that never replace a row of a higher fence), so a
+/// write that did land before its timeout is written again harmlessly.
+async fn retried<T, E, F>(what: &str, write: impl FnMut() -> F) -> Result<T>
+where
+    E: std::fmt::Display + Into<anyhow::Error>,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    retried_after(what, Duration::from_millis(500), write).await
+}
+
+/// [`retried`], its first pause `pause`.
+async fn retried_after<T, E, F>(what: &str, mut pause: Duration, mut write: impl FnMut() -> F) -> Result<T>
+where
+    E: std::fmt::Display + Into<anyhow::Error>,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt < ATTEMPTS => {
+                eprintln!("load: {what} failed (attempt {attempt} of {ATTEMPTS}), trying again in {pause:?}: {e}");
+                tokio::time::sleep(pause).await;
+                (pause, attempt) = (pause * 2, attempt + 1);
+            }
+            Err(e) => return Err(e.into()).with_context(|| format!("{what}: {ATTEMPTS} attempts failed")),
+        }
+    }
+}
+
 /// Writes records as the admin API stores them (`id`, the JSON `doc`, version 1).
 async fn write_records<I>(ledger: &CqlLedger, ks: &str, table: &str, records: I) -> Result<u64>
 where
@@ -124,7 +159,8 @@ where
             }
         }
         let insert = &insert;
-        pending.push(async move { session.execute_unpaged(insert, (id, doc)).await });
+        pending
+            .push(async move { retried("a record's insert", || session.execute_unpaged(insert, (&id, &doc))).await });
         written += 1;
     }
     while let Some(r) = pending.next().await {
@@ -169,10 +205,10 @@ async fn load_events(ledger: &CqlLedger, size: Size, log_events: u64, now: DateT
                 r?;
             }
         }
-        pending.push(async move { ledger.write_read_model(partition, &rows).await });
+        pending.push(async move { retried("a key's rows", || ledger.write_read_model(partition, &rows)).await });
         if logged.get(&partition).is_some_and(|v| v.len() >= 5_000) {
             let batch = logged.remove(&partition).unwrap_or_default();
-            ledger.insert_events(partition, &batch).await?;
+            retried("events", || ledger.insert_events(partition, &batch)).await?;
             logs_written += batch.len() as u64;
         }
     }
@@ -180,14 +216,14 @@ async fn load_events(ledger: &CqlLedger, size: Size, log_events: u64, now: DateT
         r?;
     }
     for (partition, batch) in logged {
-        ledger.insert_events(partition, &batch).await?;
+        retried("events", || ledger.insert_events(partition, &batch)).await?;
         logs_written += batch.len() as u64;
     }
     for (partition, rows) in shared {
         let rows: Vec<(RowKey, RowState)> = rows.into_iter().collect();
         rows_written += rows.len() as u64;
         for chunk in rows.chunks(10_000) {
-            ledger.write_read_model(partition, chunk).await?;
+            retried("team and user rows", || ledger.write_read_model(partition, chunk)).await?;
         }
     }
     Ok((rows_written, logs_written))
@@ -477,4 +513,35 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[tokio::test]
+    async fn a_failed_write_is_tried_again_up_to_the_bound() {
+        let tries = Cell::new(0);
+        let flaky = || {
+            tries.set(tries.get() + 1);
+            let n = tries.get();
+            async move {
+                if n < 3 {
+                    Err(anyhow::anyhow!("write timeout"))
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        assert_eq!(retried_after("a write", Duration::from_millis(1), flaky).await.unwrap(), 3);
+        tries.set(0);
+        let broken = || {
+            tries.set(tries.get() + 1);
+            async { Err::<(), _>(anyhow::anyhow!("write timeout")) }
+        };
+        let err = retried_after("a write", Duration::from_millis(1), broken).await.unwrap_err();
+        assert_eq!(tries.get(), ATTEMPTS);
+        assert!(format!("{err:#}").contains("6 attempts failed"), "{err:#}");
+    }
 }
