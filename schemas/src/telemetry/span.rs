@@ -1,6 +1,7 @@
 //! A span as `super::recorder` keeps it while it is open: ids, times, name, kind, status and
 //! attributes in one compact struct (static keys, short strings inline), cheap to fill on the
-//! request path. The export thread encodes it as OTLP protobuf (`super::otlp`).
+//! request path. A finished trace's spans are encoded as OTLP protobuf where it ends
+//! (`super::otlp`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
