@@ -1,11 +1,12 @@
 //! OTLP's protobuf, written by hand straight from the recorded spans: each finished trace's
 //! spans with their attributes, events and status ([`EncodedTrace`], where the trace ends),
 //! then on the export thread an `ExportTraceServiceRequest` (one resource, one scope, the
-//! batch's encoded traces copied in). Field numbers are
-//! those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto`.
+//! batch's encoded traces copied in). Field numbers are those of
+//! `opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto`.
 //!
-//! A nested message is written in place behind a one-byte length, widened afterwards in the
-//! rare case it holds 128 bytes or more: nothing is measured twice or copied to a temporary.
+//! A nested message is written in place behind room for its length (one byte, two for a span
+//! with attributes), moved in place in the rare case its length takes another number of bytes:
+//! nothing is measured twice or copied to a temporary.
 
 use super::span::{RecordedSpan, SpanEvent, Status, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,7 +61,9 @@ impl EncodedTrace {
         // About what a gateway request's spans take; a longer trace grows it once or twice.
         let mut bytes = Vec::with_capacity(256 * spans.len());
         for span in spans {
-            wide_message(&mut bytes, 2, |b| encode_span(b, span));
+            // One without attributes or events (most children) is nearly always under 128 bytes.
+            let room = if span.attributes.is_empty() && span.events.is_empty() { 1 } else { 2 };
+            sized_message(&mut bytes, 2, room, |b| encode_span(b, span));
         }
         EncodedTrace { bytes, spans: spans.len() }
     }
@@ -242,48 +245,57 @@ fn nanos(t: SystemTime) -> u64 {
 
 /// Field `field` holding the message `write` appends.
 fn message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    key_of(b, field, LEN);
-    b.push(0);
-    let start = b.len();
-    write(b);
-    let len = b.len() - start;
-    if len < 0x80 {
-        b[start - 1] = len as u8;
-    } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        b.splice(start - 1..start, prefix);
-    }
+    sized_message(b, field, 1, write);
 }
 
-/// [`message`] for one that usually holds 128 bytes to 16 KiB (a span): two bytes are left for
-/// its length, so that it is moved only when it turns out shorter (by one byte) or longer.
+/// [`message`] for one that usually holds 128 bytes to 16 KiB (a span with attributes): two
+/// bytes are left for its length.
 fn wide_message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    sized_message(b, field, 2, write);
+}
+
+/// Field `field` holding the message `write` appends, behind `room` bytes left for its length:
+/// when the length takes another number of bytes, the message is moved in place (no
+/// allocation) to make it fit.
+fn sized_message(b: &mut Vec<u8>, field: u32, room: usize, write: impl FnOnce(&mut Vec<u8>)) {
     key_of(b, field, LEN);
-    b.extend_from_slice(&[0, 0]);
+    let at = b.len();
+    b.resize(at + room, 0);
     let start = b.len();
     write(b);
     let len = b.len() - start;
-    if (0x80..0x4000).contains(&len) {
-        b[start - 2] = (len as u8) | 0x80;
-        b[start - 1] = (len >> 7) as u8;
-    } else {
-        let mut prefix = Vec::with_capacity(10);
-        varint(&mut prefix, len as u64);
-        b.splice(start - 2..start, prefix);
+    let mut prefix = [0u8; 10];
+    let width = varint_into(&mut prefix, len as u64);
+    if width > room {
+        b.resize(b.len() + width - room, 0);
+        b.copy_within(start..start + len, at + width);
+    } else if width < room {
+        b.copy_within(start..start + len, at + width);
+        b.truncate(at + width + len);
     }
+    b[at..at + width].copy_from_slice(&prefix[..width]);
+}
+
+/// Writes `n` as a varint at the start of `out`; returns its length.
+fn varint_into(out: &mut [u8; 10], mut n: u64) -> usize {
+    let mut i = 0;
+    while n >= 0x80 {
+        out[i] = (n as u8) | 0x80;
+        n >>= 7;
+        i += 1;
+    }
+    out[i] = n as u8;
+    i + 1
 }
 
 fn key_of(b: &mut Vec<u8>, field: u32, wire: u8) {
     varint(b, u64::from(field) << 3 | u64::from(wire));
 }
 
-fn varint(b: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        b.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    b.push(n as u8);
+fn varint(b: &mut Vec<u8>, n: u64) {
+    let mut bytes = [0u8; 10];
+    let width = varint_into(&mut bytes, n);
+    b.extend_from_slice(&bytes[..width]);
 }
 
 /// A non-zero integer field (proto3 leaves zeros out).

@@ -146,14 +146,17 @@ fn spans_of_every_size_keep_a_minimal_length_prefix() {
     let mut large = server_span();
     large.set("tollgate.big", Value::Str("x".repeat(20_000).as_str().into()));
     for span in [small, medium, large] {
-        let mut ours = Vec::new();
-        wide_message(&mut ours, 2, |b| encode_span(b, &span));
         let mut body = Vec::new();
         encode_span(&mut body, &span);
-        let mut theirs = vec![0x12];
+        let mut theirs = vec![0xff, 0x12];
         prost::encoding::encode_varint(body.len() as u64, &mut theirs);
         theirs.extend_from_slice(&body);
-        assert_eq!(ours, theirs, "a span of {} bytes", body.len());
+        // Whatever room was left for the length: less, as much, or more than it takes.
+        for room in [1, 2, 3] {
+            let mut ours = vec![0xff];
+            sized_message(&mut ours, 2, room, |b| encode_span(b, &span));
+            assert_eq!(ours, theirs, "a span of {} bytes, room for {room}", body.len());
+        }
     }
 }
 
