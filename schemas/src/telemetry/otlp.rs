@@ -248,12 +248,6 @@ fn message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
     sized_message(b, field, 1, write);
 }
 
-/// [`message`] for one that usually holds 128 bytes to 16 KiB (a span with attributes): two
-/// bytes are left for its length.
-fn wide_message(b: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
-    sized_message(b, field, 2, write);
-}
-
 /// Field `field` holding the message `write` appends, behind `room` bytes left for its length:
 /// when the length takes another number of bytes, the message is moved in place (no
 /// allocation) to make it fit.
