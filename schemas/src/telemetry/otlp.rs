@@ -286,10 +286,14 @@ fn key_of(b: &mut Vec<u8>, field: u32, wire: u8) {
     varint(b, u64::from(field) << 3 | u64::from(wire));
 }
 
-fn varint(b: &mut Vec<u8>, n: u64) {
-    let mut bytes = [0u8; 10];
-    let width = varint_into(&mut bytes, n);
-    b.extend_from_slice(&bytes[..width]);
+/// Appends `n` as a varint, a byte at a time: this is inlined where it is called (written
+/// through [`varint_into`] it was not, and cost more).
+fn varint(b: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        b.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    b.push(n as u8);
 }
 
 /// A non-zero integer field (proto3 leaves zeros out).
