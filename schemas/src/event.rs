@@ -259,8 +259,9 @@ impl UsageEvent {
         Ok(event)
     }
 
+    /// The event's JSON: what `serde_json::to_vec` writes for it, written faster (`json`).
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+        json::encode(self)
     }
 
     /// The budget owner: the team when the key belongs to one, otherwise the key. The Kafka
@@ -543,6 +544,7 @@ mod tests {
 
 #[cfg(test)]
 mod fuzz;
+mod json;
 #[cfg(test)]
 mod schema_tests;
 

@@ -99,8 +99,8 @@ fn time() -> BoxedStrategy<DateTime<Utc>> {
         .boxed()
 }
 
-/// Events within every bound of `check_event`.
-fn valid_event() -> BoxedStrategy<UsageEvent> {
+/// Events within every bound of `check_event` (also what `json`'s tests encode).
+pub(super) fn valid_event() -> BoxedStrategy<UsageEvent> {
     let ids = (id(), "[0-9a-f]{64}", prop::option::of(name()), prop::option::of(id()), prop::option::of(id()));
     let more_ids = (prop::option::of(id()), prop::option::of(id()), name(), name());
     let models = (name(), prop::option::of(name()), prop::option::of(name()), prop::option::of(name()));
