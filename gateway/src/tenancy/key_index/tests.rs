@@ -220,8 +220,6 @@ fn an_overflow_of_changes_is_noticed() {
     assert!(index.feed.overflowed.load(std::sync::atomic::Ordering::Acquire));
 }
 
-/// Every key matching `filter`, found by testing every key (what the sets a walk uses must agree
-/// with), oldest first.
 /// Every key `filter` picks, paged through by cursor `size` at a time; each page must count
 /// `total` keys in all.
 fn by_cursor(index: &KeyIndex, filter: &KeyFilter, size: usize, descending: bool, total: usize) -> Vec<String> {
@@ -238,6 +236,8 @@ fn by_cursor(index: &KeyIndex, filter: &KeyFilter, size: usize, descending: bool
     }
 }
 
+/// Every key matching `filter`, found by testing every key (what the sets a walk uses must agree
+/// with), oldest first.
 fn every_match(index: &KeyIndex, filter: &KeyFilter) -> Vec<String> {
     let keys = index.keys.read().unwrap();
     let search = filter.search.as_deref().map(|s| Search::new(&keys, s));
