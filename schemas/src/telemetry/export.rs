@@ -52,8 +52,7 @@ impl HttpExporter {
 
 impl Exporter for HttpExporter {
     fn export(&mut self, traces: &[EncodedTrace]) -> Result<(), ExportError> {
-        let mut body = Vec::new();
-        encode_request(&mut body, &self.preamble, traces);
+        let body = encode_request(&self.preamble, traces);
         let failed = |e: reqwest::Error| ExportError::Failed(format!("{}: {}", self.url, e.without_url()));
         let mut answer = self.client.post(&self.url).body(body).send().map_err(failed)?;
         let status = answer.status();

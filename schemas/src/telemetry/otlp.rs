@@ -79,27 +79,28 @@ impl EncodedTrace {
     }
 }
 
-/// Replaces `out` with the `ExportTraceServiceRequest` of `traces`. Every length is known
-/// before writing: the request is written front to back, each trace's bytes copied once.
-pub fn encode_request(out: &mut Vec<u8>, preamble: &Preamble, traces: &[EncodedTrace]) {
+/// The `ExportTraceServiceRequest` of `traces`. Every length is known before writing: the
+/// request is written front to back into a buffer of its exact size, each trace's bytes copied
+/// once.
+pub fn encode_request(preamble: &Preamble, traces: &[EncodedTrace]) -> Vec<u8> {
     let field = |len: usize| 1 + varint_len(len as u64) + len;
     let scope = field(preamble.scope.len());
     let scope_spans = scope + traces.iter().map(|t| t.bytes.len()).sum::<usize>();
     let resource_spans = field(preamble.resource.len()) + field(scope_spans);
-    out.clear();
-    out.reserve(field(resource_spans));
+    let mut out = Vec::with_capacity(field(resource_spans));
     // ExportTraceServiceRequest.resource_spans
-    length_of(out, 1, resource_spans);
+    length_of(&mut out, 1, resource_spans);
     // ResourceSpans.resource
-    length_of(out, 1, preamble.resource.len());
+    length_of(&mut out, 1, preamble.resource.len());
     out.extend_from_slice(&preamble.resource);
     // ResourceSpans.scope_spans: its scope, then the spans
-    length_of(out, 2, scope_spans);
-    length_of(out, 1, preamble.scope.len());
+    length_of(&mut out, 2, scope_spans);
+    length_of(&mut out, 1, preamble.scope.len());
     out.extend_from_slice(&preamble.scope);
     for trace in traces {
         out.extend_from_slice(&trace.bytes);
     }
+    out
 }
 
 /// The tag and length of field `field`, a message or bytes of `len` bytes that follow.

@@ -15,8 +15,9 @@ use std::time::Duration;
 fn decode(preamble: &Preamble, spans: &[RecordedSpan]) -> ExportTraceServiceRequest {
     let traces: Vec<EncodedTrace> = spans.chunks(3).map(EncodedTrace::new).collect();
     assert_eq!(traces.iter().map(EncodedTrace::spans).sum::<usize>(), spans.len());
-    let mut out = vec![0xff; 3];
-    encode_request(&mut out, preamble, &traces);
+    let out = encode_request(preamble, &traces);
+    // Its exact size, known before writing.
+    assert_eq!(out.capacity(), out.len());
     let request = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
     assert!(request.encode_to_vec() == out, "not protobuf's own bytes");
     request
