@@ -264,6 +264,24 @@ impl UsageEvent {
         json::encode(self)
     }
 
+    /// The counts added within version 1 after the three token counts, by field name in field
+    /// order: each is left out of the JSON when zero, and bounded as a token count.
+    pub fn optional_counts(&self) -> [(&'static str, u64); 11] {
+        [
+            ("cache_write_tokens", self.cache_write_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
+            ("audio_input_tokens", self.audio_input_tokens),
+            ("audio_output_tokens", self.audio_output_tokens),
+            ("image_input_tokens", self.image_input_tokens),
+            ("image_output_tokens", self.image_output_tokens),
+            ("search_units", self.search_units),
+            ("characters", self.characters),
+            ("images", self.images),
+            ("pixels", self.pixels),
+            ("audio_seconds", self.audio_seconds),
+        ]
+    }
+
     /// The budget owner: the team when the key belongs to one, otherwise the key. The Kafka
     /// record key, so one owner's events stay ordered in one partition.
     pub fn budget_owner(&self) -> String {

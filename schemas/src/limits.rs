@@ -228,23 +228,9 @@ fn check_adjustment(e: &UsageEvent, a: &crate::event::Adjustment) -> Result<(), 
             detail: "64 lower-case hex digits".into(),
         });
     }
-    let tokens = [
-        e.prompt_tokens,
-        e.completion_tokens,
-        e.cached_tokens,
-        e.cache_write_tokens,
-        e.reasoning_tokens,
-        e.audio_input_tokens,
-        e.audio_output_tokens,
-        e.image_input_tokens,
-        e.image_output_tokens,
-        e.search_units,
-        e.characters,
-        e.images,
-        e.pixels,
-        e.audio_seconds,
-    ];
-    if tokens.iter().any(|n| *n != 0) || e.cost_by_token_type.iter().any(|p| p.tokens != 0) {
+    let mut tokens =
+        [e.prompt_tokens, e.completion_tokens, e.cached_tokens].into_iter().chain(e.optional_counts().map(|(_, n)| n));
+    if tokens.any(|n| n != 0) || e.cost_by_token_type.iter().any(|p| p.tokens != 0) {
         return Err(BoundError::Range { field: "adjustment".into(), detail: "an adjustment has no tokens".into() });
     }
     Ok(())
@@ -275,19 +261,7 @@ pub fn check_event(e: &UsageEvent) -> Result<(), BoundError> {
     check_count("prompt_tokens", e.prompt_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("completion_tokens", e.completion_tokens, MAX_TOKENS_PER_REQUEST)?;
     check_count("cached_tokens", e.cached_tokens, MAX_TOKENS_PER_REQUEST)?;
-    for (field, n) in [
-        ("cache_write_tokens", e.cache_write_tokens),
-        ("reasoning_tokens", e.reasoning_tokens),
-        ("audio_input_tokens", e.audio_input_tokens),
-        ("audio_output_tokens", e.audio_output_tokens),
-        ("image_input_tokens", e.image_input_tokens),
-        ("image_output_tokens", e.image_output_tokens),
-        ("search_units", e.search_units),
-        ("characters", e.characters),
-        ("images", e.images),
-        ("pixels", e.pixels),
-        ("audio_seconds", e.audio_seconds),
-    ] {
+    for (field, n) in e.optional_counts() {
         check_count(field, n, MAX_TOKENS_PER_REQUEST)?;
     }
     if let Some(c) = &e.cache {

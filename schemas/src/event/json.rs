@@ -53,20 +53,8 @@ pub(super) fn encode(e: &UsageEvent) -> Result<Vec<u8>, serde_json::Error> {
         key(o, name);
         unsigned(o, n);
     }
-    // Left out when zero.
-    for (name, n) in [
-        ("cache_write_tokens", e.cache_write_tokens),
-        ("reasoning_tokens", e.reasoning_tokens),
-        ("audio_input_tokens", e.audio_input_tokens),
-        ("audio_output_tokens", e.audio_output_tokens),
-        ("image_input_tokens", e.image_input_tokens),
-        ("image_output_tokens", e.image_output_tokens),
-        ("search_units", e.search_units),
-        ("characters", e.characters),
-        ("images", e.images),
-        ("pixels", e.pixels),
-        ("audio_seconds", e.audio_seconds),
-    ] {
+    for (name, n) in e.optional_counts() {
+        // Left out when zero.
         if n != 0 {
             key(o, name);
             unsigned(o, n);

@@ -223,10 +223,13 @@ fn every_field_of_the_event_is_written_here() {
     let _ = <UsageEvent as serde::Deserialize>::deserialize(&mut names);
     let fields = names.0.unwrap();
     assert!(fields.len() >= 40, "{fields:?}");
+    // Named in the encoder, or in the list of optional counts it writes.
     let source = include_str!("../json.rs");
+    let counts = UsageEvent::default().optional_counts().map(|(name, _)| name);
     let missing: Vec<&&str> = fields
         .iter()
         .filter(|f| !source.contains(&format!("\"{f}\"")) && !source.contains(&format!("\\\"{f}\\\"")))
+        .filter(|f| !counts.contains(f))
         .collect();
     assert!(missing.is_empty(), "fields json.rs does not write: {missing:?}");
 }
